@@ -1,0 +1,58 @@
+//! The configuration file model, shared by every mode.
+//!
+//! One TOML file holds a section per mode (`[terminate]`, later `[originate]`, `[tunnel]`, …) and
+//! the sections every mode shares (`[log]`, `[security]`). Command-line flags for the quick cases
+//! build the same structures, so the rest of tlsgate only ever sees a validated [`Config`].
+//! docs/config.md is the reference; a test parses the example it carries.
+
+mod error;
+mod model;
+mod terminate;
+
+pub use error::ConfigError;
+pub use model::{Config, LogConfig, LogFormat, SecurityConfig};
+pub use terminate::{
+    BackendAddr, CertificateConfig, ListenerConfig, RouteConfig, TerminateConfig, TlsVersion,
+};
+
+impl Config {
+    /// Parses and validates a configuration file's text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a configuration file. Relative paths inside it are taken
+    /// relative to the file's directory, as operators expect of paths written next to a config.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Io(path.display().to_string(), e.to_string()))?;
+        let mut config = Self::from_toml(&text)?;
+        if let Some(dir) = path.parent() {
+            config.resolve_paths(dir);
+        }
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, dir: &std::path::Path) {
+        if let Some(t) = &mut self.terminate {
+            for l in &mut t.listener {
+                for c in &mut l.certificate {
+                    c.cert = dir.join(&c.cert);
+                    c.key = dir.join(&c.key);
+                }
+            }
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(t) = &self.terminate {
+            t.validate()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,56 @@
+//! Sections shared by every mode.
+
+use serde::Deserialize;
+
+use crate::TerminateConfig;
+
+/// A whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub security: SecurityConfig,
+    pub terminate: Option<TerminateConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `tlsgate_io=debug,info`, …
+    #[serde(default = "default_level")]
+    pub level: String,
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: default_level(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+fn default_level() -> String {
+    "info".to_string()
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Start even when a private key file is readable by group or others. Off by default: a key
+    /// that others can read is a key that may already be someone else's.
+    #[serde(default)]
+    pub allow_insecure_key_permissions: bool,
+}

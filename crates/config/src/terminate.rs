@@ -1,0 +1,252 @@
+//! `[terminate]`: TLS in, plaintext to backends.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tlsgate_core::names::NamePattern;
+
+use crate::ConfigError;
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TerminateConfig {
+    #[serde(default)]
+    pub listener: Vec<ListenerConfig>,
+}
+
+/// One listening socket with its certificates and routes.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// A name for logs; defaults to the listen address.
+    pub name: Option<String>,
+    pub listen: SocketAddr,
+    /// ALPN protocols offered, in order of preference. Empty: no ALPN.
+    #[serde(default)]
+    pub alpn: Vec<String>,
+    #[serde(default = "default_versions")]
+    pub tls_versions: Vec<TlsVersion>,
+    /// Time a client has from TCP accept to a finished TLS handshake.
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    pub certificate: Vec<CertificateConfig>,
+    pub route: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// A certificate chain and its key, served for the names it lists.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// PEM file: the leaf first, then intermediates.
+    pub cert: PathBuf,
+    /// PEM file: PKCS#8, SEC1 (EC) or PKCS#1 (RSA) private key.
+    pub key: PathBuf,
+    /// Server names this certificate answers (exact or `*.` wildcard). When absent, the DNS names
+    /// in the certificate's subjectAltName are used.
+    pub names: Option<Vec<String>>,
+    /// Serve this certificate when the client sent no SNI or a name no certificate lists. Without
+    /// a default such handshakes are refused with an `unrecognized_name` alert.
+    #[serde(default)]
+    pub default: bool,
+}
+
+/// A backend pool and the server names that reach it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Server names (exact or `*.` wildcard) routed here. A route without names is the listener's
+    /// default route, taken by handshakes that match no other route.
+    #[serde(default)]
+    pub sni: Vec<String>,
+    /// `host:port` of each backend; host names are resolved at connect time.
+    pub backends: Vec<BackendAddr>,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Backends tried for one connection before giving up; defaults to every member once.
+    pub connect_attempts: Option<usize>,
+}
+
+/// `host:port`, checked for shape when the config loads.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct BackendAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl TryFrom<String> for BackendAddr {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl std::str::FromStr for BackendAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(sa) = s.parse::<SocketAddr>() {
+            return Ok(BackendAddr {
+                host: sa.ip().to_string(),
+                port: sa.port(),
+            });
+        }
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("backend {s:?} is not host:port"))?;
+        let port = port
+            .parse()
+            .map_err(|_| format!("backend {s:?} has no valid port"))?;
+        if host.is_empty() || host.contains(['[', ']', ':', '/', ' ']) {
+            return Err(format!("backend {s:?} has no valid host"));
+        }
+        Ok(BackendAddr {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for BackendAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+fn default_versions() -> Vec<TlsVersion> {
+    vec![TlsVersion::Tls12, TlsVersion::Tls13]
+}
+
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl ListenerConfig {
+    /// The listener for `tlsgate terminate --listen … --cert … --key … --backend …`: one
+    /// certificate served for every name, one route to the given backends.
+    pub fn from_flags(
+        listen: SocketAddr,
+        cert: PathBuf,
+        key: PathBuf,
+        backends: Vec<BackendAddr>,
+    ) -> Self {
+        ListenerConfig {
+            name: None,
+            listen,
+            alpn: Vec::new(),
+            tls_versions: default_versions(),
+            handshake_timeout: default_handshake_timeout(),
+            certificate: vec![CertificateConfig {
+                cert,
+                key,
+                names: Some(Vec::new()),
+                default: true,
+            }],
+            route: vec![RouteConfig {
+                sni: Vec::new(),
+                backends,
+                connect_timeout: default_connect_timeout(),
+                connect_attempts: None,
+            }],
+        }
+    }
+
+    pub fn display_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.listen.to_string())
+    }
+}
+
+impl TerminateConfig {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.listener.is_empty() {
+            return Err(ConfigError::invalid(
+                "[terminate]",
+                "no [[terminate.listener]] defined",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, l) in self.listener.iter().enumerate() {
+            let place = format!("terminate.listener[{i}] ({})", l.display_name());
+            if !seen.insert(l.listen) && l.listen.port() != 0 {
+                return Err(ConfigError::invalid(
+                    place,
+                    format!("{} is listed twice", l.listen),
+                ));
+            }
+            l.validate(&place)?;
+        }
+        Ok(())
+    }
+}
+
+impl ListenerConfig {
+    fn validate(&self, place: &str) -> Result<(), ConfigError> {
+        let bad = |problem: String| ConfigError::invalid(place, problem);
+        if self.tls_versions.is_empty() {
+            return Err(bad("tls_versions is empty".into()));
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(bad("handshake_timeout must be above zero".into()));
+        }
+        if self.certificate.is_empty() {
+            return Err(bad("no certificate".into()));
+        }
+        if self.certificate.iter().filter(|c| c.default).count() > 1 {
+            return Err(bad("more than one certificate has default = true".into()));
+        }
+        for alpn in &self.alpn {
+            if alpn.is_empty() || alpn.len() > 255 {
+                return Err(bad(format!(
+                    "ALPN protocol {alpn:?} must be 1 to 255 bytes"
+                )));
+            }
+        }
+        for c in &self.certificate {
+            for n in c.names.iter().flatten() {
+                NamePattern::parse(n).map_err(|e| bad(e.to_string()))?;
+            }
+        }
+        if self.route.is_empty() {
+            return Err(bad("no route".into()));
+        }
+        if self.route.iter().filter(|r| r.sni.is_empty()).count() > 1 {
+            return Err(bad(
+                "more than one default route (a route without sni)".into()
+            ));
+        }
+        for (j, r) in self.route.iter().enumerate() {
+            let bad =
+                |problem: String| ConfigError::invalid(format!("{place} route[{j}]"), problem);
+            if r.backends.is_empty() {
+                return Err(bad("no backends".into()));
+            }
+            if r.connect_timeout.is_zero() {
+                return Err(bad("connect_timeout must be above zero".into()));
+            }
+            if r.connect_attempts == Some(0) {
+                return Err(bad("connect_attempts must be at least 1".into()));
+            }
+            for n in &r.sni {
+                NamePattern::parse(n).map_err(|e| bad(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,83 @@
+use super::*;
+
+/// The example in docs/config.md is the one users copy: it must parse and validate.
+#[test]
+fn documented_example_parses() {
+    let doc = include_str!("../../../docs/config.md");
+    let start = doc.find("```toml\n").expect("example block") + "```toml\n".len();
+    let end = start + doc[start..].find("```").expect("end of example");
+    let config = Config::from_toml(&doc[start..end]).expect("example validates");
+    let t = config.terminate.expect("terminate section");
+    assert_eq!(t.listener.len(), 2);
+    assert_eq!(
+        t.listener[0].route[0].backends[1].to_string(),
+        "10.0.0.12:8080"
+    );
+    assert_eq!(t.listener[1].tls_versions, vec![TlsVersion::Tls13]);
+    assert_eq!(config.log.format, LogFormat::Text);
+}
+
+fn minimal(extra_route: &str) -> String {
+    format!(
+        r#"
+[[terminate.listener]]
+listen = "127.0.0.1:0"
+[[terminate.listener.certificate]]
+cert = "a.pem"
+key = "a.key"
+[[terminate.listener.route]]
+backends = ["127.0.0.1:80"]
+{extra_route}
+"#
+    )
+}
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = Config::from_toml(&minimal("")).unwrap();
+    let l = &c.terminate.unwrap().listener[0];
+    assert_eq!(l.handshake_timeout, std::time::Duration::from_secs(10));
+    assert_eq!(l.tls_versions, vec![TlsVersion::Tls12, TlsVersion::Tls13]);
+    assert!(!l.certificate[0].default);
+}
+
+#[test]
+fn rejects_what_would_misbehave() {
+    let cases = [
+        (
+            "[[terminate.listener.route]]\nbackends = [\"x:1\"]",
+            "more than one default route",
+        ),
+        (
+            "[[terminate.listener.route]]\nsni = [\"a\"]\nbackends = []",
+            "no backends",
+        ),
+        (
+            "[[terminate.listener.route]]\nsni = [\"*.*.a\"]\nbackends = [\"x:1\"]",
+            "invalid server name",
+        ),
+        (
+            "[[terminate.listener.route]]\nsni = [\"a\"]\nbackends = [\"nohost\"]",
+            "not host:port",
+        ),
+        (
+            "[[terminate.listener.route]]\nsni = [\"a\"]\nbakends = [\"x:1\"]",
+            "unknown field",
+        ),
+    ];
+    for (extra, want) in cases {
+        let err = Config::from_toml(&minimal(extra)).unwrap_err().to_string();
+        assert!(err.contains(want), "{extra:?}: got {err}");
+    }
+}
+
+#[test]
+fn backend_addresses() {
+    let b: BackendAddr = "[::1]:8080".parse().unwrap();
+    assert_eq!((b.host.as_str(), b.port), ("::1", 8080));
+    assert_eq!(b.to_string(), "[::1]:8080");
+    let b: BackendAddr = "db.internal:5432".parse().unwrap();
+    assert_eq!(b.host, "db.internal");
+    assert!("db.internal:99999".parse::<BackendAddr>().is_err());
+    assert!(":80".parse::<BackendAddr>().is_err());
+}
