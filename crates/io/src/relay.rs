@@ -1,0 +1,82 @@
+//! The byte pump between a client stream and a backend stream.
+//!
+//! Each direction copies until end of stream, then shuts down writing on the other side, so a
+//! client that half-closes still receives the reply. An error in either direction ends both and
+//! is reported with the side that caused it; the TLS side is then dropped without close_notify,
+//! which tells a TLS client the response was cut short.
+
+use tlsgate_core::side::Side;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::ProxyError;
+
+const BUF: usize = 16 * 1024;
+
+/// Bytes moved by a finished relay.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Transferred {
+    /// Client to backend.
+    pub up: u64,
+    /// Backend to client.
+    pub down: u64,
+}
+
+/// Relays until both directions ended. `client` is the TLS side, `backend` the plaintext side.
+pub async fn relay<C, B>(client: C, backend: B) -> Result<Transferred, (ProxyError, Transferred)>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut br, mut bw) = tokio::io::split(backend);
+    let mut t = Transferred::default();
+    let up = pump(&mut cr, Side::Client, &mut bw, Side::Backend, &mut t.up);
+    let down = pump(&mut br, Side::Backend, &mut cw, Side::Client, &mut t.down);
+    let result = tokio::try_join!(up, down);
+    match result {
+        Ok(_) => Ok(t),
+        Err(e) => Err((e, t)),
+    }
+}
+
+async fn pump<R, W>(
+    from: &mut R,
+    from_side: Side,
+    to: &mut W,
+    to_side: Side,
+    count: &mut u64,
+) -> Result<(), ProxyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; BUF];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            // A TLS peer that closes TCP without close_notify: the stream has ended all the same;
+            // whatever it sent was delivered, and truncation attacks concern what it receives.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                tracing::debug!(side = %from_side, "peer closed without close_notify");
+                break;
+            }
+            Err(e) => {
+                return Err(ProxyError {
+                    side: from_side,
+                    context: format!("read failed after {count} bytes: {e}"),
+                })
+            }
+        };
+        to.write_all(&buf[..n]).await.map_err(|e| ProxyError {
+            side: to_side,
+            context: format!("write failed after {count} bytes: {e}"),
+        })?;
+        *count += n as u64;
+    }
+    // End of stream from one side: pass the half-close on.
+    to.shutdown().await.map_err(|e| ProxyError {
+        side: to_side,
+        context: format!("shutdown after {count} bytes failed: {e}"),
+    })
+}

@@ -1,0 +1,118 @@
+//! The TLS handshake of one client connection.
+//!
+//! The ClientHello is read first (rustls's `Acceptor`), so that a name with no certificate or no
+//! route is refused with an `unrecognized_name` alert before any key exchange is spent on it.
+
+use std::sync::Arc;
+
+use rustls::server::Acceptor;
+use rustls::AlertDescription;
+use tlsgate_tls::server::ListenerTls;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::StartHandshake;
+
+use super::routes::{Route, Routes};
+use crate::ProxyError;
+
+/// A finished handshake and the route its SNI chose.
+#[derive(Debug)]
+pub struct Established {
+    pub stream: TlsStream<TcpStream>,
+    pub sni: Option<String>,
+    pub route: Arc<Route>,
+}
+
+impl Established {
+    /// `TLSv1_3`, `TLS13_AES_128_GCM_SHA256`, ALPN as text: for the connection's log line.
+    pub fn describe(&self) -> (String, String, String) {
+        let conn = self.stream.get_ref().1;
+        let version = conn
+            .protocol_version()
+            .map(|v| format!("{v:?}"))
+            .unwrap_or_default();
+        let suite = conn
+            .negotiated_cipher_suite()
+            .map(|s| format!("{:?}", s.suite()))
+            .unwrap_or_default();
+        let alpn = conn
+            .alpn_protocol()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .unwrap_or_default();
+        (version, suite, alpn)
+    }
+}
+
+pub async fn accept(
+    mut tcp: TcpStream,
+    tls: &ListenerTls,
+    routes: &Routes,
+) -> Result<Established, ProxyError> {
+    let accepted = read_client_hello(&mut tcp).await?;
+    let hello = accepted.client_hello();
+    let sni = hello.server_name().map(str::to_owned);
+    if tls.certs.lookup(sni.as_deref()).is_none() {
+        send_alert(&mut tcp, AlertDescription::UnrecognisedName).await;
+        return Err(ProxyError::client(format!(
+            "refused: no certificate for SNI {sni:?} and no default certificate"
+        )));
+    }
+    let Some(route) = routes.lookup(sni.as_deref()).cloned() else {
+        send_alert(&mut tcp, AlertDescription::UnrecognisedName).await;
+        return Err(ProxyError::client(format!(
+            "refused: SNI {sni:?} matches no route and there is no default route"
+        )));
+    };
+    let stream = StartHandshake::from_parts(accepted, tcp)
+        .into_stream(tls.config.clone())
+        .await
+        .map_err(|e| ProxyError::client(format!("TLS handshake failed (sni {sni:?}): {e}")))?;
+    Ok(Established { stream, sni, route })
+}
+
+/// Feeds socket bytes to rustls until a whole ClientHello has arrived. Anything that is not one
+/// is answered with the alert rustls chose and an error naming the client.
+async fn read_client_hello(tcp: &mut TcpStream) -> Result<rustls::server::Accepted, ProxyError> {
+    let mut acceptor = Acceptor::default();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tcp
+            .read(&mut buf)
+            .await
+            .map_err(|e| ProxyError::client(format!("read before ClientHello: {e}")))?;
+        if n == 0 {
+            return Err(ProxyError::client(
+                "closed the connection before a complete ClientHello",
+            ));
+        }
+        let mut input = &buf[..n];
+        while !input.is_empty() {
+            let taken = acceptor.read_tls(&mut input).map_err(|e| {
+                ProxyError::client(format!("ClientHello too large or unreadable: {e}"))
+            })?;
+            if taken == 0 {
+                return Err(ProxyError::client("ClientHello larger than rustls accepts"));
+            }
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => return Ok(accepted),
+            Ok(None) => continue,
+            Err((err, mut alert)) => {
+                let mut out = Vec::new();
+                let _ = alert.write_all(&mut out);
+                let _ = tcp.write_all(&out).await;
+                return Err(ProxyError::client(format!(
+                    "not a valid TLS ClientHello: {err}"
+                )));
+            }
+        }
+    }
+}
+
+/// A fatal alert in a plaintext record: what a server sends before ServerHello.
+async fn send_alert(tcp: &mut TcpStream, description: AlertDescription) {
+    let record = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, u8::from(description)];
+    let _ = tcp.write_all(&record).await;
+    let _ = tcp.shutdown().await;
+}

@@ -1,0 +1,50 @@
+//! A listener's routes: server name to backend pool.
+
+use std::sync::Arc;
+
+use tlsgate_config::ListenerConfig;
+use tlsgate_core::names::{BadPattern, NamePattern, NameTable};
+
+use crate::backend::Pool;
+
+/// One route's pool, and a label for logs.
+#[derive(Debug)]
+pub struct Route {
+    pub label: String,
+    pub pool: Pool,
+}
+
+#[derive(Debug)]
+pub struct Routes {
+    table: NameTable<Arc<Route>>,
+}
+
+impl Routes {
+    pub fn from_config(listener: &ListenerConfig) -> Result<Self, BadPattern> {
+        let mut table = NameTable::new();
+        for (i, r) in listener.route.iter().enumerate() {
+            let label = if r.sni.is_empty() {
+                "default".to_string()
+            } else {
+                r.sni.join(",")
+            };
+            let route = Arc::new(Route {
+                label: format!("route[{i}] {label}"),
+                pool: Pool::new(r.backends.clone(), r.connect_timeout, r.connect_attempts),
+            });
+            if r.sni.is_empty() {
+                table.set_default(route);
+            } else {
+                for n in &r.sni {
+                    let pattern = NamePattern::parse(n)?;
+                    table.insert(pattern, route.clone());
+                }
+            }
+        }
+        Ok(Routes { table })
+    }
+
+    pub fn lookup(&self, sni: Option<&str>) -> Option<&Arc<Route>> {
+        self.table.lookup(sni)
+    }
+}

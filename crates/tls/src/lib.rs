@@ -1,0 +1,17 @@
+//! The rustls side of tlsgate, kept in one crate so the rustls 0.24 upgrade touches little.
+//!
+//! - [`keys`]: PEM certificate chains and private keys from disk, with the permission check;
+//! - [`server`]: per-listener `ServerConfig`s and the SNI certificate table;
+//! - [`pki`]: a throwaway CA and leaf certificates (rcgen) for the demo and for tests.
+
+pub mod error;
+pub mod keys;
+pub mod pki;
+pub mod server;
+
+pub use error::TlsError;
+
+/// The crypto provider every config uses: aws-lc-rs, TLS 1.2 and 1.3 AEAD suites with ECDHE only.
+pub fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}

@@ -1,0 +1,99 @@
+//! Server-side TLS configuration for one terminate listener.
+
+use std::sync::Arc;
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use tlsgate_config::{ListenerConfig, TlsVersion};
+use tlsgate_core::names::{NamePattern, NameTable};
+
+use crate::keys::load_cert_and_key;
+use crate::TlsError;
+
+/// Certificates of a listener by server name.
+#[derive(Debug)]
+pub struct CertTable {
+    table: NameTable<Arc<CertifiedKey>>,
+}
+
+impl CertTable {
+    /// The certificate for an SNI value, or the default; `None` means refuse.
+    pub fn lookup(&self, sni: Option<&str>) -> Option<&Arc<CertifiedKey>> {
+        self.table.lookup(sni)
+    }
+}
+
+impl ResolvesServerCert for CertTable {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.lookup(hello.server_name()).cloned()
+    }
+}
+
+/// What a listener needs from rustls: the config to hand to the handshake, and the certificate
+/// table to check SNI against before it starts.
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    pub config: Arc<ServerConfig>,
+    pub certs: Arc<CertTable>,
+}
+
+/// Loads every certificate of a listener and builds its rustls config.
+pub fn listener_tls(
+    listener: &ListenerConfig,
+    allow_insecure_key_permissions: bool,
+) -> Result<ListenerTls, TlsError> {
+    let mut table = NameTable::new();
+    for c in &listener.certificate {
+        let loaded = load_cert_and_key(&c.cert, &c.key, allow_insecure_key_permissions)?;
+        let names = match &c.names {
+            Some(names) => names.clone(),
+            None => loaded.dns_names.clone(),
+        };
+        if names.is_empty() && !c.default {
+            return Err(TlsError::Material {
+                path: c.cert.clone(),
+                problem: "certificate has no DNS names and neither `names` nor `default` is set, \
+                          so no handshake could ever use it"
+                    .into(),
+            });
+        }
+        for n in names {
+            let pattern = NamePattern::parse(&n).map_err(|e| TlsError::Material {
+                path: c.cert.clone(),
+                problem: e.to_string(),
+            })?;
+            table.insert(pattern, loaded.key.clone());
+        }
+        if c.default {
+            table.set_default(loaded.key.clone());
+        }
+    }
+    let certs = Arc::new(CertTable { table });
+
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> = listener
+        .tls_versions
+        .iter()
+        .map(|v| match v {
+            TlsVersion::Tls12 => &rustls::version::TLS12,
+            TlsVersion::Tls13 => &rustls::version::TLS13,
+        })
+        .collect();
+    let mut config = ServerConfig::builder_with_provider(crate::provider())
+        .with_protocol_versions(&versions)
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(certs.clone());
+    config.alpn_protocols = listener
+        .alpn
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
+    // Stateless tickets: resumption without per-session memory on the gateway.
+    config.ticketer =
+        rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| TlsError::Config(e.to_string()))?;
+    Ok(ListenerTls {
+        config: Arc::new(config),
+        certs,
+    })
+}

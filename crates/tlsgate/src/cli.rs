@@ -1,0 +1,87 @@
+//! Command-line interface. Flags for the quick cases map onto the same config model as the file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tlsgate_config::BackendAddr;
+
+#[derive(Debug, Parser)]
+#[command(name = "tlsgate", version, about = "TLS offload gateway")]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log filter (overrides [log] level; RUST_LOG overrides both).
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+    /// Log format (overrides [log] format).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormatArg>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// TLS in, plaintext to backends.
+    Terminate(TerminateArgs),
+    /// A throwaway CA, a built-in HTTP backend and a terminator in front of it, on loopback.
+    Demo(DemoArgs),
+    /// The built-in plaintext HTTP backend alone (GET /, POST /echo, POST /sha256).
+    Backend(BackendArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TerminateArgs {
+    /// TOML config file; when given, it is the whole configuration.
+    #[arg(long, short, conflicts_with_all = ["listen", "cert", "key", "backend"])]
+    pub config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, required_unless_present = "config")]
+    pub listen: Option<SocketAddr>,
+    /// PEM certificate chain, leaf first.
+    #[arg(long, required_unless_present = "config")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1).
+    #[arg(long, required_unless_present = "config")]
+    pub key: Option<PathBuf>,
+    /// Backend host:port; repeat for a round-robin pool.
+    #[arg(long, required_unless_present = "config")]
+    pub backend: Vec<BackendAddr>,
+    /// ALPN protocol to offer; repeat for several, most preferred first.
+    #[arg(long, conflicts_with = "config")]
+    pub alpn: Vec<String>,
+    /// Time a client has to finish its handshake.
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "config")]
+    pub handshake_timeout: Option<Duration>,
+    /// Start even if the key file is readable by group or others.
+    #[arg(long)]
+    pub allow_insecure_key_permissions: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the demo's TLS listener listens.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct BackendArgs {
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// Name the server gives in its answers.
+    #[arg(long, default_value = "tlsgate built-in backend")]
+    pub name: String,
+}
