@@ -1,1 +1,13 @@
+//! Helpers for tlsgate's integration tests, which run the real binary against real peers.
+//!
+//! - [`process`]: a child process whose log lines can be awaited;
+//! - [`pki`]: a throwaway CA with certificates written to a temporary directory;
+//! - [`nginx`]: a private nginx instance on a free loopback port;
+//! - [`data`]: random files and their SHA-256.
 
+pub mod clients;
+pub mod data;
+pub mod net;
+pub mod nginx;
+pub mod pki;
+pub mod process;

@@ -1,0 +1,43 @@
+//! Real TLS clients: curl and `openssl s_client`.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+/// Runs curl with `args` (adds `-sS`); the output is returned whatever the exit status.
+pub fn curl(args: &[&str]) -> Output {
+    Command::new("curl")
+        .arg("-sS")
+        .args(args)
+        .output()
+        .expect("curl is installed")
+}
+
+/// Runs `openssl s_client` with `args`, writing `input` to its stdin and closing it.
+pub fn s_client(args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new("openssl")
+        .arg("s_client")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl is installed");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+/// stdout and stderr of a finished client, for assertion messages.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout[..out.stdout.len().min(2000)]),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

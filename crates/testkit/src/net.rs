@@ -1,0 +1,33 @@
+//! Loopback ports and waiting for a server to accept.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+/// A loopback port that was free a moment ago (for peers that cannot report a port they chose).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A loopback port where nothing listens: bound, then closed, so connects are refused.
+pub fn dead_port() -> u16 {
+    free_port()
+}
+
+/// Polls until `addr` accepts a TCP connection, for peers (nginx) that do not announce readiness.
+pub fn wait_accepting(addr: SocketAddr, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr} did not start accepting within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

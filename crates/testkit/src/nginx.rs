@@ -1,0 +1,83 @@
+//! A private nginx (Debian's package) serving a directory over plain HTTP, PUT enabled.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::net::{free_port, wait_accepting};
+use crate::process::Proc;
+
+pub struct Nginx {
+    pub addr: SocketAddr,
+    pub root: PathBuf,
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Starts nginx in the foreground, one process, on a free loopback port; `root` is served and
+    /// receives PUT uploads.
+    pub fn start(root: &Path) -> Nginx {
+        let dir = tempfile::Builder::new()
+            .prefix("tlsgate-nginx-")
+            .tempdir()
+            .unwrap();
+        let port = free_port();
+        let conf = dir.path().join("nginx.conf");
+        let d = dir.path().display();
+        std::fs::write(
+            &conf,
+            format!(
+                r#"daemon off;
+master_process off;
+worker_processes 1;
+user root;
+pid {d}/nginx.pid;
+error_log stderr warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    client_max_body_size 0;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        dav_methods PUT;
+        create_full_put_path on;
+    }}
+}}
+"#,
+                root = root.display()
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new(nginx_bin());
+        cmd.args(["-p", &d.to_string(), "-c", conf.to_str().unwrap()]);
+        let proc = Proc::spawn("nginx", cmd);
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_accepting(addr, Duration::from_secs(10));
+        Nginx {
+            addr,
+            root: root.to_path_buf(),
+            _proc: proc,
+            _dir: dir,
+        }
+    }
+
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("access.log")).unwrap_or_default()
+    }
+}
+
+fn nginx_bin() -> &'static str {
+    if Path::new("/usr/sbin/nginx").exists() {
+        "/usr/sbin/nginx"
+    } else {
+        "nginx"
+    }
+}

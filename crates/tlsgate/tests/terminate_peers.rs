@@ -1,0 +1,195 @@
+//! tlsgate terminate between real clients (curl, openssl s_client) and real backends (nginx, the
+//! built-in backend), TLS 1.3 and TLS 1.2, with 64 MiB bodies both ways checked by SHA-256.
+
+use std::time::Duration;
+
+use tlsgate_testkit::clients::{curl, describe, s_client};
+use tlsgate_testkit::data::{random_file, sha256, sha256_file};
+use tlsgate_testkit::nginx::Nginx;
+use tlsgate_testkit::pki::Pki;
+use tlsgate_testkit::process::{Proc, Tlsgate};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
+const BIG: usize = 64 << 20;
+
+/// (curl flags, the version tlsgate must log) for TLS 1.3 and for TLS 1.2 forced.
+const VERSIONS: [(&[&str], &str); 2] = [
+    (&["--tlsv1.3"], "TLSv1_3"),
+    (&["--tlsv1.2", "--tls-max", "1.2"], "TLSv1_2"),
+];
+
+fn builtin_backend() -> (Tlsgate, String) {
+    let backend = Tlsgate::start(
+        BIN,
+        &["backend", "--listen", "127.0.0.1:0", "--name", "builtin"],
+    );
+    let line = backend
+        .proc
+        .wait_for(&["backend listening"], Duration::from_secs(30));
+    let addr = Proc::field(&line, "addr").unwrap();
+    (backend, addr)
+}
+
+fn terminator(pki: &Pki, backend: &str) -> (Tlsgate, u16) {
+    let (cert, key) = pki.server("server", &["localhost"]);
+    let gate = Tlsgate::start(
+        BIN,
+        &[
+            "terminate",
+            "--listen",
+            "127.0.0.1:0",
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--backend",
+            backend,
+        ],
+    );
+    let port = gate.listening(None).port();
+    (gate, port)
+}
+
+#[test]
+fn curl_echoes_64mib_through_builtin_backend_tls13_and_tls12() {
+    let pki = Pki::new();
+    let (_backend, backend_addr) = builtin_backend();
+    let (gate, port) = terminator(&pki, &backend_addr);
+    let body = pki.path("body.bin");
+    let want = random_file(&body, BIG);
+    let url = format!("https://localhost:{port}/echo");
+    for (flags, version) in VERSIONS {
+        let got = pki.path("got.bin");
+        let mut args = vec!["--cacert", pki.ca(), "--data-binary"];
+        let at_body = format!("@{}", body.display());
+        args.push(&at_body);
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&[
+            "-o",
+            got.to_str().unwrap(),
+            "-H",
+            "Content-Type: application/octet-stream",
+            &url,
+        ]);
+        let out = curl(&args);
+        assert!(out.status.success(), "{}", describe(&out));
+        assert_eq!(sha256_file(&got), want, "echoed body differs ({version})");
+        gate.proc.wait_for(
+            &["connection closed", &format!("up={}", BIG)],
+            Duration::from_secs(30),
+        );
+        assert!(
+            !gate
+                .proc
+                .lines_with(&["handshake done", version])
+                .is_empty(),
+            "no {version} handshake logged"
+        );
+    }
+}
+
+#[test]
+fn curl_puts_and_gets_64mib_through_nginx_tls13_and_tls12() {
+    let pki = Pki::new();
+    let root = pki.path("www");
+    std::fs::create_dir(&root).unwrap();
+    let nginx = Nginx::start(&root);
+    let (gate, port) = terminator(&pki, &nginx.addr.to_string());
+    let body = pki.path("body.bin");
+    let want = random_file(&body, BIG);
+    for (i, (flags, version)) in VERSIONS.into_iter().enumerate() {
+        // Up: nginx stores the PUT body; its file must be byte-identical.
+        let url = format!("https://localhost:{port}/up{i}.bin");
+        let mut args = vec!["--cacert", pki.ca(), "-f", "-T", body.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        args.push(&url);
+        let out = curl(&args);
+        assert!(out.status.success(), "PUT {version}: {}", describe(&out));
+        assert_eq!(
+            sha256_file(&root.join(format!("up{i}.bin"))),
+            want,
+            "uploaded file differs ({version})"
+        );
+
+        // Down: the same file fetched back through tlsgate.
+        let got = pki.path("got.bin");
+        let mut args = vec!["--cacert", pki.ca(), "-f", "-o", got.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        args.push(&url);
+        let out = curl(&args);
+        assert!(out.status.success(), "GET {version}: {}", describe(&out));
+        assert_eq!(
+            sha256_file(&got),
+            want,
+            "downloaded file differs ({version})"
+        );
+        assert!(
+            !gate
+                .proc
+                .lines_with(&["handshake done", version])
+                .is_empty(),
+            "no {version} handshake logged"
+        );
+    }
+    assert!(
+        nginx.access_log().contains("\"PUT /up1.bin HTTP/1.1\" 201"),
+        "nginx log: {}",
+        nginx.access_log()
+    );
+}
+
+/// `openssl s_client` sends a 64 MiB POST to /echo and reads the whole answer back.
+#[test]
+fn openssl_s_client_echoes_64mib_tls13_and_tls12() {
+    let pki = Pki::new();
+    let (_backend, backend_addr) = builtin_backend();
+    let (gate, port) = terminator(&pki, &backend_addr);
+    let payload: Vec<u8> = {
+        let path = pki.path("body.bin");
+        random_file(&path, BIG);
+        std::fs::read(&path).unwrap()
+    };
+    let mut request = format!(
+        "POST /echo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        payload.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&payload);
+    let connect = format!("127.0.0.1:{port}");
+    for (flag, version) in [("-tls1_3", "TLSv1_3"), ("-tls1_2", "TLSv1_2")] {
+        let out = s_client(
+            &[
+                "-connect",
+                &connect,
+                "-servername",
+                "localhost",
+                "-CAfile",
+                pki.ca(),
+                "-verify_return_error",
+                "-quiet",
+                "-ign_eof",
+                flag,
+            ],
+            &request,
+        );
+        let stdout = &out.stdout;
+        let split = stdout
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no HTTP answer: {}", describe(&out)));
+        let head = String::from_utf8_lossy(&stdout[..split]);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(
+            sha256(&stdout[split + 4..]),
+            sha256(&payload),
+            "s_client {version}: echoed body differs"
+        );
+        assert!(
+            !gate
+                .proc
+                .lines_with(&["handshake done", version])
+                .is_empty(),
+            "no {version} handshake logged"
+        );
+    }
+}
