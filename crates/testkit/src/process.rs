@@ -2,20 +2,27 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+/// Lines logged so far, and how many of the two output streams have ended.
+#[derive(Default)]
+struct Log {
+    lines: Vec<String>,
+    closed: usize,
+}
 
 /// A running process; killed when dropped.
 pub struct Proc {
     child: Child,
-    lines: Receiver<String>,
-    log: Arc<Mutex<Vec<String>>>,
+    log: Arc<(Mutex<Log>, Condvar)>,
+    /// Where [`Proc::wait_for`] resumes: each call consumes lines up to its match.
+    cursor: std::cell::Cell<usize>,
     name: String,
 }
 
 impl Proc {
-    /// Starts `cmd` with stderr captured (stdout too, merged into the same log).
+    /// Starts `cmd` with stdout and stderr captured into one log.
     pub fn spawn(name: &str, mut cmd: Command) -> Proc {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -25,73 +32,100 @@ impl Proc {
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        let (tx, rx) = channel();
-        let log = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::new((Mutex::new(Log::default()), Condvar::new()));
         let out = child.stdout.take().expect("piped stdout");
         let err = child.stderr.take().expect("piped stderr");
-        for (stream, tx, log) in [
-            (
-                Box::new(out) as Box<dyn std::io::Read + Send>,
-                tx.clone(),
-                log.clone(),
-            ),
-            (Box::new(err), tx, log.clone()),
+        for stream in [
+            Box::new(out) as Box<dyn std::io::Read + Send>,
+            Box::new(err),
         ] {
+            let log = log.clone();
             std::thread::spawn(move || {
+                let (lock, cond) = &*log;
                 for line in BufReader::new(stream).lines() {
                     let Ok(line) = line else { break };
-                    log.lock().unwrap().push(line.clone());
-                    if tx.send(line).is_err() {
-                        // Nobody waits any more; keep recording into the log.
-                    }
+                    lock.lock().unwrap().lines.push(line);
+                    cond.notify_all();
                 }
+                lock.lock().unwrap().closed += 1;
+                cond.notify_all();
             });
         }
         Proc {
             child,
-            lines: rx,
             log,
+            cursor: std::cell::Cell::new(0),
             name: name.to_string(),
         }
     }
 
-    /// Waits for a line containing every one of `needles`, returning it. Panics with the log so far
-    /// when the process exits or `timeout` passes first.
+    /// Waits for the next line (after the previous `wait_for` match) containing every one of
+    /// `needles`, and returns it. Panics with the log when the process exits or `timeout` passes.
     pub fn wait_for(&self, needles: &[&str], timeout: Duration) -> String {
+        let (index, line) = self.wait_from(self.cursor.get(), needles, timeout);
+        self.cursor.set(index + 1);
+        line
+    }
+
+    /// Waits for any line, logged before or after this call, containing every one of `needles`.
+    pub fn wait_logged(&self, needles: &[&str], timeout: Duration) -> String {
+        self.wait_from(0, needles, timeout).1
+    }
+
+    /// Like [`Proc::wait_logged`], but `None` when the process exits without logging such a line.
+    pub fn logged_or_exit(&self, needles: &[&str], timeout: Duration) -> Option<String> {
+        self.scan(0, needles, timeout).map(|(_, line)| line)
+    }
+
+    fn wait_from(&self, from: usize, needles: &[&str], timeout: Duration) -> (usize, String) {
+        self.scan(from, needles, timeout).unwrap_or_else(|| {
+            panic!(
+                "{}: exited before logging {needles:?}; log:\n{}",
+                self.name,
+                self.log_text()
+            )
+        })
+    }
+
+    fn scan(&self, from: usize, needles: &[&str], timeout: Duration) -> Option<(usize, String)> {
         let deadline = Instant::now() + timeout;
+        let (lock, cond) = &*self.log;
+        let mut log = lock.lock().unwrap();
+        let mut next = from;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if needles.iter().all(|n| line.contains(n)) => return line,
-                Ok(_) => continue,
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!(
-                        "{}: no line with {needles:?} within {timeout:?}; log:\n{}",
-                        self.name,
-                        self.log_text()
-                    )
+            while next < log.lines.len() {
+                if needles.iter().all(|n| log.lines[next].contains(n)) {
+                    return Some((next, log.lines[next].clone()));
                 }
-                Err(RecvTimeoutError::Disconnected) => {
-                    panic!(
-                        "{}: exited before logging {needles:?}; log:\n{}",
-                        self.name,
-                        self.log_text()
-                    )
-                }
+                next += 1;
             }
+            if log.closed == 2 {
+                return None;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let text = log.lines.join("\n");
+                panic!(
+                    "{}: no line with {needles:?} within {timeout:?}; log:\n{text}",
+                    self.name
+                );
+            }
+            log = cond.wait_timeout(log, left).unwrap().0;
         }
     }
 
     /// Every line logged so far.
     pub fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        self.log.0.lock().unwrap().lines.join("\n")
     }
 
     /// Lines logged so far that contain every one of `needles`.
     pub fn lines_with(&self, needles: &[&str]) -> Vec<String> {
         self.log
+            .0
             .lock()
             .unwrap()
+            .lines
             .iter()
             .filter(|l| needles.iter().all(|n| l.contains(n)))
             .cloned()
@@ -103,16 +137,21 @@ impl Proc {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Waits for the process to exit by itself, at most `timeout`.
+    /// Waits for the process to exit by itself (its output streams close first), at most `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
+        {
+            let (lock, cond) = &*self.log;
+            let mut log = lock.lock().unwrap();
+            while log.closed < 2 {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return None;
+                }
+                log = cond.wait_timeout(log, left).unwrap().0;
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
-        None
+        self.child.wait().ok()
     }
 
     pub fn pid(&self) -> u32 {
@@ -160,7 +199,7 @@ impl Tlsgate {
             owned = format!("listener={n}");
             needles.push(&owned);
         }
-        let line = self.proc.wait_for(&needles, Duration::from_secs(30));
+        let line = self.proc.wait_logged(&needles, Duration::from_secs(30));
         Proc::field(&line, "addr")
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no addr in {line}"))

@@ -75,7 +75,9 @@ fn curl_echoes_64mib_through_builtin_backend_tls13_and_tls12() {
         assert!(out.status.success(), "{}", describe(&out));
         assert_eq!(sha256_file(&got), want, "echoed body differs ({version})");
         // Each connection's log line comes once it closed; the lines are consumed in order.
-        let closed = gate.proc.wait_for(&["connection closed"], Duration::from_secs(30));
+        let closed = gate
+            .proc
+            .wait_for(&["connection closed"], Duration::from_secs(30));
         let up: u64 = Proc::field(&closed, "up").unwrap().parse().unwrap();
         assert!(up > BIG as u64, "{closed}");
         assert!(
