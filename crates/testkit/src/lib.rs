@@ -7,6 +7,7 @@
 
 pub mod clients;
 pub mod data;
+pub mod hello;
 pub mod net;
 pub mod nginx;
 pub mod pki;

@@ -31,3 +31,10 @@ pub fn wait_accepting(addr: SocketAddr, timeout: Duration) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Makes closing `stream` send RST instead of FIN (SO_LINGER 0): a peer that dies mid-stream.
+pub fn reset_on_close(stream: &TcpStream) {
+    socket2::SockRef::from(stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+}

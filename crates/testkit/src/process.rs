@@ -44,10 +44,13 @@ impl Proc {
                 let (lock, cond) = &*log;
                 for line in BufReader::new(stream).lines() {
                     let Ok(line) = line else { break };
-                    lock.lock().unwrap().lines.push(line);
+                    lock.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .lines
+                        .push(line);
                     cond.notify_all();
                 }
-                lock.lock().unwrap().closed += 1;
+                lock.lock().unwrap_or_else(|e| e.into_inner()).closed += 1;
                 cond.notify_all();
             });
         }
@@ -90,7 +93,7 @@ impl Proc {
     fn scan(&self, from: usize, needles: &[&str], timeout: Duration) -> Option<(usize, String)> {
         let deadline = Instant::now() + timeout;
         let (lock, cond) = &*self.log;
-        let mut log = lock.lock().unwrap();
+        let mut log = lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = from;
         loop {
             while next < log.lines.len() {
@@ -105,18 +108,27 @@ impl Proc {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 let text = log.lines.join("\n");
+                drop(log);
                 panic!(
                     "{}: no line with {needles:?} within {timeout:?}; log:\n{text}",
                     self.name
                 );
             }
-            log = cond.wait_timeout(log, left).unwrap().0;
+            log = cond
+                .wait_timeout(log, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 
     /// Every line logged so far.
     pub fn log_text(&self) -> String {
-        self.log.0.lock().unwrap().lines.join("\n")
+        self.log
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lines
+            .join("\n")
     }
 
     /// Lines logged so far that contain every one of `needles`.
@@ -124,7 +136,7 @@ impl Proc {
         self.log
             .0
             .lock()
-            .unwrap()
+            .unwrap_or_else(|e| e.into_inner())
             .lines
             .iter()
             .filter(|l| needles.iter().all(|n| l.contains(n)))
@@ -142,13 +154,16 @@ impl Proc {
         let deadline = Instant::now() + timeout;
         {
             let (lock, cond) = &*self.log;
-            let mut log = lock.lock().unwrap();
+            let mut log = lock.lock().unwrap_or_else(|e| e.into_inner());
             while log.closed < 2 {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return None;
                 }
-                log = cond.wait_timeout(log, left).unwrap().0;
+                log = cond
+                    .wait_timeout(log, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
             }
         }
         self.child.wait().ok()

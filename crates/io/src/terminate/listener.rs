@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tlsgate_config::{ListenerConfig, SecurityConfig};
+use tlsgate_core::side::Side;
 use tlsgate_tls::server::{listener_tls, ListenerTls};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
@@ -77,7 +78,7 @@ impl Listener {
                 }
                 Err(e) => {
                     // Out of descriptors or memory: back off instead of spinning on accept.
-                    tracing::error!(side = "internal", error = %e, "accept failed");
+                    tracing::error!(side = %Side::Internal, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
@@ -101,7 +102,7 @@ async fn handle(tcp: TcpStream, shared: Arc<Shared>) {
         }
         Err(_) => {
             tracing::warn!(
-                side = "client",
+                side = %Side::Client,
                 timeout = ?shared.handshake_timeout,
                 "handshake timed out, connection closed"
             );
