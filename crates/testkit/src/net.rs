@@ -38,3 +38,30 @@ pub fn reset_on_close(stream: &TcpStream) {
         .set_linger(Some(Duration::ZERO))
         .unwrap();
 }
+
+/// A loopback address whose SYNs go unanswered, so connects time out: a listener with a backlog
+/// of 0 whose one queue slot is already taken (Linux drops SYNs to a full accept queue).
+pub struct Blackhole {
+    pub addr: SocketAddr,
+    _listener: socket2::Socket,
+    _filler: TcpStream,
+}
+
+pub fn blackhole() -> Blackhole {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    let filler = TcpStream::connect(addr).unwrap();
+    // Prove it: the next connect must not complete.
+    let probe = TcpStream::connect_timeout(&addr, Duration::from_millis(300));
+    assert!(probe.is_err(), "accept queue of {addr} did not fill");
+    Blackhole {
+        addr,
+        _listener: listener,
+        _filler: filler,
+    }
+}

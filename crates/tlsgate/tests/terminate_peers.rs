@@ -140,52 +140,96 @@ fn curl_puts_and_gets_64mib_through_nginx_tls13_and_tls12() {
     );
 }
 
-/// `openssl s_client` sends a 64 MiB POST to /echo and reads the whole answer back.
+/// One HTTP/1.1 exchange over `openssl s_client` (verifying the chain and name): `request` is
+/// written, the whole answer read until the server closes; returns (status line + headers, body).
+fn s_client_http(pki: &Pki, port: u16, flag: &str, request: &[u8]) -> (String, Vec<u8>) {
+    let connect = format!("127.0.0.1:{port}");
+    let args = [
+        "-connect",
+        &connect,
+        "-servername",
+        "localhost",
+        "-CAfile",
+        pki.ca(),
+        "-verify_return_error",
+        "-quiet",
+        "-ign_eof",
+        flag,
+    ];
+    let out = s_client(&args, request);
+    let stdout = out.stdout.clone();
+    let Some(split) = stdout.windows(4).position(|w| w == b"\r\n\r\n") else {
+        panic!("no HTTP answer: {}", describe(&out));
+    };
+    (
+        String::from_utf8_lossy(&stdout[..split]).into_owned(),
+        stdout[split + 4..].to_vec(),
+    )
+}
+
+fn request(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+const S_CLIENT_VERSIONS: [(&str, &str); 2] = [("-tls1_3", "TLSv1_3"), ("-tls1_2", "TLSv1_2")];
+
+/// `openssl s_client` sends a 64 MiB POST to the built-in backend's /echo and reads it all back.
 #[test]
-fn openssl_s_client_echoes_64mib_tls13_and_tls12() {
+fn openssl_s_client_echoes_64mib_through_builtin_backend_tls13_and_tls12() {
     let pki = Pki::new();
     let (_backend, backend_addr) = builtin_backend();
     let (gate, port) = terminator(&pki, &backend_addr);
-    let payload: Vec<u8> = {
-        let path = pki.path("body.bin");
-        random_file(&path, BIG);
-        std::fs::read(&path).unwrap()
-    };
-    let mut request = format!(
-        "POST /echo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        payload.len()
-    )
-    .into_bytes();
-    request.extend_from_slice(&payload);
-    let connect = format!("127.0.0.1:{port}");
-    for (flag, version) in [("-tls1_3", "TLSv1_3"), ("-tls1_2", "TLSv1_2")] {
-        let out = s_client(
-            &[
-                "-connect",
-                &connect,
-                "-servername",
-                "localhost",
-                "-CAfile",
-                pki.ca(),
-                "-verify_return_error",
-                "-quiet",
-                "-ign_eof",
-                flag,
-            ],
-            &request,
-        );
-        let stdout = &out.stdout;
-        let split = stdout
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or_else(|| panic!("no HTTP answer: {}", describe(&out)));
-        let head = String::from_utf8_lossy(&stdout[..split]);
+    let path = pki.path("body.bin");
+    random_file(&path, BIG);
+    let payload = std::fs::read(&path).unwrap();
+    let echo = request("POST", "/echo", &payload);
+    for (flag, version) in S_CLIENT_VERSIONS {
+        let (head, body) = s_client_http(&pki, port, flag, &echo);
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         assert_eq!(
-            sha256(&stdout[split + 4..]),
+            sha256(&body),
             sha256(&payload),
             "s_client {version}: echoed body differs"
         );
+        assert!(
+            !gate
+                .proc
+                .lines_with(&["handshake done", version])
+                .is_empty(),
+            "no {version} handshake logged"
+        );
+    }
+}
+
+/// `openssl s_client` PUTs 64 MiB to nginx through tlsgate and GETs it back.
+#[test]
+fn openssl_s_client_puts_and_gets_64mib_through_nginx_tls13_and_tls12() {
+    let pki = Pki::new();
+    let root = pki.path("www");
+    std::fs::create_dir(&root).unwrap();
+    let nginx = Nginx::start(&root);
+    let (gate, port) = terminator(&pki, &nginx.addr.to_string());
+    let path = pki.path("body.bin");
+    let want = random_file(&path, BIG);
+    let payload = std::fs::read(&path).unwrap();
+    for (i, (flag, version)) in S_CLIENT_VERSIONS.into_iter().enumerate() {
+        let target = format!("/s{i}.bin");
+        let (head, _) = s_client_http(&pki, port, flag, &request("PUT", &target, &payload));
+        assert!(head.starts_with("HTTP/1.1 201"), "PUT {version}: {head}");
+        assert_eq!(
+            sha256_file(&root.join(&target[1..])),
+            want,
+            "uploaded file differs ({version})"
+        );
+        let (head, body) = s_client_http(&pki, port, flag, &request("GET", &target, b""));
+        assert!(head.starts_with("HTTP/1.1 200"), "GET {version}: {head}");
+        assert_eq!(sha256(&body), want, "downloaded body differs ({version})");
         assert!(
             !gate
                 .proc
