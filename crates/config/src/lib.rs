@@ -12,7 +12,8 @@ mod terminate;
 pub use error::ConfigError;
 pub use model::{Config, LogConfig, LogFormat, SecurityConfig};
 pub use terminate::{
-    BackendAddr, CertificateConfig, ListenerConfig, RouteConfig, TerminateConfig, TlsVersion,
+    BackendAddr, CertificateConfig, ClientAuthConfig, ClientAuthMode, ListenerConfig, RouteConfig,
+    TerminateConfig, TlsVersion,
 };
 
 impl Config {
@@ -41,6 +42,13 @@ impl Config {
                 for c in &mut l.certificate {
                     c.cert = dir.join(&c.cert);
                     c.key = dir.join(&c.key);
+                }
+                let auth = &mut l.client_auth;
+                if let Some(ca) = &mut auth.ca {
+                    *ca = dir.join(&*ca);
+                }
+                for crl in &mut auth.crl {
+                    *crl = dir.join(&*crl);
                 }
             }
         }

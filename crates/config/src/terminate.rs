@@ -33,6 +33,47 @@ pub struct ListenerConfig {
     pub handshake_timeout: Duration,
     pub certificate: Vec<CertificateConfig>,
     pub route: Vec<RouteConfig>,
+    /// Mutual TLS: whether and how clients present certificates.
+    #[serde(default)]
+    pub client_auth: ClientAuthConfig,
+}
+
+/// `[terminate.listener.client_auth]`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuthConfig {
+    #[serde(default)]
+    pub mode: ClientAuthMode,
+    /// PEM bundle of the CAs that issue client certificates.
+    pub ca: Option<PathBuf>,
+    /// PEM CRL files of those CAs; re-read on reload. A client whose issuer has no CRL here is
+    /// refused once any CRL is configured (fail closed).
+    #[serde(default)]
+    pub crl: Vec<PathBuf>,
+    /// Subject common names admitted.
+    #[serde(default)]
+    pub allow_cn: Vec<String>,
+    /// DNS SANs admitted (exact or `*.` wildcard).
+    #[serde(default)]
+    pub allow_dns: Vec<String>,
+    /// URI SANs admitted (SPIFFE IDs); an entry ending in `/*` admits that prefix.
+    #[serde(default)]
+    pub allow_uri: Vec<String>,
+    /// IP address SANs admitted.
+    #[serde(default)]
+    pub allow_ip: Vec<std::net::IpAddr>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuthMode {
+    /// No certificate is asked for.
+    #[default]
+    None,
+    /// Asked for; a client without one is admitted, a client with a bad one is refused.
+    Optional,
+    /// Required: no certificate, no connection.
+    Required,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -165,6 +206,7 @@ impl ListenerConfig {
                 connect_timeout: default_connect_timeout(),
                 connect_attempts: None,
             }],
+            client_auth: ClientAuthConfig::default(),
         }
     }
 
@@ -223,6 +265,7 @@ impl ListenerConfig {
                 NamePattern::parse(n).map_err(|e| bad(e.to_string()))?;
             }
         }
+        self.client_auth.validate(&bad)?;
         if self.route.is_empty() {
             return Err(bad("no route".into()));
         }
@@ -246,6 +289,40 @@ impl ListenerConfig {
             for n in &r.sni {
                 NamePattern::parse(n).map_err(|e| bad(e.to_string()))?;
             }
+        }
+        Ok(())
+    }
+}
+
+impl ClientAuthConfig {
+    pub fn has_allow_list(&self) -> bool {
+        !(self.allow_cn.is_empty()
+            && self.allow_dns.is_empty()
+            && self.allow_uri.is_empty()
+            && self.allow_ip.is_empty())
+    }
+
+    fn validate(&self, bad: &dyn Fn(String) -> ConfigError) -> Result<(), ConfigError> {
+        match self.mode {
+            ClientAuthMode::None => {
+                if self.ca.is_some() || !self.crl.is_empty() || self.has_allow_list() {
+                    return Err(bad(
+                        "client_auth has a CA, CRL or allow-list but mode = \"none\"; set mode \
+                         to \"optional\" or \"required\""
+                            .into(),
+                    ));
+                }
+            }
+            ClientAuthMode::Optional | ClientAuthMode::Required => {
+                if self.ca.is_none() {
+                    return Err(bad(
+                        "client_auth needs `ca` when mode is not \"none\"".into()
+                    ));
+                }
+            }
+        }
+        for n in &self.allow_dns {
+            NamePattern::parse(n).map_err(|e| bad(e.to_string()))?;
         }
         Ok(())
     }

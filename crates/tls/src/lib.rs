@@ -2,9 +2,13 @@
 //!
 //! - [`keys`]: PEM certificate chains and private keys from disk, with the permission check;
 //! - [`server`]: per-listener `ServerConfig`s and the SNI certificate table;
+//! - [`client_auth`]: mutual TLS — CA bundle, CRLs, allow-lists;
+//! - [`identity`]: a peer's subject and SANs;
 //! - [`pki`]: a throwaway CA and leaf certificates (rcgen) for the demo and for tests.
 
+pub mod client_auth;
 pub mod error;
+pub mod identity;
 pub mod keys;
 pub mod pki;
 pub mod server;

@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevocationReason, RevokedCertParams, SanType, SerialNumber,
 };
 
 use crate::TlsError;
@@ -24,11 +25,22 @@ impl std::fmt::Debug for TestCa {
     }
 }
 
-/// A PEM certificate and its PEM private key (PKCS#8).
+/// A PEM certificate, its PEM private key (PKCS#8) and its serial number.
 #[derive(Clone)]
 pub struct Issued {
     pub cert_pem: String,
     pub key_pem: String,
+    pub serial: u64,
+}
+
+/// What a client certificate should say, and for how long it is valid.
+#[derive(Debug, Clone, Default)]
+pub struct ClientSpec<'a> {
+    pub common_name: &'a str,
+    pub dns: &'a [&'a str],
+    pub uri: &'a [&'a str],
+    /// Already expired (validity ended yesterday) instead of valid for a year.
+    pub expired: bool,
 }
 
 impl std::fmt::Debug for Issued {
@@ -62,9 +74,22 @@ impl TestCa {
         self.issue(names, ExtendedKeyUsagePurpose::ServerAuth)
     }
 
-    /// A client certificate whose subject CN and DNS SAN are `name`.
-    pub fn issue_client(&self, name: &str) -> Result<Issued, TlsError> {
-        self.issue(&[name], ExtendedKeyUsagePurpose::ClientAuth)
+    /// A client certificate with the given subject CN and SANs.
+    pub fn issue_client(&self, spec: &ClientSpec<'_>) -> Result<Issued, TlsError> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn(spec.common_name);
+        for d in spec.dns {
+            params
+                .subject_alt_names
+                .push(SanType::DnsName((*d).try_into()?));
+        }
+        for u in spec.uri {
+            params
+                .subject_alt_names
+                .push(SanType::URI((*u).try_into()?));
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params, spec.expired)
     }
 
     fn issue(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Result<Issued, TlsError> {
@@ -78,14 +103,48 @@ impl TestCa {
             })
             .collect::<Result<_, rcgen::Error>>()?;
         params.extended_key_usages = vec![usage];
+        self.sign(params, false)
+    }
+
+    fn sign(&self, mut params: CertificateParams, expired: bool) -> Result<Issued, TlsError> {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         validity(&mut params);
+        if expired {
+            let now = std::time::SystemTime::now();
+            params.not_before = (now - std::time::Duration::from_secs(30 * 86_400)).into();
+            params.not_after = (now - std::time::Duration::from_secs(86_400)).into();
+        }
+        let serial = rand_serial();
+        params.serial_number = Some(SerialNumber::from_slice(&serial.to_be_bytes()));
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Issued {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
+            serial,
         })
+    }
+
+    /// A PEM CRL listing `revoked` serial numbers, numbered `crl_number` (raise it on each issue).
+    pub fn crl(&self, revoked: &[u64], crl_number: u64) -> Result<String, TlsError> {
+        let now = std::time::SystemTime::now();
+        let params = CertificateRevocationListParams {
+            this_update: (now - std::time::Duration::from_secs(3600)).into(),
+            next_update: (now + std::time::Duration::from_secs(30 * 86_400)).into(),
+            crl_number: SerialNumber::from(crl_number),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&s.to_be_bytes()),
+                    revocation_time: (now - std::time::Duration::from_secs(60)).into(),
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
     }
 }
 
@@ -129,4 +188,18 @@ fn validity(params: &mut CertificateParams) {
     let now = std::time::SystemTime::now();
     params.not_before = (now - std::time::Duration::from_secs(86_400)).into();
     params.not_after = (now + std::time::Duration::from_secs(365 * 86_400)).into();
+}
+
+fn rand_serial() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // Unique per certificate within a test run; not a secret. (0x40.. keeps the top bit clear
+    // and the encoding a fixed 8 bytes.)
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    (h.finish() >> 2) | 0x4000_0000_0000_0000
 }

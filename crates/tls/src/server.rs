@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use tlsgate_config::{ListenerConfig, TlsVersion};
 use tlsgate_core::names::{NamePattern, NameTable};
 
+use crate::client_auth::client_verifier;
 use crate::keys::load_cert_and_key;
 use crate::TlsError;
 
@@ -82,7 +83,10 @@ pub fn listener_tls(
     let mut config = ServerConfig::builder_with_provider(crate::provider())
         .with_protocol_versions(&versions)
         .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_no_client_auth()
+        .with_client_cert_verifier(
+            client_verifier(&listener.client_auth)?
+                .unwrap_or_else(WebPkiClientVerifier::no_client_auth),
+        )
         .with_cert_resolver(certs.clone());
     config.alpn_protocols = listener
         .alpn

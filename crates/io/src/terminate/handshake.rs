@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use rustls::server::Acceptor;
 use rustls::AlertDescription;
+use tlsgate_core::identity::PeerIdentity;
+use tlsgate_tls::identity::peer_identity;
 use tlsgate_tls::server::ListenerTls;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -22,6 +24,8 @@ pub struct Established {
     pub stream: TlsStream<TcpStream>,
     pub sni: Option<String>,
     pub route: Arc<Route>,
+    /// The client certificate's identity, when the client presented one (mutual TLS).
+    pub peer: Option<PeerIdentity>,
 }
 
 impl Established {
@@ -68,7 +72,18 @@ pub async fn accept(
         .into_stream(tls.config.clone())
         .await
         .map_err(|e| ProxyError::client(format!("TLS handshake failed (sni {sni:?}): {e}")))?;
-    Ok(Established { stream, sni, route })
+    let peer = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(peer_identity);
+    Ok(Established {
+        stream,
+        sni,
+        route,
+        peer,
+    })
 }
 
 /// Feeds socket bytes to rustls until a whole ClientHello has arrived. Anything that is not one

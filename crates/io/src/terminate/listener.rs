@@ -111,7 +111,8 @@ async fn handle(tcp: TcpStream, shared: Arc<Shared>) {
     };
     let (version, suite, alpn) = est.describe();
     let sni = est.sni.as_deref().unwrap_or("");
-    tracing::info!(%sni, %version, %suite, %alpn, route = %est.route.label, "handshake done");
+    let client_cert = est.peer.as_ref().map(|p| p.summary()).unwrap_or_default();
+    tracing::info!(%sni, %version, %suite, %alpn, %client_cert, route = %est.route.label, "handshake done");
 
     let (backend, member) = match est.route.pool.connect().await {
         Ok(ok) => ok,
