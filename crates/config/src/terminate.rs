@@ -9,11 +9,52 @@ use tlsgate_core::names::NamePattern;
 
 use crate::ConfigError;
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TerminateConfig {
     #[serde(default)]
     pub listener: Vec<ListenerConfig>,
+    /// How often certificate, key, CA and CRL files are checked for changes; a change reloads
+    /// them. `"0s"` turns watching off (SIGHUP still reloads).
+    #[serde(default = "default_watch_interval", with = "humantime_serde")]
+    pub watch_interval: Duration,
+    /// On SIGTERM, how long open connections may run on before they are cut.
+    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl TerminateConfig {
+    pub fn new(listener: Vec<ListenerConfig>) -> Self {
+        TerminateConfig {
+            listener,
+            watch_interval: default_watch_interval(),
+            drain_timeout: default_drain_timeout(),
+        }
+    }
+
+    /// Every file the running listeners read: what a change to should reload.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for l in &self.listener {
+            for c in &l.certificate {
+                files.push(c.cert.clone());
+                files.push(c.key.clone());
+            }
+            files.extend(l.client_auth.ca.iter().cloned());
+            files.extend(l.client_auth.crl.iter().cloned());
+        }
+        files.sort();
+        files.dedup();
+        files
+    }
+}
+
+fn default_watch_interval() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// One listening socket with its certificates and routes.

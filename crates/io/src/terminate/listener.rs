@@ -1,13 +1,15 @@
-//! One terminate listener: its socket, TLS material and routes, and the life of each connection.
+//! One terminate listener: its TLS material and routes (swappable on reload), its accept loop,
+//! and the life of each connection.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tlsgate_config::{ListenerConfig, SecurityConfig};
 use tlsgate_core::side::Side;
 use tlsgate_tls::server::{listener_tls, ListenerTls};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::handshake;
@@ -15,83 +17,66 @@ use super::routes::Routes;
 use crate::relay::relay;
 use crate::ProxyError;
 
-/// What every connection of a listener shares.
+/// What the connections of a listener share. A reload builds a new one and swaps it in; a
+/// connection keeps the one it started with, so reloads never disturb open connections.
 #[derive(Debug)]
-struct Shared {
-    name: String,
+pub struct ListenerState {
+    pub name: String,
     tls: ListenerTls,
     routes: Routes,
     handshake_timeout: Duration,
 }
 
-#[derive(Debug)]
-pub struct Listener {
-    socket: TcpListener,
-    shared: Arc<Shared>,
-}
-
-impl Listener {
-    /// Loads the listener's certificates and binds its socket; any problem is reported here,
-    /// before the first client arrives.
-    pub async fn bind(
-        config: &ListenerConfig,
-        security: &SecurityConfig,
-    ) -> Result<Self, ProxyError> {
+impl ListenerState {
+    /// Loads the listener's certificates, keys, CAs and CRLs; any problem is reported here.
+    pub fn build(config: &ListenerConfig, security: &SecurityConfig) -> Result<Self, ProxyError> {
         let name = config.display_name();
         let tls = listener_tls(config, security.allow_insecure_key_permissions)
             .map_err(|e| ProxyError::internal(format!("listener {name}: {e}")))?;
         let routes = Routes::from_config(config)
             .map_err(|e| ProxyError::internal(format!("listener {name}: {e}")))?;
-        let socket = TcpListener::bind(config.listen).await.map_err(|e| {
-            ProxyError::internal(format!("listener {name}: bind {}: {e}", config.listen))
-        })?;
-        let shared = Shared {
+        Ok(ListenerState {
             name,
             tls,
             routes,
             handshake_timeout: config.handshake_timeout,
-        };
-        Ok(Listener {
-            socket,
-            shared: Arc::new(shared),
         })
     }
+}
 
-    pub fn local_addr(&self) -> SocketAddr {
-        self.socket
-            .local_addr()
-            .expect("bound socket has an address")
-    }
-
-    pub fn name(&self) -> &str {
-        &self.shared.name
-    }
-
-    pub async fn serve(self) {
-        tracing::info!(listener = %self.shared.name, addr = %self.local_addr(), "listening");
-        loop {
-            match self.socket.accept().await {
-                Ok((tcp, peer)) => {
-                    let shared = self.shared.clone();
-                    let span = tracing::info_span!("conn", listener = %shared.name, client = %peer);
-                    tokio::spawn(handle(tcp, shared).instrument(span));
-                }
-                Err(e) => {
-                    // Out of descriptors or memory: back off instead of spinning on accept.
-                    tracing::error!(side = %Side::Internal, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+/// Accepts until the task is aborted; every connection runs on `tracker` so shutdown can drain.
+pub async fn accept_loop(
+    socket: TcpListener,
+    state: Arc<ArcSwap<ListenerState>>,
+    tracker: TaskTracker,
+) {
+    let addr = socket
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(listener = %state.load().name, %addr, "listening");
+    loop {
+        match socket.accept().await {
+            Ok((tcp, peer)) => {
+                let current = state.load_full();
+                let span = tracing::info_span!("conn", listener = %current.name, client = %peer);
+                tracker.spawn(handle(tcp, current).instrument(span));
+            }
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning on accept.
+                tracing::error!(side = %Side::Internal, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
 }
 
-async fn handle(tcp: TcpStream, shared: Arc<Shared>) {
+async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
     let started = Instant::now();
     let _ = tcp.set_nodelay(true);
     let accepted = tokio::time::timeout(
-        shared.handshake_timeout,
-        handshake::accept(tcp, &shared.tls, &shared.routes),
+        state.handshake_timeout,
+        handshake::accept(tcp, &state.tls, &state.routes),
     )
     .await;
     let est = match accepted {
@@ -103,7 +88,7 @@ async fn handle(tcp: TcpStream, shared: Arc<Shared>) {
         Err(_) => {
             tracing::warn!(
                 side = %Side::Client,
-                timeout = ?shared.handshake_timeout,
+                timeout = ?state.handshake_timeout,
                 "handshake timed out, connection closed"
             );
             return;

@@ -47,15 +47,13 @@ pub async fn run(args: DemoArgs, log: &LogArgs) -> Result<(), String> {
     listener.name = Some("demo".into());
     listener.alpn = vec!["http/1.1".into()];
     let config = Config {
-        terminate: Some(TerminateConfig {
-            listener: vec![listener],
-        }),
+        terminate: Some(TerminateConfig::new(vec![listener])),
         ..Config::default()
     };
-    let listeners = terminate::bind_all(&config)
+    let server = terminate::Server::start(&config)
         .await
         .map_err(|e| e.to_string())?;
-    let addr = terminate::local_addrs(&listeners)[0];
+    let addr = server.local_addrs()[0];
 
     println!(
         "tlsgate demo: https://localhost:{} -> built-in backend http://{backend_addr}",
@@ -72,9 +70,9 @@ pub async fn run(args: DemoArgs, log: &LogArgs) -> Result<(), String> {
 
     tokio::select! {
         _ = http_backend::serve(backend, "tlsgate demo backend".into()) => {}
-        _ = terminate::serve_all(listeners) => {}
         _ = super::stop_signal() => {}
     }
+    server.shutdown(std::time::Duration::from_secs(5)).await;
     drop(dir);
     Ok(())
 }

@@ -1,46 +1,112 @@
-//! `tlsgate terminate`.
+//! `tlsgate terminate`: serve until SIGTERM/Ctrl-C; reload on SIGHUP and on changed files.
+
+use std::time::Duration;
 
 use tlsgate_config::{Config, ListenerConfig, TerminateConfig};
-use tlsgate_io::terminate;
+use tlsgate_io::terminate::watch::FileWatch;
+use tlsgate_io::terminate::Server;
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::{LogArgs, TerminateArgs};
 use crate::logging;
 
 pub async fn run(args: TerminateArgs, log: &LogArgs) -> Result<(), String> {
-    let config = config_from(args)?;
+    let mut config = config_from(&args)?;
     logging::init(&config.log, log);
-    let listeners = terminate::bind_all(&config)
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::select! {
-        _ = terminate::serve_all(listeners) => Ok(()),
-        _ = super::stop_signal() => Ok(()),
+    let mut server = Server::start(&config).await.map_err(|e| e.to_string())?;
+    let mut watch = FileWatch::new(section(&config).watched_files());
+    let mut hangup = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?;
+    let stop = super::stop_signal();
+    tokio::pin!(stop);
+    loop {
+        let interval = section(&config).watch_interval;
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = hangup.recv() => reload(&args, &mut server, &mut config, &mut watch, "SIGHUP").await,
+            _ = tick(interval) => {
+                let changed = watch.changed();
+                if !changed.is_empty() {
+                    let files: Vec<_> = changed.iter().map(|p| p.display().to_string()).collect();
+                    let reason = format!("changed: {}", files.join(", "));
+                    reload(&args, &mut server, &mut config, &mut watch, &reason).await;
+                }
+            }
+        }
+    }
+    server.shutdown(section(&config).drain_timeout).await;
+    Ok(())
+}
+
+/// Re-reads the configuration (the file, or the flags' files) and applies it, or keeps the
+/// running one when anything is wrong with the new one.
+async fn reload(
+    args: &TerminateArgs,
+    server: &mut Server,
+    config: &mut Config,
+    watch: &mut FileWatch,
+    reason: &str,
+) {
+    tracing::info!(%reason, "reloading");
+    let result = match config_from(args) {
+        Ok(new) => server
+            .reload(&new)
+            .await
+            .map(|()| new)
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(new) => {
+            *watch = FileWatch::new(section(&new).watched_files());
+            *config = new;
+            tracing::info!("reload applied");
+        }
+        Err(e) => {
+            tracing::error!(side = "internal", error = %e, "reload refused, still serving the previous configuration")
+        }
     }
 }
 
+async fn tick(interval: Duration) {
+    if interval.is_zero() {
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(interval).await;
+}
+
+fn section(config: &Config) -> &TerminateConfig {
+    config
+        .terminate
+        .as_ref()
+        .expect("config_from only returns configs with [terminate]")
+}
+
 /// The config file, or the one listener the flags describe.
-fn config_from(args: TerminateArgs) -> Result<Config, String> {
-    let mut config = match args.config {
-        Some(path) => Config::load(&path).map_err(|e| e.to_string())?,
+fn config_from(args: &TerminateArgs) -> Result<Config, String> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
         None => {
-            let (Some(listen), Some(cert), Some(key)) = (args.listen, args.cert, args.key) else {
+            let (Some(listen), Some(cert), Some(key)) =
+                (args.listen, args.cert.clone(), args.key.clone())
+            else {
                 return Err("--listen, --cert and --key are required without --config".into());
             };
-            let mut listener = ListenerConfig::from_flags(listen, cert, key, args.backend);
-            listener.alpn = args.alpn;
+            let mut listener = ListenerConfig::from_flags(listen, cert, key, args.backend.clone());
+            listener.alpn = args.alpn.clone();
             if let Some(t) = args.handshake_timeout {
                 listener.handshake_timeout = t;
             }
             let config = Config {
-                terminate: Some(TerminateConfig {
-                    listener: vec![listener],
-                }),
+                terminate: Some(TerminateConfig::new(vec![listener])),
                 ..Config::default()
             };
             config.validate().map_err(|e| e.to_string())?;
             config
         }
     };
+    if config.terminate.is_none() {
+        return Err("the config has no [terminate] section".into());
+    }
     if args.allow_insecure_key_permissions {
         config.security.allow_insecure_key_permissions = true;
     }

@@ -1,0 +1,147 @@
+//! All terminate listeners of a process, and what happens to them on reload and shutdown.
+//!
+//! A reload builds every listener's new state first and applies nothing unless all of it loaded:
+//! a broken certificate or config leaves the running one serving. Listeners whose address stays
+//! keep their socket (no connection is refused during a reload); new addresses are bound,
+//! vanished ones stop accepting. Open connections keep the state they started with.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tlsgate_config::{Config, TerminateConfig};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
+
+use super::listener::{accept_loop, ListenerState};
+use crate::ProxyError;
+
+struct Running {
+    state: Arc<ArcSwap<ListenerState>>,
+    local: SocketAddr,
+    accept: JoinHandle<()>,
+}
+
+pub struct Server {
+    /// The configured address (port 0 allowed) of each, in config order.
+    listeners: Vec<(SocketAddr, Running)>,
+    tracker: TaskTracker,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("listeners", &self.local_addrs())
+            .finish_non_exhaustive()
+    }
+}
+
+fn section(config: &Config) -> Result<&TerminateConfig, ProxyError> {
+    config
+        .terminate
+        .as_ref()
+        .ok_or_else(|| ProxyError::internal("config has no [terminate] section"))
+}
+
+impl Server {
+    /// Loads and binds every listener; fails as a whole.
+    pub async fn start(config: &Config) -> Result<Server, ProxyError> {
+        let mut server = Server {
+            listeners: Vec::new(),
+            tracker: TaskTracker::new(),
+        };
+        server.apply(config).await?;
+        Ok(server)
+    }
+
+    /// Addresses actually bound (port 0 resolved), in config order.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|(_, r)| r.local).collect()
+    }
+
+    /// Applies `config`, or changes nothing and says why.
+    pub async fn reload(&mut self, config: &Config) -> Result<(), ProxyError> {
+        self.apply(config).await
+    }
+
+    async fn apply(&mut self, config: &Config) -> Result<(), ProxyError> {
+        let section = section(config)?;
+        // 1. Load everything; nothing is touched until all of it loaded.
+        let mut states = Vec::new();
+        for l in &section.listener {
+            states.push((l.listen, ListenerState::build(l, &config.security)?));
+        }
+        // 2. Bind the addresses that are new (port 0 is always new: it names no fixed port).
+        let mut old: Vec<(SocketAddr, Running)> = std::mem::take(&mut self.listeners);
+        let mut sockets = Vec::new();
+        for (addr, _) in &states {
+            let kept = addr.port() != 0 && old.iter().any(|(a, _)| a == addr);
+            if kept {
+                sockets.push(None);
+                continue;
+            }
+            match TcpListener::bind(addr).await {
+                Ok(socket) => sockets.push(Some(socket)),
+                Err(e) => {
+                    self.listeners = old;
+                    return Err(ProxyError::internal(format!("bind {addr}: {e}")));
+                }
+            }
+        }
+        // 3. Swap states into kept listeners, start new ones, stop vanished ones.
+        for ((addr, state), socket) in states.into_iter().zip(sockets) {
+            let running = match socket {
+                Some(socket) => {
+                    let local = socket
+                        .local_addr()
+                        .map_err(|e| ProxyError::internal(e.to_string()))?;
+                    let state = Arc::new(ArcSwap::from_pointee(state));
+                    let accept =
+                        tokio::spawn(accept_loop(socket, state.clone(), self.tracker.clone()));
+                    Running {
+                        state,
+                        local,
+                        accept,
+                    }
+                }
+                None => {
+                    let i = old.iter().position(|(a, _)| *a == addr).ok_or_else(|| {
+                        ProxyError::internal(format!("listener {addr} vanished during reload"))
+                    })?;
+                    let (_, kept) = old.swap_remove(i);
+                    kept.state.store(Arc::new(state));
+                    kept
+                }
+            };
+            self.listeners.push((addr, running));
+        }
+        for (addr, gone) in old {
+            tracing::info!(%addr, "listener removed by reload");
+            gone.accept.abort();
+        }
+        Ok(())
+    }
+
+    /// Stops accepting, then lets open connections finish for at most `drain`.
+    pub async fn shutdown(self, drain: Duration) {
+        for (_, r) in &self.listeners {
+            r.accept.abort();
+        }
+        self.tracker.close();
+        let open = self.tracker.len();
+        tracing::info!(open, ?drain, "draining connections");
+        if tokio::time::timeout(drain, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = self.tracker.len(),
+                "drain period over, cutting remaining connections"
+            );
+        } else {
+            tracing::info!("all connections finished");
+        }
+    }
+}
