@@ -13,9 +13,6 @@ pub enum ConfigError {
 
 impl ConfigError {
     pub fn invalid(place: impl Into<String>, problem: impl Into<String>) -> Self {
-        ConfigError::Invalid {
-            place: place.into(),
-            problem: problem.into(),
-        }
+        ConfigError::Invalid { place: place.into(), problem: problem.into() }
     }
 }

@@ -27,10 +27,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            level: default_level(),
-            format: LogFormat::Text,
-        }
+        Self { level: default_level(), format: LogFormat::Text }
     }
 }
 

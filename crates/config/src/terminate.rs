@@ -177,24 +177,14 @@ impl std::str::FromStr for BackendAddr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         if let Ok(sa) = s.parse::<SocketAddr>() {
-            return Ok(BackendAddr {
-                host: sa.ip().to_string(),
-                port: sa.port(),
-            });
+            return Ok(BackendAddr { host: sa.ip().to_string(), port: sa.port() });
         }
-        let (host, port) = s
-            .rsplit_once(':')
-            .ok_or_else(|| format!("backend {s:?} is not host:port"))?;
-        let port = port
-            .parse()
-            .map_err(|_| format!("backend {s:?} has no valid port"))?;
+        let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("backend {s:?} is not host:port"))?;
+        let port = port.parse().map_err(|_| format!("backend {s:?} has no valid port"))?;
         if host.is_empty() || host.contains(['[', ']', ':', '/', ' ']) {
             return Err(format!("backend {s:?} has no valid host"));
         }
-        Ok(BackendAddr {
-            host: host.to_string(),
-            port,
-        })
+        Ok(BackendAddr { host: host.to_string(), port })
     }
 }
 
@@ -223,24 +213,14 @@ fn default_connect_timeout() -> Duration {
 impl ListenerConfig {
     /// The listener for `tlsgate terminate --listen … --cert … --key … --backend …`: one
     /// certificate served for every name, one route to the given backends.
-    pub fn from_flags(
-        listen: SocketAddr,
-        cert: PathBuf,
-        key: PathBuf,
-        backends: Vec<BackendAddr>,
-    ) -> Self {
+    pub fn from_flags(listen: SocketAddr, cert: PathBuf, key: PathBuf, backends: Vec<BackendAddr>) -> Self {
         ListenerConfig {
             name: None,
             listen,
             alpn: Vec::new(),
             tls_versions: default_versions(),
             handshake_timeout: default_handshake_timeout(),
-            certificate: vec![CertificateConfig {
-                cert,
-                key,
-                names: Some(Vec::new()),
-                default: true,
-            }],
+            certificate: vec![CertificateConfig { cert, key, names: Some(Vec::new()), default: true }],
             route: vec![RouteConfig {
                 sni: Vec::new(),
                 backends,
@@ -259,19 +239,13 @@ impl ListenerConfig {
 impl TerminateConfig {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if self.listener.is_empty() {
-            return Err(ConfigError::invalid(
-                "[terminate]",
-                "no [[terminate.listener]] defined",
-            ));
+            return Err(ConfigError::invalid("[terminate]", "no [[terminate.listener]] defined"));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, l) in self.listener.iter().enumerate() {
             let place = format!("terminate.listener[{i}] ({})", l.display_name());
             if !seen.insert(l.listen) && l.listen.port() != 0 {
-                return Err(ConfigError::invalid(
-                    place,
-                    format!("{} is listed twice", l.listen),
-                ));
+                return Err(ConfigError::invalid(place, format!("{} is listed twice", l.listen)));
             }
             l.validate(&place)?;
         }
@@ -296,9 +270,7 @@ impl ListenerConfig {
         }
         for alpn in &self.alpn {
             if alpn.is_empty() || alpn.len() > 255 {
-                return Err(bad(format!(
-                    "ALPN protocol {alpn:?} must be 1 to 255 bytes"
-                )));
+                return Err(bad(format!("ALPN protocol {alpn:?} must be 1 to 255 bytes")));
             }
         }
         for c in &self.certificate {
@@ -311,13 +283,10 @@ impl ListenerConfig {
             return Err(bad("no route".into()));
         }
         if self.route.iter().filter(|r| r.sni.is_empty()).count() > 1 {
-            return Err(bad(
-                "more than one default route (a route without sni)".into()
-            ));
+            return Err(bad("more than one default route (a route without sni)".into()));
         }
         for (j, r) in self.route.iter().enumerate() {
-            let bad =
-                |problem: String| ConfigError::invalid(format!("{place} route[{j}]"), problem);
+            let bad = |problem: String| ConfigError::invalid(format!("{place} route[{j}]"), problem);
             if r.backends.is_empty() {
                 return Err(bad("no backends".into()));
             }
@@ -356,9 +325,7 @@ impl ClientAuthConfig {
             }
             ClientAuthMode::Optional | ClientAuthMode::Required => {
                 if self.ca.is_none() {
-                    return Err(bad(
-                        "client_auth needs `ca` when mode is not \"none\"".into()
-                    ));
+                    return Err(bad("client_auth needs `ca` when mode is not \"none\"".into()));
                 }
             }
         }

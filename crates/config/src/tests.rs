@@ -9,10 +9,7 @@ fn documented_example_parses() {
     let config = Config::from_toml(&doc[start..end]).expect("example validates");
     let t = config.terminate.expect("terminate section");
     assert_eq!(t.listener.len(), 2);
-    assert_eq!(
-        t.listener[0].route[0].backends[1].to_string(),
-        "10.0.0.12:8080"
-    );
+    assert_eq!(t.listener[0].route[0].backends[1].to_string(), "10.0.0.12:8080");
     assert_eq!(t.listener[1].tls_versions, vec![TlsVersion::Tls13]);
     assert_eq!(config.log.format, LogFormat::Text);
 }
@@ -44,26 +41,11 @@ fn minimal_config_gets_defaults() {
 #[test]
 fn rejects_what_would_misbehave() {
     let cases = [
-        (
-            "[[terminate.listener.route]]\nbackends = [\"x:1\"]",
-            "more than one default route",
-        ),
-        (
-            "[[terminate.listener.route]]\nsni = [\"a\"]\nbackends = []",
-            "no backends",
-        ),
-        (
-            "[[terminate.listener.route]]\nsni = [\"*.*.a\"]\nbackends = [\"x:1\"]",
-            "invalid server name",
-        ),
-        (
-            "[[terminate.listener.route]]\nsni = [\"a\"]\nbackends = [\"nohost\"]",
-            "not host:port",
-        ),
-        (
-            "[[terminate.listener.route]]\nsni = [\"a\"]\nbakends = [\"x:1\"]",
-            "unknown field",
-        ),
+        ("[[terminate.listener.route]]\nbackends = [\"x:1\"]", "more than one default route"),
+        ("[[terminate.listener.route]]\nsni = [\"a\"]\nbackends = []", "no backends"),
+        ("[[terminate.listener.route]]\nsni = [\"*.*.a\"]\nbackends = [\"x:1\"]", "invalid server name"),
+        ("[[terminate.listener.route]]\nsni = [\"a\"]\nbackends = [\"nohost\"]", "not host:port"),
+        ("[[terminate.listener.route]]\nsni = [\"a\"]\nbakends = [\"x:1\"]", "unknown field"),
     ];
     for (extra, want) in cases {
         let err = Config::from_toml(&minimal(extra)).unwrap_err().to_string();

@@ -20,17 +20,8 @@ impl RoundRobin {
     /// The order in which to try the members of a pool of `len` for one new connection, at most
     /// `max_attempts` long. Each call starts one member further on.
     pub fn attempts(&self, len: usize, max_attempts: usize) -> Attempts {
-        let start = if len == 0 {
-            0
-        } else {
-            self.next.fetch_add(1, Ordering::Relaxed) % len
-        };
-        Attempts {
-            start,
-            len,
-            taken: 0,
-            max: max_attempts.min(len),
-        }
+        let start = if len == 0 { 0 } else { self.next.fetch_add(1, Ordering::Relaxed) % len };
+        Attempts { start, len, taken: 0, max: max_attempts.min(len) }
     }
 }
 

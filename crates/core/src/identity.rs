@@ -49,10 +49,7 @@ pub struct AllowList {
 
 impl AllowList {
     pub fn is_empty(&self) -> bool {
-        self.common_names.is_empty()
-            && self.dns.is_empty()
-            && self.uri.is_empty()
-            && self.ip.is_empty()
+        self.common_names.is_empty() && self.dns.is_empty() && self.uri.is_empty() && self.ip.is_empty()
     }
 
     /// `Ok` when the identity matches an entry (or the list is empty); otherwise why not.
@@ -60,23 +57,14 @@ impl AllowList {
         if self.is_empty() {
             return Ok(());
         }
-        let cn = id
-            .common_name
-            .as_ref()
-            .is_some_and(|cn| self.common_names.iter().any(|a| a == cn));
+        let cn = id.common_name.as_ref().is_some_and(|cn| self.common_names.iter().any(|a| a == cn));
         let dns = id.dns.iter().any(|d| self.dns.iter().any(|p| p.matches(d)));
-        let uri = id
-            .uri
-            .iter()
-            .any(|u| self.uri.iter().any(|a| uri_matches(a, u)));
+        let uri = id.uri.iter().any(|u| self.uri.iter().any(|a| uri_matches(a, u)));
         let ip = id.ip.iter().any(|i| self.ip.contains(i));
         if cn || dns || uri || ip {
             Ok(())
         } else {
-            Err(format!(
-                "client certificate {} matches no allow-list entry",
-                id.summary()
-            ))
+            Err(format!("client certificate {} matches no allow-list entry", id.summary()))
         }
     }
 }
@@ -110,26 +98,11 @@ mod tests {
     #[test]
     fn each_kind_of_entry_admits_on_its_own() {
         let lists = [
-            AllowList {
-                common_names: vec!["alice".into()],
-                ..Default::default()
-            },
-            AllowList {
-                dns: vec![NamePattern::parse("*.clients.example").unwrap()],
-                ..Default::default()
-            },
-            AllowList {
-                uri: vec!["spiffe://example.org/ns/prod/*".into()],
-                ..Default::default()
-            },
-            AllowList {
-                uri: vec!["spiffe://example.org/ns/prod/sa/alice".into()],
-                ..Default::default()
-            },
-            AllowList {
-                ip: vec!["10.0.0.7".parse().unwrap()],
-                ..Default::default()
-            },
+            AllowList { common_names: vec!["alice".into()], ..Default::default() },
+            AllowList { dns: vec![NamePattern::parse("*.clients.example").unwrap()], ..Default::default() },
+            AllowList { uri: vec!["spiffe://example.org/ns/prod/*".into()], ..Default::default() },
+            AllowList { uri: vec!["spiffe://example.org/ns/prod/sa/alice".into()], ..Default::default() },
+            AllowList { ip: vec!["10.0.0.7".parse().unwrap()], ..Default::default() },
         ];
         for l in lists {
             assert!(l.permits(&alice()).is_ok(), "{l:?}");
@@ -141,22 +114,13 @@ mod tests {
         let l = AllowList {
             common_names: vec!["bob".into()],
             dns: vec![NamePattern::parse("alice.other.example").unwrap()],
-            uri: vec![
-                "spiffe://example.org/ns/dev/*".into(),
-                "spiffe://example.org/ns/prod".into(),
-            ],
+            uri: vec!["spiffe://example.org/ns/dev/*".into(), "spiffe://example.org/ns/prod".into()],
             ip: vec!["10.0.0.8".parse().unwrap()],
         };
         let why = l.permits(&alice()).unwrap_err();
-        assert!(
-            why.contains("CN=alice") && why.contains("no allow-list entry"),
-            "{why}"
-        );
+        assert!(why.contains("CN=alice") && why.contains("no allow-list entry"), "{why}");
         // A prefix entry must end in "/*": "spiffe://example.org/ns/pro*" is an exact string.
-        let l = AllowList {
-            uri: vec!["spiffe://example.org/ns/pro*".into()],
-            ..Default::default()
-        };
+        let l = AllowList { uri: vec!["spiffe://example.org/ns/pro*".into()], ..Default::default() };
         assert!(l.permits(&alice()).is_err());
     }
 }

@@ -35,18 +35,12 @@ impl NamePattern {
             && rest.split('.').all(|label| {
                 !label.is_empty()
                     && label.len() <= 63
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             });
         if !valid {
             return Err(BadPattern(s.to_string()));
         }
-        Ok(if wild {
-            NamePattern::Wildcard(rest)
-        } else {
-            NamePattern::Exact(rest)
-        })
+        Ok(if wild { NamePattern::Wildcard(rest) } else { NamePattern::Exact(rest) })
     }
 
     /// Whether `name` (as sent in SNI) is covered by this pattern.
@@ -85,10 +79,7 @@ pub struct NameTable<T> {
 
 impl<T> Default for NameTable<T> {
     fn default() -> Self {
-        Self {
-            entries: Vec::new(),
-            default: None,
-        }
+        Self { entries: Vec::new(), default: None }
     }
 }
 
@@ -114,19 +105,10 @@ impl<T> NameTable<T> {
         let Some(name) = name else {
             return self.default.as_ref();
         };
-        let exact = self
-            .entries
-            .iter()
-            .find(|(p, _)| matches!(p, NamePattern::Exact(_)) && p.matches(name));
-        let wild = || {
-            self.entries
-                .iter()
-                .find(|(p, _)| matches!(p, NamePattern::Wildcard(_)) && p.matches(name))
-        };
-        exact
-            .or_else(wild)
-            .map(|(_, v)| v)
-            .or(self.default.as_ref())
+        let exact = self.entries.iter().find(|(p, _)| matches!(p, NamePattern::Exact(_)) && p.matches(name));
+        let wild =
+            || self.entries.iter().find(|(p, _)| matches!(p, NamePattern::Wildcard(_)) && p.matches(name));
+        exact.or_else(wild).map(|(_, v)| v).or(self.default.as_ref())
     }
 
     pub fn patterns(&self) -> impl Iterator<Item = &NamePattern> {

@@ -18,18 +18,9 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(
-        members: Vec<BackendAddr>,
-        connect_timeout: Duration,
-        attempts: Option<usize>,
-    ) -> Self {
+    pub fn new(members: Vec<BackendAddr>, connect_timeout: Duration, attempts: Option<usize>) -> Self {
         let max_attempts = attempts.unwrap_or(members.len());
-        Pool {
-            members,
-            connect_timeout,
-            max_attempts,
-            rr: RoundRobin::new(),
-        }
+        Pool { members, connect_timeout, max_attempts, rr: RoundRobin::new() }
     }
 
     /// Connects to the next member in round-robin order; a connect that fails or times out moves
@@ -51,10 +42,7 @@ impl Pool {
                 }
             }
         }
-        Err(ProxyError::backend(format!(
-            "no backend reachable ({})",
-            failures.join("; ")
-        )))
+        Err(ProxyError::backend(format!("no backend reachable ({})", failures.join("; "))))
     }
 }
 

@@ -10,21 +10,12 @@ pub struct ProxyError {
 
 impl ProxyError {
     pub fn client(context: impl Into<String>) -> Self {
-        Self {
-            side: Side::Client,
-            context: context.into(),
-        }
+        Self { side: Side::Client, context: context.into() }
     }
     pub fn backend(context: impl Into<String>) -> Self {
-        Self {
-            side: Side::Backend,
-            context: context.into(),
-        }
+        Self { side: Side::Backend, context: context.into() }
     }
     pub fn internal(context: impl Into<String>) -> Self {
-        Self {
-            side: Side::Internal,
-            context: context.into(),
-        }
+        Self { side: Side::Internal, context: context.into() }
     }
 }

@@ -35,9 +35,8 @@ pub async fn serve(listener: TcpListener, name: String) {
         let name = name.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| answer(req, name.clone()));
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service)
-                .await
+            if let Err(e) =
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await
             {
                 tracing::debug!(client = %peer, error = %e, "http backend connection ended with error");
             }
@@ -70,16 +69,9 @@ async fn answer(req: Request<Incoming>, name: String) -> Result<Response<Body>, 
 }
 
 fn text(status: StatusCode, body: String) -> Response<Body> {
-    let mut r = Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
+    let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        "content-type",
-        "text/plain; charset=utf-8".parse().expect("static header"),
-    );
+    r.headers_mut().insert("content-type", "text/plain; charset=utf-8".parse().expect("static header"));
     r
 }
 

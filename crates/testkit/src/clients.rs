@@ -5,11 +5,7 @@ use std::process::{Command, Output, Stdio};
 
 /// Runs curl with `args` (adds `-sS`); the output is returned whatever the exit status.
 pub fn curl(args: &[&str]) -> Output {
-    Command::new("curl")
-        .arg("-sS")
-        .args(args)
-        .output()
-        .expect("curl is installed")
+    Command::new("curl").arg("-sS").args(args).output().expect("curl is installed")
 }
 
 /// Runs `openssl s_client` with `args`, writing `input` to its stdin and closing it.

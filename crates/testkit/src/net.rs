@@ -5,11 +5,7 @@ use std::time::{Duration, Instant};
 
 /// A loopback port that was free a moment ago (for peers that cannot report a port they chose).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A loopback port where nothing listens: bound, then closed, so connects are refused.
@@ -24,19 +20,14 @@ pub fn wait_accepting(addr: SocketAddr, timeout: Duration) {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{addr} did not start accepting within {timeout:?}"
-        );
+        assert!(Instant::now() < deadline, "{addr} did not start accepting within {timeout:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 /// Makes closing `stream` send RST instead of FIN (SO_LINGER 0): a peer that dies mid-stream.
 pub fn reset_on_close(stream: &TcpStream) {
-    socket2::SockRef::from(stream)
-        .set_linger(Some(Duration::ZERO))
-        .unwrap();
+    socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO)).unwrap();
 }
 
 /// A loopback address whose SYNs go unanswered, so connects time out: a listener with a backlog
@@ -50,18 +41,12 @@ pub struct Blackhole {
 pub fn blackhole() -> Blackhole {
     use socket2::{Domain, Socket, Type};
     let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    listener
-        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
+    listener.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
     listener.listen(0).unwrap();
     let addr = listener.local_addr().unwrap().as_socket().unwrap();
     let filler = TcpStream::connect(addr).unwrap();
     // Prove it: the next connect must not complete.
     let probe = TcpStream::connect_timeout(&addr, Duration::from_millis(300));
     assert!(probe.is_err(), "accept queue of {addr} did not fill");
-    Blackhole {
-        addr,
-        _listener: listener,
-        _filler: filler,
-    }
+    Blackhole { addr, _listener: listener, _filler: filler }
 }

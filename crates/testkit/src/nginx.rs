@@ -19,10 +19,7 @@ impl Nginx {
     /// Starts nginx in the foreground, one process, on a free loopback port; `root` is served and
     /// receives PUT uploads.
     pub fn start(root: &Path) -> Nginx {
-        let dir = tempfile::Builder::new()
-            .prefix("tlsgate-nginx-")
-            .tempdir()
-            .unwrap();
+        let dir = tempfile::Builder::new().prefix("tlsgate-nginx-").tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("nginx.conf");
         let d = dir.path().display();
@@ -61,12 +58,7 @@ http {{
         let proc = Proc::spawn("nginx", cmd);
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         wait_accepting(addr, Duration::from_secs(10));
-        Nginx {
-            addr,
-            root: root.to_path_buf(),
-            _proc: proc,
-            _dir: dir,
-        }
+        Nginx { addr, root: root.to_path_buf(), _proc: proc, _dir: dir }
     }
 
     pub fn access_log(&self) -> String {

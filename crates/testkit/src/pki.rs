@@ -12,10 +12,7 @@ pub struct Pki {
 
 impl Pki {
     pub fn new() -> Pki {
-        let dir = tempfile::Builder::new()
-            .prefix("tlsgate-test-")
-            .tempdir()
-            .unwrap();
+        let dir = tempfile::Builder::new().prefix("tlsgate-test-").tempdir().unwrap();
         let ca = TestCa::new("tlsgate test CA").unwrap();
         let ca_path = dir.path().join("ca.pem");
         write_file(&ca_path, ca.cert_pem(), 0o644).unwrap();
@@ -24,11 +21,7 @@ impl Pki {
 
     /// A server certificate for `names`, written as `<stem>.pem` / `<stem>.key`.
     pub fn server(&self, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
-        self.ca
-            .issue_server(names)
-            .unwrap()
-            .write(self.dir.path(), stem)
-            .unwrap()
+        self.ca.issue_server(names).unwrap().write(self.dir.path(), stem).unwrap()
     }
 
     pub fn path(&self, name: &str) -> PathBuf {

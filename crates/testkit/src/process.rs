@@ -24,42 +24,27 @@ pub struct Proc {
 impl Proc {
     /// Starts `cmd` with stdout and stderr captured into one log.
     pub fn spawn(name: &str, mut cmd: Command) -> Proc {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         // Plain text logs: tests match on them.
         cmd.env("NO_COLOR", "1");
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         let log = Arc::new((Mutex::new(Log::default()), Condvar::new()));
         let out = child.stdout.take().expect("piped stdout");
         let err = child.stderr.take().expect("piped stderr");
-        for stream in [
-            Box::new(out) as Box<dyn std::io::Read + Send>,
-            Box::new(err),
-        ] {
+        for stream in [Box::new(out) as Box<dyn std::io::Read + Send>, Box::new(err)] {
             let log = log.clone();
             std::thread::spawn(move || {
                 let (lock, cond) = &*log;
                 for line in BufReader::new(stream).lines() {
                     let Ok(line) = line else { break };
-                    lock.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .lines
-                        .push(line);
+                    lock.lock().unwrap_or_else(|e| e.into_inner()).lines.push(line);
                     cond.notify_all();
                 }
                 lock.lock().unwrap_or_else(|e| e.into_inner()).closed += 1;
                 cond.notify_all();
             });
         }
-        Proc {
-            child,
-            log,
-            cursor: std::cell::Cell::new(0),
-            name: name.to_string(),
-        }
+        Proc { child, log, cursor: std::cell::Cell::new(0), name: name.to_string() }
     }
 
     /// Waits for the next line (after the previous `wait_for` match) containing every one of
@@ -82,11 +67,7 @@ impl Proc {
 
     fn wait_from(&self, from: usize, needles: &[&str], timeout: Duration) -> (usize, String) {
         self.scan(from, needles, timeout).unwrap_or_else(|| {
-            panic!(
-                "{}: exited before logging {needles:?}; log:\n{}",
-                self.name,
-                self.log_text()
-            )
+            panic!("{}: exited before logging {needles:?}; log:\n{}", self.name, self.log_text())
         })
     }
 
@@ -109,26 +90,15 @@ impl Proc {
             if left.is_zero() {
                 let text = log.lines.join("\n");
                 drop(log);
-                panic!(
-                    "{}: no line with {needles:?} within {timeout:?}; log:\n{text}",
-                    self.name
-                );
+                panic!("{}: no line with {needles:?} within {timeout:?}; log:\n{text}", self.name);
             }
-            log = cond
-                .wait_timeout(log, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            log = cond.wait_timeout(log, left).unwrap_or_else(|e| e.into_inner()).0;
         }
     }
 
     /// Every line logged so far.
     pub fn log_text(&self) -> String {
-        self.log
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .lines
-            .join("\n")
+        self.log.0.lock().unwrap_or_else(|e| e.into_inner()).lines.join("\n")
     }
 
     /// Lines logged so far that contain every one of `needles`.
@@ -160,10 +130,7 @@ impl Proc {
                 if left.is_zero() {
                     return None;
                 }
-                log = cond
-                    .wait_timeout(log, left)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
+                log = cond.wait_timeout(log, left).unwrap_or_else(|e| e.into_inner()).0;
             }
         }
         self.child.wait().ok()
@@ -200,9 +167,7 @@ impl Tlsgate {
     pub fn start(bin: &str, args: &[&str]) -> Tlsgate {
         let mut cmd = Command::new(bin);
         cmd.args(args);
-        Tlsgate {
-            proc: Proc::spawn("tlsgate", cmd),
-        }
+        Tlsgate { proc: Proc::spawn("tlsgate", cmd) }
     }
 
     /// Waits for the `listening` line of the listener named `name` (or any listener when `None`)
@@ -215,9 +180,7 @@ impl Tlsgate {
             needles.push(&owned);
         }
         let line = self.proc.wait_logged(&needles, Duration::from_secs(30));
-        Proc::field(&line, "addr")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no addr in {line}"))
+        Proc::field(&line, "addr").and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("no addr in {line}"))
     }
 }
 

@@ -9,8 +9,7 @@ use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore,
-    SignatureScheme,
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore, SignatureScheme,
 };
 use tlsgate_config::{ClientAuthConfig, ClientAuthMode};
 use tlsgate_core::identity::AllowList;
@@ -20,26 +19,16 @@ use crate::identity::peer_identity;
 use crate::TlsError;
 
 /// The verifier for a listener's `client_auth`, or `None` when client certificates are not asked.
-pub fn client_verifier(
-    config: &ClientAuthConfig,
-) -> Result<Option<Arc<dyn ClientCertVerifier>>, TlsError> {
+pub fn client_verifier(config: &ClientAuthConfig) -> Result<Option<Arc<dyn ClientCertVerifier>>, TlsError> {
     if config.mode == ClientAuthMode::None {
         return Ok(None);
     }
-    let ca_path = config
-        .ca
-        .as_ref()
-        .ok_or_else(|| TlsError::Config("client_auth needs a CA bundle".into()))?;
+    let ca_path =
+        config.ca.as_ref().ok_or_else(|| TlsError::Config("client_auth needs a CA bundle".into()))?;
     let mut roots = RootCertStore::empty();
-    let bytes = std::fs::read(ca_path).map_err(|source| TlsError::Read {
-        path: ca_path.clone(),
-        source,
-    })?;
+    let bytes = std::fs::read(ca_path).map_err(|source| TlsError::Read { path: ca_path.clone(), source })?;
     for cert in CertificateDer::pem_slice_iter(&bytes) {
-        let cert = cert.map_err(|e| TlsError::Material {
-            path: ca_path.clone(),
-            problem: e.to_string(),
-        })?;
+        let cert = cert.map_err(|e| TlsError::Material { path: ca_path.clone(), problem: e.to_string() })?;
         roots.add(cert).map_err(|e| TlsError::Material {
             path: ca_path.clone(),
             problem: format!("unusable CA: {e}"),
@@ -53,26 +42,17 @@ pub fn client_verifier(
     }
     let mut crls = Vec::new();
     for path in &config.crl {
-        let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let bytes = std::fs::read(path).map_err(|source| TlsError::Read { path: path.clone(), source })?;
         for crl in CertificateRevocationListDer::pem_slice_iter(&bytes) {
-            crls.push(crl.map_err(|e| TlsError::Material {
-                path: path.clone(),
-                problem: e.to_string(),
-            })?);
+            crls.push(crl.map_err(|e| TlsError::Material { path: path.clone(), problem: e.to_string() })?);
         }
     }
     let mut builder =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crate::provider())
-            .with_crls(crls);
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crate::provider()).with_crls(crls);
     if config.mode == ClientAuthMode::Optional {
         builder = builder.allow_unauthenticated();
     }
-    let inner = builder
-        .build()
-        .map_err(|e| TlsError::Config(format!("client_auth: {e}")))?;
+    let inner = builder.build().map_err(|e| TlsError::Config(format!("client_auth: {e}")))?;
     let allow = AllowList {
         common_names: config.allow_cn.clone(),
         dns: config
@@ -115,16 +95,13 @@ impl ClientCertVerifier for AllowListVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        let verified = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
+        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
         let refuse = |why: String| {
             // Runs inside the connection's span, so this line carries the client's address.
             tracing::warn!(side = "client", reason = %why, "client certificate refused by allow-list");
             Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)
         };
-        let id =
-            peer_identity(end_entity).ok_or_else(|| refuse("certificate does not parse".into()))?;
+        let id = peer_identity(end_entity).ok_or_else(|| refuse("certificate does not parse".into()))?;
         self.allow.permits(&id).map_err(refuse)?;
         Ok(verified)
     }

@@ -10,16 +10,8 @@ pub fn peer_identity(cert: &CertificateDer<'_>) -> Option<PeerIdentity> {
     use x509_parser::prelude::*;
     let (_, parsed) = X509Certificate::from_der(cert).ok()?;
     let subject = parsed.subject();
-    let common_name = subject
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-        .map(str::to_owned);
-    let mut id = PeerIdentity {
-        subject: subject.to_string(),
-        common_name,
-        ..Default::default()
-    };
+    let common_name = subject.iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(str::to_owned);
+    let mut id = PeerIdentity { subject: subject.to_string(), common_name, ..Default::default() };
     if let Ok(Some(san)) = parsed.subject_alternative_name() {
         for name in &san.value.general_names {
             match name {

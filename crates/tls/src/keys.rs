@@ -28,44 +28,25 @@ pub fn load_cert_and_key(
         check_key_permissions(key_path)?;
     }
     let key = load_key(key_path)?;
-    let material = |problem: String| TlsError::Material {
-        path: cert_path.to_path_buf(),
-        problem,
-    };
+    let material = |problem: String| TlsError::Material { path: cert_path.to_path_buf(), problem };
     let signing_key = crate::provider()
         .key_provider
         .load_private_key(key)
-        .map_err(|e| TlsError::Material {
-            path: key_path.to_path_buf(),
-            problem: e.to_string(),
-        })?;
+        .map_err(|e| TlsError::Material { path: key_path.to_path_buf(), problem: e.to_string() })?;
     let certified = CertifiedKey::new(chain, signing_key);
-    certified.keys_match().map_err(|e| {
-        material(format!(
-            "certificate does not match key {}: {e}",
-            key_path.display()
-        ))
-    })?;
-    let dns_names = dns_names(
-        certified
-            .end_entity_cert()
-            .map_err(|e| material(e.to_string()))?,
-    )
-    .map_err(material)?;
-    Ok(LoadedCert {
-        key: Arc::new(certified),
-        dns_names,
-    })
+    certified
+        .keys_match()
+        .map_err(|e| material(format!("certificate does not match key {}: {e}", key_path.display())))?;
+    let dns_names =
+        dns_names(certified.end_entity_cert().map_err(|e| material(e.to_string()))?).map_err(material)?;
+    Ok(LoadedCert { key: Arc::new(certified), dns_names })
 }
 
 fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = read(path)?;
     let chain = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Material {
-            path: path.to_path_buf(),
-            problem: e.to_string(),
-        })?;
+        .map_err(|e| TlsError::Material { path: path.to_path_buf(), problem: e.to_string() })?;
     if chain.is_empty() {
         return Err(TlsError::Material {
             path: path.to_path_buf(),
@@ -84,25 +65,17 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })
 }
 
 /// Refuses a key file that group or others may access, as OpenSSH does for identity files.
 pub fn check_key_permissions(path: &Path) -> Result<(), TlsError> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|source| TlsError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let meta =
+        std::fs::metadata(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(TlsError::KeyPermissions {
-            path: path.to_path_buf(),
-            mode,
-        });
+        return Err(TlsError::KeyPermissions { path: path.to_path_buf(), mode });
     }
     Ok(())
 }
@@ -110,8 +83,7 @@ pub fn check_key_permissions(path: &Path) -> Result<(), TlsError> {
 /// The DNS names in a certificate's subjectAltName.
 fn dns_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, String> {
     use x509_parser::prelude::*;
-    let (_, parsed) =
-        X509Certificate::from_der(cert).map_err(|e| format!("bad certificate: {e}"))?;
+    let (_, parsed) = X509Certificate::from_der(cert).map_err(|e| format!("bad certificate: {e}"))?;
     let mut names = Vec::new();
     if let Ok(Some(san)) = parsed.subject_alternative_name() {
         for name in &san.value.general_names {

@@ -6,9 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    RevocationReason, RevokedCertParams, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason,
+    RevokedCertParams, SanType, SerialNumber,
 };
 
 use crate::TlsError;
@@ -59,10 +59,7 @@ impl TestCa {
         validity(&mut params);
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
-        Ok(TestCa {
-            issuer: Issuer::new(params, key),
-            cert_pem: cert.pem(),
-        })
+        Ok(TestCa { issuer: Issuer::new(params, key), cert_pem: cert.pem() })
     }
 
     pub fn cert_pem(&self) -> &str {
@@ -79,14 +76,10 @@ impl TestCa {
         let mut params = CertificateParams::default();
         params.distinguished_name = dn(spec.common_name);
         for d in spec.dns {
-            params
-                .subject_alt_names
-                .push(SanType::DnsName((*d).try_into()?));
+            params.subject_alt_names.push(SanType::DnsName((*d).try_into()?));
         }
         for u in spec.uri {
-            params
-                .subject_alt_names
-                .push(SanType::URI((*u).try_into()?));
+            params.subject_alt_names.push(SanType::URI((*u).try_into()?));
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         self.sign(params, spec.expired)
@@ -118,11 +111,7 @@ impl TestCa {
         params.serial_number = Some(SerialNumber::from_slice(&serial.to_be_bytes()));
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(Issued {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            serial,
-        })
+        Ok(Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem(), serial })
     }
 
     /// A PEM CRL listing `revoked` serial numbers, numbered `crl_number` (raise it on each issue).
@@ -163,17 +152,9 @@ impl Issued {
 pub fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), TlsError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| TlsError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| TlsError::Read { path: path.to_path_buf(), source };
     let _ = std::fs::remove_file(path);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(io)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(io)?;
     f.write_all(contents.as_bytes()).map_err(io)
 }
 
@@ -196,10 +177,7 @@ fn rand_serial() -> u64 {
     // and the encoding a fixed 8 bytes.)
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
     );
     (h.finish() >> 2) | 0x4000_0000_0000_0000
 }

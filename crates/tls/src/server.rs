@@ -60,10 +60,8 @@ pub fn listener_tls(
             });
         }
         for n in names {
-            let pattern = NamePattern::parse(&n).map_err(|e| TlsError::Material {
-                path: c.cert.clone(),
-                problem: e.to_string(),
-            })?;
+            let pattern = NamePattern::parse(&n)
+                .map_err(|e| TlsError::Material { path: c.cert.clone(), problem: e.to_string() })?;
             table.insert(pattern, loaded.key.clone());
         }
         if c.default {
@@ -84,20 +82,12 @@ pub fn listener_tls(
         .with_protocol_versions(&versions)
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_client_cert_verifier(
-            client_verifier(&listener.client_auth)?
-                .unwrap_or_else(WebPkiClientVerifier::no_client_auth),
+            client_verifier(&listener.client_auth)?.unwrap_or_else(WebPkiClientVerifier::no_client_auth),
         )
         .with_cert_resolver(certs.clone());
-    config.alpn_protocols = listener
-        .alpn
-        .iter()
-        .map(|p| p.as_bytes().to_vec())
-        .collect();
+    config.alpn_protocols = listener.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     // Stateless tickets: resumption without per-session memory on the gateway.
     config.ticketer =
         rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| TlsError::Config(e.to_string()))?;
-    Ok(ListenerTls {
-        config: Arc::new(config),
-        certs,
-    })
+    Ok(ListenerTls { config: Arc::new(config), certs })
 }

@@ -6,10 +6,7 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::{LogArgs, LogFormatArg};
 
 pub fn init(config: &LogConfig, args: &LogArgs) {
-    let level = args
-        .log_level
-        .clone()
-        .unwrap_or_else(|| config.level.clone());
+    let level = args.log_level.clone().unwrap_or_else(|| config.level.clone());
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&level))
         .unwrap_or_else(|_| EnvFilter::new("info"));

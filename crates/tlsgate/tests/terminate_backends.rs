@@ -14,17 +14,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
 fn failed_connects_retry_on_the_next_backend() {
     let pki = Pki::new();
     pki.server("server", &["localhost"]);
-    let backend = Tlsgate::start(
-        BIN,
-        &["backend", "--listen", "127.0.0.1:0", "--name", "healthy"],
-    );
-    let healthy = Proc::field(
-        &backend
-            .proc
-            .wait_for(&["backend listening"], Duration::from_secs(30)),
-        "addr",
-    )
-    .unwrap();
+    let backend = Tlsgate::start(BIN, &["backend", "--listen", "127.0.0.1:0", "--name", "healthy"]);
+    let healthy =
+        Proc::field(&backend.proc.wait_for(&["backend listening"], Duration::from_secs(30)), "addr").unwrap();
     let hole = blackhole();
     let refused = format!("127.0.0.1:{}", dead_port());
     let config = format!(
@@ -53,21 +45,11 @@ listen = "127.0.0.1:0"
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from healthy\n");
     gate.proc.wait_for(
-        &[
-            "backend connect failed",
-            &hole.addr.to_string(),
-            "timed out after 1s",
-        ],
+        &["backend connect failed", &hole.addr.to_string(), "timed out after 1s"],
         Duration::from_secs(10),
     );
-    gate.proc.wait_for(
-        &["backend connect failed", &refused, "refused"],
-        Duration::from_secs(10),
-    );
-    gate.proc.wait_for(
-        &["connected after retry", &healthy],
-        Duration::from_secs(10),
-    );
+    gate.proc.wait_for(&["backend connect failed", &refused, "refused"], Duration::from_secs(10));
+    gate.proc.wait_for(&["connected after retry", &healthy], Duration::from_secs(10));
 
     // The next connections start further on and still all land on the healthy member.
     for _ in 0..2 {

@@ -47,13 +47,8 @@ fn bad_input_closes_only_the_offending_connection() {
     let pki = Pki::new();
     pki.server("server", &["localhost", "down.test", "reset.test"]);
     let backend = Tlsgate::start(BIN, &["backend", "--listen", "127.0.0.1:0"]);
-    let backend_addr = Proc::field(
-        &backend
-            .proc
-            .wait_for(&["backend listening"], Duration::from_secs(30)),
-        "addr",
-    )
-    .unwrap();
+    let backend_addr =
+        Proc::field(&backend.proc.wait_for(&["backend listening"], Duration::from_secs(30)), "addr").unwrap();
     let config = format!(
         r#"
 [[terminate.listener]]
@@ -105,10 +100,7 @@ handshake_timeout = "2s"
             ])
         })
     };
-    gate.proc.wait_for(
-        &["handshake done", "sni=localhost"],
-        Duration::from_secs(30),
-    );
+    gate.proc.wait_for(&["handshake done", "sni=localhost"], Duration::from_secs(30));
 
     // 1. Random bytes instead of a ClientHello: an alert back, then the connection closes.
     let mut garbage = vec![0u8; 1024];
@@ -119,17 +111,9 @@ handshake_timeout = "2s"
     s.write_all(&garbage).unwrap();
     let mut answer = Vec::new();
     let _ = s.read_to_end(&mut answer);
-    assert_eq!(
-        answer.first(),
-        Some(&0x15),
-        "expected an alert record, got {answer:?}"
-    );
+    assert_eq!(answer.first(), Some(&0x15), "expected an alert record, got {answer:?}");
     gate.proc.wait_for(
-        &[
-            "side=client",
-            "not a valid TLS ClientHello",
-            "connection closed",
-        ],
+        &["side=client", "not a valid TLS ClientHello", "connection closed"],
         Duration::from_secs(10),
     );
 
@@ -155,38 +139,19 @@ handshake_timeout = "2s"
         }
     };
     let elapsed = start.elapsed();
+    assert!(closed, "server kept a dribbling handshake open for {sent} bytes ({elapsed:?})");
     assert!(
-        closed,
-        "server kept a dribbling handshake open for {sent} bytes ({elapsed:?})"
-    );
-    assert!(
-        sent < hello.len()
-            && elapsed >= Duration::from_millis(1900)
-            && elapsed < Duration::from_secs(8),
+        sent < hello.len() && elapsed >= Duration::from_millis(1900) && elapsed < Duration::from_secs(8),
         "closed after {sent} bytes, {elapsed:?}"
     );
-    gate.proc.wait_for(
-        &["side=client", "handshake timed out"],
-        Duration::from_secs(10),
-    );
+    gate.proc.wait_for(&["side=client", "handshake timed out"], Duration::from_secs(10));
 
     // 3. The route's backend is down: the client is closed, the log names the backend.
     let resolve = format!("down.test:{port}:127.0.0.1");
-    let out = curl(&[
-        "--cacert",
-        pki.ca(),
-        "--resolve",
-        &resolve,
-        &format!("https://down.test:{port}/"),
-    ]);
+    let out = curl(&["--cacert", pki.ca(), "--resolve", &resolve, &format!("https://down.test:{port}/")]);
     assert!(!out.status.success(), "{}", describe(&out));
     gate.proc.wait_for(
-        &[
-            "side=backend",
-            "no backend reachable",
-            "refused",
-            "client connection closed",
-        ],
+        &["side=backend", "no backend reachable", "refused", "client connection closed"],
         Duration::from_secs(10),
     );
 
@@ -202,31 +167,19 @@ handshake_timeout = "2s"
         partial.to_str().unwrap(),
         &format!("https://reset.test:{port}/"),
     ]);
-    assert!(
-        !out.status.success(),
-        "truncated response reported as success: {}",
-        describe(&out)
-    );
+    assert!(!out.status.success(), "truncated response reported as success: {}", describe(&out));
     assert!(std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) < 1 << 20);
-    gate.proc.wait_for(
-        &["connection aborted", "side=backend", "reset"],
-        Duration::from_secs(10),
-    );
+    gate.proc.wait_for(&["connection aborted", "side=backend", "reset"], Duration::from_secs(10));
 
     // The healthy client was open through all of it and finished intact.
     let out = healthy.join().unwrap();
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(sha256_file(&got), want);
     // Found after every bad input's line: the healthy connection outlived them all.
-    let closed = gate.proc.wait_for(
-        &["connection closed", &format!("backend={backend_addr}")],
-        Duration::from_secs(30),
-    );
+    let closed = gate
+        .proc
+        .wait_for(&["connection closed", &format!("backend={backend_addr}")], Duration::from_secs(30));
     let up: usize = Proc::field(&closed, "up").unwrap().parse().unwrap();
     assert!(up > HEALTHY, "{closed}");
-    assert!(
-        gate.proc.is_running(),
-        "tlsgate exited:\n{}",
-        gate.proc.log_text()
-    );
+    assert!(gate.proc.is_running(), "tlsgate exited:\n{}", gate.proc.log_text());
 }

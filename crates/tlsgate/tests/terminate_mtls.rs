@@ -34,53 +34,21 @@ fn setup() -> Setup {
         expired: false,
     };
     client(&pki, &pki.ca, "alice", alice.clone());
-    client(
-        &pki,
-        &pki.ca,
-        "expired",
-        ClientSpec {
-            expired: true,
-            ..alice.clone()
-        },
-    );
-    client(
-        &pki,
-        &TestCa::new("some other CA").unwrap(),
-        "stranger",
-        alice,
-    );
-    let revoked = client(
-        &pki,
-        &pki.ca,
-        "revoked",
-        ClientSpec {
-            common_name: "revoked-alice",
-            ..Default::default()
-        },
-    );
+    client(&pki, &pki.ca, "expired", ClientSpec { expired: true, ..alice.clone() });
+    client(&pki, &TestCa::new("some other CA").unwrap(), "stranger", alice);
+    let revoked =
+        client(&pki, &pki.ca, "revoked", ClientSpec { common_name: "revoked-alice", ..Default::default() });
     client(
         &pki,
         &pki.ca,
         "mallory",
-        ClientSpec {
-            common_name: "mallory",
-            dns: &["mallory.clients.test"],
-            ..Default::default()
-        },
+        ClientSpec { common_name: "mallory", dns: &["mallory.clients.test"], ..Default::default() },
     );
     std::fs::write(pki.path("clients.crl"), pki.ca.crl(&[revoked], 1).unwrap()).unwrap();
 
-    let backend = Tlsgate::start(
-        BIN,
-        &["backend", "--listen", "127.0.0.1:0", "--name", "mtls"],
-    );
-    let addr = Proc::field(
-        &backend
-            .proc
-            .wait_for(&["backend listening"], Duration::from_secs(30)),
-        "addr",
-    )
-    .unwrap();
+    let backend = Tlsgate::start(BIN, &["backend", "--listen", "127.0.0.1:0", "--name", "mtls"]);
+    let addr =
+        Proc::field(&backend.proc.wait_for(&["backend listening"], Duration::from_secs(30)), "addr").unwrap();
     let config = format!(
         r#"
 [[terminate.listener]]
@@ -112,34 +80,16 @@ listen = "127.0.0.1:0"
 "#
     );
     std::fs::write(pki.path("tlsgate.toml"), config).unwrap();
-    let gate = Tlsgate::start(
-        BIN,
-        &[
-            "terminate",
-            "--config",
-            pki.path("tlsgate.toml").to_str().unwrap(),
-        ],
-    );
+    let gate = Tlsgate::start(BIN, &["terminate", "--config", pki.path("tlsgate.toml").to_str().unwrap()]);
     let required = gate.listening(Some("required")).port();
     let optional = gate.listening(Some("optional")).port();
-    Setup {
-        pki,
-        gate,
-        required,
-        optional,
-        _backend: backend,
-    }
+    Setup { pki, gate, required, optional, _backend: backend }
 }
 
 /// curl to `port` presenting client certificate `stem` (or none); body, or curl's complaint.
 fn get(s: &Setup, port: u16, stem: Option<&str>, tls: &str) -> Result<String, String> {
     let url = format!("https://localhost:{port}/");
-    let cert = stem.map(|st| {
-        (
-            s.pki.path(&format!("{st}.pem")),
-            s.pki.path(&format!("{st}.key")),
-        )
-    });
+    let cert = stem.map(|st| (s.pki.path(&format!("{st}.pem")), s.pki.path(&format!("{st}.key"))));
     let mut args = vec!["--cacert", s.pki.ca(), tls];
     let (c, k);
     if let Some((cert, key)) = &cert {
@@ -159,10 +109,7 @@ fn get(s: &Setup, port: u16, stem: Option<&str>, tls: &str) -> Result<String, St
 fn good_client_certificate_passes_and_is_logged() {
     let s = setup();
     for tls in ["--tlsv1.3", "--tlsv1.2"] {
-        assert_eq!(
-            get(&s, s.required, Some("alice"), tls).unwrap(),
-            "hello from mtls\n"
-        );
+        assert_eq!(get(&s, s.required, Some("alice"), tls).unwrap(), "hello from mtls\n");
         s.gate.proc.wait_for(
             &[
                 "listener=required",
@@ -182,32 +129,19 @@ fn bad_client_certificates_get_the_matching_alert() {
         (Some("expired"), "certificate expired", "expired"),
         (Some("stranger"), "unknown ca", "UnknownIssuer"),
         (Some("revoked"), "certificate revoked", "Revoked"),
-        (
-            Some("mallory"),
-            "access denied",
-            "ApplicationVerificationFailure",
-        ),
+        (Some("mallory"), "access denied", "ApplicationVerificationFailure"),
     ];
     for (stem, alert, logged) in cases {
         let err = get(&s, s.required, stem, "--tlsv1.3").unwrap_err();
-        assert!(
-            err.contains(alert),
-            "{stem:?}: expected alert {alert:?}: {err}"
-        );
+        assert!(err.contains(alert), "{stem:?}: expected alert {alert:?}: {err}");
         s.gate.proc.wait_for(
-            &[
-                "listener=required",
-                "side=client",
-                "handshake failed",
-                logged,
-            ],
+            &["listener=required", "side=client", "handshake failed", logged],
             Duration::from_secs(10),
         );
     }
-    s.gate.proc.wait_logged(
-        &["client certificate refused by allow-list", "CN=mallory"],
-        Duration::from_secs(10),
-    );
+    s.gate
+        .proc
+        .wait_logged(&["client certificate refused by allow-list", "CN=mallory"], Duration::from_secs(10));
     // TLS 1.2 reports the same refusals.
     let err = get(&s, s.required, Some("revoked"), "--tlsv1.2").unwrap_err();
     assert!(err.contains("certificate revoked"), "{err}");
@@ -216,18 +150,9 @@ fn bad_client_certificates_get_the_matching_alert() {
 #[test]
 fn optional_mode_admits_clients_without_a_certificate_but_checks_presented_ones() {
     let s = setup();
-    assert_eq!(
-        get(&s, s.optional, None, "--tlsv1.3").unwrap(),
-        "hello from mtls\n"
-    );
-    assert_eq!(
-        get(&s, s.optional, Some("alice"), "--tlsv1.3").unwrap(),
-        "hello from mtls\n"
-    );
-    s.gate.proc.wait_logged(
-        &["listener=optional", "client_cert=CN=alice"],
-        Duration::from_secs(10),
-    );
+    assert_eq!(get(&s, s.optional, None, "--tlsv1.3").unwrap(), "hello from mtls\n");
+    assert_eq!(get(&s, s.optional, Some("alice"), "--tlsv1.3").unwrap(), "hello from mtls\n");
+    s.gate.proc.wait_logged(&["listener=optional", "client_cert=CN=alice"], Duration::from_secs(10));
     let err = get(&s, s.optional, Some("stranger"), "--tlsv1.3").unwrap_err();
     assert!(err.contains("unknown ca"), "{err}");
 }

@@ -13,19 +13,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
 const BIG: usize = 64 << 20;
 
 /// (curl flags, the version tlsgate must log) for TLS 1.3 and for TLS 1.2 forced.
-const VERSIONS: [(&[&str], &str); 2] = [
-    (&["--tlsv1.3"], "TLSv1_3"),
-    (&["--tlsv1.2", "--tls-max", "1.2"], "TLSv1_2"),
-];
+const VERSIONS: [(&[&str], &str); 2] =
+    [(&["--tlsv1.3"], "TLSv1_3"), (&["--tlsv1.2", "--tls-max", "1.2"], "TLSv1_2")];
 
 fn builtin_backend() -> (Tlsgate, String) {
-    let backend = Tlsgate::start(
-        BIN,
-        &["backend", "--listen", "127.0.0.1:0", "--name", "builtin"],
-    );
-    let line = backend
-        .proc
-        .wait_for(&["backend listening"], Duration::from_secs(30));
+    let backend = Tlsgate::start(BIN, &["backend", "--listen", "127.0.0.1:0", "--name", "builtin"]);
+    let line = backend.proc.wait_for(&["backend listening"], Duration::from_secs(30));
     let addr = Proc::field(&line, "addr").unwrap();
     (backend, addr)
 }
@@ -75,16 +68,11 @@ fn curl_echoes_64mib_through_builtin_backend_tls13_and_tls12() {
         assert!(out.status.success(), "{}", describe(&out));
         assert_eq!(sha256_file(&got), want, "echoed body differs ({version})");
         // Each connection's log line comes once it closed; the lines are consumed in order.
-        let closed = gate
-            .proc
-            .wait_for(&["connection closed"], Duration::from_secs(30));
+        let closed = gate.proc.wait_for(&["connection closed"], Duration::from_secs(30));
         let up: u64 = Proc::field(&closed, "up").unwrap().parse().unwrap();
         assert!(up > BIG as u64, "{closed}");
         assert!(
-            !gate
-                .proc
-                .lines_with(&["handshake done", version])
-                .is_empty(),
+            !gate.proc.lines_with(&["handshake done", version]).is_empty(),
             "no {version} handshake logged"
         );
     }
@@ -107,11 +95,7 @@ fn curl_puts_and_gets_64mib_through_nginx_tls13_and_tls12() {
         args.push(&url);
         let out = curl(&args);
         assert!(out.status.success(), "PUT {version}: {}", describe(&out));
-        assert_eq!(
-            sha256_file(&root.join(format!("up{i}.bin"))),
-            want,
-            "uploaded file differs ({version})"
-        );
+        assert_eq!(sha256_file(&root.join(format!("up{i}.bin"))), want, "uploaded file differs ({version})");
 
         // Down: the same file fetched back through tlsgate.
         let got = pki.path("got.bin");
@@ -120,16 +104,9 @@ fn curl_puts_and_gets_64mib_through_nginx_tls13_and_tls12() {
         args.push(&url);
         let out = curl(&args);
         assert!(out.status.success(), "GET {version}: {}", describe(&out));
-        assert_eq!(
-            sha256_file(&got),
-            want,
-            "downloaded file differs ({version})"
-        );
+        assert_eq!(sha256_file(&got), want, "downloaded file differs ({version})");
         assert!(
-            !gate
-                .proc
-                .lines_with(&["handshake done", version])
-                .is_empty(),
+            !gate.proc.lines_with(&["handshake done", version]).is_empty(),
             "no {version} handshake logged"
         );
     }
@@ -161,10 +138,7 @@ fn s_client_http(pki: &Pki, port: u16, flag: &str, request: &[u8]) -> (String, V
     let Some(split) = stdout.windows(4).position(|w| w == b"\r\n\r\n") else {
         panic!("no HTTP answer: {}", describe(&out));
     };
-    (
-        String::from_utf8_lossy(&stdout[..split]).into_owned(),
-        stdout[split + 4..].to_vec(),
-    )
+    (String::from_utf8_lossy(&stdout[..split]).into_owned(), stdout[split + 4..].to_vec())
 }
 
 fn request(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
@@ -192,16 +166,9 @@ fn openssl_s_client_echoes_64mib_through_builtin_backend_tls13_and_tls12() {
     for (flag, version) in S_CLIENT_VERSIONS {
         let (head, body) = s_client_http(&pki, port, flag, &echo);
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        assert_eq!(
-            sha256(&body),
-            sha256(&payload),
-            "s_client {version}: echoed body differs"
-        );
+        assert_eq!(sha256(&body), sha256(&payload), "s_client {version}: echoed body differs");
         assert!(
-            !gate
-                .proc
-                .lines_with(&["handshake done", version])
-                .is_empty(),
+            !gate.proc.lines_with(&["handshake done", version]).is_empty(),
             "no {version} handshake logged"
         );
     }
@@ -222,19 +189,12 @@ fn openssl_s_client_puts_and_gets_64mib_through_nginx_tls13_and_tls12() {
         let target = format!("/s{i}.bin");
         let (head, _) = s_client_http(&pki, port, flag, &request("PUT", &target, &payload));
         assert!(head.starts_with("HTTP/1.1 201"), "PUT {version}: {head}");
-        assert_eq!(
-            sha256_file(&root.join(&target[1..])),
-            want,
-            "uploaded file differs ({version})"
-        );
+        assert_eq!(sha256_file(&root.join(&target[1..])), want, "uploaded file differs ({version})");
         let (head, body) = s_client_http(&pki, port, flag, &request("GET", &target, b""));
         assert!(head.starts_with("HTTP/1.1 200"), "GET {version}: {head}");
         assert_eq!(sha256(&body), want, "downloaded body differs ({version})");
         assert!(
-            !gate
-                .proc
-                .lines_with(&["handshake done", version])
-                .is_empty(),
+            !gate.proc.lines_with(&["handshake done", version]).is_empty(),
             "no {version} handshake logged"
         );
     }

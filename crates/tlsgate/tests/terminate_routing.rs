@@ -12,9 +12,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
 
 fn backend(name: &str) -> (Tlsgate, String) {
     let b = Tlsgate::start(BIN, &["backend", "--listen", "127.0.0.1:0", "--name", name]);
-    let line = b
-        .proc
-        .wait_for(&["backend listening"], Duration::from_secs(30));
+    let line = b.proc.wait_for(&["backend listening"], Duration::from_secs(30));
     (b, Proc::field(&line, "addr").unwrap())
 }
 
@@ -90,39 +88,21 @@ listen = "127.0.0.1:0"
     let gate = Tlsgate::start(BIN, &["terminate", "--config", path.to_str().unwrap()]);
     let open = gate.listening(Some("open")).port();
     let strict = gate.listening(Some("strict")).port();
-    Setup {
-        pki,
-        gate,
-        open,
-        strict,
-        _backends: backends,
-    }
+    Setup { pki, gate, open, strict, _backends: backends }
 }
 
 #[test]
 fn sni_selects_route_and_round_robins_its_pool() {
     let s = setup();
-    assert_eq!(
-        get(&s.pki, "a.test", s.open, &[]).unwrap(),
-        "hello from A\n"
-    );
-    let mut seen: Vec<String> = (0..4)
-        .map(|_| get(&s.pki, "b.test", s.open, &[]).unwrap())
-        .collect();
+    assert_eq!(get(&s.pki, "a.test", s.open, &[]).unwrap(), "hello from A\n");
+    let mut seen: Vec<String> = (0..4).map(|_| get(&s.pki, "b.test", s.open, &[]).unwrap()).collect();
     seen.sort();
     seen.dedup();
-    assert_eq!(
-        seen,
-        vec!["hello from B1\n", "hello from B2\n"],
-        "round-robin over the pool"
-    );
+    assert_eq!(seen, vec!["hello from B1\n", "hello from B2\n"], "round-robin over the pool");
     let wild = get(&s.pki, "x.wild.test", s.open, &[]).unwrap();
     assert!(wild.starts_with("hello from B"), "wildcard route: {wild}");
     // The same name on the other listener of the same process goes to its own route.
-    assert_eq!(
-        get(&s.pki, "a.test", s.strict, &[]).unwrap(),
-        "hello from A\n"
-    );
+    assert_eq!(get(&s.pki, "a.test", s.strict, &[]).unwrap(), "hello from A\n");
 }
 
 #[test]
@@ -134,20 +114,10 @@ fn unknown_or_missing_sni_gets_the_default_where_one_is_set() {
     assert_eq!(body, "hello from D\n");
     // No SNI at all.
     let out = s_client(
-        &[
-            "-connect",
-            &format!("127.0.0.1:{}", s.open),
-            "-noservername",
-            "-quiet",
-            "-ign_eof",
-        ],
+        &["-connect", &format!("127.0.0.1:{}", s.open), "-noservername", "-quiet", "-ign_eof"],
         b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("hello from D"),
-        "{}",
-        describe(&out)
-    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hello from D"), "{}", describe(&out));
 }
 
 #[test]
@@ -155,30 +125,14 @@ fn unknown_sni_is_refused_where_no_default_is_set() {
     let s = setup();
     let err = get(&s.pki, "unknown.test", s.strict, &["-k"]).unwrap_err();
     assert!(err.contains("unrecognized name"), "{err}");
-    s.gate.proc.wait_for(
-        &["listener=strict", "refused: no certificate", "unknown.test"],
-        Duration::from_secs(10),
-    );
+    s.gate
+        .proc
+        .wait_for(&["listener=strict", "refused: no certificate", "unknown.test"], Duration::from_secs(10));
     // A name the certificate covers but no route serves: refused the same way.
-    let out = s_client(
-        &[
-            "-connect",
-            &format!("127.0.0.1:{}", s.strict),
-            "-servername",
-            "b.test",
-        ],
-        b"",
-    );
+    let out = s_client(&["-connect", &format!("127.0.0.1:{}", s.strict), "-servername", "b.test"], b"");
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("unrecognized name"),
-        "{}",
-        describe(&out)
-    );
-    s.gate.proc.wait_for(
-        &["listener=strict", "matches no route", "b.test"],
-        Duration::from_secs(10),
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unrecognized name"), "{}", describe(&out));
+    s.gate.proc.wait_for(&["listener=strict", "matches no route", "b.test"], Duration::from_secs(10));
 }
 
 #[test]
@@ -186,15 +140,7 @@ fn alpn_is_offered_per_listener() {
     let s = setup();
     let resolve = format!("a.test:{}:127.0.0.1", s.open);
     let url = format!("https://a.test:{}/", s.open);
-    let out = curl(&[
-        "-v",
-        "--http1.1",
-        "--cacert",
-        s.pki.ca(),
-        "--resolve",
-        &resolve,
-        &url,
-    ]);
+    let out = curl(&["-v", "--http1.1", "--cacert", s.pki.ca(), "--resolve", &resolve, &url]);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("ALPN: server accepted http/1.1"),
         "{}",
@@ -202,31 +148,16 @@ fn alpn_is_offered_per_listener() {
     );
     // A client that only speaks h2 shares no protocol with the listener: refused.
     let out = s_client(
-        &[
-            "-connect",
-            &format!("127.0.0.1:{}", s.open),
-            "-servername",
-            "a.test",
-            "-alpn",
-            "h2",
-        ],
+        &["-connect", &format!("127.0.0.1:{}", s.open), "-servername", "a.test", "-alpn", "h2"],
         b"",
     );
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("no application protocol"),
-        "{}",
-        describe(&out)
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no application protocol"), "{}", describe(&out));
     // The listener without ALPN configured negotiates none.
     let resolve = format!("a.test:{}:127.0.0.1", s.strict);
     let url = format!("https://a.test:{}/", s.strict);
     let out = curl(&["-v", "--cacert", s.pki.ca(), "--resolve", &resolve, &url]);
     assert!(out.status.success(), "{}", describe(&out));
-    assert!(
-        !String::from_utf8_lossy(&out.stderr).contains("server accepted"),
-        "{}",
-        describe(&out)
-    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("server accepted"), "{}", describe(&out));
 }
 
 fn openssl(args: &[&str]) {
@@ -236,30 +167,14 @@ fn openssl(args: &[&str]) {
 
 fn serve_once(cert: &str, key: &str, ca: &str, extra: &[&str]) -> Result<String, String> {
     let (_b, backend) = backend("keys");
-    let mut args = vec![
-        "terminate",
-        "--listen",
-        "127.0.0.1:0",
-        "--cert",
-        cert,
-        "--key",
-        key,
-        "--backend",
-        &backend,
-    ];
+    let mut args =
+        vec!["terminate", "--listen", "127.0.0.1:0", "--cert", cert, "--key", key, "--backend", &backend];
     args.extend_from_slice(extra);
     let gate = Tlsgate::start(BIN, &args);
-    let Some(line) = gate
-        .proc
-        .logged_or_exit(&["listening"], Duration::from_secs(30))
-    else {
+    let Some(line) = gate.proc.logged_or_exit(&["listening"], Duration::from_secs(30)) else {
         return Err(gate.proc.log_text());
     };
-    let port = Proc::field(&line, "addr")
-        .unwrap()
-        .parse::<std::net::SocketAddr>()
-        .unwrap()
-        .port();
+    let port = Proc::field(&line, "addr").unwrap().parse::<std::net::SocketAddr>().unwrap().port();
     let url = format!("https://localhost:{port}/");
     let out = curl(&["--cacert", ca, &url]);
     assert!(out.status.success(), "{}", describe(&out));
@@ -271,34 +186,20 @@ fn pkcs8_sec1_and_pkcs1_keys_load_and_readable_keys_are_refused() {
     let pki = Pki::new();
     let (cert, pkcs8) = pki.server("ec", &["localhost"]);
     let (cert, pkcs8) = (cert.to_str().unwrap(), pkcs8.to_str().unwrap());
-    assert!(std::fs::read_to_string(pkcs8)
-        .unwrap()
-        .contains("BEGIN PRIVATE KEY"));
-    assert_eq!(
-        serve_once(cert, pkcs8, pki.ca(), &[]).unwrap(),
-        "hello from keys\n"
-    );
+    assert!(std::fs::read_to_string(pkcs8).unwrap().contains("BEGIN PRIVATE KEY"));
+    assert_eq!(serve_once(cert, pkcs8, pki.ca(), &[]).unwrap(), "hello from keys\n");
 
     let sec1 = pki.path("ec-sec1.key");
     let sec1 = sec1.to_str().unwrap();
     openssl(&["ec", "-in", pkcs8, "-out", sec1]);
     std::fs::set_permissions(sec1, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    assert!(std::fs::read_to_string(sec1)
-        .unwrap()
-        .contains("BEGIN EC PRIVATE KEY"));
-    assert_eq!(
-        serve_once(cert, sec1, pki.ca(), &[]).unwrap(),
-        "hello from keys\n"
-    );
+    assert!(std::fs::read_to_string(sec1).unwrap().contains("BEGIN EC PRIVATE KEY"));
+    assert_eq!(serve_once(cert, sec1, pki.ca(), &[]).unwrap(), "hello from keys\n");
 
     let rsa_cert = pki.path("rsa.pem");
     let rsa8 = pki.path("rsa8.key");
     let rsa1 = pki.path("rsa1.key");
-    let (rsa_cert, rsa8, rsa1) = (
-        rsa_cert.to_str().unwrap(),
-        rsa8.to_str().unwrap(),
-        rsa1.to_str().unwrap(),
-    );
+    let (rsa_cert, rsa8, rsa1) = (rsa_cert.to_str().unwrap(), rsa8.to_str().unwrap(), rsa1.to_str().unwrap());
     openssl(&[
         "req",
         "-x509",
@@ -318,21 +219,13 @@ fn pkcs8_sec1_and_pkcs1_keys_load_and_readable_keys_are_refused() {
     ]);
     openssl(&["rsa", "-in", rsa8, "-traditional", "-out", rsa1]);
     std::fs::set_permissions(rsa1, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    assert!(std::fs::read_to_string(rsa1)
-        .unwrap()
-        .contains("BEGIN RSA PRIVATE KEY"));
-    assert_eq!(
-        serve_once(rsa_cert, rsa1, rsa_cert, &[]).unwrap(),
-        "hello from keys\n"
-    );
+    assert!(std::fs::read_to_string(rsa1).unwrap().contains("BEGIN RSA PRIVATE KEY"));
+    assert_eq!(serve_once(rsa_cert, rsa1, rsa_cert, &[]).unwrap(), "hello from keys\n");
 
     // A key others can read: refused at start with a clear reason, unless overridden.
     std::fs::set_permissions(pkcs8, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let err = serve_once(cert, pkcs8, pki.ca(), &[]).unwrap_err();
-    assert!(
-        err.contains("accessible to group or others (mode 644)"),
-        "{err}"
-    );
+    assert!(err.contains("accessible to group or others (mode 644)"), "{err}");
     let ok = serve_once(cert, pkcs8, pki.ca(), &["--allow-insecure-key-permissions"]).unwrap();
     assert_eq!(ok, "hello from keys\n");
 }

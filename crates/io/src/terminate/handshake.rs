@@ -32,18 +32,9 @@ impl Established {
     /// `TLSv1_3`, `TLS13_AES_128_GCM_SHA256`, ALPN as text: for the connection's log line.
     pub fn describe(&self) -> (String, String, String) {
         let conn = self.stream.get_ref().1;
-        let version = conn
-            .protocol_version()
-            .map(|v| format!("{v:?}"))
-            .unwrap_or_default();
-        let suite = conn
-            .negotiated_cipher_suite()
-            .map(|s| format!("{:?}", s.suite()))
-            .unwrap_or_default();
-        let alpn = conn
-            .alpn_protocol()
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .unwrap_or_default();
+        let version = conn.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default();
+        let suite = conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default();
+        let alpn = conn.alpn_protocol().map(|a| String::from_utf8_lossy(a).into_owned()).unwrap_or_default();
         (version, suite, alpn)
     }
 }
@@ -72,18 +63,8 @@ pub async fn accept(
         .into_stream(tls.config.clone())
         .await
         .map_err(|e| ProxyError::client(format!("TLS handshake failed (sni {sni:?}): {e}")))?;
-    let peer = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .and_then(peer_identity);
-    Ok(Established {
-        stream,
-        sni,
-        route,
-        peer,
-    })
+    let peer = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(peer_identity);
+    Ok(Established { stream, sni, route, peer })
 }
 
 /// Feeds socket bytes to rustls until a whole ClientHello has arrived. Anything that is not one
@@ -97,15 +78,13 @@ async fn read_client_hello(tcp: &mut TcpStream) -> Result<rustls::server::Accept
             .await
             .map_err(|e| ProxyError::client(format!("read before ClientHello: {e}")))?;
         if n == 0 {
-            return Err(ProxyError::client(
-                "closed the connection before a complete ClientHello",
-            ));
+            return Err(ProxyError::client("closed the connection before a complete ClientHello"));
         }
         let mut input = &buf[..n];
         while !input.is_empty() {
-            let taken = acceptor.read_tls(&mut input).map_err(|e| {
-                ProxyError::client(format!("ClientHello too large or unreadable: {e}"))
-            })?;
+            let taken = acceptor
+                .read_tls(&mut input)
+                .map_err(|e| ProxyError::client(format!("ClientHello too large or unreadable: {e}")))?;
             if taken == 0 {
                 return Err(ProxyError::client("ClientHello larger than rustls accepts"));
             }
@@ -117,9 +96,7 @@ async fn read_client_hello(tcp: &mut TcpStream) -> Result<rustls::server::Accept
                 let mut out = Vec::new();
                 let _ = alert.write_all(&mut out);
                 let _ = tcp.write_all(&out).await;
-                return Err(ProxyError::client(format!(
-                    "not a valid TLS ClientHello: {err}"
-                )));
+                return Err(ProxyError::client(format!("not a valid TLS ClientHello: {err}")));
             }
         }
     }

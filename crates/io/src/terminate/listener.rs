@@ -33,27 +33,15 @@ impl ListenerState {
         let name = config.display_name();
         let tls = listener_tls(config, security.allow_insecure_key_permissions)
             .map_err(|e| ProxyError::internal(format!("listener {name}: {e}")))?;
-        let routes = Routes::from_config(config)
-            .map_err(|e| ProxyError::internal(format!("listener {name}: {e}")))?;
-        Ok(ListenerState {
-            name,
-            tls,
-            routes,
-            handshake_timeout: config.handshake_timeout,
-        })
+        let routes =
+            Routes::from_config(config).map_err(|e| ProxyError::internal(format!("listener {name}: {e}")))?;
+        Ok(ListenerState { name, tls, routes, handshake_timeout: config.handshake_timeout })
     }
 }
 
 /// Accepts until the task is aborted; every connection runs on `tracker` so shutdown can drain.
-pub async fn accept_loop(
-    socket: TcpListener,
-    state: Arc<ArcSwap<ListenerState>>,
-    tracker: TaskTracker,
-) {
-    let addr = socket
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+pub async fn accept_loop(socket: TcpListener, state: Arc<ArcSwap<ListenerState>>, tracker: TaskTracker) {
+    let addr = socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(listener = %state.load().name, %addr, "listening");
     loop {
         match socket.accept().await {
@@ -74,11 +62,9 @@ pub async fn accept_loop(
 async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
     let started = Instant::now();
     let _ = tcp.set_nodelay(true);
-    let accepted = tokio::time::timeout(
-        state.handshake_timeout,
-        handshake::accept(tcp, &state.tls, &state.routes),
-    )
-    .await;
+    let accepted =
+        tokio::time::timeout(state.handshake_timeout, handshake::accept(tcp, &state.tls, &state.routes))
+            .await;
     let est = match accepted {
         Ok(Ok(est)) => est,
         Ok(Err(e)) => {

@@ -23,11 +23,7 @@ impl Routes {
     pub fn from_config(listener: &ListenerConfig) -> Result<Self, BadPattern> {
         let mut table = NameTable::new();
         for (i, r) in listener.route.iter().enumerate() {
-            let label = if r.sni.is_empty() {
-                "default".to_string()
-            } else {
-                r.sni.join(",")
-            };
+            let label = if r.sni.is_empty() { "default".to_string() } else { r.sni.join(",") };
             let route = Arc::new(Route {
                 label: format!("route[{i}] {label}"),
                 pool: Pool::new(r.backends.clone(), r.connect_timeout, r.connect_attempts),

@@ -19,6 +19,7 @@ use super::listener::{accept_loop, ListenerState};
 use crate::ProxyError;
 
 struct Running {
+    name: String,
     state: Arc<ArcSwap<ListenerState>>,
     local: SocketAddr,
     accept: JoinHandle<()>,
@@ -32,26 +33,18 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server")
-            .field("listeners", &self.local_addrs())
-            .finish_non_exhaustive()
+        f.debug_struct("Server").field("listeners", &self.local_addrs()).finish_non_exhaustive()
     }
 }
 
 fn section(config: &Config) -> Result<&TerminateConfig, ProxyError> {
-    config
-        .terminate
-        .as_ref()
-        .ok_or_else(|| ProxyError::internal("config has no [terminate] section"))
+    config.terminate.as_ref().ok_or_else(|| ProxyError::internal("config has no [terminate] section"))
 }
 
 impl Server {
     /// Loads and binds every listener; fails as a whole.
     pub async fn start(config: &Config) -> Result<Server, ProxyError> {
-        let mut server = Server {
-            listeners: Vec::new(),
-            tracker: TaskTracker::new(),
-        };
+        let mut server = Server { listeners: Vec::new(), tracker: TaskTracker::new() };
         server.apply(config).await?;
         Ok(server)
     }
@@ -73,11 +66,16 @@ impl Server {
         for l in &section.listener {
             states.push((l.listen, ListenerState::build(l, &config.security)?));
         }
-        // 2. Bind the addresses that are new (port 0 is always new: it names no fixed port).
+        // A listener keeps its socket when its address stays; with port 0 (the kernel picks),
+        // the name must stay too.
+        let same = |addr: &SocketAddr, name: &str, (a, r): &(SocketAddr, Running)| {
+            a == addr && (addr.port() != 0 || r.name == name)
+        };
+        // 2. Bind the addresses that are new.
         let mut old: Vec<(SocketAddr, Running)> = std::mem::take(&mut self.listeners);
         let mut sockets = Vec::new();
-        for (addr, _) in &states {
-            let kept = addr.port() != 0 && old.iter().any(|(a, _)| a == addr);
+        for (addr, state) in &states {
+            let kept = old.iter().any(|entry| same(addr, &state.name, entry));
             if kept {
                 sockets.push(None);
                 continue;
@@ -94,22 +92,17 @@ impl Server {
         for ((addr, state), socket) in states.into_iter().zip(sockets) {
             let running = match socket {
                 Some(socket) => {
-                    let local = socket
-                        .local_addr()
-                        .map_err(|e| ProxyError::internal(e.to_string()))?;
+                    let local = socket.local_addr().map_err(|e| ProxyError::internal(e.to_string()))?;
+                    let name = state.name.clone();
                     let state = Arc::new(ArcSwap::from_pointee(state));
-                    let accept =
-                        tokio::spawn(accept_loop(socket, state.clone(), self.tracker.clone()));
-                    Running {
-                        state,
-                        local,
-                        accept,
-                    }
+                    let accept = tokio::spawn(accept_loop(socket, state.clone(), self.tracker.clone()));
+                    Running { name, state, local, accept }
                 }
                 None => {
-                    let i = old.iter().position(|(a, _)| *a == addr).ok_or_else(|| {
-                        ProxyError::internal(format!("listener {addr} vanished during reload"))
-                    })?;
+                    let i =
+                        old.iter().position(|entry| same(&addr, &state.name, entry)).ok_or_else(|| {
+                            ProxyError::internal(format!("listener {addr} vanished during reload"))
+                        })?;
                     let (_, kept) = old.swap_remove(i);
                     kept.state.store(Arc::new(state));
                     kept
@@ -132,14 +125,8 @@ impl Server {
         self.tracker.close();
         let open = self.tracker.len();
         tracing::info!(open, ?drain, "draining connections");
-        if tokio::time::timeout(drain, self.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                left = self.tracker.len(),
-                "drain period over, cutting remaining connections"
-            );
+        if tokio::time::timeout(drain, self.tracker.wait()).await.is_err() {
+            tracing::warn!(left = self.tracker.len(), "drain period over, cutting remaining connections");
         } else {
             tracing::info!("all connections finished");
         }

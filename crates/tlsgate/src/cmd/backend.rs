@@ -8,9 +8,8 @@ use crate::logging;
 
 pub async fn run(args: BackendArgs, log: &LogArgs) -> Result<(), String> {
     logging::init(&LogConfig::default(), log);
-    let listener = http_backend::bind(args.listen)
-        .await
-        .map_err(|e| format!("backend: bind {}: {e}", args.listen))?;
+    let listener =
+        http_backend::bind(args.listen).await.map_err(|e| format!("backend: bind {}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, "backend listening");
     tokio::select! {

@@ -23,12 +23,8 @@ pub async fn run(args: DemoArgs, log: &LogArgs) -> Result<(), String> {
     let ca_path = dir.path().join("ca.pem");
     write_file(&ca_path, ca.cert_pem(), 0o644).map_err(|e| e.to_string())?;
     let host = args.listen.ip().to_string();
-    let server = ca
-        .issue_server(&["localhost", &host])
-        .map_err(|e| e.to_string())?;
-    let (cert, key) = server
-        .write(dir.path(), "server")
-        .map_err(|e| e.to_string())?;
+    let server = ca.issue_server(&["localhost", &host]).map_err(|e| e.to_string())?;
+    let (cert, key) = server.write(dir.path(), "server").map_err(|e| e.to_string())?;
 
     let backend = http_backend::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
@@ -39,33 +35,18 @@ pub async fn run(args: DemoArgs, log: &LogArgs) -> Result<(), String> {
         args.listen,
         cert,
         key,
-        vec![BackendAddr {
-            host: backend_addr.ip().to_string(),
-            port: backend_addr.port(),
-        }],
+        vec![BackendAddr { host: backend_addr.ip().to_string(), port: backend_addr.port() }],
     );
     listener.name = Some("demo".into());
     listener.alpn = vec!["http/1.1".into()];
-    let config = Config {
-        terminate: Some(TerminateConfig::new(vec![listener])),
-        ..Config::default()
-    };
-    let server = terminate::Server::start(&config)
-        .await
-        .map_err(|e| e.to_string())?;
+    let config = Config { terminate: Some(TerminateConfig::new(vec![listener])), ..Config::default() };
+    let server = terminate::Server::start(&config).await.map_err(|e| e.to_string())?;
     let addr = server.local_addrs()[0];
 
-    println!(
-        "tlsgate demo: https://localhost:{} -> built-in backend http://{backend_addr}",
-        addr.port()
-    );
+    println!("tlsgate demo: https://localhost:{} -> built-in backend http://{backend_addr}", addr.port());
     println!("CA certificate: {}", ca_path.display());
     println!("Try it:");
-    println!(
-        "  curl --cacert {} https://localhost:{}/",
-        ca_path.display(),
-        addr.port()
-    );
+    println!("  curl --cacert {} https://localhost:{}/", ca_path.display(), addr.port());
     println!("Press Ctrl-C to stop.");
 
     tokio::select! {

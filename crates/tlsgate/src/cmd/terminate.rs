@@ -48,11 +48,7 @@ async fn reload(
 ) {
     tracing::info!(%reason, "reloading");
     let result = match config_from(args) {
-        Ok(new) => server
-            .reload(&new)
-            .await
-            .map(|()| new)
-            .map_err(|e| e.to_string()),
+        Ok(new) => server.reload(&new).await.map(|()| new).map_err(|e| e.to_string()),
         Err(e) => Err(e),
     };
     match result {
@@ -75,10 +71,7 @@ async fn tick(interval: Duration) {
 }
 
 fn section(config: &Config) -> &TerminateConfig {
-    config
-        .terminate
-        .as_ref()
-        .expect("config_from only returns configs with [terminate]")
+    config.terminate.as_ref().expect("config_from only returns configs with [terminate]")
 }
 
 /// The config file, or the one listener the flags describe.
@@ -86,8 +79,7 @@ fn config_from(args: &TerminateArgs) -> Result<Config, String> {
     let mut config = match &args.config {
         Some(path) => Config::load(path).map_err(|e| e.to_string())?,
         None => {
-            let (Some(listen), Some(cert), Some(key)) =
-                (args.listen, args.cert.clone(), args.key.clone())
+            let (Some(listen), Some(cert), Some(key)) = (args.listen, args.cert.clone(), args.key.clone())
             else {
                 return Err("--listen, --cert and --key are required without --config".into());
             };
@@ -96,10 +88,8 @@ fn config_from(args: &TerminateArgs) -> Result<Config, String> {
             if let Some(t) = args.handshake_timeout {
                 listener.handshake_timeout = t;
             }
-            let config = Config {
-                terminate: Some(TerminateConfig::new(vec![listener])),
-                ..Config::default()
-            };
+            let config =
+                Config { terminate: Some(TerminateConfig::new(vec![listener])), ..Config::default() };
             config.validate().map_err(|e| e.to_string())?;
             config
         }
