@@ -12,8 +12,8 @@ mod terminate;
 pub use error::ConfigError;
 pub use model::{Config, LogConfig, LogFormat, SecurityConfig};
 pub use terminate::{
-    BackendAddr, CertificateConfig, ClientAuthConfig, ClientAuthMode, ListenerConfig, RouteConfig,
-    TerminateConfig, TlsVersion,
+    BackendAddr, BalancePolicy, CertificateConfig, ClientAuthConfig, ClientAuthMode, HealthConfig,
+    ListenerConfig, RouteConfig, TerminateConfig, TlsVersion,
 };
 
 impl Config {

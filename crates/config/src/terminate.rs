@@ -156,6 +156,64 @@ pub struct RouteConfig {
     pub connect_timeout: Duration,
     /// Backends tried for one connection before giving up; defaults to every member once.
     pub connect_attempts: Option<usize>,
+    #[serde(default)]
+    pub balance: BalancePolicy,
+    #[serde(default)]
+    pub health: HealthConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum BalancePolicy {
+    #[default]
+    RoundRobin,
+    LeastConnections,
+    SourceHash,
+}
+
+/// `[terminate.listener.route.health]`: active TCP checks and passive ejection.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Active TCP connect checks every `interval`; absent: none (passive ejection only).
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    #[serde(default = "default_check_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive successful checks that bring a member back.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive failures (checks or real connects) that take a member out.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+    /// Without active checks: how long a member that failed `fall` connects stays out.
+    #[serde(default = "default_eject_time", with = "humantime_serde")]
+    pub eject_time: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval: None,
+            timeout: default_check_timeout(),
+            rise: default_rise(),
+            fall: default_fall(),
+            eject_time: default_eject_time(),
+        }
+    }
+}
+
+fn default_check_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+fn default_eject_time() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// `host:port`, checked for shape when the config loads.
@@ -226,6 +284,8 @@ impl ListenerConfig {
                 backends,
                 connect_timeout: default_connect_timeout(),
                 connect_attempts: None,
+                balance: BalancePolicy::default(),
+                health: HealthConfig::default(),
             }],
             client_auth: ClientAuthConfig::default(),
         }
@@ -292,6 +352,13 @@ impl ListenerConfig {
             }
             if r.connect_timeout.is_zero() {
                 return Err(bad("connect_timeout must be above zero".into()));
+            }
+            let h = &r.health;
+            if h.rise == 0 || h.fall == 0 {
+                return Err(bad("health rise and fall must be at least 1".into()));
+            }
+            if h.interval.is_some_and(|i| i.is_zero()) || h.timeout.is_zero() {
+                return Err(bad("health interval and timeout must be above zero".into()));
             }
             if r.connect_attempts == Some(0) {
                 return Err(bad("connect_attempts must be at least 1".into()));

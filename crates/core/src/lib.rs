@@ -4,6 +4,7 @@
 //! in `tlsgate-io` own the sockets. That keeps the logic testable without a network and fuzzable.
 
 pub mod balance;
+pub mod health;
 pub mod identity;
 pub mod names;
 pub mod side;

@@ -1,48 +1,164 @@
-//! Connecting to a member of a backend pool.
+//! Backend pools: balancing, connecting with timeout and retry, health.
 
-use std::time::Duration;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
-use tlsgate_config::BackendAddr;
-use tlsgate_core::balance::RoundRobin;
+use tlsgate_config::{BackendAddr, BalancePolicy, RouteConfig};
+use tlsgate_core::balance::{Balancer, MemberView, Policy};
+use tlsgate_core::health::{Health, HealthParams, Transition};
 use tokio::net::TcpStream;
 
 use crate::ProxyError;
 
-/// A backend pool with its balancing state, shared by every connection of a route.
+/// One backend of a pool.
+#[derive(Debug)]
+pub struct Member {
+    pub addr: BackendAddr,
+    health: Mutex<Health>,
+    /// Connections currently relayed to this member.
+    active: AtomicU32,
+    /// Connections ever relayed to this member.
+    pub total: AtomicU64,
+}
+
+impl Member {
+    pub fn is_healthy(&self) -> bool {
+        self.health.lock().unwrap_or_else(|e| e.into_inner()).is_healthy(Instant::now())
+    }
+
+    pub fn active(&self) -> u32 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    fn record(&self, ok: bool, cause: &str) {
+        let change = self.health.lock().unwrap_or_else(|e| e.into_inner()).record(ok, Instant::now());
+        match change {
+            Some(Transition::Down) => {
+                tracing::warn!(backend = %self.addr, %cause, "backend marked down")
+            }
+            Some(Transition::Up) => tracing::info!(backend = %self.addr, %cause, "backend marked up"),
+            None => {}
+        }
+    }
+}
+
+/// A connection's hold on a member: counts it as active until dropped.
+#[derive(Debug)]
+pub struct Lease {
+    pool: Arc<Pool>,
+    index: usize,
+}
+
+impl Lease {
+    pub fn member(&self) -> &Member {
+        &self.pool.members[self.index]
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.member().active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A backend pool with its balancing and health state, shared by every connection of a route.
 #[derive(Debug)]
 pub struct Pool {
-    pub members: Vec<BackendAddr>,
+    pub members: Vec<Member>,
     pub connect_timeout: Duration,
-    pub max_attempts: usize,
-    rr: RoundRobin,
+    max_attempts: usize,
+    balancer: Balancer,
 }
 
 impl Pool {
-    pub fn new(members: Vec<BackendAddr>, connect_timeout: Duration, attempts: Option<usize>) -> Self {
-        let max_attempts = attempts.unwrap_or(members.len());
-        Pool { members, connect_timeout, max_attempts, rr: RoundRobin::new() }
+    /// Builds the pool and, when configured, starts its active health checks (they stop by
+    /// themselves once the pool is dropped, e.g. replaced by a reload).
+    pub fn start(route: &RouteConfig) -> Arc<Pool> {
+        let h = &route.health;
+        let params = HealthParams {
+            rise: h.rise,
+            fall: h.fall,
+            eject_time: h.eject_time,
+            active_checks: h.interval.is_some(),
+        };
+        let policy = match route.balance {
+            BalancePolicy::RoundRobin => Policy::RoundRobin,
+            BalancePolicy::LeastConnections => Policy::LeastConnections,
+            BalancePolicy::SourceHash => Policy::SourceHash,
+        };
+        let pool = Arc::new(Pool {
+            members: route
+                .backends
+                .iter()
+                .map(|addr| Member {
+                    addr: addr.clone(),
+                    health: Mutex::new(Health::new(params)),
+                    active: AtomicU32::new(0),
+                    total: AtomicU64::new(0),
+                })
+                .collect(),
+            connect_timeout: route.connect_timeout,
+            max_attempts: route.connect_attempts.unwrap_or(route.backends.len()),
+            balancer: Balancer::new(policy),
+        });
+        if let Some(interval) = h.interval {
+            tokio::spawn(check_loop(Arc::downgrade(&pool), interval, h.timeout));
+        }
+        pool
     }
 
-    /// Connects to the next member in round-robin order; a connect that fails or times out moves
-    /// on to the following member. Nothing has been sent yet, so each retry is safe.
-    pub async fn connect(&self) -> Result<(TcpStream, &BackendAddr), ProxyError> {
+    /// Connects to a healthy member chosen by the policy; a connect that fails or times out
+    /// counts against that member and moves on to the next. Nothing has been sent yet, so each
+    /// retry is safe.
+    pub async fn connect(self: &Arc<Self>, client: IpAddr) -> Result<(TcpStream, Lease), ProxyError> {
+        let views: Vec<MemberView> =
+            self.members.iter().map(|m| MemberView { healthy: m.is_healthy(), active: m.active() }).collect();
+        let order = self.balancer.attempts(&views, client, self.max_attempts);
+        if order.is_empty() {
+            return Err(ProxyError::backend(format!(
+                "no healthy backend in pool ({} members, all down)",
+                self.members.len()
+            )));
+        }
         let mut failures = Vec::new();
-        for i in self.rr.attempts(self.members.len(), self.max_attempts) {
+        for i in order {
             let member = &self.members[i];
-            match connect_one(member, self.connect_timeout).await {
+            match connect_one(&member.addr, self.connect_timeout).await {
                 Ok(stream) => {
+                    member.record(true, "connect succeeded");
                     if !failures.is_empty() {
-                        tracing::warn!(backend = %member, failed = %failures.join("; "), "connected after retry");
+                        tracing::warn!(backend = %member.addr, failed = %failures.join("; "), "connected after retry");
                     }
-                    return Ok((stream, member));
+                    member.active.fetch_add(1, Ordering::Relaxed);
+                    member.total.fetch_add(1, Ordering::Relaxed);
+                    return Ok((stream, Lease { pool: self.clone(), index: i }));
                 }
                 Err(e) => {
-                    tracing::warn!(backend = %member, error = %e, "backend connect failed");
-                    failures.push(format!("{member}: {e}"));
+                    tracing::warn!(backend = %member.addr, error = %e, "backend connect failed");
+                    member.record(false, &e);
+                    failures.push(format!("{}: {e}", member.addr));
                 }
             }
         }
         Err(ProxyError::backend(format!("no backend reachable ({})", failures.join("; "))))
+    }
+}
+
+/// Active TCP checks of every member, until the pool is gone.
+async fn check_loop(pool: Weak<Pool>, interval: Duration, timeout: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        for m in &pool.members {
+            match connect_one(&m.addr, timeout).await {
+                Ok(_) => m.record(true, "health check passed"),
+                Err(e) => m.record(false, &format!("health check: {e}")),
+            }
+        }
     }
 }
 

@@ -60,6 +60,7 @@ pub async fn accept_loop(socket: TcpListener, state: Arc<ArcSwap<ListenerState>>
 }
 
 async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
+    let client_ip = tcp.peer_addr().map(|a| a.ip()).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
     let started = Instant::now();
     let _ = tcp.set_nodelay(true);
     let accepted =
@@ -85,14 +86,14 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
     let client_cert = est.peer.as_ref().map(|p| p.summary()).unwrap_or_default();
     tracing::info!(%sni, %version, %suite, %alpn, %client_cert, route = %est.route.label, "handshake done");
 
-    let (backend, member) = match est.route.pool.connect().await {
+    let (backend, lease) = match est.route.pool.connect(client_ip).await {
         Ok(ok) => ok,
         Err(e) => {
             tracing::warn!(side = %e.side, error = %e.context, "no backend, client connection closed");
             return;
         }
     };
-    let member = member.to_string();
+    let member = lease.member().addr.to_string();
     match relay(est.stream, backend).await {
         Ok(t) => tracing::info!(
             backend = %member, up = t.up, down = t.down, duration = ?started.elapsed(),

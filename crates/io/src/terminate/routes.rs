@@ -11,7 +11,7 @@ use crate::backend::Pool;
 #[derive(Debug)]
 pub struct Route {
     pub label: String,
-    pub pool: Pool,
+    pub pool: Arc<Pool>,
 }
 
 #[derive(Debug)]
@@ -24,10 +24,7 @@ impl Routes {
         let mut table = NameTable::new();
         for (i, r) in listener.route.iter().enumerate() {
             let label = if r.sni.is_empty() { "default".to_string() } else { r.sni.join(",") };
-            let route = Arc::new(Route {
-                label: format!("route[{i}] {label}"),
-                pool: Pool::new(r.backends.clone(), r.connect_timeout, r.connect_attempts),
-            });
+            let route = Arc::new(Route { label: format!("route[{i}] {label}"), pool: Pool::start(r) });
             if r.sni.is_empty() {
                 table.set_default(route);
             } else {
