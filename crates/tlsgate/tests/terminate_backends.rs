@@ -217,7 +217,10 @@ fn a_member_killed_during_a_load_run_is_ejected_and_no_request_fails() {
 #[test]
 fn a_pool_without_healthy_members_fails_fast() {
     let dead = format!("127.0.0.1:{}", dead_port());
-    let p = pool_gate(&[dead.clone()], "[terminate.listener.route.health]\nfall = 1\neject_time = \"60s\"\n");
+    let p = pool_gate(
+        std::slice::from_ref(&dead),
+        "[terminate.listener.route.health]\nfall = 1\neject_time = \"60s\"\n",
+    );
     assert!(hello(&p, "127.0.0.1").is_err());
     p.gate.proc.wait_for(&["backend marked down", &dead], Duration::from_secs(10));
     assert!(hello(&p, "127.0.0.1").is_err());
