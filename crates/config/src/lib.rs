@@ -10,7 +10,7 @@ mod model;
 mod terminate;
 
 pub use error::ConfigError;
-pub use model::{Config, LogConfig, LogFormat, SecurityConfig};
+pub use model::{AdminConfig, Config, LogConfig, LogFormat, SecurityConfig};
 pub use terminate::{
     BackendAddr, BalancePolicy, CertificateConfig, ClientAuthConfig, ClientAuthMode, HealthConfig,
     ListenerConfig, RouteConfig, TerminateConfig, TlsVersion,

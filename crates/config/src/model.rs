@@ -12,7 +12,17 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub security: SecurityConfig,
+    /// The admin listener (`/healthz`, `/metrics`, `/status`); off when absent.
+    pub admin: Option<AdminConfig>,
     pub terminate: Option<TerminateConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Plain HTTP; it shows client addresses and identities, so keep it on loopback or a
+    /// management network. Read at start only: a reload does not move it.
+    pub listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

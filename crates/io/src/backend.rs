@@ -109,6 +109,10 @@ impl Pool {
         pool
     }
 
+    pub fn policy(&self) -> Policy {
+        self.balancer.policy()
+    }
+
     /// Connects to a healthy member chosen by the policy; a connect that fails or times out
     /// counts against that member and moves on to the next. Nothing has been sent yet, so each
     /// retry is safe.

@@ -21,17 +21,34 @@ pub struct Transferred {
     pub down: u64,
 }
 
+/// Told of every chunk as it is relayed: live byte counts for metrics and the status page.
+pub trait Tally {
+    fn up(&self, n: u64);
+    fn down(&self, n: u64);
+}
+
+/// No live counting.
+impl Tally for () {
+    fn up(&self, _: u64) {}
+    fn down(&self, _: u64) {}
+}
+
 /// Relays until both directions ended. `client` is the TLS side, `backend` the plaintext side.
-pub async fn relay<C, B>(client: C, backend: B) -> Result<Transferred, (ProxyError, Transferred)>
+pub async fn relay<C, B, T>(
+    client: C,
+    backend: B,
+    tally: &T,
+) -> Result<Transferred, (ProxyError, Transferred)>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
+    T: Tally,
 {
     let (mut cr, mut cw) = tokio::io::split(client);
     let (mut br, mut bw) = tokio::io::split(backend);
     let mut t = Transferred::default();
-    let up = pump(&mut cr, Side::Client, &mut bw, Side::Backend, &mut t.up);
-    let down = pump(&mut br, Side::Backend, &mut cw, Side::Client, &mut t.down);
+    let up = pump(&mut cr, Side::Client, &mut bw, Side::Backend, &mut t.up, |n| tally.up(n));
+    let down = pump(&mut br, Side::Backend, &mut cw, Side::Client, &mut t.down, |n| tally.down(n));
     let result = tokio::try_join!(up, down);
     match result {
         Ok(_) => Ok(t),
@@ -45,6 +62,7 @@ async fn pump<R, W>(
     to: &mut W,
     to_side: Side,
     count: &mut u64,
+    tally: impl Fn(u64),
 ) -> Result<(), ProxyError>
 where
     R: AsyncRead + Unpin,
@@ -73,6 +91,7 @@ where
             context: format!("write failed after {count} bytes: {e}"),
         })?;
         *count += n as u64;
+        tally(n as u64);
     }
     // End of stream from one side: pass the half-close on.
     to.shutdown().await.map_err(|e| ProxyError {

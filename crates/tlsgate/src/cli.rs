@@ -65,6 +65,24 @@ pub struct TerminateArgs {
     /// Time a client has to finish its handshake.
     #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "config")]
     pub handshake_timeout: Option<Duration>,
+    /// CA bundle for client certificates: turns on mutual TLS (required).
+    #[arg(long, conflicts_with = "config")]
+    pub client_ca: Option<PathBuf>,
+    /// CRL file for client certificates; repeat for several.
+    #[arg(long, requires = "client_ca", conflicts_with = "config")]
+    pub crl: Vec<PathBuf>,
+    /// Admit client certificates with this subject CN; repeat for several.
+    #[arg(long, requires = "client_ca", conflicts_with = "config")]
+    pub allow_cn: Vec<String>,
+    /// Admit client certificates with this DNS SAN (exact or *.wildcard); repeat for several.
+    #[arg(long, requires = "client_ca", conflicts_with = "config")]
+    pub allow_dns: Vec<String>,
+    /// Admit client certificates with this URI SAN (a SPIFFE ID; "/*" suffix for a prefix).
+    #[arg(long, requires = "client_ca", conflicts_with = "config")]
+    pub allow_uri: Vec<String>,
+    /// Admin listener address (/healthz, /metrics, /status).
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
     /// Start even if the key file is readable by group or others.
     #[arg(long)]
     pub allow_insecure_key_permissions: bool,

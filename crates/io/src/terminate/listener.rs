@@ -1,12 +1,17 @@
 //! One terminate listener: its TLS material and routes (swappable on reload), its accept loop,
 //! and the life of each connection.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use tlsgate_config::{ListenerConfig, SecurityConfig};
 use tlsgate_core::side::Side;
+use tlsgate_telemetry::conns::{live, ConnInfo};
+use tlsgate_telemetry::metrics::{metrics, BytesLabels, HandshakeLabels, ListenerLabel};
 use tlsgate_tls::server::{listener_tls, ListenerTls};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
@@ -14,7 +19,7 @@ use tracing::Instrument;
 
 use super::handshake;
 use super::routes::Routes;
-use crate::relay::relay;
+use crate::relay::{relay, Tally};
 use crate::ProxyError;
 
 /// What the connections of a listener share. A reload builds a new one and swaps it in; a
@@ -23,7 +28,7 @@ use crate::ProxyError;
 pub struct ListenerState {
     pub name: String,
     tls: ListenerTls,
-    routes: Routes,
+    pub routes: Routes,
     handshake_timeout: Duration,
 }
 
@@ -60,19 +65,33 @@ pub async fn accept_loop(socket: TcpListener, state: Arc<ArcSwap<ListenerState>>
 }
 
 async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
-    let client_ip = tcp.peer_addr().map(|a| a.ip()).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let m = metrics();
+    let listener = ListenerLabel { listener: state.name.clone() };
+    m.connections_total.get_or_create(&listener).inc();
+    let client = tcp.peer_addr().unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
     let started = Instant::now();
     let _ = tcp.set_nodelay(true);
+    let handshake_result = |result: &str, version: &str, suite: &str| {
+        let labels = HandshakeLabels {
+            listener: state.name.clone(),
+            result: result.into(),
+            version: version.into(),
+            suite: suite.into(),
+        };
+        m.handshakes.get_or_create(&labels).inc();
+    };
     let accepted =
         tokio::time::timeout(state.handshake_timeout, handshake::accept(tcp, &state.tls, &state.routes))
             .await;
     let est = match accepted {
         Ok(Ok(est)) => est,
         Ok(Err(e)) => {
+            handshake_result(if e.context.starts_with("refused") { "refused" } else { "failed" }, "", "");
             tracing::warn!(side = %e.side, error = %e.context, "handshake failed, connection closed");
             return;
         }
         Err(_) => {
+            handshake_result("timeout", "", "");
             tracing::warn!(
                 side = %Side::Client,
                 timeout = ?state.handshake_timeout,
@@ -82,11 +101,13 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
         }
     };
     let (version, suite, alpn) = est.describe();
-    let sni = est.sni.as_deref().unwrap_or("");
+    handshake_result("ok", &version, &suite);
+    m.handshake_seconds.get_or_create(&listener).observe(started.elapsed().as_secs_f64());
+    let sni = est.sni.clone().unwrap_or_default();
     let client_cert = est.peer.as_ref().map(|p| p.summary()).unwrap_or_default();
     tracing::info!(%sni, %version, %suite, %alpn, %client_cert, route = %est.route.label, "handshake done");
 
-    let (backend, lease) = match est.route.pool.connect(client_ip).await {
+    let (backend, lease) = match est.route.pool.connect(client.ip()).await {
         Ok(ok) => ok,
         Err(e) => {
             tracing::warn!(side = %e.side, error = %e.context, "no backend, client connection closed");
@@ -94,7 +115,29 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
         }
     };
     let member = lease.member().addr.to_string();
-    match relay(est.stream, backend).await {
+    let _open = OpenGuard::new(m.connections_open.get_or_create_owned(&listener));
+    let listed = live().insert(ConnInfo {
+        listener: state.name.clone(),
+        client,
+        sni,
+        version,
+        suite,
+        identity: client_cert,
+        backend: member.clone(),
+        started,
+        up: Default::default(),
+        down: Default::default(),
+    });
+    let meter = Meter {
+        conn: &listed.info,
+        up: m
+            .bytes
+            .get_or_create_owned(&BytesLabels { listener: state.name.clone(), direction: "up".into() }),
+        down: m
+            .bytes
+            .get_or_create_owned(&BytesLabels { listener: state.name.clone(), direction: "down".into() }),
+    };
+    match relay(est.stream, backend, &meter).await {
         Ok(t) => tracing::info!(
             backend = %member, up = t.up, down = t.down, duration = ?started.elapsed(),
             "connection closed"
@@ -103,5 +146,39 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
             backend = %member, side = %e.side, error = %e.context, up = t.up, down = t.down,
             duration = ?started.elapsed(), "connection aborted"
         ),
+    }
+}
+
+/// Counts a connection as open until dropped, however its task ends.
+struct OpenGuard(Gauge);
+
+impl OpenGuard {
+    fn new(gauge: Gauge) -> Self {
+        gauge.inc();
+        OpenGuard(gauge)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Live byte counts of one connection: its status-page entry and the listener's counters.
+struct Meter<'a> {
+    conn: &'a ConnInfo,
+    up: Counter,
+    down: Counter,
+}
+
+impl Tally for Meter<'_> {
+    fn up(&self, n: u64) {
+        self.conn.up.fetch_add(n, Ordering::Relaxed);
+        self.up.inc_by(n);
+    }
+    fn down(&self, n: u64) {
+        self.conn.down.fetch_add(n, Ordering::Relaxed);
+        self.down.inc_by(n);
     }
 }

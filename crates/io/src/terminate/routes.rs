@@ -17,14 +17,18 @@ pub struct Route {
 #[derive(Debug)]
 pub struct Routes {
     table: NameTable<Arc<Route>>,
+    /// In config order, for the status page.
+    pub all: Vec<Arc<Route>>,
 }
 
 impl Routes {
     pub fn from_config(listener: &ListenerConfig) -> Result<Self, BadPattern> {
         let mut table = NameTable::new();
+        let mut all = Vec::new();
         for (i, r) in listener.route.iter().enumerate() {
             let label = if r.sni.is_empty() { "default".to_string() } else { r.sni.join(",") };
             let route = Arc::new(Route { label: format!("route[{i}] {label}"), pool: Pool::start(r) });
+            all.push(route.clone());
             if r.sni.is_empty() {
                 table.set_default(route);
             } else {
@@ -34,7 +38,7 @@ impl Routes {
                 }
             }
         }
-        Ok(Routes { table })
+        Ok(Routes { table, all })
     }
 
     pub fn lookup(&self, sni: Option<&str>) -> Option<&Arc<Route>> {

@@ -6,11 +6,12 @@
 //! vanished ones stop accepting. Open connections keep the state they started with.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tlsgate_config::{Config, TerminateConfig};
+use tlsgate_telemetry::status::{BackendStatus, ListenerStatus, RouteStatus, StatusSource};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
@@ -29,6 +30,49 @@ pub struct Server {
     /// The configured address (port 0 allowed) of each, in config order.
     listeners: Vec<(SocketAddr, Running)>,
     tracker: TaskTracker,
+    view: Arc<ServerView>,
+}
+
+/// What the admin listener sees of the server: refreshed at every apply.
+#[derive(Default)]
+struct ServerView {
+    listeners: Mutex<Vec<(SocketAddr, Arc<ArcSwap<ListenerState>>)>>,
+}
+
+impl StatusSource for ServerView {
+    fn listeners(&self) -> Vec<ListenerStatus> {
+        let listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        listeners
+            .iter()
+            .map(|(local, state)| {
+                let state = state.load();
+                ListenerStatus {
+                    name: state.name.clone(),
+                    addr: local.to_string(),
+                    routes: state
+                        .routes
+                        .all
+                        .iter()
+                        .map(|r| RouteStatus {
+                            label: r.label.clone(),
+                            balance: format!("{:?}", r.pool.policy()),
+                            backends: r
+                                .pool
+                                .members
+                                .iter()
+                                .map(|m| BackendStatus {
+                                    addr: m.addr.to_string(),
+                                    up: m.is_healthy(),
+                                    active: m.active(),
+                                    total: m.total.load(std::sync::atomic::Ordering::Relaxed),
+                                })
+                                .collect(),
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for Server {
@@ -44,7 +88,11 @@ fn section(config: &Config) -> Result<&TerminateConfig, ProxyError> {
 impl Server {
     /// Loads and binds every listener; fails as a whole.
     pub async fn start(config: &Config) -> Result<Server, ProxyError> {
-        let mut server = Server { listeners: Vec::new(), tracker: TaskTracker::new() };
+        let mut server = Server {
+            listeners: Vec::new(),
+            tracker: TaskTracker::new(),
+            view: Arc::new(ServerView::default()),
+        };
         server.apply(config).await?;
         Ok(server)
     }
@@ -52,6 +100,11 @@ impl Server {
     /// Addresses actually bound (port 0 resolved), in config order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners.iter().map(|(_, r)| r.local).collect()
+    }
+
+    /// Listeners, routes and backend health, for the admin listener.
+    pub fn status_source(&self) -> Arc<dyn StatusSource> {
+        self.view.clone()
     }
 
     /// Applies `config`, or changes nothing and says why.
@@ -114,13 +167,17 @@ impl Server {
             tracing::info!(%addr, "listener removed by reload");
             gone.accept.abort();
         }
+        *self.view.listeners.lock().unwrap_or_else(|e| e.into_inner()) =
+            self.listeners.iter().map(|(_, r)| (r.local, r.state.clone())).collect();
         Ok(())
     }
 
     /// Stops accepting, then lets open connections finish for at most `drain`.
     pub async fn shutdown(self, drain: Duration) {
-        for (_, r) in &self.listeners {
+        for (_, r) in self.listeners {
             r.accept.abort();
+            // Wait for the task to be gone: its socket is closed once this returns.
+            let _ = r.accept.await;
         }
         self.tracker.close();
         let open = self.tracker.len();

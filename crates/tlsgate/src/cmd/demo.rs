@@ -15,6 +15,7 @@ use crate::logging;
 
 pub async fn run(args: DemoArgs, log: &LogArgs) -> Result<(), String> {
     logging::init(&LogConfig::default(), log);
+    let mut stop = super::StopSignals::install()?;
     let dir = tempfile::Builder::new()
         .prefix("tlsgate-demo-")
         .tempdir()
@@ -51,7 +52,7 @@ pub async fn run(args: DemoArgs, log: &LogArgs) -> Result<(), String> {
 
     tokio::select! {
         _ = http_backend::serve(backend, "tlsgate demo backend".into()) => {}
-        _ = super::stop_signal() => {}
+        _ = stop.recv() => {}
     }
     server.shutdown(std::time::Duration::from_secs(5)).await;
     drop(dir);

@@ -4,6 +4,8 @@ mod backend;
 mod demo;
 mod terminate;
 
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
 use crate::cli::{Cli, Command};
 
 pub async fn run(cli: Cli) -> Result<(), String> {
@@ -14,20 +16,25 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
-pub async fn stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).ok();
-    let term = async {
-        match term.as_mut() {
-            Some(t) => {
-                t.recv().await;
-            }
-            None => std::future::pending::<()>().await,
+/// SIGINT and SIGTERM, caught from the moment this is created: create it before announcing
+/// anything, so a signal sent right after the announcement is never the default (fatal) one.
+pub struct StopSignals {
+    int: Signal,
+    term: Signal,
+}
+
+impl StopSignals {
+    pub fn install() -> Result<Self, String> {
+        let int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
+        let term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
+        Ok(StopSignals { int, term })
+    }
+
+    /// Resolves when the process is asked to stop.
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => tracing::info!("interrupted, stopping"),
+            _ = self.term.recv() => tracing::info!("SIGTERM, stopping"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, stopping"),
-        _ = term => tracing::info!("SIGTERM, stopping"),
     }
 }

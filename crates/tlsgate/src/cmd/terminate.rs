@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use tlsgate_config::{Config, ListenerConfig, TerminateConfig};
+use tlsgate_config::{
+    AdminConfig, ClientAuthConfig, ClientAuthMode, Config, ListenerConfig, TerminateConfig,
+};
 use tlsgate_io::terminate::watch::FileWatch;
 use tlsgate_io::terminate::Server;
 use tokio::signal::unix::{signal, SignalKind};
@@ -13,15 +15,23 @@ use crate::logging;
 pub async fn run(args: TerminateArgs, log: &LogArgs) -> Result<(), String> {
     let mut config = config_from(&args)?;
     logging::init(&config.log, log);
-    let mut server = Server::start(&config).await.map_err(|e| e.to_string())?;
-    let mut watch = FileWatch::new(section(&config).watched_files());
+    let mut stop = super::StopSignals::install()?;
     let mut hangup = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?;
-    let stop = super::stop_signal();
-    tokio::pin!(stop);
+    let mut server = Server::start(&config).await.map_err(|e| e.to_string())?;
+    let _admin = match &config.admin {
+        Some(admin) => {
+            let socket = tlsgate_telemetry::admin::bind(admin.listen)
+                .await
+                .map_err(|e| format!("admin listener {}: {e}", admin.listen))?;
+            Some(AbortOnDrop(tokio::spawn(tlsgate_telemetry::admin::serve(socket, server.status_source()))))
+        }
+        None => None,
+    };
+    let mut watch = FileWatch::new(section(&config).watched_files());
     loop {
         let interval = section(&config).watch_interval;
         tokio::select! {
-            _ = &mut stop => break,
+            _ = stop.recv() => break,
             _ = hangup.recv() => reload(&args, &mut server, &mut config, &mut watch, "SIGHUP").await,
             _ = tick(interval) => {
                 let changed = watch.changed();
@@ -63,6 +73,15 @@ async fn reload(
     }
 }
 
+/// Stops the admin listener with the command.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn tick(interval: Duration) {
     if interval.is_zero() {
         std::future::pending::<()>().await;
@@ -88,6 +107,17 @@ fn config_from(args: &TerminateArgs) -> Result<Config, String> {
             if let Some(t) = args.handshake_timeout {
                 listener.handshake_timeout = t;
             }
+            if let Some(ca) = &args.client_ca {
+                listener.client_auth = ClientAuthConfig {
+                    mode: ClientAuthMode::Required,
+                    ca: Some(ca.clone()),
+                    crl: args.crl.clone(),
+                    allow_cn: args.allow_cn.clone(),
+                    allow_dns: args.allow_dns.clone(),
+                    allow_uri: args.allow_uri.clone(),
+                    allow_ip: Vec::new(),
+                };
+            }
             let config =
                 Config { terminate: Some(TerminateConfig::new(vec![listener])), ..Config::default() };
             config.validate().map_err(|e| e.to_string())?;
@@ -96,6 +126,9 @@ fn config_from(args: &TerminateArgs) -> Result<Config, String> {
     };
     if config.terminate.is_none() {
         return Err("the config has no [terminate] section".into());
+    }
+    if let Some(addr) = args.admin {
+        config.admin = Some(AdminConfig { listen: addr });
     }
     if args.allow_insecure_key_permissions {
         config.security.allow_insecure_key_permissions = true;

@@ -1,0 +1,88 @@
+//! The admin listener: `/healthz`, `/metrics` (Prometheus text) and `/status` (HTML).
+//!
+//! Off unless configured; it shows client addresses and identities, so bind it to loopback or a
+//! management network.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::conns::live;
+use crate::metrics::{metrics, BackendLabels};
+use crate::status::{render, StatusSource};
+
+/// Binds the admin address; `serve` answers until the task is dropped.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+pub async fn serve(listener: TcpListener, source: Arc<dyn StatusSource>) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "admin listening");
+    }
+    loop {
+        let (tcp, _) = match listener.accept().await {
+            Ok(ok) => ok,
+            Err(e) => {
+                tracing::error!(error = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let source = source.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| answer(req, source.clone()));
+            let _ =
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
+        });
+    }
+}
+
+async fn answer<B>(
+    req: Request<B>,
+    source: Arc<dyn StatusSource>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (status, ctype, body) = match req.uri().path() {
+        "/healthz" => (StatusCode::OK, "text/plain; charset=utf-8", "ok\n".to_string()),
+        "/metrics" => {
+            refresh_backend_gauges(source.as_ref());
+            (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", metrics().encode())
+        }
+        "/status" => {
+            (StatusCode::OK, "text/html; charset=utf-8", render(&source.listeners(), &live().snapshot()))
+        }
+        _ => (StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "not found\n".to_string()),
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    if let Ok(v) = ctype.parse() {
+        r.headers_mut().insert("content-type", v);
+    }
+    Ok(r)
+}
+
+/// Backend gauges mirror the pools at scrape time; clearing first drops backends a reload removed.
+fn refresh_backend_gauges(source: &dyn StatusSource) {
+    let m = metrics();
+    m.backend_up.clear();
+    m.backend_connections.clear();
+    for l in source.listeners() {
+        for r in &l.routes {
+            for b in &r.backends {
+                let labels = BackendLabels {
+                    listener: l.name.clone(),
+                    route: r.label.clone(),
+                    backend: b.addr.clone(),
+                };
+                m.backend_up.get_or_create(&labels).set(i64::from(b.up));
+                m.backend_connections.get_or_create(&labels).set(i64::from(b.active));
+            }
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! What tlsgate tells its operators while it runs.
+//!
+//! - [`metrics`]: Prometheus families, one process-wide set;
+//! - [`conns`]: the table of live connections behind the status page;
+//! - [`status`]: the status page's model and its HTML;
+//! - [`admin`]: the admin listener serving `/healthz`, `/metrics` and `/status`.
+
+pub mod admin;
+pub mod conns;
+pub mod metrics;
+pub mod status;
