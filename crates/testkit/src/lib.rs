@@ -5,6 +5,7 @@
 //! - [`nginx`]: a private nginx instance on a free loopback port;
 //! - [`data`]: random files and their SHA-256.
 
+pub mod browser;
 pub mod clients;
 pub mod data;
 pub mod hello;

@@ -14,6 +14,7 @@ use rustls::{
 use tlsgate_config::{ClientAuthConfig, ClientAuthMode};
 use tlsgate_core::identity::AllowList;
 use tlsgate_core::names::NamePattern;
+use tlsgate_core::side::Side;
 
 use crate::identity::peer_identity;
 use crate::TlsError;
@@ -98,7 +99,7 @@ impl ClientCertVerifier for AllowListVerifier {
         let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
         let refuse = |why: String| {
             // Runs inside the connection's span, so this line carries the client's address.
-            tracing::warn!(side = "client", reason = %why, "client certificate refused by allow-list");
+            tracing::warn!(side = %Side::Client, reason = %why, "client certificate refused by allow-list");
             Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)
         };
         let id = peer_identity(end_entity).ok_or_else(|| refuse("certificate does not parse".into()))?;

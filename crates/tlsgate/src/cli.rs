@@ -35,7 +35,7 @@ pub enum LogFormatArg {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// TLS in, plaintext to backends.
-    Terminate(TerminateArgs),
+    Terminate(Box<TerminateArgs>),
     /// A throwaway CA, a built-in HTTP backend and a terminator in front of it, on loopback.
     Demo(DemoArgs),
     /// The built-in plaintext HTTP backend alone (GET /, POST /echo, POST /sha256).

@@ -68,7 +68,7 @@ async fn reload(
             tracing::info!("reload applied");
         }
         Err(e) => {
-            tracing::error!(side = "internal", error = %e, "reload refused, still serving the previous configuration")
+            tracing::error!(side = %tlsgate_core::side::Side::Internal, error = %e, "reload refused, still serving the previous configuration")
         }
     }
 }

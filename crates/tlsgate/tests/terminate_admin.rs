@@ -1,0 +1,127 @@
+//! The admin listener: /healthz, Prometheus /metrics after real traffic, and the /status page as
+//! headless Chromium renders it while a client's connection is live. Configured by flags only:
+//! `--client-ca`, `--allow-cn` and `--admin`.
+
+use std::time::Duration;
+
+use tlsgate_testkit::browser::dump_dom;
+use tlsgate_testkit::clients::{curl, describe};
+use tlsgate_testkit::data::random_file;
+use tlsgate_testkit::pki::Pki;
+use tlsgate_testkit::process::{Proc, Tlsgate};
+use tlsgate_tls::pki::ClientSpec;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
+
+#[test]
+fn metrics_and_status_page_show_live_traffic() {
+    let pki = Pki::new();
+    let (cert, key) = pki.server("server", &["localhost"]);
+    for (stem, cn) in [("alice", "alice"), ("mallory", "mallory")] {
+        let c = pki.ca.issue_client(&ClientSpec { common_name: cn, ..Default::default() }).unwrap();
+        c.write(pki.dir.path(), stem).unwrap();
+    }
+    let backend = Tlsgate::start(BIN, &["backend", "--listen", "127.0.0.1:0", "--name", "admin"]);
+    let addr =
+        Proc::field(&backend.proc.wait_for(&["backend listening"], Duration::from_secs(30)), "addr").unwrap();
+    let gate = Tlsgate::start(
+        BIN,
+        &[
+            "terminate",
+            "--listen",
+            "127.0.0.1:0",
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--backend",
+            &addr,
+            "--client-ca",
+            pki.ca(),
+            "--allow-cn",
+            "alice",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let port = gate.listening(None).port();
+    let admin =
+        Proc::field(&gate.proc.wait_logged(&["admin listening"], Duration::from_secs(30)), "addr").unwrap();
+    let client = |stem: &str, extra: &[&str], path: &str| {
+        let (c, k) = (pki.path(&format!("{stem}.pem")), pki.path(&format!("{stem}.key")));
+        let url = format!("https://localhost:{port}{path}");
+        let mut args =
+            vec!["--cacert", pki.ca(), "--cert", c.to_str().unwrap(), "--key", k.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        curl(&args)
+    };
+
+    let health = curl(&[&format!("http://{admin}/healthz")]);
+    assert_eq!(String::from_utf8_lossy(&health.stdout), "ok\n");
+
+    // Traffic: a good client, a refused one.
+    assert!(client("alice", &[], "/").status.success());
+    assert!(!client("mallory", &[], "/").status.success());
+    gate.proc.wait_for(&["handshake failed", "ApplicationVerificationFailure"], Duration::from_secs(10));
+
+    // A live connection: a slow upload by alice, open while the page is rendered.
+    let body = pki.path("slow.bin");
+    random_file(&body, 3 << 20);
+    let slow = {
+        let data = format!("@{}", body.display());
+        let (c, k) = (pki.path("alice.pem"), pki.path("alice.key"));
+        let (ca, url) = (pki.ca().to_string(), format!("https://localhost:{port}/sha256"));
+        std::thread::spawn(move || {
+            curl(&[
+                "--cacert",
+                &ca,
+                "--cert",
+                c.to_str().unwrap(),
+                "--key",
+                k.to_str().unwrap(),
+                "--limit-rate",
+                "1M",
+                "--data-binary",
+                &data,
+                &url,
+            ])
+        })
+    };
+    // The next alice handshake after the refused one is the slow upload's.
+    let line = gate.proc.wait_for(&["handshake done", "client_cert=CN=alice"], Duration::from_secs(10));
+    let live_client = Proc::field(&line, "client").unwrap().trim_end_matches(['}', ':']).to_string();
+
+    let page = dump_dom(&format!("http://{admin}/status"));
+    let connections = &page[page.find("id=\"connections\"").expect("connections table")..];
+    let row = connections
+        .split("<tr>")
+        .find(|r| r.contains(&live_client))
+        .unwrap_or_else(|| panic!("live connection {live_client} not on the page:\n{page}"));
+    for want in ["localhost", "TLSv1_3", "TLS13_", "CN=alice", &addr] {
+        assert!(row.contains(want), "{want} missing from the row: {row}");
+    }
+    assert!(page.contains("Live connections (1)"), "{page}");
+    assert!(page.contains(&addr) && page.contains("class=\"up\""), "backend health missing: {page}");
+
+    let out = slow.join().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+
+    let metrics = String::from_utf8_lossy(&curl(&[&format!("http://{admin}/metrics")]).stdout).into_owned();
+    let has = |needle: &str| assert!(metrics.contains(needle), "{needle} missing from:\n{metrics}");
+    has("tlsgate_connections_total{listener=\"127.0.0.1:0\"} 3");
+    has("tlsgate_handshakes_total{listener=\"127.0.0.1:0\",result=\"ok\",version=\"TLSv1_3\",suite=\"TLS13_AES_256_GCM_SHA384\"} 2");
+    has("tlsgate_handshakes_total{listener=\"127.0.0.1:0\",result=\"failed\",version=\"\",suite=\"\"} 1");
+    has("tlsgate_handshake_duration_seconds_count{listener=\"127.0.0.1:0\"} 2");
+    has("tlsgate_connections_open{listener=\"127.0.0.1:0\"} 0");
+    has(&format!(
+        "tlsgate_backend_up{{listener=\"127.0.0.1:0\",route=\"route[0] default\",backend=\"{addr}\"}} 1"
+    ));
+    let up: u64 = metrics
+        .lines()
+        .find(|l| l.starts_with("tlsgate_bytes_total{listener=\"127.0.0.1:0\",direction=\"up\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no bytes up in:\n{metrics}"));
+    assert!(up > 3 << 20, "bytes up {up}");
+}
