@@ -21,6 +21,8 @@ pub struct TerminateConfig {
     /// On SIGTERM, how long open connections may run on before they are cut.
     #[serde(default = "default_drain_timeout", with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Connections open at once across every listener; more wait in the kernel's accept queue.
+    pub max_connections: Option<usize>,
 }
 
 impl TerminateConfig {
@@ -29,6 +31,7 @@ impl TerminateConfig {
             listener,
             watch_interval: default_watch_interval(),
             drain_timeout: default_drain_timeout(),
+            max_connections: None,
         }
     }
 
@@ -72,6 +75,11 @@ pub struct ListenerConfig {
     /// Time a client has from TCP accept to a finished TLS handshake.
     #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// A relayed connection with no byte either way for this long is closed; `"0s"`: never.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Connections of this listener open at once; more wait in the kernel's accept queue.
+    pub max_connections: Option<usize>,
     pub certificate: Vec<CertificateConfig>,
     pub route: Vec<RouteConfig>,
     /// Mutual TLS: whether and how clients present certificates.
@@ -264,6 +272,10 @@ fn default_handshake_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(5)
 }
@@ -278,6 +290,8 @@ impl ListenerConfig {
             alpn: Vec::new(),
             tls_versions: default_versions(),
             handshake_timeout: default_handshake_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: None,
             certificate: vec![CertificateConfig { cert, key, names: Some(Vec::new()), default: true }],
             route: vec![RouteConfig {
                 sni: Vec::new(),
@@ -301,6 +315,9 @@ impl TerminateConfig {
         if self.listener.is_empty() {
             return Err(ConfigError::invalid("[terminate]", "no [[terminate.listener]] defined"));
         }
+        if self.max_connections == Some(0) {
+            return Err(ConfigError::invalid("[terminate]", "max_connections must be at least 1"));
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, l) in self.listener.iter().enumerate() {
             let place = format!("terminate.listener[{i}] ({})", l.display_name());
@@ -318,6 +335,9 @@ impl ListenerConfig {
         let bad = |problem: String| ConfigError::invalid(place, problem);
         if self.tls_versions.is_empty() {
             return Err(bad("tls_versions is empty".into()));
+        }
+        if self.max_connections == Some(0) {
+            return Err(bad("max_connections must be at least 1".into()));
         }
         if self.handshake_timeout.is_zero() {
             return Err(bad("handshake_timeout must be above zero".into()));

@@ -5,6 +5,9 @@
 //! is reported with the side that caused it; the TLS side is then dropped without close_notify,
 //! which tells a TLS client the response was cut short.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
 use tlsgate_core::side::Side;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -33,11 +36,13 @@ impl Tally for () {
     fn down(&self, _: u64) {}
 }
 
-/// Relays until both directions ended. `client` is the TLS side, `backend` the plaintext side.
+/// Relays until both directions ended, or nothing moved either way for `idle`. `client` is the
+/// TLS side, `backend` the plaintext side.
 pub async fn relay<C, B, T>(
     client: C,
     backend: B,
     tally: &T,
+    idle: Option<Duration>,
 ) -> Result<Transferred, (ProxyError, Transferred)>
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -47,11 +52,35 @@ where
     let (mut cr, mut cw) = tokio::io::split(client);
     let (mut br, mut bw) = tokio::io::split(backend);
     let mut t = Transferred::default();
-    let up = pump(&mut cr, Side::Client, &mut bw, Side::Backend, &mut t.up, |n| tally.up(n));
-    let down = pump(&mut br, Side::Backend, &mut cw, Side::Client, &mut t.down, |n| tally.down(n));
-    let result = tokio::try_join!(up, down);
+    let start = Instant::now();
+    // Milliseconds since `start` of the last byte moved, either way.
+    let last = AtomicU64::new(0);
+    let moved = || last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    let up = pump(&mut cr, Side::Client, &mut bw, Side::Backend, &mut t.up, |n| {
+        moved();
+        tally.up(n)
+    });
+    let down = pump(&mut br, Side::Backend, &mut cw, Side::Client, &mut t.down, |n| {
+        moved();
+        tally.down(n)
+    });
+    let watchdog = async {
+        let Some(idle) = idle else { return std::future::pending().await };
+        loop {
+            let deadline = start + Duration::from_millis(last.load(Ordering::Relaxed)) + idle;
+            tokio::time::sleep_until(deadline.into()).await;
+            let quiet = start.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+            if quiet >= idle {
+                return ProxyError::client(format!("idle for {idle:?}, closed"));
+            }
+        }
+    };
+    let result = tokio::select! {
+        r = async { tokio::try_join!(up, down) } => r.map(|_| ()),
+        e = watchdog => Err(e),
+    };
     match result {
-        Ok(_) => Ok(t),
+        Ok(()) => Ok(t),
         Err(e) => Err((e, t)),
     }
 }

@@ -13,3 +13,4 @@ pub mod net;
 pub mod nginx;
 pub mod pki;
 pub mod process;
+pub mod tls_client;

@@ -14,6 +14,7 @@ use tlsgate_telemetry::conns::{live, ConnInfo};
 use tlsgate_telemetry::metrics::{metrics, BytesLabels, HandshakeLabels, ListenerLabel};
 use tlsgate_tls::server::{listener_tls, ListenerTls};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
@@ -30,6 +31,9 @@ pub struct ListenerState {
     tls: ListenerTls,
     pub routes: Routes,
     handshake_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    /// This listener's connection limit (a reload starts a fresh count).
+    limit: Option<Arc<Semaphore>>,
 }
 
 impl ListenerState {
@@ -40,20 +44,47 @@ impl ListenerState {
             .map_err(|e| ProxyError::internal(format!("listener {name}: {e}")))?;
         let routes =
             Routes::from_config(config).map_err(|e| ProxyError::internal(format!("listener {name}: {e}")))?;
-        Ok(ListenerState { name, tls, routes, handshake_timeout: config.handshake_timeout })
+        Ok(ListenerState {
+            name,
+            tls,
+            routes,
+            handshake_timeout: config.handshake_timeout,
+            idle_timeout: Some(config.idle_timeout).filter(|d| !d.is_zero()),
+            limit: config.max_connections.map(|n| Arc::new(Semaphore::new(n))),
+        })
     }
 }
 
 /// Accepts until the task is aborted; every connection runs on `tracker` so shutdown can drain.
-pub async fn accept_loop(socket: TcpListener, state: Arc<ArcSwap<ListenerState>>, tracker: TaskTracker) {
+/// At a connection limit (the process's `global`, or the listener's own) it stops accepting, so
+/// further clients wait in the kernel's accept queue instead of being refused.
+pub async fn accept_loop(
+    socket: TcpListener,
+    state: Arc<ArcSwap<ListenerState>>,
+    global: Option<Arc<Semaphore>>,
+    tracker: TaskTracker,
+) {
     let addr = socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(listener = %state.load().name, %addr, "listening");
     loop {
+        let limits = state.load_full();
+        let permits = (
+            acquire(&global, &limits.name, "process").await,
+            acquire(&limits.limit, &limits.name, "listener").await,
+        );
+        drop(limits);
         match socket.accept().await {
             Ok((tcp, peer)) => {
+                // Loaded after accept: a reload while this loop waited applies to this client.
                 let current = state.load_full();
                 let span = tracing::info_span!("conn", listener = %current.name, client = %peer);
-                tracker.spawn(handle(tcp, current).instrument(span));
+                tracker.spawn(
+                    async move {
+                        let _permits = permits;
+                        handle(tcp, current).await
+                    }
+                    .instrument(span),
+                );
             }
             Err(e) => {
                 // Out of descriptors or memory: back off instead of spinning on accept.
@@ -62,6 +93,20 @@ pub async fn accept_loop(socket: TcpListener, state: Arc<ArcSwap<ListenerState>>
             }
         }
     }
+}
+
+/// A permit of `limit`, waiting (and saying so once) when none is free.
+async fn acquire(
+    limit: &Option<Arc<Semaphore>>,
+    listener: &str,
+    scope: &str,
+) -> Option<OwnedSemaphorePermit> {
+    let limit = limit.as_ref()?;
+    if let Ok(p) = limit.clone().try_acquire_owned() {
+        return Some(p);
+    }
+    tracing::warn!(%listener, %scope, "connection limit reached, new connections wait in the accept queue");
+    limit.clone().acquire_owned().await.ok()
 }
 
 async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
@@ -137,7 +182,7 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
             .bytes
             .get_or_create_owned(&BytesLabels { listener: state.name.clone(), direction: "down".into() }),
     };
-    match relay(est.stream, backend, &meter).await {
+    match relay(est.stream, backend, &meter, state.idle_timeout).await {
         Ok(t) => tracing::info!(
             backend = %member, up = t.up, down = t.down, duration = ?started.elapsed(),
             "connection closed"

@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use tlsgate_config::{Config, TerminateConfig};
 use tlsgate_telemetry::status::{BackendStatus, ListenerStatus, RouteStatus, StatusSource};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
@@ -31,6 +32,8 @@ pub struct Server {
     listeners: Vec<(SocketAddr, Running)>,
     tracker: TaskTracker,
     view: Arc<ServerView>,
+    /// `terminate.max_connections`, fixed at start.
+    global: Option<Arc<Semaphore>>,
 }
 
 /// What the admin listener sees of the server: refreshed at every apply.
@@ -88,10 +91,12 @@ fn section(config: &Config) -> Result<&TerminateConfig, ProxyError> {
 impl Server {
     /// Loads and binds every listener; fails as a whole.
     pub async fn start(config: &Config) -> Result<Server, ProxyError> {
+        let global = section(config)?.max_connections.map(|n| Arc::new(Semaphore::new(n)));
         let mut server = Server {
             listeners: Vec::new(),
             tracker: TaskTracker::new(),
             view: Arc::new(ServerView::default()),
+            global,
         };
         server.apply(config).await?;
         Ok(server)
@@ -148,7 +153,12 @@ impl Server {
                     let local = socket.local_addr().map_err(|e| ProxyError::internal(e.to_string()))?;
                     let name = state.name.clone();
                     let state = Arc::new(ArcSwap::from_pointee(state));
-                    let accept = tokio::spawn(accept_loop(socket, state.clone(), self.tracker.clone()));
+                    let accept = tokio::spawn(accept_loop(
+                        socket,
+                        state.clone(),
+                        self.global.clone(),
+                        self.tracker.clone(),
+                    ));
                     Running { name, state, local, accept }
                 }
                 None => {
