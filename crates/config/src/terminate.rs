@@ -166,6 +166,10 @@ pub struct RouteConfig {
     pub connect_attempts: Option<usize>,
     #[serde(default)]
     pub balance: BalancePolicy,
+    /// Relay HTTP/1.1 requests instead of bytes, adding `X-Forwarded-*` and client-certificate
+    /// headers (and removing any the client sent itself). See docs/http-headers.md.
+    #[serde(default)]
+    pub http_headers: bool,
     #[serde(default)]
     pub health: HealthConfig,
 }
@@ -299,6 +303,7 @@ impl ListenerConfig {
                 connect_timeout: default_connect_timeout(),
                 connect_attempts: None,
                 balance: BalancePolicy::default(),
+                http_headers: false,
                 health: HealthConfig::default(),
             }],
             client_auth: ClientAuthConfig::default(),

@@ -7,6 +7,7 @@
 //! - [`http_backend`]: a small plaintext HTTP server, the demo's backend and a test peer.
 
 pub mod backend;
+pub mod counted;
 pub mod error;
 pub mod http_backend;
 pub mod relay;

@@ -15,7 +15,8 @@ pub struct ConnInfo {
     pub version: String,
     pub suite: String,
     pub identity: String,
-    pub backend: String,
+    /// Filled in once a backend is connected (HTTP mode: per request, so left empty).
+    pub backend: Mutex<String>,
     pub started: Instant,
     pub up: AtomicU64,
     pub down: AtomicU64,
@@ -82,7 +83,7 @@ impl LiveConns {
                 version: c.version.clone(),
                 suite: c.suite.clone(),
                 identity: c.identity.clone(),
-                backend: c.backend.clone(),
+                backend: c.backend.lock().map(|b| b.clone()).unwrap_or_default(),
                 age_secs: now.duration_since(c.started).as_secs(),
                 up: c.up.load(Ordering::Relaxed),
                 down: c.down.load(Ordering::Relaxed),

@@ -34,7 +34,10 @@ pid {d}/nginx.pid;
 error_log stderr warn;
 events {{ worker_connections 1024; }}
 http {{
-    access_log {d}/access.log;
+    log_format tlsgate '$remote_addr "$request" $status xff="$http_x_forwarded_for" '
+                       'proto="$http_x_forwarded_proto" verify="$http_x_client_verify" '
+                       'cn="$http_x_client_cn" subject="$http_x_client_subject" uri="$http_x_client_uri"';
+    access_log {d}/access.log tlsgate;
     client_body_temp_path {d}/body;
     proxy_temp_path {d}/proxy;
     fastcgi_temp_path {d}/fastcgi;

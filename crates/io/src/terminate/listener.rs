@@ -19,7 +19,9 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::handshake;
+use super::http_headers::{self, ClientFacts};
 use super::routes::Routes;
+use crate::counted::Counted;
 use crate::relay::{relay, Tally};
 use crate::ProxyError;
 
@@ -152,15 +154,8 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
     let client_cert = est.peer.as_ref().map(|p| p.summary()).unwrap_or_default();
     tracing::info!(%sni, %version, %suite, %alpn, %client_cert, route = %est.route.label, "handshake done");
 
-    let (backend, lease) = match est.route.pool.connect(client.ip()).await {
-        Ok(ok) => ok,
-        Err(e) => {
-            tracing::warn!(side = %e.side, error = %e.context, "no backend, client connection closed");
-            return;
-        }
-    };
-    let member = lease.member().addr.to_string();
     let _open = OpenGuard::new(m.connections_open.get_or_create_owned(&listener));
+    let identity = est.peer.clone();
     let listed = live().insert(ConnInfo {
         listener: state.name.clone(),
         client,
@@ -168,7 +163,7 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
         version,
         suite,
         identity: client_cert,
-        backend: member.clone(),
+        backend: Default::default(),
         started,
         up: Default::default(),
         down: Default::default(),
@@ -182,6 +177,32 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
             .bytes
             .get_or_create_owned(&BytesLabels { listener: state.name.clone(), direction: "down".into() }),
     };
+    if est.route.http_headers {
+        let facts = ClientFacts { addr: client, identity };
+        let stream = Counted::new(est.stream, &meter);
+        match http_headers::serve(stream, est.route.clone(), facts).await {
+            Ok(()) => tracing::info!(
+                up = meter.conn.up.load(Ordering::Relaxed), down = meter.conn.down.load(Ordering::Relaxed),
+                duration = ?started.elapsed(), "connection closed"
+            ),
+            Err(e) => {
+                tracing::warn!(side = %e.side, error = %e.context, duration = ?started.elapsed(), "connection aborted")
+            }
+        }
+        return;
+    }
+
+    let (backend, lease) = match est.route.pool.connect(client.ip()).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            tracing::warn!(side = %e.side, error = %e.context, "no backend, client connection closed");
+            return;
+        }
+    };
+    let member = lease.member().addr.to_string();
+    if let Ok(mut b) = listed.info.backend.lock() {
+        b.clone_from(&member);
+    }
     match relay(est.stream, backend, &meter, state.idle_timeout).await {
         Ok(t) => tracing::info!(
             backend = %member, up = t.up, down = t.down, duration = ?started.elapsed(),
@@ -191,22 +212,6 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
             backend = %member, side = %e.side, error = %e.context, up = t.up, down = t.down,
             duration = ?started.elapsed(), "connection aborted"
         ),
-    }
-}
-
-/// Counts a connection as open until dropped, however its task ends.
-struct OpenGuard(Gauge);
-
-impl OpenGuard {
-    fn new(gauge: Gauge) -> Self {
-        gauge.inc();
-        OpenGuard(gauge)
-    }
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 
@@ -225,5 +230,21 @@ impl Tally for Meter<'_> {
     fn down(&self, n: u64) {
         self.conn.down.fetch_add(n, Ordering::Relaxed);
         self.down.inc_by(n);
+    }
+}
+
+/// Counts a connection as open until dropped, however its task ends.
+struct OpenGuard(Gauge);
+
+impl OpenGuard {
+    fn new(gauge: Gauge) -> Self {
+        gauge.inc();
+        OpenGuard(gauge)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

@@ -7,6 +7,7 @@
 //! - [`watch`]: noticing changed certificate, key, CA and CRL files.
 
 pub mod handshake;
+pub mod http_headers;
 pub mod listener;
 pub mod routes;
 pub mod server;

@@ -12,6 +12,8 @@ use crate::backend::Pool;
 pub struct Route {
     pub label: String,
     pub pool: Arc<Pool>,
+    /// HTTP header mode (see `http_headers`) instead of a byte relay.
+    pub http_headers: bool,
 }
 
 #[derive(Debug)]
@@ -27,7 +29,11 @@ impl Routes {
         let mut all = Vec::new();
         for (i, r) in listener.route.iter().enumerate() {
             let label = if r.sni.is_empty() { "default".to_string() } else { r.sni.join(",") };
-            let route = Arc::new(Route { label: format!("route[{i}] {label}"), pool: Pool::start(r) });
+            let route = Arc::new(Route {
+                label: format!("route[{i}] {label}"),
+                pool: Pool::start(r),
+                http_headers: r.http_headers,
+            });
             all.push(route.clone());
             if r.sni.is_empty() {
                 table.set_default(route);
