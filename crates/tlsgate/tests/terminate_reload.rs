@@ -256,3 +256,39 @@ fn sigterm_lets_a_64mib_download_finish_within_the_drain_period() {
     let status = gate.proc.wait_exit(Duration::from_secs(10)).expect("exits after draining");
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn drain_is_bounded_and_json_logs_say_so() {
+    let pki = Pki::new();
+    pki.server("server", &["localhost"]);
+    let backend = Tlsgate::start(BIN, &["backend", "--listen", "127.0.0.1:0", "--name", "ops"]);
+    let addr =
+        Proc::field(&backend.proc.wait_for(&["backend listening"], Duration::from_secs(30)), "addr").unwrap();
+    let config = format!(
+        "[log]\nformat = \"json\"\n[terminate]\ndrain_timeout = \"1s\"\n[[terminate.listener]]\nname = \"cut\"\n\
+         listen = \"127.0.0.1:0\"\n[[terminate.listener.certificate]]\ncert = \"server.pem\"\nkey = \"server.key\"\n\
+         default = true\n[[terminate.listener.route]]\nbackends = [\"{addr}\"]\n"
+    );
+    std::fs::write(pki.path("tlsgate.toml"), config).unwrap();
+    let mut gate =
+        Tlsgate::start(BIN, &["terminate", "--config", pki.path("tlsgate.toml").to_str().unwrap()]);
+    let line = gate
+        .proc
+        .wait_logged(&["\"message\":\"listening\"", "\"listener\":\"cut\""], Duration::from_secs(30));
+    let addr: std::net::SocketAddr =
+        line.split("\"addr\":\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+    // A client that never finishes: a held connection after its handshake.
+    let _held =
+        tlsgate_testkit::tls_client::handshake(addr, &pki.ca_path, "localhost", Duration::from_secs(10))
+            .unwrap();
+    gate.proc.wait_for(&["\"message\":\"handshake done\""], Duration::from_secs(10));
+    signal(&gate.proc, "-TERM");
+    gate.proc.wait_for(&["draining connections", "\"open\":1"], Duration::from_secs(10));
+    gate.proc.wait_for(&["drain period over, cutting remaining connections"], Duration::from_secs(10));
+    let status = gate.proc.wait_exit(Duration::from_secs(10)).expect("exits once the drain period is over");
+    assert!(status.success(), "{status:?}");
+    // Every line of the log is one JSON object.
+    for l in gate.proc.log_text().lines() {
+        assert!(l.starts_with('{') && l.ends_with('}'), "not a JSON line: {l}");
+    }
+}
