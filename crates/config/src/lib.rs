@@ -7,10 +7,12 @@
 
 mod error;
 mod model;
+mod originate;
 mod terminate;
 
 pub use error::ConfigError;
 pub use model::{AdminConfig, Config, LogConfig, LogFormat, SecurityConfig};
+pub use originate::{OriginateConfig, OriginateListener};
 pub use terminate::{
     BackendAddr, BalancePolicy, CertificateConfig, ClientAuthConfig, ClientAuthMode, HealthConfig,
     ListenerConfig, RouteConfig, TerminateConfig, TlsVersion,
@@ -60,11 +62,21 @@ impl Config {
                 }
             }
         }
+        if let Some(o) = &mut self.originate {
+            for l in &mut o.listener {
+                for p in [&mut l.ca, &mut l.cert, &mut l.key].into_iter().flatten() {
+                    *p = dir.join(&*p);
+                }
+            }
+        }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(t) = &self.terminate {
             t.validate()?;
+        }
+        if let Some(o) = &self.originate {
+            o.validate()?;
         }
         Ok(())
     }

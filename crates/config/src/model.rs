@@ -15,6 +15,7 @@ pub struct Config {
     /// The admin listener (`/healthz`, `/metrics`, `/status`); off when absent.
     pub admin: Option<AdminConfig>,
     pub terminate: Option<TerminateConfig>,
+    pub originate: Option<crate::OriginateConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

@@ -268,7 +268,7 @@ impl std::fmt::Display for BackendAddr {
     }
 }
 
-fn default_versions() -> Vec<TlsVersion> {
+pub(crate) fn default_versions() -> Vec<TlsVersion> {
     vec![TlsVersion::Tls12, TlsVersion::Tls13]
 }
 

@@ -166,7 +166,7 @@ async fn check_loop(pool: Weak<Pool>, interval: Duration, timeout: Duration) {
     }
 }
 
-async fn connect_one(member: &BackendAddr, timeout: Duration) -> Result<TcpStream, String> {
+pub(crate) async fn connect_one(member: &BackendAddr, timeout: Duration) -> Result<TcpStream, String> {
     let attempt = async {
         let addrs: Vec<_> = tokio::net::lookup_host((member.host.as_str(), member.port))
             .await

@@ -10,6 +10,7 @@ pub mod backend;
 pub mod counted;
 pub mod error;
 pub mod http_backend;
+pub mod originate;
 pub mod relay;
 pub mod terminate;
 

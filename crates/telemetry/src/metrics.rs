@@ -32,6 +32,15 @@ pub struct BytesLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub listener: String,
+    /// `ok` or `failed`.
+    pub result: String,
+    /// `true` when the session was resumed (no full handshake).
+    pub resumed: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendLabels {
     pub listener: String,
     pub route: String,
@@ -48,6 +57,8 @@ pub struct Metrics {
     /// 1 when the backend is up; refreshed from the pools at every scrape.
     pub backend_up: Family<BackendLabels, Gauge>,
     pub backend_connections: Family<BackendLabels, Gauge>,
+    /// Handshakes tlsgate made as a client (originate).
+    pub upstream_handshakes: Family<UpstreamLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -75,6 +86,7 @@ impl Metrics {
         let bytes = Family::default();
         let backend_up = Family::default();
         let backend_connections = Family::default();
+        let upstream_handshakes = Family::default();
         registry.register("connections_open", "TLS connections open", connections_open.clone());
         registry.register("connections", "TCP connections accepted", connections_total.clone());
         registry.register("handshakes", "TLS handshakes by result, version and suite", handshakes.clone());
@@ -85,6 +97,11 @@ impl Metrics {
         );
         registry.register("bytes", "Plaintext bytes relayed", bytes.clone());
         registry.register("backend_up", "Backend health (1 up, 0 down)", backend_up.clone());
+        registry.register(
+            "upstream_handshakes",
+            "TLS handshakes toward upstreams (originate), by result and resumption",
+            upstream_handshakes.clone(),
+        );
         registry.register(
             "backend_connections",
             "Connections open to the backend",
@@ -99,6 +116,7 @@ impl Metrics {
             bytes,
             backend_up,
             backend_connections,
+            upstream_handshakes,
         }
     }
 

@@ -19,6 +19,25 @@ impl Nginx {
     /// Starts nginx in the foreground, one process, on a free loopback port; `root` is served and
     /// receives PUT uploads.
     pub fn start(root: &Path) -> Nginx {
+        Self::start_with(root, "")
+    }
+
+    /// The same over HTTPS with `cert`/`key`; with `client_ca`, client certificates are required.
+    /// The access log then also shows the protocol, whether the session was reused (`r`) and the
+    /// client certificate's subject.
+    pub fn start_https(root: &Path, cert: &Path, key: &Path, client_ca: Option<&Path>) -> Nginx {
+        let mut tls = format!(
+            "ssl_certificate {}; ssl_certificate_key {}; ssl_protocols TLSv1.2 TLSv1.3; ssl_session_tickets on;",
+            cert.display(),
+            key.display()
+        );
+        if let Some(ca) = client_ca {
+            tls.push_str(&format!(" ssl_client_certificate {}; ssl_verify_client on;", ca.display()));
+        }
+        Self::start_with(root, &tls)
+    }
+
+    fn start_with(root: &Path, tls: &str) -> Nginx {
         let dir = tempfile::Builder::new().prefix("tlsgate-nginx-").tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("nginx.conf");
@@ -36,7 +55,8 @@ events {{ worker_connections 1024; }}
 http {{
     log_format tlsgate '$remote_addr "$request" $status xff="$http_x_forwarded_for" '
                        'proto="$http_x_forwarded_proto" verify="$http_x_client_verify" '
-                       'cn="$http_x_client_cn" subject="$http_x_client_subject" uri="$http_x_client_uri"';
+                       'cn="$http_x_client_cn" subject="$http_x_client_subject" uri="$http_x_client_uri" '
+                       'tls="$ssl_protocol" reused="$ssl_session_reused" client_dn="$ssl_client_s_dn"';
     access_log {d}/access.log tlsgate;
     client_body_temp_path {d}/body;
     proxy_temp_path {d}/proxy;
@@ -45,14 +65,16 @@ http {{
     scgi_temp_path {d}/scgi;
     client_max_body_size 0;
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{ssl};
+        {tls}
         root {root};
         dav_methods PUT;
         create_full_put_path on;
     }}
 }}
 "#,
-                root = root.display()
+                root = root.display(),
+                ssl = if tls.is_empty() { "" } else { " ssl" },
             ),
         )
         .unwrap();

@@ -6,6 +6,7 @@
 //! - [`identity`]: a peer's subject and SANs;
 //! - [`pki`]: a throwaway CA and leaf certificates (rcgen) for the demo and for tests.
 
+pub mod client;
 pub mod client_auth;
 pub mod error;
 pub mod identity;

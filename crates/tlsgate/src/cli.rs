@@ -36,6 +36,8 @@ pub enum LogFormatArg {
 pub enum Command {
     /// TLS in, plaintext to backends.
     Terminate(Box<TerminateArgs>),
+    /// Plaintext in, TLS out: for programs that have no TLS code.
+    Originate(OriginateArgs),
     /// A throwaway CA, a built-in HTTP backend and a terminator in front of it, on loopback.
     Demo(DemoArgs),
     /// The built-in plaintext HTTP backend alone (GET /, POST /echo, POST /sha256).
@@ -81,6 +83,40 @@ pub struct TerminateArgs {
     #[arg(long, requires = "client_ca", conflicts_with = "config")]
     pub allow_uri: Vec<String>,
     /// Admin listener address (/healthz, /metrics, /status).
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+    /// Start even if the key file is readable by group or others.
+    #[arg(long)]
+    pub allow_insecure_key_permissions: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct OriginateArgs {
+    /// TOML config file; when given, it is the whole configuration.
+    #[arg(long, short, conflicts_with_all = ["listen", "connect"])]
+    pub config: Option<PathBuf>,
+    /// Plaintext address to listen on.
+    #[arg(long, required_unless_present = "config")]
+    pub listen: Option<SocketAddr>,
+    /// Upstream host:port spoken to over TLS; repeat for failover, in order.
+    #[arg(long, required_unless_present = "config")]
+    pub connect: Vec<BackendAddr>,
+    /// PEM CA bundle trusted for the upstream's certificate (default: the system's roots).
+    #[arg(long, conflicts_with = "config")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) presented to the upstream.
+    #[arg(long, requires = "key", conflicts_with = "config")]
+    pub cert: Option<PathBuf>,
+    /// Client private key (PEM).
+    #[arg(long, requires = "cert", conflicts_with = "config")]
+    pub key: Option<PathBuf>,
+    /// Name sent as SNI and verified in the upstream's certificate (default: the upstream's host).
+    #[arg(long, conflicts_with = "config")]
+    pub sni: Option<String>,
+    /// ALPN protocol offered to the upstream; repeat for several.
+    #[arg(long, conflicts_with = "config")]
+    pub alpn: Vec<String>,
+    /// Admin listener address (/healthz, /metrics).
     #[arg(long)]
     pub admin: Option<SocketAddr>,
     /// Start even if the key file is readable by group or others.

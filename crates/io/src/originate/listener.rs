@@ -1,0 +1,169 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use tlsgate_config::{Config, OriginateListener};
+use tlsgate_core::side::Side;
+use tlsgate_telemetry::metrics::{metrics, UpstreamLabels};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::backend::connect_one;
+use crate::relay::relay;
+use crate::ProxyError;
+
+struct Listener {
+    name: String,
+    config: OriginateListener,
+    connector: TlsConnector,
+}
+
+/// Every originate listener of the process.
+pub struct Originator {
+    accepts: Vec<(SocketAddr, JoinHandle<()>)>,
+    tracker: TaskTracker,
+}
+
+impl std::fmt::Debug for Originator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Originator").field("listeners", &self.local_addrs()).finish()
+    }
+}
+
+impl Originator {
+    /// Loads every listener's TLS material and binds its socket; fails as a whole.
+    pub async fn start(config: &Config) -> Result<Originator, ProxyError> {
+        let section = config
+            .originate
+            .as_ref()
+            .ok_or_else(|| ProxyError::internal("config has no [originate] section"))?;
+        let mut ready = Vec::new();
+        for l in &section.listener {
+            let name = l.display_name();
+            let tls = tlsgate_tls::client::originate_client_config(
+                l,
+                config.security.allow_insecure_key_permissions,
+            )
+            .map_err(|e| ProxyError::internal(format!("listener {name}: {e}")))?;
+            let socket = TcpListener::bind(l.listen)
+                .await
+                .map_err(|e| ProxyError::internal(format!("listener {name}: bind {}: {e}", l.listen)))?;
+            ready.push((
+                socket,
+                Arc::new(Listener { name, config: l.clone(), connector: TlsConnector::from(tls) }),
+            ));
+        }
+        let tracker = TaskTracker::new();
+        let mut accepts = Vec::new();
+        for (socket, l) in ready {
+            let local = socket.local_addr().map_err(|e| ProxyError::internal(e.to_string()))?;
+            accepts.push((local, tokio::spawn(accept_loop(socket, l, tracker.clone()))));
+        }
+        Ok(Originator { accepts, tracker })
+    }
+
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.accepts.iter().map(|(a, _)| *a).collect()
+    }
+
+    /// Stops accepting, then lets open connections finish for at most `drain`.
+    pub async fn shutdown(self, drain: Duration) {
+        for (_, task) in self.accepts {
+            task.abort();
+            let _ = task.await;
+        }
+        self.tracker.close();
+        tracing::info!(open = self.tracker.len(), ?drain, "draining connections");
+        if tokio::time::timeout(drain, self.tracker.wait()).await.is_err() {
+            tracing::warn!(left = self.tracker.len(), "drain period over, cutting remaining connections");
+        }
+    }
+}
+
+async fn accept_loop(socket: TcpListener, l: Arc<Listener>, tracker: TaskTracker) {
+    let addr = socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(listener = %l.name, %addr, "originate listening");
+    loop {
+        match socket.accept().await {
+            Ok((tcp, peer)) => {
+                let span = tracing::info_span!("conn", listener = %l.name, client = %peer);
+                tracker.spawn(handle(tcp, l.clone()).instrument(span));
+            }
+            Err(e) => {
+                tracing::error!(side = %Side::Internal, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn handle(client: TcpStream, l: Arc<Listener>) {
+    let started = Instant::now();
+    let _ = client.set_nodelay(true);
+    let (upstream, name) = match connect_upstream(&l).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            tracing::warn!(side = %e.side, error = %e.context, "no upstream, client connection closed");
+            return;
+        }
+    };
+    match relay(client, upstream, &(), None).await {
+        Ok(t) => tracing::info!(
+            upstream = %name, up = t.up, down = t.down, duration = ?started.elapsed(), "connection closed"
+        ),
+        Err((e, t)) => tracing::warn!(
+            upstream = %name, side = %e.side, error = %e.context, up = t.up, down = t.down,
+            duration = ?started.elapsed(), "connection aborted"
+        ),
+    }
+}
+
+/// The first upstream, in order, that connects and completes a verified handshake. Nothing of the
+/// client's has been read yet, so moving on after any failure is safe.
+async fn connect_upstream(l: &Listener) -> Result<(TlsStream<TcpStream>, String), ProxyError> {
+    let mut failures = Vec::new();
+    for upstream in &l.config.upstreams {
+        let sni = l.config.sni.clone().unwrap_or_else(|| upstream.host.clone());
+        let attempt = async {
+            let server_name =
+                ServerName::try_from(sni.clone()).map_err(|e| format!("bad server name {sni:?}: {e}"))?;
+            let tcp = connect_one(upstream, l.config.connect_timeout).await?;
+            l.connector.connect(server_name, tcp).await.map_err(|e| format!("TLS handshake (sni {sni}): {e}"))
+        };
+        let result = match tokio::time::timeout(l.config.handshake_timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no TLS session within {:?}", l.config.handshake_timeout)),
+        };
+        let count = |result: &str, resumed: bool| {
+            let labels = UpstreamLabels {
+                listener: l.name.clone(),
+                result: result.into(),
+                resumed: resumed.to_string(),
+            };
+            metrics().upstream_handshakes.get_or_create(&labels).inc();
+        };
+        match result {
+            Ok(tls) => {
+                let conn = tls.get_ref().1;
+                let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+                let version = conn.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default();
+                let suite =
+                    conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default();
+                count("ok", resumed);
+                tracing::info!(upstream = %upstream, %sni, %version, %suite, resumed, "upstream handshake done");
+                return Ok((tls, upstream.to_string()));
+            }
+            Err(e) => {
+                count("failed", false);
+                tracing::warn!(side = %Side::Backend, upstream = %upstream, error = %e, "upstream failed");
+                failures.push(format!("{upstream}: {e}"));
+            }
+        }
+    }
+    Err(ProxyError::backend(format!("no upstream usable ({})", failures.join("; "))))
+}

@@ -1,0 +1,94 @@
+//! Client-side TLS configuration, for connections tlsgate originates.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::ResolvesClientCert;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, RootCertStore, SignatureScheme};
+use tlsgate_config::{OriginateListener, TlsVersion};
+
+use crate::keys::load_cert_and_key;
+use crate::TlsError;
+
+/// The config for one originate listener. Shared by all its connections, so its session cache
+/// lets the second connection to an upstream resume (TLS 1.3 tickets, TLS 1.2 tickets or IDs).
+pub fn originate_client_config(
+    l: &OriginateListener,
+    allow_insecure_key_permissions: bool,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let roots = match &l.ca {
+        Some(path) => roots_from_file(path)?,
+        None => system_roots()?,
+    };
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> = l
+        .tls_versions
+        .iter()
+        .map(|v| match v {
+            TlsVersion::Tls12 => &rustls::version::TLS12,
+            TlsVersion::Tls13 => &rustls::version::TLS13,
+        })
+        .collect();
+    let builder = ClientConfig::builder_with_provider(crate::provider())
+        .with_protocol_versions(&versions)
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots);
+    let mut config = match (&l.cert, &l.key) {
+        (Some(cert), Some(key)) => {
+            let loaded = load_cert_and_key(cert, key, allow_insecure_key_permissions)?;
+            builder.with_client_cert_resolver(Arc::new(FixedClientCert(loaded.key)))
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = l.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+fn roots_from_file(path: &Path) -> Result<RootCertStore, TlsError> {
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&bytes) {
+        let cert =
+            cert.map_err(|e| TlsError::Material { path: path.to_path_buf(), problem: e.to_string() })?;
+        roots.add(cert).map_err(|e| TlsError::Material {
+            path: path.to_path_buf(),
+            problem: format!("unusable CA: {e}"),
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::Material {
+            path: path.to_path_buf(),
+            problem: "no CA certificate in bundle".into(),
+        });
+    }
+    Ok(roots)
+}
+
+fn system_roots() -> Result<RootCertStore, TlsError> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        return Err(TlsError::Config(format!(
+            "no system root certificates found ({} errors); set `ca`",
+            found.errors.len()
+        )));
+    }
+    Ok(roots)
+}
+
+/// Presents the configured certificate whenever the upstream asks for one.
+#[derive(Debug)]
+struct FixedClientCert(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for FixedClientCert {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
