@@ -12,7 +12,7 @@ mod terminate;
 
 pub use error::ConfigError;
 pub use model::{AdminConfig, Config, LogConfig, LogFormat, SecurityConfig};
-pub use originate::{OriginateConfig, OriginateListener};
+pub use originate::{OriginateConfig, OriginateListener, RuleAction, RuleConfig, TransparentListener};
 pub use terminate::{
     BackendAddr, BalancePolicy, CertificateConfig, ClientAuthConfig, ClientAuthMode, HealthConfig,
     ListenerConfig, RouteConfig, TerminateConfig, TlsVersion,
@@ -64,6 +64,11 @@ impl Config {
         }
         if let Some(o) = &mut self.originate {
             for l in &mut o.listener {
+                for p in [&mut l.ca, &mut l.cert, &mut l.key].into_iter().flatten() {
+                    *p = dir.join(&*p);
+                }
+            }
+            for l in &mut o.transparent {
                 for p in [&mut l.ca, &mut l.cert, &mut l.key].into_iter().flatten() {
                     *p = dir.join(&*p);
                 }

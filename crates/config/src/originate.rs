@@ -14,6 +14,8 @@ use crate::ConfigError;
 pub struct OriginateConfig {
     #[serde(default)]
     pub listener: Vec<OriginateListener>,
+    #[serde(default)]
+    pub transparent: Vec<TransparentListener>,
 }
 
 /// A plaintext listener whose connections leave as TLS toward an upstream.
@@ -77,8 +79,29 @@ impl OriginateListener {
 
 impl OriginateConfig {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        if self.listener.is_empty() {
-            return Err(ConfigError::invalid("[originate]", "no [[originate.listener]] defined"));
+        if self.listener.is_empty() && self.transparent.is_empty() {
+            return Err(ConfigError::invalid(
+                "[originate]",
+                "neither [[originate.listener]] nor [[originate.transparent]] defined",
+            ));
+        }
+        for (i, t) in self.transparent.iter().enumerate() {
+            let place = format!("originate.transparent[{i}] ({})", t.display_name());
+            let bad = |p: String| ConfigError::invalid(&place, p);
+            t.policy().map_err(bad)?;
+            if t.rule.is_empty() {
+                return Err(bad("no rules: every connection would be denied".into()));
+            }
+            if t.cert.is_some() != t.key.is_some() {
+                return Err(bad("cert and key go together".into()));
+            }
+            for (j, r) in t.rule.iter().enumerate() {
+                if r.action != RuleAction::Originate && (r.server_name.is_some() || r.tls_port.is_some()) {
+                    return Err(bad(format!(
+                        "rule[{j}]: server_name and tls_port only apply to action = \"originate\""
+                    )));
+                }
+            }
         }
         for (i, l) in self.listener.iter().enumerate() {
             let place = format!("originate.listener[{i}] ({})", l.display_name());
@@ -113,4 +136,96 @@ fn rustls_name_ok(s: &str) -> Option<()> {
         .ok()
         .filter(|p| matches!(p, tlsgate_core::names::NamePattern::Exact(_)))?;
     Some(())
+}
+
+/// `[[originate.transparent]]`: connections of unmodified programs redirected here by the kernel
+/// (iptables REDIRECT), handled by the first matching rule for their original destination.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TransparentListener {
+    pub name: Option<String>,
+    /// Where the REDIRECT rule sends connections.
+    pub listen: SocketAddr,
+    /// CAs trusted for destinations the `originate` action wraps in TLS; absent: system roots.
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    #[serde(default)]
+    pub alpn: Vec<String>,
+    #[serde(default = "default_versions")]
+    pub tls_versions: Vec<TlsVersion>,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// SO_MARK on tlsgate's own outbound connections, so the REDIRECT rule can exclude them
+    /// (`-m mark ! --mark N`) instead of sending them back to tlsgate.
+    pub outbound_mark: Option<u32>,
+    /// When a rule looks at SNI: how long to wait for the client's first bytes.
+    #[serde(default = "default_sni_wait", with = "humantime_serde")]
+    pub sni_wait: Duration,
+    /// Tried in order; the first match decides. No match: the connection is denied.
+    pub rule: Vec<RuleConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Destination blocks (`10.0.0.0/8`, `2001:db8::/32`, a bare address); empty: any.
+    #[serde(default)]
+    pub cidr: Vec<String>,
+    /// Destination ports (`"443"`, `"8000-8099"`); empty: any.
+    #[serde(default)]
+    pub ports: Vec<String>,
+    /// Server names in the client's ClientHello (exact or `*.`); empty: not looked at.
+    #[serde(default)]
+    pub sni: Vec<String>,
+    pub action: RuleAction,
+    /// `originate`: name sent as SNI and verified; default: the destination address (IP SAN).
+    pub server_name: Option<String>,
+    /// `originate`: port to connect with TLS; default: the original port.
+    pub tls_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleAction {
+    Originate,
+    Passthrough,
+    Deny,
+}
+
+fn default_sni_wait() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl TransparentListener {
+    pub fn display_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.listen.to_string())
+    }
+
+    /// The rules as the sans-IO policy evaluates them.
+    pub fn policy(&self) -> Result<tlsgate_core::policy::Policy, String> {
+        use tlsgate_core::policy::{Action, Policy, Rule};
+        let mut rules = Vec::new();
+        for (i, r) in self.rule.iter().enumerate() {
+            let ctx = |e: String| format!("rule[{i}]: {e}");
+            rules.push(Rule {
+                cidrs: r.cidr.iter().map(|c| c.parse()).collect::<Result<_, _>>().map_err(ctx)?,
+                ports: r.ports.iter().map(|p| p.parse()).collect::<Result<_, _>>().map_err(ctx)?,
+                sni: r
+                    .sni
+                    .iter()
+                    .map(|s| tlsgate_core::names::NamePattern::parse(s).map_err(|e| e.to_string()))
+                    .collect::<Result<_, _>>()
+                    .map_err(ctx)?,
+                action: match r.action {
+                    RuleAction::Originate => Action::Originate,
+                    RuleAction::Passthrough => Action::Passthrough,
+                    RuleAction::Deny => Action::Deny,
+                },
+            });
+        }
+        Ok(Policy { rules })
+    }
 }

@@ -7,4 +7,5 @@ pub mod balance;
 pub mod health;
 pub mod identity;
 pub mod names;
+pub mod policy;
 pub mod side;

@@ -41,6 +41,15 @@ pub struct UpstreamLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub listener: String,
+    /// `originate`, `passthrough` or `deny`.
+    pub action: String,
+    /// Index of the rule that matched, or `none` (default deny).
+    pub rule: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendLabels {
     pub listener: String,
     pub route: String,
@@ -59,6 +68,8 @@ pub struct Metrics {
     pub backend_connections: Family<BackendLabels, Gauge>,
     /// Handshakes tlsgate made as a client (originate).
     pub upstream_handshakes: Family<UpstreamLabels, Counter>,
+    /// Transparent policy decisions.
+    pub transparent_decisions: Family<DecisionLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -87,6 +98,7 @@ impl Metrics {
         let backend_up = Family::default();
         let backend_connections = Family::default();
         let upstream_handshakes = Family::default();
+        let transparent_decisions = Family::default();
         registry.register("connections_open", "TLS connections open", connections_open.clone());
         registry.register("connections", "TCP connections accepted", connections_total.clone());
         registry.register("handshakes", "TLS handshakes by result, version and suite", handshakes.clone());
@@ -103,6 +115,11 @@ impl Metrics {
             upstream_handshakes.clone(),
         );
         registry.register(
+            "transparent_decisions",
+            "Transparent policy decisions by action and rule",
+            transparent_decisions.clone(),
+        );
+        registry.register(
             "backend_connections",
             "Connections open to the backend",
             backend_connections.clone(),
@@ -117,6 +134,7 @@ impl Metrics {
             backend_up,
             backend_connections,
             upstream_handshakes,
+            transparent_decisions,
         }
     }
 

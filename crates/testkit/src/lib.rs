@@ -10,6 +10,7 @@ pub mod clients;
 pub mod data;
 pub mod hello;
 pub mod net;
+pub mod netns;
 pub mod nginx;
 pub mod pki;
 pub mod process;

@@ -170,6 +170,11 @@ impl Tlsgate {
         Tlsgate { proc: Proc::spawn("tlsgate", cmd) }
     }
 
+    /// Runs a prepared command (e.g. `ip netns exec … tlsgate …`) as the tlsgate under test.
+    pub fn start_command(cmd: Command) -> Tlsgate {
+        Tlsgate { proc: Proc::spawn("tlsgate", cmd) }
+    }
+
     /// Waits for the `listening` line of the listener named `name` (or any listener when `None`)
     /// and returns its address.
     pub fn listening(&self, name: Option<&str>) -> std::net::SocketAddr {

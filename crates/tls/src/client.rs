@@ -8,18 +8,52 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, SignatureScheme};
-use tlsgate_config::{OriginateListener, TlsVersion};
+use tlsgate_config::{OriginateListener, TlsVersion, TransparentListener};
 
 use crate::keys::load_cert_and_key;
 use crate::TlsError;
 
-/// The config for one originate listener. Shared by all its connections, so its session cache
-/// lets the second connection to an upstream resume (TLS 1.3 tickets, TLS 1.2 tickets or IDs).
-pub fn originate_client_config(
-    l: &OriginateListener,
+/// What a TLS client of tlsgate's is configured with.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSettings<'a> {
+    pub ca: Option<&'a Path>,
+    pub cert: Option<&'a Path>,
+    pub key: Option<&'a Path>,
+    pub alpn: &'a [String],
+    pub tls_versions: &'a [TlsVersion],
+}
+
+impl<'a> From<&'a OriginateListener> for ClientSettings<'a> {
+    fn from(l: &'a OriginateListener) -> Self {
+        ClientSettings {
+            ca: l.ca.as_deref(),
+            cert: l.cert.as_deref(),
+            key: l.key.as_deref(),
+            alpn: &l.alpn,
+            tls_versions: &l.tls_versions,
+        }
+    }
+}
+
+impl<'a> From<&'a TransparentListener> for ClientSettings<'a> {
+    fn from(l: &'a TransparentListener) -> Self {
+        ClientSettings {
+            ca: l.ca.as_deref(),
+            cert: l.cert.as_deref(),
+            key: l.key.as_deref(),
+            alpn: &l.alpn,
+            tls_versions: &l.tls_versions,
+        }
+    }
+}
+
+/// The config for one listener's outbound TLS. Shared by all its connections, so its session
+/// cache lets the second connection to an upstream resume (TLS 1.3 tickets, TLS 1.2 tickets).
+pub fn client_config(
+    l: ClientSettings<'_>,
     allow_insecure_key_permissions: bool,
 ) -> Result<Arc<ClientConfig>, TlsError> {
-    let roots = match &l.ca {
+    let roots = match l.ca {
         Some(path) => roots_from_file(path)?,
         None => system_roots()?,
     };
@@ -35,7 +69,7 @@ pub fn originate_client_config(
         .with_protocol_versions(&versions)
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_root_certificates(roots);
-    let mut config = match (&l.cert, &l.key) {
+    let mut config = match (l.cert, l.key) {
         (Some(cert), Some(key)) => {
             let loaded = load_cert_and_key(cert, key, allow_insecure_key_permissions)?;
             builder.with_client_cert_resolver(Arc::new(FixedClientCert(loaded.key)))

@@ -11,6 +11,7 @@ pub mod client_auth;
 pub mod error;
 pub mod identity;
 pub mod keys;
+pub mod peek;
 pub mod pki;
 pub mod server;
 

@@ -13,6 +13,7 @@ use tokio_rustls::TlsConnector;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::transparent::Transparent;
 use crate::backend::connect_one;
 use crate::relay::relay;
 use crate::ProxyError;
@@ -45,11 +46,9 @@ impl Originator {
         let mut ready = Vec::new();
         for l in &section.listener {
             let name = l.display_name();
-            let tls = tlsgate_tls::client::originate_client_config(
-                l,
-                config.security.allow_insecure_key_permissions,
-            )
-            .map_err(|e| ProxyError::internal(format!("listener {name}: {e}")))?;
+            let tls =
+                tlsgate_tls::client::client_config(l.into(), config.security.allow_insecure_key_permissions)
+                    .map_err(|e| ProxyError::internal(format!("listener {name}: {e}")))?;
             let socket = TcpListener::bind(l.listen)
                 .await
                 .map_err(|e| ProxyError::internal(format!("listener {name}: bind {}: {e}", l.listen)))?;
@@ -58,11 +57,33 @@ impl Originator {
                 Arc::new(Listener { name, config: l.clone(), connector: TlsConnector::from(tls) }),
             ));
         }
+        let mut transparent = Vec::new();
+        for t in &section.transparent {
+            let name = t.display_name();
+            let fail = |e: String| ProxyError::internal(format!("transparent listener {name}: {e}"));
+            let tls =
+                tlsgate_tls::client::client_config(t.into(), config.security.allow_insecure_key_permissions)
+                    .map_err(|e| fail(e.to_string()))?;
+            let policy = t.policy().map_err(fail)?;
+            let socket =
+                TcpListener::bind(t.listen).await.map_err(|e| fail(format!("bind {}: {e}", t.listen)))?;
+            let state = Transparent {
+                name: name.clone(),
+                config: t.clone(),
+                policy,
+                connector: TlsConnector::from(tls),
+            };
+            transparent.push((socket, Arc::new(state)));
+        }
         let tracker = TaskTracker::new();
         let mut accepts = Vec::new();
         for (socket, l) in ready {
             let local = socket.local_addr().map_err(|e| ProxyError::internal(e.to_string()))?;
             accepts.push((local, tokio::spawn(accept_loop(socket, l, tracker.clone()))));
+        }
+        for (socket, t) in transparent {
+            let local = socket.local_addr().map_err(|e| ProxyError::internal(e.to_string()))?;
+            accepts.push((local, tokio::spawn(super::transparent::accept_loop(socket, t, tracker.clone()))));
         }
         Ok(Originator { accepts, tracker })
     }

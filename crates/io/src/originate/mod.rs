@@ -6,5 +6,6 @@
 //! `ClientConfig` keeps the session cache, so later connections resume.
 
 mod listener;
+mod transparent;
 
 pub use listener::Originator;

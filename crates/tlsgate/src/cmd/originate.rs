@@ -53,8 +53,10 @@ fn config_from(args: &OriginateArgs) -> Result<Config, String> {
             l.key = args.key.clone();
             l.sni = args.sni.clone();
             l.alpn = args.alpn.clone();
-            let config =
-                Config { originate: Some(OriginateConfig { listener: vec![l] }), ..Config::default() };
+            let config = Config {
+                originate: Some(OriginateConfig { listener: vec![l], transparent: Vec::new() }),
+                ..Config::default()
+            };
             config.validate().map_err(|e| e.to_string())?;
             config
         }
