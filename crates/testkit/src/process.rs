@@ -170,6 +170,15 @@ impl Tlsgate {
         Tlsgate { proc: Proc::spawn("tlsgate", cmd) }
     }
 
+    /// The built-in HTTP backend (`tlsgate backend`, answering `hello from <name>`) on `listen`;
+    /// returns it with the address it bound.
+    pub fn backend(bin: &str, listen: &str, name: &str) -> (Tlsgate, String) {
+        let b = Tlsgate::start(bin, &["backend", "--listen", listen, "--name", name]);
+        let line = b.proc.wait_for(&["backend listening"], Duration::from_secs(30));
+        let addr = Proc::field(&line, "addr").unwrap_or_else(|| panic!("no addr in {line}"));
+        (b, addr)
+    }
+
     /// Runs a prepared command (e.g. `ip netns exec … tlsgate …`) as the tlsgate under test.
     pub fn start_command(cmd: Command) -> Tlsgate {
         Tlsgate { proc: Proc::spawn("tlsgate", cmd) }

@@ -4,13 +4,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::ResolvesClientCert;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, SignatureScheme};
 use tlsgate_config::{OriginateListener, TlsVersion, TransparentListener};
 
-use crate::keys::load_cert_and_key;
+use crate::keys::{load_cert_and_key, load_roots};
 use crate::TlsError;
 
 /// What a TLS client of tlsgate's is configured with.
@@ -54,17 +52,10 @@ pub fn client_config(
     allow_insecure_key_permissions: bool,
 ) -> Result<Arc<ClientConfig>, TlsError> {
     let roots = match l.ca {
-        Some(path) => roots_from_file(path)?,
+        Some(path) => load_roots(path)?,
         None => system_roots()?,
     };
-    let versions: Vec<&'static rustls::SupportedProtocolVersion> = l
-        .tls_versions
-        .iter()
-        .map(|v| match v {
-            TlsVersion::Tls12 => &rustls::version::TLS12,
-            TlsVersion::Tls13 => &rustls::version::TLS13,
-        })
-        .collect();
+    let versions = crate::protocol_versions(l.tls_versions);
     let builder = ClientConfig::builder_with_provider(crate::provider())
         .with_protocol_versions(&versions)
         .map_err(|e| TlsError::Config(e.to_string()))?
@@ -78,26 +69,6 @@ pub fn client_config(
     };
     config.alpn_protocols = l.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     Ok(Arc::new(config))
-}
-
-fn roots_from_file(path: &Path) -> Result<RootCertStore, TlsError> {
-    let bytes = std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })?;
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&bytes) {
-        let cert =
-            cert.map_err(|e| TlsError::Material { path: path.to_path_buf(), problem: e.to_string() })?;
-        roots.add(cert).map_err(|e| TlsError::Material {
-            path: path.to_path_buf(),
-            problem: format!("unusable CA: {e}"),
-        })?;
-    }
-    if roots.is_empty() {
-        return Err(TlsError::Material {
-            path: path.to_path_buf(),
-            problem: "no CA certificate in bundle".into(),
-        });
-    }
-    Ok(roots)
 }
 
 fn system_roots() -> Result<RootCertStore, TlsError> {

@@ -8,15 +8,14 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore, SignatureScheme,
-};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
 use tlsgate_config::{ClientAuthConfig, ClientAuthMode};
 use tlsgate_core::identity::AllowList;
 use tlsgate_core::names::NamePattern;
 use tlsgate_core::side::Side;
 
 use crate::identity::peer_identity;
+use crate::keys::load_roots;
 use crate::TlsError;
 
 /// The verifier for a listener's `client_auth`, or `None` when client certificates are not asked.
@@ -26,21 +25,7 @@ pub fn client_verifier(config: &ClientAuthConfig) -> Result<Option<Arc<dyn Clien
     }
     let ca_path =
         config.ca.as_ref().ok_or_else(|| TlsError::Config("client_auth needs a CA bundle".into()))?;
-    let mut roots = RootCertStore::empty();
-    let bytes = std::fs::read(ca_path).map_err(|source| TlsError::Read { path: ca_path.clone(), source })?;
-    for cert in CertificateDer::pem_slice_iter(&bytes) {
-        let cert = cert.map_err(|e| TlsError::Material { path: ca_path.clone(), problem: e.to_string() })?;
-        roots.add(cert).map_err(|e| TlsError::Material {
-            path: ca_path.clone(),
-            problem: format!("unusable CA: {e}"),
-        })?;
-    }
-    if roots.is_empty() {
-        return Err(TlsError::Material {
-            path: ca_path.clone(),
-            problem: "no CA certificate in bundle".into(),
-        });
-    }
+    let roots = load_roots(ca_path)?;
     let mut crls = Vec::new();
     for path in &config.crl {
         let bytes = std::fs::read(path).map_err(|source| TlsError::Read { path: path.clone(), source })?;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
+use rustls::RootCertStore;
 
 use crate::TlsError;
 
@@ -62,6 +63,20 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         path: path.to_path_buf(),
         problem: format!("no usable private key (PKCS#8, SEC1 or PKCS#1 PEM): {e}"),
     })
+}
+
+/// A PEM CA bundle as a trust store; an empty or unusable bundle is an error.
+pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let material = |problem: String| TlsError::Material { path: path.to_path_buf(), problem };
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&read(path)?) {
+        let cert = cert.map_err(|e| material(e.to_string()))?;
+        roots.add(cert).map_err(|e| material(format!("unusable CA: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(material("no CA certificate in bundle".into()));
+    }
+    Ok(roots)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {

@@ -21,3 +21,16 @@ pub use error::TlsError;
 pub fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
     std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
+
+/// rustls's version constants for the configured versions.
+pub fn protocol_versions(
+    versions: &[tlsgate_config::TlsVersion],
+) -> Vec<&'static rustls::SupportedProtocolVersion> {
+    versions
+        .iter()
+        .map(|v| match v {
+            tlsgate_config::TlsVersion::Tls12 => &rustls::version::TLS12,
+            tlsgate_config::TlsVersion::Tls13 => &rustls::version::TLS13,
+        })
+        .collect()
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
-use tlsgate_config::{ListenerConfig, TlsVersion};
+use tlsgate_config::ListenerConfig;
 use tlsgate_core::names::{NamePattern, NameTable};
 
 use crate::client_auth::client_verifier;
@@ -70,14 +70,7 @@ pub fn listener_tls(
     }
     let certs = Arc::new(CertTable { table });
 
-    let versions: Vec<&'static rustls::SupportedProtocolVersion> = listener
-        .tls_versions
-        .iter()
-        .map(|v| match v {
-            TlsVersion::Tls12 => &rustls::version::TLS12,
-            TlsVersion::Tls13 => &rustls::version::TLS13,
-        })
-        .collect();
+    let versions = crate::protocol_versions(&listener.tls_versions);
     let mut config = ServerConfig::builder_with_provider(crate::provider())
         .with_protocol_versions(&versions)
         .map_err(|e| TlsError::Config(e.to_string()))?

@@ -21,9 +21,7 @@ fn metrics_and_status_page_show_live_traffic() {
         let c = pki.ca.issue_client(&ClientSpec { common_name: cn, ..Default::default() }).unwrap();
         c.write(pki.dir.path(), stem).unwrap();
     }
-    let backend = Tlsgate::start(BIN, &["backend", "--listen", "127.0.0.1:0", "--name", "admin"]);
-    let addr =
-        Proc::field(&backend.proc.wait_for(&["backend listening"], Duration::from_secs(30)), "addr").unwrap();
+    let (_backend, addr) = Tlsgate::backend(BIN, "127.0.0.1:0", "admin");
     let gate = Tlsgate::start(
         BIN,
         &[

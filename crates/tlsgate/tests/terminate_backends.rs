@@ -6,7 +6,7 @@ use std::time::Duration;
 use tlsgate_testkit::clients::{curl, describe};
 use tlsgate_testkit::net::{blackhole, dead_port};
 use tlsgate_testkit::pki::Pki;
-use tlsgate_testkit::process::{Proc, Tlsgate};
+use tlsgate_testkit::process::Tlsgate;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
 
@@ -14,9 +14,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
 fn failed_connects_retry_on_the_next_backend() {
     let pki = Pki::new();
     pki.server("server", &["localhost"]);
-    let backend = Tlsgate::start(BIN, &["backend", "--listen", "127.0.0.1:0", "--name", "healthy"]);
-    let healthy =
-        Proc::field(&backend.proc.wait_for(&["backend listening"], Duration::from_secs(30)), "addr").unwrap();
+    let (_backend, healthy) = Tlsgate::backend(BIN, "127.0.0.1:0", "healthy");
     let hole = blackhole();
     let refused = format!("127.0.0.1:{}", dead_port());
     let config = format!(
@@ -82,13 +80,6 @@ fn pool_gate(backends: &[String], route: &str) -> Pools {
     Pools { pki, gate, port }
 }
 
-fn named_backend(name: &str, listen: &str) -> (Tlsgate, String) {
-    let b = Tlsgate::start(BIN, &["backend", "--listen", listen, "--name", name]);
-    let addr =
-        Proc::field(&b.proc.wait_for(&["backend listening"], Duration::from_secs(30)), "addr").unwrap();
-    (b, addr)
-}
-
 /// GET / from source address `from` (any 127/8 address is local); the backend's name.
 fn hello(p: &Pools, from: &str) -> Result<String, String> {
     let url = format!("https://localhost:{}/", p.port);
@@ -102,8 +93,8 @@ fn hello(p: &Pools, from: &str) -> Result<String, String> {
 
 #[test]
 fn least_connections_avoids_the_busy_member() {
-    let (_a, a) = named_backend("A", "127.0.0.1:0");
-    let (_b, b) = named_backend("B", "127.0.0.1:0");
+    let (_a, a) = Tlsgate::backend(BIN, "127.0.0.1:0", "A");
+    let (_b, b) = Tlsgate::backend(BIN, "127.0.0.1:0", "B");
     let p = pool_gate(&[a, b], "balance = \"least-connections\"");
     // Hold one slow connection open, then see where new ones go.
     let body = p.pki.path("slow.bin");
@@ -145,7 +136,8 @@ fn least_connections_avoids_the_busy_member() {
 #[test]
 fn source_hash_keeps_each_client_on_one_member() {
     let names = ["A", "B", "C"];
-    let backends: Vec<(Tlsgate, String)> = names.iter().map(|n| named_backend(n, "127.0.0.1:0")).collect();
+    let backends: Vec<(Tlsgate, String)> =
+        names.iter().map(|n| Tlsgate::backend(BIN, "127.0.0.1:0", n)).collect();
     let p =
         pool_gate(&backends.iter().map(|(_, a)| a.clone()).collect::<Vec<_>>(), "balance = \"source-hash\"");
     let mut members = std::collections::HashSet::new();
@@ -162,8 +154,8 @@ fn source_hash_keeps_each_client_on_one_member() {
 
 #[test]
 fn active_checks_take_a_dead_member_out_and_bring_it_back() {
-    let (a_proc, a) = named_backend("A", "127.0.0.1:0");
-    let (_b, b) = named_backend("B", "127.0.0.1:0");
+    let (a_proc, a) = Tlsgate::backend(BIN, "127.0.0.1:0", "A");
+    let (_b, b) = Tlsgate::backend(BIN, "127.0.0.1:0", "B");
     let p = pool_gate(
         &[a.clone(), b],
         "[terminate.listener.route.health]\ninterval = \"100ms\"\ntimeout = \"500ms\"\nrise = 2\nfall = 2\n",
@@ -177,7 +169,7 @@ fn active_checks_take_a_dead_member_out_and_bring_it_back() {
         p.gate.proc.lines_with(&["backend connect failed", &a]).is_empty(),
         "real traffic was sent to the down member"
     );
-    let (_a2, _) = named_backend("A", &a);
+    let (_a2, _) = Tlsgate::backend(BIN, &a, "A");
     p.gate.proc.wait_for(&["backend marked up", &a], Duration::from_secs(10));
     let mut seen = std::collections::HashSet::new();
     for _ in 0..4 {
@@ -188,9 +180,9 @@ fn active_checks_take_a_dead_member_out_and_bring_it_back() {
 
 #[test]
 fn a_member_killed_during_a_load_run_is_ejected_and_no_request_fails() {
-    let (a_proc, a) = named_backend("A", "127.0.0.1:0");
-    let (_b, b) = named_backend("B", "127.0.0.1:0");
-    let (_c, c) = named_backend("C", "127.0.0.1:0");
+    let (a_proc, a) = Tlsgate::backend(BIN, "127.0.0.1:0", "A");
+    let (_b, b) = Tlsgate::backend(BIN, "127.0.0.1:0", "B");
+    let (_c, c) = Tlsgate::backend(BIN, "127.0.0.1:0", "C");
     let p =
         pool_gate(&[a.clone(), b, c], "[terminate.listener.route.health]\nfall = 2\neject_time = \"60s\"\n");
     let mut a_proc = Some(a_proc);

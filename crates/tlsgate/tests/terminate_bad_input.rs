@@ -46,9 +46,7 @@ fn resetting_backend() -> String {
 fn bad_input_closes_only_the_offending_connection() {
     let pki = Pki::new();
     pki.server("server", &["localhost", "down.test", "reset.test"]);
-    let backend = Tlsgate::start(BIN, &["backend", "--listen", "127.0.0.1:0"]);
-    let backend_addr =
-        Proc::field(&backend.proc.wait_for(&["backend listening"], Duration::from_secs(30)), "addr").unwrap();
+    let (_backend, backend_addr) = Tlsgate::backend(BIN, "127.0.0.1:0", "backend");
     let config = format!(
         r#"
 [[terminate.listener]]

@@ -4,16 +4,14 @@
 use std::time::Duration;
 
 use tlsgate_testkit::pki::Pki;
-use tlsgate_testkit::process::{Proc, Tlsgate};
+use tlsgate_testkit::process::Tlsgate;
 use tlsgate_testkit::tls_client::{get, handshake};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
 
 fn start(pki: &Pki, terminate: &str, listeners: &[(&str, &str)]) -> (Tlsgate, Tlsgate) {
     pki.server("server", &["localhost"]);
-    let backend = Tlsgate::start(BIN, &["backend", "--listen", "127.0.0.1:0", "--name", "limits"]);
-    let addr =
-        Proc::field(&backend.proc.wait_for(&["backend listening"], Duration::from_secs(30)), "addr").unwrap();
+    let (backend, addr) = Tlsgate::backend(BIN, "127.0.0.1:0", "limits");
     let mut config = format!("[terminate]\n{terminate}\n");
     for (name, extra) in listeners {
         config.push_str(&format!(

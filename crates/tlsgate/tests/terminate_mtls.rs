@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tlsgate_testkit::clients::{curl, describe};
 use tlsgate_testkit::pki::Pki;
-use tlsgate_testkit::process::{Proc, Tlsgate};
+use tlsgate_testkit::process::Tlsgate;
 use tlsgate_tls::pki::{ClientSpec, TestCa};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
@@ -46,9 +46,7 @@ fn setup() -> Setup {
     );
     std::fs::write(pki.path("clients.crl"), pki.ca.crl(&[revoked], 1).unwrap()).unwrap();
 
-    let backend = Tlsgate::start(BIN, &["backend", "--listen", "127.0.0.1:0", "--name", "mtls"]);
-    let addr =
-        Proc::field(&backend.proc.wait_for(&["backend listening"], Duration::from_secs(30)), "addr").unwrap();
+    let (backend, addr) = Tlsgate::backend(BIN, "127.0.0.1:0", "mtls");
     let config = format!(
         r#"
 [[terminate.listener]]

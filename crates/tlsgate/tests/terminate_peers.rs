@@ -17,10 +17,7 @@ const VERSIONS: [(&[&str], &str); 2] =
     [(&["--tlsv1.3"], "TLSv1_3"), (&["--tlsv1.2", "--tls-max", "1.2"], "TLSv1_2")];
 
 fn builtin_backend() -> (Tlsgate, String) {
-    let backend = Tlsgate::start(BIN, &["backend", "--listen", "127.0.0.1:0", "--name", "builtin"]);
-    let line = backend.proc.wait_for(&["backend listening"], Duration::from_secs(30));
-    let addr = Proc::field(&line, "addr").unwrap();
-    (backend, addr)
+    Tlsgate::backend(BIN, "127.0.0.1:0", "builtin")
 }
 
 fn terminator(pki: &Pki, backend: &str) -> (Tlsgate, u16) {

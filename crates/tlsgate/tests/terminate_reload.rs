@@ -53,9 +53,7 @@ fn hex_serial(serial: u64) -> String {
 }
 
 fn start(pki: &Pki, extra: &str) -> (Tlsgate, u16, Tlsgate) {
-    let backend = Tlsgate::start(BIN, &["backend", "--listen", "127.0.0.1:0", "--name", "ops"]);
-    let addr =
-        Proc::field(&backend.proc.wait_for(&["backend listening"], Duration::from_secs(30)), "addr").unwrap();
+    let (backend, addr) = Tlsgate::backend(BIN, "127.0.0.1:0", "ops");
     let config = format!(
         r#"
 [terminate]
@@ -261,9 +259,7 @@ fn sigterm_lets_a_64mib_download_finish_within_the_drain_period() {
 fn drain_is_bounded_and_json_logs_say_so() {
     let pki = Pki::new();
     pki.server("server", &["localhost"]);
-    let backend = Tlsgate::start(BIN, &["backend", "--listen", "127.0.0.1:0", "--name", "ops"]);
-    let addr =
-        Proc::field(&backend.proc.wait_for(&["backend listening"], Duration::from_secs(30)), "addr").unwrap();
+    let (_backend, addr) = Tlsgate::backend(BIN, "127.0.0.1:0", "ops");
     let config = format!(
         "[log]\nformat = \"json\"\n[terminate]\ndrain_timeout = \"1s\"\n[[terminate.listener]]\nname = \"cut\"\n\
          listen = \"127.0.0.1:0\"\n[[terminate.listener.certificate]]\ncert = \"server.pem\"\nkey = \"server.key\"\n\

@@ -11,9 +11,7 @@ use tlsgate_testkit::process::{Proc, Tlsgate};
 const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
 
 fn backend(name: &str) -> (Tlsgate, String) {
-    let b = Tlsgate::start(BIN, &["backend", "--listen", "127.0.0.1:0", "--name", name]);
-    let line = b.proc.wait_for(&["backend listening"], Duration::from_secs(30));
-    (b, Proc::field(&line, "addr").unwrap())
+    Tlsgate::backend(BIN, "127.0.0.1:0", name)
 }
 
 /// GET / for `name` on `port`, resolved to loopback, with the test CA; body or curl's error.
