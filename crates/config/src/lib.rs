@@ -15,7 +15,7 @@ pub use model::{AdminConfig, Config, LogConfig, LogFormat, SecurityConfig};
 pub use originate::{OriginateConfig, OriginateListener, RuleAction, RuleConfig, TransparentListener};
 pub use terminate::{
     BackendAddr, BalancePolicy, CertificateConfig, ClientAuthConfig, ClientAuthMode, HealthConfig,
-    ListenerConfig, RouteConfig, TerminateConfig, TlsVersion,
+    ListenerConfig, ProxyProtocol, RouteConfig, TerminateConfig, TlsVersion,
 };
 
 impl Config {

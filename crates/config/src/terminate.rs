@@ -80,6 +80,11 @@ pub struct ListenerConfig {
     pub idle_timeout: Duration,
     /// Connections of this listener open at once; more wait in the kernel's accept queue.
     pub max_connections: Option<usize>,
+    /// Expect a PROXY protocol header (v1 or v2) from a load balancer in front before the TLS
+    /// handshake, and take the client's address from it. Only for listeners that only trusted
+    /// load balancers can reach: whoever sends the header chooses the address.
+    #[serde(default)]
+    pub accept_proxy_protocol: bool,
     pub certificate: Vec<CertificateConfig>,
     pub route: Vec<RouteConfig>,
     /// Mutual TLS: whether and how clients present certificates.
@@ -170,8 +175,29 @@ pub struct RouteConfig {
     /// headers (and removing any the client sent itself). See docs/http-headers.md.
     #[serde(default)]
     pub http_headers: bool,
+    /// Send a PROXY protocol header (v1 text, or v2 binary with TLS details as TLVs) to the
+    /// backend before the client's bytes. See docs/proxy-protocol.md.
+    pub proxy_protocol: Option<ProxyProtocol>,
     #[serde(default)]
     pub health: HealthConfig,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    V1,
+    V2,
+}
+
+impl std::str::FromStr for ProxyProtocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "v1" => Ok(ProxyProtocol::V1),
+            "v2" => Ok(ProxyProtocol::V2),
+            _ => Err(format!("{s:?}: expected v1 or v2")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -296,6 +322,7 @@ impl ListenerConfig {
             handshake_timeout: default_handshake_timeout(),
             idle_timeout: default_idle_timeout(),
             max_connections: None,
+            accept_proxy_protocol: false,
             certificate: vec![CertificateConfig { cert, key, names: Some(Vec::new()), default: true }],
             route: vec![RouteConfig {
                 sni: Vec::new(),
@@ -304,6 +331,7 @@ impl ListenerConfig {
                 connect_attempts: None,
                 balance: BalancePolicy::default(),
                 http_headers: false,
+                proxy_protocol: None,
                 health: HealthConfig::default(),
             }],
             client_auth: ClientAuthConfig::default(),

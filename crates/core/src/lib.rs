@@ -8,4 +8,5 @@ pub mod health;
 pub mod identity;
 pub mod names;
 pub mod policy;
+pub mod proxy_protocol;
 pub mod side;

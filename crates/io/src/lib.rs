@@ -11,6 +11,7 @@ pub mod counted;
 pub mod error;
 pub mod http_backend;
 pub mod originate;
+pub mod proxy_header;
 pub mod relay;
 pub mod terminate;
 

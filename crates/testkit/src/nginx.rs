@@ -19,7 +19,13 @@ impl Nginx {
     /// Starts nginx in the foreground, one process, on a free loopback port; `root` is served and
     /// receives PUT uploads.
     pub fn start(root: &Path) -> Nginx {
-        Self::start_with(root, "")
+        Self::start_with(root, "", "")
+    }
+
+    /// Plain HTTP behind the PROXY protocol (v1 or v2): the access log's `pp=` shows the address
+    /// the header carried.
+    pub fn start_proxy_protocol(root: &Path) -> Nginx {
+        Self::start_with(root, "", " proxy_protocol")
     }
 
     /// The same over HTTPS with `cert`/`key`; with `client_ca`, client certificates are required.
@@ -34,10 +40,10 @@ impl Nginx {
         if let Some(ca) = client_ca {
             tls.push_str(&format!(" ssl_client_certificate {}; ssl_verify_client on;", ca.display()));
         }
-        Self::start_with(root, &tls)
+        Self::start_with(root, &tls, " ssl")
     }
 
-    fn start_with(root: &Path, tls: &str) -> Nginx {
+    fn start_with(root: &Path, tls: &str, listen_options: &str) -> Nginx {
         let dir = tempfile::Builder::new().prefix("tlsgate-nginx-").tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("nginx.conf");
@@ -56,7 +62,8 @@ http {{
     log_format tlsgate '$remote_addr "$request" $status xff="$http_x_forwarded_for" '
                        'proto="$http_x_forwarded_proto" verify="$http_x_client_verify" '
                        'cn="$http_x_client_cn" subject="$http_x_client_subject" uri="$http_x_client_uri" '
-                       'tls="$ssl_protocol" reused="$ssl_session_reused" client_dn="$ssl_client_s_dn"';
+                       'tls="$ssl_protocol" reused="$ssl_session_reused" client_dn="$ssl_client_s_dn" '
+                       'pp="$proxy_protocol_addr:$proxy_protocol_port"';
     access_log {d}/access.log tlsgate;
     client_body_temp_path {d}/body;
     proxy_temp_path {d}/proxy;
@@ -65,7 +72,7 @@ http {{
     scgi_temp_path {d}/scgi;
     client_max_body_size 0;
     server {{
-        listen 127.0.0.1:{port}{ssl};
+        listen 127.0.0.1:{port}{listen_options};
         {tls}
         root {root};
         dav_methods PUT;
@@ -74,7 +81,6 @@ http {{
 }}
 "#,
                 root = root.display(),
-                ssl = if tls.is_empty() { "" } else { " ssl" },
             ),
         )
         .unwrap();

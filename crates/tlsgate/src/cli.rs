@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use tlsgate_config::BackendAddr;
+use tlsgate_config::{BackendAddr, ProxyProtocol};
 
 #[derive(Debug, Parser)]
 #[command(name = "tlsgate", version, about = "TLS offload gateway")]
@@ -82,6 +82,9 @@ pub struct TerminateArgs {
     /// Admit client certificates with this URI SAN (a SPIFFE ID; "/*" suffix for a prefix).
     #[arg(long, requires = "client_ca", conflicts_with = "config")]
     pub allow_uri: Vec<String>,
+    /// Send a PROXY protocol header (v1 or v2, with TLS details) to the backends.
+    #[arg(long, conflicts_with = "config")]
+    pub proxy_protocol: Option<ProxyProtocol>,
     /// Admin listener address (/healthz, /metrics, /status).
     #[arg(long)]
     pub admin: Option<SocketAddr>,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use rustls::server::Acceptor;
 use rustls::AlertDescription;
 use tlsgate_core::identity::PeerIdentity;
+use tlsgate_core::proxy_protocol::tls::TlsInfo;
 use tlsgate_tls::identity::peer_identity;
 use tlsgate_tls::server::ListenerTls;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,6 +30,28 @@ pub struct Established {
 }
 
 impl Established {
+    /// What a PROXY v2 header tells the backend about this session.
+    pub fn tls_info(&self) -> TlsInfo {
+        let conn = self.stream.get_ref().1;
+        let version = match conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
+            other => other.map(|v| format!("{v:?}")).unwrap_or_default(),
+        };
+        // IANA names: rustls spells the TLS 1.3 ones `TLS13_…`.
+        let cipher = conn
+            .negotiated_cipher_suite()
+            .map(|s| format!("{:?}", s.suite()).replacen("TLS13_", "TLS_", 1))
+            .unwrap_or_default();
+        TlsInfo {
+            sni: self.sni.clone(),
+            alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
+            version,
+            cipher,
+            client_cert: self.peer.clone(),
+        }
+    }
+
     /// `TLSv1_3`, `TLS13_AES_128_GCM_SHA256`, ALPN as text: for the connection's log line.
     pub fn describe(&self) -> (String, String, String) {
         let conn = self.stream.get_ref().1;
@@ -39,12 +62,15 @@ impl Established {
     }
 }
 
+/// Runs the handshake on `tcp`; `initial` holds bytes already read from it (after a PROXY
+/// header), which come first.
 pub async fn accept(
     mut tcp: TcpStream,
+    initial: Vec<u8>,
     tls: &ListenerTls,
     routes: &Routes,
 ) -> Result<Established, ProxyError> {
-    let accepted = read_client_hello(&mut tcp).await?;
+    let accepted = read_client_hello(&mut tcp, initial).await?;
     let hello = accepted.client_hello();
     let sni = hello.server_name().map(str::to_owned);
     if tls.certs.lookup(sni.as_deref()).is_none() {
@@ -69,18 +95,26 @@ pub async fn accept(
 
 /// Feeds socket bytes to rustls until a whole ClientHello has arrived. Anything that is not one
 /// is answered with the alert rustls chose and an error naming the client.
-async fn read_client_hello(tcp: &mut TcpStream) -> Result<rustls::server::Accepted, ProxyError> {
+async fn read_client_hello(
+    tcp: &mut TcpStream,
+    initial: Vec<u8>,
+) -> Result<rustls::server::Accepted, ProxyError> {
     let mut acceptor = Acceptor::default();
-    let mut buf = [0u8; 4096];
+    let mut chunk = [0u8; 4096];
+    // Bytes read but not yet given to rustls: first those read past a PROXY header.
+    let mut pending = initial;
     loop {
-        let n = tcp
-            .read(&mut buf)
-            .await
-            .map_err(|e| ProxyError::client(format!("read before ClientHello: {e}")))?;
-        if n == 0 {
-            return Err(ProxyError::client("closed the connection before a complete ClientHello"));
+        if pending.is_empty() {
+            let n = tcp
+                .read(&mut chunk)
+                .await
+                .map_err(|e| ProxyError::client(format!("read before ClientHello: {e}")))?;
+            if n == 0 {
+                return Err(ProxyError::client("closed the connection before a complete ClientHello"));
+            }
+            pending.extend_from_slice(&chunk[..n]);
         }
-        let mut input = &buf[..n];
+        let mut input = pending.as_slice();
         while !input.is_empty() {
             let taken = acceptor
                 .read_tls(&mut input)
@@ -89,6 +123,7 @@ async fn read_client_hello(tcp: &mut TcpStream) -> Result<rustls::server::Accept
                 return Err(ProxyError::client("ClientHello larger than rustls accepts"));
             }
         }
+        pending.clear();
         match acceptor.accept() {
             Ok(Some(accepted)) => return Ok(accepted),
             Ok(None) => continue,

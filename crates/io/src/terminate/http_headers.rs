@@ -23,7 +23,7 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tlsgate_core::identity::PeerIdentity;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 
 use super::routes::Route;
@@ -37,6 +37,8 @@ type Body = BoxBody<bytes::Bytes, hyper::Error>;
 pub struct ClientFacts {
     pub addr: SocketAddr,
     pub identity: Option<PeerIdentity>,
+    /// Sent first on every backend connection, when the route speaks the PROXY protocol.
+    pub proxy_header: Option<Vec<u8>>,
 }
 
 /// One backend connection, reused across the client's requests while it stays open.
@@ -96,7 +98,12 @@ async fn forward(
 }
 
 async fn connect(route: &Arc<Route>, facts: &ClientFacts) -> Result<Upstream, ProxyError> {
-    let (tcp, lease) = route.pool.connect(facts.addr.ip()).await?;
+    let (mut tcp, lease) = route.pool.connect(facts.addr.ip()).await?;
+    if let Some(header) = &facts.proxy_header {
+        tcp.write_all(header)
+            .await
+            .map_err(|e| ProxyError::backend(format!("sending the PROXY header: {e}")))?;
+    }
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
         .map_err(|e| ProxyError::backend(format!("HTTP handshake: {e}")))?;
@@ -181,7 +188,8 @@ mod tests {
         h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
         h.insert("x-forwarded-host", HeaderValue::from_static("evil"));
         h.insert("user-agent", HeaderValue::from_static("curl"));
-        let facts = ClientFacts { addr: "10.1.2.3:4444".parse().unwrap(), identity: None };
+        let facts =
+            ClientFacts { addr: "10.1.2.3:4444".parse().unwrap(), identity: None, proxy_header: None };
         rewrite_headers(&mut h, &facts);
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");
         assert_eq!(h["x-forwarded-proto"], "https");
@@ -204,7 +212,10 @@ mod tests {
             uri: vec!["spiffe://t/x".into()],
             ip: vec!["10.0.0.1".parse().unwrap()],
         };
-        rewrite_headers(&mut h, &ClientFacts { addr: "[::1]:1".parse().unwrap(), identity: Some(id) });
+        rewrite_headers(
+            &mut h,
+            &ClientFacts { addr: "[::1]:1".parse().unwrap(), identity: Some(id), proxy_header: None },
+        );
         assert_eq!(h["x-forwarded-for"], "::1");
         assert_eq!(h["x-client-cn"], "Zo%C3%AB");
         assert_eq!(h["x-client-subject"], "CN=Zo%C3%AB%0D%0AX-Evil: 1");

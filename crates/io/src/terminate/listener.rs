@@ -13,6 +13,7 @@ use tlsgate_core::side::Side;
 use tlsgate_telemetry::conns::{live, ConnInfo};
 use tlsgate_telemetry::metrics::{metrics, BytesLabels, HandshakeLabels, ListenerLabel};
 use tlsgate_tls::server::{listener_tls, ListenerTls};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
@@ -22,6 +23,7 @@ use super::handshake;
 use super::http_headers::{self, ClientFacts};
 use super::routes::Routes;
 use crate::counted::Counted;
+use crate::proxy_header;
 use crate::relay::{relay, Tally};
 use crate::ProxyError;
 
@@ -34,6 +36,7 @@ pub struct ListenerState {
     pub routes: Routes,
     handshake_timeout: Duration,
     idle_timeout: Option<Duration>,
+    accept_proxy_protocol: bool,
     /// This listener's connection limit (a reload starts a fresh count).
     limit: Option<Arc<Semaphore>>,
 }
@@ -51,6 +54,7 @@ impl ListenerState {
             tls,
             routes,
             handshake_timeout: config.handshake_timeout,
+            accept_proxy_protocol: config.accept_proxy_protocol,
             idle_timeout: Some(config.idle_timeout).filter(|d| !d.is_zero()),
             limit: config.max_connections.map(|n| Arc::new(Semaphore::new(n))),
         })
@@ -127,11 +131,28 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
         };
         m.handshakes.get_or_create(&labels).inc();
     };
-    let accepted =
-        tokio::time::timeout(state.handshake_timeout, handshake::accept(tcp, &state.tls, &state.routes))
-            .await;
-    let est = match accepted {
-        Ok(Ok(est)) => est,
+    let local = tcp.local_addr().unwrap_or(client);
+    // A load balancer's PROXY header (when the listener expects one) and the handshake share
+    // the handshake timeout: a client gets that long to say everything before TLS is up.
+    let accept = async {
+        let mut tcp = tcp;
+        let (client, local, initial) = if state.accept_proxy_protocol {
+            let (header, rest) = proxy_header::read(&mut tcp).await?;
+            let (client, local) = proxy_header::source(&header).unwrap_or((client, local));
+            tracing::info!(%client, "client address from PROXY header");
+            (client, local, rest)
+        } else {
+            (client, local, Vec::new())
+        };
+        Ok::<_, ProxyError>((
+            handshake::accept(tcp, initial, &state.tls, &state.routes).await?,
+            client,
+            local,
+        ))
+    };
+    let accepted = tokio::time::timeout(state.handshake_timeout, accept).await;
+    let (est, client, local) = match accepted {
+        Ok(Ok(ok)) => ok,
         Ok(Err(e)) => {
             handshake_result(if e.context.starts_with("refused") { "refused" } else { "failed" }, "", "");
             tracing::warn!(side = %e.side, error = %e.context, "handshake failed, connection closed");
@@ -177,8 +198,18 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
             .bytes
             .get_or_create_owned(&BytesLabels { listener: state.name.clone(), direction: "down".into() }),
     };
+    let proxy_header_bytes = match est.route.proxy_protocol {
+        Some(v) => match proxy_header::outbound(v, client, local, &est.tls_info()) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                tracing::error!(side = %e.side, error = %e.context, "cannot build the PROXY header");
+                return;
+            }
+        },
+        None => None,
+    };
     if est.route.http_headers {
-        let facts = ClientFacts { addr: client, identity };
+        let facts = ClientFacts { addr: client, identity, proxy_header: proxy_header_bytes };
         let stream = Counted::new(est.stream, &meter);
         match http_headers::serve(stream, est.route.clone(), facts).await {
             Ok(()) => tracing::info!(
@@ -202,6 +233,13 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
     let member = lease.member().addr.to_string();
     if let Ok(mut b) = listed.info.backend.lock() {
         b.clone_from(&member);
+    }
+    let mut backend = backend;
+    if let Some(header) = &proxy_header_bytes {
+        if let Err(e) = backend.write_all(header).await {
+            tracing::warn!(backend = %member, side = %Side::Backend, error = %e, "sending the PROXY header failed");
+            return;
+        }
     }
     match relay(est.stream, backend, &meter, state.idle_timeout).await {
         Ok(t) => tracing::info!(

@@ -14,6 +14,7 @@ pub struct Route {
     pub pool: Arc<Pool>,
     /// HTTP header mode (see `http_headers`) instead of a byte relay.
     pub http_headers: bool,
+    pub proxy_protocol: Option<tlsgate_config::ProxyProtocol>,
 }
 
 #[derive(Debug)]
@@ -33,6 +34,7 @@ impl Routes {
                 label: format!("route[{i}] {label}"),
                 pool: Pool::start(r),
                 http_headers: r.http_headers,
+                proxy_protocol: r.proxy_protocol,
             });
             all.push(route.clone());
             if r.sni.is_empty() {

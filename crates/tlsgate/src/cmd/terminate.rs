@@ -107,6 +107,7 @@ fn config_from(args: &TerminateArgs) -> Result<Config, String> {
             if let Some(t) = args.handshake_timeout {
                 listener.handshake_timeout = t;
             }
+            listener.route[0].proxy_protocol = args.proxy_protocol;
             if let Some(ca) = &args.client_ca {
                 listener.client_auth = ClientAuthConfig {
                     mode: ClientAuthMode::Required,
