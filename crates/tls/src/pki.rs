@@ -39,6 +39,7 @@ pub struct ClientSpec<'a> {
     pub common_name: &'a str,
     pub dns: &'a [&'a str],
     pub uri: &'a [&'a str],
+    pub ip: &'a [std::net::IpAddr],
     /// Already expired (validity ended yesterday) instead of valid for a year.
     pub expired: bool,
 }
@@ -80,6 +81,9 @@ impl TestCa {
         }
         for u in spec.uri {
             params.subject_alt_names.push(SanType::URI((*u).try_into()?));
+        }
+        for ip in spec.ip {
+            params.subject_alt_names.push(SanType::IpAddress(*ip));
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         self.sign(params, spec.expired)

@@ -31,7 +31,7 @@ fn setup() -> Setup {
         common_name: "alice",
         dns: &["alice.clients.test"],
         uri: &["spiffe://test/ns/prod/alice"],
-        expired: false,
+        ..Default::default()
     };
     client(&pki, &pki.ca, "alice", alice.clone());
     client(&pki, &pki.ca, "expired", ClientSpec { expired: true, ..alice.clone() });
@@ -85,10 +85,10 @@ listen = "127.0.0.1:0"
 }
 
 /// curl to `port` presenting client certificate `stem` (or none); body, or curl's complaint.
-fn get(s: &Setup, port: u16, stem: Option<&str>, tls: &str) -> Result<String, String> {
+fn get(pki: &Pki, port: u16, stem: Option<&str>, tls: &str) -> Result<String, String> {
     let url = format!("https://localhost:{port}/");
-    let cert = stem.map(|st| (s.pki.path(&format!("{st}.pem")), s.pki.path(&format!("{st}.key"))));
-    let mut args = vec!["--cacert", s.pki.ca(), tls];
+    let cert = stem.map(|st| (pki.path(&format!("{st}.pem")), pki.path(&format!("{st}.key"))));
+    let mut args = vec!["--cacert", pki.ca(), tls];
     let (c, k);
     if let Some((cert, key)) = &cert {
         (c, k) = (cert.to_str().unwrap(), key.to_str().unwrap());
@@ -107,7 +107,7 @@ fn get(s: &Setup, port: u16, stem: Option<&str>, tls: &str) -> Result<String, St
 fn good_client_certificate_passes_and_is_logged() {
     let s = setup();
     for tls in ["--tlsv1.3", "--tlsv1.2"] {
-        assert_eq!(get(&s, s.required, Some("alice"), tls).unwrap(), "hello from mtls\n");
+        assert_eq!(get(&s.pki, s.required, Some("alice"), tls).unwrap(), "hello from mtls\n");
         s.gate.proc.wait_for(
             &[
                 "listener=required",
@@ -130,7 +130,7 @@ fn bad_client_certificates_get_the_matching_alert() {
         (Some("mallory"), "access denied", "ApplicationVerificationFailure"),
     ];
     for (stem, alert, logged) in cases {
-        let err = get(&s, s.required, stem, "--tlsv1.3").unwrap_err();
+        let err = get(&s.pki, s.required, stem, "--tlsv1.3").unwrap_err();
         assert!(err.contains(alert), "{stem:?}: expected alert {alert:?}: {err}");
         s.gate.proc.wait_for(
             &["listener=required", "side=client", "handshake failed", logged],
@@ -141,16 +141,83 @@ fn bad_client_certificates_get_the_matching_alert() {
         .proc
         .wait_logged(&["client certificate refused by allow-list", "CN=mallory"], Duration::from_secs(10));
     // TLS 1.2 reports the same refusals.
-    let err = get(&s, s.required, Some("revoked"), "--tlsv1.2").unwrap_err();
+    let err = get(&s.pki, s.required, Some("revoked"), "--tlsv1.2").unwrap_err();
     assert!(err.contains("certificate revoked"), "{err}");
 }
 
 #[test]
 fn optional_mode_admits_clients_without_a_certificate_but_checks_presented_ones() {
     let s = setup();
-    assert_eq!(get(&s, s.optional, None, "--tlsv1.3").unwrap(), "hello from mtls\n");
-    assert_eq!(get(&s, s.optional, Some("alice"), "--tlsv1.3").unwrap(), "hello from mtls\n");
+    assert_eq!(get(&s.pki, s.optional, None, "--tlsv1.3").unwrap(), "hello from mtls\n");
+    assert_eq!(get(&s.pki, s.optional, Some("alice"), "--tlsv1.3").unwrap(), "hello from mtls\n");
     s.gate.proc.wait_logged(&["listener=optional", "client_cert=CN=alice"], Duration::from_secs(10));
-    let err = get(&s, s.optional, Some("stranger"), "--tlsv1.3").unwrap_err();
+    let err = get(&s.pki, s.optional, Some("stranger"), "--tlsv1.3").unwrap_err();
     assert!(err.contains("unknown ca"), "{err}");
+}
+
+/// The mTLS flags alone (`--client-ca`, `--crl`, `--allow-dns`, `--allow-uri`), and an IP SAN
+/// allow-list entry through the config.
+#[test]
+fn mtls_flags_and_ip_san_allow_list() {
+    let pki = Pki::new();
+    let (cert, key) = pki.server("server", &["localhost"]);
+    let ip: std::net::IpAddr = "10.9.8.7".parse().unwrap();
+    let specs = [
+        ("dns", ClientSpec { common_name: "d", dns: &["svc.clients.test"], ..Default::default() }),
+        ("uri", ClientSpec { common_name: "u", uri: &["spiffe://test/ns/prod/u"], ..Default::default() }),
+        ("ip", ClientSpec { common_name: "i", ip: std::slice::from_ref(&ip), ..Default::default() }),
+        ("other", ClientSpec { common_name: "o", dns: &["other.test"], ..Default::default() }),
+        ("gone", ClientSpec { common_name: "g", dns: &["gone.clients.test"], ..Default::default() }),
+    ];
+    let mut gone = 0;
+    for (stem, spec) in &specs {
+        let serial = client(&pki, &pki.ca, stem, spec.clone());
+        if *stem == "gone" {
+            gone = serial;
+        }
+    }
+    std::fs::write(pki.path("clients.crl"), pki.ca.crl(&[gone], 1).unwrap()).unwrap();
+    let (_backend, addr) = Tlsgate::backend(BIN, "127.0.0.1:0", "mtls");
+    let gate = Tlsgate::start(
+        BIN,
+        &[
+            "terminate",
+            "--listen",
+            "127.0.0.1:0",
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--backend",
+            &addr,
+            "--client-ca",
+            pki.ca(),
+            "--crl",
+            pki.path("clients.crl").to_str().unwrap(),
+            "--allow-dns",
+            "*.clients.test",
+            "--allow-uri",
+            "spiffe://test/ns/prod/*",
+        ],
+    );
+    let port = gate.listening(None).port();
+    assert!(get(&pki, port, Some("dns"), "--tlsv1.3").is_ok());
+    assert!(get(&pki, port, Some("uri"), "--tlsv1.3").is_ok());
+    assert!(get(&pki, port, Some("ip"), "--tlsv1.3").unwrap_err().contains("access denied"));
+    assert!(get(&pki, port, Some("other"), "--tlsv1.3").unwrap_err().contains("access denied"));
+    assert!(get(&pki, port, Some("gone"), "--tlsv1.3").unwrap_err().contains("certificate revoked"));
+
+    // IP SANs are allowed through the config's allow_ip.
+    let config = format!(
+        "[[terminate.listener]]\nname = \"ip\"\nlisten = \"127.0.0.1:0\"\n\
+         [terminate.listener.client_auth]\nmode = \"required\"\nca = \"ca.pem\"\nallow_ip = [\"{ip}\"]\n\
+         [[terminate.listener.certificate]]\ncert = \"server.pem\"\nkey = \"server.key\"\ndefault = true\n\
+         [[terminate.listener.route]]\nbackends = [\"{addr}\"]\n"
+    );
+    std::fs::write(pki.path("ip.toml"), config).unwrap();
+    let by_ip = Tlsgate::start(BIN, &["terminate", "--config", pki.path("ip.toml").to_str().unwrap()]);
+    let port = by_ip.listening(Some("ip")).port();
+    assert_eq!(get(&pki, port, Some("ip"), "--tlsv1.3").unwrap(), "hello from mtls\n");
+    by_ip.proc.wait_for(&["handshake done", "client_cert=CN=i,IP:10.9.8.7"], Duration::from_secs(10));
+    assert!(get(&pki, port, Some("dns"), "--tlsv1.3").unwrap_err().contains("access denied"));
 }
