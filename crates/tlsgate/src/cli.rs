@@ -12,6 +12,9 @@ use tlsgate_config::{BackendAddr, ProxyProtocol};
 pub struct Cli {
     #[command(flatten)]
     pub log: LogArgs,
+    /// Worker threads (default: one per CPU). `--workers 1` runs everything on one thread.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -21,21 +21,24 @@ fn builtin_backend() -> (Tlsgate, String) {
 }
 
 fn terminator(pki: &Pki, backend: &str) -> (Tlsgate, u16) {
+    terminator_with(pki, backend, &[])
+}
+
+fn terminator_with(pki: &Pki, backend: &str, global: &[&str]) -> (Tlsgate, u16) {
     let (cert, key) = pki.server("server", &["localhost"]);
-    let gate = Tlsgate::start(
-        BIN,
-        &[
-            "terminate",
-            "--listen",
-            "127.0.0.1:0",
-            "--cert",
-            cert.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-            "--backend",
-            backend,
-        ],
-    );
+    let mut args = global.to_vec();
+    args.extend_from_slice(&[
+        "terminate",
+        "--listen",
+        "127.0.0.1:0",
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--backend",
+        backend,
+    ]);
+    let gate = Tlsgate::start(BIN, &args);
     let port = gate.listening(None).port();
     (gate, port)
 }
@@ -155,7 +158,10 @@ const S_CLIENT_VERSIONS: [(&str, &str); 2] = [("-tls1_3", "TLSv1_3"), ("-tls1_2"
 fn openssl_s_client_echoes_64mib_through_builtin_backend_tls13_and_tls12() {
     let pki = Pki::new();
     let (_backend, backend_addr) = builtin_backend();
-    let (gate, port) = terminator(&pki, &backend_addr);
+    // On one thread (`--workers 1`), as the benchmarks run it.
+    let (gate, port) = terminator_with(&pki, &backend_addr, &["--workers", "1"]);
+    let threads = std::fs::read_dir(format!("/proc/{}/task", gate.proc.pid())).unwrap().count();
+    assert_eq!(threads, 1, "--workers 1 runs one thread");
     let path = pki.path("body.bin");
     random_file(&path, BIG);
     let payload = std::fs::read(&path).unwrap();
