@@ -22,13 +22,19 @@ pub struct Target {
 
 impl Target {
     pub fn ip(ip: impl Into<IpAddr>, port: u16) -> Self {
-        Target { host: Host::Ip(ip.into()), port }
+        Target {
+            host: Host::Ip(ip.into()),
+            port,
+        }
     }
 
     /// A named target; names that are IP literals become [`Host::Ip`] so a policy cannot be
     /// side-stepped by spelling an address as a name.
     pub fn name(name: &str, port: u16) -> Result<Self, BadHostName> {
-        Ok(Target { host: Host::parse_name(name.as_bytes())?, port })
+        Ok(Target {
+            host: Host::parse_name(name.as_bytes())?,
+            port,
+        })
     }
 }
 
@@ -43,7 +49,10 @@ impl Host {
         }
         // All bytes are ASCII, so this cannot fail.
         let s = std::str::from_utf8(bytes).map_err(|_| BadHostName)?;
-        let bare = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(s);
+        let bare = s
+            .strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .unwrap_or(s);
         Ok(match bare.parse::<IpAddr>() {
             Ok(ip) => Host::Ip(ip),
             Err(_) => Host::Name(s.to_ascii_lowercase()),
@@ -78,8 +87,14 @@ mod tests {
 
     #[test]
     fn names_validated_and_ip_literals_become_ips() {
-        assert_eq!(Host::parse_name(b"Example.COM"), Ok(Host::Name("example.com".into())));
-        assert_eq!(Host::parse_name(b"10.1.2.3"), Ok(Host::Ip([10, 1, 2, 3].into())));
+        assert_eq!(
+            Host::parse_name(b"Example.COM"),
+            Ok(Host::Name("example.com".into()))
+        );
+        assert_eq!(
+            Host::parse_name(b"10.1.2.3"),
+            Ok(Host::Ip([10, 1, 2, 3].into()))
+        );
         assert_eq!(
             Host::parse_name(b"[::1]"),
             Ok(Host::Ip("::1".parse().unwrap()))

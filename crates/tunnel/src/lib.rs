@@ -21,5 +21,5 @@ pub mod socks5;
 pub mod wire;
 
 pub use addr::{Host, Target};
-// pub use endpoint::{Config, ConnectionError, Endpoint, Event, Role};
-// pub use session::{SessionError, SessionId, State};
+pub use endpoint::{Config, ConnectionError, Endpoint, Event, Role};
+pub use session::{Datagram, SessionError, SessionId, State};

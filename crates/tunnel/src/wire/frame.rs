@@ -23,19 +23,62 @@ pub struct Hello {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame<'a> {
     Hello(Hello),
-    Ping { payload: u64 },
-    Pong { payload: u64 },
-    GoAway { code: ErrorCode, reason: &'a [u8] },
-    Open { session: u16, protocol: Protocol, window: u32, target: Target },
-    OpenReply { session: u16, rc: OpenRc, window: u32, reason: &'a [u8] },
-    Send { session: u16, data: &'a [u8] },
-    Close { session: u16, direction: Direction },
-    SendUdp { session: u16, src: Target, dst: Target, data: &'a [u8] },
-    Ack { session: u16, size: u32 },
-    End { session: u16, code: ResetCode, reason: &'a [u8] },
-    Reset { session: u16, code: ResetCode, reason: &'a [u8] },
+    Ping {
+        payload: u64,
+    },
+    Pong {
+        payload: u64,
+    },
+    GoAway {
+        code: ErrorCode,
+        reason: &'a [u8],
+    },
+    Open {
+        session: u16,
+        protocol: Protocol,
+        window: u32,
+        target: Target,
+    },
+    OpenReply {
+        session: u16,
+        rc: OpenRc,
+        window: u32,
+        reason: &'a [u8],
+    },
+    Send {
+        session: u16,
+        data: &'a [u8],
+    },
+    Close {
+        session: u16,
+        direction: Direction,
+    },
+    SendUdp {
+        session: u16,
+        src: Target,
+        dst: Target,
+        data: &'a [u8],
+    },
+    Ack {
+        session: u16,
+        size: u32,
+    },
+    End {
+        session: u16,
+        code: ResetCode,
+        reason: &'a [u8],
+    },
+    Reset {
+        session: u16,
+        code: ResetCode,
+        reason: &'a [u8],
+    },
     /// A type this version does not know; skipped by the endpoint (room for extensions).
-    Unknown { ty: FrameType, session: u16, payload: &'a [u8] },
+    Unknown {
+        ty: FrameType,
+        session: u16,
+        payload: &'a [u8],
+    },
 }
 
 /// Why a payload did not parse: names the record type and what was wrong.
@@ -113,8 +156,12 @@ impl<'a> Frame<'a> {
                 r.rest();
                 Frame::Hello(hello)
             }
-            FrameType::PING => Frame::Ping { payload: r.u64().ok_or(bad("short"))? },
-            FrameType::PONG => Frame::Pong { payload: r.u64().ok_or(bad("short"))? },
+            FrameType::PING => Frame::Ping {
+                payload: r.u64().ok_or(bad("short"))?,
+            },
+            FrameType::PONG => Frame::Pong {
+                payload: r.u64().ok_or(bad("short"))?,
+            },
             FrameType::GOAWAY => Frame::GoAway {
                 code: ErrorCode(r.u16().ok_or(bad("short"))?),
                 reason: r.rest(),
@@ -131,7 +178,10 @@ impl<'a> Frame<'a> {
                 window: r.u32().ok_or(bad("short"))?,
                 reason: r.rest(),
             },
-            FrameType::SEND => Frame::Send { session, data: r.rest() },
+            FrameType::SEND => Frame::Send {
+                session,
+                data: r.rest(),
+            },
             FrameType::CLOSE => Frame::Close {
                 session,
                 direction: Direction(r.u16().ok_or(bad("short"))?),
@@ -142,17 +192,32 @@ impl<'a> Frame<'a> {
                 dst: r.target().ok_or(bad("bad destination"))?,
                 data: r.rest(),
             },
-            FrameType::ACK => Frame::Ack { session, size: r.u32().ok_or(bad("short"))? },
+            FrameType::ACK => Frame::Ack {
+                session,
+                size: r.u32().ok_or(bad("short"))?,
+            },
             FrameType::END | FrameType::RESET => {
                 let code = ResetCode(r.u16().ok_or(bad("short"))?);
                 let reason = r.rest();
                 if ty == FrameType::END {
-                    Frame::End { session, code, reason }
+                    Frame::End {
+                        session,
+                        code,
+                        reason,
+                    }
                 } else {
-                    Frame::Reset { session, code, reason }
+                    Frame::Reset {
+                        session,
+                        code,
+                        reason,
+                    }
                 }
             }
-            _ => Frame::Unknown { ty, session, payload: r.rest() },
+            _ => Frame::Unknown {
+                ty,
+                session,
+                payload: r.rest(),
+            },
         };
         if !r.rest().is_empty() {
             return Err(bad("trailing bytes"));
@@ -189,12 +254,19 @@ impl<'a> Frame<'a> {
                 out.extend_from_slice(&code.0.to_be_bytes());
                 put_reason(out, reason);
             }
-            Frame::Open { protocol, window, target, .. } => {
+            Frame::Open {
+                protocol,
+                window,
+                target,
+                ..
+            } => {
                 out.extend_from_slice(&protocol.0.to_be_bytes());
                 out.extend_from_slice(&window.to_be_bytes());
                 put_target(out, target);
             }
-            Frame::OpenReply { rc, window, reason, .. } => {
+            Frame::OpenReply {
+                rc, window, reason, ..
+            } => {
                 out.extend_from_slice(&rc.0.to_be_bytes());
                 out.extend_from_slice(&window.to_be_bytes());
                 put_reason(out, reason);

@@ -70,7 +70,10 @@ mod tests {
         h.set_session(0xBEEF);
         assert_eq!(raw, [1, 2, 3, 4, 0, 5, 0xBE, 0xEF]);
         let h = Header::new_checked(&raw[..]).unwrap();
-        assert_eq!((h.length(), h.frame_type(), h.session()), (0x0102_0304, FrameType::ACK, 0xBEEF));
+        assert_eq!(
+            (h.length(), h.frame_type(), h.session()),
+            (0x0102_0304, FrameType::ACK, 0xBEEF)
+        );
         assert!(Header::new_checked(&raw[..7]).is_none());
     }
 }

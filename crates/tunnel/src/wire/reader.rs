@@ -62,7 +62,10 @@ impl<'a> Reader<'a> {
             }
             _ => return None,
         };
-        Some(Target { host, port: self.u16()? })
+        Some(Target {
+            host,
+            port: self.u16()?,
+        })
     }
 }
 
