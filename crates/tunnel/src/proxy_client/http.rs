@@ -142,14 +142,29 @@ mod tests {
              Proxy-Authorization: Basic YWxpY2U6czNjcmV0\r\n\r\n"
         );
         let resp = b"HTTP/1.1 200 Connection established\r\nVia: proxy\r\n\r\n\x16\x03\x03";
+        let head_len = resp.len() - 3;
         for cut in 0..resp.len() {
             let mut c = HttpConnectClient::new(&gate, None);
             let first = c.handle_input(&resp[..cut]).unwrap();
-            let second = c.handle_input(&resp[cut..]).unwrap();
-            let established = ClientProgress::Established { bound: None };
-            assert!(first == ClientProgress::NeedMore || cut >= resp.len() - 3);
-            assert_eq!(second, established);
-            assert_eq!(c.take_leftover(), b"\x16\x03\x03", "cut at {cut}");
+            assert_eq!(
+                first == ClientProgress::NeedMore,
+                cut < head_len,
+                "cut at {cut}"
+            );
+            let mut leftover = Vec::new();
+            if first == ClientProgress::NeedMore {
+                assert_eq!(
+                    c.handle_input(&resp[cut..]).unwrap(),
+                    ClientProgress::Established { bound: None }
+                );
+                leftover = c.take_leftover();
+            } else {
+                // Established already: the rest of the stream goes straight to TLS.
+                leftover.extend(c.take_leftover());
+                leftover.extend_from_slice(&resp[cut..]);
+                assert_eq!(c.handle_input(b"x"), Err(ProxyError::WrongState));
+            }
+            assert_eq!(leftover, b"\x16\x03\x03", "cut at {cut}");
         }
     }
 
