@@ -14,6 +14,8 @@
 
 pub mod addr;
 pub mod endpoint;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod policy;
 pub mod proxy_client;
 pub mod session;
