@@ -38,7 +38,13 @@ pub fn endpoint_input(data: &[u8]) {
     let mut now = Instant::now();
     let mut gate = Endpoint::new(Config::new(Role::Gate), now);
     let mut hello = Vec::new();
-    Frame::Hello(Hello { min_version: 1, max_version: 1, role: 0, max_frame_len: 1 << 16 }).encode(&mut hello);
+    Frame::Hello(Hello {
+        min_version: 1,
+        max_version: 1,
+        role: 0,
+        max_frame_len: 1 << 16,
+    })
+    .encode(&mut hello);
     gate.handle_input(now, &hello).expect("valid hello");
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];

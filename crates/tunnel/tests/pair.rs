@@ -264,6 +264,16 @@ fn reset_flushes_both_sides_and_frees_the_id() {
     p.portal
         .reset(p.now, id, ResetCode::IO_ERROR, "client went away")
         .unwrap();
+    assert_eq!(p.portal.state(id), Some(State::Closing));
+    assert_eq!(
+        p.portal.buffered(id),
+        Some(0),
+        "queued data flushed at once"
+    );
+    assert_eq!(
+        p.portal.write(p.now, id, b"late"),
+        Err(SessionError::Closed)
+    );
     p.drive();
     assert!(p.gate_events.contains(&Event::Reset {
         id,
