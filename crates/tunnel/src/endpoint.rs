@@ -445,7 +445,11 @@ impl Endpoint {
         if !self.ping_outstanding {
             t = t.min(self.last_rx + self.config.keepalive_interval);
         }
-        for s in self.sessions.values().filter(|s| !s.is_closing()) {
+        for s in self
+            .sessions
+            .values()
+            .filter(|s| !s.awaiting_peer_terminal())
+        {
             t = t.min(s.last_activity + self.config.session_idle_timeout);
         }
         Some(t)
@@ -467,7 +471,7 @@ impl Endpoint {
         let reaped: Vec<SessionId> = self
             .sessions
             .iter()
-            .filter(|(_, s)| !s.is_closing() && now >= s.last_activity + idle)
+            .filter(|(_, s)| !s.awaiting_peer_terminal() && now >= s.last_activity + idle)
             .map(|(id, _)| *id)
             .collect();
         for id in reaped {

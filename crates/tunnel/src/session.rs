@@ -137,6 +137,8 @@ pub(crate) struct Session {
     terminal_to_send: Option<Terminal>,
     terminal_sent: bool,
     terminal_received: bool,
+    /// We refused the Open: the opener owes no terminal in return.
+    refused: bool,
     want_writable: bool,
     pub last_activity: Instant,
 }
@@ -189,6 +191,7 @@ impl Session {
             terminal_to_send: None,
             terminal_sent: false,
             terminal_received: false,
+            refused: false,
             want_writable: false,
             last_activity: now,
         }
@@ -214,9 +217,9 @@ impl Session {
         }
     }
 
-    /// Both terminals crossed: the id can be forgotten.
+    /// Both terminals crossed (a refusal needs none back): the id can be forgotten.
     pub fn is_released(&self) -> bool {
-        self.terminal_sent && self.terminal_received
+        self.terminal_sent && (self.terminal_received || self.refused)
     }
 
     /// Opener, before the Open went out: nothing was said, so the session can vanish silently.
@@ -224,8 +227,9 @@ impl Session {
         self.open_to_send
     }
 
-    pub fn is_closing(&self) -> bool {
-        self.state() == State::Closing
+    /// Our terminal is queued or sent; only the peer's is missing (not subject to reaping).
+    pub fn awaiting_peer_terminal(&self) -> bool {
+        self.closing_locally()
     }
 
     /// Bytes this session holds in memory (buffers and datagram queues).
@@ -254,7 +258,7 @@ impl Session {
         }
         self.awaiting_decision = false;
         // A refusal ends the session for both ends: the opener sends no terminal in return.
-        self.terminal_received = true;
+        self.refused = true;
         self.terminal_to_send = Some(Terminal::Refuse(rc, reason.to_string()));
         Ok(())
     }
@@ -318,7 +322,7 @@ impl Session {
         self.discard();
         self.terminal_to_send = Some(if self.awaiting_decision {
             self.awaiting_decision = false;
-            self.terminal_received = true;
+            self.refused = true;
             Terminal::Refuse(OpenRc::CANCELLED, reason.to_string())
         } else if end {
             Terminal::End(code, reason.to_string())

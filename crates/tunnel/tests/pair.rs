@@ -506,3 +506,45 @@ fn udp_session_carries_datagrams_with_addresses_and_drops_on_overflow() {
         Err(SessionError::WrongProtocol)
     );
 }
+
+#[test]
+fn refusal_crossing_the_openers_cancel_is_not_an_error() {
+    let mut p = Pair::new();
+    let id = p.portal.open(p.now, Protocol::TCP, target()).unwrap();
+    p.drive();
+    // Both decide before hearing from the other.
+    p.portal.reset(p.now, id, ResetCode::CANCELLED, "").unwrap();
+    p.gate
+        .refuse(p.now, id, OpenRc::TIMED_OUT, "connect timed out")
+        .unwrap();
+    p.drive();
+    assert!(p.portal_error.is_none() && p.gate_error.is_none());
+    assert!(p.portal_events.contains(&Event::Released { id }));
+    assert!(p.gate_events.contains(&Event::Released { id }));
+    // The id is free again on both ends: reusing it works.
+    let again = p.open_tcp(target());
+    assert_eq!(p.gate.state(again), Some(State::Active));
+}
+
+#[test]
+fn finished_session_whose_input_is_never_read_is_reaped_too() {
+    let mut gc = common::cfg(tlsgate_tunnel::Role::Gate);
+    gc.session_idle_timeout *= 2;
+    let mut p = Pair::with(common::cfg(tlsgate_tunnel::Role::Portal), gc);
+    let id = p.open_tcp(target());
+    p.gate.write(p.now, id, b"unread reply").unwrap();
+    p.gate.finish(p.now, id).unwrap();
+    p.portal.finish(p.now, id).unwrap();
+    p.drive();
+    // Both halves are closed, but the portal's application never drains the reply.
+    assert_eq!(p.portal.state(id), Some(State::Closing));
+    let limit = p.portal.config().session_idle_timeout;
+    let start = p.now;
+    while p.now - start <= limit {
+        p.advance(SECS(10)); // keepalive keeps the connection itself up
+    }
+    assert!(p.portal.is_connected());
+    assert!(p.portal_events.iter().any(|e| matches!(e,
+        Event::Reset { id: i, code: ResetCode::IDLE_TIMEOUT, .. } if *i == id)));
+    assert_eq!((p.portal.session_count(), p.gate.session_count()), (0, 0));
+}
