@@ -75,7 +75,10 @@ impl std::fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(config: Config, now: Instant) -> Self {
+    pub fn new(mut config: Config, now: Instant) -> Self {
+        // A peer refuses a Hello announcing less than the minimum; never send one.
+        config.max_frame_len = config.max_frame_len.max(wire::MIN_MAX_FRAME_LEN);
+        config.max_data_chunk = config.max_data_chunk.max(1);
         let first = if config.role.id_parity() == 1 { 1 } else { 2 };
         Endpoint {
             config,
@@ -218,6 +221,9 @@ impl Endpoint {
     }
 
     fn on_hello(&mut self, h: Hello) -> Result<(), ConnectionError> {
+        if h.role > 1 {
+            return Err(violation("unknown role in Hello"));
+        }
         if h.role == self.config.role.wire() {
             return Err(violation("both ends claim the same role"));
         }

@@ -505,6 +505,12 @@ fn udp_session_carries_datagrams_with_addresses_and_drops_on_overflow() {
         p.portal.write(p.now, id, b"x"),
         Err(SessionError::WrongProtocol)
     );
+    // A UDP session ends like a stream: each side finishes, then both release it.
+    p.portal.finish(p.now, id).unwrap();
+    p.gate.finish(p.now, id).unwrap();
+    p.drive();
+    assert!(p.portal_events.contains(&Event::Released { id }));
+    assert_eq!((p.portal.session_count(), p.gate.session_count()), (0, 0));
 }
 
 #[test]
