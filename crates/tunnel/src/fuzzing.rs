@@ -32,48 +32,71 @@ pub fn wire_decode(mut data: &[u8]) {
     }
 }
 
-/// A gate that has seen a valid Hello, fed arbitrary records in arbitrary cuts, with the
-/// application accepting everything, reading everything and writing back, and time passing.
+/// An endpoint that has seen a valid Hello — a gate, or (first byte odd) a portal with a few
+/// sessions already opened so OpenReply and data for them are meaningful — fed arbitrary records
+/// in arbitrary cuts, with the application accepting everything, reading everything and writing
+/// back, and time passing.
 pub fn endpoint_input(data: &[u8]) {
+    let Some((&mode, data)) = data.split_first() else {
+        return;
+    };
     let mut now = Instant::now();
-    let mut gate = Endpoint::new(Config::new(Role::Gate), now);
+    let role = if mode & 1 == 1 {
+        Role::Portal
+    } else {
+        Role::Gate
+    };
+    let mut ep = Endpoint::new(Config::new(role), now);
     let mut hello = Vec::new();
+    let peer_role = if role == Role::Portal { 1 } else { 0 };
     Frame::Hello(Hello {
         min_version: 1,
         max_version: 1,
-        role: 0,
+        role: peer_role,
         max_frame_len: 1 << 16,
     })
     .encode(&mut hello);
-    gate.handle_input(now, &hello).expect("valid hello");
+    ep.handle_input(now, &hello).expect("valid hello");
+    if role == Role::Portal {
+        for i in 0..4u8 {
+            let protocol = if i == 3 {
+                crate::wire::Protocol::UDP
+            } else {
+                crate::wire::Protocol::TCP
+            };
+            ep.open(now, protocol, Target::ip([10, 0, 0, i], 80))
+                .expect("room for sessions");
+        }
+    }
     let mut out = Vec::new();
+    while ep.poll_transmit(now, &mut out) {}
     let mut buf = [0u8; 4096];
     // The first byte of each chunk picks the chunk length, so cuts land everywhere.
     let mut rest = data;
     while let Some((&len, tail)) = rest.split_first() {
         let (chunk, tail) = tail.split_at((len as usize).min(tail.len()));
         rest = tail;
-        let _ = gate.handle_input(now, chunk);
-        while let Some(ev) = gate.poll_event() {
+        let _ = ep.handle_input(now, chunk);
+        while let Some(ev) = ep.poll_event() {
             if let crate::Event::OpenRequest { id, .. } = ev {
-                let _ = gate.accept(now, id);
-                let _ = gate.write(now, id, b"reply");
+                let _ = ep.accept(now, id);
+                let _ = ep.write(now, id, b"reply");
             } else if let crate::Event::Readable { id } = ev {
-                while let Ok(n) = gate.read(now, id, &mut buf) {
+                while let Ok(n) = ep.read(now, id, &mut buf) {
                     if n == 0 {
-                        let _ = gate.finish(now, id);
+                        let _ = ep.finish(now, id);
                         break;
                     }
                 }
             }
         }
         out.clear();
-        while gate.poll_transmit(now, &mut out) {
+        while ep.poll_transmit(now, &mut out) {
             assert!(out.len() < 1 << 24, "transmit must terminate");
         }
         now += Duration::from_secs(len as u64);
-        gate.handle_timeout(now);
-        assert!(gate.session_count() <= gate.config().max_sessions);
+        ep.handle_timeout(now);
+        assert!(ep.session_count() <= ep.config().max_sessions);
     }
 }
 

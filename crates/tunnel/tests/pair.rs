@@ -554,3 +554,36 @@ fn finished_session_whose_input_is_never_read_is_reaped_too() {
         Event::Reset { id: i, code: ResetCode::IDLE_TIMEOUT, .. } if *i == id)));
     assert_eq!((p.portal.session_count(), p.gate.session_count()), (0, 0));
 }
+
+#[test]
+fn records_respect_the_max_frame_length_the_peer_announced() {
+    let mut gc = common::cfg(tlsgate_tunnel::Role::Gate);
+    gc.max_frame_len = 2048;
+    let mut p = Pair::with(common::cfg(tlsgate_tunnel::Role::Portal), gc);
+    let id = p.portal.open(p.now, Protocol::UDP, target()).unwrap();
+    p.drive();
+    p.gate.accept(p.now, id).unwrap();
+    p.drive();
+    let (src, dst) = (target(), target());
+    assert_eq!(
+        p.portal
+            .send_datagram(p.now, id, src.clone(), dst.clone(), &[0; 2048]),
+        Err(SessionError::TooLarge)
+    );
+    p.portal
+        .send_datagram(p.now, id, src, dst, &[0; 1900])
+        .unwrap();
+    let tcp = p.open_tcp(target());
+    p.portal.write(p.now, tcp, &pattern(9, 60_000)).unwrap();
+    let mut wire = Vec::new();
+    while p.portal.poll_transmit(p.now, &mut wire) {}
+    let mut rest = &wire[..];
+    let mut sends = 0;
+    while !rest.is_empty() {
+        let (f, n) = decode(rest, 2048).expect("every record within the gate's limit");
+        sends += matches!(f, Frame::Send { .. }) as usize;
+        rest = &rest[n..];
+    }
+    assert!(sends >= 60_000 / 2048, "data was cut into many records");
+    p.gate.handle_input(p.now, &wire).unwrap();
+}
