@@ -5,7 +5,8 @@ use super::{Direction, ErrorCode, FrameType, Header, OpenRc, Protocol, ResetCode
 use super::{CONNECTION_SESSION, HELLO_MAGIC};
 use crate::Target;
 
-/// Longest reason text we put in a record; longer ones are cut (at a char boundary).
+/// Longest reason we put in a record; longer ones are cut (readers decode lossily, so a cut
+/// inside a UTF-8 sequence shows as U+FFFD).
 pub const MAX_REASON_LEN: usize = 256;
 
 /// The first record each side sends: version range, role and the largest payload it accepts.
