@@ -1,7 +1,6 @@
 //! Bytes to the peer: connection records first, then sessions in round-robin turns.
 
 use super::{Endpoint, Event};
-use crate::session::SessionId;
 use crate::wire::{self, Frame, Hello};
 use std::time::Instant;
 
@@ -71,19 +70,22 @@ impl Endpoint {
             .max_data_chunk
             .min(peer.max_frame_len as usize)
             .max(1);
-        let order: Vec<SessionId> = self
-            .sessions
-            .range(self.cursor..)
-            .chain(self.sessions.range(..self.cursor))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in order {
-            let s = self.sessions.get_mut(&id).expect("id listed above");
+        // Visit each session once, starting at the cursor and wrapping, without allocating.
+        let mut at = self.cursor;
+        for _ in 0..self.sessions.len() {
+            let next = self
+                .sessions
+                .range(at..)
+                .next()
+                .or_else(|| self.sessions.iter().next());
+            let Some((&id, _)) = next else { break };
+            let s = self.sessions.get_mut(&id).expect("id just found");
             if s.poll_frame(out, max_data, &mut self.events) {
                 self.cursor = id.wrapping_add(1);
                 self.release_if_done(id);
                 return true;
             }
+            at = id.wrapping_add(1);
         }
         false
     }
