@@ -1,0 +1,181 @@
+//! Per-session byte buffers and the seed's Ack-based window.
+//!
+//! The sender may have at most `peer_window` bytes sent and not yet acknowledged; the receiver
+//! acknowledges bytes once its application has taken them (the seed: "written to the
+//! destination"). A receiver therefore never holds more than the window it announced, and a
+//! stalled destination stops only its own session's credit.
+
+use std::collections::VecDeque;
+
+/// Outgoing bytes written by the application and not yet framed, plus the credit counters.
+#[derive(Debug)]
+pub(crate) struct SendBuf {
+    buf: VecDeque<u8>,
+    cap: usize,
+    sent: u64,
+    acked: u64,
+    peer_window: u32,
+}
+
+/// The peer acknowledged more bytes than were ever sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AckTooLarge;
+
+impl SendBuf {
+    pub fn new(cap: usize) -> Self {
+        SendBuf { buf: VecDeque::new(), cap, sent: 0, acked: 0, peer_window: 0 }
+    }
+
+    pub fn set_peer_window(&mut self, w: u32) {
+        self.peer_window = w;
+    }
+
+    /// Copies as much of `data` as fits under the cap; returns the count taken.
+    pub fn write(&mut self, data: &[u8]) -> usize {
+        let n = data.len().min(self.room());
+        self.buf.extend(&data[..n]);
+        n
+    }
+
+    pub fn room(&self) -> usize {
+        self.cap - self.buf.len()
+    }
+
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn clear(&mut self) {
+        self.buf = VecDeque::new();
+    }
+
+    /// Bytes the peer still has room for.
+    pub fn credit(&self) -> u64 {
+        (self.peer_window as u64).saturating_sub(self.sent - self.acked)
+    }
+
+    pub fn in_flight(&self) -> u64 {
+        self.sent - self.acked
+    }
+
+    /// Moves up to `max` bytes (bounded by credit) into `out`; returns the count.
+    pub fn take_chunk(&mut self, max: usize, out: &mut Vec<u8>) -> usize {
+        let n = (self.buf.len() as u64).min(self.credit()).min(max as u64) as usize;
+        let (a, b) = self.buf.as_slices();
+        let from_a = n.min(a.len());
+        out.extend_from_slice(&a[..from_a]);
+        out.extend_from_slice(&b[..n - from_a]);
+        self.buf.drain(..n);
+        self.sent += n as u64;
+        n
+    }
+
+    pub fn on_ack(&mut self, size: u32) -> Result<(), AckTooLarge> {
+        let acked = self.acked + size as u64;
+        if acked > self.sent {
+            return Err(AckTooLarge);
+        }
+        self.acked = acked;
+        Ok(())
+    }
+}
+
+/// Incoming bytes not yet read by the application, and consumed bytes not yet acknowledged.
+#[derive(Debug)]
+pub(crate) struct RecvBuf {
+    buf: VecDeque<u8>,
+    window: u32,
+    unacked: u32,
+}
+
+/// The peer sent more than the window we announced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WindowExceeded;
+
+impl RecvBuf {
+    pub fn new(window: u32) -> Self {
+        RecvBuf { buf: VecDeque::new(), window, unacked: 0 }
+    }
+
+    pub fn window(&self) -> u32 {
+        self.window
+    }
+
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.buf = VecDeque::new();
+        self.unacked = 0;
+    }
+
+    pub fn push(&mut self, data: &[u8]) -> Result<(), WindowExceeded> {
+        let held = self.buf.len() as u64 + self.unacked as u64 + data.len() as u64;
+        if held > self.window as u64 {
+            return Err(WindowExceeded);
+        }
+        self.buf.extend(data);
+        Ok(())
+    }
+
+    pub fn read(&mut self, out: &mut [u8]) -> usize {
+        let n = out.len().min(self.buf.len());
+        for (dst, src) in out.iter_mut().zip(self.buf.drain(..n)) {
+            *dst = src;
+        }
+        self.unacked += n as u32;
+        n
+    }
+
+    /// An Ack is due once a quarter of the window was consumed, or everything was: small
+    /// exchanges are acknowledged at once and bulk transfers do not Ack every read.
+    pub fn ack_due(&self) -> Option<u32> {
+        let due = self.unacked > 0 && (self.unacked >= self.window / 4 || self.buf.is_empty());
+        due.then_some(self.unacked)
+    }
+
+    pub fn acked(&mut self, n: u32) {
+        self.unacked -= n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credit_limits_chunks_and_acks_restore_it() {
+        let mut s = SendBuf::new(100);
+        s.set_peer_window(10);
+        assert_eq!(s.write(&[7u8; 150]), 100, "cap bounds the buffer");
+        let mut out = Vec::new();
+        assert_eq!(s.take_chunk(4, &mut out), 4);
+        assert_eq!(s.take_chunk(100, &mut out), 6, "credit is 10 in total");
+        assert_eq!(s.take_chunk(100, &mut out), 0);
+        assert_eq!(s.credit(), 0);
+        s.on_ack(3).unwrap();
+        assert_eq!(s.credit(), 3);
+        assert_eq!(s.on_ack(8), Err(AckTooLarge));
+        assert_eq!(out.len(), 10);
+    }
+
+    #[test]
+    fn receiver_enforces_window_and_acks_what_was_read() {
+        let mut r = RecvBuf::new(8);
+        r.push(b"abcdef").unwrap();
+        assert_eq!(r.push(b"ghi"), Err(WindowExceeded));
+        let mut out = [0u8; 4];
+        assert_eq!(r.read(&mut out), 4);
+        assert_eq!(&out, b"abcd");
+        assert_eq!(r.ack_due(), Some(4), "a quarter of the window was consumed");
+        assert_eq!(r.push(b"ghi"), Err(WindowExceeded), "read but unacked still counts");
+        r.acked(4);
+        r.push(b"ghi").unwrap();
+        assert_eq!(r.buffered(), 5);
+    }
+}
