@@ -227,3 +227,53 @@ fn pkcs8_sec1_and_pkcs1_keys_load_and_readable_keys_are_refused() {
     let ok = serve_once(cert, pkcs8, pki.ca(), &["--allow-insecure-key-permissions"]).unwrap();
     assert_eq!(ok, "hello from keys\n");
 }
+
+/// The subject CN of the certificate served for `sni` (none: no SNI sent).
+fn served_cn(port: u16, sni: Option<&str>) -> String {
+    let connect = format!("127.0.0.1:{port}");
+    let mut args = vec!["-connect", connect.as_str()];
+    match sni {
+        Some(name) => args.extend_from_slice(&["-servername", name]),
+        None => args.push("-noservername"),
+    }
+    let out = s_client(&args, b"");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let subject =
+        text.lines().find(|l| l.starts_with("subject=")).unwrap_or_else(|| panic!("{}", describe(&out)));
+    subject
+        .split("CN = ")
+        .nth(1)
+        .or_else(|| subject.split("CN=").nth(1))
+        .unwrap_or("")
+        .split(',')
+        .next()
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn certificates_are_chosen_by_sni_exact_wildcard_and_default() {
+    let pki = Pki::new();
+    pki.server("apex", &["apex.test", "www.apex.test"]);
+    pki.server("wild", &["*.wild.test"]);
+    pki.server("fallback", &["fallback.test"]);
+    let (_b, addr) = backend("certs");
+    let config = format!(
+        "[[terminate.listener]]\nname = \"certs\"\nlisten = \"127.0.0.1:0\"\n\
+         [[terminate.listener.certificate]]\ncert = \"apex.pem\"\nkey = \"apex.key\"\n\
+         [[terminate.listener.certificate]]\ncert = \"wild.pem\"\nkey = \"wild.key\"\n\
+         [[terminate.listener.certificate]]\ncert = \"fallback.pem\"\nkey = \"fallback.key\"\ndefault = true\n\
+         [[terminate.listener.route]]\nbackends = [\"{addr}\"]\n"
+    );
+    std::fs::write(pki.path("certs.toml"), config).unwrap();
+    let gate = Tlsgate::start(BIN, &["terminate", "--config", pki.path("certs.toml").to_str().unwrap()]);
+    let port = gate.listening(Some("certs")).port();
+    assert_eq!(served_cn(port, Some("www.apex.test")), "apex.test", "exact name from the SAN list");
+    assert_eq!(served_cn(port, Some("a.wild.test")), "*.wild.test", "wildcard");
+    assert_eq!(served_cn(port, Some("a.b.wild.test")), "fallback.test", "a wildcard covers one label only");
+    assert_eq!(served_cn(port, Some("elsewhere.test")), "fallback.test", "unknown name: the default");
+    assert_eq!(served_cn(port, None), "fallback.test", "no SNI: the default");
+    // curl verifies the wildcard certificate for a name under it.
+    assert_eq!(get(&pki, "x.wild.test", port, &[]).unwrap(), "hello from certs\n");
+}
