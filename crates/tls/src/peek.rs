@@ -74,3 +74,15 @@ mod tests {
         );
     }
 }
+
+/// The fuzz target's check: no input panics, and once the bytes are known not to be TLS, or to
+/// hold a whole ClientHello, more bytes never change that verdict.
+pub fn fuzz_check(data: &[u8]) {
+    let whole = client_hello_sni(data);
+    if let Some(split) = data.first().map(|b| usize::from(*b) % (data.len() + 1)) {
+        let prefix = client_hello_sni(&data[..split]);
+        if prefix != Peek::NeedMore {
+            assert_eq!(prefix, whole, "a verdict on {split} bytes changed with more");
+        }
+    }
+}
