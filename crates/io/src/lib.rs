@@ -2,8 +2,11 @@
 //! setup in `tlsgate-tls`.
 //!
 //! - [`terminate`]: TLS listeners that relay plaintext to backend pools;
-//! - [`backend`]: connecting to a pool member, with timeout and retry;
-//! - [`relay`]: the bidirectional byte pump with half-close;
+//! - [`originate`]: plaintext listeners whose connections leave as TLS, and transparent policy;
+//! - [`backend`]: backend pools: balancing, connecting with timeout and retry, health checks;
+//! - [`relay`]: the bidirectional byte pump with half-close and idle timeout;
+//! - [`counted`]: byte counting for streams that do not go through the relay;
+//! - [`proxy_header`]: the PROXY protocol on sockets;
 //! - [`http_backend`]: a small plaintext HTTP server, the demo's backend and a test peer.
 
 pub mod backend;

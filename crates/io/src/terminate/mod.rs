@@ -4,6 +4,7 @@
 //! - [`listener`]: a listener's swappable state, its accept loop, the life of one connection;
 //! - [`handshake`]: reading the ClientHello, refusing unknown names, finishing the handshake;
 //! - [`routes`]: which pool a handshake's SNI selects;
+//! - [`http_headers`]: HTTP header mode (`X-Forwarded-*`, client-certificate headers);
 //! - [`watch`]: noticing changed certificate, key, CA and CRL files.
 
 pub mod handshake;
