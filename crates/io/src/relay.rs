@@ -4,16 +4,30 @@
 //! client that half-closes still receives the reply. An error in either direction ends both and
 //! is reported with the side that caused it; the TLS side is then dropped without close_notify,
 //! which tells a TLS client the response was cut short.
+//!
+//! Memory: an idle connection holds no relay buffer. Reads go into one scratch buffer per thread
+//! and are written on at once; only bytes the destination cannot take right now are copied into
+//! a buffer of the connection's own, freed again once they are written. (A relay with a buffer
+//! per direction per connection held 32 KiB per idle connection.)
 
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use tlsgate_core::side::Side;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::ProxyError;
 
-const BUF: usize = 16 * 1024;
+/// The largest read: one TLS record's worth of plaintext.
+const SCRATCH: usize = 16 * 1024;
+
+thread_local! {
+    static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
+}
 
 /// Bytes moved by a finished relay.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -39,8 +53,8 @@ impl Tally for () {
 /// Relays until both directions ended, or nothing moved either way for `idle`. `client` is the
 /// TLS side, `backend` the plaintext side.
 pub async fn relay<C, B, T>(
-    client: C,
-    backend: B,
+    mut client: C,
+    mut backend: B,
     tally: &T,
     idle: Option<Duration>,
 ) -> Result<Transferred, (ProxyError, Transferred)>
@@ -49,20 +63,35 @@ where
     B: AsyncRead + AsyncWrite + Unpin,
     T: Tally,
 {
-    let (mut cr, mut cw) = tokio::io::split(client);
-    let (mut br, mut bw) = tokio::io::split(backend);
-    let mut t = Transferred::default();
     let start = Instant::now();
     // Milliseconds since `start` of the last byte moved, either way.
     let last = AtomicU64::new(0);
-    let moved = || last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
-    let up = pump(&mut cr, Side::Client, &mut bw, Side::Backend, &mut t.up, |n| {
-        moved();
-        tally.up(n)
-    });
-    let down = pump(&mut br, Side::Backend, &mut cw, Side::Client, &mut t.down, |n| {
-        moved();
-        tally.down(n)
+    let mut up = Pump::new(Side::Client, Side::Backend);
+    let mut down = Pump::new(Side::Backend, Side::Client);
+    let both = poll_fn(|cx| {
+        let moved = |n: u64, up: bool| {
+            last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+            if up {
+                tally.up(n)
+            } else {
+                tally.down(n)
+            }
+        };
+        if !up.finished {
+            if let Poll::Ready(Err(e)) = up.poll(cx, &mut client, &mut backend, |n| moved(n, true)) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        if !down.finished {
+            if let Poll::Ready(Err(e)) = down.poll(cx, &mut backend, &mut client, |n| moved(n, false)) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        if up.finished && down.finished {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
     });
     let watchdog = async {
         let Some(idle) = idle else { return std::future::pending().await };
@@ -76,55 +105,132 @@ where
         }
     };
     let result = tokio::select! {
-        r = async { tokio::try_join!(up, down) } => r.map(|_| ()),
+        r = both => r,
         e = watchdog => Err(e),
     };
+    let t = Transferred { up: up.count, down: down.count };
     match result {
         Ok(()) => Ok(t),
         Err(e) => Err((e, t)),
     }
 }
 
-async fn pump<R, W>(
-    from: &mut R,
-    from_side: Side,
-    to: &mut W,
-    to_side: Side,
-    count: &mut u64,
-    tally: impl Fn(u64),
-) -> Result<(), ProxyError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = vec![0u8; BUF];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => n,
-            // A TLS peer that closes TCP without close_notify: the stream has ended all the same;
-            // whatever it sent was delivered, and truncation attacks concern what it receives.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                tracing::debug!(side = %from_side, "peer closed without close_notify");
-                break;
-            }
-            Err(e) => {
-                return Err(ProxyError {
-                    side: from_side,
-                    context: format!("read failed after {count} bytes: {e}"),
-                })
-            }
-        };
-        to.write_all(&buf[..n]).await.map_err(|e| ProxyError {
-            side: to_side,
-            context: format!("write failed after {count} bytes: {e}"),
-        })?;
-        *count += n as u64;
-        tally(n as u64);
+/// One direction.
+struct Pump {
+    from: Side,
+    to: Side,
+    /// Read but not yet taken by the destination; empty (and unallocated) most of the time.
+    pending: Vec<u8>,
+    written: usize,
+    /// Written since the last flush: a TLS writer may hold records until flushed.
+    unflushed: bool,
+    eof: bool,
+    finished: bool,
+    count: u64,
+}
+
+impl Pump {
+    fn new(from: Side, to: Side) -> Self {
+        Pump { from, to, pending: Vec::new(), written: 0, unflushed: false, eof: false, finished: false, count: 0 }
     }
-    // End of stream from one side: pass the half-close on.
-    to.shutdown().await.map_err(|e| ProxyError {
-        side: to_side,
-        context: format!("shutdown after {count} bytes failed: {e}"),
-    })
+
+    fn poll<R, W>(&mut self, cx: &mut Context<'_>, r: &mut R, w: &mut W, moved: impl Fn(u64)) -> Poll<Result<(), ProxyError>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        loop {
+            // 1. What the destination could not take before.
+            while self.written < self.pending.len() {
+                let n = ready!(self.poll_write(cx, w, None))?;
+                self.written += n;
+            }
+            if !self.pending.is_empty() {
+                self.pending = Vec::new();
+                self.written = 0;
+            }
+            // 2. End of stream from the source: pass the half-close on.
+            if self.eof {
+                ready!(Pin::new(&mut *w).poll_shutdown(cx)).map_err(|e| self.write_error("shutdown", e))?;
+                self.finished = true;
+                return Poll::Ready(Ok(()));
+            }
+            // 3. Read into the thread's scratch buffer, write on from there at once.
+            let step = SCRATCH_BUF.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                let mut buf = ReadBuf::new(&mut scratch[..]);
+                match Pin::new(&mut *r).poll_read(cx, &mut buf) {
+                    Poll::Pending => return Poll::Pending,
+                    // A TLS peer that closes TCP without close_notify: the stream has ended all
+                    // the same; whatever it sent was delivered, and truncation attacks concern
+                    // what it receives.
+                    Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        tracing::debug!(side = %self.from, "peer closed without close_notify");
+                        self.eof = true;
+                        return Poll::Ready(Ok(()));
+                    }
+                    Poll::Ready(Err(e)) => {
+                        return Poll::Ready(Err(ProxyError {
+                            side: self.from,
+                            context: format!("read failed after {} bytes: {e}", self.count),
+                        }))
+                    }
+                    Poll::Ready(Ok(())) => {}
+                }
+                let data = buf.filled();
+                if data.is_empty() {
+                    self.eof = true;
+                    return Poll::Ready(Ok(()));
+                }
+                self.count += data.len() as u64;
+                moved(data.len() as u64);
+                let mut off = 0;
+                while off < data.len() {
+                    match self.poll_write(cx, w, Some(&data[off..])) {
+                        Poll::Ready(Ok(n)) => off += n,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => {
+                            self.pending = data[off..].to_vec();
+                            break;
+                        }
+                    }
+                }
+                Poll::Ready(Ok(()))
+            });
+            match step {
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    // Nothing to read now: push out what the writer still holds.
+                    if self.unflushed {
+                        ready!(Pin::new(&mut *w).poll_flush(cx)).map_err(|e| self.write_error("flush", e))?;
+                        self.unflushed = false;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// Writes `data`, or the pending bytes when `None`.
+    fn poll_write<W: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        w: &mut W,
+        data: Option<&[u8]>,
+    ) -> Poll<Result<usize, ProxyError>> {
+        let bytes = data.unwrap_or(&self.pending[self.written..]);
+        match ready!(Pin::new(&mut *w).poll_write(cx, bytes)) {
+            Ok(0) => Poll::Ready(Err(self.write_error("write", std::io::ErrorKind::WriteZero.into()))),
+            Ok(n) => {
+                self.unflushed = true;
+                Poll::Ready(Ok(n))
+            }
+            Err(e) => Poll::Ready(Err(self.write_error("write", e))),
+        }
+    }
+
+    fn write_error(&self, what: &str, e: std::io::Error) -> ProxyError {
+        ProxyError { side: self.to, context: format!("{what} failed after {} bytes: {e}", self.count) }
+    }
 }

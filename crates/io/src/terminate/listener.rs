@@ -150,7 +150,9 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
             local,
         ))
     };
-    let accepted = tokio::time::timeout(state.handshake_timeout, accept).await;
+    // Boxed: the handshake's state (buffers, rustls's acceptor) is freed once it is done,
+    // instead of sizing every connection's task for its whole life.
+    let accepted = tokio::time::timeout(state.handshake_timeout, Box::pin(accept)).await;
     let (est, client, local) = match accepted {
         Ok(Ok(ok)) => ok,
         Ok(Err(e)) => {
@@ -211,7 +213,7 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
     if est.route.http_headers {
         let facts = ClientFacts { addr: client, identity, proxy_header: proxy_header_bytes };
         let stream = Counted::new(est.stream, &meter);
-        match http_headers::serve(stream, est.route.clone(), facts).await {
+        match Box::pin(http_headers::serve(stream, est.route.clone(), facts)).await {
             Ok(()) => tracing::info!(
                 up = meter.conn.up.load(Ordering::Relaxed), down = meter.conn.down.load(Ordering::Relaxed),
                 duration = ?started.elapsed(), "connection closed"
@@ -223,7 +225,7 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
         return;
     }
 
-    let (backend, lease) = match est.route.pool.connect(client.ip()).await {
+    let (backend, lease) = match Box::pin(est.route.pool.connect(client.ip())).await {
         Ok(ok) => ok,
         Err(e) => {
             tracing::warn!(side = %e.side, error = %e.context, "no backend, client connection closed");
