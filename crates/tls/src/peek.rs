@@ -38,6 +38,18 @@ pub fn client_hello_sni(bytes: &[u8]) -> Peek {
     }
 }
 
+/// The fuzz target's check: no input panics, and once the bytes are known not to be TLS, or to
+/// hold a whole ClientHello, more bytes never change that verdict.
+pub fn fuzz_check(data: &[u8]) {
+    let whole = client_hello_sni(data);
+    if let Some(split) = data.first().map(|b| usize::from(*b) % (data.len() + 1)) {
+        let prefix = client_hello_sni(&data[..split]);
+        if prefix != Peek::NeedMore {
+            assert_eq!(prefix, whole, "a verdict on {split} bytes changed with more");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,17 +84,5 @@ mod tests {
             client_hello_sni(&[0x16, 0x03, 0x01, 0x00, 0x05, 0xff, 0xff, 0xff, 0xff, 0xff]),
             Peek::NotTls
         );
-    }
-}
-
-/// The fuzz target's check: no input panics, and once the bytes are known not to be TLS, or to
-/// hold a whole ClientHello, more bytes never change that verdict.
-pub fn fuzz_check(data: &[u8]) {
-    let whole = client_hello_sni(data);
-    if let Some(split) = data.first().map(|b| usize::from(*b) % (data.len() + 1)) {
-        let prefix = client_hello_sni(&data[..split]);
-        if prefix != Peek::NeedMore {
-            assert_eq!(prefix, whole, "a verdict on {split} bytes changed with more");
-        }
     }
 }
