@@ -131,10 +131,25 @@ struct Pump {
 
 impl Pump {
     fn new(from: Side, to: Side) -> Self {
-        Pump { from, to, pending: Vec::new(), written: 0, unflushed: false, eof: false, finished: false, count: 0 }
+        Pump {
+            from,
+            to,
+            pending: Vec::new(),
+            written: 0,
+            unflushed: false,
+            eof: false,
+            finished: false,
+            count: 0,
+        }
     }
 
-    fn poll<R, W>(&mut self, cx: &mut Context<'_>, r: &mut R, w: &mut W, moved: impl Fn(u64)) -> Poll<Result<(), ProxyError>>
+    fn poll<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        w: &mut W,
+        moved: impl Fn(u64),
+    ) -> Poll<Result<(), ProxyError>>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,

@@ -92,6 +92,25 @@ http {{
         Nginx { addr, root: root.to_path_buf(), _proc: proc, _dir: dir }
     }
 
+    /// The access log once it holds at least `lines` lines. nginx writes a request's line after
+    /// the response went out, so a client can finish before it is there; this waits (bounded)
+    /// for the file to catch up.
+    pub fn access_log_lines(&self, lines: usize) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.access_log();
+            if log.lines().count() >= lines {
+                return log;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nginx logged {} of {lines} lines:\n{log}",
+                log.lines().count()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn access_log(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("access.log")).unwrap_or_default()
     }

@@ -79,7 +79,8 @@ listen = "127.0.0.1:0"
     assert_eq!(sha256_file(&root.join("up.bin")), want);
 
     gate.proc.wait_for(&["connection closed"], Duration::from_secs(10));
-    let log = nginx.access_log();
+    // Three GETs and the PUT.
+    let log = nginx.access_log_lines(4);
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("GET /index.html")).collect();
     assert_eq!(lines.len(), 3, "{log}");
     for l in &lines[..2] {

@@ -111,7 +111,7 @@ fn curl_puts_and_gets_64mib_through_nginx_tls13_and_tls12() {
         );
     }
     assert!(
-        nginx.access_log().contains("\"PUT /up1.bin HTTP/1.1\" 201"),
+        nginx.access_log_lines(4).contains("\"PUT /up1.bin HTTP/1.1\" 201"),
         "nginx log: {}",
         nginx.access_log()
     );
