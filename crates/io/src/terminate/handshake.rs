@@ -19,6 +19,23 @@ use tokio_rustls::StartHandshake;
 use super::routes::{Route, Routes};
 use crate::ProxyError;
 
+/// Why a handshake did not finish.
+#[derive(Debug)]
+pub enum HandshakeFailure {
+    /// The SNI has no certificate or no route: refused by the configuration.
+    Refused(ProxyError),
+    /// Anything else: garbage, a TLS error, a connection closed early.
+    Failed(ProxyError),
+}
+
+impl HandshakeFailure {
+    pub fn error(&self) -> &ProxyError {
+        match self {
+            HandshakeFailure::Refused(e) | HandshakeFailure::Failed(e) => e,
+        }
+    }
+}
+
 /// A finished handshake and the route its SNI chose.
 #[derive(Debug)]
 pub struct Established {
@@ -69,26 +86,26 @@ pub async fn accept(
     initial: Vec<u8>,
     tls: &ListenerTls,
     routes: &Routes,
-) -> Result<Established, ProxyError> {
-    let accepted = read_client_hello(&mut tcp, initial).await?;
+) -> Result<Established, HandshakeFailure> {
+    let accepted = read_client_hello(&mut tcp, initial).await.map_err(HandshakeFailure::Failed)?;
     let hello = accepted.client_hello();
     let sni = hello.server_name().map(str::to_owned);
     if tls.certs.lookup(sni.as_deref()).is_none() {
         send_alert(&mut tcp, AlertDescription::UnrecognisedName).await;
-        return Err(ProxyError::client(format!(
+        return Err(HandshakeFailure::Refused(ProxyError::client(format!(
             "refused: no certificate for SNI {sni:?} and no default certificate"
-        )));
+        ))));
     }
     let Some(route) = routes.lookup(sni.as_deref()).cloned() else {
         send_alert(&mut tcp, AlertDescription::UnrecognisedName).await;
-        return Err(ProxyError::client(format!(
+        return Err(HandshakeFailure::Refused(ProxyError::client(format!(
             "refused: SNI {sni:?} matches no route and there is no default route"
-        )));
+        ))));
     };
-    let stream = StartHandshake::from_parts(accepted, tcp)
-        .into_stream(tls.config.clone())
-        .await
-        .map_err(|e| ProxyError::client(format!("TLS handshake failed (sni {sni:?}): {e}")))?;
+    let stream =
+        StartHandshake::from_parts(accepted, tcp).into_stream(tls.config.clone()).await.map_err(|e| {
+            HandshakeFailure::Failed(ProxyError::client(format!("TLS handshake failed (sni {sni:?}): {e}")))
+        })?;
     let peer = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(peer_identity);
     Ok(Established { stream, sni, route, peer })
 }

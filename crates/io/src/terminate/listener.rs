@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use tlsgate_config::{ListenerConfig, SecurityConfig};
 use tlsgate_core::side::Side;
 use tlsgate_telemetry::conns::{live, ConnInfo};
@@ -19,7 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::handshake;
+use super::handshake::{self, HandshakeFailure};
 use super::http_headers::{self, ClientFacts};
 use super::routes::Routes;
 use crate::counted::Counted;
@@ -39,6 +40,37 @@ pub struct ListenerState {
     accept_proxy_protocol: bool,
     /// This listener's connection limit (a reload starts a fresh count).
     limit: Option<Arc<Semaphore>>,
+    /// Its metric handles, looked up once instead of per connection.
+    counters: Counters,
+}
+
+#[derive(Debug)]
+struct Counters {
+    accepted: Counter,
+    open: Gauge,
+    handshake_seconds: Histogram,
+    bytes_up: Counter,
+    bytes_down: Counter,
+}
+
+impl Counters {
+    fn new(listener: &str) -> Self {
+        let m = metrics();
+        let label = ListenerLabel { listener: listener.to_string() };
+        let bytes = |direction: &str| {
+            m.bytes.get_or_create_owned(&BytesLabels {
+                listener: listener.to_string(),
+                direction: direction.into(),
+            })
+        };
+        Counters {
+            accepted: m.connections_total.get_or_create_owned(&label),
+            open: m.connections_open.get_or_create_owned(&label),
+            handshake_seconds: m.handshake_seconds.get_or_create_owned(&label),
+            bytes_up: bytes("up"),
+            bytes_down: bytes("down"),
+        }
+    }
 }
 
 impl ListenerState {
@@ -50,6 +82,7 @@ impl ListenerState {
         let routes =
             Routes::from_config(config).map_err(|e| ProxyError::internal(format!("listener {name}: {e}")))?;
         Ok(ListenerState {
+            counters: Counters::new(&name),
             name,
             tls,
             routes,
@@ -117,8 +150,7 @@ async fn acquire(
 
 async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
     let m = metrics();
-    let listener = ListenerLabel { listener: state.name.clone() };
-    m.connections_total.get_or_create(&listener).inc();
+    state.counters.accepted.inc();
     let client = tcp.peer_addr().unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
     let started = Instant::now();
     let _ = tcp.set_nodelay(true);
@@ -137,14 +169,14 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
     let accept = async {
         let mut tcp = tcp;
         let (client, local, initial) = if state.accept_proxy_protocol {
-            let (header, rest) = proxy_header::read(&mut tcp).await?;
+            let (header, rest) = proxy_header::read(&mut tcp).await.map_err(HandshakeFailure::Failed)?;
             let (client, local) = proxy_header::source(&header).unwrap_or((client, local));
             tracing::info!(%client, "client address from PROXY header");
             (client, local, rest)
         } else {
             (client, local, Vec::new())
         };
-        Ok::<_, ProxyError>((
+        Ok::<_, HandshakeFailure>((
             handshake::accept(tcp, initial, &state.tls, &state.routes).await?,
             client,
             local,
@@ -155,8 +187,13 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
     let accepted = tokio::time::timeout(state.handshake_timeout, Box::pin(accept)).await;
     let (est, client, local) = match accepted {
         Ok(Ok(ok)) => ok,
-        Ok(Err(e)) => {
-            handshake_result(if e.context.starts_with("refused") { "refused" } else { "failed" }, "", "");
+        Ok(Err(failure)) => {
+            handshake_result(
+                if matches!(failure, HandshakeFailure::Refused(_)) { "refused" } else { "failed" },
+                "",
+                "",
+            );
+            let e = failure.error();
             tracing::warn!(side = %e.side, error = %e.context, "handshake failed, connection closed");
             return;
         }
@@ -172,12 +209,12 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
     };
     let (version, suite, alpn) = est.describe();
     handshake_result("ok", &version, &suite);
-    m.handshake_seconds.get_or_create(&listener).observe(started.elapsed().as_secs_f64());
+    state.counters.handshake_seconds.observe(started.elapsed().as_secs_f64());
     let sni = est.sni.clone().unwrap_or_default();
     let client_cert = est.peer.as_ref().map(|p| p.summary()).unwrap_or_default();
     tracing::info!(%sni, %version, %suite, %alpn, %client_cert, route = %est.route.label, "handshake done");
 
-    let _open = OpenGuard::new(m.connections_open.get_or_create_owned(&listener));
+    let _open = OpenGuard::new(state.counters.open.clone());
     let identity = est.peer.clone();
     let listed = live().insert(ConnInfo {
         listener: state.name.clone(),
@@ -193,12 +230,8 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
     });
     let meter = Meter {
         conn: &listed.info,
-        up: m
-            .bytes
-            .get_or_create_owned(&BytesLabels { listener: state.name.clone(), direction: "up".into() }),
-        down: m
-            .bytes
-            .get_or_create_owned(&BytesLabels { listener: state.name.clone(), direction: "down".into() }),
+        up: state.counters.bytes_up.clone(),
+        down: state.counters.bytes_down.clone(),
     };
     let proxy_header_bytes = match est.route.proxy_protocol {
         Some(v) => match proxy_header::outbound(v, client, local, &est.tls_info()) {
