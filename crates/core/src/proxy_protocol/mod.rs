@@ -62,8 +62,9 @@ impl TlvType {
     pub const SSL_SIG_ALG: TlvType = TlvType(0x24);
     pub const SSL_KEY_ALG: TlvType = TlvType(0x25);
     pub const NETNS: TlvType = TlvType(0x30);
-    /// tlsgate's own (custom range 0xE0-0xEF): the client certificate's subject and SANs.
-    pub const TLSGATE_CLIENT_CERT: TlvType = TlvType(0xE0);
+    /// tlsgate's own, in the custom range 0xE0-0xEF: the client certificate's subject and SANs.
+    /// 0xE7 because clouds already use 0xE0 (GCP), 0xEA (AWS) and 0xEE (Azure).
+    pub const TLSGATE_CLIENT_CERT: TlvType = TlvType(0xE7);
 }
 
 /// A whole PROXY header.

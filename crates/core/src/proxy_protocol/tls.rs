@@ -6,7 +6,7 @@
 //! - `PP2_TYPE_SSL` (0x20): `client` flags (SSL; CERT_CONN and CERT_SESS when a certificate was
 //!   presented), `verify` (0 when that certificate verified, 1 otherwise), then sub-TLVs
 //!   `SSL_VERSION` (0x21, `TLSv1.3`), `SSL_CIPHER` (0x23, IANA name), `SSL_CN` (0x22);
-//! - `TLSGATE_CLIENT_CERT` (0xE0): sub-TLVs of the client certificate — 0x01 subject DN, 0x02 a
+//! - `TLSGATE_CLIENT_CERT` (0xE7): sub-TLVs of the client certificate — 0x01 subject DN, 0x02 a
 //!   DNS SAN, 0x03 a URI SAN, 0x04 an IP SAN (text), one sub-TLV per value.
 
 use super::v2::{parse_tlvs, push_tlv};

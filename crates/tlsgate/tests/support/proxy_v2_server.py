@@ -49,7 +49,7 @@ def main():
                 for sk, sv in tlvs(value[5:]):
                     name = {0x21: "ssl_version", 0x22: "ssl_cn", 0x23: "ssl_cipher"}.get(sk, f"ssl_0x{sk:02x}")
                     info[name] = sv.decode()
-            elif kind == 0xE0:
+            elif kind == 0xE7:
                 for sk, sv in tlvs(value):
                     name = {1: "cert_subject", 2: "cert_dns", 3: "cert_uri", 4: "cert_ip"}[sk]
                     info.setdefault(name, []).append(sv.decode())
