@@ -9,6 +9,7 @@ mod error;
 mod model;
 mod originate;
 mod terminate;
+mod tunnel;
 
 pub use error::ConfigError;
 pub use model::{AdminConfig, Config, LogConfig, LogFormat, SecurityConfig};
@@ -16,6 +17,10 @@ pub use originate::{OriginateConfig, OriginateListener, RuleAction, RuleConfig, 
 pub use terminate::{
     BackendAddr, BalancePolicy, CertificateConfig, ClientAuthConfig, ClientAuthMode, HealthConfig,
     ListenerConfig, ProxyProtocol, RouteConfig, TerminateConfig, TlsVersion,
+};
+pub use tunnel::{
+    Forward, ForwardProtocol, GateConfig, PortalConfig, ProxyKind, ProxyUrl, ReverseForward, SocksAuth,
+    TunnelConfig, TunnelLimits,
 };
 
 impl Config {
@@ -74,6 +79,9 @@ impl Config {
                 }
             }
         }
+        if let Some(t) = &mut self.tunnel {
+            t.resolve_paths(dir);
+        }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -82,6 +90,9 @@ impl Config {
         }
         if let Some(o) = &self.originate {
             o.validate()?;
+        }
+        if let Some(t) = &self.tunnel {
+            t.validate()?;
         }
         Ok(())
     }

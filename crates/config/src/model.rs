@@ -16,6 +16,7 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     pub terminate: Option<TerminateConfig>,
     pub originate: Option<crate::OriginateConfig>,
+    pub tunnel: Option<crate::TunnelConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 //!
 //! - [`terminate`]: TLS listeners that relay plaintext to backend pools;
 //! - [`originate`]: plaintext listeners whose connections leave as TLS, and transparent policy;
+//! - [`tunnel`]: the portal and gate around the sans-IO tunnel endpoint;
 //! - [`backend`]: backend pools: balancing, connecting with timeout and retry, health checks;
 //! - [`relay`]: the bidirectional byte pump with half-close and idle timeout;
 //! - [`counted`]: byte counting for streams that do not go through the relay;
@@ -17,5 +18,6 @@ pub mod originate;
 pub mod proxy_header;
 pub mod relay;
 pub mod terminate;
+pub mod tunnel;
 
 pub use error::ProxyError;

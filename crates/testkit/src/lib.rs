@@ -3,11 +3,13 @@
 //! - [`process`]: a child process whose log lines can be awaited;
 //! - [`pki`]: a throwaway CA with certificates written to a temporary directory;
 //! - [`nginx`]: a private nginx instance on a free loopback port;
-//! - [`data`]: random files and their SHA-256.
+//! - [`data`]: random files and their SHA-256;
+//! - [`dns`]: a private dnsmasq answering names only it knows.
 
 pub mod browser;
 pub mod clients;
 pub mod data;
+pub mod dns;
 pub mod hello;
 pub mod net;
 pub mod netns;

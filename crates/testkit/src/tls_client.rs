@@ -19,6 +19,17 @@ pub fn handshake(
     server_name: &str,
     timeout: Duration,
 ) -> std::io::Result<TlsStream> {
+    handshake_as(addr, ca_pem, server_name, None, timeout)
+}
+
+/// As [`handshake`], presenting the client certificate `(chain, key)` when given.
+pub fn handshake_as(
+    addr: SocketAddr,
+    ca_pem: &Path,
+    server_name: &str,
+    client: Option<(&Path, &Path)>,
+    timeout: Duration,
+) -> std::io::Result<TlsStream> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca_pem).unwrap() {
         roots.add(cert.unwrap()).unwrap();
@@ -27,8 +38,15 @@ pub fn handshake(
         rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
             .with_safe_default_protocol_versions()
             .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+    let config = match client {
+        Some((chain, key)) => {
+            let chain = CertificateDer::pem_file_iter(chain).unwrap().map(|c| c.unwrap()).collect();
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+            config.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => config.with_no_client_auth(),
+    };
     let conn =
         rustls::ClientConnection::new(Arc::new(config), server_name.to_string().try_into().unwrap()).unwrap();
     let tcp = TcpStream::connect(addr)?;

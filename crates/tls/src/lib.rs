@@ -4,6 +4,7 @@
 //! - [`server`]: per-listener `ServerConfig`s and the SNI certificate table;
 //! - [`client_auth`]: mutual TLS — CA bundle, CRLs, allow-lists;
 //! - [`identity`]: a peer's subject and SANs;
+//! - [`tunnel`]: the gate's and the portal's TLS 1.3 configs with certificates on both ends;
 //! - [`pki`]: a throwaway CA and leaf certificates (rcgen) for the demo and for tests.
 
 pub mod client;
@@ -14,6 +15,7 @@ pub mod keys;
 pub mod peek;
 pub mod pki;
 pub mod server;
+pub mod tunnel;
 
 pub use error::TlsError;
 

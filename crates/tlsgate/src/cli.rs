@@ -41,6 +41,9 @@ pub enum Command {
     Terminate(Box<TerminateArgs>),
     /// Plaintext in, TLS out: for programs that have no TLS code.
     Originate(OriginateArgs),
+    /// Many TCP and UDP flows over one mutually authenticated TLS connection.
+    #[command(subcommand)]
+    Tunnel(TunnelCommand),
     /// A throwaway CA, a built-in HTTP backend and a terminator in front of it, on loopback.
     Demo(DemoArgs),
     /// The built-in plaintext HTTP backend alone (GET /, POST /echo, POST /sha256).
@@ -123,6 +126,89 @@ pub struct OriginateArgs {
     #[arg(long, conflicts_with = "config")]
     pub alpn: Vec<String>,
     /// Admin listener address (/healthz, /metrics).
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+    /// Start even if the key file is readable by group or others.
+    #[arg(long)]
+    pub allow_insecure_key_permissions: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TunnelCommand {
+    /// The far end: accepts portals, opens destinations for them under policy.
+    Gate(GateArgs),
+    /// The near end: one TLS connection to a gate; SOCKS5, forwards and DNS on this side.
+    Portal(PortalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    /// TOML config file with a [tunnel.gate] section; when given, it is the whole configuration.
+    #[arg(long, short, conflicts_with_all = ["listen", "cert", "key", "client_ca"])]
+    pub config: Option<PathBuf>,
+    /// TLS address portals connect to.
+    #[arg(long, required_unless_present = "config")]
+    pub listen: Option<SocketAddr>,
+    /// The gate's certificate chain (PEM).
+    #[arg(long, required_unless_present = "config")]
+    pub cert: Option<PathBuf>,
+    /// The gate's private key (PEM).
+    #[arg(long, required_unless_present = "config")]
+    pub key: Option<PathBuf>,
+    /// CAs that issue portal certificates; portals must present one.
+    #[arg(long, required_unless_present = "config")]
+    pub client_ca: Option<PathBuf>,
+    /// CRL file of that CA; repeat for several.
+    #[arg(long, conflicts_with = "config")]
+    pub crl: Vec<PathBuf>,
+    /// Policy rule for every portal (`allow tcp 10.0.0.0/8 22,443`); repeat, first match wins.
+    /// Without any, every authenticated portal may open anything.
+    #[arg(long = "allow", conflicts_with = "config")]
+    pub rules: Vec<String>,
+    /// DNS server for resolving names and answering portals' DNS forwarders.
+    #[arg(long, conflicts_with = "config")]
+    pub resolver: Option<SocketAddr>,
+    /// Admin listener address (/healthz, /metrics, /status).
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+    /// Start even if the key file is readable by group or others.
+    #[arg(long)]
+    pub allow_insecure_key_permissions: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PortalArgs {
+    /// TOML config file with a [tunnel.portal] section; when given, it is the whole configuration.
+    #[arg(long, short, conflicts_with_all = ["gate", "ca", "cert", "key"])]
+    pub config: Option<PathBuf>,
+    /// The gate's host:port.
+    #[arg(long, required_unless_present = "config")]
+    pub gate: Option<BackendAddr>,
+    /// CAs trusted for the gate's certificate.
+    #[arg(long, required_unless_present = "config")]
+    pub ca: Option<PathBuf>,
+    /// The portal's certificate chain (PEM).
+    #[arg(long, required_unless_present = "config")]
+    pub cert: Option<PathBuf>,
+    /// The portal's private key (PEM).
+    #[arg(long, required_unless_present = "config")]
+    pub key: Option<PathBuf>,
+    /// Name verified in the gate's certificate (default: the gate's host).
+    #[arg(long, conflicts_with = "config")]
+    pub server_name: Option<String>,
+    /// SOCKS5 listener (keep it on loopback).
+    #[arg(long, conflicts_with = "config")]
+    pub socks: Option<SocketAddr>,
+    /// `tcp:LISTEN=HOST:PORT` or `udp:LISTEN=HOST:PORT`, HOST resolved by the gate; repeat.
+    #[arg(long, conflicts_with = "config")]
+    pub forward: Vec<tlsgate_config::Forward>,
+    /// Local UDP address whose DNS queries the gate's resolver answers.
+    #[arg(long, conflicts_with = "config")]
+    pub dns: Option<SocketAddr>,
+    /// Reach the gate through `http://[user:pass@]host:port` or `socks5://…`.
+    #[arg(long, conflicts_with = "config")]
+    pub proxy: Option<tlsgate_config::ProxyUrl>,
+    /// Admin listener address (/healthz, /metrics, /status).
     #[arg(long)]
     pub admin: Option<SocketAddr>,
     /// Start even if the key file is readable by group or others.

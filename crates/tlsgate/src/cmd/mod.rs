@@ -4,6 +4,7 @@ mod backend;
 mod demo;
 mod originate;
 mod terminate;
+mod tunnel;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -13,6 +14,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Terminate(args) => terminate::run(*args, &cli.log).await,
         Command::Originate(args) => originate::run(args, &cli.log).await,
+        Command::Tunnel(command) => tunnel::run(command, &cli.log).await,
         Command::Demo(args) => demo::run(args, &cli.log).await,
         Command::Backend(args) => backend::run(args, &cli.log).await,
     }

@@ -1,0 +1,440 @@
+//! `tlsgate tunnel gate`: accepts portals, opens destinations for them under policy, and runs
+//! the reverse-forward listeners.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use rustls::ServerConfig;
+use tlsgate_config::GateConfig;
+use tlsgate_telemetry::conns::{live, ConnInfo, Listed};
+use tlsgate_tunnel::addr::Host;
+use tlsgate_tunnel::policy::{Decision, PolicySet};
+use tlsgate_tunnel::wire::{OpenRc, Protocol};
+use tlsgate_tunnel::{Datagram, Endpoint, Role, SessionId, Target};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use super::connect::connect_any;
+use super::driver::{Acceptor, Driver};
+use super::resolve::Resolver;
+use super::{endpoint_config, Handle, OpenFailure, DNS_TARGET_NAME};
+use crate::ProxyError;
+
+/// The connected portals by identity. One identity may hold several connections (a portal
+/// reconnecting before the gate noticed the old one died); reverse forwards use the newest.
+type Registry = Arc<Mutex<HashMap<String, Vec<Handle>>>>;
+
+struct Shared {
+    config: GateConfig,
+    tls: ArcSwap<ServerConfig>,
+    policies: PolicySet,
+    resolver: Resolver,
+    portals: Registry,
+}
+
+pub struct Gate {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Gate {
+    /// Loads the TLS material and policy, binds every socket; fails as a whole.
+    pub async fn start(
+        config: &GateConfig,
+        allow_insecure_key_permissions: bool,
+    ) -> Result<Gate, ProxyError> {
+        let tls = tlsgate_tls::tunnel::gate_server_config(config, allow_insecure_key_permissions)
+            .map_err(|e| ProxyError::internal(format!("tunnel gate: {e}")))?;
+        let (identities, default, open) =
+            config.policies().map_err(|e| ProxyError::internal(format!("tunnel gate: {e}")))?;
+        if open {
+            tracing::warn!(
+                "tunnel gate: no policy configured; every authenticated portal may open any destination"
+            );
+        }
+        let resolver = Resolver::new(config.resolver).map_err(ProxyError::internal)?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| ProxyError::internal(format!("tunnel gate: bind {}: {e}", config.listen)))?;
+        let local_addr = listener.local_addr().map_err(|e| ProxyError::internal(e.to_string()))?;
+        let mut reverse = Vec::new();
+        for r in &config.reverse {
+            let l = TcpListener::bind(r.listen)
+                .await
+                .map_err(|e| ProxyError::internal(format!("tunnel gate: reverse bind {}: {e}", r.listen)))?;
+            reverse.push((l, r.clone()));
+        }
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            tls: ArcSwap::from(tls),
+            policies: PolicySet { identities, default: Some(default) },
+            resolver,
+            portals: Default::default(),
+        });
+        let mut tasks = vec![tokio::spawn(accept_loop(listener, shared.clone()))];
+        for (l, r) in reverse {
+            tracing::info!(listen = %r.listen, portal = %r.portal, target = %r.target, "tunnel gate: reverse forward");
+            tasks.push(tokio::spawn(reverse_loop(l, r, shared.clone())));
+        }
+        tracing::info!(listen = %local_addr, "tunnel gate listening");
+        Ok(Gate { shared, local_addr, tasks })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Re-reads certificate, key, CA and CRLs: the next handshake uses them, portals already
+    /// connected continue. On error the old material stays.
+    pub fn reload(&self, allow_insecure_key_permissions: bool) -> Result<(), ProxyError> {
+        let tls =
+            tlsgate_tls::tunnel::gate_server_config(&self.shared.config, allow_insecure_key_permissions)
+                .map_err(|e| ProxyError::internal(format!("tunnel gate: {e}")))?;
+        self.shared.tls.store(tls);
+        Ok(())
+    }
+
+    /// Stops accepting and sends GoAway on every portal connection.
+    pub fn shutdown(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for h in self.shared.portals.lock().unwrap_or_else(|e| e.into_inner()).values().flatten() {
+            h.shutdown();
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tokio::spawn(serve_portal(stream, peer, shared.clone()));
+            }
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "tunnel gate: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn serve_portal(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let acceptor = TlsAcceptor::from(shared.tls.load_full());
+    let tls = match tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::warn!(client = %peer, error = %e, "tunnel gate: portal refused: TLS handshake failed (client side)");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(client = %peer, "tunnel gate: portal refused: TLS handshake timed out (client side)");
+            return;
+        }
+    };
+    let (_, conn) = tls.get_ref();
+    let identity =
+        conn.peer_certificates().and_then(|c| c.first()).and_then(tlsgate_tls::identity::peer_identity);
+    let Some(identity) = identity else {
+        tracing::warn!(client = %peer, "tunnel gate: portal refused: certificate unreadable (client side)");
+        return;
+    };
+    let name = tlsgate_tls::tunnel::portal_name(&identity);
+    let suite = conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default();
+    let _listed = live().insert(ConnInfo {
+        listener: "tunnel gate".into(),
+        client: peer,
+        sni: conn.server_name().unwrap_or_default().to_string(),
+        version: "TLSv1.3".into(),
+        suite,
+        identity: identity.summary(),
+        backend: Default::default(),
+        started: Instant::now(),
+        up: Default::default(),
+        down: Default::default(),
+    });
+    tracing::info!(client = %peer, portal = %name, "tunnel gate: portal connected");
+    let label: Arc<str> = format!("portal {name} at {peer}").into();
+    let acceptor = Arc::new(GateAcceptor { shared: shared.clone(), portal: name.clone(), peer });
+    let endpoint = Endpoint::new(endpoint_config(Role::Gate, &shared.config.limits), Instant::now());
+    let driver = Driver::new(endpoint, acceptor, false, label);
+    let handle = driver.handle();
+    shared
+        .portals
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(name.clone())
+        .or_default()
+        .push(handle.clone());
+    let ended = driver.run(tls, None).await;
+    {
+        let mut portals = shared.portals.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = portals.get_mut(&name) {
+            list.retain(|h| !h.same(&handle));
+            if list.is_empty() {
+                portals.remove(&name);
+            }
+        }
+    }
+    tracing::info!(client = %peer, portal = %name, reason = %ended, "tunnel gate: portal disconnected");
+}
+
+struct GateAcceptor {
+    shared: Arc<Shared>,
+    portal: String,
+    peer: SocketAddr,
+}
+
+impl Acceptor for GateAcceptor {
+    fn open_request(&self, handle: Handle, id: SessionId, protocol: Protocol, target: Target) {
+        let shared = self.shared.clone();
+        let portal = self.portal.clone();
+        let peer = self.peer;
+        tokio::spawn(async move {
+            let result = if protocol == Protocol::TCP {
+                open_tcp(&shared, &portal, peer, &target).await.map(|(stream, listed)| {
+                    handle.accept_tcp(id, stream, Some(listed));
+                })
+            } else if protocol == Protocol::UDP {
+                open_udp(&shared, &portal, &handle, id, &target)
+            } else {
+                Err(OpenFailure { rc: OpenRc::UNSUPPORTED, reason: "unsupported protocol".into() })
+            };
+            if let Err(f) = result {
+                tracing::info!(portal = %portal, %target, reason = %f.reason, "tunnel gate: open refused");
+                handle.refuse(id, f.rc, f.reason);
+            }
+        });
+    }
+}
+
+/// Where a name resolves, checked against policy again (DNS rebinding into a denied range).
+pub(crate) async fn resolve_checked(
+    shared: &SharedView<'_>,
+    protocol: Protocol,
+    target: &Target,
+) -> Result<Vec<IpAddr>, OpenFailure> {
+    if let Host::Name(n) = &target.host {
+        if n == DNS_TARGET_NAME {
+            return match shared.resolver.dns_server() {
+                Some(s) => Ok(vec![s.ip()]),
+                None => Err(OpenFailure {
+                    rc: OpenRc::REFUSED_BY_POLICY,
+                    reason: "gate has no DNS resolver configured".into(),
+                }),
+            };
+        }
+    }
+    let refuse = |d: Decision| match d {
+        Decision::Allow => Ok(()),
+        Decision::Deny { reason } => Err(OpenFailure { rc: OpenRc::REFUSED_BY_POLICY, reason }),
+    };
+    refuse(shared.policies.check(shared.portal, protocol, target))?;
+    match &target.host {
+        Host::Ip(ip) => Ok(vec![*ip]),
+        Host::Name(name) => {
+            let addrs = shared
+                .resolver
+                .resolve(name)
+                .await
+                .map_err(|reason| OpenFailure { rc: OpenRc::NAME_NOT_RESOLVED, reason })?;
+            for ip in &addrs {
+                refuse(shared.policies.check_resolved(shared.portal, protocol, target, *ip))?;
+            }
+            Ok(addrs)
+        }
+    }
+}
+
+/// What resolution and policy need, borrowed.
+pub(crate) struct SharedView<'a> {
+    pub policies: &'a PolicySet,
+    pub resolver: &'a Resolver,
+    pub portal: &'a str,
+}
+
+async fn open_tcp(
+    shared: &Shared,
+    portal: &str,
+    peer: SocketAddr,
+    target: &Target,
+) -> Result<(TcpStream, Listed), OpenFailure> {
+    let view = SharedView { policies: &shared.policies, resolver: &shared.resolver, portal };
+    let addrs = resolve_checked(&view, Protocol::TCP, target).await?;
+    let port = match &target.host {
+        Host::Name(n) if n == DNS_TARGET_NAME => shared.resolver.dns_server().map_or(53, |s| s.port()),
+        _ => target.port,
+    };
+    let stream = connect_any(&addrs, port, shared.config.connect_timeout).await?;
+    let backend = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::debug!(portal = %portal, %target, %backend, "tunnel gate: session opened");
+    let listed = live().insert(ConnInfo {
+        listener: "tunnel gate session".into(),
+        client: peer,
+        sni: target.to_string(),
+        version: String::new(),
+        suite: String::new(),
+        identity: portal.to_string(),
+        backend: std::sync::Mutex::new(backend),
+        started: Instant::now(),
+        up: Default::default(),
+        down: Default::default(),
+    });
+    Ok((stream, listed))
+}
+
+fn open_udp(
+    shared: &Arc<Shared>,
+    portal: &str,
+    handle: &Handle,
+    id: SessionId,
+    target: &Target,
+) -> Result<(), OpenFailure> {
+    // A SOCKS UDP association names the client's source (often 0.0.0.0:0), not a destination;
+    // each datagram's destination is checked as it comes.
+    let is_hint = matches!(target.host, Host::Ip(ip) if ip.is_unspecified()) || target.port == 0;
+    if !is_hint && !is_dns(target) {
+        if let Decision::Deny { reason } = shared.policies.check(portal, Protocol::UDP, target) {
+            return Err(OpenFailure { rc: OpenRc::REFUSED_BY_POLICY, reason });
+        }
+    }
+    let (sink, rx) = tokio::sync::mpsc::channel(UDP_QUEUE);
+    handle.attach_udp(id, sink, true);
+    tokio::spawn(udp_session(shared.clone(), portal.to_string(), handle.clone(), id, rx));
+    Ok(())
+}
+
+/// Datagrams queued from the tunnel toward one UDP session's socket.
+const UDP_QUEUE: usize = 64;
+/// Destinations remembered per UDP session (a DNS client asks few servers; a scan gets no more).
+const UDP_PEERS: usize = 256;
+
+/// One UDP session on the gate: its own socket, datagrams sent where the portal says (each
+/// checked against policy), replies accepted only from addresses this session sent to.
+async fn udp_session(
+    shared: Arc<Shared>,
+    portal: String,
+    handle: Handle,
+    id: SessionId,
+    mut rx: tokio::sync::mpsc::Receiver<Datagram>,
+) {
+    let Ok(sock) = tokio::net::UdpSocket::bind((IpAddr::from([0u8; 16]), 0)).await else {
+        tracing::warn!(portal = %portal, "tunnel gate: cannot bind a UDP socket");
+        handle.end_session(id);
+        return;
+    };
+    let view = SharedView { policies: &shared.policies, resolver: &shared.resolver, portal: &portal };
+    let mut resolved: HashMap<Target, SocketAddr> = HashMap::new();
+    let mut peers: HashMap<SocketAddr, Target> = HashMap::new();
+    let mut reply_to: Option<Target> = None;
+    let mut buf = vec![0u8; 65536];
+    loop {
+        tokio::select! {
+            d = rx.recv() => {
+                let Some(d) = d else { return };
+                reply_to = Some(d.src.clone());
+                let to = match resolved.get(&d.dst) {
+                    Some(a) => *a,
+                    None => match resolve_checked(&view, Protocol::UDP, &d.dst).await {
+                        Ok(addrs) => {
+                            let port = if is_dns(&d.dst) { shared.resolver.dns_server().map_or(53, |s| s.port()) } else { d.dst.port };
+                            let a = SocketAddr::new(v6_mapped(addrs[0]), port);
+                            if resolved.len() < UDP_PEERS {
+                                resolved.insert(d.dst.clone(), a);
+                            }
+                            a
+                        }
+                        Err(f) => {
+                            tracing::info!(portal = %portal, target = %d.dst, reason = %f.reason, "tunnel gate: datagram refused");
+                            continue;
+                        }
+                    },
+                };
+                if peers.len() < UDP_PEERS || peers.contains_key(&to) {
+                    peers.insert(to, d.dst.clone());
+                }
+                if let Err(e) = sock.send_to(&d.data, to).await {
+                    tracing::debug!(portal = %portal, %to, error = %e, "tunnel gate: UDP send failed");
+                }
+            }
+            r = sock.recv_from(&mut buf) => {
+                let Ok((n, from)) = r else { continue };
+                let (Some(src), Some(dst)) = (peers.get(&from), reply_to.clone()) else { continue };
+                handle.send_datagram(id, Datagram { src: src.clone(), dst, data: buf[..n].to_vec() });
+            }
+        }
+    }
+}
+
+/// The session's socket is dual-stack IPv6; IPv4 destinations are reached as mapped addresses.
+fn v6_mapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
+        v6 => v6,
+    }
+}
+
+fn is_dns(t: &Target) -> bool {
+    matches!(&t.host, Host::Name(n) if n == DNS_TARGET_NAME)
+}
+
+async fn reverse_loop(listener: TcpListener, r: tlsgate_config::ReverseForward, shared: Arc<Shared>) {
+    let target = match Target::name(&r.target.host, r.target.port) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(target = %r.target, error = %e, "tunnel gate: reverse forward target invalid");
+            return;
+        }
+    };
+    loop {
+        let (stream, client) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "tunnel gate: reverse accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let handle = shared
+            .portals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&r.portal)
+            .and_then(|list| list.iter().rev().find(|h| !h.is_closed()).cloned());
+        let Some(handle) = handle else {
+            tracing::warn!(%client, portal = %r.portal, "tunnel gate: reverse forward refused: portal not connected");
+            continue;
+        };
+        let target = target.clone();
+        let portal = r.portal.clone();
+        tokio::spawn(async move {
+            match handle.open(Protocol::TCP, target.clone()).await {
+                Ok(id) => {
+                    let listed = live().insert(ConnInfo {
+                        listener: "tunnel gate reverse".into(),
+                        client,
+                        sni: target.to_string(),
+                        version: String::new(),
+                        suite: String::new(),
+                        identity: portal,
+                        backend: Default::default(),
+                        started: Instant::now(),
+                        up: Default::default(),
+                        down: Default::default(),
+                    });
+                    handle.attach_tcp(id, stream, Vec::new(), Some(listed));
+                }
+                Err(f) => {
+                    tracing::info!(%client, portal = %portal, %target, reason = %f, "tunnel gate: reverse forward refused by portal");
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,37 @@
+//! The tunnel's I/O shells around the sans-IO `tlsgate-tunnel` endpoint.
+//!
+//! - [`driver`]: one task per tunnel connection owning the `Endpoint`, the TLS stream and the
+//!   map from sessions to local sockets; everything else talks to it through a [`Handle`];
+//! - [`pump`]: the per-session socket tasks, with the credit that bounds their memory;
+//! - [`gate`]: accepts portals (TLS 1.3, client certificates), applies policy, connects out,
+//!   runs reverse-forward listeners;
+//! - [`portal`]: keeps the connection to the gate (through a proxy if configured, reconnecting
+//!   with backoff) and serves SOCKS5, forwards and the DNS forwarder;
+//! - [`resolve`]: the gate's name resolution (system, or a configured DNS server).
+
+mod connect;
+pub mod driver;
+pub mod gate;
+pub mod portal;
+mod pump;
+pub mod resolve;
+mod socks;
+mod udp;
+
+pub use driver::{Handle, OpenFailure};
+
+/// The destination name a portal's DNS forwarder sends to: `.invalid` never resolves (RFC 2606),
+/// so it cannot collide with a real host; the gate maps it to its configured resolver.
+pub const DNS_TARGET_NAME: &str = "dns.tunnel.invalid";
+
+/// The endpoint's settings from the config's limits.
+fn endpoint_config(role: tlsgate_tunnel::Role, l: &tlsgate_config::TunnelLimits) -> tlsgate_tunnel::Config {
+    let mut c = tlsgate_tunnel::Config::new(role);
+    c.max_sessions = l.max_sessions;
+    c.recv_window = l.session_window;
+    c.send_buffer = l.session_buffer;
+    c.keepalive_interval = l.keepalive;
+    c.idle_timeout = l.idle_timeout;
+    c.session_idle_timeout = l.session_idle_timeout;
+    c
+}

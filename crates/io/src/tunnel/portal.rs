@@ -1,0 +1,370 @@
+//! `tlsgate tunnel portal`: one TLS connection to the gate, kept up with backoff, and the local
+//! services that use it (SOCKS5, TCP and UDP forwards, the DNS forwarder).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use tlsgate_config::{ForwardProtocol, PortalConfig, ProxyKind};
+use tlsgate_telemetry::conns::{live, ConnInfo};
+use tlsgate_tunnel::addr::Host;
+use tlsgate_tunnel::policy::{Decision, Policy};
+use tlsgate_tunnel::proxy_client::{ClientProgress, HttpConnectClient, Socks5Client};
+use tlsgate_tunnel::wire::{OpenRc, Protocol};
+use tlsgate_tunnel::{Endpoint, Role, SessionId, Target};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use super::connect::connect_any;
+use super::driver::{Acceptor, Driver};
+use super::{endpoint_config, Handle, OpenFailure, DNS_TARGET_NAME};
+use crate::ProxyError;
+
+/// Local addresses the portal serves, as bound (port 0 in the config becomes a real port).
+#[derive(Debug, Clone, Default)]
+pub struct PortalAddrs {
+    pub socks: Option<SocketAddr>,
+    pub forwards: Vec<SocketAddr>,
+    pub dns: Option<SocketAddr>,
+}
+
+pub struct Portal {
+    tasks: Vec<JoinHandle<()>>,
+    tunnel: watch::Receiver<Option<Handle>>,
+    pub addrs: PortalAddrs,
+}
+
+impl Portal {
+    /// Loads TLS material and binds every local socket (failing as a whole), then connects.
+    pub async fn start(
+        config: &PortalConfig,
+        allow_insecure_key_permissions: bool,
+    ) -> Result<Portal, ProxyError> {
+        let tls = tlsgate_tls::tunnel::portal_client_config(config, allow_insecure_key_permissions)
+            .map_err(|e| ProxyError::internal(format!("tunnel portal: {e}")))?;
+        let reverse =
+            config.reverse_policy().map_err(|e| ProxyError::internal(format!("tunnel portal: {e}")))?;
+        let server_name = config.server_name.clone().unwrap_or_else(|| config.gate.host.clone());
+        let server_name = ServerName::try_from(server_name.clone())
+            .map_err(|e| ProxyError::internal(format!("tunnel portal: gate name {server_name:?}: {e}")))?;
+        let (publish, tunnel) = watch::channel(None);
+        let mut tasks = Vec::new();
+        let mut addrs = PortalAddrs::default();
+        let bind_err =
+            |a: SocketAddr, e: std::io::Error| ProxyError::internal(format!("tunnel portal: bind {a}: {e}"));
+        if let Some(a) = config.socks {
+            let l = TcpListener::bind(a).await.map_err(|e| bind_err(a, e))?;
+            addrs.socks = l.local_addr().ok();
+            let auth = config.socks_auth.clone().map(Arc::new);
+            tasks.push(tokio::spawn(super::socks::serve(l, auth, tunnel.clone())));
+        }
+        for f in &config.forward {
+            let target = Target::name(&f.target.host, f.target.port)
+                .map_err(|e| ProxyError::internal(format!("tunnel portal: forward {}: {e}", f.target)))?;
+            match f.protocol {
+                ForwardProtocol::Tcp => {
+                    let l = TcpListener::bind(f.listen).await.map_err(|e| bind_err(f.listen, e))?;
+                    let bound = l.local_addr().map_err(|e| bind_err(f.listen, e))?;
+                    addrs.forwards.push(bound);
+                    tasks.push(tokio::spawn(tcp_forward(l, target, tunnel.clone())));
+                    tracing::info!(listen = %bound, target = %f.target, "tunnel portal: TCP forward");
+                }
+                ForwardProtocol::Udp => {
+                    let s = UdpSocket::bind(f.listen).await.map_err(|e| bind_err(f.listen, e))?;
+                    let bound = s.local_addr().map_err(|e| bind_err(f.listen, e))?;
+                    addrs.forwards.push(bound);
+                    tasks.push(tokio::spawn(super::udp::forward(s, target, tunnel.clone())));
+                    tracing::info!(listen = %bound, target = %f.target, "tunnel portal: UDP forward");
+                }
+            }
+        }
+        if let Some(a) = config.dns {
+            let s = UdpSocket::bind(a).await.map_err(|e| bind_err(a, e))?;
+            let bound = s.local_addr().map_err(|e| bind_err(a, e))?;
+            addrs.dns = Some(bound);
+            let target = Target::name(DNS_TARGET_NAME, 53).expect("a valid constant name");
+            tasks.push(tokio::spawn(super::udp::forward(s, target, tunnel.clone())));
+            tracing::info!(listen = %bound, "tunnel portal: DNS forwarder");
+        }
+        if let Some(a) = addrs.socks {
+            tracing::info!(listen = %a, "tunnel portal: SOCKS5 listening");
+        }
+        let keeper = Keeper {
+            config: config.clone(),
+            connector: TlsConnector::from(tls),
+            server_name,
+            acceptor: Arc::new(PortalAcceptor { reverse, connect_timeout: config.connect_timeout }),
+            publish,
+        };
+        tasks.push(tokio::spawn(keeper.run()));
+        Ok(Portal { tasks, tunnel, addrs })
+    }
+
+    /// The live connection's handle, once connected.
+    pub fn tunnel(&self) -> watch::Receiver<Option<Handle>> {
+        self.tunnel.clone()
+    }
+
+    /// Closes the tunnel with GoAway and stops every local service.
+    pub async fn shutdown(self) {
+        for t in &self.tasks[..self.tasks.len() - 1] {
+            t.abort();
+        }
+        let handle = self.tunnel.borrow().clone();
+        if let Some(h) = handle {
+            h.shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(2), h.closed()).await;
+        }
+        if let Some(t) = self.tasks.last() {
+            t.abort();
+        }
+    }
+}
+
+/// Keeps one connection to the gate, reconnecting with exponential backoff.
+struct Keeper {
+    config: PortalConfig,
+    connector: TlsConnector,
+    server_name: ServerName<'static>,
+    acceptor: Arc<PortalAcceptor>,
+    publish: watch::Sender<Option<Handle>>,
+}
+
+impl Keeper {
+    async fn run(self) {
+        let mut backoff = self.config.reconnect_min;
+        loop {
+            match self.connect().await {
+                Ok(tls) => {
+                    let gate = tls.get_ref().0.peer_addr().ok();
+                    let suite = tls.get_ref().1.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite()));
+                    let endpoint =
+                        Endpoint::new(endpoint_config(Role::Portal, &self.config.limits), Instant::now());
+                    let label: Arc<str> = format!("gate {}", self.config.gate).into();
+                    let driver = Driver::new(endpoint, self.acceptor.clone(), true, label);
+                    let handle = driver.handle();
+                    let (tx, accepted) = tokio::sync::oneshot::channel();
+                    let run = driver.run(tls, Some(tx));
+                    tokio::pin!(run);
+                    let mut _listed = None;
+                    let mut was_connected = false;
+                    let ended = tokio::select! {
+                        ended = &mut run => ended,
+                        Ok(()) = accepted => {
+                            was_connected = true;
+                            backoff = self.config.reconnect_min;
+                            tracing::info!(gate = %self.config.gate, addr = ?gate, "tunnel portal: connected to gate");
+                            _listed = gate.map(|g| self.listed(g, suite.unwrap_or_default()));
+                            let _ = self.publish.send(Some(handle));
+                            run.await
+                        }
+                    };
+                    let _ = self.publish.send(None);
+                    if was_connected {
+                        tracing::warn!(gate = %self.config.gate, reason = %ended, "tunnel portal: tunnel to gate ended; reconnecting");
+                    } else {
+                        tracing::warn!(gate = %self.config.gate, error = %ended, retry_in = ?backoff, "tunnel portal: cannot reach gate");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(gate = %self.config.gate, error = %e, retry_in = ?backoff, "tunnel portal: cannot reach gate");
+                }
+            }
+            tokio::time::sleep(jitter(backoff)).await;
+            backoff = (backoff * 2).min(self.config.reconnect_max);
+        }
+    }
+
+    /// The tunnel connection as the status page lists it.
+    fn listed(&self, gate: SocketAddr, suite: String) -> tlsgate_telemetry::conns::Listed {
+        live().insert(ConnInfo {
+            listener: "tunnel portal".into(),
+            client: gate,
+            sni: self.config.gate.host.clone(),
+            version: "TLSv1.3".into(),
+            suite,
+            identity: String::new(),
+            backend: std::sync::Mutex::new(self.config.gate.to_string()),
+            started: Instant::now(),
+            up: Default::default(),
+            down: Default::default(),
+        })
+    }
+
+    async fn connect(&self) -> Result<TlsStream<TcpStream>, String> {
+        let c = &self.config;
+        let (hop, via) = match &c.proxy {
+            Some(p) => (&p.addr, Some(p)),
+            None => (&c.gate, None),
+        };
+        let mut stream =
+            tokio::time::timeout(c.connect_timeout, TcpStream::connect((hop.host.as_str(), hop.port)))
+                .await
+                .map_err(|_| format!("connect {hop}: timed out"))?
+                .map_err(|e| format!("connect {hop}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        if let Some(p) = via {
+            tokio::time::timeout(c.handshake_timeout, through_proxy(&mut stream, p, c))
+                .await
+                .map_err(|_| format!("proxy {p}: timed out"))??;
+        }
+        tokio::time::timeout(c.handshake_timeout, self.connector.connect(self.server_name.clone(), stream))
+            .await
+            .map_err(|_| "TLS handshake with the gate timed out".to_string())?
+            .map_err(|e| format!("TLS handshake with the gate failed (gate side): {e}"))
+    }
+}
+
+/// Runs the proxy's prologue on the raw stream; afterwards the stream belongs to TLS.
+async fn through_proxy(
+    stream: &mut TcpStream,
+    p: &tlsgate_config::ProxyUrl,
+    c: &PortalConfig,
+) -> Result<(), String> {
+    let gate = Target::name(&c.gate.host, c.gate.port).map_err(|e| format!("gate {}: {e}", c.gate))?;
+    let creds = p.credentials.as_ref();
+    enum Prologue {
+        Http(HttpConnectClient),
+        Socks(Socks5Client),
+    }
+    let mut m = match p.kind {
+        ProxyKind::Http => {
+            Prologue::Http(HttpConnectClient::new(&gate, creds.map(|(u, p)| (u.as_str(), p.as_str()))))
+        }
+        ProxyKind::Socks5 => {
+            Prologue::Socks(Socks5Client::new(gate, creds.map(|(u, p)| (u.as_bytes(), p.as_bytes()))))
+        }
+    };
+    let mut buf = [0u8; 4096];
+    loop {
+        let out = match &mut m {
+            Prologue::Http(h) => h.take_output(),
+            Prologue::Socks(s) => s.take_output(),
+        };
+        if !out.is_empty() {
+            stream.write_all(&out).await.map_err(|e| format!("proxy {p}: {e}"))?;
+        }
+        let n = stream.read(&mut buf).await.map_err(|e| format!("proxy {p}: {e}"))?;
+        if n == 0 {
+            return Err(format!("proxy {p} closed the connection"));
+        }
+        let progress = match &mut m {
+            Prologue::Http(h) => h.handle_input(&buf[..n]),
+            Prologue::Socks(s) => s.handle_input(&buf[..n]),
+        }
+        .map_err(|e| format!("proxy {p}: {e}"))?;
+        if let ClientProgress::Established { .. } = progress {
+            let leftover = match &mut m {
+                Prologue::Http(h) => h.take_leftover(),
+                Prologue::Socks(s) => s.take_leftover(),
+            };
+            // The gate speaks only after our ClientHello; bytes before it are not the gate's.
+            if !leftover.is_empty() {
+                return Err(format!("proxy {p} sent data before TLS started"));
+            }
+            return Ok(());
+        }
+    }
+}
+
+/// Up to a quarter more, so portals that lost the same gate do not return in lockstep.
+fn jitter(d: Duration) -> Duration {
+    d + d.mul_f64(rand::random::<f64>() * 0.25)
+}
+
+async fn tcp_forward(listener: TcpListener, target: Target, tunnel: watch::Receiver<Option<Handle>>) {
+    loop {
+        let (stream, client) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "tunnel portal: forward accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(handle) = tunnel.borrow().clone() else {
+            tracing::info!(%client, %target, "tunnel portal: forward refused: tunnel to the gate is down");
+            continue;
+        };
+        let target = target.clone();
+        tokio::spawn(async move {
+            match handle.open(Protocol::TCP, target.clone()).await {
+                Ok(id) => {
+                    let listed = live().insert(ConnInfo {
+                        listener: "tunnel portal forward".into(),
+                        client,
+                        sni: target.to_string(),
+                        version: String::new(),
+                        suite: String::new(),
+                        identity: String::new(),
+                        backend: std::sync::Mutex::new(target.to_string()),
+                        started: Instant::now(),
+                        up: Default::default(),
+                        down: Default::default(),
+                    });
+                    handle.attach_tcp(id, stream, Vec::new(), Some(listed));
+                }
+                Err(f) => {
+                    tracing::info!(%client, %target, reason = %f, "tunnel portal: forward refused by gate")
+                }
+            }
+        });
+    }
+}
+
+/// Sessions the gate opens toward this side (reverse forwards), under `allow_reverse`.
+struct PortalAcceptor {
+    reverse: Policy,
+    connect_timeout: Duration,
+}
+
+impl Acceptor for PortalAcceptor {
+    fn open_request(&self, handle: Handle, id: SessionId, protocol: Protocol, target: Target) {
+        let decision = if protocol == Protocol::TCP {
+            self.reverse.check(protocol, &target)
+        } else {
+            Decision::Deny { reason: "the portal accepts only TCP from the gate".into() }
+        };
+        if let Decision::Deny { reason } = decision {
+            tracing::info!(%target, %reason, "tunnel portal: reverse session refused");
+            handle.refuse(id, OpenRc::REFUSED_BY_POLICY, reason);
+            return;
+        }
+        let policy = self.reverse.clone();
+        let timeout = self.connect_timeout;
+        tokio::spawn(async move {
+            let result = async {
+                let addrs = match &target.host {
+                    Host::Ip(ip) => vec![*ip],
+                    Host::Name(n) => tokio::net::lookup_host((n.as_str(), 0))
+                        .await
+                        .map_err(|e| OpenFailure {
+                            rc: OpenRc::NAME_NOT_RESOLVED,
+                            reason: format!("{n}: {e}"),
+                        })?
+                        .map(|a| a.ip())
+                        .collect(),
+                };
+                for ip in &addrs {
+                    if let Decision::Deny { reason } = policy.check_resolved(Protocol::TCP, &target, *ip) {
+                        return Err(OpenFailure { rc: OpenRc::REFUSED_BY_POLICY, reason });
+                    }
+                }
+                connect_any(&addrs, target.port, timeout).await
+            }
+            .await;
+            match result {
+                Ok(stream) => handle.accept_tcp(id, stream, None),
+                Err(f) => {
+                    tracing::info!(%target, reason = %f.reason, "tunnel portal: reverse session refused");
+                    handle.refuse(id, f.rc, f.reason);
+                }
+            }
+        });
+    }
+}

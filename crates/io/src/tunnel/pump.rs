@@ -1,0 +1,194 @@
+//! A TCP session's local socket: a reader task feeding the driver and a writer task fed by it.
+//!
+//! Memory per session stays bounded on both paths. Socket → tunnel: the reader holds one of
+//! [`READ_CREDIT`] permits per chunk it hands over, and the driver releases a permit only when the
+//! endpoint took the chunk, so a session whose peer window is closed stops reading its socket.
+//! Tunnel → socket: the driver reads from the endpoint only while fewer than [`WRITE_LIMIT`] bytes
+//! wait in the writer; the endpoint keeps the rest unacknowledged, which closes the window toward
+//! the sender (the seed's Ack flow control), and the writer says when it drained.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tlsgate_telemetry::conns::Listed;
+use tlsgate_tunnel::SessionId;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::driver::Cmd;
+
+/// Bytes read from a socket per chunk (about one TLS record's worth of tunnel data).
+pub(crate) const CHUNK: usize = 16 * 1024;
+/// Chunks a reader may have handed over and not yet seen taken by the endpoint.
+const READ_CREDIT: usize = 2;
+/// Bytes queued toward a socket before the driver stops reading that session's data.
+pub(crate) const WRITE_LIMIT: usize = 64 * 1024;
+
+/// Which way the local socket faces: it decides which byte counter a read increments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LocalEnd {
+    /// The local socket is the client (portal side): its bytes go "up".
+    Client,
+    /// The local socket is the destination (gate side): its bytes go "down".
+    Destination,
+}
+
+pub(crate) enum WriterMsg {
+    Data(Vec<u8>),
+    /// The peer finished: shut down our write half after what is queued.
+    Finish,
+}
+
+/// A chunk read from the socket, with the credit it holds until the endpoint takes it.
+pub(crate) struct Chunk {
+    pub data: Vec<u8>,
+    pub offset: usize,
+    pub _permit: OwnedSemaphorePermit,
+}
+
+/// The driver's side of one TCP session's socket.
+pub(crate) struct TcpLocal {
+    pub writer: mpsc::UnboundedSender<WriterMsg>,
+    /// Bytes handed to the writer and not yet written to the socket.
+    pub pending: Arc<AtomicUsize>,
+    pub queued: std::collections::VecDeque<Chunk>,
+    /// The socket reached EOF: finish the session once `queued` is in the endpoint.
+    pub finish_pending: bool,
+    pub finish_sent_to_writer: bool,
+    pub listed: Option<Listed>,
+    pub end: LocalEnd,
+    reader: JoinHandle<()>,
+    writer_task: JoinHandle<()>,
+}
+
+impl TcpLocal {
+    /// Starts the socket's two tasks. `leftover` (bytes a SOCKS client sent early) goes first.
+    pub fn start(
+        id: SessionId,
+        stream: TcpStream,
+        leftover: Vec<u8>,
+        cmds: mpsc::UnboundedSender<Cmd>,
+        listed: Option<Listed>,
+        end: LocalEnd,
+    ) -> Self {
+        let _ = stream.set_nodelay(true);
+        let (rd, wr) = stream.into_split();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let (writer, rx) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(read_loop(id, rd, leftover, cmds.clone()));
+        let writer_task = tokio::spawn(write_loop(id, wr, rx, pending.clone(), cmds));
+        TcpLocal {
+            writer,
+            pending,
+            queued: Default::default(),
+            finish_pending: false,
+            finish_sent_to_writer: false,
+            listed,
+            end,
+            reader,
+            writer_task,
+        }
+    }
+
+    /// Stops reading the socket (the peer will not take more data).
+    pub fn stop_reading(&mut self) {
+        self.reader.abort();
+        self.queued.clear();
+        self.finish_pending = false;
+    }
+
+    /// Abortive end: both tasks stop now and the socket closes.
+    pub fn abort(&mut self) {
+        self.reader.abort();
+        self.writer_task.abort();
+    }
+
+    pub fn count_read(&self, n: usize) {
+        if let Some(l) = &self.listed {
+            let info = &l.info;
+            let c = if self.end == LocalEnd::Client { &info.up } else { &info.down };
+            c.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub fn count_written(&self, n: usize) {
+        if let Some(l) = &self.listed {
+            let info = &l.info;
+            let c = if self.end == LocalEnd::Client { &info.down } else { &info.up };
+            c.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for TcpLocal {
+    /// The reader may sit in a read on an idle socket forever; the writer is left to drain
+    /// what was queued (a graceful end) and exits when its channel closes.
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+async fn read_loop(
+    id: SessionId,
+    mut rd: OwnedReadHalf,
+    leftover: Vec<u8>,
+    cmds: mpsc::UnboundedSender<Cmd>,
+) {
+    let credit = Arc::new(Semaphore::new(READ_CREDIT));
+    let mut first = (!leftover.is_empty()).then_some(leftover);
+    loop {
+        let Ok(permit) = credit.clone().acquire_owned().await else { return };
+        let data = match first.take() {
+            Some(d) => d,
+            None => {
+                let mut buf = vec![0u8; CHUNK];
+                match rd.read(&mut buf).await {
+                    Ok(0) => {
+                        let _ = cmds.send(Cmd::LocalEof { id });
+                        return;
+                    }
+                    Ok(n) => {
+                        buf.truncate(n);
+                        buf
+                    }
+                    Err(e) => {
+                        let _ = cmds.send(Cmd::LocalError { id, error: e.to_string() });
+                        return;
+                    }
+                }
+            }
+        };
+        if cmds.send(Cmd::Data { id, chunk: Chunk { data, offset: 0, _permit: permit } }).is_err() {
+            return;
+        }
+    }
+}
+
+async fn write_loop(
+    id: SessionId,
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<WriterMsg>,
+    pending: Arc<AtomicUsize>,
+    cmds: mpsc::UnboundedSender<Cmd>,
+) {
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            WriterMsg::Data(data) => {
+                if let Err(e) = wr.write_all(&data).await {
+                    let _ = cmds.send(Cmd::LocalError { id, error: e.to_string() });
+                    return;
+                }
+                let before = pending.fetch_sub(data.len(), Ordering::AcqRel);
+                if before >= WRITE_LIMIT && before - data.len() < WRITE_LIMIT {
+                    let _ = cmds.send(Cmd::Drained { id });
+                }
+            }
+            WriterMsg::Finish => {
+                let _ = wr.shutdown().await;
+            }
+        }
+    }
+}

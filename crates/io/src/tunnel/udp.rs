@@ -1,0 +1,107 @@
+//! The portal's UDP forwards and DNS forwarder: one local socket, one tunnel session per local
+//! client address, ended after a quiet spell.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tlsgate_tunnel::wire::Protocol;
+use tlsgate_tunnel::{Datagram, Target};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+
+use super::Handle;
+
+/// A client address with no datagram either way for this long has its session ended.
+const CLIENT_IDLE: Duration = Duration::from_secs(60);
+/// Datagrams queued per client while its session opens, and from the tunnel toward it.
+const QUEUE: usize = 64;
+/// Local clients served at once by one forward.
+const MAX_CLIENTS: usize = 1024;
+
+/// Serves one UDP forward until the socket fails.
+pub(crate) async fn forward(sock: UdpSocket, target: Target, tunnel: watch::Receiver<Option<Handle>>) {
+    let sock = Arc::new(sock);
+    let mut clients: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, from) = match sock.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "tunnel portal: UDP receive failed");
+                continue;
+            }
+        };
+        let data = buf[..n].to_vec();
+        if let Some(tx) = clients.get(&from) {
+            match tx.try_send(data) {
+                Ok(()) => continue,
+                // Full: dropped, as UDP would. Closed: the client's session ended; start anew.
+                Err(mpsc::error::TrySendError::Full(_)) => continue,
+                Err(mpsc::error::TrySendError::Closed(d)) => {
+                    clients.remove(&from);
+                    start_client(&mut clients, &sock, &target, &tunnel, from, d);
+                }
+            }
+        } else {
+            clients.retain(|_, tx| !tx.is_closed());
+            if clients.len() >= MAX_CLIENTS {
+                tracing::warn!(client = %from, "tunnel portal: UDP forward has too many clients; datagram dropped");
+                continue;
+            }
+            start_client(&mut clients, &sock, &target, &tunnel, from, data);
+        }
+    }
+}
+
+fn start_client(
+    clients: &mut HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    sock: &Arc<UdpSocket>,
+    target: &Target,
+    tunnel: &watch::Receiver<Option<Handle>>,
+    from: SocketAddr,
+    first: Vec<u8>,
+) {
+    let Some(handle) = tunnel.borrow().clone() else {
+        tracing::debug!(client = %from, "tunnel portal: no tunnel; datagram dropped");
+        return;
+    };
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let _ = tx.try_send(first);
+    clients.insert(from, tx);
+    tokio::spawn(client(sock.clone(), target.clone(), handle, from, rx));
+}
+
+async fn client(
+    sock: Arc<UdpSocket>,
+    target: Target,
+    handle: Handle,
+    from: SocketAddr,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+) {
+    let id = match handle.open(Protocol::UDP, target.clone()).await {
+        Ok(id) => id,
+        Err(f) => {
+            tracing::info!(client = %from, %target, reason = %f, "tunnel portal: UDP forward refused");
+            return;
+        }
+    };
+    let (sink, mut replies) = mpsc::channel(QUEUE);
+    handle.attach_udp(id, sink, false);
+    let src = Target::ip(from.ip(), from.port());
+    loop {
+        tokio::select! {
+            d = rx.recv() => {
+                let Some(data) = d else { break };
+                handle.send_datagram(id, Datagram { src: src.clone(), dst: target.clone(), data });
+            }
+            r = replies.recv() => {
+                let Some(d) = r else { return };
+                let _ = sock.send_to(&d.data, from).await;
+            }
+            _ = tokio::time::sleep(CLIENT_IDLE) => break,
+        }
+    }
+    handle.end_session(id);
+}

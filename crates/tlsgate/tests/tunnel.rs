@@ -1,0 +1,418 @@
+//! `tlsgate tunnel portal|gate` with real peers: curl through SOCKS5 to nginx by a name only the
+//! gate's dnsmasq knows, 64 MiB each way, 200 concurrent curls, dig through the DNS forwarder and
+//! a UDP forward, half-close, a stalled session beside a busy one, gate restart.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use tlsgate_testkit::clients::{curl, describe};
+use tlsgate_testkit::data::{random_file, sha256_file};
+use tlsgate_testkit::dns::Dnsmasq;
+use tlsgate_testkit::nginx::Nginx;
+use tlsgate_testkit::pki::Pki;
+use tlsgate_testkit::process::{Proc, Tlsgate};
+use tlsgate_tls::pki::ClientSpec;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
+const WAIT: Duration = Duration::from_secs(30);
+/// A name only the gate's resolver knows.
+const WEB: &str = "web.tunnel.test";
+
+struct Certs {
+    pki: Pki,
+    gate_cert: PathBuf,
+    gate_key: PathBuf,
+    portal_cert: PathBuf,
+    portal_key: PathBuf,
+}
+
+fn certs() -> Certs {
+    let pki = Pki::new();
+    let (gate_cert, gate_key) = pki.server("gate", &["127.0.0.1", "localhost"]);
+    let spec = ClientSpec {
+        common_name: "laptop-1",
+        dns: &[],
+        uri: &["spiffe://corp.test/portal/laptop-1"],
+        ip: &[],
+        expired: false,
+    };
+    let (portal_cert, portal_key) =
+        pki.ca.issue_client(&spec).unwrap().write(pki.dir.path(), "portal").unwrap();
+    Certs { pki, gate_cert, gate_key, portal_cert, portal_key }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn start_gate(c: &Certs, listen: &str, extra: &[&str]) -> (Tlsgate, SocketAddr) {
+    let mut args = vec![
+        "tunnel",
+        "gate",
+        "--listen",
+        listen,
+        "--cert",
+        s(&c.gate_cert),
+        "--key",
+        s(&c.gate_key),
+        "--client-ca",
+        c.pki.ca(),
+    ];
+    args.extend_from_slice(extra);
+    let gate = Tlsgate::start(BIN, &args);
+    let line = gate.proc.wait_logged(&["tunnel gate listening"], WAIT);
+    let addr = Proc::field(&line, "listen").unwrap().parse().unwrap();
+    (gate, addr)
+}
+
+fn start_portal(c: &Certs, gate: SocketAddr, cert: &Path, key: &Path, extra: &[&str]) -> Tlsgate {
+    let gate = gate.to_string();
+    let mut args =
+        vec!["tunnel", "portal", "--gate", &gate, "--ca", c.pki.ca(), "--cert", s(cert), "--key", s(key)];
+    args.extend_from_slice(extra);
+    Tlsgate::start(BIN, &args)
+}
+
+/// A portal with SOCKS on a free port, connected to the gate.
+fn connected_portal(c: &Certs, gate: SocketAddr, extra: &[&str]) -> (Tlsgate, SocketAddr) {
+    let mut args = vec!["--socks", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let portal = start_portal(c, gate, &c.portal_cert, &c.portal_key, &args);
+    let line = portal.proc.wait_logged(&["SOCKS5 listening"], WAIT);
+    let socks = Proc::field(&line, "listen").unwrap().parse().unwrap();
+    portal.proc.wait_logged(&["connected to gate"], WAIT);
+    (portal, socks)
+}
+
+fn logged_addr(p: &Tlsgate, needle: &str) -> SocketAddr {
+    let line = p.proc.wait_logged(&[needle], WAIT);
+    Proc::field(&line, "listen").unwrap().parse().unwrap()
+}
+
+fn socks_curl(socks: SocketAddr, url: &str, extra: &[&str]) -> Output {
+    let proxy = socks.to_string();
+    let mut args = vec!["--socks5-hostname", proxy.as_str(), url];
+    args.extend_from_slice(extra);
+    curl(&args)
+}
+
+fn web_root(dir: &Path, big: Option<usize>) -> (PathBuf, Option<String>) {
+    let root = dir.join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("index.html"), "hello through the tunnel\n").unwrap();
+    let sum = big.map(|len| random_file(&root.join("big.bin"), len));
+    (root, sum)
+}
+
+#[test]
+fn socks_curl_reaches_nginx_by_a_name_only_the_gate_resolves_64mib_each_way() {
+    let c = certs();
+    let (root, big_sum) = web_root(c.pki.dir.path(), Some(64 << 20));
+    let nginx = Nginx::start(&root);
+    let dns = Dnsmasq::start(&[(WEB, "127.0.0.1")]);
+    // The portal's own resolver does not know the name.
+    let local = Command::new("getent").args(["hosts", WEB]).output().unwrap();
+    assert!(!local.status.success(), "{WEB} resolves locally; the test would prove nothing");
+    let resolver = dns.addr.to_string();
+    let (_gate, gate_addr) = start_gate(&c, "127.0.0.1:0", &["--resolver", &resolver]);
+    let (backend, backend_addr) = Tlsgate::backend(BIN, "127.0.0.1:0", "tunnel-backend");
+    let (_portal, socks) = connected_portal(&c, gate_addr, &[]);
+
+    let port = nginx.addr.port();
+    let out = socks_curl(socks, &format!("http://{WEB}:{port}/index.html"), &["-sS"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello through the tunnel\n");
+    dns.proc.wait_for(&["query[A]", WEB], WAIT);
+
+    // 64 MiB down from nginx, compared by SHA-256.
+    let down = c.pki.path("down.bin");
+    let out = socks_curl(socks, &format!("http://{WEB}:{port}/big.bin"), &["-sS", "-o", s(&down)]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(sha256_file(&down), big_sum.unwrap());
+
+    // 64 MiB up to the built-in backend, which answers with the SHA-256 of what it received.
+    let up = c.pki.path("up.bin");
+    let up_sum = random_file(&up, 64 << 20);
+    let bport = backend_addr.rsplit(':').next().unwrap();
+    let out = socks_curl(
+        socks,
+        &format!("http://{WEB}:{bport}/sha256"),
+        &["-sS", "--data-binary", &format!("@{}", s(&up))],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), up_sum);
+    drop(backend);
+}
+
+#[test]
+fn two_hundred_concurrent_curls_all_succeed() {
+    let c = certs();
+    let (root, _) = web_root(c.pki.dir.path(), None);
+    let nginx = Nginx::start(&root);
+    let (_gate, gate_addr) = start_gate(&c, "127.0.0.1:0", &[]);
+    let (_portal, socks) = connected_portal(&c, gate_addr, &[]);
+    let url = format!("http://127.0.0.1:{}/index.html", nginx.addr.port());
+    let proxy = socks.to_string();
+    let children: Vec<_> = (0..200)
+        .map(|_| {
+            Command::new("curl")
+                .args(["-sS", "--max-time", "60", "--socks5-hostname", &proxy, &url])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        if !out.status.success() || out.stdout != b"hello through the tunnel\n" {
+            failures.push(describe(&out));
+        }
+    }
+    assert!(failures.is_empty(), "{} of 200 failed, first: {}", failures.len(), failures[0]);
+}
+
+fn dig(server: SocketAddr, name: &str) -> Output {
+    let at = format!("@{}", server.ip());
+    let port = server.port().to_string();
+    Command::new("dig").args([&at, "-p", &port, name, "A", "+short", "+tries=1", "+time=5"]).output().unwrap()
+}
+
+#[test]
+fn dig_through_the_dns_forwarder_and_a_udp_forward_reaches_the_gates_dnsmasq() {
+    let c = certs();
+    let dns = Dnsmasq::start(&[(WEB, "192.0.2.44")]);
+    let resolver = dns.addr.to_string();
+    let (_gate, gate_addr) = start_gate(&c, "127.0.0.1:0", &["--resolver", &resolver]);
+    let forward = format!("udp:127.0.0.1:0={resolver}");
+    let (portal, _) = connected_portal(&c, gate_addr, &["--dns", "127.0.0.1:0", "--forward", &forward]);
+    let dns_fwd = logged_addr(&portal, "DNS forwarder");
+    let udp_fwd = logged_addr(&portal, "UDP forward");
+    for via in [dns_fwd, udp_fwd] {
+        let out = dig(via, WEB);
+        assert!(out.status.success(), "{}", describe(&out));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "192.0.2.44",
+            "via {via}: {}",
+            describe(&out)
+        );
+    }
+    assert_eq!(dns.proc.lines_with(&["query[A]", WEB]).len(), 2, "{}", dns.proc.log_text());
+}
+
+/// A server that reads the request to EOF, then answers with `reply_len` bytes and closes.
+fn read_all_then_reply(reply_len: usize) -> (SocketAddr, std::thread::JoinHandle<Vec<u8>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let t = std::thread::spawn(move || {
+        let (mut sock, _) = l.accept().unwrap();
+        let mut request = Vec::new();
+        sock.read_to_end(&mut request).unwrap();
+        let reply: Vec<u8> = (0..reply_len).map(|i| (i % 251) as u8).collect();
+        sock.write_all(&reply).unwrap();
+        request
+    });
+    (addr, t)
+}
+
+#[test]
+fn half_close_a_client_that_shuts_down_writing_still_gets_the_whole_reply() {
+    let c = certs();
+    let (server, seen) = read_all_then_reply(8 << 20);
+    let (_gate, gate_addr) = start_gate(&c, "127.0.0.1:0", &[]);
+    let forward = format!("tcp:127.0.0.1:0={server}");
+    let (portal, _) = connected_portal(&c, gate_addr, &["--forward", &forward]);
+    let fwd = logged_addr(&portal, "TCP forward");
+    let mut sock = TcpStream::connect(fwd).unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    sock.write_all(b"the whole request").unwrap();
+    sock.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut reply = Vec::new();
+    sock.read_to_end(&mut reply).unwrap();
+    assert_eq!(seen.join().unwrap(), b"the whole request");
+    assert_eq!(reply.len(), 8 << 20);
+    assert!(reply.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+}
+
+#[test]
+fn a_stalled_session_does_not_stop_another() {
+    let c = certs();
+    let (root, big_sum) = web_root(c.pki.dir.path(), Some(32 << 20));
+    let nginx = Nginx::start(&root);
+    // A destination that accepts and never reads.
+    let sink = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sink_addr = sink.local_addr().unwrap();
+    let (_gate, gate_addr) = start_gate(&c, "127.0.0.1:0", &[]);
+    let forward = format!("tcp:127.0.0.1:0={sink_addr}");
+    let (portal, socks) = connected_portal(&c, gate_addr, &["--forward", &forward]);
+    let fwd = logged_addr(&portal, "TCP forward");
+    let url = format!("http://127.0.0.1:{}/big.bin", nginx.addr.port());
+    let down = c.pki.path("down.bin");
+
+    let baseline = Instant::now();
+    let out = socks_curl(socks, &url, &["-sS", "-o", s(&down)]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let baseline = baseline.elapsed();
+
+    // Stall: write into the forward until the writes stop being taken.
+    let mut stalled = TcpStream::connect(fwd).unwrap();
+    let _held = sink.accept().unwrap();
+    stalled.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+    let chunk = vec![7u8; 64 * 1024];
+    let mut pushed = 0usize;
+    while pushed < (1 << 30) {
+        match stalled.write(&chunk) {
+            Ok(n) => pushed += n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                break
+            }
+            Err(e) => panic!("stalled session failed instead of stalling: {e}"),
+        }
+    }
+    // Flow control held the sender back: what it pushed sits in socket buffers and one window,
+    // not in an unbounded queue.
+    assert!(pushed < 64 << 20, "a stalled session took {pushed} bytes: no back-pressure");
+
+    let during = Instant::now();
+    let out = socks_curl(socks, &url, &["-sS", "-o", s(&down)]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let during = during.elapsed();
+    assert_eq!(sha256_file(&down), big_sum.unwrap());
+    eprintln!(
+        "32 MiB: {:.0} MB/s alone, {:.0} MB/s beside a stalled session holding {} KiB",
+        33.5 / baseline.as_secs_f64(),
+        33.5 / during.as_secs_f64(),
+        pushed / 1024
+    );
+}
+
+#[test]
+fn the_portal_reconnects_after_a_gate_restart() {
+    let c = certs();
+    let (root, _) = web_root(c.pki.dir.path(), None);
+    let nginx = Nginx::start(&root);
+    let (gate, gate_addr) = start_gate(&c, "127.0.0.1:0", &[]);
+    let (portal, socks) = connected_portal(&c, gate_addr, &[]);
+    let url = format!("http://127.0.0.1:{}/index.html", nginx.addr.port());
+    assert!(socks_curl(socks, &url, &["-sS"]).status.success());
+    drop(gate);
+    portal.proc.wait_for(&["tunnel to gate ended"], WAIT);
+    let (_gate, _) = start_gate(&c, &gate_addr.to_string(), &[]);
+    portal.proc.wait_for(&["connected to gate"], WAIT);
+    let out = socks_curl(socks, &url, &["-sS"]);
+    assert!(out.status.success(), "{}", describe(&out));
+}
+
+#[test]
+fn portals_with_unknown_ca_expired_or_revoked_certificates_are_refused() {
+    let c = certs();
+    let other = Pki::new();
+    let spec = |cn, expired| ClientSpec { common_name: cn, dns: &[], uri: &[], ip: &[], expired };
+    let (foreign_cert, foreign_key) =
+        other.ca.issue_client(&spec("stranger", false)).unwrap().write(c.pki.dir.path(), "stranger").unwrap();
+    let (expired_cert, expired_key) =
+        c.pki.ca.issue_client(&spec("old-laptop", true)).unwrap().write(c.pki.dir.path(), "old").unwrap();
+    let stolen = c.pki.ca.issue_client(&spec("stolen-laptop", false)).unwrap();
+    let (stolen_cert, stolen_key) = stolen.write(c.pki.dir.path(), "stolen").unwrap();
+    let crl = c.pki.path("portals.crl");
+    std::fs::write(&crl, c.pki.ca.crl(&[stolen.serial], 1).unwrap()).unwrap();
+
+    let (gate, gate_addr) = start_gate(&c, "127.0.0.1:0", &["--crl", s(&crl)]);
+    let (root, _) = web_root(c.pki.dir.path(), None);
+    let nginx = Nginx::start(&root);
+    let (_good, socks) = connected_portal(&c, gate_addr, &[]);
+    for (cert, key, why) in [
+        (&foreign_cert, &foreign_key, "invalid peer certificate"),
+        (&expired_cert, &expired_key, "certificate expired"),
+        (&stolen_cert, &stolen_key, "Revoked"),
+    ] {
+        let bad = start_portal(&c, gate_addr, cert, key, &[]);
+        gate.proc.wait_for(&["portal refused", why], WAIT);
+        bad.proc.wait_for(&["cannot reach gate"], WAIT);
+        assert!(bad.proc.lines_with(&["connected to gate"]).is_empty());
+    }
+    // The good portal is untouched.
+    let out = socks_curl(socks, &format!("http://127.0.0.1:{}/index.html", nginx.addr.port()), &["-sS"]);
+    assert!(out.status.success(), "{}", describe(&out));
+}
+
+#[test]
+fn an_open_outside_policy_gets_a_reason() {
+    let c = certs();
+    let (root, _) = web_root(c.pki.dir.path(), None);
+    let nginx = Nginx::start(&root);
+    let allowed = format!("allow tcp 127.0.0.1 {}", nginx.addr.port());
+    let (gate, gate_addr) = start_gate(&c, "127.0.0.1:0", &["--allow", &allowed]);
+    let (_portal, socks) = connected_portal(&c, gate_addr, &[]);
+    let out = socks_curl(socks, &format!("http://127.0.0.1:{}/index.html", nginx.addr.port()), &["-sS"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let denied = tlsgate_testkit::net::free_port();
+    let out = socks_curl(socks, &format!("http://127.0.0.1:{denied}/"), &["-sS"]);
+    assert!(!out.status.success());
+    // SOCKS reply 2: "connection not allowed by ruleset".
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("SOCKS5 connection to 127.0.0.1. (2)"),
+        "{}",
+        describe(&out)
+    );
+    let line = gate.proc.wait_for(&["open refused", &format!("127.0.0.1:{denied}"), "not allowed"], WAIT);
+    assert!(line.contains("spiffe://corp.test/portal/laptop-1"), "{line}");
+}
+
+/// Speaks TLS with the portal's certificate, then sends `records` raw.
+fn raw_portal(c: &Certs, gate: SocketAddr, records: &[u8]) -> Vec<u8> {
+    let mut tls = tlsgate_testkit::tls_client::handshake_as(
+        gate,
+        &c.pki.ca_path,
+        "127.0.0.1",
+        Some((&c.portal_cert, &c.portal_key)),
+        WAIT,
+    )
+    .unwrap();
+    tls.write_all(records).unwrap();
+    tls.flush().unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer);
+    answer
+}
+
+fn hello() -> Vec<u8> {
+    use tlsgate_tunnel::wire::{Frame, Hello};
+    let mut out = Vec::new();
+    Frame::Hello(Hello { min_version: 1, max_version: 1, role: 0, max_frame_len: 65536 }).encode(&mut out);
+    out
+}
+
+#[test]
+fn malformed_records_end_that_tunnel_with_a_reason_and_others_keep_working() {
+    use tlsgate_tunnel::wire::Frame;
+    let c = certs();
+    let (root, _) = web_root(c.pki.dir.path(), None);
+    let nginx = Nginx::start(&root);
+    let (gate, gate_addr) = start_gate(&c, "127.0.0.1:0", &[]);
+    let (_portal, socks) = connected_portal(&c, gate_addr, &[]);
+    let url = format!("http://127.0.0.1:{}/index.html", nginx.addr.port());
+
+    let mut oversized = hello();
+    oversized.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF, 0, 3, 0, 1]);
+    let mut unknown_session = hello();
+    Frame::Send { session: 77, data: b"who?" }.encode(&mut unknown_session);
+    let cases: [(&str, Vec<u8>); 3] = [
+        ("garbage", b"GET / HTTP/1.1\r\nHost: gate\r\n\r\n".to_vec()),
+        ("oversized", oversized),
+        ("unknown session", unknown_session),
+    ];
+    for (what, records) in cases {
+        let answer = raw_portal(&c, gate_addr, &records);
+        let line = gate.proc.wait_for(&["portal disconnected", "peer broke the tunnel protocol"], WAIT);
+        // The gate answered with its Hello and a GoAway (type 0x0103) before closing.
+        assert!(answer.windows(2).any(|w| w == [0x01, 0x03]), "{what}: no GoAway in {answer:?}; {line}");
+        let out = socks_curl(socks, &url, &["-sS"]);
+        assert!(out.status.success(), "after {what}: {}", describe(&out));
+    }
+}
