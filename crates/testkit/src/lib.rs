@@ -3,6 +3,7 @@
 //! - [`process`]: a child process whose log lines can be awaited;
 //! - [`pki`]: a throwaway CA with certificates written to a temporary directory;
 //! - [`nginx`]: a private nginx instance on a free loopback port;
+//! - [`postgres`]: a private PostgreSQL server, plaintext or TLS-only, and `psql`;
 //! - [`data`]: random files and their SHA-256.
 
 pub mod browser;
@@ -13,5 +14,6 @@ pub mod net;
 pub mod netns;
 pub mod nginx;
 pub mod pki;
+pub mod postgres;
 pub mod process;
 pub mod tls_client;
