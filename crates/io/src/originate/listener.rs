@@ -143,7 +143,10 @@ async fn handle(mut client: TcpStream, l: Arc<Listener>) {
         )
         .await
         .unwrap_or_else(|_| {
-            Err(ProxyError::client(format!("no startup message within {:?}", l.config.handshake_timeout)))
+            Err(ProxyError::client(format!(
+                "{protocol} start not done within {:?}",
+                l.config.handshake_timeout
+            )))
         });
         if let Err(e) = prepared {
             tracing::warn!(upstream = %name, side = %e.side, error = %e.context, "connection aborted");

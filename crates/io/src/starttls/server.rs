@@ -1,8 +1,10 @@
 //! Server side: tlsgate answers the client's plaintext prologue before the TLS handshake, and
 //! swallows the plaintext backend's greeting after it.
 
+use std::time::Duration;
 use tlsgate_starttls::{GreetingSkip, Protocol, ServerSide, Step};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::READ;
@@ -56,9 +58,31 @@ pub async fn prologue(
     }
 }
 
-/// Reads the backend's greeting and drops it (the client had tlsgate's); returns the bytes that
-/// came after it in the same read, which belong to the session.
-pub async fn skip_greeting(backend: &mut TcpStream, protocol: Protocol) -> Result<Vec<u8>, ProxyError> {
+/// After the handshake and the backend connect: swallows the backend's greeting within `timeout`
+/// (the client already had tlsgate's, and must not see two) and sends the client whatever came
+/// after it in the same read. Returns how many bytes that was.
+pub async fn join_backend<C: AsyncWrite + Unpin>(
+    backend: &mut TcpStream,
+    client: &mut C,
+    protocol: Protocol,
+    timeout: Duration,
+) -> Result<u64, ProxyError> {
+    let after = tokio::time::timeout(timeout, skip_greeting(backend, protocol))
+        .await
+        .map_err(|_| ProxyError::backend(format!("no {protocol} greeting within {timeout:?}")))??;
+    if !after.is_empty() {
+        let written = async {
+            client.write_all(&after).await?;
+            client.flush().await
+        };
+        written.await.map_err(|e| ProxyError::client(format!("write: {e}")))?;
+    }
+    Ok(after.len() as u64)
+}
+
+/// Reads the backend's greeting and drops it; returns the bytes that came after it in the same
+/// read, which belong to the session.
+async fn skip_greeting(backend: &mut TcpStream, protocol: Protocol) -> Result<Vec<u8>, ProxyError> {
     let mut skip = GreetingSkip::new(protocol);
     if skip.is_done() {
         return Ok(Vec::new());

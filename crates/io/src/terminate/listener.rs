@@ -300,33 +300,21 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
     }
     let mut client_stream = est.stream;
     if let Some((protocol, _)) = &state.starttls {
-        // The client already had tlsgate's greeting; the backend's must not reach it twice.
-        let skipped = tokio::time::timeout(
+        let joined = starttls::server::join_backend(
+            &mut backend,
+            &mut client_stream,
+            *protocol,
             state.handshake_timeout,
-            starttls::server::skip_greeting(&mut backend, *protocol),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(ProxyError::backend(format!("no {protocol} greeting within {:?}", state.handshake_timeout)))
-        });
-        let after = match skipped {
-            Ok(after) => after,
+        );
+        match joined.await {
+            Ok(n) => meter.down(n),
             Err(e) => {
-                tracing::warn!(backend = %member, side = %e.side, error = %e.context, "backend greeting failed, client connection closed");
+                tracing::warn!(
+                    backend = %member, side = %e.side, error = %e.context,
+                    "backend greeting failed, client connection closed"
+                );
                 return;
             }
-        };
-        if !after.is_empty() {
-            if let Err(e) = async {
-                client_stream.write_all(&after).await?;
-                client_stream.flush().await
-            }
-            .await
-            {
-                tracing::warn!(side = %Side::Client, error = %e, "connection aborted");
-                return;
-            }
-            meter.down(after.len() as u64);
         }
     }
     match relay(client_stream, backend, &meter, state.idle_timeout).await {
