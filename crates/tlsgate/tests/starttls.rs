@@ -29,25 +29,28 @@ fn peer(args: &[&str]) -> (Proc, String) {
 
 /// `tlsgate terminate --starttls PROTO` in front of `backend`, with a certificate for localhost.
 fn terminate(pki: &Pki, backend: &str, proto: &str) -> (Tlsgate, SocketAddr) {
+    terminate_with(pki, backend, proto, &[])
+}
+
+fn terminate_with(pki: &Pki, backend: &str, proto: &str, extra: &[&str]) -> (Tlsgate, SocketAddr) {
     let (cert, key) = pki.server("gate", &["localhost"]);
-    let gate = Tlsgate::start(
-        BIN,
-        &[
-            "terminate",
-            "--listen",
-            "127.0.0.1:0",
-            "--cert",
-            cert.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-            "--backend",
-            backend,
-            "--starttls",
-            proto,
-            "--starttls-host",
-            "gate.test",
-        ],
-    );
+    let mut args = vec![
+        "terminate",
+        "--listen",
+        "127.0.0.1:0",
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--backend",
+        backend,
+        "--starttls",
+        proto,
+        "--starttls-host",
+        "gate.test",
+    ];
+    args.extend_from_slice(extra);
+    let gate = Tlsgate::start(BIN, &args);
     let addr = gate.listening(None);
     (gate, addr)
 }
@@ -139,6 +142,38 @@ fn openssl_starttls_clients_reach_plaintext_backends_of_every_line_protocol() {
 }
 
 #[test]
+fn client_side_and_server_side_chained_carry_every_protocol() {
+    // plaintext client -> originate --starttls -> TLS -> terminate --starttls -> plaintext backend:
+    // tlsgate's two halves against each other over real sockets, one greeting end to end.
+    let pki = Pki::new();
+    for (proto, greeting) in [
+        ("smtp", "220 gate.test ESMTP ready\r\n"),
+        ("imap", "* OK gate.test ready\r\n"),
+        ("pop3", "+OK gate.test POP3 ready\r\n"),
+        ("ftp", "220 gate.test FTP ready\r\n"),
+        ("ldap", ""),
+    ] {
+        let (backend, addr) = peer(&["plain", proto]);
+        let (server_side, server_addr) = terminate(&pki, &addr, proto);
+        let (client_side, client_addr) = originate(&pki, &server_addr.to_string(), proto);
+        let mut s = connect(client_addr);
+        s.write_all(b"hello through both\r\nQUIT\r\n").unwrap();
+        let got = read_to_close(&mut s);
+        assert_eq!(
+            got,
+            format!("{greeting}backend got: hello through both\r\nbackend got: QUIT\r\n"),
+            "{proto}"
+        );
+        drop(s);
+        backend.wait_for(&["got hello through both"], WAIT);
+        client_side.proc.wait_for(&["upstream handshake done"], WAIT);
+        server_side.proc.wait_for(&["handshake done", "sni=localhost"], WAIT);
+        client_side.proc.wait_for(&["connection closed"], WAIT);
+        server_side.proc.wait_for(&["connection closed"], WAIT);
+    }
+}
+
+#[test]
 fn openssl_and_psql_reach_a_plaintext_postgres_through_the_server_side() {
     let pki = Pki::new();
     let pg = Postgres::start(None);
@@ -178,6 +213,14 @@ fn openssl_and_psql_reach_a_plaintext_postgres_through_the_server_side() {
         "over TLS to tlsgate, ssl on the backend leg: false"
     );
     gate.proc.wait_for(&["handshake done", "sni=localhost"], WAIT);
+
+    // And tlsgate's client side in front: plaintext psql, TLS between the two tlsgates.
+    let (client_side, client_addr) = originate(&pki, &gate_addr.to_string(), "postgres");
+    let conninfo = format!("host=127.0.0.1 port={} user=postgres dbname=postgres", client_addr.port());
+    let out = psql(&conninfo, "SELECT 6 * 7");
+    assert!(out.status.success(), "{}\npostgres log:\n{}", describe(&out), pg.log());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+    client_side.proc.wait_for(&["upstream handshake done", "sni=localhost"], WAIT);
 }
 
 #[test]
@@ -308,4 +351,16 @@ fn garbage_long_lines_and_injected_plaintext_close_the_connection() {
     assert!(read_to_close(&mut s).ends_with("221 2.0.0 gate.test closing connection\r\n"));
     gate.proc.wait_for(&["handshake failed", "ended the smtp prologue without asking for TLS"], WAIT);
     assert!(backend.lines_with(&["accepted"]).is_empty(), "{}", backend.log_text());
+}
+
+#[test]
+fn a_silent_client_is_cut_off_by_the_handshake_timeout() {
+    let pki = Pki::new();
+    let (_backend, addr) = peer(&["plain", "imap"]);
+    let (gate, gate_addr) = terminate_with(&pki, &addr, "imap", &["--handshake-timeout", "1s"]);
+    let mut s = connect(gate_addr);
+    s.write_all(b"a CAPABILITY\r\n").unwrap();
+    let got = read_to_close(&mut s);
+    assert!(got.contains("a OK CAPABILITY completed"), "{got}");
+    gate.proc.wait_for(&["handshake timed out", "side=client"], WAIT);
 }
