@@ -4,6 +4,7 @@
 mod binary;
 mod text;
 
+use crate::greeting::Reply;
 use crate::lines::LineBuf;
 use crate::{Error, ErrorKind, Protocol, Step};
 
@@ -28,7 +29,7 @@ pub struct ClientSide {
     lines: LineBuf,
     /// PostgreSQL and LDAP: the upstream's bytes of an incomplete answer.
     message: Vec<u8>,
-    reply: crate::greeting::Reply,
+    reply: Reply,
     phase: Phase,
     output: Vec<u8>,
     greeting: Vec<u8>,
@@ -46,7 +47,7 @@ impl ClientSide {
             name: if name.is_empty() { "localhost".into() } else { name },
             lines: LineBuf::new(protocol.max_line()),
             message: Vec::new(),
-            reply: crate::greeting::Reply::new(protocol),
+            reply: Reply::new(protocol),
             phase: Phase::Greeting,
             output: Vec::new(),
             greeting: Vec::new(),

@@ -68,11 +68,13 @@ impl ServerSide {
     /// byte still unread is an error: plaintext sent before the TLS handshake must never be taken
     /// as having come over TLS.
     pub fn receive(&mut self, data: &[u8]) -> Result<(), Error> {
-        if self.step != Step::NeedInput {
-            return match data.len() {
-                0 => Ok(()),
-                n => Err(Error::client(ErrorKind::DataAfterStartTls(n))),
-            };
+        match self.step {
+            Step::NeedInput => {}
+            _ if data.is_empty() => return Ok(()),
+            Step::StartTls => return Err(Error::client(ErrorKind::DataAfterStartTls(data.len()))),
+            Step::Close => {
+                return Err(Error::client(ErrorKind::Malformed("data after the prologue was closed".into())))
+            }
         }
         let outcome = match self.protocol {
             Protocol::Postgres | Protocol::Ldap => {
