@@ -8,12 +8,14 @@
 mod error;
 mod model;
 mod originate;
+mod starttls;
 mod terminate;
 mod tunnel;
 
 pub use error::ConfigError;
 pub use model::{AdminConfig, Config, LogConfig, LogFormat, SecurityConfig};
 pub use originate::{OriginateConfig, OriginateListener, RuleAction, RuleConfig, TransparentListener};
+pub use starttls::StartTls;
 pub use terminate::{
     BackendAddr, BalancePolicy, CertificateConfig, ClientAuthConfig, ClientAuthMode, HealthConfig,
     ListenerConfig, ProxyProtocol, RouteConfig, TerminateConfig, TlsVersion,

@@ -44,6 +44,12 @@ pub struct OriginateListener {
     /// Connect plus TLS handshake toward the upstream.
     #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// A STARTTLS protocol spoken to the upstream before TLS (`smtp`, `imap`, `pop3`, `ftp`,
+    /// `postgres`, `ldap`); the client stays plaintext. See docs/starttls.md.
+    #[serde(default, deserialize_with = "crate::starttls::protocol")]
+    pub starttls: Option<crate::StartTls>,
+    /// The name tlsgate gives in SMTP's EHLO; default: the machine's host name.
+    pub starttls_host: Option<String>,
 }
 
 fn default_connect_timeout() -> Duration {
@@ -69,6 +75,8 @@ impl OriginateListener {
             tls_versions: default_versions(),
             connect_timeout: default_connect_timeout(),
             handshake_timeout: default_handshake_timeout(),
+            starttls: None,
+            starttls_host: None,
         }
     }
 
@@ -118,6 +126,7 @@ impl OriginateConfig {
             if l.connect_timeout.is_zero() || l.handshake_timeout.is_zero() {
                 return Err(bad("timeouts must be above zero"));
             }
+            crate::starttls::check(l.starttls, l.starttls_host.as_deref()).map_err(|e| bad(&e))?;
             if let Some(sni) = &l.sni {
                 if rustls_name_ok(sni).is_none() {
                     return Err(bad("sni is not a valid DNS name or IP address"));

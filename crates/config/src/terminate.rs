@@ -85,6 +85,12 @@ pub struct ListenerConfig {
     /// load balancers can reach: whoever sends the header chooses the address.
     #[serde(default)]
     pub accept_proxy_protocol: bool,
+    /// A STARTTLS protocol (`smtp`, `imap`, `pop3`, `ftp`, `postgres`, `ldap`): tlsgate answers
+    /// the plaintext prologue itself and starts TLS when the client asks. See docs/starttls.md.
+    #[serde(default, deserialize_with = "crate::starttls::protocol")]
+    pub starttls: Option<crate::StartTls>,
+    /// The name in tlsgate's STARTTLS greeting; default: the machine's host name.
+    pub starttls_host: Option<String>,
     pub certificate: Vec<CertificateConfig>,
     pub route: Vec<RouteConfig>,
     /// Mutual TLS: whether and how clients present certificates.
@@ -323,6 +329,8 @@ impl ListenerConfig {
             idle_timeout: default_idle_timeout(),
             max_connections: None,
             accept_proxy_protocol: false,
+            starttls: None,
+            starttls_host: None,
             certificate: vec![CertificateConfig { cert, key, names: Some(Vec::new()), default: true }],
             route: vec![RouteConfig {
                 sni: Vec::new(),
@@ -392,6 +400,10 @@ impl ListenerConfig {
             }
         }
         self.client_auth.validate(&bad)?;
+        crate::starttls::check(self.starttls, self.starttls_host.as_deref()).map_err(bad)?;
+        if self.starttls.is_some() && self.route.iter().any(|r| r.http_headers) {
+            return Err(bad("starttls relays bytes: no route can have http_headers".into()));
+        }
         if self.route.is_empty() {
             return Err(bad("no route".into()));
         }

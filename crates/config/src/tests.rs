@@ -7,8 +7,13 @@ fn documented_example_parses() {
     let start = doc.find("```toml\n").expect("example block") + "```toml\n".len();
     let end = start + doc[start..].find("```").expect("end of example");
     let config = Config::from_toml(&doc[start..end]).expect("example validates");
+    let o = config.originate.expect("originate section");
+    assert_eq!(o.listener[0].starttls, Some(StartTls::Postgres));
     let t = config.terminate.expect("terminate section");
-    assert_eq!(t.listener.len(), 2);
+    assert_eq!(t.listener.len(), 3);
+    assert_eq!(t.listener[2].starttls, Some(StartTls::Smtp));
+    assert_eq!(t.listener[2].starttls_host.as_deref(), Some("mx.example.com"));
+    assert_eq!(t.listener[0].starttls, None);
     assert_eq!(t.listener[0].route[0].backends[1].to_string(), "10.0.0.12:8080");
     assert_eq!(t.listener[1].tls_versions, vec![TlsVersion::Tls13]);
     assert_eq!(config.log.format, LogFormat::Text);
@@ -51,6 +56,42 @@ fn rejects_what_would_misbehave() {
         let err = Config::from_toml(&minimal(extra)).unwrap_err().to_string();
         assert!(err.contains(want), "{extra:?}: got {err}");
     }
+}
+
+/// `starttls` and `starttls_host` on a terminate listener (`listener_keys` go before its tables).
+fn with_starttls(listener_keys: &str, extra_route: &str) -> Result<Config, ConfigError> {
+    let text = minimal(extra_route).replace(
+        "[[terminate.listener.certificate]]",
+        &format!("{listener_keys}\n[[terminate.listener.certificate]]"),
+    );
+    Config::from_toml(&text)
+}
+
+#[test]
+fn starttls_keys() {
+    let c = with_starttls("starttls = \"ldap\"", "").unwrap();
+    assert_eq!(c.terminate.unwrap().listener[0].starttls, Some(StartTls::Ldap));
+    let cases = [
+        ("starttls = \"smtps\"", "", "unknown STARTTLS protocol \"smtps\""),
+        ("starttls_host = \"mx\"", "", "starttls_host without starttls"),
+        ("starttls = \"imap\"\nstarttls_host = \"two words\"", "", "printable ASCII"),
+        ("starttls = \"smtp\"", "http_headers = true", "no route can have http_headers"),
+    ];
+    for (keys, route, want) in cases {
+        let err = with_starttls(keys, route).unwrap_err().to_string();
+        assert!(err.contains(want), "{keys:?}: got {err}");
+    }
+    let originate = r#"
+[[originate.listener]]
+listen = "127.0.0.1:0"
+upstreams = ["db:5432"]
+starttls = "postgres"
+starttls_host = "gate"
+"#;
+    let c = Config::from_toml(originate).unwrap();
+    assert_eq!(c.originate.unwrap().listener[0].starttls, Some(StartTls::Postgres));
+    let err = Config::from_toml(&originate.replace("\"postgres\"", "\"mysql\"")).unwrap_err();
+    assert!(err.to_string().contains("unknown STARTTLS protocol"), "{err}");
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! - [`tunnel`]: the portal and gate around the sans-IO tunnel endpoint;
 //! - [`backend`]: backend pools: balancing, connecting with timeout and retry, health checks;
 //! - [`relay`]: the bidirectional byte pump with half-close and idle timeout;
+//! - [`starttls`]: STARTTLS prologues before the handshake, both directions;
 //! - [`counted`]: byte counting for streams that do not go through the relay;
 //! - [`proxy_header`]: the PROXY protocol on sockets;
 //! - [`http_backend`]: a small plaintext HTTP server, the demo's backend and a test peer.
@@ -17,6 +18,7 @@ pub mod http_backend;
 pub mod originate;
 pub mod proxy_header;
 pub mod relay;
+pub mod starttls;
 pub mod terminate;
 pub mod tunnel;
 

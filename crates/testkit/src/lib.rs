@@ -3,8 +3,9 @@
 //! - [`process`]: a child process whose log lines can be awaited;
 //! - [`pki`]: a throwaway CA with certificates written to a temporary directory;
 //! - [`nginx`]: a private nginx instance on a free loopback port;
-//! - [`data`]: random files and their SHA-256;
-//! - [`dns`]: a private dnsmasq answering names only it knows.
+//! - [`postgres`]: a private PostgreSQL server, plaintext or TLS-only, and `psql`;
+//! - [`dns`]: a private dnsmasq answering names only it knows;
+//! - [`data`]: random files and their SHA-256.
 
 pub mod browser;
 pub mod clients;
@@ -15,5 +16,6 @@ pub mod net;
 pub mod netns;
 pub mod nginx;
 pub mod pki;
+pub mod postgres;
 pub mod process;
 pub mod tls_client;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use tlsgate_config::{BackendAddr, ProxyProtocol};
+use tlsgate_config::{BackendAddr, ProxyProtocol, StartTls};
 
 #[derive(Debug, Parser)]
 #[command(name = "tlsgate", version, about = "TLS offload gateway")]
@@ -40,7 +40,7 @@ pub enum Command {
     /// TLS in, plaintext to backends.
     Terminate(Box<TerminateArgs>),
     /// Plaintext in, TLS out: for programs that have no TLS code.
-    Originate(OriginateArgs),
+    Originate(Box<OriginateArgs>),
     /// Many TCP and UDP flows over one mutually authenticated TLS connection.
     #[command(subcommand)]
     Tunnel(TunnelCommand),
@@ -91,6 +91,13 @@ pub struct TerminateArgs {
     /// Send a PROXY protocol header (v1 or v2, with TLS details) to the backends.
     #[arg(long, conflicts_with = "config")]
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// Answer this protocol's plaintext prologue and start TLS on request: smtp, imap, pop3,
+    /// ftp, postgres or ldap. The backend stays plaintext.
+    #[arg(long, value_name = "PROTO", conflicts_with = "config")]
+    pub starttls: Option<StartTls>,
+    /// Name in the STARTTLS greeting (default: the machine's host name).
+    #[arg(long, value_name = "NAME", requires = "starttls", conflicts_with = "config")]
+    pub starttls_host: Option<String>,
     /// Admin listener address (/healthz, /metrics, /status).
     #[arg(long)]
     pub admin: Option<SocketAddr>,
@@ -125,6 +132,13 @@ pub struct OriginateArgs {
     /// ALPN protocol offered to the upstream; repeat for several.
     #[arg(long, conflicts_with = "config")]
     pub alpn: Vec<String>,
+    /// Speak this protocol's STARTTLS prologue to the upstream before TLS: smtp, imap, pop3,
+    /// ftp, postgres or ldap. The client stays plaintext.
+    #[arg(long, value_name = "PROTO", conflicts_with = "config")]
+    pub starttls: Option<StartTls>,
+    /// Name given in SMTP's EHLO (default: the machine's host name).
+    #[arg(long, value_name = "NAME", requires = "starttls", conflicts_with = "config")]
+    pub starttls_host: Option<String>,
     /// Admin listener address (/healthz, /metrics).
     #[arg(long)]
     pub admin: Option<SocketAddr>,

@@ -268,6 +268,7 @@ fn a_stalled_session_does_not_stop_another() {
     while pushed < (1 << 30) {
         match stalled.write(&chunk) {
             Ok(n) => pushed += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                 break
             }

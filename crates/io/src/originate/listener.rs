@@ -6,6 +6,7 @@ use rustls::pki_types::ServerName;
 use tlsgate_config::{Config, OriginateListener};
 use tlsgate_core::side::Side;
 use tlsgate_telemetry::metrics::{metrics, UpstreamLabels};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
@@ -16,12 +17,15 @@ use tracing::Instrument;
 use super::transparent::Transparent;
 use crate::backend::connect_one;
 use crate::relay::relay;
+use crate::starttls;
 use crate::ProxyError;
 
 struct Listener {
     name: String,
     config: OriginateListener,
     connector: TlsConnector,
+    /// The name SMTP's EHLO gives, when the listener speaks STARTTLS.
+    starttls_host: String,
 }
 
 /// Every originate listener of the process.
@@ -52,10 +56,9 @@ impl Originator {
             let socket = TcpListener::bind(l.listen)
                 .await
                 .map_err(|e| ProxyError::internal(format!("listener {name}: bind {}: {e}", l.listen)))?;
-            ready.push((
-                socket,
-                Arc::new(Listener { name, config: l.clone(), connector: TlsConnector::from(tls) }),
-            ));
+            let starttls_host = l.starttls_host.clone().unwrap_or_else(starttls::local_host_name);
+            let connector = TlsConnector::from(tls);
+            ready.push((socket, Arc::new(Listener { name, config: l.clone(), connector, starttls_host })));
         }
         let mut transparent = Vec::new();
         for t in &section.transparent {
@@ -123,16 +126,33 @@ async fn accept_loop(socket: TcpListener, l: Arc<Listener>, tracker: TaskTracker
     }
 }
 
-async fn handle(client: TcpStream, l: Arc<Listener>) {
+async fn handle(mut client: TcpStream, l: Arc<Listener>) {
     let started = Instant::now();
     let _ = client.set_nodelay(true);
-    let (upstream, name) = match connect_upstream(&l).await {
+    let (mut upstream, name, greeting) = match connect_upstream(&l).await {
         Ok(ok) => ok,
         Err(e) => {
             tracing::warn!(side = %e.side, error = %e.context, "no upstream, client connection closed");
             return;
         }
     };
+    if let Some(protocol) = l.config.starttls {
+        let prepared = tokio::time::timeout(
+            l.config.handshake_timeout,
+            after_starttls(&mut client, &mut upstream, protocol, &greeting),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(ProxyError::client(format!(
+                "{protocol} start not done within {:?}",
+                l.config.handshake_timeout
+            )))
+        });
+        if let Err(e) = prepared {
+            tracing::warn!(upstream = %name, side = %e.side, error = %e.context, "connection aborted");
+            return;
+        }
+    }
     match relay(client, upstream, &(), None).await {
         Ok(t) => tracing::info!(
             upstream = %name, up = t.up, down = t.down, duration = ?started.elapsed(), "connection closed"
@@ -144,17 +164,46 @@ async fn handle(client: TcpStream, l: Arc<Listener>) {
     }
 }
 
-/// The first upstream, in order, that connects and completes a verified handshake. Nothing of the
-/// client's has been read yet, so moving on after any failure is safe.
-async fn connect_upstream(l: &Listener) -> Result<(TlsStream<TcpStream>, String), ProxyError> {
+/// Once the upstream's TLS is up: the plaintext client gets the upstream's greeting; a PostgreSQL
+/// client's own SSLRequest is answered here, and its startup message is sent on.
+async fn after_starttls(
+    client: &mut TcpStream,
+    upstream: &mut TlsStream<TcpStream>,
+    protocol: tlsgate_config::StartTls,
+    greeting: &[u8],
+) -> Result<(), ProxyError> {
+    if !greeting.is_empty() {
+        client.write_all(greeting).await.map_err(|e| ProxyError::client(format!("write: {e}")))?;
+    }
+    if protocol == tlsgate_config::StartTls::Postgres {
+        let first = starttls::client::postgres_first_bytes(client).await?;
+        upstream.write_all(&first).await.map_err(|e| ProxyError::backend(format!("write: {e}")))?;
+        upstream.flush().await.map_err(|e| ProxyError::backend(format!("write: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The first upstream, in order, that connects, agrees to STARTTLS when the listener speaks it,
+/// and completes a verified handshake; with the greeting the plaintext client is owed. Nothing
+/// of the client's has been read yet, so moving on after any failure is safe.
+async fn connect_upstream(l: &Listener) -> Result<(TlsStream<TcpStream>, String, Vec<u8>), ProxyError> {
     let mut failures = Vec::new();
     for upstream in &l.config.upstreams {
         let sni = l.config.sni.clone().unwrap_or_else(|| upstream.host.clone());
         let attempt = async {
             let server_name =
                 ServerName::try_from(sni.clone()).map_err(|e| format!("bad server name {sni:?}: {e}"))?;
-            let tcp = connect_one(upstream, l.config.connect_timeout).await?;
-            l.connector.connect(server_name, tcp).await.map_err(|e| format!("TLS handshake (sni {sni}): {e}"))
+            let mut tcp = connect_one(upstream, l.config.connect_timeout).await?;
+            let greeting = match l.config.starttls {
+                Some(protocol) => starttls::client::prologue(&mut tcp, protocol, &l.starttls_host).await?,
+                None => Vec::new(),
+            };
+            let tls = l
+                .connector
+                .connect(server_name, tcp)
+                .await
+                .map_err(|e| format!("TLS handshake (sni {sni}): {e}"))?;
+            Ok::<_, String>((tls, greeting))
         };
         let result = match tokio::time::timeout(l.config.handshake_timeout, attempt).await {
             Ok(r) => r,
@@ -169,7 +218,7 @@ async fn connect_upstream(l: &Listener) -> Result<(TlsStream<TcpStream>, String)
             metrics().upstream_handshakes.get_or_create(&labels).inc();
         };
         match result {
-            Ok(tls) => {
+            Ok((tls, greeting)) => {
                 let conn = tls.get_ref().1;
                 let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
                 let version = conn.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default();
@@ -177,7 +226,7 @@ async fn connect_upstream(l: &Listener) -> Result<(TlsStream<TcpStream>, String)
                     conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default();
                 count("ok", resumed);
                 tracing::info!(upstream = %upstream, %sni, %version, %suite, resumed, "upstream handshake done");
-                return Ok((tls, upstream.to_string()));
+                return Ok((tls, upstream.to_string(), greeting));
             }
             Err(e) => {
                 count("failed", false);

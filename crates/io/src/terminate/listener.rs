@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use tlsgate_config::{ListenerConfig, SecurityConfig};
+use tlsgate_config::{ListenerConfig, SecurityConfig, StartTls};
 use tlsgate_core::side::Side;
 use tlsgate_telemetry::conns::{live, ConnInfo};
 use tlsgate_telemetry::metrics::{metrics, BytesLabels, HandshakeLabels, ListenerLabel};
@@ -26,6 +26,7 @@ use super::routes::Routes;
 use crate::counted::Counted;
 use crate::proxy_header;
 use crate::relay::{relay, Tally};
+use crate::starttls::{self, server::Prologue};
 use crate::ProxyError;
 
 /// What the connections of a listener share. A reload builds a new one and swaps it in; a
@@ -38,6 +39,8 @@ pub struct ListenerState {
     handshake_timeout: Duration,
     idle_timeout: Option<Duration>,
     accept_proxy_protocol: bool,
+    /// A STARTTLS prologue before the handshake, and the host name its greeting gives.
+    starttls: Option<(StartTls, String)>,
     /// This listener's connection limit (a reload starts a fresh count).
     limit: Option<Arc<Semaphore>>,
     /// Its metric handles, looked up once instead of per connection.
@@ -88,6 +91,9 @@ impl ListenerState {
             routes,
             handshake_timeout: config.handshake_timeout,
             accept_proxy_protocol: config.accept_proxy_protocol,
+            starttls: config
+                .starttls
+                .map(|p| (p, config.starttls_host.clone().unwrap_or_else(starttls::local_host_name))),
             idle_timeout: Some(config.idle_timeout).filter(|d| !d.is_zero()),
             limit: config.max_connections.map(|n| Arc::new(Semaphore::new(n))),
         })
@@ -164,8 +170,9 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
         m.handshakes.get_or_create(&labels).inc();
     };
     let local = tcp.local_addr().unwrap_or(client);
-    // A load balancer's PROXY header (when the listener expects one) and the handshake share
-    // the handshake timeout: a client gets that long to say everything before TLS is up.
+    // A load balancer's PROXY header (when the listener expects one), the STARTTLS prologue and
+    // the handshake share the handshake timeout: a client gets that long to say everything
+    // before TLS is up.
     let accept = async {
         let mut tcp = tcp;
         let (client, local, initial) = if state.accept_proxy_protocol {
@@ -175,6 +182,21 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
             (client, local, rest)
         } else {
             (client, local, Vec::new())
+        };
+        let initial = match &state.starttls {
+            Some((protocol, host)) => {
+                match starttls::server::prologue(&mut tcp, initial, *protocol, host).await {
+                    // The prologue left nothing unread: the handshake starts afresh.
+                    Ok(Prologue::StartTls) => Vec::new(),
+                    Ok(Prologue::Closed) => {
+                        return Err(HandshakeFailure::Failed(ProxyError::client(format!(
+                            "ended the {protocol} prologue without asking for TLS"
+                        ))))
+                    }
+                    Err(e) => return Err(HandshakeFailure::Failed(e)),
+                }
+            }
+            None => initial,
         };
         Ok::<_, HandshakeFailure>((
             handshake::accept(tcp, initial, &state.tls, &state.routes).await?,
@@ -276,7 +298,26 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
             return;
         }
     }
-    match relay(est.stream, backend, &meter, state.idle_timeout).await {
+    let mut client_stream = est.stream;
+    if let Some((protocol, _)) = &state.starttls {
+        let joined = starttls::server::join_backend(
+            &mut backend,
+            &mut client_stream,
+            *protocol,
+            state.handshake_timeout,
+        );
+        match joined.await {
+            Ok(n) => meter.down(n),
+            Err(e) => {
+                tracing::warn!(
+                    backend = %member, side = %e.side, error = %e.context,
+                    "backend greeting failed, client connection closed"
+                );
+                return;
+            }
+        }
+    }
+    match relay(client_stream, backend, &meter, state.idle_timeout).await {
         Ok(t) => tracing::info!(
             backend = %member, up = t.up, down = t.down, duration = ?started.elapsed(),
             "connection closed"

@@ -158,9 +158,10 @@ impl Keeper {
                         Ok(()) = accepted => {
                             was_connected = true;
                             backoff = self.config.reconnect_min;
-                            tracing::info!(gate = %self.config.gate, addr = ?gate, "tunnel portal: connected to gate");
-                            _listed = gate.map(|g| self.listed(g, suite.unwrap_or_default()));
+                            // Published before it is announced: whoever saw the log line finds it.
                             let _ = self.publish.send(Some(handle));
+                            _listed = gate.map(|g| self.listed(g, suite.unwrap_or_default()));
+                            tracing::info!(gate = %self.config.gate, addr = ?gate, "tunnel portal: connected to gate");
                             run.await
                         }
                     };

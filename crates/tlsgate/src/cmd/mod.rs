@@ -13,7 +13,7 @@ use crate::cli::{Cli, Command};
 pub async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Terminate(args) => terminate::run(*args, &cli.log).await,
-        Command::Originate(args) => originate::run(args, &cli.log).await,
+        Command::Originate(args) => originate::run(*args, &cli.log).await,
         Command::Tunnel(command) => tunnel::run(command, &cli.log).await,
         Command::Demo(args) => demo::run(args, &cli.log).await,
         Command::Backend(args) => backend::run(args, &cli.log).await,

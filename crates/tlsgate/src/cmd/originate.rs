@@ -53,6 +53,8 @@ fn config_from(args: &OriginateArgs) -> Result<Config, String> {
             l.key = args.key.clone();
             l.sni = args.sni.clone();
             l.alpn = args.alpn.clone();
+            l.starttls = args.starttls;
+            l.starttls_host = args.starttls_host.clone();
             let config = Config {
                 originate: Some(OriginateConfig { listener: vec![l], transparent: Vec::new() }),
                 ..Config::default()

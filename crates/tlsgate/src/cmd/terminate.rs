@@ -108,6 +108,8 @@ fn config_from(args: &TerminateArgs) -> Result<Config, String> {
                 listener.handshake_timeout = t;
             }
             listener.route[0].proxy_protocol = args.proxy_protocol;
+            listener.starttls = args.starttls;
+            listener.starttls_host = args.starttls_host.clone();
             if let Some(ca) = &args.client_ca {
                 listener.client_auth = ClientAuthConfig {
                     mode: ClientAuthMode::Required,
