@@ -150,9 +150,9 @@ pub struct OriginateArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum TunnelCommand {
     /// The far end: accepts portals, opens destinations for them under policy.
-    Gate(GateArgs),
+    Gate(Box<GateArgs>),
     /// The near end: one TLS connection to a gate; SOCKS5, forwards and DNS on this side.
-    Portal(PortalArgs),
+    Portal(Box<PortalArgs>),
 }
 
 #[derive(Debug, Args)]

@@ -14,8 +14,8 @@ use crate::logging;
 
 pub async fn run(command: TunnelCommand, log: &LogArgs) -> Result<(), String> {
     match command {
-        TunnelCommand::Gate(args) => gate(args, log).await,
-        TunnelCommand::Portal(args) => portal(args, log).await,
+        TunnelCommand::Gate(args) => gate(*args, log).await,
+        TunnelCommand::Portal(args) => portal(*args, log).await,
     }
 }
 
