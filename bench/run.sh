@@ -59,7 +59,7 @@ tlsgate=$target/release/tlsgate
 loadgen=$target/release/tlsgate-loadgen
 
 # --- 1000 idle connections need file descriptors (client, terminator and backend side) --------
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+ulimit -n "$(ulimit -Hn)"
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 8192 ]; then
   echo "bench/run.sh: open-file limit $(ulimit -n) < 8192; raise it (ulimit -n)" >&2
   exit 1

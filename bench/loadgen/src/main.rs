@@ -26,7 +26,7 @@ use rustls::crypto::{aws_lc_rs, CryptoProvider, SupportedKxGroup};
 use rustls::{ClientConfig, HandshakeKind, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio_rustls::client::TlsStream;
@@ -381,11 +381,16 @@ async fn run_idle(args: &Args, roots: &RootCertStore, target: &Target) -> Result
     Ok(())
 }
 
-/// Returns on a line or end of file on stdin, or after `max`.
+/// Returns on a line or end of file on stdin, or after `max`. (A plain thread reads stdin: the
+/// workspace's tokio has no `io-std`.)
 async fn wait_for_line(max: Duration) {
-    let mut line = String::new();
-    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
-    let _ = tokio::time::timeout(max, stdin.read_line(&mut line)).await;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        let _ = tx.send(());
+    });
+    let _ = tokio::time::timeout(max, rx).await;
 }
 
 async fn run(args: Args) -> Result<(), String> {
@@ -411,8 +416,7 @@ async fn run(args: Args) -> Result<(), String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args = Args::parse();
-    // exit() rather than returning: a stdin read may still be parked on a blocking thread,
-    // which the runtime would wait for.
+    // exit() rather than returning: the thread reading stdin may still be parked.
     match run(args).await {
         Ok(()) => std::process::exit(0),
         Err(e) => {
