@@ -21,9 +21,9 @@ PARAMS = {
         "warm_conns": 50,
         "idle_conns": 1000,
         "idle_settle_s": 1.0,
-        "handshake_conns": 2000,
+        "handshake_conns": 3000,
         "concurrency": 16,
-        "wrk_s": 4,
+        "wrk_s": 5,
         "bulk_runs": 1,
     },
     "full": {

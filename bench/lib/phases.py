@@ -121,7 +121,8 @@ def full_handshake(server, ctx):
     return {
         "full_cpu_ms": cpu * 1000 / r["ok"],
         "full_cps": r["conns_per_s"],
-        "full_check": f"{r['full']}/{r['ok']} full",
+        "full_check": f"full: {r['resumed']} of {r['ok']} resumed"
+        + (f", {r['hrr']} with HelloRetryRequest" if r.get("hrr") else ""),
         "suite": r["suite"],
         "group": r["group"],
     }
@@ -162,7 +163,7 @@ def resumed_handshake(server, ctx):
         "resumed_cps": r["conns_per_s"],
         "resumed_count": r["resumed"],
         "resumed_ok": r["ok"],
-        "resumed_check": f"{r['resumed']}/{r['ok']} resumed",
+        "resumed_check": f"resumed: {r['resumed']} of {r['ok']} resumed",
     }
 
 

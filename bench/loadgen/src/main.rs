@@ -111,7 +111,10 @@ impl Conn {
             kind: conn.handshake_kind(),
             body_bytes: 0,
             suite: conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default(),
-            group: conn.negotiated_key_exchange_group().map(|g| format!("{:?}", g.name())).unwrap_or_default(),
+            group: conn
+                .negotiated_key_exchange_group()
+                .map(|g| format!("{:?}", g.name()))
+                .unwrap_or_default(),
         }
     }
 }
@@ -122,6 +125,8 @@ struct Tally {
     ok: u64,
     failed: u64,
     full: u64,
+    /// Full handshakes that needed a HelloRetryRequest (counted in `full` too).
+    hrr: u64,
     resumed: u64,
     body_bytes: u64,
     suite: String,
@@ -136,6 +141,10 @@ impl Tally {
                 self.ok += 1;
                 match c.kind {
                     Some(HandshakeKind::Resumed) => self.resumed += 1,
+                    Some(HandshakeKind::FullWithHelloRetryRequest) => {
+                        self.full += 1;
+                        self.hrr += 1;
+                    }
                     _ => self.full += 1,
                 }
                 self.body_bytes += c.body_bytes;
@@ -155,6 +164,7 @@ impl Tally {
         self.ok += other.ok;
         self.failed += other.failed;
         self.full += other.full;
+        self.hrr += other.hrr;
         self.resumed += other.resumed;
         self.body_bytes += other.body_bytes;
         if self.suite.is_empty() {
@@ -170,12 +180,13 @@ impl Tally {
         let secs = elapsed.as_secs_f64();
         let rate = if secs > 0.0 { self.ok as f64 / secs } else { 0.0 };
         format!(
-            "{{\"mode\":\"{}\",\"ok\":{},\"failed\":{},\"full\":{},\"resumed\":{},\"body_bytes\":{},\
+            "{{\"mode\":\"{}\",\"ok\":{},\"failed\":{},\"full\":{},\"hrr\":{},\"resumed\":{},\"body_bytes\":{},\
              \"elapsed_s\":{:.6},\"conns_per_s\":{:.1},\"suite\":\"{}\",\"group\":\"{}\",\"first_error\":{}}}",
             format!("{mode:?}").to_lowercase(),
             self.ok,
             self.failed,
             self.full,
+            self.hrr,
             self.resumed,
             self.body_bytes,
             secs,
@@ -300,7 +311,11 @@ async fn read_response(tls: &mut TlsStream<TcpStream>) -> Result<u64, String> {
 }
 
 /// `full` and `resumed`: `conns` connections spread over `concurrency` sequential workers.
-async fn run_requests(args: &Args, roots: &RootCertStore, target: &Target) -> Result<(Tally, Duration), String> {
+async fn run_requests(
+    args: &Args,
+    roots: &RootCertStore,
+    target: &Target,
+) -> Result<(Tally, Duration), String> {
     let resume = args.mode == Mode::Resumed;
     let shared = client_config(roots, args.group, false)?;
     let workers = args.concurrency.clamp(1, args.conns.max(1));
