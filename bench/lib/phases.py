@@ -121,8 +121,9 @@ def full_handshake(server, ctx):
     return {
         "full_cpu_ms": cpu * 1000 / r["ok"],
         "full_cps": r["conns_per_s"],
-        "full_check": f"full: {r['resumed']} of {r['ok']} resumed"
-        + (f", {r['hrr']} with HelloRetryRequest" if r.get("hrr") else ""),
+        "full_ok": r["ok"],
+        "full_resumed": r["resumed"],
+        "full_hrr": r.get("hrr", 0),
         "suite": r["suite"],
         "group": r["group"],
     }
@@ -163,7 +164,6 @@ def resumed_handshake(server, ctx):
         "resumed_cps": r["conns_per_s"],
         "resumed_count": r["resumed"],
         "resumed_ok": r["ok"],
-        "resumed_check": f"resumed: {r['resumed']} of {r['ok']} resumed",
     }
 
 
@@ -187,7 +187,7 @@ def keepalive(server, ctx):
     return {
         "keepalive_cpu_us": cpu * 1e6 / requests,
         "keepalive_rps": float(rps.group(1)),
-        "keepalive_note": f"wrk socket errors: {errors.group(1)}" if errors else "",
+        "keepalive_socket_errors": errors.group(1) if errors else "",
     }
 
 
