@@ -93,7 +93,7 @@ trap 'exit 143' TERM
 
 "$repo/bench/lib/pki.sh" "$work"
 
-python3 "$repo/bench/lib/bench.py" "${quick[@]}" "${only[@]}" --dir "$work" \
+/usr/bin/python3 "$repo/bench/lib/bench.py" "${quick[@]}" "${only[@]}" --dir "$work" \
   --tlsgate "$tlsgate" --loadgen "$loadgen" --repo "$repo" &
 py_pid=$!
 wait "$py_pid"
