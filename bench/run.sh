@@ -31,7 +31,6 @@ declare -A need=(
   [hitch]=/usr/sbin/hitch
   [stunnel4]=/usr/bin/stunnel4
   [wrk]=/usr/bin/wrk
-  [nghttp2-client]=/usr/bin/h2load
   [openssl]=/usr/bin/openssl
   [util-linux]=/usr/bin/taskset
   [python3]=/usr/bin/python3

@@ -145,11 +145,14 @@ def resumed_handshake(server, ctx):
         line = _read_line(gen, timeout=60)
         if line != "warmed":
             raise RuntimeError(f"resumed loadgen: {line!r} {gen.stderr.read() if gen.poll() is not None else ''}")
+        before_pids = set(server.pids())
         before = server.cpu_seconds()
         gen.stdin.write("go\n")
         gen.stdin.flush()
         out, err = gen.communicate(timeout=300)
         after = server.cpu_seconds()
+        if set(server.pids()) != before_pids:
+            raise RuntimeError("the terminator's processes changed during the phase (a worker died?)")
     finally:
         if gen.poll() is None:
             gen.kill()
