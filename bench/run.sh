@@ -83,6 +83,7 @@ cleanup() {
     echo "[bench] kept $work" >&2
   else
     rm -rf "$work"
+    [ "$rc" -eq 0 ] || echo "[bench] failed; KEEP_BENCH_DIR=1 keeps the logs and configs" >&2
   fi
   exit "$rc"
 }

@@ -116,11 +116,14 @@ def ratios(rows, subject="tlsgate"):
         if ratio_name is None:
             continue
         candidates = [(r[key], n) for n, r in peers if _valid(r, key)]
-        if not candidates or not _valid(mine, key):
+        if not candidates:
             best_parts.append(f"{ratio_name}=n/a")
             ratio_parts.append(f"{ratio_name}=n/a")
             continue
         best, best_name = min(candidates)
         best_parts.append(f"{ratio_name}={best_name}")
-        ratio_parts.append(f"{ratio_name}={mine[key] / best:.2f}" if best > 0 else f"{ratio_name}=n/a")
+        if _valid(mine, key) and best > 0:
+            ratio_parts.append(f"{ratio_name}={mine[key] / best:.2f}")
+        else:
+            ratio_parts.append(f"{ratio_name}=n/a")
     return "best peers: " + " ".join(best_parts), "ratios vs best peer: " + " ".join(ratio_parts)
