@@ -1,0 +1,159 @@
+"""Runs every terminator through the phases and prints the report; bench/run.sh calls this.
+
+stdout carries only the report (ending with the ratio line); progress goes to stderr.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import signal
+import sys
+import time
+
+import peers
+import phases
+import procs
+import report
+
+PARAMS = {
+    # --quick: the whole run in well under 3 minutes.
+    "quick": {
+        "rounds": 1,
+        "warm_conns": 50,
+        "idle_conns": 1000,
+        "idle_settle_s": 1.0,
+        "handshake_conns": 3000,
+        "concurrency": 16,
+        "wrk_s": 5,
+        "bulk_runs": 1,
+    },
+    # Three rounds, the terminators in a rotated order each time; see report.FOLD.
+    "full": {
+        "rounds": 3,
+        "warm_conns": 200,
+        "idle_conns": 1000,
+        "idle_settle_s": 2.0,
+        "handshake_conns": 6000,
+        "concurrency": 16,
+        "wrk_s": 8,
+        "bulk_runs": 3,
+    },
+}
+
+
+def make_www(dir):
+    www = os.path.join(dir, "www")
+    os.makedirs(www, exist_ok=True)
+    with open(os.path.join(www, "small"), "wb") as f:
+        f.write(b"x" * (phases.SMALL_BYTES - 1) + b"\n")
+    with open(os.path.join(www, "big"), "wb") as f:
+        f.truncate(phases.BIG_BYTES)  # sparse zeros: the content costs nothing to read
+    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        os.makedirs(os.path.join(dir, "backend-nginx-tmp", sub), exist_ok=True)
+    return www
+
+
+def measure_one(name, start, env, params, loadgen, pidfile):
+    """Starts one terminator on CPU 0, runs the phases, stops it. Returns its row."""
+    row = {"errors": []}
+    env = dict(env, LISTEN_PORT=procs.free_port())
+    server = procs.Server(name, start(env), "0", env["DIR"], pidfile)
+    try:
+        procs.wait_port(env["LISTEN_PORT"], server)
+        ctx = phases.Ctx(loadgen, env["CA"], env["LISTEN_PORT"], params)
+        for phase in phases.PHASES:
+            procs.log(f"{name}: {phase.__name__}")
+            t0 = time.monotonic()
+            try:
+                row.update(phase(server, ctx))
+            except Exception as e:  # noqa: BLE001 - one failed phase must not hide the others
+                row["errors"].append((phase.__name__, str(e)))
+                procs.log(f"{name}: {phase.__name__} FAILED: {e}")
+                if phase is phases.warm_up or server.poll() is not None:
+                    break
+            procs.log(f"{name}: {phase.__name__} done in {time.monotonic() - t0:.1f} s")
+    except Exception as e:  # noqa: BLE001
+        row["errors"].append(("start", str(e)))
+        procs.log(f"{name}: FAILED to start: {e}")
+    finally:
+        server.stop()
+    return row
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--dir", required=True, help="scratch directory (made by run.sh)")
+    ap.add_argument("--tlsgate", required=True)
+    ap.add_argument("--loadgen", required=True)
+    ap.add_argument("--repo", required=True)
+    ap.add_argument("--only", help="comma-separated terminators to run (default: all)")
+    args = ap.parse_args()
+
+    # SIGTERM/SIGHUP from run.sh's trap: unwind through the finally blocks that stop servers.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
+
+    params = PARAMS["quick" if args.quick else "full"]
+    pidfile = os.path.join(args.dir, "pids")
+    env = {
+        "DIR": args.dir,
+        "CA": os.path.join(args.dir, "ca.pem"),
+        "CERT": os.path.join(args.dir, "server.pem"),
+        "KEY": os.path.join(args.dir, "server.key"),
+        "PEM": os.path.join(args.dir, "server-combined.pem"),
+        "WWW": make_www(args.dir),
+        "BACKEND_PORT": procs.free_port(),
+        "NGINX_MODULES": peers.NGINX_MODULES,
+        "TLSGATE": args.tlsgate,
+    }
+    wanted = args.only.split(",") if args.only else [n for n, _ in peers.TERMINATORS]
+    unknown = set(wanted) - {n for n, _ in peers.TERMINATORS}
+    if unknown:
+        sys.exit(f"unknown terminator(s): {', '.join(sorted(unknown))}")
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    terminators = [(n, start) for n, start in peers.TERMINATORS if n in wanted]
+    rounds = {name: [] for name, _ in terminators}
+    backend = procs.Server("backend-nginx", peers.backend_argv(env), "1", args.dir, pidfile)
+    try:
+        procs.wait_port(env["BACKEND_PORT"], backend)
+        for i in range(params["rounds"]):
+            order = terminators[i % len(terminators) :] + terminators[: i % len(terminators)]
+            for name, start in order:
+                procs.log(f"round {i + 1}/{params['rounds']}: {name}")
+                row = measure_one(name, start, env, params, args.loadgen, pidfile)
+                procs.log(f"{name}: {json.dumps(row)}")
+                rounds[name].append(row)
+                if backend.poll() is not None:
+                    raise RuntimeError(f"the backend nginx exited (log: {backend.log_path})")
+    finally:
+        backend.stop()
+    rows = [(name, report.fold(rounds[name])) for name, _ in terminators]
+    elapsed = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
+
+    v = peers.versions(args.tlsgate, args.repo)
+    mode = "--quick" if args.quick else "full"
+    print(f"# tlsgate benchmark, {started:%Y-%m-%d %H:%M} UTC, {mode} run, {elapsed:.0f} s")
+    print()
+    print(f"- CPU: {v['cpu']} ({os.cpu_count()} CPUs; terminator pinned to CPU 0, load and backend to CPU 1)")
+    for key in ("tlsgate", "haproxy", "nginx", "hitch", "stunnel", "openssl", "wrk", "kernel"):
+        print(f"- {key}: {v[key]}")
+    print(
+        f"- load: {params['handshake_conns']} connections per handshake phase over "
+        f"{params['concurrency']} workers; wrk -t1 -c16 -d{params['wrk_s']}s; "
+        f"{params['bulk_runs']} x 100 MiB; {params['idle_conns']} idle connections; "
+        f"{params['rounds']} round(s), best round per column (median for idle_KiB)"
+    )
+    print()
+    print(report.table(rows))
+    print()
+    best, ratio = report.ratios(rows)
+    print(best)
+    print(ratio)
+    return 1 if any(r["errors"] for _, r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Rounds folded into one row per terminator, the markdown table and the ratio line."""
+
+import statistics
+
+# (result key, column title, format, name in the ratio line or None for rates)
+COLUMNS = [
+    ("full_cpu_ms", "full_handshake_cpu_ms", "{:.3f}", "full_handshake_cpu"),
+    ("full_cps", "full conns/s", "{:.0f}", None),
+    ("resumed_cpu_ms", "resumed_cpu_ms", "{:.3f}", "resumed_handshake_cpu"),
+    ("resumed_cps", "resumed conns/s", "{:.0f}", None),
+    ("keepalive_cpu_us", "keepalive_cpu_us", "{:.1f}", "keepalive_cpu"),
+    ("keepalive_rps", "req/s", "{:.0f}", None),
+    ("bulk_cpu_s_per_gib", "bulk_cpu_s_per_GiB", "{:.3f}", "bulk_cpu"),
+    ("bulk_mb_s", "MB/s", "{:.0f}", None),
+    ("idle_kib", "idle_KiB", "{:.1f}", "idle_rss"),
+]
+
+# How rounds combine. Other work on the machine only ever adds CPU time and takes throughput
+# away, so the least CPU and the highest rate of the rounds are the least disturbed; memory is
+# not disturbed that way and takes the median.
+FOLD = {
+    "full_cpu_ms": min,
+    "resumed_cpu_ms": min,
+    "keepalive_cpu_us": min,
+    "bulk_cpu_s_per_gib": min,
+    "full_cps": max,
+    "resumed_cps": max,
+    "keepalive_rps": max,
+    "bulk_mb_s": max,
+    "idle_kib": statistics.median,
+    "full_ok": sum,
+    "full_resumed": sum,
+    "full_hrr": sum,
+    "resumed_ok": sum,
+    "resumed_count": sum,
+}
+
+CLEAN_WRK = "connect 0, read 0, write 0, timeout 0"
+
+
+def fold(rounds):
+    """One row from the rows of several rounds of one terminator."""
+    row = {"rounds": len(rounds), "errors": []}
+    for key, how in FOLD.items():
+        values = [r[key] for r in rounds if r.get(key) is not None]
+        if values:
+            row[key] = how(values)
+    for r in rounds:
+        row["errors"] += r.get("errors", [])
+        for key in ("suite", "group"):
+            row.setdefault(key, r.get(key))
+        if r.get("keepalive_socket_errors") not in (None, "", CLEAN_WRK):
+            row.setdefault("wrk_errors", []).append(r["keepalive_socket_errors"])
+    return row
+
+
+def resumed_all(row):
+    """Whether every connection of the resumed phase really resumed."""
+    return bool(row.get("resumed_ok")) and row.get("resumed_count") == row.get("resumed_ok")
+
+
+def _valid(row, key):
+    """A value that may stand in the comparison: measured, and for resumption really resumed."""
+    if row.get(key) is None:
+        return False
+    if key == "resumed_cpu_ms" and not resumed_all(row):
+        return False
+    return True
+
+
+def checks(row):
+    """The checks column: resumption counts, the negotiated parameters, anything that failed."""
+    out = []
+    if row.get("full_ok") is not None:
+        check = f"full: {row['full_resumed']} of {row['full_ok']} resumed"
+        if row.get("full_hrr"):
+            check += f", {row['full_hrr']} with HelloRetryRequest"
+        out.append(check)
+    if row.get("resumed_ok") is not None:
+        check = f"resumed: {row['resumed_count']} of {row['resumed_ok']} resumed"
+        if not resumed_all(row):
+            check += " (does NOT resume every session: resumed columns left out of the ratios)"
+        out.append(check)
+    for e in row.get("wrk_errors", []):
+        out.append(f"wrk socket errors: {e}")
+    if row.get("suite"):
+        out.append(f"{row['suite']} {row['group']}")
+    for phase, error in row.get("errors", []):
+        out.append(f"{phase} FAILED: {error}")
+    return "; ".join(out)
+
+
+def table(rows):
+    """rows: [(name, row)]; one markdown table, a column per measurement, plus the checks."""
+    head = ["terminator"] + [c[1] for c in COLUMNS] + ["checks"]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---"] + ["---:"] * len(COLUMNS) + ["---"]) + "|",
+    ]
+    for name, row in rows:
+        cells = [name]
+        for key, _, fmt, _ in COLUMNS:
+            value = row.get(key)
+            cells.append("—" if value is None else fmt.format(value))
+        cells.append(checks(row))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def ratios(rows, subject="tlsgate"):
+    """(best-peer line, ratio line): subject ÷ the lowest peer value, per CPU/memory column."""
+    mine = dict(rows).get(subject, {})
+    peers = [(n, r) for n, r in rows if n != subject]
+    best_parts, ratio_parts = [], []
+    for key, _, _, ratio_name in COLUMNS:
+        if ratio_name is None:
+            continue
+        candidates = [(r[key], n) for n, r in peers if _valid(r, key)]
+        if not candidates:
+            best_parts.append(f"{ratio_name}=n/a")
+            ratio_parts.append(f"{ratio_name}=n/a")
+            continue
+        best, best_name = min(candidates)
+        best_parts.append(f"{ratio_name}={best_name}")
+        if _valid(mine, key) and best > 0:
+            ratio_parts.append(f"{ratio_name}={mine[key] / best:.2f}")
+        else:
+            ratio_parts.append(f"{ratio_name}=n/a")
+    return "best peers: " + " ".join(best_parts), "ratios vs best peer: " + " ".join(ratio_parts)
