@@ -17,6 +17,15 @@ fn documented_example_parses() {
     assert_eq!(t.listener[0].route[0].backends[1].to_string(), "10.0.0.12:8080");
     assert_eq!(t.listener[1].tls_versions, vec![TlsVersion::Tls13]);
     assert_eq!(config.log.format, LogFormat::Text);
+    let tunnel = config.tunnel.expect("tunnel section");
+    let gate = tunnel.gate.expect("gate");
+    assert_eq!(gate.reverse[0].target.to_string(), "127.0.0.1:22");
+    let (by_id, default, open) = gate.policies().unwrap();
+    assert!(!open && default.rules.len() == 2 && by_id.len() == 1);
+    let portal = tunnel.portal.expect("portal");
+    assert_eq!(portal.forward.len(), 2);
+    assert_eq!(portal.limits.max_sessions, 256);
+    assert_eq!(portal.limits.session_window, 256 * 1024, "unset limits keep their defaults");
 }
 
 fn minimal(extra_route: &str) -> String {

@@ -56,6 +56,19 @@ pub struct BackendLabels {
     pub backend: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TunnelLabels {
+    /// `gate` or `portal`.
+    pub role: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TunnelSessionLabels {
+    pub role: String,
+    /// `opened` or `refused`.
+    pub result: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub connections_open: Family<ListenerLabel, Gauge>,
@@ -70,6 +83,9 @@ pub struct Metrics {
     pub upstream_handshakes: Family<UpstreamLabels, Counter>,
     /// Transparent policy decisions.
     pub transparent_decisions: Family<DecisionLabels, Counter>,
+    pub tunnel_connections: Family<TunnelLabels, Gauge>,
+    pub tunnel_sessions_open: Family<TunnelLabels, Gauge>,
+    pub tunnel_sessions: Family<TunnelSessionLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -99,6 +115,12 @@ impl Metrics {
         let backend_connections = Family::default();
         let upstream_handshakes = Family::default();
         let transparent_decisions = Family::default();
+        let tunnel_connections = Family::default();
+        let tunnel_sessions_open = Family::default();
+        let tunnel_sessions = Family::default();
+        registry.register("tunnel_connections_open", "Tunnel connections up", tunnel_connections.clone());
+        registry.register("tunnel_sessions_open", "Tunnel sessions live", tunnel_sessions_open.clone());
+        registry.register("tunnel_sessions", "Tunnel sessions opened or refused", tunnel_sessions.clone());
         registry.register("connections_open", "TLS connections open", connections_open.clone());
         registry.register("connections", "TCP connections accepted", connections_total.clone());
         registry.register("handshakes", "TLS handshakes by result, version and suite", handshakes.clone());
@@ -135,6 +157,9 @@ impl Metrics {
             backend_connections,
             upstream_handshakes,
             transparent_decisions,
+            tunnel_connections,
+            tunnel_sessions_open,
+            tunnel_sessions,
         }
     }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tlsgate_telemetry::conns::Listed;
+use tlsgate_telemetry::metrics::{metrics, TunnelLabels, TunnelSessionLabels};
 use tlsgate_tunnel::wire::{ErrorCode, OpenRc, Protocol, ResetCode};
 use tlsgate_tunnel::{ConnectionError, Datagram, Endpoint, Event, SessionError, SessionId, Target};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -197,6 +198,10 @@ impl Driver {
         connected: Option<oneshot::Sender<()>>,
     ) -> Ended {
         self.connected = connected;
+        let role = TunnelLabels { role: self.role().into() };
+        let mut open_sessions =
+            GaugeShare::new(metrics().tunnel_sessions_open.get_or_create(&role).clone(), 0);
+        let _up = GaugeShare::new(metrics().tunnel_connections.get_or_create(&role).clone(), 1);
         let (mut rd, mut wr) = tokio::io::split(stream);
         let mut rbuf = vec![0u8; 32 * 1024];
         let mut out: Vec<u8> = Vec::with_capacity(TRANSMIT_BATCH);
@@ -205,6 +210,7 @@ impl Driver {
         loop {
             let now = Instant::now();
             self.process_events(now);
+            open_sessions.set(self.endpoint.session_count() as i64);
             if written == out.len() {
                 out.clear();
                 written = 0;
@@ -243,6 +249,19 @@ impl Driver {
         }
     }
 
+    fn role(&self) -> &'static str {
+        if self.end == LocalEnd::Client {
+            "portal"
+        } else {
+            "gate"
+        }
+    }
+
+    fn count_session(&self, result: &str) {
+        let labels = TunnelSessionLabels { role: self.role().into(), result: result.into() };
+        metrics().tunnel_sessions.get_or_create(&labels).inc();
+    }
+
     fn process_events(&mut self, now: Instant) {
         while let Some(ev) = self.endpoint.poll_event() {
             match ev {
@@ -256,6 +275,7 @@ impl Driver {
                     self.acceptor.open_request(self.handle(), id, protocol, target);
                 }
                 Event::Opened { id } => {
+                    self.count_session("opened");
                     if let Some(reply) = self.opening.remove(&id) {
                         if reply.send(Ok(id)).is_err() {
                             // The local client left while the Open was in flight.
@@ -264,6 +284,7 @@ impl Driver {
                     }
                 }
                 Event::OpenFailed { id, rc, reason } => {
+                    self.count_session("refused");
                     if let Some(reply) = self.opening.remove(&id) {
                         let _ = reply.send(Err(OpenFailure { rc, reason }));
                     }
@@ -330,14 +351,18 @@ impl Driver {
             }
             Cmd::AcceptTcp { id, stream, listed } => {
                 if self.endpoint.accept(now, id).is_ok() {
+                    self.count_session("opened");
                     let t = TcpLocal::start(id, stream, Vec::new(), self.tx.clone(), listed, self.end);
                     self.sessions.insert(id, Local::Tcp(t));
                     self.drain(now, id);
                 }
             }
             Cmd::AttachUdp { id, sink, accept } => {
-                if accept && self.endpoint.accept(now, id).is_err() {
-                    return;
+                if accept {
+                    if self.endpoint.accept(now, id).is_err() {
+                        return;
+                    }
+                    self.count_session("opened");
                 }
                 if self.endpoint.state(id).is_some() {
                     self.sessions.insert(id, Local::Udp(sink));
@@ -345,6 +370,7 @@ impl Driver {
                 }
             }
             Cmd::Refuse { id, rc, reason } => {
+                self.count_session("refused");
                 let _ = self.endpoint.refuse(now, id, rc, &reason);
             }
             Cmd::Data { id, chunk } => {
@@ -448,6 +474,31 @@ async fn write_or_flush<W: AsyncWrite + Unpin>(wr: &mut W, pending: &[u8]) -> st
         wr.flush().await.map(|()| 0)
     } else {
         wr.write(pending).await
+    }
+}
+
+/// This connection's share of a process-wide gauge, taken back when dropped (also when the
+/// future running the connection is dropped).
+struct GaugeShare {
+    gauge: prometheus_client::metrics::gauge::Gauge,
+    mine: i64,
+}
+
+impl GaugeShare {
+    fn new(gauge: prometheus_client::metrics::gauge::Gauge, mine: i64) -> Self {
+        gauge.inc_by(mine);
+        GaugeShare { gauge, mine }
+    }
+
+    fn set(&mut self, mine: i64) {
+        self.gauge.inc_by(mine - self.mine);
+        self.mine = mine;
+    }
+}
+
+impl Drop for GaugeShare {
+    fn drop(&mut self) {
+        self.gauge.dec_by(self.mine);
     }
 }
 
