@@ -210,8 +210,8 @@ pub struct PortalArgs {
     /// Name verified in the gate's certificate (default: the gate's host).
     #[arg(long, conflicts_with = "config")]
     pub server_name: Option<String>,
-    /// SOCKS5 listener (keep it on loopback).
-    #[arg(long, conflicts_with = "config")]
+    /// SOCKS5 listener: `IP:PORT`, or a bare `PORT` for loopback (it serves whoever reaches it).
+    #[arg(long, conflicts_with = "config", value_parser = loopback_by_default)]
     pub socks: Option<SocketAddr>,
     /// `tcp:LISTEN=HOST:PORT` or `udp:LISTEN=HOST:PORT`, HOST resolved by the gate; repeat.
     #[arg(long, conflicts_with = "config")]
@@ -244,4 +244,13 @@ pub struct BackendArgs {
     /// Name the server gives in its answers.
     #[arg(long, default_value = "tlsgate built-in backend")]
     pub name: String,
+}
+
+/// `1080` means `127.0.0.1:1080`: a listener that serves anyone who reaches it stays local unless
+/// an address is spelled out.
+fn loopback_by_default(s: &str) -> Result<SocketAddr, String> {
+    match s.parse::<u16>() {
+        Ok(port) => Ok(SocketAddr::from(([127, 0, 0, 1], port))),
+        Err(_) => s.parse().map_err(|_| format!("{s:?} is neither PORT nor IP:PORT")),
+    }
 }

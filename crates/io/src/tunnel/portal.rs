@@ -93,6 +93,10 @@ impl Portal {
         }
         if let Some(a) = addrs.socks {
             tracing::info!(listen = %a, "tunnel portal: SOCKS5 listening");
+            if !a.ip().is_loopback() && config.socks_auth.is_none() {
+                tracing::warn!(listen = %a, "tunnel portal: SOCKS5 listens beyond loopback without socks_auth; \
+                    anyone who reaches it uses the tunnel");
+            }
         }
         let keeper = Keeper {
             config: config.clone(),
