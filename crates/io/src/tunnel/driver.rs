@@ -167,6 +167,8 @@ pub struct Driver {
     opening: HashMap<SessionId, oneshot::Sender<Result<SessionId, OpenFailure>>>,
     label: Arc<str>,
     connected: Option<oneshot::Sender<()>>,
+    /// Where session data is read out of the endpoint, copied to an exact-size buffer after.
+    scratch: Vec<u8>,
 }
 
 impl Driver {
@@ -182,6 +184,7 @@ impl Driver {
             opening: HashMap::new(),
             label,
             connected: None,
+            scratch: vec![0u8; CHUNK],
         }
     }
 
@@ -410,8 +413,7 @@ impl Driver {
     fn drain(&mut self, now: Instant, id: SessionId) {
         let Some(Local::Tcp(t)) = self.sessions.get_mut(&id) else { return };
         while t.pending.load(Ordering::Acquire) < WRITE_LIMIT {
-            let mut buf = vec![0u8; CHUNK];
-            match self.endpoint.read(now, id, &mut buf) {
+            match self.endpoint.read(now, id, &mut self.scratch) {
                 Ok(0) => {
                     if !t.finish_sent_to_writer {
                         t.finish_sent_to_writer = true;
@@ -420,10 +422,9 @@ impl Driver {
                     return;
                 }
                 Ok(n) => {
-                    buf.truncate(n);
                     t.pending.fetch_add(n, Ordering::AcqRel);
                     t.count_written(n);
-                    let _ = t.writer.send(WriterMsg::Data(buf));
+                    let _ = t.writer.send(WriterMsg::Data(self.scratch[..n].to_vec()));
                 }
                 Err(_) => return,
             }
