@@ -301,8 +301,11 @@ fn the_portal_reconnects_after_a_gate_restart() {
     let (portal, socks) = connected_portal(&c, gate_addr, &[]);
     let url = format!("http://127.0.0.1:{}/index.html", nginx.addr.port());
     assert!(socks_curl(socks, &url, &["-sS"]).status.success());
+    // A gate stopped with SIGTERM says goodbye (GoAway) before it goes.
+    let pid = gate.proc.pid().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    portal.proc.wait_for(&["tunnel to gate ended", "peer closed the tunnel"], WAIT);
     drop(gate);
-    portal.proc.wait_for(&["tunnel to gate ended"], WAIT);
     let (_gate, _) = start_gate(&c, &gate_addr.to_string(), &[]);
     portal.proc.wait_for(&["connected to gate"], WAIT);
     let out = socks_curl(socks, &url, &["-sS"]);

@@ -99,14 +99,33 @@ impl Gate {
         Ok(())
     }
 
-    /// Stops accepting and sends GoAway on every portal connection.
-    pub fn shutdown(&self) {
+    /// Stops accepting, sends GoAway on every portal connection and waits (at most `grace`) for
+    /// them to be written, so portals learn the gate left on purpose.
+    pub async fn shutdown(&self, grace: Duration) {
         for t in &self.tasks {
             t.abort();
         }
-        for h in self.shared.portals.lock().unwrap_or_else(|e| e.into_inner()).values().flatten() {
+        let handles: Vec<Handle> = self
+            .shared
+            .portals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .flatten()
+            .cloned()
+            .collect();
+        for h in &handles {
             h.shutdown();
         }
+        let all_closed = futures_join(handles.iter().map(|h| h.closed()));
+        let _ = tokio::time::timeout(grace, all_closed).await;
+    }
+}
+
+/// Waits for every future (a handful of portal connections: no need for a join set).
+async fn futures_join<F: std::future::Future<Output = ()>>(futures: impl Iterator<Item = F>) {
+    for f in futures {
+        f.await;
     }
 }
 

@@ -58,7 +58,7 @@ async fn gate(args: GateArgs, log: &LogArgs) -> Result<(), String> {
             },
         }
     }
-    gate.shutdown();
+    gate.shutdown(std::time::Duration::from_secs(2)).await;
     if let Some(a) = admin {
         a.abort();
     }
