@@ -135,7 +135,8 @@ impl Default for TunnelLimits {
             session_buffer: 256 * 1024,
             keepalive: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(45),
-            session_idle_timeout: Duration::from_secs(300),
+            // Long, like HAProxy's `timeout tunnel`: an idle interactive session (ssh) must survive.
+            session_idle_timeout: Duration::from_secs(3600),
         }
     }
 }
