@@ -208,3 +208,28 @@ fn the_portal_reaches_the_gate_through_http_connect_and_socks5_proxies() {
     // The gate saw two portals: one through tinyproxy, one nested inside the first one's tunnel.
     assert_eq!(gate.proc.lines_with(&["portal connected"]).len(), 2, "{}", gate.proc.log_text());
 }
+
+#[test]
+fn an_idle_session_is_reaped() {
+    let rig = Rig::new();
+    let quiet = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dest = quiet.local_addr().unwrap();
+    let (_gate, gate_addr) = rig.gate("");
+    let portal = rig.portal(
+        "portal.toml",
+        gate_addr,
+        &format!(
+            "forward = [\"tcp:127.0.0.1:0={dest}\"]\n\
+             [tunnel.portal.limits]\nsession_idle_timeout = \"1s\"\nkeepalive = \"500ms\"\nidle_timeout = \"5s\"\n"
+        ),
+    );
+    let fwd = Proc::field(&portal.proc.wait_logged(&["TCP forward"], WAIT), "listen").unwrap();
+    let mut client = TcpStream::connect(&fwd).unwrap();
+    let _held = quiet.accept().unwrap();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    // Nobody says anything; the portal resets the session and closes the client's socket.
+    portal.proc.wait_for(&["session idle too long"], WAIT);
+    let mut buf = [0u8; 16];
+    let n = client.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the reaped session's socket is closed");
+}

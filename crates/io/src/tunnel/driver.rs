@@ -300,7 +300,11 @@ impl Driver {
                     }
                 }
                 Event::Reset { id, code, reason, remote } => {
-                    tracing::debug!(tunnel = %self.label, session = id, code = code.0, %reason, remote, "session reset");
+                    if code == ResetCode::IDLE_TIMEOUT && !remote {
+                        tracing::info!(tunnel = %self.label, session = id, "session idle too long; reset");
+                    } else {
+                        tracing::debug!(tunnel = %self.label, session = id, code = code.0, %reason, remote, "session reset");
+                    }
                     if let Some(Local::Tcp(mut t)) = self.sessions.remove(&id) {
                         t.abort();
                     }
