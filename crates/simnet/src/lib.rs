@@ -15,8 +15,10 @@ pub mod flow;
 pub mod host;
 pub mod link;
 pub mod middlebox;
+pub mod pki;
 pub mod run;
 
 pub use link::Impairments;
 pub use middlebox::{Middlebox, PassThrough, Side};
+pub use pki::SimPki;
 pub use run::{simulate, Report, SimConfig};

@@ -148,7 +148,8 @@ pub fn simulate(
     let mut server = Host::new(SERVER_ADDR, 24);
     let mut ends: Vec<(bool, SocketHandle, End)> = Vec::new();
     let mut report = Report { flows: config.flows, ..Report::default() };
-    let server_name: rustls::pki_types::ServerName<'static> = "server.sim".try_into().expect("valid name");
+    let server_name: rustls::pki_types::ServerName<'static> =
+        crate::pki::SERVER_NAME.try_into().expect("valid name");
 
     for i in 0..config.flows {
         let mut s = tcp::Socket::new(

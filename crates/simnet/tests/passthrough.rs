@@ -3,45 +3,11 @@
 
 use std::sync::Arc;
 
-use tlsgate_simnet::{simulate, Impairments, PassThrough, SimConfig};
-use tlsgate_tls::pki::TestCa;
+use tlsgate_simnet::{simulate, Impairments, PassThrough, SimConfig, SimPki};
 
 fn tls() -> (Arc<rustls::ClientConfig>, Arc<rustls::ServerConfig>) {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let ca = TestCa::new("simnet CA").unwrap();
-    let issued = ca.issue_server(&["server.sim"]).unwrap();
-    let dir = tempfile_dir();
-    let (cert, key) = issued.write(&dir, "server").unwrap();
-    let loaded = tlsgate_tls::keys::load_cert_and_key(&cert, &key, false).unwrap();
-    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(Fixed(loaded.key)));
-    let ca_path = dir.join("ca.pem");
-    std::fs::write(&ca_path, ca.cert_pem()).unwrap();
-    let roots = tlsgate_tls::keys::load_roots(&ca_path).unwrap();
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    (Arc::new(client), Arc::new(server))
-}
-
-fn tempfile_dir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("simnet-{}-{}", std::process::id(), rand::random::<u64>()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-#[derive(Debug)]
-struct Fixed(Arc<rustls::sign::CertifiedKey>);
-
-impl rustls::server::ResolvesServerCert for Fixed {
-    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        Some(self.0.clone())
-    }
+    let pki = SimPki::new();
+    (pki.client(rustls::DEFAULT_VERSIONS, None), Arc::new(pki.server()))
 }
 
 fn run(flows: u32, bytes: u64, seed: u64, loss: f64, reorder: f64, duplicate: f64) -> tlsgate_simnet::Report {

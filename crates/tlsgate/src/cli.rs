@@ -44,6 +44,9 @@ pub enum Command {
     /// Many TCP and UDP flows over one mutually authenticated TLS connection.
     #[command(subcommand)]
     Tunnel(TunnelCommand),
+    /// Packet-level TLS offload that keeps the client's TCP connection.
+    #[command(subcommand)]
+    Inline(InlineCommand),
     /// A throwaway CA, a built-in HTTP backend and a terminator in front of it, on loopback.
     Demo(DemoArgs),
     /// The built-in plaintext HTTP backend alone (GET /, POST /echo, POST /sha256).
@@ -145,6 +148,41 @@ pub struct OriginateArgs {
     /// Start even if the key file is readable by group or others.
     #[arg(long)]
     pub allow_insecure_key_permissions: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum InlineCommand {
+    /// Runs flows through a deterministic simulated network with loss, reordering and
+    /// duplication; prints one summary line and exits non-zero on any violation.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    #[arg(long, default_value_t = 20)]
+    pub flows: u32,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Probability that a packet is lost, per hop.
+    #[arg(long, default_value_t = 0.0)]
+    pub loss: f64,
+    /// Probability that a packet is held back so later ones overtake it.
+    #[arg(long, default_value_t = 0.0)]
+    pub reorder: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub duplicate: f64,
+    /// Bytes each flow carries each way.
+    #[arg(long, default_value_t = 65536)]
+    pub bytes: u64,
+    /// What sits between client and server: `passthrough` forwards every packet and the server
+    /// speaks TLS itself (the harness's self-test).
+    #[arg(long, value_enum, default_value = "passthrough")]
+    pub mode: SimMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SimMode {
+    Passthrough,
 }
 
 #[derive(Debug, clap::Subcommand)]

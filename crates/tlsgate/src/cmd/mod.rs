@@ -2,6 +2,7 @@
 
 mod backend;
 mod demo;
+mod inline;
 mod originate;
 mod terminate;
 mod tunnel;
@@ -15,6 +16,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::Terminate(args) => terminate::run(*args, &cli.log).await,
         Command::Originate(args) => originate::run(*args, &cli.log).await,
         Command::Tunnel(command) => tunnel::run(command, &cli.log).await,
+        Command::Inline(command) => inline::run(command),
         Command::Demo(args) => demo::run(args, &cli.log).await,
         Command::Backend(args) => backend::run(args, &cli.log).await,
     }
