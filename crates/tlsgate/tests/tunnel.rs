@@ -420,3 +420,26 @@ fn malformed_records_end_that_tunnel_with_a_reason_and_others_keep_working() {
         assert!(out.status.success(), "after {what}: {}", describe(&out));
     }
 }
+
+#[test]
+fn a_key_revoked_while_the_gate_runs_is_refused_after_sighup() {
+    let c = certs();
+    let crl = c.pki.path("portals.crl");
+    std::fs::write(&crl, c.pki.ca.crl(&[], 1).unwrap()).unwrap();
+    let (gate, gate_addr) = start_gate(&c, "127.0.0.1:0", &["--crl", s(&crl)]);
+    let laptop =
+        c.pki.ca.issue_client(&ClientSpec { common_name: "laptop-2", ..ClientSpec::default() }).unwrap();
+    let (cert, key) = laptop.write(c.pki.dir.path(), "laptop-2").unwrap();
+    let before = start_portal(&c, gate_addr, &cert, &key, &[]);
+    before.proc.wait_for(&["connected to gate"], WAIT);
+    drop(before);
+
+    // The laptop is stolen: its serial goes into the CRL, the gate re-reads it on SIGHUP.
+    std::fs::write(&crl, c.pki.ca.crl(&[laptop.serial], 2).unwrap()).unwrap();
+    let pid = gate.proc.pid().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    gate.proc.wait_for(&["TLS material and CRLs reloaded"], WAIT);
+    let after = start_portal(&c, gate_addr, &cert, &key, &[]);
+    gate.proc.wait_for(&["portal refused", "Revoked"], WAIT);
+    after.proc.wait_for(&["cannot reach gate"], WAIT);
+}
