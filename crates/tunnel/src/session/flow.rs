@@ -125,9 +125,13 @@ impl RecvBuf {
 
     pub fn read(&mut self, out: &mut [u8]) -> usize {
         let n = out.len().min(self.buf.len());
-        for (dst, src) in out.iter_mut().zip(self.buf.drain(..n)) {
-            *dst = src;
-        }
+        // Two slice copies, as in `SendBuf::take_chunk`: a byte-at-a-time loop over `drain` is
+        // not vectorised and cost a third of the tunnel's CPU in bulk transfers.
+        let (a, b) = self.buf.as_slices();
+        let from_a = n.min(a.len());
+        out[..from_a].copy_from_slice(&a[..from_a]);
+        out[from_a..n].copy_from_slice(&b[..n - from_a]);
+        self.buf.drain(..n);
         self.unacked += n as u32;
         n
     }
@@ -177,5 +181,26 @@ mod tests {
         r.acked(4);
         r.push(b"ghi").unwrap();
         assert_eq!(r.buffered(), 5);
+    }
+
+    #[test]
+    fn read_returns_bytes_in_order_across_the_ring_wrap() {
+        let mut r = RecvBuf::new(1 << 20);
+        let mut expect = std::collections::VecDeque::new();
+        let mut next = 0u8;
+        let mut out = [0u8; 700];
+        // Pushes and reads of unequal sizes move the ring's head around its end many times.
+        for round in 0..200usize {
+            let chunk: Vec<u8> = (0..(300 + round * 7 % 500)).map(|_| { next = next.wrapping_add(1); next }).collect();
+            r.push(&chunk).unwrap();
+            expect.extend(&chunk);
+            let want = (round * 13) % out.len() + 1;
+            let n = r.read(&mut out[..want]);
+            assert_eq!(n, want.min(expect.len()));
+            let got: Vec<u8> = expect.drain(..n).collect();
+            assert_eq!(&out[..n], &got[..]);
+            r.acked(r.ack_due().unwrap_or(0));
+        }
+        assert_eq!(r.buffered(), expect.len());
     }
 }
