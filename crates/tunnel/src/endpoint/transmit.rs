@@ -1,6 +1,7 @@
 //! Bytes to the peer: connection records first, then sessions in round-robin turns.
 
 use super::{Endpoint, Event};
+use crate::session::{Session, SessionId};
 use crate::wire::{self, Frame, Hello};
 use std::time::Instant;
 
@@ -53,20 +54,25 @@ impl Endpoint {
             return true;
         }
         let max_data = self.config.max_data_chunk.min(peer.max_frame_len as usize).max(1);
-        // Visit each session once, starting at the cursor and wrapping, without allocating.
-        let mut at = self.cursor;
-        for _ in 0..self.sessions.len() {
-            let next = self.sessions.range(at..).next().or_else(|| self.sessions.iter().next());
-            let Some((&id, _)) = next else { break };
-            let s = self.sessions.get_mut(&id).expect("id just found");
-            if s.poll_frame(out, max_data, &mut self.events) {
+        // Visit each session once, starting at the cursor and wrapping: one walk of the map (a
+        // lookup per visit made this pass cost a B-tree search per session, and the driver
+        // ends every batch with a pass that finds nothing).
+        let at = self.cursor;
+        let events = &mut self.events;
+        let mut turn =
+            |(&id, s): (&SessionId, &mut Session)| s.poll_frame(out, max_data, events).then_some(id);
+        let sent = match self.sessions.range_mut(at..).find_map(&mut turn) {
+            Some(id) => Some(id),
+            None => self.sessions.range_mut(..at).find_map(&mut turn),
+        };
+        match sent {
+            Some(id) => {
                 self.cursor = id.wrapping_add(1);
                 self.release_if_done(id);
-                return true;
+                true
             }
-            at = id.wrapping_add(1);
+            None => false,
         }
-        false
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {

@@ -191,7 +191,12 @@ mod tests {
         let mut out = [0u8; 700];
         // Pushes and reads of unequal sizes move the ring's head around its end many times.
         for round in 0..200usize {
-            let chunk: Vec<u8> = (0..(300 + round * 7 % 500)).map(|_| { next = next.wrapping_add(1); next }).collect();
+            let chunk: Vec<u8> = (0..(300 + round * 7 % 500))
+                .map(|_| {
+                    next = next.wrapping_add(1);
+                    next
+                })
+                .collect();
             r.push(&chunk).unwrap();
             expect.extend(&chunk);
             let want = (round * 13) % out.len() + 1;
