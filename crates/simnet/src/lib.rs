@@ -11,6 +11,7 @@
 //! [`middlebox::PassThrough`] (a self-test of the harness), and plaintext when the middlebox
 //! terminates TLS itself (the inline engine).
 
+mod consistency;
 pub mod flow;
 pub mod host;
 pub mod link;

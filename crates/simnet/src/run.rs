@@ -63,6 +63,8 @@ pub struct Report {
     pub bytes_down: u64,
     /// TCP segments seen on the wire with a sequence range already seen (per direction).
     pub retransmissions: u64,
+    /// Segments toward the client whose bytes differ from what was first sent at that position.
+    pub changed_on_retransmission: u64,
     pub links: LinkStats,
     pub sim_time: Duration,
     pub peak_state_bytes_per_flow: usize,
@@ -80,12 +82,13 @@ impl fmt::Display for Report {
         write!(
             f,
             "flows={} completed={} bytes_up_verified={} bytes_down_verified={} retransmissions={} \
-             dropped={} duplicated={} reordered={} sim_time={:.3}s peak_state_bytes_per_flow={} violations={}",
+             changed_on_retransmission={} dropped={} duplicated={} reordered={} sim_time={:.3}s peak_state_bytes_per_flow={} violations={}",
             self.flows,
             self.completed,
             self.bytes_up,
             self.bytes_down,
             self.retransmissions,
+            self.changed_on_retransmission,
             self.links.dropped,
             self.links.duplicated,
             self.links.reordered,
@@ -179,6 +182,7 @@ pub fn simulate(
 
     let mut links = Links::default();
     let mut retransmits = RetransmitCounter::default();
+    let mut consistency = crate::consistency::Consistency::default();
     let mut now = Duration::ZERO;
     let mut idle_rounds = 0;
     loop {
@@ -202,6 +206,7 @@ pub fn simulate(
             server.deliver(p);
         }
         while let Some(p) = links.to_client.pop_due(now) {
+            consistency.observe(&p);
             client.deliver(p);
         }
 
@@ -265,6 +270,8 @@ pub fn simulate(
 
     report.sim_time = now;
     report.retransmissions = retransmits.count;
+    report.changed_on_retransmission = consistency.changed;
+    report.violations.extend(consistency.first);
     report.peak_state_bytes_per_flow = middlebox.peak_state_bytes_per_flow();
     for l in [&links.client_out, &links.to_server, &links.server_out, &links.to_client] {
         report.links.sent += l.stats.sent;
