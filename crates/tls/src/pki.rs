@@ -185,3 +185,36 @@ fn rand_serial() -> u64 {
     );
     (h.finish() >> 2) | 0x4000_0000_0000_0000
 }
+
+/// A client config and a server config sharing a throwaway CA, in memory: the server's
+/// certificate names `name`, the client trusts the CA and offers TLS 1.2 and 1.3 with every suite
+/// of the provider. For simulations, which have no files.
+pub fn throwaway_pair(
+    name: &str,
+) -> Result<(std::sync::Arc<rustls::ClientConfig>, rustls::ServerConfig), TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |e: rustls::pki_types::pem::Error| TlsError::Config(format!("throwaway PKI: {e}"));
+    let ca = TestCa::new("tlsgate throwaway CA")?;
+    let issued = ca.issue_server(&[name])?;
+    let chain = CertificateDer::pem_slice_iter(issued.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(bad)?;
+    let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).map_err(bad)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca.cert_pem().as_bytes()) {
+        roots.add(c.map_err(bad)?).map_err(|e| TlsError::Config(e.to_string()))?;
+    }
+    let client = rustls::ClientConfig::builder_with_provider(crate::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let server = rustls::ServerConfig::builder_with_provider(crate::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    Ok((std::sync::Arc::new(client), server))
+}
