@@ -108,7 +108,7 @@ fn metrics_and_status_page_show_live_traffic() {
     let metrics = String::from_utf8_lossy(&curl(&[&format!("http://{admin}/metrics")]).stdout).into_owned();
     let has = |needle: &str| assert!(metrics.contains(needle), "{needle} missing from:\n{metrics}");
     has("tlsgate_connections_total{listener=\"127.0.0.1:0\"} 3");
-    has("tlsgate_handshakes_total{listener=\"127.0.0.1:0\",result=\"ok\",version=\"TLSv1_3\",suite=\"TLS13_AES_256_GCM_SHA384\"} 2");
+    has("tlsgate_handshakes_total{listener=\"127.0.0.1:0\",result=\"ok\",version=\"TLSv1_3\",suite=\"TLS13_AES_128_GCM_SHA256\"} 2");
     has("tlsgate_handshakes_total{listener=\"127.0.0.1:0\",result=\"failed\",version=\"\",suite=\"\"} 1");
     has("tlsgate_handshake_duration_seconds_count{listener=\"127.0.0.1:0\"} 2");
     has("tlsgate_connections_open{listener=\"127.0.0.1:0\"} 0");

@@ -105,7 +105,7 @@ fn v2_tlvs_carry_alpn_sni_version_cipher_and_the_client_certificate() {
         "\"alpn\": \"http/1.1\"",
         "\"authority\": \"localhost\"",
         "\"ssl_version\": \"TLSv1.3\"",
-        "\"ssl_cipher\": \"TLS_AES_256_GCM_SHA384\"",
+        "\"ssl_cipher\": \"TLS_AES_128_GCM_SHA256\"",
         "\"ssl_cn\": \"alice\"",
         "\"ssl_client\": 7",
         "\"ssl_verify\": 0",

@@ -39,7 +39,9 @@ impl HandshakeFailure {
 /// A finished handshake and the route its SNI chose.
 #[derive(Debug)]
 pub struct Established {
-    pub stream: TlsStream<TcpStream>,
+    /// Boxed: rustls's connection state is large, and moved by value it would be laid out more
+    /// than once in the connection task's future, which lives as long as the connection.
+    pub stream: Box<TlsStream<TcpStream>>,
     pub sni: Option<String>,
     pub route: Arc<Route>,
     /// The client certificate's identity, when the client presented one (mutual TLS).
@@ -106,6 +108,7 @@ pub async fn accept(
         StartHandshake::from_parts(accepted, tcp).into_stream(tls.config.clone()).await.map_err(|e| {
             HandshakeFailure::Failed(ProxyError::client(format!("TLS handshake failed (sni {sni:?}): {e}")))
         })?;
+    let stream = Box::new(stream);
     let peer = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(peer_identity);
     Ok(Established { stream, sni, route, peer })
 }

@@ -300,12 +300,13 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
     }
     let mut client_stream = est.stream;
     if let Some((protocol, _)) = &state.starttls {
-        let joined = starttls::server::join_backend(
+        // Boxed: its greeting buffer would otherwise be part of every connection's task.
+        let joined = Box::pin(starttls::server::join_backend(
             &mut backend,
             &mut client_stream,
             *protocol,
             state.handshake_timeout,
-        );
+        ));
         match joined.await {
             Ok(n) => meter.down(n),
             Err(e) => {
