@@ -95,7 +95,7 @@ pub fn listener_tls(
 /// [`crate::provider`] with the cipher suites in the server's order of preference: the SHA-256
 /// suites first (AES-128-GCM, then ChaCha20-Poly1305), AES-256-GCM-SHA384 last, TLS 1.3 before
 /// TLS 1.2. The same set as the provider's defaults: AEAD suites with ECDHE only.
-fn server_provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn server_provider() -> Arc<rustls::crypto::CryptoProvider> {
     use rustls::crypto::aws_lc_rs::cipher_suite::*;
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     provider.cipher_suites = vec![

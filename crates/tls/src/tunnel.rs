@@ -26,11 +26,8 @@ pub fn gate_server_config(
         ..Default::default()
     };
     let verifier = client_verifier(&auth)?.unwrap_or_else(WebPkiClientVerifier::no_client_auth);
-    // Both ends are tlsgate, so the gate picks: AES-128-GCM first (fewer AES rounds per byte than
-    // AES-256, and a SHA-256 key schedule cheaper than SHA-384's), then the provider's order.
-    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-    provider.cipher_suites.sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
-    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
+    // The gate picks, in the same order as terminate listeners (AES-128-GCM first).
+    let mut config = ServerConfig::builder_with_provider(crate::server::server_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_client_cert_verifier(verifier)
