@@ -1,0 +1,9 @@
+//! The inline engine (issue 5): TLS offload inside the packets of one end-to-end TCP connection.
+//!
+//! Sans-IO: the engine takes IP packets with a timestamp and returns packets to emit plus its next
+//! timer; it owns no socket and reads no clock. docs/inline-engine.md describes the design and what
+//! is built so far. Each module has one job:
+//!
+//! - [`seq`]: 32-bit TCP sequence numbers compared and advanced across the 2^32 wrap.
+
+pub mod seq;
