@@ -5,5 +5,9 @@
 //! is built so far. Each module has one job:
 //!
 //! - [`seq`]: 32-bit TCP sequence numbers compared and advanced across the 2^32 wrap.
+//! - [`record`]: the TLS record framer over a byte stream cut at any offset.
 
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod record;
 pub mod seq;
