@@ -6,8 +6,10 @@
 //!
 //! - [`seq`]: 32-bit TCP sequence numbers compared and advanced across the 2^32 wrap.
 //! - [`record`]: the TLS record framer over a byte stream cut at any offset.
+//! - [`seq_map`]: the table of sequence pairs at record boundaries, translating offsets both ways.
 
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod record;
 pub mod seq;
+pub mod seq_map;
