@@ -7,9 +7,13 @@
 //! - [`seq`]: 32-bit TCP sequence numbers compared and advanced across the 2^32 wrap.
 //! - [`record`]: the TLS record framer over a byte stream cut at any offset.
 //! - [`seq_map`]: the table of sequence pairs at record boundaries, translating offsets both ways.
+//! - [`handshake`]: the rustls server handshake on the client's records (the only rustls driver).
+//! - [`record_crypto`]: opening and sealing records with the extracted keys; key updates.
 
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod handshake;
 pub mod record;
+pub mod record_crypto;
 pub mod seq;
 pub mod seq_map;
