@@ -9,11 +9,15 @@
 //! - [`seq_map`]: the table of sequence pairs at record boundaries, translating offsets both ways.
 //! - [`handshake`]: the rustls server handshake on the client's records (the only rustls driver).
 //! - [`record_crypto`]: opening and sealing records with the extracted keys; key updates.
+//! - [`hold`]: the bounded hold queue putting out-of-order segments back in order.
+//! - [`tables`]: the session, connection and queue-state tables as plain data.
 
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handshake;
+pub mod hold;
 pub mod record;
 pub mod record_crypto;
 pub mod seq;
 pub mod seq_map;
+pub mod tables;
