@@ -10,12 +10,14 @@
 //! - [`handshake`]: the rustls server handshake on the client's records (the only rustls driver).
 //! - [`record_crypto`]: opening and sealing records with the extracted keys; key updates.
 //! - [`hold`]: the bounded hold queue putting out-of-order segments back in order.
+//! - [`packet`]: the packet edge: IPv4/IPv6 + TCP read with smoltcp, in-place rewrites.
 //! - [`tables`]: the session, connection and queue-state tables as plain data.
 
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handshake;
 pub mod hold;
+pub mod packet;
 pub mod record;
 pub mod record_crypto;
 pub mod seq;

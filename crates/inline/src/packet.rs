@@ -1,0 +1,171 @@
+//! The packet edge: IPv4/IPv6 + TCP read with smoltcp's `wire` views, and the few in-place
+//! rewrites the engine makes to packets it forwards (ports, MSS, SACK-permitted), each followed by
+//! a fresh TCP checksum.
+//!
+//! Anything this module does not understand — not IP, not TCP, IPv4 fragments, IPv6 extension
+//! headers, a truncated or inconsistent header — yields `None`, and the engine passes the packet
+//! on unchanged: the engine must never be the reason a packet it does not handle is lost.
+
+use crate::seq::Seq;
+use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+
+/// What the engine needs to know about a TCP segment, read once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub seq: Seq,
+    pub ack: Option<Seq>,
+    pub syn: bool,
+    pub fin: bool,
+    pub rst: bool,
+    pub window: u16,
+    /// Where the TCP header and payload lie in the packet.
+    pub tcp: Range<usize>,
+    pub payload: Range<usize>,
+}
+
+/// Reads an IPv4 or IPv6 packet carrying a whole TCP segment.
+pub fn parse(packet: &[u8]) -> Option<Segment> {
+    let (src_ip, dst_ip, tcp): (IpAddr, IpAddr, Range<usize>) = match packet.first()? >> 4 {
+        4 => {
+            let ip = Ipv4Packet::new_checked(packet).ok()?;
+            if ip.more_frags() || ip.frag_offset() != 0 || ip.next_header() != IpProtocol::Tcp {
+                return None;
+            }
+            let start = ip.header_len() as usize;
+            (ip.src_addr().into(), ip.dst_addr().into(), start..ip.total_len() as usize)
+        }
+        6 => {
+            let ip = Ipv6Packet::new_checked(packet).ok()?;
+            if ip.next_header() != IpProtocol::Tcp {
+                return None;
+            }
+            (ip.src_addr().into(), ip.dst_addr().into(), 40..ip.total_len())
+        }
+        _ => return None,
+    };
+    let t = TcpPacket::new_checked(&packet[tcp.clone()]).ok()?;
+    let header_len = t.header_len() as usize;
+    Some(Segment {
+        src: SocketAddr::new(src_ip, t.src_port()),
+        dst: SocketAddr::new(dst_ip, t.dst_port()),
+        seq: Seq(t.seq_number().0 as u32),
+        ack: t.ack().then(|| Seq(t.ack_number().0 as u32)),
+        syn: t.syn(),
+        fin: t.fin(),
+        rst: t.rst(),
+        window: t.window_len(),
+        payload: tcp.start + header_len..tcp.end,
+        tcp,
+    })
+}
+
+fn ip(a: IpAddr) -> IpAddress {
+    match a {
+        IpAddr::V4(v4) => IpAddress::Ipv4(v4),
+        IpAddr::V6(v6) => IpAddress::Ipv6(v6),
+    }
+}
+
+/// Edits the TCP header of `packet` in place, then recomputes the TCP checksum (the IP header
+/// is untouched: addresses do not change here).
+pub fn edit_tcp<R>(packet: &mut [u8], seg: &Segment, f: impl FnOnce(&mut TcpPacket<&mut [u8]>) -> R) -> R {
+    let mut t = TcpPacket::new_unchecked(&mut packet[seg.tcp.clone()]);
+    let r = f(&mut t);
+    t.fill_checksum(&ip(seg.src.ip()), &ip(seg.dst.ip()));
+    r
+}
+
+/// True when the packet's TCP checksum is right (tests and the simulator's link check it).
+pub fn checksum_ok(packet: &[u8]) -> bool {
+    parse(packet).is_some_and(|seg| {
+        TcpPacket::new_unchecked(&packet[seg.tcp.clone()])
+            .verify_checksum(&ip(seg.src.ip()), &ip(seg.dst.ip()))
+    })
+}
+
+const OPT_END: u8 = 0;
+const OPT_NOP: u8 = 1;
+const OPT_MSS: u8 = 2;
+const OPT_SACK_PERMITTED: u8 = 4;
+
+/// Walks TCP options as (kind, value range within `opts`), stopping at the end option or at a
+/// malformed length.
+fn options(opts: &[u8]) -> Vec<(u8, Range<usize>)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < opts.len() {
+        match opts[i] {
+            OPT_END => break,
+            OPT_NOP => i += 1,
+            kind => {
+                let Some(&len) = opts.get(i + 1) else { break };
+                let len = len as usize;
+                if len < 2 || i + len > opts.len() {
+                    break;
+                }
+                out.push((kind, i + 2..i + len));
+                i += len;
+            }
+        }
+    }
+    out
+}
+
+/// Lowers the MSS option to at most `max`; returns (old, new) when an MSS option was present.
+/// A SYN without one keeps the default (536 / 1220), which the per-record overhead already fits.
+pub fn clamp_mss(opts: &mut [u8], max: u16) -> Option<(u16, u16)> {
+    let (_, r) = options(opts).into_iter().find(|(k, r)| *k == OPT_MSS && r.len() == 2)?;
+    let old = u16::from_be_bytes([opts[r.start], opts[r.start + 1]]);
+    let new = old.min(max);
+    opts[r].copy_from_slice(&new.to_be_bytes());
+    Some((old, new))
+}
+
+/// Replaces a SACK-permitted option with NOPs, so neither end uses SACK on the flow: SACK blocks
+/// name sequence ranges the engine would otherwise have to translate through the pair table.
+pub fn strip_sack_permitted(opts: &mut [u8]) -> bool {
+    let found = options(opts).into_iter().find(|(k, r)| *k == OPT_SACK_PERMITTED && r.is_empty());
+    if let Some((_, r)) = found {
+        opts[r.start - 2..r.start].fill(OPT_NOP);
+        return true;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_walk_stops_at_garbage() {
+        assert_eq!(options(&[1, 1, 2, 4, 5, 0xb4, 4, 2, 0, 9]).len(), 2);
+        assert_eq!(options(&[2, 1, 5]).len(), 0, "length below 2");
+        assert_eq!(options(&[2, 9, 5]).len(), 0, "length past the end");
+        assert_eq!(options(&[2]).len(), 0);
+    }
+
+    #[test]
+    fn clamp_and_strip() {
+        let mut o = [1, 1, 2, 4, 0x05, 0xb4, 4, 2, 1, 3, 3, 7];
+        assert_eq!(clamp_mss(&mut o, 1400), Some((1460, 1400)));
+        assert_eq!(&o[4..6], &1400u16.to_be_bytes());
+        assert_eq!(clamp_mss(&mut o, 1500), Some((1400, 1400)), "never raised");
+        assert!(strip_sack_permitted(&mut o));
+        assert_eq!(&o[6..8], &[1, 1]);
+        assert!(!strip_sack_permitted(&mut o));
+        assert_eq!(&o[9..], &[3, 3, 7], "window scale untouched");
+        let mut none = [1u8, 1, 1, 0];
+        assert_eq!(clamp_mss(&mut none, 1000), None);
+    }
+
+    #[test]
+    fn non_tcp_and_garbage_do_not_parse() {
+        assert_eq!(parse(&[]), None);
+        assert_eq!(parse(&[0x45, 0, 0]), None);
+        assert_eq!(parse(b"hello, world, this is not an IP packet at all"), None);
+    }
+}
