@@ -12,7 +12,10 @@
 //! - [`hold`]: the bounded hold queue putting out-of-order segments back in order.
 //! - [`packet`]: the packet edge: IPv4/IPv6 + TCP read with smoltcp, in-place rewrites.
 //! - [`tables`]: the session, connection and queue-state tables as plain data.
+//! - [`flow`]: one flow's state; [`engine`]: the flow table and the packet dispatch.
 
+pub mod engine;
+pub mod flow;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handshake;

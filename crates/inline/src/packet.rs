@@ -115,12 +115,17 @@ fn options(opts: &[u8]) -> Vec<(u8, Range<usize>)> {
     out
 }
 
-/// Lowers the MSS option to at most `max`; returns (old, new) when an MSS option was present.
-/// A SYN without one keeps the default (536 / 1220), which the per-record overhead already fits.
-pub fn clamp_mss(opts: &mut [u8], max: u16) -> Option<(u16, u16)> {
+/// The smallest MSS the clamp leaves (RFC 9293's floor for IPv4 minus headers is larger; this
+/// only keeps a tiny advertised MSS from reaching zero).
+const MIN_MSS: u16 = 64;
+
+/// Lowers the MSS option by `by` bytes (seed 001: one server segment plus the record overhead
+/// must fit the client's MSS); returns (old, new) when an MSS option was present. A SYN without
+/// one keeps the default (536 / 1220): see docs/inline-engine.md.
+pub fn lower_mss(opts: &mut [u8], by: u16) -> Option<(u16, u16)> {
     let (_, r) = options(opts).into_iter().find(|(k, r)| *k == OPT_MSS && r.len() == 2)?;
     let old = u16::from_be_bytes([opts[r.start], opts[r.start + 1]]);
-    let new = old.min(max);
+    let new = old.saturating_sub(by).max(MIN_MSS).min(old);
     opts[r].copy_from_slice(&new.to_be_bytes());
     Some((old, new))
 }
@@ -151,15 +156,18 @@ mod tests {
     #[test]
     fn clamp_and_strip() {
         let mut o = [1, 1, 2, 4, 0x05, 0xb4, 4, 2, 1, 3, 3, 7];
-        assert_eq!(clamp_mss(&mut o, 1400), Some((1460, 1400)));
-        assert_eq!(&o[4..6], &1400u16.to_be_bytes());
-        assert_eq!(clamp_mss(&mut o, 1500), Some((1400, 1400)), "never raised");
+        assert_eq!(lower_mss(&mut o, 29), Some((1460, 1431)));
+        assert_eq!(&o[4..6], &1431u16.to_be_bytes());
+        let mut tiny = [2, 4, 0, 70];
+        assert_eq!(lower_mss(&mut tiny, 29), Some((70, 64)), "floor");
+        let mut tinier = [2, 4, 0, 10];
+        assert_eq!(lower_mss(&mut tinier, 29), Some((10, 10)), "never raised");
         assert!(strip_sack_permitted(&mut o));
         assert_eq!(&o[6..8], &[1, 1]);
         assert!(!strip_sack_permitted(&mut o));
         assert_eq!(&o[9..], &[3, 3, 7], "window scale untouched");
         let mut none = [1u8, 1, 1, 0];
-        assert_eq!(clamp_mss(&mut none, 1000), None);
+        assert_eq!(lower_mss(&mut none, 29), None);
     }
 
     #[test]

@@ -1,0 +1,43 @@
+//! One flow's state in the engine's flow table.
+//!
+//! So far a flow records what the TCP setup established (initial sequence numbers, the backend,
+//! timestamps, counters); the handshake, the record layer, the sequence-pair tables and the hold
+//! queues attach here as the data path is built (docs/inline-engine.md).
+
+use crate::seq::Seq;
+use crate::tables::{Counters, FlowState};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct Flow {
+    /// Index of the service in the engine's configuration.
+    pub service: usize,
+    /// Where the server really is (the service address with the port rewritten, or a member).
+    pub backend: SocketAddr,
+    pub state: FlowState,
+    pub client_isn: Seq,
+    pub server_isn: Option<Seq>,
+    /// The client's MSS as it asked, and as the server was told.
+    pub mss: Option<(u16, u16)>,
+    pub created: Duration,
+    pub last_activity: Duration,
+    pub up: Counters,
+    pub down: Counters,
+}
+
+impl Flow {
+    /// When the flow expires if nothing more arrives: half-open flows go sooner, so a SYN flood
+    /// frees its entries quickly.
+    pub fn deadline(&self, syn_timeout: Duration, idle_timeout: Duration) -> Duration {
+        match self.state {
+            FlowState::SynSent => self.last_activity + syn_timeout,
+            _ => self.last_activity + idle_timeout,
+        }
+    }
+
+    /// Bytes of state this flow holds, for the bound and the report.
+    pub fn state_bytes(&self) -> usize {
+        std::mem::size_of::<Flow>()
+    }
+}
