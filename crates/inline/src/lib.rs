@@ -10,6 +10,7 @@
 //! - [`handshake`]: the rustls server handshake on the client's records (the only rustls driver).
 //! - [`record_crypto`]: opening and sealing records with the extracted keys; key updates.
 //! - [`hold`]: the bounded hold queue putting out-of-order segments back in order.
+//! - [`upstream`]: the client → server record path (buffered release), ACKs translated back.
 //! - [`packet`]: the packet edge: IPv4/IPv6 + TCP read with smoltcp, in-place rewrites.
 //! - [`tables`]: the session, connection and queue-state tables as plain data.
 //! - [`flow`]: one flow's state; [`engine`]: the flow table and the packet dispatch.
@@ -26,3 +27,4 @@ pub mod record_crypto;
 pub mod seq;
 pub mod seq_map;
 pub mod tables;
+pub mod upstream;
