@@ -11,10 +11,13 @@
 //! - [`record_crypto`]: opening and sealing records with the extracted keys; key updates.
 //! - [`hold`]: the bounded hold queue putting out-of-order segments back in order.
 //! - [`upstream`]: the client → server record path (buffered release), ACKs translated back.
+//! - [`downstream`]: the server → client record path: one record per segment, stored records
+//!   resent for retransmissions, the client's window respected.
 //! - [`packet`]: the packet edge: IPv4/IPv6 + TCP read with smoltcp, in-place rewrites.
 //! - [`tables`]: the session, connection and queue-state tables as plain data.
 //! - [`flow`]: one flow's state; [`engine`]: the flow table and the packet dispatch.
 
+pub mod downstream;
 pub mod engine;
 pub mod flow;
 #[doc(hidden)]

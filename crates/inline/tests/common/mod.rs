@@ -151,20 +151,25 @@ impl Flow {
     /// Hands the engine's records to the client and returns the plaintext it can read.
     pub fn client_reads(&mut self, wire: &[u8]) -> Vec<u8> {
         let mut input = wire;
-        while !input.is_empty() {
-            self.client.read_tls(&mut input).unwrap();
-            self.client.process_new_packets().unwrap();
-        }
         let mut out = Vec::new();
         let mut buf = [0u8; 4096];
         loop {
-            match self.client.reader().read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => panic!("{e}"),
+            if !input.is_empty() {
+                self.client.read_tls(&mut input).unwrap();
+                self.client.process_new_packets().unwrap();
+            }
+            // Drain as we go: rustls bounds the plaintext it buffers.
+            loop {
+                match self.client.reader().read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            if input.is_empty() {
+                return out;
             }
         }
-        out
     }
 }
