@@ -7,7 +7,11 @@
 //! on unchanged: the engine must never be the reason a packet it does not handle is lost.
 
 use crate::seq::Seq;
-use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket};
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpControl, TcpPacket, TcpRepr,
+    TcpSeqNumber,
+};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 
@@ -85,6 +89,84 @@ pub fn checksum_ok(packet: &[u8]) -> bool {
         TcpPacket::new_unchecked(&packet[seg.tcp.clone()])
             .verify_checksum(&ip(seg.src.ip()), &ip(seg.dst.ip()))
     })
+}
+
+/// The control flag of a segment the engine builds itself (ACK is set whenever `ack` is given).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    None,
+    Psh,
+    Fin,
+    Rst,
+}
+
+/// A segment the engine emits on its own: its handshake bytes and ACKs to the client, translated
+/// data for either side, RSTs. `src` and `dst` must be of one family.
+pub struct Build<'a> {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub seq: Seq,
+    pub ack: Option<Seq>,
+    pub control: Control,
+    pub window: u16,
+    pub payload: &'a [u8],
+}
+
+impl Build<'_> {
+    /// The packet, with IP and TCP checksums filled; `None` for mixed address families.
+    pub fn emit(&self) -> Option<Vec<u8>> {
+        let tcp = TcpRepr {
+            src_port: self.src.port(),
+            dst_port: self.dst.port(),
+            control: match self.control {
+                Control::None => TcpControl::None,
+                Control::Psh => TcpControl::Psh,
+                Control::Fin => TcpControl::Fin,
+                Control::Rst => TcpControl::Rst,
+            },
+            seq_number: TcpSeqNumber(self.seq.0 as i32),
+            ack_number: self.ack.map(|a| TcpSeqNumber(a.0 as i32)),
+            window_len: self.window,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: self.payload,
+        };
+        let caps = ChecksumCapabilities::default();
+        let tlen = tcp.buffer_len();
+        let (s, d) = (ip(self.src.ip()), ip(self.dst.ip()));
+        let (mut buf, at) = match (self.src.ip(), self.dst.ip()) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let r = Ipv4Repr {
+                    src_addr: a,
+                    dst_addr: b,
+                    next_header: IpProtocol::Tcp,
+                    payload_len: tlen,
+                    hop_limit: 64,
+                };
+                let mut buf = vec![0; r.buffer_len() + tlen];
+                r.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
+                (buf, r.buffer_len())
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                let r = Ipv6Repr {
+                    src_addr: a,
+                    dst_addr: b,
+                    next_header: IpProtocol::Tcp,
+                    payload_len: tlen,
+                    hop_limit: 64,
+                };
+                let mut buf = vec![0; r.buffer_len() + tlen];
+                r.emit(&mut Ipv6Packet::new_unchecked(&mut buf[..]));
+                (buf, r.buffer_len())
+            }
+            _ => return None,
+        };
+        tcp.emit(&mut TcpPacket::new_unchecked(&mut buf[at..]), &s, &d, &caps);
+        Some(buf)
+    }
 }
 
 const OPT_END: u8 = 0;
@@ -168,6 +250,40 @@ mod tests {
         assert_eq!(&o[9..], &[3, 3, 7], "window scale untouched");
         let mut none = [1u8, 1, 1, 0];
         assert_eq!(lower_mss(&mut none, 29), None);
+    }
+
+    #[test]
+    fn built_packets_parse_back_with_good_checksums() {
+        for (src, dst) in [("10.0.0.2:443", "10.0.0.1:40000"), ("[fd00::2]:443", "[fd00::1]:5")] {
+            let b = Build {
+                src: src.parse().unwrap(),
+                dst: dst.parse().unwrap(),
+                seq: Seq(u32::MAX),
+                ack: Some(Seq(7)),
+                control: Control::Psh,
+                window: 1000,
+                payload: b"record bytes",
+            };
+            let p = b.emit().unwrap();
+            assert!(checksum_ok(&p));
+            let seg = parse(&p).unwrap();
+            assert_eq!((seg.src, seg.dst, seg.seq, seg.ack, seg.window), (b.src, b.dst, b.seq, b.ack, 1000));
+            assert_eq!(&p[seg.payload], b"record bytes");
+            assert!(!seg.syn && !seg.fin && !seg.rst);
+        }
+        let rst = Build {
+            src: "10.0.0.1:1".parse().unwrap(),
+            dst: "10.0.0.2:2".parse().unwrap(),
+            seq: Seq(1),
+            ack: None,
+            control: Control::Rst,
+            window: 0,
+            payload: &[],
+        };
+        let seg = parse(&rst.emit().unwrap()).unwrap();
+        assert!(seg.rst && seg.ack.is_none());
+        let mixed = Build { dst: "[::1]:2".parse().unwrap(), ..rst };
+        assert!(mixed.emit().is_none());
     }
 
     #[test]
