@@ -114,7 +114,7 @@ impl Downstream {
     /// A server segment's payload at inner offset `offset`.
     pub fn server_segment(
         &mut self,
-        layer: &mut RecordLayer,
+        layer: Option<&mut RecordLayer>,
         offset: u64,
         data: &[u8],
         out: &mut Vec<Send>,
@@ -133,8 +133,11 @@ impl Downstream {
         self.release(layer, out)
     }
 
-    /// Seals held in-order server bytes while the window and the store allow.
-    fn release(&mut self, layer: &mut RecordLayer, out: &mut Vec<Send>) -> Result<(), DownError> {
+    /// Seals held in-order server bytes while the window and the store allow. Before the
+    /// handshake completes (`layer` is `None`) server data only waits: a server that speaks
+    /// first (SMTP, FTP) is held until the keys exist.
+    fn release(&mut self, layer: Option<&mut RecordLayer>, out: &mut Vec<Send>) -> Result<(), DownError> {
+        let Some(layer) = layer else { return Ok(()) };
         let overhead = layer.version().overhead() as u64;
         loop {
             let outer_end = self.pairs.end().0;
@@ -180,7 +183,7 @@ impl Downstream {
     /// releases held server data the new window allows.
     pub fn client_ack(
         &mut self,
-        layer: &mut RecordLayer,
+        layer: Option<&mut RecordLayer>,
         ack: u64,
         window: u64,
         out: &mut Vec<Send>,
@@ -201,6 +204,35 @@ impl Downstream {
         self.pairs.prune(ack, inner);
         self.release(layer, out)?;
         Ok(Some(inner))
+    }
+
+    /// Sends again every record the client has not acknowledged (the engine's retransmission
+    /// timer, for its own injected bytes; server data is resent when the server retransmits).
+    pub fn resend_unacked(&mut self, out: &mut Vec<Send>) -> usize {
+        for s in &self.sent {
+            out.push(Send { outer: s.outer, data: s.bytes.clone() });
+        }
+        self.sent.len()
+    }
+
+    /// True while sent records wait for the client's acknowledgement.
+    pub fn has_unacked(&self) -> bool {
+        !self.sent.is_empty()
+    }
+
+    /// The next outer offset (where the next record or the FIN goes).
+    pub fn outer_end(&self) -> u64 {
+        self.pairs.end().0
+    }
+
+    /// The next server plaintext offset expected.
+    pub fn next_inner(&self) -> u64 {
+        self.next_inner
+    }
+
+    /// The client's latest acknowledgement (outer).
+    pub fn outer_acked(&self) -> u64 {
+        self.outer_acked
     }
 
     /// Bytes of state held: stored records, hold queue, pair table.

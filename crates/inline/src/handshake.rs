@@ -18,7 +18,7 @@ use rustls::{ExtractedSecrets, ProtocolVersion, SupportedCipherSuite};
 use std::sync::Arc;
 use thiserror::Error;
 
-#[derive(Debug, Error)]
+#[derive(Debug, Error, PartialEq)]
 pub enum HandshakeError {
     #[error("TLS handshake failed: {0}")]
     Tls(#[from] rustls::Error),

@@ -13,6 +13,7 @@
 //! kept until the server acknowledges it; the client's bytes are never decrypted twice (the
 //! record sequence number has moved on).
 
+use crate::handshake::{Handshake, HandshakeError, Progress};
 use crate::hold::{HeldSegment, HoldError, HoldQueue, HoldReason};
 use crate::record::{Event, FrameError, Framer, Header, HEADER_LEN};
 use crate::record_crypto::{CryptoError, Inbound, RecordLayer};
@@ -45,7 +46,7 @@ pub enum Up {
 }
 
 /// Fatal to the flow: the engine resets the server and alerts the client.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Error, PartialEq)]
 pub enum UpError {
     #[error(transparent)]
     Frame(#[from] FrameError),
@@ -55,6 +56,8 @@ pub enum UpError {
     Pairs(#[from] SeqMapError),
     #[error("alert record of {0} bytes")]
     BadAlert(usize),
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
 }
 
 /// Counters for the connection table and the simulator.
@@ -151,6 +154,80 @@ impl Upstream {
             self.hold.discard_before(self.next());
         }
         Ok(())
+    }
+
+    /// Before the keys exist: a client segment whose whole records go to the rustls handshake
+    /// (bytes for the client appended to `to_client`). Each record becomes a pair entry with no
+    /// plaintext. Once the handshake completes, the rest of the segment is kept (in the hold
+    /// queue) for [`Upstream::drain`] with the record layer.
+    pub fn handshake_segment(
+        &mut self,
+        hs: &mut Handshake,
+        offset: u64,
+        data: &[u8],
+        to_client: &mut Vec<u8>,
+    ) -> Result<Progress, UpError> {
+        let next = self.next();
+        let end = offset + data.len() as u64;
+        if end <= next {
+            self.stats.retransmitted += 1;
+            return Ok(Progress::NeedMore);
+        }
+        if self.hold.insert(offset, data, next).is_err() {
+            self.stats.dropped += 1;
+            return Ok(Progress::NeedMore);
+        }
+        while let Some(run) = self.hold.pop_ready(self.next()) {
+            let mut input = &run[..];
+            while let Some(ev) = self.framer.next(&mut input)? {
+                match ev {
+                    Event::Header { header, offset } => {
+                        let mut whole = Vec::with_capacity(HEADER_LEN + header.len as usize);
+                        whole.extend_from_slice(&header.encode());
+                        self.record = Some((header, offset, whole));
+                    }
+                    Event::Body { data, .. } => {
+                        if let Some((_, _, body)) = self.record.as_mut() {
+                            body.extend_from_slice(data);
+                        }
+                    }
+                    Event::End { .. } => {
+                        let (_, _, whole) = self.record.take().expect("a header precedes its end");
+                        self.pairs.push(whole.len() as u32, 0, 0)?;
+                        self.stats.records += 1;
+                        if hs.record(&whole, to_client)? == Progress::Complete {
+                            // The client's first application records stay for the record layer.
+                            if !input.is_empty() {
+                                let at = self.next();
+                                self.hold.insert(at, input, at).ok();
+                            }
+                            return Ok(Progress::Complete);
+                        }
+                    }
+                }
+            }
+            self.hold.discard_before(self.next());
+        }
+        Ok(Progress::NeedMore)
+    }
+
+    /// After the handshake: processes whatever in-order client bytes are already held.
+    pub fn drain(&mut self, layer: &mut RecordLayer, out: &mut Vec<Up>) -> Result<(), UpError> {
+        while let Some(run) = self.hold.pop_ready(self.next()) {
+            self.consume(layer, &run, out)?;
+            self.hold.discard_before(self.next());
+        }
+        Ok(())
+    }
+
+    /// The next inner offset: where the next plaintext byte for the server goes.
+    pub fn inner_end(&self) -> u64 {
+        self.pairs.end().1
+    }
+
+    /// The inner offset the server last acknowledged.
+    pub fn inner_acked(&self) -> u64 {
+        self.inner_acked
     }
 
     /// Feeds in-order bytes to the framer and acts on whole records.

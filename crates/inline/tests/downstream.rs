@@ -60,7 +60,7 @@ fn each_server_segment_becomes_one_record_the_client_reads() {
     for &suite in TLS13.iter().chain(TLS12) {
         let (mut f, mut down) = setup(suite, LIMITS);
         let mut out = Vec::new();
-        assert_eq!(down.client_ack(&mut f.layer, OUTER_START, 1 << 20, &mut out).unwrap(), Some(1));
+        assert_eq!(down.client_ack(Some(&mut f.layer), OUTER_START, 1 << 20, &mut out).unwrap(), Some(1));
         let plain = server_stream(50_000);
         let mut at = 0;
         let mut segs = 0;
@@ -69,7 +69,7 @@ fn each_server_segment_becomes_one_record_the_client_reads() {
                 break;
             }
             let n = (*n).min(plain.len() - at);
-            down.server_segment(&mut f.layer, 1 + at as u64, &plain[at..at + n], &mut out).unwrap();
+            down.server_segment(Some(&mut f.layer), 1 + at as u64, &plain[at..at + n], &mut out).unwrap();
             at += n;
             segs += usize::from(n > 0) + usize::from(n > 16384);
         }
@@ -84,10 +84,10 @@ fn each_server_segment_becomes_one_record_the_client_reads() {
 fn server_retransmissions_with_other_boundaries_resend_the_same_records() {
     let (mut f, mut down) = setup(TLS13[0], LIMITS);
     let mut out = Vec::new();
-    down.client_ack(&mut f.layer, OUTER_START, 1 << 20, &mut out).unwrap();
+    down.client_ack(Some(&mut f.layer), OUTER_START, 1 << 20, &mut out).unwrap();
     let plain = server_stream(6000);
     for (i, chunk) in plain.chunks(1000).enumerate() {
-        down.server_segment(&mut f.layer, 1 + (i * 1000) as u64, chunk, &mut out).unwrap();
+        down.server_segment(Some(&mut f.layer), 1 + (i * 1000) as u64, chunk, &mut out).unwrap();
     }
     assert_eq!(out.len(), 6);
     let mut wire = Wire::default();
@@ -96,22 +96,22 @@ fn server_retransmissions_with_other_boundaries_resend_the_same_records() {
     // tail [3100, 7000) with 1000 bytes beyond what was sent before.
     let more = server_stream(7000);
     let mut again = Vec::new();
-    down.server_segment(&mut f.layer, 501, &more[500..2700], &mut again).unwrap();
+    down.server_segment(Some(&mut f.layer), 501, &more[500..2700], &mut again).unwrap();
     assert_eq!(
         again.iter().map(|s| s.outer).collect::<Vec<_>>(),
         vec![out[0].outer, out[1].outer, out[2].outer]
     );
-    down.server_segment(&mut f.layer, 2701, &more[2700..3100], &mut again).unwrap();
-    down.server_segment(&mut f.layer, 3101, &more[3100..7000], &mut again).unwrap();
+    down.server_segment(Some(&mut f.layer), 2701, &more[2700..3100], &mut again).unwrap();
+    down.server_segment(Some(&mut f.layer), 3101, &more[3100..7000], &mut again).unwrap();
     wire.take(&again); // asserts byte-identical resends
     let records = down.stats().records;
     assert_eq!(records, 7, "only the 1000 new bytes sealed anew");
     assert_eq!(f.client_reads(&wire.in_order()), more);
     // Once the client acknowledged everything, the server's retransmission finds nothing.
     let end = *wire.bytes.keys().last().unwrap() + wire.bytes.values().last().unwrap().len() as u64;
-    assert_eq!(down.client_ack(&mut f.layer, end, 1 << 20, &mut again).unwrap(), Some(7001));
+    assert_eq!(down.client_ack(Some(&mut f.layer), end, 1 << 20, &mut again).unwrap(), Some(7001));
     let mut late = Vec::new();
-    down.server_segment(&mut f.layer, 1, &more[..100], &mut late).unwrap();
+    down.server_segment(Some(&mut f.layer), 1, &more[..100], &mut late).unwrap();
     assert!(late.is_empty());
     assert!(down.state_bytes() < 64);
 }
@@ -120,13 +120,13 @@ fn server_retransmissions_with_other_boundaries_resend_the_same_records() {
 fn out_of_order_server_data_waits_for_the_gap() {
     let (mut f, mut down) = setup(TLS13[2], LIMITS);
     let mut out = Vec::new();
-    down.client_ack(&mut f.layer, OUTER_START, 1 << 20, &mut out).unwrap();
+    down.client_ack(Some(&mut f.layer), OUTER_START, 1 << 20, &mut out).unwrap();
     let plain = server_stream(3000);
-    down.server_segment(&mut f.layer, 1001, &plain[1000..2000], &mut out).unwrap();
-    down.server_segment(&mut f.layer, 2001, &plain[2000..], &mut out).unwrap();
+    down.server_segment(Some(&mut f.layer), 1001, &plain[1000..2000], &mut out).unwrap();
+    down.server_segment(Some(&mut f.layer), 2001, &plain[2000..], &mut out).unwrap();
     assert!(out.is_empty());
     assert_eq!(down.queue_rows().len(), 2);
-    down.server_segment(&mut f.layer, 1, &plain[..1000], &mut out).unwrap();
+    down.server_segment(Some(&mut f.layer), 1, &plain[..1000], &mut out).unwrap();
     let mut wire = Wire::default();
     wire.take(&out);
     assert_eq!(f.client_reads(&wire.in_order()), plain);
@@ -139,9 +139,9 @@ fn never_beyond_the_clients_window() {
     let overhead = 29;
     let mut out = Vec::new();
     // A window smaller than one segment plus its overhead: nothing goes out, the data waits.
-    down.client_ack(&mut f.layer, OUTER_START, 1000, &mut out).unwrap();
+    down.client_ack(Some(&mut f.layer), OUTER_START, 1000, &mut out).unwrap();
     let plain = server_stream(1400);
-    down.server_segment(&mut f.layer, 1, &plain, &mut out).unwrap();
+    down.server_segment(Some(&mut f.layer), 1, &plain, &mut out).unwrap();
     assert_eq!(out.len(), 1, "what fits the window is sealed");
     assert_eq!(out[0].data.len(), 1000);
     let mut wire = Wire::default();
@@ -151,7 +151,7 @@ fn never_beyond_the_clients_window() {
     assert_eq!(rows[0].len, 1400 - (1000 - overhead));
     // The client acknowledged the first record and opens its window: the rest follows.
     let ack = OUTER_START + 1000;
-    let inner = down.client_ack(&mut f.layer, ack, 4000, &mut out).unwrap();
+    let inner = down.client_ack(Some(&mut f.layer), ack, 4000, &mut out).unwrap();
     assert_eq!(inner, Some(1 + 1000 - overhead as u64));
     wire.take(&out);
     assert_eq!(f.client_reads(&wire.in_order()), plain);
@@ -164,21 +164,22 @@ fn never_beyond_the_clients_window() {
 fn injected_records_are_never_acknowledged_to_the_server() {
     let (mut f, mut down) = setup(TLS13[1], LIMITS);
     let mut out = Vec::new();
-    down.client_ack(&mut f.layer, OUTER_START, 1 << 20, &mut out).unwrap();
-    down.server_segment(&mut f.layer, 1, b"hello", &mut out).unwrap();
+    down.client_ack(Some(&mut f.layer), OUTER_START, 1 << 20, &mut out).unwrap();
+    down.server_segment(Some(&mut f.layer), 1, b"hello", &mut out).unwrap();
     let mut ku = Vec::new();
     f.layer.send_key_update(&mut ku).unwrap();
     down.inject(ku, &mut out).unwrap();
-    down.server_segment(&mut f.layer, 6, b"world", &mut out).unwrap();
+    down.server_segment(Some(&mut f.layer), 6, b"world", &mut out).unwrap();
     let mut wire = Wire::default();
     wire.take(&out);
     let all = wire.in_order();
     assert_eq!(f.client_reads(&all), b"helloworld");
     // The client acknowledging "hello" and the key update is, for the server, 5 bytes.
     let after_ku = out[2].outer;
-    assert_eq!(down.client_ack(&mut f.layer, after_ku, 1 << 20, &mut Vec::new()).unwrap(), Some(6));
+    assert_eq!(down.client_ack(Some(&mut f.layer), after_ku, 1 << 20, &mut Vec::new()).unwrap(), Some(6));
     assert_eq!(
-        down.client_ack(&mut f.layer, OUTER_START + all.len() as u64, 1 << 20, &mut Vec::new()).unwrap(),
+        down.client_ack(Some(&mut f.layer), OUTER_START + all.len() as u64, 1 << 20, &mut Vec::new())
+            .unwrap(),
         Some(11)
     );
 }
@@ -188,10 +189,10 @@ fn the_store_bound_holds_server_data_back() {
     let limits = DownLimits { unacked_bytes: 3000, ..LIMITS };
     let (mut f, mut down) = setup(TLS13[0], limits);
     let mut out = Vec::new();
-    down.client_ack(&mut f.layer, OUTER_START, 1 << 20, &mut out).unwrap();
+    down.client_ack(Some(&mut f.layer), OUTER_START, 1 << 20, &mut out).unwrap();
     let plain = server_stream(10_000);
     for (i, chunk) in plain.chunks(1000).enumerate() {
-        down.server_segment(&mut f.layer, 1 + (i * 1000) as u64, chunk, &mut out).unwrap();
+        down.server_segment(Some(&mut f.layer), 1 + (i * 1000) as u64, chunk, &mut out).unwrap();
     }
     assert_eq!(out.len(), 3, "stops once 3000 sealed bytes wait for the client");
     assert!(down.state_bytes() <= 3 * 1022 + 7000 + 64 * 8);
@@ -201,7 +202,7 @@ fn the_store_bound_holds_server_data_back() {
     loop {
         let (last, data) = wire.bytes.last_key_value().unwrap();
         let mut more = Vec::new();
-        down.client_ack(&mut f.layer, last + data.len() as u64, 1 << 20, &mut more).unwrap();
+        down.client_ack(Some(&mut f.layer), last + data.len() as u64, 1 << 20, &mut more).unwrap();
         if more.is_empty() {
             break;
         }

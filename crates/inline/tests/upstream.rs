@@ -222,3 +222,59 @@ fn the_hold_queue_bound_drops_and_recovers() {
     }
     assert_eq!(check(&out, &plain), 1 + plain.len() as u64);
 }
+
+#[test]
+fn the_handshake_runs_through_the_same_path_and_hands_over_mid_segment() {
+    use tlsgate_inline::handshake::{Handshake, Progress};
+    use tlsgate_inline::record_crypto::RecordLayer;
+    for &suite in TLS13.iter().chain(TLS12) {
+        let (server_cfg, client_cfg) = configs(suite);
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut client = rustls::ClientConnection::new(client_cfg, name).unwrap();
+        let mut hs = Handshake::new(server_cfg).unwrap();
+        let mut up = Upstream::new(SeqMap::new(1, 1, 64), LIMITS);
+        let mut layer: Option<RecordLayer> = None;
+        let mut offset = 1u64;
+        let mut out = Vec::new();
+        for _ in 0..6 {
+            if !client.is_handshaking() {
+                // The first application data leaves with (TLS 1.3) or right after the Finished.
+                client.writer().write_all(b"first request").unwrap();
+            }
+            let bytes = client_output(&mut client);
+            // 7-byte segments: records and the hand-over cut anywhere.
+            for chunk in bytes.chunks(7) {
+                match layer.as_mut() {
+                    None => {
+                        let mut to_client = Vec::new();
+                        let p = up.handshake_segment(&mut hs, offset, chunk, &mut to_client).unwrap();
+                        if !to_client.is_empty() {
+                            client.read_tls(&mut &to_client[..]).unwrap();
+                            client.process_new_packets().unwrap();
+                        }
+                        if p == Progress::Complete {
+                            let hs = std::mem::replace(&mut hs, Handshake::new(configs(suite).0).unwrap());
+                            let (secrets, kernel) = hs.into_keys().unwrap();
+                            let mut l = RecordLayer::new(secrets, kernel).unwrap();
+                            up.drain(&mut l, &mut out).unwrap();
+                            layer = Some(l);
+                        }
+                    }
+                    Some(l) => up.segment(l, offset, chunk, &mut out).unwrap(),
+                }
+                offset += chunk.len() as u64;
+            }
+            if !out.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(out, vec![Up::Forward { inner: 1, data: b"first request".to_vec() }], "{suite:?}");
+        // Only the application record carries inner bytes; the handshake records map to a point.
+        assert!(up.pairs().entries().filter(|e| e.inner_len > 0).count() == 1);
+        assert_eq!(
+            up.client_ack(),
+            up.pairs().entries().last().unwrap().outer,
+            "handshake acked by the engine"
+        );
+    }
+}
