@@ -130,13 +130,13 @@ impl Downstream {
         if self.hold.insert(offset, data, self.next_inner).is_err() {
             self.stats.dropped += 1;
         }
-        self.release(layer, out)
+        self.flush(layer, out)
     }
 
     /// Seals held in-order server bytes while the window and the store allow. Before the
     /// handshake completes (`layer` is `None`) server data only waits: a server that speaks
     /// first (SMTP, FTP) is held until the keys exist.
-    fn release(&mut self, layer: Option<&mut RecordLayer>, out: &mut Vec<Send>) -> Result<(), DownError> {
+    pub fn flush(&mut self, layer: Option<&mut RecordLayer>, out: &mut Vec<Send>) -> Result<(), DownError> {
         let Some(layer) = layer else { return Ok(()) };
         let overhead = layer.version().overhead() as u64;
         loop {
@@ -202,7 +202,7 @@ impl Downstream {
             self.sent.pop_front();
         }
         self.pairs.prune(ack, inner);
-        self.release(layer, out)?;
+        self.flush(layer, out)?;
         Ok(Some(inner))
     }
 

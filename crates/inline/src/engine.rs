@@ -6,14 +6,19 @@
 //! Built so far (the skeleton of issue 5): the flow table keyed by the client's 4-tuple, bounded,
 //! with half-open flows expiring sooner; the client's SYN has its MSS lowered by the largest record
 //! overhead and SACK-permitted removed; direct mode's server-port rewrite both ways; everything
-//! that is not a service flow passes byte-identical. The TLS data path (consuming the handshake,
-//! record layer, sequence translation) is not wired yet: established flows' segments pass with
-//! only the rewrite.
+//! that is not a service flow passes byte-identical. From the server's SYN-ACK on, a flow's
+//! segments go through its [`TlsFlow`]: the client's handshake is consumed and answered by the
+//! engine, then records are opened and sealed with sequence numbers translated both ways.
 
+use crate::downstream::DownLimits;
 use crate::flow::Flow;
+use crate::handshake::Handshake;
 use crate::packet::{self, Segment};
 use crate::record_crypto::Version;
-use crate::tables::{ConnectionRow, FlowKey, FlowState, Mode, Release, Report};
+use crate::seq::Stream;
+use crate::tables::{ConnectionRow, FlowKey, FlowState, Mode, Release, Report, SessionRow};
+use crate::tls_flow::{Ends, TlsFlow, Verdict};
+use crate::upstream::UpLimits;
 use rustls::ServerConfig;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -74,6 +79,18 @@ pub struct Stats {
     pub flows_reset: u64,
 }
 
+/// Per-flow bounds of the data path (fixed for now; to become configuration).
+const UP_LIMITS: UpLimits = UpLimits {
+    hold_bytes: 256 * 1024,
+    hold_segments: 256,
+    unacked_bytes: 1 << 20,
+    record_limit: 16384 + 2048,
+};
+const DOWN_LIMITS: DownLimits =
+    DownLimits { hold_bytes: 256 * 1024, hold_segments: 256, unacked_bytes: 1 << 20 };
+/// The MSS a client gets when its SYN named none (RFC 9293).
+const DEFAULT_MSS: u16 = 536;
+
 /// The largest expansion of a record, for the MSS clamp: the version is not known at SYN time.
 fn max_overhead() -> u16 {
     Version::Tls12.overhead().max(Version::Tls13.overhead()) as u16
@@ -102,7 +119,7 @@ impl Engine {
     }
 
     /// Handles one packet seen at `now` and appends the packets to emit to `out`.
-    pub fn handle_packet(&mut self, now: Duration, mut pkt: Vec<u8>, out: &mut Vec<Vec<u8>>) {
+    pub fn handle_packet(&mut self, now: Duration, pkt: Vec<u8>, out: &mut Vec<Vec<u8>>) {
         let Some(seg) = packet::parse(&pkt) else {
             self.stats.passed += 1;
             out.push(pkt);
@@ -110,37 +127,36 @@ impl Engine {
         };
         if let Some(svc) = self.config.services.iter().position(|s| s.addr == seg.dst) {
             let key = FlowKey { client: seg.src, server: seg.dst };
-            if self.client_segment(now, svc, key, &seg, &mut pkt) {
-                out.push(pkt);
-            }
+            self.client_segment(now, svc, key, &seg, pkt, out);
         } else if let Some(&key) = self.by_backend.get(&(seg.dst, seg.src)) {
-            self.server_segment(now, key, &seg, &mut pkt);
-            out.push(pkt);
+            self.server_segment(now, key, &seg, pkt, out);
         } else {
             self.stats.passed += 1;
             out.push(pkt);
         }
     }
 
-    /// Client → server. Returns whether to forward the packet.
+    /// Client → server.
     fn client_segment(
         &mut self,
         now: Duration,
         svc: usize,
         key: FlowKey,
         seg: &Segment,
-        pkt: &mut [u8],
-    ) -> bool {
+        mut pkt: Vec<u8>,
+        out: &mut Vec<Vec<u8>>,
+    ) {
         let is_syn = seg.syn && seg.ack.is_none();
         if !self.flows.contains_key(&key) {
             if !is_syn {
                 // No SYN seen: the MSS was never clamped and the ISNs are unknown. Pass.
                 self.stats.midstream += 1;
-                return true;
+                out.push(pkt);
+                return;
             }
             if self.flows.len() >= self.config.limits.max_flows {
                 self.stats.syn_dropped += 1;
-                return false;
+                return;
             }
             let service = &self.config.services[svc];
             let backend =
@@ -158,6 +174,8 @@ impl Engine {
                     last_activity: now,
                     up: Default::default(),
                     down: Default::default(),
+                    client_wscale: None,
+                    tls: None,
                 },
             );
             self.by_backend.insert((key.client, backend), key);
@@ -166,8 +184,26 @@ impl Engine {
         let flow = self.flows.get_mut(&key).expect("inserted above");
         flow.last_activity = now;
         flow.up.outer_bytes += seg.payload.len() as u64;
+        if let (false, Some(tls)) = (is_syn, flow.tls.as_mut()) {
+            // The TLS data path consumes the segment and builds what each side gets.
+            let verdict = tls.client_packet(now, seg, &pkt[seg.payload.clone()], out);
+            if tls.is_established() && flow.state == FlowState::Handshake {
+                flow.state = FlowState::Established;
+            }
+            self.stats.forwarded += 1;
+            if verdict == Verdict::Closed || seg.rst {
+                self.remove(&key);
+                self.stats.flows_reset += 1;
+            } else if seg.fin {
+                flow.state = FlowState::Closing;
+            }
+            return;
+        }
+        if is_syn {
+            flow.client_wscale = packet::window_scale(&pkt[seg.tcp.start + 20..seg.payload.start]);
+        }
         let backend_port = flow.backend.port();
-        let mss = packet::edit_tcp(pkt, seg, |t| {
+        let mss = packet::edit_tcp(&mut pkt, seg, |t| {
             let mut mss = None;
             if is_syn {
                 mss = packet::lower_mss(t.options_mut(), max_overhead());
@@ -186,20 +222,59 @@ impl Engine {
             flow.state = FlowState::Closing;
         }
         self.stats.forwarded += 1;
-        true
+        out.push(pkt);
     }
 
     /// Server → client.
-    fn server_segment(&mut self, now: Duration, key: FlowKey, seg: &Segment, pkt: &mut [u8]) {
+    fn server_segment(
+        &mut self,
+        now: Duration,
+        key: FlowKey,
+        seg: &Segment,
+        mut pkt: Vec<u8>,
+        out: &mut Vec<Vec<u8>>,
+    ) {
         let Some(flow) = self.flows.get_mut(&key) else { return };
         flow.last_activity = now;
         flow.down.inner_bytes += seg.payload.len() as u64;
+        if let (false, Some(tls)) = (seg.syn, flow.tls.as_mut()) {
+            let verdict = tls.server_packet(now, seg, &pkt[seg.payload.clone()], out);
+            self.stats.forwarded += 1;
+            if verdict == Verdict::Closed || seg.rst {
+                self.remove(&key);
+                self.stats.flows_reset += 1;
+            } else if seg.fin {
+                flow.state = FlowState::Closing;
+            }
+            return;
+        }
         if seg.syn && seg.ack.is_some() && flow.state == FlowState::SynSent {
             flow.server_isn = Some(seg.seq);
             flow.state = FlowState::Handshake;
+            let server_wscale = packet::window_scale(&pkt[seg.tcp.start + 20..seg.payload.start]);
+            let ends = Ends {
+                client: key.client,
+                service: key.server,
+                backend: flow.backend,
+                client_mss: flow.mss.map_or(DEFAULT_MSS, |m| m.0),
+                // Scaling applies only when both SYNs offered it.
+                client_wscale: server_wscale.and(flow.client_wscale).unwrap_or(0),
+            };
+            let tls = &self.config.services[flow.service].tls;
+            if let Ok(hs) = Handshake::new(tls.clone()) {
+                flow.tls = Some(Box::new(TlsFlow::new(
+                    ends,
+                    Stream::new(flow.client_isn),
+                    Stream::new(seg.seq),
+                    hs,
+                    seg.window,
+                    UP_LIMITS,
+                    DOWN_LIMITS,
+                )));
+            }
         }
         let service_port = key.server.port();
-        packet::edit_tcp(pkt, seg, |t| t.set_src_port(service_port));
+        packet::edit_tcp(&mut pkt, seg, |t| t.set_src_port(service_port));
         if seg.rst {
             self.remove(&key);
             self.stats.flows_reset += 1;
@@ -207,6 +282,7 @@ impl Engine {
             flow.state = FlowState::Closing;
         }
         self.stats.forwarded += 1;
+        out.push(pkt);
     }
 
     fn remove(&mut self, key: &FlowKey) {
@@ -218,12 +294,22 @@ impl Engine {
     /// The next instant at which [`Engine::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Duration> {
         let l = &self.config.limits;
-        self.flows.values().map(|f| f.deadline(l.syn_timeout, l.idle_timeout)).min()
+        self.flows
+            .values()
+            .flat_map(|f| [Some(f.deadline(l.syn_timeout, l.idle_timeout)), f.rto()])
+            .flatten()
+            .min()
     }
 
-    /// Expires flows whose deadline has passed.
-    pub fn handle_timeout(&mut self, now: Duration) {
+    /// Expires flows whose deadline has passed and runs due retransmissions, appending the
+    /// packets to emit to `out`.
+    pub fn handle_timeout(&mut self, now: Duration, out: &mut Vec<Vec<u8>>) {
         let l = self.config.limits;
+        for f in self.flows.values_mut() {
+            if let Some(tls) = f.tls.as_mut() {
+                tls.timeout(now, out);
+            }
+        }
         let expired: Vec<FlowKey> = self
             .flows
             .iter()
@@ -250,17 +336,43 @@ impl Engine {
                     state: f.state,
                     mode: svc.mode,
                     release: svc.release,
-                    pairs_up: Vec::new(),
-                    pairs_down: Vec::new(),
+                    pairs_up: f
+                        .tls
+                        .as_ref()
+                        .map(|t| t.upstream().pairs().entries().copied().collect())
+                        .unwrap_or_default(),
+                    pairs_down: f
+                        .tls
+                        .as_ref()
+                        .map(|t| t.downstream().pairs().entries().copied().collect())
+                        .unwrap_or_default(),
                     up: f.up,
                     down: f.down,
-                    record_seqs: None,
+                    record_seqs: f.tls.as_ref().and_then(|t| t.record_seqs()),
                     state_bytes: f.state_bytes(),
                     last_activity: f.last_activity,
                 }
             })
             .collect();
         connections.sort_by_key(|c| c.key);
-        Report { sessions: Vec::new(), connections, queues: Vec::new() }
+        // One session per established flow for now (no resumption across flows yet).
+        let mut sessions: Vec<SessionRow> = Vec::new();
+        for (i, c) in connections.iter_mut().enumerate() {
+            let Some((version, suite)) = self.flows[&c.key].tls.as_ref().and_then(|t| t.session().cloned())
+            else {
+                continue;
+            };
+            c.session = Some(i as u64);
+            sessions.push(SessionRow {
+                id: i as u64,
+                version,
+                suite,
+                sni: None,
+                peer_certificate: None,
+                created: self.flows[&c.key].created,
+                expires: None,
+            });
+        }
+        Report { sessions, connections, queues: Vec::new() }
     }
 }

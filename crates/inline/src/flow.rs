@@ -6,6 +6,7 @@
 
 use crate::seq::Seq;
 use crate::tables::{Counters, FlowState};
+use crate::tls_flow::TlsFlow;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -24,6 +25,10 @@ pub struct Flow {
     pub last_activity: Duration,
     pub up: Counters,
     pub down: Counters,
+    /// The window-scale shift the client's SYN offered.
+    pub client_wscale: Option<u8>,
+    /// The TLS data path, from the server's SYN-ACK on.
+    pub tls: Option<Box<TlsFlow>>,
 }
 
 impl Flow {
@@ -36,8 +41,13 @@ impl Flow {
         }
     }
 
+    /// The engine's own retransmission timer, when armed.
+    pub fn rto(&self) -> Option<Duration> {
+        self.tls.as_ref().and_then(|t| t.deadline())
+    }
+
     /// Bytes of state this flow holds, for the bound and the report.
     pub fn state_bytes(&self) -> usize {
-        std::mem::size_of::<Flow>()
+        std::mem::size_of::<Flow>() + self.tls.as_ref().map_or(0, |t| t.state_bytes())
     }
 }

@@ -137,7 +137,7 @@ pub fn engine(data: &[u8]) {
         assert!(e.flow_count() <= FUZZ_MAX_FLOWS);
         if let Some(t) = e.poll_timeout() {
             if t <= now {
-                e.handle_timeout(now);
+                e.handle_timeout(now, &mut Vec::new());
                 assert!(e.poll_timeout().is_none_or(|t| t > now));
             }
         }

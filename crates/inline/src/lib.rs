@@ -15,6 +15,7 @@
 //!   resent for retransmissions, the client's window respected.
 //! - [`packet`]: the packet edge: IPv4/IPv6 + TCP read with smoltcp, in-place rewrites.
 //! - [`tables`]: the session, connection and queue-state tables as plain data.
+//! - [`tls_flow`]: a flow's TLS data path from the SYN-ACK on: segments to offsets and back.
 //! - [`flow`]: one flow's state; [`engine`]: the flow table and the packet dispatch.
 
 pub mod downstream;
@@ -30,4 +31,5 @@ pub mod record_crypto;
 pub mod seq;
 pub mod seq_map;
 pub mod tables;
+pub mod tls_flow;
 pub mod upstream;

@@ -212,6 +212,13 @@ pub fn lower_mss(opts: &mut [u8], by: u16) -> Option<(u16, u16)> {
     Some((old, new))
 }
 
+/// The window-scale shift a SYN offers (RFC 7323), capped at 14.
+pub fn window_scale(opts: &[u8]) -> Option<u8> {
+    const OPT_WSCALE: u8 = 3;
+    let (_, r) = options(opts).into_iter().find(|(k, r)| *k == OPT_WSCALE && r.len() == 1)?;
+    Some(opts[r.start].min(14))
+}
+
 /// Replaces a SACK-permitted option with NOPs, so neither end uses SACK on the flow: SACK blocks
 /// name sequence ranges the engine would otherwise have to translate through the pair table.
 pub fn strip_sack_permitted(opts: &mut [u8]) -> bool {
@@ -248,6 +255,9 @@ mod tests {
         assert_eq!(&o[6..8], &[1, 1]);
         assert!(!strip_sack_permitted(&mut o));
         assert_eq!(&o[9..], &[3, 3, 7], "window scale untouched");
+        assert_eq!(window_scale(&o), Some(7));
+        assert_eq!(window_scale(&[3, 3, 20]), Some(14));
+        assert_eq!(window_scale(&[1, 1]), None);
         let mut none = [1u8, 1, 1, 0];
         assert_eq!(lower_mss(&mut none, 29), None);
     }

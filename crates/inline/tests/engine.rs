@@ -232,9 +232,9 @@ fn syn_flood_stays_within_the_flow_table_bound_and_half_open_flows_expire() {
     assert!(e.report().state_bytes() <= 100 * e.report().peak_flow_state());
     // The first half-open flow expires 5 s after its SYN; the timer says so.
     assert_eq!(e.poll_timeout(), Some(Duration::from_secs(5)));
-    e.handle_timeout(Duration::from_millis(5050));
+    e.handle_timeout(Duration::from_millis(5050), &mut Vec::new());
     assert_eq!(e.flow_count(), 49, "SYNs at 0..=50 ms expired");
-    e.handle_timeout(Duration::from_secs(60));
+    e.handle_timeout(Duration::from_secs(60), &mut Vec::new());
     assert_eq!(e.flow_count(), 0);
     assert_eq!(e.poll_timeout(), None);
     // Room again.
@@ -249,9 +249,9 @@ fn established_flows_idle_out_later_than_half_open_ones() {
     handle(&mut e, 0, build(c, s, &repr(c, s, TcpControl::Syn, 1, None)));
     handle(&mut e, 10, build(b, c, &repr(b, c, TcpControl::Syn, 9, Some(2))));
     assert_eq!(e.poll_timeout(), Some(Duration::from_millis(60_010)));
-    e.handle_timeout(Duration::from_secs(30));
+    e.handle_timeout(Duration::from_secs(30), &mut Vec::new());
     assert_eq!(e.flow_count(), 1);
-    e.handle_timeout(Duration::from_millis(60_010));
+    e.handle_timeout(Duration::from_millis(60_010), &mut Vec::new());
     assert_eq!(e.flow_count(), 0);
     assert_eq!(e.stats().flows_expired, 1);
 }
