@@ -3,10 +3,10 @@
 //! [`Engine::handle_timeout`] when [`Engine::poll_timeout`]'s instant has passed, and
 //! [`Engine::report`] whenever the tables are wanted.
 //!
-//! Built so far (the skeleton of issue 5): the flow table keyed by the client's 4-tuple, bounded,
-//! with half-open flows expiring sooner; the client's SYN has its MSS lowered by the largest record
-//! overhead and SACK-permitted removed; direct mode's server-port rewrite both ways; everything
-//! that is not a service flow passes byte-identical. From the server's SYN-ACK on, a flow's
+//! Built so far (docs/inline-engine.md lists what is missing): the flow table keyed by the
+//! client's 4-tuple, bounded, with half-open flows expiring sooner; the client's SYN has its MSS
+//! lowered by the largest record overhead and SACK-permitted removed; direct mode's server-port
+//! rewrite both ways; everything that is not a service flow passes byte-identical. From the server's SYN-ACK on, a flow's
 //! segments go through its [`TlsFlow`]: the client's handshake is consumed and answered by the
 //! engine, then records are opened and sealed with sequence numbers translated both ways.
 
