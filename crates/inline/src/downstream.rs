@@ -73,6 +73,8 @@ pub struct Downstream {
     window_end: u64,
     limits: DownLimits,
     stats: DownStats,
+    /// The server's FIN: (outer offset, inner offset).
+    fin: Option<(u64, u64)>,
 }
 
 impl Downstream {
@@ -90,6 +92,7 @@ impl Downstream {
             pairs,
             limits,
             stats: DownStats::default(),
+            fin: None,
         }
     }
 
@@ -188,6 +191,13 @@ impl Downstream {
         window: u64,
         out: &mut Vec<Send>,
     ) -> Result<Option<u64>, DownError> {
+        // The client acknowledging the engine's FIN acknowledges the server's.
+        if let Some((fo, fi)) = self.fin {
+            if ack == fo + 1 {
+                self.client_ack(layer, fo, window, out)?;
+                return Ok(Some(fi + 1));
+            }
+        }
         let Mapped::At(inner) = self.pairs.to_inner(ack) else { return Ok(None) };
         if ack < self.outer_acked {
             return Ok(None);
@@ -213,6 +223,27 @@ impl Downstream {
             out.push(Send { outer: s.outer, data: s.bytes.clone() });
         }
         self.sent.len()
+    }
+
+    /// True when the server's FIN at inner offset `inner` can go out now: every server byte
+    /// before it has been sealed (not the case while data waits for a gap or the window).
+    pub fn fin_ready(&self, inner: u64) -> bool {
+        self.fin.is_none() && inner == self.next_inner && self.hold.is_empty()
+    }
+
+    /// The server's FIN at inner offset `inner`: returns the outer offset where the FIN goes to
+    /// the client (after any record injected before it, such as close_notify), the same one for
+    /// a retransmitted FIN; `None` when it cannot go yet (the server will retransmit it).
+    pub fn fin(&mut self, inner: u64) -> Option<u64> {
+        if let Some((fo, fi)) = self.fin {
+            return (fi == inner).then_some(fo);
+        }
+        if !self.fin_ready(inner) {
+            return None;
+        }
+        let outer = self.outer_end();
+        self.fin = Some((outer, inner));
+        Some(outer)
     }
 
     /// True while sent records wait for the client's acknowledgement.

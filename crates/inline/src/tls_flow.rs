@@ -225,7 +225,11 @@ impl TlsFlow {
         let consumed = !payload.is_empty();
         self.emit_to_client(now, &sends, consumed, out);
         if seg.fin {
-            self.send_server(Control::Fin, &[], out);
+            // The FIN follows the segment's payload; it goes on once every byte before it did.
+            let at = self.client.offset(seg.seq + payload.len() as u32, self.up.next());
+            if let Some(inner) = at.and_then(|o| self.up.fin(o)) {
+                self.forward_control(inner, Control::Fin, &[], out);
+            }
         }
         Ok(Verdict::Continue)
     }
@@ -316,17 +320,23 @@ impl TlsFlow {
                 self.down.server_segment(layer, off, payload, &mut sends)?;
             }
         }
+        let mut fin_at = None;
         if seg.fin {
-            // close_notify before the FIN (seed 001), when the keys exist.
-            if let Some(l) = self.layer() {
-                let mut rec = Vec::new();
-                l.seal_alert(ALERT_CLOSE_NOTIFY, &mut rec).map_err(DownError::from)?;
-                self.down.inject(rec, &mut sends)?;
+            if let Some(inner) = self.server.offset(seg.seq + payload.len() as u32, self.down.next_inner()) {
+                // close_notify before the FIN (seed 001), once, when the keys exist.
+                if self.down.fin_ready(inner) {
+                    if let Some(l) = self.layer() {
+                        let mut rec = Vec::new();
+                        l.seal_alert(ALERT_CLOSE_NOTIFY, &mut rec).map_err(DownError::from)?;
+                        self.down.inject(rec, &mut sends)?;
+                    }
+                }
+                fin_at = self.down.fin(inner);
             }
         }
         self.emit_to_client(now, &sends, acked, out);
-        if seg.fin {
-            self.send_client(Control::Fin, self.down.outer_end(), &[], out);
+        if let Some(outer) = fin_at {
+            self.send_client(Control::Fin, outer, &[], out);
         }
         Ok(Verdict::Continue)
     }

@@ -87,6 +87,9 @@ pub struct Upstream {
     outer_acked: u64,
     limits: UpLimits,
     stats: UpStats,
+    /// The client's FIN: (outer offset, inner offset) — each occupies one sequence number past
+    /// the last byte of its stream.
+    fin: Option<(u64, u64)>,
 }
 
 impl Upstream {
@@ -104,6 +107,7 @@ impl Upstream {
             pairs,
             limits,
             stats: UpStats::default(),
+            fin: None,
         }
     }
 
@@ -316,6 +320,14 @@ impl Upstream {
     /// the client (outer offset), or `None` for an old or impossible ACK. Frees stored plaintext
     /// and prunes the pair table.
     pub fn server_ack(&mut self, inner: u64) -> Option<u64> {
+        // The server acknowledging the forwarded FIN acknowledges the client's FIN.
+        if let Some((fo, fi)) = self.fin {
+            if inner == fi + 1 {
+                self.server_ack(fi)?;
+                self.outer_acked = fo + 1;
+                return Some(fo + 1);
+            }
+        }
         let Mapped::At(outer) = self.pairs.ack_to_outer(inner) else { return None };
         if inner < self.inner_acked {
             return None;
@@ -331,6 +343,21 @@ impl Upstream {
         }
         self.pairs.prune(self.outer_acked, self.inner_acked);
         Some(self.outer_acked)
+    }
+
+    /// The client's FIN at outer offset `outer`: when every byte before it has been consumed
+    /// (and no record is half read), returns the inner offset where the FIN goes to the server;
+    /// otherwise `None` (the client will retransmit the FIN).
+    pub fn fin(&mut self, outer: u64) -> Option<u64> {
+        if let Some((fo, fi)) = self.fin {
+            return (fo == outer).then_some(fi);
+        }
+        if outer != self.next() || !self.framer.at_boundary() {
+            return None;
+        }
+        let inner = self.inner_end();
+        self.fin = Some((outer, inner));
+        Some(inner)
     }
 
     /// The ACK the engine may give the client on its own: the server's last ACK extended over

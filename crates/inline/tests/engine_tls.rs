@@ -82,8 +82,10 @@ struct Net {
     /// Bytes the client sent and received (stream offsets less one).
     c_sent: u32,
     c_recv: u32,
-    /// Packets the engine sent to the server, and to the client, not yet looked at.
+    /// Packets the engine sent to the server not yet looked at, and every segment it sent the
+    /// client.
     to_server: Vec<Vec<u8>>,
+    to_client: Vec<packet::Segment>,
     now: Duration,
 }
 
@@ -101,7 +103,15 @@ impl Net {
             limits: Limits::default(),
         });
         let client = ClientConnection::new(client_cfg, ServerName::try_from("localhost").unwrap()).unwrap();
-        Net { engine, client, c_sent: 0, c_recv: 0, to_server: Vec::new(), now: Duration::ZERO }
+        Net {
+            engine,
+            client,
+            c_sent: 0,
+            c_recv: 0,
+            to_server: Vec::new(),
+            to_client: Vec::new(),
+            now: Duration::ZERO,
+        }
     }
 
     /// Feeds a packet; packets for the client go to the rustls client at once (checked in
@@ -122,6 +132,7 @@ impl Net {
                     self.client.process_new_packets().unwrap();
                     self.c_recv += payload.len() as u32;
                 }
+                self.to_client.push(seg);
             } else {
                 assert_eq!(seg.dst, sa(BACKEND));
                 self.to_server.push(p);
@@ -167,6 +178,54 @@ fn open_connection(n: &mut Net) {
     for p in n.to_server.drain(..) {
         let seg = packet::parse(&p).unwrap();
         assert!(seg.payload.is_empty(), "handshake bytes leaked to the server");
+    }
+}
+
+const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+
+fn fin(src: SocketAddr, dst: SocketAddr, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
+    Build { src, dst, seq: Seq(seq), ack: Some(Seq(ack)), control: Control::Fin, window: 502, payload }
+        .emit()
+        .unwrap()
+}
+
+#[test]
+fn fins_are_translated_both_ways_with_close_notify_first() {
+    for &suite in [TLS13[0], TLS12[0]].iter() {
+        let mut n = Net::new(suite);
+        open_connection(&mut n);
+        n.client.writer().write_all(REQUEST).unwrap();
+        n.client_sends();
+        n.to_server.clear();
+        let r = REQUEST.len() as u32;
+        n.feed(data(sa(BACKEND), sa(CLIENT), SISN + 1, CISN.wrapping_add(1 + r), RESPONSE));
+        // The server closes: the client gets close_notify, then the FIN right after it.
+        let s_fin = SISN + 1 + RESPONSE.len() as u32;
+        n.to_client.clear();
+        n.feed(fin(sa(BACKEND), sa(CLIENT), s_fin, CISN.wrapping_add(1 + r), &[]));
+        let f = n.to_client.iter().find(|s| s.fin).expect("FIN to the client");
+        assert_eq!(f.seq, Seq(SISN + 1 + n.c_recv), "FIN after the close_notify record");
+        assert!(n.client.process_new_packets().unwrap().peer_has_closed(), "close_notify first");
+        // The client acknowledges the FIN: the server sees its own FIN acknowledged.
+        let ack_fin = SISN + 1 + n.c_recv + 1;
+        n.feed(data(sa(CLIENT), sa(SERVICE), CISN.wrapping_add(1 + n.c_sent), ack_fin, &[]));
+        let a = packet::parse(&n.to_server.pop().expect("ACK to the server")).unwrap();
+        assert_eq!(a.ack, Some(Seq(s_fin + 1)));
+        // The client closes too: close_notify and FIN in one segment; the server gets a FIN
+        // right after the request's plaintext, and its ACK of it reaches the client translated.
+        n.client.send_close_notify();
+        let bytes = client_output(&mut n.client);
+        let seq = CISN.wrapping_add(1 + n.c_sent);
+        n.c_sent += bytes.len() as u32;
+        n.feed(fin(sa(CLIENT), sa(SERVICE), seq, ack_fin, &bytes));
+        let f = packet::parse(&n.to_server.pop().expect("FIN to the server")).unwrap();
+        assert!(f.fin);
+        assert_eq!(f.seq, Seq(CISN.wrapping_add(1 + r)));
+        n.to_client.clear();
+        n.feed(data(sa(BACKEND), sa(CLIENT), s_fin + 1, CISN.wrapping_add(1 + r + 1), &[]));
+        let a = n.to_client.last().expect("ACK to the client");
+        assert_eq!(a.ack, Some(Seq(CISN.wrapping_add(1 + n.c_sent + 1))), "{suite:?}");
     }
 }
 
