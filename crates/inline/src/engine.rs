@@ -16,7 +16,9 @@ use crate::handshake::Handshake;
 use crate::packet::{self, Segment};
 use crate::record_crypto::Version;
 use crate::seq::Stream;
-use crate::tables::{ConnectionRow, FlowKey, FlowState, Mode, Release, Report, SessionRow};
+use crate::tables::{
+    ConnectionRow, Direction, FlowKey, FlowState, Mode, QueueRow, Release, Report, SessionRow,
+};
 use crate::tls_flow::{Ends, TlsFlow, Verdict};
 use crate::upstream::UpLimits;
 use rustls::ServerConfig;
@@ -257,6 +259,7 @@ impl Engine {
                 service: key.server,
                 backend: flow.backend,
                 client_mss: flow.mss.map_or(DEFAULT_MSS, |m| m.0),
+                server_mss: packet::mss(&pkt[seg.tcp.start + 20..seg.payload.start]).unwrap_or(DEFAULT_MSS),
                 // Scaling applies only when both SYNs offered it.
                 client_wscale: server_wscale.and(flow.client_wscale).unwrap_or(0),
             };
@@ -373,6 +376,15 @@ impl Engine {
                 expires: None,
             });
         }
-        Report { sessions, connections, queues: Vec::new() }
+        let mut queues = Vec::new();
+        for c in &connections {
+            let Some(t) = self.flows[&c.key].tls.as_ref() else { continue };
+            for (direction, rows) in
+                [(Direction::Up, t.upstream().queue_rows()), (Direction::Down, t.downstream().queue_rows())]
+            {
+                queues.extend(rows.into_iter().map(|segment| QueueRow { key: c.key, direction, segment }));
+            }
+        }
+        Report { sessions, connections, queues }
     }
 }

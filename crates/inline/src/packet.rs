@@ -212,6 +212,12 @@ pub fn lower_mss(opts: &mut [u8], by: u16) -> Option<(u16, u16)> {
     Some((old, new))
 }
 
+/// The MSS option of a SYN, if any.
+pub fn mss(opts: &[u8]) -> Option<u16> {
+    let (_, r) = options(opts).into_iter().find(|(k, r)| *k == OPT_MSS && r.len() == 2)?;
+    Some(u16::from_be_bytes([opts[r.start], opts[r.start + 1]]))
+}
+
 /// The window-scale shift a SYN offers (RFC 7323), capped at 14.
 pub fn window_scale(opts: &[u8]) -> Option<u8> {
     const OPT_WSCALE: u8 = 3;
@@ -256,6 +262,7 @@ mod tests {
         assert!(!strip_sack_permitted(&mut o));
         assert_eq!(&o[9..], &[3, 3, 7], "window scale untouched");
         assert_eq!(window_scale(&o), Some(7));
+        assert_eq!(mss(&o), Some(1431));
         assert_eq!(window_scale(&[3, 3, 20]), Some(14));
         assert_eq!(window_scale(&[1, 1]), None);
         let mut none = [1u8, 1, 1, 0];

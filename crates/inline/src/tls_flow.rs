@@ -44,6 +44,8 @@ pub struct Ends {
     pub backend: SocketAddr,
     /// The client's own MSS (before the clamp): the largest segment the engine sends it.
     pub client_mss: u16,
+    /// The server's MSS (from its SYN-ACK): the largest plaintext segment sent to it.
+    pub server_mss: u16,
     /// Shift of the client's advertised windows (0 when scaling was not negotiated).
     pub client_wscale: u8,
 }
@@ -194,15 +196,13 @@ impl TlsFlow {
                     if !self.down.has_unacked() {
                         self.rto = None;
                     }
-                    if inner > self.ack_to_server {
-                        self.ack_to_server = inner;
-                        if payload.is_empty() && !seg.fin {
-                            self.send_server(Control::None, &[], out);
-                        }
-                    }
+                    self.ack_to_server = self.ack_to_server.max(inner);
                 }
             }
         }
+        // A bare ACK from the client always reaches the server, duplicates included: the
+        // server's retransmission and window logic relies on them.
+        let mut ack_server = payload.is_empty() && !seg.fin && seg.ack.is_some();
         if !payload.is_empty() {
             if let Some(off) = self.client.offset(seg.seq, self.up.next()) {
                 self.client_data(now, off, payload, &mut ups, &mut sends)?;
@@ -210,7 +210,10 @@ impl TlsFlow {
         }
         for u in ups {
             match u {
-                Up::Forward { inner, data } => self.forward(inner, &data, out),
+                Up::Forward { inner, data } => {
+                    ack_server = false;
+                    self.forward(inner, &data, out)
+                }
                 Up::KeyUpdate { requested: true } => {
                     let mut rec = Vec::new();
                     if let Some(l) = self.layer() {
@@ -221,6 +224,9 @@ impl TlsFlow {
                 // close_notify and unrequested updates: consumed; the FIN says the rest.
                 Up::KeyUpdate { requested: false } | Up::Alert(_) => {}
             }
+        }
+        if ack_server {
+            self.send_server(Control::None, &[], out);
         }
         let consumed = !payload.is_empty();
         self.emit_to_client(now, &sends, consumed, out);
@@ -334,6 +340,11 @@ impl TlsFlow {
                 fin_at = self.down.fin(inner);
             }
         }
+        // Server data the client already has (an old retransmission) produces nothing to send:
+        // the server must still hear the ACK, or it retransmits forever.
+        if !payload.is_empty() && sends.is_empty() {
+            self.send_server(Control::None, &[], out);
+        }
         self.emit_to_client(now, &sends, acked, out);
         if let Some(outer) = fin_at {
             self.send_client(Control::Fin, outer, &[], out);
@@ -376,18 +387,22 @@ impl TlsFlow {
         Verdict::Closed
     }
 
-    /// Plaintext for the server at inner offset `inner`.
+    /// Plaintext for the server at inner offset `inner`, cut to the server's MSS (a record
+    /// carries up to 16 KiB).
     fn forward(&mut self, inner: u64, data: &[u8], out: &mut Vec<Vec<u8>>) {
-        let b = Build {
-            src: self.ends.client,
-            dst: self.ends.backend,
-            seq: self.client.seq(inner),
-            ack: Some(self.server.seq(self.ack_to_server.max(1))),
-            control: Control::Psh,
-            window: self.client_window,
-            payload: data,
-        };
-        out.extend(b.emit());
+        let mss = self.ends.server_mss.max(1) as usize;
+        for (i, chunk) in data.chunks(mss).enumerate() {
+            let b = Build {
+                src: self.ends.client,
+                dst: self.ends.backend,
+                seq: self.client.seq(inner + (i * mss) as u64),
+                ack: Some(self.server.seq(self.ack_to_server.max(1))),
+                control: Control::Psh,
+                window: self.client_window,
+                payload: chunk,
+            };
+            out.extend(b.emit());
+        }
     }
 
     /// A segment to the server with no data (ACK, FIN, RST) at the end of the inner stream.

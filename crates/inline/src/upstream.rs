@@ -361,11 +361,28 @@ impl Upstream {
     }
 
     /// The ACK the engine may give the client on its own: the server's last ACK extended over
-    /// records that carried nothing for the server (alerts, key updates) right after it.
+    /// records that carried nothing for the server (alerts, key updates) right after it, and
+    /// over the part of a record still being assembled, all but its last byte received.
+    ///
+    /// Why the partial record: in buffered mode nothing of a record reaches the server before
+    /// its last byte, so the server's ACKs cannot move while the client waits for an ACK to
+    /// send more — after a loss the client resends one segment per timeout and never reaches
+    /// the record's end (seen in simulation). The engine holds those bytes itself, so it may
+    /// acknowledge them; it keeps the last byte unacknowledged, so that once the record is
+    /// released the client still retransmits its tail until the server has the plaintext,
+    /// which is what re-delivers a lost plaintext segment. Only done when the server has
+    /// acknowledged everything before the partial record.
     pub fn client_ack(&self) -> u64 {
-        match self.pairs.ack_to_outer(self.inner_acked) {
+        let translated = match self.pairs.ack_to_outer(self.inner_acked) {
             Mapped::At(o) => o.max(self.outer_acked),
             _ => self.outer_acked,
+        };
+        match &self.record {
+            // Only once every earlier record is acknowledged by the server: jumping over a
+            // released record the server has not acknowledged would stop the client from
+            // retransmitting it, and its plaintext from being re-delivered.
+            Some((_, start, _)) if translated >= *start && self.next() > 0 => translated.max(self.next() - 1),
+            _ => translated,
         }
     }
 
