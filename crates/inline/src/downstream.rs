@@ -171,10 +171,14 @@ impl Downstream {
         self.sent.push_back(Sent { outer, inner, inner_len, bytes });
     }
 
-    /// Resends the stored records whose plaintext overlaps inner `[start, end)`.
+    /// Resends the stored records whose plaintext overlaps inner `[start, end)`, and the
+    /// engine's own unacknowledged records before them (a lost KeyUpdate or alert would
+    /// otherwise leave a hole the server's retransmissions never fill).
     fn resend(&mut self, start: u64, end: u64, out: &mut Vec<Send>) {
-        for s in &self.sent {
-            if s.inner_len > 0 && s.inner < end && s.inner + s.inner_len as u64 > start {
+        let Some(last) = self.sent.iter().rposition(|s| s.inner_len > 0 && s.inner < end) else { return };
+        for s in self.sent.iter().take(last + 1) {
+            let overlaps = s.inner_len > 0 && s.inner + s.inner_len as u64 > start;
+            if overlaps || s.inner_len == 0 {
                 self.stats.resent_records += 1;
                 out.push(Send { outer: s.outer, data: s.bytes.clone() });
             }

@@ -220,6 +220,7 @@ impl TlsFlow {
                         l.send_key_update(&mut rec).map_err(DownError::from)?;
                     }
                     self.down.inject(rec, &mut sends)?;
+                    self.rto.get_or_insert((now + RTO, 0));
                 }
                 // close_notify and unrequested updates: consumed; the FIN says the rest.
                 Up::KeyUpdate { requested: false } | Up::Alert(_) => {}
@@ -335,6 +336,7 @@ impl TlsFlow {
                         let mut rec = Vec::new();
                         l.seal_alert(ALERT_CLOSE_NOTIFY, &mut rec).map_err(DownError::from)?;
                         self.down.inject(rec, &mut sends)?;
+                        self.rto.get_or_insert((now + RTO, 0));
                     }
                 }
                 fin_at = self.down.fin(inner);

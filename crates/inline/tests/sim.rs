@@ -117,6 +117,8 @@ struct Impair {
     duplicate: f64,
 }
 
+const MIX: Impair = Impair { loss: 0.03, reorder: 0.05, duplicate: 0.01 };
+
 /// Where a packet is going on the simulated wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Hop {
@@ -157,6 +159,18 @@ struct Outcome {
 }
 
 fn simulate(seed: u64, suite: rustls::SupportedCipherSuite, imp: Impair, bytes: usize) -> Outcome {
+    simulate_with(seed, suite, imp, bytes, None)
+}
+
+/// `key_update_at`: the client updates its keys (asking the engine to do the same) once it has
+/// written that many bytes.
+fn simulate_with(
+    seed: u64,
+    suite: rustls::SupportedCipherSuite,
+    imp: Impair,
+    bytes: usize,
+    mut key_update_at: Option<usize>,
+) -> Outcome {
     let (server_cfg, client_cfg) = configs(suite);
     let mut engine = Engine::new(Config {
         services: vec![Service {
@@ -269,6 +283,10 @@ fn simulate(seed: u64, suite: rustls::SupportedCipherSuite, imp: Impair, bytes: 
                 }
             }
         }
+        if key_update_at.is_some_and(|at| written >= at) {
+            tls.refresh_traffic_keys().unwrap();
+            key_update_at = None;
+        }
         if !tls.is_handshaking() && written < payload.len() && tls_out.len() < 32768 {
             let n = (payload.len() - written).min(4000);
             tls.writer().write_all(&payload[written..written + n]).unwrap();
@@ -317,10 +335,12 @@ fn clean_link_every_suite() {
 
 #[test]
 fn impaired_links_many_seeds() {
-    let imp = Impair { loss: 0.03, reorder: 0.05, duplicate: 0.01 };
+    let imp = MIX;
     let suites: Vec<_> = TLS13.iter().chain(TLS12).copied().collect();
     let mut failed = Vec::new();
-    for seed in 1..=20u64 {
+    // SIM_SEEDS=1000 for a longer search; 20 by default keeps the suite quick.
+    let seeds: u64 = std::env::var("SIM_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    for seed in 1..=seeds {
         let suite = suites[seed as usize % suites.len()];
         let o = simulate(seed, suite, imp, 100_000);
         if o.finished_at.is_none() {
@@ -341,5 +361,23 @@ fn each_impairment_alone() {
             let o = simulate(seed, TLS13[0], imp, 60_000);
             assert!(o.finished_at.is_some(), "{name} seed {seed}: {} of {} bytes echoed", o.echoed, o.sent);
         }
+    }
+}
+
+#[test]
+fn client_key_update_mid_stream_under_impairment() {
+    for seed in 1..=9u64 {
+        let suite = TLS13[seed as usize % 3];
+        let o = simulate_with(seed, suite, MIX, 80_000, Some(40_000));
+        assert!(o.finished_at.is_some(), "seed {seed}: {} of {} bytes echoed", o.echoed, o.sent);
+    }
+}
+
+#[test]
+fn heavy_impairment_larger_transfers() {
+    let heavy = Impair { loss: 0.08, reorder: 0.15, duplicate: 0.05 };
+    for seed in 1..=4u64 {
+        let o = simulate(seed, TLS13[seed as usize % 3], heavy, 300_000);
+        assert!(o.finished_at.is_some(), "seed {seed}: {} of {} bytes echoed", o.echoed, o.sent);
     }
 }
