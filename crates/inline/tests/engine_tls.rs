@@ -321,3 +321,31 @@ fn the_engines_handshake_bytes_are_retransmitted_until_acknowledged() {
     assert_eq!(payloads(&again), payloads(&first), "the same bytes again");
     assert!(n.engine.poll_timeout().unwrap() > deadline, "backed off");
 }
+
+#[test]
+fn a_reset_in_the_middle_of_a_record_releases_none_of_it() {
+    let mut n = Net::new(TLS13[2]);
+    open_connection(&mut n);
+    n.client.writer().write_all(&[7u8; 3000]).unwrap();
+    let bytes = client_output(&mut n.client);
+    // Half the record arrives, then the client resets.
+    let half = &bytes[..bytes.len() / 2];
+    let seq = CISN.wrapping_add(1 + n.c_sent);
+    n.feed(data(sa(CLIENT), sa(SERVICE), seq, SISN + 1 + n.c_recv, half));
+    let rst = Build {
+        src: sa(CLIENT),
+        dst: sa(SERVICE),
+        seq: Seq(seq.wrapping_add(half.len() as u32)),
+        ack: None,
+        control: Control::Rst,
+        window: 0,
+        payload: &[],
+    };
+    n.feed(rst.emit().unwrap());
+    let segs: Vec<_> = n.to_server.iter().map(|p| packet::parse(p).unwrap()).collect();
+    assert!(segs.iter().all(|s| s.payload.is_empty()), "no plaintext of the partial record");
+    let r = segs.last().expect("the RST reaches the server");
+    assert!(r.rst);
+    assert_eq!(r.seq, Seq(CISN.wrapping_add(1)), "at the end of what the server received");
+    assert_eq!(n.engine.flow_count(), 0);
+}
