@@ -79,6 +79,8 @@ pub struct Stats {
     pub midstream: u64,
     pub flows_expired: u64,
     pub flows_reset: u64,
+    /// Service flows whose first client bytes were not a TLS handshake: passed through.
+    pub not_tls: u64,
 }
 
 /// Per-flow bounds of the data path (fixed for now; to become configuration).
@@ -189,17 +191,24 @@ impl Engine {
         if let (false, Some(tls)) = (is_syn, flow.tls.as_mut()) {
             // The TLS data path consumes the segment and builds what each side gets.
             let verdict = tls.client_packet(now, seg, &pkt[seg.payload.clone()], out);
-            if tls.is_established() && flow.state == FlowState::Handshake {
-                flow.state = FlowState::Established;
+            if verdict == Verdict::NotTls {
+                // Nothing consumed yet: the flow continues as plain TCP, this packet included.
+                flow.tls = None;
+                flow.state = FlowState::PassThrough;
+                self.stats.not_tls += 1;
+            } else {
+                if tls.is_established() && flow.state == FlowState::Handshake {
+                    flow.state = FlowState::Established;
+                }
+                self.stats.forwarded += 1;
+                if verdict == Verdict::Closed || seg.rst {
+                    self.remove(&key);
+                    self.stats.flows_reset += 1;
+                } else if seg.fin {
+                    flow.state = FlowState::Closing;
+                }
+                return;
             }
-            self.stats.forwarded += 1;
-            if verdict == Verdict::Closed || seg.rst {
-                self.remove(&key);
-                self.stats.flows_reset += 1;
-            } else if seg.fin {
-                flow.state = FlowState::Closing;
-            }
-            return;
         }
         if is_syn {
             flow.client_wscale = packet::window_scale(&pkt[seg.tcp.start + 20..seg.payload.start]);
@@ -210,6 +219,7 @@ impl Engine {
             if is_syn {
                 mss = packet::lower_mss(t.options_mut(), max_overhead());
                 packet::strip_sack_permitted(t.options_mut());
+                packet::strip_timestamps(t.options_mut());
             }
             t.set_dst_port(backend_port);
             mss

@@ -228,9 +228,23 @@ pub fn window_scale(opts: &[u8]) -> Option<u8> {
 /// Replaces a SACK-permitted option with NOPs, so neither end uses SACK on the flow: SACK blocks
 /// name sequence ranges the engine would otherwise have to translate through the pair table.
 pub fn strip_sack_permitted(opts: &mut [u8]) -> bool {
-    let found = options(opts).into_iter().find(|(k, r)| *k == OPT_SACK_PERMITTED && r.is_empty());
+    strip(opts, OPT_SACK_PERMITTED, 0)
+}
+
+/// Replaces a timestamps option with NOPs, so timestamps are never negotiated: the engine
+/// builds most of a TLS flow's segments itself, and RFC 7323 lets a receiver drop segments
+/// without the option once it was negotiated. (Carrying the peers' values through instead is
+/// possible, see docs/inline-engine.md.)
+pub fn strip_timestamps(opts: &mut [u8]) -> bool {
+    const OPT_TIMESTAMPS: u8 = 8;
+    strip(opts, OPT_TIMESTAMPS, 8)
+}
+
+/// Replaces the option `kind` whose value is `value_len` bytes with NOPs.
+fn strip(opts: &mut [u8], kind: u8, value_len: usize) -> bool {
+    let found = options(opts).into_iter().find(|(k, r)| *k == kind && r.len() == value_len);
     if let Some((_, r)) = found {
-        opts[r.start - 2..r.start].fill(OPT_NOP);
+        opts[r.start - 2..r.end].fill(OPT_NOP);
         return true;
     }
     false
@@ -263,6 +277,10 @@ mod tests {
         assert_eq!(&o[9..], &[3, 3, 7], "window scale untouched");
         assert_eq!(window_scale(&o), Some(7));
         assert_eq!(mss(&o), Some(1431));
+        let mut ts = [1, 1, 8, 10, 1, 2, 3, 4, 5, 6, 7, 8, 3, 3, 7];
+        assert!(strip_timestamps(&mut ts));
+        assert_eq!(&ts[..12], &[1; 12]);
+        assert_eq!(window_scale(&ts), Some(7));
         assert_eq!(window_scale(&[3, 3, 20]), Some(14));
         assert_eq!(window_scale(&[1, 1]), None);
         let mut none = [1u8, 1, 1, 0];

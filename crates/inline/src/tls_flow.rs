@@ -63,6 +63,9 @@ pub enum Verdict {
     Continue,
     /// Reset (by a peer or the engine): remove the flow.
     Closed,
+    /// The client's first bytes are not a TLS handshake record and nothing has been consumed:
+    /// the engine forwards this segment and the rest of the flow unchanged.
+    NotTls,
 }
 
 pub struct TlsFlow {
@@ -164,11 +167,24 @@ impl TlsFlow {
         payload: &[u8],
         out: &mut Vec<Vec<u8>>,
     ) -> Verdict {
+        if self.is_not_tls(seg, payload) {
+            return Verdict::NotTls;
+        }
         self.client_window = seg.window;
         match self.client_inner(now, seg, payload, out) {
             Ok(v) => v,
             Err(e) => self.fail(&e, out),
         }
+    }
+
+    /// The first client byte of the stream, before the engine consumed or sent anything, is
+    /// not a handshake record's content type (22).
+    fn is_not_tls(&self, seg: &Segment, payload: &[u8]) -> bool {
+        matches!(self.keys, Keys::Handshake(_))
+            && self.up.next() == 1
+            && self.down.outer_end() == 1
+            && self.client.offset(seg.seq, 1) == Some(1)
+            && payload.first().is_some_and(|&b| b != 22)
     }
 
     fn client_inner(

@@ -349,3 +349,37 @@ fn a_reset_in_the_middle_of_a_record_releases_none_of_it() {
     assert_eq!(r.seq, Seq(CISN.wrapping_add(1)), "at the end of what the server received");
     assert_eq!(n.engine.flow_count(), 0);
 }
+
+#[test]
+fn a_service_flow_that_is_not_tls_passes_through() {
+    let mut n = Net::new(TLS13[0]);
+    n.feed(syn(sa(CLIENT), sa(SERVICE), CISN, None));
+    n.feed(syn(sa(BACKEND), sa(CLIENT), SISN, Some(CISN + 1)));
+    n.feed(data(sa(CLIENT), sa(SERVICE), CISN + 1, SISN + 1, &[]));
+    n.to_server.clear();
+    // Plain HTTP to the TLS port: the engine steps aside.
+    let request = b"GET / HTTP/1.0\r\n\r\n";
+    let mut out = Vec::new();
+    n.engine.handle_packet(n.now, data(sa(CLIENT), sa(SERVICE), CISN + 1, SISN + 1, request), &mut out);
+    assert_eq!(out.len(), 1);
+    let seg = packet::parse(&out[0]).unwrap();
+    assert_eq!((seg.dst, seg.seq), (sa(BACKEND), Seq(CISN + 1)));
+    assert_eq!(&out[0][seg.payload.clone()], request);
+    assert!(packet::checksum_ok(&out[0]));
+    // The answer comes back as it was sent, from the service port.
+    let answer = data(
+        sa(BACKEND),
+        sa(CLIENT),
+        SISN + 1,
+        CISN.wrapping_add(1 + request.len() as u32),
+        b"HTTP/1.0 200 OK\r\n\r\n",
+    );
+    let mut out = Vec::new();
+    n.engine.handle_packet(n.now, answer.clone(), &mut out);
+    let seg = packet::parse(&out[0]).unwrap();
+    assert_eq!((seg.src, seg.seq), (sa(SERVICE), Seq(SISN + 1)));
+    assert_eq!(out[0][seg.payload.clone()], answer[packet::parse(&answer).unwrap().payload]);
+    assert_eq!(n.engine.stats().not_tls, 1);
+    let report = n.engine.report();
+    assert_eq!(report.connections[0].state, FlowState::PassThrough);
+}
