@@ -38,6 +38,27 @@ pub struct Service {
     pub release: Release,
     /// Certificates and protocol settings; `enable_secret_extraction` must be set.
     pub tls: Arc<ServerConfig>,
+    /// Balanced mode: the servers behind `addr` (a virtual address). Each flow goes to one,
+    /// chosen by rendezvous hashing of the client's address, so a client sticks to a member.
+    pub pool: Vec<SocketAddr>,
+}
+
+impl Service {
+    /// The server a flow from `client` goes to.
+    fn backend_for(&self, client: SocketAddr) -> SocketAddr {
+        if self.mode == Mode::Balanced && !self.pool.is_empty() {
+            let score = |m: &SocketAddr| fnv1a(format!("{}|{m}", client.ip()).as_bytes());
+            if let Some(m) = self.pool.iter().max_by_key(|m| score(m)) {
+                return *m;
+            }
+        }
+        SocketAddr::new(self.addr.ip(), self.server_port.unwrap_or(self.addr.port()))
+    }
+}
+
+/// FNV-1a: a stable, seedless hash, so the choice of member survives restarts.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -162,9 +183,7 @@ impl Engine {
                 self.stats.syn_dropped += 1;
                 return;
             }
-            let service = &self.config.services[svc];
-            let backend =
-                SocketAddr::new(service.addr.ip(), service.server_port.unwrap_or(service.addr.port()));
+            let backend = self.config.services[svc].backend_for(key.client);
             self.flows.insert(
                 key,
                 Flow {
@@ -213,7 +232,6 @@ impl Engine {
         if is_syn {
             flow.client_wscale = packet::window_scale(&pkt[seg.tcp.start + 20..seg.payload.start]);
         }
-        let backend_port = flow.backend.port();
         let mss = packet::edit_tcp(&mut pkt, seg, |t| {
             let mut mss = None;
             if is_syn {
@@ -221,9 +239,9 @@ impl Engine {
                 packet::strip_sack_permitted(t.options_mut());
                 packet::strip_timestamps(t.options_mut());
             }
-            t.set_dst_port(backend_port);
             mss
         });
+        packet::readdress(&mut pkt, seg, key.client, flow.backend);
         if is_syn {
             flow.mss = mss.or(flow.mss);
         }
@@ -286,8 +304,7 @@ impl Engine {
                 )));
             }
         }
-        let service_port = key.server.port();
-        packet::edit_tcp(&mut pkt, seg, |t| t.set_src_port(service_port));
+        packet::readdress(&mut pkt, seg, key.server, key.client);
         if seg.rst {
             self.remove(&key);
             self.stats.flows_reset += 1;

@@ -86,6 +86,7 @@ fn fuzz_config() -> Config {
         mode: Mode::Direct,
         release: Release::Buffered,
         tls: tls.clone(),
+        pool: Vec::new(),
     };
     Config {
         services: vec![service("10.0.0.2:443", Some(80)), service("[fd00::2]:443", None)],

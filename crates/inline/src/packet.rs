@@ -83,6 +83,32 @@ pub fn edit_tcp<R>(packet: &mut [u8], seg: &Segment, f: impl FnOnce(&mut TcpPack
     r
 }
 
+/// Rewrites the packet's source and destination (addresses and ports, same family as before),
+/// refilling the IPv4 header checksum and the TCP checksum over the new pseudo-header. Used for
+/// the port rewrite of direct mode and the address rewrite of balanced mode. Returns false
+/// (packet untouched) for a family change.
+pub fn readdress(packet: &mut [u8], seg: &Segment, src: SocketAddr, dst: SocketAddr) -> bool {
+    match (src.ip(), dst.ip(), packet[0] >> 4) {
+        (IpAddr::V4(s), IpAddr::V4(d), 4) => {
+            let mut p = Ipv4Packet::new_unchecked(&mut *packet);
+            p.set_src_addr(s);
+            p.set_dst_addr(d);
+            p.fill_checksum();
+        }
+        (IpAddr::V6(s), IpAddr::V6(d), 6) => {
+            let mut p = Ipv6Packet::new_unchecked(&mut *packet);
+            p.set_src_addr(s);
+            p.set_dst_addr(d);
+        }
+        _ => return false,
+    }
+    let mut t = TcpPacket::new_unchecked(&mut packet[seg.tcp.clone()]);
+    t.set_src_port(src.port());
+    t.set_dst_port(dst.port());
+    t.fill_checksum(&ip(src.ip()), &ip(dst.ip()));
+    true
+}
+
 /// True when the packet's TCP checksum is right (tests and the simulator's link check it).
 pub fn checksum_ok(packet: &[u8]) -> bool {
     parse(packet).is_some_and(|seg| {

@@ -38,6 +38,7 @@ fn engine(max_flows: usize) -> Engine {
         mode: Mode::Direct,
         release: Release::Buffered,
         tls: tls.clone(),
+        pool: Vec::new(),
     };
     Engine::new(Config {
         services: vec![service(V4_SERVICE, Some(80)), service(V6_SERVICE, None)],
@@ -254,4 +255,45 @@ fn established_flows_idle_out_later_than_half_open_ones() {
     e.handle_timeout(Duration::from_millis(60_010), &mut Vec::new());
     assert_eq!(e.flow_count(), 0);
     assert_eq!(e.stats().flows_expired, 1);
+}
+
+#[test]
+fn balanced_mode_rewrites_addresses_per_flow_and_sticks_to_a_member() {
+    let pool = vec![sa("10.0.1.1:80"), sa("10.0.1.2:80"), sa("10.0.1.3:8080")];
+    let vip = sa("10.0.0.100:443");
+    let mut e = Engine::new(Config {
+        services: vec![Service {
+            addr: vip,
+            server_port: None,
+            mode: Mode::Balanced,
+            release: Release::Buffered,
+            tls: server_config(),
+            pool: pool.clone(),
+        }],
+        limits: Limits::default(),
+    });
+    let mut used = std::collections::HashSet::new();
+    for i in 0..60u16 {
+        let c = SocketAddr::new([10, 2, 0, i as u8].into(), 30000 + i);
+        let out = handle(&mut e, i as u64, build(c, vip, &repr(c, vip, TcpControl::Syn, 1, None)));
+        assert!(checksum_ok(&out[0]), "IP and TCP checksums after the address rewrite");
+        let seg = packet::parse(&out[0]).unwrap();
+        assert!(pool.contains(&seg.dst));
+        assert_eq!(seg.src, c, "the server sees the client's own address");
+        used.insert(seg.dst);
+        // The SYN again (retransmitted) goes to the same member; so does a new flow from the
+        // same client address.
+        let again = handle(&mut e, i as u64, build(c, vip, &repr(c, vip, TcpControl::Syn, 1, None)));
+        assert_eq!(packet::parse(&again[0]).unwrap().dst, seg.dst);
+        let c2 = SocketAddr::new(c.ip(), c.port() + 1000);
+        let other = handle(&mut e, i as u64, build(c2, vip, &repr(c2, vip, TcpControl::Syn, 1, None)));
+        assert_eq!(packet::parse(&other[0]).unwrap().dst, seg.dst, "sticky per client address");
+        // The member's SYN-ACK reaches the client from the virtual address.
+        let m = seg.dst;
+        let back = handle(&mut e, i as u64, build(m, c, &repr(m, c, TcpControl::Syn, 9, Some(2))));
+        assert!(checksum_ok(&back[0]));
+        let b = packet::parse(&back[0]).unwrap();
+        assert_eq!((b.src, b.dst), (vip, c));
+    }
+    assert_eq!(used.len(), 3, "flows spread over the pool");
 }

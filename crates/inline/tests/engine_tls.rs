@@ -99,6 +99,7 @@ impl Net {
                 mode: Mode::Direct,
                 release: Release::Buffered,
                 tls: server_cfg,
+                pool: Vec::new(),
             }],
             limits: Limits::default(),
         });

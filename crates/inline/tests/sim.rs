@@ -159,7 +159,7 @@ struct Outcome {
 }
 
 fn simulate(seed: u64, suite: rustls::SupportedCipherSuite, imp: Impair, bytes: usize) -> Outcome {
-    simulate_with(seed, suite, imp, bytes, None)
+    simulate_with(seed, suite, imp, bytes, None, false)
 }
 
 /// `key_update_at`: the client updates its keys (asking the engine to do the same) once it has
@@ -170,15 +170,19 @@ fn simulate_with(
     imp: Impair,
     bytes: usize,
     mut key_update_at: Option<usize>,
+    balanced: bool,
 ) -> Outcome {
     let (server_cfg, client_cfg) = configs(suite);
     let mut engine = Engine::new(Config {
+        // Direct: the server's own address, port 443 toward 80. Balanced: a virtual address
+        // in front of a pool of one.
         services: vec![Service {
-            addr: "10.0.0.2:443".parse().unwrap(),
+            addr: if balanced { "10.0.0.9:443" } else { "10.0.0.2:443" }.parse().unwrap(),
             server_port: Some(80),
-            mode: Mode::Direct,
+            mode: if balanced { Mode::Balanced } else { Mode::Direct },
             release: Release::Buffered,
             tls: server_cfg,
+            pool: if balanced { vec!["10.0.0.2:80".parse().unwrap()] } else { Vec::new() },
         }],
         limits: Limits::default(),
     });
@@ -188,7 +192,8 @@ fn simulate_with(
     {
         let cx = client_host.iface.context();
         let sock = client_host.sockets.get_mut::<tcp::Socket>(client_host.sock);
-        sock.connect(cx, (IpAddress::v4(10, 0, 0, 2), 443), 40000 + (seed % 20000) as u16).unwrap();
+        let to = if balanced { IpAddress::v4(10, 0, 0, 9) } else { IpAddress::v4(10, 0, 0, 2) };
+        sock.connect(cx, (to, 443), 40000 + (seed % 20000) as u16).unwrap();
     }
     let mut tls = ClientConnection::new(client_cfg, ServerName::try_from("localhost").unwrap()).unwrap();
     let mut link =
@@ -368,7 +373,7 @@ fn each_impairment_alone() {
 fn client_key_update_mid_stream_under_impairment() {
     for seed in 1..=9u64 {
         let suite = TLS13[seed as usize % 3];
-        let o = simulate_with(seed, suite, MIX, 80_000, Some(40_000));
+        let o = simulate_with(seed, suite, MIX, 80_000, Some(40_000), false);
         assert!(o.finished_at.is_some(), "seed {seed}: {} of {} bytes echoed", o.echoed, o.sent);
     }
 }
@@ -378,6 +383,15 @@ fn heavy_impairment_larger_transfers() {
     let heavy = Impair { loss: 0.08, reorder: 0.15, duplicate: 0.05 };
     for seed in 1..=4u64 {
         let o = simulate(seed, TLS13[seed as usize % 3], heavy, 300_000);
+        assert!(o.finished_at.is_some(), "seed {seed}: {} of {} bytes echoed", o.echoed, o.sent);
+    }
+}
+
+#[test]
+fn balanced_mode_under_impairment() {
+    for seed in 1..=6u64 {
+        let suite = TLS13.iter().chain(TLS12).nth(seed as usize % 5).copied().unwrap();
+        let o = simulate_with(seed, suite, MIX, 100_000, None, true);
         assert!(o.finished_at.is_some(), "seed {seed}: {} of {} bytes echoed", o.echoed, o.sent);
     }
 }
