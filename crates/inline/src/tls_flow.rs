@@ -246,7 +246,7 @@ impl TlsFlow {
             self.send_server(Control::None, &[], out);
         }
         let consumed = !payload.is_empty();
-        self.emit_to_client(now, &sends, consumed, out);
+        self.emit_to_client(&sends, consumed, out);
         if seg.fin {
             // The FIN follows the segment's payload; it goes on once every byte before it did.
             let at = self.client.offset(seg.seq + payload.len() as u32, self.up.next());
@@ -363,7 +363,7 @@ impl TlsFlow {
         if !payload.is_empty() && sends.is_empty() {
             self.send_server(Control::None, &[], out);
         }
-        self.emit_to_client(now, &sends, acked, out);
+        self.emit_to_client(&sends, acked, out);
         if let Some(outer) = fin_at {
             self.send_client(Control::Fin, outer, &[], out);
         }
@@ -382,7 +382,7 @@ impl TlsFlow {
         }
         let mut sends = Vec::new();
         self.down.resend_unacked(&mut sends);
-        self.emit_to_client(now, &sends, false, out);
+        self.emit_to_client(&sends, false, out);
         let next = (backoff + 1).min(MAX_BACKOFF);
         self.rto = Some((now + RTO * (1 << next), next));
     }
@@ -444,7 +444,7 @@ impl TlsFlow {
 
     /// Records for the client, cut to its MSS, each carrying the current ACK; or a bare ACK
     /// when nothing is to be sent but the client's bytes were consumed or acknowledged.
-    fn emit_to_client(&mut self, _now: Duration, sends: &[Send], ack_anyway: bool, out: &mut Vec<Vec<u8>>) {
+    fn emit_to_client(&mut self, sends: &[Send], ack_anyway: bool, out: &mut Vec<Vec<u8>>) {
         self.ack_to_client = self.ack_to_client.max(self.up.client_ack());
         let mss = self.ends.client_mss.max(1) as usize;
         for s in sends {

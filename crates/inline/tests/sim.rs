@@ -158,6 +158,10 @@ struct Outcome {
     finished_at: Option<Duration>,
 }
 
+/// The engine's per-flow state may never exceed this (its bounds: hold queues 256 KiB and
+/// unacknowledged data 1 MiB per direction, 4096 pairs per direction, a partial record).
+const STATE_BOUND: usize = 3 << 20;
+
 fn simulate(seed: u64, suite: rustls::SupportedCipherSuite, imp: Impair, bytes: usize) -> Outcome {
     simulate_with(seed, suite, imp, bytes, None, false)
 }
@@ -308,6 +312,10 @@ fn simulate_with(
         server_host.poll(now);
         for p in client_host.dev.tx.drain(..).chain(server_host.dev.tx.drain(..)) {
             link.send(t, Hop::Engine, p);
+        }
+        if t % 100_000 == 0 {
+            let peak = engine.report().peak_flow_state();
+            assert!(peak <= STATE_BOUND, "seed {seed}: {peak} bytes of state in one flow");
         }
         if echoed.len() >= payload.len() {
             assert_eq!(echoed, payload, "seed {seed}: echoed bytes differ");
