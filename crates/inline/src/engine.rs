@@ -376,8 +376,8 @@ impl Engine {
                         .as_ref()
                         .map(|t| t.downstream().pairs().entries().copied().collect())
                         .unwrap_or_default(),
-                    up: f.up,
-                    down: f.down,
+                    up: f.tls.as_ref().map_or(f.up, |t| t.counters().0),
+                    down: f.tls.as_ref().map_or(f.down, |t| t.counters().1),
                     record_seqs: f.tls.as_ref().and_then(|t| t.record_seqs()),
                     state_bytes: f.state_bytes(),
                     last_activity: f.last_activity,

@@ -13,6 +13,7 @@ use crate::packet::{Build, Control, Segment};
 use crate::record_crypto::{CryptoError, RecordLayer};
 use crate::seq::Stream;
 use crate::seq_map::SeqMap;
+use crate::tables::Counters;
 use crate::upstream::{Up, UpError, UpLimits, Upstream};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -145,6 +146,29 @@ impl TlsFlow {
 
     pub fn deadline(&self) -> Option<Duration> {
         self.rto.map(|(d, _)| d)
+    }
+
+    /// Counters for the connection table: (client → server, server → client). Plaintext bytes
+    /// are those the record layer released or sealed; outer bytes those sent to the client
+    /// (records, the engine's own included) or received from it in order.
+    pub fn counters(&self) -> (Counters, Counters) {
+        let (us, ds) = (self.up.stats(), self.down.stats());
+        let (up_outer, up_inner) = self.up.pairs().end();
+        let (down_outer, down_inner) = self.down.pairs().end();
+        (
+            Counters {
+                outer_bytes: up_outer - 1,
+                inner_bytes: up_inner - 1,
+                records: us.records,
+                retransmissions: us.retransmitted,
+            },
+            Counters {
+                outer_bytes: down_outer - 1,
+                inner_bytes: down_inner - 1,
+                records: ds.records,
+                retransmissions: ds.retransmitted,
+            },
+        )
     }
 
     pub fn state_bytes(&self) -> usize {

@@ -270,6 +270,11 @@ fn a_request_and_response_cross_the_engine() {
         let row = report.connection(&key).unwrap();
         assert!(row.record_seqs.is_some());
         assert!(!row.pairs_down.is_empty());
+        assert_eq!(row.up.inner_bytes, request.len() as u64, "plaintext to the server");
+        assert_eq!(row.up.outer_bytes, n.c_sent as u64, "everything the client sent, in order");
+        assert_eq!(row.down.inner_bytes, response.len() as u64);
+        assert_eq!(row.down.outer_bytes, n.c_recv as u64, "everything the client received");
+        assert_eq!(row.down.records, 1, "one record for the one server segment");
     }
 }
 
