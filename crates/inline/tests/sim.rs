@@ -75,15 +75,16 @@ struct Host {
 }
 
 impl Host {
-    fn new(addr: [u8; 4]) -> Host {
+    fn new(addr: [u8; 4], rx_buffer: usize) -> Host {
         let mut dev = Dev::default();
         let mut iface = Interface::new(IfaceConfig::new(HardwareAddress::Ip), &mut dev, Instant::ZERO);
         iface.update_ip_addrs(|a| {
             a.push(IpCidr::new(IpAddress::v4(addr[0], addr[1], addr[2], addr[3]), 24)).unwrap()
         });
-        let buf = || tcp::SocketBuffer::new(vec![0; 65535]);
         let mut sockets = SocketSet::new(Vec::new());
-        let sock = sockets.add(tcp::Socket::new(buf(), buf()));
+        let rx = tcp::SocketBuffer::new(vec![0; rx_buffer]);
+        let tx = tcp::SocketBuffer::new(vec![0; 65535]);
+        let sock = sockets.add(tcp::Socket::new(rx, tx));
         Host { dev, iface, sockets, sock }
     }
 
@@ -163,19 +164,35 @@ struct Outcome {
 const STATE_BOUND: usize = 3 << 20;
 
 fn simulate(seed: u64, suite: rustls::SupportedCipherSuite, imp: Impair, bytes: usize) -> Outcome {
-    simulate_with(seed, suite, imp, bytes, None, false)
+    simulate_with(seed, suite, imp, bytes, Opts::default())
 }
 
-/// `key_update_at`: the client updates its keys (asking the engine to do the same) once it has
-/// written that many bytes.
+/// Variations of the scenario.
+#[derive(Clone, Copy, Debug)]
+struct Opts {
+    /// The client updates its keys (asking the engine to do the same) once it has written
+    /// this many bytes.
+    key_update_at: Option<usize>,
+    /// Balanced mode (a virtual address in front of the server) instead of direct.
+    balanced: bool,
+    /// The client's receive buffer, hence its window.
+    client_rx_buffer: usize,
+}
+
+impl Default for Opts {
+    fn default() -> Opts {
+        Opts { key_update_at: None, balanced: false, client_rx_buffer: 65535 }
+    }
+}
+
 fn simulate_with(
     seed: u64,
     suite: rustls::SupportedCipherSuite,
     imp: Impair,
     bytes: usize,
-    mut key_update_at: Option<usize>,
-    balanced: bool,
+    opts: Opts,
 ) -> Outcome {
+    let Opts { mut key_update_at, balanced, .. } = opts;
     let (server_cfg, client_cfg) = configs(suite);
     let mut engine = Engine::new(Config {
         // Direct: the server's own address, port 443 toward 80. Balanced: a virtual address
@@ -190,8 +207,8 @@ fn simulate_with(
         }],
         limits: Limits::default(),
     });
-    let mut client_host = Host::new([10, 0, 0, 1]);
-    let mut server_host = Host::new([10, 0, 0, 2]);
+    let mut client_host = Host::new([10, 0, 0, 1], opts.client_rx_buffer);
+    let mut server_host = Host::new([10, 0, 0, 2], 65535);
     server_host.socket().listen(80).unwrap();
     {
         let cx = client_host.iface.context();
@@ -381,7 +398,8 @@ fn each_impairment_alone() {
 fn client_key_update_mid_stream_under_impairment() {
     for seed in 1..=9u64 {
         let suite = TLS13[seed as usize % 3];
-        let o = simulate_with(seed, suite, MIX, 80_000, Some(40_000), false);
+        let o =
+            simulate_with(seed, suite, MIX, 80_000, Opts { key_update_at: Some(40_000), ..Opts::default() });
         assert!(o.finished_at.is_some(), "seed {seed}: {} of {} bytes echoed", o.echoed, o.sent);
     }
 }
@@ -399,7 +417,19 @@ fn heavy_impairment_larger_transfers() {
 fn balanced_mode_under_impairment() {
     for seed in 1..=6u64 {
         let suite = TLS13.iter().chain(TLS12).nth(seed as usize % 5).copied().unwrap();
-        let o = simulate_with(seed, suite, MIX, 100_000, None, true);
+        let o = simulate_with(seed, suite, MIX, 100_000, Opts { balanced: true, ..Opts::default() });
+        assert!(o.finished_at.is_some(), "seed {seed}: {} of {} bytes echoed", o.echoed, o.sent);
+    }
+}
+
+#[test]
+fn client_window_smaller_than_a_record() {
+    // 1000 bytes of receive buffer: a full server segment sealed (1431 + overhead) never fits,
+    // so the engine cuts records to the window and holds the rest.
+    for seed in 1..=4u64 {
+        let opts = Opts { client_rx_buffer: 1000, ..Opts::default() };
+        let imp = if seed % 2 == 0 { MIX } else { Impair { loss: 0.0, reorder: 0.0, duplicate: 0.0 } };
+        let o = simulate_with(seed, TLS13[seed as usize % 3], imp, 30_000, opts);
         assert!(o.finished_at.is_some(), "seed {seed}: {} of {} bytes echoed", o.echoed, o.sent);
     }
 }
