@@ -16,6 +16,7 @@
 //! - [`packet`]: the packet edge: IPv4/IPv6 + TCP read with smoltcp, in-place rewrites.
 //! - [`tables`]: the session, connection and queue-state tables as plain data.
 //! - [`tls_flow`]: a flow's TLS data path from the SYN-ACK on: segments to offsets and back.
+//! - [`sim`]: the deterministic simulator (smoltcp TCP on both ends, rustls clients, impaired link).
 //! - [`flow`]: one flow's state; [`engine`]: the flow table and the packet dispatch.
 
 pub mod downstream;
@@ -30,6 +31,7 @@ pub mod record;
 pub mod record_crypto;
 pub mod seq;
 pub mod seq_map;
+pub mod sim;
 pub mod tables;
 pub mod tls_flow;
 pub mod upstream;
