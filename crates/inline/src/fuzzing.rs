@@ -3,6 +3,7 @@
 use crate::engine::{Config, Engine, Limits, Service};
 use crate::packet;
 use crate::record::{Event, Framer, HEADER_LEN, MAX_CIPHERTEXT_TLS13};
+use crate::seq_map::{Mapped, SeqMap};
 use crate::tables::{Mode, Release};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -54,6 +55,47 @@ pub fn framer(data: &[u8]) {
                 Err(_) => return,
             }
             assert_eq!(f.offset(), consumed);
+        }
+    }
+}
+
+/// Random record pushes, prunes and translations on a sequence-pair table: translations stay
+/// monotonic, every plaintext boundary round-trips, the bound holds, and nothing panics.
+pub fn seq_map(data: &[u8]) {
+    let mut m = SeqMap::new(1, 1, 32);
+    let mut acked = (1u64, 1u64);
+    for op in data.chunks(4) {
+        let [kind, a, b, c] = match op {
+            [k, a, b, c] => [*k, *a, *b, *c],
+            _ => return,
+        };
+        match kind % 3 {
+            0 => {
+                let inner_len = u16::from_be_bytes([a, b]) as u32 % 2000;
+                let head = (c % 14) as u32;
+                let trail = (c / 14 % 18) as u32;
+                let _ = m.push(head + inner_len + trail, head, inner_len);
+            }
+            1 => {
+                let (end_o, end_i) = m.end();
+                let o = acked.0 + (u16::from_be_bytes([a, b]) as u64) % (end_o - acked.0 + 1);
+                if let Mapped::At(i) = m.to_inner(o) {
+                    acked = (o, i.min(end_i));
+                    m.prune(acked.0, acked.1);
+                }
+            }
+            _ => {}
+        }
+        assert!(m.len() <= 32);
+        let (start_o, start_i) = m.start();
+        let (end_o, end_i) = m.end();
+        assert!(start_o <= end_o && start_i <= end_i);
+        let mut last = 0;
+        for inner in start_i..=end_i.min(start_i + 300) {
+            let Mapped::At(o) = m.ack_to_outer(inner) else { panic!("{inner} inside the table") };
+            assert!(o >= last && (start_o..=end_o).contains(&o));
+            last = o;
+            assert_eq!(m.to_inner(o), Mapped::At(inner), "round trip at {inner}");
         }
     }
 }
@@ -168,6 +210,16 @@ mod tests {
         framer(&s);
         framer(&[]);
         framer(&[0, 23, 3, 3, 0xff, 0xff]);
+    }
+
+    #[test]
+    fn seq_map_entry_point() {
+        let mut ops = Vec::new();
+        for i in 0..200u8 {
+            ops.extend_from_slice(&[i % 3, i, i.wrapping_mul(7), i.wrapping_mul(13)]);
+        }
+        seq_map(&ops);
+        seq_map(&[]);
     }
 
     #[test]

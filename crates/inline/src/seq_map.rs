@@ -66,7 +66,9 @@ pub enum SeqMapError {
     Full(usize),
     #[error("entry does not continue the table: expected outer {outer} inner {inner}")]
     NotContiguous { outer: u64, inner: u64 },
-    #[error("entry head {head} + inner length {inner_len} exceeds its outer length {outer_len}")]
+    #[error(
+        "entry head {head} + inner length {inner_len} exceeds its outer length {outer_len}, or it is empty"
+    )]
     Malformed { head: u32, inner_len: u32, outer_len: u32 },
 }
 
@@ -118,7 +120,9 @@ impl SeqMap {
     /// `head` bytes in. Refused when full (the caller holds data back until ACKs prune entries)
     /// or when the lengths do not fit.
     pub fn push(&mut self, outer_len: u32, head: u32, inner_len: u32) -> Result<Entry, SeqMapError> {
-        if head as u64 + inner_len as u64 > outer_len as u64 {
+        // An empty outer range would make two entries start at one outer offset; a record is
+        // never empty (its header alone is 5 bytes).
+        if outer_len == 0 || head as u64 + inner_len as u64 > outer_len as u64 {
             return Err(SeqMapError::Malformed { head, inner_len, outer_len });
         }
         if self.entries.len() >= self.cap {

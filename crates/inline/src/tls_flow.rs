@@ -258,9 +258,9 @@ impl TlsFlow {
                     let mut rec = Vec::new();
                     if let Some(l) = self.layer() {
                         l.send_key_update(&mut rec).map_err(DownError::from)?;
+                        self.down.inject(rec, &mut sends)?;
+                        self.rto.get_or_insert((now + RTO, 0));
                     }
-                    self.down.inject(rec, &mut sends)?;
-                    self.rto.get_or_insert((now + RTO, 0));
                 }
                 // close_notify and unrequested updates: consumed; the FIN says the rest.
                 Up::KeyUpdate { requested: false } | Up::Alert(_) => {}
