@@ -68,6 +68,12 @@ pub struct Limits {
     /// A flow without its SYN-ACK expires after this.
     pub syn_timeout: Duration,
     pub idle_timeout: Duration,
+    /// A flow that saw a FIN expires after this much silence: closed connections must not hold
+    /// table entries for the whole idle timeout.
+    pub closing_timeout: Duration,
+    /// Per-flow bounds of the two data paths.
+    pub up: UpLimits,
+    pub down: DownLimits,
 }
 
 impl Default for Limits {
@@ -76,6 +82,9 @@ impl Default for Limits {
             max_flows: 65536,
             syn_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(300),
+            closing_timeout: Duration::from_secs(60),
+            up: UP_LIMITS,
+            down: DOWN_LIMITS,
         }
     }
 }
@@ -104,7 +113,7 @@ pub struct Stats {
     pub not_tls: u64,
 }
 
-/// Per-flow bounds of the data path (fixed for now; to become configuration).
+/// Default per-flow bounds of the data path.
 const UP_LIMITS: UpLimits = UpLimits {
     hold_bytes: 256 * 1024,
     hold_segments: 256,
@@ -299,8 +308,8 @@ impl Engine {
                     Stream::new(seg.seq),
                     hs,
                     seg.window,
-                    UP_LIMITS,
-                    DOWN_LIMITS,
+                    self.config.limits.up,
+                    self.config.limits.down,
                 )));
             }
         }
@@ -324,11 +333,7 @@ impl Engine {
     /// The next instant at which [`Engine::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Duration> {
         let l = &self.config.limits;
-        self.flows
-            .values()
-            .flat_map(|f| [Some(f.deadline(l.syn_timeout, l.idle_timeout)), f.rto()])
-            .flatten()
-            .min()
+        self.flows.values().flat_map(|f| [Some(f.deadline(l)), f.rto()]).flatten().min()
     }
 
     /// Expires flows whose deadline has passed and runs due retransmissions, appending the
@@ -340,12 +345,8 @@ impl Engine {
                 tls.timeout(now, out);
             }
         }
-        let expired: Vec<FlowKey> = self
-            .flows
-            .iter()
-            .filter(|(_, f)| f.deadline(l.syn_timeout, l.idle_timeout) <= now)
-            .map(|(k, _)| *k)
-            .collect();
+        let expired: Vec<FlowKey> =
+            self.flows.iter().filter(|(_, f)| f.deadline(&l) <= now).map(|(k, _)| *k).collect();
         for key in expired {
             self.remove(&key);
             self.stats.flows_expired += 1;

@@ -4,6 +4,7 @@
 //! timestamps, counters); the handshake, the record layer, the sequence-pair tables and the hold
 //! queues attach here as the data path is built (docs/inline-engine.md).
 
+use crate::engine::Limits;
 use crate::seq::Seq;
 use crate::tables::{Counters, FlowState};
 use crate::tls_flow::TlsFlow;
@@ -33,11 +34,12 @@ pub struct Flow {
 
 impl Flow {
     /// When the flow expires if nothing more arrives: half-open flows go sooner, so a SYN flood
-    /// frees its entries quickly.
-    pub fn deadline(&self, syn_timeout: Duration, idle_timeout: Duration) -> Duration {
+    /// frees its entries quickly, and closing ones too.
+    pub fn deadline(&self, l: &Limits) -> Duration {
         match self.state {
-            FlowState::SynSent => self.last_activity + syn_timeout,
-            _ => self.last_activity + idle_timeout,
+            FlowState::SynSent => self.last_activity + l.syn_timeout,
+            FlowState::Closing => self.last_activity + l.closing_timeout,
+            _ => self.last_activity + l.idle_timeout,
         }
     }
 

@@ -136,6 +136,7 @@ fn fuzz_config() -> Config {
             max_flows: FUZZ_MAX_FLOWS,
             syn_timeout: Duration::from_millis(50),
             idle_timeout: Duration::from_millis(500),
+            ..Limits::default()
         },
     }
 }

@@ -46,6 +46,7 @@ fn engine(max_flows: usize) -> Engine {
             max_flows,
             syn_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(60),
+            ..Limits::default()
         },
     })
 }
@@ -296,4 +297,19 @@ fn balanced_mode_rewrites_addresses_per_flow_and_sticks_to_a_member() {
         assert_eq!((b.src, b.dst), (vip, c));
     }
     assert_eq!(used.len(), 3, "flows spread over the pool");
+}
+
+#[test]
+fn closing_flows_expire_sooner_than_idle_ones() {
+    let mut e = engine(4);
+    let (c, s, b) = (sa("10.0.0.1:40000"), sa(V4_SERVICE), sa("10.0.0.2:80"));
+    handle(&mut e, 0, build(c, s, &repr(c, s, TcpControl::Syn, 1, None)));
+    // A non-TLS flow (plain bytes first), then the client's FIN.
+    handle(&mut e, 1, build(b, c, &repr(b, c, TcpControl::Syn, 9, Some(2))));
+    let mut hello = repr(c, s, TcpControl::Psh, 2, Some(10));
+    hello.payload = b"PING";
+    handle(&mut e, 2, build(c, s, &hello));
+    handle(&mut e, 3, build(c, s, &repr(c, s, TcpControl::Fin, 6, Some(10))));
+    assert_eq!(e.report().connections[0].state, FlowState::Closing);
+    assert_eq!(e.poll_timeout(), Some(Duration::from_millis(3) + Limits::default().closing_timeout));
 }
