@@ -389,16 +389,15 @@ impl Engine {
         // One session per established flow for now (no resumption across flows yet).
         let mut sessions: Vec<SessionRow> = Vec::new();
         for (i, c) in connections.iter_mut().enumerate() {
-            let Some((version, suite)) = self.flows[&c.key].tls.as_ref().and_then(|t| t.session().cloned())
-            else {
+            let Some(info) = self.flows[&c.key].tls.as_ref().and_then(|t| t.session().cloned()) else {
                 continue;
             };
             c.session = Some(i as u64);
             sessions.push(SessionRow {
                 id: i as u64,
-                version,
-                suite,
-                sni: None,
+                version: info.version,
+                suite: info.suite,
+                sni: info.sni,
                 peer_certificate: None,
                 created: self.flows[&c.key].created,
                 expires: None,

@@ -42,6 +42,9 @@ pub struct Handshake {
     /// the caller's buffer in the unbuffered API.
     pending: Vec<u8>,
     complete: bool,
+    /// The SNI of the ClientHello (read from the first record), for the session table.
+    sni: Option<String>,
+    records: u64,
 }
 
 impl std::fmt::Debug for Handshake {
@@ -56,7 +59,13 @@ impl std::fmt::Debug for Handshake {
 impl Handshake {
     /// The config must have `enable_secret_extraction` set, or [`Handshake::into_keys`] fails.
     pub fn new(config: Arc<ServerConfig>) -> Result<Handshake, HandshakeError> {
-        Ok(Handshake { conn: UnbufferedServerConnection::new(config)?, pending: Vec::new(), complete: false })
+        Ok(Handshake {
+            conn: UnbufferedServerConnection::new(config)?,
+            pending: Vec::new(),
+            complete: false,
+            sni: None,
+            records: 0,
+        })
     }
 
     /// Feeds one complete record from the client (header included) and appends to `out` the
@@ -65,6 +74,10 @@ impl Handshake {
         if self.complete {
             return Err(HandshakeError::Complete);
         }
+        if self.records == 0 && record.len() > 5 {
+            self.sni = crate::sni::client_hello_sni(&record[5..]);
+        }
+        self.records += 1;
         self.pending.extend_from_slice(record);
         loop {
             let UnbufferedStatus { discard, state } = self.conn.process_tls_records(&mut self.pending);
@@ -106,6 +119,11 @@ impl Handshake {
                 }
             }
         }
+    }
+
+    /// The server name the client asked for, if it sent one.
+    pub fn sni(&self) -> Option<&str> {
+        self.sni.as_deref()
     }
 
     pub fn is_complete(&self) -> bool {

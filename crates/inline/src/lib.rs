@@ -8,6 +8,7 @@
 //! - [`record`]: the TLS record framer over a byte stream cut at any offset.
 //! - [`seq_map`]: the table of sequence pairs at record boundaries, translating offsets both ways.
 //! - [`handshake`]: the rustls server handshake on the client's records (the only rustls driver).
+//! - [`sni`]: the server name read from the ClientHello, for the session table.
 //! - [`record_crypto`]: opening and sealing records with the extracted keys; key updates.
 //! - [`hold`]: the bounded hold queue putting out-of-order segments back in order.
 //! - [`upstream`]: the client → server record path (buffered release), ACKs translated back.
@@ -32,6 +33,7 @@ pub mod record_crypto;
 pub mod seq;
 pub mod seq_map;
 pub mod sim;
+pub mod sni;
 pub mod tables;
 pub mod tls_flow;
 pub mod upstream;

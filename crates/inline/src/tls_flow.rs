@@ -58,6 +58,14 @@ enum Keys {
     Gone,
 }
 
+/// What the session table shows of a flow's TLS session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub version: String,
+    pub suite: String,
+    pub sni: Option<String>,
+}
+
 /// Whether the flow goes on after a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -85,8 +93,8 @@ pub struct TlsFlow {
     server_window: u16,
     /// The engine's retransmission timer for its own bytes: deadline and backoff.
     rto: Option<(Duration, u32)>,
-    /// (version, suite) once established, for the session table.
-    session: Option<(String, String)>,
+    /// Version, suite and SNI once established, for the session table.
+    session: Option<SessionInfo>,
 }
 
 impl std::fmt::Debug for TlsFlow {
@@ -125,7 +133,7 @@ impl TlsFlow {
         matches!(self.keys, Keys::Records(_))
     }
 
-    pub fn session(&self) -> Option<&(String, String)> {
+    pub fn session(&self) -> Option<&SessionInfo> {
         self.session.as_ref()
     }
 
@@ -311,15 +319,18 @@ impl TlsFlow {
     /// held server bytes sealed.
     fn establish(&mut self, ups: &mut Vec<Up>, sends: &mut Vec<Send>) -> Result<(), FlowError> {
         let Keys::Handshake(hs) = &self.keys else { return Ok(()) };
-        let version = hs.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default();
-        let suite = hs.cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default();
+        let info = SessionInfo {
+            version: hs.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default(),
+            suite: hs.cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default(),
+            sni: hs.sni().map(str::to_owned),
+        };
         let Keys::Handshake(hs) = std::mem::replace(&mut self.keys, Keys::Gone) else { return Ok(()) };
         let (secrets, kernel) = hs.into_keys().map_err(UpError::from)?;
         let mut layer = Box::new(RecordLayer::new(secrets, kernel).map_err(DownError::from)?);
         self.up.drain(&mut layer, ups)?;
         self.down.flush(Some(&mut layer), sends)?;
         self.keys = Keys::Records(layer);
-        self.session = Some((version, suite));
+        self.session = Some(info);
         Ok(())
     }
 

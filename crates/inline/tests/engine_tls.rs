@@ -239,6 +239,7 @@ fn a_request_and_response_cross_the_engine() {
         let report = n.engine.report();
         assert_eq!(report.connection(&key).unwrap().state, FlowState::Established);
         assert_eq!(report.sessions.len(), 1, "{suite:?}");
+        assert_eq!(report.sessions[0].sni.as_deref(), Some("localhost"));
 
         // The request: the server gets plaintext at the client's own first sequence number.
         let request = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
