@@ -243,6 +243,47 @@ impl Link {
     }
 }
 
+/// What was sent to one client, by position, until the client acknowledges it: a resend must
+/// carry the same bytes. Kept as segments and pruned on ACKs, so memory follows the window,
+/// not the transfer.
+#[derive(Default)]
+struct SentLog {
+    /// The first sequence number sent; positions are counted from it (no wrap within 4 GiB).
+    base: Option<u32>,
+    segs: BTreeMap<u64, Vec<u8>>,
+}
+
+impl SentLog {
+    /// Records a segment; returns how many of its bytes differ from bytes sent before.
+    fn check(&mut self, seq: u32, data: &[u8]) -> u64 {
+        let base = *self.base.get_or_insert(seq);
+        let start = seq.wrapping_sub(base) as u64;
+        let end = start + data.len() as u64;
+        let from = self.segs.range(..=start).next_back().map_or(start, |(&k, _)| k);
+        let mut bad = 0;
+        for (&k, v) in self.segs.range(from..end) {
+            let (lo, hi) = (k.max(start), (k + v.len() as u64).min(end));
+            bad += (lo..hi).filter(|&i| v[(i - k) as usize] != data[(i - start) as usize]).count() as u64;
+        }
+        if !data.is_empty() {
+            self.segs.insert(start, data.to_vec());
+        }
+        bad
+    }
+
+    /// The client acknowledged up to `ack`: forget what lies wholly before it.
+    fn ack(&mut self, ack: u32) {
+        let Some(base) = self.base else { return };
+        let a = ack.wrapping_sub(base) as u64;
+        while let Some((&k, v)) = self.segs.first_key_value() {
+            if k + v.len() as u64 > a {
+                break;
+            }
+            self.segs.pop_first();
+        }
+    }
+}
+
 /// One client: its socket, its TLS connection and what it sent and got back.
 struct Client {
     handle: SocketHandle,
@@ -307,8 +348,8 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
         n: 0,
     };
     let mut sum = Summary { flows: cfg.flows, ..Summary::default() };
-    // (client port, sequence number) → the byte first sent there.
-    let mut seen: HashMap<(u16, u32), u8> = HashMap::new();
+    // Per client port: what was sent to it and not yet acknowledged.
+    let mut sent: HashMap<u16, SentLog> = HashMap::new();
     let client_ip = IpAddr::from(CLIENT_IP);
 
     let limit = cfg.time_limit.as_micros() as u64;
@@ -352,11 +393,9 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
         for (_, o) in to_wire {
             let Some(seg) = packet::parse(&o) else { continue };
             if seg.dst.ip() == client_ip {
-                for (i, b) in o[seg.payload.clone()].iter().enumerate() {
-                    let k = (seg.dst.port(), seg.seq.0.wrapping_add(i as u32));
-                    if *seen.entry(k).or_insert(*b) != *b {
-                        sum.nonce_reuses += 1;
-                    }
+                if !seg.syn {
+                    let log = sent.entry(seg.dst.port()).or_default();
+                    sum.nonce_reuses += log.check(seg.seq.0, &o[seg.payload.clone()]);
                 }
                 link.send(t, Hop::Client, o);
             } else {
@@ -386,7 +425,15 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
         }
         client_host.poll(now);
         server_host.poll(now);
-        for p in client_host.dev.tx.drain(..).chain(server_host.dev.tx.drain(..)) {
+        for p in client_host.dev.tx.drain(..) {
+            if let Some(seg) = packet::parse(&p) {
+                if let (Some(ack), Some(log)) = (seg.ack, sent.get_mut(&seg.src.port())) {
+                    log.ack(ack.0);
+                }
+            }
+            link.send(t, Hop::Engine, p);
+        }
+        for p in server_host.dev.tx.drain(..) {
             link.send(t, Hop::Engine, p);
         }
         if t >= next_sample {
@@ -480,5 +527,24 @@ fn drive_client(c: &mut Client, sock: &mut tcp::Socket<'_>, sum: &mut Summary) {
         if let Ok(n) = sock.send_slice(&c.tls_out) {
             c.tls_out.drain(..n);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sent_log_compares_overlaps_and_forgets_acknowledged_bytes() {
+        let mut log = SentLog::default();
+        let base = u32::MAX - 5; // positions across the wrap
+        assert_eq!(log.check(base, b"abcdef"), 0);
+        assert_eq!(log.check(base.wrapping_add(6), b"ghij"), 0);
+        assert_eq!(log.check(base.wrapping_add(3), b"defgh"), 0, "resent with other boundaries");
+        assert_eq!(log.check(base.wrapping_add(4), b"eXg"), 1, "one byte differs");
+        log.ack(base.wrapping_add(6));
+        assert_eq!(log.segs.keys().copied().collect::<Vec<_>>(), vec![3, 4, 6], "those reaching past 6 stay");
+        log.ack(base.wrapping_add(10));
+        assert!(log.segs.is_empty());
     }
 }
