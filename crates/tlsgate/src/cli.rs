@@ -160,7 +160,7 @@ pub enum InlineCommand {
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
     #[arg(long, default_value_t = 20)]
-    pub flows: u32,
+    pub flows: usize,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Probability that a packet is lost, per hop.
@@ -171,18 +171,28 @@ pub struct SimulateArgs {
     pub reorder: f64,
     #[arg(long, default_value_t = 0.0)]
     pub duplicate: f64,
-    /// Bytes each flow carries each way.
-    #[arg(long, default_value_t = 65536)]
-    pub bytes: u64,
-    /// What sits between client and server: `passthrough` forwards every packet and the server
-    /// speaks TLS itself (the harness's self-test).
-    #[arg(long, value_enum, default_value = "passthrough")]
+    /// Plaintext each client sends, and gets back from the echo server.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub bytes: usize,
+    /// When client plaintext reaches the server: after its record's tag verified (`buffered`),
+    /// or as decrypted (`cut-through`).
+    #[arg(long, value_enum, default_value = "buffered")]
     pub mode: SimMode,
+    /// A virtual address in front of a pool instead of direct mode (443 toward 80).
+    #[arg(long)]
+    pub balanced: bool,
+    /// The clients' receive buffer (their window), bytes.
+    #[arg(long, default_value_t = 65535)]
+    pub client_window: usize,
+    /// Each client updates its keys after this many bytes.
+    #[arg(long)]
+    pub key_update_at: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SimMode {
-    Passthrough,
+    Buffered,
+    CutThrough,
 }
 
 #[derive(Debug, clap::Subcommand)]

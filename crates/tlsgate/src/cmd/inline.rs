@@ -1,44 +1,58 @@
-//! `tlsgate inline simulate`: flows through the deterministic simulated network (crates/simnet).
+//! `tlsgate inline simulate`: flows through the inline engine in its deterministic simulator
+//! (`tlsgate_inline::sim`): smoltcp client and server, a rustls client, impaired links.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use tlsgate_simnet::{simulate, Impairments, PassThrough, SimConfig, SimPki};
+use tlsgate_inline::sim::{self, SimConfig};
+use tlsgate_inline::tables::Release;
 
 use crate::cli::{InlineCommand, SimMode, SimulateArgs};
 
 pub fn run(command: InlineCommand) -> Result<(), String> {
     match command {
-        InlineCommand::Simulate(args) => simulate_cmd(&args),
+        InlineCommand::Simulate(args) => simulate(&args),
     }
 }
 
-fn simulate_cmd(args: &SimulateArgs) -> Result<(), String> {
+fn simulate(args: &SimulateArgs) -> Result<(), String> {
     for (name, p) in [("loss", args.loss), ("reorder", args.reorder), ("duplicate", args.duplicate)] {
         if !(0.0..=1.0).contains(&p) {
             return Err(format!("--{name} must be a probability between 0 and 1"));
         }
     }
-    let pki = SimPki::new();
+    let (client, mut server) = tlsgate_tls::pki::throwaway_pair("localhost").map_err(|e| e.to_string())?;
+    // The engine takes the keys over from rustls after the handshake.
+    server.enable_secret_extraction = true;
     let config = SimConfig {
         flows: args.flows,
-        bytes: args.bytes,
         seed: args.seed,
-        impairments: Impairments {
-            loss: args.loss,
-            reorder: args.reorder,
-            duplicate: args.duplicate,
-            ..Impairments::default()
+        loss: args.loss,
+        reorder: args.reorder,
+        duplicate: args.duplicate,
+        bytes: args.bytes,
+        release: match args.mode {
+            SimMode::Buffered => Release::Buffered,
+            SimMode::CutThrough => Release::CutThrough,
         },
-        ..SimConfig::default()
+        balanced: args.balanced,
+        client_rx_buffer: args.client_window,
+        key_update_at: args.key_update_at,
+        time_limit: Duration::from_secs(600),
     };
-    let client = pki.default_client();
-    let report = match args.mode {
-        SimMode::Passthrough => simulate(&config, &mut PassThrough, client, Some(Arc::new(pki.server()))),
-    };
-    println!("mode={:?} seed={} {report}", args.mode, args.seed);
-    if report.ok() {
+    let summary = sim::run(&config, Arc::new(server), client);
+    println!("{summary}");
+    for v in summary.violations.iter().take(5) {
+        eprintln!("violation: {v}");
+    }
+    if summary.ok() {
         Ok(())
     } else {
-        Err("violations found".into())
+        Err(format!(
+            "{} violation(s), {} of {} flows completed",
+            summary.violations.len(),
+            summary.completed,
+            summary.flows
+        ))
     }
 }

@@ -1,0 +1,282 @@
+//! The server → client data path of one established flow: server plaintext (at inner offsets)
+//! in, records for the client (at outer offsets) out, and the client's ACKs translated back.
+//!
+//! Each new server segment is sealed into one record (or several when it exceeds the maximum
+//! plaintext). The nonce-reuse hazard decides the rest: a server retransmission — cut at other
+//! boundaries than the first time, as Linux does — is answered by resending the *stored* records
+//! covering it, byte for byte, never by sealing new records over bytes already sent. A sealed
+//! record is kept until the client acknowledges it. Server bytes beyond a gap, or that would not
+//! fit the client's window, wait in a bounded hold queue (seed 001's small-window problem); the
+//! engine never sends beyond the client's window.
+
+use crate::hold::{HeldSegment, HoldQueue, HoldReason};
+use crate::record::MAX_PLAINTEXT;
+use crate::record_crypto::{CryptoError, RecordLayer};
+use crate::seq_map::{Mapped, SeqMap, SeqMapError};
+use std::collections::VecDeque;
+use thiserror::Error;
+
+#[derive(Clone, Copy, Debug)]
+pub struct DownLimits {
+    pub hold_bytes: usize,
+    pub hold_segments: usize,
+    /// Sealed bytes kept for retransmission; at the bound new server data waits in the hold
+    /// queue (and is dropped when that is full: the server retransmits).
+    pub unacked_bytes: usize,
+}
+
+/// Bytes to send to the client at an outer offset: one or more whole records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Send {
+    pub outer: u64,
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DownError {
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error(transparent)]
+    Pairs(#[from] SeqMapError),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DownStats {
+    pub records: u64,
+    /// Stored records sent again for a server retransmission.
+    pub resent_records: u64,
+    /// Server segments (or parts) seen again.
+    pub retransmitted: u64,
+    /// Server segments dropped at a bound.
+    pub dropped: u64,
+}
+
+/// A record sent and not yet acknowledged by the client.
+#[derive(Clone, Debug)]
+struct Sent {
+    outer: u64,
+    inner: u64,
+    inner_len: u32,
+    bytes: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub struct Downstream {
+    pairs: SeqMap,
+    sent: VecDeque<Sent>,
+    sent_bytes: usize,
+    hold: HoldQueue,
+    /// Next server plaintext offset to seal.
+    next_inner: u64,
+    /// The client's ACK (outer) and the window end it allows (outer).
+    outer_acked: u64,
+    window_end: u64,
+    limits: DownLimits,
+    stats: DownStats,
+    /// The server's FIN: (outer offset, inner offset).
+    fin: Option<(u64, u64)>,
+}
+
+impl Downstream {
+    /// Starts where `pairs` ends; nothing may be sent until [`Downstream::client_ack`] opens a
+    /// window.
+    pub fn new(pairs: SeqMap, limits: DownLimits) -> Downstream {
+        let (outer, inner) = pairs.end();
+        Downstream {
+            hold: HoldQueue::new(limits.hold_bytes, limits.hold_segments),
+            sent: VecDeque::new(),
+            sent_bytes: 0,
+            next_inner: inner,
+            outer_acked: pairs.start().0,
+            window_end: outer,
+            pairs,
+            limits,
+            stats: DownStats::default(),
+            fin: None,
+        }
+    }
+
+    pub fn stats(&self) -> DownStats {
+        self.stats
+    }
+
+    pub fn pairs(&self) -> &SeqMap {
+        &self.pairs
+    }
+
+    /// A record the engine itself sends (handshake flight, key update, alert): it occupies the
+    /// outer stream and nothing of the inner one. Sent regardless of the window, as rustls's own
+    /// output would be: these are small and the client expects them.
+    pub fn inject(&mut self, record: Vec<u8>, out: &mut Vec<Send>) -> Result<(), DownError> {
+        let e = self.pairs.push(record.len() as u32, 0, 0)?;
+        self.keep(e.outer, e.inner, 0, record.clone());
+        out.push(Send { outer: e.outer, data: record });
+        Ok(())
+    }
+
+    /// A server segment's payload at inner offset `offset`.
+    pub fn server_segment(
+        &mut self,
+        layer: Option<&mut RecordLayer>,
+        offset: u64,
+        data: &[u8],
+        out: &mut Vec<Send>,
+    ) -> Result<(), DownError> {
+        let end = offset + data.len() as u64;
+        if offset < self.next_inner {
+            self.stats.retransmitted += 1;
+            self.resend(offset, end.min(self.next_inner), out);
+        }
+        if end <= self.next_inner {
+            return Ok(());
+        }
+        if self.hold.insert(offset, data, self.next_inner).is_err() {
+            self.stats.dropped += 1;
+        }
+        self.flush(layer, out)
+    }
+
+    /// Seals held in-order server bytes while the window and the store allow. Before the
+    /// handshake completes (`layer` is `None`) server data only waits: a server that speaks
+    /// first (SMTP, FTP) is held until the keys exist.
+    pub fn flush(&mut self, layer: Option<&mut RecordLayer>, out: &mut Vec<Send>) -> Result<(), DownError> {
+        let Some(layer) = layer else { return Ok(()) };
+        let overhead = layer.version().overhead() as u64;
+        loop {
+            let outer_end = self.pairs.end().0;
+            let room = self.window_end.saturating_sub(outer_end);
+            if room <= overhead || self.sent_bytes >= self.limits.unacked_bytes {
+                return Ok(());
+            }
+            let Some(run) = self.hold.pop_ready(self.next_inner) else { return Ok(()) };
+            // One record per server segment as it arrived; a run merged from held segments or
+            // larger than a record, or than the window allows, is cut — the rest goes back.
+            let take = run.len().min(MAX_PLAINTEXT).min((room - overhead) as usize);
+            if take < run.len() {
+                self.hold.insert(self.next_inner + take as u64, &run[take..], self.next_inner).ok();
+            }
+            let mut record = Vec::with_capacity(take + overhead as usize);
+            layer.seal(&run[..take], &mut record)?;
+            let v = layer.version();
+            let e = self.pairs.push(record.len() as u32, v.head() as u32, take as u32)?;
+            self.next_inner += take as u64;
+            self.stats.records += 1;
+            self.keep(e.outer, e.inner, take as u32, record.clone());
+            out.push(Send { outer: e.outer, data: record });
+        }
+    }
+
+    fn keep(&mut self, outer: u64, inner: u64, inner_len: u32, bytes: Vec<u8>) {
+        self.sent_bytes += bytes.len();
+        self.sent.push_back(Sent { outer, inner, inner_len, bytes });
+    }
+
+    /// Resends the stored records whose plaintext overlaps inner `[start, end)`, and the
+    /// engine's own unacknowledged records before them (a lost KeyUpdate or alert would
+    /// otherwise leave a hole the server's retransmissions never fill).
+    fn resend(&mut self, start: u64, end: u64, out: &mut Vec<Send>) {
+        let Some(last) = self.sent.iter().rposition(|s| s.inner_len > 0 && s.inner < end) else { return };
+        for s in self.sent.iter().take(last + 1) {
+            let overlaps = s.inner_len > 0 && s.inner + s.inner_len as u64 > start;
+            if overlaps || s.inner_len == 0 {
+                self.stats.resent_records += 1;
+                out.push(Send { outer: s.outer, data: s.bytes.clone() });
+            }
+        }
+    }
+
+    /// The client acknowledged outer offset `ack` and advertises `window` bytes beyond it.
+    /// Returns the ACK for the server (inner offset), or `None` for an old or impossible ACK;
+    /// releases held server data the new window allows.
+    pub fn client_ack(
+        &mut self,
+        layer: Option<&mut RecordLayer>,
+        ack: u64,
+        window: u64,
+        out: &mut Vec<Send>,
+    ) -> Result<Option<u64>, DownError> {
+        // The client acknowledging the engine's FIN acknowledges the server's.
+        if let Some((fo, fi)) = self.fin {
+            if ack == fo + 1 {
+                self.client_ack(layer, fo, window, out)?;
+                return Ok(Some(fi + 1));
+            }
+        }
+        let Mapped::At(inner) = self.pairs.to_inner(ack) else { return Ok(None) };
+        if ack < self.outer_acked {
+            return Ok(None);
+        }
+        self.outer_acked = ack;
+        self.window_end = self.window_end.max(ack + window);
+        while let Some(s) = self.sent.front() {
+            if s.outer + s.bytes.len() as u64 > ack {
+                break;
+            }
+            self.sent_bytes -= s.bytes.len();
+            self.sent.pop_front();
+        }
+        self.pairs.prune(ack, inner);
+        self.flush(layer, out)?;
+        Ok(Some(inner))
+    }
+
+    /// Sends again every record the client has not acknowledged (the engine's retransmission
+    /// timer, for its own injected bytes; server data is resent when the server retransmits).
+    pub fn resend_unacked(&mut self, out: &mut Vec<Send>) -> usize {
+        for s in &self.sent {
+            out.push(Send { outer: s.outer, data: s.bytes.clone() });
+        }
+        self.sent.len()
+    }
+
+    /// True when the server's FIN at inner offset `inner` can go out now: every server byte
+    /// before it has been sealed (not the case while data waits for a gap or the window).
+    pub fn fin_ready(&self, inner: u64) -> bool {
+        self.fin.is_none() && inner == self.next_inner && self.hold.is_empty()
+    }
+
+    /// The server's FIN at inner offset `inner`: returns the outer offset where the FIN goes to
+    /// the client (after any record injected before it, such as close_notify), the same one for
+    /// a retransmitted FIN; `None` when it cannot go yet (the server will retransmit it).
+    pub fn fin(&mut self, inner: u64) -> Option<u64> {
+        if let Some((fo, fi)) = self.fin {
+            return (fi == inner).then_some(fo);
+        }
+        if !self.fin_ready(inner) {
+            return None;
+        }
+        let outer = self.outer_end();
+        self.fin = Some((outer, inner));
+        Some(outer)
+    }
+
+    /// True while sent records wait for the client's acknowledgement.
+    pub fn has_unacked(&self) -> bool {
+        !self.sent.is_empty()
+    }
+
+    /// The next outer offset (where the next record or the FIN goes).
+    pub fn outer_end(&self) -> u64 {
+        self.pairs.end().0
+    }
+
+    /// The next server plaintext offset expected.
+    pub fn next_inner(&self) -> u64 {
+        self.next_inner
+    }
+
+    /// The client's latest acknowledgement (outer).
+    pub fn outer_acked(&self) -> u64 {
+        self.outer_acked
+    }
+
+    /// Bytes of state held: stored records, hold queue, pair table.
+    pub fn state_bytes(&self) -> usize {
+        self.sent_bytes + self.hold.bytes() + self.pairs.state_bytes()
+    }
+
+    /// Queue-state rows: server data waiting for a gap to fill or for the window.
+    pub fn queue_rows(&self) -> Vec<HeldSegment> {
+        self.hold.rows(self.next_inner, HoldReason::Window)
+    }
+}

@@ -1,0 +1,417 @@
+//! The engine: packets and time in, packets and the next timer out (sans-IO, the quinn-proto
+//! shape). Call [`Engine::handle_packet`] for every packet in either direction,
+//! [`Engine::handle_timeout`] when [`Engine::poll_timeout`]'s instant has passed, and
+//! [`Engine::report`] whenever the tables are wanted.
+//!
+//! Built so far (docs/inline-engine.md lists what is missing): the flow table keyed by the
+//! client's 4-tuple, bounded, with half-open flows expiring sooner; the client's SYN has its MSS
+//! lowered by the largest record overhead and SACK-permitted removed; direct mode's server-port
+//! rewrite both ways; everything that is not a service flow passes byte-identical. From the server's SYN-ACK on, a flow's
+//! segments go through its [`TlsFlow`]: the client's handshake is consumed and answered by the
+//! engine, then records are opened and sealed with sequence numbers translated both ways.
+
+use crate::downstream::DownLimits;
+use crate::flow::Flow;
+use crate::handshake::Handshake;
+use crate::packet::{self, Segment};
+use crate::record_crypto::Version;
+use crate::seq::Stream;
+use crate::tables::{
+    ConnectionRow, Direction, FlowKey, FlowState, Mode, QueueRow, Release, Report, SessionRow,
+};
+use crate::tls_flow::{Ends, TlsFlow, Verdict};
+use crate::upstream::UpLimits;
+use rustls::ServerConfig;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A TLS service the engine offloads.
+#[derive(Clone, Debug)]
+pub struct Service {
+    /// The address clients connect to.
+    pub addr: SocketAddr,
+    /// Direct mode: the server's real port (443 offloaded toward 80), rewritten both ways.
+    pub server_port: Option<u16>,
+    pub mode: Mode,
+    pub release: Release,
+    /// Certificates and protocol settings; `enable_secret_extraction` must be set.
+    pub tls: Arc<ServerConfig>,
+    /// Balanced mode: the servers behind `addr` (a virtual address). Each flow goes to one,
+    /// chosen by rendezvous hashing of the client's address, so a client sticks to a member.
+    pub pool: Vec<SocketAddr>,
+}
+
+impl Service {
+    /// The server a flow from `client` goes to.
+    fn backend_for(&self, client: SocketAddr) -> SocketAddr {
+        if self.mode == Mode::Balanced && !self.pool.is_empty() {
+            let score = |m: &SocketAddr| fnv1a(format!("{}|{m}", client.ip()).as_bytes());
+            if let Some(m) = self.pool.iter().max_by_key(|m| score(m)) {
+                return *m;
+            }
+        }
+        SocketAddr::new(self.addr.ip(), self.server_port.unwrap_or(self.addr.port()))
+    }
+}
+
+/// FNV-1a: a stable, seedless hash, so the choice of member survives restarts.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Flow-table bound: a SYN beyond it is dropped (and counted); the client retries.
+    pub max_flows: usize,
+    /// A flow without its SYN-ACK expires after this.
+    pub syn_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// A flow that saw a FIN expires after this much silence: closed connections must not hold
+    /// table entries for the whole idle timeout.
+    pub closing_timeout: Duration,
+    /// Per-flow bounds of the two data paths.
+    pub up: UpLimits,
+    pub down: DownLimits,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_flows: 65536,
+            syn_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(300),
+            closing_timeout: Duration::from_secs(60),
+            up: UP_LIMITS,
+            down: DOWN_LIMITS,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub services: Vec<Service>,
+    pub limits: Limits,
+}
+
+/// Counters over the engine's life.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Packets passed unchanged (not TCP, not a service, no flow).
+    pub passed: u64,
+    /// Packets of service flows forwarded (possibly rewritten).
+    pub forwarded: u64,
+    pub flows_created: u64,
+    /// SYNs dropped because the flow table was full.
+    pub syn_dropped: u64,
+    /// Segments of a service address with no flow (picked up mid-stream): passed unchanged.
+    pub midstream: u64,
+    pub flows_expired: u64,
+    pub flows_reset: u64,
+    /// Service flows whose first client bytes were not a TLS handshake: passed through.
+    pub not_tls: u64,
+}
+
+/// Default per-flow bounds of the data path.
+const UP_LIMITS: UpLimits = UpLimits {
+    hold_bytes: 256 * 1024,
+    hold_segments: 256,
+    unacked_bytes: 1 << 20,
+    record_limit: 16384 + 2048,
+};
+const DOWN_LIMITS: DownLimits =
+    DownLimits { hold_bytes: 256 * 1024, hold_segments: 256, unacked_bytes: 1 << 20 };
+/// The MSS a client gets when its SYN named none (RFC 9293).
+const DEFAULT_MSS: u16 = 536;
+
+/// The largest expansion of a record, for the MSS clamp: the version is not known at SYN time.
+fn max_overhead() -> u16 {
+    Version::Tls12.overhead().max(Version::Tls13.overhead()) as u16
+}
+
+#[derive(Debug)]
+pub struct Engine {
+    config: Config,
+    flows: HashMap<FlowKey, Flow>,
+    /// (client, backend) → key: finds the flow of a server packet after the port rewrite.
+    by_backend: HashMap<(SocketAddr, SocketAddr), FlowKey>,
+    stats: Stats,
+}
+
+impl Engine {
+    pub fn new(config: Config) -> Engine {
+        Engine { config, flows: HashMap::new(), by_backend: HashMap::new(), stats: Stats::default() }
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    pub fn flow_count(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Handles one packet seen at `now` and appends the packets to emit to `out`.
+    pub fn handle_packet(&mut self, now: Duration, pkt: Vec<u8>, out: &mut Vec<Vec<u8>>) {
+        let Some(seg) = packet::parse(&pkt) else {
+            self.stats.passed += 1;
+            out.push(pkt);
+            return;
+        };
+        if let Some(svc) = self.config.services.iter().position(|s| s.addr == seg.dst) {
+            let key = FlowKey { client: seg.src, server: seg.dst };
+            self.client_segment(now, svc, key, &seg, pkt, out);
+        } else if let Some(&key) = self.by_backend.get(&(seg.dst, seg.src)) {
+            self.server_segment(now, key, &seg, pkt, out);
+        } else {
+            self.stats.passed += 1;
+            out.push(pkt);
+        }
+    }
+
+    /// Client → server.
+    fn client_segment(
+        &mut self,
+        now: Duration,
+        svc: usize,
+        key: FlowKey,
+        seg: &Segment,
+        mut pkt: Vec<u8>,
+        out: &mut Vec<Vec<u8>>,
+    ) {
+        let is_syn = seg.syn && seg.ack.is_none();
+        if !self.flows.contains_key(&key) {
+            if !is_syn {
+                // No SYN seen: the MSS was never clamped and the ISNs are unknown. Pass.
+                self.stats.midstream += 1;
+                out.push(pkt);
+                return;
+            }
+            if self.flows.len() >= self.config.limits.max_flows {
+                self.stats.syn_dropped += 1;
+                return;
+            }
+            let backend = self.config.services[svc].backend_for(key.client);
+            self.flows.insert(
+                key,
+                Flow {
+                    service: svc,
+                    backend,
+                    state: FlowState::SynSent,
+                    client_isn: seg.seq,
+                    server_isn: None,
+                    mss: None,
+                    created: now,
+                    last_activity: now,
+                    up: Default::default(),
+                    down: Default::default(),
+                    client_wscale: None,
+                    tls: None,
+                },
+            );
+            self.by_backend.insert((key.client, backend), key);
+            self.stats.flows_created += 1;
+        }
+        let flow = self.flows.get_mut(&key).expect("inserted above");
+        flow.last_activity = now;
+        flow.up.outer_bytes += seg.payload.len() as u64;
+        if let (false, Some(tls)) = (is_syn, flow.tls.as_mut()) {
+            // The TLS data path consumes the segment and builds what each side gets.
+            let verdict = tls.client_packet(now, seg, &pkt[seg.payload.clone()], out);
+            if verdict == Verdict::NotTls {
+                // Nothing consumed yet: the flow continues as plain TCP, this packet included.
+                flow.tls = None;
+                flow.state = FlowState::PassThrough;
+                self.stats.not_tls += 1;
+            } else {
+                if tls.is_established() && flow.state == FlowState::Handshake {
+                    flow.state = FlowState::Established;
+                }
+                self.stats.forwarded += 1;
+                if verdict == Verdict::Closed || seg.rst {
+                    self.remove(&key);
+                    self.stats.flows_reset += 1;
+                } else if seg.fin {
+                    flow.state = FlowState::Closing;
+                }
+                return;
+            }
+        }
+        if is_syn {
+            flow.client_wscale = packet::window_scale(&pkt[seg.tcp.start + 20..seg.payload.start]);
+        }
+        let mss = packet::edit_tcp(&mut pkt, seg, |t| {
+            let mut mss = None;
+            if is_syn {
+                mss = packet::lower_mss(t.options_mut(), max_overhead());
+                packet::strip_sack_permitted(t.options_mut());
+                packet::strip_timestamps(t.options_mut());
+            }
+            mss
+        });
+        packet::readdress(&mut pkt, seg, key.client, flow.backend);
+        if is_syn {
+            flow.mss = mss.or(flow.mss);
+        }
+        if seg.rst {
+            self.remove(&key);
+            self.stats.flows_reset += 1;
+        } else if seg.fin {
+            flow.state = FlowState::Closing;
+        }
+        self.stats.forwarded += 1;
+        out.push(pkt);
+    }
+
+    /// Server → client.
+    fn server_segment(
+        &mut self,
+        now: Duration,
+        key: FlowKey,
+        seg: &Segment,
+        mut pkt: Vec<u8>,
+        out: &mut Vec<Vec<u8>>,
+    ) {
+        let Some(flow) = self.flows.get_mut(&key) else { return };
+        flow.last_activity = now;
+        flow.down.inner_bytes += seg.payload.len() as u64;
+        if let (false, Some(tls)) = (seg.syn, flow.tls.as_mut()) {
+            let verdict = tls.server_packet(now, seg, &pkt[seg.payload.clone()], out);
+            self.stats.forwarded += 1;
+            if verdict == Verdict::Closed || seg.rst {
+                self.remove(&key);
+                self.stats.flows_reset += 1;
+            } else if seg.fin {
+                flow.state = FlowState::Closing;
+            }
+            return;
+        }
+        if seg.syn && seg.ack.is_some() && flow.state == FlowState::SynSent {
+            flow.server_isn = Some(seg.seq);
+            flow.state = FlowState::Handshake;
+            let server_wscale = packet::window_scale(&pkt[seg.tcp.start + 20..seg.payload.start]);
+            let ends = Ends {
+                client: key.client,
+                service: key.server,
+                backend: flow.backend,
+                client_mss: flow.mss.map_or(DEFAULT_MSS, |m| m.0),
+                server_mss: packet::mss(&pkt[seg.tcp.start + 20..seg.payload.start]).unwrap_or(DEFAULT_MSS),
+                // Scaling applies only when both SYNs offered it.
+                client_wscale: server_wscale.and(flow.client_wscale).unwrap_or(0),
+            };
+            let tls = &self.config.services[flow.service].tls;
+            if let Ok(hs) = Handshake::new(tls.clone()) {
+                flow.tls = Some(Box::new(TlsFlow::new(
+                    ends,
+                    Stream::new(flow.client_isn),
+                    Stream::new(seg.seq),
+                    hs,
+                    seg.window,
+                    self.config.limits.up,
+                    self.config.limits.down,
+                )));
+            }
+        }
+        packet::readdress(&mut pkt, seg, key.server, key.client);
+        if seg.rst {
+            self.remove(&key);
+            self.stats.flows_reset += 1;
+        } else if seg.fin {
+            flow.state = FlowState::Closing;
+        }
+        self.stats.forwarded += 1;
+        out.push(pkt);
+    }
+
+    fn remove(&mut self, key: &FlowKey) {
+        if let Some(flow) = self.flows.remove(key) {
+            self.by_backend.remove(&(key.client, flow.backend));
+        }
+    }
+
+    /// The next instant at which [`Engine::handle_timeout`] has work.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        let l = &self.config.limits;
+        self.flows.values().flat_map(|f| [Some(f.deadline(l)), f.rto()]).flatten().min()
+    }
+
+    /// Expires flows whose deadline has passed and runs due retransmissions, appending the
+    /// packets to emit to `out`.
+    pub fn handle_timeout(&mut self, now: Duration, out: &mut Vec<Vec<u8>>) {
+        let l = self.config.limits;
+        for f in self.flows.values_mut() {
+            if let Some(tls) = f.tls.as_mut() {
+                tls.timeout(now, out);
+            }
+        }
+        let expired: Vec<FlowKey> =
+            self.flows.iter().filter(|(_, f)| f.deadline(&l) <= now).map(|(k, _)| *k).collect();
+        for key in expired {
+            self.remove(&key);
+            self.stats.flows_expired += 1;
+        }
+    }
+
+    /// A snapshot of the tables (sessions and queues stay empty until the data path exists).
+    pub fn report(&self) -> Report {
+        let mut connections: Vec<ConnectionRow> = self
+            .flows
+            .iter()
+            .map(|(key, f)| {
+                let svc = &self.config.services[f.service];
+                ConnectionRow {
+                    key: *key,
+                    backend: f.backend,
+                    session: None,
+                    state: f.state,
+                    mode: svc.mode,
+                    release: svc.release,
+                    pairs_up: f
+                        .tls
+                        .as_ref()
+                        .map(|t| t.upstream().pairs().entries().copied().collect())
+                        .unwrap_or_default(),
+                    pairs_down: f
+                        .tls
+                        .as_ref()
+                        .map(|t| t.downstream().pairs().entries().copied().collect())
+                        .unwrap_or_default(),
+                    up: f.tls.as_ref().map_or(f.up, |t| t.counters().0),
+                    down: f.tls.as_ref().map_or(f.down, |t| t.counters().1),
+                    record_seqs: f.tls.as_ref().and_then(|t| t.record_seqs()),
+                    state_bytes: f.state_bytes(),
+                    last_activity: f.last_activity,
+                }
+            })
+            .collect();
+        connections.sort_by_key(|c| c.key);
+        // One session per established flow for now (no resumption across flows yet).
+        let mut sessions: Vec<SessionRow> = Vec::new();
+        for (i, c) in connections.iter_mut().enumerate() {
+            let Some(info) = self.flows[&c.key].tls.as_ref().and_then(|t| t.session().cloned()) else {
+                continue;
+            };
+            c.session = Some(i as u64);
+            sessions.push(SessionRow {
+                id: i as u64,
+                version: info.version,
+                suite: info.suite,
+                sni: info.sni,
+                peer_certificate: None,
+                created: self.flows[&c.key].created,
+                expires: None,
+            });
+        }
+        let mut queues = Vec::new();
+        for c in &connections {
+            let Some(t) = self.flows[&c.key].tls.as_ref() else { continue };
+            for (direction, rows) in
+                [(Direction::Up, t.upstream().queue_rows()), (Direction::Down, t.downstream().queue_rows())]
+            {
+                queues.extend(rows.into_iter().map(|segment| QueueRow { key: c.key, direction, segment }));
+            }
+        }
+        Report { sessions, connections, queues }
+    }
+}

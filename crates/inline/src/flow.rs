@@ -1,0 +1,55 @@
+//! One flow's state in the engine's flow table.
+//!
+//! So far a flow records what the TCP setup established (initial sequence numbers, the backend,
+//! timestamps, counters); the handshake, the record layer, the sequence-pair tables and the hold
+//! queues attach here as the data path is built (docs/inline-engine.md).
+
+use crate::engine::Limits;
+use crate::seq::Seq;
+use crate::tables::{Counters, FlowState};
+use crate::tls_flow::TlsFlow;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct Flow {
+    /// Index of the service in the engine's configuration.
+    pub service: usize,
+    /// Where the server really is (the service address with the port rewritten, or a member).
+    pub backend: SocketAddr,
+    pub state: FlowState,
+    pub client_isn: Seq,
+    pub server_isn: Option<Seq>,
+    /// The client's MSS as it asked, and as the server was told.
+    pub mss: Option<(u16, u16)>,
+    pub created: Duration,
+    pub last_activity: Duration,
+    pub up: Counters,
+    pub down: Counters,
+    /// The window-scale shift the client's SYN offered.
+    pub client_wscale: Option<u8>,
+    /// The TLS data path, from the server's SYN-ACK on.
+    pub tls: Option<Box<TlsFlow>>,
+}
+
+impl Flow {
+    /// When the flow expires if nothing more arrives: half-open flows go sooner, so a SYN flood
+    /// frees its entries quickly, and closing ones too.
+    pub fn deadline(&self, l: &Limits) -> Duration {
+        match self.state {
+            FlowState::SynSent => self.last_activity + l.syn_timeout,
+            FlowState::Closing => self.last_activity + l.closing_timeout,
+            _ => self.last_activity + l.idle_timeout,
+        }
+    }
+
+    /// The engine's own retransmission timer, when armed.
+    pub fn rto(&self) -> Option<Duration> {
+        self.tls.as_ref().and_then(|t| t.deadline())
+    }
+
+    /// Bytes of state this flow holds, for the bound and the report.
+    pub fn state_bytes(&self) -> usize {
+        std::mem::size_of::<Flow>() + self.tls.as_ref().map_or(0, |t| t.state_bytes())
+    }
+}

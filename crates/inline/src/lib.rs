@@ -1,0 +1,39 @@
+//! The inline engine (issue 5): TLS offload inside the packets of one end-to-end TCP connection.
+//!
+//! Sans-IO: the engine takes IP packets with a timestamp and returns packets to emit plus its next
+//! timer; it owns no socket and reads no clock. docs/inline-engine.md describes the design and what
+//! is built so far. Each module has one job:
+//!
+//! - [`seq`]: 32-bit TCP sequence numbers compared and advanced across the 2^32 wrap.
+//! - [`record`]: the TLS record framer over a byte stream cut at any offset.
+//! - [`seq_map`]: the table of sequence pairs at record boundaries, translating offsets both ways.
+//! - [`handshake`]: the rustls server handshake on the client's records (the only rustls driver).
+//! - [`sni`]: the server name read from the ClientHello, for the session table.
+//! - [`record_crypto`]: opening and sealing records with the extracted keys; key updates.
+//! - [`hold`]: the bounded hold queue putting out-of-order segments back in order.
+//! - [`upstream`]: the client → server record path (buffered release), ACKs translated back.
+//! - [`downstream`]: the server → client record path: one record per segment, stored records
+//!   resent for retransmissions, the client's window respected.
+//! - [`packet`]: the packet edge: IPv4/IPv6 + TCP read with smoltcp, in-place rewrites.
+//! - [`tables`]: the session, connection and queue-state tables as plain data.
+//! - [`tls_flow`]: a flow's TLS data path from the SYN-ACK on: segments to offsets and back.
+//! - [`sim`]: the deterministic simulator (smoltcp TCP on both ends, rustls clients, impaired link).
+//! - [`flow`]: one flow's state; [`engine`]: the flow table and the packet dispatch.
+
+pub mod downstream;
+pub mod engine;
+pub mod flow;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod handshake;
+pub mod hold;
+pub mod packet;
+pub mod record;
+pub mod record_crypto;
+pub mod seq;
+pub mod seq_map;
+pub mod sim;
+pub mod sni;
+pub mod tables;
+pub mod tls_flow;
+pub mod upstream;

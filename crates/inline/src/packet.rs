@@ -1,0 +1,356 @@
+//! The packet edge: IPv4/IPv6 + TCP read with smoltcp's `wire` views, and the few in-place
+//! rewrites the engine makes to packets it forwards (ports, MSS, SACK-permitted), each followed by
+//! a fresh TCP checksum.
+//!
+//! Anything this module does not understand — not IP, not TCP, IPv4 fragments, IPv6 extension
+//! headers, a truncated or inconsistent header — yields `None`, and the engine passes the packet
+//! on unchanged: the engine must never be the reason a packet it does not handle is lost.
+
+use crate::seq::Seq;
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpControl, TcpPacket, TcpRepr,
+    TcpSeqNumber,
+};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+
+/// What the engine needs to know about a TCP segment, read once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub seq: Seq,
+    pub ack: Option<Seq>,
+    pub syn: bool,
+    pub fin: bool,
+    pub rst: bool,
+    pub window: u16,
+    /// Where the TCP header and payload lie in the packet.
+    pub tcp: Range<usize>,
+    pub payload: Range<usize>,
+}
+
+/// Reads an IPv4 or IPv6 packet carrying a whole TCP segment.
+pub fn parse(packet: &[u8]) -> Option<Segment> {
+    let (src_ip, dst_ip, tcp): (IpAddr, IpAddr, Range<usize>) = match packet.first()? >> 4 {
+        4 => {
+            let ip = Ipv4Packet::new_checked(packet).ok()?;
+            if ip.more_frags() || ip.frag_offset() != 0 || ip.next_header() != IpProtocol::Tcp {
+                return None;
+            }
+            let start = ip.header_len() as usize;
+            (ip.src_addr().into(), ip.dst_addr().into(), start..ip.total_len() as usize)
+        }
+        6 => {
+            let ip = Ipv6Packet::new_checked(packet).ok()?;
+            if ip.next_header() != IpProtocol::Tcp {
+                return None;
+            }
+            (ip.src_addr().into(), ip.dst_addr().into(), 40..ip.total_len())
+        }
+        _ => return None,
+    };
+    let t = TcpPacket::new_checked(&packet[tcp.clone()]).ok()?;
+    let header_len = t.header_len() as usize;
+    Some(Segment {
+        src: SocketAddr::new(src_ip, t.src_port()),
+        dst: SocketAddr::new(dst_ip, t.dst_port()),
+        seq: Seq(t.seq_number().0 as u32),
+        ack: t.ack().then(|| Seq(t.ack_number().0 as u32)),
+        syn: t.syn(),
+        fin: t.fin(),
+        rst: t.rst(),
+        window: t.window_len(),
+        payload: tcp.start + header_len..tcp.end,
+        tcp,
+    })
+}
+
+fn ip(a: IpAddr) -> IpAddress {
+    match a {
+        IpAddr::V4(v4) => IpAddress::Ipv4(v4),
+        IpAddr::V6(v6) => IpAddress::Ipv6(v6),
+    }
+}
+
+/// Edits the TCP header of `packet` in place, then recomputes the TCP checksum (the IP header
+/// is untouched: addresses do not change here).
+pub fn edit_tcp<R>(packet: &mut [u8], seg: &Segment, f: impl FnOnce(&mut TcpPacket<&mut [u8]>) -> R) -> R {
+    let mut t = TcpPacket::new_unchecked(&mut packet[seg.tcp.clone()]);
+    let r = f(&mut t);
+    t.fill_checksum(&ip(seg.src.ip()), &ip(seg.dst.ip()));
+    r
+}
+
+/// Rewrites the packet's source and destination (addresses and ports, same family as before),
+/// refilling the IPv4 header checksum and the TCP checksum over the new pseudo-header. Used for
+/// the port rewrite of direct mode and the address rewrite of balanced mode. Returns false
+/// (packet untouched) for a family change.
+pub fn readdress(packet: &mut [u8], seg: &Segment, src: SocketAddr, dst: SocketAddr) -> bool {
+    match (src.ip(), dst.ip(), packet[0] >> 4) {
+        (IpAddr::V4(s), IpAddr::V4(d), 4) => {
+            let mut p = Ipv4Packet::new_unchecked(&mut *packet);
+            p.set_src_addr(s);
+            p.set_dst_addr(d);
+            p.fill_checksum();
+        }
+        (IpAddr::V6(s), IpAddr::V6(d), 6) => {
+            let mut p = Ipv6Packet::new_unchecked(&mut *packet);
+            p.set_src_addr(s);
+            p.set_dst_addr(d);
+        }
+        _ => return false,
+    }
+    let mut t = TcpPacket::new_unchecked(&mut packet[seg.tcp.clone()]);
+    t.set_src_port(src.port());
+    t.set_dst_port(dst.port());
+    t.fill_checksum(&ip(src.ip()), &ip(dst.ip()));
+    true
+}
+
+/// True when the packet's TCP checksum is right (tests and the simulator's link check it).
+pub fn checksum_ok(packet: &[u8]) -> bool {
+    parse(packet).is_some_and(|seg| {
+        TcpPacket::new_unchecked(&packet[seg.tcp.clone()])
+            .verify_checksum(&ip(seg.src.ip()), &ip(seg.dst.ip()))
+    })
+}
+
+/// The control flag of a segment the engine builds itself (ACK is set whenever `ack` is given).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    None,
+    Psh,
+    Fin,
+    Rst,
+}
+
+/// A segment the engine emits on its own: its handshake bytes and ACKs to the client, translated
+/// data for either side, RSTs. `src` and `dst` must be of one family.
+pub struct Build<'a> {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub seq: Seq,
+    pub ack: Option<Seq>,
+    pub control: Control,
+    pub window: u16,
+    pub payload: &'a [u8],
+}
+
+impl Build<'_> {
+    /// The packet, with IP and TCP checksums filled; `None` for mixed address families.
+    pub fn emit(&self) -> Option<Vec<u8>> {
+        let tcp = TcpRepr {
+            src_port: self.src.port(),
+            dst_port: self.dst.port(),
+            control: match self.control {
+                Control::None => TcpControl::None,
+                Control::Psh => TcpControl::Psh,
+                Control::Fin => TcpControl::Fin,
+                Control::Rst => TcpControl::Rst,
+            },
+            seq_number: TcpSeqNumber(self.seq.0 as i32),
+            ack_number: self.ack.map(|a| TcpSeqNumber(a.0 as i32)),
+            window_len: self.window,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: self.payload,
+        };
+        let caps = ChecksumCapabilities::default();
+        let tlen = tcp.buffer_len();
+        let (s, d) = (ip(self.src.ip()), ip(self.dst.ip()));
+        let (mut buf, at) = match (self.src.ip(), self.dst.ip()) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let r = Ipv4Repr {
+                    src_addr: a,
+                    dst_addr: b,
+                    next_header: IpProtocol::Tcp,
+                    payload_len: tlen,
+                    hop_limit: 64,
+                };
+                let mut buf = vec![0; r.buffer_len() + tlen];
+                r.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
+                (buf, r.buffer_len())
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                let r = Ipv6Repr {
+                    src_addr: a,
+                    dst_addr: b,
+                    next_header: IpProtocol::Tcp,
+                    payload_len: tlen,
+                    hop_limit: 64,
+                };
+                let mut buf = vec![0; r.buffer_len() + tlen];
+                r.emit(&mut Ipv6Packet::new_unchecked(&mut buf[..]));
+                (buf, r.buffer_len())
+            }
+            _ => return None,
+        };
+        tcp.emit(&mut TcpPacket::new_unchecked(&mut buf[at..]), &s, &d, &caps);
+        Some(buf)
+    }
+}
+
+const OPT_END: u8 = 0;
+const OPT_NOP: u8 = 1;
+const OPT_MSS: u8 = 2;
+const OPT_SACK_PERMITTED: u8 = 4;
+
+/// Walks TCP options as (kind, value range within `opts`), stopping at the end option or at a
+/// malformed length.
+fn options(opts: &[u8]) -> Vec<(u8, Range<usize>)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < opts.len() {
+        match opts[i] {
+            OPT_END => break,
+            OPT_NOP => i += 1,
+            kind => {
+                let Some(&len) = opts.get(i + 1) else { break };
+                let len = len as usize;
+                if len < 2 || i + len > opts.len() {
+                    break;
+                }
+                out.push((kind, i + 2..i + len));
+                i += len;
+            }
+        }
+    }
+    out
+}
+
+/// The smallest MSS the clamp leaves (RFC 9293's floor for IPv4 minus headers is larger; this
+/// only keeps a tiny advertised MSS from reaching zero).
+const MIN_MSS: u16 = 64;
+
+/// Lowers the MSS option by `by` bytes (seed 001: one server segment plus the record overhead
+/// must fit the client's MSS); returns (old, new) when an MSS option was present. A SYN without
+/// one keeps the default (536 / 1220): see docs/inline-engine.md.
+pub fn lower_mss(opts: &mut [u8], by: u16) -> Option<(u16, u16)> {
+    let (_, r) = options(opts).into_iter().find(|(k, r)| *k == OPT_MSS && r.len() == 2)?;
+    let old = u16::from_be_bytes([opts[r.start], opts[r.start + 1]]);
+    let new = old.saturating_sub(by).max(MIN_MSS).min(old);
+    opts[r].copy_from_slice(&new.to_be_bytes());
+    Some((old, new))
+}
+
+/// The MSS option of a SYN, if any.
+pub fn mss(opts: &[u8]) -> Option<u16> {
+    let (_, r) = options(opts).into_iter().find(|(k, r)| *k == OPT_MSS && r.len() == 2)?;
+    Some(u16::from_be_bytes([opts[r.start], opts[r.start + 1]]))
+}
+
+/// The window-scale shift a SYN offers (RFC 7323), capped at 14.
+pub fn window_scale(opts: &[u8]) -> Option<u8> {
+    const OPT_WSCALE: u8 = 3;
+    let (_, r) = options(opts).into_iter().find(|(k, r)| *k == OPT_WSCALE && r.len() == 1)?;
+    Some(opts[r.start].min(14))
+}
+
+/// Replaces a SACK-permitted option with NOPs, so neither end uses SACK on the flow: SACK blocks
+/// name sequence ranges the engine would otherwise have to translate through the pair table.
+pub fn strip_sack_permitted(opts: &mut [u8]) -> bool {
+    strip(opts, OPT_SACK_PERMITTED, 0)
+}
+
+/// Replaces a timestamps option with NOPs, so timestamps are never negotiated: the engine
+/// builds most of a TLS flow's segments itself, and RFC 7323 lets a receiver drop segments
+/// without the option once it was negotiated. (Carrying the peers' values through instead is
+/// possible, see docs/inline-engine.md.)
+pub fn strip_timestamps(opts: &mut [u8]) -> bool {
+    const OPT_TIMESTAMPS: u8 = 8;
+    strip(opts, OPT_TIMESTAMPS, 8)
+}
+
+/// Replaces the option `kind` whose value is `value_len` bytes with NOPs.
+fn strip(opts: &mut [u8], kind: u8, value_len: usize) -> bool {
+    let found = options(opts).into_iter().find(|(k, r)| *k == kind && r.len() == value_len);
+    if let Some((_, r)) = found {
+        opts[r.start - 2..r.end].fill(OPT_NOP);
+        return true;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_walk_stops_at_garbage() {
+        assert_eq!(options(&[1, 1, 2, 4, 5, 0xb4, 4, 2, 0, 9]).len(), 2);
+        assert_eq!(options(&[2, 1, 5]).len(), 0, "length below 2");
+        assert_eq!(options(&[2, 9, 5]).len(), 0, "length past the end");
+        assert_eq!(options(&[2]).len(), 0);
+    }
+
+    #[test]
+    fn clamp_and_strip() {
+        let mut o = [1, 1, 2, 4, 0x05, 0xb4, 4, 2, 1, 3, 3, 7];
+        assert_eq!(lower_mss(&mut o, 29), Some((1460, 1431)));
+        assert_eq!(&o[4..6], &1431u16.to_be_bytes());
+        let mut tiny = [2, 4, 0, 70];
+        assert_eq!(lower_mss(&mut tiny, 29), Some((70, 64)), "floor");
+        let mut tinier = [2, 4, 0, 10];
+        assert_eq!(lower_mss(&mut tinier, 29), Some((10, 10)), "never raised");
+        assert!(strip_sack_permitted(&mut o));
+        assert_eq!(&o[6..8], &[1, 1]);
+        assert!(!strip_sack_permitted(&mut o));
+        assert_eq!(&o[9..], &[3, 3, 7], "window scale untouched");
+        assert_eq!(window_scale(&o), Some(7));
+        assert_eq!(mss(&o), Some(1431));
+        let mut ts = [1, 1, 8, 10, 1, 2, 3, 4, 5, 6, 7, 8, 3, 3, 7];
+        assert!(strip_timestamps(&mut ts));
+        assert_eq!(&ts[..12], &[1; 12]);
+        assert_eq!(window_scale(&ts), Some(7));
+        assert_eq!(window_scale(&[3, 3, 20]), Some(14));
+        assert_eq!(window_scale(&[1, 1]), None);
+        let mut none = [1u8, 1, 1, 0];
+        assert_eq!(lower_mss(&mut none, 29), None);
+    }
+
+    #[test]
+    fn built_packets_parse_back_with_good_checksums() {
+        for (src, dst) in [("10.0.0.2:443", "10.0.0.1:40000"), ("[fd00::2]:443", "[fd00::1]:5")] {
+            let b = Build {
+                src: src.parse().unwrap(),
+                dst: dst.parse().unwrap(),
+                seq: Seq(u32::MAX),
+                ack: Some(Seq(7)),
+                control: Control::Psh,
+                window: 1000,
+                payload: b"record bytes",
+            };
+            let p = b.emit().unwrap();
+            assert!(checksum_ok(&p));
+            let seg = parse(&p).unwrap();
+            assert_eq!((seg.src, seg.dst, seg.seq, seg.ack, seg.window), (b.src, b.dst, b.seq, b.ack, 1000));
+            assert_eq!(&p[seg.payload], b"record bytes");
+            assert!(!seg.syn && !seg.fin && !seg.rst);
+        }
+        let rst = Build {
+            src: "10.0.0.1:1".parse().unwrap(),
+            dst: "10.0.0.2:2".parse().unwrap(),
+            seq: Seq(1),
+            ack: None,
+            control: Control::Rst,
+            window: 0,
+            payload: &[],
+        };
+        let seg = parse(&rst.emit().unwrap()).unwrap();
+        assert!(seg.rst && seg.ack.is_none());
+        let mixed = Build { dst: "[::1]:2".parse().unwrap(), ..rst };
+        assert!(mixed.emit().is_none());
+    }
+
+    #[test]
+    fn non_tcp_and_garbage_do_not_parse() {
+        assert_eq!(parse(&[]), None);
+        assert_eq!(parse(&[0x45, 0, 0]), None);
+        assert_eq!(parse(b"hello, world, this is not an IP packet at all"), None);
+    }
+}

@@ -1,0 +1,359 @@
+//! Record protection after the handshake: open the client's records, seal the server's, with the
+//! traffic keys rustls extracted, and follow TLS 1.3 key updates.
+//!
+//! TLS 1.3 (RFC 8446 §5.2–5.3): the outer type is always application_data, the real type is the
+//! last non-zero byte of the plaintext, the AAD is the record header, the nonce is the IV XOR the
+//! record sequence number. TLS 1.2 AES-GCM (RFC 5288): an 8-byte explicit nonce leads the body,
+//! the AAD is sequence number, type, version and plaintext length. rustls hands a TLS 1.2 GCM key
+//! over with a 12-byte IV (4-byte salt and 8 bytes from the key block), so sealing here also uses
+//! IV XOR sequence number and writes the last 8 bytes of that nonce as the explicit one: a nonce
+//! is a function of the sequence number alone, never reused while the number only grows.
+
+use crate::record::{ContentType, Header, HEADER_LEN, MAX_PLAINTEXT};
+use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey, NONCE_LEN};
+use rustls::kernel::KernelConnection;
+use rustls::server::ServerConnectionData;
+use rustls::{ConnectionTrafficSecrets, ExtractedSecrets, ProtocolVersion};
+use std::ops::Range;
+use thiserror::Error;
+
+const TAG_LEN: usize = 16;
+const EXPLICIT_NONCE_LEN: usize = 8;
+/// The legacy version every TLS 1.2 and 1.3 record written here carries.
+const RECORD_VERSION: u16 = 0x0303;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum CryptoError {
+    /// The tag did not verify: answered with RST to the server and bad_record_mac to the client.
+    #[error("bad record MAC")]
+    BadRecordMac,
+    #[error("record too short to hold its {0} bytes of overhead")]
+    Short(usize),
+    #[error("unexpected outer content type {0}")]
+    OuterType(u8),
+    #[error("TLS 1.3 record with no content type (all padding)")]
+    NoContentType,
+    #[error("plaintext of {0} bytes exceeds the record limit")]
+    TooLarge(usize),
+    #[error("record sequence number exhausted")]
+    SeqExhausted,
+    #[error("post-handshake message not supported (type {0})")]
+    PostHandshake(u8),
+    #[error("unsupported protocol version or cipher suite")]
+    Unsupported,
+    #[error("key schedule: {0}")]
+    KeySchedule(String),
+}
+
+/// The two record-protection formats the engine speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    Tls12,
+    Tls13,
+}
+
+impl Version {
+    pub fn from_rustls(v: ProtocolVersion) -> Result<Version, CryptoError> {
+        match v {
+            ProtocolVersion::TLSv1_2 => Ok(Version::Tls12),
+            ProtocolVersion::TLSv1_3 => Ok(Version::Tls13),
+            _ => Err(CryptoError::Unsupported),
+        }
+    }
+
+    /// Outer bytes before the first plaintext byte.
+    pub fn head(self) -> usize {
+        match self {
+            Version::Tls12 => HEADER_LEN + EXPLICIT_NONCE_LEN,
+            Version::Tls13 => HEADER_LEN,
+        }
+    }
+
+    /// Outer bytes after the last plaintext byte (TLS 1.3: the content type byte; no padding is
+    /// ever added here).
+    pub fn trail(self) -> usize {
+        match self {
+            Version::Tls12 => TAG_LEN,
+            Version::Tls13 => 1 + TAG_LEN,
+        }
+    }
+
+    /// Total expansion of one record: what the MSS clamp and the window arithmetic subtract.
+    pub fn overhead(self) -> usize {
+        self.head() + self.trail()
+    }
+}
+
+/// A decrypted record: its real content type and where the plaintext lies in the body buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Opened {
+    pub content_type: ContentType,
+    pub plaintext: Range<usize>,
+    /// The record sequence number it was opened under (for the nonce log).
+    pub seq: u64,
+}
+
+/// One direction's key: AEAD key, IV and the next record sequence number.
+pub struct RecordKey {
+    version: Version,
+    key: LessSafeKey,
+    iv: [u8; NONCE_LEN],
+    seq: u64,
+}
+
+impl std::fmt::Debug for RecordKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key or IV.
+        f.debug_struct("RecordKey").field("version", &self.version).field("seq", &self.seq).finish()
+    }
+}
+
+impl RecordKey {
+    pub fn new(
+        version: Version,
+        seq: u64,
+        secrets: ConnectionTrafficSecrets,
+    ) -> Result<RecordKey, CryptoError> {
+        let (alg, key, iv) = match &secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&aead::AES_128_GCM, key, iv),
+            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&aead::AES_256_GCM, key, iv),
+            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } if version == Version::Tls13 => {
+                (&aead::CHACHA20_POLY1305, key, iv)
+            }
+            _ => return Err(CryptoError::Unsupported),
+        };
+        let key = UnboundKey::new(alg, key.as_ref()).map_err(|_| CryptoError::Unsupported)?;
+        let iv: [u8; NONCE_LEN] = iv.as_ref().try_into().map_err(|_| CryptoError::Unsupported)?;
+        Ok(RecordKey { version, key: LessSafeKey::new(key), iv, seq })
+    }
+
+    /// The next record sequence number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    fn nonce(&self, seq: u64) -> [u8; NONCE_LEN] {
+        let mut n = self.iv;
+        for (b, s) in n[NONCE_LEN - 8..].iter_mut().zip(seq.to_be_bytes()) {
+            *b ^= s;
+        }
+        n
+    }
+
+    fn take_seq(&mut self) -> Result<u64, CryptoError> {
+        let seq = self.seq;
+        self.seq = seq.checked_add(1).ok_or(CryptoError::SeqExhausted)?;
+        Ok(seq)
+    }
+
+    /// Opens a record in place. `body` is the record body after `header`; on success the
+    /// plaintext is `body[opened.plaintext]`. A failed tag still consumes the sequence number:
+    /// the connection is dead after it anyway.
+    pub fn open(&mut self, header: Header, body: &mut [u8]) -> Result<Opened, CryptoError> {
+        let seq = self.take_seq()?;
+        match self.version {
+            Version::Tls13 => {
+                if header.content_type != ContentType::APPLICATION_DATA {
+                    return Err(CryptoError::OuterType(header.content_type.0));
+                }
+                if body.len() < TAG_LEN + 1 {
+                    return Err(CryptoError::Short(TAG_LEN + 1));
+                }
+                let nonce = Nonce::assume_unique_for_key(self.nonce(seq));
+                let plain = self
+                    .key
+                    .open_in_place(nonce, Aad::from(header.encode()), body)
+                    .map_err(|_| CryptoError::BadRecordMac)?;
+                // Strip the zero padding; the last non-zero byte is the real content type.
+                let end = plain.iter().rposition(|&b| b != 0).ok_or(CryptoError::NoContentType)?;
+                Ok(Opened { content_type: ContentType(plain[end]), plaintext: 0..end, seq })
+            }
+            Version::Tls12 => {
+                let overhead = EXPLICIT_NONCE_LEN + TAG_LEN;
+                if body.len() < overhead {
+                    return Err(CryptoError::Short(overhead));
+                }
+                let mut nonce = self.iv;
+                nonce[4..].copy_from_slice(&body[..EXPLICIT_NONCE_LEN]);
+                let aad = tls12_aad(seq, header.content_type, header.version, body.len() - overhead);
+                self.key
+                    .open_in_place(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::from(aad),
+                        &mut body[EXPLICIT_NONCE_LEN..],
+                    )
+                    .map_err(|_| CryptoError::BadRecordMac)?;
+                let end = body.len() - TAG_LEN;
+                Ok(Opened { content_type: header.content_type, plaintext: EXPLICIT_NONCE_LEN..end, seq })
+            }
+        }
+    }
+
+    /// Seals `plaintext` as one record of type `ct` appended to `out`; returns the sequence
+    /// number used.
+    pub fn seal(&mut self, ct: ContentType, plaintext: &[u8], out: &mut Vec<u8>) -> Result<u64, CryptoError> {
+        if plaintext.len() > MAX_PLAINTEXT {
+            return Err(CryptoError::TooLarge(plaintext.len()));
+        }
+        let seq = self.take_seq()?;
+        let nonce = self.nonce(seq);
+        let body_len = plaintext.len() + self.version.overhead() - HEADER_LEN;
+        let start = out.len();
+        match self.version {
+            Version::Tls13 => {
+                let header = Header {
+                    content_type: ContentType::APPLICATION_DATA,
+                    version: RECORD_VERSION,
+                    len: body_len as u16,
+                };
+                out.extend_from_slice(&header.encode());
+                out.extend_from_slice(plaintext);
+                out.push(ct.0);
+                let tag = self
+                    .key
+                    .seal_in_place_separate_tag(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::from(header.encode()),
+                        &mut out[start + HEADER_LEN..],
+                    )
+                    .map_err(|_| CryptoError::TooLarge(plaintext.len()))?;
+                out.extend_from_slice(tag.as_ref());
+            }
+            Version::Tls12 => {
+                let header = Header { content_type: ct, version: RECORD_VERSION, len: body_len as u16 };
+                out.extend_from_slice(&header.encode());
+                out.extend_from_slice(&nonce[4..]);
+                out.extend_from_slice(plaintext);
+                let aad = tls12_aad(seq, ct, RECORD_VERSION, plaintext.len());
+                let tag = self
+                    .key
+                    .seal_in_place_separate_tag(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::from(aad),
+                        &mut out[start + HEADER_LEN + EXPLICIT_NONCE_LEN..],
+                    )
+                    .map_err(|_| CryptoError::TooLarge(plaintext.len()))?;
+                out.extend_from_slice(tag.as_ref());
+            }
+        }
+        Ok(seq)
+    }
+}
+
+fn tls12_aad(seq: u64, ct: ContentType, version: u16, len: usize) -> [u8; 13] {
+    let mut a = [0u8; 13];
+    a[..8].copy_from_slice(&seq.to_be_bytes());
+    a[8] = ct.0;
+    a[9..11].copy_from_slice(&version.to_be_bytes());
+    a[11..].copy_from_slice(&(len as u16).to_be_bytes());
+    a
+}
+
+/// What an opened client record means to the engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inbound {
+    /// Application data (possibly empty) to forward to the server.
+    Data(Opened),
+    /// An alert (close_notify or fatal); the two alert bytes are `body[opened.plaintext]`.
+    Alert(Opened),
+    /// A TLS 1.3 KeyUpdate: the receive key has already moved on. When `requested`, the engine
+    /// must answer with [`RecordLayer::send_key_update`] before sealing anything else.
+    KeyUpdate { requested: bool, seq: u64 },
+}
+
+/// The record layer of one flow: both keys and rustls's key schedule for updates.
+pub struct RecordLayer {
+    version: Version,
+    rx: RecordKey,
+    tx: RecordKey,
+    kernel: KernelConnection<ServerConnectionData>,
+}
+
+impl std::fmt::Debug for RecordLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordLayer").field("rx", &self.rx).field("tx", &self.tx).finish()
+    }
+}
+
+impl RecordLayer {
+    pub fn new(
+        secrets: ExtractedSecrets,
+        kernel: KernelConnection<ServerConnectionData>,
+    ) -> Result<RecordLayer, CryptoError> {
+        let version = Version::from_rustls(kernel.protocol_version())?;
+        let (rx_seq, rx) = secrets.rx;
+        let (tx_seq, tx) = secrets.tx;
+        Ok(RecordLayer {
+            version,
+            rx: RecordKey::new(version, rx_seq, rx)?,
+            tx: RecordKey::new(version, tx_seq, tx)?,
+            kernel,
+        })
+    }
+
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// Next sequence numbers (receive, transmit), for the connection table.
+    pub fn seqs(&self) -> (u64, u64) {
+        (self.rx.seq(), self.tx.seq())
+    }
+
+    /// Opens a client record and interprets its content.
+    pub fn open(&mut self, header: Header, body: &mut [u8]) -> Result<Inbound, CryptoError> {
+        let opened = self.rx.open(header, body)?;
+        match opened.content_type {
+            ContentType::APPLICATION_DATA => Ok(Inbound::Data(opened)),
+            ContentType::ALERT => Ok(Inbound::Alert(opened)),
+            ContentType::HANDSHAKE if self.version == Version::Tls13 => {
+                let requested = key_update(&body[opened.plaintext.clone()])?;
+                let (seq, secrets) = self.kernel.update_rx_secret().map_err(key_schedule)?;
+                self.rx = RecordKey::new(self.version, seq, secrets)?;
+                Ok(Inbound::KeyUpdate { requested, seq: opened.seq })
+            }
+            // TLS 1.2 renegotiation and anything else after the handshake: refused.
+            other => Err(CryptoError::PostHandshake(other.0)),
+        }
+    }
+
+    /// Seals server plaintext as one application-data record.
+    pub fn seal(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<u64, CryptoError> {
+        self.tx.seal(ContentType::APPLICATION_DATA, plaintext, out)
+    }
+
+    /// Seals an alert (close_notify is `[1, 0]`, bad_record_mac `[2, 20]`).
+    pub fn seal_alert(&mut self, alert: [u8; 2], out: &mut Vec<u8>) -> Result<u64, CryptoError> {
+        self.tx.seal(ContentType::ALERT, &alert, out)
+    }
+
+    /// TLS 1.3: sends a KeyUpdate (update_not_requested) under the current key, then moves the
+    /// transmit key on.
+    pub fn send_key_update(&mut self, out: &mut Vec<u8>) -> Result<u64, CryptoError> {
+        let seq = self.tx.seal(ContentType::HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, 0], out)?;
+        let (next, secrets) = self.kernel.update_tx_secret().map_err(key_schedule)?;
+        self.tx = RecordKey::new(self.version, next, secrets)?;
+        Ok(seq)
+    }
+}
+
+const KEY_UPDATE: u8 = 24;
+
+/// Parses a record's handshake content, which after a TLS 1.3 handshake may only be exactly one
+/// KeyUpdate (RFC 8446 §5.1: a message before a key change must end its record). Returns whether
+/// the peer requested an update in return.
+fn key_update(msg: &[u8]) -> Result<bool, CryptoError> {
+    match msg {
+        [KEY_UPDATE, 0, 0, 1, r @ (0 | 1)] => Ok(*r == 1),
+        [t, ..] => Err(CryptoError::PostHandshake(*t)),
+        [] => Err(CryptoError::PostHandshake(0)),
+    }
+}
+
+fn key_schedule(e: rustls::Error) -> CryptoError {
+    CryptoError::KeySchedule(e.to_string())
+}

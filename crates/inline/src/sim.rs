@@ -1,0 +1,550 @@
+//! The deterministic simulator of issue 5, in the library so that `tlsgate inline simulate` can
+//! run it: real user-space TCP stacks (smoltcp) on both ends driven with simulated time, rustls
+//! clients over the client host's sockets, a plaintext echo server, the engine between, and a
+//! seeded link that drops, reorders, duplicates and delays packets.
+//!
+//! Checked on every run: each client gets back exactly the bytes it sent (so the server got
+//! them too), every byte sent to a client at a sequence number is the byte first sent there
+//! (with the rustls client accepting records only under strictly increasing record numbers, a
+//! (key, record number) used twice shows up here or as a decryption failure), and no flow's
+//! state exceeds the bound. Certificates come from the caller, so the library needs no PKI.
+
+use crate::engine::{Config, Engine, Limits, Service};
+use crate::packet;
+use crate::tables::{Mode, Release};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, ServerConfig};
+use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::io::{Read, Write};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The per-flow state bound checked during the run (the engine's own bounds: hold queues
+/// 256 KiB and unacknowledged data 1 MiB per direction, 4096 pairs per direction).
+pub const STATE_BOUND: usize = 3 << 20;
+
+const CLIENT_IP: [u8; 4] = [10, 0, 0, 1];
+const SERVER_IP: [u8; 4] = [10, 0, 0, 2];
+const VIRTUAL_IP: [u8; 4] = [10, 0, 0, 9];
+
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub flows: usize,
+    pub seed: u64,
+    pub loss: f64,
+    pub reorder: f64,
+    pub duplicate: f64,
+    /// Plaintext each client sends (and gets back).
+    pub bytes: usize,
+    pub release: Release,
+    /// A virtual address in front of the server instead of direct mode (443 → 80).
+    pub balanced: bool,
+    /// The clients' receive buffers, hence their windows.
+    pub client_rx_buffer: usize,
+    /// Each client updates its keys (requesting the engine's update) after this many bytes.
+    pub key_update_at: Option<usize>,
+    pub time_limit: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> SimConfig {
+        SimConfig {
+            flows: 1,
+            seed: 1,
+            loss: 0.0,
+            reorder: 0.0,
+            duplicate: 0.0,
+            bytes: 100_000,
+            release: Release::Buffered,
+            balanced: false,
+            client_rx_buffer: 65535,
+            key_update_at: None,
+            time_limit: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The one-line result.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub flows: usize,
+    /// Flows whose client got all its bytes back.
+    pub completed: usize,
+    /// Plaintext verified each way (the echo makes them equal when all is well).
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub records_up: u64,
+    pub records_down: u64,
+    /// Segments the engine saw again, both directions.
+    pub retransmissions: u64,
+    /// Positions where a client was sent a byte different from the first one sent there.
+    pub nonce_reuses: u64,
+    pub violations: Vec<String>,
+    pub peak_state_per_flow: usize,
+    pub sim_time: Duration,
+}
+
+impl Summary {
+    /// All flows completed and nothing was violated.
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty() && self.completed == self.flows
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "flows={} completed={} bytes_up={} bytes_down={} records_up={} records_down={} retransmissions={} \
+             nonce_reuses={} violations={} peak_state_bytes_per_flow={} sim_time={:?}",
+            self.flows,
+            self.completed,
+            self.bytes_up,
+            self.bytes_down,
+            self.records_up,
+            self.records_down,
+            self.retransmissions,
+            self.nonce_reuses,
+            self.violations.len(),
+            self.peak_state_per_flow,
+            self.sim_time
+        )
+    }
+}
+
+/// A device whose wire is two queues the simulation moves packets through.
+#[derive(Default)]
+struct Dev {
+    rx: VecDeque<Vec<u8>>,
+    tx: Vec<Vec<u8>>,
+}
+
+struct Rx(Vec<u8>);
+struct Tx<'a>(&'a mut Vec<Vec<u8>>);
+
+impl RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = vec![0; len];
+        let r = f(&mut buf);
+        self.0.push(buf);
+        r
+    }
+}
+
+impl Device for Dev {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx<'a>;
+
+    fn receive(&mut self, _: Instant) -> Option<(Rx, Tx<'_>)> {
+        let p = self.rx.pop_front()?;
+        Some((Rx(p), Tx(&mut self.tx)))
+    }
+
+    fn transmit(&mut self, _: Instant) -> Option<Tx<'_>> {
+        Some(Tx(&mut self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ip;
+        c.max_transmission_unit = 1500;
+        c
+    }
+}
+
+struct Host {
+    dev: Dev,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+}
+
+impl Host {
+    fn new(addr: [u8; 4]) -> Host {
+        let mut dev = Dev::default();
+        let mut iface = Interface::new(IfaceConfig::new(HardwareAddress::Ip), &mut dev, Instant::ZERO);
+        iface.update_ip_addrs(|a| {
+            a.push(IpCidr::new(IpAddress::v4(addr[0], addr[1], addr[2], addr[3]), 24)).expect("one address")
+        });
+        Host { dev, iface, sockets: SocketSet::new(Vec::new()) }
+    }
+
+    fn add_socket(&mut self, rx_buffer: usize) -> SocketHandle {
+        let rx = tcp::SocketBuffer::new(vec![0; rx_buffer]);
+        let tx = tcp::SocketBuffer::new(vec![0; 65535]);
+        self.sockets.add(tcp::Socket::new(rx, tx))
+    }
+
+    fn poll(&mut self, now: Instant) {
+        self.iface.poll(now, &mut self.dev, &mut self.sockets);
+    }
+}
+
+/// Deterministic xorshift.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() % 1_000_000) as f64 / 1_000_000.0 < p
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hop {
+    Engine,
+    Client,
+    Server,
+}
+
+/// The impairing wire: every packet crosses it twice (to the engine, and on from it).
+struct Link {
+    rng: Rng,
+    loss: f64,
+    reorder: f64,
+    duplicate: f64,
+    /// (delivery time in µs, sequence) → packet.
+    queue: BTreeMap<(u64, u64), (Hop, Vec<u8>)>,
+    n: u64,
+}
+
+impl Link {
+    fn send(&mut self, now: u64, to: Hop, p: Vec<u8>) {
+        if self.rng.chance(self.loss) {
+            return;
+        }
+        let copies = if self.rng.chance(self.duplicate) { 2 } else { 1 };
+        for _ in 0..copies {
+            let mut delay = 1000; // 1 ms per hop
+            if self.rng.chance(self.reorder) {
+                delay += 1000 + self.rng.next() % 5000;
+            }
+            self.n += 1;
+            self.queue.insert((now + delay, self.n), (to, p.clone()));
+        }
+    }
+}
+
+/// What was sent to one client, by position, until the client acknowledges it: a resend must
+/// carry the same bytes. Kept as segments and pruned on ACKs, so memory follows the window,
+/// not the transfer.
+#[derive(Default)]
+struct SentLog {
+    /// The first sequence number sent; positions are counted from it (no wrap within 4 GiB).
+    base: Option<u32>,
+    segs: BTreeMap<u64, Vec<u8>>,
+}
+
+impl SentLog {
+    /// Records a segment; returns how many of its bytes differ from bytes sent before.
+    fn check(&mut self, seq: u32, data: &[u8]) -> u64 {
+        let base = *self.base.get_or_insert(seq);
+        let start = seq.wrapping_sub(base) as u64;
+        let end = start + data.len() as u64;
+        let from = self.segs.range(..=start).next_back().map_or(start, |(&k, _)| k);
+        let mut bad = 0;
+        for (&k, v) in self.segs.range(from..end) {
+            let (lo, hi) = (k.max(start), (k + v.len() as u64).min(end));
+            bad += (lo..hi).filter(|&i| v[(i - k) as usize] != data[(i - start) as usize]).count() as u64;
+        }
+        if !data.is_empty() {
+            self.segs.insert(start, data.to_vec());
+        }
+        bad
+    }
+
+    /// The client acknowledged up to `ack`: forget what lies wholly before it.
+    fn ack(&mut self, ack: u32) {
+        let Some(base) = self.base else { return };
+        let a = ack.wrapping_sub(base) as u64;
+        while let Some((&k, v)) = self.segs.first_key_value() {
+            if k + v.len() as u64 > a {
+                break;
+            }
+            self.segs.pop_first();
+        }
+    }
+}
+
+/// One client: its socket, its TLS connection and what it sent and got back.
+struct Client {
+    handle: SocketHandle,
+    port: u16,
+    tls: ClientConnection,
+    payload: Vec<u8>,
+    written: usize,
+    tls_out: Vec<u8>,
+    echoed: Vec<u8>,
+    key_update_at: Option<usize>,
+    done: bool,
+    failed: bool,
+}
+
+/// Runs the simulation. `server_tls` must have `enable_secret_extraction` set; `client_tls`
+/// must trust its certificate for the name "localhost".
+pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<ClientConfig>) -> Summary {
+    let service_ip = if cfg.balanced { VIRTUAL_IP } else { SERVER_IP };
+    let mut engine = Engine::new(Config {
+        services: vec![Service {
+            addr: (service_ip, 443).into(),
+            server_port: Some(80),
+            mode: if cfg.balanced { Mode::Balanced } else { Mode::Direct },
+            release: cfg.release,
+            tls: server_tls,
+            pool: if cfg.balanced { vec![(SERVER_IP, 80).into()] } else { Vec::new() },
+        }],
+        limits: Limits::default(),
+    });
+    let mut client_host = Host::new(CLIENT_IP);
+    let mut server_host = Host::new(SERVER_IP);
+    let mut server_socks: Vec<(SocketHandle, Vec<u8>)> = (0..cfg.flows)
+        .map(|_| {
+            let h = server_host.add_socket(65535);
+            server_host.sockets.get_mut::<tcp::Socket>(h).listen(80).expect("listen");
+            (h, Vec::new())
+        })
+        .collect();
+    let mut clients: Vec<Client> = (0..cfg.flows)
+        .map(|i| {
+            let name = ServerName::try_from("localhost").expect("literal");
+            Client {
+                handle: client_host.add_socket(cfg.client_rx_buffer),
+                port: 40000 + (i % 20000) as u16,
+                tls: ClientConnection::new(client_tls.clone(), name).expect("client config"),
+                payload: (0..cfg.bytes).map(|b| (b as u64 * 7919 + cfg.seed + i as u64) as u8).collect(),
+                written: 0,
+                tls_out: Vec::new(),
+                echoed: Vec::new(),
+                key_update_at: cfg.key_update_at,
+                done: false,
+                failed: false,
+            }
+        })
+        .collect();
+    let mut link = Link {
+        rng: Rng(cfg.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
+        loss: cfg.loss,
+        reorder: cfg.reorder,
+        duplicate: cfg.duplicate,
+        queue: BTreeMap::new(),
+        n: 0,
+    };
+    let mut sum = Summary { flows: cfg.flows, ..Summary::default() };
+    // Per client port: what was sent to it and not yet acknowledged.
+    let mut sent: HashMap<u16, SentLog> = HashMap::new();
+    let client_ip = IpAddr::from(CLIENT_IP);
+
+    let limit = cfg.time_limit.as_micros() as u64;
+    let mut t = 0u64;
+    // State is sampled every 100 ms (a report costs a walk over the flows).
+    let mut next_sample = 0u64;
+    while t < limit {
+        let now = Instant::from_micros(t as i64);
+        let dnow = Duration::from_micros(t);
+        // Flows start one per millisecond (one tick each).
+        if let Some(c) = clients.get((t / 1000) as usize) {
+            let cx = client_host.iface.context();
+            let to = IpAddress::v4(service_ip[0], service_ip[1], service_ip[2], service_ip[3]);
+            let sock = client_host.sockets.get_mut::<tcp::Socket>(c.handle);
+            if sock.connect(cx, (to, 443), c.port).is_err() {
+                sum.violations.push(format!("flow on port {} could not connect", c.port));
+            }
+        }
+        // The wire: packets due now go where they are headed.
+        let mut to_wire: Vec<(Hop, Vec<u8>)> = Vec::new();
+        while let Some((&(at, n), _)) = link.queue.first_key_value() {
+            if at > t {
+                break;
+            }
+            let (to, p) = link.queue.remove(&(at, n)).expect("peeked");
+            match to {
+                Hop::Client => client_host.dev.rx.push_back(p),
+                Hop::Server => server_host.dev.rx.push_back(p),
+                Hop::Engine => {
+                    let mut out = Vec::new();
+                    engine.handle_packet(dnow, p, &mut out);
+                    to_wire.extend(out.into_iter().map(|o| (Hop::Engine, o)));
+                }
+            }
+        }
+        if engine.poll_timeout().is_some_and(|d| d <= dnow) {
+            let mut out = Vec::new();
+            engine.handle_timeout(dnow, &mut out);
+            to_wire.extend(out.into_iter().map(|o| (Hop::Engine, o)));
+        }
+        for (_, o) in to_wire {
+            let Some(seg) = packet::parse(&o) else { continue };
+            if seg.dst.ip() == client_ip {
+                if !seg.syn {
+                    let log = sent.entry(seg.dst.port()).or_default();
+                    sum.nonce_reuses += log.check(seg.seq.0, &o[seg.payload.clone()]);
+                }
+                link.send(t, Hop::Client, o);
+            } else {
+                link.send(t, Hop::Server, o);
+            }
+        }
+        client_host.poll(now);
+        server_host.poll(now);
+
+        // The echo server: what each connection reads goes back on it.
+        for (h, pending) in &mut server_socks {
+            let s = server_host.sockets.get_mut::<tcp::Socket>(*h);
+            if s.can_recv() {
+                let mut buf = [0u8; 8192];
+                if let Ok(n) = s.recv_slice(&mut buf) {
+                    pending.extend_from_slice(&buf[..n]);
+                }
+            }
+            if !pending.is_empty() && s.can_send() {
+                if let Ok(n) = s.send_slice(pending) {
+                    pending.drain(..n);
+                }
+            }
+        }
+        for c in &mut clients {
+            drive_client(c, client_host.sockets.get_mut::<tcp::Socket>(c.handle), &mut sum);
+        }
+        client_host.poll(now);
+        server_host.poll(now);
+        for p in client_host.dev.tx.drain(..) {
+            if let Some(seg) = packet::parse(&p) {
+                if let (Some(ack), Some(log)) = (seg.ack, sent.get_mut(&seg.src.port())) {
+                    log.ack(ack.0);
+                }
+            }
+            link.send(t, Hop::Engine, p);
+        }
+        for p in server_host.dev.tx.drain(..) {
+            link.send(t, Hop::Engine, p);
+        }
+        if t >= next_sample {
+            next_sample += 100_000;
+            let peak = engine.report().peak_flow_state();
+            sum.peak_state_per_flow = sum.peak_state_per_flow.max(peak);
+            if peak > STATE_BOUND {
+                sum.violations.push(format!("{peak} bytes of state in one flow at {dnow:?}"));
+            }
+        }
+        t += 1000;
+        if clients.iter().all(|c| c.done || c.failed) {
+            break;
+        }
+    }
+    sum.sim_time = Duration::from_micros(t);
+    for c in &clients {
+        sum.bytes_down += c.echoed.len() as u64;
+        if c.done {
+            sum.completed += 1;
+        }
+    }
+    sum.bytes_up = sum.bytes_down;
+    let report = engine.report();
+    sum.peak_state_per_flow = sum.peak_state_per_flow.max(report.peak_flow_state());
+    for row in &report.connections {
+        sum.records_up += row.up.records;
+        sum.records_down += row.down.records;
+        sum.retransmissions += row.up.retransmissions + row.down.retransmissions;
+    }
+    if sum.nonce_reuses > 0 {
+        sum.violations.push(format!("{} bytes resent differently", sum.nonce_reuses));
+    }
+    sum
+}
+
+/// One client's turn: read records, check what came back, write more.
+fn drive_client(c: &mut Client, sock: &mut tcp::Socket<'_>, sum: &mut Summary) {
+    if c.done || c.failed {
+        return;
+    }
+    if sock.can_recv() {
+        let mut buf = [0u8; 8192];
+        let n = sock.recv_slice(&mut buf).unwrap_or(0);
+        // read_tls takes what fits its buffer, not necessarily all, and refuses more while
+        // plaintext waits to be read: loop, draining as we go.
+        let mut input = &buf[..n];
+        while !input.is_empty() {
+            if c.tls.read_tls(&mut input).is_err() {
+                break;
+            }
+            if let Err(e) = c.tls.process_new_packets() {
+                sum.violations.push(format!("flow on port {}: TLS error {e:?}", c.port));
+                c.failed = true;
+                return;
+            }
+            let mut plain = [0u8; 8192];
+            while let Ok(k) = c.tls.reader().read(&mut plain) {
+                if k == 0 {
+                    break;
+                }
+                c.echoed.extend_from_slice(&plain[..k]);
+            }
+        }
+        if c.echoed[..] != c.payload[..c.echoed.len().min(c.payload.len())] {
+            sum.violations.push(format!("flow on port {}: bytes delivered wrong", c.port));
+            c.failed = true;
+            return;
+        }
+        if c.echoed.len() == c.payload.len() {
+            c.done = true;
+            return;
+        }
+    }
+    if c.key_update_at.is_some_and(|at| c.written >= at) {
+        let _ = c.tls.refresh_traffic_keys();
+        c.key_update_at = None;
+    }
+    if !c.tls.is_handshaking() && c.written < c.payload.len() && c.tls_out.len() < 32768 {
+        let n = (c.payload.len() - c.written).min(4000);
+        if c.tls.writer().write_all(&c.payload[c.written..c.written + n]).is_ok() {
+            c.written += n;
+        }
+    }
+    while c.tls.wants_write() {
+        if c.tls.write_tls(&mut c.tls_out).is_err() {
+            break;
+        }
+    }
+    if !c.tls_out.is_empty() && sock.can_send() {
+        if let Ok(n) = sock.send_slice(&c.tls_out) {
+            c.tls_out.drain(..n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sent_log_compares_overlaps_and_forgets_acknowledged_bytes() {
+        let mut log = SentLog::default();
+        let base = u32::MAX - 5; // positions across the wrap
+        assert_eq!(log.check(base, b"abcdef"), 0);
+        assert_eq!(log.check(base.wrapping_add(6), b"ghij"), 0);
+        assert_eq!(log.check(base.wrapping_add(3), b"defgh"), 0, "resent with other boundaries");
+        assert_eq!(log.check(base.wrapping_add(4), b"eXg"), 1, "one byte differs");
+        log.ack(base.wrapping_add(6));
+        assert_eq!(log.segs.keys().copied().collect::<Vec<_>>(), vec![3, 4, 6], "those reaching past 6 stay");
+        log.ack(base.wrapping_add(10));
+        assert!(log.segs.is_empty());
+    }
+}

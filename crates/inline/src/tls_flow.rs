@@ -1,0 +1,507 @@
+//! The TLS data path of one flow, from the server's SYN-ACK on: where segments become offsets,
+//! offsets go through [`Upstream`] / [`Downstream`], and what comes out becomes packets again.
+//!
+//! Addressing: packets to the server go from the client's address to the backend; packets to
+//! the client go from the service address. Sequence numbers: the client's ISN numbers both the
+//! client's ciphertext (outer) and the plaintext the server sees (inner), the server's ISN both
+//! the server's plaintext (inner) and the records the client sees (outer); `seq::Stream` turns
+//! them into offsets and back.
+
+use crate::downstream::{DownError, DownLimits, Downstream, Send};
+use crate::handshake::{Handshake, Progress};
+use crate::packet::{Build, Control, Segment};
+use crate::record_crypto::{CryptoError, RecordLayer};
+use crate::seq::Stream;
+use crate::seq_map::SeqMap;
+use crate::tables::Counters;
+use crate::upstream::{Up, UpError, UpLimits, Upstream};
+use std::net::SocketAddr;
+use std::time::Duration;
+use thiserror::Error;
+
+/// First retransmission timeout for the engine's own bytes, and the largest backoff shift.
+const RTO: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: u32 = 6;
+/// Sequence pairs per direction.
+const PAIRS: usize = 4096;
+/// bad_record_mac, fatal.
+const ALERT_BAD_RECORD_MAC: [u8; 2] = [2, 20];
+const ALERT_CLOSE_NOTIFY: [u8; 2] = [1, 0];
+
+#[derive(Debug, Error, PartialEq)]
+pub enum FlowError {
+    #[error(transparent)]
+    Up(#[from] UpError),
+    #[error(transparent)]
+    Down(#[from] DownError),
+}
+
+/// What the flow needs to build packets.
+#[derive(Clone, Copy, Debug)]
+pub struct Ends {
+    pub client: SocketAddr,
+    /// The address the client connected to (source of packets to the client).
+    pub service: SocketAddr,
+    pub backend: SocketAddr,
+    /// The client's own MSS (before the clamp): the largest segment the engine sends it.
+    pub client_mss: u16,
+    /// The server's MSS (from its SYN-ACK): the largest plaintext segment sent to it.
+    pub server_mss: u16,
+    /// Shift of the client's advertised windows (0 when scaling was not negotiated).
+    pub client_wscale: u8,
+}
+
+enum Keys {
+    Handshake(Box<Handshake>),
+    Records(Box<RecordLayer>),
+    /// Only while the handshake is turned into the record layer.
+    Gone,
+}
+
+/// What the session table shows of a flow's TLS session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub version: String,
+    pub suite: String,
+    pub sni: Option<String>,
+}
+
+/// Whether the flow goes on after a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Continue,
+    /// Reset (by a peer or the engine): remove the flow.
+    Closed,
+    /// The client's first bytes are not a TLS handshake record and nothing has been consumed:
+    /// the engine forwards this segment and the rest of the flow unchanged.
+    NotTls,
+}
+
+pub struct TlsFlow {
+    ends: Ends,
+    client: Stream,
+    server: Stream,
+    keys: Keys,
+    up: Upstream,
+    down: Downstream,
+    /// Latest ACK for the server (inner offset of the server's stream), and for the client
+    /// (outer offset of the client's stream), as last sent.
+    ack_to_server: u64,
+    ack_to_client: u64,
+    /// Raw window fields last seen from each side, passed on in built packets.
+    client_window: u16,
+    server_window: u16,
+    /// The engine's retransmission timer for its own bytes: deadline and backoff.
+    rto: Option<(Duration, u32)>,
+    /// Version, suite and SNI once established, for the session table.
+    session: Option<SessionInfo>,
+}
+
+impl std::fmt::Debug for TlsFlow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsFlow").field("ends", &self.ends).field("session", &self.session).finish()
+    }
+}
+
+impl TlsFlow {
+    pub fn new(
+        ends: Ends,
+        client: Stream,
+        server: Stream,
+        hs: Handshake,
+        server_window: u16,
+        up: UpLimits,
+        down: DownLimits,
+    ) -> TlsFlow {
+        TlsFlow {
+            ends,
+            client,
+            server,
+            keys: Keys::Handshake(Box::new(hs)),
+            up: Upstream::new(SeqMap::new(1, 1, PAIRS), up),
+            down: Downstream::new(SeqMap::new(1, 1, PAIRS), down),
+            ack_to_server: 0,
+            ack_to_client: 1,
+            client_window: 0,
+            server_window,
+            rto: None,
+            session: None,
+        }
+    }
+
+    pub fn is_established(&self) -> bool {
+        matches!(self.keys, Keys::Records(_))
+    }
+
+    pub fn session(&self) -> Option<&SessionInfo> {
+        self.session.as_ref()
+    }
+
+    pub fn upstream(&self) -> &Upstream {
+        &self.up
+    }
+
+    pub fn downstream(&self) -> &Downstream {
+        &self.down
+    }
+
+    pub fn record_seqs(&self) -> Option<(u64, u64)> {
+        match &self.keys {
+            Keys::Records(l) => Some(l.seqs()),
+            _ => None,
+        }
+    }
+
+    pub fn deadline(&self) -> Option<Duration> {
+        self.rto.map(|(d, _)| d)
+    }
+
+    /// Counters for the connection table: (client → server, server → client). Plaintext bytes
+    /// are those the record layer released or sealed; outer bytes those sent to the client
+    /// (records, the engine's own included) or received from it in order.
+    pub fn counters(&self) -> (Counters, Counters) {
+        let (us, ds) = (self.up.stats(), self.down.stats());
+        let (up_outer, up_inner) = self.up.pairs().end();
+        let (down_outer, down_inner) = self.down.pairs().end();
+        (
+            Counters {
+                outer_bytes: up_outer - 1,
+                inner_bytes: up_inner - 1,
+                records: us.records,
+                retransmissions: us.retransmitted,
+            },
+            Counters {
+                outer_bytes: down_outer - 1,
+                inner_bytes: down_inner - 1,
+                records: ds.records,
+                retransmissions: ds.retransmitted,
+            },
+        )
+    }
+
+    pub fn state_bytes(&self) -> usize {
+        self.up.state_bytes() + self.down.state_bytes() + std::mem::size_of::<TlsFlow>()
+    }
+
+    fn layer(&mut self) -> Option<&mut RecordLayer> {
+        match &mut self.keys {
+            Keys::Records(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// A client segment (not a SYN). The segment itself is consumed; what it means for each
+    /// side is built anew.
+    pub fn client_packet(
+        &mut self,
+        now: Duration,
+        seg: &Segment,
+        payload: &[u8],
+        out: &mut Vec<Vec<u8>>,
+    ) -> Verdict {
+        if self.is_not_tls(seg, payload) {
+            return Verdict::NotTls;
+        }
+        self.client_window = seg.window;
+        match self.client_inner(now, seg, payload, out) {
+            Ok(v) => v,
+            Err(e) => self.fail(&e, out),
+        }
+    }
+
+    /// The first client byte of the stream, before the engine consumed or sent anything, is
+    /// not a handshake record's content type (22).
+    fn is_not_tls(&self, seg: &Segment, payload: &[u8]) -> bool {
+        matches!(self.keys, Keys::Handshake(_))
+            && self.up.next() == 1
+            && self.down.outer_end() == 1
+            && self.client.offset(seg.seq, 1) == Some(1)
+            && payload.first().is_some_and(|&b| b != 22)
+    }
+
+    fn client_inner(
+        &mut self,
+        now: Duration,
+        seg: &Segment,
+        payload: &[u8],
+        out: &mut Vec<Vec<u8>>,
+    ) -> Result<Verdict, FlowError> {
+        let mut sends = Vec::new();
+        let mut ups = Vec::new();
+        if seg.rst {
+            self.send_server(Control::Rst, &[], out);
+            return Ok(Verdict::Closed);
+        }
+        // The client's ACK of the records (and the engine's bytes) it received.
+        if let Some(a) = seg.ack {
+            if let Some(off) = self.server.offset(a, self.down.outer_acked()) {
+                let window = (seg.window as u64) << self.ends.client_wscale;
+                let layer = match &mut self.keys {
+                    Keys::Records(l) => Some(&mut **l),
+                    _ => None,
+                };
+                if let Some(inner) = self.down.client_ack(layer, off, window, &mut sends)? {
+                    if !self.down.has_unacked() {
+                        self.rto = None;
+                    }
+                    self.ack_to_server = self.ack_to_server.max(inner);
+                }
+            }
+        }
+        // A bare ACK from the client always reaches the server, duplicates included: the
+        // server's retransmission and window logic relies on them.
+        let mut ack_server = payload.is_empty() && !seg.fin && seg.ack.is_some();
+        if !payload.is_empty() {
+            if let Some(off) = self.client.offset(seg.seq, self.up.next()) {
+                self.client_data(now, off, payload, &mut ups, &mut sends)?;
+            }
+        }
+        for u in ups {
+            match u {
+                Up::Forward { inner, data } => {
+                    ack_server = false;
+                    self.forward(inner, &data, out)
+                }
+                Up::KeyUpdate { requested: true } => {
+                    let mut rec = Vec::new();
+                    if let Some(l) = self.layer() {
+                        l.send_key_update(&mut rec).map_err(DownError::from)?;
+                        self.down.inject(rec, &mut sends)?;
+                        self.rto.get_or_insert((now + RTO, 0));
+                    }
+                }
+                // close_notify and unrequested updates: consumed; the FIN says the rest.
+                Up::KeyUpdate { requested: false } | Up::Alert(_) => {}
+            }
+        }
+        if ack_server {
+            self.send_server(Control::None, &[], out);
+        }
+        let consumed = !payload.is_empty();
+        self.emit_to_client(&sends, consumed, out);
+        if seg.fin {
+            // The FIN follows the segment's payload; it goes on once every byte before it did.
+            let at = self.client.offset(seg.seq + payload.len() as u32, self.up.next());
+            if let Some(inner) = at.and_then(|o| self.up.fin(o)) {
+                self.forward_control(inner, Control::Fin, &[], out);
+            }
+        }
+        Ok(Verdict::Continue)
+    }
+
+    fn client_data(
+        &mut self,
+        now: Duration,
+        off: u64,
+        payload: &[u8],
+        ups: &mut Vec<Up>,
+        sends: &mut Vec<Send>,
+    ) -> Result<(), FlowError> {
+        match &mut self.keys {
+            Keys::Records(layer) => self.up.segment(layer, off, payload, ups)?,
+            Keys::Gone => {}
+            Keys::Handshake(hs) => {
+                let mut to_client = Vec::new();
+                let progress = self.up.handshake_segment(hs, off, payload, &mut to_client)?;
+                if !to_client.is_empty() {
+                    self.down.inject(to_client, sends)?;
+                    self.rto.get_or_insert((now + RTO, 0));
+                }
+                if progress == Progress::Complete {
+                    self.establish(ups, sends)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The handshake completed: keys from rustls, held client bytes through the record layer,
+    /// held server bytes sealed.
+    fn establish(&mut self, ups: &mut Vec<Up>, sends: &mut Vec<Send>) -> Result<(), FlowError> {
+        let Keys::Handshake(hs) = &self.keys else { return Ok(()) };
+        let info = SessionInfo {
+            version: hs.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default(),
+            suite: hs.cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default(),
+            sni: hs.sni().map(str::to_owned),
+        };
+        let Keys::Handshake(hs) = std::mem::replace(&mut self.keys, Keys::Gone) else { return Ok(()) };
+        let (secrets, kernel) = hs.into_keys().map_err(UpError::from)?;
+        let mut layer = Box::new(RecordLayer::new(secrets, kernel).map_err(DownError::from)?);
+        self.up.drain(&mut layer, ups)?;
+        self.down.flush(Some(&mut layer), sends)?;
+        self.keys = Keys::Records(layer);
+        self.session = Some(info);
+        Ok(())
+    }
+
+    /// A server segment (not the SYN-ACK).
+    pub fn server_packet(
+        &mut self,
+        now: Duration,
+        seg: &Segment,
+        payload: &[u8],
+        out: &mut Vec<Vec<u8>>,
+    ) -> Verdict {
+        self.server_window = seg.window;
+        match self.server_inner(now, seg, payload, out) {
+            Ok(v) => v,
+            Err(e) => self.fail(&e, out),
+        }
+    }
+
+    fn server_inner(
+        &mut self,
+        now: Duration,
+        seg: &Segment,
+        payload: &[u8],
+        out: &mut Vec<Vec<u8>>,
+    ) -> Result<Verdict, FlowError> {
+        if seg.rst {
+            self.send_client(Control::Rst, self.down.outer_end(), &[], out);
+            return Ok(Verdict::Closed);
+        }
+        let mut acked = false;
+        if let Some(a) = seg.ack {
+            if let Some(inner) = self.client.offset(a, self.up.inner_acked()) {
+                if let Some(outer) = self.up.server_ack(inner) {
+                    acked = outer > self.ack_to_client;
+                }
+            }
+        }
+        let mut sends = Vec::new();
+        if !payload.is_empty() {
+            if let Some(off) = self.server.offset(seg.seq, self.down.next_inner()) {
+                let layer = match &mut self.keys {
+                    Keys::Records(l) => Some(&mut **l),
+                    _ => None,
+                };
+                self.down.server_segment(layer, off, payload, &mut sends)?;
+            }
+        }
+        let mut fin_at = None;
+        if seg.fin {
+            if let Some(inner) = self.server.offset(seg.seq + payload.len() as u32, self.down.next_inner()) {
+                // close_notify before the FIN (seed 001), once, when the keys exist.
+                if self.down.fin_ready(inner) {
+                    if let Some(l) = self.layer() {
+                        let mut rec = Vec::new();
+                        l.seal_alert(ALERT_CLOSE_NOTIFY, &mut rec).map_err(DownError::from)?;
+                        self.down.inject(rec, &mut sends)?;
+                        self.rto.get_or_insert((now + RTO, 0));
+                    }
+                }
+                fin_at = self.down.fin(inner);
+            }
+        }
+        // Server data the client already has (an old retransmission) produces nothing to send:
+        // the server must still hear the ACK, or it retransmits forever.
+        if !payload.is_empty() && sends.is_empty() {
+            self.send_server(Control::None, &[], out);
+        }
+        self.emit_to_client(&sends, acked, out);
+        if let Some(outer) = fin_at {
+            self.send_client(Control::Fin, outer, &[], out);
+        }
+        Ok(Verdict::Continue)
+    }
+
+    /// The engine's timer: resend its own unacknowledged bytes with backoff.
+    pub fn timeout(&mut self, now: Duration, out: &mut Vec<Vec<u8>>) {
+        let Some((deadline, backoff)) = self.rto else { return };
+        if now < deadline {
+            return;
+        }
+        if !self.down.has_unacked() {
+            self.rto = None;
+            return;
+        }
+        let mut sends = Vec::new();
+        self.down.resend_unacked(&mut sends);
+        self.emit_to_client(&sends, false, out);
+        let next = (backoff + 1).min(MAX_BACKOFF);
+        self.rto = Some((now + RTO * (1 << next), next));
+    }
+
+    /// A fatal error: RST to the server, and to the client a fatal alert (bad_record_mac when
+    /// a tag failed) followed by RST.
+    fn fail(&mut self, e: &FlowError, out: &mut Vec<Vec<u8>>) -> Verdict {
+        self.send_server(Control::Rst, &[], out);
+        let bad_mac = matches!(e, FlowError::Up(UpError::Crypto(CryptoError::BadRecordMac)));
+        let at = self.down.outer_end();
+        if let (true, Some(l)) = (bad_mac, self.layer()) {
+            let mut rec = Vec::new();
+            if l.seal_alert(ALERT_BAD_RECORD_MAC, &mut rec).is_ok() {
+                self.send_client(Control::Psh, at, &rec, out);
+                self.send_client(Control::Rst, at + rec.len() as u64, &[], out);
+                return Verdict::Closed;
+            }
+        }
+        self.send_client(Control::Rst, at, &[], out);
+        Verdict::Closed
+    }
+
+    /// Plaintext for the server at inner offset `inner`, cut to the server's MSS (a record
+    /// carries up to 16 KiB).
+    fn forward(&mut self, inner: u64, data: &[u8], out: &mut Vec<Vec<u8>>) {
+        let mss = self.ends.server_mss.max(1) as usize;
+        for (i, chunk) in data.chunks(mss).enumerate() {
+            let b = Build {
+                src: self.ends.client,
+                dst: self.ends.backend,
+                seq: self.client.seq(inner + (i * mss) as u64),
+                ack: Some(self.server.seq(self.ack_to_server.max(1))),
+                control: Control::Psh,
+                window: self.client_window,
+                payload: chunk,
+            };
+            out.extend(b.emit());
+        }
+    }
+
+    /// A segment to the server with no data (ACK, FIN, RST) at the end of the inner stream.
+    fn send_server(&mut self, control: Control, data: &[u8], out: &mut Vec<Vec<u8>>) {
+        let inner = self.up.inner_end();
+        self.forward_control(inner, control, data, out);
+    }
+
+    fn forward_control(&mut self, inner: u64, control: Control, data: &[u8], out: &mut Vec<Vec<u8>>) {
+        let b = Build {
+            src: self.ends.client,
+            dst: self.ends.backend,
+            seq: self.client.seq(inner),
+            ack: (control != Control::Rst).then(|| self.server.seq(self.ack_to_server.max(1))),
+            control,
+            window: self.client_window,
+            payload: data,
+        };
+        out.extend(b.emit());
+    }
+
+    /// Records for the client, cut to its MSS, each carrying the current ACK; or a bare ACK
+    /// when nothing is to be sent but the client's bytes were consumed or acknowledged.
+    fn emit_to_client(&mut self, sends: &[Send], ack_anyway: bool, out: &mut Vec<Vec<u8>>) {
+        self.ack_to_client = self.ack_to_client.max(self.up.client_ack());
+        let mss = self.ends.client_mss.max(1) as usize;
+        for s in sends {
+            for (i, chunk) in s.data.chunks(mss).enumerate() {
+                self.send_client(Control::Psh, s.outer + (i * mss) as u64, chunk, out);
+            }
+        }
+        if sends.is_empty() && ack_anyway {
+            self.send_client(Control::None, self.down.outer_end(), &[], out);
+        }
+    }
+
+    fn send_client(&mut self, control: Control, outer: u64, data: &[u8], out: &mut Vec<Vec<u8>>) {
+        let b = Build {
+            src: self.ends.service,
+            dst: self.ends.client,
+            seq: self.server.seq(outer),
+            ack: (control != Control::Rst).then(|| self.client.seq(self.ack_to_client)),
+            control,
+            window: self.server_window,
+            payload: data,
+        };
+        out.extend(b.emit());
+    }
+}

@@ -1,0 +1,410 @@
+//! The client → server data path of one established flow, buffered release: client segments (at
+//! outer offsets) in, plaintext for the server (at inner offsets) out, and the server's ACKs
+//! translated back for the client.
+//!
+//! Packets are not this module's business: the engine reads offsets from segments and builds
+//! packets from what comes out. Order of work for each in-order byte: hold queue → framer →
+//! whole record → open (tag verified) → plaintext released. In buffered mode no byte of a record
+//! leaves before its tag verified, so a tampered record never reaches the server.
+//!
+//! Retransmission hazard: the client may resend bytes the engine already decrypted and forwarded
+//! (the ACK translating the server's reception was lost, or is still on its way). The server has
+//! not necessarily received that plaintext, so the same plaintext is delivered again from a store
+//! kept until the server acknowledges it; the client's bytes are never decrypted twice (the
+//! record sequence number has moved on).
+
+use crate::handshake::{Handshake, HandshakeError, Progress};
+use crate::hold::{HeldSegment, HoldError, HoldQueue, HoldReason};
+use crate::record::{Event, FrameError, Framer, Header, HEADER_LEN};
+use crate::record_crypto::{CryptoError, Inbound, RecordLayer};
+use crate::seq_map::{Mapped, SeqMap, SeqMapError};
+use std::collections::VecDeque;
+use thiserror::Error;
+
+/// Per-flow bounds of the upstream path.
+#[derive(Clone, Copy, Debug)]
+pub struct UpLimits {
+    /// Out-of-order client bytes held.
+    pub hold_bytes: usize,
+    pub hold_segments: usize,
+    /// Plaintext released but not yet acknowledged by the server. At the bound, new client
+    /// bytes are dropped (the client retransmits once the server has caught up).
+    pub unacked_bytes: usize,
+    /// Largest record body accepted.
+    pub record_limit: usize,
+}
+
+/// What the upstream path produced for the engine to act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Up {
+    /// Plaintext for the server at inner offset `inner`.
+    Forward { inner: u64, data: Vec<u8> },
+    /// The client's KeyUpdate was followed; when `requested`, the engine owes one in return.
+    KeyUpdate { requested: bool },
+    /// An alert from the client (close_notify is `[1, 0]`).
+    Alert([u8; 2]),
+}
+
+/// Fatal to the flow: the engine resets the server and alerts the client.
+#[derive(Debug, Error, PartialEq)]
+pub enum UpError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error(transparent)]
+    Pairs(#[from] SeqMapError),
+    #[error("alert record of {0} bytes")]
+    BadAlert(usize),
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+}
+
+/// Counters for the connection table and the simulator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpStats {
+    pub records: u64,
+    /// Segments (or parts) the client sent again.
+    pub retransmitted: u64,
+    /// Plaintext bytes delivered again from the store.
+    pub redelivered: u64,
+    /// Segments dropped at a bound.
+    pub dropped: u64,
+}
+
+#[derive(Debug)]
+pub struct Upstream {
+    hold: HoldQueue,
+    framer: Framer,
+    /// The record being assembled: header, outer offset, body so far.
+    record: Option<(Header, u64, Vec<u8>)>,
+    pairs: SeqMap,
+    /// Released plaintext not yet acknowledged by the server: (inner offset, bytes) per record.
+    unacked: VecDeque<(u64, Vec<u8>)>,
+    unacked_bytes: usize,
+    /// Highest inner offset the server acknowledged, and the outer ACK it translated to.
+    inner_acked: u64,
+    outer_acked: u64,
+    limits: UpLimits,
+    stats: UpStats,
+    /// The client's FIN: (outer offset, inner offset) — each occupies one sequence number past
+    /// the last byte of its stream.
+    fin: Option<(u64, u64)>,
+}
+
+impl Upstream {
+    /// Starts where `pairs` ends (after the handshake records the engine consumed).
+    pub fn new(pairs: SeqMap, limits: UpLimits) -> Upstream {
+        let (outer, inner) = pairs.end();
+        Upstream {
+            hold: HoldQueue::new(limits.hold_bytes, limits.hold_segments),
+            framer: Framer::new(outer, limits.record_limit),
+            record: None,
+            unacked: VecDeque::new(),
+            unacked_bytes: 0,
+            inner_acked: inner,
+            outer_acked: outer,
+            pairs,
+            limits,
+            stats: UpStats::default(),
+            fin: None,
+        }
+    }
+
+    pub fn stats(&self) -> UpStats {
+        self.stats
+    }
+
+    pub fn pairs(&self) -> &SeqMap {
+        &self.pairs
+    }
+
+    /// The next outer offset expected in order.
+    pub fn next(&self) -> u64 {
+        self.framer.offset()
+    }
+
+    /// A client segment's payload at outer offset `offset`.
+    pub fn segment(
+        &mut self,
+        layer: &mut RecordLayer,
+        offset: u64,
+        data: &[u8],
+        out: &mut Vec<Up>,
+    ) -> Result<(), UpError> {
+        let end = offset + data.len() as u64;
+        let next = self.next();
+        if offset < next {
+            self.stats.retransmitted += 1;
+            self.redeliver(offset, end.min(next), out);
+        }
+        if end <= next {
+            return Ok(());
+        }
+        if self.unacked_bytes >= self.limits.unacked_bytes {
+            self.stats.dropped += 1;
+            return Ok(());
+        }
+        if offset <= next {
+            // In order: straight to the framer, no copy; held bytes it covered are dropped.
+            self.consume(layer, &data[(next - offset) as usize..], out)?;
+            self.hold.discard_before(self.next());
+        } else if let Err(HoldError::Full { .. }) = self.hold.insert(offset, data, next) {
+            self.stats.dropped += 1;
+            return Ok(());
+        }
+        while let Some(run) = self.hold.pop_ready(self.next()) {
+            self.consume(layer, &run, out)?;
+            self.hold.discard_before(self.next());
+        }
+        Ok(())
+    }
+
+    /// Before the keys exist: a client segment whose whole records go to the rustls handshake
+    /// (bytes for the client appended to `to_client`). Each record becomes a pair entry with no
+    /// plaintext. Once the handshake completes, the rest of the segment is kept (in the hold
+    /// queue) for [`Upstream::drain`] with the record layer.
+    pub fn handshake_segment(
+        &mut self,
+        hs: &mut Handshake,
+        offset: u64,
+        data: &[u8],
+        to_client: &mut Vec<u8>,
+    ) -> Result<Progress, UpError> {
+        let next = self.next();
+        let end = offset + data.len() as u64;
+        if end <= next {
+            self.stats.retransmitted += 1;
+            return Ok(Progress::NeedMore);
+        }
+        if self.hold.insert(offset, data, next).is_err() {
+            self.stats.dropped += 1;
+            return Ok(Progress::NeedMore);
+        }
+        while let Some(run) = self.hold.pop_ready(self.next()) {
+            let mut input = &run[..];
+            while let Some(ev) = self.framer.next(&mut input)? {
+                match ev {
+                    Event::Header { header, offset } => {
+                        let mut whole = Vec::with_capacity(HEADER_LEN + header.len as usize);
+                        whole.extend_from_slice(&header.encode());
+                        self.record = Some((header, offset, whole));
+                    }
+                    Event::Body { data, .. } => {
+                        if let Some((_, _, body)) = self.record.as_mut() {
+                            body.extend_from_slice(data);
+                        }
+                    }
+                    Event::End { .. } => {
+                        let (_, _, whole) = self.record.take().expect("a header precedes its end");
+                        self.pairs.push(whole.len() as u32, 0, 0)?;
+                        self.stats.records += 1;
+                        if hs.record(&whole, to_client)? == Progress::Complete {
+                            // The client's first application records stay for the record layer.
+                            if !input.is_empty() {
+                                let at = self.next();
+                                self.hold.insert(at, input, at).ok();
+                            }
+                            return Ok(Progress::Complete);
+                        }
+                    }
+                }
+            }
+            self.hold.discard_before(self.next());
+        }
+        Ok(Progress::NeedMore)
+    }
+
+    /// After the handshake: processes whatever in-order client bytes are already held.
+    pub fn drain(&mut self, layer: &mut RecordLayer, out: &mut Vec<Up>) -> Result<(), UpError> {
+        while let Some(run) = self.hold.pop_ready(self.next()) {
+            self.consume(layer, &run, out)?;
+            self.hold.discard_before(self.next());
+        }
+        Ok(())
+    }
+
+    /// The next inner offset: where the next plaintext byte for the server goes.
+    pub fn inner_end(&self) -> u64 {
+        self.pairs.end().1
+    }
+
+    /// The inner offset the server last acknowledged.
+    pub fn inner_acked(&self) -> u64 {
+        self.inner_acked
+    }
+
+    /// Feeds in-order bytes to the framer and acts on whole records.
+    fn consume(
+        &mut self,
+        layer: &mut RecordLayer,
+        mut input: &[u8],
+        out: &mut Vec<Up>,
+    ) -> Result<(), UpError> {
+        while let Some(ev) = self.framer.next(&mut input)? {
+            match ev {
+                Event::Header { header, offset } => {
+                    self.record = Some((header, offset, Vec::with_capacity(header.len as usize)))
+                }
+                Event::Body { data, .. } => {
+                    if let Some((_, _, body)) = self.record.as_mut() {
+                        body.extend_from_slice(data);
+                    }
+                }
+                Event::End { .. } => {
+                    let (header, _, mut body) = self.record.take().expect("a header precedes its end");
+                    self.open(layer, header, &mut body, out)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn open(
+        &mut self,
+        layer: &mut RecordLayer,
+        header: Header,
+        body: &mut [u8],
+        out: &mut Vec<Up>,
+    ) -> Result<(), UpError> {
+        let outer_len = (HEADER_LEN + body.len()) as u32;
+        self.stats.records += 1;
+        match layer.open(header, body)? {
+            Inbound::Data(o) => {
+                let plain = body[o.plaintext.clone()].to_vec();
+                let e = self.pairs.push(
+                    outer_len,
+                    (HEADER_LEN + o.plaintext.start) as u32,
+                    plain.len() as u32,
+                )?;
+                if !plain.is_empty() {
+                    self.unacked_bytes += plain.len();
+                    self.unacked.push_back((e.inner, plain.clone()));
+                    out.push(Up::Forward { inner: e.inner, data: plain });
+                }
+            }
+            Inbound::Alert(o) => {
+                self.pairs.push(outer_len, 0, 0)?;
+                let a = &body[o.plaintext.clone()];
+                let alert: [u8; 2] = a.try_into().map_err(|_| UpError::BadAlert(a.len()))?;
+                out.push(Up::Alert(alert));
+            }
+            Inbound::KeyUpdate { requested, .. } => {
+                self.pairs.push(outer_len, 0, 0)?;
+                out.push(Up::KeyUpdate { requested });
+            }
+        }
+        Ok(())
+    }
+
+    /// Delivers again the stored plaintext of records overlapping outer `[start, end)`.
+    fn redeliver(&mut self, start: u64, end: u64, out: &mut Vec<Up>) {
+        let records: Vec<(u64, u64)> = self
+            .pairs
+            .overlapping_outer(start, end)
+            .filter(|e| e.inner_len > 0 && e.inner_end() > self.inner_acked)
+            .map(|e| (e.inner, e.inner_end()))
+            .collect();
+        for (a, b) in records {
+            if let Some((inner, data)) = self.unacked.iter().find(|(i, _)| *i == a) {
+                // Only what the server has not acknowledged yet.
+                let skip = self.inner_acked.saturating_sub(*inner) as usize;
+                debug_assert_eq!(*inner + data.len() as u64, b);
+                self.stats.redelivered += (data.len() - skip) as u64;
+                out.push(Up::Forward { inner: inner + skip as u64, data: data[skip..].to_vec() });
+            }
+        }
+    }
+
+    /// The server acknowledged client plaintext up to inner offset `inner`: returns the ACK for
+    /// the client (outer offset), or `None` for an old or impossible ACK. Frees stored plaintext
+    /// and prunes the pair table.
+    pub fn server_ack(&mut self, inner: u64) -> Option<u64> {
+        // The server acknowledging the forwarded FIN acknowledges the client's FIN.
+        if let Some((fo, fi)) = self.fin {
+            if inner == fi + 1 {
+                self.server_ack(fi)?;
+                self.outer_acked = fo + 1;
+                return Some(fo + 1);
+            }
+        }
+        let Mapped::At(outer) = self.pairs.ack_to_outer(inner) else { return None };
+        if inner < self.inner_acked {
+            return None;
+        }
+        self.inner_acked = inner;
+        self.outer_acked = self.outer_acked.max(outer);
+        while let Some((i, d)) = self.unacked.front() {
+            if i + d.len() as u64 > inner {
+                break;
+            }
+            self.unacked_bytes -= d.len();
+            self.unacked.pop_front();
+        }
+        self.pairs.prune(self.outer_acked, self.inner_acked);
+        Some(self.outer_acked)
+    }
+
+    /// The client's FIN at outer offset `outer`: when every byte before it has been consumed
+    /// (and no record is half read), returns the inner offset where the FIN goes to the server;
+    /// otherwise `None` (the client will retransmit the FIN).
+    pub fn fin(&mut self, outer: u64) -> Option<u64> {
+        if let Some((fo, fi)) = self.fin {
+            return (fo == outer).then_some(fi);
+        }
+        if outer != self.next() || !self.framer.at_boundary() {
+            return None;
+        }
+        let inner = self.inner_end();
+        self.fin = Some((outer, inner));
+        Some(inner)
+    }
+
+    /// The ACK the engine may give the client on its own: the server's last ACK extended over
+    /// records that carried nothing for the server (alerts, key updates) right after it, and
+    /// over the part of a record still being assembled, all but its last byte received.
+    ///
+    /// Why the partial record: in buffered mode nothing of a record reaches the server before
+    /// its last byte, so the server's ACKs cannot move while the client waits for an ACK to
+    /// send more — after a loss the client resends one segment per timeout and never reaches
+    /// the record's end (seen in simulation). The engine holds those bytes itself, so it may
+    /// acknowledge them; it keeps the last byte unacknowledged, so that once the record is
+    /// released the client still retransmits its tail until the server has the plaintext,
+    /// which is what re-delivers a lost plaintext segment. Only done when the server has
+    /// acknowledged everything before the partial record.
+    pub fn client_ack(&self) -> u64 {
+        let translated = match self.pairs.ack_to_outer(self.inner_acked) {
+            Mapped::At(o) => o.max(self.outer_acked),
+            _ => self.outer_acked,
+        };
+        match &self.record {
+            // Only once every earlier record is acknowledged by the server: jumping over a
+            // released record the server has not acknowledged would stop the client from
+            // retransmitting it, and its plaintext from being re-delivered.
+            Some((_, start, _)) if translated >= *start && self.next() > 0 => translated.max(self.next() - 1),
+            _ => translated,
+        }
+    }
+
+    /// Bytes of state held: hold queue, partial record, stored plaintext, pair table.
+    pub fn state_bytes(&self) -> usize {
+        self.hold.bytes()
+            + self.record.as_ref().map_or(0, |r| r.2.len())
+            + self.framer.held()
+            + self.unacked_bytes
+            + self.pairs.state_bytes()
+    }
+
+    /// Queue-state rows: held segments, and the partial record awaiting its tag.
+    pub fn queue_rows(&self) -> Vec<HeldSegment> {
+        let mut rows = self.hold.rows(self.next(), HoldReason::Gap);
+        if let Some((_, offset, body)) = &self.record {
+            rows.push(HeldSegment {
+                offset: *offset,
+                len: HEADER_LEN + body.len(),
+                reason: HoldReason::AwaitingTag,
+            });
+        }
+        rows
+    }
+}

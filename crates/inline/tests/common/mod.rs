@@ -1,0 +1,175 @@
+//! The in-memory harness shared by the integration tests: a real rustls client and the engine's
+//! handshake and record layer, joined by byte buffers.
+#![allow(dead_code)] // each test binary uses part of it
+
+use rustls::crypto::aws_lc_rs::{cipher_suite as cs, default_provider};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, SupportedCipherSuite};
+use std::io::Read;
+use std::sync::Arc;
+use tlsgate_inline::handshake::{Handshake, Progress};
+use tlsgate_inline::record::{Event, Framer, Header, MAX_CIPHERTEXT_TLS12};
+use tlsgate_inline::record_crypto::{CryptoError, Inbound, RecordLayer};
+
+pub const TLS13: &[SupportedCipherSuite] =
+    &[cs::TLS13_AES_128_GCM_SHA256, cs::TLS13_AES_256_GCM_SHA384, cs::TLS13_CHACHA20_POLY1305_SHA256];
+pub const TLS12: &[SupportedCipherSuite] =
+    &[cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384];
+
+pub fn configs(suite: SupportedCipherSuite) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = ck.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let provider = Arc::new(CryptoProvider { cipher_suites: vec![suite], ..default_provider() });
+    let versions = [suite.version()];
+    let mut server = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    server.enable_secret_extraction = true;
+    let mut roots = RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let client = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (Arc::new(server), Arc::new(client))
+}
+
+/// Splits a byte stream into whole records (header, body), keeping partial ones in the framer.
+pub struct Records {
+    pub framer: Framer,
+    pub cur: Option<(Header, Vec<u8>)>,
+}
+
+impl Records {
+    pub fn new() -> Records {
+        Records { framer: Framer::new(0, MAX_CIPHERTEXT_TLS12), cur: None }
+    }
+
+    pub fn push(&mut self, mut input: &[u8]) -> Vec<(Header, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Some(ev) = self.framer.next(&mut input).unwrap() {
+            match ev {
+                Event::Header { header, .. } => self.cur = Some((header, Vec::new())),
+                Event::Body { data, .. } => self.cur.as_mut().unwrap().1.extend_from_slice(data),
+                Event::End { .. } => out.push(self.cur.take().unwrap()),
+            }
+        }
+        out
+    }
+}
+
+pub fn whole(h: &Header, body: &[u8]) -> Vec<u8> {
+    let mut v = h.encode().to_vec();
+    v.extend_from_slice(body);
+    v
+}
+
+pub fn client_output(client: &mut ClientConnection) -> Vec<u8> {
+    let mut out = Vec::new();
+    while client.wants_write() {
+        client.write_tls(&mut out).unwrap();
+    }
+    out
+}
+
+/// The client and the engine's side of one flow after the handshake.
+pub struct Flow {
+    pub client: ClientConnection,
+    pub layer: RecordLayer,
+    pub records: Records,
+    /// Client bytes the engine consumed in the handshake (the outer offset where records begin,
+    /// less the SYN's 1).
+    pub handshake_bytes: u64,
+}
+
+impl Flow {
+    pub fn handshake(suite: SupportedCipherSuite) -> Result<Flow, CryptoError> {
+        let (server_cfg, client_cfg) = configs(suite);
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut client = ClientConnection::new(client_cfg, name).unwrap();
+        let mut hs = Handshake::new(server_cfg).unwrap();
+        let mut records = Records::new();
+        let mut handshake_bytes = 0u64;
+        for _ in 0..10 {
+            let mut to_client = Vec::new();
+            let sent = client_output(&mut client);
+            handshake_bytes += sent.len() as u64;
+            for (h, body) in records.push(&sent) {
+                assert!(!hs.is_complete(), "records after the handshake's end");
+                let p = hs.record(&whole(&h, &body), &mut to_client).unwrap();
+                assert_eq!(p == Progress::Complete, hs.is_complete());
+            }
+            if !to_client.is_empty() {
+                client.read_tls(&mut &to_client[..]).unwrap();
+                client.process_new_packets().unwrap();
+            }
+            if hs.is_complete() && !client.is_handshaking() && !client.wants_write() {
+                assert_eq!(hs.held(), 0);
+                assert_eq!(hs.cipher_suite(), Some(suite));
+                let (secrets, kernel) = hs.into_keys().unwrap();
+                let layer = RecordLayer::new(secrets, kernel)?;
+                return Ok(Flow { client, layer, records, handshake_bytes });
+            }
+        }
+        panic!("handshake did not complete");
+    }
+
+    /// What the client wrote, opened by the engine.
+    pub fn engine_reads(&mut self) -> Vec<Result<(Inbound, Vec<u8>), CryptoError>> {
+        let bytes = client_output(&mut self.client);
+        let mut got = Vec::new();
+        for (h, mut body) in self.records.push(&bytes) {
+            got.push(self.layer.open(h, &mut body).map(|inb| {
+                let pt = match &inb {
+                    Inbound::Data(o) | Inbound::Alert(o) => body[o.plaintext.clone()].to_vec(),
+                    Inbound::KeyUpdate { .. } => Vec::new(),
+                };
+                (inb, pt)
+            }));
+        }
+        got
+    }
+
+    /// Application data the engine receives from the client, concatenated.
+    pub fn engine_reads_data(&mut self) -> Vec<u8> {
+        let mut all = Vec::new();
+        for r in self.engine_reads() {
+            match r.unwrap() {
+                (Inbound::Data(_), pt) => all.extend(pt),
+                other => panic!("expected data, got {other:?}"),
+            }
+        }
+        all
+    }
+
+    /// Hands the engine's records to the client and returns the plaintext it can read.
+    pub fn client_reads(&mut self, wire: &[u8]) -> Vec<u8> {
+        let mut input = wire;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            if !input.is_empty() {
+                self.client.read_tls(&mut input).unwrap();
+                self.client.process_new_packets().unwrap();
+            }
+            // Drain as we go: rustls bounds the plaintext it buffers.
+            loop {
+                match self.client.reader().read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            if input.is_empty() {
+                return out;
+            }
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The server → client record path against a real rustls client: one record per server segment,
+//! retransmissions with other boundaries answered with the very same records, the window kept.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use tlsgate_inline::downstream::{DownLimits, Downstream, Send};
+use tlsgate_inline::seq_map::SeqMap;
+
+const LIMITS: DownLimits = DownLimits { hold_bytes: 256 * 1024, hold_segments: 1024, unacked_bytes: 1 << 20 };
+/// Where the engine's records start on the client's side (after its handshake flight).
+const OUTER_START: u64 = 4001;
+
+fn setup(suite: rustls::SupportedCipherSuite, limits: DownLimits) -> (Flow, Downstream) {
+    let f = Flow::handshake(suite).unwrap();
+    let mut pairs = SeqMap::new(1, 1, 4096);
+    pairs.push((OUTER_START - 1) as u32, 0, 0).unwrap();
+    (f, Downstream::new(pairs, limits))
+}
+
+/// The client's view: bytes by outer offset. Every resend must equal what was sent there first
+/// (a different byte at the same offset would mean a record sealed twice: nonce reuse).
+#[derive(Default)]
+struct Wire {
+    bytes: BTreeMap<u64, Vec<u8>>,
+    delivered: u64,
+}
+
+impl Wire {
+    fn take(&mut self, sends: &[Send]) {
+        for s in sends {
+            if let Some(first) = self.bytes.get(&s.outer) {
+                assert_eq!(first, &s.data, "different bytes resent at outer {}", s.outer);
+            }
+            self.bytes.insert(s.outer, s.data.clone());
+        }
+    }
+
+    /// The in-order bytes not yet handed to the client.
+    fn in_order(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if self.delivered == 0 {
+            self.delivered = OUTER_START;
+        }
+        while let Some(d) = self.bytes.get(&self.delivered) {
+            out.extend_from_slice(d);
+            self.delivered += d.len() as u64;
+        }
+        out
+    }
+}
+
+fn server_stream(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 31 % 253) as u8).collect()
+}
+
+#[test]
+fn each_server_segment_becomes_one_record_the_client_reads() {
+    for &suite in TLS13.iter().chain(TLS12) {
+        let (mut f, mut down) = setup(suite, LIMITS);
+        let mut out = Vec::new();
+        assert_eq!(down.client_ack(Some(&mut f.layer), OUTER_START, 1 << 20, &mut out).unwrap(), Some(1));
+        let plain = server_stream(50_000);
+        let mut at = 0;
+        let mut segs = 0;
+        for n in [1usize, 1460, 0, 7, 1448, 16384, 20000].iter().cycle() {
+            if at >= plain.len() {
+                break;
+            }
+            let n = (*n).min(plain.len() - at);
+            down.server_segment(Some(&mut f.layer), 1 + at as u64, &plain[at..at + n], &mut out).unwrap();
+            at += n;
+            segs += usize::from(n > 0) + usize::from(n > 16384);
+        }
+        assert_eq!(out.len(), segs, "one record per segment (20000 bytes make two)");
+        let mut wire = Wire::default();
+        wire.take(&out);
+        assert_eq!(f.client_reads(&wire.in_order()), plain);
+    }
+}
+
+#[test]
+fn server_retransmissions_with_other_boundaries_resend_the_same_records() {
+    let (mut f, mut down) = setup(TLS13[0], LIMITS);
+    let mut out = Vec::new();
+    down.client_ack(Some(&mut f.layer), OUTER_START, 1 << 20, &mut out).unwrap();
+    let plain = server_stream(6000);
+    for (i, chunk) in plain.chunks(1000).enumerate() {
+        down.server_segment(Some(&mut f.layer), 1 + (i * 1000) as u64, chunk, &mut out).unwrap();
+    }
+    assert_eq!(out.len(), 6);
+    let mut wire = Wire::default();
+    wire.take(&out);
+    // Linux collapses and splits: [500, 2700) in one segment, then [2700, 3100) and the new
+    // tail [3100, 7000) with 1000 bytes beyond what was sent before.
+    let more = server_stream(7000);
+    let mut again = Vec::new();
+    down.server_segment(Some(&mut f.layer), 501, &more[500..2700], &mut again).unwrap();
+    assert_eq!(
+        again.iter().map(|s| s.outer).collect::<Vec<_>>(),
+        vec![out[0].outer, out[1].outer, out[2].outer]
+    );
+    down.server_segment(Some(&mut f.layer), 2701, &more[2700..3100], &mut again).unwrap();
+    down.server_segment(Some(&mut f.layer), 3101, &more[3100..7000], &mut again).unwrap();
+    wire.take(&again); // asserts byte-identical resends
+    let records = down.stats().records;
+    assert_eq!(records, 7, "only the 1000 new bytes sealed anew");
+    assert_eq!(f.client_reads(&wire.in_order()), more);
+    // Once the client acknowledged everything, the server's retransmission finds nothing.
+    let end = *wire.bytes.keys().last().unwrap() + wire.bytes.values().last().unwrap().len() as u64;
+    assert_eq!(down.client_ack(Some(&mut f.layer), end, 1 << 20, &mut again).unwrap(), Some(7001));
+    let mut late = Vec::new();
+    down.server_segment(Some(&mut f.layer), 1, &more[..100], &mut late).unwrap();
+    assert!(late.is_empty());
+    assert!(down.state_bytes() < 64);
+}
+
+#[test]
+fn out_of_order_server_data_waits_for_the_gap() {
+    let (mut f, mut down) = setup(TLS13[2], LIMITS);
+    let mut out = Vec::new();
+    down.client_ack(Some(&mut f.layer), OUTER_START, 1 << 20, &mut out).unwrap();
+    let plain = server_stream(3000);
+    down.server_segment(Some(&mut f.layer), 1001, &plain[1000..2000], &mut out).unwrap();
+    down.server_segment(Some(&mut f.layer), 2001, &plain[2000..], &mut out).unwrap();
+    assert!(out.is_empty());
+    assert_eq!(down.queue_rows().len(), 2);
+    down.server_segment(Some(&mut f.layer), 1, &plain[..1000], &mut out).unwrap();
+    let mut wire = Wire::default();
+    wire.take(&out);
+    assert_eq!(f.client_reads(&wire.in_order()), plain);
+    assert!(down.queue_rows().is_empty());
+}
+
+#[test]
+fn never_beyond_the_clients_window() {
+    let (mut f, mut down) = setup(TLS12[0], LIMITS);
+    let overhead = 29;
+    let mut out = Vec::new();
+    // A window smaller than one segment plus its overhead: nothing goes out, the data waits.
+    down.client_ack(Some(&mut f.layer), OUTER_START, 1000, &mut out).unwrap();
+    let plain = server_stream(1400);
+    down.server_segment(Some(&mut f.layer), 1, &plain, &mut out).unwrap();
+    assert_eq!(out.len(), 1, "what fits the window is sealed");
+    assert_eq!(out[0].data.len(), 1000);
+    let mut wire = Wire::default();
+    wire.take(&out);
+    let rows = down.queue_rows();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].len, 1400 - (1000 - overhead));
+    // The client acknowledged the first record and opens its window: the rest follows.
+    let ack = OUTER_START + 1000;
+    let inner = down.client_ack(Some(&mut f.layer), ack, 4000, &mut out).unwrap();
+    assert_eq!(inner, Some(1 + 1000 - overhead as u64));
+    wire.take(&out);
+    assert_eq!(f.client_reads(&wire.in_order()), plain);
+    for s in &out {
+        assert!(s.outer + s.data.len() as u64 <= ack + 4000);
+    }
+}
+
+#[test]
+fn injected_records_are_never_acknowledged_to_the_server() {
+    let (mut f, mut down) = setup(TLS13[1], LIMITS);
+    let mut out = Vec::new();
+    down.client_ack(Some(&mut f.layer), OUTER_START, 1 << 20, &mut out).unwrap();
+    down.server_segment(Some(&mut f.layer), 1, b"hello", &mut out).unwrap();
+    let mut ku = Vec::new();
+    f.layer.send_key_update(&mut ku).unwrap();
+    down.inject(ku, &mut out).unwrap();
+    down.server_segment(Some(&mut f.layer), 6, b"world", &mut out).unwrap();
+    let mut wire = Wire::default();
+    wire.take(&out);
+    let all = wire.in_order();
+    assert_eq!(f.client_reads(&all), b"helloworld");
+    // The client acknowledging "hello" and the key update is, for the server, 5 bytes.
+    let after_ku = out[2].outer;
+    assert_eq!(down.client_ack(Some(&mut f.layer), after_ku, 1 << 20, &mut Vec::new()).unwrap(), Some(6));
+    assert_eq!(
+        down.client_ack(Some(&mut f.layer), OUTER_START + all.len() as u64, 1 << 20, &mut Vec::new())
+            .unwrap(),
+        Some(11)
+    );
+}
+
+#[test]
+fn the_store_bound_holds_server_data_back() {
+    let limits = DownLimits { unacked_bytes: 3000, ..LIMITS };
+    let (mut f, mut down) = setup(TLS13[0], limits);
+    let mut out = Vec::new();
+    down.client_ack(Some(&mut f.layer), OUTER_START, 1 << 20, &mut out).unwrap();
+    let plain = server_stream(10_000);
+    for (i, chunk) in plain.chunks(1000).enumerate() {
+        down.server_segment(Some(&mut f.layer), 1 + (i * 1000) as u64, chunk, &mut out).unwrap();
+    }
+    assert_eq!(out.len(), 3, "stops once 3000 sealed bytes wait for the client");
+    assert!(down.state_bytes() <= 3 * 1022 + 7000 + 64 * 8);
+    let mut wire = Wire::default();
+    wire.take(&out);
+    // The client acknowledges all it has each time: the store drains and the rest follows.
+    loop {
+        let (last, data) = wire.bytes.last_key_value().unwrap();
+        let mut more = Vec::new();
+        down.client_ack(Some(&mut f.layer), last + data.len() as u64, 1 << 20, &mut more).unwrap();
+        if more.is_empty() {
+            break;
+        }
+        assert!(more.len() <= 3);
+        wire.take(&more);
+    }
+    assert_eq!(f.client_reads(&wire.in_order()), plain);
+}

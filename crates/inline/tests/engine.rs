@@ -1,0 +1,315 @@
+//! The engine skeleton on hand-built packets: pass-through, SYN handling, port rewrite, bounds,
+//! timers.
+
+use rustls::pki_types::PrivateKeyDer;
+use rustls::ServerConfig;
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpControl, TcpPacket, TcpRepr,
+    TcpSeqNumber,
+};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tlsgate_inline::engine::{Config, Engine, Limits, Service};
+use tlsgate_inline::packet::{self, checksum_ok};
+use tlsgate_inline::seq::Seq;
+use tlsgate_inline::tables::{FlowKey, FlowState, Mode, Release};
+
+fn server_config() -> Arc<ServerConfig> {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let key = PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let mut c = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .unwrap();
+    c.enable_secret_extraction = true;
+    Arc::new(c)
+}
+
+const V4_SERVICE: &str = "10.0.0.2:443";
+const V6_SERVICE: &str = "[fd00::2]:443";
+
+fn engine(max_flows: usize) -> Engine {
+    let tls = server_config();
+    let service = |addr: &str, server_port| Service {
+        addr: addr.parse().unwrap(),
+        server_port,
+        mode: Mode::Direct,
+        release: Release::Buffered,
+        tls: tls.clone(),
+        pool: Vec::new(),
+    };
+    Engine::new(Config {
+        services: vec![service(V4_SERVICE, Some(80)), service(V6_SERVICE, None)],
+        limits: Limits {
+            max_flows,
+            syn_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            ..Limits::default()
+        },
+    })
+}
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn repr(
+    src: SocketAddr,
+    dst: SocketAddr,
+    control: TcpControl,
+    seq: u32,
+    ack: Option<u32>,
+) -> TcpRepr<'static> {
+    TcpRepr {
+        src_port: src.port(),
+        dst_port: dst.port(),
+        control,
+        seq_number: TcpSeqNumber(seq as i32),
+        ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
+        window_len: 64240,
+        window_scale: Some(7),
+        max_seg_size: (control == TcpControl::Syn).then_some(1460),
+        sack_permitted: control == TcpControl::Syn,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: &[],
+    }
+}
+
+/// An IPv4 or IPv6 packet carrying `tcp`, checksums filled.
+fn build(src: SocketAddr, dst: SocketAddr, tcp: &TcpRepr) -> Vec<u8> {
+    let caps = ChecksumCapabilities::default();
+    let (s, d) = (IpAddress::from(src.ip()), IpAddress::from(dst.ip()));
+    let tlen = tcp.buffer_len();
+    match (src.ip(), dst.ip()) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let ip = Ipv4Repr {
+                src_addr: a,
+                dst_addr: b,
+                next_header: IpProtocol::Tcp,
+                payload_len: tlen,
+                hop_limit: 64,
+            };
+            let mut buf = vec![0; ip.buffer_len() + tlen];
+            ip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
+            tcp.emit(&mut TcpPacket::new_unchecked(&mut buf[20..]), &s, &d, &caps);
+            buf
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let ip = Ipv6Repr {
+                src_addr: a,
+                dst_addr: b,
+                next_header: IpProtocol::Tcp,
+                payload_len: tlen,
+                hop_limit: 64,
+            };
+            let mut buf = vec![0; ip.buffer_len() + tlen];
+            ip.emit(&mut Ipv6Packet::new_unchecked(&mut buf[..]));
+            tcp.emit(&mut TcpPacket::new_unchecked(&mut buf[40..]), &s, &d, &caps);
+            buf
+        }
+        _ => panic!("mixed families"),
+    }
+}
+
+fn handle(e: &mut Engine, now: u64, pkt: Vec<u8>) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    e.handle_packet(Duration::from_millis(now), pkt, &mut out);
+    out
+}
+
+/// The TCP options of an emitted packet, parsed back.
+fn tcp_of(pkt: &[u8]) -> TcpRepr<'_> {
+    let seg = packet::parse(pkt).unwrap();
+    let t = TcpPacket::new_checked(&pkt[seg.tcp.clone()]).unwrap();
+    TcpRepr::parse(&t, &seg.src.ip().into(), &seg.dst.ip().into(), &ChecksumCapabilities::default()).unwrap()
+}
+
+#[test]
+fn non_service_and_non_tcp_traffic_passes_byte_identical() {
+    let mut e = engine(16);
+    let samples = vec![
+        // TCP to another port and another host, a SYN included.
+        build(
+            sa("10.0.0.1:40000"),
+            sa("10.0.0.2:22"),
+            &repr(sa("10.0.0.1:40000"), sa("10.0.0.2:22"), TcpControl::Syn, 7, None),
+        ),
+        build(
+            sa("10.0.0.1:40000"),
+            sa("10.0.0.9:443"),
+            &repr(sa("10.0.0.1:40000"), sa("10.0.0.9:443"), TcpControl::Syn, 7, None),
+        ),
+        build(
+            sa("[fd00::1]:5"),
+            sa("[fd00::3]:443"),
+            &repr(sa("[fd00::1]:5"), sa("[fd00::3]:443"), TcpControl::None, 1, Some(2)),
+        ),
+        // Not TCP, not IP, truncated.
+        vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2, 0, 53, 0, 53, 0, 8, 0, 0],
+        b"not a packet".to_vec(),
+        vec![],
+        vec![0x60, 0, 0],
+    ];
+    for p in samples {
+        assert_eq!(handle(&mut e, 0, p.clone()), vec![p]);
+    }
+    assert_eq!(e.flow_count(), 0);
+    assert_eq!(e.stats().passed, 7);
+}
+
+#[test]
+fn service_segment_without_a_syn_passes_unchanged() {
+    let mut e = engine(16);
+    let (c, s) = (sa("10.0.0.1:40000"), sa(V4_SERVICE));
+    let p = build(c, s, &repr(c, s, TcpControl::None, 100, Some(200)));
+    assert_eq!(handle(&mut e, 0, p.clone()), vec![p]);
+    assert_eq!(e.stats().midstream, 1);
+    assert_eq!(e.flow_count(), 0);
+}
+
+#[test]
+fn client_syn_is_clamped_and_loses_sack_and_the_port_is_rewritten_both_ways() {
+    let mut e = engine(16);
+    let (c, s) = (sa("10.0.0.1:40000"), sa(V4_SERVICE));
+    let out = handle(&mut e, 1, build(c, s, &repr(c, s, TcpControl::Syn, u32::MAX - 3, None)));
+    assert_eq!(out.len(), 1);
+    assert!(checksum_ok(&out[0]));
+    let t = tcp_of(&out[0]);
+    assert_eq!(t.max_seg_size, Some(1460 - 29));
+    assert!(!t.sack_permitted);
+    assert_eq!(t.window_scale, Some(7), "other options untouched");
+    assert_eq!(t.dst_port, 80);
+    assert_eq!(t.seq_number, TcpSeqNumber((u32::MAX - 3) as i32));
+
+    let report = e.report();
+    let key = FlowKey { client: c, server: s };
+    let row = report.connection(&key).unwrap();
+    assert_eq!(row.state, FlowState::SynSent);
+    assert_eq!(row.backend, sa("10.0.0.2:80"));
+
+    // The server answers from port 80; the client sees 443.
+    let backend = sa("10.0.0.2:80");
+    let out =
+        handle(&mut e, 2, build(backend, c, &repr(backend, c, TcpControl::Syn, 5000, Some(u32::MAX - 2))));
+    assert_eq!(out.len(), 1);
+    assert!(checksum_ok(&out[0]));
+    assert_eq!(tcp_of(&out[0]).src_port, 443);
+    assert_eq!(e.report().connection(&key).unwrap().state, FlowState::Handshake);
+
+    // The client's RST ends the flow (and is forwarded).
+    let out = handle(&mut e, 3, build(c, s, &repr(c, s, TcpControl::Rst, u32::MAX - 2, None)));
+    assert_eq!(tcp_of(&out[0]).dst_port, 80);
+    assert_eq!(e.flow_count(), 0);
+    assert_eq!(e.stats().flows_reset, 1);
+}
+
+#[test]
+fn ipv6_syn_is_clamped_without_rewrite() {
+    let mut e = engine(16);
+    let (c, s) = (sa("[fd00::1]:50000"), sa(V6_SERVICE));
+    let out = handle(&mut e, 0, build(c, s, &repr(c, s, TcpControl::Syn, 1, None)));
+    assert!(checksum_ok(&out[0]));
+    let t = tcp_of(&out[0]);
+    assert_eq!((t.max_seg_size, t.dst_port, t.sack_permitted), (Some(1431), 443, false));
+    let seg = packet::parse(&out[0]).unwrap();
+    assert_eq!(seg.seq, Seq(1));
+    assert_eq!(e.flow_count(), 1);
+}
+
+#[test]
+fn syn_flood_stays_within_the_flow_table_bound_and_half_open_flows_expire() {
+    let mut e = engine(100);
+    let s = sa(V4_SERVICE);
+    let mut forwarded = 0;
+    for i in 0..5000u32 {
+        let c = SocketAddr::new([10, 1, (i >> 8) as u8, i as u8].into(), 1024 + (i % 60000) as u16);
+        forwarded += handle(&mut e, i as u64, build(c, s, &repr(c, s, TcpControl::Syn, i, None))).len();
+        assert!(e.flow_count() <= 100);
+    }
+    assert_eq!(forwarded, 100);
+    assert_eq!(e.stats().syn_dropped, 4900);
+    assert!(e.report().state_bytes() <= 100 * e.report().peak_flow_state());
+    // The first half-open flow expires 5 s after its SYN; the timer says so.
+    assert_eq!(e.poll_timeout(), Some(Duration::from_secs(5)));
+    e.handle_timeout(Duration::from_millis(5050), &mut Vec::new());
+    assert_eq!(e.flow_count(), 49, "SYNs at 0..=50 ms expired");
+    e.handle_timeout(Duration::from_secs(60), &mut Vec::new());
+    assert_eq!(e.flow_count(), 0);
+    assert_eq!(e.poll_timeout(), None);
+    // Room again.
+    let c = sa("10.9.9.9:999");
+    assert_eq!(handle(&mut e, 60_001, build(c, s, &repr(c, s, TcpControl::Syn, 1, None))).len(), 1);
+}
+
+#[test]
+fn established_flows_idle_out_later_than_half_open_ones() {
+    let mut e = engine(4);
+    let (c, s, b) = (sa("10.0.0.1:40000"), sa(V4_SERVICE), sa("10.0.0.2:80"));
+    handle(&mut e, 0, build(c, s, &repr(c, s, TcpControl::Syn, 1, None)));
+    handle(&mut e, 10, build(b, c, &repr(b, c, TcpControl::Syn, 9, Some(2))));
+    assert_eq!(e.poll_timeout(), Some(Duration::from_millis(60_010)));
+    e.handle_timeout(Duration::from_secs(30), &mut Vec::new());
+    assert_eq!(e.flow_count(), 1);
+    e.handle_timeout(Duration::from_millis(60_010), &mut Vec::new());
+    assert_eq!(e.flow_count(), 0);
+    assert_eq!(e.stats().flows_expired, 1);
+}
+
+#[test]
+fn balanced_mode_rewrites_addresses_per_flow_and_sticks_to_a_member() {
+    let pool = vec![sa("10.0.1.1:80"), sa("10.0.1.2:80"), sa("10.0.1.3:8080")];
+    let vip = sa("10.0.0.100:443");
+    let mut e = Engine::new(Config {
+        services: vec![Service {
+            addr: vip,
+            server_port: None,
+            mode: Mode::Balanced,
+            release: Release::Buffered,
+            tls: server_config(),
+            pool: pool.clone(),
+        }],
+        limits: Limits::default(),
+    });
+    let mut used = std::collections::HashSet::new();
+    for i in 0..60u16 {
+        let c = SocketAddr::new([10, 2, 0, i as u8].into(), 30000 + i);
+        let out = handle(&mut e, i as u64, build(c, vip, &repr(c, vip, TcpControl::Syn, 1, None)));
+        assert!(checksum_ok(&out[0]), "IP and TCP checksums after the address rewrite");
+        let seg = packet::parse(&out[0]).unwrap();
+        assert!(pool.contains(&seg.dst));
+        assert_eq!(seg.src, c, "the server sees the client's own address");
+        used.insert(seg.dst);
+        // The SYN again (retransmitted) goes to the same member; so does a new flow from the
+        // same client address.
+        let again = handle(&mut e, i as u64, build(c, vip, &repr(c, vip, TcpControl::Syn, 1, None)));
+        assert_eq!(packet::parse(&again[0]).unwrap().dst, seg.dst);
+        let c2 = SocketAddr::new(c.ip(), c.port() + 1000);
+        let other = handle(&mut e, i as u64, build(c2, vip, &repr(c2, vip, TcpControl::Syn, 1, None)));
+        assert_eq!(packet::parse(&other[0]).unwrap().dst, seg.dst, "sticky per client address");
+        // The member's SYN-ACK reaches the client from the virtual address.
+        let m = seg.dst;
+        let back = handle(&mut e, i as u64, build(m, c, &repr(m, c, TcpControl::Syn, 9, Some(2))));
+        assert!(checksum_ok(&back[0]));
+        let b = packet::parse(&back[0]).unwrap();
+        assert_eq!((b.src, b.dst), (vip, c));
+    }
+    assert_eq!(used.len(), 3, "flows spread over the pool");
+}
+
+#[test]
+fn closing_flows_expire_sooner_than_idle_ones() {
+    let mut e = engine(4);
+    let (c, s, b) = (sa("10.0.0.1:40000"), sa(V4_SERVICE), sa("10.0.0.2:80"));
+    handle(&mut e, 0, build(c, s, &repr(c, s, TcpControl::Syn, 1, None)));
+    // A non-TLS flow (plain bytes first), then the client's FIN.
+    handle(&mut e, 1, build(b, c, &repr(b, c, TcpControl::Syn, 9, Some(2))));
+    let mut hello = repr(c, s, TcpControl::Psh, 2, Some(10));
+    hello.payload = b"PING";
+    handle(&mut e, 2, build(c, s, &hello));
+    handle(&mut e, 3, build(c, s, &repr(c, s, TcpControl::Fin, 6, Some(10))));
+    assert_eq!(e.report().connections[0].state, FlowState::Closing);
+    assert_eq!(e.poll_timeout(), Some(Duration::from_millis(3) + Limits::default().closing_timeout));
+}

@@ -1,0 +1,392 @@
+//! The engine end to end on packets: a rustls client's bytes in TCP segments built by hand, a
+//! scripted plaintext server, the engine between. The server sees plaintext at the client's own
+//! sequence numbers; the client sees records after the engine's handshake bytes.
+
+mod common;
+
+use common::*;
+use rustls::pki_types::ServerName;
+use rustls::ClientConnection;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tlsgate_inline::engine::{Config, Engine, Limits, Service};
+use tlsgate_inline::packet::{self, Build, Control};
+use tlsgate_inline::seq::Seq;
+use tlsgate_inline::tables::{FlowKey, FlowState, Mode, Release};
+
+const CLIENT: &str = "10.0.0.1:40000";
+const SERVICE: &str = "10.0.0.2:443";
+const BACKEND: &str = "10.0.0.2:80";
+/// Client ISN just below the wrap: its stream crosses 2^32 during the handshake.
+const CISN: u32 = u32::MAX - 100;
+const SISN: u32 = 7000;
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// A SYN with MSS 1460 and window scale 7, built by hand (Build makes no options).
+fn syn(src: SocketAddr, dst: SocketAddr, seq: u32, ack: Option<u32>) -> Vec<u8> {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{
+        IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
+    };
+    let tcp = TcpRepr {
+        src_port: src.port(),
+        dst_port: dst.port(),
+        control: TcpControl::Syn,
+        seq_number: TcpSeqNumber(seq as i32),
+        ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
+        window_len: 64240,
+        window_scale: Some(7),
+        max_seg_size: Some(1460),
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: &[],
+    };
+    let (std::net::IpAddr::V4(a), std::net::IpAddr::V4(b)) = (src.ip(), dst.ip()) else { panic!() };
+    let ip = Ipv4Repr {
+        src_addr: a,
+        dst_addr: b,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 64,
+    };
+    let mut buf = vec![0; 20 + tcp.buffer_len()];
+    let caps = ChecksumCapabilities::default();
+    ip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
+    tcp.emit(&mut TcpPacket::new_unchecked(&mut buf[20..]), &IpAddress::Ipv4(a), &IpAddress::Ipv4(b), &caps);
+    buf
+}
+
+fn data(src: SocketAddr, dst: SocketAddr, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
+    Build {
+        src,
+        dst,
+        seq: Seq(seq),
+        ack: Some(Seq(ack)),
+        control: if payload.is_empty() { Control::None } else { Control::Psh },
+        window: 502,
+        payload,
+    }
+    .emit()
+    .unwrap()
+}
+
+/// The test's two ends: a rustls client on hand-built segments and a scripted server.
+struct Net {
+    engine: Engine,
+    client: ClientConnection,
+    /// Bytes the client sent and received (stream offsets less one).
+    c_sent: u32,
+    c_recv: u32,
+    /// Packets the engine sent to the server not yet looked at, and every segment it sent the
+    /// client.
+    to_server: Vec<Vec<u8>>,
+    to_client: Vec<packet::Segment>,
+    now: Duration,
+}
+
+impl Net {
+    fn new(suite: rustls::SupportedCipherSuite) -> Net {
+        let (server_cfg, client_cfg) = configs(suite);
+        let engine = Engine::new(Config {
+            services: vec![Service {
+                addr: sa(SERVICE),
+                server_port: Some(80),
+                mode: Mode::Direct,
+                release: Release::Buffered,
+                tls: server_cfg,
+                pool: Vec::new(),
+            }],
+            limits: Limits::default(),
+        });
+        let client = ClientConnection::new(client_cfg, ServerName::try_from("localhost").unwrap()).unwrap();
+        Net {
+            engine,
+            client,
+            c_sent: 0,
+            c_recv: 0,
+            to_server: Vec::new(),
+            to_client: Vec::new(),
+            now: Duration::ZERO,
+        }
+    }
+
+    /// Feeds a packet; packets for the client go to the rustls client at once (checked in
+    /// order), those for the server are kept.
+    fn feed(&mut self, pkt: Vec<u8>) {
+        self.now += Duration::from_millis(1);
+        let mut out = Vec::new();
+        self.engine.handle_packet(self.now, pkt, &mut out);
+        for p in out {
+            assert!(packet::checksum_ok(&p));
+            let seg = packet::parse(&p).unwrap();
+            if seg.dst == sa(CLIENT) {
+                assert_eq!(seg.src, sa(SERVICE));
+                let payload = &p[seg.payload.clone()];
+                if !payload.is_empty() && !seg.syn {
+                    assert_eq!(seg.seq, Seq(SISN + 1 + self.c_recv), "records in order to the client");
+                    self.client.read_tls(&mut &payload[..]).unwrap();
+                    self.client.process_new_packets().unwrap();
+                    self.c_recv += payload.len() as u32;
+                }
+                self.to_client.push(seg);
+            } else {
+                assert_eq!(seg.dst, sa(BACKEND));
+                self.to_server.push(p);
+            }
+        }
+    }
+
+    /// Whatever the client wants to send, in segments of at most 1460 bytes.
+    fn client_sends(&mut self) -> usize {
+        let bytes = client_output(&mut self.client);
+        for chunk in bytes.chunks(1460) {
+            let p = data(
+                sa(CLIENT),
+                sa(SERVICE),
+                CISN.wrapping_add(1 + self.c_sent),
+                SISN + 1 + self.c_recv,
+                chunk,
+            );
+            self.c_sent += chunk.len() as u32;
+            self.feed(p);
+        }
+        bytes.len()
+    }
+}
+
+fn open_connection(n: &mut Net) {
+    n.feed(syn(sa(CLIENT), sa(SERVICE), CISN, None));
+    let s = n.to_server.pop().unwrap();
+    assert_eq!(packet::parse(&s).unwrap().dst, sa(BACKEND));
+    n.feed(syn(sa(BACKEND), sa(CLIENT), SISN, Some(CISN + 1)));
+    n.feed(data(sa(CLIENT), sa(SERVICE), CISN + 1, SISN + 1, &[]));
+    // The client's ACK of the SYN-ACK reaches the server: its handshake completes.
+    let ack = packet::parse(&n.to_server.pop().unwrap()).unwrap();
+    assert_eq!((ack.seq, ack.ack), (Seq(CISN.wrapping_add(1)), Some(Seq(SISN + 1))));
+    for _ in 0..10 {
+        if !n.client.is_handshaking() && !n.client.wants_write() {
+            break;
+        }
+        n.client_sends();
+    }
+    assert!(!n.client.is_handshaking());
+    // The server saw nothing of the handshake but ACKs.
+    for p in n.to_server.drain(..) {
+        let seg = packet::parse(&p).unwrap();
+        assert!(seg.payload.is_empty(), "handshake bytes leaked to the server");
+    }
+}
+
+const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+
+fn fin(src: SocketAddr, dst: SocketAddr, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
+    Build { src, dst, seq: Seq(seq), ack: Some(Seq(ack)), control: Control::Fin, window: 502, payload }
+        .emit()
+        .unwrap()
+}
+
+#[test]
+fn fins_are_translated_both_ways_with_close_notify_first() {
+    for &suite in [TLS13[0], TLS12[0]].iter() {
+        let mut n = Net::new(suite);
+        open_connection(&mut n);
+        n.client.writer().write_all(REQUEST).unwrap();
+        n.client_sends();
+        n.to_server.clear();
+        let r = REQUEST.len() as u32;
+        n.feed(data(sa(BACKEND), sa(CLIENT), SISN + 1, CISN.wrapping_add(1 + r), RESPONSE));
+        // The server closes: the client gets close_notify, then the FIN right after it.
+        let s_fin = SISN + 1 + RESPONSE.len() as u32;
+        n.to_client.clear();
+        n.feed(fin(sa(BACKEND), sa(CLIENT), s_fin, CISN.wrapping_add(1 + r), &[]));
+        let f = n.to_client.iter().find(|s| s.fin).expect("FIN to the client");
+        assert_eq!(f.seq, Seq(SISN + 1 + n.c_recv), "FIN after the close_notify record");
+        assert!(n.client.process_new_packets().unwrap().peer_has_closed(), "close_notify first");
+        // The client acknowledges the FIN: the server sees its own FIN acknowledged.
+        let ack_fin = SISN + 1 + n.c_recv + 1;
+        n.feed(data(sa(CLIENT), sa(SERVICE), CISN.wrapping_add(1 + n.c_sent), ack_fin, &[]));
+        let a = packet::parse(&n.to_server.pop().expect("ACK to the server")).unwrap();
+        assert_eq!(a.ack, Some(Seq(s_fin + 1)));
+        // The client closes too: close_notify and FIN in one segment; the server gets a FIN
+        // right after the request's plaintext, and its ACK of it reaches the client translated.
+        n.client.send_close_notify();
+        let bytes = client_output(&mut n.client);
+        let seq = CISN.wrapping_add(1 + n.c_sent);
+        n.c_sent += bytes.len() as u32;
+        n.feed(fin(sa(CLIENT), sa(SERVICE), seq, ack_fin, &bytes));
+        let f = packet::parse(&n.to_server.pop().expect("FIN to the server")).unwrap();
+        assert!(f.fin);
+        assert_eq!(f.seq, Seq(CISN.wrapping_add(1 + r)));
+        n.to_client.clear();
+        n.feed(data(sa(BACKEND), sa(CLIENT), s_fin + 1, CISN.wrapping_add(1 + r + 1), &[]));
+        let a = n.to_client.last().expect("ACK to the client");
+        assert_eq!(a.ack, Some(Seq(CISN.wrapping_add(1 + n.c_sent + 1))), "{suite:?}");
+    }
+}
+
+#[test]
+fn a_request_and_response_cross_the_engine() {
+    for &suite in TLS13.iter().chain(TLS12) {
+        let mut n = Net::new(suite);
+        open_connection(&mut n);
+        let key = FlowKey { client: sa(CLIENT), server: sa(SERVICE) };
+        let report = n.engine.report();
+        assert_eq!(report.connection(&key).unwrap().state, FlowState::Established);
+        assert_eq!(report.sessions.len(), 1, "{suite:?}");
+        assert_eq!(report.sessions[0].sni.as_deref(), Some("localhost"));
+
+        // The request: the server gets plaintext at the client's own first sequence number.
+        let request = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+        n.client.writer().write_all(request).unwrap();
+        let handshake_sent = n.c_sent;
+        n.client_sends();
+        let p = n.to_server.pop().expect("plaintext to the server");
+        let seg = packet::parse(&p).unwrap();
+        assert_eq!(&p[seg.payload.clone()], request);
+        assert_eq!(seg.seq, Seq(CISN.wrapping_add(1)), "the server sees the client's ISN + 1");
+        assert_eq!(seg.dst.port(), 80);
+        assert!(handshake_sent > 0);
+
+        // The response: one server segment, one record, after the engine's handshake bytes.
+        let response = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+        let r = request.len() as u32;
+        n.feed(data(sa(BACKEND), sa(CLIENT), SISN + 1, CISN.wrapping_add(1 + r), response));
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while let Ok(k) = std::io::Read::read(&mut n.client.reader(), &mut buf) {
+            if k == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..k]);
+        }
+        assert_eq!(got, response);
+        // The server's ACK of the request, translated, acknowledges all the client sent.
+        let report = n.engine.report();
+        let row = report.connection(&key).unwrap();
+        assert!(row.record_seqs.is_some());
+        assert!(!row.pairs_down.is_empty());
+        assert_eq!(row.up.inner_bytes, request.len() as u64, "plaintext to the server");
+        assert_eq!(row.up.outer_bytes, n.c_sent as u64, "everything the client sent, in order");
+        assert_eq!(row.down.inner_bytes, response.len() as u64);
+        assert_eq!(row.down.outer_bytes, n.c_recv as u64, "everything the client received");
+        assert_eq!(row.down.records, 1, "one record for the one server segment");
+    }
+}
+
+#[test]
+fn a_tampered_record_resets_the_server_and_alerts_the_client() {
+    let mut n = Net::new(TLS13[0]);
+    open_connection(&mut n);
+    n.client.writer().write_all(b"do not deliver").unwrap();
+    let mut bytes = client_output(&mut n.client);
+    let last = bytes.len() - 3;
+    bytes[last] ^= 1;
+    let p = data(sa(CLIENT), sa(SERVICE), CISN.wrapping_add(1 + n.c_sent), SISN + 1 + n.c_recv, &bytes);
+    let mut out = Vec::new();
+    n.engine.handle_packet(Duration::from_secs(1), p, &mut out);
+    let segs: Vec<_> = out.iter().map(|p| (packet::parse(p).unwrap(), p.clone())).collect();
+    let to_server: Vec<_> = segs.iter().filter(|(s, _)| s.dst == sa(BACKEND)).collect();
+    assert_eq!(to_server.len(), 1);
+    assert!(to_server[0].0.rst, "RST to the server");
+    assert!(to_server[0].0.payload.is_empty(), "no byte of the record reached the server");
+    let to_client: Vec<_> = segs.iter().filter(|(s, _)| s.dst == sa(CLIENT)).collect();
+    assert_eq!(to_client.len(), 2);
+    let alert = &to_client[0].1[to_client[0].0.payload.clone()];
+    n.client.read_tls(&mut &alert[..]).unwrap();
+    let err = n.client.process_new_packets().unwrap_err();
+    assert!(format!("{err:?}").contains("BadRecordMac"), "{err:?}");
+    assert!(to_client[1].0.rst);
+    assert_eq!(n.engine.flow_count(), 0);
+}
+
+#[test]
+fn the_engines_handshake_bytes_are_retransmitted_until_acknowledged() {
+    let mut n = Net::new(TLS13[1]);
+    n.feed(syn(sa(CLIENT), sa(SERVICE), CISN, None));
+    n.feed(syn(sa(BACKEND), sa(CLIENT), SISN, Some(CISN + 1)));
+    n.feed(data(sa(CLIENT), sa(SERVICE), CISN + 1, SISN + 1, &[]));
+    // The ClientHello; the engine's answer is "lost": the client never reads it.
+    let hello = client_output(&mut n.client);
+    let mut out = Vec::new();
+    n.engine.handle_packet(n.now, data(sa(CLIENT), sa(SERVICE), CISN + 1, SISN + 1, &hello), &mut out);
+    let first: Vec<Vec<u8>> =
+        out.iter().filter(|p| packet::parse(p).unwrap().dst == sa(CLIENT)).cloned().collect();
+    assert!(!first.is_empty());
+    let deadline = n.engine.poll_timeout().unwrap();
+    assert!(deadline < Duration::from_secs(1));
+    let mut again = Vec::new();
+    n.engine.handle_timeout(deadline, &mut again);
+    let payloads = |v: &[Vec<u8>]| -> Vec<u8> {
+        v.iter().flat_map(|p| p[packet::parse(p).unwrap().payload].to_vec()).collect()
+    };
+    assert_eq!(payloads(&again), payloads(&first), "the same bytes again");
+    assert!(n.engine.poll_timeout().unwrap() > deadline, "backed off");
+}
+
+#[test]
+fn a_reset_in_the_middle_of_a_record_releases_none_of_it() {
+    let mut n = Net::new(TLS13[2]);
+    open_connection(&mut n);
+    n.client.writer().write_all(&[7u8; 3000]).unwrap();
+    let bytes = client_output(&mut n.client);
+    // Half the record arrives, then the client resets.
+    let half = &bytes[..bytes.len() / 2];
+    let seq = CISN.wrapping_add(1 + n.c_sent);
+    n.feed(data(sa(CLIENT), sa(SERVICE), seq, SISN + 1 + n.c_recv, half));
+    let rst = Build {
+        src: sa(CLIENT),
+        dst: sa(SERVICE),
+        seq: Seq(seq.wrapping_add(half.len() as u32)),
+        ack: None,
+        control: Control::Rst,
+        window: 0,
+        payload: &[],
+    };
+    n.feed(rst.emit().unwrap());
+    let segs: Vec<_> = n.to_server.iter().map(|p| packet::parse(p).unwrap()).collect();
+    assert!(segs.iter().all(|s| s.payload.is_empty()), "no plaintext of the partial record");
+    let r = segs.last().expect("the RST reaches the server");
+    assert!(r.rst);
+    assert_eq!(r.seq, Seq(CISN.wrapping_add(1)), "at the end of what the server received");
+    assert_eq!(n.engine.flow_count(), 0);
+}
+
+#[test]
+fn a_service_flow_that_is_not_tls_passes_through() {
+    let mut n = Net::new(TLS13[0]);
+    n.feed(syn(sa(CLIENT), sa(SERVICE), CISN, None));
+    n.feed(syn(sa(BACKEND), sa(CLIENT), SISN, Some(CISN + 1)));
+    n.feed(data(sa(CLIENT), sa(SERVICE), CISN + 1, SISN + 1, &[]));
+    n.to_server.clear();
+    // Plain HTTP to the TLS port: the engine steps aside.
+    let request = b"GET / HTTP/1.0\r\n\r\n";
+    let mut out = Vec::new();
+    n.engine.handle_packet(n.now, data(sa(CLIENT), sa(SERVICE), CISN + 1, SISN + 1, request), &mut out);
+    assert_eq!(out.len(), 1);
+    let seg = packet::parse(&out[0]).unwrap();
+    assert_eq!((seg.dst, seg.seq), (sa(BACKEND), Seq(CISN + 1)));
+    assert_eq!(&out[0][seg.payload.clone()], request);
+    assert!(packet::checksum_ok(&out[0]));
+    // The answer comes back as it was sent, from the service port.
+    let answer = data(
+        sa(BACKEND),
+        sa(CLIENT),
+        SISN + 1,
+        CISN.wrapping_add(1 + request.len() as u32),
+        b"HTTP/1.0 200 OK\r\n\r\n",
+    );
+    let mut out = Vec::new();
+    n.engine.handle_packet(n.now, answer.clone(), &mut out);
+    let seg = packet::parse(&out[0]).unwrap();
+    assert_eq!((seg.src, seg.seq), (sa(SERVICE), Seq(SISN + 1)));
+    assert_eq!(out[0][seg.payload.clone()], answer[packet::parse(&answer).unwrap().payload]);
+    assert_eq!(n.engine.stats().not_tls, 1);
+    let report = n.engine.report();
+    assert_eq!(report.connections[0].state, FlowState::PassThrough);
+}

@@ -1,0 +1,122 @@
+//! The engine's handshake and record layer against a real rustls client in memory: the client
+//! encrypts and the engine opens, the engine seals and the client reads, for every suite.
+
+mod common;
+
+use common::*;
+use rustls::crypto::aws_lc_rs::cipher_suite as cs;
+use rustls::SupportedCipherSuite;
+use std::io::Write;
+use tlsgate_inline::record::MAX_PLAINTEXT;
+use tlsgate_inline::record_crypto::{CryptoError, Inbound, Version};
+
+fn both_directions(suite: SupportedCipherSuite) {
+    let mut f = Flow::handshake(suite).unwrap();
+    let version = if TLS13.contains(&suite) { Version::Tls13 } else { Version::Tls12 };
+    assert_eq!(f.layer.version(), version);
+
+    // Client → engine: a short record, then maximum-size ones.
+    f.client.writer().write_all(b"hello").unwrap();
+    assert_eq!(f.engine_reads_data(), b"hello");
+    let big: Vec<u8> = (0..MAX_PLAINTEXT * 2 + 100).map(|i| (i % 251) as u8).collect();
+    f.client.writer().write_all(&big).unwrap();
+    assert_eq!(f.engine_reads_data(), big);
+
+    // Engine → client: one record per server segment, an empty one, a maximum-size one.
+    let mut wire = Vec::new();
+    let s0 = f.layer.seal(b"world", &mut wire).unwrap();
+    let s1 = f.layer.seal(b"", &mut wire).unwrap();
+    let s2 = f.layer.seal(&big[..MAX_PLAINTEXT], &mut wire).unwrap();
+    assert_eq!((s1, s2), (s0 + 1, s0 + 2), "each record its own sequence number");
+    assert_eq!(wire.len(), 5 + MAX_PLAINTEXT + 3 * version.overhead());
+    let mut expect = b"world".to_vec();
+    expect.extend_from_slice(&big[..MAX_PLAINTEXT]);
+    assert_eq!(f.client_reads(&wire), expect);
+    assert_eq!(
+        f.layer.seal(&big[..MAX_PLAINTEXT + 1], &mut wire),
+        Err(CryptoError::TooLarge(MAX_PLAINTEXT + 1))
+    );
+
+    // A tampered ciphertext byte fails the tag.
+    f.client.writer().write_all(b"secret").unwrap();
+    let bytes = client_output(&mut f.client);
+    let (h, mut body) = f.records.push(&bytes).pop().unwrap();
+    let n = body.len();
+    body[n / 2] ^= 1;
+    assert_eq!(f.layer.open(h, &mut body), Err(CryptoError::BadRecordMac));
+}
+
+fn close_notify_both_ways(suite: SupportedCipherSuite) {
+    let mut f = Flow::handshake(suite).unwrap();
+    f.client.send_close_notify();
+    let got = f.engine_reads();
+    assert_eq!(got.len(), 1);
+    let (inb, pt) = got.into_iter().next().unwrap().unwrap();
+    assert!(matches!(inb, Inbound::Alert(_)));
+    assert_eq!(pt, [1, 0]);
+    let mut wire = Vec::new();
+    f.layer.seal(b"bye", &mut wire).unwrap();
+    f.layer.seal_alert([1, 0], &mut wire).unwrap();
+    assert_eq!(f.client_reads(&wire), b"bye");
+    assert!(f.client.process_new_packets().unwrap().peer_has_closed());
+}
+
+#[test]
+fn tls13_all_suites_both_directions() {
+    for &s in TLS13 {
+        both_directions(s);
+    }
+}
+
+#[test]
+fn tls12_gcm_suites_both_directions() {
+    for &s in TLS12 {
+        both_directions(s);
+    }
+}
+
+#[test]
+fn close_notify_each_version() {
+    close_notify_both_ways(TLS13[0]);
+    close_notify_both_ways(TLS12[0]);
+}
+
+#[test]
+fn tls12_chacha_is_refused_by_the_record_layer() {
+    let r = Flow::handshake(cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256);
+    assert!(matches!(r, Err(CryptoError::Unsupported)));
+}
+
+#[test]
+fn tls13_key_updates_are_followed_both_ways() {
+    for &s in TLS13 {
+        let mut f = Flow::handshake(s).unwrap();
+        f.client.writer().write_all(b"before").unwrap();
+        assert_eq!(f.engine_reads_data(), b"before");
+        // The client moves its keys on (and asks the engine to do the same).
+        f.client.refresh_traffic_keys().unwrap();
+        f.client.writer().write_all(b"after").unwrap();
+        let got = f.engine_reads();
+        assert_eq!(got.len(), 2);
+        let mut it = got.into_iter();
+        let Ok((Inbound::KeyUpdate { requested, .. }, _)) = it.next().unwrap() else { panic!() };
+        let (inb, pt) = it.next().unwrap().unwrap();
+        assert!(matches!(inb, Inbound::Data(ref o) if o.seq == 0), "new key starts at 0: {inb:?}");
+        assert_eq!(pt, b"after");
+        // The engine answers (when asked) and seals under its new key; the client follows.
+        let mut wire = Vec::new();
+        if requested {
+            f.layer.send_key_update(&mut wire).unwrap();
+        }
+        let seq = f.layer.seal(b"reply", &mut wire).unwrap();
+        assert_eq!(seq == 0, requested);
+        assert_eq!(f.client_reads(&wire), b"reply");
+        // An unrequested update from the engine too.
+        let mut wire = Vec::new();
+        f.layer.send_key_update(&mut wire).unwrap();
+        assert_eq!(f.layer.seal(b"again", &mut wire).unwrap(), 0);
+        assert_eq!(f.client_reads(&wire), b"again");
+        f.client.writer().write_all(b"still").unwrap();
+        assert_eq!(f.engine_reads_data(), b"still");
+    }
+}

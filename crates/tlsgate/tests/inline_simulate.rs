@@ -1,0 +1,51 @@
+//! `tlsgate inline simulate`: the subcommand runs the inline engine's simulator, prints one
+//! summary line, and its exit status says whether anything was violated.
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
+
+fn simulate(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN).args(["inline", "simulate"]).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn impaired_runs_complete_in_both_release_modes() {
+    for mode in ["buffered", "cut-through"] {
+        let (ok, line, err) = simulate(&[
+            "--flows",
+            "20",
+            "--seed",
+            "7",
+            "--loss",
+            "0.03",
+            "--reorder",
+            "0.05",
+            "--duplicate",
+            "0.01",
+            "--bytes",
+            "131072",
+            "--mode",
+            mode,
+        ]);
+        assert!(ok, "{mode}: {line}{err}");
+        assert_eq!(line.lines().count(), 1, "{line}");
+        for want in
+            ["flows=20 completed=20", "bytes_up=2621440 bytes_down=2621440", "nonce_reuses=0", "violations=0"]
+        {
+            assert!(line.contains(want), "{mode}: no {want:?} in {line}");
+        }
+        assert!(!line.contains("retransmissions=0 "), "impairments caused no retransmission: {line}");
+    }
+}
+
+#[test]
+fn bad_arguments_are_refused() {
+    let (ok, _, err) = simulate(&["--loss", "1.5"]);
+    assert!(!ok && err.contains("--loss must be a probability"), "{err}");
+}
