@@ -171,17 +171,19 @@ impl Downstream {
         self.sent.push_back(Sent { outer, inner, inner_len, bytes });
     }
 
-    /// Resends the stored records whose plaintext overlaps inner `[start, end)`, and the
-    /// engine's own unacknowledged records before them (a lost KeyUpdate or alert would
-    /// otherwise leave a hole the server's retransmissions never fill).
-    fn resend(&mut self, start: u64, end: u64, out: &mut Vec<Send>) {
+    /// Answers a server retransmission of inner `[start, end)`: resends every record the client
+    /// has not acknowledged, from the oldest up to the last one overlapping the range.
+    ///
+    /// Not only the overlapping ones: a client ACK that ends inside a record's trailer (its tag)
+    /// translates to the end of that record's plaintext, so the server retransmits from the next
+    /// record on and never again covers the one whose tail the client is missing (found in
+    /// simulation: 1 flow in 200 stalled). The engine's own records (a lost KeyUpdate or alert)
+    /// in between go again too.
+    fn resend(&mut self, _start: u64, end: u64, out: &mut Vec<Send>) {
         let Some(last) = self.sent.iter().rposition(|s| s.inner_len > 0 && s.inner < end) else { return };
         for s in self.sent.iter().take(last + 1) {
-            let overlaps = s.inner_len > 0 && s.inner + s.inner_len as u64 > start;
-            if overlaps || s.inner_len == 0 {
-                self.stats.resent_records += 1;
-                out.push(Send { outer: s.outer, data: s.bytes.clone() });
-            }
+            self.stats.resent_records += 1;
+            out.push(Send { outer: s.outer, data: s.bytes.clone() });
         }
     }
 

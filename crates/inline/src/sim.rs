@@ -87,6 +87,8 @@ pub struct Summary {
     /// Positions where a client was sent a byte different from the first one sent there.
     pub nonce_reuses: u64,
     pub violations: Vec<String>,
+    /// Flows that neither completed nor failed, with where they stood (for diagnosis).
+    pub stalled: Vec<String>,
     pub peak_state_per_flow: usize,
     pub sim_time: Duration,
 }
@@ -353,6 +355,9 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
     let client_ip = IpAddr::from(CLIENT_IP);
 
     let limit = cfg.time_limit.as_micros() as u64;
+    // Diagnosis: SIM_TRACE_PORT=<client port> prints that flow's packets in the last 3 s.
+    let trace_port: Option<u16> = std::env::var("SIM_TRACE_PORT").ok().and_then(|v| v.parse().ok());
+    let trace_from = limit.saturating_sub(3_000_000);
     let mut t = 0u64;
     // State is sampled every 100 ms (a report costs a walk over the flows).
     let mut next_sample = 0u64;
@@ -379,8 +384,36 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
                 Hop::Client => client_host.dev.rx.push_back(p),
                 Hop::Server => server_host.dev.rx.push_back(p),
                 Hop::Engine => {
+                    if let (Some(port), Some(seg)) = (trace_port, packet::parse(&p)) {
+                        if (seg.src.port() == port || seg.dst.port() == port) && t > trace_from {
+                            eprintln!(
+                                "t={t} in  {}->{} seq={} ack={:?} win={} len={}",
+                                seg.src,
+                                seg.dst,
+                                seg.seq.0,
+                                seg.ack.map(|a| a.0),
+                                seg.window,
+                                seg.payload.len()
+                            );
+                        }
+                    }
                     let mut out = Vec::new();
                     engine.handle_packet(dnow, p, &mut out);
+                    for o in &out {
+                        if let (Some(port), Some(seg)) = (trace_port, packet::parse(o)) {
+                            if (seg.src.port() == port || seg.dst.port() == port) && t > trace_from {
+                                eprintln!(
+                                    "t={t} out {}->{} seq={} ack={:?} win={} len={}",
+                                    seg.src,
+                                    seg.dst,
+                                    seg.seq.0,
+                                    seg.ack.map(|a| a.0),
+                                    seg.window,
+                                    seg.payload.len()
+                                );
+                            }
+                        }
+                    }
                     to_wire.extend(out.into_iter().map(|o| (Hop::Engine, o)));
                 }
             }
@@ -450,14 +483,30 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
         }
     }
     sum.sim_time = Duration::from_micros(t);
+    let report = engine.report();
     for c in &clients {
         sum.bytes_down += c.echoed.len() as u64;
         if c.done {
             sum.completed += 1;
+        } else if !c.failed {
+            // Say where it stopped: both ends' sockets and the engine's view of the flow.
+            let sock = client_host.sockets.get::<tcp::Socket>(c.handle);
+            let row = report.connections.iter().find(|r| r.key.client.port() == c.port);
+            sum.stalled.push(format!(
+                "port {}: wrote {} got back {} of {}; client socket {:?} send_queue {} recv_queue {}; \
+                 engine {:?}",
+                c.port,
+                c.written,
+                c.echoed.len(),
+                c.payload.len(),
+                sock.state(),
+                sock.send_queue(),
+                sock.recv_queue(),
+                row.map(|r| (r.state, r.up, r.down, r.pairs_up.len(), r.pairs_down.len(), r.state_bytes)),
+            ));
         }
     }
     sum.bytes_up = sum.bytes_down;
-    let report = engine.report();
     sum.peak_state_per_flow = sum.peak_state_per_flow.max(report.peak_flow_state());
     for row in &report.connections {
         sum.records_up += row.up.records;

@@ -211,3 +211,22 @@ fn the_store_bound_holds_server_data_back() {
     }
     assert_eq!(f.client_reads(&wire.in_order()), plain);
 }
+
+#[test]
+fn a_client_ack_inside_a_tag_still_gets_the_record_tail_resent() {
+    let (mut f, mut down) = setup(TLS13[0], LIMITS);
+    let mut out = Vec::new();
+    down.client_ack(Some(&mut f.layer), OUTER_START, 1 << 20, &mut out).unwrap();
+    let plain = server_stream(2000);
+    down.server_segment(Some(&mut f.layer), 1, &plain[..1000], &mut out).unwrap();
+    down.server_segment(Some(&mut f.layer), 1001, &plain[1000..], &mut out).unwrap();
+    let first_end = out[0].outer + out[0].data.len() as u64;
+    // The client got all of the first record but the last 9 bytes of its tag: for the server
+    // that is all of its plaintext, so it retransmits from the second record on.
+    let inner = down.client_ack(Some(&mut f.layer), first_end - 9, 1 << 20, &mut Vec::new()).unwrap();
+    assert_eq!(inner, Some(1001));
+    let mut again = Vec::new();
+    down.server_segment(Some(&mut f.layer), 1001, &plain[1000..], &mut again).unwrap();
+    assert_eq!(again.first().map(|s| s.outer), Some(out[0].outer), "the first record goes again");
+    assert_eq!(again.len(), 2);
+}

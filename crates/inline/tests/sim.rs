@@ -30,7 +30,7 @@ fn run(suite: SupportedCipherSuite, cfg: &SimConfig) -> Summary {
     if std::env::var("SIM_PRINT").is_ok() {
         eprintln!("{s} wall={:?}", started.elapsed());
     }
-    assert!(s.ok(), "seed {} {suite:?}: {s} {:?}", cfg.seed, s.violations);
+    assert!(s.ok(), "seed {} {suite:?}: {s} {:?} {:?}", cfg.seed, s.violations, s.stalled);
     s
 }
 
