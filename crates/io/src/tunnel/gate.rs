@@ -294,18 +294,7 @@ async fn open_tcp(
     let stream = connect_any(&addrs, port, shared.config.connect_timeout).await?;
     let backend = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::debug!(portal = %portal, %target, %backend, "tunnel gate: session opened");
-    let listed = live().insert(ConnInfo {
-        listener: "tunnel gate session".into(),
-        client: peer,
-        sni: target.to_string(),
-        version: String::new(),
-        suite: String::new(),
-        identity: portal.to_string(),
-        backend: std::sync::Mutex::new(backend),
-        started: Instant::now(),
-        up: Default::default(),
-        down: Default::default(),
-    });
+    let listed = super::list_session("tunnel gate session", peer, target, backend, portal.to_string());
     Ok((stream, listed))
 }
 
@@ -436,18 +425,8 @@ async fn reverse_loop(listener: TcpListener, r: tlsgate_config::ReverseForward, 
         tokio::spawn(async move {
             match handle.open(Protocol::TCP, target.clone()).await {
                 Ok(id) => {
-                    let listed = live().insert(ConnInfo {
-                        listener: "tunnel gate reverse".into(),
-                        client,
-                        sni: target.to_string(),
-                        version: String::new(),
-                        suite: String::new(),
-                        identity: portal,
-                        backend: Default::default(),
-                        started: Instant::now(),
-                        up: Default::default(),
-                        down: Default::default(),
-                    });
+                    let listed =
+                        super::list_session("tunnel gate reverse", client, &target, String::new(), portal);
                     handle.attach_tcp(id, stream, Vec::new(), Some(listed));
                 }
                 Err(f) => {

@@ -35,3 +35,26 @@ fn endpoint_config(role: tlsgate_tunnel::Role, l: &tlsgate_config::TunnelLimits)
     c.session_idle_timeout = l.session_idle_timeout;
     c
 }
+
+/// Lists a session on the status page until the returned guard drops: `requested` is what the
+/// opener asked for (shown as SNI), `backend` where it went.
+fn list_session(
+    listener: &str,
+    client: std::net::SocketAddr,
+    requested: &tlsgate_tunnel::Target,
+    backend: String,
+    identity: String,
+) -> tlsgate_telemetry::conns::Listed {
+    tlsgate_telemetry::conns::live().insert(tlsgate_telemetry::conns::ConnInfo {
+        listener: listener.into(),
+        client,
+        sni: requested.to_string(),
+        version: String::new(),
+        suite: String::new(),
+        identity,
+        backend: std::sync::Mutex::new(backend),
+        started: std::time::Instant::now(),
+        up: Default::default(),
+        down: Default::default(),
+    })
+}

@@ -300,18 +300,13 @@ async fn tcp_forward(listener: TcpListener, target: Target, tunnel: watch::Recei
         tokio::spawn(async move {
             match handle.open(Protocol::TCP, target.clone()).await {
                 Ok(id) => {
-                    let listed = live().insert(ConnInfo {
-                        listener: "tunnel portal forward".into(),
+                    let listed = super::list_session(
+                        "tunnel portal forward",
                         client,
-                        sni: target.to_string(),
-                        version: String::new(),
-                        suite: String::new(),
-                        identity: String::new(),
-                        backend: std::sync::Mutex::new(target.to_string()),
-                        started: Instant::now(),
-                        up: Default::default(),
-                        down: Default::default(),
-                    });
+                        &target,
+                        target.to_string(),
+                        String::new(),
+                    );
                     handle.attach_tcp(id, stream, Vec::new(), Some(listed));
                 }
                 Err(f) => {

@@ -3,10 +3,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tlsgate_config::SocksAuth;
-use tlsgate_telemetry::conns::{live, ConnInfo};
 use tlsgate_tunnel::socks5::{self, constant_time_eq, Command, Progress, Reply, Server, ServerConfig};
 use tlsgate_tunnel::wire::Protocol;
 use tlsgate_tunnel::{Datagram, Target};
@@ -64,18 +63,13 @@ async fn client_conn(
                 Ok(id) => {
                     reply(&mut stream, &mut server, Reply::SUCCEEDED, &unspecified()).await?;
                     let leftover = server.take_leftover();
-                    let listed = live().insert(ConnInfo {
-                        listener: "tunnel portal socks".into(),
+                    let listed = super::list_session(
+                        "tunnel portal socks",
                         client,
-                        sni: target.to_string(),
-                        version: String::new(),
-                        suite: String::new(),
-                        identity: String::new(),
-                        backend: std::sync::Mutex::new(target.to_string()),
-                        started: Instant::now(),
-                        up: Default::default(),
-                        down: Default::default(),
-                    });
+                        &target,
+                        target.to_string(),
+                        String::new(),
+                    );
                     handle.attach_tcp(id, stream, leftover, Some(listed));
                     Ok(())
                 }
