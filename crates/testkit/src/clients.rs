@@ -4,8 +4,10 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 /// Runs curl with `args` (adds `-sS`); the output is returned whatever the exit status.
+/// `--ipv4`: the servers under test listen on 127.0.0.1, and "localhost" would otherwise try
+/// `::1` first, where the same port number may belong to another process.
 pub fn curl(args: &[&str]) -> Output {
-    Command::new("curl").arg("-sS").args(args).output().expect("curl is installed")
+    Command::new("curl").args(["-sS", "--ipv4"]).args(args).output().expect("curl is installed")
 }
 
 /// Runs `openssl s_client` with `args`, writing `input` to its stdin and closing it.

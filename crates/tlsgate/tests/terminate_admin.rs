@@ -59,7 +59,8 @@ fn metrics_and_status_page_show_live_traffic() {
     assert_eq!(String::from_utf8_lossy(&health.stdout), "ok\n");
 
     // Traffic: a good client, a refused one.
-    assert!(client("alice", &[], "/").status.success());
+    let good = client("alice", &[], "/");
+    assert!(good.status.success(), "{}\n{}", describe(&good), gate.proc.log_text());
     assert!(!client("mallory", &[], "/").status.success());
     gate.proc.wait_for(&["handshake failed", "ApplicationVerificationFailure"], Duration::from_secs(10));
 
