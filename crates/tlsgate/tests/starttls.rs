@@ -91,6 +91,8 @@ fn read_to_close(s: &mut TcpStream) -> String {
         match s.read(&mut buf) {
             Ok(0) => return String::from_utf8_lossy(&all).into_owned(),
             Ok(n) => all.extend_from_slice(&buf[..n]),
+            // A signal to the test process (a child exiting) interrupts the read: read again.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
                 return String::from_utf8_lossy(&all).into_owned()
             }
