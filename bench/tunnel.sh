@@ -63,31 +63,9 @@ target=${CARGO_TARGET_DIR:-$repo/target}
 tlsgate=$target/release/tlsgate
 
 # --- scratch directory, and the exit trap that stops whatever is still running ------------------
-work=$(mktemp -d "${TMPDIR:-/tmp}/tlsgate-tunnel-bench.XXXXXX")
-: >"$work/pids"
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  if [ -n "${py_pid:-}" ] && kill -0 "$py_pid" 2>/dev/null; then
-    kill -TERM "$py_pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$py_pid" 2>/dev/null || break; sleep 0.1; done
-  fi
-  # Servers run in their own process groups (pid = pgid); stop any the harness left behind.
-  while read -r pid; do
-    [ -n "$pid" ] || continue
-    kill -KILL -- "-$pid" 2>/dev/null || true
-  done <"$work/pids"
-  if [ -n "${KEEP_BENCH_DIR:-}" ]; then
-    echo "[bench] kept $work" >&2
-  else
-    rm -rf "$work"
-    [ "$rc" -eq 0 ] || echo "[bench] failed; KEEP_BENCH_DIR=1 keeps the logs and configs" >&2
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# shellcheck source=lib/scratch.sh
+. "$repo/bench/lib/scratch.sh"
+make_scratch tlsgate-tunnel-bench
 
 # --- keys: the CA and gate certificate (server.pem, SAN 127.0.0.1) of the terminator benchmark,
 # a portal client certificate from the same CA, and OpenSSH host and user keys -----------------
