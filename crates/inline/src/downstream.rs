@@ -10,11 +10,11 @@
 //! engine never sends beyond the client's window.
 
 use crate::hold::{HeldSegment, HoldQueue, HoldReason};
-use crate::record::MAX_PLAINTEXT;
-use crate::record_crypto::{CryptoError, RecordLayer};
 use crate::seq_map::{Mapped, SeqMap, SeqMapError};
 use std::collections::VecDeque;
 use thiserror::Error;
+use tlsgate_record::crypto::{CryptoError, RecordLayer};
+use tlsgate_record::frame::MAX_PLAINTEXT;
 
 #[derive(Clone, Copy, Debug)]
 pub struct DownLimits {

@@ -14,7 +14,6 @@ use crate::downstream::DownLimits;
 use crate::flow::Flow;
 use crate::handshake::Handshake;
 use crate::packet::{self, Segment};
-use crate::record_crypto::Version;
 use crate::seq::Stream;
 use crate::tables::{
     ConnectionRow, Direction, FlowKey, FlowState, Mode, QueueRow, Release, Report, SessionRow,
@@ -26,6 +25,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tlsgate_record::crypto::Version;
 
 /// A TLS service the engine offloads.
 #[derive(Clone, Debug)]

@@ -2,7 +2,6 @@
 
 use crate::engine::{Config, Engine, Limits, Service};
 use crate::packet;
-use crate::record::{Event, Framer, HEADER_LEN, MAX_CIPHERTEXT_TLS13};
 use crate::seq_map::{Mapped, SeqMap};
 use crate::tables::{Mode, Release};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -10,6 +9,7 @@ use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use tlsgate_record::frame::{Event, Framer, HEADER_LEN, MAX_CIPHERTEXT_TLS13};
 
 /// Frames `data` cut into chunks whose sizes come from the input itself, and checks that every
 /// byte is accounted for once: header events point at the right offset, body pieces continue

@@ -2,14 +2,13 @@
 //!
 //! Sans-IO: the engine takes IP packets with a timestamp and returns packets to emit plus its next
 //! timer; it owns no socket and reads no clock. docs/inline-engine.md describes the design and what
-//! is built so far. Each module has one job:
+//! is built so far. The record layer itself (framing, sealing and opening with the extracted keys)
+//! is the crate `tlsgate-record`, shared with terminate. Each module has one job:
 //!
 //! - [`seq`]: 32-bit TCP sequence numbers compared and advanced across the 2^32 wrap.
-//! - [`record`]: the TLS record framer over a byte stream cut at any offset.
 //! - [`seq_map`]: the table of sequence pairs at record boundaries, translating offsets both ways.
 //! - [`handshake`]: the rustls server handshake on the client's records (the only rustls driver).
 //! - [`sni`]: the server name read from the ClientHello, for the session table.
-//! - [`record_crypto`]: opening and sealing records with the extracted keys; key updates.
 //! - [`hold`]: the bounded hold queue putting out-of-order segments back in order.
 //! - [`upstream`]: the client → server record path (buffered release), ACKs translated back.
 //! - [`downstream`]: the server → client record path: one record per segment, stored records
@@ -28,8 +27,6 @@ pub mod fuzzing;
 pub mod handshake;
 pub mod hold;
 pub mod packet;
-pub mod record;
-pub mod record_crypto;
 pub mod seq;
 pub mod seq_map;
 pub mod sim;

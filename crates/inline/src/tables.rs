@@ -3,7 +3,7 @@
 //! time, between two packets, and handed to the admin endpoint or a test.
 //!
 //! Secrets are deliberately absent: seed 000's tables list keys and IVs, but a report is read by
-//! operators and logs; the keys stay inside [`crate::record_crypto`].
+//! operators and logs; the keys stay inside [`tlsgate_record::crypto`].
 
 use crate::hold::HeldSegment;
 use crate::seq_map::Entry;

@@ -10,7 +10,6 @@
 use crate::downstream::{DownError, DownLimits, Downstream, Send};
 use crate::handshake::{Handshake, Progress};
 use crate::packet::{Build, Control, Segment};
-use crate::record_crypto::{CryptoError, RecordLayer};
 use crate::seq::Stream;
 use crate::seq_map::SeqMap;
 use crate::tables::Counters;
@@ -18,6 +17,7 @@ use crate::upstream::{Up, UpError, UpLimits, Upstream};
 use std::net::SocketAddr;
 use std::time::Duration;
 use thiserror::Error;
+use tlsgate_record::crypto::{CryptoError, RecordLayer};
 
 /// First retransmission timeout for the engine's own bytes, and the largest backoff shift.
 const RTO: Duration = Duration::from_millis(200);

@@ -15,11 +15,11 @@
 
 use crate::handshake::{Handshake, HandshakeError, Progress};
 use crate::hold::{HeldSegment, HoldError, HoldQueue, HoldReason};
-use crate::record::{Event, FrameError, Framer, Header, HEADER_LEN};
-use crate::record_crypto::{CryptoError, Inbound, RecordLayer};
 use crate::seq_map::{Mapped, SeqMap, SeqMapError};
 use std::collections::VecDeque;
 use thiserror::Error;
+use tlsgate_record::crypto::{CryptoError, Inbound, RecordLayer};
+use tlsgate_record::frame::{Event, FrameError, Framer, Header, HEADER_LEN};
 
 /// Per-flow bounds of the upstream path.
 #[derive(Clone, Copy, Debug)]

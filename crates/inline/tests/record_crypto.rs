@@ -7,8 +7,8 @@ use common::*;
 use rustls::crypto::aws_lc_rs::cipher_suite as cs;
 use rustls::SupportedCipherSuite;
 use std::io::Write;
-use tlsgate_inline::record::MAX_PLAINTEXT;
-use tlsgate_inline::record_crypto::{CryptoError, Inbound, Version};
+use tlsgate_record::crypto::{CryptoError, Inbound, Version};
+use tlsgate_record::frame::MAX_PLAINTEXT;
 
 fn both_directions(suite: SupportedCipherSuite) {
     let mut f = Flow::handshake(suite).unwrap();

@@ -5,9 +5,9 @@ mod common;
 
 use common::*;
 use std::io::Write;
-use tlsgate_inline::record_crypto::CryptoError;
 use tlsgate_inline::seq_map::SeqMap;
 use tlsgate_inline::upstream::{Up, UpError, UpLimits, Upstream};
+use tlsgate_record::crypto::CryptoError;
 
 const LIMITS: UpLimits = UpLimits {
     hold_bytes: 256 * 1024,
@@ -226,7 +226,7 @@ fn the_hold_queue_bound_drops_and_recovers() {
 #[test]
 fn the_handshake_runs_through_the_same_path_and_hands_over_mid_segment() {
     use tlsgate_inline::handshake::{Handshake, Progress};
-    use tlsgate_inline::record_crypto::RecordLayer;
+    use tlsgate_record::crypto::RecordLayer;
     for &suite in TLS13.iter().chain(TLS12) {
         let (server_cfg, client_cfg) = configs(suite);
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();

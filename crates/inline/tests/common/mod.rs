@@ -9,8 +9,8 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, Suppor
 use std::io::Read;
 use std::sync::Arc;
 use tlsgate_inline::handshake::{Handshake, Progress};
-use tlsgate_inline::record::{Event, Framer, Header, MAX_CIPHERTEXT_TLS12};
-use tlsgate_inline::record_crypto::{CryptoError, Inbound, RecordLayer};
+use tlsgate_record::crypto::{CryptoError, Inbound, RecordLayer};
+use tlsgate_record::frame::{Event, Framer, Header, MAX_CIPHERTEXT_TLS12};
 
 pub const TLS13: &[SupportedCipherSuite] =
     &[cs::TLS13_AES_128_GCM_SHA256, cs::TLS13_AES_256_GCM_SHA384, cs::TLS13_CHACHA20_POLY1305_SHA256];

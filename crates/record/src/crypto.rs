@@ -9,7 +9,7 @@
 //! IV XOR sequence number and writes the last 8 bytes of that nonce as the explicit one: a nonce
 //! is a function of the sequence number alone, never reused while the number only grows.
 
-use crate::record::{ContentType, Header, HEADER_LEN, MAX_PLAINTEXT};
+use crate::frame::{ContentType, Header, HEADER_LEN, MAX_PLAINTEXT};
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey, NONCE_LEN};
 use rustls::kernel::KernelConnection;
 use rustls::server::ServerConnectionData;

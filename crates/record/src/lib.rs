@@ -1,0 +1,13 @@
+//! The TLS record layer after the handshake, sans-IO, shared by the inline engine and terminate.
+//!
+//! - [`frame`]: the record framer over one direction's byte stream cut at any offset; it never
+//!   copies a body.
+//! - [`crypto`]: opening and sealing records with the traffic keys rustls extracted after the
+//!   handshake (its `KernelConnection`), TLS 1.3 key updates followed both ways.
+//!
+//! rustls runs the handshake; from then on the bytes on the wire are produced and consumed here,
+//! which is what lets a caller hold no buffer while a connection is idle and process records in
+//! place (and what a kernel TLS offload would take over).
+
+pub mod crypto;
+pub mod frame;
