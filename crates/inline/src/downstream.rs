@@ -130,8 +130,14 @@ impl Downstream {
         if end <= self.next_inner {
             return Ok(());
         }
-        if self.hold.insert(offset, data, self.next_inner).is_err() {
+        // A queue full of bytes beyond a gap (many small segments after a loss) must not refuse
+        // the segment filling the gap, or nothing would ever drain: make room by dropping held
+        // bytes from the far end (never acknowledged to the server, so it sends them again).
+        while self.hold.insert(offset, data, self.next_inner).is_err() {
             self.stats.dropped += 1;
+            if offset > self.next_inner || !self.hold.drop_last() {
+                break;
+            }
         }
         self.flush(layer, out)
     }

@@ -230,3 +230,29 @@ fn a_client_ack_inside_a_tag_still_gets_the_record_tail_resent() {
     assert_eq!(again.first().map(|s| s.outer), Some(out[0].outer), "the first record goes again");
     assert_eq!(again.len(), 2);
 }
+
+#[test]
+fn a_hold_queue_full_beyond_a_gap_still_takes_the_segment_filling_it() {
+    // Found in simulation with a server writing small pieces: one lost segment, then enough
+    // small ones to fill the segment bound; the retransmission of the lost one was refused for
+    // good (the server kept retransmitting, nothing reached the client).
+    let limits = DownLimits { hold_segments: 16, ..LIMITS };
+    let (mut f, mut down) = setup(TLS13[2], limits);
+    let mut out = Vec::new();
+    down.client_ack(Some(&mut f.layer), OUTER_START, 1 << 20, &mut out).unwrap();
+    let plain = server_stream(100 * 40);
+    for (i, piece) in plain.chunks(100).enumerate().skip(1) {
+        down.server_segment(Some(&mut f.layer), 1 + (i * 100) as u64, piece, &mut out).unwrap();
+    }
+    assert!(out.is_empty(), "everything waits for the first 100 bytes");
+    assert_eq!(down.queue_rows().len(), 16, "the queue is full");
+    // The gap fills: it is sealed with what the queue kept; the rest, dropped, comes again.
+    down.server_segment(Some(&mut f.layer), 1, &plain[..100], &mut out).unwrap();
+    assert_eq!(down.next_inner(), 1 + 16 * 100, "the gap and the 15 segments kept after it");
+    for (i, piece) in plain.chunks(100).enumerate().skip(16) {
+        down.server_segment(Some(&mut f.layer), 1 + (i * 100) as u64, piece, &mut out).unwrap();
+    }
+    let mut wire = Wire::default();
+    wire.take(&out);
+    assert_eq!(f.client_reads(&wire.in_order()), plain);
+}
