@@ -9,6 +9,10 @@
 //! (key, record number) used twice shows up here or as a decryption failure), and no flow's
 //! state exceeds the bound. Certificates come from the caller, so the library needs no PKI.
 
+mod recut;
+
+pub use recut::RecutCounts;
+
 use crate::engine::{Config, Engine, Limits, Service};
 use crate::packet;
 use crate::tables::{Mode, Release};
@@ -50,6 +54,11 @@ pub struct SimConfig {
     pub client_rx_buffer: usize,
     /// Each client updates its keys (requesting the engine's update) after this many bytes.
     pub key_update_at: Option<usize>,
+    /// The echo server writes at most this many bytes per millisecond (a seeded amount from 1
+    /// up), with Nagle off: its first transmissions are small pieces, and smoltcp, which
+    /// retransmits from the oldest unacknowledged byte with the MSS of the moment, merges and
+    /// splits them when it resends (as Linux collapses and splits retransmissions).
+    pub server_write: Option<usize>,
     pub time_limit: Duration,
 }
 
@@ -66,6 +75,7 @@ impl Default for SimConfig {
             balanced: false,
             client_rx_buffer: 65535,
             key_update_at: None,
+            server_write: None,
             time_limit: Duration::from_secs(120),
         }
     }
@@ -91,6 +101,8 @@ pub struct Summary {
     pub stalled: Vec<String>,
     pub peak_state_per_flow: usize,
     pub sim_time: Duration,
+    /// The servers' retransmissions, and how many were cut differently from the first time.
+    pub server_retransmissions: RecutCounts,
 }
 
 impl Summary {
@@ -105,7 +117,7 @@ impl fmt::Display for Summary {
         write!(
             f,
             "flows={} completed={} bytes_up={} bytes_down={} records_up={} records_down={} retransmissions={} \
-             nonce_reuses={} violations={} peak_state_bytes_per_flow={} sim_time={:?}",
+             nonce_reuses={} violations={} peak_state_bytes_per_flow={} sim_time={:?} server_retransmissions={} recut={}",
             self.flows,
             self.completed,
             self.bytes_up,
@@ -116,7 +128,9 @@ impl fmt::Display for Summary {
             self.nonce_reuses,
             self.violations.len(),
             self.peak_state_per_flow,
-            self.sim_time
+            self.sim_time,
+            self.server_retransmissions.retransmissions,
+            self.server_retransmissions.recut,
         )
     }
 }
@@ -320,7 +334,9 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
     let mut server_socks: Vec<(SocketHandle, Vec<u8>)> = (0..cfg.flows)
         .map(|_| {
             let h = server_host.add_socket(65535);
-            server_host.sockets.get_mut::<tcp::Socket>(h).listen(80).expect("listen");
+            let s = server_host.sockets.get_mut::<tcp::Socket>(h);
+            s.listen(80).expect("listen");
+            s.set_nagle_enabled(cfg.server_write.is_none());
             (h, Vec::new())
         })
         .collect();
@@ -353,6 +369,9 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
     // Per client port: what was sent to it and not yet acknowledged.
     let mut sent: HashMap<u16, SentLog> = HashMap::new();
     let client_ip = IpAddr::from(CLIENT_IP);
+    let mut recut = recut::Recut::default();
+    // Its own generator, so that the link's draws are the same with and without `server_write`.
+    let mut server_rng = Rng(cfg.seed.wrapping_mul(0xd1b5_4a32_d192_ed03) | 1);
 
     let limit = cfg.time_limit.as_micros() as u64;
     // Diagnosis: SIM_TRACE_PORT=<client port> prints that flow's packets in the last 3 s.
@@ -382,7 +401,10 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
             let (to, p) = link.queue.remove(&(at, n)).expect("peeked");
             match to {
                 Hop::Client => client_host.dev.rx.push_back(p),
-                Hop::Server => server_host.dev.rx.push_back(p),
+                Hop::Server => {
+                    recut.server_received(&p);
+                    server_host.dev.rx.push_back(p)
+                }
                 Hop::Engine => {
                     if let (Some(port), Some(seg)) = (trace_port, packet::parse(&p)) {
                         if (seg.src.port() == port || seg.dst.port() == port) && t > trace_from {
@@ -448,7 +470,10 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
                 }
             }
             if !pending.is_empty() && s.can_send() {
-                if let Ok(n) = s.send_slice(pending) {
+                let n = cfg.server_write.map_or(pending.len(), |max| {
+                    pending.len().min(1 + (server_rng.next() % max.max(1) as u64) as usize)
+                });
+                if let Ok(n) = s.send_slice(&pending[..n]) {
                     pending.drain(..n);
                 }
             }
@@ -467,6 +492,7 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
             link.send(t, Hop::Engine, p);
         }
         for p in server_host.dev.tx.drain(..) {
+            recut.server_sent(&p);
             link.send(t, Hop::Engine, p);
         }
         if t >= next_sample {
@@ -483,6 +509,7 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
         }
     }
     sum.sim_time = Duration::from_micros(t);
+    sum.server_retransmissions = recut.counts;
     let report = engine.report();
     for c in &clients {
         sum.bytes_down += c.echoed.len() as u64;
