@@ -187,6 +187,10 @@ pub struct SimulateArgs {
     /// Each client updates its keys after this many bytes.
     #[arg(long)]
     pub key_update_at: Option<usize>,
+    /// The echo server writes at most this many bytes at a time (a seeded amount), so that
+    /// its retransmissions are cut differently from its first transmissions.
+    #[arg(long)]
+    pub server_write: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
