@@ -4,7 +4,7 @@
 //! server's ACK), for each TLS 1.3 AEAD. No packets, no TCP: the cost per byte of the path.
 //! `bench/inline.sh` runs it pinned beside `openssl speed -evp`; docs/benchmarks.md explains.
 //!
-//! `record_path [--seconds S]` prints one line per suite and size (MB = 10^6 plaintext bytes):
+//! `record_path [--seconds S] [--cipher NAME]` prints one line per suite and size (MB = 10^6 plaintext bytes):
 //! `cipher=aes-128-gcm bytes=1460 seal_mb_s=… open_mb_s=… aead_mb_s=…`, where `aead` is the
 //! record layer's bare seal (`RecordKey::seal`, no engine) for comparison.
 
@@ -38,16 +38,23 @@ const BATCH_BYTES: usize = 512 * 1024;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    // `cargo bench` adds `--bench`; only `--seconds` means anything here.
-    let seconds = args
-        .iter()
-        .position(|a| a == "--seconds")
-        .and_then(|i| args.get(i + 1))
-        .map_or(3.0, |s| s.parse::<f64>().expect("--seconds takes a number"));
+    // `cargo bench` adds `--bench`; only `--seconds` and `--cipher` mean anything here.
+    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1));
+    let seconds = arg("--seconds").map_or(3.0, |s| s.parse::<f64>().expect("--seconds takes a number"));
+    let only = arg("--cipher");
     let period = Duration::from_secs_f64(seconds);
+    // Not measured: the first measurement in a process otherwise runs slower (glibc's malloc
+    // hands freed batches back to the kernel until a large free raises its thresholds), which
+    // penalised whichever cipher came first.
+    let (mut layer, mut client) = keys(TLS13[0]);
+    open(&mut layer, &mut client, 16384, Duration::from_millis(300));
+    seal(&mut layer, 1460, Duration::from_millis(300));
     for (name, suite) in
         [("aes-128-gcm", TLS13[0]), ("aes-256-gcm", TLS13[1]), ("chacha20-poly1305", TLS13[2])]
     {
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
         for size in [1460, 16384] {
             let (mut layer, mut client) = keys(suite);
             let seal = seal(&mut layer, size, period);
