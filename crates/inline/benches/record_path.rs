@@ -4,9 +4,9 @@
 //! server's ACK), for each TLS 1.3 AEAD. No packets, no TCP: the cost per byte of the path.
 //! `bench/inline.sh` runs it pinned beside `openssl speed -evp`; docs/benchmarks.md explains.
 //!
-//! `record_path [--seconds S] [--cipher NAME]` prints one line per suite and size (MB = 10^6 plaintext bytes):
-//! `cipher=aes-128-gcm bytes=1460 seal_mb_s=… open_mb_s=… aead_mb_s=…`, where `aead` is the
-//! record layer's bare seal (`RecordKey::seal`, no engine) for comparison.
+//! `record_path [--seconds S] [--cipher NAME]` prints one line per suite and size (MB = 10^6
+//! plaintext bytes): `cipher=aes-128-gcm bytes=1460 seal_mb_s=… open_mb_s=… aead_mb_s=…`, where
+//! `aead` is the record layer's bare seal (`RecordKey::seal`, no engine) for comparison.
 
 #[path = "../tests/common/mod.rs"]
 mod common;

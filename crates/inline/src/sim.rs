@@ -117,7 +117,8 @@ impl fmt::Display for Summary {
         write!(
             f,
             "flows={} completed={} bytes_up={} bytes_down={} records_up={} records_down={} retransmissions={} \
-             nonce_reuses={} violations={} peak_state_bytes_per_flow={} sim_time={:?} server_retransmissions={} recut={}",
+             nonce_reuses={} violations={} peak_state_bytes_per_flow={} sim_time={:?} \
+             server_retransmissions={} recut={}",
             self.flows,
             self.completed,
             self.bytes_up,
