@@ -86,7 +86,8 @@ if [ "$terminate" = 1 ]; then
   ulimit -n "$(ulimit -Hn)"
   "$repo/bench/lib/pki.sh" "$work" >&2
   echo "[inline] tlsgate terminate, 1000 idle connections (bench/lib/terminate_idle.py)" >&2
-  python3 "$repo/bench/lib/terminate_idle.py" --dir "$work" --tlsgate "$target/release/tlsgate" \
+  # No __pycache__ left in the repository.
+  PYTHONDONTWRITEBYTECODE=1 python3 "$repo/bench/lib/terminate_idle.py" --dir "$work" --tlsgate "$target/release/tlsgate" \
     --loadgen "$target/release/tlsgate-loadgen" >"$work/terminate.json" &
   py_pid=$!
   wait "$py_pid"
