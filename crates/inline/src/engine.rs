@@ -310,6 +310,7 @@ impl Engine {
                     seg.window,
                     self.config.limits.up,
                     self.config.limits.down,
+                    self.config.services[flow.service].release,
                 )));
             }
         }

@@ -41,9 +41,10 @@ pub enum Release {
     /// Only after the record's tag verified (default).
     #[default]
     Buffered,
-    /// As decrypted; the tag checked at the record's end, RST to the server on failure.
-    /// Not built yet (it needs a streaming AEAD decrypt): the engine releases it as `Buffered`,
-    /// and `tlsgate inline simulate` refuses it.
+    /// As decrypted (opt-in, weaker): in-order record pieces are decrypted on arrival and
+    /// forwarded at once, the tag checked at the record's end; on failure the server gets a RST
+    /// (having seen unauthenticated bytes) and the client a bad_record_mac alert. What may leave
+    /// before the tag is `cut`'s release rule.
     CutThrough,
 }
 

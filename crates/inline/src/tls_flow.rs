@@ -12,7 +12,7 @@ use crate::handshake::{Handshake, Progress};
 use crate::packet::{Build, Control, Segment};
 use crate::seq::Stream;
 use crate::seq_map::SeqMap;
-use crate::tables::Counters;
+use crate::tables::{Counters, Release};
 use crate::upstream::{Up, UpError, UpLimits, Upstream};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -112,13 +112,14 @@ impl TlsFlow {
         server_window: u16,
         up: UpLimits,
         down: DownLimits,
+        release: Release,
     ) -> TlsFlow {
         TlsFlow {
             ends,
             client,
             server,
             keys: Keys::Handshake(Box::new(hs)),
-            up: Upstream::new(SeqMap::new(1, 1, PAIRS), up),
+            up: Upstream::new(SeqMap::new(1, 1, PAIRS), up).with_release(release),
             down: Downstream::new(SeqMap::new(1, 1, PAIRS), down),
             ack_to_server: 0,
             ack_to_client: 1,
