@@ -11,8 +11,10 @@
 //!   judged whole. A record that turns out to be an alert or handshake after some of it left
 //!   (only a padded control record can) fails the flow: [`UpError::ControlAfterRelease`].
 //!
-//! Released bytes are unauthenticated until [`CutRecord::end`]; on a bad tag the engine resets
-//! the server, which then holds bytes nobody vouched for — the weaker guarantee of this mode.
+//! The piece of a segment that completes a record releases nothing before the tag, so a record
+//! whose bytes all arrive in one segment is as safe as in buffered mode. Bytes released earlier
+//! are unauthenticated until [`CutRecord::end`]; on a bad tag the engine resets the server, which
+//! then holds bytes nobody vouched for — the weaker guarantee of this mode.
 
 use crate::upstream::UpError;
 use tlsgate_record::crypto::{CryptoError, RecordLayer, Version};
@@ -28,7 +30,9 @@ pub enum Ending {
     /// Application data: the plaintext still held, to release now (after what left already).
     Data(Vec<u8>),
     Alert([u8; 2]),
-    KeyUpdate { requested: bool },
+    KeyUpdate {
+        requested: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -72,9 +76,13 @@ impl CutRecord {
         self.held.len() + self.opener.state_bytes()
     }
 
-    /// Decrypts the next body bytes; returns the plaintext that may leave now.
+    /// Decrypts the next body bytes; returns the plaintext that may leave now. The piece that
+    /// completes the record releases nothing: its tag is checked next, in the same segment.
     pub fn body(&mut self, data: &[u8]) -> Vec<u8> {
         self.opener.update(data, &mut self.held);
+        if self.opener.remaining() == 0 {
+            return Vec::new();
+        }
         let n = self.releasable();
         self.released += n;
         self.held.drain(..n).collect()

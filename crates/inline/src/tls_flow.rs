@@ -170,12 +170,14 @@ impl TlsFlow {
                 inner_bytes: up_inner - 1,
                 records: us.records,
                 retransmissions: us.retransmitted,
+                before_tag: us.before_tag,
             },
             Counters {
                 outer_bytes: down_outer - 1,
                 inner_bytes: down_inner - 1,
                 records: ds.records,
                 retransmissions: ds.retransmitted,
+                before_tag: 0,
             },
         )
     }

@@ -82,6 +82,8 @@ pub struct UpStats {
     pub redelivered: u64,
     /// Segments dropped at a bound.
     pub dropped: u64,
+    /// Cut-through: plaintext bytes released before their record's tag verified.
+    pub before_tag: u64,
 }
 
 /// The record in progress.
@@ -300,7 +302,9 @@ impl Upstream {
                         Release::Buffered => {
                             Partial::Whole(header, offset, Vec::with_capacity(header.len as usize))
                         }
-                        Release::CutThrough => Partial::Cut(Box::new(CutRecord::begin(layer, header, offset)?)),
+                        Release::CutThrough => {
+                            Partial::Cut(Box::new(CutRecord::begin(layer, header, offset)?))
+                        }
                     })
                 }
                 Event::Body { data, .. } => match self.record.as_mut() {
@@ -308,6 +312,7 @@ impl Upstream {
                     Some(Partial::Cut(c)) => {
                         let inner = self.pairs.end().1 + c.released() as u64;
                         let plain = c.body(data);
+                        self.stats.before_tag += plain.len() as u64;
                         self.release_plain(inner, plain, out);
                     }
                     None => {}
@@ -522,7 +527,11 @@ impl Upstream {
                 Partial::Whole(_, _, body) => body.len(),
                 Partial::Cut(c) => c.received(),
             };
-            rows.push(HeldSegment { offset: p.outer(), len: HEADER_LEN + len, reason: HoldReason::AwaitingTag });
+            rows.push(HeldSegment {
+                offset: p.outer(),
+                len: HEADER_LEN + len,
+                reason: HoldReason::AwaitingTag,
+            });
         }
         rows
     }

@@ -47,6 +47,8 @@ fn clean_link_every_suite() {
         let s = run(suite, &cfg);
         assert_eq!((s.bytes_up, s.bytes_down), (200_000, 200_000));
         assert_eq!(s.retransmissions, 0, "nothing lost, nothing resent: {s}");
+        // Records span several segments: most plaintext left before its record's tag.
+        assert!(s.before_tag > s.bytes_up / 2, "cut-through: {s}");
     }
 }
 
@@ -54,7 +56,10 @@ fn clean_link_every_suite() {
 fn each_impairment_alone() {
     for (loss, reorder, duplicate) in [(0.03, 0.0, 0.0), (0.0, 0.05, 0.0), (0.0, 0.0, 0.02)] {
         for seed in 1..=4u64 {
-            run(TLS13[seed as usize % 3], &SimConfig { seed, loss, reorder, duplicate, bytes: 60_000, ..MIX });
+            run(
+                TLS13[seed as usize % 3],
+                &SimConfig { seed, loss, reorder, duplicate, bytes: 60_000, ..MIX },
+            );
         }
     }
 }
@@ -66,8 +71,9 @@ fn impaired_links_many_seeds_every_suite() {
     let suites = all_suites();
     let mut retransmissions = 0;
     for seed in 1..=seeds {
-        retransmissions +=
-            run(suites[seed as usize % suites.len()], &SimConfig { seed, ..MIX }).retransmissions;
+        let s = run(suites[seed as usize % suites.len()], &SimConfig { seed, ..MIX });
+        assert!(s.before_tag > 0, "{s}");
+        retransmissions += s.retransmissions;
     }
     assert!(retransmissions > 0, "the impairment was felt");
 }

@@ -273,6 +273,12 @@ impl StreamOpener {
         self.body_len - self.explicit - TAG_LEN
     }
 
+    /// Bytes of state held for the record (the per-flow bound counts them).
+    pub fn state_bytes(&self) -> usize {
+        std::mem::size_of::<StreamOpener>()
+            + self.running.as_ref().map_or(0, |_| std::mem::size_of::<Running>())
+    }
+
     /// Body bytes still due.
     pub fn remaining(&self) -> usize {
         self.body_len - self.at
