@@ -114,6 +114,9 @@ pub struct Upstream {
     /// Released plaintext not yet acknowledged by the server: (inner offset, bytes) as released
     /// (whole records in buffered mode, pieces in cut-through), contiguous in inner offsets.
     unacked: VecDeque<(u64, Vec<u8>)>,
+    /// The inner offset after the last plaintext byte released: where the server's stream
+    /// ends, also after a failed cut-through record whose first part left.
+    released_end: u64,
     unacked_bytes: usize,
     /// Highest inner offset the server acknowledged, and the outer ACK it translated to.
     inner_acked: u64,
@@ -136,6 +139,7 @@ impl Upstream {
             record: None,
             unacked: VecDeque::new(),
             unacked_bytes: 0,
+            released_end: inner,
             inner_acked: inner,
             outer_acked: outer,
             pairs,
@@ -271,9 +275,9 @@ impl Upstream {
     }
 
     /// The next inner offset: where the next plaintext byte for the server goes (after the
-    /// released part of a cut-through record in progress).
+    /// released part of a cut-through record in progress, or of one that failed its tag).
     pub fn inner_end(&self) -> u64 {
-        self.pairs.end().1 + self.cut().map_or(0, |c| c.released() as u64)
+        self.released_end
     }
 
     fn cut(&self) -> Option<&CutRecord> {
@@ -333,6 +337,7 @@ impl Upstream {
             return;
         }
         self.unacked_bytes += plain.len();
+        self.released_end = inner + plain.len() as u64;
         self.unacked.push_back((inner, plain.clone()));
         out.push(Up::Forward { inner, data: plain });
     }
