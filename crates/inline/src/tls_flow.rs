@@ -112,14 +112,13 @@ impl TlsFlow {
         server_window: u16,
         up: UpLimits,
         down: DownLimits,
-        release: Release,
     ) -> TlsFlow {
         TlsFlow {
             ends,
             client,
             server,
             keys: Keys::Handshake(Box::new(hs)),
-            up: Upstream::new(SeqMap::new(1, 1, PAIRS), up).with_release(release),
+            up: Upstream::new(SeqMap::new(1, 1, PAIRS), up),
             down: Downstream::new(SeqMap::new(1, 1, PAIRS), down),
             ack_to_server: 0,
             ack_to_client: 1,
@@ -128,6 +127,12 @@ impl TlsFlow {
             rto: None,
             session: None,
         }
+    }
+
+    /// Sets when client plaintext reaches the server (before any client data).
+    pub fn with_release(mut self, release: Release) -> TlsFlow {
+        self.up = self.up.with_release(release);
+        self
     }
 
     pub fn is_established(&self) -> bool {
