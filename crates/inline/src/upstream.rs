@@ -29,6 +29,9 @@ use thiserror::Error;
 use tlsgate_record::crypto::{CryptoError, Inbound, RecordLayer};
 use tlsgate_record::frame::{Event, FrameError, Framer, Header, HEADER_LEN};
 
+/// Largest piece of the re-delivery store (one maximum-size record).
+const STORE_CHUNK: usize = 1 << 14;
+
 /// Per-flow bounds of the upstream path.
 #[derive(Clone, Copy, Debug)]
 pub struct UpLimits {
@@ -331,14 +334,24 @@ impl Upstream {
         Ok(())
     }
 
-    /// Stores plaintext as it leaves (for re-delivery) and forwards it.
+    /// Stores plaintext as it leaves (for re-delivery) and forwards it. Pieces continue the
+    /// last stored one up to [`STORE_CHUNK`] bytes: cut-through releases as little as a byte per
+    /// segment, and one allocation per byte would make the store's real size many times the
+    /// bytes it counts.
     fn release_plain(&mut self, inner: u64, plain: Vec<u8>, out: &mut Vec<Up>) {
         if plain.is_empty() {
             return;
         }
         self.unacked_bytes += plain.len();
         self.released_end = inner + plain.len() as u64;
-        self.unacked.push_back((inner, plain.clone()));
+        match self.unacked.back_mut() {
+            Some((at, last))
+                if *at + last.len() as u64 == inner && last.len() + plain.len() <= STORE_CHUNK =>
+            {
+                last.extend_from_slice(&plain)
+            }
+            _ => self.unacked.push_back((inner, plain.clone())),
+        }
         out.push(Up::Forward { inner, data: plain });
     }
 
