@@ -59,7 +59,7 @@ impl CutRecord {
 
     /// Outer bytes before the first plaintext byte (header, TLS 1.2 explicit nonce).
     pub fn head(&self) -> u64 {
-        (self.version.head()) as u64
+        self.version.head() as u64
     }
 
     /// Plaintext bytes released so far.

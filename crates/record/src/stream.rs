@@ -86,6 +86,14 @@ impl Hash {
             Hash::Poly(h) => h.update(&[(*b).into()]),
         }
     }
+
+    /// `data` is a whole number of blocks.
+    fn blocks(&mut self, data: &[u8]) {
+        match self {
+            Hash::Ghash(h) => h.update_padded(data),
+            Hash::Poly(h) => h.update_padded(data),
+        }
+    }
 }
 
 impl Mac {
@@ -102,11 +110,11 @@ impl Mac {
             self.hash.block(&b);
             self.have = 0;
         }
-        let mut blocks = data.chunks_exact(BLOCK);
-        for b in &mut blocks {
-            self.hash.block(b.try_into().expect("exact chunk"));
-        }
-        let rest = blocks.remainder();
+        // Whole blocks in one call: `update_padded` pads nothing on a multiple of 16, and lets the
+        // hash take many blocks at once (several times faster than one call per block).
+        let whole = data.len() - data.len() % BLOCK;
+        self.hash.blocks(&data[..whole]);
+        let rest = &data[whole..];
         self.partial[..rest.len()].copy_from_slice(rest);
         self.have = rest.len();
     }
