@@ -352,7 +352,14 @@ impl Upstream {
             }
             _ => self.unacked.push_back((inner, plain.clone())),
         }
-        out.push(Up::Forward { inner, data: plain });
+        // Pieces released by one segment (a record's end and the next one's start) continue the
+        // last forward: one stretch of plaintext, fewer packets to the server.
+        match out.last_mut() {
+            Some(Up::Forward { inner: at, data }) if *at + data.len() as u64 == inner => {
+                data.extend_from_slice(&plain)
+            }
+            _ => out.push(Up::Forward { inner, data: plain }),
+        }
     }
 
     /// A cut-through record's last byte: tag, then its pair entry and what it meant.
