@@ -7,8 +7,7 @@
 //! - TLS 1.3: the real type is the last non-zero byte of the plaintext, padding zeros after it, so
 //!   the suffix from the last non-zero byte seen so far is held: it may still turn out to be type
 //!   and padding. Nothing at all leaves until more than [`HOLD_FIRST`] bytes are decrypted, so a
-//!   short record (every alert and KeyUpdate rustls and other stacks write, which never pad) is
-//!   judged whole. A record that turns out to be an alert or handshake after some of it left
+//!   short record (an unpadded alert or KeyUpdate, as rustls writes them) is judged whole. A record that turns out to be an alert or handshake after some of it left
 //!   (only a padded control record can) fails the flow: [`UpError::ControlAfterRelease`].
 //!
 //! The piece of a segment that completes a record releases nothing before the tag, so a record
