@@ -336,3 +336,27 @@ fn trailing_zeros_of_data_wait_until_a_later_non_zero_byte_or_the_end() {
     assert_eq!(check(&out, &plain[..]), 1 + plain.len() as u64);
     assert_eq!(forwarded(&out), plain.len());
 }
+
+#[test]
+fn the_hold_queue_bound_drops_and_recovers() {
+    let (mut f, _, start) = setup(TLS13[0]);
+    let limits = UpLimits { hold_bytes: 4000, ..LIMITS };
+    let mut pairs = SeqMap::new(1, 1, 64);
+    pairs.push(f.handshake_bytes as u32, 0, 0).unwrap();
+    let mut up = Upstream::new(pairs, limits).with_release(Release::CutThrough);
+    let (plain, wire) = client_writes(&mut f, &[vec![3; 12000]]);
+    let mut out = Vec::new();
+    // Everything but the first segment arrives first: only 4000 bytes fit, nothing leaves.
+    for (i, chunk) in wire.chunks(1000).enumerate().skip(1) {
+        up.segment(&mut f.layer, start + (i * 1000) as u64, chunk, &mut out).unwrap();
+    }
+    assert!(up.stats().dropped > 0);
+    assert!(out.is_empty());
+    assert!(up.state_bytes() <= 4000 + 64 * 64);
+    // The client retransmits everything in order: the record completes, every byte delivered.
+    for (i, chunk) in wire.chunks(1000).enumerate() {
+        up.segment(&mut f.layer, start + (i * 1000) as u64, chunk, &mut out).unwrap();
+    }
+    assert_eq!(check(&out, &plain), 1 + plain.len() as u64);
+    assert_eq!(up.pairs().entries().last().unwrap().inner_len as usize, plain.len());
+}
