@@ -302,15 +302,18 @@ impl Engine {
             };
             let tls = &self.config.services[flow.service].tls;
             if let Ok(hs) = Handshake::new(tls.clone()) {
-                flow.tls = Some(Box::new(TlsFlow::new(
-                    ends,
-                    Stream::new(flow.client_isn),
-                    Stream::new(seg.seq),
-                    hs,
-                    seg.window,
-                    self.config.limits.up,
-                    self.config.limits.down,
-                )));
+                flow.tls = Some(Box::new(
+                    TlsFlow::new(
+                        ends,
+                        Stream::new(flow.client_isn),
+                        Stream::new(seg.seq),
+                        hs,
+                        seg.window,
+                        self.config.limits.up,
+                        self.config.limits.down,
+                    )
+                    .with_release(self.config.services[flow.service].release),
+                ));
             }
         }
         packet::readdress(&mut pkt, seg, key.server, key.client);

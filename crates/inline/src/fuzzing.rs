@@ -9,7 +9,10 @@ use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tlsgate_record::frame::{Event, Framer, HEADER_LEN, MAX_CIPHERTEXT_TLS13};
+use tlsgate_record::crypto::{CryptoError, RecordKey, Suite, Version};
+use tlsgate_record::frame::{
+    ContentType, Event, Framer, Header, HEADER_LEN, MAX_CIPHERTEXT_TLS13, MAX_PLAINTEXT,
+};
 
 /// Frames `data` cut into chunks whose sizes come from the input itself, and checks that every
 /// byte is accounted for once: header events point at the right offset, body pieces continue
@@ -113,7 +116,7 @@ impl ResolvesServerCert for NoCert {
 
 const FUZZ_MAX_FLOWS: usize = 8;
 
-fn fuzz_config() -> Config {
+fn fuzz_config(release: Release) -> Config {
     static TLS: OnceLock<Arc<ServerConfig>> = OnceLock::new();
     let tls = TLS
         .get_or_init(|| {
@@ -126,7 +129,7 @@ fn fuzz_config() -> Config {
         addr: addr.parse().expect("literal"),
         server_port,
         mode: Mode::Direct,
-        release: Release::Buffered,
+        release,
         tls: tls.clone(),
         pool: Vec::new(),
     };
@@ -158,9 +161,11 @@ fn v4_to_service(toward_server: bool, tcp: &[u8]) -> Vec<u8> {
 /// Arbitrary packets into the engine, with time moving on: it never panics, the flow table
 /// stays within its bound, and every packet it emits is either one it was given, unchanged, or
 /// a TCP packet with a correct checksum. Without a certificate no handshake completes, so this
-/// reaches the handshake and failure paths, not the record layer.
+/// reaches the handshake and failure paths, not the record layer (`stream_open` fuzzes the
+/// cut-through decryption). The first byte's top bit picks the release mode.
 pub fn engine(data: &[u8]) {
-    let mut e = Engine::new(fuzz_config());
+    let cut = data.first().is_some_and(|b| b & 0x80 != 0);
+    let mut e = Engine::new(fuzz_config(if cut { Release::CutThrough } else { Release::Buffered }));
     let mut now = Duration::ZERO;
     let mut rest = data;
     while let [kind, len, tail @ ..] = rest {
@@ -191,6 +196,68 @@ pub fn engine(data: &[u8]) {
         }
         let r = e.report();
         assert_eq!(r.connections.len(), e.flow_count());
+    }
+}
+
+const SUITES: [(Version, Suite); 5] = [
+    (Version::Tls13, Suite::Aes128Gcm),
+    (Version::Tls13, Suite::Aes256Gcm),
+    (Version::Tls13, Suite::Chacha20Poly1305),
+    (Version::Tls12, Suite::Aes128Gcm),
+    (Version::Tls12, Suite::Aes256Gcm),
+];
+
+/// The streaming opener against the whole-record open, differentially: a record of any suite,
+/// inner type (TLS 1.3 type 0 gives padding) and plaintext from the input, sealed, optionally
+/// with a bit flipped anywhere in its body, opened whole and opened as a stream cut at sizes from
+/// the input. Both must agree: the same plaintext, or both a bad MAC.
+pub fn stream_open(data: &[u8]) {
+    let [sel, seed, at_hi, at_lo, flip, plain @ ..] = data else { return };
+    let (version, suite) = SUITES[*sel as usize % SUITES.len()];
+    let ct = [ContentType::APPLICATION_DATA, ContentType::ALERT, ContentType::HANDSHAKE, ContentType(0)]
+        [(*sel as usize / SUITES.len()) % 4];
+    let plain = &plain[..plain.len().min(MAX_PLAINTEXT)];
+    let key_len = if suite == Suite::Aes128Gcm { 16 } else { 32 };
+    let key: Vec<u8> = (0..key_len).map(|i| seed.wrapping_mul(i as u8 + 1)).collect();
+    let iv = [*seed; 12];
+    let seq = u64::from(*seed) << 40 | u64::from(*sel);
+    let new_key = || RecordKey::from_parts(version, suite, &key, iv, seq).expect("valid parts");
+    let mut rec = Vec::new();
+    new_key().seal(ct, plain, &mut rec).expect("within the limit");
+    let body_len = rec.len() - HEADER_LEN;
+    if *flip != 0 {
+        rec[HEADER_LEN + (usize::from(*at_hi) << 8 | usize::from(*at_lo)) % body_len] ^= flip;
+    }
+    let header = Header::parse(rec[..HEADER_LEN].try_into().expect("5 bytes"));
+    let mut body = rec[HEADER_LEN..].to_vec();
+    let whole = new_key().open(header, &mut body);
+    let mut s = new_key().open_stream(header).expect("the header fits the suite");
+    let mut out = Vec::new();
+    let (mut from, mut step) = (0, usize::from(*at_lo) % 97 + 1);
+    while from < body_len {
+        let to = (from + step).min(body_len);
+        s.update(&rec[HEADER_LEN + from..HEADER_LEN + to], &mut out);
+        from = to;
+        step = (step * 7 + usize::from(*seed)) % 1500 + 1;
+    }
+    let streamed = s.finish();
+    match (whole, streamed) {
+        (Err(CryptoError::BadRecordMac), Err(CryptoError::BadRecordMac)) => {}
+        (Ok(o), Ok(())) => {
+            let end = o.plaintext.end;
+            let text = &body[o.plaintext.clone()];
+            match version {
+                Version::Tls12 => assert_eq!(&out[..], text),
+                Version::Tls13 => {
+                    assert_eq!(&out[..end], text);
+                    assert_eq!(out[end], o.content_type.0);
+                    assert!(out[end + 1..].iter().all(|&b| b == 0), "padding");
+                }
+            }
+        }
+        // All zeros in TLS 1.3: no content type; the stream decrypted the same zeros.
+        (Err(CryptoError::NoContentType), Ok(())) => assert!(out.iter().all(|&b| b == 0)),
+        (w, st) => panic!("whole {w:?} but stream {st:?}"),
     }
 }
 
@@ -236,7 +303,23 @@ mod tests {
         }
         input.extend_from_slice(&[0, 5, 1, 2, 3, 4, 5, 2, 3, 9, 9, 9]);
         engine(&input);
+        input[0] |= 0x80;
+        engine(&input);
         engine(&[]);
         engine(&[1, 0]);
+    }
+
+    #[test]
+    fn stream_open_entry_point_every_suite_type_and_tamper() {
+        for sel in 0..20u8 {
+            for flip in [0u8, 1, 0x80] {
+                for len in [0usize, 1, 40, 3000] {
+                    let mut input = vec![sel, 7, 0, 30, flip];
+                    input.extend((0..len).map(|i| (i % 5) as u8));
+                    stream_open(&input);
+                }
+            }
+        }
+        stream_open(&[]);
     }
 }

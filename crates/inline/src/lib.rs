@@ -10,7 +10,9 @@
 //! - [`handshake`]: the rustls server handshake on the client's records (the only rustls driver).
 //! - [`sni`]: the server name read from the ClientHello, for the session table.
 //! - [`hold`]: the bounded hold queue putting out-of-order segments back in order.
-//! - [`upstream`]: the client → server record path (buffered release), ACKs translated back.
+//! - [`upstream`]: the client → server record path (buffered or cut-through release), ACKs
+//!   translated back.
+//! - [`cut`]: one client record opened in cut-through release: what may leave before its tag.
 //! - [`downstream`]: the server → client record path: one record per segment, stored records
 //!   resent for retransmissions, the client's window respected.
 //! - [`packet`]: the packet edge: IPv4/IPv6 + TCP read with smoltcp, in-place rewrites.
@@ -19,6 +21,7 @@
 //! - [`sim`]: the deterministic simulator (smoltcp TCP on both ends, rustls clients, impaired link).
 //! - [`flow`]: one flow's state; [`engine`]: the flow table and the packet dispatch.
 
+pub mod cut;
 pub mod downstream;
 pub mod engine;
 pub mod flow;

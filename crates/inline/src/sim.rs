@@ -96,6 +96,8 @@ pub struct Summary {
     pub retransmissions: u64,
     /// Positions where a client was sent a byte different from the first one sent there.
     pub nonce_reuses: u64,
+    /// Client plaintext the server got before its record's tag verified (cut-through only).
+    pub before_tag: u64,
     pub violations: Vec<String>,
     /// Flows that neither completed nor failed, with where they stood (for diagnosis).
     pub stalled: Vec<String>,
@@ -117,7 +119,7 @@ impl fmt::Display for Summary {
         write!(
             f,
             "flows={} completed={} bytes_up={} bytes_down={} records_up={} records_down={} retransmissions={} \
-             nonce_reuses={} violations={} peak_state_bytes_per_flow={} sim_time={:?} \
+             nonce_reuses={} before_tag_up={} violations={} peak_state_bytes_per_flow={} sim_time={:?} \
              server_retransmissions={} recut={}",
             self.flows,
             self.completed,
@@ -127,6 +129,7 @@ impl fmt::Display for Summary {
             self.records_down,
             self.retransmissions,
             self.nonce_reuses,
+            self.before_tag,
             self.violations.len(),
             self.peak_state_per_flow,
             self.sim_time,
@@ -540,6 +543,7 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
         sum.records_up += row.up.records;
         sum.records_down += row.down.records;
         sum.retransmissions += row.up.retransmissions + row.down.retransmissions;
+        sum.before_tag += row.up.before_tag;
     }
     if sum.nonce_reuses > 0 {
         sum.violations.push(format!("{} bytes resent differently", sum.nonce_reuses));

@@ -41,9 +41,10 @@ pub enum Release {
     /// Only after the record's tag verified (default).
     #[default]
     Buffered,
-    /// As decrypted; the tag checked at the record's end, RST to the server on failure.
-    /// Not built yet (it needs a streaming AEAD decrypt): the engine releases it as `Buffered`,
-    /// and `tlsgate inline simulate` refuses it.
+    /// As decrypted (opt-in, weaker): in-order record pieces are decrypted on arrival and
+    /// forwarded at once, the tag checked at the record's end; on failure the server gets a RST
+    /// (having seen unauthenticated bytes) and the client a bad_record_mac alert. What may leave
+    /// before the tag is `cut`'s release rule.
     CutThrough,
 }
 
@@ -90,6 +91,8 @@ pub struct Counters {
     pub records: u64,
     /// Segments seen again (retransmissions or duplicates).
     pub retransmissions: u64,
+    /// Plaintext sent on before its record's tag verified (cut-through release only).
+    pub before_tag: u64,
 }
 
 /// Connection table row (seed 000 table II, without keys; with the sequence pairs).
@@ -170,7 +173,7 @@ mod tests {
             release: Release::default(),
             pairs_up: pairs.entries().copied().collect(),
             pairs_down: Vec::new(),
-            up: Counters { outer_bytes: 622, inner_bytes: 100, records: 1, retransmissions: 0 },
+            up: Counters { outer_bytes: 622, inner_bytes: 100, records: 1, ..Counters::default() },
             down: Counters::default(),
             record_seqs: Some((1, 0)),
             state_bytes: pairs.state_bytes() + q.bytes(),

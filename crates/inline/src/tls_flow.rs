@@ -12,7 +12,7 @@ use crate::handshake::{Handshake, Progress};
 use crate::packet::{Build, Control, Segment};
 use crate::seq::Stream;
 use crate::seq_map::SeqMap;
-use crate::tables::Counters;
+use crate::tables::{Counters, Release};
 use crate::upstream::{Up, UpError, UpLimits, Upstream};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -129,6 +129,12 @@ impl TlsFlow {
         }
     }
 
+    /// Sets when client plaintext reaches the server (before any client data).
+    pub fn with_release(mut self, release: Release) -> TlsFlow {
+        self.up = self.up.with_release(release);
+        self
+    }
+
     pub fn is_established(&self) -> bool {
         matches!(self.keys, Keys::Records(_))
     }
@@ -169,12 +175,14 @@ impl TlsFlow {
                 inner_bytes: up_inner - 1,
                 records: us.records,
                 retransmissions: us.retransmitted,
+                before_tag: us.before_tag,
             },
             Counters {
                 outer_bytes: down_outer - 1,
                 inner_bytes: down_inner - 1,
                 records: ds.records,
                 retransmissions: ds.retransmitted,
+                before_tag: 0,
             },
         )
     }

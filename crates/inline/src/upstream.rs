@@ -1,25 +1,36 @@
-//! The client → server data path of one established flow, buffered release: client segments (at
-//! outer offsets) in, plaintext for the server (at inner offsets) out, and the server's ACKs
-//! translated back for the client.
+//! The client → server data path of one established flow: client segments (at outer offsets)
+//! in, plaintext for the server (at inner offsets) out, and the server's ACKs translated back for
+//! the client.
 //!
 //! Packets are not this module's business: the engine reads offsets from segments and builds
 //! packets from what comes out. Order of work for each in-order byte: hold queue → framer →
-//! whole record → open (tag verified) → plaintext released. In buffered mode no byte of a record
-//! leaves before its tag verified, so a tampered record never reaches the server.
+//! then, by release mode:
+//! - buffered: whole record → open (tag verified) → plaintext released. No byte of a record
+//!   leaves before its tag verified, so a tampered record never reaches the server.
+//! - cut-through: each body piece decrypted at once ([`CutRecord`]) and what the release rule
+//!   allows forwarded; the tag checked at the record's last byte, a failure fatal to the flow.
+//!   The record's pair entry is written at its end; until then the released part maps byte for
+//!   byte (`inner + k` ↔ `outer + head + k`), as a partly acknowledged record does in the table.
 //!
 //! Retransmission hazard: the client may resend bytes the engine already decrypted and forwarded
 //! (the ACK translating the server's reception was lost, or is still on its way). The server has
 //! not necessarily received that plaintext, so the same plaintext is delivered again from a store
 //! kept until the server acknowledges it; the client's bytes are never decrypted twice (the
-//! record sequence number has moved on).
+//! record sequence number and the keystream have moved on). That holds for the released part of
+//! a cut-through record too: what left is stored as it left.
 
+use crate::cut::{CutRecord, Ending};
 use crate::handshake::{Handshake, HandshakeError, Progress};
 use crate::hold::{HeldSegment, HoldError, HoldQueue, HoldReason};
 use crate::seq_map::{Mapped, SeqMap, SeqMapError};
+use crate::tables::Release;
 use std::collections::VecDeque;
 use thiserror::Error;
 use tlsgate_record::crypto::{CryptoError, Inbound, RecordLayer};
 use tlsgate_record::frame::{Event, FrameError, Framer, Header, HEADER_LEN};
+
+/// Largest piece of the re-delivery store (one maximum-size record).
+const STORE_CHUNK: usize = 1 << 14;
 
 /// Per-flow bounds of the upstream path.
 #[derive(Clone, Copy, Debug)]
@@ -58,6 +69,10 @@ pub enum UpError {
     BadAlert(usize),
     #[error(transparent)]
     Handshake(#[from] HandshakeError),
+    /// Cut-through: a record some of whose plaintext already left turned out to be of this
+    /// (control) content type.
+    #[error("record of content type {0} after part of it was released")]
+    ControlAfterRelease(u8),
 }
 
 /// Counters for the connection table and the simulator.
@@ -70,17 +85,41 @@ pub struct UpStats {
     pub redelivered: u64,
     /// Segments dropped at a bound.
     pub dropped: u64,
+    /// Cut-through: plaintext bytes released before their record's tag verified.
+    pub before_tag: u64,
+}
+
+/// The record in progress.
+#[derive(Debug)]
+enum Partial {
+    /// Buffered (and the handshake): header, outer offset, body so far (the handshake path keeps
+    /// the header in it too).
+    Whole(Header, u64, Vec<u8>),
+    Cut(Box<CutRecord>),
+}
+
+impl Partial {
+    fn outer(&self) -> u64 {
+        match self {
+            Partial::Whole(_, o, _) => *o,
+            Partial::Cut(c) => c.outer(),
+        }
+    }
 }
 
 #[derive(Debug)]
 pub struct Upstream {
     hold: HoldQueue,
     framer: Framer,
-    /// The record being assembled: header, outer offset, body so far.
-    record: Option<(Header, u64, Vec<u8>)>,
+    release: Release,
+    record: Option<Partial>,
     pairs: SeqMap,
-    /// Released plaintext not yet acknowledged by the server: (inner offset, bytes) per record.
+    /// Released plaintext not yet acknowledged by the server: (inner offset, bytes) as released
+    /// (whole records in buffered mode, pieces in cut-through), contiguous in inner offsets.
     unacked: VecDeque<(u64, Vec<u8>)>,
+    /// The inner offset after the last plaintext byte released: where the server's stream
+    /// ends, also after a failed cut-through record whose first part left.
+    released_end: u64,
     unacked_bytes: usize,
     /// Highest inner offset the server acknowledged, and the outer ACK it translated to.
     inner_acked: u64,
@@ -99,9 +138,11 @@ impl Upstream {
         Upstream {
             hold: HoldQueue::new(limits.hold_bytes, limits.hold_segments),
             framer: Framer::new(outer, limits.record_limit),
+            release: Release::Buffered,
             record: None,
             unacked: VecDeque::new(),
             unacked_bytes: 0,
+            released_end: inner,
             inner_acked: inner,
             outer_acked: outer,
             pairs,
@@ -109,6 +150,16 @@ impl Upstream {
             stats: UpStats::default(),
             fin: None,
         }
+    }
+
+    /// Sets the release mode (before the first application record).
+    pub fn with_release(mut self, release: Release) -> Upstream {
+        self.release = release;
+        self
+    }
+
+    pub fn release(&self) -> Release {
+        self.release
     }
 
     pub fn stats(&self) -> UpStats {
@@ -188,15 +239,17 @@ impl Upstream {
                     Event::Header { header, offset } => {
                         let mut whole = Vec::with_capacity(HEADER_LEN + header.len as usize);
                         whole.extend_from_slice(&header.encode());
-                        self.record = Some((header, offset, whole));
+                        self.record = Some(Partial::Whole(header, offset, whole));
                     }
                     Event::Body { data, .. } => {
-                        if let Some((_, _, body)) = self.record.as_mut() {
+                        if let Some(Partial::Whole(_, _, body)) = self.record.as_mut() {
                             body.extend_from_slice(data);
                         }
                     }
                     Event::End { .. } => {
-                        let (_, _, whole) = self.record.take().expect("a header precedes its end");
+                        let Some(Partial::Whole(_, _, whole)) = self.record.take() else {
+                            unreachable!("a header precedes its end")
+                        };
                         self.pairs.push(whole.len() as u32, 0, 0)?;
                         self.stats.records += 1;
                         if hs.record(&whole, to_client)? == Progress::Complete {
@@ -224,9 +277,17 @@ impl Upstream {
         Ok(())
     }
 
-    /// The next inner offset: where the next plaintext byte for the server goes.
+    /// The next inner offset: where the next plaintext byte for the server goes (after the
+    /// released part of a cut-through record in progress, or of one that failed its tag).
     pub fn inner_end(&self) -> u64 {
-        self.pairs.end().1
+        self.released_end
+    }
+
+    fn cut(&self) -> Option<&CutRecord> {
+        match &self.record {
+            Some(Partial::Cut(c)) => Some(c),
+            _ => None,
+        }
     }
 
     /// The inner offset the server last acknowledged.
@@ -244,17 +305,79 @@ impl Upstream {
         while let Some(ev) = self.framer.next(&mut input)? {
             match ev {
                 Event::Header { header, offset } => {
-                    self.record = Some((header, offset, Vec::with_capacity(header.len as usize)))
+                    self.record = Some(match self.release {
+                        Release::Buffered => {
+                            Partial::Whole(header, offset, Vec::with_capacity(header.len as usize))
+                        }
+                        Release::CutThrough => {
+                            Partial::Cut(Box::new(CutRecord::begin(layer, header, offset)?))
+                        }
+                    })
                 }
-                Event::Body { data, .. } => {
-                    if let Some((_, _, body)) = self.record.as_mut() {
-                        body.extend_from_slice(data);
+                Event::Body { data, .. } => match self.record.as_mut() {
+                    Some(Partial::Whole(_, _, body)) => body.extend_from_slice(data),
+                    Some(Partial::Cut(c)) => {
+                        let inner = self.pairs.end().1 + c.released() as u64;
+                        let plain = c.body(data);
+                        self.stats.before_tag += plain.len() as u64;
+                        self.release_plain(inner, plain, out);
                     }
-                }
-                Event::End { .. } => {
-                    let (header, _, mut body) = self.record.take().expect("a header precedes its end");
-                    self.open(layer, header, &mut body, out)?;
-                }
+                    None => {}
+                },
+                Event::End { .. } => match self.record.take() {
+                    Some(Partial::Whole(header, _, mut body)) => self.open(layer, header, &mut body, out)?,
+                    Some(Partial::Cut(c)) => self.end_cut(layer, *c, out)?,
+                    None => {}
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores plaintext as it leaves (for re-delivery) and forwards it. Pieces continue the
+    /// last stored one up to [`STORE_CHUNK`] bytes: cut-through releases as little as a byte per
+    /// segment, and one allocation per byte would make the store's real size many times the
+    /// bytes it counts.
+    fn release_plain(&mut self, inner: u64, plain: Vec<u8>, out: &mut Vec<Up>) {
+        if plain.is_empty() {
+            return;
+        }
+        self.unacked_bytes += plain.len();
+        self.released_end = inner + plain.len() as u64;
+        match self.unacked.back_mut() {
+            Some((at, last))
+                if *at + last.len() as u64 == inner && last.len() + plain.len() <= STORE_CHUNK =>
+            {
+                last.extend_from_slice(&plain)
+            }
+            _ => self.unacked.push_back((inner, plain.clone())),
+        }
+        // Pieces released by one segment (a record's end and the next one's start) continue the
+        // last forward: one stretch of plaintext, fewer packets to the server.
+        match out.last_mut() {
+            Some(Up::Forward { inner: at, data }) if *at + data.len() as u64 == inner => {
+                data.extend_from_slice(&plain)
+            }
+            _ => out.push(Up::Forward { inner, data: plain }),
+        }
+    }
+
+    /// A cut-through record's last byte: tag, then its pair entry and what it meant.
+    fn end_cut(&mut self, layer: &mut RecordLayer, c: CutRecord, out: &mut Vec<Up>) -> Result<(), UpError> {
+        self.stats.records += 1;
+        let (outer_len, head, released) = (c.outer_len(), c.head() as u32, c.released());
+        match c.end(layer)? {
+            Ending::Data(rest) => {
+                let e = self.pairs.push(outer_len, head, (released + rest.len()) as u32)?;
+                self.release_plain(e.inner + released as u64, rest, out);
+            }
+            Ending::Alert(a) => {
+                self.pairs.push(outer_len, 0, 0)?;
+                out.push(Up::Alert(a));
+            }
+            Ending::KeyUpdate { requested } => {
+                self.pairs.push(outer_len, 0, 0)?;
+                out.push(Up::KeyUpdate { requested });
             }
         }
         Ok(())
@@ -277,11 +400,7 @@ impl Upstream {
                     (HEADER_LEN + o.plaintext.start) as u32,
                     plain.len() as u32,
                 )?;
-                if !plain.is_empty() {
-                    self.unacked_bytes += plain.len();
-                    self.unacked.push_back((e.inner, plain.clone()));
-                    out.push(Up::Forward { inner: e.inner, data: plain });
-                }
+                self.release_plain(e.inner, plain, out);
             }
             Inbound::Alert(o) => {
                 self.pairs.push(outer_len, 0, 0)?;
@@ -297,22 +416,40 @@ impl Upstream {
         Ok(())
     }
 
-    /// Delivers again the stored plaintext of records overlapping outer `[start, end)`.
+    /// Delivers again the stored plaintext of the records overlapping outer `[start, end)` —
+    /// all of each record's unacknowledged plaintext, not only the part under the range: the
+    /// client may retransmit just a record's unacknowledged tail (see [`Upstream::client_ack`]).
+    /// A cut-through record in progress counts with the part already released.
     fn redeliver(&mut self, start: u64, end: u64, out: &mut Vec<Up>) {
-        let records: Vec<(u64, u64)> = self
-            .pairs
-            .overlapping_outer(start, end)
-            .filter(|e| e.inner_len > 0 && e.inner_end() > self.inner_acked)
-            .map(|e| (e.inner, e.inner_end()))
-            .collect();
-        for (a, b) in records {
-            if let Some((inner, data)) = self.unacked.iter().find(|(i, _)| *i == a) {
-                // Only what the server has not acknowledged yet.
-                let skip = self.inner_acked.saturating_sub(*inner) as usize;
-                debug_assert_eq!(*inner + data.len() as u64, b);
-                self.stats.redelivered += (data.len() - skip) as u64;
-                out.push(Up::Forward { inner: inner + skip as u64, data: data[skip..].to_vec() });
+        let mut range: Option<(u64, u64)> = None;
+        for e in self.pairs.overlapping_outer(start, end).filter(|e| e.inner_len > 0) {
+            range = Some((range.map_or(e.inner, |r| r.0), e.inner_end()));
+        }
+        if let Some(c) = self.cut().filter(|c| end > c.outer() && c.released() > 0) {
+            let at = self.pairs.end().1;
+            range = Some((range.map_or(at, |r| r.0), at + c.released() as u64));
+        }
+        let Some((a, b)) = range else { return };
+        let a = a.max(self.inner_acked);
+        for (inner, data) in &self.unacked {
+            let (from, to) = ((*inner).max(a), (inner + data.len() as u64).min(b));
+            if from < to {
+                let piece = &data[(from - inner) as usize..(to - inner) as usize];
+                self.stats.redelivered += piece.len() as u64;
+                out.push(Up::Forward { inner: from, data: piece.to_vec() });
             }
+        }
+    }
+
+    /// The server's ACK (an inner offset) in outer terms: the pair table's translation, extended
+    /// byte for byte over the released part of a cut-through record in progress.
+    fn ack_to_outer(&self, inner: u64) -> Mapped {
+        let base = self.pairs.end().1;
+        match self.cut() {
+            Some(c) if inner > base && inner <= base + c.released() as u64 => {
+                Mapped::At(c.outer() + c.head() + (inner - base))
+            }
+            _ => self.pairs.ack_to_outer(inner),
         }
     }
 
@@ -328,7 +465,7 @@ impl Upstream {
                 return Some(fo + 1);
             }
         }
-        let Mapped::At(outer) = self.pairs.ack_to_outer(inner) else { return None };
+        let Mapped::At(outer) = self.ack_to_outer(inner) else { return None };
         if inner < self.inner_acked {
             return None;
         }
@@ -372,8 +509,17 @@ impl Upstream {
     /// released the client still retransmits its tail until the server has the plaintext,
     /// which is what re-delivers a lost plaintext segment. Only done when the server has
     /// acknowledged everything before the partial record.
+    ///
+    /// Cut-through: the same rule. The server's ACKs do move inside a record there, but the
+    /// engine still holds bytes of it (a TLS 1.3 record's first [`crate::cut::HOLD_FIRST`] bytes
+    /// and its possible type/padding suffix), which a client resending from the server's ACK
+    /// after a timeout would otherwise never get past. Plaintext that left and that this ACK
+    /// covers before the server acknowledged it stays stored, and the unacknowledged last
+    /// byte makes the client retransmit the tail, which re-delivers all of it. The last byte is
+    /// also a tag byte, so no record is ever acknowledged whole before its tag verified: a
+    /// failure always reaches a client that still considers the record outstanding.
     pub fn client_ack(&self) -> u64 {
-        let translated = match self.pairs.ack_to_outer(self.inner_acked) {
+        let translated = match self.ack_to_outer(self.inner_acked) {
             Mapped::At(o) => o.max(self.outer_acked),
             _ => self.outer_acked,
         };
@@ -381,7 +527,7 @@ impl Upstream {
             // Only once every earlier record is acknowledged by the server: jumping over a
             // released record the server has not acknowledged would stop the client from
             // retransmitting it, and its plaintext from being re-delivered.
-            Some((_, start, _)) if translated >= *start && self.next() > 0 => translated.max(self.next() - 1),
+            Some(p) if translated >= p.outer() && self.next() > 0 => translated.max(self.next() - 1),
             _ => translated,
         }
     }
@@ -389,7 +535,10 @@ impl Upstream {
     /// Bytes of state held: hold queue, partial record, stored plaintext, pair table.
     pub fn state_bytes(&self) -> usize {
         self.hold.bytes()
-            + self.record.as_ref().map_or(0, |r| r.2.len())
+            + self.record.as_ref().map_or(0, |r| match r {
+                Partial::Whole(_, _, body) => body.len(),
+                Partial::Cut(c) => c.state_bytes(),
+            })
             + self.framer.held()
             + self.unacked_bytes
             + self.pairs.state_bytes()
@@ -398,10 +547,14 @@ impl Upstream {
     /// Queue-state rows: held segments, and the partial record awaiting its tag.
     pub fn queue_rows(&self) -> Vec<HeldSegment> {
         let mut rows = self.hold.rows(self.next(), HoldReason::Gap);
-        if let Some((_, offset, body)) = &self.record {
+        if let Some(p) = &self.record {
+            let len = match p {
+                Partial::Whole(_, _, body) => body.len(),
+                Partial::Cut(c) => c.received(),
+            };
             rows.push(HeldSegment {
-                offset: *offset,
-                len: HEADER_LEN + body.len(),
+                offset: p.outer(),
+                len: HEADER_LEN + len,
                 reason: HoldReason::AwaitingTag,
             });
         }

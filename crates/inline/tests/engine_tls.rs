@@ -91,13 +91,17 @@ struct Net {
 
 impl Net {
     fn new(suite: rustls::SupportedCipherSuite) -> Net {
+        Net::with_release(suite, Release::Buffered)
+    }
+
+    fn with_release(suite: rustls::SupportedCipherSuite, release: Release) -> Net {
         let (server_cfg, client_cfg) = configs(suite);
         let engine = Engine::new(Config {
             services: vec![Service {
                 addr: sa(SERVICE),
                 server_port: Some(80),
                 mode: Mode::Direct,
-                release: Release::Buffered,
+                release,
                 tls: server_cfg,
                 pool: Vec::new(),
             }],
@@ -389,4 +393,88 @@ fn a_service_flow_that_is_not_tls_passes_through() {
     assert_eq!(n.engine.stats().not_tls, 1);
     let report = n.engine.report();
     assert_eq!(report.connections[0].state, FlowState::PassThrough);
+}
+
+/// The payloads the server got, in order, checked to be contiguous from `from`.
+fn server_bytes(to_server: &[Vec<u8>], from: u32) -> Vec<u8> {
+    let mut got = Vec::new();
+    for p in to_server {
+        let seg = packet::parse(p).unwrap();
+        if !seg.payload.is_empty() {
+            assert_eq!(seg.seq, Seq(from.wrapping_add(got.len() as u32)), "contiguous plaintext");
+            got.extend_from_slice(&p[seg.payload.clone()]);
+        }
+    }
+    got
+}
+
+#[test]
+fn cut_through_a_tampered_record_resets_the_server_after_its_first_part_and_alerts_the_client() {
+    for &suite in TLS13.iter().chain(TLS12) {
+        let mut n = Net::with_release(suite, Release::CutThrough);
+        open_connection(&mut n);
+        let msg: Vec<u8> = (0..3000u32).map(|i| (i % 200) as u8 + 1).collect();
+        n.client.writer().write_all(&msg).unwrap();
+        let mut bytes = client_output(&mut n.client);
+        assert!(bytes.len() > 2 * 1460, "one record over three segments");
+        // A ciphertext byte in the first segment: its plaintext leaves flipped before the tag.
+        let head = if TLS12.contains(&suite) { 13 } else { 5 };
+        bytes[head + 100] ^= 0x10;
+        let mut out = Vec::new();
+        let ack = SISN + 1 + n.c_recv;
+        for (i, chunk) in bytes.chunks(1460).enumerate() {
+            let seq = CISN.wrapping_add(1 + n.c_sent + (i * 1460) as u32);
+            n.engine.handle_packet(n.now, data(sa(CLIENT), sa(SERVICE), seq, ack, chunk), &mut out);
+        }
+        let segs: Vec<_> = out.iter().map(|p| (packet::parse(p).unwrap(), p.clone())).collect();
+        let to_server: Vec<Vec<u8>> =
+            segs.iter().filter(|(s, _)| s.dst == sa(BACKEND)).map(|(_, p)| p.clone()).collect();
+        let got = server_bytes(&to_server, CISN.wrapping_add(1));
+        // The first two segments' plaintext left (less TLS 1.3's held last byte), unauthenticated.
+        let tls13 = usize::from(head == 5);
+        assert_eq!(got.len(), 2 * 1460 - head - tls13, "{suite:?}");
+        let diff: Vec<usize> = (0..got.len()).filter(|&i| got[i] != msg[i]).collect();
+        assert_eq!(diff, vec![100], "{suite:?}");
+        // Then RST to the server, right after the bytes it got.
+        let (rst, _) = segs.iter().rfind(|(s, _)| s.dst == sa(BACKEND)).unwrap();
+        assert!(rst.rst, "{suite:?}");
+        assert_eq!(rst.seq, Seq(CISN.wrapping_add(1 + got.len() as u32)));
+        // The client: a bad_record_mac alert, then RST.
+        let to_client: Vec<_> =
+            segs.iter().filter(|(s, _)| s.dst == sa(CLIENT) && (s.rst || !s.payload.is_empty())).collect();
+        assert_eq!(to_client.len(), 2, "{suite:?}");
+        let alert = &to_client[0].1[to_client[0].0.payload.clone()];
+        n.client.read_tls(&mut &alert[..]).unwrap();
+        let err = n.client.process_new_packets().unwrap_err();
+        assert!(format!("{err:?}").contains("BadRecordMac"), "{err:?}");
+        assert!(to_client[1].0.rst);
+        assert_eq!(n.engine.flow_count(), 0);
+    }
+}
+
+#[test]
+fn cut_through_a_reset_in_the_middle_of_a_record_follows_the_part_that_left() {
+    let mut n = Net::with_release(TLS13[2], Release::CutThrough);
+    open_connection(&mut n);
+    n.client.writer().write_all(&[7u8; 3000]).unwrap();
+    let bytes = client_output(&mut n.client);
+    let half = &bytes[..bytes.len() / 2];
+    let seq = CISN.wrapping_add(1 + n.c_sent);
+    n.feed(data(sa(CLIENT), sa(SERVICE), seq, SISN + 1 + n.c_recv, half));
+    let got = server_bytes(&n.to_server, CISN.wrapping_add(1));
+    assert_eq!(got, vec![7u8; half.len() - 5 - 1], "all decrypted but the possible type byte");
+    let rst = Build {
+        src: sa(CLIENT),
+        dst: sa(SERVICE),
+        seq: Seq(seq.wrapping_add(half.len() as u32)),
+        ack: None,
+        control: Control::Rst,
+        window: 0,
+        payload: &[],
+    };
+    n.feed(rst.emit().unwrap());
+    let r = packet::parse(n.to_server.last().unwrap()).unwrap();
+    assert!(r.rst);
+    assert_eq!(r.seq, Seq(CISN.wrapping_add(1 + got.len() as u32)), "after what the server received");
+    assert_eq!(n.engine.flow_count(), 0);
 }

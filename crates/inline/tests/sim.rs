@@ -47,6 +47,7 @@ fn clean_link_every_suite() {
         let s = run(suite, &cfg);
         assert_eq!((s.bytes_up, s.bytes_down), (200_000, 200_000));
         assert_eq!(s.retransmissions, 0, "nothing lost, nothing resent: {s}");
+        assert_eq!(s.before_tag, 0, "buffered: nothing before its tag: {s}");
         assert!(s.records_up >= 50 && s.records_down >= 140, "{s}");
     }
 }

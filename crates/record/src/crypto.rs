@@ -10,6 +10,7 @@
 //! is a function of the sequence number alone, never reused while the number only grows.
 
 use crate::frame::{ContentType, Header, HEADER_LEN, MAX_PLAINTEXT};
+use crate::stream::{StreamKey, StreamOpener};
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey, NONCE_LEN};
 use rustls::kernel::KernelConnection;
 use rustls::server::ServerConnectionData;
@@ -17,7 +18,7 @@ use rustls::{ConnectionTrafficSecrets, ExtractedSecrets, ProtocolVersion};
 use std::ops::Range;
 use thiserror::Error;
 
-const TAG_LEN: usize = 16;
+use crate::stream::TAG_LEN;
 const EXPLICIT_NONCE_LEN: usize = 8;
 /// The legacy version every TLS 1.2 and 1.3 record written here carries.
 const RECORD_VERSION: u16 = 0x0303;
@@ -93,10 +94,20 @@ pub struct Opened {
     pub seq: u64,
 }
 
+/// The AEAD algorithms the engine speaks (TLS 1.2: the AES-GCM ones only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Suite {
+    Aes128Gcm,
+    Aes256Gcm,
+    Chacha20Poly1305,
+}
+
 /// One direction's key: AEAD key, IV and the next record sequence number.
 pub struct RecordKey {
     version: Version,
     key: LessSafeKey,
+    /// The same key for the streaming opener (cut-through release).
+    stream: StreamKey,
     iv: [u8; NONCE_LEN],
     seq: u64,
 }
@@ -114,17 +125,35 @@ impl RecordKey {
         seq: u64,
         secrets: ConnectionTrafficSecrets,
     ) -> Result<RecordKey, CryptoError> {
-        let (alg, key, iv) = match &secrets {
-            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&aead::AES_128_GCM, key, iv),
-            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&aead::AES_256_GCM, key, iv),
-            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } if version == Version::Tls13 => {
-                (&aead::CHACHA20_POLY1305, key, iv)
+        let (suite, key, iv) = match &secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (Suite::Aes128Gcm, key, iv),
+            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (Suite::Aes256Gcm, key, iv),
+            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (Suite::Chacha20Poly1305, key, iv),
+            _ => return Err(CryptoError::Unsupported),
+        };
+        let iv: [u8; NONCE_LEN] = iv.as_ref().try_into().map_err(|_| CryptoError::Unsupported)?;
+        RecordKey::from_parts(version, suite, key.as_ref(), iv, seq)
+    }
+
+    /// A key from raw parts (what rustls extracted, or a test's own).
+    pub fn from_parts(
+        version: Version,
+        suite: Suite,
+        key: &[u8],
+        iv: [u8; NONCE_LEN],
+        seq: u64,
+    ) -> Result<RecordKey, CryptoError> {
+        let (alg, stream) = match suite {
+            Suite::Aes128Gcm if key.len() == 16 => (&aead::AES_128_GCM, StreamKey::aes(key)),
+            Suite::Aes256Gcm if key.len() == 32 => (&aead::AES_256_GCM, StreamKey::aes(key)),
+            Suite::Chacha20Poly1305 if version == Version::Tls13 => {
+                (&aead::CHACHA20_POLY1305, StreamKey::chacha(key))
             }
             _ => return Err(CryptoError::Unsupported),
         };
-        let key = UnboundKey::new(alg, key.as_ref()).map_err(|_| CryptoError::Unsupported)?;
-        let iv: [u8; NONCE_LEN] = iv.as_ref().try_into().map_err(|_| CryptoError::Unsupported)?;
-        Ok(RecordKey { version, key: LessSafeKey::new(key), iv, seq })
+        let stream = stream.ok_or(CryptoError::Unsupported)?;
+        let key = UnboundKey::new(alg, key).map_err(|_| CryptoError::Unsupported)?;
+        Ok(RecordKey { version, key: LessSafeKey::new(key), stream, iv, seq })
     }
 
     /// The next record sequence number.
@@ -189,6 +218,33 @@ impl RecordKey {
                     .map_err(|_| CryptoError::BadRecordMac)?;
                 let end = body.len() - TAG_LEN;
                 Ok(Opened { content_type: header.content_type, plaintext: EXPLICIT_NONCE_LEN..end, seq })
+            }
+        }
+    }
+
+    /// Starts opening a record piece by piece ([`StreamOpener`]); takes its sequence number like
+    /// [`RecordKey::open`]. The same checks before decryption: outer type (TLS 1.3) and room for
+    /// the overhead, known from the header alone.
+    pub fn open_stream(&mut self, header: Header) -> Result<StreamOpener, CryptoError> {
+        let seq = self.take_seq()?;
+        let len = header.len as usize;
+        match self.version {
+            Version::Tls13 => {
+                if header.content_type != ContentType::APPLICATION_DATA {
+                    return Err(CryptoError::OuterType(header.content_type.0));
+                }
+                if len < TAG_LEN + 1 {
+                    return Err(CryptoError::Short(TAG_LEN + 1));
+                }
+                Ok(StreamOpener::new(self.stream.clone(), self.nonce(seq), &header.encode(), 0, len))
+            }
+            Version::Tls12 => {
+                let overhead = EXPLICIT_NONCE_LEN + TAG_LEN;
+                if len < overhead {
+                    return Err(CryptoError::Short(overhead));
+                }
+                let aad = tls12_aad(seq, header.content_type, header.version, len - overhead);
+                Ok(StreamOpener::new(self.stream.clone(), self.iv, &aad, EXPLICIT_NONCE_LEN, len))
             }
         }
     }
@@ -311,14 +367,32 @@ impl RecordLayer {
             ContentType::APPLICATION_DATA => Ok(Inbound::Data(opened)),
             ContentType::ALERT => Ok(Inbound::Alert(opened)),
             ContentType::HANDSHAKE if self.version == Version::Tls13 => {
-                let requested = key_update(&body[opened.plaintext.clone()])?;
-                let (seq, secrets) = self.kernel.update_rx_secret().map_err(key_schedule)?;
-                self.rx = RecordKey::new(self.version, seq, secrets)?;
+                let requested = self.key_update(&body[opened.plaintext.clone()])?;
                 Ok(Inbound::KeyUpdate { requested, seq: opened.seq })
             }
             // TLS 1.2 renegotiation and anything else after the handshake: refused.
             other => Err(CryptoError::PostHandshake(other.0)),
         }
+    }
+
+    /// Starts opening a client record piece by piece (cut-through release). Once
+    /// [`StreamOpener::finish`] verified it, the caller interprets the content: data, an alert,
+    /// or (TLS 1.3 handshake content) [`RecordLayer::key_update`].
+    pub fn open_stream(&mut self, header: Header) -> Result<StreamOpener, CryptoError> {
+        self.rx.open_stream(header)
+    }
+
+    /// The verified content of a TLS 1.3 handshake record from the client: exactly one
+    /// KeyUpdate, after which the receive key moves on. Returns whether the client requested an
+    /// update in return; anything else is refused.
+    pub fn key_update(&mut self, content: &[u8]) -> Result<bool, CryptoError> {
+        if self.version != Version::Tls13 {
+            return Err(CryptoError::PostHandshake(ContentType::HANDSHAKE.0));
+        }
+        let requested = key_update(content)?;
+        let (seq, secrets) = self.kernel.update_rx_secret().map_err(key_schedule)?;
+        self.rx = RecordKey::new(self.version, seq, secrets)?;
+        Ok(requested)
     }
 
     /// Seals server plaintext as one application-data record.

@@ -4,6 +4,8 @@
 //!   copies a body.
 //! - [`crypto`]: opening and sealing records with the traffic keys rustls extracted after the
 //!   handshake (its `KernelConnection`), TLS 1.3 key updates followed both ways.
+//! - [`stream`]: opening a record piece by piece as its segments arrive, the tag checked at its
+//!   end (the inline engine's cut-through release).
 //!
 //! rustls runs the handshake; from then on the bytes on the wire are produced and consumed here,
 //! which is what lets a caller hold no buffer while a connection is idle and process records in
@@ -11,3 +13,4 @@
 
 pub mod crypto;
 pub mod frame;
+pub mod stream;

@@ -175,7 +175,7 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 1 << 20)]
     pub bytes: usize,
     /// When client plaintext reaches the server: after its record's tag verified (`buffered`),
-    /// or as decrypted (`cut-through`).
+    /// or as decrypted, the tag checked at the record's end (`cut-through`, weaker).
     #[arg(long, value_enum, default_value = "buffered")]
     pub mode: SimMode,
     /// A virtual address in front of a pool instead of direct mode (443 toward 80).

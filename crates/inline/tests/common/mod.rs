@@ -5,11 +5,12 @@
 use rustls::crypto::aws_lc_rs::{cipher_suite as cs, default_provider};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{PrivateKeyDer, ServerName};
+use rustls::ConnectionTrafficSecrets;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, SupportedCipherSuite};
 use std::io::Read;
 use std::sync::Arc;
 use tlsgate_inline::handshake::{Handshake, Progress};
-use tlsgate_record::crypto::{CryptoError, Inbound, RecordLayer};
+use tlsgate_record::crypto::{CryptoError, Inbound, RecordKey, RecordLayer, Suite, Version};
 use tlsgate_record::frame::{Event, Framer, Header, MAX_CIPHERTEXT_TLS12};
 
 pub const TLS13: &[SupportedCipherSuite] =
@@ -86,6 +87,21 @@ pub struct Flow {
     /// Client bytes the engine consumed in the handshake (the outer offset where records begin,
     /// less the SYN's 1).
     pub handshake_bytes: u64,
+    /// A copy of the client's sending key, to write records rustls never writes (padded ones).
+    /// Only in step with the engine while the rustls client itself sends nothing more.
+    pub client_key: RecordKey,
+}
+
+/// A sealing key from the secrets rustls extracted (the engine's receive key is the client's
+/// sending key).
+fn key_copy(version: Version, seq: u64, s: &ConnectionTrafficSecrets) -> Result<RecordKey, CryptoError> {
+    let (suite, key, iv) = match s {
+        ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (Suite::Aes128Gcm, key, iv),
+        ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (Suite::Aes256Gcm, key, iv),
+        ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (Suite::Chacha20Poly1305, key, iv),
+        _ => panic!("suite"),
+    };
+    RecordKey::from_parts(version, suite, key.as_ref(), iv.as_ref().try_into().unwrap(), seq)
 }
 
 impl Flow {
@@ -113,8 +129,11 @@ impl Flow {
                 assert_eq!(hs.held(), 0);
                 assert_eq!(hs.cipher_suite(), Some(suite));
                 let (secrets, kernel) = hs.into_keys().unwrap();
+                let version = Version::from_rustls(suite.version().version).unwrap();
+                let client_key = key_copy(version, secrets.rx.0, &secrets.rx.1);
                 let layer = RecordLayer::new(secrets, kernel)?;
-                return Ok(Flow { client, layer, records, handshake_bytes });
+                let client_key = client_key?;
+                return Ok(Flow { client, layer, records, handshake_bytes, client_key });
             }
         }
         panic!("handshake did not complete");

@@ -33,13 +33,7 @@ fn simulate(args: &SimulateArgs) -> Result<(), String> {
         bytes: args.bytes,
         release: match args.mode {
             SimMode::Buffered => Release::Buffered,
-            // The engine accepts the setting but does not stream-decrypt yet; say so rather
-            // than run buffered under the other name.
-            SimMode::CutThrough => {
-                return Err(
-                    "--mode cut-through: cut-through release is not built yet (docs/inline-engine.md)".into(),
-                )
-            }
+            SimMode::CutThrough => Release::CutThrough,
         },
         balanced: args.balanced,
         client_rx_buffer: args.client_window,

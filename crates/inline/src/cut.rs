@@ -1,0 +1,129 @@
+//! One client record opened in cut-through release: its body decrypted as it arrives, the
+//! plaintext that is certainly application data handed out at once, the tag checked at its end.
+//!
+//! What may leave before the tag (the release rule):
+//! - TLS 1.2: the content type is in the header; an application_data record's plaintext leaves as
+//!   it is decrypted, any other record is held whole (alerts are 2 bytes).
+//! - TLS 1.3: the real type is the last non-zero byte of the plaintext, padding zeros after it, so
+//!   the suffix from the last non-zero byte seen so far is held: it may still turn out to be type
+//!   and padding. Nothing at all leaves until more than [`HOLD_FIRST`] bytes are decrypted, so a
+//!   short record (an unpadded alert or KeyUpdate, as rustls writes them) is judged whole. A record that turns out to be an alert or handshake after some of it left
+//!   (only a padded control record can) fails the flow: [`UpError::ControlAfterRelease`].
+//!
+//! The piece of a segment that completes a record releases nothing before the tag, so a record
+//! whose bytes all arrive in one segment is as safe as in buffered mode. Bytes released earlier
+//! are unauthenticated until [`CutRecord::end`]; on a bad tag the engine resets the server, which
+//! then holds bytes nobody vouched for — the weaker guarantee of this mode.
+
+use crate::upstream::UpError;
+use tlsgate_record::crypto::{CryptoError, RecordLayer, Version};
+use tlsgate_record::frame::{ContentType, Header, HEADER_LEN};
+use tlsgate_record::stream::StreamOpener;
+
+/// Plaintext bytes a TLS 1.3 record must exceed before any of it is released.
+pub const HOLD_FIRST: usize = 32;
+
+/// How a record ended, once its tag verified.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// Application data: the plaintext still held, to release now (after what left already).
+    Data(Vec<u8>),
+    Alert([u8; 2]),
+    KeyUpdate {
+        requested: bool,
+    },
+}
+
+#[derive(Debug)]
+pub struct CutRecord {
+    header: Header,
+    /// Outer offset of the record's header.
+    outer: u64,
+    version: Version,
+    opener: StreamOpener,
+    /// Decrypted and not released (see the module docs). At most one record's plaintext.
+    held: Vec<u8>,
+    released: usize,
+}
+
+impl CutRecord {
+    pub fn begin(layer: &mut RecordLayer, header: Header, outer: u64) -> Result<CutRecord, CryptoError> {
+        let opener = layer.open_stream(header)?;
+        Ok(CutRecord { header, outer, version: layer.version(), opener, held: Vec::new(), released: 0 })
+    }
+
+    pub fn outer(&self) -> u64 {
+        self.outer
+    }
+
+    /// Outer bytes before the first plaintext byte (header, TLS 1.2 explicit nonce).
+    pub fn head(&self) -> u64 {
+        self.version.head() as u64
+    }
+
+    /// Plaintext bytes released so far.
+    pub fn released(&self) -> usize {
+        self.released
+    }
+
+    /// Body bytes received so far.
+    pub fn received(&self) -> usize {
+        self.header.len as usize - self.opener.remaining()
+    }
+
+    pub fn state_bytes(&self) -> usize {
+        self.held.len() + self.opener.state_bytes()
+    }
+
+    /// Decrypts the next body bytes; returns the plaintext that may leave now. The piece that
+    /// completes the record releases nothing: its tag is checked next, in the same segment.
+    pub fn body(&mut self, data: &[u8]) -> Vec<u8> {
+        self.opener.update(data, &mut self.held);
+        if self.opener.remaining() == 0 {
+            return Vec::new();
+        }
+        let n = self.releasable();
+        self.released += n;
+        self.held.drain(..n).collect()
+    }
+
+    fn releasable(&self) -> usize {
+        match self.version {
+            Version::Tls12 if self.header.content_type == ContentType::APPLICATION_DATA => self.held.len(),
+            Version::Tls12 => 0,
+            Version::Tls13 if self.released + self.held.len() <= HOLD_FIRST => 0,
+            Version::Tls13 => self.held.iter().rposition(|&b| b != 0).unwrap_or(0),
+        }
+    }
+
+    /// The record's last byte arrived: checks the tag and says what the record was.
+    pub fn end(self, layer: &mut RecordLayer) -> Result<Ending, UpError> {
+        self.opener.finish()?;
+        let (ct, content) = match self.version {
+            Version::Tls12 => (self.header.content_type, &self.held[..]),
+            Version::Tls13 => {
+                let end = self.held.iter().rposition(|&b| b != 0).ok_or(CryptoError::NoContentType)?;
+                (ContentType(self.held[end]), &self.held[..end])
+            }
+        };
+        if ct == ContentType::APPLICATION_DATA {
+            return Ok(Ending::Data(content.to_vec()));
+        }
+        if self.released > 0 {
+            return Err(UpError::ControlAfterRelease(ct.0));
+        }
+        match ct {
+            ContentType::ALERT => {
+                let alert = content.try_into().map_err(|_| UpError::BadAlert(content.len()))?;
+                Ok(Ending::Alert(alert))
+            }
+            ContentType::HANDSHAKE => Ok(Ending::KeyUpdate { requested: layer.key_update(content)? }),
+            other => Err(CryptoError::PostHandshake(other.0).into()),
+        }
+    }
+
+    /// The record's whole outer length, for its pair entry.
+    pub fn outer_len(&self) -> u32 {
+        (HEADER_LEN + self.header.len as usize) as u32
+    }
+}

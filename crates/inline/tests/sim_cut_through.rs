@@ -1,0 +1,119 @@
+//! The deterministic simulation in cut-through release (`tests/sim.rs` runs buffered): every
+//! suite, many seeds and impairment mixes, a key update mid-stream, a client window smaller than
+//! a record. Each run checks byte-exact delivery both ways, that no byte is ever resent
+//! differently, and the per-flow state bound.
+
+mod common;
+
+use common::*;
+use rustls::SupportedCipherSuite;
+use std::time::Duration;
+use tlsgate_inline::sim::{self, SimConfig, Summary};
+use tlsgate_inline::tables::Release;
+
+const MIX: SimConfig = SimConfig {
+    flows: 1,
+    seed: 1,
+    loss: 0.03,
+    reorder: 0.05,
+    duplicate: 0.01,
+    bytes: 100_000,
+    release: Release::CutThrough,
+    balanced: false,
+    client_rx_buffer: 65535,
+    key_update_at: None,
+    time_limit: Duration::from_secs(120),
+};
+
+fn run(suite: SupportedCipherSuite, cfg: &SimConfig) -> Summary {
+    let (server, client) = configs(suite);
+    let s = sim::run(cfg, server, client);
+    if std::env::var("SIM_PRINT").is_ok() {
+        eprintln!("{s}");
+    }
+    assert!(s.ok(), "seed {} {suite:?}: {s} {:?} {:?}", cfg.seed, s.violations, s.stalled);
+    s
+}
+
+fn all_suites() -> Vec<SupportedCipherSuite> {
+    TLS13.iter().chain(TLS12).copied().collect()
+}
+
+#[test]
+fn clean_link_every_suite() {
+    for (i, suite) in all_suites().into_iter().enumerate() {
+        let cfg =
+            SimConfig { seed: i as u64 + 1, loss: 0.0, reorder: 0.0, duplicate: 0.0, bytes: 200_000, ..MIX };
+        let s = run(suite, &cfg);
+        assert_eq!((s.bytes_up, s.bytes_down), (200_000, 200_000));
+        assert_eq!(s.retransmissions, 0, "nothing lost, nothing resent: {s}");
+        // Records span several segments: most plaintext left before its record's tag.
+        assert!(s.before_tag > s.bytes_up / 2, "cut-through: {s}");
+    }
+}
+
+#[test]
+fn each_impairment_alone() {
+    for (loss, reorder, duplicate) in [(0.03, 0.0, 0.0), (0.0, 0.05, 0.0), (0.0, 0.0, 0.02)] {
+        for seed in 1..=4u64 {
+            run(
+                TLS13[seed as usize % 3],
+                &SimConfig { seed, loss, reorder, duplicate, bytes: 60_000, ..MIX },
+            );
+        }
+    }
+}
+
+#[test]
+fn impaired_links_many_seeds_every_suite() {
+    // SIM_SEEDS=1000 for a longer search; 20 by default keeps the suite quick.
+    let seeds: u64 = std::env::var("SIM_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let suites = all_suites();
+    let mut retransmissions = 0;
+    for seed in 1..=seeds {
+        let s = run(suites[seed as usize % suites.len()], &SimConfig { seed, ..MIX });
+        assert!(s.before_tag > 0, "{s}");
+        retransmissions += s.retransmissions;
+    }
+    assert!(retransmissions > 0, "the impairment was felt");
+}
+
+#[test]
+fn many_flows_at_once() {
+    let s = run(TLS12[0], &SimConfig { flows: 40, seed: 7, bytes: 20_000, ..MIX });
+    assert_eq!(s.completed, 40);
+    assert_eq!(s.bytes_up, 40 * 20_000);
+}
+
+#[test]
+fn client_key_update_mid_stream_under_impairment() {
+    for seed in 1..=9u64 {
+        let cfg = SimConfig { seed, bytes: 80_000, key_update_at: Some(40_000), ..MIX };
+        run(TLS13[seed as usize % 3], &cfg);
+    }
+}
+
+#[test]
+fn heavy_impairment_larger_transfers() {
+    let suites = all_suites();
+    for seed in 1..=5u64 {
+        let cfg = SimConfig { seed, loss: 0.08, reorder: 0.15, duplicate: 0.05, bytes: 300_000, ..MIX };
+        run(suites[seed as usize % suites.len()], &cfg);
+    }
+}
+
+#[test]
+fn client_window_smaller_than_a_record() {
+    for seed in 1..=4u64 {
+        let (loss, reorder, duplicate) = if seed % 2 == 0 { (0.03, 0.05, 0.01) } else { (0.0, 0.0, 0.0) };
+        let cfg = SimConfig { seed, loss, reorder, duplicate, bytes: 30_000, client_rx_buffer: 1000, ..MIX };
+        run(all_suites()[seed as usize % 5], &cfg);
+    }
+}
+
+#[test]
+fn balanced_mode_under_impairment() {
+    for seed in 1..=4u64 {
+        run(all_suites()[seed as usize % 5], &SimConfig { seed, balanced: true, ..MIX });
+    }
+}

@@ -1,0 +1,362 @@
+//! The client → server record path in cut-through release, on real rustls client records:
+//! plaintext leaves before its record's end, exactly as written whatever the cuts, reordering and
+//! duplication; a bad tag fails the flow after the first part left; retransmissions inside a
+//! record re-deliver the very bytes that left; control records are judged whole.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use tlsgate_inline::seq_map::SeqMap;
+use tlsgate_inline::tables::Release;
+use tlsgate_inline::upstream::{Up, UpError, UpLimits, Upstream};
+use tlsgate_record::crypto::CryptoError;
+use tlsgate_record::frame::ContentType;
+
+const LIMITS: UpLimits = UpLimits {
+    hold_bytes: 256 * 1024,
+    hold_segments: 1024,
+    unacked_bytes: 1 << 20,
+    record_limit: 16384 + 2048,
+};
+
+fn setup(suite: rustls::SupportedCipherSuite) -> (Flow, Upstream, u64) {
+    let f = Flow::handshake(suite).unwrap();
+    let mut pairs = SeqMap::new(1, 1, 4096);
+    pairs.push(f.handshake_bytes as u32, 0, 0).unwrap();
+    let start = 1 + f.handshake_bytes;
+    (f, Upstream::new(pairs, LIMITS).with_release(Release::CutThrough), start)
+}
+
+fn client_writes(f: &mut Flow, msgs: &[Vec<u8>]) -> (Vec<u8>, Vec<u8>) {
+    let mut plain = Vec::new();
+    let mut wire = Vec::new();
+    for m in msgs {
+        f.client.writer().write_all(m).unwrap();
+        plain.extend_from_slice(m);
+        wire.extend(client_output(&mut f.client));
+    }
+    (plain, wire)
+}
+
+fn messages() -> Vec<Vec<u8>> {
+    [1usize, 100, 16384, 5000, 3, 40000].iter().enumerate().map(|(i, &n)| vec![i as u8 + 1; n]).collect()
+}
+
+fn all_suites() -> Vec<rustls::SupportedCipherSuite> {
+    TLS13.iter().chain(TLS12).copied().collect()
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Checks every forwarded piece against the plaintext (re-deliveries included) and returns how
+/// far it is covered.
+fn check(out: &[Up], plain: &[u8]) -> u64 {
+    let mut covered = 1u64;
+    for u in out {
+        if let Up::Forward { inner, data } = u {
+            let at = (*inner - 1) as usize;
+            assert_eq!(&plain[at..at + data.len()], &data[..], "wrong bytes at inner {inner}");
+            assert!(*inner <= covered, "gap before inner {inner}");
+            covered = covered.max(inner + data.len() as u64);
+        }
+    }
+    covered
+}
+
+fn forwarded(out: &[Up]) -> usize {
+    out.iter().map(|u| if let Up::Forward { data, .. } = u { data.len() } else { 0 }).sum()
+}
+
+#[test]
+fn plaintext_leaves_before_the_records_end_every_suite() {
+    for suite in all_suites() {
+        let (mut f, mut up, start) = setup(suite);
+        let (plain, wire) = client_writes(&mut f, &[vec![5; 16384]]);
+        let mut out = Vec::new();
+        let chunks: Vec<&[u8]> = wire.chunks(1000).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            up.segment(&mut f.layer, start + (i * 1000) as u64, chunk, &mut out).unwrap();
+            if i + 1 < chunks.len() {
+                // Everything decrypted so far, less at most the held type byte / padding.
+                let body_seen = (i + 1) * 1000 - f.layer.version().head();
+                assert!(forwarded(&out) + 1 >= body_seen.min(plain.len()), "{suite:?} segment {i}");
+                assert!(up.pairs().entries().all(|e| e.inner_len == 0), "no entry before the end");
+                assert_eq!(up.inner_end(), 1 + forwarded(&out) as u64);
+            }
+        }
+        assert_eq!(check(&out, &plain), 1 + plain.len() as u64);
+        assert_eq!(forwarded(&out), plain.len(), "each byte once");
+        let e = up.pairs().entries().last().unwrap();
+        assert_eq!((e.inner, e.inner_len as usize), (1, plain.len()), "{suite:?}");
+        // Early: what the first 16 segments decrypted (less TLS 1.3's held last byte); the 17th
+        // completes the record and waits for the tag.
+        let tls13 = f.layer.version() == tlsgate_record::crypto::Version::Tls13;
+        let early = 16 * 1000 - f.layer.version().head() - usize::from(tls13);
+        assert_eq!(up.stats().before_tag as usize, early, "{suite:?}");
+    }
+}
+
+#[test]
+fn in_order_segments_at_random_sizes_give_the_plaintext_exactly() {
+    let mut rng = Rng(77);
+    for suite in all_suites() {
+        for _ in 0..4 {
+            let (mut f, mut up, start) = setup(suite);
+            let (plain, wire) = client_writes(&mut f, &messages());
+            let mut out = Vec::new();
+            let mut at = 0;
+            while at < wire.len() {
+                let n = (1 + rng.below(1500) as usize).min(wire.len() - at);
+                up.segment(&mut f.layer, start + at as u64, &wire[at..at + n], &mut out).unwrap();
+                at += n;
+            }
+            assert_eq!(check(&out, &plain), 1 + plain.len() as u64, "{suite:?}");
+            assert_eq!(forwarded(&out), plain.len());
+            assert!(up.stats().before_tag > 0);
+            assert!(up.queue_rows().is_empty());
+        }
+    }
+}
+
+#[test]
+fn every_cut_of_a_small_stream() {
+    for suite in all_suites() {
+        // Two records: one under the TLS 1.3 hold threshold, one over it; a fresh flow per cut.
+        let wire_len = {
+            let (mut f, _, _) = setup(suite);
+            client_writes(&mut f, &[vec![1; 20], (1..=60u8).collect()]).1.len()
+        };
+        for cut in 0..=wire_len {
+            let (mut f, mut up, start) = setup(suite);
+            let (plain, wire) = client_writes(&mut f, &[vec![1; 20], (1..=60u8).collect()]);
+            let mut out = Vec::new();
+            up.segment(&mut f.layer, start, &wire[..cut], &mut out).unwrap();
+            up.segment(&mut f.layer, start + cut as u64, &wire[cut..], &mut out).unwrap();
+            assert_eq!(check(&out, &plain), 1 + plain.len() as u64, "{suite:?} cut {cut}");
+            assert_eq!(forwarded(&out), plain.len(), "{suite:?} cut {cut}");
+        }
+    }
+}
+
+#[test]
+fn reordered_and_duplicated_segments_give_the_same_plaintext() {
+    let suites = all_suites();
+    for seed in 1..40u64 {
+        let suite = suites[seed as usize % suites.len()];
+        let (mut f, mut up, start) = setup(suite);
+        let (plain, wire) = client_writes(&mut f, &messages());
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut segs = Vec::new();
+        let mut at = 0;
+        while at < wire.len() {
+            let n = (1 + rng.below(1500) as usize).min(wire.len() - at);
+            segs.push((start + at as u64, wire[at..at + n].to_vec()));
+            at += n;
+        }
+        for i in 1..segs.len() {
+            if rng.below(4) == 0 {
+                segs.swap(i - 1, i);
+            }
+        }
+        let mut fed = Vec::new();
+        for s in segs {
+            if rng.below(10) == 0 {
+                fed.push(s.clone());
+            }
+            fed.push(s);
+        }
+        let mut out = Vec::new();
+        for (off, data) in &fed {
+            up.segment(&mut f.layer, *off, data, &mut out).unwrap();
+        }
+        assert_eq!(check(&out, &plain), 1 + plain.len() as u64, "seed {seed} {suite:?}");
+    }
+}
+
+#[test]
+fn a_tampered_record_fails_at_its_end_after_its_first_part_left() {
+    for suite in [TLS13[0], TLS13[2], TLS12[1]] {
+        let (mut f, mut up, start) = setup(suite);
+        let (plain, mut wire) = client_writes(&mut f, &[b"first".to_vec(), vec![7; 3000]]);
+        let head = f.layer.version().head();
+        let first_len = head + 5 + f.layer.version().trail();
+        // A ciphertext byte 1000 bytes into the second record's plaintext.
+        wire[first_len + head + 1000] ^= 0x40;
+        let mut out = Vec::new();
+        let mut err = None;
+        for (i, chunk) in wire.chunks(500).enumerate() {
+            if let Err(e) = up.segment(&mut f.layer, start + (i * 500) as u64, chunk, &mut out) {
+                err = Some(e);
+                break;
+            }
+        }
+        assert_eq!(err, Some(UpError::Crypto(CryptoError::BadRecordMac)), "{suite:?}");
+        // What left: "first", then the second record up to its last segment, the flipped byte
+        // flipped (unauthenticated: the weaker guarantee), nothing of the last segment.
+        let got: Vec<u8> = out
+            .iter()
+            .flat_map(|u| if let Up::Forward { data, .. } = u { data.clone() } else { Vec::new() })
+            .collect();
+        let last_segment = (wire.len() - 1) / 500 * 500;
+        let tls13 = f.layer.version() == tlsgate_record::crypto::Version::Tls13;
+        assert_eq!(got.len(), 5 + last_segment - first_len - head - usize::from(tls13), "{suite:?}");
+        let diff: Vec<usize> = (0..got.len()).filter(|&i| got[i] != plain[i]).collect();
+        assert_eq!(diff, vec![5 + 1000], "{suite:?}");
+        assert_eq!(got[1005], plain[1005] ^ 0x40);
+        // An RST to the server goes right after what it received.
+        assert_eq!(up.inner_end(), 1 + got.len() as u64);
+    }
+}
+
+#[test]
+fn retransmissions_inside_a_record_redeliver_what_left() {
+    for suite in [TLS13[1], TLS12[0]] {
+        let (mut f, mut up, start) = setup(suite);
+        let (plain, wire) = client_writes(&mut f, &[(0..5000u32).map(|i| (i % 251) as u8).collect()]);
+        let head = f.layer.version().head() as u64;
+        let mut out = Vec::new();
+        up.segment(&mut f.layer, start, &wire[..2000], &mut out).unwrap();
+        let first: Vec<u8> = out
+            .iter()
+            .flat_map(|u| if let Up::Forward { data, .. } = u { data.clone() } else { vec![] })
+            .collect();
+        assert!(first.len() >= 2000 - head as usize - 1 - 32, "{suite:?} {}", first.len());
+        assert_eq!(&first[..], &plain[..first.len()]);
+        // The client resends part of it (the server's ACK was lost): the same bytes again.
+        out.clear();
+        up.segment(&mut f.layer, start + 100, &wire[100..600], &mut out).unwrap();
+        assert_eq!(out, vec![Up::Forward { inner: 1, data: first.clone() }], "{suite:?}");
+        // The server acknowledged 1000 bytes: byte for byte inside the record, and the engine
+        // acknowledges the client up to all but the last byte it holds.
+        assert_eq!(up.server_ack(1001), Some(start + head + 1000));
+        assert_eq!(up.client_ack(), start + 2000 - 1);
+        out.clear();
+        up.segment(&mut f.layer, start, &wire[..1500], &mut out).unwrap();
+        assert_eq!(out, vec![Up::Forward { inner: 1001, data: first[1000..].to_vec() }]);
+        // The rest: the record ends, its tag verifies, the plaintext is complete once.
+        out.clear();
+        up.segment(&mut f.layer, start + 2000, &wire[2000..], &mut out).unwrap();
+        let rest: Vec<u8> = out
+            .iter()
+            .flat_map(|u| if let Up::Forward { data, .. } = u { data.clone() } else { vec![] })
+            .collect();
+        assert_eq!([&first[..], &rest[..]].concat(), plain);
+        // The record's tail resent: everything the server has not acknowledged, as it left.
+        out.clear();
+        up.segment(&mut f.layer, start + wire.len() as u64 - 1, &wire[wire.len() - 1..], &mut out).unwrap();
+        assert!(matches!(out[0], Up::Forward { inner: 1001, .. }));
+        let again: Vec<u8> = out
+            .iter()
+            .flat_map(|u| if let Up::Forward { data, .. } = u { data.clone() } else { vec![] })
+            .collect();
+        assert_eq!(again, plain[1000..]);
+        assert_eq!(up.server_ack(5001), Some(start + wire.len() as u64), "the whole record, tag included");
+        assert!(up.pairs().is_empty());
+    }
+}
+
+#[test]
+fn a_client_key_update_mid_stream_is_followed() {
+    let (mut f, mut up, start) = setup(TLS13[2]);
+    f.client.writer().write_all(&[b'a'; 100]).unwrap();
+    let mut wire = client_output(&mut f.client);
+    f.client.refresh_traffic_keys().unwrap();
+    f.client.writer().write_all(&[b'b'; 100]).unwrap();
+    wire.extend(client_output(&mut f.client));
+    let mut out = Vec::new();
+    for (i, b) in wire.iter().enumerate() {
+        up.segment(&mut f.layer, start + i as u64, std::slice::from_ref(b), &mut out).unwrap();
+    }
+    let kinds: Vec<_> = out.iter().map(|u| matches!(u, Up::KeyUpdate { .. })).collect();
+    assert_eq!(kinds.iter().filter(|k| **k).count(), 1);
+    let plain = [vec![b'a'; 100], vec![b'b'; 100]].concat();
+    assert_eq!(check(&out, &plain), 201);
+    assert_eq!(forwarded(&out), 200);
+    // Byte by byte: all but the type byte of each data record left before its end.
+    assert!(up.stats().before_tag >= 200 - 2);
+}
+
+#[test]
+fn short_and_whole_control_records_are_judged_whole_padded_ones_after_release_fail() {
+    // A KeyUpdate padded with 100 zeros: the type byte (22) is the last non-zero one.
+    let mut padded = vec![24, 0, 0, 1, 0, ContentType::HANDSHAKE.0];
+    padded.extend([0; 100]);
+    // Sent whole in one segment: nothing leaves before the tag, the update is followed.
+    let (mut f, mut up, start) = setup(TLS13[0]);
+    let mut rec = Vec::new();
+    f.client_key.seal(ContentType(0), &padded, &mut rec).unwrap();
+    let mut out = Vec::new();
+    up.segment(&mut f.layer, start, &rec, &mut out).unwrap();
+    assert_eq!(out, vec![Up::KeyUpdate { requested: false }]);
+    // A short alert split byte by byte: under the hold threshold, nothing leaves.
+    let (mut f, mut up, start) = setup(TLS13[1]);
+    let mut rec = Vec::new();
+    f.client_key.seal(ContentType::ALERT, &[1, 0], &mut rec).unwrap();
+    let mut out = Vec::new();
+    for (i, b) in rec.iter().enumerate() {
+        up.segment(&mut f.layer, start + i as u64, std::slice::from_ref(b), &mut out).unwrap();
+    }
+    assert_eq!(out, vec![Up::Alert([1, 0])]);
+    // The padded KeyUpdate split after 60 bytes: its first 5 bytes looked like data and left,
+    // then the record turned out to be a handshake message: fatal.
+    let (mut f, mut up, start) = setup(TLS13[2]);
+    let mut rec = Vec::new();
+    f.client_key.seal(ContentType(0), &padded, &mut rec).unwrap();
+    let mut out = Vec::new();
+    up.segment(&mut f.layer, start, &rec[..60], &mut out).unwrap();
+    assert_eq!(out, vec![Up::Forward { inner: 1, data: vec![24, 0, 0, 1, 0] }]);
+    let err = up.segment(&mut f.layer, start + 60, &rec[60..], &mut out).unwrap_err();
+    assert_eq!(err, UpError::ControlAfterRelease(ContentType::HANDSHAKE.0));
+}
+
+#[test]
+fn trailing_zeros_of_data_wait_until_a_later_non_zero_byte_or_the_end() {
+    let (mut f, mut up, start) = setup(TLS13[0]);
+    let mut msg = vec![9u8; 50];
+    msg.extend([0; 400]);
+    msg.extend([8; 10]);
+    let (plain, wire) = client_writes(&mut f, &[msg]);
+    let mut out = Vec::new();
+    // Header + 300 bytes: 50 nines and 250 zeros; the last non-zero byte is held, zeros after it.
+    up.segment(&mut f.layer, start, &wire[..5 + 300], &mut out).unwrap();
+    assert_eq!(out, vec![Up::Forward { inner: 1, data: vec![9; 49] }]);
+    up.segment(&mut f.layer, start + 305, &wire[305..], &mut out).unwrap();
+    assert_eq!(check(&out, &plain[..]), 1 + plain.len() as u64);
+    assert_eq!(forwarded(&out), plain.len());
+}
+
+#[test]
+fn the_hold_queue_bound_drops_and_recovers() {
+    let (mut f, _, start) = setup(TLS13[0]);
+    let limits = UpLimits { hold_bytes: 4000, ..LIMITS };
+    let mut pairs = SeqMap::new(1, 1, 64);
+    pairs.push(f.handshake_bytes as u32, 0, 0).unwrap();
+    let mut up = Upstream::new(pairs, limits).with_release(Release::CutThrough);
+    let (plain, wire) = client_writes(&mut f, &[vec![3; 12000]]);
+    let mut out = Vec::new();
+    // Everything but the first segment arrives first: only 4000 bytes fit, nothing leaves.
+    for (i, chunk) in wire.chunks(1000).enumerate().skip(1) {
+        up.segment(&mut f.layer, start + (i * 1000) as u64, chunk, &mut out).unwrap();
+    }
+    assert!(up.stats().dropped > 0);
+    assert!(out.is_empty());
+    assert!(up.state_bytes() <= 4000 + 64 * 64);
+    // The client retransmits everything in order: the record completes, every byte delivered.
+    for (i, chunk) in wire.chunks(1000).enumerate() {
+        up.segment(&mut f.layer, start + (i * 1000) as u64, chunk, &mut out).unwrap();
+    }
+    assert_eq!(check(&out, &plain), 1 + plain.len() as u64);
+    assert_eq!(up.pairs().entries().last().unwrap().inner_len as usize, plain.len());
+}
