@@ -23,6 +23,7 @@ const MIX: SimConfig = SimConfig {
     client_rx_buffer: 65535,
     key_update_at: None,
     time_limit: Duration::from_secs(120),
+    server_write: None,
 };
 
 fn run(suite: SupportedCipherSuite, cfg: &SimConfig) -> Summary {
@@ -116,4 +117,22 @@ fn balanced_mode_under_impairment() {
     for seed in 1..=4u64 {
         run(all_suites()[seed as usize % 5], &SimConfig { seed, balanced: true, ..MIX });
     }
+}
+
+/// The server retransmitting with other boundaries than the first time (the echo server writes
+/// small pieces, smoltcp re-cuts its retransmissions; see tests/sim.rs) while the client's
+/// records are released before their tags: the two directions' hazards at once.
+#[test]
+fn server_retransmissions_with_other_boundaries() {
+    let seeds: u64 = std::env::var("SIM_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
+    let suites = all_suites();
+    let mut recut = 0;
+    for seed in 1..=seeds {
+        let server_write = Some(if seed % 2 == 0 { 300 } else { 1000 });
+        let cfg = SimConfig { seed, bytes: 60_000, server_write, ..MIX };
+        let s = run(suites[seed as usize % suites.len()], &cfg);
+        assert_eq!((s.nonce_reuses, s.bytes_up, s.bytes_down), (0, 60_000, 60_000));
+        recut += s.server_retransmissions.recut;
+    }
+    assert!(recut > 0, "no retransmission was cut differently");
 }
