@@ -13,7 +13,7 @@
 use crate::downstream::DownLimits;
 use crate::flow::Flow;
 use crate::handshake::Handshake;
-use crate::packet::{self, Segment};
+use crate::packet::{self, Build, Control, Segment};
 use crate::seq::Stream;
 use crate::tables::{
     ConnectionRow, Direction, FlowKey, FlowState, Mode, QueueRow, Release, Report, SessionRow,
@@ -109,6 +109,9 @@ pub struct Stats {
     pub midstream: u64,
     pub flows_expired: u64,
     pub flows_reset: u64,
+    /// Data segments from a service's server on no known flow: dropped (plaintext never goes
+    /// toward clients) and answered with RST.
+    pub orphan_server_data: u64,
     /// Service flows whose first client bytes were not a TLS handshake: passed through.
     pub not_tls: u64,
 }
@@ -164,10 +167,39 @@ impl Engine {
             self.client_segment(now, svc, key, &seg, pkt, out);
         } else if let Some(&key) = self.by_backend.get(&(seg.dst, seg.src)) {
             self.server_segment(now, key, &seg, pkt, out);
+        } else if !seg.payload.is_empty() && self.is_service_server(seg.src) {
+            self.orphan_server_data(&seg, out);
         } else {
             self.stats.passed += 1;
             out.push(pkt);
         }
+    }
+
+    /// Whether `addr` is where a service's flows go: plaintext comes from there.
+    fn is_service_server(&self, addr: SocketAddr) -> bool {
+        self.config.services.iter().any(|s| match s.mode {
+            Mode::Balanced if !s.pool.is_empty() => s.pool.contains(&addr),
+            _ => addr == SocketAddr::new(s.addr.ip(), s.server_port.unwrap_or(s.addr.port())),
+        })
+    }
+
+    /// Data from a service's server on a flow the engine does not have (reset, expired, or
+    /// begun before the engine): that is plaintext meant to be encrypted, so it never goes
+    /// toward the client. Fail closed: drop it and reset the server's connection, as the client
+    /// host would for a connection it does not know (RFC 9293: an RST at the segment's ACK).
+    fn orphan_server_data(&mut self, seg: &Segment, out: &mut Vec<Vec<u8>>) {
+        self.stats.orphan_server_data += 1;
+        let Some(ack) = seg.ack else { return };
+        let rst = Build {
+            src: seg.dst,
+            dst: seg.src,
+            seq: ack,
+            ack: None,
+            control: Control::Rst,
+            window: 0,
+            payload: &[],
+        };
+        out.extend(rst.emit());
     }
 
     /// Client → server.

@@ -59,6 +59,13 @@ pub struct SimConfig {
     /// retransmits from the oldest unacknowledged byte with the MSS of the moment, merges and
     /// splits them when it resends (as Linux collapses and splits retransmissions).
     pub server_write: Option<usize>,
+    /// Every second client (odd flow index), once it has written this many bytes, puts only the
+    /// first half of its next record on the wire, waits until the engine has it and resets the
+    /// connection: a reset in the middle of a record. The server then must have received the
+    /// plaintext of the whole records only (buffered; cut-through may have released part of the
+    /// last one), must see the reset, and the engine must forget the flow. The servers send
+    /// keep-alives, so a reset lost on the link is answered again by the client's stack.
+    pub reset_at: Option<usize>,
     pub time_limit: Duration,
 }
 
@@ -76,6 +83,7 @@ impl Default for SimConfig {
             client_rx_buffer: 65535,
             key_update_at: None,
             server_write: None,
+            reset_at: None,
             time_limit: Duration::from_secs(120),
         }
     }
@@ -105,12 +113,14 @@ pub struct Summary {
     pub sim_time: Duration,
     /// The servers' retransmissions, and how many were cut differently from the first time.
     pub server_retransmissions: RecutCounts,
+    /// Flows reset in the middle of a record (`reset_at`), checked as described there.
+    pub resets: usize,
 }
 
 impl Summary {
-    /// All flows completed and nothing was violated.
+    /// All flows completed (or were reset as asked, and checked) and nothing was violated.
     pub fn ok(&self) -> bool {
-        self.violations.is_empty() && self.completed == self.flows
+        self.violations.is_empty() && self.completed + self.resets == self.flows
     }
 }
 
@@ -314,6 +324,13 @@ struct Client {
     tls_out: Vec<u8>,
     echoed: Vec<u8>,
     key_update_at: Option<usize>,
+    /// See [`SimConfig::reset_at`].
+    reset_at: Option<usize>,
+    /// The plaintext of the whole records sent before the half record, once that is queued,
+    /// and the half record's plaintext length.
+    half_record: Option<(usize, usize)>,
+    /// The connection was reset after the half record.
+    reset: bool,
     done: bool,
     failed: bool,
 }
@@ -335,13 +352,16 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
     });
     let mut client_host = Host::new(CLIENT_IP);
     let mut server_host = Host::new(SERVER_IP);
-    let mut server_socks: Vec<(SocketHandle, Vec<u8>)> = (0..cfg.flows)
+    let mut server_socks: Vec<ServerConn> = (0..cfg.flows)
         .map(|_| {
-            let h = server_host.add_socket(65535);
-            let s = server_host.sockets.get_mut::<tcp::Socket>(h);
+            let handle = server_host.add_socket(65535);
+            let s = server_host.sockets.get_mut::<tcp::Socket>(handle);
             s.listen(80).expect("listen");
             s.set_nagle_enabled(cfg.server_write.is_none());
-            (h, Vec::new())
+            if cfg.reset_at.is_some() {
+                s.set_keep_alive(Some(smoltcp::time::Duration::from_millis(500)));
+            }
+            ServerConn { handle, pending: Vec::new(), client_port: None, received: 0, reset: false }
         })
         .collect();
     let mut clients: Vec<Client> = (0..cfg.flows)
@@ -356,6 +376,9 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
                 tls_out: Vec::new(),
                 echoed: Vec::new(),
                 key_update_at: cfg.key_update_at,
+                reset_at: cfg.reset_at.filter(|_| i % 2 == 1),
+                half_record: None,
+                reset: false,
                 done: false,
                 failed: false,
             }
@@ -465,12 +488,21 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
         server_host.poll(now);
 
         // The echo server: what each connection reads goes back on it.
-        for (h, pending) in &mut server_socks {
-            let s = server_host.sockets.get_mut::<tcp::Socket>(*h);
+        for sc in &mut server_socks {
+            let s = server_host.sockets.get_mut::<tcp::Socket>(sc.handle);
+            if let Some(remote) = s.remote_endpoint() {
+                sc.client_port.get_or_insert(remote.port);
+            }
+            // Established once, closed without a FIN from the client: reset.
+            if sc.client_port.is_some() && s.state() == tcp::State::Closed {
+                sc.reset = true;
+            }
+            let pending = &mut sc.pending;
             if s.can_recv() {
                 let mut buf = [0u8; 8192];
                 if let Ok(n) = s.recv_slice(&mut buf) {
                     pending.extend_from_slice(&buf[..n]);
+                    sc.received += n;
                 }
             }
             if !pending.is_empty() && s.can_send() {
@@ -508,7 +540,9 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
             }
         }
         t += 1000;
-        if clients.iter().all(|c| c.done || c.failed) {
+        let reset_seen =
+            |c: &Client| c.reset && server_socks.iter().any(|sc| sc.client_port == Some(c.port) && sc.reset);
+        if clients.iter().all(|c| c.done || c.failed || reset_seen(c)) {
             break;
         }
     }
@@ -516,6 +550,10 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
     sum.server_retransmissions = recut.counts;
     let report = engine.report();
     for c in &clients {
+        if let Some((whole, half)) = c.half_record.filter(|_| c.reset) {
+            check_reset(c.port, whole, half, cfg.release, &server_socks, &report, &mut sum);
+            continue;
+        }
         sum.bytes_down += c.echoed.len() as u64;
         if c.done {
             sum.completed += 1;
@@ -549,6 +587,53 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
         sum.violations.push(format!("{} bytes resent differently", sum.nonce_reuses));
     }
     sum
+}
+
+/// One accepted server connection of the echo server.
+struct ServerConn {
+    handle: SocketHandle,
+    /// Read and not yet written back.
+    pending: Vec<u8>,
+    /// The client port it was first connected from.
+    client_port: Option<u16>,
+    received: usize,
+    /// Closed after being connected, without the client's FIN: reset.
+    reset: bool,
+}
+
+/// The checks of a flow reset in the middle of a record (see [`SimConfig::reset_at`]).
+fn check_reset(
+    port: u16,
+    whole: usize,
+    half: usize,
+    release: Release,
+    servers: &[ServerConn],
+    report: &crate::tables::Report,
+    sum: &mut Summary,
+) {
+    let Some(server) = servers.iter().find(|sc| sc.client_port == Some(port)) else {
+        sum.violations.push(format!("flow on port {port}: no server connection"));
+        return;
+    };
+    let expected = match release {
+        Release::Buffered => server.received == whole,
+        // Part of the half record may have left before its tag; never all of it.
+        Release::CutThrough => server.received >= whole && server.received < whole + half,
+    };
+    if !expected {
+        sum.violations.push(format!(
+            "flow on port {port} reset mid-record: the server received {} bytes, {whole} in whole records \
+             ({half} in the half record, {release:?})",
+            server.received
+        ));
+    }
+    if !server.reset {
+        sum.violations.push(format!("flow on port {port}: the server never saw the reset"));
+    }
+    if report.connections.iter().any(|r| r.key.client.port() == port) {
+        sum.violations.push(format!("flow on port {port}: the engine kept the flow after the reset"));
+    }
+    sum.resets += 1;
 }
 
 /// One client's turn: read records, check what came back, write more.
@@ -589,6 +674,11 @@ fn drive_client(c: &mut Client, sock: &mut tcp::Socket<'_>, sum: &mut Summary) {
             return;
         }
     }
+    if let Some(at) = c.reset_at {
+        if reset_mid_record(c, sock, at) {
+            return;
+        }
+    }
     if c.key_update_at.is_some_and(|at| c.written >= at) {
         let _ = c.tls.refresh_traffic_keys();
         c.key_update_at = None;
@@ -609,6 +699,42 @@ fn drive_client(c: &mut Client, sock: &mut tcp::Socket<'_>, sum: &mut Summary) {
             c.tls_out.drain(..n);
         }
     }
+}
+
+/// The client's side of [`SimConfig::reset_at`]; true once it took over the client's turn.
+fn reset_mid_record(c: &mut Client, sock: &mut tcp::Socket<'_>, at: usize) -> bool {
+    if c.reset {
+        return true;
+    }
+    if c.half_record.is_none() {
+        if c.written < at || !c.tls_out.is_empty() || c.tls.wants_write() || c.tls.is_handshaking() {
+            return false;
+        }
+        let n = (c.payload.len() - c.written).min(4000);
+        let mut record = Vec::new();
+        if n == 0 || c.tls.writer().write_all(&c.payload[c.written..c.written + n]).is_err() {
+            return false;
+        }
+        while c.tls.wants_write() {
+            if c.tls.write_tls(&mut record).is_err() {
+                break;
+            }
+        }
+        record.truncate(record.len() / 2);
+        c.tls_out = record;
+        c.half_record = Some((c.written, n));
+    }
+    if !c.tls_out.is_empty() && sock.can_send() {
+        if let Ok(n) = sock.send_slice(&c.tls_out) {
+            c.tls_out.drain(..n);
+        }
+    }
+    // The engine has all of it (it acknowledges a partial record up to its last byte).
+    if c.tls_out.is_empty() && sock.send_queue() <= 1 {
+        sock.abort();
+        c.reset = true;
+    }
+    true
 }
 
 #[cfg(test)]

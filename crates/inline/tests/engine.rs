@@ -170,6 +170,35 @@ fn service_segment_without_a_syn_passes_unchanged() {
     assert_eq!(e.flow_count(), 0);
 }
 
+/// Plaintext from a service's server on a flow the engine does not know (reset, expired, begun
+/// before it) never goes toward the client: dropped, and the server's connection reset.
+#[test]
+fn server_data_without_a_flow_is_dropped_and_the_server_reset() {
+    let mut e = engine(16);
+    for (server, client) in
+        [(sa("10.0.0.2:80"), sa("10.0.0.1:40000")), (sa(V6_SERVICE), sa("[fd00::1]:40000"))]
+    {
+        let mut data = repr(server, client, TcpControl::Psh, 1000, Some(555));
+        data.payload = b"GET-reply in the clear";
+        let out = handle(&mut e, 0, build(server, client, &data));
+        assert_eq!(out.len(), 1, "only the RST");
+        let seg = packet::parse(&out[0]).unwrap();
+        assert_eq!((seg.src, seg.dst, seg.rst, seg.seq.0), (client, server, true, 555));
+        assert!(seg.payload.is_empty());
+        // Without data nothing leaks: an empty ACK passes as before.
+        let ack = build(server, client, &repr(server, client, TcpControl::None, 1022, Some(555)));
+        assert_eq!(handle(&mut e, 0, ack.clone()), vec![ack]);
+    }
+    assert_eq!(e.stats().orphan_server_data, 2);
+    // Data from a port that is no service's server passes.
+    let (other, client) = (sa("10.0.0.2:22"), sa("10.0.0.1:40000"));
+    let mut data = repr(other, client, TcpControl::Psh, 1, Some(2));
+    data.payload = b"ssh";
+    let p = build(other, client, &data);
+    assert_eq!(handle(&mut e, 0, p.clone()), vec![p]);
+    assert_eq!(e.flow_count(), 0);
+}
+
 #[test]
 fn client_syn_is_clamped_and_loses_sack_and_the_port_is_rewritten_both_ways() {
     let mut e = engine(16);
