@@ -106,8 +106,12 @@ pub enum Suite {
 pub struct RecordKey {
     version: Version,
     key: LessSafeKey,
-    /// The same key for the streaming opener (cut-through release).
-    stream: StreamKey,
+    /// The raw key, kept to build the streaming opener's key on first use: only cut-through
+    /// release opens records piece by piece, and its expanded key would cost every other
+    /// connection a few hundred bytes for nothing.
+    raw: ([u8; 32], usize),
+    /// The streaming opener's key (cut-through release), once needed.
+    stream: Option<StreamKey>,
     iv: [u8; NONCE_LEN],
     seq: u64,
 }
@@ -143,17 +147,39 @@ impl RecordKey {
         iv: [u8; NONCE_LEN],
         seq: u64,
     ) -> Result<RecordKey, CryptoError> {
-        let (alg, stream) = match suite {
-            Suite::Aes128Gcm if key.len() == 16 => (&aead::AES_128_GCM, StreamKey::aes(key)),
-            Suite::Aes256Gcm if key.len() == 32 => (&aead::AES_256_GCM, StreamKey::aes(key)),
-            Suite::Chacha20Poly1305 if version == Version::Tls13 => {
-                (&aead::CHACHA20_POLY1305, StreamKey::chacha(key))
+        let alg = match suite {
+            Suite::Aes128Gcm if key.len() == 16 => &aead::AES_128_GCM,
+            Suite::Aes256Gcm if key.len() == 32 => &aead::AES_256_GCM,
+            Suite::Chacha20Poly1305 if version == Version::Tls13 && key.len() == 32 => {
+                &aead::CHACHA20_POLY1305
             }
             _ => return Err(CryptoError::Unsupported),
         };
-        let stream = stream.ok_or(CryptoError::Unsupported)?;
+        let mut raw = [0u8; 32];
+        raw[..key.len()].copy_from_slice(key);
         let key = UnboundKey::new(alg, key).map_err(|_| CryptoError::Unsupported)?;
-        Ok(RecordKey { version, key: LessSafeKey::new(key), stream, iv, seq })
+        Ok(RecordKey {
+            version,
+            key: LessSafeKey::new(key),
+            raw: (raw, alg.key_len()),
+            stream: None,
+            iv,
+            seq,
+        })
+    }
+
+    /// The streaming opener's key, built on first use.
+    fn stream_key(&mut self) -> Result<StreamKey, CryptoError> {
+        if self.stream.is_none() {
+            let key = &self.raw.0[..self.raw.1];
+            let built = if self.key.algorithm() == &aead::CHACHA20_POLY1305 {
+                StreamKey::chacha(key)
+            } else {
+                StreamKey::aes(key)
+            };
+            self.stream = Some(built.ok_or(CryptoError::Unsupported)?);
+        }
+        self.stream.clone().ok_or(CryptoError::Unsupported)
     }
 
     /// The next record sequence number.
@@ -236,7 +262,7 @@ impl RecordKey {
                 if len < TAG_LEN + 1 {
                     return Err(CryptoError::Short(TAG_LEN + 1));
                 }
-                Ok(StreamOpener::new(self.stream.clone(), self.nonce(seq), &header.encode(), 0, len))
+                Ok(StreamOpener::new(self.stream_key()?, self.nonce(seq), &header.encode(), 0, len))
             }
             Version::Tls12 => {
                 let overhead = EXPLICIT_NONCE_LEN + TAG_LEN;
@@ -244,7 +270,7 @@ impl RecordKey {
                     return Err(CryptoError::Short(overhead));
                 }
                 let aad = tls12_aad(seq, header.content_type, header.version, len - overhead);
-                Ok(StreamOpener::new(self.stream.clone(), self.iv, &aad, EXPLICIT_NONCE_LEN, len))
+                Ok(StreamOpener::new(self.stream_key()?, self.iv, &aad, EXPLICIT_NONCE_LEN, len))
             }
         }
     }
