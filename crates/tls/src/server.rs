@@ -89,6 +89,8 @@ pub fn listener_tls(
     // Stateless tickets: resumption without per-session memory on the gateway.
     config.ticketer =
         rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| TlsError::Config(e.to_string()))?;
+    // The handshake hands its keys to tlsgate's own record layer (see `server_handshake`).
+    config.enable_secret_extraction = true;
     Ok(ListenerTls { config: Arc::new(config), certs })
 }
 

@@ -233,11 +233,11 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
     handshake_result("ok", &version, &suite);
     state.counters.handshake_seconds.observe(started.elapsed().as_secs_f64());
     let sni = est.sni.clone().unwrap_or_default();
-    let client_cert = est.peer.as_ref().map(|p| p.summary()).unwrap_or_default();
+    let client_cert = est.peer().map(|p| p.summary()).unwrap_or_default();
     tracing::info!(%sni, %version, %suite, %alpn, %client_cert, route = %est.route.label, "handshake done");
 
     let _open = OpenGuard::new(state.counters.open.clone());
-    let identity = est.peer.clone();
+    let identity = est.peer().cloned();
     let listed = live().insert(ConnInfo {
         listener: state.name.clone(),
         client,
