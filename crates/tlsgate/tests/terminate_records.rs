@@ -2,7 +2,8 @@
 //! `openssl s_client` (with and without asking for ours) and data both ways after it; session
 //! resumption with `openssl s_client -sess_out/-sess_in`, TLS 1.3 and 1.2; a tampered record, a
 //! garbage record, an oversized one and a truncated one each close that connection with the
-//! right alert and a log line naming the client, while another connection carries on.
+//! right alert and a log line naming the client, while another connection carries on; records
+//! cut at odd offsets and hundreds of records in one segment arrive whole.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -287,4 +288,49 @@ fn bad_records_close_only_their_connection_with_an_alert() {
     healthy.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty());
     gate.proc.wait_for(&["connection closed", "up=52"], WAIT);
+}
+
+/// Seals `data` as records (one per `write_all`, as rustls cuts them) and returns the wire bytes.
+fn sealed(s: &mut TlsStream, pieces: &[&[u8]]) -> Vec<u8> {
+    let mut wire = Vec::new();
+    for piece in pieces {
+        s.conn.writer().write_all(piece).unwrap();
+        while s.conn.wants_write() {
+            s.conn.write_tls(&mut wire).unwrap();
+        }
+    }
+    wire
+}
+
+#[test]
+fn records_cut_anywhere_and_many_in_one_segment_arrive_whole() {
+    let pki = Pki::new();
+    let (gate, addr) = terminator(&pki, &echo_backend(), &[]);
+    let mut s = connected(addr, &pki);
+    s.sock.set_nodelay(true).unwrap();
+
+    // 300 small records in one write: opened in one read and moved together.
+    let msgs: Vec<Vec<u8>> = (0..300).map(|i| format!("record {i};").into_bytes()).collect();
+    let pieces: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+    let wire = sealed(&mut s, &pieces);
+    s.sock.write_all(&wire).unwrap();
+    let want = msgs.concat();
+    let mut got = vec![0u8; want.len()];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(got, want);
+
+    // 40000 bytes (three records, the first two full) written 7 bytes at a time: headers and
+    // bodies cut at every kind of offset.
+    let big: Vec<u8> = (0..40000u32).map(|i| (i % 251) as u8).collect();
+    let wire = sealed(&mut s, &[&big]);
+    for chunk in wire.chunks(7) {
+        s.sock.write_all(chunk).unwrap();
+    }
+    let mut got = vec![0u8; big.len()];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(got, big);
+
+    round_trip(&mut s, b"done");
+    drop(s);
+    gate.proc.wait_for(&["connection closed", &format!("up={}", 4 + want.len() + big.len() + 4)], WAIT);
 }
