@@ -334,3 +334,17 @@ fn records_cut_anywhere_and_many_in_one_segment_arrive_whole() {
     drop(s);
     gate.proc.wait_for(&["connection closed", &format!("up={}", 4 + want.len() + big.len() + 4)], WAIT);
 }
+
+#[test]
+fn a_tls12_client_offering_only_chacha20_is_refused_at_the_handshake() {
+    let pki = Pki::new();
+    let (gate, addr) = terminator(&pki, &echo_backend(), &[]);
+    let connect = addr.to_string();
+    let chacha = "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+    let args =
+        ["-connect", &connect, "-servername", "localhost", "-CAfile", pki.ca(), "-tls1_2", "-cipher", chacha];
+    let out = s_client(&args, b"");
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("handshake failure"), "{}", describe(&out));
+    gate.proc.wait_for(&["handshake failed", "side=client", "NoCipherSuitesInCommon"], WAIT);
+}

@@ -117,7 +117,7 @@ pub async fn accept(
         while progress == Progress::NeedMore {
             let Some(end) = record_end(&input[at..]) else { break };
             // A malformed header goes to rustls whole: it names the problem and picks the alert.
-            let record = &input[at..(at + end).min(input.len())];
+            let record = &input[at..at.saturating_add(end).min(input.len())];
             let result = hs.record(record, &mut out);
             at += record.len();
             match result {
