@@ -3,7 +3,8 @@
 //! resumption with `openssl s_client -sess_out/-sess_in`, TLS 1.3 and 1.2; a tampered record, a
 //! garbage record, an oversized one and a truncated one each close that connection with the
 //! right alert and a log line naming the client, while another connection carries on; records
-//! cut at odd offsets and hundreds of records in one segment arrive whole.
+//! cut at odd offsets and hundreds of records in one segment arrive whole; TLS 1.2
+//! renegotiation and TLS 1.2 ChaCha20 are refused.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -347,4 +348,31 @@ fn a_tls12_client_offering_only_chacha20_is_refused_at_the_handshake() {
     assert!(!out.status.success(), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("handshake failure"), "{}", describe(&out));
     gate.proc.wait_for(&["handshake failed", "side=client", "NoCipherSuitesInCommon"], WAIT);
+}
+
+#[test]
+fn tls12_renegotiation_is_refused_and_the_connection_closed() {
+    let pki = Pki::new();
+    let (gate, addr) = terminator(&pki, &echo_backend(), &[]);
+    let connect = addr.to_string();
+    let mut c = Interactive::start(&[
+        "-connect",
+        &connect,
+        "-servername",
+        "localhost",
+        "-CAfile",
+        pki.ca(),
+        "-verify_return_error",
+        "-tls1_2",
+        "-msg",
+    ]);
+    c.expect("Verify return code: 0 (ok)");
+    c.send("line one");
+    c.expect("line one");
+    // `R`: s_client sends a new ClientHello inside the session.
+    c.send("R");
+    c.expect(">>> TLS 1.2, Handshake [length");
+    let alert = c.expect("<<< TLS 1.2, Alert");
+    assert!(alert.contains("fatal unexpected_message"), "{alert}");
+    gate.proc.wait_for(&["connection aborted", "side=client", "renegotiation, which is not supported"], WAIT);
 }
