@@ -14,7 +14,9 @@
 //! ours is sent before any further data. close_notify from the client is end of stream; any
 //! other alert (TLS 1.2 warnings aside) is an error naming the client. A record that does not
 //! open or is malformed is answered with a fatal alert (bad_record_mac for a failed tag) and the
-//! stream fails. Shutdown sends close_notify, then FIN. TLS 1.2 renegotiation is refused.
+//! stream fails. Shutdown sends close_notify, then FIN. TLS 1.2 renegotiation is refused. After
+//! 2^24 records under one transmit key, TLS 1.3 moves to the next (TLS 1.2 closes), as rustls
+//! did before the keys were handed over.
 
 use std::cell::RefCell;
 use std::io;
@@ -35,6 +37,8 @@ const MAX_RECORD: usize = HEADER_LEN + MAX_CIPHERTEXT_TLS12;
 const READ_AREA: usize = 64 * 1024;
 /// Plaintext sealed per write call: four full records, one write to the socket.
 const WRITE_BATCH: usize = 4 * MAX_PLAINTEXT;
+/// Records sealed under one transmit key before it is replaced (below AES-GCM's 2^24.5).
+const TX_KEY_RECORDS: u64 = 1 << 24;
 
 thread_local! {
     static READ_SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; READ_AREA].into_boxed_slice());
@@ -276,6 +280,27 @@ impl RecordStream {
         self.failed.as_ref().map(|w| io::Error::new(io::ErrorKind::BrokenPipe, format!("stream failed: {w}")))
     }
 
+    /// Keeps the transmit key under AES-GCM's confidentiality limit (RFC 8446 §5.5, 2^24.5
+    /// records), which rustls enforced itself before the keys were handed over: TLS 1.3 moves to
+    /// a new key with a KeyUpdate; TLS 1.2 cannot, and ends the connection.
+    fn refresh_tx_key(&mut self, sealed: &mut Vec<u8>) -> io::Result<()> {
+        if self.layer.seqs().1 < TX_KEY_RECORDS {
+            return Ok(());
+        }
+        match self.layer.version() {
+            Version::Tls13 => {
+                tracing::debug!("transmit key used for {TX_KEY_RECORDS} records, updating it");
+                self.layer
+                    .send_key_update(sealed)
+                    .map(|_| ())
+                    .map_err(|e| self.fail_silent(format!("key update: {e}")))
+            }
+            Version::Tls12 => Err(self.fail_silent(format!(
+                "TLS 1.2 connection reached {TX_KEY_RECORDS} records, the most one key may seal; closed"
+            ))),
+        }
+    }
+
     /// Writes the queued records until the socket takes no more.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.out_at < self.out.len() {
@@ -375,6 +400,7 @@ impl AsyncWrite for RecordStream {
             let mut sealed = scratch.borrow_mut();
             sealed.clear();
             for chunk in data[..take].chunks(MAX_PLAINTEXT) {
+                this.refresh_tx_key(&mut sealed)?;
                 this.layer.seal(chunk, &mut sealed).map_err(|e| this.fail_silent(format!("sealing: {e}")))?;
             }
             let mut at = 0;
