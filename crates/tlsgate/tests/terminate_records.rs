@@ -4,7 +4,7 @@
 //! garbage record, an oversized one and a truncated one each close that connection with the
 //! right alert and a log line naming the client, while another connection carries on; records
 //! cut at odd offsets and hundreds of records in one segment arrive whole; TLS 1.2
-//! renegotiation and TLS 1.2 ChaCha20 are refused.
+//! renegotiation and TLS 1.2 ChaCha20 are refused; a HelloRetryRequest handshake completes.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -375,4 +375,32 @@ fn tls12_renegotiation_is_refused_and_the_connection_closed() {
     let alert = c.expect("<<< TLS 1.2, Alert");
     assert!(alert.contains("fatal unexpected_message"), "{alert}");
     gate.proc.wait_for(&["connection aborted", "side=client", "renegotiation, which is not supported"], WAIT);
+}
+
+#[test]
+fn a_hello_retry_request_handshake_completes() {
+    let pki = Pki::new();
+    let (_backend, backend_addr) = Tlsgate::backend(BIN, "127.0.0.1:0", "builtin");
+    let (_gate, addr) = terminator(&pki, &backend_addr, &[]);
+    let connect = addr.to_string();
+    // The key share s_client sends first (ffdhe2048) is one tlsgate does not take: it asks for
+    // X25519 with a HelloRetryRequest, and the client's second ClientHello finishes the handshake.
+    let args = [
+        "-connect",
+        &connect,
+        "-servername",
+        "localhost",
+        "-CAfile",
+        pki.ca(),
+        "-tls1_3",
+        "-groups",
+        "ffdhe2048:X25519",
+        "-ign_eof",
+        "-msg",
+    ];
+    let out = s_client(&args, b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("ServerHello").count(), 2, "no HelloRetryRequest: {}", describe(&out));
+    assert!(text.contains("Server Temp Key: X25519"), "{}", describe(&out));
+    assert!(text.contains("hello from builtin"), "{}", describe(&out));
 }
