@@ -75,6 +75,8 @@ pub struct RecordStream {
     close_sent: bool,
     /// A bad record or alert ended the stream; what to say to further calls.
     failed: Option<String>,
+    /// Records sealed under one transmit key before it is replaced.
+    tx_key_records: u64,
 }
 
 impl std::fmt::Debug for RecordStream {
@@ -105,6 +107,7 @@ impl RecordStream {
             read_closed: false,
             close_sent: false,
             failed: None,
+            tx_key_records: TX_KEY_RECORDS,
         };
         if !received.is_empty() {
             // Opened now, so that later reads start from a clean state.
@@ -116,6 +119,13 @@ impl RecordStream {
             }
         }
         Ok(s)
+    }
+
+    /// Replaces the transmit key after `records` records instead of 2^24: for tests, which
+    /// cannot send 2^24 records.
+    pub fn with_tx_key_records(mut self, records: u64) -> RecordStream {
+        self.tx_key_records = records;
+        self
     }
 
     /// Bytes held for this connection right now (partial record, unread plaintext, unsent
@@ -284,19 +294,20 @@ impl RecordStream {
     /// records), which rustls enforced itself before the keys were handed over: TLS 1.3 moves to
     /// a new key with a KeyUpdate; TLS 1.2 cannot, and ends the connection.
     fn refresh_tx_key(&mut self, sealed: &mut Vec<u8>) -> io::Result<()> {
-        if self.layer.seqs().1 < TX_KEY_RECORDS {
+        if self.layer.seqs().1 < self.tx_key_records {
             return Ok(());
         }
         match self.layer.version() {
             Version::Tls13 => {
-                tracing::debug!("transmit key used for {TX_KEY_RECORDS} records, updating it");
+                tracing::debug!(records = self.tx_key_records, "transmit key used up, updating it");
                 self.layer
                     .send_key_update(sealed)
                     .map(|_| ())
                     .map_err(|e| self.fail_silent(format!("key update: {e}")))
             }
             Version::Tls12 => Err(self.fail_silent(format!(
-                "TLS 1.2 connection reached {TX_KEY_RECORDS} records, the most one key may seal; closed"
+                "TLS 1.2 connection reached {} records, the most one key may seal; closed",
+                self.tx_key_records
             ))),
         }
     }

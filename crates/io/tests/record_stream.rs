@@ -1,5 +1,6 @@
 //! The record stream holds no buffer while idle: after the handshake, after a read too small for
-//! what arrived (the rest held, then given out and freed), after a large write.
+//! what arrived (the rest held, then given out and freed), after a large write. A used-up
+//! transmit key is replaced with a KeyUpdate the client follows.
 
 use std::io::{Read, Write};
 use std::net::TcpStream as StdTcp;
@@ -63,8 +64,11 @@ listen = "127.0.0.1:0"
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let peer = client(socket.local_addr().unwrap(), ca.cert_pem().to_string());
     let (tcp, _) = socket.accept().await.unwrap();
-    let mut est = accept(tcp, Vec::new(), &tls, &routes).await.unwrap();
-    let s = &mut est.stream;
+    let est = accept(tcp, Vec::new(), &tls, &routes).await.unwrap();
+    // A new transmit key every 3 records: the 100 000-byte write below (7 records) crosses two
+    // KeyUpdates, which the client must follow to read it all.
+    let mut stream = est.stream.with_tx_key_records(3);
+    let s = &mut stream;
 
     // A 100-byte read of a 3000-byte record: the rest is held, then handed out and freed.
     let mut small = [0u8; 100];
