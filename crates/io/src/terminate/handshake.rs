@@ -42,7 +42,9 @@ impl HandshakeFailure {
 /// A finished handshake and the route its SNI chose.
 #[derive(Debug)]
 pub struct Established {
-    pub stream: RecordStream,
+    /// Boxed: the connection task's future moves the stream between its states, and each move
+    /// would otherwise be a copy of it laid out in the task for the connection's whole life.
+    pub stream: Box<RecordStream>,
     pub sni: Option<String>,
     pub route: Arc<Route>,
     /// Version, suite, ALPN and the client certificate's identity (mutual TLS).
@@ -142,7 +144,7 @@ pub async fn accept(
     let layer = RecordLayer::new(finished.secrets, finished.kernel)
         .map_err(|e| HandshakeFailure::Failed(ProxyError::internal(format!("record layer: {e}"))))?;
     // Client records that arrived with its last handshake record are the stream's first.
-    let stream = RecordStream::new(tcp, layer, &input).map_err(|e| failed(e.to_string()))?;
+    let stream = Box::new(RecordStream::new(tcp, layer, &input).map_err(|e| failed(e.to_string()))?);
     Ok(Established { stream, sni, route, facts: finished.facts })
 }
 
