@@ -9,6 +9,8 @@
 //! - [`starttls`]: STARTTLS prologues before the handshake, both directions;
 //! - [`counted`]: byte counting for streams that do not go through the relay;
 //! - [`proxy_header`]: the PROXY protocol on sockets;
+//! - [`record_stream`]: a terminated connection after its handshake, records sealed and opened
+//!   by tlsgate's own record layer, no buffer held while idle;
 //! - [`http_backend`]: a small plaintext HTTP server, the demo's backend and a test peer.
 
 pub mod backend;
@@ -17,6 +19,7 @@ pub mod error;
 pub mod http_backend;
 pub mod originate;
 pub mod proxy_header;
+pub mod record_stream;
 pub mod relay;
 pub mod starttls;
 pub mod terminate;

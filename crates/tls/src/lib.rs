@@ -2,6 +2,7 @@
 //!
 //! - [`keys`]: PEM certificate chains and private keys from disk, with the permission check;
 //! - [`server`]: per-listener `ServerConfig`s and the SNI certificate table;
+//! - [`server_handshake`]: terminate's handshake on the unbuffered API, ending in extracted keys;
 //! - [`client_auth`]: mutual TLS — CA bundle, CRLs, allow-lists;
 //! - [`identity`]: a peer's subject and SANs;
 //! - [`tunnel`]: the gate's and the portal's TLS 1.3 configs with certificates on both ends;
@@ -15,6 +16,7 @@ pub mod keys;
 pub mod peek;
 pub mod pki;
 pub mod server;
+pub mod server_handshake;
 pub mod tunnel;
 
 pub use error::TlsError;

@@ -1,22 +1,25 @@
-//! The TLS handshake of one client connection.
+//! The TLS handshake of one client connection, over its socket.
 //!
-//! The ClientHello is read first (rustls's `Acceptor`), so that a name with no certificate or no
-//! route is refused with an `unrecognized_name` alert before any key exchange is spent on it.
+//! The ClientHello is read first, so that a name with no certificate or no route is refused with
+//! an `unrecognized_name` alert before any key exchange is spent on it. rustls then runs the
+//! handshake (`tlsgate_tls::server_handshake`, its unbuffered API) on whole records read here;
+//! at completion its keys go to tlsgate's record layer and the connection continues as a
+//! [`RecordStream`]: no rustls buffer or connection state outlives the handshake.
 
 use std::sync::Arc;
 
-use rustls::server::Acceptor;
 use rustls::AlertDescription;
 use tlsgate_core::identity::PeerIdentity;
 use tlsgate_core::proxy_protocol::tls::TlsInfo;
-use tlsgate_tls::identity::peer_identity;
+use tlsgate_record::crypto::RecordLayer;
+use tlsgate_record::frame::{Header, HEADER_LEN, MAX_CIPHERTEXT_TLS12};
 use tlsgate_tls::server::ListenerTls;
+use tlsgate_tls::server_handshake::{HelloReader, Progress, ServerHandshake, SessionFacts};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::StartHandshake;
 
 use super::routes::{Route, Routes};
+use crate::record_stream::RecordStream;
 use crate::ProxyError;
 
 /// Why a handshake did not finish.
@@ -39,44 +42,45 @@ impl HandshakeFailure {
 /// A finished handshake and the route its SNI chose.
 #[derive(Debug)]
 pub struct Established {
-    /// Boxed: rustls's connection state is large, and moved by value it would be laid out more
-    /// than once in the connection task's future, which lives as long as the connection.
-    pub stream: Box<TlsStream<TcpStream>>,
+    /// Boxed: the connection task's future moves the stream between its states, and each move
+    /// would otherwise be a copy of it laid out in the task for the connection's whole life.
+    pub stream: Box<RecordStream>,
     pub sni: Option<String>,
     pub route: Arc<Route>,
-    /// The client certificate's identity, when the client presented one (mutual TLS).
-    pub peer: Option<PeerIdentity>,
+    /// Version, suite, ALPN and the client certificate's identity (mutual TLS).
+    pub facts: SessionFacts,
 }
 
 impl Established {
+    /// The client certificate's identity, when the client presented one.
+    pub fn peer(&self) -> Option<&PeerIdentity> {
+        self.facts.peer.as_ref()
+    }
+
     /// What a PROXY v2 header tells the backend about this session.
     pub fn tls_info(&self) -> TlsInfo {
-        let conn = self.stream.get_ref().1;
-        let version = match conn.protocol_version() {
-            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
-            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
-            other => other.map(|v| format!("{v:?}")).unwrap_or_default(),
+        let version = match self.facts.version {
+            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_string(),
+            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_string(),
+            other => format!("{other:?}"),
         };
         // IANA names: rustls spells the TLS 1.3 ones `TLS13_…`.
-        let cipher = conn
-            .negotiated_cipher_suite()
-            .map(|s| format!("{:?}", s.suite()).replacen("TLS13_", "TLS_", 1))
-            .unwrap_or_default();
+        let cipher = format!("{:?}", self.facts.suite.suite()).replacen("TLS13_", "TLS_", 1);
         TlsInfo {
             sni: self.sni.clone(),
-            alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
+            alpn: self.facts.alpn.clone(),
             version,
             cipher,
-            client_cert: self.peer.clone(),
+            client_cert: self.facts.peer.clone(),
         }
     }
 
     /// `TLSv1_3`, `TLS13_AES_128_GCM_SHA256`, ALPN as text: for the connection's log line.
     pub fn describe(&self) -> (String, String, String) {
-        let conn = self.stream.get_ref().1;
-        let version = conn.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default();
-        let suite = conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default();
-        let alpn = conn.alpn_protocol().map(|a| String::from_utf8_lossy(a).into_owned()).unwrap_or_default();
+        let version = format!("{:?}", self.facts.version);
+        let suite = format!("{:?}", self.facts.suite.suite());
+        let alpn =
+            self.facts.alpn.as_deref().map(|a| String::from_utf8_lossy(a).into_owned()).unwrap_or_default();
         (version, suite, alpn)
     }
 }
@@ -89,9 +93,9 @@ pub async fn accept(
     tls: &ListenerTls,
     routes: &Routes,
 ) -> Result<Established, HandshakeFailure> {
-    let accepted = read_client_hello(&mut tcp, initial).await.map_err(HandshakeFailure::Failed)?;
-    let hello = accepted.client_hello();
-    let sni = hello.server_name().map(str::to_owned);
+    // Everything the client sent, from its first byte; handshake records are drained as fed.
+    let mut input = initial;
+    let sni = read_client_hello(&mut tcp, &mut input).await.map_err(HandshakeFailure::Failed)?;
     if tls.certs.lookup(sni.as_deref()).is_none() {
         send_alert(&mut tcp, AlertDescription::UnrecognisedName).await;
         return Err(HandshakeFailure::Refused(ProxyError::client(format!(
@@ -104,57 +108,88 @@ pub async fn accept(
             "refused: SNI {sni:?} matches no route and there is no default route"
         ))));
     };
-    let stream =
-        StartHandshake::from_parts(accepted, tcp).into_stream(tls.config.clone()).await.map_err(|e| {
-            HandshakeFailure::Failed(ProxyError::client(format!("TLS handshake failed (sni {sni:?}): {e}")))
-        })?;
-    let stream = Box::new(stream);
-    let peer = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(peer_identity);
-    Ok(Established { stream, sni, route, peer })
+    let failed = |e: String| {
+        HandshakeFailure::Failed(ProxyError::client(format!("TLS handshake failed (sni {sni:?}): {e}")))
+    };
+    let mut hs = ServerHandshake::new(tls.config.clone()).map_err(|e| failed(e.to_string()))?;
+    let mut out = Vec::new();
+    loop {
+        let mut at = 0;
+        let mut progress = Progress::NeedMore;
+        while progress == Progress::NeedMore {
+            let Some(end) = record_end(&input[at..]) else { break };
+            // A malformed header goes to rustls whole: it names the problem and picks the alert.
+            let record = &input[at..at.saturating_add(end).min(input.len())];
+            let result = hs.record(record, &mut out);
+            at += record.len();
+            match result {
+                Ok(p) => progress = p,
+                Err(e) => {
+                    let _ = tcp.write_all(&out).await;
+                    return Err(failed(e.to_string()));
+                }
+            }
+        }
+        if !out.is_empty() {
+            tcp.write_all(&out).await.map_err(|e| failed(format!("write: {e}")))?;
+            out.clear();
+        }
+        input.drain(..at);
+        if progress == Progress::Complete {
+            break;
+        }
+        read_more(&mut tcp, &mut input, "during the handshake").await.map_err(HandshakeFailure::Failed)?;
+    }
+    let finished = hs.finish().map_err(|e| failed(e.to_string()))?;
+    let layer = RecordLayer::new(finished.secrets, finished.kernel)
+        .map_err(|e| HandshakeFailure::Failed(ProxyError::internal(format!("record layer: {e}"))))?;
+    // Client records that arrived with its last handshake record are the stream's first.
+    let stream = Box::new(RecordStream::new(tcp, layer, &input).map_err(|e| failed(e.to_string()))?);
+    Ok(Established { stream, sni, route, facts: finished.facts })
 }
 
-/// Feeds socket bytes to rustls until a whole ClientHello has arrived. Anything that is not one
-/// is answered with the alert rustls chose and an error naming the client.
-async fn read_client_hello(
-    tcp: &mut TcpStream,
-    initial: Vec<u8>,
-) -> Result<rustls::server::Accepted, ProxyError> {
-    let mut acceptor = Acceptor::default();
-    let mut chunk = [0u8; 4096];
-    // Bytes read but not yet given to rustls: first those read past a PROXY header.
-    let mut pending = initial;
-    loop {
-        if pending.is_empty() {
-            let n = tcp
-                .read(&mut chunk)
-                .await
-                .map_err(|e| ProxyError::client(format!("read before ClientHello: {e}")))?;
-            if n == 0 {
-                return Err(ProxyError::client("closed the connection before a complete ClientHello"));
-            }
-            pending.extend_from_slice(&chunk[..n]);
-        }
-        let mut input = pending.as_slice();
-        while !input.is_empty() {
-            let taken = acceptor
-                .read_tls(&mut input)
-                .map_err(|e| ProxyError::client(format!("ClientHello too large or unreadable: {e}")))?;
-            if taken == 0 {
-                return Err(ProxyError::client("ClientHello larger than rustls accepts"));
-            }
-        }
-        pending.clear();
-        match acceptor.accept() {
-            Ok(Some(accepted)) => return Ok(accepted),
-            Ok(None) => continue,
-            Err((err, mut alert)) => {
-                let mut out = Vec::new();
-                let _ = alert.write_all(&mut out);
-                let _ = tcp.write_all(&out).await;
-                return Err(ProxyError::client(format!("not a valid TLS ClientHello: {err}")));
-            }
-        }
+/// The length of the record at the start of `bytes` when it is all there; a header that cannot
+/// start a TLS record counts as complete with its whole length, so rustls rejects it at once.
+fn record_end(bytes: &[u8]) -> Option<usize> {
+    let h: &[u8; HEADER_LEN] = bytes.get(..HEADER_LEN)?.try_into().ok()?;
+    let header = Header::parse(h);
+    if !header.content_type.is_known()
+        || header.version >> 8 != 3
+        || header.len as usize > MAX_CIPHERTEXT_TLS12
+    {
+        return Some(usize::MAX);
     }
+    let end = HEADER_LEN + header.len as usize;
+    (bytes.len() >= end).then_some(end)
+}
+
+/// Reads until `input` holds a whole ClientHello; returns its SNI. Anything that is not one is
+/// answered with the alert rustls chose and an error naming the client.
+async fn read_client_hello(tcp: &mut TcpStream, input: &mut Vec<u8>) -> Result<Option<String>, ProxyError> {
+    let mut hello = HelloReader::default();
+    let mut fed = 0;
+    loop {
+        match hello.feed(&input[fed..]) {
+            Ok(Some(sni)) => return Ok(sni),
+            Ok(None) => {}
+            Err(e) => {
+                let _ = tcp.write_all(&e.alert).await;
+                return Err(ProxyError::client(e.message));
+            }
+        }
+        fed = input.len();
+        read_more(tcp, input, "before a complete ClientHello").await?;
+    }
+}
+
+/// Appends one read from the client to `input`.
+async fn read_more(tcp: &mut TcpStream, input: &mut Vec<u8>, when: &str) -> Result<(), ProxyError> {
+    input.reserve(4096);
+    let n = tcp.read_buf(input).await.map_err(|e| ProxyError::client(format!("read {when}: {e}")))?;
+    if n == 0 {
+        return Err(ProxyError::client(format!("closed the connection {when}")));
+    }
+    Ok(())
 }
 
 /// A fatal alert in a plaintext record: what a server sends before ServerHello.

@@ -113,15 +113,17 @@ pub async fn accept_loop(
     tracing::info!(listener = %state.load().name, %addr, "listening");
     loop {
         let limits = state.load_full();
-        let permits = (
-            acquire(&global, &limits.name, "process").await,
-            acquire(&limits.limit, &limits.name, "listener").await,
-        );
+        // The process's limit is shared by every listener: a listener waiting in accept must not
+        // hold one of its permits (an idle listener then starved a busy one), so here it only
+        // waits until one is free, and takes one once a client arrived.
+        drop(acquire(&global, &limits.name, "process").await);
+        let own = acquire(&limits.limit, &limits.name, "listener").await;
         drop(limits);
         match socket.accept().await {
             Ok((tcp, peer)) => {
                 // Loaded after accept: a reload while this loop waited applies to this client.
                 let current = state.load_full();
+                let permits = (acquire(&global, &current.name, "process").await, own);
                 let span = tracing::info_span!("conn", listener = %current.name, client = %peer);
                 tracker.spawn(
                     async move {
@@ -233,11 +235,11 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
     handshake_result("ok", &version, &suite);
     state.counters.handshake_seconds.observe(started.elapsed().as_secs_f64());
     let sni = est.sni.clone().unwrap_or_default();
-    let client_cert = est.peer.as_ref().map(|p| p.summary()).unwrap_or_default();
+    let client_cert = est.peer().map(|p| p.summary()).unwrap_or_default();
     tracing::info!(%sni, %version, %suite, %alpn, %client_cert, route = %est.route.label, "handshake done");
 
     let _open = OpenGuard::new(state.counters.open.clone());
-    let identity = est.peer.clone();
+    let identity = est.peer().cloned();
     let listed = live().insert(ConnInfo {
         listener: state.name.clone(),
         client,

@@ -1,0 +1,477 @@
+//! A terminated client connection after the handshake: TLS records read and written by tlsgate's
+//! own record layer (`tlsgate-record`) over the TCP socket, as an `AsyncRead + AsyncWrite` of
+//! plaintext.
+//!
+//! Memory: an idle stream holds no buffer, only the socket, the two record keys and rustls's key
+//! schedule. Reads go straight into the caller's buffer when it can hold a whole record (the
+//! relay's per-thread scratch), else into a per-thread scratch of this module; records are opened
+//! in place and their plaintexts moved together at the front. Only the bytes of a record that
+//! has not fully arrived are copied into a buffer of the connection's own, and only plaintext the
+//! caller had no room for; both are freed once used. Writes are sealed into a per-thread scratch
+//! and written at once; only what the socket did not take is kept, until it does.
+//!
+//! Protocol: a client KeyUpdate moves the receive key on, and when it asks for one in return,
+//! ours is sent before any further data. close_notify from the client is end of stream; any
+//! other alert (TLS 1.2 warnings aside) is an error naming the client. A record that does not
+//! open or is malformed is answered with a fatal alert (bad_record_mac for a failed tag) and the
+//! stream fails. Shutdown sends close_notify, then FIN. TLS 1.2 renegotiation is refused. After
+//! 2^24 records under one transmit key, TLS 1.3 moves to the next (TLS 1.2 closes), as rustls
+//! did before the keys were handed over.
+
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use tlsgate_record::crypto::{CryptoError, Inbound, RecordLayer, Version};
+use tlsgate_record::frame::{
+    ContentType, Header, HEADER_LEN, MAX_CIPHERTEXT_TLS12, MAX_CIPHERTEXT_TLS13, MAX_PLAINTEXT,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// The largest record on the wire (TLS 1.2's ciphertext limit is the larger).
+const MAX_RECORD: usize = HEADER_LEN + MAX_CIPHERTEXT_TLS12;
+/// The per-thread read area used when the caller's buffer cannot hold a whole record, and the
+/// most read from the socket at once.
+const READ_AREA: usize = 64 * 1024;
+/// Plaintext sealed per write call: four full records, one write to the socket.
+const WRITE_BATCH: usize = 4 * MAX_PLAINTEXT;
+/// Records sealed under one transmit key before it is replaced (below AES-GCM's 2^24.5).
+const TX_KEY_RECORDS: u64 = 1 << 24;
+
+thread_local! {
+    static READ_SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; READ_AREA].into_boxed_slice());
+    static WRITE_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Alert descriptions sent here (RFC 8446 §6).
+mod alert {
+    pub const CLOSE_NOTIFY: u8 = 0;
+    pub const UNEXPECTED_MESSAGE: u8 = 10;
+    pub const BAD_RECORD_MAC: u8 = 20;
+    pub const RECORD_OVERFLOW: u8 = 22;
+    pub const DECODE_ERROR: u8 = 50;
+    pub const INTERNAL_ERROR: u8 = 80;
+    pub const USER_CANCELED: u8 = 90;
+}
+
+/// See the module docs.
+pub struct RecordStream {
+    tcp: TcpStream,
+    /// Boxed: keys and key schedule stay put while the stream moves between owners.
+    layer: Box<RecordLayer>,
+    /// Received bytes of a record not complete yet, header included. Empty while idle.
+    partial: Vec<u8>,
+    /// Opened plaintext the caller had no room for, from `plain_at`. Empty while idle.
+    plain: Vec<u8>,
+    plain_at: usize,
+    /// Sealed bytes the socket has not taken, from `out_at`. Empty while idle.
+    out: Vec<u8>,
+    out_at: usize,
+    /// The client sent close_notify: reads return end of stream.
+    read_closed: bool,
+    /// Our close_notify is sealed: nothing more is written.
+    close_sent: bool,
+    /// A bad record or alert ended the stream; what to say to further calls.
+    failed: Option<String>,
+    /// Records sealed under one transmit key before it is replaced.
+    tx_key_records: u64,
+}
+
+impl std::fmt::Debug for RecordStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordStream")
+            .field("layer", &self.layer)
+            .field("partial", &self.partial.len())
+            .field("plain", &(self.plain.len() - self.plain_at))
+            .field("out", &(self.out.len() - self.out_at))
+            .field("read_closed", &self.read_closed)
+            .field("close_sent", &self.close_sent)
+            .finish()
+    }
+}
+
+impl RecordStream {
+    /// Takes over `tcp` after the handshake; `received` holds client bytes read past the last
+    /// handshake record (the start of its first application records).
+    pub fn new(tcp: TcpStream, layer: RecordLayer, received: &[u8]) -> io::Result<RecordStream> {
+        let mut s = RecordStream {
+            tcp,
+            layer: Box::new(layer),
+            partial: Vec::new(),
+            plain: Vec::new(),
+            plain_at: 0,
+            out: Vec::new(),
+            out_at: 0,
+            read_closed: false,
+            close_sent: false,
+            failed: None,
+            tx_key_records: TX_KEY_RECORDS,
+        };
+        if !received.is_empty() {
+            // Opened now, so that later reads start from a clean state.
+            let mut area = received.to_vec();
+            let n = s.open_records(&mut area)?;
+            if n > 0 {
+                area.truncate(n);
+                s.plain = area;
+            }
+        }
+        Ok(s)
+    }
+
+    /// Replaces the transmit key after `records` records instead of 2^24: for tests, which
+    /// cannot send 2^24 records.
+    pub fn with_tx_key_records(mut self, records: u64) -> RecordStream {
+        self.tx_key_records = records;
+        self
+    }
+
+    /// Bytes held for this connection right now (partial record, unread plaintext, unsent
+    /// records): zero while idle.
+    pub fn held(&self) -> usize {
+        self.partial.len() + (self.plain.len() - self.plain_at) + (self.out.len() - self.out_at)
+    }
+
+    fn limit(&self) -> usize {
+        match self.layer.version() {
+            Version::Tls13 => MAX_CIPHERTEXT_TLS13,
+            Version::Tls12 => MAX_CIPHERTEXT_TLS12,
+        }
+    }
+
+    /// Reads from the socket into `area` after the partial record, which is then copied in
+    /// front; returns the number of bytes in `area`. Ready(Ok(0)) is a clean end of stream.
+    fn fill(&mut self, cx: &mut Context<'_>, area: &mut [u8]) -> Poll<io::Result<usize>> {
+        let p = self.partial.len();
+        let mut rb = ReadBuf::new(&mut area[p..]);
+        ready!(Pin::new(&mut self.tcp).poll_read(cx, &mut rb))?;
+        let n = rb.filled().len();
+        if n == 0 {
+            if p > 0 {
+                return Poll::Ready(Err(self.fail_silent(format!(
+                    "client closed the connection in the middle of a record ({p} bytes of it received)"
+                ))));
+            }
+            // No close_notify: the relay treats this as the end of the client's stream.
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "client closed the connection without close_notify",
+            )));
+        }
+        area[..p].copy_from_slice(&self.partial);
+        self.partial = Vec::new();
+        Poll::Ready(Ok(p + n))
+    }
+
+    /// Opens every complete record in `area` in place and moves their plaintexts together at
+    /// its front; keeps an incomplete last record in `partial`. Returns the plaintext length.
+    fn open_records(&mut self, area: &mut [u8]) -> io::Result<usize> {
+        let len = area.len();
+        let (mut rd, mut wr) = (0, 0);
+        let mut answered_update = false;
+        while !self.read_closed && len - rd >= HEADER_LEN {
+            let mut h = [0u8; HEADER_LEN];
+            h.copy_from_slice(&area[rd..rd + HEADER_LEN]);
+            let header = Header::parse(&h);
+            self.check(header)?;
+            let end = rd + HEADER_LEN + header.len as usize;
+            if end > len {
+                break;
+            }
+            let body = &mut area[rd + HEADER_LEN..end];
+            match self.layer.open(header, body) {
+                Ok(Inbound::Data(opened)) => {
+                    let start = rd + HEADER_LEN + opened.plaintext.start;
+                    area.copy_within(start..start + opened.plaintext.len(), wr);
+                    wr += opened.plaintext.len();
+                }
+                Ok(Inbound::Alert(opened)) => match <[u8; 2]>::try_from(&body[opened.plaintext]).ok() {
+                    Some([_, alert::CLOSE_NOTIFY]) => self.read_closed = true,
+                    Some([_, alert::USER_CANCELED]) => {}
+                    // TLS 1.2 warnings other than close_notify carry no meaning for a relay.
+                    Some([1, d]) if self.layer.version() == Version::Tls12 => {
+                        tracing::debug!(side = "client", alert = d, "TLS 1.2 warning alert ignored")
+                    }
+                    Some([_, d]) => {
+                        return Err(self.fail_silent(format!("client sent fatal alert {}", alert_name(d))))
+                    }
+                    None => {
+                        return Err(self.fail(alert::DECODE_ERROR, "client sent a malformed alert".into()))
+                    }
+                },
+                Ok(Inbound::KeyUpdate { requested, .. }) => {
+                    tracing::debug!(requested, "client updated its traffic key");
+                    // One answer per batch of updates is enough (RFC 8446 §4.6.3).
+                    if requested && !answered_update {
+                        answered_update = true;
+                        self.layer.send_key_update(&mut self.out).map_err(|e| self.crypto_failure(e))?;
+                    }
+                }
+                Err(e) => return Err(self.crypto_failure(e)),
+            }
+            rd = end;
+        }
+        if !self.read_closed && rd < len {
+            self.partial = area[rd..].to_vec();
+        }
+        Ok(wr)
+    }
+
+    /// A header's content type, version and length, before its body is awaited.
+    fn check(&mut self, h: Header) -> io::Result<()> {
+        if !h.content_type.is_known() || h.content_type == ContentType::CHANGE_CIPHER_SPEC {
+            return Err(self.fail(
+                alert::UNEXPECTED_MESSAGE,
+                format!("client sent a record of content type {}", h.content_type.0),
+            ));
+        }
+        if h.version >> 8 != 3 {
+            return Err(
+                self.fail(alert::DECODE_ERROR, format!("client sent record version {:#06x}", h.version))
+            );
+        }
+        if h.len as usize > self.limit() {
+            return Err(self.fail(
+                alert::RECORD_OVERFLOW,
+                format!("client sent a record of {} bytes (limit {})", h.len, self.limit()),
+            ));
+        }
+        Ok(())
+    }
+
+    fn crypto_failure(&mut self, e: CryptoError) -> io::Error {
+        let description = match e {
+            CryptoError::BadRecordMac | CryptoError::Short(_) => alert::BAD_RECORD_MAC,
+            CryptoError::TooLarge(_) => alert::RECORD_OVERFLOW,
+            CryptoError::OuterType(_) | CryptoError::NoContentType | CryptoError::PostHandshake(_) => {
+                alert::UNEXPECTED_MESSAGE
+            }
+            CryptoError::SeqExhausted | CryptoError::Unsupported | CryptoError::KeySchedule(_) => {
+                alert::INTERNAL_ERROR
+            }
+        };
+        let what = match e {
+            CryptoError::PostHandshake(22) if self.layer.version() == Version::Tls12 => {
+                "client asked for renegotiation, which is not supported".to_string()
+            }
+            e => format!("client sent a bad record: {e}"),
+        };
+        self.fail(description, what)
+    }
+
+    /// Fails the stream with a fatal alert to the client, sent as far as the socket takes it
+    /// now (the connection is closed right after).
+    fn fail(&mut self, description: u8, what: String) -> io::Error {
+        let mut record = Vec::new();
+        if self.layer.seal_alert([2, description], &mut record).is_ok() {
+            let pending = self.out.len() - self.out_at;
+            // Behind any records still queued, which the client may as well get.
+            if pending == 0 {
+                let _ = self.tcp.try_write(&record);
+            } else {
+                self.out.extend_from_slice(&record);
+                let _ = self.tcp.try_write(&self.out[self.out_at..]);
+            }
+        }
+        self.fail_silent(format!("{what}; sent alert {}", alert_name(description)))
+    }
+
+    fn fail_silent(&mut self, what: String) -> io::Error {
+        self.partial = Vec::new();
+        self.out = Vec::new();
+        self.out_at = 0;
+        self.failed = Some(what.clone());
+        io::Error::new(io::ErrorKind::InvalidData, what)
+    }
+
+    fn failed_error(&self) -> Option<io::Error> {
+        self.failed.as_ref().map(|w| io::Error::new(io::ErrorKind::BrokenPipe, format!("stream failed: {w}")))
+    }
+
+    /// Keeps the transmit key under AES-GCM's confidentiality limit (RFC 8446 §5.5, 2^24.5
+    /// records), which rustls enforced itself before the keys were handed over: TLS 1.3 moves to
+    /// a new key with a KeyUpdate; TLS 1.2 cannot, and ends the connection.
+    fn refresh_tx_key(&mut self, sealed: &mut Vec<u8>) -> io::Result<()> {
+        if self.layer.seqs().1 < self.tx_key_records {
+            return Ok(());
+        }
+        match self.layer.version() {
+            Version::Tls13 => {
+                tracing::debug!(records = self.tx_key_records, "transmit key used up, updating it");
+                self.layer
+                    .send_key_update(sealed)
+                    .map(|_| ())
+                    .map_err(|e| self.fail_silent(format!("key update: {e}")))
+            }
+            Version::Tls12 => Err(self.fail_silent(format!(
+                "TLS 1.2 connection reached {} records, the most one key may seal; closed",
+                self.tx_key_records
+            ))),
+        }
+    }
+
+    /// Writes the queued records until the socket takes no more.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.out_at < self.out.len() {
+            let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, &self.out[self.out_at..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.out_at += n;
+        }
+        if self.out_at > 0 || self.out.capacity() > 0 {
+            self.out = Vec::new();
+            self.out_at = 0;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Gives the caller what was opened before and did not fit.
+    fn take_plain(&mut self, buf: &mut ReadBuf<'_>) {
+        let n = buf.remaining().min(self.plain.len() - self.plain_at);
+        buf.put_slice(&self.plain[self.plain_at..self.plain_at + n]);
+        self.plain_at += n;
+        if self.plain_at == self.plain.len() {
+            self.plain = Vec::new();
+            self.plain_at = 0;
+        }
+    }
+
+    /// One socket read and the records it completed, in the caller's buffer when a whole
+    /// record fits there. Ready(Ok(0)) means nothing for the caller yet (or end of stream).
+    fn read_once(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<usize>> {
+        if buf.remaining() >= MAX_RECORD {
+            let area = buf.initialize_unfilled_to(buf.remaining().min(READ_AREA));
+            let n = ready!(self.fill(cx, area))?;
+            let produced = self.open_records(&mut area[..n])?;
+            buf.advance(produced);
+            return Poll::Ready(Ok(produced));
+        }
+        READ_SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let n = ready!(self.fill(cx, &mut scratch[..]))?;
+            let produced = self.open_records(&mut scratch[..n])?;
+            let direct = produced.min(buf.remaining());
+            buf.put_slice(&scratch[..direct]);
+            if direct < produced {
+                self.plain = scratch[direct..produced].to_vec();
+                self.plain_at = 0;
+            }
+            Poll::Ready(Ok(produced))
+        })
+    }
+}
+
+impl AsyncRead for RecordStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(e) = this.failed_error() {
+            return Poll::Ready(Err(e));
+        }
+        if this.plain_at < this.plain.len() {
+            this.take_plain(buf);
+            return Poll::Ready(Ok(()));
+        }
+        while !this.read_closed && buf.remaining() > 0 {
+            let produced = ready!(this.read_once(cx, buf))?;
+            // A KeyUpdate answer goes out now, whether or not the caller writes soon; the
+            // socket's write readiness wakes this task if it cannot take it yet.
+            if this.out_at < this.out.len() {
+                if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+                    return Poll::Ready(Err(e));
+                }
+            }
+            if produced > 0 {
+                break;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for RecordStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(e) = this.failed_error() {
+            return Poll::Ready(Err(e));
+        }
+        if this.close_sent {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "write after close_notify")));
+        }
+        ready!(this.poll_drain(cx))?;
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        // Sealed only once the socket can take it, so at most one batch waits here.
+        ready!(this.tcp.poll_write_ready(cx))?;
+        let take = data.len().min(WRITE_BATCH);
+        WRITE_SCRATCH.with(|scratch| {
+            let mut sealed = scratch.borrow_mut();
+            sealed.clear();
+            for chunk in data[..take].chunks(MAX_PLAINTEXT) {
+                this.refresh_tx_key(&mut sealed)?;
+                this.layer.seal(chunk, &mut sealed).map_err(|e| this.fail_silent(format!("sealing: {e}")))?;
+            }
+            let mut at = 0;
+            while at < sealed.len() {
+                match this.tcp.try_write(&sealed[at..]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => at += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            if at < sealed.len() {
+                this.out = sealed[at..].to_vec();
+                this.out_at = 0;
+            }
+            Ok(())
+        })?;
+        Poll::Ready(Ok(take))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_drain(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.failed.is_none() {
+            if !this.close_sent {
+                ready!(this.poll_drain(cx))?;
+                this.layer
+                    .seal_alert([1, alert::CLOSE_NOTIFY], &mut this.out)
+                    .map_err(|e| io::Error::other(format!("sealing close_notify: {e}")))?;
+                this.close_sent = true;
+            }
+            ready!(this.poll_drain(cx))?;
+        }
+        Pin::new(&mut this.tcp).poll_shutdown(cx)
+    }
+}
+
+/// The alert's name as RFC 8446 spells it, for log lines.
+fn alert_name(d: u8) -> String {
+    let name = match d {
+        0 => "close_notify",
+        10 => "unexpected_message",
+        20 => "bad_record_mac",
+        22 => "record_overflow",
+        40 => "handshake_failure",
+        42 => "bad_certificate",
+        46 => "certificate_unknown",
+        47 => "illegal_parameter",
+        48 => "unknown_ca",
+        50 => "decode_error",
+        51 => "decrypt_error",
+        70 => "protocol_version",
+        80 => "internal_error",
+        90 => "user_canceled",
+        100 => "no_renegotiation",
+        109 => "missing_extension",
+        _ => return format!("({d})"),
+    };
+    name.to_string()
+}

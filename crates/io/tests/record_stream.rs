@@ -1,0 +1,89 @@
+//! The record stream holds no buffer while idle: after the handshake, after a read too small for
+//! what arrived (the rest held, then given out and freed), after a large write. A used-up
+//! transmit key is replaced with a KeyUpdate the client follows.
+
+use std::io::{Read, Write};
+use std::net::TcpStream as StdTcp;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use tlsgate_config::Config;
+use tlsgate_io::terminate::handshake::accept;
+use tlsgate_io::terminate::routes::Routes;
+use tlsgate_tls::pki::TestCa;
+use tlsgate_tls::server::listener_tls;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BIG: usize = 100_000;
+
+/// A blocking rustls client: sends 3000 bytes, reads `BIG` bytes back, then waits for the
+/// server's close.
+fn client(addr: std::net::SocketAddr, ca_pem: String) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap()).unwrap();
+        let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        let conn = rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+        let mut s = rustls::StreamOwned::new(conn, StdTcp::connect(addr).unwrap());
+        s.write_all(&[7u8; 3000]).unwrap();
+        let mut got = vec![0u8; BIG];
+        s.read_exact(&mut got).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+        got
+    })
+}
+
+#[tokio::test]
+async fn nothing_is_held_between_reads_and_writes() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test ca").unwrap();
+    let (cert, key) = ca.issue_server(&["localhost"]).unwrap().write(dir.path(), "server").unwrap();
+    let config = Config::from_toml(&format!(
+        r#"
+[[terminate.listener]]
+listen = "127.0.0.1:0"
+  [[terminate.listener.certificate]]
+  cert = "{}"
+  key = "{}"
+  default = true
+  [[terminate.listener.route]]
+  backends = ["127.0.0.1:9"]
+"#,
+        cert.display(),
+        key.display()
+    ))
+    .unwrap();
+    let listener = &config.terminate.as_ref().unwrap().listener[0];
+    let tls = listener_tls(listener, false).unwrap();
+    let routes = Routes::from_config(listener).unwrap();
+
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = client(socket.local_addr().unwrap(), ca.cert_pem().to_string());
+    let (tcp, _) = socket.accept().await.unwrap();
+    let est = accept(tcp, Vec::new(), &tls, &routes).await.unwrap();
+    // A new transmit key every 3 records: the 100 000-byte write below (7 records) crosses two
+    // KeyUpdates, which the client must follow to read it all.
+    let mut stream = est.stream.with_tx_key_records(3);
+    let s = &mut stream;
+
+    // A 100-byte read of a 3000-byte record: the rest is held, then handed out and freed.
+    let mut small = [0u8; 100];
+    s.read_exact(&mut small).await.unwrap();
+    assert_eq!(s.held(), 2900, "{s:?}");
+    let mut rest = vec![0u8; 2900];
+    s.read_exact(&mut rest).await.unwrap();
+    assert!(small.iter().chain(&rest).all(|&b| b == 7));
+    assert_eq!(s.held(), 0, "{s:?}");
+
+    // A large write: sealed in the thread's scratch; once flushed nothing stays.
+    let data: Vec<u8> = (0..BIG).map(|i| (i % 253) as u8).collect();
+    s.write_all(&data).await.unwrap();
+    s.flush().await.unwrap();
+    assert_eq!(s.held(), 0, "{s:?}");
+    s.shutdown().await.unwrap();
+    assert_eq!(peer.join().unwrap(), data);
+}

@@ -1,0 +1,406 @@
+//! tlsgate's own record layer after the handshake, against real peers: a TLS 1.3 KeyUpdate from
+//! `openssl s_client` (with and without asking for ours) and data both ways after it; session
+//! resumption with `openssl s_client -sess_out/-sess_in`, TLS 1.3 and 1.2; a tampered record, a
+//! garbage record, an oversized one and a truncated one each close that connection with the
+//! right alert and a log line naming the client, while another connection carries on; records
+//! cut at odd offsets and hundreds of records in one segment arrive whole; TLS 1.2
+//! renegotiation and TLS 1.2 ChaCha20 are refused; a HelloRetryRequest handshake completes.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tlsgate_testkit::clients::{describe, s_client};
+use tlsgate_testkit::pki::Pki;
+use tlsgate_testkit::process::Tlsgate;
+use tlsgate_testkit::tls_client::{self, TlsStream};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A backend that echoes every byte back, one thread per connection.
+fn echo_backend() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16384];
+                loop {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if stream.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn terminator(pki: &Pki, backend: &str, extra: &[&str]) -> (Tlsgate, SocketAddr) {
+    let (cert, key) = pki.server("server", &["localhost"]);
+    let mut args = vec![
+        "terminate",
+        "--listen",
+        "127.0.0.1:0",
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--backend",
+        backend,
+    ];
+    args.extend_from_slice(extra);
+    let gate = Tlsgate::start(BIN, &args);
+    let addr = gate.listening(None);
+    (gate, addr)
+}
+
+/// `openssl s_client` driven line by line: its stdout arrives on a channel.
+struct Interactive {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Interactive {
+    fn start(args: &[&str]) -> Interactive {
+        let mut child = Command::new("openssl")
+            .arg("s_client")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl is installed");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Interactive { child, stdin, lines, seen: Vec::new() }
+    }
+
+    fn send(&mut self, line: &str) {
+        self.stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// Waits for the next stdout line containing `needle`; panics with everything seen on timeout.
+    fn expect(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => {
+                    panic!("no line with {needle:?} from s_client; it printed:\n{}", self.seen.join("\n"))
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Interactive {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn openssl_key_update_mid_connection_and_data_both_ways_after_it() {
+    let pki = Pki::new();
+    let (gate, addr) = terminator(&pki, &echo_backend(), &[]);
+    let connect = addr.to_string();
+    // Not -quiet: s_client only takes its `k`/`K` commands without -ign_eof. -msg prints every
+    // protocol message, the inner type of encrypted ones included.
+    let mut c = Interactive::start(&[
+        "-connect",
+        &connect,
+        "-servername",
+        "localhost",
+        "-CAfile",
+        pki.ca(),
+        "-verify_return_error",
+        "-tls1_3",
+        "-msg",
+    ]);
+    c.expect("Verify return code: 0 (ok)");
+    c.send("line one");
+    c.expect("line one");
+
+    // `k`: the client moves its own key on; tlsgate must follow to read what comes next.
+    c.send("k");
+    c.expect(">>> TLS 1.3, Handshake [length 0005], KeyUpdate");
+    c.send("line two");
+    c.expect("line two");
+
+    // `K`: the client also asks for ours. tlsgate's KeyUpdate arrives, then data under the new
+    // key both ways.
+    c.send("K");
+    c.expect(">>> TLS 1.3, Handshake [length 0005], KeyUpdate");
+    let ours = c.expect("<<< TLS 1.3, Handshake");
+    assert!(ours.contains("KeyUpdate"), "expected tlsgate's KeyUpdate, got {ours}");
+    c.send("line three");
+    c.expect("line three");
+    c.send("K");
+    c.expect(">>> TLS 1.3, Handshake [length 0005], KeyUpdate");
+    c.send("line four");
+    let ours = c.expect("<<< TLS 1.3, Handshake");
+    assert!(ours.contains("KeyUpdate"), "expected tlsgate's second KeyUpdate, got {ours}");
+    c.expect("line four");
+
+    // `Q` closes with close_notify: the connection ends cleanly.
+    c.send("Q");
+    gate.proc.wait_for(&["connection closed"], WAIT);
+    assert!(gate.proc.lines_with(&["connection aborted"]).is_empty(), "{}", gate.proc.log_text());
+}
+
+#[test]
+fn openssl_resumes_sessions_tls13_and_tls12() {
+    let pki = Pki::new();
+    let (_backend, backend_addr) = Tlsgate::backend(BIN, "127.0.0.1:0", "builtin");
+    let (gate, addr) = terminator(&pki, &backend_addr, &[]);
+    let connect = addr.to_string();
+    let request = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    for (flag, version) in [("-tls1_3", "TLSv1.3"), ("-tls1_2", "TLSv1.2")] {
+        let session = pki.path(&format!("session{flag}.pem"));
+        let session = session.to_str().unwrap();
+        let base = ["-connect", &connect, "-servername", "localhost", "-CAfile", pki.ca(), "-ign_eof", flag];
+        let first = s_client(&[&base[..], &["-sess_out", session]].concat(), request);
+        let text = String::from_utf8_lossy(&first.stdout);
+        assert!(text.contains(&format!("New, {version}")), "{}", describe(&first));
+        assert!(text.contains("hello from builtin"), "{}", describe(&first));
+        let again = s_client(&[&base[..], &["-sess_in", session]].concat(), request);
+        let text = String::from_utf8_lossy(&again.stdout);
+        assert!(text.contains(&format!("Reused, {version}")), "not resumed: {}", describe(&again));
+        assert!(text.contains("hello from builtin"), "{}", describe(&again));
+    }
+    assert!(gate.proc.lines_with(&["connection aborted"]).is_empty(), "{}", gate.proc.log_text());
+}
+
+/// A TLS 1.3 connection through tlsgate to the echo backend, checked with one round trip.
+fn connected(addr: SocketAddr, pki: &Pki) -> TlsStream {
+    let mut s = tls_client::handshake(addr, pki.ca().as_ref(), "localhost", WAIT).unwrap();
+    round_trip(&mut s, b"ping");
+    s
+}
+
+fn round_trip(s: &mut TlsStream, data: &[u8]) {
+    s.write_all(data).unwrap();
+    s.flush().unwrap();
+    let mut got = vec![0u8; data.len()];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(got, data);
+}
+
+/// Sends `data` as one sealed application-data record, passed through `mangle` on the way out.
+fn send_mangled(s: &mut TlsStream, data: &[u8], mangle: impl FnOnce(&mut Vec<u8>)) {
+    s.conn.writer().write_all(data).unwrap();
+    let mut wire = Vec::new();
+    while s.conn.wants_write() {
+        s.conn.write_tls(&mut wire).unwrap();
+    }
+    mangle(&mut wire);
+    s.sock.write_all(&wire).unwrap();
+}
+
+/// Reads what tlsgate sends until it closes; returns rustls's verdict on those bytes.
+fn verdict(s: &mut TlsStream) -> Result<(), rustls::Error> {
+    let mut wire = Vec::new();
+    let _ = s.sock.read_to_end(&mut wire);
+    let mut input = &wire[..];
+    while !input.is_empty() {
+        s.conn.read_tls(&mut input).unwrap();
+    }
+    s.conn.process_new_packets().map(|_| ())
+}
+
+#[test]
+fn bad_records_close_only_their_connection_with_an_alert() {
+    let pki = Pki::new();
+    let (gate, addr) = terminator(&pki, &echo_backend(), &[]);
+    let mut healthy = connected(addr, &pki);
+
+    // A flipped bit in a ciphertext: bad_record_mac.
+    let mut s = connected(addr, &pki);
+    send_mangled(&mut s, b"tampered", |w| {
+        let last = w.len() - 1;
+        w[last - 20] ^= 1;
+    });
+    assert_eq!(verdict(&mut s), Err(rustls::Error::AlertReceived(rustls::AlertDescription::BadRecordMac)));
+    gate.proc.wait_for(
+        &["connection aborted", "side=client", "bad record MAC", "sent alert bad_record_mac"],
+        WAIT,
+    );
+    round_trip(&mut healthy, b"still here 1");
+
+    // Garbage where a record header should be: unexpected_message.
+    let mut s = connected(addr, &pki);
+    s.sock.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(
+        verdict(&mut s),
+        Err(rustls::Error::AlertReceived(rustls::AlertDescription::UnexpectedMessage))
+    );
+    gate.proc.wait_for(&["connection aborted", "side=client", "content type 71"], WAIT);
+    round_trip(&mut healthy, b"still here 2");
+
+    // A header announcing more than the largest TLS 1.3 record: record_overflow.
+    let mut s = connected(addr, &pki);
+    s.sock.write_all(&[23, 3, 3, 0x48, 0]).unwrap();
+    assert_eq!(verdict(&mut s), Err(rustls::Error::AlertReceived(rustls::AlertDescription::RecordOverflow)));
+    gate.proc.wait_for(&["connection aborted", "side=client", "record of 18432 bytes"], WAIT);
+    round_trip(&mut healthy, b"still here 3");
+
+    // Half a record, then FIN: closed, and the log says it was cut mid-record.
+    let mut s = connected(addr, &pki);
+    send_mangled(&mut s, b"cut short", |w| w.truncate(w.len() / 2));
+    s.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.sock.read_to_end(&mut rest);
+    gate.proc.wait_for(&["connection aborted", "side=client", "in the middle of a record"], WAIT);
+    round_trip(&mut healthy, b"still here 4");
+
+    // The healthy connection ends with close_notify both ways and a clean log line.
+    healthy.conn.send_close_notify();
+    healthy.flush().unwrap();
+    let mut rest = Vec::new();
+    healthy.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    gate.proc.wait_for(&["connection closed", "up=52"], WAIT);
+}
+
+/// Seals `data` as records (one per `write_all`, as rustls cuts them) and returns the wire bytes.
+fn sealed(s: &mut TlsStream, pieces: &[&[u8]]) -> Vec<u8> {
+    let mut wire = Vec::new();
+    for piece in pieces {
+        s.conn.writer().write_all(piece).unwrap();
+        while s.conn.wants_write() {
+            s.conn.write_tls(&mut wire).unwrap();
+        }
+    }
+    wire
+}
+
+#[test]
+fn records_cut_anywhere_and_many_in_one_segment_arrive_whole() {
+    let pki = Pki::new();
+    let (gate, addr) = terminator(&pki, &echo_backend(), &[]);
+    let mut s = connected(addr, &pki);
+    s.sock.set_nodelay(true).unwrap();
+
+    // 300 small records in one write: opened in one read and moved together.
+    let msgs: Vec<Vec<u8>> = (0..300).map(|i| format!("record {i};").into_bytes()).collect();
+    let pieces: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+    let wire = sealed(&mut s, &pieces);
+    s.sock.write_all(&wire).unwrap();
+    let want = msgs.concat();
+    let mut got = vec![0u8; want.len()];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(got, want);
+
+    // 40000 bytes (three records, the first two full) written 7 bytes at a time: headers and
+    // bodies cut at every kind of offset.
+    let big: Vec<u8> = (0..40000u32).map(|i| (i % 251) as u8).collect();
+    let wire = sealed(&mut s, &[&big]);
+    for chunk in wire.chunks(7) {
+        s.sock.write_all(chunk).unwrap();
+    }
+    let mut got = vec![0u8; big.len()];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(got, big);
+
+    round_trip(&mut s, b"done");
+    drop(s);
+    gate.proc.wait_for(&["connection closed", &format!("up={}", 4 + want.len() + big.len() + 4)], WAIT);
+}
+
+#[test]
+fn a_tls12_client_offering_only_chacha20_is_refused_at_the_handshake() {
+    let pki = Pki::new();
+    let (gate, addr) = terminator(&pki, &echo_backend(), &[]);
+    let connect = addr.to_string();
+    let chacha = "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+    let args =
+        ["-connect", &connect, "-servername", "localhost", "-CAfile", pki.ca(), "-tls1_2", "-cipher", chacha];
+    let out = s_client(&args, b"");
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("handshake failure"), "{}", describe(&out));
+    gate.proc.wait_for(&["handshake failed", "side=client", "NoCipherSuitesInCommon"], WAIT);
+}
+
+#[test]
+fn tls12_renegotiation_is_refused_and_the_connection_closed() {
+    let pki = Pki::new();
+    let (gate, addr) = terminator(&pki, &echo_backend(), &[]);
+    let connect = addr.to_string();
+    let mut c = Interactive::start(&[
+        "-connect",
+        &connect,
+        "-servername",
+        "localhost",
+        "-CAfile",
+        pki.ca(),
+        "-verify_return_error",
+        "-tls1_2",
+        "-msg",
+    ]);
+    c.expect("Verify return code: 0 (ok)");
+    c.send("line one");
+    c.expect("line one");
+    // `R`: s_client sends a new ClientHello inside the session.
+    c.send("R");
+    c.expect(">>> TLS 1.2, Handshake [length");
+    let alert = c.expect("<<< TLS 1.2, Alert");
+    assert!(alert.contains("fatal unexpected_message"), "{alert}");
+    gate.proc.wait_for(&["connection aborted", "side=client", "renegotiation, which is not supported"], WAIT);
+}
+
+#[test]
+fn a_hello_retry_request_handshake_completes() {
+    let pki = Pki::new();
+    let (_backend, backend_addr) = Tlsgate::backend(BIN, "127.0.0.1:0", "builtin");
+    let (_gate, addr) = terminator(&pki, &backend_addr, &[]);
+    let connect = addr.to_string();
+    // The key share s_client sends first (ffdhe2048) is one tlsgate does not take: it asks for
+    // X25519 with a HelloRetryRequest, and the client's second ClientHello finishes the handshake.
+    let args = [
+        "-connect",
+        &connect,
+        "-servername",
+        "localhost",
+        "-CAfile",
+        pki.ca(),
+        "-tls1_3",
+        "-groups",
+        "ffdhe2048:X25519",
+        "-ign_eof",
+        "-msg",
+    ];
+    let out = s_client(&args, b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("ServerHello").count(), 2, "no HelloRetryRequest: {}", describe(&out));
+    assert!(text.contains("Server Temp Key: X25519"), "{}", describe(&out));
+    assert!(text.contains("hello from builtin"), "{}", describe(&out));
+}
