@@ -39,6 +39,7 @@ fn simulate(args: &SimulateArgs) -> Result<(), String> {
         client_rx_buffer: args.client_window,
         key_update_at: args.key_update_at,
         server_write: args.server_write,
+        reset_at: None,
         time_limit: Duration::from_secs(600),
     };
     let summary = sim::run(&config, Arc::new(server), client);
