@@ -2,6 +2,8 @@
 //!
 //! - [`frame`]: the record framer over one direction's byte stream cut at any offset; it never
 //!   copies a body.
+//! - [`handshake`]: the rustls server handshake fed whole client records, up to the handover of
+//!   its keys (the one place a rustls server connection is driven for terminate and inline).
 //! - [`crypto`]: opening and sealing records with the traffic keys rustls extracted after the
 //!   handshake (its `KernelConnection`), TLS 1.3 key updates followed both ways.
 //! - [`stream`]: opening a record piece by piece as its segments arrive, the tag checked at its
@@ -13,4 +15,5 @@
 
 pub mod crypto;
 pub mod frame;
+pub mod handshake;
 pub mod stream;

@@ -1,10 +1,12 @@
 //! A terminate listener's server handshake on rustls's *unbuffered* API, sans-IO.
 //!
-//! This is the module that drives rustls for terminate (the rustls 0.24 upgrade replaces this
-//! API, so its calls stay here). The unbuffered connection is used because only it converts into
-//! a [`KernelConnection`] once the handshake is over: the keys and record sequence numbers go to
-//! tlsgate's own record layer (`tlsgate-record`), and rustls keeps only the key schedule for TLS
-//! 1.3 key updates. No rustls buffer outlives the handshake.
+//! The connection itself is driven by `tlsgate_record::handshake` (shared with the inline engine;
+//! the rustls 0.24 upgrade replaces the unbuffered API, so its calls stay there); this module adds
+//! terminate's parts: the ClientHello read before any answer, and the session's facts. The
+//! unbuffered connection is used because only it converts into a [`KernelConnection`] once the
+//! handshake is over: the keys and record sequence numbers go to tlsgate's own record layer
+//! (`tlsgate-record`), and rustls keeps only the key schedule for TLS 1.3 key updates. No rustls
+//! buffer outlives the handshake.
 //!
 //! The caller feeds whole records, one at a time, and stops at completion: the client's first
 //! application records never reach rustls, so the extracted receive sequence number is exactly
@@ -15,10 +17,10 @@ use std::io::Read;
 use std::sync::Arc;
 
 use rustls::kernel::KernelConnection;
-use rustls::server::{Acceptor, ServerConfig, ServerConnectionData, UnbufferedServerConnection};
-use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedStatus};
+use rustls::server::{Acceptor, ServerConfig, ServerConnectionData};
 use rustls::{ExtractedSecrets, ProtocolVersion, SupportedCipherSuite};
 use tlsgate_core::identity::PeerIdentity;
+use tlsgate_record::handshake::{self, HandshakeError};
 
 use crate::identity::peer_identity;
 
@@ -68,12 +70,7 @@ impl HelloReader {
     }
 }
 
-/// Whether the handshake needs more client records.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Progress {
-    NeedMore,
-    Complete,
-}
+pub use tlsgate_record::handshake::Progress;
 
 /// What the handshake settled, for logs, PROXY TLVs and headers.
 #[derive(Clone, Debug)]
@@ -100,121 +97,44 @@ impl std::fmt::Debug for Finished {
     }
 }
 
-/// A rustls server handshake fed the client's records.
+/// A rustls server handshake fed the client's records: `tlsgate_record::handshake`'s driver
+/// (shared with the inline engine), its errors as rustls's, and the session's facts at the end.
+#[derive(Debug)]
 pub struct ServerHandshake {
-    conn: UnbufferedServerConnection,
-    /// Client bytes rustls has not released yet: a handshake message spanning records stays in
-    /// the caller's buffer in the unbuffered API.
-    pending: Vec<u8>,
-    complete: bool,
-}
-
-impl std::fmt::Debug for ServerHandshake {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerHandshake")
-            .field("pending", &self.pending.len())
-            .field("complete", &self.complete)
-            .finish()
-    }
+    inner: handshake::ServerHandshake,
 }
 
 impl ServerHandshake {
     /// The config must have `enable_secret_extraction` set (see [`crate::server::listener_tls`]).
     pub fn new(config: Arc<ServerConfig>) -> Result<ServerHandshake, rustls::Error> {
-        Ok(ServerHandshake {
-            conn: UnbufferedServerConnection::new(config)?,
-            pending: Vec::new(),
-            complete: false,
-        })
+        Ok(ServerHandshake { inner: handshake::ServerHandshake::new(config).map_err(as_rustls)? })
     }
 
     /// Feeds one complete record from the client (header included) and appends to `out` what
     /// must be sent to it. On `Err`, `out` holds the fatal alert rustls chose, if any.
     pub fn record(&mut self, record: &[u8], out: &mut Vec<u8>) -> Result<Progress, rustls::Error> {
-        if self.complete {
-            return Err(rustls::Error::General("record after the handshake completed".into()));
-        }
-        self.pending.extend_from_slice(record);
-        let result = self.drive(out);
-        if result.is_err() {
-            // The alert rustls queued on the error comes out of the next calls.
-            self.pending.clear();
-            let _ = self.drive(out);
-        }
-        result
-    }
-
-    fn drive(&mut self, out: &mut Vec<u8>) -> Result<Progress, rustls::Error> {
-        loop {
-            let UnbufferedStatus { discard, state } = self.conn.process_tls_records(&mut self.pending);
-            // `state` borrows the connection; take what it says first, drain the input after.
-            let step = match state? {
-                ConnectionState::EncodeTlsData(mut enc) => {
-                    let needed = match enc.encode(&mut []) {
-                        Ok(_) => None,
-                        Err(EncodeError::InsufficientSize(e)) => Some(e.required_size),
-                        Err(EncodeError::AlreadyEncoded) => return Err(unexpected("encoded twice")),
-                    };
-                    if let Some(needed) = needed {
-                        let at = out.len();
-                        out.resize(at + needed, 0);
-                        let n = enc.encode(&mut out[at..]).map_err(|_| unexpected("encode failed"))?;
-                        out.truncate(at + n);
-                    }
-                    Step::Again
-                }
-                // The bytes are in `out`; the caller writes them.
-                ConnectionState::TransmitTlsData(t) => {
-                    t.done();
-                    Step::Again
-                }
-                ConnectionState::BlockedHandshake => Step::NeedMore,
-                // A TLS 1.3 server may write after its own Finished, before the client's:
-                // complete only when rustls says the handshake is over.
-                ConnectionState::WriteTraffic(_) => Step::WriteTraffic,
-                ConnectionState::PeerClosed | ConnectionState::Closed => {
-                    return Err(rustls::Error::General(
-                        "client sent close_notify during the handshake".into(),
-                    ))
-                }
-                _ => return Err(unexpected("application data before the handshake completed")),
-            };
-            self.pending.drain(..discard);
-            match step {
-                Step::Again => continue,
-                Step::NeedMore => return Ok(Progress::NeedMore),
-                Step::WriteTraffic if self.conn.is_handshaking() => return Ok(Progress::NeedMore),
-                Step::WriteTraffic => {
-                    self.complete = true;
-                    return Ok(Progress::Complete);
-                }
-            }
-        }
+        self.inner.record(record, out).map_err(as_rustls)
     }
 
     /// After completion: the keys, the key schedule and the session's facts. rustls's
     /// connection (and every buffer of it) is gone afterwards.
     pub fn finish(self) -> Result<Finished, rustls::Error> {
-        if !self.complete {
-            return Err(rustls::Error::HandshakeNotComplete);
-        }
+        let hs = &self.inner;
         let facts = SessionFacts {
-            version: self.conn.protocol_version().ok_or(rustls::Error::HandshakeNotComplete)?,
-            suite: self.conn.negotiated_cipher_suite().ok_or(rustls::Error::HandshakeNotComplete)?,
-            alpn: self.conn.alpn_protocol().map(<[u8]>::to_vec),
-            peer: self.conn.peer_certificates().and_then(|c| c.first()).and_then(peer_identity),
+            version: hs.protocol_version().ok_or(rustls::Error::HandshakeNotComplete)?,
+            suite: hs.cipher_suite().ok_or(rustls::Error::HandshakeNotComplete)?,
+            alpn: hs.alpn_protocol().map(<[u8]>::to_vec),
+            peer: hs.peer_certificates().and_then(|c| c.first()).and_then(peer_identity),
         };
-        let (secrets, kernel) = self.conn.dangerous_into_kernel_connection()?;
+        let (secrets, kernel) = self.inner.into_keys().map_err(as_rustls)?;
         Ok(Finished { secrets, kernel, facts })
     }
 }
 
-fn unexpected(what: &str) -> rustls::Error {
-    rustls::Error::General(what.into())
-}
-
-enum Step {
-    Again,
-    NeedMore,
-    WriteTraffic,
+/// The shared driver's error as rustls's, which the terminate shell logs.
+fn as_rustls(e: HandshakeError) -> rustls::Error {
+    match e {
+        HandshakeError::Tls(e) => e,
+        other => rustls::Error::General(other.to_string()),
+    }
 }
