@@ -47,19 +47,6 @@ fn all_suites() -> Vec<rustls::SupportedCipherSuite> {
     TLS13.iter().chain(TLS12).copied().collect()
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Checks every forwarded piece against the plaintext (re-deliveries included) and returns how
 /// far it is covered.
 fn check(out: &[Up], plain: &[u8]) -> u64 {
@@ -157,26 +144,7 @@ fn reordered_and_duplicated_segments_give_the_same_plaintext() {
         let suite = suites[seed as usize % suites.len()];
         let (mut f, mut up, start) = setup(suite);
         let (plain, wire) = client_writes(&mut f, &messages());
-        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        let mut segs = Vec::new();
-        let mut at = 0;
-        while at < wire.len() {
-            let n = (1 + rng.below(1500) as usize).min(wire.len() - at);
-            segs.push((start + at as u64, wire[at..at + n].to_vec()));
-            at += n;
-        }
-        for i in 1..segs.len() {
-            if rng.below(4) == 0 {
-                segs.swap(i - 1, i);
-            }
-        }
-        let mut fed = Vec::new();
-        for s in segs {
-            if rng.below(10) == 0 {
-                fed.push(s.clone());
-            }
-            fed.push(s);
-        }
+        let fed = shuffled_segments(&wire, start, seed);
         let mut out = Vec::new();
         for (off, data) in &fed {
             up.segment(&mut f.layer, *off, data, &mut out).unwrap();

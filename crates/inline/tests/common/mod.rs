@@ -192,3 +192,45 @@ impl Flow {
         }
     }
 }
+
+/// Deterministic xorshift, so failures reproduce.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// `wire` (starting at stream offset `start`) cut at seeded random sizes up to 1500 bytes, with
+/// neighbours swapped and some segments duplicated, as an impaired link delivers it.
+pub fn shuffled_segments(wire: &[u8], start: u64, seed: u64) -> Vec<(u64, Vec<u8>)> {
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut segs = Vec::new();
+    let mut at = 0;
+    while at < wire.len() {
+        let n = (1 + rng.below(1500) as usize).min(wire.len() - at);
+        segs.push((start + at as u64, wire[at..at + n].to_vec()));
+        at += n;
+    }
+    for i in 1..segs.len() {
+        if rng.below(4) == 0 {
+            segs.swap(i - 1, i);
+        }
+    }
+    let mut fed = Vec::new();
+    for s in segs {
+        if rng.below(10) == 0 {
+            fed.push(s.clone());
+        }
+        fed.push(s);
+    }
+    fed
+}
