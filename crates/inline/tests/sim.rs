@@ -36,10 +36,6 @@ fn run(suite: SupportedCipherSuite, cfg: &SimConfig) -> Summary {
     s
 }
 
-fn all_suites() -> Vec<SupportedCipherSuite> {
-    TLS13.iter().chain(TLS12).copied().collect()
-}
-
 #[test]
 fn clean_link_every_suite() {
     for (i, suite) in all_suites().into_iter().enumerate() {

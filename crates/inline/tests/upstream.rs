@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use std::io::Write;
 use tlsgate_inline::seq_map::SeqMap;
+use tlsgate_inline::tables::Release;
 use tlsgate_inline::upstream::{Up, UpError, UpLimits, Upstream};
 use tlsgate_record::crypto::CryptoError;
 
@@ -16,43 +17,8 @@ const LIMITS: UpLimits = UpLimits {
     record_limit: 16384 + 256,
 };
 
-/// A flow after the handshake, the upstream path starting after the consumed handshake bytes.
 fn setup(suite: rustls::SupportedCipherSuite) -> (Flow, Upstream, u64) {
-    let f = Flow::handshake(suite).unwrap();
-    let mut pairs = SeqMap::new(1, 1, 4096);
-    pairs.push(f.handshake_bytes as u32, 0, 0).unwrap();
-    let start = 1 + f.handshake_bytes;
-    (f, Upstream::new(pairs, LIMITS), start)
-}
-
-/// The client's plaintext and the ciphertext it sent for it.
-fn client_writes(f: &mut Flow, msgs: &[Vec<u8>]) -> (Vec<u8>, Vec<u8>) {
-    let mut plain = Vec::new();
-    let mut wire = Vec::new();
-    for m in msgs {
-        f.client.writer().write_all(m).unwrap();
-        plain.extend_from_slice(m);
-        wire.extend(client_output(&mut f.client));
-    }
-    (plain, wire)
-}
-
-fn messages() -> Vec<Vec<u8>> {
-    [1usize, 100, 16384, 5000, 3, 40000].iter().enumerate().map(|(i, &n)| vec![i as u8 + 1; n]).collect()
-}
-
-/// Checks every forwarded piece against the plaintext and returns how far it is covered.
-fn check(out: &[Up], plain: &[u8]) -> u64 {
-    let mut covered = 1u64;
-    for u in out {
-        if let Up::Forward { inner, data } = u {
-            let at = (*inner - 1) as usize;
-            assert_eq!(&plain[at..at + data.len()], &data[..], "wrong bytes at inner {inner}");
-            assert!(*inner <= covered, "gap before inner {inner}");
-            covered = covered.max(inner + data.len() as u64);
-        }
-    }
-    covered
+    upstream_after_handshake(suite, LIMITS, Release::Buffered)
 }
 
 #[test]

@@ -21,45 +21,7 @@ const LIMITS: UpLimits = UpLimits {
 };
 
 fn setup(suite: rustls::SupportedCipherSuite) -> (Flow, Upstream, u64) {
-    let f = Flow::handshake(suite).unwrap();
-    let mut pairs = SeqMap::new(1, 1, 4096);
-    pairs.push(f.handshake_bytes as u32, 0, 0).unwrap();
-    let start = 1 + f.handshake_bytes;
-    (f, Upstream::new(pairs, LIMITS).with_release(Release::CutThrough), start)
-}
-
-fn client_writes(f: &mut Flow, msgs: &[Vec<u8>]) -> (Vec<u8>, Vec<u8>) {
-    let mut plain = Vec::new();
-    let mut wire = Vec::new();
-    for m in msgs {
-        f.client.writer().write_all(m).unwrap();
-        plain.extend_from_slice(m);
-        wire.extend(client_output(&mut f.client));
-    }
-    (plain, wire)
-}
-
-fn messages() -> Vec<Vec<u8>> {
-    [1usize, 100, 16384, 5000, 3, 40000].iter().enumerate().map(|(i, &n)| vec![i as u8 + 1; n]).collect()
-}
-
-fn all_suites() -> Vec<rustls::SupportedCipherSuite> {
-    TLS13.iter().chain(TLS12).copied().collect()
-}
-
-/// Checks every forwarded piece against the plaintext (re-deliveries included) and returns how
-/// far it is covered.
-fn check(out: &[Up], plain: &[u8]) -> u64 {
-    let mut covered = 1u64;
-    for u in out {
-        if let Up::Forward { inner, data } = u {
-            let at = (*inner - 1) as usize;
-            assert_eq!(&plain[at..at + data.len()], &data[..], "wrong bytes at inner {inner}");
-            assert!(*inner <= covered, "gap before inner {inner}");
-            covered = covered.max(inner + data.len() as u64);
-        }
-    }
-    covered
+    upstream_after_handshake(suite, LIMITS, Release::CutThrough)
 }
 
 fn forwarded(out: &[Up]) -> usize {

@@ -7,9 +7,12 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{PrivateKeyDer, ServerName};
 use rustls::ConnectionTrafficSecrets;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, SupportedCipherSuite};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::sync::Arc;
 use tlsgate_inline::handshake::{Handshake, Progress};
+use tlsgate_inline::seq_map::SeqMap;
+use tlsgate_inline::tables::Release;
+use tlsgate_inline::upstream::{Up, UpLimits, Upstream};
 use tlsgate_record::crypto::{CryptoError, Inbound, RecordKey, RecordLayer, Suite, Version};
 use tlsgate_record::frame::{Event, Framer, Header, MAX_CIPHERTEXT_TLS12};
 
@@ -233,4 +236,53 @@ pub fn shuffled_segments(wire: &[u8], start: u64, seed: u64) -> Vec<(u64, Vec<u8
         fed.push(s);
     }
     fed
+}
+
+pub fn all_suites() -> Vec<SupportedCipherSuite> {
+    TLS13.iter().chain(TLS12).copied().collect()
+}
+
+/// A flow after the handshake, its upstream path starting after the consumed handshake bytes.
+pub fn upstream_after_handshake(
+    suite: SupportedCipherSuite,
+    limits: UpLimits,
+    release: Release,
+) -> (Flow, Upstream, u64) {
+    let f = Flow::handshake(suite).unwrap();
+    let mut pairs = SeqMap::new(1, 1, 4096);
+    pairs.push(f.handshake_bytes as u32, 0, 0).unwrap();
+    let start = 1 + f.handshake_bytes;
+    (f, Upstream::new(pairs, limits).with_release(release), start)
+}
+
+/// The client's plaintext and the ciphertext it sent for it.
+pub fn client_writes(f: &mut Flow, msgs: &[Vec<u8>]) -> (Vec<u8>, Vec<u8>) {
+    let mut plain = Vec::new();
+    let mut wire = Vec::new();
+    for m in msgs {
+        f.client.writer().write_all(m).unwrap();
+        plain.extend_from_slice(m);
+        wire.extend(client_output(&mut f.client));
+    }
+    (plain, wire)
+}
+
+/// Messages of mixed sizes: one byte, small, a full record, several records.
+pub fn messages() -> Vec<Vec<u8>> {
+    [1usize, 100, 16384, 5000, 3, 40000].iter().enumerate().map(|(i, &n)| vec![i as u8 + 1; n]).collect()
+}
+
+/// Checks every forwarded piece against the plaintext (re-deliveries included) and returns how
+/// far it is covered.
+pub fn check(out: &[Up], plain: &[u8]) -> u64 {
+    let mut covered = 1u64;
+    for u in out {
+        if let Up::Forward { inner, data } = u {
+            let at = (*inner - 1) as usize;
+            assert_eq!(&plain[at..at + data.len()], &data[..], "wrong bytes at inner {inner}");
+            assert!(*inner <= covered, "gap before inner {inner}");
+            covered = covered.max(inner + data.len() as u64);
+        }
+    }
+    covered
 }
