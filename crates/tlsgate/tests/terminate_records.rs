@@ -96,6 +96,23 @@ impl Interactive {
         Interactive { child, stdin, lines, seen: Vec::new() }
     }
 
+    /// s_client to `connect` verifying against `ca`, one protocol version, every protocol
+    /// message printed (`-msg`, inner types of encrypted ones included). Not -quiet: s_client
+    /// only takes its `k`/`K`/`R` commands without -ign_eof.
+    fn verified(connect: &str, ca: &str, version: &str) -> Interactive {
+        Interactive::start(&[
+            "-connect",
+            connect,
+            "-servername",
+            "localhost",
+            "-CAfile",
+            ca,
+            "-verify_return_error",
+            version,
+            "-msg",
+        ])
+    }
+
     fn send(&mut self, line: &str) {
         self.stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
         self.stdin.flush().unwrap();
@@ -133,19 +150,7 @@ fn openssl_key_update_mid_connection_and_data_both_ways_after_it() {
     let pki = Pki::new();
     let (gate, addr) = terminator(&pki, &echo_backend(), &[]);
     let connect = addr.to_string();
-    // Not -quiet: s_client only takes its `k`/`K` commands without -ign_eof. -msg prints every
-    // protocol message, the inner type of encrypted ones included.
-    let mut c = Interactive::start(&[
-        "-connect",
-        &connect,
-        "-servername",
-        "localhost",
-        "-CAfile",
-        pki.ca(),
-        "-verify_return_error",
-        "-tls1_3",
-        "-msg",
-    ]);
+    let mut c = Interactive::verified(&connect, pki.ca(), "-tls1_3");
     c.expect("Verify return code: 0 (ok)");
     c.send("line one");
     c.expect("line one");
@@ -355,17 +360,7 @@ fn tls12_renegotiation_is_refused_and_the_connection_closed() {
     let pki = Pki::new();
     let (gate, addr) = terminator(&pki, &echo_backend(), &[]);
     let connect = addr.to_string();
-    let mut c = Interactive::start(&[
-        "-connect",
-        &connect,
-        "-servername",
-        "localhost",
-        "-CAfile",
-        pki.ca(),
-        "-verify_return_error",
-        "-tls1_2",
-        "-msg",
-    ]);
+    let mut c = Interactive::verified(&connect, pki.ca(), "-tls1_2");
     c.expect("Verify return code: 0 (ok)");
     c.send("line one");
     c.expect("line one");
