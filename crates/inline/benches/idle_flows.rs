@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tlsgate_inline::engine::{Config, Engine, Limits, Service};
-use tlsgate_inline::packet::{self, Build, Control};
+use tlsgate_inline::packet;
 use tlsgate_inline::seq::Seq;
 use tlsgate_inline::tables::{FlowState, Mode, Release};
 
@@ -114,44 +114,4 @@ fn rss_bytes() -> usize {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
         .expect("VmRSS in /proc/self/status");
     kib * 1024
-}
-
-/// A SYN (or SYN-ACK) with MSS 1460 and window scale 7, as a Linux client sends.
-fn syn(src: SocketAddr, dst: SocketAddr, seq: u32, ack: Option<u32>) -> Vec<u8> {
-    use smoltcp::phy::ChecksumCapabilities;
-    use smoltcp::wire::{
-        IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
-    };
-    let tcp = TcpRepr {
-        src_port: src.port(),
-        dst_port: dst.port(),
-        control: TcpControl::Syn,
-        seq_number: TcpSeqNumber(seq as i32),
-        ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
-        window_len: 64240,
-        window_scale: Some(7),
-        max_seg_size: Some(1460),
-        sack_permitted: false,
-        sack_ranges: [None; 3],
-        timestamp: None,
-        payload: &[],
-    };
-    let (std::net::IpAddr::V4(a), std::net::IpAddr::V4(b)) = (src.ip(), dst.ip()) else { unreachable!() };
-    let ip = Ipv4Repr {
-        src_addr: a,
-        dst_addr: b,
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.buffer_len(),
-        hop_limit: 64,
-    };
-    let mut buf = vec![0; 20 + tcp.buffer_len()];
-    let caps = ChecksumCapabilities::default();
-    ip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
-    tcp.emit(&mut TcpPacket::new_unchecked(&mut buf[20..]), &IpAddress::Ipv4(a), &IpAddress::Ipv4(b), &caps);
-    buf
-}
-
-fn data(src: SocketAddr, dst: SocketAddr, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
-    let control = if payload.is_empty() { Control::None } else { Control::Psh };
-    Build { src, dst, seq: Seq(seq), ack: Some(Seq(ack)), control, window: 502, payload }.emit().unwrap()
 }

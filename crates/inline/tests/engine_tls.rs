@@ -26,55 +26,6 @@ fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-/// A SYN with MSS 1460 and window scale 7, built by hand (Build makes no options).
-fn syn(src: SocketAddr, dst: SocketAddr, seq: u32, ack: Option<u32>) -> Vec<u8> {
-    use smoltcp::phy::ChecksumCapabilities;
-    use smoltcp::wire::{
-        IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
-    };
-    let tcp = TcpRepr {
-        src_port: src.port(),
-        dst_port: dst.port(),
-        control: TcpControl::Syn,
-        seq_number: TcpSeqNumber(seq as i32),
-        ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
-        window_len: 64240,
-        window_scale: Some(7),
-        max_seg_size: Some(1460),
-        sack_permitted: false,
-        sack_ranges: [None; 3],
-        timestamp: None,
-        payload: &[],
-    };
-    let (std::net::IpAddr::V4(a), std::net::IpAddr::V4(b)) = (src.ip(), dst.ip()) else { panic!() };
-    let ip = Ipv4Repr {
-        src_addr: a,
-        dst_addr: b,
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.buffer_len(),
-        hop_limit: 64,
-    };
-    let mut buf = vec![0; 20 + tcp.buffer_len()];
-    let caps = ChecksumCapabilities::default();
-    ip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
-    tcp.emit(&mut TcpPacket::new_unchecked(&mut buf[20..]), &IpAddress::Ipv4(a), &IpAddress::Ipv4(b), &caps);
-    buf
-}
-
-fn data(src: SocketAddr, dst: SocketAddr, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
-    Build {
-        src,
-        dst,
-        seq: Seq(seq),
-        ack: Some(Seq(ack)),
-        control: if payload.is_empty() { Control::None } else { Control::Psh },
-        window: 502,
-        payload,
-    }
-    .emit()
-    .unwrap()
-}
-
 /// The test's two ends: a rustls client on hand-built segments and a scripted server.
 struct Net {
     engine: Engine,

@@ -8,8 +8,11 @@ use rustls::pki_types::{PrivateKeyDer, ServerName};
 use rustls::ConnectionTrafficSecrets;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, SupportedCipherSuite};
 use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tlsgate_inline::handshake::{Handshake, Progress};
+use tlsgate_inline::packet::{Build, Control};
+use tlsgate_inline::seq::Seq;
 use tlsgate_inline::seq_map::SeqMap;
 use tlsgate_inline::tables::Release;
 use tlsgate_inline::upstream::{Up, UpLimits, Upstream};
@@ -285,4 +288,48 @@ pub fn check(out: &[Up], plain: &[u8]) -> u64 {
         }
     }
     covered
+}
+
+/// A SYN (or SYN-ACK) with MSS 1460 and window scale 7, as a Linux client sends, built by hand
+/// (`packet::Build` makes no options). IPv4.
+pub fn syn(src: SocketAddr, dst: SocketAddr, seq: u32, ack: Option<u32>) -> Vec<u8> {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{
+        IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
+    };
+    let tcp = TcpRepr {
+        src_port: src.port(),
+        dst_port: dst.port(),
+        control: TcpControl::Syn,
+        seq_number: TcpSeqNumber(seq as i32),
+        ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
+        window_len: 64240,
+        window_scale: Some(7),
+        max_seg_size: Some(1460),
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: &[],
+    };
+    let (std::net::IpAddr::V4(a), std::net::IpAddr::V4(b)) = (src.ip(), dst.ip()) else {
+        panic!("IPv4 only")
+    };
+    let ip = Ipv4Repr {
+        src_addr: a,
+        dst_addr: b,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 64,
+    };
+    let mut buf = vec![0; 20 + tcp.buffer_len()];
+    let caps = ChecksumCapabilities::default();
+    ip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
+    tcp.emit(&mut TcpPacket::new_unchecked(&mut buf[20..]), &IpAddress::Ipv4(a), &IpAddress::Ipv4(b), &caps);
+    buf
+}
+
+/// A data segment (or a bare ACK when `payload` is empty) with window 502.
+pub fn data(src: SocketAddr, dst: SocketAddr, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
+    let control = if payload.is_empty() { Control::None } else { Control::Psh };
+    Build { src, dst, seq: Seq(seq), ack: Some(Seq(ack)), control, window: 502, payload }.emit().unwrap()
 }
