@@ -5,36 +5,10 @@
 mod common;
 
 use common::*;
-use rustls::SupportedCipherSuite;
 use std::time::Duration;
-use tlsgate_inline::sim::{self, RecutCounts, SimConfig, Summary};
+use tlsgate_inline::sim::{RecutCounts, SimConfig};
 
-const MIX: SimConfig = SimConfig {
-    flows: 1,
-    seed: 1,
-    loss: 0.03,
-    reorder: 0.05,
-    duplicate: 0.01,
-    bytes: 100_000,
-    release: tlsgate_inline::tables::Release::Buffered,
-    balanced: false,
-    client_rx_buffer: 65535,
-    key_update_at: None,
-    server_write: None,
-    reset_at: None,
-    time_limit: Duration::from_secs(120),
-};
-
-fn run(suite: SupportedCipherSuite, cfg: &SimConfig) -> Summary {
-    let (server, client) = configs(suite);
-    let started = std::time::Instant::now();
-    let s = sim::run(cfg, server, client);
-    if std::env::var("SIM_PRINT").is_ok() {
-        eprintln!("{s} wall={:?}", started.elapsed());
-    }
-    assert!(s.ok(), "seed {} {suite:?}: {s} {:?} {:?}", cfg.seed, s.violations, s.stalled);
-    s
-}
+const MIX: SimConfig = SIM_MIX;
 
 #[test]
 fn clean_link_every_suite() {

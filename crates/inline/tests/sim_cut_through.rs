@@ -6,36 +6,10 @@
 mod common;
 
 use common::*;
-use rustls::SupportedCipherSuite;
-use std::time::Duration;
-use tlsgate_inline::sim::{self, SimConfig, Summary};
+use tlsgate_inline::sim::SimConfig;
 use tlsgate_inline::tables::Release;
 
-const MIX: SimConfig = SimConfig {
-    flows: 1,
-    seed: 1,
-    loss: 0.03,
-    reorder: 0.05,
-    duplicate: 0.01,
-    bytes: 100_000,
-    release: Release::CutThrough,
-    balanced: false,
-    client_rx_buffer: 65535,
-    key_update_at: None,
-    time_limit: Duration::from_secs(120),
-    server_write: None,
-    reset_at: None,
-};
-
-fn run(suite: SupportedCipherSuite, cfg: &SimConfig) -> Summary {
-    let (server, client) = configs(suite);
-    let s = sim::run(cfg, server, client);
-    if std::env::var("SIM_PRINT").is_ok() {
-        eprintln!("{s}");
-    }
-    assert!(s.ok(), "seed {} {suite:?}: {s} {:?} {:?}", cfg.seed, s.violations, s.stalled);
-    s
-}
+const MIX: SimConfig = SimConfig { release: Release::CutThrough, ..SIM_MIX };
 
 #[test]
 fn clean_link_every_suite() {
