@@ -1,6 +1,7 @@
 //! The rustls side of tlsgate, kept in one crate so the rustls 0.24 upgrade touches little.
 //!
 //! - [`keys`]: PEM certificate chains and private keys from disk, with the permission check;
+//! - [`hkdf`]: TLS 1.3 suites whose key schedule prepares each HMAC key once;
 //! - [`server`]: per-listener `ServerConfig`s and the SNI certificate table;
 //! - [`server_handshake`]: terminate's handshake on the unbuffered API, ending in extracted keys;
 //! - [`client_auth`]: mutual TLS — CA bundle, CRLs, allow-lists;
@@ -11,6 +12,7 @@
 pub mod client;
 pub mod client_auth;
 pub mod error;
+mod hkdf;
 pub mod identity;
 pub mod keys;
 pub mod peek;
@@ -21,9 +23,12 @@ pub mod tunnel;
 
 pub use error::TlsError;
 
-/// The crypto provider every config uses: aws-lc-rs, TLS 1.2 and 1.3 AEAD suites with ECDHE only.
+/// The crypto provider every config uses: aws-lc-rs, TLS 1.2 and 1.3 AEAD suites with ECDHE only,
+/// the TLS 1.3 ones with [`hkdf`]'s key schedule.
 pub fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
-    std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.cipher_suites = provider.cipher_suites.into_iter().map(hkdf::with_prepared_hkdf).collect();
+    std::sync::Arc::new(provider)
 }
 
 /// rustls's version constants for the configured versions.

@@ -110,7 +110,8 @@ fn terminate_provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// [`crate::provider`] with the cipher suites in the server's order of preference: the SHA-256
 /// suites first (AES-128-GCM, then ChaCha20-Poly1305), AES-256-GCM-SHA384 last, TLS 1.3 before
-/// TLS 1.2. The same set as the provider's defaults: AEAD suites with ECDHE only.
+/// TLS 1.2. The same set as the provider's defaults: AEAD suites with ECDHE only, the TLS 1.3
+/// ones with [`crate::hkdf`]'s key schedule.
 pub(crate) fn server_provider() -> Arc<rustls::crypto::CryptoProvider> {
     use rustls::crypto::aws_lc_rs::cipher_suite::*;
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
@@ -124,6 +125,9 @@ pub(crate) fn server_provider() -> Arc<rustls::crypto::CryptoProvider> {
         TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
         TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
         TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-    ];
+    ]
+    .into_iter()
+    .map(crate::hkdf::with_prepared_hkdf)
+    .collect();
     Arc::new(provider)
 }
