@@ -6,6 +6,13 @@ mod logging;
 
 use clap::Parser;
 
+// mimalloc instead of glibc's malloc: a handshake allocates and frees a few hundred small
+// objects (rustls messages, boxed states, tokio tasks). Measured with callgrind, 2.3 % fewer
+// instructions per full handshake and 2.7 % per resumed one; 1000 idle connections take 5.3 KiB
+// each instead of 5.9 (bench/run.sh's idle phase, same process). aws-lc still uses glibc's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let runtime = match cli.workers {
