@@ -188,7 +188,8 @@ impl Tlsgate {
     /// and returns its address.
     pub fn listening(&self, name: Option<&str>) -> std::net::SocketAddr {
         let owned;
-        let mut needles = vec!["listening"];
+        // "listener=" too: the admin server's and the demo backend's "listening" lines have none.
+        let mut needles = vec!["listening", "listener="];
         if let Some(n) = name {
             owned = format!("listener={n}");
             needles.push(&owned);
