@@ -14,7 +14,9 @@
 //! ours is sent before any further data. close_notify from the client is end of stream; any
 //! other alert (TLS 1.2 warnings aside) is an error naming the client. A record that does not
 //! open or is malformed is answered with a fatal alert (bad_record_mac for a failed tag) and the
-//! stream fails. Shutdown sends close_notify, then FIN. TLS 1.2 renegotiation is refused. After
+//! stream fails. Shutdown sends close_notify, then FIN, in one segment; told that the next writes
+//! are the last ([`RecordStream::last_writes`]), it holds their records back and sends them in
+//! that segment too (a reply, close_notify and FIN: one packet to the client, not three). TLS 1.2 renegotiation is refused. After
 //! 2^24 records under one transmit key, TLS 1.3 moves to the next (TLS 1.2 closes), as rustls
 //! did before the keys were handed over.
 
@@ -23,11 +25,12 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use socket2::SockRef;
 use tlsgate_record::crypto::{CryptoError, Inbound, RecordLayer, Version};
 use tlsgate_record::frame::{
     ContentType, Header, HEADER_LEN, MAX_CIPHERTEXT_TLS12, MAX_CIPHERTEXT_TLS13, MAX_PLAINTEXT,
 };
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 /// The largest record on the wire (TLS 1.2's ciphertext limit is the larger).
@@ -73,6 +76,8 @@ pub struct RecordStream {
     read_closed: bool,
     /// Our close_notify is sealed: nothing more is written.
     close_sent: bool,
+    /// The relay's next writes are the last before shutdown: sealed into `out`, sent with it.
+    closing: bool,
     /// A bad record or alert ended the stream; what to say to further calls.
     failed: Option<String>,
     /// Records sealed under one transmit key before it is replaced.
@@ -106,6 +111,7 @@ impl RecordStream {
             out_at: 0,
             read_closed: false,
             close_sent: false,
+            closing: false,
             failed: None,
             tx_key_records: TX_KEY_RECORDS,
         };
@@ -126,6 +132,13 @@ impl RecordStream {
     pub fn with_tx_key_records(mut self, records: u64) -> RecordStream {
         self.tx_key_records = records;
         self
+    }
+
+    /// The next writes are the last before shutdown: their records wait for close_notify and
+    /// leave with it and the FIN. The relay says so only for bytes it already holds (at most
+    /// its read buffer), so what waits here is bounded.
+    pub fn last_writes(&mut self) {
+        self.closing = true;
     }
 
     /// Bytes held for this connection right now (partial record, unread plaintext, unsent
@@ -312,6 +325,15 @@ impl RecordStream {
         }
     }
 
+    /// Seals `data` as records of at most MAX_PLAINTEXT, appended to `out`.
+    fn seal_into(&mut self, data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        for chunk in data.chunks(MAX_PLAINTEXT) {
+            self.refresh_tx_key(out)?;
+            self.layer.seal(chunk, out).map_err(|e| self.fail_silent(format!("sealing: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// Writes the queued records until the socket takes no more.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.out_at < self.out.len() {
@@ -325,6 +347,29 @@ impl RecordStream {
             self.out = Vec::new();
             self.out_at = 0;
         }
+        Poll::Ready(Ok(()))
+    }
+
+    /// As [`Self::poll_drain`] for the stream's last bytes, which end in close_notify: sent
+    /// with MSG_MORE, so the kernel keeps their last segment back until the shutdown that
+    /// follows adds the FIN to it, instead of sending the FIN in a packet of its own.
+    fn poll_drain_last(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.out_at < self.out.len() {
+            ready!(self.tcp.poll_write_ready(cx))?;
+            let bytes = &self.out[self.out_at..];
+            let tcp = &self.tcp;
+            let sent = tcp.try_io(Interest::WRITABLE, || {
+                SockRef::from(tcp).send_with_flags(bytes, libc::MSG_MORE | libc::MSG_NOSIGNAL)
+            });
+            match sent {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => self.out_at += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        self.out = Vec::new();
+        self.out_at = 0;
         Poll::Ready(Ok(()))
     }
 
@@ -400,6 +445,15 @@ impl AsyncWrite for RecordStream {
         if this.close_sent {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "write after close_notify")));
         }
+        if this.closing {
+            // Queued behind what the socket has not taken; shutdown sends it all.
+            let take = data.len().min(WRITE_BATCH);
+            let mut out = std::mem::take(&mut this.out);
+            let sealed = this.seal_into(&data[..take], &mut out);
+            this.out = out;
+            sealed?;
+            return Poll::Ready(Ok(take));
+        }
         ready!(this.poll_drain(cx))?;
         if data.is_empty() {
             return Poll::Ready(Ok(0));
@@ -410,10 +464,7 @@ impl AsyncWrite for RecordStream {
         WRITE_SCRATCH.with(|scratch| {
             let mut sealed = scratch.borrow_mut();
             sealed.clear();
-            for chunk in data[..take].chunks(MAX_PLAINTEXT) {
-                this.refresh_tx_key(&mut sealed)?;
-                this.layer.seal(chunk, &mut sealed).map_err(|e| this.fail_silent(format!("sealing: {e}")))?;
-            }
+            this.seal_into(&data[..take], &mut sealed)?;
             let mut at = 0;
             while at < sealed.len() {
                 match this.tcp.try_write(&sealed[at..]) {
@@ -440,13 +491,13 @@ impl AsyncWrite for RecordStream {
         let this = self.get_mut();
         if this.failed.is_none() {
             if !this.close_sent {
-                ready!(this.poll_drain(cx))?;
+                // Behind whatever is still queued, so it all leaves together.
                 this.layer
                     .seal_alert([1, alert::CLOSE_NOTIFY], &mut this.out)
                     .map_err(|e| io::Error::other(format!("sealing close_notify: {e}")))?;
                 this.close_sent = true;
             }
-            ready!(this.poll_drain(cx))?;
+            ready!(this.poll_drain_last(cx))?;
         }
         Pin::new(&mut this.tcp).poll_shutdown(cx)
     }

@@ -20,7 +20,27 @@ use std::time::{Duration, Instant};
 use tlsgate_core::side::Side;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::record_stream::RecordStream;
 use crate::ProxyError;
+
+/// A destination the relay tells that its next writes are the last before it shuts it down,
+/// so that it may send them and its end together. Streams with nothing to gain ignore it.
+pub trait LastWrites {
+    fn last_writes(&mut self) {}
+}
+
+impl LastWrites for tokio::net::TcpStream {}
+impl LastWrites for tokio_rustls::client::TlsStream<tokio::net::TcpStream> {}
+impl LastWrites for RecordStream {
+    fn last_writes(&mut self) {
+        RecordStream::last_writes(self)
+    }
+}
+impl<T: LastWrites + ?Sized> LastWrites for Box<T> {
+    fn last_writes(&mut self) {
+        (**self).last_writes()
+    }
+}
 
 /// The largest read. Four TLS records' worth of plaintext: a bulk transfer then takes one read
 /// from the backend and one vectored write of four records to the client per 64 KiB, instead of
@@ -61,8 +81,8 @@ pub async fn relay<C, B, T>(
     idle: Option<Duration>,
 ) -> Result<Transferred, (ProxyError, Transferred)>
 where
-    C: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + LastWrites + Unpin,
+    B: AsyncRead + AsyncWrite + LastWrites + Unpin,
     T: Tally,
 {
     let start = Instant::now();
@@ -127,6 +147,8 @@ struct Pump {
     /// Written since the last flush: a TLS writer may hold records until flushed.
     unflushed: bool,
     eof: bool,
+    /// A read error found by the read-ahead, reported after the bytes before it are written.
+    deferred: Option<ProxyError>,
     finished: bool,
     count: u64,
 }
@@ -140,6 +162,7 @@ impl Pump {
             written: 0,
             unflushed: false,
             eof: false,
+            deferred: None,
             finished: false,
             count: 0,
         }
@@ -154,7 +177,7 @@ impl Pump {
     ) -> Poll<Result<(), ProxyError>>
     where
         R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
+        W: AsyncWrite + LastWrites + Unpin,
     {
         loop {
             // 1. What the destination could not take before.
@@ -172,33 +195,33 @@ impl Pump {
                 self.finished = true;
                 return Poll::Ready(Ok(()));
             }
+            if let Some(e) = self.deferred.take() {
+                return Poll::Ready(Err(e));
+            }
             // 3. Read into the thread's scratch buffer, write on from there at once.
             let step = SCRATCH_BUF.with(|scratch| {
                 let mut scratch = scratch.borrow_mut();
-                let mut buf = ReadBuf::new(&mut scratch[..]);
-                match Pin::new(&mut *r).poll_read(cx, &mut buf) {
-                    Poll::Pending => return Poll::Pending,
-                    // A TLS peer that closes TCP without close_notify: the stream has ended all
-                    // the same; whatever it sent was delivered, and truncation attacks concern
-                    // what it receives.
-                    Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                        tracing::debug!(side = %self.from, "peer closed without close_notify");
-                        self.eof = true;
-                        return Poll::Ready(Ok(()));
-                    }
-                    Poll::Ready(Err(e)) => {
-                        return Poll::Ready(Err(ProxyError {
-                            side: self.from,
-                            context: format!("read failed after {} bytes: {e}", self.count),
-                        }))
-                    }
-                    Poll::Ready(Ok(())) => {}
-                }
-                let data = buf.filled();
-                if data.is_empty() {
+                let mut n = match ready!(self.poll_read(cx, r, &mut scratch[..])) {
+                    Ok(n) => n,
+                    Err(e) => return Poll::Ready(Err(e)),
+                };
+                if n == 0 {
                     self.eof = true;
                     return Poll::Ready(Ok(()));
                 }
+                // Read ahead once: is the end already here too?
+                if n < scratch.len() {
+                    match self.poll_read(cx, r, &mut scratch[n..]) {
+                        Poll::Ready(Ok(0)) => {
+                            self.eof = true;
+                            w.last_writes();
+                        }
+                        Poll::Ready(Ok(more)) => n += more,
+                        Poll::Ready(Err(e)) => self.deferred = Some(e),
+                        Poll::Pending => {}
+                    }
+                }
+                let data = &scratch[..n];
                 self.count += data.len() as u64;
                 moved(data.len() as u64);
                 let mut off = 0;
@@ -227,6 +250,31 @@ impl Pump {
                 }
             }
         }
+    }
+
+    /// One read into `buf`: the number of bytes, 0 at the end of the stream.
+    fn poll_read<R: AsyncRead + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        buf: &mut [u8],
+    ) -> Poll<Result<usize, ProxyError>> {
+        let mut buf = ReadBuf::new(buf);
+        match ready!(Pin::new(&mut *r).poll_read(cx, &mut buf)) {
+            Ok(()) => Poll::Ready(Ok(buf.filled().len())),
+            // A TLS peer that closes TCP without close_notify: the stream has ended all the
+            // same; whatever it sent was delivered, and truncation attacks concern what it
+            // receives.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                tracing::debug!(side = %self.from, "peer closed without close_notify");
+                Poll::Ready(Ok(0))
+            }
+            Err(e) => Poll::Ready(Err(self.read_error(e))),
+        }
+    }
+
+    fn read_error(&self, e: std::io::Error) -> ProxyError {
+        ProxyError { side: self.from, context: format!("read failed after {} bytes: {e}", self.count) }
     }
 
     /// Writes `data`, or the pending bytes when `None`.

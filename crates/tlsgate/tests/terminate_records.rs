@@ -4,7 +4,8 @@
 //! garbage record, an oversized one and a truncated one each close that connection with the
 //! right alert and a log line naming the client, while another connection carries on; records
 //! cut at odd offsets and hundreds of records in one segment arrive whole; TLS 1.2
-//! renegotiation and TLS 1.2 ChaCha20 are refused; a HelloRetryRequest handshake completes.
+//! renegotiation and TLS 1.2 ChaCha20 are refused; a HelloRetryRequest handshake completes; a
+//! backend's last reply and its close reach the client as one segment.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -398,4 +399,48 @@ fn a_hello_retry_request_handshake_completes() {
     assert_eq!(text.matches("ServerHello").count(), 2, "no HelloRetryRequest: {}", describe(&out));
     assert!(text.contains("Server Temp Key: X25519"), "{}", describe(&out));
     assert!(text.contains("hello from builtin"), "{}", describe(&out));
+}
+
+/// A backend that reads one request, then answers `reply` and closes in one segment (data and
+/// FIN together, as nginx does with `tcp_nopush` for `Connection: close`).
+fn reply_and_close_backend(reply: &'static [u8]) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 64];
+        let _ = stream.read(&mut buf).unwrap();
+        // MSG_MORE holds the data back until the shutdown adds the FIN to it.
+        socket2::SockRef::from(&stream).send_with_flags(reply, libc::MSG_MORE).unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let _ = stream.read(&mut buf);
+    });
+    addr
+}
+
+/// Segments with data the kernel received on this socket, as `ss -i` reports it (TCP_INFO).
+fn data_segments_in(s: &std::net::TcpStream) -> u32 {
+    let port = s.local_addr().unwrap().port();
+    let out =
+        Command::new("ss").args(["-Htni", "state", "all", &format!("sport = :{port}")]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = text.split_whitespace().find_map(|w| w.strip_prefix("data_segs_in:"));
+    field.and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no data_segs_in in `ss -i`: {text}"))
+}
+
+#[test]
+fn a_backends_last_reply_and_close_reach_the_client_in_one_segment() {
+    let pki = Pki::new();
+    let (gate, addr) = terminator(&pki, &reply_and_close_backend(b"last words"), &[]);
+    let mut s = tls_client::handshake(addr, pki.ca().as_ref(), "localhost", WAIT).unwrap();
+    s.write_all(b"go").unwrap();
+    let mut got = Vec::new();
+    // Ends cleanly: rustls returns end of stream only after close_notify.
+    s.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"last words");
+    // The server's flight, the session ticket, then the reply with close_notify (and the FIN):
+    // without the read-ahead the reply and close_notify took two.
+    assert_eq!(data_segments_in(&s.sock), 3, "{}", gate.proc.log_text());
+    drop(s);
+    gate.proc.wait_logged(&["connection closed"], WAIT);
 }
