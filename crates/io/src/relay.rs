@@ -210,6 +210,7 @@ impl Pump {
                     return Poll::Ready(Ok(()));
                 }
                 // Read ahead once: is the end already here too?
+                let mut read_pending = false;
                 if n < scratch.len() {
                     match self.poll_read(cx, r, &mut scratch[n..]) {
                         Poll::Ready(Ok(0)) => {
@@ -218,7 +219,7 @@ impl Pump {
                         }
                         Poll::Ready(Ok(more)) => n += more,
                         Poll::Ready(Err(e)) => self.deferred = Some(e),
-                        Poll::Pending => {}
+                        Poll::Pending => read_pending = true,
                     }
                 }
                 let data = &scratch[..n];
@@ -234,6 +235,11 @@ impl Pump {
                             break;
                         }
                     }
+                }
+                // Nothing more to read (and the source's waker is set): done for now, once the
+                // destination took everything.
+                if read_pending && self.pending.is_empty() {
+                    return Poll::Pending;
                 }
                 Poll::Ready(Ok(()))
             });
