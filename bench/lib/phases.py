@@ -46,14 +46,15 @@ def _loadgen(ctx, mode, conns, concurrency, path="/small", timeout=300):
 
 
 def _measured(server, load):
-    """CPU seconds the server spent while `load()` ran, and load's result."""
+    """CPU seconds the server spent while `load()` ran, the system part of them, and load's
+    result."""
     before_pids = set(server.pids())
-    before = server.cpu_seconds()
+    before, before_sys = server.cpu_seconds(), server.sys_seconds()
     result = load()
-    after = server.cpu_seconds()
+    after, after_sys = server.cpu_seconds(), server.sys_seconds()
     if set(server.pids()) != before_pids:
         raise RuntimeError("the terminator's processes changed during the phase (a worker died?)")
-    return after - before, result
+    return after - before, after_sys - before_sys, result
 
 
 def warm_up(server, ctx):
@@ -115,11 +116,12 @@ def _read_line(proc, timeout):
 def full_handshake(server, ctx):
     """CPU per new connection with a full handshake and one small request relayed."""
     n = ctx.p["handshake_conns"]
-    cpu, r = _measured(server, lambda: _loadgen(ctx, "full", n, ctx.p["concurrency"]))
+    cpu, sys_cpu, r = _measured(server, lambda: _loadgen(ctx, "full", n, ctx.p["concurrency"]))
     if r["resumed"]:
         raise RuntimeError(f"full: {r['resumed']} of {r['ok']} connections resumed (resumption is disabled)")
     return {
         "full_cpu_ms": cpu * 1000 / r["ok"],
+        "full_sys_ms": sys_cpu * 1000 / r["ok"],
         "full_cps": r["conns_per_s"],
         "full_ok": r["ok"],
         "full_resumed": r["resumed"],
@@ -146,11 +148,11 @@ def resumed_handshake(server, ctx):
         if line != "warmed":
             raise RuntimeError(f"resumed loadgen: {line!r} {gen.stderr.read() if gen.poll() is not None else ''}")
         before_pids = set(server.pids())
-        before = server.cpu_seconds()
+        before, before_sys = server.cpu_seconds(), server.sys_seconds()
         gen.stdin.write("go\n")
         gen.stdin.flush()
         out, err = gen.communicate(timeout=300)
-        after = server.cpu_seconds()
+        after, after_sys = server.cpu_seconds(), server.sys_seconds()
         if set(server.pids()) != before_pids:
             raise RuntimeError("the terminator's processes changed during the phase (a worker died?)")
     finally:
@@ -164,6 +166,7 @@ def resumed_handshake(server, ctx):
         raise RuntimeError(f"resumed: {r['failed']} of {n} connections failed: {r['first_error']}")
     return {
         "resumed_cpu_ms": (after - before) * 1000 / r["ok"],
+        "resumed_sys_ms": (after_sys - before_sys) * 1000 / r["ok"],
         "resumed_cps": r["conns_per_s"],
         "resumed_count": r["resumed"],
         "resumed_ok": r["ok"],
@@ -175,7 +178,7 @@ def keepalive(server, ctx):
     secs = ctx.p["wrk_s"]
     url = f"https://127.0.0.1:{ctx.port}/small"
     argv = ["wrk", "-t1", "-c16", f"-d{secs}s", url]
-    cpu, out = _measured(server, lambda: procs.run(argv, timeout=secs + 60))
+    cpu, sys_cpu, out = _measured(server, lambda: procs.run(argv, timeout=secs + 60))
     m = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if not m or not rps:
@@ -189,6 +192,7 @@ def keepalive(server, ctx):
         raise RuntimeError(f"wrk made no request: {out[-500:]}")
     return {
         "keepalive_cpu_us": cpu * 1e6 / requests,
+        "keepalive_sys_us": sys_cpu * 1e6 / requests,
         "keepalive_rps": float(rps.group(1)),
         "keepalive_socket_errors": errors.group(1) if errors else "",
     }
@@ -197,11 +201,12 @@ def keepalive(server, ctx):
 def bulk(server, ctx):
     """100 MiB bodies relayed, one at a time: CPU seconds per GiB and MB/s."""
     n = ctx.p["bulk_runs"]
-    cpu, r = _measured(server, lambda: _loadgen(ctx, "full", n, 1, path="/big", timeout=120 * n))
+    cpu, sys_cpu, r = _measured(server, lambda: _loadgen(ctx, "full", n, 1, path="/big", timeout=120 * n))
     if r["body_bytes"] != n * BIG_BYTES:
         raise RuntimeError(f"bulk: {r['body_bytes']} bytes, expected {n * BIG_BYTES}")
     return {
         "bulk_cpu_s_per_gib": cpu / (r["body_bytes"] / 2**30),
+        "bulk_sys_s_per_gib": sys_cpu / (r["body_bytes"] / 2**30),
         "bulk_mb_s": r["body_bytes"] / 1e6 / r["elapsed_s"],
     }
 

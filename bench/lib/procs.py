@@ -67,6 +67,10 @@ class Server:
     def cpu_seconds(self):
         return sum(cpu_seconds(p) for p in self.pids())
 
+    def sys_seconds(self):
+        """The kernel's share of cpu_seconds: stime alone."""
+        return sum(sys_seconds(p) for p in self.pids())
+
     def rss_kib(self):
         return sum(rss_kib(p) for p in self.pids())
 
@@ -128,6 +132,15 @@ def cpu_seconds(pid):
         return 0.0
     # Fields 14 and 15 of /proc/PID/stat; index 0 here is field 3.
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def sys_seconds(pid):
+    """stime of a process (field 15): system calls and the kernel work done in its context."""
+    try:
+        fields = _stat_fields(pid)
+    except OSError:
+        return 0.0
+    return int(fields[12]) / CLK_TCK
 
 
 def rss_kib(pid):

@@ -35,6 +35,14 @@ FOLD = {
     "resumed_count": sum,
 }
 
+# The system (kernel) part of each CPU column, taken from the same round as the column's value.
+SYS_OF = {
+    "full_cpu_ms": "full_sys_ms",
+    "resumed_cpu_ms": "resumed_sys_ms",
+    "keepalive_cpu_us": "keepalive_sys_us",
+    "bulk_cpu_s_per_gib": "bulk_sys_s_per_gib",
+}
+
 CLEAN_WRK = "connect 0, read 0, write 0, timeout 0"
 
 
@@ -45,6 +53,10 @@ def fold(rounds):
         values = [r[key] for r in rounds if r.get(key) is not None]
         if values:
             row[key] = how(values)
+    for key, sys_key in SYS_OF.items():
+        measured = [r for r in rounds if r.get(key) is not None and r.get(sys_key) is not None]
+        if measured:
+            row[sys_key] = min(measured, key=lambda r: r[key])[sys_key]
     for r in rounds:
         row["errors"] += r.get("errors", [])
         for key in ("suite", "group"):
@@ -127,3 +139,40 @@ def ratios(rows, subject="tlsgate"):
         else:
             ratio_parts.append(f"{ratio_name}=n/a")
     return "best peers: " + " ".join(best_parts), "ratios vs best peer: " + " ".join(ratio_parts)
+
+
+def kernel_table(rows):
+    """The system-time part of each CPU column: how much of it is the kernel's work (system
+    calls, loopback TCP, wakeups of the peers), which no user-space change can remove."""
+    head = ["terminator"] + [f"{title} (system part)" for key, title, _, _ in COLUMNS if key in SYS_OF]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for name, row in rows:
+        cells = [name]
+        for key, _, fmt, _ in COLUMNS:
+            if key not in SYS_OF:
+                continue
+            total, part = row.get(key), row.get(SYS_OF[key])
+            if total is None or part is None:
+                cells.append("—")
+            else:
+                cells.append(f"{fmt.format(part)} ({100 * part / total:.0f} %)" if total > 0 else fmt.format(part))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def kernel_floor(rows, subject="tlsgate"):
+    """Per CPU column: the subject's system time alone, divided by the best peer's total — the
+    ratio the subject would reach with no user-space time at all."""
+    mine = dict(rows).get(subject, {})
+    peers = [(n, r) for n, r in rows if n != subject]
+    parts = []
+    for key, _, _, ratio_name in COLUMNS:
+        if key not in SYS_OF:
+            continue
+        candidates = [r[key] for _, r in peers if _valid(r, key)]
+        part = mine.get(SYS_OF[key])
+        if candidates and part is not None and min(candidates) > 0:
+            parts.append(f"{ratio_name}={part / min(candidates):.2f}")
+        else:
+            parts.append(f"{ratio_name}=n/a")
+    return "system time alone vs best peer: " + " ".join(parts)
