@@ -28,7 +28,7 @@ PARAMS = {
         "wrk_s": 5,
         "bulk_runs": 1,
     },
-    # Three rounds, the terminators in a rotated order each time; see report.FOLD.
+    # Three rounds, the terminators in a rotated order each time (see run_round); report.FOLD.
     "full": {
         "rounds": 3,
         "warm_conns": 200,
@@ -54,31 +54,48 @@ def make_www(dir):
     return www
 
 
-def measure_one(name, start, env, params, loadgen, pidfile):
-    """Starts one terminator on CPU 0, runs the phases, stops it. Returns its row."""
-    row = {"errors": []}
-    env = dict(env, LISTEN_PORT=procs.free_port())
-    server = procs.Server(name, start(env), "0", env["DIR"], pidfile)
+def run_round(i, terminators, env, params, loadgen, pidfile):
+    """One round: every terminator started fresh on CPU 0, each on its own port, then each phase
+    run on all of them in turn (in an order rotated by the round), so that a terminator's
+    measurement of a phase is seconds, not minutes, from its peers' and whatever else the
+    machine is doing weighs on all of them alike. A terminator is idle while another is
+    measured. Returns {name: row}."""
+    order = terminators[i % len(terminators) :] + terminators[: i % len(terminators)]
+    rows = {name: {"errors": []} for name, _ in order}
+    running = {}
     try:
-        procs.wait_port(env["LISTEN_PORT"], server)
-        ctx = phases.Ctx(loadgen, env["CA"], env["LISTEN_PORT"], params)
-        for phase in phases.PHASES:
-            procs.log(f"{name}: {phase.__name__}")
-            t0 = time.monotonic()
+        for name, start in order:
+            own = dict(env, LISTEN_PORT=procs.free_port())
+            server = procs.Server(name, start(own), "0", own["DIR"], pidfile)
+            running[name] = (server, phases.Ctx(loadgen, own["CA"], own["LISTEN_PORT"], params))
             try:
-                row.update(phase(server, ctx))
-            except Exception as e:  # noqa: BLE001 - one failed phase must not hide the others
-                row["errors"].append((phase.__name__, str(e)))
-                procs.log(f"{name}: {phase.__name__} FAILED: {e}")
-                if phase is phases.warm_up or server.poll() is not None:
-                    break
-            procs.log(f"{name}: {phase.__name__} done in {time.monotonic() - t0:.1f} s")
-    except Exception as e:  # noqa: BLE001
-        row["errors"].append(("start", str(e)))
-        procs.log(f"{name}: FAILED to start: {e}")
+                procs.wait_port(own["LISTEN_PORT"], server)
+            except Exception as e:  # noqa: BLE001 - one that fails to start must not stop the rest
+                rows[name]["errors"].append(("start", str(e)))
+                procs.log(f"{name}: FAILED to start: {e}")
+                server.stop()
+                del running[name]
+        for phase in phases.PHASES:
+            for name, _ in order:
+                if name not in running:
+                    continue
+                server, ctx = running[name]
+                procs.log(f"round {i + 1}/{params['rounds']}: {name}: {phase.__name__}")
+                t0 = time.monotonic()
+                try:
+                    rows[name].update(phase(server, ctx))
+                except Exception as e:  # noqa: BLE001 - one failed phase must not hide the others
+                    rows[name]["errors"].append((phase.__name__, str(e)))
+                    procs.log(f"{name}: {phase.__name__} FAILED: {e}")
+                    if phase is phases.warm_up or server.poll() is not None:
+                        server.stop()
+                        del running[name]
+                        continue
+                procs.log(f"{name}: {phase.__name__} done in {time.monotonic() - t0:.1f} s")
     finally:
-        server.stop()
-    return row
+        for server, _ in running.values():
+            server.stop()
+    return rows
 
 
 def main():
@@ -120,14 +137,11 @@ def main():
     try:
         procs.wait_port(env["BACKEND_PORT"], backend)
         for i in range(params["rounds"]):
-            order = terminators[i % len(terminators) :] + terminators[: i % len(terminators)]
-            for name, start in order:
-                procs.log(f"round {i + 1}/{params['rounds']}: {name}")
-                row = measure_one(name, start, env, params, args.loadgen, pidfile)
+            for name, row in run_round(i, terminators, env, params, args.loadgen, pidfile).items():
                 procs.log(f"{name}: {json.dumps(row)}")
                 rounds[name].append(row)
-                if backend.poll() is not None:
-                    raise RuntimeError(f"the backend nginx exited (log: {backend.log_path})")
+            if backend.poll() is not None:
+                raise RuntimeError(f"the backend nginx exited (log: {backend.log_path})")
     finally:
         backend.stop()
     rows = [(name, report.fold(rounds[name])) for name, _ in terminators]
