@@ -165,9 +165,10 @@ def main():
     print()
     print(report.kernel_table(rows))
     print()
-    print(report.kernel_floor(rows))
+    print(report.kernel_floor(rounds))
     print()
-    best, ratio = report.ratios(rows)
+    per_round, best, ratio = report.ratios(rounds)
+    print(per_round)
     print(best)
     print(ratio)
     return 1 if any(r["errors"] for _, r in rows) else 0

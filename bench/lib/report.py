@@ -119,26 +119,46 @@ def table(rows):
     return "\n".join(lines)
 
 
-def ratios(rows, subject="tlsgate"):
-    """(best-peer line, ratio line): subject ÷ the lowest peer value, per CPU/memory column."""
-    mine = dict(rows).get(subject, {})
-    peers = [(n, r) for n, r in rows if n != subject]
-    best_parts, ratio_parts = [], []
+def _per_round(rounds, key, value_key, subject):
+    """[(ratio, best peer)] for each round in which the subject and a peer have a valid `key`:
+    the subject's `value_key` ÷ the lowest `key` of the peers in that same round."""
+    out = []
+    for r, mine in enumerate(rounds.get(subject, [])):
+        candidates = [
+            (rows[r][key], name)
+            for name, rows in rounds.items()
+            if name != subject and r < len(rows) and _valid(rows[r], key)
+        ]
+        if candidates and _valid(mine, key) and mine.get(value_key) is not None:
+            best, best_name = min(candidates)
+            if best > 0:
+                out.append((mine[value_key] / best, best_name))
+    return out
+
+
+def ratios(rounds, subject="tlsgate"):
+    """(per-round line, best-peer line, ratio line). Each round measures every terminator's
+    phase within seconds of the others' (bench.run_round), so a ratio is taken within a round
+    — the subject against that round's best peer — and the ratio line gives the median of the
+    rounds, which one unusually fast or slow measurement cannot move."""
+    per_parts, best_parts, ratio_parts = [], [], []
     for key, _, _, ratio_name in COLUMNS:
         if ratio_name is None:
             continue
-        candidates = [(r[key], n) for n, r in peers if _valid(r, key)]
-        if not candidates:
+        pairs = _per_round(rounds, key, key, subject)
+        if not pairs:
+            per_parts.append(f"{ratio_name}=n/a")
             best_parts.append(f"{ratio_name}=n/a")
             ratio_parts.append(f"{ratio_name}=n/a")
             continue
-        best, best_name = min(candidates)
-        best_parts.append(f"{ratio_name}={best_name}")
-        if _valid(mine, key) and best > 0:
-            ratio_parts.append(f"{ratio_name}={mine[key] / best:.2f}")
-        else:
-            ratio_parts.append(f"{ratio_name}=n/a")
-    return "best peers: " + " ".join(best_parts), "ratios vs best peer: " + " ".join(ratio_parts)
+        per_parts.append(f"{ratio_name}=" + "/".join(f"{x:.2f}" for x, _ in pairs))
+        best_parts.append(f"{ratio_name}=" + "/".join(n for _, n in pairs))
+        ratio_parts.append(f"{ratio_name}={statistics.median(x for x, _ in pairs):.2f}")
+    return (
+        "per round: " + " ".join(per_parts),
+        "best peers: " + " ".join(best_parts),
+        "ratios vs best peer: " + " ".join(ratio_parts),
+    )
 
 
 def kernel_table(rows):
@@ -160,19 +180,14 @@ def kernel_table(rows):
     return "\n".join(lines)
 
 
-def kernel_floor(rows, subject="tlsgate"):
-    """Per CPU column: the subject's system time alone, divided by the best peer's total — the
-    ratio the subject would reach with no user-space time at all."""
-    mine = dict(rows).get(subject, {})
-    peers = [(n, r) for n, r in rows if n != subject]
+def kernel_floor(rounds, subject="tlsgate"):
+    """Per CPU column: the subject's system time alone ÷ the round's best peer's total (median
+    of the rounds) — the ratio the subject would reach with no user-space time at all."""
     parts = []
     for key, _, _, ratio_name in COLUMNS:
         if key not in SYS_OF:
             continue
-        candidates = [r[key] for _, r in peers if _valid(r, key)]
-        part = mine.get(SYS_OF[key])
-        if candidates and part is not None and min(candidates) > 0:
-            parts.append(f"{ratio_name}={part / min(candidates):.2f}")
-        else:
-            parts.append(f"{ratio_name}=n/a")
+        pairs = _per_round(rounds, key, SYS_OF[key], subject)
+        value = f"{statistics.median(x for x, _ in pairs):.2f}" if pairs else "n/a"
+        parts.append(f"{ratio_name}={value}")
     return "system time alone vs best peer: " + " ".join(parts)
