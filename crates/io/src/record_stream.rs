@@ -16,9 +16,9 @@
 //! open or is malformed is answered with a fatal alert (bad_record_mac for a failed tag) and the
 //! stream fails. Shutdown sends close_notify, then FIN, in one segment; told that the next writes
 //! are the last ([`RecordStream::last_writes`]), it holds their records back and sends them in
-//! that segment too (a reply, close_notify and FIN: one packet to the client, not three). TLS 1.2 renegotiation is refused. After
-//! 2^24 records under one transmit key, TLS 1.3 moves to the next (TLS 1.2 closes), as rustls
-//! did before the keys were handed over.
+//! that segment too (a reply, close_notify and FIN: one packet to the client, not three). TLS 1.2
+//! renegotiation is refused. After 2^24 records under one transmit key, TLS 1.3 moves to the next
+//! (TLS 1.2 closes), as rustls did before the keys were handed over.
 
 use std::cell::RefCell;
 use std::io;
