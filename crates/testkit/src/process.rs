@@ -170,6 +170,25 @@ impl Tlsgate {
         Tlsgate { proc: Proc::spawn("tlsgate", cmd) }
     }
 
+    /// `tlsgate [global…] terminate --listen 127.0.0.1:0 --cert … --key … --backend … [extra…]`,
+    /// started and listening; returns it with its address.
+    pub fn terminate(
+        bin: &str,
+        global: &[&str],
+        (cert, key): (&std::path::Path, &std::path::Path),
+        backend: &str,
+        extra: &[&str],
+    ) -> (Tlsgate, std::net::SocketAddr) {
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+        let mut args = global.to_vec();
+        args.extend_from_slice(&["terminate", "--listen", "127.0.0.1:0", "--cert", cert, "--key", key]);
+        args.extend_from_slice(&["--backend", backend]);
+        args.extend_from_slice(extra);
+        let gate = Tlsgate::start(bin, &args);
+        let addr = gate.listening(None);
+        (gate, addr)
+    }
+
     /// The built-in HTTP backend (`tlsgate backend`, answering `hello from <name>`) on `listen`;
     /// returns it with the address it bound.
     pub fn backend(bin: &str, listen: &str, name: &str) -> (Tlsgate, String) {

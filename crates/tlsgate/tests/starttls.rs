@@ -34,25 +34,9 @@ fn terminate(pki: &Pki, backend: &str, proto: &str) -> (Tlsgate, SocketAddr) {
 
 fn terminate_with(pki: &Pki, backend: &str, proto: &str, extra: &[&str]) -> (Tlsgate, SocketAddr) {
     let (cert, key) = pki.server("gate", &["localhost"]);
-    let mut args = vec![
-        "terminate",
-        "--listen",
-        "127.0.0.1:0",
-        "--cert",
-        cert.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-        "--backend",
-        backend,
-        "--starttls",
-        proto,
-        "--starttls-host",
-        "gate.test",
-    ];
+    let mut args = vec!["--starttls", proto, "--starttls-host", "gate.test"];
     args.extend_from_slice(extra);
-    let gate = Tlsgate::start(BIN, &args);
-    let addr = gate.listening(None);
-    (gate, addr)
+    Tlsgate::terminate(BIN, &[], (&cert, &key), backend, &args)
 }
 
 /// `tlsgate originate --starttls PROTO` toward `upstream`, verifying it against the test CA.

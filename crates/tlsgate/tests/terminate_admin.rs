@@ -22,27 +22,14 @@ fn metrics_and_status_page_show_live_traffic() {
         c.write(pki.dir.path(), stem).unwrap();
     }
     let (_backend, addr) = Tlsgate::backend(BIN, "127.0.0.1:0", "admin");
-    let gate = Tlsgate::start(
+    let (gate, listen) = Tlsgate::terminate(
         BIN,
-        &[
-            "terminate",
-            "--listen",
-            "127.0.0.1:0",
-            "--cert",
-            cert.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-            "--backend",
-            &addr,
-            "--client-ca",
-            pki.ca(),
-            "--allow-cn",
-            "alice",
-            "--admin",
-            "127.0.0.1:0",
-        ],
+        &[],
+        (&cert, &key),
+        &addr,
+        &["--client-ca", pki.ca(), "--allow-cn", "alice", "--admin", "127.0.0.1:0"],
     );
-    let port = gate.listening(None).port();
+    let port = listen.port();
     let admin =
         Proc::field(&gate.proc.wait_logged(&["admin listening"], Duration::from_secs(30)), "addr").unwrap();
     let client = |stem: &str, extra: &[&str], path: &str| {

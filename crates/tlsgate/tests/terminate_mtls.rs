@@ -178,29 +178,19 @@ fn mtls_flags_and_ip_san_allow_list() {
     }
     std::fs::write(pki.path("clients.crl"), pki.ca.crl(&[gone], 1).unwrap()).unwrap();
     let (_backend, addr) = Tlsgate::backend(BIN, "127.0.0.1:0", "mtls");
-    let gate = Tlsgate::start(
-        BIN,
-        &[
-            "terminate",
-            "--listen",
-            "127.0.0.1:0",
-            "--cert",
-            cert.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-            "--backend",
-            &addr,
-            "--client-ca",
-            pki.ca(),
-            "--crl",
-            pki.path("clients.crl").to_str().unwrap(),
-            "--allow-dns",
-            "*.clients.test",
-            "--allow-uri",
-            "spiffe://test/ns/prod/*",
-        ],
-    );
-    let port = gate.listening(None).port();
+    let crl = pki.path("clients.crl");
+    let extra = [
+        "--client-ca",
+        pki.ca(),
+        "--crl",
+        crl.to_str().unwrap(),
+        "--allow-dns",
+        "*.clients.test",
+        "--allow-uri",
+        "spiffe://test/ns/prod/*",
+    ];
+    let (_gate, listen) = Tlsgate::terminate(BIN, &[], (&cert, &key), &addr, &extra);
+    let port = listen.port();
     assert!(get(&pki, port, Some("dns"), "--tlsv1.3").is_ok());
     assert!(get(&pki, port, Some("uri"), "--tlsv1.3").is_ok());
     assert!(get(&pki, port, Some("ip"), "--tlsv1.3").unwrap_err().contains("access denied"));

@@ -26,21 +26,8 @@ fn terminator(pki: &Pki, backend: &str) -> (Tlsgate, u16) {
 
 fn terminator_with(pki: &Pki, backend: &str, global: &[&str]) -> (Tlsgate, u16) {
     let (cert, key) = pki.server("server", &["localhost"]);
-    let mut args = global.to_vec();
-    args.extend_from_slice(&[
-        "terminate",
-        "--listen",
-        "127.0.0.1:0",
-        "--cert",
-        cert.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-        "--backend",
-        backend,
-    ]);
-    let gate = Tlsgate::start(BIN, &args);
-    let port = gate.listening(None).port();
-    (gate, port)
+    let (gate, addr) = Tlsgate::terminate(BIN, global, (&cert, &key), backend, &[]);
+    (gate, addr.port())
 }
 
 #[test]

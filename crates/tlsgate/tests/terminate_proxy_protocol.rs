@@ -17,21 +17,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
 
 fn terminate(pki: &Pki, backend: &str, extra: &[&str]) -> (Tlsgate, u16) {
     let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
-    let mut args = vec![
-        "terminate",
-        "--listen",
-        "127.0.0.1:0",
-        "--cert",
-        cert.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-        "--backend",
-        backend,
-    ];
-    args.extend_from_slice(extra);
-    let gate = Tlsgate::start(BIN, &args);
-    let port = gate.listening(None).port();
-    (gate, port)
+    let (gate, addr) = Tlsgate::terminate(BIN, &[], (&cert, &key), backend, extra);
+    (gate, addr.port())
 }
 
 #[test]

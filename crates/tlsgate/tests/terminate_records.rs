@@ -48,21 +48,7 @@ fn echo_backend() -> String {
 
 fn terminator(pki: &Pki, backend: &str, extra: &[&str]) -> (Tlsgate, SocketAddr) {
     let (cert, key) = pki.server("server", &["localhost"]);
-    let mut args = vec![
-        "terminate",
-        "--listen",
-        "127.0.0.1:0",
-        "--cert",
-        cert.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-        "--backend",
-        backend,
-    ];
-    args.extend_from_slice(extra);
-    let gate = Tlsgate::start(BIN, &args);
-    let addr = gate.listening(None);
-    (gate, addr)
+    Tlsgate::terminate(BIN, &[], (&cert, &key), backend, extra)
 }
 
 /// `openssl s_client` driven line by line: its stdout arrives on a channel.
