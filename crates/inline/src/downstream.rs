@@ -258,6 +258,12 @@ impl Downstream {
         Some(outer)
     }
 
+    /// True when in-order server data waits only for the client's window (or the store bound)
+    /// to open: the client must be asked for its window, since its update may have been lost.
+    pub fn waiting_for_window(&self) -> bool {
+        self.hold.has_ready(self.next_inner)
+    }
+
     /// True while sent records wait for the client's acknowledgement.
     pub fn has_unacked(&self) -> bool {
         !self.sent.is_empty()

@@ -93,6 +93,11 @@ impl HoldQueue {
         Ok(new)
     }
 
+    /// True when held bytes start exactly at `next` (ready to go once something lets them).
+    pub fn has_ready(&self, next: u64) -> bool {
+        self.segs.first_key_value().is_some_and(|(&k, _)| k == next)
+    }
+
     /// Takes out the held bytes that start exactly at `next`, if any, merged into one run.
     pub fn pop_ready(&mut self, next: u64) -> Option<Vec<u8>> {
         let mut run: Option<Vec<u8>> = None;

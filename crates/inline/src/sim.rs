@@ -9,6 +9,7 @@
 //! (key, record number) used twice shows up here or as a decryption failure), and no flow's
 //! state exceeds the bound. Certificates come from the caller, so the library needs no PKI.
 
+mod persist;
 mod recut;
 
 pub use recut::RecutCounts;
@@ -199,6 +200,8 @@ struct Host {
     dev: Dev,
     iface: Interface,
     sockets: SocketSet<'static>,
+    /// The zero-window probes smoltcp does not send.
+    persist: persist::Persist,
 }
 
 impl Host {
@@ -208,7 +211,7 @@ impl Host {
         iface.update_ip_addrs(|a| {
             a.push(IpCidr::new(IpAddress::v4(addr[0], addr[1], addr[2], addr[3]), 24)).expect("one address")
         });
-        Host { dev, iface, sockets: SocketSet::new(Vec::new()) }
+        Host { dev, iface, sockets: SocketSet::new(Vec::new()), persist: persist::Persist::default() }
     }
 
     fn add_socket(&mut self, rx_buffer: usize) -> SocketHandle {
@@ -219,6 +222,22 @@ impl Host {
 
     fn poll(&mut self, now: Instant) {
         self.iface.poll(now, &mut self.dev, &mut self.sockets);
+    }
+
+    /// Queues a window probe for each of `handles` with data waiting behind a zero window.
+    fn probe_zero_windows(&mut self, now: u64, handles: &[SocketHandle]) {
+        for &h in handles {
+            let s = self.sockets.get::<tcp::Socket>(h);
+            let (Some(local), Some(remote)) = (s.local_endpoint(), s.remote_endpoint()) else { continue };
+            if s.send_queue() == 0 || !matches!(s.state(), tcp::State::Established | tcp::State::CloseWait) {
+                continue;
+            }
+            let local = std::net::SocketAddr::new(local.addr.into(), local.port);
+            let remote = std::net::SocketAddr::new(remote.addr.into(), remote.port);
+            if let Some(p) = self.persist.probe(now, local, remote) {
+                self.dev.tx.push(p);
+            }
+        }
     }
 }
 
@@ -322,6 +341,8 @@ struct Client {
     payload: Vec<u8>,
     written: usize,
     tls_out: Vec<u8>,
+    /// TLS bytes handed to the socket so far.
+    tls_sent: usize,
     echoed: Vec<u8>,
     key_update_at: Option<usize>,
     /// See [`SimConfig::reset_at`].
@@ -374,6 +395,7 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
                 payload: (0..cfg.bytes).map(|b| (b as u64 * 7919 + cfg.seed + i as u64) as u8).collect(),
                 written: 0,
                 tls_out: Vec::new(),
+                tls_sent: 0,
                 echoed: Vec::new(),
                 key_update_at: cfg.key_update_at,
                 reset_at: cfg.reset_at.filter(|_| i % 2 == 1),
@@ -403,7 +425,10 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
     let limit = cfg.time_limit.as_micros() as u64;
     // Diagnosis: SIM_TRACE_PORT=<client port> prints that flow's packets in the last 3 s.
     let trace_port: Option<u16> = std::env::var("SIM_TRACE_PORT").ok().and_then(|v| v.parse().ok());
-    let trace_from = limit.saturating_sub(3_000_000);
+    let trace_from = std::env::var("SIM_TRACE_FROM")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(limit.saturating_sub(3_000_000));
     let mut t = 0u64;
     // State is sampled every 100 ms (a report costs a walk over the flows).
     let mut next_sample = 0u64;
@@ -427,9 +452,13 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
             }
             let (to, p) = link.queue.remove(&(at, n)).expect("peeked");
             match to {
-                Hop::Client => client_host.dev.rx.push_back(p),
+                Hop::Client => {
+                    client_host.persist.received(&p);
+                    client_host.dev.rx.push_back(p)
+                }
                 Hop::Server => {
                     recut.server_received(&p);
+                    server_host.persist.received(&p);
                     server_host.dev.rx.push_back(p)
                 }
                 Hop::Engine => {
@@ -519,7 +548,12 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
         }
         client_host.poll(now);
         server_host.poll(now);
+        let client_handles: Vec<SocketHandle> = clients.iter().map(|c| c.handle).collect();
+        client_host.probe_zero_windows(t, &client_handles);
+        let server_handles: Vec<SocketHandle> = server_socks.iter().map(|s| s.handle).collect();
+        server_host.probe_zero_windows(t, &server_handles);
         for p in client_host.dev.tx.drain(..) {
+            client_host.persist.sent(t, &p);
             if let Some(seg) = packet::parse(&p) {
                 if let (Some(ack), Some(log)) = (seg.ack, sent.get_mut(&seg.src.port())) {
                     log.ack(ack.0);
@@ -528,6 +562,7 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
             link.send(t, Hop::Engine, p);
         }
         for p in server_host.dev.tx.drain(..) {
+            server_host.persist.sent(t, &p);
             recut.server_sent(&p);
             link.send(t, Hop::Engine, p);
         }
@@ -560,18 +595,39 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
         } else if !c.failed {
             // Say where it stopped: both ends' sockets and the engine's view of the flow.
             let sock = client_host.sockets.get::<tcp::Socket>(c.handle);
-            let row = report.connections.iter().find(|r| r.key.client.port() == c.port);
+            let server = server_socks.iter().find(|sc| sc.client_port == Some(c.port)).map_or_else(
+                || "no server connection".to_owned(),
+                |sc| {
+                    let s = server_host.sockets.get::<tcp::Socket>(sc.handle);
+                    format!(
+                        "server received {} echoed {} (send queue {}) {:?}",
+                        sc.received,
+                        sc.received - sc.pending.len(),
+                        s.send_queue(),
+                        s.state()
+                    )
+                },
+            );
+            let engine = report.connections.iter().find(|r| r.key.client.port() == c.port).map_or_else(
+                || "engine: no flow".to_owned(),
+                |r| {
+                    let held = report.queues.iter().filter(|q| q.key == r.key).map(|q| q.segment.len).sum::<usize>();
+                    format!(
+                        "engine: {:?}, up {} records {} B, down {} records {} B, {held} B held, last packet {:?}",
+                        r.state, r.up.records, r.up.inner_bytes, r.down.records, r.down.inner_bytes, r.last_activity
+                    )
+                },
+            );
             sum.stalled.push(format!(
-                "port {}: wrote {} got back {} of {}; client socket {:?} send_queue {} recv_queue {}; \
-                 engine {:?}",
+                "stalled port {}: client wrote {} of plaintext, {} TLS bytes of which {} acked, got back {} of {}, \
+                 {:?}; {server}; {engine}",
                 c.port,
                 c.written,
+                c.tls_sent,
+                c.tls_sent - sock.send_queue(),
                 c.echoed.len(),
                 c.payload.len(),
                 sock.state(),
-                sock.send_queue(),
-                sock.recv_queue(),
-                row.map(|r| (r.state, r.up, r.down, r.pairs_up.len(), r.pairs_down.len(), r.state_bytes)),
             ));
         }
     }
@@ -697,6 +753,7 @@ fn drive_client(c: &mut Client, sock: &mut tcp::Socket<'_>, sum: &mut Summary) {
     if !c.tls_out.is_empty() && sock.can_send() {
         if let Ok(n) = sock.send_slice(&c.tls_out) {
             c.tls_out.drain(..n);
+            c.tls_sent += n;
         }
     }
 }
@@ -727,6 +784,7 @@ fn reset_mid_record(c: &mut Client, sock: &mut tcp::Socket<'_>, at: usize) -> bo
     if !c.tls_out.is_empty() && sock.can_send() {
         if let Ok(n) = sock.send_slice(&c.tls_out) {
             c.tls_out.drain(..n);
+            c.tls_sent += n;
         }
     }
     // The engine has all of it (it acknowledges a partial record up to its last byte).

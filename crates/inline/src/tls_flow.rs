@@ -256,6 +256,16 @@ impl TlsFlow {
                 }
             }
         }
+        // A window probe or keep-alive (no data, below what the engine acknowledged: RFC 9293
+        // section 3.8.6.1, Linux sends it at SND.UNA - 1) is passed on as one to the server,
+        // whose answer carries its current window: a lost window update is repaired only so.
+        if payload.is_empty()
+            && !seg.fin
+            && self.is_probe(self.client.offset(seg.seq, self.up.next()), self.ack_to_client)
+        {
+            let at = self.up.inner_acked().max(1) - 1;
+            self.forward_control(at, Control::None, &[], out);
+        }
         // A bare ACK from the client always reaches the server, duplicates included: the
         // server's retransmission and window logic relies on them.
         let mut ack_server = payload.is_empty() && !seg.fin && seg.ack.is_some();
@@ -406,11 +416,28 @@ impl TlsFlow {
         if !payload.is_empty() && sends.is_empty() {
             self.send_server(Control::None, &[], out);
         }
+        // The server probes the window (or keeps alive), or retransmits data the engine holds
+        // for the client's window: the client is probed in turn, and its answer (a bare ACK,
+        // passed on to the server) brings its current window to both, should its last window
+        // update have been lost.
+        let probe = payload.is_empty()
+            && !seg.fin
+            && self.is_probe(self.server.offset(seg.seq, self.down.next_inner()), self.ack_to_server);
+        if sends.is_empty() && (probe || (!payload.is_empty() && self.down.waiting_for_window())) {
+            self.send_client(Control::None, self.down.outer_acked().max(1) - 1, &[], out);
+        }
         self.emit_to_client(&sends, acked, out);
         if let Some(outer) = fin_at {
             self.send_client(Control::Fin, outer, &[], out);
         }
         Ok(Verdict::Continue)
+    }
+
+    /// A segment without data at `offset` of its sender's stream is a window probe or a
+    /// keep-alive when it lies below what the engine has acknowledged to that sender (an ACK
+    /// carries SND.NXT, which never is).
+    fn is_probe(&self, offset: Option<u64>, acked: u64) -> bool {
+        offset.is_some_and(|o| o < acked)
     }
 
     /// The engine's timer: resend its own unacknowledged bytes with backoff.

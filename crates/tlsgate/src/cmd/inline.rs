@@ -44,6 +44,9 @@ fn simulate(args: &SimulateArgs) -> Result<(), String> {
     };
     let summary = sim::run(&config, Arc::new(server), client);
     println!("{summary}");
+    for line in &summary.stalled {
+        println!("{line}");
+    }
     for v in summary.violations.iter().take(5) {
         eprintln!("violation: {v}");
     }
