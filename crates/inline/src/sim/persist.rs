@@ -6,16 +6,26 @@
 //! zero window; Linux sends, after a retransmission timeout and then with a doubling interval,
 //! a segment without data at SND.UNA - 1, which the receiver answers with an ACK carrying its
 //! current window. This module watches each host's packets and sends those probes on its behalf.
+//!
+//! smoltcp can also leave its retransmission timer idle while data is outstanding (an ACK that
+//! acknowledges only part of the data resets it to idle when it was not armed, and it is armed
+//! again only after a transmission that leaves nothing more to send), so a lost segment then
+//! is never resent. Linux keeps a timer armed while anything is outstanding; here a host quiet
+//! for a retransmission timeout with data in flight resends the segment at SND.UNA, from a copy
+//! of what it sent (bytes at a sequence number never change).
 
 use crate::packet::{self, Build, Control};
 use crate::seq::Seq;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
 /// The first probe after this much silence (Linux's minimum RTO), then doubling.
 const FIRST_US: u64 = 200_000;
 /// Linux caps the probe interval at 120 s; 12.8 s keeps long simulations moving.
 const MAX_BACKOFF: u32 = 6;
+/// A retransmission on the host's behalf only after this much silence (Linux's initial RTO),
+/// so that smoltcp's own timer, when armed, goes first.
+const RETRANSMIT_US: u64 = 1_000_000;
 
 /// One connection as its host sees it.
 #[derive(Default)]
@@ -29,6 +39,8 @@ struct Conn {
     /// When the host last sent anything, or the last probe went.
     quiet_since: u64,
     backoff: u32,
+    /// Data segments sent and not yet acknowledged, as sent.
+    unacked: VecDeque<(Seq, Vec<u8>)>,
 }
 
 /// Per host: its connections by (local, remote).
@@ -36,6 +48,7 @@ struct Conn {
 pub struct Persist {
     conns: HashMap<(SocketAddr, SocketAddr), Conn>,
     pub probes: u64,
+    pub retransmissions: u64,
 }
 
 impl Persist {
@@ -48,6 +61,9 @@ impl Persist {
         c.quiet_since = now;
         if !seg.payload.is_empty() || seg.syn || seg.fin {
             c.backoff = 0;
+        }
+        if !seg.payload.is_empty() && !seg.syn {
+            c.unacked.push_back((seg.seq, p[seg.payload].to_vec()));
         }
     }
 
@@ -62,29 +78,34 @@ impl Persist {
         if let Some(a) = seg.ack {
             c.snd_una = Some(a);
             c.peer_window = seg.window;
+            c.unacked.retain(|(s, d)| Seq(s.0.wrapping_add(d.len() as u32)).gt(a));
         }
     }
 
-    /// The probe for a connection with data waiting to be sent (`local` → `remote`), when the
-    /// peer's window is zero and the host has been quiet long enough.
+    /// For a connection with data waiting to be sent or acknowledged (`local` → `remote`) and a
+    /// host quiet long enough: the segment at SND.UNA again when data is in flight, else a
+    /// probe when the peer's window is zero.
     pub fn probe(&mut self, now: u64, local: SocketAddr, remote: SocketAddr) -> Option<Vec<u8>> {
         let c = self.conns.get_mut(&(local, remote))?;
         let (una, ack) = (c.snd_una?, c.rcv_ack?);
-        if c.peer_window != 0 || now < c.quiet_since + (FIRST_US << c.backoff) {
+        let head = c.unacked.iter().find(|(s, d)| s.le(una) && una.lt(Seq(s.0.wrapping_add(d.len() as u32))));
+        let (seq, payload, first) = match head {
+            Some((s, d)) => (una, &d[una.diff(*s) as usize..], RETRANSMIT_US),
+            None if c.peer_window == 0 => (Seq(una.0.wrapping_sub(1)), &[][..], FIRST_US),
+            None => return None,
+        };
+        if now < c.quiet_since + (first << c.backoff) {
             return None;
+        }
+        let p = Build { src: local, dst: remote, seq, ack: Some(ack), control: Control::Psh, window: c.window, payload }
+            .emit();
+        if payload.is_empty() {
+            self.probes += 1;
+        } else {
+            self.retransmissions += 1;
         }
         c.quiet_since = now;
         c.backoff = (c.backoff + 1).min(MAX_BACKOFF);
-        self.probes += 1;
-        Build {
-            src: local,
-            dst: remote,
-            seq: Seq(una.0.wrapping_sub(1)),
-            ack: Some(ack),
-            control: Control::None,
-            window: c.window,
-            payload: &[],
-        }
-        .emit()
+        p
     }
 }
