@@ -75,7 +75,8 @@ impl Persist {
             return;
         }
         let c = self.conns.entry((seg.dst, seg.src)).or_default();
-        if let Some(a) = seg.ack {
+        // An older ACK (reordered or duplicated on the link) says nothing new.
+        if let Some(a) = seg.ack.filter(|&a| c.snd_una.is_none_or(|u| a.ge(u))) {
             c.snd_una = Some(a);
             c.peer_window = seg.window;
             c.unacked.retain(|(s, d)| Seq(s.0.wrapping_add(d.len() as u32)).gt(a));
