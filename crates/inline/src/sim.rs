@@ -68,6 +68,9 @@ pub struct SimConfig {
     /// keep-alives, so a reset lost on the link is answered again by the client's stack.
     pub reset_at: Option<usize>,
     pub time_limit: Duration,
+    /// No engine: each client speaks plaintext TCP straight to the echo server through the
+    /// same link (same impairment, same bytes), the baseline the engine's goodput is set against.
+    pub plain: bool,
 }
 
 impl Default for SimConfig {
@@ -86,6 +89,7 @@ impl Default for SimConfig {
             server_write: None,
             reset_at: None,
             time_limit: Duration::from_secs(120),
+            plain: false,
         }
     }
 }
@@ -116,9 +120,17 @@ pub struct Summary {
     pub server_retransmissions: RecutCounts,
     /// Flows reset in the middle of a record (`reset_at`), checked as described there.
     pub resets: usize,
+    /// The engine's goodput over the plain baseline's (see [`Summary::goodput`]), when the
+    /// caller ran both.
+    pub goodput_vs_plain: Option<f64>,
 }
 
 impl Summary {
+    /// Plaintext delivered both ways per second of simulated time.
+    pub fn goodput(&self) -> f64 {
+        (self.bytes_up + self.bytes_down) as f64 / self.sim_time.as_secs_f64().max(1e-6)
+    }
+
     /// All flows completed (or were reset as asked, and checked) and nothing was violated.
     pub fn ok(&self) -> bool {
         self.violations.is_empty() && self.completed + self.resets == self.flows
@@ -146,7 +158,11 @@ impl fmt::Display for Summary {
             self.sim_time,
             self.server_retransmissions.retransmissions,
             self.server_retransmissions.recut,
-        )
+        )?;
+        if let Some(g) = self.goodput_vs_plain {
+            write!(f, " goodput_vs_plain={g:.3}")?;
+        }
+        Ok(())
     }
 }
 
@@ -440,7 +456,12 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
             let cx = client_host.iface.context();
             let to = IpAddress::v4(service_ip[0], service_ip[1], service_ip[2], service_ip[3]);
             let sock = client_host.sockets.get_mut::<tcp::Socket>(c.handle);
-            if sock.connect(cx, (to, 443), c.port).is_err() {
+            let (to, port) = if cfg.plain {
+                (IpAddress::v4(SERVER_IP[0], SERVER_IP[1], SERVER_IP[2], SERVER_IP[3]), 80)
+            } else {
+                (to, 443)
+            };
+            if sock.connect(cx, (to, port), c.port).is_err() {
                 sum.violations.push(format!("flow on port {} could not connect", c.port));
             }
         }
@@ -461,6 +482,8 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
                     server_host.persist.received(&p);
                     server_host.dev.rx.push_back(p)
                 }
+                // The baseline: a plain forwarder in the engine's place.
+                Hop::Engine if cfg.plain => to_wire.push((Hop::Engine, p)),
                 Hop::Engine => {
                     if let (Some(port), Some(seg)) = (trace_port, packet::parse(&p)) {
                         if (seg.src.port() == port || seg.dst.port() == port) && t > trace_from {
@@ -544,7 +567,12 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
             }
         }
         for c in &mut clients {
-            drive_client(c, client_host.sockets.get_mut::<tcp::Socket>(c.handle), &mut sum);
+            let sock = client_host.sockets.get_mut::<tcp::Socket>(c.handle);
+            if cfg.plain {
+                drive_plain_client(c, sock, &mut sum);
+            } else {
+                drive_client(c, sock, &mut sum);
+            }
         }
         client_host.poll(now);
         server_host.poll(now);
@@ -753,6 +781,33 @@ fn drive_client(c: &mut Client, sock: &mut tcp::Socket<'_>, sum: &mut Summary) {
     if !c.tls_out.is_empty() && sock.can_send() {
         if let Ok(n) = sock.send_slice(&c.tls_out) {
             c.tls_out.drain(..n);
+            c.tls_sent += n;
+        }
+    }
+}
+
+/// One plaintext client's turn (the baseline without the engine): read the echo, write more.
+fn drive_plain_client(c: &mut Client, sock: &mut tcp::Socket<'_>, sum: &mut Summary) {
+    if c.done || c.failed {
+        return;
+    }
+    if sock.can_recv() {
+        let mut buf = [0u8; 8192];
+        let n = sock.recv_slice(&mut buf).unwrap_or(0);
+        c.echoed.extend_from_slice(&buf[..n]);
+        if c.echoed[..] != c.payload[..c.echoed.len().min(c.payload.len())] {
+            sum.violations.push(format!("flow on port {}: bytes delivered wrong", c.port));
+            c.failed = true;
+            return;
+        }
+        if c.echoed.len() == c.payload.len() {
+            c.done = true;
+            return;
+        }
+    }
+    if c.written < c.payload.len() && sock.can_send() {
+        if let Ok(n) = sock.send_slice(&c.payload[c.written..]) {
+            c.written += n;
             c.tls_sent += n;
         }
     }

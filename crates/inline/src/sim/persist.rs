@@ -98,8 +98,16 @@ impl Persist {
         if now < c.quiet_since + (first << c.backoff) {
             return None;
         }
-        let p = Build { src: local, dst: remote, seq, ack: Some(ack), control: Control::Psh, window: c.window, payload }
-            .emit();
+        let p = Build {
+            src: local,
+            dst: remote,
+            seq,
+            ack: Some(ack),
+            control: Control::Psh,
+            window: c.window,
+            payload,
+        }
+        .emit();
         if payload.is_empty() {
             self.probes += 1;
         } else {

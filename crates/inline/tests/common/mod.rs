@@ -351,6 +351,7 @@ pub const SIM_MIX: SimConfig = SimConfig {
     server_write: None,
     reset_at: None,
     time_limit: std::time::Duration::from_secs(120),
+    plain: false,
 };
 
 /// Runs a simulation and asserts that it passed (`SIM_PRINT=1` prints each summary line).

@@ -41,8 +41,13 @@ fn simulate(args: &SimulateArgs) -> Result<(), String> {
         server_write: args.server_write,
         reset_at: None,
         time_limit: Duration::from_secs(600),
+        plain: false,
     };
-    let summary = sim::run(&config, Arc::new(server), client);
+    let server = Arc::new(server);
+    let mut summary = sim::run(&config, server.clone(), client.clone());
+    // The same flows with a plain forwarder in the engine's place: the baseline.
+    let plain = sim::run(&SimConfig { plain: true, ..config }, server, client);
+    summary.goodput_vs_plain = Some(summary.goodput() / plain.goodput().max(1e-9));
     println!("{summary}");
     for line in &summary.stalled {
         println!("{line}");
