@@ -9,4 +9,5 @@ pub mod identity;
 pub mod names;
 pub mod policy;
 pub mod proxy_protocol;
+pub mod routing;
 pub mod side;
