@@ -1,7 +1,8 @@
 //! The TLS handshake of one client connection, over its socket.
 //!
 //! The ClientHello is read first, so that a name with no certificate or no route is refused with
-//! an `unrecognized_name` alert before any key exchange is spent on it. rustls then runs the
+//! an `unrecognized_name` alert before any key exchange is spent on it. Routes that differ by
+//! ALPN are told apart once the handshake has negotiated the protocol. rustls then runs the
 //! handshake (`tlsgate_tls::server_handshake`, its unbuffered API) on whole records read here;
 //! at completion its keys go to tlsgate's record layer and the connection continues as a
 //! [`RecordStream`]: no rustls buffer or connection state outlives the handshake.
@@ -39,7 +40,7 @@ impl HandshakeFailure {
     }
 }
 
-/// A finished handshake and the route its SNI chose.
+/// A finished handshake and the route its SNI and negotiated ALPN chose.
 #[derive(Debug)]
 pub struct Established {
     /// Boxed: the connection task's future moves the stream between its states, and each move
@@ -102,12 +103,12 @@ pub async fn accept(
             "refused: no certificate for SNI {sni:?} and no default certificate"
         ))));
     }
-    let Some(route) = routes.lookup(sni.as_deref()).cloned() else {
+    if !routes.serves(sni.as_deref()) {
         send_alert(&mut tcp, AlertDescription::UnrecognisedName).await;
         return Err(HandshakeFailure::Refused(ProxyError::client(format!(
             "refused: SNI {sni:?} matches no route and there is no default route"
         ))));
-    };
+    }
     let failed = |e: String| {
         HandshakeFailure::Failed(ProxyError::client(format!("TLS handshake failed (sni {sni:?}): {e}")))
     };
@@ -145,6 +146,16 @@ pub async fn accept(
         .map_err(|e| HandshakeFailure::Failed(ProxyError::internal(format!("record layer: {e}"))))?;
     // Client records that arrived with its last handshake record are the stream's first.
     let stream = Box::new(RecordStream::new(tcp, layer, &input).map_err(|e| failed(e.to_string()))?);
+    // The protocol is known only now: routes for this name may each take different ones.
+    let alpn = finished.facts.alpn.as_deref();
+    let Some(route) = routes.lookup(sni.as_deref(), alpn).cloned() else {
+        let alpn = alpn.map(String::from_utf8_lossy);
+        // RFC 7301's alert for "none of your protocols": here, none with a route for this name.
+        stream.refuse(u8::from(AlertDescription::NoApplicationProtocol)).await;
+        return Err(HandshakeFailure::Refused(ProxyError::client(format!(
+            "refused: SNI {sni:?} with ALPN {alpn:?} matches no route and there is no default route"
+        ))));
+    };
     Ok(Established { stream, sni, route, facts: finished.facts })
 }
 

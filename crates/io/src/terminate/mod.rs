@@ -3,7 +3,7 @@
 //! - [`server`]: every listener of the process; reload and graceful shutdown;
 //! - [`listener`]: a listener's swappable state, its accept loop, the life of one connection;
 //! - [`handshake`]: reading the ClientHello, refusing unknown names, finishing the handshake;
-//! - [`routes`]: which pool a handshake's SNI selects;
+//! - [`routes`]: which pool a handshake's SNI and negotiated ALPN select;
 //! - [`http_headers`]: HTTP header mode (`X-Forwarded-*`, client-certificate headers);
 //! - [`watch`]: noticing changed certificate, key, CA and CRL files.
 
