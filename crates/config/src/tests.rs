@@ -16,6 +16,8 @@ fn documented_example_parses() {
     assert_eq!(t.listener[2].starttls_host.as_deref(), Some("mx.example.com"));
     assert_eq!(t.listener[0].starttls, None);
     assert_eq!(t.listener[0].route[0].backends[1].to_string(), "10.0.0.12:8080");
+    assert_eq!(t.listener[0].route[1].alpn, vec!["h2"]);
+    assert_eq!(t.listener[0].offered_alpn(), vec!["h2", "http/1.1"]);
     assert_eq!(t.listener[1].tls_versions, vec![TlsVersion::Tls13]);
     assert_eq!(config.log.format, LogFormat::Text);
     let tunnel = config.tunnel.expect("tunnel section");
