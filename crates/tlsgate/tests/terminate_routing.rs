@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use tlsgate_testkit::clients::{curl, describe, s_client};
+use tlsgate_testkit::clients::{curl, curl_name, describe, s_client};
 use tlsgate_testkit::pki::Pki;
 use tlsgate_testkit::process::{Proc, Tlsgate};
 
@@ -16,12 +16,7 @@ fn backend(name: &str) -> (Tlsgate, String) {
 
 /// GET / for `name` on `port`, resolved to loopback, with the test CA; body or curl's error.
 fn get(pki: &Pki, name: &str, port: u16, extra: &[&str]) -> Result<String, String> {
-    let resolve = format!("{name}:{port}:127.0.0.1");
-    let url = format!("https://{name}:{port}/");
-    let mut args = vec!["--cacert", pki.ca(), "--resolve", &resolve];
-    args.extend_from_slice(extra);
-    args.push(&url);
-    let out = curl(&args);
+    let out = curl_name(pki.ca(), name, port, extra);
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
