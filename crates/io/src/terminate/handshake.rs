@@ -26,7 +26,8 @@ use crate::ProxyError;
 /// Why a handshake did not finish.
 #[derive(Debug)]
 pub enum HandshakeFailure {
-    /// The SNI has no certificate or no route: refused by the configuration.
+    /// The SNI has no certificate or no route, or no route takes the negotiated ALPN: refused by
+    /// the configuration.
     Refused(ProxyError),
     /// Anything else: garbage, a TLS error, a connection closed early.
     Failed(ProxyError),
