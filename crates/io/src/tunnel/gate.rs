@@ -295,6 +295,19 @@ pub(crate) async fn resolve_checked(
     }
 }
 
+/// [`resolve_checked`] under the policy current now: a reload applies to every new session and
+/// every new UDP destination.
+async fn resolve_now(
+    shared: &Shared,
+    portal: &str,
+    protocol: Protocol,
+    target: &Target,
+) -> Result<Vec<IpAddr>, OpenFailure> {
+    let policies = shared.policies.load_full();
+    let view = SharedView { policies: &policies, resolver: &shared.resolver, portal };
+    resolve_checked(&view, protocol, target).await
+}
+
 /// What resolution and policy need, borrowed.
 pub(crate) struct SharedView<'a> {
     pub policies: &'a PolicySet,
@@ -308,9 +321,7 @@ async fn open_tcp(
     peer: SocketAddr,
     target: &Target,
 ) -> Result<(TcpStream, Listed), OpenFailure> {
-    let policies = shared.policies.load_full();
-    let view = SharedView { policies: &policies, resolver: &shared.resolver, portal };
-    let addrs = resolve_checked(&view, Protocol::TCP, target).await?;
+    let addrs = resolve_now(shared, portal, Protocol::TCP, target).await?;
     let port = match &target.host {
         Host::Name(n) if n == DNS_TARGET_NAME => shared.resolver.dns_server().map_or(53, |s| s.port()),
         _ => target.port,
@@ -373,12 +384,7 @@ async fn udp_session(
                 reply_to = Some(d.src.clone());
                 let to = match resolved.get(&d.dst) {
                     Some(a) => *a,
-                    // Each new destination is checked against the policy current now.
-                    None => match resolve_checked(
-                        &SharedView { policies: &shared.policies.load_full(), resolver: &shared.resolver, portal: &portal },
-                        Protocol::UDP,
-                        &d.dst,
-                    ).await {
+                    None => match resolve_now(&shared, &portal, Protocol::UDP, &d.dst).await {
                         Ok(addrs) => {
                             let port = if is_dns(&d.dst) { shared.resolver.dns_server().map_or(53, |s| s.port()) } else { d.dst.port };
                             let a = SocketAddr::new(v6_mapped(addrs[0]), port);
