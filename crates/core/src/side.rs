@@ -12,8 +12,11 @@ pub enum Side {
     Client,
     /// The server tlsgate connects to on the client's behalf.
     Backend,
-    /// tlsgate itself: configuration, resources, bugs.
+    /// tlsgate itself: resources, bugs.
     Internal,
+    /// The configuration or a file it names (certificate, key, CA, CRL): refused at start or
+    /// reload, before any connection is involved.
+    Config,
 }
 
 impl Side {
@@ -22,6 +25,7 @@ impl Side {
             Side::Client => "client",
             Side::Backend => "backend",
             Side::Internal => "internal",
+            Side::Config => "config",
         }
     }
 }

@@ -18,4 +18,7 @@ impl ProxyError {
     pub fn internal(context: impl Into<String>) -> Self {
         Self { side: Side::Internal, context: context.into() }
     }
+    pub fn config(context: impl Into<String>) -> Self {
+        Self { side: Side::Config, context: context.into() }
+    }
 }

@@ -51,6 +51,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// The built-in plaintext HTTP backend alone (GET /, POST /echo, POST /sha256).
     Backend(BackendArgs),
+    /// Every section of one config file ([terminate], [originate], [tunnel.gate],
+    /// [tunnel.portal]) in one process, with one admin listener.
+    Run(RunArgs),
 }
 
 #[derive(Debug, Args)]
@@ -296,6 +299,13 @@ pub struct BackendArgs {
     /// Name the server gives in its answers.
     #[arg(long, default_value = "tlsgate built-in backend")]
     pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// TOML config file; every mode section in it runs.
+    #[arg(long, short)]
+    pub config: PathBuf,
 }
 
 /// `1080` means `127.0.0.1:1080`: a listener that serves anyone who reaches it stays local unless

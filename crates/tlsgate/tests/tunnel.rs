@@ -438,7 +438,7 @@ fn a_key_revoked_while_the_gate_runs_is_refused_after_sighup() {
     std::fs::write(&crl, c.pki.ca.crl(&[laptop.serial], 2).unwrap()).unwrap();
     let pid = gate.proc.pid().to_string();
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
-    gate.proc.wait_for(&["TLS material and CRLs reloaded"], WAIT);
+    gate.proc.wait_for(&["reloaded", "section=tunnel.gate"], WAIT);
     let after = start_portal(&c, gate_addr, &cert, &key, &[]);
     gate.proc.wait_for(&["portal refused", "Revoked"], WAIT);
     after.proc.wait_for(&["cannot reach gate"], WAIT);

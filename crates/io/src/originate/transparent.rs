@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use rustls::pki_types::ServerName;
 use tlsgate_config::{RuleConfig, TransparentListener};
 use tlsgate_core::policy::{Action, Policy};
@@ -28,12 +29,27 @@ pub(super) struct Transparent {
     pub connector: TlsConnector,
 }
 
-pub(super) async fn accept_loop(socket: TcpListener, t: Arc<Transparent>, tracker: TaskTracker) {
+impl Transparent {
+    pub(super) fn build(
+        t: &TransparentListener,
+        allow_insecure_key_permissions: bool,
+    ) -> Result<Transparent, ProxyError> {
+        let name = t.display_name();
+        let fail = |e: String| ProxyError::config(format!("originate transparent listener {name}: {e}"));
+        let tls = tlsgate_tls::client::client_config(t.into(), allow_insecure_key_permissions)
+            .map_err(|e| fail(e.to_string()))?;
+        let policy = t.policy().map_err(fail)?;
+        Ok(Transparent { name: name.clone(), config: t.clone(), policy, connector: TlsConnector::from(tls) })
+    }
+}
+
+pub(super) async fn accept_loop(socket: TcpListener, state: Arc<ArcSwap<Transparent>>, tracker: TaskTracker) {
     let addr = socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    tracing::info!(listener = %t.name, %addr, "transparent listening");
+    tracing::info!(listener = %state.load().name, %addr, "transparent listening");
     loop {
         match socket.accept().await {
             Ok((tcp, peer)) => {
+                let t = state.load_full();
                 let span = tracing::info_span!("conn", listener = %t.name, client = %peer);
                 tracker.spawn(handle(tcp, t.clone()).instrument(span));
             }

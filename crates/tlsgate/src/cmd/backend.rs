@@ -8,13 +8,13 @@ use crate::logging;
 
 pub async fn run(args: BackendArgs, log: &LogArgs) -> Result<(), String> {
     logging::init(&LogConfig::default(), log);
-    let mut stop = super::StopSignals::install()?;
+    let mut signals = super::lifecycle::Signals::install()?;
     let listener =
         http_backend::bind(args.listen).await.map_err(|e| format!("backend: bind {}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, "backend listening");
     tokio::select! {
         _ = http_backend::serve(listener, args.name) => Ok(()),
-        _ = stop.recv() => Ok(()),
+        _ = signals.stopped("backend") => Ok(()),
     }
 }

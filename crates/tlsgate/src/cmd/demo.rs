@@ -15,7 +15,7 @@ use crate::logging;
 
 pub async fn run(args: DemoArgs, log: &LogArgs) -> Result<(), String> {
     logging::init(&LogConfig::default(), log);
-    let mut stop = super::StopSignals::install()?;
+    let mut signals = super::lifecycle::Signals::install()?;
     let dir = tempfile::Builder::new()
         .prefix("tlsgate-demo-")
         .tempdir()
@@ -52,7 +52,7 @@ pub async fn run(args: DemoArgs, log: &LogArgs) -> Result<(), String> {
 
     tokio::select! {
         _ = http_backend::serve(backend, "tlsgate demo backend".into()) => {}
-        _ = stop.recv() => {}
+        _ = signals.stopped("demo") => {}
     }
     server.shutdown(std::time::Duration::from_secs(5)).await;
     drop(dir);

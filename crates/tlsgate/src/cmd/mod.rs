@@ -1,15 +1,21 @@
-//! One module per subcommand.
+//! One module per subcommand; [`lifecycle`] and [`running`] are what the long-running ones share.
 
 mod backend;
 mod demo;
 mod inline;
+mod lifecycle;
 mod originate;
+mod run;
+mod running;
 mod terminate;
 mod tunnel;
 
-use tokio::signal::unix::{signal, Signal, SignalKind};
+use std::path::Path;
+
+use tlsgate_config::{Config, ConfigError};
 
 use crate::cli::{Cli, Command};
+use crate::logging;
 
 pub async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
@@ -19,28 +25,28 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::Inline(command) => inline::run(command),
         Command::Demo(args) => demo::run(args, &cli.log).await,
         Command::Backend(args) => backend::run(args, &cli.log).await,
+        Command::Run(args) => run::run(args, &cli.log).await,
     }
 }
 
-/// SIGINT and SIGTERM, caught from the moment this is created: create it before announcing
-/// anything, so a signal sent right after the announcement is never the default (fatal) one.
-pub struct StopSignals {
-    int: Signal,
-    term: Signal,
+/// Reads a config file; every error names the file.
+fn load_file(path: &Path) -> Result<Config, String> {
+    Config::load(path).map_err(|e| match e {
+        ConfigError::Io(..) => e.to_string(),
+        _ => format!("{}: {e}", path.display()),
+    })
 }
 
-impl StopSignals {
-    pub fn install() -> Result<Self, String> {
-        let int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
-        let term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
-        Ok(StopSignals { int, term })
-    }
-
-    /// Resolves when the process is asked to stop.
-    pub async fn recv(&mut self) {
-        tokio::select! {
-            _ = self.int.recv() => tracing::info!("interrupted, stopping"),
-            _ = self.term.recv() => tracing::info!("SIGTERM, stopping"),
-        }
-    }
+/// Starts what `config` holds and serves it until SIGTERM/SIGINT; SIGHUP re-reads it with
+/// `load`. The body of every config-driven subcommand.
+async fn serve(
+    config: Config,
+    log: &crate::cli::LogArgs,
+    load: impl Fn() -> Result<Config, String>,
+) -> Result<(), String> {
+    logging::init(&config.log, log);
+    let signals = lifecycle::Signals::install()?;
+    let running = running::Running::start(config).await?;
+    signals.serve(running, load).await;
+    Ok(())
 }
