@@ -22,8 +22,8 @@ enum How {
     Run(Run),
     /// A whole configuration run by the example at (file, first line), which uses it as its file.
     RunBy(&'static str, &'static str),
-    /// A fragment: validated merged into this minimal configuration.
-    Fragment(&'static str),
+    /// A fragment: validated merged into this minimal configuration, then run by the function.
+    Fragment(&'static str, Run),
     /// Not run here, for this reason.
     Skip(&'static str),
 }
@@ -46,8 +46,8 @@ const EXAMPLES: &[(&str, &str, How)] = &[
     ("docs/transparent.md", "[admin]", How::RunBy("docs/transparent.md", "iptables -t nat -A OUTPUT -p tcp -d 10.20.0.0/16 -m mark ! --mark 1337 \\")),
     ("docs/transparent.md", "iptables -t nat -A OUTPUT -p tcp -d 10.20.0.0/16 -m mark ! --mark 1337 \\", How::Run(originate::transparent)),
     ("docs/tunnel.md", "# The gate: its certificate, and the CA that issues portal certificates.", How::Run(tunnel::quick_start)),
-    ("docs/tunnel.md", "[tunnel.gate]", How::Fragment(GATE)),
-    ("docs/tunnel.md", "[[tunnel.gate.reverse]]", How::Fragment(GATE)),
+    ("docs/tunnel.md", "[tunnel.gate]", How::Fragment(GATE, tunnel::policy)),
+    ("docs/tunnel.md", "[[tunnel.gate.reverse]]", How::Fragment(GATE, tunnel::reverse)),
     ("docs/benchmarks.md", "apt-get install -y nginx-core libnginx-mod-stream haproxy hitch stunnel4 wrk openssl \\", How::Skip(BENCH)),
     ("docs/benchmarks.md", "apt-get install -y openssh-server openssh-client openssl util-linux python3", How::Skip(BENCH)),
     ("docs/benchmarks.md", "apt-get install -y openssl util-linux python3 nginx-core   # nginx-core: the terminate column only", How::Skip(BENCH)),
@@ -59,7 +59,7 @@ const STARTTLS_TOML: &str =
 const BENCH: &str = "installs packages and runs minutes-long benchmarks; not part of the tests";
 
 /// The least a gate needs, for fragments of `[tunnel.gate]`.
-const GATE: &str = "[tunnel.gate]\nlisten = \"127.0.0.1:7443\"\ncert = \"gate.pem\"\nkey = \"gate.key\"\nclient_ca = \"ca.pem\"\n";
+pub const GATE: &str = "[tunnel.gate]\nlisten = \"127.0.0.1:7443\"\ncert = \"gate.pem\"\nkey = \"gate.key\"\nclient_ca = \"ca.pem\"\n";
 
 /// Files with their own test.
 const OWN_TEST: &[&str] = &["docs/certificates.md"];
@@ -126,7 +126,7 @@ fn every_docs_block_is_exercised() {
             continue;
         }
         let text = match how {
-            How::Fragment(base) => merge(base, &b.text),
+            How::Fragment(base, _) => merge(base, &b.text),
             _ => b.text.clone(),
         };
         if let Err(e) = Config::from_toml(&text) {
@@ -139,7 +139,7 @@ fn every_docs_block_is_exercised() {
         let running: Vec<_> = EXAMPLES
             .iter()
             .filter_map(|(file, first, how)| match how {
-                How::Run(run) => {
+                How::Run(run) | How::Fragment(_, run) => {
                     let b = find(&all, file, first);
                     let all = &all;
                     Some((format!("{file}:{}", b.line), scope.spawn(move || run(b, all))))
@@ -162,7 +162,7 @@ fn starttls_example_without_default_names_the_setting() {
 }
 
 /// `base` with `fragment`'s tables merged in (the fragment's keys win).
-fn merge(base: &str, fragment: &str) -> String {
+pub fn merge(base: &str, fragment: &str) -> String {
     fn into(base: &mut toml::Table, add: toml::Table) {
         for (k, v) in add {
             match (base.get_mut(&k), v) {
