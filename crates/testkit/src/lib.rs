@@ -5,12 +5,14 @@
 //! - [`nginx`]: a private nginx instance on a free loopback port;
 //! - [`postgres`]: a private PostgreSQL server, plaintext or TLS-only, and `psql`;
 //! - [`dns`]: a private dnsmasq answering names only it knows;
-//! - [`data`]: random files and their SHA-256.
+//! - [`data`]: random files and their SHA-256;
+//! - [`docs`]: the fenced code blocks of the markdown documentation.
 
 pub mod browser;
 pub mod clients;
 pub mod data;
 pub mod dns;
+pub mod docs;
 pub mod hello;
 pub mod net;
 pub mod netns;

@@ -94,20 +94,20 @@ pub async fn accept(
     initial: Vec<u8>,
     tls: &ListenerTls,
     routes: &Routes,
+    listener: &str,
 ) -> Result<Established, HandshakeFailure> {
     // Everything the client sent, from its first byte; handshake records are drained as fed.
     let mut input = initial;
     let sni = read_client_hello(&mut tcp, &mut input).await.map_err(HandshakeFailure::Failed)?;
     if tls.certs.lookup(sni.as_deref()).is_none() {
         send_alert(&mut tcp, AlertDescription::UnrecognisedName).await;
-        return Err(HandshakeFailure::Refused(ProxyError::client(format!(
-            "refused: no certificate for SNI {sni:?} and no default certificate"
-        ))));
+        return Err(HandshakeFailure::Refused(ProxyError::client(no_certificate(sni.as_deref(), listener))));
     }
     if !routes.serves(sni.as_deref()) {
         send_alert(&mut tcp, AlertDescription::UnrecognisedName).await;
         return Err(HandshakeFailure::Refused(ProxyError::client(format!(
-            "refused: SNI {sni:?} matches no route and there is no default route"
+            "refused: SNI {sni:?} matches no route on listener {listener} and it has no default \
+             route; add a [[terminate.listener.route]] without `sni` to serve it"
         ))));
     }
     let failed = |e: String| {
@@ -158,6 +158,22 @@ pub async fn accept(
         ))));
     };
     Ok(Established { stream, sni, route, facts: finished.facts })
+}
+
+/// Why a handshake with no certificate for its SNI was refused, naming the setting that would
+/// serve it: the listener's flags give its one certificate `default = true`, a config may not.
+fn no_certificate(sni: Option<&str>, listener: &str) -> String {
+    let fix = "set `default = true` on one of its [[terminate.listener.certificate]]";
+    match sni {
+        None => format!(
+            "refused: client sent no SNI and no certificate on listener {listener} has \
+             `default = true`; {fix} to serve such clients"
+        ),
+        Some(name) => format!(
+            "refused: no certificate on listener {listener} matches SNI {name:?} and none has \
+             `default = true`; add the name to a certificate's `names` or {fix} to serve it"
+        ),
+    }
 }
 
 /// The length of the record at the start of `bytes` when it is all there; a header that cannot

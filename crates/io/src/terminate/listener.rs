@@ -201,7 +201,7 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
             None => initial,
         };
         Ok::<_, HandshakeFailure>((
-            handshake::accept(tcp, initial, &state.tls, &state.routes).await?,
+            handshake::accept(tcp, initial, &state.tls, &state.routes, &state.name).await?,
             client,
             local,
         ))
