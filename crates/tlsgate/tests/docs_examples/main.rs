@@ -39,6 +39,7 @@ const EXAMPLES: &[(&str, &str, How)] = &[
     ("README.md", "tlsgate tunnel gate --listen 0.0.0.0:7443 --cert gate.pem --key gate.key --client-ca ca.pem", How::Run(tunnel::readme)),
     ("README.md", "tlsgate inline simulate --flows 50 --seed 7 --loss 0.03 --reorder 0.05 --duplicate 0.01 \\", How::Run(inline_simulate)),
     ("docs/config.md", "# Shared by every mode.", How::RunBy("README.md", "tlsgate terminate --config tlsgate.toml")),
+    ("docs/config.md", "[[terminate.listener]]", How::Run(terminate::alpn_routes)),
     ("docs/originate.md", "tlsgate originate --listen 127.0.0.1:5432 --connect db.example:5432 --ca ca.pem \\", How::Run(originate::flags)),
     ("docs/originate.md", "[[originate.listener]]", How::Run(originate::toml)),
     ("docs/starttls.md", STARTTLS_TOML, How::Run(starttls::toml)),

@@ -68,7 +68,8 @@ pub fn readme_config(block: &Block, all: &[Block]) {
     for listener in ["public", "internal", "submission"] {
         terminate.listening(Some(listener));
     }
-    s.expect_hello("--cacert ca.pem https://www.example.com/", "default-route");
+    // HTTP/1.1: the example sends www.example.com's h2 clients to a pool of its own.
+    s.expect_hello("--http1.1 --cacert ca.pem https://www.example.com/", "default-route");
 
     // One [admin] listener per process: each mode of the file runs alone, as on its own host.
     drop(terminate);
@@ -96,4 +97,20 @@ pub fn readme_config(block: &Block, all: &[Block]) {
 /// A helper script of the integration tests.
 pub fn support(name: &str) -> String {
     format!("{}/tests/support/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// docs/config.md's routes by ALPN: `curl --http2` reaches the HTTP/2 backend on 8081, `curl
+/// --http1.1` the built-in one on 8080, both for www.example.com.
+pub fn alpn_routes(block: &Block, _: &[Block]) {
+    let s = Scene::new("doc-alpn", &[("www.example.com", "127.0.0.1")]);
+    s.file("alpn.toml", &block.text);
+    s.server_cert("www", &["www.example.com"]);
+    let h2 = s.spawn("h2 backend", "python3", &[&support("h2_backend.py"), "h2", "8081"]);
+    h2.wait_for(&["listening 8081"], WAIT);
+    let _http1 = s.backend("127.0.0.1:8080", "http1");
+    let gate = s.start("tlsgate terminate --config alpn.toml");
+    gate.listening(Some("web"));
+    s.expect_hello("--http2 --cacert ca.pem https://www.example.com:8443/", "h2");
+    h2.wait_for(&["connection preface=True"], WAIT);
+    s.expect_hello("--http1.1 --cacert ca.pem https://www.example.com:8443/", "http1");
 }

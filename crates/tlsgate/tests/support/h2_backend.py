@@ -2,7 +2,7 @@
 """A test backend speaking just enough HTTP/2 with prior knowledge (RFC 9113): it checks the
 client connection preface, answers the first request with 200 and `hello from NAME`, then says
 GOAWAY and closes. For every connection it prints what the connection started with, so a test
-sees which bytes reached it. Usage: h2_backend.py NAME — it prints `listening PORT` first."""
+sees which bytes reached it. Usage: h2_backend.py NAME [PORT] — it prints `listening PORT` first."""
 import socket, struct, sys, threading
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -69,7 +69,7 @@ def handle(conn, body):
 def main():
     body = f"hello from {sys.argv[1]}\n".encode()
     srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
+    srv.bind(("127.0.0.1", int(sys.argv[2]) if len(sys.argv) > 2 else 0))
     srv.listen(16)
     print(f"listening {srv.getsockname()[1]}", flush=True)
     while True:
