@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 mod backend;
+mod check;
 mod demo;
 mod inline;
 mod originate;
@@ -12,6 +13,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use crate::cli::{Cli, Command};
 
 pub async fn run(cli: Cli) -> Result<(), String> {
+    crate::privileges::set_flags(cli.user.clone(), cli.group.clone());
     match cli.command {
         Command::Terminate(args) => terminate::run(*args, &cli.log).await,
         Command::Originate(args) => originate::run(*args, &cli.log).await,
@@ -19,6 +21,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::Inline(command) => inline::run(command),
         Command::Demo(args) => demo::run(args, &cli.log).await,
         Command::Backend(args) => backend::run(args, &cli.log).await,
+        Command::Check(args) => check::run(args),
     }
 }
 
@@ -42,5 +45,6 @@ impl StopSignals {
             _ = self.int.recv() => tracing::info!("interrupted, stopping"),
             _ = self.term.recv() => tracing::info!("SIGTERM, stopping"),
         }
+        crate::notify::stopping();
     }
 }

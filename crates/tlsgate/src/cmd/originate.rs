@@ -23,6 +23,8 @@ pub async fn run(args: OriginateArgs, log: &LogArgs) -> Result<(), String> {
         }
         None => None,
     };
+    crate::privileges::drop_after_bind(&config, &crate::privileges::originate_caps(&config)).await?;
+    crate::notify::ready();
     stop.recv().await;
     originator.shutdown(std::time::Duration::from_secs(30)).await;
     if let Some(a) = admin {

@@ -27,6 +27,8 @@ pub async fn run(args: TerminateArgs, log: &LogArgs) -> Result<(), String> {
         }
         None => None,
     };
+    crate::privileges::drop_after_bind(&config, &[]).await?;
+    crate::notify::ready();
     let mut watch = FileWatch::new(section(&config).watched_files());
     loop {
         let interval = section(&config).watch_interval;
@@ -57,6 +59,7 @@ async fn reload(
     reason: &str,
 ) {
     tracing::info!(%reason, "reloading");
+    crate::notify::reloading();
     let result = match config_from(args) {
         Ok(new) => server.reload(&new).await.map(|()| new).map_err(|e| e.to_string()),
         Err(e) => Err(e),
@@ -71,6 +74,7 @@ async fn reload(
             tracing::error!(side = %tlsgate_core::side::Side::Internal, error = %e, "reload refused, still serving the previous configuration")
         }
     }
+    crate::notify::ready();
 }
 
 /// Stops the admin listener with the command.

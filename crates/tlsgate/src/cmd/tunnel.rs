@@ -49,13 +49,19 @@ async fn gate(args: GateArgs, log: &LogArgs) -> Result<(), String> {
     let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?;
     let gate = Gate::start(&gate_config, insecure).await.map_err(|e| e.to_string())?;
     let admin = admin(&config).await?;
+    crate::privileges::drop_after_bind(&config, &[]).await?;
+    crate::notify::ready();
     loop {
         tokio::select! {
             _ = stop.recv() => break,
-            _ = hup.recv() => match gate.reload(insecure) {
-                Ok(()) => tracing::info!("tunnel gate: TLS material and CRLs reloaded"),
-                Err(e) => tracing::error!(error = %e, "tunnel gate: reload refused; the old material stays"),
-            },
+            _ = hup.recv() => {
+                crate::notify::reloading();
+                match gate.reload(insecure) {
+                    Ok(()) => tracing::info!("tunnel gate: TLS material and CRLs reloaded"),
+                    Err(e) => tracing::error!(error = %e, "tunnel gate: reload refused; the old material stays"),
+                }
+                crate::notify::ready();
+            }
         }
     }
     gate.shutdown(std::time::Duration::from_secs(2)).await;
@@ -95,6 +101,8 @@ async fn portal(args: PortalArgs, log: &LogArgs) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let admin = admin(&config).await?;
+    crate::privileges::drop_after_bind(&config, &[]).await?;
+    crate::notify::ready();
     stop.recv().await;
     portal.shutdown().await;
     if let Some(a) = admin {
