@@ -232,3 +232,17 @@ fn deb_installs_runs_and_purges() {
         assert!(!Path::new(gone).exists(), "{gone} left after purge");
     }
 }
+
+/// docs/operations.md shows the unit's essentials: each of those lines is in the unit as shipped.
+#[test]
+fn documented_unit_lines_are_the_units() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let doc = std::fs::read_to_string(repo.join("docs/operations.md")).unwrap();
+    let unit = std::fs::read_to_string(repo.join("packaging/systemd/tlsgate.service")).unwrap();
+    let start = doc.find("```ini\n").expect("the unit excerpt") + "```ini\n".len();
+    let excerpt = &doc[start..start + doc[start..].find("```").unwrap()];
+    let lines: Vec<&str> = unit.lines().collect();
+    for line in excerpt.lines() {
+        assert!(lines.contains(&line), "docs/operations.md shows {line:?}, the unit does not have it");
+    }
+}
