@@ -13,7 +13,7 @@ mod terminate;
 mod tunnel;
 
 pub use error::ConfigError;
-pub use model::{AdminConfig, Config, LogConfig, LogFormat, SecurityConfig};
+pub use model::{AdminConfig, Config, LogConfig, LogFormat, ProcessConfig, SecurityConfig};
 pub use originate::{OriginateConfig, OriginateListener, RuleAction, RuleConfig, TransparentListener};
 pub use starttls::StartTls;
 pub use terminate::{
@@ -95,6 +95,9 @@ impl Config {
         }
         if let Some(t) = &self.tunnel {
             t.validate()?;
+        }
+        if self.process.group.is_some() && self.process.user.is_none() {
+            return Err(ConfigError::invalid("[process]", "group is set without user"));
         }
         Ok(())
     }

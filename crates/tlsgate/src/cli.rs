@@ -15,6 +15,12 @@ pub struct Cli {
     /// Worker threads (default: one per CPU). `--workers 1` runs everything on one thread.
     #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
     pub workers: Option<u16>,
+    /// Started as root, run as this user once the listeners are bound (overrides [process] user).
+    #[arg(long, global = true)]
+    pub user: Option<String>,
+    /// ... and as this group (overrides [process] group; default: the user's primary group).
+    #[arg(long, global = true)]
+    pub group: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -54,6 +60,16 @@ pub enum Command {
     /// Every section of one config file ([terminate], [originate], [tunnel.gate],
     /// [tunnel.portal]) in one process, with one admin listener.
     Run(RunArgs),
+    /// Loads a config and every file it names as a start would, binds nothing: `config OK`, or
+    /// each problem and exit status 1.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// TOML config file.
+    #[arg(long, short)]
+    pub config: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,8 @@
 mod cli;
 mod cmd;
 mod logging;
+mod notify;
+mod privileges;
 
 use clap::Parser;
 

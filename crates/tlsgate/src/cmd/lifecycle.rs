@@ -37,16 +37,12 @@ impl Signals {
 
     pub async fn next(&mut self) -> Event {
         tokio::select! {
-            _ = self.int.recv() => {
-                tracing::info!("interrupted, stopping");
-                Event::Stop
-            }
-            _ = self.term.recv() => {
-                tracing::info!("SIGTERM, stopping");
-                Event::Stop
-            }
-            _ = self.hup.recv() => Event::Hangup,
+            _ = self.int.recv() => tracing::info!("interrupted, stopping"),
+            _ = self.term.recv() => tracing::info!("SIGTERM, stopping"),
+            _ = self.hup.recv() => return Event::Hangup,
         }
+        crate::notify::stopping();
+        Event::Stop
     }
 
     /// For a mode whose state is all made at start (demo, backend): resolves when asked to
@@ -69,6 +65,7 @@ impl Signals {
                 changed = changed_files(&mut running) => format!("changed: {changed}"),
             };
             tracing::info!(%reason, "reloading");
+            crate::notify::reloading();
             match load() {
                 Ok(new) => running.reload(new).await,
                 Err(e) => tracing::error!(
@@ -76,6 +73,7 @@ impl Signals {
                     "reload refused, still serving the previous configuration"
                 ),
             }
+            crate::notify::ready();
         }
         running.shutdown().await;
     }

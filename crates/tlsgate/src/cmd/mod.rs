@@ -1,6 +1,7 @@
 //! One module per subcommand; [`lifecycle`] and [`running`] are what the long-running ones share.
 
 mod backend;
+mod check;
 mod demo;
 mod inline;
 mod lifecycle;
@@ -18,6 +19,7 @@ use crate::cli::{Cli, Command};
 use crate::logging;
 
 pub async fn run(cli: Cli) -> Result<(), String> {
+    crate::privileges::set_flags(cli.user.clone(), cli.group.clone());
     match cli.command {
         Command::Terminate(args) => terminate::run(*args, &cli.log).await,
         Command::Originate(args) => originate::run(*args, &cli.log).await,
@@ -26,6 +28,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::Demo(args) => demo::run(args, &cli.log).await,
         Command::Backend(args) => backend::run(args, &cli.log).await,
         Command::Run(args) => run::run(args, &cli.log).await,
+        Command::Check(args) => check::run(args),
     }
 }
 
@@ -47,6 +50,9 @@ async fn serve(
     logging::init(&config.log, log);
     let signals = lifecycle::Signals::install()?;
     let running = running::Running::start(config).await?;
+    let keep = crate::privileges::originate_caps(running.config());
+    crate::privileges::drop_after_bind(running.config(), &keep).await?;
+    crate::notify::ready();
     signals.serve(running, load).await;
     Ok(())
 }

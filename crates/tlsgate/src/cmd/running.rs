@@ -67,6 +67,11 @@ impl Running {
         Ok(Running { terminate, originate, gate, portal, _admin: admin, watch, config })
     }
 
+    /// The configuration as last applied.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// `terminate.watch_interval`; zero (never poll) without `[terminate]`.
     pub fn watch_interval(&self) -> Duration {
         self.config.terminate.as_ref().map_or(Duration::ZERO, |t| t.watch_interval)
