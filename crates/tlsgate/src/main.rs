@@ -2,6 +2,7 @@
 
 mod cli;
 mod cmd;
+mod failure;
 mod logging;
 
 use clap::Parser;
@@ -32,10 +33,8 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(cmd::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            // Logging may not be set up yet (a config error), so say it on stderr plainly too.
-            tracing::error!(error = %e, "tlsgate stopped");
-            eprintln!("tlsgate: error: {e}");
+        Err(failure) => {
+            failure.report();
             std::process::ExitCode::FAILURE
         }
     }

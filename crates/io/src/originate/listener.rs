@@ -6,6 +6,7 @@ use rustls::pki_types::ServerName;
 use tlsgate_config::{Config, OriginateListener};
 use tlsgate_core::side::Side;
 use tlsgate_telemetry::metrics::{metrics, UpstreamLabels};
+use tlsgate_tls::describe::{self, Peer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -16,6 +17,7 @@ use tracing::Instrument;
 
 use super::transparent::Transparent;
 use crate::backend::connect_one;
+use crate::error::listener_label;
 use crate::relay::relay;
 use crate::starttls;
 use crate::ProxyError;
@@ -46,16 +48,15 @@ impl Originator {
         let section = config
             .originate
             .as_ref()
-            .ok_or_else(|| ProxyError::internal("config has no [originate] section"))?;
+            .ok_or_else(|| ProxyError::config("the config has no [originate] section"))?;
         let mut ready = Vec::new();
         for l in &section.listener {
             let name = l.display_name();
+            let label = listener_label(&name, l.listen);
             let tls =
                 tlsgate_tls::client::client_config(l.into(), config.security.allow_insecure_key_permissions)
-                    .map_err(|e| ProxyError::internal(format!("listener {name}: {e}")))?;
-            let socket = TcpListener::bind(l.listen)
-                .await
-                .map_err(|e| ProxyError::internal(format!("listener {name}: bind {}: {e}", l.listen)))?;
+                    .map_err(|e| ProxyError::config(format!("{label}: {e}")))?;
+            let socket = TcpListener::bind(l.listen).await.map_err(|e| ProxyError::bind(&label, &e))?;
             let starttls_host = l.starttls_host.clone().unwrap_or_else(starttls::local_host_name);
             let connector = TlsConnector::from(tls);
             ready.push((socket, Arc::new(Listener { name, config: l.clone(), connector, starttls_host })));
@@ -63,13 +64,13 @@ impl Originator {
         let mut transparent = Vec::new();
         for t in &section.transparent {
             let name = t.display_name();
-            let fail = |e: String| ProxyError::internal(format!("transparent listener {name}: {e}"));
+            let label = format!("transparent {}", listener_label(&name, t.listen));
+            let fail = |e: String| ProxyError::config(format!("{label}: {e}"));
             let tls =
                 tlsgate_tls::client::client_config(t.into(), config.security.allow_insecure_key_permissions)
                     .map_err(|e| fail(e.to_string()))?;
             let policy = t.policy().map_err(fail)?;
-            let socket =
-                TcpListener::bind(t.listen).await.map_err(|e| fail(format!("bind {}: {e}", t.listen)))?;
+            let socket = TcpListener::bind(t.listen).await.map_err(|e| ProxyError::bind(&label, &e))?;
             let state = Transparent {
                 name: name.clone(),
                 config: t.clone(),
@@ -198,11 +199,9 @@ async fn connect_upstream(l: &Listener) -> Result<(TlsStream<TcpStream>, String,
                 Some(protocol) => starttls::client::prologue(&mut tcp, protocol, &l.starttls_host).await?,
                 None => Vec::new(),
             };
-            let tls = l
-                .connector
-                .connect(server_name, tcp)
-                .await
-                .map_err(|e| format!("TLS handshake (sni {sni}): {e}"))?;
+            let tls = l.connector.connect(server_name, tcp).await.map_err(|e| {
+                format!("TLS handshake failed: {} (SNI {sni})", describe::io_error(&e, Peer::Server))
+            })?;
             Ok::<_, String>((tls, greeting))
         };
         let result = match tokio::time::timeout(l.config.handshake_timeout, attempt).await {

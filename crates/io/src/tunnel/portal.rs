@@ -46,17 +46,17 @@ impl Portal {
         allow_insecure_key_permissions: bool,
     ) -> Result<Portal, ProxyError> {
         let tls = tlsgate_tls::tunnel::portal_client_config(config, allow_insecure_key_permissions)
-            .map_err(|e| ProxyError::internal(format!("tunnel portal: {e}")))?;
+            .map_err(|e| ProxyError::config(format!("tunnel portal: {e}")))?;
         let reverse =
-            config.reverse_policy().map_err(|e| ProxyError::internal(format!("tunnel portal: {e}")))?;
+            config.reverse_policy().map_err(|e| ProxyError::config(format!("tunnel portal: {e}")))?;
         let server_name = config.server_name.clone().unwrap_or_else(|| config.gate.host.clone());
         let server_name = ServerName::try_from(server_name.clone())
-            .map_err(|e| ProxyError::internal(format!("tunnel portal: gate name {server_name:?}: {e}")))?;
+            .map_err(|e| ProxyError::config(format!("tunnel portal: gate name {server_name}: {e}")))?;
         let (publish, tunnel) = watch::channel(None);
         let mut tasks = Vec::new();
         let mut addrs = PortalAddrs::default();
         let bind_err =
-            |a: SocketAddr, e: std::io::Error| ProxyError::internal(format!("tunnel portal: bind {a}: {e}"));
+            |a: SocketAddr, e: std::io::Error| ProxyError::bind(&format!("tunnel portal: listener {a}"), &e);
         if let Some(a) = config.socks {
             let l = TcpListener::bind(a).await.map_err(|e| bind_err(a, e))?;
             addrs.socks = l.local_addr().ok();
@@ -65,7 +65,7 @@ impl Portal {
         }
         for f in &config.forward {
             let target = Target::name(&f.target.host, f.target.port)
-                .map_err(|e| ProxyError::internal(format!("tunnel portal: forward {}: {e}", f.target)))?;
+                .map_err(|e| ProxyError::config(format!("tunnel portal: forward {}: {e}", f.target)))?;
             match f.protocol {
                 ForwardProtocol::Tcp => {
                     let l = TcpListener::bind(f.listen).await.map_err(|e| bind_err(f.listen, e))?;
@@ -221,7 +221,10 @@ impl Keeper {
         tokio::time::timeout(c.handshake_timeout, self.connector.connect(self.server_name.clone(), stream))
             .await
             .map_err(|_| "TLS handshake with the gate timed out".to_string())?
-            .map_err(|e| format!("TLS handshake with the gate failed (gate side): {e}"))
+            .map_err(|e| {
+                let e = tlsgate_tls::describe::io_error(&e, tlsgate_tls::describe::Peer::Server);
+                format!("TLS handshake with the gate failed (gate side): {e}")
+            })
     }
 }
 

@@ -10,8 +10,9 @@ mod tunnel;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::cli::{Cli, Command};
+use crate::failure::Failure;
 
-pub async fn run(cli: Cli) -> Result<(), String> {
+pub async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Terminate(args) => terminate::run(*args, &cli.log).await,
         Command::Originate(args) => originate::run(*args, &cli.log).await,

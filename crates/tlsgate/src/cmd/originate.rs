@@ -4,21 +4,23 @@ use std::sync::Arc;
 
 use tlsgate_config::{AdminConfig, Config, OriginateConfig, OriginateListener};
 use tlsgate_io::originate::Originator;
+use tlsgate_io::ProxyError;
 use tlsgate_telemetry::status::{ListenerStatus, StatusSource};
 
 use crate::cli::{LogArgs, OriginateArgs};
+use crate::failure::Failure;
 use crate::logging;
 
-pub async fn run(args: OriginateArgs, log: &LogArgs) -> Result<(), String> {
-    let config = config_from(&args)?;
+pub async fn run(args: OriginateArgs, log: &LogArgs) -> Result<(), Failure> {
+    let config = config_from(&args).map_err(Failure::config)?;
     logging::init(&config.log, log);
     let mut stop = super::StopSignals::install()?;
-    let originator = Originator::start(&config).await.map_err(|e| e.to_string())?;
+    let originator = Originator::start(&config).await?;
     let admin = match &config.admin {
         Some(admin) => {
             let socket = tlsgate_telemetry::admin::bind(admin.listen)
                 .await
-                .map_err(|e| format!("admin listener {}: {e}", admin.listen))?;
+                .map_err(|e| ProxyError::bind(&format!("admin listener {}", admin.listen), &e))?;
             Some(tokio::spawn(tlsgate_telemetry::admin::serve(socket, Arc::new(NoRoutes))))
         }
         None => None,

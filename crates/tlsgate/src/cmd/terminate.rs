@@ -7,22 +7,24 @@ use tlsgate_config::{
 };
 use tlsgate_io::terminate::watch::FileWatch;
 use tlsgate_io::terminate::Server;
+use tlsgate_io::ProxyError;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::{LogArgs, TerminateArgs};
+use crate::failure::Failure;
 use crate::logging;
 
-pub async fn run(args: TerminateArgs, log: &LogArgs) -> Result<(), String> {
-    let mut config = config_from(&args)?;
+pub async fn run(args: TerminateArgs, log: &LogArgs) -> Result<(), Failure> {
+    let mut config = config_from(&args).map_err(Failure::config)?;
     logging::init(&config.log, log);
     let mut stop = super::StopSignals::install()?;
     let mut hangup = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?;
-    let mut server = Server::start(&config).await.map_err(|e| e.to_string())?;
+    let mut server = Server::start(&config).await?;
     let _admin = match &config.admin {
         Some(admin) => {
             let socket = tlsgate_telemetry::admin::bind(admin.listen)
                 .await
-                .map_err(|e| format!("admin listener {}: {e}", admin.listen))?;
+                .map_err(|e| ProxyError::bind(&format!("admin listener {}", admin.listen), &e))?;
             Some(AbortOnDrop(tokio::spawn(tlsgate_telemetry::admin::serve(socket, server.status_source()))))
         }
         None => None,
@@ -68,7 +70,7 @@ async fn reload(
             tracing::info!("reload applied");
         }
         Err(e) => {
-            tracing::error!(side = %tlsgate_core::side::Side::Internal, error = %e, "reload refused, still serving the previous configuration")
+            tracing::error!(side = %tlsgate_core::side::Side::Config, error = %e, "reload refused, still serving the previous configuration")
         }
     }
 }

@@ -6,27 +6,31 @@ use std::sync::Arc;
 use tlsgate_config::{AdminConfig, Config, GateConfig, PortalConfig, TunnelConfig};
 use tlsgate_io::tunnel::gate::Gate;
 use tlsgate_io::tunnel::portal::Portal;
+use tlsgate_io::ProxyError;
 use tlsgate_telemetry::status::{ListenerStatus, StatusSource};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::{GateArgs, LogArgs, PortalArgs, TunnelCommand};
+use crate::failure::Failure;
 use crate::logging;
 
-pub async fn run(command: TunnelCommand, log: &LogArgs) -> Result<(), String> {
+pub async fn run(command: TunnelCommand, log: &LogArgs) -> Result<(), Failure> {
     match command {
         TunnelCommand::Gate(args) => gate(*args, log).await,
         TunnelCommand::Portal(args) => portal(*args, log).await,
     }
 }
 
-async fn gate(args: GateArgs, log: &LogArgs) -> Result<(), String> {
+async fn gate(args: GateArgs, log: &LogArgs) -> Result<(), Failure> {
     let config = match &args.config {
-        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+        Some(path) => Config::load(path).map_err(|e| Failure::config(e.to_string()))?,
         None => {
             let (Some(listen), Some(cert), Some(key), Some(ca)) =
                 (args.listen, args.cert.clone(), args.key.clone(), args.client_ca.clone())
             else {
-                return Err("--listen, --cert, --key and --client-ca are required without --config".into());
+                return Err(Failure::config(
+                    "--listen, --cert, --key and --client-ca are required without --config",
+                ));
             };
             let mut g = GateConfig::from_flags(listen, cert, key, ca);
             g.crl = args.crl.clone();
@@ -42,19 +46,19 @@ async fn gate(args: GateArgs, log: &LogArgs) -> Result<(), String> {
         .tunnel
         .as_mut()
         .and_then(|t| t.gate.take())
-        .ok_or("the config has no [tunnel.gate] section")?;
+        .ok_or_else(|| Failure::config("the config has no [tunnel.gate] section"))?;
     logging::init(&config.log, log);
     let insecure = config.security.allow_insecure_key_permissions;
     let mut stop = super::StopSignals::install()?;
     let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?;
-    let gate = Gate::start(&gate_config, insecure).await.map_err(|e| e.to_string())?;
+    let gate = Gate::start(&gate_config, insecure).await?;
     let admin = admin(&config).await?;
     loop {
         tokio::select! {
             _ = stop.recv() => break,
             _ = hup.recv() => match gate.reload(insecure) {
                 Ok(()) => tracing::info!("tunnel gate: TLS material and CRLs reloaded"),
-                Err(e) => tracing::error!(error = %e, "tunnel gate: reload refused; the old material stays"),
+                Err(e) => tracing::error!(side = %e.side, error = %e.context, "tunnel gate: reload refused; the old material stays"),
             },
         }
     }
@@ -65,14 +69,14 @@ async fn gate(args: GateArgs, log: &LogArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn portal(args: PortalArgs, log: &LogArgs) -> Result<(), String> {
+async fn portal(args: PortalArgs, log: &LogArgs) -> Result<(), Failure> {
     let config = match &args.config {
-        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+        Some(path) => Config::load(path).map_err(|e| Failure::config(e.to_string()))?,
         None => {
             let (Some(gate), Some(ca), Some(cert), Some(key)) =
                 (args.gate.clone(), args.ca.clone(), args.cert.clone(), args.key.clone())
             else {
-                return Err("--gate, --ca, --cert and --key are required without --config".into());
+                return Err(Failure::config("--gate, --ca, --cert and --key are required without --config"));
             };
             let mut p = PortalConfig::from_flags(gate, ca, cert, key);
             p.server_name = args.server_name.clone();
@@ -88,12 +92,10 @@ async fn portal(args: PortalArgs, log: &LogArgs) -> Result<(), String> {
         .tunnel
         .as_mut()
         .and_then(|t| t.portal.take())
-        .ok_or("the config has no [tunnel.portal] section")?;
+        .ok_or_else(|| Failure::config("the config has no [tunnel.portal] section"))?;
     logging::init(&config.log, log);
     let mut stop = super::StopSignals::install()?;
-    let portal = Portal::start(&portal_config, config.security.allow_insecure_key_permissions)
-        .await
-        .map_err(|e| e.to_string())?;
+    let portal = Portal::start(&portal_config, config.security.allow_insecure_key_permissions).await?;
     let admin = admin(&config).await?;
     stop.recv().await;
     portal.shutdown().await;
@@ -103,9 +105,9 @@ async fn portal(args: PortalArgs, log: &LogArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn with_tunnel(tunnel: TunnelConfig) -> Result<Config, String> {
+fn with_tunnel(tunnel: TunnelConfig) -> Result<Config, Failure> {
     let config = Config { tunnel: Some(tunnel), ..Config::default() };
-    config.validate().map_err(|e| e.to_string())?;
+    config.validate().map_err(|e| Failure::config(e.to_string()))?;
     Ok(config)
 }
 
@@ -119,11 +121,11 @@ fn common(mut config: Config, admin: Option<std::net::SocketAddr>, insecure: boo
     config
 }
 
-async fn admin(config: &Config) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
+async fn admin(config: &Config) -> Result<Option<tokio::task::JoinHandle<()>>, Failure> {
     let Some(admin) = &config.admin else { return Ok(None) };
     let socket = tlsgate_telemetry::admin::bind(admin.listen)
         .await
-        .map_err(|e| format!("admin listener {}: {e}", admin.listen))?;
+        .map_err(|e| ProxyError::bind(&format!("admin listener {}", admin.listen), &e))?;
     Ok(Some(tokio::spawn(tlsgate_telemetry::admin::serve(socket, Arc::new(Sessions)))))
 }
 
