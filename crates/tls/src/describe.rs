@@ -214,7 +214,9 @@ fn certificate(c: &CertificateError, peer: Peer) -> String {
         C::ExpiredRevocationListContext { next_update, .. } => {
             format!("the CRL for the {whose} is out of date (next update was due {})", date(*next_update))
         }
-        C::BadSignature => format!("{whose} has a bad signature"),
+        C::BadSignature => {
+            format!("{whose} has a bad signature (not signed by the trusted CA it names as issuer)")
+        }
         C::UnsupportedSignatureAlgorithm
         | C::UnsupportedSignatureAlgorithmContext { .. }
         | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
