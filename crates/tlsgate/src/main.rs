@@ -2,6 +2,7 @@
 
 mod cli;
 mod cmd;
+mod examples;
 mod failure;
 mod logging;
 
