@@ -1,7 +1,7 @@
 //! Which side of a proxied connection an error came from.
 //!
 //! A gateway's log is read by operators who want to know whom to blame: the client, the backend,
-//! or tlsgate itself.
+//! the configuration they wrote, or tlsgate itself.
 
 use std::fmt;
 
@@ -12,11 +12,11 @@ pub enum Side {
     Client,
     /// The server tlsgate connects to on the client's behalf.
     Backend,
+    /// What the operator gave tlsgate: config file, flags, certificate and key files, addresses
+    /// to listen on. Found at start or at a reload.
+    Config,
     /// tlsgate itself: resources, bugs.
     Internal,
-    /// The configuration or a file it names (certificate, key, CA, CRL): refused at start or
-    /// reload, before any connection is involved.
-    Config,
 }
 
 impl Side {
@@ -24,8 +24,8 @@ impl Side {
         match self {
             Side::Client => "client",
             Side::Backend => "backend",
-            Side::Internal => "internal",
             Side::Config => "config",
+            Side::Internal => "internal",
         }
     }
 }

@@ -53,6 +53,7 @@ pub fn listener_tls(
         };
         if names.is_empty() && !c.default {
             return Err(TlsError::Material {
+                what: "certificate",
                 path: c.cert.clone(),
                 problem: "certificate has no DNS names and neither `names` nor `default` is set, \
                           so no handshake could ever use it"
@@ -60,8 +61,11 @@ pub fn listener_tls(
             });
         }
         for n in names {
-            let pattern = NamePattern::parse(&n)
-                .map_err(|e| TlsError::Material { path: c.cert.clone(), problem: e.to_string() })?;
+            let pattern = NamePattern::parse(&n).map_err(|e| TlsError::Material {
+                what: "certificate",
+                path: c.cert.clone(),
+                problem: e.to_string(),
+            })?;
             table.insert(pattern, loaded.key.clone());
         }
         if c.default {

@@ -78,7 +78,7 @@ fn key_of_another_certificate_is_named() {
     let path = config(pki.dir.path(), "127.0.0.1:0", "server.pem", "other.key");
     let (code, out, err) = check(&path);
     assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
-    assert!(err.contains("does not match key"), "{err}");
+    assert!(err.contains("does not match certificate"), "{err}");
     assert!(err.contains(&pki.path("other.key").display().to_string()), "{err}");
     assert!(err.contains(&pki.path("server.pem").display().to_string()), "{err}");
 }
@@ -104,7 +104,7 @@ fn toml_syntax_error_names_the_file_and_line() {
     std::fs::write(&path, "[terminate]\nwatch_interval = \n").unwrap();
     let (code, out, err) = check(&path);
     assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
-    assert!(err.contains(&format!("{}: config syntax: line 2", path.display())), "{err}");
+    assert!(err.contains(&format!("syntax error: {}, line 2", path.display())), "{err}");
 }
 
 #[test]

@@ -186,7 +186,8 @@ fn broken_config_or_certificate_is_refused_and_the_old_one_keeps_serving() {
     std::fs::write(pki.path("tlsgate.toml"), &good_config).unwrap();
     let other = pki.ca.issue_server(&["localhost"]).unwrap();
     std::fs::write(pki.path("server.pem"), other.cert_pem).unwrap();
-    gate.proc.wait_for(&["reload refused", "does not match key"], Duration::from_secs(10));
+    gate.proc
+        .wait_for(&["reload refused", "side=config", "does not match certificate"], Duration::from_secs(10));
     let out = curl(&["--cacert", pki.ca(), &url]);
     assert!(out.status.success(), "{}", describe(&out));
 }

@@ -118,14 +118,18 @@ fn unknown_sni_is_refused_where_no_default_is_set() {
     let s = setup();
     let err = get(&s.pki, "unknown.test", s.strict, &["-k"]).unwrap_err();
     assert!(err.contains("unrecognized name"), "{err}");
-    s.gate
-        .proc
-        .wait_for(&["listener=strict", "refused: no certificate", "unknown.test"], Duration::from_secs(10));
+    s.gate.proc.wait_for(
+        &["listener=strict", "refused: client asked for name unknown.test, which no certificate serves"],
+        Duration::from_secs(10),
+    );
     // A name the certificate covers but no route serves: refused the same way.
     let out = s_client(&["-connect", &format!("127.0.0.1:{}", s.strict), "-servername", "b.test"], b"");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unrecognized name"), "{}", describe(&out));
-    s.gate.proc.wait_for(&["listener=strict", "matches no route", "b.test"], Duration::from_secs(10));
+    s.gate.proc.wait_for(
+        &["listener=strict", "client asked for name b.test, which no route serves"],
+        Duration::from_secs(10),
+    );
 }
 
 #[test]

@@ -8,6 +8,7 @@ use rustls::pki_types::ServerName;
 use tlsgate_config::{Config, OriginateListener};
 use tlsgate_core::side::Side;
 use tlsgate_telemetry::metrics::{metrics, UpstreamLabels};
+use tlsgate_tls::describe::{self, Peer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -18,6 +19,7 @@ use tracing::Instrument;
 
 use super::transparent::Transparent;
 use crate::backend::connect_one;
+use crate::error::listener_label;
 use crate::relay::relay;
 use crate::starttls;
 use crate::ProxyError;
@@ -34,7 +36,7 @@ impl Listener {
     fn build(l: &OriginateListener, allow_insecure_key_permissions: bool) -> Result<Listener, ProxyError> {
         let name = l.display_name();
         let tls = tlsgate_tls::client::client_config(l.into(), allow_insecure_key_permissions)
-            .map_err(|e| ProxyError::config(format!("originate listener {name}: {e}")))?;
+            .map_err(|e| ProxyError::config(format!("originate {}: {e}", listener_label(&name, l.listen))))?;
         let starttls_host = l.starttls_host.clone().unwrap_or_else(starttls::local_host_name);
         Ok(Listener { name, config: l.clone(), connector: TlsConnector::from(tls), starttls_host })
     }
@@ -101,7 +103,7 @@ impl Originator {
         for (addr, _) in &built {
             let socket = TcpListener::bind(addr)
                 .await
-                .map_err(|e| ProxyError::internal(format!("originate: bind {addr}: {e}")))?;
+                .map_err(|e| ProxyError::bind(&format!("originate listener {addr}"), &e))?;
             sockets.push(socket);
         }
         let tracker = TaskTracker::new();
@@ -266,11 +268,9 @@ async fn connect_upstream(l: &Listener) -> Result<(TlsStream<TcpStream>, String,
                 Some(protocol) => starttls::client::prologue(&mut tcp, protocol, &l.starttls_host).await?,
                 None => Vec::new(),
             };
-            let tls = l
-                .connector
-                .connect(server_name, tcp)
-                .await
-                .map_err(|e| format!("TLS handshake (sni {sni}): {e}"))?;
+            let tls = l.connector.connect(server_name, tcp).await.map_err(|e| {
+                format!("TLS handshake failed: {} (SNI {sni})", describe::io_error(&e, Peer::Server))
+            })?;
             Ok::<_, String>((tls, greeting))
         };
         let result = match tokio::time::timeout(l.config.handshake_timeout, attempt).await {

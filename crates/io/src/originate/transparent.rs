@@ -12,6 +12,7 @@ use tlsgate_config::{RuleConfig, TransparentListener};
 use tlsgate_core::policy::{Action, Policy};
 use tlsgate_core::side::Side;
 use tlsgate_telemetry::metrics::{metrics, DecisionLabels};
+use tlsgate_tls::describe::{self, Peer};
 use tlsgate_tls::peek::{client_hello_sni, Peek};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -185,10 +186,10 @@ async fn originate(
         .map_err(|e| ProxyError::internal(format!("server name {name:?}: {e}")))?;
     let attempt = async {
         let tcp = connect(&t.config, target).await?;
-        t.connector
-            .connect(server_name, tcp)
-            .await
-            .map_err(|e| ProxyError::backend(format!("TLS to {target} (name {name}): {e}")))
+        t.connector.connect(server_name, tcp).await.map_err(|e| {
+            let e = describe::io_error(&e, Peer::Server);
+            ProxyError::backend(format!("TLS to {target} failed: {e} (SNI {name})"))
+        })
     };
     let tls = tokio::time::timeout(t.config.handshake_timeout, attempt).await.map_err(|_| {
         ProxyError::backend(format!("no TLS session with {target} within {:?}", t.config.handshake_timeout))

@@ -55,13 +55,13 @@ impl Gate {
         let resolver = Resolver::new(config.resolver).map_err(ProxyError::internal)?;
         let listener = TcpListener::bind(config.listen)
             .await
-            .map_err(|e| ProxyError::internal(format!("tunnel gate: bind {}: {e}", config.listen)))?;
+            .map_err(|e| ProxyError::bind(&format!("tunnel gate {}", config.listen), &e))?;
         let local_addr = listener.local_addr().map_err(|e| ProxyError::internal(e.to_string()))?;
         let mut reverse = Vec::new();
         for r in &config.reverse {
             let l = TcpListener::bind(r.listen)
                 .await
-                .map_err(|e| ProxyError::internal(format!("tunnel gate: reverse bind {}: {e}", r.listen)))?;
+                .map_err(|e| ProxyError::bind(&format!("tunnel gate: reverse forward {}", r.listen), &e))?;
             reverse.push((l, r.clone()));
         }
         let shared = Arc::new(Shared {
@@ -132,10 +132,11 @@ impl Gate {
 
 /// The gate's TLS config and policy from `config`, read from disk.
 fn load(config: &GateConfig, insecure: bool) -> Result<(Arc<ServerConfig>, PolicySet), ProxyError> {
+    let label = format!("tunnel gate {}", config.listen);
     let tls = tlsgate_tls::tunnel::gate_server_config(config, insecure)
-        .map_err(|e| ProxyError::config(format!("tunnel gate: {e}")))?;
+        .map_err(|e| ProxyError::config(format!("{label}: {e}")))?;
     let (identities, default, open) =
-        config.policies().map_err(|e| ProxyError::config(format!("tunnel gate: {e}")))?;
+        config.policies().map_err(|e| ProxyError::config(format!("{label}: {e}")))?;
     if open {
         tracing::warn!(
             "tunnel gate: no policy configured; every authenticated portal may open any destination"
@@ -173,7 +174,8 @@ async fn serve_portal(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) 
     let tls = match tokio::time::timeout(config.handshake_timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            tracing::warn!(client = %peer, error = %e, "tunnel gate: portal refused: TLS handshake failed (client side)");
+            let error = tlsgate_tls::describe::io_error(&e, tlsgate_tls::describe::Peer::Client);
+            tracing::warn!(client = %peer, %error, "tunnel gate: portal refused: TLS handshake failed (client side)");
             return;
         }
         Err(_) => {

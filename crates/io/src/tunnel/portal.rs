@@ -58,7 +58,7 @@ impl Link {
             config.reverse_policy().map_err(|e| ProxyError::config(format!("tunnel portal: {e}")))?;
         let server_name = config.server_name.clone().unwrap_or_else(|| config.gate.host.clone());
         let server_name = ServerName::try_from(server_name.clone())
-            .map_err(|e| ProxyError::config(format!("tunnel portal: gate name {server_name:?}: {e}")))?;
+            .map_err(|e| ProxyError::config(format!("tunnel portal: gate name {server_name}: {e}")))?;
         Ok(Link {
             config: config.clone(),
             connector: TlsConnector::from(tls),
@@ -84,7 +84,7 @@ impl Portal {
         let mut tasks = Vec::new();
         let mut addrs = PortalAddrs::default();
         let bind_err =
-            |a: SocketAddr, e: std::io::Error| ProxyError::internal(format!("tunnel portal: bind {a}: {e}"));
+            |a: SocketAddr, e: std::io::Error| ProxyError::bind(&format!("tunnel portal: listener {a}"), &e);
         if let Some(a) = config.socks {
             let l = TcpListener::bind(a).await.map_err(|e| bind_err(a, e))?;
             addrs.socks = l.local_addr().ok();
@@ -93,7 +93,7 @@ impl Portal {
         }
         for f in &config.forward {
             let target = Target::name(&f.target.host, f.target.port)
-                .map_err(|e| ProxyError::internal(format!("tunnel portal: forward {}: {e}", f.target)))?;
+                .map_err(|e| ProxyError::config(format!("tunnel portal: forward {}: {e}", f.target)))?;
             match f.protocol {
                 ForwardProtocol::Tcp => {
                     let l = TcpListener::bind(f.listen).await.map_err(|e| bind_err(f.listen, e))?;
@@ -262,7 +262,10 @@ impl Link {
         tokio::time::timeout(c.handshake_timeout, self.connector.connect(self.server_name.clone(), stream))
             .await
             .map_err(|_| "TLS handshake with the gate timed out".to_string())?
-            .map_err(|e| format!("TLS handshake with the gate failed (gate side): {e}"))
+            .map_err(|e| {
+                let e = tlsgate_tls::describe::io_error(&e, tlsgate_tls::describe::Peer::Server);
+                format!("TLS handshake with the gate failed (gate side): {e}")
+            })
     }
 }
 

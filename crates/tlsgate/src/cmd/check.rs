@@ -11,10 +11,10 @@ use crate::cli::CheckArgs;
 
 pub fn run(args: CheckArgs) -> Result<(), String> {
     let path = args.config.display().to_string();
-    let config = match Config::load(&args.config) {
+    let config = match super::load_file(&args.config) {
         Ok(config) => config,
         // One problem: nothing past a file that does not parse can be checked.
-        Err(e) => return report(&[format!("{path}: {e}")], &[]),
+        Err(e) => return report(&[e], &[]),
     };
     let mut problems = Vec::new();
     let mut summary = Vec::new();

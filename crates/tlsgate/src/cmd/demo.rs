@@ -11,9 +11,10 @@ use tlsgate_io::{http_backend, terminate};
 use tlsgate_tls::pki::{write_file, TestCa};
 
 use crate::cli::{DemoArgs, LogArgs};
+use crate::failure::Failure;
 use crate::logging;
 
-pub async fn run(args: DemoArgs, log: &LogArgs) -> Result<(), String> {
+pub async fn run(args: DemoArgs, log: &LogArgs) -> Result<(), Failure> {
     logging::init(&LogConfig::default(), log);
     let mut signals = super::lifecycle::Signals::install()?;
     let dir = tempfile::Builder::new()
@@ -41,7 +42,7 @@ pub async fn run(args: DemoArgs, log: &LogArgs) -> Result<(), String> {
     listener.name = Some("demo".into());
     listener.alpn = vec!["http/1.1".into()];
     let config = Config { terminate: Some(TerminateConfig::new(vec![listener])), ..Config::default() };
-    let server = terminate::Server::start(&config).await.map_err(|e| e.to_string())?;
+    let server = terminate::Server::start(&config).await?;
     let addr = server.local_addrs()[0];
 
     println!("tlsgate demo: https://localhost:{} -> built-in backend http://{backend_addr}", addr.port());

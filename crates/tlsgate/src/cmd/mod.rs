@@ -16,9 +16,10 @@ use std::path::Path;
 use tlsgate_config::{Config, ConfigError};
 
 use crate::cli::{Cli, Command};
+use crate::failure::Failure;
 use crate::logging;
 
-pub async fn run(cli: Cli) -> Result<(), String> {
+pub async fn run(cli: Cli) -> Result<(), Failure> {
     crate::privileges::set_flags(cli.user.clone(), cli.group.clone());
     match cli.command {
         Command::Terminate(args) => terminate::run(*args, &cli.log).await,
@@ -28,14 +29,15 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::Demo(args) => demo::run(args, &cli.log).await,
         Command::Backend(args) => backend::run(args, &cli.log).await,
         Command::Run(args) => run::run(args, &cli.log).await,
-        Command::Check(args) => check::run(args),
+        Command::Check(args) => check::run(args).map_err(Failure::config),
     }
 }
 
 /// Reads a config file; every error names the file.
 fn load_file(path: &Path) -> Result<Config, String> {
     Config::load(path).map_err(|e| match e {
-        ConfigError::Io(..) => e.to_string(),
+        // These name the file themselves.
+        ConfigError::Io(..) | ConfigError::Parse(..) => e.to_string(),
         _ => format!("{}: {e}", path.display()),
     })
 }
@@ -46,12 +48,12 @@ async fn serve(
     config: Config,
     log: &crate::cli::LogArgs,
     load: impl Fn() -> Result<Config, String>,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     logging::init(&config.log, log);
     let signals = lifecycle::Signals::install()?;
     let running = running::Running::start(config).await?;
     let keep = crate::privileges::originate_caps(running.config());
-    crate::privileges::drop_after_bind(running.config(), &keep).await?;
+    crate::privileges::drop_after_bind(running.config(), &keep).await.map_err(Failure::config)?;
     crate::notify::ready();
     signals.serve(running, load).await;
     Ok(())

@@ -3,9 +3,10 @@
 use tlsgate_config::{AdminConfig, Config, OriginateConfig, OriginateListener};
 
 use crate::cli::{LogArgs, OriginateArgs};
+use crate::failure::Failure;
 
-pub async fn run(args: OriginateArgs, log: &LogArgs) -> Result<(), String> {
-    super::serve(config_from(&args)?, log, || config_from(&args)).await
+pub async fn run(args: OriginateArgs, log: &LogArgs) -> Result<(), Failure> {
+    super::serve(config_from(&args).map_err(Failure::config)?, log, || config_from(&args)).await
 }
 
 fn config_from(args: &OriginateArgs) -> Result<Config, String> {

@@ -6,6 +6,7 @@ use std::path::Path;
 use tlsgate_config::Config;
 
 use crate::cli::{LogArgs, RunArgs};
+use crate::failure::Failure;
 
 /// Sections a config may one day hold whose modes have no long-running form yet.
 const NOT_RUNNABLE: [(&str, &str); 2] = [
@@ -13,8 +14,8 @@ const NOT_RUNNABLE: [(&str, &str); 2] = [
     ("connect", "the connect mode does not exist yet"),
 ];
 
-pub async fn run(args: RunArgs, log: &LogArgs) -> Result<(), String> {
-    super::serve(config_from(&args.config)?, log, || config_from(&args.config)).await
+pub async fn run(args: RunArgs, log: &LogArgs) -> Result<(), Failure> {
+    super::serve(config_from(&args.config).map_err(Failure::config)?, log, || config_from(&args.config)).await
 }
 
 fn config_from(path: &Path) -> Result<Config, String> {

@@ -29,30 +29,30 @@ pub struct Running {
 
 impl Running {
     /// Starts every section present in `config`, then the admin listener; fails as a whole.
-    pub async fn start(config: Config) -> Result<Running, String> {
+    pub async fn start(config: Config) -> Result<Running, ProxyError> {
         let insecure = config.security.allow_insecure_key_permissions;
         let terminate = match &config.terminate {
-            Some(_) => Some(Server::start(&config).await.map_err(|e| e.to_string())?),
+            Some(_) => Some(Server::start(&config).await?),
             None => None,
         };
         let originate = match &config.originate {
-            Some(_) => Some(Originator::start(&config).await.map_err(|e| e.to_string())?),
+            Some(_) => Some(Originator::start(&config).await?),
             None => None,
         };
         let tunnel = config.tunnel.as_ref();
         let gate = match tunnel.and_then(|t| t.gate.as_ref()) {
-            Some(g) => Some(Gate::start(g, insecure).await.map_err(|e| e.to_string())?),
+            Some(g) => Some(Gate::start(g, insecure).await?),
             None => None,
         };
         let portal = match tunnel.and_then(|t| t.portal.as_ref()) {
-            Some(p) => Some(Portal::start(p, insecure).await.map_err(|e| e.to_string())?),
+            Some(p) => Some(Portal::start(p, insecure).await?),
             None => None,
         };
         let admin = match &config.admin {
             Some(admin) => {
                 let socket = tlsgate_telemetry::admin::bind(admin.listen)
                     .await
-                    .map_err(|e| format!("admin listener {}: {e}", admin.listen))?;
+                    .map_err(|e| ProxyError::bind(&format!("admin listener {}", admin.listen), &e))?;
                 // Only terminate has listeners with routes to show; /metrics and the live
                 // connections on /status are process-wide and cover every section.
                 let source: Arc<dyn StatusSource> = match &terminate {

@@ -5,9 +5,10 @@ use tlsgate_config::{
 };
 
 use crate::cli::{LogArgs, TerminateArgs};
+use crate::failure::Failure;
 
-pub async fn run(args: TerminateArgs, log: &LogArgs) -> Result<(), String> {
-    super::serve(config_from(&args)?, log, || config_from(&args)).await
+pub async fn run(args: TerminateArgs, log: &LogArgs) -> Result<(), Failure> {
+    super::serve(config_from(&args).map_err(Failure::config)?, log, || config_from(&args)).await
 }
 
 /// The config file's `[terminate]` section, or the one listener the flags describe.

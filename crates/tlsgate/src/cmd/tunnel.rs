@@ -6,12 +6,15 @@ use std::net::SocketAddr;
 use tlsgate_config::{AdminConfig, Config, GateConfig, PortalConfig, TunnelConfig};
 
 use crate::cli::{GateArgs, LogArgs, PortalArgs, TunnelCommand};
+use crate::failure::Failure;
 
-pub async fn run(command: TunnelCommand, log: &LogArgs) -> Result<(), String> {
+pub async fn run(command: TunnelCommand, log: &LogArgs) -> Result<(), Failure> {
     match command {
-        TunnelCommand::Gate(args) => super::serve(gate_config(&args)?, log, || gate_config(&args)).await,
+        TunnelCommand::Gate(args) => {
+            super::serve(gate_config(&args).map_err(Failure::config)?, log, || gate_config(&args)).await
+        }
         TunnelCommand::Portal(args) => {
-            super::serve(portal_config(&args)?, log, || portal_config(&args)).await
+            super::serve(portal_config(&args).map_err(Failure::config)?, log, || portal_config(&args)).await
         }
     }
 }

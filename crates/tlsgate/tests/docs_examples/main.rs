@@ -34,11 +34,12 @@ const EXAMPLES: &[(&str, &str, How)] = &[
     ("README.md", "cargo test --workspace", How::Skip("the test suite itself, run by .ci/run")),
     ("README.md", "tlsgate terminate --listen 127.0.0.1:8443 --cert server.pem --key server.key \\", How::Run(terminate::readme_flags)),
     ("README.md", "tlsgate terminate --listen 0.0.0.0:8443 --cert server.pem --key server.key --backend 127.0.0.1:8080 \\", How::Run(terminate::readme_mtls)),
-    ("README.md", "tlsgate terminate --config tlsgate.toml", How::Run(terminate::readme_config)),
+    ("README.md", "tlsgate check --config tlsgate.toml       # loads every file it names, binds nothing", How::Run(terminate::readme_config)),
+    ("README.md", "tlsgate run --config tlsgate.toml", How::Run(terminate::readme_run)),
     ("README.md", "tlsgate originate --listen 127.0.0.1:5432 --connect db.example:5432 --ca ca.pem", How::Run(originate::readme)),
     ("README.md", "tlsgate tunnel gate --listen 0.0.0.0:7443 --cert gate.pem --key gate.key --client-ca ca.pem", How::Run(tunnel::readme)),
     ("README.md", "tlsgate inline simulate --flows 50 --seed 7 --loss 0.03 --reorder 0.05 --duplicate 0.01 \\", How::Run(inline_simulate)),
-    ("docs/config.md", "# Shared by every mode.", How::RunBy("README.md", "tlsgate terminate --config tlsgate.toml")),
+    ("docs/config.md", "# Shared by every mode.", How::RunBy("README.md", "tlsgate check --config tlsgate.toml       # loads every file it names, binds nothing")),
     ("docs/config.md", "[[terminate.listener]]", How::Run(terminate::alpn_routes)),
     ("docs/originate.md", "tlsgate originate --listen 127.0.0.1:5432 --connect db.example:5432 --ca ca.pem \\", How::Run(originate::flags)),
     ("docs/originate.md", "[[originate.listener]]", How::Run(originate::toml)),
@@ -49,6 +50,7 @@ const EXAMPLES: &[(&str, &str, How)] = &[
     ("docs/tunnel.md", "# The gate: its certificate, and the CA that issues portal certificates.", How::Run(tunnel::quick_start)),
     ("docs/tunnel.md", "[tunnel.gate]", How::Fragment(GATE, tunnel::policy)),
     ("docs/tunnel.md", "[[tunnel.gate.reverse]]", How::Fragment(GATE, tunnel::reverse)),
+    ("docs/operations.md", "[Service]", How::Skip("the unit's lines, compared with packaging/systemd/tlsgate.service by tests/package.rs")),
     ("docs/benchmarks.md", "apt-get install -y nginx-core libnginx-mod-stream haproxy hitch stunnel4 wrk openssl \\", How::Skip(BENCH)),
     ("docs/benchmarks.md", "apt-get install -y openssh-server openssh-client openssl util-linux python3", How::Skip(BENCH)),
     ("docs/benchmarks.md", "apt-get install -y openssl util-linux python3 nginx-core   # nginx-core: the terminate column only", How::Skip(BENCH)),
@@ -87,7 +89,7 @@ fn every_docs_block_is_exercised() {
         let at = format!("{}:{} ({:?})", b.file, b.line, b.first_line());
         match b.lang.as_str() {
             "text" => continue,
-            "toml" | "sh" => {}
+            "toml" | "sh" | "ini" => {}
             "" => {
                 problems.push(format!("{at}: untagged block; tag it `text` if it is not an example"));
                 continue;

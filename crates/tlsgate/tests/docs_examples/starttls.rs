@@ -94,7 +94,7 @@ pub fn without_default(block: &Block) {
 
     assert!(!smtp_client(&p.s, Some("other.example")).status.success(), "unknown SNI: refused");
     let line =
-        terminate.proc.wait_logged(&["no certificate on listener smtp matches SNI", "other.example"], WAIT);
+        terminate.proc.wait_logged(&["other.example, which no certificate serves", "listener smtp"], WAIT);
     assert!(line.contains(fix), "{line}");
 
     let out = smtp_client(&p.s, Some("mx.example.com"));

@@ -2,6 +2,8 @@
 
 use tlsgate_testkit::docs::Block;
 
+use tlsgate_testkit::process::Tlsgate;
+
 use crate::scene::{only, Scene, WAIT};
 
 /// `terminate` in front of two backends by flags.
@@ -38,12 +40,12 @@ pub fn readme_mtls(block: &Block, _: &[Block]) {
     assert!(s.must("curl -sS --max-time 20 http://127.0.0.1:9900/healthz").contains("ok"));
 }
 
-/// `tlsgate terminate --config tlsgate.toml` with docs/config.md's full example as the file,
-/// and the same file's originate and tunnel sections run by their own subcommands.
-pub fn readme_config(block: &Block, all: &[Block]) {
+/// docs/config.md's full example as `tlsgate.toml`, with every file it names, in a namespace
+/// where its host names are local and a built-in backend serves its default route.
+fn full_example(tag: &str, all: &[Block]) -> (Scene, Tlsgate) {
     let example = crate::find(all, "docs/config.md", "# Shared by every mode.");
     let s = Scene::new(
-        "doc-conf",
+        tag,
         &[
             ("www.example.com", "127.0.0.1"),
             ("api.example.com", "127.0.0.1"),
@@ -62,13 +64,24 @@ pub fn readme_config(block: &Block, all: &[Block]) {
     }
     s.crl_as("certs/clients.crl");
     s.crl_as("certs/portal-ca.crl");
-    let _backend = s.backend("127.0.0.1:8080", "default-route");
+    let backend = s.backend("127.0.0.1:8080", "default-route");
+    (s, backend)
+}
 
-    let terminate = s.start(only(&block.commands()));
+/// README's `check` then `terminate --config tlsgate.toml` with docs/config.md's full example as
+/// the file, and the same file's originate and tunnel sections run by their own subcommands.
+pub fn readme_config(block: &Block, all: &[Block]) {
+    let commands = block.commands();
+    assert_eq!(commands.len(), 2, "{commands:?}");
+    let (s, _backend) = full_example("doc-conf", all);
+    let checked = s.must(&commands[0]);
+    assert!(checked.ends_with("config OK\n"), "{}: {checked}", commands[0]);
+
+    let terminate = s.start(&commands[1]);
     for listener in ["public", "internal", "submission"] {
         terminate.listening(Some(listener));
     }
-    // HTTP/1.1: the example sends www.example.com's h2 clients to a pool of its own.
+    // HTTP/1.1: the example sends www.example.com's h2 clients to a pool of their own.
     s.expect_hello("--http1.1 --cacert ca.pem https://www.example.com/", "default-route");
 
     // One [admin] listener per process: each mode of the file runs alone, as on its own host.
@@ -92,6 +105,20 @@ pub fn readme_config(block: &Block, all: &[Block]) {
     let portal = laptop.start("tlsgate tunnel portal -c tlsgate.toml");
     portal.proc.wait_logged(&["tunnel portal: connected to gate"], WAIT);
     gate.proc.wait_logged(&["portal connected", "spiffe://corp.example/portal/build-1"], WAIT);
+}
+
+/// README's `tlsgate run --config tlsgate.toml`: the same full example, every section of it in
+/// one process (the portal reaching the gate beside it), one admin listener.
+pub fn readme_run(block: &Block, all: &[Block]) {
+    let (s, _backend) = full_example("doc-run", all);
+    let run = s.start(only(&block.commands()));
+    for listener in ["public", "internal", "submission"] {
+        run.listening(Some(listener));
+    }
+    run.proc.wait_logged(&["originate listening", "listener=db"], WAIT);
+    run.proc.wait_logged(&["portal connected", "spiffe://corp.example/portal/build-1"], WAIT);
+    s.expect_hello("--http1.1 --cacert ca.pem https://www.example.com/", "default-route");
+    assert!(s.must("curl -sS --max-time 20 http://127.0.0.1:9900/healthz").contains("ok"));
 }
 
 /// A helper script of the integration tests.
