@@ -215,7 +215,7 @@ fn deb_installs_runs_and_purges() {
 
     // ExecReload's signal: the files are readable by the unit's user, so the reload applies.
     assert!(Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap().success());
-    service.proc.wait_logged(&["reload applied"], Duration::from_secs(30));
+    service.proc.wait_logged(&["reloaded", "section=terminate"], Duration::from_secs(30));
     let out = https();
     assert!(out.status.success(), "after the reload: {}", describe(&out));
 

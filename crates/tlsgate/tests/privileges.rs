@@ -97,7 +97,7 @@ listen = "127.0.0.1:0"
     // A reload reads the files as the new user, who may not: refused, the old config serves on.
     assert!(Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap().success());
     let refused = gate.proc.wait_logged(&["reload refused"], Duration::from_secs(30));
-    assert!(refused.contains("Permission denied"), "{refused}");
+    assert!(refused.contains("permission denied"), "{refused}");
     let out = curl(&[
         "--cacert",
         pki.ca(),
@@ -195,6 +195,8 @@ outbound_mark = 1337
         let out = client.run("curl", &["-sS", "--max-time", "10", &format!("http://{FAR}:8080/")]);
         assert!(out.status.success(), "{}", describe(&out));
         assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from far\n");
+        // Its decision, read from the log before the next one (the log is read asynchronously).
+        gate.proc.wait_for(&["policy decision", "action=passthrough"], Duration::from_secs(10));
     }
     let decided = gate.proc.lines_with(&["policy decision", "action=passthrough"]);
     assert_eq!(decided.len(), 8, "{}", gate.proc.log_text());

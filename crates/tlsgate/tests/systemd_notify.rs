@@ -91,7 +91,7 @@ fn ready_watchdog_reloading_stopping() {
         lines.next().and_then(|l| l.strip_prefix("MONOTONIC_USEC=")).and_then(|v| v.parse::<u64>().ok());
     assert!(usec.is_some_and(|u| u > 0), "MONOTONIC_USEC missing: {reloading:?}");
     assert_eq!(manager.next_state(Duration::from_secs(10)), "READY=1\n");
-    gate.proc.wait_logged(&["reload applied"], Duration::from_secs(10));
+    gate.proc.wait_logged(&["reloaded", "section=terminate"], Duration::from_secs(10));
     let out = curl(&["--cacert", pki.ca(), "--resolve", &resolve, &url]);
     assert!(out.status.success(), "request after the reload: {}", describe(&out));
 
