@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark of the inline engine (issue 5, "Performance"; a benchmark, not a test):
+# Benchmark of the inline engine (performance; a benchmark, not a test):
 #  1. its record path alone on one core (crates/inline/benches/record_path.rs: server segments
 #     sealed through Downstream, client records opened through Upstream) beside
 #     `openssl speed -evp <cipher> -aead` on the same core, same sizes, as a ratio;
