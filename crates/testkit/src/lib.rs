@@ -5,13 +5,17 @@
 //! - [`nginx`]: a private nginx instance on a free loopback port;
 //! - [`postgres`]: a private PostgreSQL server, plaintext or TLS-only, and `psql`;
 //! - [`dns`]: a private dnsmasq answering names only it knows;
-//! - [`data`]: random files and their SHA-256.
+//! - [`data`]: random files and their SHA-256;
+//! - [`demo`]: the curl command `tlsgate demo` prints, run as printed;
+//! - [`markdown`]: the ```sh examples of README.md and docs/.
 
 pub mod browser;
 pub mod clients;
 pub mod data;
+pub mod demo;
 pub mod dns;
 pub mod hello;
+pub mod markdown;
 pub mod net;
 pub mod netns;
 pub mod nginx;
