@@ -37,6 +37,7 @@ fn a_fresh_clone_runs_the_readme_commands_as_written() {
     assert!(status.success(), "`{try_it}` after SIGINT: {status:?}\n{}", demo.log_text());
     assert!(!ca.exists(), "throwaway CA left behind at {}", ca.display());
     assert!(!ca.parent().unwrap().exists(), "throwaway directory left behind");
+    assert!(!demo.log_text().contains("panicked"), "{}", demo.log_text());
 
     // "Run the tests", as a dry run.
     let dry = format!("{run_tests} --no-run");
@@ -44,6 +45,10 @@ fn a_fresh_clone_runs_the_readme_commands_as_written() {
     let status =
         tests.wait_exit(BUILD).unwrap_or_else(|| panic!("`{dry}` still running:\n{}", tests.log_text()));
     assert!(status.success(), "`{dry}`: {status:?}\n{}", tests.log_text());
+    // Every member: this crate's integration tests and the benchmark's load generator alike.
+    for built in ["deps/newcomer-", "deps/tlsgate_loadgen-"] {
+        assert!(tests.lines_with(&["Executable", built]).len() == 1, "{built}?\n{}", tests.log_text());
+    }
 }
 
 /// The README block's one command line; anything more and this test must learn to run it.
