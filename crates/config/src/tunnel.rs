@@ -53,7 +53,7 @@ pub struct GateConfig {
     pub limits: TunnelLimits,
 }
 
-/// A gate-side listener reaching a destination on a portal's side (the seed's symmetric tunnel).
+/// A gate-side listener reaching a destination on a portal's side (a reverse forward).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ReverseForward {

@@ -12,6 +12,8 @@ pub struct Block {
     pub line: usize,
     /// The tag after the opening fence (`toml`, `sh`, `text`); empty when untagged.
     pub lang: String,
+    /// The `## ` heading the block sits under (without the hashes); empty above the first.
+    pub heading: String,
     pub text: String,
 }
 
@@ -71,6 +73,7 @@ pub fn markdown_files(root: &Path) -> Vec<PathBuf> {
 pub fn blocks(file: &str, text: &str) -> Vec<Block> {
     let mut out = Vec::new();
     let mut open: Option<(String, Block)> = None;
+    let mut heading = String::new();
     for (i, line) in text.lines().enumerate() {
         let trimmed = line.trim_start();
         let fence: String = trimmed.chars().take_while(|c| *c == '`' || *c == '~').collect();
@@ -88,14 +91,36 @@ pub fn blocks(file: &str, text: &str) -> Vec<Block> {
             }
             None if fence.len() >= 3 && fence.chars().all(|c| c == fence.as_bytes()[0] as char) => {
                 let lang = trimmed[fence.len()..].split_whitespace().next().unwrap_or("").to_string();
-                let block = Block { file: file.to_string(), line: i + 1, lang, text: String::new() };
+                let block = Block {
+                    file: file.to_string(),
+                    line: i + 1,
+                    lang,
+                    heading: heading.clone(),
+                    text: String::new(),
+                };
                 open = Some((fence, block));
             }
-            None => {}
+            None => {
+                if let Some(h) = line.strip_prefix("## ") {
+                    heading = h.trim().to_string();
+                }
+            }
         }
     }
     assert!(open.is_none(), "{file}: a fenced block is never closed");
     out
+}
+
+/// The text of the one ```sh block under the heading `## <heading>` of `markdown`; panics, saying
+/// what it found, when the heading is missing or has no such block or several.
+pub fn sh_block_under(markdown: &str, heading: &str) -> String {
+    let under: Vec<Block> =
+        blocks("", markdown).into_iter().filter(|b| b.lang == "sh" && b.heading == heading).collect();
+    match under.as_slice() {
+        [one] => one.text.clone(),
+        [] => panic!("no ```sh block under a \"## {heading}\" heading"),
+        more => panic!("{} ```sh blocks under \"## {heading}\", expected one: {more:?}", more.len()),
+    }
 }
 
 /// Every block of every file of [`markdown_files`], named relative to `root`.
@@ -123,5 +148,12 @@ mod tests {
         assert_eq!((b[0].line, b[0].lang.as_str()), (2, "sh"));
         assert_eq!(b[0].commands(), vec!["tlsgate a --b c   # note".to_string(), "curl d".to_string()]);
         assert_eq!((b[1].lang.as_str(), b[1].text.as_str()), ("", "raw\n"));
+    }
+
+    #[test]
+    fn finds_the_sh_block_under_a_heading() {
+        let md = "## Try it\n\n```sh\nrun me\n```\n\n## Other\n\n```text\nnot me\n```\n";
+        assert_eq!(sh_block_under(md, "Try it"), "run me\n");
+        assert_eq!(blocks("f.md", md)[1].heading, "Other");
     }
 }

@@ -318,6 +318,11 @@ pub struct DemoArgs {
     /// Where the demo's TLS listener listens.
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub listen: SocketAddr,
+    /// Keep the throwaway CA certificate, server certificate and key, and a client certificate
+    /// and key from the same CA, in this directory (created if missing) instead of deleting them
+    /// on exit.
+    #[arg(long, value_name = "DIR")]
+    pub keep: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
