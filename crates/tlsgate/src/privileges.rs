@@ -16,6 +16,8 @@ use caps::{CapSet, Capability, CapsHashSet};
 use nix::unistd::{Gid, Group, Uid, User};
 use tlsgate_config::{Config, ProcessConfig};
 
+use crate::failure::Failure;
+
 /// `--user`/`--group`, which override `[process]`.
 static FLAGS: OnceLock<ProcessConfig> = OnceLock::new();
 
@@ -39,18 +41,18 @@ pub fn target(config: &Config) -> Result<Option<Target>, String> {
     let flags = FLAGS.get().cloned().unwrap_or_default();
     let Some(name) = flags.user.or_else(|| config.process.user.clone()) else {
         if flags.group.is_some() {
-            return Err("config: --group needs --user (or [process] user)".into());
+            return Err("--group needs --user (or [process] user)".into());
         }
         return Ok(None);
     };
     let user = User::from_name(&name)
-        .map_err(|e| format!("config: [process] user {name:?}: cannot look it up: {e}"))?
-        .ok_or_else(|| format!("config: [process] user {name:?}: no such user"))?;
+        .map_err(|e| format!("[process] user {name:?}: cannot look it up: {e}"))?
+        .ok_or_else(|| format!("[process] user {name:?}: no such user"))?;
     let (group, gid) = match flags.group.or_else(|| config.process.group.clone()) {
         Some(g) => {
             let found = Group::from_name(&g)
-                .map_err(|e| format!("config: [process] group {g:?}: cannot look it up: {e}"))?
-                .ok_or_else(|| format!("config: [process] group {g:?}: no such group"))?;
+                .map_err(|e| format!("[process] group {g:?}: cannot look it up: {e}"))?
+                .ok_or_else(|| format!("[process] group {g:?}: no such group"))?;
             (g, found.gid)
         }
         None => {
@@ -76,8 +78,8 @@ pub fn originate_caps(config: &Config) -> Vec<Capability> {
 /// `block_on`. As root with a user configured: switch to it, keeping only `keep`. Already that
 /// user (a service manager started it so): keep only `keep` of the capabilities it was given.
 /// As root without a user: nothing changes.
-pub async fn drop_after_bind(config: &Config, keep: &[Capability]) -> Result<(), String> {
-    let target = target(config)?;
+pub async fn drop_after_bind(config: &Config, keep: &[Capability]) -> Result<(), Failure> {
+    let target = target(config).map_err(Failure::config)?;
     let keep: Arc<CapsHashSet> = Arc::new(keep.iter().copied().collect());
     let root = Uid::effective().is_root();
     match &target {
@@ -87,14 +89,14 @@ pub async fn drop_after_bind(config: &Config, keep: &[Capability]) -> Result<(),
             switch_ids(t)?;
         }
         Some(t) if Uid::effective() != t.uid || Gid::effective() != t.gid => {
-            return Err(format!(
-                "config: [process] user {:?} group {:?}: tlsgate runs as uid {} gid {} and, not being \
+            return Err(Failure::config(format!(
+                "[process] user {:?} group {:?}: tlsgate runs as uid {} gid {} and, not being \
                  root, cannot switch",
                 t.user,
                 t.group,
                 Uid::effective(),
                 Gid::effective()
-            ));
+            )));
         }
         None if root => {
             tracing::warn!(
@@ -106,8 +108,7 @@ pub async fn drop_after_bind(config: &Config, keep: &[Capability]) -> Result<(),
     }
     let k = keep.clone();
     on_every_thread(Arc::new(move || confine_thread(&k))).await?;
-    let effective =
-        caps::read(None, CapSet::Effective).map_err(|e| format!("internal: capabilities: {e}"))?;
+    let effective = caps::read(None, CapSet::Effective).map_err(|e| format!("capabilities: {e}"))?;
     let mut names: Vec<String> = effective.iter().map(|c| c.to_string()).collect();
     names.sort();
     tracing::info!(
@@ -122,7 +123,7 @@ pub async fn drop_after_bind(config: &Config, keep: &[Capability]) -> Result<(),
 /// Before the switch, as root: keep permitted capabilities across it, and take everything not
 /// in `keep` out of the bounding set for good.
 fn prepare_thread(keep: &CapsHashSet) -> Result<(), String> {
-    let fail = |e: caps::errors::CapsError| format!("internal: capabilities: {e}");
+    let fail = |e: caps::errors::CapsError| format!("capabilities: {e}");
     caps::securebits::set_keepcaps(true).map_err(fail)?;
     for cap in caps::read(None, CapSet::Bounding).map_err(fail)? {
         if !keep.contains(&cap) {
@@ -135,9 +136,8 @@ fn prepare_thread(keep: &CapsHashSet) -> Result<(), String> {
 /// Supplementary groups (the user's, from the group database), then gid, then uid: in this
 /// order, since changing groups needs the privileges the uid change gives up.
 fn switch_ids(t: &Target) -> Result<(), String> {
-    let fail = |what: &str, e: nix::Error| format!("internal: cannot switch to {}: {what}: {e}", t.user);
-    let name =
-        CString::new(t.user.as_bytes()).map_err(|_| format!("config: user {:?}: NUL in name", t.user))?;
+    let fail = |what: &str, e: nix::Error| format!("cannot switch to {}: {what}: {e}", t.user);
+    let name = CString::new(t.user.as_bytes()).map_err(|_| format!("user {:?}: NUL in name", t.user))?;
     nix::unistd::initgroups(&name, t.gid).map_err(|e| fail("initgroups", e))?;
     nix::unistd::setresgid(t.gid, t.gid, t.gid).map_err(|e| fail("setresgid", e))?;
     nix::unistd::setresuid(t.uid, t.uid, t.uid).map_err(|e| fail("setresuid", e))?;
@@ -147,7 +147,7 @@ fn switch_ids(t: &Target) -> Result<(), String> {
 /// Permitted and effective down to `keep` (what the thread still has of it), nothing inheritable
 /// or ambient, and the keep-capabilities flag off again.
 fn confine_thread(keep: &CapsHashSet) -> Result<(), String> {
-    let fail = |e: caps::errors::CapsError| format!("internal: capabilities: {e}");
+    let fail = |e: caps::errors::CapsError| format!("capabilities: {e}");
     let permitted = caps::read(None, CapSet::Permitted).map_err(fail)?;
     let kept: CapsHashSet = permitted.intersection(keep).copied().collect();
     // Effective first: it must stay a subset of permitted at every step.
@@ -182,16 +182,14 @@ async fn on_every_thread(job: ThreadJob) -> Result<(), String> {
             let (job, gathering) = (job.clone(), gathering.clone());
             tokio::spawn(async move {
                 if !gathering.arrive_and_wait(Duration::from_secs(10)) {
-                    return Err(
-                        "internal: not every worker thread could be reached to set its capabilities".into()
-                    );
+                    return Err("not every worker thread could be reached to set its capabilities".into());
                 }
                 job()
             })
         })
         .collect();
     for task in tasks {
-        task.await.map_err(|e| format!("internal: capability task: {e}"))??;
+        task.await.map_err(|e| format!("capability task: {e}"))??;
     }
     Ok(())
 }

@@ -131,7 +131,7 @@ fn an_unknown_user_stops_the_start() {
     let status = gate.proc.wait_exit(Duration::from_secs(30)).expect("exits");
     assert_eq!(status.code(), Some(1));
     let log = gate.proc.log_text();
-    assert!(log.contains("config: [process] user \"tlsgate-no-such-user\": no such user"), "{log}");
+    assert!(log.contains("config error: [process] user \"tlsgate-no-such-user\": no such user"), "{log}");
 }
 
 /// The transparent originate of docs/transparent.md, on a client host whose REDIRECT rule skips

@@ -53,7 +53,7 @@ async fn serve(
     let signals = lifecycle::Signals::install()?;
     let running = running::Running::start(config).await?;
     let keep = crate::privileges::originate_caps(running.config());
-    crate::privileges::drop_after_bind(running.config(), &keep).await.map_err(Failure::config)?;
+    crate::privileges::drop_after_bind(running.config(), &keep).await?;
     crate::notify::ready();
     signals.serve(running, load).await;
     Ok(())
