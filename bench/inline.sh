@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark of the inline engine (issue 5, "Performance"; a benchmark, not a test):
+# Benchmark of the inline engine (performance; a benchmark, not a test):
 #  1. its record path alone on one core (crates/inline/benches/record_path.rs: server segments
 #     sealed through Downstream, client records opened through Upstream) beside
 #     `openssl speed -evp <cipher> -aead` on the same core, same sizes, as a ratio;
@@ -10,8 +10,8 @@
 #
 # Needs the Debian packages openssl, util-linux (taskset), python3, and for the terminate column
 # nginx-core (the plaintext backend); installs nothing: it names what is missing and stops.
-# Builds in release mode (honours CARGO_TARGET_DIR). Prints a markdown report on stdout;
-# progress on stderr. See docs/benchmarks.md, "Inline engine record path".
+# Builds with profile "profiling", release plus line tables (honours CARGO_TARGET_DIR). Prints a
+# markdown report on stdout; progress on stderr. See docs/benchmarks.md, "Inline engine record path".
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -45,20 +45,20 @@ if [ "$terminate" = 1 ] && [ "$(nproc)" -lt 2 ]; then
   exit 1
 fi
 
-# --- build: the two bench programs (release), and tlsgate + its load generator --------------------
+# --- build: the two bench programs (profiling), and tlsgate + its load generator ------------------
 bench_exe() {
-  cargo bench -q -p tlsgate-inline --bench "$1" --no-run --message-format=json 2>/dev/null |
+  cargo bench -q --profile profiling -p tlsgate-inline --bench "$1" --no-run --message-format=json 2>/dev/null |
     python3 -c 'import json, sys
 print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])'
 }
-echo "[inline] cargo bench --no-run -p tlsgate-inline (record_path, idle_flows)" >&2
-cargo bench -q -p tlsgate-inline --bench record_path --bench idle_flows --no-run >&2
+echo "[inline] cargo bench --profile profiling --no-run -p tlsgate-inline (record_path, idle_flows)" >&2
+cargo bench -q --profile profiling -p tlsgate-inline --bench record_path --bench idle_flows --no-run >&2
 record_path=$(bench_exe record_path)
 idle_flows=$(bench_exe idle_flows)
 target=${CARGO_TARGET_DIR:-$repo/target}
 if [ "$terminate" = 1 ]; then
-  echo "[inline] cargo build --release -p tlsgate -p tlsgate-loadgen" >&2
-  cargo build --release --quiet -p tlsgate -p tlsgate-loadgen >&2
+  echo "[inline] cargo build --profile profiling -p tlsgate -p tlsgate-loadgen" >&2
+  cargo build --profile profiling --quiet -p tlsgate -p tlsgate-loadgen >&2
 fi
 
 # --- 1. record path, pinned to CPU 0, then openssl on the same CPU --------------------------------
@@ -87,8 +87,8 @@ if [ "$terminate" = 1 ]; then
   "$repo/bench/lib/pki.sh" "$work" >&2
   echo "[inline] tlsgate terminate, 1000 idle connections (bench/lib/terminate_idle.py)" >&2
   # No __pycache__ left in the repository.
-  PYTHONDONTWRITEBYTECODE=1 python3 "$repo/bench/lib/terminate_idle.py" --dir "$work" --tlsgate "$target/release/tlsgate" \
-    --loadgen "$target/release/tlsgate-loadgen" >"$work/terminate.json" &
+  PYTHONDONTWRITEBYTECODE=1 python3 "$repo/bench/lib/terminate_idle.py" --dir "$work" --tlsgate "$target/profiling/tlsgate" \
+    --loadgen "$target/profiling/tlsgate-loadgen" >"$work/terminate.json" &
   py_pid=$!
   wait "$py_pid"
   term_kib=$(python3 -c 'import json, sys; print(round(json.load(sys.stdin)["idle_kib"], 1))' <"$work/terminate.json")

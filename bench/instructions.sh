@@ -33,11 +33,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   exit 1
 fi
 
-echo "[bench] cargo build --release -p tlsgate -p tlsgate-loadgen" >&2
-cargo build --release --quiet -p tlsgate -p tlsgate-loadgen >&2
+echo "[bench] cargo build --profile profiling -p tlsgate -p tlsgate-loadgen" >&2
+cargo build --profile profiling --quiet -p tlsgate -p tlsgate-loadgen >&2
 target=${CARGO_TARGET_DIR:-$repo/target}
-loadgen=$target/release/tlsgate-loadgen
-[ ${#bins[@]} -gt 0 ] || bins=("$target/release/tlsgate")
+loadgen=$target/profiling/tlsgate-loadgen
+[ ${#bins[@]} -gt 0 ] || bins=("$target/profiling/tlsgate")
 
 # shellcheck source=lib/scratch.sh
 . "$repo/bench/lib/scratch.sh"

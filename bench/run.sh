@@ -5,8 +5,9 @@
 #   bench/run.sh [--quick] [--only tlsgate,haproxy,...]
 #
 # Installs nothing: it names the Debian packages it is missing and stops. Builds tlsgate and
-# tlsgate-loadgen (release; honours CARGO_TARGET_DIR). Prints a markdown table and, last, the
-# line "ratios vs best peer: ...". Every process it starts is stopped on exit.
+# tlsgate-loadgen (profile "profiling": release plus line tables; honours CARGO_TARGET_DIR).
+# Prints a markdown table and, last, the line "ratios vs best peer: ...". Every process it starts
+# is stopped on exit.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -17,7 +18,7 @@ while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=(--quick) ;;
     --only) only=(--only "$2"); shift ;;
-    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -51,11 +52,11 @@ if [ "$(nproc)" -lt 2 ]; then
 fi
 
 # --- build ---------------------------------------------------------------------------------------
-echo "[bench] cargo build --release -p tlsgate -p tlsgate-loadgen" >&2
-cargo build --release --quiet -p tlsgate -p tlsgate-loadgen >&2
+echo "[bench] cargo build --profile profiling -p tlsgate -p tlsgate-loadgen" >&2
+cargo build --profile profiling --quiet -p tlsgate -p tlsgate-loadgen >&2
 target=${CARGO_TARGET_DIR:-$repo/target}
-tlsgate=$target/release/tlsgate
-loadgen=$target/release/tlsgate-loadgen
+tlsgate=$target/profiling/tlsgate
+loadgen=$target/profiling/tlsgate-loadgen
 
 # --- 1000 idle connections need file descriptors (client, terminator and backend side) --------
 ulimit -n "$(ulimit -Hn)"

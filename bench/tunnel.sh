@@ -5,9 +5,9 @@
 #
 #   bench/tunnel.sh [--quick]        (SSH_CIPHER=... overrides aes128-gcm@openssh.com)
 #
-# Installs nothing: it names the Debian packages it is missing and stops. Builds tlsgate (release;
-# honours CARGO_TARGET_DIR). Prints a markdown table and, last, the line "tunnel ratios vs ssh:
-# ...". Every process it starts is stopped on exit.
+# Installs nothing: it names the Debian packages it is missing and stops. Builds tlsgate (profile
+# "profiling": release plus line tables; honours CARGO_TARGET_DIR). Prints a markdown table and,
+# last, the line "tunnel ratios vs ssh: ...". Every process it starts is stopped on exit.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -57,10 +57,10 @@ user=$(id -un)
 ssh_cipher=${SSH_CIPHER:-aes128-gcm@openssh.com}
 
 # --- build ---------------------------------------------------------------------------------------
-echo "[bench] cargo build --release -p tlsgate" >&2
-cargo build --release --quiet -p tlsgate >&2
+echo "[bench] cargo build --profile profiling -p tlsgate" >&2
+cargo build --profile profiling --quiet -p tlsgate >&2
 target=${CARGO_TARGET_DIR:-$repo/target}
-tlsgate=$target/release/tlsgate
+tlsgate=$target/profiling/tlsgate
 
 # --- scratch directory, and the exit trap that stops whatever is still running ------------------
 # shellcheck source=lib/scratch.sh

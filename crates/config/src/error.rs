@@ -5,7 +5,8 @@ use thiserror::Error;
 pub enum ConfigError {
     #[error("cannot read config file {0}: {1}")]
     Io(String, String),
-    #[error("config syntax: {0}")]
+    /// `FILE, line N: problem` (or without the file, from text).
+    #[error("syntax error: {0}")]
     Parse(String),
     #[error("{place}: {problem}")]
     Invalid { place: String, problem: String },

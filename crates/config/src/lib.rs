@@ -13,7 +13,7 @@ mod terminate;
 mod tunnel;
 
 pub use error::ConfigError;
-pub use model::{AdminConfig, Config, LogConfig, LogFormat, SecurityConfig};
+pub use model::{AdminConfig, Config, LogConfig, LogFormat, ProcessConfig, SecurityConfig};
 pub use originate::{OriginateConfig, OriginateListener, RuleAction, RuleConfig, TransparentListener};
 pub use starttls::StartTls;
 pub use terminate::{
@@ -25,12 +25,17 @@ pub use tunnel::{
     TunnelConfig, TunnelLimits,
 };
 
+use tlsgate_core::os_error::os_error;
+
 impl Config {
     /// Parses and validates a configuration file's text.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| {
             // One line, so the error stays one log line: "line 14: unknown field `rout`, …".
-            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            // The line holding the span's start: the newlines before it, plus one.
+            let line = e.span().map(|s| {
+                text.as_bytes()[..s.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+            });
             let msg = e.message().replace('\n', " ");
             ConfigError::Parse(match line {
                 Some(l) => format!("line {l}: {msg}"),
@@ -45,8 +50,11 @@ impl Config {
     /// relative to the file's directory, as operators expect of paths written next to a config.
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Io(path.display().to_string(), e.to_string()))?;
-        let mut config = Self::from_toml(&text)?;
+            .map_err(|e| ConfigError::Io(path.display().to_string(), os_error(&e)))?;
+        let mut config = Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse(problem) => ConfigError::Parse(format!("{}, {problem}", path.display())),
+            other => other,
+        })?;
         if let Some(dir) = path.parent() {
             config.resolve_paths(dir);
         }
@@ -95,6 +103,9 @@ impl Config {
         }
         if let Some(t) = &self.tunnel {
             t.validate()?;
+        }
+        if self.process.group.is_some() && self.process.user.is_none() {
+            return Err(ConfigError::invalid("[process]", "group is set without user"));
         }
         Ok(())
     }

@@ -12,6 +12,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub security: SecurityConfig,
+    #[serde(default)]
+    pub process: ProcessConfig,
     /// The admin listener (`/healthz`, `/metrics`, `/status`); off when absent.
     pub admin: Option<AdminConfig>,
     pub terminate: Option<TerminateConfig>,
@@ -62,4 +64,16 @@ pub struct SecurityConfig {
     /// that others can read is a key that may already be someone else's.
     #[serde(default)]
     pub allow_insecure_key_permissions: bool,
+}
+
+/// `[process]`: who the process runs as once its sockets are bound.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessConfig {
+    /// Started as root, switch to this user (and its groups) after binding every listener,
+    /// keeping only the capabilities the mode needs. Certificates and keys are read before the
+    /// switch; a reload reads them as this user.
+    pub user: Option<String>,
+    /// The group to switch to; default: the user's primary group.
+    pub group: Option<String>,
 }

@@ -86,6 +86,16 @@ impl OriginateListener {
 }
 
 impl OriginateConfig {
+    /// Every file the listeners read (CAs, client certificates and keys): what a reload re-reads.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let plain = self.listener.iter().flat_map(|l| [&l.ca, &l.cert, &l.key]);
+        let transparent = self.transparent.iter().flat_map(|l| [&l.ca, &l.cert, &l.key]);
+        let mut files: Vec<PathBuf> = plain.chain(transparent).flatten().cloned().collect();
+        files.sort();
+        files.dedup();
+        files
+    }
+
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if self.listener.is_empty() && self.transparent.is_empty() {
             return Err(ConfigError::invalid(

@@ -169,6 +169,10 @@ pub struct RouteConfig {
     /// default route, taken by handshakes that match no other route.
     #[serde(default)]
     pub sni: Vec<String>,
+    /// ALPN protocols this route takes: it matches only when the handshake negotiated one of
+    /// them. Empty: any protocol, and handshakes that negotiated none.
+    #[serde(default)]
+    pub alpn: Vec<String>,
     /// `host:port` of each backend; host names are resolved at connect time.
     pub backends: Vec<BackendAddr>,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
@@ -334,6 +338,7 @@ impl ListenerConfig {
             certificate: vec![CertificateConfig { cert, key, names: Some(Vec::new()), default: true }],
             route: vec![RouteConfig {
                 sni: Vec::new(),
+                alpn: Vec::new(),
                 backends,
                 connect_timeout: default_connect_timeout(),
                 connect_attempts: None,
@@ -348,6 +353,22 @@ impl ListenerConfig {
 
     pub fn display_name(&self) -> String {
         self.name.clone().unwrap_or_else(|| self.listen.to_string())
+    }
+
+    /// The ALPN protocols offered in the handshake: the listener's `alpn`, or when it has none,
+    /// every protocol its routes name, in route order (validation allows that only when every
+    /// route names its protocols, so nothing a route takes goes unoffered).
+    pub fn offered_alpn(&self) -> Vec<String> {
+        if !self.alpn.is_empty() {
+            return self.alpn.clone();
+        }
+        let mut offered: Vec<String> = Vec::new();
+        for p in self.route.iter().flat_map(|r| &r.alpn) {
+            if !offered.contains(p) {
+                offered.push(p.clone());
+            }
+        }
+        offered
     }
 }
 
@@ -407,9 +428,10 @@ impl ListenerConfig {
         if self.route.is_empty() {
             return Err(bad("no route".into()));
         }
-        if self.route.iter().filter(|r| r.sni.is_empty()).count() > 1 {
-            return Err(bad("more than one default route (a route without sni)".into()));
+        if self.route.iter().filter(|r| r.sni.is_empty() && r.alpn.is_empty()).count() > 1 {
+            return Err(bad("more than one default route (a route without sni and alpn)".into()));
         }
+        self.validate_route_alpn(place)?;
         for (j, r) in self.route.iter().enumerate() {
             let bad = |problem: String| ConfigError::invalid(format!("{place} route[{j}]"), problem);
             if r.backends.is_empty() {
@@ -430,6 +452,48 @@ impl ListenerConfig {
             }
             for n in &r.sni {
                 NamePattern::parse(n).map_err(|e| bad(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A route's protocols must be ones the listener offers, or the route could never match.
+    fn validate_route_alpn(&self, place: &str) -> Result<(), ConfigError> {
+        let named = self.route.iter().any(|r| !r.alpn.is_empty());
+        if named && self.alpn.is_empty() {
+            if let Some(j) = self.route.iter().position(|r| r.alpn.is_empty()) {
+                return Err(ConfigError::invalid(
+                    format!("{place} route[{j}]"),
+                    "other routes name ALPN protocols and this one takes any, but the listener \
+                     has no `alpn` list: list every protocol the listener offers in its `alpn` \
+                     (e.g. [\"h2\", \"http/1.1\"])",
+                ));
+            }
+        }
+        for (j, r) in self.route.iter().enumerate() {
+            let bad = |problem: String| ConfigError::invalid(format!("{place} route[{j}]"), problem);
+            for p in &r.alpn {
+                if p.is_empty() || p.len() > 255 {
+                    return Err(bad(format!("ALPN protocol {p:?} must be 1 to 255 bytes")));
+                }
+                if !self.alpn.is_empty() && !self.alpn.contains(p) {
+                    return Err(bad(format!(
+                        "alpn {p:?} is not offered by the listener (its alpn is {:?}), so this \
+                         route could never match",
+                        self.alpn
+                    )));
+                }
+                if r.http_headers && !matches!(p.as_str(), "http/1.1" | "http/1.0") {
+                    return Err(bad(format!("http_headers relays HTTP/1.x, but this route takes {p:?}")));
+                }
+                // Without names, a protocol an earlier nameless route took already never comes here.
+                let earlier = self.route[..j].iter().position(|o| o.sni.is_empty() && o.alpn.contains(p));
+                if let (true, Some(k)) = (r.sni.is_empty(), earlier) {
+                    return Err(bad(format!(
+                        "alpn {p:?} without sni is already taken by route[{k}], so this route \
+                         could never match it"
+                    )));
+                }
             }
         }
         Ok(())

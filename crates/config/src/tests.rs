@@ -4,7 +4,8 @@ use super::*;
 #[test]
 fn documented_example_parses() {
     let doc = include_str!("../../../docs/config.md");
-    let start = doc.find("```toml\n").expect("example block") + "```toml\n".len();
+    let full = doc.find("## Full example").expect("full example section");
+    let start = full + doc[full..].find("```toml\n").expect("example block") + "```toml\n".len();
     let end = start + doc[start..].find("```").expect("end of example");
     let config = Config::from_toml(&doc[start..end]).expect("example validates");
     let o = config.originate.expect("originate section");
@@ -15,6 +16,8 @@ fn documented_example_parses() {
     assert_eq!(t.listener[2].starttls_host.as_deref(), Some("mx.example.com"));
     assert_eq!(t.listener[0].starttls, None);
     assert_eq!(t.listener[0].route[0].backends[1].to_string(), "10.0.0.12:8080");
+    assert_eq!(t.listener[0].route[1].alpn, vec!["h2"]);
+    assert_eq!(t.listener[0].offered_alpn(), vec!["h2", "http/1.1"]);
     assert_eq!(t.listener[1].tls_versions, vec![TlsVersion::Tls13]);
     assert_eq!(config.log.format, LogFormat::Text);
     let tunnel = config.tunnel.expect("tunnel section");
@@ -112,4 +115,73 @@ fn backend_addresses() {
     assert_eq!(b.host, "db.internal");
     assert!("db.internal:99999".parse::<BackendAddr>().is_err());
     assert!(":80".parse::<BackendAddr>().is_err());
+}
+
+/// One listener with `listener_keys` and the given route tables (each with its own backend).
+fn alpn_listener(listener_keys: &str, routes: &[&str]) -> Result<Config, ConfigError> {
+    let mut text = format!(
+        "[[terminate.listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n{listener_keys}\n\
+         [[terminate.listener.certificate]]\ncert = \"a.pem\"\nkey = \"a.key\"\n"
+    );
+    for r in routes {
+        text.push_str(&format!("[[terminate.listener.route]]\nbackends = [\"127.0.0.1:80\"]\n{r}\n"));
+    }
+    Config::from_toml(&text)
+}
+
+#[test]
+fn route_alpn_within_the_listeners_offer() {
+    let c =
+        alpn_listener("alpn = [\"h2\", \"http/1.1\"]", &["sni = [\"a.test\"]\nalpn = [\"h2\"]", ""]).unwrap();
+    let l = &c.terminate.unwrap().listener[0];
+    assert_eq!(l.route[0].alpn, vec!["h2"]);
+    assert!(l.route[1].alpn.is_empty());
+    assert_eq!(l.offered_alpn(), vec!["h2", "http/1.1"]);
+    // A nameless route per protocol, and one taking the rest.
+    alpn_listener("alpn = [\"h2\", \"http/1.1\"]", &["alpn = [\"h2\"]", "alpn = [\"http/1.1\"]", ""])
+        .unwrap();
+}
+
+#[test]
+fn listener_without_alpn_offers_what_its_routes_name() {
+    let c =
+        alpn_listener("", &["sni = [\"a.test\"]\nalpn = [\"h2\"]", "alpn = [\"http/1.1\", \"h2\"]"]).unwrap();
+    assert_eq!(c.terminate.unwrap().listener[0].offered_alpn(), vec!["h2", "http/1.1"]);
+    // A route taking any protocol leaves the offer unknown: the listener must list it.
+    let err = alpn_listener("", &["sni = [\"a.test\"]\nalpn = [\"h2\"]", ""]).unwrap_err().to_string();
+    assert!(err.starts_with("terminate.listener[0] (web) route[1]:"), "{err}");
+    assert!(err.contains("has no `alpn` list"), "{err}");
+    // No ALPN anywhere: none offered.
+    assert!(alpn_listener("", &[""]).unwrap().terminate.unwrap().listener[0].offered_alpn().is_empty());
+}
+
+#[test]
+fn route_alpn_that_could_never_match_is_refused() {
+    let offer = "alpn = [\"http/1.1\"]";
+    let cases: [(&str, &[&str], &str); 5] = [
+        (
+            offer,
+            &["sni = [\"a.test\"]\nalpn = [\"h2\"]", ""],
+            "terminate.listener[0] (web) route[0]: alpn \"h2\" is not offered by the listener \
+             (its alpn is [\"http/1.1\"]), so this route could never match",
+        ),
+        (offer, &["alpn = [\"\"]"], "route[0]: ALPN protocol \"\" must be 1 to 255 bytes"),
+        (
+            "alpn = [\"h2\"]",
+            &["alpn = [\"h2\"]", "alpn = [\"h2\"]"],
+            "route[1]: alpn \"h2\" without sni is already taken by route[0]",
+        ),
+        (
+            "alpn = [\"h2\"]",
+            &["alpn = [\"h2\"]\nhttp_headers = true"],
+            "http_headers relays HTTP/1.x, but this route takes \"h2\"",
+        ),
+        (offer, &["", ""], "more than one default route"),
+    ];
+    for (keys, routes, want) in cases {
+        let err = alpn_listener(keys, routes).unwrap_err().to_string();
+        assert!(err.contains(want), "{routes:?}: got {err}");
+    }
+    let err = alpn_listener(offer, &["sni = [\"a.test\"]\nalpn = \"h2\""]).unwrap_err().to_string();
+    assert!(err.contains("invalid type"), "alpn is a list: {err}");
 }

@@ -53,7 +53,7 @@ pub struct GateConfig {
     pub limits: TunnelLimits,
 }
 
-/// A gate-side listener reaching a destination on a portal's side (the seed's symmetric tunnel).
+/// A gate-side listener reaching a destination on a portal's side (a reverse forward).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ReverseForward {
@@ -255,6 +255,11 @@ fn rules(what: &str, lines: &[String]) -> Result<Policy, ConfigError> {
 }
 
 impl GateConfig {
+    /// The files the gate reads: what a reload re-reads.
+    pub fn files(&self) -> Vec<PathBuf> {
+        [&self.cert, &self.key, &self.client_ca].into_iter().chain(&self.crl).cloned().collect()
+    }
+
     /// `tlsgate tunnel gate --listen … --cert … --key … --client-ca …`.
     pub fn from_flags(listen: SocketAddr, cert: PathBuf, key: PathBuf, client_ca: PathBuf) -> Self {
         GateConfig {
@@ -303,6 +308,11 @@ impl GateConfig {
 }
 
 impl PortalConfig {
+    /// The files the portal reads for its connection to the gate: what a reload re-reads.
+    pub fn files(&self) -> Vec<PathBuf> {
+        vec![self.ca.clone(), self.cert.clone(), self.key.clone()]
+    }
+
     pub fn from_flags(gate: BackendAddr, ca: PathBuf, cert: PathBuf, key: PathBuf) -> Self {
         PortalConfig {
             gate,

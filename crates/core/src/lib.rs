@@ -7,6 +7,8 @@ pub mod balance;
 pub mod health;
 pub mod identity;
 pub mod names;
+pub mod os_error;
 pub mod policy;
 pub mod proxy_protocol;
+pub mod routing;
 pub mod side;

@@ -1,7 +1,7 @@
 //! Which side of a proxied connection an error came from.
 //!
 //! A gateway's log is read by operators who want to know whom to blame: the client, the backend,
-//! or tlsgate itself.
+//! the configuration they wrote, or tlsgate itself.
 
 use std::fmt;
 
@@ -12,7 +12,10 @@ pub enum Side {
     Client,
     /// The server tlsgate connects to on the client's behalf.
     Backend,
-    /// tlsgate itself: configuration, resources, bugs.
+    /// What the operator gave tlsgate: config file, flags, certificate and key files, addresses
+    /// to listen on. Found at start or at a reload.
+    Config,
+    /// tlsgate itself: resources, bugs.
     Internal,
 }
 
@@ -21,6 +24,7 @@ impl Side {
         match self {
             Side::Client => "client",
             Side::Backend => "backend",
+            Side::Config => "config",
             Side::Internal => "internal",
         }
     }

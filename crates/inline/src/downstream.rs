@@ -6,7 +6,7 @@
 //! boundaries than the first time, as Linux does — is answered by resending the *stored* records
 //! covering it, byte for byte, never by sealing new records over bytes already sent. A sealed
 //! record is kept until the client acknowledges it. Server bytes beyond a gap, or that would not
-//! fit the client's window, wait in a bounded hold queue (seed 001's small-window problem); the
+//! fit the client's window, wait in a bounded hold queue (a window smaller than a record); the
 //! engine never sends beyond the client's window.
 
 use crate::hold::{HeldSegment, HoldQueue, HoldReason};

@@ -1,4 +1,4 @@
-//! The hold queue of one direction (seed 000's queue-state table): out-of-order segments wait
+//! The hold queue of one direction (the queue-state table): out-of-order segments wait
 //! here until the gap before them fills, bounded in bytes and segments.
 //!
 //! The record framer and the AEAD need bytes in order, exactly once. TCP delivers them out of
@@ -16,7 +16,7 @@ pub enum HoldReason {
     Gap,
     /// Buffered mode: the record's tag has not arrived yet, so none of it may be released.
     AwaitingTag,
-    /// Server data waiting for the client's window (seed 001's small-window problem).
+    /// Server data waiting for the client's window (a client window smaller than a record).
     Window,
 }
 

@@ -1,4 +1,4 @@
-//! The inline engine (issue 5): TLS offload inside the packets of one end-to-end TCP connection.
+//! The inline engine: TLS offload inside the packets of one end-to-end TCP connection.
 //!
 //! Sans-IO: the engine takes IP packets with a timestamp and returns packets to emit plus its next
 //! timer; it owns no socket and reads no clock. docs/inline-engine.md describes the design and what

@@ -227,7 +227,7 @@ fn options(opts: &[u8]) -> Vec<(u8, Range<usize>)> {
 /// only keeps a tiny advertised MSS from reaching zero).
 const MIN_MSS: u16 = 64;
 
-/// Lowers the MSS option by `by` bytes (seed 001: one server segment plus the record overhead
+/// Lowers the MSS option by `by` bytes (one server segment plus the record overhead
 /// must fit the client's MSS); returns (old, new) when an MSS option was present. A SYN without
 /// one keeps the default (536 / 1220): see docs/inline-engine.md.
 pub fn lower_mss(opts: &mut [u8], by: u16) -> Option<(u16, u16)> {

@@ -1,4 +1,4 @@
-//! The table of sequence pairs at record boundaries (seed 001's "TCP-SSL sequence number pairs").
+//! The table of sequence pairs at record boundaries (TCP sequence numbers paired with stream offsets).
 //!
 //! Each direction of a flow has two byte streams: the *outer* one the client sees (ciphertext:
 //! record headers, encrypted bodies, tags, and the engine's own handshake bytes) and the *inner*

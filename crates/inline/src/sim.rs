@@ -1,4 +1,4 @@
-//! The deterministic simulator of issue 5, in the library so that `tlsgate inline simulate` can
+//! The inline engine's deterministic simulator, in the library so that `tlsgate inline simulate` can
 //! run it: real user-space TCP stacks (smoltcp) on both ends driven with simulated time, rustls
 //! clients over the client host's sockets, a plaintext echo server, the engine between, and a
 //! seeded link that drops, reorders, duplicates and delays packets.

@@ -1,8 +1,8 @@
-//! The tables the engine reports (seed 000's session, connection and queue-state tables), as
+//! The tables the engine reports (its session, connection and queue-state tables), as
 //! plain data: owned values with no references into the engine, so a snapshot can be taken at any
 //! time, between two packets, and handed to the admin endpoint or a test.
 //!
-//! Secrets are deliberately absent: seed 000's tables list keys and IVs, but a report is read by
+//! Secrets are deliberately absent: the engine's tables hold keys and IVs, but a report is read by
 //! operators and logs; the keys stay inside [`tlsgate_record::crypto`].
 
 use crate::hold::HeldSegment;
@@ -26,7 +26,7 @@ pub enum Direction {
     Down,
 }
 
-/// How a service's flows are addressed (issue 5).
+/// How a service's flows are addressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Addresses untouched, the server port optionally rewritten.
@@ -65,7 +65,7 @@ pub enum FlowState {
     Reset,
 }
 
-/// Session table row (seed 000 table I, without the master secret).
+/// Session table row (without the master secret).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionRow {
     pub id: u64,
@@ -95,7 +95,7 @@ pub struct Counters {
     pub before_tag: u64,
 }
 
-/// Connection table row (seed 000 table II, without keys; with the sequence pairs).
+/// Connection table row (without keys; with the sequence pairs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectionRow {
     pub key: FlowKey,
@@ -117,7 +117,7 @@ pub struct ConnectionRow {
     pub last_activity: Duration,
 }
 
-/// Queue-state table row (seed 000 table III): a held segment of one flow and direction.
+/// Queue-state table row: a held segment of one flow and direction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueRow {
     pub key: FlowKey,

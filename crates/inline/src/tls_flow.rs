@@ -399,7 +399,7 @@ impl TlsFlow {
         let mut fin_at = None;
         if seg.fin {
             if let Some(inner) = self.server.offset(seg.seq + payload.len() as u32, self.down.next_inner()) {
-                // close_notify before the FIN (seed 001), once, when the keys exist.
+                // close_notify before the FIN (RFC 8446 §6.1), once, when the keys exist.
                 if self.down.fin_ready(inner) {
                     if let Some(l) = self.layer() {
                         let mut rec = Vec::new();

@@ -91,12 +91,12 @@ fn client_window_smaller_than_a_record() {
     }
 }
 
-/// The issue's example run (`--flows 200 --seed 7 --loss 0.03 --reorder 0.05 --duplicate 0.01
+/// The README's example run (`--flows 200 --seed 7 --loss 0.03 --reorder 0.05 --duplicate 0.01
 /// --bytes 1048576`): minutes in a debug build, so run on demand:
-/// `cargo test -p tlsgate-inline --test sim issue_example -- --ignored --nocapture`.
+/// `cargo test -p tlsgate-inline --test sim example_run -- --ignored --nocapture`.
 #[test]
 #[ignore = "long: 200 flows of 1 MiB"]
-fn issue_example() {
+fn example_run() {
     let cfg = SimConfig { flows: 200, seed: 7, bytes: 1 << 20, time_limit: Duration::from_secs(600), ..MIX };
     let s = run(TLS13[0], &cfg);
     eprintln!("{s}");

@@ -134,6 +134,17 @@ impl RecordStream {
         self
     }
 
+    /// Refuses the client before any application data: a fatal alert, then the connection
+    /// closes (for a choice that can only be made once the handshake is done).
+    pub async fn refuse(mut self, description: u8) {
+        use tokio::io::AsyncWriteExt;
+        let mut record = Vec::new();
+        if self.layer.seal_alert([2, description], &mut record).is_ok() {
+            let _ = self.tcp.write_all(&record).await;
+        }
+        let _ = self.tcp.shutdown().await;
+    }
+
     /// The next writes are the last before shutdown: their records wait for close_notify and
     /// leave with it and the FIN. The relay says so only for bytes it already holds (at most
     /// its read buffer), so what waits here is bounded.

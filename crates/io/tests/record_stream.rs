@@ -64,7 +64,7 @@ listen = "127.0.0.1:0"
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let peer = client(socket.local_addr().unwrap(), ca.cert_pem().to_string());
     let (tcp, _) = socket.accept().await.unwrap();
-    let est = accept(tcp, Vec::new(), &tls, &routes).await.unwrap();
+    let est = accept(tcp, Vec::new(), &tls, &routes, "test", true).await.unwrap();
     // A new transmit key every 3 records: the 100 000-byte write below (7 records) crosses two
     // KeyUpdates, which the client must follow to read it all.
     let mut stream = est.stream.with_tx_key_records(3);

@@ -10,6 +10,17 @@ pub fn curl(args: &[&str]) -> Output {
     Command::new("curl").args(["-sS", "--ipv4"]).args(args).output().expect("curl is installed")
 }
 
+/// curl GET `https://name:port/`, `name` resolved to 127.0.0.1 and verified against `ca`, with
+/// `extra` arguments before the URL.
+pub fn curl_name(ca: &str, name: &str, port: u16, extra: &[&str]) -> Output {
+    let resolve = format!("{name}:{port}:127.0.0.1");
+    let url = format!("https://{name}:{port}/");
+    let mut args = vec!["--cacert", ca, "--resolve", &resolve];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    curl(&args)
+}
+
 /// Runs `openssl s_client` with `args`, writing `input` to its stdin and closing it.
 pub fn s_client(args: &[&str], input: &[u8]) -> Output {
     let mut child = Command::new("openssl")

@@ -5,12 +5,16 @@
 //! - [`nginx`]: a private nginx instance on a free loopback port;
 //! - [`postgres`]: a private PostgreSQL server, plaintext or TLS-only, and `psql`;
 //! - [`dns`]: a private dnsmasq answering names only it knows;
-//! - [`data`]: random files and their SHA-256.
+//! - [`data`]: random files and their SHA-256;
+//! - [`docs`]: the fenced code blocks of README.md and docs/, for running them as written;
+//! - [`demo`]: the curl command `tlsgate demo` prints, run as printed.
 
 pub mod browser;
 pub mod clients;
 pub mod data;
+pub mod demo;
 pub mod dns;
+pub mod docs;
 pub mod hello;
 pub mod net;
 pub mod netns;

@@ -140,6 +140,13 @@ impl Proc {
         self.child.id()
     }
 
+    /// Sends SIGINT, as Ctrl-C in a terminal does.
+    pub fn interrupt(&self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-INT", &pid]).status().expect("kill runs");
+        assert!(status.success(), "{}: kill -INT {pid} failed", self.name);
+    }
+
     /// The value of `key=` in a log line, e.g. `addr` in `listening listener=x addr=127.0.0.1:4433`.
     pub fn field(line: &str, key: &str) -> Option<String> {
         let pat = format!("{key}=");

@@ -28,9 +28,17 @@ pub fn client_verifier(config: &ClientAuthConfig) -> Result<Option<Arc<dyn Clien
     let roots = load_roots(ca_path)?;
     let mut crls = Vec::new();
     for path in &config.crl {
-        let bytes = std::fs::read(path).map_err(|source| TlsError::Read { path: path.clone(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+            what: "CRL",
+            path: path.clone(),
+            source,
+        })?;
         for crl in CertificateRevocationListDer::pem_slice_iter(&bytes) {
-            crls.push(crl.map_err(|e| TlsError::Material { path: path.clone(), problem: e.to_string() })?);
+            crls.push(crl.map_err(|e| TlsError::Material {
+                what: "CRL",
+                path: path.clone(),
+                problem: e.to_string(),
+            })?);
         }
     }
     let mut builder =

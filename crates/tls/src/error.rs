@@ -1,15 +1,23 @@
 use std::path::PathBuf;
 
-/// Failures loading TLS material or building a config. All are tlsgate's own (internal) side:
-/// they happen at start or reload, before any client is involved.
+use tlsgate_core::os_error::os_error;
+
+/// Failures loading TLS material or building a config. All are the configuration's (side
+/// `config`): they happen at start or reload, before any client is involved. Each names the
+/// file and what it was meant to hold.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {problem}")]
-    Material { path: PathBuf, problem: String },
+    /// `what`: certificate, key, CA bundle, CRL.
+    #[error("cannot read {what} {path}: {}", os_error(source))]
+    Read { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("cannot write {path}: {}", os_error(source))]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("{what} {path}: {problem}")]
+    Material { what: &'static str, path: PathBuf, problem: String },
+    #[error("key {key} does not match certificate {cert}")]
+    KeyMismatch { key: PathBuf, cert: PathBuf },
     #[error(
-        "{path}: private key is accessible to group or others (mode {mode:o}); \
+        "key {path} is accessible to group or others (mode {mode:o}); \
          chmod 600 it, or set security.allow_insecure_key_permissions"
     )]
     KeyPermissions { path: PathBuf, mode: u32 },

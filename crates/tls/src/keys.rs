@@ -6,8 +6,9 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
-use rustls::RootCertStore;
+use rustls::{InconsistentKeys, RootCertStore};
 
+use crate::describe::{self, Peer};
 use crate::TlsError;
 
 /// A certificate chain with its signing key, and the DNS names its leaf carries.
@@ -29,27 +30,34 @@ pub fn load_cert_and_key(
         check_key_permissions(key_path)?;
     }
     let key = load_key(key_path)?;
-    let material = |problem: String| TlsError::Material { path: cert_path.to_path_buf(), problem };
-    let signing_key = crate::provider()
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| TlsError::Material { path: key_path.to_path_buf(), problem: e.to_string() })?;
+    let material =
+        |problem: String| TlsError::Material { what: "certificate", path: cert_path.to_path_buf(), problem };
+    let signing_key =
+        crate::provider().key_provider.load_private_key(key).map_err(|e| TlsError::Material {
+            what: "key",
+            path: key_path.to_path_buf(),
+            problem: format!("unusable: {}", describe::tls_error(&e, Peer::Client)),
+        })?;
     let certified = CertifiedKey::new(chain, signing_key);
-    certified
-        .keys_match()
-        .map_err(|e| material(format!("certificate does not match key {}: {e}", key_path.display())))?;
+    certified.keys_match().map_err(|e| match e {
+        rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch) => {
+            TlsError::KeyMismatch { key: key_path.to_path_buf(), cert: cert_path.to_path_buf() }
+        }
+        other => material(describe::tls_error(&other, Peer::Client)),
+    })?;
     let dns_names =
         dns_names(certified.end_entity_cert().map_err(|e| material(e.to_string()))?).map_err(material)?;
     Ok(LoadedCert { key: Arc::new(certified), dns_names })
 }
 
 fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = read(path)?;
-    let chain = CertificateDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Material { path: path.to_path_buf(), problem: e.to_string() })?;
+    let bytes = read("certificate", path)?;
+    let chain = CertificateDer::pem_slice_iter(&bytes).collect::<Result<Vec<_>, _>>().map_err(|e| {
+        TlsError::Material { what: "certificate", path: path.to_path_buf(), problem: e.to_string() }
+    })?;
     if chain.is_empty() {
         return Err(TlsError::Material {
+            what: "certificate",
             path: path.to_path_buf(),
             problem: "no CERTIFICATE block found".into(),
         });
@@ -58,8 +66,9 @@ fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let bytes = read(path)?;
+    let bytes = read("key", path)?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| TlsError::Material {
+        what: "key",
         path: path.to_path_buf(),
         problem: format!("no usable private key (PKCS#8, SEC1 or PKCS#1 PEM): {e}"),
     })
@@ -67,9 +76,10 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 
 /// A PEM CA bundle as a trust store; an empty or unusable bundle is an error.
 pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
-    let material = |problem: String| TlsError::Material { path: path.to_path_buf(), problem };
+    let material =
+        |problem: String| TlsError::Material { what: "CA bundle", path: path.to_path_buf(), problem };
     let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&read(path)?) {
+    for cert in CertificateDer::pem_slice_iter(&read("CA bundle", path)?) {
         let cert = cert.map_err(|e| material(e.to_string()))?;
         roots.add(cert).map_err(|e| material(format!("unusable CA: {e}")))?;
     }
@@ -79,15 +89,18 @@ pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read { what, path: path.to_path_buf(), source })
 }
 
 /// Refuses a key file that group or others may access, as OpenSSH does for identity files.
 pub fn check_key_permissions(path: &Path) -> Result<(), TlsError> {
     use std::os::unix::fs::PermissionsExt;
-    let meta =
-        std::fs::metadata(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })?;
+    let meta = std::fs::metadata(path).map_err(|source| TlsError::Read {
+        what: "key",
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(TlsError::KeyPermissions { path: path.to_path_buf(), mode });

@@ -6,11 +6,13 @@
 //! - [`server_handshake`]: terminate's handshake on the unbuffered API, ending in extracted keys;
 //! - [`client_auth`]: mutual TLS — CA bundle, CRLs, allow-lists;
 //! - [`identity`]: a peer's subject and SANs;
+//! - [`describe`]: rustls's errors in an operator's words, for every handshake failure logged;
 //! - [`tunnel`]: the gate's and the portal's TLS 1.3 configs with certificates on both ends;
 //! - [`pki`]: a throwaway CA and leaf certificates (rcgen) for the demo and for tests.
 
 pub mod client;
 pub mod client_auth;
+pub mod describe;
 pub mod error;
 mod hkdf;
 pub mod identity;

@@ -156,7 +156,7 @@ impl Issued {
 pub fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), TlsError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| TlsError::Read { path: path.to_path_buf(), source };
+    let io = |source| TlsError::Write { path: path.to_path_buf(), source };
     let _ = std::fs::remove_file(path);
     let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(io)?;
     f.write_all(contents.as_bytes()).map_err(io)

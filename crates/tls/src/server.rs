@@ -53,6 +53,7 @@ pub fn listener_tls(
         };
         if names.is_empty() && !c.default {
             return Err(TlsError::Material {
+                what: "certificate",
                 path: c.cert.clone(),
                 problem: "certificate has no DNS names and neither `names` nor `default` is set, \
                           so no handshake could ever use it"
@@ -60,8 +61,11 @@ pub fn listener_tls(
             });
         }
         for n in names {
-            let pattern = NamePattern::parse(&n)
-                .map_err(|e| TlsError::Material { path: c.cert.clone(), problem: e.to_string() })?;
+            let pattern = NamePattern::parse(&n).map_err(|e| TlsError::Material {
+                what: "certificate",
+                path: c.cert.clone(),
+                problem: e.to_string(),
+            })?;
             table.insert(pattern, loaded.key.clone());
         }
         if c.default {
@@ -81,7 +85,7 @@ pub fn listener_tls(
     // Our order, not the client's: most clients list AES-256-GCM-SHA384 first, whose SHA-384 key
     // schedule and transcript hash cost more per handshake than SHA-256 (no SHA-NI for SHA-512).
     config.ignore_client_order = true;
-    config.alpn_protocols = listener.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    config.alpn_protocols = listener.offered_alpn().iter().map(|p| p.as_bytes().to_vec()).collect();
     // One ticket per handshake instead of rustls's two: a client resumes with one ticket and
     // gets a fresh one each time it does (TLS 1.3 tickets are single-use by convention), and
     // each ticket is an encryption and a record on the wire.

@@ -18,10 +18,11 @@ use std::sync::Arc;
 
 use rustls::kernel::KernelConnection;
 use rustls::server::{Acceptor, ServerConfig, ServerConnectionData};
-use rustls::{ExtractedSecrets, ProtocolVersion, SupportedCipherSuite};
+use rustls::{AlertDescription, ExtractedSecrets, ProtocolVersion, SupportedCipherSuite};
 use tlsgate_core::identity::PeerIdentity;
 use tlsgate_record::handshake::{self, HandshakeError};
 
+use crate::describe::{self, Peer};
 use crate::identity::peer_identity;
 
 /// Why a ClientHello was not accepted: what to log, and rustls's alert to send (may be empty).
@@ -37,7 +38,12 @@ pub struct HelloError {
 #[derive(Default)]
 pub struct HelloReader {
     acceptor: Acceptor,
+    /// The connection's first bytes, up to the ClientHello's `legacy_version`.
+    head: Vec<u8>,
 }
+
+/// Record header (5), handshake header (4), then the ClientHello's `legacy_version` (2).
+const HELLO_VERSION_END: usize = 11;
 
 impl std::fmt::Debug for HelloReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -49,6 +55,8 @@ impl HelloReader {
     /// Feeds the next bytes of the connection. `Ok(Some(sni))` once a whole ClientHello arrived.
     pub fn feed(&mut self, mut bytes: &[u8]) -> Result<Option<Option<String>>, HelloError> {
         let fail = |message: String| HelloError { message, alert: Vec::new() };
+        let wanted = HELLO_VERSION_END.saturating_sub(self.head.len()).min(bytes.len());
+        self.head.extend_from_slice(&bytes[..wanted]);
         while !bytes.is_empty() {
             let taken = self
                 .acceptor
@@ -58,15 +66,31 @@ impl HelloReader {
                 return Err(fail("ClientHello larger than rustls accepts".into()));
             }
         }
-        match self.acceptor.accept() {
+        let accepted = self.acceptor.accept();
+        // rustls refuses such a hello too, but for a missing extension (signature algorithms),
+        // which does not tell the operator that the client is simply too old.
+        if let Some(message) = self.legacy_version().and_then(describe::too_old) {
+            let alert = u8::from(AlertDescription::ProtocolVersion);
+            return Err(HelloError { message, alert: vec![0x15, 0x03, 0x01, 0x00, 0x02, 0x02, alert] });
+        }
+        match accepted {
             Ok(Some(accepted)) => Ok(Some(accepted.client_hello().server_name().map(str::to_owned))),
             Ok(None) => Ok(None),
             Err((err, mut alert)) => {
                 let mut out = Vec::new();
                 let _ = alert.write_all(&mut out);
-                Err(HelloError { message: format!("not a valid TLS ClientHello: {err}"), alert: out })
+                let message =
+                    format!("not a valid TLS ClientHello: {}", describe::tls_error(&err, Peer::Client));
+                Err(HelloError { message, alert: out })
             }
         }
+    }
+
+    /// The ClientHello's `legacy_version`, when its first record holds that much of it.
+    fn legacy_version(&self) -> Option<u16> {
+        let h = self.head.get(..HELLO_VERSION_END)?;
+        let record_len = u16::from_be_bytes([h[3], h[4]]);
+        (h[0] == 0x16 && h[5] == 0x01 && record_len >= 6).then(|| u16::from_be_bytes([h[9], h[10]]))
     }
 }
 

@@ -7,19 +7,28 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tlsgate_config::{BackendAddr, ProxyProtocol, StartTls};
 
+use crate::examples;
+
 #[derive(Debug, Parser)]
 #[command(name = "tlsgate", version, about = "TLS offload gateway")]
 pub struct Cli {
     #[command(flatten)]
     pub log: LogArgs,
     /// Worker threads (default: one per CPU). `--workers 1` runs everything on one thread.
-    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, global = true, help_heading = "Global options", value_parser = clap::value_parser!(u16).range(1..))]
     pub workers: Option<u16>,
+    /// Started as root, run as this user once the listeners are bound (overrides [process] user).
+    #[arg(long, global = true, help_heading = "Global options")]
+    pub user: Option<String>,
+    /// ... and as this group (overrides [process] group; default: the user's primary group).
+    #[arg(long, global = true, help_heading = "Global options")]
+    pub group: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct LogArgs {
     /// Log filter (overrides [log] level; RUST_LOG overrides both).
     #[arg(long, global = true)]
@@ -38,19 +47,38 @@ pub enum LogFormatArg {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// TLS in, plaintext to backends.
+    #[command(after_help = examples::TERMINATE)]
     Terminate(Box<TerminateArgs>),
     /// Plaintext in, TLS out: for programs that have no TLS code.
+    #[command(after_help = examples::ORIGINATE)]
     Originate(Box<OriginateArgs>),
     /// Many TCP and UDP flows over one mutually authenticated TLS connection.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = examples::TUNNEL)]
     Tunnel(TunnelCommand),
-    /// Packet-level TLS offload that keeps the client's TCP connection.
-    #[command(subcommand)]
+    /// Packet-level TLS offload that keeps the client's TCP connection (simulator only so far).
+    #[command(subcommand, about = examples::INLINE_ABOUT, after_help = examples::INLINE)]
     Inline(InlineCommand),
     /// A throwaway CA, a built-in HTTP backend and a terminator in front of it, on loopback.
+    #[command(after_help = examples::DEMO)]
     Demo(DemoArgs),
     /// The built-in plaintext HTTP backend alone (GET /, POST /echo, POST /sha256).
+    #[command(after_help = examples::BACKEND)]
     Backend(BackendArgs),
+    /// Every section of one config file ([terminate], [originate], [tunnel.gate],
+    /// [tunnel.portal]) in one process, with one admin listener.
+    #[command(after_help = examples::RUN)]
+    Run(RunArgs),
+    /// Loads a config and every file it names as a start would, binds nothing: `config OK`, or
+    /// each problem and exit status 1.
+    #[command(after_help = examples::CHECK)]
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// TOML config file.
+    #[arg(long, short)]
+    pub config: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -154,6 +182,7 @@ pub struct OriginateArgs {
 pub enum InlineCommand {
     /// Runs flows through a deterministic simulated network with loss, reordering and
     /// duplication; prints one summary line and exits non-zero on any violation.
+    #[command(after_help = examples::SIMULATE)]
     Simulate(SimulateArgs),
 }
 
@@ -202,8 +231,10 @@ pub enum SimMode {
 #[derive(Debug, clap::Subcommand)]
 pub enum TunnelCommand {
     /// The far end: accepts portals, opens destinations for them under policy.
+    #[command(after_help = examples::GATE)]
     Gate(Box<GateArgs>),
     /// The near end: one TLS connection to a gate; SOCKS5, forwards and DNS on this side.
+    #[command(after_help = examples::PORTAL)]
     Portal(Box<PortalArgs>),
 }
 
@@ -287,6 +318,11 @@ pub struct DemoArgs {
     /// Where the demo's TLS listener listens.
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub listen: SocketAddr,
+    /// Keep the throwaway CA certificate, server certificate and key, and a client certificate
+    /// and key from the same CA, in this directory (created if missing) instead of deleting them
+    /// on exit.
+    #[arg(long, value_name = "DIR")]
+    pub keep: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -296,6 +332,13 @@ pub struct BackendArgs {
     /// Name the server gives in its answers.
     #[arg(long, default_value = "tlsgate built-in backend")]
     pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// TOML config file; every mode section in it runs.
+    #[arg(long, short)]
+    pub config: PathBuf,
 }
 
 /// `1080` means `127.0.0.1:1080`: a listener that serves anyone who reaches it stays local unless

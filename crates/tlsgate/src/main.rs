@@ -2,7 +2,11 @@
 
 mod cli;
 mod cmd;
+mod examples;
+mod failure;
 mod logging;
+mod notify;
+mod privileges;
 
 use clap::Parser;
 
@@ -32,10 +36,8 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(cmd::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            // Logging may not be set up yet (a config error), so say it on stderr plainly too.
-            tracing::error!(error = %e, "tlsgate stopped");
-            eprintln!("tlsgate: error: {e}");
+        Err(failure) => {
+            failure.report();
             std::process::ExitCode::FAILURE
         }
     }

@@ -123,11 +123,11 @@ fn good_client_certificate_passes_and_is_logged() {
 fn bad_client_certificates_get_the_matching_alert() {
     let s = setup();
     let cases = [
-        (None, "certificate required", "peer sent no certificates"),
-        (Some("expired"), "certificate expired", "expired"),
-        (Some("stranger"), "unknown ca", "UnknownIssuer"),
-        (Some("revoked"), "certificate revoked", "Revoked"),
-        (Some("mallory"), "access denied", "ApplicationVerificationFailure"),
+        (None, "certificate required", "client sent no certificate, and one is required"),
+        (Some("expired"), "certificate expired", "client certificate expired on"),
+        (Some("stranger"), "unknown ca", "client certificate not issued by a trusted CA"),
+        (Some("revoked"), "certificate revoked", "client certificate revoked"),
+        (Some("mallory"), "access denied", "client certificate refused by tlsgate's policy"),
     ];
     for (stem, alert, logged) in cases {
         let err = get(&s.pki, s.required, stem, "--tlsv1.3").unwrap_err();

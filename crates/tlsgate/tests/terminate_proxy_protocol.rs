@@ -57,7 +57,10 @@ fn v2_tlvs_carry_alpn_sni_version_cipher_and_the_client_certificate() {
     };
     pki.ca.issue_client(&alice).unwrap().write(pki.dir.path(), "alice").unwrap();
     let mut cmd = Command::new("python3");
-    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/proxy_v2_server.py"));
+    cmd.arg(
+        std::path::Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").unwrap())
+            .join("tests/support/proxy_v2_server.py"),
+    );
     let server = Proc::spawn("proxy_v2_server", cmd);
     let line = server.wait_for(&["listening"], Duration::from_secs(10));
     let port = line.trim_start_matches("listening ").to_string();

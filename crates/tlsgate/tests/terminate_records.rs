@@ -339,7 +339,7 @@ fn a_tls12_client_offering_only_chacha20_is_refused_at_the_handshake() {
     let out = s_client(&args, b"");
     assert!(!out.status.success(), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("handshake failure"), "{}", describe(&out));
-    gate.proc.wait_for(&["handshake failed", "side=client", "NoCipherSuitesInCommon"], WAIT);
+    gate.proc.wait_for(&["handshake failed", "side=client", "no cipher suite in common"], WAIT);
 }
 
 #[test]

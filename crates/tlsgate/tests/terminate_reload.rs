@@ -133,12 +133,12 @@ fn reload_under_traffic_fails_no_request_and_serves_the_new_certificate() {
 
     signal(&gate.proc, "-HUP");
     gate.proc.wait_for(&["reloading", "SIGHUP"], Duration::from_secs(10));
-    gate.proc.wait_for(&["reload applied"], Duration::from_secs(10));
+    gate.proc.wait_for(&["reloaded", "section=terminate"], Duration::from_secs(10));
 
     let second = pki.ca.issue_server(&["localhost"]).unwrap();
     swap_in(&second, pki.dir.path(), "server");
     gate.proc.wait_for(&["reloading", "server.pem"], Duration::from_secs(10));
-    gate.proc.wait_for(&["reload applied"], Duration::from_secs(10));
+    gate.proc.wait_for(&["reloaded", "section=terminate"], Duration::from_secs(10));
     assert_eq!(served_serial(port), hex_serial(second.serial), "new handshakes use the new certificate");
 
     // Let the loop run a little past the swap, on an event: 20 more handshakes logged.
@@ -186,7 +186,8 @@ fn broken_config_or_certificate_is_refused_and_the_old_one_keeps_serving() {
     std::fs::write(pki.path("tlsgate.toml"), &good_config).unwrap();
     let other = pki.ca.issue_server(&["localhost"]).unwrap();
     std::fs::write(pki.path("server.pem"), other.cert_pem).unwrap();
-    gate.proc.wait_for(&["reload refused", "does not match key"], Duration::from_secs(10));
+    gate.proc
+        .wait_for(&["reload refused", "side=config", "does not match certificate"], Duration::from_secs(10));
     let out = curl(&["--cacert", pki.ca(), &url]);
     assert!(out.status.success(), "{}", describe(&out));
 }
@@ -210,7 +211,7 @@ fn crl_change_takes_effect_without_restart() {
     std::fs::write(&staged, pki.ca.crl(&[bob.serial], 2).unwrap()).unwrap();
     std::fs::rename(&staged, pki.path("clients.crl")).unwrap();
     gate.proc.wait_for(&["reloading", "clients.crl"], Duration::from_secs(10));
-    gate.proc.wait_for(&["reload applied"], Duration::from_secs(10));
+    gate.proc.wait_for(&["reloaded", "section=terminate"], Duration::from_secs(10));
     let out = curl(&args);
     assert!(!out.status.success());
     assert!(describe(&out).contains("certificate revoked"), "{}", describe(&out));

@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use tlsgate_testkit::clients::{curl, describe, s_client};
+use tlsgate_testkit::clients::{curl, curl_name, describe, s_client};
 use tlsgate_testkit::pki::Pki;
 use tlsgate_testkit::process::{Proc, Tlsgate};
 
@@ -16,12 +16,7 @@ fn backend(name: &str) -> (Tlsgate, String) {
 
 /// GET / for `name` on `port`, resolved to loopback, with the test CA; body or curl's error.
 fn get(pki: &Pki, name: &str, port: u16, extra: &[&str]) -> Result<String, String> {
-    let resolve = format!("{name}:{port}:127.0.0.1");
-    let url = format!("https://{name}:{port}/");
-    let mut args = vec!["--cacert", pki.ca(), "--resolve", &resolve];
-    args.extend_from_slice(extra);
-    args.push(&url);
-    let out = curl(&args);
+    let out = curl_name(pki.ca(), name, port, extra);
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
@@ -123,14 +118,18 @@ fn unknown_sni_is_refused_where_no_default_is_set() {
     let s = setup();
     let err = get(&s.pki, "unknown.test", s.strict, &["-k"]).unwrap_err();
     assert!(err.contains("unrecognized name"), "{err}");
-    s.gate
-        .proc
-        .wait_for(&["listener=strict", "refused: no certificate", "unknown.test"], Duration::from_secs(10));
+    s.gate.proc.wait_for(
+        &["listener=strict", "refused: client asked for name unknown.test, which no certificate serves"],
+        Duration::from_secs(10),
+    );
     // A name the certificate covers but no route serves: refused the same way.
     let out = s_client(&["-connect", &format!("127.0.0.1:{}", s.strict), "-servername", "b.test"], b"");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unrecognized name"), "{}", describe(&out));
-    s.gate.proc.wait_for(&["listener=strict", "matches no route", "b.test"], Duration::from_secs(10));
+    s.gate.proc.wait_for(
+        &["listener=strict", "client asked for name b.test, which no route serves"],
+        Duration::from_secs(10),
+    );
 }
 
 #[test]

@@ -156,7 +156,8 @@ fn udp_associate_carries_a_dns_query_to_the_gates_side() {
     let portal = rig.portal("portal.toml", gate_addr, "");
     let socks = socks_addr(&portal);
     let (host, port) = socks.rsplit_once(':').unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/socks5_udp_dns.py");
+    let script =
+        Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").unwrap()).join("tests/support/socks5_udp_dns.py");
     let out = Command::new("python3")
         .arg(script)
         .args([host, port, "127.0.0.1", &dns.addr.port().to_string(), "only.gate.test"])

@@ -1,10 +1,10 @@
-//! The tunnel between a portal and a gate (seed 004, "Usher"), free of I/O.
+//! The tunnel between a portal and a gate, free of I/O (docs/tunnel-protocol.md).
 //!
 //! One mutually authenticated TLS byte stream carries many TCP and UDP sessions. This crate holds
 //! the logic only; the tokio shells own sockets, TLS and the clock.
 //!
 //! - [`wire`]: frame header and records, encoder and incremental decoder.
-//! - [`session`]: one session's state (the seed's Fig. 7) and its Ack-based send/receive windows.
+//! - [`session`]: one session's states and its Ack-based send/receive windows.
 //! - [`endpoint`]: the multiplexer over one byte stream, shared by portal and gate.
 //! - [`policy`]: which destinations a portal identity may open (gate side).
 //! - [`socks5`]: the portal's SOCKS5 server prologue and the UDP request header.

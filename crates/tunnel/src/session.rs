@@ -1,4 +1,4 @@
-//! One session: the seed's Fig. 7 states, its half-closes, and its Ack-based windows.
+//! One session: its states, its half-closes, and its Ack-based windows.
 //!
 //! Each side sends exactly one *terminal* record per session — Close(both), End, Reset, or a
 //! refusing OpenReply — and sends nothing more for that id afterwards. A session is released when
@@ -21,21 +21,20 @@ use std::time::Instant;
 /// A session id, shared by both ends; the opener picks it from its half of the id space.
 pub type SessionId = u16;
 
-/// Where a session is in its life (the seed's Fig. 7, plus Accepting and Closing).
+/// Where a session is in its life (docs/tunnel-protocol.md, "Half-close and session states").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
-    /// Opener: Open sent, no OpenReply yet (the seed's initial "inactive").
+    /// Opener: Open sent, no OpenReply yet.
     Pending,
     /// Acceptor: Open received, the application has not accepted or refused it.
     Accepting,
-    /// Both directions carry data (the seed's "active").
+    /// Both directions carry data.
     Active,
-    /// We sent Close(write) (local EOF); the peer's data still flows to us — the seed's
-    /// "WriteThread active".
+    /// We sent Close(write) (local EOF); the peer's data still flows to us.
     LocalFinished,
-    /// The peer sent Close(write); our data still flows to it — the seed's "Session active".
+    /// The peer sent Close(write); our data still flows to it.
     PeerFinished,
-    /// Our terminal record is queued or sent; waiting for the peer's (the seed's "inactive").
+    /// Our terminal record is queued or sent; waiting for the peer's.
     Closing,
 }
 

@@ -1,5 +1,5 @@
 //! The tunnel's records on the byte stream: an 8-byte header (length, type, session, all
-//! big-endian, as in the seed) followed by a type-specific payload.
+//! big-endian, network order) followed by a type-specific payload.
 //!
 //! [`Header`] is a zero-copy view with named field ranges; [`Frame`] is the parsed form, which
 //! borrows data from the input; [`decode`] parses one frame from the front of a buffer and says

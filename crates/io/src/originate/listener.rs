@@ -1,11 +1,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use tlsgate_config::{Config, OriginateListener};
 use tlsgate_core::side::Side;
 use tlsgate_telemetry::metrics::{metrics, UpstreamLabels};
+use tlsgate_tls::describe::{self, Peer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -16,6 +19,7 @@ use tracing::Instrument;
 
 use super::transparent::Transparent;
 use crate::backend::connect_one;
+use crate::error::listener_label;
 use crate::relay::relay;
 use crate::starttls;
 use crate::ProxyError;
@@ -28,9 +32,42 @@ struct Listener {
     starttls_host: String,
 }
 
+impl Listener {
+    fn build(l: &OriginateListener, allow_insecure_key_permissions: bool) -> Result<Listener, ProxyError> {
+        let name = l.display_name();
+        let tls = tlsgate_tls::client::client_config(l.into(), allow_insecure_key_permissions)
+            .map_err(|e| ProxyError::config(format!("originate {}: {e}", listener_label(&name, l.listen))))?;
+        let starttls_host = l.starttls_host.clone().unwrap_or_else(starttls::local_host_name);
+        Ok(Listener { name, config: l.clone(), connector: TlsConnector::from(tls), starttls_host })
+    }
+}
+
+/// One listener's state, built from its config section; a reload swaps it whole.
+enum State {
+    Plain(Arc<ArcSwap<Listener>>),
+    Transparent(Arc<ArcSwap<Transparent>>),
+}
+
+impl State {
+    fn store(&self, new: Built) {
+        match (self, new) {
+            (State::Plain(s), Built::Plain(l)) => s.store(Arc::new(l)),
+            (State::Transparent(s), Built::Transparent(t)) => s.store(Arc::new(t)),
+            _ => unreachable!("reload checks that every listener keeps its kind and address"),
+        }
+    }
+}
+
+enum Built {
+    Plain(Listener),
+    Transparent(Transparent),
+}
+
 /// Every originate listener of the process.
 pub struct Originator {
-    accepts: Vec<(SocketAddr, JoinHandle<()>)>,
+    /// Configured address (port 0 allowed), bound address, state and accept task, in config
+    /// order: plain listeners first, then transparent ones.
+    listeners: Vec<(SocketAddr, SocketAddr, State, JoinHandle<()>)>,
     tracker: TaskTracker,
 }
 
@@ -40,64 +77,88 @@ impl std::fmt::Debug for Originator {
     }
 }
 
+fn section(config: &Config) -> Result<&tlsgate_config::OriginateConfig, ProxyError> {
+    config.originate.as_ref().ok_or_else(|| ProxyError::config("config has no [originate] section"))
+}
+
+/// Every listener's state from `config`, with its configured address; fails as a whole.
+fn build_all(config: &Config) -> Result<Vec<(SocketAddr, Built)>, ProxyError> {
+    let section = section(config)?;
+    let insecure = config.security.allow_insecure_key_permissions;
+    let mut built = Vec::new();
+    for l in &section.listener {
+        built.push((l.listen, Built::Plain(Listener::build(l, insecure)?)));
+    }
+    for t in &section.transparent {
+        built.push((t.listen, Built::Transparent(Transparent::build(t, insecure)?)));
+    }
+    Ok(built)
+}
+
 impl Originator {
     /// Loads every listener's TLS material and binds its socket; fails as a whole.
     pub async fn start(config: &Config) -> Result<Originator, ProxyError> {
-        let section = config
-            .originate
-            .as_ref()
-            .ok_or_else(|| ProxyError::internal("config has no [originate] section"))?;
-        let mut ready = Vec::new();
-        for l in &section.listener {
-            let name = l.display_name();
-            let tls =
-                tlsgate_tls::client::client_config(l.into(), config.security.allow_insecure_key_permissions)
-                    .map_err(|e| ProxyError::internal(format!("listener {name}: {e}")))?;
-            let socket = TcpListener::bind(l.listen)
+        let built = build_all(config)?;
+        let mut sockets = Vec::new();
+        for (addr, _) in &built {
+            let socket = TcpListener::bind(addr)
                 .await
-                .map_err(|e| ProxyError::internal(format!("listener {name}: bind {}: {e}", l.listen)))?;
-            let starttls_host = l.starttls_host.clone().unwrap_or_else(starttls::local_host_name);
-            let connector = TlsConnector::from(tls);
-            ready.push((socket, Arc::new(Listener { name, config: l.clone(), connector, starttls_host })));
-        }
-        let mut transparent = Vec::new();
-        for t in &section.transparent {
-            let name = t.display_name();
-            let fail = |e: String| ProxyError::internal(format!("transparent listener {name}: {e}"));
-            let tls =
-                tlsgate_tls::client::client_config(t.into(), config.security.allow_insecure_key_permissions)
-                    .map_err(|e| fail(e.to_string()))?;
-            let policy = t.policy().map_err(fail)?;
-            let socket =
-                TcpListener::bind(t.listen).await.map_err(|e| fail(format!("bind {}: {e}", t.listen)))?;
-            let state = Transparent {
-                name: name.clone(),
-                config: t.clone(),
-                policy,
-                connector: TlsConnector::from(tls),
-            };
-            transparent.push((socket, Arc::new(state)));
+                .map_err(|e| ProxyError::bind(&format!("originate listener {addr}"), &e))?;
+            sockets.push(socket);
         }
         let tracker = TaskTracker::new();
-        let mut accepts = Vec::new();
-        for (socket, l) in ready {
+        let mut listeners = Vec::new();
+        for ((addr, b), socket) in built.into_iter().zip(sockets) {
             let local = socket.local_addr().map_err(|e| ProxyError::internal(e.to_string()))?;
-            accepts.push((local, tokio::spawn(accept_loop(socket, l, tracker.clone()))));
+            let (state, task) = match b {
+                Built::Plain(l) => {
+                    let s = Arc::new(ArcSwap::from_pointee(l));
+                    (State::Plain(s.clone()), tokio::spawn(accept_loop(socket, s, tracker.clone())))
+                }
+                Built::Transparent(t) => {
+                    let s = Arc::new(ArcSwap::from_pointee(t));
+                    let task =
+                        tokio::spawn(super::transparent::accept_loop(socket, s.clone(), tracker.clone()));
+                    (State::Transparent(s), task)
+                }
+            };
+            listeners.push((addr, local, state, task));
         }
-        for (socket, t) in transparent {
-            let local = socket.local_addr().map_err(|e| ProxyError::internal(e.to_string()))?;
-            accepts.push((local, tokio::spawn(super::transparent::accept_loop(socket, t, tracker.clone()))));
-        }
-        Ok(Originator { accepts, tracker })
+        Ok(Originator { listeners, tracker })
     }
 
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.accepts.iter().map(|(a, _)| *a).collect()
+        self.listeners.iter().map(|(_, local, _, _)| *local).collect()
+    }
+
+    /// Re-reads every listener's CA, client certificate and key, and the transparent listeners'
+    /// rules: new connections use them, open ones keep what they started with. All or nothing;
+    /// the listeners (their kinds and addresses) must stay as they are, since their sockets do.
+    pub fn reload(&self, config: &Config) -> Result<(), ProxyError> {
+        let built = build_all(config)?;
+        let now: Vec<(SocketAddr, bool)> = self
+            .listeners
+            .iter()
+            .map(|(addr, _, state, _)| (*addr, matches!(state, State::Transparent(_))))
+            .collect();
+        let new: Vec<(SocketAddr, bool)> =
+            built.iter().map(|(addr, b)| (*addr, matches!(b, Built::Transparent(_)))).collect();
+        if now != new {
+            return Err(ProxyError::config(format!(
+                "[originate]: listeners added, removed or moved (running {}, new {}); a restart applies that",
+                describe(&now),
+                describe(&new)
+            )));
+        }
+        for ((_, _, state, _), (_, b)) in self.listeners.iter().zip(built) {
+            state.store(b);
+        }
+        Ok(())
     }
 
     /// Stops accepting, then lets open connections finish for at most `drain`.
     pub async fn shutdown(self, drain: Duration) {
-        for (_, task) in self.accepts {
+        for (_, _, _, task) in self.listeners {
             task.abort();
             let _ = task.await;
         }
@@ -109,14 +170,23 @@ impl Originator {
     }
 }
 
-async fn accept_loop(socket: TcpListener, l: Arc<Listener>, tracker: TaskTracker) {
+fn describe(listeners: &[(SocketAddr, bool)]) -> String {
+    let each: Vec<String> = listeners
+        .iter()
+        .map(|(a, transparent)| if *transparent { format!("transparent {a}") } else { a.to_string() })
+        .collect();
+    each.join(", ")
+}
+
+async fn accept_loop(socket: TcpListener, state: Arc<ArcSwap<Listener>>, tracker: TaskTracker) {
     let addr = socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    tracing::info!(listener = %l.name, %addr, "originate listening");
+    tracing::info!(listener = %state.load().name, %addr, "originate listening");
     loop {
         match socket.accept().await {
             Ok((tcp, peer)) => {
+                let l = state.load_full();
                 let span = tracing::info_span!("conn", listener = %l.name, client = %peer);
-                tracker.spawn(handle(tcp, l.clone()).instrument(span));
+                tracker.spawn(handle(tcp, l).instrument(span));
             }
             Err(e) => {
                 tracing::error!(side = %Side::Internal, error = %e, "accept failed");
@@ -198,11 +268,9 @@ async fn connect_upstream(l: &Listener) -> Result<(TlsStream<TcpStream>, String,
                 Some(protocol) => starttls::client::prologue(&mut tcp, protocol, &l.starttls_host).await?,
                 None => Vec::new(),
             };
-            let tls = l
-                .connector
-                .connect(server_name, tcp)
-                .await
-                .map_err(|e| format!("TLS handshake (sni {sni}): {e}"))?;
+            let tls = l.connector.connect(server_name, tcp).await.map_err(|e| {
+                format!("TLS handshake failed: {} (SNI {sni})", describe::io_error(&e, Peer::Server))
+            })?;
             Ok::<_, String>((tls, greeting))
         };
         let result = match tokio::time::timeout(l.config.handshake_timeout, attempt).await {

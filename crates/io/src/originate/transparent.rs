@@ -6,11 +6,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use rustls::pki_types::ServerName;
 use tlsgate_config::{RuleConfig, TransparentListener};
 use tlsgate_core::policy::{Action, Policy};
 use tlsgate_core::side::Side;
 use tlsgate_telemetry::metrics::{metrics, DecisionLabels};
+use tlsgate_tls::describe::{self, Peer};
 use tlsgate_tls::peek::{client_hello_sni, Peek};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -28,12 +30,27 @@ pub(super) struct Transparent {
     pub connector: TlsConnector,
 }
 
-pub(super) async fn accept_loop(socket: TcpListener, t: Arc<Transparent>, tracker: TaskTracker) {
+impl Transparent {
+    pub(super) fn build(
+        t: &TransparentListener,
+        allow_insecure_key_permissions: bool,
+    ) -> Result<Transparent, ProxyError> {
+        let name = t.display_name();
+        let fail = |e: String| ProxyError::config(format!("originate transparent listener {name}: {e}"));
+        let tls = tlsgate_tls::client::client_config(t.into(), allow_insecure_key_permissions)
+            .map_err(|e| fail(e.to_string()))?;
+        let policy = t.policy().map_err(fail)?;
+        Ok(Transparent { name: name.clone(), config: t.clone(), policy, connector: TlsConnector::from(tls) })
+    }
+}
+
+pub(super) async fn accept_loop(socket: TcpListener, state: Arc<ArcSwap<Transparent>>, tracker: TaskTracker) {
     let addr = socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    tracing::info!(listener = %t.name, %addr, "transparent listening");
+    tracing::info!(listener = %state.load().name, %addr, "transparent listening");
     loop {
         match socket.accept().await {
             Ok((tcp, peer)) => {
+                let t = state.load_full();
                 let span = tracing::info_span!("conn", listener = %t.name, client = %peer);
                 tracker.spawn(handle(tcp, t.clone()).instrument(span));
             }
@@ -169,10 +186,10 @@ async fn originate(
         .map_err(|e| ProxyError::internal(format!("server name {name:?}: {e}")))?;
     let attempt = async {
         let tcp = connect(&t.config, target).await?;
-        t.connector
-            .connect(server_name, tcp)
-            .await
-            .map_err(|e| ProxyError::backend(format!("TLS to {target} (name {name}): {e}")))
+        t.connector.connect(server_name, tcp).await.map_err(|e| {
+            let e = describe::io_error(&e, Peer::Server);
+            ProxyError::backend(format!("TLS to {target} failed: {e} (SNI {name})"))
+        })
     };
     let tls = tokio::time::timeout(t.config.handshake_timeout, attempt).await.map_err(|_| {
         ProxyError::backend(format!("no TLS session with {target} within {:?}", t.config.handshake_timeout))

@@ -1,7 +1,8 @@
 //! The TLS handshake of one client connection, over its socket.
 //!
 //! The ClientHello is read first, so that a name with no certificate or no route is refused with
-//! an `unrecognized_name` alert before any key exchange is spent on it. rustls then runs the
+//! an `unrecognized_name` alert before any key exchange is spent on it. Routes that differ by
+//! ALPN are told apart once the handshake has negotiated the protocol. rustls then runs the
 //! handshake (`tlsgate_tls::server_handshake`, its unbuffered API) on whole records read here;
 //! at completion its keys go to tlsgate's record layer and the connection continues as a
 //! [`RecordStream`]: no rustls buffer or connection state outlives the handshake.
@@ -13,11 +14,13 @@ use tlsgate_core::identity::PeerIdentity;
 use tlsgate_core::proxy_protocol::tls::TlsInfo;
 use tlsgate_record::crypto::RecordLayer;
 use tlsgate_record::frame::{Header, HEADER_LEN, MAX_CIPHERTEXT_TLS12};
+use tlsgate_tls::describe::{self, Peer};
 use tlsgate_tls::server::ListenerTls;
 use tlsgate_tls::server_handshake::{HelloReader, Progress, ServerHandshake, SessionFacts};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::plain_http;
 use super::routes::{Route, Routes};
 use crate::record_stream::RecordStream;
 use crate::ProxyError;
@@ -25,7 +28,8 @@ use crate::ProxyError;
 /// Why a handshake did not finish.
 #[derive(Debug)]
 pub enum HandshakeFailure {
-    /// The SNI has no certificate or no route: refused by the configuration.
+    /// The SNI has no certificate or no route, or no route takes the negotiated ALPN: refused by
+    /// the configuration.
     Refused(ProxyError),
     /// Anything else: garbage, a TLS error, a connection closed early.
     Failed(ProxyError),
@@ -39,7 +43,7 @@ impl HandshakeFailure {
     }
 }
 
-/// A finished handshake and the route its SNI chose.
+/// A finished handshake and the route its SNI and negotiated ALPN chose.
 #[derive(Debug)]
 pub struct Established {
     /// Boxed: the connection task's future moves the stream between its states, and each move
@@ -86,32 +90,42 @@ impl Established {
 }
 
 /// Runs the handshake on `tcp`; `initial` holds bytes already read from it (after a PROXY
-/// header), which come first.
+/// header), which come first. With `answer_plain_http`, a plain HTTP request instead of a
+/// ClientHello is answered with a 400 saying so.
 pub async fn accept(
     mut tcp: TcpStream,
     initial: Vec<u8>,
     tls: &ListenerTls,
     routes: &Routes,
+    listener: &str,
+    answer_plain_http: bool,
 ) -> Result<Established, HandshakeFailure> {
     // Everything the client sent, from its first byte; handshake records are drained as fed.
     let mut input = initial;
-    let sni = read_client_hello(&mut tcp, &mut input).await.map_err(HandshakeFailure::Failed)?;
+    let sni =
+        read_client_hello(&mut tcp, &mut input, answer_plain_http).await.map_err(HandshakeFailure::Failed)?;
     if tls.certs.lookup(sni.as_deref()).is_none() {
         send_alert(&mut tcp, AlertDescription::UnrecognisedName).await;
-        return Err(HandshakeFailure::Refused(ProxyError::client(format!(
-            "refused: no certificate for SNI {sni:?} and no default certificate"
+        return Err(HandshakeFailure::Refused(ProxyError::client(unserved(
+            sni.as_deref(),
+            Unserved::Certificate,
+            listener,
         ))));
     }
-    let Some(route) = routes.lookup(sni.as_deref()).cloned() else {
+    if !routes.serves(sni.as_deref()) {
         send_alert(&mut tcp, AlertDescription::UnrecognisedName).await;
-        return Err(HandshakeFailure::Refused(ProxyError::client(format!(
-            "refused: SNI {sni:?} matches no route and there is no default route"
+        return Err(HandshakeFailure::Refused(ProxyError::client(unserved(
+            sni.as_deref(),
+            Unserved::Route,
+            listener,
         ))));
-    };
+    }
+    let asked = describe::requested_name(sni.as_deref());
     let failed = |e: String| {
-        HandshakeFailure::Failed(ProxyError::client(format!("TLS handshake failed (sni {sni:?}): {e}")))
+        HandshakeFailure::Failed(ProxyError::client(format!("TLS handshake failed: {e} ({asked})")))
     };
-    let mut hs = ServerHandshake::new(tls.config.clone()).map_err(|e| failed(e.to_string()))?;
+    let tls_failed = |e: rustls::Error| failed(describe::tls_error(&e, Peer::Client));
+    let mut hs = ServerHandshake::new(tls.config.clone()).map_err(tls_failed)?;
     let mut out = Vec::new();
     loop {
         let mut at = 0;
@@ -126,7 +140,7 @@ pub async fn accept(
                 Ok(p) => progress = p,
                 Err(e) => {
                     let _ = tcp.write_all(&out).await;
-                    return Err(failed(e.to_string()));
+                    return Err(tls_failed(e));
                 }
             }
         }
@@ -140,12 +154,54 @@ pub async fn accept(
         }
         read_more(&mut tcp, &mut input, "during the handshake").await.map_err(HandshakeFailure::Failed)?;
     }
-    let finished = hs.finish().map_err(|e| failed(e.to_string()))?;
+    let finished = hs.finish().map_err(tls_failed)?;
     let layer = RecordLayer::new(finished.secrets, finished.kernel)
         .map_err(|e| HandshakeFailure::Failed(ProxyError::internal(format!("record layer: {e}"))))?;
     // Client records that arrived with its last handshake record are the stream's first.
     let stream = Box::new(RecordStream::new(tcp, layer, &input).map_err(|e| failed(e.to_string()))?);
+    // The protocol is known only now: routes for this name may each take different ones.
+    let alpn = finished.facts.alpn.as_deref();
+    let Some(route) = routes.lookup(sni.as_deref(), alpn).cloned() else {
+        let alpn = alpn.map(String::from_utf8_lossy);
+        // RFC 7301's alert for "none of your protocols": here, none with a route for this name.
+        stream.refuse(u8::from(AlertDescription::NoApplicationProtocol)).await;
+        return Err(HandshakeFailure::Refused(ProxyError::client(format!(
+            "refused: SNI {sni:?} with ALPN {alpn:?} matches no route and there is no default route"
+        ))));
+    };
     Ok(Established { stream, sni, route, facts: finished.facts })
+}
+
+/// What no part of a listener's configuration serves for a refused name.
+#[derive(Clone, Copy)]
+enum Unserved {
+    Certificate,
+    Route,
+}
+
+/// Why a name was refused, in the client's words, and the setting that would serve it.
+fn unserved(sni: Option<&str>, what: Unserved, listener: &str) -> String {
+    let (noun, fix) = match what {
+        Unserved::Certificate => {
+            ("certificate", "set `default = true` on one of its [[terminate.listener.certificate]]")
+        }
+        Unserved::Route => ("route", "add a [[terminate.listener.route]] without `sni`"),
+    };
+    match (sni, what) {
+        (None, _) => format!(
+            "refused: client sent no SNI, and no default {noun} is set on listener {listener}; {fix} to \
+             serve such clients"
+        ),
+        (Some(name), Unserved::Certificate) => format!(
+            "refused: client asked for name {name}, which no certificate serves (and no default \
+             certificate is set) on listener {listener}; add the name to a certificate's `names` or \
+             {fix} to serve it"
+        ),
+        (Some(name), Unserved::Route) => format!(
+            "refused: client asked for name {name}, which no route serves (and no default route is \
+             set) on listener {listener}; {fix} to serve it"
+        ),
+    }
 }
 
 /// The length of the record at the start of `bytes` when it is all there; a header that cannot
@@ -164,14 +220,23 @@ fn record_end(bytes: &[u8]) -> Option<usize> {
 }
 
 /// Reads until `input` holds a whole ClientHello; returns its SNI. Anything that is not one is
-/// answered with the alert rustls chose and an error naming the client.
-async fn read_client_hello(tcp: &mut TcpStream, input: &mut Vec<u8>) -> Result<Option<String>, ProxyError> {
+/// answered with the alert rustls chose (or, for a plain HTTP request when allowed, a 400) and
+/// an error naming the client.
+async fn read_client_hello(
+    tcp: &mut TcpStream,
+    input: &mut Vec<u8>,
+    answer_plain_http: bool,
+) -> Result<Option<String>, ProxyError> {
     let mut hello = HelloReader::default();
     let mut fed = 0;
     loop {
         match hello.feed(&input[fed..]) {
             Ok(Some(sni)) => return Ok(sni),
             Ok(None) => {}
+            Err(_) if answer_plain_http && plain_http::looks_like_request(input) => {
+                plain_http::answer(tcp).await;
+                return Err(ProxyError::client(plain_http::LOGGED));
+            }
             Err(e) => {
                 let _ = tcp.write_all(&e.alert).await;
                 return Err(ProxyError::client(e.message));

@@ -24,6 +24,7 @@ use super::handshake::{self, HandshakeFailure};
 use super::http_headers::{self, ClientFacts};
 use super::routes::Routes;
 use crate::counted::Counted;
+use crate::error::listener_label;
 use crate::proxy_header;
 use crate::relay::{relay, Tally};
 use crate::starttls::{self, server::Prologue};
@@ -80,10 +81,10 @@ impl ListenerState {
     /// Loads the listener's certificates, keys, CAs and CRLs; any problem is reported here.
     pub fn build(config: &ListenerConfig, security: &SecurityConfig) -> Result<Self, ProxyError> {
         let name = config.display_name();
+        let label = listener_label(&name, config.listen);
         let tls = listener_tls(config, security.allow_insecure_key_permissions)
-            .map_err(|e| ProxyError::internal(format!("listener {name}: {e}")))?;
-        let routes =
-            Routes::from_config(config).map_err(|e| ProxyError::internal(format!("listener {name}: {e}")))?;
+            .map_err(|e| ProxyError::config(format!("{label}: {e}")))?;
+        let routes = Routes::from_config(config).map_err(|e| ProxyError::config(format!("{label}: {e}")))?;
         Ok(ListenerState {
             counters: Counters::new(&name),
             name,
@@ -201,7 +202,9 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
             None => initial,
         };
         Ok::<_, HandshakeFailure>((
-            handshake::accept(tcp, initial, &state.tls, &state.routes).await?,
+            // After a STARTTLS prologue the client asked for TLS: its bytes are no HTTP request.
+            handshake::accept(tcp, initial, &state.tls, &state.routes, &state.name, state.starttls.is_none())
+                .await?,
             client,
             local,
         ))

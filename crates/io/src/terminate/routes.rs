@@ -1,13 +1,15 @@
-//! A listener's routes: server name to backend pool.
+//! A listener's routes: server name and negotiated protocol to backend pool. The choice itself
+//! is [`RouteTable`]'s (most specific name, then protocol; see `tlsgate_core::routing`).
 
 use std::sync::Arc;
 
 use tlsgate_config::ListenerConfig;
-use tlsgate_core::names::{BadPattern, NamePattern, NameTable};
+use tlsgate_core::names::{BadPattern, NamePattern};
+use tlsgate_core::routing::RouteTable;
 
 use crate::backend::Pool;
 
-/// One route's pool, and a label for logs.
+/// One route's pool, and a label for logs, metrics and the status page.
 #[derive(Debug)]
 pub struct Route {
     pub label: String,
@@ -19,37 +21,39 @@ pub struct Route {
 
 #[derive(Debug)]
 pub struct Routes {
-    table: NameTable<Arc<Route>>,
+    table: RouteTable<Arc<Route>>,
     /// In config order, for the status page.
     pub all: Vec<Arc<Route>>,
 }
 
 impl Routes {
     pub fn from_config(listener: &ListenerConfig) -> Result<Self, BadPattern> {
-        let mut table = NameTable::new();
+        let mut table = RouteTable::new();
         let mut all = Vec::new();
         for (i, r) in listener.route.iter().enumerate() {
-            let label = if r.sni.is_empty() { "default".to_string() } else { r.sni.join(",") };
+            let names = if r.sni.is_empty() { "default".to_string() } else { r.sni.join(",") };
+            let alpn = if r.alpn.is_empty() { String::new() } else { format!(" alpn={}", r.alpn.join(",")) };
             let route = Arc::new(Route {
-                label: format!("route[{i}] {label}"),
+                label: format!("route[{i}] {names}{alpn}"),
                 pool: Pool::start(r),
                 http_headers: r.http_headers,
                 proxy_protocol: r.proxy_protocol,
             });
             all.push(route.clone());
-            if r.sni.is_empty() {
-                table.set_default(route);
-            } else {
-                for n in &r.sni {
-                    let pattern = NamePattern::parse(n)?;
-                    table.insert(pattern, route.clone());
-                }
-            }
+            let patterns = r.sni.iter().map(|n| NamePattern::parse(n)).collect::<Result<_, _>>()?;
+            let protocols = r.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+            table.push(patterns, protocols, route);
         }
         Ok(Routes { table, all })
     }
 
-    pub fn lookup(&self, sni: Option<&str>) -> Option<&Arc<Route>> {
-        self.table.lookup(sni)
+    /// Whether some route takes this name, for some protocol (asked at the ClientHello).
+    pub fn serves(&self, sni: Option<&str>) -> bool {
+        self.table.serves(sni)
+    }
+
+    /// The route for this name and the protocol the handshake negotiated.
+    pub fn lookup(&self, sni: Option<&str>, alpn: Option<&[u8]>) -> Option<&Arc<Route>> {
+        self.table.lookup(sni, alpn)
     }
 }

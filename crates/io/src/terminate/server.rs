@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
 use super::listener::{accept_loop, ListenerState};
+use crate::error::listener_label;
 use crate::ProxyError;
 
 struct Running {
@@ -85,7 +86,7 @@ impl std::fmt::Debug for Server {
 }
 
 fn section(config: &Config) -> Result<&TerminateConfig, ProxyError> {
-    config.terminate.as_ref().ok_or_else(|| ProxyError::internal("config has no [terminate] section"))
+    config.terminate.as_ref().ok_or_else(|| ProxyError::config("the config has no [terminate] section"))
 }
 
 impl Server {
@@ -142,7 +143,7 @@ impl Server {
                 Ok(socket) => sockets.push(Some(socket)),
                 Err(e) => {
                     self.listeners = old;
-                    return Err(ProxyError::internal(format!("bind {addr}: {e}")));
+                    return Err(ProxyError::bind(&listener_label(&state.name, *addr), &e));
                 }
             }
         }

@@ -28,10 +28,13 @@ use crate::ProxyError;
 /// reconnecting before the gate noticed the old one died); reverse forwards use the newest.
 type Registry = Arc<Mutex<HashMap<String, Vec<Handle>>>>;
 
+/// What every portal connection reads. `config`, `tls` and `policies` are swapped whole by a
+/// reload: a handshake uses the TLS material current when it starts, an open request the policy
+/// current when it arrives.
 struct Shared {
-    config: GateConfig,
+    config: ArcSwap<GateConfig>,
     tls: ArcSwap<ServerConfig>,
-    policies: PolicySet,
+    policies: ArcSwap<PolicySet>,
     resolver: Resolver,
     portals: Registry,
 }
@@ -48,31 +51,23 @@ impl Gate {
         config: &GateConfig,
         allow_insecure_key_permissions: bool,
     ) -> Result<Gate, ProxyError> {
-        let tls = tlsgate_tls::tunnel::gate_server_config(config, allow_insecure_key_permissions)
-            .map_err(|e| ProxyError::internal(format!("tunnel gate: {e}")))?;
-        let (identities, default, open) =
-            config.policies().map_err(|e| ProxyError::internal(format!("tunnel gate: {e}")))?;
-        if open {
-            tracing::warn!(
-                "tunnel gate: no policy configured; every authenticated portal may open any destination"
-            );
-        }
+        let (tls, policies) = load(config, allow_insecure_key_permissions)?;
         let resolver = Resolver::new(config.resolver).map_err(ProxyError::internal)?;
         let listener = TcpListener::bind(config.listen)
             .await
-            .map_err(|e| ProxyError::internal(format!("tunnel gate: bind {}: {e}", config.listen)))?;
+            .map_err(|e| ProxyError::bind(&format!("tunnel gate {}", config.listen), &e))?;
         let local_addr = listener.local_addr().map_err(|e| ProxyError::internal(e.to_string()))?;
         let mut reverse = Vec::new();
         for r in &config.reverse {
             let l = TcpListener::bind(r.listen)
                 .await
-                .map_err(|e| ProxyError::internal(format!("tunnel gate: reverse bind {}: {e}", r.listen)))?;
+                .map_err(|e| ProxyError::bind(&format!("tunnel gate: reverse forward {}", r.listen), &e))?;
             reverse.push((l, r.clone()));
         }
         let shared = Arc::new(Shared {
-            config: config.clone(),
+            config: ArcSwap::from_pointee(config.clone()),
             tls: ArcSwap::from(tls),
-            policies: PolicySet { identities, default: Some(default) },
+            policies: ArcSwap::from_pointee(policies),
             resolver,
             portals: Default::default(),
         });
@@ -89,13 +84,26 @@ impl Gate {
         self.local_addr
     }
 
-    /// Re-reads certificate, key, CA and CRLs: the next handshake uses them, portals already
-    /// connected continue. On error the old material stays.
-    pub fn reload(&self, allow_insecure_key_permissions: bool) -> Result<(), ProxyError> {
-        let tls =
-            tlsgate_tls::tunnel::gate_server_config(&self.shared.config, allow_insecure_key_permissions)
-                .map_err(|e| ProxyError::internal(format!("tunnel gate: {e}")))?;
+    /// Applies `config`: certificate, key, client CA and CRLs (re-read from disk) for the next
+    /// handshake, policy for the next open request, timeouts and limits for the next portal.
+    /// Portals already connected keep their TLS session. All or nothing: on error the old
+    /// material stays. The sockets (listen, reverse forwards) and the resolver stay as started.
+    pub fn reload(
+        &self,
+        config: &GateConfig,
+        allow_insecure_key_permissions: bool,
+    ) -> Result<(), ProxyError> {
+        let running = self.shared.config.load();
+        let fixed = |c: &GateConfig| (c.listen, c.reverse.clone(), c.resolver);
+        if fixed(config) != fixed(&running) {
+            return Err(ProxyError::config(
+                "[tunnel.gate]: listen, reverse or resolver changed; a restart applies that",
+            ));
+        }
+        let (tls, policies) = load(config, allow_insecure_key_permissions)?;
         self.shared.tls.store(tls);
+        self.shared.policies.store(Arc::new(policies));
+        self.shared.config.store(Arc::new(config.clone()));
         Ok(())
     }
 
@@ -120,6 +128,21 @@ impl Gate {
         let all_closed = futures_join(handles.iter().map(|h| h.closed()));
         let _ = tokio::time::timeout(grace, all_closed).await;
     }
+}
+
+/// The gate's TLS config and policy from `config`, read from disk.
+fn load(config: &GateConfig, insecure: bool) -> Result<(Arc<ServerConfig>, PolicySet), ProxyError> {
+    let label = format!("tunnel gate {}", config.listen);
+    let tls = tlsgate_tls::tunnel::gate_server_config(config, insecure)
+        .map_err(|e| ProxyError::config(format!("{label}: {e}")))?;
+    let (identities, default, open) =
+        config.policies().map_err(|e| ProxyError::config(format!("{label}: {e}")))?;
+    if open {
+        tracing::warn!(
+            "tunnel gate: no policy configured; every authenticated portal may open any destination"
+        );
+    }
+    Ok((tls, PolicySet { identities, default: Some(default) }))
 }
 
 /// Waits for every future (a handful of portal connections: no need for a join set).
@@ -147,10 +170,12 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 async fn serve_portal(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let acceptor = TlsAcceptor::from(shared.tls.load_full());
-    let tls = match tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(stream)).await {
+    let config = shared.config.load_full();
+    let tls = match tokio::time::timeout(config.handshake_timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            tracing::warn!(client = %peer, error = %e, "tunnel gate: portal refused: TLS handshake failed (client side)");
+            let error = tlsgate_tls::describe::io_error(&e, tlsgate_tls::describe::Peer::Client);
+            tracing::warn!(client = %peer, %error, "tunnel gate: portal refused: TLS handshake failed (client side)");
             return;
         }
         Err(_) => {
@@ -182,7 +207,7 @@ async fn serve_portal(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) 
     tracing::info!(client = %peer, portal = %name, "tunnel gate: portal connected");
     let label: Arc<str> = format!("portal {name} at {peer}").into();
     let acceptor = Arc::new(GateAcceptor { shared: shared.clone(), portal: name.clone(), peer });
-    let endpoint = Endpoint::new(endpoint_config(Role::Gate, &shared.config.limits), Instant::now());
+    let endpoint = Endpoint::new(endpoint_config(Role::Gate, &config.limits), Instant::now());
     let driver = Driver::new(endpoint, acceptor, false, label);
     let handle = driver.handle();
     shared
@@ -272,6 +297,19 @@ pub(crate) async fn resolve_checked(
     }
 }
 
+/// [`resolve_checked`] under the policy current now: a reload applies to every new session and
+/// every new UDP destination.
+async fn resolve_now(
+    shared: &Shared,
+    portal: &str,
+    protocol: Protocol,
+    target: &Target,
+) -> Result<Vec<IpAddr>, OpenFailure> {
+    let policies = shared.policies.load_full();
+    let view = SharedView { policies: &policies, resolver: &shared.resolver, portal };
+    resolve_checked(&view, protocol, target).await
+}
+
 /// What resolution and policy need, borrowed.
 pub(crate) struct SharedView<'a> {
     pub policies: &'a PolicySet,
@@ -285,13 +323,12 @@ async fn open_tcp(
     peer: SocketAddr,
     target: &Target,
 ) -> Result<(TcpStream, Listed), OpenFailure> {
-    let view = SharedView { policies: &shared.policies, resolver: &shared.resolver, portal };
-    let addrs = resolve_checked(&view, Protocol::TCP, target).await?;
+    let addrs = resolve_now(shared, portal, Protocol::TCP, target).await?;
     let port = match &target.host {
         Host::Name(n) if n == DNS_TARGET_NAME => shared.resolver.dns_server().map_or(53, |s| s.port()),
         _ => target.port,
     };
-    let stream = connect_any(&addrs, port, shared.config.connect_timeout).await?;
+    let stream = connect_any(&addrs, port, shared.config.load().connect_timeout).await?;
     let backend = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::debug!(portal = %portal, %target, %backend, "tunnel gate: session opened");
     let listed = super::list_session("tunnel gate session", peer, target, backend, portal.to_string());
@@ -309,7 +346,7 @@ fn open_udp(
     // each datagram's destination is checked as it comes.
     let is_hint = matches!(target.host, Host::Ip(ip) if ip.is_unspecified()) || target.port == 0;
     if !is_hint && !is_dns(target) {
-        if let Decision::Deny { reason } = shared.policies.check(portal, Protocol::UDP, target) {
+        if let Decision::Deny { reason } = shared.policies.load().check(portal, Protocol::UDP, target) {
             return Err(OpenFailure { rc: OpenRc::REFUSED_BY_POLICY, reason });
         }
     }
@@ -338,7 +375,6 @@ async fn udp_session(
         handle.end_session(id);
         return;
     };
-    let view = SharedView { policies: &shared.policies, resolver: &shared.resolver, portal: &portal };
     let mut resolved: HashMap<Target, SocketAddr> = HashMap::new();
     let mut peers: HashMap<SocketAddr, Target> = HashMap::new();
     let mut reply_to: Option<Target> = None;
@@ -350,7 +386,7 @@ async fn udp_session(
                 reply_to = Some(d.src.clone());
                 let to = match resolved.get(&d.dst) {
                     Some(a) => *a,
-                    None => match resolve_checked(&view, Protocol::UDP, &d.dst).await {
+                    None => match resolve_now(&shared, &portal, Protocol::UDP, &d.dst).await {
                         Ok(addrs) => {
                             let port = if is_dns(&d.dst) { shared.resolver.dns_server().map_or(53, |s| s.port()) } else { d.dst.port };
                             let a = SocketAddr::new(v6_mapped(addrs[0]), port);

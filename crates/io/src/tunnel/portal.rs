@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use rustls::pki_types::ServerName;
 use tlsgate_config::{ForwardProtocol, PortalConfig, ProxyKind};
 use tlsgate_telemetry::conns::{live, ConnInfo};
@@ -36,7 +37,40 @@ pub struct PortalAddrs {
 pub struct Portal {
     tasks: Vec<JoinHandle<()>>,
     tunnel: watch::Receiver<Option<Handle>>,
+    link: Arc<ArcSwap<Link>>,
     pub addrs: PortalAddrs,
+}
+
+/// How the next connection to the gate is made; a reload swaps it, the live connection keeps
+/// the one it started with.
+struct Link {
+    config: PortalConfig,
+    connector: TlsConnector,
+    server_name: ServerName<'static>,
+    acceptor: Arc<PortalAcceptor>,
+}
+
+impl Link {
+    fn load(config: &PortalConfig, insecure: bool) -> Result<Link, ProxyError> {
+        let tls = tlsgate_tls::tunnel::portal_client_config(config, insecure)
+            .map_err(|e| ProxyError::config(format!("tunnel portal: {e}")))?;
+        let reverse =
+            config.reverse_policy().map_err(|e| ProxyError::config(format!("tunnel portal: {e}")))?;
+        let server_name = config.server_name.clone().unwrap_or_else(|| config.gate.host.clone());
+        let server_name = ServerName::try_from(server_name.clone())
+            .map_err(|e| ProxyError::config(format!("tunnel portal: gate name {server_name}: {e}")))?;
+        Ok(Link {
+            config: config.clone(),
+            connector: TlsConnector::from(tls),
+            server_name,
+            acceptor: Arc::new(PortalAcceptor { reverse, connect_timeout: config.connect_timeout }),
+        })
+    }
+}
+
+/// The local services, bound at start: a reload cannot move them.
+fn local_services(c: &PortalConfig) -> impl PartialEq + '_ {
+    (c.socks, &c.socks_auth, &c.forward, c.dns)
 }
 
 impl Portal {
@@ -45,18 +79,12 @@ impl Portal {
         config: &PortalConfig,
         allow_insecure_key_permissions: bool,
     ) -> Result<Portal, ProxyError> {
-        let tls = tlsgate_tls::tunnel::portal_client_config(config, allow_insecure_key_permissions)
-            .map_err(|e| ProxyError::internal(format!("tunnel portal: {e}")))?;
-        let reverse =
-            config.reverse_policy().map_err(|e| ProxyError::internal(format!("tunnel portal: {e}")))?;
-        let server_name = config.server_name.clone().unwrap_or_else(|| config.gate.host.clone());
-        let server_name = ServerName::try_from(server_name.clone())
-            .map_err(|e| ProxyError::internal(format!("tunnel portal: gate name {server_name:?}: {e}")))?;
+        let link = Arc::new(ArcSwap::from_pointee(Link::load(config, allow_insecure_key_permissions)?));
         let (publish, tunnel) = watch::channel(None);
         let mut tasks = Vec::new();
         let mut addrs = PortalAddrs::default();
         let bind_err =
-            |a: SocketAddr, e: std::io::Error| ProxyError::internal(format!("tunnel portal: bind {a}: {e}"));
+            |a: SocketAddr, e: std::io::Error| ProxyError::bind(&format!("tunnel portal: listener {a}"), &e);
         if let Some(a) = config.socks {
             let l = TcpListener::bind(a).await.map_err(|e| bind_err(a, e))?;
             addrs.socks = l.local_addr().ok();
@@ -65,7 +93,7 @@ impl Portal {
         }
         for f in &config.forward {
             let target = Target::name(&f.target.host, f.target.port)
-                .map_err(|e| ProxyError::internal(format!("tunnel portal: forward {}: {e}", f.target)))?;
+                .map_err(|e| ProxyError::config(format!("tunnel portal: forward {}: {e}", f.target)))?;
             match f.protocol {
                 ForwardProtocol::Tcp => {
                     let l = TcpListener::bind(f.listen).await.map_err(|e| bind_err(f.listen, e))?;
@@ -98,15 +126,27 @@ impl Portal {
                     anyone who reaches it uses the tunnel");
             }
         }
-        let keeper = Keeper {
-            config: config.clone(),
-            connector: TlsConnector::from(tls),
-            server_name,
-            acceptor: Arc::new(PortalAcceptor { reverse, connect_timeout: config.connect_timeout }),
-            publish,
-        };
+        let keeper = Keeper { link: link.clone(), publish };
         tasks.push(tokio::spawn(keeper.run()));
-        Ok(Portal { tasks, tunnel, addrs })
+        Ok(Portal { tasks, tunnel, link, addrs })
+    }
+
+    /// Applies `config` to the next connection to the gate: CA, certificate and key (re-read
+    /// from disk), gate address, proxy, timeouts, `allow_reverse`. The live tunnel carries on.
+    /// All or nothing; the local services (SOCKS5, forwards, DNS) stay as started.
+    pub fn reload(
+        &self,
+        config: &PortalConfig,
+        allow_insecure_key_permissions: bool,
+    ) -> Result<(), ProxyError> {
+        let running = self.link.load_full();
+        if local_services(config) != local_services(&running.config) {
+            return Err(ProxyError::config(
+                "[tunnel.portal]: socks, socks_auth, forward or dns changed; a restart applies that",
+            ));
+        }
+        self.link.store(Arc::new(Link::load(config, allow_insecure_key_permissions)?));
+        Ok(())
     }
 
     /// The live connection's handle, once connected.
@@ -132,25 +172,24 @@ impl Portal {
 
 /// Keeps one connection to the gate, reconnecting with exponential backoff.
 struct Keeper {
-    config: PortalConfig,
-    connector: TlsConnector,
-    server_name: ServerName<'static>,
-    acceptor: Arc<PortalAcceptor>,
+    link: Arc<ArcSwap<Link>>,
     publish: watch::Sender<Option<Handle>>,
 }
 
 impl Keeper {
     async fn run(self) {
-        let mut backoff = self.config.reconnect_min;
+        let mut backoff = self.link.load().config.reconnect_min;
         loop {
-            match self.connect().await {
+            // Each attempt uses the link as the last reload left it.
+            let link = self.link.load_full();
+            match link.connect().await {
                 Ok(tls) => {
                     let gate = tls.get_ref().0.peer_addr().ok();
                     let suite = tls.get_ref().1.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite()));
                     let endpoint =
-                        Endpoint::new(endpoint_config(Role::Portal, &self.config.limits), Instant::now());
-                    let label: Arc<str> = format!("gate {}", self.config.gate).into();
-                    let driver = Driver::new(endpoint, self.acceptor.clone(), true, label);
+                        Endpoint::new(endpoint_config(Role::Portal, &link.config.limits), Instant::now());
+                    let label: Arc<str> = format!("gate {}", link.config.gate).into();
+                    let driver = Driver::new(endpoint, link.acceptor.clone(), true, label);
                     let handle = driver.handle();
                     let (tx, accepted) = tokio::sync::oneshot::channel();
                     let run = driver.run(tls, Some(tx));
@@ -161,30 +200,32 @@ impl Keeper {
                         ended = &mut run => ended,
                         Ok(()) = accepted => {
                             was_connected = true;
-                            backoff = self.config.reconnect_min;
+                            backoff = link.config.reconnect_min;
                             // Published before it is announced: whoever saw the log line finds it.
                             let _ = self.publish.send(Some(handle));
-                            _listed = gate.map(|g| self.listed(g, suite.unwrap_or_default()));
-                            tracing::info!(gate = %self.config.gate, addr = ?gate, "tunnel portal: connected to gate");
+                            _listed = gate.map(|g| link.listed(g, suite.unwrap_or_default()));
+                            tracing::info!(gate = %link.config.gate, addr = ?gate, "tunnel portal: connected to gate");
                             run.await
                         }
                     };
                     let _ = self.publish.send(None);
                     if was_connected {
-                        tracing::warn!(gate = %self.config.gate, reason = %ended, "tunnel portal: tunnel to gate ended; reconnecting");
+                        tracing::warn!(gate = %link.config.gate, reason = %ended, "tunnel portal: tunnel to gate ended; reconnecting");
                     } else {
-                        tracing::warn!(gate = %self.config.gate, error = %ended, retry_in = ?backoff, "tunnel portal: cannot reach gate");
+                        tracing::warn!(gate = %link.config.gate, error = %ended, retry_in = ?backoff, "tunnel portal: cannot reach gate");
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(gate = %self.config.gate, error = %e, retry_in = ?backoff, "tunnel portal: cannot reach gate");
+                    tracing::warn!(gate = %link.config.gate, error = %e, retry_in = ?backoff, "tunnel portal: cannot reach gate");
                 }
             }
             tokio::time::sleep(jitter(backoff)).await;
-            backoff = (backoff * 2).min(self.config.reconnect_max);
+            backoff = (backoff * 2).min(link.config.reconnect_max);
         }
     }
+}
 
+impl Link {
     /// The tunnel connection as the status page lists it.
     fn listed(&self, gate: SocketAddr, suite: String) -> tlsgate_telemetry::conns::Listed {
         live().insert(ConnInfo {
@@ -221,7 +262,10 @@ impl Keeper {
         tokio::time::timeout(c.handshake_timeout, self.connector.connect(self.server_name.clone(), stream))
             .await
             .map_err(|_| "TLS handshake with the gate timed out".to_string())?
-            .map_err(|e| format!("TLS handshake with the gate failed (gate side): {e}"))
+            .map_err(|e| {
+                let e = tlsgate_tls::describe::io_error(&e, tlsgate_tls::describe::Peer::Server);
+                format!("TLS handshake with the gate failed (gate side): {e}")
+            })
     }
 }
 

@@ -5,7 +5,7 @@
 //! endpoint took the chunk, so a session whose peer window is closed stops reading its socket.
 //! Tunnel → socket: the driver reads from the endpoint only while fewer than [`WRITE_LIMIT`] bytes
 //! wait in the writer; the endpoint keeps the rest unacknowledged, which closes the window toward
-//! the sender (the seed's Ack flow control), and the writer says when it drained.
+//! the sender (Ack flow control), and the writer says when it drained.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -8,17 +8,18 @@ use tlsgate_inline::sim::{self, SimConfig};
 use tlsgate_inline::tables::Release;
 
 use crate::cli::{InlineCommand, SimMode, SimulateArgs};
+use crate::failure::Failure;
 
-pub fn run(command: InlineCommand) -> Result<(), String> {
+pub fn run(command: InlineCommand) -> Result<(), Failure> {
     match command {
         InlineCommand::Simulate(args) => simulate(&args),
     }
 }
 
-fn simulate(args: &SimulateArgs) -> Result<(), String> {
+fn simulate(args: &SimulateArgs) -> Result<(), Failure> {
     for (name, p) in [("loss", args.loss), ("reorder", args.reorder), ("duplicate", args.duplicate)] {
         if !(0.0..=1.0).contains(&p) {
-            return Err(format!("--{name} must be a probability between 0 and 1"));
+            return Err(Failure::config(format!("--{name} must be a probability between 0 and 1")));
         }
     }
     let (client, mut server) = tlsgate_tls::pki::throwaway_pair("localhost").map_err(|e| e.to_string())?;
@@ -58,11 +59,11 @@ fn simulate(args: &SimulateArgs) -> Result<(), String> {
     if summary.ok() {
         Ok(())
     } else {
-        Err(format!(
+        Err(Failure::from(format!(
             "{} violation(s), {} of {} flows completed",
             summary.violations.len(),
             summary.completed,
             summary.flows
-        ))
+        )))
     }
 }

@@ -1,17 +1,26 @@
-//! One module per subcommand.
+//! One module per subcommand; [`lifecycle`] and [`running`] are what the long-running ones share.
 
 mod backend;
+mod check;
 mod demo;
 mod inline;
+mod lifecycle;
 mod originate;
+mod run;
+mod running;
 mod terminate;
 mod tunnel;
 
-use tokio::signal::unix::{signal, Signal, SignalKind};
+use std::path::Path;
+
+use tlsgate_config::{Config, ConfigError};
 
 use crate::cli::{Cli, Command};
+use crate::failure::Failure;
+use crate::logging;
 
-pub async fn run(cli: Cli) -> Result<(), String> {
+pub async fn run(cli: Cli) -> Result<(), Failure> {
+    crate::privileges::set_flags(cli.user.clone(), cli.group.clone());
     match cli.command {
         Command::Terminate(args) => terminate::run(*args, &cli.log).await,
         Command::Originate(args) => originate::run(*args, &cli.log).await,
@@ -19,28 +28,33 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::Inline(command) => inline::run(command),
         Command::Demo(args) => demo::run(args, &cli.log).await,
         Command::Backend(args) => backend::run(args, &cli.log).await,
+        Command::Run(args) => run::run(args, &cli.log).await,
+        Command::Check(args) => check::run(args).map_err(Failure::config),
     }
 }
 
-/// SIGINT and SIGTERM, caught from the moment this is created: create it before announcing
-/// anything, so a signal sent right after the announcement is never the default (fatal) one.
-pub struct StopSignals {
-    int: Signal,
-    term: Signal,
+/// Reads a config file; every error names the file.
+fn load_file(path: &Path) -> Result<Config, String> {
+    Config::load(path).map_err(|e| match e {
+        // These name the file themselves.
+        ConfigError::Io(..) | ConfigError::Parse(..) => e.to_string(),
+        _ => format!("{}: {e}", path.display()),
+    })
 }
 
-impl StopSignals {
-    pub fn install() -> Result<Self, String> {
-        let int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
-        let term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
-        Ok(StopSignals { int, term })
-    }
-
-    /// Resolves when the process is asked to stop.
-    pub async fn recv(&mut self) {
-        tokio::select! {
-            _ = self.int.recv() => tracing::info!("interrupted, stopping"),
-            _ = self.term.recv() => tracing::info!("SIGTERM, stopping"),
-        }
-    }
+/// Starts what `config` holds and serves it until SIGTERM/SIGINT; SIGHUP re-reads it with
+/// `load`. The body of every config-driven subcommand.
+async fn serve(
+    config: Config,
+    log: &crate::cli::LogArgs,
+    load: impl Fn() -> Result<Config, String>,
+) -> Result<(), Failure> {
+    logging::init(&config.log, log);
+    let signals = lifecycle::Signals::install()?;
+    let running = running::Running::start(config).await?;
+    let keep = crate::privileges::originate_caps(running.config());
+    crate::privileges::drop_after_bind(running.config(), &keep).await?;
+    crate::notify::ready();
+    signals.serve(running, load).await;
+    Ok(())
 }

@@ -1,48 +1,21 @@
-//! `tlsgate originate`: serve until SIGTERM/Ctrl-C.
-
-use std::sync::Arc;
+//! `tlsgate originate`: the `[originate]` section, from the config file or from flags.
 
 use tlsgate_config::{AdminConfig, Config, OriginateConfig, OriginateListener};
-use tlsgate_io::originate::Originator;
-use tlsgate_telemetry::status::{ListenerStatus, StatusSource};
 
 use crate::cli::{LogArgs, OriginateArgs};
-use crate::logging;
+use crate::failure::Failure;
 
-pub async fn run(args: OriginateArgs, log: &LogArgs) -> Result<(), String> {
-    let config = config_from(&args)?;
-    logging::init(&config.log, log);
-    let mut stop = super::StopSignals::install()?;
-    let originator = Originator::start(&config).await.map_err(|e| e.to_string())?;
-    let admin = match &config.admin {
-        Some(admin) => {
-            let socket = tlsgate_telemetry::admin::bind(admin.listen)
-                .await
-                .map_err(|e| format!("admin listener {}: {e}", admin.listen))?;
-            Some(tokio::spawn(tlsgate_telemetry::admin::serve(socket, Arc::new(NoRoutes))))
-        }
-        None => None,
-    };
-    stop.recv().await;
-    originator.shutdown(std::time::Duration::from_secs(30)).await;
-    if let Some(a) = admin {
-        a.abort();
-    }
-    Ok(())
-}
-
-/// Originate has no routes or backend pools to show; its metrics are the upstream handshakes.
-struct NoRoutes;
-
-impl StatusSource for NoRoutes {
-    fn listeners(&self) -> Vec<ListenerStatus> {
-        Vec::new()
-    }
+pub async fn run(args: OriginateArgs, log: &LogArgs) -> Result<(), Failure> {
+    super::serve(config_from(&args).map_err(Failure::config)?, log, || config_from(&args)).await
 }
 
 fn config_from(args: &OriginateArgs) -> Result<Config, String> {
     let mut config = match &args.config {
-        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+        Some(path) => {
+            let config = super::load_file(path)?;
+            // Only this mode's section runs; `tlsgate run` runs them all.
+            Config { terminate: None, tunnel: None, ..config }
+        }
         None => {
             let Some(listen) = args.listen else {
                 return Err("--listen is required without --config".into());

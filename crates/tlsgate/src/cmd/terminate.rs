@@ -1,102 +1,24 @@
-//! `tlsgate terminate`: serve until SIGTERM/Ctrl-C; reload on SIGHUP and on changed files.
-
-use std::time::Duration;
+//! `tlsgate terminate`: the `[terminate]` section, from the config file or from flags.
 
 use tlsgate_config::{
     AdminConfig, ClientAuthConfig, ClientAuthMode, Config, ListenerConfig, TerminateConfig,
 };
-use tlsgate_io::terminate::watch::FileWatch;
-use tlsgate_io::terminate::Server;
-use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::{LogArgs, TerminateArgs};
-use crate::logging;
+use crate::failure::Failure;
 
-pub async fn run(args: TerminateArgs, log: &LogArgs) -> Result<(), String> {
-    let mut config = config_from(&args)?;
-    logging::init(&config.log, log);
-    let mut stop = super::StopSignals::install()?;
-    let mut hangup = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?;
-    let mut server = Server::start(&config).await.map_err(|e| e.to_string())?;
-    let _admin = match &config.admin {
-        Some(admin) => {
-            let socket = tlsgate_telemetry::admin::bind(admin.listen)
-                .await
-                .map_err(|e| format!("admin listener {}: {e}", admin.listen))?;
-            Some(AbortOnDrop(tokio::spawn(tlsgate_telemetry::admin::serve(socket, server.status_source()))))
-        }
-        None => None,
-    };
-    let mut watch = FileWatch::new(section(&config).watched_files());
-    loop {
-        let interval = section(&config).watch_interval;
-        tokio::select! {
-            _ = stop.recv() => break,
-            _ = hangup.recv() => reload(&args, &mut server, &mut config, &mut watch, "SIGHUP").await,
-            _ = tick(interval) => {
-                let changed = watch.changed();
-                if !changed.is_empty() {
-                    let files: Vec<_> = changed.iter().map(|p| p.display().to_string()).collect();
-                    let reason = format!("changed: {}", files.join(", "));
-                    reload(&args, &mut server, &mut config, &mut watch, &reason).await;
-                }
-            }
-        }
-    }
-    server.shutdown(section(&config).drain_timeout).await;
-    Ok(())
+pub async fn run(args: TerminateArgs, log: &LogArgs) -> Result<(), Failure> {
+    super::serve(config_from(&args).map_err(Failure::config)?, log, || config_from(&args)).await
 }
 
-/// Re-reads the configuration (the file, or the flags' files) and applies it, or keeps the
-/// running one when anything is wrong with the new one.
-async fn reload(
-    args: &TerminateArgs,
-    server: &mut Server,
-    config: &mut Config,
-    watch: &mut FileWatch,
-    reason: &str,
-) {
-    tracing::info!(%reason, "reloading");
-    let result = match config_from(args) {
-        Ok(new) => server.reload(&new).await.map(|()| new).map_err(|e| e.to_string()),
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(new) => {
-            *watch = FileWatch::new(section(&new).watched_files());
-            *config = new;
-            tracing::info!("reload applied");
-        }
-        Err(e) => {
-            tracing::error!(side = %tlsgate_core::side::Side::Internal, error = %e, "reload refused, still serving the previous configuration")
-        }
-    }
-}
-
-/// Stops the admin listener with the command.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-async fn tick(interval: Duration) {
-    if interval.is_zero() {
-        std::future::pending::<()>().await;
-    }
-    tokio::time::sleep(interval).await;
-}
-
-fn section(config: &Config) -> &TerminateConfig {
-    config.terminate.as_ref().expect("config_from only returns configs with [terminate]")
-}
-
-/// The config file, or the one listener the flags describe.
+/// The config file's `[terminate]` section, or the one listener the flags describe.
 fn config_from(args: &TerminateArgs) -> Result<Config, String> {
     let mut config = match &args.config {
-        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+        Some(path) => {
+            let config = super::load_file(path)?;
+            // Only this mode's section runs; `tlsgate run` runs them all.
+            Config { originate: None, tunnel: None, ..config }
+        }
         None => {
             let (Some(listen), Some(cert), Some(key)) = (args.listen, args.cert.clone(), args.key.clone())
             else {

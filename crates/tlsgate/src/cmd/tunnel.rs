@@ -1,27 +1,27 @@
-//! `tlsgate tunnel gate|portal`: serve until SIGTERM/Ctrl-C; the gate re-reads its TLS material
-//! and CRLs on SIGHUP.
+//! `tlsgate tunnel gate|portal`: the `[tunnel.gate]` or `[tunnel.portal]` section, from the
+//! config file or from flags.
 
-use std::sync::Arc;
+use std::net::SocketAddr;
 
 use tlsgate_config::{AdminConfig, Config, GateConfig, PortalConfig, TunnelConfig};
-use tlsgate_io::tunnel::gate::Gate;
-use tlsgate_io::tunnel::portal::Portal;
-use tlsgate_telemetry::status::{ListenerStatus, StatusSource};
-use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::{GateArgs, LogArgs, PortalArgs, TunnelCommand};
-use crate::logging;
+use crate::failure::Failure;
 
-pub async fn run(command: TunnelCommand, log: &LogArgs) -> Result<(), String> {
+pub async fn run(command: TunnelCommand, log: &LogArgs) -> Result<(), Failure> {
     match command {
-        TunnelCommand::Gate(args) => gate(*args, log).await,
-        TunnelCommand::Portal(args) => portal(*args, log).await,
+        TunnelCommand::Gate(args) => {
+            super::serve(gate_config(&args).map_err(Failure::config)?, log, || gate_config(&args)).await
+        }
+        TunnelCommand::Portal(args) => {
+            super::serve(portal_config(&args).map_err(Failure::config)?, log, || portal_config(&args)).await
+        }
     }
 }
 
-async fn gate(args: GateArgs, log: &LogArgs) -> Result<(), String> {
+fn gate_config(args: &GateArgs) -> Result<Config, String> {
     let config = match &args.config {
-        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+        Some(path) => super::load_file(path)?,
         None => {
             let (Some(listen), Some(cert), Some(key), Some(ca)) =
                 (args.listen, args.cert.clone(), args.key.clone(), args.client_ca.clone())
@@ -37,37 +37,15 @@ async fn gate(args: GateArgs, log: &LogArgs) -> Result<(), String> {
             with_tunnel(TunnelConfig { gate: Some(g), portal: None })?
         }
     };
-    let mut config = common(config, args.admin, args.allow_insecure_key_permissions);
-    let gate_config = config
-        .tunnel
-        .as_mut()
-        .and_then(|t| t.gate.take())
-        .ok_or("the config has no [tunnel.gate] section")?;
-    logging::init(&config.log, log);
-    let insecure = config.security.allow_insecure_key_permissions;
-    let mut stop = super::StopSignals::install()?;
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?;
-    let gate = Gate::start(&gate_config, insecure).await.map_err(|e| e.to_string())?;
-    let admin = admin(&config).await?;
-    loop {
-        tokio::select! {
-            _ = stop.recv() => break,
-            _ = hup.recv() => match gate.reload(insecure) {
-                Ok(()) => tracing::info!("tunnel gate: TLS material and CRLs reloaded"),
-                Err(e) => tracing::error!(error = %e, "tunnel gate: reload refused; the old material stays"),
-            },
-        }
-    }
-    gate.shutdown(std::time::Duration::from_secs(2)).await;
-    if let Some(a) = admin {
-        a.abort();
-    }
-    Ok(())
+    let gate = config.tunnel.as_ref().and_then(|t| t.gate.clone());
+    let gate = gate.ok_or("the config has no [tunnel.gate] section")?;
+    let tunnel = TunnelConfig { gate: Some(gate), portal: None };
+    Ok(only(config, tunnel, args.admin, args.allow_insecure_key_permissions))
 }
 
-async fn portal(args: PortalArgs, log: &LogArgs) -> Result<(), String> {
+fn portal_config(args: &PortalArgs) -> Result<Config, String> {
     let config = match &args.config {
-        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+        Some(path) => super::load_file(path)?,
         None => {
             let (Some(gate), Some(ca), Some(cert), Some(key)) =
                 (args.gate.clone(), args.ca.clone(), args.cert.clone(), args.key.clone())
@@ -83,24 +61,10 @@ async fn portal(args: PortalArgs, log: &LogArgs) -> Result<(), String> {
             with_tunnel(TunnelConfig { gate: None, portal: Some(p) })?
         }
     };
-    let mut config = common(config, args.admin, args.allow_insecure_key_permissions);
-    let portal_config = config
-        .tunnel
-        .as_mut()
-        .and_then(|t| t.portal.take())
-        .ok_or("the config has no [tunnel.portal] section")?;
-    logging::init(&config.log, log);
-    let mut stop = super::StopSignals::install()?;
-    let portal = Portal::start(&portal_config, config.security.allow_insecure_key_permissions)
-        .await
-        .map_err(|e| e.to_string())?;
-    let admin = admin(&config).await?;
-    stop.recv().await;
-    portal.shutdown().await;
-    if let Some(a) = admin {
-        a.abort();
-    }
-    Ok(())
+    let portal = config.tunnel.as_ref().and_then(|t| t.portal.clone());
+    let portal = portal.ok_or("the config has no [tunnel.portal] section")?;
+    let tunnel = TunnelConfig { gate: None, portal: Some(portal) };
+    Ok(only(config, tunnel, args.admin, args.allow_insecure_key_permissions))
 }
 
 fn with_tunnel(tunnel: TunnelConfig) -> Result<Config, String> {
@@ -109,7 +73,10 @@ fn with_tunnel(tunnel: TunnelConfig) -> Result<Config, String> {
     Ok(config)
 }
 
-fn common(mut config: Config, admin: Option<std::net::SocketAddr>, insecure: bool) -> Config {
+/// The config with `tunnel` as its only mode section (`tlsgate run` runs them all), and the flags
+/// shared by both ends applied.
+fn only(config: Config, tunnel: TunnelConfig, admin: Option<SocketAddr>, insecure: bool) -> Config {
+    let mut config = Config { terminate: None, originate: None, tunnel: Some(tunnel), ..config };
     if let Some(addr) = admin {
         config.admin = Some(AdminConfig { listen: addr });
     }
@@ -117,21 +84,4 @@ fn common(mut config: Config, admin: Option<std::net::SocketAddr>, insecure: boo
         config.security.allow_insecure_key_permissions = true;
     }
     config
-}
-
-async fn admin(config: &Config) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
-    let Some(admin) = &config.admin else { return Ok(None) };
-    let socket = tlsgate_telemetry::admin::bind(admin.listen)
-        .await
-        .map_err(|e| format!("admin listener {}: {e}", admin.listen))?;
-    Ok(Some(tokio::spawn(tlsgate_telemetry::admin::serve(socket, Arc::new(Sessions)))))
-}
-
-/// The tunnel lists its connections and sessions in the live table; it has no routes.
-struct Sessions;
-
-impl StatusSource for Sessions {
-    fn listeners(&self) -> Vec<ListenerStatus> {
-        Vec::new()
-    }
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A test backend that reads a PROXY protocol v2 header with its own parser (written from the
 spec, independently of tlsgate's), prints what it found as one JSON line on stdout, then answers
-one HTTP request per connection. Usage: proxy_v2_server.py — it prints `listening PORT` first."""
+one HTTP request per connection. Usage: proxy_v2_server.py [PORT] (on 127.0.0.1, default a free
+port) — it prints `listening PORT` first."""
 import json, socket, struct, sys
 
 SIG = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -24,7 +25,7 @@ def tlvs(data):
 
 def main():
     srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
+    srv.bind(("127.0.0.1", int(sys.argv[1]) if len(sys.argv) > 1 else 0))
     srv.listen(8)
     print(f"listening {srv.getsockname()[1]}", flush=True)
     while True:

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Test peers for STARTTLS. Prints `listening PORT` first, then one line per event.
 
-starttls_server.py plain PROTO
-    A plaintext backend of PROTO (smtp, imap, pop3, ftp, ldap): sends its greeting (none for
-    ldap), then answers each line with `backend got: LINE`; `QUIT` closes. tlsgate's server side
-    sits in front of it.
+starttls_server.py plain PROTO [PORT]
+    A plaintext backend of PROTO (smtp, imap, pop3, ftp, ldap) on 127.0.0.1:PORT (default: a
+    free port): sends its greeting (none for ldap), then answers each line with
+    `backend got: LINE`; `QUIT` closes. tlsgate's server side sits in front of it.
 
 starttls_server.py upstream smtp CERT KEY [refuse]
     An SMTP server that offers STARTTLS and upgrades (or, with `refuse`, answers 454). After
@@ -87,7 +87,8 @@ def upstream(conn, context, refuse):
 def main():
     mode, proto = sys.argv[1], sys.argv[2]
     srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
+    port = int(sys.argv[3]) if mode == "plain" and len(sys.argv) > 3 else 0
+    srv.bind(("127.0.0.1", port))
     srv.listen(8)
     if mode == "upstream":
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

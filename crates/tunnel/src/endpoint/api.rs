@@ -102,7 +102,7 @@ impl Endpoint {
         Ok(())
     }
 
-    /// Abortive close with End (the seed's "complete shutdown" with a reason).
+    /// Abortive close with End: both directions at once, with a reason.
     pub fn end(
         &mut self,
         now: Instant,

@@ -37,7 +37,7 @@ pub struct Config {
     pub max_frame_len: u32,
     /// Largest data chunk we put in one Send (kept near one TLS record).
     pub max_data_chunk: usize,
-    /// Receive window announced per session (the seed's buffer on the far end).
+    /// Receive window announced per session: what this side buffers for the peer's data.
     pub recv_window: u32,
     /// Bytes the application may queue per session before `write` pushes back.
     pub send_buffer: usize,

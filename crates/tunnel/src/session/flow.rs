@@ -1,8 +1,8 @@
-//! Per-session byte buffers and the seed's Ack-based window.
+//! Per-session byte buffers and the Ack-based window.
 //!
 //! The sender may have at most `peer_window` bytes sent and not yet acknowledged; the receiver
-//! acknowledges bytes once its application has taken them (the seed: "written to the
-//! destination"). A receiver therefore never holds more than the window it announced, and a
+//! acknowledges bytes once its application has taken them (for the gate: written to the
+//! destination socket). A receiver therefore never holds more than the window it announced, and a
 //! stalled destination stops only its own session's credit.
 
 use std::collections::VecDeque;

@@ -30,7 +30,7 @@ macro_rules! open_enum {
 }
 
 open_enum! {
-    /// Record type. 1..=7 and -1 (0xFFFF) are the seed's; 0x01xx are connection-level additions.
+    /// Record type. 1..=7 and -1 (0xFFFF) are session records; 0x01xx are connection-level ones.
     FrameType(u16) {
         OPEN = 1,
         CLOSE = 2,
@@ -39,7 +39,7 @@ open_enum! {
         ACK = 5,
         END = 6,
         RESET = 7,
-        /// The seed's -1 as a 16-bit two's complement.
+        /// -1 as a 16-bit two's complement.
         OPEN_REPLY = 0xFFFF,
         HELLO = 0x0100,
         PING = 0x0101,
@@ -49,7 +49,7 @@ open_enum! {
 }
 
 open_enum! {
-    /// Which half of a session a Close shuts (values of `shutdown(2)`, as the seed says).
+    /// Which half of a session a Close shuts (the values of `shutdown(2)`'s `how`).
     Direction(u16) {
         /// The sender stopped reading: the receiver must stop writing.
         READ = 0,
@@ -69,8 +69,8 @@ open_enum! {
 }
 
 open_enum! {
-    /// OpenReply result. The seed returned a session id or -1; with one shared id space the
-    /// field is a status instead, and the failures mirror SOCKS5 reply codes.
+    /// OpenReply result. With one id space shared by both ends (the opener's id) the field is a
+    /// status, not an id, and the failures mirror SOCKS5 reply codes.
     OpenRc(u16) {
         OK = 0,
         GENERAL_FAILURE = 1,

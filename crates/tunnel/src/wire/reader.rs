@@ -4,7 +4,7 @@ use crate::addr::Host;
 use crate::Target;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-/// Address types of the tunnel's target encoding (1 and 2 are the seed's ADDRTYPE values).
+/// Address types of the tunnel's target encoding (1 IPv4, 2 a name, as in the Open record).
 pub(crate) const ATYPE_IPV4: u8 = 1;
 pub(crate) const ATYPE_NAME: u8 = 2;
 pub(crate) const ATYPE_IPV6: u8 = 3;
