@@ -240,9 +240,10 @@ impl Host {
         self.iface.poll(now, &mut self.dev, &mut self.sockets);
     }
 
-    /// Queues a window probe for each of `handles` with data waiting behind a zero window.
-    fn probe_zero_windows(&mut self, now: u64, handles: &[SocketHandle]) {
-        for &h in handles {
+    /// Queues a window probe or a retransmission for each of `handles` (with the bytes its
+    /// application has written) that the host leaves waiting.
+    fn probe_zero_windows(&mut self, now: u64, handles: &[(SocketHandle, usize)]) {
+        for &(h, written) in handles {
             let s = self.sockets.get::<tcp::Socket>(h);
             let (Some(local), Some(remote)) = (s.local_endpoint(), s.remote_endpoint()) else { continue };
             if s.send_queue() == 0 || !matches!(s.state(), tcp::State::Established | tcp::State::CloseWait) {
@@ -250,7 +251,7 @@ impl Host {
             }
             let local = std::net::SocketAddr::new(local.addr.into(), local.port);
             let remote = std::net::SocketAddr::new(remote.addr.into(), remote.port);
-            if let Some(p) = self.persist.probe(now, local, remote) {
+            if let Some(p) = self.persist.probe(now, local, remote, written, s.send_queue()) {
                 self.dev.tx.push(p);
             }
         }
@@ -576,9 +577,10 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
         }
         client_host.poll(now);
         server_host.poll(now);
-        let client_handles: Vec<SocketHandle> = clients.iter().map(|c| c.handle).collect();
+        let client_handles: Vec<_> = clients.iter().map(|c| (c.handle, c.tls_sent)).collect();
         client_host.probe_zero_windows(t, &client_handles);
-        let server_handles: Vec<SocketHandle> = server_socks.iter().map(|s| s.handle).collect();
+        let server_handles: Vec<_> =
+            server_socks.iter().map(|s| (s.handle, s.received - s.pending.len())).collect();
         server_host.probe_zero_windows(t, &server_handles);
         for p in client_host.dev.tx.drain(..) {
             client_host.persist.sent(t, &p);

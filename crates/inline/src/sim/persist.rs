@@ -30,9 +30,9 @@ const RETRANSMIT_US: u64 = 1_000_000;
 /// One connection as its host sees it.
 #[derive(Default)]
 struct Conn {
-    /// The peer's latest ACK and raw window, as received.
-    snd_una: Option<Seq>,
-    peer_window: u16,
+    /// The host's initial sequence number (its SYN's), and the end of the data it sent.
+    iss: Option<Seq>,
+    snd_max: Option<Seq>,
     /// The host's latest ACK and raw window, as sent.
     rcv_ack: Option<Seq>,
     window: u16,
@@ -56,6 +56,9 @@ impl Persist {
     pub fn sent(&mut self, now: u64, p: &[u8]) {
         let Some(seg) = packet::parse(p) else { return };
         let c = self.conns.entry((seg.src, seg.dst)).or_default();
+        if seg.syn {
+            c.iss = Some(seg.seq);
+        }
         c.rcv_ack = seg.ack.or(c.rcv_ack);
         c.window = seg.window;
         c.quiet_since = now;
@@ -63,6 +66,8 @@ impl Persist {
             c.backoff = 0;
         }
         if !seg.payload.is_empty() && !seg.syn {
+            let end = Seq(seg.seq.0.wrapping_add(seg.payload.len() as u32));
+            c.snd_max = Some(c.snd_max.map_or(end, |m| if end.gt(m) { end } else { m }));
             c.unacked.push_back((seg.seq, p[seg.payload].to_vec()));
         }
     }
@@ -72,27 +77,34 @@ impl Persist {
         let Some(seg) = packet::parse(p) else { return };
         if seg.rst {
             self.conns.remove(&(seg.dst, seg.src));
-            return;
-        }
-        let c = self.conns.entry((seg.dst, seg.src)).or_default();
-        // An older ACK (reordered or duplicated on the link) says nothing new.
-        if let Some(a) = seg.ack.filter(|&a| c.snd_una.is_none_or(|u| a.ge(u))) {
-            c.snd_una = Some(a);
-            c.peer_window = seg.window;
-            c.unacked.retain(|(s, d)| Seq(s.0.wrapping_add(d.len() as u32)).gt(a));
         }
     }
 
-    /// For a connection with data waiting to be sent or acknowledged (`local` → `remote`) and a
-    /// host quiet long enough: the segment at SND.UNA again when data is in flight, else a
-    /// probe when the peer's window is zero.
-    pub fn probe(&mut self, now: u64, local: SocketAddr, remote: SocketAddr) -> Option<Vec<u8>> {
+    /// For a connection (`local` → `remote`) whose host has written `written` bytes, `queued`
+    /// of them still in its send buffer (unacknowledged or unsent), when the host has been
+    /// quiet long enough: the segment at SND.UNA again when data is in flight, else a window
+    /// probe. SND.UNA is the host's own (its buffer starts there), not one read off the ACKs
+    /// it received: a host drops the ACK of a segment that fails its acceptability test
+    /// (RFC 9293 section 3.10.7.4, e.g. old data resent by the other side), and a stand-in
+    /// that took those ACKs would believe data acknowledged, or a window open, that the host
+    /// does not. With nothing in flight and data queued the host is held by a zero window as
+    /// far as it knows (smoltcp sends whatever its window allows when nothing is in flight).
+    pub fn probe(
+        &mut self,
+        now: u64,
+        local: SocketAddr,
+        remote: SocketAddr,
+        written: usize,
+        queued: usize,
+    ) -> Option<Vec<u8>> {
         let c = self.conns.get_mut(&(local, remote))?;
-        let (una, ack) = (c.snd_una?, c.rcv_ack?);
+        let (iss, ack) = (c.iss?, c.rcv_ack?);
+        let una = Seq(iss.0.wrapping_add(1).wrapping_add(written.checked_sub(queued)? as u32));
+        c.unacked.retain(|(s, d)| Seq(s.0.wrapping_add(d.len() as u32)).gt(una));
         let head = c.unacked.iter().find(|(s, d)| s.le(una) && una.lt(Seq(s.0.wrapping_add(d.len() as u32))));
         let (seq, payload, first) = match head {
             Some((s, d)) => (una, &d[una.diff(*s) as usize..], RETRANSMIT_US),
-            None if c.peer_window == 0 => (Seq(una.0.wrapping_sub(1)), &[][..], FIRST_US),
+            None if c.snd_max.is_none_or(|m| m.le(una)) => (Seq(una.0.wrapping_sub(1)), &[][..], FIRST_US),
             None => return None,
         };
         if now < c.quiet_since + (first << c.backoff) {
