@@ -750,13 +750,7 @@ fn drive_client(c: &mut Client, sock: &mut tcp::Socket<'_>, sum: &mut Summary) {
                 c.echoed.extend_from_slice(&plain[..k]);
             }
         }
-        if c.echoed[..] != c.payload[..c.echoed.len().min(c.payload.len())] {
-            sum.violations.push(format!("flow on port {}: bytes delivered wrong", c.port));
-            c.failed = true;
-            return;
-        }
-        if c.echoed.len() == c.payload.len() {
-            c.done = true;
+        if check_echo(c, sum) {
             return;
         }
     }
@@ -788,6 +782,21 @@ fn drive_client(c: &mut Client, sock: &mut tcp::Socket<'_>, sum: &mut Summary) {
     }
 }
 
+/// After more of the echo arrived: a wrong byte fails the flow, the whole payload completes it.
+/// True when either happened, and the client's turn ends.
+fn check_echo(c: &mut Client, sum: &mut Summary) -> bool {
+    if c.echoed[..] != c.payload[..c.echoed.len().min(c.payload.len())] {
+        sum.violations.push(format!("flow on port {}: bytes delivered wrong", c.port));
+        c.failed = true;
+        return true;
+    }
+    if c.echoed.len() == c.payload.len() {
+        c.done = true;
+        return true;
+    }
+    false
+}
+
 /// One plaintext client's turn (the baseline without the engine): read the echo, write more.
 fn drive_plain_client(c: &mut Client, sock: &mut tcp::Socket<'_>, sum: &mut Summary) {
     if c.done || c.failed {
@@ -797,13 +806,7 @@ fn drive_plain_client(c: &mut Client, sock: &mut tcp::Socket<'_>, sum: &mut Summ
         let mut buf = [0u8; 8192];
         let n = sock.recv_slice(&mut buf).unwrap_or(0);
         c.echoed.extend_from_slice(&buf[..n]);
-        if c.echoed[..] != c.payload[..c.echoed.len().min(c.payload.len())] {
-            sum.violations.push(format!("flow on port {}: bytes delivered wrong", c.port));
-            c.failed = true;
-            return;
-        }
-        if c.echoed.len() == c.payload.len() {
-            c.done = true;
+        if check_echo(c, sum) {
             return;
         }
     }
