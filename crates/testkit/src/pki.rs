@@ -1,8 +1,8 @@
 //! A throwaway CA with certificates written into a temporary directory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use tlsgate_tls::pki::{write_file, TestCa};
+use tlsgate_tls::pki::{write_file, Issued, TestCa};
 
 pub struct Pki {
     pub dir: tempfile::TempDir,
@@ -37,4 +37,14 @@ impl Default for Pki {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Replaces `<stem>.pem` and `<stem>.key` in `dir` the way operators and cert managers do: write
+/// aside, then rename over, key first, so a reader never sees a half-written file.
+pub fn swap_in(issued: &Issued, dir: &Path, stem: &str) {
+    let staging = dir.join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    let (cert, key) = issued.write(&staging, stem).unwrap();
+    std::fs::rename(key, dir.join(format!("{stem}.key"))).unwrap();
+    std::fs::rename(cert, dir.join(format!("{stem}.pem"))).unwrap();
 }

@@ -83,14 +83,17 @@ listen = "127.0.0.1:0"
         assert_eq!(caps(pid, set), BTreeSet::from([0]), "{set} of some thread");
     }
 
+    let get = || {
+        curl(&[
+            "--cacert",
+            pki.ca(),
+            "--resolve",
+            &format!("localhost:{port}:127.0.0.1"),
+            &format!("https://localhost:{port}/"),
+        ])
+    };
     // Still serving: the key was read before the switch.
-    let out = curl(&[
-        "--cacert",
-        pki.ca(),
-        "--resolve",
-        &format!("localhost:{port}:127.0.0.1"),
-        &format!("https://localhost:{port}/"),
-    ]);
+    let out = get();
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from unprivileged\n");
 
@@ -98,13 +101,7 @@ listen = "127.0.0.1:0"
     assert!(Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap().success());
     let refused = gate.proc.wait_logged(&["reload refused"], Duration::from_secs(30));
     assert!(refused.contains("permission denied"), "{refused}");
-    let out = curl(&[
-        "--cacert",
-        pki.ca(),
-        "--resolve",
-        &format!("localhost:{port}:127.0.0.1"),
-        &format!("https://localhost:{port}/"),
-    ]);
+    let out = get();
     assert!(out.status.success(), "after the refused reload: {}", describe(&out));
 }
 

@@ -10,10 +10,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use tlsgate_testkit::clients::{curl, describe};
-use tlsgate_testkit::pki::Pki;
+use tlsgate_testkit::pki::{swap_in, Pki};
 use tlsgate_testkit::process::{Proc, Tlsgate};
 use tlsgate_testkit::tls_client;
-use tlsgate_tls::pki::{write_file, ClientSpec, Issued, TestCa};
+use tlsgate_tls::pki::{write_file, ClientSpec, TestCa};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
 const WAIT: Duration = Duration::from_secs(30);
@@ -63,15 +63,6 @@ fn curl_ok(args: &[&str], want: &str) {
     let out = curl(args);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), want);
-}
-
-/// Replaces `<stem>.pem` and `<stem>.key` in `dir` by renaming complete new files over them.
-fn swap_in(issued: &Issued, dir: &Path, stem: &str) {
-    let staging = dir.join("staging");
-    std::fs::create_dir_all(&staging).unwrap();
-    let (cert, key) = issued.write(&staging, stem).unwrap();
-    std::fs::rename(key, dir.join(format!("{stem}.key"))).unwrap();
-    std::fs::rename(cert, dir.join(format!("{stem}.pem"))).unwrap();
 }
 
 /// Writes `text` to `path` by renaming a complete file over it.

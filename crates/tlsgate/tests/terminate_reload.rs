@@ -2,7 +2,6 @@
 //! a CRL change taking effect without restart, a broken config refused while the old one serves,
 //! and SIGTERM letting a 64 MiB download finish within the drain period.
 
-use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,25 +10,15 @@ use std::time::Duration;
 use tlsgate_testkit::clients::{curl, describe, s_client};
 use tlsgate_testkit::data::{random_file, sha256_file};
 use tlsgate_testkit::nginx::Nginx;
-use tlsgate_testkit::pki::Pki;
+use tlsgate_testkit::pki::{swap_in, Pki};
 use tlsgate_testkit::process::{Proc, Tlsgate};
-use tlsgate_tls::pki::{ClientSpec, Issued};
+use tlsgate_tls::pki::ClientSpec;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
 
 fn signal(proc: &Proc, sig: &str) {
     let ok = Command::new("kill").args([sig, &proc.pid().to_string()]).status().unwrap();
     assert!(ok.success());
-}
-
-/// Replaces `<stem>.pem` and `<stem>.key` the way operators and cert managers do: write aside,
-/// then rename over, key first.
-fn swap_in(issued: &Issued, dir: &Path, stem: &str) {
-    let staging = dir.join("staging");
-    std::fs::create_dir_all(&staging).unwrap();
-    let (cert, key) = issued.write(&staging, stem).unwrap();
-    std::fs::rename(key, dir.join(format!("{stem}.key"))).unwrap();
-    std::fs::rename(cert, dir.join(format!("{stem}.pem"))).unwrap();
 }
 
 /// The serial number of the certificate `port` serves, as openssl prints it (hex).
