@@ -19,8 +19,10 @@
 //! - [`tables`]: the session, connection and queue-state tables as plain data.
 //! - [`tls_flow`]: a flow's TLS data path from the SYN-ACK on: segments to offsets and back.
 //! - [`sim`]: the deterministic simulator (smoltcp TCP on both ends, rustls clients, impaired link).
+//! - [`bridge`]: the L2 layer around the engine: Ethernet frames, ARP, MACs learned per side.
 //! - [`flow`]: one flow's state; [`engine`]: the flow table and the packet dispatch.
 
+pub mod bridge;
 pub mod cut;
 pub mod downstream;
 pub mod engine;

@@ -3,6 +3,7 @@
 //!
 //! - [`terminate`]: TLS listeners that relay plaintext to backend pools;
 //! - [`originate`]: plaintext listeners whose connections leave as TLS, and transparent policy;
+//! - [`inline`]: the inline engine between two interfaces over AF_PACKET rings;
 //! - [`tunnel`]: the portal and gate around the sans-IO tunnel endpoint;
 //! - [`backend`]: backend pools: balancing, connecting with timeout and retry, health checks;
 //! - [`relay`]: the bidirectional byte pump with half-close and idle timeout;
@@ -17,6 +18,7 @@ pub mod backend;
 pub mod counted;
 pub mod error;
 pub mod http_backend;
+pub mod inline;
 pub mod originate;
 pub mod proxy_header;
 pub mod record_stream;
