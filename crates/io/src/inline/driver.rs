@@ -1,0 +1,177 @@
+//! The bridge thread: poll(2) on both rings and the wake pipe, frames through the bridge, what it
+//! returns written out in one flush per ring. Time is the thread's monotonic clock since start,
+//! the engine's timers bound the wait.
+
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use tlsgate_core::side::Side as Blame;
+use tlsgate_inline::bridge::{Bridge, InFrame, Side};
+use tlsgate_inline::engine::{Engine, Stats};
+
+use super::ring::{PacketRing, RingStats};
+use super::{InlineSettings, InlineSnapshot, Request};
+
+/// The longest wait without an engine timer: requests wake the thread at once anyway.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// Counters are compared with what was last logged at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(1);
+
+pub(super) fn run(
+    settings: InlineSettings,
+    mut wake: io::PipeReader,
+    inbox: mpsc::Receiver<Request>,
+    opened: mpsc::SyncSender<io::Result<()>>,
+) {
+    let open = |iface: &str| {
+        PacketRing::open(iface, &settings.ring).map_err(|e| {
+            if e.kind() == io::ErrorKind::PermissionDenied {
+                io::Error::new(
+                    e.kind(),
+                    format!("{e}; `tlsgate inline run` needs CAP_NET_RAW and CAP_NET_ADMIN"),
+                )
+            } else {
+                e
+            }
+        })
+    };
+    let (mut client, mut server) = match (open(&settings.client_iface), open(&settings.server_iface)) {
+        (Ok(c), Ok(s)) => (c, s),
+        (Err(e), _) | (_, Err(e)) => {
+            let _ = opened.send(Err(e));
+            return;
+        }
+    };
+    // The bridge answers ARP for virtual addresses on the client side with that interface's MAC.
+    let mtu = client.mtu().min(server.mtu());
+    let mut bridge = Bridge::new(Engine::new(settings.engine), client.mac(), mtu);
+    let _ = opened.send(Ok(()));
+
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let mut logged = Logged { stats: Stats::default(), at: start };
+    loop {
+        let now = start.elapsed();
+        let wait = bridge.poll_timeout().map_or(IDLE_WAIT, |t| t.saturating_sub(now)).min(IDLE_WAIT);
+        let woken = match wait_readable(&client, &server, &wake, wait) {
+            Ok(woken) => woken,
+            Err(e) => {
+                tracing::error!(side = %Blame::Internal, error = %e, "inline: poll failed, stopping");
+                return;
+            }
+        };
+        if woken {
+            let _ = wake.read(&mut [0u8; 64]);
+            for request in inbox.try_iter() {
+                match request {
+                    Request::Stop => return,
+                    Request::Reload(services, reply) => {
+                        let _ = reply.send(bridge.engine_mut().reload_tls(&services));
+                    }
+                    Request::Snapshot(reply) => {
+                        let _ = reply.send(snapshot(&bridge, client.stats(), server.stats()));
+                    }
+                }
+            }
+        }
+        let now = start.elapsed();
+        for (ring, from) in [(&mut client, Side::Client), (&mut server, Side::Server)] {
+            ring.recv(|f| {
+                let frame = InFrame { from, data: f.data, csum_partial: f.csum_partial };
+                bridge.handle_frame(now, frame, &mut out);
+            });
+        }
+        if bridge.poll_timeout().is_some_and(|t| t <= now) {
+            bridge.handle_timeout(now, &mut out);
+        }
+        for (side, frame) in out.drain(..) {
+            let ring = match side {
+                Side::Client => &mut client,
+                Side::Server => &mut server,
+            };
+            if let Err(e) = ring.send(&frame) {
+                tracing::warn!(side = %Blame::Internal, to = ?side, error = %e, "inline: frame not sent");
+            }
+        }
+        for ring in [&mut client, &mut server] {
+            if let Err(e) = ring.flush() {
+                tracing::warn!(side = %Blame::Internal, error = %e, "inline: flush failed");
+            }
+        }
+        logged.log_changes(bridge.engine().stats(), Instant::now());
+    }
+}
+
+/// Waits until a ring or the wake pipe is readable or `wait` passed; true when woken by a request.
+fn wait_readable(
+    client: &PacketRing,
+    server: &PacketRing,
+    wake: &io::PipeReader,
+    wait: Duration,
+) -> io::Result<bool> {
+    let mut fds = [
+        PollFd::new(client.as_fd(), PollFlags::POLLIN),
+        PollFd::new(server.as_fd(), PollFlags::POLLIN),
+        PollFd::new(wake.as_fd(), PollFlags::POLLIN),
+    ];
+    let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
+    match poll(&mut fds, PollTimeout::from(ms)) {
+        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(fds[2].revents().is_some_and(|r| !r.is_empty()))
+}
+
+fn snapshot(bridge: &Bridge, client: RingStats, server: RingStats) -> InlineSnapshot {
+    InlineSnapshot {
+        report: bridge.engine().report(),
+        engine: bridge.engine().stats(),
+        bridge: bridge.stats(),
+        client_ring: client,
+        server_ring: server,
+    }
+}
+
+/// The engine is sans-IO and logs nothing; the events an operator must hear about are its
+/// counters moving, logged here at most once a second each.
+struct Logged {
+    stats: Stats,
+    at: Instant,
+}
+
+impl Logged {
+    fn log_changes(&mut self, now: Stats, at: Instant) {
+        if at.duration_since(self.at) < LOG_EVERY || now == self.stats {
+            return;
+        }
+        let was = self.stats;
+        let moved = |n: u64, w: u64| n.saturating_sub(w);
+        if moved(now.syn_dropped, was.syn_dropped) > 0 {
+            tracing::warn!(side = %Blame::Client, dropped = moved(now.syn_dropped, was.syn_dropped), total = now.syn_dropped, "inline: SYNs dropped, the flow table is full");
+        }
+        if moved(now.orphan_server_data, was.orphan_server_data) > 0 {
+            tracing::warn!(side = %Blame::Backend, segments = moved(now.orphan_server_data, was.orphan_server_data), "inline: server data on no known flow dropped and reset");
+        }
+        if moved(now.not_tls, was.not_tls) > 0 {
+            tracing::info!(side = %Blame::Client, flows = moved(now.not_tls, was.not_tls), "inline: flows to a service that did not start with a TLS handshake passed through");
+        }
+        if moved(now.flows_reset, was.flows_reset) > 0 {
+            tracing::info!(
+                flows = moved(now.flows_reset, was.flows_reset),
+                total = now.flows_reset,
+                "inline: flows reset"
+            );
+        }
+        if moved(now.midstream, was.midstream) > 0 {
+            tracing::info!(
+                segments = moved(now.midstream, was.midstream),
+                "inline: segments of flows begun before the engine passed unchanged"
+            );
+        }
+        self.stats = now;
+        self.at = at;
+    }
+}
