@@ -7,6 +7,7 @@
 //! - [`dns`]: a private dnsmasq answering names only it knows;
 //! - [`data`]: random files and their SHA-256;
 //! - [`docs`]: the fenced code blocks of README.md and docs/, for running them as written;
+//! - [`impair`]: an L2 hop adding seeded loss, reordering and duplication (no netem here);
 //! - [`demo`]: the curl command `tlsgate demo` prints, run as printed.
 
 pub mod browser;
@@ -16,6 +17,7 @@ pub mod demo;
 pub mod dns;
 pub mod docs;
 pub mod hello;
+pub mod impair;
 pub mod net;
 pub mod netns;
 pub mod nginx;
