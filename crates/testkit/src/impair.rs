@@ -89,10 +89,10 @@ fn forward(mut rings: [PacketRing; 2], imp: Impairment, stop: &AtomicBool, stats
         }
         let mut out: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
         let mut s = stats.lock().unwrap();
-        for from in 0..2 {
+        for (from, ring) in rings.iter_mut().enumerate() {
             let to = 1 - from;
             let mut frames = Vec::new();
-            rings[from].recv(|f| frames.push(f.data.to_vec()));
+            ring.recv(|f| frames.push(f.data.to_vec()));
             for frame in frames {
                 if rng.random_bool(imp.loss) {
                     s.dropped += 1;
