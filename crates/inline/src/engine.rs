@@ -21,7 +21,7 @@ use crate::tables::{
 use crate::tls_flow::{Ends, TlsFlow, Verdict};
 use crate::upstream::UpLimits;
 use rustls::ServerConfig;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,7 +63,8 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// Flow-table bound: a SYN beyond it is dropped (and counted); the client retries.
+    /// Flow-table bound: a SYN beyond it evicts the oldest half-open flow, or is dropped (and
+    /// counted) when there is none; the client retries.
     pub max_flows: usize,
     /// A flow without its SYN-ACK expires after this.
     pub syn_timeout: Duration,
@@ -103,8 +104,11 @@ pub struct Stats {
     /// Packets of service flows forwarded (possibly rewritten).
     pub forwarded: u64,
     pub flows_created: u64,
-    /// SYNs dropped because the flow table was full.
+    /// SYNs dropped because the flow table was full of flows past their SYN.
     pub syn_dropped: u64,
+    /// Half-open flows (no SYN-ACK yet) evicted, oldest first, to make room for a new SYN
+    /// when the table was full: a SYN flood displaces its own entries, not established flows.
+    pub embryonic_evicted: u64,
     /// Segments of a service address with no flow (picked up mid-stream): passed unchanged.
     pub midstream: u64,
     pub flows_expired: u64,
@@ -139,12 +143,21 @@ pub struct Engine {
     flows: HashMap<FlowKey, Flow>,
     /// (client, backend) → key: finds the flow of a server packet after the port rewrite.
     by_backend: HashMap<(SocketAddr, SocketAddr), FlowKey>,
+    /// Flows in creation order with their creation time, for evicting the oldest half-open
+    /// one. Entries whose flow moved on or left are skipped and dropped lazily.
+    embryonic: VecDeque<(FlowKey, Duration)>,
     stats: Stats,
 }
 
 impl Engine {
     pub fn new(config: Config) -> Engine {
-        Engine { config, flows: HashMap::new(), by_backend: HashMap::new(), stats: Stats::default() }
+        Engine {
+            config,
+            flows: HashMap::new(),
+            by_backend: HashMap::new(),
+            embryonic: VecDeque::new(),
+            stats: Stats::default(),
+        }
     }
 
     /// Takes new TLS settings (certificates) for each service, matched by address, for flows
@@ -228,7 +241,7 @@ impl Engine {
                 out.push(pkt);
                 return;
             }
-            if self.flows.len() >= self.config.limits.max_flows {
+            if self.flows.len() >= self.config.limits.max_flows && !self.evict_embryonic() {
                 self.stats.syn_dropped += 1;
                 return;
             }
@@ -251,6 +264,8 @@ impl Engine {
                 },
             );
             self.by_backend.insert((key.client, backend), key);
+            self.embryonic.push_back((key, now));
+            self.trim_embryonic();
             self.stats.flows_created += 1;
         }
         let flow = self.flows.get_mut(&key).expect("inserted above");
@@ -365,6 +380,31 @@ impl Engine {
         }
         self.stats.forwarded += 1;
         out.push(pkt);
+    }
+
+    /// Whether `entry` of the embryonic queue is still a half-open flow.
+    fn is_embryonic(&self, (key, created): &(FlowKey, Duration)) -> bool {
+        self.flows.get(key).is_some_and(|f| f.state == FlowState::SynSent && f.created == *created)
+    }
+
+    /// Drops queue entries at the front that are no longer half-open flows: the queue holds at
+    /// most the flows created within one SYN timeout, plus the live half-open ones.
+    fn trim_embryonic(&mut self) {
+        while self.embryonic.front().is_some_and(|e| !self.is_embryonic(e)) {
+            self.embryonic.pop_front();
+        }
+    }
+
+    /// Evicts the oldest half-open flow; false when there is none.
+    fn evict_embryonic(&mut self) -> bool {
+        while let Some(entry) = self.embryonic.pop_front() {
+            if self.is_embryonic(&entry) {
+                self.remove(&entry.0);
+                self.stats.embryonic_evicted += 1;
+                return true;
+            }
+        }
+        false
     }
 
     fn remove(&mut self, key: &FlowKey) {

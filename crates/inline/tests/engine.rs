@@ -258,19 +258,55 @@ fn syn_flood_stays_within_the_flow_table_bound_and_half_open_flows_expire() {
         forwarded += handle(&mut e, i as u64, build(c, s, &repr(c, s, TcpControl::Syn, i, None))).len();
         assert!(e.flow_count() <= 100);
     }
-    assert_eq!(forwarded, 100);
-    assert_eq!(e.stats().syn_dropped, 4900);
+    // Each SYN beyond the bound displaced the oldest half-open flow.
+    assert_eq!(forwarded, 5000);
+    assert_eq!((e.stats().embryonic_evicted, e.stats().syn_dropped), (4900, 0));
     assert!(e.report().state_bytes() <= 100 * e.report().peak_flow_state());
-    // The first half-open flow expires 5 s after its SYN; the timer says so.
-    assert_eq!(e.poll_timeout(), Some(Duration::from_secs(5)));
-    e.handle_timeout(Duration::from_millis(5050), &mut Vec::new());
-    assert_eq!(e.flow_count(), 49, "SYNs at 0..=50 ms expired");
+    // The oldest half-open flow left (SYN at 4900 ms) expires 5 s after its SYN.
+    assert_eq!(e.poll_timeout(), Some(Duration::from_millis(9900)));
+    e.handle_timeout(Duration::from_millis(9950), &mut Vec::new());
+    assert_eq!(e.flow_count(), 49, "SYNs at 4900..=4950 ms expired");
     e.handle_timeout(Duration::from_secs(60), &mut Vec::new());
     assert_eq!(e.flow_count(), 0);
     assert_eq!(e.poll_timeout(), None);
-    // Room again.
-    let c = sa("10.9.9.9:999");
-    assert_eq!(handle(&mut e, 60_001, build(c, s, &repr(c, s, TcpControl::Syn, 1, None))).len(), 1);
+}
+
+#[test]
+fn a_syn_flood_does_not_displace_flows_past_their_syn() {
+    let mut e = engine(3);
+    let s = sa(V4_SERVICE);
+    let backend = sa("10.0.0.2:80");
+    // Two flows get their SYN-ACK; one stays half-open.
+    for (i, c) in ["10.0.0.1:1000", "10.0.0.1:1001", "10.0.0.1:1002"].map(sa).into_iter().enumerate() {
+        handle(&mut e, i as u64, build(c, s, &repr(c, s, TcpControl::Syn, 1, None)));
+        if i < 2 {
+            handle(&mut e, 10, build(backend, c, &repr(backend, c, TcpControl::Syn, 9, Some(2))));
+        }
+    }
+    let flood = sa("10.6.6.6:6666");
+    // The half-open flow makes room once; then the table holds only flows past their SYN,
+    // except the flood's own latest, which the next flood SYN displaces.
+    for i in 0..10u32 {
+        let c = SocketAddr::new(flood.ip(), 6000 + i as u16);
+        handle(&mut e, 100 + i as u64, build(c, s, &repr(c, s, TcpControl::Syn, i, None)));
+    }
+    assert_eq!(e.flow_count(), 3);
+    assert_eq!((e.stats().embryonic_evicted, e.stats().syn_dropped), (10, 0));
+    let states: Vec<FlowState> = e.report().connections.iter().map(|r| r.state).collect();
+    assert_eq!(states.iter().filter(|s| **s != FlowState::SynSent).count(), 2, "{states:?}");
+    // With every entry past its SYN, a new SYN is dropped.
+    let c = sa("10.0.0.1:1003");
+    handle(
+        &mut e,
+        200,
+        build(
+            backend,
+            sa("10.6.6.6:6009"),
+            &repr(backend, sa("10.6.6.6:6009"), TcpControl::Syn, 9, Some(10)),
+        ),
+    );
+    assert_eq!(handle(&mut e, 201, build(c, s, &repr(c, s, TcpControl::Syn, 1, None))).len(), 0);
+    assert_eq!(e.stats().syn_dropped, 1);
 }
 
 #[test]

@@ -152,6 +152,9 @@ impl Logged {
         if moved(now.syn_dropped, was.syn_dropped) > 0 {
             tracing::warn!(side = %Blame::Client, dropped = moved(now.syn_dropped, was.syn_dropped), total = now.syn_dropped, "inline: SYNs dropped, the flow table is full");
         }
+        if moved(now.embryonic_evicted, was.embryonic_evicted) > 0 {
+            tracing::warn!(side = %Blame::Client, evicted = moved(now.embryonic_evicted, was.embryonic_evicted), total = now.embryonic_evicted, "inline: flow table full, oldest half-open flows evicted (SYN flood?)");
+        }
         if moved(now.orphan_server_data, was.orphan_server_data) > 0 {
             tracing::warn!(side = %Blame::Backend, segments = moved(now.orphan_server_data, was.orphan_server_data), "inline: server data on no known flow dropped and reset");
         }
