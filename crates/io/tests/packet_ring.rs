@@ -89,9 +89,8 @@ fn after<'a>(line: &'a str, key: &str) -> &'a str {
 fn frames_cross_intact_in_order_and_the_sender_never_sees_its_own() {
     let ns = Netns::new("ring");
     let (a, b) = ns.veth(&ns);
-    let (mut ra, mut rb) = in_netns(&ns, || {
-        (PacketRing::open(&a, &SMALL).unwrap(), PacketRing::open(&b, &SMALL).unwrap())
-    });
+    let (mut ra, mut rb) =
+        in_netns(&ns, || (PacketRing::open(&a, &SMALL).unwrap(), PacketRing::open(&b, &SMALL).unwrap()));
 
     // Light load: one frame, handed over by the block timeout rather than a full block.
     let single = frame(rb.mac(), ra.mac(), 0, 60, None);
@@ -104,10 +103,10 @@ fn frames_cross_intact_in_order_and_the_sender_never_sees_its_own() {
     // Many frames of every size, some to another host's MAC, some 802.1Q-tagged (the kernel
     // takes the tag out on receive; the ring puts it back).
     let mut sent = vec![single];
-    for seq in 1..=600u32 {
+    for seq in 1..=1000u32 {
         let len = 60 + (seq as usize * 97) % 1455;
         let dst = if seq % 3 == 0 { OTHER_HOST } else { rb.mac() };
-        let tag = (seq % 5 == 0).then_some(0x2000 | seq as u16 % 4000);
+        let tag = (seq % 5 == 0).then_some(0x2000 | (seq as u16 % 4000));
         let f = frame(dst, ra.mac(), seq, len, tag);
         ra.send(&f).unwrap();
         sent.push(f);
@@ -161,9 +160,8 @@ fn mtu_and_mac_match_ip_link_and_oversize_frames_are_refused() {
     let ns = Netns::new("ringmtu");
     let (a, b) = ns.veth(&ns);
     ns.must("ip", &["link", "set", "dev", &a, "mtu", "1400", "address", "02:54:47:00:00:01"]);
-    let (mut ra, mut rb) = in_netns(&ns, || {
-        (PacketRing::open(&a, &SMALL).unwrap(), PacketRing::open(&b, &SMALL).unwrap())
-    });
+    let (mut ra, mut rb) =
+        in_netns(&ns, || (PacketRing::open(&a, &SMALL).unwrap(), PacketRing::open(&b, &SMALL).unwrap()));
     let line = link_line(&ns, &a);
     assert_eq!(ra.mtu().to_string(), after(&line, "mtu"));
     let mac = ra.mac().map(|o| format!("{o:02x}")).join(":");
@@ -230,7 +228,10 @@ fn host_traffic_arrives_with_its_checksum_state_and_without_the_replies() {
     }
 
     let udp_to_server = |g: &Got| {
-        g.data.len() >= 42 && g.data[12..14] == [0x08, 0x00] && g.data[23] == 17 && g.data[36..38] == 7000u16.to_be_bytes()
+        g.data.len() >= 42
+            && g.data[12..14] == [0x08, 0x00]
+            && g.data[23] == 17
+            && g.data[36..38] == 7000u16.to_be_bytes()
     };
     let mut got = Vec::new();
     await_frames(&mut rb, &mut got, |g| g.iter().filter(|g| udp_to_server(g)).count() >= 3);
@@ -240,8 +241,7 @@ fn host_traffic_arrives_with_its_checksum_state_and_without_the_replies() {
         assert_eq!(g.data[42..], [b'q', i as u8]);
         assert!(g.csum_partial, "the sender left the UDP checksum to offload");
     }
-    let arp_request =
-        |g: &&Got| g.data[12..14] == [0x08, 0x06] && g.data[20..22] == [0x00, 0x01];
+    let arp_request = |g: &&Got| g.data[12..14] == [0x08, 0x06] && g.data[20..22] == [0x00, 0x01];
     assert!(got.iter().any(|g| arp_request(&g)), "a's ARP request for b");
     let own_mac = rb.mac();
     assert!(

@@ -76,13 +76,13 @@ const BLOCK_STATUS: usize =
     offset_of!(libc::tpacket_block_desc, hdr) + offset_of!(libc::tpacket_hdr_v1, block_status);
 const BLOCK_NUM_PKTS: usize =
     offset_of!(libc::tpacket_block_desc, hdr) + offset_of!(libc::tpacket_hdr_v1, num_pkts);
-const BLOCK_FIRST_PKT: usize = offset_of!(libc::tpacket_block_desc, hdr)
-    + offset_of!(libc::tpacket_hdr_v1, offset_to_first_pkt);
+const BLOCK_FIRST_PKT: usize =
+    offset_of!(libc::tpacket_block_desc, hdr) + offset_of!(libc::tpacket_hdr_v1, offset_to_first_pkt);
 const BLOCK_HDR_LEN: usize = size_of::<libc::tpacket_block_desc>();
 
 /// A frame's header is a `tpacket3_hdr`, then (TPACKET_ALIGNMENT-aligned) a `sockaddr_ll`.
-const SLL_OFFSET: usize = (size_of::<libc::tpacket3_hdr>() + libc::TPACKET_ALIGNMENT - 1)
-    & !(libc::TPACKET_ALIGNMENT - 1);
+const SLL_OFFSET: usize =
+    (size_of::<libc::tpacket3_hdr>() + libc::TPACKET_ALIGNMENT - 1) & !(libc::TPACKET_ALIGNMENT - 1);
 const PKT_HDR_LEN: usize = SLL_OFFSET + size_of::<libc::sockaddr_ll>();
 
 /// An `ifreq` with its union as bytes, so the answers are read without `unsafe`.
@@ -214,9 +214,7 @@ impl PacketRing {
         for _ in 0..self.rx.block_count {
             let block = self.rx.next;
             // Acquire: the kernel's writes into the block happen before it sets TP_STATUS_USER.
-            if self.rx.word(block, BLOCK_STATUS).load(Ordering::Acquire) & libc::TP_STATUS_USER
-                == 0
-            {
+            if self.rx.word(block, BLOCK_STATUS).load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
                 break;
             }
             let count = self.rx.word(block, BLOCK_NUM_PKTS).load(Ordering::Relaxed);
@@ -235,8 +233,8 @@ impl PacketRing {
     /// is full).
     pub fn send(&mut self, frame: &[u8]) -> io::Result<()> {
         // The kernel allows four more bytes for an 802.1Q/802.1ad tag.
-        let tagged = frame.len() >= ETH_HLEN
-            && matches!(u16::from_be_bytes([frame[12], frame[13]]), 0x8100 | 0x88a8);
+        let tagged =
+            frame.len() >= ETH_HLEN && matches!(u16::from_be_bytes([frame[12], frame[13]]), 0x8100 | 0x88a8);
         let max = self.mtu + ETH_HLEN + if tagged { VLAN_HLEN } else { 0 };
         if frame.len() < ETH_HLEN || frame.len() > max {
             self.tx_errors += 1;
@@ -385,12 +383,7 @@ impl Drop for RxRing {
 /// Calls `f` for each frame of one block (`first` is the offset of the first frame in `block`)
 /// and returns how many it delivered. Frames we sent ourselves are skipped; an 802.1Q tag the
 /// kernel took out is put back in front of the frame.
-fn walk_block(
-    block: &mut [u8],
-    first: usize,
-    count: u32,
-    f: &mut impl FnMut(RxFrame<'_>),
-) -> usize {
+fn walk_block(block: &mut [u8], first: usize, count: u32, f: &mut impl FnMut(RxFrame<'_>)) -> usize {
     let mut delivered = 0;
     let mut at = first;
     for _ in 0..count {
