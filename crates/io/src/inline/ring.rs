@@ -150,8 +150,9 @@ impl PacketRing {
 
         let version = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
         set_opt(sock, libc::PACKET_VERSION, &version).map_err(|e| fail("TPACKET_V3", e))?;
-        // Our own frames would come back as PACKET_OUTGOING; `recv` skips them too, for kernels
-        // older than 4.20 that lack the option.
+        // What the host itself sends out of the interface would be captured as PACKET_OUTGOING
+        // (a packet socket's own frames never come back to it); `recv` skips those too, for
+        // kernels older than 4.20 that lack the option.
         let one: libc::c_int = 1;
         match set_opt(sock, libc::PACKET_IGNORE_OUTGOING, &one) {
             Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => {}
