@@ -26,6 +26,26 @@ impl Netns {
 
     /// A veth pair between `self` (address `mine`, e.g. `10.201.0.1/24`) and `other` (`theirs`).
     pub fn link(&self, mine: &str, other: &Netns, theirs: &str) {
+        let (a, b) = self.pair(other);
+        ip(&["-n", &self.name, "addr", "add", mine, "dev", &a]);
+        ip(&["-n", &other.name, "addr", "add", theirs, "dev", &b]);
+        ip(&["-n", &self.name, "link", "set", &a, "up"]);
+        ip(&["-n", &other.name, "link", "set", &b, "up"]);
+    }
+
+    /// A quiet veth pair, up, between `self` and `other` (which may be `self`): no addresses and
+    /// IPv6 off, so nothing but what a test sends crosses it. Returns the two interface names.
+    pub fn veth(&self, other: &Netns) -> (String, String) {
+        let (a, b) = self.pair(other);
+        for (ns, dev) in [(self, &a), (other, &b)] {
+            let knob = format!("net.ipv6.conf.{dev}.disable_ipv6=1");
+            ns.must("sysctl", &["-qw", &knob]);
+            ip(&["-n", &ns.name, "link", "set", dev, "up"]);
+        }
+        (a, b)
+    }
+
+    fn pair(&self, other: &Netns) -> (String, String) {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let (a, b) = (
             format!("tga{}x{n}", std::process::id() % 100_000),
@@ -34,10 +54,7 @@ impl Netns {
         ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
         ip(&["link", "set", &a, "netns", &self.name]);
         ip(&["link", "set", &b, "netns", &other.name]);
-        ip(&["-n", &self.name, "addr", "add", mine, "dev", &a]);
-        ip(&["-n", &other.name, "addr", "add", theirs, "dev", &b]);
-        ip(&["-n", &self.name, "link", "set", &a, "up"]);
-        ip(&["-n", &other.name, "link", "set", &b, "up"]);
+        (a, b)
     }
 
     /// `program args…` to run inside the namespace.

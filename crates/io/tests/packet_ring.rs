@@ -1,0 +1,255 @@
+//! The AF_PACKET ring on real veth pairs inside namespaces this test makes (needs root): frames
+//! cross intact and in order, the ring never sees its own frames, the interface is promiscuous
+//! while the ring is open, sizes are enforced, and host traffic shows its checksum state.
+
+use std::fs::File;
+use std::net::UdpSocket;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags};
+use nix::sched::{setns, CloneFlags};
+use tlsgate_io::inline::ring::{PacketRing, RingConfig};
+use tlsgate_testkit::netns::Netns;
+
+/// Small blocks, so a few hundred frames go round the ring more than once.
+const SMALL: RingConfig = RingConfig { block_size: 1 << 16, block_count: 4, block_timeout_ms: 10 };
+/// IEEE local experimental EtherType: nothing in the kernel answers it.
+const EXPERIMENTAL: [u8; 2] = [0x88, 0xb5];
+const OTHER_HOST: [u8; 6] = [0x02, 0x00, 0x5e, 0x10, 0x00, 0x99];
+
+/// Runs `f` on a thread that has entered `ns`: sockets it opens stay in that namespace.
+fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let handle = File::open(format!("/run/netns/{}", ns.name)).expect("namespace handle");
+            setns(handle.as_fd(), CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+        .join()
+        .expect("namespace thread")
+    })
+}
+
+#[derive(Debug, PartialEq)]
+struct Got {
+    data: Vec<u8>,
+    wire_len: usize,
+    csum_partial: bool,
+}
+
+/// Takes what the ring has, without waiting.
+fn drain(ring: &mut PacketRing, into: &mut Vec<Got>) {
+    ring.recv(|f| {
+        into.push(Got { data: f.data.to_vec(), wire_len: f.wire_len, csum_partial: f.csum_partial })
+    });
+}
+
+/// Waits (poll on the ring's fd, bounded) until `done` holds for what has arrived.
+fn await_frames(ring: &mut PacketRing, into: &mut Vec<Got>, done: impl Fn(&[Got]) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    drain(ring, into);
+    while !done(into) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "frames still missing; got {} so far", into.len());
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        poll(&mut [PollFd::new(ring.as_fd(), PollFlags::POLLIN)], ms).expect("poll");
+        drain(ring, into);
+    }
+}
+
+/// An Ethernet frame of `len` bytes (plus four with a tag) carrying `seq` and a pattern.
+fn frame(dst: [u8; 6], src: [u8; 6], seq: u32, len: usize, tag: Option<u16>) -> Vec<u8> {
+    let mut f = [dst, src].concat();
+    if let Some(tci) = tag {
+        f.extend_from_slice(&[0x81, 0x00]);
+        f.extend_from_slice(&tci.to_be_bytes());
+    }
+    f.extend_from_slice(&EXPERIMENTAL);
+    f.extend_from_slice(&seq.to_be_bytes());
+    let body = len - 18;
+    f.extend((0..body).map(|i| (i as u32).wrapping_mul(7).wrapping_add(seq) as u8));
+    f
+}
+
+/// `ip -o link show dev IFACE` inside `ns`.
+fn link_line(ns: &Netns, dev: &str) -> String {
+    let out = ns.run("ip", &["-o", "-d", "link", "show", "dev", dev]);
+    assert!(out.status.success(), "ip link show {dev}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The word after `key` in `ip link` output.
+fn after<'a>(line: &'a str, key: &str) -> &'a str {
+    let mut words = line.split_whitespace().skip_while(|w| *w != key);
+    words.next().and_then(|_| words.next()).unwrap_or_else(|| panic!("{key} in {line}"))
+}
+
+#[test]
+fn frames_cross_intact_in_order_and_the_sender_never_sees_its_own() {
+    let ns = Netns::new("ring");
+    let (a, b) = ns.veth(&ns);
+    let (mut ra, mut rb) =
+        in_netns(&ns, || (PacketRing::open(&a, &SMALL).unwrap(), PacketRing::open(&b, &SMALL).unwrap()));
+
+    // Light load: one frame, handed over by the block timeout rather than a full block.
+    let single = frame(rb.mac(), ra.mac(), 0, 60, None);
+    ra.send(&single).unwrap();
+    ra.flush().unwrap();
+    let mut got = Vec::new();
+    await_frames(&mut rb, &mut got, |g| !g.is_empty());
+    assert_eq!(got, [Got { data: single.clone(), wire_len: 60, csum_partial: false }]);
+
+    // Many frames of every size, some to another host's MAC, some 802.1Q-tagged (the kernel
+    // takes the tag out on receive; the ring puts it back).
+    let mut sent = vec![single];
+    for seq in 1..=1000u32 {
+        let len = 60 + (seq as usize * 97) % 1455;
+        let dst = if seq % 3 == 0 { OTHER_HOST } else { rb.mac() };
+        let tag = (seq % 5 == 0).then_some(0x2000 | (seq as u16 % 4000));
+        let f = frame(dst, ra.mac(), seq, len, tag);
+        ra.send(&f).unwrap();
+        sent.push(f);
+        if seq % 40 == 0 {
+            ra.flush().unwrap();
+            drain(&mut rb, &mut got);
+        }
+    }
+    ra.flush().unwrap();
+    await_frames(&mut rb, &mut got, |g| g.len() >= sent.len());
+    assert_eq!(got.len(), sent.len());
+    for (i, (g, s)) in got.iter().zip(&sent).enumerate() {
+        assert!(g.data == *s, "frame {i} differs: {} bytes, sent {}", g.data.len(), s.len());
+        assert_eq!(g.wire_len, s.len(), "frame {i} wire length");
+        assert!(!g.csum_partial, "frame {i}: a raw frame has no checksum offload");
+    }
+    let bytes: usize = sent.iter().map(Vec::len).sum();
+    assert!(bytes > 2 * SMALL.block_size * SMALL.block_count, "the ring went round twice");
+    let rx = rb.stats();
+    assert_eq!((rx.rx_frames, rx.kernel_drops), (sent.len() as u64, 0));
+    let tx = ra.stats();
+    assert_eq!((tx.tx_frames, tx.tx_errors), (sent.len() as u64, 0));
+
+    // The far side answers once; when that arrives, anything of ours the ring had taken would
+    // have arrived before it (and with a ring this size, it would have overflowed). The kernel
+    // never loops a packet socket's own frames back; what the host sends out of the interface
+    // (PACKET_IGNORE_OUTGOING) is checked with host traffic below.
+    let answer = frame(ra.mac(), rb.mac(), 9999, 100, None);
+    rb.send(&answer).unwrap();
+    rb.flush().unwrap();
+    let mut back = Vec::new();
+    await_frames(&mut ra, &mut back, |g| !g.is_empty());
+    assert_eq!(back, [Got { data: answer, wire_len: 100, csum_partial: false }]);
+    let a_stats = ra.stats();
+    assert_eq!((a_stats.rx_frames, a_stats.kernel_drops), (1, 0));
+    drain(&mut rb, &mut got);
+    assert_eq!(got.len(), sent.len(), "the answer does not come back to its sender");
+}
+
+#[test]
+fn the_interface_is_promiscuous_while_the_ring_is_open() {
+    let ns = Netns::new("ringpromisc");
+    let (a, _b) = ns.veth(&ns);
+    assert_eq!(after(&link_line(&ns, &a), "promiscuity"), "0");
+    let ring = in_netns(&ns, || PacketRing::open(&a, &SMALL).unwrap());
+    assert_eq!(after(&link_line(&ns, &a), "promiscuity"), "1");
+    drop(ring);
+    assert_eq!(after(&link_line(&ns, &a), "promiscuity"), "0");
+}
+
+#[test]
+fn mtu_and_mac_match_ip_link_and_oversize_frames_are_refused() {
+    let ns = Netns::new("ringmtu");
+    let (a, b) = ns.veth(&ns);
+    ns.must("ip", &["link", "set", "dev", &a, "mtu", "1400", "address", "02:54:47:00:00:01"]);
+    let (mut ra, mut rb) =
+        in_netns(&ns, || (PacketRing::open(&a, &SMALL).unwrap(), PacketRing::open(&b, &SMALL).unwrap()));
+    let line = link_line(&ns, &a);
+    assert_eq!(ra.mtu().to_string(), after(&line, "mtu"));
+    let mac = ra.mac().map(|o| format!("{o:02x}")).join(":");
+    assert_eq!(mac, after(&line, "link/ether"));
+    assert_eq!(mac, "02:54:47:00:00:01");
+
+    let dst = rb.mac();
+    for refused in [
+        frame(dst, ra.mac(), 1, 1415, None),
+        frame(dst, ra.mac(), 2, 1415, Some(7)),
+        frame(dst, ra.mac(), 3, 60, None)[..13].to_vec(),
+    ] {
+        let err = ra.send(&refused).expect_err("a frame that does not fit");
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains(&a), "the error names the interface: {err}");
+    }
+    let largest = [frame(dst, ra.mac(), 4, 1414, None), frame(dst, ra.mac(), 5, 1414, Some(7))];
+    for f in &largest {
+        ra.send(f).unwrap();
+    }
+    ra.flush().unwrap();
+    let mut got = Vec::new();
+    await_frames(&mut rb, &mut got, |g| g.len() >= 2);
+    assert_eq!(got.len(), 2);
+    for (g, s) in got.iter().zip(&largest) {
+        assert!(g.data == *s, "{} bytes arrived, {} sent", g.data.len(), s.len());
+    }
+    let stats = ra.stats();
+    assert_eq!((stats.tx_frames, stats.tx_errors), (2, 3));
+}
+
+#[test]
+fn an_unknown_interface_is_named_in_the_error() {
+    let ns = Netns::new("ringnone");
+    for name in ["tgnosuch0", "a-name-longer-than-ifnamsiz"] {
+        let err = in_netns(&ns, || PacketRing::open(name, &SMALL)).expect_err("no such interface");
+        assert!(err.to_string().contains(name), "{err}");
+    }
+    let err = in_netns(&ns, || PacketRing::open("tgnosuch0", &SMALL)).unwrap_err();
+    assert!(err.to_string().contains("no such interface"), "{err}");
+}
+
+/// Two hosts exchange UDP; a ring on the receiving host's interface sees what arrives there
+/// (the ARP request, the datagrams, with their checksum left to offload) and none of what that
+/// host sends (its ARP reply, its answers).
+#[test]
+fn host_traffic_arrives_with_its_checksum_state_and_without_the_replies() {
+    let (ns1, ns2) = (Netns::new("ringh1"), Netns::new("ringh2"));
+    let (a, b) = ns1.veth(&ns2);
+    ns1.must("ip", &["addr", "add", "10.211.0.1/24", "dev", &a]);
+    ns2.must("ip", &["addr", "add", "10.211.0.2/24", "dev", &b]);
+    let (mut rb, server) = in_netns(&ns2, || {
+        (PacketRing::open(&b, &SMALL).unwrap(), UdpSocket::bind("10.211.0.2:7000").unwrap())
+    });
+    let client = in_netns(&ns1, || UdpSocket::bind("10.211.0.1:0").unwrap());
+    for s in [&server, &client] {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
+    for i in 0..3u8 {
+        client.send_to(&[b'q', i], "10.211.0.2:7000").unwrap();
+        let mut buf = [0u8; 16];
+        let (n, from) = server.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], [b'q', i]);
+        server.send_to(&[b'a', i], from).unwrap();
+        assert_eq!(client.recv(&mut buf).unwrap(), 2);
+    }
+
+    let udp_to_server = |g: &Got| {
+        g.data.len() >= 42
+            && g.data[12..14] == [0x08, 0x00]
+            && g.data[23] == 17
+            && g.data[36..38] == 7000u16.to_be_bytes()
+    };
+    let mut got = Vec::new();
+    await_frames(&mut rb, &mut got, |g| g.iter().filter(|g| udp_to_server(g)).count() >= 3);
+    let datagrams: Vec<&Got> = got.iter().filter(|g| udp_to_server(g)).collect();
+    assert_eq!(datagrams.len(), 3);
+    for (i, g) in datagrams.iter().enumerate() {
+        assert_eq!(g.data[42..], [b'q', i as u8]);
+        assert!(g.csum_partial, "the sender left the UDP checksum to offload");
+    }
+    let arp_request = |g: &&Got| g.data[12..14] == [0x08, 0x06] && g.data[20..22] == [0x00, 0x01];
+    assert!(got.iter().any(|g| arp_request(&g)), "a's ARP request for b");
+    let own_mac = rb.mac();
+    assert!(
+        got.iter().all(|g| g.data[6..12] != own_mac),
+        "b's own frames (ARP reply, answers) are not received"
+    );
+}
