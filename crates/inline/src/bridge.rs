@@ -211,7 +211,13 @@ impl Bridge {
     }
 
     /// Frames one packet of the engine's for the side its destination is on.
-    fn route(&mut self, now: Duration, pkt: Vec<u8>, incoming: Option<&Incoming>, out: &mut Vec<(Side, Vec<u8>)>) {
+    fn route(
+        &mut self,
+        now: Duration,
+        pkt: Vec<u8>,
+        incoming: Option<&Incoming>,
+        out: &mut Vec<(Side, Vec<u8>)>,
+    ) {
         let Some(h) = packet::ip_header(&pkt) else {
             self.stats.unroutable += 1;
             return;

@@ -162,7 +162,10 @@ impl Engine {
         let mut matched = Vec::with_capacity(now.len());
         for new in services {
             let Some(i) = now.iter().position(|s| s.addr == new.addr) else {
-                return Err(format!("config: inline service {} is not running; new addresses need a restart", new.addr));
+                return Err(format!(
+                    "config: inline service {} is not running; new addresses need a restart",
+                    new.addr
+                ));
             };
             if matched.contains(&i) {
                 return Err(format!("config: inline service {} given twice", new.addr));
@@ -190,7 +193,10 @@ impl Engine {
                 None
             };
             if let Some(what) = what {
-                return Err(format!("config: inline service {}: {what} changed; that needs a restart", new.addr));
+                return Err(format!(
+                    "config: inline service {}: {what} changed; that needs a restart",
+                    new.addr
+                ));
             }
             matched.push(i);
         }

@@ -81,7 +81,11 @@ pub fn ip_header(packet: &[u8]) -> Option<IpHeader> {
     match packet.first()? >> 4 {
         4 => {
             let ip = Ipv4Packet::new_checked(packet).ok()?;
-            Some(IpHeader { src: ip.src_addr().into(), dst: ip.dst_addr().into(), len: ip.total_len() as usize })
+            Some(IpHeader {
+                src: ip.src_addr().into(),
+                dst: ip.dst_addr().into(),
+                len: ip.total_len() as usize,
+            })
         }
         6 => {
             let ip = Ipv6Packet::new_checked(packet).ok()?;

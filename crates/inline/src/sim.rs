@@ -399,9 +399,15 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
     let server_ip = IpAddr::from(SERVER_IP);
     // The hosts announce themselves as their interfaces come up (not over the impaired link,
     // whose draws stay those of the packets).
-    for (side, mac, ip) in [(Side::Client, l2::CLIENT_MAC, CLIENT_IP), (Side::Server, l2::SERVER_MAC, SERVER_IP)] {
+    for (side, mac, ip) in
+        [(Side::Client, l2::CLIENT_MAC, CLIENT_IP), (Side::Server, l2::SERVER_MAC, SERVER_IP)]
+    {
         let f = l2::announcement(mac, ip.into());
-        bridge.handle_frame(Duration::ZERO, InFrame { from: side, data: &f, csum_partial: false }, &mut Vec::new());
+        bridge.handle_frame(
+            Duration::ZERO,
+            InFrame { from: side, data: &f, csum_partial: false },
+            &mut Vec::new(),
+        );
     }
     let mut client_host = Host::new(CLIENT_IP);
     let mut server_host = Host::new(SERVER_IP);
@@ -633,7 +639,8 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
     let report = bridge.engine().report();
     let completed = bridge.stats().csum_completed;
     if completed != l2.partial {
-        sum.violations.push(format!("{} partial checksums completed of {} left partial", completed, l2.partial));
+        sum.violations
+            .push(format!("{} partial checksums completed of {} left partial", completed, l2.partial));
     }
     for c in &clients {
         if let Some((whole, half)) = c.half_record.filter(|_| c.reset) {

@@ -8,8 +8,8 @@ use common::{configs, data, syn, TLS13};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr,
-    Icmpv6Packet, Icmpv6Repr, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Address, Ipv6Packet,
-    Ipv6Repr, NdiscRepr, RawHardwareAddress, TcpPacket, UdpPacket, UdpRepr, ETHERNET_HEADER_LEN,
+    Icmpv6Packet, Icmpv6Repr, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Address, Ipv6Packet, Ipv6Repr,
+    NdiscRepr, RawHardwareAddress, TcpPacket, UdpPacket, UdpRepr, ETHERNET_HEADER_LEN,
 };
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -51,7 +51,10 @@ fn bridge() -> Bridge {
         pool,
     };
     let engine = Engine::new(Config {
-        services: vec![service(SERVICE, Mode::Direct, Vec::new()), service(VIP, Mode::Balanced, vec![sa(MEMBER)])],
+        services: vec![
+            service(SERVICE, Mode::Direct, Vec::new()),
+            service(VIP, Mode::Balanced, vec![sa(MEMBER)]),
+        ],
         limits: Limits::default(),
     });
     Bridge::new(engine, BRIDGE_MAC, 1500)
@@ -156,7 +159,10 @@ fn arp_for_a_virtual_address_is_answered_by_the_bridge() {
     assert_eq!(out.len(), 1, "answered, not forwarded");
     assert_eq!(out[0].0, Side::Client);
     let f = EthernetFrame::new_checked(&out[0].1[..]).unwrap();
-    assert_eq!((f.dst_addr().0, f.src_addr().0, f.ethertype()), (CLIENT_MAC, BRIDGE_MAC, EthernetProtocol::Arp));
+    assert_eq!(
+        (f.dst_addr().0, f.src_addr().0, f.ethertype()),
+        (CLIENT_MAC, BRIDGE_MAC, EthernetProtocol::Arp)
+    );
     let reply = ArpRepr::parse(&ArpPacket::new_checked(f.payload()).unwrap()).unwrap();
     assert_eq!(
         reply,
@@ -183,13 +189,25 @@ fn arp_for_a_virtual_address_is_answered_by_the_bridge() {
 #[test]
 fn ipv6_neighbour_discovery_passes_unchanged() {
     let mut b = bridge();
-    let (client, server): (Ipv6Address, Ipv6Address) = ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap());
+    let (client, server): (Ipv6Address, Ipv6Address) =
+        ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap());
     let ndisc = |src: Ipv6Address, dst: Ipv6Address, repr: NdiscRepr| {
         let icmp = Icmpv6Repr::Ndisc(repr);
-        let ip = Ipv6Repr { src_addr: src, dst_addr: dst, next_header: IpProtocol::Icmpv6, payload_len: icmp.buffer_len(), hop_limit: 255 };
+        let ip = Ipv6Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: IpProtocol::Icmpv6,
+            payload_len: icmp.buffer_len(),
+            hop_limit: 255,
+        };
         let mut p = vec![0; 40 + icmp.buffer_len()];
         ip.emit(&mut Ipv6Packet::new_unchecked(&mut p[..]));
-        icmp.emit(&src, &dst, &mut Icmpv6Packet::new_unchecked(&mut p[40..]), &ChecksumCapabilities::default());
+        icmp.emit(
+            &src,
+            &dst,
+            &mut Icmpv6Packet::new_unchecked(&mut p[40..]),
+            &ChecksumCapabilities::default(),
+        );
         p
     };
     // Solicitation to the solicited-node multicast address, advertisement back unicast.
@@ -197,7 +215,10 @@ fn ipv6_neighbour_discovery_passes_unchanged() {
     let ns = ndisc(
         client,
         solicited,
-        NdiscRepr::NeighborSolicit { target_addr: server, lladdr: Some(RawHardwareAddress::from_bytes(&CLIENT_MAC)) },
+        NdiscRepr::NeighborSolicit {
+            target_addr: server,
+            lladdr: Some(RawHardwareAddress::from_bytes(&CLIENT_MAC)),
+        },
     );
     let ns = ip_frame([0x33, 0x33, 0xff, 0, 0, 2], CLIENT_MAC, &ns);
     assert_eq!(handle(&mut b, Side::Client, &ns), vec![(Side::Server, ns.clone())]);
@@ -221,20 +242,33 @@ fn engine_packets_carry_the_learned_macs() {
     let mut b = bridge();
     announce(&mut b);
     // Direct mode: the client's SYN, rewritten toward port 80, reaches the server's MAC.
-    let out = handle(&mut b, Side::Client, &ip_frame(SERVER_MAC, CLIENT_MAC, &syn(sa(CLIENT), sa(SERVICE), 100, None)));
+    let out = handle(
+        &mut b,
+        Side::Client,
+        &ip_frame(SERVER_MAC, CLIENT_MAC, &syn(sa(CLIENT), sa(SERVICE), 100, None)),
+    );
     let (side, dst, src, seg, _) = split(&out[0]);
     assert_eq!((out.len(), side, dst, src, seg.dst), (1, Side::Server, SERVER_MAC, CLIENT_MAC, sa(BACKEND)));
-    let out = handle(&mut b, Side::Server, &ip_frame(CLIENT_MAC, SERVER_MAC, &syn(sa(BACKEND), sa(CLIENT), 500, Some(101))));
+    let out = handle(
+        &mut b,
+        Side::Server,
+        &ip_frame(CLIENT_MAC, SERVER_MAC, &syn(sa(BACKEND), sa(CLIENT), 500, Some(101))),
+    );
     let (side, dst, src, seg, _) = split(&out[0]);
     assert_eq!((out.len(), side, dst, src, seg.src), (1, Side::Client, CLIENT_MAC, SERVER_MAC, sa(SERVICE)));
 
     // Balanced mode: the client addresses the virtual address's MAC (the bridge's); the member
     // gets the SYN from the client's MAC, and the client the SYN-ACK from the bridge's.
     let client2 = sa("10.0.0.1:40001");
-    let out = handle(&mut b, Side::Client, &ip_frame(BRIDGE_MAC, CLIENT_MAC, &syn(client2, sa(VIP), 100, None)));
+    let out =
+        handle(&mut b, Side::Client, &ip_frame(BRIDGE_MAC, CLIENT_MAC, &syn(client2, sa(VIP), 100, None)));
     let (side, dst, src, seg, _) = split(&out[0]);
     assert_eq!((out.len(), side, dst, src, seg.dst), (1, Side::Server, MEMBER_MAC, CLIENT_MAC, sa(MEMBER)));
-    let out = handle(&mut b, Side::Server, &ip_frame(CLIENT_MAC, MEMBER_MAC, &syn(sa(MEMBER), client2, 900, Some(101))));
+    let out = handle(
+        &mut b,
+        Side::Server,
+        &ip_frame(CLIENT_MAC, MEMBER_MAC, &syn(sa(MEMBER), client2, 900, Some(101))),
+    );
     let (side, dst, src, seg, _) = split(&out[0]);
     assert_eq!((out.len(), side, dst, src, seg.src), (1, Side::Client, CLIENT_MAC, BRIDGE_MAC, sa(VIP)));
 
@@ -245,7 +279,10 @@ fn engine_packets_carry_the_learned_macs() {
     assert_eq!(out.len(), 1, "only the RST");
     let (side, dst, src, seg, _) = split(&out[0]);
     assert!(seg.rst && seg.payload.is_empty());
-    assert_eq!((side, dst, src, seg.src, seg.dst), (Side::Server, SERVER_MAC, CLIENT_MAC, sa("10.0.0.1:40099"), sa(BACKEND)));
+    assert_eq!(
+        (side, dst, src, seg.src, seg.dst),
+        (Side::Server, SERVER_MAC, CLIENT_MAC, sa("10.0.0.1:40099"), sa(BACKEND))
+    );
     // ... for a client address never seen, from the MAC the server addressed it to.
     let stranger = sa("192.0.2.7:5000");
     let orphan = data(sa(BACKEND), stranger, 7, 555, b"plaintext reply");
@@ -380,10 +417,18 @@ fn learning_stays_bounded_under_a_flood_of_spoofed_sources() {
     assert_eq!(b.learned(Side::Client), MAC_TABLE_SIZE);
     assert_eq!(b.learned(Side::Server), 2, "the other side untouched");
     // The servers still get their frames; a client that speaks again is learned again.
-    let out = handle(&mut b, Side::Client, &ip_frame(SERVER_MAC, CLIENT_MAC, &syn(sa(CLIENT), sa(SERVICE), 100, None)));
+    let out = handle(
+        &mut b,
+        Side::Client,
+        &ip_frame(SERVER_MAC, CLIENT_MAC, &syn(sa(CLIENT), sa(SERVICE), 100, None)),
+    );
     let (side, dst, src, ..) = split(&out[0]);
     assert_eq!((side, dst, src), (Side::Server, SERVER_MAC, CLIENT_MAC));
-    let out = handle(&mut b, Side::Server, &ip_frame(CLIENT_MAC, SERVER_MAC, &syn(sa(BACKEND), sa(CLIENT), 9, Some(101))));
+    let out = handle(
+        &mut b,
+        Side::Server,
+        &ip_frame(CLIENT_MAC, SERVER_MAC, &syn(sa(BACKEND), sa(CLIENT), 9, Some(101))),
+    );
     let (side, dst, ..) = split(&out[0]);
     assert_eq!((side, dst), (Side::Client, CLIENT_MAC));
     assert_eq!(b.stats().unroutable, 0);

@@ -360,7 +360,10 @@ fn reload_takes_new_certificates_and_refuses_other_changes() {
         let mut n = next.clone();
         f(&mut n);
         refused.push(e.reload_tls(&n).unwrap_err());
-        assert!(e.services().iter().zip(&before).all(|(a, b)| Arc::ptr_eq(&a.tls, &b.tls)), "nothing changed");
+        assert!(
+            e.services().iter().zip(&before).all(|(a, b)| Arc::ptr_eq(&a.tls, &b.tls)),
+            "nothing changed"
+        );
     };
     changed(&|n| n[0].addr = sa("10.0.0.5:443"));
     changed(&|n| {
@@ -374,11 +377,23 @@ fn reload_takes_new_certificates_and_refuses_other_changes() {
     let mut no_secrets = (*server_config()).clone();
     no_secrets.enable_secret_extraction = false;
     changed(&|n| n[0].tls = Arc::new(no_secrets.clone()));
-    for (r, word) in refused.iter().zip(["not running", "restart", "server port", "mode", "pool", "release", "twice", "secret"]) {
+    for (r, word) in refused.iter().zip([
+        "not running",
+        "restart",
+        "server port",
+        "mode",
+        "pool",
+        "release",
+        "twice",
+        "secret",
+    ]) {
         assert!(r.contains(word), "{r:?} should say {word:?}");
     }
     assert!(refused[..7].iter().all(|r| r.starts_with("config: ")), "{refused:?}");
     e.reload_tls(&next).unwrap();
     assert!(e.services().iter().all(|s| Arc::ptr_eq(&s.tls, &fresh)));
-    assert_eq!(e.services().iter().map(|s| s.addr).collect::<Vec<_>>(), before.iter().map(|s| s.addr).collect::<Vec<_>>());
+    assert_eq!(
+        e.services().iter().map(|s| s.addr).collect::<Vec<_>>(),
+        before.iter().map(|s| s.addr).collect::<Vec<_>>()
+    );
 }

@@ -460,7 +460,10 @@ fn a_servers_zero_window_probe_reaches_the_client_translated() {
     n.feed(ack_with_window(sa(CLIENT), sa(SERVICE), client_seq, client_ack, 501));
     let answer = packet::parse(n.to_server.last().expect("the answer reaches the server")).unwrap();
     assert!(answer.payload.is_empty());
-    assert_eq!((answer.seq, answer.ack, answer.window), (Seq(CISN.wrapping_add(1)), Some(Seq(SISN + 1)), 501));
+    assert_eq!(
+        (answer.seq, answer.ack, answer.window),
+        (Seq(CISN.wrapping_add(1)), Some(Seq(SISN + 1)), 501)
+    );
 }
 
 #[test]

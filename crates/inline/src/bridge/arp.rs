@@ -18,8 +18,13 @@ pub(super) struct Arp {
 }
 
 pub(super) fn parse(payload: &[u8]) -> Option<Arp> {
-    let ArpRepr::EthernetIpv4 { operation, source_hardware_addr, source_protocol_addr, target_protocol_addr, .. } =
-        ArpRepr::parse(&ArpPacket::new_checked(payload).ok()?).ok()?
+    let ArpRepr::EthernetIpv4 {
+        operation,
+        source_hardware_addr,
+        source_protocol_addr,
+        target_protocol_addr,
+        ..
+    } = ArpRepr::parse(&ArpPacket::new_checked(payload).ok()?).ok()?
     else {
         return None;
     };
@@ -91,7 +96,12 @@ mod tests {
         let got = parse(&r[ETHERNET_HEADER_LEN..]).unwrap();
         assert_eq!(
             got,
-            Arp { request: false, sender_mac: [2, 0, 0, 0, 0, 0xb], sender_ip: req.target_ip, target_ip: req.sender_ip }
+            Arp {
+                request: false,
+                sender_mac: [2, 0, 0, 0, 0, 0xb],
+                sender_ip: req.target_ip,
+                target_ip: req.sender_ip
+            }
         );
         let p = probe(Ipv4Addr::new(10, 0, 0, 2), [2, 0, 0, 0, 0, 0xb]);
         assert_eq!(&p[..6], &[0xff; 6]);

@@ -43,7 +43,7 @@ impl L2 {
         let mut partial = false;
         if packet::parse(p).is_some() {
             self.tcp_frames += 1;
-            if self.tcp_frames % PARTIAL_EVERY == 0 {
+            if self.tcp_frames.is_multiple_of(PARTIAL_EVERY) {
                 partial = leave_partial(&mut f[ETHERNET_HEADER_LEN..]);
                 self.partial += partial as u64;
             }
