@@ -28,7 +28,7 @@ use crate::engine::Engine;
 use crate::packet;
 use crate::tables::Mode;
 use macs::MacTable;
-use smoltcp::wire::{EthernetFrame, EthernetProtocol, ETHERNET_HEADER_LEN};
+use smoltcp::wire::{EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, ETHERNET_HEADER_LEN};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -94,6 +94,20 @@ struct Incoming {
     dst: IpAddr,
     src_mac: [u8; 6],
     dst_mac: [u8; 6],
+}
+
+impl Incoming {
+    /// The MAC this frame gave `ip` as a host on side `on`: its sender's for its source on the
+    /// side it came from, its addressee's for its destination on the other.
+    fn mac_of(&self, ip: IpAddr, on: Side) -> Option<[u8; 6]> {
+        if on == self.side && ip == self.src {
+            Some(self.src_mac)
+        } else if on != self.side && ip == self.dst {
+            Some(self.dst_mac)
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -236,17 +250,7 @@ impl Bridge {
             self.stats.local += 1;
             return;
         }
-        let from_frame = |ip: IpAddr, to: Side| {
-            let i = incoming?;
-            let mac = if to != i.side && ip == i.dst {
-                i.dst_mac
-            } else if to == i.side && ip == i.src {
-                i.src_mac
-            } else {
-                return None;
-            };
-            Some(mac)
-        };
+        let from_frame = |ip: IpAddr, on: Side| incoming.and_then(|i| i.mac_of(ip, on));
         let dst_mac = self.learned[side.index()].get(&h.dst).map(|e| e.0).or_else(|| from_frame(h.dst, side));
         let Some(dst_mac) = dst_mac.filter(|m| *m != self.mac) else {
             self.stats.unroutable += 1;
@@ -257,29 +261,22 @@ impl Bridge {
             self.mac
         } else {
             let origin = side.other();
-            let from_incoming = incoming.and_then(|i| {
-                let mac = if origin == i.side && h.src == i.src {
-                    i.src_mac
-                } else if origin != i.side && h.src == i.dst {
-                    i.dst_mac
-                } else {
-                    return None;
-                };
-                Some(mac)
-            });
             self.learned[origin.index()]
                 .get(&h.src)
                 .map(|e| e.0)
-                .or(from_incoming)
+                .or_else(|| from_frame(h.src, origin))
                 .filter(|m| m[0] & 1 == 0)
                 .unwrap_or(self.mac)
         };
+        let eth = EthernetRepr {
+            src_addr: EthernetAddress(src_mac),
+            dst_addr: EthernetAddress(dst_mac),
+            ethertype: if h.src.is_ipv4() { EthernetProtocol::Ipv4 } else { EthernetProtocol::Ipv6 },
+        };
         let mut f = vec![0; ETHERNET_HEADER_LEN + pkt.len()];
-        f[..6].copy_from_slice(&dst_mac);
-        f[6..12].copy_from_slice(&src_mac);
-        let ethertype = if h.src.is_ipv4() { EthernetProtocol::Ipv4 } else { EthernetProtocol::Ipv6 };
-        f[12..14].copy_from_slice(&u16::from(ethertype).to_be_bytes());
-        f[ETHERNET_HEADER_LEN..].copy_from_slice(&pkt);
+        let mut frame = EthernetFrame::new_unchecked(&mut f[..]);
+        eth.emit(&mut frame);
+        frame.payload_mut().copy_from_slice(&pkt);
         out.push((side, f));
     }
 
