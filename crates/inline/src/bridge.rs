@@ -1,12 +1,36 @@
 //! The L2 bridge around the engine (sans-IO): Ethernet frames in from either side, frames out to
-//! either side. IPv4/IPv6 frames go through the [`Engine`]; everything else (ARP, IPv6 neighbour
-//! discovery, other ethertypes) crosses unchanged, so the box is invisible at L3. The engine's
-//! packets are framed again with the MAC addresses learned from the frames seen on each side.
-//! Balanced services' virtual addresses are answered in ARP with the bridge's own MAC.
+//! either side. IPv4/IPv6 frames go through the [`Engine`]; everything else (ARP, LLDP, other
+//! ethertypes, 802.1Q/802.1ad-tagged frames of any payload) crosses unchanged, so the box is
+//! invisible at L3. IPv6 neighbour discovery is ICMPv6, which the engine passes unchanged.
+//!
+//! The engine's packets are framed again with the MAC addresses learned from the frames seen on
+//! each side (IP source of every IP frame, sender of every ARP message; bounded per side). Each
+//! packet's side comes from its destination: a service's server (direct mode's address, a
+//! balanced pool's members) is on the server side, always, so plaintext never goes toward the
+//! client side; a packet for the handled frame's destination continues across, one for its
+//! source goes back (the engine's own ACKs and RSTs); anything else goes where its destination
+//! was learned. A packet with no side or no MAC for its destination is dropped and counted.
+//!
+//! Balanced services' IPv4 virtual addresses are answered in ARP on the client side with the
+//! bridge's own MAC, and frames from a virtual address carry it. A balanced member whose MAC is
+//! not known yet is probed in ARP (RFC 5227 probe), at most once a second.
+//!
+//! Frames carrying an IP packet larger than the MTU are dropped and counted: they come from
+//! segmentation offload (GRO/TSO/GSO), which must be turned off on bridged interfaces
+//! (`ethtool -K IFACE gro off tso off gso off`).
 //!
 //! The AF_PACKET driver (`tlsgate-io`) and the simulator both drive this type.
 
+mod arp;
+mod macs;
+
 use crate::engine::Engine;
+use crate::packet;
+use crate::tables::Mode;
+use macs::MacTable;
+use smoltcp::wire::{EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, ETHERNET_HEADER_LEN};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 /// Which interface a frame came from or goes to.
@@ -22,6 +46,10 @@ impl Side {
             Side::Client => Side::Server,
             Side::Server => Side::Client,
         }
+    }
+
+    fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -48,25 +76,258 @@ pub struct BridgeStats {
     pub oversize: u64,
     /// Partial checksums completed.
     pub csum_completed: u64,
+    /// ARP probes sent for servers whose MAC was not known.
+    pub arp_probes: u64,
+    /// IP frames from the server side to a server: local to that side, not sent back onto it.
+    pub local: u64,
+}
+
+/// Learned entries per side.
+pub const MAC_TABLE_SIZE: usize = 4096;
+/// The shortest interval between two ARP probes for one server.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The frame being handled, for the packets the engine emits in answer to it.
+struct Incoming {
+    side: Side,
+    src: IpAddr,
+    dst: IpAddr,
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+}
+
+impl Incoming {
+    /// The MAC this frame gave `ip` as a host on side `on`: its sender's for its source on the
+    /// side it came from, its addressee's for its destination on the other.
+    fn mac_of(&self, ip: IpAddr, on: Side) -> Option<[u8; 6]> {
+        if on == self.side && ip == self.src {
+            Some(self.src_mac)
+        } else if on != self.side && ip == self.dst {
+            Some(self.dst_mac)
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Debug)]
 pub struct Bridge {
     engine: Engine,
+    mac: [u8; 6],
+    mtu: usize,
+    /// Per side ([`Side::index`]): IP → MAC.
+    learned: [MacTable; 2],
+    /// The learning counter: stamps tell which side saw an address last.
+    stamp: u64,
+    /// Balanced services' virtual addresses.
+    vips: Vec<IpAddr>,
+    /// Where service flows go: on the server side by configuration.
+    servers: Vec<IpAddr>,
+    /// When each server was last probed in ARP (bounded by the configured servers).
+    probed: HashMap<Ipv4Addr, Duration>,
+    stats: BridgeStats,
 }
 
 impl Bridge {
     /// `mac`: the address the bridge answers ARP for virtual addresses with; `mtu`: the largest
     /// IP packet either side accepts.
     pub fn new(engine: Engine, mac: [u8; 6], mtu: usize) -> Bridge {
-        let _ = (mac, mtu);
-        Bridge { engine }
+        let mut vips = Vec::new();
+        let mut servers = Vec::new();
+        for s in engine.services() {
+            match s.mode {
+                Mode::Balanced => {
+                    vips.push(s.addr.ip());
+                    servers.extend(s.pool.iter().map(|m| m.ip()));
+                }
+                Mode::Direct => servers.push(s.addr.ip()),
+            }
+        }
+        Bridge {
+            engine,
+            mac,
+            mtu,
+            learned: [MacTable::new(MAC_TABLE_SIZE), MacTable::new(MAC_TABLE_SIZE)],
+            stamp: 0,
+            vips,
+            servers,
+            probed: HashMap::new(),
+            stats: BridgeStats::default(),
+        }
     }
 
     /// Handles one frame seen at `now`; appends the frames to write, each with its side.
     pub fn handle_frame(&mut self, now: Duration, frame: InFrame<'_>, out: &mut Vec<(Side, Vec<u8>)>) {
-        let _ = (now, frame, out);
-        todo!()
+        let Ok(eth) = EthernetFrame::new_checked(frame.data) else {
+            return self.cross(frame, out);
+        };
+        match eth.ethertype() {
+            EthernetProtocol::Ipv4 | EthernetProtocol::Ipv6 => self.ip_frame(now, frame, &eth, out),
+            EthernetProtocol::Arp => self.arp_frame(frame, &eth, out),
+            _ => self.cross(frame, out),
+        }
+    }
+
+    /// A frame the bridge does not look into: to the other side as it is.
+    fn cross(&mut self, frame: InFrame<'_>, out: &mut Vec<(Side, Vec<u8>)>) {
+        self.stats.non_ip_frames += 1;
+        out.push((frame.from.other(), frame.data.to_vec()));
+    }
+
+    fn arp_frame(&mut self, frame: InFrame<'_>, eth: &EthernetFrame<&[u8]>, out: &mut Vec<(Side, Vec<u8>)>) {
+        let Some(a) = arp::parse(eth.payload()) else { return self.cross(frame, out) };
+        self.learn(frame.from, a.sender_ip.into(), a.sender_mac);
+        let gratuitous = a.sender_ip == a.target_ip;
+        if a.request && !gratuitous && frame.from == Side::Client && self.vips.contains(&a.target_ip.into()) {
+            self.stats.arp_answered += 1;
+            out.push((Side::Client, arp::reply(&a, self.mac)));
+            return;
+        }
+        if eth.dst_addr().0 == self.mac {
+            return; // the answer to a probe of ours: learned above, nobody else's business
+        }
+        self.cross(frame, out);
+    }
+
+    fn ip_frame(
+        &mut self,
+        now: Duration,
+        frame: InFrame<'_>,
+        eth: &EthernetFrame<&[u8]>,
+        out: &mut Vec<(Side, Vec<u8>)>,
+    ) {
+        let payload = eth.payload();
+        if payload.len() > self.mtu {
+            self.stats.oversize += 1;
+            return;
+        }
+        let mut pkt = payload.to_vec();
+        let (src_mac, dst_mac) = (eth.src_addr().0, eth.dst_addr().0);
+        let incoming = packet::ip_header(&pkt).map(|h| {
+            pkt.truncate(h.len); // Ethernet padding of short frames
+            Incoming { side: frame.from, src: h.src, dst: h.dst, src_mac, dst_mac }
+        });
+        if let Some(i) = &incoming {
+            self.learn(frame.from, i.src, src_mac);
+        }
+        if frame.csum_partial && packet::complete_checksum(&mut pkt) {
+            self.stats.csum_completed += 1;
+        }
+        let Some(incoming) = incoming else {
+            // Not a readable IP header: nothing to route by, so like any unknown frame.
+            return self.cross(frame, out);
+        };
+        let mut emitted = Vec::new();
+        self.engine.handle_packet(now, pkt, &mut emitted);
+        for p in emitted {
+            self.route(now, p, Some(&incoming), out);
+        }
+    }
+
+    /// Frames one packet of the engine's for the side its destination is on.
+    fn route(
+        &mut self,
+        now: Duration,
+        pkt: Vec<u8>,
+        incoming: Option<&Incoming>,
+        out: &mut Vec<(Side, Vec<u8>)>,
+    ) {
+        let Some(h) = packet::ip_header(&pkt) else {
+            self.stats.unroutable += 1;
+            return;
+        };
+        if pkt.len() > self.mtu {
+            self.stats.oversize += 1;
+            return;
+        }
+        let Some(side) = self.side_of(&h, incoming) else {
+            self.stats.unroutable += 1;
+            return;
+        };
+        if incoming.is_some_and(|i| i.side == side && h.dst == i.dst) {
+            // Sent to a server by a host beside it (only a server's side is fixed like this):
+            // it already has the frame.
+            self.stats.local += 1;
+            return;
+        }
+        let from_frame = |ip: IpAddr, on: Side| incoming.and_then(|i| i.mac_of(ip, on));
+        let dst_mac = self.learned[side.index()].get(&h.dst).map(|e| e.0).or_else(|| from_frame(h.dst, side));
+        let Some(dst_mac) = dst_mac.filter(|m| *m != self.mac) else {
+            self.stats.unroutable += 1;
+            self.probe(now, side, h.dst, out);
+            return;
+        };
+        let src_mac = if self.vips.contains(&h.src) {
+            self.mac
+        } else {
+            let origin = side.other();
+            self.learned[origin.index()]
+                .get(&h.src)
+                .map(|e| e.0)
+                .or_else(|| from_frame(h.src, origin))
+                .filter(|m| m[0] & 1 == 0)
+                .unwrap_or(self.mac)
+        };
+        let eth = EthernetRepr {
+            src_addr: EthernetAddress(src_mac),
+            dst_addr: EthernetAddress(dst_mac),
+            ethertype: if h.src.is_ipv4() { EthernetProtocol::Ipv4 } else { EthernetProtocol::Ipv6 },
+        };
+        let mut f = vec![0; ETHERNET_HEADER_LEN + pkt.len()];
+        let mut frame = EthernetFrame::new_unchecked(&mut f[..]);
+        eth.emit(&mut frame);
+        frame.payload_mut().copy_from_slice(&pkt);
+        out.push((side, f));
+    }
+
+    /// The side a packet goes to, or `None` when nothing says.
+    fn side_of(&self, h: &packet::IpHeader, incoming: Option<&Incoming>) -> Option<Side> {
+        if self.servers.contains(&h.dst) {
+            return Some(Side::Server);
+        }
+        if let Some(i) = incoming {
+            if h.dst == i.dst {
+                return Some(i.side.other());
+            }
+            if h.dst == i.src {
+                return Some(i.side);
+            }
+        }
+        let seen = |s: Side| self.learned[s.index()].get(&h.dst).map(|e| e.1);
+        match (seen(Side::Client), seen(Side::Server)) {
+            (Some(c), Some(s)) => Some(if c >= s { Side::Client } else { Side::Server }),
+            (Some(_), None) => Some(Side::Client),
+            (None, Some(_)) => Some(Side::Server),
+            (None, None) => None,
+        }
+    }
+
+    /// Asks for the MAC of a server the bridge has not seen yet (IPv4), at most once a second.
+    fn probe(&mut self, now: Duration, side: Side, dst: IpAddr, out: &mut Vec<(Side, Vec<u8>)>) {
+        let IpAddr::V4(v4) = dst else { return };
+        if side != Side::Server || !self.servers.contains(&dst) {
+            return;
+        }
+        if self.probed.get(&v4).is_some_and(|&at| now < at + PROBE_INTERVAL) {
+            return;
+        }
+        self.probed.insert(v4, now);
+        self.stats.arp_probes += 1;
+        out.push((Side::Server, arp::probe(v4, self.mac)));
+    }
+
+    /// Remembers that `ip` is at `mac` on `side`. Not learned: unspecified, multicast and
+    /// broadcast addresses, group MACs, the bridge's own MAC, the virtual addresses.
+    fn learn(&mut self, side: Side, ip: IpAddr, mac: [u8; 6]) {
+        let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+        if ip.is_unspecified() || ip.is_multicast() || broadcast || mac[0] & 1 == 1 || mac == self.mac {
+            return;
+        }
+        if self.vips.contains(&ip) {
+            return;
+        }
+        self.stamp += 1;
+        self.learned[side.index()].learn(ip, mac, self.stamp);
     }
 
     pub fn poll_timeout(&self) -> Option<Duration> {
@@ -74,8 +335,11 @@ impl Bridge {
     }
 
     pub fn handle_timeout(&mut self, now: Duration, out: &mut Vec<(Side, Vec<u8>)>) {
-        let _ = (now, out);
-        todo!()
+        let mut emitted = Vec::new();
+        self.engine.handle_timeout(now, &mut emitted);
+        for p in emitted {
+            self.route(now, p, None, out);
+        }
     }
 
     pub fn engine(&self) -> &Engine {
@@ -87,6 +351,11 @@ impl Bridge {
     }
 
     pub fn stats(&self) -> BridgeStats {
-        todo!()
+        self.stats
+    }
+
+    /// Learned addresses on `side` (at most [`MAC_TABLE_SIZE`]).
+    pub fn learned(&self, side: Side) -> usize {
+        self.learned[side.index()].len()
     }
 }

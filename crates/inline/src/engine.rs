@@ -164,8 +164,64 @@ impl Engine {
     /// that begin from now on; flows in progress keep theirs. Refused, changing nothing, when
     /// the services differ otherwise (addresses, modes, pools): that needs a restart.
     pub fn reload_tls(&mut self, services: &[Service]) -> Result<(), String> {
-        let _ = services;
-        todo!()
+        let now = &self.config.services;
+        if services.len() != now.len() {
+            return Err(format!(
+                "config: {} inline services given, {} running; adding or removing services needs a restart",
+                services.len(),
+                now.len()
+            ));
+        }
+        let mut matched = Vec::with_capacity(now.len());
+        for new in services {
+            let Some(i) = now.iter().position(|s| s.addr == new.addr) else {
+                return Err(format!(
+                    "config: inline service {} is not running; new addresses need a restart",
+                    new.addr
+                ));
+            };
+            if matched.contains(&i) {
+                return Err(format!("config: inline service {} given twice", new.addr));
+            }
+            let old = &now[i];
+            let sorted = |p: &[SocketAddr]| {
+                let mut p = p.to_vec();
+                p.sort();
+                p
+            };
+            let what = if old.mode != new.mode {
+                Some("mode")
+            } else if old.server_port != new.server_port {
+                Some("server port")
+            } else if sorted(&old.pool) != sorted(&new.pool) {
+                Some("pool")
+            } else if old.release != new.release {
+                Some("release")
+            } else if !new.tls.enable_secret_extraction {
+                return Err(format!(
+                    "internal: inline service {}: TLS settings without secret extraction",
+                    new.addr
+                ));
+            } else {
+                None
+            };
+            if let Some(what) = what {
+                return Err(format!(
+                    "config: inline service {}: {what} changed; that needs a restart",
+                    new.addr
+                ));
+            }
+            matched.push(i);
+        }
+        for (new, i) in services.iter().zip(matched) {
+            self.config.services[i].tls = new.tls.clone();
+        }
+        Ok(())
+    }
+
+    /// The services, as configured (their TLS settings as last reloaded).
+    pub fn services(&self) -> &[Service] {
+        &self.config.services
     }
 
     pub fn stats(&self) -> Stats {

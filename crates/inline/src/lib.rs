@@ -19,7 +19,8 @@
 //! - [`tables`]: the session, connection and queue-state tables as plain data.
 //! - [`tls_flow`]: a flow's TLS data path from the SYN-ACK on: segments to offsets and back.
 //! - [`sim`]: the deterministic simulator (smoltcp TCP on both ends, rustls clients, impaired link).
-//! - [`bridge`]: the L2 layer around the engine: Ethernet frames, ARP, MACs learned per side.
+//! - [`bridge`]: the L2 layer around the engine: Ethernet frames, ARP, MACs learned per side,
+//!   partial checksums completed; the AF_PACKET driver and the simulator both drive it.
 //! - [`flow`]: one flow's state; [`engine`]: the flow table and the packet dispatch.
 
 pub mod bridge;

@@ -10,7 +10,7 @@ use crate::seq::Seq;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpControl, TcpPacket, TcpRepr,
-    TcpSeqNumber,
+    TcpSeqNumber, UdpPacket,
 };
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
@@ -65,6 +65,69 @@ pub fn parse(packet: &[u8]) -> Option<Segment> {
         payload: tcp.start + header_len..tcp.end,
         tcp,
     })
+}
+
+/// The addresses and length of an IPv4 or IPv6 packet of any protocol, from its header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpHeader {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// The packet's length by its header (a frame may carry padding after it).
+    pub len: usize,
+}
+
+/// Reads the IP header of `packet`; `None` when it is not a consistent IPv4/IPv6 header.
+pub fn ip_header(packet: &[u8]) -> Option<IpHeader> {
+    match packet.first()? >> 4 {
+        4 => {
+            let ip = Ipv4Packet::new_checked(packet).ok()?;
+            Some(IpHeader {
+                src: ip.src_addr().into(),
+                dst: ip.dst_addr().into(),
+                len: ip.total_len() as usize,
+            })
+        }
+        6 => {
+            let ip = Ipv6Packet::new_checked(packet).ok()?;
+            Some(IpHeader { src: ip.src_addr().into(), dst: ip.dst_addr().into(), len: ip.total_len() })
+        }
+        _ => None,
+    }
+}
+
+/// Completes the TCP or UDP checksum of a packet whose sender left it to the hardware
+/// (checksum offload: the field holds only the pseudo-header sum). Computed afresh over the
+/// pseudo-header and the whole segment, so the field's content does not matter. False (packet
+/// untouched) for anything else: not TCP/UDP, IPv4 fragments, IPv6 extension headers.
+pub fn complete_checksum(packet: &mut [u8]) -> bool {
+    let (src, dst, proto, l4) = match packet.first().map(|b| b >> 4) {
+        Some(4) => {
+            let Ok(ip) = Ipv4Packet::new_checked(&*packet) else { return false };
+            if ip.more_frags() || ip.frag_offset() != 0 {
+                return false;
+            }
+            let l4 = ip.header_len() as usize..ip.total_len() as usize;
+            (IpAddr::from(ip.src_addr()), IpAddr::from(ip.dst_addr()), ip.next_header(), l4)
+        }
+        Some(6) => {
+            let Ok(ip) = Ipv6Packet::new_checked(&*packet) else { return false };
+            (IpAddr::from(ip.src_addr()), IpAddr::from(ip.dst_addr()), ip.next_header(), 40..ip.total_len())
+        }
+        _ => return false,
+    };
+    let (src, dst, seg) = (ip(src), ip(dst), &mut packet[l4]);
+    match proto {
+        IpProtocol::Tcp => match TcpPacket::new_checked(seg) {
+            Ok(mut t) => t.fill_checksum(&src, &dst),
+            Err(_) => return false,
+        },
+        IpProtocol::Udp => match UdpPacket::new_checked(seg) {
+            Ok(mut u) => u.fill_checksum(&src, &dst),
+            Err(_) => return false,
+        },
+        _ => return false,
+    }
+    true
 }
 
 fn ip(a: IpAddr) -> IpAddress {

@@ -1,6 +1,8 @@
 //! The inline engine's deterministic simulator, in the library so that `tlsgate inline simulate` can
 //! run it: real user-space TCP stacks (smoltcp) on both ends driven with simulated time, rustls
-//! clients over the client host's sockets, a plaintext echo server, the engine between, and a
+//! clients over the client host's sockets, a plaintext echo server, the engine between (inside the
+//! L2 [`Bridge`], as on real interfaces: the hosts' packets are framed with per-host MACs on the
+//! way in, some with their checksum left to the "hardware", and unframed on the way out), and a
 //! seeded link that drops, reorders, duplicates and delays packets.
 //!
 //! Checked on every run: each client gets back exactly the bytes it sent (so the server got
@@ -9,11 +11,13 @@
 //! (key, record number) used twice shows up here or as a decryption failure), and no flow's
 //! state exceeds the bound. Certificates come from the caller, so the library needs no PKI.
 
+mod l2;
 mod persist;
 mod recut;
 
 pub use recut::RecutCounts;
 
+use crate::bridge::{Bridge, InFrame, Side};
 use crate::engine::{Config, Engine, Limits, Service};
 use crate::packet;
 use crate::tables::{Mode, Release};
@@ -276,7 +280,8 @@ impl Rng {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Hop {
-    Engine,
+    /// Into the bridge from that side's host.
+    Bridge(Side),
     Client,
     Server,
 }
@@ -377,7 +382,7 @@ struct Client {
 /// must trust its certificate for the name "localhost".
 pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<ClientConfig>) -> Summary {
     let service_ip = if cfg.balanced { VIRTUAL_IP } else { SERVER_IP };
-    let mut engine = Engine::new(Config {
+    let engine = Engine::new(Config {
         services: vec![Service {
             addr: (service_ip, 443).into(),
             server_port: Some(80),
@@ -388,6 +393,22 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
         }],
         limits: Limits::default(),
     });
+    let mut bridge = Bridge::new(engine, l2::BRIDGE_MAC, 1500);
+    let mut l2 = l2::L2::default();
+    let vip = cfg.balanced.then(|| IpAddr::from(VIRTUAL_IP));
+    let server_ip = IpAddr::from(SERVER_IP);
+    // The hosts announce themselves as their interfaces come up (not over the impaired link,
+    // whose draws stay those of the packets).
+    for (side, mac, ip) in
+        [(Side::Client, l2::CLIENT_MAC, CLIENT_IP), (Side::Server, l2::SERVER_MAC, SERVER_IP)]
+    {
+        let f = l2::announcement(mac, ip.into());
+        bridge.handle_frame(
+            Duration::ZERO,
+            InFrame { from: side, data: &f, csum_partial: false },
+            &mut Vec::new(),
+        );
+    }
     let mut client_host = Host::new(CLIENT_IP);
     let mut server_host = Host::new(SERVER_IP);
     let mut server_socks: Vec<ServerConn> = (0..cfg.flows)
@@ -467,7 +488,7 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
             }
         }
         // The wire: packets due now go where they are headed.
-        let mut to_wire: Vec<(Hop, Vec<u8>)> = Vec::new();
+        let mut to_wire: Vec<(Side, Vec<u8>)> = Vec::new();
         while let Some((&(at, n), _)) = link.queue.first_key_value() {
             if at > t {
                 break;
@@ -483,9 +504,9 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
                     server_host.persist.received(&p);
                     server_host.dev.rx.push_back(p)
                 }
-                // The baseline: a plain forwarder in the engine's place.
-                Hop::Engine if cfg.plain => to_wire.push((Hop::Engine, p)),
-                Hop::Engine => {
+                // The baseline: a plain forwarder in the bridge's place.
+                Hop::Bridge(from) if cfg.plain => to_wire.push((from.other(), p)),
+                Hop::Bridge(from) => {
                     if let (Some(port), Some(seg)) = (trace_port, packet::parse(&p)) {
                         if (seg.src.port() == port || seg.dst.port() == port) && t > trace_from {
                             eprintln!(
@@ -499,9 +520,11 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
                             );
                         }
                     }
-                    let mut out = Vec::new();
-                    engine.handle_packet(dnow, p, &mut out);
-                    for o in &out {
+                    let (frame, csum_partial) = l2.frame(from, &p, client_ip, server_ip);
+                    let mut frames = Vec::new();
+                    bridge.handle_frame(dnow, InFrame { from, data: &frame, csum_partial }, &mut frames);
+                    let out = unframe_all(frames, vip, &mut sum);
+                    for (_, o) in &out {
                         if let (Some(port), Some(seg)) = (trace_port, packet::parse(o)) {
                             if (seg.src.port() == port || seg.dst.port() == port) && t > trace_from {
                                 eprintln!(
@@ -516,18 +539,18 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
                             }
                         }
                     }
-                    to_wire.extend(out.into_iter().map(|o| (Hop::Engine, o)));
+                    to_wire.extend(out);
                 }
             }
         }
-        if engine.poll_timeout().is_some_and(|d| d <= dnow) {
-            let mut out = Vec::new();
-            engine.handle_timeout(dnow, &mut out);
-            to_wire.extend(out.into_iter().map(|o| (Hop::Engine, o)));
+        if bridge.poll_timeout().is_some_and(|d| d <= dnow) {
+            let mut frames = Vec::new();
+            bridge.handle_timeout(dnow, &mut frames);
+            to_wire.extend(unframe_all(frames, vip, &mut sum));
         }
-        for (_, o) in to_wire {
+        for (side, o) in to_wire {
             let Some(seg) = packet::parse(&o) else { continue };
-            if seg.dst.ip() == client_ip {
+            if side == Side::Client {
                 if !seg.syn {
                     let log = sent.entry(seg.dst.port()).or_default();
                     sum.nonce_reuses += log.check(seg.seq.0, &o[seg.payload.clone()]);
@@ -589,16 +612,16 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
                     log.ack(ack.0);
                 }
             }
-            link.send(t, Hop::Engine, p);
+            link.send(t, Hop::Bridge(Side::Client), p);
         }
         for p in server_host.dev.tx.drain(..) {
             server_host.persist.sent(t, &p);
             recut.server_sent(&p);
-            link.send(t, Hop::Engine, p);
+            link.send(t, Hop::Bridge(Side::Server), p);
         }
         if t >= next_sample {
             next_sample += 100_000;
-            let peak = engine.report().peak_flow_state();
+            let peak = bridge.engine().report().peak_flow_state();
             sum.peak_state_per_flow = sum.peak_state_per_flow.max(peak);
             if peak > STATE_BOUND {
                 sum.violations.push(format!("{peak} bytes of state in one flow at {dnow:?}"));
@@ -613,7 +636,12 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
     }
     sum.sim_time = Duration::from_micros(t);
     sum.server_retransmissions = recut.counts;
-    let report = engine.report();
+    let report = bridge.engine().report();
+    let completed = bridge.stats().csum_completed;
+    if completed != l2.partial {
+        sum.violations
+            .push(format!("{} partial checksums completed of {} left partial", completed, l2.partial));
+    }
     for c in &clients {
         if let Some((whole, half)) = c.half_record.filter(|_| c.reset) {
             check_reset(c.port, whole, half, cfg.release, &server_socks, &report, &mut sum);
@@ -673,6 +701,20 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
         sum.violations.push(format!("{} bytes resent differently", sum.nonce_reuses));
     }
     sum
+}
+
+/// The IP packets of the frames the bridge wrote, each with its side; a frame addressed wrong is
+/// a violation.
+fn unframe_all(frames: Vec<(Side, Vec<u8>)>, vip: Option<IpAddr>, sum: &mut Summary) -> Vec<(Side, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (side, f) in frames {
+        match l2::unframe(side, &f, vip) {
+            Ok(Some(p)) => out.push((side, p)),
+            Ok(None) => {}
+            Err(e) => sum.violations.push(e),
+        }
+    }
+    out
 }
 
 /// One accepted server connection of the echo server.

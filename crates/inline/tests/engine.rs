@@ -378,3 +378,58 @@ fn closing_flows_expire_sooner_than_idle_ones() {
     assert_eq!(e.report().connections[0].state, FlowState::Closing);
     assert_eq!(e.poll_timeout(), Some(Duration::from_millis(3) + Limits::default().closing_timeout));
 }
+
+/// New certificates are taken for the same services; any other difference is refused and
+/// changes nothing.
+#[test]
+fn reload_takes_new_certificates_and_refuses_other_changes() {
+    let mut e = engine(16);
+    let before: Vec<Service> = e.services().to_vec();
+    let fresh = server_config();
+    let mut next = before.clone();
+    for s in &mut next {
+        s.tls = fresh.clone();
+    }
+    next.reverse(); // matched by address, not by position
+    let mut refused = Vec::new();
+    let mut changed = |f: &dyn Fn(&mut Vec<Service>)| {
+        let mut n = next.clone();
+        f(&mut n);
+        refused.push(e.reload_tls(&n).unwrap_err());
+        assert!(
+            e.services().iter().zip(&before).all(|(a, b)| Arc::ptr_eq(&a.tls, &b.tls)),
+            "nothing changed"
+        );
+    };
+    changed(&|n| n[0].addr = sa("10.0.0.5:443"));
+    changed(&|n| {
+        n.pop();
+    });
+    changed(&|n| n[1].server_port = Some(8080));
+    changed(&|n| n[1].mode = Mode::Balanced);
+    changed(&|n| n[1].pool = vec![sa("10.0.0.3:80")]);
+    changed(&|n| n[1].release = Release::CutThrough);
+    changed(&|n| n[1] = n[0].clone());
+    let mut no_secrets = (*server_config()).clone();
+    no_secrets.enable_secret_extraction = false;
+    changed(&|n| n[0].tls = Arc::new(no_secrets.clone()));
+    for (r, word) in refused.iter().zip([
+        "not running",
+        "restart",
+        "server port",
+        "mode",
+        "pool",
+        "release",
+        "twice",
+        "secret",
+    ]) {
+        assert!(r.contains(word), "{r:?} should say {word:?}");
+    }
+    assert!(refused[..7].iter().all(|r| r.starts_with("config: ")), "{refused:?}");
+    e.reload_tls(&next).unwrap();
+    assert!(e.services().iter().all(|s| Arc::ptr_eq(&s.tls, &fresh)));
+    assert_eq!(
+        e.services().iter().map(|s| s.addr).collect::<Vec<_>>(),
+        before.iter().map(|s| s.addr).collect::<Vec<_>>()
+    );
+}

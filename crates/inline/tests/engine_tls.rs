@@ -429,3 +429,76 @@ fn cut_through_a_reset_in_the_middle_of_a_record_follows_the_part_that_left() {
     assert_eq!(r.seq, Seq(CISN.wrapping_add(1 + got.len() as u32)), "after what the server received");
     assert_eq!(n.engine.flow_count(), 0);
 }
+
+/// A bare segment at `seq` acknowledging `ack` with the raw window `window`.
+fn ack_with_window(src: SocketAddr, dst: SocketAddr, seq: u32, ack: u32, window: u16) -> Vec<u8> {
+    Build { src, dst, seq: Seq(seq), ack: Some(Seq(ack)), control: Control::None, window, payload: &[] }
+        .emit()
+        .unwrap()
+}
+
+#[test]
+fn a_servers_zero_window_probe_reaches_the_client_translated() {
+    let mut n = Net::new(TLS13[0]);
+    open_connection(&mut n);
+    assert!(n.c_recv > 0, "the engine's handshake bytes shift the client's sequence space");
+    // The client's window closes; the server hears it.
+    let (client_seq, client_ack) = (CISN.wrapping_add(1 + n.c_sent), SISN + 1 + n.c_recv);
+    n.feed(ack_with_window(sa(CLIENT), sa(SERVICE), client_seq, client_ack, 0));
+    let told = packet::parse(n.to_server.last().expect("the ACK reaches the server")).unwrap();
+    assert_eq!(told.window, 0);
+    n.to_server.clear();
+    n.to_client.clear();
+    // The server probes the zero window as Linux does: no data, at SND.UNA - 1.
+    n.feed(ack_with_window(sa(BACKEND), sa(CLIENT), SISN, CISN.wrapping_add(1), 502));
+    assert_eq!(n.to_client.len(), 1, "the probe, passed on");
+    let probe = &n.to_client[0];
+    assert!(probe.payload.is_empty() && !probe.syn && !probe.fin && !probe.rst);
+    assert_eq!(probe.seq, Seq(client_ack - 1), "SND.UNA - 1 in the client's sequence space");
+    assert_eq!(probe.ack, Some(Seq(client_seq)), "the client's own next byte");
+    // The client answers with its window open again: the server hears that.
+    n.feed(ack_with_window(sa(CLIENT), sa(SERVICE), client_seq, client_ack, 501));
+    let answer = packet::parse(n.to_server.last().expect("the answer reaches the server")).unwrap();
+    assert!(answer.payload.is_empty());
+    assert_eq!(
+        (answer.seq, answer.ack, answer.window),
+        (Seq(CISN.wrapping_add(1)), Some(Seq(SISN + 1)), 501)
+    );
+}
+
+#[test]
+fn reloaded_certificates_serve_new_flows_while_established_ones_continue() {
+    let mut n = Net::new(TLS13[0]);
+    open_connection(&mut n);
+    let (fresh_server, fresh_client) = configs(TLS13[0]);
+    let mut services = n.engine.services().to_vec();
+    services[0].tls = fresh_server;
+    n.engine.reload_tls(&services).unwrap();
+    // The established flow keeps its keys: a request still arrives in plaintext.
+    n.client.writer().write_all(REQUEST).unwrap();
+    n.client_sends();
+    let p = n.to_server.pop().expect("plaintext to the server");
+    assert_eq!(&p[packet::parse(&p).unwrap().payload], REQUEST);
+    // The client resets; a new flow is served with the new certificate, which is all the new
+    // client trusts (feeding panics on a handshake error).
+    n.feed(
+        Build {
+            src: sa(CLIENT),
+            dst: sa(SERVICE),
+            seq: Seq(CISN.wrapping_add(1 + n.c_sent)),
+            ack: None,
+            control: Control::Rst,
+            window: 0,
+            payload: &[],
+        }
+        .emit()
+        .unwrap(),
+    );
+    assert_eq!(n.engine.flow_count(), 0);
+    n.client = ClientConnection::new(fresh_client, ServerName::try_from("localhost").unwrap()).unwrap();
+    (n.c_sent, n.c_recv) = (0, 0);
+    n.to_server.clear();
+    n.to_client.clear();
+    open_connection(&mut n);
+    assert_eq!(n.engine.report().sessions.len(), 1);
+}
