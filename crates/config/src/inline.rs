@@ -164,7 +164,13 @@ impl InlineService {
 impl InlineConfig {
     /// `tlsgate inline run --client-iface … --server-iface …`, the services added by the caller.
     pub fn from_flags(client_iface: String, server_iface: String, mode: ReleaseMode) -> Self {
-        InlineConfig { client_iface, server_iface, mode, limits: InlineLimits::default(), service: Vec::new() }
+        InlineConfig {
+            client_iface,
+            server_iface,
+            mode,
+            limits: InlineLimits::default(),
+            service: Vec::new(),
+        }
     }
 
     /// A service's release mode: its own, else the section's.
@@ -211,7 +217,10 @@ impl InlineConfig {
             }
         }
         if self.client_iface == self.server_iface {
-            return bad(format!("client_iface and server_iface are both {:?}; a bridge needs two", self.client_iface));
+            return bad(format!(
+                "client_iface and server_iface are both {:?}; a bridge needs two",
+                self.client_iface
+            ));
         }
         if self.service.is_empty() {
             return bad("no [[inline.service]] defined".into());

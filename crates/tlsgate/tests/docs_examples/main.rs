@@ -38,6 +38,7 @@ const EXAMPLES: &[(&str, &str, How)] = &[
     ("README.md", "tlsgate run --config tlsgate.toml", How::Run(terminate::readme_run)),
     ("README.md", "tlsgate originate --listen 127.0.0.1:5432 --connect db.example:5432 --ca ca.pem", How::Run(originate::readme)),
     ("README.md", "tlsgate tunnel gate --listen 0.0.0.0:7443 --cert gate.pem --key gate.key --client-ca ca.pem", How::Run(tunnel::readme)),
+    ("README.md", "tlsgate inline run --client-iface eth0 --server-iface eth1 --service 10.0.0.2:443=80 \\", How::Skip(INLINE_RUN)),
     ("README.md", "tlsgate inline simulate --flows 50 --seed 7 --loss 0.03 --reorder 0.05 --duplicate 0.01 \\", How::Run(inline_simulate)),
     ("docs/config.md", "# Shared by every mode.", How::RunBy("README.md", "tlsgate check --config tlsgate.toml       # loads every file it names, binds nothing")),
     ("docs/config.md", "[[terminate.listener]]", How::Run(terminate::alpn_routes)),
@@ -58,6 +59,9 @@ const EXAMPLES: &[(&str, &str, How)] = &[
 
 const STARTTLS_TOML: &str =
     "# Server side: SMTP clients do STARTTLS with tlsgate; the mail server behind it is plaintext.";
+
+const INLINE_RUN: &str =
+    "needs the AF_PACKET bridge between two interfaces (eth0, eth1); its flags are checked by tests/help.rs";
 
 const BENCH: &str = "installs packages and runs minutes-long benchmarks; not part of the tests";
 
