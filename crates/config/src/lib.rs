@@ -1,11 +1,12 @@
 //! The configuration file model, shared by every mode.
 //!
-//! One TOML file holds a section per mode (`[terminate]`, later `[originate]`, `[tunnel]`, …) and
+//! One TOML file holds a section per mode (`[terminate]`, `[originate]`, `[tunnel]`, `[inline]`) and
 //! the sections every mode shares (`[log]`, `[security]`). Command-line flags for the quick cases
 //! build the same structures, so the rest of tlsgate only ever sees a validated [`Config`].
 //! docs/config.md is the reference; a test parses the example it carries.
 
 mod error;
+mod inline;
 mod model;
 mod originate;
 mod starttls;
@@ -13,6 +14,7 @@ mod terminate;
 mod tunnel;
 
 pub use error::ConfigError;
+pub use inline::{InlineConfig, InlineLimits, InlineService, ReleaseMode};
 pub use model::{AdminConfig, Config, LogConfig, LogFormat, ProcessConfig, SecurityConfig};
 pub use originate::{OriginateConfig, OriginateListener, RuleAction, RuleConfig, TransparentListener};
 pub use starttls::StartTls;
@@ -92,6 +94,9 @@ impl Config {
         if let Some(t) = &mut self.tunnel {
             t.resolve_paths(dir);
         }
+        if let Some(i) = &mut self.inline {
+            i.resolve_paths(dir);
+        }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -103,6 +108,9 @@ impl Config {
         }
         if let Some(t) = &self.tunnel {
             t.validate()?;
+        }
+        if let Some(i) = &self.inline {
+            i.validate()?;
         }
         if self.process.group.is_some() && self.process.user.is_none() {
             return Err(ConfigError::invalid("[process]", "group is set without user"));

@@ -19,6 +19,7 @@ pub struct Config {
     pub terminate: Option<TerminateConfig>,
     pub originate: Option<crate::OriginateConfig>,
     pub tunnel: Option<crate::TunnelConfig>,
+    pub inline: Option<crate::InlineConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use crate::handshake::Handshake;
 use crate::packet::{self, Build, Control, Segment};
 use crate::seq::Stream;
 use crate::tables::{
-    ConnectionRow, Direction, FlowKey, FlowState, Mode, QueueRow, Release, Report, SessionRow,
+    ConnectionRow, Counters, Direction, FlowKey, FlowState, Mode, QueueRow, Release, Report, SessionRow,
 };
 use crate::tls_flow::{Ends, TlsFlow, Verdict};
 use crate::upstream::UpLimits;
@@ -54,6 +54,11 @@ impl Service {
         }
         SocketAddr::new(self.addr.ip(), self.server_port.unwrap_or(self.addr.port()))
     }
+}
+
+/// A flow's counters: its TLS data path's once it has one, else what the TCP setup counted.
+fn flow_counters(f: &Flow) -> (Counters, Counters) {
+    f.tls.as_ref().map_or((f.up, f.down), |t| t.counters())
 }
 
 /// FNV-1a: a stable, seedless hash, so the choice of member survives restarts.
@@ -118,6 +123,11 @@ pub struct Stats {
     pub orphan_server_data: u64,
     /// Service flows whose first client bytes were not a TLS handshake: passed through.
     pub not_tls: u64,
+    /// Flows failed because a client record's tag did not verify (answered with bad_record_mac).
+    pub mac_failures: u64,
+    /// Records and bytes of every flow, ended ones and live ones: client → server, server → client.
+    pub up: Counters,
+    pub down: Counters,
 }
 
 /// Default per-flow bounds of the data path.
@@ -224,8 +234,15 @@ impl Engine {
         &self.config.services
     }
 
+    /// The counters, the records and bytes of live flows included.
     pub fn stats(&self) -> Stats {
-        self.stats
+        let mut stats = self.stats;
+        for f in self.flows.values() {
+            let (up, down) = flow_counters(f);
+            stats.up += up;
+            stats.down += down;
+        }
+        stats
     }
 
     pub fn flow_count(&self) -> usize {
@@ -466,6 +483,13 @@ impl Engine {
     fn remove(&mut self, key: &FlowKey) {
         if let Some(flow) = self.flows.remove(key) {
             self.by_backend.remove(&(key.client, flow.backend));
+            // An ended flow's counts stay in the totals.
+            let (up, down) = flow_counters(&flow);
+            self.stats.up += up;
+            self.stats.down += down;
+            if flow.tls.as_ref().is_some_and(|t| t.mac_failed()) {
+                self.stats.mac_failures += 1;
+            }
         }
     }
 
@@ -516,8 +540,8 @@ impl Engine {
                         .as_ref()
                         .map(|t| t.downstream().pairs().entries().copied().collect())
                         .unwrap_or_default(),
-                    up: f.tls.as_ref().map_or(f.up, |t| t.counters().0),
-                    down: f.tls.as_ref().map_or(f.down, |t| t.counters().1),
+                    up: flow_counters(f).0,
+                    down: flow_counters(f).1,
                     record_seqs: f.tls.as_ref().and_then(|t| t.record_seqs()),
                     state_bytes: f.state_bytes(),
                     last_activity: f.last_activity,

@@ -95,6 +95,16 @@ pub struct Counters {
     pub before_tag: u64,
 }
 
+impl std::ops::AddAssign for Counters {
+    fn add_assign(&mut self, o: Counters) {
+        self.outer_bytes += o.outer_bytes;
+        self.inner_bytes += o.inner_bytes;
+        self.records += o.records;
+        self.retransmissions += o.retransmissions;
+        self.before_tag += o.before_tag;
+    }
+}
+
 /// Connection table row (without keys; with the sequence pairs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectionRow {

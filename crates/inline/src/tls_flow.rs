@@ -95,6 +95,8 @@ pub struct TlsFlow {
     rto: Option<(Duration, u32)>,
     /// Version, suite and SNI once established, for the session table.
     session: Option<SessionInfo>,
+    /// The flow failed on a client record whose tag did not verify.
+    mac_failed: bool,
 }
 
 impl std::fmt::Debug for TlsFlow {
@@ -126,6 +128,7 @@ impl TlsFlow {
             server_window,
             rto: None,
             session: None,
+            mac_failed: false,
         }
     }
 
@@ -160,6 +163,11 @@ impl TlsFlow {
 
     pub fn deadline(&self) -> Option<Duration> {
         self.rto.map(|(d, _)| d)
+    }
+
+    /// Whether the flow failed on a client record whose tag did not verify.
+    pub fn mac_failed(&self) -> bool {
+        self.mac_failed
     }
 
     /// Counters for the connection table: (client → server, server → client). Plaintext bytes
@@ -462,6 +470,7 @@ impl TlsFlow {
     fn fail(&mut self, e: &FlowError, out: &mut Vec<Vec<u8>>) -> Verdict {
         self.send_server(Control::Rst, &[], out);
         let bad_mac = matches!(e, FlowError::Up(UpError::Crypto(CryptoError::BadRecordMac)));
+        self.mac_failed |= bad_mac;
         let at = self.down.outer_end();
         if let (true, Some(l)) = (bad_mac, self.layer()) {
             let mut rec = Vec::new();

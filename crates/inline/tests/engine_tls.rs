@@ -231,6 +231,10 @@ fn a_request_and_response_cross_the_engine() {
         assert_eq!(row.down.inner_bytes, response.len() as u64);
         assert_eq!(row.down.outer_bytes, n.c_recv as u64, "everything the client received");
         assert_eq!(row.down.records, 1, "one record for the one server segment");
+        // The engine's totals count the live flow's records and bytes.
+        let stats = n.engine.stats();
+        assert_eq!((stats.up, stats.down), (row.up, row.down), "{suite:?}");
+        assert_eq!(stats.mac_failures, 0);
     }
 }
 
@@ -258,6 +262,11 @@ fn a_tampered_record_resets_the_server_and_alerts_the_client() {
     assert!(format!("{err:?}").contains("BadRecordMac"), "{err:?}");
     assert!(to_client[1].0.rst);
     assert_eq!(n.engine.flow_count(), 0);
+    // The ended flow stays in the totals, its failure counted once.
+    let stats = n.engine.stats();
+    assert_eq!(stats.mac_failures, 1);
+    assert_eq!(stats.flows_reset, 1);
+    assert!(stats.up.outer_bytes >= n.c_sent as u64 && stats.down.outer_bytes == n.c_recv as u64);
 }
 
 #[test]

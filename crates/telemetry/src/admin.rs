@@ -1,4 +1,5 @@
-//! The admin listener: `/healthz`, `/metrics` (Prometheus text) and `/status` (HTML).
+//! The admin listener: `/healthz`, `/metrics` (Prometheus text), `/status` (HTML) and
+//! `/status.json` (the inline engine's tables, `{"inline": null}` when it does not run).
 //!
 //! Off unless configured; it shows client addresses and identities, so bind it to loopback or a
 //! management network.
@@ -52,10 +53,19 @@ async fn answer<B>(
         "/healthz" => (StatusCode::OK, "text/plain; charset=utf-8", "ok\n".to_string()),
         "/metrics" => {
             refresh_backend_gauges(source.as_ref());
+            if let Some(v) = source.inline() {
+                crate::inline::update_metrics(&v, metrics());
+            }
             (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", metrics().encode())
         }
         "/status" => {
-            (StatusCode::OK, "text/html; charset=utf-8", render(&source.listeners(), &live().snapshot()))
+            let page = render(&source.listeners(), &live().snapshot(), source.inline().as_ref());
+            (StatusCode::OK, "text/html; charset=utf-8", page)
+        }
+        "/status.json" => {
+            let inline = source.inline().map(|v| crate::inline::json(&v));
+            let body = serde_json::json!({ "inline": inline }).to_string() + "\n";
+            (StatusCode::OK, "application/json", body)
         }
         _ => (StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "not found\n".to_string()),
     };

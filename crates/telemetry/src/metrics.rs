@@ -69,6 +69,31 @@ pub struct TunnelSessionLabels {
     pub result: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    /// `up` (client to server) or `down`.
+    pub direction: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InlineBytesLabels {
+    pub direction: String,
+    /// `client` (records, on the client's interface) or `server` (plaintext).
+    pub side: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FrameLabels {
+    /// `passed` (not a service flow, crossed unchanged), `non_ip`, `unroutable` (no MAC learned
+    /// for the destination) or `oversize` (above the far side's MTU).
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RingLabels {
+    pub iface: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub connections_open: Family<ListenerLabel, Gauge>,
@@ -86,6 +111,16 @@ pub struct Metrics {
     pub tunnel_connections: Family<TunnelLabels, Gauge>,
     pub tunnel_sessions_open: Family<TunnelLabels, Gauge>,
     pub tunnel_sessions: Family<TunnelSessionLabels, Counter>,
+    /// The inline engine's: brought to its counters at every scrape (`crate::inline`).
+    pub inline_flows: Gauge,
+    pub inline_hold_bytes: Gauge,
+    pub inline_flows_created: Counter,
+    pub inline_mac_failures: Counter,
+    pub inline_not_tls: Counter,
+    pub inline_records: Family<DirectionLabel, Counter>,
+    pub inline_bytes: Family<InlineBytesLabels, Counter>,
+    pub inline_frames: Family<FrameLabels, Counter>,
+    pub inline_ring_drops: Family<RingLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -146,8 +181,63 @@ impl Metrics {
             "Connections open to the backend",
             backend_connections.clone(),
         );
+        let inline_flows = Gauge::default();
+        let inline_hold_bytes = Gauge::default();
+        let inline_flows_created = Counter::default();
+        let inline_mac_failures = Counter::default();
+        let inline_not_tls = Counter::default();
+        let inline_records = Family::default();
+        let inline_bytes = Family::default();
+        let inline_frames = Family::default();
+        let inline_ring_drops = Family::default();
+        registry.register("inline_flows", "Flows in the inline engine's table", inline_flows.clone());
+        registry.register(
+            "inline_hold_bytes",
+            "Bytes held in the inline engine's queues (out of order, awaiting a tag or the client's window)",
+            inline_hold_bytes.clone(),
+        );
+        registry.register(
+            "inline_flows_created",
+            "Flows the inline engine began",
+            inline_flows_created.clone(),
+        );
+        registry.register(
+            "inline_mac_failures",
+            "Inline flows failed on a client record whose tag did not verify",
+            inline_mac_failures.clone(),
+        );
+        registry.register(
+            "inline_not_tls",
+            "Inline service flows that were not TLS and passed through",
+            inline_not_tls.clone(),
+        );
+        registry.register("inline_records", "TLS records through the inline engine", inline_records.clone());
+        registry.register(
+            "inline_bytes",
+            "Bytes through the inline engine: records on the client side, plaintext on the server side",
+            inline_bytes.clone(),
+        );
+        registry.register(
+            "inline_frames",
+            "Frames the inline bridge passed or dropped, by kind",
+            inline_frames.clone(),
+        );
+        registry.register(
+            "inline_ring_kernel_drops",
+            "Frames the kernel dropped because an interface's ring was full",
+            inline_ring_drops.clone(),
+        );
         Metrics {
             registry,
+            inline_flows,
+            inline_hold_bytes,
+            inline_flows_created,
+            inline_mac_failures,
+            inline_not_tls,
+            inline_records,
+            inline_bytes,
+            inline_frames,
+            inline_ring_drops,
             connections_open,
             connections_total,
             handshakes,

@@ -1,10 +1,16 @@
-//! The status page: listeners, routes, backend health and live connections, as HTML.
+//! The status page: listeners, routes, backend health, live connections and the inline engine's
+//! tables, as HTML.
 
 use crate::conns::ConnSnapshot;
 
 /// What the running modes report about their configuration and backends.
 pub trait StatusSource: Send + Sync {
     fn listeners(&self) -> Vec<ListenerStatus>;
+
+    /// The inline engine's tables and counters, when it runs.
+    fn inline(&self) -> Option<crate::inline::InlineView> {
+        None
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -30,7 +36,11 @@ pub struct BackendStatus {
 }
 
 /// The whole page. Every value is escaped: SNI and certificate names come from clients.
-pub fn render(listeners: &[ListenerStatus], conns: &[ConnSnapshot]) -> String {
+pub fn render(
+    listeners: &[ListenerStatus],
+    conns: &[ConnSnapshot],
+    inline: Option<&crate::inline::InlineView>,
+) -> String {
     let mut h = String::from(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>tlsgate status</title>\
          <style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin-bottom:1.5em}\
@@ -58,11 +68,15 @@ pub fn render(listeners: &[ListenerStatus], conns: &[ConnSnapshot]) -> String {
             esc(&c.listener), c.client, esc(&c.sni), esc(&c.version), esc(&c.suite), esc(&c.identity), esc(&c.backend), c.up, c.down, c.age_secs
         ));
     }
-    h.push_str("</table></body></html>\n");
+    h.push_str("</table>");
+    if let Some(v) = inline {
+        h.push_str(&crate::inline::html(v));
+    }
+    h.push_str("</body></html>\n");
     h
 }
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {
         match ch {
@@ -95,7 +109,7 @@ mod tests {
             up: 0,
             down: 0,
         }];
-        let page = render(&[], &conns);
+        let page = render(&[], &conns, None);
         assert!(!page.contains("<script>"));
         assert!(page.contains("&lt;script&gt;") && page.contains("CN=&quot;x&quot; &amp; y"));
     }

@@ -7,6 +7,7 @@
 //! - [`client_auth`]: mutual TLS — CA bundle, CRLs, allow-lists;
 //! - [`identity`]: a peer's subject and SANs;
 //! - [`describe`]: rustls's errors in an operator's words, for every handshake failure logged;
+//! - [`inline`]: the inline engine's per-service configs, keys handed over after the handshake;
 //! - [`tunnel`]: the gate's and the portal's TLS 1.3 configs with certificates on both ends;
 //! - [`pki`]: a throwaway CA and leaf certificates (rcgen) for the demo and for tests.
 
@@ -16,6 +17,7 @@ pub mod describe;
 pub mod error;
 mod hkdf;
 pub mod identity;
+pub mod inline;
 pub mod keys;
 pub mod peek;
 pub mod pki;

@@ -102,7 +102,7 @@ pub fn listener_tls(
 /// opens records itself (`tlsgate-record`), which has no TLS 1.2 ChaCha20 format (no explicit
 /// nonce, a different overhead); a client offering only those suites is refused at the
 /// handshake with rustls's alert instead of being dropped after it.
-fn terminate_provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn terminate_provider() -> Arc<rustls::crypto::CryptoProvider> {
     use rustls::CipherSuite::{
         TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 as ECDSA,
         TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 as RSA,

@@ -66,7 +66,7 @@ pub fn portal_name(id: &PeerIdentity) -> String {
 
 /// The gate has one certificate whatever the SNI.
 #[derive(Debug)]
-struct FixedServerCert(Arc<rustls::sign::CertifiedKey>);
+pub(crate) struct FixedServerCert(pub(crate) Arc<rustls::sign::CertifiedKey>);
 
 impl rustls::server::ResolvesServerCert for FixedServerCert {
     fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use tlsgate_config::{BackendAddr, ProxyProtocol, StartTls};
+use tlsgate_config::{BackendAddr, ProxyProtocol, ReleaseMode, StartTls};
 
 use crate::examples;
 
@@ -55,7 +55,7 @@ pub enum Command {
     /// Many TCP and UDP flows over one mutually authenticated TLS connection.
     #[command(subcommand, after_help = examples::TUNNEL)]
     Tunnel(TunnelCommand),
-    /// Packet-level TLS offload that keeps the client's TCP connection (simulator only so far).
+    /// Packet-level TLS offload that keeps the client's TCP connection, between two interfaces.
     #[command(subcommand, about = examples::INLINE_ABOUT, after_help = examples::INLINE)]
     Inline(InlineCommand),
     /// A throwaway CA, a built-in HTTP backend and a terminator in front of it, on loopback.
@@ -65,7 +65,7 @@ pub enum Command {
     #[command(after_help = examples::BACKEND)]
     Backend(BackendArgs),
     /// Every section of one config file ([terminate], [originate], [tunnel.gate],
-    /// [tunnel.portal]) in one process, with one admin listener.
+    /// [tunnel.portal], [inline]) in one process, with one admin listener.
     #[command(after_help = examples::RUN)]
     Run(RunArgs),
     /// Loads a config and every file it names as a start would, binds nothing: `config OK`, or
@@ -180,10 +180,78 @@ pub struct OriginateArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum InlineCommand {
+    /// Bridges two interfaces, offloading TLS for the services named inside the packets of the
+    /// clients' own TCP connections (needs CAP_NET_RAW and CAP_NET_ADMIN).
+    #[command(after_help = examples::INLINE_RUN)]
+    Run(Box<InlineRunArgs>),
     /// Runs flows through a deterministic simulated network with loss, reordering and
     /// duplication; prints one summary line and exits non-zero on any violation.
     #[command(after_help = examples::SIMULATE)]
     Simulate(SimulateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InlineRunArgs {
+    /// TOML config file with an [inline] section; when given, it is the whole configuration.
+    #[arg(long, short, conflicts_with_all = ["client_iface", "server_iface", "service", "vip", "cert", "key"])]
+    pub config: Option<PathBuf>,
+    /// The interface facing the clients.
+    #[arg(long, value_name = "IF", required_unless_present = "config")]
+    pub client_iface: Option<String>,
+    /// The interface facing the servers.
+    #[arg(long, value_name = "IF", required_unless_present = "config")]
+    pub server_iface: Option<String>,
+    /// A direct service: `ADDR:PORT` clients connect to (the server's own address), `=PLAIN_PORT`
+    /// the server's plaintext port; repeat for several.
+    #[arg(long, value_name = "ADDR:PORT[=PORT]")]
+    pub service: Vec<DirectService>,
+    /// A balanced service: a virtual `ADDR:PORT` in front of --pool.
+    #[arg(long, value_name = "ADDR:PORT", requires = "pool")]
+    pub vip: Option<SocketAddr>,
+    /// The servers behind --vip, comma-separated `ADDR:PORT`s.
+    #[arg(
+        long,
+        value_name = "ADDR:PORT,…",
+        value_delimiter = ',',
+        requires = "vip",
+        conflicts_with = "config"
+    )]
+    pub pool: Vec<SocketAddr>,
+    /// PEM certificate chain of the services, leaf first.
+    #[arg(long, required_unless_present = "config")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1).
+    #[arg(long, required_unless_present = "config")]
+    pub key: Option<PathBuf>,
+    /// When client plaintext reaches the server: after its record's tag verified (`buffered`),
+    /// or as decrypted, the tag checked at the record's end (`cut-through`, weaker).
+    #[arg(long, value_name = "buffered|cut-through", conflicts_with = "config")]
+    pub mode: Option<ReleaseMode>,
+    /// Admin listener address (/healthz, /metrics, /status, /status.json).
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+    /// Start even if the key file is readable by group or others.
+    #[arg(long)]
+    pub allow_insecure_key_permissions: bool,
+}
+
+/// `--service 10.0.0.2:443=80`.
+#[derive(Debug, Clone, Copy)]
+pub struct DirectService {
+    pub listen: SocketAddr,
+    pub plain_port: Option<u16>,
+}
+
+impl std::str::FromStr for DirectService {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (listen, plain) = match s.split_once('=') {
+            Some((l, p)) => (l, Some(p.parse().map_err(|_| format!("{s:?}: {p:?} is not a port"))?)),
+            None => (s, None),
+        };
+        let listen = listen.parse().map_err(|_| format!("{s:?}: {listen:?} is not ADDR:PORT"))?;
+        Ok(DirectService { listen, plain_port: plain })
+    }
 }
 
 #[derive(Debug, Args)]

@@ -42,9 +42,14 @@ Examples:
   tlsgate tunnel portal --gate gate.example:7443 --ca ca.pem --cert portal.pem --key portal.key \\
       --socks 127.0.0.1:1080 --forward tcp:127.0.0.1:15432=db.internal:5432";
 
-/// The inline engine's only subcommand today is its simulator.
-pub const INLINE_ABOUT: &str = "Packet-level TLS offload that keeps the client's TCP connection \
-(only its simulator runs today: packet I/O is not yet implemented)";
+pub const INLINE_ABOUT: &str = "Packet-level TLS offload that keeps the client's TCP connection, \
+between two interfaces (run), or in a simulated network (simulate)";
+
+pub const INLINE_RUN: &str = "\
+Examples:
+  # TLS for 10.0.0.2:443 offloaded between eth0 (clients) and eth1 (the server's port 80)
+  tlsgate inline run --client-iface eth0 --server-iface eth1 --service 10.0.0.2:443=80 \\
+      --cert server.pem --key server.key --admin 127.0.0.1:9900";
 
 pub const SIMULATE: &str = "\
 Examples:
@@ -52,7 +57,12 @@ Examples:
   tlsgate inline simulate --flows 50 --seed 7 --loss 0.03 --reorder 0.05 --duplicate 0.01 \\
       --bytes 262144 --mode buffered";
 
-pub const INLINE: &str = SIMULATE;
+pub const INLINE: &str = "\
+Examples:
+  tlsgate inline run --client-iface eth0 --server-iface eth1 --service 10.0.0.2:443=80 \\
+      --cert server.pem --key server.key --admin 127.0.0.1:9900
+  tlsgate inline simulate --flows 50 --seed 7 --loss 0.03 --reorder 0.05 --duplicate 0.01 \\
+      --bytes 262144 --mode buffered";
 
 pub const DEMO: &str = "\
 Examples:

@@ -63,6 +63,20 @@ pub fn target(config: &Config) -> Result<Option<Target>, String> {
     Ok(Some(Target { user: name, uid: user.uid, group, gid }))
 }
 
+/// What the config's modes keep: originate's (below), and the inline bridge's CAP_NET_RAW and
+/// CAP_NET_ADMIN (its packet sockets and promiscuous mode).
+pub fn mode_caps(config: &Config) -> Vec<Capability> {
+    let mut keep = originate_caps(config);
+    if config.inline.is_some() {
+        for cap in [Capability::CAP_NET_RAW, Capability::CAP_NET_ADMIN] {
+            if !keep.contains(&cap) {
+                keep.push(cap);
+            }
+        }
+    }
+    keep
+}
+
 /// What originate keeps: CAP_NET_ADMIN when a transparent listener marks its outbound
 /// connections (SO_MARK), nothing otherwise.
 pub fn originate_caps(config: &Config) -> Vec<Capability> {

@@ -139,3 +139,48 @@ user = "tlsgate-check-no-such-user"
     assert!(problems[0].contains("gone-a.key") && problems[1].contains("gone-b.key"), "{err}");
     assert!(problems[2].contains("\"tlsgate-check-no-such-user\": no such user"), "{err}");
 }
+
+/// An `[inline]` section between two interfaces with one direct service.
+fn inline_config(dir: &Path, server_iface: &str, key: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"
+[inline]
+client_iface = "veth-c0"
+server_iface = "{server_iface}"
+
+[[inline.service]]
+listen = "10.9.0.2:443"
+plain_port = 80
+cert = "server.pem"
+key = "{key}"
+"#
+    );
+    let path = dir.join("inline.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn an_inline_section_is_checked_without_opening_an_interface() {
+    let pki = Pki::new();
+    let (_, key) = pki.server("server", &["localhost"]);
+    // Interfaces that do not exist: check reads files and opens nothing.
+    let (code, out, err) = check(&inline_config(pki.dir.path(), "veth-s0", "server.key"));
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("inline: veth-c0 <-> veth-s0, 1 service(s) (10.9.0.2:443=80 buffered)"), "{out}");
+    assert_eq!(out.lines().last(), Some("config OK"), "{out}");
+
+    let (code, _, err) = check(&inline_config(pki.dir.path(), "veth-c0", "server.key"));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("[inline]: client_iface and server_iface are both \"veth-c0\""), "{err}");
+
+    let (code, _, err) = check(&inline_config(pki.dir.path(), "veth-s0", "absent.key"));
+    assert_eq!(code, 1, "{err}");
+    let named = pki.path("absent.key").display().to_string();
+    assert!(err.contains("inline service 10.9.0.2:443=80") && err.contains(&named), "{err}");
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, err) = check(&inline_config(pki.dir.path(), "veth-s0", "server.key"));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("accessible to group or others"), "{err}");
+}

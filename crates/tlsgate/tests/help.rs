@@ -10,13 +10,14 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
-const SUBCOMMANDS: [&[&str]; 11] = [
+const SUBCOMMANDS: [&[&str]; 12] = [
     &["terminate"],
     &["originate"],
     &["tunnel"],
     &["tunnel", "gate"],
     &["tunnel", "portal"],
     &["inline"],
+    &["inline", "run"],
     &["inline", "simulate"],
     &["demo"],
     &["backend"],
@@ -78,7 +79,7 @@ fn every_subcommand_help_ends_with_examples_and_shows_global_options_apart() {
         assert!(!examples(&text).is_empty(), "{path:?}: no example command:\n{text}");
     }
     let inline = help(&["inline"]);
-    assert!(inline.contains("packet I/O is not yet implemented"), "{inline}");
+    assert!(inline.contains("between two interfaces (run)"), "{inline}");
 }
 
 #[test]
@@ -109,7 +110,7 @@ fn every_example_is_in_the_readme_and_accepted_by_the_binary() {
             checked += 1;
         }
     }
-    // terminate 4, originate 2, tunnel 2, gate 1, portal 1, inline 1, simulate 1, demo 1, backend 1,
-    // run 1, check 1.
-    assert_eq!(checked, 16);
+    // terminate 4, originate 2, tunnel 2, gate 1, portal 1, inline 2, inline run 1, simulate 1,
+    // demo 1, backend 1, run 1, check 1.
+    assert_eq!(checked, 18);
 }

@@ -19,8 +19,12 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
     let mut problems = Vec::new();
     let mut summary = Vec::new();
     let insecure = config.security.allow_insecure_key_permissions;
-    if config.terminate.is_none() && config.originate.is_none() && config.tunnel.is_none() {
-        problems.push(format!("{path}: no [terminate], [originate] or [tunnel] section"));
+    if config.terminate.is_none()
+        && config.originate.is_none()
+        && config.tunnel.is_none()
+        && config.inline.is_none()
+    {
+        problems.push(format!("{path}: no [terminate], [originate], [tunnel] or [inline] section"));
     }
     if let Some(t) = &config.terminate {
         for l in &t.listener {
@@ -61,6 +65,24 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
             problems.extend(portal(p, insecure));
             summary.push(format!("tunnel portal: gate {}", p.gate));
         }
+    }
+    if let Some(i) = &config.inline {
+        // Each service's certificate and key, every broken one named.
+        for s in &i.service {
+            let tls = tlsgate_tls::inline::inline_server_config(s, insecure);
+            problems.extend(tls.err().map(|e| format!("inline service {}: {e}", s.label())));
+        }
+        summary.push(format!(
+            "inline: {} <-> {}, {} service(s) ({})",
+            i.client_iface,
+            i.server_iface,
+            i.service.len(),
+            i.service
+                .iter()
+                .map(|s| format!("{} {}", s.label(), i.mode_of(s)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     if let Some(a) = &config.admin {
         summary.push(format!("admin: {}", a.listen));

@@ -1,19 +1,75 @@
-//! `tlsgate inline simulate`: flows through the inline engine in its deterministic simulator
-//! (`tlsgate_inline::sim`): smoltcp client and server, a rustls client, impaired links.
+//! `tlsgate inline run`: the `[inline]` section between two interfaces, from the config file or
+//! from flags (`inline_run` builds the engine's settings); `tlsgate inline simulate`: flows
+//! through the engine in its deterministic simulator (`tlsgate_inline::sim`): smoltcp client
+//! and server, a rustls client, impaired links.
 
 use std::sync::Arc;
+
 use std::time::Duration;
+use tlsgate_config::{AdminConfig, Config, InlineConfig, InlineService};
 
 use tlsgate_inline::sim::{self, SimConfig};
 use tlsgate_inline::tables::Release;
 
-use crate::cli::{InlineCommand, SimMode, SimulateArgs};
+use crate::cli::{InlineCommand, InlineRunArgs, LogArgs, SimMode, SimulateArgs};
 use crate::failure::Failure;
 
-pub fn run(command: InlineCommand) -> Result<(), Failure> {
+pub async fn run(command: InlineCommand, log: &LogArgs) -> Result<(), Failure> {
     match command {
+        InlineCommand::Run(args) => {
+            super::serve(config_from(&args).map_err(Failure::config)?, log, || config_from(&args)).await
+        }
         InlineCommand::Simulate(args) => simulate(&args),
     }
+}
+
+/// The config file's `[inline]` section, or the one the flags describe.
+fn config_from(args: &InlineRunArgs) -> Result<Config, String> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let config = super::load_file(path)?;
+            // Only this mode's section runs; `tlsgate run` runs them all.
+            Config { terminate: None, originate: None, tunnel: None, ..config }
+        }
+        None => {
+            let (Some(client), Some(server), Some(cert), Some(key)) =
+                (args.client_iface.clone(), args.server_iface.clone(), args.cert.clone(), args.key.clone())
+            else {
+                return Err(
+                    "--client-iface, --server-iface, --cert and --key are required without --config".into()
+                );
+            };
+            let mut inline = InlineConfig::from_flags(client, server, args.mode.unwrap_or_default());
+            let service = |listen, plain_port, vip, pool| InlineService {
+                listen,
+                plain_port,
+                vip,
+                pool,
+                cert: cert.clone(),
+                key: key.clone(),
+                mode: None,
+            };
+            for s in &args.service {
+                inline.service.push(service(Some(s.listen), s.plain_port, None, Vec::new()));
+            }
+            if let Some(vip) = args.vip {
+                inline.service.push(service(None, None, Some(vip), args.pool.clone()));
+            }
+            let config = Config { inline: Some(inline), ..Config::default() };
+            config.validate().map_err(|e| e.to_string())?;
+            config
+        }
+    };
+    if config.inline.is_none() {
+        return Err("the config has no [inline] section".into());
+    }
+    if let Some(addr) = args.admin {
+        config.admin = Some(AdminConfig { listen: addr });
+    }
+    if args.allow_insecure_key_permissions {
+        config.security.allow_insecure_key_permissions = true;
+    }
+    Ok(config)
 }
 
 fn simulate(args: &SimulateArgs) -> Result<(), Failure> {

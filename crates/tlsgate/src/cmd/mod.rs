@@ -4,6 +4,7 @@ mod backend;
 mod check;
 mod demo;
 mod inline;
+mod inline_run;
 mod lifecycle;
 mod originate;
 mod run;
@@ -25,7 +26,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Terminate(args) => terminate::run(*args, &cli.log).await,
         Command::Originate(args) => originate::run(*args, &cli.log).await,
         Command::Tunnel(command) => tunnel::run(command, &cli.log).await,
-        Command::Inline(command) => inline::run(command),
+        Command::Inline(command) => inline::run(command, &cli.log).await,
         Command::Demo(args) => demo::run(args, &cli.log).await,
         Command::Backend(args) => backend::run(args, &cli.log).await,
         Command::Run(args) => run::run(args, &cli.log).await,
@@ -52,7 +53,7 @@ async fn serve(
     logging::init(&config.log, log);
     let signals = lifecycle::Signals::install()?;
     let running = running::Running::start(config).await?;
-    let keep = crate::privileges::originate_caps(running.config());
+    let keep = crate::privileges::mode_caps(running.config());
     crate::privileges::drop_after_bind(running.config(), &keep).await?;
     crate::notify::ready();
     signals.serve(running, load).await;

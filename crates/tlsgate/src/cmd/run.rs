@@ -9,10 +9,7 @@ use crate::cli::{LogArgs, RunArgs};
 use crate::failure::Failure;
 
 /// Sections a config may one day hold whose modes have no long-running form yet.
-const NOT_RUNNABLE: [(&str, &str); 2] = [
-    ("inline", "the inline engine runs only in `tlsgate inline simulate` so far"),
-    ("connect", "the connect mode does not exist yet"),
-];
+const NOT_RUNNABLE: [(&str, &str); 1] = [("connect", "the connect mode does not exist yet")];
 
 pub async fn run(args: RunArgs, log: &LogArgs) -> Result<(), Failure> {
     super::serve(config_from(&args.config).map_err(Failure::config)?, log, || config_from(&args.config)).await
@@ -27,10 +24,12 @@ fn config_from(path: &Path) -> Result<Config, String> {
         config.originate.is_some(),
         tunnel.is_some_and(|t| t.gate.is_some()),
         tunnel.is_some_and(|t| t.portal.is_some()),
+        config.inline.is_some(),
     ];
     if !modes.contains(&true) {
         return Err(format!(
-            "{}: no [terminate], [originate], [tunnel.gate] or [tunnel.portal] section: nothing to run",
+            "{}: no [terminate], [originate], [tunnel.gate], [tunnel.portal] or [inline] section: \
+             nothing to run",
             path.display()
         ));
     }

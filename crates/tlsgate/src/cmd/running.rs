@@ -1,5 +1,5 @@
 //! The sections of one config running in one process — `[terminate]`, `[originate]`,
-//! `[tunnel.gate]`, `[tunnel.portal]`, whichever are present — with one admin listener, reloaded
+//! `[tunnel.gate]`, `[tunnel.portal]`, `[inline]`, whichever are present — with one admin listener, reloaded
 //! and stopped together. Single-mode commands run a config holding only their own section.
 
 use std::path::PathBuf;
@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tlsgate_config::Config;
 use tlsgate_core::side::Side;
+use tlsgate_io::inline::InlineHandle;
 use tlsgate_io::originate::Originator;
 use tlsgate_io::terminate::watch::FileWatch;
 use tlsgate_io::terminate::Server;
@@ -21,6 +22,8 @@ pub struct Running {
     originate: Option<Originator>,
     gate: Option<Gate>,
     portal: Option<Portal>,
+    /// The bridge; shared only weakly with the admin listener, so stopping it here stops it.
+    inline: Option<Arc<InlineHandle>>,
     _admin: Option<AbortOnDrop>,
     /// `[terminate]`'s certificate, key, CA and CRL files, polled every `watch_interval`.
     pub watch: FileWatch,
@@ -48,6 +51,10 @@ impl Running {
             Some(p) => Some(Portal::start(p, insecure).await?),
             None => None,
         };
+        let inline = match &config.inline {
+            Some(i) => Some(Arc::new(super::inline_run::start(i, insecure)?)),
+            None => None,
+        };
         let admin = match &config.admin {
             Some(admin) => {
                 let socket = tlsgate_telemetry::admin::bind(admin.listen)
@@ -55,16 +62,23 @@ impl Running {
                     .map_err(|e| ProxyError::bind(&format!("admin listener {}", admin.listen), &e))?;
                 // Only terminate has listeners with routes to show; /metrics and the live
                 // connections on /status are process-wide and cover every section.
-                let source: Arc<dyn StatusSource> = match &terminate {
+                let mut source: Arc<dyn StatusSource> = match &terminate {
                     Some(server) => server.status_source(),
                     None => Arc::new(NoRoutes),
                 };
+                if let (Some(handle), Some(c)) = (&inline, &config.inline) {
+                    source = Arc::new(super::inline_run::WithInline {
+                        inner: source,
+                        handle: Arc::downgrade(handle),
+                        config: c.clone(),
+                    });
+                }
                 Some(AbortOnDrop(tokio::spawn(tlsgate_telemetry::admin::serve(socket, source))))
             }
             None => None,
         };
         let watch = FileWatch::new(watched(&config));
-        Ok(Running { terminate, originate, gate, portal, _admin: admin, watch, config })
+        Ok(Running { terminate, originate, gate, portal, inline, _admin: admin, watch, config })
     }
 
     /// The configuration as last applied.
@@ -119,11 +133,21 @@ impl Running {
                 applied.tunnel.get_or_insert_default().portal = tunnel.and_then(|t| t.portal.clone());
             }
         }
+        if let (Some(handle), Some(old)) = (&self.inline, &self.config.inline) {
+            let result = match &new.inline {
+                Some(i) => super::inline_run::reload(handle, old, i, insecure).map(|()| i.files()),
+                None => Err(removed("[inline]")),
+            };
+            if report("inline", result) {
+                applied.inline = new.inline.clone();
+            }
+        }
         for (section, present, running) in [
             ("[terminate]", new.terminate.is_some(), self.terminate.is_some()),
             ("[originate]", new.originate.is_some(), self.originate.is_some()),
             ("[tunnel.gate]", tunnel.is_some_and(|t| t.gate.is_some()), self.gate.is_some()),
             ("[tunnel.portal]", tunnel.is_some_and(|t| t.portal.is_some()), self.portal.is_some()),
+            ("[inline]", new.inline.is_some(), self.inline.is_some()),
         ] {
             if present && !running {
                 tracing::error!(
@@ -137,8 +161,16 @@ impl Running {
         self.config = applied;
     }
 
-    /// Stops accepting everywhere, then drains every section at once.
+    /// Stops accepting everywhere, then drains every section at once; the inline bridge has
+    /// nothing to drain (the flows are the hosts' own TCP connections) and stops first.
     pub async fn shutdown(self) {
+        if let Some(handle) = self.inline {
+            // The admin listener holds it weakly; a snapshot in progress drops its copy when
+            // done, and dropping the last one stops the bridge too.
+            if let Ok(handle) = Arc::try_unwrap(handle) {
+                handle.stop();
+            }
+        }
         let drain = self.config.terminate.as_ref().map(|t| t.drain_timeout);
         let terminate = async {
             if let (Some(server), Some(drain)) = (self.terminate, drain) {

@@ -38,9 +38,11 @@ const EXAMPLES: &[(&str, &str, How)] = &[
     ("README.md", "tlsgate run --config tlsgate.toml", How::Run(terminate::readme_run)),
     ("README.md", "tlsgate originate --listen 127.0.0.1:5432 --connect db.example:5432 --ca ca.pem", How::Run(originate::readme)),
     ("README.md", "tlsgate tunnel gate --listen 0.0.0.0:7443 --cert gate.pem --key gate.key --client-ca ca.pem", How::Run(tunnel::readme)),
+    ("README.md", "tlsgate inline run --client-iface eth0 --server-iface eth1 --service 10.0.0.2:443=80 \\", How::Skip(INLINE_RUN)),
     ("README.md", "tlsgate inline simulate --flows 50 --seed 7 --loss 0.03 --reorder 0.05 --duplicate 0.01 \\", How::Run(inline_simulate)),
     ("docs/config.md", "# Shared by every mode.", How::RunBy("README.md", "tlsgate check --config tlsgate.toml       # loads every file it names, binds nothing")),
     ("docs/config.md", "[[terminate.listener]]", How::Run(terminate::alpn_routes)),
+    ("docs/config.md", INLINE_TOML, How::Run(inline_check)),
     ("docs/originate.md", "tlsgate originate --listen 127.0.0.1:5432 --connect db.example:5432 --ca ca.pem \\", How::Run(originate::flags)),
     ("docs/originate.md", "[[originate.listener]]", How::Run(originate::toml)),
     ("docs/starttls.md", STARTTLS_TOML, How::Run(starttls::toml)),
@@ -58,6 +60,12 @@ const EXAMPLES: &[(&str, &str, How)] = &[
 
 const STARTTLS_TOML: &str =
     "# Server side: SMTP clients do STARTTLS with tlsgate; the mail server behind it is plaintext.";
+
+const INLINE_TOML: &str =
+    "# Between eth0 (the clients) and eth1 (the servers); alone: `tlsgate inline run -c inline.toml`.";
+
+const INLINE_RUN: &str =
+    "needs the AF_PACKET bridge between two interfaces (eth0, eth1); its flags are checked by tests/help.rs";
 
 const BENCH: &str = "installs packages and runs minutes-long benchmarks; not part of the tests";
 
@@ -182,6 +190,19 @@ pub fn merge(base: &str, fragment: &str) -> String {
         fragment.parse().unwrap_or_else(|e| panic!("fragment does not parse: {e}\n{fragment}")),
     );
     toml::to_string(&merged).expect("serializes")
+}
+
+/// docs/config.md's `[inline]` example, with the files it names: `tlsgate check` loads every
+/// service's certificate and key and accepts it.
+fn inline_check(block: &Block, _: &[Block]) {
+    let s = scene::Scene::new("doc-inlc", &[]);
+    s.file("inline.toml", &block.text);
+    s.server_cert("certs/www", &["www.example.com"]);
+    s.server_cert("certs/api", &["api.example.com"]);
+    let out = s.must("tlsgate check --config inline.toml");
+    assert!(out.contains("inline: eth0 <-> eth1, 2 service(s) (10.0.0.2:443=80 buffered, "), "{out}");
+    assert!(out.contains("10.0.0.100:443 -> 10.0.0.11:80,10.0.0.12:80 cut-through"), "{out}");
+    assert!(out.ends_with("config OK\n"), "{out}");
 }
 
 /// README's simulator run, as written: every flow completes with its bytes verified.
