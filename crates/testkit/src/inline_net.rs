@@ -100,8 +100,10 @@ impl InlineNet {
     }
 
     /// Caps the TCP receive window the client advertises to `to` at `bytes` (the route's `window`
-    /// attribute), as a host with a small receive buffer does.
+    /// attribute), as a host with a small receive buffer does. Receive-buffer autotuning is turned
+    /// off in the client's namespace: it would raise the cap along with the buffer.
     pub fn clamp_client_window(&self, to: &str, bytes: u32) {
+        self.client.ns.must("sysctl", &["-qw", "net.ipv4.tcp_moderate_rcvbuf=0"]);
         let host = format!("{to}/32");
         let window = bytes.to_string();
         self.client.ns.must("ip", &["route", "add", &host, "dev", &self.client.iface, "window", &window]);
@@ -112,7 +114,20 @@ impl Host {
     /// Shapes what this host sends with a token bucket (`tc qdisc … tbf rate … burst … latency …`):
     /// a slow link with a queue instead of a veth's instant one.
     pub fn shape(&self, rate: &str, burst: &str, latency: &str) {
-        let args = ["qdisc", "add", "dev", &self.iface, "root", "tbf", "rate", rate, "burst", burst, "latency", latency];
+        let args = [
+            "qdisc",
+            "add",
+            "dev",
+            &self.iface,
+            "root",
+            "tbf",
+            "rate",
+            rate,
+            "burst",
+            burst,
+            "latency",
+            latency,
+        ];
         self.ns.must("tc", &args);
     }
 
@@ -148,7 +163,7 @@ impl Host {
     }
 
     /// Starts capturing on this host's interface.
-    pub fn capture(&self) -> Capture {
+    pub fn capture(&self) -> Capture<'_> {
         Capture::start(&self.ns, &self.iface)
     }
 }
@@ -207,7 +222,12 @@ impl Site {
     /// Lines of the access log naming `peer` (`addr:port`), once at least `lines` lines exist.
     pub fn log_lines_for(&self, peer: &str, lines: usize) -> Vec<String> {
         let needle = format!("peer=\"{peer}\"");
-        self.nginx.access_log_lines(lines).lines().filter(|l| l.contains(&needle)).map(str::to_string).collect()
+        self.nginx
+            .access_log_lines(lines)
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .map(str::to_string)
+            .collect()
     }
 }
 

@@ -67,7 +67,11 @@ impl Netns {
             if out.status.success() && !list.is_empty() {
                 return list;
             }
-            assert!(Instant::now() < deadline, "no socket for ss {filter:?} in {} within {timeout:?}", self.name);
+            assert!(
+                Instant::now() < deadline,
+                "no socket for ss {filter:?} in {} within {timeout:?}",
+                self.name
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

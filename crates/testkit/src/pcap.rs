@@ -155,7 +155,8 @@ pub fn tls_record_types(bytes: &[u8]) -> Result<Vec<u8>, String> {
     let mut types = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
-        let header = bytes.get(at..at + 5).ok_or_else(|| format!("a record header cut short at byte {at}"))?;
+        let header =
+            bytes.get(at..at + 5).ok_or_else(|| format!("a record header cut short at byte {at}"))?;
         let len = u16::from_be_bytes([header[3], header[4]]) as usize;
         if !(20..=23).contains(&header[0]) || header[1] != 3 || len > (1 << 14) + 2048 {
             return Err(format!("no TLS record at byte {at}: {:02x?}", header));

@@ -94,10 +94,12 @@ fn curl_gets_the_servers_page_over_https_and_the_server_gets_plain_http() {
 
     // The admin endpoint answers inside the gate's namespace.
     s.net.gate.wait_listening(9900, Duration::from_secs(10));
-    let status = tlsgate_testkit::clients::curl_in(&s.net.gate, &["--fail", &format!("http://{ADMIN}/status")]);
+    let status =
+        tlsgate_testkit::clients::curl_in(&s.net.gate, &["--fail", &format!("http://{ADMIN}/status")]);
     assert!(status.status.success(), "/status: {}", describe(&status));
     assert!(status.stdout.starts_with(b"{"), "/status is not a JSON object: {}", describe(&status));
-    let metrics = tlsgate_testkit::clients::curl_in(&s.net.gate, &["--fail", &format!("http://{ADMIN}/metrics")]);
+    let metrics =
+        tlsgate_testkit::clients::curl_in(&s.net.gate, &["--fail", &format!("http://{ADMIN}/metrics")]);
     assert!(metrics.status.success(), "/metrics: {}", describe(&metrics));
     assert!(contains(&metrics.stdout, b"# TYPE "), "/metrics is not Prometheus text: {}", describe(&metrics));
     drop(gate);
@@ -113,7 +115,11 @@ fn sixty_four_mib_each_way(mode: &str, tls: &[&str], expect: &str) {
     extra.extend_from_slice(tls);
     let down = s.client().curl(&strs(&s.https(SERVER, "/big.bin", &extra)));
     assert!(down.status.success(), "download: {}", describe(&down));
-    assert!(contains(&down.stderr, expect.as_bytes()), "not {expect}: {}", String::from_utf8_lossy(&down.stderr));
+    assert!(
+        contains(&down.stderr, expect.as_bytes()),
+        "not {expect}: {}",
+        String::from_utf8_lossy(&down.stderr)
+    );
     assert_eq!(down.stdout.len(), BIG, "download length");
     assert_eq!(sha256(&down.stdout), site.big_sha256, "download differs");
 
@@ -122,14 +128,19 @@ fn sixty_four_mib_each_way(mode: &str, tls: &[&str], expect: &str) {
     up.extend_from_slice(&["-T", source.to_str().unwrap()]);
     let out = s.client().curl(&strs(&s.https(SERVER, "/up/big.bin", &up)));
     assert!(out.status.success(), "upload: {}", describe(&out));
-    assert!(contains(&out.stderr, expect.as_bytes()), "not {expect}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        contains(&out.stderr, expect.as_bytes()),
+        "not {expect}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(site.uploaded_sha256("big.bin"), site.big_sha256, "upload differs");
 }
 
 const TLS13_AES_GCM: [&str; 3] = ["--tlsv1.3", "--tls13-ciphers", "TLS_AES_128_GCM_SHA256"];
 const TLS13_CHACHA: [&str; 3] = ["--tlsv1.3", "--tls13-ciphers", "TLS_CHACHA20_POLY1305_SHA256"];
 // The test CA issues ECDSA certificates.
-const TLS12_AES_GCM: [&str; 5] = ["--tlsv1.2", "--tls-max", "1.2", "--ciphers", "ECDHE-ECDSA-AES128-GCM-SHA256"];
+const TLS12_AES_GCM: [&str; 5] =
+    ["--tlsv1.2", "--tls-max", "1.2", "--ciphers", "ECDHE-ECDSA-AES128-GCM-SHA256"];
 
 #[test]
 fn sixty_four_mib_each_way_tls13_aes_gcm_buffered() {
@@ -162,7 +173,8 @@ fn sixty_four_mib_each_way_tls12_aes_gcm_cut_through() {
 fn tls12_chacha20_is_refused_promptly() {
     let s = Scene::new(1, 1024);
     let _gate = s.direct(&[]);
-    let flags = ["--tlsv1.2", "--tls-max", "1.2", "--ciphers", "ECDHE-ECDSA-CHACHA20-POLY1305", "--max-time", "20"];
+    let flags =
+        ["--tlsv1.2", "--tls-max", "1.2", "--ciphers", "ECDHE-ECDSA-CHACHA20-POLY1305", "--max-time", "20"];
     let out = s.client().curl(&strs(&s.https(SERVER, "/", &flags)));
     assert!(!out.status.success(), "TLS 1.2 ChaCha20 went through: {}", describe(&out));
     assert_ne!(out.status.code(), Some(28), "the client hung until its deadline: {}", describe(&out));
@@ -174,16 +186,20 @@ fn the_server_sees_the_clients_own_address_and_port_and_the_gate_holds_no_socket
     let s = Scene::new(1, 16 << 20);
     let _gate = s.direct(&[]);
     // A download held open (rate-limited), so the connection is there to be looked at.
-    let slow = s.https(SERVER, "/big.bin", &["--limit-rate", "256k", "--local-port", "40300", "-o", "/dev/null"]);
+    let slow =
+        s.https(SERVER, "/big.bin", &["--limit-rate", "256k", "--local-port", "40300", "-o", "/dev/null"]);
     let mut args = vec!["-sS", "--max-time", "120"];
     args.extend(strs(&slow));
     let curl = Proc::spawn("curl", s.client().ns.command("curl", &args));
 
-    let at_client =
-        s.client().ns.wait_sockets(&["-t", "state", "established", "sport = :40300"], Duration::from_secs(20));
+    let at_client = s
+        .client()
+        .ns
+        .wait_sockets(&["-t", "state", "established", "sport = :40300"], Duration::from_secs(20));
     assert!(at_client.contains(&format!("{SERVER}:443")), "client side: {at_client}");
-    let at_server =
-        s.net.servers[0].ns.wait_sockets(&["-t", "state", "established", "dport = :40300"], Duration::from_secs(5));
+    let at_server = s.net.servers[0]
+        .ns
+        .wait_sockets(&["-t", "state", "established", "dport = :40300"], Duration::from_secs(5));
     assert!(
         at_server.contains(&format!("{SERVER}:80")) && at_server.contains(&format!("{CLIENT}:40300")),
         "server side: {at_server}"
@@ -232,7 +248,11 @@ fn captures_show_tls_records_on_the_client_side_and_plaintext_on_the_server_side
     }
     for p in client_packets.iter().filter_map(|p| p.tcp.as_ref()) {
         for clear in [&b"GET /"[..], b"PUT /", b"HTTP/1.1", b"hello from"] {
-            assert!(!contains(&p.payload, clear), "{:?} in clear on the client side", String::from_utf8_lossy(clear));
+            assert!(
+                !contains(&p.payload, clear),
+                "{:?} in clear on the client side",
+                String::from_utf8_lossy(clear)
+            );
         }
     }
 
@@ -241,14 +261,20 @@ fn captures_show_tls_records_on_the_client_side_and_plaintext_on_the_server_side
     let find = |streams: &[pcap::Stream], src: u16| streams.iter().find(|s| s.src.port() == src).cloned();
     for (port, request) in [(40400, &b"GET / HTTP/1.1\r\n"[..]), (40401, b"PUT /up/small.bin HTTP/1.1\r\n")] {
         let outer = find(&client_streams, port).expect("the client's connection");
-        let inner = find(&server_streams, port).unwrap_or_else(|| panic!("no connection from port {port} at the server"));
+        let inner = find(&server_streams, port)
+            .unwrap_or_else(|| panic!("no connection from port {port} at the server"));
         assert_eq!(inner.src.to_string(), format!("{CLIENT}:{port}"));
         assert_eq!(inner.dst.to_string(), format!("{SERVER}:80"));
-        assert!(inner.bytes.starts_with(request), "server side from {port}: {:?}", &inner.bytes[..64.min(inner.bytes.len())]);
+        assert!(
+            inner.bytes.starts_with(request),
+            "server side from {port}: {:?}",
+            &inner.bytes[..64.min(inner.bytes.len())]
+        );
         assert_eq!((inner.after_hole, inner.rewritten), (0, 0), "server side from {port}");
         assert_eq!(outer.isn, inner.isn, "the client's ISN reaches the server: one connection end to end");
         let outer_back = client_streams.iter().find(|s| s.dst.port() == port).unwrap();
-        let inner_back = server_streams.iter().find(|s| s.dst.port() == port).expect("the server's direction");
+        let inner_back =
+            server_streams.iter().find(|s| s.dst.port() == port).expect("the server's direction");
         assert_eq!(outer_back.isn, inner_back.isn, "the server's ISN reaches the client");
     }
     let answer = server_streams.iter().find(|s| s.dst.port() == 40400).unwrap();
@@ -266,7 +292,8 @@ fn balanced_mode_spreads_clients_over_the_pool_and_moves_them_off_a_dead_member(
         s.net.add_client_addr(addr);
     }
     let get = |s: &Scene, from: &str| {
-        let out = s.client().curl(&strs(&s.https(VIP, "/", &["--fail", "--max-time", "20", "--interface", from])));
+        let out =
+            s.client().curl(&strs(&s.https(VIP, "/", &["--fail", "--max-time", "20", "--interface", from])));
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
     let mut on = Vec::new();
@@ -281,7 +308,11 @@ fn balanced_mode_spreads_clients_over_the_pool_and_moves_them_off_a_dead_member(
     // The servers saw the clients' own addresses.
     for (i, from) in clients.iter().enumerate() {
         let site = if on[i] == "hello from server1" { &s.sites[0] } else { &s.sites[1] };
-        assert!(site.nginx.access_log().contains(&format!("peer=\"{from}:")), "{from} not in {}'s log", site.name);
+        assert!(
+            site.nginx.access_log().contains(&format!("peer=\"{from}:")),
+            "{from} not in {}'s log",
+            site.name
+        );
     }
     // The VIP is answered in ARP by the gate, with neither server's MAC.
     let neigh = s.client().ns.run("ip", &["neigh", "show", VIP]);
@@ -327,14 +358,19 @@ fn openssl_s_client_gets_the_certificate_and_a_response() {
     let request = format!("GET / HTTP/1.1\r\nHost: {SERVER_NAME}\r\nConnection: close\r\n\r\n");
     for version in ["-tls1_3", "-tls1_2"] {
         let connect = format!("{SERVER}:443");
-        let args = ["-connect", &connect, "-servername", SERVER_NAME, "-CAfile", s.pki.ca(), "-verify_return_error"];
+        let args =
+            ["-connect", &connect, "-servername", SERVER_NAME, "-CAfile", s.pki.ca(), "-verify_return_error"];
         let mut args = args.to_vec();
         args.extend_from_slice(&[version, "-ign_eof"]);
         let out = s_client_in(&s.client().ns, &args, request.as_bytes());
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains("Verify return code: 0 (ok)"), "{version}: {}", describe(&out));
         assert!(stdout.contains(&format!("CN = {SERVER_NAME}")), "{version}: {}", describe(&out));
-        assert!(stdout.contains("HTTP/1.1 200 OK") && stdout.contains("hello from server1"), "{version}: {}", describe(&out));
+        assert!(
+            stdout.contains("HTTP/1.1 200 OK") && stdout.contains("hello from server1"),
+            "{version}: {}",
+            describe(&out)
+        );
     }
 }
 
@@ -342,12 +378,13 @@ fn openssl_s_client_gets_the_certificate_and_a_response() {
 fn a_shaped_link_and_a_small_client_window_carry_a_mebibyte_each_way() {
     let s = Scene::new(1, 1 << 20);
     let server = &s.net.servers[0];
-    // 2 Mbit/s with up to 400 ms of queue each way, and a client advertising 300 bytes: records
-    // must be cut to the window, and every byte waits on the window's ACK clock.
+    // 2 Mbit/s with up to 400 ms of queue each way, and a client advertising 1000 bytes: less
+    // than one full segment's record, so records are cut to the window, and every byte waits on
+    // the window's ACK clock.
     for host in [s.client(), server] {
         host.shape("2mbit", "32kbit", "400ms");
     }
-    s.net.clamp_client_window(SERVER, 300);
+    s.net.clamp_client_window(SERVER, 1000);
     let _gate = s.direct(&[]);
     let site = &s.sites[0];
     let down = s.client().fetch(240, &strs(&s.https(SERVER, "/big.bin", &[])));
