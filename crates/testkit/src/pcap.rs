@@ -107,7 +107,9 @@ fn ipv4(data: &[u8]) -> Result<Packet, String> {
 /// counted in `rewritten`.
 pub fn streams(packets: &[Packet]) -> Vec<Stream> {
     let mut order = Vec::new();
-    let mut data: BTreeMap<(SocketAddrV4, SocketAddrV4), (u32, Vec<(u32, Vec<u8>)>)> = BTreeMap::new();
+    // Per direction: the ISN and the segments (sequence number, payload) in capture order.
+    type Direction = (u32, Vec<(u32, Vec<u8>)>);
+    let mut data: BTreeMap<(SocketAddrV4, SocketAddrV4), Direction> = BTreeMap::new();
     for seg in packets.iter().filter_map(|p| p.tcp.as_ref()) {
         let key = (seg.src, seg.dst);
         if seg.syn {

@@ -77,7 +77,6 @@ fn a_bridged_gate_carries_the_clients_own_connections_and_the_captures_show_them
     assert_eq!(at_server.src.ip().to_string(), CLIENT);
     assert_eq!(at_client.isn, at_server.isn, "one connection end to end keeps the client's ISN");
 
-    for s in &client_streams {}
     let tls: Vec<_> = client_streams.iter().filter(|s| s.src.port() == 443 || s.dst.port() == 443).collect();
     assert_eq!(tls.len(), 2, "one HTTPS connection, both directions");
     for stream in tls {
