@@ -24,9 +24,10 @@ const ADMIN: &str = "127.0.0.1:9900";
 
 /// A topology, its certificate and a site on each server.
 struct Scene {
+    // Dropped in this order: the servers' nginx, then the namespaces.
+    sites: Vec<Site>,
     net: InlineNet,
     pki: Pki,
-    sites: Vec<Site>,
 }
 
 impl Scene {
@@ -39,7 +40,7 @@ impl Scene {
             .enumerate()
             .map(|(i, host)| Site::start(host, &format!("server{}", i + 1), big_len, None))
             .collect();
-        Scene { net, pki, sites }
+        Scene { sites, net, pki }
     }
 
     /// `tlsgate inline run` in the gate namespace with the service `service` (`--service …` or
