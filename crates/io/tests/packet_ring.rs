@@ -88,7 +88,7 @@ fn after<'a>(line: &'a str, key: &str) -> &'a str {
 #[test]
 fn frames_cross_intact_in_order_and_the_sender_never_sees_its_own() {
     let ns = Netns::new("ring");
-    let (a, b) = ns.veth(&ns);
+    let (a, b) = ns.quiet_veth(&ns);
     let (mut ra, mut rb) =
         in_netns(&ns, || (PacketRing::open(&a, &SMALL).unwrap(), PacketRing::open(&b, &SMALL).unwrap()));
 
@@ -149,7 +149,7 @@ fn frames_cross_intact_in_order_and_the_sender_never_sees_its_own() {
 #[test]
 fn the_interface_is_promiscuous_while_the_ring_is_open() {
     let ns = Netns::new("ringpromisc");
-    let (a, _b) = ns.veth(&ns);
+    let (a, _b) = ns.quiet_veth(&ns);
     assert_eq!(after(&link_line(&ns, &a), "promiscuity"), "0");
     let ring = in_netns(&ns, || PacketRing::open(&a, &SMALL).unwrap());
     assert_eq!(after(&link_line(&ns, &a), "promiscuity"), "1");
@@ -160,7 +160,7 @@ fn the_interface_is_promiscuous_while_the_ring_is_open() {
 #[test]
 fn mtu_and_mac_match_ip_link_and_oversize_frames_are_refused() {
     let ns = Netns::new("ringmtu");
-    let (a, b) = ns.veth(&ns);
+    let (a, b) = ns.quiet_veth(&ns);
     ns.must("ip", &["link", "set", "dev", &a, "mtu", "1400", "address", "02:54:47:00:00:01"]);
     let (mut ra, mut rb) =
         in_netns(&ns, || (PacketRing::open(&a, &SMALL).unwrap(), PacketRing::open(&b, &SMALL).unwrap()));
@@ -212,7 +212,7 @@ fn an_unknown_interface_is_named_in_the_error() {
 #[test]
 fn host_traffic_arrives_with_its_checksum_state_and_without_the_replies() {
     let (ns1, ns2) = (Netns::new("ringh1"), Netns::new("ringh2"));
-    let (a, b) = ns1.veth(&ns2);
+    let (a, b) = ns1.quiet_veth(&ns2);
     ns1.must("ip", &["addr", "add", "10.211.0.1/24", "dev", &a]);
     ns2.must("ip", &["addr", "add", "10.211.0.2/24", "dev", &b]);
     let (mut rb, server) = in_netns(&ns2, || {

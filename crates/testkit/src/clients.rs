@@ -1,7 +1,9 @@
-//! Real TLS clients: curl and `openssl s_client`.
+//! Real TLS clients: curl and `openssl s_client`, on this host or inside a network namespace.
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
+
+use crate::netns::Netns;
 
 /// Runs curl with `args` (adds `-sS`); the output is returned whatever the exit status.
 /// `--ipv4`: the servers under test listen on 127.0.0.1, and "localhost" would otherwise try
@@ -21,11 +23,27 @@ pub fn curl_name(ca: &str, name: &str, port: u16, extra: &[&str]) -> Output {
     curl(&args)
 }
 
+/// [`curl`] inside the network namespace `ns`.
+pub fn curl_in(ns: &Netns, args: &[&str]) -> Output {
+    ns.command("curl", &["-sS", "--ipv4"]).args(args).output().expect("curl is installed")
+}
+
 /// Runs `openssl s_client` with `args`, writing `input` to its stdin and closing it.
 pub fn s_client(args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new("openssl")
-        .arg("s_client")
-        .args(args)
+    let mut cmd = Command::new("openssl");
+    cmd.arg("s_client").args(args);
+    run_with_input(cmd, input)
+}
+
+/// [`s_client`] inside the network namespace `ns`.
+pub fn s_client_in(ns: &Netns, args: &[&str], input: &[u8]) -> Output {
+    let mut cmd = ns.command("openssl", &["s_client"]);
+    cmd.args(args);
+    run_with_input(cmd, input)
+}
+
+fn run_with_input(mut cmd: Command, input: &[u8]) -> Output {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -2,7 +2,10 @@
 //!
 //! - [`process`]: a child process whose log lines can be awaited;
 //! - [`pki`]: a throwaway CA with certificates written to a temporary directory;
-//! - [`nginx`]: a private nginx instance on a free loopback port;
+//! - [`nginx`]: a private nginx instance on a free loopback port or inside a network namespace;
+//! - [`netns`]: network namespaces joined by veth pairs;
+//! - [`inline_net`]: client — gate — switch — server namespaces for a bump in the wire;
+//! - [`capture`] and [`pcap`]: tcpdump on an interface, and what it captured read back;
 //! - [`postgres`]: a private PostgreSQL server, plaintext or TLS-only, and `psql`;
 //! - [`dns`]: a private dnsmasq answering names only it knows;
 //! - [`data`]: random files and their SHA-256;
@@ -11,6 +14,7 @@
 //! - [`demo`]: the curl command `tlsgate demo` prints, run as printed.
 
 pub mod browser;
+pub mod capture;
 pub mod clients;
 pub mod data;
 pub mod demo;
@@ -18,9 +22,11 @@ pub mod dns;
 pub mod docs;
 pub mod hello;
 pub mod impair;
+pub mod inline_net;
 pub mod net;
 pub mod netns;
 pub mod nginx;
+pub mod pcap;
 pub mod pki;
 pub mod postgres;
 pub mod process;

@@ -3,6 +3,7 @@
 
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
@@ -26,26 +27,12 @@ impl Netns {
 
     /// A veth pair between `self` (address `mine`, e.g. `10.201.0.1/24`) and `other` (`theirs`).
     pub fn link(&self, mine: &str, other: &Netns, theirs: &str) {
-        let (a, b) = self.pair(other);
-        ip(&["-n", &self.name, "addr", "add", mine, "dev", &a]);
-        ip(&["-n", &other.name, "addr", "add", theirs, "dev", &b]);
-        ip(&["-n", &self.name, "link", "set", &a, "up"]);
-        ip(&["-n", &other.name, "link", "set", &b, "up"]);
+        self.veth(Some(mine), other, Some(theirs));
     }
 
-    /// A quiet veth pair, up, between `self` and `other` (which may be `self`): no addresses and
-    /// IPv6 off, so nothing but what a test sends crosses it. Returns the two interface names.
-    pub fn veth(&self, other: &Netns) -> (String, String) {
-        let (a, b) = self.pair(other);
-        for (ns, dev) in [(self, &a), (other, &b)] {
-            let knob = format!("net.ipv6.conf.{dev}.disable_ipv6=1");
-            ns.must("sysctl", &["-qw", &knob]);
-            ip(&["-n", &ns.name, "link", "set", dev, "up"]);
-        }
-        (a, b)
-    }
-
-    fn pair(&self, other: &Netns) -> (String, String) {
+    /// A veth pair between `self` and `other`, both ends up, each with its address or none (a
+    /// bridge port, an interface read by a packet socket); returns the two interface names.
+    pub fn veth(&self, mine: Option<&str>, other: &Netns, theirs: Option<&str>) -> (String, String) {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let (a, b) = (
             format!("tga{}x{n}", std::process::id() % 100_000),
@@ -54,6 +41,53 @@ impl Netns {
         ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
         ip(&["link", "set", &a, "netns", &self.name]);
         ip(&["link", "set", &b, "netns", &other.name]);
+        for (ns, dev, addr) in [(self, &a, mine), (other, &b, theirs)] {
+            if let Some(addr) = addr {
+                ip(&["-n", &ns.name, "addr", "add", addr, "dev", dev]);
+            }
+            ip(&["-n", &ns.name, "link", "set", dev, "up"]);
+        }
+        (a, b)
+    }
+
+    /// Waits (bounded) until a TCP socket in this namespace listens on `port`, for servers that do
+    /// not announce readiness (nginx).
+    pub fn wait_listening(&self, port: u16, timeout: Duration) {
+        self.wait_sockets(&["-lt", &format!("sport = :{port}")], timeout);
+    }
+
+    /// Waits (bounded) until `ss -Hn <filter…>` in this namespace lists a socket; returns the list.
+    pub fn wait_sockets(&self, filter: &[&str], timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut args = vec!["-Hn"];
+        args.extend_from_slice(filter);
+        loop {
+            let out = self.run("ss", &args);
+            let list = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if out.status.success() && !list.is_empty() {
+                return list;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no socket for ss {filter:?} in {} within {timeout:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A quiet veth pair, up, between `self` and `other` (which may be `self`): no addresses and
+    /// IPv6 off, so nothing but what a test sends crosses it. Returns the two interface names.
+    pub fn quiet_veth(&self, other: &Netns) -> (String, String) {
+        // Off before the pair exists, so no IPv6 frame leaves while it comes up.
+        for ns in [self, other] {
+            ns.must("sysctl", &["-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
+        }
+        let (a, b) = self.veth(None, other, None);
+        for (ns, dev) in [(self, &a), (other, &b)] {
+            let knob = format!("net.ipv6.conf.{dev}.disable_ipv6=1");
+            ns.must("sysctl", &["-qw", &knob]);
+        }
         (a, b)
     }
 

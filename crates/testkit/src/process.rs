@@ -140,6 +140,12 @@ impl Proc {
         self.child.id()
     }
 
+    /// Kills the process (SIGKILL) and reaps it: a server that dies without a word.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGINT, as Ctrl-C in a terminal does.
     pub fn interrupt(&self) {
         let pid = self.child.id().to_string();

@@ -1,84 +1,396 @@
-//! `tlsgate inline run`: mistakes are refused before anything is opened, each with the side
-//! that made it, and an interface that does not exist is named.
+//! `tlsgate inline run` on real kernels: the bump in the wire between a client namespace and the
+//! server side (testkit::inline_net; the harness itself is checked by inline_net_harness.rs).
+//! Unmodified clients (curl, `openssl s_client`) speak HTTPS to the server's address; nginx on the
+//! server answers plain HTTP on port 80 over the client's own TCP connection, which the gate keeps
+//! end to end without a socket of its own. Needs root, iproute2, ethtool, tcpdump, nginx, curl
+//! and openssl.
 
-use std::process::{Command, Output};
+use std::time::Duration;
 
-use tlsgate_testkit::clients::describe;
+use tlsgate_testkit::clients::{describe, s_client_in};
+use tlsgate_testkit::data::sha256;
+use tlsgate_testkit::inline_net::{
+    assert_tls_stream, assert_wire_sized, Host, InlineNet, Site, CLIENT, SERVERS, SERVER_NAME, VIP,
+};
+use tlsgate_testkit::pcap::{self, contains};
 use tlsgate_testkit::pki::Pki;
+use tlsgate_testkit::process::{Proc, Tlsgate};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
+const SERVER: &str = SERVERS[0];
+const BIG: usize = 64 << 20;
+/// The admin endpoint, on the gate namespace's own loopback.
+const ADMIN: &str = "127.0.0.1:9900";
 
-fn inline_run(pki: &Pki, args: &[&str]) -> Output {
-    let cert = pki.path("server.pem");
-    let key = pki.path("server.key");
-    Command::new(BIN)
-        .args(["inline", "run", "--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()])
-        .args(args)
-        .output()
-        .unwrap()
+/// A topology, its certificate and a site on each server.
+struct Scene {
+    // Dropped in this order: the servers' nginx, then the namespaces.
+    sites: Vec<Site>,
+    net: InlineNet,
+    pki: Pki,
+}
+
+impl Scene {
+    fn new(servers: usize, big_len: usize) -> Scene {
+        let net = InlineNet::new(servers);
+        let pki = Pki::new();
+        let sites = net
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, host)| Site::start(host, &format!("server{}", i + 1), big_len, None))
+            .collect();
+        Scene { sites, net, pki }
+    }
+
+    /// `tlsgate inline run` in the gate namespace with the service `service` (`--service …` or
+    /// `--vip … --pool …`) and `extra` flags, once it says both interfaces are open.
+    fn gate(&self, service: &[&str], extra: &[&str]) -> Tlsgate {
+        let (cert, key) = self.pki.server("gate", &[SERVER_NAME, SERVER, VIP]);
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+        let net = &self.net;
+        let mut args = vec!["inline", "run", "--client-iface", &net.gate_client_if];
+        args.extend_from_slice(&["--server-iface", &net.gate_server_if]);
+        args.extend_from_slice(service);
+        args.extend_from_slice(&["--cert", cert, "--key", key]);
+        args.extend_from_slice(extra);
+        let gate = Tlsgate::start_command(net.gate.command(BIN, &args));
+        gate.proc.wait_for(&["inline running"], Duration::from_secs(30));
+        gate
+    }
+
+    /// The gate offloading `SERVER:443` onto the server's port 80.
+    fn direct(&self, extra: &[&str]) -> Tlsgate {
+        self.gate(&["--service", &format!("{SERVER}:443=80")], extra)
+    }
+
+    /// curl arguments for `https://SERVER_NAME<path>` at `addr`, verified against the test CA.
+    fn https(&self, addr: &str, path: &str, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = vec!["--cacert".into(), self.pki.ca().into()];
+        args.extend(["--resolve".into(), format!("{SERVER_NAME}:443:{addr}")]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(format!("https://{SERVER_NAME}{path}"));
+        args
+    }
+
+    fn client(&self) -> &Host {
+        &self.net.client
+    }
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }
 
 #[test]
-fn one_interface_for_both_sides_is_a_config_error() {
-    let pki = Pki::new();
-    pki.server("server", &["localhost"]);
-    let out =
-        inline_run(&pki, &["--client-iface", "lo", "--server-iface", "lo", "--service", "127.0.0.2:443=80"]);
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+fn curl_gets_the_servers_page_over_https_and_the_server_gets_plain_http() {
+    let s = Scene::new(1, 1024);
+    let gate = s.direct(&["--admin", ADMIN]);
+    let body = s.client().fetch(30, &strs(&s.https(SERVER, "/", &["--local-port", "40001"])));
+    assert_eq!(body, b"hello from server1\n");
+    let lines = s.sites[0].log_lines_for(&format!("{CLIENT}:40001"), 1);
+    assert_eq!(lines.len(), 1, "{}", s.sites[0].nginx.access_log());
+    // nginx on port 80 speaks no TLS: the request reached it in plaintext.
+    assert!(lines[0].contains("\"GET / HTTP/1.1\" 200") && lines[0].contains("tls=\"\""), "{}", lines[0]);
+
+    // The admin endpoint answers inside the gate's namespace.
+    s.net.gate.wait_listening(9900, Duration::from_secs(10));
+    let status =
+        tlsgate_testkit::clients::curl_in(&s.net.gate, &["--fail", &format!("http://{ADMIN}/status")]);
+    assert!(status.status.success(), "/status: {}", describe(&status));
+    assert!(status.stdout.starts_with(b"{"), "/status is not a JSON object: {}", describe(&status));
+    let metrics =
+        tlsgate_testkit::clients::curl_in(&s.net.gate, &["--fail", &format!("http://{ADMIN}/metrics")]);
+    assert!(metrics.status.success(), "/metrics: {}", describe(&metrics));
+    assert!(contains(&metrics.stdout, b"# TYPE "), "/metrics is not Prometheus text: {}", describe(&metrics));
+    drop(gate);
+}
+
+/// 64 MiB down and the same 64 MiB up through the gate with the client held to `tls` (curl
+/// flags), byte-identical by SHA-256; curl's own report must name `expect` (version / suite).
+fn sixty_four_mib_each_way(mode: &str, tls: &[&str], expect: &str) {
+    let s = Scene::new(1, BIG);
+    let _gate = s.direct(&["--mode", mode]);
+    let site = &s.sites[0];
+    let mut extra = vec!["--fail", "--max-time", "300", "-v"];
+    extra.extend_from_slice(tls);
+    let down = s.client().curl(&strs(&s.https(SERVER, "/big.bin", &extra)));
+    assert!(down.status.success(), "download: {}", describe(&down));
     assert!(
-        stderr.contains("config error: [inline]: client_iface and server_iface are both \"lo\""),
-        "{stderr}"
+        contains(&down.stderr, expect.as_bytes()),
+        "not {expect}: {}",
+        String::from_utf8_lossy(&down.stderr)
     );
-}
+    assert_eq!(down.stdout.len(), BIG, "download length");
+    assert_eq!(sha256(&down.stdout), site.big_sha256, "download differs");
 
-#[test]
-fn a_malformed_service_is_a_usage_error() {
-    let pki = Pki::new();
-    let out = inline_run(
-        &pki,
-        &["--client-iface", "a0", "--server-iface", "b0", "--service", "127.0.0.2:443=http"],
-    );
-    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("\"http\" is not a port"), "{}", describe(&out));
-    // A pool without its virtual address.
-    let out = inline_run(&pki, &["--client-iface", "a0", "--server-iface", "b0", "--pool", "127.0.0.3:80"]);
-    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
-}
-
-#[test]
-fn without_a_service_nothing_starts() {
-    let pki = Pki::new();
-    pki.server("server", &["localhost"]);
-    let out = inline_run(&pki, &["--client-iface", "a0", "--server-iface", "b0"]);
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let mut up = extra.clone();
+    let source = site.big_path();
+    up.extend_from_slice(&["-T", source.to_str().unwrap()]);
+    let out = s.client().curl(&strs(&s.https(SERVER, "/up/big.bin", &up)));
+    assert!(out.status.success(), "upload: {}", describe(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("no [[inline.service]] defined"),
-        "{}",
-        describe(&out)
+        contains(&out.stderr, expect.as_bytes()),
+        "not {expect}: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(site.uploaded_sha256("big.bin"), site.big_sha256, "upload differs");
 }
 
-/// The certificate is loaded and the engine built; opening the client interface fails, and the
-/// error names it.
+const TLS13_AES_GCM: [&str; 3] = ["--tlsv1.3", "--tls13-ciphers", "TLS_AES_128_GCM_SHA256"];
+const TLS13_CHACHA: [&str; 3] = ["--tlsv1.3", "--tls13-ciphers", "TLS_CHACHA20_POLY1305_SHA256"];
+// The test CA issues ECDSA certificates.
+const TLS12_AES_GCM: [&str; 5] =
+    ["--tlsv1.2", "--tls-max", "1.2", "--ciphers", "ECDHE-ECDSA-AES128-GCM-SHA256"];
+
 #[test]
-fn an_interface_that_does_not_exist_is_named() {
-    let pki = Pki::new();
-    pki.server("server", &["localhost"]);
-    let out = inline_run(
-        &pki,
-        &[
-            "--client-iface",
-            "tlsg-absent0",
-            "--server-iface",
-            "tlsg-absent1",
-            "--service",
-            "127.0.0.2:443=80",
-        ],
+fn sixty_four_mib_each_way_tls13_aes_gcm_buffered() {
+    sixty_four_mib_each_way("buffered", &TLS13_AES_GCM, "TLSv1.3 / TLS_AES_128_GCM_SHA256");
+}
+
+#[test]
+fn sixty_four_mib_each_way_tls13_chacha20_buffered() {
+    sixty_four_mib_each_way("buffered", &TLS13_CHACHA, "TLSv1.3 / TLS_CHACHA20_POLY1305_SHA256");
+}
+
+#[test]
+fn sixty_four_mib_each_way_tls12_aes_gcm_buffered() {
+    sixty_four_mib_each_way("buffered", &TLS12_AES_GCM, "TLSv1.2 / ECDHE-ECDSA-AES128-GCM-SHA256");
+}
+
+#[test]
+fn sixty_four_mib_each_way_tls13_chacha20_cut_through() {
+    sixty_four_mib_each_way("cut-through", &TLS13_CHACHA, "TLSv1.3 / TLS_CHACHA20_POLY1305_SHA256");
+}
+
+#[test]
+fn sixty_four_mib_each_way_tls12_aes_gcm_cut_through() {
+    sixty_four_mib_each_way("cut-through", &TLS12_AES_GCM, "TLSv1.2 / ECDHE-ECDSA-AES128-GCM-SHA256");
+}
+
+/// TLS 1.2 with ChaCha20-Poly1305 is not offloaded (the engine opens TLS 1.2 AES-GCM only): the
+/// client gets a prompt failure, never a hang, and nothing reaches the server as a request.
+#[test]
+fn tls12_chacha20_is_refused_promptly() {
+    let s = Scene::new(1, 1024);
+    let _gate = s.direct(&[]);
+    let flags =
+        ["--tlsv1.2", "--tls-max", "1.2", "--ciphers", "ECDHE-ECDSA-CHACHA20-POLY1305", "--max-time", "20"];
+    let out = s.client().curl(&strs(&s.https(SERVER, "/", &flags)));
+    assert!(!out.status.success(), "TLS 1.2 ChaCha20 went through: {}", describe(&out));
+    assert_ne!(out.status.code(), Some(28), "the client hung until its deadline: {}", describe(&out));
+    assert_eq!(s.sites[0].nginx.access_log(), "", "a request reached the server");
+}
+
+#[test]
+fn the_server_sees_the_clients_own_address_and_port_and_the_gate_holds_no_socket() {
+    let s = Scene::new(1, 16 << 20);
+    let _gate = s.direct(&[]);
+    // A download held open (rate-limited), so the connection is there to be looked at.
+    let slow =
+        s.https(SERVER, "/big.bin", &["--limit-rate", "256k", "--local-port", "40300", "-o", "/dev/null"]);
+    let mut args = vec!["-sS", "--max-time", "120"];
+    args.extend(strs(&slow));
+    let curl = Proc::spawn("curl", s.client().ns.command("curl", &args));
+
+    let at_client = s
+        .client()
+        .ns
+        .wait_sockets(&["-t", "state", "established", "sport = :40300"], Duration::from_secs(20));
+    assert!(at_client.contains(&format!("{SERVER}:443")), "client side: {at_client}");
+    let at_server = s.net.servers[0]
+        .ns
+        .wait_sockets(&["-t", "state", "established", "dport = :40300"], Duration::from_secs(5));
+    assert!(
+        at_server.contains(&format!("{SERVER}:80")) && at_server.contains(&format!("{CLIENT}:40300")),
+        "server side: {at_server}"
     );
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("config error: inline bridge tlsg-absent0 <-> tlsg-absent1"), "{stderr}");
-    assert!(stderr.contains("tlsg-absent0"), "{stderr}");
-    assert!(!stderr.contains("inline running"), "{stderr}");
+    // The gate terminates nothing: not one TCP socket in its namespace, tlsgate's or another's.
+    let gate = s.net.gate.run("ss", &["-Htanp"]);
+    assert!(gate.status.success());
+    let gate = String::from_utf8_lossy(&gate.stdout);
+    assert!(gate.trim().is_empty(), "TCP sockets in the gate: {gate}");
+    drop(curl);
+
+    let body = s.client().fetch(30, &strs(&s.https(SERVER, "/", &["--local-port", "40301"])));
+    assert_eq!(body, b"hello from server1\n");
+    let lines = s.sites[0].log_lines_for(&format!("{CLIENT}:40301"), 1);
+    assert!(lines.iter().any(|l| l.contains("\"GET / HTTP/1.1\" 200")), "{}", s.sites[0].nginx.access_log());
+}
+
+#[test]
+fn captures_show_tls_records_on_the_client_side_and_plaintext_on_the_server_side() {
+    let s = Scene::new(1, 256 << 10);
+    let _gate = s.direct(&[]);
+    let server = &s.net.servers[0];
+    let site = &s.sites[0];
+    let client_cap = s.client().capture();
+    let server_cap = server.capture();
+
+    let body = s.client().fetch(30, &strs(&s.https(SERVER, "/", &["--local-port", "40400"])));
+    assert_eq!(body, b"hello from server1\n");
+    let source = site.big_path();
+    let put = ["--local-port", "40401", "-T", source.to_str().unwrap()];
+    s.client().fetch(30, &strs(&s.https(SERVER, "/up/small.bin", &put)));
+    assert_eq!(site.uploaded_sha256("small.bin"), site.big_sha256);
+
+    let client_packets = client_cap.stop();
+    let server_packets = server_cap.stop();
+    assert_wire_sized(&client_packets, s.client().mtu(), "client side");
+    assert_wire_sized(&server_packets, server.mtu(), "server side");
+
+    // Client side: TLS records only, in every direction of every connection, nothing in clear.
+    let client_streams = pcap::streams(&client_packets);
+    assert_eq!(client_streams.len(), 4, "two connections, both directions");
+    for stream in &client_streams {
+        assert!(stream.src.port() == 443 || stream.dst.port() == 443, "{} -> {}", stream.src, stream.dst);
+        let types = assert_tls_stream(stream);
+        assert!(types.contains(&23), "{} -> {}: no application data", stream.src, stream.dst);
+    }
+    for p in client_packets.iter().filter_map(|p| p.tcp.as_ref()) {
+        for clear in [&b"GET /"[..], b"PUT /", b"HTTP/1.1", b"hello from"] {
+            assert!(
+                !contains(&p.payload, clear),
+                "{:?} in clear on the client side",
+                String::from_utf8_lossy(clear)
+            );
+        }
+    }
+
+    // Server side: the same connections, plaintext HTTP, at the client's own sequence numbers.
+    let server_streams = pcap::streams(&server_packets);
+    let find = |streams: &[pcap::Stream], src: u16| streams.iter().find(|s| s.src.port() == src).cloned();
+    for (port, request) in [(40400, &b"GET / HTTP/1.1\r\n"[..]), (40401, b"PUT /up/small.bin HTTP/1.1\r\n")] {
+        let outer = find(&client_streams, port).expect("the client's connection");
+        let inner = find(&server_streams, port)
+            .unwrap_or_else(|| panic!("no connection from port {port} at the server"));
+        assert_eq!(inner.src.to_string(), format!("{CLIENT}:{port}"));
+        assert_eq!(inner.dst.to_string(), format!("{SERVER}:80"));
+        assert!(
+            inner.bytes.starts_with(request),
+            "server side from {port}: {:?}",
+            &inner.bytes[..64.min(inner.bytes.len())]
+        );
+        assert_eq!((inner.after_hole, inner.rewritten), (0, 0), "server side from {port}");
+        assert_eq!(outer.isn, inner.isn, "the client's ISN reaches the server: one connection end to end");
+        let outer_back = client_streams.iter().find(|s| s.dst.port() == port).unwrap();
+        let inner_back =
+            server_streams.iter().find(|s| s.dst.port() == port).expect("the server's direction");
+        assert_eq!(outer_back.isn, inner_back.isn, "the server's ISN reaches the client");
+    }
+    let answer = server_streams.iter().find(|s| s.dst.port() == 40400).unwrap();
+    assert!(contains(&answer.bytes, b"hello from server1"), "the response left the server in plaintext");
+}
+
+#[test]
+fn balanced_mode_spreads_clients_over_the_pool_and_moves_them_off_a_dead_member() {
+    let mut s = Scene::new(2, 1024);
+    let pool = format!("{}:80,{}:80", SERVERS[0], SERVERS[1]);
+    let _gate = s.gate(&["--vip", &format!("{VIP}:443"), "--pool", &pool], &[]);
+    // Sixteen client hosts: all on one member by chance has odds of 2 in 65536.
+    let clients: Vec<String> = (11..27).map(|i| format!("10.203.0.{i}")).collect();
+    for addr in &clients {
+        s.net.add_client_addr(addr);
+    }
+    let get = |s: &Scene, from: &str| {
+        let out =
+            s.client().curl(&strs(&s.https(VIP, "/", &["--fail", "--max-time", "20", "--interface", from])));
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let mut on = Vec::new();
+    for from in &clients {
+        let first = get(&s, from).unwrap_or_else(|| panic!("{from}: no answer through the VIP"));
+        assert_eq!(get(&s, from).as_deref(), Some(first.as_str()), "{from} moved between members");
+        on.push(first);
+    }
+    for name in ["hello from server1", "hello from server2"] {
+        assert!(on.iter().any(|o| o == name), "no client reached {name}: {on:?}");
+    }
+    // The servers saw the clients' own addresses.
+    for (i, from) in clients.iter().enumerate() {
+        let site = if on[i] == "hello from server1" { &s.sites[0] } else { &s.sites[1] };
+        assert!(
+            site.nginx.access_log().contains(&format!("peer=\"{from}:")),
+            "{from} not in {}'s log",
+            site.name
+        );
+    }
+    // The VIP is answered in ARP by the gate, with neither server's MAC.
+    let neigh = s.client().ns.run("ip", &["neigh", "show", VIP]);
+    let neigh = String::from_utf8_lossy(&neigh.stdout).to_string();
+    assert!(neigh.contains("lladdr"), "the VIP was never resolved: {neigh:?}");
+    for server in &s.net.servers {
+        assert!(!neigh.contains(&server.mac()), "the VIP resolved to a server: {neigh}");
+    }
+
+    // server1's nginx dies (its host now refuses port 80). Its clients get through to server2
+    // within a few attempts (the gate learns from failed connections), then at once.
+    s.sites[0].nginx.kill();
+    for (i, from) in clients.iter().enumerate().filter(|(i, _)| on[*i] == "hello from server1") {
+        let answer = (0..5).find_map(|_| get(&s, from));
+        assert_eq!(answer.as_deref(), Some("hello from server2"), "client {i} ({from}) after server1 died");
+    }
+    for from in &clients {
+        assert_eq!(get(&s, from).as_deref(), Some("hello from server2"), "{from} after the pool settled");
+    }
+}
+
+#[test]
+fn traffic_that_is_not_the_service_crosses_unchanged() {
+    let s = Scene::new(1, 1024);
+    let _gate = s.direct(&[]);
+    let server = &s.net.servers[0];
+    // ARP and ICMP both ways: the client learns the server's own MAC.
+    s.client().ns.must("ping", &["-c", "1", "-W", "5", SERVER]);
+    server.ns.must("ping", &["-c", "1", "-W", "5", CLIENT]);
+    let neigh = s.client().ns.run("ip", &["neigh", "show", SERVER, "dev", &s.client().iface]);
+    let neigh = String::from_utf8_lossy(&neigh.stdout).to_string();
+    assert!(neigh.contains(&server.mac()), "the client's entry {neigh:?} is not the server's MAC");
+    // Plain TCP on a port no service covers: nginx's 8080, in clear, from the client's port.
+    let body = s.client().fetch(20, &["--local-port", "40500", &format!("http://{SERVER}:8080/")]);
+    assert_eq!(body, b"hello from server1\n");
+    assert_eq!(s.sites[0].log_lines_for(&format!("{CLIENT}:40500"), 1).len(), 1);
+}
+
+#[test]
+fn openssl_s_client_gets_the_certificate_and_a_response() {
+    let s = Scene::new(1, 1024);
+    let _gate = s.direct(&[]);
+    let request = format!("GET / HTTP/1.1\r\nHost: {SERVER_NAME}\r\nConnection: close\r\n\r\n");
+    for version in ["-tls1_3", "-tls1_2"] {
+        let connect = format!("{SERVER}:443");
+        let args =
+            ["-connect", &connect, "-servername", SERVER_NAME, "-CAfile", s.pki.ca(), "-verify_return_error"];
+        let mut args = args.to_vec();
+        args.extend_from_slice(&[version, "-ign_eof"]);
+        let out = s_client_in(&s.client().ns, &args, request.as_bytes());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("Verify return code: 0 (ok)"), "{version}: {}", describe(&out));
+        assert!(stdout.contains(&format!("CN = {SERVER_NAME}")), "{version}: {}", describe(&out));
+        assert!(
+            stdout.contains("HTTP/1.1 200 OK") && stdout.contains("hello from server1"),
+            "{version}: {}",
+            describe(&out)
+        );
+    }
+}
+
+#[test]
+fn a_shaped_link_and_a_small_client_window_carry_a_mebibyte_each_way() {
+    let s = Scene::new(1, 1 << 20);
+    let server = &s.net.servers[0];
+    // 2 Mbit/s with up to 400 ms of queue each way, and a client advertising 1000 bytes: less
+    // than one full segment's record, so records are cut to the window, and every byte waits on
+    // the window's ACK clock.
+    for host in [s.client(), server] {
+        host.shape("2mbit", "32kbit", "400ms");
+    }
+    s.net.clamp_client_window(SERVER, 1000);
+    let _gate = s.direct(&[]);
+    let site = &s.sites[0];
+    let down = s.client().fetch(240, &strs(&s.https(SERVER, "/big.bin", &[])));
+    assert_eq!(sha256(&down), site.big_sha256, "download differs");
+    let source = site.big_path();
+    s.client().fetch(240, &strs(&s.https(SERVER, "/up/big.bin", &["-T", source.to_str().unwrap()])));
+    assert_eq!(site.uploaded_sha256("big.bin"), site.big_sha256, "upload differs");
 }
