@@ -134,7 +134,8 @@ def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir):
 
 def engine_state_bytes(topo):
     """The engine's own state accounting from the admin listener, if it shows one: a numeric field
-    named like *state_bytes* in /status as JSON, else the sum of *state_bytes* series in /metrics."""
+    named like *state_bytes* in /status as JSON, else the sum of *state_bytes* series in /metrics.
+    Returns (bytes, per_flow) — per_flow when the name says it is already per flow — or None."""
     def get(path, accept):
         r = subprocess.run(topo.exec("gate") + ["curl", "-sS", "--max-time", "5", "-H", f"Accept: {accept}",
                                                 f"http://{ADMIN}{path}"],
@@ -145,30 +146,28 @@ def engine_state_bytes(topo):
         if isinstance(node, dict):
             for key, value in node.items():
                 if "state_bytes" in str(key) and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    return value
-            for value in node.values():
-                found = find(value)
-                if found is not None:
-                    return found
-        elif isinstance(node, list):
-            for value in node:
-                found = find(value)
-                if found is not None:
-                    return found
+                    return float(value), "per_flow" in str(key)
+            children = list(node.values())
+        else:
+            children = node if isinstance(node, list) else []
+        for value in children:
+            found = find(value)
+            if found is not None:
+                return found
         return None
 
     try:
         found = find(json.loads(get("/status", "application/json")))
         if found is not None:
-            return float(found)
+            return found
     except ValueError:
         pass
-    total = None
+    total, per_flow = None, False
     for line in get("/metrics", "text/plain").splitlines():
         m = re.match(r"([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+([-+0-9.eE]+)$", line.strip())
         if m and "state_bytes" in m.group(1):
-            total = (total or 0.0) + float(m.group(3))
-    return total
+            total, per_flow = (total or 0.0) + float(m.group(3)), "per_flow" in m.group(1)
+    return None if total is None else (total, per_flow)
 
 
 def read_ready(p, timeout):
@@ -211,12 +210,12 @@ def release(p):
         p.wait(timeout=5)
 
 
-def idle_flows(topo, server, ca, flows):
+def idle_flows(topo, server, ca, connect_ip, flows):
     """RSS growth and the engine's accounting per idle flow, after WARM_FLOWS held flows."""
-    warm, _ = hold(topo, ca, topo.server_ip, WARM_FLOWS)
+    warm, _ = hold(topo, ca, connect_ip, WARM_FLOWS)
     try:
         rss0, state0 = server.rss_kib(), engine_state_bytes(topo)
-        p, suite = hold(topo, ca, topo.server_ip, flows)
+        p, suite = hold(topo, ca, connect_ip, flows)
         try:
             time.sleep(SETTLE_S)
             rss1, state1 = server.rss_kib(), engine_state_bytes(topo)
@@ -224,8 +223,23 @@ def idle_flows(topo, server, ca, flows):
             release(p)
     finally:
         release(warm)
-    per_flow = None if state0 is None or state1 is None else (state1 - state0) / flows
+    if state1 is None or (state0 is None and not state1[1]):
+        per_flow = None
+    elif state1[1]:
+        per_flow = state1[0]  # the listener's own per-flow figure, with the idle flows open
+    else:
+        per_flow = (state1[0] - state0[0]) / flows
     return {"flows": flows, "rss_kib_per_flow": (rss1 - rss0) / flows, "state_bytes_per_flow": per_flow, "suite": suite}
+
+
+def idle_or_error(name, topo, server, ca, connect_ip, flows):
+    """idle_flows, or {"error": why}: a failure here keeps the bulk run's row."""
+    log(f"{name}: {flows} idle flows")
+    try:
+        return idle_flows(topo, server, ca, connect_ip, flows)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        log(f"{name}: idle flows failed: {e}")
+        return {"error": str(e)}
 
 
 def backend(topo, workdir, pidfile):
@@ -251,15 +265,11 @@ def run_inline(topo, args, pidfile, want_sha):
             try:
                 wait_log_line(gate, "inline running")
             except RuntimeError as e:
+                if "unrecognized subcommand" in str(e):
+                    raise RuntimeError(f"this tlsgate has no `inline run` subcommand: {e}") from None
                 raise RuntimeError(f"tlsgate inline run did not start: {e}") from None
             row = measure("inline", topo, gate, args.ca, topo.server_ip, want_sha, args.gib, args.dir)
-            log(f"inline: {args.flows} idle flows")
-            try:
-                idle = idle_flows(topo, gate, args.ca, args.flows)
-            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
-                log(f"idle flows failed: {e}")
-                idle = {"error": str(e)}
-            return row, idle
+            return row, idle_or_error("inline run", topo, gate, args.ca, topo.server_ip, args.flows)
         finally:
             gate.stop()
     finally:
@@ -275,7 +285,8 @@ def run_terminate(topo, args, pidfile, want_sha):
                             args.dir, pidfile)
         try:
             wait_listening(topo, "gate", 443, gate)
-            return measure("terminate", topo, gate, args.ca, topo.gate_client_ip, want_sha, args.gib, args.dir)
+            row = measure("terminate", topo, gate, args.ca, topo.gate_client_ip, want_sha, args.gib, args.dir)
+            return row, idle_or_error("terminate", topo, gate, args.ca, topo.gate_client_ip, args.flows)
         finally:
             gate.stop()
     finally:
@@ -286,7 +297,7 @@ def fmt(value, spec, missing="n/a"):
     return missing if value is None else format(value, spec)
 
 
-def report(args, rows, idle, errors):
+def report(args, rows, idles, errors):
     print(f"## inline run on real packets vs terminate ({args.mode})")
     print()
     print(f"- client - gate - server in network namespaces over veth pairs (offloads off); tlsgate on CPU 0, "
@@ -310,16 +321,21 @@ def report(args, rows, idle, errors):
     ratio = None if a is None or b is None or b["cpu_per_gib"] == 0 else a["cpu_per_gib"] / b["cpu_per_gib"]
     print(f"inline_cpu_per_gib / terminate_cpu_per_gib: **{fmt(ratio, '.2f')}** (target ≤ 0.7)")
     print()
-    print("| idle state per flow (inline run) | flows | KiB | target |")
+    print("| idle state per flow (one request each, then idle) | flows | KiB | target |")
     print("|---|---:|---:|---|")
-    if idle is None or "error" in idle:
-        why = "n/a" if idle is None else "failed (above)"
-        print(f"| engine's accounting (admin listener) | | {why} | ≤ 1 KiB |")
-        print(f"| process RSS growth | | {why} | |")
-    else:
-        state = idle["state_bytes_per_flow"]
-        print(f"| engine's accounting (admin listener) | {idle['flows']} | {fmt(state and state / 1024, '.2f')} | ≤ 1 KiB |")
-        print(f"| process RSS growth | {idle['flows']} | {idle['rss_kib_per_flow']:.2f} | |")
+    lines = (("inline run", "engine's accounting (admin listener)", "state", "≤ 1 KiB"),
+             ("inline run", "process RSS growth", "rss", ""),
+             ("terminate", "process RSS growth", "rss", ""))
+    for name, what, key, target in lines:
+        idle = idles.get(name)
+        if idle is None or "error" in idle:
+            flows, kib = "", "n/a" if idle is None else "failed (above)"
+        elif key == "state":
+            state = idle["state_bytes_per_flow"]
+            flows, kib = idle["flows"], fmt(None if state is None else state / 1024, ".2f")
+        else:
+            flows, kib = idle["flows"], f"{idle['rss_kib_per_flow']:.2f}"
+        print(f"| {name}, {what} | {flows} | {kib} | {target} |")
 
 
 def bench_main(args):
@@ -335,25 +351,22 @@ def bench_main(args):
     del data
     tag = f"tb{os.getpid()}"
     octet = 20 + os.getpid() % 200
-    rows, errors, idle = {}, {}, None
+    rows, errors, idles = {}, {}, {}
     for name, routed, run in (("inline run", False, run_inline), ("terminate", True, run_terminate)):
         topo = netns.Topology(tag + ("b" if routed else "a"), octet, routed, registry)
         try:
             log(f"{name}: namespaces {', '.join(topo.ns.values())}")
             topo.up()
-            out = run(topo, args, pidfile, want_sha)
-            if routed:
-                rows[name] = out
-            else:
-                rows[name], idle = out
+            rows[name], idles[name] = run(topo, args, pidfile, want_sha)
         except (RuntimeError, OSError, subprocess.SubprocessError) as e:
             errors[name] = str(e)
             log(f"{name} failed: {e}")
         finally:
             topo.down()
-    if idle is not None and "error" in idle:
-        errors["idle flows"] = idle["error"]
-    report(args, rows, idle, errors)
+    for name, idle in idles.items():
+        if "error" in idle:
+            errors[f"{name} idle flows"] = idle["error"]
+    report(args, rows, idles, errors)
     return 1 if errors else 0
 
 
