@@ -18,7 +18,7 @@
 # root and 2 CPUs; installs nothing: it names what is missing and stops. Builds with profile
 # "profiling", release plus line tables (honours CARGO_TARGET_DIR). Prints a markdown report on
 # stdout; progress on stderr. See docs/benchmarks.md, "Inline engine record path" and "Inline run
-# on real packets". Exits non-zero if a run of section 3 failed, after printing what it measured.
+# on real packets vs terminate". Exits non-zero if a run of section 3 failed, after printing it.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -39,7 +39,7 @@ while [ $# -gt 0 ]; do
     --inline-gib) gib=$2; shift ;;
     --idle-flows) flows=$2; shift ;;
     --inline-mode) mode=$2; shift ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/inline.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
   shift

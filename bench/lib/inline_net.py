@@ -10,10 +10,11 @@ same file from the same nginx in the server, TLS 1.3 TLS_AES_128_GCM_SHA256:
   B. terminate: the gate routes between two subnets; `tlsgate terminate` listens on its
      client-side address and relays to nginx's port 80.
 
-Per run: the tlsgate process's CPU seconds (utime + stime) per GiB downloaded and the wall-clock
-throughput; then, through the inline gate, idle TLS connections (one request each, then kept
-open): the process's RSS growth per flow and the engine's own per-flow accounting if the admin
-listener shows one. Prints a markdown section on stdout; progress on stderr. Exits 1 if a run
+Per run, on a freshly started tlsgate: first idle TLS connections (one request each, then kept
+open): the process's RSS growth per flow and, inline, the engine's own per-flow accounting if the
+admin listener shows one (before the bulk downloads, whose buffers the allocator would otherwise
+be handing back while the idle flows are counted); then the tlsgate process's CPU seconds
+(utime + stime) per GiB downloaded and the wall-clock throughput. Prints a markdown section on stdout; progress on stderr. Exits 1 if a run
 failed (after printing what it has).
 """
 
@@ -38,7 +39,7 @@ FILE_BYTES = 64 * 1024 * 1024
 GIB = 1 << 30
 SERVER_NAME = "localhost"  # in the benchmark certificate's SAN; curl --resolve maps it
 ADMIN = "127.0.0.1:9900"  # the gate namespace's own loopback
-WARM_FLOWS = 20
+WARM_FLOWS = 50
 SETTLE_S = 1.0  # after the idle flows' last response, before reading RSS (as bench/run.sh's idle phase)
 
 
@@ -268,8 +269,8 @@ def run_inline(topo, args, pidfile, want_sha):
                 if "unrecognized subcommand" in str(e):
                     raise RuntimeError(f"this tlsgate has no `inline run` subcommand: {e}") from None
                 raise RuntimeError(f"tlsgate inline run did not start: {e}") from None
-            row = measure("inline", topo, gate, args.ca, topo.server_ip, want_sha, args.gib, args.dir)
-            return row, idle_or_error("inline run", topo, gate, args.ca, topo.server_ip, args.flows)
+            idle = idle_or_error("inline run", topo, gate, args.ca, topo.server_ip, args.flows)
+            return measure("inline", topo, gate, args.ca, topo.server_ip, want_sha, args.gib, args.dir), idle
         finally:
             gate.stop()
     finally:
@@ -285,8 +286,8 @@ def run_terminate(topo, args, pidfile, want_sha):
                             args.dir, pidfile)
         try:
             wait_listening(topo, "gate", 443, gate)
-            row = measure("terminate", topo, gate, args.ca, topo.gate_client_ip, want_sha, args.gib, args.dir)
-            return row, idle_or_error("terminate", topo, gate, args.ca, topo.gate_client_ip, args.flows)
+            idle = idle_or_error("terminate", topo, gate, args.ca, topo.gate_client_ip, args.flows)
+            return measure("terminate", topo, gate, args.ca, topo.gate_client_ip, want_sha, args.gib, args.dir), idle
         finally:
             gate.stop()
     finally:
