@@ -186,37 +186,43 @@ def read_ready(p, timeout):
     raise RuntimeError(f"idle client not ready after {timeout:.0f} s")
 
 
-def hold(topo, ca, connect_ip, count):
-    """Starts the hold client in the client namespace; returns (process, suite) once it holds count."""
+def hold(topo, ca, connect_ip, count, pidfile):
+    """Starts the hold client in the client namespace, in its own process group listed in the pid
+    file (the exit trap stops it); returns (process, suite) once it holds count connections."""
     argv = topo.exec("client") + ["taskset", "-c", "1", sys.executable,
                                   os.path.join(os.path.dirname(os.path.abspath(__file__)), "idle_tls.py"),
                                   "--host", connect_ip, "--ca", ca, "--count", str(count)]
-    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    with open(pidfile, "a") as f:
+        f.write(f"{p.pid}\n")
     try:
         return p, read_ready(p, 30 + count * 0.5)
     except BaseException:
-        release(p)
+        p.kill()  # not ready: it reads stdin only once it holds every connection
+        p.wait(timeout=5)
         raise
 
 
 def release(p):
+    """Closes the ready hold client's stdin: it closes its connections and exits."""
     try:
         p.stdin.close()
     except OSError:
         pass
     try:
-        p.wait(timeout=15)
+        p.wait(timeout=10)
     except subprocess.TimeoutExpired:
         p.kill()
         p.wait(timeout=5)
 
 
-def idle_flows(topo, server, ca, connect_ip, flows):
+def idle_flows(topo, server, ca, connect_ip, flows, pidfile):
     """RSS growth and the engine's accounting per idle flow, after WARM_FLOWS held flows."""
-    warm, _ = hold(topo, ca, connect_ip, WARM_FLOWS)
+    warm, _ = hold(topo, ca, connect_ip, WARM_FLOWS, pidfile)
     try:
         rss0, state0 = server.rss_kib(), engine_state_bytes(topo)
-        p, suite = hold(topo, ca, connect_ip, flows)
+        p, suite = hold(topo, ca, connect_ip, flows, pidfile)
         try:
             time.sleep(SETTLE_S)
             rss1, state1 = server.rss_kib(), engine_state_bytes(topo)
@@ -233,11 +239,11 @@ def idle_flows(topo, server, ca, connect_ip, flows):
     return {"flows": flows, "rss_kib_per_flow": (rss1 - rss0) / flows, "state_bytes_per_flow": per_flow, "suite": suite}
 
 
-def idle_or_error(name, topo, server, ca, connect_ip, flows):
+def idle_or_error(name, topo, server, ca, connect_ip, flows, pidfile):
     """idle_flows, or {"error": why}: a failure here keeps the bulk run's row."""
     log(f"{name}: {flows} idle flows")
     try:
-        return idle_flows(topo, server, ca, connect_ip, flows)
+        return idle_flows(topo, server, ca, connect_ip, flows, pidfile)
     except (RuntimeError, OSError, subprocess.SubprocessError) as e:
         log(f"{name}: idle flows failed: {e}")
         return {"error": str(e)}
@@ -269,7 +275,7 @@ def run_inline(topo, args, pidfile, want_sha):
                 if "unrecognized subcommand" in str(e):
                     raise RuntimeError(f"this tlsgate has no `inline run` subcommand: {e}") from None
                 raise RuntimeError(f"tlsgate inline run did not start: {e}") from None
-            idle = idle_or_error("inline run", topo, gate, args.ca, topo.server_ip, args.flows)
+            idle = idle_or_error("inline run", topo, gate, args.ca, topo.server_ip, args.flows, pidfile)
             return measure("inline", topo, gate, args.ca, topo.server_ip, want_sha, args.gib, args.dir), idle
         finally:
             gate.stop()
@@ -286,7 +292,7 @@ def run_terminate(topo, args, pidfile, want_sha):
                             args.dir, pidfile)
         try:
             wait_listening(topo, "gate", 443, gate)
-            idle = idle_or_error("terminate", topo, gate, args.ca, topo.gate_client_ip, args.flows)
+            idle = idle_or_error("terminate", topo, gate, args.ca, topo.gate_client_ip, args.flows, pidfile)
             return measure("terminate", topo, gate, args.ca, topo.gate_client_ip, want_sha, args.gib, args.dir), idle
         finally:
             gate.stop()
