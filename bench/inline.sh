@@ -4,32 +4,59 @@
 #     sealed through Downstream, client records opened through Upstream) beside
 #     `openssl speed -evp <cipher> -aead` on the same core, same sizes, as a ratio;
 #  2. its state per idle flow (crates/inline/benches/idle_flows.rs, 1000 flows) beside
-#     `tlsgate terminate`'s resident KiB per idle TLS connection, measured as bench/run.sh does.
+#     `tlsgate terminate`'s resident KiB per idle TLS connection, measured as bench/run.sh does;
+#  3. inline run on real packets vs terminate (bench/lib/inline_net.py): client - gate - server
+#     in network namespaces, the same curl downloads through `tlsgate inline run` bridging the
+#     gate's veths, then through `tlsgate terminate` in a routing gate: tlsgate's CPU s per GiB
+#     of each (target: inline / terminate <= 0.7), and idle state per flow (target <= 1 KiB).
 #
-#   bench/inline.sh [--seconds N] [--no-terminate]
+#   bench/inline.sh [--seconds N] [--no-terminate] [--no-net | --only-net]
+#                   [--inline-gib G] [--idle-flows N] [--inline-mode buffered|cut-through]
 #
-# Needs the Debian packages openssl, util-linux (taskset), python3, and for the terminate column
-# nginx-core (the plaintext backend); installs nothing: it names what is missing and stops.
-# Builds with profile "profiling", release plus line tables (honours CARGO_TARGET_DIR). Prints a
-# markdown report on stdout; progress on stderr. See docs/benchmarks.md, "Inline engine record path".
+# Needs the Debian packages openssl, util-linux (taskset), python3, for the terminate column and
+# section 3 nginx-core (the plaintext backend), for section 3 also iproute2, ethtool and curl,
+# root and 2 CPUs; installs nothing: it names what is missing and stops. Builds with profile
+# "profiling", release plus line tables (honours CARGO_TARGET_DIR). Prints a markdown report on
+# stdout; progress on stderr. See docs/benchmarks.md, "Inline engine record path" and "Inline run
+# on real packets vs terminate". Exits non-zero if a run of section 3 failed, after printing it.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
 seconds=3
 terminate=1
+record=1
+net=1
+gib=1
+flows=200
+mode=buffered
 while [ $# -gt 0 ]; do
   case $1 in
     --seconds) seconds=$2; shift ;;
     --no-terminate) terminate=0 ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --no-net) net=0 ;;
+    --only-net) record=0; terminate=0 ;;
+    --inline-gib) gib=$2; shift ;;
+    --idle-flows) flows=$2; shift ;;
+    --inline-mode) mode=$2; shift ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/inline.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
 done
+if [ "$record" = 0 ] && [ "$net" = 0 ]; then
+  echo "bench/inline.sh: --only-net and --no-net leave nothing to run" >&2
+  exit 2
+fi
 
 declare -A need=([openssl]=/usr/bin/openssl [util-linux]=/usr/bin/taskset [python3]=/usr/bin/python3)
 [ "$terminate" = 1 ] && need[nginx-core]=/usr/sbin/nginx
+if [ "$net" = 1 ]; then
+  need[nginx-core]=/usr/sbin/nginx
+  need[iproute2]=/usr/bin/ss
+  need[ethtool]=/usr/sbin/ethtool
+  need[curl]=/usr/bin/curl
+fi
 missing=()
 for pkg in "${!need[@]}"; do
   [ -e "${need[$pkg]}" ] || missing+=("$pkg")
@@ -44,6 +71,17 @@ if [ "$terminate" = 1 ] && [ "$(nproc)" -lt 2 ]; then
   echo "bench/inline.sh: the terminate column needs 2 CPUs; use --no-terminate" >&2
   exit 1
 fi
+if [ "$net" = 1 ]; then
+  if [ "$(nproc)" -lt 2 ]; then
+    echo "bench/inline.sh: section 3 needs 2 CPUs (tlsgate on CPU 0, curl and nginx on CPU 1); use --no-net" >&2
+    exit 1
+  fi
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "bench/inline.sh: section 3 makes network namespaces and needs root; use --no-net" >&2
+    exit 1
+  fi
+  case $mode in buffered|cut-through) ;; *) echo "bench/inline.sh: --inline-mode buffered or cut-through" >&2; exit 2 ;; esac
+fi
 
 # --- build: the two bench programs (profiling), and tlsgate + its load generator ------------------
 bench_exe() {
@@ -51,40 +89,49 @@ bench_exe() {
     python3 -c 'import json, sys
 print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])'
 }
-echo "[inline] cargo bench --profile profiling --no-run -p tlsgate-inline (record_path, idle_flows)" >&2
-cargo bench -q --profile profiling -p tlsgate-inline --bench record_path --bench idle_flows --no-run >&2
-record_path=$(bench_exe record_path)
-idle_flows=$(bench_exe idle_flows)
+if [ "$record" = 1 ]; then
+  echo "[inline] cargo bench --profile profiling --no-run -p tlsgate-inline (record_path, idle_flows)" >&2
+  cargo bench -q --profile profiling -p tlsgate-inline --bench record_path --bench idle_flows --no-run >&2
+  record_path=$(bench_exe record_path)
+  idle_flows=$(bench_exe idle_flows)
+fi
 target=${CARGO_TARGET_DIR:-$repo/target}
 if [ "$terminate" = 1 ]; then
   echo "[inline] cargo build --profile profiling -p tlsgate -p tlsgate-loadgen" >&2
   cargo build --profile profiling --quiet -p tlsgate -p tlsgate-loadgen >&2
+elif [ "$net" = 1 ]; then
+  echo "[inline] cargo build --profile profiling -p tlsgate" >&2
+  cargo build --profile profiling --quiet -p tlsgate >&2
 fi
-
-# --- 1. record path, pinned to CPU 0, then openssl on the same CPU --------------------------------
-echo "[inline] record_path --seconds $seconds (taskset -c 0)" >&2
-engine=$(taskset -c 0 "$record_path" --seconds "$seconds")
-declare -A ossl
-for cipher in aes-128-gcm aes-256-gcm chacha20-poly1305; do
-  for bytes in 1460 16384; do
-    echo "[inline] openssl speed -evp $cipher -aead -bytes $bytes -seconds $seconds (taskset -c 0)" >&2
-    # Last line: "<NAME> <rate>k", in 1000s of bytes per second.
-    k=$(taskset -c 0 openssl speed -evp "$cipher" -aead -bytes "$bytes" -seconds "$seconds" 2>/dev/null |
-      tail -n 1 | awk '{print $NF}' | tr -d k)
-    ossl[$cipher/$bytes]=$(awk -v k="$k" 'BEGIN {printf "%.0f", k / 1000}')
-  done
-done
-
-# --- 2. state per idle flow, and terminate's RSS per idle connection ------------------------------
-echo "[inline] idle_flows --flows 1000 (taskset -c 0)" >&2
-idle=$(taskset -c 0 "$idle_flows" --flows 1000)
-term_kib=""
-if [ "$terminate" = 1 ]; then
+if [ "$terminate" = 1 ] || [ "$net" = 1 ]; then
   # shellcheck source=lib/scratch.sh
   . "$repo/bench/lib/scratch.sh"
   make_scratch tlsgate-inline-bench
   ulimit -n "$(ulimit -Hn)"
   "$repo/bench/lib/pki.sh" "$work" >&2
+fi
+
+if [ "$record" = 1 ]; then
+  # --- 1. record path, pinned to CPU 0, then openssl on the same CPU ------------------------------
+  echo "[inline] record_path --seconds $seconds (taskset -c 0)" >&2
+  engine=$(taskset -c 0 "$record_path" --seconds "$seconds")
+  declare -A ossl
+  for cipher in aes-128-gcm aes-256-gcm chacha20-poly1305; do
+    for bytes in 1460 16384; do
+      echo "[inline] openssl speed -evp $cipher -aead -bytes $bytes -seconds $seconds (taskset -c 0)" >&2
+      # Last line: "<NAME> <rate>k", in 1000s of bytes per second.
+      k=$(taskset -c 0 openssl speed -evp "$cipher" -aead -bytes "$bytes" -seconds "$seconds" 2>/dev/null |
+        tail -n 1 | awk '{print $NF}' | tr -d k)
+      ossl[$cipher/$bytes]=$(awk -v k="$k" 'BEGIN {printf "%.0f", k / 1000}')
+    done
+  done
+
+  # --- 2. state per idle flow, and terminate's RSS per idle connection ----------------------------
+  echo "[inline] idle_flows --flows 1000 (taskset -c 0)" >&2
+  idle=$(taskset -c 0 "$idle_flows" --flows 1000)
+fi
+term_kib=""
+if [ "$terminate" = 1 ]; then
   echo "[inline] tlsgate terminate, 1000 idle connections (bench/lib/terminate_idle.py)" >&2
   # No __pycache__ left in the repository.
   PYTHONDONTWRITEBYTECODE=1 python3 "$repo/bench/lib/terminate_idle.py" --dir "$work" --tlsgate "$target/profiling/tlsgate" \
@@ -94,36 +141,59 @@ if [ "$terminate" = 1 ]; then
   term_kib=$(python3 -c 'import json, sys; print(round(json.load(sys.stdin)["idle_kib"], 1))' <"$work/terminate.json")
 fi
 
+# --- 3. inline run on real packets vs terminate, in network namespaces ----------------------------
+net_rc=0
+if [ "$net" = 1 ]; then
+  echo "[inline] inline run vs terminate through network namespaces, $gib GiB each (bench/lib/inline_net.py)" >&2
+  PYTHONDONTWRITEBYTECODE=1 python3 "$repo/bench/lib/inline_net.py" --dir "$work" --tlsgate "$target/profiling/tlsgate" \
+    --gib "$gib" --flows "$flows" --mode "$mode" >"$work/net.md" &
+  py_pid=$!
+  wait "$py_pid" || net_rc=$?
+fi
+
 # --- report -----------------------------------------------------------------------------------------
 field() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
-echo "# Inline engine record path, $(date -u '+%Y-%m-%d %H:%M') UTC"
+echo "# Inline engine, $(date -u '+%Y-%m-%d %H:%M') UTC"
 echo
-echo "- CPU: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), $(nproc) CPUs; everything pinned to CPU 0"
+echo "- CPU: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), $(nproc) CPUs; kernel $(uname -r)"
 echo "- $(openssl version)"
 echo "- tlsgate: git $(git -C "$repo" describe --always --dirty --tags)"
-echo "- ${seconds} s per measurement; MB = 10^6 plaintext bytes; ratio = engine / openssl"
-echo
-echo "| cipher | bytes | engine seal MB/s | engine open MB/s | record layer seal MB/s | openssl MB/s | seal ratio | open ratio |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|"
-while read -r line; do
-  cipher=$(field cipher <<<"$line")
-  bytes=$(field bytes <<<"$line")
-  seal=$(field seal_mb_s <<<"$line")
-  open=$(field open_mb_s <<<"$line")
-  aead=$(field aead_mb_s <<<"$line")
-  o=${ossl[$cipher/$bytes]}
-  echo "| $cipher | $bytes | $seal | $open | $aead | $o | $(ratio "$seal" "$o") | $(ratio "$open" "$o") |"
-done <<<"$engine"
-echo
-state=$(field state_bytes_per_flow <<<"$idle")
-rss=$(field rss_bytes_per_flow <<<"$idle")
-echo "| per idle flow / connection (1000) | bytes | KiB |"
-echo "|---|---:|---:|"
-echo "| inline engine, its own accounting (Report::state_bytes) | $state | $(awk -v b="$state" 'BEGIN {printf "%.1f", b / 1024}') |"
-echo "| inline engine, process RSS growth | $rss | $(awk -v b="$rss" 'BEGIN {printf "%.1f", b / 1024}') |"
-if [ -n "$term_kib" ]; then
-  echo "| tlsgate terminate, process RSS growth (bench/run.sh's idle phase) | | $term_kib |"
+if [ "$record" = 1 ]; then
   echo
-  echo "ratio inline engine RSS / terminate RSS per idle connection: $(awk -v r="$rss" -v t="$term_kib" 'BEGIN {printf "%.2f", r / 1024 / t}')"
+  echo "## Record path and idle flows (everything pinned to CPU 0)"
+  echo
+  echo "- ${seconds} s per measurement; MB = 10^6 plaintext bytes; ratio = engine / openssl"
+  echo
+  echo "| cipher | bytes | engine seal MB/s | engine open MB/s | record layer seal MB/s | openssl MB/s | seal ratio | open ratio |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+  while read -r line; do
+    cipher=$(field cipher <<<"$line")
+    bytes=$(field bytes <<<"$line")
+    seal=$(field seal_mb_s <<<"$line")
+    open=$(field open_mb_s <<<"$line")
+    aead=$(field aead_mb_s <<<"$line")
+    o=${ossl[$cipher/$bytes]}
+    echo "| $cipher | $bytes | $seal | $open | $aead | $o | $(ratio "$seal" "$o") | $(ratio "$open" "$o") |"
+  done <<<"$engine"
+  echo
+  state=$(field state_bytes_per_flow <<<"$idle")
+  rss=$(field rss_bytes_per_flow <<<"$idle")
+  echo "| per idle flow / connection (1000) | bytes | KiB |"
+  echo "|---|---:|---:|"
+  echo "| inline engine, its own accounting (Report::state_bytes) | $state | $(awk -v b="$state" 'BEGIN {printf "%.1f", b / 1024}') |"
+  echo "| inline engine, process RSS growth | $rss | $(awk -v b="$rss" 'BEGIN {printf "%.1f", b / 1024}') |"
+  if [ -n "$term_kib" ]; then
+    echo "| tlsgate terminate, process RSS growth (bench/run.sh's idle phase) | | $term_kib |"
+    echo
+    echo "ratio inline engine RSS / terminate RSS per idle connection: $(awk -v r="$rss" -v t="$term_kib" 'BEGIN {printf "%.2f", r / 1024 / t}')"
+  fi
+fi
+if [ "$net" = 1 ]; then
+  echo
+  cat "$work/net.md"
+  if [ "$net_rc" -ne 0 ]; then
+    echo "bench/inline.sh: section 3 (inline run vs terminate) failed (status $net_rc); see the lines above" >&2
+    exit "$net_rc"
+  fi
 fi

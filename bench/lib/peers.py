@@ -25,8 +25,9 @@ def render(template, out_path, values):
 
 
 def backend_argv(env):
-    """The plaintext nginx every terminator relays to."""
-    conf = render("backend-nginx.conf.in", os.path.join(env["DIR"], "backend-nginx.conf"), env)
+    """The plaintext nginx every terminator relays to (on loopback unless env has BACKEND_HOST)."""
+    values = {"BACKEND_HOST": "127.0.0.1", **env}
+    conf = render("backend-nginx.conf.in", os.path.join(env["DIR"], "backend-nginx.conf"), values)
     return ["nginx", "-p", env["DIR"] + "/", "-c", conf, "-e", os.path.join(env["DIR"], "backend-nginx.error.log")]
 
 
@@ -36,10 +37,10 @@ def _tlsgate(env):
         "--workers", "1",
         "--log-level", "warn",
         "terminate",
-        "--listen", f"127.0.0.1:{env['LISTEN_PORT']}",
+        "--listen", f"{env.get('LISTEN_HOST', '127.0.0.1')}:{env['LISTEN_PORT']}",
         "--cert", env["CERT"],
         "--key", env["KEY"],
-        "--backend", f"127.0.0.1:{env['BACKEND_PORT']}",
+        "--backend", f"{env.get('BACKEND_HOST', '127.0.0.1')}:{env['BACKEND_PORT']}",
     ]
 
 

@@ -1,6 +1,7 @@
 # Sourced by the bench scripts: a scratch directory and the exit trap that stops whatever is
 # still running. Servers are started in their own process groups and their pids listed in
-# "$work/pids"; the Python harness's pid goes in $py_pid.
+# "$work/pids"; the Python harness's pid goes in $py_pid; network namespaces a harness made are
+# listed in "$work/netns" and deleted after the processes are stopped.
 
 # make_scratch PREFIX: sets $work and installs the traps.
 make_scratch() {
@@ -23,6 +24,12 @@ cleanup() {
     [ -n "$pid" ] || continue
     kill -KILL -- "-$pid" 2>/dev/null || true
   done <"$work/pids"
+  if [ -f "$work/netns" ]; then
+    while read -r ns; do
+      [ -n "$ns" ] || continue
+      ip netns delete "$ns" 2>/dev/null || true
+    done <"$work/netns"
+  fi
   if [ -n "${KEEP_BENCH_DIR:-}" ]; then
     echo "[bench] kept $work" >&2
   else

@@ -1,0 +1,393 @@
+"""bench/inline.sh's section "inline run on real packets vs terminate".
+
+Three network namespaces, client - gate - server, joined by veth pairs with every offload off (a
+bridge must never see a frame larger than the MTU). The same curl in the client downloads the
+same file from the same nginx in the server, TLS 1.3 TLS_AES_128_GCM_SHA256:
+
+  A. inline: one IPv4 subnet across the gate; `tlsgate inline run` bridges the gate's two veths
+     and turns the TLS records into plaintext inside the passing TCP segments (the client's TCP
+     connection ends at nginx's port 80);
+  B. terminate: the gate routes between two subnets; `tlsgate terminate` listens on its
+     client-side address and relays to nginx's port 80.
+
+Per run, on a freshly started tlsgate: first idle TLS connections (one request each, then kept
+open): the process's RSS growth per flow and, inline, the engine's own per-flow accounting if the
+admin listener shows one (before the bulk downloads, whose buffers the allocator would otherwise
+be handing back while the idle flows are counted); then the tlsgate process's CPU seconds
+(utime + stime) per GiB downloaded and the wall-clock throughput. Prints a markdown section on stdout; progress on stderr. Exits 1 if a run
+failed (after printing what it has).
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import bench
+import netns
+import peers
+import procs
+
+SUITE = "TLS_AES_128_GCM_SHA256"
+FILE_BYTES = 64 * 1024 * 1024
+GIB = 1 << 30
+SERVER_NAME = "localhost"  # in the benchmark certificate's SAN; curl --resolve maps it
+ADMIN = "127.0.0.1:9900"  # the gate namespace's own loopback
+WARM_FLOWS = 50
+SETTLE_S = 1.0  # after the idle flows' last response, before reading RSS (as bench/run.sh's idle phase)
+
+
+def log(*parts):
+    print("[inline-net]", *parts, file=sys.stderr, flush=True)
+
+
+def wait_listening(topo, role, port, proc, timeout=15.0):
+    """Polls `ss` in the namespace until a TCP socket listens on port; fails if proc exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited with status {proc.poll()} before listening: {tail(proc.log_path)}")
+        if netns.sh(topo.exec(role) + ["ss", "-Hltn", f"sport = :{port}"]).strip():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{proc.name} not listening on port {port} after {timeout:.0f} s (log: {proc.log_path})")
+
+
+def wait_log_line(proc, needle, timeout=20.0):
+    """Polls proc's log until a line contains needle; fails if proc exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(proc.log_path, errors="replace") as f:
+            if needle in f.read():
+                return
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited with status {proc.poll()} before '{needle}': {tail(proc.log_path)}")
+        time.sleep(0.05)
+    raise RuntimeError(f"no '{needle}' from {proc.name} after {timeout:.0f} s: {tail(proc.log_path)}")
+
+
+def tail(path, lines=5):
+    try:
+        with open(path, errors="replace") as f:
+            return " | ".join(line.strip() for line in f.read().splitlines()[-lines:] if line.strip())
+    except OSError:
+        return "(no log)"
+
+
+def curl_argv(topo, ca, connect_ip, url, max_time):
+    return topo.exec("client") + [
+        "taskset", "-c", "1", "curl", "-sS", "--fail", "--cacert", ca, "--tlsv1.3", "--tls13-ciphers", SUITE,
+        "--resolve", f"{SERVER_NAME}:443:{connect_ip}", "--connect-timeout", "10", "--max-time", str(max_time),
+        url,
+    ]
+
+
+def check_download(topo, ca, connect_ip, want_sha, log_path):
+    """One download hashed as it arrives; returns the suite curl negotiated."""
+    argv = curl_argv(topo, ca, connect_ip, f"https://{SERVER_NAME}/random", 120)
+    argv.insert(argv.index("-sS") + 1, "-v")
+    with open(log_path, "wb") as err:
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+        digest, n = hashlib.sha256(), 0
+        for chunk in iter(lambda: p.stdout.read(1 << 20), b""):
+            digest.update(chunk)
+            n += len(chunk)
+        rc = p.wait(timeout=130)
+    if rc != 0:
+        raise RuntimeError(f"curl (check download) exited with {rc}: {tail(log_path)}")
+    if n != FILE_BYTES or digest.hexdigest() != want_sha:
+        raise RuntimeError(f"check download: {n} bytes, sha256 {digest.hexdigest()[:16]}…, expected {FILE_BYTES} and {want_sha[:16]}…")
+    with open(log_path, errors="replace") as f:
+        m = re.search(r"SSL connection using (\S+) / (\S+)", f.read())
+    return f"{m.group(1)} {m.group(2)}" if m else "unknown"
+
+
+def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir):
+    """The check download (unmeasured), then ceil(gib GiB / file) downloads on one connection."""
+    suite = check_download(topo, ca, connect_ip, want_sha, os.path.join(workdir, f"curl-check-{name}.log"))
+    count = max(1, -(-int(gib * GIB) // FILE_BYTES))
+    argv = curl_argv(topo, ca, connect_ip, f"https://{SERVER_NAME}/random?n=[1-{count}]", int(60 + 600 * gib))
+    argv[-1:-1] = ["-o", "/dev/null", "-w", "%{size_download}\\n"]
+    log(f"{name}: {count} downloads of {FILE_BYTES >> 20} MiB on one connection")
+    cpu0, t0 = server.cpu_seconds(), time.monotonic()
+    r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=int(90 + 600 * gib))
+    wall, cpu = time.monotonic() - t0, server.cpu_seconds() - cpu0
+    if r.returncode != 0:
+        raise RuntimeError(f"curl exited with {r.returncode}: {r.stderr.strip()[-300:]}")
+    got = sum(int(x) for x in r.stdout.split())
+    if got != count * FILE_BYTES:
+        raise RuntimeError(f"downloaded {got} bytes, expected {count * FILE_BYTES}")
+    return {
+        "gib": got / GIB,
+        "wall_s": wall,
+        "mb_s": got / 1e6 / wall,
+        "cpu_s": cpu,
+        "cpu_per_gib": cpu / (got / GIB),
+        "suite": suite,
+    }
+
+
+def engine_state_bytes(topo):
+    """The engine's own state accounting from the admin listener, if it shows one: a numeric field
+    named like *state_bytes* in /status as JSON, else the sum of *state_bytes* series in /metrics.
+    Returns (bytes, per_flow) — per_flow when the name says it is already per flow — or None."""
+    def get(path, accept):
+        r = subprocess.run(topo.exec("gate") + ["curl", "-sS", "--max-time", "5", "-H", f"Accept: {accept}",
+                                                f"http://{ADMIN}{path}"],
+                           capture_output=True, text=True, timeout=15)
+        return r.stdout if r.returncode == 0 else ""
+
+    def find(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if "state_bytes" in str(key) and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    return float(value), "per_flow" in str(key)
+            children = list(node.values())
+        else:
+            children = node if isinstance(node, list) else []
+        for value in children:
+            found = find(value)
+            if found is not None:
+                return found
+        return None
+
+    try:
+        found = find(json.loads(get("/status", "application/json")))
+        if found is not None:
+            return found
+    except ValueError:
+        pass
+    total, per_flow = None, False
+    for line in get("/metrics", "text/plain").splitlines():
+        m = re.match(r"([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+([-+0-9.eE]+)$", line.strip())
+        if m and "state_bytes" in m.group(1):
+            total, per_flow = (total or 0.0) + float(m.group(3)), "per_flow" in m.group(1)
+    return None if total is None else (total, per_flow)
+
+
+def read_ready(p, timeout):
+    """The hold client's "ready SUITE" line, within timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if p.poll() is not None:
+            raise RuntimeError(f"idle client exited with {p.poll()}: {p.stderr.read().strip()[-300:]}")
+        ready, _, _ = select.select([p.stdout], [], [], 0.5)
+        if ready:
+            line = p.stdout.readline().strip()
+            if line.startswith("ready"):
+                return line.split(" ", 1)[1] if " " in line else "unknown"
+            raise RuntimeError(f"idle client said {line!r}")
+    raise RuntimeError(f"idle client not ready after {timeout:.0f} s")
+
+
+def hold(topo, ca, connect_ip, count, pidfile):
+    """Starts the hold client in the client namespace, in its own process group listed in the pid
+    file (the exit trap stops it); returns (process, suite) once it holds count connections."""
+    argv = topo.exec("client") + ["taskset", "-c", "1", sys.executable,
+                                  os.path.join(os.path.dirname(os.path.abspath(__file__)), "idle_tls.py"),
+                                  "--host", connect_ip, "--ca", ca, "--count", str(count)]
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    with open(pidfile, "a") as f:
+        f.write(f"{p.pid}\n")
+    try:
+        return p, read_ready(p, 30 + count * 0.5)
+    except BaseException:
+        p.kill()  # not ready: it reads stdin only once it holds every connection
+        p.wait(timeout=5)
+        raise
+
+
+def release(p):
+    """Closes the ready hold client's stdin: it closes its connections and exits."""
+    try:
+        p.stdin.close()
+    except OSError:
+        pass
+    try:
+        p.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(timeout=5)
+
+
+def idle_flows(topo, server, ca, connect_ip, flows, pidfile):
+    """RSS growth and the engine's accounting per idle flow, after WARM_FLOWS held flows."""
+    warm, _ = hold(topo, ca, connect_ip, WARM_FLOWS, pidfile)
+    try:
+        rss0, state0 = server.rss_kib(), engine_state_bytes(topo)
+        p, suite = hold(topo, ca, connect_ip, flows, pidfile)
+        try:
+            time.sleep(SETTLE_S)
+            rss1, state1 = server.rss_kib(), engine_state_bytes(topo)
+        finally:
+            release(p)
+    finally:
+        release(warm)
+    if state1 is None or (state0 is None and not state1[1]):
+        per_flow = None
+    elif state1[1]:
+        per_flow = state1[0]  # the listener's own per-flow figure, with the idle flows open
+    else:
+        per_flow = (state1[0] - state0[0]) / flows
+    return {"flows": flows, "rss_kib_per_flow": (rss1 - rss0) / flows, "state_bytes_per_flow": per_flow, "suite": suite}
+
+
+def idle_or_error(name, topo, server, ca, connect_ip, flows, pidfile):
+    """idle_flows, or {"error": why}: a failure here keeps the bulk run's row."""
+    log(f"{name}: {flows} idle flows")
+    try:
+        return idle_flows(topo, server, ca, connect_ip, flows, pidfile)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        log(f"{name}: idle flows failed: {e}")
+        return {"error": str(e)}
+
+
+def backend(topo, workdir, pidfile):
+    env = {"DIR": workdir, "WWW": os.path.join(workdir, "www"), "BACKEND_HOST": topo.server_ip, "BACKEND_PORT": 80,
+           "NGINX_MODULES": peers.NGINX_MODULES}
+    server = procs.Server("backend-nginx", topo.exec("server") + peers.backend_argv(env), "1", workdir, pidfile)
+    wait_listening(topo, "server", 80, server)
+    return server
+
+
+def run_inline(topo, args, pidfile, want_sha):
+    nginx = backend(topo, args.dir, pidfile)
+    try:
+        argv = topo.exec("gate") + [
+            args.tlsgate, "inline", "run",
+            "--client-iface", topo.ifs["gate_client"], "--server-iface", topo.ifs["gate_server"],
+            "--service", f"{topo.server_ip}:443=80", "--cert", args.cert, "--key", args.key,
+            "--mode", args.mode, "--admin", ADMIN,
+        ]
+        log("tlsgate " + " ".join(argv[argv.index(args.tlsgate) + 1:]))
+        gate = procs.Server("tlsgate-inline", argv, "0", args.dir, pidfile)
+        try:
+            try:
+                wait_log_line(gate, "inline running")
+            except RuntimeError as e:
+                if "unrecognized subcommand" in str(e):
+                    raise RuntimeError(f"this tlsgate has no `inline run` subcommand: {e}") from None
+                raise RuntimeError(f"tlsgate inline run did not start: {e}") from None
+            idle = idle_or_error("inline run", topo, gate, args.ca, topo.server_ip, args.flows, pidfile)
+            return measure("inline", topo, gate, args.ca, topo.server_ip, want_sha, args.gib, args.dir), idle
+        finally:
+            gate.stop()
+    finally:
+        nginx.stop()
+
+
+def run_terminate(topo, args, pidfile, want_sha):
+    nginx = backend(topo, args.dir, pidfile)
+    try:
+        env = {"TLSGATE": args.tlsgate, "LISTEN_HOST": topo.gate_client_ip, "LISTEN_PORT": 443,
+               "CERT": args.cert, "KEY": args.key, "BACKEND_HOST": topo.server_ip, "BACKEND_PORT": 80}
+        gate = procs.Server("tlsgate-terminate", topo.exec("gate") + dict(peers.TERMINATORS)["tlsgate"](env), "0",
+                            args.dir, pidfile)
+        try:
+            wait_listening(topo, "gate", 443, gate)
+            idle = idle_or_error("terminate", topo, gate, args.ca, topo.gate_client_ip, args.flows, pidfile)
+            return measure("terminate", topo, gate, args.ca, topo.gate_client_ip, want_sha, args.gib, args.dir), idle
+        finally:
+            gate.stop()
+    finally:
+        nginx.stop()
+
+
+def fmt(value, spec, missing="n/a"):
+    return missing if value is None else format(value, spec)
+
+
+def report(args, rows, idles, errors):
+    print(f"## inline run on real packets vs terminate ({args.mode})")
+    print()
+    print(f"- client - gate - server in network namespaces over veth pairs (offloads off); tlsgate on CPU 0, "
+          f"curl and nginx on CPU 1; {FILE_BYTES >> 20} MiB file (sha256 checked), one connection, "
+          f"{args.gib:g} GiB per run; curl --tls13-ciphers {SUITE}")
+    print("- CPU = utime + stime of the tlsgate process (/proc/PID/stat), before and after the downloads")
+    print()
+    print("| run | GiB | wall s | MB/s | tlsgate CPU s | CPU s/GiB | suite |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for name in ("inline run", "terminate"):
+        r = rows.get(name)
+        if r is None:
+            print(f"| {name} | failed (below) | | | | | |")
+        else:
+            print(f"| {name} | {r['gib']:.2f} | {r['wall_s']:.1f} | {r['mb_s']:.0f} | {r['cpu_s']:.2f} | "
+                  f"{r['cpu_per_gib']:.2f} | {r['suite']} |")
+    for name, error in errors.items():
+        print(f"\n{name} failed: {error}")
+    print()
+    a, b = rows.get("inline run"), rows.get("terminate")
+    ratio = None if a is None or b is None or b["cpu_per_gib"] == 0 else a["cpu_per_gib"] / b["cpu_per_gib"]
+    print(f"inline_cpu_per_gib / terminate_cpu_per_gib: **{fmt(ratio, '.2f')}** (target ≤ 0.7)")
+    print()
+    print("| idle state per flow (one request each, then idle) | flows | KiB | target |")
+    print("|---|---:|---:|---|")
+    lines = (("inline run", "engine's accounting (admin listener)", "state", "≤ 1 KiB"),
+             ("inline run", "process RSS growth", "rss", ""),
+             ("terminate", "process RSS growth", "rss", ""))
+    for name, what, key, target in lines:
+        idle = idles.get(name)
+        if idle is None or "error" in idle:
+            flows, kib = "", "n/a" if idle is None else "failed (above)"
+        elif key == "state":
+            state = idle["state_bytes_per_flow"]
+            flows, kib = idle["flows"], fmt(None if state is None else state / 1024, ".2f")
+        else:
+            flows, kib = idle["flows"], f"{idle['rss_kib_per_flow']:.2f}"
+        print(f"| {name}, {what} | {flows} | {kib} | {target} |")
+
+
+def bench_main(args):
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
+    pidfile = os.path.join(args.dir, "pids")
+    registry = os.path.join(args.dir, "netns")
+    bench.make_www(args.dir)
+    data = os.urandom(FILE_BYTES)  # random: a byte misplaced by the bridge shows in the digest
+    with open(os.path.join(args.dir, "www", "random"), "wb") as f:
+        f.write(data)
+    want_sha = hashlib.sha256(data).hexdigest()
+    del data
+    tag = f"tb{os.getpid()}"
+    octet = 20 + os.getpid() % 200
+    rows, errors, idles = {}, {}, {}
+    for name, routed, run in (("inline run", False, run_inline), ("terminate", True, run_terminate)):
+        topo = netns.Topology(tag + ("b" if routed else "a"), octet, routed, registry)
+        try:
+            log(f"{name}: namespaces {', '.join(topo.ns.values())}")
+            topo.up()
+            rows[name], idles[name] = run(topo, args, pidfile, want_sha)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+            errors[name] = str(e)
+            log(f"{name} failed: {e}")
+        finally:
+            topo.down()
+    for name, idle in idles.items():
+        if "error" in idle:
+            errors[f"{name} idle flows"] = idle["error"]
+    report(args, rows, idles, errors)
+    return 1 if errors else 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dir", required=True, help="scratch directory (made by inline.sh, with bench/lib/pki.sh's PKI)")
+    ap.add_argument("--tlsgate", required=True)
+    ap.add_argument("--gib", type=float, default=1.0, help="GiB downloaded per run")
+    ap.add_argument("--flows", type=int, default=200, help="idle flows through the inline gate")
+    ap.add_argument("--mode", choices=("buffered", "cut-through"), default="buffered")
+    args = ap.parse_args()
+    args.ca, args.cert, args.key = (os.path.join(args.dir, n) for n in ("ca.pem", "server.pem", "server.key"))
+    return bench_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

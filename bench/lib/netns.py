@@ -1,0 +1,72 @@
+"""Three network namespaces, client - gate - server, joined by two veth pairs with every offload
+off (TSO, GSO, GRO, checksum offload: a bridge in the gate must never see a frame larger than the
+MTU or a partial checksum), for bench/lib/inline_net.py. Each namespace made is appended to a
+registry file that bench/inline.sh's exit trap deletes, should `down` not run."""
+
+import subprocess
+
+
+def sh(argv, timeout=15):
+    r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: exit status {r.returncode}: {r.stderr.strip()[-300:]}")
+    return r.stdout
+
+
+class Topology:
+    """client - gate - server. Bridged: one subnet, the gate's veths without addresses and
+    forwarding off. Routed: the gate has an address on each side and forwards."""
+
+    def __init__(self, tag, octet, routed, registry):
+        self.routed = routed
+        self.ns = {role: f"{tag}-{role}" for role in ("client", "gate", "server")}
+        self.ifs = {
+            "client": f"{tag}c",
+            "gate_client": f"{tag}gc",
+            "gate_server": f"{tag}gs",
+            "server": f"{tag}s",
+        }
+        if routed:
+            self.client_ip, self.gate_client_ip = f"10.{octet}.1.1", f"10.{octet}.1.254"
+            self.server_ip, self.gate_server_ip = f"10.{octet}.2.2", f"10.{octet}.2.254"
+        else:
+            self.client_ip, self.server_ip = f"10.{octet}.0.1", f"10.{octet}.0.2"
+        self.registry = registry
+        self.made = []
+
+    def exec(self, role):
+        return ["ip", "netns", "exec", self.ns[role]]
+
+    def up(self):
+        for role, ns in self.ns.items():
+            sh(["ip", "netns", "add", ns])
+            self.made.append(ns)
+            # The exit trap of bench/inline.sh deletes what this file lists, should we not.
+            with open(self.registry, "a") as f:
+                f.write(ns + "\n")
+            # No IPv6 (no router solicitations or DAD on the bridge); forwarding as the mode wants.
+            sh(self.exec(role) + ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+                                  "net.ipv6.conf.default.disable_ipv6=1",
+                                  f"net.ipv4.ip_forward={1 if self.routed and role == 'gate' else 0}"])
+            sh(self.exec(role) + ["ip", "link", "set", "lo", "up"])
+        i = self.ifs
+        sh(["ip", "link", "add", i["client"], "netns", self.ns["client"], "type", "veth",
+            "peer", "name", i["gate_client"], "netns", self.ns["gate"]])
+        sh(["ip", "link", "add", i["gate_server"], "netns", self.ns["gate"], "type", "veth",
+            "peer", "name", i["server"], "netns", self.ns["server"]])
+        for role, ifname in (("client", i["client"]), ("gate", i["gate_client"]),
+                             ("gate", i["gate_server"]), ("server", i["server"])):
+            sh(self.exec(role) + ["ethtool", "-K", ifname, "tso", "off", "gso", "off", "gro", "off", "tx", "off"])
+            sh(self.exec(role) + ["ip", "link", "set", ifname, "up"])
+        sh(self.exec("client") + ["ip", "addr", "add", f"{self.client_ip}/24", "dev", i["client"]])
+        sh(self.exec("server") + ["ip", "addr", "add", f"{self.server_ip}/24", "dev", i["server"]])
+        if self.routed:
+            sh(self.exec("gate") + ["ip", "addr", "add", f"{self.gate_client_ip}/24", "dev", i["gate_client"]])
+            sh(self.exec("gate") + ["ip", "addr", "add", f"{self.gate_server_ip}/24", "dev", i["gate_server"]])
+            sh(self.exec("client") + ["ip", "route", "add", "default", "via", self.gate_client_ip])
+            sh(self.exec("server") + ["ip", "route", "add", "default", "via", self.gate_server_ip])
+
+    def down(self):
+        for ns in self.made:
+            subprocess.run(["ip", "netns", "delete", ns], capture_output=True, timeout=15)
+        self.made = []
