@@ -3,9 +3,29 @@
 //! HAProxy's model: `fall` consecutive failures take a member down, `rise` consecutive successes
 //! bring it back. Failed connects of real traffic count as failures too (passive ejection). When
 //! no active check runs, nothing would ever bring an ejected member back, so it is re-admitted on
-//! probation after `eject_time`: one more failure ejects it again. Time is passed in.
+//! probation after `eject_time`: one more failure ejects it again. Time is passed in, on the
+//! caller's clock: an `Instant` for the socket shells, a `Duration` since start for the sans-IO
+//! inline engine.
 
 use std::time::{Duration, Instant};
+
+/// A point on the caller's clock.
+pub trait Clock: Copy {
+    /// Time from `earlier` to `self`, zero if `earlier` is later.
+    fn since(self, earlier: Self) -> Duration;
+}
+
+impl Clock for Instant {
+    fn since(self, earlier: Self) -> Duration {
+        self.saturating_duration_since(earlier)
+    }
+}
+
+impl Clock for Duration {
+    fn since(self, earlier: Self) -> Duration {
+        self.saturating_sub(earlier)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthParams {
@@ -24,25 +44,25 @@ pub enum Transition {
 }
 
 #[derive(Debug, Clone)]
-pub struct Health {
+pub struct Health<T: Clock = Instant> {
     params: HealthParams,
     healthy: bool,
     successes: u32,
     failures: u32,
-    ejected_at: Option<Instant>,
+    ejected_at: Option<T>,
 }
 
-impl Health {
+impl<T: Clock> Health<T> {
     /// Members start healthy, so a fresh pool serves at once.
     pub fn new(params: HealthParams) -> Self {
         Health { params, healthy: true, successes: 0, failures: 0, ejected_at: None }
     }
 
     /// Healthy now? Re-admits a passively ejected member whose time is up.
-    pub fn is_healthy(&mut self, now: Instant) -> bool {
+    pub fn is_healthy(&mut self, now: T) -> bool {
         if !self.healthy && !self.params.active_checks {
             if let Some(at) = self.ejected_at {
-                if now.duration_since(at) >= self.params.eject_time {
+                if now.since(at) >= self.params.eject_time {
                     self.healthy = true;
                     // Probation: the next failure takes it out again.
                     self.failures = self.params.fall.saturating_sub(1);
@@ -54,7 +74,7 @@ impl Health {
     }
 
     /// The result of an active check or of a real connect attempt.
-    pub fn record(&mut self, ok: bool, now: Instant) -> Option<Transition> {
+    pub fn record(&mut self, ok: bool, now: T) -> Option<Transition> {
         if ok {
             self.failures = 0;
             self.successes = self.successes.saturating_add(1);

@@ -13,6 +13,7 @@
 use crate::downstream::DownLimits;
 use crate::flow::Flow;
 use crate::handshake::Handshake;
+use crate::health::Pools;
 use crate::packet::{self, Build, Control, Segment};
 use crate::seq::Stream;
 use crate::tables::{
@@ -39,17 +40,17 @@ pub struct Service {
     /// Certificates and protocol settings; `enable_secret_extraction` must be set.
     pub tls: Arc<ServerConfig>,
     /// Balanced mode: the servers behind `addr` (a virtual address). Each flow goes to one,
-    /// chosen by rendezvous hashing of the client's address, so a client sticks to a member.
+    /// chosen by rendezvous hashing of the client's address among the members up (see
+    /// [`Health`]), so a client sticks to a member while it serves.
     pub pool: Vec<SocketAddr>,
 }
 
 impl Service {
-    /// The server a flow from `client` goes to.
-    fn backend_for(&self, client: SocketAddr) -> SocketAddr {
-        if self.mode == Mode::Balanced && !self.pool.is_empty() {
-            let score = |m: &SocketAddr| fnv1a(format!("{}|{m}", client.ip()).as_bytes());
-            if let Some(m) = self.pool.iter().max_by_key(|m| score(m)) {
-                return *m;
+    /// The server a flow from `client` goes to at `now`.
+    fn backend_for(&self, client: SocketAddr, pools: &mut Pools, now: Duration) -> SocketAddr {
+        if self.mode == Mode::Balanced {
+            if let Some(m) = pools.choose(&self.pool, client.ip(), now) {
+                return m;
             }
         }
         SocketAddr::new(self.addr.ip(), self.server_port.unwrap_or(self.addr.port()))
@@ -59,11 +60,6 @@ impl Service {
 /// A flow's counters: its TLS data path's once it has one, else what the TCP setup counted.
 fn flow_counters(f: &Flow) -> (Counters, Counters) {
     f.tls.as_ref().map_or((f.up, f.down), |t| t.counters())
-}
-
-/// FNV-1a: a stable, seedless hash, so the choice of member survives restarts.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -114,6 +110,10 @@ pub struct Stats {
     /// Half-open flows (no SYN-ACK yet) evicted, oldest first, to make room for a new SYN
     /// when the table was full: a SYN flood displaces its own entries, not established flows.
     pub embryonic_evicted: u64,
+    /// Connections a balanced pool's member refused (RST to the SYN) or left unanswered.
+    pub member_failures: u64,
+    /// Times a member was taken out of its pool for a while after failures in a row.
+    pub members_taken_out: u64,
     /// Segments of a service address with no flow (picked up mid-stream): passed unchanged.
     pub midstream: u64,
     pub flows_expired: u64,
@@ -156,6 +156,7 @@ pub struct Engine {
     /// Flows in creation order with their creation time, for evicting the oldest half-open
     /// one. Entries whose flow moved on or left are skipped and dropped lazily.
     embryonic: VecDeque<(FlowKey, Duration)>,
+    pools: Pools,
     stats: Stats,
 }
 
@@ -166,6 +167,7 @@ impl Engine {
             flows: HashMap::new(),
             by_backend: HashMap::new(),
             embryonic: VecDeque::new(),
+            pools: Pools::default(),
             stats: Stats::default(),
         }
     }
@@ -318,7 +320,7 @@ impl Engine {
                 self.stats.syn_dropped += 1;
                 return;
             }
-            let backend = self.config.services[svc].backend_for(key.client);
+            let backend = self.config.services[svc].backend_for(key.client, &mut self.pools, now);
             self.flows.insert(
                 key,
                 Flow {
@@ -415,6 +417,16 @@ impl Engine {
             }
             return;
         }
+        let (balanced, state, backend) =
+            (self.config.services[flow.service].mode == Mode::Balanced, flow.state, flow.backend);
+        if balanced && state == FlowState::SynSent {
+            if seg.syn && seg.ack.is_some() {
+                self.pools.record(backend, true, now);
+            } else if seg.rst {
+                self.member_failed(backend, now);
+            }
+        }
+        let Some(flow) = self.flows.get_mut(&key) else { return };
         if seg.syn && seg.ack.is_some() && flow.state == FlowState::SynSent {
             flow.server_isn = Some(seg.seq);
             flow.state = FlowState::Handshake;
@@ -453,6 +465,19 @@ impl Engine {
         }
         self.stats.forwarded += 1;
         out.push(pkt);
+    }
+
+    /// A pool member refused or ignored a connection.
+    fn member_failed(&mut self, member: SocketAddr, now: Duration) {
+        self.stats.member_failures += 1;
+        if self.pools.record(member, false, now) {
+            self.stats.members_taken_out += 1;
+        }
+    }
+
+    /// Balanced pools' members skipped by new flows at `now`.
+    pub fn members_down(&mut self, now: Duration) -> Vec<SocketAddr> {
+        self.pools.down(now)
     }
 
     /// Whether `entry` of the embryonic queue is still a half-open flow.
@@ -511,6 +536,10 @@ impl Engine {
         let expired: Vec<FlowKey> =
             self.flows.iter().filter(|(_, f)| f.deadline(&l) <= now).map(|(k, _)| *k).collect();
         for key in expired {
+            let f = &self.flows[&key];
+            if f.state == FlowState::SynSent && self.config.services[f.service].mode == Mode::Balanced {
+                self.member_failed(f.backend, now);
+            }
             self.remove(&key);
             self.stats.flows_expired += 1;
         }

@@ -9,6 +9,7 @@
 //! - [`seq_map`]: the table of sequence pairs at record boundaries, translating offsets both ways.
 //! - [`handshake`]: the rustls server handshake on the client's records (the only rustls driver).
 //! - [`sni`]: the server name read from the ClientHello, for the session table.
+//! - [`health`]: passive health of balanced pools' members, judged from their flows' SYNs.
 //! - [`hold`]: the bounded hold queue putting out-of-order segments back in order.
 //! - [`upstream`]: the client → server record path (buffered or cut-through release), ACKs
 //!   translated back.
@@ -31,6 +32,7 @@ pub mod flow;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handshake;
+pub mod health;
 pub mod hold;
 pub mod packet;
 pub mod seq;

@@ -323,6 +323,59 @@ fn established_flows_idle_out_later_than_half_open_ones() {
     assert_eq!(e.stats().flows_expired, 1);
 }
 
+fn balanced(pool: &[SocketAddr], vip: SocketAddr) -> Engine {
+    Engine::new(Config {
+        services: vec![Service {
+            addr: vip,
+            server_port: None,
+            mode: Mode::Balanced,
+            release: Release::Buffered,
+            tls: server_config(),
+            pool: pool.to_vec(),
+        }],
+        limits: Limits { syn_timeout: Duration::from_secs(5), ..Limits::default() },
+    })
+}
+
+#[test]
+fn a_member_that_refuses_or_ignores_connections_is_skipped_for_a_while() {
+    let pool = [sa("10.0.1.1:80"), sa("10.0.1.2:80")];
+    let vip = sa("10.0.0.100:443");
+    let mut e = balanced(&pool, vip);
+    let c = sa("10.2.0.7:40000");
+    let syn = |e: &mut Engine, ms: u64, port: u16| {
+        let c = SocketAddr::new(c.ip(), port);
+        packet::parse(&handle(e, ms, build(c, vip, &repr(c, vip, TcpControl::Syn, 1, None)))[0]).unwrap().dst
+    };
+    let first = syn(&mut e, 0, 40000);
+    let other = pool.into_iter().find(|m| *m != first).unwrap();
+    // The member refuses twice (RST to the SYN, as a host with no listener does).
+    for (ms, port) in [(1, 40000), (3, 40001)] {
+        if port != 40000 {
+            assert_eq!(syn(&mut e, ms - 1, port), first, "one refusal is not enough");
+        }
+        let client = SocketAddr::new(c.ip(), port);
+        let rst = repr(first, client, TcpControl::Rst, 0, Some(2));
+        handle(&mut e, ms, build(first, client, &rst));
+    }
+    assert_eq!((e.stats().member_failures, e.stats().members_taken_out), (2, 1));
+    assert_eq!(e.members_down(Duration::from_millis(4)), vec![first]);
+    // New flows of the same client go to the other member while the first is out.
+    let moved = syn(&mut e, 5, 40002);
+    assert_eq!(moved, other);
+    // The other member answers; it stays in.
+    let client = SocketAddr::new(c.ip(), 40002);
+    handle(&mut e, 6, build(other, client, &repr(other, client, TcpControl::Syn, 9, Some(2))));
+    // After the pause the first member is tried again; unanswered SYNs count as failures too.
+    let later = 6 + tlsgate_inline::health::PARAMS.eject_time.as_millis() as u64;
+    assert!(e.members_down(Duration::from_millis(later)).is_empty());
+    assert_eq!(syn(&mut e, later, 40003), first);
+    assert_eq!(syn(&mut e, later, 40004), first);
+    e.handle_timeout(Duration::from_millis(later + 5001), &mut Vec::new());
+    assert_eq!(e.stats().members_taken_out, 2, "two SYNs left unanswered past the SYN timeout");
+    assert_eq!(syn(&mut e, later + 5002, 40005), other);
+}
+
 #[test]
 fn balanced_mode_rewrites_addresses_per_flow_and_sticks_to_a_member() {
     let pool = vec![sa("10.0.1.1:80"), sa("10.0.1.2:80"), sa("10.0.1.3:8080")];

@@ -155,6 +155,9 @@ impl Logged {
         if moved(now.embryonic_evicted, was.embryonic_evicted) > 0 {
             tracing::warn!(side = %Blame::Client, evicted = moved(now.embryonic_evicted, was.embryonic_evicted), total = now.embryonic_evicted, "inline: flow table full, oldest half-open flows evicted (SYN flood?)");
         }
+        if moved(now.members_taken_out, was.members_taken_out) > 0 {
+            tracing::warn!(side = %Blame::Backend, failures = now.member_failures, "inline: a pool member refused or ignored connections and is skipped for a while");
+        }
         if moved(now.orphan_server_data, was.orphan_server_data) > 0 {
             tracing::warn!(side = %Blame::Backend, segments = moved(now.orphan_server_data, was.orphan_server_data), "inline: server data on no known flow dropped and reset");
         }
