@@ -194,6 +194,7 @@ impl Upstream {
         }
         if self.unacked_bytes >= self.limits.unacked_bytes {
             self.stats.dropped += 1;
+            self.probe_server(out);
             return Ok(());
         }
         if offset <= next {
@@ -414,6 +415,21 @@ impl Upstream {
             }
         }
         Ok(())
+    }
+
+    /// At the bound of unacknowledged plaintext the engine takes no more from the client, so
+    /// if the server's last ACKs were lost nothing would ever move again: the server has
+    /// nothing new to acknowledge. One byte of the oldest unacknowledged plaintext, sent again,
+    /// makes the server answer with its current ACK (a duplicate is acknowledged at once, a
+    /// missing byte accepted and acknowledged; RFC 9293, 3.10.7.4). The client's retransmission
+    /// timer paces these probes.
+    fn probe_server(&mut self, out: &mut Vec<Up>) {
+        let Some((inner, data)) = self.unacked.front() else { return };
+        let at = (*inner).max(self.inner_acked);
+        if let Some(&byte) = data.get((at - inner) as usize) {
+            self.stats.redelivered += 1;
+            out.push(Up::Forward { inner: at, data: vec![byte] });
+        }
     }
 
     /// Delivers again the stored plaintext of the records overlapping outer `[start, end)` —

@@ -156,6 +156,33 @@ fn the_hold_queue_bound_drops_and_recovers() {
 }
 
 #[test]
+fn at_the_unacknowledged_bound_a_byte_resent_asks_the_server_for_its_ack() {
+    // The server's ACKs for the first records were lost: the engine is at its bound of
+    // unacknowledged plaintext and takes nothing more from the client. Each client segment
+    // then resends one byte of the oldest unacknowledged plaintext, so the server answers with
+    // its current ACK and the flow moves again.
+    let (mut f, _, start) = setup(TLS13[0]);
+    let limits = UpLimits { unacked_bytes: 3000, ..LIMITS };
+    let mut pairs = SeqMap::new(1, 1, 64);
+    pairs.push(f.handshake_bytes as u32, 0, 0).unwrap();
+    let mut up = Upstream::new(pairs, limits);
+    let (plain, wire) = client_writes(&mut f, &[vec![5; 2000], vec![6; 2000], vec![7; 2000]]);
+    let mut out = Vec::new();
+    let first_two = 2 * (2000 + 22);
+    up.segment(&mut f.layer, start, &wire[..first_two], &mut out).unwrap();
+    assert_eq!(check(&out, &plain[..4000]), 4001);
+    out.clear();
+    up.segment(&mut f.layer, start + first_two as u64, &wire[first_two..], &mut out).unwrap();
+    assert_eq!(out, vec![Up::Forward { inner: 1, data: vec![5] }], "one byte at the server's last ACK");
+    assert_eq!(up.stats().dropped, 1);
+    // The server's answer acknowledges all it has; the client's retransmission goes through.
+    assert!(up.server_ack(4001).is_some());
+    out.clear();
+    up.segment(&mut f.layer, start + first_two as u64, &wire[first_two..], &mut out).unwrap();
+    assert_eq!(out, vec![Up::Forward { inner: 4001, data: plain[4000..].to_vec() }]);
+}
+
+#[test]
 fn the_handshake_runs_through_the_same_path_and_hands_over_mid_segment() {
     use tlsgate_inline::handshake::{Handshake, Progress};
     use tlsgate_record::crypto::RecordLayer;

@@ -5,6 +5,7 @@
 //! examples are tagged `text`; an untagged block, or a `toml`/`sh` block missing from
 //! [`EXAMPLES`], fails the test, so a new example cannot be added without being run.
 
+mod inline;
 mod originate;
 mod scene;
 mod starttls;
@@ -38,7 +39,7 @@ const EXAMPLES: &[(&str, &str, How)] = &[
     ("README.md", "tlsgate run --config tlsgate.toml", How::Run(terminate::readme_run)),
     ("README.md", "tlsgate originate --listen 127.0.0.1:5432 --connect db.example:5432 --ca ca.pem", How::Run(originate::readme)),
     ("README.md", "tlsgate tunnel gate --listen 0.0.0.0:7443 --cert gate.pem --key gate.key --client-ca ca.pem", How::Run(tunnel::readme)),
-    ("README.md", "tlsgate inline run --client-iface eth0 --server-iface eth1 --service 10.0.0.2:443=80 \\", How::Skip(INLINE_RUN)),
+    ("README.md", "tlsgate inline run --client-iface eth0 --server-iface eth1 --service 10.0.0.2:443=80 \\", How::Run(inline::readme)),
     ("README.md", "tlsgate inline simulate --flows 50 --seed 7 --loss 0.03 --reorder 0.05 --duplicate 0.01 \\", How::Run(inline_simulate)),
     ("docs/config.md", "# Shared by every mode.", How::RunBy("README.md", "tlsgate check --config tlsgate.toml       # loads every file it names, binds nothing")),
     ("docs/config.md", "[[terminate.listener]]", How::Run(terminate::alpn_routes)),
@@ -63,9 +64,6 @@ const STARTTLS_TOML: &str =
 
 const INLINE_TOML: &str =
     "# Between eth0 (the clients) and eth1 (the servers); alone: `tlsgate inline run -c inline.toml`.";
-
-const INLINE_RUN: &str =
-    "needs the AF_PACKET bridge between two interfaces (eth0, eth1); its flags are checked by tests/help.rs";
 
 const BENCH: &str = "installs packages and runs minutes-long benchmarks; not part of the tests";
 
