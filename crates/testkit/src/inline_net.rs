@@ -43,11 +43,30 @@ pub struct InlineNet {
     pub gate_server_if: String,
     pub switch: Netns,
     pub servers: Vec<Host>,
+    /// With [`InlineNet::impaired`]: a namespace between client and gate and its two
+    /// interfaces (toward the client, toward the gate), for [`crate::impair::ImpairHop`].
+    pub impair: Option<(Netns, String, String)>,
 }
 
 impl InlineNet {
     /// The topology with `servers` (1 or 2) servers; the gate joins nothing yet.
     pub fn new(servers: usize) -> InlineNet {
+        InlineNet::build(servers, false)
+    }
+
+    /// The topology with an impairing hop between client and gate (nothing crosses it until
+    /// [`InlineNet::start_impairment`]).
+    pub fn impaired(servers: usize) -> InlineNet {
+        InlineNet::build(servers, true)
+    }
+
+    /// Starts the impairing hop with these probabilities and seed.
+    pub fn start_impairment(&self, impairment: crate::impair::Impairment) -> crate::impair::ImpairHop {
+        let (ns, a, b) = self.impair.as_ref().expect("built with InlineNet::impaired");
+        crate::impair::ImpairHop::start(ns, a, b, impairment)
+    }
+
+    fn build(servers: usize, impaired: bool) -> InlineNet {
         assert!((1..=SERVERS.len()).contains(&servers));
         let client_ns = Netns::new("icli");
         let gate = Netns::new("igate");
@@ -57,7 +76,18 @@ impl InlineNet {
         for key in ["all", "default"] {
             gate.must("sysctl", &["-qw", &format!("net.ipv6.conf.{key}.disable_ipv6=1")]);
         }
-        let (client_if, gate_client_if) = client_ns.veth(Some(&cidr(CLIENT)), &gate, None);
+        let (client_if, gate_client_if, impair) = if impaired {
+            let hop = Netns::new("iimp");
+            let (client_if, hop_client) = client_ns.veth(Some(&cidr(CLIENT)), &hop, None);
+            let (hop_gate, gate_client_if) = hop.veth(None, &gate, None);
+            for dev in [&hop_client, &hop_gate] {
+                receive_frames_as_sent(&hop, dev);
+            }
+            (client_if, gate_client_if, Some((hop, hop_client, hop_gate)))
+        } else {
+            let (client_if, gate_client_if) = client_ns.veth(Some(&cidr(CLIENT)), &gate, None);
+            (client_if, gate_client_if, None)
+        };
         let (gate_server_if, uplink) = gate.veth(None, &switch, None);
         switch.must("ip", &["link", "add", "br0", "type", "bridge"]);
         let mut ports = vec![uplink];
@@ -81,7 +111,7 @@ impl InlineNet {
         }
         receive_frames_as_sent(&gate, &gate_client_if);
         receive_frames_as_sent(&gate, &gate_server_if);
-        InlineNet { client, gate, gate_client_if, gate_server_if, switch, servers }
+        InlineNet { client, gate, gate_client_if, gate_server_if, switch, servers, impair }
     }
 
     /// The stand-in for the bump: a Linux bridge in the gate joining its two interfaces.
