@@ -413,7 +413,7 @@ fn thirty_two_flows_under_loss_reordering_and_duplication_arrive_intact() {
     });
     let _gate = s.direct(&["--admin", ADMIN]);
     let dir = tempfile::tempdir().unwrap();
-    let mut args: Vec<String> = vec!["--parallel".into(), "--parallel-max".into(), "32".into()];
+    let mut args: Vec<String> = vec!["--no-progress-meter".into(), "--parallel".into(), "--parallel-max".into(), "32".into()];
     args.extend(["--fail".into(), "--max-time".into(), "300".into()]);
     for i in 0..32 {
         let https = s.https(SERVER, "/big.bin", &[]);
