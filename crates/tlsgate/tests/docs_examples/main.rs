@@ -56,7 +56,8 @@ const EXAMPLES: &[(&str, &str, How)] = &[
     ("docs/operations.md", "[Service]", How::Skip("the unit's lines, compared with packaging/systemd/tlsgate.service by tests/package.rs")),
     ("docs/benchmarks.md", "apt-get install -y nginx-core libnginx-mod-stream haproxy hitch stunnel4 wrk openssl \\", How::Skip(BENCH)),
     ("docs/benchmarks.md", "apt-get install -y openssh-server openssh-client openssl util-linux python3", How::Skip(BENCH)),
-    ("docs/benchmarks.md", "apt-get install -y openssl util-linux python3 nginx-core   # nginx-core: the terminate column only", How::Skip(BENCH)),
+    ("docs/benchmarks.md", "apt-get install -y openssl util-linux python3 nginx-core iproute2 ethtool curl", How::Skip(BENCH)),
+    ("docs/benchmarks.md", "bench/inline.sh --only-net                     # this section alone (root, 2 CPUs)", How::Skip(BENCH)),
 ];
 
 const STARTTLS_TOML: &str =
