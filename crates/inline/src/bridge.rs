@@ -76,6 +76,8 @@ pub struct BridgeStats {
     pub oversize: u64,
     /// Partial checksums completed.
     pub csum_completed: u64,
+    /// Frames shorter than an Ethernet header: dropped.
+    pub malformed: u64,
     /// ARP probes sent for servers whose MAC was not known.
     pub arp_probes: u64,
     /// IP frames from the server side to a server: local to that side, not sent back onto it.
@@ -159,7 +161,9 @@ impl Bridge {
     /// Handles one frame seen at `now`; appends the frames to write, each with its side.
     pub fn handle_frame(&mut self, now: Duration, frame: InFrame<'_>, out: &mut Vec<(Side, Vec<u8>)>) {
         let Ok(eth) = EthernetFrame::new_checked(frame.data) else {
-            return self.cross(frame, out);
+            // Shorter than an Ethernet header: no interface would send it on.
+            self.stats.malformed += 1;
+            return;
         };
         match eth.ethertype() {
             EthernetProtocol::Ipv4 | EthernetProtocol::Ipv6 => self.ip_frame(now, frame, &eth, out),

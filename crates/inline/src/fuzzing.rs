@@ -1,5 +1,6 @@
 //! Entry points for the fuzz targets in `fuzz/`; each checks invariants beyond "no panic".
 
+use crate::bridge::{Bridge, InFrame, Side, MAC_TABLE_SIZE};
 use crate::engine::{Config, Engine, Limits, Service};
 use crate::packet;
 use crate::seq_map::{Mapped, SeqMap};
@@ -199,6 +200,45 @@ pub fn engine(data: &[u8]) {
     }
 }
 
+/// Ethernet frames from either side into the L2 bridge: arbitrary frames (ARP, VLAN, IPv6,
+/// truncated headers) and IPv4 TCP toward and from a service behind Ethernet headers. Each
+/// frame out is a whole Ethernet frame within the MTU, the learned tables stay bounded.
+pub fn bridge(data: &[u8]) {
+    const MTU: usize = 1500;
+    let mut b = Bridge::new(Engine::new(fuzz_config(Release::Buffered)), [2, 0, 0, 0, 0, 1], MTU);
+    let mut now = Duration::ZERO;
+    let mut rest = data;
+    while let [kind, len, tail @ ..] = rest {
+        let n = (*len as usize).min(tail.len());
+        let (body, tail) = tail.split_at(n);
+        rest = tail;
+        now += Duration::from_millis((*kind >> 4) as u64);
+        let from = if kind & 1 == 0 { Side::Client } else { Side::Server };
+        let frame = match (kind >> 1) & 3 {
+            0 => body.to_vec(),
+            k => {
+                let ip = v4_to_service(k == 1, body);
+                let mut f = vec![0u8; 14];
+                f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 2 + (kind & 1)]);
+                f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 3 - (kind & 1)]);
+                f[12..14].copy_from_slice(&[0x08, 0x00]);
+                f.extend_from_slice(&ip);
+                f
+            }
+        };
+        let mut out = Vec::new();
+        b.handle_frame(now, InFrame { from, data: &frame, csum_partial: kind & 8 != 0 }, &mut out);
+        assert!(out.len() <= 64, "{} frames out", out.len());
+        for (_, f) in &out {
+            assert!(f.len() >= 14 && f.len() <= MTU + 18, "a frame of {} bytes", f.len());
+        }
+        if b.poll_timeout().is_some_and(|t| t <= now) {
+            b.handle_timeout(now, &mut out);
+        }
+        assert!(b.learned(Side::Client) <= MAC_TABLE_SIZE && b.learned(Side::Server) <= MAC_TABLE_SIZE);
+    }
+}
+
 const SUITES: [(Version, Suite); 5] = [
     (Version::Tls13, Suite::Aes128Gcm),
     (Version::Tls13, Suite::Aes256Gcm),
@@ -307,6 +347,26 @@ mod tests {
         engine(&input);
         engine(&[]);
         engine(&[1, 0]);
+    }
+
+    #[test]
+    fn bridge_entry_point_takes_frames_from_both_sides_and_garbage() {
+        let mut syn = vec![0x9c, 0x40, 1, 187, 0, 0, 0, 1, 0, 0, 0, 0, 0x60, 0x02, 0xff, 0xff, 0, 0, 0, 0];
+        syn.extend_from_slice(&[2, 4, 5, 0xb4]);
+        let arp = [[0xff; 6].as_slice(), &[2, 0, 0, 0, 0, 9], &[8, 6], &[0, 1, 8, 0, 6, 4, 0, 1]].concat();
+        let mut input = Vec::new();
+        for i in 0..20u8 {
+            syn[1] = i;
+            // Toward the service, from the client side; every other one with a partial checksum.
+            input.extend_from_slice(&[2 | ((i & 1) << 3) | (i << 4), syn.len() as u8]);
+            input.extend_from_slice(&syn);
+            input.extend_from_slice(&[i & 1, arp.len() as u8]);
+            input.extend_from_slice(&arp);
+        }
+        input.extend_from_slice(&[0, 5, 1, 2, 3, 4, 5, 5, 3, 9, 9, 9]);
+        bridge(&input);
+        bridge(&[]);
+        bridge(&[4, 0]);
     }
 
     #[test]

@@ -163,11 +163,14 @@ pub fn json(v: &InlineView) -> Value {
             "syn_dropped": e.syn_dropped, "midstream": e.midstream, "flows_expired": e.flows_expired,
             "flows_reset": e.flows_reset, "orphan_server_data": e.orphan_server_data,
             "not_tls": e.not_tls, "mac_failures": e.mac_failures,
+            "embryonic_evicted": e.embryonic_evicted, "member_failures": e.member_failures,
+            "members_taken_out": e.members_taken_out,
             "up": counters(&e.up), "down": counters(&e.down),
         },
         "bridge": {
             "non_ip_frames": b.non_ip_frames, "arp_answered": b.arp_answered,
             "unroutable": b.unroutable, "oversize": b.oversize, "csum_completed": b.csum_completed,
+            "malformed": b.malformed,
         },
         "rings": v.ifaces().iter().zip(&v.rings).map(|(iface, ring)| json!({
             "iface": iface, "rx_frames": ring.rx_frames, "tx_frames": ring.tx_frames,
@@ -260,8 +263,19 @@ pub fn update_metrics(v: &InlineView, m: &Metrics) {
         ("non_ip", b.non_ip_frames),
         ("unroutable", b.unroutable),
         ("oversize", b.oversize),
+        ("malformed", b.malformed),
     ] {
         set_total(&m.inline_frames.get_or_create(&FrameLabels { kind: kind.into() }), n);
+    }
+    for (kind, n) in [
+        ("syn_dropped", e.syn_dropped),
+        ("embryonic_evicted", e.embryonic_evicted),
+        ("flow_reset", e.flows_reset),
+        ("orphan_server_data", e.orphan_server_data),
+        ("member_failure", e.member_failures),
+        ("member_taken_out", e.members_taken_out),
+    ] {
+        set_total(&m.inline_flow_events.get_or_create(&FrameLabels { kind: kind.into() }), n);
     }
     for (iface, ring) in v.ifaces().iter().zip(&v.rings) {
         let label = RingLabels { iface: iface.to_string() };
@@ -321,6 +335,7 @@ mod tests {
             engine: Stats {
                 flows_created: 3,
                 mac_failures: 1,
+                embryonic_evicted: 4,
                 not_tls: 1,
                 passed: 7,
                 midstream: 2,
@@ -386,6 +401,7 @@ mod tests {
             "tlsgate_inline_bytes_total{direction=\"up\",side=\"client\"} 622",
             "tlsgate_inline_bytes_total{direction=\"down\",side=\"server\"} 1000",
             "tlsgate_inline_frames_total{kind=\"passed\"} 9",
+            "tlsgate_inline_flow_events_total{kind=\"embryonic_evicted\"} 4",
             "tlsgate_inline_frames_total{kind=\"unroutable\"} 5",
             "tlsgate_inline_ring_kernel_drops_total{iface=\"eth0\"} 8",
         ] {

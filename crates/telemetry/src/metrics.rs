@@ -120,6 +120,7 @@ pub struct Metrics {
     pub inline_records: Family<DirectionLabel, Counter>,
     pub inline_bytes: Family<InlineBytesLabels, Counter>,
     pub inline_frames: Family<FrameLabels, Counter>,
+    pub inline_flow_events: Family<FrameLabels, Counter>,
     pub inline_ring_drops: Family<RingLabels, Counter>,
 }
 
@@ -189,6 +190,7 @@ impl Metrics {
         let inline_records = Family::default();
         let inline_bytes = Family::default();
         let inline_frames = Family::default();
+        let inline_flow_events = Family::default();
         let inline_ring_drops = Family::default();
         registry.register("inline_flows", "Flows in the inline engine's table", inline_flows.clone());
         registry.register(
@@ -223,6 +225,11 @@ impl Metrics {
             inline_frames.clone(),
         );
         registry.register(
+            "inline_flow_events",
+            "Flow events of the inline engine, by kind: SYNs dropped or half-open flows evicted at the table's bound, flows reset, server data on no flow, pool members failing or taken out",
+            inline_flow_events.clone(),
+        );
+        registry.register(
             "inline_ring_kernel_drops",
             "Frames the kernel dropped because an interface's ring was full",
             inline_ring_drops.clone(),
@@ -237,6 +244,7 @@ impl Metrics {
             inline_records,
             inline_bytes,
             inline_frames,
+            inline_flow_events,
             inline_ring_drops,
             connections_open,
             connections_total,

@@ -413,7 +413,8 @@ fn thirty_two_flows_under_loss_reordering_and_duplication_arrive_intact() {
     });
     let _gate = s.direct(&["--admin", ADMIN]);
     let dir = tempfile::tempdir().unwrap();
-    let mut args: Vec<String> = vec!["--no-progress-meter".into(), "--parallel".into(), "--parallel-max".into(), "32".into()];
+    let mut args: Vec<String> =
+        vec!["--no-progress-meter".into(), "--parallel".into(), "--parallel-max".into(), "32".into()];
     args.extend(["--fail".into(), "--max-time".into(), "300".into()]);
     for i in 0..32 {
         let https = s.https(SERVER, "/big.bin", &[]);
@@ -434,7 +435,8 @@ fn thirty_two_flows_under_loss_reordering_and_duplication_arrive_intact() {
     }
     let st = hop.stats();
     assert!(st.dropped > 100 && st.reordered > 100 && st.duplicated > 10, "the hop impaired: {st:?}");
-    let metrics = tlsgate_testkit::clients::curl_in(&s.net.gate, &["--fail", &format!("http://{ADMIN}/metrics")]);
+    let metrics =
+        tlsgate_testkit::clients::curl_in(&s.net.gate, &["--fail", &format!("http://{ADMIN}/metrics")]);
     let text = String::from_utf8_lossy(&metrics.stdout);
     assert!(text.contains("tlsgate_inline_mac_failures_total 0"), "{text}");
     assert!(text.contains("tlsgate_inline_flows_created_total 32"), "{text}");
