@@ -129,6 +129,9 @@ pub struct Upstream {
     /// The client's FIN: (outer offset, inner offset) — each occupies one sequence number past
     /// the last byte of its stream.
     fin: Option<(u64, u64)>,
+    /// Where the framer stood when a client segment last resent bytes up to it (and no
+    /// further): see [`Upstream::client_ack`].
+    resent_to: u64,
 }
 
 impl Upstream {
@@ -149,6 +152,7 @@ impl Upstream {
             limits,
             stats: UpStats::default(),
             fin: None,
+            resent_to: 0,
         }
     }
 
@@ -190,6 +194,9 @@ impl Upstream {
             self.redeliver(offset, end.min(next), out);
         }
         if end <= next {
+            if end == next {
+                self.resent_to = next;
+            }
             return Ok(());
         }
         if self.unacked_bytes >= self.limits.unacked_bytes {
@@ -515,7 +522,8 @@ impl Upstream {
 
     /// The ACK the engine may give the client on its own: the server's last ACK extended over
     /// records that carried nothing for the server (alerts, key updates) right after it, and
-    /// over the part of a record still being assembled, all but its last byte received.
+    /// over the part of a record still being assembled (a partial header counts), all but its
+    /// last byte received — or all of it once the client has resent up to that byte.
     ///
     /// Why the partial record: in buffered mode nothing of a record reaches the server before
     /// its last byte, so the server's ACKs cannot move while the client waits for an ACK to
@@ -534,17 +542,36 @@ impl Upstream {
     /// byte makes the client retransmit the tail, which re-delivers all of it. The last byte is
     /// also a tag byte, so no record is ever acknowledged whole before its tag verified: a
     /// failure always reaches a client that still considers the record outstanding.
+    ///
+    /// Whatever the engine acknowledges inside a record may fall inside one of the client's
+    /// segments. After a timeout Linux resends the oldest segment trimmed to the ACK, with its
+    /// window at one segment, and sends nothing else until an ACK covers that segment whole: if
+    /// the remnant brought nothing new and got the same ACK back, the flow would stall with the
+    /// client backing off. So a resend reaching exactly the next expected byte is acknowledged
+    /// in full (the record's end, hence its last byte, lies still further on).
     pub fn client_ack(&self) -> u64 {
         let translated = match self.ack_to_outer(self.inner_acked) {
             Mapped::At(o) => o.max(self.outer_acked),
             _ => self.outer_acked,
         };
-        match &self.record {
-            // Only once every earlier record is acknowledged by the server: jumping over a
-            // released record the server has not acknowledged would stop the client from
-            // retransmitting it, and its plaintext from being re-delivered.
-            Some(p) if translated >= p.outer() && self.next() > 0 => translated.max(self.next() - 1),
-            _ => translated,
+        let next = self.next();
+        let held_from = match &self.record {
+            Some(p) => p.outer(),
+            // A partial header: the framer holds the bytes of a record not yet begun.
+            None => next - self.framer.held() as u64,
+        };
+        // Only once every earlier record is acknowledged by the server: jumping over a released
+        // record the server has not acknowledged would stop the client from retransmitting it,
+        // and its plaintext from being re-delivered.
+        if held_from == next || translated < held_from || next == 0 {
+            return translated;
+        }
+        // The resent remnant already re-delivered what its overlap calls for; the client's next
+        // segment is new bytes, and the ACKs after it fall back to all but the last byte.
+        if self.resent_to == next {
+            next
+        } else {
+            translated.max(next - 1)
         }
     }
 
