@@ -75,7 +75,16 @@ pub struct Downstream {
     stats: DownStats,
     /// The server's FIN: (outer offset, inner offset).
     fin: Option<(u64, u64)>,
+    /// Duplicate ACKs from the client at `outer_acked` since it last moved.
+    dup_acks: u32,
+    /// While the engine repairs a loss toward the client itself: the outer end of what had been
+    /// sent when the repair began (each ACK below it resends the next record, as NewReno does).
+    recover: Option<u64>,
 }
+
+/// Duplicate client ACKs that make the engine resend the record the client is missing
+/// (RFC 5681's fast retransmit threshold).
+const DUP_ACK_THRESHOLD: u32 = 3;
 
 impl Downstream {
     /// Starts where `pairs` ends; nothing may be sent until [`Downstream::client_ack`] opens a
@@ -93,6 +102,8 @@ impl Downstream {
             limits,
             stats: DownStats::default(),
             fin: None,
+            dup_acks: 0,
+            recover: None,
         }
     }
 
@@ -177,20 +188,62 @@ impl Downstream {
         self.sent.push_back(Sent { outer, inner, inner_len, bytes });
     }
 
-    /// Answers a server retransmission of inner `[start, end)`: resends every record the client
-    /// has not acknowledged, from the oldest up to the last one overlapping the range.
+    /// Answers a server retransmission of inner `[start, end)`: resends the records the client
+    /// has not acknowledged that overlap the range and, when the range starts where the client's
+    /// ACK left the server, every unacknowledged record before it too.
     ///
-    /// Not only the overlapping ones: a client ACK that ends inside a record's trailer (its tag)
-    /// translates to the end of that record's plaintext, so the server retransmits from the next
-    /// record on and never again covers the one whose tail the client is missing (found in
-    /// simulation: 1 flow in 200 stalled). The engine's own records (a lost KeyUpdate or alert)
-    /// in between go again too.
-    fn resend(&mut self, _start: u64, end: u64, out: &mut Vec<Send>) {
+    /// The latter because a client ACK that ends inside a record's trailer (its tag) translates
+    /// to the end of that record's plaintext, so the server retransmits from the next record on
+    /// and never again covers the one whose tail the client is missing (found in simulation: 1
+    /// flow in 200 stalled); the engine's own records (a lost KeyUpdate or alert) in between go
+    /// again too. Only then: a server resending a whole window after its timeout (Linux marks
+    /// everything lost without SACK) would otherwise make every segment resend all the records
+    /// before it, a burst quadratic in the window toward the client.
+    fn resend(&mut self, start: u64, end: u64, out: &mut Vec<Send>) {
         let Some(last) = self.sent.iter().rposition(|s| s.inner_len > 0 && s.inner < end) else { return };
-        for s in self.sent.iter().take(last + 1) {
+        let acked_inner = match self.pairs.to_inner(self.outer_acked) {
+            Mapped::At(i) => i,
+            _ => 0,
+        };
+        let first = if start <= acked_inner {
+            0
+        } else {
+            self.sent
+                .iter()
+                .position(|s| s.inner + s.inner_len as u64 > start || (s.inner_len == 0 && s.inner >= start))
+                .unwrap_or(last)
+        };
+        for s in self.sent.iter().take(last + 1).skip(first) {
             self.stats.resent_records += 1;
             out.push(Send { outer: s.outer, data: s.bytes.clone() });
         }
+    }
+
+    /// The client acknowledged `outer_acked` again, with no data and the same window, while
+    /// records are outstanding: a record toward it was lost (or overtaken). At the threshold the
+    /// engine resends the oldest unacknowledged record itself, without waiting for the server:
+    /// the server sees the same duplicates, but after a timeout of its own Linux ignores them
+    /// (without SACK a lost retransmission is found only by the next timeout, and without
+    /// timestamps no RTT sample resets its backoff), so downloads crawled for minutes.
+    pub fn client_dup_ack(&mut self, out: &mut Vec<Send>) {
+        if self.sent.is_empty() {
+            return;
+        }
+        self.dup_acks += 1;
+        if self.dup_acks == DUP_ACK_THRESHOLD && self.recover.is_none() {
+            self.resend_oldest(out);
+        }
+    }
+
+    /// Resends the oldest record the client has not acknowledged and repairs on from there: each
+    /// ACK that moves but stays below what had been sent resends the next one (the engine's
+    /// timer, and fast retransmit). Returns whether there was one.
+    pub fn resend_oldest(&mut self, out: &mut Vec<Send>) -> bool {
+        let Some(s) = self.sent.front() else { return false };
+        self.stats.resent_records += 1;
+        out.push(Send { outer: s.outer, data: s.bytes.clone() });
+        self.recover = Some(self.outer_end());
+        true
     }
 
     /// The client acknowledged outer offset `ack` and advertises `window` bytes beyond it.
@@ -214,6 +267,7 @@ impl Downstream {
         if ack < self.outer_acked {
             return Ok(None);
         }
+        let moved = ack > self.outer_acked;
         self.outer_acked = ack;
         self.window_end = self.window_end.max(ack + window);
         while let Some(s) = self.sent.front() {
@@ -223,9 +277,26 @@ impl Downstream {
             self.sent_bytes -= s.bytes.len();
             self.sent.pop_front();
         }
+        if moved {
+            self.dup_acks = 0;
+            // A partial ACK during a repair: the next record was lost too.
+            match self.recover {
+                Some(r) if ack < r => {
+                    self.resend_oldest_in_recovery(out);
+                }
+                _ => self.recover = None,
+            }
+        }
         self.pairs.prune(ack, inner);
         self.flush(layer, out)?;
         Ok(Some(inner))
+    }
+
+    fn resend_oldest_in_recovery(&mut self, out: &mut Vec<Send>) {
+        if let Some(s) = self.sent.front() {
+            self.stats.resent_records += 1;
+            out.push(Send { outer: s.outer, data: s.bytes.clone() });
+        }
     }
 
     /// Sends again every record the client has not acknowledged (the engine's retransmission

@@ -218,8 +218,9 @@ impl TlsFlow {
         if self.is_not_tls(seg, payload) {
             return Verdict::NotTls;
         }
+        let same_window = self.client_window == seg.window;
         self.client_window = seg.window;
-        match self.client_inner(now, seg, payload, out) {
+        match self.client_inner(now, seg, payload, same_window, out) {
             Ok(v) => v,
             Err(e) => self.fail(&e, out),
         }
@@ -240,6 +241,7 @@ impl TlsFlow {
         now: Duration,
         seg: &Segment,
         payload: &[u8],
+        same_window: bool,
         out: &mut Vec<Vec<u8>>,
     ) -> Result<Verdict, FlowError> {
         let mut sends = Vec::new();
@@ -256,11 +258,19 @@ impl TlsFlow {
                     Keys::Records(l) => Some(&mut **l),
                     _ => None,
                 };
+                let before = self.down.outer_acked();
                 if let Some(inner) = self.down.client_ack(layer, off, window, &mut sends)? {
                     if !self.down.has_unacked() {
                         self.rto = None;
+                    } else if off > before && self.is_established() {
+                        // The client is taking records: the timer starts over, without backoff.
+                        self.rto = Some((now + RTO, 0));
                     }
                     self.ack_to_server = self.ack_to_server.max(inner);
+                }
+                // A duplicate ACK (RFC 5681: no data, same ACK and window, data outstanding).
+                if off == before && payload.is_empty() && !seg.fin && same_window && self.is_established() {
+                    self.down.client_dup_ack(&mut sends);
                 }
             }
         }
@@ -304,6 +314,9 @@ impl TlsFlow {
             self.send_server(Control::None, &[], out);
         }
         let consumed = !payload.is_empty();
+        if !sends.is_empty() && self.is_established() {
+            self.rto.get_or_insert((now + RTO, 0));
+        }
         self.emit_to_client(&sends, consumed, out);
         if seg.fin {
             // The FIN follows the segment's payload; it goes on once every byte before it did.
@@ -434,6 +447,11 @@ impl TlsFlow {
         if sends.is_empty() && (probe || (!payload.is_empty() && self.down.waiting_for_window())) {
             self.send_client(Control::None, self.down.outer_acked().max(1) - 1, &[], out);
         }
+        if !sends.is_empty() && self.is_established() {
+            // Records toward the client: the engine's timer resends the oldest should the
+            // client's ACKs stop (a loss the server cannot see, or would repair only slowly).
+            self.rto.get_or_insert((now + RTO, 0));
+        }
         self.emit_to_client(&sends, acked, out);
         if let Some(outer) = fin_at {
             self.send_client(Control::Fin, outer, &[], out);
@@ -459,7 +477,14 @@ impl TlsFlow {
             return;
         }
         let mut sends = Vec::new();
-        self.down.resend_unacked(&mut sends);
+        if self.is_established() {
+            // Records the client has not taken for a whole timeout: the oldest goes again, and
+            // the client's ACKs of it bring the next ones (Downstream's repair).
+            self.down.resend_oldest(&mut sends);
+        } else {
+            // The handshake flight, whole.
+            self.down.resend_unacked(&mut sends);
+        }
         self.emit_to_client(&sends, false, out);
         let next = (backoff + 1).min(MAX_BACKOFF);
         self.rto = Some((now + RTO * (1 << next), next));

@@ -256,3 +256,79 @@ fn a_hold_queue_full_beyond_a_gap_still_takes_the_segment_filling_it() {
     wire.take(&out);
     assert_eq!(f.client_reads(&wire.in_order()), plain);
 }
+
+#[test]
+fn duplicate_client_acks_make_the_engine_resend_what_the_client_lost() {
+    // Found on Linux stacks under loss: a record lost toward the client while the server was in
+    // its timeout recovery (no SACK, so it ignores duplicate ACKs, and no timestamps, so its
+    // backoff never resets) waited minutes for the server. The engine repairs it itself.
+    let (mut f, mut down) = setup(TLS13[0], LIMITS);
+    let mut out = Vec::new();
+    down.client_ack(Some(&mut f.layer), OUTER_START, 1 << 20, &mut out).unwrap();
+    let plain = server_stream(5000);
+    for (i, chunk) in plain.chunks(1000).enumerate() {
+        down.server_segment(Some(&mut f.layer), 1 + (i * 1000) as u64, chunk, &mut out).unwrap();
+    }
+    assert_eq!(out.len(), 5);
+    // Records 0 and 1 are lost; each of 2, 3, 4 arriving brings a duplicate ACK.
+    let mut again = Vec::new();
+    for n in 1..=3 {
+        assert_eq!(down.client_ack(Some(&mut f.layer), OUTER_START, 1 << 20, &mut again).unwrap(), Some(1));
+        down.client_dup_ack(&mut again);
+        assert_eq!(again.len(), if n < 3 { 0 } else { 1 }, "after {n} duplicates");
+    }
+    assert_eq!(again[0], out[0], "the oldest record, byte-identical");
+    // More duplicates while it is on its way resend nothing more.
+    down.client_dup_ack(&mut again);
+    assert_eq!(again.len(), 1);
+    // The client acknowledges record 0 only: record 1 was lost too and goes at once.
+    let mut next = Vec::new();
+    down.client_ack(Some(&mut f.layer), out[1].outer, 1 << 20, &mut next).unwrap();
+    assert_eq!(next, vec![out[1].clone()]);
+    // Everything acknowledged: the repair is over, nothing more goes.
+    let end = out[4].outer + out[4].data.len() as u64;
+    let mut none = Vec::new();
+    down.client_ack(Some(&mut f.layer), end, 1 << 20, &mut none).unwrap();
+    assert!(none.is_empty() && !down.has_unacked());
+    let mut wire = Wire::default();
+    wire.take(&out);
+    assert_eq!(f.client_reads(&wire.in_order()), plain);
+}
+
+#[test]
+fn the_engines_timer_resends_the_oldest_record_and_acks_bring_the_rest() {
+    let (mut f, mut down) = setup(TLS13[1], LIMITS);
+    let mut out = Vec::new();
+    down.client_ack(Some(&mut f.layer), OUTER_START, 1 << 20, &mut out).unwrap();
+    let plain = server_stream(3000);
+    for (i, chunk) in plain.chunks(1000).enumerate() {
+        down.server_segment(Some(&mut f.layer), 1 + (i * 1000) as u64, chunk, &mut out).unwrap();
+    }
+    // All three lost, nothing comes back: the timer.
+    let mut again = Vec::new();
+    assert!(down.resend_oldest(&mut again));
+    assert_eq!(again, vec![out[0].clone()]);
+    for (i, record) in out.iter().enumerate().skip(1) {
+        let mut next = Vec::new();
+        down.client_ack(Some(&mut f.layer), record.outer, 1 << 20, &mut next).unwrap();
+        assert_eq!(next, vec![record.clone()], "the ACK of record {} brings record {i}", i - 1);
+    }
+}
+
+#[test]
+fn a_server_resending_its_window_gets_each_record_once() {
+    // Linux without SACK resends its whole window after a timeout, one segment after another.
+    // Each record goes once, not every record before each segment again (quadratic).
+    let (mut f, mut down) = setup(TLS13[0], LIMITS);
+    let mut out = Vec::new();
+    down.client_ack(Some(&mut f.layer), OUTER_START, 1 << 20, &mut out).unwrap();
+    let plain = server_stream(20_000);
+    for (i, chunk) in plain.chunks(1000).enumerate() {
+        down.server_segment(Some(&mut f.layer), 1 + (i * 1000) as u64, chunk, &mut out).unwrap();
+    }
+    let mut again = Vec::new();
+    for (i, chunk) in plain.chunks(1000).enumerate() {
+        down.server_segment(Some(&mut f.layer), 1 + (i * 1000) as u64, chunk, &mut again).unwrap();
+    }
+    assert_eq!(again, out, "each record once, in order, byte-identical");
+}
