@@ -134,41 +134,20 @@ def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir):
 
 
 def engine_state_bytes(topo):
-    """The engine's own state accounting from the admin listener, if it shows one: a numeric field
-    named like *state_bytes* in /status as JSON, else the sum of *state_bytes* series in /metrics.
-    Returns (bytes, per_flow) — per_flow when the name says it is already per flow — or None."""
-    def get(path, accept):
-        r = subprocess.run(topo.exec("gate") + ["curl", "-sS", "--max-time", "5", "-H", f"Accept: {accept}",
-                                                f"http://{ADMIN}{path}"],
-                           capture_output=True, text=True, timeout=15)
-        return r.stdout if r.returncode == 0 else ""
-
-    def find(node):
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if "state_bytes" in str(key) and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    return float(value), "per_flow" in str(key)
-            children = list(node.values())
-        else:
-            children = node if isinstance(node, list) else []
-        for value in children:
-            found = find(value)
-            if found is not None:
-                return found
+    """The engine's own state accounting from the admin listener: the sum of `state_bytes` over the
+    connection rows of /status.json. Returns (bytes, per_flow=False), or None without an answer."""
+    r = subprocess.run(topo.exec("gate") + ["curl", "-sS", "--max-time", "5", f"http://{ADMIN}/status.json"],
+                       capture_output=True, text=True, timeout=15)
+    if r.returncode != 0:
         return None
-
     try:
-        found = find(json.loads(get("/status", "application/json")))
-        if found is not None:
-            return found
+        inline = json.loads(r.stdout).get("inline") or {}
     except ValueError:
-        pass
-    total, per_flow = None, False
-    for line in get("/metrics", "text/plain").splitlines():
-        m = re.match(r"([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+([-+0-9.eE]+)$", line.strip())
-        if m and "state_bytes" in m.group(1):
-            total, per_flow = (total or 0.0) + float(m.group(3)), "per_flow" in m.group(1)
-    return None if total is None else (total, per_flow)
+        return None
+    rows = inline.get("connections")
+    if rows is None:
+        return None
+    return float(sum(row.get("state_bytes", 0) for row in rows)), False
 
 
 def read_ready(p, timeout):
