@@ -477,3 +477,33 @@ fn thirty_two_flows_under_loss_reordering_and_duplication_arrive_intact() {
     assert!(text.contains("tlsgate_inline_mac_failures_total 0"), "{text}");
     assert!(text.contains("tlsgate_inline_flows_created_total 32"), "{text}");
 }
+
+/// SIGHUP re-reads the certificate: flows that begin afterwards get the new one, and the gate
+/// keeps bridging.
+#[test]
+fn sighup_gives_new_flows_the_new_certificate() {
+    use tlsgate_tls::pki::{write_file, TestCa};
+    let s = Scene::new(1, 1024);
+    let gate = s.direct(&[]);
+    let get = |ca: &str| {
+        let resolve = format!("{SERVER_NAME}:443:{SERVER}");
+        let url = format!("https://{SERVER_NAME}/");
+        s.client().curl(&["--fail", "--max-time", "20", "--cacert", ca, "--resolve", &resolve, &url])
+    };
+    let old_ca = s.pki.ca().to_string();
+    assert_eq!(get(&old_ca).stdout, b"hello from server1\n");
+
+    let second = TestCa::new("second inline CA").unwrap();
+    let second_ca = s.pki.path("second-ca.pem");
+    write_file(&second_ca, second.cert_pem(), 0o644).unwrap();
+    let issued = second.issue_server(&[SERVER_NAME, SERVER]).unwrap();
+    tlsgate_testkit::pki::swap_in(&issued, s.pki.dir.path(), "gate");
+    let hup = std::process::Command::new("kill").args(["-HUP", &gate.proc.pid().to_string()]).status();
+    assert!(hup.unwrap().success());
+    gate.proc.wait_for(&["reloaded", "section=inline"], Duration::from_secs(30));
+
+    let new = get(second_ca.to_str().unwrap());
+    assert_eq!(new.stdout, b"hello from server1\n", "{}", describe(&new));
+    let old = get(&old_ca);
+    assert!(!old.status.success(), "the old CA no longer verifies new flows: {}", describe(&old));
+}

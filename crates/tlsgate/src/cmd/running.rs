@@ -94,6 +94,9 @@ impl Running {
     /// Applies `new` section by section: each logs `reloaded` with the files it re-read, or
     /// `reload refused` with the reason, and then keeps serving what it had.
     pub async fn reload(&mut self, new: Config) {
+        // Fingerprinted before the sections read the files: a file replaced while (or right
+        // after) they read it is then seen as changed and reloaded again, never missed.
+        let watch_new = FileWatch::new(watched(&new));
         let insecure = new.security.allow_insecure_key_permissions;
         let mut applied = self.config.clone();
         if let Some(server) = &mut self.terminate {
@@ -156,8 +159,8 @@ impl Running {
                 );
             }
         }
-        applied.security = new.security;
-        self.watch = FileWatch::new(watched(&applied));
+        applied.security = new.security.clone();
+        self.watch = if applied == new { watch_new } else { FileWatch::new(watched(&applied)) };
         self.config = applied;
     }
 
