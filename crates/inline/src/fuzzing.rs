@@ -168,12 +168,8 @@ pub fn engine(data: &[u8]) {
     let cut = data.first().is_some_and(|b| b & 0x80 != 0);
     let mut e = Engine::new(fuzz_config(if cut { Release::CutThrough } else { Release::Buffered }));
     let mut now = Duration::ZERO;
-    let mut rest = data;
-    while let [kind, len, tail @ ..] = rest {
-        let n = (*len as usize).min(tail.len());
-        let (body, tail) = tail.split_at(n);
-        rest = tail;
-        now += Duration::from_millis((*kind >> 3) as u64);
+    for (kind, body) in items(data) {
+        now += Duration::from_millis((kind >> 3) as u64);
         let pkt = match kind & 3 {
             0 => body.to_vec(),
             1 => v4_to_service(true, body),
@@ -200,6 +196,16 @@ pub fn engine(data: &[u8]) {
     }
 }
 
+/// The fuzz input as items: a kind byte, a length byte, then up to that many bytes.
+fn items(mut rest: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    std::iter::from_fn(move || {
+        let [kind, len, tail @ ..] = rest else { return None };
+        let (body, tail) = tail.split_at((*len as usize).min(tail.len()));
+        rest = tail;
+        Some((*kind, body))
+    })
+}
+
 /// Ethernet frames from either side into the L2 bridge: arbitrary frames (ARP, VLAN, IPv6,
 /// truncated headers) and IPv4 TCP toward and from a service behind Ethernet headers. Each
 /// frame out is a whole Ethernet frame within the MTU, the learned tables stay bounded.
@@ -207,12 +213,8 @@ pub fn bridge(data: &[u8]) {
     const MTU: usize = 1500;
     let mut b = Bridge::new(Engine::new(fuzz_config(Release::Buffered)), [2, 0, 0, 0, 0, 1], MTU);
     let mut now = Duration::ZERO;
-    let mut rest = data;
-    while let [kind, len, tail @ ..] = rest {
-        let n = (*len as usize).min(tail.len());
-        let (body, tail) = tail.split_at(n);
-        rest = tail;
-        now += Duration::from_millis((*kind >> 4) as u64);
+    for (kind, body) in items(data) {
+        now += Duration::from_millis((kind >> 4) as u64);
         let from = if kind & 1 == 0 { Side::Client } else { Side::Server };
         let frame = match (kind >> 1) & 3 {
             0 => body.to_vec(),

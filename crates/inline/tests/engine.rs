@@ -380,17 +380,7 @@ fn a_member_that_refuses_or_ignores_connections_is_skipped_for_a_while() {
 fn balanced_mode_rewrites_addresses_per_flow_and_sticks_to_a_member() {
     let pool = vec![sa("10.0.1.1:80"), sa("10.0.1.2:80"), sa("10.0.1.3:8080")];
     let vip = sa("10.0.0.100:443");
-    let mut e = Engine::new(Config {
-        services: vec![Service {
-            addr: vip,
-            server_port: None,
-            mode: Mode::Balanced,
-            release: Release::Buffered,
-            tls: server_config(),
-            pool: pool.clone(),
-        }],
-        limits: Limits::default(),
-    });
+    let mut e = balanced(&pool, vip);
     let mut used = std::collections::HashSet::new();
     for i in 0..60u16 {
         let c = SocketAddr::new([10, 2, 0, i as u8].into(), 30000 + i);
