@@ -26,18 +26,8 @@ pub(super) fn run(
     inbox: mpsc::Receiver<Request>,
     opened: mpsc::SyncSender<io::Result<()>>,
 ) {
-    let open = |iface: &str| {
-        PacketRing::open(iface, &settings.ring).map_err(|e| {
-            if e.kind() == io::ErrorKind::PermissionDenied {
-                io::Error::new(
-                    e.kind(),
-                    format!("{e}; `tlsgate inline run` needs CAP_NET_RAW and CAP_NET_ADMIN"),
-                )
-            } else {
-                e
-            }
-        })
-    };
+    // The ring's error names the interface and, without permission, the capabilities.
+    let open = |iface: &str| PacketRing::open(iface, &settings.ring);
     let (mut client, mut server) = match (open(&settings.client_iface), open(&settings.server_iface)) {
         (Ok(c), Ok(s)) => (c, s),
         (Err(e), _) | (_, Err(e)) => {
@@ -55,7 +45,10 @@ pub(super) fn run(
     let mut logged = Logged { stats: Stats::default(), at: start };
     loop {
         let now = start.elapsed();
-        let wait = bridge.poll_timeout().map_or(IDLE_WAIT, |t| t.saturating_sub(now)).min(IDLE_WAIT);
+        // Found once a round (it looks at every flow): frames handled below only add later
+        // timers, which the next round's wait takes into account.
+        let deadline = bridge.poll_timeout();
+        let wait = deadline.map_or(IDLE_WAIT, |t| t.saturating_sub(now)).min(IDLE_WAIT);
         let woken = match wait_readable(&client, &server, &wake, wait) {
             Ok(woken) => woken,
             Err(e) => {
@@ -84,7 +77,7 @@ pub(super) fn run(
                 bridge.handle_frame(now, frame, &mut out);
             });
         }
-        if bridge.poll_timeout().is_some_and(|t| t <= now) {
+        if deadline.is_some_and(|t| t <= now) {
             bridge.handle_timeout(now, &mut out);
         }
         for (side, frame) in out.drain(..) {

@@ -64,14 +64,10 @@ pub fn start(c: &InlineConfig, insecure: bool) -> Result<InlineHandle, ProxyErro
 }
 
 /// The interfaces are the operator's choice, and so are the privileges tlsgate runs with: a
-/// failure to open them is a config error, and says which capabilities are needed.
+/// failure to open them is a config error (the ring's error names the capabilities needed).
 fn start_error(c: &InlineConfig, e: &std::io::Error) -> ProxyError {
-    let what = format!("inline bridge {} <-> {}", c.client_iface, c.server_iface);
     let text = tlsgate_core::os_error::os_error(e);
-    if e.kind() == std::io::ErrorKind::PermissionDenied && !text.contains("CAP_NET_RAW") {
-        return ProxyError::config(format!("{what}: {text} (needs CAP_NET_RAW and CAP_NET_ADMIN)"));
-    }
-    ProxyError::config(format!("{what}: {text}"))
+    ProxyError::config(format!("inline bridge {} <-> {}: {text}", c.client_iface, c.server_iface))
 }
 
 /// New certificates for the running bridge, or why `new` needs a restart.
