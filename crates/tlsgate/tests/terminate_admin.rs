@@ -1,5 +1,5 @@
 //! The admin listener: /healthz, Prometheus /metrics after real traffic, and the /status page as
-//! headless Chromium renders it while a client's connection is live. Configured by flags only:
+//! headless Chromium renders it while a client's connection is held open. Configured by flags only:
 //! `--client-ca`, `--allow-cn` and `--admin`.
 
 use std::time::Duration;
@@ -51,11 +51,14 @@ fn metrics_and_status_page_show_live_traffic() {
     assert!(!client("mallory", &[], "/").status.success());
     gate.proc.wait_for(&["handshake failed", "client certificate refused"], Duration::from_secs(10));
 
-    // A live connection: a slow upload by alice, open while the page is rendered.
-    let body = pki.path("slow.bin");
-    random_file(&body, 3 << 20);
-    let slow = {
-        let data = format!("@{}", body.display());
+    // A live connection: alice uploads 3 MiB from a FIFO the test holds open (a chunked POST), so
+    // the connection stays live until the page has been rendered, however slow Chromium starts.
+    let fifo = pki.path("upload.fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let body = pki.path("upload.bin");
+    let digest = random_file(&body, 3 << 20);
+    let upload = {
+        let fifo = fifo.clone();
         let (c, k) = (pki.path("alice.pem"), pki.path("alice.key"));
         let (ca, url) = (pki.ca().to_string(), format!("https://localhost:{port}/sha256"));
         std::thread::spawn(move || {
@@ -66,15 +69,26 @@ fn metrics_and_status_page_show_live_traffic() {
                 c.to_str().unwrap(),
                 "--key",
                 k.to_str().unwrap(),
-                "--limit-rate",
-                "1M",
-                "--data-binary",
-                &data,
+                "-X",
+                "POST",
+                "-T",
+                fifo.to_str().unwrap(),
                 &url,
             ])
         })
     };
-    // The next alice handshake after the refused one is the slow upload's.
+    // Opened read-write, the FIFO does not wait for curl; its end of file is this handle's drop.
+    let mut writer = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let feeder = {
+        let data = std::fs::read(&body).unwrap();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            writer.write_all(&data).unwrap();
+            let _ = released.recv();
+        })
+    };
+    // The next alice handshake after the refused one is the upload's.
     let line = gate.proc.wait_for(&["handshake done", "client_cert=CN=alice"], Duration::from_secs(10));
     let live_client = Proc::field(&line, "client").unwrap().trim_end_matches(['}', ':']).to_string();
 
@@ -90,8 +104,11 @@ fn metrics_and_status_page_show_live_traffic() {
     assert!(page.contains("Live connections (1)"), "{page}");
     assert!(page.contains(&addr) && page.contains("class=\"up\""), "backend health missing: {page}");
 
-    let out = slow.join().unwrap();
+    release.send(()).unwrap();
+    feeder.join().unwrap();
+    let out = upload.join().unwrap();
     assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), digest, "the backend got the whole upload");
 
     let metrics = String::from_utf8_lossy(&curl(&[&format!("http://{admin}/metrics")]).stdout).into_owned();
     let has = |needle: &str| assert!(metrics.contains(needle), "{needle} missing from:\n{metrics}");
