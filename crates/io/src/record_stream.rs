@@ -265,6 +265,18 @@ impl RecordStream {
         Poll::Ready(Ok(()))
     }
 
+    /// Writes what the session queued while opening records, as far as the socket takes it;
+    /// its write readiness wakes this task for the rest. Not while the last writes are held
+    /// back to leave with close_notify.
+    fn send_replies(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        if self.out_at < self.out.len() && !self.closing {
+            if let Poll::Ready(Err(e)) = self.poll_drain(cx) {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     /// Gives the caller what was opened before and did not fit.
     fn take_plain(&mut self, buf: &mut ReadBuf<'_>) {
         let n = buf.remaining().min(self.plain.len() - self.plain_at);
@@ -307,19 +319,17 @@ impl AsyncRead for RecordStream {
         if let Some(e) = this.failed_error() {
             return Poll::Ready(Err(e));
         }
+        // Records the session sealed while opening (a KeyUpdate answer) go out now, whether or
+        // not the caller writes soon: also those of the records that arrived with the handshake
+        // and were opened in `new`, which the client may be waiting for before it sends more.
+        this.send_replies(cx)?;
         if this.plain_at < this.plain.len() {
             this.take_plain(buf);
             return Poll::Ready(Ok(()));
         }
         while !this.session.peer_closed() && buf.remaining() > 0 {
             let produced = ready!(this.read_once(cx, buf))?;
-            // A KeyUpdate answer goes out now, whether or not the caller writes soon; the
-            // socket's write readiness wakes this task if it cannot take it yet.
-            if this.out_at < this.out.len() {
-                if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
-                    return Poll::Ready(Err(e));
-                }
-            }
+            this.send_replies(cx)?;
             if produced > 0 {
                 break;
             }
