@@ -296,3 +296,47 @@ fn the_hold_queue_bound_drops_and_recovers() {
     assert_eq!(check(&out, &plain), 1 + plain.len() as u64);
     assert_eq!(up.pairs().entries().last().unwrap().inner_len as usize, plain.len());
 }
+
+/// Both release modes take what a record means, and the alert a broken rule gets, from the same
+/// session: a KeyUpdate with request_update 2 (RFC 8446 §4.6.3: illegal_parameter), a zero-length
+/// alert (§5.1: unexpected_message), a 2^14+2-byte inner plaintext (§5.4: record_overflow), a
+/// TLS 1.3 ClientHello after the handshake (unexpected_message), whole or byte by byte.
+#[test]
+fn broken_rules_get_the_same_alert_buffered_and_cut_through() {
+    let big = {
+        let mut v = vec![b'x'; (1 << 14) + 1];
+        v.push(ContentType::APPLICATION_DATA.0);
+        v
+    };
+    let cases: [(&[u8], u8); 4] =
+        [(&[24, 0, 0, 1, 2, 22], 47), (&[21, 0, 0], 10), (&big, 22), (&[1, 0, 0, 2, 3, 3, 22], 10)];
+    for (inner, alert) in cases {
+        for release in [Release::Buffered, Release::CutThrough] {
+            for bytewise in [false, true] {
+                let (mut f, mut up, start) = upstream_after_handshake(TLS13[0], LIMITS, release);
+                // The key appends the last byte as the "type": the inner plaintext exactly.
+                let (last, head) = inner.split_last().unwrap();
+                let mut rec = Vec::new();
+                f.client_key.seal_oversized_for_tests(ContentType(*last), head, &mut rec);
+                let mut out = Vec::new();
+                let mut err = None;
+                let pieces: Vec<&[u8]> = if bytewise { rec.chunks(1).collect() } else { vec![&rec] };
+                let mut at = start;
+                for p in pieces {
+                    if let Err(e) = up.segment(&mut f.layer, at, p, &mut out) {
+                        err = Some(e);
+                        break;
+                    }
+                    at += p.len() as u64;
+                }
+                let Some(UpError::Session(fatal)) = err else {
+                    panic!("{release:?} bytewise {bytewise}: {err:?}")
+                };
+                assert_eq!(fatal.alert, Some(alert), "{release:?} bytewise {bytewise}: {fatal}");
+                let mut sent = Vec::new();
+                assert_eq!(f.layer.send_alert(&mut sent), Some(alert));
+                assert!(!sent.is_empty());
+            }
+        }
+    }
+}
