@@ -245,7 +245,8 @@ impl Session {
         // ClientHello with a warning no_renegotiation and carries on with the session it has.
         // (A fatal handshake_failure is also allowed; the warning keeps a client that merely
         // tried a working connection, as OpenSSL and HAProxy do.)
-        for _ in 0..o.renegotiations {
+        // Nothing is sealed after our close_notify (RFC 8446 §6.1, RFC 5246 §7.2.1).
+        for _ in 0..o.renegotiations * u32::from(!self.close_sent) {
             self.seal_record(ContentType::ALERT, &[alert::WARNING, alert::NO_RENEGOTIATION], out)?;
         }
         Ok(match (&o.data, o.closed) {
@@ -324,7 +325,8 @@ impl Session {
     /// description when one was sealed.
     pub fn send_alert(&mut self, out: &mut Vec<u8>) -> Option<u8> {
         let d = self.failed.as_ref()?.alert?;
-        if self.alert_sent {
+        // Once, and never after our close_notify (RFC 8446 §6.1).
+        if self.alert_sent || self.close_sent {
             return None;
         }
         self.alert_sent = true;

@@ -398,6 +398,13 @@ fn close_notify_ends_the_stream_and_later_records_are_ignored_rfc8446_6_1() {
         let f = p.session.seal(b"late", &mut out).unwrap_err();
         assert_eq!((f.side, f.reason), (Side::Internal, Reason::WriteAfterClose));
     }
+    // After our close_notify, a failure seals no alert: nothing follows close_notify.
+    let mut p = Pair::new(TLS13);
+    p.session.close(&mut Vec::new()).unwrap();
+    let bad = p.rec(HS, &[24, 0, 0, 1, 9]);
+    let (r, out) = p.one(&bad);
+    assert_eq!(r.unwrap_err().alert, Some(ILLEGAL_PARAMETER));
+    assert!(out.is_empty(), "no alert after close_notify");
 }
 
 #[test]
