@@ -28,7 +28,7 @@ use std::task::{ready, Context, Poll};
 use socket2::SockRef;
 use tlsgate_record::crypto::RecordLayer;
 use tlsgate_record::frame::{Header, HEADER_LEN, MAX_CIPHERTEXT_TLS12, MAX_PLAINTEXT};
-use tlsgate_record::session::{Fatal, Received, Session};
+use tlsgate_record::session::{alert, Fatal, Received, Session};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -196,7 +196,8 @@ impl RecordStream {
     /// takes it now (the connection is closed right after).
     fn fail(&mut self, fatal: Fatal) -> io::Error {
         let mut record = Vec::new();
-        if self.session.send_alert(&mut record).is_some() {
+        let sent = self.session.send_alert(&mut record);
+        if sent.is_some() {
             let pending = self.out.len() - self.out_at;
             // Behind any records still queued, which the client may as well get.
             if pending == 0 {
@@ -206,7 +207,10 @@ impl RecordStream {
                 let _ = self.tcp.try_write(&self.out[self.out_at..]);
             }
         }
-        self.fail_silent(fatal.to_string())
+        match sent {
+            Some(d) => self.fail_silent(format!("{fatal}; sent alert {}", alert::name(d))),
+            None => self.fail_silent(fatal.to_string()),
+        }
     }
 
     fn fail_silent(&mut self, what: String) -> io::Error {

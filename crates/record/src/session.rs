@@ -39,14 +39,11 @@ pub struct Fatal {
 
 impl std::fmt::Display for Fatal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The alert is the driver's to mention: it knows whether it went out.
         match self.side {
-            Side::Client => write!(f, "client {}", self.reason)?,
-            Side::Internal => write!(f, "session {}", self.reason)?,
+            Side::Client => write!(f, "client {}", self.reason),
+            Side::Internal => write!(f, "session {}", self.reason),
         }
-        if let Some(d) = self.alert {
-            write!(f, "; sent alert {}", alert::name(d))?;
-        }
-        Ok(())
     }
 }
 
