@@ -335,6 +335,7 @@ impl Engine {
                     up: Default::default(),
                     down: Default::default(),
                     client_wscale: None,
+                    client_sack: false,
                     tls: None,
                 },
             );
@@ -371,18 +372,19 @@ impl Engine {
         if is_syn {
             flow.client_wscale = packet::window_scale(&pkt[seg.tcp.start + 20..seg.payload.start]);
         }
-        let mss = packet::edit_tcp(&mut pkt, seg, |t| {
-            let mut mss = None;
+        let (mss, sack) = packet::edit_tcp(&mut pkt, seg, |t| {
+            let (mut mss, mut sack) = (None, false);
             if is_syn {
                 mss = packet::lower_mss(t.options_mut(), max_overhead());
-                packet::strip_sack_permitted(t.options_mut());
+                sack = packet::strip_sack_permitted(t.options_mut());
                 packet::strip_timestamps(t.options_mut());
             }
-            mss
+            (mss, sack)
         });
         packet::readdress(&mut pkt, seg, key.client, flow.backend);
         if is_syn {
             flow.mss = mss.or(flow.mss);
+            flow.client_sack = sack;
         }
         if seg.rst {
             self.remove(&key);
@@ -439,6 +441,7 @@ impl Engine {
                 server_mss: packet::mss(&pkt[seg.tcp.start + 20..seg.payload.start]).unwrap_or(DEFAULT_MSS),
                 // Scaling applies only when both SYNs offered it.
                 client_wscale: server_wscale.and(flow.client_wscale).unwrap_or(0),
+                client_sack: flow.client_sack,
             };
             let tls = &self.config.services[flow.service].tls;
             if let Ok(hs) = Handshake::new(tls.clone()) {
@@ -457,6 +460,10 @@ impl Engine {
             }
         }
         packet::readdress(&mut pkt, seg, key.server, key.client);
+        if seg.syn && seg.ack.is_some() && flow.client_sack {
+            // SACK between the client and the engine only (see `tls_flow::Ends::client_sack`).
+            packet::add_sack_permitted(&mut pkt);
+        }
         if seg.rst {
             self.remove(&key);
             self.stats.flows_reset += 1;

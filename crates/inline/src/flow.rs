@@ -28,6 +28,9 @@ pub struct Flow {
     pub down: Counters,
     /// The window-scale shift the client's SYN offered.
     pub client_wscale: Option<u8>,
+    /// The client's SYN offered SACK (the option is taken out toward the server and put into
+    /// the SYN-ACK toward the client).
+    pub client_sack: bool,
     /// The TLS data path, from the server's SYN-ACK on.
     pub tls: Option<Box<TlsFlow>>,
 }

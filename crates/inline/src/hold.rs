@@ -40,11 +40,13 @@ pub struct HoldQueue {
     bytes: usize,
     cap_bytes: usize,
     cap_segs: usize,
+    /// Where the bytes of the last insert that stored any start (for SACK's block order).
+    last_insert: Option<u64>,
 }
 
 impl HoldQueue {
     pub fn new(cap_bytes: usize, cap_segs: usize) -> HoldQueue {
-        HoldQueue { segs: BTreeMap::new(), bytes: 0, cap_bytes, cap_segs }
+        HoldQueue { segs: BTreeMap::new(), bytes: 0, cap_bytes, cap_segs, last_insert: None }
     }
 
     pub fn bytes(&self) -> usize {
@@ -90,7 +92,28 @@ impl HoldQueue {
             self.segs.insert(a, data[s..e].to_vec());
         }
         self.bytes += new;
+        self.last_insert = Some(offset.max(next));
         Ok(new)
+    }
+
+    /// The held bytes as contiguous `[start, end)` ranges, the one holding the bytes stored last
+    /// first, then the others from the lowest: the order of SACK blocks (RFC 2018, section 4).
+    pub fn ranges(&self) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for (&o, seg) in &self.segs {
+            let end = o + seg.len() as u64;
+            match out.last_mut() {
+                Some(r) if r.1 == o => r.1 = end,
+                _ => out.push((o, end)),
+            }
+        }
+        if let Some(at) = self.last_insert {
+            if let Some(i) = out.iter().position(|r| r.0 <= at && at < r.1) {
+                let r = out.remove(i);
+                out.insert(0, r);
+            }
+        }
+        out
     }
 
     /// True when held bytes start exactly at `next` (ready to go once something lets them).
@@ -215,6 +238,22 @@ mod tests {
         q.insert(200, &[0; 5], 0).unwrap();
         assert!(q.insert(300, &[0; 0], 0).is_ok(), "nothing new is never refused");
         assert!(matches!(q.insert(300, &[0; 1], 0), Err(HoldError::Full { .. })), "segment cap");
+    }
+
+    #[test]
+    fn ranges_merge_touching_segments_and_put_the_last_stored_first() {
+        let mut q = HoldQueue::new(100, 10);
+        assert_eq!(q.ranges(), vec![]);
+        q.insert(10, &bytes(10..20), 0).unwrap();
+        q.insert(20, &bytes(20..25), 0).unwrap();
+        q.insert(40, &bytes(40..45), 0).unwrap();
+        q.insert(60, &bytes(60..70), 0).unwrap();
+        assert_eq!(q.ranges(), vec![(60, 70), (10, 25), (40, 45)]);
+        // A duplicate stores nothing: the order stays.
+        q.insert(40, &bytes(40..45), 0).unwrap();
+        assert_eq!(q.ranges()[0], (60, 70));
+        q.insert(8, &bytes(8..12), 0).unwrap();
+        assert_eq!(q.ranges(), vec![(8, 25), (40, 45), (60, 70)]);
     }
 
     #[test]

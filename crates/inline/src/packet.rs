@@ -201,9 +201,32 @@ pub struct Build<'a> {
     pub payload: &'a [u8],
 }
 
+/// Most SACK blocks one segment carries: smoltcp's `TcpRepr` writes up to three (RFC 2018 allows
+/// four without timestamps; the first three say what matters).
+pub const MAX_SACK_BLOCKS: usize = 3;
+
+/// Bytes of TCP options that `blocks` SACK blocks take, padded to a multiple of four.
+pub fn sack_option_len(blocks: usize) -> usize {
+    match blocks.min(MAX_SACK_BLOCKS) {
+        0 => 0,
+        n => (2 + 8 * n).div_ceil(4) * 4,
+    }
+}
+
 impl Build<'_> {
     /// The packet, with IP and TCP checksums filled; `None` for mixed address families.
     pub fn emit(&self) -> Option<Vec<u8>> {
+        self.emit_with_sack(&[])
+    }
+
+    /// The packet carrying SACK blocks (RFC 2018: `[left, right)` ranges of the receiver's
+    /// out-of-order data, at most [`MAX_SACK_BLOCKS`], the first the most recently received).
+    /// Only with an ACK, and only on flows where the peer offered SACK.
+    pub fn emit_with_sack(&self, sack: &[(Seq, Seq)]) -> Option<Vec<u8>> {
+        let mut sack_ranges = [None; MAX_SACK_BLOCKS];
+        for (slot, (l, r)) in sack_ranges.iter_mut().zip(sack) {
+            *slot = Some((l.0, r.0));
+        }
         let tcp = TcpRepr {
             src_port: self.src.port(),
             dst_port: self.dst.port(),
@@ -219,7 +242,7 @@ impl Build<'_> {
             window_scale: None,
             max_seg_size: None,
             sack_permitted: false,
-            sack_ranges: [None; 3],
+            sack_ranges,
             timestamp: None,
             payload: self.payload,
         };
@@ -320,6 +343,36 @@ pub fn strip_sack_permitted(opts: &mut [u8]) -> bool {
     strip(opts, OPT_SACK_PERMITTED, 0)
 }
 
+/// Adds a SACK-permitted option (two NOPs and the option) at the front of a SYN-ACK's options,
+/// growing the header by 4 bytes, with the IP length and checksums refilled: the client may then
+/// use SACK toward the engine while the server, whose SYN lost the option, never does. False
+/// (packet untouched) when the packet does not parse, already has the option, or its options
+/// are full.
+pub fn add_sack_permitted(packet: &mut Vec<u8>) -> bool {
+    let Some(seg) = parse(packet) else { return false };
+    let opts = seg.tcp.start + 20..seg.payload.start;
+    if opts.len() + 4 > 40 || options(&packet[opts.clone()]).iter().any(|(k, _)| *k == OPT_SACK_PERMITTED) {
+        return false;
+    }
+    packet.truncate(seg.tcp.end);
+    packet.splice(opts.start..opts.start, [OPT_NOP, OPT_NOP, OPT_SACK_PERMITTED, 2]);
+    match packet[0] >> 4 {
+        4 => {
+            let mut p = Ipv4Packet::new_unchecked(&mut packet[..]);
+            p.set_total_len(p.total_len() + 4);
+            p.fill_checksum();
+        }
+        _ => {
+            let mut p = Ipv6Packet::new_unchecked(&mut packet[..]);
+            p.set_payload_len(p.payload_len() + 4);
+        }
+    }
+    let mut t = TcpPacket::new_unchecked(&mut packet[seg.tcp.start..]);
+    t.set_header_len(t.header_len() + 4);
+    t.fill_checksum(&ip(seg.src.ip()), &ip(seg.dst.ip()));
+    true
+}
+
 /// Replaces a timestamps option with NOPs, so timestamps are never negotiated: the engine
 /// builds most of a TLS flow's segments itself, and RFC 7323 lets a receiver drop segments
 /// without the option once it was negotiated. (Carrying the peers' values through instead is
@@ -342,6 +395,10 @@ fn strip(opts: &mut [u8], kind: u8, value_len: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sack_permitted(opts: &[u8]) -> bool {
+        options(opts).iter().any(|(k, r)| *k == OPT_SACK_PERMITTED && r.is_empty())
+    }
 
     #[test]
     fn options_walk_stops_at_garbage() {
@@ -408,6 +465,72 @@ mod tests {
         assert!(seg.rst && seg.ack.is_none());
         let mixed = Build { dst: "[::1]:2".parse().unwrap(), ..rst };
         assert!(mixed.emit().is_none());
+    }
+
+    #[test]
+    fn sack_permitted_is_added_to_a_syn_ack_and_blocks_are_emitted() {
+        for (src, dst) in [("10.0.0.2:443", "10.0.0.1:40000"), ("[fd00::2]:443", "[fd00::1]:5")] {
+            let b = Build {
+                src: src.parse().unwrap(),
+                dst: dst.parse().unwrap(),
+                seq: Seq(5),
+                ack: Some(Seq(u32::MAX - 3)),
+                control: Control::None,
+                window: 1000,
+                payload: &[],
+            };
+            let mut p = b.emit_with_sack(&[(Seq(u32::MAX - 1), Seq(9)), (Seq(20), Seq(30))]).unwrap();
+            assert!(checksum_ok(&p));
+            let seg = parse(&p).unwrap();
+            let opts = &p[seg.tcp.start + 20..seg.payload.start];
+            assert_eq!(opts.len(), sack_option_len(2));
+            assert_eq!(&opts[..2], &[5, 18], "one SACK option with two blocks");
+            assert_eq!(&opts[2..6], &(u32::MAX - 1).to_be_bytes());
+            assert!(!sack_permitted(opts));
+            // A SYN-ACK with MSS and window scale, as Linux sends when SACK was stripped.
+            let syn_ack: Vec<u8> = {
+                let tcp = TcpRepr {
+                    src_port: 443,
+                    dst_port: 40000,
+                    control: TcpControl::Syn,
+                    seq_number: TcpSeqNumber(1),
+                    ack_number: Some(TcpSeqNumber(2)),
+                    window_len: 64000,
+                    window_scale: Some(7),
+                    max_seg_size: Some(1460),
+                    sack_permitted: false,
+                    sack_ranges: [None; 3],
+                    timestamp: None,
+                    payload: &[],
+                };
+                let mut q = Build { payload: &[], ..b }.emit().unwrap();
+                let at = parse(&q).unwrap().tcp.start;
+                q.truncate(at);
+                let mut t = vec![0; tcp.buffer_len()];
+                let (s, d) = (ip(b.src.ip()), ip(b.dst.ip()));
+                tcp.emit(&mut TcpPacket::new_unchecked(&mut t[..]), &s, &d, &ChecksumCapabilities::default());
+                q.extend_from_slice(&t);
+                if q[0] >> 4 == 4 {
+                    let mut v4 = Ipv4Packet::new_unchecked(&mut q[..]);
+                    v4.set_total_len(20 + t.len() as u16);
+                    v4.fill_checksum();
+                } else {
+                    Ipv6Packet::new_unchecked(&mut q[..]).set_payload_len(t.len() as u16);
+                }
+                q
+            };
+            p = syn_ack.clone();
+            p.extend_from_slice(&[0; 6]); // Ethernet padding after the packet
+            assert!(add_sack_permitted(&mut p));
+            assert_eq!(p.len(), syn_ack.len() + 4);
+            assert!(checksum_ok(&p));
+            let seg = parse(&p).unwrap();
+            assert!(seg.syn && seg.ack == Some(Seq(2)));
+            let opts = &p[seg.tcp.start + 20..seg.payload.start];
+            assert!(sack_permitted(opts));
+            assert_eq!((mss(opts), window_scale(opts)), (Some(1460), Some(7)), "the rest kept");
+            assert!(!add_sack_permitted(&mut p), "once");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@
 mod l2;
 mod persist;
 mod recut;
+mod rtt;
 
 pub use recut::RecutCounts;
 
@@ -75,6 +76,9 @@ pub struct SimConfig {
     /// No engine: each client speaks plaintext TCP straight to the echo server through the
     /// same link (same impairment, same bytes), the baseline the engine's goodput is set against.
     pub plain: bool,
+    /// The clients' SYNs offer SACK, as smoltcp's and Linux's do; false takes the option out on
+    /// the client's side of the link (a client without SACK).
+    pub client_sack: bool,
 }
 
 impl Default for SimConfig {
@@ -94,6 +98,7 @@ impl Default for SimConfig {
             reset_at: None,
             time_limit: Duration::from_secs(120),
             plain: false,
+            client_sack: true,
         }
     }
 }
@@ -127,6 +132,10 @@ pub struct Summary {
     /// The engine's goodput over the plain baseline's (see [`Summary::goodput`]), when the
     /// caller ran both.
     pub goodput_vs_plain: Option<f64>,
+    /// The largest retransmission timeout, and the longest RTT sample, Linux's estimator would
+    /// have taken from the ACKs the clients got (`sim::rtt`; the clients are smoltcp).
+    pub client_rto_max: Duration,
+    pub client_rtt_sample_max: Duration,
 }
 
 impl Summary {
@@ -147,7 +156,7 @@ impl fmt::Display for Summary {
             f,
             "flows={} completed={} bytes_up={} bytes_down={} records_up={} records_down={} retransmissions={} \
              nonce_reuses={} before_tag_up={} violations={} peak_state_bytes_per_flow={} sim_time={:?} \
-             server_retransmissions={} recut={}",
+             server_retransmissions={} recut={} client_rto_max={:?}",
             self.flows,
             self.completed,
             self.bytes_up,
@@ -162,6 +171,7 @@ impl fmt::Display for Summary {
             self.sim_time,
             self.server_retransmissions.retransmissions,
             self.server_retransmissions.recut,
+            self.client_rto_max,
         )?;
         if let Some(g) = self.goodput_vs_plain {
             write!(f, " goodput_vs_plain={g:.3}")?;
@@ -457,6 +467,7 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
     let mut sent: HashMap<u16, SentLog> = HashMap::new();
     let client_ip = IpAddr::from(CLIENT_IP);
     let mut recut = recut::Recut::default();
+    let mut client_rtt = rtt::ClientRtt::default();
     // Its own generator, so that the link's draws are the same with and without `server_write`.
     let mut server_rng = Rng(cfg.seed.wrapping_mul(0xd1b5_4a32_d192_ed03) | 1);
 
@@ -496,6 +507,7 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
             let (to, p) = link.queue.remove(&(at, n)).expect("peeked");
             match to {
                 Hop::Client => {
+                    client_rtt.received(t, &p);
                     client_host.persist.received(&p);
                     client_host.dev.rx.push_back(p)
                 }
@@ -605,7 +617,13 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
         let server_handles: Vec<_> =
             server_socks.iter().map(|s| (s.handle, s.received - s.pending.len())).collect();
         server_host.probe_zero_windows(t, &server_handles);
-        for p in client_host.dev.tx.drain(..) {
+        for mut p in client_host.dev.tx.drain(..) {
+            if !cfg.client_sack {
+                if let Some(seg) = packet::parse(&p).filter(|s| s.syn) {
+                    packet::edit_tcp(&mut p, &seg, |t| packet::strip_sack_permitted(t.options_mut()));
+                }
+            }
+            client_rtt.sent(t, &p);
             client_host.persist.sent(t, &p);
             if let Some(seg) = packet::parse(&p) {
                 if let (Some(ack), Some(log)) = (seg.ack, sent.get_mut(&seg.src.port())) {
@@ -635,6 +653,9 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
         }
     }
     sum.sim_time = Duration::from_micros(t);
+    let (rto, sample) = client_rtt.max_rto_and_sample();
+    (sum.client_rto_max, sum.client_rtt_sample_max) =
+        (Duration::from_micros(rto), Duration::from_micros(sample));
     sum.server_retransmissions = recut.counts;
     let report = bridge.engine().report();
     let completed = bridge.stats().csum_completed;

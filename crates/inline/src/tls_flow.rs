@@ -9,8 +9,8 @@
 
 use crate::downstream::{DownError, DownLimits, Downstream, Send};
 use crate::handshake::{Handshake, Progress};
-use crate::packet::{Build, Control, Segment};
-use crate::seq::Stream;
+use crate::packet::{sack_option_len, Build, Control, Segment, MAX_SACK_BLOCKS};
+use crate::seq::{Seq, Stream};
 use crate::seq_map::SeqMap;
 use crate::tables::{Counters, Release};
 use crate::upstream::{Up, UpError, UpLimits, Upstream};
@@ -46,6 +46,10 @@ pub struct Ends {
     pub server_mss: u16,
     /// Shift of the client's advertised windows (0 when scaling was not negotiated).
     pub client_wscale: u8,
+    /// The client offered SACK and was told the engine accepts it: the engine's segments to
+    /// the client carry SACK blocks for the client bytes it holds beyond a gap (the server's
+    /// SYN never offers SACK, so nothing toward the server changes).
+    pub client_sack: bool,
 }
 
 enum Keys {
@@ -542,7 +546,10 @@ impl TlsFlow {
     /// when nothing is to be sent but the client's bytes were consumed or acknowledged.
     fn emit_to_client(&mut self, sends: &[Send], ack_anyway: bool, out: &mut Vec<Vec<u8>>) {
         self.ack_to_client = self.ack_to_client.max(self.up.client_ack());
-        let mss = self.ends.client_mss.max(1) as usize;
+        // SACK blocks take room from the payload: a full segment must still fit the client's MTU.
+        let blocks =
+            if self.ends.client_sack { self.up.sack_count(self.ack_to_client, MAX_SACK_BLOCKS) } else { 0 };
+        let mss = (self.ends.client_mss as usize).saturating_sub(sack_option_len(blocks)).max(1);
         for s in sends {
             for (i, chunk) in s.data.chunks(mss).enumerate() {
                 self.send_client(Control::Psh, s.outer + (i * mss) as u64, chunk, out);
@@ -563,6 +570,12 @@ impl TlsFlow {
             window: self.server_window,
             payload: data,
         };
-        out.extend(b.emit());
+        let sack: Vec<(Seq, Seq)> = if self.ends.client_sack && control != Control::Rst {
+            let blocks = self.up.sack_blocks(self.ack_to_client, MAX_SACK_BLOCKS);
+            blocks.into_iter().map(|(l, r)| (self.client.seq(l), self.client.seq(r))).collect()
+        } else {
+            Vec::new()
+        };
+        out.extend(b.emit_with_sack(&sack));
     }
 }

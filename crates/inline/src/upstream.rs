@@ -129,6 +129,9 @@ pub struct Upstream {
     /// Where the framer stood when a client segment last resent bytes up to it (and no
     /// further): see [`Upstream::client_ack`].
     resent_to: u64,
+    /// Outer ranges reported to the client in SACK blocks and not yet passed by its ACK,
+    /// ascending, merged: see [`Upstream::sack_blocks`].
+    sacked: Vec<(u64, u64)>,
 }
 
 impl Upstream {
@@ -150,6 +153,7 @@ impl Upstream {
             stats: UpStats::default(),
             fin: None,
             resent_to: 0,
+            sacked: Vec::new(),
         }
     }
 
@@ -556,15 +560,65 @@ impl Upstream {
         // record the server has not acknowledged would stop the client from retransmitting it,
         // and its plaintext from being re-delivered.
         if held_from == next || translated < held_from || next == 0 {
-            return translated;
+            return self.clear_of_sacked(translated);
         }
         // The resent remnant already re-delivered what its overlap calls for; the client's next
         // segment is new bytes, and the ACKs after it fall back to all but the last byte.
         if self.resent_to == next {
             next
         } else {
-            translated.max(next - 1)
+            self.clear_of_sacked(translated.max(next - 1))
         }
+    }
+
+    /// An ACK never ends inside a range the client was told (SACK) the engine holds. Linux
+    /// takes a cumulative ACK followed by SACKed data as the receiver reneging on its SACKs
+    /// (RFC 2018, section 8): it times out within 10 ms and resends everything from the ACK.
+    /// Such an ACK stops one byte short of the range, so the client's oldest outstanding segment
+    /// is one it was never told about; when the range ends exactly at the next expected byte and
+    /// only the last byte of a record in progress was held back, the whole range is
+    /// acknowledged instead (the record's end is still to come).
+    fn clear_of_sacked(&self, ack: u64) -> u64 {
+        let next = self.next();
+        match self.sacked.iter().find(|&&(s, e)| s <= ack && ack < e) {
+            Some(&(_, e)) if e == next && ack + 1 == next => next,
+            Some(&(s, _)) => s - 1,
+            None => ack,
+        }
+    }
+
+    /// SACK blocks for an ACK at outer offset `ack` (RFC 2018): the ranges of out-of-order
+    /// client bytes held, the one stored last first, at most `max`. The engine holds client
+    /// bytes beyond a gap until the gap fills (it needs whole records), so the server never sees
+    /// them and cannot say it has them; without these blocks the client learns of them only
+    /// when the gap fills and the server's ACKs reach them, one record at a time. Linux then
+    /// takes RTT samples from segments it sent long before (they were never resent), its
+    /// retransmission timeout grows past the gap's repair time, and the next repair takes
+    /// longer still. SACKed segments give no such sample, and SACK recovery resends every hole
+    /// in one round trip. Reported ranges are remembered until the ACK passes them (see
+    /// [`Upstream::client_ack`]).
+    pub fn sack_blocks(&mut self, ack: u64, max: usize) -> Vec<(u64, u64)> {
+        self.sacked.retain(|&(_, e)| e > ack);
+        let blocks: Vec<(u64, u64)> =
+            self.hold.ranges().into_iter().filter(|&(s, _)| s > ack).take(max).collect();
+        for &(s, e) in &blocks {
+            self.sacked.push((s, e));
+        }
+        self.sacked.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(self.sacked.len());
+        for &(s, e) in &self.sacked {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        self.sacked = merged;
+        blocks
+    }
+
+    /// How many SACK blocks an ACK at `ack` would carry now (segment sizes leave room for them).
+    pub fn sack_count(&self, ack: u64, max: usize) -> usize {
+        self.hold.ranges().into_iter().filter(|&(s, _)| s > ack).take(max).count()
     }
 
     /// Bytes of state held: hold queue, partial record, stored plaintext, pair table.

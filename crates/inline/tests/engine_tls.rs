@@ -37,7 +37,11 @@ struct Net {
     /// client.
     to_server: Vec<Vec<u8>>,
     to_client: Vec<packet::Segment>,
+    /// The same segments as sent (their options).
+    raw_to_client: Vec<Vec<u8>>,
     now: Duration,
+    /// The client's SYN offers SACK.
+    sack: bool,
 }
 
 impl Net {
@@ -73,7 +77,9 @@ impl Net {
             c_recv: 0,
             to_server: Vec::new(),
             to_client: Vec::new(),
+            raw_to_client: Vec::new(),
             now: Duration::ZERO,
+            sack: false,
         }
     }
 
@@ -96,6 +102,7 @@ impl Net {
                     self.c_recv += payload.len() as u32;
                 }
                 self.to_client.push(seg);
+                self.raw_to_client.push(p);
             } else {
                 assert_eq!(seg.dst, sa(BACKEND));
                 self.to_server.push(p);
@@ -122,9 +129,10 @@ impl Net {
 }
 
 fn open_connection(n: &mut Net) {
-    n.feed(syn(sa(CLIENT), sa(SERVICE), CISN, None));
+    n.feed(syn_with_sack(sa(CLIENT), sa(SERVICE), CISN, None, n.sack));
     let s = n.to_server.pop().unwrap();
     assert_eq!(packet::parse(&s).unwrap().dst, sa(BACKEND));
+    assert!(!offers_sack(&s), "the server is never offered SACK");
     n.feed(syn(sa(BACKEND), sa(CLIENT), SISN, Some(CISN + 1)));
     n.feed(data(sa(CLIENT), sa(SERVICE), CISN + 1, SISN + 1, &[]));
     // The client's ACK of the SYN-ACK reaches the server: its handshake completes.
@@ -555,4 +563,89 @@ fn a_broken_post_handshake_rule_gets_the_sessions_alert_on_packets() {
         assert_eq!(n.engine.flow_count(), 0);
         assert_eq!(n.engine.stats().mac_failures, 0, "not a tag failure");
     }
+}
+
+/// Whether a packet's TCP options offer SACK.
+fn offers_sack(p: &[u8]) -> bool {
+    tcp_repr(p).sack_permitted
+}
+
+/// A packet's SACK blocks.
+fn sack_blocks(p: &[u8]) -> Vec<(u32, u32)> {
+    tcp_repr(p).sack_ranges.iter().flatten().copied().collect()
+}
+
+fn tcp_repr(p: &[u8]) -> smoltcp::wire::TcpRepr<'_> {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{IpAddress, Ipv4Packet, TcpPacket, TcpRepr};
+    let ip = Ipv4Packet::new_checked(p).unwrap();
+    let (src, dst) = (IpAddress::Ipv4(ip.src_addr()), IpAddress::Ipv4(ip.dst_addr()));
+    let tcp = TcpPacket::new_checked(&p[20..]).unwrap();
+    TcpRepr::parse(&tcp, &src, &dst, &ChecksumCapabilities::ignored()).unwrap()
+}
+
+/// A client offering SACK (as Linux does) uses it with the engine, and only there: the server's
+/// SYN loses the option and the client's SYN-ACK gains it. Client bytes the engine holds beyond
+/// a gap are reported in SACK blocks (the last stored first), so the client repairs the gap in
+/// one round trip and takes no RTT sample from segments acknowledged long after they arrived.
+/// Once the gap fills, the engine's ACK follows the server's, but never ends inside a range it
+/// reported: Linux would take that for reneging and time out.
+#[test]
+fn client_bytes_held_beyond_a_gap_are_sacked_and_no_ack_ends_inside_them() {
+    let mut n = Net::new(TLS13[0]);
+    n.sack = true;
+    open_connection(&mut n);
+    let syn_ack = n.to_client.iter().position(|s| s.syn).expect("SYN-ACK to the client");
+    assert!(offers_sack(&n.raw_to_client[syn_ack]), "the client's SYN-ACK offers SACK");
+
+    // Ten records of 1000 plaintext bytes (1022 on the wire), in seven segments of 1460.
+    for _ in 0..10 {
+        n.client.writer().write_all(&[7; 1000]).unwrap();
+    }
+    let bytes = client_output(&mut n.client);
+    assert_eq!(bytes.len(), 10 * 1022);
+    let base = 1 + n.c_sent;
+    n.c_sent += bytes.len() as u32;
+    let at = |off: u32| CISN.wrapping_add(base + off);
+    let chunks: Vec<Vec<u8>> = bytes.chunks(1460).map(<[u8]>::to_vec).collect();
+    let ack = SISN + 1 + n.c_recv;
+    let send =
+        |n: &mut Net, i: usize| n.feed(data(sa(CLIENT), sa(SERVICE), at(i as u32 * 1460), ack, &chunks[i]));
+    let server_acks = |n: &mut Net, records: u32| {
+        n.feed(data(sa(BACKEND), sa(CLIENT), SISN + 1, CISN.wrapping_add(1 + records * 1000), &[]))
+    };
+    let last =
+        |n: &Net| (n.to_client.last().unwrap().ack.unwrap().0, sack_blocks(n.raw_to_client.last().unwrap()));
+
+    send(&mut n, 0);
+    let first_ack = last(&n).0;
+    assert_eq!(last(&n).1, vec![], "nothing held, no block");
+    // Segment 1 is lost; 2, 3 and 5 arrive and are held.
+    send(&mut n, 2);
+    assert_eq!(last(&n), (first_ack, vec![(at(2920), at(4380))]));
+    send(&mut n, 3);
+    assert_eq!(last(&n), (first_ack, vec![(at(2920), at(5840))]));
+    send(&mut n, 5);
+    assert_eq!(last(&n), (first_ack, vec![(at(7300), at(8760)), (at(2920), at(5840))]), "last stored first");
+    // The server takes record 0: the record in progress is acknowledged but its last byte.
+    server_acks(&mut n, 1);
+    assert_eq!(last(&n).0, at(1459));
+    // Segment 1 fills the gap: records 1 to 4 go to the server, segment 4 is still missing.
+    send(&mut n, 1);
+    assert_eq!(last(&n), (at(1459), vec![(at(7300), at(8760))]));
+    // The server's ACK of records 1 and 2 ends inside the reported range: held one byte short.
+    server_acks(&mut n, 3);
+    assert_eq!(last(&n).0, at(2919), "an ACK ending inside SACKed bytes");
+    // All released records acknowledged: past the whole range (the record in progress goes on).
+    server_acks(&mut n, 5);
+    assert_eq!(last(&n), (at(5840), vec![(at(7300), at(8760))]));
+    send(&mut n, 4);
+    assert_eq!(last(&n), (at(5840), vec![]), "nothing held any more");
+    server_acks(&mut n, 8);
+    assert_eq!(last(&n).0, at(8760));
+    send(&mut n, 6);
+    server_acks(&mut n, 10);
+    assert_eq!(last(&n).0, at(10 * 1022), "everything");
+    let plain = server_bytes(&n.to_server, CISN.wrapping_add(1));
+    assert_eq!(plain, vec![7; 10_000], "the server got every record once, in order");
 }

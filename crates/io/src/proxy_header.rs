@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use tlsgate_config::ProxyProtocol;
 use tlsgate_core::proxy_protocol::tls::{tlvs, TlsInfo};
-use tlsgate_core::proxy_protocol::{parse, Addresses, Header, ParseError, Version, MAX_V2_LEN};
+use tlsgate_core::proxy_protocol::{parse, Header, ParseError, Version, MAX_V2_LEN};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -34,12 +34,10 @@ pub async fn read(tcp: &mut TcpStream) -> Result<(Header, Vec<u8>), ProxyError> 
     }
 }
 
-/// The client's address as the header tells it, if it tells one.
+/// The client's address as the header tells it: only a `PROXY` command with TCP/IP addresses
+/// tells one (a `LOCAL` header's addresses are ignored, as the spec requires).
 pub fn source(header: &Header) -> Option<(SocketAddr, SocketAddr)> {
-    match header.addresses {
-        Addresses::Tcp { source, destination } => Some((source, destination)),
-        Addresses::Unspecified => None,
-    }
+    header.relayed()
 }
 
 /// The header for a backend: `client` to `local` (the address the client reached), with the TLS

@@ -7,28 +7,54 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::conns::live;
 use crate::metrics::{metrics, BackendLabels};
 use crate::status::{render, StatusSource};
 
-/// Binds the admin address; `serve` answers until the task is dropped.
+/// Connections served at once. A scraper and an operator need a few; beyond this the listener
+/// stops accepting (the rest wait in the kernel's queue), so idle connections cannot take the
+/// file descriptors the TLS listeners need.
+pub const MAX_CONNECTIONS: usize = 16;
+
+/// How long one admin connection may stay open, idle or not: every answer takes milliseconds.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Binds the admin address; `serve` answers until the task is dropped. Off loopback it warns:
+/// the pages show client addresses and identities to whoever can connect.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+    let listener = TcpListener::bind(addr).await?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "admin listener is not on loopback: /status and /metrics show client addresses and \
+             identities to anyone who can connect; bind it to loopback or a management network"
+        );
+    }
+    Ok(listener)
 }
 
 pub async fn serve(listener: TcpListener, source: Arc<dyn StatusSource>) {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "admin listening");
+        tracing::info!(
+            %addr,
+            max_connections = MAX_CONNECTIONS,
+            timeout_s = CONNECTION_TIMEOUT.as_secs(),
+            "admin listening"
+        );
     }
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (tcp, _) = match listener.accept().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let (tcp, peer) = match listener.accept().await {
             Ok(ok) => ok,
             Err(e) => {
                 tracing::error!(error = %e, "admin accept failed");
@@ -39,8 +65,12 @@ pub async fn serve(listener: TcpListener, source: Arc<dyn StatusSource>) {
         let source = source.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| answer(req, source.clone()));
-            let _ =
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
+            let conn =
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service);
+            if tokio::time::timeout(CONNECTION_TIMEOUT, conn).await.is_err() {
+                tracing::debug!(%peer, "admin connection closed after {CONNECTION_TIMEOUT:?}");
+            }
+            drop(slot);
         });
     }
 }

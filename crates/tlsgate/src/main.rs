@@ -4,6 +4,7 @@ mod cli;
 mod cmd;
 mod examples;
 mod failure;
+mod limits;
 mod logging;
 mod notify;
 mod privileges;

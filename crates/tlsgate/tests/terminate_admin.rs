@@ -111,3 +111,76 @@ fn metrics_and_status_page_show_live_traffic() {
         .unwrap_or_else(|| panic!("no bytes up in:\n{metrics}"));
     assert!(up > 3 << 20, "bytes up {up}");
 }
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Idle connections to the admin listener, more than the process has descriptors for (its limit
+/// pinned at 64 with prlimit, so it cannot raise it; 100 connections stay within the listen
+/// backlog): the listener takes only a few at a time and closes each after its timeout, and TLS
+/// clients are still served.
+#[test]
+fn idle_admin_connections_cannot_starve_the_tls_listener() {
+    let pki = Pki::new();
+    let (cert, key) = pki.server("server", &["localhost"]);
+    let (_backend, addr) = Tlsgate::backend(BIN, "127.0.0.1:0", "admin");
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.args(["--nofile=64:64", BIN, "terminate", "--listen", "127.0.0.1:0"]);
+    cmd.args(["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap(), "--backend", &addr]);
+    cmd.args(["--admin", "127.0.0.1:0"]);
+    let gate = Tlsgate::start_command(cmd);
+    let port = gate.listening(None).port();
+    let admin: std::net::SocketAddr =
+        Proc::field(&gate.proc.wait_logged(&["admin listening"], Duration::from_secs(30)), "addr")
+            .unwrap()
+            .parse()
+            .unwrap();
+    let pid = gate.proc.pid();
+    let baseline = open_fds(pid);
+
+    let held: Vec<std::net::TcpStream> =
+        (0..100).map(|_| std::net::TcpStream::connect(admin).unwrap()).collect();
+    // Await the listener taking its share of them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while open_fds(pid) < baseline + 16 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "admin accepted only {} connections",
+            open_fds(pid) - baseline
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("https://localhost:{port}/");
+    let out = curl(&["--cacert", pki.ca(), "--max-time", "5", &url]);
+    assert!(out.status.success(), "TLS service is down: {}\n{}", describe(&out), gate.proc.log_text());
+    let fds = open_fds(pid);
+    assert!(fds <= baseline + 16 + 4, "{fds} descriptors open, {baseline} before 100 idle admin connections");
+    assert!(!gate.proc.log_text().contains("admin accept failed"), "{}", gate.proc.log_text());
+
+    // The first idle connection is closed by the gate within its timeout (10 s).
+    let mut first = &held[0];
+    first.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let n =
+        std::io::Read::read(&mut first, &mut buf).expect("the gate never closed an idle admin connection");
+    assert_eq!(n, 0);
+    assert!(started.elapsed() < Duration::from_secs(12), "closed after {:?}", started.elapsed());
+    drop(held);
+    let health = curl(&["--max-time", "30", &format!("http://{admin}/healthz")]);
+    assert_eq!(String::from_utf8_lossy(&health.stdout), "ok\n", "{}", describe(&health));
+}
+
+/// Off loopback the admin listener warns that it shows identities to whoever can connect.
+#[test]
+fn admin_listener_off_loopback_warns() {
+    let pki = Pki::new();
+    let (cert, key) = pki.server("server", &["localhost"]);
+    let (_backend, addr) = Tlsgate::backend(BIN, "127.0.0.1:0", "admin");
+    let (gate, _) = Tlsgate::terminate(BIN, &[], (&cert, &key), &addr, &["--admin", "0.0.0.0:0"]);
+    gate.proc.wait_logged(&["WARN", "admin listener is not on loopback"], Duration::from_secs(30));
+    let (quiet, _) = Tlsgate::terminate(BIN, &[], (&cert, &key), &addr, &["--admin", "127.0.0.1:0"]);
+    quiet.proc.wait_logged(&["admin listening"], Duration::from_secs(30));
+    assert!(!quiet.proc.log_text().contains("not on loopback"), "{}", quiet.proc.log_text());
+}

@@ -7,7 +7,7 @@ use tlsgate_testkit::clients::{curl, describe};
 use tlsgate_testkit::data::{random_file, sha256_file};
 use tlsgate_testkit::nginx::Nginx;
 use tlsgate_testkit::pki::Pki;
-use tlsgate_testkit::process::Tlsgate;
+use tlsgate_testkit::process::{Proc, Tlsgate};
 use tlsgate_tls::pki::ClientSpec;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
@@ -101,4 +101,64 @@ listen = "127.0.0.1:0"
     assert!(!log.contains("6.6.6.6") && !log.contains("admin"), "a forged header reached nginx:\n{log}");
     // Both requests of the first client shared one TLS connection (keep-alive through the mode).
     assert_eq!(gate.proc.lines_with(&["handshake done", "client_cert=CN=alice"]).len(), 1);
+}
+
+/// A backend that normalises header names the CGI way (Python's wsgiref: `X_Forwarded_For` and
+/// `X-Forwarded-For` are both `HTTP_X_FORWARDED_FOR`) sees only tlsgate's identity headers,
+/// whatever spelling the client forged them in.
+#[test]
+fn a_normalising_backend_sees_no_forged_spelling() {
+    let pki = Pki::new();
+    pki.server("server", &["localhost"]);
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/wsgi_environ.py"));
+    let wsgi = Proc::spawn("wsgi", cmd);
+    let line = wsgi.wait_for(&["listening"], Duration::from_secs(10));
+    let backend = format!("127.0.0.1:{}", line.trim_start_matches("listening ").trim());
+    let config = format!(
+        "[[terminate.listener]]\nname = \"http\"\nlisten = \"127.0.0.1:0\"\n\
+         [[terminate.listener.certificate]]\ncert = \"server.pem\"\nkey = \"server.key\"\ndefault = true\n\
+         [[terminate.listener.route]]\nbackends = [\"{backend}\"]\nhttp_headers = true\n"
+    );
+    std::fs::write(pki.path("tlsgate.toml"), config).unwrap();
+    let gate = Tlsgate::start(BIN, &["terminate", "--config", pki.path("tlsgate.toml").to_str().unwrap()]);
+    let addr = gate.listening(Some("http"));
+    let mut forged = Vec::new();
+    for h in [
+        "X_Forwarded_For: 6.6.6.1",
+        "X-Forwarded_For: 6.6.6.2",
+        "x_forwarded-for: 6.6.6.3",
+        "X-Real-IP: 6.6.6.4",
+        "X_Real_Ip: 6.6.6.5",
+        "X_Client_CN: admin",
+        "X-Client_Verify: SUCCESS",
+        "True-Client-IP: 6.6.6.6",
+        "X-Cluster-Client-IP: 6.6.6.7",
+        "Client-IP: 6.6.6.8",
+        "X-Original-Forwarded-For: 6.6.6.9",
+        "X_Forwarded_Proto: http",
+        "Forwarded: for=6.6.6.10",
+    ] {
+        forged.extend(["-H", h]);
+    }
+    let url = format!("https://localhost:{}/", addr.port());
+    let mut args = vec!["--cacert", pki.ca(), "--interface", "127.0.0.61", "-f"];
+    args.extend(forged);
+    args.push(&url);
+    let out = curl(&args);
+    assert!(out.status.success(), "{}", describe(&out));
+    let seen = String::from_utf8_lossy(&out.stdout).into_owned();
+    for want in [
+        "\"HTTP_X_FORWARDED_FOR\": \"127.0.0.61\"",
+        "\"HTTP_X_FORWARDED_PROTO\": \"https\"",
+        "\"HTTP_X_CLIENT_VERIFY\": \"NONE\"",
+    ] {
+        assert!(seen.contains(want), "{want} missing: {seen}");
+    }
+    for gone in
+        ["6.6.6.", "admin", "SUCCESS", "HTTP_X_REAL_IP", "HTTP_X_CLIENT_CN", "HTTP_FORWARDED", "\"http\""]
+    {
+        assert!(!seen.contains(gone), "a forged header reached the backend ({gone}): {seen}");
+    }
+    drop(gate);
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use tlsgate_testkit::pki::Pki;
-use tlsgate_testkit::process::Tlsgate;
+use tlsgate_testkit::process::{Proc, Tlsgate};
 use tlsgate_testkit::tls_client::{get, handshake};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
@@ -81,4 +81,26 @@ fn idle_connections_are_closed_and_busy_ones_are_not() {
     let ended = matches!(std::io::Read::read(&mut quiet, &mut buf), Ok(0) | Err(_));
     assert!(ended, "idle connection still open");
     assert!(get(&mut busy).unwrap().contains("hello from limits"));
+}
+
+/// The soft file descriptor limit is raised to the hard one at start, and logged; running with
+/// `--allow-insecure-key-permissions` is logged as a warning.
+#[test]
+fn the_descriptor_limit_is_raised_and_insecure_keys_warned() {
+    let pki = Pki::new();
+    let (cert, key) = pki.server("server", &["localhost"]);
+    let (_backend, addr) = Tlsgate::backend(BIN, "127.0.0.1:0", "limits");
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.args(["--nofile=256:4096", BIN, "terminate", "--listen", "127.0.0.1:0"]);
+    cmd.args(["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap(), "--backend", &addr]);
+    cmd.arg("--allow-insecure-key-permissions");
+    let gate = Tlsgate::start_command(cmd);
+    gate.listening(None);
+    let line = gate.proc.wait_logged(&["file descriptor limit"], PATIENT);
+    assert_eq!(Proc::field(&line, "nofile").as_deref(), Some("4096"), "{line}");
+    assert_eq!(Proc::field(&line, "raised_from").as_deref(), Some("256"), "{line}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", gate.proc.pid())).unwrap();
+    let nofile = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    assert_eq!(nofile.split_whitespace().collect::<Vec<_>>()[3..5], ["4096", "4096"], "{nofile}");
+    gate.proc.wait_logged(&["WARN", "allow_insecure_key_permissions"], PATIENT);
 }

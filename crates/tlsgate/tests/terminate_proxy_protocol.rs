@@ -170,3 +170,50 @@ fn behind_haproxy_the_client_address_comes_from_its_proxy_header() {
     assert!(!out.status.success());
     gate.proc.wait_for(&["handshake failed", "expected a PROXY header"], Duration::from_secs(10));
 }
+
+/// Runs `support/proxy_v2_client.py`: a v2 header with `command` claiming 10.9.9.9, then a GET.
+fn python_behind_v2(command: &str, from: &str, port: u16, ca: &str, path: &str) -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/proxy_v2_client.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args([command, from, &port.to_string(), ca, path])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{command}: {}", describe(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_v2_local_header_keeps_the_peer_address() {
+    let pki = Pki::new();
+    pki.server("server", &["localhost"]);
+    let root = pki.path("www");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("index.html"), "local\n").unwrap();
+    let nginx = Nginx::start(&root);
+    let config = format!(
+        "[[terminate.listener]]\nname = \"lb\"\nlisten = \"127.0.0.1:0\"\naccept_proxy_protocol = true\n\
+         [[terminate.listener.certificate]]\ncert = \"server.pem\"\nkey = \"server.key\"\ndefault = true\n\
+         [[terminate.listener.route]]\nbackends = [\"{}\"]\nhttp_headers = true\n",
+        nginx.addr
+    );
+    std::fs::write(pki.path("tlsgate.toml"), config).unwrap();
+    let gate = Tlsgate::start(BIN, &["terminate", "--config", pki.path("tlsgate.toml").to_str().unwrap()]);
+    let port = gate.listening(Some("lb")).port();
+
+    // PROXY: the header's source is the client's, as before.
+    let out = python_behind_v2("proxy", "127.0.0.51", port, pki.ca(), "/index.html");
+    assert_eq!(out, "HTTP/1.1 200 OK\nlocal\n");
+    gate.proc
+        .wait_for(&["client address from PROXY header", "client=10.9.9.9:1000"], Duration::from_secs(10));
+    let log = nginx.access_log_lines(1);
+    assert!(log.contains("xff=\"10.9.9.9\""), "{log}");
+
+    // LOCAL with the same address block: the addresses are ignored, the peer's address stays.
+    let out = python_behind_v2("local", "127.0.0.52", port, pki.ca(), "/index.html");
+    assert_eq!(out, "HTTP/1.1 200 OK\nlocal\n");
+    let log = nginx.access_log_lines(2);
+    let last = log.lines().last().unwrap();
+    assert!(last.contains("xff=\"127.0.0.52\""), "{log}");
+    gate.proc.wait_for(&["PROXY header without a client address", "command=Local"], Duration::from_secs(10));
+}

@@ -92,6 +92,15 @@ impl Header {
         }
     }
 
+    /// The relayed connection's source and destination: `None` for `LOCAL` (the spec says its
+    /// addresses must be ignored: the connection is the proxy's own) and for unknown families.
+    pub fn relayed(&self) -> Option<(SocketAddr, SocketAddr)> {
+        match (self.command, self.addresses) {
+            (Command::Proxy, Addresses::Tcp { source, destination }) => Some((source, destination)),
+            _ => None,
+        }
+    }
+
     /// The value of the first TLV of `kind`.
     pub fn tlv(&self, kind: TlvType) -> Option<&[u8]> {
         self.tlvs.iter().find(|t| t.kind == kind).map(|t| t.value.as_slice())

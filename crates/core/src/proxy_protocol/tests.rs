@@ -30,6 +30,23 @@ fn v2_known_bytes() {
     assert_eq!((h.command, h.addresses, used), (Command::Local, Addresses::Unspecified, 16));
 }
 
+#[test]
+fn v2_local_addresses_are_not_the_clients() {
+    // LOCAL with an IPv4 block: the addresses parse (and re-encode) but relay nothing.
+    let mut local = V2_SIGNATURE.to_vec();
+    local.extend_from_slice(&[0x20, 0x11, 0x00, 0x0c, 10, 9, 9, 9, 10, 0, 0, 2, 0x03, 0xe8, 0x01, 0xbb]);
+    let (h, _) = parse(&local).unwrap();
+    assert_eq!(h.command, Command::Local);
+    assert!(matches!(h.addresses, Addresses::Tcp { .. }));
+    assert_eq!(h.relayed(), None);
+    let proxy = Header::tcp(Version::V2, sa("10.9.9.9:1000"), sa("10.0.0.2:443"), Vec::new());
+    assert_eq!(proxy.relayed(), Some((sa("10.9.9.9:1000"), sa("10.0.0.2:443"))));
+    let (v1, _) = parse(b"PROXY TCP4 10.9.9.9 10.0.0.2 1000 443\r\n").unwrap();
+    assert_eq!(v1.relayed(), proxy.relayed());
+    let (unknown, _) = parse(b"PROXY UNKNOWN\r\n").unwrap();
+    assert_eq!(unknown.relayed(), None);
+}
+
 fn samples() -> Vec<Header> {
     let info = TlsInfo {
         sni: Some("api.example.test".into()),

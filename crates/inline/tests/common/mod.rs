@@ -292,9 +292,14 @@ pub fn check(out: &[Up], plain: &[u8]) -> u64 {
     covered
 }
 
-/// A SYN (or SYN-ACK) with MSS 1460 and window scale 7, as a Linux client sends, built by hand
-/// (`packet::Build` makes no options). IPv4.
+/// A SYN (or SYN-ACK) with MSS 1460 and window scale 7, built by hand (`packet::Build` makes no
+/// such options). IPv4.
 pub fn syn(src: SocketAddr, dst: SocketAddr, seq: u32, ack: Option<u32>) -> Vec<u8> {
+    syn_with_sack(src, dst, seq, ack, false)
+}
+
+/// [`syn`], offering SACK when `sack` (as Linux does by default).
+pub fn syn_with_sack(src: SocketAddr, dst: SocketAddr, seq: u32, ack: Option<u32>, sack: bool) -> Vec<u8> {
     use smoltcp::phy::ChecksumCapabilities;
     use smoltcp::wire::{
         IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
@@ -308,7 +313,7 @@ pub fn syn(src: SocketAddr, dst: SocketAddr, seq: u32, ack: Option<u32>) -> Vec<
         window_len: 64240,
         window_scale: Some(7),
         max_seg_size: Some(1460),
-        sack_permitted: false,
+        sack_permitted: sack,
         sack_ranges: [None; 3],
         timestamp: None,
         payload: &[],
@@ -353,6 +358,7 @@ pub const SIM_MIX: SimConfig = SimConfig {
     reset_at: None,
     time_limit: std::time::Duration::from_secs(120),
     plain: false,
+    client_sack: true,
 };
 
 /// Runs a simulation and asserts that it passed (`SIM_PRINT=1` prints each summary line).

@@ -10,8 +10,9 @@
 //! | `X-Client-CN` | its common name |
 //! | `X-Client-DNS` / `X-Client-URI` / `X-Client-IP` | its SANs of each kind, comma-separated |
 //!
-//! Every `X-Forwarded-*` and `X-Client-*` header and `Forwarded` the client sent is removed first,
-//! so a client can never pose as someone else. Protocol upgrades (WebSocket) are not relayed in
+//! Every `X-Forwarded-*` and `X-Client-*` header, `Forwarded`, `X-Real-IP` and the other
+//! client-address headers the client sent are removed first, in any spelling a backend folds to
+//! one of them (`X_Forwarded_For`), so a client can never pose as someone else. Protocol upgrades (WebSocket) are not relayed in
 //! this mode.
 
 use std::net::SocketAddr;
@@ -115,16 +116,27 @@ async fn connect(route: &Arc<Route>, facts: &ClientFacts) -> Result<Upstream, Pr
     Ok(Upstream { sender, _lease: lease })
 }
 
+/// Names of client-address headers that backends and frameworks trust besides tlsgate's own
+/// (nginx's realip module, Rack, Akamai and Cloudflare, proxies in front of proxies).
+const OTHER_IDENTITY: [&str; 5] =
+    ["x-real-ip", "true-client-ip", "x-cluster-client-ip", "client-ip", "x-original-forwarded-for"];
+
+/// Whether a backend may read `name` as an identity header. Backends fold names: CGI, WSGI and
+/// PHP turn `-` into `_` (so `X_Forwarded_For` and `X-Forwarded-For` are one variable), so the
+/// name is compared with every separator folded to `-`.
+fn is_identity_header(name: &str) -> bool {
+    let folded: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    folded.starts_with("x-forwarded-")
+        || folded.starts_with("x-client-")
+        || folded == "forwarded"
+        || OTHER_IDENTITY.contains(&folded.as_str())
+}
+
 /// Removes what the client claimed about itself, then says what tlsgate knows.
 pub fn rewrite_headers(headers: &mut HeaderMap, facts: &ClientFacts) {
-    let spoofable: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| {
-            let k = k.as_str();
-            k.starts_with("x-forwarded-") || k.starts_with("x-client-") || k == "forwarded"
-        })
-        .cloned()
-        .collect();
+    let spoofable: Vec<HeaderName> =
+        headers.keys().filter(|k| is_identity_header(k.as_str())).cloned().collect();
     for k in spoofable {
         headers.remove(&k);
     }
@@ -200,6 +212,27 @@ mod tests {
                 && h.get("x-forwarded-host").is_none()
         );
         assert_eq!(h["user-agent"], "curl");
+    }
+
+    #[test]
+    fn every_spelling_a_backend_folds_to_an_identity_header_is_one() {
+        for name in [
+            "x-forwarded-for",
+            "x_forwarded_for",
+            "x-forwarded_for",
+            "x.forwarded.for",
+            "x_client_cn",
+            "forwarded",
+            "x-real-ip",
+            "x_real_ip",
+            "true-client-ip",
+            "x_cluster_client_ip",
+        ] {
+            assert!(is_identity_header(name), "{name}");
+        }
+        for name in ["user-agent", "x-forwardedfor", "forwarded-by-me", "x-request-id", "xx-forwarded-for"] {
+            assert!(!is_identity_header(name), "{name}");
+        }
     }
 
     #[test]

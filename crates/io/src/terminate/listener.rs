@@ -180,8 +180,16 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
         let mut tcp = tcp;
         let (client, local, initial) = if state.accept_proxy_protocol {
             let (header, rest) = proxy_header::read(&mut tcp).await.map_err(HandshakeFailure::Failed)?;
-            let (client, local) = proxy_header::source(&header).unwrap_or((client, local));
-            tracing::info!(%client, "client address from PROXY header");
+            let (client, local) = match proxy_header::source(&header) {
+                Some((client, local)) => {
+                    tracing::info!(%client, "client address from PROXY header");
+                    (client, local)
+                }
+                None => {
+                    tracing::info!(command = ?header.command, "PROXY header without a client address: keeping the peer's");
+                    (client, local)
+                }
+            };
             (client, local, rest)
         } else {
             (client, local, Vec::new())

@@ -99,6 +99,7 @@ fn simulate(args: &SimulateArgs) -> Result<(), Failure> {
         reset_at: None,
         time_limit: Duration::from_secs(600),
         plain: false,
+        client_sack: true,
     };
     let server = Arc::new(server);
     let mut summary = sim::run(&config, server.clone(), client.clone());

@@ -51,6 +51,8 @@ async fn serve(
     load: impl Fn() -> Result<Config, String>,
 ) -> Result<(), Failure> {
     logging::init(&config.log, log);
+    crate::limits::raise_nofile();
+    crate::limits::warn_insecure_keys(config.security.allow_insecure_key_permissions);
     let signals = lifecycle::Signals::install()?;
     let running = running::Running::start(config).await?;
     let keep = crate::privileges::mode_caps(running.config());
