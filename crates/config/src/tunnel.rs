@@ -288,7 +288,7 @@ impl GateConfig {
         let open = self.default_policy.is_none() && self.policy.is_empty();
         let default = match &self.default_policy {
             Some(lines) => rules("default_policy", lines)?,
-            None if open => rules("default_policy", &["allow any *".to_string()])?,
+            None if open => Policy::unrestricted(),
             None => Policy::default(),
         };
         Ok((by_id, default, open))
@@ -438,7 +438,7 @@ mod tests {
             "ca.pem".into(),
         );
         let (_, default, open) = g.policies().unwrap();
-        assert!(open && default.rules.len() == 1);
+        assert!(open && default.unrestricted);
         g.policy.insert("laptop".into(), vec!["allow tcp 10.0.0.0/8 22".into()]);
         let (by_id, default, open) = g.policies().unwrap();
         assert!(!open && default.rules.is_empty() && by_id.contains_key("laptop"));

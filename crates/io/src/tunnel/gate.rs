@@ -139,7 +139,8 @@ fn load(config: &GateConfig, insecure: bool) -> Result<(Arc<ServerConfig>, Polic
         config.policies().map_err(|e| ProxyError::config(format!("{label}: {e}")))?;
     if open {
         tracing::warn!(
-            "tunnel gate: no policy configured; every authenticated portal may open any destination"
+            "tunnel gate: no policy configured; every authenticated portal may open any destination, \
+             the gate's own loopback services included"
         );
     }
     Ok((tls, PolicySet { identities, default: Some(default) }))
@@ -281,20 +282,21 @@ pub(crate) async fn resolve_checked(
         Decision::Deny { reason } => Err(OpenFailure { rc: OpenRc::REFUSED_BY_POLICY, reason }),
     };
     refuse(shared.policies.check(shared.portal, protocol, target))?;
-    match &target.host {
-        Host::Ip(ip) => Ok(vec![*ip]),
-        Host::Name(name) => {
-            let addrs = shared
-                .resolver
-                .resolve(name)
-                .await
-                .map_err(|reason| OpenFailure { rc: OpenRc::NAME_NOT_RESOLVED, reason })?;
-            for ip in &addrs {
-                refuse(shared.policies.check_resolved(shared.portal, protocol, target, *ip))?;
-            }
-            Ok(addrs)
-        }
+    let addrs = match &target.host {
+        Host::Ip(ip) => vec![*ip],
+        Host::Name(name) => shared
+            .resolver
+            .resolve(name)
+            .await
+            .map_err(|reason| OpenFailure { rc: OpenRc::NAME_NOT_RESOLVED, reason })?,
+    };
+    // Every address it would connect to, with what only the I/O side knows: whether it is the
+    // gate's own.
+    for ip in &addrs {
+        let own = super::own_addrs::is_own(*ip);
+        refuse(shared.policies.check_resolved(shared.portal, protocol, target, *ip, own))?;
     }
+    Ok(addrs)
 }
 
 /// [`resolve_checked`] under the policy current now: a reload applies to every new session and
