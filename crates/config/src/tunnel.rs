@@ -33,6 +33,9 @@ pub struct GateConfig {
     /// CRLs of those CAs, checked on every handshake (a stolen laptop's key is revoked here).
     #[serde(default)]
     pub crl: Vec<PathBuf>,
+    /// Refuse every portal while a CRL is past its next update (by default that is a warning).
+    #[serde(default)]
+    pub crl_strict: bool,
     /// Rules for portals without their own entry in `policy`. Absent (and no `policy` either):
     /// every authenticated portal may open anything, with a warning at start.
     pub default_policy: Option<Vec<String>>,
@@ -268,6 +271,7 @@ impl GateConfig {
             key,
             client_ca,
             crl: Vec::new(),
+            crl_strict: false,
             default_policy: None,
             policy: BTreeMap::new(),
             resolver: None,

@@ -539,3 +539,69 @@ fn a_name_rule_does_not_follow_its_name_to_loopback() {
     let out = socks_curl(socks, &format!("http://pinned.test:{port}/index.html"), &["-sS"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello through the tunnel\n", "{}", describe(&out));
 }
+
+/// A portal that is connected when its certificate is revoked loses its tunnel at the reload
+/// that reads the new CRL, not whenever its TCP connection happens to drop.
+#[test]
+fn a_connected_portal_is_closed_when_a_reload_finds_its_certificate_revoked() {
+    let c = certs();
+    let (root, _) = web_root(c.pki.dir.path(), None);
+    let nginx = Nginx::start(&root);
+    let crl = c.pki.path("portals.crl");
+    std::fs::write(&crl, c.pki.ca.crl(&[], 1).unwrap()).unwrap();
+    let (gate, gate_addr) = start_gate(&c, "127.0.0.1:0", &["--crl", s(&crl)]);
+    let laptop =
+        c.pki.ca.issue_client(&ClientSpec { common_name: "laptop-3", ..ClientSpec::default() }).unwrap();
+    let (cert, key) = laptop.write(c.pki.dir.path(), "laptop-3").unwrap();
+    let portal = start_portal(&c, gate_addr, &cert, &key, &["--socks", "127.0.0.1:0"]);
+    let socks = logged_addr(&portal, "SOCKS5 listening");
+    portal.proc.wait_logged(&["connected to gate"], WAIT);
+    let url = format!("http://127.0.0.1:{}/index.html", nginx.addr.port());
+    let out = socks_curl(socks, &url, &["-sS"]);
+    assert!(out.status.success(), "{}", describe(&out));
+
+    std::fs::write(&crl, c.pki.ca.crl(&[laptop.serial], 2).unwrap()).unwrap();
+    let pid = gate.proc.pid().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    portal.proc.wait_for(&["tunnel to gate ended"], WAIT);
+    gate.proc
+        .wait_for(&["closing a portal connection", "certificate is revoked now", "portal=laptop-3"], WAIT);
+    gate.proc.wait_for(&["portal disconnected", "portal=laptop-3", "reason=certificate revoked"], WAIT);
+    // It cannot come back: its next handshake is refused.
+    gate.proc.wait_for(&["portal refused", "client certificate revoked"], WAIT);
+    let out = socks_curl(socks, &url, &["-sS", "--max-time", "5"]);
+    assert!(!out.status.success(), "still reached nginx through a revoked portal: {}", describe(&out));
+}
+
+/// A CRL past its next update is a warning at start and at each reload; with `crl_strict` the
+/// gate refuses every portal until the CRL is refreshed.
+#[test]
+fn an_out_of_date_crl_warns_and_with_crl_strict_refuses_portals() {
+    let c = certs();
+    let crl = c.pki.path("stale.crl");
+    let yesterday = std::time::SystemTime::now() - Duration::from_secs(86_400);
+    std::fs::write(&crl, c.pki.ca.crl_until(&[], 1, yesterday).unwrap()).unwrap();
+    let (gate, gate_addr) = start_gate(&c, "127.0.0.1:0", &["--crl", s(&crl)]);
+    gate.proc.wait_logged(&["WARN", "CRL is out of date", "stale.crl"], WAIT);
+    let (_portal, _) = connected_portal(&c, gate_addr, &[]);
+
+    let conf = c.pki.path("strict.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[tunnel.gate]\nlisten = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n\
+             crl = [\"{}\"]\ncrl_strict = true\n",
+            s(&c.gate_cert),
+            s(&c.gate_key),
+            c.pki.ca(),
+            s(&crl)
+        ),
+    )
+    .unwrap();
+    let strict = Tlsgate::start(BIN, &["tunnel", "gate", "-c", s(&conf)]);
+    let line = strict.proc.wait_logged(&["tunnel gate listening"], WAIT);
+    let strict_addr: SocketAddr = Proc::field(&line, "listen").unwrap().parse().unwrap();
+    let refused = start_portal(&c, strict_addr, &c.portal_cert, &c.portal_key, &[]);
+    strict.proc.wait_for(&["portal refused", "is out of date"], WAIT);
+    refused.proc.wait_for(&["cannot reach gate"], WAIT);
+}
