@@ -491,6 +491,8 @@ fn unspecified_and_loopback_addresses_stay_out_of_reach_past_a_loopback_deny() {
             "allow any *",
         ],
     );
+    gate.proc
+        .wait_logged(&["WARN", "denies IPv4 loopback (127.0.0.0/8) but none denies IPv6 loopback"], WAIT);
     let admin = Proc::field(&gate.proc.wait_logged(&["admin listening"], WAIT), "addr").unwrap();
     let admin_port: u16 = admin.rsplit(':').next().unwrap().parse().unwrap();
     let forward = format!("udp:127.0.0.1:0=0.0.0.0:{echo_port}");

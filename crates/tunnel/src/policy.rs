@@ -72,6 +72,27 @@ impl Policy {
         Policy { rules: Vec::new(), unrestricted: true }
     }
 
+    /// What an operator may not expect of these rules: a deny of IPv4 loopback says nothing of
+    /// `::1` (refused anyway unless a rule names it, but the rules read as if they covered it).
+    pub fn warnings(&self) -> Vec<String> {
+        let denies = |ip: IpAddr| {
+            self.rules
+                .iter()
+                .any(|r| r.action == Action::Deny && matches!(&r.dest, Dest::Cidr(c) if c.contains(ip)))
+        };
+        let v4_loopback = IpAddr::from([127, 0, 0, 1]);
+        let v6_loopback = IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
+        let mut out = Vec::new();
+        if denies(v4_loopback) && !denies(v6_loopback) {
+            out.push(
+                "a rule denies IPv4 loopback (127.0.0.0/8) but none denies IPv6 loopback (::1); ::1 is refused \
+                 only because no rule names it: add \"deny any ::1\" to say so"
+                    .to_string(),
+            );
+        }
+        out
+    }
+
     /// Parses one rule per line; blank lines and `#` comments are skipped.
     pub fn parse(text: &str) -> Result<Self, PolicyError> {
         let rules = text

@@ -173,6 +173,13 @@ fn load(
              the gate's own loopback services included"
         );
     }
+    for (who, policy) in
+        identities.iter().map(|(id, p)| (id.as_str(), p)).chain([("default_policy", &default)])
+    {
+        for warning in policy.warnings() {
+            tracing::warn!(policy = %who, "tunnel gate: {warning}");
+        }
+    }
     Ok((tls, PolicySet { identities, default: Some(default) }, revocations))
 }
 

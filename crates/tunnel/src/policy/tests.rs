@@ -218,3 +218,11 @@ fn a_gate_without_rules_is_unrestricted() {
     assert!(p.check(Protocol::TCP, &ip("127.0.0.1", 1)).is_allowed());
     assert!(p.check_resolved(Protocol::UDP, &name("localhost", 1), addr("::1"), true).is_allowed());
 }
+
+#[test]
+fn an_ipv4_only_loopback_deny_is_warned_about() {
+    let warned = |text: &str| Policy::parse(text).unwrap().warnings();
+    assert_eq!(warned("deny any 127.0.0.0/8\nallow any *").len(), 1);
+    assert!(warned("deny any 127.0.0.0/8\ndeny any ::1\nallow any *").is_empty());
+    assert!(warned("allow tcp 10.0.0.0/8").is_empty());
+}
