@@ -104,6 +104,8 @@ pub struct SessionFacts {
     pub alpn: Option<Vec<u8>>,
     /// The client certificate's identity, when one was presented and verified (mutual TLS).
     pub peer: Option<PeerIdentity>,
+    /// How a CRL would list that certificate, so a reload can close the connection once it does.
+    pub revocation: Option<crate::revocation::RevocationKey>,
 }
 
 /// A finished handshake: the traffic keys with their sequence numbers, rustls's key schedule
@@ -149,6 +151,10 @@ impl ServerHandshake {
             suite: hs.cipher_suite().ok_or(rustls::Error::HandshakeNotComplete)?,
             alpn: hs.alpn_protocol().map(<[u8]>::to_vec),
             peer: hs.peer_certificates().and_then(|c| c.first()).and_then(peer_identity),
+            revocation: hs
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(crate::revocation::revocation_key),
         };
         let (secrets, kernel) = self.inner.into_keys().map_err(as_rustls)?;
         Ok(Finished { secrets, kernel, facts })
