@@ -52,12 +52,13 @@ extendedKeyUsage=clientAuth'
 start() { # name pattern command...
   local name="$1" pattern="$2"
   shift 2
-  "$@" >"$work/$name.log" 2>&1 &
+  : >"$work/$name.log"
+  "$@" >>"$work/$name.log" 2>&1 &
   pids+=("$!")
   local i
   port=""
   for ((i = 0; i < 100; i++)); do
-    port="$(sed -n "s/.*$pattern.*/\1/p" "$work/$name.log" | head -1)"
+    port="$(sed -n "s/.*$pattern.*/\1/p" "$work/$name.log" | head -1 || true)"
     [ -n "$port" ] && break
     kill -0 "${pids[-1]}" 2>/dev/null || break
     sleep 0.1
