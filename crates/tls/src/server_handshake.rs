@@ -57,31 +57,39 @@ impl HelloReader {
         let fail = |message: String| HelloError { message, alert: Vec::new() };
         let wanted = HELLO_VERSION_END.saturating_sub(self.head.len()).min(bytes.len());
         self.head.extend_from_slice(&bytes[..wanted]);
-        while !bytes.is_empty() {
-            let taken = self
-                .acceptor
-                .read_tls(&mut bytes as &mut dyn Read)
-                .map_err(|e| fail(format!("ClientHello too large or unreadable: {e}")))?;
-            if taken == 0 {
-                return Err(fail("ClientHello larger than rustls accepts".into()));
+        // rustls's Acceptor parses only in `accept`, and until then buffers at most one record's
+        // worth: a ClientHello in several records (RFC 8446 §5.1) that arrives in one read is
+        // given to it a read's worth at a time, each parsed before the next.
+        loop {
+            if !bytes.is_empty() {
+                let taken = self
+                    .acceptor
+                    .read_tls(&mut bytes as &mut dyn Read)
+                    .map_err(|e| fail(format!("ClientHello too large or unreadable: {e}")))?;
+                if taken == 0 {
+                    return Err(fail("ClientHello larger than rustls accepts".into()));
+                }
             }
-        }
-        let accepted = self.acceptor.accept();
-        // rustls refuses such a hello too, but for a missing extension (signature algorithms),
-        // which does not tell the operator that the client is simply too old.
-        if let Some(message) = self.legacy_version().and_then(describe::too_old) {
-            let alert = u8::from(AlertDescription::ProtocolVersion);
-            return Err(HelloError { message, alert: vec![0x15, 0x03, 0x01, 0x00, 0x02, 0x02, alert] });
-        }
-        match accepted {
-            Ok(Some(accepted)) => Ok(Some(accepted.client_hello().server_name().map(str::to_owned))),
-            Ok(None) => Ok(None),
-            Err((err, mut alert)) => {
-                let mut out = Vec::new();
-                let _ = alert.write_all(&mut out);
-                let message =
-                    format!("not a valid TLS ClientHello: {}", describe::tls_error(&err, Peer::Client));
-                Err(HelloError { message, alert: out })
+            let accepted = self.acceptor.accept();
+            // rustls refuses such a hello too, but for a missing extension (signature
+            // algorithms), which does not tell the operator that the client is simply too old.
+            if let Some(message) = self.legacy_version().and_then(describe::too_old) {
+                let alert = u8::from(AlertDescription::ProtocolVersion);
+                return Err(HelloError { message, alert: vec![0x15, 0x03, 0x01, 0x00, 0x02, 0x02, alert] });
+            }
+            match accepted {
+                Ok(Some(accepted)) => {
+                    return Ok(Some(accepted.client_hello().server_name().map(str::to_owned)))
+                }
+                Ok(None) if bytes.is_empty() => return Ok(None),
+                Ok(None) => {}
+                Err((err, mut alert)) => {
+                    let mut out = Vec::new();
+                    let _ = alert.write_all(&mut out);
+                    let message =
+                        format!("not a valid TLS ClientHello: {}", describe::tls_error(&err, Peer::Client));
+                    return Err(HelloError { message, alert: out });
+                }
             }
         }
     }
@@ -160,5 +168,65 @@ fn as_rustls(e: HandshakeError) -> rustls::Error {
     match e {
         HandshakeError::Tls(e) => e,
         other => rustls::Error::General(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rustls client's first flight, made large with long ALPN names (RFC 8446 §4.1.2 lets a
+    /// ClientHello span several records; RFC 5246 §6.2.1 fragments handshake messages freely).
+    fn large_client_hello(alpn_bytes: usize, fragment: usize) -> Vec<u8> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        config.alpn_protocols = vec![vec![b'a'; 250]; alpn_bytes / 251];
+        let name = "example.org".try_into().unwrap();
+        let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let mut flight = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut flight).unwrap();
+        }
+        // The handshake bytes again, in records of `fragment` bytes.
+        let mut body = Vec::new();
+        let mut rest = &flight[..];
+        while rest.len() >= 5 {
+            let len = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
+            body.extend_from_slice(&rest[5..5 + len]);
+            rest = &rest[5 + len..];
+        }
+        let mut out = Vec::new();
+        for chunk in body.chunks(fragment) {
+            out.extend_from_slice(&[0x16, 0x03, 0x01]);
+            out.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+            out.extend_from_slice(chunk);
+        }
+        out
+    }
+
+    #[test]
+    fn a_large_fragmented_hello_read_at_once_is_accepted() {
+        // 40 KB of hello in 1000-byte records, all in one read: more than one record's worth
+        // of buffer, within rustls's 64 KiB handshake-message limit.
+        let hello = large_client_hello(40_000, 1000);
+        assert!(hello.len() > 40_000);
+        let mut reader = HelloReader::default();
+        let sni = reader.feed(&hello).expect("hello accepted");
+        assert_eq!(sni, Some(Some("example.org".to_string())));
+    }
+
+    #[test]
+    fn a_large_hello_in_pieces_is_accepted() {
+        let hello = large_client_hello(40_000, 16_384);
+        let mut reader = HelloReader::default();
+        let mut got = None;
+        for piece in hello.chunks(7_000) {
+            got = reader.feed(piece).expect("hello accepted");
+        }
+        assert_eq!(got, Some(Some("example.org".to_string())));
     }
 }
