@@ -86,6 +86,9 @@ impl HelloReader {
                 Err((err, mut alert)) => {
                     let mut out = Vec::new();
                     let _ = alert.write_all(&mut out);
+                    if out.is_empty() {
+                        out = missing_alert(&err).map(plain_alert).unwrap_or_default();
+                    }
                     let message =
                         format!("not a valid TLS ClientHello: {}", describe::tls_error(&err, Peer::Client));
                     return Err(HelloError { message, alert: out });
@@ -100,6 +103,24 @@ impl HelloReader {
         let record_len = u16::from_be_bytes([h[3], h[4]]);
         (h[0] == 0x16 && h[5] == 0x01 && record_len >= 6).then(|| u16::from_be_bytes([h[9], h[10]]))
     }
+}
+
+/// The alert due for a ClientHello error that rustls returns without one.
+fn missing_alert(err: &rustls::Error) -> Option<AlertDescription> {
+    match err {
+        // RFC 8446 §5.1 (and RFC 5246 §6.2.1): a record of another type between the fragments
+        // of a handshake message. rustls (conn.rs, its deframer) fails without an alert; the
+        // violation is an unexpected message.
+        rustls::Error::PeerMisbehaved(rustls::PeerMisbehaved::MessageInterleavedWithHandshakeMessage) => {
+            Some(AlertDescription::UnexpectedMessage)
+        }
+        _ => None,
+    }
+}
+
+/// A fatal alert in a plaintext record, as sent before ServerHello.
+fn plain_alert(description: AlertDescription) -> Vec<u8> {
+    vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, u8::from(description)]
 }
 
 pub use tlsgate_record::handshake::Progress;
@@ -217,6 +238,18 @@ mod tests {
         let mut reader = HelloReader::default();
         let sni = reader.feed(&hello).expect("hello accepted");
         assert_eq!(sni, Some(Some("example.org".to_string())));
+    }
+
+    #[test]
+    fn a_record_between_hello_fragments_gets_unexpected_message() {
+        // RFC 8446 §5.1: handshake messages must not be interleaved with other record types.
+        let hello = large_client_hello(0, 2);
+        let mut bytes = hello[..7].to_vec(); // the first record: two bytes of the hello
+        bytes.extend_from_slice(&[0x17, 0x03, 0x03, 0x00, 0x00]); // empty application data
+        bytes.extend_from_slice(&hello[7..]);
+        let err = HelloReader::default().feed(&bytes).expect_err("interleaved record refused");
+        assert_eq!(err.alert, plain_alert(AlertDescription::UnexpectedMessage), "{}", err.message);
+        assert!(err.message.contains("interleaved"), "{}", err.message);
     }
 
     #[test]
