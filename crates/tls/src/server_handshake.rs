@@ -40,6 +40,49 @@ pub struct HelloReader {
     acceptor: Acceptor,
     /// The connection's first bytes, up to the ClientHello's `legacy_version`.
     head: Vec<u8>,
+    /// Where the records fed so far stand, for their length limit.
+    records: RecordLengths,
+}
+
+/// Follows record boundaries across feeds and checks each plaintext record's length, which
+/// rustls's Acceptor does not: RFC 8446 §5.1 (and RFC 5246 §6.2.1) limit TLSPlaintext.length to
+/// 2^14 and want a record_overflow alert above it. Only handshake, alert and change_cipher_spec
+/// records are checked: an application_data record after the hello may be 0-RTT data, whose
+/// ciphertext may be longer (rustls checks it).
+#[derive(Default)]
+struct RecordLengths {
+    header: [u8; 5],
+    header_len: usize,
+    body_left: usize,
+}
+
+const MAX_PLAINTEXT: usize = 1 << 14;
+
+impl RecordLengths {
+    /// `Err` with the record's length when a plaintext record is too long.
+    fn feed(&mut self, mut bytes: &[u8]) -> Result<(), usize> {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let skip = self.body_left.min(bytes.len());
+                self.body_left -= skip;
+                bytes = &bytes[skip..];
+                continue;
+            }
+            let take = (5 - self.header_len).min(bytes.len());
+            self.header[self.header_len..self.header_len + take].copy_from_slice(&bytes[..take]);
+            self.header_len += take;
+            bytes = &bytes[take..];
+            if self.header_len == 5 {
+                self.header_len = 0;
+                let len = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+                if matches!(self.header[0], 20..=22) && len > MAX_PLAINTEXT {
+                    return Err(len);
+                }
+                self.body_left = len;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Record header (5), handshake header (4), then the ClientHello's `legacy_version` (2).
@@ -57,6 +100,12 @@ impl HelloReader {
         let fail = |message: String| HelloError { message, alert: Vec::new() };
         let wanted = HELLO_VERSION_END.saturating_sub(self.head.len()).min(bytes.len());
         self.head.extend_from_slice(&bytes[..wanted]);
+        if let Err(len) = self.records.feed(bytes) {
+            return Err(HelloError {
+                message: format!("client sent a record of {len} bytes (TLS allows {MAX_PLAINTEXT})"),
+                alert: plain_alert(AlertDescription::RecordOverflow),
+            });
+        }
         // rustls's Acceptor parses only in `accept`, and until then buffers at most one record's
         // worth: a ClientHello in several records (RFC 8446 §5.1) that arrives in one read is
         // given to it a read's worth at a time, each parsed before the next.
@@ -250,6 +299,26 @@ mod tests {
         let err = HelloReader::default().feed(&bytes).expect_err("interleaved record refused");
         assert_eq!(err.alert, plain_alert(AlertDescription::UnexpectedMessage), "{}", err.message);
         assert!(err.message.contains("interleaved"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_hello_record_over_2_14_bytes_gets_record_overflow() {
+        // RFC 8446 §5.1: TLSPlaintext.length must not exceed 2^14; record_overflow above.
+        let hello = large_client_hello(17_000, 17_000);
+        assert!(u16::from_be_bytes([hello[3], hello[4]]) > 1 << 14);
+        for piece in [hello.len(), 3, 1000] {
+            let mut reader = HelloReader::default();
+            let err = hello.chunks(piece).find_map(|p| reader.feed(p).err()).expect("refused");
+            assert_eq!(err.alert, plain_alert(AlertDescription::RecordOverflow), "{}", err.message);
+        }
+        // Exactly 2^14 bytes is allowed.
+        let mut reader = RecordLengths::default();
+        assert_eq!(reader.feed(&[0x16, 0x03, 0x01, 0x40, 0x00]), Ok(()));
+        assert_eq!(reader.feed(&vec![0; 1 << 14]), Ok(()));
+        assert_eq!(reader.feed(&[0x16, 0x03, 0x01, 0x40, 0x01]), Err((1 << 14) + 1));
+        // 0-RTT data after the hello is ciphertext, with its own limit (rustls's).
+        let mut reader = RecordLengths::default();
+        assert_eq!(reader.feed(&[0x17, 0x03, 0x03, 0x40, 0x11]), Ok(()));
     }
 
     #[test]
