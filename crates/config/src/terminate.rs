@@ -110,6 +110,9 @@ pub struct ClientAuthConfig {
     /// refused once any CRL is configured (fail closed).
     #[serde(default)]
     pub crl: Vec<PathBuf>,
+    /// Refuse every client while a CRL is past its next update (by default that is a warning).
+    #[serde(default)]
+    pub crl_strict: bool,
     /// Subject common names admitted.
     #[serde(default)]
     pub allow_cn: Vec<String>,

@@ -33,6 +33,9 @@ pub struct GateConfig {
     /// CRLs of those CAs, checked on every handshake (a stolen laptop's key is revoked here).
     #[serde(default)]
     pub crl: Vec<PathBuf>,
+    /// Refuse every portal while a CRL is past its next update (by default that is a warning).
+    #[serde(default)]
+    pub crl_strict: bool,
     /// Rules for portals without their own entry in `policy`. Absent (and no `policy` either):
     /// every authenticated portal may open anything, with a warning at start.
     pub default_policy: Option<Vec<String>>,
@@ -268,6 +271,7 @@ impl GateConfig {
             key,
             client_ca,
             crl: Vec::new(),
+            crl_strict: false,
             default_policy: None,
             policy: BTreeMap::new(),
             resolver: None,
@@ -288,7 +292,7 @@ impl GateConfig {
         let open = self.default_policy.is_none() && self.policy.is_empty();
         let default = match &self.default_policy {
             Some(lines) => rules("default_policy", lines)?,
-            None if open => rules("default_policy", &["allow any *".to_string()])?,
+            None if open => Policy::unrestricted(),
             None => Policy::default(),
         };
         Ok((by_id, default, open))
@@ -438,7 +442,7 @@ mod tests {
             "ca.pem".into(),
         );
         let (_, default, open) = g.policies().unwrap();
-        assert!(open && default.rules.len() == 1);
+        assert!(open && default.unrestricted);
         g.policy.insert("laptop".into(), vec!["allow tcp 10.0.0.0/8 22".into()]);
         let (by_id, default, open) = g.policies().unwrap();
         assert!(!open && default.rules.is_empty() && by_id.contains_key("laptop"));

@@ -20,8 +20,9 @@ use tlsgate_inline::downstream::{DownLimits, Downstream};
 use tlsgate_inline::handshake::Handshake;
 use tlsgate_inline::seq_map::SeqMap;
 use tlsgate_inline::upstream::{Up, UpLimits, Upstream};
-use tlsgate_record::crypto::{RecordKey, RecordLayer, Version};
+use tlsgate_record::crypto::{RecordKey, Version};
 use tlsgate_record::frame::{ContentType, MAX_CIPHERTEXT_TLS12};
+use tlsgate_record::session::Session;
 
 /// The engine's default per-flow bounds (engine.rs).
 const DOWN: DownLimits = DownLimits { hold_bytes: 256 * 1024, hold_segments: 256, unacked_bytes: 1 << 20 };
@@ -69,7 +70,7 @@ fn main() {
 
 /// A handshake between a rustls client and the engine's `Handshake`: the engine's record layer,
 /// and the client's sending key (to make client records at will).
-fn keys(suite: SupportedCipherSuite) -> (RecordLayer, RecordKey) {
+fn keys(suite: SupportedCipherSuite) -> (Session, RecordKey) {
     let (server_cfg, client_cfg) = configs(suite);
     let mut client_cfg = (*client_cfg).clone();
     client_cfg.enable_secret_extraction = true;
@@ -86,14 +87,14 @@ fn keys(suite: SupportedCipherSuite) -> (RecordLayer, RecordKey) {
         client.process_new_packets().unwrap();
     }
     let (secrets, kernel) = hs.into_keys().unwrap();
-    let layer = RecordLayer::new(secrets, kernel).unwrap();
+    let layer = Session::from_keys(secrets, kernel).unwrap();
     let (seq, secret) = client.dangerous_extract_secrets().unwrap().tx;
     (layer, RecordKey::new(Version::Tls13, seq, secret).unwrap())
 }
 
 /// Server segments of `size` bytes through `Downstream`, each sealed into one record and
 /// stored; the client acknowledges every batch. Plaintext MB/s.
-fn seal(layer: &mut RecordLayer, size: usize, period: Duration) -> f64 {
+fn seal(layer: &mut Session, size: usize, period: Duration) -> f64 {
     let mut down = Downstream::new(SeqMap::new(1, 1, 4096), DOWN);
     let mut out = Vec::new();
     let window = 1 << 30;
@@ -120,7 +121,7 @@ fn seal(layer: &mut RecordLayer, size: usize, period: Duration) -> f64 {
 
 /// Client records of `size` plaintext bytes, cut into `SEGMENT`-byte segments, through
 /// `Upstream`; the server acknowledges every batch. Making the records is not timed.
-fn open(layer: &mut RecordLayer, client: &mut RecordKey, size: usize, period: Duration) -> f64 {
+fn open(layer: &mut Session, client: &mut RecordKey, size: usize, period: Duration) -> f64 {
     let mut up = Upstream::new(SeqMap::new(1, 1, 4096), UP);
     let plain = vec![0xa5; size];
     let per_batch = (BATCH_BYTES / size).max(1);

@@ -7,17 +7,21 @@
 //! - TLS 1.3: the real type is the last non-zero byte of the plaintext, padding zeros after it, so
 //!   the suffix from the last non-zero byte seen so far is held: it may still turn out to be type
 //!   and padding. Nothing at all leaves until more than [`HOLD_FIRST`] bytes are decrypted, so a
-//!   short record (an unpadded alert or KeyUpdate, as rustls writes them) is judged whole. A record that turns out to be an alert or handshake after some of it left
-//!   (only a padded control record can) fails the flow: [`UpError::ControlAfterRelease`].
+//!   short record (an unpadded alert or KeyUpdate, as rustls writes them) is judged whole. A
+//!   record that turns out to be an alert or handshake after some of it left (only a padded
+//!   control record can) fails the flow (the session's `ControlAfterRelease`).
+//!
+//! What a record means once its tag verified, and which alert a violation gets, is the
+//! session's ([`Session::stream_end`]), as for a record opened whole.
 //!
 //! The piece of a segment that completes a record releases nothing before the tag, so a record
 //! whose bytes all arrive in one segment is as safe as in buffered mode. Bytes released earlier
 //! are unauthenticated until [`CutRecord::end`]; on a bad tag the engine resets the server, which
 //! then holds bytes nobody vouched for — the weaker guarantee of this mode.
 
-use crate::upstream::UpError;
-use tlsgate_record::crypto::{CryptoError, RecordLayer, Version};
+use tlsgate_record::crypto::Version;
 use tlsgate_record::frame::{ContentType, Header, HEADER_LEN};
+use tlsgate_record::session::{Fatal, Received, Session};
 use tlsgate_record::stream::StreamOpener;
 
 /// Plaintext bytes a TLS 1.3 record must exceed before any of it is released.
@@ -28,10 +32,10 @@ pub const HOLD_FIRST: usize = 32;
 pub enum Ending {
     /// Application data: the plaintext still held, to release now (after what left already).
     Data(Vec<u8>),
-    Alert([u8; 2]),
-    KeyUpdate {
-        requested: bool,
-    },
+    /// Consumed by the session (a KeyUpdate, a warning); what it sealed in reply is in `reply`.
+    Control,
+    /// close_notify.
+    Closed,
 }
 
 #[derive(Debug)]
@@ -47,9 +51,9 @@ pub struct CutRecord {
 }
 
 impl CutRecord {
-    pub fn begin(layer: &mut RecordLayer, header: Header, outer: u64) -> Result<CutRecord, CryptoError> {
-        let opener = layer.open_stream(header)?;
-        Ok(CutRecord { header, outer, version: layer.version(), opener, held: Vec::new(), released: 0 })
+    pub fn begin(session: &mut Session, header: Header, outer: u64) -> Result<CutRecord, Fatal> {
+        let opener = session.open_stream(header)?;
+        Ok(CutRecord { header, outer, version: session.version(), opener, held: Vec::new(), released: 0 })
     }
 
     pub fn outer(&self) -> u64 {
@@ -96,30 +100,15 @@ impl CutRecord {
         }
     }
 
-    /// The record's last byte arrived: checks the tag and says what the record was.
-    pub fn end(self, layer: &mut RecordLayer) -> Result<Ending, UpError> {
-        self.opener.finish()?;
-        let (ct, content) = match self.version {
-            Version::Tls12 => (self.header.content_type, &self.held[..]),
-            Version::Tls13 => {
-                let end = self.held.iter().rposition(|&b| b != 0).ok_or(CryptoError::NoContentType)?;
-                (ContentType(self.held[end]), &self.held[..end])
-            }
-        };
-        if ct == ContentType::APPLICATION_DATA {
-            return Ok(Ending::Data(content.to_vec()));
-        }
-        if self.released > 0 {
-            return Err(UpError::ControlAfterRelease(ct.0));
-        }
-        match ct {
-            ContentType::ALERT => {
-                let alert = content.try_into().map_err(|_| UpError::BadAlert(content.len()))?;
-                Ok(Ending::Alert(alert))
-            }
-            ContentType::HANDSHAKE => Ok(Ending::KeyUpdate { requested: layer.key_update(content)? }),
-            other => Err(CryptoError::PostHandshake(other.0).into()),
-        }
+    /// The record's last byte arrived: checks the tag and says what the record was; what the
+    /// session sends in answer is appended to `reply`.
+    pub fn end(self, session: &mut Session, reply: &mut Vec<u8>) -> Result<Ending, Fatal> {
+        let tag = self.opener.finish();
+        Ok(match session.stream_end(self.header, tag, &self.held, self.released, reply)? {
+            Received::Data(r) => Ending::Data(self.held[r].to_vec()),
+            Received::Nothing => Ending::Control,
+            Received::Closed => Ending::Closed,
+        })
     }
 
     /// The record's whole outer length, for its pair entry.

@@ -13,8 +13,8 @@ use crate::hold::{HeldSegment, HoldQueue, HoldReason};
 use crate::seq_map::{Mapped, SeqMap, SeqMapError};
 use std::collections::VecDeque;
 use thiserror::Error;
-use tlsgate_record::crypto::{CryptoError, RecordLayer};
 use tlsgate_record::frame::MAX_PLAINTEXT;
+use tlsgate_record::session::{Fatal, Session};
 
 #[derive(Clone, Copy, Debug)]
 pub struct DownLimits {
@@ -35,7 +35,7 @@ pub struct Send {
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DownError {
     #[error(transparent)]
-    Crypto(#[from] CryptoError),
+    Session(#[from] Fatal),
     #[error(transparent)]
     Pairs(#[from] SeqMapError),
 }
@@ -128,7 +128,7 @@ impl Downstream {
     /// A server segment's payload at inner offset `offset`.
     pub fn server_segment(
         &mut self,
-        layer: Option<&mut RecordLayer>,
+        session: Option<&mut Session>,
         offset: u64,
         data: &[u8],
         out: &mut Vec<Send>,
@@ -150,15 +150,16 @@ impl Downstream {
                 break;
             }
         }
-        self.flush(layer, out)
+        self.flush(session, out)
     }
 
     /// Seals held in-order server bytes while the window and the store allow. Before the
-    /// handshake completes (`layer` is `None`) server data only waits: a server that speaks
+    /// handshake completes (`session` is `None`) server data only waits: a server that speaks
     /// first (SMTP, FTP) is held until the keys exist.
-    pub fn flush(&mut self, layer: Option<&mut RecordLayer>, out: &mut Vec<Send>) -> Result<(), DownError> {
-        let Some(layer) = layer else { return Ok(()) };
-        let overhead = layer.version().overhead() as u64;
+    pub fn flush(&mut self, session: Option<&mut Session>, out: &mut Vec<Send>) -> Result<(), DownError> {
+        let Some(session) = session else { return Ok(()) };
+        let v = session.version();
+        let overhead = v.overhead() as u64;
         loop {
             let outer_end = self.pairs.end().0;
             let room = self.window_end.saturating_sub(outer_end);
@@ -173,8 +174,13 @@ impl Downstream {
                 self.hold.insert(self.next_inner + take as u64, &run[take..], self.next_inner).ok();
             }
             let mut record = Vec::with_capacity(take + overhead as usize);
-            layer.seal(&run[..take], &mut record)?;
-            let v = layer.version();
+            session.seal(&run[..take], &mut record)?;
+            // A used-up transmit key: the session put a KeyUpdate before the record, which is
+            // a record of its own in the pair table.
+            let extra = record.len().saturating_sub(take + overhead as usize);
+            if extra > 0 {
+                self.inject(record.drain(..extra).collect(), out)?;
+            }
             let e = self.pairs.push(record.len() as u32, v.head() as u32, take as u32)?;
             self.next_inner += take as u64;
             self.stats.records += 1;
@@ -251,7 +257,7 @@ impl Downstream {
     /// releases held server data the new window allows.
     pub fn client_ack(
         &mut self,
-        layer: Option<&mut RecordLayer>,
+        session: Option<&mut Session>,
         ack: u64,
         window: u64,
         out: &mut Vec<Send>,
@@ -259,7 +265,7 @@ impl Downstream {
         // The client acknowledging the engine's FIN acknowledges the server's.
         if let Some((fo, fi)) = self.fin {
             if ack == fo + 1 {
-                self.client_ack(layer, fo, window, out)?;
+                self.client_ack(session, fo, window, out)?;
                 return Ok(Some(fi + 1));
             }
         }
@@ -288,7 +294,7 @@ impl Downstream {
             }
         }
         self.pairs.prune(ack, inner);
-        self.flush(layer, out)?;
+        self.flush(session, out)?;
         Ok(Some(inner))
     }
 

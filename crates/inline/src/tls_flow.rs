@@ -17,16 +17,13 @@ use crate::upstream::{Up, UpError, UpLimits, Upstream};
 use std::net::SocketAddr;
 use std::time::Duration;
 use thiserror::Error;
-use tlsgate_record::crypto::{CryptoError, RecordLayer};
+use tlsgate_record::session::{Reason, Session};
 
 /// First retransmission timeout for the engine's own bytes, and the largest backoff shift.
 const RTO: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: u32 = 6;
 /// Sequence pairs per direction.
 const PAIRS: usize = 4096;
-/// bad_record_mac, fatal.
-const ALERT_BAD_RECORD_MAC: [u8; 2] = [2, 20];
-const ALERT_CLOSE_NOTIFY: [u8; 2] = [1, 0];
 
 #[derive(Debug, Error, PartialEq)]
 pub enum FlowError {
@@ -57,7 +54,7 @@ pub struct Ends {
 
 enum Keys {
     Handshake(Box<Handshake>),
-    Records(Box<RecordLayer>),
+    Records(Box<Session>),
     /// Only while the handshake is turned into the record layer.
     Gone,
 }
@@ -203,7 +200,7 @@ impl TlsFlow {
         self.up.state_bytes() + self.down.state_bytes() + std::mem::size_of::<TlsFlow>()
     }
 
-    fn layer(&mut self) -> Option<&mut RecordLayer> {
+    fn tls(&mut self) -> Option<&mut Session> {
         match &mut self.keys {
             Keys::Records(l) => Some(l),
             _ => None,
@@ -302,16 +299,13 @@ impl TlsFlow {
                     ack_server = false;
                     self.forward(inner, &data, out)
                 }
-                Up::KeyUpdate { requested: true } => {
-                    let mut rec = Vec::new();
-                    if let Some(l) = self.layer() {
-                        l.send_key_update(&mut rec).map_err(DownError::from)?;
-                        self.down.inject(rec, &mut sends)?;
-                        self.rto.get_or_insert((now + RTO, 0));
-                    }
+                // The session's answer (our KeyUpdate, a no_renegotiation warning).
+                Up::Control { reply } if !reply.is_empty() => {
+                    self.down.inject(reply, &mut sends)?;
+                    self.rto.get_or_insert((now + RTO, 0));
                 }
-                // close_notify and unrequested updates: consumed; the FIN says the rest.
-                Up::KeyUpdate { requested: false } | Up::Alert(_) => {}
+                // close_notify and records needing no answer: consumed; the FIN says the rest.
+                Up::Control { .. } | Up::Closed => {}
             }
         }
         if ack_server {
@@ -369,10 +363,10 @@ impl TlsFlow {
         };
         let Keys::Handshake(hs) = std::mem::replace(&mut self.keys, Keys::Gone) else { return Ok(()) };
         let (secrets, kernel) = hs.into_keys().map_err(UpError::from)?;
-        let mut layer = Box::new(RecordLayer::new(secrets, kernel).map_err(DownError::from)?);
-        self.up.drain(&mut layer, ups)?;
-        self.down.flush(Some(&mut layer), sends)?;
-        self.keys = Keys::Records(layer);
+        let mut session = Box::new(Session::from_keys(secrets, kernel).map_err(DownError::from)?);
+        self.up.drain(&mut session, ups)?;
+        self.down.flush(Some(&mut session), sends)?;
+        self.keys = Keys::Records(session);
         self.session = Some(info);
         Ok(())
     }
@@ -426,9 +420,9 @@ impl TlsFlow {
             if let Some(inner) = self.server.offset(seg.seq + payload.len() as u32, self.down.next_inner()) {
                 // close_notify before the FIN (RFC 8446 §6.1), once, when the keys exist.
                 if self.down.fin_ready(inner) {
-                    if let Some(l) = self.layer() {
+                    if let Some(s) = self.tls() {
                         let mut rec = Vec::new();
-                        l.seal_alert(ALERT_CLOSE_NOTIFY, &mut rec).map_err(DownError::from)?;
+                        s.close(&mut rec).map_err(DownError::from)?;
                         self.down.inject(rec, &mut sends)?;
                         self.rto.get_or_insert((now + RTO, 0));
                     }
@@ -494,20 +488,18 @@ impl TlsFlow {
         self.rto = Some((now + RTO * (1 << next), next));
     }
 
-    /// A fatal error: RST to the server, and to the client a fatal alert (bad_record_mac when
-    /// a tag failed) followed by RST.
+    /// A fatal error: RST to the server, and to the client the fatal alert the session chose
+    /// (bad_record_mac for a failed tag, unexpected_message, record_overflow…) followed by RST.
     fn fail(&mut self, e: &FlowError, out: &mut Vec<Vec<u8>>) -> Verdict {
         self.send_server(Control::Rst, &[], out);
-        let bad_mac = matches!(e, FlowError::Up(UpError::Crypto(CryptoError::BadRecordMac)));
+        let bad_mac = matches!(e, FlowError::Up(UpError::Session(f)) if f.reason == Reason::BadRecordMac);
         self.mac_failed |= bad_mac;
         let at = self.down.outer_end();
-        if let (true, Some(l)) = (bad_mac, self.layer()) {
-            let mut rec = Vec::new();
-            if l.seal_alert(ALERT_BAD_RECORD_MAC, &mut rec).is_ok() {
-                self.send_client(Control::Psh, at, &rec, out);
-                self.send_client(Control::Rst, at + rec.len() as u64, &[], out);
-                return Verdict::Closed;
-            }
+        let mut rec = Vec::new();
+        if self.tls().and_then(|s| s.send_alert(&mut rec)).is_some() {
+            self.send_client(Control::Psh, at, &rec, out);
+            self.send_client(Control::Rst, at + rec.len() as u64, &[], out);
+            return Verdict::Closed;
         }
         self.send_client(Control::Rst, at, &[], out);
         Verdict::Closed

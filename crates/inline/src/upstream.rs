@@ -26,8 +26,8 @@ use crate::seq_map::{Mapped, SeqMap, SeqMapError};
 use crate::tables::Release;
 use std::collections::VecDeque;
 use thiserror::Error;
-use tlsgate_record::crypto::{CryptoError, Inbound, RecordLayer};
 use tlsgate_record::frame::{Event, FrameError, Framer, Header, HEADER_LEN};
+use tlsgate_record::session::{Fatal, Received, Session};
 
 /// Largest piece of the re-delivery store (one maximum-size record).
 const STORE_CHUNK: usize = 1 << 14;
@@ -50,10 +50,11 @@ pub struct UpLimits {
 pub enum Up {
     /// Plaintext for the server at inner offset `inner`.
     Forward { inner: u64, data: Vec<u8> },
-    /// The client's KeyUpdate was followed; when `requested`, the engine owes one in return.
-    KeyUpdate { requested: bool },
-    /// An alert from the client (close_notify is `[1, 0]`).
-    Alert([u8; 2]),
+    /// A record the session consumed (a KeyUpdate, a warning alert, a refused renegotiation);
+    /// `reply` holds the records it sealed in answer, for the client (empty when none).
+    Control { reply: Vec<u8> },
+    /// The client's close_notify.
+    Closed,
 }
 
 /// Fatal to the flow: the engine resets the server and alerts the client.
@@ -61,18 +62,14 @@ pub enum Up {
 pub enum UpError {
     #[error(transparent)]
     Frame(#[from] FrameError),
+    /// A post-handshake rule broken (or the session's own failure): the alert it chose is
+    /// sealed by `Session::send_alert`.
     #[error(transparent)]
-    Crypto(#[from] CryptoError),
+    Session(#[from] Fatal),
     #[error(transparent)]
     Pairs(#[from] SeqMapError),
-    #[error("alert record of {0} bytes")]
-    BadAlert(usize),
     #[error(transparent)]
     Handshake(#[from] HandshakeError),
-    /// Cut-through: a record some of whose plaintext already left turned out to be of this
-    /// (control) content type.
-    #[error("record of content type {0} after part of it was released")]
-    ControlAfterRelease(u8),
 }
 
 /// Counters for the connection table and the simulator.
@@ -186,7 +183,7 @@ impl Upstream {
     /// A client segment's payload at outer offset `offset`.
     pub fn segment(
         &mut self,
-        layer: &mut RecordLayer,
+        session: &mut Session,
         offset: u64,
         data: &[u8],
         out: &mut Vec<Up>,
@@ -210,14 +207,14 @@ impl Upstream {
         }
         if offset <= next {
             // In order: straight to the framer, no copy; held bytes it covered are dropped.
-            self.consume(layer, &data[(next - offset) as usize..], out)?;
+            self.consume(session, &data[(next - offset) as usize..], out)?;
             self.hold.discard_before(self.next());
         } else if let Err(HoldError::Full { .. }) = self.hold.insert(offset, data, next) {
             self.stats.dropped += 1;
             return Ok(());
         }
         while let Some(run) = self.hold.pop_ready(self.next()) {
-            self.consume(layer, &run, out)?;
+            self.consume(session, &run, out)?;
             self.hold.discard_before(self.next());
         }
         Ok(())
@@ -281,9 +278,9 @@ impl Upstream {
     }
 
     /// After the handshake: processes whatever in-order client bytes are already held.
-    pub fn drain(&mut self, layer: &mut RecordLayer, out: &mut Vec<Up>) -> Result<(), UpError> {
+    pub fn drain(&mut self, session: &mut Session, out: &mut Vec<Up>) -> Result<(), UpError> {
         while let Some(run) = self.hold.pop_ready(self.next()) {
-            self.consume(layer, &run, out)?;
+            self.consume(session, &run, out)?;
             self.hold.discard_before(self.next());
         }
         Ok(())
@@ -308,21 +305,18 @@ impl Upstream {
     }
 
     /// Feeds in-order bytes to the framer and acts on whole records.
-    fn consume(
-        &mut self,
-        layer: &mut RecordLayer,
-        mut input: &[u8],
-        out: &mut Vec<Up>,
-    ) -> Result<(), UpError> {
-        while let Some(ev) = self.framer.next(&mut input)? {
+    fn consume(&mut self, session: &mut Session, mut input: &[u8], out: &mut Vec<Up>) -> Result<(), UpError> {
+        // The framer's refusals get the session's alerts, like its own header checks.
+        while let Some(ev) = self.framer.next(&mut input).map_err(|e| session.frame_error(e))? {
             match ev {
                 Event::Header { header, offset } => {
+                    session.header(header)?;
                     self.record = Some(match self.release {
                         Release::Buffered => {
                             Partial::Whole(header, offset, Vec::with_capacity(header.len as usize))
                         }
                         Release::CutThrough => {
-                            Partial::Cut(Box::new(CutRecord::begin(layer, header, offset)?))
+                            Partial::Cut(Box::new(CutRecord::begin(session, header, offset)?))
                         }
                     })
                 }
@@ -337,8 +331,10 @@ impl Upstream {
                     None => {}
                 },
                 Event::End { .. } => match self.record.take() {
-                    Some(Partial::Whole(header, _, mut body)) => self.open(layer, header, &mut body, out)?,
-                    Some(Partial::Cut(c)) => self.end_cut(layer, *c, out)?,
+                    Some(Partial::Whole(header, _, mut body)) => {
+                        self.open(session, header, &mut body, out)?
+                    }
+                    Some(Partial::Cut(c)) => self.end_cut(session, *c, out)?,
                     None => {}
                 },
             }
@@ -375,21 +371,22 @@ impl Upstream {
     }
 
     /// A cut-through record's last byte: tag, then its pair entry and what it meant.
-    fn end_cut(&mut self, layer: &mut RecordLayer, c: CutRecord, out: &mut Vec<Up>) -> Result<(), UpError> {
+    fn end_cut(&mut self, session: &mut Session, c: CutRecord, out: &mut Vec<Up>) -> Result<(), UpError> {
         self.stats.records += 1;
         let (outer_len, head, released) = (c.outer_len(), c.head() as u32, c.released());
-        match c.end(layer)? {
+        let mut reply = Vec::new();
+        match c.end(session, &mut reply)? {
             Ending::Data(rest) => {
                 let e = self.pairs.push(outer_len, head, (released + rest.len()) as u32)?;
                 self.release_plain(e.inner + released as u64, rest, out);
             }
-            Ending::Alert(a) => {
+            Ending::Control => {
                 self.pairs.push(outer_len, 0, 0)?;
-                out.push(Up::Alert(a));
+                out.push(Up::Control { reply });
             }
-            Ending::KeyUpdate { requested } => {
+            Ending::Closed => {
                 self.pairs.push(outer_len, 0, 0)?;
-                out.push(Up::KeyUpdate { requested });
+                out.push(Up::Closed);
             }
         }
         Ok(())
@@ -397,32 +394,27 @@ impl Upstream {
 
     fn open(
         &mut self,
-        layer: &mut RecordLayer,
+        session: &mut Session,
         header: Header,
         body: &mut [u8],
         out: &mut Vec<Up>,
     ) -> Result<(), UpError> {
         let outer_len = (HEADER_LEN + body.len()) as u32;
         self.stats.records += 1;
-        match layer.open(header, body)? {
-            Inbound::Data(o) => {
-                let plain = body[o.plaintext.clone()].to_vec();
-                let e = self.pairs.push(
-                    outer_len,
-                    (HEADER_LEN + o.plaintext.start) as u32,
-                    plain.len() as u32,
-                )?;
+        let mut reply = Vec::new();
+        match session.open(header, body, &mut reply)? {
+            Received::Data(r) => {
+                let plain = body[r.clone()].to_vec();
+                let e = self.pairs.push(outer_len, (HEADER_LEN + r.start) as u32, plain.len() as u32)?;
                 self.release_plain(e.inner, plain, out);
             }
-            Inbound::Alert(o) => {
+            Received::Nothing => {
                 self.pairs.push(outer_len, 0, 0)?;
-                let a = &body[o.plaintext.clone()];
-                let alert: [u8; 2] = a.try_into().map_err(|_| UpError::BadAlert(a.len()))?;
-                out.push(Up::Alert(alert));
+                out.push(Up::Control { reply });
             }
-            Inbound::KeyUpdate { requested, .. } => {
+            Received::Closed => {
                 self.pairs.push(outer_len, 0, 0)?;
-                out.push(Up::KeyUpdate { requested });
+                out.push(Up::Closed);
             }
         }
         Ok(())

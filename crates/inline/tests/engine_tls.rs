@@ -62,7 +62,14 @@ impl Net {
             }],
             limits: Limits::default(),
         });
-        let client = ClientConnection::new(client_cfg, ServerName::try_from("localhost").unwrap()).unwrap();
+        // Secret extraction: a test may take the client's keys to write what rustls never writes.
+        let mut client_cfg = (*client_cfg).clone();
+        client_cfg.enable_secret_extraction = true;
+        let client = ClientConnection::new(
+            std::sync::Arc::new(client_cfg),
+            ServerName::try_from("localhost").unwrap(),
+        )
+        .unwrap();
         Net {
             engine,
             client,
@@ -518,6 +525,44 @@ fn reloaded_certificates_serve_new_flows_while_established_ones_continue() {
     n.to_client.clear();
     open_connection(&mut n);
     assert_eq!(n.engine.report().sessions.len(), 1);
+}
+
+/// A post-handshake rule broken on packets (a KeyUpdate with request_update 2, RFC 8446
+/// §4.6.3): the server gets RST, the client the alert the session chose (illegal_parameter,
+/// not bad_record_mac) and RST, and the flow is gone.
+#[test]
+fn a_broken_post_handshake_rule_gets_the_sessions_alert_on_packets() {
+    use tlsgate_record::crypto::{RecordKey, Version};
+    use tlsgate_record::frame::{ContentType, Header};
+    for release in [Release::Buffered, Release::CutThrough] {
+        let mut n = Net::with_release(TLS13[0], release);
+        open_connection(&mut n);
+        // The client's keys, taken from rustls (which is done with after this).
+        let fresh =
+            ClientConnection::new(configs(TLS13[0]).1, ServerName::try_from("localhost").unwrap()).unwrap();
+        let secrets = std::mem::replace(&mut n.client, fresh).dangerous_extract_secrets().unwrap();
+        let mut tx = RecordKey::new(Version::Tls13, secrets.tx.0, secrets.tx.1).unwrap();
+        let mut rx = RecordKey::new(Version::Tls13, secrets.rx.0, secrets.rx.1).unwrap();
+        let mut rec = Vec::new();
+        tx.seal(ContentType::HANDSHAKE, &[24, 0, 0, 1, 2], &mut rec).unwrap();
+        let p = data(sa(CLIENT), sa(SERVICE), CISN.wrapping_add(1 + n.c_sent), SISN + 1 + n.c_recv, &rec);
+        let mut out = Vec::new();
+        n.engine.handle_packet(Duration::from_secs(1), p, &mut out);
+        let segs: Vec<_> = out.iter().map(|p| (packet::parse(p).unwrap(), p.clone())).collect();
+        let to_server: Vec<_> = segs.iter().filter(|(s, _)| s.dst == sa(BACKEND)).collect();
+        assert!(to_server.len() == 1 && to_server[0].0.rst, "RST to the server ({release:?})");
+        let to_client: Vec<_> = segs.iter().filter(|(s, _)| s.dst == sa(CLIENT)).collect();
+        assert_eq!(to_client.len(), 2, "{release:?}");
+        let wire = &to_client[0].1[to_client[0].0.payload.clone()];
+        let header = Header::parse(wire[..5].try_into().unwrap());
+        let mut body = wire[5..].to_vec();
+        let opened = rx.open(header, &mut body).unwrap();
+        assert_eq!(opened.content_type, ContentType::ALERT);
+        assert_eq!(&body[opened.plaintext], &[2, 47], "fatal illegal_parameter ({release:?})");
+        assert!(to_client[1].0.rst);
+        assert_eq!(n.engine.flow_count(), 0);
+        assert_eq!(n.engine.stats().mac_failures, 0, "not a tag failure");
+    }
 }
 
 /// Whether a packet's TCP options offer SACK.

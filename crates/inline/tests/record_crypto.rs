@@ -7,8 +7,9 @@ use common::*;
 use rustls::crypto::aws_lc_rs::cipher_suite as cs;
 use rustls::SupportedCipherSuite;
 use std::io::Write;
-use tlsgate_record::crypto::{CryptoError, Inbound, Version};
+use tlsgate_record::crypto::{CryptoError, Version};
 use tlsgate_record::frame::MAX_PLAINTEXT;
+use tlsgate_record::session::{Reason, Received};
 
 fn both_directions(suite: SupportedCipherSuite) {
     let mut f = Flow::handshake(suite).unwrap();
@@ -22,20 +23,21 @@ fn both_directions(suite: SupportedCipherSuite) {
     f.client.writer().write_all(&big).unwrap();
     assert_eq!(f.engine_reads_data(), big);
 
-    // Engine → client: one record per server segment, an empty one, a maximum-size one.
+    // Engine → client: one record per server segment, nothing for no data, a maximum-size one,
+    // and one byte more cut in two records.
     let mut wire = Vec::new();
-    let s0 = f.layer.seal(b"world", &mut wire).unwrap();
-    let s1 = f.layer.seal(b"", &mut wire).unwrap();
-    let s2 = f.layer.seal(&big[..MAX_PLAINTEXT], &mut wire).unwrap();
-    assert_eq!((s1, s2), (s0 + 1, s0 + 2), "each record its own sequence number");
-    assert_eq!(wire.len(), 5 + MAX_PLAINTEXT + 3 * version.overhead());
+    let s0 = f.layer.seqs().1;
+    f.layer.seal(b"world", &mut wire).unwrap();
+    f.layer.seal(b"", &mut wire).unwrap();
+    f.layer.seal(&big[..MAX_PLAINTEXT], &mut wire).unwrap();
+    assert_eq!(f.layer.seqs().1, s0 + 2, "each record its own sequence number");
+    assert_eq!(wire.len(), 5 + MAX_PLAINTEXT + 2 * version.overhead());
+    f.layer.seal(&big[..MAX_PLAINTEXT + 1], &mut wire).unwrap();
+    assert_eq!(f.layer.seqs().1, s0 + 4);
     let mut expect = b"world".to_vec();
     expect.extend_from_slice(&big[..MAX_PLAINTEXT]);
+    expect.extend_from_slice(&big[..MAX_PLAINTEXT + 1]);
     assert_eq!(f.client_reads(&wire), expect);
-    assert_eq!(
-        f.layer.seal(&big[..MAX_PLAINTEXT + 1], &mut wire),
-        Err(CryptoError::TooLarge(MAX_PLAINTEXT + 1))
-    );
 
     // A tampered ciphertext byte fails the tag.
     f.client.writer().write_all(b"secret").unwrap();
@@ -43,7 +45,10 @@ fn both_directions(suite: SupportedCipherSuite) {
     let (h, mut body) = f.records.push(&bytes).pop().unwrap();
     let n = body.len();
     body[n / 2] ^= 1;
-    assert_eq!(f.layer.open(h, &mut body), Err(CryptoError::BadRecordMac));
+    let mut out = Vec::new();
+    let fatal = f.layer.open(h, &mut body, &mut out).unwrap_err();
+    assert_eq!(fatal.reason, Reason::BadRecordMac);
+    assert_eq!(f.layer.send_alert(&mut out), Some(20), "bad_record_mac");
 }
 
 fn close_notify_both_ways(suite: SupportedCipherSuite) {
@@ -51,12 +56,11 @@ fn close_notify_both_ways(suite: SupportedCipherSuite) {
     f.client.send_close_notify();
     let got = f.engine_reads();
     assert_eq!(got.len(), 1);
-    let (inb, pt) = got.into_iter().next().unwrap().unwrap();
-    assert!(matches!(inb, Inbound::Alert(_)));
-    assert_eq!(pt, [1, 0]);
+    let (inb, reply) = got.into_iter().next().unwrap().unwrap();
+    assert_eq!((inb, reply), (Received::Closed, vec![]));
     let mut wire = Vec::new();
     f.layer.seal(b"bye", &mut wire).unwrap();
-    f.layer.seal_alert([1, 0], &mut wire).unwrap();
+    f.layer.close(&mut wire).unwrap();
     assert_eq!(f.client_reads(&wire), b"bye");
     assert!(f.client.process_new_packets().unwrap().peer_has_closed());
 }
@@ -99,22 +103,22 @@ fn tls13_key_updates_are_followed_both_ways() {
         let got = f.engine_reads();
         assert_eq!(got.len(), 2);
         let mut it = got.into_iter();
-        let Ok((Inbound::KeyUpdate { requested, .. }, _)) = it.next().unwrap() else { panic!() };
+        // rustls asks for ours in return: the session's answer comes with the update.
+        let Ok((Received::Nothing, mut wire)) = it.next().unwrap() else { panic!() };
+        assert!(!wire.is_empty(), "the session answered the requested update");
         let (inb, pt) = it.next().unwrap().unwrap();
-        assert!(matches!(inb, Inbound::Data(ref o) if o.seq == 0), "new key starts at 0: {inb:?}");
+        assert!(matches!(inb, Received::Data(_)), "{inb:?}");
+        assert_eq!(f.layer.seqs(), (1, 0), "new keys both ways");
         assert_eq!(pt, b"after");
-        // The engine answers (when asked) and seals under its new key; the client follows.
-        let mut wire = Vec::new();
-        if requested {
-            f.layer.send_key_update(&mut wire).unwrap();
-        }
-        let seq = f.layer.seal(b"reply", &mut wire).unwrap();
-        assert_eq!(seq == 0, requested);
+        // The engine seals under its new key; the client follows.
+        f.layer.seal(b"reply", &mut wire).unwrap();
+        assert_eq!(f.layer.seqs().1, 1);
         assert_eq!(f.client_reads(&wire), b"reply");
         // An unrequested update from the engine too.
         let mut wire = Vec::new();
         f.layer.send_key_update(&mut wire).unwrap();
-        assert_eq!(f.layer.seal(b"again", &mut wire).unwrap(), 0);
+        f.layer.seal(b"again", &mut wire).unwrap();
+        assert_eq!(f.layer.seqs().1, 1);
         assert_eq!(f.client_reads(&wire), b"again");
         f.client.writer().write_all(b"still").unwrap();
         assert_eq!(f.engine_reads_data(), b"still");

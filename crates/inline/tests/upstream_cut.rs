@@ -10,8 +10,8 @@ use std::io::Write;
 use tlsgate_inline::seq_map::SeqMap;
 use tlsgate_inline::tables::Release;
 use tlsgate_inline::upstream::{Up, UpError, UpLimits, Upstream};
-use tlsgate_record::crypto::CryptoError;
 use tlsgate_record::frame::ContentType;
+use tlsgate_record::session::Reason;
 
 const LIMITS: UpLimits = UpLimits {
     hold_bytes: 256 * 1024,
@@ -132,7 +132,10 @@ fn a_tampered_record_fails_at_its_end_after_its_first_part_left() {
                 break;
             }
         }
-        assert_eq!(err, Some(UpError::Crypto(CryptoError::BadRecordMac)), "{suite:?}");
+        assert!(
+            matches!(err, Some(UpError::Session(ref f)) if f.reason == Reason::BadRecordMac),
+            "{suite:?}"
+        );
         // What left: "first", then the second record up to its last segment, the flipped byte
         // flipped (unauthenticated: the weaker guarantee), nothing of the last segment.
         let got: Vec<u8> = out
@@ -209,7 +212,7 @@ fn a_client_key_update_mid_stream_is_followed() {
     for (i, b) in wire.iter().enumerate() {
         up.segment(&mut f.layer, start + i as u64, std::slice::from_ref(b), &mut out).unwrap();
     }
-    let kinds: Vec<_> = out.iter().map(|u| matches!(u, Up::KeyUpdate { .. })).collect();
+    let kinds: Vec<_> = out.iter().map(|u| matches!(u, Up::Control { .. })).collect();
     assert_eq!(kinds.iter().filter(|k| **k).count(), 1);
     let plain = [vec![b'a'; 100], vec![b'b'; 100]].concat();
     assert_eq!(check(&out, &plain), 201);
@@ -229,7 +232,7 @@ fn short_and_whole_control_records_are_judged_whole_padded_ones_after_release_fa
     f.client_key.seal(ContentType(0), &padded, &mut rec).unwrap();
     let mut out = Vec::new();
     up.segment(&mut f.layer, start, &rec, &mut out).unwrap();
-    assert_eq!(out, vec![Up::KeyUpdate { requested: false }]);
+    assert_eq!(out, vec![Up::Control { reply: vec![] }], "followed, nothing to answer");
     // A short alert split byte by byte: under the hold threshold, nothing leaves.
     let (mut f, mut up, start) = setup(TLS13[1]);
     let mut rec = Vec::new();
@@ -238,7 +241,7 @@ fn short_and_whole_control_records_are_judged_whole_padded_ones_after_release_fa
     for (i, b) in rec.iter().enumerate() {
         up.segment(&mut f.layer, start + i as u64, std::slice::from_ref(b), &mut out).unwrap();
     }
-    assert_eq!(out, vec![Up::Alert([1, 0])]);
+    assert_eq!(out, vec![Up::Closed]);
     // The padded KeyUpdate split after 60 bytes: its first 5 bytes looked like data and left,
     // then the record turned out to be a handshake message: fatal.
     let (mut f, mut up, start) = setup(TLS13[2]);
@@ -248,7 +251,10 @@ fn short_and_whole_control_records_are_judged_whole_padded_ones_after_release_fa
     up.segment(&mut f.layer, start, &rec[..60], &mut out).unwrap();
     assert_eq!(out, vec![Up::Forward { inner: 1, data: vec![24, 0, 0, 1, 0] }]);
     let err = up.segment(&mut f.layer, start + 60, &rec[60..], &mut out).unwrap_err();
-    assert_eq!(err, UpError::ControlAfterRelease(ContentType::HANDSHAKE.0));
+    assert!(
+        matches!(&err, UpError::Session(f) if f.reason == Reason::ControlAfterRelease(ContentType::HANDSHAKE.0)),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -289,4 +295,48 @@ fn the_hold_queue_bound_drops_and_recovers() {
     }
     assert_eq!(check(&out, &plain), 1 + plain.len() as u64);
     assert_eq!(up.pairs().entries().last().unwrap().inner_len as usize, plain.len());
+}
+
+/// Both release modes take what a record means, and the alert a broken rule gets, from the same
+/// session: a KeyUpdate with request_update 2 (RFC 8446 §4.6.3: illegal_parameter), a zero-length
+/// alert (§5.1: unexpected_message), a 2^14+2-byte inner plaintext (§5.4: record_overflow), a
+/// TLS 1.3 ClientHello after the handshake (unexpected_message), whole or byte by byte.
+#[test]
+fn broken_rules_get_the_same_alert_buffered_and_cut_through() {
+    let big = {
+        let mut v = vec![b'x'; (1 << 14) + 1];
+        v.push(ContentType::APPLICATION_DATA.0);
+        v
+    };
+    let cases: [(&[u8], u8); 4] =
+        [(&[24, 0, 0, 1, 2, 22], 47), (&[21, 0, 0], 10), (&big, 22), (&[1, 0, 0, 2, 3, 3, 22], 10)];
+    for (inner, alert) in cases {
+        for release in [Release::Buffered, Release::CutThrough] {
+            for bytewise in [false, true] {
+                let (mut f, mut up, start) = upstream_after_handshake(TLS13[0], LIMITS, release);
+                // The key appends the last byte as the "type": the inner plaintext exactly.
+                let (last, head) = inner.split_last().unwrap();
+                let mut rec = Vec::new();
+                f.client_key.seal_oversized_for_tests(ContentType(*last), head, &mut rec);
+                let mut out = Vec::new();
+                let mut err = None;
+                let pieces: Vec<&[u8]> = if bytewise { rec.chunks(1).collect() } else { vec![&rec] };
+                let mut at = start;
+                for p in pieces {
+                    if let Err(e) = up.segment(&mut f.layer, at, p, &mut out) {
+                        err = Some(e);
+                        break;
+                    }
+                    at += p.len() as u64;
+                }
+                let Some(UpError::Session(fatal)) = err else {
+                    panic!("{release:?} bytewise {bytewise}: {err:?}")
+                };
+                assert_eq!(fatal.alert, Some(alert), "{release:?} bytewise {bytewise}: {fatal}");
+                let mut sent = Vec::new();
+                assert_eq!(f.layer.send_alert(&mut sent), Some(alert));
+                assert!(!sent.is_empty());
+            }
+        }
+    }
 }

@@ -10,8 +10,8 @@ mod common;
 use common::*;
 use tlsgate_inline::tables::Release;
 use tlsgate_inline::upstream::{Up, UpLimits, Upstream};
-use tlsgate_record::crypto::RecordLayer;
 use tlsgate_record::frame::{Event, Framer, MAX_CIPHERTEXT_TLS12};
+use tlsgate_record::session::Session;
 
 /// The engine's default bounds.
 const LIMITS: UpLimits = UpLimits {
@@ -62,7 +62,7 @@ impl Client {
     fn send(
         &mut self,
         up: &mut Upstream,
-        layer: &mut RecordLayer,
+        layer: &mut Session,
         server: &mut Server,
         plain: &[u8],
         off: u64,

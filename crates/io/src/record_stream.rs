@@ -10,15 +10,15 @@
 //! caller had no room for; both are freed once used. Writes are sealed into a per-thread scratch
 //! and written at once; only what the socket did not take is kept, until it does.
 //!
-//! Protocol: a client KeyUpdate moves the receive key on, and when it asks for one in return,
-//! ours is sent before any further data. close_notify from the client is end of stream; any
-//! other alert (TLS 1.2 warnings aside) is an error naming the client. A record that does not
-//! open or is malformed is answered with a fatal alert (bad_record_mac for a failed tag) and the
-//! stream fails. Shutdown sends close_notify, then FIN, in one segment; told that the next writes
-//! are the last ([`RecordStream::last_writes`]), it holds their records back and sends them in
-//! that segment too (a reply, close_notify and FIN: one packet to the client, not three). TLS 1.2
-//! renegotiation is refused. After 2^24 records under one transmit key, TLS 1.3 moves to the next
-//! (TLS 1.2 closes), as rustls did before the keys were handed over.
+//! Protocol: every rule after the handshake is [`tlsgate_record::session`]'s (KeyUpdates
+//! followed and answered, alerts, record limits, renegotiation refused, the transmit key
+//! replaced after 2^24 records); this module is its I/O shell. What the session asks to send
+//! (a KeyUpdate answer, a no_renegotiation warning) goes out before any further data; close_notify
+//! from the client is end of stream; a rule broken ends the stream with the fatal alert the session
+//! chose, sent as far as the socket takes it, and an error naming the client. Shutdown sends
+//! close_notify, then FIN, in one segment; told that the next writes are the last
+//! ([`RecordStream::last_writes`]), it holds their records back and sends them in that segment
+//! too (a reply, close_notify and FIN: one packet to the client, not three).
 
 use std::cell::RefCell;
 use std::io;
@@ -26,10 +26,9 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use socket2::SockRef;
-use tlsgate_record::crypto::{CryptoError, Inbound, RecordLayer, Version};
-use tlsgate_record::frame::{
-    ContentType, Header, HEADER_LEN, MAX_CIPHERTEXT_TLS12, MAX_CIPHERTEXT_TLS13, MAX_PLAINTEXT,
-};
+use tlsgate_record::crypto::RecordLayer;
+use tlsgate_record::frame::{Header, HEADER_LEN, MAX_CIPHERTEXT_TLS12, MAX_PLAINTEXT};
+use tlsgate_record::session::{alert, Fatal, Received, Session};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -40,30 +39,17 @@ const MAX_RECORD: usize = HEADER_LEN + MAX_CIPHERTEXT_TLS12;
 const READ_AREA: usize = 64 * 1024;
 /// Plaintext sealed per write call: four full records, one write to the socket.
 const WRITE_BATCH: usize = 4 * MAX_PLAINTEXT;
-/// Records sealed under one transmit key before it is replaced (below AES-GCM's 2^24.5).
-const TX_KEY_RECORDS: u64 = 1 << 24;
 
 thread_local! {
     static READ_SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; READ_AREA].into_boxed_slice());
     static WRITE_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Alert descriptions sent here (RFC 8446 §6).
-mod alert {
-    pub const CLOSE_NOTIFY: u8 = 0;
-    pub const UNEXPECTED_MESSAGE: u8 = 10;
-    pub const BAD_RECORD_MAC: u8 = 20;
-    pub const RECORD_OVERFLOW: u8 = 22;
-    pub const DECODE_ERROR: u8 = 50;
-    pub const INTERNAL_ERROR: u8 = 80;
-    pub const USER_CANCELED: u8 = 90;
-}
-
 /// See the module docs.
 pub struct RecordStream {
     tcp: TcpStream,
     /// Boxed: keys and key schedule stay put while the stream moves between owners.
-    layer: Box<RecordLayer>,
+    session: Box<Session>,
     /// Received bytes of a record not complete yet, header included. Empty while idle.
     partial: Vec<u8>,
     /// Opened plaintext the caller had no room for, from `plain_at`. Empty while idle.
@@ -72,27 +58,19 @@ pub struct RecordStream {
     /// Sealed bytes the socket has not taken, from `out_at`. Empty while idle.
     out: Vec<u8>,
     out_at: usize,
-    /// The client sent close_notify: reads return end of stream.
-    read_closed: bool,
-    /// Our close_notify is sealed: nothing more is written.
-    close_sent: bool,
     /// The relay's next writes are the last before shutdown: sealed into `out`, sent with it.
     closing: bool,
-    /// A bad record or alert ended the stream; what to say to further calls.
+    /// A bad record, an alert or the socket ended the stream; what to say to further calls.
     failed: Option<String>,
-    /// Records sealed under one transmit key before it is replaced.
-    tx_key_records: u64,
 }
 
 impl std::fmt::Debug for RecordStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RecordStream")
-            .field("layer", &self.layer)
+            .field("session", &self.session)
             .field("partial", &self.partial.len())
             .field("plain", &(self.plain.len() - self.plain_at))
             .field("out", &(self.out.len() - self.out_at))
-            .field("read_closed", &self.read_closed)
-            .field("close_sent", &self.close_sent)
             .finish()
     }
 }
@@ -103,17 +81,14 @@ impl RecordStream {
     pub fn new(tcp: TcpStream, layer: RecordLayer, received: &[u8]) -> io::Result<RecordStream> {
         let mut s = RecordStream {
             tcp,
-            layer: Box::new(layer),
+            session: Box::new(Session::new(layer)),
             partial: Vec::new(),
             plain: Vec::new(),
             plain_at: 0,
             out: Vec::new(),
             out_at: 0,
-            read_closed: false,
-            close_sent: false,
             closing: false,
             failed: None,
-            tx_key_records: TX_KEY_RECORDS,
         };
         if !received.is_empty() {
             // Opened now, so that later reads start from a clean state.
@@ -130,7 +105,7 @@ impl RecordStream {
     /// Replaces the transmit key after `records` records instead of 2^24: for tests, which
     /// cannot send 2^24 records.
     pub fn with_tx_key_records(mut self, records: u64) -> RecordStream {
-        self.tx_key_records = records;
+        self.session.set_tx_key_records(records);
         self
     }
 
@@ -139,7 +114,8 @@ impl RecordStream {
     pub async fn refuse(mut self, description: u8) {
         use tokio::io::AsyncWriteExt;
         let mut record = Vec::new();
-        if self.layer.seal_alert([2, description], &mut record).is_ok() {
+        self.session.refuse(description);
+        if self.session.send_alert(&mut record).is_some() {
             let _ = self.tcp.write_all(&record).await;
         }
         let _ = self.tcp.shutdown().await;
@@ -156,13 +132,6 @@ impl RecordStream {
     /// records): zero while idle.
     pub fn held(&self) -> usize {
         self.partial.len() + (self.plain.len() - self.plain_at) + (self.out.len() - self.out_at)
-    }
-
-    fn limit(&self) -> usize {
-        match self.layer.version() {
-            Version::Tls13 => MAX_CIPHERTEXT_TLS13,
-            Version::Tls12 => MAX_CIPHERTEXT_TLS12,
-        }
     }
 
     /// Reads from the socket into `area` after the partial record, which is then copied in
@@ -191,105 +160,44 @@ impl RecordStream {
 
     /// Opens every complete record in `area` in place and moves their plaintexts together at
     /// its front; keeps an incomplete last record in `partial`. Returns the plaintext length.
+    /// What the session asks to send is queued in `out`.
     fn open_records(&mut self, area: &mut [u8]) -> io::Result<usize> {
         let len = area.len();
         let (mut rd, mut wr) = (0, 0);
-        let mut answered_update = false;
-        while !self.read_closed && len - rd >= HEADER_LEN {
+        while !self.session.peer_closed() && len - rd >= HEADER_LEN {
             let mut h = [0u8; HEADER_LEN];
             h.copy_from_slice(&area[rd..rd + HEADER_LEN]);
             let header = Header::parse(&h);
-            self.check(header)?;
+            // Checked before the body is awaited: an oversized or unknown record fails now.
+            self.session.header(header).map_err(|f| self.fail(f))?;
             let end = rd + HEADER_LEN + header.len as usize;
             if end > len {
                 break;
             }
             let body = &mut area[rd + HEADER_LEN..end];
-            match self.layer.open(header, body) {
-                Ok(Inbound::Data(opened)) => {
-                    let start = rd + HEADER_LEN + opened.plaintext.start;
-                    area.copy_within(start..start + opened.plaintext.len(), wr);
-                    wr += opened.plaintext.len();
+            match self.session.open(header, body, &mut self.out) {
+                Ok(Received::Data(r)) => {
+                    let start = rd + HEADER_LEN + r.start;
+                    area.copy_within(start..start + r.len(), wr);
+                    wr += r.len();
                 }
-                Ok(Inbound::Alert(opened)) => match <[u8; 2]>::try_from(&body[opened.plaintext]).ok() {
-                    Some([_, alert::CLOSE_NOTIFY]) => self.read_closed = true,
-                    Some([_, alert::USER_CANCELED]) => {}
-                    // TLS 1.2 warnings other than close_notify carry no meaning for a relay.
-                    Some([1, d]) if self.layer.version() == Version::Tls12 => {
-                        tracing::debug!(side = "client", alert = d, "TLS 1.2 warning alert ignored")
-                    }
-                    Some([_, d]) => {
-                        return Err(self.fail_silent(format!("client sent fatal alert {}", alert_name(d))))
-                    }
-                    None => {
-                        return Err(self.fail(alert::DECODE_ERROR, "client sent a malformed alert".into()))
-                    }
-                },
-                Ok(Inbound::KeyUpdate { requested, .. }) => {
-                    tracing::debug!(requested, "client updated its traffic key");
-                    // One answer per batch of updates is enough (RFC 8446 §4.6.3).
-                    if requested && !answered_update {
-                        answered_update = true;
-                        self.layer.send_key_update(&mut self.out).map_err(|e| self.crypto_failure(e))?;
-                    }
-                }
-                Err(e) => return Err(self.crypto_failure(e)),
+                Ok(Received::Nothing | Received::Closed) => {}
+                Err(f) => return Err(self.fail(f)),
             }
             rd = end;
         }
-        if !self.read_closed && rd < len {
+        if !self.session.peer_closed() && rd < len {
             self.partial = area[rd..].to_vec();
         }
         Ok(wr)
     }
 
-    /// A header's content type, version and length, before its body is awaited.
-    fn check(&mut self, h: Header) -> io::Result<()> {
-        if !h.content_type.is_known() || h.content_type == ContentType::CHANGE_CIPHER_SPEC {
-            return Err(self.fail(
-                alert::UNEXPECTED_MESSAGE,
-                format!("client sent a record of content type {}", h.content_type.0),
-            ));
-        }
-        if h.version >> 8 != 3 {
-            return Err(
-                self.fail(alert::DECODE_ERROR, format!("client sent record version {:#06x}", h.version))
-            );
-        }
-        if h.len as usize > self.limit() {
-            return Err(self.fail(
-                alert::RECORD_OVERFLOW,
-                format!("client sent a record of {} bytes (limit {})", h.len, self.limit()),
-            ));
-        }
-        Ok(())
-    }
-
-    fn crypto_failure(&mut self, e: CryptoError) -> io::Error {
-        let description = match e {
-            CryptoError::BadRecordMac | CryptoError::Short(_) => alert::BAD_RECORD_MAC,
-            CryptoError::TooLarge(_) => alert::RECORD_OVERFLOW,
-            CryptoError::OuterType(_) | CryptoError::NoContentType | CryptoError::PostHandshake(_) => {
-                alert::UNEXPECTED_MESSAGE
-            }
-            CryptoError::SeqExhausted | CryptoError::Unsupported | CryptoError::KeySchedule(_) => {
-                alert::INTERNAL_ERROR
-            }
-        };
-        let what = match e {
-            CryptoError::PostHandshake(22) if self.layer.version() == Version::Tls12 => {
-                "client asked for renegotiation, which is not supported".to_string()
-            }
-            e => format!("client sent a bad record: {e}"),
-        };
-        self.fail(description, what)
-    }
-
-    /// Fails the stream with a fatal alert to the client, sent as far as the socket takes it
-    /// now (the connection is closed right after).
-    fn fail(&mut self, description: u8, what: String) -> io::Error {
+    /// Fails the stream with the fatal alert the session chose, sent as far as the socket
+    /// takes it now (the connection is closed right after).
+    fn fail(&mut self, fatal: Fatal) -> io::Error {
         let mut record = Vec::new();
-        if self.layer.seal_alert([2, description], &mut record).is_ok() {
+        let sent = self.session.send_alert(&mut record);
+        if sent.is_some() {
             let pending = self.out.len() - self.out_at;
             // Behind any records still queued, which the client may as well get.
             if pending == 0 {
@@ -299,7 +207,10 @@ impl RecordStream {
                 let _ = self.tcp.try_write(&self.out[self.out_at..]);
             }
         }
-        self.fail_silent(format!("{what}; sent alert {}", alert_name(description)))
+        match sent {
+            Some(d) => self.fail_silent(format!("{fatal}; sent alert {}", alert::name(d))),
+            None => self.fail_silent(fatal.to_string()),
+        }
     }
 
     fn fail_silent(&mut self, what: String) -> io::Error {
@@ -314,35 +225,9 @@ impl RecordStream {
         self.failed.as_ref().map(|w| io::Error::new(io::ErrorKind::BrokenPipe, format!("stream failed: {w}")))
     }
 
-    /// Keeps the transmit key under AES-GCM's confidentiality limit (RFC 8446 §5.5, 2^24.5
-    /// records), which rustls enforced itself before the keys were handed over: TLS 1.3 moves to
-    /// a new key with a KeyUpdate; TLS 1.2 cannot, and ends the connection.
-    fn refresh_tx_key(&mut self, sealed: &mut Vec<u8>) -> io::Result<()> {
-        if self.layer.seqs().1 < self.tx_key_records {
-            return Ok(());
-        }
-        match self.layer.version() {
-            Version::Tls13 => {
-                tracing::debug!(records = self.tx_key_records, "transmit key used up, updating it");
-                self.layer
-                    .send_key_update(sealed)
-                    .map(|_| ())
-                    .map_err(|e| self.fail_silent(format!("key update: {e}")))
-            }
-            Version::Tls12 => Err(self.fail_silent(format!(
-                "TLS 1.2 connection reached {} records, the most one key may seal; closed",
-                self.tx_key_records
-            ))),
-        }
-    }
-
-    /// Seals `data` as records of at most MAX_PLAINTEXT, appended to `out`.
+    /// Seals `data` as records appended to `out` (the session replaces a used-up key).
     fn seal_into(&mut self, data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
-        for chunk in data.chunks(MAX_PLAINTEXT) {
-            self.refresh_tx_key(out)?;
-            self.layer.seal(chunk, out).map_err(|e| self.fail_silent(format!("sealing: {e}")))?;
-        }
-        Ok(())
+        self.session.seal(data, out).map_err(|f| self.fail_silent(f.to_string()))
     }
 
     /// Writes the queued records until the socket takes no more.
@@ -382,6 +267,18 @@ impl RecordStream {
         self.out = Vec::new();
         self.out_at = 0;
         Poll::Ready(Ok(()))
+    }
+
+    /// Writes what the session queued while opening records, as far as the socket takes it;
+    /// its write readiness wakes this task for the rest. Not while the last writes are held
+    /// back to leave with close_notify.
+    fn send_replies(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        if self.out_at < self.out.len() && !self.closing {
+            if let Poll::Ready(Err(e)) = self.poll_drain(cx) {
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// Gives the caller what was opened before and did not fit.
@@ -426,19 +323,17 @@ impl AsyncRead for RecordStream {
         if let Some(e) = this.failed_error() {
             return Poll::Ready(Err(e));
         }
+        // Records the session sealed while opening (a KeyUpdate answer) go out now, whether or
+        // not the caller writes soon: also those of the records that arrived with the handshake
+        // and were opened in `new`, which the client may be waiting for before it sends more.
+        this.send_replies(cx)?;
         if this.plain_at < this.plain.len() {
             this.take_plain(buf);
             return Poll::Ready(Ok(()));
         }
-        while !this.read_closed && buf.remaining() > 0 {
+        while !this.session.peer_closed() && buf.remaining() > 0 {
             let produced = ready!(this.read_once(cx, buf))?;
-            // A KeyUpdate answer goes out now, whether or not the caller writes soon; the
-            // socket's write readiness wakes this task if it cannot take it yet.
-            if this.out_at < this.out.len() {
-                if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
-                    return Poll::Ready(Err(e));
-                }
-            }
+            this.send_replies(cx)?;
             if produced > 0 {
                 break;
             }
@@ -453,7 +348,7 @@ impl AsyncWrite for RecordStream {
         if let Some(e) = this.failed_error() {
             return Poll::Ready(Err(e));
         }
-        if this.close_sent {
+        if this.session.close_sent() {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "write after close_notify")));
         }
         if this.closing {
@@ -501,39 +396,12 @@ impl AsyncWrite for RecordStream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.failed.is_none() {
-            if !this.close_sent {
-                // Behind whatever is still queued, so it all leaves together.
-                this.layer
-                    .seal_alert([1, alert::CLOSE_NOTIFY], &mut this.out)
-                    .map_err(|e| io::Error::other(format!("sealing close_notify: {e}")))?;
-                this.close_sent = true;
-            }
+            // Behind whatever is still queued, so it all leaves together (sealed once).
+            this.session
+                .close(&mut this.out)
+                .map_err(|f| io::Error::other(format!("sealing close_notify: {f}")))?;
             ready!(this.poll_drain_last(cx))?;
         }
         Pin::new(&mut this.tcp).poll_shutdown(cx)
     }
-}
-
-/// The alert's name as RFC 8446 spells it, for log lines.
-fn alert_name(d: u8) -> String {
-    let name = match d {
-        0 => "close_notify",
-        10 => "unexpected_message",
-        20 => "bad_record_mac",
-        22 => "record_overflow",
-        40 => "handshake_failure",
-        42 => "bad_certificate",
-        46 => "certificate_unknown",
-        47 => "illegal_parameter",
-        48 => "unknown_ca",
-        50 => "decode_error",
-        51 => "decrypt_error",
-        70 => "protocol_version",
-        80 => "internal_error",
-        90 => "user_canceled",
-        100 => "no_renegotiation",
-        109 => "missing_extension",
-        _ => return format!("({d})"),
-    };
-    name.to_string()
 }

@@ -209,6 +209,25 @@ impl RecordKey {
     /// plaintext is `body[opened.plaintext]`. A failed tag still consumes the sequence number:
     /// the connection is dead after it anyway.
     pub fn open(&mut self, header: Header, body: &mut [u8]) -> Result<Opened, CryptoError> {
+        let (plain, seq) = self.decrypt(header, body)?;
+        match self.version {
+            Version::Tls13 => {
+                // Strip the zero padding; the last non-zero byte is the real content type.
+                let inner = &body[plain.clone()];
+                let end = inner.iter().rposition(|&b| b != 0).ok_or(CryptoError::NoContentType)?;
+                Ok(Opened {
+                    content_type: ContentType(inner[end]),
+                    plaintext: plain.start..plain.start + end,
+                    seq,
+                })
+            }
+            Version::Tls12 => Ok(Opened { content_type: header.content_type, plaintext: plain, seq }),
+        }
+    }
+
+    /// Decrypts a record in place and returns where its plaintext lies in `body` (TLS 1.3: the
+    /// whole TLSInnerPlaintext, content type and padding included) and its sequence number.
+    pub fn decrypt(&mut self, header: Header, body: &mut [u8]) -> Result<(Range<usize>, u64), CryptoError> {
         let seq = self.take_seq()?;
         match self.version {
             Version::Tls13 => {
@@ -223,9 +242,7 @@ impl RecordKey {
                     .key
                     .open_in_place(nonce, Aad::from(header.encode()), body)
                     .map_err(|_| CryptoError::BadRecordMac)?;
-                // Strip the zero padding; the last non-zero byte is the real content type.
-                let end = plain.iter().rposition(|&b| b != 0).ok_or(CryptoError::NoContentType)?;
-                Ok(Opened { content_type: ContentType(plain[end]), plaintext: 0..end, seq })
+                Ok((0..plain.len(), seq))
             }
             Version::Tls12 => {
                 let overhead = EXPLICIT_NONCE_LEN + TAG_LEN;
@@ -242,8 +259,7 @@ impl RecordKey {
                         &mut body[EXPLICIT_NONCE_LEN..],
                     )
                     .map_err(|_| CryptoError::BadRecordMac)?;
-                let end = body.len() - TAG_LEN;
-                Ok(Opened { content_type: header.content_type, plaintext: EXPLICIT_NONCE_LEN..end, seq })
+                Ok((EXPLICIT_NONCE_LEN..body.len() - TAG_LEN, seq))
             }
         }
     }
@@ -281,6 +297,23 @@ impl RecordKey {
         if plaintext.len() > MAX_PLAINTEXT {
             return Err(CryptoError::TooLarge(plaintext.len()));
         }
+        self.seal_any(ct, plaintext, out)
+    }
+
+    /// Tests: a record over the plaintext limit, as a broken peer would send it.
+    #[cfg(test)]
+    pub(crate) fn seal_oversized(&mut self, ct: ContentType, plaintext: &[u8], out: &mut Vec<u8>) {
+        self.seal_any(ct, plaintext, out).unwrap();
+    }
+
+    /// Other crates' tests (feature `test-util`): as [`RecordKey::seal`] without the plaintext
+    /// limit, as a broken peer would seal.
+    #[cfg(feature = "test-util")]
+    pub fn seal_oversized_for_tests(&mut self, ct: ContentType, plaintext: &[u8], out: &mut Vec<u8>) {
+        self.seal_any(ct, plaintext, out).expect("a record of at most 64 KiB");
+    }
+
+    fn seal_any(&mut self, ct: ContentType, plaintext: &[u8], out: &mut Vec<u8>) -> Result<u64, CryptoError> {
         let seq = self.take_seq()?;
         let nonce = self.nonce(seq);
         let body_len = plaintext.len() + self.version.overhead() - HEADER_LEN;
@@ -335,18 +368,6 @@ fn tls12_aad(seq: u64, ct: ContentType, version: u16, len: usize) -> [u8; 13] {
     a
 }
 
-/// What an opened client record means to the engine.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Inbound {
-    /// Application data (possibly empty) to forward to the server.
-    Data(Opened),
-    /// An alert (close_notify or fatal); the two alert bytes are `body[opened.plaintext]`.
-    Alert(Opened),
-    /// A TLS 1.3 KeyUpdate: the receive key has already moved on. When `requested`, the engine
-    /// must answer with [`RecordLayer::send_key_update`] before sealing anything else.
-    KeyUpdate { requested: bool, seq: u64 },
-}
-
 /// The record layer of one flow: both keys and rustls's key schedule for updates.
 pub struct RecordLayer {
     version: Version,
@@ -386,39 +407,33 @@ impl RecordLayer {
         (self.rx.seq(), self.tx.seq())
     }
 
-    /// Opens a client record and interprets its content.
-    pub fn open(&mut self, header: Header, body: &mut [u8]) -> Result<Inbound, CryptoError> {
-        let opened = self.rx.open(header, body)?;
-        match opened.content_type {
-            ContentType::APPLICATION_DATA => Ok(Inbound::Data(opened)),
-            ContentType::ALERT => Ok(Inbound::Alert(opened)),
-            ContentType::HANDSHAKE if self.version == Version::Tls13 => {
-                let requested = self.key_update(&body[opened.plaintext.clone()])?;
-                Ok(Inbound::KeyUpdate { requested, seq: opened.seq })
-            }
-            // TLS 1.2 renegotiation and anything else after the handshake: refused.
-            other => Err(CryptoError::PostHandshake(other.0)),
-        }
+    /// Decrypts a client record in place: see [`RecordKey::decrypt`]. What it means is
+    /// [`crate::session`]'s business.
+    pub fn decrypt(&mut self, header: Header, body: &mut [u8]) -> Result<(Range<usize>, u64), CryptoError> {
+        self.rx.decrypt(header, body)
     }
 
-    /// Starts opening a client record piece by piece (cut-through release). Once
-    /// [`StreamOpener::finish`] verified it, the caller interprets the content: data, an alert,
-    /// or (TLS 1.3 handshake content) [`RecordLayer::key_update`].
+    /// Starts opening a client record piece by piece (cut-through release); once
+    /// [`StreamOpener::finish`] verified it, [`crate::session`] interprets the content.
     pub fn open_stream(&mut self, header: Header) -> Result<StreamOpener, CryptoError> {
         self.rx.open_stream(header)
     }
 
-    /// The verified content of a TLS 1.3 handshake record from the client: exactly one
-    /// KeyUpdate, after which the receive key moves on. Returns whether the client requested an
-    /// update in return; anything else is refused.
-    pub fn key_update(&mut self, content: &[u8]) -> Result<bool, CryptoError> {
+    /// TLS 1.3: the client's KeyUpdate was received whole; the receive key moves on.
+    pub fn update_rx(&mut self) -> Result<(), CryptoError> {
         if self.version != Version::Tls13 {
             return Err(CryptoError::PostHandshake(ContentType::HANDSHAKE.0));
         }
-        let requested = key_update(content)?;
         let (seq, secrets) = self.kernel.update_rx_secret().map_err(key_schedule)?;
         self.rx = RecordKey::new(self.version, seq, secrets)?;
-        Ok(requested)
+        Ok(())
+    }
+
+    /// Tests: both sequence numbers set (the wrap at 2^64 cannot be reached otherwise).
+    #[cfg(test)]
+    pub(crate) fn set_seqs(&mut self, rx: u64, tx: u64) {
+        self.rx.seq = rx;
+        self.tx.seq = tx;
     }
 
     /// Seals server plaintext as one application-data record.
@@ -442,17 +457,6 @@ impl RecordLayer {
 }
 
 const KEY_UPDATE: u8 = 24;
-
-/// Parses a record's handshake content, which after a TLS 1.3 handshake may only be exactly one
-/// KeyUpdate (RFC 8446 §5.1: a message before a key change must end its record). Returns whether
-/// the peer requested an update in return.
-fn key_update(msg: &[u8]) -> Result<bool, CryptoError> {
-    match msg {
-        [KEY_UPDATE, 0, 0, 1, r @ (0 | 1)] => Ok(*r == 1),
-        [t, ..] => Err(CryptoError::PostHandshake(*t)),
-        [] => Err(CryptoError::PostHandshake(0)),
-    }
-}
 
 fn key_schedule(e: rustls::Error) -> CryptoError {
     CryptoError::KeySchedule(e.to_string())

@@ -6,6 +6,9 @@
 //!   its keys (the one place a rustls server connection is driven for terminate and inline).
 //! - [`crypto`]: opening and sealing records with the traffic keys rustls extracted after the
 //!   handshake (its `KernelConnection`), TLS 1.3 key updates followed both ways.
+//! - [`session`]: the session after the handshake as one sans-IO state machine: every
+//!   post-handshake rule (alerts, KeyUpdate, record limits, renegotiation, close_notify) and the
+//!   alert that answers each violation, for every driver.
 //! - [`stream`]: opening a record piece by piece as its segments arrive, the tag checked at its
 //!   end (the inline engine's cut-through release).
 //!
@@ -15,5 +18,8 @@
 
 pub mod crypto;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handshake;
+pub mod session;
 pub mod stream;

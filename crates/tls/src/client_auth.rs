@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
@@ -26,23 +25,13 @@ pub fn client_verifier(config: &ClientAuthConfig) -> Result<Option<Arc<dyn Clien
     let ca_path =
         config.ca.as_ref().ok_or_else(|| TlsError::Config("client_auth needs a CA bundle".into()))?;
     let roots = load_roots(ca_path)?;
-    let mut crls = Vec::new();
-    for path in &config.crl {
-        let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
-            what: "CRL",
-            path: path.clone(),
-            source,
-        })?;
-        for crl in CertificateRevocationListDer::pem_slice_iter(&bytes) {
-            crls.push(crl.map_err(|e| TlsError::Material {
-                what: "CRL",
-                path: path.clone(),
-                problem: e.to_string(),
-            })?);
-        }
-    }
+    let crls = crate::revocation::read_crls(&config.crl)?.into_iter().map(|(_, crl)| crl).collect::<Vec<_>>();
     let mut builder =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crate::provider()).with_crls(crls);
+    if config.crl_strict {
+        // A CRL past its next update fails every client's verification.
+        builder = builder.enforce_revocation_expiration();
+    }
     if config.mode == ClientAuthMode::Optional {
         builder = builder.allow_unauthenticated();
     }

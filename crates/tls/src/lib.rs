@@ -21,6 +21,7 @@ pub mod inline;
 pub mod keys;
 pub mod peek;
 pub mod pki;
+pub mod revocation;
 pub mod server;
 pub mod server_handshake;
 pub mod tunnel;

@@ -120,10 +120,23 @@ impl TestCa {
 
     /// A PEM CRL listing `revoked` serial numbers, numbered `crl_number` (raise it on each issue).
     pub fn crl(&self, revoked: &[u64], crl_number: u64) -> Result<String, TlsError> {
+        let next_update = std::time::SystemTime::now() + std::time::Duration::from_secs(30 * 86_400);
+        self.crl_until(revoked, crl_number, next_update)
+    }
+
+    /// [`TestCa::crl`] with its next update at `next_update` (in the past: an out-of-date CRL).
+    pub fn crl_until(
+        &self,
+        revoked: &[u64],
+        crl_number: u64,
+        next_update: std::time::SystemTime,
+    ) -> Result<String, TlsError> {
         let now = std::time::SystemTime::now();
+        let this_update = (now - std::time::Duration::from_secs(3600))
+            .min(next_update - std::time::Duration::from_secs(3600));
         let params = CertificateRevocationListParams {
-            this_update: (now - std::time::Duration::from_secs(3600)).into(),
-            next_update: (now + std::time::Duration::from_secs(30 * 86_400)).into(),
+            this_update: this_update.into(),
+            next_update: next_update.into(),
             crl_number: SerialNumber::from(crl_number),
             issuing_distribution_point: None,
             revoked_certs: revoked

@@ -40,6 +40,49 @@ pub struct HelloReader {
     acceptor: Acceptor,
     /// The connection's first bytes, up to the ClientHello's `legacy_version`.
     head: Vec<u8>,
+    /// Where the records fed so far stand, for their length limit.
+    records: RecordLengths,
+}
+
+/// Follows record boundaries across feeds and checks each plaintext record's length, which
+/// rustls's Acceptor does not: RFC 8446 §5.1 (and RFC 5246 §6.2.1) limit TLSPlaintext.length to
+/// 2^14 and want a record_overflow alert above it. Only handshake, alert and change_cipher_spec
+/// records are checked: an application_data record after the hello may be 0-RTT data, whose
+/// ciphertext may be longer (rustls checks it).
+#[derive(Default)]
+struct RecordLengths {
+    header: [u8; 5],
+    header_len: usize,
+    body_left: usize,
+}
+
+const MAX_PLAINTEXT: usize = 1 << 14;
+
+impl RecordLengths {
+    /// `Err` with the record's length when a plaintext record is too long.
+    fn feed(&mut self, mut bytes: &[u8]) -> Result<(), usize> {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let skip = self.body_left.min(bytes.len());
+                self.body_left -= skip;
+                bytes = &bytes[skip..];
+                continue;
+            }
+            let take = (5 - self.header_len).min(bytes.len());
+            self.header[self.header_len..self.header_len + take].copy_from_slice(&bytes[..take]);
+            self.header_len += take;
+            bytes = &bytes[take..];
+            if self.header_len == 5 {
+                self.header_len = 0;
+                let len = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+                if matches!(self.header[0], 20..=22) && len > MAX_PLAINTEXT {
+                    return Err(len);
+                }
+                self.body_left = len;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Record header (5), handshake header (4), then the ClientHello's `legacy_version` (2).
@@ -57,31 +100,48 @@ impl HelloReader {
         let fail = |message: String| HelloError { message, alert: Vec::new() };
         let wanted = HELLO_VERSION_END.saturating_sub(self.head.len()).min(bytes.len());
         self.head.extend_from_slice(&bytes[..wanted]);
-        while !bytes.is_empty() {
-            let taken = self
-                .acceptor
-                .read_tls(&mut bytes as &mut dyn Read)
-                .map_err(|e| fail(format!("ClientHello too large or unreadable: {e}")))?;
-            if taken == 0 {
-                return Err(fail("ClientHello larger than rustls accepts".into()));
+        if let Err(len) = self.records.feed(bytes) {
+            return Err(HelloError {
+                message: format!("client sent a record of {len} bytes (TLS allows {MAX_PLAINTEXT})"),
+                alert: plain_alert(AlertDescription::RecordOverflow),
+            });
+        }
+        // rustls's Acceptor parses only in `accept`, and until then buffers at most one record's
+        // worth: a ClientHello in several records (RFC 8446 §5.1) that arrives in one read is
+        // given to it a read's worth at a time, each parsed before the next.
+        loop {
+            if !bytes.is_empty() {
+                let taken = self
+                    .acceptor
+                    .read_tls(&mut bytes as &mut dyn Read)
+                    .map_err(|e| fail(format!("ClientHello too large or unreadable: {e}")))?;
+                if taken == 0 {
+                    return Err(fail("ClientHello larger than rustls accepts".into()));
+                }
             }
-        }
-        let accepted = self.acceptor.accept();
-        // rustls refuses such a hello too, but for a missing extension (signature algorithms),
-        // which does not tell the operator that the client is simply too old.
-        if let Some(message) = self.legacy_version().and_then(describe::too_old) {
-            let alert = u8::from(AlertDescription::ProtocolVersion);
-            return Err(HelloError { message, alert: vec![0x15, 0x03, 0x01, 0x00, 0x02, 0x02, alert] });
-        }
-        match accepted {
-            Ok(Some(accepted)) => Ok(Some(accepted.client_hello().server_name().map(str::to_owned))),
-            Ok(None) => Ok(None),
-            Err((err, mut alert)) => {
-                let mut out = Vec::new();
-                let _ = alert.write_all(&mut out);
-                let message =
-                    format!("not a valid TLS ClientHello: {}", describe::tls_error(&err, Peer::Client));
-                Err(HelloError { message, alert: out })
+            let accepted = self.acceptor.accept();
+            // rustls refuses such a hello too, but for a missing extension (signature
+            // algorithms), which does not tell the operator that the client is simply too old.
+            if let Some(message) = self.legacy_version().and_then(describe::too_old) {
+                let alert = u8::from(AlertDescription::ProtocolVersion);
+                return Err(HelloError { message, alert: vec![0x15, 0x03, 0x01, 0x00, 0x02, 0x02, alert] });
+            }
+            match accepted {
+                Ok(Some(accepted)) => {
+                    return Ok(Some(accepted.client_hello().server_name().map(str::to_owned)))
+                }
+                Ok(None) if bytes.is_empty() => return Ok(None),
+                Ok(None) => {}
+                Err((err, mut alert)) => {
+                    let mut out = Vec::new();
+                    let _ = alert.write_all(&mut out);
+                    if out.is_empty() {
+                        out = missing_alert(&err).map(plain_alert).unwrap_or_default();
+                    }
+                    let message =
+                        format!("not a valid TLS ClientHello: {}", describe::tls_error(&err, Peer::Client));
+                    return Err(HelloError { message, alert: out });
+                }
             }
         }
     }
@@ -94,6 +154,24 @@ impl HelloReader {
     }
 }
 
+/// The alert due for a ClientHello error that rustls returns without one.
+fn missing_alert(err: &rustls::Error) -> Option<AlertDescription> {
+    match err {
+        // RFC 8446 §5.1 (and RFC 5246 §6.2.1): a record of another type between the fragments
+        // of a handshake message. rustls (conn.rs, its deframer) fails without an alert; the
+        // violation is an unexpected message.
+        rustls::Error::PeerMisbehaved(rustls::PeerMisbehaved::MessageInterleavedWithHandshakeMessage) => {
+            Some(AlertDescription::UnexpectedMessage)
+        }
+        _ => None,
+    }
+}
+
+/// A fatal alert in a plaintext record, as sent before ServerHello.
+fn plain_alert(description: AlertDescription) -> Vec<u8> {
+    vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, u8::from(description)]
+}
+
 pub use tlsgate_record::handshake::Progress;
 
 /// What the handshake settled, for logs, PROXY TLVs and headers.
@@ -104,6 +182,8 @@ pub struct SessionFacts {
     pub alpn: Option<Vec<u8>>,
     /// The client certificate's identity, when one was presented and verified (mutual TLS).
     pub peer: Option<PeerIdentity>,
+    /// How a CRL would list that certificate, so a reload can close the connection once it does.
+    pub revocation: Option<crate::revocation::RevocationKey>,
 }
 
 /// A finished handshake: the traffic keys with their sequence numbers, rustls's key schedule
@@ -149,6 +229,10 @@ impl ServerHandshake {
             suite: hs.cipher_suite().ok_or(rustls::Error::HandshakeNotComplete)?,
             alpn: hs.alpn_protocol().map(<[u8]>::to_vec),
             peer: hs.peer_certificates().and_then(|c| c.first()).and_then(peer_identity),
+            revocation: hs
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(crate::revocation::revocation_key),
         };
         let (secrets, kernel) = self.inner.into_keys().map_err(as_rustls)?;
         Ok(Finished { secrets, kernel, facts })
@@ -160,5 +244,97 @@ fn as_rustls(e: HandshakeError) -> rustls::Error {
     match e {
         HandshakeError::Tls(e) => e,
         other => rustls::Error::General(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rustls client's first flight, made large with long ALPN names (RFC 8446 §4.1.2 lets a
+    /// ClientHello span several records; RFC 5246 §6.2.1 fragments handshake messages freely).
+    fn large_client_hello(alpn_bytes: usize, fragment: usize) -> Vec<u8> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        config.alpn_protocols = vec![vec![b'a'; 250]; alpn_bytes / 251];
+        let name = "example.org".try_into().unwrap();
+        let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let mut flight = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut flight).unwrap();
+        }
+        // The handshake bytes again, in records of `fragment` bytes.
+        let mut body = Vec::new();
+        let mut rest = &flight[..];
+        while rest.len() >= 5 {
+            let len = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
+            body.extend_from_slice(&rest[5..5 + len]);
+            rest = &rest[5 + len..];
+        }
+        let mut out = Vec::new();
+        for chunk in body.chunks(fragment) {
+            out.extend_from_slice(&[0x16, 0x03, 0x01]);
+            out.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+            out.extend_from_slice(chunk);
+        }
+        out
+    }
+
+    #[test]
+    fn a_large_fragmented_hello_read_at_once_is_accepted() {
+        // 40 KB of hello in 1000-byte records, all in one read: more than one record's worth
+        // of buffer, within rustls's 64 KiB handshake-message limit.
+        let hello = large_client_hello(40_000, 1000);
+        assert!(hello.len() > 40_000);
+        let mut reader = HelloReader::default();
+        let sni = reader.feed(&hello).expect("hello accepted");
+        assert_eq!(sni, Some(Some("example.org".to_string())));
+    }
+
+    #[test]
+    fn a_record_between_hello_fragments_gets_unexpected_message() {
+        // RFC 8446 §5.1: handshake messages must not be interleaved with other record types.
+        let hello = large_client_hello(0, 2);
+        let mut bytes = hello[..7].to_vec(); // the first record: two bytes of the hello
+        bytes.extend_from_slice(&[0x17, 0x03, 0x03, 0x00, 0x00]); // empty application data
+        bytes.extend_from_slice(&hello[7..]);
+        let err = HelloReader::default().feed(&bytes).expect_err("interleaved record refused");
+        assert_eq!(err.alert, plain_alert(AlertDescription::UnexpectedMessage), "{}", err.message);
+        assert!(err.message.contains("interleaved"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_hello_record_over_2_14_bytes_gets_record_overflow() {
+        // RFC 8446 §5.1: TLSPlaintext.length must not exceed 2^14; record_overflow above.
+        let hello = large_client_hello(17_000, 17_000);
+        assert!(u16::from_be_bytes([hello[3], hello[4]]) > 1 << 14);
+        for piece in [hello.len(), 3, 1000] {
+            let mut reader = HelloReader::default();
+            let err = hello.chunks(piece).find_map(|p| reader.feed(p).err()).expect("refused");
+            assert_eq!(err.alert, plain_alert(AlertDescription::RecordOverflow), "{}", err.message);
+        }
+        // Exactly 2^14 bytes is allowed.
+        let mut reader = RecordLengths::default();
+        assert_eq!(reader.feed(&[0x16, 0x03, 0x01, 0x40, 0x00]), Ok(()));
+        assert_eq!(reader.feed(&vec![0; 1 << 14]), Ok(()));
+        assert_eq!(reader.feed(&[0x16, 0x03, 0x01, 0x40, 0x01]), Err((1 << 14) + 1));
+        // 0-RTT data after the hello is ciphertext, with its own limit (rustls's).
+        let mut reader = RecordLengths::default();
+        assert_eq!(reader.feed(&[0x17, 0x03, 0x03, 0x40, 0x11]), Ok(()));
+    }
+
+    #[test]
+    fn a_large_hello_in_pieces_is_accepted() {
+        let hello = large_client_hello(40_000, 16_384);
+        let mut reader = HelloReader::default();
+        let mut got = None;
+        for piece in hello.chunks(7_000) {
+            got = reader.feed(piece).expect("hello accepted");
+        }
+        assert_eq!(got, Some(Some("example.org".to_string())));
     }
 }

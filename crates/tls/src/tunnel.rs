@@ -23,6 +23,7 @@ pub fn gate_server_config(
         mode: ClientAuthMode::Required,
         ca: Some(gate.client_ca.clone()),
         crl: gate.crl.clone(),
+        crl_strict: gate.crl_strict,
         ..Default::default()
     };
     let verifier = client_verifier(&auth)?.unwrap_or_else(WebPkiClientVerifier::no_client_auth);

@@ -278,3 +278,48 @@ fn drain_is_bounded_and_json_logs_say_so() {
         assert!(l.starts_with('{') && l.ends_with('}'), "not a JSON line: {l}");
     }
 }
+
+/// A client connected with a certificate that a reloaded CRL now revokes is disconnected at the
+/// reload; another client's connection on the same listener goes on.
+#[test]
+fn a_reload_closes_connections_whose_client_certificate_is_now_revoked() {
+    use std::io::Read;
+    use tlsgate_testkit::tls_client::{get, handshake_as};
+    let pki = Pki::new();
+    pki.server("server", &["localhost"]);
+    let bob = pki.ca.issue_client(&ClientSpec { common_name: "bob", ..Default::default() }).unwrap();
+    bob.write(pki.dir.path(), "bob").unwrap();
+    let alice = pki.ca.issue_client(&ClientSpec { common_name: "alice", ..Default::default() }).unwrap();
+    alice.write(pki.dir.path(), "alice").unwrap();
+    std::fs::write(pki.path("clients.crl"), pki.ca.crl(&[], 1).unwrap()).unwrap();
+    let auth = "  [terminate.listener.client_auth]\n  mode = \"required\"\n  ca = \"ca.pem\"\n  crl = [\"clients.crl\"]\n";
+    let (gate, port, _backend) = start(&pki, auth);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let wait = Duration::from_secs(10);
+    let held = |stem: &str| {
+        let (cert, key) = (pki.path(&format!("{stem}.pem")), pki.path(&format!("{stem}.key")));
+        let mut s = handshake_as(addr, &pki.ca_path, "localhost", Some((&cert, &key)), wait).unwrap();
+        assert!(get(&mut s).unwrap().starts_with("HTTP/1.1 200"));
+        s
+    };
+    let mut bobs = held("bob");
+    let mut alices = held("alice");
+    let bob_addr = bobs.sock.local_addr().unwrap().to_string();
+
+    let staged = pki.path("clients.crl.new");
+    std::fs::write(&staged, pki.ca.crl(&[bob.serial], 2).unwrap()).unwrap();
+    std::fs::rename(&staged, pki.path("clients.crl")).unwrap();
+    // Bob's connection ends (no close_notify: it is cut), within the read timeout.
+    let mut buf = [0u8; 64];
+    match bobs.read(&mut buf) {
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            panic!("bob's revoked connection is still open")
+        }
+        Ok(0) | Err(_) => {}
+        Ok(n) => panic!("bob's revoked connection still delivers {n} bytes"),
+    }
+    gate.proc.wait_for(&["closing a connection", "revoked now", &format!("client={bob_addr}")], wait);
+    gate.proc.wait_for(&["connection closed: client certificate revoked", &bob_addr], wait);
+    assert!(get(&mut alices).unwrap().starts_with("HTTP/1.1 200"), "alice's connection was disturbed");
+    assert_eq!(gate.proc.lines_with(&["closing a connection", "revoked now"]).len(), 1);
+}

@@ -365,7 +365,14 @@ fn an_open_outside_policy_gets_a_reason() {
         "{}",
         describe(&out)
     );
-    let line = gate.proc.wait_for(&["open refused", &format!("127.0.0.1:{denied}"), "not allowed"], WAIT);
+    let line = gate.proc.wait_for(
+        &[
+            "open refused",
+            &format!("127.0.0.1:{denied}"),
+            "a loopback address: only a rule naming it allows it",
+        ],
+        WAIT,
+    );
     assert!(line.contains("spiffe://corp.test/portal/laptop-1"), "{line}");
 }
 
@@ -443,4 +450,160 @@ fn a_key_revoked_while_the_gate_runs_is_refused_after_sighup() {
     let after = start_portal(&c, gate_addr, &cert, &key, &[]);
     gate.proc.wait_for(&["portal refused", "client certificate revoked"], WAIT);
     after.proc.wait_for(&["cannot reach gate"], WAIT);
+}
+
+/// The SOCKS5 reply code for a CONNECT to `host` (sent as a name, verbatim) and `port`.
+fn socks_reply(socks: SocketAddr, host: &str, port: u16) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/socks5_connect.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args([&socks.port().to_string(), host, &port.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The gate's own services stay out of reach past `deny any 127.0.0.0/8` and `allow any *`:
+/// `0.0.0.0`, the names `0` and `0x0` (getaddrinfo makes them 0.0.0.0), `[::1]`, over TCP and
+/// over a UDP forward; the gate's admin port is the target. A rule naming the address (before
+/// the deny) still reaches it.
+#[test]
+fn unspecified_and_loopback_addresses_stay_out_of_reach_past_a_loopback_deny() {
+    let c = certs();
+    let echo = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let echo_port = echo.local_addr().unwrap().port();
+    echo.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let (root, _) = web_root(c.pki.dir.path(), None);
+    let nginx = Nginx::start(&root);
+    let named = format!("allow tcp 127.0.0.1 {}", nginx.addr.port());
+    let (gate, gate_addr) = start_gate(
+        &c,
+        "127.0.0.1:0",
+        &[
+            "--admin",
+            "127.0.0.1:0",
+            "--allow",
+            &named,
+            "--allow",
+            "deny any 127.0.0.0/8",
+            "--allow",
+            "allow any *",
+        ],
+    );
+    gate.proc
+        .wait_logged(&["WARN", "denies IPv4 loopback (127.0.0.0/8) but none denies IPv6 loopback"], WAIT);
+    let admin = Proc::field(&gate.proc.wait_logged(&["admin listening"], WAIT), "addr").unwrap();
+    let admin_port: u16 = admin.rsplit(':').next().unwrap().parse().unwrap();
+    let forward = format!("udp:127.0.0.1:0=0.0.0.0:{echo_port}");
+    let (portal, socks) = connected_portal(&c, gate_addr, &["--forward", &forward]);
+    let udp_fwd = logged_addr(&portal, "UDP forward");
+
+    for host in ["0.0.0.0", "0", "0x0", "::1", "::ffff:127.0.0.1"] {
+        assert_eq!(socks_reply(socks, host, admin_port), "2", "{host} reached the admin port");
+    }
+    gate.proc.wait_for(&["open refused", "0.0.0.0:", "an unspecified address"], WAIT);
+    gate.proc.wait_for(&["open refused", "target=0x0:", "resolves to 0.0.0.0"], WAIT);
+    gate.proc.wait_for(&["open refused", "[::1]:", "a loopback address"], WAIT);
+    // The rule naming 127.0.0.1 and nginx's port still admits it.
+    let out = socks_curl(socks, &format!("http://127.0.0.1:{}/index.html", nginx.addr.port()), &["-sS"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello through the tunnel\n", "{}", describe(&out));
+
+    // UDP to 0.0.0.0 through the forward: refused at the gate, nothing arrives.
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.send_to(b"ping", udp_fwd).unwrap();
+    gate.proc
+        .wait_for(&["datagram refused", &format!("0.0.0.0:{echo_port}"), "an unspecified address"], WAIT);
+    let mut buf = [0u8; 16];
+    assert!(echo.recv_from(&mut buf).is_err(), "a datagram to 0.0.0.0 reached 127.0.0.1");
+}
+
+/// DNS rebinding: `allow tcp allowed.test PORT` while the gate's DNS answers 127.0.0.1 for it.
+/// Without `to` in the rule, a name may not resolve to loopback; with `to 127.0.0.1` it may.
+#[test]
+fn a_name_rule_does_not_follow_its_name_to_loopback() {
+    let c = certs();
+    let (root, _) = web_root(c.pki.dir.path(), None);
+    let nginx = Nginx::start(&root);
+    let port = nginx.addr.port();
+    let dns = Dnsmasq::start(&[("allowed.test", "127.0.0.1"), ("pinned.test", "127.0.0.1")]);
+    let resolver = dns.addr.to_string();
+    let allowed = format!("allow tcp allowed.test {port}");
+    let (gate, gate_addr) = start_gate(&c, "127.0.0.1:0", &["--resolver", &resolver, "--allow", &allowed]);
+    let (portal, socks) = connected_portal(&c, gate_addr, &[]);
+    assert_eq!(socks_reply(socks, "allowed.test", port), "2", "a name rule followed its name to loopback");
+    gate.proc.wait_for(&["open refused", "allowed.test", "resolves to 127.0.0.1, a loopback address"], WAIT);
+    drop((portal, gate));
+
+    let pinned = format!("allow tcp pinned.test {port} to 127.0.0.1");
+    let (_gate, gate_addr) = start_gate(&c, "127.0.0.1:0", &["--resolver", &resolver, "--allow", &pinned]);
+    let (_portal, socks) = connected_portal(&c, gate_addr, &[]);
+    let out = socks_curl(socks, &format!("http://pinned.test:{port}/index.html"), &["-sS"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello through the tunnel\n", "{}", describe(&out));
+}
+
+/// A portal that is connected when its certificate is revoked loses its tunnel at the reload
+/// that reads the new CRL, not whenever its TCP connection happens to drop.
+#[test]
+fn a_connected_portal_is_closed_when_a_reload_finds_its_certificate_revoked() {
+    let c = certs();
+    let (root, _) = web_root(c.pki.dir.path(), None);
+    let nginx = Nginx::start(&root);
+    let crl = c.pki.path("portals.crl");
+    std::fs::write(&crl, c.pki.ca.crl(&[], 1).unwrap()).unwrap();
+    let (gate, gate_addr) = start_gate(&c, "127.0.0.1:0", &["--crl", s(&crl)]);
+    let laptop =
+        c.pki.ca.issue_client(&ClientSpec { common_name: "laptop-3", ..ClientSpec::default() }).unwrap();
+    let (cert, key) = laptop.write(c.pki.dir.path(), "laptop-3").unwrap();
+    let portal = start_portal(&c, gate_addr, &cert, &key, &["--socks", "127.0.0.1:0"]);
+    let socks = logged_addr(&portal, "SOCKS5 listening");
+    portal.proc.wait_logged(&["connected to gate"], WAIT);
+    let url = format!("http://127.0.0.1:{}/index.html", nginx.addr.port());
+    let out = socks_curl(socks, &url, &["-sS"]);
+    assert!(out.status.success(), "{}", describe(&out));
+
+    std::fs::write(&crl, c.pki.ca.crl(&[laptop.serial], 2).unwrap()).unwrap();
+    let pid = gate.proc.pid().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    portal.proc.wait_for(&["tunnel to gate ended"], WAIT);
+    gate.proc
+        .wait_for(&["closing a portal connection", "certificate is revoked now", "portal=laptop-3"], WAIT);
+    gate.proc.wait_for(&["portal disconnected", "portal=laptop-3", "reason=certificate revoked"], WAIT);
+    // It cannot come back: its next handshake is refused.
+    gate.proc.wait_for(&["portal refused", "client certificate revoked"], WAIT);
+    let out = socks_curl(socks, &url, &["-sS", "--max-time", "5"]);
+    assert!(!out.status.success(), "still reached nginx through a revoked portal: {}", describe(&out));
+}
+
+/// A CRL past its next update is a warning at start and at each reload; with `crl_strict` the
+/// gate refuses every portal until the CRL is refreshed.
+#[test]
+fn an_out_of_date_crl_warns_and_with_crl_strict_refuses_portals() {
+    let c = certs();
+    let crl = c.pki.path("stale.crl");
+    let yesterday = std::time::SystemTime::now() - Duration::from_secs(86_400);
+    std::fs::write(&crl, c.pki.ca.crl_until(&[], 1, yesterday).unwrap()).unwrap();
+    let (gate, gate_addr) = start_gate(&c, "127.0.0.1:0", &["--crl", s(&crl)]);
+    gate.proc.wait_logged(&["WARN", "CRL is out of date", "stale.crl"], WAIT);
+    let (_portal, _) = connected_portal(&c, gate_addr, &[]);
+
+    let conf = c.pki.path("strict.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[tunnel.gate]\nlisten = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n\
+             crl = [\"{}\"]\ncrl_strict = true\n",
+            s(&c.gate_cert),
+            s(&c.gate_key),
+            c.pki.ca(),
+            s(&crl)
+        ),
+    )
+    .unwrap();
+    let strict = Tlsgate::start(BIN, &["tunnel", "gate", "-c", s(&conf)]);
+    let line = strict.proc.wait_logged(&["tunnel gate listening"], WAIT);
+    let strict_addr: SocketAddr = Proc::field(&line, "listen").unwrap().parse().unwrap();
+    let refused = start_portal(&c, strict_addr, &c.portal_cert, &c.portal_key, &[]);
+    strict.proc.wait_for(&["portal refused", "is out of date"], WAIT);
+    refused.proc.wait_for(&["cannot reach gate"], WAIT);
 }

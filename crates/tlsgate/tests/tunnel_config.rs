@@ -103,7 +103,10 @@ fn reverse_forwards_socks_auth_and_the_admin_page() {
     // A target outside allow_reverse is refused by the portal, with a reason on both ends.
     let out = curl(&["-sS", "--max-time", "20", &format!("http://127.0.0.1:{reverse_denied}/")]);
     assert!(!out.status.success(), "{}", describe(&out));
-    portal.proc.wait_for(&["reverse session refused", "127.0.0.1:22", "not allowed"], WAIT);
+    portal.proc.wait_for(
+        &["reverse session refused", "127.0.0.1:22", "a loopback address: only a rule naming it allows it"],
+        WAIT,
+    );
     gate.proc.wait_for(&["reverse forward refused by portal", "127.0.0.1:22"], WAIT);
 
     // SOCKS5 with username/password: the right pair passes, a wrong one is refused.

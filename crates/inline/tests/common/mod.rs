@@ -17,8 +17,9 @@ use tlsgate_inline::seq_map::SeqMap;
 use tlsgate_inline::sim::{self, SimConfig, Summary};
 use tlsgate_inline::tables::Release;
 use tlsgate_inline::upstream::{Up, UpLimits, Upstream};
-use tlsgate_record::crypto::{CryptoError, Inbound, RecordKey, RecordLayer, Suite, Version};
+use tlsgate_record::crypto::{CryptoError, RecordKey, RecordLayer, Suite, Version};
 use tlsgate_record::frame::{Event, Framer, Header, MAX_CIPHERTEXT_TLS12};
+use tlsgate_record::session::{Fatal, Received, Session};
 
 pub const TLS13: &[SupportedCipherSuite] =
     &[cs::TLS13_AES_128_GCM_SHA256, cs::TLS13_AES_256_GCM_SHA384, cs::TLS13_CHACHA20_POLY1305_SHA256];
@@ -89,7 +90,8 @@ pub fn client_output(client: &mut ClientConnection) -> Vec<u8> {
 /// The client and the engine's side of one flow after the handshake.
 pub struct Flow {
     pub client: ClientConnection,
-    pub layer: RecordLayer,
+    /// The engine's session (named for the record layer beneath it).
+    pub layer: Session,
     pub records: Records,
     /// Client bytes the engine consumed in the handshake (the outer offset where records begin,
     /// less the SYN's 1).
@@ -138,7 +140,7 @@ impl Flow {
                 let (secrets, kernel) = hs.into_keys().unwrap();
                 let version = Version::from_rustls(suite.version().version).unwrap();
                 let client_key = key_copy(version, secrets.rx.0, &secrets.rx.1);
-                let layer = RecordLayer::new(secrets, kernel)?;
+                let layer = Session::new(RecordLayer::new(secrets, kernel)?);
                 let client_key = client_key?;
                 return Ok(Flow { client, layer, records, handshake_bytes, client_key });
             }
@@ -146,17 +148,16 @@ impl Flow {
         panic!("handshake did not complete");
     }
 
-    /// What the client wrote, opened by the engine.
-    pub fn engine_reads(&mut self) -> Vec<Result<(Inbound, Vec<u8>), CryptoError>> {
+    /// What the client wrote, opened by the engine's session: what each record meant, with
+    /// its plaintext (data) or what the session sent in answer (anything else).
+    pub fn engine_reads(&mut self) -> Vec<Result<(Received, Vec<u8>), Fatal>> {
         let bytes = client_output(&mut self.client);
         let mut got = Vec::new();
         for (h, mut body) in self.records.push(&bytes) {
-            got.push(self.layer.open(h, &mut body).map(|inb| {
-                let pt = match &inb {
-                    Inbound::Data(o) | Inbound::Alert(o) => body[o.plaintext.clone()].to_vec(),
-                    Inbound::KeyUpdate { .. } => Vec::new(),
-                };
-                (inb, pt)
+            let mut reply = Vec::new();
+            got.push(self.layer.open(h, &mut body, &mut reply).map(|r| match r {
+                Received::Data(range) => (Received::Data(range.clone()), body[range].to_vec()),
+                other => (other, reply),
             }));
         }
         got
@@ -167,7 +168,7 @@ impl Flow {
         let mut all = Vec::new();
         for r in self.engine_reads() {
             match r.unwrap() {
-                (Inbound::Data(_), pt) => all.extend(pt),
+                (Received::Data(_), pt) => all.extend(pt),
                 other => panic!("expected data, got {other:?}"),
             }
         }

@@ -16,7 +16,7 @@ use tlsgate_telemetry::metrics::{metrics, BytesLabels, HandshakeLabels, Listener
 use tlsgate_tls::server::{listener_tls, ListenerTls};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
@@ -129,7 +129,15 @@ pub async fn accept_loop(
                 tracker.spawn(
                     async move {
                         let _permits = permits;
-                        handle(tcp, current).await
+                        // Notified by a reload whose CRLs revoke the client's certificate:
+                        // the connection is dropped wherever it is.
+                        let revoked = Arc::new(Notify::new());
+                        tokio::select! {
+                            () = handle(tcp, current, revoked.clone()) => {}
+                            () = revoked.notified() => tracing::warn!(
+                                side = %Side::Client, "connection closed: client certificate revoked"
+                            ),
+                        }
                     }
                     .instrument(span),
                 );
@@ -157,7 +165,7 @@ async fn acquire(
     limit.clone().acquire_owned().await.ok()
 }
 
-async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
+async fn handle(tcp: TcpStream, state: Arc<ListenerState>, revoked: Arc<Notify>) {
     let m = metrics();
     state.counters.accepted.inc();
     let client = tcp.peer_addr().unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -250,6 +258,8 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
     tracing::info!(%sni, %version, %suite, %alpn, %client_cert, route = %est.route.label, "handshake done");
 
     let _open = OpenGuard::new(state.counters.open.clone());
+    let _registered =
+        est.facts.revocation.clone().map(|key| super::revoked::register(&state.name, client, key, revoked));
     let identity = est.peer().cloned();
     let listed = live().insert(ConnInfo {
         listener: state.name.clone(),

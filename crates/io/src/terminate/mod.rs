@@ -12,6 +12,7 @@ pub mod handshake;
 pub mod http_headers;
 pub mod listener;
 pub mod plain_http;
+mod revoked;
 pub mod routes;
 pub mod server;
 pub mod watch;

@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use super::listener::{accept_loop, ListenerState};
 use crate::error::listener_label;
 use crate::ProxyError;
+use tlsgate_tls::revocation::Revocations;
 
 struct Running {
     name: String,
@@ -122,8 +123,16 @@ impl Server {
         let section = section(config)?;
         // 1. Load everything; nothing is touched until all of it loaded.
         let mut states = Vec::new();
+        let mut revocations = Vec::new();
         for l in &section.listener {
-            states.push((l.listen, ListenerState::build(l, &config.security)?));
+            let state = ListenerState::build(l, &config.security)?;
+            if !l.client_auth.crl.is_empty() {
+                let revs = Revocations::load(&l.client_auth.crl).map_err(|e| {
+                    ProxyError::config(format!("{}: {e}", listener_label(&state.name, l.listen)))
+                })?;
+                revocations.push((state.name.clone(), revs));
+            }
+            states.push((l.listen, state));
         }
         // A listener keeps its socket when its address stays; with port 0 (the kernel picks),
         // the name must stay too.
@@ -180,6 +189,10 @@ impl Server {
         }
         *self.view.listeners.lock().unwrap_or_else(|e| e.into_inner()) =
             self.listeners.iter().map(|(_, r)| (r.local, r.state.clone())).collect();
+        // The new CRLs hold for connections already open too.
+        for (name, revs) in &revocations {
+            super::revoked::close_revoked(name, revs);
+        }
         Ok(())
     }
 

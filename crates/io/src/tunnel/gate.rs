@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use tlsgate_config::GateConfig;
 use tlsgate_telemetry::conns::{live, ConnInfo, Listed};
+use tlsgate_tls::revocation::{RevocationKey, Revocations};
 use tlsgate_tunnel::addr::Host;
 use tlsgate_tunnel::policy::{Decision, PolicySet};
 use tlsgate_tunnel::wire::{OpenRc, Protocol};
@@ -37,6 +38,17 @@ struct Shared {
     policies: ArcSwap<PolicySet>,
     resolver: Resolver,
     portals: Registry,
+    /// Every connected portal's certificate, for closing it once a reload finds it revoked.
+    certs: Mutex<HashMap<u64, Connected>>,
+    next_conn: std::sync::atomic::AtomicU64,
+}
+
+/// A connected portal as revocation sees it.
+struct Connected {
+    key: RevocationKey,
+    portal: String,
+    peer: SocketAddr,
+    revoked: Arc<tokio::sync::Notify>,
 }
 
 pub struct Gate {
@@ -51,7 +63,7 @@ impl Gate {
         config: &GateConfig,
         allow_insecure_key_permissions: bool,
     ) -> Result<Gate, ProxyError> {
-        let (tls, policies) = load(config, allow_insecure_key_permissions)?;
+        let (tls, policies, _) = load(config, allow_insecure_key_permissions)?;
         let resolver = Resolver::new(config.resolver).map_err(ProxyError::internal)?;
         let listener = TcpListener::bind(config.listen)
             .await
@@ -70,6 +82,8 @@ impl Gate {
             policies: ArcSwap::from_pointee(policies),
             resolver,
             portals: Default::default(),
+            certs: Default::default(),
+            next_conn: Default::default(),
         });
         let mut tasks = vec![tokio::spawn(accept_loop(listener, shared.clone()))];
         for (l, r) in reverse {
@@ -100,10 +114,21 @@ impl Gate {
                 "[tunnel.gate]: listen, reverse or resolver changed; a restart applies that",
             ));
         }
-        let (tls, policies) = load(config, allow_insecure_key_permissions)?;
+        let (tls, policies, revocations) = load(config, allow_insecure_key_permissions)?;
         self.shared.tls.store(tls);
         self.shared.policies.store(Arc::new(policies));
         self.shared.config.store(Arc::new(config.clone()));
+        // The new CRLs hold for portals already connected too: a revoked one is closed now
+        // rather than whenever its TCP connection drops.
+        for c in self.shared.certs.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            if revocations.revokes(&c.key) {
+                tracing::warn!(
+                    portal = %c.portal, client = %c.peer,
+                    "tunnel gate: closing a portal connection: its certificate is revoked now"
+                );
+                c.revoked.notify_one();
+            }
+        }
         Ok(())
     }
 
@@ -130,19 +155,32 @@ impl Gate {
     }
 }
 
-/// The gate's TLS config and policy from `config`, read from disk.
-fn load(config: &GateConfig, insecure: bool) -> Result<(Arc<ServerConfig>, PolicySet), ProxyError> {
+/// The gate's TLS config, policy and revoked certificates from `config`, read from disk.
+fn load(
+    config: &GateConfig,
+    insecure: bool,
+) -> Result<(Arc<ServerConfig>, PolicySet, Revocations), ProxyError> {
     let label = format!("tunnel gate {}", config.listen);
     let tls = tlsgate_tls::tunnel::gate_server_config(config, insecure)
         .map_err(|e| ProxyError::config(format!("{label}: {e}")))?;
+    let revocations =
+        Revocations::load(&config.crl).map_err(|e| ProxyError::config(format!("{label}: {e}")))?;
     let (identities, default, open) =
         config.policies().map_err(|e| ProxyError::config(format!("{label}: {e}")))?;
     if open {
         tracing::warn!(
-            "tunnel gate: no policy configured; every authenticated portal may open any destination"
+            "tunnel gate: no policy configured; every authenticated portal may open any destination, \
+             the gate's own loopback services included"
         );
     }
-    Ok((tls, PolicySet { identities, default: Some(default) }))
+    for (who, policy) in
+        identities.iter().map(|(id, p)| (id.as_str(), p)).chain([("default_policy", &default)])
+    {
+        for warning in policy.warnings() {
+            tracing::warn!(policy = %who, "tunnel gate: {warning}");
+        }
+    }
+    Ok((tls, PolicySet { identities, default: Some(default) }, revocations))
 }
 
 /// Waits for every future (a handful of portal connections: no need for a join set).
@@ -184,9 +222,10 @@ async fn serve_portal(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) 
         }
     };
     let (_, conn) = tls.get_ref();
-    let identity =
-        conn.peer_certificates().and_then(|c| c.first()).and_then(tlsgate_tls::identity::peer_identity);
-    let Some(identity) = identity else {
+    let leaf = conn.peer_certificates().and_then(|c| c.first());
+    let identity = leaf.and_then(tlsgate_tls::identity::peer_identity);
+    let key = leaf.and_then(tlsgate_tls::revocation::revocation_key);
+    let (Some(identity), Some(key)) = (identity, key) else {
         tracing::warn!(client = %peer, "tunnel gate: portal refused: certificate unreadable (client side)");
         return;
     };
@@ -217,7 +256,16 @@ async fn serve_portal(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) 
         .entry(name.clone())
         .or_default()
         .push(handle.clone());
-    let ended = driver.run(tls, None).await;
+    let conn_id = shared.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let revoked = Arc::new(tokio::sync::Notify::new());
+    let entry = Connected { key, portal: name.clone(), peer, revoked: revoked.clone() };
+    shared.certs.lock().unwrap_or_else(|e| e.into_inner()).insert(conn_id, entry);
+    // Revoked: the driver is dropped with the TLS stream and every session's socket.
+    let ended = tokio::select! {
+        ended = driver.run(tls, None) => ended.to_string(),
+        () = revoked.notified() => "certificate revoked".to_string(),
+    };
+    shared.certs.lock().unwrap_or_else(|e| e.into_inner()).remove(&conn_id);
     {
         let mut portals = shared.portals.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(list) = portals.get_mut(&name) {
@@ -281,20 +329,21 @@ pub(crate) async fn resolve_checked(
         Decision::Deny { reason } => Err(OpenFailure { rc: OpenRc::REFUSED_BY_POLICY, reason }),
     };
     refuse(shared.policies.check(shared.portal, protocol, target))?;
-    match &target.host {
-        Host::Ip(ip) => Ok(vec![*ip]),
-        Host::Name(name) => {
-            let addrs = shared
-                .resolver
-                .resolve(name)
-                .await
-                .map_err(|reason| OpenFailure { rc: OpenRc::NAME_NOT_RESOLVED, reason })?;
-            for ip in &addrs {
-                refuse(shared.policies.check_resolved(shared.portal, protocol, target, *ip))?;
-            }
-            Ok(addrs)
-        }
+    let addrs = match &target.host {
+        Host::Ip(ip) => vec![*ip],
+        Host::Name(name) => shared
+            .resolver
+            .resolve(name)
+            .await
+            .map_err(|reason| OpenFailure { rc: OpenRc::NAME_NOT_RESOLVED, reason })?,
+    };
+    // Every address it would connect to, with what only the I/O side knows: whether it is the
+    // gate's own.
+    for ip in &addrs {
+        let own = super::own_addrs::is_own(*ip);
+        refuse(shared.policies.check_resolved(shared.portal, protocol, target, *ip, own))?;
     }
+    Ok(addrs)
 }
 
 /// [`resolve_checked`] under the policy current now: a reload applies to every new session and

@@ -12,6 +12,7 @@
 mod connect;
 pub mod driver;
 pub mod gate;
+mod own_addrs;
 pub mod portal;
 mod pump;
 pub mod resolve;

@@ -395,7 +395,9 @@ impl Acceptor for PortalAcceptor {
                         .collect(),
                 };
                 for ip in &addrs {
-                    if let Decision::Deny { reason } = policy.check_resolved(Protocol::TCP, &target, *ip) {
+                    if let Decision::Deny { reason } =
+                        policy.check_resolved(Protocol::TCP, &target, *ip, false)
+                    {
                         return Err(OpenFailure { rc: OpenRc::REFUSED_BY_POLICY, reason });
                     }
                 }

@@ -37,6 +37,7 @@ fn config_from(args: &TerminateArgs) -> Result<Config, String> {
                     mode: ClientAuthMode::Required,
                     ca: Some(ca.clone()),
                     crl: args.crl.clone(),
+                    crl_strict: false,
                     allow_cn: args.allow_cn.clone(),
                     allow_dns: args.allow_dns.clone(),
                     allow_uri: args.allow_uri.clone(),

@@ -33,6 +33,7 @@ enum How {
 const EXAMPLES: &[(&str, &str, How)] = &[
     ("README.md", "cargo run --release -- demo", How::Skip("run by tests/demo.rs")),
     ("README.md", "cargo test --workspace", How::Skip("the test suite itself, run by .ci/run")),
+    ("docs/conformance.md", "cargo build -p tlsgate", How::Skip("the conformance run itself, run by .ci/run")),
     ("README.md", "tlsgate terminate --listen 127.0.0.1:8443 --cert server.pem --key server.key \\", How::Run(terminate::readme_flags)),
     ("README.md", "tlsgate terminate --listen 0.0.0.0:8443 --cert server.pem --key server.key --backend 127.0.0.1:8080 \\", How::Run(terminate::readme_mtls)),
     ("README.md", "tlsgate check --config tlsgate.toml       # loads every file it names, binds nothing", How::Run(terminate::readme_config)),

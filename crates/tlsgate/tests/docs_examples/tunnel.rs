@@ -92,8 +92,8 @@ fn portal(s: &Scene, stem: &str, port: u16, target: &str) -> Tlsgate {
     p
 }
 
-/// The per-identity policy: the portal it names opens anything; another portal gets
-/// `default_policy`, which does not admit 127.0.0.2.
+/// The per-identity policy: the portal it names opens 127.0.0.2:8080 (on the gate's host, so
+/// only a rule naming it admits it); another portal gets `default_policy`, which does not.
 pub fn policy(block: &Block, _: &[Block]) {
     let s = Scene::new("doc-tunp", &[]);
     s.client_cert("build-1", "build-1", &["spiffe://corp.example/portal/build-1"]);

@@ -17,6 +17,10 @@ impl Cidr {
         (prefix <= max).then(|| Cidr { net: mask(addr, prefix), prefix })
     }
 
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         ip.is_ipv4() == self.net.is_ipv4() && mask(ip, self.prefix) == self.net
     }

@@ -1,4 +1,4 @@
-//! One policy rule and its text form: `ACTION [tcp|udp|any] DEST [PORTS]`.
+//! One policy rule and its text form: `ACTION [tcp|udp|any] DEST [PORTS] [to CIDR,…]`.
 
 use super::{Cidr, PolicyError};
 use crate::addr::Host;
@@ -98,6 +98,9 @@ pub struct Rule {
     pub dest: Dest,
     /// Empty matches every port.
     pub ports: Vec<PortRange>,
+    /// For a name rule, `to CIDR,…`: the addresses its names may resolve to. `None`: public
+    /// addresses, and others only where an address rule allows them by name.
+    pub resolves_to: Option<Vec<Cidr>>,
 }
 
 impl Rule {
@@ -126,14 +129,32 @@ impl FromStr for Rule {
             _ => return Err(err("protocol must be tcp, udp or any")),
         };
         words.next();
-        let dest = words.next().ok_or(err("missing destination"))?.parse()?;
-        let ports = match words.next() {
-            None | Some("*") => Vec::new(),
-            Some(list) => list.split(',').map(str::parse).collect::<Result<_, _>>()?,
+        let dest: Dest = words.next().ok_or(err("missing destination"))?.parse()?;
+        let ports = match words.peek().copied() {
+            None | Some("to") => Vec::new(),
+            Some("*") => {
+                words.next();
+                Vec::new()
+            }
+            Some(list) => {
+                words.next();
+                list.split(',').map(str::parse).collect::<Result<_, _>>()?
+            }
+        };
+        let resolves_to = match words.next() {
+            None => None,
+            Some("to") => {
+                if matches!(dest, Dest::Cidr(_)) {
+                    return Err(err("`to` limits what a name resolves to: not for an address rule"));
+                }
+                let list = words.next().ok_or(err("`to` needs addresses"))?;
+                Some(list.split(',').map(str::parse).collect::<Result<_, _>>()?)
+            }
+            Some(_) => return Err(err("trailing words")),
         };
         if words.next().is_some() {
             return Err(err("trailing words"));
         }
-        Ok(Rule { action, protocol, dest, ports })
+        Ok(Rule { action, protocol, dest, ports, resolves_to })
     }
 }

@@ -1,0 +1,333 @@
+//! The TLS session after the handshake, sans-IO: one state machine that every driver of the
+//! record layer (terminate's stream, the inline engine in both release modes, a kernel TLS
+//! offload later) feeds the client's records and asks to seal its own.
+//!
+//! In: record headers (checked before their body is awaited), whole records or the end of one
+//! opened piece by piece ([`Session::stream_end`]). Out: plaintext to deliver (a range of the
+//! caller's buffer), bytes to send (our KeyUpdate answer, a no_renegotiation warning, sealed
+//! data, close_notify), the peer's close, or a [`Fatal`] naming the side at fault and the alert
+//! that answers it, which [`Session::send_alert`] seals once.
+//!
+//! The rules themselves are in [`rules`] (no crypto: also what the fuzzer drives); this module
+//! adds the keys: it follows the client's KeyUpdates, answers a requested one (once per run of
+//! requests: RFC 8446 §4.6.3 lets a reply cover every request before it), replaces its transmit
+//! key after [`TX_KEY_RECORDS`] records, and refuses to seal after close_notify or a failure.
+
+pub mod alert;
+pub mod rules;
+#[cfg(test)]
+mod tests;
+
+use crate::crypto::{CryptoError, RecordLayer, Version};
+use crate::frame::{ContentType, FrameError, Header, MAX_PLAINTEXT};
+use crate::stream::StreamOpener;
+pub use rules::{Outcome, Reason, Rules, Side};
+use std::ops::Range;
+
+/// Records sealed under one transmit key before it is replaced: below AES-GCM's limit of
+/// 2^24.5 full-size records (RFC 8446 §5.5), as rustls does before the keys are handed over.
+pub const TX_KEY_RECORDS: u64 = 1 << 24;
+
+/// The end of a session by a rule: who broke it, why, and the alert that answers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fatal {
+    pub side: Side,
+    /// The fatal alert description owed to the client (sealed by [`Session::send_alert`]).
+    pub alert: Option<u8>,
+    pub reason: Reason,
+}
+
+impl std::fmt::Display for Fatal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The alert is the driver's to mention: it knows whether it went out.
+        match self.side {
+            Side::Client => write!(f, "client {}", self.reason),
+            Side::Internal => write!(f, "session {}", self.reason),
+        }
+    }
+}
+
+impl std::error::Error for Fatal {}
+
+impl From<Reason> for Fatal {
+    fn from(reason: Reason) -> Fatal {
+        Fatal { side: reason.side(), alert: reason.alert(), reason }
+    }
+}
+
+/// What a client record meant, once the session acted on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// Application data to deliver: where it lies in the buffer given (possibly empty).
+    Data(Range<usize>),
+    /// Consumed by the session: a KeyUpdate, part of one, an ignored warning, a refused
+    /// renegotiation. What it called for is in `out`.
+    Nothing,
+    /// The client sent close_notify (now or before): its stream has ended.
+    Closed,
+}
+
+/// One connection's session after the handshake. See the module docs.
+#[derive(Debug)]
+pub struct Session {
+    layer: RecordLayer,
+    rules: Rules,
+    tx_key_records: u64,
+    /// The last record sealed was our KeyUpdate: a requested update is answered by it already.
+    updated_last: bool,
+    close_sent: bool,
+    failed: Option<Fatal>,
+    alert_sent: bool,
+}
+
+impl Session {
+    pub fn new(layer: RecordLayer) -> Session {
+        Session {
+            rules: Rules::new(layer.version()),
+            layer,
+            tx_key_records: TX_KEY_RECORDS,
+            updated_last: false,
+            close_sent: false,
+            failed: None,
+            alert_sent: false,
+        }
+    }
+
+    /// The session of a handshake rustls completed: its traffic keys and key schedule.
+    pub fn from_keys(
+        secrets: rustls::ExtractedSecrets,
+        kernel: rustls::kernel::KernelConnection<rustls::server::ServerConnectionData>,
+    ) -> Result<Session, Fatal> {
+        let layer =
+            RecordLayer::new(secrets, kernel).map_err(|e| Fatal::from(Reason::KeySchedule(e.to_string())))?;
+        Ok(Session::new(layer))
+    }
+
+    /// Replaces the transmit key after `records` records instead of [`TX_KEY_RECORDS`]: for
+    /// tests, which cannot seal 2^24 records.
+    pub fn set_tx_key_records(&mut self, records: u64) {
+        self.tx_key_records = records;
+    }
+
+    pub fn version(&self) -> Version {
+        self.layer.version()
+    }
+
+    /// Next record sequence numbers (receive, transmit).
+    pub fn seqs(&self) -> (u64, u64) {
+        self.layer.seqs()
+    }
+
+    /// The client sent close_notify.
+    pub fn peer_closed(&self) -> bool {
+        self.rules.peer_closed()
+    }
+
+    /// Our close_notify is sealed.
+    pub fn close_sent(&self) -> bool {
+        self.close_sent
+    }
+
+    pub fn failed(&self) -> Option<&Fatal> {
+        self.failed.as_ref()
+    }
+
+    /// The largest record body accepted.
+    pub fn ciphertext_limit(&self) -> usize {
+        self.rules.ciphertext_limit()
+    }
+
+    /// Bytes of a handshake message held between records (at most 4).
+    pub fn held(&self) -> usize {
+        self.rules.held()
+    }
+
+    fn fail(&mut self, reason: Reason) -> Fatal {
+        let fatal = Fatal::from(reason);
+        self.failed = Some(fatal.clone());
+        fatal
+    }
+
+    fn check(&self) -> Result<(), Fatal> {
+        match &self.failed {
+            Some(f) => Err(f.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// A client record header, before its body is awaited.
+    pub fn header(&mut self, h: Header) -> Result<(), Fatal> {
+        self.check()?;
+        self.rules.header(h).map_err(|r| self.fail(r))
+    }
+
+    /// A framer that stopped on a header: the same answers as [`Session::header`].
+    pub fn frame_error(&mut self, e: FrameError) -> Fatal {
+        if let Some(f) = &self.failed {
+            return f.clone();
+        }
+        let reason = match e {
+            FrameError::Oversized { len, limit } => Reason::RecordOverflow { len, limit },
+            FrameError::ContentType(t) => Reason::UnexpectedType(t),
+            FrameError::Version(v) => Reason::RecordVersion(v),
+            FrameError::Failed => Reason::UnexpectedType(0),
+        };
+        self.fail(reason)
+    }
+
+    fn crypto(&mut self, e: CryptoError) -> Fatal {
+        self.fail(match e {
+            // RFC 8446 §5.2: a record that does not decrypt, too short for its tag included.
+            CryptoError::BadRecordMac | CryptoError::Short(_) => Reason::BadRecordMac,
+            CryptoError::OuterType(t) => Reason::UnexpectedType(t),
+            CryptoError::NoContentType => Reason::NoContentType,
+            // RFC 8446 §5.3: a sequence number would wrap; the client never updated its key.
+            CryptoError::SeqExhausted => Reason::SeqExhausted,
+            CryptoError::PostHandshake(t) => Reason::UnexpectedHandshake(t),
+            e @ (CryptoError::TooLarge(_) | CryptoError::Unsupported | CryptoError::KeySchedule(_)) => {
+                Reason::KeySchedule(e.to_string())
+            }
+        })
+    }
+
+    /// A whole client record, opened in place in `body`. Bytes to send are appended to `out`.
+    pub fn open(&mut self, header: Header, body: &mut [u8], out: &mut Vec<u8>) -> Result<Received, Fatal> {
+        self.check()?;
+        // RFC 8446 §6.1: ignored after close_notify (not even decrypted).
+        if self.rules.peer_closed() {
+            return Ok(Received::Closed);
+        }
+        self.header(header)?;
+        let (plain, _) = self.layer.decrypt(header, body).map_err(|e| self.crypto(e))?;
+        let outcome =
+            self.rules.record(header.content_type, &body[plain.clone()], 0).map_err(|r| self.fail(r))?;
+        Ok(match self.act(&outcome, out)? {
+            Received::Data(r) => Received::Data(plain.start + r.start..plain.start + r.end),
+            other => other,
+        })
+    }
+
+    /// Starts opening a client record piece by piece (cut-through release).
+    pub fn open_stream(&mut self, header: Header) -> Result<StreamOpener, Fatal> {
+        self.header(header)?;
+        self.layer.open_stream(header).map_err(|e| self.crypto(e))
+    }
+
+    /// The end of a record opened piece by piece: `tag` is [`StreamOpener::finish`]'s verdict,
+    /// `plain` the decrypted plaintext not handed out, after `released` bytes that were (as
+    /// application data). A data range returned is within `plain`.
+    pub fn stream_end(
+        &mut self,
+        header: Header,
+        tag: Result<(), CryptoError>,
+        plain: &[u8],
+        released: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<Received, Fatal> {
+        self.check()?;
+        tag.map_err(|e| self.crypto(e))?;
+        let outcome = self.rules.record(header.content_type, plain, released).map_err(|r| self.fail(r))?;
+        self.act(&outcome, out)
+    }
+
+    /// Carries out what a record asked for.
+    fn act(&mut self, o: &Outcome, out: &mut Vec<u8>) -> Result<Received, Fatal> {
+        if let Some(requested) = o.key_update {
+            self.layer.update_rx().map_err(|e| self.crypto(e))?;
+            if requested && !self.updated_last && !self.close_sent {
+                self.send_key_update(out)?;
+            }
+        }
+        // RFC 5246 §7.2.2, RFC 5746 §4.4: a server that does not renegotiate answers a
+        // ClientHello with a warning no_renegotiation and carries on with the session it has.
+        // (A fatal handshake_failure is also allowed; the warning keeps a client that merely
+        // tried a working connection, as OpenSSL and HAProxy do.)
+        // Nothing is sealed after our close_notify (RFC 8446 §6.1, RFC 5246 §7.2.1).
+        for _ in 0..o.renegotiations * u32::from(!self.close_sent) {
+            self.seal_record(ContentType::ALERT, &[alert::WARNING, alert::NO_RENEGOTIATION], out)?;
+        }
+        Ok(match (&o.data, o.closed) {
+            (_, true) => Received::Closed,
+            (Some(r), _) => Received::Data(r.clone()),
+            (None, _) => Received::Nothing,
+        })
+    }
+
+    /// TLS 1.3: seals a KeyUpdate (update_not_requested) and moves the transmit key on.
+    pub fn send_key_update(&mut self, out: &mut Vec<u8>) -> Result<(), Fatal> {
+        self.layer.send_key_update(out).map_err(|e| self.fail(Reason::KeySchedule(e.to_string())))?;
+        self.updated_last = true;
+        Ok(())
+    }
+
+    fn seal_record(&mut self, ct: ContentType, data: &[u8], out: &mut Vec<u8>) -> Result<(), Fatal> {
+        self.refresh_tx_key(out)?;
+        let sealed = if ct == ContentType::ALERT {
+            self.layer.seal_alert([data[0], data[1]], out)
+        } else {
+            self.layer.seal(data, out)
+        };
+        sealed.map_err(|e| self.fail(Reason::Seal(e.to_string())))?;
+        self.updated_last = false;
+        Ok(())
+    }
+
+    /// Keeps the transmit key under its confidentiality limit: TLS 1.3 moves to the next key
+    /// with a KeyUpdate (RFC 8446 §5.5), TLS 1.2 cannot (renegotiation is refused) and ends.
+    fn refresh_tx_key(&mut self, out: &mut Vec<u8>) -> Result<(), Fatal> {
+        if self.layer.seqs().1 < self.tx_key_records {
+            return Ok(());
+        }
+        match self.version() {
+            Version::Tls13 => self.send_key_update(out),
+            Version::Tls12 => Err(self.fail(Reason::TxKeyUsedUp(self.tx_key_records))),
+        }
+    }
+
+    /// Seals `data` as application-data records of at most 2^14 bytes, appended to `out`.
+    /// Nothing is sealed for empty data.
+    pub fn seal(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), Fatal> {
+        self.check()?;
+        if self.close_sent {
+            return Err(Fatal::from(Reason::WriteAfterClose));
+        }
+        for chunk in data.chunks(MAX_PLAINTEXT) {
+            self.seal_record(ContentType::APPLICATION_DATA, chunk, out)?;
+        }
+        Ok(())
+    }
+
+    /// Seals close_notify (once): nothing is sealed after it (RFC 8446 §6.1).
+    pub fn close(&mut self, out: &mut Vec<u8>) -> Result<(), Fatal> {
+        self.check()?;
+        if !self.close_sent {
+            self.seal_record(ContentType::ALERT, &[alert::WARNING, alert::CLOSE_NOTIFY], out)?;
+            self.close_sent = true;
+        }
+        Ok(())
+    }
+
+    /// Ends the session by a choice of the caller made after the handshake (say, no ALPN
+    /// protocol matched): `description` is sent as a fatal alert by [`Session::send_alert`].
+    pub fn refuse(&mut self, description: u8) -> Fatal {
+        let fatal =
+            Fatal { side: Side::Internal, alert: Some(description), reason: Reason::Refused(description) };
+        if self.failed.is_none() {
+            self.failed = Some(fatal.clone());
+        }
+        fatal
+    }
+
+    /// After a failure: seals the fatal alert owed to the client into `out`, once. Returns its
+    /// description when one was sealed.
+    pub fn send_alert(&mut self, out: &mut Vec<u8>) -> Option<u8> {
+        let d = self.failed.as_ref()?.alert?;
+        // Once, and never after our close_notify (RFC 8446 §6.1).
+        if self.alert_sent || self.close_sent {
+            return None;
+        }
+        self.alert_sent = true;
+        self.layer.seal_alert([alert::FATAL, d], out).ok()?;
+        Some(d)
+    }
+}
