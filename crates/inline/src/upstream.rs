@@ -634,7 +634,8 @@ impl Upstream {
         self.hold.ranges().into_iter().filter(|&(s, _)| s > ack).take(max).count()
     }
 
-    /// Bytes of state held: hold queue, partial record, stored plaintext, pair table.
+    /// Bytes of state held: hold queue, partial record, stored plaintext, pair table, ranges
+    /// reported in SACK blocks.
     pub fn state_bytes(&self) -> usize {
         self.hold.bytes()
             + self.record.as_ref().map_or(0, |r| match r {
@@ -644,6 +645,7 @@ impl Upstream {
             + self.framer.held()
             + self.unacked_bytes
             + self.pairs.state_bytes()
+            + self.sacked.len() * std::mem::size_of::<(u64, u64)>()
     }
 
     /// Queue-state rows: held segments, and the partial record awaiting its tag.
