@@ -439,7 +439,12 @@ impl Upstream {
     /// all of each record's unacknowledged plaintext, not only the part under the range: the
     /// client may retransmit just a record's unacknowledged tail (see [`Upstream::client_ack`]).
     /// A cut-through record in progress counts with the part already released.
-    fn redeliver(&mut self, start: u64, end: u64, out: &mut Vec<Up>) {
+    fn redeliver(&mut self, start: u64, mut end: u64, out: &mut Vec<Up>) {
+        // The client never resends what it was told the engine holds (SACK), and the engine's
+        // ACK stops short of such a range: a resend reaching it stands for the range too.
+        while let Some(&(_, e)) = self.sacked.iter().find(|&&(s, e)| s <= end && end < e) {
+            end = e;
+        }
         let mut range: Option<(u64, u64)> = None;
         for e in self.pairs.overlapping_outer(start, end).filter(|e| e.inner_len > 0) {
             range = Some((range.map_or(e.inner, |r| r.0), e.inner_end()));
@@ -621,7 +626,8 @@ impl Upstream {
         self.hold.ranges().into_iter().filter(|&(s, _)| s > ack).take(max).count()
     }
 
-    /// Bytes of state held: hold queue, partial record, stored plaintext, pair table.
+    /// Bytes of state held: hold queue, partial record, stored plaintext, pair table, ranges
+    /// reported in SACK blocks.
     pub fn state_bytes(&self) -> usize {
         self.hold.bytes()
             + self.record.as_ref().map_or(0, |r| match r {
@@ -631,6 +637,7 @@ impl Upstream {
             + self.framer.held()
             + self.unacked_bytes
             + self.pairs.state_bytes()
+            + self.sacked.len() * std::mem::size_of::<(u64, u64)>()
     }
 
     /// Queue-state rows: held segments, and the partial record awaiting its tag.

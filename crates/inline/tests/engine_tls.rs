@@ -636,6 +636,12 @@ fn client_bytes_held_beyond_a_gap_are_sacked_and_no_ack_ends_inside_them() {
     // The server's ACK of records 1 and 2 ends inside the reported range: held one byte short.
     server_acks(&mut n, 3);
     assert_eq!(last(&n).0, at(2919), "an ACK ending inside SACKed bytes");
+    // Should the server have lost records 3 and 4, the client's resend of the byte before the
+    // range (the only one it would resend) brings them again.
+    let before = n.to_server.len();
+    n.feed(data(sa(CLIENT), sa(SERVICE), at(2919), ack, &chunks[1][1459..]));
+    let again = server_bytes(&n.to_server.drain(before..).collect::<Vec<_>>(), CISN.wrapping_add(1 + 3000));
+    assert_eq!(again.len(), 2000, "records 3 and 4 delivered again");
     // All released records acknowledged: past the whole range (the record in progress goes on).
     server_acks(&mut n, 5);
     assert_eq!(last(&n), (at(5840), vec![(at(7300), at(8760))]));

@@ -160,14 +160,17 @@ fn reset_in_the_middle_of_a_record() {
 /// resends that byte, which exempts the segment from sampling.)
 #[test]
 fn a_bulk_upload_over_loss_keeps_the_clients_rto_down_with_sack() {
-    let (mut most_with, mut most_without) = (Duration::ZERO, Duration::ZERO);
-    for seed in 1..=7 {
+    // Single runs vary both ways (a packet more or less moves every later draw of the link), so
+    // the claim is over seeds: the RTO never grows as it does without SACK, and is lower overall.
+    let (mut most, mut sum) = ([Duration::ZERO; 2], [Duration::ZERO; 2]);
+    for seed in 1..=12 {
         let cfg = SimConfig { seed, loss: 0.03, reorder: 0.0, duplicate: 0.0, bytes: 1 << 20, ..MIX };
-        let with = run(TLS13[0], &cfg);
-        let without = run(TLS13[0], &SimConfig { client_sack: false, ..cfg });
-        assert!(with.client_rto_max < without.client_rto_max, "seed {seed}: {with}\n{without}");
-        most_with = most_with.max(with.client_rto_max);
-        most_without = most_without.max(without.client_rto_max);
+        let without = SimConfig { client_sack: false, ..cfg };
+        for (i, s) in [run(TLS13[0], &cfg), run(TLS13[0], &without)].iter().enumerate() {
+            most[i] = most[i].max(s.client_rto_max);
+            sum[i] += s.client_rto_max;
+        }
     }
-    assert!(most_without > most_with * 2, "RTO at most {most_with:?} with SACK, {most_without:?} without");
+    assert!(most[1] > most[0] * 2, "largest RTO {:?} with SACK, {:?} without", most[0], most[1]);
+    assert!(sum[0] * 4 < sum[1] * 3, "RTOs add up to {:?} with SACK, {:?} without", sum[0], sum[1]);
 }
