@@ -75,6 +75,8 @@ pub struct SimConfig {
     /// No engine: each client speaks plaintext TCP straight to the echo server through the
     /// same link (same impairment, same bytes), the baseline the engine's goodput is set against.
     pub plain: bool,
+    /// The engine's end-to-end flow table limit (beyond it new flows go to the full proxy).
+    pub max_flows: usize,
 }
 
 impl Default for SimConfig {
@@ -94,6 +96,7 @@ impl Default for SimConfig {
             reset_at: None,
             time_limit: Duration::from_secs(120),
             plain: false,
+            max_flows: Limits::default().max_flows,
         }
     }
 }
@@ -127,6 +130,8 @@ pub struct Summary {
     /// The engine's goodput over the plain baseline's (see [`Summary::goodput`]), when the
     /// caller ran both.
     pub goodput_vs_plain: Option<f64>,
+    /// Flows the engine switched to its full proxy (any reason).
+    pub full_proxy: u64,
 }
 
 impl Summary {
@@ -391,7 +396,7 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
             tls: server_tls,
             pool: if cfg.balanced { vec![(SERVER_IP, 80).into()] } else { Vec::new() },
         }],
-        limits: Limits::default(),
+        limits: Limits { max_flows: cfg.max_flows, ..Limits::default() },
     });
     let mut bridge = Bridge::new(engine, l2::BRIDGE_MAC, 1500);
     let mut l2 = l2::L2::default();
@@ -690,6 +695,8 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
         }
     }
     sum.bytes_up = sum.bytes_down;
+    let proxy = bridge.engine().stats().proxy;
+    sum.full_proxy = proxy.switched_window + proxy.switched_flow_table;
     sum.peak_state_per_flow = sum.peak_state_per_flow.max(report.peak_flow_state());
     for row in &report.connections {
         sum.records_up += row.up.records;

@@ -352,6 +352,7 @@ pub const SIM_MIX: SimConfig = SimConfig {
     reset_at: None,
     time_limit: std::time::Duration::from_secs(120),
     plain: false,
+    max_flows: 65536,
 };
 
 /// Runs a simulation and asserts that it passed (`SIM_PRINT=1` prints each summary line).
