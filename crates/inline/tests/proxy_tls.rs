@@ -124,6 +124,16 @@ fn close_notify_from_the_client_closes_the_end() {
     let (mut to_client, mut plain) = (Vec::new(), Vec::new());
     assert_eq!(end.process(&mut to_client, &mut plain, 1 << 20), Ok(Status::Closed));
     assert_eq!(plain, b"last words");
+    // Nothing more is taken from the client, but the server's last words are still sealed.
+    end.feed(b"after close_notify");
+    assert_eq!(end.buffered(), 0);
+    end.seal(b"goodbye", &mut to_client).unwrap();
+    end.close_notify(&mut to_client);
+    c.read_tls(&mut &to_client[..]).unwrap();
+    c.process_new_packets().unwrap();
+    let mut got = Vec::new();
+    let _ = c.reader().read_to_end(&mut got);
+    assert_eq!(got, b"goodbye");
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! read only while what it produced has room, so back-pressure reaches both peers' windows.
 
 use super::tls::{Status, TlsEnd, TlsError, MAX_PLAINTEXT};
+use crate::packet;
 use crate::tables::Counters;
 use rustls::ServerConfig;
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
@@ -96,6 +97,7 @@ fn endpoint(a: SocketAddr) -> IpEndpoint {
 }
 
 pub struct ProxyFlow {
+    client_addr: SocketAddr,
     wire: Wire,
     iface: Interface,
     sockets: SocketSet<'static>,
@@ -174,6 +176,7 @@ impl ProxyFlow {
         let client_h = sockets.add(c);
         let server_h = sockets.add(s);
         Ok(ProxyFlow {
+            client_addr: client,
             wire,
             iface,
             sockets,
@@ -260,7 +263,10 @@ impl ProxyFlow {
             }
         }
         self.iface.poll(t, &mut self.wire, &mut self.sockets);
-        out.append(&mut self.wire.tx);
+        for mut p in self.wire.tx.drain(..) {
+            push_to(self.client_addr, &mut p);
+            out.push(p);
+        }
         let at = self.iface.poll_at(t, &self.sockets);
         self.next_poll = at.map(|i| Duration::from_micros(i.total_micros().max(0) as u64));
     }
@@ -405,6 +411,18 @@ impl ProxyFlow {
         self.sockets.get_mut::<tcp::Socket>(self.client).abort();
         self.sockets.get_mut::<tcp::Socket>(self.server).abort();
         self.end = Some(End::Failed(side, why));
+    }
+}
+
+/// Sets PSH on a data segment for the client. smoltcp pushes only the segment that empties its
+/// send buffer; a client whose window holds less than two segments then never sees the two
+/// full-sized segments after which Linux acknowledges at once, and answers each segment after
+/// its delayed-ACK timer (40 ms: 300 bytes per 40 ms). With PSH, Linux acknowledges as soon as
+/// its application has read the data (RFC 9293 §3.9.1: PSH delivers promptly).
+fn push_to(client: SocketAddr, pkt: &mut [u8]) {
+    let Some(seg) = packet::parse(pkt) else { return };
+    if seg.dst == client && !seg.payload.is_empty() && !seg.fin && !seg.rst {
+        packet::edit_tcp(pkt, &seg, |t| t.set_psh(true));
     }
 }
 

@@ -55,6 +55,8 @@ pub struct TlsEnd {
     input: Vec<u8>,
     /// The first client byte was seen (and was a handshake record's).
     started: bool,
+    /// The client sent close_notify: its input is over.
+    closed: bool,
     session: Option<SessionInfo>,
 }
 
@@ -70,6 +72,7 @@ impl TlsEnd {
             state: State::Handshake(Box::new(Handshake::new(config)?)),
             input: Vec::new(),
             started: false,
+            closed: false,
             session: None,
         })
     }
@@ -80,7 +83,7 @@ impl TlsEnd {
     }
 
     pub fn feed(&mut self, data: &[u8]) {
-        if !matches!(self.state, State::Done) {
+        if !matches!(self.state, State::Done) && !self.closed {
             self.input.extend_from_slice(data);
         }
     }
@@ -111,10 +114,22 @@ impl TlsEnd {
         plain: &mut Vec<u8>,
         plain_cap: usize,
     ) -> Result<Status, TlsError> {
+        if self.closed {
+            return Ok(Status::Closed);
+        }
         let r = self.records(to_client, plain, plain_cap);
-        if !matches!(r, Ok(Status::Open)) {
-            self.state = State::Done;
-            self.input = Vec::new();
+        match r {
+            Ok(Status::Open) => {}
+            // The client will send nothing more; the record layer stays to seal the server's
+            // last data and its close_notify.
+            Ok(Status::Closed) => {
+                self.closed = true;
+                self.input = Vec::new();
+            }
+            Err(_) => {
+                self.state = State::Done;
+                self.input = Vec::new();
+            }
         }
         r
     }
