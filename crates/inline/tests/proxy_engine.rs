@@ -205,6 +205,37 @@ fn a_server_never_answering_ends_the_flow_at_the_syn_timeout() {
     assert!(rst.is_some(), "the client gets a reset");
 }
 
+/// A SYN whose client never completes the handshake (spoofed, or the SYN-ACK lost for good):
+/// the entry goes at the SYN timeout, not the idle timeout, both connections reset.
+#[test]
+fn a_client_silent_after_its_syn_frees_the_proxy_entry_at_the_syn_timeout() {
+    let mut e = engine(16, 1);
+    let client = sa("10.0.0.1:40000");
+    let (_, syn) = switched_syn(&mut e, client, 300);
+    handle(
+        &mut e,
+        1,
+        segment(sa(BACKEND), client, TcpControl::Syn, 7000, Some(syn.wrapping_add(1)), 64240, &[]),
+    );
+    let mut out = Vec::new();
+    let mut t = Duration::ZERO;
+    for _ in 0..100 {
+        let Some(next) = e.poll_timeout() else { break };
+        t = next.max(t);
+        e.handle_timeout(t, &mut out);
+        if e.proxy_flow_count() == 0 {
+            break;
+        }
+    }
+    assert_eq!(e.proxy_flow_count(), 0);
+    assert!(t <= Duration::from_secs(6), "{t:?}");
+    assert_eq!(e.stats().proxy.failed_client, 1);
+    let rst = out.iter().filter_map(|p| packet::parse(p)).find(|s| s.dst == sa(BACKEND) && s.rst);
+    assert!(rst.is_some(), "the server's connection is reset");
+    // The proxy's one entry is free again.
+    switched_syn(&mut e, sa("10.0.0.1:40001"), 300);
+}
+
 #[test]
 fn garbage_instead_of_a_client_hello_closes_the_flow_and_resets_the_server_side() {
     let mut e = engine(16, 4);

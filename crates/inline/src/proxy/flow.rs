@@ -212,7 +212,9 @@ impl ProxyFlow {
 
     /// When [`ProxyFlow::timeout`] has work next.
     pub fn poll_at(&self) -> Option<Duration> {
-        let connect = (!self.server_up() && self.end.is_none()).then_some(self.connect_deadline);
+        let client_up = self.sockets.get::<tcp::Socket>(self.client).state() != tcp::State::SynReceived;
+        let connect =
+            (!(self.server_up() && client_up) && self.end.is_none()).then_some(self.connect_deadline);
         self.next_poll.into_iter().chain(connect).min()
     }
 
@@ -297,6 +299,12 @@ impl ProxyFlow {
         }
         if server_state == tcp::State::SynSent && now >= self.connect_deadline {
             self.fail(FailedSide::Backend, "backend: no answer to the connection".into());
+            return true;
+        }
+        // A client that never acknowledges the SYN-ACK (a spoofed or lost SYN) must not hold
+        // a proxy entry until the idle timeout.
+        if client_state == tcp::State::SynReceived && now >= self.connect_deadline {
+            self.fail(FailedSide::Client, "client: no answer to the SYN-ACK".into());
             return true;
         }
         // Client → TLS end → server.
