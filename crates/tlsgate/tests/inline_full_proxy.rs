@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use tlsgate_testkit::clients::{curl_in, describe};
 use tlsgate_testkit::data::sha256;
-use tlsgate_testkit::inline_net::{Host, InlineNet, Site, CLIENT, SERVERS, SERVER_NAME};
+use tlsgate_testkit::inline_net::{assert_tls_stream, Host, InlineNet, Site, CLIENT, SERVERS, SERVER_NAME};
+use tlsgate_testkit::pcap;
 use tlsgate_testkit::pki::Pki;
 use tlsgate_testkit::process::{Proc, Tlsgate};
 use tlsgate_testkit::window_clamp::WindowClamp;
@@ -124,14 +125,28 @@ fn a_300_byte_client_window_goes_full_proxy_while_others_stay_end_to_end() {
         curl.log_text()
     );
 
-    // Full speed, byte-identical.
+    // Full speed, byte-identical, captured at the client: the proxy's TCP keeps to the
+    // 300-byte window and its stream is TLS records from the first byte.
+    let cap = s.client().capture();
+    let started = std::time::Instant::now();
     let down = s.client().fetch(120, &strs(&s.https("/big.bin", &["--local-port", "40601"])));
+    let down_time = started.elapsed();
     assert_eq!(down.len(), MIB);
     assert_eq!(sha256(&down), s.site.big_sha256, "download through the full proxy differs");
+    let packets = cap.stop();
+    let to_client: Vec<_> =
+        packets.iter().filter_map(|p| p.tcp.as_ref()).filter(|t| t.dst.port() == 40601).collect();
+    let largest = to_client.iter().map(|t| t.payload.len()).max().unwrap_or(0);
+    assert!(largest > 0 && largest <= 300, "a {largest}-byte segment to a 300-byte window");
+    let stream = pcap::streams(&packets).into_iter().find(|st| st.dst.port() == 40601).expect("the download");
+    assert_tls_stream(&stream);
     let source = s.site.big_path();
     let put = ["--local-port", "40602", "-T", source.to_str().unwrap()];
+    let started = std::time::Instant::now();
     s.client().fetch(120, &strs(&s.https("/up/big.bin", &put)));
+    let up_time = started.elapsed();
     assert_eq!(s.site.uploaded_sha256("big.bin"), s.site.big_sha256, "upload through the full proxy differs");
+    eprintln!("1 MiB through the full proxy at a 300-byte window: down {down_time:?}, up {up_time:?}");
 
     // An ordinary client in the same run: end to end.
     let normal = s.client().fetch(60, &strs(&s.https("/big.bin", &["--local-port", "40700"])));
