@@ -46,3 +46,15 @@ fn a_window_above_the_floor_stays_end_to_end() {
     assert_eq!((s.completed, s.full_proxy), (2, 0), "{s}");
     assert!(s.records_up > 0, "the engine carried the records: {s}");
 }
+
+/// Balanced mode: the proxy answers as the virtual address and connects to the member chosen
+/// for the client, under impairment.
+#[test]
+fn balanced_mode_through_the_full_proxy() {
+    for seed in 1..=3u64 {
+        let cfg =
+            SimConfig { seed, flows: 2, bytes: 30_000, balanced: true, client_rx_buffer: 300, ..SIM_MIX };
+        let s = run(TLS13[seed as usize % 3], &cfg);
+        assert_eq!((s.completed, s.full_proxy), (2, 2), "{s}");
+    }
+}
