@@ -349,9 +349,9 @@ impl Engine {
                 out.push(pkt);
                 return;
             }
-            let table_full = self.flows.len() >= self.config.limits.max_flows && !self.evict_embryonic();
+            let reason = self.full_proxy_reason(seg);
             let backend = self.config.services[svc].backend_for(key.client, &mut self.pools, now);
-            if let Some(reason) = self.full_proxy_reason(seg, table_full) {
+            if let Some(reason) = reason {
                 let tls = self.config.services[svc].tls.clone();
                 let connect = self.config.limits.syn_timeout;
                 if !self.proxy.start(now, key, svc, backend, reason, tls, connect, pkt, out) {
@@ -434,11 +434,13 @@ impl Engine {
 
     /// Whether a new flow goes to the full proxy, decided at its SYN: a window the end-to-end
     /// path cannot serve well, or no room left in its table.
-    fn full_proxy_reason(&self, syn: &Segment, table_full: bool) -> Option<SwitchReason> {
-        if table_full {
-            Some(SwitchReason::FlowTable)
-        } else if self.proxy.window_too_small(syn.window) {
+    /// The window comes first, so such a SYN never evicts a half-open end-to-end flow; at the
+    /// table's limit the oldest half-open flow is evicted before the proxy is asked.
+    fn full_proxy_reason(&mut self, syn: &Segment) -> Option<SwitchReason> {
+        if self.proxy.window_too_small(syn.window) {
             Some(SwitchReason::Window)
+        } else if self.flows.len() >= self.config.limits.max_flows && !self.evict_embryonic() {
+            Some(SwitchReason::FlowTable)
         } else {
             None
         }

@@ -328,3 +328,15 @@ fn the_engine_fuzz_invariants_hold_on_the_proxy_path() {
         tlsgate_inline::fuzzing::engine(&data);
     }
 }
+
+/// A small-window SYN goes to the proxy without touching the end-to-end table: a half-open flow
+/// there is not evicted for it.
+#[test]
+fn a_small_window_syn_does_not_evict_a_half_open_flow() {
+    let mut e = engine(1, 4);
+    let a = sa("10.0.0.1:40000");
+    handle(&mut e, 0, segment(a, sa(SERVICE), TcpControl::Syn, 1, None, 64240, &[]));
+    switched_syn(&mut e, sa("10.0.0.1:40001"), 300);
+    assert_eq!((e.flow_count(), e.stats().embryonic_evicted), (1, 0));
+    assert_eq!(e.stats().proxy.switched_window, 1);
+}
