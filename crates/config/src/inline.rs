@@ -70,7 +70,16 @@ pub struct InlineLimits {
     /// A flow whose server has not answered the SYN within this is forgotten.
     #[serde(with = "humantime_serde")]
     pub syn_timeout: Duration,
+    /// A client whose SYN advertises a window below this many bytes is served by the full
+    /// proxy (terminated on both sides) instead of end to end; 0: never.
+    pub window_floor: u32,
+    /// Full-proxy flows at once (the fallback for windows below the floor and for SYNs beyond
+    /// `max_flows`); a SYN that would need one more is dropped. 0: no fallback.
+    pub full_proxy_max_flows: usize,
 }
+
+/// The most full-proxy flows one engine may hold: each holds four 64 KiB socket buffers.
+pub const FULL_PROXY_MAX_FLOWS: usize = 4096;
 
 impl Default for InlineLimits {
     fn default() -> Self {
@@ -78,6 +87,10 @@ impl Default for InlineLimits {
             max_flows: 65536,
             idle_timeout: Duration::from_secs(300),
             syn_timeout: Duration::from_secs(5),
+            // The smallest segment every host must accept (RFC 9293's default MSS): below it the
+            // end-to-end path would cut records into pieces smaller than their own overhead.
+            window_floor: 536,
+            full_proxy_max_flows: 256,
         }
     }
 }
@@ -229,6 +242,18 @@ impl InlineConfig {
         if l.max_flows == 0 || l.idle_timeout.is_zero() || l.syn_timeout.is_zero() {
             return bad("limits: max_flows, idle_timeout and syn_timeout must be above zero".into());
         }
+        if l.window_floor > u32::from(u16::MAX) {
+            return bad(format!(
+                "limits: window_floor {} is above any SYN's window (65535): every flow would be proxied",
+                l.window_floor
+            ));
+        }
+        if l.full_proxy_max_flows > FULL_PROXY_MAX_FLOWS {
+            return bad(format!(
+                "limits: full_proxy_max_flows {} is above {FULL_PROXY_MAX_FLOWS} (each flow holds 256 KiB of buffers)",
+                l.full_proxy_max_flows
+            ));
+        }
         let mut seen = HashSet::new();
         for (i, s) in self.service.iter().enumerate() {
             let place = format!("inline.service[{i}]");
@@ -253,7 +278,7 @@ mod tests {
 client_iface = "eth0"
 server_iface = "eth1"
 mode = "cut-through"
-limits = { max_flows = 1000, idle_timeout = "2m" }
+limits = { max_flows = 1000, idle_timeout = "2m", window_floor = 400 }
 
 [[inline.service]]
 listen = "10.0.0.2:443"
@@ -276,6 +301,7 @@ mode = "buffered"
         assert_eq!(c.limits.max_flows, 1000);
         assert_eq!(c.limits.idle_timeout, std::time::Duration::from_secs(120));
         assert_eq!(c.limits.syn_timeout, std::time::Duration::from_secs(5), "unset limits keep defaults");
+        assert_eq!((c.limits.window_floor, c.limits.full_proxy_max_flows), (400, 256));
         assert_eq!(c.service[0].label(), "10.0.0.2:443=80");
         assert_eq!(c.mode_of(&c.service[0]), super::ReleaseMode::CutThrough, "the section's mode");
         assert_eq!(c.mode_of(&c.service[1]), super::ReleaseMode::Buffered, "the service's own");
@@ -297,6 +323,8 @@ mode = "buffered"
             ("vip = \"10.0.0.100:443\"", "vip = \"10.0.0.2:443\"", "10.0.0.2:443 is used by another service"),
             ("mode = \"cut-through\"", "mode = \"eager\"", "unknown variant `eager`"),
             ("max_flows = 1000", "max_flows = 0", "must be above zero"),
+            ("window_floor = 400", "window_floor = 70000", "window_floor 70000 is above any SYN's window"),
+            ("window_floor = 400", "full_proxy_max_flows = 5000", "full_proxy_max_flows 5000 is above 4096"),
             ("plain_port = 80", "plain_port = 80\ntls_versions = [\"1.1\"]", "unknown field `tls_versions`"),
         ];
         for (from, to, want) in cases {

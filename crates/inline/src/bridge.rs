@@ -133,7 +133,8 @@ pub struct Bridge {
 impl Bridge {
     /// `mac`: the address the bridge answers ARP for virtual addresses with; `mtu`: the largest
     /// IP packet either side accepts.
-    pub fn new(engine: Engine, mac: [u8; 6], mtu: usize) -> Bridge {
+    pub fn new(mut engine: Engine, mac: [u8; 6], mtu: usize) -> Bridge {
+        engine.set_mtu(mtu);
         let mut vips = Vec::new();
         let mut servers = Vec::new();
         for s in engine.services() {

@@ -15,9 +15,11 @@ use crate::flow::Flow;
 use crate::handshake::Handshake;
 use crate::health::Pools;
 use crate::packet::{self, Build, Control, Segment};
+use crate::proxy::{Proxy, ProxyEvent, ProxyLimits, ProxyStats};
 use crate::seq::Stream;
 use crate::tables::{
-    ConnectionRow, Counters, Direction, FlowKey, FlowState, Mode, QueueRow, Release, Report, SessionRow,
+    ConnectionRow, Counters, Direction, FlowKey, FlowPath, FlowState, Mode, QueueRow, Release, Report,
+    SessionRow, SwitchReason,
 };
 use crate::tls_flow::{Ends, TlsFlow, Verdict};
 use crate::upstream::UpLimits;
@@ -76,6 +78,8 @@ pub struct Limits {
     /// Per-flow bounds of the two data paths.
     pub up: UpLimits,
     pub down: DownLimits,
+    /// The full-proxy fallback: its own flow limit and the client window floor.
+    pub proxy: ProxyLimits,
 }
 
 impl Default for Limits {
@@ -87,6 +91,7 @@ impl Default for Limits {
             closing_timeout: Duration::from_secs(60),
             up: UP_LIMITS,
             down: DOWN_LIMITS,
+            proxy: ProxyLimits::default(),
         }
     }
 }
@@ -128,6 +133,8 @@ pub struct Stats {
     /// Records and bytes of every flow, ended ones and live ones: client → server, server → client.
     pub up: Counters,
     pub down: Counters,
+    /// The full-proxy fallback's switches and ends.
+    pub proxy: ProxyStats,
 }
 
 /// Default per-flow bounds of the data path.
@@ -158,11 +165,14 @@ pub struct Engine {
     embryonic: VecDeque<(FlowKey, Duration)>,
     pools: Pools,
     stats: Stats,
+    /// Flows the end-to-end path cannot serve, terminated on both sides.
+    proxy: Proxy,
 }
 
 impl Engine {
     pub fn new(config: Config) -> Engine {
         Engine {
+            proxy: Proxy::new(config.limits.proxy),
             config,
             flows: HashMap::new(),
             by_backend: HashMap::new(),
@@ -244,7 +254,24 @@ impl Engine {
             stats.up += up;
             stats.down += down;
         }
+        stats.proxy = self.proxy.stats();
         stats
+    }
+
+    /// The largest IP packet the link carries: the full proxy's TCP stack sends no larger.
+    pub fn set_mtu(&mut self, mtu: usize) {
+        self.proxy.set_mtu(mtu);
+    }
+
+    /// Full-proxy flows now.
+    pub fn proxy_flow_count(&self) -> usize {
+        self.proxy.len()
+    }
+
+    /// Flows switched to the full proxy and full-proxy flows ended since the last call, for the
+    /// log.
+    pub fn take_proxy_events(&mut self) -> Vec<ProxyEvent> {
+        self.proxy.take_events()
     }
 
     pub fn flow_count(&self) -> usize {
@@ -260,7 +287,13 @@ impl Engine {
         };
         if let Some(svc) = self.config.services.iter().position(|s| s.addr == seg.dst) {
             let key = FlowKey { client: seg.src, server: seg.dst };
-            self.client_segment(now, svc, key, &seg, pkt, out);
+            if self.proxy.has(&key) {
+                self.proxy.packet(now, key, pkt, out);
+            } else {
+                self.client_segment(now, svc, key, &seg, pkt, out);
+            }
+        } else if let Some(key) = self.proxy.by_server(seg.dst, seg.src) {
+            self.proxy.packet(now, key, pkt, out);
         } else if let Some(&key) = self.by_backend.get(&(seg.dst, seg.src)) {
             self.server_segment(now, key, &seg, pkt, out);
         } else if !seg.payload.is_empty() && self.is_service_server(seg.src) {
@@ -316,11 +349,16 @@ impl Engine {
                 out.push(pkt);
                 return;
             }
-            if self.flows.len() >= self.config.limits.max_flows && !self.evict_embryonic() {
-                self.stats.syn_dropped += 1;
+            let reason = self.full_proxy_reason(seg);
+            let backend = self.config.services[svc].backend_for(key.client, &mut self.pools, now);
+            if let Some(reason) = reason {
+                let tls = self.config.services[svc].tls.clone();
+                let connect = self.config.limits.syn_timeout;
+                if !self.proxy.start(now, key, svc, backend, reason, tls, connect, pkt, out) {
+                    self.stats.syn_dropped += 1;
+                }
                 return;
             }
-            let backend = self.config.services[svc].backend_for(key.client, &mut self.pools, now);
             self.flows.insert(
                 key,
                 Flow {
@@ -394,6 +432,20 @@ impl Engine {
         }
         self.stats.forwarded += 1;
         out.push(pkt);
+    }
+
+    /// Whether a new flow goes to the full proxy, decided at its SYN: a window the end-to-end
+    /// path cannot serve well, or no room left in its table.
+    /// The window comes first, so such a SYN never evicts a half-open end-to-end flow; at the
+    /// table's limit the oldest half-open flow is evicted before the proxy is asked.
+    fn full_proxy_reason(&mut self, syn: &Segment) -> Option<SwitchReason> {
+        if self.proxy.window_too_small(syn.window) {
+            Some(SwitchReason::Window)
+        } else if self.flows.len() >= self.config.limits.max_flows && !self.evict_embryonic() {
+            Some(SwitchReason::FlowTable)
+        } else {
+            None
+        }
     }
 
     /// Server → client.
@@ -528,13 +580,15 @@ impl Engine {
     /// The next instant at which [`Engine::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Duration> {
         let l = &self.config.limits;
-        self.flows.values().flat_map(|f| [Some(f.deadline(l)), f.rto()]).flatten().min()
+        let proxy = self.proxy.poll_timeout(l.idle_timeout, l.closing_timeout);
+        self.flows.values().flat_map(|f| [Some(f.deadline(l)), f.rto()]).flatten().chain(proxy).min()
     }
 
     /// Expires flows whose deadline has passed and runs due retransmissions, appending the
     /// packets to emit to `out`.
     pub fn handle_timeout(&mut self, now: Duration, out: &mut Vec<Vec<u8>>) {
         let l = self.config.limits;
+        self.proxy.handle_timeout(now, l.idle_timeout, l.closing_timeout, out);
         for f in self.flows.values_mut() {
             if let Some(tls) = f.tls.as_mut() {
                 tls.timeout(now, out);
@@ -566,6 +620,7 @@ impl Engine {
                     state: f.state,
                     mode: svc.mode,
                     release: svc.release,
+                    path: FlowPath::EndToEnd,
                     pairs_up: f
                         .tls
                         .as_ref()
@@ -584,13 +639,19 @@ impl Engine {
                 }
             })
             .collect();
+        connections.extend(self.proxy.flows().map(|(key, e)| {
+            let svc = &self.config.services[e.service];
+            e.row(*key, svc.mode, svc.release)
+        }));
         connections.sort_by_key(|c| c.key);
         // One session per established flow for now (no resumption across flows yet).
         let mut sessions: Vec<SessionRow> = Vec::new();
         for (i, c) in connections.iter_mut().enumerate() {
-            let Some(info) = self.flows[&c.key].tls.as_ref().and_then(|t| t.session().cloned()) else {
-                continue;
+            let info = match self.flows.get(&c.key) {
+                Some(f) => f.tls.as_ref().and_then(|t| t.session().cloned()),
+                None => self.proxy.get(&c.key).and_then(|e| e.flow.tls().session().cloned()),
             };
+            let Some(info) = info else { continue };
             c.session = Some(i as u64);
             sessions.push(SessionRow {
                 id: i as u64,
@@ -598,13 +659,16 @@ impl Engine {
                 suite: info.suite,
                 sni: info.sni,
                 peer_certificate: None,
-                created: self.flows[&c.key].created,
+                created: self.flows.get(&c.key).map_or_else(
+                    || self.proxy.get(&c.key).map_or(Duration::ZERO, |e| e.created),
+                    |f| f.created,
+                ),
                 expires: None,
             });
         }
         let mut queues = Vec::new();
         for c in &connections {
-            let Some(t) = self.flows[&c.key].tls.as_ref() else { continue };
+            let Some(t) = self.flows.get(&c.key).and_then(|f| f.tls.as_ref()) else { continue };
             for (direction, rows) in
                 [(Direction::Up, t.upstream().queue_rows()), (Direction::Down, t.downstream().queue_rows())]
             {

@@ -3,6 +3,7 @@
 use crate::bridge::{Bridge, InFrame, Side, MAC_TABLE_SIZE};
 use crate::engine::{Config, Engine, Limits, Service};
 use crate::packet;
+use crate::proxy::ProxyLimits;
 use crate::seq_map::{Mapped, SeqMap};
 use crate::tables::{Mode, Release};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -116,6 +117,8 @@ impl ResolvesServerCert for NoCert {
 }
 
 const FUZZ_MAX_FLOWS: usize = 8;
+/// Full-proxy flows (a SYN window below the floor, or a full table, sends fuzz SYNs there).
+const FUZZ_MAX_PROXY_FLOWS: usize = 4;
 
 fn fuzz_config(release: Release) -> Config {
     static TLS: OnceLock<Arc<ServerConfig>> = OnceLock::new();
@@ -140,6 +143,7 @@ fn fuzz_config(release: Release) -> Config {
             max_flows: FUZZ_MAX_FLOWS,
             syn_timeout: Duration::from_millis(50),
             idle_timeout: Duration::from_millis(500),
+            proxy: ProxyLimits { max_flows: FUZZ_MAX_PROXY_FLOWS, ..ProxyLimits::default() },
             ..Limits::default()
         },
     }
@@ -159,8 +163,8 @@ fn v4_to_service(toward_server: bool, tcp: &[u8]) -> Vec<u8> {
     p
 }
 
-/// Arbitrary packets into the engine, with time moving on: it never panics, the flow table
-/// stays within its bound, and every packet it emits is either one it was given, unchanged, or
+/// Arbitrary packets into the engine, with time moving on: it never panics, the flow table and
+/// the full proxy's stay within their bounds, and every packet it emits is either one it was given, unchanged, or
 /// a TCP packet with a correct checksum. Without a certificate no handshake completes, so this
 /// reaches the handshake and failure paths, not the record layer (`stream_open` fuzzes the
 /// cut-through decryption). The first byte's top bit picks the release mode.
@@ -183,6 +187,7 @@ pub fn engine(data: &[u8]) {
             assert!(o == &pkt || packet::checksum_ok(o), "a changed packet with a bad checksum");
         }
         assert!(e.flow_count() <= FUZZ_MAX_FLOWS);
+        assert!(e.proxy_flow_count() <= FUZZ_MAX_PROXY_FLOWS);
         if let Some(t) = e.poll_timeout() {
             if t <= now {
                 let mut again = Vec::new();
@@ -192,7 +197,7 @@ pub fn engine(data: &[u8]) {
             }
         }
         let r = e.report();
-        assert_eq!(r.connections.len(), e.flow_count());
+        assert_eq!(r.connections.len(), e.flow_count() + e.proxy_flow_count());
     }
 }
 

@@ -22,6 +22,8 @@
 //! - [`sim`]: the deterministic simulator (smoltcp TCP on both ends, rustls clients, impaired link).
 //! - [`bridge`]: the L2 layer around the engine: Ethernet frames, ARP, MACs learned per side,
 //!   partial checksums completed; the AF_PACKET driver and the simulator both drive it.
+//! - [`proxy`]: the full-proxy fallback: flows the end-to-end path cannot serve terminated on
+//!   both sides (smoltcp TCP, the same handshake driver and record layer), decided at the SYN.
 //! - [`flow`]: one flow's state; [`engine`]: the flow table and the packet dispatch.
 
 pub mod bridge;
@@ -35,6 +37,7 @@ pub mod handshake;
 pub mod health;
 pub mod hold;
 pub mod packet;
+pub mod proxy;
 pub mod seq;
 pub mod seq_map;
 pub mod sim;

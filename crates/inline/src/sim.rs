@@ -79,6 +79,8 @@ pub struct SimConfig {
     /// The clients' SYNs offer SACK, as smoltcp's and Linux's do; false takes the option out on
     /// the client's side of the link (a client without SACK).
     pub client_sack: bool,
+    /// The engine's end-to-end flow table limit (beyond it new flows go to the full proxy).
+    pub max_flows: usize,
 }
 
 impl Default for SimConfig {
@@ -99,6 +101,7 @@ impl Default for SimConfig {
             time_limit: Duration::from_secs(120),
             plain: false,
             client_sack: true,
+            max_flows: Limits::default().max_flows,
         }
     }
 }
@@ -136,6 +139,8 @@ pub struct Summary {
     /// have taken from the ACKs the clients got (`sim::rtt`; the clients are smoltcp).
     pub client_rto_max: Duration,
     pub client_rtt_sample_max: Duration,
+    /// Flows the engine switched to its full proxy (any reason).
+    pub full_proxy: u64,
 }
 
 impl Summary {
@@ -401,7 +406,7 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
             tls: server_tls,
             pool: if cfg.balanced { vec![(SERVER_IP, 80).into()] } else { Vec::new() },
         }],
-        limits: Limits::default(),
+        limits: Limits { max_flows: cfg.max_flows, ..Limits::default() },
     });
     let mut bridge = Bridge::new(engine, l2::BRIDGE_MAC, 1500);
     let mut l2 = l2::L2::default();
@@ -711,6 +716,8 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
         }
     }
     sum.bytes_up = sum.bytes_down;
+    let proxy = bridge.engine().stats().proxy;
+    sum.full_proxy = proxy.switched_window + proxy.switched_flow_table;
     sum.peak_state_per_flow = sum.peak_state_per_flow.max(report.peak_flow_state());
     for row in &report.connections {
         sum.records_up += row.up.records;

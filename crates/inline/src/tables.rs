@@ -48,6 +48,37 @@ pub enum Release {
     CutThrough,
 }
 
+/// Why a flow went to the full proxy instead of the end-to-end path (decided at its SYN).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SwitchReason {
+    /// The client's SYN advertised a window below the configured floor.
+    Window,
+    /// The end-to-end flow table was at its limit.
+    FlowTable,
+}
+
+impl SwitchReason {
+    pub const ALL: [SwitchReason; 2] = [SwitchReason::Window, SwitchReason::FlowTable];
+
+    /// The name in logs, metrics labels and the status page.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SwitchReason::Window => "window_below_floor",
+            SwitchReason::FlowTable => "flow_table_full",
+        }
+    }
+}
+
+/// How a flow is carried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FlowPath {
+    /// The client's own TCP connection, end to end, records rewritten inside its segments.
+    #[default]
+    EndToEnd,
+    /// Terminated on both sides inside the engine (`proxy`), for the reason given.
+    FullProxy(SwitchReason),
+}
+
 /// Where a flow is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlowState {
@@ -115,6 +146,8 @@ pub struct ConnectionRow {
     pub state: FlowState,
     pub mode: Mode,
     pub release: Release,
+    /// End to end, or the full proxy (and why).
+    pub path: FlowPath,
     /// Sequence pairs held, per direction.
     pub pairs_up: Vec<Entry>,
     pub pairs_down: Vec<Entry>,
@@ -181,6 +214,7 @@ mod tests {
             state: FlowState::Established,
             mode: Mode::Direct,
             release: Release::default(),
+            path: FlowPath::default(),
             pairs_up: pairs.entries().copied().collect(),
             pairs_down: Vec::new(),
             up: Counters { outer_bytes: 622, inner_bytes: 100, records: 1, ..Counters::default() },

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tlsgate_inline::engine::{Config, Engine, Limits, Service};
 use tlsgate_inline::packet::{self, checksum_ok};
+use tlsgate_inline::proxy::ProxyLimits;
 use tlsgate_inline::seq::Seq;
 use tlsgate_inline::tables::{FlowKey, FlowState, Mode, Release};
 
@@ -46,6 +47,9 @@ fn engine(max_flows: usize) -> Engine {
             max_flows,
             syn_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(60),
+            // These tests are about the end-to-end table alone (tests/proxy_engine.rs: the
+            // full-proxy fallback taking flows beyond it).
+            proxy: ProxyLimits { max_flows: 0, ..ProxyLimits::default() },
             ..Limits::default()
         },
     })

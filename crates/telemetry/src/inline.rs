@@ -10,9 +10,13 @@ use tlsgate_inline::bridge::BridgeStats;
 use tlsgate_inline::engine::Stats;
 use tlsgate_inline::hold::HoldReason;
 use tlsgate_inline::seq_map::Entry;
-use tlsgate_inline::tables::{ConnectionRow, Counters, Direction, FlowKey, FlowState, Mode, Release, Report};
+use tlsgate_inline::tables::{
+    ConnectionRow, Counters, Direction, FlowKey, FlowPath, FlowState, Mode, Release, Report, SwitchReason,
+};
 
-use crate::metrics::{DirectionLabel, FrameLabels, InlineBytesLabels, Metrics, RingLabels};
+use crate::metrics::{
+    DirectionLabel, FrameLabels, InlineBytesLabels, Metrics, OutcomeLabel, ReasonLabel, RingLabels,
+};
 use crate::status::esc;
 
 /// The running bridge at one instant.
@@ -68,6 +72,14 @@ fn release(r: Release) -> &'static str {
     }
 }
 
+/// `end-to-end`, or `full-proxy` with the reason it was switched.
+fn path(p: FlowPath) -> String {
+    match p {
+        FlowPath::EndToEnd => "end-to-end".into(),
+        FlowPath::FullProxy(r) => format!("full-proxy ({})", r.as_str()),
+    }
+}
+
 fn state(s: FlowState) -> &'static str {
     match s {
         FlowState::SynSent => "syn-sent",
@@ -120,6 +132,14 @@ fn connection(v: &InlineView, c: &ConnectionRow) -> Value {
         "session": c.session,
         "mode": mode(c.mode),
         "release": release(c.release),
+        "path": match c.path {
+            FlowPath::EndToEnd => json!("end-to-end"),
+            FlowPath::FullProxy(_) => json!("full-proxy"),
+        },
+        "switch_reason": match c.path {
+            FlowPath::EndToEnd => Value::Null,
+            FlowPath::FullProxy(r) => json!(r.as_str()),
+        },
         "state": state(c.state),
         "up": counters(&c.up),
         "down": counters(&c.down),
@@ -166,6 +186,13 @@ pub fn json(v: &InlineView) -> Value {
             "embryonic_evicted": e.embryonic_evicted, "member_failures": e.member_failures,
             "members_taken_out": e.members_taken_out,
             "up": counters(&e.up), "down": counters(&e.down),
+            "full_proxy": {
+                "switched_window_below_floor": e.proxy.switched_window,
+                "switched_flow_table_full": e.proxy.switched_flow_table,
+                "dropped": e.proxy.dropped, "closed": e.proxy.closed,
+                "failed_client": e.proxy.failed_client, "failed_backend": e.proxy.failed_backend,
+                "expired": e.proxy.expired,
+            },
         },
         "bridge": {
             "non_ip_frames": b.non_ip_frames, "arp_answered": b.arp_answered,
@@ -196,17 +223,18 @@ pub fn html(v: &InlineView) -> String {
             esc(sni)
         );
     }
-    let _ = write!(h, "</table><h3>Connections ({})</h3><table id=\"inline-connections\"><tr><th>client</th><th>server</th><th>backend</th><th>mode</th><th>release</th><th>state</th><th>records up</th><th>records down</th><th>bytes up (client/server)</th><th>bytes down (server/client)</th><th>held (segments/bytes)</th><th>sequence pairs (up/down)</th></tr>", r.connections.len());
+    let _ = write!(h, "</table><h3>Connections ({})</h3><table id=\"inline-connections\"><tr><th>client</th><th>server</th><th>backend</th><th>mode</th><th>release</th><th>path</th><th>state</th><th>records up</th><th>records down</th><th>bytes up (client/server)</th><th>bytes down (server/client)</th><th>held (segments/bytes)</th><th>sequence pairs (up/down)</th></tr>", r.connections.len());
     for c in &r.connections {
         let (segments, bytes) = v.held(&c.key);
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}/{}</td><td>{segments}/{bytes}</td><td>{}/{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}/{}</td><td>{segments}/{bytes}</td><td>{}/{}</td></tr>",
             c.key.client,
             c.key.server,
             c.backend,
             mode(c.mode),
             release(c.release),
+            path(c.path),
             state(c.state),
             c.up.records,
             c.down.records,
@@ -277,6 +305,22 @@ pub fn update_metrics(v: &InlineView, m: &Metrics) {
     ] {
         set_total(&m.inline_flow_events.get_or_create(&FrameLabels { kind: kind.into() }), n);
     }
+    let p = &e.proxy;
+    m.inline_full_proxy_flows
+        .set(v.report.connections.iter().filter(|c| c.path != FlowPath::EndToEnd).count() as i64);
+    for reason in SwitchReason::ALL {
+        let label = ReasonLabel { reason: reason.as_str().into() };
+        set_total(&m.inline_mode_switches.get_or_create(&label), p.switched(reason));
+    }
+    for (outcome, n) in [
+        ("closed", p.closed),
+        ("client_failed", p.failed_client),
+        ("backend_failed", p.failed_backend),
+        ("expired", p.expired),
+        ("dropped", p.dropped),
+    ] {
+        set_total(&m.inline_full_proxy_ends.get_or_create(&OutcomeLabel { outcome: outcome.into() }), n);
+    }
     for (iface, ring) in v.ifaces().iter().zip(&v.rings) {
         let label = RingLabels { iface: iface.to_string() };
         set_total(&m.inline_ring_drops.get_or_create(&label), ring.kernel_drops);
@@ -302,6 +346,7 @@ mod tests {
             state: FlowState::Established,
             mode: Mode::Direct,
             release: Release::CutThrough,
+            path: FlowPath::EndToEnd,
             pairs_up: vec![Entry { outer: 500, inner: 1, outer_len: 122, inner_len: 100, head: 5 }],
             pairs_down: Vec::new(),
             up,
@@ -382,6 +427,42 @@ mod tests {
         }
         assert!(h.contains("&lt;b&gt;x&lt;/b&gt;") && !h.contains("<b>x"), "{h}");
         assert!(h.contains("<td>622/100</td>") && h.contains("<td>2/100</td>"), "{h}");
+    }
+
+    /// A full-proxy flow beside the end-to-end one: its path and reason in both tables, the
+    /// switch counted by reason on /metrics.
+    #[test]
+    fn a_full_proxy_flow_shows_its_path_and_its_switch_is_counted() {
+        let mut v = view();
+        let mut row = v.report.connections[0].clone();
+        row.key.client = "10.0.0.1:40001".parse().unwrap();
+        row.path = FlowPath::FullProxy(SwitchReason::Window);
+        row.pairs_up.clear();
+        v.report.connections.push(row);
+        v.engine.proxy.switched_window = 1;
+        v.engine.proxy.failed_backend = 2;
+        let j = json(&v);
+        assert_eq!(j["connections"][0]["path"], "end-to-end");
+        assert_eq!(j["connections"][0]["switch_reason"], Value::Null);
+        assert_eq!(j["connections"][1]["path"], "full-proxy");
+        assert_eq!(j["connections"][1]["switch_reason"], "window_below_floor");
+        assert_eq!(j["engine"]["full_proxy"]["switched_window_below_floor"], 1);
+        let h = html(&v);
+        assert!(
+            h.contains("<td>full-proxy (window_below_floor)</td>") && h.contains("<td>end-to-end</td>"),
+            "{h}"
+        );
+        let m = crate::metrics::Metrics::new();
+        update_metrics(&v, &m);
+        let text = m.encode();
+        for line in [
+            "tlsgate_inline_mode_switches_total{reason=\"window_below_floor\"} 1",
+            "tlsgate_inline_mode_switches_total{reason=\"flow_table_full\"} 0",
+            "tlsgate_inline_full_proxy_flows 1",
+            "tlsgate_inline_full_proxy_ends_total{outcome=\"backend_failed\"} 2",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
     }
 
     #[test]

@@ -76,6 +76,18 @@ pub struct DirectionLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why a flow went to the full proxy: `window_below_floor` or `flow_table_full`.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `closed`, `client_failed`, `backend_failed`, `expired` or `dropped` (the proxy was full).
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InlineBytesLabels {
     pub direction: String,
     /// `client` (records, on the client's interface) or `server` (plaintext).
@@ -122,6 +134,11 @@ pub struct Metrics {
     pub inline_frames: Family<FrameLabels, Counter>,
     pub inline_flow_events: Family<FrameLabels, Counter>,
     pub inline_ring_drops: Family<RingLabels, Counter>,
+    /// Flows switched from the end-to-end path to the full proxy, by reason.
+    pub inline_mode_switches: Family<ReasonLabel, Counter>,
+    pub inline_full_proxy_flows: Gauge,
+    /// How full-proxy flows ended (or were refused), by outcome.
+    pub inline_full_proxy_ends: Family<OutcomeLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -137,7 +154,7 @@ pub fn metrics() -> &'static Metrics {
 }
 
 impl Metrics {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("tlsgate");
         let connections_open = Family::default();
         let connections_total = Family::default();
@@ -192,6 +209,24 @@ impl Metrics {
         let inline_frames = Family::default();
         let inline_flow_events = Family::default();
         let inline_ring_drops = Family::default();
+        let inline_mode_switches = Family::default();
+        let inline_full_proxy_flows = Gauge::default();
+        let inline_full_proxy_ends = Family::default();
+        registry.register(
+            "inline_mode_switches",
+            "Inline flows switched at their SYN from the end-to-end path to the full proxy, by reason",
+            inline_mode_switches.clone(),
+        );
+        registry.register(
+            "inline_full_proxy_flows",
+            "Flows the inline engine terminates on both sides (full proxy)",
+            inline_full_proxy_flows.clone(),
+        );
+        registry.register(
+            "inline_full_proxy_ends",
+            "Full-proxy flows by how they ended: closed, client_failed, backend_failed, expired, or dropped at the proxy's limit",
+            inline_full_proxy_ends.clone(),
+        );
         registry.register("inline_flows", "Flows in the inline engine's table", inline_flows.clone());
         registry.register(
             "inline_hold_bytes",
@@ -246,6 +281,9 @@ impl Metrics {
             inline_frames,
             inline_flow_events,
             inline_ring_drops,
+            inline_mode_switches,
+            inline_full_proxy_flows,
+            inline_full_proxy_ends,
             connections_open,
             connections_total,
             handshakes,

@@ -16,6 +16,7 @@ use std::os::fd::AsFd;
 use tlsgate_io::inline::ring::{PacketRing, RingConfig};
 
 use crate::netns::Netns;
+use crate::window_clamp::WindowClamp;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Impairment {
@@ -32,6 +33,8 @@ pub struct HopStats {
     pub dropped: u64,
     pub reordered: u64,
     pub duplicated: u64,
+    /// Client frames whose window was clamped.
+    pub clamped: u64,
 }
 
 /// A frame held back is released after the next frame the same way, or after this long.
@@ -46,6 +49,17 @@ pub struct ImpairHop {
 impl ImpairHop {
     /// Starts forwarding between `a` and `b` (interfaces inside `ns`); returns once both are open.
     pub fn start(ns: &Netns, a: &str, b: &str, impairment: Impairment) -> ImpairHop {
+        ImpairHop::start_with(ns, a, b, impairment, None)
+    }
+
+    /// The same, frames from `a` (the client's side) also passed through `clamp`.
+    pub fn start_with(
+        ns: &Netns,
+        a: &str,
+        b: &str,
+        impairment: Impairment,
+        clamp: Option<WindowClamp>,
+    ) -> ImpairHop {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Mutex::new(HopStats::default()));
         let (opened_tx, opened) = std::sync::mpsc::sync_channel(1);
@@ -58,7 +72,7 @@ impl ImpairHop {
             setns(netns.as_fd(), CloneFlags::CLONE_NEWNET).expect("setns");
             let rings = [a, b].map(|i| PacketRing::open(&i, &RingConfig::default()).expect("packet ring"));
             opened_tx.send(()).unwrap();
-            forward(rings, impairment, &stop2, &stats2);
+            forward(rings, impairment, clamp, &stop2, &stats2);
         });
         opened.recv().expect("the impairing hop opened its interfaces");
         ImpairHop { stop, stats, thread: Some(thread) }
@@ -78,7 +92,13 @@ impl Drop for ImpairHop {
     }
 }
 
-fn forward(mut rings: [PacketRing; 2], imp: Impairment, stop: &AtomicBool, stats: &Mutex<HopStats>) {
+fn forward(
+    mut rings: [PacketRing; 2],
+    imp: Impairment,
+    clamp: Option<WindowClamp>,
+    stop: &AtomicBool,
+    stats: &Mutex<HopStats>,
+) {
     let mut rng = StdRng::seed_from_u64(imp.seed);
     // Per direction (index = the ring the frame leaves by): a frame held back, and since when.
     let mut held: [Option<(Vec<u8>, Instant)>; 2] = [None, None];
@@ -93,7 +113,12 @@ fn forward(mut rings: [PacketRing; 2], imp: Impairment, stop: &AtomicBool, stats
             let to = 1 - from;
             let mut frames = Vec::new();
             ring.recv(|f| frames.push(f.data.to_vec()));
-            for frame in frames {
+            for mut frame in frames {
+                if let (0, Some(c)) = (from, &clamp) {
+                    if c.apply(&mut frame) {
+                        s.clamped += 1;
+                    }
+                }
                 if rng.random_bool(imp.loss) {
                     s.dropped += 1;
                     continue;

@@ -66,6 +66,14 @@ impl InlineNet {
         crate::impair::ImpairHop::start(ns, a, b, impairment)
     }
 
+    /// Starts the hop without impairment, clamping the window of the client's connections from
+    /// `clamp.ports` (see [`crate::window_clamp`]).
+    pub fn start_window_clamp(&self, clamp: crate::window_clamp::WindowClamp) -> crate::impair::ImpairHop {
+        let (ns, a, b) = self.impair.as_ref().expect("built with InlineNet::impaired");
+        let none = crate::impair::Impairment { loss: 0.0, reorder: 0.0, duplicate: 0.0, seed: 0 };
+        crate::impair::ImpairHop::start_with(ns, a, b, none, Some(clamp))
+    }
+
     fn build(servers: usize, impaired: bool) -> InlineNet {
         assert!((1..=SERVERS.len()).contains(&servers));
         let client_ns = Netns::new("icli");

@@ -11,6 +11,7 @@
 //! - [`data`]: random files and their SHA-256;
 //! - [`docs`]: the fenced code blocks of README.md and docs/, for running them as written;
 //! - [`impair`]: an L2 hop adding seeded loss, reordering and duplication (no netem here);
+//! - [`window_clamp`]: the same hop making chosen client connections advertise a tiny window;
 //! - [`demo`]: the curl command `tlsgate demo` prints, run as printed.
 
 pub mod browser;
@@ -31,3 +32,4 @@ pub mod pki;
 pub mod postgres;
 pub mod process;
 pub mod tls_client;
+pub mod window_clamp;

@@ -227,6 +227,17 @@ pub struct InlineRunArgs {
     /// or as decrypted, the tag checked at the record's end (`cut-through`, weaker).
     #[arg(long, value_name = "buffered|cut-through", conflicts_with = "config")]
     pub mode: Option<ReleaseMode>,
+    /// End-to-end flows tracked at once (`[inline] limits.max_flows`); beyond it new flows go
+    /// to the full proxy.
+    #[arg(long, value_name = "N", conflicts_with = "config")]
+    pub max_flows: Option<usize>,
+    /// Clients whose SYN advertises a window below this many bytes are served by the full
+    /// proxy (`limits.window_floor`; 0: never).
+    #[arg(long, value_name = "BYTES", conflicts_with = "config")]
+    pub window_floor: Option<u32>,
+    /// Full-proxy flows at once (`limits.full_proxy_max_flows`; 0: no fallback).
+    #[arg(long, value_name = "N", conflicts_with = "config")]
+    pub full_proxy_max_flows: Option<usize>,
     /// Admin listener address (/healthz, /metrics, /status, /status.json).
     #[arg(long)]
     pub admin: Option<SocketAddr>,

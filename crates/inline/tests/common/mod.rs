@@ -359,6 +359,7 @@ pub const SIM_MIX: SimConfig = SimConfig {
     time_limit: std::time::Duration::from_secs(120),
     plain: false,
     client_sack: true,
+    max_flows: 65536,
 };
 
 /// Runs a simulation and asserts that it passed (`SIM_PRINT=1` prints each summary line).

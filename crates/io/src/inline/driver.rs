@@ -11,6 +11,8 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tlsgate_core::side::Side as Blame;
 use tlsgate_inline::bridge::{Bridge, InFrame, Side};
 use tlsgate_inline::engine::{Engine, Stats};
+use tlsgate_inline::proxy::flow::{End, FailedSide};
+use tlsgate_inline::proxy::ProxyEvent;
 
 use super::ring::{PacketRing, RingStats};
 use super::{InlineSettings, InlineSnapshot, Request};
@@ -95,6 +97,32 @@ pub(super) fn run(
             }
         }
         logged.log_changes(bridge.engine().stats(), Instant::now());
+        log_proxy_events(bridge.engine_mut().take_proxy_events());
+    }
+}
+
+/// One line per flow switched to the full proxy (with why) and per full-proxy flow that ended
+/// (with which side failed). The engine keeps at most a bounded number between two rounds.
+fn log_proxy_events(events: Vec<ProxyEvent>) {
+    for e in events {
+        match e {
+            ProxyEvent::Switched { key, reason } => tracing::info!(
+                client = %key.client,
+                server = %key.server,
+                reason = reason.as_str(),
+                "inline: flow switched to the full proxy"
+            ),
+            ProxyEvent::Ended { key, end: End::Closed } => {
+                tracing::debug!(client = %key.client, server = %key.server, "inline: full-proxy flow closed")
+            }
+            ProxyEvent::Ended { key, end: End::Failed(side, why) } => {
+                let side = match side {
+                    FailedSide::Client => Blame::Client,
+                    FailedSide::Backend => Blame::Backend,
+                };
+                tracing::info!(%side, client = %key.client, server = %key.server, error = %why, "inline: full-proxy flow failed")
+            }
+        }
     }
 }
 

@@ -55,6 +55,10 @@ fn config_from(args: &InlineRunArgs) -> Result<Config, String> {
             if let Some(vip) = args.vip {
                 inline.service.push(service(None, None, Some(vip), args.pool.clone()));
             }
+            let l = &mut inline.limits;
+            l.max_flows = args.max_flows.unwrap_or(l.max_flows);
+            l.window_floor = args.window_floor.unwrap_or(l.window_floor);
+            l.full_proxy_max_flows = args.full_proxy_max_flows.unwrap_or(l.full_proxy_max_flows);
             let config = Config { inline: Some(inline), ..Config::default() };
             config.validate().map_err(|e| e.to_string())?;
             config
@@ -100,6 +104,7 @@ fn simulate(args: &SimulateArgs) -> Result<(), Failure> {
         time_limit: Duration::from_secs(600),
         plain: false,
         client_sack: true,
+        ..SimConfig::default()
     };
     let server = Arc::new(server);
     let mut summary = sim::run(&config, server.clone(), client.clone());

@@ -5,6 +5,7 @@ use std::sync::{Arc, Weak};
 
 use tlsgate_config::{InlineConfig, ReleaseMode};
 use tlsgate_inline::engine::{self, Limits, Service};
+use tlsgate_inline::proxy::ProxyLimits;
 use tlsgate_inline::tables::{Mode, Release};
 use tlsgate_io::inline::{InlineHandle, InlineSettings, InlineSnapshot};
 use tlsgate_io::ProxyError;
@@ -39,6 +40,11 @@ pub fn settings(c: &InlineConfig, insecure: bool) -> Result<InlineSettings, Stri
         max_flows: c.limits.max_flows,
         idle_timeout: c.limits.idle_timeout,
         syn_timeout: c.limits.syn_timeout,
+        proxy: ProxyLimits {
+            max_flows: c.limits.full_proxy_max_flows,
+            window_floor: c.limits.window_floor,
+            ..ProxyLimits::default()
+        },
         ..Limits::default()
     };
     Ok(InlineSettings {

@@ -1,0 +1,342 @@
+//! The full-proxy fallback inside the engine on hand-built packets: which SYNs switch (a window
+//! below the floor, a full end-to-end table) and what each side then gets (the proxy answers the
+//! client as the service and connects to the server from the client's own address and port),
+//! the proxy's own limit, and failures on either side ending the flow.
+
+use rustls::pki_types::PrivateKeyDer;
+use rustls::ServerConfig;
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
+};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tlsgate_inline::engine::{Config, Engine, Limits, Service};
+use tlsgate_inline::packet::{self, checksum_ok};
+use tlsgate_inline::proxy::{ProxyEvent, ProxyLimits};
+use tlsgate_inline::tables::{FlowPath, FlowState, Mode, Release, SwitchReason};
+
+const SERVICE: &str = "10.0.0.2:443";
+const BACKEND: &str = "10.0.0.2:80";
+
+fn engine(max_flows: usize, proxy_flows: usize) -> Engine {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let key = PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let mut tls = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .unwrap();
+    tls.enable_secret_extraction = true;
+    Engine::new(Config {
+        services: vec![Service {
+            addr: sa(SERVICE),
+            server_port: Some(80),
+            mode: Mode::Direct,
+            release: Release::Buffered,
+            tls: Arc::new(tls),
+            pool: Vec::new(),
+        }],
+        limits: Limits {
+            max_flows,
+            proxy: ProxyLimits { max_flows: proxy_flows, window_floor: 536, mtu: 1500 },
+            ..Limits::default()
+        },
+    })
+}
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn segment(
+    src: SocketAddr,
+    dst: SocketAddr,
+    control: TcpControl,
+    seq: u32,
+    ack: Option<u32>,
+    window: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let tcp = TcpRepr {
+        src_port: src.port(),
+        dst_port: dst.port(),
+        control,
+        seq_number: TcpSeqNumber(seq as i32),
+        ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
+        window_len: window,
+        window_scale: None,
+        max_seg_size: (control == TcpControl::Syn).then_some(1460),
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload,
+    };
+    let caps = ChecksumCapabilities::default();
+    let (IpAddr::V4(a), IpAddr::V4(b)) = (src.ip(), dst.ip()) else { panic!("IPv4 only here") };
+    let ip = Ipv4Repr {
+        src_addr: a,
+        dst_addr: b,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 64,
+    };
+    let mut buf = vec![0; ip.buffer_len() + tcp.buffer_len()];
+    ip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
+    let (s, d) = (IpAddress::from(src.ip()), IpAddress::from(dst.ip()));
+    tcp.emit(&mut TcpPacket::new_unchecked(&mut buf[20..]), &s, &d, &caps);
+    buf
+}
+
+fn handle(e: &mut Engine, ms: u64, pkt: Vec<u8>) -> Vec<packet::Segment> {
+    let mut out = Vec::new();
+    e.handle_packet(Duration::from_millis(ms), pkt, &mut out);
+    out.iter()
+        .map(|p| {
+            assert!(checksum_ok(p), "a packet with a bad checksum");
+            packet::parse(p).unwrap()
+        })
+        .collect()
+}
+
+/// A client SYN with `window`, answered by the proxy: the client's SYN-ACK and the proxy's own
+/// SYN to the server. Returns (the SYN-ACK's seq, the server-side SYN's seq).
+fn switched_syn(e: &mut Engine, client: SocketAddr, window: u16) -> (u32, u32) {
+    let out = handle(e, 0, segment(client, sa(SERVICE), TcpControl::Syn, 1000, None, window, &[]));
+    let synack = out.iter().find(|s| s.dst == client).expect("the proxy answers the client");
+    assert!(synack.syn && synack.ack.map(|a| a.0) == Some(1001));
+    assert_eq!(synack.src, sa(SERVICE), "answered as the service");
+    let syn = out.iter().find(|s| s.dst == sa(BACKEND)).expect("a SYN to the server");
+    assert!(syn.syn && syn.ack.is_none());
+    assert_eq!(syn.src, client, "from the client's own address and port");
+    assert_eq!(out.len(), 2, "the client's SYN itself is not forwarded");
+    (synack.seq.0, syn.seq.0)
+}
+
+#[test]
+fn a_syn_below_the_window_floor_goes_to_the_full_proxy() {
+    let mut e = engine(16, 4);
+    let client = sa("10.0.0.1:40000");
+    switched_syn(&mut e, client, 300);
+    let st = e.stats();
+    assert_eq!((st.proxy.switched_window, st.proxy.switched_flow_table, st.flows_created), (1, 0, 0));
+    assert_eq!(
+        e.take_proxy_events(),
+        vec![ProxyEvent::Switched {
+            key: tlsgate_inline::tables::FlowKey { client, server: sa(SERVICE) },
+            reason: SwitchReason::Window
+        }]
+    );
+    let row = &e.report().connections[0];
+    assert_eq!(row.path, FlowPath::FullProxy(SwitchReason::Window));
+    assert_eq!(row.state, FlowState::Handshake);
+    // The same SYN at the floor stays end to end: forwarded to the server, port rewritten.
+    let other = sa("10.0.0.1:40001");
+    let out = handle(&mut e, 1, segment(other, sa(SERVICE), TcpControl::Syn, 5, None, 536, &[]));
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].src, out[0].dst), (other, sa(BACKEND)));
+    assert_eq!(
+        e.report()
+            .connection(&tlsgate_inline::tables::FlowKey { client: other, server: sa(SERVICE) })
+            .unwrap()
+            .path,
+        FlowPath::EndToEnd
+    );
+}
+
+#[test]
+fn a_full_end_to_end_table_switches_then_the_proxy_limit_drops() {
+    let mut e = engine(1, 1);
+    let (a, b, c) = (sa("10.0.0.1:40000"), sa("10.0.0.1:40001"), sa("10.0.0.1:40002"));
+    // a takes the one end-to-end entry and gets past its SYN.
+    handle(&mut e, 0, segment(a, sa(SERVICE), TcpControl::Syn, 1, None, 64240, &[]));
+    handle(&mut e, 1, segment(sa(BACKEND), a, TcpControl::Syn, 9, Some(2), 64240, &[]));
+    // b: the table is full of flows past their SYN, so b goes to the full proxy.
+    switched_syn(&mut e, b, 64240);
+    assert_eq!(e.stats().proxy.switched_flow_table, 1);
+    // c: the proxy is at its limit too: dropped, the client retries.
+    let out = handle(&mut e, 2, segment(c, sa(SERVICE), TcpControl::Syn, 1, None, 64240, &[]));
+    assert!(out.is_empty());
+    assert_eq!((e.stats().syn_dropped, e.stats().proxy.dropped), (1, 1));
+    assert_eq!((e.flow_count(), e.proxy_flow_count()), (1, 1));
+}
+
+#[test]
+fn a_server_refusing_the_proxys_connection_resets_the_client() {
+    let mut e = engine(16, 4);
+    let client = sa("10.0.0.1:40000");
+    let (_, syn) = switched_syn(&mut e, client, 300);
+    let out = handle(
+        &mut e,
+        5,
+        segment(sa(BACKEND), client, TcpControl::Rst, 0, Some(syn.wrapping_add(1)), 0, &[]),
+    );
+    let rst = out.iter().find(|s| s.dst == client).expect("the client hears of it");
+    assert!(rst.rst);
+    assert_eq!(e.proxy_flow_count(), 0);
+    assert_eq!(e.stats().proxy.failed_backend, 1);
+    let events = e.take_proxy_events();
+    assert!(
+        matches!(&events[1], ProxyEvent::Ended { end: tlsgate_inline::proxy::flow::End::Failed(_, why), .. } if why.starts_with("backend:")),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_server_never_answering_ends_the_flow_at_the_syn_timeout() {
+    let mut e = engine(16, 4);
+    let client = sa("10.0.0.1:40000");
+    switched_syn(&mut e, client, 300);
+    let mut out = Vec::new();
+    // smoltcp retransmits its SYN meanwhile; the flow goes at the SYN timeout (5 s) at most.
+    let mut t = Duration::ZERO;
+    for _ in 0..100 {
+        let Some(next) = e.poll_timeout() else { break };
+        t = next.max(t);
+        e.handle_timeout(t, &mut out);
+        if e.proxy_flow_count() == 0 {
+            break;
+        }
+    }
+    assert_eq!(e.proxy_flow_count(), 0);
+    assert!(t <= Duration::from_secs(6), "{t:?}");
+    assert_eq!(e.stats().proxy.failed_backend, 1);
+    let rst = out.iter().filter_map(|p| packet::parse(p)).find(|s| s.dst == client && s.rst);
+    assert!(rst.is_some(), "the client gets a reset");
+}
+
+/// A SYN whose client never completes the handshake (spoofed, or the SYN-ACK lost for good):
+/// the entry goes at the SYN timeout, not the idle timeout, both connections reset.
+#[test]
+fn a_client_silent_after_its_syn_frees_the_proxy_entry_at_the_syn_timeout() {
+    let mut e = engine(16, 1);
+    let client = sa("10.0.0.1:40000");
+    let (_, syn) = switched_syn(&mut e, client, 300);
+    handle(
+        &mut e,
+        1,
+        segment(sa(BACKEND), client, TcpControl::Syn, 7000, Some(syn.wrapping_add(1)), 64240, &[]),
+    );
+    let mut out = Vec::new();
+    let mut t = Duration::ZERO;
+    for _ in 0..100 {
+        let Some(next) = e.poll_timeout() else { break };
+        t = next.max(t);
+        e.handle_timeout(t, &mut out);
+        if e.proxy_flow_count() == 0 {
+            break;
+        }
+    }
+    assert_eq!(e.proxy_flow_count(), 0);
+    assert!(t <= Duration::from_secs(6), "{t:?}");
+    assert_eq!(e.stats().proxy.failed_client, 1);
+    let rst = out.iter().filter_map(|p| packet::parse(p)).find(|s| s.dst == sa(BACKEND) && s.rst);
+    assert!(rst.is_some(), "the server's connection is reset");
+    // The proxy's one entry is free again.
+    switched_syn(&mut e, sa("10.0.0.1:40001"), 300);
+}
+
+#[test]
+fn garbage_instead_of_a_client_hello_closes_the_flow_and_resets_the_server_side() {
+    let mut e = engine(16, 4);
+    let client = sa("10.0.0.1:40000");
+    let (synack, syn) = switched_syn(&mut e, client, 300);
+    // The server accepts the proxy's connection.
+    handle(
+        &mut e,
+        1,
+        segment(sa(BACKEND), client, TcpControl::Syn, 7000, Some(syn.wrapping_add(1)), 64240, &[]),
+    );
+    // The client completes its handshake and sends plain text.
+    handle(
+        &mut e,
+        2,
+        segment(client, sa(SERVICE), TcpControl::None, 1001, Some(synack.wrapping_add(1)), 300, &[]),
+    );
+    let out = handle(
+        &mut e,
+        3,
+        segment(
+            client,
+            sa(SERVICE),
+            TcpControl::Psh,
+            1001,
+            Some(synack.wrapping_add(1)),
+            300,
+            b"GET / HTTP/1.1\r\n\r\n",
+        ),
+    );
+    assert!(out.iter().any(|s| s.dst == sa(BACKEND) && s.rst), "the server's connection is reset");
+    assert!(out.iter().any(|s| s.dst == client && s.fin), "the client's is closed");
+    assert!(out.iter().all(|s| s.payload.is_empty()), "nothing relayed");
+    assert_eq!(e.stats().proxy.failed_client, 1);
+}
+
+#[test]
+fn a_client_reset_mid_flow_resets_the_server_side() {
+    let mut e = engine(16, 4);
+    let client = sa("10.0.0.1:40000");
+    let (synack, syn) = switched_syn(&mut e, client, 300);
+    handle(
+        &mut e,
+        1,
+        segment(sa(BACKEND), client, TcpControl::Syn, 7000, Some(syn.wrapping_add(1)), 64240, &[]),
+    );
+    handle(
+        &mut e,
+        2,
+        segment(client, sa(SERVICE), TcpControl::None, 1001, Some(synack.wrapping_add(1)), 300, &[]),
+    );
+    let out = handle(&mut e, 3, segment(client, sa(SERVICE), TcpControl::Rst, 1001, None, 0, &[]));
+    assert!(out.iter().any(|s| s.dst == sa(BACKEND) && s.rst), "{out:?}");
+    assert_eq!(e.proxy_flow_count(), 0);
+    assert_eq!(e.stats().proxy.failed_client, 1);
+}
+
+/// The engine fuzz target's invariants (no panic, bounded tables and bursts, checksums, timers
+/// that move on) over seeded inputs built to reach the full proxy: small-window SYNs to the
+/// service, then random segments both ways on the same ports.
+#[test]
+fn the_engine_fuzz_invariants_hold_on_the_proxy_path() {
+    use rand::{Rng, SeedableRng};
+    for seed in 0..300u64 {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut data = vec![rng.random::<u8>()];
+        let port: u16 = 40000 + rng.random_range(0..6);
+        let tcp = |rng: &mut rand::rngs::StdRng, syn: bool, toward_server: bool| {
+            let mut h = vec![0u8; 20];
+            let (src, dst) = if toward_server { (port, 443) } else { (80, port) };
+            h[0..2].copy_from_slice(&src.to_be_bytes());
+            h[2..4].copy_from_slice(&dst.to_be_bytes());
+            rng.fill(&mut h[4..12]);
+            h[12] = 5 << 4;
+            h[13] = if syn { 0x02 } else { rng.random::<u8>() & 0x1f };
+            h[14..16].copy_from_slice(&rng.random_range(0u16..600).to_be_bytes());
+            let extra = rng.random_range(0..40);
+            h.extend((0..extra).map(|_| rng.random::<u8>()));
+            h
+        };
+        for i in 0..24 {
+            let toward_server = i == 0 || rng.random_bool(0.5);
+            let syn = i == 0 || rng.random_bool(0.2);
+            let body = tcp(&mut rng, syn, toward_server);
+            let kind = (rng.random_range(0..32u8) << 3) | if toward_server { 1 } else { 2 };
+            data.push(kind);
+            data.push(body.len() as u8);
+            data.extend_from_slice(&body);
+        }
+        tlsgate_inline::fuzzing::engine(&data);
+    }
+}
+
+/// A small-window SYN goes to the proxy without touching the end-to-end table: a half-open flow
+/// there is not evicted for it.
+#[test]
+fn a_small_window_syn_does_not_evict_a_half_open_flow() {
+    let mut e = engine(1, 4);
+    let a = sa("10.0.0.1:40000");
+    handle(&mut e, 0, segment(a, sa(SERVICE), TcpControl::Syn, 1, None, 64240, &[]));
+    switched_syn(&mut e, sa("10.0.0.1:40001"), 300);
+    assert_eq!((e.flow_count(), e.stats().embryonic_evicted), (1, 0));
+    assert_eq!(e.stats().proxy.switched_window, 1);
+}
