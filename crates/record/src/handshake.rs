@@ -17,7 +17,7 @@ use rustls::kernel::KernelConnection;
 use rustls::pki_types::CertificateDer;
 use rustls::server::{ServerConfig, ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedStatus};
-use rustls::{AlertDescription, ExtractedSecrets, ProtocolVersion, SupportedCipherSuite};
+use rustls::{ExtractedSecrets, ProtocolVersion, SupportedCipherSuite};
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -78,22 +78,9 @@ impl ServerHandshake {
         self.pending.extend_from_slice(record);
         let result = self.drive(out);
         if result.is_err() {
-            // The alert rustls queued on the error comes out of the next call, which must see
-            // the same input: rustls still counts the bytes of a handshake message it holds
-            // (and indexes past them, panicking on a shorter buffer). Dropped only after.
-            let before = out.len();
-            self.flush_alert(out);
+            // The alert rustls queued on the error comes out of the next calls.
             self.pending.clear();
-            // TLS 1.2 before the server's ChangeCipherSpec: our records are still plaintext, so
-            // an alert rustls did not queue can be written here. (TLS 1.3 has handshake keys by
-            // then, which stay inside rustls.)
-            if let (Err(HandshakeError::Tls(e)), true, Some(ProtocolVersion::TLSv1_2)) =
-                (&result, out.len() == before, self.conn.protocol_version())
-            {
-                if let Some(d) = missing_alert(e) {
-                    out.extend_from_slice(&plain_alert(d));
-                }
-            }
+            let _ = self.drive(out);
         }
         result
     }
@@ -104,7 +91,17 @@ impl ServerHandshake {
             // `state` borrows the connection; take what it says first, drain the input after.
             let step = match state? {
                 ConnectionState::EncodeTlsData(mut enc) => {
-                    encode(&mut enc, out)?;
+                    let needed = match enc.encode(&mut []) {
+                        Ok(_) => None,
+                        Err(EncodeError::InsufficientSize(e)) => Some(e.required_size),
+                        Err(EncodeError::AlreadyEncoded) => return Err(HandshakeError::Unexpected),
+                    };
+                    if let Some(needed) = needed {
+                        let at = out.len();
+                        out.resize(at + needed, 0);
+                        let n = enc.encode(&mut out[at..]).map_err(|_| HandshakeError::Unexpected)?;
+                        out.truncate(at + n);
+                    }
                     Step::Again
                 }
                 // The bytes are in `out`; the caller transmits (and maybe retransmits) them.
@@ -131,19 +128,6 @@ impl ServerHandshake {
                     return Ok(Progress::Complete);
                 }
             }
-        }
-    }
-
-    /// After a failure: takes out the one chunk (the fatal alert) rustls queued with it, if any,
-    /// in one call and stops there. A further call would parse the failed input again, and a
-    /// second fatal alert is a rustls assertion.
-    fn flush_alert(&mut self, out: &mut Vec<u8>) {
-        match self.conn.process_tls_records(&mut self.pending).state {
-            Ok(ConnectionState::EncodeTlsData(mut enc)) => {
-                let _ = encode(&mut enc, out);
-            }
-            Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
-            _ => {}
         }
     }
 
@@ -183,42 +167,6 @@ impl ServerHandshake {
         }
         Ok(self.conn.dangerous_into_kernel_connection()?)
     }
-}
-
-/// Appends what rustls has to send to `out`.
-fn encode(
-    enc: &mut rustls::unbuffered::EncodeTlsData<'_, ServerConnectionData>,
-    out: &mut Vec<u8>,
-) -> Result<(), HandshakeError> {
-    let needed = match enc.encode(&mut []) {
-        Ok(_) => return Ok(()),
-        Err(EncodeError::InsufficientSize(e)) => e.required_size,
-        Err(EncodeError::AlreadyEncoded) => return Err(HandshakeError::Unexpected),
-    };
-    let at = out.len();
-    out.resize(at + needed, 0);
-    let n = enc.encode(&mut out[at..]).map_err(|_| HandshakeError::Unexpected)?;
-    out.truncate(at + n);
-    Ok(())
-}
-
-/// The alert due for an error on which rustls queues none.
-pub fn missing_alert(err: &rustls::Error) -> Option<AlertDescription> {
-    match err {
-        // RFC 8446 §5.1 (and RFC 5246 §6.2.1): a record of another type between the fragments
-        // of a handshake message. rustls (conn.rs, its deframer) fails without an alert; the
-        // violation is an unexpected message.
-        rustls::Error::PeerMisbehaved(rustls::PeerMisbehaved::MessageInterleavedWithHandshakeMessage) => {
-            Some(AlertDescription::UnexpectedMessage)
-        }
-        _ => None,
-    }
-}
-
-/// A fatal alert in a plaintext TLS 1.2 record, as sent before the server's ChangeCipherSpec
-/// (and before ServerHello in any version).
-pub fn plain_alert(description: AlertDescription) -> Vec<u8> {
-    vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, u8::from(description)]
 }
 
 enum Step {

@@ -20,7 +20,7 @@ use rustls::kernel::KernelConnection;
 use rustls::server::{Acceptor, ServerConfig, ServerConnectionData};
 use rustls::{AlertDescription, ExtractedSecrets, ProtocolVersion, SupportedCipherSuite};
 use tlsgate_core::identity::PeerIdentity;
-use tlsgate_record::handshake::{self, missing_alert, plain_alert, HandshakeError};
+use tlsgate_record::handshake::{self, HandshakeError};
 
 use crate::describe::{self, Peer};
 use crate::identity::peer_identity;
@@ -155,6 +155,23 @@ impl HelloReader {
 }
 
 /// The alert due for a ClientHello error that rustls returns without one.
+fn missing_alert(err: &rustls::Error) -> Option<AlertDescription> {
+    match err {
+        // RFC 8446 §5.1 (and RFC 5246 §6.2.1): a record of another type between the fragments
+        // of a handshake message. rustls (conn.rs, its deframer) fails without an alert; the
+        // violation is an unexpected message.
+        rustls::Error::PeerMisbehaved(rustls::PeerMisbehaved::MessageInterleavedWithHandshakeMessage) => {
+            Some(AlertDescription::UnexpectedMessage)
+        }
+        _ => None,
+    }
+}
+
+/// A fatal alert in a plaintext record, as sent before ServerHello.
+fn plain_alert(description: AlertDescription) -> Vec<u8> {
+    vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, u8::from(description)]
+}
+
 pub use tlsgate_record::handshake::Progress;
 
 /// What the handshake settled, for logs, PROXY TLVs and headers.
