@@ -77,7 +77,21 @@ impl ServerHandshake {
         }
         self.pending.extend_from_slice(record);
         let result = self.drive(out);
-        if result.is_err() {
+        if let Err(HandshakeError::Tls(rustls::Error::PeerMisbehaved(
+            rustls::PeerMisbehaved::MessageInterleavedWithHandshakeMessage,
+        ))) = result
+        {
+            // A record of another type between the fragments of a handshake message (RFC 8446
+            // §5.1, RFC 5246 §6.2.1). rustls's deframer fails on it queueing no alert, and it
+            // still holds the first fragment: calling it again on an emptied buffer makes it
+            // index past those bytes and panic. So no second call: the unexpected_message alert
+            // is written here where our records are plaintext (TLS 1.2 before the server's
+            // ChangeCipherSpec; TLS 1.3 has handshake keys by then, inside rustls).
+            self.pending.clear();
+            if self.conn.protocol_version() == Some(ProtocolVersion::TLSv1_2) {
+                out.extend_from_slice(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, UNEXPECTED_MESSAGE]);
+            }
+        } else if result.is_err() {
             // The alert rustls queued on the error comes out of the next calls.
             self.pending.clear();
             let _ = self.drive(out);
@@ -168,6 +182,9 @@ impl ServerHandshake {
         Ok(self.conn.dangerous_into_kernel_connection()?)
     }
 }
+
+/// unexpected_message (RFC 8446 §6).
+const UNEXPECTED_MESSAGE: u8 = 10;
 
 enum Step {
     Again,

@@ -655,3 +655,36 @@ fn a_refusal_after_the_handshake_sends_its_alert_once() {
     assert_eq!(p.sent(&out), [(AL, vec![FATAL, 120])]);
     assert_eq!(HEADER_LEN, 5);
 }
+
+/// The handshake driver, not the session: a ChangeCipherSpec between two fragments of the
+/// client's ClientKeyExchange (TLS 1.2). rustls fails on it with no alert while holding the first
+/// fragment; called again on an emptied buffer to fetch an alert it panicked, so the driver writes
+/// the alert itself. RFC 5246 §7.4 / RFC 8446 §5.1: unexpected_message.
+#[test]
+fn a_ccs_between_handshake_fragments_is_unexpected_message_and_no_panic_rfc5246_7_4() {
+    let (server_cfg, client_cfg) = configs(TLS12);
+    let mut client = ClientConnection::new(client_cfg, ServerName::try_from("localhost").unwrap()).unwrap();
+    let mut hs = ServerHandshake::new(server_cfg).unwrap();
+    let mut to_client = Vec::new();
+    for (h, body) in records(&drain(&mut client)) {
+        let mut whole = h.encode().to_vec();
+        whole.extend_from_slice(&body);
+        assert_eq!(hs.record(&whole, &mut to_client).unwrap(), Progress::NeedMore);
+    }
+    client.read_tls(&mut &to_client[..]).unwrap();
+    client.process_new_packets().unwrap();
+    let flight = records(&drain(&mut client));
+    let (cke_header, cke) = &flight[0];
+    assert_eq!(cke_header.content_type, HS, "the ClientKeyExchange first");
+    assert_eq!(flight[1].0.content_type, ContentType::CHANGE_CIPHER_SPEC);
+    let record = |ct: ContentType, body: &[u8]| {
+        let mut r = Header { content_type: ct, version: 0x0303, len: body.len() as u16 }.encode().to_vec();
+        r.extend_from_slice(body);
+        r
+    };
+    let mut out = Vec::new();
+    assert_eq!(hs.record(&record(HS, &cke[..5]), &mut out).unwrap(), Progress::NeedMore);
+    assert!(hs.record(&record(ContentType::CHANGE_CIPHER_SPEC, &flight[1].1), &mut out).is_err());
+    assert_eq!(out, [21, 3, 3, 0, 2, 2, UNEXPECTED_MESSAGE], "a fatal unexpected_message alert");
+    assert_eq!(hs.held(), 0, "nothing held after the failure");
+}
