@@ -10,8 +10,8 @@ use rustls::ServerConfig;
 use std::sync::Arc;
 use thiserror::Error;
 use tlsgate_record::crypto::CryptoError;
-use tlsgate_record::session::{Fatal, Received, Session};
 use tlsgate_record::frame::{ContentType, Header, HEADER_LEN};
+use tlsgate_record::session::{Fatal, Received, Session};
 
 /// The largest record body accepted from the client (TLS 1.2's ciphertext limit, RFC 5246 §6.2.3).
 const RECORD_LIMIT: usize = 16384 + 2048;
