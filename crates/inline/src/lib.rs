@@ -23,7 +23,8 @@
 //! - [`bridge`]: the L2 layer around the engine: Ethernet frames, ARP, MACs learned per side,
 //!   partial checksums completed; the AF_PACKET driver and the simulator both drive it.
 //! - [`proxy`]: the full-proxy fallback: flows the end-to-end path cannot serve terminated on
-//!   both sides (smoltcp TCP, the same handshake driver and record layer), decided at the SYN.
+//!   both sides (smoltcp TCP, the same handshake driver and session machine), decided at the SYN;
+//!   its smoltcp device over two packet queues (`queue_device`) is the simulator's too.
 //! - [`flow`]: one flow's state; [`engine`]: the flow table and the packet dispatch.
 
 pub mod bridge;
@@ -38,6 +39,7 @@ pub mod health;
 pub mod hold;
 pub mod packet;
 pub mod proxy;
+mod queue_device;
 pub mod seq;
 pub mod seq_map;
 pub mod sim;

@@ -21,15 +21,15 @@ pub use recut::RecutCounts;
 use crate::bridge::{Bridge, InFrame, Side};
 use crate::engine::{Config, Engine, Limits, Service};
 use crate::packet;
+use crate::queue_device::QueueDevice;
 use crate::tables::{Mode, Release};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, ServerConfig};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::{Read, Write};
 use std::net::IpAddr;
@@ -185,54 +185,9 @@ impl fmt::Display for Summary {
     }
 }
 
-/// A device whose wire is two queues the simulation moves packets through.
-#[derive(Default)]
-struct Dev {
-    rx: VecDeque<Vec<u8>>,
-    tx: Vec<Vec<u8>>,
-}
-
-struct Rx(Vec<u8>);
-struct Tx<'a>(&'a mut Vec<Vec<u8>>);
-
-impl RxToken for Rx {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-
-impl TxToken for Tx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = vec![0; len];
-        let r = f(&mut buf);
-        self.0.push(buf);
-        r
-    }
-}
-
-impl Device for Dev {
-    type RxToken<'a> = Rx;
-    type TxToken<'a> = Tx<'a>;
-
-    fn receive(&mut self, _: Instant) -> Option<(Rx, Tx<'_>)> {
-        let p = self.rx.pop_front()?;
-        Some((Rx(p), Tx(&mut self.tx)))
-    }
-
-    fn transmit(&mut self, _: Instant) -> Option<Tx<'_>> {
-        Some(Tx(&mut self.tx))
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut c = DeviceCapabilities::default();
-        c.medium = Medium::Ip;
-        c.max_transmission_unit = 1500;
-        c
-    }
-}
-
 struct Host {
-    dev: Dev,
+    /// The host's wire: two queues the simulation moves packets through.
+    dev: QueueDevice,
     iface: Interface,
     sockets: SocketSet<'static>,
     /// The zero-window probes smoltcp does not send.
@@ -241,7 +196,7 @@ struct Host {
 
 impl Host {
     fn new(addr: [u8; 4]) -> Host {
-        let mut dev = Dev::default();
+        let mut dev = QueueDevice::new(1500);
         let mut iface = Interface::new(IfaceConfig::new(HardwareAddress::Ip), &mut dev, Instant::ZERO);
         iface.update_ip_addrs(|a| {
             a.push(IpCidr::new(IpAddress::v4(addr[0], addr[1], addr[2], addr[3]), 24)).expect("one address")

@@ -6,14 +6,13 @@
 
 use super::tls::{Status, TlsEnd, TlsError, MAX_PLAINTEXT};
 use crate::packet;
+use crate::queue_device::QueueDevice;
 use crate::tables::Counters;
 use rustls::ServerConfig;
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,53 +40,6 @@ pub enum End {
     Failed(FailedSide, String),
 }
 
-/// The interface's wire: packets the engine handed in, packets smoltcp sent.
-#[derive(Default)]
-struct Wire {
-    rx: VecDeque<Vec<u8>>,
-    tx: Vec<Vec<u8>>,
-    mtu: usize,
-}
-
-struct Rx(Vec<u8>);
-struct Tx<'a>(&'a mut Vec<Vec<u8>>);
-
-impl RxToken for Rx {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-
-impl TxToken for Tx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = vec![0; len];
-        let r = f(&mut buf);
-        self.0.push(buf);
-        r
-    }
-}
-
-impl Device for Wire {
-    type RxToken<'a> = Rx;
-    type TxToken<'a> = Tx<'a>;
-
-    fn receive(&mut self, _: Instant) -> Option<(Rx, Tx<'_>)> {
-        let p = self.rx.pop_front()?;
-        Some((Rx(p), Tx(&mut self.tx)))
-    }
-
-    fn transmit(&mut self, _: Instant) -> Option<Tx<'_>> {
-        Some(Tx(&mut self.tx))
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut c = DeviceCapabilities::default();
-        c.medium = Medium::Ip;
-        c.max_transmission_unit = self.mtu;
-        c
-    }
-}
-
 fn instant(now: Duration) -> Instant {
     Instant::from_micros(now.as_micros() as i64)
 }
@@ -98,7 +50,8 @@ fn endpoint(a: SocketAddr) -> IpEndpoint {
 
 pub struct ProxyFlow {
     client_addr: SocketAddr,
-    wire: Wire,
+    /// The interface's wire: packets the engine handed in, packets smoltcp sent.
+    wire: QueueDevice,
     iface: Interface,
     sockets: SocketSet<'static>,
     client: SocketHandle,
@@ -146,7 +99,7 @@ impl ProxyFlow {
             return Err("internal: address families differ".into());
         }
         let tls = TlsEnd::new(tls).map_err(|e| format!("internal: {e}"))?;
-        let mut wire = Wire { mtu, ..Wire::default() };
+        let mut wire = QueueDevice::new(mtu);
         let mut config = IfaceConfig::new(HardwareAddress::Ip);
         // Initial sequence numbers from the flow's addresses and time: smoltcp only wants a seed.
         config.random_seed = seed(now, client, backend);
