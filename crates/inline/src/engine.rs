@@ -28,7 +28,6 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tlsgate_record::crypto::Version;
 
 /// A TLS service the engine offloads.
 #[derive(Clone, Debug)]
@@ -151,7 +150,7 @@ const DEFAULT_MSS: u16 = 536;
 
 /// The largest expansion of a record, for the MSS clamp: the version is not known at SYN time.
 fn max_overhead() -> u16 {
-    Version::Tls12.overhead().max(Version::Tls13.overhead()) as u16
+    tlsgate_record::crypto::MAX_OVERHEAD as u16
 }
 
 #[derive(Debug)]

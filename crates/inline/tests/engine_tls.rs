@@ -393,7 +393,7 @@ fn cut_through_a_tampered_record_resets_the_server_after_its_first_part_and_aler
         let mut bytes = client_output(&mut n.client);
         assert!(bytes.len() > 2 * 1460, "one record over three segments");
         // A ciphertext byte in the first segment: its plaintext leaves flipped before the tag.
-        let head = if TLS12.contains(&suite) { 13 } else { 5 };
+        let head = record_head(suite);
         bytes[head + 100] ^= 0x10;
         let mut out = Vec::new();
         let ack = SISN + 1 + n.c_recv;
