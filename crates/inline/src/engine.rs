@@ -288,11 +288,13 @@ impl Engine {
             let key = FlowKey { client: seg.src, server: seg.dst };
             if self.proxy.has(&key) {
                 self.proxy.packet(now, key, pkt, out);
+                self.proxy_health(now);
             } else {
                 self.client_segment(now, svc, key, &seg, pkt, out);
             }
         } else if let Some(key) = self.proxy.by_server(seg.dst, seg.src) {
             self.proxy.packet(now, key, pkt, out);
+            self.proxy_health(now);
         } else if let Some(&key) = self.by_backend.get(&(seg.dst, seg.src)) {
             self.server_segment(now, key, &seg, pkt, out);
         } else if !seg.payload.is_empty() && self.is_service_server(seg.src) {
@@ -356,6 +358,7 @@ impl Engine {
                 if !self.proxy.start(now, key, svc, backend, reason, tls, connect, pkt, out) {
                     self.stats.syn_dropped += 1;
                 }
+                self.proxy_health(now);
                 return;
             }
             self.flows.insert(
@@ -525,6 +528,21 @@ impl Engine {
         out.push(pkt);
     }
 
+    /// Full-proxy flows' connections to balanced pools' members count as an end-to-end flow's
+    /// SYN does: up is a success, refused or unanswered a failure.
+    fn proxy_health(&mut self, now: Duration) {
+        for c in self.proxy.take_connects() {
+            if self.config.services[c.service].mode != Mode::Balanced {
+                continue;
+            }
+            if c.ok {
+                self.pools.record(c.backend, true, now);
+            } else {
+                self.member_failed(c.backend, now);
+            }
+        }
+    }
+
     /// A pool member refused or ignored a connection.
     fn member_failed(&mut self, member: SocketAddr, now: Duration) {
         self.stats.member_failures += 1;
@@ -588,6 +606,7 @@ impl Engine {
     pub fn handle_timeout(&mut self, now: Duration, out: &mut Vec<Vec<u8>>) {
         let l = self.config.limits;
         self.proxy.handle_timeout(now, l.idle_timeout, l.closing_timeout, out);
+        self.proxy_health(now);
         for f in self.flows.values_mut() {
             if let Some(tls) = f.tls.as_mut() {
                 tls.timeout(now, out);

@@ -90,6 +90,18 @@ pub struct Proxy {
     by_backend: HashMap<(SocketAddr, SocketAddr), FlowKey>,
     stats: ProxyStats,
     events: VecDeque<ProxyEvent>,
+    /// Connections to servers decided since the last [`Proxy::take_connects`].
+    connects: Vec<Connect>,
+}
+
+/// How a full-proxy flow's connection to its server went, for the pool's member health (the
+/// same evidence as an end-to-end flow's SYN: SYN-ACK, or RST / no answer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Connect {
+    /// Index of the service in the engine's configuration.
+    pub service: usize,
+    pub backend: SocketAddr,
+    pub ok: bool,
 }
 
 impl Proxy {
@@ -181,6 +193,9 @@ impl Proxy {
     /// Counts how the flow ended as soon as it has, and removes it once both connections are over.
     fn settle(&mut self, key: FlowKey) {
         let Some(e) = self.flows.get_mut(&key) else { return };
+        if let Some(ok) = e.flow.take_connect() {
+            self.connects.push(Connect { service: e.service, backend: e.backend, ok });
+        }
         if let (false, Some(end)) = (e.counted, e.flow.end().cloned()) {
             e.counted = true;
             self.count(key, end);
@@ -209,6 +224,11 @@ impl Proxy {
         if self.events.len() < EVENTS_KEPT {
             self.events.push_back(e);
         }
+    }
+
+    /// The connections to servers decided since the last call, oldest first.
+    pub fn take_connects(&mut self) -> Vec<Connect> {
+        std::mem::take(&mut self.connects)
     }
 
     /// The switches and ends since the last call, oldest first (at most [`EVENTS_KEPT`]).

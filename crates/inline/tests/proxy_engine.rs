@@ -340,3 +340,75 @@ fn a_small_window_syn_does_not_evict_a_half_open_flow() {
     assert_eq!((e.flow_count(), e.stats().embryonic_evicted), (1, 0));
     assert_eq!(e.stats().proxy.switched_window, 1);
 }
+
+/// Balanced mode: a full-proxy flow's connection to its member is the member's health evidence
+/// exactly as an end-to-end flow's SYN is (`tlsgate_core::health` via `health::Pools`): refused
+/// or unanswered counts against the member, up counts for it.
+#[test]
+fn full_proxy_connections_feed_the_pools_member_health() {
+    let pool = [sa("10.0.1.1:80"), sa("10.0.1.2:80")];
+    let vip = sa("10.0.0.100:443");
+    let e = engine(16, 8);
+    let tls = e.services()[0].tls.clone();
+    let mut e = Engine::new(Config {
+        services: vec![Service {
+            addr: vip,
+            server_port: None,
+            mode: Mode::Balanced,
+            release: Release::Buffered,
+            tls,
+            pool: pool.to_vec(),
+        }],
+        limits: Limits {
+            syn_timeout: Duration::from_secs(5),
+            proxy: ProxyLimits { max_flows: 8, window_floor: 536, mtu: 1500 },
+            ..Limits::default()
+        },
+    });
+    // A SYN below the window floor: the proxy connects to the client's member from its address.
+    let proxied = |e: &mut Engine, ms: u64, port: u16| {
+        let client = SocketAddr::new(sa("10.2.0.7:0").ip(), port);
+        let out = handle(e, ms, segment(client, vip, TcpControl::Syn, 1000, None, 300, &[]));
+        let syn = out.iter().find(|s| s.syn && s.ack.is_none()).expect("the proxy's SYN to a member");
+        assert_eq!(syn.src, client);
+        (client, syn.dst, syn.seq.0)
+    };
+    let (client, first, syn) = proxied(&mut e, 0, 40000);
+    let other = pool.into_iter().find(|m| *m != first).unwrap();
+    // The member refuses (RST to the proxy's SYN), twice: taken out, as for end-to-end flows.
+    let rst = |e: &mut Engine, ms: u64, client: SocketAddr, syn: u32| {
+        handle(e, ms, segment(first, client, TcpControl::Rst, 0, Some(syn.wrapping_add(1)), 0, &[]));
+    };
+    rst(&mut e, 1, client, syn);
+    assert_eq!((e.stats().member_failures, e.stats().members_taken_out), (1, 0));
+    let (client, again, syn) = proxied(&mut e, 2, 40001);
+    assert_eq!(again, first, "one refusal is not enough");
+    rst(&mut e, 3, client, syn);
+    assert_eq!((e.stats().member_failures, e.stats().members_taken_out), (2, 1));
+    assert_eq!(e.members_down(Duration::from_millis(4)), vec![first]);
+    // New flows go to the other member, whose answer counts for it.
+    let (client, moved, syn) = proxied(&mut e, 5, 40002);
+    assert_eq!(moved, other);
+    handle(&mut e, 6, segment(other, client, TcpControl::Syn, 7000, Some(syn.wrapping_add(1)), 64240, &[]));
+    assert_eq!(e.stats().member_failures, 2);
+    // After the pause the first member is tried again; an unanswered connection counts too.
+    let later = 6 + tlsgate_inline::health::PARAMS.eject_time.as_millis() as u64;
+    assert!(e.members_down(Duration::from_millis(later)).is_empty());
+    let (_, back, _) = proxied(&mut e, later, 40003);
+    assert_eq!(back, first);
+    let (_, back, _) = proxied(&mut e, later, 40004);
+    assert_eq!(back, first);
+    let mut t = Duration::from_millis(later);
+    for _ in 0..200 {
+        let Some(next) = e.poll_timeout() else { break };
+        t = next.max(t);
+        e.handle_timeout(t, &mut Vec::new());
+        if e.stats().member_failures == 4 {
+            break;
+        }
+    }
+    assert_eq!((e.stats().member_failures, e.stats().members_taken_out), (4, 2), "at {t:?}");
+    assert!(t <= Duration::from_millis(later + 6000), "{t:?}");
+    let (_, last, _) = proxied(&mut e, t.as_millis() as u64 + 1, 40005);
+    assert_eq!(last, other);
+}

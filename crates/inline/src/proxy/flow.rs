@@ -67,6 +67,9 @@ pub struct ProxyFlow {
     end: Option<End>,
     /// The server's connection was established once (a later close is a reset, not a refusal).
     server_established: bool,
+    /// How the connection to the server went (up, or refused / unanswered), not yet taken by
+    /// [`ProxyFlow::take_connect`]: a balanced pool's member health counts it.
+    connect: Option<bool>,
     connect_deadline: Duration,
     pub up: Counters,
     pub down: Counters,
@@ -142,6 +145,7 @@ impl ProxyFlow {
             server_done: false,
             end: None,
             server_established: false,
+            connect: None,
             connect_deadline: now + connect,
             up: Counters::default(),
             down: Counters::default(),
@@ -180,6 +184,12 @@ impl ProxyFlow {
     fn server_up(&self) -> bool {
         let s = self.sockets.get::<tcp::Socket>(self.server);
         !matches!(s.state(), tcp::State::SynSent | tcp::State::SynReceived)
+    }
+
+    /// Once: whether the connection to the server came up (true) or was refused or left
+    /// unanswered until the connect bound (false); `None` while undecided or after it was taken.
+    pub fn take_connect(&mut self) -> Option<bool> {
+        self.connect.take()
     }
 
     pub fn end(&self) -> Option<&End> {
@@ -235,7 +245,10 @@ impl ProxyFlow {
         // Peers that went away.
         let client_state = self.sockets.get::<tcp::Socket>(self.client).state();
         let server_state = self.sockets.get::<tcp::Socket>(self.server).state();
-        self.server_established |= server_state == tcp::State::Established;
+        if server_state == tcp::State::Established && !self.server_established {
+            self.server_established = true;
+            self.connect = Some(true);
+        }
         // A listening socket returns to `Listen` when the client resets its half-open connection.
         if matches!(client_state, tcp::State::Closed | tcp::State::Listen) {
             self.fail(FailedSide::Client, "client: connection reset".into());
@@ -245,12 +258,14 @@ impl ProxyFlow {
             let why = if self.server_established {
                 "backend: connection reset"
             } else {
+                self.connect = Some(false);
                 "backend: connection refused"
             };
             self.fail(FailedSide::Backend, why.into());
             return true;
         }
         if server_state == tcp::State::SynSent && now >= self.connect_deadline {
+            self.connect = Some(false);
             self.fail(FailedSide::Backend, "backend: no answer to the connection".into());
             return true;
         }
