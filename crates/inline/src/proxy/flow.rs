@@ -5,8 +5,9 @@
 //! read only while what it produced has room, so back-pressure reaches both peers' windows.
 
 use super::tls::{Status, TlsEnd, TlsError, MAX_PLAINTEXT};
-use crate::packet;
+use crate::packet::{self, Build, Control};
 use crate::queue_device::QueueDevice;
+use crate::seq::Seq;
 use crate::tables::Counters;
 use rustls::ServerConfig;
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
@@ -48,8 +49,64 @@ fn endpoint(a: SocketAddr) -> IpEndpoint {
     IpEndpoint::new(IpAddress::from(a.ip()), a.port())
 }
 
+/// An end-to-end flow's client connection as it stands when the proxy takes it over: what the
+/// client already knows, which the proxy's own stack must go on speaking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Adoption {
+    pub client_isn: Seq,
+    /// The server's ISN, which the client acknowledged.
+    pub server_isn: Seq,
+    /// The client's own MSS (before the clamp).
+    pub mss: u16,
+    /// The shifts the client's and the server's SYNs offered.
+    pub client_wscale: Option<u8>,
+    pub server_wscale: Option<u8>,
+    /// The client's window field in its first data segment.
+    pub window: u16,
+}
+
+/// Sequence and window translation between the proxy's stack and an adopted client connection.
+#[derive(Clone, Copy, Debug)]
+struct Adopted {
+    service: SocketAddr,
+    /// Client-known sequence number minus the stack's, for the stack's bytes.
+    offset: u32,
+    /// The stack's window shift, and the one the client applies to windows it receives.
+    stack_shift: u8,
+    client_shift: u8,
+}
+
+impl Adopted {
+    /// A packet of the stack toward the client: its sequence number and window in the client's
+    /// terms.
+    fn to_client(&self, pkt: &mut [u8]) {
+        let Some(seg) = packet::parse(pkt) else { return };
+        let window = (u32::from(seg.window) << self.stack_shift) >> self.client_shift;
+        packet::edit_tcp(pkt, &seg, |t| {
+            t.set_seq_number(smoltcp::wire::TcpSeqNumber(seg.seq.0.wrapping_add(self.offset) as i32));
+            t.set_window_len(window.min(u32::from(u16::MAX)) as u16);
+        });
+    }
+
+    /// A packet of the client toward the stack: its acknowledgment in the stack's terms (SACK
+    /// blocks are left: the stack was not offered SACK and ignores them).
+    fn from_client(&self, pkt: &mut [u8]) {
+        let Some(seg) = packet::parse(pkt) else { return };
+        if seg.dst != self.service {
+            return;
+        }
+        if let Some(ack) = seg.ack {
+            packet::edit_tcp(pkt, &seg, |t| {
+                t.set_ack_number(smoltcp::wire::TcpSeqNumber(ack.0.wrapping_sub(self.offset) as i32))
+            });
+        }
+    }
+}
+
 pub struct ProxyFlow {
     client_addr: SocketAddr,
+    /// Set when the client's connection was adopted mid-stream.
+    adopted: Option<Adopted>,
     /// The interface's wire: packets the engine handed in, packets smoltcp sent.
     wire: QueueDevice,
     iface: Interface,
@@ -133,6 +190,7 @@ impl ProxyFlow {
         let server_h = sockets.add(s);
         Ok(ProxyFlow {
             client_addr: client,
+            adopted: None,
             wire,
             iface,
             sockets,
@@ -155,9 +213,75 @@ impl ProxyFlow {
         })
     }
 
+    /// A flow taking over the client's connection as it stands (`a`): the stack's listening
+    /// socket is fed a SYN and an ACK the client sent long ago, in effect (its ISN, MSS and
+    /// window scale; never on the wire), its SYN-ACK is dropped, and from then on its sequence
+    /// numbers and windows are translated into those the client knows (the server's ISN and
+    /// shift). The server's connection is opened anew as for a flow switched at its SYN.
+    #[allow(clippy::too_many_arguments)]
+    pub fn adopt(
+        now: Duration,
+        client: SocketAddr,
+        service: SocketAddr,
+        backend: SocketAddr,
+        tls: Arc<ServerConfig>,
+        mtu: usize,
+        connect: Duration,
+        a: Adoption,
+    ) -> Result<ProxyFlow, String> {
+        let mut f = ProxyFlow::new(now, client, service, backend, tls, mtu, connect)?;
+        // Scaling is in force only when both SYNs offered it.
+        let both = a.client_wscale.is_some() && a.server_wscale.is_some();
+        let client_shift = if both { a.client_wscale.unwrap_or(0) } else { 0 };
+        let syn_window = (u32::from(a.window) << client_shift).min(u32::from(u16::MAX)) as u16;
+        let syn = Build {
+            src: client,
+            dst: service,
+            seq: a.client_isn,
+            ack: None,
+            control: Control::None,
+            window: syn_window,
+            payload: &[],
+        }
+        .emit_syn(a.mss, a.client_wscale.filter(|_| both))
+        .ok_or("internal: address families differ")?;
+        f.wire.rx.push_back(syn);
+        f.iface.poll(instant(now), &mut f.wire, &mut f.sockets);
+        let at = f
+            .wire
+            .tx
+            .iter()
+            .position(|p| packet::parse(p).is_some_and(|s| s.syn && s.ack.is_some() && s.dst == client));
+        let synack = at.map(|i| f.wire.tx.remove(i)).ok_or("internal: no SYN-ACK to adopt")?;
+        let s = packet::parse(&synack).ok_or("internal: no SYN-ACK to adopt")?;
+        let stack_shift = packet::window_scale(&synack[s.tcp.start + 20..s.payload.start]).unwrap_or(0);
+        let ack = Build {
+            src: client,
+            dst: service,
+            seq: a.client_isn + 1,
+            ack: Some(s.seq + 1),
+            control: Control::None,
+            window: a.window,
+            payload: &[],
+        }
+        .emit()
+        .ok_or("internal: address families differ")?;
+        f.wire.rx.push_back(ack);
+        f.adopted = Some(Adopted {
+            service,
+            offset: a.server_isn.0.wrapping_sub(s.seq.0),
+            stack_shift: if both { stack_shift } else { 0 },
+            client_shift: if both { a.server_wscale.unwrap_or(0) } else { 0 },
+        });
+        Ok(f)
+    }
+
     /// A packet of this flow from either peer; appends the packets to send to `out`.
-    pub fn packet(&mut self, now: Duration, pkt: Vec<u8>, out: &mut Vec<Vec<u8>>) {
+    pub fn packet(&mut self, now: Duration, mut pkt: Vec<u8>, out: &mut Vec<Vec<u8>>) {
         self.last_activity = now;
+        if let Some(a) = &self.adopted {
+            a.from_client(&mut pkt);
+        }
         self.wire.rx.push_back(pkt);
         self.run(now, out);
     }
@@ -229,6 +353,11 @@ impl ProxyFlow {
         }
         self.iface.poll(t, &mut self.wire, &mut self.sockets);
         for mut p in self.wire.tx.drain(..) {
+            if let Some(a) =
+                self.adopted.filter(|_| packet::parse(&p).is_some_and(|s| s.dst == self.client_addr))
+            {
+                a.to_client(&mut p);
+            }
             push_to(self.client_addr, &mut p);
             out.push(p);
         }

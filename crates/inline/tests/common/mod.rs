@@ -374,6 +374,7 @@ pub const SIM_MIX: SimConfig = SimConfig {
     plain: false,
     client_sack: true,
     max_flows: 65536,
+    client_window_after_syn: None,
 };
 
 /// Runs a simulation and asserts that it passed (`SIM_PRINT=1` prints each summary line).
