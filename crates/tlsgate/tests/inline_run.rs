@@ -405,6 +405,25 @@ fn openssl_s_client_gets_the_certificate_and_a_response() {
             describe(&out)
         );
     }
+    // RFC 6066 max_fragment_length offered: neither path negotiates it (rustls ignores the
+    // extension), so the client takes full-size records; a 1 KiB body in one record, larger
+    // than the 512 bytes asked for, arrives end to end.
+    let request = format!("GET /big.bin HTTP/1.1\r\nHost: {SERVER_NAME}\r\nConnection: close\r\n\r\n");
+    for version in ["-tls1_3", "-tls1_2"] {
+        let connect = format!("{SERVER}:443");
+        let args = ["-connect", &connect, "-servername", SERVER_NAME, "-CAfile", s.pki.ca(), version];
+        let mut args = args.to_vec();
+        args.extend_from_slice(&["-verify_return_error", "-maxfraglen", "512", "-ign_eof"]);
+        let out = s_client_in(&s.client().ns, &args, request.as_bytes());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("Verify return code: 0 (ok)"), "{version}: {}", describe(&out));
+        assert!(
+            stdout.contains("HTTP/1.1 200 OK") && stdout.contains("Content-Length: 1024"),
+            "{version} -maxfraglen 512: {}",
+            describe(&out)
+        );
+        assert!(out.stdout.len() > 1024, "{version}: the body arrived: {}", describe(&out));
+    }
 }
 
 /// 2 Mbit/s with up to 400 ms of queue each way, and a client advertising 1000 bytes: less than
