@@ -12,7 +12,8 @@ pub struct WindowClamp {
     pub ports: RangeInclusive<u16>,
     pub bytes: u16,
     /// Connections whose SYN keeps its window (its window-scale option still goes) and whose
-    /// later segments are clamped: a window that shrinks after the SYN. Wins over `ports`.
+    /// later segments are clamped: a window that shrinks after the SYN. Wins over `ports`;
+    /// `0..=0` for none (no client sends from port 0).
     pub after_syn_ports: RangeInclusive<u16>,
 }
 
@@ -126,7 +127,7 @@ mod tests {
 
     #[test]
     fn a_clamped_syn_advertises_the_clamp_without_scaling_and_checks() {
-        let clamp = WindowClamp { ports: 40000..=40000, bytes: 300, after_syn_ports: 1..=0 };
+        let clamp = WindowClamp { ports: 40000..=40000, bytes: 300, after_syn_ports: 0..=0 };
         let mut f = syn(40000);
         assert!(clamp.apply(&mut f));
         let tcp = &f[ETH_HEADER + 20..];
@@ -138,5 +139,22 @@ mod tests {
         let before = g.clone();
         assert!(!clamp.apply(&mut g));
         assert_eq!(g, before);
+    }
+
+    #[test]
+    fn an_after_syn_port_keeps_its_syn_window_and_clamps_the_rest() {
+        let clamp = WindowClamp { ports: 40000..=40000, bytes: 300, after_syn_ports: 40001..=40001 };
+        let mut f = syn(40001);
+        assert!(clamp.apply(&mut f));
+        let tcp = &f[ETH_HEADER + 20..];
+        assert_eq!(u16::from_be_bytes([tcp[14], tcp[15]]), 64240, "the SYN's window stays");
+        assert_eq!(&tcp[20..28], &[2, 4, 5, 0xb4, 1, 1, 1, 1], "window scale gone");
+        // The same connection's next segment (ACK instead of SYN) is clamped.
+        let mut g = syn(40001);
+        g[ETH_HEADER + 20 + 13] = 0x10;
+        assert!(clamp.apply(&mut g));
+        let tcp = &g[ETH_HEADER + 20..];
+        assert_eq!(u16::from_be_bytes([tcp[14], tcp[15]]), 300);
+        assert_eq!(tcp_checksum([10, 0, 0, 1], [10, 0, 0, 2], tcp), 0, "the checksum verifies");
     }
 }

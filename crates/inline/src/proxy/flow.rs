@@ -79,7 +79,7 @@ struct Adopted {
 impl Adopted {
     /// A packet of the stack toward the client: its sequence number and window in the client's
     /// terms.
-    fn to_client(&self, pkt: &mut [u8]) {
+    fn toward_client(&self, pkt: &mut [u8]) {
         let Some(seg) = packet::parse(pkt) else { return };
         let window = (u32::from(seg.window) << self.stack_shift) >> self.client_shift;
         packet::edit_tcp(pkt, &seg, |t| {
@@ -90,7 +90,7 @@ impl Adopted {
 
     /// A packet of the client toward the stack: its acknowledgment in the stack's terms (SACK
     /// blocks are left: the stack was not offered SACK and ignores them).
-    fn from_client(&self, pkt: &mut [u8]) {
+    fn toward_stack(&self, pkt: &mut [u8]) {
         let Some(seg) = packet::parse(pkt) else { return };
         if seg.dst != self.service {
             return;
@@ -280,7 +280,7 @@ impl ProxyFlow {
     pub fn packet(&mut self, now: Duration, mut pkt: Vec<u8>, out: &mut Vec<Vec<u8>>) {
         self.last_activity = now;
         if let Some(a) = &self.adopted {
-            a.from_client(&mut pkt);
+            a.toward_stack(&mut pkt);
         }
         self.wire.rx.push_back(pkt);
         self.run(now, out);
@@ -356,7 +356,7 @@ impl ProxyFlow {
             if let Some(a) =
                 self.adopted.filter(|_| packet::parse(&p).is_some_and(|s| s.dst == self.client_addr))
             {
-                a.to_client(&mut p);
+                a.toward_client(&mut p);
             }
             push_to(self.client_addr, &mut p);
             out.push(p);
