@@ -178,6 +178,9 @@ fn sixty_four_mib_down_tls12_aes_gcm_cut_through() {
     sixty_four_mib_down("cut-through", &TLS12_AES_GCM, "TLSv1.2 / ECDHE-ECDSA-AES128-GCM-SHA256");
 }
 
+/// curl's flags for a suite, and how curl names it.
+type Suite<'a> = (&'a [&'a str], &'a str);
+
 /// Uploads: 64 MiB down and the same 64 MiB up, every suite (TLS 1.2 ChaCha20-Poly1305 only here,
 /// down and up) and release mode, one topology and gate per mode. On a loaded machine the gate's
 /// ring drops bursts of client segments; the client repairs them by SACK (the engine reports
@@ -186,7 +189,7 @@ fn sixty_four_mib_down_tls12_aes_gcm_cut_through() {
 #[test]
 fn sixty_four_mib_up_every_suite_and_release() {
     const TLS12_CHACHA_NAME: &str = "TLSv1.2 / ECDHE-ECDSA-CHACHA20-POLY1305";
-    let modes: [(&str, &[(&[&str], &str)]); 2] = [
+    let modes: [(&str, &[Suite]); 2] = [
         (
             "buffered",
             &[
