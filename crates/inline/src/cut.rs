@@ -44,6 +44,8 @@ pub struct CutRecord {
     /// Outer offset of the record's header.
     outer: u64,
     version: Version,
+    /// Outer bytes before the first plaintext byte (header, TLS 1.2 AES-GCM explicit nonce).
+    head: u8,
     opener: StreamOpener,
     /// Decrypted and not released (see the module docs). At most one record's plaintext.
     held: Vec<u8>,
@@ -53,7 +55,8 @@ pub struct CutRecord {
 impl CutRecord {
     pub fn begin(session: &mut Session, header: Header, outer: u64) -> Result<CutRecord, Fatal> {
         let opener = session.open_stream(header)?;
-        Ok(CutRecord { header, outer, version: session.version(), opener, held: Vec::new(), released: 0 })
+        let (version, head) = (session.version(), session.head() as u8);
+        Ok(CutRecord { header, outer, version, head, opener, held: Vec::new(), released: 0 })
     }
 
     pub fn outer(&self) -> u64 {
@@ -62,7 +65,7 @@ impl CutRecord {
 
     /// Outer bytes before the first plaintext byte (header, TLS 1.2 explicit nonce).
     pub fn head(&self) -> u64 {
-        self.version.head() as u64
+        u64::from(self.head)
     }
 
     /// Plaintext bytes released so far.

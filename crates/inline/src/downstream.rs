@@ -158,8 +158,7 @@ impl Downstream {
     /// first (SMTP, FTP) is held until the keys exist.
     pub fn flush(&mut self, session: Option<&mut Session>, out: &mut Vec<Send>) -> Result<(), DownError> {
         let Some(session) = session else { return Ok(()) };
-        let v = session.version();
-        let overhead = v.overhead() as u64;
+        let (head, overhead) = (session.head() as u32, session.overhead() as u64);
         loop {
             let outer_end = self.pairs.end().0;
             let room = self.window_end.saturating_sub(outer_end);
@@ -181,7 +180,7 @@ impl Downstream {
             if extra > 0 {
                 self.inject(record.drain(..extra).collect(), out)?;
             }
-            let e = self.pairs.push(record.len() as u32, v.head() as u32, take as u32)?;
+            let e = self.pairs.push(record.len() as u32, head, take as u32)?;
             self.next_inner += take as u64;
             self.stats.records += 1;
             self.keep(e.outer, e.inner, take as u32, record.clone());

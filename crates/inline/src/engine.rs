@@ -15,7 +15,7 @@ use crate::flow::Flow;
 use crate::handshake::Handshake;
 use crate::health::Pools;
 use crate::packet::{self, Build, Control, Segment};
-use crate::proxy::{Proxy, ProxyEvent, ProxyLimits, ProxyStats};
+use crate::proxy::{Adoption, Proxy, ProxyEvent, ProxyLimits, ProxyStats};
 use crate::seq::Stream;
 use crate::tables::{
     ConnectionRow, Counters, Direction, FlowKey, FlowPath, FlowState, Mode, QueueRow, Release, Report,
@@ -28,7 +28,6 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tlsgate_record::crypto::Version;
 
 /// A TLS service the engine offloads.
 #[derive(Clone, Debug)]
@@ -151,7 +150,7 @@ const DEFAULT_MSS: u16 = 536;
 
 /// The largest expansion of a record, for the MSS clamp: the version is not known at SYN time.
 fn max_overhead() -> u16 {
-    Version::Tls12.overhead().max(Version::Tls13.overhead()) as u16
+    tlsgate_record::crypto::MAX_OVERHEAD as u16
 }
 
 #[derive(Debug)]
@@ -289,11 +288,13 @@ impl Engine {
             let key = FlowKey { client: seg.src, server: seg.dst };
             if self.proxy.has(&key) {
                 self.proxy.packet(now, key, pkt, out);
+                self.proxy_health(now);
             } else {
                 self.client_segment(now, svc, key, &seg, pkt, out);
             }
         } else if let Some(key) = self.proxy.by_server(seg.dst, seg.src) {
             self.proxy.packet(now, key, pkt, out);
+            self.proxy_health(now);
         } else if let Some(&key) = self.by_backend.get(&(seg.dst, seg.src)) {
             self.server_segment(now, key, &seg, pkt, out);
         } else if !seg.payload.is_empty() && self.is_service_server(seg.src) {
@@ -357,6 +358,7 @@ impl Engine {
                 if !self.proxy.start(now, key, svc, backend, reason, tls, connect, pkt, out) {
                     self.stats.syn_dropped += 1;
                 }
+                self.proxy_health(now);
                 return;
             }
             self.flows.insert(
@@ -373,6 +375,7 @@ impl Engine {
                     up: Default::default(),
                     down: Default::default(),
                     client_wscale: None,
+                    server_wscale: None,
                     client_sack: false,
                     tls: None,
                 },
@@ -381,6 +384,16 @@ impl Engine {
             self.embryonic.push_back((key, now));
             self.trim_embryonic();
             self.stats.flows_created += 1;
+        }
+        let flow = self.flows.get_mut(&key).expect("inserted above");
+        if let (false, Some(tls)) = (is_syn, flow.tls.as_ref()) {
+            let window = u32::from(seg.window) << flow.server_wscale.and(flow.client_wscale).unwrap_or(0);
+            if tls.at_first_client_byte(seg, &pkt[seg.payload.clone()])
+                && self.proxy.window_too_small(window)
+                && self.switch_at_client_hello(now, key, seg, &pkt, out)
+            {
+                return;
+            }
         }
         let flow = self.flows.get_mut(&key).expect("inserted above");
         flow.last_activity = now;
@@ -439,13 +452,71 @@ impl Engine {
     /// The window comes first, so such a SYN never evicts a half-open end-to-end flow; at the
     /// table's limit the oldest half-open flow is evicted before the proxy is asked.
     fn full_proxy_reason(&mut self, syn: &Segment) -> Option<SwitchReason> {
-        if self.proxy.window_too_small(syn.window) {
+        if self.proxy.window_too_small(u32::from(syn.window)) {
             Some(SwitchReason::Window)
         } else if self.flows.len() >= self.config.limits.max_flows && !self.evict_embryonic() {
             Some(SwitchReason::FlowTable)
         } else {
             None
         }
+    }
+
+    /// The client's window shrank below the floor between its SYN and its ClientHello (`first`,
+    /// nothing of it consumed): the full proxy takes both connections over. The server's, which
+    /// has seen nothing but the handshake, is reset (an RST at the client's next sequence
+    /// number) and opened again by the proxy from the client's address and port; the client's
+    /// is adopted as it stands. False (the flow stays end to end) when the proxy has no room.
+    fn switch_at_client_hello(
+        &mut self,
+        now: Duration,
+        key: FlowKey,
+        first: &Segment,
+        pkt: &[u8],
+        out: &mut Vec<Vec<u8>>,
+    ) -> bool {
+        let Some(f) = self.flows.get(&key) else { return false };
+        let Some(server_isn) = f.server_isn else { return false };
+        if !self.proxy.has_room(&key, f.backend) {
+            return false;
+        }
+        let adoption = Adoption {
+            client_isn: f.client_isn,
+            server_isn,
+            mss: f.mss.map_or(DEFAULT_MSS, |m| m.0),
+            client_wscale: f.client_wscale,
+            server_wscale: f.server_wscale,
+            window: first.window,
+        };
+        let (svc, backend) = (f.service, f.backend);
+        let rst = Build {
+            src: key.client,
+            dst: backend,
+            seq: f.client_isn + 1,
+            ack: None,
+            control: Control::Rst,
+            window: 0,
+            payload: &[],
+        };
+        self.remove(&key);
+        out.extend(rst.emit());
+        let tls = self.config.services[svc].tls.clone();
+        let connect = self.config.limits.syn_timeout;
+        if !self.proxy.adopt(now, key, svc, backend, tls, connect, adoption, pkt.to_vec(), out) {
+            // The server's connection is gone already: the client's goes too.
+            self.stats.flows_reset += 1;
+            let rst = Build {
+                src: key.server,
+                dst: key.client,
+                seq: server_isn + 1,
+                ack: None,
+                control: Control::Rst,
+                window: 0,
+                payload: &[],
+            };
+            out.extend(rst.emit());
+        }
+        self.proxy_health(now);
+        true
     }
 
     /// Server → client.
@@ -485,6 +556,7 @@ impl Engine {
             flow.server_isn = Some(seg.seq);
             flow.state = FlowState::Handshake;
             let server_wscale = packet::window_scale(&pkt[seg.tcp.start + 20..seg.payload.start]);
+            flow.server_wscale = server_wscale;
             let ends = Ends {
                 client: key.client,
                 service: key.server,
@@ -524,6 +596,21 @@ impl Engine {
         }
         self.stats.forwarded += 1;
         out.push(pkt);
+    }
+
+    /// Full-proxy flows' connections to balanced pools' members count as an end-to-end flow's
+    /// SYN does: up is a success, refused or unanswered a failure.
+    fn proxy_health(&mut self, now: Duration) {
+        for c in self.proxy.take_connects() {
+            if self.config.services[c.service].mode != Mode::Balanced {
+                continue;
+            }
+            if c.ok {
+                self.pools.record(c.backend, true, now);
+            } else {
+                self.member_failed(c.backend, now);
+            }
+        }
     }
 
     /// A pool member refused or ignored a connection.
@@ -589,6 +676,7 @@ impl Engine {
     pub fn handle_timeout(&mut self, now: Duration, out: &mut Vec<Vec<u8>>) {
         let l = self.config.limits;
         self.proxy.handle_timeout(now, l.idle_timeout, l.closing_timeout, out);
+        self.proxy_health(now);
         for f in self.flows.values_mut() {
             if let Some(tls) = f.tls.as_mut() {
                 tls.timeout(now, out);

@@ -26,8 +26,9 @@ pub struct Flow {
     pub last_activity: Duration,
     pub up: Counters,
     pub down: Counters,
-    /// The window-scale shift the client's SYN offered.
+    /// The window-scale shifts the client's SYN and the server's SYN-ACK offered.
     pub client_wscale: Option<u8>,
+    pub server_wscale: Option<u8>,
     /// The client's SYN offered SACK (the option is taken out toward the server and put into
     /// the SYN-ACK toward the client).
     pub client_sack: bool,

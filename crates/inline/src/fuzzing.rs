@@ -246,12 +246,13 @@ pub fn bridge(data: &[u8]) {
     }
 }
 
-const SUITES: [(Version, Suite); 5] = [
+const SUITES: [(Version, Suite); 6] = [
     (Version::Tls13, Suite::Aes128Gcm),
     (Version::Tls13, Suite::Aes256Gcm),
     (Version::Tls13, Suite::Chacha20Poly1305),
     (Version::Tls12, Suite::Aes128Gcm),
     (Version::Tls12, Suite::Aes256Gcm),
+    (Version::Tls12, Suite::Chacha20Poly1305),
 ];
 
 /// The streaming opener against the whole-record open, differentially: a record of any suite,

@@ -223,6 +223,16 @@ impl Build<'_> {
     /// out-of-order data, at most [`MAX_SACK_BLOCKS`], the first the most recently received).
     /// Only with an ACK, and only on flows where the peer offered SACK.
     pub fn emit_with_sack(&self, sack: &[(Seq, Seq)]) -> Option<Vec<u8>> {
+        self.emit_inner(sack, None)
+    }
+
+    /// A SYN (with `ack`: a SYN-ACK) offering `mss` and, when given, a window-scale shift; the
+    /// control field is ignored. Only fed to the full proxy's own stack, never sent.
+    pub fn emit_syn(&self, mss: u16, wscale: Option<u8>) -> Option<Vec<u8>> {
+        self.emit_inner(&[], Some((mss, wscale)))
+    }
+
+    fn emit_inner(&self, sack: &[(Seq, Seq)], syn: Option<(u16, Option<u8>)>) -> Option<Vec<u8>> {
         let mut sack_ranges = [None; MAX_SACK_BLOCKS];
         for (slot, (l, r)) in sack_ranges.iter_mut().zip(sack) {
             *slot = Some((l.0, r.0));
@@ -231,6 +241,7 @@ impl Build<'_> {
             src_port: self.src.port(),
             dst_port: self.dst.port(),
             control: match self.control {
+                _ if syn.is_some() => TcpControl::Syn,
                 Control::None => TcpControl::None,
                 Control::Psh => TcpControl::Psh,
                 Control::Fin => TcpControl::Fin,
@@ -239,8 +250,8 @@ impl Build<'_> {
             seq_number: TcpSeqNumber(self.seq.0 as i32),
             ack_number: self.ack.map(|a| TcpSeqNumber(a.0 as i32)),
             window_len: self.window,
-            window_scale: None,
-            max_seg_size: None,
+            window_scale: syn.and_then(|s| s.1),
+            max_seg_size: syn.map(|s| s.0),
             sack_permitted: false,
             sack_ranges,
             timestamp: None,

@@ -4,12 +4,15 @@
 //! through the same rustls driver and record layer as the end-to-end path, and the plaintext
 //! goes to the server over a second connection opened from the client's own address and port.
 //! The choice is made at the client's SYN ([`SwitchReason`]); the SYN is then never forwarded.
+//! A flow whose window shrank below the floor by its ClientHello is taken over there instead
+//! ([`Proxy::adopt`]): the server's connection reset and opened again, the client's adopted.
 //! Sans-IO like the rest of the engine: packets and time in, packets and a timer out.
 
 pub mod flow;
 pub mod tls;
 
 use crate::tables::{ConnectionRow, FlowKey, FlowPath, FlowState, Mode, Release, SwitchReason};
+pub use flow::Adoption;
 use flow::{End, FailedSide, ProxyFlow};
 use rustls::ServerConfig;
 use std::collections::{HashMap, VecDeque};
@@ -39,6 +42,7 @@ pub struct ProxyStats {
     /// Flows switched to the full proxy, by reason.
     pub switched_window: u64,
     pub switched_flow_table: u64,
+    pub switched_hello_window: u64,
     /// SYNs that wanted a full-proxy flow while the proxy was at its limit: dropped.
     pub dropped: u64,
     /// Flows that ended with both connections closed in order.
@@ -55,6 +59,7 @@ impl ProxyStats {
         match reason {
             SwitchReason::Window => self.switched_window,
             SwitchReason::FlowTable => self.switched_flow_table,
+            SwitchReason::HelloWindow => self.switched_hello_window,
         }
     }
 }
@@ -90,6 +95,18 @@ pub struct Proxy {
     by_backend: HashMap<(SocketAddr, SocketAddr), FlowKey>,
     stats: ProxyStats,
     events: VecDeque<ProxyEvent>,
+    /// Connections to servers decided since the last [`Proxy::take_connects`].
+    connects: Vec<Connect>,
+}
+
+/// How a full-proxy flow's connection to its server went, for the pool's member health (the
+/// same evidence as an end-to-end flow's SYN: SYN-ACK, or RST / no answer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Connect {
+    /// Index of the service in the engine's configuration.
+    pub service: usize,
+    pub backend: SocketAddr,
+    pub ok: bool,
 }
 
 impl Proxy {
@@ -117,10 +134,10 @@ impl Proxy {
         self.flows.is_empty()
     }
 
-    /// Whether a client SYN advertising `window` bytes (unscaled, as in every SYN) is below
-    /// the floor.
-    pub fn window_too_small(&self, window: u16) -> bool {
-        self.limits.window_floor > 0 && u32::from(window) < self.limits.window_floor
+    /// Whether a client advertising `window` bytes (a SYN's field, unscaled as in every SYN, or
+    /// a later one scaled) is below the floor.
+    pub fn window_too_small(&self, window: u32) -> bool {
+        self.limits.window_floor > 0 && window < self.limits.window_floor
     }
 
     /// The flow a client packet belongs to.
@@ -159,14 +176,66 @@ impl Proxy {
                 return false;
             }
         };
+        self.insert(now, key, service, backend, reason, flow);
+        self.packet(now, key, syn, out);
+        true
+    }
+
+    fn insert(
+        &mut self,
+        now: Duration,
+        key: FlowKey,
+        service: usize,
+        backend: SocketAddr,
+        reason: SwitchReason,
+        flow: ProxyFlow,
+    ) {
         match reason {
             SwitchReason::Window => self.stats.switched_window += 1,
             SwitchReason::FlowTable => self.stats.switched_flow_table += 1,
+            SwitchReason::HelloWindow => self.stats.switched_hello_window += 1,
         }
         self.event(ProxyEvent::Switched { key, reason });
         self.flows.insert(key, Entry { flow, service, reason, backend, created: now, counted: false });
         self.by_backend.insert((key.client, backend), key);
-        self.packet(now, key, syn, out);
+    }
+
+    /// Whether a flow of `key` toward `backend` could be taken now.
+    pub fn has_room(&self, key: &FlowKey, backend: SocketAddr) -> bool {
+        self.flows.len() < self.limits.max_flows
+            && !self.flows.contains_key(key)
+            && !self.by_backend.contains_key(&(key.client, backend))
+    }
+
+    /// Takes over an end-to-end flow at its first client data segment `first` (the ClientHello,
+    /// nothing of it consumed): the client's connection is adopted as it stands (`adoption`),
+    /// the server's is opened anew from the client's address and port (the engine has reset the
+    /// old one). False when the proxy has no room or the flow cannot be set up.
+    #[allow(clippy::too_many_arguments)]
+    pub fn adopt(
+        &mut self,
+        now: Duration,
+        key: FlowKey,
+        service: usize,
+        backend: SocketAddr,
+        tls: Arc<ServerConfig>,
+        connect: Duration,
+        adoption: Adoption,
+        first: Vec<u8>,
+        out: &mut Vec<Vec<u8>>,
+    ) -> bool {
+        if !self.has_room(&key, backend) {
+            self.stats.dropped += 1;
+            return false;
+        }
+        let made =
+            ProxyFlow::adopt(now, key.client, key.server, backend, tls, self.limits.mtu, connect, adoption);
+        let Ok(flow) = made else {
+            self.stats.dropped += 1;
+            return false;
+        };
+        self.insert(now, key, service, backend, SwitchReason::HelloWindow, flow);
+        self.packet(now, key, first, out);
         true
     }
 
@@ -181,6 +250,9 @@ impl Proxy {
     /// Counts how the flow ended as soon as it has, and removes it once both connections are over.
     fn settle(&mut self, key: FlowKey) {
         let Some(e) = self.flows.get_mut(&key) else { return };
+        if let Some(ok) = e.flow.take_connect() {
+            self.connects.push(Connect { service: e.service, backend: e.backend, ok });
+        }
         if let (false, Some(end)) = (e.counted, e.flow.end().cloned()) {
             e.counted = true;
             self.count(key, end);
@@ -209,6 +281,11 @@ impl Proxy {
         if self.events.len() < EVENTS_KEPT {
             self.events.push_back(e);
         }
+    }
+
+    /// The connections to servers decided since the last call, oldest first.
+    pub fn take_connects(&mut self) -> Vec<Connect> {
+        std::mem::take(&mut self.connects)
     }
 
     /// The switches and ends since the last call, oldest first (at most [`EVENTS_KEPT`]).

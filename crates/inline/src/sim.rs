@@ -81,6 +81,9 @@ pub struct SimConfig {
     pub client_sack: bool,
     /// The engine's end-to-end flow table limit (beyond it new flows go to the full proxy).
     pub max_flows: usize,
+    /// Every client segment after the SYN advertises at most this window field (the clients'
+    /// windows shrink below what their SYNs offered, as RFC 9293 discourages but allows).
+    pub client_window_after_syn: Option<u16>,
 }
 
 impl Default for SimConfig {
@@ -102,6 +105,7 @@ impl Default for SimConfig {
             plain: false,
             client_sack: true,
             max_flows: Limits::default().max_flows,
+            client_window_after_syn: None,
         }
     }
 }
@@ -381,7 +385,10 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
     }
     let mut client_host = Host::new(CLIENT_IP);
     let mut server_host = Host::new(SERVER_IP);
-    let mut server_socks: Vec<ServerConn> = (0..cfg.flows)
+    // Shrinking windows: a second listening socket per flow, for the proxy's new connection,
+    // which may arrive in the same poll as the reset of the old one.
+    let listeners = if cfg.client_window_after_syn.is_some() { 2 * cfg.flows } else { cfg.flows };
+    let mut server_socks: Vec<ServerConn> = (0..listeners)
         .map(|_| {
             let handle = server_host.add_socket(65535);
             let s = server_host.sockets.get_mut::<tcp::Socket>(handle);
@@ -541,6 +548,18 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
             if let Some(remote) = s.remote_endpoint() {
                 sc.client_port.get_or_insert(remote.port);
             }
+            // Shrinking windows: a connection reset before its first byte is the old connection
+            // of a flow the proxy took over at its ClientHello; like a real server's listening
+            // socket, the port accepts the proxy's new connection.
+            if cfg.client_window_after_syn.is_some()
+                && sc.client_port.is_some()
+                && sc.received == 0
+                && s.state() == tcp::State::Closed
+            {
+                s.listen(80).expect("listen");
+                sc.client_port = None;
+                continue;
+            }
             // Established once, closed without a FIN from the client: reset.
             if sc.client_port.is_some() && s.state() == tcp::State::Closed {
                 sc.reset = true;
@@ -581,6 +600,11 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
             if !cfg.client_sack {
                 if let Some(seg) = packet::parse(&p).filter(|s| s.syn) {
                     packet::edit_tcp(&mut p, &seg, |t| packet::strip_sack_permitted(t.options_mut()));
+                }
+            }
+            if let Some(w) = cfg.client_window_after_syn {
+                if let Some(seg) = packet::parse(&p).filter(|s| !s.syn && s.window > w) {
+                    packet::edit_tcp(&mut p, &seg, |t| t.set_window_len(w));
                 }
             }
             client_rtt.sent(t, &p);
@@ -672,7 +696,7 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
     }
     sum.bytes_up = sum.bytes_down;
     let proxy = bridge.engine().stats().proxy;
-    sum.full_proxy = proxy.switched_window + proxy.switched_flow_table;
+    sum.full_proxy = proxy.switched_window + proxy.switched_flow_table + proxy.switched_hello_window;
     sum.peak_state_per_flow = sum.peak_state_per_flow.max(report.peak_flow_state());
     for row in &report.connections {
         sum.records_up += row.up.records;

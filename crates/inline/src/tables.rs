@@ -48,23 +48,29 @@ pub enum Release {
     CutThrough,
 }
 
-/// Why a flow went to the full proxy instead of the end-to-end path (decided at its SYN).
+/// Why a flow went to the full proxy instead of the end-to-end path (decided at its SYN, or at
+/// its ClientHello for a window that shrank below the floor since).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SwitchReason {
     /// The client's SYN advertised a window below the configured floor.
     Window,
     /// The end-to-end flow table was at its limit.
     FlowTable,
+    /// The client's window, scaled, was below the floor when its ClientHello arrived (its SYN's
+    /// was not): both TCP connections taken over mid-stream.
+    HelloWindow,
 }
 
 impl SwitchReason {
-    pub const ALL: [SwitchReason; 2] = [SwitchReason::Window, SwitchReason::FlowTable];
+    pub const ALL: [SwitchReason; 3] =
+        [SwitchReason::Window, SwitchReason::FlowTable, SwitchReason::HelloWindow];
 
     /// The name in logs, metrics labels and the status page.
     pub fn as_str(self) -> &'static str {
         match self {
             SwitchReason::Window => "window_below_floor",
             SwitchReason::FlowTable => "flow_table_full",
+            SwitchReason::HelloWindow => "window_below_floor_at_client_hello",
         }
     }
 }

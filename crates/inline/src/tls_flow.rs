@@ -227,6 +227,16 @@ impl TlsFlow {
         }
     }
 
+    /// The segment starts the client's stream (its ClientHello, as a TLS client writes it) and
+    /// the engine has consumed and sent nothing yet: the flow could still go another way.
+    pub fn at_first_client_byte(&self, seg: &Segment, payload: &[u8]) -> bool {
+        matches!(self.keys, Keys::Handshake(_))
+            && self.up.next() == 1
+            && self.down.outer_end() == 1
+            && self.client.offset(seg.seq, 1) == Some(1)
+            && !payload.is_empty()
+    }
+
     /// The first client byte of the stream, before the engine consumed or sent anything, is
     /// not a handshake record's content type (22).
     fn is_not_tls(&self, seg: &Segment, payload: &[u8]) -> bool {

@@ -340,3 +340,138 @@ fn a_small_window_syn_does_not_evict_a_half_open_flow() {
     assert_eq!((e.flow_count(), e.stats().embryonic_evicted), (1, 0));
     assert_eq!(e.stats().proxy.switched_window, 1);
 }
+
+/// Balanced mode: a full-proxy flow's connection to its member is the member's health evidence
+/// exactly as an end-to-end flow's SYN is (`tlsgate_core::health` via `health::Pools`): refused
+/// or unanswered counts against the member, up counts for it.
+#[test]
+fn full_proxy_connections_feed_the_pools_member_health() {
+    let pool = [sa("10.0.1.1:80"), sa("10.0.1.2:80")];
+    let vip = sa("10.0.0.100:443");
+    let e = engine(16, 8);
+    let tls = e.services()[0].tls.clone();
+    let mut e = Engine::new(Config {
+        services: vec![Service {
+            addr: vip,
+            server_port: None,
+            mode: Mode::Balanced,
+            release: Release::Buffered,
+            tls,
+            pool: pool.to_vec(),
+        }],
+        limits: Limits {
+            syn_timeout: Duration::from_secs(5),
+            proxy: ProxyLimits { max_flows: 8, window_floor: 536, mtu: 1500 },
+            ..Limits::default()
+        },
+    });
+    // A SYN below the window floor: the proxy connects to the client's member from its address.
+    let proxied = |e: &mut Engine, ms: u64, port: u16| {
+        let client = SocketAddr::new(sa("10.2.0.7:0").ip(), port);
+        let out = handle(e, ms, segment(client, vip, TcpControl::Syn, 1000, None, 300, &[]));
+        let syn = out.iter().find(|s| s.syn && s.ack.is_none()).expect("the proxy's SYN to a member");
+        assert_eq!(syn.src, client);
+        (client, syn.dst, syn.seq.0)
+    };
+    let (client, first, syn) = proxied(&mut e, 0, 40000);
+    let other = pool.into_iter().find(|m| *m != first).unwrap();
+    // The member refuses (RST to the proxy's SYN), twice: taken out, as for end-to-end flows.
+    let rst = |e: &mut Engine, ms: u64, client: SocketAddr, syn: u32| {
+        handle(e, ms, segment(first, client, TcpControl::Rst, 0, Some(syn.wrapping_add(1)), 0, &[]));
+    };
+    rst(&mut e, 1, client, syn);
+    assert_eq!((e.stats().member_failures, e.stats().members_taken_out), (1, 0));
+    let (client, again, syn) = proxied(&mut e, 2, 40001);
+    assert_eq!(again, first, "one refusal is not enough");
+    rst(&mut e, 3, client, syn);
+    assert_eq!((e.stats().member_failures, e.stats().members_taken_out), (2, 1));
+    assert_eq!(e.members_down(Duration::from_millis(4)), vec![first]);
+    // New flows go to the other member, whose answer counts for it.
+    let (client, moved, syn) = proxied(&mut e, 5, 40002);
+    assert_eq!(moved, other);
+    handle(&mut e, 6, segment(other, client, TcpControl::Syn, 7000, Some(syn.wrapping_add(1)), 64240, &[]));
+    assert_eq!(e.stats().member_failures, 2);
+    // After the pause the first member is tried again; an unanswered connection counts too.
+    let later = 6 + tlsgate_inline::health::PARAMS.eject_time.as_millis() as u64;
+    assert!(e.members_down(Duration::from_millis(later)).is_empty());
+    let (_, back, _) = proxied(&mut e, later, 40003);
+    assert_eq!(back, first);
+    let (_, back, _) = proxied(&mut e, later, 40004);
+    assert_eq!(back, first);
+    let mut t = Duration::from_millis(later);
+    for _ in 0..200 {
+        let Some(next) = e.poll_timeout() else { break };
+        t = next.max(t);
+        e.handle_timeout(t, &mut Vec::new());
+        if e.stats().member_failures == 4 {
+            break;
+        }
+    }
+    assert_eq!((e.stats().member_failures, e.stats().members_taken_out), (4, 2), "at {t:?}");
+    assert!(t <= Duration::from_millis(later + 6000), "{t:?}");
+    let (_, last, _) = proxied(&mut e, t.as_millis() as u64 + 1, 40005);
+    assert_eq!(last, other);
+}
+
+/// A client window that shrank below the floor between the SYN (end to end) and the ClientHello:
+/// the server's connection is reset at the client's next sequence number and opened again by the
+/// proxy from the client's address, and the client's connection is adopted as it stands: the
+/// ServerHello comes back at the server's ISN + 1, acknowledging the ClientHello, as the service.
+#[test]
+fn a_window_below_the_floor_at_the_client_hello_switches_there() {
+    let mut e = engine(16, 4);
+    let client = sa("10.0.0.1:40000");
+    let (cisn, sisn) = (1000u32, 7000u32);
+    let out = handle(&mut e, 0, segment(client, sa(SERVICE), TcpControl::Syn, cisn, None, 64240, &[]));
+    assert_eq!((out.len(), out[0].dst), (1, sa(BACKEND)), "the SYN goes end to end");
+    let out =
+        handle(&mut e, 1, segment(sa(BACKEND), client, TcpControl::Syn, sisn, Some(cisn + 1), 64240, &[]));
+    assert_eq!(out[0].dst, client);
+    handle(&mut e, 2, segment(client, sa(SERVICE), TcpControl::None, cisn + 1, Some(sisn + 1), 64240, &[]));
+    // A real ClientHello, with a window of 300 bytes.
+    let (hello, _client) = client_hello();
+    let out = handle(
+        &mut e,
+        3,
+        segment(client, sa(SERVICE), TcpControl::Psh, cisn + 1, Some(sisn + 1), 300, &hello),
+    );
+    let rst = out.iter().find(|s| s.dst == sa(BACKEND) && s.rst).expect("the old server connection reset");
+    assert_eq!((rst.src, rst.seq.0), (client, cisn + 1));
+    let syn =
+        out.iter().find(|s| s.dst == sa(BACKEND) && s.syn).expect("a new connection to the server").clone();
+    assert_eq!(syn.src, client, "from the client's own address and port");
+    assert!(out.iter().all(|s| !(s.dst == client && s.syn)), "the stack's SYN-ACK never leaves");
+    let st = e.stats();
+    assert_eq!((st.proxy.switched_hello_window, e.flow_count(), e.proxy_flow_count()), (1, 0, 1));
+    let key = tlsgate_inline::tables::FlowKey { client, server: sa(SERVICE) };
+    assert_eq!(e.take_proxy_events(), vec![ProxyEvent::Switched { key, reason: SwitchReason::HelloWindow }]);
+    assert_eq!(e.report().connection(&key).unwrap().path, FlowPath::FullProxy(SwitchReason::HelloWindow));
+    // The server accepts; the ServerHello flight leaves for the client in the client's terms,
+    // within its 300-byte window.
+    let first = out;
+    let out = handle(
+        &mut e,
+        4,
+        segment(sa(BACKEND), client, TcpControl::Syn, 9000, Some(syn.seq.0.wrapping_add(1)), 64240, &[]),
+    );
+    let data: Vec<_> =
+        first.iter().chain(&out).filter(|s| s.dst == client && !s.payload.is_empty()).collect();
+    assert!(!data.is_empty(), "the handshake answer goes out: {out:?}");
+    assert_eq!(data[0].src, sa(SERVICE));
+    assert_eq!(data[0].seq.0, sisn + 1, "the client's sequence space");
+    assert_eq!(data[0].ack.map(|a| a.0), Some(cisn + 1 + hello.len() as u32), "the ClientHello acknowledged");
+    let sent: usize = data.iter().map(|s| s.payload.len()).sum();
+    assert!(sent <= 300, "within the client's window: {sent}");
+}
+
+/// A rustls client's first flight.
+fn client_hello() -> (Vec<u8>, rustls::ClientConnection) {
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut c = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut hello = Vec::new();
+    c.write_tls(&mut hello).unwrap();
+    (hello, c)
+}

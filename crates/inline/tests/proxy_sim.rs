@@ -58,3 +58,28 @@ fn balanced_mode_through_the_full_proxy() {
         assert_eq!((s.completed, s.full_proxy), (2, 2), "{s}");
     }
 }
+
+/// Windows that shrink below the floor after the SYN (which offered a large one): each flow is
+/// taken over at its ClientHello, the server's connection reset and opened again by the proxy,
+/// the client's adopted mid-stream with its sequence numbers translated, and every byte still
+/// arrives both ways, every suite, clean and impaired.
+#[test]
+fn a_window_shrunk_by_the_client_hello_switches_there_and_completes() {
+    for (i, suite) in all_suites().into_iter().enumerate() {
+        let impaired = i % 2 == 1;
+        let cfg = SimConfig {
+            flows: 2,
+            seed: i as u64 + 11,
+            loss: if impaired { 0.03 } else { 0.0 },
+            reorder: if impaired { 0.05 } else { 0.0 },
+            duplicate: if impaired { 0.01 } else { 0.0 },
+            bytes: 30_000,
+            client_window_after_syn: Some(400),
+            ..SIM_MIX
+        };
+        let s = run(suite, &cfg);
+        assert_eq!((s.completed, s.full_proxy), (2, 2), "{suite:?}: {s}");
+        assert_eq!(s.bytes_down, 60_000, "{s}");
+        assert!(s.violations.is_empty(), "{s}");
+    }
+}

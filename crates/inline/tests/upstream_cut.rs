@@ -39,7 +39,7 @@ fn plaintext_leaves_before_the_records_end_every_suite() {
             up.segment(&mut f.layer, start + (i * 1000) as u64, chunk, &mut out).unwrap();
             if i + 1 < chunks.len() {
                 // Everything decrypted so far, less at most the held type byte / padding.
-                let body_seen = (i + 1) * 1000 - f.layer.version().head();
+                let body_seen = (i + 1) * 1000 - f.layer.head();
                 assert!(forwarded(&out) + 1 >= body_seen.min(plain.len()), "{suite:?} segment {i}");
                 assert!(up.pairs().entries().all(|e| e.inner_len == 0), "no entry before the end");
                 assert_eq!(up.inner_end(), 1 + forwarded(&out) as u64);
@@ -52,7 +52,7 @@ fn plaintext_leaves_before_the_records_end_every_suite() {
         // Early: what the first 16 segments decrypted (less TLS 1.3's held last byte); the 17th
         // completes the record and waits for the tag.
         let tls13 = f.layer.version() == tlsgate_record::crypto::Version::Tls13;
-        let early = 16 * 1000 - f.layer.version().head() - usize::from(tls13);
+        let early = 16 * 1000 - f.layer.head() - usize::from(tls13);
         assert_eq!(up.stats().before_tag as usize, early, "{suite:?}");
     }
 }
@@ -120,7 +120,7 @@ fn a_tampered_record_fails_at_its_end_after_its_first_part_left() {
     for suite in [TLS13[0], TLS13[2], TLS12[1]] {
         let (mut f, mut up, start) = setup(suite);
         let (plain, mut wire) = client_writes(&mut f, &[b"first".to_vec(), vec![7; 3000]]);
-        let head = f.layer.version().head();
+        let head = f.layer.head();
         let first_len = head + 5 + f.layer.version().trail();
         // A ciphertext byte 1000 bytes into the second record's plaintext.
         wire[first_len + head + 1000] ^= 0x40;
@@ -158,7 +158,7 @@ fn retransmissions_inside_a_record_redeliver_what_left() {
     for suite in [TLS13[1], TLS12[0]] {
         let (mut f, mut up, start) = setup(suite);
         let (plain, wire) = client_writes(&mut f, &[(0..5000u32).map(|i| (i % 251) as u8).collect()]);
-        let head = f.layer.version().head() as u64;
+        let head = f.layer.head() as u64;
         let mut out = Vec::new();
         up.segment(&mut f.layer, start, &wire[..2000], &mut out).unwrap();
         let first: Vec<u8> = out

@@ -8,6 +8,10 @@
 //! over with a 12-byte IV (4-byte salt and 8 bytes from the key block), so sealing here also uses
 //! IV XOR sequence number and writes the last 8 bytes of that nonce as the explicit one: a nonce
 //! is a function of the sequence number alone, never reused while the number only grows.
+//! TLS 1.2 ChaCha20-Poly1305 (RFC 7905 §2): no explicit nonce, the nonce is the IV XOR the
+//! sequence number as in TLS 1.3, the AAD is TLS 1.2's; so its records are 8 bytes shorter than
+//! AES-GCM's, and where the plaintext starts is a property of the key ([`RecordKey::head`]), not
+//! of the version alone.
 
 use crate::frame::{ContentType, Header, HEADER_LEN, MAX_PLAINTEXT};
 use crate::stream::{StreamKey, StreamOpener};
@@ -62,14 +66,6 @@ impl Version {
         }
     }
 
-    /// Outer bytes before the first plaintext byte.
-    pub fn head(self) -> usize {
-        match self {
-            Version::Tls12 => HEADER_LEN + EXPLICIT_NONCE_LEN,
-            Version::Tls13 => HEADER_LEN,
-        }
-    }
-
     /// Outer bytes after the last plaintext byte (TLS 1.3: the content type byte; no padding is
     /// ever added here).
     pub fn trail(self) -> usize {
@@ -78,12 +74,11 @@ impl Version {
             Version::Tls13 => 1 + TAG_LEN,
         }
     }
-
-    /// Total expansion of one record: what the MSS clamp and the window arithmetic subtract.
-    pub fn overhead(self) -> usize {
-        self.head() + self.trail()
-    }
 }
+
+/// The largest expansion of a record in any format spoken here (TLS 1.2 AES-GCM's): what the MSS
+/// clamp subtracts before the version and suite are known.
+pub const MAX_OVERHEAD: usize = HEADER_LEN + EXPLICIT_NONCE_LEN + TAG_LEN;
 
 /// A decrypted record: its real content type and where the plaintext lies in the body buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,7 +89,7 @@ pub struct Opened {
     pub seq: u64,
 }
 
-/// The AEAD algorithms the engine speaks (TLS 1.2: the AES-GCM ones only).
+/// The AEAD algorithms the engine speaks, each with TLS 1.2 and 1.3.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Suite {
     Aes128Gcm,
@@ -113,6 +108,8 @@ pub struct RecordKey {
     /// The streaming opener's key (cut-through release), once needed.
     stream: Option<StreamKey>,
     iv: [u8; NONCE_LEN],
+    /// TLS 1.2 AES-GCM: the body starts with the 8-byte explicit nonce (RFC 5288).
+    explicit_nonce: bool,
     seq: u64,
 }
 
@@ -150,9 +147,7 @@ impl RecordKey {
         let alg = match suite {
             Suite::Aes128Gcm if key.len() == 16 => &aead::AES_128_GCM,
             Suite::Aes256Gcm if key.len() == 32 => &aead::AES_256_GCM,
-            Suite::Chacha20Poly1305 if version == Version::Tls13 && key.len() == 32 => {
-                &aead::CHACHA20_POLY1305
-            }
+            Suite::Chacha20Poly1305 if key.len() == 32 => &aead::CHACHA20_POLY1305,
             _ => return Err(CryptoError::Unsupported),
         };
         let mut raw = [0u8; 32];
@@ -164,6 +159,7 @@ impl RecordKey {
             raw: (raw, alg.key_len()),
             stream: None,
             iv,
+            explicit_nonce: version == Version::Tls12 && suite != Suite::Chacha20Poly1305,
             seq,
         })
     }
@@ -191,12 +187,47 @@ impl RecordKey {
         self.version
     }
 
+    /// Outer bytes before the first plaintext byte: the header, and TLS 1.2 AES-GCM's explicit
+    /// nonce.
+    pub fn head(&self) -> usize {
+        HEADER_LEN + self.explicit_len()
+    }
+
+    /// Outer bytes after the last plaintext byte.
+    pub fn trail(&self) -> usize {
+        self.version.trail()
+    }
+
+    /// Total expansion of one record: what the window arithmetic subtracts.
+    pub fn overhead(&self) -> usize {
+        self.head() + self.trail()
+    }
+
+    fn explicit_len(&self) -> usize {
+        if self.explicit_nonce {
+            EXPLICIT_NONCE_LEN
+        } else {
+            0
+        }
+    }
+
     fn nonce(&self, seq: u64) -> [u8; NONCE_LEN] {
         let mut n = self.iv;
         for (b, s) in n[NONCE_LEN - 8..].iter_mut().zip(seq.to_be_bytes()) {
             *b ^= s;
         }
         n
+    }
+
+    /// TLS 1.2: AES-GCM's nonce is the IV's 4-byte salt and the record's explicit nonce; ChaCha20's
+    /// (`explicit` empty) is the IV XOR the sequence number.
+    fn tls12_nonce(&self, seq: u64, explicit: &[u8]) -> [u8; NONCE_LEN] {
+        if !self.explicit_nonce {
+            return self.nonce(seq);
+        }
+        let mut nonce = self.iv;
+        nonce[NONCE_LEN - EXPLICIT_NONCE_LEN..].copy_from_slice(explicit);
+        nonce
     }
 
     fn take_seq(&mut self) -> Result<u64, CryptoError> {
@@ -245,21 +276,17 @@ impl RecordKey {
                 Ok((0..plain.len(), seq))
             }
             Version::Tls12 => {
-                let overhead = EXPLICIT_NONCE_LEN + TAG_LEN;
+                let explicit = self.explicit_len();
+                let overhead = explicit + TAG_LEN;
                 if body.len() < overhead {
                     return Err(CryptoError::Short(overhead));
                 }
-                let mut nonce = self.iv;
-                nonce[4..].copy_from_slice(&body[..EXPLICIT_NONCE_LEN]);
+                let nonce = self.tls12_nonce(seq, &body[..explicit]);
                 let aad = tls12_aad(seq, header.content_type, header.version, body.len() - overhead);
                 self.key
-                    .open_in_place(
-                        Nonce::assume_unique_for_key(nonce),
-                        Aad::from(aad),
-                        &mut body[EXPLICIT_NONCE_LEN..],
-                    )
+                    .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut body[explicit..])
                     .map_err(|_| CryptoError::BadRecordMac)?;
-                Ok((EXPLICIT_NONCE_LEN..body.len() - TAG_LEN, seq))
+                Ok((explicit..body.len() - TAG_LEN, seq))
             }
         }
     }
@@ -281,12 +308,15 @@ impl RecordKey {
                 Ok(StreamOpener::new(self.stream_key()?, self.nonce(seq), &header.encode(), 0, len))
             }
             Version::Tls12 => {
-                let overhead = EXPLICIT_NONCE_LEN + TAG_LEN;
+                let explicit = self.explicit_len();
+                let overhead = explicit + TAG_LEN;
                 if len < overhead {
                     return Err(CryptoError::Short(overhead));
                 }
                 let aad = tls12_aad(seq, header.content_type, header.version, len - overhead);
-                Ok(StreamOpener::new(self.stream_key()?, self.iv, &aad, EXPLICIT_NONCE_LEN, len))
+                // AES-GCM: the opener reads the explicit nonce into the IV's last 8 bytes itself.
+                let nonce = if self.explicit_nonce { self.iv } else { self.nonce(seq) };
+                Ok(StreamOpener::new(self.stream_key()?, nonce, &aad, explicit, len))
             }
         }
     }
@@ -316,7 +346,7 @@ impl RecordKey {
     fn seal_any(&mut self, ct: ContentType, plaintext: &[u8], out: &mut Vec<u8>) -> Result<u64, CryptoError> {
         let seq = self.take_seq()?;
         let nonce = self.nonce(seq);
-        let body_len = plaintext.len() + self.version.overhead() - HEADER_LEN;
+        let body_len = plaintext.len() + self.overhead() - HEADER_LEN;
         let start = out.len();
         match self.version {
             Version::Tls13 => {
@@ -340,8 +370,9 @@ impl RecordKey {
             }
             Version::Tls12 => {
                 let header = Header { content_type: ct, version: RECORD_VERSION, len: body_len as u16 };
+                let explicit = self.explicit_len();
                 out.extend_from_slice(&header.encode());
-                out.extend_from_slice(&nonce[4..]);
+                out.extend_from_slice(&nonce[NONCE_LEN - explicit..]);
                 out.extend_from_slice(plaintext);
                 let aad = tls12_aad(seq, ct, RECORD_VERSION, plaintext.len());
                 let tag = self
@@ -349,7 +380,7 @@ impl RecordKey {
                     .seal_in_place_separate_tag(
                         Nonce::assume_unique_for_key(nonce),
                         Aad::from(aad),
-                        &mut out[start + HEADER_LEN + EXPLICIT_NONCE_LEN..],
+                        &mut out[start + HEADER_LEN + explicit..],
                     )
                     .map_err(|_| CryptoError::TooLarge(plaintext.len()))?;
                 out.extend_from_slice(tag.as_ref());
@@ -400,6 +431,16 @@ impl RecordLayer {
 
     pub fn version(&self) -> Version {
         self.version
+    }
+
+    /// Outer bytes before the first plaintext byte (both directions share the suite).
+    pub fn head(&self) -> usize {
+        self.tx.head()
+    }
+
+    /// Total expansion of one record.
+    pub fn overhead(&self) -> usize {
+        self.tx.overhead()
     }
 
     /// Next sequence numbers (receive, transmit), for the connection table.

@@ -113,6 +113,17 @@ impl Session {
         self.layer.version()
     }
 
+    /// Outer bytes before a record's first plaintext byte (header, TLS 1.2 AES-GCM's explicit
+    /// nonce).
+    pub fn head(&self) -> usize {
+        self.layer.head()
+    }
+
+    /// Total expansion of one record sealed or opened in this session.
+    pub fn overhead(&self) -> usize {
+        self.layer.overhead()
+    }
+
     /// Next record sequence numbers (receive, transmit).
     pub fn seqs(&self) -> (u64, u64) {
         self.layer.seqs()

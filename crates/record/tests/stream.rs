@@ -7,12 +7,13 @@ use tlsgate_record::crypto::{CryptoError, RecordKey, Suite, Version};
 use tlsgate_record::frame::{ContentType, Header, HEADER_LEN, MAX_PLAINTEXT};
 use tlsgate_record::stream::StreamOpener;
 
-const CASES: [(Version, Suite); 5] = [
+const CASES: [(Version, Suite); 6] = [
     (Version::Tls13, Suite::Aes128Gcm),
     (Version::Tls13, Suite::Aes256Gcm),
     (Version::Tls13, Suite::Chacha20Poly1305),
     (Version::Tls12, Suite::Aes128Gcm),
     (Version::Tls12, Suite::Aes256Gcm),
+    (Version::Tls12, Suite::Chacha20Poly1305),
 ];
 
 fn key(version: Version, suite: Suite, seq: u64) -> RecordKey {
@@ -192,7 +193,12 @@ fn an_unfinished_record_never_verifies() {
 fn headers_too_short_for_the_overhead_are_refused_before_decrypting() {
     for (version, suite) in CASES {
         let mut k = key(version, suite, 0);
-        let min = if version == Version::Tls13 { 17 } else { 24 };
+        // TLS 1.3: tag and type byte; TLS 1.2: tag, and AES-GCM's explicit nonce (RFC 7905: none).
+        let min = match (version, suite) {
+            (Version::Tls13, _) => 17,
+            (Version::Tls12, Suite::Chacha20Poly1305) => 16,
+            (Version::Tls12, _) => 24,
+        };
         let h = Header { content_type: ContentType::APPLICATION_DATA, version: 0x0303, len: min - 1 };
         assert_eq!(k.open_stream(h).map(|_| ()), Err(CryptoError::Short(min as usize)));
         let h = Header { len: min, ..h };

@@ -189,6 +189,7 @@ pub fn json(v: &InlineView) -> Value {
             "full_proxy": {
                 "switched_window_below_floor": e.proxy.switched_window,
                 "switched_flow_table_full": e.proxy.switched_flow_table,
+                "switched_window_below_floor_at_client_hello": e.proxy.switched_hello_window,
                 "dropped": e.proxy.dropped, "closed": e.proxy.closed,
                 "failed_client": e.proxy.failed_client, "failed_backend": e.proxy.failed_backend,
                 "expired": e.proxy.expired,

@@ -77,7 +77,8 @@ pub struct DirectionLabel {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
-    /// Why a flow went to the full proxy: `window_below_floor` or `flow_table_full`.
+    /// Why a flow went to the full proxy: `window_below_floor`, `flow_table_full` or
+    /// `window_below_floor_at_client_hello`.
     pub reason: String,
 }
 

@@ -11,6 +11,10 @@ use std::ops::RangeInclusive;
 pub struct WindowClamp {
     pub ports: RangeInclusive<u16>,
     pub bytes: u16,
+    /// Connections whose SYN keeps its window (its window-scale option still goes) and whose
+    /// later segments are clamped: a window that shrinks after the SYN. Wins over `ports`;
+    /// `0..=0` for none (no client sends from port 0).
+    pub after_syn_ports: RangeInclusive<u16>,
 }
 
 const ETH_HEADER: usize = 14;
@@ -33,7 +37,9 @@ impl WindowClamp {
         }
         let (src, dst) = ([ip[12], ip[13], ip[14], ip[15]], [ip[16], ip[17], ip[18], ip[19]]);
         let tcp = &mut frame[ETH_HEADER + ihl..ETH_HEADER + total];
-        if !self.ports.contains(&u16::from_be_bytes([tcp[0], tcp[1]])) {
+        let port = u16::from_be_bytes([tcp[0], tcp[1]]);
+        let after_syn = self.after_syn_ports.contains(&port);
+        if !after_syn && !self.ports.contains(&port) {
             return false;
         }
         let data_off = usize::from(tcp[12] >> 4) * 4;
@@ -44,7 +50,8 @@ impl WindowClamp {
         if syn {
             strip_window_scale(&mut tcp[20..data_off]);
         }
-        let window = u16::from_be_bytes([tcp[14], tcp[15]]).min(self.bytes);
+        let field = u16::from_be_bytes([tcp[14], tcp[15]]);
+        let window = if syn && after_syn { field } else { field.min(self.bytes) };
         tcp[14..16].copy_from_slice(&window.to_be_bytes());
         tcp[16..18].copy_from_slice(&[0, 0]);
         let sum = tcp_checksum(src, dst, tcp);
@@ -120,7 +127,7 @@ mod tests {
 
     #[test]
     fn a_clamped_syn_advertises_the_clamp_without_scaling_and_checks() {
-        let clamp = WindowClamp { ports: 40000..=40000, bytes: 300 };
+        let clamp = WindowClamp { ports: 40000..=40000, bytes: 300, after_syn_ports: 0..=0 };
         let mut f = syn(40000);
         assert!(clamp.apply(&mut f));
         let tcp = &f[ETH_HEADER + 20..];
@@ -132,5 +139,22 @@ mod tests {
         let before = g.clone();
         assert!(!clamp.apply(&mut g));
         assert_eq!(g, before);
+    }
+
+    #[test]
+    fn an_after_syn_port_keeps_its_syn_window_and_clamps_the_rest() {
+        let clamp = WindowClamp { ports: 40000..=40000, bytes: 300, after_syn_ports: 40001..=40001 };
+        let mut f = syn(40001);
+        assert!(clamp.apply(&mut f));
+        let tcp = &f[ETH_HEADER + 20..];
+        assert_eq!(u16::from_be_bytes([tcp[14], tcp[15]]), 64240, "the SYN's window stays");
+        assert_eq!(&tcp[20..28], &[2, 4, 5, 0xb4, 1, 1, 1, 1], "window scale gone");
+        // The same connection's next segment (ACK instead of SYN) is clamped.
+        let mut g = syn(40001);
+        g[ETH_HEADER + 20 + 13] = 0x10;
+        assert!(clamp.apply(&mut g));
+        let tcp = &g[ETH_HEADER + 20..];
+        assert_eq!(u16::from_be_bytes([tcp[14], tcp[15]]), 300);
+        assert_eq!(tcp_checksum([10, 0, 0, 1], [10, 0, 0, 2], tcp), 0, "the checksum verifies");
     }
 }

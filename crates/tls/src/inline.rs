@@ -11,14 +11,14 @@ use crate::TlsError;
 
 /// The service's certificate (one, whatever the SNI), no client certificates, HTTP/1.1 by ALPN.
 /// The engine runs the handshake on the client's packets and takes the keys over from rustls,
-/// so secret extraction is on, and the suites are those of terminate's record layer (the same
-/// one the engine seals and opens with: no TLS 1.2 ChaCha20-Poly1305).
+/// so secret extraction is on; the suites are terminate's (the same record layer seals and opens
+/// for both).
 pub fn inline_server_config(
     service: &InlineService,
     allow_insecure_key_permissions: bool,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let loaded = load_cert_and_key(&service.cert, &service.key, allow_insecure_key_permissions)?;
-    let mut config = ServerConfig::builder_with_provider(crate::server::terminate_provider())
+    let mut config = ServerConfig::builder_with_provider(crate::server::server_provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_no_client_auth()

@@ -75,7 +75,7 @@ pub fn listener_tls(
     let certs = Arc::new(CertTable { table });
 
     let versions = crate::protocol_versions(&listener.tls_versions);
-    let mut config = ServerConfig::builder_with_provider(terminate_provider())
+    let mut config = ServerConfig::builder_with_provider(server_provider())
         .with_protocol_versions(&versions)
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_client_cert_verifier(
@@ -96,20 +96,6 @@ pub fn listener_tls(
     // The handshake hands its keys to tlsgate's own record layer (see `server_handshake`).
     config.enable_secret_extraction = true;
     Ok(ListenerTls { config: Arc::new(config), certs })
-}
-
-/// [`server_provider`] without TLS 1.2 ChaCha20-Poly1305: after the handshake terminate seals and
-/// opens records itself (`tlsgate-record`), which has no TLS 1.2 ChaCha20 format (no explicit
-/// nonce, a different overhead); a client offering only those suites is refused at the
-/// handshake with rustls's alert instead of being dropped after it.
-pub(crate) fn terminate_provider() -> Arc<rustls::crypto::CryptoProvider> {
-    use rustls::CipherSuite::{
-        TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 as ECDSA,
-        TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 as RSA,
-    };
-    let mut provider = (*server_provider()).clone();
-    provider.cipher_suites.retain(|s| !matches!(s.suite(), ECDSA | RSA));
-    Arc::new(provider)
 }
 
 /// [`crate::provider`] with the cipher suites in the server's order of preference: the SHA-256

@@ -91,11 +91,13 @@ fn strs(args: &[String]) -> Vec<&str> {
 /// A client advertising 300 bytes (ports 40600-40699 clamped on the wire) goes to the full
 /// proxy: 1 MiB down and 1 MiB up through nginx byte-identical, nginx sees the client's own
 /// address and port, the switch is logged and counted with its reason, and /status shows the
-/// flow's path while it runs. In the same run, a client with an ordinary window stays end to end.
+/// flow's path while it runs. In the same run, a client with an ordinary window stays end to end,
+/// and one whose window shrinks after its SYN is switched at its ClientHello.
 #[test]
 fn a_300_byte_client_window_goes_full_proxy_while_others_stay_end_to_end() {
     let s = Scene::new(InlineNet::impaired(1), MIB);
-    let hop = s.net.start_window_clamp(WindowClamp { ports: 40600..=40699, bytes: 300 });
+    let clamp = WindowClamp { ports: 40600..=40699, bytes: 300, after_syn_ports: 40650..=40659 };
+    let hop = s.net.start_window_clamp(clamp);
     let gate = s.gate(&[]);
 
     // Down, slowed so the flow can be seen in /status while it runs.
@@ -157,14 +159,30 @@ fn a_300_byte_client_window_goes_full_proxy_while_others_stay_end_to_end() {
         let lines = s.site.log_lines_for(&format!("{CLIENT}:{port}"), 4);
         assert_eq!(lines.len(), 1, "port {port}: {}", s.site.nginx.access_log());
     }
+    // A window that shrinks below the floor after an ordinary SYN (40650): the flow starts end
+    // to end and is taken over at its ClientHello — the server's connection reset and opened
+    // again from the client's address and port, the client's adopted as it stands.
+    let body = s.client().fetch(60, &strs(&s.https("/", &["--local-port", "40650"])));
+    assert_eq!(body, b"hello from server1\n");
+    let lines = s.site.log_lines_for(&format!("{CLIENT}:40650"), 4);
+    assert_eq!(lines.len(), 1, "port 40650: {}", s.site.nginx.access_log());
+    gate.proc.wait_logged(
+        &[
+            "flow switched to the full proxy",
+            &format!("client={CLIENT}:40650"),
+            "reason=\"window_below_floor_at_client_hello\"",
+        ],
+        Duration::from_secs(5),
+    );
     assert!(hop.stats().clamped > 100, "the stage clamped the client's windows: {:?}", hop.stats());
 
     let metrics = s.admin("/metrics");
     for line in [
         "tlsgate_inline_mode_switches_total{reason=\"window_below_floor\"} 3",
         "tlsgate_inline_mode_switches_total{reason=\"flow_table_full\"} 0",
-        // Only the ordinary client's flow was an end-to-end one.
-        "tlsgate_inline_flows_created_total 1",
+        "tlsgate_inline_mode_switches_total{reason=\"window_below_floor_at_client_hello\"} 1",
+        // End to end at the SYN: the ordinary client's flow and the one switched at its hello.
+        "tlsgate_inline_flows_created_total 2",
         "tlsgate_inline_mac_failures_total 0",
     ] {
         assert!(metrics.contains(line), "{line} missing:\n{metrics}");

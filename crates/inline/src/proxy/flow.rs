@@ -5,8 +5,9 @@
 //! read only while what it produced has room, so back-pressure reaches both peers' windows.
 
 use super::tls::{Status, TlsEnd, TlsError, MAX_PLAINTEXT};
-use crate::packet;
+use crate::packet::{self, Build, Control};
 use crate::queue_device::QueueDevice;
+use crate::seq::Seq;
 use crate::tables::Counters;
 use rustls::ServerConfig;
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
@@ -48,8 +49,64 @@ fn endpoint(a: SocketAddr) -> IpEndpoint {
     IpEndpoint::new(IpAddress::from(a.ip()), a.port())
 }
 
+/// An end-to-end flow's client connection as it stands when the proxy takes it over: what the
+/// client already knows, which the proxy's own stack must go on speaking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Adoption {
+    pub client_isn: Seq,
+    /// The server's ISN, which the client acknowledged.
+    pub server_isn: Seq,
+    /// The client's own MSS (before the clamp).
+    pub mss: u16,
+    /// The shifts the client's and the server's SYNs offered.
+    pub client_wscale: Option<u8>,
+    pub server_wscale: Option<u8>,
+    /// The client's window field in its first data segment.
+    pub window: u16,
+}
+
+/// Sequence and window translation between the proxy's stack and an adopted client connection.
+#[derive(Clone, Copy, Debug)]
+struct Adopted {
+    service: SocketAddr,
+    /// Client-known sequence number minus the stack's, for the stack's bytes.
+    offset: u32,
+    /// The stack's window shift, and the one the client applies to windows it receives.
+    stack_shift: u8,
+    client_shift: u8,
+}
+
+impl Adopted {
+    /// A packet of the stack toward the client: its sequence number and window in the client's
+    /// terms.
+    fn toward_client(&self, pkt: &mut [u8]) {
+        let Some(seg) = packet::parse(pkt) else { return };
+        let window = (u32::from(seg.window) << self.stack_shift) >> self.client_shift;
+        packet::edit_tcp(pkt, &seg, |t| {
+            t.set_seq_number(smoltcp::wire::TcpSeqNumber(seg.seq.0.wrapping_add(self.offset) as i32));
+            t.set_window_len(window.min(u32::from(u16::MAX)) as u16);
+        });
+    }
+
+    /// A packet of the client toward the stack: its acknowledgment in the stack's terms (SACK
+    /// blocks are left: the stack was not offered SACK and ignores them).
+    fn toward_stack(&self, pkt: &mut [u8]) {
+        let Some(seg) = packet::parse(pkt) else { return };
+        if seg.dst != self.service {
+            return;
+        }
+        if let Some(ack) = seg.ack {
+            packet::edit_tcp(pkt, &seg, |t| {
+                t.set_ack_number(smoltcp::wire::TcpSeqNumber(ack.0.wrapping_sub(self.offset) as i32))
+            });
+        }
+    }
+}
+
 pub struct ProxyFlow {
     client_addr: SocketAddr,
+    /// Set when the client's connection was adopted mid-stream.
+    adopted: Option<Adopted>,
     /// The interface's wire: packets the engine handed in, packets smoltcp sent.
     wire: QueueDevice,
     iface: Interface,
@@ -67,6 +124,9 @@ pub struct ProxyFlow {
     end: Option<End>,
     /// The server's connection was established once (a later close is a reset, not a refusal).
     server_established: bool,
+    /// How the connection to the server went (up, or refused / unanswered), not yet taken by
+    /// [`ProxyFlow::take_connect`]: a balanced pool's member health counts it.
+    connect: Option<bool>,
     connect_deadline: Duration,
     pub up: Counters,
     pub down: Counters,
@@ -130,6 +190,7 @@ impl ProxyFlow {
         let server_h = sockets.add(s);
         Ok(ProxyFlow {
             client_addr: client,
+            adopted: None,
             wire,
             iface,
             sockets,
@@ -142,6 +203,7 @@ impl ProxyFlow {
             server_done: false,
             end: None,
             server_established: false,
+            connect: None,
             connect_deadline: now + connect,
             up: Counters::default(),
             down: Counters::default(),
@@ -151,9 +213,75 @@ impl ProxyFlow {
         })
     }
 
+    /// A flow taking over the client's connection as it stands (`a`): the stack's listening
+    /// socket is fed a SYN and an ACK the client sent long ago, in effect (its ISN, MSS and
+    /// window scale; never on the wire), its SYN-ACK is dropped, and from then on its sequence
+    /// numbers and windows are translated into those the client knows (the server's ISN and
+    /// shift). The server's connection is opened anew as for a flow switched at its SYN.
+    #[allow(clippy::too_many_arguments)]
+    pub fn adopt(
+        now: Duration,
+        client: SocketAddr,
+        service: SocketAddr,
+        backend: SocketAddr,
+        tls: Arc<ServerConfig>,
+        mtu: usize,
+        connect: Duration,
+        a: Adoption,
+    ) -> Result<ProxyFlow, String> {
+        let mut f = ProxyFlow::new(now, client, service, backend, tls, mtu, connect)?;
+        // Scaling is in force only when both SYNs offered it.
+        let both = a.client_wscale.is_some() && a.server_wscale.is_some();
+        let client_shift = if both { a.client_wscale.unwrap_or(0) } else { 0 };
+        let syn_window = (u32::from(a.window) << client_shift).min(u32::from(u16::MAX)) as u16;
+        let syn = Build {
+            src: client,
+            dst: service,
+            seq: a.client_isn,
+            ack: None,
+            control: Control::None,
+            window: syn_window,
+            payload: &[],
+        }
+        .emit_syn(a.mss, a.client_wscale.filter(|_| both))
+        .ok_or("internal: address families differ")?;
+        f.wire.rx.push_back(syn);
+        f.iface.poll(instant(now), &mut f.wire, &mut f.sockets);
+        let at = f
+            .wire
+            .tx
+            .iter()
+            .position(|p| packet::parse(p).is_some_and(|s| s.syn && s.ack.is_some() && s.dst == client));
+        let synack = at.map(|i| f.wire.tx.remove(i)).ok_or("internal: no SYN-ACK to adopt")?;
+        let s = packet::parse(&synack).ok_or("internal: no SYN-ACK to adopt")?;
+        let stack_shift = packet::window_scale(&synack[s.tcp.start + 20..s.payload.start]).unwrap_or(0);
+        let ack = Build {
+            src: client,
+            dst: service,
+            seq: a.client_isn + 1,
+            ack: Some(s.seq + 1),
+            control: Control::None,
+            window: a.window,
+            payload: &[],
+        }
+        .emit()
+        .ok_or("internal: address families differ")?;
+        f.wire.rx.push_back(ack);
+        f.adopted = Some(Adopted {
+            service,
+            offset: a.server_isn.0.wrapping_sub(s.seq.0),
+            stack_shift: if both { stack_shift } else { 0 },
+            client_shift: if both { a.server_wscale.unwrap_or(0) } else { 0 },
+        });
+        Ok(f)
+    }
+
     /// A packet of this flow from either peer; appends the packets to send to `out`.
-    pub fn packet(&mut self, now: Duration, pkt: Vec<u8>, out: &mut Vec<Vec<u8>>) {
+    pub fn packet(&mut self, now: Duration, mut pkt: Vec<u8>, out: &mut Vec<Vec<u8>>) {
         self.last_activity = now;
+        if let Some(a) = &self.adopted {
+            a.toward_stack(&mut pkt);
+        }
         self.wire.rx.push_back(pkt);
         self.run(now, out);
     }
@@ -180,6 +308,12 @@ impl ProxyFlow {
     fn server_up(&self) -> bool {
         let s = self.sockets.get::<tcp::Socket>(self.server);
         !matches!(s.state(), tcp::State::SynSent | tcp::State::SynReceived)
+    }
+
+    /// Once: whether the connection to the server came up (true) or was refused or left
+    /// unanswered until the connect bound (false); `None` while undecided or after it was taken.
+    pub fn take_connect(&mut self) -> Option<bool> {
+        self.connect.take()
     }
 
     pub fn end(&self) -> Option<&End> {
@@ -219,6 +353,11 @@ impl ProxyFlow {
         }
         self.iface.poll(t, &mut self.wire, &mut self.sockets);
         for mut p in self.wire.tx.drain(..) {
+            if let Some(a) =
+                self.adopted.filter(|_| packet::parse(&p).is_some_and(|s| s.dst == self.client_addr))
+            {
+                a.toward_client(&mut p);
+            }
             push_to(self.client_addr, &mut p);
             out.push(p);
         }
@@ -235,7 +374,10 @@ impl ProxyFlow {
         // Peers that went away.
         let client_state = self.sockets.get::<tcp::Socket>(self.client).state();
         let server_state = self.sockets.get::<tcp::Socket>(self.server).state();
-        self.server_established |= server_state == tcp::State::Established;
+        if server_state == tcp::State::Established && !self.server_established {
+            self.server_established = true;
+            self.connect = Some(true);
+        }
         // A listening socket returns to `Listen` when the client resets its half-open connection.
         if matches!(client_state, tcp::State::Closed | tcp::State::Listen) {
             self.fail(FailedSide::Client, "client: connection reset".into());
@@ -245,12 +387,14 @@ impl ProxyFlow {
             let why = if self.server_established {
                 "backend: connection reset"
             } else {
+                self.connect = Some(false);
                 "backend: connection refused"
             };
             self.fail(FailedSide::Backend, why.into());
             return true;
         }
         if server_state == tcp::State::SynSent && now >= self.connect_deadline {
+            self.connect = Some(false);
             self.fail(FailedSide::Backend, "backend: no answer to the connection".into());
             return true;
         }

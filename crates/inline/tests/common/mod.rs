@@ -23,8 +23,22 @@ use tlsgate_record::session::{Fatal, Received, Session};
 
 pub const TLS13: &[SupportedCipherSuite] =
     &[cs::TLS13_AES_128_GCM_SHA256, cs::TLS13_AES_256_GCM_SHA384, cs::TLS13_CHACHA20_POLY1305_SHA256];
-pub const TLS12: &[SupportedCipherSuite] =
-    &[cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384];
+pub const TLS12: &[SupportedCipherSuite] = &[
+    cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+];
+
+/// Outer bytes before a record's plaintext: the header, and TLS 1.2 AES-GCM's explicit nonce
+/// (TLS 1.2 ChaCha20-Poly1305 has none, RFC 7905).
+pub fn record_head(suite: SupportedCipherSuite) -> usize {
+    let chacha = suite.suite() == rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256;
+    if TLS12.contains(&suite) && !chacha {
+        13
+    } else {
+        5
+    }
+}
 
 pub fn configs(suite: SupportedCipherSuite) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
@@ -360,6 +374,7 @@ pub const SIM_MIX: SimConfig = SimConfig {
     plain: false,
     client_sack: true,
     max_flows: 65536,
+    client_window_after_syn: None,
 };
 
 /// Runs a simulation and asserts that it passed (`SIM_PRINT=1` prints each summary line).
