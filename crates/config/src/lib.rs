@@ -20,7 +20,7 @@ pub use originate::{OriginateConfig, OriginateListener, RuleAction, RuleConfig, 
 pub use starttls::StartTls;
 pub use terminate::{
     BackendAddr, BalancePolicy, CertificateConfig, ClientAuthConfig, ClientAuthMode, HealthConfig,
-    ListenerConfig, ProxyProtocol, RouteConfig, TerminateConfig, TlsVersion,
+    KtlsMode, ListenerConfig, ProxyProtocol, RouteConfig, TerminateConfig, TlsVersion,
 };
 pub use tunnel::{
     Forward, ForwardProtocol, GateConfig, PortalConfig, ProxyKind, ProxyUrl, ReverseForward, SocksAuth,
