@@ -19,8 +19,8 @@ pub use model::{AdminConfig, Config, LogConfig, LogFormat, ProcessConfig, Securi
 pub use originate::{OriginateConfig, OriginateListener, RuleAction, RuleConfig, TransparentListener};
 pub use starttls::StartTls;
 pub use terminate::{
-    BackendAddr, BalancePolicy, CertificateConfig, ClientAuthConfig, ClientAuthMode, HealthConfig,
-    KtlsMode, ListenerConfig, ProxyProtocol, RouteConfig, TerminateConfig, TlsVersion,
+    BackendAddr, BalancePolicy, CertificateConfig, ClientAuthConfig, ClientAuthMode, HealthConfig, KtlsMode,
+    ListenerConfig, ProxyProtocol, RouteConfig, TerminateConfig, TlsVersion,
 };
 pub use tunnel::{
     Forward, ForwardProtocol, GateConfig, PortalConfig, ProxyKind, ProxyUrl, ReverseForward, SocksAuth,

@@ -156,7 +156,9 @@ pub async fn establish(
     let software = |tcp, secrets, kernel, received: &[u8]| -> Result<ClientStream, ProxyError> {
         let layer = RecordLayer::new(secrets, kernel)
             .map_err(|e| ProxyError::internal(format!("record layer: {e}")))?;
-        Ok(ClientStream::Records(RecordStream::new(tcp, layer, received).map_err(|e| ProxyError::client(e.to_string()))?))
+        Ok(ClientStream::Records(
+            RecordStream::new(tcp, layer, received).map_err(|e| ProxyError::client(e.to_string()))?,
+        ))
     };
     let fallback = |result: &str, why: String| -> Result<(), ProxyError> {
         count(result);
@@ -215,7 +217,11 @@ pub async fn establish(
     let (rx_seq, tx_seq) = session.seqs();
     // A control record among them (a KeyUpdate moved the keys, a reply was sealed, the client
     // closed): the session goes on in software where it started.
-    if rx_seq != rx.seq + records || tx_seq != tx.seq || !out.is_empty() || session.peer_closed() || session.held() > 0
+    if rx_seq != rx.seq + records
+        || tx_seq != tx.seq
+        || !out.is_empty()
+        || session.peer_closed()
+        || session.held() > 0
     {
         fallback("error", "a control record arrived with the handshake's last flight".into())?;
         return Ok(ClientStream::Records(RecordStream::from_session(tcp, session, plain, out)));
@@ -241,10 +247,17 @@ pub async fn establish(
         // The kernel seals already: no way back to software for this connection.
         count("error");
         tracing::warn!(ktls = "error", reason = %e, "setsockopt TLS_RX failed after TLS_TX; connection closed");
-        return Err(ProxyError::internal(format!("kernel TLS receive key ({}): {e}", suite_name(version, keys.suite))));
+        return Err(ProxyError::internal(format!(
+            "kernel TLS receive key ({}): {e}",
+            suite_name(version, keys.suite)
+        )));
     }
     count("offloaded");
-    tracing::info!(ktls = "offloaded", suite = suite_name(version, keys.suite), "record layer offloaded to the kernel");
+    tracing::info!(
+        ktls = "offloaded",
+        suite = suite_name(version, keys.suite),
+        "record layer offloaded to the kernel"
+    );
     session.offload();
     Ok(ClientStream::Kernel(KtlsStream::new(tcp, session, plain)))
 }
@@ -288,7 +301,9 @@ fn open_all(session: &mut Session, buf: &mut Vec<u8>) -> Result<(Vec<u8>, Vec<u8
             return Err("client record cut short before the offload".into());
         }
         match session.open(header, &mut buf[at + HEADER_LEN..end], &mut out) {
-            Ok(Received::Data(r)) => plain.extend_from_slice(&buf[at + HEADER_LEN + r.start..at + HEADER_LEN + r.end]),
+            Ok(Received::Data(r)) => {
+                plain.extend_from_slice(&buf[at + HEADER_LEN + r.start..at + HEADER_LEN + r.end])
+            }
             Ok(_) => {}
             Err(f) => return Err(describe(session, f)),
         }

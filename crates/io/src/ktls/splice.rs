@@ -12,8 +12,8 @@ use std::future::poll_fn;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use tlsgate_core::side::Side;
@@ -78,12 +78,13 @@ pub async fn relay<T: Tally>(
     tally: &T,
     idle: Option<Duration>,
 ) -> Result<Transferred, (ProxyError, Transferred)> {
-    let (mut up, mut down) = match (Dir::new(Side::Client, Side::Backend), Dir::new(Side::Backend, Side::Client)) {
-        (Ok(u), Ok(d)) => (u, d),
-        (Err(e), _) | (_, Err(e)) => {
-            return Err((ProxyError::internal(format!("pipe for splice: {e}")), Transferred::default()))
-        }
-    };
+    let (mut up, mut down) =
+        match (Dir::new(Side::Client, Side::Backend), Dir::new(Side::Backend, Side::Client)) {
+            (Ok(u), Ok(d)) => (u, d),
+            (Err(e), _) | (_, Err(e)) => {
+                return Err((ProxyError::internal(format!("pipe for splice: {e}")), Transferred::default()))
+            }
+        };
     let start = Instant::now();
     // Milliseconds since `start` of the last byte moved, either way.
     let last = AtomicU64::new(0);

@@ -52,7 +52,16 @@ impl KtlsStream {
     /// `tcp` has both keys installed; `session` is offloaded; `plain` is what was opened in
     /// software before (delivered first).
     pub(crate) fn new(tcp: TcpStream, session: Box<Session>, plain: Vec<u8>) -> KtlsStream {
-        KtlsStream { tcp, session, plain, plain_at: 0, out: Vec::new(), out_at: 0, closing: false, failed: None }
+        KtlsStream {
+            tcp,
+            session,
+            plain,
+            plain_at: 0,
+            out: Vec::new(),
+            out_at: 0,
+            closing: false,
+            failed: None,
+        }
     }
 
     /// Refuses the client before any application data: a fatal alert, then FIN.
@@ -86,7 +95,8 @@ impl KtlsStream {
     /// Sends the queued control records, one `sendmsg` per record with its type.
     fn poll_send_control(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.out_at + HEADER_LEN <= self.out.len() {
-            let h: [u8; HEADER_LEN] = self.out[self.out_at..self.out_at + HEADER_LEN].try_into().unwrap_or([0; 5]);
+            let h: [u8; HEADER_LEN] =
+                self.out[self.out_at..self.out_at + HEADER_LEN].try_into().unwrap_or([0; 5]);
             let header = Header::parse(&h);
             let body = self.out_at + HEADER_LEN..self.out_at + HEADER_LEN + header.len as usize;
             ready!(self.tcp.poll_write_ready(cx))?;
@@ -98,7 +108,11 @@ impl KtlsStream {
                     // another record of the same type.
                     let rest = header.len as usize - n;
                     let at = body.start + n - HEADER_LEN;
-                    let h = Header { content_type: header.content_type, version: header.version, len: rest as u16 };
+                    let h = Header {
+                        content_type: header.content_type,
+                        version: header.version,
+                        len: rest as u16,
+                    };
                     self.out[at..at + HEADER_LEN].copy_from_slice(&h.encode());
                     self.out_at = at;
                 }
@@ -181,7 +195,10 @@ impl KtlsStream {
             Err(e) => return Err(self.kernel_error(e)),
         };
         if n == 0 && record_type == ContentType::APPLICATION_DATA.0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "client closed the connection without close_notify"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "client closed the connection without close_notify",
+            ));
         }
         let ct = ContentType(record_type);
         if ct == ContentType::APPLICATION_DATA {
@@ -209,7 +226,10 @@ impl AsyncRead for KtlsStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if let Some(w) = &this.failed {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, format!("stream failed: {w}"))));
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                format!("stream failed: {w}"),
+            )));
         }
         if !this.closing {
             if let Poll::Ready(Err(e)) = this.poll_send_control(cx) {
@@ -249,7 +269,10 @@ impl AsyncWrite for KtlsStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if let Some(w) = &this.failed {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, format!("stream failed: {w}"))));
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                format!("stream failed: {w}"),
+            )));
         }
         if this.session.close_sent() {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "write after close_notify")));

@@ -49,7 +49,13 @@ fn pod_bytes<T>(v: &T) -> &[u8] {
 }
 
 /// Hands one direction's key to the kernel (TLS_TX or TLS_RX).
-pub fn set_key(fd: RawFd, dir: Direction, version: Version, suite: Suite, k: &DirectionKey) -> io::Result<()> {
+pub fn set_key(
+    fd: RawFd,
+    dir: Direction,
+    version: Version,
+    suite: Suite,
+    k: &DirectionKey,
+) -> io::Result<()> {
     let name = match dir {
         Direction::Tx => libc::TLS_TX,
         Direction::Rx => libc::TLS_RX,
@@ -69,7 +75,10 @@ pub fn set_key(fd: RawFd, dir: Direction, version: Version, suite: Suite, k: &Di
             info.info.version = version;
             info.info.cipher_type = $cipher;
             if k.key.len() != $keylen {
-                return Err(io::Error::new(io::ErrorKind::InvalidInput, "key length does not match the suite"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "key length does not match the suite",
+                ));
             }
             info.key.copy_from_slice(&k.key);
             info.salt.copy_from_slice(&k.iv[..4]);
@@ -89,7 +98,10 @@ pub fn set_key(fd: RawFd, dir: Direction, version: Version, suite: Suite, k: &Di
             info.info.version = version;
             info.info.cipher_type = libc::TLS_CIPHER_CHACHA20_POLY1305;
             if k.key.len() != 32 {
-                return Err(io::Error::new(io::ErrorKind::InvalidInput, "key length does not match the suite"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "key length does not match the suite",
+                ));
             }
             info.key.copy_from_slice(&k.key);
             info.iv.copy_from_slice(&k.iv);
@@ -126,8 +138,8 @@ pub fn recv_record(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, u8)> {
         return Err(io::Error::last_os_error());
     }
     let mut record_type = 23; // application_data: no control message was attached
-    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled, within
-    // `msg_controllen`; the data read is one byte inside a message of type TLS_GET_RECORD_TYPE.
+                              // SAFETY: the CMSG_* macros walk the control buffer the kernel filled, within
+                              // `msg_controllen`; the data read is one byte inside a message of type TLS_GET_RECORD_TYPE.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(&msg);
         while !c.is_null() {
@@ -181,8 +193,7 @@ pub fn pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
 /// Moves up to `len` bytes from `from` to `to` without copying them to user space
 /// (non-blocking, one of the two a pipe). 0: end of stream on `from`.
 pub fn splice(from: RawFd, to: RawFd, len: usize, more: bool) -> io::Result<usize> {
-    let flags =
-        libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE | if more { libc::SPLICE_F_MORE } else { 0 };
+    let flags = libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE | if more { libc::SPLICE_F_MORE } else { 0 };
     // SAFETY: null offsets (both are sockets or pipes); the descriptors are borrowed by the
     // caller for the call.
     let n = unsafe { libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), len, flags) };

@@ -10,9 +10,9 @@
 use std::sync::Arc;
 
 use rustls::AlertDescription;
+use tlsgate_config::KtlsMode;
 use tlsgate_core::identity::PeerIdentity;
 use tlsgate_core::proxy_protocol::tls::TlsInfo;
-use tlsgate_config::KtlsMode;
 use tlsgate_record::frame::{Header, HEADER_LEN, MAX_CIPHERTEXT_TLS12};
 use tlsgate_tls::describe::{self, Peer};
 use tlsgate_tls::server::ListenerTls;
