@@ -289,7 +289,7 @@ fn partial_tail(buf: &[u8]) -> Option<usize> {
 
 /// Opens every record in `buf` (a whole number of them, unless a header was cut: see
 /// [`partial_tail`], the caller loops) in software: plaintext, what the session sealed, count.
-fn open_all(session: &mut Session, buf: &mut Vec<u8>) -> Result<(Vec<u8>, Vec<u8>, u64), String> {
+fn open_all(session: &mut Session, buf: &mut [u8]) -> Result<(Vec<u8>, Vec<u8>, u64), String> {
     let (mut plain, mut out, mut records) = (Vec::new(), Vec::new(), 0);
     let mut at = 0;
     while buf.len() - at >= HEADER_LEN {
