@@ -103,9 +103,12 @@ passed=$(grep -c '^KTLSVM PASS' "$W/console.log" || true)
 failed=$(grep -c '^KTLSVM FAIL' "$W/console.log" || true)
 skipped=$(grep -c '^KTLSVM SKIP' "$W/console.log" || true)
 if ! grep -q '^KTLSVM DONE' "$W/console.log"; then
-    echo "== the guest did not finish (${secs} s); its console:"
-    tail -n 40 "$W/console.log" | sed 's/^/  | /'
+    echo "== the guest did not finish (${secs} s)"
     failed=$((failed + 1))
+fi
+if [ "$failed" -gt 0 ]; then
+    echo "== guest console (last lines, tlsgate's log included):"
+    tail -n 60 "$W/console.log" | sed 's/^/  | /'
 fi
 echo "== VM run: ${secs} s; $skipped skipped"
 echo "ktls-vm: $passed passed, $failed failed"
