@@ -48,6 +48,7 @@ transfer() { # name file curl-options...
     name=$1 file=$2; shift 2
     want=$(sha256sum <"$file" | cut -d' ' -f1)
     tx0=$(stat TlsTxSw) rx0=$(stat TlsRxSw) t0=$(date +%s)
+    s0=$(grep -c 'relay="splice"' /tmp/gate.log)
     rm -f /tmp/down
     if ! curl_tls "$@" -H 'content-type: application/octet-stream' --data-binary @"$file" \
         https://tlsgate.test:$PORT/echo -o /tmp/down 2>/tmp/curl.err; then
@@ -63,7 +64,11 @@ transfer() { # name file curl-options...
     if [ "$(stat TlsTxSw)" -le "$tx0" ] || [ "$(stat TlsRxSw)" -le "$rx0" ]; then
         fail "$name" "TlsTxSw/TlsRxSw did not rise: $(tr '\n' ' ' </proc/net/tls_stat)"; return
     fi
-    pass "$name: $(wc -c <"$file") bytes up and down identical, offloaded both ways ($(($(date +%s) - t0)) s)"
+    # The connection's end is logged once curl has its answer: wait for the line.
+    i=0
+    while [ "$(grep -c 'relay="splice"' /tmp/gate.log)" -le "$s0" ] && [ $i -lt 100 ]; do i=$((i + 1)); sleep 0.1; done
+    if [ $i -ge 100 ]; then fail "$name" "not relayed with splice: $(tail -n 2 /tmp/gate.log)"; return; fi
+    pass "$name: $(wc -c <"$file") bytes up and down identical, offloaded both ways, spliced ($(($(date +%s) - t0)) s)"
 }
 
 transfer "TLS 1.3 AES-128-GCM" /tmp/big --tlsv1.3 --tls13-ciphers TLS_AES_128_GCM_SHA256

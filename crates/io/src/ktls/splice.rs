@@ -17,7 +17,7 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use tlsgate_core::side::Side;
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::{sys, KtlsStream};
@@ -85,10 +85,23 @@ pub async fn relay<T: Tally>(
                 return Err((ProxyError::internal(format!("pipe for splice: {e}")), Transferred::default()))
             }
         };
+    // What reached user space before the offload goes on the ordinary way first.
+    let early = client.take_plain();
+    let flushed = async {
+        client.flush_control().await.map_err(|e| down.write_error("write", e))?;
+        backend.write_all(&early).await.map_err(|e| up.write_error("write", e))
+    };
+    if let Err(e) = flushed.await {
+        return Err((e, Transferred::default()));
+    }
+    up.count = early.len() as u64;
+    if !early.is_empty() {
+        tally.up(early.len() as u64);
+    }
     let start = Instant::now();
     // Milliseconds since `start` of the last byte moved, either way.
     let last = AtomicU64::new(0);
-    let mut counts = (0u64, 0u64);
+    let mut counts = (up.count, 0u64);
     let both = poll_fn(|cx| {
         let mut result = Poll::Pending;
         if !up.finished {

@@ -87,9 +87,18 @@ impl KtlsStream {
         &self.tcp
     }
 
-    /// No plaintext or control record waits in user space: the socket alone carries the stream.
-    pub(crate) fn is_drained(&self) -> bool {
-        self.held() == 0 && self.failed.is_none()
+    /// Plaintext opened before the offload and not read yet (the zero-copy relay writes it on
+    /// before it splices).
+    pub(crate) fn take_plain(&mut self) -> Vec<u8> {
+        let mut plain = std::mem::take(&mut self.plain);
+        plain.drain(..self.plain_at);
+        self.plain_at = 0;
+        plain
+    }
+
+    /// Sends the control records the session queued (before the zero-copy relay starts).
+    pub(crate) async fn flush_control(&mut self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_send_control(cx)).await
     }
 
     /// Sends the queued control records, one `sendmsg` per record with its type.

@@ -357,21 +357,21 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>, revoked: Arc<Notify>)
             }
         }
     }
-    let relayed = match *client_stream {
-        // Both record directions in the kernel, nothing waiting in user space: zero-copy.
-        ClientStream::Kernel(k) if k.is_drained() => {
-            crate::ktls::splice::relay(k, backend, &meter, state.idle_timeout).await
+    let (relayed, how) = match *client_stream {
+        // Both record directions in the kernel: zero-copy.
+        ClientStream::Kernel(k) => {
+            (crate::ktls::splice::relay(k, backend, &meter, state.idle_timeout).await, "splice")
         }
-        other => relay(other, backend, &meter, state.idle_timeout).await,
+        other => (relay(other, backend, &meter, state.idle_timeout).await, "copy"),
     };
     match relayed {
         Ok(t) => tracing::info!(
-            backend = %member, up = t.up, down = t.down, duration = ?started.elapsed(),
+            backend = %member, up = t.up, down = t.down, duration = ?started.elapsed(), relay = how,
             "connection closed"
         ),
         Err((e, t)) => tracing::warn!(
             backend = %member, side = %e.side, error = %e.context, up = t.up, down = t.down,
-            duration = ?started.elapsed(), "connection aborted"
+            duration = ?started.elapsed(), relay = how, "connection aborted"
         ),
     }
 }
