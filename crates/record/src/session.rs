@@ -14,6 +14,8 @@
 //! key after [`TX_KEY_RECORDS`] records, and refuses to seal after close_notify or a failure.
 
 pub mod alert;
+#[cfg(test)]
+mod offload_tests;
 pub mod rules;
 #[cfg(test)]
 mod tests;

@@ -15,13 +15,13 @@ use rustls::{SupportedCipherSuite, SupportedProtocolVersion};
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-const TLS13: SupportedCipherSuite = cs::TLS13_AES_128_GCM_SHA256;
+pub(super) const TLS13: SupportedCipherSuite = cs::TLS13_AES_128_GCM_SHA256;
 const TLS13_CHACHA: SupportedCipherSuite = cs::TLS13_CHACHA20_POLY1305_SHA256;
-const TLS12: SupportedCipherSuite = cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256;
+pub(super) const TLS12: SupportedCipherSuite = cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256;
 
-const AD: ContentType = ContentType::APPLICATION_DATA;
-const HS: ContentType = ContentType::HANDSHAKE;
-const AL: ContentType = ContentType::ALERT;
+pub(super) const AD: ContentType = ContentType::APPLICATION_DATA;
+pub(super) const HS: ContentType = ContentType::HANDSHAKE;
+pub(super) const AL: ContentType = ContentType::ALERT;
 
 fn configs(suite: SupportedCipherSuite) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
@@ -76,9 +76,9 @@ fn records(wire: &[u8]) -> Vec<(Header, Vec<u8>)> {
 }
 
 /// The client and the session of one connection after the handshake.
-struct Pair {
+pub(super) struct Pair {
     client: ClientConnection,
-    session: Session,
+    pub(super) session: Session,
     /// Copies of the client's sending key (to write any record) and receiving key (to read what
     /// the session sent). In step only while the rustls client itself sends or reads nothing.
     c_tx: RecordKey,
@@ -94,7 +94,7 @@ fn drain(client: &mut ClientConnection) -> Vec<u8> {
 }
 
 impl Pair {
-    fn new(suite: SupportedCipherSuite) -> Pair {
+    pub(super) fn new(suite: SupportedCipherSuite) -> Pair {
         let (server_cfg, client_cfg) = configs(suite);
         let mut client =
             ClientConnection::new(client_cfg, ServerName::try_from("localhost").unwrap()).unwrap();
@@ -236,7 +236,7 @@ enum Got {
     Closed,
 }
 
-fn both() -> [SupportedCipherSuite; 2] {
+pub(super) fn both() -> [SupportedCipherSuite; 2] {
     [TLS13, TLS12]
 }
 
@@ -687,86 +687,4 @@ fn a_ccs_between_handshake_fragments_is_unexpected_message_and_no_panic_rfc5246_
     assert!(hs.record(&record(ContentType::CHANGE_CIPHER_SPEC, &flight[1].1), &mut out).is_err());
     assert_eq!(out, [21, 3, 3, 0, 2, 2, UNEXPECTED_MESSAGE], "a fatal unexpected_message alert");
     assert_eq!(hs.held(), 0, "nothing held after the failure");
-}
-
-// Offloaded (kernel TLS): the kernel opens and seals; the same rules, records out as plaintext.
-
-/// A plaintext record as the offloaded session hands it to its driver.
-fn plain_rec(ct: ContentType, content: &[u8]) -> Vec<u8> {
-    let mut r = Header { content_type: ct, version: 0x0303, len: content.len() as u16 }.encode().to_vec();
-    r.extend_from_slice(content);
-    r
-}
-
-#[test]
-fn offloaded_records_out_are_plaintext_for_the_kernel_to_seal() {
-    for suite in both() {
-        let mut p = Pair::new(suite);
-        p.session.offload();
-        let seqs = p.session.seqs();
-        let mut out = Vec::new();
-        assert_eq!(p.session.opened(AD, b"", &mut out), Ok(Received::Data(0..0)));
-        p.session.close(&mut out).unwrap();
-        assert_eq!(out, plain_rec(AL, &[WARNING, CLOSE_NOTIFY]), "{suite:?}");
-        assert_eq!(p.session.seqs(), seqs, "the kernel keeps the sequence numbers");
-    }
-}
-
-#[test]
-fn offloaded_close_notify_and_alerts_follow_the_rules_rfc8446_6() {
-    for suite in both() {
-        let mut p = Pair::new(suite);
-        p.session.offload();
-        let mut out = Vec::new();
-        assert_eq!(p.session.opened(AL, &[WARNING, CLOSE_NOTIFY], &mut out), Ok(Received::Closed));
-        assert_eq!(p.session.opened(AD, b"", &mut out), Ok(Received::Closed), "ignored after close_notify");
-        assert!(out.is_empty());
-
-        let mut p = Pair::new(suite);
-        p.session.offload();
-        let f = p.session.opened(AL, &[FATAL, 42], &mut out).unwrap_err();
-        assert_eq!((f.side, f.alert), (Side::Client, None), "{f}");
-        assert_eq!(p.session.send_alert(&mut out), None, "no answer to a fatal alert");
-    }
-}
-
-#[test]
-fn offloaded_broken_rule_gets_its_alert_as_a_plaintext_record() {
-    let mut p = Pair::new(TLS13);
-    p.session.offload();
-    let mut out = Vec::new();
-    // A ClientHello after a TLS 1.3 handshake (RFC 8446 §4).
-    let f = p.session.opened(HS, &[1, 0, 0, 0], &mut out).unwrap_err();
-    assert_eq!(f.alert, Some(UNEXPECTED_MESSAGE), "{f}");
-    assert_eq!(p.session.send_alert(&mut out), Some(UNEXPECTED_MESSAGE));
-    assert_eq!(out, plain_rec(AL, &[FATAL, UNEXPECTED_MESSAGE]));
-    // A kernel's own finding (EBADMSG), reported by the driver.
-    let mut p = Pair::new(TLS12);
-    p.session.offload();
-    let f = p.session.fail_with(Reason::BadRecordMac);
-    assert_eq!((f.side, f.alert), (Side::Client, Some(BAD_RECORD_MAC)));
-    let mut out = Vec::new();
-    assert_eq!(p.session.send_alert(&mut out), Some(BAD_RECORD_MAC));
-    assert_eq!(out, plain_rec(AL, &[FATAL, BAD_RECORD_MAC]));
-}
-
-#[test]
-fn offloaded_key_update_is_flagged_for_the_driver_not_followed_rfc8446_4_6_3() {
-    let mut p = Pair::new(TLS13);
-    p.session.offload();
-    let seqs = p.session.seqs();
-    let mut out = Vec::new();
-    assert_eq!(p.session.opened(HS, &[24, 0, 0, 1, 1], &mut out), Ok(Received::Nothing));
-    assert!(p.session.rx_rekey_pending());
-    assert!(out.is_empty(), "no KeyUpdate answer: the kernel's transmit key stays");
-    assert_eq!(p.session.seqs(), seqs);
-}
-
-#[test]
-fn offloaded_tls12_renegotiation_is_refused_with_a_plaintext_warning_rfc5746_4_4() {
-    let mut p = Pair::new(TLS12);
-    p.session.offload();
-    let mut out = Vec::new();
-    assert_eq!(p.session.opened(HS, &[1, 0, 0, 2, 3, 3], &mut out), Ok(Received::Nothing));
-    assert_eq!(out, plain_rec(AL, &[WARNING, NO_RENEGOTIATION]));
 }
