@@ -75,7 +75,7 @@ exec </dev/console >/dev/console 2>&1
 echo "== guest: \$(uname -r), \$(nproc) CPU(s)"
 for m in ${mods[*]}; do insmod \$m 2>/dev/null; done
 ip link set lo up
-export KTLSVM_BIG=${KTLSVM_BIG:-67108864} KTLSVM_SMALL=${KTLSVM_SMALL:-8388608}
+export KTLSVM_BIG=${KTLSVM_BIG:-67108864} KTLSVM_SMALL=${KTLSVM_SMALL:-4194304}
 sh /test/guest.sh
 poweroff -f
 INIT
