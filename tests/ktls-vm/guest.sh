@@ -133,6 +133,14 @@ for cmd in k K; do
     if ! sclient /tmp/ku.out -tls1_3; then fail "KeyUpdate ($cmd)" "no handshake: $(tail -n 3 /tmp/ku.out)"; exec 3>&-; continue; fi
     printf 'GET / HTTP/1.1\r\nHost: tlsgate.test\r\n\r\n' >&3
     wait_for /tmp/ku.out "HTTP/1.1 200" || fail "KeyUpdate ($cmd)" "no answer before the KeyUpdate"
+    if [ "$cmd" = k ]; then
+        # The live connection on the status page, with its record layer.
+        if wget -q -O /tmp/status http://127.0.0.1:9090/status && grep -q '<td>kernel</td>' /tmp/status; then
+            pass "status page: the live connection's record layer is the kernel's"
+        else
+            fail "status page" "no live connection with record layer kernel"
+        fi
+    fi
     echo "$cmd" >&3
     i=0
     while [ "$(grep -c "KeyUpdate, and this kernel" /tmp/gate.log)" -le "$n0" ] && [ $i -lt 600 ]; do i=$((i + 1)); sleep 0.1; done
