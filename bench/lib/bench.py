@@ -131,7 +131,10 @@ def main():
         sys.exit(f"unknown terminator(s): {', '.join(sorted(unknown))}")
 
     started = datetime.datetime.now(datetime.timezone.utc)
-    terminators = [(n, start) for n, start in peers.TERMINATORS if n in wanted]
+    skipped = {n: why for n, why in peers.skipped().items() if n in wanted}
+    for name, why in skipped.items():
+        procs.log(f"{name}: skipped: {why}")
+    terminators = [(n, start) for n, start in peers.TERMINATORS if n in wanted and n not in skipped]
     rounds = {name: [] for name, _ in terminators}
     backend = procs.Server("backend-nginx", peers.backend_argv(env), "1", args.dir, pidfile)
     try:
@@ -162,11 +165,15 @@ def main():
     )
     print()
     print(report.table(rows))
+    for name, why in skipped.items():
+        print(f"\n{name}: skipped: {why}")
     print()
     print(report.kernel_table(rows))
     print()
     print(report.kernel_floor(rounds))
     print()
+    if "tlsgate-ktls" in rounds:
+        print("tlsgate-ktls " + report.ratios(rounds, subject="tlsgate-ktls")[2])
     per_round, best, ratio = report.ratios(rounds)
     print(per_round)
     print(best)

@@ -44,6 +44,30 @@ def _tlsgate(env):
     ]
 
 
+def _tlsgate_ktls(env):
+    """tlsgate with the record layer in the kernel (kernel TLS, docs/ktls.md)."""
+    return _tlsgate(env) + ["--ktls", "on"]
+
+
+def ktls_available():
+    """Whether this kernel has the tls ULP: listed, or a module it can load."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_available_ulp") as f:
+            if "tls" in f.read().split():
+                return True
+        with open(f"/lib/modules/{os.uname().release}/modules.dep") as f:
+            return "net/tls/tls.ko" in f.read()
+    except OSError:
+        return False
+
+
+def skipped():
+    """{name: why} for the terminators this machine cannot run."""
+    if ktls_available():
+        return {}
+    return {"tlsgate-ktls": "this kernel has no tls ULP (kernel TLS: CONFIG_TLS)"}
+
+
 def _haproxy(env):
     conf = render("haproxy.cfg.in", os.path.join(env["DIR"], "haproxy.cfg"), env)
     return ["haproxy", "-db", "-f", conf]
@@ -68,6 +92,7 @@ def _stunnel(env):
 # (name, how to start it); tlsgate first, then the peers it is compared with.
 TERMINATORS = [
     ("tlsgate", _tlsgate),
+    ("tlsgate-ktls", _tlsgate_ktls),
     ("haproxy", _haproxy),
     ("nginx-stream", _nginx_stream),
     ("hitch", _hitch),

@@ -127,7 +127,8 @@ def _per_round(rounds, key, value_key, subject):
         candidates = [
             (rows[r][key], name)
             for name, rows in rounds.items()
-            if name != subject and r < len(rows) and _valid(rows[r], key)
+            # tlsgate's own variants (tlsgate-ktls) are not peers.
+            if not name.startswith("tlsgate") and r < len(rows) and _valid(rows[r], key)
         ]
         if candidates and _valid(mine, key) and mine.get(value_key) is not None:
             best, best_name = min(candidates)

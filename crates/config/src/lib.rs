@@ -19,7 +19,7 @@ pub use model::{AdminConfig, Config, LogConfig, LogFormat, ProcessConfig, Securi
 pub use originate::{OriginateConfig, OriginateListener, RuleAction, RuleConfig, TransparentListener};
 pub use starttls::StartTls;
 pub use terminate::{
-    BackendAddr, BalancePolicy, CertificateConfig, ClientAuthConfig, ClientAuthMode, HealthConfig,
+    BackendAddr, BalancePolicy, CertificateConfig, ClientAuthConfig, ClientAuthMode, HealthConfig, KtlsMode,
     ListenerConfig, ProxyProtocol, RouteConfig, TerminateConfig, TlsVersion,
 };
 pub use tunnel::{

@@ -96,6 +96,36 @@ pub struct ListenerConfig {
     /// Mutual TLS: whether and how clients present certificates.
     #[serde(default)]
     pub client_auth: ClientAuthConfig,
+    /// Kernel TLS offload of the record layer after the handshake (docs/ktls.md).
+    #[serde(default)]
+    pub ktls: KtlsMode,
+}
+
+/// `ktls = "auto" | "on" | "off"`: whether the kernel's TLS (the `tls` ULP) takes over a
+/// connection's record layer after the handshake.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KtlsMode {
+    /// Offload when the kernel has the ULP and the suite; otherwise, or on any error, the
+    /// connection stays in tlsgate's own record layer.
+    #[default]
+    Auto,
+    /// Offload every connection; a kernel without the ULP is a start-up error.
+    On,
+    /// Never offload.
+    Off,
+}
+
+impl std::str::FromStr for KtlsMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(KtlsMode::Auto),
+            "on" => Ok(KtlsMode::On),
+            "off" => Ok(KtlsMode::Off),
+            other => Err(format!("{other:?}: expected auto, on or off")),
+        }
+    }
 }
 
 /// `[terminate.listener.client_auth]`.
@@ -351,6 +381,7 @@ impl ListenerConfig {
                 health: HealthConfig::default(),
             }],
             client_auth: ClientAuthConfig::default(),
+            ktls: KtlsMode::default(),
         }
     }
 

@@ -10,6 +10,8 @@
 //! - [`starttls`]: STARTTLS prologues before the handshake, both directions;
 //! - [`counted`]: byte counting for streams that do not go through the relay;
 //! - [`proxy_header`]: the PROXY protocol on sockets;
+//! - [`ktls`]: kernel TLS offload of a terminated connection's record layer, and its
+//!   zero-copy relay;
 //! - [`record_stream`]: a terminated connection after its handshake, records sealed and opened
 //!   by tlsgate's own record layer, no buffer held while idle;
 //! - [`http_backend`]: a small plaintext HTTP server, the demo's backend and a test peer.
@@ -19,6 +21,7 @@ pub mod counted;
 pub mod error;
 pub mod http_backend;
 pub mod inline;
+pub mod ktls;
 pub mod originate;
 pub mod proxy_header;
 pub mod record_stream;

@@ -102,6 +102,22 @@ impl RecordStream {
         Ok(s)
     }
 
+    /// Takes over `tcp` with a session that already opened the client's first records:
+    /// `plain` is their plaintext, `out` what the session sealed in answer (sent first).
+    pub fn from_session(tcp: TcpStream, session: Box<Session>, plain: Vec<u8>, out: Vec<u8>) -> RecordStream {
+        RecordStream {
+            tcp,
+            session,
+            partial: Vec::new(),
+            plain,
+            plain_at: 0,
+            out,
+            out_at: 0,
+            closing: false,
+            failed: None,
+        }
+    }
+
     /// Replaces the transmit key after `records` records instead of 2^24: for tests, which
     /// cannot send 2^24 records.
     pub fn with_tx_key_records(mut self, records: u64) -> RecordStream {

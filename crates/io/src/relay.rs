@@ -31,6 +31,11 @@ pub trait LastWrites {
 
 impl LastWrites for tokio::net::TcpStream {}
 impl LastWrites for tokio_rustls::client::TlsStream<tokio::net::TcpStream> {}
+impl LastWrites for crate::ktls::KtlsStream {
+    fn last_writes(&mut self) {
+        crate::ktls::KtlsStream::last_writes(self)
+    }
+}
 impl LastWrites for RecordStream {
     fn last_writes(&mut self) {
         RecordStream::last_writes(self)

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
-use tlsgate_config::Config;
+use tlsgate_config::{Config, KtlsMode};
+use tlsgate_io::ktls::ClientStream;
 use tlsgate_io::terminate::handshake::accept;
 use tlsgate_io::terminate::routes::Routes;
 use tlsgate_tls::pki::TestCa;
@@ -64,10 +65,12 @@ listen = "127.0.0.1:0"
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let peer = client(socket.local_addr().unwrap(), ca.cert_pem().to_string());
     let (tcp, _) = socket.accept().await.unwrap();
-    let est = accept(tcp, Vec::new(), &tls, &routes, "test", true).await.unwrap();
+    // tlsgate's own record layer, which this test is about (the kernel's: tests/ktls-vm).
+    let est = accept(tcp, Vec::new(), &tls, &routes, "test", true, KtlsMode::Off).await.unwrap();
     // A new transmit key every 3 records: the 100 000-byte write below (7 records) crosses two
     // KeyUpdates, which the client must follow to read it all.
-    let mut stream = est.stream.with_tx_key_records(3);
+    let ClientStream::Records(stream) = *est.stream else { panic!("ktls off: tlsgate's record layer") };
+    let mut stream = stream.with_tx_key_records(3);
     let s = &mut stream;
 
     // A 100-byte read of a 3000-byte record: the rest is held, then handed out and freed.

@@ -9,6 +9,7 @@
 //! - [`session`]: the session after the handshake as one sans-IO state machine: every
 //!   post-handshake rule (alerts, KeyUpdate, record limits, renegotiation, close_notify) and the
 //!   alert that answers each violation, for every driver.
+//! - [`offload`]: the key material a kernel TLS offload takes over.
 //! - [`stream`]: opening a record piece by piece as its segments arrive, the tag checked at its
 //!   end (the inline engine's cut-through release).
 //!
@@ -21,5 +22,6 @@ pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handshake;
+pub mod offload;
 pub mod session;
 pub mod stream;

@@ -14,6 +14,8 @@
 //! key after [`TX_KEY_RECORDS`] records, and refuses to seal after close_notify or a failure.
 
 pub mod alert;
+#[cfg(test)]
+mod offload_tests;
 pub mod rules;
 #[cfg(test)]
 mod tests;
@@ -78,6 +80,10 @@ pub struct Session {
     close_sent: bool,
     failed: Option<Fatal>,
     alert_sent: bool,
+    /// The kernel does the record crypto ([`Session::offload`]).
+    offloaded: bool,
+    /// Offloaded: the client's KeyUpdate arrived and the kernel still has the old receive key.
+    rx_rekey: bool,
 }
 
 impl Session {
@@ -90,6 +96,52 @@ impl Session {
             close_sent: false,
             failed: None,
             alert_sent: false,
+            offloaded: false,
+            rx_rekey: false,
+        }
+    }
+
+    /// Kernel TLS: from now on the kernel opens and seals the records. What the session sends
+    /// is appended to `out` as *plaintext* records (the header names the real content type),
+    /// for the driver to hand to the kernel with that type; client records reach the rules
+    /// through [`Session::opened`]. A client KeyUpdate is not followed here: it is flagged
+    /// ([`Session::rx_rekey_pending`]) for the driver, which owns the kernel's keys.
+    pub fn offload(&mut self) {
+        self.offloaded = true;
+    }
+
+    /// Offloaded: a client KeyUpdate was received; its records from now on use a key the
+    /// kernel does not have until the driver installs it.
+    pub fn rx_rekey_pending(&self) -> bool {
+        self.rx_rekey
+    }
+
+    /// Offloaded: a client record the kernel opened, `ct` its real content type, `plain` its
+    /// content (padding removed). The same rules as [`Session::open`].
+    pub fn opened(&mut self, ct: ContentType, plain: &[u8], out: &mut Vec<u8>) -> Result<Received, Fatal> {
+        self.check()?;
+        if self.rules.peer_closed() {
+            return Ok(Received::Closed);
+        }
+        let outcome = match self.version() {
+            // The rules read TLS 1.3's TLSInnerPlaintext: content, then the type.
+            Version::Tls13 => {
+                let mut inner = Vec::with_capacity(plain.len() + 1);
+                inner.extend_from_slice(plain);
+                inner.push(ct.0);
+                self.rules.record(ContentType::APPLICATION_DATA, &inner, 0)
+            }
+            Version::Tls12 => self.rules.record(ct, plain, 0),
+        };
+        let outcome = outcome.map_err(|r| self.fail(r))?;
+        self.act(&outcome, out)
+    }
+
+    /// A driver whose record layer is elsewhere (the kernel) reports what it found wrong.
+    pub fn fail_with(&mut self, reason: Reason) -> Fatal {
+        match &self.failed {
+            Some(f) => f.clone(),
+            None => self.fail(reason),
         }
     }
 
@@ -243,7 +295,9 @@ impl Session {
 
     /// Carries out what a record asked for.
     fn act(&mut self, o: &Outcome, out: &mut Vec<u8>) -> Result<Received, Fatal> {
-        if let Some(requested) = o.key_update {
+        if o.key_update.is_some() && self.offloaded {
+            self.rx_rekey = true;
+        } else if let Some(requested) = o.key_update {
             self.layer.update_rx().map_err(|e| self.crypto(e))?;
             if requested && !self.updated_last && !self.close_sent {
                 self.send_key_update(out)?;
@@ -272,6 +326,10 @@ impl Session {
     }
 
     fn seal_record(&mut self, ct: ContentType, data: &[u8], out: &mut Vec<u8>) -> Result<(), Fatal> {
+        if self.offloaded {
+            plain_record(ct, data, out);
+            return Ok(());
+        }
         self.refresh_tx_key(out)?;
         let sealed = if ct == ContentType::ALERT {
             self.layer.seal_alert([data[0], data[1]], out)
@@ -338,7 +396,18 @@ impl Session {
             return None;
         }
         self.alert_sent = true;
-        self.layer.seal_alert([alert::FATAL, d], out).ok()?;
+        if self.offloaded {
+            plain_record(ContentType::ALERT, &[alert::FATAL, d], out);
+        } else {
+            self.layer.seal_alert([alert::FATAL, d], out).ok()?;
+        }
         Some(d)
     }
+}
+
+/// Offloaded: a record for the kernel to seal, as header and plaintext.
+fn plain_record(ct: ContentType, data: &[u8], out: &mut Vec<u8>) {
+    let header = crate::frame::Header { content_type: ct, version: 0x0303, len: data.len() as u16 };
+    out.extend_from_slice(&header.encode());
+    out.extend_from_slice(data);
 }

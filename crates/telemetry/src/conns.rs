@@ -15,6 +15,8 @@ pub struct ConnInfo {
     pub version: String,
     pub suite: String,
     pub identity: String,
+    /// Who runs the record layer: `tlsgate`, `kernel` (kernel TLS), or empty (not TLS here).
+    pub record_layer: String,
     /// Filled in once a backend is connected (HTTP mode: per request, so left empty).
     pub backend: Mutex<String>,
     pub started: Instant,
@@ -31,6 +33,7 @@ pub struct ConnSnapshot {
     pub version: String,
     pub suite: String,
     pub identity: String,
+    pub record_layer: String,
     pub backend: String,
     pub age_secs: u64,
     pub up: u64,
@@ -83,6 +86,7 @@ impl LiveConns {
                 version: c.version.clone(),
                 suite: c.suite.clone(),
                 identity: c.identity.clone(),
+                record_layer: c.record_layer.clone(),
                 backend: c.backend.lock().map(|b| b.clone()).unwrap_or_default(),
                 age_secs: now.duration_since(c.started).as_secs(),
                 up: c.up.load(Ordering::Relaxed),

@@ -32,6 +32,12 @@ pub struct BytesLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KtlsLabels {
+    /// `offloaded`, `no_ulp`, `cipher` or `error` (docs/ktls.md).
+    pub result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
     pub listener: String,
     /// `ok` or `failed`.
@@ -113,6 +119,8 @@ pub struct Metrics {
     pub connections_total: Family<ListenerLabel, Counter>,
     pub handshakes: Family<HandshakeLabels, Counter>,
     pub handshake_seconds: Family<ListenerLabel, Histogram>,
+    /// Kernel TLS offload decisions, by result.
+    pub ktls_connections: Family<KtlsLabels, Counter>,
     pub bytes: Family<BytesLabels, Counter>,
     /// 1 when the backend is up; refreshed from the pools at every scrape.
     pub backend_up: Family<BackendLabels, Gauge>,
@@ -165,6 +173,12 @@ impl Metrics {
             Histogram::new(exponential_buckets(0.0001, 2.0, 17))
         });
         let bytes = Family::default();
+        let ktls_connections = Family::default();
+        registry.register(
+            "ktls_connections",
+            "Connections whose record layer was offered to the kernel (kernel TLS), by result",
+            ktls_connections.clone(),
+        );
         let backend_up = Family::default();
         let backend_connections = Family::default();
         let upstream_handshakes = Family::default();
@@ -289,6 +303,7 @@ impl Metrics {
             connections_total,
             handshakes,
             handshake_seconds,
+            ktls_connections,
             bytes,
             backend_up,
             backend_connections,

@@ -1,6 +1,7 @@
 //! An AF_PACKET socket on one interface with a memory-mapped TPACKET_V3 receive ring (frames
 //! are read in blocks the kernel fills, no system call per frame) and a batched transmit path.
-//! The only module of tlsgate with `unsafe`: the ring is shared memory with the kernel.
+//! One of tlsgate's two modules with `unsafe` (the other: `ktls::sys`): the ring is shared
+//! memory with the kernel.
 //!
 //! **Receive: TPACKET_V3.** The kernel copies each frame into the current block of a ring mapped
 //! into our memory and hands the whole block over when it is full or when `block_timeout_ms` has

@@ -5,14 +5,14 @@
 //! ALPN are told apart once the handshake has negotiated the protocol. rustls then runs the
 //! handshake (`tlsgate_tls::server_handshake`, its unbuffered API) on whole records read here;
 //! at completion its keys go to tlsgate's record layer and the connection continues as a
-//! [`RecordStream`]: no rustls buffer or connection state outlives the handshake.
+//! [`ClientStream`] (tlsgate's record layer, or the kernel's: [`crate::ktls`]): no rustls buffer or connection state outlives the handshake.
 
 use std::sync::Arc;
 
 use rustls::AlertDescription;
+use tlsgate_config::KtlsMode;
 use tlsgate_core::identity::PeerIdentity;
 use tlsgate_core::proxy_protocol::tls::TlsInfo;
-use tlsgate_record::crypto::RecordLayer;
 use tlsgate_record::frame::{Header, HEADER_LEN, MAX_CIPHERTEXT_TLS12};
 use tlsgate_tls::describe::{self, Peer};
 use tlsgate_tls::server::ListenerTls;
@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 
 use super::plain_http;
 use super::routes::{Route, Routes};
-use crate::record_stream::RecordStream;
+use crate::ktls::{self, ClientStream};
 use crate::ProxyError;
 
 /// Why a handshake did not finish.
@@ -48,7 +48,7 @@ impl HandshakeFailure {
 pub struct Established {
     /// Boxed: the connection task's future moves the stream between its states, and each move
     /// would otherwise be a copy of it laid out in the task for the connection's whole life.
-    pub stream: Box<RecordStream>,
+    pub stream: Box<ClientStream>,
     pub sni: Option<String>,
     pub route: Arc<Route>,
     /// Version, suite, ALPN and the client certificate's identity (mutual TLS).
@@ -99,6 +99,7 @@ pub async fn accept(
     routes: &Routes,
     listener: &str,
     answer_plain_http: bool,
+    ktls_mode: KtlsMode,
 ) -> Result<Established, HandshakeFailure> {
     // Everything the client sent, from its first byte; handshake records are drained as fed.
     let mut input = initial;
@@ -155,10 +156,13 @@ pub async fn accept(
         read_more(&mut tcp, &mut input, "during the handshake").await.map_err(HandshakeFailure::Failed)?;
     }
     let finished = hs.finish().map_err(tls_failed)?;
-    let layer = RecordLayer::new(finished.secrets, finished.kernel)
-        .map_err(|e| HandshakeFailure::Failed(ProxyError::internal(format!("record layer: {e}"))))?;
-    // Client records that arrived with its last handshake record are the stream's first.
-    let stream = Box::new(RecordStream::new(tcp, layer, &input).map_err(|e| failed(e.to_string()))?);
+    // Client records that arrived with its last handshake record are the stream's first. The
+    // record layer is the kernel's when `ktls_mode` and the kernel allow.
+    let stream = Box::new(
+        ktls::establish(ktls_mode, tcp, finished.secrets, finished.kernel, input)
+            .await
+            .map_err(HandshakeFailure::Failed)?,
+    );
     // The protocol is known only now: routes for this name may each take different ones.
     let alpn = finished.facts.alpn.as_deref();
     let Some(route) = routes.lookup(sni.as_deref(), alpn).cloned() else {

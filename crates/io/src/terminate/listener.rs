@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use tlsgate_config::{ListenerConfig, SecurityConfig, StartTls};
+use tlsgate_config::{KtlsMode, ListenerConfig, SecurityConfig, StartTls};
 use tlsgate_core::side::Side;
 use tlsgate_telemetry::conns::{live, ConnInfo};
 use tlsgate_telemetry::metrics::{metrics, BytesLabels, HandshakeLabels, ListenerLabel};
@@ -25,6 +25,7 @@ use super::http_headers::{self, ClientFacts};
 use super::routes::Routes;
 use crate::counted::Counted;
 use crate::error::listener_label;
+use crate::ktls::ClientStream;
 use crate::proxy_header;
 use crate::relay::{relay, Tally};
 use crate::starttls::{self, server::Prologue};
@@ -38,6 +39,8 @@ pub struct ListenerState {
     tls: ListenerTls,
     pub routes: Routes,
     handshake_timeout: Duration,
+    /// Kernel TLS offload after the handshake.
+    ktls: KtlsMode,
     idle_timeout: Option<Duration>,
     accept_proxy_protocol: bool,
     /// A STARTTLS prologue before the handshake, and the host name its greeting gives.
@@ -85,12 +88,16 @@ impl ListenerState {
         let tls = listener_tls(config, security.allow_insecure_key_permissions)
             .map_err(|e| ProxyError::config(format!("{label}: {e}")))?;
         let routes = Routes::from_config(config).map_err(|e| ProxyError::config(format!("{label}: {e}")))?;
+        if config.ktls == KtlsMode::On {
+            crate::ktls::require().map_err(|e| ProxyError::config(format!("{label}: {e}")))?;
+        }
         Ok(ListenerState {
             counters: Counters::new(&name),
             name,
             tls,
             routes,
             handshake_timeout: config.handshake_timeout,
+            ktls: config.ktls,
             accept_proxy_protocol: config.accept_proxy_protocol,
             starttls: config
                 .starttls
@@ -219,8 +226,16 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>, revoked: Arc<Notify>)
         };
         Ok::<_, HandshakeFailure>((
             // After a STARTTLS prologue the client asked for TLS: its bytes are no HTTP request.
-            handshake::accept(tcp, initial, &state.tls, &state.routes, &state.name, state.starttls.is_none())
-                .await?,
+            handshake::accept(
+                tcp,
+                initial,
+                &state.tls,
+                &state.routes,
+                &state.name,
+                state.starttls.is_none(),
+                state.ktls,
+            )
+            .await?,
             client,
             local,
         ))
@@ -268,6 +283,7 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>, revoked: Arc<Notify>)
         version,
         suite,
         identity: client_cert,
+        record_layer: est.stream.record_layer().to_string(),
         backend: Default::default(),
         started,
         up: Default::default(),
@@ -341,14 +357,21 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>, revoked: Arc<Notify>)
             }
         }
     }
-    match relay(client_stream, backend, &meter, state.idle_timeout).await {
+    let (relayed, how) = match *client_stream {
+        // Both record directions in the kernel: zero-copy.
+        ClientStream::Kernel(k) => {
+            (crate::ktls::splice::relay(k, backend, &meter, state.idle_timeout).await, "splice")
+        }
+        other => (relay(other, backend, &meter, state.idle_timeout).await, "copy"),
+    };
+    match relayed {
         Ok(t) => tracing::info!(
-            backend = %member, up = t.up, down = t.down, duration = ?started.elapsed(),
+            backend = %member, up = t.up, down = t.down, duration = ?started.elapsed(), relay = how,
             "connection closed"
         ),
         Err((e, t)) => tracing::warn!(
             backend = %member, side = %e.side, error = %e.context, up = t.up, down = t.down,
-            duration = ?started.elapsed(), "connection aborted"
+            duration = ?started.elapsed(), relay = how, "connection aborted"
         ),
     }
 }

@@ -238,6 +238,7 @@ async fn serve_portal(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) 
         version: "TLSv1.3".into(),
         suite,
         identity: identity.summary(),
+        record_layer: String::new(),
         backend: Default::default(),
         started: Instant::now(),
         up: Default::default(),

@@ -53,6 +53,7 @@ fn list_session(
         version: String::new(),
         suite: String::new(),
         identity,
+        record_layer: String::new(),
         backend: std::sync::Mutex::new(backend),
         started: std::time::Instant::now(),
         up: Default::default(),

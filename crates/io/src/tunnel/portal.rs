@@ -235,6 +235,7 @@ impl Link {
             version: "TLSv1.3".into(),
             suite,
             identity: String::new(),
+            record_layer: String::new(),
             backend: std::sync::Mutex::new(self.config.gate.to_string()),
             started: Instant::now(),
             up: Default::default(),

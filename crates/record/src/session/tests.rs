@@ -15,13 +15,13 @@ use rustls::{SupportedCipherSuite, SupportedProtocolVersion};
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-const TLS13: SupportedCipherSuite = cs::TLS13_AES_128_GCM_SHA256;
+pub(super) const TLS13: SupportedCipherSuite = cs::TLS13_AES_128_GCM_SHA256;
 const TLS13_CHACHA: SupportedCipherSuite = cs::TLS13_CHACHA20_POLY1305_SHA256;
-const TLS12: SupportedCipherSuite = cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256;
+pub(super) const TLS12: SupportedCipherSuite = cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256;
 
-const AD: ContentType = ContentType::APPLICATION_DATA;
-const HS: ContentType = ContentType::HANDSHAKE;
-const AL: ContentType = ContentType::ALERT;
+pub(super) const AD: ContentType = ContentType::APPLICATION_DATA;
+pub(super) const HS: ContentType = ContentType::HANDSHAKE;
+pub(super) const AL: ContentType = ContentType::ALERT;
 
 fn configs(suite: SupportedCipherSuite) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
@@ -76,9 +76,9 @@ fn records(wire: &[u8]) -> Vec<(Header, Vec<u8>)> {
 }
 
 /// The client and the session of one connection after the handshake.
-struct Pair {
+pub(super) struct Pair {
     client: ClientConnection,
-    session: Session,
+    pub(super) session: Session,
     /// Copies of the client's sending key (to write any record) and receiving key (to read what
     /// the session sent). In step only while the rustls client itself sends or reads nothing.
     c_tx: RecordKey,
@@ -94,7 +94,7 @@ fn drain(client: &mut ClientConnection) -> Vec<u8> {
 }
 
 impl Pair {
-    fn new(suite: SupportedCipherSuite) -> Pair {
+    pub(super) fn new(suite: SupportedCipherSuite) -> Pair {
         let (server_cfg, client_cfg) = configs(suite);
         let mut client =
             ClientConnection::new(client_cfg, ServerName::try_from("localhost").unwrap()).unwrap();
@@ -236,7 +236,7 @@ enum Got {
     Closed,
 }
 
-fn both() -> [SupportedCipherSuite; 2] {
+pub(super) fn both() -> [SupportedCipherSuite; 2] {
     [TLS13, TLS12]
 }
 

@@ -53,6 +53,11 @@ fn config_from(args: &TerminateArgs) -> Result<Config, String> {
     if config.terminate.is_none() {
         return Err("the config has no [terminate] section".into());
     }
+    if let (Some(mode), Some(t)) = (args.ktls, config.terminate.as_mut()) {
+        for l in &mut t.listener {
+            l.ktls = mode;
+        }
+    }
     if let Some(addr) = args.admin {
         config.admin = Some(AdminConfig { listen: addr });
     }

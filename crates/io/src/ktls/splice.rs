@@ -1,0 +1,264 @@
+//! The relay of a kernel-TLS connection: `splice` through a pipe each way, so the plaintext
+//! never enters user space (the kernel decrypts into the pipe and encrypts out of it).
+//!
+//! The same behaviour as [`crate::relay`]: each direction runs to end of stream and passes the
+//! half-close on; the backend's last bytes are spliced with SPLICE_F_MORE once its end is
+//! known, so the reply, close_notify and the FIN leave together; an error either way ends both,
+//! naming the side. A record the kernel will not splice (an alert or a handshake message: the
+//! kernel answers EINVAL and keeps it) is read through [`KtlsStream`], whose session says what
+//! it means (close_notify is end of stream).
+
+use std::future::poll_fn;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use tlsgate_core::side::Side;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::{sys, KtlsStream};
+use crate::relay::{Tally, Transferred};
+use crate::ProxyError;
+
+/// Bytes moved per splice: the default pipe capacity.
+const CHUNK: usize = 64 * 1024;
+
+/// One direction: source socket, pipe, destination socket.
+struct Dir {
+    from: Side,
+    to: Side,
+    pipe: (OwnedFd, OwnedFd),
+    /// Bytes in the pipe not yet spliced out.
+    in_pipe: usize,
+    eof: bool,
+    finished: bool,
+    count: u64,
+}
+
+impl Dir {
+    fn new(from: Side, to: Side) -> io::Result<Dir> {
+        Ok(Dir { from, to, pipe: sys::pipe()?, in_pipe: 0, eof: false, finished: false, count: 0 })
+    }
+
+    fn read_error(&self, e: io::Error) -> ProxyError {
+        ProxyError { side: self.from, context: format!("read failed after {} bytes: {e}", self.count) }
+    }
+
+    fn write_error(&self, what: &str, e: io::Error) -> ProxyError {
+        ProxyError { side: self.to, context: format!("{what} failed after {} bytes: {e}", self.count) }
+    }
+}
+
+/// What a splice from the source gave.
+enum Got {
+    Bytes(usize),
+    Eof,
+    /// Not a data record (client side only): read it through the stream.
+    Control,
+}
+
+fn splice_in(tcp: &TcpStream, pipe_w: RawFd, client: bool) -> io::Result<Got> {
+    let fd = tcp.as_raw_fd();
+    match tcp.try_io(Interest::READABLE, || sys::splice(fd, pipe_w, CHUNK, false)) {
+        Ok(0) => Ok(Got::Eof),
+        Ok(n) => Ok(Got::Bytes(n)),
+        Err(e) if client && e.raw_os_error() == Some(libc::EINVAL) => Ok(Got::Control),
+        Err(e) => Err(e),
+    }
+}
+
+/// Relays until both directions ended, or nothing moved for `idle`.
+pub async fn relay<T: Tally>(
+    mut client: KtlsStream,
+    mut backend: TcpStream,
+    tally: &T,
+    idle: Option<Duration>,
+) -> Result<Transferred, (ProxyError, Transferred)> {
+    let (mut up, mut down) =
+        match (Dir::new(Side::Client, Side::Backend), Dir::new(Side::Backend, Side::Client)) {
+            (Ok(u), Ok(d)) => (u, d),
+            (Err(e), _) | (_, Err(e)) => {
+                return Err((ProxyError::internal(format!("pipe for splice: {e}")), Transferred::default()))
+            }
+        };
+    // What reached user space before the offload goes on the ordinary way first.
+    let early = client.take_plain();
+    let flushed = async {
+        client.flush_control().await.map_err(|e| down.write_error("write", e))?;
+        backend.write_all(&early).await.map_err(|e| up.write_error("write", e))
+    };
+    if let Err(e) = flushed.await {
+        return Err((e, Transferred::default()));
+    }
+    up.count = early.len() as u64;
+    if !early.is_empty() {
+        tally.up(early.len() as u64);
+    }
+    let start = Instant::now();
+    // Milliseconds since `start` of the last byte moved, either way.
+    let last = AtomicU64::new(0);
+    let mut counts = (up.count, 0u64);
+    let both = poll_fn(|cx| {
+        let mut result = Poll::Pending;
+        if !up.finished {
+            if let Poll::Ready(Err(e)) = poll_up(cx, &mut up, &mut client, &mut backend) {
+                result = Poll::Ready(Err(e));
+            }
+        }
+        if result.is_pending() && !down.finished {
+            if let Poll::Ready(Err(e)) = poll_down(cx, &mut down, &mut backend, &mut client) {
+                result = Poll::Ready(Err(e));
+            }
+        }
+        if (up.count, down.count) != counts {
+            tally.up(up.count - counts.0);
+            tally.down(down.count - counts.1);
+            counts = (up.count, down.count);
+            last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+        if result.is_pending() && up.finished && down.finished {
+            result = Poll::Ready(Ok(()));
+        }
+        result
+    });
+    let watchdog = async {
+        let Some(idle) = idle else { return std::future::pending().await };
+        loop {
+            let deadline = start + Duration::from_millis(last.load(Ordering::Relaxed)) + idle;
+            tokio::time::sleep_until(deadline.into()).await;
+            let quiet = start.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+            if quiet >= idle {
+                return ProxyError::client(format!("idle for {idle:?}, closed"));
+            }
+        }
+    };
+    let result = tokio::select! {
+        r = both => r,
+        e = watchdog => Err(e),
+    };
+    let t = Transferred { up: counts.0, down: counts.1 };
+    result.map(|()| t).map_err(|e| (e, t))
+}
+
+/// Client to backend: splice in, splice out; a control record goes through the stream.
+fn poll_up(
+    cx: &mut Context<'_>,
+    d: &mut Dir,
+    client: &mut KtlsStream,
+    backend: &mut TcpStream,
+) -> Poll<Result<(), ProxyError>> {
+    loop {
+        ready!(drain(cx, d, backend, false))?;
+        if d.eof {
+            ready!(Pin::new(&mut *backend).poll_shutdown(cx)).map_err(|e| d.write_error("shutdown", e))?;
+            d.finished = true;
+            return Poll::Ready(Ok(()));
+        }
+        ready!(client.tcp().poll_read_ready(cx)).map_err(|e| d.read_error(e))?;
+        match splice_in(client.tcp(), d.pipe.1.as_raw_fd(), true) {
+            Ok(Got::Bytes(n)) => {
+                d.in_pipe = n;
+                d.count += n as u64;
+            }
+            Ok(Got::Eof) => d.eof = true,
+            Ok(Got::Control) => {
+                // The stream reads the record and acts on it; data after it (none is joined to
+                // a control record) comes on the next splice.
+                let mut small = [0u8; 1024];
+                let mut rb = ReadBuf::new(&mut small);
+                match ready!(Pin::new(&mut *client).poll_read(cx, &mut rb)) {
+                    Ok(()) if rb.filled().is_empty() => d.eof = true,
+                    Ok(()) => {
+                        // Data read by the stream: written on the ordinary way.
+                        let data = rb.filled().to_vec();
+                        d.count += data.len() as u64;
+                        write_all_now(backend, &data).map_err(|e| d.write_error("write", e))?;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => d.eof = true,
+                    Err(e) => return Poll::Ready(Err(d.read_error(e))),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => {
+                // EBADMSG, EMSGSIZE: the stream names the fault and sends the alert.
+                return Poll::Ready(Err(d.read_error(client.kernel_failure(e))));
+            }
+        }
+    }
+}
+
+/// Backend to client; the backend's end read ahead so the last bytes leave with close_notify.
+fn poll_down(
+    cx: &mut Context<'_>,
+    d: &mut Dir,
+    backend: &mut TcpStream,
+    client: &mut KtlsStream,
+) -> Poll<Result<(), ProxyError>> {
+    loop {
+        ready!(drain(cx, d, client.tcp(), d.eof))?;
+        if d.eof {
+            ready!(Pin::new(&mut *client).poll_shutdown(cx)).map_err(|e| d.write_error("shutdown", e))?;
+            d.finished = true;
+            return Poll::Ready(Ok(()));
+        }
+        ready!(backend.poll_read_ready(cx)).map_err(|e| d.read_error(e))?;
+        match splice_in(backend, d.pipe.1.as_raw_fd(), false) {
+            Ok(Got::Bytes(n)) => {
+                d.in_pipe = n;
+                d.count += n as u64;
+                // Read ahead once: is the end already here too? (The pipe has room: a chunk
+                // is at most its capacity only when the backend had that much.)
+                if n < CHUNK {
+                    let fd = backend.as_raw_fd();
+                    let pipe_w = d.pipe.1.as_raw_fd();
+                    match backend.try_io(Interest::READABLE, || sys::splice(fd, pipe_w, CHUNK - n, false)) {
+                        Ok(0) => {
+                            d.eof = true;
+                            client.last_writes();
+                        }
+                        Ok(m) => {
+                            d.in_pipe += m;
+                            d.count += m as u64;
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
+            Ok(Got::Eof) => d.eof = true,
+            Ok(Got::Control) => return Poll::Ready(Err(d.read_error(io::Error::other("splice refused")))),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Poll::Ready(Err(d.read_error(e))),
+        }
+    }
+}
+
+/// Splices the pipe's bytes out to `to`; `last`: they are the last before the shutdown.
+fn drain(cx: &mut Context<'_>, d: &mut Dir, to: &TcpStream, last: bool) -> Poll<Result<(), ProxyError>> {
+    while d.in_pipe > 0 {
+        ready!(to.poll_write_ready(cx)).map_err(|e| d.write_error("write", e))?;
+        let (pipe_r, fd) = (d.pipe.0.as_raw_fd(), to.as_raw_fd());
+        match to.try_io(Interest::WRITABLE, || sys::splice(pipe_r, fd, d.in_pipe, last)) {
+            Ok(0) => return Poll::Ready(Err(d.write_error("write", io::ErrorKind::WriteZero.into()))),
+            Ok(n) => d.in_pipe -= n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Poll::Ready(Err(d.write_error("write", e))),
+        }
+    }
+    Poll::Ready(Ok(()))
+}
+
+/// A few bytes read by the stream alongside a control record, written at once (a blocked
+/// backend socket this small is an error worth naming).
+fn write_all_now(tcp: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        match tcp.try_write(data) {
+            Ok(n) => data = &data[n..],
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
