@@ -1,0 +1,162 @@
+//! The handshake driver against a real rustls client whose records are cut small, with a bad
+//! record put in at every point of its handshake: the driver must never panic (rustls holds
+//! handshake fragments in the caller's buffer) and the client must get a fatal alert.
+
+use super::*;
+use rustls::crypto::aws_lc_rs::{cipher_suite as cs, default_provider};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{PrivateKeyDer, ServerName};
+use rustls::SupportedProtocolVersion;
+use rustls::{ClientConfig, ClientConnection, RootCertStore};
+
+fn configs(
+    suite: SupportedCipherSuite,
+    fragment: Option<usize>,
+) -> (Arc<ServerConfig>, Arc<rustls::ClientConfig>) {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = ck.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let provider = Arc::new(CryptoProvider { cipher_suites: vec![suite], ..default_provider() });
+    let versions: [&SupportedProtocolVersion; 1] = [suite.version()];
+    let mut server = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    server.enable_secret_extraction = true;
+    let mut roots = RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let mut client = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.max_fragment_size = fragment;
+    (Arc::new(server), Arc::new(client))
+}
+
+/// Splits a byte stream into whole records.
+fn records(mut wire: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while wire.len() >= 5 {
+        let end = 5 + usize::from(u16::from_be_bytes([wire[3], wire[4]]));
+        out.push(wire[..end].to_vec());
+        wire = &wire[end..];
+    }
+    assert!(wire.is_empty());
+    out
+}
+
+fn drain(client: &mut ClientConnection) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while client.wants_write() {
+        client.write_tls(&mut out).unwrap();
+    }
+    records(&out)
+}
+
+/// Records no client sends during a handshake.
+#[derive(Clone, Copy, Debug)]
+enum Bad {
+    /// Application data (plaintext before keys, undecryptable after).
+    AppData,
+    /// A record header with an unassigned content type.
+    UnknownType,
+    /// A record longer than any TLS version allows.
+    Oversized,
+    /// The next record of the client's own handshake with one payload byte changed.
+    Corrupted,
+    /// A ChangeCipherSpec with a wrong value.
+    BadCcs,
+}
+
+const BAD: [Bad; 5] = [Bad::AppData, Bad::UnknownType, Bad::Oversized, Bad::Corrupted, Bad::BadCcs];
+
+fn bad_record(bad: Bad, next: &[u8], at: usize) -> Vec<u8> {
+    match bad {
+        Bad::AppData => [&[0x17, 3, 3, 0, 24][..], &[0x5a; 24]].concat(),
+        Bad::UnknownType => [&[0x30, 3, 3, 0, 4][..], &[1, 2, 3, 4]].concat(),
+        Bad::Oversized => [&[0x16, 3, 3, 0x48, 0x01][..], &vec![0; 0x4801]].concat(),
+        Bad::Corrupted => {
+            let mut r = next.to_vec();
+            // Walk the changed byte through the payload so every header field gets its turn.
+            let i = 5 + at % (r.len() - 5);
+            r[i] ^= 0xa5;
+            r
+        }
+        Bad::BadCcs => vec![0x14, 3, 3, 0, 1, 2],
+    }
+}
+
+enum Outcome {
+    /// The client has fewer records.
+    Done,
+    /// A changed byte rustls could not tell from a good one yet (inside a plaintext hello, say).
+    Accepted,
+    /// What the client made of the server's answer to the bad record.
+    Client(rustls::Error),
+}
+
+/// A handshake whose client record `at` is preceded by (or, for `Corrupted`, replaced with) a
+/// bad record.
+fn run(suite: SupportedCipherSuite, fragment: Option<usize>, bad: Bad, at: usize) -> Outcome {
+    let (server_cfg, client_cfg) = configs(suite, fragment);
+    let mut client = ClientConnection::new(client_cfg, ServerName::try_from("localhost").unwrap()).unwrap();
+    let mut hs = ServerHandshake::new(server_cfg).unwrap();
+    let mut n = 0;
+    loop {
+        let flight = drain(&mut client);
+        assert!(!flight.is_empty(), "the client stalled");
+        let mut out = Vec::new();
+        for record in &flight {
+            if n == at {
+                let bad_one = bad_record(bad, record, at);
+                let result = hs.record(&bad_one, &mut out);
+                if result.is_ok() {
+                    assert!(matches!(bad, Bad::Corrupted), "{bad:?} accepted");
+                    return Outcome::Accepted;
+                }
+                assert_eq!(hs.held(), 0, "nothing held after a failure");
+                // The server's answer so far, then the alert: the client must see the alert.
+                client.read_tls(&mut &out[..]).unwrap();
+                return Outcome::Client(client.process_new_packets().err().unwrap_or(
+                    rustls::Error::General(format!("no alert, {} bytes: {:02x?}", out.len(), &out)),
+                ));
+            }
+            n += 1;
+            if hs.record(record, &mut out).unwrap() == Progress::Complete {
+                return Outcome::Done;
+            }
+        }
+        client.read_tls(&mut &out[..]).unwrap();
+        client.process_new_packets().unwrap();
+    }
+}
+
+#[test]
+fn a_bad_record_at_any_point_of_a_fragmented_handshake_gets_an_alert_and_no_panic() {
+    let suites = [cs::TLS13_AES_128_GCM_SHA256, cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256];
+    let (mut runs, mut failures) = (0, Vec::new());
+    for suite in suites {
+        for fragment in [Some(32), Some(77), None] {
+            for bad in BAD {
+                for at in 0.. {
+                    let case = format!("{:?} fragment {fragment:?} {bad:?} at record {at}", suite.suite());
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run(suite, fragment, bad, at)
+                    }));
+                    match outcome {
+                        Ok(Outcome::Done) => break,
+                        Ok(Outcome::Accepted | Outcome::Client(rustls::Error::AlertReceived(_))) => {}
+                        Ok(Outcome::Client(err)) => failures.push(format!("{case}: the client saw {err:?}")),
+                        Err(_) => failures.push(format!("{case}: panicked")),
+                    }
+                    runs += 1;
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} of {runs} runs failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(runs > 100, "{runs} runs");
+}
