@@ -83,6 +83,9 @@ impl ServerHandshake {
         self.pending.extend_from_slice(record);
         self.discarded = 0;
         let result = self.drive(out);
+        if result == Ok(Progress::NeedMore) && self.skipped(parsed, record) {
+            self.pending.truncate(parsed);
+        }
         if let Err(e) = &result {
             let sent = out.len();
             self.fetch_alert(parsed, out);
@@ -94,6 +97,25 @@ impl ServerHandshake {
             self.pending.clear();
         }
         result
+    }
+
+    /// Whether rustls dropped the application-data record just fed without consuming it: 0-RTT
+    /// data it rejected (RFC 8446 §4.2.10), skipped by trial decryption under the handshake key
+    /// up to its budget (server/tls13.rs, max_early_data_size). The unbuffered API leaves such a
+    /// record in the buffer uncounted (conn.rs `process_more_input` returns when the records run
+    /// out, its progress before the dropped one), so the next call would decrypt it again and
+    /// spend the budget again, failing a client that stayed within it. rustls decrypts in place:
+    /// a failed open leaves the ciphertext zeroed (or untouched when shorter than a tag), while a
+    /// record rustls kept (a handshake fragment it holds) now holds plaintext, never all zero (its
+    /// content type follows the data).
+    fn skipped(&self, parsed: usize, record: &[u8]) -> bool {
+        if record.first() != Some(&0x17) || self.discarded != 0 || self.pending.len() != parsed + record.len()
+        {
+            return false;
+        }
+        let now = &self.pending[parsed + HEADER_LEN..];
+        let sealed = now.len().saturating_sub(AEAD_TAG_LEN);
+        now == &record[HEADER_LEN..] || now[..sealed].iter().all(|&b| b == 0)
     }
 
     /// After a failure, takes out what rustls queued with it (the fatal alert, and anything it
@@ -257,6 +279,9 @@ fn encode(
 }
 
 const HEADER_LEN: usize = 5;
+
+/// The tag of every TLS 1.3 AEAD (RFC 8446 §5.2: AES-GCM and ChaCha20-Poly1305).
+const AEAD_TAG_LEN: usize = 16;
 
 /// The record length rustls refuses at the header (2^14 + 2048, RFC 5246 §6.2.3), its `MAX_PAYLOAD`.
 const MAX_RECORD: u16 = (1 << 14) + 2048;

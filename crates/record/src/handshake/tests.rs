@@ -8,6 +8,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{PrivateKeyDer, ServerName};
 use rustls::SupportedProtocolVersion;
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
+use std::io::Write;
 
 fn configs(
     suite: SupportedCipherSuite,
@@ -159,4 +160,71 @@ fn a_bad_record_at_any_point_of_a_fragmented_handshake_gets_an_alert_and_no_pani
     }
     assert!(failures.is_empty(), "{} of {runs} runs failed:\n{}", failures.len(), failures.join("\n"));
     assert!(runs > 100, "{runs} runs");
+}
+
+/// Runs a buffered rustls handshake to completion, so that the client holds a ticket.
+fn buffered_handshake(client: &mut ClientConnection, server: &mut rustls::ServerConnection) {
+    while client.is_handshaking() || server.is_handshaking() || server.wants_write() {
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut wire).unwrap();
+        }
+        server.read_tls(&mut &wire[..]).unwrap();
+        server.process_new_packets().unwrap();
+        wire.clear();
+        while server.wants_write() {
+            server.write_tls(&mut wire).unwrap();
+        }
+        client.read_tls(&mut &wire[..]).unwrap();
+        client.process_new_packets().unwrap();
+    }
+}
+
+/// RFC 8446 §4.2.10: early data the server does not accept is skipped (up to
+/// max_early_data_size), the handshake goes on. A real rustls client resumes with 0-RTT data in
+/// several records; the server the ticket came from is not the one it reaches, so the data is
+/// rejected and must be skipped record by record as it is fed.
+#[test]
+fn rejected_early_data_fed_record_by_record_is_skipped_rfc8446_4_2_10() {
+    let suite = cs::TLS13_AES_128_GCM_SHA256;
+    for (fragment, early) in [(Some(1000), 12_000), (None, 16_000), (Some(300), 3_000)] {
+        let (server_cfg, client_cfg) = configs(suite, fragment);
+        let mut first = (*server_cfg).clone();
+        first.max_early_data_size = 16_384;
+        let mut client_cfg = (*client_cfg).clone();
+        client_cfg.enable_early_data = true;
+        let client_cfg = Arc::new(client_cfg);
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut client = ClientConnection::new(client_cfg.clone(), name.clone()).unwrap();
+        let mut server = rustls::ServerConnection::new(Arc::new(first)).unwrap();
+        buffered_handshake(&mut client, &mut server);
+
+        let mut client = ClientConnection::new(client_cfg, name).unwrap();
+        let data = vec![0x42; early];
+        let written = client.early_data().expect("0-RTT offered").write(&data).unwrap();
+        assert_eq!(written, early);
+        let mut hs = ServerHandshake::new(server_cfg).unwrap();
+        let mut fed = 0;
+        let done = 'handshake: loop {
+            let flight = drain(&mut client);
+            assert!(!flight.is_empty(), "the client stalled");
+            let mut out = Vec::new();
+            for record in &flight {
+                fed += 1;
+                let progress = hs.record(record, &mut out).unwrap_or_else(|e| {
+                    panic!("{fragment:?} {early}: record {fed} (type {}) failed: {e}", record[0])
+                });
+                if progress == Progress::Complete {
+                    client.read_tls(&mut &out[..]).unwrap();
+                    client.process_new_packets().unwrap();
+                    break 'handshake true;
+                }
+            }
+            client.read_tls(&mut &out[..]).unwrap();
+            client.process_new_packets().unwrap();
+        };
+        assert!(done && !client.is_handshaking());
+        assert!(!client.is_early_data_accepted(), "the early data was rejected");
+        assert!(fed > 3, "{fed} records");
+    }
 }
