@@ -488,6 +488,13 @@ impl TlsFlow {
         self.rto = Some((now + RTO * (1 << next), next));
     }
 
+    /// RST to both sides, as they stand: the flow is being dropped (its processing failed).
+    pub fn reset(&mut self, out: &mut Vec<Vec<u8>>) {
+        self.send_server(Control::Rst, &[], out);
+        let at = self.down.outer_end();
+        self.send_client(Control::Rst, at, &[], out);
+    }
+
     /// A fatal error: RST to the server, and to the client the fatal alert the session chose
     /// (bad_record_mac for a failed tag, unexpected_message, record_overflow…) followed by RST.
     fn fail(&mut self, e: &FlowError, out: &mut Vec<Vec<u8>>) -> Verdict {
