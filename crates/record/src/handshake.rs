@@ -31,6 +31,8 @@ pub enum HandshakeError {
     PeerClosed,
     #[error("the handshake is already complete")]
     Complete,
+    #[error("client's second ClientHello differs from its first in {0} (RFC 8446 §4.1.2)")]
+    SecondHelloChanged(String),
 }
 
 /// Whether the handshake needs more client records.
@@ -49,6 +51,7 @@ pub struct ServerHandshake {
     /// Bytes rustls released from the front of `pending` during the current record.
     discarded: usize,
     complete: bool,
+    second_hello: second_hello::SecondHello,
 }
 
 impl std::fmt::Debug for ServerHandshake {
@@ -69,6 +72,7 @@ impl ServerHandshake {
             pending: Vec::new(),
             discarded: 0,
             complete: false,
+            second_hello: Default::default(),
         })
     }
 
@@ -78,11 +82,29 @@ impl ServerHandshake {
         if self.complete {
             return Err(HandshakeError::Complete);
         }
+        if let Err(what) = self.second_hello.client_record(record) {
+            // Before rustls reads it: the server has sent only its plaintext HelloRetryRequest.
+            self.pending.clear();
+            out.extend_from_slice(&[
+                0x15,
+                0x03,
+                0x03,
+                0x00,
+                0x02,
+                0x02,
+                u8::from(AlertDescription::IllegalParameter),
+            ]);
+            return Err(HandshakeError::SecondHelloChanged(what));
+        }
+        let mark = out.len();
         // Everything before this record rustls has parsed already (it holds handshake fragments).
         let parsed = self.pending.len();
         self.pending.extend_from_slice(record);
         self.discarded = 0;
         let result = self.drive(out);
+        if result.is_ok() {
+            self.second_hello.server_output(&out[mark..]);
+        }
         if result == Ok(Progress::NeedMore) && self.skipped(parsed, record) {
             self.pending.truncate(parsed);
         }
@@ -292,5 +314,6 @@ enum Step {
     WriteTraffic,
 }
 
+mod second_hello;
 #[cfg(test)]
 mod tests;

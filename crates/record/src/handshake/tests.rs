@@ -4,22 +4,30 @@
 
 use super::*;
 use rustls::crypto::aws_lc_rs::{cipher_suite as cs, default_provider};
-use rustls::crypto::CryptoProvider;
+use rustls::crypto::{CryptoProvider, SupportedKxGroup};
 use rustls::pki_types::{PrivateKeyDer, ServerName};
 use rustls::SupportedProtocolVersion;
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
 use std::io::Write;
 
-fn configs(
+fn configs(suite: SupportedCipherSuite, fragment: Option<usize>) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+    let groups = default_provider().kx_groups;
+    configs_kx(suite, fragment, groups.clone(), groups)
+}
+
+fn configs_kx(
     suite: SupportedCipherSuite,
     fragment: Option<usize>,
-) -> (Arc<ServerConfig>, Arc<rustls::ClientConfig>) {
+    server_groups: Vec<&'static dyn SupportedKxGroup>,
+    client_groups: Vec<&'static dyn SupportedKxGroup>,
+) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert = ck.cert.der().clone();
     let key = PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
-    let provider = Arc::new(CryptoProvider { cipher_suites: vec![suite], ..default_provider() });
+    let provider =
+        |kx_groups| Arc::new(CryptoProvider { cipher_suites: vec![suite], kx_groups, ..default_provider() });
     let versions: [&SupportedProtocolVersion; 1] = [suite.version()];
-    let mut server = ServerConfig::builder_with_provider(provider.clone())
+    let mut server = ServerConfig::builder_with_provider(provider(server_groups))
         .with_protocol_versions(&versions)
         .unwrap()
         .with_no_client_auth()
@@ -28,7 +36,7 @@ fn configs(
     server.enable_secret_extraction = true;
     let mut roots = RootCertStore::empty();
     roots.add(cert).unwrap();
-    let mut client = ClientConfig::builder_with_provider(provider)
+    let mut client = ClientConfig::builder_with_provider(provider(client_groups))
         .with_protocol_versions(&versions)
         .unwrap()
         .with_root_certificates(roots)
@@ -226,5 +234,56 @@ fn rejected_early_data_fed_record_by_record_is_skipped_rfc8446_4_2_10() {
         assert!(done && !client.is_handshaking());
         assert!(!client.is_early_data_accepted(), "the early data was rejected");
         assert!(fed > 3, "{fed} records");
+    }
+}
+
+/// RFC 8446 §4.1.2: a real rustls client asked to retry (its key share is for X25519, the
+/// server takes P-256 only) sends its hello again, accepted; the same second hello with its
+/// server name changed gets illegal_parameter before rustls reads it.
+#[test]
+fn a_second_client_hello_must_be_the_first_unchanged_rfc8446_4_1_2() {
+    use rustls::crypto::aws_lc_rs::kx_group;
+    let suite = cs::TLS13_AES_128_GCM_SHA256;
+    for tamper in [false, true] {
+        let (server_cfg, client_cfg) =
+            configs_kx(suite, None, vec![kx_group::SECP256R1], vec![kx_group::X25519, kx_group::SECP256R1]);
+        let mut client =
+            ClientConnection::new(client_cfg, ServerName::try_from("localhost").unwrap()).unwrap();
+        let mut hs = ServerHandshake::new(server_cfg).unwrap();
+        let mut out = Vec::new();
+        for record in drain(&mut client) {
+            assert_eq!(hs.record(&record, &mut out).unwrap(), Progress::NeedMore);
+        }
+        assert_eq!(out[5], 2, "a ServerHello");
+        assert_eq!(out[11..43], super::second_hello::HRR_RANDOM, "that is a HelloRetryRequest");
+        client.read_tls(&mut &out[..]).unwrap();
+        client.process_new_packets().unwrap();
+        let mut out = Vec::new();
+        let mut result = Ok(Progress::NeedMore);
+        for mut record in drain(&mut client) {
+            if tamper && record[0] == 0x16 {
+                let at = record.windows(9).position(|w| w == b"localhost").expect("the name");
+                record[at] = b'L';
+            }
+            result = hs.record(&record, &mut out);
+            if result.is_err() {
+                break;
+            }
+        }
+        if tamper {
+            assert!(matches!(result, Err(HandshakeError::SecondHelloChanged(_))), "{result:?}");
+            assert_eq!(out, [0x15, 3, 3, 0, 2, 2, 47], "illegal_parameter");
+            client.read_tls(&mut &out[..]).unwrap();
+            let err = client.process_new_packets().unwrap_err();
+            assert_eq!(err, rustls::Error::AlertReceived(AlertDescription::IllegalParameter));
+        } else {
+            assert_eq!(result, Ok(Progress::NeedMore), "the unchanged hello goes on");
+            client.read_tls(&mut &out[..]).unwrap();
+            client.process_new_packets().unwrap();
+            for record in drain(&mut client) {
+                result = hs.record(&record, &mut out);
+            }
+            assert_eq!(result, Ok(Progress::Complete));
+        }
     }
 }
