@@ -52,6 +52,8 @@ pub struct ServerHandshake {
     discarded: usize,
     complete: bool,
     second_hello: second_hello::SecondHello,
+    /// ChangeCipherSpec records the client sent during a TLS 1.3 handshake.
+    ccs_seen: u32,
 }
 
 impl std::fmt::Debug for ServerHandshake {
@@ -73,6 +75,7 @@ impl ServerHandshake {
             discarded: 0,
             complete: false,
             second_hello: Default::default(),
+            ccs_seen: 0,
         })
     }
 
@@ -96,6 +99,14 @@ impl ServerHandshake {
             ]);
             return Err(HandshakeError::SecondHelloChanged(what));
         }
+        let replaced;
+        let record = match self.second_ccs(record) {
+            Some(r) => {
+                replaced = r;
+                &replaced[..]
+            }
+            None => record,
+        };
         let mark = out.len();
         // Everything before this record rustls has parsed already (it holds handshake fragments).
         let parsed = self.pending.len();
@@ -119,6 +130,23 @@ impl ServerHandshake {
             self.pending.clear();
         }
         result
+    }
+
+    /// A TLS 1.3 client sends at most one ChangeCipherSpec, for middlebox compatibility (RFC
+    /// 8446 Appendix D.4); rustls drops two (common_state.rs, allowed_middlebox_ccs) and fails
+    /// on a third without an alert. The second is a violation that gets unexpected_message (RFC
+    /// 8446 §5), which after the server flight must be encrypted under keys only rustls holds:
+    /// so rustls is given a ChangeCipherSpec of a value other than 1 instead, which it answers
+    /// with exactly that alert (conn.rs `process_msg`).
+    fn second_ccs(&mut self, record: &[u8]) -> Option<Vec<u8>> {
+        if record.first() != Some(&0x14) || self.conn.protocol_version() != Some(ProtocolVersion::TLSv1_3) {
+            return None;
+        }
+        self.ccs_seen += 1;
+        if self.ccs_seen < 2 || record.len() < 3 {
+            return None;
+        }
+        Some(vec![0x14, record[1], record[2], 0x00, 0x01, 0x02])
     }
 
     /// Whether rustls dropped the application-data record just fed without consuming it: 0-RTT

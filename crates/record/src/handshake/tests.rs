@@ -130,7 +130,11 @@ fn run(suite: SupportedCipherSuite, fragment: Option<usize>, bad: Bad, at: usize
                 // The server's answer so far, then the alert: the client must see the alert.
                 client.read_tls(&mut &out[..]).unwrap();
                 return Outcome::Client(client.process_new_packets().err().unwrap_or(
-                    rustls::Error::General(format!("no alert, {} bytes: {:02x?}", out.len(), &out)),
+                    rustls::Error::General(format!(
+                        "no alert for {result:?}, {} bytes: {:02x?}",
+                        out.len(),
+                        &out
+                    )),
                 ));
             }
             n += 1;
@@ -286,4 +290,31 @@ fn a_second_client_hello_must_be_the_first_unchanged_rfc8446_4_1_2() {
             assert_eq!(result, Ok(Progress::Complete));
         }
     }
+}
+
+/// RFC 8446 §5 and Appendix D.4: a TLS 1.3 client sends one ChangeCipherSpec at most; a second
+/// gets unexpected_message, encrypted (the server flight is out), from rustls itself.
+#[test]
+fn a_second_tls13_change_cipher_spec_is_unexpected_message_rfc8446_5() {
+    let (server_cfg, client_cfg) = configs(cs::TLS13_AES_128_GCM_SHA256, None);
+    let mut client = ClientConnection::new(client_cfg, ServerName::try_from("localhost").unwrap()).unwrap();
+    let mut hs = ServerHandshake::new(server_cfg).unwrap();
+    let mut out = Vec::new();
+    for record in drain(&mut client) {
+        assert_eq!(hs.record(&record, &mut out).unwrap(), Progress::NeedMore);
+    }
+    client.read_tls(&mut &out[..]).unwrap();
+    client.process_new_packets().unwrap();
+    let flight = drain(&mut client);
+    assert_eq!(flight[0], [0x14, 3, 3, 0, 1, 1], "the client's one ChangeCipherSpec first");
+    let mut out = Vec::new();
+    assert_eq!(hs.record(&flight[0], &mut out).unwrap(), Progress::NeedMore);
+    let err = hs.record(&flight[0], &mut out).expect_err("a second one refused");
+    assert!(matches!(err, HandshakeError::Tls(rustls::Error::PeerMisbehaved(_))), "{err:?}");
+    assert_eq!(out[0], 0x17, "an encrypted alert");
+    client.read_tls(&mut &out[..]).unwrap();
+    assert_eq!(
+        client.process_new_packets().unwrap_err(),
+        rustls::Error::AlertReceived(AlertDescription::UnexpectedMessage)
+    );
 }
