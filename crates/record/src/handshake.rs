@@ -54,6 +54,8 @@ pub struct ServerHandshake {
     second_hello: second_hello::SecondHello,
     /// ChangeCipherSpec records the client sent during a TLS 1.3 handshake.
     ccs_seen: u32,
+    /// The server's TLS 1.2 ChangeCipherSpec is out: its records are encrypted from then on.
+    server_ccs_sent: bool,
 }
 
 impl std::fmt::Debug for ServerHandshake {
@@ -76,6 +78,7 @@ impl ServerHandshake {
             complete: false,
             second_hello: Default::default(),
             ccs_seen: 0,
+            server_ccs_sent: false,
         })
     }
 
@@ -99,6 +102,24 @@ impl ServerHandshake {
             ]);
             return Err(HandshakeError::SecondHelloChanged(what));
         }
+        if self.bad_tls12_ccs(record) {
+            // RFC 5246 §7.1: the message is one byte of value 1; anything else is not a
+            // ChangeCipherSpec the handshake can take (rustls's decode_error names the parse
+            // instead). Our records are still plaintext: the server's ChangeCipherSpec is not out.
+            self.pending.clear();
+            out.extend_from_slice(&[
+                0x15,
+                0x03,
+                0x03,
+                0x00,
+                0x02,
+                0x02,
+                u8::from(AlertDescription::UnexpectedMessage),
+            ]);
+            return Err(HandshakeError::Tls(rustls::Error::InvalidMessage(
+                rustls::InvalidMessage::InvalidCcs,
+            )));
+        }
         let replaced;
         let record = match self.second_ccs(record) {
             Some(r) => {
@@ -115,6 +136,7 @@ impl ServerHandshake {
         let result = self.drive(out);
         if result.is_ok() {
             self.second_hello.server_output(&out[mark..]);
+            self.server_ccs_sent |= has_ccs(&out[mark..]);
         }
         if result == Ok(Progress::NeedMore) && self.skipped(parsed, record) {
             self.pending.truncate(parsed);
@@ -130,6 +152,15 @@ impl ServerHandshake {
             self.pending.clear();
         }
         result
+    }
+
+    /// A TLS 1.2 ChangeCipherSpec from the client other than the one byte 1, while the
+    /// server's own ChangeCipherSpec is not out (so an alert can go in plaintext).
+    fn bad_tls12_ccs(&self, record: &[u8]) -> bool {
+        record.first() == Some(&0x14)
+            && record.get(5..) != Some(&[1][..])
+            && !self.server_ccs_sent
+            && self.conn.protocol_version() == Some(ProtocolVersion::TLSv1_2)
     }
 
     /// A TLS 1.3 client sends at most one ChangeCipherSpec, for middlebox compatibility (RFC
@@ -221,6 +252,9 @@ impl ServerHandshake {
             )) => AlertDescription::UnexpectedMessage,
             // A handshake message announcing more than rustls takes (its deframer's coalescing).
             HandshakeError::Tls(rustls::Error::InvalidMessage(m)) => AlertDescription::from(*m),
+            // rustls failing in its own step (no usable signing scheme for what a mangled hello
+            // asked, say) without telling the client.
+            HandshakeError::Tls(rustls::Error::General(_)) => AlertDescription::InternalError,
             _ => return None,
         };
         matches!(self.conn.protocol_version(), None | Some(ProtocolVersion::TLSv1_2))
@@ -309,6 +343,18 @@ impl ServerHandshake {
         }
         Ok(self.conn.dangerous_into_kernel_connection()?)
     }
+}
+
+/// Whether server output holds a ChangeCipherSpec record (whole records, from the start).
+fn has_ccs(mut out: &[u8]) -> bool {
+    while out.len() >= HEADER_LEN {
+        if out[0] == 0x14 {
+            return true;
+        }
+        let len = usize::from(u16::from_be_bytes([out[3], out[4]]));
+        out = out.get(HEADER_LEN + len..).unwrap_or_default();
+    }
+    false
 }
 
 /// Appends what rustls has to send to `out`.

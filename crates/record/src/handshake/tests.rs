@@ -318,3 +318,30 @@ fn a_second_tls13_change_cipher_spec_is_unexpected_message_rfc8446_5() {
         rustls::Error::AlertReceived(AlertDescription::UnexpectedMessage)
     );
 }
+
+/// RFC 5246 §7.1: a TLS 1.2 ChangeCipherSpec is the one byte 1. A real client's, two bytes
+/// long, gets unexpected_message (plaintext: the server's ChangeCipherSpec is not out yet).
+#[test]
+fn a_tls12_change_cipher_spec_other_than_one_byte_1_is_unexpected_message_rfc5246_7_1() {
+    for body in [&[1u8, 1][..], &[2], &[1, 0]] {
+        let (server_cfg, client_cfg) = configs(cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, None);
+        let mut client =
+            ClientConnection::new(client_cfg, ServerName::try_from("localhost").unwrap()).unwrap();
+        let mut hs = ServerHandshake::new(server_cfg).unwrap();
+        let mut out = Vec::new();
+        for record in drain(&mut client) {
+            assert_eq!(hs.record(&record, &mut out).unwrap(), Progress::NeedMore);
+        }
+        client.read_tls(&mut &out[..]).unwrap();
+        client.process_new_packets().unwrap();
+        let flight = drain(&mut client);
+        let ccs = flight.iter().position(|r| r[0] == 0x14).expect("the client's ChangeCipherSpec");
+        let mut out = Vec::new();
+        for record in &flight[..ccs] {
+            assert_eq!(hs.record(record, &mut out).unwrap(), Progress::NeedMore);
+        }
+        let bad = [&[0x14, 3, 3, 0, body.len() as u8][..], body].concat();
+        assert!(hs.record(&bad, &mut out).is_err());
+        assert_eq!(out, [0x15, 3, 3, 0, 2, 2, 10], "{body:?}: a plaintext unexpected_message");
+    }
+}
