@@ -110,3 +110,21 @@ fn a_panic_during_a_tls_handshake_resets_that_flow_only() {
     let out = feed(&mut e, data(b, service, 1001, 5001, first));
     assert_eq!((out.len(), out[0].0.dst), (1, backend), "flow b is served");
 }
+
+/// Not a panic: a handshake rustls refuses ends the flow with rustls's fatal alert to the client,
+/// then an RST (RFC 8446 §6.2), not with the RST alone.
+#[test]
+fn a_refused_handshake_sends_rustls_alert_before_the_reset() {
+    let mut e = engine();
+    let (a, service, backend) = (sa("10.0.0.1:40000"), sa(SERVICE), sa(BACKEND));
+    feed(&mut e, syn(a, service, 1000, None));
+    feed(&mut e, syn(backend, a, 5000, Some(1001)));
+    // A ClientHello of four zero bytes: rustls cannot decode it.
+    let hello = [0x16, 3, 1, 0, 4, 1, 0, 0, 0];
+    let out = feed(&mut e, data(a, service, 1001, 5001, &hello));
+    let to_client: Vec<_> = out.iter().filter(|(s, _)| s.dst == a).collect();
+    assert_eq!(to_client.len(), 2, "the alert, then the RST");
+    assert_eq!(&to_client[0].1[to_client[0].0.payload.clone()], [0x15, 3, 3, 0, 2, 2, 50], "decode_error");
+    assert!(to_client[1].0.rst && to_client[1].0.seq.0 == to_client[0].0.seq.0 + 7);
+    assert!(out.iter().any(|(s, _)| s.dst == backend && s.rst), "and the server's side reset");
+}
