@@ -77,10 +77,10 @@ enum Bad {
     /// The next record of the client's own handshake with one payload byte changed.
     Corrupted,
     /// A ChangeCipherSpec with a wrong value.
-    BadCcs,
+    WrongCcs,
 }
 
-const BAD: [Bad; 5] = [Bad::AppData, Bad::UnknownType, Bad::Oversized, Bad::Corrupted, Bad::BadCcs];
+const BAD: [Bad; 5] = [Bad::AppData, Bad::UnknownType, Bad::Oversized, Bad::Corrupted, Bad::WrongCcs];
 
 fn bad_record(bad: Bad, next: &[u8], at: usize) -> Vec<u8> {
     match bad {
@@ -94,7 +94,7 @@ fn bad_record(bad: Bad, next: &[u8], at: usize) -> Vec<u8> {
             r[i] ^= 0xa5;
             r
         }
-        Bad::BadCcs => vec![0x14, 3, 3, 0, 1, 2],
+        Bad::WrongCcs => vec![0x14, 3, 3, 0, 1, 2],
     }
 }
 
