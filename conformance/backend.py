@@ -6,7 +6,8 @@ returns, so every answer goes out in one `sendall`:
   then the connection is closed, as the scripts expect close_notify next;
 - anything else is echoed line by line (what `openssl s_server` does), each batch of complete
   lines in one write, until the client closes: the length scripts check the size of the echo.
-Prints `listening PORT` once bound (port 0 lets the kernel choose).
+Arguments: `[PORT [HOST]]` (default 0 on 127.0.0.1). Prints `listening PORT` once bound (port 0
+lets the kernel choose).
 """
 import socket
 import sys
@@ -42,7 +43,7 @@ def serve(conn):
 def main():
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", int(sys.argv[1]) if len(sys.argv) > 1 else 0))
+    srv.bind((sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1", int(sys.argv[1]) if len(sys.argv) > 1 else 0))
     srv.listen(128)
     print("listening", srv.getsockname()[1], flush=True)
     while True:

@@ -7,7 +7,8 @@
 # ../shared/tools/tlsfuzzer), CONFORMANCE_VENV (default target/conformance-venv, created with
 # tlslite-ng and ecdsa from PyPI when missing), CONFORMANCE_JOBS (scripts at once, default 2),
 # CONFORMANCE_ONLY (a regular expression: run only the matching lines of conformance/scripts),
-# CONFORMANCE_SCRIPTS (another list of runs), CONFORMANCE_LOGS (keep the scripts' output there).
+# CONFORMANCE_SCRIPTS (another list of runs), CONFORMANCE_LOGS (keep the scripts' output there),
+# CONFORMANCE_INLINE (0: leave out the inline target, which needs root for network namespaces).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${TLSGATE:-$root/target/debug/tlsgate}"
@@ -24,9 +25,11 @@ fi
 
 work="$(mktemp -d)"
 pids=()
+namespaces=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  for ns in "${namespaces[@]}"; do ip netns delete "$ns" 2>/dev/null || true; done
   if [ -n "${CONFORMANCE_LOGS:-}" ]; then cp "$work"/*.log "$CONFORMANCE_LOGS"/ 2>/dev/null || true; fi
   rm -rf "$work"
 }
@@ -79,9 +82,37 @@ start gate 'listen=127.0.0.1:\([0-9]*\)' \
   "$bin" tunnel gate --listen 127.0.0.1:0 "${tls[@]}" --client-ca "$work/ca.pem"
 gate="$port"
 
+# The inline engine: `tlsgate inline run` bridging a gate namespace's two veths between a client
+# namespace (tlsfuzzer) and a server namespace (the backend on the service address's port 80), as
+# crates/testkit/src/inline_net.rs and bench/lib/inline_net.py set it up: offloads off, no IPv6.
+inline=()
+if [ "${CONFORMANCE_INLINE:-1}" != 0 ] && [ "$(id -u)" = 0 ] && command -v ip ethtool >/dev/null; then
+  tag="cf$$"
+  net="10.$((20 + $$ % 200)).0"
+  for role in client gate server; do
+    ip netns add "$tag-$role"
+    namespaces+=("$tag-$role")
+    ip netns exec "$tag-$role" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    ip netns exec "$tag-$role" ip link set lo up
+  done
+  ip link add "${tag}c" netns "$tag-client" type veth peer name "${tag}gc" netns "$tag-gate"
+  ip link add "${tag}gs" netns "$tag-gate" type veth peer name "${tag}s" netns "$tag-server"
+  for pair in "client ${tag}c" "gate ${tag}gc" "gate ${tag}gs" "server ${tag}s"; do
+    set -- $pair
+    ip netns exec "$tag-$1" ethtool -K "$2" tso off gso off gro off tx off >/dev/null
+    ip netns exec "$tag-$1" ip link set "$2" up
+  done
+  ip netns exec "$tag-client" ip addr add "$net.1/24" dev "${tag}c"
+  ip netns exec "$tag-server" ip addr add "$net.2/24" dev "${tag}s"
+  start inline-backend 'listening \([0-9]*\)' ip netns exec "$tag-server" python3 "$root/conformance/backend.py" 80 "$net.2"
+  start inline '\(inline running\)' ip netns exec "$tag-gate" \
+    "$bin" inline run --client-iface "${tag}gc" --server-iface "${tag}gs" --service "$net.2:443=80" "${tls[@]}"
+  inline=(--target "inline=$net.2:443" --netns "inline=$tag-client")
+fi
+
 python3 "$root/conformance/suite.py" \
   --fuzzer "$fuzzer" --python "$venv/bin/python" --scripts "${CONFORMANCE_SCRIPTS:-$root/conformance/scripts}" \
   --expected "$root/docs/conformance.md" --jobs "${CONFORMANCE_JOBS:-2}" --only="${CONFORMANCE_ONLY:-}" \
   --logs "${CONFORMANCE_LOGS:-$work/logs}" \
-  --target "terminate=$terminate" --target "terminate-mtls=$mtls" --target "gate=$gate" \
+  --target "terminate=$terminate" --target "terminate-mtls=$mtls" --target "gate=$gate" "${inline[@]}" \
   --var "client_key=$work/client.key" --var "client_cert=$work/client.pem"

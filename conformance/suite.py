@@ -2,7 +2,8 @@
 expected-failure table of docs/conformance.md.
 
 conformance/scripts has one run per line: `TARGET SCRIPT [ARGS...]`, where TARGET names a
-`--target NAME=PORT` and ARGS may hold `{name}` for a `--var name=value`. A script's summary
+`--target NAME=[HOST:]PORT` (runs of targets not given are skipped, `--netns NAME=NS` runs a
+target's scripts in that network namespace) and ARGS may hold `{name}` for a `--var name=value`. A script's summary
 (`PASS: N`, `FAIL: M`, `FAILED:` and the case names) gives its cases; a script that ends without
 a summary, or runs out of time, counts as one failed case named `<script did not finish>`.
 
@@ -74,11 +75,13 @@ def summary(output):
 
 def run_one(args, run):
     target, script, extra = run
-    port = args.targets[target]
+    host, _, port = args.targets[target].rpartition(":")
     module = "tlsfuzzer._apps." + script.replace("-", "_")
-    script_args = ["-h", "127.0.0.1", "-p", port] + [a.format(**args.vars) for a in extra]
+    script_args = ["-h", host or "127.0.0.1", "-p", port] + [a.format(**args.vars) for a in extra]
+    # A target in network namespaces (the inline engine's) is reached from its client namespace.
+    netns = ["ip", "netns", "exec", args.netns[target]] if target in args.netns else []
     # A fixed seed: `-n` then samples the same cases every run, so the list names them exactly.
-    argv = [args.python, "-c", SEEDED, module] + script_args
+    argv = netns + [args.python, "-c", SEEDED, module] + script_args
     # PYTHONHASHSEED too: some scripts sample from sets, whose order follows string hashes.
     env = dict(os.environ, PYTHONPATH=args.fuzzer, PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0")
     start = time.monotonic()
@@ -106,12 +109,17 @@ def main():
     ap.add_argument("--only", default="")
     ap.add_argument("--target", action="append", default=[])
     ap.add_argument("--var", action="append", default=[])
+    ap.add_argument("--netns", action="append", default=[], help="TARGET=NS: run its scripts in NS")
     args = ap.parse_args()
     args.targets = dict(t.split("=", 1) for t in args.target)
     args.vars = dict(v.split("=", 1) for v in args.var)
+    args.netns = dict(n.split("=", 1) for n in args.netns)
     os.makedirs(args.logs, exist_ok=True)
     expected = parse_expected(args.expected)
     runs = parse_runs(args.scripts, args.only)
+    for target in sorted({r[0] for r in runs} - set(args.targets)):
+        print(f"conformance: target {target} not running, its scripts skipped")
+    runs = [r for r in runs if r[0] in args.targets]
 
     def rows_for(target, script, case):
         return [r for r in expected if fnmatch.fnmatchcase(target, r["target"])

@@ -134,6 +134,8 @@ pub struct Stats {
     pub down: Counters,
     /// The full-proxy fallback's switches and ends.
     pub proxy: ProxyStats,
+    /// Flows whose processing panicked: reset on both sides and dropped, the others served on.
+    pub flows_panicked: u64,
 }
 
 /// Default per-flow bounds of the data path.
@@ -145,6 +147,32 @@ const UP_LIMITS: UpLimits = UpLimits {
 };
 const DOWN_LIMITS: DownLimits =
     DownLimits { hold_bytes: 256 * 1024, hold_segments: 256, unacked_bytes: 1 << 20 };
+/// Flows dropped after a panic kept for the driver's log between two drains; beyond, counted.
+const PANICS_KEPT: usize = 256;
+
+/// Which part of the engine a packet goes to.
+#[derive(Clone, Copy)]
+enum Route {
+    Proxy(FlowKey),
+    Client(usize, FlowKey),
+    Server(FlowKey),
+}
+
+/// An RST answering `seg` to its sender, at the sequence number it acknowledged (RFC 9293
+/// §3.10.7.1); none when it acknowledged nothing.
+fn rst_to_sender(seg: &Segment) -> Option<Vec<u8>> {
+    let rst = Build {
+        src: seg.dst,
+        dst: seg.src,
+        seq: seg.ack?,
+        ack: None,
+        control: Control::Rst,
+        window: 0,
+        payload: &[],
+    };
+    rst.emit()
+}
+
 /// The MSS a client gets when its SYN named none (RFC 9293).
 const DEFAULT_MSS: u16 = 536;
 
@@ -166,6 +194,12 @@ pub struct Engine {
     stats: Stats,
     /// Flows the end-to-end path cannot serve, terminated on both sides.
     proxy: Proxy,
+    /// Flows dropped after a panic since the driver last took them, for its log (bounded).
+    panicked: Vec<FlowKey>,
+    /// Tests only: panics on a client segment whose payload this says yes to, so that the
+    /// containment of a panic in one flow can be shown.
+    #[cfg(feature = "test-hooks")]
+    pub panic_on: Option<fn(&[u8]) -> bool>,
 }
 
 impl Engine {
@@ -178,7 +212,15 @@ impl Engine {
             embryonic: VecDeque::new(),
             pools: Pools::default(),
             stats: Stats::default(),
+            panicked: Vec::new(),
+            #[cfg(feature = "test-hooks")]
+            panic_on: None,
         }
+    }
+
+    /// Flows dropped after a panic since the last call, for the driver's log.
+    pub fn take_panicked(&mut self) -> Vec<FlowKey> {
+        std::mem::take(&mut self.panicked)
     }
 
     /// Takes new TLS settings (certificates) for each service, matched by address, for flows
@@ -278,31 +320,113 @@ impl Engine {
     }
 
     /// Handles one packet seen at `now` and appends the packets to emit to `out`.
+    ///
+    /// A panic in one flow's processing (a bug, whatever the packet) must not stop the thread
+    /// that serves every flow: it is caught here, that flow is reset on both sides and dropped,
+    /// and the others go on.
     pub fn handle_packet(&mut self, now: Duration, pkt: Vec<u8>, out: &mut Vec<Vec<u8>>) {
         let Some(seg) = packet::parse(&pkt) else {
             self.stats.passed += 1;
             out.push(pkt);
             return;
         };
-        if let Some(svc) = self.config.services.iter().position(|s| s.addr == seg.dst) {
+        let route = if let Some(svc) = self.config.services.iter().position(|s| s.addr == seg.dst) {
             let key = FlowKey { client: seg.src, server: seg.dst };
             if self.proxy.has(&key) {
-                self.proxy.packet(now, key, pkt, out);
-                self.proxy_health(now);
+                Route::Proxy(key)
             } else {
-                self.client_segment(now, svc, key, &seg, pkt, out);
+                Route::Client(svc, key)
             }
         } else if let Some(key) = self.proxy.by_server(seg.dst, seg.src) {
-            self.proxy.packet(now, key, pkt, out);
-            self.proxy_health(now);
+            Route::Proxy(key)
         } else if let Some(&key) = self.by_backend.get(&(seg.dst, seg.src)) {
-            self.server_segment(now, key, &seg, pkt, out);
+            Route::Server(key)
         } else if !seg.payload.is_empty() && self.is_service_server(seg.src) {
             self.orphan_server_data(&seg, out);
+            return;
         } else {
             self.stats.passed += 1;
             out.push(pkt);
+            return;
+        };
+        let key = match route {
+            Route::Proxy(k) | Route::Client(_, k) | Route::Server(k) => k,
+        };
+        let is_proxy = matches!(route, Route::Proxy(_));
+        let mark = out.len();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            #[cfg(feature = "test-hooks")]
+            if matches!(route, Route::Client(..))
+                && self.panic_on.is_some_and(|f| f(&pkt[seg.payload.clone()]))
+            {
+                panic!("test hook: a panic in one flow");
+            }
+            match route {
+                Route::Proxy(key) => self.proxy.packet(now, key, pkt, out),
+                Route::Client(svc, key) => self.client_segment(now, svc, key, &seg, pkt, out),
+                Route::Server(key) => self.server_segment(now, key, &seg, pkt, out),
+            }
+        }));
+        if caught.is_err() {
+            // What the flow emitted before it panicked may be half-built: none of it goes out.
+            out.truncate(mark);
+            self.contain(now, key, Some(&seg), out);
         }
+        if is_proxy {
+            self.proxy_health(now);
+        }
+    }
+
+    /// Resets both sides of a flow whose processing panicked and drops it. Its state may be
+    /// inconsistent, so even the resets are built under a guard; when that fails too, the
+    /// sender of the segment in hand still gets one (RFC 9293: an RST at its ACK).
+    fn contain(&mut self, now: Duration, key: FlowKey, seg: Option<&Segment>, out: &mut Vec<Vec<u8>>) {
+        self.stats.flows_panicked += 1;
+        if self.panicked.len() < PANICS_KEPT {
+            self.panicked.push(key);
+        }
+        let mark = out.len();
+        let reset = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if self.proxy.has(&key) {
+                self.proxy.reset(now, key, out);
+                return true;
+            }
+            let Some(flow) = self.flows.get_mut(&key) else { return false };
+            match (flow.tls.as_mut(), seg) {
+                (Some(tls), _) => tls.reset(out),
+                // Plain TCP (before the SYN-ACK, or not TLS): one sequence space on both sides,
+                // so the segment in hand places an RST for each.
+                (None, Some(seg)) => {
+                    let (src, dst) = if seg.src == key.client {
+                        (key.client, flow.backend)
+                    } else {
+                        (key.server, key.client)
+                    };
+                    let onward = Build {
+                        src,
+                        dst,
+                        seq: seg.seq,
+                        ack: None,
+                        control: Control::Rst,
+                        window: 0,
+                        payload: &[],
+                    };
+                    out.extend(onward.emit());
+                    out.extend(rst_to_sender(seg));
+                }
+                (None, None) => return false,
+            }
+            true
+        }));
+        if !matches!(reset, Ok(true)) {
+            out.truncate(mark);
+            if let Some(seg) = seg {
+                out.extend(rst_to_sender(seg));
+            }
+        }
+        self.proxy.forget(key);
+        self.remove(&key);
+        self.stats.flows_reset += 1;
     }
 
     /// Whether `addr` is where a service's flows go: plaintext comes from there.
@@ -319,17 +443,7 @@ impl Engine {
     /// host would for a connection it does not know (RFC 9293: an RST at the segment's ACK).
     fn orphan_server_data(&mut self, seg: &Segment, out: &mut Vec<Vec<u8>>) {
         self.stats.orphan_server_data += 1;
-        let Some(ack) = seg.ack else { return };
-        let rst = Build {
-            src: seg.dst,
-            dst: seg.src,
-            seq: ack,
-            ack: None,
-            control: Control::Rst,
-            window: 0,
-            payload: &[],
-        };
-        out.extend(rst.emit());
+        out.extend(rst_to_sender(seg));
     }
 
     /// Client → server.
@@ -675,12 +789,23 @@ impl Engine {
     /// packets to emit to `out`.
     pub fn handle_timeout(&mut self, now: Duration, out: &mut Vec<Vec<u8>>) {
         let l = self.config.limits;
-        self.proxy.handle_timeout(now, l.idle_timeout, l.closing_timeout, out);
+        for key in self.proxy.handle_timeout(now, l.idle_timeout, l.closing_timeout, out) {
+            self.contain(now, key, None, out);
+        }
         self.proxy_health(now);
-        for f in self.flows.values_mut() {
+        let mut panicked = Vec::new();
+        for (key, f) in self.flows.iter_mut() {
             if let Some(tls) = f.tls.as_mut() {
-                tls.timeout(now, out);
+                let mark = out.len();
+                let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tls.timeout(now, out)));
+                if caught.is_err() {
+                    out.truncate(mark);
+                    panicked.push(*key);
+                }
             }
+        }
+        for key in panicked {
+            self.contain(now, key, None, out);
         }
         let expired: Vec<FlowKey> =
             self.flows.iter().filter(|(_, f)| f.deadline(&l) <= now).map(|(k, _)| *k).collect();

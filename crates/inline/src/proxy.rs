@@ -299,28 +299,53 @@ impl Proxy {
     }
 
     /// Runs the flows' timers and expires the idle ones (their connections reset).
+    /// Runs the flows' timers; returns the flows whose timer panicked (left for the engine to
+    /// reset and forget, the others served on).
     pub fn handle_timeout(
         &mut self,
         now: Duration,
         idle: Duration,
         closing: Duration,
         out: &mut Vec<Vec<u8>>,
-    ) {
+    ) -> Vec<FlowKey> {
         let keys: Vec<FlowKey> = self.flows.keys().copied().collect();
+        let mut panicked = Vec::new();
         for key in keys {
-            let e = self.flows.get_mut(&key).expect("listed above");
-            if deadline(e, idle, closing) <= now {
-                if e.flow.end().is_none() {
-                    // A silent flow's peers are gone or stuck: reset both connections.
-                    e.flow.abort(now, out);
+            let mark = out.len();
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let e = self.flows.get_mut(&key).expect("listed above");
+                if deadline(e, idle, closing) <= now {
+                    if e.flow.end().is_none() {
+                        // A silent flow's peers are gone or stuck: reset both connections.
+                        e.flow.abort(now, out);
+                    }
+                    self.settle(key);
+                    self.remove(key);
+                    self.stats.expired += 1;
+                    return;
                 }
+                e.flow.timeout(now, out);
                 self.settle(key);
-                self.remove(key);
-                self.stats.expired += 1;
-                continue;
+            }));
+            if caught.is_err() {
+                out.truncate(mark);
+                panicked.push(key);
             }
-            e.flow.timeout(now, out);
-            self.settle(key);
+        }
+        panicked
+    }
+
+    /// Resets both connections of a flow being dropped (its processing failed).
+    pub fn reset(&mut self, now: Duration, key: FlowKey, out: &mut Vec<Vec<u8>>) {
+        if let Some(e) = self.flows.get_mut(&key) {
+            e.flow.reset(now, out);
+        }
+    }
+
+    /// Drops a flow without running it again (after a panic in it).
+    pub fn forget(&mut self, key: FlowKey) {
+        if self.flows.contains_key(&key) {
+            self.remove(key);
         }
     }
 

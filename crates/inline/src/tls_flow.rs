@@ -98,6 +98,9 @@ pub struct TlsFlow {
     session: Option<SessionInfo>,
     /// The flow failed on a client record whose tag did not verify.
     mac_failed: bool,
+    /// What rustls wrote to the client when the handshake failed (its fatal alert), sent by
+    /// [`TlsFlow::fail`] before the RST.
+    handshake_alert: Vec<u8>,
 }
 
 impl std::fmt::Debug for TlsFlow {
@@ -130,6 +133,7 @@ impl TlsFlow {
             rto: None,
             session: None,
             mac_failed: false,
+            handshake_alert: Vec::new(),
         }
     }
 
@@ -349,7 +353,14 @@ impl TlsFlow {
             Keys::Gone => {}
             Keys::Handshake(hs) => {
                 let mut to_client = Vec::new();
-                let progress = self.up.handshake_segment(hs, off, payload, &mut to_client)?;
+                let progress = match self.up.handshake_segment(hs, off, payload, &mut to_client) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        // The alert rustls chose goes out with the RST (RFC 8446 §6.2).
+                        self.handshake_alert = to_client;
+                        return Err(e.into());
+                    }
+                };
                 if !to_client.is_empty() {
                     self.down.inject(to_client, sends)?;
                     self.rto.get_or_insert((now + RTO, 0));
@@ -498,6 +509,13 @@ impl TlsFlow {
         self.rto = Some((now + RTO * (1 << next), next));
     }
 
+    /// RST to both sides, as they stand: the flow is being dropped (its processing failed).
+    pub fn reset(&mut self, out: &mut Vec<Vec<u8>>) {
+        self.send_server(Control::Rst, &[], out);
+        let at = self.down.outer_end();
+        self.send_client(Control::Rst, at, &[], out);
+    }
+
     /// A fatal error: RST to the server, and to the client the fatal alert the session chose
     /// (bad_record_mac for a failed tag, unexpected_message, record_overflow…) followed by RST.
     fn fail(&mut self, e: &FlowError, out: &mut Vec<Vec<u8>>) -> Verdict {
@@ -505,8 +523,8 @@ impl TlsFlow {
         let bad_mac = matches!(e, FlowError::Up(UpError::Session(f)) if f.reason == Reason::BadRecordMac);
         self.mac_failed |= bad_mac;
         let at = self.down.outer_end();
-        let mut rec = Vec::new();
-        if self.tls().and_then(|s| s.send_alert(&mut rec)).is_some() {
+        let mut rec = std::mem::take(&mut self.handshake_alert);
+        if !rec.is_empty() || self.tls().and_then(|s| s.send_alert(&mut rec)).is_some() {
             self.send_client(Control::Psh, at, &rec, out);
             self.send_client(Control::Rst, at + rec.len() as u64, &[], out);
             return Verdict::Closed;

@@ -305,6 +305,12 @@ impl ProxyFlow {
         self.run(now, out);
     }
 
+    /// Resets both connections: the flow is being dropped after a panic in its processing.
+    pub fn reset(&mut self, now: Duration, out: &mut Vec<Vec<u8>>) {
+        self.fail(FailedSide::Client, "internal: the flow's processing panicked".into());
+        self.run(now, out);
+    }
+
     fn server_up(&self) -> bool {
         let s = self.sockets.get::<tcp::Socket>(self.server);
         !matches!(s.state(), tcp::State::SynSent | tcp::State::SynReceived)

@@ -98,6 +98,14 @@ pub(super) fn run(
         }
         logged.log_changes(bridge.engine().stats(), Instant::now());
         log_proxy_events(bridge.engine_mut().take_proxy_events());
+        for key in bridge.engine_mut().take_panicked() {
+            tracing::error!(
+                side = %Blame::Internal,
+                client = %key.client,
+                server = %key.server,
+                "inline: a flow's processing panicked; that flow was reset on both sides and dropped, the others go on"
+            );
+        }
     }
 }
 
