@@ -23,8 +23,10 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
         && config.originate.is_none()
         && config.tunnel.is_none()
         && config.inline.is_none()
+        && config.connect.is_none()
     {
-        problems.push(format!("{path}: no [terminate], [originate], [tunnel] or [inline] section"));
+        problems
+            .push(format!("{path}: no [terminate], [originate], [tunnel], [inline] or [connect] section"));
     }
     if let Some(t) = &config.terminate {
         for l in &t.listener {
