@@ -436,6 +436,9 @@ pub struct ConnectGateArgs {
     /// DNS server for resolving destination names (default: the system resolver).
     #[arg(long, conflicts_with = "config")]
     pub resolver: Option<SocketAddr>,
+    /// Time a client has for its TLS handshake and CONNECT head together (default 10s).
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "config")]
+    pub head_timeout: Option<Duration>,
     /// Admin listener address (/healthz, /metrics, /status).
     #[arg(long)]
     pub admin: Option<SocketAddr>,

@@ -31,6 +31,9 @@ fn gate_config(args: &ConnectGateArgs) -> Result<Config, String> {
             let mut g = ConnectGateConfig::from_flags(listen, cert, key, ca);
             g.crl = args.crl.clone();
             g.resolver = args.resolver;
+            if let Some(t) = args.head_timeout {
+                g.head_timeout = t;
+            }
             for a in &args.allow {
                 let (identity, rule) = a
                     .split_once('=')
