@@ -46,7 +46,7 @@ pub const CONNECT_GATE: &str = "\
 Examples:
   # Portals with certificates from ca.pem may reach internal.test:443 (docs/connect.md)
   tlsgate connect gate --listen 0.0.0.0:8443 --cert gate.pem --key gate.key --client-ca ca.pem \\
-      --allow '*=internal.test 443'";
+      --allow '*=internal.test 443 to 10.0.0.0/8'";
 
 pub const CONNECT_PORTAL: &str = "\
 Examples:
@@ -57,7 +57,7 @@ Examples:
 pub const CONNECT: &str = "\
 Examples:
   tlsgate connect gate --listen 0.0.0.0:8443 --cert gate.pem --key gate.key --client-ca ca.pem \\
-      --allow '*=internal.test 443'
+      --allow '*=internal.test 443 to 10.0.0.0/8'
   tlsgate connect portal --gate gate.example:8443 --ca ca.pem --cert portal.pem --key portal.key \\
       --route internal.test";
 

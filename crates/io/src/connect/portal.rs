@@ -112,14 +112,14 @@ async fn serve(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         Ok(Ok(end)) => end,
         Ok(Err(HeadFailure::Bad(e))) => {
             tracing::warn!(client = %peer, error = %e, "connect portal: bad request (client side)");
-            return answer(&mut tcp, e.status(), "Bad Request", &e.to_string()).await;
+            return answer(&mut tcp, e.status(), phrase(e.status()), &e.to_string()).await;
         }
         Ok(Err(_)) => return,
         Err(_) => return answer(&mut tcp, 408, "Request Timeout", "no complete head in time").await,
     };
     let request = match parse_request(&buf[..head]) {
         Ok(r) => r,
-        Err(e) => return answer(&mut tcp, e.status(), "Bad Request", &e.to_string()).await,
+        Err(e) => return answer(&mut tcp, e.status(), phrase(e.status()), &e.to_string()).await,
     };
     if request.method == "GET" && request.target.trim_start_matches("http://").ends_with("/proxy.pac") {
         let pac = shared.routes.load().pac(&shared.listen.to_string(), config.direct);
@@ -133,7 +133,7 @@ async fn serve(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     }
     let target = match request.connect_target() {
         Ok(t) => t,
-        Err(e) => return answer(&mut tcp, e.status(), "Bad Request", &e.to_string()).await,
+        Err(e) => return answer(&mut tcp, e.status(), phrase(e.status()), &e.to_string()).await,
     };
     let early = buf.split_off(head);
     if shared.routes.load().matches(&target.host) {
@@ -269,4 +269,12 @@ async fn open(shared: &Shared, config: &ConnectPortalConfig, target: &Target) ->
     }
     let (tcp, rest) = outer.downgrade().await?;
     Ok(Opened::Raw(tcp, rest))
+}
+
+fn phrase(status: u16) -> &'static str {
+    match status {
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        _ => "Bad Request",
+    }
 }
