@@ -348,3 +348,109 @@ fn the_portal_serves_a_pac_file_and_refuses_unrouted_hosts() {
     assert_eq!(connect_status(&out), "403", "{}", describe(&out));
     portal.proc.wait_logged(&["connect portal: refused: no route for this host"], WAIT);
 }
+
+fn signal(p: &Tlsgate, sig: &str) {
+    let ok = Command::new("kill").args([sig, &p.proc.pid().to_string()]).status().unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn sighup_rereads_crls_and_grants_from_the_connect_section() {
+    let w = world(false);
+    let port = w.nginx.addr.port();
+    let config = w.pki.path("gate.toml");
+    let write = |crl: &str, port: u16| {
+        let text = format!(
+            "[connect.gate]\nlisten = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\ncrl = [{crl}]\n\
+             hosts = {{ \"{DEST}\" = \"127.0.0.1\" }}\n[[connect.gate.allow]]\nidentity = \"*\"\n\
+             rules = [\"{DEST} {port} to 127.0.0.1\"]\n",
+            s(&w.gate_cert),
+            s(&w.gate_key),
+            w.pki.ca()
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    write("", port);
+    let gate = Tlsgate::start(BIN, &["connect", "gate", "-c", s(&config)]);
+    let line = gate.proc.wait_logged(&["connect gate listening"], WAIT);
+    let proxy = format!("https://{}", Proc::field(&line, "listen").unwrap());
+    let nested = |cert: &(PathBuf, PathBuf)| {
+        let args = ["--proxy", &proxy, "--proxy-cert", s(&cert.0), "--proxy-key", s(&cert.1)];
+        let args =
+            [&args[..], &["--proxy-cacert", w.pki.ca(), "-w", "%{http_connect}", "-o", "/dev/null"]].concat();
+        user_curl(&w, &args, "/index.html", &[])
+    };
+    // laptop-2 is revoked only by the CRL the reload brings.
+    let out = nested(&w.revoked);
+    assert!(out.status.success(), "{}", describe(&out));
+    write(&format!("\"{}\"", s(&w.crl)), port);
+    signal(&gate, "-HUP");
+    gate.proc.wait_for(&["reloaded", "section=connect.gate"], WAIT);
+    let out = nested(&w.revoked);
+    assert!(!out.status.success(), "{}", describe(&out));
+    gate.proc.wait_for(&["connect gate: refused: TLS handshake failed", "revoked"], WAIT);
+    // A grant for another port: the same CONNECT is now refused by policy.
+    write(&format!("\"{}\"", s(&w.crl)), port.wrapping_add(1));
+    signal(&gate, "-HUP");
+    gate.proc.wait_for(&["reloaded", "section=connect.gate"], WAIT);
+    let out = nested(&w.portal);
+    assert_eq!(connect_status(&out), "403", "{}", describe(&out));
+    // A config that does not load is refused; the running one stays.
+    std::fs::write(&config, "[connect.gate]\nlisten = 1\n").unwrap();
+    signal(&gate, "-HUP");
+    gate.proc.wait_for(&["reload refused"], WAIT);
+    assert_eq!(connect_status(&nested(&w.portal)), "403");
+}
+
+/// Headless Chromium with the portal's PAC file loads an HTTPS page of the destination through
+/// portal and gate; the destination's CA is trusted in an NSS database of Chromium's own.
+#[test]
+fn chromium_with_the_pac_file_loads_an_https_page_through_portal_and_gate() {
+    let w = world(false);
+    let dir = w.pki.dir.path();
+    // A second nginx without client certificates: the browser has none to present.
+    let open_nginx = Nginx::start_https(&w.root, &dir.join("dest.pem"), &dir.join("dest.key"), None);
+    let port = open_nginx.addr.port();
+    let grant = format!("laptop-1={DEST} {port} to 127.0.0.1");
+    let (gate, gate_addr) = start_gate(&w, &["--allow", &grant]);
+    let (_portal, portal_addr) = start_portal(&w, gate_addr, &[]);
+
+    let home = tempfile::Builder::new().prefix("tlsgate-chromium-home-").tempdir().unwrap();
+    let nssdb = home.path().join(".pki/nssdb");
+    std::fs::create_dir_all(&nssdb).unwrap();
+    let db = format!("sql:{}", nssdb.display());
+    for args in [
+        vec!["-N", "-d", &db, "--empty-password"],
+        vec!["-A", "-d", &db, "-n", "destination CA", "-t", "C,,", "-i", s(&w.dest_ca)],
+    ] {
+        let out =
+            Command::new("certutil").args(&args).output().expect("certutil (libnss3-tools) is installed");
+        assert!(out.status.success(), "certutil {args:?}: {}", describe(&out));
+    }
+    let out = Command::new("chromium")
+        .env("HOME", home.path())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            &format!("--user-data-dir={}", home.path().join("profile").display()),
+            &format!("--proxy-pac-url=http://{portal_addr}/proxy.pac"),
+            "--dump-dom",
+            &format!("https://{DEST}:{port}/index.html"),
+        ])
+        .output()
+        .expect("chromium is installed");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(dom.contains("hello from the inside"), "{}", describe(&out));
+    gate.proc.wait_logged(
+        &["connect gate: tunnel open", "mode=\"downgrade\"", &format!("to=127.0.0.1:{port}")],
+        WAIT,
+    );
+    let log = open_nginx.access_log_lines(1);
+    assert!(log.contains("GET /index.html"), "{log}");
+}
