@@ -121,8 +121,11 @@ fn port_text(s: &str) -> &str {
     s.rsplit_once(':').map_or("", |(_, p)| p)
 }
 
+/// Header fields in order, names as sent.
+pub type Fields = Vec<(String, String)>;
+
 /// Splits a head (as [`head_end`] delimited it) into its first line and fields.
-fn lines(head: &[u8]) -> Result<(&str, Vec<(String, String)>), HeadError> {
+fn lines(head: &[u8]) -> Result<(&str, Fields), HeadError> {
     let text = std::str::from_utf8(head).map_err(|_| HeadError::Malformed("not UTF-8"))?;
     let text = text.strip_suffix("\r\n\r\n").ok_or(HeadError::Malformed("no empty line"))?;
     let mut it = text.split("\r\n");

@@ -287,8 +287,8 @@ fn refusals_have_their_status_and_log_line_and_never_reach_the_destination() {
         ])
     };
     for (target, why) in [
-        (format!("{DEST}:{tport}"), "internal.test:PORT denied or not allowed"),
-        (format!("other.test:{}", w.nginx.addr.port()), "other.test not allowed"),
+        (format!("{DEST}:{tport}"), "not allowed"),
+        (format!("other.test:{}", w.nginx.addr.port()), "not allowed"),
         (format!("loop.test:{tport}"), "a loopback address"),
         (format!("127.0.0.1:{tport}"), "a loopback address"),
         (admin_s.clone(), "a loopback address"),
@@ -296,7 +296,7 @@ fn refusals_have_their_status_and_log_line_and_never_reach_the_destination() {
         let out = via(&w.portal, &target);
         assert_eq!(connect_status(&out), "403", "{target}: {}", describe(&out));
         let line = gate.proc.wait_for(&["connect gate: refused", "status=403", "identity=laptop-1"], WAIT);
-        assert!(line.contains(&target.replace("127.0.0.1:", "127.0.0.1:")), "{why}: {line}");
+        assert!(line.contains(&target) && line.contains(why), "{why}: {line}");
     }
     let reasons = gate.proc.lines_with(&["connect gate: refused"]);
     assert!(reasons.iter().any(|l| l.contains("resolves to 127.0.0.1")), "{reasons:?}");
