@@ -285,13 +285,22 @@ async fn nested(
 }
 
 /// Downgrade: answer and close_notify, the portal's close_notify, then the raw connection.
-async fn downgraded(mut stream: Box<RecordStream>, mut upstream: TcpStream) -> std::io::Result<(u64, u64)> {
+async fn downgraded(
+    mut stream: Box<RecordStream>,
+    mut upstream: TcpStream,
+    wait: Duration,
+) -> std::io::Result<(u64, u64)> {
     let answer = response(200, "Connection established", &[(downgrade::HEADER, downgrade::VALUE)]);
     stream.write_all(&answer).await?;
     stream.send_close_notify().await?;
     // Up to the portal's close_notify nothing may arrive: the head was all it could send.
     let mut probe = [0u8; 1];
-    let n = stream.read(&mut probe).await?;
+    let n = tokio::time::timeout(wait, stream.read(&mut probe)).await.map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no close_notify from the client in time (client side)",
+        )
+    })??;
     if n != 0 {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
