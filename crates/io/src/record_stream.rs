@@ -19,6 +19,11 @@
 //! close_notify, then FIN, in one segment; told that the next writes are the last
 //! ([`RecordStream::last_writes`]), it holds their records back and sends them in that segment
 //! too (a reply, close_notify and FIN: one packet to the client, not three).
+//!
+//! Downgrade (the connect gate): [`RecordStream::send_close_notify`] ends our half without a
+//! FIN; records are opened only up to the client's close_notify, and whatever the same read
+//! brought behind it is kept unopened; [`RecordStream::into_raw_parts`] then returns the socket
+//! with those bytes.
 
 use std::cell::RefCell;
 use std::io;
