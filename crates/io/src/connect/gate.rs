@@ -201,8 +201,11 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let mode = if downgrade { "downgrade" } else { "nested" };
     tracing::info!(client = %peer, identity = %name, target = %target, to = %to, mode, "connect gate: tunnel open");
     let started = Instant::now();
-    let result =
-        if downgrade { downgraded(stream, upstream).await } else { nested(stream, upstream, early).await };
+    let result = if downgrade {
+        downgraded(stream, upstream, config.head_timeout).await
+    } else {
+        nested(stream, upstream, early).await
+    };
     match result {
         Ok((up, down)) => tracing::info!(
             client = %peer, identity = %name, target = %target, mode, up, down,
