@@ -25,7 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use super::{read_head, HeadFailure};
+use super::{read_head, HeadFailure, RAW_BUF};
 use crate::record_stream::RecordStream;
 use crate::tunnel::resolve::Resolver;
 use crate::ProxyError;
@@ -283,7 +283,8 @@ async fn nested(
     stream.write_all(&response(200, "Connection established", &[])).await?;
     stream.flush().await?;
     upstream.write_all(&early).await?;
-    let (up, down) = tokio::io::copy_bidirectional(&mut *stream, &mut upstream).await?;
+    let (up, down) =
+        tokio::io::copy_bidirectional_with_sizes(&mut *stream, &mut upstream, RAW_BUF, RAW_BUF).await?;
     Ok((up + early.len() as u64, down))
 }
 
@@ -315,7 +316,8 @@ async fn downgraded(
         .map_err(|_| std::io::Error::other("record layer not ready for the downgrade"))?;
     let mut tcp = parts.tcp;
     upstream.write_all(&parts.read_ahead).await?;
-    let (up, down) = tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await?;
+    let (up, down) =
+        tokio::io::copy_bidirectional_with_sizes(&mut tcp, &mut upstream, RAW_BUF, RAW_BUF).await?;
     Ok((up + parts.read_ahead.len() as u64, down))
 }
 

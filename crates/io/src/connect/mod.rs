@@ -15,6 +15,10 @@ use std::io;
 use tlsgate_connect::head::{head_end, HeadError};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+/// Copy buffer per direction of a raw tunnel: tokio's default (8 KiB) costs a pair of system
+/// calls per 8 KiB; 64 KiB moves a socket buffer's worth per pair.
+pub(crate) const RAW_BUF: usize = 64 * 1024;
+
 /// Why a head could not be read.
 #[derive(Debug)]
 pub enum HeadFailure {

@@ -168,7 +168,7 @@ async fn direct(
     {
         return;
     }
-    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut up).await;
+    let _ = tokio::io::copy_bidirectional_with_sizes(&mut tcp, &mut up, super::RAW_BUF, super::RAW_BUF).await;
 }
 
 /// Through the gate with the downgrade; the gate's refusals reach the browser as they are.
@@ -206,7 +206,8 @@ async fn via_gate(
     if !ok {
         return;
     }
-    match tokio::io::copy_bidirectional(&mut tcp, &mut gate).await {
+    match tokio::io::copy_bidirectional_with_sizes(&mut tcp, &mut gate, super::RAW_BUF, super::RAW_BUF).await
+    {
         Ok((up, down)) => {
             tracing::info!(client = %peer, target = %target, up, down, "connect portal: tunnel closed")
         }
