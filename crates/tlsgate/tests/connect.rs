@@ -371,6 +371,9 @@ fn sighup_rereads_crls_and_grants_from_the_connect_section() {
         std::fs::write(&config, text).unwrap();
     };
     write("", port);
+    let check = Command::new(BIN).args(["check", "--config", s(&config)]).output().unwrap();
+    assert!(check.status.success(), "{}", describe(&check));
+    assert!(String::from_utf8_lossy(&check.stdout).contains("connect gate: listen"), "{}", describe(&check));
     let gate = Tlsgate::start(BIN, &["connect", "gate", "-c", s(&config)]);
     let line = gate.proc.wait_logged(&["connect gate listening"], WAIT);
     let proxy = format!("https://{}", Proc::field(&line, "listen").unwrap());

@@ -68,6 +68,21 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
             summary.push(format!("tunnel portal: gate {}", p.gate));
         }
     }
+    if let Some(c) = &config.connect {
+        // Grants and routes were validated with the config; what is left is the files.
+        if let Some(g) = &c.gate {
+            if let Err(e) = tlsgate_tls::connect::gate_server_config(g, insecure) {
+                problems.push(format!("connect gate: {e}"));
+            }
+            summary.push(format!("connect gate: listen {}, {} grant(s)", g.listen, g.allow.len()));
+        }
+        if let Some(p) = &c.portal {
+            if let Err(e) = tlsgate_tls::connect::portal_client_config(p, insecure) {
+                problems.push(format!("connect portal: {e}"));
+            }
+            summary.push(format!("connect portal: listen {}, gate {}", p.listen, p.gate));
+        }
+    }
     if let Some(i) = &config.inline {
         // Each service's certificate and key, every broken one named.
         for s in &i.service {
