@@ -5,6 +5,7 @@
 //! build the same structures, so the rest of tlsgate only ever sees a validated [`Config`].
 //! docs/config.md is the reference; a test parses the example it carries.
 
+mod connect;
 mod error;
 mod inline;
 mod model;
@@ -13,6 +14,7 @@ mod starttls;
 mod terminate;
 mod tunnel;
 
+pub use connect::{ConnectConfig, ConnectGateConfig, ConnectGrant, ConnectPortalConfig};
 pub use error::ConfigError;
 pub use inline::{InlineConfig, InlineLimits, InlineService, ReleaseMode};
 pub use model::{AdminConfig, Config, LogConfig, LogFormat, ProcessConfig, SecurityConfig};
@@ -97,6 +99,9 @@ impl Config {
         if let Some(i) = &mut self.inline {
             i.resolve_paths(dir);
         }
+        if let Some(c) = &mut self.connect {
+            c.resolve_paths(dir);
+        }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -111,6 +116,9 @@ impl Config {
         }
         if let Some(i) = &self.inline {
             i.validate()?;
+        }
+        if let Some(c) = &self.connect {
+            c.validate()?;
         }
         if self.process.group.is_some() && self.process.user.is_none() {
             return Err(ConfigError::invalid("[process]", "group is set without user"));

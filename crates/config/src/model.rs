@@ -20,6 +20,7 @@ pub struct Config {
     pub originate: Option<crate::OriginateConfig>,
     pub tunnel: Option<crate::TunnelConfig>,
     pub inline: Option<crate::InlineConfig>,
+    pub connect: Option<crate::ConnectConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

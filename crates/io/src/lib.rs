@@ -5,6 +5,7 @@
 //! - [`originate`]: plaintext listeners whose connections leave as TLS, and transparent policy;
 //! - [`inline`]: the inline engine between two interfaces over AF_PACKET rings;
 //! - [`tunnel`]: the portal and gate around the sans-IO tunnel endpoint;
+//! - [`connect`]: the HTTPS-proxy gate and the browser-facing portal, with the downgrade;
 //! - [`backend`]: backend pools: balancing, connecting with timeout and retry, health checks;
 //! - [`relay`]: the bidirectional byte pump with half-close and idle timeout;
 //! - [`starttls`]: STARTTLS prologues before the handshake, both directions;
@@ -17,6 +18,7 @@
 //! - [`http_backend`]: a small plaintext HTTP server, the demo's backend and a test peer.
 
 pub mod backend;
+pub mod connect;
 pub mod counted;
 pub mod error;
 pub mod http_backend;

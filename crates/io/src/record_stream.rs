@@ -19,6 +19,11 @@
 //! close_notify, then FIN, in one segment; told that the next writes are the last
 //! ([`RecordStream::last_writes`]), it holds their records back and sends them in that segment
 //! too (a reply, close_notify and FIN: one packet to the client, not three).
+//!
+//! Downgrade (the connect gate): [`RecordStream::send_close_notify`] ends our half without a
+//! FIN; records are opened only up to the client's close_notify, and whatever the same read
+//! brought behind it is kept unopened; [`RecordStream::into_raw_parts`] then returns the socket
+//! with those bytes.
 
 use std::cell::RefCell;
 use std::io;
@@ -45,6 +50,14 @@ thread_local! {
     static WRITE_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// A [`RecordStream`] after a downgrade: the plain TCP connection, and what was already read
+/// of it past the client's close_notify (to be used before any further read).
+#[derive(Debug)]
+pub struct RawParts {
+    pub tcp: TcpStream,
+    pub read_ahead: Vec<u8>,
+}
+
 /// See the module docs.
 pub struct RecordStream {
     tcp: TcpStream,
@@ -62,6 +75,9 @@ pub struct RecordStream {
     closing: bool,
     /// A bad record, an alert or the socket ended the stream; what to say to further calls.
     failed: Option<String>,
+    /// Bytes read past the client's close_notify, never opened: after a downgrade
+    /// ([`RecordStream::into_raw_parts`]) they are the raw stream's first. Bounded by one read.
+    after_close: Vec<u8>,
 }
 
 impl std::fmt::Debug for RecordStream {
@@ -89,6 +105,7 @@ impl RecordStream {
             out_at: 0,
             closing: false,
             failed: None,
+            after_close: Vec::new(),
         };
         if !received.is_empty() {
             // Opened now, so that later reads start from a clean state.
@@ -144,10 +161,42 @@ impl RecordStream {
         self.closing = true;
     }
 
+    /// Seals close_notify and sends it with whatever is queued, without shutting the socket
+    /// down: the first half of a downgrade ([`RecordStream::into_raw_parts`]).
+    pub async fn send_close_notify(&mut self) -> io::Result<()> {
+        if let Some(e) = self.failed_error() {
+            return Err(e);
+        }
+        self.session
+            .close(&mut self.out)
+            .map_err(|f| io::Error::other(format!("sealing close_notify: {f}")))?;
+        std::future::poll_fn(|cx| self.poll_drain(cx)).await
+    }
+
+    /// Ends the record layer once both sides sent close_notify: the socket and the bytes read
+    /// past the client's close_notify, which are the raw stream's first. Nothing is lost across
+    /// the switch and nothing after close_notify was ever opened. Refused (the stream is
+    /// returned) while plaintext is unread, records are unsent, or either close_notify is
+    /// missing.
+    pub fn into_raw_parts(self) -> Result<RawParts, Box<RecordStream>> {
+        let ready = self.failed.is_none()
+            && self.session.downgraded()
+            && self.plain_at == self.plain.len()
+            && self.out_at == self.out.len()
+            && self.partial.is_empty();
+        if !ready {
+            return Err(Box::new(self));
+        }
+        Ok(RawParts { tcp: self.tcp, read_ahead: self.after_close })
+    }
+
     /// Bytes held for this connection right now (partial record, unread plaintext, unsent
     /// records): zero while idle.
     pub fn held(&self) -> usize {
-        self.partial.len() + (self.plain.len() - self.plain_at) + (self.out.len() - self.out_at)
+        self.partial.len()
+            + (self.plain.len() - self.plain_at)
+            + (self.out.len() - self.out_at)
+            + self.after_close.len()
     }
 
     /// Reads from the socket into `area` after the partial record, which is then copied in
@@ -202,8 +251,13 @@ impl RecordStream {
             }
             rd = end;
         }
-        if !self.session.peer_closed() && rd < len {
-            self.partial = area[rd..].to_vec();
+        if rd < len {
+            if self.session.peer_closed() {
+                // Not records of this session any more: kept raw for a downgrade.
+                self.after_close.extend_from_slice(&area[rd..]);
+            } else {
+                self.partial = area[rd..].to_vec();
+            }
         }
         Ok(wr)
     }

@@ -90,3 +90,75 @@ listen = "127.0.0.1:0"
     s.shutdown().await.unwrap();
     assert_eq!(peer.join().unwrap(), data);
 }
+
+/// The downgrade: both sides send close_notify and the connection goes on raw. Bytes the client
+/// sent right behind its close_notify arrive in the same read as the alert; the stream opens
+/// none of them and hands them back, in order, with the socket.
+#[tokio::test]
+async fn into_raw_parts_hands_back_the_bytes_read_past_close_notify() {
+    use tlsgate_io::connect::outer_client::OuterClient;
+
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test ca").unwrap();
+    let (cert, key) = ca.issue_server(&["localhost"]).unwrap().write(dir.path(), "server").unwrap();
+    let config = Config::from_toml(&format!(
+        "[[terminate.listener]]\nlisten = \"127.0.0.1:0\"\n  [[terminate.listener.certificate]]\n  cert = \"{}\"\n  \
+         key = \"{}\"\n  default = true\n  [[terminate.listener.route]]\n  backends = [\"127.0.0.1:9\"]\n",
+        cert.display(),
+        key.display()
+    ))
+    .unwrap();
+    let listener = &config.terminate.as_ref().unwrap().listener[0];
+    let tls = listener_tls(listener, false).unwrap();
+    let routes = Routes::from_config(listener).unwrap();
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap()).unwrap();
+    let client_config =
+        Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth());
+    let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
+    let client = tokio::spawn(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut outer =
+            OuterClient::connect(tcp, client_config, "localhost".try_into().unwrap()).await.unwrap();
+        outer.write_all(b"before").await.unwrap();
+        let mut plain = Vec::new();
+        while !outer.peer_closed() {
+            outer.read_records(&mut plain).await.unwrap();
+        }
+        assert_eq!(plain, b"answer");
+        let (mut tcp, mut raw) = outer.downgrade().await.unwrap();
+        // Raw bytes right behind our close_notify; the server reads only once both are there.
+        tcp.write_all(b"raw from the client").await.unwrap();
+        sent_tx.send(()).unwrap();
+        tcp.shutdown().await.unwrap();
+        tcp.read_to_end(&mut raw).await.unwrap();
+        raw
+    });
+
+    let (tcp, _) = socket.accept().await.unwrap();
+    let est = accept(tcp, Vec::new(), &tls, &routes, "test", false).await.unwrap();
+    let mut stream = est.stream;
+    let mut got = [0u8; 6];
+    stream.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"before");
+    stream.write_all(b"answer").await.unwrap();
+    stream.send_close_notify().await.unwrap();
+    // Not before the client's close_notify: the stream is refused and given back.
+    let mut stream = stream.into_raw_parts().unwrap_err();
+    sent_rx.await.unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(stream.read_to_end(&mut rest).await.unwrap(), 0, "nothing inside TLS after the answer");
+    let parts = stream.into_raw_parts().unwrap();
+    assert_eq!(parts.read_ahead, b"raw from the client", "read with the close_notify, never opened");
+    let mut tcp = parts.tcp;
+    tcp.write_all(b"raw from the server").await.unwrap();
+    tcp.shutdown().await.unwrap();
+    let mut tail = Vec::new();
+    tcp.read_to_end(&mut tail).await.unwrap();
+    assert!(tail.is_empty());
+    assert_eq!(client.await.unwrap(), b"raw from the server");
+}

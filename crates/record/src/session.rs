@@ -191,6 +191,13 @@ impl Session {
         self.close_sent
     }
 
+    /// Both close_notify alerts are through (the peer's received, ours sealed) and nothing
+    /// failed: from the next byte on either direction the connection is no longer this session's
+    /// (a downgrade to the raw stream; the caller keeps the bytes it read past the peer's alert).
+    pub fn downgraded(&self) -> bool {
+        self.failed.is_none() && self.rules.peer_closed() && self.close_sent
+    }
+
     pub fn failed(&self) -> Option<&Fatal> {
         self.failed.as_ref()
     }

@@ -9,10 +9,12 @@
 //! - [`describe`]: rustls's errors in an operator's words, for every handshake failure logged;
 //! - [`inline`]: the inline engine's per-service configs, keys handed over after the handshake;
 //! - [`tunnel`]: the gate's and the portal's TLS 1.3 configs with certificates on both ends;
+//! - [`connect`]: the connect gate's and portal's configs;
 //! - [`pki`]: a throwaway CA and leaf certificates (rcgen) for the demo and for tests.
 
 pub mod client;
 pub mod client_auth;
+pub mod connect;
 pub mod describe;
 pub mod error;
 mod hkdf;

@@ -55,6 +55,9 @@ pub enum Command {
     /// Many TCP and UDP flows over one mutually authenticated TLS connection.
     #[command(subcommand, after_help = examples::TUNNEL)]
     Tunnel(TunnelCommand),
+    /// An HTTPS proxy for browsers whose tunnels drop the outer TLS once open (gate, portal).
+    #[command(subcommand, after_help = examples::CONNECT)]
+    Connect(ConnectCommand),
     /// Packet-level TLS offload that keeps the client's TCP connection, between two interfaces.
     #[command(subcommand, about = examples::INLINE_ABOUT, after_help = examples::INLINE)]
     Inline(InlineCommand),
@@ -388,6 +391,95 @@ pub struct PortalArgs {
     /// Reach the gate through `http://[user:pass@]host:port` or `socks5://…`.
     #[arg(long, conflicts_with = "config")]
     pub proxy: Option<tlsgate_config::ProxyUrl>,
+    /// Admin listener address (/healthz, /metrics, /status).
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+    /// Start even if the key file is readable by group or others.
+    #[arg(long)]
+    pub allow_insecure_key_permissions: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ConnectCommand {
+    /// The far end: an HTTPS proxy requiring client certificates, CONNECT under policy.
+    #[command(after_help = examples::CONNECT_GATE)]
+    Gate(Box<ConnectGateArgs>),
+    /// The near end: a plain HTTP proxy and PAC file for this machine's browsers.
+    #[command(after_help = examples::CONNECT_PORTAL)]
+    Portal(Box<ConnectPortalArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectGateArgs {
+    /// TOML config file with a [connect.gate] section; when given, it is the whole configuration.
+    #[arg(long, short, conflicts_with_all = ["listen", "cert", "key", "client_ca"])]
+    pub config: Option<PathBuf>,
+    /// TLS address portals and HTTPS-proxy clients connect to.
+    #[arg(long, required_unless_present = "config")]
+    pub listen: Option<SocketAddr>,
+    /// The gate's certificate chain (PEM).
+    #[arg(long, required_unless_present = "config")]
+    pub cert: Option<PathBuf>,
+    /// The gate's private key (PEM).
+    #[arg(long, required_unless_present = "config")]
+    pub key: Option<PathBuf>,
+    /// CAs that issue client certificates; clients must present one.
+    #[arg(long, required_unless_present = "config")]
+    pub client_ca: Option<PathBuf>,
+    /// CRL file of that CA; repeat for several.
+    #[arg(long, conflicts_with = "config")]
+    pub crl: Vec<PathBuf>,
+    /// `IDENTITY=DESTINATION`: clients matching IDENTITY (`*`, CN, DNS or URI SAN) may CONNECT to
+    /// DESTINATION (`internal.test 443`, `10.0.0.0/8 22,443`, `db.corp 5432 to 10.1.0.0/16`);
+    /// repeat. Without any, every CONNECT is refused.
+    #[arg(long, conflicts_with = "config")]
+    pub allow: Vec<String>,
+    /// `NAME=IP`: resolve NAME to IP on the gate (before DNS); repeat.
+    #[arg(long = "host", conflicts_with = "config")]
+    pub hosts: Vec<String>,
+    /// DNS server for resolving destination names (default: the system resolver).
+    #[arg(long, conflicts_with = "config")]
+    pub resolver: Option<SocketAddr>,
+    /// Time a client has for its TLS handshake and CONNECT head together (default 10s).
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "config")]
+    pub head_timeout: Option<Duration>,
+    /// Admin listener address (/healthz, /metrics, /status).
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+    /// Start even if the key file is readable by group or others.
+    #[arg(long)]
+    pub allow_insecure_key_permissions: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectPortalArgs {
+    /// TOML config file with a [connect.portal] section; when given, it is the whole configuration.
+    #[arg(long, short, conflicts_with_all = ["gate", "ca", "cert", "key"])]
+    pub config: Option<PathBuf>,
+    /// The plain HTTP proxy (and PAC file) address: `IP:PORT`, or a bare `PORT` for loopback.
+    #[arg(long, default_value = "127.0.0.1:3128", value_parser = loopback_by_default)]
+    pub listen: SocketAddr,
+    /// The gate's host:port.
+    #[arg(long, required_unless_present = "config")]
+    pub gate: Option<BackendAddr>,
+    /// CAs trusted for the gate's certificate.
+    #[arg(long, required_unless_present = "config")]
+    pub ca: Option<PathBuf>,
+    /// The portal's certificate chain (PEM).
+    #[arg(long, required_unless_present = "config")]
+    pub cert: Option<PathBuf>,
+    /// The portal's private key (PEM).
+    #[arg(long, required_unless_present = "config")]
+    pub key: Option<PathBuf>,
+    /// Name verified in the gate's certificate (default: the gate's host).
+    #[arg(long, conflicts_with = "config")]
+    pub server_name: Option<String>,
+    /// Hosts that go through the gate: `name`, `*.name`, `.name` (it and all under it), `*`; repeat.
+    #[arg(long, conflicts_with = "config")]
+    pub route: Vec<String>,
+    /// Connect other hosts directly instead of refusing them.
+    #[arg(long, conflicts_with = "config")]
+    pub direct: bool,
     /// Admin listener address (/healthz, /metrics, /status).
     #[arg(long)]
     pub admin: Option<SocketAddr>,

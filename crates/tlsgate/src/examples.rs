@@ -42,6 +42,25 @@ Examples:
   tlsgate tunnel portal --gate gate.example:7443 --ca ca.pem --cert portal.pem --key portal.key \\
       --socks 127.0.0.1:1080 --forward tcp:127.0.0.1:15432=db.internal:5432";
 
+pub const CONNECT_GATE: &str = "\
+Examples:
+  # Portals with certificates from ca.pem may reach internal.test:443 (docs/connect.md)
+  tlsgate connect gate --listen 0.0.0.0:8443 --cert gate.pem --key gate.key --client-ca ca.pem \\
+      --allow '*=internal.test 443 to 10.0.0.0/8'";
+
+pub const CONNECT_PORTAL: &str = "\
+Examples:
+  # Browsers use 127.0.0.1:3128 (or http://127.0.0.1:3128/proxy.pac) for internal.test
+  tlsgate connect portal --gate gate.example:8443 --ca ca.pem --cert portal.pem --key portal.key \\
+      --route internal.test";
+
+pub const CONNECT: &str = "\
+Examples:
+  tlsgate connect gate --listen 0.0.0.0:8443 --cert gate.pem --key gate.key --client-ca ca.pem \\
+      --allow '*=internal.test 443 to 10.0.0.0/8'
+  tlsgate connect portal --gate gate.example:8443 --ca ca.pem --cert portal.pem --key portal.key \\
+      --route internal.test";
+
 pub const INLINE_ABOUT: &str = "Packet-level TLS offload that keeps the client's TCP connection, \
 between two interfaces (run), or in a simulated network (simulate)";
 

@@ -10,12 +10,15 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
-const SUBCOMMANDS: [&[&str]; 12] = [
+const SUBCOMMANDS: [&[&str]; 15] = [
     &["terminate"],
     &["originate"],
     &["tunnel"],
     &["tunnel", "gate"],
     &["tunnel", "portal"],
+    &["connect"],
+    &["connect", "gate"],
+    &["connect", "portal"],
     &["inline"],
     &["inline", "run"],
     &["inline", "simulate"],
@@ -111,6 +114,6 @@ fn every_example_is_in_the_readme_and_accepted_by_the_binary() {
         }
     }
     // terminate 4, originate 2, tunnel 2, gate 1, portal 1, inline 2, inline run 1, simulate 1,
-    // demo 1, backend 1, run 1, check 1.
-    assert_eq!(checked, 18);
+    // demo 1, backend 1, run 1, check 1, connect 2, connect gate 1, connect portal 1.
+    assert_eq!(checked, 22);
 }

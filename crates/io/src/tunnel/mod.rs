@@ -9,10 +9,10 @@
 //!   with backoff) and serves SOCKS5, forwards and the DNS forwarder;
 //! - [`resolve`]: the gate's name resolution (system, or a configured DNS server).
 
-mod connect;
+pub(crate) mod connect;
 pub mod driver;
 pub mod gate;
-mod own_addrs;
+pub(crate) mod own_addrs;
 pub mod portal;
 mod pump;
 pub mod resolve;

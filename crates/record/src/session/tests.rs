@@ -688,3 +688,23 @@ fn a_ccs_between_handshake_fragments_is_unexpected_message_and_no_panic_rfc5246_
     assert_eq!(out, [21, 3, 3, 0, 2, 2, UNEXPECTED_MESSAGE], "a fatal unexpected_message alert");
     assert_eq!(hs.held(), 0, "nothing held after the failure");
 }
+
+#[test]
+fn downgraded_once_both_close_notify_alerts_are_through_and_not_after_a_failure() {
+    for suite in both() {
+        let mut p = Pair::new(suite);
+        assert!(!p.session.downgraded());
+        p.session.close(&mut Vec::new()).unwrap();
+        assert!(!p.session.downgraded(), "the peer's close_notify is still due");
+        p.client.send_close_notify();
+        let wire = drain(&mut p.client);
+        assert_eq!(p.feed(&wire).0, [Ok(Got::Closed)]);
+        assert!(p.session.downgraded());
+    }
+    // A failed session never hands its connection over.
+    let mut p = Pair::new(TLS13);
+    let bad = p.rec(HS, &[24, 0, 0, 1, 9]);
+    let _ = p.one(&bad);
+    p.session.close(&mut Vec::new()).unwrap_err();
+    assert!(!p.session.downgraded());
+}

@@ -23,8 +23,10 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
         && config.originate.is_none()
         && config.tunnel.is_none()
         && config.inline.is_none()
+        && config.connect.is_none()
     {
-        problems.push(format!("{path}: no [terminate], [originate], [tunnel] or [inline] section"));
+        problems
+            .push(format!("{path}: no [terminate], [originate], [tunnel], [inline] or [connect] section"));
     }
     if let Some(t) = &config.terminate {
         for l in &t.listener {
@@ -64,6 +66,21 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
         if let Some(p) = &t.portal {
             problems.extend(portal(p, insecure));
             summary.push(format!("tunnel portal: gate {}", p.gate));
+        }
+    }
+    if let Some(c) = &config.connect {
+        // Grants and routes were validated with the config; what is left is the files.
+        if let Some(g) = &c.gate {
+            if let Err(e) = tlsgate_tls::connect::gate_server_config(g, insecure) {
+                problems.push(format!("connect gate: {e}"));
+            }
+            summary.push(format!("connect gate: listen {}, {} grant(s)", g.listen, g.allow.len()));
+        }
+        if let Some(p) = &c.portal {
+            if let Err(e) = tlsgate_tls::connect::portal_client_config(p, insecure) {
+                problems.push(format!("connect portal: {e}"));
+            }
+            summary.push(format!("connect portal: listen {}, gate {}", p.listen, p.gate));
         }
     }
     if let Some(i) = &config.inline {

@@ -29,7 +29,7 @@ fn config_from(args: &InlineRunArgs) -> Result<Config, String> {
         Some(path) => {
             let config = super::load_file(path)?;
             // Only this mode's section runs; `tlsgate run` runs them all.
-            Config { terminate: None, originate: None, tunnel: None, ..config }
+            Config { terminate: None, originate: None, tunnel: None, connect: None, ..config }
         }
         None => {
             let (Some(client), Some(server), Some(cert), Some(key)) =

@@ -2,6 +2,7 @@
 
 mod backend;
 mod check;
+mod connect;
 mod demo;
 mod inline;
 mod inline_run;
@@ -26,6 +27,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Terminate(args) => terminate::run(*args, &cli.log).await,
         Command::Originate(args) => originate::run(*args, &cli.log).await,
         Command::Tunnel(command) => tunnel::run(command, &cli.log).await,
+        Command::Connect(command) => connect::run(command, &cli.log).await,
         Command::Inline(command) => inline::run(command, &cli.log).await,
         Command::Demo(args) => demo::run(args, &cli.log).await,
         Command::Backend(args) => backend::run(args, &cli.log).await,

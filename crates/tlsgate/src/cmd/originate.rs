@@ -14,7 +14,7 @@ fn config_from(args: &OriginateArgs) -> Result<Config, String> {
         Some(path) => {
             let config = super::load_file(path)?;
             // Only this mode's section runs; `tlsgate run` runs them all.
-            Config { terminate: None, tunnel: None, inline: None, ..config }
+            Config { terminate: None, tunnel: None, inline: None, connect: None, ..config }
         }
         None => {
             let Some(listen) = args.listen else {

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use tlsgate_config::Config;
 use tlsgate_core::side::Side;
+use tlsgate_io::connect::gate::ConnectGate;
+use tlsgate_io::connect::portal::ConnectPortal;
 use tlsgate_io::inline::InlineHandle;
 use tlsgate_io::originate::Originator;
 use tlsgate_io::terminate::watch::FileWatch;
@@ -22,6 +24,8 @@ pub struct Running {
     originate: Option<Originator>,
     gate: Option<Gate>,
     portal: Option<Portal>,
+    connect_gate: Option<ConnectGate>,
+    connect_portal: Option<ConnectPortal>,
     /// The bridge; shared only weakly with the admin listener, so stopping it here stops it.
     inline: Option<Arc<InlineHandle>>,
     _admin: Option<AbortOnDrop>,
@@ -51,6 +55,15 @@ impl Running {
             Some(p) => Some(Portal::start(p, insecure).await?),
             None => None,
         };
+        let connect = config.connect.as_ref();
+        let connect_gate = match connect.and_then(|c| c.gate.as_ref()) {
+            Some(g) => Some(ConnectGate::start(g, insecure).await?),
+            None => None,
+        };
+        let connect_portal = match connect.and_then(|c| c.portal.as_ref()) {
+            Some(p) => Some(ConnectPortal::start(p, insecure).await?),
+            None => None,
+        };
         let inline = match &config.inline {
             Some(i) => Some(Arc::new(super::inline_run::start(i, insecure)?)),
             None => None,
@@ -78,7 +91,18 @@ impl Running {
             None => None,
         };
         let watch = FileWatch::new(watched(&config));
-        Ok(Running { terminate, originate, gate, portal, inline, _admin: admin, watch, config })
+        Ok(Running {
+            terminate,
+            originate,
+            gate,
+            portal,
+            connect_gate,
+            connect_portal,
+            inline,
+            _admin: admin,
+            watch,
+            config,
+        })
     }
 
     /// The configuration as last applied.
@@ -136,6 +160,25 @@ impl Running {
                 applied.tunnel.get_or_insert_default().portal = tunnel.and_then(|t| t.portal.clone());
             }
         }
+        let connect = new.connect.as_ref();
+        if let Some(gate) = &self.connect_gate {
+            let result = match connect.and_then(|c| c.gate.as_ref()) {
+                Some(g) => gate.reload(g, insecure).map(|()| g.files()),
+                None => Err(removed("[connect.gate]")),
+            };
+            if report("connect.gate", result) {
+                applied.connect.get_or_insert_default().gate = connect.and_then(|c| c.gate.clone());
+            }
+        }
+        if let Some(portal) = &self.connect_portal {
+            let result = match connect.and_then(|c| c.portal.as_ref()) {
+                Some(p) => portal.reload(p, insecure).map(|()| p.files()),
+                None => Err(removed("[connect.portal]")),
+            };
+            if report("connect.portal", result) {
+                applied.connect.get_or_insert_default().portal = connect.and_then(|c| c.portal.clone());
+            }
+        }
         if let (Some(handle), Some(old)) = (&self.inline, &self.config.inline) {
             let result = match &new.inline {
                 Some(i) => super::inline_run::reload(handle, old, i, insecure).map(|()| i.files()),
@@ -151,6 +194,8 @@ impl Running {
             ("[tunnel.gate]", tunnel.is_some_and(|t| t.gate.is_some()), self.gate.is_some()),
             ("[tunnel.portal]", tunnel.is_some_and(|t| t.portal.is_some()), self.portal.is_some()),
             ("[inline]", new.inline.is_some(), self.inline.is_some()),
+            ("[connect.gate]", connect.is_some_and(|c| c.gate.is_some()), self.connect_gate.is_some()),
+            ("[connect.portal]", connect.is_some_and(|c| c.portal.is_some()), self.connect_portal.is_some()),
         ] {
             if present && !running {
                 tracing::error!(
@@ -173,6 +218,12 @@ impl Running {
             if let Ok(handle) = Arc::try_unwrap(handle) {
                 handle.stop();
             }
+        }
+        if let Some(g) = &self.connect_gate {
+            g.shutdown();
+        }
+        if let Some(p) = &self.connect_portal {
+            p.shutdown();
         }
         let drain = self.config.terminate.as_ref().map(|t| t.drain_timeout);
         let terminate = async {

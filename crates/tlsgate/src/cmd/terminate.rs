@@ -17,7 +17,7 @@ fn config_from(args: &TerminateArgs) -> Result<Config, String> {
         Some(path) => {
             let config = super::load_file(path)?;
             // Only this mode's section runs; `tlsgate run` runs them all.
-            Config { originate: None, tunnel: None, inline: None, ..config }
+            Config { originate: None, tunnel: None, inline: None, connect: None, ..config }
         }
         None => {
             let (Some(listen), Some(cert), Some(key)) = (args.listen, args.cert.clone(), args.key.clone())

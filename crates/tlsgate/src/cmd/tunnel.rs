@@ -76,8 +76,14 @@ fn with_tunnel(tunnel: TunnelConfig) -> Result<Config, String> {
 /// The config with `tunnel` as its only mode section (`tlsgate run` runs them all), and the flags
 /// shared by both ends applied.
 fn only(config: Config, tunnel: TunnelConfig, admin: Option<SocketAddr>, insecure: bool) -> Config {
-    let mut config =
-        Config { terminate: None, originate: None, tunnel: Some(tunnel), inline: None, ..config };
+    let mut config = Config {
+        terminate: None,
+        originate: None,
+        tunnel: Some(tunnel),
+        inline: None,
+        connect: None,
+        ..config
+    };
     if let Some(addr) = admin {
         config.admin = Some(AdminConfig { listen: addr });
     }

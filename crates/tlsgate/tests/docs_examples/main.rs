@@ -5,6 +5,7 @@
 //! examples are tagged `text`; an untagged block, or a `toml`/`sh` block missing from
 //! [`EXAMPLES`], fails the test, so a new example cannot be added without being run.
 
+mod connect;
 mod inline;
 mod originate;
 mod scene;
@@ -40,6 +41,8 @@ const EXAMPLES: &[(&str, &str, How)] = &[
     ("README.md", "tlsgate run --config tlsgate.toml", How::Run(terminate::readme_run)),
     ("README.md", "tlsgate originate --listen 127.0.0.1:5432 --connect db.example:5432 --ca ca.pem", How::Run(originate::readme)),
     ("README.md", "tlsgate tunnel gate --listen 0.0.0.0:7443 --cert gate.pem --key gate.key --client-ca ca.pem", How::Run(tunnel::readme)),
+    ("README.md", "tlsgate connect gate --listen 0.0.0.0:8443 --cert gate.pem --key gate.key --client-ca ca.pem \\", How::Run(connect::readme)),
+    ("docs/config.md", "[connect.gate]", How::Run(connect::toml)),
     ("README.md", "tlsgate inline run --client-iface eth0 --server-iface eth1 --service 10.0.0.2:443=80 \\", How::Run(inline::readme)),
     ("README.md", "tlsgate inline simulate --flows 50 --seed 7 --loss 0.03 --reorder 0.05 --duplicate 0.01 \\", How::Run(inline_simulate)),
     ("docs/config.md", "# Shared by every mode.", How::RunBy("README.md", "tlsgate check --config tlsgate.toml       # loads every file it names, binds nothing")),
@@ -58,6 +61,7 @@ const EXAMPLES: &[(&str, &str, How)] = &[
     ("docs/benchmarks.md", "apt-get install -y nginx-core libnginx-mod-stream haproxy hitch stunnel4 wrk openssl \\", How::Skip(BENCH)),
     ("docs/benchmarks.md", "apt-get install -y openssh-server openssh-client openssl util-linux python3", How::Skip(BENCH)),
     ("docs/benchmarks.md", "apt-get install -y openssl util-linux python3 nginx-core iproute2 ethtool curl", How::Skip(BENCH)),
+    ("docs/benchmarks.md", "apt-get install -y nginx-core squid-openssl curl openssl python3", How::Skip(BENCH)),
     ("docs/benchmarks.md", "bench/inline.sh --only-net                     # this section alone (root, 2 CPUs)", How::Skip(BENCH)),
 ];
 

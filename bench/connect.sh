@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Benchmark: CPU per GiB on the HTTPS-proxy hop, `tlsgate connect gate` with the downgrade (through
+# the portal) and nested (curl --proxy https://…), beside Squid as an HTTPS proxy (https_port,
+# nested), all in front of the same TLS destination (nginx), on one machine. See
+# docs/benchmarks.md, "Connect gate vs Squid".
+#
+#   bench/connect.sh [--quick]      (--quick: 256 MiB per transfer instead of 1 GiB)
+#
+# Installs nothing: it names the Debian packages it is missing and stops. Builds tlsgate (profile
+# "profiling"; honours CARGO_TARGET_DIR). Prints a markdown table and, last, the line
+# "connect ratios: ...". Every process it starts is stopped on exit.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+size=$((1024 * 1024 * 1024))
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) size=$((256 * 1024 * 1024)) ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench/connect.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+declare -A need=([nginx-core]=/usr/sbin/nginx [squid-openssl]=/usr/sbin/squid [curl]=/usr/bin/curl
+  [openssl]=/usr/bin/openssl [python3]=/usr/bin/python3)
+missing=()
+for pkg in "${!need[@]}"; do
+  [ -e "${need[$pkg]}" ] || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bench/connect.sh: missing ${missing[*]}; install with:" >&2
+  echo "  apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+
+echo "[bench] cargo build --profile profiling -p tlsgate" >&2
+cargo build --profile profiling --quiet -p tlsgate >&2
+target=${CARGO_TARGET_DIR:-$repo/target}
+tlsgate=$target/profiling/tlsgate
+
+# shellcheck source=lib/scratch.sh
+. "$repo/bench/lib/scratch.sh"
+make_scratch tlsgate-connect-bench
+
+# The CA and server certificate (SAN 127.0.0.1) of the terminator benchmark serve the gate, Squid
+# and the destination alike; the portal gets a client certificate from the same CA.
+"$repo/bench/lib/pki.sh" "$work"
+(
+  cd "$work"
+  umask 077
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out portal.key 2>/dev/null
+  openssl req -new -key portal.key -subj "/CN=bench-portal" -out portal.csr 2>/dev/null
+  printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n' \
+    > portal.ext
+  openssl x509 -req -in portal.csr -CA ca.pem -CAkey ca.key -CAcreateserial -sha256 -days 2 \
+    -extfile portal.ext -out portal.pem 2>/dev/null
+)
+
+/usr/bin/python3 "$repo/bench/lib/connect.py" --dir "$work" --tlsgate "$tlsgate" --size "$size" &
+py_pid=$!
+wait "$py_pid"

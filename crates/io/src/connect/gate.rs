@@ -1,0 +1,384 @@
+//! `tlsgate connect gate`: accepts portals and HTTPS-proxy clients (TLS, client certificate
+//! required), reads one CONNECT, authorises it against the client's identity and the
+//! destination policy before any byte reaches the destination, connects, answers, then either
+//! downgrades to the raw TCP connection (a portal asked, `Tlsgate-Downgrade: 1`) or relays the
+//! client's nested TLS inside its own records.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use rustls::ServerConfig;
+use tlsgate_config::ConnectGateConfig;
+use tlsgate_connect::downgrade;
+use tlsgate_connect::head::{parse_request, response, MAX_HEAD};
+use tlsgate_connect::policy::{self, ConnectPolicy};
+use tlsgate_core::identity::PeerIdentity;
+use tlsgate_record::crypto::RecordLayer;
+use tlsgate_record::frame::{Header, HEADER_LEN, MAX_CIPHERTEXT_TLS12};
+use tlsgate_tls::server_handshake::{Progress, ServerHandshake};
+use tlsgate_tunnel::addr::Host;
+use tlsgate_tunnel::policy::Decision;
+use tlsgate_tunnel::Target;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use super::{read_head, HeadFailure, RAW_BUF};
+use crate::record_stream::RecordStream;
+use crate::tunnel::resolve::Resolver;
+use crate::ProxyError;
+
+struct Shared {
+    config: ArcSwap<ConnectGateConfig>,
+    tls: ArcSwap<ServerConfig>,
+    policy: ArcSwap<ConnectPolicy>,
+    resolver: Resolver,
+}
+
+pub struct ConnectGate {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl ConnectGate {
+    pub async fn start(config: &ConnectGateConfig, insecure: bool) -> Result<ConnectGate, ProxyError> {
+        let (tls, policy) = load(config, insecure)?;
+        let resolver = Resolver::new(config.resolver).map_err(ProxyError::config)?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| ProxyError::bind(&format!("connect gate {}", config.listen), &e))?;
+        let local_addr = listener.local_addr().map_err(|e| ProxyError::internal(e.to_string()))?;
+        let shared = Arc::new(Shared {
+            config: ArcSwap::from_pointee(config.clone()),
+            tls: ArcSwap::from(tls),
+            policy: ArcSwap::from_pointee(policy),
+            resolver,
+        });
+        let task = tokio::spawn(accept_loop(listener, shared.clone()));
+        tracing::info!(listen = %local_addr, "connect gate listening");
+        Ok(ConnectGate { shared, local_addr, task })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Certificate, key, client CA and CRLs (re-read) for the next handshake, grants, hosts and
+    /// timeouts for the next CONNECT. All or nothing. Tunnels already open stay.
+    pub fn reload(&self, config: &ConnectGateConfig, insecure: bool) -> Result<(), ProxyError> {
+        let running = self.shared.config.load();
+        if (config.listen, config.resolver) != (running.listen, running.resolver) {
+            return Err(ProxyError::config(
+                "[connect.gate]: listen or resolver changed; a restart applies that",
+            ));
+        }
+        let (tls, policy) = load(config, insecure)?;
+        self.shared.tls.store(tls);
+        self.shared.policy.store(Arc::new(policy));
+        self.shared.config.store(Arc::new(config.clone()));
+        Ok(())
+    }
+
+    pub fn shutdown(&self) {
+        self.task.abort();
+    }
+}
+
+fn load(
+    config: &ConnectGateConfig,
+    insecure: bool,
+) -> Result<(Arc<ServerConfig>, ConnectPolicy), ProxyError> {
+    let label = format!("connect gate {}", config.listen);
+    let tls = tlsgate_tls::connect::gate_server_config(config, insecure)
+        .map_err(|e| ProxyError::config(format!("{label}: {e}")))?;
+    let policy = ConnectPolicy::from_grants(&config.grants())
+        .map_err(|e| ProxyError::config(format!("{label}: {e}")))?;
+    if policy.grants.is_empty() {
+        tracing::warn!("connect gate: no `allow` grants: every CONNECT will be refused");
+    }
+    Ok((tls, policy))
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                tokio::spawn(serve(tcp, peer, shared.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "connect gate: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// A refusal: the status, its reason phrase, and why (sent in `Tlsgate-Reason`, logged).
+struct Refusal {
+    status: u16,
+    why: String,
+}
+
+impl Refusal {
+    fn new(status: u16, why: impl Into<String>) -> Refusal {
+        Refusal { status, why: why.into() }
+    }
+
+    fn phrase(&self) -> &'static str {
+        match self.status {
+            400 => "Bad Request",
+            403 => "Forbidden",
+            405 => "Method Not Allowed",
+            408 => "Request Timeout",
+            431 => "Request Header Fields Too Large",
+            502 => "Bad Gateway",
+            504 => "Gateway Timeout",
+            _ => "Error",
+        }
+    }
+}
+
+async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let _ = tcp.set_nodelay(true);
+    let config = shared.config.load_full();
+    let deadline = tokio::time::Instant::now() + config.head_timeout;
+    let accepted = tokio::time::timeout_at(deadline, handshake(tcp, shared.tls.load_full())).await;
+    let (mut stream, identity) = match accepted {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::warn!(client = %peer, error = %e, "connect gate: refused: TLS handshake failed (client side)");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(client = %peer, "connect gate: refused: TLS handshake timed out (client side)");
+            return;
+        }
+    };
+    let name = tlsgate_tls::tunnel::portal_name(&identity);
+    let mut buf = Vec::new();
+    let head = match tokio::time::timeout_at(deadline, read_head(&mut *stream, &mut buf, MAX_HEAD)).await {
+        Ok(Ok(end)) => end,
+        Ok(Err(HeadFailure::Bad(e))) => {
+            return refuse(stream, peer, &name, None, Refusal::new(e.status(), e.to_string())).await
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(client = %peer, identity = %name, error = %e, "connect gate: no CONNECT (client side)");
+            return;
+        }
+        Err(_) => {
+            return refuse(stream, peer, &name, None, Refusal::new(408, "no complete CONNECT head in time"))
+                .await
+        }
+    };
+    let request = match parse_request(&buf[..head]) {
+        Ok(r) => r,
+        Err(e) => return refuse(stream, peer, &name, None, Refusal::new(e.status(), e.to_string())).await,
+    };
+    let target = match request.connect_target() {
+        Ok(t) => t,
+        Err(e) => return refuse(stream, peer, &name, None, Refusal::new(e.status(), e.to_string())).await,
+    };
+    let downgrade = downgrade::requested(&request.headers);
+    let early = buf.split_off(head);
+    if downgrade && !early.is_empty() {
+        let e = "sent data after a CONNECT asking for the downgrade, before the answer";
+        return refuse(stream, peer, &name, Some(&target), Refusal::new(400, e)).await;
+    }
+    // Authorised before any byte (or connection) reaches the destination.
+    let policy = shared.policy.load().policy_for(&identity);
+    let dest = match authorise(&shared, &config, &policy, &target).await {
+        Ok(addrs) => addrs,
+        Err(r) => return refuse(stream, peer, &name, Some(&target), r).await,
+    };
+    let upstream = match connect_any(&dest, target.port, config.connect_timeout).await {
+        Ok(s) => s,
+        Err(r) => return refuse(stream, peer, &name, Some(&target), r).await,
+    };
+    let to = upstream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let mode = if downgrade { "downgrade" } else { "nested" };
+    tracing::info!(client = %peer, identity = %name, target = %target, to = %to, mode, "connect gate: tunnel open");
+    let started = Instant::now();
+    let result = if downgrade {
+        downgraded(stream, upstream, config.head_timeout).await
+    } else {
+        nested(stream, upstream, early).await
+    };
+    match result {
+        Ok((up, down)) => tracing::info!(
+            client = %peer, identity = %name, target = %target, mode, up, down,
+            secs = started.elapsed().as_secs_f64(), "connect gate: tunnel closed"
+        ),
+        Err(e) => tracing::warn!(
+            client = %peer, identity = %name, target = %target, mode, error = %e, "connect gate: tunnel failed"
+        ),
+    }
+}
+
+/// Sends the refusal, logs it with the identity, closes with close_notify.
+async fn refuse(
+    mut stream: Box<RecordStream>,
+    peer: SocketAddr,
+    name: &str,
+    target: Option<&Target>,
+    r: Refusal,
+) {
+    let target = target.map(|t| t.to_string()).unwrap_or_default();
+    tracing::warn!(client = %peer, identity = %name, target = %target, status = r.status, reason = %r.why, "connect gate: refused");
+    let answer = response(r.status, r.phrase(), &[("Tlsgate-Reason", &r.why)]);
+    let _ = stream.write_all(&answer).await;
+    let _ = stream.shutdown().await;
+}
+
+/// The policy on the target as asked, then on every address it is or resolves to.
+async fn authorise(
+    shared: &Shared,
+    config: &ConnectGateConfig,
+    policy: &tlsgate_tunnel::policy::Policy,
+    target: &Target,
+) -> Result<Vec<IpAddr>, Refusal> {
+    let deny = |d: Decision| match d {
+        Decision::Allow => Ok(()),
+        Decision::Deny { reason } => Err(Refusal::new(403, reason)),
+    };
+    deny(policy::check(policy, target))?;
+    let addrs = match &target.host {
+        Host::Ip(ip) => vec![*ip],
+        Host::Name(n) => match config.hosts.get(n.trim_end_matches('.')) {
+            Some(ip) => vec![*ip],
+            None => shared.resolver.resolve(n).await.map_err(|e| Refusal::new(502, e))?,
+        },
+    };
+    for ip in &addrs {
+        let own = crate::tunnel::own_addrs::is_own(*ip);
+        deny(policy::check_resolved(policy, target, *ip, own))?;
+    }
+    Ok(addrs)
+}
+
+async fn connect_any(addrs: &[IpAddr], port: u16, timeout: Duration) -> Result<TcpStream, Refusal> {
+    let mut last = Refusal::new(502, "no address");
+    for ip in addrs {
+        let sa = SocketAddr::new(*ip, port);
+        match tokio::time::timeout(timeout, TcpStream::connect(sa)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Ok(Err(e)) => last = Refusal::new(502, format!("connect {sa}: {e} (destination side)")),
+            Err(_) => last = Refusal::new(504, format!("connect {sa}: timed out (destination side)")),
+        }
+    }
+    Err(last)
+}
+
+/// Nested: the client's bytes (its own TLS, usually) inside our records both ways.
+async fn nested(
+    mut stream: Box<RecordStream>,
+    mut upstream: TcpStream,
+    early: Vec<u8>,
+) -> std::io::Result<(u64, u64)> {
+    stream.write_all(&response(200, "Connection established", &[])).await?;
+    stream.flush().await?;
+    upstream.write_all(&early).await?;
+    let (up, down) =
+        tokio::io::copy_bidirectional_with_sizes(&mut *stream, &mut upstream, RAW_BUF, RAW_BUF).await?;
+    Ok((up + early.len() as u64, down))
+}
+
+/// Downgrade: answer and close_notify, the portal's close_notify, then the raw connection.
+async fn downgraded(
+    mut stream: Box<RecordStream>,
+    mut upstream: TcpStream,
+    wait: Duration,
+) -> std::io::Result<(u64, u64)> {
+    let answer = response(200, "Connection established", &[(downgrade::HEADER, downgrade::VALUE)]);
+    stream.write_all(&answer).await?;
+    stream.send_close_notify().await?;
+    // Up to the portal's close_notify nothing may arrive: the head was all it could send.
+    let mut probe = [0u8; 1];
+    let n = tokio::time::timeout(wait, stream.read(&mut probe)).await.map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no close_notify from the client in time (client side)",
+        )
+    })??;
+    if n != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "client sent data inside TLS after the downgrade answer (client side)",
+        ));
+    }
+    let parts = stream
+        .into_raw_parts()
+        .map_err(|_| std::io::Error::other("record layer not ready for the downgrade"))?;
+    let mut tcp = parts.tcp;
+    upstream.write_all(&parts.read_ahead).await?;
+    let (up, down) =
+        tokio::io::copy_bidirectional_with_sizes(&mut tcp, &mut upstream, RAW_BUF, RAW_BUF).await?;
+    Ok((up + parts.read_ahead.len() as u64, down))
+}
+
+/// The TLS handshake on tlsgate's record layer; the client's verified identity.
+async fn handshake(
+    mut tcp: TcpStream,
+    config: Arc<ServerConfig>,
+) -> Result<(Box<RecordStream>, PeerIdentity), String> {
+    let tls_failed =
+        |e: rustls::Error| tlsgate_tls::describe::tls_error(&e, tlsgate_tls::describe::Peer::Client);
+    let mut hs = ServerHandshake::new(config).map_err(tls_failed)?;
+    let mut input = Vec::new();
+    let mut out = Vec::new();
+    loop {
+        let mut at = 0;
+        let mut progress = Progress::NeedMore;
+        while progress == Progress::NeedMore {
+            let Some(end) = record_end(&input[at..]) else { break };
+            let record = &input[at..at.saturating_add(end).min(input.len())];
+            let result = hs.record(record, &mut out);
+            at += record.len();
+            match result {
+                Ok(p) => progress = p,
+                Err(e) => {
+                    let _ = tcp.write_all(&out).await;
+                    return Err(tls_failed(e));
+                }
+            }
+        }
+        if !out.is_empty() {
+            tcp.write_all(&out).await.map_err(|e| format!("write: {e}"))?;
+            out.clear();
+        }
+        input.drain(..at);
+        if progress == Progress::Complete {
+            break;
+        }
+        input.reserve(4096);
+        if tcp.read_buf(&mut input).await.map_err(|e| format!("read: {e}"))? == 0 {
+            return Err("closed the connection during the handshake".into());
+        }
+    }
+    let finished = hs.finish().map_err(tls_failed)?;
+    let identity = finished.facts.peer.clone().ok_or("presented no readable certificate")?;
+    let layer =
+        RecordLayer::new(finished.secrets, finished.kernel).map_err(|e| format!("record layer: {e}"))?;
+    let stream = RecordStream::new(tcp, layer, &input).map_err(|e| e.to_string())?;
+    Ok((Box::new(stream), identity))
+}
+
+/// The length of the record at the start of `bytes` when it is all there; a header that cannot
+/// start a TLS record counts as complete with its whole length, so rustls rejects it at once.
+fn record_end(bytes: &[u8]) -> Option<usize> {
+    let h: &[u8; HEADER_LEN] = bytes.get(..HEADER_LEN)?.try_into().ok()?;
+    let header = Header::parse(h);
+    if !header.content_type.is_known()
+        || header.version >> 8 != 3
+        || header.len as usize > MAX_CIPHERTEXT_TLS12
+    {
+        return Some(usize::MAX);
+    }
+    let end = HEADER_LEN + header.len as usize;
+    (bytes.len() >= end).then_some(end)
+}

@@ -1,0 +1,459 @@
+//! `tlsgate connect gate|portal` with real peers: curl through portal and gate to an nginx that
+//! requires the user's own client certificate (from a CA the gate knows nothing of), the inner
+//! ClientHello visible on the gate's port after the downgrade, 64 MiB each way; plain
+//! `curl --proxy https://…` (nested TLS); refusals with their status, log line, and the
+//! destination never contacted.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use tlsgate_testkit::clients::{curl, describe, s_client};
+use tlsgate_testkit::data::{random_file, sha256_file};
+use tlsgate_testkit::nginx::Nginx;
+use tlsgate_testkit::pki::Pki;
+use tlsgate_testkit::process::{Proc, Tlsgate};
+use tlsgate_tls::pki::{write_file, ClientSpec, TestCa};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
+const WAIT: Duration = Duration::from_secs(30);
+/// The destination's name: only the gate maps it (`--host`), nothing on this host resolves it.
+const DEST: &str = "internal.test";
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn client(ca: &TestCa, cn: &str, dir: &Path, stem: &str) -> (PathBuf, PathBuf, u64) {
+    let spec = ClientSpec { common_name: cn, dns: &[], uri: &[], ip: &[], expired: false };
+    let issued = ca.issue_client(&spec).unwrap();
+    let (cert, key) = issued.write(dir, stem).unwrap();
+    (cert, key, issued.serial)
+}
+
+/// The gate's PKI (gate server certificate, portal client certificates, one revoked) and the
+/// destination's (its server certificate, the user's client certificate): two unrelated CAs.
+struct World {
+    pki: Pki,
+    gate_cert: PathBuf,
+    gate_key: PathBuf,
+    portal: (PathBuf, PathBuf),
+    revoked: (PathBuf, PathBuf),
+    crl: PathBuf,
+    dest_ca: PathBuf,
+    user: (PathBuf, PathBuf),
+    stranger: (PathBuf, PathBuf),
+    nginx: Nginx,
+    root: PathBuf,
+}
+
+fn world(big: bool) -> World {
+    let pki = Pki::new();
+    let dir = pki.dir.path().to_path_buf();
+    let (gate_cert, gate_key) = pki.server("gate", &["127.0.0.1"]);
+    let (pc, pk, _) = client(&pki.ca, "laptop-1", &dir, "portal");
+    let (rc, rk, serial) = client(&pki.ca, "laptop-2", &dir, "revoked");
+    let crl = dir.join("gate.crl");
+    write_file(&crl, &pki.ca.crl(&[serial], 1).unwrap(), 0o644).unwrap();
+
+    let dest = TestCa::new("destination CA").unwrap();
+    let dest_ca = dir.join("dest-ca.pem");
+    write_file(&dest_ca, dest.cert_pem(), 0o644).unwrap();
+    let (dcert, dkey) = dest.issue_server(&[DEST]).unwrap().write(&dir, "dest").unwrap();
+    let (uc, uk, _) = client(&dest, "user-alice", &dir, "user");
+    let (sc, sk, _) = client(&dest, "laptop-1", &dir, "stranger");
+
+    let root = dir.join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("index.html"), "hello from the inside\n").unwrap();
+    if big {
+        random_file(&root.join("big.bin"), 64 << 20);
+    }
+    let nginx = Nginx::start_https(&root, &dcert, &dkey, Some(&dest_ca));
+    World {
+        pki,
+        gate_cert,
+        gate_key,
+        portal: (pc, pk),
+        revoked: (rc, rk),
+        crl,
+        dest_ca,
+        user: (uc, uk),
+        stranger: (sc, sk),
+        nginx,
+        root,
+    }
+}
+
+fn start_gate(w: &World, extra: &[&str]) -> (Tlsgate, SocketAddr) {
+    let port = w.nginx.addr.port();
+    let allow = format!("laptop-1={DEST} {port} to 127.0.0.1");
+    let host = format!("{DEST}=127.0.0.1");
+    let mut args = vec![
+        "connect",
+        "gate",
+        "--listen",
+        "127.0.0.1:0",
+        "--cert",
+        s(&w.gate_cert),
+        "--key",
+        s(&w.gate_key),
+        "--client-ca",
+        w.pki.ca(),
+        "--crl",
+        s(&w.crl),
+        "--allow",
+        &allow,
+        "--host",
+        &host,
+    ];
+    args.extend_from_slice(extra);
+    let gate = Tlsgate::start(BIN, &args);
+    let line = gate.proc.wait_logged(&["connect gate listening"], WAIT);
+    let addr = Proc::field(&line, "listen").unwrap().parse().unwrap();
+    (gate, addr)
+}
+
+fn start_portal(w: &World, gate: SocketAddr, extra: &[&str]) -> (Tlsgate, SocketAddr) {
+    let gate = gate.to_string();
+    let mut args = vec![
+        "connect",
+        "portal",
+        "--listen",
+        "127.0.0.1:0",
+        "--gate",
+        &gate,
+        "--ca",
+        w.pki.ca(),
+        "--cert",
+        s(&w.portal.0),
+        "--key",
+        s(&w.portal.1),
+        "--route",
+        DEST,
+    ];
+    args.extend_from_slice(extra);
+    let portal = Tlsgate::start(BIN, &args);
+    let line = portal.proc.wait_logged(&["connect portal listening"], WAIT);
+    let addr = Proc::field(&line, "listen").unwrap().parse().unwrap();
+    (portal, addr)
+}
+
+/// curl to the destination with the user's certificate, through `proxy` (`--proxy …` args).
+fn user_curl(w: &World, proxy: &[&str], path: &str, extra: &[&str]) -> Output {
+    let url = format!("https://{DEST}:{}{path}", w.nginx.addr.port());
+    let mut args = proxy.to_vec();
+    args.extend_from_slice(&["--cert", s(&w.user.0), "--key", s(&w.user.1), "--cacert", s(&w.dest_ca)]);
+    args.extend_from_slice(extra);
+    args.push(&url);
+    curl(&args)
+}
+
+/// tcpdump on loopback for one TCP port, written to a file.
+struct PortCapture {
+    proc: Proc,
+    file: PathBuf,
+}
+
+impl PortCapture {
+    fn start(dir: &Path, port: u16) -> PortCapture {
+        let file = dir.join(format!("port-{port}.pcap"));
+        let port = port.to_string();
+        let mut cmd = Command::new("tcpdump");
+        cmd.args(["-i", "lo", "-n", "-U", "--immediate-mode", "-B", "8192", "-s", "0", "-w", s(&file)]);
+        cmd.args(["tcp", "port", &port]);
+        let proc = Proc::spawn("tcpdump", cmd);
+        proc.wait_for(&["listening on"], WAIT);
+        PortCapture { proc, file }
+    }
+
+    /// Waits (bounded) for `needle` to be in the captured bytes; stops tcpdump. tcpdump writes
+    /// each packet as it comes (-U), so the wait ends as soon as the packet is on disk.
+    fn contains(self, needle: &[u8]) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let found = loop {
+            let bytes = std::fs::read(&self.file).unwrap_or_default();
+            if bytes.windows(needle.len()).any(|w| w == needle) {
+                break true;
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        self.proc.interrupt();
+        found
+    }
+}
+
+#[test]
+fn downgrade_carries_the_users_own_tls_end_to_end_64mib_each_way() {
+    let w = world(true);
+    let (gate, gate_addr) = start_gate(&w, &[]);
+    let (portal, portal_addr) = start_portal(&w, gate_addr, &[]);
+    let proxy = format!("http://{portal_addr}");
+    let local = Command::new("getent").args(["hosts", DEST]).output().unwrap();
+    assert!(!local.status.success(), "{DEST} resolves on this host; the test would prove nothing");
+
+    let capture = PortCapture::start(w.pki.dir.path(), gate_addr.port());
+    let out = user_curl(&w, &["--proxy", &proxy], "/index.html", &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from the inside\n");
+    // After the downgrade the browser's ClientHello crosses the gate's port as raw TCP: its SNI
+    // is there in clear, which it never is inside the outer TLS.
+    assert!(capture.contains(DEST.as_bytes()), "the inner SNI is not in the gate port's TCP payload");
+    // nginx checked the user's certificate itself: the gate never had it.
+    let log = w.nginx.access_log_lines(1);
+    assert!(log.contains(",CN=user-alice\" "), "{log}");
+    gate.proc.wait_logged(&["connect gate: tunnel open", "identity=laptop-1", "mode=\"downgrade\""], WAIT);
+    portal.proc.wait_logged(&["connect portal: tunnel open (downgraded)"], WAIT);
+
+    // 64 MiB down and up, byte for byte.
+    let down = w.pki.path("down.bin");
+    let out = user_curl(&w, &["--proxy", &proxy], "/big.bin", &["-o", s(&down)]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(sha256_file(&down), sha256_file(&w.root.join("big.bin")));
+    let up = w.pki.path("up.bin");
+    let up_sum = random_file(&up, 64 << 20);
+    let out = user_curl(&w, &["--proxy", &proxy], "/uploaded.bin", &["-T", s(&up)]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(sha256_file(&w.root.join("uploaded.bin")), up_sum);
+}
+
+#[test]
+fn plain_https_proxy_clients_get_nested_tls() {
+    let w = world(false);
+    let (gate, gate_addr) = start_gate(&w, &[]);
+    let proxy = format!("https://{gate_addr}");
+    let capture = PortCapture::start(w.pki.dir.path(), gate_addr.port());
+    let nested = ["--proxy", &proxy, "--proxy-cert", s(&w.portal.0), "--proxy-key", s(&w.portal.1)];
+    let nested = [&nested[..], &["--proxy-cacert", w.pki.ca()]].concat();
+    let out = user_curl(&w, &nested, "/index.html", &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from the inside\n");
+    gate.proc.wait_logged(&["connect gate: tunnel closed", "identity=laptop-1", "mode=\"nested\""], WAIT);
+    assert!(!capture.contains(DEST.as_bytes()), "nested: the inner ClientHello is inside the outer TLS");
+    let log = w.nginx.access_log_lines(1);
+    assert!(log.contains(",CN=user-alice\" "), "{log}");
+}
+
+/// The HTTP status curl got for its CONNECT.
+fn connect_status(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn refusals_have_their_status_and_log_line_and_never_reach_the_destination() {
+    let w = world(false);
+    // Where every refused CONNECT would go: it must never see a connection.
+    let trap = TcpListener::bind("127.0.0.1:0").unwrap();
+    trap.set_nonblocking(true).unwrap();
+    let tport = trap.local_addr().unwrap().port();
+    let admin = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let admin_s = admin.to_string();
+    let loop_rule = format!("laptop-1=loop.test {tport}");
+    let (gate, gate_addr) = start_gate(
+        &w,
+        &[
+            "--allow",
+            &loop_rule,
+            "--host",
+            "loop.test=127.0.0.1",
+            "--admin",
+            &admin_s,
+            "--head-timeout",
+            "1s",
+        ],
+    );
+    gate.proc.wait_logged(&["admin"], WAIT);
+    let proxy = format!("https://{gate_addr}");
+    let via = |cert: &(PathBuf, PathBuf), target: &str| {
+        let url = format!("https://{target}/");
+        curl(&[
+            "--proxy",
+            &proxy,
+            "--proxy-cert",
+            s(&cert.0),
+            "--proxy-key",
+            s(&cert.1),
+            "--proxy-cacert",
+            w.pki.ca(),
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_connect}",
+            &url,
+        ])
+    };
+    for (target, why) in [
+        (format!("{DEST}:{tport}"), "not allowed"),
+        (format!("other.test:{}", w.nginx.addr.port()), "not allowed"),
+        (format!("loop.test:{tport}"), "a loopback address"),
+        (format!("127.0.0.1:{tport}"), "a loopback address"),
+        (admin_s.clone(), "a loopback address"),
+    ] {
+        let out = via(&w.portal, &target);
+        assert_eq!(connect_status(&out), "403", "{target}: {}", describe(&out));
+        let line = gate.proc.wait_for(&["connect gate: refused", "status=403", "identity=laptop-1"], WAIT);
+        assert!(line.contains(&target) && line.contains(why), "{why}: {line}");
+    }
+    let reasons = gate.proc.lines_with(&["connect gate: refused"]);
+    assert!(reasons.iter().any(|l| l.contains("resolves to 127.0.0.1")), "{reasons:?}");
+
+    // A revoked portal and one from another CA do not get past the handshake.
+    for cert in [&w.revoked, &w.stranger] {
+        let out = via(cert, &format!("{DEST}:{}", w.nginx.addr.port()));
+        assert!(!out.status.success(), "{}", describe(&out));
+        gate.proc.wait_for(&["connect gate: refused: TLS handshake failed"], WAIT);
+    }
+    let fails = gate.proc.lines_with(&["TLS handshake failed"]);
+    assert!(fails.iter().any(|l| l.contains("revoked")), "{fails:?}");
+
+    // A head that never ends: 408 after the head timeout; one over the limit: 431.
+    let tls =
+        ["-connect", &proxy[8..], "-cert", s(&w.portal.0), "-key", s(&w.portal.1), "-CAfile", w.pki.ca()];
+    let tls = [&tls[..], &["-quiet", "-ign_eof"]].concat();
+    let slow = format!("CONNECT {DEST}:{tport} HTTP/1.1\r\nHost: x\r\n");
+    let out = s_client(&tls, slow.as_bytes());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("HTTP/1.1 408 "), "{}", describe(&out));
+    gate.proc.wait_for(&["connect gate: refused", "status=408"], WAIT);
+    let big = format!("CONNECT {DEST}:{tport} HTTP/1.1\r\nX-Pad: {}\r\n\r\n", "a".repeat(9000));
+    let out = s_client(&tls, big.as_bytes());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("HTTP/1.1 431 "), "{}", describe(&out));
+    gate.proc.wait_for(&["connect gate: refused", "status=431"], WAIT);
+
+    assert!(trap.accept().is_err(), "a refused CONNECT reached the destination");
+    // The gate still serves.
+    let nested = ["--proxy", &proxy, "--proxy-cert", s(&w.portal.0), "--proxy-key", s(&w.portal.1)];
+    let out = user_curl(&w, &[&nested[..], &["--proxy-cacert", w.pki.ca()]].concat(), "/index.html", &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+}
+
+#[test]
+fn the_portal_serves_a_pac_file_and_refuses_unrouted_hosts() {
+    let w = world(false);
+    let (_gate, gate_addr) = start_gate(&w, &[]);
+    let (portal, portal_addr) = start_portal(&w, gate_addr, &[]);
+    let out = curl(&[&format!("http://{portal_addr}/proxy.pac")]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let pac = String::from_utf8_lossy(&out.stdout);
+    assert!(pac.contains("function FindProxyForURL"), "{pac}");
+    assert!(pac.contains(&format!("host == \"{DEST}\"")), "{pac}");
+    assert!(pac.contains(&format!("PROXY {portal_addr}")), "{pac}");
+
+    let proxy = format!("http://{portal_addr}");
+    let out =
+        curl(&["--proxy", &proxy, "-o", "/dev/null", "-w", "%{http_connect}", "https://elsewhere.test/"]);
+    assert_eq!(connect_status(&out), "403", "{}", describe(&out));
+    portal.proc.wait_logged(&["connect portal: refused: no route for this host"], WAIT);
+}
+
+fn signal(p: &Tlsgate, sig: &str) {
+    let ok = Command::new("kill").args([sig, &p.proc.pid().to_string()]).status().unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn sighup_rereads_crls_and_grants_from_the_connect_section() {
+    let w = world(false);
+    let port = w.nginx.addr.port();
+    let config = w.pki.path("gate.toml");
+    let write = |crl: &str, port: u16| {
+        let text = format!(
+            "[connect.gate]\nlisten = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\ncrl = [{crl}]\n\
+             hosts = {{ \"{DEST}\" = \"127.0.0.1\" }}\n[[connect.gate.allow]]\nidentity = \"*\"\n\
+             rules = [\"{DEST} {port} to 127.0.0.1\"]\n",
+            s(&w.gate_cert),
+            s(&w.gate_key),
+            w.pki.ca()
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    write("", port);
+    let check = Command::new(BIN).args(["check", "--config", s(&config)]).output().unwrap();
+    assert!(check.status.success(), "{}", describe(&check));
+    assert!(String::from_utf8_lossy(&check.stdout).contains("connect gate: listen"), "{}", describe(&check));
+    let gate = Tlsgate::start(BIN, &["connect", "gate", "-c", s(&config)]);
+    let line = gate.proc.wait_logged(&["connect gate listening"], WAIT);
+    let proxy = format!("https://{}", Proc::field(&line, "listen").unwrap());
+    let nested = |cert: &(PathBuf, PathBuf)| {
+        let args = ["--proxy", &proxy, "--proxy-cert", s(&cert.0), "--proxy-key", s(&cert.1)];
+        let args =
+            [&args[..], &["--proxy-cacert", w.pki.ca(), "-w", "%{http_connect}", "-o", "/dev/null"]].concat();
+        user_curl(&w, &args, "/index.html", &[])
+    };
+    // laptop-2 is revoked only by the CRL the reload brings.
+    let out = nested(&w.revoked);
+    assert!(out.status.success(), "{}", describe(&out));
+    write(&format!("\"{}\"", s(&w.crl)), port);
+    signal(&gate, "-HUP");
+    gate.proc.wait_for(&["reloaded", "section=connect.gate"], WAIT);
+    let out = nested(&w.revoked);
+    assert!(!out.status.success(), "{}", describe(&out));
+    gate.proc.wait_for(&["connect gate: refused: TLS handshake failed", "revoked"], WAIT);
+    // A grant for another port: the same CONNECT is now refused by policy.
+    write(&format!("\"{}\"", s(&w.crl)), port.wrapping_add(1));
+    signal(&gate, "-HUP");
+    gate.proc.wait_for(&["reloaded", "section=connect.gate"], WAIT);
+    let out = nested(&w.portal);
+    assert_eq!(connect_status(&out), "403", "{}", describe(&out));
+    // A config that does not load is refused; the running one stays.
+    std::fs::write(&config, "[connect.gate]\nlisten = 1\n").unwrap();
+    signal(&gate, "-HUP");
+    gate.proc.wait_for(&["reload refused"], WAIT);
+    assert_eq!(connect_status(&nested(&w.portal)), "403");
+}
+
+/// Headless Chromium with the portal's PAC file loads an HTTPS page of the destination through
+/// portal and gate; the destination's CA is trusted in an NSS database of Chromium's own.
+#[test]
+fn chromium_with_the_pac_file_loads_an_https_page_through_portal_and_gate() {
+    let w = world(false);
+    let dir = w.pki.dir.path();
+    // A second nginx without client certificates: the browser has none to present.
+    let open_nginx = Nginx::start_https(&w.root, &dir.join("dest.pem"), &dir.join("dest.key"), None);
+    let port = open_nginx.addr.port();
+    let grant = format!("laptop-1={DEST} {port} to 127.0.0.1");
+    let (gate, gate_addr) = start_gate(&w, &["--allow", &grant]);
+    let (_portal, portal_addr) = start_portal(&w, gate_addr, &[]);
+
+    let home = tempfile::Builder::new().prefix("tlsgate-chromium-home-").tempdir().unwrap();
+    let nssdb = home.path().join(".pki/nssdb");
+    std::fs::create_dir_all(&nssdb).unwrap();
+    let db = format!("sql:{}", nssdb.display());
+    for args in [
+        vec!["-N", "-d", &db, "--empty-password"],
+        vec!["-A", "-d", &db, "-n", "destination CA", "-t", "C,,", "-i", s(&w.dest_ca)],
+    ] {
+        let out =
+            Command::new("certutil").args(&args).output().expect("certutil (libnss3-tools) is installed");
+        assert!(out.status.success(), "certutil {args:?}: {}", describe(&out));
+    }
+    let out = Command::new("chromium")
+        .env("HOME", home.path())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            &format!("--user-data-dir={}", home.path().join("profile").display()),
+            &format!("--proxy-pac-url=http://{portal_addr}/proxy.pac"),
+            "--dump-dom",
+            &format!("https://{DEST}:{port}/index.html"),
+        ])
+        .output()
+        .expect("chromium is installed");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(dom.contains("hello from the inside"), "{}", describe(&out));
+    gate.proc.wait_logged(
+        &["connect gate: tunnel open", "mode=\"downgrade\"", &format!("to=127.0.0.1:{port}")],
+        WAIT,
+    );
+    let log = open_nginx.access_log_lines(1);
+    assert!(log.contains("GET /index.html"), "{log}");
+}
