@@ -132,6 +132,7 @@ impl RecordStream {
             out_at: 0,
             closing: false,
             failed: None,
+            after_close: Vec::new(),
         }
     }
 

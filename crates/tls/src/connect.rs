@@ -28,7 +28,7 @@ pub fn gate_server_config(
         ..Default::default()
     };
     let verifier = client_verifier(&auth)?.unwrap_or_else(WebPkiClientVerifier::no_client_auth);
-    let mut config = ServerConfig::builder_with_provider(crate::server::terminate_provider())
+    let mut config = ServerConfig::builder_with_provider(crate::server::server_provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_client_cert_verifier(verifier)
