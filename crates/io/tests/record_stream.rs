@@ -140,8 +140,8 @@ async fn into_raw_parts_hands_back_the_bytes_read_past_close_notify() {
     });
 
     let (tcp, _) = socket.accept().await.unwrap();
-    let est = accept(tcp, Vec::new(), &tls, &routes, "test", false).await.unwrap();
-    let mut stream = est.stream;
+    let est = accept(tcp, Vec::new(), &tls, &routes, "test", false, KtlsMode::Off).await.unwrap();
+    let ClientStream::Records(mut stream) = *est.stream else { panic!("ktls off: tlsgate's record layer") };
     let mut got = [0u8; 6];
     stream.read_exact(&mut got).await.unwrap();
     assert_eq!(&got, b"before");
