@@ -199,7 +199,12 @@ impl Downstream {
     /// Seals in-order server bytes `data` (at `next_inner`) while the window and the store
     /// allow: one record per server segment as it arrived; a run merged from held segments or
     /// larger than a record, or than the window allows, is cut. Returns the bytes sealed.
-    fn seal_from(&mut self, session: &mut Session, data: &[u8], out: &mut Vec<Send>) -> Result<usize, DownError> {
+    fn seal_from(
+        &mut self,
+        session: &mut Session,
+        data: &[u8],
+        out: &mut Vec<Send>,
+    ) -> Result<usize, DownError> {
         let v = session.version();
         let overhead = v.overhead();
         let mut done = 0;
