@@ -41,13 +41,8 @@ pub struct RingConfig {
 }
 
 impl Default for RingConfig {
-    /// 16 MiB in 128 blocks. A block is handed over after `block_timeout_ms` however few frames
-    /// it holds, so while the bridge thread waits for a CPU the ring lasts about `block_count`
-    /// timeouts, not its size in bytes: 16 blocks of 1 MiB overflowed (frames dropped, the
-    /// server in timeout recovery) when the thread was kept off its CPU for 16 ms on a loaded
-    /// machine. A 128 KiB block still takes about 80 full-size frames.
     fn default() -> RingConfig {
-        RingConfig { block_size: 1 << 17, block_count: 128, block_timeout_ms: 1 }
+        RingConfig { block_size: 1 << 20, block_count: 16, block_timeout_ms: 1 }
     }
 }
 
