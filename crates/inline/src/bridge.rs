@@ -128,6 +128,8 @@ pub struct Bridge {
     /// When each server was last probed in ARP (bounded by the configured servers).
     probed: HashMap<Ipv4Addr, Duration>,
     stats: BridgeStats,
+    /// The engine's packets for one frame, reused from frame to frame.
+    emitted: Vec<Vec<u8>>,
 }
 
 impl Bridge {
@@ -156,6 +158,7 @@ impl Bridge {
             servers,
             probed: HashMap::new(),
             stats: BridgeStats::default(),
+            emitted: Vec::new(),
         }
     }
 
@@ -206,7 +209,9 @@ impl Bridge {
             self.stats.oversize += 1;
             return;
         }
-        let mut pkt = payload.to_vec();
+        // With room for the Ethernet header the packet goes out with (see `route`).
+        let mut pkt = Vec::with_capacity(payload.len() + packet::LINK_HEADROOM);
+        pkt.extend_from_slice(payload);
         let (src_mac, dst_mac) = (eth.src_addr().0, eth.dst_addr().0);
         let incoming = packet::ip_header(&pkt).map(|h| {
             pkt.truncate(h.len); // Ethernet padding of short frames
@@ -222,11 +227,12 @@ impl Bridge {
             // Not a readable IP header: nothing to route by, so like any unknown frame.
             return self.cross(frame, out);
         };
-        let mut emitted = Vec::new();
+        let mut emitted = std::mem::take(&mut self.emitted);
         self.engine.handle_packet(now, pkt, &mut emitted);
-        for p in emitted {
+        for p in emitted.drain(..) {
             self.route(now, p, Some(&incoming), out);
         }
+        self.emitted = emitted;
     }
 
     /// Frames one packet of the engine's for the side its destination is on.
@@ -278,10 +284,11 @@ impl Bridge {
             dst_addr: EthernetAddress(dst_mac),
             ethertype: if h.src.is_ipv4() { EthernetProtocol::Ipv4 } else { EthernetProtocol::Ipv6 },
         };
-        let mut f = vec![0; ETHERNET_HEADER_LEN + pkt.len()];
-        let mut frame = EthernetFrame::new_unchecked(&mut f[..]);
-        eth.emit(&mut frame);
-        frame.payload_mut().copy_from_slice(&pkt);
+        let mut header = [0; ETHERNET_HEADER_LEN];
+        eth.emit(&mut EthernetFrame::new_unchecked(&mut header[..]));
+        // In place: the engine's packets have the room (`packet::LINK_HEADROOM`).
+        let mut f = pkt;
+        f.splice(0..0, header);
         out.push((side, f));
     }
 
@@ -340,11 +347,12 @@ impl Bridge {
     }
 
     pub fn handle_timeout(&mut self, now: Duration, out: &mut Vec<(Side, Vec<u8>)>) {
-        let mut emitted = Vec::new();
+        let mut emitted = std::mem::take(&mut self.emitted);
         self.engine.handle_timeout(now, &mut emitted);
-        for p in emitted {
+        for p in emitted.drain(..) {
             self.route(now, p, None, out);
         }
+        self.emitted = emitted;
     }
 
     pub fn engine(&self) -> &Engine {

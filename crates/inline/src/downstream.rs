@@ -12,6 +12,7 @@
 use crate::hold::{HeldSegment, HoldQueue, HoldReason};
 use crate::seq_map::{Mapped, SeqMap, SeqMapError};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use thiserror::Error;
 use tlsgate_record::frame::MAX_PLAINTEXT;
 use tlsgate_record::session::{Fatal, Session};
@@ -25,11 +26,12 @@ pub struct DownLimits {
     pub unacked_bytes: usize,
 }
 
-/// Bytes to send to the client at an outer offset: one or more whole records.
+/// Bytes to send to the client at an outer offset: one or more whole records. Shared with the
+/// copy kept for retransmission: a record is sealed once and never copied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Send {
     pub outer: u64,
-    pub data: Vec<u8>,
+    pub data: Arc<Vec<u8>>,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -57,7 +59,7 @@ struct Sent {
     outer: u64,
     inner: u64,
     inner_len: u32,
-    bytes: Vec<u8>,
+    bytes: Arc<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -120,6 +122,7 @@ impl Downstream {
     /// output would be: these are small and the client expects them.
     pub fn inject(&mut self, record: Vec<u8>, out: &mut Vec<Send>) -> Result<(), DownError> {
         let e = self.pairs.push(record.len() as u32, 0, 0)?;
+        let record = Arc::new(record);
         self.keep(e.outer, e.inner, 0, record.clone());
         out.push(Send { outer: e.outer, data: record });
         Ok(())
@@ -128,7 +131,7 @@ impl Downstream {
     /// A server segment's payload at inner offset `offset`.
     pub fn server_segment(
         &mut self,
-        session: Option<&mut Session>,
+        mut session: Option<&mut Session>,
         offset: u64,
         data: &[u8],
         out: &mut Vec<Send>,
@@ -140,6 +143,20 @@ impl Downstream {
         }
         if end <= self.next_inner {
             return Ok(());
+        }
+        let mut data = &data[(self.next_inner.saturating_sub(offset) as usize).min(data.len())..];
+        let mut offset = offset.max(self.next_inner);
+        // The common case, an in-order segment with nothing held: sealed straight from the
+        // packet, without a stop in the hold queue. Whatever the window leaves is held below.
+        if offset == self.next_inner && self.hold.is_empty() {
+            if let Some(s) = session.as_deref_mut() {
+                let n = self.seal_from(s, data, out)?;
+                data = &data[n..];
+                offset += n as u64;
+                if data.is_empty() {
+                    return Ok(());
+                }
+            }
         }
         // A queue full of bytes beyond a gap (many small segments after a loss) must not refuse
         // the segment filling the gap, or nothing would ever drain: make room by dropping held
@@ -158,37 +175,63 @@ impl Downstream {
     /// first (SMTP, FTP) is held until the keys exist.
     pub fn flush(&mut self, session: Option<&mut Session>, out: &mut Vec<Send>) -> Result<(), DownError> {
         let Some(session) = session else { return Ok(()) };
-        let (head, overhead) = (session.head() as u32, session.overhead() as u64);
-        loop {
-            let outer_end = self.pairs.end().0;
-            let room = self.window_end.saturating_sub(outer_end);
-            if room <= overhead || self.sent_bytes >= self.limits.unacked_bytes {
-                return Ok(());
-            }
+        while self.room(session) > 0 {
             let Some(run) = self.hold.pop_ready(self.next_inner) else { return Ok(()) };
-            // One record per server segment as it arrived; a run merged from held segments or
-            // larger than a record, or than the window allows, is cut — the rest goes back.
-            let take = run.len().min(MAX_PLAINTEXT).min((room - overhead) as usize);
-            if take < run.len() {
-                self.hold.insert(self.next_inner + take as u64, &run[take..], self.next_inner).ok();
+            let n = self.seal_from(session, &run, out)?;
+            if n < run.len() {
+                self.hold.insert(self.next_inner, &run[n..], self.next_inner).ok();
             }
-            let mut record = Vec::with_capacity(take + overhead as usize);
-            session.seal(&run[..take], &mut record)?;
+        }
+        Ok(())
+    }
+
+    /// Plaintext bytes the next record may carry: the client's window less the record
+    /// overhead, and nothing while the store of unacknowledged records is at its bound.
+    fn room(&self, session: &Session) -> usize {
+        let overhead = session.overhead() as u64;
+        let room = self.window_end.saturating_sub(self.pairs.end().0);
+        if room <= overhead || self.sent_bytes >= self.limits.unacked_bytes {
+            return 0;
+        }
+        (room - overhead).min(MAX_PLAINTEXT as u64) as usize
+    }
+
+    /// Seals in-order server bytes `data` (at `next_inner`) while the window and the store
+    /// allow: one record per server segment as it arrived; a run merged from held segments or
+    /// larger than a record, or than the window allows, is cut. Returns the bytes sealed.
+    fn seal_from(
+        &mut self,
+        session: &mut Session,
+        data: &[u8],
+        out: &mut Vec<Send>,
+    ) -> Result<usize, DownError> {
+        let (head, overhead) = (session.head() as u32, session.overhead());
+        let mut done = 0;
+        while done < data.len() {
+            let take = (data.len() - done).min(self.room(session));
+            if take == 0 {
+                break;
+            }
+            let mut record = Vec::with_capacity(take + overhead);
+            session.seal(&data[done..done + take], &mut record)?;
             // A used-up transmit key: the session put a KeyUpdate before the record, which is
             // a record of its own in the pair table.
-            let extra = record.len().saturating_sub(take + overhead as usize);
+            let extra = record.len().saturating_sub(take + overhead);
             if extra > 0 {
                 self.inject(record.drain(..extra).collect(), out)?;
             }
             let e = self.pairs.push(record.len() as u32, head, take as u32)?;
             self.next_inner += take as u64;
+            done += take;
             self.stats.records += 1;
+            let record = Arc::new(record);
             self.keep(e.outer, e.inner, take as u32, record.clone());
             out.push(Send { outer: e.outer, data: record });
         }
+        Ok(done)
     }
 
-    fn keep(&mut self, outer: u64, inner: u64, inner_len: u32, bytes: Vec<u8>) {
+    fn keep(&mut self, outer: u64, inner: u64, inner_len: u32, bytes: Arc<Vec<u8>>) {
         self.sent_bytes += bytes.len();
         self.sent.push_back(Sent { outer, inner, inner_len, bytes });
     }

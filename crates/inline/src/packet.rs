@@ -7,7 +7,7 @@
 //! on unchanged: the engine must never be the reason a packet it does not handle is lost.
 
 use crate::seq::Seq;
-use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::phy::{Checksum, ChecksumCapabilities};
 use smoltcp::wire::{
     IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpControl, TcpPacket, TcpRepr,
     TcpSeqNumber, UdpPacket,
@@ -257,9 +257,11 @@ impl Build<'_> {
             timestamp: None,
             payload: self.payload,
         };
-        let caps = ChecksumCapabilities::default();
+        // The TCP checksum is summed here, eight bytes at a time (smoltcp sums two at a time):
+        // every record toward the client is a fresh packet, so this runs over every byte sent.
+        let mut caps = ChecksumCapabilities::default();
+        caps.tcp = Checksum::None;
         let tlen = tcp.buffer_len();
-        let (s, d) = (ip(self.src.ip()), ip(self.dst.ip()));
         let (mut buf, at) = match (self.src.ip(), self.dst.ip()) {
             (IpAddr::V4(a), IpAddr::V4(b)) => {
                 let r = Ipv4Repr {
@@ -269,7 +271,7 @@ impl Build<'_> {
                     payload_len: tlen,
                     hop_limit: 64,
                 };
-                let mut buf = vec![0; r.buffer_len() + tlen];
+                let mut buf = packet_buf(r.buffer_len() + tlen);
                 r.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
                 (buf, r.buffer_len())
             }
@@ -281,15 +283,85 @@ impl Build<'_> {
                     payload_len: tlen,
                     hop_limit: 64,
                 };
-                let mut buf = vec![0; r.buffer_len() + tlen];
+                let mut buf = packet_buf(r.buffer_len() + tlen);
                 r.emit(&mut Ipv6Packet::new_unchecked(&mut buf[..]));
                 (buf, r.buffer_len())
             }
             _ => return None,
         };
-        tcp.emit(&mut TcpPacket::new_unchecked(&mut buf[at..]), &s, &d, &caps);
+        let mut t = TcpPacket::new_unchecked(&mut buf[at..]);
+        tcp.emit(&mut t, &ip(self.src.ip()), &ip(self.dst.ip()), &caps);
+        t.set_checksum(0);
+        let sum = tcp_checksum(self.src.ip(), self.dst.ip(), t.into_inner());
+        TcpPacket::new_unchecked(&mut buf[at..]).set_checksum(sum);
         Some(buf)
     }
+}
+
+/// Spare capacity in each packet buffer the engine allocates: the bridge puts the link-layer
+/// header (Ethernet, an 802.1Q tag at most) in front of the packet in the same allocation.
+pub const LINK_HEADROOM: usize = 18;
+
+/// A zeroed packet buffer of `len` bytes with capacity for [`LINK_HEADROOM`] more.
+fn packet_buf(len: usize) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(len + LINK_HEADROOM);
+    buf.resize(len, 0);
+    buf
+}
+
+/// The TCP checksum (RFC 9293 section 3.1, RFC 8200 section 8.1 for IPv6) of `segment`, whose
+/// checksum field must be zero, between `src` and `dst`.
+pub fn tcp_checksum(src: IpAddr, dst: IpAddr, segment: &[u8]) -> u16 {
+    let mut acc = 0u64;
+    match (src, dst) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            acc = ones_add(acc, ones_sum(&a.octets()));
+            acc = ones_add(acc, ones_sum(&b.octets()));
+            acc = ones_add(acc, ones_sum(&[0, 6]));
+            acc = ones_add(acc, ones_sum(&(segment.len() as u16).to_be_bytes()));
+        }
+        (a, b) => {
+            let octets = |ip: IpAddr| match ip {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                IpAddr::V6(v6) => v6.octets(),
+            };
+            acc = ones_add(acc, ones_sum(&octets(a)));
+            acc = ones_add(acc, ones_sum(&octets(b)));
+            acc = ones_add(acc, ones_sum(&(segment.len() as u32).to_be_bytes()));
+            acc = ones_add(acc, ones_sum(&[0, 0, 0, 6]));
+        }
+    }
+    acc = ones_add(acc, ones_sum(segment));
+    // The sum of native-endian words, folded: its bytes in memory order are the field's.
+    u16::from_be_bytes((!fold(acc)).to_ne_bytes())
+}
+
+/// The one's-complement sum of `data` as native-endian words (RFC 1071: byte order does not
+/// change the sum's bytes), eight bytes at a time, not yet folded. `data` starts at an even
+/// offset of what is summed; an odd last byte is padded with zero.
+fn ones_sum(data: &[u8]) -> u64 {
+    let mut acc = 0u64;
+    let mut words = data.chunks_exact(8);
+    for w in &mut words {
+        acc = ones_add(acc, u64::from_ne_bytes(w.try_into().expect("eight bytes")));
+    }
+    let rest = words.remainder();
+    let mut last = [0u8; 8];
+    last[..rest.len()].copy_from_slice(rest);
+    ones_add(acc, u64::from_ne_bytes(last))
+}
+
+fn ones_add(a: u64, b: u64) -> u64 {
+    let (sum, carry) = a.overflowing_add(b);
+    sum + carry as u64
+}
+
+fn fold(acc: u64) -> u16 {
+    let mut a = (acc & 0xffff_ffff) + (acc >> 32);
+    a = (a & 0xffff) + (a >> 16);
+    a = (a & 0xffff) + (a >> 16);
+    a = (a & 0xffff) + (a >> 16);
+    a as u16
 }
 
 const OPT_END: u8 = 0;
@@ -549,5 +621,27 @@ mod tests {
         assert_eq!(parse(&[]), None);
         assert_eq!(parse(&[0x45, 0, 0]), None);
         assert_eq!(parse(b"hello, world, this is not an IP packet at all"), None);
+    }
+
+    #[test]
+    fn built_segments_carry_the_checksum_smoltcp_verifies() {
+        let payload: Vec<u8> = (0..1500u32).map(|i| (i * 7 + 3) as u8).collect();
+        let pairs = [("10.0.0.1:443", "10.0.0.2:5555"), ("[fd00::1]:443", "[fd00::2]:5555")];
+        for (src, dst) in pairs {
+            for len in [0, 1, 2, 3, 7, 8, 9, 1447, 1448, 1500] {
+                let b = Build {
+                    src: src.parse().unwrap(),
+                    dst: dst.parse().unwrap(),
+                    seq: Seq(0xfffe_0001),
+                    ack: Some(Seq(12345)),
+                    control: Control::Psh,
+                    window: 0xffff,
+                    payload: &payload[..len],
+                };
+                let pkt = b.emit().unwrap();
+                assert!(checksum_ok(&pkt), "{src} -> {dst}, {len} bytes");
+                assert!(pkt.capacity() >= pkt.len() + LINK_HEADROOM);
+            }
+        }
     }
 }

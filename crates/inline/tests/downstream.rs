@@ -31,9 +31,9 @@ impl Wire {
     fn take(&mut self, sends: &[Send]) {
         for s in sends {
             if let Some(first) = self.bytes.get(&s.outer) {
-                assert_eq!(first, &s.data, "different bytes resent at outer {}", s.outer);
+                assert_eq!(first, &*s.data, "different bytes resent at outer {}", s.outer);
             }
-            self.bytes.insert(s.outer, s.data.clone());
+            self.bytes.insert(s.outer, s.data.to_vec());
         }
     }
 

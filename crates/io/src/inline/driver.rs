@@ -87,7 +87,7 @@ pub(super) fn run(
                 Side::Client => &mut client,
                 Side::Server => &mut server,
             };
-            if let Err(e) = ring.send(&frame) {
+            if let Err(e) = ring.queue(frame) {
                 tracing::warn!(side = %Blame::Internal, to = ?side, error = %e, "inline: frame not sent");
             }
         }
@@ -96,7 +96,11 @@ pub(super) fn run(
                 tracing::warn!(side = %Blame::Internal, error = %e, "inline: flush failed");
             }
         }
-        logged.log_changes(bridge.engine().stats(), Instant::now());
+        // The engine's counters sum over every flow: read only when a log line may be due.
+        let at = Instant::now();
+        if logged.due(at) {
+            logged.log_changes(bridge.engine().stats(), at);
+        }
         log_proxy_events(bridge.engine_mut().take_proxy_events());
         for key in bridge.engine_mut().take_panicked() {
             tracing::error!(
@@ -172,8 +176,12 @@ struct Logged {
 }
 
 impl Logged {
+    fn due(&self, at: Instant) -> bool {
+        at.duration_since(self.at) >= LOG_EVERY
+    }
+
     fn log_changes(&mut self, now: Stats, at: Instant) {
-        if at.duration_since(self.at) < LOG_EVERY || now == self.stats {
+        if !self.due(at) || now == self.stats {
             return;
         }
         let was = self.stats;

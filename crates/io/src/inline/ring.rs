@@ -9,8 +9,9 @@
 //! frame, and frames of any size pack tightly (TPACKET_V1/V2 give every frame a fixed slot).
 //! Handing a block back is one store to its status word.
 //!
-//! **Transmit: batched `sendmmsg(2)`.** [`PacketRing::send`] copies the frame into a queue and
-//! [`PacketRing::flush`] hands the whole queue to the kernel in one call. A TPACKET_V3 transmit
+//! **Transmit: batched `sendmmsg(2)`.** [`PacketRing::queue`] takes the frame (its buffer, no
+//! copy; [`PacketRing::send`] copies a borrowed one) and [`PacketRing::flush`] hands the whole
+//! queue to the kernel in one call. A TPACKET_V3 transmit
 //! ring would save that copy, but its slots stay the kernel's until the driver frees each frame,
 //! so it needs completion tracking over more shared memory and reports a bad frame only as a slot
 //! status; `sendmmsg` costs one system call per batch, reports errors per frame and needs no
@@ -100,8 +101,7 @@ pub struct PacketRing {
     iface: String,
     mtu: usize,
     mac: [u8; 6],
-    tx_buf: Vec<u8>,
-    tx_frames_queued: Vec<(usize, usize)>,
+    tx_frames_queued: Vec<Vec<u8>>,
     rx_frames: u64,
     tx_frames: u64,
     tx_errors: u64,
@@ -190,7 +190,6 @@ impl PacketRing {
             iface: iface.to_owned(),
             mtu,
             mac,
-            tx_buf: Vec::with_capacity(TX_BATCH * (mtu + ETH_HLEN + VLAN_HLEN)),
             tx_frames_queued: Vec::with_capacity(TX_BATCH),
             rx_frames: 0,
             tx_frames: 0,
@@ -231,9 +230,15 @@ impl PacketRing {
         frames
     }
 
-    /// Queues one frame; it leaves at the next [`PacketRing::flush`] (or sooner when the queue
-    /// is full).
+    /// Queues a copy of one frame; it leaves at the next [`PacketRing::flush`] (or sooner when
+    /// the queue is full).
     pub fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.queue(frame.to_vec())
+    }
+
+    /// Queues one frame, taking its buffer (no copy); it leaves at the next
+    /// [`PacketRing::flush`] (or sooner when the queue is full).
+    pub fn queue(&mut self, frame: Vec<u8>) -> io::Result<()> {
         // The kernel allows four more bytes for an 802.1Q/802.1ad tag.
         let tagged =
             frame.len() >= ETH_HLEN && matches!(u16::from_be_bytes([frame[12], frame[13]]), 0x8100 | 0x88a8);
@@ -254,8 +259,7 @@ impl PacketRing {
         if self.tx_frames_queued.len() == TX_BATCH {
             self.flush()?;
         }
-        self.tx_frames_queued.push((self.tx_buf.len(), frame.len()));
-        self.tx_buf.extend_from_slice(frame);
+        self.tx_frames_queued.push(frame);
         Ok(())
     }
 
@@ -267,7 +271,7 @@ impl PacketRing {
         let mut done = 0;
         let mut result = Ok(());
         while done < total {
-            match send_batch(self.fd.as_fd(), &self.tx_buf, &self.tx_frames_queued[done..]) {
+            match send_batch(self.fd.as_fd(), &self.tx_frames_queued[done..]) {
                 Ok(sent) => {
                     self.tx_frames += sent as u64;
                     done += sent;
@@ -287,7 +291,6 @@ impl PacketRing {
                 }
             }
         }
-        self.tx_buf.clear();
         self.tx_frames_queued.clear();
         result
     }
@@ -577,15 +580,12 @@ fn bind(sock: BorrowedFd<'_>, ifindex: i32) -> io::Result<()> {
     Ok(())
 }
 
-/// One `sendmmsg` of (a prefix of) `frames`, slices of `buf`, to the bound interface. Returns
-/// how many left; an error is the first frame's.
-fn send_batch(sock: BorrowedFd<'_>, buf: &[u8], frames: &[(usize, usize)]) -> io::Result<usize> {
+/// One `sendmmsg` of (a prefix of) `frames` to the bound interface. Returns how many left; an
+/// error is the first frame's.
+fn send_batch(sock: BorrowedFd<'_>, frames: &[Vec<u8>]) -> io::Result<usize> {
     let mut iovecs: Vec<libc::iovec> = frames
         .iter()
-        .map(|&(start, len)| libc::iovec {
-            iov_base: buf[start..start + len].as_ptr().cast_mut().cast(),
-            iov_len: len,
-        })
+        .map(|f| libc::iovec { iov_base: f.as_ptr().cast_mut().cast(), iov_len: f.len() })
         .collect();
     let mut headers: Vec<libc::mmsghdr> = iovecs
         .iter_mut()
@@ -597,8 +597,8 @@ fn send_batch(sock: BorrowedFd<'_>, buf: &[u8], frames: &[(usize, usize)]) -> io
             libc::mmsghdr { msg_hdr, msg_len: 0 }
         })
         .collect();
-    // SAFETY: each header points to one iovec over a live slice of `buf`, which the kernel only
-    // reads; no address (the bound interface) and no control data. All outlive the call.
+    // SAFETY: each header points to one iovec over a live frame of `frames`, which the kernel
+    // only reads; no address (the bound interface) and no control data. All outlive the call.
     let sent = unsafe {
         libc::sendmmsg(
             sock.as_raw_fd(),
