@@ -28,6 +28,7 @@ pub mod originate;
 pub mod proxy_header;
 pub mod record_stream;
 pub mod relay;
+mod revoked;
 pub mod starttls;
 pub mod terminate;
 pub mod tunnel;

@@ -358,12 +358,15 @@ fn signal(p: &Tlsgate, sig: &str) {
 fn sighup_rereads_crls_and_grants_from_the_connect_section() {
     let w = world(false);
     let port = w.nginx.addr.port();
+    // A destination that accepts and never answers: the tunnel to it stays open until closed.
+    let hold = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hold_port = hold.local_addr().unwrap().port();
     let config = w.pki.path("gate.toml");
     let write = |crl: &str, port: u16| {
         let text = format!(
             "[connect.gate]\nlisten = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\ncrl = [{crl}]\n\
              hosts = {{ \"{DEST}\" = \"127.0.0.1\" }}\n[[connect.gate.allow]]\nidentity = \"*\"\n\
-             rules = [\"{DEST} {port} to 127.0.0.1\"]\n",
+             rules = [\"{DEST} {port} to 127.0.0.1\", \"{DEST} {hold_port} to 127.0.0.1\"]\n",
             s(&w.gate_cert),
             s(&w.gate_key),
             w.pki.ca()
@@ -386,9 +389,27 @@ fn sighup_rereads_crls_and_grants_from_the_connect_section() {
     // laptop-2 is revoked only by the CRL the reload brings.
     let out = nested(&w.revoked);
     assert!(out.status.success(), "{}", describe(&out));
+    // laptop-2's tunnel open across the reload: the new CRL closes it.
+    let mut held = Command::new("curl");
+    held.args(["-sS", "--ipv4", "-p", "--proxy", &proxy, "--proxy-cert", s(&w.revoked.0)]);
+    held.args(["--proxy-key", s(&w.revoked.1), "--proxy-cacert", w.pki.ca()]);
+    held.arg(format!("http://{DEST}:{hold_port}/"));
+    let mut held = Proc::spawn("held curl", held);
+    let (mut dest_side, _) = hold.accept().unwrap();
+    dest_side.set_read_timeout(Some(WAIT)).unwrap();
+    let mut request = [0u8; 1024];
+    assert!(std::io::Read::read(&mut dest_side, &mut request).unwrap() > 0, "the request crossed the tunnel");
     write(&format!("\"{}\"", s(&w.crl)), port);
     signal(&gate, "-HUP");
     gate.proc.wait_for(&["reloaded", "section=connect.gate"], WAIT);
+    // Both lines may come before or after the reload's own: any order.
+    gate.proc
+        .wait_logged(&["closing a connection: its client certificate is revoked now", "connect gate"], WAIT);
+    gate.proc.wait_logged(&["connect gate: tunnel failed", "identity=laptop-2", "revoked now"], WAIT);
+    let n = std::io::Read::read(&mut dest_side, &mut request).expect("the gate closed the destination side");
+    assert_eq!(n, 0, "the destination side ends with the tunnel");
+    let status = held.wait_exit(WAIT).expect("curl ends when its tunnel is closed");
+    assert!(!status.success(), "the tunnel was cut, not completed");
     let out = nested(&w.revoked);
     assert!(!out.status.success(), "{}", describe(&out));
     gate.proc.wait_for(&["connect gate: refused: TLS handshake failed", "revoked"], WAIT);

@@ -17,12 +17,14 @@ use tlsgate_connect::policy::{self, ConnectPolicy};
 use tlsgate_core::identity::PeerIdentity;
 use tlsgate_record::crypto::RecordLayer;
 use tlsgate_record::frame::{Header, HEADER_LEN, MAX_CIPHERTEXT_TLS12};
+use tlsgate_tls::revocation::{RevocationKey, Revocations};
 use tlsgate_tls::server_handshake::{Progress, ServerHandshake};
 use tlsgate_tunnel::addr::Host;
 use tlsgate_tunnel::policy::Decision;
 use tlsgate_tunnel::Target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::{read_head, HeadFailure, RAW_BUF};
@@ -67,7 +69,8 @@ impl ConnectGate {
     }
 
     /// Certificate, key, client CA and CRLs (re-read) for the next handshake, grants, hosts and
-    /// timeouts for the next CONNECT. All or nothing. Tunnels already open stay.
+    /// timeouts for the next CONNECT. All or nothing. Tunnels already open stay, but for those
+    /// of a portal whose certificate the new CRLs revoke: they are closed.
     pub fn reload(&self, config: &ConnectGateConfig, insecure: bool) -> Result<(), ProxyError> {
         let running = self.shared.config.load();
         if (config.listen, config.resolver) != (running.listen, running.resolver) {
@@ -76,15 +79,22 @@ impl ConnectGate {
             ));
         }
         let (tls, policy) = load(config, insecure)?;
+        let revocations = Revocations::load(&config.crl).map_err(|e| ProxyError::config(e.to_string()))?;
         self.shared.tls.store(tls);
         self.shared.policy.store(Arc::new(policy));
         self.shared.config.store(Arc::new(config.clone()));
+        crate::revoked::close_revoked(&listener_name(config), &revocations);
         Ok(())
     }
 
     pub fn shutdown(&self) {
         self.task.abort();
     }
+}
+
+/// The name revoked connections are registered under.
+fn listener_name(config: &ConnectGateConfig) -> String {
+    format!("connect gate {}", config.listen)
 }
 
 fn load(
@@ -146,7 +156,7 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let config = shared.config.load_full();
     let deadline = tokio::time::Instant::now() + config.head_timeout;
     let accepted = tokio::time::timeout_at(deadline, handshake(tcp, shared.tls.load_full())).await;
-    let (mut stream, identity) = match accepted {
+    let (mut stream, identity, revocation) = match accepted {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::warn!(client = %peer, error = %e, "connect gate: refused: TLS handshake failed (client side)");
@@ -201,10 +211,21 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let mode = if downgrade { "downgrade" } else { "nested" };
     tracing::info!(client = %peer, identity = %name, target = %target, to = %to, mode, "connect gate: tunnel open");
     let started = Instant::now();
-    let result = if downgrade {
-        downgraded(stream, upstream, config.head_timeout).await
-    } else {
-        nested(stream, upstream, early).await
+    // A reload whose CRLs revoke the portal's certificate ends the tunnel, downgraded or not:
+    // the gate still holds both TCP connections.
+    let revoked = Arc::new(Notify::new());
+    let _registered =
+        revocation.map(|key| crate::revoked::register(&listener_name(&config), peer, key, revoked.clone()));
+    let relay = async {
+        if downgrade {
+            downgraded(stream, upstream, config.head_timeout).await
+        } else {
+            nested(stream, upstream, early).await
+        }
+    };
+    let result = tokio::select! {
+        r = relay => r,
+        () = revoked.notified() => Err(std::io::Error::other("the portal's certificate is revoked now").into()),
     };
     match result {
         Ok((up, down)) => tracing::info!(
@@ -325,7 +346,7 @@ async fn downgraded(
 async fn handshake(
     mut tcp: TcpStream,
     config: Arc<ServerConfig>,
-) -> Result<(Box<RecordStream>, PeerIdentity), String> {
+) -> Result<(Box<RecordStream>, PeerIdentity, Option<RevocationKey>), String> {
     let tls_failed =
         |e: rustls::Error| tlsgate_tls::describe::tls_error(&e, tlsgate_tls::describe::Peer::Client);
     let mut hs = ServerHandshake::new(config).map_err(tls_failed)?;
@@ -365,7 +386,7 @@ async fn handshake(
     let layer =
         RecordLayer::new(finished.secrets, finished.kernel).map_err(|e| format!("record layer: {e}"))?;
     let stream = RecordStream::new(tcp, layer, &input).map_err(|e| e.to_string())?;
-    Ok((Box::new(stream), identity))
+    Ok((Box::new(stream), identity, finished.facts.revocation.clone()))
 }
 
 /// The length of the record at the start of `bytes` when it is all there; a header that cannot

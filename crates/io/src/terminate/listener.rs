@@ -274,7 +274,7 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>, revoked: Arc<Notify>)
 
     let _open = OpenGuard::new(state.counters.open.clone());
     let _registered =
-        est.facts.revocation.clone().map(|key| super::revoked::register(&state.name, client, key, revoked));
+        est.facts.revocation.clone().map(|key| crate::revoked::register(&state.name, client, key, revoked));
     let identity = est.peer().cloned();
     let listed = live().insert(ConnInfo {
         listener: state.name.clone(),

@@ -12,7 +12,6 @@ pub mod handshake;
 pub mod http_headers;
 pub mod listener;
 pub mod plain_http;
-mod revoked;
 pub mod routes;
 pub mod server;
 pub mod watch;

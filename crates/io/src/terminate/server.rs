@@ -191,7 +191,7 @@ impl Server {
             self.listeners.iter().map(|(_, r)| (r.local, r.state.clone())).collect();
         // The new CRLs hold for connections already open too.
         for (name, revs) in &revocations {
-            super::revoked::close_revoked(name, revs);
+            crate::revoked::close_revoked(name, revs);
         }
         Ok(())
     }

@@ -1,5 +1,5 @@
-//! Mutual-TLS connections by client certificate, so a reload whose CRLs now revoke one closes
-//! it instead of letting it run until the client leaves.
+//! Mutual-TLS connections (terminate's, the connect gate's) by client certificate, so a reload
+//! whose CRLs now revoke one closes it instead of letting it run until the client leaves.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
