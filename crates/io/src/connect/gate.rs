@@ -225,7 +225,7 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     };
     let result = tokio::select! {
         r = relay => r,
-        () = revoked.notified() => Err(std::io::Error::other("the portal's certificate is revoked now").into()),
+        () = revoked.notified() => Err(std::io::Error::other("the portal's certificate is revoked now")),
     };
     match result {
         Ok((up, down)) => tracing::info!(
