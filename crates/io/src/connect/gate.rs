@@ -16,9 +16,8 @@ use tlsgate_connect::head::{parse_request, response, MAX_HEAD};
 use tlsgate_connect::policy::{self, ConnectPolicy};
 use tlsgate_core::identity::PeerIdentity;
 use tlsgate_record::crypto::RecordLayer;
-use tlsgate_record::frame::{Header, HEADER_LEN, MAX_CIPHERTEXT_TLS12};
 use tlsgate_tls::revocation::{RevocationKey, Revocations};
-use tlsgate_tls::server_handshake::{Progress, ServerHandshake};
+use tlsgate_tls::server_handshake::ServerHandshake;
 use tlsgate_tunnel::addr::Host;
 use tlsgate_tunnel::policy::Decision;
 use tlsgate_tunnel::Target;
@@ -29,6 +28,7 @@ use tokio::task::JoinHandle;
 
 use super::{read_head, HeadFailure, RAW_BUF};
 use crate::record_stream::RecordStream;
+use crate::terminate::handshake::{drive, HandshakeStop};
 use crate::tunnel::resolve::Resolver;
 use crate::ProxyError;
 
@@ -351,55 +351,15 @@ async fn handshake(
         |e: rustls::Error| tlsgate_tls::describe::tls_error(&e, tlsgate_tls::describe::Peer::Client);
     let mut hs = ServerHandshake::new(config).map_err(tls_failed)?;
     let mut input = Vec::new();
-    let mut out = Vec::new();
-    loop {
-        let mut at = 0;
-        let mut progress = Progress::NeedMore;
-        while progress == Progress::NeedMore {
-            let Some(end) = record_end(&input[at..]) else { break };
-            let record = &input[at..at.saturating_add(end).min(input.len())];
-            let result = hs.record(record, &mut out);
-            at += record.len();
-            match result {
-                Ok(p) => progress = p,
-                Err(e) => {
-                    let _ = tcp.write_all(&out).await;
-                    return Err(tls_failed(e));
-                }
-            }
-        }
-        if !out.is_empty() {
-            tcp.write_all(&out).await.map_err(|e| format!("write: {e}"))?;
-            out.clear();
-        }
-        input.drain(..at);
-        if progress == Progress::Complete {
-            break;
-        }
-        input.reserve(4096);
-        if tcp.read_buf(&mut input).await.map_err(|e| format!("read: {e}"))? == 0 {
-            return Err("closed the connection during the handshake".into());
-        }
-    }
+    drive(&mut tcp, &mut hs, &mut input).await.map_err(|stop| match stop {
+        HandshakeStop::Tls(e) => tls_failed(e),
+        HandshakeStop::Write(e) => format!("write: {e}"),
+        HandshakeStop::Read(e) => e.context,
+    })?;
     let finished = hs.finish().map_err(tls_failed)?;
     let identity = finished.facts.peer.clone().ok_or("presented no readable certificate")?;
     let layer =
         RecordLayer::new(finished.secrets, finished.kernel).map_err(|e| format!("record layer: {e}"))?;
     let stream = RecordStream::new(tcp, layer, &input).map_err(|e| e.to_string())?;
     Ok((Box::new(stream), identity, finished.facts.revocation.clone()))
-}
-
-/// The length of the record at the start of `bytes` when it is all there; a header that cannot
-/// start a TLS record counts as complete with its whole length, so rustls rejects it at once.
-fn record_end(bytes: &[u8]) -> Option<usize> {
-    let h: &[u8; HEADER_LEN] = bytes.get(..HEADER_LEN)?.try_into().ok()?;
-    let header = Header::parse(h);
-    if !header.content_type.is_known()
-        || header.version >> 8 != 3
-        || header.len as usize > MAX_CIPHERTEXT_TLS12
-    {
-        return Some(usize::MAX);
-    }
-    let end = HEADER_LEN + header.len as usize;
-    (bytes.len() >= end).then_some(end)
 }

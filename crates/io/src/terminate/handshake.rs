@@ -127,34 +127,11 @@ pub async fn accept(
     };
     let tls_failed = |e: rustls::Error| failed(describe::tls_error(&e, Peer::Client));
     let mut hs = ServerHandshake::new(tls.config.clone()).map_err(tls_failed)?;
-    let mut out = Vec::new();
-    loop {
-        let mut at = 0;
-        let mut progress = Progress::NeedMore;
-        while progress == Progress::NeedMore {
-            let Some(end) = record_end(&input[at..]) else { break };
-            // A malformed header goes to rustls whole: it names the problem and picks the alert.
-            let record = &input[at..at.saturating_add(end).min(input.len())];
-            let result = hs.record(record, &mut out);
-            at += record.len();
-            match result {
-                Ok(p) => progress = p,
-                Err(e) => {
-                    let _ = tcp.write_all(&out).await;
-                    return Err(tls_failed(e));
-                }
-            }
-        }
-        if !out.is_empty() {
-            tcp.write_all(&out).await.map_err(|e| failed(format!("write: {e}")))?;
-            out.clear();
-        }
-        input.drain(..at);
-        if progress == Progress::Complete {
-            break;
-        }
-        read_more(&mut tcp, &mut input, "during the handshake").await.map_err(HandshakeFailure::Failed)?;
-    }
+    drive(&mut tcp, &mut hs, &mut input).await.map_err(|stop| match stop {
+        HandshakeStop::Tls(e) => tls_failed(e),
+        HandshakeStop::Write(e) => failed(format!("write: {e}")),
+        HandshakeStop::Read(e) => HandshakeFailure::Failed(e),
+    })?;
     let finished = hs.finish().map_err(tls_failed)?;
     // Client records that arrived with its last handshake record are the stream's first. The
     // record layer is the kernel's when `ktls_mode` and the kernel allow.
@@ -205,6 +182,54 @@ fn unserved(sni: Option<&str>, what: Unserved, listener: &str) -> String {
             "refused: client asked for name {name}, which no route serves (and no default route is \
              set) on listener {listener}; {fix} to serve it"
         ),
+    }
+}
+
+/// Why [`drive`] stopped before the handshake completed.
+pub(crate) enum HandshakeStop {
+    /// rustls refused the client's bytes (its alert, if any, was sent).
+    Tls(rustls::Error),
+    /// Writing the handshake's answer failed.
+    Write(std::io::Error),
+    /// Reading failed or the client closed (client side).
+    Read(ProxyError),
+}
+
+/// Feeds the client's records to `hs` one at a time, sends its answers and reads more as
+/// needed, until the handshake is complete. `input` starts with what was already read and ends
+/// with the client's bytes after its last handshake record (its first application records).
+pub(crate) async fn drive(
+    tcp: &mut TcpStream,
+    hs: &mut ServerHandshake,
+    input: &mut Vec<u8>,
+) -> Result<(), HandshakeStop> {
+    let mut out = Vec::new();
+    loop {
+        let mut at = 0;
+        let mut progress = Progress::NeedMore;
+        while progress == Progress::NeedMore {
+            let Some(end) = record_end(&input[at..]) else { break };
+            // A malformed header goes to rustls whole: it names the problem and picks the alert.
+            let record = &input[at..at.saturating_add(end).min(input.len())];
+            let result = hs.record(record, &mut out);
+            at += record.len();
+            match result {
+                Ok(p) => progress = p,
+                Err(e) => {
+                    let _ = tcp.write_all(&out).await;
+                    return Err(HandshakeStop::Tls(e));
+                }
+            }
+        }
+        if !out.is_empty() {
+            tcp.write_all(&out).await.map_err(HandshakeStop::Write)?;
+            out.clear();
+        }
+        input.drain(..at);
+        if progress == Progress::Complete {
+            return Ok(());
+        }
+        read_more(tcp, input, "during the handshake").await.map_err(HandshakeStop::Read)?;
     }
 }
 
