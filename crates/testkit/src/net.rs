@@ -8,6 +8,14 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Two different free loopback ports: both are held while the second is picked, since the
+/// kernel may hand a just-released port out again.
+pub fn two_free_ports() -> (u16, u16) {
+    let a = TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = TcpListener::bind("127.0.0.1:0").unwrap();
+    (a.local_addr().unwrap().port(), b.local_addr().unwrap().port())
+}
+
 /// A loopback port where nothing listens: bound, then closed, so connects are refused.
 pub fn dead_port() -> u16 {
     free_port()

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use tlsgate_testkit::clients::{curl, describe};
-use tlsgate_testkit::net::free_port;
+use tlsgate_testkit::net::two_free_ports;
 use tlsgate_testkit::pki::Pki;
 use tlsgate_testkit::process::{Proc, Tlsgate};
 use tlsgate_tls::pki::ClientSpec;
@@ -37,7 +37,7 @@ fn one_process_runs_terminate_originate_gate_and_portal_from_one_config() {
     let (_backend, backend) = Tlsgate::backend(BIN, "127.0.0.1:0", "one process");
     // The originate upstream and the portal's gate are sections of the same file, so their
     // addresses are written into it.
-    let (front, gate) = (free_port(), free_port());
+    let (front, gate) = two_free_ports();
     let config = format!(
         r#"
 [admin]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tlsgate_testkit::clients::{curl, describe};
 use tlsgate_testkit::dns::Dnsmasq;
-use tlsgate_testkit::net::{free_port, wait_accepting};
+use tlsgate_testkit::net::{free_port, two_free_ports, wait_accepting};
 use tlsgate_testkit::pki::Pki;
 use tlsgate_testkit::process::{Proc, Tlsgate};
 use tlsgate_tls::pki::ClientSpec;
@@ -84,7 +84,7 @@ fn reverse_forwards_socks_auth_and_the_admin_page() {
     // On the portal's side: a backend the gate side can reach only through the reverse forward.
     let (_backend, backend) = Tlsgate::backend(BIN, "127.0.0.1:0", "portal-side");
     let bport = backend.rsplit(':').next().unwrap();
-    let (reverse_ok, reverse_denied) = (free_port(), free_port());
+    let (reverse_ok, reverse_denied) = two_free_ports();
     let (gate, gate_addr) = rig.gate(&format!(
         "[[tunnel.gate.reverse]]\nlisten = \"127.0.0.1:{reverse_ok}\"\nportal = \"{PORTAL_ID}\"\ntarget = \"{backend}\"\n\
          [[tunnel.gate.reverse]]\nlisten = \"127.0.0.1:{reverse_denied}\"\nportal = \"{PORTAL_ID}\"\ntarget = \"127.0.0.1:22\"\n"
