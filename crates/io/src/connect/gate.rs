@@ -59,7 +59,7 @@ impl ConnectGate {
             policy: ArcSwap::from_pointee(policy),
             resolver,
         });
-        let task = tokio::spawn(accept_loop(listener, shared.clone()));
+        let task = tokio::spawn(super::accept_loop(listener, "connect gate", shared.clone(), serve));
         tracing::info!(listen = %local_addr, "connect gate listening");
         Ok(ConnectGate { shared, local_addr, task })
     }
@@ -110,20 +110,6 @@ fn load(
         tracing::warn!("connect gate: no `allow` grants: every CONNECT will be refused");
     }
     Ok((tls, policy))
-}
-
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    loop {
-        match listener.accept().await {
-            Ok((tcp, peer)) => {
-                tokio::spawn(serve(tcp, peer, shared.clone()));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "connect gate: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
 }
 
 /// A refusal: the status, its reason phrase, and why (sent in `Tlsgate-Reason`, logged).

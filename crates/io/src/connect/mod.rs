@@ -10,7 +10,11 @@ pub mod gate;
 pub mod outer_client;
 pub mod portal;
 
+use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tlsgate_connect::head::{head_end, HeadError};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -53,6 +57,31 @@ pub async fn read_head<R: AsyncRead + Unpin>(
         let n = r.read_buf(buf).await.map_err(HeadFailure::Io)?;
         if n == 0 {
             return Err(HeadFailure::Closed);
+        }
+    }
+}
+
+/// Accepts connections and serves each in its own task; a failed accept (out of descriptors,
+/// say) is logged and retried after a pause rather than spinning.
+async fn accept_loop<S, F, Fut>(
+    listener: tokio::net::TcpListener,
+    what: &'static str,
+    shared: Arc<S>,
+    serve: F,
+) where
+    S: Send + Sync + 'static,
+    F: Fn(tokio::net::TcpStream, SocketAddr, Arc<S>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                tokio::spawn(serve(tcp, peer, shared.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "{what}: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
     }
 }

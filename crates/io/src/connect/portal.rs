@@ -7,7 +7,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::pki_types::ServerName;
@@ -50,7 +49,7 @@ impl ConnectPortal {
             routes: ArcSwap::from_pointee(routes),
             listen,
         });
-        let task = tokio::spawn(accept_loop(listener, shared.clone()));
+        let task = tokio::spawn(super::accept_loop(listener, "connect portal", shared.clone(), serve));
         tracing::info!(listen = %listen, gate = %config.gate, "connect portal listening");
         Ok(ConnectPortal { shared, task })
     }
@@ -82,20 +81,6 @@ fn load(config: &ConnectPortalConfig, insecure: bool) -> Result<(Arc<ClientConfi
         .map_err(|e| ProxyError::config(format!("{label}: {e}")))?;
     let routes = Routes::parse(&config.route).map_err(|e| ProxyError::config(format!("{label}: {e}")))?;
     Ok((tls, routes))
-}
-
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    loop {
-        match listener.accept().await {
-            Ok((tcp, peer)) => {
-                tokio::spawn(serve(tcp, peer, shared.clone()));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "connect portal: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
 }
 
 async fn answer(tcp: &mut TcpStream, status: u16, phrase: &str, why: &str) {
