@@ -52,9 +52,24 @@ impl Block {
     }
 }
 
-/// The repository root (two levels above a crate's manifest directory).
-pub fn repo_root(manifest_dir: &str) -> PathBuf {
-    Path::new(manifest_dir).join("../..").canonicalize().expect("repository root")
+/// The directory of the package whose test is running, as cargo sets it in the test's
+/// environment. Read at run time rather than baked in with `env!`: a test binary that a fresh
+/// clone of the same commit rebuilt into this target directory (the README test does that) would
+/// otherwise look for its files in that clone, deleted once the test ends.
+pub fn package_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .expect("CARGO_MANIFEST_DIR: run the tests with cargo")
+}
+
+/// The repository root (two levels above the running test's package directory).
+pub fn repo_root() -> PathBuf {
+    package_dir().join("../..").canonicalize().expect("repository root")
+}
+
+/// A helper script of the running package's integration tests (`tests/support/NAME`).
+pub fn support_script(name: &str) -> PathBuf {
+    package_dir().join("tests/support").join(name)
 }
 
 /// README.md and every `docs/*.md`, sorted.

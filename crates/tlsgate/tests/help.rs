@@ -87,7 +87,7 @@ fn every_subcommand_help_ends_with_examples_and_shows_global_options_apart() {
 
 #[test]
 fn every_example_is_in_the_readme_and_accepted_by_the_binary() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let readme = std::fs::read_to_string(tlsgate_testkit::docs::repo_root().join("README.md")).unwrap();
     let readme = one_line(&readme);
     let empty = tempfile::tempdir().unwrap();
     let mut checked = 0;

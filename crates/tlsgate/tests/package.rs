@@ -120,7 +120,7 @@ fn deb_installs_runs_and_purges() {
             return;
         }
     }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let repo = tlsgate_testkit::docs::repo_root();
     let out_dir = tempfile::tempdir().unwrap();
     let deb =
         must(repo.join("packaging/deb/build.sh").to_str().unwrap(), &[BIN, out_dir.path().to_str().unwrap()]);
@@ -236,7 +236,7 @@ fn deb_installs_runs_and_purges() {
 /// docs/operations.md shows the unit's essentials: each of those lines is in the unit as shipped.
 #[test]
 fn documented_unit_lines_are_the_units() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let repo = tlsgate_testkit::docs::repo_root();
     let doc = std::fs::read_to_string(repo.join("docs/operations.md")).unwrap();
     let unit = std::fs::read_to_string(repo.join("packaging/systemd/tlsgate.service")).unwrap();
     let start = doc.find("```ini\n").expect("the unit excerpt") + "```ini\n".len();

@@ -20,11 +20,7 @@ const WAIT: Duration = Duration::from_secs(20);
 /// The Python peer (`tests/support/starttls_server.py`) and the address it listens on.
 fn peer(args: &[&str]) -> (Proc, String) {
     let mut cmd = Command::new("python3");
-    cmd.arg(
-        std::path::Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").unwrap())
-            .join("tests/support/starttls_server.py"),
-    )
-    .args(args);
+    cmd.arg(tlsgate_testkit::docs::support_script("starttls_server.py")).args(args);
     let p = Proc::spawn("starttls_server", cmd);
     let line = p.wait_for(&["listening"], WAIT);
     let port = line.trim_start_matches("listening ").trim().to_string();

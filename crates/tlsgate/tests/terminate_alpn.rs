@@ -18,7 +18,7 @@ const WAIT: Duration = Duration::from_secs(10);
 /// whether the bytes reaching it began with the HTTP/2 connection preface.
 fn h2_backend(name: &str) -> (Proc, String) {
     let mut cmd = Command::new("python3");
-    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/h2_backend.py")).arg(name);
+    cmd.arg(tlsgate_testkit::docs::support_script("h2_backend.py")).arg(name);
     let server = Proc::spawn("h2_backend", cmd);
     let line = server.wait_for(&["listening"], WAIT);
     let port = line.trim_start_matches("listening ").to_string();

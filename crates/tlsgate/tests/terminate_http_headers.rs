@@ -111,7 +111,7 @@ fn a_normalising_backend_sees_no_forged_spelling() {
     let pki = Pki::new();
     pki.server("server", &["localhost"]);
     let mut cmd = std::process::Command::new("python3");
-    cmd.arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/wsgi_environ.py"));
+    cmd.arg(tlsgate_testkit::docs::support_script("wsgi_environ.py"));
     let wsgi = Proc::spawn("wsgi", cmd);
     let line = wsgi.wait_for(&["listening"], Duration::from_secs(10));
     let backend = format!("127.0.0.1:{}", line.trim_start_matches("listening ").trim());

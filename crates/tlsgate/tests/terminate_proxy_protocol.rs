@@ -57,10 +57,7 @@ fn v2_tlvs_carry_alpn_sni_version_cipher_and_the_client_certificate() {
     };
     pki.ca.issue_client(&alice).unwrap().write(pki.dir.path(), "alice").unwrap();
     let mut cmd = Command::new("python3");
-    cmd.arg(
-        std::path::Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").unwrap())
-            .join("tests/support/proxy_v2_server.py"),
-    );
+    cmd.arg(tlsgate_testkit::docs::support_script("proxy_v2_server.py"));
     let server = Proc::spawn("proxy_v2_server", cmd);
     let line = server.wait_for(&["listening"], Duration::from_secs(10));
     let port = line.trim_start_matches("listening ").to_string();
@@ -173,7 +170,7 @@ fn behind_haproxy_the_client_address_comes_from_its_proxy_header() {
 
 /// Runs `support/proxy_v2_client.py`: a v2 header with `command` claiming 10.9.9.9, then a GET.
 fn python_behind_v2(command: &str, from: &str, port: u16, ca: &str, path: &str) -> String {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/proxy_v2_client.py");
+    let script = tlsgate_testkit::docs::support_script("proxy_v2_client.py");
     let out = Command::new("python3")
         .arg(script)
         .args([command, from, &port.to_string(), ca, path])

@@ -454,7 +454,7 @@ fn a_key_revoked_while_the_gate_runs_is_refused_after_sighup() {
 
 /// The SOCKS5 reply code for a CONNECT to `host` (sent as a name, verbatim) and `port`.
 fn socks_reply(socks: SocketAddr, host: &str, port: u16) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/socks5_connect.py");
+    let script = tlsgate_testkit::docs::support_script("socks5_connect.py");
     let out = Command::new("python3")
         .arg(script)
         .args([&socks.port().to_string(), host, &port.to_string()])

@@ -4,7 +4,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -159,8 +158,7 @@ fn udp_associate_carries_a_dns_query_to_the_gates_side() {
     let portal = rig.portal("portal.toml", gate_addr, "");
     let socks = socks_addr(&portal);
     let (host, port) = socks.rsplit_once(':').unwrap();
-    let script =
-        Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").unwrap()).join("tests/support/socks5_udp_dns.py");
+    let script = tlsgate_testkit::docs::support_script("socks5_udp_dns.py");
     let out = Command::new("python3")
         .arg(script)
         .args([host, port, "127.0.0.1", &dns.addr.port().to_string(), "only.gate.test"])

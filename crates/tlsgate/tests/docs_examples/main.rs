@@ -80,10 +80,7 @@ pub const GATE: &str = "[tunnel.gate]\nlisten = \"127.0.0.1:7443\"\ncert = \"gat
 const OWN_TEST: &[&str] = &["docs/certificates.md"];
 
 fn blocks() -> Vec<Block> {
-    all_blocks(&repo_root(env!("CARGO_MANIFEST_DIR")))
-        .into_iter()
-        .filter(|b| !OWN_TEST.contains(&b.file.as_str()))
-        .collect()
+    all_blocks(&repo_root()).into_iter().filter(|b| !OWN_TEST.contains(&b.file.as_str())).collect()
 }
 
 /// The block at (file, first line); there must be exactly one.

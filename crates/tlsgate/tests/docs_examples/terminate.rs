@@ -123,7 +123,7 @@ pub fn readme_run(block: &Block, all: &[Block]) {
 
 /// A helper script of the integration tests.
 pub fn support(name: &str) -> String {
-    format!("{}/tests/support/{name}", env!("CARGO_MANIFEST_DIR"))
+    tlsgate_testkit::docs::support_script(name).display().to_string()
 }
 
 /// docs/config.md's routes by ALPN: `curl --http2` reaches the HTTP/2 backend on 8081, `curl
