@@ -116,6 +116,11 @@ impl HoldQueue {
         out
     }
 
+    /// Where the lowest held bytes start, if any.
+    pub fn first(&self) -> Option<u64> {
+        self.segs.first_key_value().map(|(&k, _)| k)
+    }
+
     /// True when held bytes start exactly at `next` (ready to go once something lets them).
     pub fn has_ready(&self, next: u64) -> bool {
         self.segs.first_key_value().is_some_and(|(&k, _)| k == next)
