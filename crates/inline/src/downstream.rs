@@ -445,6 +445,18 @@ impl Downstream {
         self.hold.ranges().into_iter().filter(move |&(s, _)| s > next && s > ack)
     }
 
+    /// How far beyond `ack` (the ACK the server is sent, inner) the server may send: up to the
+    /// hold queue's bound past the next byte to seal. Everything the server sends then fits in
+    /// the queue whatever is lost before it, so nothing the engine has acknowledged or reported
+    /// is dropped. The client's window alone allowed more: a server with a megabyte in flight
+    /// beyond a gap had most of it dropped at the queue's bound while every segment was answered
+    /// (with the same SACK blocks); Linux counted it all in flight, had no room in its window to
+    /// repair the gap, and waited for its timeout. The edge never moves back (`next_inner` only
+    /// grows); in order the server is held back only by the client's window.
+    pub fn server_room(&self, ack: u64) -> u64 {
+        (self.next_inner + self.limits.hold_bytes as u64).saturating_sub(ack)
+    }
+
     /// An ACK to the server never ends inside, or right before, a range it was told (SACK) the
     /// engine holds: Linux takes a cumulative ACK followed by SACKed data as the receiver
     /// reneging on its SACKs (RFC 2018, section 8), times out within 10 ms and resends

@@ -555,12 +555,19 @@ impl TlsFlow {
                 seq: self.client.seq(inner + (i * mss) as u64),
                 ack: Some(self.server.seq(self.ack_to_server.max(1))),
                 control: Control::Psh,
-                window: self.client_window,
+                window: self.window_to_server(),
                 payload: chunk,
             };
             let sack = self.server_sack(Control::Psh);
             out.extend(b.emit_with_sack(&sack));
         }
+    }
+
+    /// The window field for the server: the client's, but never beyond what the engine can hold
+    /// (`Downstream::server_room`), in the client's scale, which the server applies.
+    fn window_to_server(&self) -> u16 {
+        let room = self.down.server_room(self.ack_to_server.max(1)) >> self.ends.client_wscale;
+        self.client_window.min(room.min(u64::from(u16::MAX)) as u16)
     }
 
     /// SACK blocks for a segment to the server: the server bytes held beyond a gap, as sequence
@@ -586,7 +593,7 @@ impl TlsFlow {
             seq: self.client.seq(inner),
             ack: (control != Control::Rst).then(|| self.server.seq(self.ack_to_server.max(1))),
             control,
-            window: self.client_window,
+            window: self.window_to_server(),
             payload: data,
         };
         let sack = self.server_sack(control);

@@ -52,6 +52,10 @@ impl Net {
     }
 
     fn with_release(suite: rustls::SupportedCipherSuite, release: Release) -> Net {
+        Net::with_limits(suite, release, Limits::default())
+    }
+
+    fn with_limits(suite: rustls::SupportedCipherSuite, release: Release, limits: Limits) -> Net {
         let (server_cfg, client_cfg) = configs(suite);
         let engine = Engine::new(Config {
             services: vec![Service {
@@ -62,7 +66,7 @@ impl Net {
                 tls: server_cfg,
                 pool: Vec::new(),
             }],
-            limits: Limits::default(),
+            limits,
         });
         // Secret extraction: a test may take the client's keys to write what rustls never writes.
         let mut client_cfg = (*client_cfg).clone();
@@ -731,5 +735,58 @@ fn server_bytes_held_beyond_a_gap_are_sacked_to_the_server_and_no_ack_ends_insid
         let mut got = vec![0; plain.len()];
         std::io::Read::read_exact(&mut n.client.reader(), &mut got).unwrap();
         assert_eq!(got, plain, "the client got every byte once, in order");
+    }
+}
+
+/// The window the server is told never reaches beyond what the engine can hold: the next server
+/// byte to seal plus the hold queue's bound. With the client's window alone, a server with far
+/// more in flight beyond a gap had most of it dropped at the bound while every segment was
+/// answered; Linux counted it all in flight, had no room left to repair the gap and waited for
+/// its timeout. The edge never moves back.
+#[test]
+fn the_window_to_the_server_stays_within_what_the_engine_can_hold() {
+    let mut limits = Limits::default();
+    limits.down.hold_bytes = 4000;
+    let mut n = Net::with_limits(TLS13[0], Release::Buffered, limits);
+    (n.sack, n.server_sack) = (true, true);
+    open_connection(&mut n);
+    n.to_server.clear();
+    let plain: Vec<u8> = (0..8000u32).map(|i| (i % 251) as u8).collect();
+    let cack = CISN.wrapping_add(1 + n.c_sent);
+    let seg = |n: &mut Net, k: usize| {
+        let at = SISN + 1 + k as u32 * 1000;
+        n.feed(data(sa(BACKEND), sa(CLIENT), at, cack, &plain[k * 1000..(k + 1) * 1000]))
+    };
+    let client_acks = |n: &mut Net| {
+        let all = SISN + 1 + n.c_recv;
+        n.feed(data(sa(CLIENT), sa(SERVICE), cack, all, &[]))
+    };
+    // The right edge the last segment to the server allows (window scale 7 both ways), as an
+    // offset of the server's stream.
+    let edge = |n: &Net| {
+        let s = packet::parse(n.to_server.last().unwrap()).unwrap();
+        s.ack.unwrap().0.wrapping_sub(SISN) + ((s.window as u32) << 7)
+    };
+    let mut edges = Vec::new();
+    seg(&mut n, 0);
+    client_acks(&mut n);
+    edges.push(edge(&n));
+    // Segment 1 lost: 2 and 3 held; the edge stays within 4000 bytes of the gap (1001), where
+    // the client's own window (502 << 7) would allow 64 KB.
+    for k in [2, 3] {
+        seg(&mut n, k);
+        edges.push(edge(&n));
+    }
+    assert!(edges.iter().all(|&e| e <= 1001 + 4000 && e > 4001), "{edges:?}");
+    // The gap fills and the client takes everything: the edge moves on with the next byte.
+    seg(&mut n, 1);
+    client_acks(&mut n);
+    edges.push(edge(&n));
+    assert!(*edges.last().unwrap() > 4001 + 3000, "{edges:?}");
+    assert!(*edges.last().unwrap() <= 4001 + 4000, "{edges:?}");
+    assert!(edges.windows(2).all(|w| w[0] <= w[1]), "the edge never moves back: {edges:?}");
+    // Without scaling room to spare, the window is the client's: the field never exceeds it.
+    for p in &n.to_server {
+        assert!(packet::parse(p).unwrap().window <= 502);
     }
 }
