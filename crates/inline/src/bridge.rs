@@ -11,8 +11,9 @@
 //! source goes back (the engine's own ACKs and RSTs); anything else goes where its destination
 //! was learned. A packet with no side or no MAC for its destination is dropped and counted.
 //!
-//! Balanced services' IPv4 virtual addresses are answered in ARP on the client side with the
-//! bridge's own MAC, and frames from a virtual address carry it. A balanced member whose MAC is
+//! Balanced services' virtual addresses are answered on the client side with the bridge's own
+//! MAC, in ARP (IPv4) and neighbour advertisements (IPv6), and frames from a virtual address
+//! carry it. A balanced member whose MAC is
 //! not known yet is probed in ARP (RFC 5227 probe), at most once a second.
 //!
 //! Frames carrying an IP packet larger than the MTU are dropped and counted: they come from
@@ -23,6 +24,7 @@
 
 mod arp;
 mod macs;
+mod nd;
 
 use crate::engine::Engine;
 use crate::packet;
@@ -70,6 +72,8 @@ pub struct BridgeStats {
     pub non_ip_frames: u64,
     /// ARP requests for a virtual address answered by the bridge.
     pub arp_answered: u64,
+    /// IPv6 neighbour solicitations for a virtual address answered by the bridge.
+    pub nd_answered: u64,
     /// Engine packets with no learned MAC for their destination: dropped.
     pub unroutable: u64,
     /// Frames larger than the far side's MTU allows: dropped (segmentation offload left on).
@@ -222,6 +226,13 @@ impl Bridge {
         }
         if frame.csum_partial && packet::complete_checksum(&mut pkt) {
             self.stats.csum_completed += 1;
+        }
+        if frame.from == Side::Client && incoming.as_ref().is_some_and(|i| i.dst.is_ipv6()) {
+            if let Some(ns) = nd::solicit(&pkt).filter(|ns| self.vips.contains(&ns.target.into())) {
+                self.stats.nd_answered += 1;
+                out.push((Side::Client, nd::advert(&ns, self.mac, src_mac)));
+                return;
+            }
         }
         let Some(incoming) = incoming else {
             // Not a readable IP header: nothing to route by, so like any unknown frame.
