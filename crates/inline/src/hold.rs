@@ -145,14 +145,6 @@ impl HoldQueue {
         run
     }
 
-    /// Drops the held segment furthest out, if any; returns whether one was dropped. For a
-    /// queue full of bytes beyond a gap: the bytes that fill the gap must still get in.
-    pub fn drop_last(&mut self) -> bool {
-        let Some((_, seg)) = self.segs.pop_last() else { return false };
-        self.bytes -= seg.len();
-        true
-    }
-
     /// Drops everything before `next` (bytes delivered by another path, or a reset).
     pub fn discard_before(&mut self, next: u64) {
         while let Some(entry) = self.segs.first_entry() {
