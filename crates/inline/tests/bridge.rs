@@ -207,9 +207,10 @@ fn ndisc(src: Ipv6Address, dst: Ipv6Address, repr: NdiscRepr) -> Vec<u8> {
 /// reach it. A solicited advertisement (solicited and override flags, the bridge's MAC as the
 /// target's link-layer address) goes back to the soliciting host; a duplicate address detection
 /// probe (from ::) is answered to all nodes, not marked solicited. Solicitations for other
-/// addresses, or from the server side, cross as before.
+/// addresses, or from the server side, cross as before. A member whose MAC is unknown is
+/// probed as in ARP: a solicitation from :: (at most once a second), the advertisement learned.
 #[test]
-fn ipv6_neighbour_solicitation_for_a_virtual_address_is_answered_by_the_bridge() {
+fn ipv6_virtual_address_answered_and_unknown_member_probed_in_neighbour_discovery() {
     let tls = configs(TLS13[0]).0;
     let engine = Engine::new(Config {
         services: vec![Service {
@@ -274,8 +275,58 @@ fn ipv6_neighbour_solicitation_for_a_virtual_address_is_answered_by_the_bridge()
         })
     );
     assert_eq!(b.stats().nd_answered, 2);
+
+    // The member never spoke: a client's SYN to the virtual address is dropped and the member
+    // probed with a solicitation from the unspecified address to its solicited-node group.
+    let member: Ipv6Address = "fd00::3".parse().unwrap();
+    let syn6 = packet::Build {
+        src: sa("[fd00::1]:40000"),
+        dst: sa("[fd00::9]:443"),
+        seq: tlsgate_inline::seq::Seq(100),
+        ack: None,
+        control: packet::Control::None,
+        window: 64240,
+        payload: &[],
+    }
+    .emit_syn(1460, None)
+    .unwrap();
+    let first = ip_frame(BRIDGE_MAC, CLIENT_MAC, &syn6);
+    let out = handle(&mut b, Side::Client, &first);
+    assert_eq!((out.len(), b.stats().unroutable, b.stats().nd_probes), (1, 1, 1));
+    let (side, dst_mac, src_mac, src, dst, hop, repr) = advert(&out[0]);
+    assert_eq!(
+        (side, dst_mac, src_mac, src, dst, hop),
+        (
+            Side::Server,
+            [0x33, 0x33, 0xff, 0, 0, 3],
+            BRIDGE_MAC,
+            Ipv6Address::UNSPECIFIED,
+            "ff02::1:ff00:3".parse().unwrap(),
+            255
+        )
+    );
+    assert_eq!(repr, Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit { target_addr: member, lladdr: None }));
+    // Not probed again within the second.
+    assert!(handle(&mut b, Side::Client, &first).is_empty());
+    assert_eq!(b.stats().nd_probes, 1);
+    // The member defends its address to all nodes: its MAC is learned from the advertisement,
+    // which crosses as any other, and the next SYN reaches the member.
+    let na = ndisc(
+        member,
+        "ff02::1".parse().unwrap(),
+        NdiscRepr::NeighborAdvert {
+            flags: NdiscNeighborFlags::OVERRIDE,
+            target_addr: member,
+            lladdr: Some(RawHardwareAddress::from_bytes(&MEMBER_MAC)),
+        },
+    );
+    let na = ip_frame([0x33, 0x33, 0, 0, 0, 1], MEMBER_MAC, &na);
+    assert_eq!(handle(&mut b, Side::Server, &na), vec![(Side::Client, na.clone())]);
+    let out = handle(&mut b, Side::Client, &first);
+    let (side, dst, _, seg, _) = split(&out[0]);
+    assert_eq!((side, dst, seg.dst), (Side::Server, MEMBER_MAC, sa("[fd00::3]:80")));
     // From the server side, the same solicitation crosses.
-    let from_server = ip_frame([0x33, 0x33, 0xff, 0, 0, 9], SERVER_MAC, &ns("fd00::3".parse().unwrap()));
+    let from_server = ip_frame([0x33, 0x33, 0xff, 0, 0, 9], MEMBER_MAC, &ns("fd00::3".parse().unwrap()));
     assert_eq!(handle(&mut b, Side::Server, &from_server), vec![(Side::Client, from_server.clone())]);
     assert_eq!(b.stats().nd_answered, 2);
 }
