@@ -11,9 +11,11 @@
 //! source goes back (the engine's own ACKs and RSTs); anything else goes where its destination
 //! was learned. A packet with no side or no MAC for its destination is dropped and counted.
 //!
-//! Balanced services' IPv4 virtual addresses are answered in ARP on the client side with the
-//! bridge's own MAC, and frames from a virtual address carry it. A balanced member whose MAC is
-//! not known yet is probed in ARP (RFC 5227 probe), at most once a second.
+//! Balanced services' virtual addresses are answered on the client side with the bridge's own
+//! MAC, in ARP (IPv4) and neighbour advertisements (IPv6), and frames from a virtual address
+//! carry it. A balanced member whose MAC is
+//! not known yet is probed, at most once a second: in ARP (RFC 5227 probe) or a neighbour
+//! solicitation from the unspecified address (IPv6).
 //!
 //! Frames carrying an IP packet larger than the MTU are dropped and counted: they come from
 //! segmentation offload (GRO/TSO/GSO), which must be turned off on bridged interfaces
@@ -23,6 +25,7 @@
 
 mod arp;
 mod macs;
+mod nd;
 
 use crate::engine::Engine;
 use crate::packet;
@@ -30,7 +33,7 @@ use crate::tables::Mode;
 use macs::MacTable;
 use smoltcp::wire::{EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, ETHERNET_HEADER_LEN};
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// Which interface a frame came from or goes to.
@@ -70,6 +73,8 @@ pub struct BridgeStats {
     pub non_ip_frames: u64,
     /// ARP requests for a virtual address answered by the bridge.
     pub arp_answered: u64,
+    /// IPv6 neighbour solicitations for a virtual address answered by the bridge.
+    pub nd_answered: u64,
     /// Engine packets with no learned MAC for their destination: dropped.
     pub unroutable: u64,
     /// Frames larger than the far side's MTU allows: dropped (segmentation offload left on).
@@ -80,6 +85,8 @@ pub struct BridgeStats {
     pub malformed: u64,
     /// ARP probes sent for servers whose MAC was not known.
     pub arp_probes: u64,
+    /// IPv6 neighbour solicitations sent for servers whose MAC was not known.
+    pub nd_probes: u64,
     /// IP frames from the server side to a server: local to that side, not sent back onto it.
     pub local: u64,
 }
@@ -126,7 +133,7 @@ pub struct Bridge {
     /// Where service flows go: on the server side by configuration.
     servers: Vec<IpAddr>,
     /// When each server was last probed in ARP (bounded by the configured servers).
-    probed: HashMap<Ipv4Addr, Duration>,
+    probed: HashMap<IpAddr, Duration>,
     stats: BridgeStats,
     /// The engine's packets for one frame, reused from frame to frame.
     emitted: Vec<Vec<u8>>,
@@ -223,6 +230,20 @@ impl Bridge {
         if frame.csum_partial && packet::complete_checksum(&mut pkt) {
             self.stats.csum_completed += 1;
         }
+        // An advertisement names its target's MAC (the answer to a probe may come from another
+        // of the member's addresses, to all nodes).
+        if frame.from == Side::Server && incoming.as_ref().is_some_and(|i| i.dst.is_ipv6()) {
+            if let Some((target, mac)) = nd::advertised(&pkt) {
+                self.learn(Side::Server, target.into(), mac);
+            }
+        }
+        if frame.from == Side::Client && incoming.as_ref().is_some_and(|i| i.dst.is_ipv6()) {
+            if let Some(ns) = nd::solicit(&pkt).filter(|ns| self.vips.contains(&ns.target.into())) {
+                self.stats.nd_answered += 1;
+                out.push((Side::Client, nd::advert(&ns, self.mac, src_mac)));
+                return;
+            }
+        }
         let Some(incoming) = incoming else {
             // Not a readable IP header: nothing to route by, so like any unknown frame.
             return self.cross(frame, out);
@@ -314,18 +335,25 @@ impl Bridge {
         }
     }
 
-    /// Asks for the MAC of a server the bridge has not seen yet (IPv4), at most once a second.
+    /// Asks for the MAC of a server the bridge has not seen yet, at most once a second.
     fn probe(&mut self, now: Duration, side: Side, dst: IpAddr, out: &mut Vec<(Side, Vec<u8>)>) {
-        let IpAddr::V4(v4) = dst else { return };
         if side != Side::Server || !self.servers.contains(&dst) {
             return;
         }
-        if self.probed.get(&v4).is_some_and(|&at| now < at + PROBE_INTERVAL) {
+        if self.probed.get(&dst).is_some_and(|&at| now < at + PROBE_INTERVAL) {
             return;
         }
-        self.probed.insert(v4, now);
-        self.stats.arp_probes += 1;
-        out.push((Side::Server, arp::probe(v4, self.mac)));
+        self.probed.insert(dst, now);
+        match dst {
+            IpAddr::V4(v4) => {
+                self.stats.arp_probes += 1;
+                out.push((Side::Server, arp::probe(v4, self.mac)));
+            }
+            IpAddr::V6(v6) => {
+                self.stats.nd_probes += 1;
+                out.push((Side::Server, nd::probe(v6, self.mac)));
+            }
+        }
     }
 
     /// Remembers that `ip` is at `mac` on `side`. Not learned: unspecified, multicast and

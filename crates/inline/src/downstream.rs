@@ -7,7 +7,8 @@
 //! covering it, byte for byte, never by sealing new records over bytes already sent. A sealed
 //! record is kept until the client acknowledges it. Server bytes beyond a gap, or that would not
 //! fit the client's window, wait in a bounded hold queue (a window smaller than a record); the
-//! engine never sends beyond the client's window.
+//! engine never sends beyond the client's window. Server bytes held beyond a gap are reported to
+//! the server in SACK blocks when it accepted SACK (see [`Downstream::sack_blocks`]).
 
 use crate::hold::{HeldSegment, HoldQueue, HoldReason};
 use crate::seq_map::{Mapped, SeqMap, SeqMapError};
@@ -82,6 +83,9 @@ pub struct Downstream {
     /// While the engine repairs a loss toward the client itself: the outer end of what had been
     /// sent when the repair began (each ACK below it resends the next record, as NewReno does).
     recover: Option<u64>,
+    /// Inner ranges reported to the server in SACK blocks and not yet passed by the ACK it was
+    /// sent, ascending, merged: see [`Downstream::sack_blocks`].
+    sacked: Vec<(u64, u64)>,
 }
 
 /// Duplicate client ACKs that make the engine resend the record the client is missing
@@ -106,6 +110,7 @@ impl Downstream {
             fin: None,
             dup_acks: 0,
             recover: None,
+            sacked: Vec::new(),
         }
     }
 
@@ -146,26 +151,24 @@ impl Downstream {
         }
         let mut data = &data[(self.next_inner.saturating_sub(offset) as usize).min(data.len())..];
         let mut offset = offset.max(self.next_inner);
-        // The common case, an in-order segment with nothing held: sealed straight from the
-        // packet, without a stop in the hold queue. Whatever the window leaves is held below.
-        if offset == self.next_inner && self.hold.is_empty() {
+        // An in-order segment (the common case, or the one filling a gap) is sealed straight
+        // from the packet as far as the window allows, up to the first byte held beyond a gap
+        // (a byte's first copy wins), without a stop in the hold queue. Whatever the window
+        // leaves is held below. So a queue full of bytes beyond a gap (many small segments
+        // after a loss) never refuses the segment filling it while the window is open, and no
+        // held byte is ever dropped: the server may have been told it is held (SACK).
+        if offset == self.next_inner && !self.hold.has_ready(offset) {
             if let Some(s) = session.as_deref_mut() {
-                let n = self.seal_from(s, data, out)?;
+                let upto = self.hold.first().map_or(data.len(), |h| ((h - offset) as usize).min(data.len()));
+                let n = self.seal_from(s, &data[..upto], out)?;
                 data = &data[n..];
                 offset += n as u64;
-                if data.is_empty() {
-                    return Ok(());
-                }
             }
         }
-        // A queue full of bytes beyond a gap (many small segments after a loss) must not refuse
-        // the segment filling the gap, or nothing would ever drain: make room by dropping held
-        // bytes from the far end (never acknowledged to the server, so it sends them again).
-        while self.hold.insert(offset, data, self.next_inner).is_err() {
+        // A full queue refuses the segment (the server sends it again): never held bytes,
+        // which the server may have been told are held.
+        if !data.is_empty() && self.hold.insert(offset, data, self.next_inner).is_err() {
             self.stats.dropped += 1;
-            if offset > self.next_inner || !self.hold.drop_last() {
-                break;
-            }
         }
         self.flush(session, out)
     }
@@ -403,9 +406,77 @@ impl Downstream {
         self.outer_acked
     }
 
+    /// SACK blocks for an ACK to the server at inner offset `ack` (RFC 2018): the server bytes
+    /// held beyond a gap, the range stored last first, at most `max`. The engine seals server
+    /// bytes in order only, so those wait until the gap fills and the client acknowledges
+    /// their records, and without these blocks the server learns of them only then: from its
+    /// duplicate ACKs Linux (without SACK) repairs one hole per round trip, takes RTT samples
+    /// from segments it sent long before and never resent, and its retransmission timeout
+    /// grows past the next repair (the client side of the same effect stalled uploads). SACKed
+    /// segments give no such sample, and SACK recovery resends every hole in one round trip.
+    /// In-order bytes waiting for the client's window are not reported: the records before
+    /// them are still on their way to the client. Reported ranges are remembered until the ACK
+    /// passes them (see [`Downstream::clear_of_sacked`]).
+    pub fn sack_blocks(&mut self, ack: u64, max: usize) -> Vec<(u64, u64)> {
+        self.sacked.retain(|&(_, e)| e > ack);
+        let blocks: Vec<(u64, u64)> = self.beyond_gap(ack).take(max).collect();
+        for &(s, e) in &blocks {
+            self.sacked.push((s, e));
+        }
+        self.sacked.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(self.sacked.len());
+        for &(s, e) in &self.sacked {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        self.sacked = merged;
+        blocks
+    }
+
+    /// How many SACK blocks an ACK at `ack` would carry now (segment sizes leave room for them).
+    pub fn sack_count(&self, ack: u64, max: usize) -> usize {
+        self.beyond_gap(ack).take(max).count()
+    }
+
+    fn beyond_gap(&self, ack: u64) -> impl Iterator<Item = (u64, u64)> {
+        let next = self.next_inner;
+        self.hold.ranges().into_iter().filter(move |&(s, _)| s > next && s > ack)
+    }
+
+    /// How far beyond `ack` (the ACK the server is sent, inner) the server may send: up to the
+    /// hold queue's bound past the next byte to seal. Everything the server sends then fits in
+    /// the queue whatever is lost before it, so nothing the engine has acknowledged or reported
+    /// is dropped. The client's window alone allowed more: a server with a megabyte in flight
+    /// beyond a gap had most of it dropped at the queue's bound while every segment was answered
+    /// (with the same SACK blocks); Linux counted it all in flight, had no room in its window to
+    /// repair the gap, and waited for its timeout. The edge never moves back (`next_inner` only
+    /// grows); in order the server is held back only by the client's window.
+    pub fn server_room(&self, ack: u64) -> u64 {
+        (self.next_inner + self.limits.hold_bytes as u64).saturating_sub(ack)
+    }
+
+    /// An ACK to the server never ends inside, or right before, a range it was told (SACK) the
+    /// engine holds: Linux takes a cumulative ACK followed by SACKed data as the receiver
+    /// reneging on its SACKs (RFC 2018, section 8), times out within 10 ms and resends
+    /// everything from the ACK. Once the gap before such a range fills, its bytes go to the
+    /// client as records and the client's ACKs of them come record by record; the ACK to the
+    /// server stays one byte short of the range until the client has taken all of it (the
+    /// engine repairs losses toward the client itself meanwhile).
+    pub fn clear_of_sacked(&self, ack: u64) -> u64 {
+        match self.sacked.iter().find(|&&(s, e)| s <= ack && ack < e) {
+            Some(&(s, _)) => s - 1,
+            None => ack,
+        }
+    }
+
     /// Bytes of state held: stored records, hold queue, pair table.
     pub fn state_bytes(&self) -> usize {
-        self.sent_bytes + self.hold.bytes() + self.pairs.state_bytes()
+        self.sent_bytes
+            + self.hold.bytes()
+            + self.pairs.state_bytes()
+            + self.sacked.len() * std::mem::size_of::<(u64, u64)>()
     }
 
     /// Queue-state rows: server data waiting for a gap to fill or for the window.

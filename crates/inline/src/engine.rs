@@ -5,7 +5,7 @@
 //!
 //! Built so far (docs/inline-engine.md lists what is missing): the flow table keyed by the
 //! client's 4-tuple, bounded, with half-open flows expiring sooner; the client's SYN has its MSS
-//! lowered by the largest record overhead and SACK-permitted removed; direct mode's server-port
+//! lowered by the largest record overhead and timestamps removed; direct mode's server-port
 //! rewrite both ways; everything that is not a service flow passes byte-identical. From the server's SYN-ACK on, a flow's
 //! segments go through its [`TlsFlow`]: the client's handshake is consumed and answered by the
 //! engine, then records are opened and sealed with sequence numbers translated both ways.
@@ -541,7 +541,9 @@ impl Engine {
             let (mut mss, mut sack) = (None, false);
             if is_syn {
                 mss = packet::lower_mss(t.options_mut(), max_overhead());
-                sack = packet::strip_sack_permitted(t.options_mut());
+                // SACK-permitted goes on: the engine reports server bytes it holds beyond a
+                // gap (`Downstream::sack_blocks`) and ignores the server's own blocks.
+                sack = packet::sack_permitted(t.options_mut());
                 packet::strip_timestamps(t.options_mut());
             }
             (mss, sack)
@@ -680,6 +682,8 @@ impl Engine {
                 // Scaling applies only when both SYNs offered it.
                 client_wscale: server_wscale.and(flow.client_wscale).unwrap_or(0),
                 client_sack: flow.client_sack,
+                server_sack: flow.client_sack
+                    && packet::sack_permitted(&pkt[seg.tcp.start + 20..seg.payload.start]),
             };
             let tls = &self.config.services[flow.service].tls;
             if let Ok(hs) = Handshake::new(tls.clone()) {
@@ -699,7 +703,8 @@ impl Engine {
         }
         packet::readdress(&mut pkt, seg, key.server, key.client);
         if seg.syn && seg.ack.is_some() && flow.client_sack {
-            // SACK between the client and the engine only (see `tls_flow::Ends::client_sack`).
+            // SACK between the client and the engine even when the server declined it (see
+            // `tls_flow::Ends::client_sack`); a no-op when the server's SYN-ACK has the option.
             packet::add_sack_permitted(&mut pkt);
         }
         if seg.rst {

@@ -29,8 +29,8 @@ pub struct Flow {
     /// The window-scale shifts the client's SYN and the server's SYN-ACK offered.
     pub client_wscale: Option<u8>,
     pub server_wscale: Option<u8>,
-    /// The client's SYN offered SACK (the option is taken out toward the server and put into
-    /// the SYN-ACK toward the client).
+    /// The client's SYN offered SACK (the option goes on to the server, and into the SYN-ACK
+    /// toward the client whatever the server answered).
     pub client_sack: bool,
     /// The TLS data path, from the server's SYN-ACK on.
     pub tls: Option<Box<TlsFlow>>,

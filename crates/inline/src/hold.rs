@@ -116,6 +116,11 @@ impl HoldQueue {
         out
     }
 
+    /// Where the lowest held bytes start, if any.
+    pub fn first(&self) -> Option<u64> {
+        self.segs.first_key_value().map(|(&k, _)| k)
+    }
+
     /// True when held bytes start exactly at `next` (ready to go once something lets them).
     pub fn has_ready(&self, next: u64) -> bool {
         self.segs.first_key_value().is_some_and(|(&k, _)| k == next)
@@ -138,14 +143,6 @@ impl HoldQueue {
             }
         }
         run
-    }
-
-    /// Drops the held segment furthest out, if any; returns whether one was dropped. For a
-    /// queue full of bytes beyond a gap: the bytes that fill the gap must still get in.
-    pub fn drop_last(&mut self) -> bool {
-        let Some((_, seg)) = self.segs.pop_last() else { return false };
-        self.bytes -= seg.len();
-        true
     }
 
     /// Drops everything before `next` (bytes delivered by another path, or a reset).

@@ -420,15 +420,20 @@ pub fn window_scale(opts: &[u8]) -> Option<u8> {
     Some(opts[r.start].min(14))
 }
 
-/// Replaces a SACK-permitted option with NOPs, so neither end uses SACK on the flow: SACK blocks
-/// name sequence ranges the engine would otherwise have to translate through the pair table.
+/// Whether a SYN's options offer SACK (RFC 2018's SACK-permitted).
+pub fn sack_permitted(opts: &[u8]) -> bool {
+    options(opts).iter().any(|(k, r)| *k == OPT_SACK_PERMITTED && r.is_empty())
+}
+
+/// Replaces a SACK-permitted option with NOPs, so the peer never uses SACK on the flow (the
+/// simulator's hosts with SACK off; the engine itself passes the option on).
 pub fn strip_sack_permitted(opts: &mut [u8]) -> bool {
     strip(opts, OPT_SACK_PERMITTED, 0)
 }
 
 /// Adds a SACK-permitted option (two NOPs and the option) at the front of a SYN-ACK's options,
 /// growing the header by 4 bytes, with the IP length and checksums refilled: the client may then
-/// use SACK toward the engine while the server, whose SYN lost the option, never does. False
+/// use SACK toward the engine whether or not the server accepted it. False
 /// (packet untouched) when the packet does not parse, already has the option, or its options
 /// are full.
 pub fn add_sack_permitted(packet: &mut Vec<u8>) -> bool {
@@ -478,10 +483,6 @@ fn strip(opts: &mut [u8], kind: u8, value_len: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sack_permitted(opts: &[u8]) -> bool {
-        options(opts).iter().any(|(k, r)| *k == OPT_SACK_PERMITTED && r.is_empty())
-    }
 
     #[test]
     fn options_walk_stops_at_garbage() {

@@ -9,6 +9,7 @@
 //! Sans-IO like the rest of the engine: packets and time in, packets and a timer out.
 
 pub mod flow;
+mod persist;
 pub mod tls;
 
 use crate::tables::{ConnectionRow, FlowKey, FlowPath, FlowState, Mode, Release, SwitchReason};

@@ -79,6 +79,9 @@ pub struct SimConfig {
     /// The clients' SYNs offer SACK, as smoltcp's and Linux's do; false takes the option out on
     /// the client's side of the link (a client without SACK).
     pub client_sack: bool,
+    /// The server's SYN-ACK accepts SACK, as smoltcp's and Linux's do when offered; false takes
+    /// the option out on the server's side of the link (a server without SACK).
+    pub server_sack: bool,
     /// The engine's end-to-end flow table limit (beyond it new flows go to the full proxy).
     pub max_flows: usize,
     /// Every client segment after the SYN advertises at most this window field (the clients'
@@ -104,6 +107,7 @@ impl Default for SimConfig {
             time_limit: Duration::from_secs(120),
             plain: false,
             client_sack: true,
+            server_sack: true,
             max_flows: Limits::default().max_flows,
             client_window_after_syn: None,
         }
@@ -143,6 +147,10 @@ pub struct Summary {
     /// have taken from the ACKs the clients got (`sim::rtt`; the clients are smoltcp).
     pub client_rto_max: Duration,
     pub client_rtt_sample_max: Duration,
+    /// The same for the server's data and the ACKs the server got (translated client ACKs,
+    /// and the engine's own for server bytes it holds).
+    pub server_rto_max: Duration,
+    pub server_rtt_sample_max: Duration,
     /// Flows the engine switched to its full proxy (any reason).
     pub full_proxy: u64,
 }
@@ -165,7 +173,7 @@ impl fmt::Display for Summary {
             f,
             "flows={} completed={} bytes_up={} bytes_down={} records_up={} records_down={} retransmissions={} \
              nonce_reuses={} before_tag_up={} violations={} peak_state_bytes_per_flow={} sim_time={:?} \
-             server_retransmissions={} recut={} client_rto_max={:?}",
+             server_retransmissions={} recut={} client_rto_max={:?} server_rto_max={:?}",
             self.flows,
             self.completed,
             self.bytes_up,
@@ -181,6 +189,7 @@ impl fmt::Display for Summary {
             self.server_retransmissions.retransmissions,
             self.server_retransmissions.recut,
             self.client_rto_max,
+            self.server_rto_max,
         )?;
         if let Some(g) = self.goodput_vs_plain {
             write!(f, " goodput_vs_plain={g:.3}")?;
@@ -435,6 +444,7 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
     let client_ip = IpAddr::from(CLIENT_IP);
     let mut recut = recut::Recut::default();
     let mut client_rtt = rtt::ClientRtt::default();
+    let mut server_rtt = rtt::ClientRtt::server();
     // Its own generator, so that the link's draws are the same with and without `server_write`.
     let mut server_rng = Rng(cfg.seed.wrapping_mul(0xd1b5_4a32_d192_ed03) | 1);
 
@@ -480,6 +490,7 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
                 }
                 Hop::Server => {
                     recut.server_received(&p);
+                    server_rtt.received(t, &p);
                     server_host.persist.received(&p);
                     server_host.dev.rx.push_back(p)
                 }
@@ -616,8 +627,14 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
             }
             link.send(t, Hop::Bridge(Side::Client), p);
         }
-        for p in server_host.dev.tx.drain(..) {
+        for mut p in server_host.dev.tx.drain(..) {
+            if !cfg.server_sack {
+                if let Some(seg) = packet::parse(&p).filter(|s| s.syn) {
+                    packet::edit_tcp(&mut p, &seg, |t| packet::strip_sack_permitted(t.options_mut()));
+                }
+            }
             server_host.persist.sent(t, &p);
+            server_rtt.sent(t, &p);
             recut.server_sent(&p);
             link.send(t, Hop::Bridge(Side::Server), p);
         }
@@ -639,6 +656,9 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
     sum.sim_time = Duration::from_micros(t);
     let (rto, sample) = client_rtt.max_rto_and_sample();
     (sum.client_rto_max, sum.client_rtt_sample_max) =
+        (Duration::from_micros(rto), Duration::from_micros(sample));
+    let (rto, sample) = server_rtt.max_rto_and_sample();
+    (sum.server_rto_max, sum.server_rtt_sample_max) =
         (Duration::from_micros(rto), Duration::from_micros(sample));
     sum.server_retransmissions = recut.counts;
     let report = bridge.engine().report();

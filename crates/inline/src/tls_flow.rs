@@ -47,9 +47,13 @@ pub struct Ends {
     /// Shift of the client's advertised windows (0 when scaling was not negotiated).
     pub client_wscale: u8,
     /// The client offered SACK and was told the engine accepts it: the engine's segments to
-    /// the client carry SACK blocks for the client bytes it holds beyond a gap (the server's
-    /// SYN never offers SACK, so nothing toward the server changes).
+    /// the client carry SACK blocks for the client bytes it holds beyond a gap.
     pub client_sack: bool,
+    /// The server accepted SACK (its SYN-ACK carries SACK-permitted): the engine's segments to
+    /// the server carry SACK blocks for the server bytes it holds beyond a gap
+    /// (`Downstream::sack_blocks`). The server's own blocks, about the plaintext the engine
+    /// sends it, are ignored: the engine resends client plaintext only on the client's resends.
+    pub server_sack: bool,
 }
 
 enum Keys {
@@ -281,7 +285,8 @@ impl TlsFlow {
                         // The client is taking records: the timer starts over, without backoff.
                         self.rto = Some((now + RTO, 0));
                     }
-                    self.ack_to_server = self.ack_to_server.max(inner);
+                    // Never inside a range the server was told the engine holds (SACK).
+                    self.ack_to_server = self.ack_to_server.max(self.down.clear_of_sacked(inner));
                 }
                 // A duplicate ACK (RFC 5681: no data, same ACK and window, data outstanding).
                 if off == before && payload.is_empty() && !seg.fin && same_window && self.is_established() {
@@ -536,7 +541,13 @@ impl TlsFlow {
     /// Plaintext for the server at inner offset `inner`, cut to the server's MSS (a record
     /// carries up to 16 KiB).
     fn forward(&mut self, inner: u64, data: &[u8], out: &mut Vec<Vec<u8>>) {
-        let mss = self.ends.server_mss.max(1) as usize;
+        // SACK blocks take room from the payload: a full segment must still fit the server's MTU.
+        let blocks = if self.ends.server_sack {
+            self.down.sack_count(self.ack_to_server.max(1), MAX_SACK_BLOCKS)
+        } else {
+            0
+        };
+        let mss = (self.ends.server_mss as usize).saturating_sub(sack_option_len(blocks)).max(1);
         for (i, chunk) in data.chunks(mss).enumerate() {
             let b = Build {
                 src: self.ends.client,
@@ -544,11 +555,29 @@ impl TlsFlow {
                 seq: self.client.seq(inner + (i * mss) as u64),
                 ack: Some(self.server.seq(self.ack_to_server.max(1))),
                 control: Control::Psh,
-                window: self.client_window,
+                window: self.window_to_server(),
                 payload: chunk,
             };
-            out.extend(b.emit());
+            let sack = self.server_sack(Control::Psh);
+            out.extend(b.emit_with_sack(&sack));
         }
+    }
+
+    /// The window field for the server: the client's, but never beyond what the engine can hold
+    /// (`Downstream::server_room`), in the client's scale, which the server applies.
+    fn window_to_server(&self) -> u16 {
+        let room = self.down.server_room(self.ack_to_server.max(1)) >> self.ends.client_wscale;
+        self.client_window.min(room.min(u64::from(u16::MAX)) as u16)
+    }
+
+    /// SACK blocks for a segment to the server: the server bytes held beyond a gap, as sequence
+    /// numbers of the server's stream.
+    fn server_sack(&mut self, control: Control) -> Vec<(Seq, Seq)> {
+        if !self.ends.server_sack || control == Control::Rst {
+            return Vec::new();
+        }
+        let blocks = self.down.sack_blocks(self.ack_to_server.max(1), MAX_SACK_BLOCKS);
+        blocks.into_iter().map(|(l, r)| (self.server.seq(l), self.server.seq(r))).collect()
     }
 
     /// A segment to the server with no data (ACK, FIN, RST) at the end of the inner stream.
@@ -564,10 +593,11 @@ impl TlsFlow {
             seq: self.client.seq(inner),
             ack: (control != Control::Rst).then(|| self.server.seq(self.ack_to_server.max(1))),
             control,
-            window: self.client_window,
+            window: self.window_to_server(),
             payload: data,
         };
-        out.extend(b.emit());
+        let sack = self.server_sack(control);
+        out.extend(b.emit_with_sack(&sack));
     }
 
     /// Records for the client, cut to its MSS, each carrying the current ACK; or a bare ACK

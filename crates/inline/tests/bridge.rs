@@ -1,5 +1,5 @@
 //! The L2 bridge on hand-built Ethernet frames: what crosses unchanged (ARP, neighbour discovery,
-//! VLAN-tagged frames), the virtual address answered in ARP, the engine's packets framed with the
+//! VLAN-tagged frames), the virtual address answered in ARP and IPv6 neighbour discovery, the engine's packets framed with the
 //! MACs learned on each side (its own RST included), and what is dropped and counted.
 
 mod common;
@@ -9,7 +9,7 @@ use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr,
     Icmpv6Packet, Icmpv6Repr, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Address, Ipv6Packet, Ipv6Repr,
-    NdiscRepr, RawHardwareAddress, TcpPacket, UdpPacket, UdpRepr, ETHERNET_HEADER_LEN,
+    NdiscNeighborFlags, NdiscRepr, RawHardwareAddress, TcpPacket, UdpPacket, UdpRepr, ETHERNET_HEADER_LEN,
 };
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -186,30 +186,156 @@ fn arp_for_a_virtual_address_is_answered_by_the_bridge() {
     assert_eq!(b.stats().arp_answered, 1);
 }
 
+/// An IPv6 packet carrying the neighbour discovery message `repr`, hop limit 255.
+fn ndisc(src: Ipv6Address, dst: Ipv6Address, repr: NdiscRepr) -> Vec<u8> {
+    let icmp = Icmpv6Repr::Ndisc(repr);
+    let ip = Ipv6Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Icmpv6,
+        payload_len: icmp.buffer_len(),
+        hop_limit: 255,
+    };
+    let mut p = vec![0; 40 + icmp.buffer_len()];
+    ip.emit(&mut Ipv6Packet::new_unchecked(&mut p[..]));
+    icmp.emit(&src, &dst, &mut Icmpv6Packet::new_unchecked(&mut p[40..]), &ChecksumCapabilities::default());
+    p
+}
+
+/// A balanced service's IPv6 virtual address is answered in neighbour discovery from the client
+/// side, as its IPv4 one is in ARP: no host owns it, so without the answer no IPv6 client could
+/// reach it. A solicited advertisement (solicited and override flags, the bridge's MAC as the
+/// target's link-layer address) goes back to the soliciting host; a duplicate address detection
+/// probe (from ::) is answered to all nodes, not marked solicited. Solicitations for other
+/// addresses, or from the server side, cross as before. A member whose MAC is unknown is
+/// probed as in ARP: a solicitation from :: (at most once a second), the advertisement learned.
+#[test]
+fn ipv6_virtual_address_answered_and_unknown_member_probed_in_neighbour_discovery() {
+    let tls = configs(TLS13[0]).0;
+    let engine = Engine::new(Config {
+        services: vec![Service {
+            addr: sa("[fd00::9]:443"),
+            server_port: Some(80),
+            mode: Mode::Balanced,
+            release: Release::Buffered,
+            tls,
+            pool: vec![sa("[fd00::3]:80")],
+        }],
+        limits: Limits::default(),
+    });
+    let mut b = Bridge::new(engine, BRIDGE_MAC, 1500);
+    let (client, vip): (Ipv6Address, Ipv6Address) = ("fd00::1".parse().unwrap(), "fd00::9".parse().unwrap());
+    let solicited: Ipv6Address = "ff02::1:ff00:9".parse().unwrap();
+    let ns = |src| {
+        let lladdr = (src != Ipv6Address::UNSPECIFIED).then(|| RawHardwareAddress::from_bytes(&CLIENT_MAC));
+        ndisc(src, solicited, NdiscRepr::NeighborSolicit { target_addr: vip, lladdr })
+    };
+    type Advert<'a> = (Side, [u8; 6], [u8; 6], Ipv6Address, Ipv6Address, u8, Icmpv6Repr<'a>);
+    fn advert(out: &(Side, Vec<u8>)) -> Advert<'_> {
+        let f = EthernetFrame::new_checked(&out.1[..]).unwrap();
+        let ip = Ipv6Packet::new_checked(&out.1[ETHERNET_HEADER_LEN..]).unwrap();
+        let icmp = Icmpv6Packet::new_checked(&out.1[ETHERNET_HEADER_LEN + 40..]).unwrap();
+        let repr = Icmpv6Repr::parse(&ip.src_addr(), &ip.dst_addr(), &icmp, &ChecksumCapabilities::default())
+            .expect("a valid ICMPv6 message, checksum included");
+        (out.0, f.dst_addr().0, f.src_addr().0, ip.src_addr(), ip.dst_addr(), ip.hop_limit(), repr)
+    }
+    let out = handle(&mut b, Side::Client, &ip_frame([0x33, 0x33, 0xff, 0, 0, 9], CLIENT_MAC, &ns(client)));
+    assert_eq!(out.len(), 1);
+    let bridge_lladdr = Some(RawHardwareAddress::from_bytes(&BRIDGE_MAC));
+    assert_eq!(
+        advert(&out[0]),
+        (
+            Side::Client,
+            CLIENT_MAC,
+            BRIDGE_MAC,
+            vip,
+            client,
+            255,
+            Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
+                flags: NdiscNeighborFlags::SOLICITED | NdiscNeighborFlags::OVERRIDE,
+                target_addr: vip,
+                lladdr: bridge_lladdr,
+            })
+        )
+    );
+    // Duplicate address detection: to all nodes, not solicited.
+    let out = handle(
+        &mut b,
+        Side::Client,
+        &ip_frame([0x33, 0x33, 0xff, 0, 0, 9], CLIENT_MAC, &ns(Ipv6Address::UNSPECIFIED)),
+    );
+    let (_, dst_mac, _, _, dst, _, repr) = advert(&out[0]);
+    assert_eq!((dst_mac, dst), ([0x33, 0x33, 0, 0, 0, 1], "ff02::1".parse().unwrap()));
+    assert_eq!(
+        repr,
+        Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
+            flags: NdiscNeighborFlags::OVERRIDE,
+            target_addr: vip,
+            lladdr: bridge_lladdr
+        })
+    );
+    assert_eq!(b.stats().nd_answered, 2);
+
+    // The member never spoke: a client's SYN to the virtual address is dropped and the member
+    // probed with a solicitation from the unspecified address to its solicited-node group.
+    let member: Ipv6Address = "fd00::3".parse().unwrap();
+    let syn6 = packet::Build {
+        src: sa("[fd00::1]:40000"),
+        dst: sa("[fd00::9]:443"),
+        seq: tlsgate_inline::seq::Seq(100),
+        ack: None,
+        control: packet::Control::None,
+        window: 64240,
+        payload: &[],
+    }
+    .emit_syn(1460, None)
+    .unwrap();
+    let first = ip_frame(BRIDGE_MAC, CLIENT_MAC, &syn6);
+    let out = handle(&mut b, Side::Client, &first);
+    assert_eq!((out.len(), b.stats().unroutable, b.stats().nd_probes), (1, 1, 1));
+    let (side, dst_mac, src_mac, src, dst, hop, repr) = advert(&out[0]);
+    assert_eq!(
+        (side, dst_mac, src_mac, src, dst, hop),
+        (
+            Side::Server,
+            [0x33, 0x33, 0xff, 0, 0, 3],
+            BRIDGE_MAC,
+            Ipv6Address::UNSPECIFIED,
+            "ff02::1:ff00:3".parse().unwrap(),
+            255
+        )
+    );
+    assert_eq!(repr, Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit { target_addr: member, lladdr: None }));
+    // Not probed again within the second.
+    assert!(handle(&mut b, Side::Client, &first).is_empty());
+    assert_eq!(b.stats().nd_probes, 1);
+    // The member defends its address to all nodes: its MAC is learned from the advertisement,
+    // which crosses as any other, and the next SYN reaches the member.
+    let na = ndisc(
+        member,
+        "ff02::1".parse().unwrap(),
+        NdiscRepr::NeighborAdvert {
+            flags: NdiscNeighborFlags::OVERRIDE,
+            target_addr: member,
+            lladdr: Some(RawHardwareAddress::from_bytes(&MEMBER_MAC)),
+        },
+    );
+    let na = ip_frame([0x33, 0x33, 0, 0, 0, 1], MEMBER_MAC, &na);
+    assert_eq!(handle(&mut b, Side::Server, &na), vec![(Side::Client, na.clone())]);
+    let out = handle(&mut b, Side::Client, &first);
+    let (side, dst, _, seg, _) = split(&out[0]);
+    assert_eq!((side, dst, seg.dst), (Side::Server, MEMBER_MAC, sa("[fd00::3]:80")));
+    // From the server side, the same solicitation crosses.
+    let from_server = ip_frame([0x33, 0x33, 0xff, 0, 0, 9], MEMBER_MAC, &ns("fd00::3".parse().unwrap()));
+    assert_eq!(handle(&mut b, Side::Server, &from_server), vec![(Side::Client, from_server.clone())]);
+    assert_eq!(b.stats().nd_answered, 2);
+}
+
 #[test]
 fn ipv6_neighbour_discovery_passes_unchanged() {
     let mut b = bridge();
     let (client, server): (Ipv6Address, Ipv6Address) =
         ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap());
-    let ndisc = |src: Ipv6Address, dst: Ipv6Address, repr: NdiscRepr| {
-        let icmp = Icmpv6Repr::Ndisc(repr);
-        let ip = Ipv6Repr {
-            src_addr: src,
-            dst_addr: dst,
-            next_header: IpProtocol::Icmpv6,
-            payload_len: icmp.buffer_len(),
-            hop_limit: 255,
-        };
-        let mut p = vec![0; 40 + icmp.buffer_len()];
-        ip.emit(&mut Ipv6Packet::new_unchecked(&mut p[..]));
-        icmp.emit(
-            &src,
-            &dst,
-            &mut Icmpv6Packet::new_unchecked(&mut p[40..]),
-            &ChecksumCapabilities::default(),
-        );
-        p
-    };
     // Solicitation to the solicited-node multicast address, advertisement back unicast.
     let solicited: Ipv6Address = "ff02::1:ff00:2".parse().unwrap();
     let ns = ndisc(

@@ -246,9 +246,11 @@ fn a_hold_queue_full_beyond_a_gap_still_takes_the_segment_filling_it() {
     }
     assert!(out.is_empty(), "everything waits for the first 100 bytes");
     assert_eq!(down.queue_rows().len(), 16, "the queue is full");
-    // The gap fills: it is sealed with what the queue kept; the rest, dropped, comes again.
+    // The gap fills: it is sealed straight from the segment, then everything the queue kept
+    // (held bytes are never dropped: the server may have been told, by SACK, that they are
+    // held); the rest, refused at the bound, comes again.
     down.server_segment(Some(&mut f.layer), 1, &plain[..100], &mut out).unwrap();
-    assert_eq!(down.next_inner(), 1 + 16 * 100, "the gap and the 15 segments kept after it");
+    assert_eq!(down.next_inner(), 1 + 17 * 100, "the gap and the 16 segments kept after it");
     for (i, piece) in plain.chunks(100).enumerate().skip(16) {
         down.server_segment(Some(&mut f.layer), 1 + (i * 100) as u64, piece, &mut out).unwrap();
     }

@@ -204,7 +204,7 @@ fn server_data_without_a_flow_is_dropped_and_the_server_reset() {
 }
 
 #[test]
-fn client_syn_is_clamped_and_loses_sack_and_the_port_is_rewritten_both_ways() {
+fn client_syn_is_clamped_keeps_sack_and_the_port_is_rewritten_both_ways() {
     let mut e = engine(16);
     let (c, s) = (sa("10.0.0.1:40000"), sa(V4_SERVICE));
     let out = handle(&mut e, 1, build(c, s, &repr(c, s, TcpControl::Syn, u32::MAX - 3, None)));
@@ -212,7 +212,7 @@ fn client_syn_is_clamped_and_loses_sack_and_the_port_is_rewritten_both_ways() {
     assert!(checksum_ok(&out[0]));
     let t = tcp_of(&out[0]);
     assert_eq!(t.max_seg_size, Some(1460 - 29));
-    assert!(!t.sack_permitted);
+    assert!(t.sack_permitted, "SACK-permitted goes on to the server");
     assert_eq!(t.window_scale, Some(7), "other options untouched");
     assert_eq!(t.dst_port, 80);
     assert_eq!(t.seq_number, TcpSeqNumber((u32::MAX - 3) as i32));
@@ -246,7 +246,7 @@ fn ipv6_syn_is_clamped_without_rewrite() {
     let out = handle(&mut e, 0, build(c, s, &repr(c, s, TcpControl::Syn, 1, None)));
     assert!(checksum_ok(&out[0]));
     let t = tcp_of(&out[0]);
-    assert_eq!((t.max_seg_size, t.dst_port, t.sack_permitted), (Some(1431), 443, false));
+    assert_eq!((t.max_seg_size, t.dst_port, t.sack_permitted), (Some(1431), 443, true));
     let seg = packet::parse(&out[0]).unwrap();
     assert_eq!(seg.seq, Seq(1));
     assert_eq!(e.flow_count(), 1);

@@ -42,6 +42,8 @@ struct Net {
     now: Duration,
     /// The client's SYN offers SACK.
     sack: bool,
+    /// The server's SYN-ACK accepts SACK (when offered).
+    server_sack: bool,
 }
 
 impl Net {
@@ -50,6 +52,10 @@ impl Net {
     }
 
     fn with_release(suite: rustls::SupportedCipherSuite, release: Release) -> Net {
+        Net::with_limits(suite, release, Limits::default())
+    }
+
+    fn with_limits(suite: rustls::SupportedCipherSuite, release: Release, limits: Limits) -> Net {
         let (server_cfg, client_cfg) = configs(suite);
         let engine = Engine::new(Config {
             services: vec![Service {
@@ -60,7 +66,7 @@ impl Net {
                 tls: server_cfg,
                 pool: Vec::new(),
             }],
-            limits: Limits::default(),
+            limits,
         });
         // Secret extraction: a test may take the client's keys to write what rustls never writes.
         let mut client_cfg = (*client_cfg).clone();
@@ -80,6 +86,7 @@ impl Net {
             raw_to_client: Vec::new(),
             now: Duration::ZERO,
             sack: false,
+            server_sack: false,
         }
     }
 
@@ -132,8 +139,8 @@ fn open_connection(n: &mut Net) {
     n.feed(syn_with_sack(sa(CLIENT), sa(SERVICE), CISN, None, n.sack));
     let s = n.to_server.pop().unwrap();
     assert_eq!(packet::parse(&s).unwrap().dst, sa(BACKEND));
-    assert!(!offers_sack(&s), "the server is never offered SACK");
-    n.feed(syn(sa(BACKEND), sa(CLIENT), SISN, Some(CISN + 1)));
+    assert_eq!(offers_sack(&s), n.sack, "the server is offered SACK when the client offered it");
+    n.feed(syn_with_sack(sa(BACKEND), sa(CLIENT), SISN, Some(CISN + 1), n.sack && n.server_sack));
     n.feed(data(sa(CLIENT), sa(SERVICE), CISN + 1, SISN + 1, &[]));
     // The client's ACK of the SYN-ACK reaches the server: its handshake completes.
     let ack = packet::parse(&n.to_server.pop().unwrap()).unwrap();
@@ -584,8 +591,8 @@ fn tcp_repr(p: &[u8]) -> smoltcp::wire::TcpRepr<'_> {
     TcpRepr::parse(&tcp, &src, &dst, &ChecksumCapabilities::ignored()).unwrap()
 }
 
-/// A client offering SACK (as Linux does) uses it with the engine, and only there: the server's
-/// SYN loses the option and the client's SYN-ACK gains it. Client bytes the engine holds beyond
+/// A client offering SACK (as Linux does) uses it with the engine, whether or not the server
+/// accepts it (here it does not): the client's SYN-ACK gains the option. Client bytes the engine holds beyond
 /// a gap are reported in SACK blocks (the last stored first), so the client repairs the gap in
 /// one round trip and takes no RTT sample from segments acknowledged long after they arrived.
 /// Once the gap fills, the engine's ACK follows the server's, but never ends inside a range it
@@ -654,4 +661,132 @@ fn client_bytes_held_beyond_a_gap_are_sacked_and_no_ack_ends_inside_them() {
     assert_eq!(last(&n).0, at(10 * 1022), "everything");
     let plain = server_bytes(&n.to_server, CISN.wrapping_add(1));
     assert_eq!(plain, vec![7; 10_000], "the server got every record once, in order");
+}
+
+/// Server bytes the engine holds beyond a gap are reported to a server that accepted SACK (as
+/// Linux does), the range stored last first, and no ACK to the server ends inside or right
+/// before a reported range: once the gap fills, the client's ACKs of those records come one by
+/// one and the server's stays one byte short of the range until the client has all of it.
+/// Without the blocks a Linux server learns of held segments only when their records are
+/// acknowledged, long after it sent them: its RTT estimate and timeout grow with every repair
+/// and it repairs one hole per round trip. A server that declined SACK gets no block.
+#[test]
+fn server_bytes_held_beyond_a_gap_are_sacked_to_the_server_and_no_ack_ends_inside_them() {
+    for server_sack in [true, false] {
+        let mut n = Net::new(TLS13[0]);
+        (n.sack, n.server_sack) = (true, server_sack);
+        open_connection(&mut n);
+        n.to_server.clear();
+        let plain: Vec<u8> = (0..6000u32).map(|i| (i % 251) as u8).collect();
+        let cack = CISN.wrapping_add(1 + n.c_sent);
+        let seg = |n: &mut Net, k: usize| {
+            let at = SISN + 1 + k as u32 * 1000;
+            n.feed(data(sa(BACKEND), sa(CLIENT), at, cack, &plain[k * 1000..(k + 1) * 1000]))
+        };
+        // The client acknowledges what it got up to outer offset `outer` (its stream from 1).
+        let client_acks =
+            |n: &mut Net, outer: u32| n.feed(data(sa(CLIENT), sa(SERVICE), cack, SISN + outer, &[]));
+        // The last segment to the server: its ACK (as an offset of the server's stream) and
+        // its SACK blocks (as offsets).
+        let last = |n: &Net| {
+            let p = n.to_server.last().expect("a segment to the server");
+            let ack = packet::parse(p).unwrap().ack.unwrap().0.wrapping_sub(SISN);
+            let blocks: Vec<(u32, u32)> = sack_blocks(p)
+                .into_iter()
+                .map(|(l, r)| (l.wrapping_sub(SISN), r.wrapping_sub(SISN)))
+                .collect();
+            (ack, blocks)
+        };
+        let blocks = |b: Vec<(u32, u32)>| if server_sack { b } else { vec![] };
+        let start = 1 + n.c_recv; // outer offset of the first record
+        seg(&mut n, 0);
+        let all = 1 + n.c_recv;
+        client_acks(&mut n, all);
+        assert_eq!(last(&n), (1001, vec![]), "record 0 taken, nothing held");
+        // Segments 1 and 4 are lost; 2, 3 and 5 are held, each answered at once.
+        seg(&mut n, 2);
+        assert_eq!(last(&n), (1001, blocks(vec![(2001, 3001)])));
+        seg(&mut n, 3);
+        assert_eq!(last(&n), (1001, blocks(vec![(2001, 4001)])));
+        seg(&mut n, 5);
+        assert_eq!(last(&n), (1001, blocks(vec![(5001, 6001), (2001, 4001)])), "last stored first");
+        assert_eq!(n.c_recv + 1 - start, 1022, "nothing beyond the gap reached the client");
+        // Segment 1 fills the first gap: its record goes to the client, then one record of the
+        // two held segments (1022 and 2022 bytes).
+        seg(&mut n, 1);
+        assert_eq!(n.c_recv + 1 - start, 2 * 1022 + 2022);
+        // The client takes record 1 (plaintext up to 2001): right before the reported range,
+        // so the server is told one byte less.
+        client_acks(&mut n, start + 2 * 1022);
+        let short = |other| if server_sack { 2000 } else { other };
+        assert_eq!(last(&n), (short(2001), blocks(vec![(5001, 6001)])));
+        // Part of the next record (its first 1000 plaintext bytes): inside the range, still
+        // one byte short of it.
+        client_acks(&mut n, start + 2 * 1022 + 5 + 1000);
+        assert_eq!(last(&n), (short(3001), blocks(vec![(5001, 6001)])));
+        // All of it: the whole range, passed.
+        client_acks(&mut n, start + 2 * 1022 + 2022);
+        assert_eq!(last(&n), (4001, blocks(vec![(5001, 6001)])));
+        // The last gap fills; the client takes everything.
+        seg(&mut n, 4);
+        let all = 1 + n.c_recv;
+        client_acks(&mut n, all);
+        assert_eq!(last(&n), (6001, vec![]), "nothing held any more");
+        let mut got = vec![0; plain.len()];
+        std::io::Read::read_exact(&mut n.client.reader(), &mut got).unwrap();
+        assert_eq!(got, plain, "the client got every byte once, in order");
+    }
+}
+
+/// The window the server is told never reaches beyond what the engine can hold: the next server
+/// byte to seal plus the hold queue's bound. With the client's window alone, a server with far
+/// more in flight beyond a gap had most of it dropped at the bound while every segment was
+/// answered; Linux counted it all in flight, had no room left to repair the gap and waited for
+/// its timeout. The edge never moves back.
+#[test]
+fn the_window_to_the_server_stays_within_what_the_engine_can_hold() {
+    let mut limits = Limits::default();
+    limits.down.hold_bytes = 4000;
+    let mut n = Net::with_limits(TLS13[0], Release::Buffered, limits);
+    (n.sack, n.server_sack) = (true, true);
+    open_connection(&mut n);
+    n.to_server.clear();
+    let plain: Vec<u8> = (0..8000u32).map(|i| (i % 251) as u8).collect();
+    let cack = CISN.wrapping_add(1 + n.c_sent);
+    let seg = |n: &mut Net, k: usize| {
+        let at = SISN + 1 + k as u32 * 1000;
+        n.feed(data(sa(BACKEND), sa(CLIENT), at, cack, &plain[k * 1000..(k + 1) * 1000]))
+    };
+    let client_acks = |n: &mut Net| {
+        let all = SISN + 1 + n.c_recv;
+        n.feed(data(sa(CLIENT), sa(SERVICE), cack, all, &[]))
+    };
+    // The right edge the last segment to the server allows (window scale 7 both ways), as an
+    // offset of the server's stream.
+    let edge = |n: &Net| {
+        let s = packet::parse(n.to_server.last().unwrap()).unwrap();
+        s.ack.unwrap().0.wrapping_sub(SISN) + ((s.window as u32) << 7)
+    };
+    let mut edges = Vec::new();
+    seg(&mut n, 0);
+    client_acks(&mut n);
+    edges.push(edge(&n));
+    // Segment 1 lost: 2 and 3 held; the edge stays within 4000 bytes of the gap (1001), where
+    // the client's own window (502 << 7) would allow 64 KB.
+    for k in [2, 3] {
+        seg(&mut n, k);
+        edges.push(edge(&n));
+    }
+    assert!(edges.iter().all(|&e| e <= 1001 + 4000 && e > 4001), "{edges:?}");
+    // The gap fills and the client takes everything: the edge moves on with the next byte.
+    seg(&mut n, 1);
+    client_acks(&mut n);
+    edges.push(edge(&n));
+    assert!(*edges.last().unwrap() > 4001 + 3000, "{edges:?}");
+    assert!(*edges.last().unwrap() <= 4001 + 4000, "{edges:?}");
+    assert!(edges.windows(2).all(|w| w[0] <= w[1]), "the edge never moves back: {edges:?}");
+    // Without scaling room to spare, the window is the client's: the field never exceeds it.
+    for p in &n.to_server {
+        assert!(packet::parse(p).unwrap().window <= 502);
+    }
 }

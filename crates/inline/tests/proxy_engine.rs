@@ -475,3 +475,64 @@ fn client_hello() -> (Vec<u8>, rustls::ClientConnection) {
     c.write_tls(&mut hello).unwrap();
     (hello, c)
 }
+
+/// The persist timer smoltcp lacks: a proxied client that closes its window while the proxy has
+/// bytes for it, and whose window update is lost, is probed (a segment without data one below
+/// its acknowledgement, which it must answer with its current window) at doubling intervals;
+/// its answer lets the bytes go. Without the probe both ends waited for the idle timeout.
+#[test]
+fn a_zero_window_client_is_probed_until_its_window_opens() {
+    let mut e = engine(16, 4);
+    let client = sa("10.0.0.1:40000");
+    let (synack, syn) = switched_syn(&mut e, client, 300);
+    handle(
+        &mut e,
+        1,
+        segment(sa(BACKEND), client, TcpControl::Syn, 9000, Some(syn.wrapping_add(1)), 64240, &[]),
+    );
+    // The client's ClientHello arrives with its window closed (its update to come is lost).
+    let (hello, _c) = client_hello();
+    let out = handle(
+        &mut e,
+        2,
+        segment(client, sa(SERVICE), TcpControl::Psh, 1001, Some(synack.wrapping_add(1)), 0, &hello),
+    );
+    assert!(out.iter().all(|s| s.dst != client || s.payload.is_empty()), "nothing beyond a zero window");
+    let mut probes = Vec::new();
+    for ms in (100..=2000).step_by(50) {
+        let now = Duration::from_millis(ms);
+        if e.poll_timeout().is_some_and(|t| t <= now) {
+            let mut out = Vec::new();
+            e.handle_timeout(now, &mut out);
+            for p in &out {
+                let s = packet::parse(p).unwrap();
+                if s.dst == client {
+                    assert!(s.payload.is_empty() && !s.syn && !s.rst, "nothing beyond a zero window: {s:?}");
+                    // A probe lies one below the client's acknowledgement (other segments are
+                    // the stack's ACKs of the ClientHello).
+                    if s.seq.0 == synack {
+                        probes.push(ms);
+                    }
+                }
+            }
+        }
+    }
+    assert!(probes.len() >= 2, "probed, and again: {probes:?}");
+    assert!(probes.windows(2).all(|w| w[1] - w[0] > 150), "backing off: {probes:?}");
+    // The client's answer carries its window: the ServerHello flight goes, within it.
+    let out = handle(
+        &mut e,
+        2100,
+        segment(
+            client,
+            sa(SERVICE),
+            TcpControl::None,
+            1001 + hello.len() as u32,
+            Some(synack.wrapping_add(1)),
+            300,
+            &[],
+        ),
+    );
+    let sent: usize = out.iter().filter(|s| s.dst == client).map(|s| s.payload.len()).sum();
+    assert!(sent > 0 && sent <= 300, "the flight goes, within the window: {sent}");
+}

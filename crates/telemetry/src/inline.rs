@@ -197,6 +197,7 @@ pub fn json(v: &InlineView) -> Value {
         },
         "bridge": {
             "non_ip_frames": b.non_ip_frames, "arp_answered": b.arp_answered,
+            "nd_answered": b.nd_answered, "arp_probes": b.arp_probes, "nd_probes": b.nd_probes,
             "unroutable": b.unroutable, "oversize": b.oversize, "csum_completed": b.csum_completed,
             "malformed": b.malformed,
         },

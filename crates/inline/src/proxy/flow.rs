@@ -4,6 +4,7 @@
 //! the client. Between them the TLS end ([`super::tls::TlsEnd`]) and bounded buffers: a side is
 //! read only while what it produced has room, so back-pressure reaches both peers' windows.
 
+use super::persist::Persist;
 use super::tls::{Status, TlsEnd, TlsError, MAX_PLAINTEXT};
 use crate::packet::{self, Build, Control};
 use crate::queue_device::QueueDevice;
@@ -132,8 +133,10 @@ pub struct ProxyFlow {
     pub down: Counters,
     pub last_activity: Duration,
     now: Duration,
-    /// smoltcp's next timer, found after each run.
+    /// smoltcp's next timer (or a persist timer), found after each run.
     next_poll: Option<Duration>,
+    /// The persist timers smoltcp lacks, toward the client and toward the server.
+    persist: [Persist; 2],
 }
 
 impl std::fmt::Debug for ProxyFlow {
@@ -210,6 +213,7 @@ impl ProxyFlow {
             last_activity: now,
             now,
             next_poll: None,
+            persist: [Persist::default(); 2],
         })
     }
 
@@ -281,6 +285,9 @@ impl ProxyFlow {
         self.last_activity = now;
         if let Some(a) = &self.adopted {
             a.toward_stack(&mut pkt);
+        }
+        if let Some(seg) = packet::parse(&pkt) {
+            self.persist[usize::from(seg.src != self.client_addr)].peer_sent(&seg);
         }
         self.wire.rx.push_back(pkt);
         self.run(now, out);
@@ -358,6 +365,18 @@ impl ProxyFlow {
             }
         }
         self.iface.poll(t, &mut self.wire, &mut self.sockets);
+        for p in &self.wire.tx {
+            if let Some(seg) = packet::parse(p) {
+                self.persist[usize::from(seg.dst != self.client_addr)].stack_sent(&seg);
+            }
+        }
+        for (i, h) in [self.client, self.server].into_iter().enumerate() {
+            let queued = self.sockets.get::<tcp::Socket>(h).send_queue() > 0;
+            self.persist[i].update(now, queued);
+            if let Some(probe) = self.persist[i].fire(now) {
+                self.wire.tx.push(probe);
+            }
+        }
         for mut p in self.wire.tx.drain(..) {
             if let Some(a) =
                 self.adopted.filter(|_| packet::parse(&p).is_some_and(|s| s.dst == self.client_addr))
@@ -368,7 +387,8 @@ impl ProxyFlow {
             out.push(p);
         }
         let at = self.iface.poll_at(t, &self.sockets);
-        self.next_poll = at.map(|i| Duration::from_micros(i.total_micros().max(0) as u64));
+        let at = at.map(|i| Duration::from_micros(i.total_micros().max(0) as u64));
+        self.next_poll = at.into_iter().chain(self.persist.iter().filter_map(Persist::deadline)).min();
     }
 
     /// Moves bytes between the sockets and the TLS end; true when anything moved.

@@ -1,6 +1,6 @@
-//! What Linux's RTT estimator would make of the ACKs the clients get: the simulator's clients are
-//! smoltcp, whose estimator is not Linux's, so the client's data segments and the ACKs reaching
-//! it are watched on the link and Linux's sampling rules applied to them (as in `tcp_ack`):
+//! What Linux's RTT estimator would make of the ACKs a host gets (the clients', and the
+//! server's for what it sends): the simulator's hosts are smoltcp, whose estimator is not
+//! Linux's, so a host's data segments and the ACKs reaching it are watched on the link and Linux's sampling rules applied to them (as in `tcp_ack`):
 //! - a cumulative ACK samples from the earliest-sent segment it newly acknowledges in full,
 //!   unless it acknowledges a retransmitted segment (Karn) or one already SACKed;
 //! - SACK blocks sample from the earliest-sent segment they newly cover, never a retransmitted
@@ -20,6 +20,9 @@ const RTO_MIN: u64 = 200_000;
 #[derive(Default)]
 pub struct ClientRtt {
     flows: HashMap<u16, Flow>,
+    /// Watching the server: flows are keyed by the peer's (the client's) port, the destination
+    /// of what the server sends.
+    server: bool,
 }
 
 #[derive(Default)]
@@ -43,10 +46,16 @@ struct Seg {
 }
 
 impl ClientRtt {
-    /// A packet the client host sent at `t` µs.
+    /// The same rules applied to the server's data and the ACKs reaching it.
+    pub fn server() -> ClientRtt {
+        ClientRtt { server: true, ..ClientRtt::default() }
+    }
+
+    /// A packet the host sent at `t` µs.
     pub fn sent(&mut self, t: u64, p: &[u8]) {
         let Some(seg) = packet::parse(p) else { return };
-        let f = self.flows.entry(seg.src.port()).or_default();
+        let port = if self.server { seg.dst.port() } else { seg.src.port() };
+        let f = self.flows.entry(port).or_default();
         if seg.syn {
             f.isn = Some(seg.seq.0);
             return;
@@ -71,10 +80,11 @@ impl ClientRtt {
         f.segs.insert(start, Seg { end, sent: t, resent, sacked: false });
     }
 
-    /// A packet that reached the client host at `t` µs.
+    /// A packet that reached the host at `t` µs.
     pub fn received(&mut self, t: u64, p: &[u8]) {
         let Some(seg) = packet::parse(p) else { return };
-        let Some(f) = self.flows.get_mut(&seg.dst.port()) else { return };
+        let port = if self.server { seg.src.port() } else { seg.dst.port() };
+        let Some(f) = self.flows.get_mut(&port) else { return };
         let (Some(isn), Some(ack)) = (f.isn, seg.ack) else { return };
         let off = |s: u32| s.wrapping_sub(isn) as u64;
         let ack = off(ack.0);

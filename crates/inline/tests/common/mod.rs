@@ -373,6 +373,7 @@ pub const SIM_MIX: SimConfig = SimConfig {
     time_limit: std::time::Duration::from_secs(120),
     plain: false,
     client_sack: true,
+    server_sack: true,
     max_flows: 65536,
     client_window_after_syn: None,
 };
