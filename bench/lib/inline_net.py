@@ -109,6 +109,13 @@ def check_download(topo, ca, connect_ip, want_sha, log_path):
     return f"{m.group(1)} {m.group(2)}" if m else "unknown"
 
 
+def server_retransmits(topo):
+    """TCP segments the server namespace has retransmitted (nginx's, toward the gate)."""
+    out = netns.sh(topo.exec("server") + ["cat", "/proc/net/snmp"])
+    tcp = [line.split() for line in out.splitlines() if line.startswith("Tcp:")]
+    return int(tcp[1][tcp[0].index("RetransSegs")])
+
+
 def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=None):
     """The check download (unmeasured), then ceil(gib GiB / file) downloads on one connection;
     with perf (a directory), `perf record -g` on tlsgate for the first PERF_S s of them."""
@@ -117,6 +124,7 @@ def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=Non
     argv = curl_argv(topo, ca, connect_ip, f"https://{SERVER_NAME}/random?n=[1-{count}]", int(60 + 600 * gib))
     argv[-1:-1] = ["-o", "/dev/null", "-w", "%{size_download}\\n"]
     log(f"{name}: {count} downloads of {FILE_BYTES >> 20} MiB on one connection")
+    retrans0 = server_retransmits(topo)
     cpu0, t0 = server.cpu_seconds(), time.monotonic()
     recorder = None
     if perf:
@@ -129,6 +137,7 @@ def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=Non
     wall, cpu = time.monotonic() - t0, server.cpu_seconds() - cpu0
     if recorder is not None:
         recorder.wait(timeout=PERF_S + 60)
+    retrans = server_retransmits(topo) - retrans0
     if r.returncode != 0:
         raise RuntimeError(f"curl exited with {r.returncode}: {r.stderr.strip()[-300:]}")
     got = sum(int(x) for x in r.stdout.split())
@@ -141,6 +150,7 @@ def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=Non
         "cpu_s": cpu,
         "cpu_per_gib": cpu / (got / GIB),
         "suite": suite,
+        "retrans": retrans,
     }
 
 
@@ -304,15 +314,18 @@ def report(args, rows, idles, errors):
           f"{args.gib:g} GiB per run; curl --tls13-ciphers {SUITE}")
     print("- CPU = utime + stime of the tlsgate process (/proc/PID/stat), before and after the downloads")
     print()
-    print("| run | GiB | wall s | MB/s | tlsgate CPU s | CPU s/GiB | suite |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("- retransmitted = segments nginx retransmitted during the downloads (`RetransSegs` of the server "
+          "namespace's /proc/net/snmp): each costs the gate the segment again")
+    print()
+    print("| run | GiB | wall s | MB/s | tlsgate CPU s | CPU s/GiB | retransmitted | suite |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     for name in ("inline run", "terminate"):
         r = rows.get(name)
         if r is None:
-            print(f"| {name} | failed (below) | | | | | |")
+            print(f"| {name} | failed (below) | | | | | | |")
         else:
             print(f"| {name} | {r['gib']:.2f} | {r['wall_s']:.1f} | {r['mb_s']:.0f} | {r['cpu_s']:.2f} | "
-                  f"{r['cpu_per_gib']:.2f} | {r['suite']} |")
+                  f"{r['cpu_per_gib']:.2f} | {r['retrans']} | {r['suite']} |")
     for name, error in errors.items():
         print(f"\n{name} failed: {error}")
     print()

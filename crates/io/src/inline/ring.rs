@@ -51,7 +51,10 @@ pub struct RingConfig {
 
 impl Default for RingConfig {
     fn default() -> RingConfig {
-        RingConfig { block_size: 1 << 20, block_count: 16, block_timeout_ms: 1 }
+        // Many small blocks: a block goes over after the timeout however few frames it holds, so
+        // the ring lasts about `block_count` timeouts while the bridge thread waits for a CPU
+        // (16 blocks of 1 MiB lasted 16 ms, and a loaded machine dropped frames every second).
+        RingConfig { block_size: 1 << 16, block_count: 512, block_timeout_ms: 1 }
     }
 }
 
