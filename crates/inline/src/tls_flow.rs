@@ -544,11 +544,18 @@ impl TlsFlow {
                 seq: self.client.seq(inner + (i * mss) as u64),
                 ack: Some(self.server.seq(self.ack_to_server.max(1))),
                 control: Control::Psh,
-                window: self.client_window,
+                window: self.window_to_server(),
                 payload: chunk,
             };
             out.extend(b.emit());
         }
+    }
+
+    /// The client's window field as the server sees it: never beyond what the engine can take
+    /// in flight (`Downstream::max_in_flight`, in the client's window scale).
+    fn window_to_server(&self) -> u16 {
+        let ceiling = self.down.max_in_flight() >> self.ends.client_wscale;
+        self.client_window.min(u16::try_from(ceiling).unwrap_or(u16::MAX))
     }
 
     /// A segment to the server with no data (ACK, FIN, RST) at the end of the inner stream.
@@ -564,7 +571,7 @@ impl TlsFlow {
             seq: self.client.seq(inner),
             ack: (control != Control::Rst).then(|| self.server.seq(self.ack_to_server.max(1))),
             control,
-            window: self.client_window,
+            window: self.window_to_server(),
             payload: data,
         };
         out.extend(b.emit());
