@@ -12,6 +12,7 @@
 #
 #   bench/inline.sh [--seconds N] [--no-terminate] [--no-net | --only-net]
 #                   [--inline-gib G] [--idle-flows N] [--inline-mode buffered|cut-through]
+#                   [--perf DIR]   (section 3: perf record -g of tlsgate into DIR, each run)
 #
 # Needs the Debian packages openssl, util-linux (taskset), python3, for the terminate column and
 # section 3 nginx-core (the plaintext backend), for section 3 also iproute2, ethtool and curl,
@@ -30,6 +31,7 @@ net=1
 gib=1
 flows=200
 mode=buffered
+perf=()
 while [ $# -gt 0 ]; do
   case $1 in
     --seconds) seconds=$2; shift ;;
@@ -39,7 +41,8 @@ while [ $# -gt 0 ]; do
     --inline-gib) gib=$2; shift ;;
     --idle-flows) flows=$2; shift ;;
     --inline-mode) mode=$2; shift ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --perf) mkdir -p "$2"; perf=(--perf "$(cd "$2" && pwd)"); shift ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/inline.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -146,7 +149,7 @@ net_rc=0
 if [ "$net" = 1 ]; then
   echo "[inline] inline run vs terminate through network namespaces, $gib GiB each (bench/lib/inline_net.py)" >&2
   PYTHONDONTWRITEBYTECODE=1 python3 "$repo/bench/lib/inline_net.py" --dir "$work" --tlsgate "$target/profiling/tlsgate" \
-    --gib "$gib" --flows "$flows" --mode "$mode" >"$work/net.md" &
+    --gib "$gib" --flows "$flows" --mode "$mode" "${perf[@]}" >"$work/net.md" &
   py_pid=$!
   wait "$py_pid" || net_rc=$?
 fi

@@ -40,6 +40,7 @@ GIB = 1 << 30
 SERVER_NAME = "localhost"  # in the benchmark certificate's SAN; curl --resolve maps it
 ADMIN = "127.0.0.1:9900"  # the gate namespace's own loopback
 WARM_FLOWS = 50
+PERF_S = 5  # seconds of `perf record` with --perf
 SETTLE_S = 1.0  # after the idle flows' last response, before reading RSS (as bench/run.sh's idle phase)
 
 
@@ -108,16 +109,35 @@ def check_download(topo, ca, connect_ip, want_sha, log_path):
     return f"{m.group(1)} {m.group(2)}" if m else "unknown"
 
 
-def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir):
-    """The check download (unmeasured), then ceil(gib GiB / file) downloads on one connection."""
+def server_retransmits(topo):
+    """TCP segments the server namespace has retransmitted (nginx's, toward the gate)."""
+    out = netns.sh(topo.exec("server") + ["cat", "/proc/net/snmp"])
+    tcp = [line.split() for line in out.splitlines() if line.startswith("Tcp:")]
+    return int(tcp[1][tcp[0].index("RetransSegs")])
+
+
+def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=None):
+    """The check download (unmeasured), then ceil(gib GiB / file) downloads on one connection;
+    with perf (a directory), `perf record -g` on tlsgate for the first PERF_S s of them."""
     suite = check_download(topo, ca, connect_ip, want_sha, os.path.join(workdir, f"curl-check-{name}.log"))
     count = max(1, -(-int(gib * GIB) // FILE_BYTES))
     argv = curl_argv(topo, ca, connect_ip, f"https://{SERVER_NAME}/random?n=[1-{count}]", int(60 + 600 * gib))
     argv[-1:-1] = ["-o", "/dev/null", "-w", "%{size_download}\\n"]
     log(f"{name}: {count} downloads of {FILE_BYTES >> 20} MiB on one connection")
+    retrans0 = server_retransmits(topo)
     cpu0, t0 = server.cpu_seconds(), time.monotonic()
+    recorder = None
+    if perf:
+        out = os.path.join(perf, f"perf-{name}.data")
+        log(f"{name}: perf record -g -p {server.pid} for {PERF_S} s into {out}")
+        recorder = subprocess.Popen(["perf", "record", "-q", "-g", "-p", str(server.pid), "-o", out, "--",
+                                     "sleep", str(PERF_S)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
     r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=int(90 + 600 * gib))
     wall, cpu = time.monotonic() - t0, server.cpu_seconds() - cpu0
+    if recorder is not None:
+        recorder.wait(timeout=PERF_S + 60)
+    retrans = server_retransmits(topo) - retrans0
     if r.returncode != 0:
         raise RuntimeError(f"curl exited with {r.returncode}: {r.stderr.strip()[-300:]}")
     got = sum(int(x) for x in r.stdout.split())
@@ -130,6 +150,7 @@ def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir):
         "cpu_s": cpu,
         "cpu_per_gib": cpu / (got / GIB),
         "suite": suite,
+        "retrans": retrans,
     }
 
 
@@ -255,7 +276,8 @@ def run_inline(topo, args, pidfile, want_sha):
                     raise RuntimeError(f"this tlsgate has no `inline run` subcommand: {e}") from None
                 raise RuntimeError(f"tlsgate inline run did not start: {e}") from None
             idle = idle_or_error("inline run", topo, gate, args.ca, topo.server_ip, args.flows, pidfile)
-            return measure("inline", topo, gate, args.ca, topo.server_ip, want_sha, args.gib, args.dir), idle
+            return measure("inline", topo, gate, args.ca, topo.server_ip, want_sha, args.gib, args.dir,
+                           args.perf), idle
         finally:
             gate.stop()
     finally:
@@ -272,7 +294,8 @@ def run_terminate(topo, args, pidfile, want_sha):
         try:
             wait_listening(topo, "gate", 443, gate)
             idle = idle_or_error("terminate", topo, gate, args.ca, topo.gate_client_ip, args.flows, pidfile)
-            return measure("terminate", topo, gate, args.ca, topo.gate_client_ip, want_sha, args.gib, args.dir), idle
+            return measure("terminate", topo, gate, args.ca, topo.gate_client_ip, want_sha, args.gib, args.dir,
+                           args.perf), idle
         finally:
             gate.stop()
     finally:
@@ -291,15 +314,18 @@ def report(args, rows, idles, errors):
           f"{args.gib:g} GiB per run; curl --tls13-ciphers {SUITE}")
     print("- CPU = utime + stime of the tlsgate process (/proc/PID/stat), before and after the downloads")
     print()
-    print("| run | GiB | wall s | MB/s | tlsgate CPU s | CPU s/GiB | suite |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("- retransmitted = segments nginx retransmitted during the downloads (`RetransSegs` of the server "
+          "namespace's /proc/net/snmp): each costs the gate the segment again")
+    print()
+    print("| run | GiB | wall s | MB/s | tlsgate CPU s | CPU s/GiB | retransmitted | suite |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     for name in ("inline run", "terminate"):
         r = rows.get(name)
         if r is None:
-            print(f"| {name} | failed (below) | | | | | |")
+            print(f"| {name} | failed (below) | | | | | | |")
         else:
             print(f"| {name} | {r['gib']:.2f} | {r['wall_s']:.1f} | {r['mb_s']:.0f} | {r['cpu_s']:.2f} | "
-                  f"{r['cpu_per_gib']:.2f} | {r['suite']} |")
+                  f"{r['cpu_per_gib']:.2f} | {r['retrans']} | {r['suite']} |")
     for name, error in errors.items():
         print(f"\n{name} failed: {error}")
     print()
@@ -363,6 +389,7 @@ def main():
     ap.add_argument("--gib", type=float, default=1.0, help="GiB downloaded per run")
     ap.add_argument("--flows", type=int, default=200, help="idle flows through the inline gate")
     ap.add_argument("--mode", choices=("buffered", "cut-through"), default="buffered")
+    ap.add_argument("--perf", help="a directory: record a perf profile (-g) of tlsgate during each run's downloads")
     args = ap.parse_args()
     args.ca, args.cert, args.key = (os.path.join(args.dir, n) for n in ("ca.pem", "server.pem", "server.key"))
     return bench_main(args)

@@ -380,6 +380,14 @@ impl Downstream {
         Some(outer)
     }
 
+    /// The most server bytes in flight the engine takes without dropping: the store bound, less
+    /// a sixteenth for the records' overhead. Advertised to the server as a window ceiling: a
+    /// client window beyond it let the server send more than the store and the hold queue
+    /// take, and every byte dropped came back as a retransmission.
+    pub fn max_in_flight(&self) -> u64 {
+        (self.limits.unacked_bytes as u64) * 15 / 16
+    }
+
     /// True when in-order server data waits only for the client's window (or the store bound)
     /// to open: the client must be asked for its window, since its update may have been lost.
     pub fn waiting_for_window(&self) -> bool {

@@ -564,10 +564,11 @@ impl TlsFlow {
     }
 
     /// The window field for the server: the client's, but never beyond what the engine can hold
-    /// (`Downstream::server_room`), in the client's scale, which the server applies.
+    /// — past the next byte to seal, the hold bound (`Downstream::server_room`); in flight, the
+    /// record store (`Downstream::max_in_flight`) — in the client's scale, which the server applies.
     fn window_to_server(&self) -> u16 {
-        let room = self.down.server_room(self.ack_to_server.max(1)) >> self.ends.client_wscale;
-        self.client_window.min(room.min(u64::from(u16::MAX)) as u16)
+        let room = self.down.server_room(self.ack_to_server.max(1)).min(self.down.max_in_flight());
+        self.client_window.min(u16::try_from(room >> self.ends.client_wscale).unwrap_or(u16::MAX))
     }
 
     /// SACK blocks for a segment to the server: the server bytes held beyond a gap, as sequence

@@ -1,6 +1,7 @@
 //! The AF_PACKET ring on real veth pairs inside namespaces this test makes (needs root): frames
 //! cross intact and in order, the ring never sees its own frames, the interface is promiscuous
-//! while the ring is open, sizes are enforced, and host traffic shows its checksum state.
+//! while the ring is open, sizes are enforced, host traffic shows its checksum state, and a run
+//! of TCP segments sent as one GSO message arrives as the same frames.
 
 use std::fs::File;
 use std::net::UdpSocket;
@@ -252,4 +253,90 @@ fn host_traffic_arrives_with_its_checksum_state_and_without_the_replies() {
         got.iter().all(|g| g.data[6..12] != own_mac),
         "b's own frames (ARP reply, answers) are not received"
     );
+}
+
+/// An IPv4 TCP segment (flags ACK, DF, identification `id`) with valid checksums.
+fn tcp_frame(dst: [u8; 6], src: [u8; 6], id: u16, seq: u32, payload: usize, dport: u16) -> Vec<u8> {
+    let sum = |bytes: &[u8], mut acc: u32| {
+        for w in bytes.chunks(2) {
+            acc += u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
+        }
+        while acc > 0xffff {
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        acc
+    };
+    let mut f = [dst, src].concat();
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 212, 0, 2, 10, 212, 0, 1];
+    ip[2..4].copy_from_slice(&((40 + payload) as u16).to_be_bytes());
+    ip[4..6].copy_from_slice(&id.to_be_bytes());
+    let check = !(sum(&ip, 0) as u16);
+    ip[10..12].copy_from_slice(&check.to_be_bytes());
+    let mut tcp = vec![0u8; 20];
+    tcp[0..2].copy_from_slice(&443u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&dport.to_be_bytes());
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&77u32.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x10;
+    tcp[14..16].copy_from_slice(&1000u16.to_be_bytes());
+    tcp.extend((0..payload).map(|i| (i as u32).wrapping_mul(13).wrapping_add(seq) as u8));
+    let pseudo = sum(&ip[12..20], 6 + tcp.len() as u32);
+    let check = !(sum(&tcp, pseudo) as u16);
+    tcp[16..18].copy_from_slice(&check.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&tcp);
+    f
+}
+
+/// With TSO and checksum offload off on the interface, a run of segments of one flow leaves as
+/// one GSO message, and the kernel cuts it into exactly the frames queued (none above the MTU);
+/// with them on, every frame is its own message.
+#[test]
+fn a_run_of_segments_leaves_as_one_message_and_arrives_as_the_same_frames() {
+    let ns = Netns::new("ringgso");
+    let (a, b) = ns.quiet_veth(&ns);
+    // The receiver takes frames as they come (GRO would merge a run of segments again).
+    ns.must("ethtool", &["-K", &b, "gro", "off"]);
+    let mtu: usize = 1500;
+    let mss = mtu - 40;
+    let build = |dst, src| {
+        let mut frames: Vec<Vec<u8>> = (0..20u16)
+            .map(|i| tcp_frame(dst, src, i, 5000 + u32::from(i) * mss as u32, mss, 40000))
+            .collect();
+        frames.push(tcp_frame(dst, src, 20, 5000 + 20 * mss as u32, 300, 40000));
+        frames.push(tcp_frame(dst, src, 0, 1, 100, 40001)); // another flow
+        frames
+    };
+    for offloads_off in [true, false] {
+        let state = if offloads_off { "off" } else { "on" };
+        ns.must("ethtool", &["-K", &a, "tso", state, "tx", state]);
+        let (mut ra, mut rb) =
+            in_netns(&ns, || (PacketRing::open(&a, &SMALL).unwrap(), PacketRing::open(&b, &SMALL).unwrap()));
+        let frames = build(rb.mac(), ra.mac());
+        for f in &frames {
+            ra.send(f).unwrap();
+        }
+        ra.flush().unwrap();
+        let mut got = Vec::new();
+        await_frames(&mut rb, &mut got, |g| g.len() >= frames.len());
+        assert_eq!(got.len(), frames.len(), "offloads {state}");
+        for (i, (g, s)) in got.iter().zip(&frames).enumerate() {
+            assert!(
+                g.data == *s,
+                "offloads {state}: frame {i} differs ({} bytes, sent {})",
+                g.data.len(),
+                s.len()
+            );
+            assert!(!g.csum_partial, "offloads {state}: frame {i} has its checksum finished");
+        }
+        let tx = ra.stats();
+        let messages = if offloads_off { 2 } else { frames.len() as u64 };
+        assert_eq!(
+            (tx.tx_frames, tx.tx_messages, tx.tx_errors),
+            (frames.len() as u64, messages, 0),
+            "offloads {state}"
+        );
+    }
 }

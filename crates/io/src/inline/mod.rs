@@ -4,6 +4,7 @@
 //! wait. The admin side asks the thread for snapshots of the tables; a reload swaps certificates.
 
 mod driver;
+mod gso;
 pub mod ring;
 
 use std::io::{self, Write};

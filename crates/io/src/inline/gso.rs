@@ -1,0 +1,277 @@
+//! Runs of queued frames that can leave as one GSO frame (no `unsafe` here).
+//!
+//! Consecutive frames of one TCP flow toward one interface (a burst of records the engine sealed
+//! from a burst of server segments) differ only in their sequence numbers and checksums. The
+//! packet ring hands such a run to the kernel as one large frame with a `virtio_net_hdr` asking
+//! for segmentation at `gso_size` = the run's first payload length; the interface has TSO off, so
+//! the kernel cuts it in software into exactly the frames of the run before they reach the wire
+//! (each one no larger than it was, so never above the MTU). One frame then crosses the packet
+//! socket, the qdisc and the device checks instead of dozens.
+//!
+//! What the kernel's segmentation changes, and why each is allowed: PSH is kept on the last
+//! segment only (RFC 9293 3.9.1: a sender may collapse pushes; every frame of a run carries the
+//! same flags, so only PSH can move); IPv4 identifications count up from the first frame's (the
+//! run must have DF set, where the field identifies nothing, RFC 6864); checksums are computed
+//! afresh for each segment.
+
+/// `struct virtio_net_hdr` (linux/virtio_net.h), written in front of every frame the socket
+/// sends once PACKET_VNET_HDR is on. Little-endian fields (x86 and every legacy virtio host).
+pub const VNET_HDR_LEN: usize = 10;
+const VNET_F_NEEDS_CSUM: u8 = 1;
+const VNET_GSO_TCPV4: u8 = 1;
+const VNET_GSO_TCPV6: u8 = 4;
+
+const ETH_HLEN: usize = 14;
+/// A GSO frame's IP packet stays within what an IPv4 total length (and the kernel's default
+/// GSO limit) allows.
+const MAX_GSO_BYTES: usize = 65_535;
+/// Frames merged into one at most (the kernel's default limit is far higher).
+const MAX_SEGMENTS: usize = 64;
+
+const TCP_ACK: u8 = 0x10;
+const TCP_PSH: u8 = 0x08;
+
+/// One message of a send batch: frames `start..end` of the queue, sent with `vnet` in front.
+/// With more than one frame, the first frame's headers were rewritten to describe the whole run
+/// and only the payloads of the others follow it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub start: usize,
+    pub end: usize,
+    /// Bytes of headers (Ethernet, IP, TCP) in each frame of a run; the others' payloads start
+    /// there.
+    pub header_len: usize,
+    pub vnet: [u8; VNET_HDR_LEN],
+}
+
+impl Message {
+    pub fn frames(&self) -> usize {
+        self.end - self.start
+    }
+}
+
+/// Where one frame's headers lie, when it is a TCP segment a run may hold.
+#[derive(Clone, Copy, Debug)]
+struct Tcp {
+    v6: bool,
+    ip_len: usize,
+    /// Ethernet + IP + TCP headers.
+    header_len: usize,
+    seq: u32,
+    payload: usize,
+}
+
+fn parse(frame: &[u8]) -> Option<Tcp> {
+    let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+    let ip = frame.get(ETH_HLEN..)?;
+    let (v6, ip_len, total) = match ethertype {
+        0x0800 => {
+            let ihl = usize::from(*ip.first()? & 0x0f) * 4;
+            let frag = u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]);
+            // Version 4, no options, TCP, DF set, not a fragment.
+            if ip[0] >> 4 != 4 || ihl != 20 || *ip.get(9)? != 6 || frag != 0x4000 {
+                return None;
+            }
+            (false, ihl, usize::from(u16::from_be_bytes([ip[2], ip[3]])))
+        }
+        0x86dd => {
+            // Version 6, no extension headers, TCP.
+            if *ip.first()? >> 4 != 6 || *ip.get(6)? != 6 || ip.len() < 40 {
+                return None;
+            }
+            (true, 40, 40 + usize::from(u16::from_be_bytes([ip[4], ip[5]])))
+        }
+        _ => return None,
+    };
+    // Ethernet padding (short frames) would be taken for payload: exact lengths only.
+    if total != ip.len() {
+        return None;
+    }
+    let tcp = ip.get(ip_len..)?;
+    let tcp_len = usize::from(*tcp.get(12)? >> 4) * 4;
+    if tcp_len < 20 || tcp.len() < tcp_len {
+        return None;
+    }
+    let flags = tcp[13];
+    if flags & !(TCP_ACK | TCP_PSH) != 0 || flags & TCP_ACK == 0 {
+        return None;
+    }
+    let seq = u32::from_be_bytes(tcp[4..8].try_into().expect("four bytes"));
+    Some(Tcp { v6, ip_len, header_len: ETH_HLEN + ip_len + tcp_len, seq, payload: tcp.len() - tcp_len })
+}
+
+/// `b` may follow `a` in a run whose segments carry `mss` bytes (all but the last exactly).
+fn follows(a: &[u8], pa: &Tcp, b: &[u8], pb: &Tcp, mss: usize) -> bool {
+    if pa.v6 != pb.v6
+        || pa.header_len != pb.header_len
+        || pa.payload != mss
+        || pb.payload == 0
+        || pb.payload > mss
+    {
+        return false;
+    }
+    if pb.seq != pa.seq.wrapping_add(pa.payload as u32) {
+        return false;
+    }
+    let ip = ETH_HLEN;
+    let tcp = ip + pa.ip_len;
+    // Every header byte alike but lengths, IPv4 identification and checksums, and the sequence
+    // number: addresses, ports, TTL, TOS, ACK, flags, window, options.
+    let same = |r: std::ops::Range<usize>| a[r.clone()] == b[r];
+    let ip_same = if pa.v6 {
+        same(0..ip + 4) && same(ip + 6..tcp)
+    } else {
+        same(0..ip + 2) && same(ip + 6..ip + 10) && same(ip + 12..tcp)
+    };
+    ip_same && same(tcp..tcp + 4) && same(tcp + 8..tcp + 16) && same(tcp + 18..pa.header_len)
+}
+
+/// One message per frame: no merging.
+pub fn singles(frames: usize) -> Vec<Message> {
+    (0..frames).map(|i| Message { start: i, end: i + 1, header_len: 0, vnet: [0; VNET_HDR_LEN] }).collect()
+}
+
+/// Splits `frames` into messages, merging runs of two or more segments of one flow, and rewrites
+/// the first frame of each run to describe the run (IP length, IPv4 header checksum, and the TCP
+/// checksum field holding the pseudo-header sum, as checksum offload expects).
+pub fn plan(frames: &mut [Vec<u8>]) -> Vec<Message> {
+    let mut messages = Vec::new();
+    let mut i = 0;
+    while i < frames.len() {
+        let single = Message { start: i, end: i + 1, header_len: 0, vnet: [0; VNET_HDR_LEN] };
+        let Some(first) = parse(&frames[i]) else {
+            messages.push(single);
+            i += 1;
+            continue;
+        };
+        let mss = first.payload;
+        let mut end = i + 1;
+        let mut last = first;
+        let mut bytes = first.header_len - ETH_HLEN + first.payload;
+        while end < frames.len() && end - i < MAX_SEGMENTS && last.payload == mss {
+            let Some(next) = parse(&frames[end]) else { break };
+            if bytes + next.payload > MAX_GSO_BYTES
+                || !follows(&frames[end - 1], &last, &frames[end], &next, mss)
+            {
+                break;
+            }
+            bytes += next.payload;
+            last = next;
+            end += 1;
+        }
+        if end - i < 2 || mss == 0 {
+            messages.push(single);
+            i += 1;
+            continue;
+        }
+        rewrite_head(&mut frames[i], &first, bytes);
+        let mut vnet = [0u8; VNET_HDR_LEN];
+        vnet[0] = VNET_F_NEEDS_CSUM;
+        vnet[1] = if first.v6 { VNET_GSO_TCPV6 } else { VNET_GSO_TCPV4 };
+        vnet[2..4].copy_from_slice(&(first.header_len as u16).to_le_bytes());
+        vnet[4..6].copy_from_slice(&(mss as u16).to_le_bytes());
+        vnet[6..8].copy_from_slice(&((ETH_HLEN + first.ip_len) as u16).to_le_bytes());
+        vnet[8..10].copy_from_slice(&16u16.to_le_bytes()); // the TCP checksum's offset
+        messages.push(Message { start: i, end, header_len: first.header_len, vnet });
+        i = end;
+    }
+    messages
+}
+
+/// The run's first frame describes `ip_bytes` of IP packet (headers and every payload).
+fn rewrite_head(frame: &mut [u8], p: &Tcp, ip_bytes: usize) {
+    let ip = ETH_HLEN;
+    let tcp = ip + p.ip_len;
+    let tcp_bytes = ip_bytes - p.ip_len;
+    let mut sum: u32 = 0;
+    let mut add = |bytes: &[u8]| {
+        for pair in bytes.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
+        }
+    };
+    if p.v6 {
+        frame[ip + 4..ip + 6].copy_from_slice(&(tcp_bytes as u16).to_be_bytes());
+        add(&frame[ip + 8..ip + 40]);
+    } else {
+        frame[ip + 2..ip + 4].copy_from_slice(&(ip_bytes as u16).to_be_bytes());
+        frame[ip + 10..ip + 12].fill(0);
+        let check =
+            !fold(frame[ip..tcp].chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum());
+        frame[ip + 10..ip + 12].copy_from_slice(&check.to_be_bytes());
+        add(&frame[ip + 12..ip + 20]);
+    }
+    // Pseudo header: addresses (added above), protocol, TCP length; not complemented (the
+    // kernel adds the segment's bytes and complements).
+    let pseudo = fold(sum + 6 + tcp_bytes as u32);
+    frame[tcp + 16..tcp + 18].copy_from_slice(&pseudo.to_be_bytes());
+}
+
+fn fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPv4 TCP frame with `payload` bytes at `seq`, flags ACK|PSH.
+    fn v4(seq: u32, payload: usize) -> Vec<u8> {
+        let mut f = vec![0u8; ETH_HLEN + 40 + payload];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        let ip = &mut f[ETH_HLEN..];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&((40 + payload) as u16).to_be_bytes());
+        ip[6] = 0x40;
+        ip[8] = 64;
+        ip[9] = 6;
+        ip[12..16].copy_from_slice(&[10, 0, 0, 2]);
+        ip[16..20].copy_from_slice(&[10, 0, 0, 1]);
+        let tcp = &mut ip[20..];
+        tcp[0..2].copy_from_slice(&443u16.to_be_bytes());
+        tcp[2..4].copy_from_slice(&40000u16.to_be_bytes());
+        tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+        tcp[12] = 5 << 4;
+        tcp[13] = TCP_ACK | TCP_PSH;
+        tcp[14..16].copy_from_slice(&500u16.to_be_bytes());
+        for (i, b) in tcp[20..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        f
+    }
+
+    #[test]
+    fn a_burst_of_one_flow_becomes_one_message_and_odd_frames_stay_alone() {
+        let mut frames = vec![v4(1000, 1400), v4(2400, 1400), v4(3800, 700), v4(4500, 1400), vec![0; 60]];
+        let messages = plan(&mut frames);
+        assert_eq!(messages.iter().map(|m| (m.start, m.end)).collect::<Vec<_>>(), [(0, 3), (3, 4), (4, 5)]);
+        let m = messages[0];
+        assert_eq!(m.header_len, ETH_HLEN + 40);
+        assert_eq!(m.vnet[0..2], [VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4]);
+        assert_eq!(u16::from_le_bytes([m.vnet[4], m.vnet[5]]), 1400);
+        assert_eq!(u16::from_le_bytes([m.vnet[6], m.vnet[7]]), 34);
+        // The head's IP length covers the run, and its header checksum verifies.
+        let ip = &frames[0][ETH_HLEN..ETH_HLEN + 20];
+        assert_eq!(u16::from_be_bytes([ip[2], ip[3]]), 40 + 3500);
+        assert_eq!(fold(ip.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum()), 0xffff);
+        assert_eq!(messages[1].vnet, [0; VNET_HDR_LEN]);
+    }
+
+    #[test]
+    fn a_gap_another_flow_or_other_flags_end_a_run() {
+        let mut gap = vec![v4(1000, 1400), v4(2500, 1400)];
+        assert_eq!(plan(&mut gap).len(), 2);
+        let mut other = vec![v4(1000, 1400), v4(2400, 1400)];
+        other[1][ETH_HLEN + 20 + 3] ^= 1; // another client port
+        assert_eq!(plan(&mut other).len(), 2);
+        let mut fin = vec![v4(1000, 1400), v4(2400, 1400)];
+        fin[1][ETH_HLEN + 20 + 13] |= 0x01;
+        assert_eq!(plan(&mut fin).len(), 2);
+        let mut short_first = vec![v4(1000, 700), v4(1700, 700), v4(2400, 1400)];
+        assert_eq!(plan(&mut short_first).iter().map(|m| m.frames()).collect::<Vec<_>>(), [2, 1]);
+        let mut bare_acks = vec![v4(1000, 0), v4(1000, 0)];
+        assert_eq!(plan(&mut bare_acks).len(), 2);
+    }
+}
