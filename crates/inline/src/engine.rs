@@ -797,10 +797,14 @@ impl Engine {
         for (key, f) in self.flows.iter_mut() {
             if let Some(tls) = f.tls.as_mut() {
                 let mark = out.len();
+                let parked = tls.is_parked();
                 let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tls.timeout(now, out)));
                 if caught.is_err() {
                     out.truncate(mark);
                     panicked.push(*key);
+                } else if !parked && tls.is_parked() {
+                    // Moved to a new allocation, as the session inside it (TlsFlow::park).
+                    f.tls = f.tls.take().map(|t| Box::new(*t));
                 }
             }
         }
@@ -821,6 +825,11 @@ impl Engine {
 
     /// A snapshot of the tables (sessions and queues stay empty until the data path exists).
     pub fn report(&self) -> Report {
+        // Each flow's share of the two flow tables beyond its own `Flow` (which
+        // `Flow::state_bytes` counts): keys, empty buckets, control bytes.
+        let share = (table_bytes(&self.flows) + table_bytes(&self.by_backend))
+            .checked_div(self.flows.len())
+            .map_or(0, |b| b.saturating_sub(std::mem::size_of::<Flow>()));
         let mut connections: Vec<ConnectionRow> = self
             .flows
             .iter()
@@ -847,7 +856,7 @@ impl Engine {
                     up: flow_counters(f).0,
                     down: flow_counters(f).1,
                     record_seqs: f.tls.as_ref().and_then(|t| t.record_seqs()),
-                    state_bytes: f.state_bytes(),
+                    state_bytes: f.state_bytes() + share,
                     last_activity: f.last_activity,
                 }
             })
@@ -890,4 +899,11 @@ impl Engine {
         }
         Report { sessions, connections, queues }
     }
+}
+
+/// Bytes a hash table holds: its buckets (a power of two, at most 7/8 used) of one entry and
+/// one control byte each.
+fn table_bytes<K, V>(t: &HashMap<K, V>) -> usize {
+    let buckets = if t.capacity() == 0 { 0 } else { (t.capacity() * 8 / 7).next_power_of_two() };
+    buckets * (std::mem::size_of::<(K, V)>() + 1)
 }

@@ -8,7 +8,7 @@
 //! them into offsets and back.
 
 use crate::downstream::{DownError, DownLimits, Downstream, Send};
-use crate::handshake::{Handshake, Progress};
+use crate::handshake::{Handshake, Progress, HANDSHAKE_STATE_BYTES};
 use crate::packet::{sack_option_len, Build, Control, Segment, MAX_SACK_BLOCKS};
 use crate::seq::{Seq, Stream};
 use crate::seq_map::SeqMap;
@@ -24,6 +24,11 @@ const RTO: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: u32 = 6;
 /// Sequence pairs per direction.
 const PAIRS: usize = 4096;
+/// An established flow without a packet for this long is parked ([`TlsFlow::park`]): its AEAD
+/// contexts dropped (rebuilt from the raw keys on the next record, a key expansion per
+/// direction) and its queues' spare room given back. Long enough that a busy flow never pays
+/// the rebuild per packet; short against the minutes an idle connection stays open.
+pub const PARK_AFTER: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Error, PartialEq)]
 pub enum FlowError {
@@ -101,6 +106,8 @@ pub struct TlsFlow {
     /// What rustls wrote to the client when the handshake failed (its fatal alert), sent by
     /// [`TlsFlow::fail`] before the RST.
     handshake_alert: Vec<u8>,
+    /// When the last packet of either side arrived (for parking).
+    last_packet: Duration,
 }
 
 impl std::fmt::Debug for TlsFlow {
@@ -134,6 +141,7 @@ impl TlsFlow {
             session: None,
             mac_failed: false,
             handshake_alert: Vec::new(),
+            last_packet: Duration::ZERO,
         }
     }
 
@@ -166,8 +174,34 @@ impl TlsFlow {
         }
     }
 
+    /// The flow's next timer: the retransmission timeout, or when it is parked.
     pub fn deadline(&self) -> Option<Duration> {
-        self.rto.map(|(d, _)| d)
+        let park = match &self.keys {
+            Keys::Records(s) if !s.parked() => Some(self.last_packet + PARK_AFTER),
+            _ => None,
+        };
+        self.rto.map(|(d, _)| d).into_iter().chain(park).min()
+    }
+
+    /// Whether the flow is parked (its AEAD contexts dropped until the next record).
+    pub fn is_parked(&self) -> bool {
+        matches!(&self.keys, Keys::Records(s) if s.parked())
+    }
+
+    /// Drops what an idle flow can rebuild: the session's AEAD contexts (the raw keys stay)
+    /// and the queues' spare room. Nothing in flight is touched; the next packet works as
+    /// before, rebuilding a context when a record needs it.
+    pub fn park(&mut self) {
+        if let Keys::Records(s) = std::mem::replace(&mut self.keys, Keys::Gone) {
+            let mut s = *s;
+            s.park();
+            // A new allocation: made among other parked flows' rather than in the memory the
+            // handshake's short-lived allocations came from, which the allocator can then free.
+            self.keys = Keys::Records(Box::new(s));
+        }
+        self.up.park();
+        self.down.park();
+        self.handshake_alert = Vec::new();
     }
 
     /// Whether the flow failed on a client record whose tag did not verify.
@@ -200,8 +234,24 @@ impl TlsFlow {
         )
     }
 
+    /// Bytes of state the flow holds, heap included: the queues, the session (its keys,
+    /// rustls's key schedule; the handshake's state before it, see
+    /// [`HANDSHAKE_STATE_BYTES`]) and the session table's strings.
     pub fn state_bytes(&self) -> usize {
-        self.up.state_bytes() + self.down.state_bytes() + std::mem::size_of::<TlsFlow>()
+        let keys = match &self.keys {
+            Keys::Records(s) => s.state_bytes(),
+            Keys::Handshake(_) => HANDSHAKE_STATE_BYTES,
+            Keys::Gone => 0,
+        };
+        let info = self.session.as_ref().map_or(0, |i| {
+            i.version.capacity() + i.suite.capacity() + i.sni.as_ref().map_or(0, String::capacity)
+        });
+        self.up.state_bytes()
+            + self.down.state_bytes()
+            + std::mem::size_of::<TlsFlow>()
+            + keys
+            + info
+            + self.handshake_alert.capacity()
     }
 
     fn tls(&mut self) -> Option<&mut Session> {
@@ -220,6 +270,7 @@ impl TlsFlow {
         payload: &[u8],
         out: &mut Vec<Vec<u8>>,
     ) -> Verdict {
+        self.last_packet = now;
         if self.is_not_tls(seg, payload) {
             return Verdict::NotTls;
         }
@@ -400,6 +451,7 @@ impl TlsFlow {
         payload: &[u8],
         out: &mut Vec<Vec<u8>>,
     ) -> Verdict {
+        self.last_packet = now;
         self.server_window = seg.window;
         match self.server_inner(now, seg, payload, out) {
             Ok(v) => v,
@@ -487,6 +539,9 @@ impl TlsFlow {
 
     /// The engine's timer: resend its own unacknowledged bytes with backoff.
     pub fn timeout(&mut self, now: Duration, out: &mut Vec<Vec<u8>>) {
+        if self.is_established() && !self.is_parked() && now >= self.last_packet + PARK_AFTER {
+            self.park();
+        }
         let Some((deadline, backoff)) = self.rto else { return };
         if now < deadline {
             return;
