@@ -27,6 +27,10 @@ use tlsgate_record::crypto::{RecordKey, Suite, Version};
 use tlsgate_record::frame::{ContentType, MAX_CIPHERTEXT_TLS12};
 use tlsgate_record::session::Session;
 
+/// The shipped binary's allocator: the path allocates a buffer per record.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The engine's default per-flow bounds (engine.rs).
 const DOWN: DownLimits = DownLimits { hold_bytes: 256 * 1024, hold_segments: 256, unacked_bytes: 1 << 20 };
 const UP: UpLimits = UpLimits {
@@ -225,20 +229,17 @@ impl Bare {
     fn new(size: usize, suite: Suite) -> Bare {
         let len = if suite == Suite::Aes128Gcm { 16 } else { 32 };
         let key = RecordKey::from_parts(Version::Tls13, suite, &vec![0x42; len], [7; 12], 0).unwrap();
-        Bare {
-            key,
-            data: vec![0x3c; size],
-            out: Vec::with_capacity(size + 64),
-            records: 0,
-            timed: Duration::ZERO,
-        }
+        Bare { key, data: vec![0x3c; size], out: vec![0; size + 128], records: 0, timed: Duration::ZERO }
     }
 
     fn run(&mut self, period: Duration) {
         let start = Instant::now();
         while start.elapsed() < period {
             for _ in 0..64 {
-                self.out.clear();
+                // The record starts 64 bytes into the buffer: with the plaintext's buffer at the
+                // same offset in its page (mimalloc aligns both), each copy would stall on 4K
+                // aliasing, which made this ceiling up to three times slower than the path.
+                self.out.truncate(64);
                 self.key.seal(ContentType::APPLICATION_DATA, &self.data, &mut self.out).unwrap();
             }
             self.records += 64;

