@@ -192,13 +192,17 @@ impl TlsFlow {
     /// and the queues' spare room. Nothing in flight is touched; the next packet works as
     /// before, rebuilding a context when a record needs it.
     pub fn park(&mut self) {
-        if let Keys::Records(s) = std::mem::replace(&mut self.keys, Keys::Gone) {
-            let mut s = *s;
-            s.park();
-            // A new allocation: made among other parked flows' rather than in the memory the
-            // handshake's short-lived allocations came from, which the allocator can then free.
-            self.keys = Keys::Records(Box::new(s));
-        }
+        self.keys = match std::mem::replace(&mut self.keys, Keys::Gone) {
+            Keys::Records(s) => {
+                let mut s = *s;
+                s.park();
+                // A new allocation: made among other parked flows' rather than in the memory
+                // the handshake's short-lived allocations came from, which the allocator can
+                // then free.
+                Keys::Records(Box::new(s))
+            }
+            other => other,
+        };
         self.up.park();
         self.down.park();
         self.handshake_alert = Vec::new();
