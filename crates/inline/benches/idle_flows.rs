@@ -104,7 +104,11 @@ fn main() {
             pool: Vec::new(),
         }],
         // PARK_AFTER between flows adds up to minutes: none may idle out meanwhile.
-        limits: Limits { idle_timeout: Duration::from_secs(24 * 3600), ..Limits::default() },
+        limits: Limits {
+            idle_timeout: Duration::from_secs(24 * 3600),
+            park_after: park.then_some(PARK_AFTER),
+            ..Limits::default()
+        },
     });
     let mut now = Duration::ZERO;
     for i in 0..WARM_UP {

@@ -24,7 +24,8 @@ const RTO: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: u32 = 6;
 /// Sequence pairs per direction.
 const PAIRS: usize = 4096;
-/// An established flow without a packet for this long is parked ([`TlsFlow::park`]): its AEAD
+/// The parking delay to give `engine::Limits::park_after` (off by default, see there): an
+/// established flow without a packet for this long is parked ([`TlsFlow::park`]): its AEAD
 /// contexts dropped (rebuilt from the raw keys on the next record, a key expansion per
 /// direction) and its queues' spare room given back. Long enough that a busy flow never pays
 /// the rebuild per packet; short against the minutes an idle connection stays open.
@@ -106,8 +107,10 @@ pub struct TlsFlow {
     /// What rustls wrote to the client when the handshake failed (its fatal alert), sent by
     /// [`TlsFlow::fail`] before the RST.
     handshake_alert: Vec<u8>,
-    /// When the last packet of either side arrived (for parking).
+    /// When the last packet of either side arrived, and how long after it the flow is parked
+    /// (`None`: never).
     last_packet: Duration,
+    park_after: Option<Duration>,
 }
 
 impl std::fmt::Debug for TlsFlow {
@@ -142,7 +145,14 @@ impl TlsFlow {
             mac_failed: false,
             handshake_alert: Vec::new(),
             last_packet: Duration::ZERO,
+            park_after: None,
         }
+    }
+
+    /// Parks the flow once established and without a packet for `after` (`None`: never).
+    pub fn with_park_after(mut self, after: Option<Duration>) -> TlsFlow {
+        self.park_after = after;
+        self
     }
 
     /// Sets when client plaintext reaches the server (before any client data).
@@ -177,7 +187,7 @@ impl TlsFlow {
     /// The flow's next timer: the retransmission timeout, or when it is parked.
     pub fn deadline(&self) -> Option<Duration> {
         let park = match &self.keys {
-            Keys::Records(s) if !s.parked() => Some(self.last_packet + PARK_AFTER),
+            Keys::Records(s) if !s.parked() => self.park_after.map(|a| self.last_packet + a),
             _ => None,
         };
         self.rto.map(|(d, _)| d).into_iter().chain(park).min()
@@ -543,7 +553,8 @@ impl TlsFlow {
 
     /// The engine's timer: resend its own unacknowledged bytes with backoff.
     pub fn timeout(&mut self, now: Duration, out: &mut Vec<Vec<u8>>) {
-        if self.is_established() && !self.is_parked() && now >= self.last_packet + PARK_AFTER {
+        let due = self.park_after.is_some_and(|a| now >= self.last_packet + a);
+        if due && self.is_established() && !self.is_parked() {
             self.park();
         }
         let Some((deadline, backoff)) = self.rto else { return };

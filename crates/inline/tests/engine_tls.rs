@@ -62,7 +62,7 @@ impl Net {
                 tls: server_cfg,
                 pool: Vec::new(),
             }],
-            limits: Limits::default(),
+            limits: Limits { park_after: Some(PARK_AFTER), ..Limits::default() },
         });
         // Secret extraction: a test may take the client's keys to write what rustls never writes.
         let mut client_cfg = (*client_cfg).clone();
