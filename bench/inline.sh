@@ -168,23 +168,26 @@ if [ "$record" = 1 ]; then
   echo
   echo "- ${seconds} s per measurement; MB = 10^6 plaintext bytes; ratio = engine / openssl"
   echo
-  echo "| cipher | bytes | engine seal MB/s | engine open MB/s | record layer seal MB/s | openssl MB/s | seal ratio | open ratio |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| cipher | bytes | engine seal MB/s | engine open MB/s | cut-through open MB/s | record layer seal MB/s | openssl MB/s | seal ratio | open ratio | seal / record layer | open / cut-through |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   while read -r line; do
     cipher=$(field cipher <<<"$line")
     bytes=$(field bytes <<<"$line")
     seal=$(field seal_mb_s <<<"$line")
     open=$(field open_mb_s <<<"$line")
+    cut=$(field cut_open_mb_s <<<"$line")
     aead=$(field aead_mb_s <<<"$line")
     o=${ossl[$cipher/$bytes]}
-    echo "| $cipher | $bytes | $seal | $open | $aead | $o | $(ratio "$seal" "$o") | $(ratio "$open" "$o") |"
+    echo "| $cipher | $bytes | $seal | $open | $cut | $aead | $o | $(ratio "$seal" "$o") | $(ratio "$open" "$o") | $(ratio "$seal" "$aead") | $(ratio "$open" "$cut") |"
   done <<<"$engine"
   echo
   state=$(field state_bytes_per_flow <<<"$idle")
+  heap=$(field heap_bytes_per_flow <<<"$idle")
   rss=$(field rss_bytes_per_flow <<<"$idle")
   echo "| per idle flow / connection (1000) | bytes | KiB |"
   echo "|---|---:|---:|"
   echo "| inline engine, its own accounting (Report::state_bytes) | $state | $(awk -v b="$state" 'BEGIN {printf "%.1f", b / 1024}') |"
+  echo "| inline engine, heap allocated | $heap | $(awk -v b="$heap" 'BEGIN {printf "%.1f", b / 1024}') |"
   echo "| inline engine, process RSS growth | $rss | $(awk -v b="$rss" 'BEGIN {printf "%.1f", b / 1024}') |"
   if [ -n "$term_kib" ]; then
     echo "| tlsgate terminate, process RSS growth (bench/run.sh's idle phase) | | $term_kib |"

@@ -479,12 +479,25 @@ impl Downstream {
         }
     }
 
-    /// Bytes of state held: stored records, hold queue, pair table.
+    /// Bytes of state held: stored records (each with its `Arc` and `Vec` header), the store's
+    /// own allocation, hold queue, pair table.
     pub fn state_bytes(&self) -> usize {
+        let record_headers =
+            self.sent.len() * (2 * std::mem::size_of::<usize>() + std::mem::size_of::<Vec<u8>>());
         self.sent_bytes
-            + self.hold.bytes()
+            + record_headers
+            + self.sent.capacity() * std::mem::size_of::<Sent>()
+            + self.hold.state_bytes()
             + self.pairs.state_bytes()
-            + self.sacked.len() * std::mem::size_of::<(u64, u64)>()
+            + self.sacked.capacity() * std::mem::size_of::<(u64, u64)>()
+    }
+
+    /// An idle flow gives back the room its store and pair table grew to.
+    pub fn park(&mut self) {
+        self.hold.shrink();
+        self.sent.shrink_to_fit();
+        self.pairs.shrink();
+        self.sacked.shrink_to_fit();
     }
 
     /// Queue-state rows: server data waiting for a gap to fill or for the window.

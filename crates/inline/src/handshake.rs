@@ -13,6 +13,11 @@ use std::sync::Arc;
 use tlsgate_record::handshake::ServerHandshake;
 pub use tlsgate_record::handshake::{HandshakeError, Progress};
 
+/// Heap bytes a handshake in progress holds (rustls's connection, its buffers, the
+/// certificate chain it sends): a flat figure for the per-flow accounting, measured for a TLS
+/// 1.3 handshake with the benchmark certificate by `crates/inline/benches/idle_flows.rs`.
+pub const HANDSHAKE_STATE_BYTES: usize = 8192;
+
 /// A rustls server handshake fed the client's records.
 #[derive(Debug)]
 pub struct Handshake {

@@ -42,15 +42,35 @@ pub struct HoldQueue {
     cap_segs: usize,
     /// Where the bytes of the last insert that stored any start (for SACK's block order).
     last_insert: Option<u64>,
+    /// The map has allocated its root node (kept when emptied, see [`HoldQueue::shrink`]).
+    node: bool,
 }
 
 impl HoldQueue {
     pub fn new(cap_bytes: usize, cap_segs: usize) -> HoldQueue {
-        HoldQueue { segs: BTreeMap::new(), bytes: 0, cap_bytes, cap_segs, last_insert: None }
+        HoldQueue { segs: BTreeMap::new(), bytes: 0, cap_bytes, cap_segs, last_insert: None, node: false }
     }
 
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Bytes the queue holds, its map's nodes included: an emptied `BTreeMap` keeps its root
+    /// node (368 bytes here) until [`HoldQueue::shrink`].
+    pub fn state_bytes(&self) -> usize {
+        const NODE: usize = 368;
+        const PER_NODE: usize = 11;
+        let nodes =
+            if self.segs.is_empty() { usize::from(self.node) } else { self.segs.len().div_ceil(PER_NODE) };
+        self.bytes + NODE * nodes
+    }
+
+    /// Frees the emptied map's root node (an idle flow's queues hold nothing).
+    pub fn shrink(&mut self) {
+        if self.segs.is_empty() {
+            self.segs = BTreeMap::new();
+            self.node = false;
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -92,6 +112,7 @@ impl HoldQueue {
             self.segs.insert(a, data[s..e].to_vec());
         }
         self.bytes += new;
+        self.node = true;
         self.last_insert = Some(offset.max(next));
         Ok(new)
     }

@@ -101,9 +101,15 @@ impl SeqMap {
         self.entries.iter()
     }
 
-    /// Bytes of state the table holds, for the per-flow bound and the report.
+    /// Bytes of state the table holds, for the per-flow bound and the report: its allocation,
+    /// which outlives the entries it held until [`SeqMap::shrink`].
     pub fn state_bytes(&self) -> usize {
-        self.entries.len() * std::mem::size_of::<Entry>()
+        self.entries.capacity() * std::mem::size_of::<Entry>()
+    }
+
+    /// Gives back the room of pruned entries (an idle flow's table holds none or one).
+    pub fn shrink(&mut self) {
+        self.entries.shrink_to_fit();
     }
 
     /// Where the next record starts: (outer, inner).
@@ -349,7 +355,8 @@ mod tests {
         assert_eq!(m.push(30, 5, 1), Err(SeqMapError::Full(2)));
         m.prune(u64::MAX, u64::MAX);
         assert!(m.push(30, 5, 1).is_ok());
-        assert!(m.state_bytes() <= 2 * std::mem::size_of::<Entry>());
+        m.shrink();
+        assert_eq!(m.state_bytes(), std::mem::size_of::<Entry>());
         assert_eq!(m.push(10, 5, 6), Err(SeqMapError::Malformed { head: 5, inner_len: 6, outer_len: 10 }));
     }
 

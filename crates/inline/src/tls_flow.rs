@@ -8,7 +8,7 @@
 //! them into offsets and back.
 
 use crate::downstream::{DownError, DownLimits, Downstream, Send};
-use crate::handshake::{Handshake, Progress};
+use crate::handshake::{Handshake, Progress, HANDSHAKE_STATE_BYTES};
 use crate::packet::{sack_option_len, Build, Control, Segment, MAX_SACK_BLOCKS};
 use crate::seq::{Seq, Stream};
 use crate::seq_map::SeqMap;
@@ -24,6 +24,12 @@ const RTO: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: u32 = 6;
 /// Sequence pairs per direction.
 const PAIRS: usize = 4096;
+/// The parking delay to give `engine::Limits::park_after` (off by default, see there): an
+/// established flow without a packet for this long is parked ([`TlsFlow::park`]): its AEAD
+/// contexts dropped (rebuilt from the raw keys on the next record, a key expansion per
+/// direction) and its queues' spare room given back. Long enough that a busy flow never pays
+/// the rebuild per packet; short against the minutes an idle connection stays open.
+pub const PARK_AFTER: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Error, PartialEq)]
 pub enum FlowError {
@@ -105,6 +111,10 @@ pub struct TlsFlow {
     /// What rustls wrote to the client when the handshake failed (its fatal alert), sent by
     /// [`TlsFlow::fail`] before the RST.
     handshake_alert: Vec<u8>,
+    /// When the last packet of either side arrived, and how long after it the flow is parked
+    /// (`None`: never).
+    last_packet: Duration,
+    park_after: Option<Duration>,
 }
 
 impl std::fmt::Debug for TlsFlow {
@@ -138,7 +148,15 @@ impl TlsFlow {
             session: None,
             mac_failed: false,
             handshake_alert: Vec::new(),
+            last_packet: Duration::ZERO,
+            park_after: None,
         }
+    }
+
+    /// Parks the flow once established and without a packet for `after` (`None`: never).
+    pub fn with_park_after(mut self, after: Option<Duration>) -> TlsFlow {
+        self.park_after = after;
+        self
     }
 
     /// Sets when client plaintext reaches the server (before any client data).
@@ -170,8 +188,38 @@ impl TlsFlow {
         }
     }
 
+    /// The flow's next timer: the retransmission timeout, or when it is parked.
     pub fn deadline(&self) -> Option<Duration> {
-        self.rto.map(|(d, _)| d)
+        let park = match &self.keys {
+            Keys::Records(s) if !s.parked() => self.park_after.map(|a| self.last_packet + a),
+            _ => None,
+        };
+        self.rto.map(|(d, _)| d).into_iter().chain(park).min()
+    }
+
+    /// Whether the flow is parked (its AEAD contexts dropped until the next record).
+    pub fn is_parked(&self) -> bool {
+        matches!(&self.keys, Keys::Records(s) if s.parked())
+    }
+
+    /// Drops what an idle flow can rebuild: the session's AEAD contexts (the raw keys stay)
+    /// and the queues' spare room. Nothing in flight is touched; the next packet works as
+    /// before, rebuilding a context when a record needs it.
+    pub fn park(&mut self) {
+        self.keys = match std::mem::replace(&mut self.keys, Keys::Gone) {
+            Keys::Records(s) => {
+                let mut s = *s;
+                s.park();
+                // A new allocation: made among other parked flows' rather than in the memory
+                // the handshake's short-lived allocations came from, which the allocator can
+                // then free.
+                Keys::Records(Box::new(s))
+            }
+            other => other,
+        };
+        self.up.park();
+        self.down.park();
+        self.handshake_alert = Vec::new();
     }
 
     /// Whether the flow failed on a client record whose tag did not verify.
@@ -204,8 +252,24 @@ impl TlsFlow {
         )
     }
 
+    /// Bytes of state the flow holds, heap included: the queues, the session (its keys,
+    /// rustls's key schedule; the handshake's state before it, see
+    /// [`HANDSHAKE_STATE_BYTES`]) and the session table's strings.
     pub fn state_bytes(&self) -> usize {
-        self.up.state_bytes() + self.down.state_bytes() + std::mem::size_of::<TlsFlow>()
+        let keys = match &self.keys {
+            Keys::Records(s) => s.state_bytes(),
+            Keys::Handshake(_) => HANDSHAKE_STATE_BYTES,
+            Keys::Gone => 0,
+        };
+        let info = self.session.as_ref().map_or(0, |i| {
+            i.version.capacity() + i.suite.capacity() + i.sni.as_ref().map_or(0, String::capacity)
+        });
+        self.up.state_bytes()
+            + self.down.state_bytes()
+            + std::mem::size_of::<TlsFlow>()
+            + keys
+            + info
+            + self.handshake_alert.capacity()
     }
 
     fn tls(&mut self) -> Option<&mut Session> {
@@ -224,6 +288,7 @@ impl TlsFlow {
         payload: &[u8],
         out: &mut Vec<Vec<u8>>,
     ) -> Verdict {
+        self.last_packet = now;
         if self.is_not_tls(seg, payload) {
             return Verdict::NotTls;
         }
@@ -405,6 +470,7 @@ impl TlsFlow {
         payload: &[u8],
         out: &mut Vec<Vec<u8>>,
     ) -> Verdict {
+        self.last_packet = now;
         self.server_window = seg.window;
         match self.server_inner(now, seg, payload, out) {
             Ok(v) => v,
@@ -492,6 +558,10 @@ impl TlsFlow {
 
     /// The engine's timer: resend its own unacknowledged bytes with backoff.
     pub fn timeout(&mut self, now: Duration, out: &mut Vec<Vec<u8>>) {
+        let due = self.park_after.is_some_and(|a| now >= self.last_packet + a);
+        if due && self.is_established() && !self.is_parked() {
+            self.park();
+        }
         let Some((deadline, backoff)) = self.rto else { return };
         if now < deadline {
             return;

@@ -629,15 +629,24 @@ impl Upstream {
     /// Bytes of state held: hold queue, partial record, stored plaintext, pair table, ranges
     /// reported in SACK blocks.
     pub fn state_bytes(&self) -> usize {
-        self.hold.bytes()
+        self.hold.state_bytes()
             + self.record.as_ref().map_or(0, |r| match r {
                 Partial::Whole(_, _, body) => body.len(),
                 Partial::Cut(c) => c.state_bytes(),
             })
             + self.framer.held()
             + self.unacked_bytes
+            + self.unacked.capacity() * std::mem::size_of::<(u64, Vec<u8>)>()
             + self.pairs.state_bytes()
-            + self.sacked.len() * std::mem::size_of::<(u64, u64)>()
+            + self.sacked.capacity() * std::mem::size_of::<(u64, u64)>()
+    }
+
+    /// An idle flow gives back the room its store, pair table and SACK ranges grew to.
+    pub fn park(&mut self) {
+        self.hold.shrink();
+        self.unacked.shrink_to_fit();
+        self.pairs.shrink();
+        self.sacked.shrink_to_fit();
     }
 
     /// Queue-state rows: held segments, and the partial record awaiting its tag.

@@ -14,6 +14,8 @@ use tlsgate_inline::engine::{Config, Engine, Limits, Service};
 use tlsgate_inline::packet::{self, Build, Control};
 use tlsgate_inline::seq::Seq;
 use tlsgate_inline::tables::{FlowKey, FlowState, Mode, Release};
+use tlsgate_inline::tls_flow::PARK_AFTER;
+use tlsgate_record::crypto::AEAD_CONTEXT_BYTES;
 
 const CLIENT: &str = "10.0.0.1:40000";
 const SERVICE: &str = "10.0.0.2:443";
@@ -788,5 +790,36 @@ fn the_window_to_the_server_stays_within_what_the_engine_can_hold() {
     // Without scaling room to spare, the window is the client's: the field never exceeds it.
     for p in &n.to_server {
         assert!(packet::parse(p).unwrap().window <= 502);
+    }
+}
+
+#[test]
+fn an_idle_flow_is_parked_by_the_timers_and_carries_the_next_request_as_before() {
+    for &suite in TLS13.iter().chain(TLS12) {
+        let parking = Limits { park_after: Some(PARK_AFTER), ..Limits::default() };
+        let mut n = Net::with_limits(suite, Release::Buffered, parking);
+        open_connection(&mut n);
+        let key = FlowKey { client: sa(CLIENT), server: sa(SERVICE) };
+        // The client acknowledges the engine's flight: nothing is in flight either way.
+        n.feed(data(sa(CLIENT), sa(SERVICE), CISN.wrapping_add(1 + n.c_sent), SISN + 1 + n.c_recv, &[]));
+        let busy = n.engine.report().connection(&key).unwrap().state_bytes;
+        // The flow's next timer is its parking; once run, the flow holds less.
+        let due = n.engine.poll_timeout().unwrap();
+        assert_eq!(due, n.now + PARK_AFTER, "{suite:?}");
+        n.now = due;
+        n.engine.handle_timeout(n.now, &mut Vec::new());
+        let parked = n.engine.report().connection(&key).unwrap().state_bytes;
+        assert!(parked + 2 * AEAD_CONTEXT_BYTES <= busy, "{suite:?}: {parked} parked, {busy} before");
+        assert!(n.engine.poll_timeout().unwrap() > n.now + PARK_AFTER, "nothing more to park");
+        // A request and its answer, each rebuilding its direction's key.
+        n.client.writer().write_all(REQUEST).unwrap();
+        n.client_sends();
+        let p = n.to_server.pop().expect("plaintext to the server");
+        assert_eq!(&p[packet::parse(&p).unwrap().payload], REQUEST, "{suite:?}");
+        let r = REQUEST.len() as u32;
+        n.feed(data(sa(BACKEND), sa(CLIENT), SISN + 1, CISN.wrapping_add(1 + r), RESPONSE));
+        let mut got = vec![0; RESPONSE.len()];
+        std::io::Read::read_exact(&mut n.client.reader(), &mut got).unwrap();
+        assert_eq!(got, RESPONSE, "{suite:?}");
     }
 }

@@ -104,6 +104,7 @@ fn client_retransmissions_redeliver_until_the_server_acknowledges() {
     assert_eq!(up.stats().retransmitted, 3);
     assert_eq!(up.stats().redelivered, 1000 + 600);
     assert_eq!(up.server_ack(500), None, "an ACK going backwards");
+    up.park();
     assert!(up.state_bytes() < 64, "nothing held: {}", up.state_bytes());
 }
 

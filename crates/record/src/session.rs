@@ -181,6 +181,23 @@ impl Session {
         self.layer.seqs()
     }
 
+    /// Drops the AEAD contexts until the next record, keeping the raw keys: an idle connection
+    /// then holds some hundred bytes of keys instead of two expanded contexts. Rebuilding them
+    /// costs a key expansion per direction, so drivers park only connections idle for a while.
+    pub fn park(&mut self) {
+        self.layer.park();
+    }
+
+    pub fn parked(&self) -> bool {
+        self.layer.parked()
+    }
+
+    /// Bytes this session holds, its own size included (for a driver's per-connection
+    /// accounting).
+    pub fn state_bytes(&self) -> usize {
+        std::mem::size_of::<Session>() + self.layer.heap_bytes()
+    }
+
     /// The client sent close_notify.
     pub fn peer_closed(&self) -> bool {
         self.rules.peer_closed()

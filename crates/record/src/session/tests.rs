@@ -708,3 +708,38 @@ fn downgraded_once_both_close_notify_alerts_are_through_and_not_after_a_failure(
     p.session.close(&mut Vec::new()).unwrap_err();
     assert!(!p.session.downgraded());
 }
+
+#[test]
+fn a_parked_session_opens_and_seals_on_as_before_and_follows_key_updates() {
+    for suite in [TLS13, TLS13_CHACHA, TLS12] {
+        let mut p = Pair::new(suite);
+        let (rx, tx) = p.session.seqs();
+        let built = p.session.state_bytes();
+        p.session.park();
+        assert!(p.session.parked());
+        assert!(p.session.state_bytes() < built, "{suite:?}: the AEAD contexts are dropped");
+        // The first record each way rebuilds its key from the raw bytes kept.
+        p.client.writer().write_all(b"hello").unwrap();
+        let wire = drain(&mut p.client);
+        assert_eq!(p.feed(&wire).0, [Ok(Got::Data(b"hello".to_vec()))], "{suite:?}");
+        let mut out = Vec::new();
+        p.session.seal(b"reply", &mut out).unwrap();
+        assert!(!p.session.parked());
+        p.session.park();
+        p.session.seal(b" again", &mut out).unwrap();
+        assert_eq!(p.client_reads(&out), b"reply again", "{suite:?}");
+        assert_eq!(p.session.seqs(), (rx + 1, tx + 2), "{suite:?}: sequence numbers survive parking");
+    }
+    // TLS 1.3: a key update arriving at a parked session replaces the key it would rebuild.
+    let mut p = Pair::new(TLS13);
+    p.session.park();
+    p.client.refresh_traffic_keys().unwrap();
+    p.client.writer().write_all(b"after").unwrap();
+    let wire = drain(&mut p.client);
+    let (got, answer) = p.feed(&wire);
+    assert_eq!(got, [Ok(Got::Nothing), Ok(Got::Data(b"after".to_vec()))]);
+    p.session.park();
+    let mut more = Vec::new();
+    p.session.seal(b"reply", &mut more).unwrap();
+    assert_eq!(p.client_reads(&[answer, more].concat()), b"reply");
+}
