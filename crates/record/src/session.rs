@@ -15,6 +15,8 @@
 
 pub mod alert;
 #[cfg(test)]
+mod client_rules_tests;
+#[cfg(test)]
 mod offload_tests;
 pub mod rules;
 #[cfg(test)]
@@ -23,7 +25,7 @@ mod tests;
 use crate::crypto::{CryptoError, RecordLayer, Version};
 use crate::frame::{ContentType, FrameError, Header, MAX_PLAINTEXT};
 use crate::stream::StreamOpener;
-pub use rules::{Outcome, Reason, Rules, Side};
+pub use rules::{Outcome, Reason, Role, Rules, Side};
 use std::ops::Range;
 
 /// Records sealed under one transmit key before it is replaced: below AES-GCM's limit of
@@ -88,8 +90,9 @@ pub struct Session {
 
 impl Session {
     pub fn new(layer: RecordLayer) -> Session {
+        let role = if layer.is_client() { Role::Client } else { Role::Server };
         Session {
-            rules: Rules::new(layer.version()),
+            rules: Rules::with_role(layer.version(), role),
             layer,
             tx_key_records: TX_KEY_RECORDS,
             updated_last: false,
@@ -98,6 +101,27 @@ impl Session {
             alert_sent: false,
             offloaded: false,
             rx_rekey: false,
+        }
+    }
+
+    /// Which end this session is.
+    pub fn role(&self) -> Role {
+        self.rules.role()
+    }
+
+    /// The peer, for messages: `client` (this end is the server) or `server`.
+    pub fn peer(&self) -> &'static str {
+        match self.role() {
+            Role::Server => "client",
+            Role::Client => "server",
+        }
+    }
+
+    /// A failure in words naming the peer as it is ([`Fatal`]'s own display says `client`).
+    pub fn describe(&self, f: &Fatal) -> String {
+        match f.side {
+            Side::Client => format!("{} {}", self.peer(), f.reason),
+            Side::Internal => f.to_string(),
         }
     }
 
@@ -148,7 +172,7 @@ impl Session {
     /// The session of a handshake rustls completed: its traffic keys and key schedule.
     pub fn from_keys(
         secrets: rustls::ExtractedSecrets,
-        kernel: rustls::kernel::KernelConnection<rustls::server::ServerConnectionData>,
+        kernel: impl Into<crate::crypto::KeySchedule>,
     ) -> Result<Session, Fatal> {
         let layer =
             RecordLayer::new(secrets, kernel).map_err(|e| Fatal::from(Reason::KeySchedule(e.to_string())))?;
@@ -207,7 +231,7 @@ impl Session {
         self.rules.ciphertext_limit()
     }
 
-    /// Bytes of a handshake message held between records (at most 4).
+    /// Bytes of a handshake message held between records (at most 4, or a NewSessionTicket's).
     pub fn held(&self) -> usize {
         self.rules.held()
     }
@@ -302,6 +326,10 @@ impl Session {
 
     /// Carries out what a record asked for.
     fn act(&mut self, o: &Outcome, out: &mut Vec<u8>) -> Result<Received, Fatal> {
+        // rustls keeps the ticket store: under offload too, the key schedule stays here.
+        for ticket in &o.tickets {
+            self.layer.new_session_ticket(ticket).map_err(|e| self.fail(Reason::BadTicket(e.to_string())))?;
+        }
         if o.key_update.is_some() && self.offloaded {
             self.rx_rekey = true;
         } else if let Some(requested) = o.key_update {
