@@ -177,6 +177,10 @@ pub struct OriginateArgs {
     /// Name given in SMTP's EHLO (default: the machine's host name).
     #[arg(long, value_name = "NAME", requires = "starttls", conflicts_with = "config")]
     pub starttls_host: Option<String>,
+    /// Kernel TLS offload after the handshake: auto (when the kernel has it), on (required),
+    /// off. Overrides every listener's `ktls` in a config file.
+    #[arg(long, value_name = "auto|on|off")]
+    pub ktls: Option<tlsgate_config::KtlsMode>,
     /// Admin listener address (/healthz, /metrics).
     #[arg(long)]
     pub admin: Option<SocketAddr>,

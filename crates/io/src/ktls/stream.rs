@@ -143,8 +143,8 @@ impl KtlsStream {
             let _ = sys::send_record(self.tcp.as_raw_fd(), ContentType::ALERT.0, &record[HEADER_LEN..]);
         }
         let what = match sent {
-            Some(d) => format!("{fatal}; sent alert {}", alert::name(d)),
-            None => fatal.to_string(),
+            Some(d) => format!("{}; sent alert {}", self.session.describe(&fatal), alert::name(d)),
+            None => self.session.describe(&fatal),
         };
         self.fail_silent(what)
     }
@@ -165,11 +165,11 @@ impl KtlsStream {
             let _ = sys::send_record(self.tcp.as_raw_fd(), ContentType::ALERT.0, &record[HEADER_LEN..]);
         }
         let _ = socket2::SockRef::from(&self.tcp).shutdown(std::net::Shutdown::Write);
-        self.fail_silent(
-            "client sent a TLS 1.3 KeyUpdate, and this kernel's TLS offload cannot take the new receive \
+        let peer = self.session.peer();
+        self.fail_silent(format!(
+            "{peer} sent a TLS 1.3 KeyUpdate, and this kernel's TLS offload cannot take the new receive \
              key; sent close_notify and closed the connection"
-                .into(),
-        )
+        ))
     }
 
     /// A kernel error on receive, in the session's terms.
@@ -181,7 +181,7 @@ impl KtlsStream {
                 let limit = self.session.ciphertext_limit();
                 Reason::RecordOverflow { len: limit + 1, limit }
             }
-            _ => return self.fail_silent(format!("client read failed (kernel TLS): {e}")),
+            _ => return self.fail_silent(format!("{} read failed (kernel TLS): {e}", self.session.peer())),
         };
         let fatal = self.session.fail_with(reason);
         self.fail(fatal)
@@ -206,7 +206,7 @@ impl KtlsStream {
         if n == 0 && record_type == ContentType::APPLICATION_DATA.0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                "client closed the connection without close_notify",
+                format!("{} closed the connection without close_notify", self.session.peer()),
             ));
         }
         let ct = ContentType(record_type);

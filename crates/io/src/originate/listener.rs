@@ -5,11 +5,13 @@ use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
-use tlsgate_config::{Config, OriginateListener};
+use rustls::ClientConfig;
+use tlsgate_config::{Config, KtlsMode, OriginateListener};
 use tlsgate_core::side::Side;
 use tlsgate_telemetry::metrics::{metrics, UpstreamLabels};
+use tlsgate_tls::client_handshake::ClientHandshake;
 use tlsgate_tls::describe::{self, Peer};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
@@ -20,14 +22,19 @@ use tracing::Instrument;
 use super::transparent::Transparent;
 use crate::backend::connect_one;
 use crate::error::listener_label;
-use crate::relay::relay;
+use crate::ktls::{self, ClientStream};
+use crate::relay::{relay, Transferred};
 use crate::starttls;
+use crate::terminate::handshake::{drive, HandshakeStop};
 use crate::ProxyError;
 
 struct Listener {
     name: String,
     config: OriginateListener,
+    /// rustls's own connection, when the kernel cannot take the record layer.
     connector: TlsConnector,
+    /// The same config for tlsgate's handshake driver, whose keys the kernel can take.
+    tls: Arc<ClientConfig>,
     /// The name SMTP's EHLO gives, when the listener speaks STARTTLS.
     starttls_host: String,
 }
@@ -37,8 +44,19 @@ impl Listener {
         let name = l.display_name();
         let tls = tlsgate_tls::client::client_config(l.into(), allow_insecure_key_permissions)
             .map_err(|e| ProxyError::config(format!("originate {}: {e}", listener_label(&name, l.listen))))?;
+        if l.ktls == KtlsMode::On {
+            ktls::require().map_err(|e| {
+                ProxyError::config(format!("originate {}: {e}", listener_label(&name, l.listen)))
+            })?;
+        }
         let starttls_host = l.starttls_host.clone().unwrap_or_else(starttls::local_host_name);
-        Ok(Listener { name, config: l.clone(), connector: TlsConnector::from(tls), starttls_host })
+        Ok(Listener {
+            name,
+            config: l.clone(),
+            connector: TlsConnector::from(tls.clone()),
+            tls,
+            starttls_host,
+        })
     }
 }
 
@@ -207,10 +225,12 @@ async fn handle(mut client: TcpStream, l: Arc<Listener>) {
         }
     };
     if let Some(protocol) = l.config.starttls {
-        let prepared = tokio::time::timeout(
-            l.config.handshake_timeout,
-            after_starttls(&mut client, &mut upstream, protocol, &greeting),
-        )
+        let prepared = tokio::time::timeout(l.config.handshake_timeout, async {
+            match &mut upstream {
+                Upstream::Rustls(tls) => after_starttls(&mut client, tls, protocol, &greeting).await,
+                Upstream::Own(own) => after_starttls(&mut client, own, protocol, &greeting).await,
+            }
+        })
         .await
         .unwrap_or_else(|_| {
             Err(ProxyError::client(format!(
@@ -223,22 +243,44 @@ async fn handle(mut client: TcpStream, l: Arc<Listener>) {
             return;
         }
     }
-    match relay(client, upstream, &(), None).await {
+    let (relayed, how) = match upstream {
+        // Both record directions in the kernel: zero-copy. The spliced relay counts from the
+        // TLS side; here that is the upstream, so its directions are swapped back.
+        Upstream::Own(ClientStream::Kernel(k)) => {
+            let swap = |t: Transferred| Transferred { up: t.down, down: t.up };
+            let sides = (Side::Backend, Side::Client);
+            let r = crate::ktls::splice::relay_sides(k, client, &(), None, sides).await;
+            (r.map(swap).map_err(|(e, t)| (e, swap(t))), "splice")
+        }
+        Upstream::Own(own) => (relay(client, own, &(), None).await, "copy"),
+        Upstream::Rustls(tls) => (relay(client, tls, &(), None).await, "copy"),
+    };
+    match relayed {
         Ok(t) => tracing::info!(
-            upstream = %name, up = t.up, down = t.down, duration = ?started.elapsed(), "connection closed"
+            upstream = %name, up = t.up, down = t.down, duration = ?started.elapsed(), relay = how,
+            "connection closed"
         ),
         Err((e, t)) => tracing::warn!(
             upstream = %name, side = %e.side, error = %e.context, up = t.up, down = t.down,
-            duration = ?started.elapsed(), "connection aborted"
+            duration = ?started.elapsed(), relay = how, "connection aborted"
         ),
     }
 }
 
+/// The upstream's TLS connection after the handshake.
+enum Upstream {
+    /// rustls's own connection: `ktls = "off"`, or `auto` on a kernel without the tls ULP.
+    Rustls(TlsStream<TcpStream>),
+    /// tlsgate's handshake driver ran: the record layer is the kernel's or, where it fell back,
+    /// tlsgate's (crate::ktls::establish).
+    Own(ClientStream),
+}
+
 /// Once the upstream's TLS is up: the plaintext client gets the upstream's greeting; a PostgreSQL
 /// client's own SSLRequest is answered here, and its startup message is sent on.
-async fn after_starttls(
+async fn after_starttls<U: AsyncWrite + Unpin>(
     client: &mut TcpStream,
-    upstream: &mut TlsStream<TcpStream>,
+    upstream: &mut U,
     protocol: tlsgate_config::StartTls,
     greeting: &[u8],
 ) -> Result<(), ProxyError> {
@@ -256,7 +298,15 @@ async fn after_starttls(
 /// The first upstream, in order, that connects, agrees to STARTTLS when the listener speaks it,
 /// and completes a verified handshake; with the greeting the plaintext client is owed. Nothing
 /// of the client's has been read yet, so moving on after any failure is safe.
-async fn connect_upstream(l: &Listener) -> Result<(TlsStream<TcpStream>, String, Vec<u8>), ProxyError> {
+async fn connect_upstream(l: &Listener) -> Result<(Upstream, String, Vec<u8>), ProxyError> {
+    let mode = l.config.ktls;
+    // tlsgate's own handshake driver when the kernel may take the record layer (`on` was
+    // checked at start); rustls's connection otherwise, counted `no_ulp` once it is up.
+    let own = match mode {
+        KtlsMode::Off => false,
+        KtlsMode::On => true,
+        KtlsMode::Auto => ktls::available(),
+    };
     let mut failures = Vec::new();
     for upstream in &l.config.upstreams {
         let sni = l.config.sni.clone().unwrap_or_else(|| upstream.host.clone());
@@ -268,10 +318,19 @@ async fn connect_upstream(l: &Listener) -> Result<(TlsStream<TcpStream>, String,
                 Some(protocol) => starttls::client::prologue(&mut tcp, protocol, &l.starttls_host).await?,
                 None => Vec::new(),
             };
+            if own {
+                return Ok((own_handshake(l, mode, server_name, tcp, &sni).await?, greeting));
+            }
             let tls = l.connector.connect(server_name, tcp).await.map_err(|e| {
                 format!("TLS handshake failed: {} (SNI {sni})", describe::io_error(&e, Peer::Server))
             })?;
-            Ok::<_, String>((tls, greeting))
+            let conn = tls.get_ref().1;
+            let facts = Facts {
+                resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+                version: conn.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default(),
+                suite: conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default(),
+            };
+            Ok::<_, String>(((Upstream::Rustls(tls), facts), greeting))
         };
         let result = match tokio::time::timeout(l.config.handshake_timeout, attempt).await {
             Ok(r) => r,
@@ -286,14 +345,13 @@ async fn connect_upstream(l: &Listener) -> Result<(TlsStream<TcpStream>, String,
             metrics().upstream_handshakes.get_or_create(&labels).inc();
         };
         match result {
-            Ok((tls, greeting)) => {
-                let conn = tls.get_ref().1;
-                let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-                let version = conn.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default();
-                let suite =
-                    conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default();
+            Ok(((tls, Facts { resumed, version, suite }), greeting)) => {
                 count("ok", resumed);
                 tracing::info!(upstream = %upstream, %sni, %version, %suite, resumed, "upstream handshake done");
+                if !own && mode == KtlsMode::Auto {
+                    // Software only: one count and log line, as for every fallback.
+                    let _ = ktls::not_offloaded(mode, "no_ulp", "the kernel has no tls ULP".into());
+                }
                 return Ok((tls, upstream.to_string(), greeting));
             }
             Err(e) => {
@@ -304,4 +362,43 @@ async fn connect_upstream(l: &Listener) -> Result<(TlsStream<TcpStream>, String,
         }
     }
     Err(ProxyError::backend(format!("no upstream usable ({})", failures.join("; "))))
+}
+
+/// What the upstream handshake settled, for its log line and metric.
+struct Facts {
+    resumed: bool,
+    version: String,
+    suite: String,
+}
+
+/// The handshake with tlsgate's driver (rustls's unbuffered client connection, fed whole
+/// records, so nothing the server sends after it is lost), then the record layer: the kernel's
+/// when `mode` and the kernel allow, else tlsgate's ([`ktls::establish`], as terminate).
+async fn own_handshake(
+    l: &Listener,
+    mode: KtlsMode,
+    server_name: ServerName<'static>,
+    mut tcp: TcpStream,
+    sni: &str,
+) -> Result<(Upstream, Facts), String> {
+    let failed = |e: rustls::Error| {
+        format!("TLS handshake failed: {} (SNI {sni})", describe::tls_error(&e, Peer::Server))
+    };
+    let mut out = Vec::new();
+    let mut hs = ClientHandshake::new(l.tls.clone(), server_name, &mut out).map_err(failed)?;
+    tcp.write_all(&out).await.map_err(|e| format!("TLS handshake failed: write: {e} (SNI {sni})"))?;
+    let mut input = Vec::new();
+    drive(&mut tcp, &mut hs, &mut input).await.map_err(|stop| match stop {
+        HandshakeStop::Tls(e) => failed(e),
+        HandshakeStop::Write(e) => format!("TLS handshake failed: write: {e} (SNI {sni})"),
+        HandshakeStop::Read(e) => format!("TLS handshake failed: {} (SNI {sni})", e.context),
+    })?;
+    let f = hs.finish().map_err(failed)?;
+    let facts = Facts {
+        resumed: f.resumed,
+        version: format!("{:?}", f.version),
+        suite: format!("{:?}", f.suite.suite()),
+    };
+    let stream = ktls::establish(mode, tcp, f.secrets, f.kernel, input).await.map_err(|e| e.context)?;
+    Ok((Upstream::Own(stream), facts))
 }
