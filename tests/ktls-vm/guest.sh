@@ -182,6 +182,74 @@ else
 fi
 transfer "after the bad record, another connection" /tmp/small --tlsv1.3
 
+# originate: a plaintext client through `tlsgate originate --ktls on` to a TLS server in the guest
+# (tlsgate terminate in software, --ktls off, in front of the same backend). The upstream
+# connection is originate's own handshake, then the kernel's record layer, relayed with splice.
+$G terminate --listen 127.0.0.1:8543 --cert /test/cert.pem --key /test/key.pem \
+    --backend 127.0.0.1:8080 --ktls off >/tmp/up.log 2>&1 &
+UP=$!
+cat >/tmp/orig.toml <<TOML
+[[originate.listener]]
+listen = "127.0.0.1:8181"
+upstreams = ["127.0.0.1:8543"]
+sni = "tlsgate.test"
+ca = "/test/cert.pem"
+tls_versions = ["1.3"]
+ktls = "on"
+
+[[originate.listener]]
+listen = "127.0.0.1:8182"
+upstreams = ["127.0.0.1:8543"]
+sni = "tlsgate.test"
+ca = "/test/cert.pem"
+tls_versions = ["1.2"]
+ktls = "on"
+TOML
+$G originate --config /tmp/orig.toml --admin 127.0.0.1:9091 >/tmp/orig.log 2>&1 &
+ORIG=$!
+if wait_for /tmp/up.log "listening" && wait_for /tmp/orig.log "127.0.0.1:8182"; then
+    pass "start: tlsgate originate --ktls on"
+else
+    fail "originate start" "$(tail -n 5 /tmp/orig.log)"
+fi
+# One plaintext request through originate: the body goes up, /echo streams it back down.
+originate() { # name port file
+    name=$1 port=$2 file=$3
+    want=$(sha256sum <"$file" | cut -d' ' -f1)
+    tx0=$(stat TlsTxSw) rx0=$(stat TlsRxSw) t0=$(date +%s)
+    s0=$(grep -c 'relay="splice"' /tmp/orig.log) o0=$(grep -c 'ktls="offloaded"' /tmp/orig.log)
+    rm -f /tmp/down
+    if ! curl -sS -H 'content-type: application/octet-stream' --data-binary @"$file" \
+        http://127.0.0.1:$port/echo -o /tmp/down 2>/tmp/curl.err; then
+        fail "$name" "curl: $(cat /tmp/curl.err); $(tail -n 3 /tmp/orig.log)"; return
+    fi
+    got=$(sha256sum </tmp/down | cut -d' ' -f1)
+    if [ "$got" != "$want" ]; then fail "$name" "echoed body differs ($(wc -c </tmp/down) bytes back)"; return; fi
+    if [ "$(grep -c 'ktls="offloaded"' /tmp/orig.log)" -le "$o0" ]; then
+        fail "$name" "not offloaded: $(tail -n 3 /tmp/orig.log)"; return
+    fi
+    if [ "$(stat TlsTxSw)" -le "$tx0" ] || [ "$(stat TlsRxSw)" -le "$rx0" ]; then
+        fail "$name" "TlsTxSw/TlsRxSw did not rise: $(tr '\n' ' ' </proc/net/tls_stat)"; return
+    fi
+    i=0
+    while [ "$(grep -c 'relay="splice"' /tmp/orig.log)" -le "$s0" ] && [ $i -lt 100 ]; do i=$((i + 1)); sleep 0.1; done
+    if [ $i -ge 100 ]; then fail "$name" "not relayed with splice: $(tail -n 2 /tmp/orig.log)"; return; fi
+    suite=$(grep 'upstream handshake done' /tmp/orig.log | tail -n 1 | sed 's/.*suite=//' | cut -d' ' -f1)
+    pass "$name: $(wc -c <"$file") bytes up and down identical, $suite offloaded both ways, spliced ($(($(date +%s) - t0)) s)"
+}
+originate "originate TLS 1.3" 8181 /tmp/big
+originate "originate TLS 1.2" 8182 /tmp/big
+# The second TLS 1.3 connection resumes with the ticket the server sent after the first
+# handshake, which reached rustls's session cache through the offloaded session.
+originate "originate TLS 1.3 again" 8181 /tmp/small
+if grep 'upstream handshake done' /tmp/orig.log | grep 'TLSv1_3' | grep -q 'resumed=true'; then
+    pass "originate: the server's TLS 1.3 session ticket, received offloaded, resumed the next connection"
+else
+    fail "originate resumption" "$(grep 'upstream handshake done' /tmp/orig.log | tail -n 3)"
+fi
+if grep -qi "panick" /tmp/orig.log /tmp/up.log; then fail "originate: no panic" "$(grep -i panick /tmp/orig.log /tmp/up.log)"; fi
+kill $ORIG $UP 2>/dev/null
+
 echo "== tls_stat after: $(tr -s ' \n' ' ' </proc/net/tls_stat)"
 if grep -qi "panick" /tmp/gate.log; then fail "no panic" "$(grep -i panick /tmp/gate.log)"; fi
 kill $GATE 2>/dev/null

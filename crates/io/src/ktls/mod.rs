@@ -146,7 +146,7 @@ impl LastWrites for ClientStream {
 
 /// A connection the kernel does not take (`result`: the metric's label): one count and one log
 /// line; `Err` (the connection is closed) under `ktls = "on"`.
-pub(crate) fn not_offloaded(mode: KtlsMode, result: &str, why: String) -> Result<(), ProxyError> {
+fn not_offloaded(mode: KtlsMode, result: &str, why: String) -> Result<(), ProxyError> {
     count(result);
     if mode == KtlsMode::On {
         tracing::warn!(ktls = result, reason = %why, "kernel TLS offload failed; ktls = \"on\": connection closed");

@@ -269,7 +269,7 @@ async fn handle(mut client: TcpStream, l: Arc<Listener>) {
 
 /// The upstream's TLS connection after the handshake.
 enum Upstream {
-    /// rustls's own connection: `ktls = "off"`, or `auto` on a kernel without the tls ULP.
+    /// rustls's own connection: `ktls = "off"`.
     Rustls(TlsStream<TcpStream>),
     /// tlsgate's handshake driver ran: the record layer is the kernel's or, where it fell back,
     /// tlsgate's (crate::ktls::establish).
@@ -300,13 +300,10 @@ async fn after_starttls<U: AsyncWrite + Unpin>(
 /// of the client's has been read yet, so moving on after any failure is safe.
 async fn connect_upstream(l: &Listener) -> Result<(Upstream, String, Vec<u8>), ProxyError> {
     let mode = l.config.ktls;
-    // tlsgate's own handshake driver when the kernel may take the record layer (`on` was
-    // checked at start); rustls's connection otherwise, counted `no_ulp` once it is up.
-    let own = match mode {
-        KtlsMode::Off => false,
-        KtlsMode::On => true,
-        KtlsMode::Auto => ktls::available(),
-    };
+    // tlsgate's own handshake driver and record layer unless `ktls = "off"`, as in terminate:
+    // the offload decision (and its `no_ulp` fallback) comes after the handshake. `off` keeps
+    // rustls's own connection.
+    let own = mode != KtlsMode::Off;
     let mut failures = Vec::new();
     for upstream in &l.config.upstreams {
         let sni = l.config.sni.clone().unwrap_or_else(|| upstream.host.clone());
@@ -348,10 +345,6 @@ async fn connect_upstream(l: &Listener) -> Result<(Upstream, String, Vec<u8>), P
             Ok(((tls, Facts { resumed, version, suite }), greeting)) => {
                 count("ok", resumed);
                 tracing::info!(upstream = %upstream, %sni, %version, %suite, resumed, "upstream handshake done");
-                if !own && mode == KtlsMode::Auto {
-                    // Software only: one count and log line, as for every fallback.
-                    let _ = ktls::not_offloaded(mode, "no_ulp", "the kernel has no tls ULP".into());
-                }
                 return Ok((tls, upstream.to_string(), greeting));
             }
             Err(e) => {
