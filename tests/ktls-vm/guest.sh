@@ -182,10 +182,31 @@ else
 fi
 transfer "after the bad record, another connection" /tmp/small --tlsv1.3
 
+# The transmit key's record limit under the offload (RFC 8446 §5.5): the kernel cannot replace
+# the key, so tlsgate reads its sequence number every MiB sent and ends the connection before
+# the limit. A debug build takes a lower limit (64 records) from the environment.
+TLSGATE_TEST_KTLS_TX_RECORDS=64 $G terminate --listen 127.0.0.1:8446 --cert /test/cert.pem \
+    --key /test/key.pem --backend 127.0.0.1:8080 --ktls on >/tmp/limit.log 2>&1 &
+LIM=$!
+if ! wait_for /tmp/limit.log "listening"; then
+    fail "record limit" "did not start: $(tail -n 3 /tmp/limit.log)"
+else
+    rm -f /tmp/down
+    PORT2=8446 curl_tls --data-binary @/tmp/small https://tlsgate.test:8446/echo -o /tmp/down 2>/tmp/curl.err
+    if ! wait_for /tmp/limit.log "reached its record limit" 300; then
+        fail "record limit" "no log line: $(tail -n 3 /tmp/limit.log)"
+    elif [ "$(wc -c </tmp/down)" -ge "$(wc -c </tmp/small)" ]; then
+        fail "record limit" "the whole body came back"
+    else
+        pass "record limit: $(grep 'reached its record limit' /tmp/limit.log | tail -n 1 | sed 's/.*error=//' | cut -c1-150); $(wc -c </tmp/down) of $(wc -c </tmp/small) bytes echoed"
+    fi
+fi
+kill $LIM 2>/dev/null
+
 # originate: a plaintext client through `tlsgate originate --ktls on` to a TLS server in the guest
 # (tlsgate terminate in software, --ktls off, in front of the same backend). The upstream
 # connection is originate's own handshake, then the kernel's record layer, relayed with splice.
-$G terminate --listen 127.0.0.1:8543 --cert /test/cert.pem --key /test/key.pem \
+$G terminate --listen 127.0.0.1:8543 --cert /test/ocert.pem --key /test/okey.pem \
     --backend 127.0.0.1:8080 --ktls off >/tmp/up.log 2>&1 &
 UP=$!
 cat >/tmp/orig.toml <<TOML
@@ -193,7 +214,7 @@ cat >/tmp/orig.toml <<TOML
 listen = "127.0.0.1:8181"
 upstreams = ["127.0.0.1:8543"]
 sni = "tlsgate.test"
-ca = "/test/cert.pem"
+ca = "/test/oca.pem"
 tls_versions = ["1.3"]
 ktls = "on"
 
@@ -201,7 +222,7 @@ ktls = "on"
 listen = "127.0.0.1:8182"
 upstreams = ["127.0.0.1:8543"]
 sni = "tlsgate.test"
-ca = "/test/cert.pem"
+ca = "/test/oca.pem"
 tls_versions = ["1.2"]
 ktls = "on"
 TOML

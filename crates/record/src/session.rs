@@ -32,6 +32,12 @@ use std::ops::Range;
 /// 2^24.5 full-size records (RFC 8446 §5.5), as rustls does before the keys are handed over.
 pub const TX_KEY_RECORDS: u64 = 1 << 24;
 
+/// Offloaded: plaintext bytes handed to the kernel between two reads of its transmit sequence
+/// number ([`Session::offloaded_tx_used_up`]). Every record holds at least one byte, so at most
+/// 2^20 records go out between reads: [`TX_KEY_RECORDS`] plus that stays below AES-GCM's
+/// 2^24.5 (RFC 8446 §5.5).
+pub const OFFLOAD_TX_CHECK_BYTES: u64 = 1 << 20;
+
 /// The end of a session by a rule: who broke it, why, and the alert that answers it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fatal {
@@ -138,6 +144,20 @@ impl Session {
     /// kernel does not have until the driver installs it.
     pub fn rx_rekey_pending(&self) -> bool {
         self.rx_rekey
+    }
+
+    /// Offloaded: whether the transmit key is used up at the kernel's next sequence number
+    /// `kernel_seq` (read every [`OFFLOAD_TX_CHECK_BYTES`]). The kernel cannot replace its
+    /// key (no TLS 1.3 rekey before Linux 6.14, none in TLS 1.2), so the driver ends the
+    /// connection cleanly (close_notify and FIN, still well under the limit) rather than seal
+    /// past it: the offloaded counterpart of [`Session::seal`]'s key refresh.
+    pub fn offloaded_tx_used_up(&self, kernel_seq: u64) -> bool {
+        self.offloaded && kernel_seq >= self.tx_key_records
+    }
+
+    /// The transmit key's record limit ([`TX_KEY_RECORDS`] unless a test lowered it).
+    pub fn tx_key_records(&self) -> u64 {
+        self.tx_key_records
     }
 
     /// Offloaded: a client record the kernel opened, `ct` its real content type, `plain` its

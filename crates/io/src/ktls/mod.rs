@@ -268,7 +268,7 @@ pub async fn establish(
         "record layer offloaded to the kernel"
     );
     session.offload();
-    Ok(ClientStream::Kernel(KtlsStream::new(tcp, session, plain)))
+    Ok(ClientStream::Kernel(KtlsStream::new(tcp, session, plain, keys.suite)))
 }
 
 fn suite_name(v: Version, s: Suite) -> String {

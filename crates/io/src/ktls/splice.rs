@@ -40,11 +40,13 @@ struct Dir {
     eof: bool,
     finished: bool,
     count: u64,
+    /// Bytes spliced out to the destination.
+    out: u64,
 }
 
 impl Dir {
     fn new(from: Side, to: Side) -> io::Result<Dir> {
-        Ok(Dir { from, to, pipe: sys::pipe()?, in_pipe: 0, eof: false, finished: false, count: 0 })
+        Ok(Dir { from, to, pipe: sys::pipe()?, in_pipe: 0, eof: false, finished: false, count: 0, out: 0 })
     }
 
     fn read_error(&self, e: io::Error) -> ProxyError {
@@ -216,6 +218,8 @@ fn poll_down(
 ) -> Poll<Result<(), ProxyError>> {
     loop {
         ready!(drain(cx, d, client.tcp(), d.eof))?;
+        // The transmit key's record limit, checked every so many bytes into the kernel.
+        client.tx_check(d.out).map_err(|e| ProxyError::internal(e.to_string()))?;
         if d.eof {
             ready!(Pin::new(&mut *client).poll_shutdown(cx)).map_err(|e| d.write_error("shutdown", e))?;
             d.finished = true;
@@ -259,7 +263,10 @@ fn drain(cx: &mut Context<'_>, d: &mut Dir, to: &TcpStream, last: bool) -> Poll<
         let (pipe_r, fd) = (d.pipe.0.as_raw_fd(), to.as_raw_fd());
         match to.try_io(Interest::WRITABLE, || sys::splice(pipe_r, fd, d.in_pipe, last)) {
             Ok(0) => return Poll::Ready(Err(d.write_error("write", io::ErrorKind::WriteZero.into()))),
-            Ok(n) => d.in_pipe -= n,
+            Ok(n) => {
+                d.in_pipe -= n;
+                d.out += n as u64;
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Poll::Ready(Err(d.write_error("write", e))),
         }
