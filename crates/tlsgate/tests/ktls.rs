@@ -177,3 +177,39 @@ fn originate_on_refuses_to_start_without_kernel_tls() {
     assert!(!status.success(), "started:\n{log}");
     assert!(log.contains("kernel TLS") && log.contains("config error"), "{log}");
 }
+
+/// `--ktls off` keeps rustls's own connection: relayed as before, no decision logged.
+#[test]
+fn originate_off_relays_with_rustls_and_decides_nothing() {
+    let pki = Pki::new();
+    let (cert, key) = pki.server("server", &["localhost"]);
+    let (_backend, addr) = Tlsgate::backend(BIN, "127.0.0.1:0", "ktls");
+    let (_server, tls) = Tlsgate::terminate(BIN, &[], (&cert, &key), &addr, &["--ktls", "off"]);
+    let upstream = tls.to_string();
+    let mut gate = Tlsgate::start(
+        BIN,
+        &[
+            "originate",
+            "--listen",
+            "127.0.0.1:0",
+            "--connect",
+            &upstream,
+            "--ca",
+            pki.ca(),
+            "--sni",
+            "localhost",
+            "--ktls",
+            "off",
+        ],
+    );
+    let line = gate.proc.wait_logged(&["originate listening"], Duration::from_secs(30));
+    let listen = Proc::field(&line, "addr").unwrap();
+    let body = pki.path("body.bin");
+    let digest = random_file(&body, 1 << 20);
+    let out = curl(&["--data-binary", &format!("@{}", body.display()), &format!("http://{listen}/sha256")]);
+    assert!(out.status.success(), "{}\n{}", describe(&out), gate.proc.log_text());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), digest);
+    gate.proc.wait_for(&["connection closed", "relay=\"copy\""], Duration::from_secs(10));
+    assert!(gate.proc.lines_with(&["ktls="]).is_empty(), "{}", gate.proc.log_text());
+    gate.proc.kill();
+}

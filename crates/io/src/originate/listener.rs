@@ -269,8 +269,8 @@ async fn handle(mut client: TcpStream, l: Arc<Listener>) {
 
 /// The upstream's TLS connection after the handshake.
 enum Upstream {
-    /// rustls's own connection: `ktls = "off"`.
-    Rustls(TlsStream<TcpStream>),
+    /// rustls's own connection: `ktls = "off"` (boxed: its buffers are large).
+    Rustls(Box<TlsStream<TcpStream>>),
     /// tlsgate's handshake driver ran: the record layer is the kernel's or, where it fell back,
     /// tlsgate's (crate::ktls::establish).
     Own(ClientStream),
@@ -327,7 +327,7 @@ async fn connect_upstream(l: &Listener) -> Result<(Upstream, String, Vec<u8>), P
                 version: conn.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default(),
                 suite: conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default(),
             };
-            Ok::<_, String>(((Upstream::Rustls(tls), facts), greeting))
+            Ok::<_, String>(((Upstream::Rustls(Box::new(tls)), facts), greeting))
         };
         let result = match tokio::time::timeout(l.config.handshake_timeout, attempt).await {
             Ok(r) => r,
