@@ -9,6 +9,7 @@
 //! (`offloaded`, `no_ulp`, `cipher`, `error`). `on`: a kernel without the ULP is a start-up
 //! error, and a connection that cannot be offloaded is closed. See docs/ktls.md.
 
+pub mod client;
 pub mod splice;
 mod stream;
 mod sys;

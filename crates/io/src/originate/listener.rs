@@ -9,7 +9,6 @@ use rustls::ClientConfig;
 use tlsgate_config::{Config, KtlsMode, OriginateListener};
 use tlsgate_core::side::Side;
 use tlsgate_telemetry::metrics::{metrics, UpstreamLabels};
-use tlsgate_tls::client_handshake::ClientHandshake;
 use tlsgate_tls::describe::{self, Peer};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -22,10 +21,10 @@ use tracing::Instrument;
 use super::transparent::Transparent;
 use crate::backend::connect_one;
 use crate::error::listener_label;
+use crate::ktls::client::Facts;
 use crate::ktls::{self, ClientStream};
 use crate::relay::{relay, Transferred};
 use crate::starttls;
-use crate::terminate::handshake::{drive, HandshakeStop};
 use crate::ProxyError;
 
 struct Listener {
@@ -316,7 +315,10 @@ async fn connect_upstream(l: &Listener) -> Result<(Upstream, String, Vec<u8>), P
                 None => Vec::new(),
             };
             if own {
-                return Ok((own_handshake(l, mode, server_name, tcp, &sni).await?, greeting));
+                let (stream, facts) = ktls::client::connect(mode, l.tls.clone(), server_name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS handshake failed: {e} (SNI {sni})"))?;
+                return Ok(((Upstream::Own(stream), facts), greeting));
             }
             let tls = l.connector.connect(server_name, tcp).await.map_err(|e| {
                 format!("TLS handshake failed: {} (SNI {sni})", describe::io_error(&e, Peer::Server))
@@ -355,43 +357,4 @@ async fn connect_upstream(l: &Listener) -> Result<(Upstream, String, Vec<u8>), P
         }
     }
     Err(ProxyError::backend(format!("no upstream usable ({})", failures.join("; "))))
-}
-
-/// What the upstream handshake settled, for its log line and metric.
-struct Facts {
-    resumed: bool,
-    version: String,
-    suite: String,
-}
-
-/// The handshake with tlsgate's driver (rustls's unbuffered client connection, fed whole
-/// records, so nothing the server sends after it is lost), then the record layer: the kernel's
-/// when `mode` and the kernel allow, else tlsgate's ([`ktls::establish`], as terminate).
-async fn own_handshake(
-    l: &Listener,
-    mode: KtlsMode,
-    server_name: ServerName<'static>,
-    mut tcp: TcpStream,
-    sni: &str,
-) -> Result<(Upstream, Facts), String> {
-    let failed = |e: rustls::Error| {
-        format!("TLS handshake failed: {} (SNI {sni})", describe::tls_error(&e, Peer::Server))
-    };
-    let mut out = Vec::new();
-    let mut hs = ClientHandshake::new(l.tls.clone(), server_name, &mut out).map_err(failed)?;
-    tcp.write_all(&out).await.map_err(|e| format!("TLS handshake failed: write: {e} (SNI {sni})"))?;
-    let mut input = Vec::new();
-    drive(&mut tcp, &mut hs, &mut input).await.map_err(|stop| match stop {
-        HandshakeStop::Tls(e) => failed(e),
-        HandshakeStop::Write(e) => format!("TLS handshake failed: write: {e} (SNI {sni})"),
-        HandshakeStop::Read(e) => format!("TLS handshake failed: {} (SNI {sni})", e.context),
-    })?;
-    let f = hs.finish().map_err(failed)?;
-    let facts = Facts {
-        resumed: f.resumed,
-        version: format!("{:?}", f.version),
-        suite: format!("{:?}", f.suite.suite()),
-    };
-    let stream = ktls::establish(mode, tcp, f.secrets, f.kernel, input).await.map_err(|e| e.context)?;
-    Ok((Upstream::Own(stream), facts))
 }
