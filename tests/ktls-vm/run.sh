@@ -74,6 +74,13 @@ printf 'subjectAltName=DNS:tlsgate.test\nbasicConstraints=critical,CA:FALSE\n' >
 openssl x509 -req -in "$W/leaf.csr" -CA "$R/test/oca.pem" -CAkey "$W/ca.key" -set_serial 2 -days 2 \
     -extfile "$W/leaf.ext" -out "$R/test/ocert.pem" 2>/dev/null
 chmod 600 "$R/test/okey.pem"
+# The tunnel portal's client certificate, from the same CA (the gate serves ocert.pem).
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=portal.test \
+    -keyout "$R/test/pkey.pem" -out "$W/portal.csr" 2>/dev/null
+printf 'subjectAltName=DNS:portal.test\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=clientAuth\n' > "$W/portal.ext"
+openssl x509 -req -in "$W/portal.csr" -CA "$R/test/oca.pem" -CAkey "$W/ca.key" -set_serial 3 -days 2 \
+    -extfile "$W/portal.ext" -out "$R/test/pcert.pem" 2>/dev/null
+chmod 600 "$R/test/pkey.pem"
 
 cat > "$R/init" <<INIT
 #!/bin/sh

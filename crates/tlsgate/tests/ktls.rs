@@ -213,3 +213,27 @@ fn originate_off_relays_with_rustls_and_decides_nothing() {
     assert!(gate.proc.lines_with(&["ktls="]).is_empty(), "{}", gate.proc.log_text());
     gate.proc.kill();
 }
+
+#[test]
+fn tunnel_gate_and_portal_on_refuse_to_start_without_kernel_tls() {
+    if host_has_ktls() {
+        eprintln!("this kernel has kernel TLS: nothing to refuse (tests/ktls-vm covers `on`)");
+        return;
+    }
+    let pki = Pki::new();
+    let (cert, key) = pki.server("server", &["localhost"]);
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let gate =
+        ["tunnel", "gate", "--listen", "127.0.0.1:0", "--cert", cert, "--key", key, "--client-ca", pki.ca()];
+    let portal =
+        ["tunnel", "portal", "--gate", "127.0.0.1:9", "--ca", pki.ca(), "--cert", cert, "--key", key];
+    for args in [&gate[..], &portal[..]] {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--ktls", "on"]);
+        let mut t = Tlsgate::start(BIN, &all);
+        let status = t.proc.wait_exit(Duration::from_secs(30)).expect("tlsgate exits");
+        let log = t.proc.log_text();
+        assert!(!status.success(), "{}: started:\n{log}", args[1]);
+        assert!(log.contains("kernel TLS") && log.contains("config error"), "{}: {log}", args[1]);
+    }
+}

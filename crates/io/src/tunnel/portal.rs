@@ -191,7 +191,6 @@ impl Keeper {
             let link = self.link.load_full();
             match link.connect().await {
                 Ok((tls, gate, suite)) => {
-                    let suite = Some(suite);
                     let endpoint =
                         Endpoint::new(endpoint_config(Role::Portal, &link.config.limits), Instant::now());
                     let label: Arc<str> = format!("gate {}", link.config.gate).into();
@@ -209,7 +208,7 @@ impl Keeper {
                             backoff = link.config.reconnect_min;
                             // Published before it is announced: whoever saw the log line finds it.
                             let _ = self.publish.send(Some(handle));
-                            _listed = gate.map(|g| link.listed(g, suite.unwrap_or_default()));
+                            _listed = gate.map(|g| link.listed(g, suite));
                             tracing::info!(gate = %link.config.gate, addr = ?gate, "tunnel portal: connected to gate");
                             run.await
                         }
