@@ -6,7 +6,7 @@
 #
 # Prints `ktls-vm: N passed, M failed`; exits non-zero on any failure.
 # Environment: TLSGATE_BIN (default target/debug/tlsgate, built if missing), KTLSVM_BIG and
-# KTLSVM_SMALL (bytes per transfer), BOOT_TIMEOUT (seconds, default 400), KTLSVM_KEEP=1 keeps
+# KTLSVM_SMALL (bytes per transfer), BOOT_TIMEOUT (seconds, default 900), KTLSVM_KEEP=1 keeps
 # the work directory.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -64,6 +64,23 @@ done
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=tlsgate.test \
     -addext subjectAltName=DNS:tlsgate.test -keyout "$R/test/key.pem" -out "$R/test/cert.pem" 2>/dev/null
 chmod 600 "$R/test/key.pem"
+# For originate's upstream, which rustls verifies: a CA and a leaf it issued (a self-signed
+# certificate is a CA, which webpki refuses as an end entity).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=ktls-vm-ca \
+    -keyout "$W/ca.key" -out "$R/test/oca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=tlsgate.test \
+    -keyout "$R/test/okey.pem" -out "$W/leaf.csr" 2>/dev/null
+printf 'subjectAltName=DNS:tlsgate.test\nbasicConstraints=critical,CA:FALSE\n' > "$W/leaf.ext"
+openssl x509 -req -in "$W/leaf.csr" -CA "$R/test/oca.pem" -CAkey "$W/ca.key" -set_serial 2 -days 2 \
+    -extfile "$W/leaf.ext" -out "$R/test/ocert.pem" 2>/dev/null
+chmod 600 "$R/test/okey.pem"
+# The tunnel portal's client certificate, from the same CA (the gate serves ocert.pem).
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=portal.test \
+    -keyout "$R/test/pkey.pem" -out "$W/portal.csr" 2>/dev/null
+printf 'subjectAltName=DNS:portal.test\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=clientAuth\n' > "$W/portal.ext"
+openssl x509 -req -in "$W/portal.csr" -CA "$R/test/oca.pem" -CAkey "$W/ca.key" -set_serial 3 -days 2 \
+    -extfile "$W/portal.ext" -out "$R/test/pcert.pem" 2>/dev/null
+chmod 600 "$R/test/pkey.pem"
 
 cat > "$R/init" <<INIT
 #!/bin/sh
@@ -93,7 +110,7 @@ fi
 
 t0=$(date +%s)
 set +e
-timeout "${BOOT_TIMEOUT:-400}" qemu-system-x86_64 -cpu max -smp 2 -m 1536 -nographic -no-reboot \
+timeout "${BOOT_TIMEOUT:-900}" qemu-system-x86_64 -cpu max -smp 2 -m 1536 -nographic -no-reboot \
     -kernel "$kernel" -initrd "$W/initrd.gz" -append 'console=ttyS0 quiet panic=-1' \
     </dev/null 2>&1 | tr -d '\r' > "$W/console.log"
 set -e

@@ -50,6 +50,9 @@ pub struct OriginateListener {
     pub starttls: Option<crate::StartTls>,
     /// The name tlsgate gives in SMTP's EHLO; default: the machine's host name.
     pub starttls_host: Option<String>,
+    /// Kernel TLS offload of the record layer after the handshake (docs/ktls.md).
+    #[serde(default)]
+    pub ktls: crate::KtlsMode,
 }
 
 fn default_connect_timeout() -> Duration {
@@ -77,6 +80,7 @@ impl OriginateListener {
             handshake_timeout: default_handshake_timeout(),
             starttls: None,
             starttls_host: None,
+            ktls: crate::KtlsMode::default(),
         }
     }
 

@@ -54,6 +54,10 @@ pub struct GateConfig {
     pub handshake_timeout: Duration,
     #[serde(default)]
     pub limits: TunnelLimits,
+    /// Kernel TLS offload of the tunnel connection's record layer after the handshake
+    /// (docs/ktls.md): `auto`, `on`, `off`.
+    #[serde(default)]
+    pub ktls: crate::KtlsMode,
 }
 
 /// A gate-side listener reaching a destination on a portal's side (a reverse forward).
@@ -104,6 +108,10 @@ pub struct PortalConfig {
     pub reconnect_max: Duration,
     #[serde(default)]
     pub limits: TunnelLimits,
+    /// Kernel TLS offload of the tunnel connection's record layer after the handshake
+    /// (docs/ktls.md): `auto`, `on`, `off`.
+    #[serde(default)]
+    pub ktls: crate::KtlsMode,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -279,6 +287,7 @@ impl GateConfig {
             connect_timeout: default_connect_timeout(),
             handshake_timeout: default_handshake_timeout(),
             limits: TunnelLimits::default(),
+            ktls: crate::KtlsMode::default(),
         }
     }
 
@@ -335,6 +344,7 @@ impl PortalConfig {
             reconnect_min: default_reconnect_min(),
             reconnect_max: default_reconnect_max(),
             limits: TunnelLimits::default(),
+            ktls: crate::KtlsMode::default(),
         }
     }
 

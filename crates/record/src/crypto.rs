@@ -16,6 +16,7 @@
 use crate::frame::{ContentType, Header, HEADER_LEN, MAX_PLAINTEXT};
 use crate::stream::{StreamKey, StreamOpener};
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey, NONCE_LEN};
+use rustls::client::ClientConnectionData;
 use rustls::kernel::KernelConnection;
 use rustls::server::ServerConnectionData;
 use rustls::{ConnectionTrafficSecrets, ExtractedSecrets, ProtocolVersion};
@@ -453,12 +454,59 @@ fn tls12_aad(seq: u64, ct: ContentType, version: u16, len: usize) -> [u8; 13] {
 /// TLS 1.3 handshake by `crates/inline/benches/idle_flows.rs`; a SNI or ALPN adds its length.
 pub const KERNEL_CONNECTION_BYTES: usize = 260;
 
+/// rustls's key schedule after the handshake, of a server or a client connection.
+pub enum KeySchedule {
+    Server(KernelConnection<ServerConnectionData>),
+    /// A client also stores the server's TLS 1.3 session tickets through it.
+    Client(KernelConnection<ClientConnectionData>),
+}
+
+impl From<KernelConnection<ServerConnectionData>> for KeySchedule {
+    fn from(k: KernelConnection<ServerConnectionData>) -> KeySchedule {
+        KeySchedule::Server(k)
+    }
+}
+
+impl From<KernelConnection<ClientConnectionData>> for KeySchedule {
+    fn from(k: KernelConnection<ClientConnectionData>) -> KeySchedule {
+        KeySchedule::Client(k)
+    }
+}
+
+impl KeySchedule {
+    pub fn protocol_version(&self) -> ProtocolVersion {
+        match self {
+            KeySchedule::Server(k) => k.protocol_version(),
+            KeySchedule::Client(k) => k.protocol_version(),
+        }
+    }
+
+    /// Whether this end is the TLS client (the peer is a server).
+    pub fn is_client(&self) -> bool {
+        matches!(self, KeySchedule::Client(_))
+    }
+
+    fn update_rx_secret(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
+        match self {
+            KeySchedule::Server(k) => k.update_rx_secret(),
+            KeySchedule::Client(k) => k.update_rx_secret(),
+        }
+    }
+
+    fn update_tx_secret(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
+        match self {
+            KeySchedule::Server(k) => k.update_tx_secret(),
+            KeySchedule::Client(k) => k.update_tx_secret(),
+        }
+    }
+}
+
 /// The record layer of one flow: both keys and rustls's key schedule for updates.
 pub struct RecordLayer {
     version: Version,
     rx: RecordKey,
     tx: RecordKey,
-    kernel: KernelConnection<ServerConnectionData>,
+    kernel: KeySchedule,
 }
 
 impl std::fmt::Debug for RecordLayer {
@@ -470,8 +518,9 @@ impl std::fmt::Debug for RecordLayer {
 impl RecordLayer {
     pub fn new(
         secrets: ExtractedSecrets,
-        kernel: KernelConnection<ServerConnectionData>,
+        kernel: impl Into<KeySchedule>,
     ) -> Result<RecordLayer, CryptoError> {
+        let kernel = kernel.into();
         let version = Version::from_rustls(kernel.protocol_version())?;
         let (rx_seq, rx) = secrets.rx;
         let (tx_seq, tx) = secrets.tx;
@@ -485,6 +534,20 @@ impl RecordLayer {
 
     pub fn version(&self) -> Version {
         self.version
+    }
+
+    /// Whether this end is the TLS client.
+    pub fn is_client(&self) -> bool {
+        self.kernel.is_client()
+    }
+
+    /// A client's TLS 1.3 NewSessionTicket body (after its 4-byte header): stored in the
+    /// session cache of the client config for later resumption. A server has none to take.
+    pub fn new_session_ticket(&mut self, body: &[u8]) -> Result<(), CryptoError> {
+        match &mut self.kernel {
+            KeySchedule::Client(k) => k.handle_new_session_ticket(body).map_err(key_schedule),
+            KeySchedule::Server(_) => Err(CryptoError::PostHandshake(NEW_SESSION_TICKET)),
+        }
     }
 
     /// Outer bytes before the first plaintext byte (both directions share the suite).
@@ -569,6 +632,7 @@ impl RecordLayer {
 }
 
 const KEY_UPDATE: u8 = 24;
+const NEW_SESSION_TICKET: u8 = 4;
 
 fn key_schedule(e: rustls::Error) -> CryptoError {
     CryptoError::KeySchedule(e.to_string())

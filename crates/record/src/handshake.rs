@@ -27,7 +27,7 @@ pub enum HandshakeError {
     Tls(#[from] rustls::Error),
     #[error("application data arrived before the handshake completed")]
     Unexpected,
-    #[error("client sent close_notify during the handshake")]
+    #[error("peer sent close_notify during the handshake")]
     PeerClosed,
     #[error("the handshake is already complete")]
     Complete,
@@ -358,8 +358,8 @@ fn has_ccs(mut out: &[u8]) -> bool {
 }
 
 /// Appends what rustls has to send to `out`.
-fn encode(
-    enc: &mut rustls::unbuffered::EncodeTlsData<'_, ServerConnectionData>,
+fn encode<Data>(
+    enc: &mut rustls::unbuffered::EncodeTlsData<'_, Data>,
     out: &mut Vec<u8>,
 ) -> Result<(), HandshakeError> {
     let needed = match enc.encode(&mut []) {
@@ -388,6 +388,9 @@ enum Step {
     WriteTraffic,
 }
 
+mod client;
 mod second_hello;
+
+pub use client::ClientHandshake;
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,8 @@
 
 pub mod alert;
 #[cfg(test)]
+mod client_rules_tests;
+#[cfg(test)]
 mod offload_tests;
 pub mod rules;
 #[cfg(test)]
@@ -23,12 +25,18 @@ mod tests;
 use crate::crypto::{CryptoError, RecordLayer, Version};
 use crate::frame::{ContentType, FrameError, Header, MAX_PLAINTEXT};
 use crate::stream::StreamOpener;
-pub use rules::{Outcome, Reason, Rules, Side};
+pub use rules::{Outcome, Reason, Role, Rules, Side};
 use std::ops::Range;
 
 /// Records sealed under one transmit key before it is replaced: below AES-GCM's limit of
 /// 2^24.5 full-size records (RFC 8446 §5.5), as rustls does before the keys are handed over.
 pub const TX_KEY_RECORDS: u64 = 1 << 24;
+
+/// Offloaded: plaintext bytes handed to the kernel between two reads of its transmit sequence
+/// number ([`Session::offloaded_tx_used_up`]). Every record holds at least one byte, so at most
+/// 2^20 records go out between reads: [`TX_KEY_RECORDS`] plus that stays below AES-GCM's
+/// 2^24.5 (RFC 8446 §5.5).
+pub const OFFLOAD_TX_CHECK_BYTES: u64 = 1 << 20;
 
 /// The end of a session by a rule: who broke it, why, and the alert that answers it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,8 +96,9 @@ pub struct Session {
 
 impl Session {
     pub fn new(layer: RecordLayer) -> Session {
+        let role = if layer.is_client() { Role::Client } else { Role::Server };
         Session {
-            rules: Rules::new(layer.version()),
+            rules: Rules::with_role(layer.version(), role),
             layer,
             tx_key_records: TX_KEY_RECORDS,
             updated_last: false,
@@ -98,6 +107,27 @@ impl Session {
             alert_sent: false,
             offloaded: false,
             rx_rekey: false,
+        }
+    }
+
+    /// Which end this session is.
+    pub fn role(&self) -> Role {
+        self.rules.role()
+    }
+
+    /// The peer, for messages: `client` (this end is the server) or `server`.
+    pub fn peer(&self) -> &'static str {
+        match self.role() {
+            Role::Server => "client",
+            Role::Client => "server",
+        }
+    }
+
+    /// A failure in words naming the peer as it is ([`Fatal`]'s own display says `client`).
+    pub fn describe(&self, f: &Fatal) -> String {
+        match f.side {
+            Side::Client => format!("{} {}", self.peer(), f.reason),
+            Side::Internal => f.to_string(),
         }
     }
 
@@ -114,6 +144,20 @@ impl Session {
     /// kernel does not have until the driver installs it.
     pub fn rx_rekey_pending(&self) -> bool {
         self.rx_rekey
+    }
+
+    /// Offloaded: whether the transmit key is used up at the kernel's next sequence number
+    /// `kernel_seq` (read every [`OFFLOAD_TX_CHECK_BYTES`]). The kernel cannot replace its
+    /// key (no TLS 1.3 rekey before Linux 6.14, none in TLS 1.2), so the driver ends the
+    /// connection cleanly (close_notify and FIN, still well under the limit) rather than seal
+    /// past it: the offloaded counterpart of [`Session::seal`]'s key refresh.
+    pub fn offloaded_tx_used_up(&self, kernel_seq: u64) -> bool {
+        self.offloaded && kernel_seq >= self.tx_key_records
+    }
+
+    /// The transmit key's record limit ([`TX_KEY_RECORDS`] unless a test lowered it).
+    pub fn tx_key_records(&self) -> u64 {
+        self.tx_key_records
     }
 
     /// Offloaded: a client record the kernel opened, `ct` its real content type, `plain` its
@@ -148,7 +192,7 @@ impl Session {
     /// The session of a handshake rustls completed: its traffic keys and key schedule.
     pub fn from_keys(
         secrets: rustls::ExtractedSecrets,
-        kernel: rustls::kernel::KernelConnection<rustls::server::ServerConnectionData>,
+        kernel: impl Into<crate::crypto::KeySchedule>,
     ) -> Result<Session, Fatal> {
         let layer =
             RecordLayer::new(secrets, kernel).map_err(|e| Fatal::from(Reason::KeySchedule(e.to_string())))?;
@@ -224,7 +268,7 @@ impl Session {
         self.rules.ciphertext_limit()
     }
 
-    /// Bytes of a handshake message held between records (at most 4).
+    /// Bytes of a handshake message held between records (at most 4, or a NewSessionTicket's).
     pub fn held(&self) -> usize {
         self.rules.held()
     }
@@ -319,6 +363,10 @@ impl Session {
 
     /// Carries out what a record asked for.
     fn act(&mut self, o: &Outcome, out: &mut Vec<u8>) -> Result<Received, Fatal> {
+        // rustls keeps the ticket store: under offload too, the key schedule stays here.
+        for ticket in &o.tickets {
+            self.layer.new_session_ticket(ticket).map_err(|e| self.fail(Reason::BadTicket(e.to_string())))?;
+        }
         if o.key_update.is_some() && self.offloaded {
             self.rx_rekey = true;
         } else if let Some(requested) = o.key_update {

@@ -68,6 +68,8 @@ pub fn client_config(
         _ => builder.with_no_client_auth(),
     };
     config.alpn_protocols = l.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    // A kernel TLS offload takes the traffic keys after the handshake (docs/ktls.md).
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 

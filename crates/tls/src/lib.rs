@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod client_auth;
+pub mod client_handshake;
 pub mod connect;
 pub mod describe;
 pub mod error;

@@ -240,7 +240,7 @@ impl ServerHandshake {
 }
 
 /// The shared driver's error as rustls's, which the terminate shell logs.
-fn as_rustls(e: HandshakeError) -> rustls::Error {
+pub(crate) fn as_rustls(e: HandshakeError) -> rustls::Error {
     match e {
         HandshakeError::Tls(e) => e,
         other => rustls::Error::General(other.to_string()),

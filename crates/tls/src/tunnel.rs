@@ -34,6 +34,8 @@ pub fn gate_server_config(
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(FixedServerCert(loaded.key)));
     config.ignore_client_order = true;
+    // A kernel TLS offload takes the traffic keys after the handshake (docs/ktls.md).
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 

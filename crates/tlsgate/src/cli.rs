@@ -177,6 +177,10 @@ pub struct OriginateArgs {
     /// Name given in SMTP's EHLO (default: the machine's host name).
     #[arg(long, value_name = "NAME", requires = "starttls", conflicts_with = "config")]
     pub starttls_host: Option<String>,
+    /// Kernel TLS offload after the handshake: auto (when the kernel has it), on (required),
+    /// off. Overrides every listener's `ktls` in a config file.
+    #[arg(long, value_name = "auto|on|off")]
+    pub ktls: Option<tlsgate_config::KtlsMode>,
     /// Admin listener address (/healthz, /metrics).
     #[arg(long)]
     pub admin: Option<SocketAddr>,
@@ -351,6 +355,10 @@ pub struct GateArgs {
     /// DNS server for resolving names and answering portals' DNS forwarders.
     #[arg(long, conflicts_with = "config")]
     pub resolver: Option<SocketAddr>,
+    /// Kernel TLS offload of the tunnel connection after the handshake: auto (when the kernel
+    /// has it), on (required), off. Overrides `ktls` in a config file.
+    #[arg(long, value_name = "auto|on|off")]
+    pub ktls: Option<tlsgate_config::KtlsMode>,
     /// Admin listener address (/healthz, /metrics, /status).
     #[arg(long)]
     pub admin: Option<SocketAddr>,
@@ -391,6 +399,10 @@ pub struct PortalArgs {
     /// Reach the gate through `http://[user:pass@]host:port` or `socks5://…`.
     #[arg(long, conflicts_with = "config")]
     pub proxy: Option<tlsgate_config::ProxyUrl>,
+    /// Kernel TLS offload of the tunnel connection after the handshake: auto (when the kernel
+    /// has it), on (required), off. Overrides `ktls` in a config file.
+    #[arg(long, value_name = "auto|on|off")]
+    pub ktls: Option<tlsgate_config::KtlsMode>,
     /// Admin listener address (/healthz, /metrics, /status).
     #[arg(long)]
     pub admin: Option<SocketAddr>,

@@ -9,6 +9,7 @@
 //! (`offloaded`, `no_ulp`, `cipher`, `error`). `on`: a kernel without the ULP is a start-up
 //! error, and a connection that cannot be offloaded is closed. See docs/ktls.md.
 
+pub mod client;
 pub mod splice;
 mod stream;
 mod sys;
@@ -18,11 +19,10 @@ use std::pin::Pin;
 use std::sync::OnceLock;
 use std::task::{Context, Poll};
 
-use rustls::kernel::KernelConnection;
-use rustls::server::ServerConnectionData;
 use rustls::ExtractedSecrets;
 use tlsgate_config::KtlsMode;
-use tlsgate_record::crypto::{RecordLayer, Suite, Version};
+use tlsgate_core::side::Side;
+use tlsgate_record::crypto::{KeySchedule, RecordLayer, Suite, Version};
 use tlsgate_record::frame::{Header, HEADER_LEN};
 use tlsgate_record::offload::kernel_keys;
 use tlsgate_record::session::{alert, Received, Session};
@@ -73,7 +73,8 @@ fn count(result: &str) {
     metrics().ktls_connections.get_or_create(&KtlsLabels { result: result.into() }).inc();
 }
 
-/// A terminated client connection after the handshake: records in tlsgate or in the kernel.
+/// A TLS connection after the handshake (a terminated client's, or originate's to its upstream):
+/// records in tlsgate or in the kernel.
 #[derive(Debug)]
 pub enum ClientStream {
     Records(RecordStream),
@@ -144,31 +145,38 @@ impl LastWrites for ClientStream {
     }
 }
 
+/// A connection the kernel does not take (`result`: the metric's label): one count and one log
+/// line; `Err` (the connection is closed) under `ktls = "on"`.
+fn not_offloaded(mode: KtlsMode, result: &str, why: String) -> Result<(), ProxyError> {
+    count(result);
+    if mode == KtlsMode::On {
+        tracing::warn!(ktls = result, reason = %why, "kernel TLS offload failed; ktls = \"on\": connection closed");
+        return Err(ProxyError::internal(format!("kernel TLS offload failed ({result}): {why}")));
+    }
+    tracing::info!(ktls = result, reason = %why, "kernel TLS offload not used: record layer in tlsgate");
+    Ok(())
+}
+
 /// The record layer of a connection whose handshake just finished: the kernel's when `mode`
-/// and the kernel allow, else tlsgate's. `received`: client bytes read past the handshake.
+/// and the kernel allow, else tlsgate's. `received`: the peer's bytes read past the handshake.
+/// `kernel` is a server's key schedule (terminate: the peer is the client) or a client's
+/// (originate: the peer is the upstream server); errors name that side.
 pub async fn establish(
     mode: KtlsMode,
     mut tcp: TcpStream,
     secrets: ExtractedSecrets,
-    kernel: KernelConnection<ServerConnectionData>,
+    kernel: impl Into<KeySchedule>,
     mut received: Vec<u8>,
 ) -> Result<ClientStream, ProxyError> {
-    let software = |tcp, secrets, kernel, received: &[u8]| -> Result<ClientStream, ProxyError> {
+    let kernel: KeySchedule = kernel.into();
+    let side = if kernel.is_client() { Side::Backend } else { Side::Client };
+    let peer = move |context: String| ProxyError { side, context };
+    let software = |tcp, secrets, kernel: KeySchedule, received: &[u8]| -> Result<ClientStream, ProxyError> {
         let layer = RecordLayer::new(secrets, kernel)
             .map_err(|e| ProxyError::internal(format!("record layer: {e}")))?;
-        Ok(ClientStream::Records(
-            RecordStream::new(tcp, layer, received).map_err(|e| ProxyError::client(e.to_string()))?,
-        ))
+        Ok(ClientStream::Records(RecordStream::new(tcp, layer, received).map_err(|e| peer(e.to_string()))?))
     };
-    let fallback = |result: &str, why: String| -> Result<(), ProxyError> {
-        count(result);
-        if mode == KtlsMode::On {
-            tracing::warn!(ktls = result, reason = %why, "kernel TLS offload failed; ktls = \"on\": connection closed");
-            return Err(ProxyError::internal(format!("kernel TLS offload failed ({result}): {why}")));
-        }
-        tracing::info!(ktls = result, reason = %why, "kernel TLS offload not used: record layer in tlsgate");
-        Ok(())
-    };
+    let fallback = |result: &str, why: String| not_offloaded(mode, result, why);
     if mode == KtlsMode::Off {
         return software(tcp, secrets, kernel, &received);
     }
@@ -194,14 +202,15 @@ pub async fn establish(
         RecordLayer::new(secrets, kernel).map_err(|e| ProxyError::internal(format!("record layer: {e}")))?;
     let mut session = Box::new(Session::new(layer));
 
-    // Records that came with the handshake were read already: they are opened here, the last
+    // Records that came with the handshake were read already: they are opened here (a TLS 1.3
+    // server's session tickets among them), the last
     // one completed from the socket first, so the kernel starts on a record boundary.
     while let Some(missing) = partial_tail(&received) {
         let at = received.len();
         received.resize(at + missing, 0);
         tcp.read_exact(&mut received[at..])
             .await
-            .map_err(|e| ProxyError::client(format!("read of the first record after the handshake: {e}")))?;
+            .map_err(|e| peer(format!("read of the first record after the handshake: {e}")))?;
     }
     let (mut rx, mut tx) = (keys.rx, keys.tx);
     let (plain, out, records) = match open_all(&mut session, &mut received) {
@@ -211,12 +220,13 @@ pub async fn establish(
             if session.send_alert(&mut alert).is_some() {
                 let _ = tcp.write_all(&alert).await;
             }
-            return Err(ProxyError::client(what));
+            return Err(peer(what));
         }
     };
     let (rx_seq, tx_seq) = session.seqs();
-    // A control record among them (a KeyUpdate moved the keys, a reply was sealed, the client
-    // closed): the session goes on in software where it started.
+    // A control record among them (a KeyUpdate moved the keys, a reply was sealed, the peer
+    // closed; a session ticket is no such record, it moves nothing): the session goes on in
+    // software where it started.
     if rx_seq != rx.seq + records
         || tx_seq != tx.seq
         || !out.is_empty()
@@ -259,7 +269,7 @@ pub async fn establish(
         "record layer offloaded to the kernel"
     );
     session.offload();
-    Ok(ClientStream::Kernel(KtlsStream::new(tcp, session, plain)))
+    Ok(ClientStream::Kernel(KtlsStream::new(tcp, session, plain, keys.suite)))
 }
 
 fn suite_name(v: Version, s: Suite) -> String {
@@ -298,7 +308,7 @@ fn open_all(session: &mut Session, buf: &mut [u8]) -> Result<(Vec<u8>, Vec<u8>, 
         session.header(header).map_err(|f| describe(session, f))?;
         let end = at + HEADER_LEN + header.len as usize;
         if end > buf.len() {
-            return Err("client record cut short before the offload".into());
+            return Err(format!("{} record cut short before the offload", session.peer()));
         }
         match session.open(header, &mut buf[at + HEADER_LEN..end], &mut out) {
             Ok(Received::Data(r)) => {
@@ -315,7 +325,7 @@ fn open_all(session: &mut Session, buf: &mut [u8]) -> Result<(Vec<u8>, Vec<u8>, 
 
 fn describe(session: &Session, f: tlsgate_record::session::Fatal) -> String {
     match session.failed().and_then(|f| f.alert) {
-        Some(d) => format!("{f}; alert {}", alert::name(d)),
-        None => f.to_string(),
+        Some(d) => format!("{}; alert {}", session.describe(&f), alert::name(d)),
+        None => session.describe(&f),
     }
 }

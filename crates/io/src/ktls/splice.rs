@@ -27,6 +27,9 @@ use crate::ProxyError;
 /// Bytes moved per splice: the default pipe capacity.
 const CHUNK: usize = 64 * 1024;
 
+/// A record's largest plaintext (2^14) and TLS 1.3's content type byte.
+const CONTROL_BUF: usize = (1 << 14) + 1;
+
 /// One direction: source socket, pipe, destination socket.
 struct Dir {
     from: Side,
@@ -37,11 +40,13 @@ struct Dir {
     eof: bool,
     finished: bool,
     count: u64,
+    /// Bytes spliced out to the destination.
+    out: u64,
 }
 
 impl Dir {
     fn new(from: Side, to: Side) -> io::Result<Dir> {
-        Ok(Dir { from, to, pipe: sys::pipe()?, in_pipe: 0, eof: false, finished: false, count: 0 })
+        Ok(Dir { from, to, pipe: sys::pipe()?, in_pipe: 0, eof: false, finished: false, count: 0, out: 0 })
     }
 
     fn read_error(&self, e: io::Error) -> ProxyError {
@@ -73,18 +78,30 @@ fn splice_in(tcp: &TcpStream, pipe_w: RawFd, client: bool) -> io::Result<Got> {
 
 /// Relays until both directions ended, or nothing moved for `idle`.
 pub async fn relay<T: Tally>(
+    client: KtlsStream,
+    backend: TcpStream,
+    tally: &T,
+    idle: Option<Duration>,
+) -> Result<Transferred, (ProxyError, Transferred)> {
+    relay_sides(client, backend, tally, idle, (Side::Client, Side::Backend)).await
+}
+
+/// [`relay`] with the sides errors name: `sides.0` for the TLS socket, `sides.1` for the
+/// plaintext one (originate: the upstream server and the plaintext client). `up` counts the
+/// TLS side's bytes to the plaintext side.
+pub async fn relay_sides<T: Tally>(
     mut client: KtlsStream,
     mut backend: TcpStream,
     tally: &T,
     idle: Option<Duration>,
+    sides: (Side, Side),
 ) -> Result<Transferred, (ProxyError, Transferred)> {
-    let (mut up, mut down) =
-        match (Dir::new(Side::Client, Side::Backend), Dir::new(Side::Backend, Side::Client)) {
-            (Ok(u), Ok(d)) => (u, d),
-            (Err(e), _) | (_, Err(e)) => {
-                return Err((ProxyError::internal(format!("pipe for splice: {e}")), Transferred::default()))
-            }
-        };
+    let (mut up, mut down) = match (Dir::new(sides.0, sides.1), Dir::new(sides.1, sides.0)) {
+        (Ok(u), Ok(d)) => (u, d),
+        (Err(e), _) | (_, Err(e)) => {
+            return Err((ProxyError::internal(format!("pipe for splice: {e}")), Transferred::default()))
+        }
+    };
     // What reached user space before the offload goes on the ordinary way first.
     let early = client.take_plain();
     let flushed = async {
@@ -132,7 +149,7 @@ pub async fn relay<T: Tally>(
             tokio::time::sleep_until(deadline.into()).await;
             let quiet = start.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
             if quiet >= idle {
-                return ProxyError::client(format!("idle for {idle:?}, closed"));
+                return ProxyError { side: sides.0, context: format!("idle for {idle:?}, closed") };
             }
         }
     };
@@ -168,7 +185,8 @@ fn poll_up(
             Ok(Got::Control) => {
                 // The stream reads the record and acts on it; data after it (none is joined to
                 // a control record) comes on the next splice.
-                let mut small = [0u8; 1024];
+                // Room for a whole record: the kernel hands a control record over in one read.
+                let mut small = vec![0u8; CONTROL_BUF];
                 let mut rb = ReadBuf::new(&mut small);
                 match ready!(Pin::new(&mut *client).poll_read(cx, &mut rb)) {
                     Ok(()) if rb.filled().is_empty() => d.eof = true,
@@ -200,6 +218,8 @@ fn poll_down(
 ) -> Poll<Result<(), ProxyError>> {
     loop {
         ready!(drain(cx, d, client.tcp(), d.eof))?;
+        // The transmit key's record limit, checked every so many bytes into the kernel.
+        client.tx_check(d.out).map_err(|e| ProxyError::internal(e.to_string()))?;
         if d.eof {
             ready!(Pin::new(&mut *client).poll_shutdown(cx)).map_err(|e| d.write_error("shutdown", e))?;
             d.finished = true;
@@ -243,7 +263,10 @@ fn drain(cx: &mut Context<'_>, d: &mut Dir, to: &TcpStream, last: bool) -> Poll<
         let (pipe_r, fd) = (d.pipe.0.as_raw_fd(), to.as_raw_fd());
         match to.try_io(Interest::WRITABLE, || sys::splice(pipe_r, fd, d.in_pipe, last)) {
             Ok(0) => return Poll::Ready(Err(d.write_error("write", io::ErrorKind::WriteZero.into()))),
-            Ok(n) => d.in_pipe -= n,
+            Ok(n) => {
+                d.in_pipe -= n;
+                d.out += n as u64;
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Poll::Ready(Err(d.write_error("write", e))),
         }

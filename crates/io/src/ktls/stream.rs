@@ -19,8 +19,9 @@ use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use tlsgate_record::crypto::Suite;
 use tlsgate_record::frame::{ContentType, Header, HEADER_LEN};
-use tlsgate_record::session::{alert, Fatal, Reason, Received, Session};
+use tlsgate_record::session::{alert, Fatal, Reason, Received, Session, OFFLOAD_TX_CHECK_BYTES};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -40,6 +41,12 @@ pub struct KtlsStream {
     /// The relay's next writes are the last before shutdown.
     closing: bool,
     failed: Option<String>,
+    /// The suite the kernel seals with (the size of its crypto info).
+    suite: Suite,
+    /// Plaintext bytes written to the kernel through this stream.
+    tx_total: u64,
+    /// The byte total at the last read of the kernel's transmit sequence number.
+    tx_checked: u64,
 }
 
 impl std::fmt::Debug for KtlsStream {
@@ -51,7 +58,8 @@ impl std::fmt::Debug for KtlsStream {
 impl KtlsStream {
     /// `tcp` has both keys installed; `session` is offloaded; `plain` is what was opened in
     /// software before (delivered first).
-    pub(crate) fn new(tcp: TcpStream, session: Box<Session>, plain: Vec<u8>) -> KtlsStream {
+    pub(crate) fn new(tcp: TcpStream, mut session: Box<Session>, plain: Vec<u8>, suite: Suite) -> KtlsStream {
+        test_tx_key_records(&mut session);
         KtlsStream {
             tcp,
             session,
@@ -61,7 +69,42 @@ impl KtlsStream {
             out_at: 0,
             closing: false,
             failed: None,
+            suite,
+            tx_total: 0,
+            tx_checked: 0,
         }
+    }
+
+    /// The per-key record limit under the offload (RFC 8446 §5.5): `total` plaintext bytes
+    /// have gone to the kernel (through this stream or spliced); every
+    /// [`OFFLOAD_TX_CHECK_BYTES`] the kernel's transmit sequence number is read, and once the
+    /// session says the key is used up the connection ends cleanly (close_notify, FIN) with an
+    /// error saying why. Reading the number failing ends it too: the limit cannot be watched.
+    pub(crate) fn tx_check(&mut self, total: u64) -> io::Result<()> {
+        if total.saturating_sub(self.tx_checked) < OFFLOAD_TX_CHECK_BYTES {
+            return Ok(());
+        }
+        self.tx_checked = total;
+        let seq = match sys::tx_seq(self.tcp.as_raw_fd(), self.suite) {
+            Ok(seq) => seq,
+            Err(e) => {
+                return Err(self.fail_silent(format!("kernel TLS transmit sequence number unreadable: {e}")))
+            }
+        };
+        if !self.session.offloaded_tx_used_up(seq) {
+            return Ok(());
+        }
+        let mut record = Vec::new();
+        if self.session.close(&mut record).is_ok() && record.len() > HEADER_LEN {
+            let _ = sys::send_record(self.tcp.as_raw_fd(), ContentType::ALERT.0, &record[HEADER_LEN..]);
+        }
+        let _ = socket2::SockRef::from(&self.tcp).shutdown(std::net::Shutdown::Write);
+        let limit = self.session.tx_key_records();
+        Err(self.fail_silent(format!(
+            "the transmit key reached its record limit ({seq} records sealed, limit {limit}; RFC 8446 \
+             §5.5) and this kernel's TLS offload cannot replace it; sent close_notify and closed the \
+             connection"
+        )))
     }
 
     /// Refuses the client before any application data: a fatal alert, then FIN.
@@ -143,8 +186,8 @@ impl KtlsStream {
             let _ = sys::send_record(self.tcp.as_raw_fd(), ContentType::ALERT.0, &record[HEADER_LEN..]);
         }
         let what = match sent {
-            Some(d) => format!("{fatal}; sent alert {}", alert::name(d)),
-            None => fatal.to_string(),
+            Some(d) => format!("{}; sent alert {}", self.session.describe(&fatal), alert::name(d)),
+            None => self.session.describe(&fatal),
         };
         self.fail_silent(what)
     }
@@ -165,11 +208,11 @@ impl KtlsStream {
             let _ = sys::send_record(self.tcp.as_raw_fd(), ContentType::ALERT.0, &record[HEADER_LEN..]);
         }
         let _ = socket2::SockRef::from(&self.tcp).shutdown(std::net::Shutdown::Write);
-        self.fail_silent(
-            "client sent a TLS 1.3 KeyUpdate, and this kernel's TLS offload cannot take the new receive \
+        let peer = self.session.peer();
+        self.fail_silent(format!(
+            "{peer} sent a TLS 1.3 KeyUpdate, and this kernel's TLS offload cannot take the new receive \
              key; sent close_notify and closed the connection"
-                .into(),
-        )
+        ))
     }
 
     /// A kernel error on receive, in the session's terms.
@@ -181,7 +224,7 @@ impl KtlsStream {
                 let limit = self.session.ciphertext_limit();
                 Reason::RecordOverflow { len: limit + 1, limit }
             }
-            _ => return self.fail_silent(format!("client read failed (kernel TLS): {e}")),
+            _ => return self.fail_silent(format!("{} read failed (kernel TLS): {e}", self.session.peer())),
         };
         let fatal = self.session.fail_with(reason);
         self.fail(fatal)
@@ -206,7 +249,7 @@ impl KtlsStream {
         if n == 0 && record_type == ContentType::APPLICATION_DATA.0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                "client closed the connection without close_notify",
+                format!("{} closed the connection without close_notify", self.session.peer()),
             ));
         }
         let ct = ContentType(record_type);
@@ -297,13 +340,20 @@ impl AsyncWrite for KtlsStream {
                     socket2::SockRef::from(tcp).send_with_flags(data, libc::MSG_MORE | libc::MSG_NOSIGNAL)
                 });
                 match sent {
-                    Ok(n) => return Poll::Ready(Ok(n)),
+                    Ok(n) => {
+                        this.tx_total += n as u64;
+                        this.tx_check(this.tx_total)?;
+                        return Poll::Ready(Ok(n));
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     Err(e) => return Poll::Ready(Err(e)),
                 }
             }
         }
-        Pin::new(&mut this.tcp).poll_write(cx, data)
+        let n = ready!(Pin::new(&mut this.tcp).poll_write(cx, data))?;
+        this.tx_total += n as u64;
+        this.tx_check(this.tx_total)?;
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -321,3 +371,15 @@ impl AsyncWrite for KtlsStream {
         Pin::new(&mut this.tcp).poll_shutdown(cx)
     }
 }
+
+/// Tests of the record limit in a VM, which cannot seal 2^24 records: a debug build takes a
+/// lower limit from `TLSGATE_TEST_KTLS_TX_RECORDS`. Not in release builds.
+#[cfg(debug_assertions)]
+fn test_tx_key_records(session: &mut Session) {
+    if let Some(n) = std::env::var("TLSGATE_TEST_KTLS_TX_RECORDS").ok().and_then(|v| v.parse().ok()) {
+        session.set_tx_key_records(n);
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn test_tx_key_records(_: &mut Session) {}

@@ -113,6 +113,31 @@ pub fn set_key(
     }
 }
 
+/// The kernel's next transmit record sequence number: `getsockopt(SOL_TLS, TLS_TX)` returns the
+/// crypto info the socket seals with, `rec_seq` live (its last 8 bytes in every suite's struct).
+/// The struct holds the key too: the buffer is wiped before it is dropped.
+pub fn tx_seq(fd: RawFd, suite: Suite) -> io::Result<u64> {
+    let len = match suite {
+        Suite::Aes128Gcm => size_of::<libc::tls12_crypto_info_aes_gcm_128>(),
+        Suite::Aes256Gcm => size_of::<libc::tls12_crypto_info_aes_gcm_256>(),
+        Suite::Chacha20Poly1305 => size_of::<libc::tls12_crypto_info_chacha20_poly1305>(),
+    };
+    let mut buf = [0u8; 64];
+    let mut got = len as libc::socklen_t;
+    // SAFETY: `buf` is live and writable for `len` (<= 64) bytes during the call; `got` is its
+    // length, updated by the kernel; the kernel keeps no pointer.
+    let rc = unsafe { libc::getsockopt(fd, libc::SOL_TLS, libc::TLS_TX, buf.as_mut_ptr().cast(), &mut got) };
+    let result = check(rc).and_then(|()| {
+        if got as usize != len {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "TLS_TX crypto info of another size"));
+        }
+        let seq: [u8; 8] = buf[len - 8..len].try_into().map_err(|_| io::ErrorKind::InvalidData)?;
+        Ok(u64::from_be_bytes(seq))
+    });
+    buf.fill(0);
+    result
+}
+
 /// Room for one `int`-sized control message (the record type is one byte, padded).
 const CMSG_SPACE: usize = 32;
 

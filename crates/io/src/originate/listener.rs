@@ -5,11 +5,12 @@ use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
-use tlsgate_config::{Config, OriginateListener};
+use rustls::ClientConfig;
+use tlsgate_config::{Config, KtlsMode, OriginateListener};
 use tlsgate_core::side::Side;
 use tlsgate_telemetry::metrics::{metrics, UpstreamLabels};
 use tlsgate_tls::describe::{self, Peer};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
@@ -20,14 +21,19 @@ use tracing::Instrument;
 use super::transparent::Transparent;
 use crate::backend::connect_one;
 use crate::error::listener_label;
-use crate::relay::relay;
+use crate::ktls::client::Facts;
+use crate::ktls::{self, ClientStream};
+use crate::relay::{relay, Transferred};
 use crate::starttls;
 use crate::ProxyError;
 
 struct Listener {
     name: String,
     config: OriginateListener,
+    /// rustls's own connection, when the kernel cannot take the record layer.
     connector: TlsConnector,
+    /// The same config for tlsgate's handshake driver, whose keys the kernel can take.
+    tls: Arc<ClientConfig>,
     /// The name SMTP's EHLO gives, when the listener speaks STARTTLS.
     starttls_host: String,
 }
@@ -37,8 +43,19 @@ impl Listener {
         let name = l.display_name();
         let tls = tlsgate_tls::client::client_config(l.into(), allow_insecure_key_permissions)
             .map_err(|e| ProxyError::config(format!("originate {}: {e}", listener_label(&name, l.listen))))?;
+        if l.ktls == KtlsMode::On {
+            ktls::require().map_err(|e| {
+                ProxyError::config(format!("originate {}: {e}", listener_label(&name, l.listen)))
+            })?;
+        }
         let starttls_host = l.starttls_host.clone().unwrap_or_else(starttls::local_host_name);
-        Ok(Listener { name, config: l.clone(), connector: TlsConnector::from(tls), starttls_host })
+        Ok(Listener {
+            name,
+            config: l.clone(),
+            connector: TlsConnector::from(tls.clone()),
+            tls,
+            starttls_host,
+        })
     }
 }
 
@@ -207,10 +224,12 @@ async fn handle(mut client: TcpStream, l: Arc<Listener>) {
         }
     };
     if let Some(protocol) = l.config.starttls {
-        let prepared = tokio::time::timeout(
-            l.config.handshake_timeout,
-            after_starttls(&mut client, &mut upstream, protocol, &greeting),
-        )
+        let prepared = tokio::time::timeout(l.config.handshake_timeout, async {
+            match &mut upstream {
+                Upstream::Rustls(tls) => after_starttls(&mut client, tls, protocol, &greeting).await,
+                Upstream::Own(own) => after_starttls(&mut client, own, protocol, &greeting).await,
+            }
+        })
         .await
         .unwrap_or_else(|_| {
             Err(ProxyError::client(format!(
@@ -223,22 +242,44 @@ async fn handle(mut client: TcpStream, l: Arc<Listener>) {
             return;
         }
     }
-    match relay(client, upstream, &(), None).await {
+    let (relayed, how) = match upstream {
+        // Both record directions in the kernel: zero-copy. The spliced relay counts from the
+        // TLS side; here that is the upstream, so its directions are swapped back.
+        Upstream::Own(ClientStream::Kernel(k)) => {
+            let swap = |t: Transferred| Transferred { up: t.down, down: t.up };
+            let sides = (Side::Backend, Side::Client);
+            let r = crate::ktls::splice::relay_sides(k, client, &(), None, sides).await;
+            (r.map(swap).map_err(|(e, t)| (e, swap(t))), "splice")
+        }
+        Upstream::Own(own) => (relay(client, own, &(), None).await, "copy"),
+        Upstream::Rustls(tls) => (relay(client, tls, &(), None).await, "copy"),
+    };
+    match relayed {
         Ok(t) => tracing::info!(
-            upstream = %name, up = t.up, down = t.down, duration = ?started.elapsed(), "connection closed"
+            upstream = %name, up = t.up, down = t.down, duration = ?started.elapsed(), relay = how,
+            "connection closed"
         ),
         Err((e, t)) => tracing::warn!(
             upstream = %name, side = %e.side, error = %e.context, up = t.up, down = t.down,
-            duration = ?started.elapsed(), "connection aborted"
+            duration = ?started.elapsed(), relay = how, "connection aborted"
         ),
     }
 }
 
+/// The upstream's TLS connection after the handshake.
+enum Upstream {
+    /// rustls's own connection: `ktls = "off"` (boxed: its buffers are large).
+    Rustls(Box<TlsStream<TcpStream>>),
+    /// tlsgate's handshake driver ran: the record layer is the kernel's or, where it fell back,
+    /// tlsgate's (crate::ktls::establish).
+    Own(ClientStream),
+}
+
 /// Once the upstream's TLS is up: the plaintext client gets the upstream's greeting; a PostgreSQL
 /// client's own SSLRequest is answered here, and its startup message is sent on.
-async fn after_starttls(
+async fn after_starttls<U: AsyncWrite + Unpin>(
     client: &mut TcpStream,
-    upstream: &mut TlsStream<TcpStream>,
+    upstream: &mut U,
     protocol: tlsgate_config::StartTls,
     greeting: &[u8],
 ) -> Result<(), ProxyError> {
@@ -256,7 +297,12 @@ async fn after_starttls(
 /// The first upstream, in order, that connects, agrees to STARTTLS when the listener speaks it,
 /// and completes a verified handshake; with the greeting the plaintext client is owed. Nothing
 /// of the client's has been read yet, so moving on after any failure is safe.
-async fn connect_upstream(l: &Listener) -> Result<(TlsStream<TcpStream>, String, Vec<u8>), ProxyError> {
+async fn connect_upstream(l: &Listener) -> Result<(Upstream, String, Vec<u8>), ProxyError> {
+    let mode = l.config.ktls;
+    // tlsgate's own handshake driver and record layer unless `ktls = "off"`, as in terminate:
+    // the offload decision (and its `no_ulp` fallback) comes after the handshake. `off` keeps
+    // rustls's own connection.
+    let own = mode != KtlsMode::Off;
     let mut failures = Vec::new();
     for upstream in &l.config.upstreams {
         let sni = l.config.sni.clone().unwrap_or_else(|| upstream.host.clone());
@@ -268,10 +314,22 @@ async fn connect_upstream(l: &Listener) -> Result<(TlsStream<TcpStream>, String,
                 Some(protocol) => starttls::client::prologue(&mut tcp, protocol, &l.starttls_host).await?,
                 None => Vec::new(),
             };
+            if own {
+                let (stream, facts) = ktls::client::connect(mode, l.tls.clone(), server_name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS handshake failed: {e} (SNI {sni})"))?;
+                return Ok(((Upstream::Own(stream), facts), greeting));
+            }
             let tls = l.connector.connect(server_name, tcp).await.map_err(|e| {
                 format!("TLS handshake failed: {} (SNI {sni})", describe::io_error(&e, Peer::Server))
             })?;
-            Ok::<_, String>((tls, greeting))
+            let conn = tls.get_ref().1;
+            let facts = Facts {
+                resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+                version: conn.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default(),
+                suite: conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default(),
+            };
+            Ok::<_, String>(((Upstream::Rustls(Box::new(tls)), facts), greeting))
         };
         let result = match tokio::time::timeout(l.config.handshake_timeout, attempt).await {
             Ok(r) => r,
@@ -286,12 +344,7 @@ async fn connect_upstream(l: &Listener) -> Result<(TlsStream<TcpStream>, String,
             metrics().upstream_handshakes.get_or_create(&labels).inc();
         };
         match result {
-            Ok((tls, greeting)) => {
-                let conn = tls.get_ref().1;
-                let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-                let version = conn.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default();
-                let suite =
-                    conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default();
+            Ok(((tls, Facts { resumed, version, suite }), greeting)) => {
                 count("ok", resumed);
                 tracing::info!(upstream = %upstream, %sni, %version, %suite, resumed, "upstream handshake done");
                 return Ok((tls, upstream.to_string(), greeting));

@@ -13,7 +13,9 @@ use rustls::AlertDescription;
 use tlsgate_config::KtlsMode;
 use tlsgate_core::identity::PeerIdentity;
 use tlsgate_core::proxy_protocol::tls::TlsInfo;
+use tlsgate_core::side::Side;
 use tlsgate_record::frame::{Header, HEADER_LEN, MAX_CIPHERTEXT_TLS12};
+use tlsgate_tls::client_handshake::ClientHandshake;
 use tlsgate_tls::describe::{self, Peer};
 use tlsgate_tls::server::ListenerTls;
 use tlsgate_tls::server_handshake::{HelloReader, Progress, ServerHandshake, SessionFacts};
@@ -191,16 +193,38 @@ pub(crate) enum HandshakeStop {
     Tls(rustls::Error),
     /// Writing the handshake's answer failed.
     Write(std::io::Error),
-    /// Reading failed or the client closed (client side).
+    /// Reading failed or the peer closed (named by its side).
     Read(ProxyError),
 }
 
-/// Feeds the client's records to `hs` one at a time, sends its answers and reads more as
+/// A handshake fed the peer's records one at a time: the server's (terminate, the connect gate)
+/// or the client's (originate).
+pub(crate) trait FedRecords {
+    /// Whose records are fed: named when reading them fails.
+    const PEER: Side;
+    fn record(&mut self, record: &[u8], out: &mut Vec<u8>) -> Result<Progress, rustls::Error>;
+}
+
+impl FedRecords for ServerHandshake {
+    const PEER: Side = Side::Client;
+    fn record(&mut self, record: &[u8], out: &mut Vec<u8>) -> Result<Progress, rustls::Error> {
+        ServerHandshake::record(self, record, out)
+    }
+}
+
+impl FedRecords for ClientHandshake {
+    const PEER: Side = Side::Backend;
+    fn record(&mut self, record: &[u8], out: &mut Vec<u8>) -> Result<Progress, rustls::Error> {
+        ClientHandshake::record(self, record, out)
+    }
+}
+
+/// Feeds the peer's records to `hs` one at a time, sends its answers and reads more as
 /// needed, until the handshake is complete. `input` starts with what was already read and ends
-/// with the client's bytes after its last handshake record (its first application records).
-pub(crate) async fn drive(
+/// with the peer's bytes after its last handshake record (its first application records).
+pub(crate) async fn drive<H: FedRecords>(
     tcp: &mut TcpStream,
-    hs: &mut ServerHandshake,
+    hs: &mut H,
     input: &mut Vec<u8>,
 ) -> Result<(), HandshakeStop> {
     let mut out = Vec::new();
@@ -229,7 +253,7 @@ pub(crate) async fn drive(
         if progress == Progress::Complete {
             return Ok(());
         }
-        read_more(tcp, input, "during the handshake").await.map_err(HandshakeStop::Read)?;
+        read_more(tcp, input, "during the handshake", H::PEER).await.map_err(HandshakeStop::Read)?;
     }
 }
 
@@ -272,16 +296,22 @@ async fn read_client_hello(
             }
         }
         fed = input.len();
-        read_more(tcp, input, "before a complete ClientHello").await?;
+        read_more(tcp, input, "before a complete ClientHello", Side::Client).await?;
     }
 }
 
-/// Appends one read from the client to `input`.
-async fn read_more(tcp: &mut TcpStream, input: &mut Vec<u8>, when: &str) -> Result<(), ProxyError> {
+/// Appends one read from the peer (`side`) to `input`.
+async fn read_more(
+    tcp: &mut TcpStream,
+    input: &mut Vec<u8>,
+    when: &str,
+    side: Side,
+) -> Result<(), ProxyError> {
     input.reserve(4096);
-    let n = tcp.read_buf(input).await.map_err(|e| ProxyError::client(format!("read {when}: {e}")))?;
+    let n =
+        tcp.read_buf(input).await.map_err(|e| ProxyError { side, context: format!("read {when}: {e}") })?;
     if n == 0 {
-        return Err(ProxyError::client(format!("closed the connection {when}")));
+        return Err(ProxyError { side, context: format!("closed the connection {when}") });
     }
     Ok(())
 }

@@ -17,7 +17,6 @@ use tlsgate_tunnel::wire::{OpenRc, Protocol};
 use tlsgate_tunnel::{Datagram, Endpoint, Role, SessionId, Target};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 
 use super::connect::connect_any;
 use super::driver::{Acceptor, Driver};
@@ -63,6 +62,9 @@ impl Gate {
         config: &GateConfig,
         allow_insecure_key_permissions: bool,
     ) -> Result<Gate, ProxyError> {
+        if config.ktls == tlsgate_config::KtlsMode::On {
+            crate::ktls::require().map_err(|e| ProxyError::config(format!("tunnel gate: {e}")))?;
+        }
         let (tls, policies, _) = load(config, allow_insecure_key_permissions)?;
         let resolver = Resolver::new(config.resolver).map_err(ProxyError::internal)?;
         let listener = TcpListener::bind(config.listen)
@@ -207,12 +209,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 
 async fn serve_portal(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
-    let acceptor = TlsAcceptor::from(shared.tls.load_full());
     let config = shared.config.load_full();
-    let tls = match tokio::time::timeout(config.handshake_timeout, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            let error = tlsgate_tls::describe::io_error(&e, tlsgate_tls::describe::Peer::Client);
+    let handshake = tokio::time::timeout(config.handshake_timeout, accept(stream, &shared, config.ktls));
+    let (tls, facts) = match handshake.await {
+        Ok(Ok(done)) => done,
+        Ok(Err(error)) => {
             tracing::warn!(client = %peer, %error, "tunnel gate: portal refused: TLS handshake failed (client side)");
             return;
         }
@@ -221,24 +222,20 @@ async fn serve_portal(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) 
             return;
         }
     };
-    let (_, conn) = tls.get_ref();
-    let leaf = conn.peer_certificates().and_then(|c| c.first());
-    let identity = leaf.and_then(tlsgate_tls::identity::peer_identity);
-    let key = leaf.and_then(tlsgate_tls::revocation::revocation_key);
-    let (Some(identity), Some(key)) = (identity, key) else {
+    let (Some(identity), Some(key)) = (facts.peer, facts.revocation) else {
         tracing::warn!(client = %peer, "tunnel gate: portal refused: certificate unreadable (client side)");
         return;
     };
     let name = tlsgate_tls::tunnel::portal_name(&identity);
-    let suite = conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default();
+    let suite = format!("{:?}", facts.suite.suite());
     let _listed = live().insert(ConnInfo {
         listener: "tunnel gate".into(),
         client: peer,
-        sni: conn.server_name().unwrap_or_default().to_string(),
+        sni: String::new(),
         version: "TLSv1.3".into(),
         suite,
         identity: identity.summary(),
-        record_layer: String::new(),
+        record_layer: tls.record_layer().into(),
         backend: Default::default(),
         started: Instant::now(),
         up: Default::default(),
@@ -521,4 +518,28 @@ async fn reverse_loop(listener: TcpListener, r: tlsgate_config::ReverseForward, 
             }
         });
     }
+}
+
+/// The portal's handshake (tlsgate's server driver, as terminate's), then the record layer: the
+/// kernel's when `mode` and the kernel allow, else tlsgate's.
+async fn accept(
+    mut tcp: TcpStream,
+    shared: &Shared,
+    mode: tlsgate_config::KtlsMode,
+) -> Result<(crate::ktls::ClientStream, tlsgate_tls::server_handshake::SessionFacts), String> {
+    use crate::terminate::handshake::{drive, HandshakeStop};
+    let failed = |e: rustls::Error| tlsgate_tls::describe::tls_error(&e, tlsgate_tls::describe::Peer::Client);
+    let mut hs =
+        tlsgate_tls::server_handshake::ServerHandshake::new(shared.tls.load_full()).map_err(failed)?;
+    let mut input = Vec::new();
+    drive(&mut tcp, &mut hs, &mut input).await.map_err(|stop| match stop {
+        HandshakeStop::Tls(e) => failed(e),
+        HandshakeStop::Write(e) => format!("write: {e}"),
+        HandshakeStop::Read(e) => e.context,
+    })?;
+    let finished = hs.finish().map_err(failed)?;
+    let stream = crate::ktls::establish(mode, tcp, finished.secrets, finished.kernel, input)
+        .await
+        .map_err(|e| e.context)?;
+    Ok((stream, finished.facts))
 }

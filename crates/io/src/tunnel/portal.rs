@@ -45,13 +45,19 @@ pub struct Portal {
 /// the one it started with.
 struct Link {
     config: PortalConfig,
+    /// rustls's own connection, for `ktls = "off"`.
     connector: TlsConnector,
+    /// The same config for tlsgate's handshake driver, whose keys the kernel can take.
+    tls: Arc<rustls::ClientConfig>,
     server_name: ServerName<'static>,
     acceptor: Arc<PortalAcceptor>,
 }
 
 impl Link {
     fn load(config: &PortalConfig, insecure: bool) -> Result<Link, ProxyError> {
+        if config.ktls == tlsgate_config::KtlsMode::On {
+            crate::ktls::require().map_err(|e| ProxyError::config(format!("tunnel portal: {e}")))?;
+        }
         let tls = tlsgate_tls::tunnel::portal_client_config(config, insecure)
             .map_err(|e| ProxyError::config(format!("tunnel portal: {e}")))?;
         let reverse =
@@ -61,7 +67,8 @@ impl Link {
             .map_err(|e| ProxyError::config(format!("tunnel portal: gate name {server_name}: {e}")))?;
         Ok(Link {
             config: config.clone(),
-            connector: TlsConnector::from(tls),
+            connector: TlsConnector::from(tls.clone()),
+            tls,
             server_name,
             acceptor: Arc::new(PortalAcceptor { reverse, connect_timeout: config.connect_timeout }),
         })
@@ -183,9 +190,7 @@ impl Keeper {
             // Each attempt uses the link as the last reload left it.
             let link = self.link.load_full();
             match link.connect().await {
-                Ok(tls) => {
-                    let gate = tls.get_ref().0.peer_addr().ok();
-                    let suite = tls.get_ref().1.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite()));
+                Ok((tls, gate, suite)) => {
                     let endpoint =
                         Endpoint::new(endpoint_config(Role::Portal, &link.config.limits), Instant::now());
                     let label: Arc<str> = format!("gate {}", link.config.gate).into();
@@ -203,7 +208,7 @@ impl Keeper {
                             backoff = link.config.reconnect_min;
                             // Published before it is announced: whoever saw the log line finds it.
                             let _ = self.publish.send(Some(handle));
-                            _listed = gate.map(|g| link.listed(g, suite.unwrap_or_default()));
+                            _listed = gate.map(|g| link.listed(g, suite));
                             tracing::info!(gate = %link.config.gate, addr = ?gate, "tunnel portal: connected to gate");
                             run.await
                         }
@@ -243,7 +248,10 @@ impl Link {
         })
     }
 
-    async fn connect(&self) -> Result<TlsStream<TcpStream>, String> {
+    /// The TLS connection to the gate: tlsgate's handshake driver and record layer (the
+    /// kernel's where `ktls` and the kernel allow), or rustls's own for `ktls = "off"`; with the
+    /// gate's address and the suite.
+    async fn connect(&self) -> Result<(Box<dyn TunnelIo>, Option<SocketAddr>, String), String> {
         let c = &self.config;
         let (hop, via) = match &c.proxy {
             Some(p) => (&p.addr, Some(p)),
@@ -260,13 +268,29 @@ impl Link {
                 .await
                 .map_err(|_| format!("proxy {p}: timed out"))??;
         }
-        tokio::time::timeout(c.handshake_timeout, self.connector.connect(self.server_name.clone(), stream))
+        let gate = stream.peer_addr().ok();
+        if c.ktls != tlsgate_config::KtlsMode::Off {
+            let (tls, facts) = tokio::time::timeout(
+                c.handshake_timeout,
+                crate::ktls::client::connect(c.ktls, self.tls.clone(), self.server_name.clone(), stream),
+            )
             .await
             .map_err(|_| "TLS handshake with the gate timed out".to_string())?
-            .map_err(|e| {
-                let e = tlsgate_tls::describe::io_error(&e, tlsgate_tls::describe::Peer::Server);
-                format!("TLS handshake with the gate failed (gate side): {e}")
-            })
+            .map_err(|e| format!("TLS handshake with the gate failed (gate side): {e}"))?;
+            return Ok((Box::new(tls), gate, facts.suite));
+        }
+        let tls: TlsStream<TcpStream> = tokio::time::timeout(
+            c.handshake_timeout,
+            self.connector.connect(self.server_name.clone(), stream),
+        )
+        .await
+        .map_err(|_| "TLS handshake with the gate timed out".to_string())?
+        .map_err(|e| {
+            let e = tlsgate_tls::describe::io_error(&e, tlsgate_tls::describe::Peer::Server);
+            format!("TLS handshake with the gate failed (gate side): {e}")
+        })?;
+        let suite = tls.get_ref().1.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite()));
+        Ok((Box::new(tls), gate, suite.unwrap_or_default()))
     }
 }
 
@@ -415,3 +439,7 @@ impl Acceptor for PortalAcceptor {
         });
     }
 }
+
+/// The portal's TLS connection, whichever record layer runs it.
+trait TunnelIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> TunnelIo for T {}

@@ -345,3 +345,67 @@ fn a_tls12_change_cipher_spec_other_than_one_byte_1_is_unexpected_message_rfc524
         assert_eq!(out, [0x15, 3, 3, 0, 2, 2, 10], "{body:?}: a plaintext unexpected_message");
     }
 }
+
+/// The client driver against the server driver, every suite: both complete, the server's
+/// TLS 1.3 session tickets (sent after the handshake) reach the client's session, which stores
+/// them (a second handshake resumes), and data goes both ways under the extracted keys.
+#[test]
+fn client_driver_against_server_driver() {
+    use crate::session::{Received, Session};
+    // The test certificate's key is ECDSA: the TLS 1.2 RSA suites cannot be used.
+    let ours = |s: &SupportedCipherSuite| !format!("{:?}", s.suite()).contains("_RSA_");
+    for suite in default_provider().cipher_suites.into_iter().filter(ours) {
+        let (server_config, client_config) = configs(suite, None);
+        let mut client_config = (*client_config).clone();
+        client_config.enable_secret_extraction = true;
+        let client_config = Arc::new(client_config);
+        let mut resumed = None;
+        for round in 0..2 {
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut to_server = Vec::new();
+            let mut client = ClientHandshake::new(client_config.clone(), name, &mut to_server).unwrap();
+            let mut server = ServerHandshake::new(server_config.clone()).unwrap();
+            let mut to_client = Vec::new();
+            let mut after = Vec::new();
+            while !(client.is_complete() && server.is_complete()) {
+                for r in records(&std::mem::take(&mut to_server)) {
+                    server.record(&r, &mut to_client).unwrap();
+                }
+                for r in records(&std::mem::take(&mut to_client)) {
+                    if client.is_complete() {
+                        after.push(r);
+                    } else {
+                        client.record(&r, &mut to_server).unwrap();
+                    }
+                }
+            }
+            // The server's tickets follow its handshake; they are the session's first records.
+            after.extend(records(&std::mem::take(&mut to_client)));
+            resumed = client.handshake_kind();
+            let (cs, ck) = client.into_keys().unwrap();
+            let (ss, sk) = server.into_keys().unwrap();
+            let mut cs = Session::from_keys(cs, ck).unwrap();
+            let mut ss = Session::from_keys(ss, sk).unwrap();
+            assert_eq!(cs.peer(), "server");
+            let mut out = Vec::new();
+            for mut r in after {
+                let header = crate::frame::Header::parse(&r[..5].try_into().unwrap());
+                let got = cs.open(header, &mut r[5..], &mut out).unwrap();
+                assert!(matches!(got, Received::Nothing | Received::Data(_)), "{suite:?} round {round}");
+            }
+            let mut wire = Vec::new();
+            cs.seal(b"up", &mut wire).unwrap();
+            let mut r = records(&wire).remove(0);
+            let header = crate::frame::Header::parse(&r[..5].try_into().unwrap());
+            let Received::Data(d) = ss.open(header, &mut r[5..], &mut out).unwrap() else { panic!() };
+            assert_eq!(&r[5..][d], b"up");
+            let mut wire = Vec::new();
+            ss.seal(b"down", &mut wire).unwrap();
+            let mut r = records(&wire).remove(0);
+            let header = crate::frame::Header::parse(&r[..5].try_into().unwrap());
+            let Received::Data(d) = cs.open(header, &mut r[5..], &mut out).unwrap() else { panic!() };
+            assert_eq!(&r[5..][d], b"down");
+        }
+        assert_eq!(resumed, Some(rustls::HandshakeKind::Resumed), "{suite:?}: second handshake resumed");
+    }
+}

@@ -85,3 +85,23 @@ fn offloaded_tls12_renegotiation_is_refused_with_a_plaintext_warning_rfc5746_4_4
     assert_eq!(p.session.opened(HS, &[1, 0, 0, 2, 3, 3], &mut out), Ok(Received::Nothing));
     assert_eq!(out, plain_rec(AL, &[WARNING, NO_RENEGOTIATION]));
 }
+
+#[test]
+fn offloaded_transmit_key_is_used_up_at_the_record_limit_rfc8446_5_5() {
+    for suite in both() {
+        let mut p = Pair::new(suite);
+        assert!(!p.session.offloaded_tx_used_up(u64::MAX), "not offloaded: the session refreshes its key");
+        p.session.offload();
+        assert!(!p.session.offloaded_tx_used_up(TX_KEY_RECORDS - 1));
+        assert!(p.session.offloaded_tx_used_up(TX_KEY_RECORDS), "{suite:?}");
+        // The margin between reads keeps the last record under AES-GCM's 2^24.5.
+        assert!(((TX_KEY_RECORDS + OFFLOAD_TX_CHECK_BYTES) as f64) < 2f64.powf(24.5));
+        p.session.set_tx_key_records(64);
+        assert!(!p.session.offloaded_tx_used_up(63));
+        assert!(p.session.offloaded_tx_used_up(64));
+        // Used up is no failure: the session still seals its close_notify for the kernel.
+        let mut out = Vec::new();
+        p.session.close(&mut out).unwrap();
+        assert_eq!(out, plain_rec(AL, &[WARNING, CLOSE_NOTIFY]));
+    }
+}

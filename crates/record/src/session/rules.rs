@@ -6,17 +6,23 @@
 //! The input is a record's outer content type and its decrypted plaintext (TLS 1.3: the whole
 //! TLSInnerPlaintext, content type and padding included). The state kept between records is a
 //! partial post-handshake message (at most its 4-byte header: the only message followed is the
-//! 5-byte KeyUpdate, and a TLS 1.2 ClientHello is discarded as it arrives, counted down) and
-//! whether the peer sent close_notify.
+//! 5-byte KeyUpdate, and a TLS 1.2 ClientHello is discarded as it arrives, counted down; a
+//! client also collects a server's NewSessionTicket, for rustls's session cache) and whether the
+//! peer sent close_notify. Which messages the peer may send depends on its [`Role`].
 
 use super::alert;
 use crate::crypto::Version;
 use crate::frame::{ContentType, Header, MAX_CIPHERTEXT_TLS12, MAX_CIPHERTEXT_TLS13, MAX_PLAINTEXT};
 use thiserror::Error;
 
+const HS_HELLO_REQUEST: u8 = 0;
 const HS_CLIENT_HELLO: u8 = 1;
+const HS_NEW_SESSION_TICKET: u8 = 4;
 const HS_KEY_UPDATE: u8 = 24;
 const HS_HEADER: usize = 4;
+/// The longest NewSessionTicket body taken (RFC 8446 §4.6.1: lifetime, age_add, a nonce of up
+/// to 255 bytes, a ticket and extensions of up to 2^16-1 each): longer ones are malformed.
+const MAX_TICKET: u32 = 4 + 4 + 1 + 255 + 2 + 0xffff + 2 + 0xffff;
 
 /// Which side a failure is down to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +67,10 @@ pub enum Reason {
     UnexpectedHandshake(u8),
     #[error("sent a KeyUpdate of {0} bytes")]
     KeyUpdateLength(usize),
+    #[error("sent a NewSessionTicket of {0} bytes")]
+    TicketLength(usize),
+    #[error("sent a NewSessionTicket that was refused: {0}")]
+    BadTicket(String),
     #[error("sent a KeyUpdate with request_update {0}")]
     KeyUpdateRequest(u8),
     #[error("sent more after a KeyUpdate in the same record")]
@@ -100,7 +110,11 @@ impl Reason {
             | Reason::UnexpectedHandshake(_)
             | Reason::AfterKeyUpdate
             | Reason::Interleaved(_) => UNEXPECTED_MESSAGE,
-            Reason::RecordVersion(_) | Reason::AlertLength(_) | Reason::KeyUpdateLength(_) => DECODE_ERROR,
+            Reason::RecordVersion(_)
+            | Reason::AlertLength(_)
+            | Reason::KeyUpdateLength(_)
+            | Reason::TicketLength(_)
+            | Reason::BadTicket(_) => DECODE_ERROR,
             // RFC 8446 §4.6.3: request_update other than 0 or 1.
             Reason::KeyUpdateRequest(_) | Reason::AlertLevel(_) => ILLEGAL_PARAMETER,
             // RFC 8446 §5.2.
@@ -135,9 +149,11 @@ pub struct Outcome {
     /// A KeyUpdate ended in this record (RFC 8446 §4.6.3): the receive key moves on after it;
     /// `Some(true)` when the peer requested ours in return.
     pub key_update: Option<bool>,
-    /// TLS 1.2 ClientHellos (renegotiation attempts) that ended in this record, each to be
-    /// answered with a warning no_renegotiation.
+    /// TLS 1.2 ClientHellos (or, from a server, HelloRequests: renegotiation attempts) that
+    /// ended in this record, each to be answered with a warning no_renegotiation.
     pub renegotiations: u32,
+    /// From a TLS 1.3 server: the bodies of the NewSessionTickets that ended in this record.
+    pub tickets: Vec<Vec<u8>>,
     /// The peer sent close_notify now or earlier: nothing more from it counts.
     pub closed: bool,
     /// A warning alert that was ignored (TLS 1.2 warnings, user_canceled), for the log.
@@ -155,19 +171,42 @@ enum Message {
     KeyUpdateBody,
     /// TLS 1.2: the rest of a ClientHello being discarded.
     Skip(u32),
+    /// TLS 1.3, from a server: the rest of a NewSessionTicket being collected.
+    Ticket(u32),
+}
+
+/// Which end of the connection tlsgate is: the messages the peer may send differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The peer is a TLS client (terminate, the inline engine).
+    Server,
+    /// The peer is a TLS server (originate).
+    Client,
 }
 
 /// The rules' state for one connection. See the module docs.
 #[derive(Clone, Debug)]
 pub struct Rules {
     version: Version,
+    role: Role,
     message: Message,
+    /// A NewSessionTicket's body so far.
+    ticket: Vec<u8>,
     peer_closed: bool,
 }
 
 impl Rules {
+    /// The rules of a server: the peer is a client.
     pub fn new(version: Version) -> Rules {
-        Rules { version, message: Message::Idle, peer_closed: false }
+        Rules::with_role(version, Role::Server)
+    }
+
+    pub fn with_role(version: Version, role: Role) -> Rules {
+        Rules { version, role, message: Message::Idle, ticket: Vec::new(), peer_closed: false }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
     }
 
     pub fn version(&self) -> Version {
@@ -313,6 +352,18 @@ impl Rules {
                         left => Message::Skip(left),
                     };
                 }
+                Message::Ticket(n) => {
+                    let take = (n as usize).min(rest.len());
+                    self.ticket.extend_from_slice(&rest[..take]);
+                    rest = &rest[take..];
+                    self.message = match n - take as u32 {
+                        0 => {
+                            out.tickets.push(std::mem::take(&mut self.ticket));
+                            Message::Idle
+                        }
+                        left => Message::Ticket(left),
+                    };
+                }
                 Message::KeyUpdateBody => {
                     // RFC 8446 §4.6.3: update_not_requested(0) or update_requested(1).
                     if first > 1 {
@@ -344,6 +395,14 @@ impl Rules {
                     self.message = match buf[0] {
                         HS_KEY_UPDATE if len != 1 => return Err(Reason::KeyUpdateLength(len as usize)),
                         HS_KEY_UPDATE => Message::KeyUpdateBody,
+                        HS_NEW_SESSION_TICKET if len > MAX_TICKET => {
+                            return Err(Reason::TicketLength(len as usize))
+                        }
+                        HS_NEW_SESSION_TICKET if len == 0 => {
+                            out.tickets.push(Vec::new());
+                            Message::Idle
+                        }
+                        HS_NEW_SESSION_TICKET => Message::Ticket(len),
                         // A ClientHello with no body is malformed, but it is refused anyway.
                         _ if len == 0 => {
                             out.renegotiations += 1;
@@ -362,10 +421,18 @@ impl Rules {
     /// CertificateRequest, which is never sent; RFC 8446 §4.6.2), and in TLS 1.2 a ClientHello,
     /// refused ([`Outcome::renegotiations`]). Anything else, a second TLS 1.3 ClientHello, a
     /// NewSessionTicket or a HelloRequest from the client, is unexpected_message.
+    ///
+    /// A client accepts from a server: TLS 1.3 KeyUpdate and NewSessionTicket (RFC 8446 §4.6.1;
+    /// a post-handshake CertificateRequest only answers the client's post_handshake_auth, never
+    /// offered), and in TLS 1.2 a HelloRequest, refused with the same warning (RFC 5246
+    /// §7.4.1.1).
     fn check_type(&self, t: u8) -> Result<(), Reason> {
-        match (self.version, t) {
-            (Version::Tls13, HS_KEY_UPDATE) | (Version::Tls12, HS_CLIENT_HELLO) => Ok(()),
-            (_, t) => Err(Reason::UnexpectedHandshake(t)),
+        match (self.role, self.version, t) {
+            (_, Version::Tls13, HS_KEY_UPDATE)
+            | (Role::Server, Version::Tls12, HS_CLIENT_HELLO)
+            | (Role::Client, Version::Tls13, HS_NEW_SESSION_TICKET)
+            | (Role::Client, Version::Tls12, HS_HELLO_REQUEST) => Ok(()),
+            (_, _, t) => Err(Reason::UnexpectedHandshake(t)),
         }
     }
 
@@ -373,6 +440,7 @@ impl Rules {
     pub fn held(&self) -> usize {
         match self.message {
             Message::Header { have, .. } => have,
+            Message::Ticket(_) => HS_HEADER + self.ticket.len(),
             _ => 0,
         }
     }

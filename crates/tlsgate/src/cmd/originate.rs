@@ -39,6 +39,11 @@ fn config_from(args: &OriginateArgs) -> Result<Config, String> {
     if config.originate.is_none() {
         return Err("the config has no [originate] section".into());
     }
+    if let (Some(mode), Some(o)) = (args.ktls, config.originate.as_mut()) {
+        for l in &mut o.listener {
+            l.ktls = mode;
+        }
+    }
     if let Some(addr) = args.admin {
         config.admin = Some(AdminConfig { listen: addr });
     }

@@ -38,7 +38,10 @@ fn gate_config(args: &GateArgs) -> Result<Config, String> {
         }
     };
     let gate = config.tunnel.as_ref().and_then(|t| t.gate.clone());
-    let gate = gate.ok_or("the config has no [tunnel.gate] section")?;
+    let mut gate = gate.ok_or("the config has no [tunnel.gate] section")?;
+    if let Some(mode) = args.ktls {
+        gate.ktls = mode;
+    }
     let tunnel = TunnelConfig { gate: Some(gate), portal: None };
     Ok(only(config, tunnel, args.admin, args.allow_insecure_key_permissions))
 }
@@ -62,7 +65,10 @@ fn portal_config(args: &PortalArgs) -> Result<Config, String> {
         }
     };
     let portal = config.tunnel.as_ref().and_then(|t| t.portal.clone());
-    let portal = portal.ok_or("the config has no [tunnel.portal] section")?;
+    let mut portal = portal.ok_or("the config has no [tunnel.portal] section")?;
+    if let Some(mode) = args.ktls {
+        portal.ktls = mode;
+    }
     let tunnel = TunnelConfig { gate: None, portal: Some(portal) };
     Ok(only(config, tunnel, args.admin, args.allow_insecure_key_permissions))
 }
