@@ -240,6 +240,7 @@ async fn serve_portal(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) 
         identity: identity.summary(),
         record_layer: String::new(),
         backend: Default::default(),
+        state: Default::default(),
         started: Instant::now(),
         up: Default::default(),
         down: Default::default(),
