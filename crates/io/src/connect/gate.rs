@@ -222,8 +222,7 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     // A reload whose CRLs revoke the portal's certificate ends the tunnel, downgraded or not:
     // the gate still holds both TCP connections.
     let revoked = Arc::new(Notify::new());
-    let _registered =
-        revocation.map(|key| crate::revoked::register(&listener, peer, key, revoked.clone()));
+    let _registered = revocation.map(|key| crate::revoked::register(&listener, peer, key, revoked.clone()));
     let relay = async {
         if downgrade {
             downgraded(stream, upstream, config.head_timeout, &mut meter).await
