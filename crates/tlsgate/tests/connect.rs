@@ -1,8 +1,8 @@
 //! `tlsgate connect gate|portal` with real peers: curl through portal and gate to an nginx that
 //! requires the user's own client certificate (from a CA the gate knows nothing of), the inner
-//! ClientHello visible on the gate's port after the downgrade, 64 MiB each way; plain
-//! `curl --proxy https://…` (nested TLS); refusals with their status, log line, and the
-//! destination never contacted.
+//! ClientHello visible on the gate's port after the downgrade, 64 MiB each way, with a TLS 1.3
+//! and a TLS 1.2 outer session; plain `curl --proxy https://…` (nested TLS); refusals with their
+//! status, log line, and the destination never contacted; live tunnels on the admin listener.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
