@@ -541,9 +541,10 @@ fn scrape(admin: &str) -> String {
     String::from_utf8_lossy(&curl(&[&format!("http://{admin}/metrics")]).stdout).into_owned()
 }
 
-/// Two tunnels held open, one downgraded through the portal and one nested: both listed on
-/// `/status.json` and the HTML page with identity, destination, state and exact bytes; the
-/// metrics count them, a refusal by reason, and the bytes; once closed, nothing stays open.
+/// A connection before its CONNECT, and two tunnels held open, one downgraded through the portal
+/// and one nested: listed on `/status.json` and the HTML page with identity, destination, state
+/// and exact bytes; the metrics count them, refusals by reason and the bytes; once closed,
+/// nothing stays open.
 #[test]
 fn admin_lists_live_tunnels_and_counts_them_in_metrics() {
     let w = world(false);
@@ -557,6 +558,22 @@ fn admin_lists_live_tunnels_and_counts_them_in_metrics() {
     let url = format!("http://{DEST}:{hold_port}/");
     let portal_proxy = format!("http://{portal_addr}");
     let gate_proxy = format!("https://{gate_addr}");
+    let row = |conns: &[serde_json::Value], state: &str| {
+        conns
+            .iter()
+            .find(|c| c["state"] == state && c["listener"].as_str().unwrap().starts_with("connect gate"))
+            .cloned()
+    };
+
+    // A client that finishes its handshake and sends no CONNECT: listed as `outer TLS` until its
+    // head time-out refuses it (408, counted as `head_timeout`).
+    let mut idle = Command::new("openssl");
+    idle.args(["s_client", "-connect", &gate_addr.to_string(), "-CAfile", w.pki.ca(), "-ign_eof"]);
+    idle.args(["-cert", s(&w.portal.0), "-key", s(&w.portal.1)]);
+    let mut idle = Proc::spawn("idle s_client", idle);
+    let conns = live_connections(&admin, |c| row(c, "outer TLS").is_some());
+    let r = row(&conns, "outer TLS").unwrap();
+    assert!(r["identity"].as_str().unwrap().contains("CN=laptop-1") && r["backend"] == "", "{r}");
 
     let mut downgraded = Command::new("curl");
     downgraded.args(["-sS", "--ipv4", "-p", "--proxy", &portal_proxy, &url]);
@@ -578,12 +595,6 @@ fn admin_lists_live_tunnels_and_counts_them_in_metrics() {
         side.write_all(&[head.as_bytes(), &vec![b'x'; body]].concat()).unwrap();
         sent.push((got as u64, (head.len() + body) as u64));
     }
-    let row = |conns: &[serde_json::Value], state: &str| {
-        conns
-            .iter()
-            .find(|c| c["state"] == state && c["listener"].as_str().unwrap().starts_with("connect gate"))
-            .cloned()
-    };
     let conns = live_connections(&admin, |c| {
         let down = |state| row(c, state).and_then(|r| r["down"].as_u64());
         down("downgraded") == Some(sent[0].1) && down("nested") == Some(sent[1].1)
@@ -621,10 +632,14 @@ fn admin_lists_live_tunnels_and_counts_them_in_metrics() {
         "https://elsewhere.test:443/",
     ]);
     assert_eq!(connect_status(&refused), "403", "{}", describe(&refused));
+    idle.wait_exit(WAIT).expect("the idle client is refused at its head time-out");
+    gate.proc.wait_logged(&["connect gate: refused", "status=408"], WAIT);
     let metrics = scrape(&admin);
     let has = |m: &str, needle: &str| assert!(m.contains(needle), "{needle} missing from:\n{m}");
     has(&metrics, "tlsgate_connect_tunnels_total{result=\"allowed\",reason=\"\"} 2");
     has(&metrics, "tlsgate_connect_tunnels_total{result=\"refused\",reason=\"policy\"} 1");
+    has(&metrics, "tlsgate_connect_tunnels_total{result=\"refused\",reason=\"head_timeout\"} 1");
+    has(&metrics, "tlsgate_connect_tunnels_open{state=\"outer_tls\"} 0");
     has(&metrics, "tlsgate_connect_tunnels_open{state=\"downgraded\"} 1");
     has(&metrics, "tlsgate_connect_tunnels_open{state=\"nested\"} 1");
     has(
