@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::terminate::BackendAddr;
+use crate::terminate::{default_versions, BackendAddr, TlsVersion};
 use crate::ConfigError;
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -50,6 +50,9 @@ pub struct ConnectGateConfig {
     pub head_timeout: Duration,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// TLS versions of the outer connection (the downgrade works with either).
+    #[serde(default = "default_versions")]
+    pub tls_versions: Vec<TlsVersion>,
 }
 
 /// Rules for the portals an identity pattern matches.
@@ -110,6 +113,7 @@ impl ConnectGateConfig {
             resolver: None,
             head_timeout: default_head_timeout(),
             connect_timeout: default_connect_timeout(),
+            tls_versions: default_versions(),
         }
     }
 
@@ -137,6 +141,9 @@ impl ConnectConfig {
         if let Some(g) = &self.gate {
             tlsgate_connect::policy::ConnectPolicy::from_grants(&g.grants())
                 .map_err(|e| ConfigError::invalid("[connect.gate] allow", e.to_string()))?;
+            if g.tls_versions.is_empty() {
+                return Err(ConfigError::invalid("[connect.gate] tls_versions", "is empty"));
+            }
             for name in g.hosts.keys() {
                 tlsgate_tunnel::Target::name(name, 1).map_err(|_| {
                     ConfigError::invalid("[connect.gate] hosts", format!("{name:?} is not a host name"))

@@ -19,6 +19,9 @@ pub struct ConnInfo {
     pub record_layer: String,
     /// Filled in once a backend is connected (HTTP mode: per request, so left empty).
     pub backend: Mutex<String>,
+    /// What the connection is doing, where that changes (a connect tunnel: `outer TLS`,
+    /// `downgraded`, `nested`); empty otherwise.
+    pub state: Mutex<String>,
     pub started: Instant,
     pub up: AtomicU64,
     pub down: AtomicU64,
@@ -35,6 +38,7 @@ pub struct ConnSnapshot {
     pub identity: String,
     pub record_layer: String,
     pub backend: String,
+    pub state: String,
     pub age_secs: u64,
     pub up: u64,
     pub down: u64,
@@ -88,10 +92,31 @@ impl LiveConns {
                 identity: c.identity.clone(),
                 record_layer: c.record_layer.clone(),
                 backend: c.backend.lock().map(|b| b.clone()).unwrap_or_default(),
+                state: c.state.lock().map(|s| s.clone()).unwrap_or_default(),
                 age_secs: now.duration_since(c.started).as_secs(),
                 up: c.up.load(Ordering::Relaxed),
                 down: c.down.load(Ordering::Relaxed),
             })
             .collect()
+    }
+}
+
+impl ConnSnapshot {
+    /// The row as `/status.json` gives it.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "listener": self.listener,
+            "client": self.client.to_string(),
+            "sni": self.sni,
+            "version": self.version,
+            "suite": self.suite,
+            "identity": self.identity,
+            "record_layer": self.record_layer,
+            "backend": self.backend,
+            "state": self.state,
+            "age_secs": self.age_secs,
+            "up": self.up,
+            "down": self.down,
+        })
     }
 }

@@ -76,6 +76,20 @@ pub struct TunnelSessionLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectTunnelLabels {
+    /// `allowed` or `refused`.
+    pub result: String,
+    /// Why a CONNECT was refused (`policy`, `bad_request`, …; docs/connect.md), empty if allowed.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectStateLabel {
+    /// `outer_tls` (handshake done, CONNECT not relayed yet), `downgraded` or `nested`.
+    pub state: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirectionLabel {
     /// `up` (client to server) or `down`.
     pub direction: String,
@@ -132,6 +146,10 @@ pub struct Metrics {
     pub tunnel_connections: Family<TunnelLabels, Gauge>,
     pub tunnel_sessions_open: Family<TunnelLabels, Gauge>,
     pub tunnel_sessions: Family<TunnelSessionLabels, Counter>,
+    /// Connect gate CONNECTs, allowed or refused by reason.
+    pub connect_tunnels: Family<ConnectTunnelLabels, Counter>,
+    /// Connect gate connections open, by state.
+    pub connect_tunnels_open: Family<ConnectStateLabel, Gauge>,
     /// The inline engine's: brought to its counters at every scrape (`crate::inline`).
     pub inline_flows: Gauge,
     pub inline_hold_bytes: Gauge,
@@ -189,6 +207,18 @@ impl Metrics {
         registry.register("tunnel_connections_open", "Tunnel connections up", tunnel_connections.clone());
         registry.register("tunnel_sessions_open", "Tunnel sessions live", tunnel_sessions_open.clone());
         registry.register("tunnel_sessions", "Tunnel sessions opened or refused", tunnel_sessions.clone());
+        let connect_tunnels = Family::default();
+        let connect_tunnels_open = Family::default();
+        registry.register(
+            "connect_tunnels",
+            "Connect gate CONNECTs by result (allowed, refused) and refusal reason",
+            connect_tunnels.clone(),
+        );
+        registry.register(
+            "connect_tunnels_open",
+            "Connect gate connections open by state (outer_tls, downgraded, nested)",
+            connect_tunnels_open.clone(),
+        );
         registry.register("connections_open", "TLS connections open", connections_open.clone());
         registry.register("connections", "TCP connections accepted", connections_total.clone());
         registry.register("handshakes", "TLS handshakes by result, version and suite", handshakes.clone());
@@ -312,6 +342,8 @@ impl Metrics {
             tunnel_connections,
             tunnel_sessions_open,
             tunnel_sessions,
+            connect_tunnels,
+            connect_tunnels_open,
         }
     }
 

@@ -61,11 +61,11 @@ pub fn render(
     }
     h.push_str("</table>");
     h.push_str(&format!("<h2>Live connections ({})</h2>", conns.len()));
-    h.push_str("<table id=\"connections\"><tr><th>listener</th><th>client</th><th>SNI</th><th>version</th><th>suite</th><th>identity</th><th>record layer</th><th>backend</th><th>bytes up</th><th>bytes down</th><th>age (s)</th></tr>");
+    h.push_str("<table id=\"connections\"><tr><th>listener</th><th>client</th><th>SNI</th><th>version</th><th>suite</th><th>identity</th><th>record layer</th><th>backend</th><th>state</th><th>bytes up</th><th>bytes down</th><th>age (s)</th></tr>");
     for c in conns {
         h.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&c.listener), c.client, esc(&c.sni), esc(&c.version), esc(&c.suite), esc(&c.identity), esc(&c.record_layer), esc(&c.backend), c.up, c.down, c.age_secs
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&c.listener), c.client, esc(&c.sni), esc(&c.version), esc(&c.suite), esc(&c.identity), esc(&c.record_layer), esc(&c.backend), esc(&c.state), c.up, c.down, c.age_secs
         ));
     }
     h.push_str("</table>");
@@ -106,6 +106,7 @@ mod tests {
             identity: "CN=\"x\" & y".into(),
             record_layer: String::new(),
             backend: String::new(),
+            state: String::new(),
             age_secs: 0,
             up: 0,
             down: 0,

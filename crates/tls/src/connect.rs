@@ -13,7 +13,7 @@ use crate::keys::load_cert_and_key;
 use crate::tunnel::FixedServerCert;
 use crate::TlsError;
 
-/// The gate's server config: TLS 1.2 and 1.3, portals verified against the CA bundle and CRLs
+/// The gate's server config: the configured TLS versions (1.2 and 1.3 by default), portals verified against the CA bundle and CRLs
 /// (re-built on reload). No session tickets: each portal connection carries one CONNECT.
 pub fn gate_server_config(
     gate: &ConnectGateConfig,
@@ -29,7 +29,7 @@ pub fn gate_server_config(
     };
     let verifier = client_verifier(&auth)?.unwrap_or_else(WebPkiClientVerifier::no_client_auth);
     let mut config = ServerConfig::builder_with_provider(crate::server::server_provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .with_protocol_versions(&crate::protocol_versions(&gate.tls_versions))
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(FixedServerCert(loaded.key)));

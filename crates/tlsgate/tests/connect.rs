@@ -1,8 +1,8 @@
 //! `tlsgate connect gate|portal` with real peers: curl through portal and gate to an nginx that
 //! requires the user's own client certificate (from a CA the gate knows nothing of), the inner
-//! ClientHello visible on the gate's port after the downgrade, 64 MiB each way; plain
-//! `curl --proxy https://…` (nested TLS); refusals with their status, log line, and the
-//! destination never contacted.
+//! ClientHello visible on the gate's port after the downgrade, 64 MiB each way, with a TLS 1.3
+//! and a TLS 1.2 outer session; plain `curl --proxy https://…` (nested TLS); refusals with their
+//! status, log line, and the destination never contacted; live tunnels on the admin listener.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -191,13 +191,55 @@ impl PortCapture {
 fn downgrade_carries_the_users_own_tls_end_to_end_64mib_each_way() {
     let w = world(true);
     let (gate, gate_addr) = start_gate(&w, &[]);
-    let (portal, portal_addr) = start_portal(&w, gate_addr, &[]);
+    carries_end_to_end(&w, &gate, gate_addr);
+    gate.proc.wait_logged(&["connect gate: tunnel open", "version=TLSv1_3"], WAIT);
+}
+
+/// The same with the gate limited to TLS 1.2 by its config: the outer session is TLS 1.2
+/// (close_notify an encrypted alert record), the downgrade and the inner TLS 1.3 the same.
+#[test]
+fn downgrade_of_a_tls12_outer_session_carries_the_same_end_to_end() {
+    let w = world(true);
+    let port = w.nginx.addr.port();
+    let config = w.pki.path("gate12.toml");
+    let text = format!(
+        "[connect.gate]\nlisten = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n\
+         tls_versions = [\"1.2\"]\nhosts = {{ \"{DEST}\" = \"127.0.0.1\" }}\n\
+         [[connect.gate.allow]]\nidentity = \"laptop-1\"\nrules = [\"{DEST} {port} to 127.0.0.1\"]\n",
+        s(&w.gate_cert),
+        s(&w.gate_key),
+        w.pki.ca()
+    );
+    std::fs::write(&config, text).unwrap();
+    let gate = Tlsgate::start(BIN, &["connect", "gate", "-c", s(&config)]);
+    let line = gate.proc.wait_logged(&["connect gate listening"], WAIT);
+    let gate_addr: SocketAddr = Proc::field(&line, "listen").unwrap().parse().unwrap();
+    // A TLS 1.3-only client is refused: the limit is in force.
+    let tls13 = s_client(
+        &["-connect", &gate_addr.to_string(), "-tls1_3", "-cert", s(&w.portal.0), "-key", s(&w.portal.1)],
+        b"",
+    );
+    assert!(!tls13.status.success(), "{}", describe(&tls13));
+    gate.proc.wait_logged(&["connect gate: refused: TLS handshake failed"], WAIT);
+    carries_end_to_end(&w, &gate, gate_addr);
+    let opened = gate.proc.lines_with(&["connect gate: tunnel open"]);
+    assert!(
+        opened.len() >= 3 && opened.iter().all(|l| l.contains("version=TLSv1_2")),
+        "every outer session TLS 1.2:\n{}",
+        opened.join("\n")
+    );
+}
+
+/// Through portal and gate: the inner ClientHello on the gate's port in clear, the user's
+/// certificate checked by nginx itself, 64 MiB down and up byte for byte.
+fn carries_end_to_end(w: &World, gate: &Tlsgate, gate_addr: SocketAddr) {
+    let (portal, portal_addr) = start_portal(w, gate_addr, &[]);
     let proxy = format!("http://{portal_addr}");
     let local = Command::new("getent").args(["hosts", DEST]).output().unwrap();
     assert!(!local.status.success(), "{DEST} resolves on this host; the test would prove nothing");
 
     let capture = PortCapture::start(w.pki.dir.path(), gate_addr.port());
-    let out = user_curl(&w, &["--proxy", &proxy], "/index.html", &[]);
+    let out = user_curl(w, &["--proxy", &proxy], "/index.html", &[]);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from the inside\n");
     // After the downgrade the browser's ClientHello crosses the gate's port as raw TCP: its SNI
@@ -211,12 +253,12 @@ fn downgrade_carries_the_users_own_tls_end_to_end_64mib_each_way() {
 
     // 64 MiB down and up, byte for byte.
     let down = w.pki.path("down.bin");
-    let out = user_curl(&w, &["--proxy", &proxy], "/big.bin", &["-o", s(&down)]);
+    let out = user_curl(w, &["--proxy", &proxy], "/big.bin", &["-o", s(&down)]);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(sha256_file(&down), sha256_file(&w.root.join("big.bin")));
     let up = w.pki.path("up.bin");
     let up_sum = random_file(&up, 64 << 20);
-    let out = user_curl(&w, &["--proxy", &proxy], "/uploaded.bin", &["-T", s(&up)]);
+    let out = user_curl(w, &["--proxy", &proxy], "/uploaded.bin", &["-T", s(&up)]);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(sha256_file(&w.root.join("uploaded.bin")), up_sum);
 }
@@ -477,4 +519,147 @@ fn chromium_with_the_pac_file_loads_an_https_page_through_portal_and_gate() {
     );
     let log = open_nginx.access_log_lines(1);
     assert!(log.contains("GET /index.html"), "{log}");
+}
+
+/// `/status.json` until `done` says yes of its connections (bounded: the counts move as the
+/// relay runs), then that list.
+fn live_connections(admin: &str, done: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = curl(&[&format!("http://{admin}/status.json")]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status.json is JSON");
+        let conns = v["connections"].as_array().cloned().unwrap_or_default();
+        if done(&conns) {
+            return conns;
+        }
+        assert!(Instant::now() < deadline, "connections never as expected: {conns:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn scrape(admin: &str) -> String {
+    String::from_utf8_lossy(&curl(&[&format!("http://{admin}/metrics")]).stdout).into_owned()
+}
+
+/// A connection before its CONNECT, and two tunnels held open, one downgraded through the portal
+/// and one nested: listed on `/status.json` and the HTML page with identity, destination, state
+/// and exact bytes; the metrics count them, refusals by reason and the bytes; once closed,
+/// nothing stays open.
+#[test]
+fn admin_lists_live_tunnels_and_counts_them_in_metrics() {
+    let w = world(false);
+    // A destination that answers only what the test writes.
+    let hold = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hold_port = hold.local_addr().unwrap().port();
+    let grant = format!("laptop-1={DEST} {hold_port} to 127.0.0.1");
+    let (gate, gate_addr) = start_gate(&w, &["--allow", &grant, "--admin", "127.0.0.1:0"]);
+    let admin = Proc::field(&gate.proc.wait_logged(&["admin listening"], WAIT), "addr").unwrap();
+    let (_portal, portal_addr) = start_portal(&w, gate_addr, &[]);
+    let url = format!("http://{DEST}:{hold_port}/");
+    let portal_proxy = format!("http://{portal_addr}");
+    let gate_proxy = format!("https://{gate_addr}");
+    let row = |conns: &[serde_json::Value], state: &str| {
+        conns
+            .iter()
+            .find(|c| c["state"] == state && c["listener"].as_str().unwrap().starts_with("connect gate"))
+            .cloned()
+    };
+
+    // A client that finishes its handshake and sends no CONNECT: listed as `outer TLS` until its
+    // head time-out refuses it (408, counted as `head_timeout`).
+    let mut idle = Command::new("openssl");
+    idle.args(["s_client", "-connect", &gate_addr.to_string(), "-CAfile", w.pki.ca(), "-ign_eof"]);
+    idle.args(["-cert", s(&w.portal.0), "-key", s(&w.portal.1)]);
+    let mut idle = Proc::spawn("idle s_client", idle);
+    let conns = live_connections(&admin, |c| row(c, "outer TLS").is_some());
+    let r = row(&conns, "outer TLS").unwrap();
+    assert!(r["identity"].as_str().unwrap().contains("CN=laptop-1") && r["backend"] == "", "{r}");
+
+    let mut downgraded = Command::new("curl");
+    downgraded.args(["-sS", "--ipv4", "-p", "--proxy", &portal_proxy, &url]);
+    let mut downgraded = Proc::spawn("downgraded curl", downgraded);
+    let (mut d_side, _) = hold.accept().unwrap();
+    let mut nested = Command::new("curl");
+    nested.args(["-sS", "--ipv4", "-p", "--proxy", &gate_proxy, "--proxy-cacert", w.pki.ca()]);
+    nested.args(["--proxy-cert", s(&w.portal.0), "--proxy-key", s(&w.portal.1), &url]);
+    let mut nested = Proc::spawn("nested curl", nested);
+    let (mut n_side, _) = hold.accept().unwrap();
+    let mut sent = Vec::new();
+    for (side, body) in [(&mut d_side, 1000usize), (&mut n_side, 2000)] {
+        use std::io::{Read, Write};
+        side.set_read_timeout(Some(WAIT)).unwrap();
+        let mut request = [0u8; 4096];
+        let got = side.read(&mut request).unwrap();
+        assert!(got > 0, "the request crossed the tunnel");
+        let head = "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n";
+        side.write_all(&[head.as_bytes(), &vec![b'x'; body]].concat()).unwrap();
+        sent.push((got as u64, (head.len() + body) as u64));
+    }
+    let conns = live_connections(&admin, |c| {
+        let down = |state| row(c, state).and_then(|r| r["down"].as_u64());
+        down("downgraded") == Some(sent[0].1) && down("nested") == Some(sent[1].1)
+    });
+    for (state, (up, _)) in [("downgraded", sent[0]), ("nested", sent[1])] {
+        let r = row(&conns, state).unwrap();
+        assert!(r["identity"].as_str().unwrap().contains("CN=laptop-1"), "{r}");
+        assert!(r["backend"].as_str().unwrap().contains(&format!("{DEST}:{hold_port}")), "{r}");
+        assert_eq!(r["version"], "TLSv1_3", "{r}");
+        assert!(r["up"].as_u64().unwrap() >= up, "{r}");
+    }
+
+    let page = tlsgate_testkit::browser::dump_dom(&format!("http://{admin}/status"));
+    let table = &page[page.find("id=\"connections\"").expect("connections table")..];
+    for state in ["downgraded", "nested"] {
+        let tr = table.split("<tr>").find(|r| r.contains(&format!("<td>{state}</td>")));
+        let tr = tr.unwrap_or_else(|| panic!("no {state} row:\n{page}"));
+        assert!(tr.contains("laptop-1") && tr.contains(DEST), "{tr}");
+    }
+
+    // A refusal, counted by its reason.
+    let refused = curl(&[
+        "--proxy",
+        &gate_proxy,
+        "--proxy-cacert",
+        w.pki.ca(),
+        "--proxy-cert",
+        s(&w.portal.0),
+        "--proxy-key",
+        s(&w.portal.1),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_connect}",
+        "https://elsewhere.test:443/",
+    ]);
+    assert_eq!(connect_status(&refused), "403", "{}", describe(&refused));
+    idle.wait_exit(WAIT).expect("the idle client is refused at its head time-out");
+    gate.proc.wait_logged(&["connect gate: refused", "status=408"], WAIT);
+    let metrics = scrape(&admin);
+    let has = |m: &str, needle: &str| assert!(m.contains(needle), "{needle} missing from:\n{m}");
+    has(&metrics, "tlsgate_connect_tunnels_total{result=\"allowed\",reason=\"\"} 2");
+    has(&metrics, "tlsgate_connect_tunnels_total{result=\"refused\",reason=\"policy\"} 1");
+    has(&metrics, "tlsgate_connect_tunnels_total{result=\"refused\",reason=\"head_timeout\"} 1");
+    has(&metrics, "tlsgate_connect_tunnels_open{state=\"outer_tls\"} 0");
+    has(&metrics, "tlsgate_connect_tunnels_open{state=\"downgraded\"} 1");
+    has(&metrics, "tlsgate_connect_tunnels_open{state=\"nested\"} 1");
+    has(
+        &metrics,
+        "tlsgate_handshakes_total{listener=\"connect gate 127.0.0.1:0\",result=\"ok\",version=\"TLSv1_3\"",
+    );
+    let down = sent[0].1 + sent[1].1;
+    has(
+        &metrics,
+        &format!("tlsgate_bytes_total{{listener=\"connect gate 127.0.0.1:0\",direction=\"down\"}} {down}"),
+    );
+
+    // The destination ends both: the tunnels close and leave the table and the gauges.
+    drop((d_side, n_side));
+    assert!(downgraded.wait_exit(WAIT).is_some() && nested.wait_exit(WAIT).is_some());
+    live_connections(&admin, |c| {
+        c.iter().all(|r| !r["listener"].as_str().unwrap().starts_with("connect gate"))
+    });
+    let metrics = scrape(&admin);
+    for state in ["outer_tls", "downgraded", "nested"] {
+        has(&metrics, &format!("tlsgate_connect_tunnels_open{{state=\"{state}\"}} 0"));
+    }
 }

@@ -26,8 +26,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::{read_head, HeadFailure, RAW_BUF};
+use super::meter::{self, Meter, State};
+use super::{read_head, HeadFailure};
 use crate::record_stream::RecordStream;
+use crate::relay::Tally;
 use crate::terminate::handshake::{drive, HandshakeStop};
 use crate::tunnel::resolve::Resolver;
 use crate::ProxyError;
@@ -123,6 +125,19 @@ impl Refusal {
         Refusal { status, why: why.into() }
     }
 
+    /// Its short name, for the metrics.
+    fn reason(&self) -> &'static str {
+        match self.status {
+            403 => "policy",
+            405 => "not_connect",
+            408 => "head_timeout",
+            431 => "head_too_large",
+            502 => "destination_failed",
+            504 => "destination_timeout",
+            _ => "bad_request",
+        }
+    }
+
     fn phrase(&self) -> &'static str {
         match self.status {
             400 => "Bad Request",
@@ -141,19 +156,24 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = tcp.set_nodelay(true);
     let config = shared.config.load_full();
     let deadline = tokio::time::Instant::now() + config.head_timeout;
+    let listener = listener_name(&config);
     let accepted = tokio::time::timeout_at(deadline, handshake(tcp, shared.tls.load_full())).await;
-    let (mut stream, identity, revocation) = match accepted {
+    let (mut stream, identity, revocation, (version, suite)) = match accepted {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
+            meter::handshake(&listener, "failed", "", "");
             tracing::warn!(client = %peer, error = %e, "connect gate: refused: TLS handshake failed (client side)");
             return;
         }
         Err(_) => {
+            meter::handshake(&listener, "timeout", "", "");
             tracing::warn!(client = %peer, "connect gate: refused: TLS handshake timed out (client side)");
             return;
         }
     };
+    meter::handshake(&listener, "ok", &version, &suite);
     let name = tlsgate_tls::tunnel::portal_name(&identity);
+    let mut meter = Meter::new(&listener, peer, identity.summary(), version.clone(), suite);
     let mut buf = Vec::new();
     let head = match tokio::time::timeout_at(deadline, read_head(&mut *stream, &mut buf, MAX_HEAD)).await {
         Ok(Ok(end)) => end,
@@ -195,18 +215,19 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     };
     let to = upstream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let mode = if downgrade { "downgrade" } else { "nested" };
-    tracing::info!(client = %peer, identity = %name, target = %target, to = %to, mode, "connect gate: tunnel open");
+    meter::allowed();
+    meter.destination(&target.to_string(), &to);
+    tracing::info!(client = %peer, identity = %name, target = %target, to = %to, mode, version = %version, "connect gate: tunnel open");
     let started = Instant::now();
     // A reload whose CRLs revoke the portal's certificate ends the tunnel, downgraded or not:
     // the gate still holds both TCP connections.
     let revoked = Arc::new(Notify::new());
-    let _registered =
-        revocation.map(|key| crate::revoked::register(&listener_name(&config), peer, key, revoked.clone()));
+    let _registered = revocation.map(|key| crate::revoked::register(&listener, peer, key, revoked.clone()));
     let relay = async {
         if downgrade {
-            downgraded(stream, upstream, config.head_timeout).await
+            downgraded(stream, upstream, config.head_timeout, &mut meter).await
         } else {
-            nested(stream, upstream, early).await
+            nested(stream, upstream, early, &mut meter).await
         }
     };
     let result = tokio::select! {
@@ -232,6 +253,7 @@ async fn refuse(
     target: Option<&Target>,
     r: Refusal,
 ) {
+    meter::refused(r.reason());
     let target = target.map(|t| t.to_string()).unwrap_or_default();
     tracing::warn!(client = %peer, identity = %name, target = %target, status = r.status, reason = %r.why, "connect gate: refused");
     let answer = response(r.status, r.phrase(), &[("Tlsgate-Reason", &r.why)]);
@@ -286,13 +308,23 @@ async fn nested(
     mut stream: Box<RecordStream>,
     mut upstream: TcpStream,
     early: Vec<u8>,
+    meter: &mut Meter,
 ) -> std::io::Result<(u64, u64)> {
     stream.write_all(&response(200, "Connection established", &[])).await?;
     stream.flush().await?;
+    meter.set_state(State::Nested);
     upstream.write_all(&early).await?;
-    let (up, down) =
-        tokio::io::copy_bidirectional_with_sizes(&mut *stream, &mut upstream, RAW_BUF, RAW_BUF).await?;
-    Ok((up + early.len() as u64, down))
+    meter.up(early.len() as u64);
+    let t = crate::relay::relay(stream, upstream, &*meter, None).await.map_err(|(e, _)| relay_error(e))?;
+    Ok((t.up + early.len() as u64, t.down))
+}
+
+fn relay_error(e: ProxyError) -> std::io::Error {
+    let side = match e.side {
+        tlsgate_core::side::Side::Backend => "destination side",
+        _ => "client side",
+    };
+    std::io::Error::other(format!("{} ({side})", e.context))
 }
 
 /// Downgrade: answer and close_notify, the portal's close_notify, then the raw connection.
@@ -300,6 +332,7 @@ async fn downgraded(
     mut stream: Box<RecordStream>,
     mut upstream: TcpStream,
     wait: Duration,
+    meter: &mut Meter,
 ) -> std::io::Result<(u64, u64)> {
     let answer = response(200, "Connection established", &[(downgrade::HEADER, downgrade::VALUE)]);
     stream.write_all(&answer).await?;
@@ -321,18 +354,22 @@ async fn downgraded(
     let parts = stream
         .into_raw_parts()
         .map_err(|_| std::io::Error::other("record layer not ready for the downgrade"))?;
-    let mut tcp = parts.tcp;
+    meter.set_state(State::Downgraded);
+    // What was read past the close_notify is the raw stream's first bytes.
     upstream.write_all(&parts.read_ahead).await?;
-    let (up, down) =
-        tokio::io::copy_bidirectional_with_sizes(&mut tcp, &mut upstream, RAW_BUF, RAW_BUF).await?;
-    Ok((up + parts.read_ahead.len() as u64, down))
+    meter.up(parts.read_ahead.len() as u64);
+    // TCP to TCP from here: spliced through a pipe each way, never copied through user space.
+    let relayed = crate::ktls::splice::relay(parts.tcp, upstream, &*meter, None).await;
+    let t = relayed.map_err(|(e, _)| relay_error(e))?;
+    Ok((t.up + parts.read_ahead.len() as u64, t.down))
 }
 
-/// The TLS handshake on tlsgate's record layer; the client's verified identity.
+/// The TLS handshake on tlsgate's record layer; the client's verified identity; the version
+/// and suite.
 async fn handshake(
     mut tcp: TcpStream,
     config: Arc<ServerConfig>,
-) -> Result<(Box<RecordStream>, PeerIdentity, Option<RevocationKey>), String> {
+) -> Result<(Box<RecordStream>, PeerIdentity, Option<RevocationKey>, (String, String)), String> {
     let tls_failed =
         |e: rustls::Error| tlsgate_tls::describe::tls_error(&e, tlsgate_tls::describe::Peer::Client);
     let mut hs = ServerHandshake::new(config).map_err(tls_failed)?;
@@ -344,8 +381,9 @@ async fn handshake(
     })?;
     let finished = hs.finish().map_err(tls_failed)?;
     let identity = finished.facts.peer.clone().ok_or("presented no readable certificate")?;
+    let described = (format!("{:?}", finished.facts.version), format!("{:?}", finished.facts.suite.suite()));
     let layer =
         RecordLayer::new(finished.secrets, finished.kernel).map_err(|e| format!("record layer: {e}"))?;
     let stream = RecordStream::new(tcp, layer, &input).map_err(|e| e.to_string())?;
-    Ok((Box::new(stream), identity, finished.facts.revocation.clone()))
+    Ok((Box::new(stream), identity, finished.facts.revocation.clone(), described))
 }

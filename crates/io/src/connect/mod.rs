@@ -4,9 +4,11 @@
 //! - [`gate`]: TLS with client certificates on tlsgate's record layer, one CONNECT per
 //!   connection, authorised, connected, answered, then downgraded (or relayed nested);
 //! - [`portal`]: the plain HTTP proxy and PAC file on the user's machine;
-//! - [`outer_client`]: the portal's TLS client, stopped exactly at the gate's close_notify.
+//! - [`outer_client`]: the portal's TLS client, stopped exactly at the gate's close_notify;
+//! - `meter`: the gate's connections on the status page and in the metrics.
 
 pub mod gate;
+mod meter;
 pub mod outer_client;
 pub mod portal;
 

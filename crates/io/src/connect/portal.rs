@@ -191,12 +191,13 @@ async fn via_gate(
     if !ok {
         return;
     }
-    match tokio::io::copy_bidirectional_with_sizes(&mut tcp, &mut gate, super::RAW_BUF, super::RAW_BUF).await
-    {
-        Ok((up, down)) => {
+    // TCP to TCP: spliced, as on the gate.
+    match crate::ktls::splice::relay(tcp, gate, &(), None).await {
+        Ok(t) => {
+            let (up, down) = (t.up + early.len() as u64, t.down + rest.len() as u64);
             tracing::info!(client = %peer, target = %target, up, down, "connect portal: tunnel closed")
         }
-        Err(e) => {
+        Err((e, _)) => {
             tracing::debug!(client = %peer, target = %target, error = %e, "connect portal: tunnel ended")
         }
     }

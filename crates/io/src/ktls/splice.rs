@@ -1,5 +1,6 @@
 //! The relay of a kernel-TLS connection: `splice` through a pipe each way, so the plaintext
-//! never enters user space (the kernel decrypts into the pipe and encrypts out of it).
+//! never enters user space (the kernel decrypts into the pipe and encrypts out of it). The same
+//! relay serves two plain TCP sockets (a downgraded connect tunnel): see [`SpliceClient`].
 //!
 //! The same behaviour as [`crate::relay`]: each direction runs to end of stream and passes the
 //! half-close on; the backend's last bytes are spliced with SPLICE_F_MORE once its end is
@@ -8,7 +9,7 @@
 //! kernel answers EINVAL and keeps it) is read through [`KtlsStream`], whose session says what
 //! it means (close_notify is end of stream).
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
@@ -21,8 +22,63 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::{sys, KtlsStream};
-use crate::relay::{Tally, Transferred};
+use crate::relay::{LastWrites, Tally, Transferred};
 use crate::ProxyError;
+
+/// The client side of the spliced relay: a kernel-TLS stream (its control records are read
+/// through it, its early plaintext and queued records go first), or a plain TCP socket.
+pub trait SpliceClient: AsyncRead + AsyncWrite + LastWrites + Unpin {
+    /// `splice` answers EINVAL for a record that is not data, to be read through the stream.
+    const KERNEL_TLS: bool;
+    fn socket(&self) -> &TcpStream;
+    /// Plaintext that reached user space before the relay: written to the backend first.
+    fn take_early(&mut self) -> Vec<u8>;
+    /// Sends what the stream queued before the relay starts.
+    fn flush_control(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+    /// A receive error from `splice`, as the stream would report (and answer) it.
+    fn kernel_failure(&mut self, e: io::Error) -> io::Error;
+    /// Called with the bytes spliced to this side so far: kernel TLS watches its transmit
+    /// key's record limit here.
+    fn tx_check(&mut self, _sent: u64) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SpliceClient for KtlsStream {
+    const KERNEL_TLS: bool = true;
+    fn socket(&self) -> &TcpStream {
+        self.tcp()
+    }
+    fn take_early(&mut self) -> Vec<u8> {
+        self.take_plain()
+    }
+    fn flush_control(&mut self) -> impl Future<Output = io::Result<()>> + Send {
+        KtlsStream::flush_control(self)
+    }
+    fn kernel_failure(&mut self, e: io::Error) -> io::Error {
+        KtlsStream::kernel_failure(self, e)
+    }
+    fn tx_check(&mut self, sent: u64) -> io::Result<()> {
+        KtlsStream::tx_check(self, sent)
+    }
+}
+
+/// A plain TCP client (the caller writes any bytes it read ahead before relaying).
+impl SpliceClient for TcpStream {
+    const KERNEL_TLS: bool = false;
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+    fn take_early(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
+    fn flush_control(&mut self) -> impl Future<Output = io::Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
+    fn kernel_failure(&mut self, e: io::Error) -> io::Error {
+        e
+    }
+}
 
 /// Bytes moved per splice: the default pipe capacity.
 const CHUNK: usize = 64 * 1024;
@@ -77,8 +133,8 @@ fn splice_in(tcp: &TcpStream, pipe_w: RawFd, client: bool) -> io::Result<Got> {
 }
 
 /// Relays until both directions ended, or nothing moved for `idle`.
-pub async fn relay<T: Tally>(
-    client: KtlsStream,
+pub async fn relay<C: SpliceClient, T: Tally>(
+    client: C,
     backend: TcpStream,
     tally: &T,
     idle: Option<Duration>,
@@ -86,11 +142,11 @@ pub async fn relay<T: Tally>(
     relay_sides(client, backend, tally, idle, (Side::Client, Side::Backend)).await
 }
 
-/// [`relay`] with the sides errors name: `sides.0` for the TLS socket, `sides.1` for the
-/// plaintext one (originate: the upstream server and the plaintext client). `up` counts the
-/// TLS side's bytes to the plaintext side.
-pub async fn relay_sides<T: Tally>(
-    mut client: KtlsStream,
+/// [`relay`] with the sides errors name: `sides.0` for the client socket, `sides.1` for the
+/// backend one (originate: the upstream server and the plaintext client). `up` counts the
+/// client side's bytes to the backend side.
+pub async fn relay_sides<C: SpliceClient, T: Tally>(
+    mut client: C,
     mut backend: TcpStream,
     tally: &T,
     idle: Option<Duration>,
@@ -103,7 +159,7 @@ pub async fn relay_sides<T: Tally>(
         }
     };
     // What reached user space before the offload goes on the ordinary way first.
-    let early = client.take_plain();
+    let early = client.take_early();
     let flushed = async {
         client.flush_control().await.map_err(|e| down.write_error("write", e))?;
         backend.write_all(&early).await.map_err(|e| up.write_error("write", e))
@@ -162,10 +218,10 @@ pub async fn relay_sides<T: Tally>(
 }
 
 /// Client to backend: splice in, splice out; a control record goes through the stream.
-fn poll_up(
+fn poll_up<C: SpliceClient>(
     cx: &mut Context<'_>,
     d: &mut Dir,
-    client: &mut KtlsStream,
+    client: &mut C,
     backend: &mut TcpStream,
 ) -> Poll<Result<(), ProxyError>> {
     loop {
@@ -175,8 +231,8 @@ fn poll_up(
             d.finished = true;
             return Poll::Ready(Ok(()));
         }
-        ready!(client.tcp().poll_read_ready(cx)).map_err(|e| d.read_error(e))?;
-        match splice_in(client.tcp(), d.pipe.1.as_raw_fd(), true) {
+        ready!(client.socket().poll_read_ready(cx)).map_err(|e| d.read_error(e))?;
+        match splice_in(client.socket(), d.pipe.1.as_raw_fd(), C::KERNEL_TLS) {
             Ok(Got::Bytes(n)) => {
                 d.in_pipe = n;
                 d.count += n as u64;
@@ -210,14 +266,14 @@ fn poll_up(
 }
 
 /// Backend to client; the backend's end read ahead so the last bytes leave with close_notify.
-fn poll_down(
+fn poll_down<C: SpliceClient>(
     cx: &mut Context<'_>,
     d: &mut Dir,
     backend: &mut TcpStream,
-    client: &mut KtlsStream,
+    client: &mut C,
 ) -> Poll<Result<(), ProxyError>> {
     loop {
-        ready!(drain(cx, d, client.tcp(), d.eof))?;
+        ready!(drain(cx, d, client.socket(), d.eof))?;
         // The transmit key's record limit, checked every so many bytes into the kernel.
         client.tx_check(d.out).map_err(|e| ProxyError::internal(e.to_string()))?;
         if d.eof {
@@ -230,12 +286,12 @@ fn poll_down(
             Ok(Got::Bytes(n)) => {
                 d.in_pipe = n;
                 d.count += n as u64;
-                // Read ahead once: is the end already here too? (The pipe has room: a chunk
-                // is at most its capacity only when the backend had that much.)
+                // Read ahead once: is the end already here too? Not through `try_io`: a full
+                // pipe answers EAGAIN too (a socket's buffers can take all its slots with less
+                // than a chunk), and the socket's readiness must not be cleared for that.
                 if n < CHUNK {
-                    let fd = backend.as_raw_fd();
-                    let pipe_w = d.pipe.1.as_raw_fd();
-                    match backend.try_io(Interest::READABLE, || sys::splice(fd, pipe_w, CHUNK - n, false)) {
+                    let (fd, pipe_w) = (backend.as_raw_fd(), d.pipe.1.as_raw_fd());
+                    match sys::splice(fd, pipe_w, CHUNK - n, false) {
                         Ok(0) => {
                             d.eof = true;
                             client.last_writes();

@@ -285,6 +285,7 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>, revoked: Arc<Notify>)
         identity: client_cert,
         record_layer: est.stream.record_layer().to_string(),
         backend: Default::default(),
+        state: Default::default(),
         started,
         up: Default::default(),
         down: Default::default(),

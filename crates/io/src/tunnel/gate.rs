@@ -237,6 +237,7 @@ async fn serve_portal(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) 
         identity: identity.summary(),
         record_layer: tls.record_layer().into(),
         backend: Default::default(),
+        state: Default::default(),
         started: Instant::now(),
         up: Default::default(),
         down: Default::default(),

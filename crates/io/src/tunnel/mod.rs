@@ -55,6 +55,7 @@ fn list_session(
         identity,
         record_layer: String::new(),
         backend: std::sync::Mutex::new(backend),
+        state: Default::default(),
         started: std::time::Instant::now(),
         up: Default::default(),
         down: Default::default(),

@@ -242,6 +242,7 @@ impl Link {
             identity: String::new(),
             record_layer: String::new(),
             backend: std::sync::Mutex::new(self.config.gate.to_string()),
+            state: Default::default(),
             started: Instant::now(),
             up: Default::default(),
             down: Default::default(),
