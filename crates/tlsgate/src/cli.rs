@@ -364,9 +364,9 @@ pub struct PortalArgs {
     /// TOML config file with a [tunnel.portal] section; when given, it is the whole configuration.
     #[arg(long, short, conflicts_with_all = ["gate", "ca", "cert", "key"])]
     pub config: Option<PathBuf>,
-    /// The gate's host:port.
+    /// The gate's host:port; repeat for gates tried in order (failover).
     #[arg(long, required_unless_present = "config")]
-    pub gate: Option<BackendAddr>,
+    pub gate: Vec<BackendAddr>,
     /// CAs trusted for the gate's certificate.
     #[arg(long, required_unless_present = "config")]
     pub ca: Option<PathBuf>,
@@ -379,6 +379,10 @@ pub struct PortalArgs {
     /// Name verified in the gate's certificate (default: the gate's host).
     #[arg(long, conflicts_with = "config")]
     pub server_name: Option<String>,
+    /// How long a new session waits for the tunnel while it (re)connects (default 10s; with
+    /// --config it overrides `session_wait`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub session_wait: Option<Duration>,
     /// SOCKS5 listener: `IP:PORT`, or a bare `PORT` for loopback (it serves whoever reaches it).
     #[arg(long, conflicts_with = "config", value_parser = loopback_by_default)]
     pub socks: Option<SocketAddr>,

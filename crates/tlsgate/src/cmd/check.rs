@@ -65,7 +65,8 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
         }
         if let Some(p) = &t.portal {
             problems.extend(portal(p, insecure));
-            summary.push(format!("tunnel portal: gate {}", p.gate));
+            let gates: Vec<String> = p.gate.iter().map(|g| g.to_string()).collect();
+            summary.push(format!("tunnel portal: gate {}", gates.join(", ")));
         }
     }
     if let Some(c) = &config.connect {
