@@ -1,5 +1,6 @@
 //! The admin listener: `/healthz`, `/metrics` (Prometheus text), `/status` (HTML) and
-//! `/status.json` (the inline engine's tables, `{"inline": null}` when it does not run).
+//! `/status.json` (the inline engine's tables, `{"inline": null}` when it does not run; the
+//! fleet's state, `"fleet": null` outside a fleet).
 //!
 //! Off unless configured; it shows client addresses and identities, so bind it to loopback or a
 //! management network.
@@ -94,7 +95,8 @@ async fn answer<B>(
         }
         "/status.json" => {
             let inline = source.inline().map(|v| crate::inline::json(&v));
-            let body = serde_json::json!({ "inline": inline }).to_string() + "\n";
+            let fleet = crate::fleet::view().map(|v| crate::fleet::json(&v));
+            let body = serde_json::json!({ "inline": inline, "fleet": fleet }).to_string() + "\n";
             (StatusCode::OK, "application/json", body)
         }
         _ => (StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "not found\n".to_string()),

@@ -17,6 +17,7 @@ pub mod client_auth;
 pub mod connect;
 pub mod describe;
 pub mod error;
+pub mod fleet;
 mod hkdf;
 pub mod identity;
 pub mod inline;

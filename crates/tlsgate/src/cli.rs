@@ -136,6 +136,16 @@ pub struct TerminateArgs {
     /// off. Overrides every listener's `ktls` in a config file.
     #[arg(long, value_name = "auto|on|off")]
     pub ktls: Option<tlsgate_config::KtlsMode>,
+    /// Share TLS session resumption with the other instances of a fleet through this Redis:
+    /// `redis://[:PASSWORD@]HOST:PORT/DB` or `rediss://…`. Sets `[fleet]`'s `redis`.
+    #[arg(long, value_name = "URL", requires = "fleet_key")]
+    pub fleet_redis: Option<tlsgate_config::RedisUrl>,
+    /// The fleet key: a file of 32 random bytes, mode 0600 (`head -c 32 /dev/urandom`).
+    #[arg(long, value_name = "FILE", requires = "fleet_redis")]
+    pub fleet_key: Option<PathBuf>,
+    /// How often the fleet's ticket key rotates (default 1h; overrides `[fleet]`'s).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub ticket_rotation: Option<Duration>,
     /// Admin listener address (/healthz, /metrics, /status).
     #[arg(long)]
     pub admin: Option<SocketAddr>,
