@@ -81,7 +81,7 @@ fn a_session_right_after_start_waits_for_the_tunnel_instead_of_being_refused() {
     let (gate_port, _) = two_free_ports();
     let gate_addr = format!("127.0.0.1:{gate_port}");
     // The portal starts first: its first attempts find no gate.
-    let (portal, socks) = start_portal(&c, &[gate_addr.clone()], &[]);
+    let (portal, socks) = start_portal(&c, std::slice::from_ref(&gate_addr), &[]);
     let url = format!("http://{backend_addr}/");
     let proxy = socks.to_string();
     let pending = Command::new("curl")
