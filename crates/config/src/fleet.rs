@@ -16,6 +16,8 @@ pub struct FleetConfig {
     pub redis: RedisUrl,
     /// 32 random bytes, mode 0600: wraps the ticket keys and session state kept in Redis.
     pub key_file: PathBuf,
+    /// CAs (PEM) that verify a `rediss://` server instead of the system's.
+    pub redis_ca: Option<PathBuf>,
     /// How often a new ticket key starts; the previous one is still accepted for one period.
     #[serde(default = "default_rotation", with = "humantime_serde")]
     pub ticket_rotation: Duration,
@@ -27,7 +29,12 @@ fn default_rotation() -> Duration {
 
 impl FleetConfig {
     pub fn new(redis: RedisUrl, key_file: PathBuf, ticket_rotation: Option<Duration>) -> Self {
-        FleetConfig { redis, key_file, ticket_rotation: ticket_rotation.unwrap_or_else(default_rotation) }
+        FleetConfig {
+            redis,
+            key_file,
+            redis_ca: None,
+            ticket_rotation: ticket_rotation.unwrap_or_else(default_rotation),
+        }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {

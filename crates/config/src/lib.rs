@@ -106,6 +106,9 @@ impl Config {
         }
         if let Some(f) = &mut self.fleet {
             f.key_file = dir.join(&f.key_file);
+            if let Some(ca) = &mut f.redis_ca {
+                *ca = dir.join(&*ca);
+            }
         }
     }
 

@@ -106,8 +106,16 @@ impl Fleet {
     pub fn start(config: &FleetConfig, security: &SecurityConfig) -> Result<Arc<Fleet>, ProxyError> {
         let key = FleetKey::load(&config.key_file, security.allow_insecure_key_permissions)
             .map_err(|e| ProxyError::config(format!("[fleet]: {e}")))?;
-        let client = redis::Client::open(config.redis.secret_url())
-            .map_err(|e| ProxyError::config(format!("[fleet]: redis {}: {e}", config.redis)))?;
+        let client = match &config.redis_ca {
+            None => redis::Client::open(config.redis.secret_url()),
+            Some(ca) => {
+                let pem = std::fs::read(ca)
+                    .map_err(|e| ProxyError::config(format!("[fleet]: redis_ca {}: {e}", ca.display())))?;
+                let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
+                redis::Client::build_with_tls(config.redis.secret_url(), certs)
+            }
+        }
+        .map_err(|e| ProxyError::config(format!("[fleet]: redis {}: {e}", config.redis)))?;
         let key = Arc::new(key);
         let rotation = config.ticket_rotation;
         let ticketer = FleetTicketer::new(rotation, observer());

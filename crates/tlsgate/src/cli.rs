@@ -143,6 +143,9 @@ pub struct TerminateArgs {
     /// The fleet key: a file of 32 random bytes, mode 0600 (`head -c 32 /dev/urandom`).
     #[arg(long, value_name = "FILE", requires = "fleet_redis")]
     pub fleet_key: Option<PathBuf>,
+    /// CAs (PEM) that verify a `rediss://` Redis instead of the system's.
+    #[arg(long, value_name = "FILE", requires = "fleet_redis")]
+    pub fleet_redis_ca: Option<PathBuf>,
     /// How often the fleet's ticket key rotates (default 1h; overrides `[fleet]`'s).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub ticket_rotation: Option<Duration>,

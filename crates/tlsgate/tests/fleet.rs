@@ -27,9 +27,20 @@ struct Redis {
 
 impl Redis {
     fn start(port: u16) -> Redis {
+        Redis::start_with(port, None)
+    }
+
+    /// With `tls` (certificate, key): TLS only, on `port`.
+    fn start_with(port: u16, tls: Option<(&std::path::Path, &std::path::Path)>) -> Redis {
         let mut cmd = Command::new("redis-server");
         let port_s = port.to_string();
-        cmd.args(["--port", &port_s, "--bind", "127.0.0.1", "--requirepass", PASSWORD]);
+        match tls {
+            None => cmd.args(["--port", &port_s]),
+            Some((cert, key)) => cmd
+                .args(["--port", "0", "--tls-port", &port_s, "--tls-auth-clients", "no"])
+                .args(["--tls-cert-file", cert.to_str().unwrap(), "--tls-key-file", key.to_str().unwrap()]),
+        };
+        cmd.args(["--bind", "127.0.0.1", "--requirepass", PASSWORD]);
         cmd.args(["--save", "", "--appendonly", "no"]);
         let proc = Proc::spawn("redis-server", cmd);
         proc.wait_logged(&["Ready to accept connections"], WAIT);
@@ -52,17 +63,33 @@ struct Fleet {
 }
 
 fn fleet(rotation: Option<&str>) -> Fleet {
+    fleet_with(rotation, false)
+}
+
+/// Three instances behind HAProxy; with `tls`, Redis is reached as `rediss://` (the test CA).
+fn fleet_with(rotation: Option<&str>, tls: bool) -> Fleet {
     let pki = Pki::new();
     let (cert, key) = pki.server("fleet", &["localhost", "127.0.0.1"]);
     let fleet_key = pki.path("fleet-key.bin");
     std::fs::write(&fleet_key, tlsgate_tls::fleet::random_key()).unwrap();
     std::fs::set_permissions(&fleet_key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let redis = Redis::start(free_port());
-    let url = format!("redis://:{PASSWORD}@127.0.0.1:{}/0", redis.port);
+    let (redis, url) = if tls {
+        let (rcert, rkey) = pki.server("redis", &["127.0.0.1"]);
+        let r = Redis::start_with(free_port(), Some((&rcert, &rkey)));
+        let url = format!("rediss://:{PASSWORD}@127.0.0.1:{}/0", r.port);
+        (r, url)
+    } else {
+        let r = Redis::start(free_port());
+        let url = format!("redis://:{PASSWORD}@127.0.0.1:{}/0", r.port);
+        (r, url)
+    };
     let mut instances = Vec::new();
     for name in ["fleet-a", "fleet-b", "fleet-c"] {
         let (backend, backend_addr) = Tlsgate::backend(BIN, "127.0.0.1:0", name);
         let mut extra = vec!["--fleet-redis", &url, "--fleet-key", fleet_key.to_str().unwrap()];
+        if tls {
+            extra.extend_from_slice(&["--fleet-redis-ca", pki.ca()]);
+        }
         extra.extend_from_slice(&["--admin", "127.0.0.1:0"]);
         if let Some(r) = rotation {
             extra.extend_from_slice(&["--ticket-rotation", r]);
@@ -178,6 +205,16 @@ fn tls12_session_ids_from_one_instance_resume_on_the_others() {
     assert_shared(&t, 600, "TLS 1.2 session IDs");
     let m: String = f.instances.iter().map(metrics).collect();
     assert!(m.contains("tlsgate_fleet_resumptions_total{result=\"session_redis\"}"), "{m}");
+}
+
+#[test]
+fn rediss_with_auth_shares_tickets_too() {
+    let f = fleet_with(None, true);
+    let t = bulk(&f, 100, "1.3");
+    assert_shared(&t, 100, "TLS 1.3 tickets, Redis over TLS");
+    for i in &f.instances {
+        assert!(!i.gate.proc.log_text().contains(PASSWORD), "the Redis password is logged");
+    }
 }
 
 #[test]

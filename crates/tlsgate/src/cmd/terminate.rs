@@ -59,7 +59,9 @@ fn config_from(args: &TerminateArgs) -> Result<Config, String> {
         }
     }
     if let (Some(redis), Some(key)) = (&args.fleet_redis, &args.fleet_key) {
-        config.fleet = Some(FleetConfig::new(redis.clone(), key.clone(), args.ticket_rotation));
+        let mut f = FleetConfig::new(redis.clone(), key.clone(), args.ticket_rotation);
+        f.redis_ca = args.fleet_redis_ca.clone();
+        config.fleet = Some(f);
     } else if let (Some(r), Some(f)) = (args.ticket_rotation, config.fleet.as_mut()) {
         f.ticket_rotation = r;
     }
