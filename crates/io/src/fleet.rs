@@ -40,6 +40,9 @@ use crate::ProxyError;
 pub const LOOKUP_BOUND: Duration = Duration::from_millis(50);
 /// Connecting to Redis, and any one request, give up after this.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+/// The longest between two refreshes of the keys: also how soon Redis leaving or returning is
+/// noticed (three small reads each time).
+const REFRESH_MAX: Duration = Duration::from_secs(2);
 /// Session stores waiting for Redis; beyond it they are dropped (the session stays local).
 const QUEUE: usize = 4096;
 
@@ -180,9 +183,8 @@ impl Keeper {
 
     async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
         self.publish();
-        let refresh = Duration::from_secs(self.rotation)
-            .div_f64(5.0)
-            .clamp(Duration::from_millis(250), Duration::from_secs(30));
+        let refresh =
+            Duration::from_secs(self.rotation).div_f64(5.0).clamp(Duration::from_millis(250), REFRESH_MAX);
         let mut tick = tokio::time::interval(refresh);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut conn: Option<ConnectionManager> = None;

@@ -255,8 +255,20 @@ fn tickets_resume_one_rotation_later_but_not_two() {
 fn without_redis_every_instance_serves_and_sharing_returns_with_it() {
     let mut f = fleet(None);
     let port = f.redis.as_ref().unwrap().port;
+    // Stopped mid-run, under TLS 1.2 load (whose session lookups go to Redis): nothing fails.
+    let mut load = client_cmd(&f, &["bulk", "200", "5", "1.2"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut stdout = BufReader::new(load.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.starts_with("progress"), "{line}");
     f.redis.as_mut().unwrap().proc.kill();
     f.redis = None;
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(load.wait().unwrap().success());
+    let t = tally(rest.lines().last().unwrap_or(""));
+    println!("Redis stopped mid-run: {t:?}");
+    assert_eq!((t.failures, t.connections), (0, 1200), "{}", t.errors);
     for i in &f.instances {
         i.gate.proc.wait_for(&["fleet: cannot reach Redis; issuing tickets with the last keys held"], WAIT);
     }

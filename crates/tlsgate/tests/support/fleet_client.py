@@ -53,31 +53,34 @@ def bulk(clients, resumes, version, workers):
     t = dict(connections=0, failures=0, resumed=0, cross=0, attempts=0, errors=[])
     quarter = clients * (resumes + 1) // 4
 
+    def count():  # with lock held
+        t["connections"] += 1
+        if t["connections"] == quarter:
+            print("progress a quarter done", flush=True)
+
     def one(_):
         try:
             issuer, _, session = request(ctx)
         except Exception as e:  # noqa: BLE001 - counted and reported
             with lock:
-                t["connections"] += 1
+                count()
                 t["failures"] += 1
                 t["errors"].append(repr(e))
             return
         with lock:
-            t["connections"] += 1
+            count()
         for _ in range(resumes):
             try:
                 name, reused, _ = request(ctx, session)
             except Exception as e:  # noqa: BLE001
                 with lock:
-                    t["connections"] += 1
+                    count()
                     t["failures"] += 1
                     t["attempts"] += 1
                     t["errors"].append(repr(e))
                 continue
             with lock:
-                t["connections"] += 1
-                if t["connections"] == quarter:
-                    print("progress a quarter done", flush=True)
+                count()
                 t["attempts"] += 1
                 if reused:
                     t["resumed"] += 1
