@@ -462,6 +462,21 @@ mod tests {
     }
 
     #[test]
+    fn portal_gate_is_one_address_or_a_list() {
+        let base = "ca = \"ca.pem\"\ncert = \"p.pem\"\nkey = \"p.key\"\n";
+        let one: PortalConfig = toml::from_str(&format!("gate = \"g:7443\"\n{base}")).unwrap();
+        assert_eq!(one.gate.len(), 1);
+        assert_eq!(one.session_wait, Duration::from_secs(10));
+        let two: PortalConfig =
+            toml::from_str(&format!("gate = [\"a:7443\", \"b:7443\"]\nsession_wait = \"2s\"\n{base}"))
+                .unwrap();
+        assert_eq!(two.gate.iter().map(|g| g.to_string()).collect::<Vec<_>>(), ["a:7443", "b:7443"]);
+        assert_eq!(two.session_wait, Duration::from_secs(2));
+        let none: PortalConfig = toml::from_str(&format!("gate = []\n{base}")).unwrap();
+        assert!(none.validate().is_err());
+    }
+
+    #[test]
     fn gate_policy_defaults_open_only_without_any_rules() {
         let mut g = GateConfig::from_flags(
             "127.0.0.1:7443".parse().unwrap(),

@@ -198,6 +198,9 @@ impl Keeper {
                         Some(c) => self.sync(c).await,
                         None => Err(self.last_error.clone()),
                     };
+                    if result.is_err() {
+                        self.turn_without_redis();
+                    }
                     self.settle(result);
                 }
                 cmd = rx.recv() => {
@@ -276,6 +279,20 @@ impl Keeper {
             tracing::info!(period = now, "fleet: ticket key rotated");
         }
         Ok(())
+    }
+
+    /// Without Redis, the period still turns to a key already held (the next period's is
+    /// fetched ahead), so an outage shorter than a period changes nothing for the fleet.
+    fn turn_without_redis(&mut self) {
+        let now = now_secs() / self.rotation;
+        if self.issuing != now && self.held.contains_key(&now) {
+            self.issuing = now;
+            self.install();
+            tracing::info!(
+                period = now,
+                "fleet: ticket key rotated (to the key fetched ahead; Redis unreachable)"
+            );
+        }
     }
 
     /// Logs and publishes a change between Redis answering and not.
