@@ -316,3 +316,59 @@ fn an_instance_killed_under_load_fails_only_its_own_connections() {
     assert!(t.failures <= workers, "{} failed: {}", t.failures, t.errors);
     assert_eq!(t.connections, 300 * 6);
 }
+
+#[test]
+fn an_instance_started_without_redis_serves_with_a_key_of_its_own() {
+    let pki = Pki::new();
+    let (cert, key) = pki.server("alone", &["localhost"]);
+    let fleet_key = pki.path("fleet-key.bin");
+    std::fs::write(&fleet_key, tlsgate_tls::fleet::random_key()).unwrap();
+    std::fs::set_permissions(&fleet_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let url = format!("redis://:{PASSWORD}@127.0.0.1:{}/0", tlsgate_testkit::net::dead_port());
+    let (_backend, backend_addr) = Tlsgate::backend(BIN, "127.0.0.1:0", "alone");
+    let extra = ["--fleet-redis", &url, "--fleet-key", fleet_key.to_str().unwrap(), "--admin", "127.0.0.1:0"];
+    let (gate, addr) = Tlsgate::terminate(BIN, &[], (&cert, &key), &backend_addr, &extra);
+    gate.proc.wait_logged(&["fleet: cannot reach Redis; issuing tickets with the last keys held"], WAIT);
+    let url = format!("https://localhost:{}/", addr.port());
+    let resolve = format!("localhost:{}:127.0.0.1", addr.port());
+    let out = curl(&["-sS", "--cacert", pki.ca(), "--resolve", &resolve, &url]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from alone\n", "{}", gate.proc.log_text());
+    let admin = Proc::field(&gate.proc.wait_logged(&["admin listening"], WAIT), "addr").unwrap();
+    let inst = Instance { gate, admin: admin.parse().unwrap(), _backend };
+    assert!(metrics(&inst).contains("tlsgate_fleet_redis_up 0"));
+    let status = status_json(&inst);
+    assert!(
+        status.contains("\"reachable\":false") && status.contains("\"issuing_shared\":false"),
+        "{status}"
+    );
+    assert!(!inst.gate.proc.log_text().contains(PASSWORD), "the Redis password is logged");
+}
+
+#[test]
+fn a_fleet_key_readable_by_others_is_refused() {
+    let pki = Pki::new();
+    let (cert, key) = pki.server("loose", &["localhost"]);
+    let fleet_key = pki.path("fleet-key.bin");
+    std::fs::write(&fleet_key, tlsgate_tls::fleet::random_key()).unwrap();
+    std::fs::set_permissions(&fleet_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let args = [
+        "terminate",
+        "--listen",
+        "127.0.0.1:0",
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--backend",
+        "127.0.0.1:9",
+        "--fleet-redis",
+        "redis://127.0.0.1:9/0",
+        "--fleet-key",
+        fleet_key.to_str().unwrap(),
+    ];
+    let mut gate = Tlsgate::start(BIN, &args);
+    let status = gate.proc.wait_exit(WAIT).expect("exits");
+    assert!(!status.success());
+    let log = gate.proc.log_text();
+    assert!(log.contains("[fleet]") && log.contains("fleet-key.bin"), "{log}");
+}
