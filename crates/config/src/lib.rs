@@ -7,6 +7,7 @@
 
 mod connect;
 mod error;
+mod fleet;
 mod inline;
 mod model;
 mod originate;
@@ -16,6 +17,7 @@ mod tunnel;
 
 pub use connect::{ConnectConfig, ConnectGateConfig, ConnectGrant, ConnectPortalConfig};
 pub use error::ConfigError;
+pub use fleet::{FleetConfig, RedisUrl};
 pub use inline::{InlineConfig, InlineLimits, InlineService, ReleaseMode};
 pub use model::{AdminConfig, Config, LogConfig, LogFormat, ProcessConfig, SecurityConfig};
 pub use originate::{OriginateConfig, OriginateListener, RuleAction, RuleConfig, TransparentListener};
@@ -102,6 +104,12 @@ impl Config {
         if let Some(c) = &mut self.connect {
             c.resolve_paths(dir);
         }
+        if let Some(f) = &mut self.fleet {
+            f.key_file = dir.join(&f.key_file);
+            if let Some(ca) = &mut f.redis_ca {
+                *ca = dir.join(&*ca);
+            }
+        }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -119,6 +127,9 @@ impl Config {
         }
         if let Some(c) = &self.connect {
             c.validate()?;
+        }
+        if let Some(f) = &self.fleet {
+            f.validate()?;
         }
         if self.process.group.is_some() && self.process.user.is_none() {
             return Err(ConfigError::invalid("[process]", "group is set without user"));

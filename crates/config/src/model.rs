@@ -21,6 +21,8 @@ pub struct Config {
     pub tunnel: Option<crate::TunnelConfig>,
     pub inline: Option<crate::InlineConfig>,
     pub connect: Option<crate::ConnectConfig>,
+    /// Session resumption shared by the terminate instances of a fleet (through Redis).
+    pub fleet: Option<crate::FleetConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

@@ -74,8 +74,10 @@ pub struct ReverseForward {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PortalConfig {
-    /// `host:port` of the gate.
-    pub gate: BackendAddr,
+    /// `host:port` of the gate, or a list of them tried in order: on a failed connection or a
+    /// lost tunnel the portal moves to the next (the backoff grows once the whole list failed).
+    #[serde(deserialize_with = "one_or_many")]
+    pub gate: Vec<BackendAddr>,
     /// Name checked against the gate's certificate (and sent as SNI); defaults to the gate host.
     pub server_name: Option<String>,
     /// CAs trusted for the gate's certificate.
@@ -106,12 +108,30 @@ pub struct PortalConfig {
     pub reconnect_min: Duration,
     #[serde(default = "default_reconnect_max", with = "humantime_serde")]
     pub reconnect_max: Duration,
+    /// How long a new local session (SOCKS request, forward connection) waits for the tunnel
+    /// while it is being (re)connected before it is refused ('network unreachable').
+    #[serde(default = "default_session_wait", with = "humantime_serde")]
+    pub session_wait: Duration,
     #[serde(default)]
     pub limits: TunnelLimits,
     /// Kernel TLS offload of the tunnel connection's record layer after the handshake
     /// (docs/ktls.md): `auto`, `on`, `off`.
     #[serde(default)]
     pub ktls: crate::KtlsMode,
+}
+
+/// `gate = "h:p"` or `gate = ["h:p", "h2:p"]`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<BackendAddr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(BackendAddr),
+        Many(Vec<BackendAddr>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(a) => vec![a],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -261,6 +281,10 @@ fn default_reconnect_max() -> Duration {
     Duration::from_secs(30)
 }
 
+fn default_session_wait() -> Duration {
+    Duration::from_secs(10)
+}
+
 fn rules(what: &str, lines: &[String]) -> Result<Policy, ConfigError> {
     Policy::parse(&lines.join("\n")).map_err(|e| ConfigError::invalid(what, e.to_string()))
 }
@@ -326,7 +350,7 @@ impl PortalConfig {
         vec![self.ca.clone(), self.cert.clone(), self.key.clone()]
     }
 
-    pub fn from_flags(gate: BackendAddr, ca: PathBuf, cert: PathBuf, key: PathBuf) -> Self {
+    pub fn from_flags(gate: Vec<BackendAddr>, ca: PathBuf, cert: PathBuf, key: PathBuf) -> Self {
         PortalConfig {
             gate,
             server_name: None,
@@ -343,6 +367,7 @@ impl PortalConfig {
             handshake_timeout: default_handshake_timeout(),
             reconnect_min: default_reconnect_min(),
             reconnect_max: default_reconnect_max(),
+            session_wait: default_session_wait(),
             limits: TunnelLimits::default(),
             ktls: crate::KtlsMode::default(),
         }
@@ -355,6 +380,9 @@ impl PortalConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.reverse_policy()?;
         self.limits.validate()?;
+        if self.gate.is_empty() {
+            return Err(ConfigError::invalid("tunnel portal", "gate: at least one host:port"));
+        }
         if self.reconnect_min.is_zero() || self.reconnect_min > self.reconnect_max {
             return Err(ConfigError::invalid("tunnel portal", "need 0 < reconnect_min <= reconnect_max"));
         }
@@ -441,6 +469,21 @@ mod tests {
         let p: ProxyUrl = "socks5://127.0.0.1:1080".parse().unwrap();
         assert_eq!((p.kind, p.credentials), (ProxyKind::Socks5, None));
         assert!("ftp://x:1".parse::<ProxyUrl>().is_err());
+    }
+
+    #[test]
+    fn portal_gate_is_one_address_or_a_list() {
+        let base = "ca = \"ca.pem\"\ncert = \"p.pem\"\nkey = \"p.key\"\n";
+        let one: PortalConfig = toml::from_str(&format!("gate = \"g:7443\"\n{base}")).unwrap();
+        assert_eq!(one.gate.len(), 1);
+        assert_eq!(one.session_wait, Duration::from_secs(10));
+        let two: PortalConfig =
+            toml::from_str(&format!("gate = [\"a:7443\", \"b:7443\"]\nsession_wait = \"2s\"\n{base}"))
+                .unwrap();
+        assert_eq!(two.gate.iter().map(|g| g.to_string()).collect::<Vec<_>>(), ["a:7443", "b:7443"]);
+        assert_eq!(two.session_wait, Duration::from_secs(2));
+        let none: PortalConfig = toml::from_str(&format!("gate = []\n{base}")).unwrap();
+        assert!(none.validate().is_err());
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod backend;
 pub mod connect;
 pub mod counted;
 pub mod error;
+pub mod fleet;
 pub mod http_backend;
 pub mod inline;
 pub mod ktls;

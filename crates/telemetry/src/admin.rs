@@ -1,6 +1,6 @@
 //! The admin listener: `/healthz`, `/metrics` (Prometheus text), `/status` (HTML) and
-//! `/status.json` (the live connections, and the inline engine's tables, `"inline": null` when
-//! it does not run).
+//! `/status.json` (the live connections; the inline engine's tables, `"inline": null` when it
+//! does not run; the fleet's state, `"fleet": null` outside a fleet).
 //!
 //! Off unless configured; it shows client addresses and identities, so bind it to loopback or a
 //! management network.
@@ -96,7 +96,10 @@ async fn answer<B>(
         "/status.json" => {
             let inline = source.inline().map(|v| crate::inline::json(&v));
             let conns: Vec<_> = live().snapshot().iter().map(|c| c.json()).collect();
-            let body = serde_json::json!({ "inline": inline, "connections": conns }).to_string() + "\n";
+            let fleet = crate::fleet::view().map(|v| crate::fleet::json(&v));
+            let body = serde_json::json!({ "inline": inline, "connections": conns, "fleet": fleet })
+                .to_string()
+                + "\n";
             (StatusCode::OK, "application/json", body)
         }
         _ => (StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "not found\n".to_string()),

@@ -127,8 +127,19 @@ pub struct RingLabels {
     pub iface: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `ticket_accepted`, `ticket_unknown_key` (expired, or a key never seen), `ticket_invalid`,
+    /// `session_local`, `session_redis` or `session_miss` (TLS 1.2 session IDs).
+    pub result: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// Resumption attempts seen by the fleet's ticketer and session store, by result.
+    pub fleet_resumptions: Family<ResultLabel, Counter>,
+    /// 1 while Redis answers the fleet's requests.
+    pub fleet_redis_up: Gauge,
     pub connections_open: Family<ListenerLabel, Gauge>,
     pub connections_total: Family<ListenerLabel, Counter>,
     pub handshakes: Family<HandshakeLabels, Counter>,
@@ -244,6 +255,18 @@ impl Metrics {
             "Connections open to the backend",
             backend_connections.clone(),
         );
+        let fleet_resumptions = Family::default();
+        let fleet_redis_up = Gauge::default();
+        registry.register(
+            "fleet_resumptions",
+            "TLS resumption attempts against the fleet's shared tickets and session IDs, by result",
+            fleet_resumptions.clone(),
+        );
+        registry.register(
+            "fleet_redis_up",
+            "1 while the fleet's Redis answers; 0 while tickets are issued with the last keys held",
+            fleet_redis_up.clone(),
+        );
         let inline_flows = Gauge::default();
         let inline_hold_bytes = Gauge::default();
         let inline_flows_created = Counter::default();
@@ -316,6 +339,8 @@ impl Metrics {
         );
         Metrics {
             registry,
+            fleet_resumptions,
+            fleet_redis_up,
             inline_flows,
             inline_hold_bytes,
             inline_flows_created,

@@ -72,6 +72,9 @@ pub fn render(
     if let Some(v) = inline {
         h.push_str(&crate::inline::html(v));
     }
+    if let Some(v) = crate::fleet::view() {
+        h.push_str(&crate::fleet::html(&v));
+    }
     h.push_str("</body></html>\n");
     h
 }

@@ -10,6 +10,7 @@
 //! - [`inline`]: the inline engine's per-service configs, keys handed over after the handshake;
 //! - [`tunnel`]: the gate's and the portal's TLS 1.3 configs with certificates on both ends;
 //! - [`connect`]: the connect gate's and portal's configs;
+//! - [`fleet`]: a fleet's ticketer and TLS 1.2 session store (rustls extension points), the fleet key;
 //! - [`pki`]: a throwaway CA and leaf certificates (rcgen) for the demo and for tests.
 
 pub mod client;
@@ -18,6 +19,7 @@ pub mod client_handshake;
 pub mod connect;
 pub mod describe;
 pub mod error;
+pub mod fleet;
 mod hkdf;
 pub mod identity;
 pub mod inline;

@@ -136,6 +136,19 @@ pub struct TerminateArgs {
     /// off. Overrides every listener's `ktls` in a config file.
     #[arg(long, value_name = "auto|on|off")]
     pub ktls: Option<tlsgate_config::KtlsMode>,
+    /// Share TLS session resumption with the other instances of a fleet through this Redis:
+    /// `redis://[:PASSWORD@]HOST:PORT/DB` or `rediss://…`. Sets `[fleet]`'s `redis`.
+    #[arg(long, value_name = "URL", requires = "fleet_key")]
+    pub fleet_redis: Option<tlsgate_config::RedisUrl>,
+    /// The fleet key: a file of 32 random bytes, mode 0600 (`head -c 32 /dev/urandom`).
+    #[arg(long, value_name = "FILE", requires = "fleet_redis")]
+    pub fleet_key: Option<PathBuf>,
+    /// CAs (PEM) that verify a `rediss://` Redis instead of the system's.
+    #[arg(long, value_name = "FILE", requires = "fleet_redis")]
+    pub fleet_redis_ca: Option<PathBuf>,
+    /// How often the fleet's ticket key rotates (default 1h; overrides `[fleet]`'s).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub ticket_rotation: Option<Duration>,
     /// Admin listener address (/healthz, /metrics, /status).
     #[arg(long)]
     pub admin: Option<SocketAddr>,
@@ -372,9 +385,9 @@ pub struct PortalArgs {
     /// TOML config file with a [tunnel.portal] section; when given, it is the whole configuration.
     #[arg(long, short, conflicts_with_all = ["gate", "ca", "cert", "key"])]
     pub config: Option<PathBuf>,
-    /// The gate's host:port.
+    /// The gate's host:port; repeat for gates tried in order (failover).
     #[arg(long, required_unless_present = "config")]
-    pub gate: Option<BackendAddr>,
+    pub gate: Vec<BackendAddr>,
     /// CAs trusted for the gate's certificate.
     #[arg(long, required_unless_present = "config")]
     pub ca: Option<PathBuf>,
@@ -387,6 +400,10 @@ pub struct PortalArgs {
     /// Name verified in the gate's certificate (default: the gate's host).
     #[arg(long, conflicts_with = "config")]
     pub server_name: Option<String>,
+    /// How long a new session waits for the tunnel while it (re)connects (default 10s; with
+    /// --config it overrides `session_wait`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub session_wait: Option<Duration>,
     /// SOCKS5 listener: `IP:PORT`, or a bare `PORT` for loopback (it serves whoever reaches it).
     #[arg(long, conflicts_with = "config", value_parser = loopback_by_default)]
     pub socks: Option<SocketAddr>,

@@ -82,11 +82,19 @@ impl Counters {
 
 impl ListenerState {
     /// Loads the listener's certificates, keys, CAs and CRLs; any problem is reported here.
-    pub fn build(config: &ListenerConfig, security: &SecurityConfig) -> Result<Self, ProxyError> {
+    /// With `fleet`, resumption (tickets, session IDs) is the fleet's instead of the process's.
+    pub fn build(
+        config: &ListenerConfig,
+        security: &SecurityConfig,
+        fleet: Option<&crate::fleet::Fleet>,
+    ) -> Result<Self, ProxyError> {
         let name = config.display_name();
         let label = listener_label(&name, config.listen);
-        let tls = listener_tls(config, security.allow_insecure_key_permissions)
+        let mut tls = listener_tls(config, security.allow_insecure_key_permissions)
             .map_err(|e| ProxyError::config(format!("{label}: {e}")))?;
+        if let Some(f) = fleet {
+            tls.config = Arc::new(f.apply(&tls.config));
+        }
         let routes = Routes::from_config(config).map_err(|e| ProxyError::config(format!("{label}: {e}")))?;
         if config.ktls == KtlsMode::On {
             crate::ktls::require().map_err(|e| ProxyError::config(format!("{label}: {e}")))?;

@@ -36,6 +36,8 @@ pub struct Server {
     view: Arc<ServerView>,
     /// `terminate.max_connections`, fixed at start.
     global: Option<Arc<Semaphore>>,
+    /// `[fleet]`, started once; a reload keeps it (a restart applies a changed `[fleet]`).
+    fleet: Option<(tlsgate_config::FleetConfig, Arc<crate::fleet::Fleet>)>,
 }
 
 /// What the admin listener sees of the server: refreshed at every apply.
@@ -94,11 +96,16 @@ impl Server {
     /// Loads and binds every listener; fails as a whole.
     pub async fn start(config: &Config) -> Result<Server, ProxyError> {
         let global = section(config)?.max_connections.map(|n| Arc::new(Semaphore::new(n)));
+        let fleet = match &config.fleet {
+            Some(f) => Some((f.clone(), crate::fleet::Fleet::start(f, &config.security)?)),
+            None => None,
+        };
         let mut server = Server {
             listeners: Vec::new(),
             tracker: TaskTracker::new(),
             view: Arc::new(ServerView::default()),
             global,
+            fleet,
         };
         server.apply(config).await?;
         Ok(server)
@@ -121,11 +128,15 @@ impl Server {
 
     async fn apply(&mut self, config: &Config) -> Result<(), ProxyError> {
         let section = section(config)?;
+        if config.fleet.as_ref() != self.fleet.as_ref().map(|f| &f.0) {
+            tracing::warn!("[fleet] changed: a restart applies that; the running fleet settings stay");
+        }
+        let fleet = self.fleet.as_ref().map(|f| f.1.as_ref());
         // 1. Load everything; nothing is touched until all of it loaded.
         let mut states = Vec::new();
         let mut revocations = Vec::new();
         for l in &section.listener {
-            let state = ListenerState::build(l, &config.security)?;
+            let state = ListenerState::build(l, &config.security, fleet)?;
             if !l.client_auth.crl.is_empty() {
                 let revs = Revocations::load(&l.client_auth.crl).map_err(|e| {
                     ProxyError::config(format!("{}: {e}", listener_label(&state.name, l.listen)))

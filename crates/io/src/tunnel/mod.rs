@@ -21,6 +21,39 @@ mod udp;
 
 pub use driver::{Handle, OpenFailure};
 
+/// The portal's live tunnel as local services see it: a new session waits for it while it is
+/// (re)connecting, up to `session_wait` (which a reload may change), rather than being refused
+/// at once.
+#[derive(Clone)]
+pub(crate) struct TunnelWait {
+    rx: tokio::sync::watch::Receiver<Option<Handle>>,
+    wait_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl TunnelWait {
+    pub(crate) fn new(
+        rx: tokio::sync::watch::Receiver<Option<Handle>>,
+        wait_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
+        TunnelWait { rx, wait_ms }
+    }
+
+    /// A handle to a live tunnel, or None once `session_wait` passed without one.
+    pub(crate) async fn handle(&self) -> Option<Handle> {
+        let live = |h: &Option<Handle>| h.as_ref().is_some_and(|h| !h.is_closed());
+        if let Some(h) = self.rx.borrow().clone().filter(|h| !h.is_closed()) {
+            return Some(h);
+        }
+        let wait = std::time::Duration::from_millis(self.wait_ms.load(std::sync::atomic::Ordering::Relaxed));
+        let mut rx = self.rx.clone();
+        let found = match tokio::time::timeout(wait, rx.wait_for(live)).await {
+            Ok(Ok(h)) => h.clone(),
+            _ => None,
+        };
+        found
+    }
+}
+
 /// The destination name a portal's DNS forwarder sends to: `.invalid` never resolves (RFC 2606),
 /// so it cannot collide with a real host; the gate maps it to its configured resolver.
 pub const DNS_TARGET_NAME: &str = "dns.tunnel.invalid";

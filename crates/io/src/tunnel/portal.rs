@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use rustls::pki_types::ServerName;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tlsgate_config::BackendAddr;
 use tlsgate_config::{ForwardProtocol, PortalConfig, ProxyKind};
 use tlsgate_telemetry::conns::{live, ConnInfo};
 use tlsgate_tunnel::addr::Host;
@@ -23,7 +25,7 @@ use tokio_rustls::TlsConnector;
 
 use super::connect::connect_any;
 use super::driver::{Acceptor, Driver};
-use super::{endpoint_config, Handle, OpenFailure, DNS_TARGET_NAME};
+use super::{endpoint_config, Handle, OpenFailure, TunnelWait, DNS_TARGET_NAME};
 use crate::ProxyError;
 
 /// Local addresses the portal serves, as bound (port 0 in the config becomes a real port).
@@ -38,6 +40,7 @@ pub struct Portal {
     tasks: Vec<JoinHandle<()>>,
     tunnel: watch::Receiver<Option<Handle>>,
     link: Arc<ArcSwap<Link>>,
+    session_wait_ms: Arc<AtomicU64>,
     pub addrs: PortalAddrs,
 }
 
@@ -49,7 +52,8 @@ struct Link {
     connector: TlsConnector,
     /// The same config for tlsgate's handshake driver, whose keys the kernel can take.
     tls: Arc<rustls::ClientConfig>,
-    server_name: ServerName<'static>,
+    /// One per gate, in the config's order.
+    server_names: Vec<ServerName<'static>>,
     acceptor: Arc<PortalAcceptor>,
 }
 
@@ -62,14 +66,23 @@ impl Link {
             .map_err(|e| ProxyError::config(format!("tunnel portal: {e}")))?;
         let reverse =
             config.reverse_policy().map_err(|e| ProxyError::config(format!("tunnel portal: {e}")))?;
-        let server_name = config.server_name.clone().unwrap_or_else(|| config.gate.host.clone());
-        let server_name = ServerName::try_from(server_name.clone())
-            .map_err(|e| ProxyError::config(format!("tunnel portal: gate name {server_name}: {e}")))?;
+        let server_names = config
+            .gate
+            .iter()
+            .map(|g| {
+                let name = config.server_name.clone().unwrap_or_else(|| g.host.clone());
+                ServerName::try_from(name.clone())
+                    .map_err(|e| ProxyError::config(format!("tunnel portal: gate name {name}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if server_names.is_empty() {
+            return Err(ProxyError::config("tunnel portal: no gate configured"));
+        }
         Ok(Link {
             config: config.clone(),
             connector: TlsConnector::from(tls.clone()),
             tls,
-            server_name,
+            server_names,
             acceptor: Arc::new(PortalAcceptor { reverse, connect_timeout: config.connect_timeout }),
         })
     }
@@ -88,6 +101,8 @@ impl Portal {
     ) -> Result<Portal, ProxyError> {
         let link = Arc::new(ArcSwap::from_pointee(Link::load(config, allow_insecure_key_permissions)?));
         let (publish, tunnel) = watch::channel(None);
+        let session_wait_ms = Arc::new(AtomicU64::new(millis(config.session_wait)));
+        let waiter = TunnelWait::new(tunnel.clone(), session_wait_ms.clone());
         let mut tasks = Vec::new();
         let mut addrs = PortalAddrs::default();
         let bind_err =
@@ -96,7 +111,7 @@ impl Portal {
             let l = TcpListener::bind(a).await.map_err(|e| bind_err(a, e))?;
             addrs.socks = l.local_addr().ok();
             let auth = config.socks_auth.clone().map(Arc::new);
-            tasks.push(tokio::spawn(super::socks::serve(l, auth, tunnel.clone())));
+            tasks.push(tokio::spawn(super::socks::serve(l, auth, waiter.clone())));
         }
         for f in &config.forward {
             let target = Target::name(&f.target.host, f.target.port)
@@ -106,14 +121,14 @@ impl Portal {
                     let l = TcpListener::bind(f.listen).await.map_err(|e| bind_err(f.listen, e))?;
                     let bound = l.local_addr().map_err(|e| bind_err(f.listen, e))?;
                     addrs.forwards.push(bound);
-                    tasks.push(tokio::spawn(tcp_forward(l, target, tunnel.clone())));
+                    tasks.push(tokio::spawn(tcp_forward(l, target, waiter.clone())));
                     tracing::info!(listen = %bound, target = %f.target, "tunnel portal: TCP forward");
                 }
                 ForwardProtocol::Udp => {
                     let s = UdpSocket::bind(f.listen).await.map_err(|e| bind_err(f.listen, e))?;
                     let bound = s.local_addr().map_err(|e| bind_err(f.listen, e))?;
                     addrs.forwards.push(bound);
-                    tasks.push(tokio::spawn(super::udp::forward(s, target, tunnel.clone())));
+                    tasks.push(tokio::spawn(super::udp::forward(s, target, waiter.clone())));
                     tracing::info!(listen = %bound, target = %f.target, "tunnel portal: UDP forward");
                 }
             }
@@ -123,7 +138,7 @@ impl Portal {
             let bound = s.local_addr().map_err(|e| bind_err(a, e))?;
             addrs.dns = Some(bound);
             let target = Target::name(DNS_TARGET_NAME, 53).expect("a valid constant name");
-            tasks.push(tokio::spawn(super::udp::forward(s, target, tunnel.clone())));
+            tasks.push(tokio::spawn(super::udp::forward(s, target, waiter.clone())));
             tracing::info!(listen = %bound, "tunnel portal: DNS forwarder");
         }
         if let Some(a) = addrs.socks {
@@ -135,7 +150,7 @@ impl Portal {
         }
         let keeper = Keeper { link: link.clone(), publish };
         tasks.push(tokio::spawn(keeper.run()));
-        Ok(Portal { tasks, tunnel, link, addrs })
+        Ok(Portal { tasks, tunnel, link, session_wait_ms, addrs })
     }
 
     /// Applies `config` to the next connection to the gate: CA, certificate and key (re-read
@@ -153,6 +168,7 @@ impl Portal {
             ));
         }
         self.link.store(Arc::new(Link::load(config, allow_insecure_key_permissions)?));
+        self.session_wait_ms.store(millis(config.session_wait), Ordering::Relaxed);
         Ok(())
     }
 
@@ -177,7 +193,9 @@ impl Portal {
     }
 }
 
-/// Keeps one connection to the gate, reconnecting with exponential backoff.
+/// Keeps one connection to a gate, reconnecting with exponential backoff. The gates are tried
+/// in order, each after the backoff; the backoff doubles once every gate failed in a row, and a
+/// lost tunnel starts again from the first gate.
 struct Keeper {
     link: Arc<ArcSwap<Link>>,
     publish: watch::Sender<Option<Handle>>,
@@ -186,14 +204,17 @@ struct Keeper {
 impl Keeper {
     async fn run(self) {
         let mut backoff = self.link.load().config.reconnect_min;
+        let mut next = 0usize;
         loop {
             // Each attempt uses the link as the last reload left it.
             let link = self.link.load_full();
-            match link.connect().await {
+            let index = next % link.config.gate.len();
+            let gate_addr = &link.config.gate[index];
+            match link.connect(index).await {
                 Ok((tls, gate, suite)) => {
                     let endpoint =
                         Endpoint::new(endpoint_config(Role::Portal, &link.config.limits), Instant::now());
-                    let label: Arc<str> = format!("gate {}", link.config.gate).into();
+                    let label: Arc<str> = format!("gate {gate_addr}").into();
                     let driver = Driver::new(endpoint, link.acceptor.clone(), true, label);
                     let handle = driver.handle();
                     let (tx, accepted) = tokio::sync::oneshot::channel();
@@ -208,40 +229,51 @@ impl Keeper {
                             backoff = link.config.reconnect_min;
                             // Published before it is announced: whoever saw the log line finds it.
                             let _ = self.publish.send(Some(handle));
-                            _listed = gate.map(|g| link.listed(g, suite));
-                            tracing::info!(gate = %link.config.gate, addr = ?gate, "tunnel portal: connected to gate");
+                            _listed = gate.map(|g| link.listed(gate_addr, g, suite));
+                            tracing::info!(gate = %gate_addr, addr = ?gate, "tunnel portal: connected to gate");
                             run.await
                         }
                     };
                     let _ = self.publish.send(None);
                     if was_connected {
-                        tracing::warn!(gate = %link.config.gate, reason = %ended, "tunnel portal: tunnel to gate ended; reconnecting");
-                    } else {
-                        tracing::warn!(gate = %link.config.gate, error = %ended, retry_in = ?backoff, "tunnel portal: cannot reach gate");
+                        tracing::warn!(gate = %gate_addr, reason = %ended, "tunnel portal: tunnel to gate ended; reconnecting");
+                        // Back to the first gate: it is the preferred one.
+                        next = 0;
+                        tokio::time::sleep(jitter(backoff)).await;
+                        continue;
                     }
+                    tracing::warn!(gate = %gate_addr, error = %ended, retry_in = ?backoff, "tunnel portal: cannot reach gate");
                 }
                 Err(e) => {
-                    tracing::warn!(gate = %link.config.gate, error = %e, retry_in = ?backoff, "tunnel portal: cannot reach gate");
+                    tracing::warn!(gate = %gate_addr, error = %e, retry_in = ?backoff, "tunnel portal: cannot reach gate");
                 }
             }
             tokio::time::sleep(jitter(backoff)).await;
-            backoff = (backoff * 2).min(link.config.reconnect_max);
+            next = index + 1;
+            if next >= link.config.gate.len() {
+                next = 0;
+                backoff = (backoff * 2).min(link.config.reconnect_max);
+            }
         }
     }
 }
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl Link {
     /// The tunnel connection as the status page lists it.
-    fn listed(&self, gate: SocketAddr, suite: String) -> tlsgate_telemetry::conns::Listed {
+    fn listed(&self, to: &BackendAddr, gate: SocketAddr, suite: String) -> tlsgate_telemetry::conns::Listed {
         live().insert(ConnInfo {
             listener: "tunnel portal".into(),
             client: gate,
-            sni: self.config.gate.host.clone(),
+            sni: to.host.clone(),
             version: "TLSv1.3".into(),
             suite,
             identity: String::new(),
             record_layer: String::new(),
-            backend: std::sync::Mutex::new(self.config.gate.to_string()),
+            backend: std::sync::Mutex::new(to.to_string()),
             state: Default::default(),
             started: Instant::now(),
             up: Default::default(),
@@ -249,14 +281,15 @@ impl Link {
         })
     }
 
-    /// The TLS connection to the gate: tlsgate's handshake driver and record layer (the
-    /// kernel's where `ktls` and the kernel allow), or rustls's own for `ktls = "off"`; with the
-    /// gate's address and the suite.
-    async fn connect(&self) -> Result<(Box<dyn TunnelIo>, Option<SocketAddr>, String), String> {
+    /// The TLS connection to gate `index` of the list: tlsgate's handshake driver and record
+    /// layer (the kernel's where `ktls` and the kernel allow), or rustls's own for
+    /// `ktls = "off"`; with the gate's address and the suite.
+    async fn connect(&self, index: usize) -> Result<(Box<dyn TunnelIo>, Option<SocketAddr>, String), String> {
         let c = &self.config;
+        let gate = &c.gate[index];
         let (hop, via) = match &c.proxy {
             Some(p) => (&p.addr, Some(p)),
-            None => (&c.gate, None),
+            None => (gate, None),
         };
         let mut stream =
             tokio::time::timeout(c.connect_timeout, TcpStream::connect((hop.host.as_str(), hop.port)))
@@ -265,31 +298,30 @@ impl Link {
                 .map_err(|e| format!("connect {hop}: {e}"))?;
         let _ = stream.set_nodelay(true);
         if let Some(p) = via {
-            tokio::time::timeout(c.handshake_timeout, through_proxy(&mut stream, p, c))
+            tokio::time::timeout(c.handshake_timeout, through_proxy(&mut stream, p, gate))
                 .await
                 .map_err(|_| format!("proxy {p}: timed out"))??;
         }
         let gate = stream.peer_addr().ok();
+        let server_name = self.server_names[index].clone();
         if c.ktls != tlsgate_config::KtlsMode::Off {
             let (tls, facts) = tokio::time::timeout(
                 c.handshake_timeout,
-                crate::ktls::client::connect(c.ktls, self.tls.clone(), self.server_name.clone(), stream),
+                crate::ktls::client::connect(c.ktls, self.tls.clone(), server_name, stream),
             )
             .await
             .map_err(|_| "TLS handshake with the gate timed out".to_string())?
             .map_err(|e| format!("TLS handshake with the gate failed (gate side): {e}"))?;
             return Ok((Box::new(tls), gate, facts.suite));
         }
-        let tls: TlsStream<TcpStream> = tokio::time::timeout(
-            c.handshake_timeout,
-            self.connector.connect(self.server_name.clone(), stream),
-        )
-        .await
-        .map_err(|_| "TLS handshake with the gate timed out".to_string())?
-        .map_err(|e| {
-            let e = tlsgate_tls::describe::io_error(&e, tlsgate_tls::describe::Peer::Server);
-            format!("TLS handshake with the gate failed (gate side): {e}")
-        })?;
+        let tls: TlsStream<TcpStream> =
+            tokio::time::timeout(c.handshake_timeout, self.connector.connect(server_name, stream))
+                .await
+                .map_err(|_| "TLS handshake with the gate timed out".to_string())?
+                .map_err(|e| {
+                    let e = tlsgate_tls::describe::io_error(&e, tlsgate_tls::describe::Peer::Server);
+                    format!("TLS handshake with the gate failed (gate side): {e}")
+                })?;
         let suite = tls.get_ref().1.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite()));
         Ok((Box::new(tls), gate, suite.unwrap_or_default()))
     }
@@ -299,9 +331,9 @@ impl Link {
 async fn through_proxy(
     stream: &mut TcpStream,
     p: &tlsgate_config::ProxyUrl,
-    c: &PortalConfig,
+    to: &BackendAddr,
 ) -> Result<(), String> {
-    let gate = Target::name(&c.gate.host, c.gate.port).map_err(|e| format!("gate {}: {e}", c.gate))?;
+    let gate = Target::name(&to.host, to.port).map_err(|e| format!("gate {to}: {e}"))?;
     let creds = p.credentials.as_ref();
     enum Prologue {
         Http(HttpConnectClient),
@@ -352,7 +384,7 @@ fn jitter(d: Duration) -> Duration {
     d + d.mul_f64(rand::random::<f64>() * 0.25)
 }
 
-async fn tcp_forward(listener: TcpListener, target: Target, tunnel: watch::Receiver<Option<Handle>>) {
+async fn tcp_forward(listener: TcpListener, target: Target, tunnel: TunnelWait) {
     loop {
         let (stream, client) = match listener.accept().await {
             Ok(a) => a,
@@ -362,12 +394,13 @@ async fn tcp_forward(listener: TcpListener, target: Target, tunnel: watch::Recei
                 continue;
             }
         };
-        let Some(handle) = tunnel.borrow().clone() else {
-            tracing::info!(%client, %target, "tunnel portal: forward refused: tunnel to the gate is down");
-            continue;
-        };
         let target = target.clone();
+        let tunnel = tunnel.clone();
         tokio::spawn(async move {
+            let Some(handle) = tunnel.handle().await else {
+                tracing::info!(%client, %target, "tunnel portal: forward refused: tunnel to the gate is down (waited session_wait)");
+                return;
+            };
             match handle.open(Protocol::TCP, target.clone()).await {
                 Ok(id) => {
                     let listed = super::list_session(

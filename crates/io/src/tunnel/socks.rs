@@ -11,18 +11,14 @@ use tlsgate_tunnel::wire::Protocol;
 use tlsgate_tunnel::{Datagram, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
-use super::Handle;
+use super::{Handle, TunnelWait};
 
 /// The whole SOCKS prologue (greeting, credentials, request) must arrive within this.
 const PROLOGUE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(crate) async fn serve(
-    listener: TcpListener,
-    auth: Option<Arc<SocksAuth>>,
-    tunnel: watch::Receiver<Option<Handle>>,
-) {
+pub(crate) async fn serve(listener: TcpListener, auth: Option<Arc<SocksAuth>>, tunnel: TunnelWait) {
     loop {
         match listener.accept().await {
             Ok((stream, client)) => {
@@ -46,15 +42,19 @@ async fn client_conn(
     mut stream: TcpStream,
     client: SocketAddr,
     auth: Option<Arc<SocksAuth>>,
-    tunnel: watch::Receiver<Option<Handle>>,
+    tunnel: TunnelWait,
 ) -> Result<(), String> {
     let mut server = Server::new(ServerConfig { require_auth: auth.is_some() });
     let request = tokio::time::timeout(PROLOGUE_TIMEOUT, prologue(&mut stream, &mut server, auth.as_deref()))
         .await
         .map_err(|_| "SOCKS handshake timed out (client side)".to_string())??;
-    let Some(handle) = tunnel.borrow().clone() else {
-        reply(&mut stream, &mut server, Reply::GENERAL_FAILURE, &unspecified()).await?;
-        return Err(format!("{} {}: tunnel to the gate is down", verb(request.command), request.target));
+    let Some(handle) = tunnel.handle().await else {
+        reply(&mut stream, &mut server, Reply::NETWORK_UNREACHABLE, &unspecified()).await?;
+        return Err(format!(
+            "{} {}: tunnel to the gate is down (waited session_wait)",
+            verb(request.command),
+            request.target
+        ));
     };
     match request.command {
         Command::Connect => {

@@ -9,9 +9,9 @@ use std::time::Duration;
 use tlsgate_tunnel::wire::Protocol;
 use tlsgate_tunnel::{Datagram, Target};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
-use super::Handle;
+use super::{Handle, TunnelWait};
 
 /// A client address with no datagram either way for this long has its session ended.
 const CLIENT_IDLE: Duration = Duration::from_secs(60);
@@ -21,7 +21,7 @@ const QUEUE: usize = 64;
 const MAX_CLIENTS: usize = 1024;
 
 /// Serves one UDP forward until the socket fails.
-pub(crate) async fn forward(sock: UdpSocket, target: Target, tunnel: watch::Receiver<Option<Handle>>) {
+pub(crate) async fn forward(sock: UdpSocket, target: Target, tunnel: TunnelWait) {
     let sock = Arc::new(sock);
     let mut clients: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
     let mut buf = vec![0u8; 65536];
@@ -59,18 +59,21 @@ fn start_client(
     clients: &mut HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     sock: &Arc<UdpSocket>,
     target: &Target,
-    tunnel: &watch::Receiver<Option<Handle>>,
+    tunnel: &TunnelWait,
     from: SocketAddr,
     first: Vec<u8>,
 ) {
-    let Some(handle) = tunnel.borrow().clone() else {
-        tracing::debug!(client = %from, "tunnel portal: no tunnel; datagram dropped");
-        return;
-    };
     let (tx, rx) = mpsc::channel(QUEUE);
     let _ = tx.try_send(first);
     clients.insert(from, tx);
-    tokio::spawn(client(sock.clone(), target.clone(), handle, from, rx));
+    let (sock, target, tunnel) = (sock.clone(), target.clone(), tunnel.clone());
+    tokio::spawn(async move {
+        // The client's datagrams queue (up to QUEUE) while the tunnel (re)connects.
+        match tunnel.handle().await {
+            Some(handle) => client(sock, target, handle, from, rx).await,
+            None => tracing::debug!(client = %from, "tunnel portal: no tunnel; datagrams dropped"),
+        }
+    });
 }
 
 async fn client(

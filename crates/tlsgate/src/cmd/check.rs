@@ -28,6 +28,15 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
         problems
             .push(format!("{path}: no [terminate], [originate], [tunnel], [inline] or [connect] section"));
     }
+    if let Some(f) = &config.fleet {
+        let insecure = config.security.allow_insecure_key_permissions;
+        match tlsgate_tls::fleet::FleetKey::load(&f.key_file, insecure) {
+            Ok(_) => {
+                summary.push(format!("fleet: redis {}, ticket rotation {:?}", f.redis, f.ticket_rotation))
+            }
+            Err(e) => problems.push(format!("[fleet]: {e}")),
+        }
+    }
     if let Some(t) = &config.terminate {
         for l in &t.listener {
             problems.extend(terminate_listener(l, &config));
@@ -65,7 +74,8 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
         }
         if let Some(p) = &t.portal {
             problems.extend(portal(p, insecure));
-            summary.push(format!("tunnel portal: gate {}", p.gate));
+            let gates: Vec<String> = p.gate.iter().map(|g| g.to_string()).collect();
+            summary.push(format!("tunnel portal: gate {}", gates.join(", ")));
         }
     }
     if let Some(c) = &config.connect {
@@ -128,7 +138,7 @@ fn terminate_listener(l: &ListenerConfig, config: &Config) -> Vec<String> {
         problems.push(format!("terminate listener {name}: client_auth: {e}"));
     }
     if problems.is_empty() {
-        if let Err(e) = ListenerState::build(l, &config.security) {
+        if let Err(e) = ListenerState::build(l, &config.security, None) {
             problems.push(format!("terminate {}", e.context));
         }
     }

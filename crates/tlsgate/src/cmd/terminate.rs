@@ -1,7 +1,7 @@
 //! `tlsgate terminate`: the `[terminate]` section, from the config file or from flags.
 
 use tlsgate_config::{
-    AdminConfig, ClientAuthConfig, ClientAuthMode, Config, ListenerConfig, TerminateConfig,
+    AdminConfig, ClientAuthConfig, ClientAuthMode, Config, FleetConfig, ListenerConfig, TerminateConfig,
 };
 
 use crate::cli::{LogArgs, TerminateArgs};
@@ -57,6 +57,16 @@ fn config_from(args: &TerminateArgs) -> Result<Config, String> {
         for l in &mut t.listener {
             l.ktls = mode;
         }
+    }
+    if let (Some(redis), Some(key)) = (&args.fleet_redis, &args.fleet_key) {
+        let mut f = FleetConfig::new(redis.clone(), key.clone(), args.ticket_rotation);
+        f.redis_ca = args.fleet_redis_ca.clone();
+        config.fleet = Some(f);
+    } else if let (Some(r), Some(f)) = (args.ticket_rotation, config.fleet.as_mut()) {
+        f.ticket_rotation = r;
+    }
+    if let Some(f) = &config.fleet {
+        f.validate().map_err(|e| e.to_string())?;
     }
     if let Some(addr) = args.admin {
         config.admin = Some(AdminConfig { listen: addr });

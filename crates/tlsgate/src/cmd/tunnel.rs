@@ -50,12 +50,12 @@ fn portal_config(args: &PortalArgs) -> Result<Config, String> {
     let config = match &args.config {
         Some(path) => super::load_file(path)?,
         None => {
-            let (Some(gate), Some(ca), Some(cert), Some(key)) =
-                (args.gate.clone(), args.ca.clone(), args.cert.clone(), args.key.clone())
+            let (false, Some(ca), Some(cert), Some(key)) =
+                (args.gate.is_empty(), args.ca.clone(), args.cert.clone(), args.key.clone())
             else {
                 return Err("--gate, --ca, --cert and --key are required without --config".into());
             };
-            let mut p = PortalConfig::from_flags(gate, ca, cert, key);
+            let mut p = PortalConfig::from_flags(args.gate.clone(), ca, cert, key);
             p.server_name = args.server_name.clone();
             p.socks = args.socks;
             p.forward = args.forward.clone();
@@ -68,6 +68,9 @@ fn portal_config(args: &PortalArgs) -> Result<Config, String> {
     let mut portal = portal.ok_or("the config has no [tunnel.portal] section")?;
     if let Some(mode) = args.ktls {
         portal.ktls = mode;
+    }
+    if let Some(wait) = args.session_wait {
+        portal.session_wait = wait;
     }
     let tunnel = TunnelConfig { gate: None, portal: Some(portal) };
     Ok(only(config, tunnel, args.admin, args.allow_insecure_key_permissions))

@@ -6,6 +6,7 @@
 //! [`EXAMPLES`], fails the test, so a new example cannot be added without being run.
 
 mod connect;
+mod fleet;
 mod inline;
 mod originate;
 mod scene;
@@ -57,6 +58,9 @@ const EXAMPLES: &[(&str, &str, How)] = &[
     ("docs/tunnel.md", "# The gate: its certificate, and the CA that issues portal certificates.", How::Run(tunnel::quick_start)),
     ("docs/tunnel.md", "[tunnel.gate]", How::Fragment(GATE, tunnel::policy)),
     ("docs/tunnel.md", "[[tunnel.gate.reverse]]", How::Fragment(GATE, tunnel::reverse)),
+    ("docs/fleet.md", "# One fleet key for every instance, readable by tlsgate only; copy it to each host.", How::Run(fleet::instances)),
+    ("docs/fleet.md", "# haproxy.cfg: one address for the fleet.", How::RunBy("docs/fleet.md", "# One fleet key for every instance, readable by tlsgate only; copy it to each host.")),
+    ("docs/config.md", "[fleet]", How::Fragment(TERMINATE, fleet::toml)),
     ("docs/operations.md", "[Service]", How::Skip("the unit's lines, compared with packaging/systemd/tlsgate.service by tests/package.rs")),
     ("docs/benchmarks.md", "apt-get install -y nginx-core libnginx-mod-stream haproxy hitch stunnel4 wrk openssl \\", How::Skip(BENCH)),
     ("docs/benchmarks.md", "apt-get install -y openssh-server openssh-client openssl util-linux python3", How::Skip(BENCH)),
@@ -72,6 +76,9 @@ const INLINE_TOML: &str =
     "# Between eth0 (the clients) and eth1 (the servers); alone: `tlsgate inline run -c inline.toml`.";
 
 const BENCH: &str = "installs packages and runs minutes-long benchmarks; not part of the tests";
+
+/// The least a terminate config needs, for `[fleet]`.
+pub const TERMINATE: &str = "[[terminate.listener]]\nlisten = \"127.0.0.1:8443\"\n[[terminate.listener.certificate]]\ncert = \"server.pem\"\nkey = \"server.key\"\n[[terminate.listener.route]]\nbackends = [\"127.0.0.1:8080\"]\n";
 
 /// The least a gate needs, for fragments of `[tunnel.gate]`.
 pub const GATE: &str = "[tunnel.gate]\nlisten = \"127.0.0.1:7443\"\ncert = \"gate.pem\"\nkey = \"gate.key\"\nclient_ca = \"ca.pem\"\n";
