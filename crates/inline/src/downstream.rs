@@ -11,6 +11,7 @@
 //! the server in SACK blocks when it accepted SACK (see [`Downstream::sack_blocks`]).
 
 use crate::hold::{HeldSegment, HoldQueue, HoldReason};
+use crate::sacked::Sacked;
 use crate::seq_map::{Mapped, SeqMap, SeqMapError};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -85,7 +86,7 @@ pub struct Downstream {
     recover: Option<u64>,
     /// Inner ranges reported to the server in SACK blocks and not yet passed by the ACK it was
     /// sent, ascending, merged: see [`Downstream::sack_blocks`].
-    sacked: Vec<(u64, u64)>,
+    sacked: Sacked,
 }
 
 /// Duplicate client ACKs that make the engine resend the record the client is missing
@@ -110,7 +111,7 @@ impl Downstream {
             fin: None,
             dup_acks: 0,
             recover: None,
-            sacked: Vec::new(),
+            sacked: Sacked::default(),
         }
     }
 
@@ -426,20 +427,8 @@ impl Downstream {
     /// them are still on their way to the client. Reported ranges are remembered until the ACK
     /// passes them (see [`Downstream::clear_of_sacked`]).
     pub fn sack_blocks(&mut self, ack: u64, max: usize) -> Vec<(u64, u64)> {
-        self.sacked.retain(|&(_, e)| e > ack);
         let blocks: Vec<(u64, u64)> = self.beyond_gap(ack).take(max).collect();
-        for &(s, e) in &blocks {
-            self.sacked.push((s, e));
-        }
-        self.sacked.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(self.sacked.len());
-        for &(s, e) in &self.sacked {
-            match merged.last_mut() {
-                Some(last) if s <= last.1 => last.1 = last.1.max(e),
-                _ => merged.push((s, e)),
-            }
-        }
-        self.sacked = merged;
+        self.sacked.report(ack, &blocks);
         blocks
     }
 
@@ -473,8 +462,8 @@ impl Downstream {
     /// server stays one byte short of the range until the client has taken all of it (the
     /// engine repairs losses toward the client itself meanwhile).
     pub fn clear_of_sacked(&self, ack: u64) -> u64 {
-        match self.sacked.iter().find(|&&(s, e)| s <= ack && ack < e) {
-            Some(&(s, _)) => s - 1,
+        match self.sacked.containing(ack) {
+            Some((s, _)) => s - 1,
             None => ack,
         }
     }
@@ -489,7 +478,7 @@ impl Downstream {
             + self.sent.capacity() * std::mem::size_of::<Sent>()
             + self.hold.state_bytes()
             + self.pairs.state_bytes()
-            + self.sacked.capacity() * std::mem::size_of::<(u64, u64)>()
+            + self.sacked.state_bytes()
     }
 
     /// An idle flow gives back the room its store and pair table grew to.
@@ -497,7 +486,7 @@ impl Downstream {
         self.hold.shrink();
         self.sent.shrink_to_fit();
         self.pairs.shrink();
-        self.sacked.shrink_to_fit();
+        self.sacked.shrink();
     }
 
     /// Queue-state rows: server data waiting for a gap to fill or for the window.

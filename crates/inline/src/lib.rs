@@ -40,6 +40,7 @@ pub mod hold;
 pub mod packet;
 pub mod proxy;
 mod queue_device;
+pub mod sacked;
 pub mod seq;
 pub mod seq_map;
 pub mod sim;

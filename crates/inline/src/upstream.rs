@@ -22,6 +22,7 @@
 use crate::cut::{CutRecord, Ending};
 use crate::handshake::{Handshake, HandshakeError, Progress};
 use crate::hold::{HeldSegment, HoldError, HoldQueue, HoldReason};
+use crate::sacked::Sacked;
 use crate::seq_map::{Mapped, SeqMap, SeqMapError};
 use crate::tables::Release;
 use std::collections::VecDeque;
@@ -131,7 +132,7 @@ pub struct Upstream {
     resent_to: u64,
     /// Outer ranges reported to the client in SACK blocks and not yet passed by its ACK,
     /// ascending, merged: see [`Upstream::sack_blocks`].
-    sacked: Vec<(u64, u64)>,
+    sacked: Sacked,
 }
 
 impl Upstream {
@@ -153,7 +154,7 @@ impl Upstream {
             stats: UpStats::default(),
             fin: None,
             resent_to: 0,
-            sacked: Vec::new(),
+            sacked: Sacked::default(),
         }
     }
 
@@ -442,7 +443,7 @@ impl Upstream {
     fn redeliver(&mut self, start: u64, mut end: u64, out: &mut Vec<Up>) {
         // The client never resends what it was told the engine holds (SACK), and the engine's
         // ACK stops short of such a range: a resend reaching it stands for the range too.
-        while let Some(&(_, e)) = self.sacked.iter().find(|&&(s, e)| s <= end && end < e) {
+        while let Some((_, e)) = self.sacked.containing(end) {
             end = e;
         }
         let mut range: Option<(u64, u64)> = None;
@@ -585,9 +586,9 @@ impl Upstream {
     /// acknowledged instead (the record's end is still to come).
     fn clear_of_sacked(&self, ack: u64) -> u64 {
         let next = self.next();
-        match self.sacked.iter().find(|&&(s, e)| s <= ack && ack < e) {
-            Some(&(_, e)) if e == next && ack + 1 == next => next,
-            Some(&(s, _)) => s - 1,
+        match self.sacked.containing(ack) {
+            Some((_, e)) if e == next && ack + 1 == next => next,
+            Some((s, _)) => s - 1,
             None => ack,
         }
     }
@@ -603,21 +604,9 @@ impl Upstream {
     /// in one round trip. Reported ranges are remembered until the ACK passes them (see
     /// [`Upstream::client_ack`]).
     pub fn sack_blocks(&mut self, ack: u64, max: usize) -> Vec<(u64, u64)> {
-        self.sacked.retain(|&(_, e)| e > ack);
         let blocks: Vec<(u64, u64)> =
             self.hold.ranges().into_iter().filter(|&(s, _)| s > ack).take(max).collect();
-        for &(s, e) in &blocks {
-            self.sacked.push((s, e));
-        }
-        self.sacked.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(self.sacked.len());
-        for &(s, e) in &self.sacked {
-            match merged.last_mut() {
-                Some(last) if s <= last.1 => last.1 = last.1.max(e),
-                _ => merged.push((s, e)),
-            }
-        }
-        self.sacked = merged;
+        self.sacked.report(ack, &blocks);
         blocks
     }
 
@@ -638,7 +627,7 @@ impl Upstream {
             + self.unacked_bytes
             + self.unacked.capacity() * std::mem::size_of::<(u64, Vec<u8>)>()
             + self.pairs.state_bytes()
-            + self.sacked.capacity() * std::mem::size_of::<(u64, u64)>()
+            + self.sacked.state_bytes()
     }
 
     /// An idle flow gives back the room its store, pair table and SACK ranges grew to.
@@ -646,7 +635,7 @@ impl Upstream {
         self.hold.shrink();
         self.unacked.shrink_to_fit();
         self.pairs.shrink();
-        self.sacked.shrink_to_fit();
+        self.sacked.shrink();
     }
 
     /// Queue-state rows: held segments, and the partial record awaiting its tag.
