@@ -124,6 +124,8 @@ struct Tally {
     resumed: u64,
     cross: u64,
     attempts: u64,
+    /// Resumptions not tried: their client's first handshake failed.
+    skipped: u64,
     errors: String,
 }
 
@@ -153,6 +155,7 @@ fn tally(line: &str) -> Tally {
         resumed: field(line, "resumed"),
         cross: field(line, "cross"),
         attempts: field(line, "attempts"),
+        skipped: field(line, "skipped"),
         errors: line.to_string(),
     }
 }
@@ -314,7 +317,7 @@ fn an_instance_killed_under_load_fails_only_its_own_connections() {
     println!("one instance killed: {t:?}");
     // At most the connections in flight on it when it died (one per client worker).
     assert!(t.failures <= workers, "{} failed: {}", t.failures, t.errors);
-    assert_eq!(t.connections, 300 * 6);
+    assert_eq!(t.connections + t.skipped, 300 * 6, "every connection tried or accounted for");
 }
 
 #[test]

@@ -5,7 +5,8 @@ fleet_client.py HOST PORT CAFILE bulk CLIENTS RESUMES VERSION [WORKERS]
     Each client: one full handshake (GET /, the answer names the instance), then RESUMES
     connections offering that first session. VERSION: 1.3 (tickets) or 1.2 (session IDs, no
     tickets). Prints one JSON line: connections, failures, resumed, cross (resumed on another
-    instance than the issuing one), attempts; before it, "progress" once a quarter is done.
+    instance than the issuing one), attempts, skipped (resumptions not tried because their
+    client's first handshake failed); before it, "progress" once a quarter is done.
 fleet_client.py HOST PORT CAFILE hold
     One full handshake (TLS 1.3); prints "ready UNIX_TIME", then answers each stdin line
     "resume" with "resumed yes|no NAME".
@@ -50,7 +51,7 @@ def request(ctx, session=None):
 def bulk(clients, resumes, version, workers):
     ctx = context(version)
     lock = threading.Lock()
-    t = dict(connections=0, failures=0, resumed=0, cross=0, attempts=0, errors=[])
+    t = dict(connections=0, failures=0, resumed=0, cross=0, attempts=0, skipped=0, errors=[])
     quarter = clients * (resumes + 1) // 4
 
     def count():  # with lock held
@@ -65,6 +66,7 @@ def bulk(clients, resumes, version, workers):
             with lock:
                 count()
                 t["failures"] += 1
+                t["skipped"] += resumes  # no session to resume
                 t["errors"].append(repr(e))
             return
         with lock:
