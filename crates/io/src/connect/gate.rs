@@ -30,7 +30,7 @@ use super::meter::{self, Meter, State};
 use super::{read_head, HeadFailure};
 use crate::record_stream::RecordStream;
 use crate::relay::Tally;
-use crate::terminate::handshake::{drive, HandshakeStop};
+use crate::terminate::handshake::drive;
 use crate::tunnel::resolve::Resolver;
 use crate::ProxyError;
 
@@ -374,11 +374,9 @@ async fn handshake(
         |e: rustls::Error| tlsgate_tls::describe::tls_error(&e, tlsgate_tls::describe::Peer::Client);
     let mut hs = ServerHandshake::new(config).map_err(tls_failed)?;
     let mut input = Vec::new();
-    drive(&mut tcp, &mut hs, &mut input).await.map_err(|stop| match stop {
-        HandshakeStop::Tls(e) => tls_failed(e),
-        HandshakeStop::Write(e) => format!("write: {e}"),
-        HandshakeStop::Read(e) => e.context,
-    })?;
+    drive(&mut tcp, &mut hs, &mut input)
+        .await
+        .map_err(|stop| stop.message(tlsgate_tls::describe::Peer::Client))?;
     let finished = hs.finish().map_err(tls_failed)?;
     let identity = finished.facts.peer.clone().ok_or("presented no readable certificate")?;
     let described = (format!("{:?}", finished.facts.version), format!("{:?}", finished.facts.suite.suite()));

@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::{establish, ClientStream};
-use crate::terminate::handshake::{drive, HandshakeStop};
+use crate::terminate::handshake::drive;
 
 /// What the handshake settled, for log lines and the status page.
 #[derive(Debug)]
@@ -38,11 +38,7 @@ pub async fn connect(
     let mut hs = ClientHandshake::new(config, server_name, &mut out).map_err(failed)?;
     tcp.write_all(&out).await.map_err(|e| format!("write: {e}"))?;
     let mut input = Vec::new();
-    drive(&mut tcp, &mut hs, &mut input).await.map_err(|stop| match stop {
-        HandshakeStop::Tls(e) => failed(e),
-        HandshakeStop::Write(e) => format!("write: {e}"),
-        HandshakeStop::Read(e) => e.context,
-    })?;
+    drive(&mut tcp, &mut hs, &mut input).await.map_err(|stop| stop.message(Peer::Server))?;
     let f = hs.finish().map_err(failed)?;
     let facts = Facts {
         resumed: f.resumed,

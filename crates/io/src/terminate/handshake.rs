@@ -197,6 +197,17 @@ pub(crate) enum HandshakeStop {
     Read(ProxyError),
 }
 
+impl HandshakeStop {
+    /// One line for the log; rustls's error described as `peer`'s doing.
+    pub(crate) fn message(self, peer: tlsgate_tls::describe::Peer) -> String {
+        match self {
+            HandshakeStop::Tls(e) => tlsgate_tls::describe::tls_error(&e, peer),
+            HandshakeStop::Write(e) => format!("write: {e}"),
+            HandshakeStop::Read(e) => e.context,
+        }
+    }
+}
+
 /// A handshake fed the peer's records one at a time: the server's (terminate, the connect gate)
 /// or the client's (originate).
 pub(crate) trait FedRecords {

@@ -528,16 +528,14 @@ async fn accept(
     shared: &Shared,
     mode: tlsgate_config::KtlsMode,
 ) -> Result<(crate::ktls::ClientStream, tlsgate_tls::server_handshake::SessionFacts), String> {
-    use crate::terminate::handshake::{drive, HandshakeStop};
+    use crate::terminate::handshake::drive;
     let failed = |e: rustls::Error| tlsgate_tls::describe::tls_error(&e, tlsgate_tls::describe::Peer::Client);
     let mut hs =
         tlsgate_tls::server_handshake::ServerHandshake::new(shared.tls.load_full()).map_err(failed)?;
     let mut input = Vec::new();
-    drive(&mut tcp, &mut hs, &mut input).await.map_err(|stop| match stop {
-        HandshakeStop::Tls(e) => failed(e),
-        HandshakeStop::Write(e) => format!("write: {e}"),
-        HandshakeStop::Read(e) => e.context,
-    })?;
+    drive(&mut tcp, &mut hs, &mut input)
+        .await
+        .map_err(|stop| stop.message(tlsgate_tls::describe::Peer::Client))?;
     let finished = hs.finish().map_err(failed)?;
     let stream = crate::ktls::establish(mode, tcp, finished.secrets, finished.kernel, input)
         .await
