@@ -1,4 +1,4 @@
-//! docs/fleet.md's instances and HAProxy front, docs/config.md's `[fleet]`.
+//! docs/fleet.md's instances and HAProxy front, its nftables ruleset, docs/config.md's `[fleet]`.
 
 use tlsgate_testkit::docs::Block;
 
@@ -49,6 +49,19 @@ pub fn instances(block: &Block, all: &[Block]) {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert!(reached, "HAProxy never passed a connection; log:\n{}", haproxy.log_text());
+}
+
+/// The nftables ruleset loads as written (`nft -f`) and lists the `numgen random` DNAT; the fleet
+/// test (tests/fleet.rs) runs it in front of three instances.
+pub fn nft_ruleset(block: &Block, _all: &[Block]) {
+    let s = Scene::new("doc-fleetn", &[]);
+    s.file("fleet.nft", &block.text);
+    s.must("nft -f fleet.nft");
+    let listed = s.must("nft list chain ip fleet prerouting");
+    assert!(
+        listed.contains("dnat to numgen random mod 3 map { 0 : 10.90.1.2, 1 : 10.90.2.2, 2 : 10.90.3.2 }"),
+        "{listed}"
+    );
 }
 
 /// `[fleet]` with its key file: `tlsgate check` reads the key and names Redis without the

@@ -60,6 +60,8 @@ const EXAMPLES: &[(&str, &str, How)] = &[
     ("docs/tunnel.md", "[[tunnel.gate.reverse]]", How::Fragment(GATE, tunnel::reverse)),
     ("docs/fleet.md", "# One fleet key for every instance, readable by tlsgate only; copy it to each host.", How::Run(fleet::instances)),
     ("docs/fleet.md", "# haproxy.cfg: one address for the fleet.", How::RunBy("docs/fleet.md", "# One fleet key for every instance, readable by tlsgate only; copy it to each host.")),
+    ("docs/fleet.md", "# /etc/nftables.d/fleet.nft on the balancer: 10.96.0.10:443 spread over three instances.", How::Run(fleet::nft_ruleset)),
+    ("docs/fleet.md", "# fleet-health.sh on the balancer (needs curl and nft): the map follows the instances that answer.", How::Skip("run by tests/fleet.rs, the health check of its balancer in front of three instances")),
     ("docs/config.md", "[fleet]", How::Fragment(TERMINATE, fleet::toml)),
     ("docs/operations.md", "[Service]", How::Skip("the unit's lines, compared with packaging/systemd/tlsgate.service by tests/package.rs")),
     ("docs/benchmarks.md", "apt-get install -y nginx-core libnginx-mod-stream haproxy hitch stunnel4 wrk openssl \\", How::Skip(BENCH)),
@@ -105,7 +107,7 @@ fn every_docs_block_is_exercised() {
         let at = format!("{}:{} ({:?})", b.file, b.line, b.first_line());
         match b.lang.as_str() {
             "text" => continue,
-            "toml" | "sh" | "ini" => {}
+            "toml" | "sh" | "ini" | "nft" => {}
             "" => {
                 problems.push(format!("{at}: untagged block; tag it `text` if it is not an example"));
                 continue;
