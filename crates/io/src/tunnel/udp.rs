@@ -1,5 +1,5 @@
 //! The portal's UDP forwards and DNS forwarder: one local socket, one tunnel session per local
-//! client address, ended after a quiet spell.
+//! client address (opened again on the next tunnel when one ends), ended after a quiet spell.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,7 +11,7 @@ use tlsgate_tunnel::{Datagram, Target};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::{Handle, TunnelWait};
+use super::TunnelWait;
 
 /// A client address with no datagram either way for this long has its session ended.
 const CLIENT_IDLE: Duration = Duration::from_secs(60);
@@ -67,44 +67,75 @@ fn start_client(
     let _ = tx.try_send(first);
     clients.insert(from, tx);
     let (sock, target, tunnel) = (sock.clone(), target.clone(), tunnel.clone());
-    tokio::spawn(async move {
-        // The client's datagrams queue (up to QUEUE) while the tunnel (re)connects.
-        match tunnel.handle().await {
-            Some(handle) => client(sock, target, handle, from, rx).await,
-            None => tracing::debug!(client = %from, "tunnel portal: no tunnel; datagrams dropped"),
-        }
-    });
+    tokio::spawn(client(sock, target, tunnel, from, rx));
 }
 
+/// One local client's association. It outlives the tunnel connection: UDP carries no end-to-end
+/// state, so when the tunnel ends (its gate gone) the next datagram opens the session again on
+/// whichever tunnel the portal has then, and replies keep coming to the same local address.
 async fn client(
     sock: Arc<UdpSocket>,
     target: Target,
-    handle: Handle,
+    tunnel: TunnelWait,
     from: SocketAddr,
     mut rx: mpsc::Receiver<Vec<u8>>,
 ) {
-    let id = match handle.open(Protocol::UDP, target.clone()).await {
-        Ok(id) => id,
-        Err(f) => {
-            tracing::info!(client = %from, %target, reason = %f, "tunnel portal: UDP forward refused");
-            return;
-        }
-    };
-    let (sink, mut replies) = mpsc::channel(QUEUE);
-    handle.attach_udp(id, sink, false);
     let src = Target::ip(from.ip(), from.port());
+    // A datagram taken from the queue when the tunnel had just ended: sent on the next one.
+    let mut carried: Option<Vec<u8>> = None;
     loop {
-        tokio::select! {
-            d = rx.recv() => {
-                let Some(data) = d else { break };
+        let first = match carried.take() {
+            Some(d) => d,
+            None => match tokio::time::timeout(CLIENT_IDLE, rx.recv()).await {
+                Ok(Some(d)) => d,
+                _ => return,
+            },
+        };
+        // The datagrams queue (up to QUEUE) while the tunnel (re)connects.
+        let Some(handle) = tunnel.handle().await else {
+            tracing::debug!(client = %from, "tunnel portal: no tunnel; datagrams dropped");
+            return;
+        };
+        let id = match handle.open(Protocol::UDP, target.clone()).await {
+            Ok(id) => id,
+            Err(f) => {
+                tracing::info!(client = %from, %target, reason = %f, "tunnel portal: UDP forward refused");
+                return;
+            }
+        };
+        let (sink, mut replies) = mpsc::channel(QUEUE);
+        handle.attach_udp(id, sink, false);
+        let mut next = Some(first);
+        loop {
+            if let Some(data) = next.take() {
+                if handle.is_closed() {
+                    carried = Some(data);
+                    break;
+                }
                 handle.send_datagram(id, Datagram { src: src.clone(), dst: target.clone(), data });
             }
-            r = replies.recv() => {
-                let Some(d) = r else { return };
-                let _ = sock.send_to(&d.data, from).await;
+            tokio::select! {
+                d = rx.recv() => match d {
+                    Some(d) => next = Some(d),
+                    None => {
+                        handle.end_session(id);
+                        return;
+                    }
+                },
+                r = replies.recv() => match r {
+                    Some(d) => {
+                        let _ = sock.send_to(&d.data, from).await;
+                    }
+                    // The tunnel ended, or the gate ended the session: opened again with the
+                    // client's next datagram.
+                    None => break,
+                },
+                _ = tokio::time::sleep(CLIENT_IDLE) => {
+                    handle.end_session(id);
+                    return;
+                }
             }
-            _ = tokio::time::sleep(CLIENT_IDLE) => break,
         }
+        tracing::debug!(client = %from, "tunnel portal: UDP session ended; the next datagram opens it again");
     }
-    handle.end_session(id);
 }
