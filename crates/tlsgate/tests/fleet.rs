@@ -132,8 +132,8 @@ struct Fleet {
     pki: Pki,
     redis: Option<Redis>,
     instances: Vec<Instance>,
-    /// docs/fleet.md's health-check loop, in the balancer's namespace.
-    health: Proc,
+    /// docs/fleet.md's health-check loop, in the balancer's namespace, once started.
+    health: Option<Proc>,
     /// Last: the namespaces go once every process in them is gone.
     net: Net,
 }
@@ -182,12 +182,22 @@ fn fleet_with(rotation: Option<&str>, tls: bool) -> Fleet {
         instances.push(Instance { gate, addr, _backend: backend });
     }
     net.balance(pki.dir.path());
-    let script = pki.path("fleet-health.sh");
-    std::fs::write(&script, doc_block("# fleet-health.sh on the balancer (needs curl and nft): the map follows the instances that answer.")).unwrap();
-    let health = Proc::spawn("fleet-health.sh", net.balancer.command("bash", &[script.to_str().unwrap()]));
-    let all = (0..3).map(member).collect::<Vec<_>>().join(" ");
-    health.wait_for(&[&format!("members: {all}")], WAIT);
-    Fleet { pki, redis: Some(redis), instances, health, net }
+    Fleet { pki, redis: Some(redis), instances, health: None, net }
+}
+
+impl Fleet {
+    /// Starts docs/fleet.md's health-check loop on the balancer (only the test that kills an
+    /// instance needs it: its probes cost CPU the others can use) and waits for its first round.
+    fn start_health_check(&mut self) -> &Proc {
+        let script = self.pki.path("fleet-health.sh");
+        let first = "# fleet-health.sh on the balancer (needs curl and nft): the map follows the instances that answer.";
+        std::fs::write(&script, doc_block(first)).unwrap();
+        let cmd = self.net.balancer.command("bash", &[script.to_str().unwrap()]);
+        let health = self.health.insert(Proc::spawn("fleet-health.sh", cmd));
+        let all = (0..3).map(member).collect::<Vec<_>>().join(" ");
+        health.wait_for(&[&format!("members: {all}")], WAIT);
+        health
+    }
 }
 
 #[derive(Debug, Default)]
@@ -292,6 +302,7 @@ fn tls13_tickets_resume_on_the_others_and_a_killed_instance_fails_only_its_own()
 /// it out of the map), each found by its client port in the balancer's record; none of the other
 /// two instances' fail.
 fn killed_under_load(f: &mut Fleet) {
+    f.start_health_check();
     f.net.balancer.must("nft", &["flush", "set", "ip", "fleet_record", "flows"]);
     let workers = 8;
     let mut load = client_cmd(f, &["bulk", "300", "5", "1.3", &workers.to_string()])
@@ -307,7 +318,7 @@ fn killed_under_load(f: &mut Fleet) {
     f.instances[1].gate.proc.kill();
     let (dead, live) = (member(1), format!("members: {} {}", member(0), member(2)));
     // The check loop notices (a connection refused, then no answer from /healthz) and shrinks the map.
-    f.health.wait_for(&[&live], WAIT);
+    f.health.as_ref().unwrap().wait_for(&[&live], WAIT);
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     assert!(load.wait().unwrap().success());
