@@ -98,6 +98,11 @@ async fn client(
         };
         let id = match handle.open(Protocol::UDP, target.clone()).await {
             Ok(id) => id,
+            // That tunnel ended as the session opened: on to the next one, with the datagram.
+            Err(_) if handle.is_closed() => {
+                carried = Some(first);
+                continue;
+            }
             Err(f) => {
                 tracing::info!(client = %from, %target, reason = %f, "tunnel portal: UDP forward refused");
                 return;
