@@ -1,8 +1,8 @@
 //! Three `tlsgate terminate` instances of one fleet, each in its own network namespace, behind
 //! docs/fleet.md's nftables `numgen random` DNAT and its health-check loop in a fourth (with a
-//! password-protected redis-server), the clients in a fifth: Python clients resume with the
-//! ticket (TLS 1.3) or session ID (TLS 1.2) one instance issued on whichever instance they land;
-//! ticket keys rotate; Redis stopped and started again; an instance SIGKILLed under load, each
+//! password-protected redis-server; HAProxy there too for the TLS 1.2 test), the clients in a
+//! fifth: Python clients resume with the ticket (TLS 1.3) or session ID (TLS 1.2) one instance
+//! issued on whichever instance they land; ticket keys rotate; Redis stopped and started again; an instance SIGKILLed under load, each
 //! failed connection traced to the instance the balancer sent it to.
 
 use std::collections::HashMap;
@@ -134,6 +134,10 @@ struct Fleet {
     instances: Vec<Instance>,
     /// docs/fleet.md's health-check loop, in the balancer's namespace, once started.
     health: Option<Proc>,
+    /// HAProxy in TCP mode in the balancer's namespace, once started.
+    haproxy: Option<Proc>,
+    /// Where the clients connect: the nftables address, or HAProxy's once started.
+    front: (String, u16),
     /// Last: the namespaces go once every process in them is gone.
     net: Net,
 }
@@ -182,7 +186,7 @@ fn fleet_with(rotation: Option<&str>, tls: bool) -> Fleet {
         instances.push(Instance { gate, addr, _backend: backend });
     }
     net.balance(pki.dir.path());
-    Fleet { pki, redis: Some(redis), instances, health: None, net }
+    Fleet { pki, redis: Some(redis), instances, health: None, haproxy: None, front: (VIP.into(), 443), net }
 }
 
 impl Fleet {
@@ -197,6 +201,25 @@ impl Fleet {
         let all = (0..3).map(member).collect::<Vec<_>>().join(" ");
         health.wait_for(&[&format!("members: {all}")], WAIT);
         health
+    }
+
+    /// HAProxy in TCP mode (`balance random`, its own health checks) on the balancer, in front
+    /// of the same instances, as docs/fleet.md's haproxy.cfg; the clients go through it from now.
+    fn start_haproxy(&mut self) {
+        let front = format!("{BALANCER}:8443");
+        let mut cfg = format!(
+            "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n  \
+             retries 3\n  option redispatch\nlisten fleet\n  bind {front}\n  balance random\n"
+        );
+        for i in 0..3 {
+            cfg.push_str(&format!("  server s{i} {}:443 check inter 200ms fall 1 rise 1\n", member(i)));
+        }
+        let path = self.pki.path("haproxy.cfg");
+        std::fs::write(&path, cfg).unwrap();
+        let cmd = self.net.balancer.command("haproxy", &["-db", "-f", path.to_str().unwrap()]);
+        self.haproxy = Some(Proc::spawn("haproxy", cmd));
+        self.net.balancer.wait_listening(8443, WAIT);
+        self.front = (BALANCER.into(), 8443);
     }
 }
 
@@ -217,7 +240,8 @@ struct Tally {
 /// fleet_client.py in the clients' namespace, against the fleet's address.
 fn client_cmd(f: &Fleet, args: &[&str]) -> Command {
     let script = support_script("fleet_client.py");
-    let mut all = vec![script.to_str().unwrap(), VIP, "443", f.pki.ca()];
+    let port = f.front.1.to_string();
+    let mut all = vec![script.to_str().unwrap(), &f.front.0, &port, f.pki.ca()];
     all.extend_from_slice(args);
     f.net.client.command("python3", &all)
 }
@@ -344,7 +368,9 @@ fn killed_under_load(f: &mut Fleet) {
 
 #[test]
 fn tls12_session_ids_from_one_instance_resume_on_the_others() {
-    let f = fleet(None);
+    let mut f = fleet(None);
+    // The same fleet through HAProxy instead of the nftables DNAT: both balancers shown.
+    f.start_haproxy();
     let t = bulk(&f, 600, "1.2");
     assert_shared(&t, 600, "TLS 1.2 session IDs");
     let m: String = (0..3).map(|i| metrics(&f, i)).collect();
