@@ -59,8 +59,9 @@ def fold(rounds):
             row[sys_key] = min(measured, key=lambda r: r[key])[sys_key]
     for r in rounds:
         row["errors"] += r.get("errors", [])
-        for key in ("suite", "group"):
-            row.setdefault(key, r.get(key))
+        for key in ("suite", "group", "bulk_suite"):
+            if row.get(key) is None:
+                row[key] = r.get(key)
         if r.get("keepalive_socket_errors") not in (None, "", CLEAN_WRK):
             row.setdefault("wrk_errors", []).append(r["keepalive_socket_errors"])
     return row
@@ -96,7 +97,9 @@ def checks(row):
     for e in row.get("wrk_errors", []):
         out.append(f"wrk socket errors: {e}")
     if row.get("suite"):
-        out.append(f"{row['suite']} {row['group']}")
+        out.append(f"handshakes: {row['suite']} {row['group']}")
+    if row.get("bulk_suite"):
+        out.append(f"bulk: {row['bulk_suite']} (the only suite offered)")
     for phase, error in row.get("errors", []):
         out.append(f"{phase} FAILED: {error}")
     return "; ".join(out)
