@@ -184,6 +184,36 @@ def kernel_table(rows):
     return "\n".join(lines)
 
 
+def user_ratios(rounds, subject="tlsgate"):
+    """Per CPU column: the subject's user-space time (total − system) ÷ the user-space time of
+    the round's peer with the lowest user-space time (median of the rounds) — what user-space
+    work alone compares to, where the kernel's loopback work puts a floor under the whole."""
+    parts = []
+    for key, _, _, ratio_name in COLUMNS:
+        if key not in SYS_OF:
+            continue
+        sys_key = SYS_OF[key]
+
+        def user(row):
+            if not _valid(row, key) or row.get(sys_key) is None:
+                return None
+            return row[key] - row[sys_key]
+
+        pairs = []
+        for r, mine in enumerate(rounds.get(subject, [])):
+            theirs = [
+                u
+                for name, rows in rounds.items()
+                if not name.startswith("tlsgate") and r < len(rows) and (u := user(rows[r])) is not None
+            ]
+            m = user(mine)
+            if theirs and m is not None and min(theirs) > 0:
+                pairs.append(m / min(theirs))
+        value = f"{statistics.median(pairs):.2f}" if pairs else "n/a"
+        parts.append(f"{ratio_name}={value}")
+    return "user space alone vs best peer's user space: " + " ".join(parts)
+
+
 def kernel_floor(rounds, subject="tlsgate"):
     """Per CPU column: the subject's system time alone ÷ the round's best peer's total (median
     of the rounds) — the ratio the subject would reach with no user-space time at all."""
