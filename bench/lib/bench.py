@@ -171,6 +171,7 @@ def main():
     print(report.kernel_table(rows))
     print()
     print(report.kernel_floor(rounds))
+    print(report.user_ratios(rounds))
     print()
     if "tlsgate-ktls" in rounds:
         print("tlsgate-ktls " + report.ratios(rounds, subject="tlsgate-ktls")[2])

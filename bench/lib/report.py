@@ -59,8 +59,9 @@ def fold(rounds):
             row[sys_key] = min(measured, key=lambda r: r[key])[sys_key]
     for r in rounds:
         row["errors"] += r.get("errors", [])
-        for key in ("suite", "group"):
-            row.setdefault(key, r.get(key))
+        for key in ("suite", "group", "bulk_suite"):
+            if row.get(key) is None:
+                row[key] = r.get(key)
         if r.get("keepalive_socket_errors") not in (None, "", CLEAN_WRK):
             row.setdefault("wrk_errors", []).append(r["keepalive_socket_errors"])
     return row
@@ -96,7 +97,9 @@ def checks(row):
     for e in row.get("wrk_errors", []):
         out.append(f"wrk socket errors: {e}")
     if row.get("suite"):
-        out.append(f"{row['suite']} {row['group']}")
+        out.append(f"handshakes: {row['suite']} {row['group']}")
+    if row.get("bulk_suite"):
+        out.append(f"bulk: {row['bulk_suite']} (the only suite offered)")
     for phase, error in row.get("errors", []):
         out.append(f"{phase} FAILED: {error}")
     return "; ".join(out)
@@ -179,6 +182,36 @@ def kernel_table(rows):
                 cells.append(f"{fmt.format(part)} ({100 * part / total:.0f} %)" if total > 0 else fmt.format(part))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def user_ratios(rounds, subject="tlsgate"):
+    """Per CPU column: the subject's user-space time (total − system) ÷ the user-space time of
+    the round's peer with the lowest user-space time (median of the rounds) — what user-space
+    work alone compares to, where the kernel's loopback work puts a floor under the whole."""
+    parts = []
+    for key, _, _, ratio_name in COLUMNS:
+        if key not in SYS_OF:
+            continue
+        sys_key = SYS_OF[key]
+
+        def user(row):
+            if not _valid(row, key) or row.get(sys_key) is None:
+                return None
+            return row[key] - row[sys_key]
+
+        pairs = []
+        for r, mine in enumerate(rounds.get(subject, [])):
+            theirs = [
+                u
+                for name, rows in rounds.items()
+                if not name.startswith("tlsgate") and r < len(rows) and (u := user(rows[r])) is not None
+            ]
+            m = user(mine)
+            if theirs and m is not None and min(theirs) > 0:
+                pairs.append(m / min(theirs))
+        value = f"{statistics.median(pairs):.2f}" if pairs else "n/a"
+        parts.append(f"{ratio_name}={value}")
+    return "user space alone vs best peer's user space: " + " ".join(parts)
 
 
 def kernel_floor(rounds, subject="tlsgate"):

@@ -31,6 +31,7 @@ PARAMS = {
     "full": {"rounds": 3, "one_stream": GIB, "parallel": GIB, "streams": 64, "rtts": 1000},
 }
 MSG = 64  # bytes per latency exchange
+TUNNEL_SUITE = "TLS13_AES_128_GCM_SHA256"  # the cipher of ssh's aes128-gcm@openssh.com
 IO_TIMEOUT = 60.0  # seconds any single socket operation may block
 BULK_RAMP_S = 1.0  # the drain runs this long before the latency probe starts
 
@@ -209,6 +210,10 @@ def start_tlsgate(env, pidfile):
             page = r.read().decode("utf-8", "replace")
         suites = sorted(set(re.findall(r"TLS13_[A-Z0-9_]+|TLS_[A-Z0-9_]+", page)))
         cipher = "TLS 1.3 " + (", ".join(suites) or "suite not shown")
+        # The comparison is on equal ciphers: ssh is given aes128-gcm (tunnel.sh), and the gate
+        # prefers AES-128-GCM over whatever order the portal offers.
+        if suites != [TUNNEL_SUITE]:
+            raise RuntimeError(f"the tunnel negotiated {cipher}, not {TUNNEL_SUITE}")
     except Exception:
         for s in reversed(servers):
             s.stop()

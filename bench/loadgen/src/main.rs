@@ -13,7 +13,9 @@
 //!   them until a line or end of file on stdin (or `--hold-max-s`).
 //!
 //! Only TLS 1.3 is offered, with one key-exchange group (`--group`, X25519 by default), so every
-//! peer does the same work. Results are one JSON line on stdout.
+//! peer does the same work; `--suite` narrows the offered cipher suites to one, so that bulk
+//! transfers compare terminators on the same cipher rather than each one's preference. Results
+//! are one JSON line on stdout.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -59,6 +61,9 @@ struct Args {
     /// Key-exchange group offered (the only one).
     #[arg(long, value_enum, default_value = "x25519")]
     group: Group,
+    /// The only cipher suite offered (default: all of rustls's TLS 1.3 suites, the server picks).
+    #[arg(long, value_enum)]
+    suite: Option<Suite>,
     /// Time one connection may take, handshake and response included.
     #[arg(long, default_value_t = 30)]
     timeout_s: u64,
@@ -91,6 +96,26 @@ impl Group {
             Group::X25519 => aws_lc_rs::kx_group::X25519,
             Group::Secp256r1 => aws_lc_rs::kx_group::SECP256R1,
             Group::X25519mlkem768 => aws_lc_rs::kx_group::X25519MLKEM768,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Suite {
+    #[value(name = "TLS_AES_128_GCM_SHA256")]
+    Aes128Gcm,
+    #[value(name = "TLS_AES_256_GCM_SHA384")]
+    Aes256Gcm,
+    #[value(name = "TLS_CHACHA20_POLY1305_SHA256")]
+    Chacha20Poly1305,
+}
+
+impl Suite {
+    fn suite(self) -> rustls::SupportedCipherSuite {
+        match self {
+            Suite::Aes128Gcm => aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256,
+            Suite::Aes256Gcm => aws_lc_rs::cipher_suite::TLS13_AES_256_GCM_SHA384,
+            Suite::Chacha20Poly1305 => aws_lc_rs::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
         }
     }
 }
@@ -236,10 +261,18 @@ fn roots(ca: &Path) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
-/// A TLS 1.3-only client config offering one group; `resume` chooses between an in-memory
-/// session cache and none at all.
-fn client_config(roots: &RootCertStore, group: Group, resume: bool) -> Result<Arc<ClientConfig>, String> {
-    let provider = CryptoProvider { kx_groups: vec![group.kx()], ..aws_lc_rs::default_provider() };
+/// A TLS 1.3-only client config offering one group (and one suite if `suite`); `resume` chooses
+/// between an in-memory session cache and none at all.
+fn client_config(
+    roots: &RootCertStore,
+    group: Group,
+    suite: Option<Suite>,
+    resume: bool,
+) -> Result<Arc<ClientConfig>, String> {
+    let mut provider = CryptoProvider { kx_groups: vec![group.kx()], ..aws_lc_rs::default_provider() };
+    if let Some(suite) = suite {
+        provider.cipher_suites = vec![suite.suite()];
+    }
     let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
@@ -319,13 +352,13 @@ async fn run_requests(
     target: &Target,
 ) -> Result<(Tally, Duration), String> {
     let resume = args.mode == Mode::Resumed;
-    let shared = client_config(roots, args.group, false)?;
+    let shared = client_config(roots, args.group, args.suite, false)?;
     let workers = args.concurrency.clamp(1, args.conns.max(1));
     let mut connectors = Vec::new();
     for _ in 0..workers {
         if resume {
             // Own cache per worker: each connection offers the ticket its predecessor received.
-            let connector = TlsConnector::from(client_config(roots, args.group, true)?);
+            let connector = TlsConnector::from(client_config(roots, args.group, args.suite, true)?);
             let warm = one(&connector, target).await.map_err(|e| format!("warm-up connection: {e}"))?;
             if warm.kind == Some(HandshakeKind::Resumed) {
                 return Err("warm-up connection resumed with an empty cache".into());
@@ -362,7 +395,7 @@ async fn run_requests(
 
 /// `idle`: open, handshake, hold until told to stop.
 async fn run_idle(args: &Args, roots: &RootCertStore, target: &Target) -> Result<(), String> {
-    let connector = TlsConnector::from(client_config(roots, args.group, false)?);
+    let connector = TlsConnector::from(client_config(roots, args.group, args.suite, false)?);
     let workers = args.concurrency.clamp(1, args.conns.max(1));
     let start = Instant::now();
     let mut set = JoinSet::new();

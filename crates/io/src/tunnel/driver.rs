@@ -25,6 +25,9 @@ use super::pump::{Chunk, LocalEnd, TcpLocal, WriterMsg, CHUNK, WRITE_LIMIT};
 
 /// Bytes gathered from `poll_transmit` before they are written into TLS.
 const TRANSMIT_BATCH: usize = 64 * 1024;
+/// Bytes read from TLS at once: four full TLS 1.3 records (16 KiB of plaintext plus 22 bytes of
+/// header, content type and tag each), opened in place by the record layer after one read.
+const TLS_READ: usize = 64 * 1024 + 4 * 22;
 
 /// Why an Open did not give a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,8 +170,6 @@ pub struct Driver {
     opening: HashMap<SessionId, oneshot::Sender<Result<SessionId, OpenFailure>>>,
     label: Arc<str>,
     connected: Option<oneshot::Sender<()>>,
-    /// Where session data is read out of the endpoint, copied to an exact-size buffer after.
-    scratch: Vec<u8>,
 }
 
 impl Driver {
@@ -184,7 +185,6 @@ impl Driver {
             opening: HashMap::new(),
             label,
             connected: None,
-            scratch: vec![0u8; CHUNK],
         }
     }
 
@@ -206,7 +206,7 @@ impl Driver {
             GaugeShare::new(metrics().tunnel_sessions_open.get_or_create(&role).clone(), 0);
         let _up = GaugeShare::new(metrics().tunnel_connections.get_or_create(&role).clone(), 1);
         let (mut rd, mut wr) = tokio::io::split(stream);
-        let mut rbuf = vec![0u8; 32 * 1024];
+        let mut rbuf = vec![0u8; TLS_READ];
         let mut out: Vec<u8> = Vec::with_capacity(TRANSMIT_BATCH);
         let mut written = 0;
         let mut need_flush = false;
@@ -417,7 +417,8 @@ impl Driver {
     fn drain(&mut self, now: Instant, id: SessionId) {
         let Some(Local::Tcp(t)) = self.sessions.get_mut(&id) else { return };
         while t.pending.load(Ordering::Acquire) < WRITE_LIMIT {
-            match self.endpoint.read(now, id, &mut self.scratch) {
+            let mut data = Vec::new();
+            match self.endpoint.read_vec(now, id, CHUNK, &mut data) {
                 Ok(0) => {
                     if !t.finish_sent_to_writer {
                         t.finish_sent_to_writer = true;
@@ -428,7 +429,7 @@ impl Driver {
                 Ok(n) => {
                     t.pending.fetch_add(n, Ordering::AcqRel);
                     t.count_written(n);
-                    let _ = t.writer.send(WriterMsg::Data(self.scratch[..n].to_vec()));
+                    let _ = t.writer.send(WriterMsg::Data(data));
                 }
                 Err(_) => return,
             }
@@ -439,11 +440,12 @@ impl Driver {
     fn flush_queued(&mut self, now: Instant, id: SessionId) {
         let Some(Local::Tcp(t)) = self.sessions.get_mut(&id) else { return };
         while let Some(chunk) = t.queued.front_mut() {
-            match self.endpoint.write(now, id, &chunk.data[chunk.offset..]) {
-                Ok(n) => {
-                    chunk.offset += n;
-                    if chunk.offset == chunk.data.len() {
-                        // Dropping the chunk returns its credit to the reader.
+            // The endpoint keeps the chunk's buffer when all of it fits (no copy).
+            match self.endpoint.write_vec(now, id, &mut chunk.data) {
+                Ok(_) => {
+                    if chunk.data.is_empty() {
+                        // Dropping the chunk returns its credit to the reader: its bytes now count
+                        // against the session's send buffer.
                         t.queued.pop_front();
                     }
                 }

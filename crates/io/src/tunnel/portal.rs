@@ -20,12 +20,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_rustls::client::TlsStream;
-use tokio_rustls::TlsConnector;
 
 use super::connect::connect_any;
 use super::driver::{Acceptor, Driver};
 use super::{endpoint_config, Handle, OpenFailure, TunnelWait, DNS_TARGET_NAME};
+use crate::ktls::ClientStream;
 use crate::ProxyError;
 
 /// Local addresses the portal serves, as bound (port 0 in the config becomes a real port).
@@ -48,9 +47,8 @@ pub struct Portal {
 /// the one it started with.
 struct Link {
     config: PortalConfig,
-    /// rustls's own connection, for `ktls = "off"`.
-    connector: TlsConnector,
-    /// The same config for tlsgate's handshake driver, whose keys the kernel can take.
+    /// The config for tlsgate's handshake driver; its keys go to tlsgate's record layer or the
+    /// kernel's.
     tls: Arc<rustls::ClientConfig>,
     /// One per gate, in the config's order.
     server_names: Vec<ServerName<'static>>,
@@ -80,7 +78,6 @@ impl Link {
         }
         Ok(Link {
             config: config.clone(),
-            connector: TlsConnector::from(tls.clone()),
             tls,
             server_names,
             acceptor: Arc::new(PortalAcceptor { reverse, connect_timeout: config.connect_timeout }),
@@ -212,6 +209,7 @@ impl Keeper {
             let gate_addr = &link.config.gate[index];
             match link.connect(index).await {
                 Ok((tls, gate, suite)) => {
+                    let record_layer = tls.record_layer();
                     let endpoint =
                         Endpoint::new(endpoint_config(Role::Portal, &link.config.limits), Instant::now());
                     let label: Arc<str> = format!("gate {gate_addr}").into();
@@ -229,7 +227,7 @@ impl Keeper {
                             backoff = link.config.reconnect_min;
                             // Published before it is announced: whoever saw the log line finds it.
                             let _ = self.publish.send(Some(handle));
-                            _listed = gate.map(|g| link.listed(gate_addr, g, suite));
+                            _listed = gate.map(|g| link.listed(gate_addr, g, suite, record_layer));
                             tracing::info!(gate = %gate_addr, addr = ?gate, "tunnel portal: connected to gate");
                             run.await
                         }
@@ -264,7 +262,13 @@ fn millis(d: Duration) -> u64 {
 
 impl Link {
     /// The tunnel connection as the status page lists it.
-    fn listed(&self, to: &BackendAddr, gate: SocketAddr, suite: String) -> tlsgate_telemetry::conns::Listed {
+    fn listed(
+        &self,
+        to: &BackendAddr,
+        gate: SocketAddr,
+        suite: String,
+        record_layer: &str,
+    ) -> tlsgate_telemetry::conns::Listed {
         live().insert(ConnInfo {
             listener: "tunnel portal".into(),
             client: gate,
@@ -272,7 +276,7 @@ impl Link {
             version: "TLSv1.3".into(),
             suite,
             identity: String::new(),
-            record_layer: String::new(),
+            record_layer: record_layer.into(),
             backend: std::sync::Mutex::new(to.to_string()),
             state: Default::default(),
             started: Instant::now(),
@@ -281,10 +285,10 @@ impl Link {
         })
     }
 
-    /// The TLS connection to gate `index` of the list: tlsgate's handshake driver and record
-    /// layer (the kernel's where `ktls` and the kernel allow), or rustls's own for
-    /// `ktls = "off"`; with the gate's address and the suite.
-    async fn connect(&self, index: usize) -> Result<(Box<dyn TunnelIo>, Option<SocketAddr>, String), String> {
+    /// The TLS connection to gate `index` of the list: tlsgate's handshake driver, then the
+    /// record layer (the kernel's where `ktls` and the kernel allow, else tlsgate's, as the
+    /// gate's side); with the gate's address and the suite.
+    async fn connect(&self, index: usize) -> Result<(ClientStream, Option<SocketAddr>, String), String> {
         let c = &self.config;
         let gate = &c.gate[index];
         let (hop, via) = match &c.proxy {
@@ -304,26 +308,14 @@ impl Link {
         }
         let gate = stream.peer_addr().ok();
         let server_name = self.server_names[index].clone();
-        if c.ktls != tlsgate_config::KtlsMode::Off {
-            let (tls, facts) = tokio::time::timeout(
-                c.handshake_timeout,
-                crate::ktls::client::connect(c.ktls, self.tls.clone(), server_name, stream),
-            )
-            .await
-            .map_err(|_| "TLS handshake with the gate timed out".to_string())?
-            .map_err(|e| format!("TLS handshake with the gate failed (gate side): {e}"))?;
-            return Ok((Box::new(tls), gate, facts.suite));
-        }
-        let tls: TlsStream<TcpStream> =
-            tokio::time::timeout(c.handshake_timeout, self.connector.connect(server_name, stream))
-                .await
-                .map_err(|_| "TLS handshake with the gate timed out".to_string())?
-                .map_err(|e| {
-                    let e = tlsgate_tls::describe::io_error(&e, tlsgate_tls::describe::Peer::Server);
-                    format!("TLS handshake with the gate failed (gate side): {e}")
-                })?;
-        let suite = tls.get_ref().1.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite()));
-        Ok((Box::new(tls), gate, suite.unwrap_or_default()))
+        let (tls, facts) = tokio::time::timeout(
+            c.handshake_timeout,
+            crate::ktls::client::connect(c.ktls, self.tls.clone(), server_name, stream),
+        )
+        .await
+        .map_err(|_| "TLS handshake with the gate timed out".to_string())?
+        .map_err(|e| format!("TLS handshake with the gate failed (gate side): {e}"))?;
+        Ok((tls, gate, facts.suite))
     }
 }
 
@@ -473,7 +465,3 @@ impl Acceptor for PortalAcceptor {
         });
     }
 }
-
-/// The portal's TLS connection, whichever record layer runs it.
-trait TunnelIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> TunnelIo for T {}

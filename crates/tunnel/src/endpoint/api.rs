@@ -74,9 +74,32 @@ impl Endpoint {
         self.session(now, id)?.write(data)
     }
 
+    /// As [`Endpoint::write`] for a buffer the caller gives up: taken whole (not copied) when all
+    /// of it fits; what was not taken stays in `data`.
+    pub fn write_vec(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        data: &mut Vec<u8>,
+    ) -> Result<usize, SessionError> {
+        self.session(now, id)?.write_vec(data)
+    }
+
     /// Reads buffered bytes; `Ok(0)` for a non-empty `buf` is end of stream.
     pub fn read(&mut self, now: Instant, id: SessionId, buf: &mut [u8]) -> Result<usize, SessionError> {
         self.session(now, id)?.read(buf)
+    }
+
+    /// As [`Endpoint::read`], appending up to `max` bytes to `out`: the caller gets an owned
+    /// buffer of exactly what was read with one copy out of the session.
+    pub fn read_vec(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        max: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, SessionError> {
+        self.session(now, id)?.read_vec(max, out)
     }
 
     /// Half-close: no more data from us (Close write after what is buffered).

@@ -40,6 +40,23 @@ impl Session {
         Ok(n)
     }
 
+    /// As `write`, taking `data`'s buffer when all of it fits; the rest stays in `data`.
+    pub fn write_vec(&mut self, data: &mut Vec<u8>) -> Result<usize, SessionError> {
+        self.check_stream()?;
+        if self.write != WriteSide::Open || self.terminal_sent || self.terminal_to_send.is_some() {
+            return Err(SessionError::Closed);
+        }
+        let len = data.len();
+        let n = self.send.write_vec(data);
+        if n < len {
+            self.want_writable = true;
+        }
+        if n == 0 && len > 0 {
+            return Err(SessionError::WouldBlock);
+        }
+        Ok(n)
+    }
+
     /// Ok(0) for a non-empty `buf` means end of stream.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, SessionError> {
         self.check_stream()?;
@@ -51,6 +68,14 @@ impl Session {
             };
         }
         Ok(self.recv.read(buf))
+    }
+
+    /// As `read`, appending up to `max` bytes to `out`.
+    pub fn read_vec(&mut self, max: usize, out: &mut Vec<u8>) -> Result<usize, SessionError> {
+        if self.recv.is_empty() {
+            return self.read(&mut []);
+        }
+        Ok(self.recv.read_vec(max, out))
     }
 
     /// Local end of stream: Close(write) follows the data already written.

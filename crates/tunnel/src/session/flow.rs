@@ -8,9 +8,17 @@
 use std::collections::VecDeque;
 
 /// Outgoing bytes written by the application and not yet framed, plus the credit counters.
+///
+/// The bytes stay in the buffers they were written in: a buffer handed over whole
+/// ([`SendBuf::write_vec`]) is kept rather than copied, so a bulk transfer's bytes are copied once,
+/// into the frame. Only buffers at least half full are kept, so memory stays within twice the cap.
 #[derive(Debug)]
 pub(crate) struct SendBuf {
-    buf: VecDeque<u8>,
+    chunks: VecDeque<Vec<u8>>,
+    /// Bytes of the first chunk already framed.
+    head: usize,
+    /// Bytes in `chunks` past `head`.
+    len: usize,
     cap: usize,
     sent: u64,
     acked: u64,
@@ -23,7 +31,7 @@ pub(crate) struct AckTooLarge;
 
 impl SendBuf {
     pub fn new(cap: usize) -> Self {
-        SendBuf { buf: VecDeque::new(), cap, sent: 0, acked: 0, peer_window: 0 }
+        SendBuf { chunks: VecDeque::new(), head: 0, len: 0, cap, sent: 0, acked: 0, peer_window: 0 }
     }
 
     pub fn set_peer_window(&mut self, w: u32) {
@@ -33,20 +41,43 @@ impl SendBuf {
     /// Copies as much of `data` as fits under the cap; returns the count taken.
     pub fn write(&mut self, data: &[u8]) -> usize {
         let n = data.len().min(self.room());
-        self.buf.extend(&data[..n]);
+        if n == 0 {
+            return 0;
+        }
+        match self.chunks.back_mut() {
+            Some(last) if last.capacity() - last.len() >= n => last.extend_from_slice(&data[..n]),
+            _ => self.chunks.push_back(data[..n].to_vec()),
+        }
+        self.len += n;
+        n
+    }
+
+    /// As [`SendBuf::write`] for a buffer the caller gives up: kept whole when all of it fits
+    /// and it is at least half full, else copied. What was not taken stays in `data`.
+    pub fn write_vec(&mut self, data: &mut Vec<u8>) -> usize {
+        let n = data.len();
+        if n > 0 && n <= self.room() && n * 2 >= data.capacity() {
+            self.chunks.push_back(std::mem::take(data));
+            self.len += n;
+            return n;
+        }
+        let n = self.write(data);
+        data.drain(..n);
         n
     }
 
     pub fn room(&self) -> usize {
-        self.cap - self.buf.len()
+        self.cap.saturating_sub(self.len)
     }
 
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.len
     }
 
     pub fn clear(&mut self) {
-        self.buf = VecDeque::new();
+        self.chunks = VecDeque::new();
+        self.head = 0;
+        self.len = 0;
     }
 
     /// Bytes the peer still has room for.
@@ -60,12 +91,21 @@ impl SendBuf {
 
     /// Moves up to `max` bytes (bounded by credit) into `out`; returns the count.
     pub fn take_chunk(&mut self, max: usize, out: &mut Vec<u8>) -> usize {
-        let n = (self.buf.len() as u64).min(self.credit()).min(max as u64) as usize;
-        let (a, b) = self.buf.as_slices();
-        let from_a = n.min(a.len());
-        out.extend_from_slice(&a[..from_a]);
-        out.extend_from_slice(&b[..n - from_a]);
-        self.buf.drain(..n);
+        let n = (self.len as u64).min(self.credit()).min(max as u64) as usize;
+        out.reserve(n);
+        let mut left = n;
+        while left > 0 {
+            let Some(front) = self.chunks.front() else { break };
+            let k = (front.len() - self.head).min(left);
+            out.extend_from_slice(&front[self.head..self.head + k]);
+            self.head += k;
+            left -= k;
+            if self.head == front.len() {
+                self.chunks.pop_front();
+                self.head = 0;
+            }
+        }
+        self.len -= n;
         self.sent += n as u64;
         n
     }
@@ -136,6 +176,19 @@ impl RecvBuf {
         n
     }
 
+    /// As [`RecvBuf::read`], appending up to `max` bytes to `out`.
+    pub fn read_vec(&mut self, max: usize, out: &mut Vec<u8>) -> usize {
+        let n = max.min(self.buf.len());
+        let (a, b) = self.buf.as_slices();
+        let from_a = n.min(a.len());
+        out.reserve_exact(n);
+        out.extend_from_slice(&a[..from_a]);
+        out.extend_from_slice(&b[..n - from_a]);
+        self.buf.drain(..n);
+        self.unacked += n as u32;
+        n
+    }
+
     /// An Ack is due once a quarter of the window was consumed, or everything was: small
     /// exchanges are acknowledged at once and bulk transfers do not Ack every read.
     pub fn ack_due(&self) -> Option<u32> {
@@ -169,6 +222,36 @@ mod tests {
     }
 
     #[test]
+    fn written_buffers_come_out_in_order_and_only_full_ones_are_kept() {
+        let mut s = SendBuf::new(64);
+        s.set_peer_window(1000);
+        let mut whole = Vec::with_capacity(20);
+        whole.extend_from_slice(&[1u8; 20]);
+        assert_eq!(s.write_vec(&mut whole), 20);
+        assert!(whole.is_empty() && whole.capacity() == 0, "a full buffer is kept, not copied");
+        let mut sparse = Vec::with_capacity(1000);
+        sparse.extend_from_slice(&[2u8; 10]);
+        assert_eq!(s.write_vec(&mut sparse), 10);
+        assert!(sparse.is_empty() && sparse.capacity() == 1000, "a mostly empty buffer is copied");
+        assert_eq!(s.write(&[3u8; 5]), 5);
+        let mut over = vec![4u8; 40];
+        assert_eq!(s.write_vec(&mut over), 29, "up to the cap");
+        assert_eq!(over, vec![4u8; 11], "the rest stays with the caller");
+        assert_eq!(s.buffered(), 64);
+        assert_eq!(s.room(), 0);
+        let mut out = Vec::new();
+        for max in [7, 20, 1, 100] {
+            s.take_chunk(max, &mut out);
+        }
+        let mut expect = vec![1u8; 20];
+        expect.extend([2u8; 10]);
+        expect.extend([3u8; 5]);
+        expect.extend([4u8; 29]);
+        assert_eq!(out, expect);
+        assert_eq!(s.buffered(), 0);
+    }
+
+    #[test]
     fn receiver_enforces_window_and_acks_what_was_read() {
         let mut r = RecvBuf::new(8);
         r.push(b"abcdef").unwrap();
@@ -184,7 +267,7 @@ mod tests {
     }
 
     #[test]
-    fn read_returns_bytes_in_order_across_the_ring_wrap() {
+    fn read_and_read_vec_return_bytes_in_order_across_the_ring_wrap() {
         let mut r = RecvBuf::new(1 << 20);
         let mut expect = std::collections::VecDeque::new();
         let mut next = 0u8;
@@ -200,10 +283,20 @@ mod tests {
             r.push(&chunk).unwrap();
             expect.extend(&chunk);
             let want = (round * 13) % out.len() + 1;
-            let n = r.read(&mut out[..want]);
+            // Every other round through read_vec, which appends to what the Vec holds.
+            let (n, read) = if round % 2 == 0 {
+                let n = r.read(&mut out[..want]);
+                (n, out[..n].to_vec())
+            } else {
+                let mut v = vec![0xEE];
+                let n = r.read_vec(want, &mut v);
+                assert_eq!(v[0], 0xEE, "read_vec appends");
+                (n, v[1..].to_vec())
+            };
             assert_eq!(n, want.min(expect.len()));
+            assert_eq!(read.len(), n);
             let got: Vec<u8> = expect.drain(..n).collect();
-            assert_eq!(&out[..n], &got[..]);
+            assert_eq!(read, got);
             r.acked(r.ack_due().unwrap_or(0));
         }
         assert_eq!(r.buffered(), expect.len());
