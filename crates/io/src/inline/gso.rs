@@ -126,11 +126,6 @@ fn follows(a: &[u8], pa: &Tcp, b: &[u8], pb: &Tcp, mss: usize) -> bool {
     ip_same && same(tcp..tcp + 4) && same(tcp + 8..tcp + 16) && same(tcp + 18..pa.header_len)
 }
 
-/// One message per frame: no merging.
-pub fn singles(frames: usize) -> Vec<Message> {
-    (0..frames).map(|i| Message { start: i, end: i + 1, header_len: 0, vnet: [0; VNET_HDR_LEN] }).collect()
-}
-
 /// Splits `frames` into messages, merging runs of two or more segments of one flow, and rewrites
 /// the first frame of each run to describe the run (IP length, IPv4 header checksum, and the TCP
 /// checksum field holding the pseudo-header sum, as checksum offload expects).
