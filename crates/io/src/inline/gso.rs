@@ -3,10 +3,11 @@
 //! Consecutive frames of one TCP flow toward one interface (a burst of records the engine sealed
 //! from a burst of server segments) differ only in their sequence numbers and checksums. The
 //! packet ring hands such a run to the kernel as one large frame with a `virtio_net_hdr` asking
-//! for segmentation at `gso_size` = the run's first payload length; the interface has TSO off, so
-//! the kernel cuts it in software into exactly the frames of the run before they reach the wire
-//! (each one no larger than it was, so never above the MTU). One frame then crosses the packet
-//! socket, the qdisc and the device checks instead of dozens.
+//! for segmentation at `gso_size` = the run's first payload length; with TSO off on the
+//! interface the kernel cuts it in software into exactly the frames of the run before they reach
+//! the wire (each one no larger than it was, so never above the MTU), with TSO on the device does
+//! (a veth hands it to its peer whole). One frame then crosses the packet socket, the qdisc and
+//! the device checks instead of dozens.
 //!
 //! What the kernel's segmentation changes, and why each is allowed: PSH is kept on the last
 //! segment only (RFC 9293 3.9.1: a sender may collapse pushes; every frame of a run carries the

@@ -7,15 +7,18 @@
 //! into our memory and hands the whole block over when it is full or when `block_timeout_ms` has
 //! passed. One poll(2) wakeup then yields a block of many frames, read with no system call per
 //! frame, and frames of any size pack tightly (TPACKET_V1/V2 give every frame a fixed slot).
-//! Handing a block back is one store to its status word.
+//! Handing a block back is one store to its status word. With PACKET_VNET_HDR a
+//! `virtio_net_hdr` precedes each frame: a sender's TSO/GSO frame (64 KiB of one flow, as a veth
+//! carries it) arrives whole with its segment size.
 //!
 //! **Transmit: batched `sendmmsg(2)` with segmentation offload.** [`PacketRing::queue`] takes
 //! the frame (its buffer, no copy; [`PacketRing::send`] copies a borrowed one) and
 //! [`PacketRing::flush`] hands the whole queue to the kernel in one call, from a second packet
 //! socket on the interface that only sends, with PACKET_VNET_HDR: a run of consecutive segments
 //! of one TCP flow (see [`super::gso`]) leaves as one GSO frame that the kernel cuts back into
-//! the same MTU-sized frames (in software: the bridged interfaces have TSO off), so the packet
-//! socket, the qdisc and the device checks run once per run instead of once per frame. A
+//! the same MTU-sized frames (in software with TSO off; with TSO on a veth carries it to the peer
+//! whole and a NIC cuts it), so the packet socket, the qdisc and the device checks run once per
+//! run instead of once per frame. A
 //! TPACKET_V3 transmit ring would save the copy into the kernel's buffer, but its slots stay the
 //! kernel's until the driver frees each frame, so it needs completion tracking over more shared
 //! memory, reports a bad frame only as a slot status and carries no GSO header per slot that
