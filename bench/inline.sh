@@ -12,6 +12,7 @@
 #
 #   bench/inline.sh [--seconds N] [--no-terminate] [--no-net | --only-net]
 #                   [--inline-gib G] [--idle-flows N] [--inline-mode buffered|cut-through]
+#                   [--offloads on|off]   (section 3: TSO/GSO/checksum offload on the veths)
 #                   [--perf DIR]   (section 3: perf record -g of tlsgate into DIR, each run)
 #
 # Needs the Debian packages openssl, util-linux (taskset), python3, for the terminate column and
@@ -31,6 +32,7 @@ net=1
 gib=1
 flows=200
 mode=buffered
+offloads=on
 perf=()
 while [ $# -gt 0 ]; do
   case $1 in
@@ -41,8 +43,9 @@ while [ $# -gt 0 ]; do
     --inline-gib) gib=$2; shift ;;
     --idle-flows) flows=$2; shift ;;
     --inline-mode) mode=$2; shift ;;
+    --offloads) offloads=$2; shift ;;
     --perf) mkdir -p "$2"; perf=(--perf "$(cd "$2" && pwd)"); shift ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/inline.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -149,7 +152,7 @@ net_rc=0
 if [ "$net" = 1 ]; then
   echo "[inline] inline run vs terminate through network namespaces, $gib GiB each (bench/lib/inline_net.py)" >&2
   PYTHONDONTWRITEBYTECODE=1 python3 "$repo/bench/lib/inline_net.py" --dir "$work" --tlsgate "$target/profiling/tlsgate" \
-    --gib "$gib" --flows "$flows" --mode "$mode" "${perf[@]}" >"$work/net.md" &
+    --gib "$gib" --flows "$flows" --mode "$mode" --offloads "$offloads" "${perf[@]}" >"$work/net.md" &
   py_pid=$!
   wait "$py_pid" || net_rc=$?
 fi

@@ -1,7 +1,10 @@
-"""Three network namespaces, client - gate - server, joined by two veth pairs with every offload
-off (TSO, GSO, GRO, checksum offload: a bridge in the gate must never see a frame larger than the
-MTU or a partial checksum), for bench/lib/inline_net.py. Each namespace made is appended to a
-registry file that bench/inline.sh's exit trap deletes, should `down` not run."""
+"""Three network namespaces, client - gate - server, joined by two veth pairs, for
+bench/lib/inline_net.py. GRO is off everywhere (a bridge reads frames as their sender sent them).
+With offloads on (the veth default) the hosts' TSO/GSO hand 64 KiB TCP "frames" with partial
+checksums to the veth, which carries them whole: the inline gate reads them as GSO frames and
+sends its own that way. With offloads off (TSO, GSO, checksum offload) every frame is wire-sized
+and checksummed, as on a physical wire. Each namespace made is appended to a registry file that
+bench/inline.sh's exit trap deletes, should `down` not run."""
 
 import subprocess
 
@@ -17,8 +20,9 @@ class Topology:
     """client - gate - server. Bridged: one subnet, the gate's veths without addresses and
     forwarding off. Routed: the gate has an address on each side and forwards."""
 
-    def __init__(self, tag, octet, routed, registry):
+    def __init__(self, tag, octet, routed, registry, offloads=True):
         self.routed = routed
+        self.offloads = offloads
         self.ns = {role: f"{tag}-{role}" for role in ("client", "gate", "server")}
         self.ifs = {
             "client": f"{tag}c",
@@ -56,7 +60,8 @@ class Topology:
             "peer", "name", i["server"], "netns", self.ns["server"]])
         for role, ifname in (("client", i["client"]), ("gate", i["gate_client"]),
                              ("gate", i["gate_server"]), ("server", i["server"])):
-            sh(self.exec(role) + ["ethtool", "-K", ifname, "tso", "off", "gso", "off", "gro", "off", "tx", "off"])
+            state = "on" if self.offloads else "off"
+            sh(self.exec(role) + ["ethtool", "-K", ifname, "tso", state, "gso", state, "gro", "off", "tx", state])
             sh(self.exec(role) + ["ip", "link", "set", ifname, "up"])
         sh(self.exec("client") + ["ip", "addr", "add", f"{self.client_ip}/24", "dev", i["client"]])
         sh(self.exec("server") + ["ip", "addr", "add", f"{self.server_ip}/24", "dev", i["server"]])

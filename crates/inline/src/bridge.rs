@@ -17,15 +17,19 @@
 //! not known yet is probed, at most once a second: in ARP (RFC 5227 probe) or a neighbour
 //! solicitation from the unspecified address (IPv6).
 //!
-//! Frames carrying an IP packet larger than the MTU are dropped and counted: they come from
-//! segmentation offload (GRO/TSO/GSO), which must be turned off on bridged interfaces
-//! (`ethtool -K IFACE gro off tso off gso off`).
+//! A frame carrying an IP packet larger than the MTU is a GSO frame when the driver says so
+//! ([`InFrame::gso_size`]: a veth hands on what its sender's TSO/GSO left whole): server data of
+//! a flow whose records the engine seals goes to the engine whole (records are cut to the
+//! client's MSS on the way out), anything else is first cut into the segments it stands for. Any
+//! other oversized frame (GRO on the interface, or a driver that does not say) is dropped and
+//! counted.
 //!
 //! The AF_PACKET driver (`tlsgate-io`) and the simulator both drive this type.
 
 mod arp;
 mod macs;
 mod nd;
+mod segment;
 
 use crate::engine::Engine;
 use crate::packet;
@@ -64,6 +68,9 @@ pub struct InFrame<'a> {
     /// The sender's stack left the TCP/UDP checksum unfinished (checksum offload on veth and
     /// most NICs: the field holds only the pseudo-header sum). The bridge completes it.
     pub csum_partial: bool,
+    /// A TCP GSO frame (one frame for several segments, as TSO left it): the segment size; 0 for
+    /// a frame as a wire carries it.
+    pub gso_size: u16,
 }
 
 /// Counters of the bridge itself (the engine has its own [`crate::engine::Stats`]).
@@ -79,6 +86,10 @@ pub struct BridgeStats {
     pub unroutable: u64,
     /// Frames larger than the far side's MTU allows: dropped (segmentation offload left on).
     pub oversize: u64,
+    /// GSO frames handed to the engine whole.
+    pub gso_whole: u64,
+    /// GSO frames cut into their segments before the engine.
+    pub gso_cut: u64,
     /// Partial checksums completed.
     pub csum_completed: u64,
     /// Frames shorter than an Ethernet header: dropped.
@@ -212,9 +223,17 @@ impl Bridge {
         out: &mut Vec<(Side, Vec<u8>)>,
     ) {
         let payload = eth.payload();
+        let mut whole = false;
         if payload.len() > self.mtu {
-            self.stats.oversize += 1;
-            return;
+            if frame.gso_size == 0 {
+                self.stats.oversize += 1;
+                return;
+            }
+            whole = self.engine.takes_whole(payload);
+            if !whole {
+                return self.cut_gso(now, frame, eth, out);
+            }
+            self.stats.gso_whole += 1;
         }
         // With room for the Ethernet header the packet goes out with (see `route`).
         let mut pkt = Vec::with_capacity(payload.len() + packet::LINK_HEADROOM);
@@ -227,7 +246,8 @@ impl Bridge {
         if let Some(i) = &incoming {
             self.learn(frame.from, i.src, src_mac);
         }
-        if frame.csum_partial && packet::complete_checksum(&mut pkt) {
+        // A whole GSO frame's checksum is never read: the engine takes only its payload.
+        if frame.csum_partial && !whole && packet::complete_checksum(&mut pkt) {
             self.stats.csum_completed += 1;
         }
         // An advertisement names its target's MAC (the answer to a probe may come from another
@@ -254,6 +274,32 @@ impl Bridge {
             self.route(now, p, Some(&incoming), out);
         }
         self.emitted = emitted;
+    }
+
+    /// A GSO frame the engine does not take whole: its segments, one by one, as if each had come
+    /// from the wire (checksums finished).
+    fn cut_gso(
+        &mut self,
+        now: Duration,
+        frame: InFrame<'_>,
+        eth: &EthernetFrame<&[u8]>,
+        out: &mut Vec<(Side, Vec<u8>)>,
+    ) {
+        let Some(segments) = segment::cut(eth.payload(), usize::from(frame.gso_size)) else {
+            self.stats.oversize += 1;
+            return;
+        };
+        self.stats.gso_cut += 1;
+        let mut data = Vec::with_capacity(ETHERNET_HEADER_LEN + self.mtu);
+        for s in segments {
+            data.clear();
+            data.extend_from_slice(&frame.data[..ETHERNET_HEADER_LEN]);
+            data.extend_from_slice(&s);
+            let piece = InFrame { from: frame.from, data: &data, csum_partial: false, gso_size: 0 };
+            if let Ok(eth) = EthernetFrame::new_checked(&data[..]) {
+                self.ip_frame(now, piece, &eth, out);
+            }
+        }
     }
 
     /// Frames one packet of the engine's for the side its destination is on.

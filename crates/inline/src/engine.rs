@@ -331,6 +331,22 @@ impl Engine {
     /// A panic in one flow's processing (a bug, whatever the packet) must not stop the thread
     /// that serves every flow: it is caught here, that flow is reset on both sides and dropped,
     /// and the others go on.
+    /// Whether `pkt`, a TCP segment larger than the MTU (a GSO frame the server's stack left
+    /// whole), may go to [`Engine::handle_packet`] as it is: server data of a flow whose records
+    /// the engine seals, which reads only its payload and sends records cut to the client's MSS.
+    /// Any other packet would pass on as it came, so it must be cut into MTU-sized segments first.
+    pub fn takes_whole(&self, pkt: &[u8]) -> bool {
+        let Some(seg) = packet::parse(pkt) else { return false };
+        if seg.syn || self.config.services.iter().any(|s| s.addr == seg.dst) {
+            return false;
+        }
+        if self.proxy.by_server(seg.dst, seg.src).is_some() {
+            return false;
+        }
+        let key = self.by_backend.get(&(seg.dst, seg.src));
+        key.and_then(|k| self.flows.get(k)).is_some_and(|f| f.tls.is_some())
+    }
+
     pub fn handle_packet(&mut self, now: Duration, pkt: Vec<u8>, out: &mut Vec<Vec<u8>>) {
         let Some(seg) = packet::parse(&pkt) else {
             self.stats.passed += 1;

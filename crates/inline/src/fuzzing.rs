@@ -234,7 +234,11 @@ pub fn bridge(data: &[u8]) {
             }
         };
         let mut out = Vec::new();
-        b.handle_frame(now, InFrame { from, data: &frame, csum_partial: kind & 8 != 0 }, &mut out);
+        b.handle_frame(
+            now,
+            InFrame { from, data: &frame, csum_partial: kind & 8 != 0, gso_size: 0 },
+            &mut out,
+        );
         assert!(out.len() <= 64, "{} frames out", out.len());
         for (_, f) in &out {
             assert!(f.len() >= 14 && f.len() <= MTU + 18, "a frame of {} bytes", f.len());

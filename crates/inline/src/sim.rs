@@ -388,7 +388,7 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
         let f = l2::announcement(mac, ip.into());
         bridge.handle_frame(
             Duration::ZERO,
-            InFrame { from: side, data: &f, csum_partial: false },
+            InFrame { from: side, data: &f, csum_partial: false, gso_size: 0 },
             &mut Vec::new(),
         );
     }
@@ -512,7 +512,11 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
                     }
                     let (frame, csum_partial) = l2.frame(from, &p, client_ip, server_ip);
                     let mut frames = Vec::new();
-                    bridge.handle_frame(dnow, InFrame { from, data: &frame, csum_partial }, &mut frames);
+                    bridge.handle_frame(
+                        dnow,
+                        InFrame { from, data: &frame, csum_partial, gso_size: 0 },
+                        &mut frames,
+                    );
                     let out = unframe_all(frames, vip, &mut sum);
                     for (_, o) in &out {
                         if let (Some(port), Some(seg)) = (trace_port, packet::parse(o)) {

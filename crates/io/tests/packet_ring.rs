@@ -1,7 +1,8 @@
 //! The AF_PACKET ring on real veth pairs inside namespaces this test makes (needs root): frames
 //! cross intact and in order, the ring never sees its own frames, the interface is promiscuous
 //! while the ring is open, sizes are enforced, host traffic shows its checksum state, and a run
-//! of TCP segments sent as one GSO message arrives as the same frames.
+//! of TCP segments sent as one GSO message arrives as the same frames (TSO off) or as one GSO
+//! frame that says its segment size (TSO on).
 
 use std::fs::File;
 use std::net::UdpSocket;
@@ -37,12 +38,18 @@ struct Got {
     data: Vec<u8>,
     wire_len: usize,
     csum_partial: bool,
+    gso_size: u16,
 }
 
 /// Takes what the ring has, without waiting.
 fn drain(ring: &mut PacketRing, into: &mut Vec<Got>) {
     ring.recv(|f| {
-        into.push(Got { data: f.data.to_vec(), wire_len: f.wire_len, csum_partial: f.csum_partial })
+        into.push(Got {
+            data: f.data.to_vec(),
+            wire_len: f.wire_len,
+            csum_partial: f.csum_partial,
+            gso_size: f.gso_size,
+        })
     });
 }
 
@@ -99,7 +106,7 @@ fn frames_cross_intact_in_order_and_the_sender_never_sees_its_own() {
     ra.flush().unwrap();
     let mut got = Vec::new();
     await_frames(&mut rb, &mut got, |g| !g.is_empty());
-    assert_eq!(got, [Got { data: single.clone(), wire_len: 60, csum_partial: false }]);
+    assert_eq!(got, [Got { data: single.clone(), wire_len: 60, csum_partial: false, gso_size: 0 }]);
 
     // Many frames of every size, some to another host's MAC, some 802.1Q-tagged (the kernel
     // takes the tag out on receive; the ring puts it back).
@@ -140,7 +147,7 @@ fn frames_cross_intact_in_order_and_the_sender_never_sees_its_own() {
     rb.flush().unwrap();
     let mut back = Vec::new();
     await_frames(&mut ra, &mut back, |g| !g.is_empty());
-    assert_eq!(back, [Got { data: answer, wire_len: 100, csum_partial: false }]);
+    assert_eq!(back, [Got { data: answer, wire_len: 100, csum_partial: false, gso_size: 0 }]);
     let a_stats = ra.stats();
     assert_eq!((a_stats.rx_frames, a_stats.kernel_drops), (1, 0));
     drain(&mut rb, &mut got);
@@ -290,9 +297,10 @@ fn tcp_frame(dst: [u8; 6], src: [u8; 6], id: u16, seq: u32, payload: usize, dpor
     f
 }
 
-/// With TSO and checksum offload off on the interface, a run of segments of one flow leaves as
-/// one GSO message, and the kernel cuts it into exactly the frames queued (none above the MTU);
-/// with them on, every frame is its own message.
+/// A run of segments of one flow leaves as one GSO message. With TSO and checksum offload off
+/// on the interface the kernel cuts it into exactly the frames queued (none above the MTU); with
+/// them on, the veth carries it whole, and the receiving ring reads it as one GSO frame that
+/// gives the segment size: the queued frames' payloads behind the first frame's headers.
 #[test]
 fn a_run_of_segments_leaves_as_one_message_and_arrives_as_the_same_frames() {
     let ns = Netns::new("ringgso");
@@ -319,24 +327,35 @@ fn a_run_of_segments_leaves_as_one_message_and_arrives_as_the_same_frames() {
             ra.send(f).unwrap();
         }
         ra.flush().unwrap();
-        let mut got = Vec::new();
-        await_frames(&mut rb, &mut got, |g| g.len() >= frames.len());
-        assert_eq!(got.len(), frames.len(), "offloads {state}");
-        for (i, (g, s)) in got.iter().zip(&frames).enumerate() {
-            assert!(
-                g.data == *s,
-                "offloads {state}: frame {i} differs ({} bytes, sent {})",
-                g.data.len(),
-                s.len()
-            );
-            assert!(!g.csum_partial, "offloads {state}: frame {i} has its checksum finished");
-        }
         let tx = ra.stats();
-        let messages = if offloads_off { 2 } else { frames.len() as u64 };
         assert_eq!(
             (tx.tx_frames, tx.tx_messages, tx.tx_errors),
-            (frames.len() as u64, messages, 0),
+            (frames.len() as u64, 2, 0),
             "offloads {state}"
         );
+        let mut got = Vec::new();
+        if offloads_off {
+            await_frames(&mut rb, &mut got, |g| g.len() >= frames.len());
+            assert_eq!(got.len(), frames.len());
+            for (i, (g, s)) in got.iter().zip(&frames).enumerate() {
+                assert!(g.data == *s, "frame {i} differs ({} bytes, sent {})", g.data.len(), s.len());
+                assert!(!g.csum_partial, "frame {i} has its checksum finished");
+                assert_eq!(g.gso_size, 0, "frame {i} is one segment");
+            }
+            continue;
+        }
+        await_frames(&mut rb, &mut got, |g| g.len() >= 2);
+        assert_eq!(got.len(), 2, "the run whole, then the other flow's frame");
+        let (run, single) = (&got[0], &got[1]);
+        let head = 14 + 40;
+        let payloads: Vec<u8> = frames[..21].iter().flat_map(|f| f[head..].to_vec()).collect();
+        assert_eq!(usize::from(run.gso_size), mss, "the GSO frame gives its segment size");
+        assert_eq!(run.data.len(), run.wire_len, "not cut short");
+        assert_eq!(run.data[..14], frames[0][..14], "Ethernet header");
+        assert_eq!(&run.data[head..], &payloads[..], "every payload, in order");
+        let ip_len = u16::from_be_bytes([run.data[16], run.data[17]]);
+        assert_eq!(usize::from(ip_len), 40 + payloads.len(), "the IP length covers the run");
+        assert_eq!(single.data, frames[21]);
+        assert_eq!(single.gso_size, 0);
     }
 }

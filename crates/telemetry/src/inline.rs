@@ -199,7 +199,7 @@ pub fn json(v: &InlineView) -> Value {
             "non_ip_frames": b.non_ip_frames, "arp_answered": b.arp_answered,
             "nd_answered": b.nd_answered, "arp_probes": b.arp_probes, "nd_probes": b.nd_probes,
             "unroutable": b.unroutable, "oversize": b.oversize, "csum_completed": b.csum_completed,
-            "malformed": b.malformed,
+            "gso_whole": b.gso_whole, "gso_cut": b.gso_cut, "malformed": b.malformed,
         },
         "rings": v.ifaces().iter().zip(&v.rings).map(|(iface, ring)| json!({
             "iface": iface, "rx_frames": ring.rx_frames, "tx_frames": ring.tx_frames,

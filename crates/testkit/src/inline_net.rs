@@ -123,6 +123,20 @@ impl InlineNet {
         InlineNet { client, gate, gate_client_if, gate_server_if, switch, servers, impair }
     }
 
+    /// Segmentation and checksum offload back on (the veth default) for every host and the
+    /// gate's ports, GRO still off: the hosts' stacks hand 64 KiB TCP frames with partial
+    /// checksums to their veths, which (and the switch's bridge) carry them whole to the gate,
+    /// and the gate's own GSO frames reach the hosts whole.
+    pub fn offloads_on(&self) {
+        let on = ["tso", "on", "gso", "on", "tx", "on"];
+        for host in std::iter::once(&self.client).chain(&self.servers) {
+            host.ns.must("ethtool", &[&["-K", host.iface.as_str()][..], &on[..]].concat());
+        }
+        for dev in [&self.gate_client_if, &self.gate_server_if] {
+            self.gate.must("ethtool", &[&["-K", dev.as_str()][..], &on[..]].concat());
+        }
+    }
+
     /// The stand-in for the bump: a Linux bridge in the gate joining its two interfaces.
     pub fn join_with_linux_bridge(&self) {
         self.gate.must("ip", &["link", "add", "br0", "type", "bridge"]);
@@ -222,10 +236,10 @@ fn receive_frames_as_sent(ns: &Netns, iface: &str) {
     ns.must("ethtool", &["-K", iface, "gro", "off"]);
 }
 
-/// A bridged interface as the inline engine's documentation asks: no GRO (frames as sent), no
-/// TSO and no checksum offload, so what the bridge hands the kernel as one GSO frame is cut into
-/// wire-sized, fully checksummed frames before it leaves (with TSO on, a veth would carry it to
-/// the peer whole).
+/// A bridged interface without GRO (frames as sent), and here without TSO and checksum offload
+/// too, so what the bridge hands the kernel as one GSO frame is cut into wire-sized, fully
+/// checksummed frames before it leaves and captures show what a wire carries (with TSO on, a
+/// veth carries it to the peer whole: [`InlineNet::offloads_on`]).
 fn bridge_port(ns: &Netns, iface: &str) {
     ns.must("ethtool", &["-K", iface, "gro", "off", "tso", "off", "gso", "off", "tx", "off"]);
 }

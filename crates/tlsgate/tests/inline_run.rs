@@ -186,6 +186,25 @@ type Suite<'a> = (&'a [&'a str], &'a str);
 /// ring drops bursts of client segments; the client repairs them by SACK (the engine reports
 /// what it holds beyond a gap), where before its RTT estimate grew until an upload stalled past
 /// nginx's 60 s body timeout.
+/// With TSO/GSO and checksum offload on at every host and gate port (the veth default), the
+/// server's stack hands the gate 64 KiB segments and the client's uploads come the same way: the
+/// gate seals the server's whole, cuts the client's, and both directions arrive intact.
+#[test]
+fn sixty_four_mib_down_and_up_with_segmentation_offload_on() {
+    let s = Scene::new(1, BIG);
+    s.net.offloads_on();
+    let _gate = s.direct(&["--admin", ADMIN]);
+    sixty_four_mib(&s, &TLS13_AES_GCM, "TLSv1.3 / TLS_AES_128_GCM_SHA256", true);
+    let status =
+        tlsgate_testkit::clients::curl_in(&s.net.gate, &["--fail", &format!("http://{ADMIN}/status.json")]);
+    assert!(status.status.success(), "/status.json: {}", describe(&status));
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).expect("/status.json is JSON");
+    let bridge = &v["inline"]["bridge"];
+    assert!(bridge["gso_whole"].as_u64() > Some(0), "no GSO frame reached the engine whole: {bridge}");
+    assert!(bridge["gso_cut"].as_u64() > Some(0), "no upload GSO frame was cut: {bridge}");
+    assert_eq!(bridge["oversize"].as_u64(), Some(0), "{bridge}");
+}
+
 #[test]
 fn sixty_four_mib_up_every_suite_and_release() {
     const TLS12_CHACHA_NAME: &str = "TLSv1.2 / ECDHE-ECDSA-CHACHA20-POLY1305";

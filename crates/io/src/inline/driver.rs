@@ -75,7 +75,8 @@ pub(super) fn run(
         let now = start.elapsed();
         for (ring, from) in [(&mut client, Side::Client), (&mut server, Side::Server)] {
             ring.recv(|f| {
-                let frame = InFrame { from, data: f.data, csum_partial: f.csum_partial };
+                let frame =
+                    InFrame { from, data: f.data, csum_partial: f.csum_partial, gso_size: f.gso_size };
                 bridge.handle_frame(now, frame, &mut out);
             });
         }

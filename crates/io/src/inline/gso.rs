@@ -3,10 +3,11 @@
 //! Consecutive frames of one TCP flow toward one interface (a burst of records the engine sealed
 //! from a burst of server segments) differ only in their sequence numbers and checksums. The
 //! packet ring hands such a run to the kernel as one large frame with a `virtio_net_hdr` asking
-//! for segmentation at `gso_size` = the run's first payload length; the interface has TSO off, so
-//! the kernel cuts it in software into exactly the frames of the run before they reach the wire
-//! (each one no larger than it was, so never above the MTU). One frame then crosses the packet
-//! socket, the qdisc and the device checks instead of dozens.
+//! for segmentation at `gso_size` = the run's first payload length; with TSO off on the
+//! interface the kernel cuts it in software into exactly the frames of the run before they reach
+//! the wire (each one no larger than it was, so never above the MTU), with TSO on the device does
+//! (a veth hands it to its peer whole). One frame then crosses the packet socket, the qdisc and
+//! the device checks instead of dozens.
 //!
 //! What the kernel's segmentation changes, and why each is allowed: PSH is kept on the last
 //! segment only (RFC 9293 3.9.1: a sender may collapse pushes; every frame of a run carries the
@@ -124,11 +125,6 @@ fn follows(a: &[u8], pa: &Tcp, b: &[u8], pb: &Tcp, mss: usize) -> bool {
         same(0..ip + 2) && same(ip + 6..ip + 10) && same(ip + 12..tcp)
     };
     ip_same && same(tcp..tcp + 4) && same(tcp + 8..tcp + 16) && same(tcp + 18..pa.header_len)
-}
-
-/// One message per frame: no merging.
-pub fn singles(frames: usize) -> Vec<Message> {
-    (0..frames).map(|i| Message { start: i, end: i + 1, header_len: 0, vnet: [0; VNET_HDR_LEN] }).collect()
 }
 
 /// Splits `frames` into messages, merging runs of two or more segments of one flow, and rewrites

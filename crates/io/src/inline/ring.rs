@@ -7,15 +7,18 @@
 //! into our memory and hands the whole block over when it is full or when `block_timeout_ms` has
 //! passed. One poll(2) wakeup then yields a block of many frames, read with no system call per
 //! frame, and frames of any size pack tightly (TPACKET_V1/V2 give every frame a fixed slot).
-//! Handing a block back is one store to its status word.
+//! Handing a block back is one store to its status word. With PACKET_VNET_HDR a
+//! `virtio_net_hdr` precedes each frame: a sender's TSO/GSO frame (64 KiB of one flow, as a veth
+//! carries it) arrives whole with its segment size.
 //!
 //! **Transmit: batched `sendmmsg(2)` with segmentation offload.** [`PacketRing::queue`] takes
 //! the frame (its buffer, no copy; [`PacketRing::send`] copies a borrowed one) and
 //! [`PacketRing::flush`] hands the whole queue to the kernel in one call, from a second packet
 //! socket on the interface that only sends, with PACKET_VNET_HDR: a run of consecutive segments
 //! of one TCP flow (see [`super::gso`]) leaves as one GSO frame that the kernel cuts back into
-//! the same MTU-sized frames (in software: the bridged interfaces have TSO off), so the packet
-//! socket, the qdisc and the device checks run once per run instead of once per frame. A
+//! the same MTU-sized frames (in software with TSO off; with TSO on a veth carries it to the peer
+//! whole and a NIC cuts it), so the packet socket, the qdisc and the device checks run once per
+//! run instead of once per frame. A
 //! TPACKET_V3 transmit ring would save the copy into the kernel's buffer, but its slots stay the
 //! kernel's until the driver frees each frame, so it needs completion tracking over more shared
 //! memory, reports a bad frame only as a slot status and carries no GSO header per slot that
@@ -54,7 +57,9 @@ impl Default for RingConfig {
         // Many small blocks: a block goes over after the timeout however few frames it holds, so
         // the ring lasts about `block_count` timeouts while the bridge thread waits for a CPU
         // (16 blocks of 1 MiB lasted 16 ms, and a loaded machine dropped frames every second).
-        RingConfig { block_size: 1 << 16, block_count: 512, block_timeout_ms: 1 }
+        // Each block holds at least one GSO frame of 64 KiB with its headers (see
+        // `RxFrame::gso_size`): a frame larger than a block is cut short by the kernel.
+        RingConfig { block_size: 1 << 17, block_count: 256, block_timeout_ms: 1 }
     }
 }
 
@@ -67,6 +72,9 @@ pub struct RxFrame<'a> {
     pub wire_len: usize,
     /// The TCP/UDP checksum is unfinished (TP_STATUS_CSUMNOTREADY): checksum offload.
     pub csum_partial: bool,
+    /// A TCP GSO frame (the sender's TSO/GSO left its segments whole, as a veth carries them):
+    /// the segment size it stands for; 0 for a frame as a wire carries it.
+    pub gso_size: u16,
 }
 
 /// Kernel and ring counters.
@@ -79,6 +87,8 @@ pub struct RingStats {
     pub tx_errors: u64,
     /// Messages handed to the kernel (a GSO run of frames is one).
     pub tx_messages: u64,
+    /// Frames larger than a ring block, which the kernel cut short: dropped.
+    pub rx_truncated: u64,
 }
 
 const ETH_HLEN: usize = 14;
@@ -118,13 +128,13 @@ pub struct PacketRing {
     mtu: usize,
     mac: [u8; 6],
     tx_frames_queued: Vec<Vec<u8>>,
+    /// Every received frame has a `virtio_net_hdr` in front (PACKET_VNET_HDR on the ring).
+    rx_vnet: bool,
     rx_frames: u64,
+    rx_truncated: u64,
     tx_frames: u64,
     tx_errors: u64,
     tx_messages: u64,
-    /// Runs of segments may leave as GSO frames: the interface has TSO and checksum offload
-    /// off, so the kernel cuts them in software into exactly the queued frames.
-    gso: bool,
     /// PACKET_STATISTICS resets on every read: the drops read so far.
     kernel_drops: AtomicU64,
 }
@@ -179,6 +189,13 @@ impl PacketRing {
             Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => {}
             r => r.map_err(|e| fail("PACKET_IGNORE_OUTGOING", e))?,
         }
+        // A `virtio_net_hdr` before each frame says whether it is a GSO frame and of which
+        // segment size (the sender's TSO left it whole). Set before the ring exists (the kernel
+        // refuses it after); ring frames carry it from Linux 5.8 on, older kernels ignore it.
+        let rx_vnet = vnet_in_ring();
+        if rx_vnet {
+            set_opt(sock, libc::PACKET_VNET_HDR, &one).map_err(|e| fail("PACKET_VNET_HDR", e))?;
+        }
         let as_uint = |n: usize| libc::c_uint::try_from(n).expect("checked by check_config");
         // V3 lays frames out freely inside a block; the frame fields only have to agree with the
         // block geometry, so one "frame" per block.
@@ -204,11 +221,6 @@ impl PacketRing {
         };
         set_opt(sock, libc::PACKET_ADD_MEMBERSHIP, &mreq).map_err(|e| fail("promiscuous mode", e))?;
         let tx = open_tx(ifindex).map_err(|e| fail("sending socket", e))?;
-        // With TSO on, a veth would carry a GSO frame to the peer whole, and with checksum
-        // offload its segments' checksums unfinished: merging only when both are off (as a
-        // bridged interface should be). An interface that does not say is taken as "on".
-        let feature = |cmd| ethtool_flag(sock, &name, cmd).unwrap_or(true);
-        let gso = !feature(ETHTOOL_GTSO) && !feature(ETHTOOL_GTXCSUM);
 
         Ok(PacketRing {
             rx,
@@ -218,11 +230,12 @@ impl PacketRing {
             mtu,
             mac,
             tx_frames_queued: Vec::with_capacity(TX_BATCH),
+            rx_vnet,
             rx_frames: 0,
+            rx_truncated: 0,
             tx_frames: 0,
             tx_errors: 0,
             tx_messages: 0,
-            gso,
             kernel_drops: AtomicU64::new(0),
         })
     }
@@ -249,8 +262,18 @@ impl PacketRing {
             }
             let count = self.rx.word(block, BLOCK_NUM_PKTS).load(Ordering::Relaxed);
             let first = self.rx.word(block, BLOCK_FIRST_PKT).load(Ordering::Relaxed) as usize;
+            let vnet = self.rx_vnet;
             let packets = self.rx.packets(block);
-            frames += walk_block(packets, first.wrapping_sub(BLOCK_HDR_LEN), count, &mut f);
+            let mut deliver = |frame: RxFrame<'_>| {
+                if frame.wire_len > frame.data.len() {
+                    // Cut short to the block: not a frame the bridge may pass on.
+                    self.rx_truncated += 1;
+                } else {
+                    frames += 1;
+                    f(frame);
+                }
+            };
+            walk_block(packets, first.wrapping_sub(BLOCK_HDR_LEN), count, vnet, &mut deliver);
             // Release: our reads of the block happen before the kernel may refill it.
             self.rx.word(block, BLOCK_STATUS).store(libc::TP_STATUS_KERNEL, Ordering::Release);
             self.rx.next = (block + 1) % self.rx.block_count;
@@ -296,11 +319,7 @@ impl PacketRing {
     /// socket's buffer is full, the interface is down) is dropped and counted in `tx_errors`, as
     /// a switch drops; an error that means the socket or interface is gone is returned.
     pub fn flush(&mut self) -> io::Result<()> {
-        let messages = if self.gso {
-            gso::plan(&mut self.tx_frames_queued)
-        } else {
-            gso::singles(self.tx_frames_queued.len())
-        };
+        let messages = gso::plan(&mut self.tx_frames_queued);
         let frames_in = |m: &[Message]| m.iter().map(|m| m.frames() as u64).sum::<u64>();
         let mut done = 0;
         let mut result = Ok(());
@@ -340,6 +359,7 @@ impl PacketRing {
             kernel_drops: self.kernel_drops.load(Ordering::Relaxed),
             tx_errors: self.tx_errors,
             tx_messages: self.tx_messages,
+            rx_truncated: self.rx_truncated,
         }
     }
 }
@@ -421,11 +441,10 @@ impl Drop for RxRing {
     }
 }
 
-/// Calls `f` for each frame of one block (`first` is the offset of the first frame in `block`)
-/// and returns how many it delivered. Frames we sent ourselves are skipped; an 802.1Q tag the
-/// kernel took out is put back in front of the frame.
-fn walk_block(block: &mut [u8], first: usize, count: u32, f: &mut impl FnMut(RxFrame<'_>)) -> usize {
-    let mut delivered = 0;
+/// Calls `f` for each frame of one block (`first` is the offset of the first frame in `block`).
+/// Frames we sent ourselves are skipped; an 802.1Q tag the kernel took out is put back in front
+/// of the frame. With `vnet`, a `virtio_net_hdr` lies just before each frame.
+fn walk_block(block: &mut [u8], first: usize, count: u32, vnet: bool, f: &mut impl FnMut(RxFrame<'_>)) {
     let mut at = first;
     for _ in 0..count {
         let Some(hdr) = block.get(at..at.saturating_add(PKT_HDR_LEN)) else { break };
@@ -443,6 +462,11 @@ fn walk_block(block: &mut [u8], first: usize, count: u32, f: &mut impl FnMut(RxF
         let tpid = u16::from_ne_bytes([hdr[tpid_at], hdr[tpid_at + 1]]);
 
         let mut deliver = pkttype != libc::PACKET_OUTGOING;
+        // Read before a tag is put back: that moves the addresses over its last bytes.
+        let gso_size = match vnet.then(|| mac.checked_sub(VNET_HDR_LEN)).flatten() {
+            Some(v) => block.get(at + v..at + mac).map_or(0, tcp_gso_size),
+            None => 0,
+        };
         if deliver && status & libc::TP_STATUS_VLAN_VALID != 0 {
             let tpid = if status & libc::TP_STATUS_VLAN_TPID_VALID != 0 { tpid } else { 0x8100 };
             // The kernel leaves room between the headers and the frame; without it (never with
@@ -458,8 +482,7 @@ fn walk_block(block: &mut [u8], first: usize, count: u32, f: &mut impl FnMut(RxF
             let start = at + mac;
             if let Some(data) = block.get(start..start.saturating_add(snaplen)) {
                 let csum_partial = status & libc::TP_STATUS_CSUMNOTREADY != 0;
-                f(RxFrame { data, wire_len, csum_partial });
-                delivered += 1;
+                f(RxFrame { data, wire_len, csum_partial, gso_size });
             }
         }
         if next == 0 {
@@ -467,7 +490,30 @@ fn walk_block(block: &mut [u8], first: usize, count: u32, f: &mut impl FnMut(RxF
         }
         at += next;
     }
-    delivered
+}
+
+/// `struct virtio_net_hdr`: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, in
+/// the host's byte order (the legacy virtio order the packet socket writes).
+const VNET_HDR_LEN: usize = 10;
+const VNET_GSO_TCPV4: u8 = 1;
+const VNET_GSO_TCPV6: u8 = 4;
+const VNET_GSO_ECN: u8 = 0x80;
+
+/// The segment size of a TCP GSO frame from its `virtio_net_hdr`; 0 for any other frame.
+fn tcp_gso_size(vnet: &[u8]) -> u16 {
+    match vnet[1] & !VNET_GSO_ECN {
+        VNET_GSO_TCPV4 | VNET_GSO_TCPV6 => u16::from_ne_bytes([vnet[4], vnet[5]]),
+        _ => 0,
+    }
+}
+
+/// Whether the running kernel writes a `virtio_net_hdr` into ring frames (Linux 5.8 and later;
+/// before, the option only applied to `recvmsg`).
+fn vnet_in_ring() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (5, 8)
 }
 
 /// Moves the two MAC addresses at `frame` four bytes forward and writes the tag after them.
@@ -551,31 +597,6 @@ fn if_ioctl(
         return Err(open_error(&iface, "interface lookup", io::Error::last_os_error()));
     }
     Ok(req.data)
-}
-
-const ETHTOOL_GTXCSUM: u32 = 0x16;
-const ETHTOOL_GTSO: u32 = 0x1e;
-
-/// Whether an interface feature is on (SIOCETHTOOL with an ETHTOOL_G* `cmd` and a `struct
-/// ethtool_value`).
-fn ethtool_flag(sock: BorrowedFd<'_>, name: &[u8; libc::IFNAMSIZ], cmd: u32) -> io::Result<bool> {
-    #[repr(C)]
-    struct EthtoolValue {
-        cmd: u32,
-        data: u32,
-    }
-    let mut value = EthtoolValue { cmd, data: 0 };
-    let mut req = IfReq { name: *name, data: [0; size_of::<libc::ifreq>() - libc::IFNAMSIZ] };
-    let at = (&mut value as *mut EthtoolValue) as usize;
-    req.data[..size_of::<usize>()].copy_from_slice(&at.to_ne_bytes());
-    // SAFETY: `req` is a `struct ifreq` with a NUL-terminated name whose union holds a pointer
-    // (`ifr_data`) to `value`, a live `struct ethtool_value`; the kernel reads the name and the
-    // pointer, and writes only `value`, which outlives the call.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req as *mut IfReq) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(value.data != 0)
 }
 
 /// A SOL_PACKET option whose value is the plain C struct or integer `T`.
