@@ -106,7 +106,7 @@ impl CutRecord {
     /// The record's last byte arrived: checks the tag and says what the record was; what the
     /// session sends in answer is appended to `reply`.
     pub fn end(self, session: &mut Session, reply: &mut Vec<u8>) -> Result<Ending, Fatal> {
-        let tag = self.opener.finish();
+        let tag = session.finish_stream(self.opener);
         Ok(match session.stream_end(self.header, tag, &self.held, self.released, reply)? {
             Received::Data(r) => Ending::Data(self.held[r].to_vec()),
             Received::Nothing => Ending::Control,
