@@ -90,8 +90,14 @@ impl CutRecord {
             return Vec::new();
         }
         let n = self.releasable();
+        if n == 0 {
+            return Vec::new();
+        }
         self.released += n;
-        self.held.drain(..n).collect()
+        // The released bytes keep the buffer they were decrypted into; only the held-back tail
+        // (TLS 1.3: from the last non-zero byte, usually one byte) moves to a new one.
+        let tail = self.held.split_off(n);
+        std::mem::replace(&mut self.held, tail)
     }
 
     fn releasable(&self) -> usize {

@@ -229,7 +229,7 @@ fn one_key_reuses_its_context_across_records_at_random_splits() {
             let mut body = body.to_vec();
             let mid = body.len() / 2;
             match n % 10 {
-                4 => body[mid] ^= 0x02, // ciphertext, or the tag of an empty record
+                4 => body[mid] ^= 0x02,                 // ciphertext, or the tag of an empty record
                 7 => *body.last_mut().unwrap() ^= 0x40, // a bit of the tag
                 _ => {}
             }
