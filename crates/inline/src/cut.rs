@@ -90,8 +90,14 @@ impl CutRecord {
             return Vec::new();
         }
         let n = self.releasable();
+        if n == 0 {
+            return Vec::new();
+        }
         self.released += n;
-        self.held.drain(..n).collect()
+        // The released bytes keep the buffer they were decrypted into; only the held-back tail
+        // (TLS 1.3: from the last non-zero byte, usually one byte) moves to a new one.
+        let tail = self.held.split_off(n);
+        std::mem::replace(&mut self.held, tail)
     }
 
     fn releasable(&self) -> usize {
@@ -106,7 +112,7 @@ impl CutRecord {
     /// The record's last byte arrived: checks the tag and says what the record was; what the
     /// session sends in answer is appended to `reply`.
     pub fn end(self, session: &mut Session, reply: &mut Vec<u8>) -> Result<Ending, Fatal> {
-        let tag = self.opener.finish();
+        let tag = session.finish_stream(self.opener);
         Ok(match session.stream_end(self.header, tag, &self.held, self.released, reply)? {
             Received::Data(r) => Ending::Data(self.held[r].to_vec()),
             Received::Nothing => Ending::Control,

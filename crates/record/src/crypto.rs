@@ -14,7 +14,7 @@
 //! of the version alone.
 
 use crate::frame::{ContentType, Header, HEADER_LEN, MAX_PLAINTEXT};
-use crate::stream::{StreamKey, StreamOpener};
+use crate::stream::{Alg, Ctx, StreamOpener, CONTEXT_BYTES};
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey, NONCE_LEN};
 use rustls::client::ClientConnectionData;
 use rustls::kernel::KernelConnection;
@@ -115,8 +115,9 @@ pub struct RecordKey {
     /// opener's key on first use (only cut-through release opens records piece by piece, and
     /// its expanded key would cost every other connection a few hundred bytes for nothing).
     raw: ([u8; 32], usize),
-    /// The streaming opener's key (cut-through release), once needed.
-    stream: Option<StreamKey>,
+    /// The streaming opener's decryption context (cut-through release), once needed; lent to
+    /// the record being opened and handed back at its end.
+    stream: Option<Ctx>,
     iv: [u8; NONCE_LEN],
     /// TLS 1.2 AES-GCM: the body starts with the 8-byte explicit nonce (RFC 5288).
     explicit_nonce: bool,
@@ -183,14 +184,10 @@ impl RecordKey {
     }
 
     /// Heap bytes the key holds beyond its own size: the AEAD context while built, the
-    /// streaming opener's expanded AES key while built.
+    /// streaming opener's context while built and not lent to a record.
     pub fn heap_bytes(&self) -> usize {
-        let stream = match &self.stream {
-            Some(StreamKey::Aes128(_)) => std::mem::size_of::<aes::Aes128>(),
-            Some(StreamKey::Aes256(_)) => std::mem::size_of::<aes::Aes256>(),
-            _ => 0,
-        };
-        self.key.as_ref().map_or(0, |_| AEAD_CONTEXT_BYTES) + stream
+        self.key.as_ref().map_or(0, |_| AEAD_CONTEXT_BYTES)
+            + self.stream.as_ref().map_or(0, |_| CONTEXT_BYTES)
     }
 
     /// The AEAD context, rebuilt from the raw key after [`RecordKey::park`].
@@ -203,18 +200,29 @@ impl RecordKey {
         self.key.as_ref().ok_or(CryptoError::Unsupported)
     }
 
-    /// The streaming opener's key, built on first use.
-    fn stream_key(&mut self) -> Result<StreamKey, CryptoError> {
-        if self.stream.is_none() {
-            let key = &self.raw.0[..self.raw.1];
-            let built = if self.alg == &aead::CHACHA20_POLY1305 {
-                StreamKey::chacha(key)
-            } else {
-                StreamKey::aes(key)
-            };
-            self.stream = Some(built.ok_or(CryptoError::Unsupported)?);
+    /// The streaming opener's context: the one the previous record handed back, or a new one.
+    fn stream_ctx(&mut self) -> Result<Ctx, CryptoError> {
+        if let Some(ctx) = self.stream.take() {
+            return Ok(ctx);
         }
-        self.stream.clone().ok_or(CryptoError::Unsupported)
+        let alg = if self.alg == &aead::CHACHA20_POLY1305 { Alg::Chacha20Poly1305 } else { Alg::AesGcm };
+        Ctx::new(alg, &self.raw.0[..self.raw.1]).ok_or(CryptoError::Unsupported)
+    }
+
+    /// Checks a streamed record's tag ([`StreamOpener::finish`]) and keeps its context for the
+    /// next record, when the record was this key's latest (a key update replaced the key
+    /// otherwise, and the context holds the old one).
+    pub fn finish_stream(&mut self, opener: StreamOpener) -> Result<(), CryptoError> {
+        let seq = opener.seq();
+        let (verdict, ctx) = opener.finish_keep();
+        if verdict.is_ok() && self.stream.is_none() && self.key_seq_follows(seq) {
+            self.stream = Some(ctx);
+        }
+        verdict
+    }
+
+    fn key_seq_follows(&self, seq: u64) -> bool {
+        seq.checked_add(1) == Some(self.seq)
     }
 
     /// The next record sequence number.
@@ -344,7 +352,7 @@ impl RecordKey {
                 if len < TAG_LEN + 1 {
                     return Err(CryptoError::Short(TAG_LEN + 1));
                 }
-                Ok(StreamOpener::new(self.stream_key()?, self.nonce(seq), &header.encode(), 0, len))
+                Ok(StreamOpener::new(self.stream_ctx()?, self.nonce(seq), &header.encode(), 0, len, seq))
             }
             Version::Tls12 => {
                 let explicit = self.explicit_len();
@@ -355,7 +363,7 @@ impl RecordKey {
                 let aad = tls12_aad(seq, header.content_type, header.version, len - overhead);
                 // AES-GCM: the opener reads the explicit nonce into the IV's last 8 bytes itself.
                 let nonce = if self.explicit_nonce { self.iv } else { self.nonce(seq) };
-                Ok(StreamOpener::new(self.stream_key()?, nonce, &aad, explicit, len))
+                Ok(StreamOpener::new(self.stream_ctx()?, nonce, &aad, explicit, len, seq))
             }
         }
     }
@@ -592,6 +600,11 @@ impl RecordLayer {
     /// [`StreamOpener::finish`] verified it, [`crate::session`] interprets the content.
     pub fn open_stream(&mut self, header: Header) -> Result<StreamOpener, CryptoError> {
         self.rx.open_stream(header)
+    }
+
+    /// Checks a streamed client record's tag: see [`RecordKey::finish_stream`].
+    pub fn finish_stream(&mut self, opener: StreamOpener) -> Result<(), CryptoError> {
+        self.rx.finish_stream(opener)
     }
 
     /// TLS 1.3: the client's KeyUpdate was received whole; the receive key moves on.

@@ -344,6 +344,12 @@ impl Session {
         self.layer.open_stream(header).map_err(|e| self.crypto(e))
     }
 
+    /// Checks the tag of a record opened piece by piece (its verdict is for
+    /// [`Session::stream_end`]); the opener's context is kept for the next record.
+    pub fn finish_stream(&mut self, opener: StreamOpener) -> Result<(), CryptoError> {
+        self.layer.finish_stream(opener)
+    }
+
     /// The end of a record opened piece by piece: `tag` is [`StreamOpener::finish`]'s verdict,
     /// `plain` the decrypted plaintext not handed out, after `released` bytes that were (as
     /// application data). A data range returned is within `plain`.

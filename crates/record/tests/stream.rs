@@ -209,3 +209,51 @@ fn headers_too_short_for_the_overhead_are_refused_before_decrypting() {
         }
     }
 }
+
+/// As the engine runs it: one key opens record after record, each through `finish_stream`,
+/// which hands the decryption context back for the next record. Random sizes and splits; every
+/// result equals the whole-record open; a record with a flipped tag bit still fails, and a
+/// dropped unfinished record leaves the next one opening.
+#[test]
+fn one_key_reuses_its_context_across_records_at_random_splits() {
+    let mut rng = StdRng::seed_from_u64(27);
+    for (version, suite) in CASES {
+        let t = &mut trio(version, suite);
+        for n in 0..60 {
+            let len =
+                if n % 3 == 0 { rng.random_range(0..=MAX_PLAINTEXT) } else { rng.random_range(0..3000) };
+            let mut rec = Vec::new();
+            t.seal.seal(ContentType::APPLICATION_DATA, &plaintext(len, n as u8), &mut rec).unwrap();
+            let expect = open_whole(&mut t.whole, &rec).unwrap();
+            let (header, body) = split(&rec);
+            let mut body = body.to_vec();
+            let mid = body.len() / 2;
+            match n % 10 {
+                4 => body[mid] ^= 0x02,                 // ciphertext, or the tag of an empty record
+                7 => *body.last_mut().unwrap() ^= 0x40, // a bit of the tag
+                _ => {}
+            }
+            let mut cuts: Vec<usize> =
+                (0..rng.random_range(0..20)).map(|_| rng.random_range(0..=body.len())).collect();
+            cuts.sort_unstable();
+            let mut s = t.stream.open_stream(header).unwrap();
+            let mut out = Vec::new();
+            let mut from = 0;
+            for &c in cuts.iter().chain(std::iter::once(&body.len())) {
+                s.update(&body[from..c], &mut out);
+                from = c;
+            }
+            match n % 10 {
+                // A bad tag is refused; the key's next record still opens.
+                4 | 7 => assert_eq!(t.stream.finish_stream(s), Err(CryptoError::BadRecordMac)),
+                // Dropped unfinished: the context goes with it, the next record builds one.
+                9 => drop(s),
+                _ => {
+                    assert_eq!(t.stream.finish_stream(s), Ok(()), "{version:?} {suite:?} {len} {cuts:?}");
+                    assert_eq!(out, expect, "{version:?} {suite:?} {len} {cuts:?}");
+                }
+            }
+        }
+        assert_eq!(t.stream.seq(), t.whole.seq());
+    }
+}
