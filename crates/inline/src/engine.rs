@@ -296,6 +296,12 @@ impl Engine {
     }
 
     /// The counters, the records and bytes of live flows included.
+    /// Times a flow was parked so far (`Stats::flows_parked`, without summing over the flows
+    /// as [`Engine::stats`] does): a driver gives freed memory back after parking.
+    pub fn parked_total(&self) -> u64 {
+        self.stats.flows_parked
+    }
+
     pub fn stats(&self) -> Stats {
         let mut stats = self.stats;
         for f in self.flows.values() {
