@@ -92,6 +92,7 @@ fn main() {
         .map_or(1000, |s| s.parse::<usize>().expect("--flows takes a count"));
     let request = !args.iter().any(|a| a == "--no-request");
     let park = !args.iter().any(|a| a == "--no-park");
+    let mut release = Releaser { on: args.iter().any(|a| a == "--release-memory"), ..Releaser::default() };
     // The suite terminate negotiates with its defaults (docs/benchmarks.md).
     let (server_cfg, client_cfg) = configs(TLS13[0]);
     let mut engine = Engine::new(Config {
@@ -114,20 +115,25 @@ fn main() {
     for i in 0..WARM_UP {
         open_idle_flow(&mut engine, &client_cfg, i, request, &mut now);
         idle(&mut engine, park, &mut now);
+        release.tick(&engine, now);
     }
+    release.finish(&engine);
     let state_before = engine.report().state_bytes();
     let before = memory();
     for i in WARM_UP..WARM_UP + flows {
         open_idle_flow(&mut engine, &client_cfg, i, request, &mut now);
         idle(&mut engine, park, &mut now);
+        release.tick(&engine, now);
     }
+    // The bridge thread's last release comes within a second of the last parking.
+    release.finish(&engine);
     let after = memory();
     let report = engine.report();
     assert_eq!(report.connections.len(), WARM_UP + flows);
     assert!(report.connections.iter().all(|c| c.state == FlowState::Established));
     assert!(report.connections.iter().all(|c| c.state_bytes > 0));
     let per = |x: usize, y: usize| x.saturating_sub(y) / flows;
-    println!(
+    print!(
         "flows={flows} park={park} state_bytes_per_flow={} heap_bytes_per_flow={} \
          rust_heap_bytes_per_flow={} rss_bytes_per_flow={}",
         per(report.state_bytes(), state_before),
@@ -135,6 +141,49 @@ fn main() {
         per(after.2, before.2),
         per(after.0, before.0),
     );
+    if release.on {
+        let mean = release.total.as_micros() / release.count.max(1) as u128;
+        print!(" releases={} release_us_mean={mean}", release.count);
+    }
+    println!();
+}
+
+/// `--release-memory`: what `tlsgate inline run`'s bridge thread does after the engine parked
+/// flows (`tlsgate_io::inline::release`, the binary's `memory::release`): mimalloc's free pages
+/// purged and glibc's heap trimmed, at most once a second (of the engine's clock here).
+#[derive(Default)]
+struct Releaser {
+    on: bool,
+    seen: u64,
+    last: Option<Duration>,
+    count: usize,
+    total: Duration,
+}
+
+impl Releaser {
+    fn tick(&mut self, engine: &Engine, now: Duration) {
+        let parked = engine.parked_total();
+        if !self.on || parked == self.seen || self.last.is_some_and(|l| now < l + Duration::from_secs(1)) {
+            return;
+        }
+        self.seen = parked;
+        self.last = Some(now);
+        let started = std::time::Instant::now();
+        // SAFETY: neither takes a pointer; both only walk their allocator's free lists.
+        unsafe {
+            libmimalloc_sys::mi_collect(true);
+            libc::malloc_trim(0);
+        }
+        self.count += 1;
+        self.total += started.elapsed();
+    }
+
+    /// The release still owed for the last parkings.
+    fn finish(&mut self, engine: &Engine) {
+        self.last = None;
+        self.tick(engine, Duration::ZERO);
+        self.last = None;
+    }
 }
 
 /// The time between two flows: with `park`, long enough for the engine's timers to park the

@@ -87,6 +87,9 @@ pub struct SimConfig {
     /// Every client segment after the SYN advertises at most this window field (the clients'
     /// windows shrink below what their SYNs offered, as RFC 9293 discourages but allows).
     pub client_window_after_syn: Option<u16>,
+    /// The engine's `Limits::park_after`: a short one parks flows between the bursts of an
+    /// impaired transfer, which then must go on as before.
+    pub park_after: Option<Duration>,
 }
 
 impl Default for SimConfig {
@@ -110,6 +113,7 @@ impl Default for SimConfig {
             server_sack: true,
             max_flows: Limits::default().max_flows,
             client_window_after_syn: None,
+            park_after: Limits::default().park_after,
         }
     }
 }
@@ -153,6 +157,8 @@ pub struct Summary {
     pub server_rtt_sample_max: Duration,
     /// Flows the engine switched to its full proxy (any reason).
     pub full_proxy: u64,
+    /// Times the engine parked an idle flow (`SimConfig::park_after`).
+    pub parked: u64,
 }
 
 impl Summary {
@@ -374,7 +380,7 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
             tls: server_tls,
             pool: if cfg.balanced { vec![(SERVER_IP, 80).into()] } else { Vec::new() },
         }],
-        limits: Limits { max_flows: cfg.max_flows, ..Limits::default() },
+        limits: Limits { max_flows: cfg.max_flows, park_after: cfg.park_after, ..Limits::default() },
     });
     let mut bridge = Bridge::new(engine, l2::BRIDGE_MAC, 1500);
     let mut l2 = l2::L2::default();
@@ -720,6 +726,7 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
     }
     sum.bytes_up = sum.bytes_down;
     let proxy = bridge.engine().stats().proxy;
+    sum.parked = bridge.engine().stats().flows_parked;
     sum.full_proxy = proxy.switched_window + proxy.switched_flow_table + proxy.switched_hello_window;
     sum.peak_state_per_flow = sum.peak_state_per_flow.max(report.peak_flow_state());
     for row in &report.connections {

@@ -24,10 +24,9 @@ const RTO: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: u32 = 6;
 /// Sequence pairs per direction.
 const PAIRS: usize = 4096;
-/// The parking delay to give `engine::Limits::park_after` (off by default, see there): an
-/// established flow without a packet for this long is parked ([`TlsFlow::park`]): its AEAD
-/// contexts dropped (rebuilt from the raw keys on the next record, a key expansion per
-/// direction) and its queues' spare room given back. Long enough that a busy flow never pays
+/// The default of `engine::Limits::park_after`: an established flow without a packet for this
+/// long is parked ([`TlsFlow::park`]): its AEAD contexts dropped (rebuilt from the raw keys on
+/// the next record, a key expansion per direction) and its queues' spare room given back. Long enough that a busy flow never pays
 /// the rebuild per packet; short against the minutes an idle connection stays open.
 pub const PARK_AFTER: Duration = Duration::from_millis(500);
 

@@ -6,6 +6,7 @@ mod examples;
 mod failure;
 mod limits;
 mod logging;
+mod memory;
 mod notify;
 mod privileges;
 

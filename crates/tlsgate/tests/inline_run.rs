@@ -554,3 +554,60 @@ fn sighup_gives_new_flows_the_new_certificate() {
     let old = get(&old_ca);
     assert!(!old.status.success(), "the old CA no longer verifies new flows: {}", describe(&old));
 }
+
+/// An idle connection is parked by the engine's timer (its AEAD contexts dropped, its queues
+/// freed) and carries the next request as before: a Python client sends a keep-alive request,
+/// then waits (on its stdin) until /status.json counts the flow parked before sending another
+/// on the same connection.
+#[test]
+fn an_idle_connection_is_parked_and_carries_the_next_request() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let s = Scene::new(1, 1024);
+    let _gate = s.direct(&["--admin", ADMIN]);
+    s.net.gate.wait_listening(9900, Duration::from_secs(10));
+    let script = r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+c = ctx.wrap_socket(socket.create_connection((sys.argv[2], 443)), server_hostname=sys.argv[3])
+req = ("GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % sys.argv[3]).encode()
+def get():
+    c.sendall(req)
+    got = b""
+    while b"hello from server1\n" not in got:
+        more = c.recv(4096)
+        if not more:
+            sys.exit("connection closed")
+        got += more
+    print("response", flush=True)
+get()
+sys.stdin.readline()
+get()
+"#;
+    let mut child = s
+        .client()
+        .ns
+        .command("python3", &["-c", script, s.pki.ca(), SERVER, SERVER_NAME])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 is installed");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "response", "the first request");
+    let parked = || {
+        let status = tlsgate_testkit::clients::curl_in(
+            &s.net.gate,
+            &["--fail", &format!("http://{ADMIN}/status.json")],
+        );
+        let v: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status.json");
+        v["inline"]["engine"]["flows_parked"].as_u64().unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while parked() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the idle flow was never parked");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "response", "the request after parking");
+    assert!(child.wait().unwrap().success());
+}

@@ -376,6 +376,7 @@ pub const SIM_MIX: SimConfig = SimConfig {
     server_sack: true,
     max_flows: 65536,
     client_window_after_syn: None,
+    park_after: Some(tlsgate_inline::tls_flow::PARK_AFTER),
 };
 
 /// Runs a simulation and asserts that it passed (`SIM_PRINT=1` prints each summary line).

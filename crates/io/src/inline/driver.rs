@@ -45,6 +45,7 @@ pub(super) fn run(
     let start = Instant::now();
     let mut out = Vec::new();
     let mut logged = Logged { stats: Stats::default(), at: start };
+    let mut release = super::release::Release::new(settings.release_memory);
     loop {
         let now = start.elapsed();
         // Found once a round (it looks at every flow): frames handled below only add later
@@ -83,6 +84,7 @@ pub(super) fn run(
         if deadline.is_some_and(|t| t <= now) {
             bridge.handle_timeout(now, &mut out);
         }
+        release.tick(Instant::now(), bridge.engine().parked_total());
         for (side, frame) in out.drain(..) {
             let ring = match side {
                 Side::Client => &mut client,

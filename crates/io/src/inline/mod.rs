@@ -5,6 +5,7 @@
 
 mod driver;
 mod gso;
+pub mod release;
 pub mod ring;
 
 use std::io::{self, Write};
@@ -21,6 +22,10 @@ pub struct InlineSettings {
     pub server_iface: String,
     pub engine: Config,
     pub ring: ring::RingConfig,
+    /// Gives the memory allocators hold free back to the system (the binary's allocator is its
+    /// business): run by the bridge thread after flows were parked, at most every
+    /// [`release::EVERY`]. `None`: never.
+    pub release_memory: Option<fn()>,
 }
 
 /// The tables and counters at one instant, for /status and /metrics.

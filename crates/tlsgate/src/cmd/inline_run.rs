@@ -52,6 +52,7 @@ pub fn settings(c: &InlineConfig, insecure: bool) -> Result<InlineSettings, Stri
         server_iface: c.server_iface.clone(),
         engine: engine::Config { services: services(c, insecure)?, limits },
         ring: Default::default(),
+        release_memory: Some(crate::memory::release),
     })
 }
 
