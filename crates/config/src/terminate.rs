@@ -23,6 +23,9 @@ pub struct TerminateConfig {
     pub drain_timeout: Duration,
     /// Connections open at once across every listener; more wait in the kernel's accept queue.
     pub max_connections: Option<usize>,
+    /// The control socket (a Unix stream socket, mode 0660) where applications send directives
+    /// about their own connections (docs/directives.md); off when absent. Read at start only.
+    pub control: Option<PathBuf>,
 }
 
 impl TerminateConfig {
@@ -32,6 +35,7 @@ impl TerminateConfig {
             watch_interval: default_watch_interval(),
             drain_timeout: default_drain_timeout(),
             max_connections: None,
+            control: None,
         }
     }
 

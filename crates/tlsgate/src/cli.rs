@@ -152,6 +152,10 @@ pub struct TerminateArgs {
     /// Admin listener address (/healthz, /metrics, /status).
     #[arg(long)]
     pub admin: Option<SocketAddr>,
+    /// Control socket (Unix, mode 0660) for application directives (docs/directives.md); sets
+    /// `[terminate]`'s `control`.
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
     /// Start even if the key file is readable by group or others.
     #[arg(long)]
     pub allow_insecure_key_permissions: bool,

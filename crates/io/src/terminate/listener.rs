@@ -284,6 +284,8 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>, revoked: Arc<Notify>)
     let _registered =
         est.facts.revocation.clone().map(|key| crate::revoked::register(&state.name, client, key, revoked));
     let identity = est.peer().cloned();
+    // Only with a control socket running can an application ask for them.
+    let peer_facts = crate::control::registry::enabled().then(|| est.peer_facts());
     let listed = live().insert(ConnInfo {
         listener: state.name.clone(),
         client,
@@ -340,6 +342,16 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>, revoked: Arc<Notify>)
         b.clone_from(&member);
     }
     let mut backend = backend;
+    // The backend application names this connection by its own socket's addresses: its local
+    // address is our peer, and ours is its peer.
+    let _directives = match (peer_facts, backend.peer_addr(), backend.local_addr()) {
+        (Some(facts), Ok(app_local), Ok(app_peer)) => Some(crate::control::registry::register(
+            app_local,
+            app_peer,
+            crate::control::registry::Entry { facts: Some(facts) },
+        )),
+        _ => None,
+    };
     if let Some(header) = &proxy_header_bytes {
         if let Err(e) = backend.write_all(header).await {
             tracing::warn!(backend = %member, side = %Side::Backend, error = %e, "sending the PROXY header failed");

@@ -53,6 +53,9 @@ fn config_from(args: &TerminateArgs) -> Result<Config, String> {
     if config.terminate.is_none() {
         return Err("the config has no [terminate] section".into());
     }
+    if let (Some(path), Some(t)) = (&args.control, config.terminate.as_mut()) {
+        t.control = Some(path.clone());
+    }
     if let (Some(mode), Some(t)) = (args.ktls, config.terminate.as_mut()) {
         for l in &mut t.listener {
             l.ktls = mode;
