@@ -1,0 +1,137 @@
+//! Application directives on the control socket (docs/directives.md), against real peers: a
+//! plaintext Python HTTP backend behind `terminate` with client certificates asks `peer` for each
+//! request's connection through libtlsgate (ctypes) and answers with what it learnt; curl with two
+//! client certificates sees its own subject. Refused: a caller of another uid, a connection
+//! tlsgate never saw.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use tlsgate_testkit::clients::{curl, describe};
+use tlsgate_testkit::pki::Pki;
+use tlsgate_testkit::process::{Proc, Tlsgate};
+use tlsgate_tls::pki::ClientSpec;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
+
+/// libtlsgate.so, built into this test's target directory by the cargo running the test.
+fn libtlsgate() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps/<test>");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "-p", "libtlsgate"]);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    if let Some(target) = profile_dir.parent() {
+        build.env("CARGO_TARGET_DIR", target);
+    }
+    let out = build.output().unwrap();
+    assert!(out.status.success(), "building libtlsgate: {}", describe(&out));
+    let lib = profile_dir.join("libtlsgate.so");
+    assert!(lib.exists(), "{} missing", lib.display());
+    lib
+}
+
+fn script() -> PathBuf {
+    tlsgate_testkit::docs::support_script("peer_backend.py")
+}
+
+fn get(pki: &Pki, port: u16, stem: &str, path: &str) -> String {
+    let (cert, key) = (pki.path(&format!("{stem}.pem")), pki.path(&format!("{stem}.key")));
+    let url = format!("https://localhost:{port}{path}");
+    let out =
+        curl(&["--cacert", pki.ca(), "--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap(), &url]);
+    assert!(out.status.success(), "curl {path} as {stem}: {}", describe(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_backend_learns_its_clients_certificate_and_strangers_learn_nothing() {
+    let lib = libtlsgate();
+    let pki = Pki::new();
+    let (cert, key) = pki.server("server", &["localhost"]);
+    for (stem, dns) in [("alice", "alice.clients.test"), ("bob", "bob.clients.test")] {
+        let spec = ClientSpec { common_name: stem, dns: &[dns], ..Default::default() };
+        pki.ca.issue_client(&spec).unwrap().write(pki.dir.path(), stem).unwrap();
+    }
+    let control = pki.path("control.sock");
+
+    let mut cmd = Command::new("python3");
+    cmd.arg(script()).arg("serve").arg(&lib).env("TLSGATE_CONTROL", &control);
+    let backend = Proc::spawn("peer_backend", cmd);
+    let line = backend.wait_for(&["listening"], Duration::from_secs(10));
+    let backend_addr = format!("127.0.0.1:{}", line.trim_start_matches("listening "));
+
+    let control_arg = control.to_str().unwrap();
+    let (gate, addr) = Tlsgate::terminate(
+        BIN,
+        &[],
+        (&cert, &key),
+        &backend_addr,
+        &["--client-ca", pki.ca(), "--control", control_arg],
+    );
+    gate.proc.wait_logged(&["control socket listening"], Duration::from_secs(10));
+    let mode = std::fs::metadata(&control).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o660, "control socket mode {mode:o}");
+
+    // Each client sees its own certificate, twice over (a connection each time).
+    for _ in 0..2 {
+        for (stem, san) in [("alice", "DNS:alice.clients.test"), ("bob", "DNS:bob.clients.test")] {
+            let body = get(&pki, addr.port(), stem, "/");
+            assert!(
+                body.contains(&format!("subject=CN={stem}, O=tlsgate throwaway PKI\n")),
+                "{stem} got:\n{body}"
+            );
+            assert!(body.contains(&format!("identity=CN={stem},{san}\n")), "{body}");
+            assert!(body.contains(&format!("sans={san}\n")), "{body}");
+            assert!(body.contains("version=TLSv1.3\n") && body.contains("sni=localhost\n"), "{body}");
+            assert!(body.contains("suite=TLS_") && body.contains("cert=pem\n"), "{body}");
+        }
+    }
+    gate.proc.wait_logged(&["directive done", "op=\"peer\"", "uid=0"], Duration::from_secs(5));
+
+    // Another uid asking about this very connection: refused by the owner check (the socket file
+    // is opened to everyone here so that the check, not the file mode, is what refuses).
+    std::fs::set_permissions(pki.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&control, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let body = get(&pki, addr.port(), "alice", "/as-nobody");
+    assert!(
+        body.starts_with("error=permission denied: the socket") && body.contains("belongs to uid 0"),
+        "as nobody: {body}"
+    );
+    assert!(!body.contains("subject="), "{body}");
+    gate.proc.wait_logged(&["directive refused", "uid=65534", "permission denied"], Duration::from_secs(5));
+
+    // A connection tlsgate never saw.
+    let out = Command::new("python3")
+        .arg(script())
+        .args(["unknown", lib.to_str().unwrap()])
+        .env("TLSGATE_CONTROL", &control)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("error=unknown connection:"), "{}", describe(&out));
+    gate.proc.wait_logged(&["directive refused", "unknown connection"], Duration::from_secs(5));
+
+    // Bad input on the socket: a clear answer, the socket keeps serving.
+    let answer = raw_request(&control, "{\"op\":\"dance\"}\n");
+    assert_eq!(
+        answer,
+        "{\"ok\":false,\"error\":\"unknown op \\\"dance\\\" (peer, start_tls or stop_tls)\"}\n"
+    );
+    assert!(get(&pki, addr.port(), "bob", "/").contains("subject=CN=bob, O=tlsgate throwaway PKI\n"));
+}
+
+/// One request line on the control socket; its answer line.
+fn raw_request(control: &std::path::Path, line: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(control).unwrap();
+    s.write_all(line.as_bytes()).unwrap();
+    let mut answer = String::new();
+    BufReader::new(s).read_line(&mut answer).unwrap();
+    answer
+}
