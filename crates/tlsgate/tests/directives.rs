@@ -135,3 +135,165 @@ fn raw_request(control: &std::path::Path, line: &str) -> String {
     BufReader::new(s).read_line(&mut answer).unwrap();
     answer
 }
+
+/// Everything that crossed a TCP relay, each way: the capture between tlsgate and the server.
+#[derive(Default)]
+struct Capture {
+    /// tlsgate to the server.
+    up: Vec<u8>,
+    /// The server to tlsgate.
+    down: Vec<u8>,
+}
+
+/// A relay on 127.0.0.1 in front of `server`, recording every connection's bytes (one capture
+/// per connection, in accept order).
+fn recording_relay(server: std::net::SocketAddr) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Capture>>>) {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let captures: Arc<Mutex<Vec<Capture>>> = Arc::default();
+    let all = captures.clone();
+    std::thread::spawn(move || {
+        for inbound in listener.incoming() {
+            let Ok(inbound) = inbound else { return };
+            let outbound = std::net::TcpStream::connect(server).unwrap();
+            let index = {
+                let mut all = all.lock().unwrap();
+                all.push(Capture::default());
+                all.len() - 1
+            };
+            for (mut from, mut to, up) in [
+                (inbound.try_clone().unwrap(), outbound.try_clone().unwrap(), true),
+                (outbound, inbound, false),
+            ] {
+                let all = all.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16384];
+                    loop {
+                        let n = from.read(&mut buf).unwrap_or(0);
+                        if n == 0 {
+                            let _ = to.shutdown(std::net::Shutdown::Write);
+                            return;
+                        }
+                        let mut all = all.lock().unwrap();
+                        let c = &mut all[index];
+                        if up { &mut c.up } else { &mut c.down }.extend_from_slice(&buf[..n]);
+                        drop(all);
+                        if to.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    (port, captures)
+}
+
+/// `bytes` is a whole number of TLS records (handshake, alert, application data, CCS); their
+/// count.
+fn tls_records(bytes: &[u8]) -> usize {
+    let (mut at, mut n) = (0, 0);
+    while at < bytes.len() {
+        assert!(bytes.len() >= at + 5, "a cut record header at {at}");
+        assert!(
+            (20..=23).contains(&bytes[at]) && bytes[at + 1] == 3,
+            "not a TLS record at {at}: {:?}",
+            &bytes[at..at + 5]
+        );
+        at += 5 + u16::from_be_bytes([bytes[at + 3], bytes[at + 4]]) as usize;
+        n += 1;
+    }
+    assert_eq!(at, bytes.len(), "the last record is cut");
+    n
+}
+
+/// `capture` is `clear_before`, then TLS records only, then `clear_after`.
+fn clear_tls_clear(capture: &[u8], clear_before: &[u8], clear_after: &[u8], secret: &[u8]) {
+    assert!(capture.starts_with(clear_before), "{:?}", String::from_utf8_lossy(capture));
+    assert!(capture.ends_with(clear_after), "{:?}", String::from_utf8_lossy(capture));
+    let middle = &capture[clear_before.len()..capture.len() - clear_after.len()];
+    assert!(tls_records(middle) >= 2, "no TLS in between");
+    assert!(!middle.windows(secret.len()).any(|w| w == secret), "{secret:?} went in the clear");
+}
+
+#[test]
+fn an_application_starts_and_stops_tls_toward_its_server_through_originate() {
+    let lib = libtlsgate();
+    let pki = Pki::new();
+    let (cert, key) = pki.server("server", &["localhost"]);
+    let spec = ClientSpec { common_name: "directed-app", ..Default::default() };
+    pki.ca.issue_client(&spec).unwrap().write(pki.dir.path(), "app").unwrap();
+    let mut cmd = Command::new("python3");
+    cmd.arg(tlsgate_testkit::docs::support_script("directed_server.py")).args([&cert, &key]).arg(pki.ca());
+    let server = Proc::spawn("directed_server", cmd);
+    let line = server.wait_for(&["listening"], Duration::from_secs(10));
+    let server_addr: std::net::SocketAddr =
+        format!("127.0.0.1:{}", line.trim_start_matches("listening ")).parse().unwrap();
+    let (relay_port, captures) = recording_relay(server_addr);
+
+    let control = pki.path("control.sock");
+    let upstream = format!("127.0.0.1:{relay_port}");
+    let (app_cert, app_key) = (pki.path("app.pem"), pki.path("app.key"));
+    let args = [
+        "originate",
+        "--listen",
+        "127.0.0.1:0",
+        "--connect",
+        &upstream,
+        "--ca",
+        pki.ca(),
+        "--cert",
+        app_cert.to_str().unwrap(),
+        "--key",
+        app_key.to_str().unwrap(),
+        "--directed",
+        "--control",
+        control.to_str().unwrap(),
+    ];
+    let gate = Tlsgate::start(BIN, &args);
+    let port = gate.listening(None).port();
+
+    let client = |mode: &str| {
+        let out = Command::new("python3")
+            .arg(tlsgate_testkit::docs::support_script("directed_client.py"))
+            .args([lib.to_str().unwrap(), &port.to_string(), mode])
+            .env("TLSGATE_CONTROL", &control)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let transcript = client("full");
+    let expected = "got OK\n\
+        start_tls error: offset 2 already passed: 6 bytes of the application's stream were relayed\n\
+        start_tls ok\n\
+        got PONG directed-app\n\
+        start_tls error: start_tls: the connection is already secured\n\
+        stop_tls ok\n\
+        got CIAO\n";
+    assert_eq!(transcript, expected);
+    gate.proc.wait_logged(&["TLS started (SNI localhost"], Duration::from_secs(5));
+    gate.proc.wait_logged(&["TLS stopped, in the clear again"], Duration::from_secs(5));
+    gate.proc.wait_logged(&["directive refused", "already passed"], Duration::from_secs(5));
+    gate.proc.wait_logged(&["connection closed", "up=15"], Duration::from_secs(5));
+    {
+        let c = &captures.lock().unwrap()[0];
+        clear_tls_clear(&c.up, b"HELLO\n", b"BYE\n", b"PING");
+        clear_tls_clear(&c.down, b"OK\n", b"CIAO\n", b"PONG");
+    }
+
+    // A handshake that fails (the server's certificate is not for that name): the directive
+    // says so, the connection is closed, and nothing more goes out in the clear.
+    let transcript = client("badname");
+    assert!(
+        transcript.starts_with("got OK\nstart_tls error: start_tls: TLS handshake failed: "),
+        "{transcript}"
+    );
+    assert!(transcript.contains("wrong.test"), "{transcript}");
+    assert!(transcript.ends_with("after failure: b''\n"), "{transcript}");
+    gate.proc.wait_logged(&["connection aborted", "TLS handshake failed"], Duration::from_secs(5));
+    let c = &captures.lock().unwrap()[1];
+    assert!(c.up.starts_with(b"HELLO\n") && tls_records(&c.up[6..]) >= 1, "{:?}", c.up);
+}

@@ -18,6 +18,31 @@ pub type AppAddrs = (SocketAddr, SocketAddr);
 pub struct Entry {
     /// The client's TLS session (terminate), for `peer`.
     pub facts: Option<PeerFacts>,
+    /// A directed connection's task, for `start_tls` and `stop_tls`.
+    pub steer: Option<tokio::sync::mpsc::Sender<Steer>>,
+}
+
+/// `start_tls` or `stop_tls`, handed to a directed connection's task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SteerOp {
+    Start { after: u64, sni: Option<String>, alpn: Vec<String> },
+    Stop { after: u64 },
+}
+
+impl SteerOp {
+    /// The offset in the application's outgoing stream where it takes effect.
+    pub fn after(&self) -> u64 {
+        match self {
+            SteerOp::Start { after, .. } | SteerOp::Stop { after } => *after,
+        }
+    }
+}
+
+/// A directive for a connection's task, and where its outcome goes once carried out.
+#[derive(Debug)]
+pub struct Steer {
+    pub op: SteerOp,
+    pub done: tokio::sync::oneshot::Sender<Result<(), String>>,
 }
 
 type Map = HashMap<AppAddrs, Arc<Entry>>;
@@ -104,9 +129,9 @@ mod tests {
     fn entries_live_as_long_as_their_guard() {
         let (a, b): (SocketAddr, SocketAddr) =
             ("127.0.0.9:1".parse().unwrap(), "127.0.0.9:2".parse().unwrap());
-        let guard = register(a, "[::ffff:127.0.0.9]:2".parse().unwrap(), Entry { facts: None });
+        let guard = register(a, "[::ffff:127.0.0.9]:2".parse().unwrap(), Entry { facts: None, steer: None });
         assert!(lookup((a, b)).is_some());
-        let newer = register(a, b, Entry { facts: None });
+        let newer = register(a, b, Entry { facts: None, steer: None });
         drop(guard);
         assert!(lookup((a, b)).is_some(), "the older guard removed the newer entry");
         drop(newer);

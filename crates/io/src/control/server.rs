@@ -12,7 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 
-use super::{registry, sock_diag};
+use super::registry::{self, Steer, SteerOp};
+use super::sock_diag;
 use crate::ProxyError;
 
 /// A running control socket; dropping it stops it and removes the socket file.
@@ -144,8 +145,24 @@ async fn carry_out(request: &Request) -> Result<Answer, String> {
         Request::Peer { .. } => entry.facts.clone().map(Answer::Peer).ok_or_else(|| {
             format!("{local} -> {peer} has no client TLS session (peer answers for terminate connections)")
         }),
-        Request::StartTls { .. } | Request::StopTls { .. } => {
-            Err(format!("{local} -> {peer} is not on a directed listener (--directed)"))
+        Request::StartTls { after, sni, alpn, .. } => {
+            steer(&entry, SteerOp::Start { after: *after, sni: sni.clone(), alpn: alpn.clone() }).await
         }
+        Request::StopTls { after, .. } => steer(&entry, SteerOp::Stop { after: *after }).await,
+    }
+}
+
+/// Hands the directive to the connection's task and waits until it is carried out (TLS up or
+/// down) or refused.
+async fn steer(entry: &registry::Entry, op: SteerOp) -> Result<Answer, String> {
+    let Some(tx) = &entry.steer else {
+        return Err("the connection is not on a directed listener (--directed)".into());
+    };
+    let (done, outcome) = tokio::sync::oneshot::channel();
+    tx.send(Steer { op, done }).await.map_err(|_| "the connection has ended".to_string())?;
+    match outcome.await {
+        Ok(Ok(())) => Ok(Answer::Done),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err("the connection ended before the directive was carried out".into()),
     }
 }

@@ -86,6 +86,8 @@ pub struct Originator {
     /// order: plain listeners first, then transparent ones.
     listeners: Vec<(SocketAddr, SocketAddr, State, JoinHandle<()>)>,
     tracker: TaskTracker,
+    /// `[originate]`'s `control` socket, started once (a restart moves it).
+    _control: Option<crate::control::ControlServer>,
 }
 
 impl std::fmt::Debug for Originator {
@@ -116,6 +118,10 @@ impl Originator {
     /// Loads every listener's TLS material and binds its socket; fails as a whole.
     pub async fn start(config: &Config) -> Result<Originator, ProxyError> {
         let built = build_all(config)?;
+        let control = match &section(config)?.control {
+            Some(path) => Some(crate::control::ControlServer::start(path)?),
+            None => None,
+        };
         let mut sockets = Vec::new();
         for (addr, _) in &built {
             let socket = TcpListener::bind(addr)
@@ -141,7 +147,7 @@ impl Originator {
             };
             listeners.push((addr, local, state, task));
         }
-        Ok(Originator { listeners, tracker })
+        Ok(Originator { listeners, tracker, _control: control })
     }
 
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
@@ -214,6 +220,9 @@ async fn accept_loop(socket: TcpListener, state: Arc<ArcSwap<Listener>>, tracker
 }
 
 async fn handle(mut client: TcpStream, l: Arc<Listener>) {
+    if l.config.directed {
+        return super::directed::handle(client, &l.config, l.tls.clone()).await;
+    }
     let started = Instant::now();
     let _ = client.set_nodelay(true);
     let (mut upstream, name, greeting) = match connect_upstream(&l).await {
