@@ -103,6 +103,10 @@ pub struct ListenerConfig {
     /// Kernel TLS offload of the record layer after the handshake (docs/ktls.md).
     #[serde(default)]
     pub ktls: KtlsMode,
+    /// Connections start as a plain byte relay; the backend application starts and stops TLS
+    /// with `start_tls` / `stop_tls` on the control socket (docs/directives.md).
+    #[serde(default)]
+    pub directed: bool,
 }
 
 /// `ktls = "auto" | "on" | "off"`: whether the kernel's TLS (the `tls` ULP) takes over a
@@ -386,6 +390,7 @@ impl ListenerConfig {
             }],
             client_auth: ClientAuthConfig::default(),
             ktls: KtlsMode::default(),
+            directed: false,
         }
     }
 
@@ -425,6 +430,18 @@ impl TerminateConfig {
                 return Err(ConfigError::invalid(place, format!("{} is listed twice", l.listen)));
             }
             l.validate(&place)?;
+            if l.directed && (l.starttls.is_some() || l.accept_proxy_protocol) {
+                return Err(ConfigError::invalid(
+                    place,
+                    "directed excludes starttls and accept_proxy_protocol: the application directs when TLS starts",
+                ));
+            }
+            if l.directed && self.control.is_none() {
+                return Err(ConfigError::invalid(
+                    place,
+                    "directed needs [terminate]'s control socket, where the directives arrive",
+                ));
+            }
         }
         Ok(())
     }

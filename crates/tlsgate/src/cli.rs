@@ -152,6 +152,10 @@ pub struct TerminateArgs {
     /// Admin listener address (/healthz, /metrics, /status).
     #[arg(long)]
     pub admin: Option<SocketAddr>,
+    /// Start connections as a plain relay; the backend application starts and stops TLS with
+    /// directives on the control socket (--control; docs/directives.md).
+    #[arg(long, requires = "control", conflicts_with_all = ["config", "starttls"])]
+    pub directed: bool,
     /// Control socket (Unix, mode 0660) for application directives (docs/directives.md); sets
     /// `[terminate]`'s `control`.
     #[arg(long, value_name = "PATH")]

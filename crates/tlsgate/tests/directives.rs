@@ -274,7 +274,7 @@ fn an_application_starts_and_stops_tls_toward_its_server_through_originate() {
         stop_tls ok\n\
         got CIAO\n";
     assert_eq!(transcript, expected);
-    gate.proc.wait_logged(&["TLS started (SNI localhost"], Duration::from_secs(5));
+    gate.proc.wait_logged(&["TLS started as client (SNI localhost"], Duration::from_secs(5));
     gate.proc.wait_logged(&["TLS stopped, in the clear again"], Duration::from_secs(5));
     gate.proc.wait_logged(&["directive refused", "already passed"], Duration::from_secs(5));
     gate.proc.wait_logged(&["connection closed", "up=15"], Duration::from_secs(5));
@@ -296,4 +296,54 @@ fn an_application_starts_and_stops_tls_toward_its_server_through_originate() {
     gate.proc.wait_logged(&["connection aborted", "TLS handshake failed"], Duration::from_secs(5));
     let c = &captures.lock().unwrap()[1];
     assert!(c.up.starts_with(b"HELLO\n") && tls_records(&c.up[6..]) >= 1, "{:?}", c.up);
+}
+
+#[test]
+fn a_backend_starts_and_stops_tls_toward_its_client_through_terminate() {
+    let lib = libtlsgate();
+    let pki = Pki::new();
+    let (cert, key) = pki.server("server", &["localhost"]);
+    let spec = ClientSpec { common_name: "far-client", ..Default::default() };
+    pki.ca.issue_client(&spec).unwrap().write(pki.dir.path(), "far").unwrap();
+    let control = pki.path("control.sock");
+
+    let mut cmd = Command::new("python3");
+    cmd.arg(tlsgate_testkit::docs::support_script("directed_backend.py"))
+        .arg(&lib)
+        .env("TLSGATE_CONTROL", &control);
+    let backend = Proc::spawn("directed_backend", cmd);
+    let line = backend.wait_for(&["listening"], Duration::from_secs(10));
+    let backend_addr = format!("127.0.0.1:{}", line.trim_start_matches("listening "));
+    let (gate, addr) = Tlsgate::terminate(
+        BIN,
+        &[],
+        (&cert, &key),
+        &backend_addr,
+        &["--client-ca", pki.ca(), "--directed", "--control", control.to_str().unwrap()],
+    );
+    // The capture: between the client and tlsgate.
+    let (relay_port, captures) = recording_relay(addr);
+
+    let (far_cert, far_key) = (pki.path("far.pem"), pki.path("far.key"));
+    let out = Command::new("python3")
+        .arg(tlsgate_testkit::docs::support_script("directed_far_client.py"))
+        .arg(relay_port.to_string())
+        .arg(pki.ca())
+        .args([&far_cert, &far_key])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got OK\ntls TLSv1.3\ngot PONG\ngot CIAO\n");
+    backend.wait_for(&["start_tls ok"], Duration::from_secs(5));
+    backend.wait_for(&["stop_tls ok"], Duration::from_secs(5));
+    gate.proc.wait_logged(
+        &["TLS started as server", "client certificate \"CN=far-client\""],
+        Duration::from_secs(5),
+    );
+    gate.proc.wait_logged(&["TLS stopped, in the clear again"], Duration::from_secs(5));
+    gate.proc.wait_logged(&["connection closed", "up=15", "down=13"], Duration::from_secs(5));
+    let c = &captures.lock().unwrap()[0];
+    // Toward tlsgate: the client's bytes; back: the backend's.
+    clear_tls_clear(&c.up, b"HELLO\n", b"BYE\n", b"PING");
+    clear_tls_clear(&c.down, b"OK\n", b"CIAO\n", b"PONG");
 }

@@ -221,7 +221,7 @@ async fn accept_loop(socket: TcpListener, state: Arc<ArcSwap<Listener>>, tracker
 
 async fn handle(mut client: TcpStream, l: Arc<Listener>) {
     if l.config.directed {
-        return super::directed::handle(client, &l.config, l.tls.clone()).await;
+        return directed(client, &l).await;
     }
     let started = Instant::now();
     let _ = client.set_nodelay(true);
@@ -366,4 +366,34 @@ async fn connect_upstream(l: &Listener) -> Result<(Upstream, String, Vec<u8>), P
         }
     }
     Err(ProxyError::backend(format!("no upstream usable ({})", failures.join("; "))))
+}
+
+/// A directed connection: to the first upstream that connects, in the clear until the
+/// application's `start_tls` (crate::directed).
+async fn directed(client: TcpStream, l: &Listener) {
+    let started = Instant::now();
+    let mut failures = Vec::new();
+    for upstream in &l.config.upstreams {
+        let tcp = match connect_one(upstream, l.config.connect_timeout).await {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::warn!(side = %Side::Backend, %upstream, error = %e, "upstream failed");
+                failures.push(format!("{upstream}: {e}"));
+                continue;
+            }
+        };
+        let default_sni = l.config.sni.clone().unwrap_or_else(|| upstream.host.clone());
+        let role = crate::directed::Role::Client { config: l.tls.clone(), default_sni };
+        let (moved, result) = crate::directed::run(client, tcp, role, l.config.handshake_timeout).await;
+        let (up, down) = (moved.from_app, moved.to_app);
+        match result {
+            Ok(()) => tracing::info!(%upstream, up, down, duration = ?started.elapsed(), "connection closed"),
+            Err(e) => tracing::warn!(
+                %upstream, side = %e.side, error = %e.context, up, down, duration = ?started.elapsed(),
+                "connection aborted"
+            ),
+        }
+        return;
+    }
+    tracing::warn!(side = %Side::Backend, error = %failures.join("; "), "no upstream, client connection closed");
 }

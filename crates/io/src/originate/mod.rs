@@ -5,7 +5,6 @@
 //! or the system roots, name against `sni` or the upstream's host). The listener's one
 //! `ClientConfig` keeps the session cache, so later connections resume.
 
-mod directed;
 mod listener;
 mod transparent;
 
