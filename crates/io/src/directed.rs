@@ -120,7 +120,7 @@ pub async fn run(
         return (Moved::default(), Err(err(app_side, "the application's socket has no addresses")));
     };
     let (tx, rx) = mpsc::channel(1);
-    let _registered = registry::register(app_local, app_peer, Entry { facts: None, steer: Some(tx) });
+    let registered = registry::register(app_local, app_peer, Entry::new(None, Some(tx)));
     tracing::info!(app = %app_local, "directed connection open, in the clear");
     let mut conn = Directed {
         client: app,
@@ -129,6 +129,7 @@ pub async fn run(
         received: 0,
         app: app_side,
         far: far_side,
+        entry: registered.entry().clone(),
     };
     let result = conn.run(rx, &role, handshake_timeout).await;
     (Moved { from_app: conn.sent, to_app: conn.received }, result)
@@ -145,6 +146,8 @@ struct Directed {
     /// Who the application and the far side are, for error messages.
     app: Side,
     far: Side,
+    /// Its registry entry: a `peer` directive sees the session once TLS is up.
+    entry: Arc<Entry>,
 }
 
 impl Directed {
@@ -312,6 +315,7 @@ impl Directed {
                     })?;
                 let (version, suite, _) = est.describe();
                 let client_cert = est.peer().map(|p| p.summary()).unwrap_or_default();
+                self.entry.set_facts(Some(est.peer_facts()));
                 let what = format!("TLS started as server (SNI {:?}, {version}, {suite}, client certificate {client_cert:?})", est.sni);
                 (*est.stream, what)
             }
@@ -358,6 +362,7 @@ impl Directed {
             self.received += read_ahead.len() as u64;
         }
         self.upstream = Upstream::Clear(tcp);
+        self.entry.set_facts(None);
         Ok("TLS stopped, in the clear again".into())
     }
 }

@@ -335,6 +335,7 @@ fn a_backend_starts_and_stops_tls_toward_its_client_through_terminate() {
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "got OK\ntls TLSv1.3\ngot PONG\ngot CIAO\n");
     backend.wait_for(&["start_tls ok"], Duration::from_secs(5));
+    backend.wait_for(&["peer subject=CN=far-client, O=tlsgate throwaway PKI"], Duration::from_secs(5));
     backend.wait_for(&["stop_tls ok"], Duration::from_secs(5));
     gate.proc.wait_logged(
         &["TLS started as server", "client certificate \"CN=far-client\""],

@@ -16,10 +16,25 @@ pub type AppAddrs = (SocketAddr, SocketAddr);
 /// What a directive can learn about or do to one connection.
 #[derive(Debug)]
 pub struct Entry {
-    /// The client's TLS session (terminate), for `peer`.
-    pub facts: Option<PeerFacts>,
+    /// The client's TLS session (terminate), for `peer`; a directed connection's changes with
+    /// `start_tls` and `stop_tls`.
+    facts: Mutex<Option<PeerFacts>>,
     /// A directed connection's task, for `start_tls` and `stop_tls`.
     pub steer: Option<tokio::sync::mpsc::Sender<Steer>>,
+}
+
+impl Entry {
+    pub fn new(facts: Option<PeerFacts>, steer: Option<tokio::sync::mpsc::Sender<Steer>>) -> Entry {
+        Entry { facts: Mutex::new(facts), steer }
+    }
+
+    pub fn facts(&self) -> Option<PeerFacts> {
+        self.facts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_facts(&self, facts: Option<PeerFacts>) {
+        *self.facts.lock().unwrap_or_else(|e| e.into_inner()) = facts;
+    }
 }
 
 /// `start_tls` or `stop_tls`, handed to a directed connection's task.
@@ -85,6 +100,12 @@ impl Drop for Registered {
     }
 }
 
+impl Registered {
+    pub fn entry(&self) -> &Arc<Entry> {
+        &self.entry
+    }
+}
+
 /// Adds a connection under the application's addresses, until the guard is dropped.
 pub fn register(app_local: SocketAddr, app_peer: SocketAddr, entry: Entry) -> Registered {
     let key = (canonical(app_local), canonical(app_peer));
@@ -129,9 +150,9 @@ mod tests {
     fn entries_live_as_long_as_their_guard() {
         let (a, b): (SocketAddr, SocketAddr) =
             ("127.0.0.9:1".parse().unwrap(), "127.0.0.9:2".parse().unwrap());
-        let guard = register(a, "[::ffff:127.0.0.9]:2".parse().unwrap(), Entry { facts: None, steer: None });
+        let guard = register(a, "[::ffff:127.0.0.9]:2".parse().unwrap(), Entry::new(None, None));
         assert!(lookup((a, b)).is_some());
-        let newer = register(a, b, Entry { facts: None, steer: None });
+        let newer = register(a, b, Entry::new(None, None));
         drop(guard);
         assert!(lookup((a, b)).is_some(), "the older guard removed the newer entry");
         drop(newer);

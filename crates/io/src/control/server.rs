@@ -142,7 +142,7 @@ async fn carry_out(request: &Request) -> Result<Answer, String> {
         format!("unknown connection: {local} -> {peer} is not a connection through tlsgate")
     })?;
     match request {
-        Request::Peer { .. } => entry.facts.clone().map(Answer::Peer).ok_or_else(|| {
+        Request::Peer { .. } => entry.facts().map(Answer::Peer).ok_or_else(|| {
             format!("{local} -> {peer} has no client TLS session (peer answers for terminate connections)")
         }),
         Request::StartTls { after, sni, alpn, .. } => {

@@ -354,7 +354,7 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>, revoked: Arc<Notify>)
         (Some(facts), Ok(app_local), Ok(app_peer)) => Some(crate::control::registry::register(
             app_local,
             app_peer,
-            crate::control::registry::Entry { facts: Some(facts), steer: None },
+            crate::control::registry::Entry::new(Some(facts), None),
         )),
         _ => None,
     };

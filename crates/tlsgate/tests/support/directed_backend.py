@@ -4,13 +4,20 @@
     directed_backend.py LIB
 
 Prints `listening PORT`, then per connection: `HELLO` -> `OK` in the clear; tlsgate_start_tls
-at the end of `OK` (tlsgate answers the client's handshake); `PING` -> `PONG`; tlsgate_stop_tls;
+at the end of `OK` (tlsgate answers the client's handshake); `peer` (the client's certificate);
+`PING` -> `PONG`; tlsgate_stop_tls;
 `BYE` -> `CIAO` in the clear. Each step is printed.
 """
 import ctypes
 import socket
 import sys
 import threading
+
+
+class Peer(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_char_p) for name in
+                ("subject", "identity", "version", "suite", "alpn", "sni", "cert_pem")] + [
+        ("sans", ctypes.POINTER(ctypes.c_char_p))]
 
 
 def line(sock):
@@ -39,6 +46,13 @@ def serve(conn, lib):
         print("start_tls error: " + lib.tlsgate_last_error().decode(), flush=True)
         return
     print("start_tls ok", flush=True)
+    # The session is there to ask about now.
+    peer = ctypes.POINTER(Peer)()
+    if lib.tlsgate_peer(fd, ctypes.byref(peer)) == 0:
+        print("peer subject=" + peer.contents.subject.decode(), flush=True)
+        lib.tlsgate_peer_free(peer)
+    else:
+        print("peer error: " + lib.tlsgate_last_error().decode(), flush=True)
     if line(conn) != b"PING\n":
         return
     send(b"PONG\n")
@@ -56,6 +70,8 @@ def main():
     lib.tlsgate_start_tls.argtypes = [ctypes.c_int, ctypes.c_uint64, ctypes.c_char_p, ctypes.c_char_p]
     lib.tlsgate_stop_tls.argtypes = [ctypes.c_int, ctypes.c_uint64]
     lib.tlsgate_last_error.restype = ctypes.c_char_p
+    lib.tlsgate_peer.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.POINTER(Peer))]
+    lib.tlsgate_peer_free.argtypes = [ctypes.POINTER(Peer)]
     server = socket.create_server(("127.0.0.1", 0))
     print(f"listening {server.getsockname()[1]}", flush=True)
     while True:
