@@ -226,6 +226,10 @@ impl Directed {
                     self.client.write_all(&ubuf[..n]).await.map_err(|e| err(app, format!("write: {e}")))?;
                     self.received += n as u64;
                 }
+                // A client that started TLS gets an answer within the handshake timeout, or none.
+                () = tokio::time::sleep(timeout), if hello_held && pending.is_none() => {
+                    return Err(err(far, format!("started TLS, and the application sent no start_tls within {timeout:?}")));
+                }
                 Some(steer) = rx.recv(), if pending.is_none() => {
                     match self.check(&steer.op) {
                         Ok(()) => pending = Some(steer),
