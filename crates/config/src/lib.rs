@@ -131,6 +131,18 @@ impl Config {
         if let Some(f) = &self.fleet {
             f.validate()?;
         }
+        let controls = (
+            self.terminate.as_ref().and_then(|t| t.control.as_ref()),
+            self.originate.as_ref().and_then(|o| o.control.as_ref()),
+        );
+        if let (Some(a), Some(b)) = controls {
+            if a == b {
+                return Err(ConfigError::invalid(
+                    "[originate]",
+                    format!("control {} is [terminate]'s too: each needs its own socket (either answers for every connection)", b.display()),
+                ));
+            }
+        }
         if self.process.group.is_some() && self.process.user.is_none() {
             return Err(ConfigError::invalid("[process]", "group is set without user"));
         }

@@ -16,6 +16,9 @@ pub struct OriginateConfig {
     pub listener: Vec<OriginateListener>,
     #[serde(default)]
     pub transparent: Vec<TransparentListener>,
+    /// The control socket for application directives (docs/directives.md); off when absent.
+    #[serde(default)]
+    pub control: Option<PathBuf>,
 }
 
 /// A plaintext listener whose connections leave as TLS toward an upstream.
@@ -53,6 +56,10 @@ pub struct OriginateListener {
     /// Kernel TLS offload of the record layer after the handshake (docs/ktls.md).
     #[serde(default)]
     pub ktls: crate::KtlsMode,
+    /// Connections start as a plain byte relay; the client application starts and stops TLS
+    /// with `start_tls` / `stop_tls` on the control socket (docs/directives.md).
+    #[serde(default)]
+    pub directed: bool,
 }
 
 fn default_connect_timeout() -> Duration {
@@ -81,6 +88,7 @@ impl OriginateListener {
             starttls: None,
             starttls_host: None,
             ktls: crate::KtlsMode::default(),
+            directed: false,
         }
     }
 
@@ -130,6 +138,14 @@ impl OriginateConfig {
             let bad = |p: &str| ConfigError::invalid(&place, p);
             if l.upstreams.is_empty() {
                 return Err(bad("no upstreams"));
+            }
+            if l.directed && l.starttls.is_some() {
+                return Err(bad(
+                    "directed and starttls exclude each other: the application directs when TLS starts",
+                ));
+            }
+            if l.directed && self.control.is_none() {
+                return Err(bad("directed needs [originate]'s control socket, where the directives arrive"));
             }
             if l.cert.is_some() != l.key.is_some() {
                 return Err(bad("cert and key go together"));

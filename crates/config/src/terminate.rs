@@ -23,6 +23,9 @@ pub struct TerminateConfig {
     pub drain_timeout: Duration,
     /// Connections open at once across every listener; more wait in the kernel's accept queue.
     pub max_connections: Option<usize>,
+    /// The control socket (a Unix stream socket, mode 0660) where applications send directives
+    /// about their own connections (docs/directives.md); off when absent. Read at start only.
+    pub control: Option<PathBuf>,
 }
 
 impl TerminateConfig {
@@ -32,6 +35,7 @@ impl TerminateConfig {
             watch_interval: default_watch_interval(),
             drain_timeout: default_drain_timeout(),
             max_connections: None,
+            control: None,
         }
     }
 
@@ -99,6 +103,10 @@ pub struct ListenerConfig {
     /// Kernel TLS offload of the record layer after the handshake (docs/ktls.md).
     #[serde(default)]
     pub ktls: KtlsMode,
+    /// Connections start as a plain byte relay; the backend application starts and stops TLS
+    /// with `start_tls` / `stop_tls` on the control socket (docs/directives.md).
+    #[serde(default)]
+    pub directed: bool,
 }
 
 /// `ktls = "auto" | "on" | "off"`: whether the kernel's TLS (the `tls` ULP) takes over a
@@ -382,6 +390,7 @@ impl ListenerConfig {
             }],
             client_auth: ClientAuthConfig::default(),
             ktls: KtlsMode::default(),
+            directed: false,
         }
     }
 
@@ -421,6 +430,18 @@ impl TerminateConfig {
                 return Err(ConfigError::invalid(place, format!("{} is listed twice", l.listen)));
             }
             l.validate(&place)?;
+            if l.directed && (l.starttls.is_some() || l.accept_proxy_protocol) {
+                return Err(ConfigError::invalid(
+                    place,
+                    "directed excludes starttls and accept_proxy_protocol: the application directs when TLS starts",
+                ));
+            }
+            if l.directed && self.control.is_none() {
+                return Err(ConfigError::invalid(
+                    place,
+                    "directed needs [terminate]'s control socket, where the directives arrive",
+                ));
+            }
         }
         Ok(())
     }

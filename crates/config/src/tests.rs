@@ -185,3 +185,17 @@ fn route_alpn_that_could_never_match_is_refused() {
     let err = alpn_listener(offer, &["sni = [\"a.test\"]\nalpn = \"h2\""]).unwrap_err().to_string();
     assert!(err.contains("invalid type"), "alpn is a list: {err}");
 }
+
+#[test]
+fn directed_listeners_need_their_control_socket() {
+    let directed =
+        minimal("").replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:0\"\ndirected = true");
+    let err = Config::from_toml(&directed).unwrap_err().to_string();
+    assert!(err.contains("directed needs [terminate]'s control socket"), "{err}");
+    let with_control = format!("[terminate]\ncontrol = \"/run/c.sock\"\n{directed}");
+    let c = Config::from_toml(&with_control).unwrap();
+    assert!(c.terminate.unwrap().listener[0].directed);
+    let originate = "[originate]\ncontrol = \"/run/c.sock\"\n[[originate.listener]]\nlisten = \"127.0.0.1:0\"\nupstreams = [\"a:1\"]\n";
+    let err = Config::from_toml(&format!("{with_control}\n{originate}")).unwrap_err().to_string();
+    assert!(err.contains("each needs its own socket"), "{err}");
+}

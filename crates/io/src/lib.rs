@@ -6,6 +6,8 @@
 //! - [`inline`]: the inline engine between two interfaces over AF_PACKET rings;
 //! - [`tunnel`]: the portal and gate around the sans-IO tunnel endpoint;
 //! - [`connect`]: the HTTPS-proxy gate and the browser-facing portal, with the downgrade;
+//! - [`control`]: the control socket where applications direct tlsgate about their connections;
+//! - [`directed`]: a connection whose application starts and stops TLS by directives;
 //! - [`backend`]: backend pools: balancing, connecting with timeout and retry, health checks;
 //! - [`relay`]: the bidirectional byte pump with half-close and idle timeout;
 //! - [`starttls`]: STARTTLS prologues before the handshake, both directions;
@@ -19,7 +21,9 @@
 
 pub mod backend;
 pub mod connect;
+pub mod control;
 pub mod counted;
+pub mod directed;
 pub mod error;
 pub mod fleet;
 pub mod http_backend;

@@ -182,6 +182,8 @@ pub struct SessionFacts {
     pub alpn: Option<Vec<u8>>,
     /// The client certificate's identity, when one was presented and verified (mutual TLS).
     pub peer: Option<PeerIdentity>,
+    /// That certificate (the leaf), for an application that asks for it (a `peer` directive).
+    pub peer_cert: Option<rustls::pki_types::CertificateDer<'static>>,
     /// How a CRL would list that certificate, so a reload can close the connection once it does.
     pub revocation: Option<crate::revocation::RevocationKey>,
 }
@@ -229,6 +231,7 @@ impl ServerHandshake {
             suite: hs.cipher_suite().ok_or(rustls::Error::HandshakeNotComplete)?,
             alpn: hs.alpn_protocol().map(<[u8]>::to_vec),
             peer: hs.peer_certificates().and_then(|c| c.first()).and_then(peer_identity),
+            peer_cert: hs.peer_certificates().and_then(|c| c.first()).cloned(),
             revocation: hs
                 .peer_certificates()
                 .and_then(|c| c.first())

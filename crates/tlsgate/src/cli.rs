@@ -152,6 +152,14 @@ pub struct TerminateArgs {
     /// Admin listener address (/healthz, /metrics, /status).
     #[arg(long)]
     pub admin: Option<SocketAddr>,
+    /// Start connections as a plain relay; the backend application starts and stops TLS with
+    /// directives on the control socket (--control; docs/directives.md).
+    #[arg(long, requires = "control", conflicts_with_all = ["config", "starttls"])]
+    pub directed: bool,
+    /// Control socket (Unix, mode 0660) for application directives (docs/directives.md); sets
+    /// `[terminate]`'s `control`.
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
     /// Start even if the key file is readable by group or others.
     #[arg(long)]
     pub allow_insecure_key_permissions: bool,
@@ -194,6 +202,14 @@ pub struct OriginateArgs {
     /// off. Overrides every listener's `ktls` in a config file.
     #[arg(long, value_name = "auto|on|off")]
     pub ktls: Option<tlsgate_config::KtlsMode>,
+    /// Start connections as a plain relay; the client application starts and stops TLS with
+    /// directives on the control socket (--control; docs/directives.md).
+    #[arg(long, requires = "control", conflicts_with_all = ["config", "starttls"])]
+    pub directed: bool,
+    /// Control socket (Unix, mode 0660) for application directives; sets `[originate]`'s
+    /// `control`.
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
     /// Admin listener address (/healthz, /metrics).
     #[arg(long)]
     pub admin: Option<SocketAddr>,

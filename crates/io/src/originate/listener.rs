@@ -86,6 +86,8 @@ pub struct Originator {
     /// order: plain listeners first, then transparent ones.
     listeners: Vec<(SocketAddr, SocketAddr, State, JoinHandle<()>)>,
     tracker: TaskTracker,
+    /// `[originate]`'s `control` socket, started once (a restart moves it).
+    _control: Option<crate::control::ControlServer>,
 }
 
 impl std::fmt::Debug for Originator {
@@ -116,6 +118,10 @@ impl Originator {
     /// Loads every listener's TLS material and binds its socket; fails as a whole.
     pub async fn start(config: &Config) -> Result<Originator, ProxyError> {
         let built = build_all(config)?;
+        let control = match &section(config)?.control {
+            Some(path) => Some(crate::control::ControlServer::start(path)?),
+            None => None,
+        };
         let mut sockets = Vec::new();
         for (addr, _) in &built {
             let socket = TcpListener::bind(addr)
@@ -141,7 +147,7 @@ impl Originator {
             };
             listeners.push((addr, local, state, task));
         }
-        Ok(Originator { listeners, tracker })
+        Ok(Originator { listeners, tracker, _control: control })
     }
 
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
@@ -214,6 +220,9 @@ async fn accept_loop(socket: TcpListener, state: Arc<ArcSwap<Listener>>, tracker
 }
 
 async fn handle(mut client: TcpStream, l: Arc<Listener>) {
+    if l.config.directed {
+        return directed(client, &l).await;
+    }
     let started = Instant::now();
     let _ = client.set_nodelay(true);
     let (mut upstream, name, greeting) = match connect_upstream(&l).await {
@@ -357,4 +366,34 @@ async fn connect_upstream(l: &Listener) -> Result<(Upstream, String, Vec<u8>), P
         }
     }
     Err(ProxyError::backend(format!("no upstream usable ({})", failures.join("; "))))
+}
+
+/// A directed connection: to the first upstream that connects, in the clear until the
+/// application's `start_tls` (crate::directed).
+async fn directed(client: TcpStream, l: &Listener) {
+    let started = Instant::now();
+    let mut failures = Vec::new();
+    for upstream in &l.config.upstreams {
+        let tcp = match connect_one(upstream, l.config.connect_timeout).await {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::warn!(side = %Side::Backend, %upstream, error = %e, "upstream failed");
+                failures.push(format!("{upstream}: {e}"));
+                continue;
+            }
+        };
+        let default_sni = l.config.sni.clone().unwrap_or_else(|| upstream.host.clone());
+        let role = crate::directed::Role::Client { config: l.tls.clone(), default_sni };
+        let (moved, result) = crate::directed::run(client, tcp, role, l.config.handshake_timeout).await;
+        let (up, down) = (moved.from_app, moved.to_app);
+        match result {
+            Ok(()) => tracing::info!(%upstream, up, down, duration = ?started.elapsed(), "connection closed"),
+            Err(e) => tracing::warn!(
+                %upstream, side = %e.side, error = %e.context, up, down, duration = ?started.elapsed(),
+                "connection aborted"
+            ),
+        }
+        return;
+    }
+    tracing::warn!(side = %Side::Backend, error = %failures.join("; "), "no upstream, client connection closed");
 }

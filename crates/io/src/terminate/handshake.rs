@@ -81,6 +81,29 @@ impl Established {
         }
     }
 
+    /// What a `peer` directive answers about this session (docs/directives.md).
+    pub fn peer_facts(&self) -> tlsgate_directive::PeerFacts {
+        let info = self.tls_info();
+        let peer = self.facts.peer.as_ref();
+        let sans = peer
+            .map(|p| {
+                let dns = p.dns.iter().map(|d| format!("DNS:{d}"));
+                let uri = p.uri.iter().map(|u| format!("URI:{u}"));
+                dns.chain(uri).chain(p.ip.iter().map(|i| format!("IP:{i}"))).collect()
+            })
+            .unwrap_or_default();
+        tlsgate_directive::PeerFacts {
+            subject: peer.map(|p| p.subject.clone()),
+            sans,
+            identity: peer.map(|p| p.summary()),
+            version: info.version,
+            suite: info.cipher,
+            alpn: info.alpn.map(|a| String::from_utf8_lossy(&a).into_owned()),
+            sni: info.sni,
+            cert_pem: self.facts.peer_cert.as_ref().map(|c| crate::control::registry::pem(c)),
+        }
+    }
+
     /// `TLSv1_3`, `TLS13_AES_128_GCM_SHA256`, ALPN as text: for the connection's log line.
     pub fn describe(&self) -> (String, String, String) {
         let version = format!("{:?}", self.facts.version);

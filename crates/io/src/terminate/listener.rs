@@ -47,6 +47,8 @@ pub struct ListenerState {
     starttls: Option<(StartTls, String)>,
     /// This listener's connection limit (a reload starts a fresh count).
     limit: Option<Arc<Semaphore>>,
+    /// A plain relay until the backend application's `start_tls` (crate::directed).
+    directed: bool,
     /// Its metric handles, looked up once instead of per connection.
     counters: Counters,
 }
@@ -112,6 +114,7 @@ impl ListenerState {
                 .map(|p| (p, config.starttls_host.clone().unwrap_or_else(starttls::local_host_name))),
             idle_timeout: Some(config.idle_timeout).filter(|d| !d.is_zero()),
             limit: config.max_connections.map(|n| Arc::new(Semaphore::new(n))),
+            directed: config.directed,
         })
     }
 }
@@ -195,6 +198,9 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>, revoked: Arc<Notify>)
         };
         m.handshakes.get_or_create(&labels).inc();
     };
+    if state.directed {
+        return directed(tcp, &state, client).await;
+    }
     let local = tcp.local_addr().unwrap_or(client);
     // A load balancer's PROXY header (when the listener expects one), the STARTTLS prologue and
     // the handshake share the handshake timeout: a client gets that long to say everything
@@ -284,6 +290,8 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>, revoked: Arc<Notify>)
     let _registered =
         est.facts.revocation.clone().map(|key| crate::revoked::register(&state.name, client, key, revoked));
     let identity = est.peer().cloned();
+    // Only with a control socket running can an application ask for them.
+    let peer_facts = crate::control::registry::enabled().then(|| est.peer_facts());
     let listed = live().insert(ConnInfo {
         listener: state.name.clone(),
         client,
@@ -340,6 +348,16 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>, revoked: Arc<Notify>)
         b.clone_from(&member);
     }
     let mut backend = backend;
+    // The backend application names this connection by its own socket's addresses: its local
+    // address is our peer, and ours is its peer.
+    let _directives = match (peer_facts, backend.peer_addr(), backend.local_addr()) {
+        (Some(facts), Ok(app_local), Ok(app_peer)) => Some(crate::control::registry::register(
+            app_local,
+            app_peer,
+            crate::control::registry::Entry::new(Some(facts), None),
+        )),
+        _ => None,
+    };
     if let Some(header) = &proxy_header_bytes {
         if let Err(e) = backend.write_all(header).await {
             tracing::warn!(backend = %member, side = %Side::Backend, error = %e, "sending the PROXY header failed");
@@ -381,6 +399,38 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>, revoked: Arc<Notify>)
         Err((e, t)) => tracing::warn!(
             backend = %member, side = %e.side, error = %e.context, up = t.up, down = t.down,
             duration = ?started.elapsed(), relay = how, "connection aborted"
+        ),
+    }
+}
+
+/// A directed connection: to the default route's backend, in the clear until the backend
+/// application's `start_tls`, when tlsgate runs the handshake as server (crate::directed).
+async fn directed(tcp: TcpStream, state: &ListenerState, client: std::net::SocketAddr) {
+    let started = Instant::now();
+    let Some(route) = state.routes.lookup(None, None).cloned() else {
+        tracing::warn!(side = %Side::Internal, "a directed listener needs a route without sni, connection closed");
+        return;
+    };
+    let (backend, lease) = match Box::pin(route.pool.connect(client.ip())).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            tracing::warn!(side = %e.side, error = %e.context, "no backend, client connection closed");
+            return;
+        }
+    };
+    let member = lease.member().addr.to_string();
+    let role =
+        crate::directed::Role::Server { tls: &state.tls, routes: &state.routes, listener: &state.name };
+    let (moved, result) = crate::directed::run(backend, tcp, role, state.handshake_timeout).await;
+    // The application is the backend: what it sent went down to the client.
+    let (up, down) = (moved.to_app, moved.from_app);
+    match result {
+        Ok(()) => {
+            tracing::info!(backend = %member, up, down, duration = ?started.elapsed(), "connection closed")
+        }
+        Err(e) => tracing::warn!(
+            backend = %member, side = %e.side, error = %e.context, up, down, duration = ?started.elapsed(),
+            "connection aborted"
         ),
     }
 }

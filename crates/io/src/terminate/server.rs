@@ -38,6 +38,8 @@ pub struct Server {
     global: Option<Arc<Semaphore>>,
     /// `[fleet]`, started once; a reload keeps it (a restart applies a changed `[fleet]`).
     fleet: Option<(tlsgate_config::FleetConfig, Arc<crate::fleet::Fleet>)>,
+    /// `[terminate]`'s `control` socket, started once (a restart moves it).
+    _control: Option<crate::control::ControlServer>,
 }
 
 /// What the admin listener sees of the server: refreshed at every apply.
@@ -100,7 +102,12 @@ impl Server {
             Some(f) => Some((f.clone(), crate::fleet::Fleet::start(f, &config.security)?)),
             None => None,
         };
+        let control = match &section(config)?.control {
+            Some(path) => Some(crate::control::ControlServer::start(path)?),
+            None => None,
+        };
         let mut server = Server {
+            _control: control,
             listeners: Vec::new(),
             tracker: TaskTracker::new(),
             view: Arc::new(ServerView::default()),

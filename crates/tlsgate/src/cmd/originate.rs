@@ -28,8 +28,13 @@ fn config_from(args: &OriginateArgs) -> Result<Config, String> {
             l.alpn = args.alpn.clone();
             l.starttls = args.starttls;
             l.starttls_host = args.starttls_host.clone();
+            l.directed = args.directed;
             let config = Config {
-                originate: Some(OriginateConfig { listener: vec![l], transparent: Vec::new() }),
+                originate: Some(OriginateConfig {
+                    listener: vec![l],
+                    transparent: Vec::new(),
+                    control: args.control.clone(),
+                }),
                 ..Config::default()
             };
             config.validate().map_err(|e| e.to_string())?;
@@ -38,6 +43,9 @@ fn config_from(args: &OriginateArgs) -> Result<Config, String> {
     };
     if config.originate.is_none() {
         return Err("the config has no [originate] section".into());
+    }
+    if let (Some(path), Some(o)) = (&args.control, config.originate.as_mut()) {
+        o.control = Some(path.clone());
     }
     if let (Some(mode), Some(o)) = (args.ktls, config.originate.as_mut()) {
         for l in &mut o.listener {

@@ -32,6 +32,7 @@ fn config_from(args: &TerminateArgs) -> Result<Config, String> {
             listener.route[0].proxy_protocol = args.proxy_protocol;
             listener.starttls = args.starttls;
             listener.starttls_host = args.starttls_host.clone();
+            listener.directed = args.directed;
             if let Some(ca) = &args.client_ca {
                 listener.client_auth = ClientAuthConfig {
                     mode: ClientAuthMode::Required,
@@ -44,14 +45,18 @@ fn config_from(args: &TerminateArgs) -> Result<Config, String> {
                     allow_ip: Vec::new(),
                 };
             }
-            let config =
-                Config { terminate: Some(TerminateConfig::new(vec![listener])), ..Config::default() };
+            let mut terminate = TerminateConfig::new(vec![listener]);
+            terminate.control = args.control.clone();
+            let config = Config { terminate: Some(terminate), ..Config::default() };
             config.validate().map_err(|e| e.to_string())?;
             config
         }
     };
     if config.terminate.is_none() {
         return Err("the config has no [terminate] section".into());
+    }
+    if let (Some(path), Some(t)) = (&args.control, config.terminate.as_mut()) {
+        t.control = Some(path.clone());
     }
     if let (Some(mode), Some(t)) = (args.ktls, config.terminate.as_mut()) {
         for l in &mut t.listener {
