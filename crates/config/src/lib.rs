@@ -73,6 +73,9 @@ impl Config {
                 for c in &mut l.certificate {
                     c.cert = dir.join(&c.cert);
                     c.key = dir.join(&c.key);
+                    if let Some(o) = &mut c.ocsp_file {
+                        *o = dir.join(&*o);
+                    }
                 }
                 let auth = &mut l.client_auth;
                 if let Some(ca) = &mut auth.ca {

@@ -42,6 +42,7 @@ impl TerminateConfig {
             for c in &l.certificate {
                 files.push(c.cert.clone());
                 files.push(c.key.clone());
+                files.extend(c.ocsp_file.iter().cloned());
             }
             files.extend(l.client_auth.ca.iter().cloned());
             files.extend(l.client_auth.crl.iter().cloned());
@@ -192,6 +193,9 @@ pub struct CertificateConfig {
     /// a default such handshakes are refused with an `unrecognized_name` alert.
     #[serde(default)]
     pub default: bool,
+    /// A DER OCSP response (RFC 6960) to staple, reloaded with the certificate. One for another
+    /// certificate is refused; one past its `nextUpdate` is not stapled.
+    pub ocsp_file: Option<PathBuf>,
 }
 
 /// A backend pool and the server names that reach it.
@@ -368,7 +372,13 @@ impl ListenerConfig {
             accept_proxy_protocol: false,
             starttls: None,
             starttls_host: None,
-            certificate: vec![CertificateConfig { cert, key, names: Some(Vec::new()), default: true }],
+            certificate: vec![CertificateConfig {
+                cert,
+                key,
+                names: Some(Vec::new()),
+                default: true,
+                ocsp_file: None,
+            }],
             route: vec![RouteConfig {
                 sni: Vec::new(),
                 alpn: Vec::new(),

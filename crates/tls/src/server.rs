@@ -5,29 +5,39 @@ use std::sync::Arc;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
-use tlsgate_config::ListenerConfig;
+use std::time::SystemTime;
+
+use tlsgate_config::{CertificateConfig, ListenerConfig};
 use tlsgate_core::names::{NamePattern, NameTable};
 
 use crate::client_auth::client_verifier;
 use crate::keys::load_cert_and_key;
+use crate::slot::CertSlot;
 use crate::TlsError;
 
 /// Certificates of a listener by server name.
 #[derive(Debug)]
 pub struct CertTable {
-    table: NameTable<Arc<CertifiedKey>>,
+    table: NameTable<Arc<CertSlot>>,
+    /// Every slot once, in config order, with the certificate's config (for staple fetching).
+    slots: Vec<(Arc<CertSlot>, CertificateConfig)>,
 }
 
 impl CertTable {
     /// The certificate for an SNI value, or the default; `None` means refuse.
-    pub fn lookup(&self, sni: Option<&str>) -> Option<&Arc<CertifiedKey>> {
-        self.table.lookup(sni)
+    pub fn lookup(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        self.table.lookup(sni).map(|slot| slot.current(SystemTime::now()))
+    }
+
+    /// Every certificate's slot with its config.
+    pub fn slots(&self) -> &[(Arc<CertSlot>, CertificateConfig)] {
+        &self.slots
     }
 }
 
 impl ResolvesServerCert for CertTable {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.lookup(hello.server_name()).cloned()
+        self.lookup(hello.server_name())
     }
 }
 
@@ -45,8 +55,14 @@ pub fn listener_tls(
     allow_insecure_key_permissions: bool,
 ) -> Result<ListenerTls, TlsError> {
     let mut table = NameTable::new();
+    let mut slots = Vec::new();
     for c in &listener.certificate {
         let loaded = load_cert_and_key(&c.cert, &c.key, allow_insecure_key_permissions)?;
+        let slot = Arc::new(CertSlot::new(loaded.key.clone()));
+        if let Some(path) = &c.ocsp_file {
+            crate::staple::from_file(&slot, path, &c.cert)?;
+        }
+        slots.push((slot.clone(), c.clone()));
         let names = match &c.names {
             Some(names) => names.clone(),
             None => loaded.dns_names.clone(),
@@ -66,13 +82,13 @@ pub fn listener_tls(
                 path: c.cert.clone(),
                 problem: e.to_string(),
             })?;
-            table.insert(pattern, loaded.key.clone());
+            table.insert(pattern, slot.clone());
         }
         if c.default {
-            table.set_default(loaded.key.clone());
+            table.set_default(slot.clone());
         }
     }
-    let certs = Arc::new(CertTable { table });
+    let certs = Arc::new(CertTable { table, slots });
 
     let versions = crate::protocol_versions(&listener.tls_versions);
     let mut config = ServerConfig::builder_with_provider(server_provider())
