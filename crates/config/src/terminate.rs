@@ -92,7 +92,12 @@ pub struct ListenerConfig {
     pub starttls: Option<crate::StartTls>,
     /// The name in tlsgate's STARTTLS greeting; default: the machine's host name.
     pub starttls_host: Option<String>,
+    /// Certificates loaded from files; may be empty when `acme` issues this listener's.
+    #[serde(default)]
     pub certificate: Vec<CertificateConfig>,
+    /// Certificates issued and renewed by an ACME server (RFC 8555), validated by TLS-ALPN-01 on
+    /// this listener. See docs/acme.md.
+    pub acme: Option<crate::acme::AcmeConfig>,
     pub route: Vec<RouteConfig>,
     /// Mutual TLS: whether and how clients present certificates.
     #[serde(default)]
@@ -392,6 +397,7 @@ impl ListenerConfig {
             }],
             client_auth: ClientAuthConfig::default(),
             ktls: KtlsMode::default(),
+            acme: None,
         }
     }
 
@@ -448,8 +454,11 @@ impl ListenerConfig {
         if self.handshake_timeout.is_zero() {
             return Err(bad("handshake_timeout must be above zero".into()));
         }
-        if self.certificate.is_empty() {
-            return Err(bad("no certificate".into()));
+        if self.certificate.is_empty() && self.acme.is_none() {
+            return Err(bad("no certificate (and no acme table to obtain one)".into()));
+        }
+        if let Some(acme) = &self.acme {
+            acme.validate().map_err(bad)?;
         }
         if self.certificate.iter().filter(|c| c.default).count() > 1 {
             return Err(bad("more than one certificate has default = true".into()));

@@ -14,8 +14,10 @@
 //! - [`connect`]: the connect gate's and portal's configs;
 //! - [`fleet`]: a fleet's ticketer and TLS 1.2 session store (rustls extension points), the fleet key;
 //! - [`ocsp`]: OCSP responses matched to a certificate, their freshness, requests for them;
+//! - [`acme`]: the ACME certificate slot, the throwaway certificate, TLS-ALPN-01 answers;
 //! - [`pki`]: a throwaway CA and leaf certificates (rcgen) for the demo and for tests.
 
+pub mod acme;
 pub mod client;
 pub mod client_auth;
 pub mod client_handshake;

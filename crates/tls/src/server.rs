@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use tlsgate_config::{CertificateConfig, ListenerConfig};
 use tlsgate_core::names::{NamePattern, NameTable};
 
+use crate::acme::AcmeShared;
 use crate::client_auth::client_verifier;
 use crate::keys::load_cert_and_key;
 use crate::slot::CertSlot;
@@ -47,12 +48,24 @@ impl ResolvesServerCert for CertTable {
 pub struct ListenerTls {
     pub config: Arc<ServerConfig>,
     pub certs: Arc<CertTable>,
+    /// With `acme`: its certificate and TLS-ALPN-01 answers.
+    pub acme: Option<Arc<AcmeShared>>,
 }
 
 /// Loads every certificate of a listener and builds its rustls config.
 pub fn listener_tls(
     listener: &ListenerConfig,
     allow_insecure_key_permissions: bool,
+) -> Result<ListenerTls, TlsError> {
+    listener_tls_with(listener, allow_insecure_key_permissions, None)
+}
+
+/// [`listener_tls`], with the ACME certificate (served for its names, and as the default when no
+/// file certificate is) when the listener has `acme`.
+pub fn listener_tls_with(
+    listener: &ListenerConfig,
+    allow_insecure_key_permissions: bool,
+    acme: Option<Arc<AcmeShared>>,
 ) -> Result<ListenerTls, TlsError> {
     let mut table = NameTable::new();
     let mut slots = Vec::new();
@@ -88,6 +101,15 @@ pub fn listener_tls(
             table.set_default(slot.clone());
         }
     }
+    if let Some(acme) = &acme {
+        for n in &acme.names {
+            let pattern = NamePattern::parse(n).map_err(|e| TlsError::Config(format!("acme.names: {e}")))?;
+            table.insert(pattern, acme.slot.clone());
+        }
+        if !listener.certificate.iter().any(|c| c.default) {
+            table.set_default(acme.slot.clone());
+        }
+    }
     let certs = Arc::new(CertTable { table, slots });
 
     let versions = crate::protocol_versions(&listener.tls_versions);
@@ -111,7 +133,7 @@ pub fn listener_tls(
         rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| TlsError::Config(e.to_string()))?;
     // The handshake hands its keys to tlsgate's own record layer (see `server_handshake`).
     config.enable_secret_extraction = true;
-    Ok(ListenerTls { config: Arc::new(config), certs })
+    Ok(ListenerTls { config: Arc::new(config), certs, acme })
 }
 
 /// [`crate::provider`] with the cipher suites in the server's order of preference: the SHA-256
