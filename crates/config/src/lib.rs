@@ -5,6 +5,7 @@
 //! build the same structures, so the rest of tlsgate only ever sees a validated [`Config`].
 //! docs/config.md is the reference; a test parses the example it carries.
 
+mod acme;
 mod connect;
 mod error;
 mod fleet;
@@ -15,6 +16,7 @@ mod starttls;
 mod terminate;
 mod tunnel;
 
+pub use acme::AcmeConfig;
 pub use connect::{ConnectConfig, ConnectGateConfig, ConnectGrant, ConnectPortalConfig};
 pub use error::ConfigError;
 pub use fleet::{FleetConfig, RedisUrl};
@@ -73,6 +75,15 @@ impl Config {
                 for c in &mut l.certificate {
                     c.cert = dir.join(&c.cert);
                     c.key = dir.join(&c.key);
+                    if let Some(o) = &mut c.ocsp_file {
+                        *o = dir.join(&*o);
+                    }
+                }
+                if let Some(a) = &mut l.acme {
+                    a.state = dir.join(&a.state);
+                    for p in [&mut a.directory_ca].into_iter().flatten() {
+                        *p = dir.join(&*p);
+                    }
                 }
                 let auth = &mut l.client_auth;
                 if let Some(ca) = &mut auth.ca {

@@ -46,6 +46,7 @@ impl TerminateConfig {
             for c in &l.certificate {
                 files.push(c.cert.clone());
                 files.push(c.key.clone());
+                files.extend(c.ocsp_file.iter().cloned());
             }
             files.extend(l.client_auth.ca.iter().cloned());
             files.extend(l.client_auth.crl.iter().cloned());
@@ -95,7 +96,12 @@ pub struct ListenerConfig {
     pub starttls: Option<crate::StartTls>,
     /// The name in tlsgate's STARTTLS greeting; default: the machine's host name.
     pub starttls_host: Option<String>,
+    /// Certificates loaded from files; may be empty when `acme` issues this listener's.
+    #[serde(default)]
     pub certificate: Vec<CertificateConfig>,
+    /// Certificates issued and renewed by an ACME server (RFC 8555), validated by TLS-ALPN-01 on
+    /// this listener. See docs/acme.md.
+    pub acme: Option<crate::acme::AcmeConfig>,
     pub route: Vec<RouteConfig>,
     /// Mutual TLS: whether and how clients present certificates.
     #[serde(default)]
@@ -200,6 +206,9 @@ pub struct CertificateConfig {
     /// a default such handshakes are refused with an `unrecognized_name` alert.
     #[serde(default)]
     pub default: bool,
+    /// A DER OCSP response (RFC 6960) to staple, reloaded with the certificate. One for another
+    /// certificate is refused; one past its `nextUpdate` is not stapled.
+    pub ocsp_file: Option<PathBuf>,
 }
 
 /// A backend pool and the server names that reach it.
@@ -376,7 +385,13 @@ impl ListenerConfig {
             accept_proxy_protocol: false,
             starttls: None,
             starttls_host: None,
-            certificate: vec![CertificateConfig { cert, key, names: Some(Vec::new()), default: true }],
+            certificate: vec![CertificateConfig {
+                cert,
+                key,
+                names: Some(Vec::new()),
+                default: true,
+                ocsp_file: None,
+            }],
             route: vec![RouteConfig {
                 sni: Vec::new(),
                 alpn: Vec::new(),
@@ -391,6 +406,7 @@ impl ListenerConfig {
             client_auth: ClientAuthConfig::default(),
             ktls: KtlsMode::default(),
             directed: false,
+            acme: None,
         }
     }
 
@@ -459,8 +475,11 @@ impl ListenerConfig {
         if self.handshake_timeout.is_zero() {
             return Err(bad("handshake_timeout must be above zero".into()));
         }
-        if self.certificate.is_empty() {
-            return Err(bad("no certificate".into()));
+        if self.certificate.is_empty() && self.acme.is_none() {
+            return Err(bad("no certificate (and no acme table to obtain one)".into()));
+        }
+        if let Some(acme) = &self.acme {
+            acme.validate().map_err(bad)?;
         }
         if self.certificate.iter().filter(|c| c.default).count() > 1 {
             return Err(bad("more than one certificate has default = true".into()));

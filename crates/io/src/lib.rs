@@ -19,6 +19,7 @@
 //!   by tlsgate's own record layer, no buffer held while idle;
 //! - [`http_backend`]: a small plaintext HTTP server, the demo's backend and a test peer.
 
+pub mod acme;
 pub mod backend;
 pub mod connect;
 pub mod control;

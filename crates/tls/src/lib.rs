@@ -3,6 +3,8 @@
 //! - [`keys`]: PEM certificate chains and private keys from disk, with the permission check;
 //! - [`hkdf`]: TLS 1.3 suites whose key schedule prepares each HMAC key once;
 //! - [`server`]: per-listener `ServerConfig`s and the SNI certificate table;
+//! - [`slot`]: a served certificate whose staple or chain changes while it runs;
+//! - [`staple`]: OCSP responses checked and stapled to a slot;
 //! - [`server_handshake`]: terminate's handshake on the unbuffered API, ending in extracted keys;
 //! - [`client_auth`]: mutual TLS — CA bundle, CRLs, allow-lists;
 //! - [`identity`]: a peer's subject and SANs;
@@ -11,8 +13,11 @@
 //! - [`tunnel`]: the gate's and the portal's TLS 1.3 configs with certificates on both ends;
 //! - [`connect`]: the connect gate's and portal's configs;
 //! - [`fleet`]: a fleet's ticketer and TLS 1.2 session store (rustls extension points), the fleet key;
+//! - [`ocsp`]: OCSP responses matched to a certificate, their freshness, requests for them;
+//! - [`acme`]: the ACME certificate slot, the throwaway certificate, TLS-ALPN-01 answers;
 //! - [`pki`]: a throwaway CA and leaf certificates (rcgen) for the demo and for tests.
 
+pub mod acme;
 pub mod client;
 pub mod client_auth;
 pub mod client_handshake;
@@ -24,11 +29,14 @@ mod hkdf;
 pub mod identity;
 pub mod inline;
 pub mod keys;
+pub mod ocsp;
 pub mod peek;
 pub mod pki;
 pub mod revocation;
 pub mod server;
 pub mod server_handshake;
+pub mod slot;
+pub mod staple;
 pub mod tunnel;
 
 pub use error::TlsError;

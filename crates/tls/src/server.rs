@@ -5,29 +5,40 @@ use std::sync::Arc;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
-use tlsgate_config::ListenerConfig;
+use std::time::SystemTime;
+
+use tlsgate_config::{CertificateConfig, ListenerConfig};
 use tlsgate_core::names::{NamePattern, NameTable};
 
+use crate::acme::AcmeShared;
 use crate::client_auth::client_verifier;
 use crate::keys::load_cert_and_key;
+use crate::slot::CertSlot;
 use crate::TlsError;
 
 /// Certificates of a listener by server name.
 #[derive(Debug)]
 pub struct CertTable {
-    table: NameTable<Arc<CertifiedKey>>,
+    table: NameTable<Arc<CertSlot>>,
+    /// Every slot once, in config order, with the certificate's config (for staple fetching).
+    slots: Vec<(Arc<CertSlot>, CertificateConfig)>,
 }
 
 impl CertTable {
     /// The certificate for an SNI value, or the default; `None` means refuse.
-    pub fn lookup(&self, sni: Option<&str>) -> Option<&Arc<CertifiedKey>> {
-        self.table.lookup(sni)
+    pub fn lookup(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        self.table.lookup(sni).map(|slot| slot.current(SystemTime::now()))
+    }
+
+    /// Every certificate's slot with its config.
+    pub fn slots(&self) -> &[(Arc<CertSlot>, CertificateConfig)] {
+        &self.slots
     }
 }
 
 impl ResolvesServerCert for CertTable {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.lookup(hello.server_name()).cloned()
+        self.lookup(hello.server_name())
     }
 }
 
@@ -37,6 +48,8 @@ impl ResolvesServerCert for CertTable {
 pub struct ListenerTls {
     pub config: Arc<ServerConfig>,
     pub certs: Arc<CertTable>,
+    /// With `acme`: its certificate and TLS-ALPN-01 answers.
+    pub acme: Option<Arc<AcmeShared>>,
 }
 
 /// Loads every certificate of a listener and builds its rustls config.
@@ -44,9 +57,25 @@ pub fn listener_tls(
     listener: &ListenerConfig,
     allow_insecure_key_permissions: bool,
 ) -> Result<ListenerTls, TlsError> {
+    listener_tls_with(listener, allow_insecure_key_permissions, None)
+}
+
+/// [`listener_tls`], with the ACME certificate (served for its names, and as the default when no
+/// file certificate is) when the listener has `acme`.
+pub fn listener_tls_with(
+    listener: &ListenerConfig,
+    allow_insecure_key_permissions: bool,
+    acme: Option<Arc<AcmeShared>>,
+) -> Result<ListenerTls, TlsError> {
     let mut table = NameTable::new();
+    let mut slots = Vec::new();
     for c in &listener.certificate {
         let loaded = load_cert_and_key(&c.cert, &c.key, allow_insecure_key_permissions)?;
+        let slot = Arc::new(CertSlot::new(loaded.key.clone()));
+        if let Some(path) = &c.ocsp_file {
+            crate::staple::from_file(&slot, path, &c.cert)?;
+        }
+        slots.push((slot.clone(), c.clone()));
         let names = match &c.names {
             Some(names) => names.clone(),
             None => loaded.dns_names.clone(),
@@ -66,13 +95,22 @@ pub fn listener_tls(
                 path: c.cert.clone(),
                 problem: e.to_string(),
             })?;
-            table.insert(pattern, loaded.key.clone());
+            table.insert(pattern, slot.clone());
         }
         if c.default {
-            table.set_default(loaded.key.clone());
+            table.set_default(slot.clone());
         }
     }
-    let certs = Arc::new(CertTable { table });
+    if let Some(acme) = &acme {
+        for n in &acme.names {
+            let pattern = NamePattern::parse(n).map_err(|e| TlsError::Config(format!("acme.names: {e}")))?;
+            table.insert(pattern, acme.slot.clone());
+        }
+        if !listener.certificate.iter().any(|c| c.default) {
+            table.set_default(acme.slot.clone());
+        }
+    }
+    let certs = Arc::new(CertTable { table, slots });
 
     let versions = crate::protocol_versions(&listener.tls_versions);
     let mut config = ServerConfig::builder_with_provider(server_provider())
@@ -95,7 +133,7 @@ pub fn listener_tls(
         rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| TlsError::Config(e.to_string()))?;
     // The handshake hands its keys to tlsgate's own record layer (see `server_handshake`).
     config.enable_secret_extraction = true;
-    Ok(ListenerTls { config: Arc::new(config), certs })
+    Ok(ListenerTls { config: Arc::new(config), certs, acme })
 }
 
 /// [`crate::provider`] with the cipher suites in the server's order of preference: the SHA-256

@@ -42,6 +42,8 @@ pub struct HelloReader {
     head: Vec<u8>,
     /// Where the records fed so far stand, for their length limit.
     records: RecordLengths,
+    /// The hello offered ALPN `acme-tls/1`: an ACME server validating TLS-ALPN-01.
+    acme_tls: bool,
 }
 
 /// Follows record boundaries across feeds and checks each plaintext record's length, which
@@ -128,7 +130,10 @@ impl HelloReader {
             }
             match accepted {
                 Ok(Some(accepted)) => {
-                    return Ok(Some(accepted.client_hello().server_name().map(str::to_owned)))
+                    let hello = accepted.client_hello();
+                    self.acme_tls =
+                        hello.alpn().is_some_and(|mut p| p.any(|p| p == crate::acme::ACME_TLS_ALPN));
+                    return Ok(Some(hello.server_name().map(str::to_owned)));
                 }
                 Ok(None) if bytes.is_empty() => return Ok(None),
                 Ok(None) => {}
@@ -144,6 +149,11 @@ impl HelloReader {
                 }
             }
         }
+    }
+
+    /// Whether the ClientHello (once read) offered ALPN `acme-tls/1` (RFC 8737).
+    pub fn offered_acme_tls(&self) -> bool {
+        self.acme_tls
     }
 
     /// The ClientHello's `legacy_version`, when its first record holds that much of it.

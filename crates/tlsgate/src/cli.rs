@@ -93,14 +93,30 @@ pub struct TerminateArgs {
     #[arg(long, required_unless_present = "config")]
     pub listen: Option<SocketAddr>,
     /// PEM certificate chain, leaf first.
-    #[arg(long, required_unless_present = "config")]
+    #[arg(long, required_unless_present_any = ["config", "acme_directory"])]
     pub cert: Option<PathBuf>,
     /// PEM private key (PKCS#8, SEC1 or PKCS#1).
-    #[arg(long, required_unless_present = "config")]
+    #[arg(long, required_unless_present_any = ["config", "acme_directory"])]
     pub key: Option<PathBuf>,
     /// Backend host:port; repeat for a round-robin pool.
     #[arg(long, required_unless_present = "config")]
     pub backend: Vec<BackendAddr>,
+    /// ACME directory URL: certificates for the --acme-name names are ordered from it, validated
+    /// by TLS-ALPN-01 on this listener (a throwaway certificate serves until the first issuance).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["config", "cert", "key"], requires_all = ["acme_name", "acme_state"])]
+    pub acme_directory: Option<String>,
+    /// A DNS name to order the certificate for; repeat for several.
+    #[arg(long, value_name = "NAME", requires = "acme_directory")]
+    pub acme_name: Vec<String>,
+    /// Directory (mode 0700) for the ACME account key and certificates.
+    #[arg(long, value_name = "DIR", requires = "acme_directory")]
+    pub acme_state: Option<PathBuf>,
+    /// PEM CA bundle trusted for the ACME directory's own HTTPS instead of the system's roots.
+    #[arg(long, value_name = "FILE", requires = "acme_directory")]
+    pub acme_directory_ca: Option<PathBuf>,
+    /// ACME account contact, e.g. mailto:ops@example.com.
+    #[arg(long, value_name = "URI", requires = "acme_directory")]
+    pub acme_contact: Option<String>,
     /// ALPN protocol to offer; repeat for several, most preferred first.
     #[arg(long, conflicts_with = "config")]
     pub alpn: Vec<String>,

@@ -35,12 +35,17 @@ pub enum HandshakeFailure {
     Refused(ProxyError),
     /// Anything else: garbage, a TLS error, a connection closed early.
     Failed(ProxyError),
+    /// An ACME server's TLS-ALPN-01 validation handshake, answered; the connection ends there.
+    /// What it validated, for the log.
+    AcmeValidated(ProxyError),
 }
 
 impl HandshakeFailure {
     pub fn error(&self) -> &ProxyError {
         match self {
-            HandshakeFailure::Refused(e) | HandshakeFailure::Failed(e) => e,
+            HandshakeFailure::Refused(e)
+            | HandshakeFailure::Failed(e)
+            | HandshakeFailure::AcmeValidated(e) => e,
         }
     }
 }
@@ -128,8 +133,11 @@ pub async fn accept(
 ) -> Result<Established, HandshakeFailure> {
     // Everything the client sent, from its first byte; handshake records are drained as fed.
     let mut input = initial;
-    let sni =
+    let (sni, acme_tls) =
         read_client_hello(&mut tcp, &mut input, answer_plain_http).await.map_err(HandshakeFailure::Failed)?;
+    if let (true, Some(acme)) = (acme_tls, &tls.acme) {
+        return answer_acme(tcp, input, &acme.challenge_config, sni).await;
+    }
     if tls.certs.lookup(sni.as_deref()).is_none() {
         send_alert(&mut tcp, AlertDescription::UnrecognisedName).await;
         return Err(HandshakeFailure::Refused(ProxyError::client(unserved(
@@ -176,6 +184,31 @@ pub async fn accept(
         ))));
     };
     Ok(Established { stream, sni, route, facts: finished.facts })
+}
+
+/// RFC 8737: the handshake with the challenge certificate for the name, then nothing (the ACME
+/// server closes after checking the certificate).
+async fn answer_acme(
+    mut tcp: TcpStream,
+    mut input: Vec<u8>,
+    config: &Arc<rustls::ServerConfig>,
+    sni: Option<String>,
+) -> Result<Established, HandshakeFailure> {
+    let failed = |e: String| {
+        HandshakeFailure::Failed(ProxyError::client(format!("TLS-ALPN-01 handshake for {sni:?} failed: {e}")))
+    };
+    let tls_failed = |e: rustls::Error| failed(describe::tls_error(&e, Peer::Client));
+    let mut hs = ServerHandshake::new(config.clone()).map_err(tls_failed)?;
+    drive(&mut tcp, &mut hs, &mut input).await.map_err(|stop| match stop {
+        HandshakeStop::Tls(e) => tls_failed(e),
+        HandshakeStop::Write(e) => failed(format!("write: {e}")),
+        HandshakeStop::Read(e) => HandshakeFailure::Failed(e),
+    })?;
+    hs.finish().map_err(tls_failed)?;
+    let _ = tcp.shutdown().await;
+    Err(HandshakeFailure::AcmeValidated(ProxyError::client(format!(
+        "answered an ACME TLS-ALPN-01 validation handshake for {sni:?}"
+    ))))
 }
 
 /// What no part of a listener's configuration serves for a refused name.
@@ -306,19 +339,20 @@ fn record_end(bytes: &[u8]) -> Option<usize> {
     (bytes.len() >= end).then_some(end)
 }
 
-/// Reads until `input` holds a whole ClientHello; returns its SNI. Anything that is not one is
+/// Reads until `input` holds a whole ClientHello; returns its SNI and whether it offered ALPN
+/// `acme-tls/1`. Anything that is not one is
 /// answered with the alert rustls chose (or, for a plain HTTP request when allowed, a 400) and
 /// an error naming the client.
 async fn read_client_hello(
     tcp: &mut TcpStream,
     input: &mut Vec<u8>,
     answer_plain_http: bool,
-) -> Result<Option<String>, ProxyError> {
+) -> Result<(Option<String>, bool), ProxyError> {
     let mut hello = HelloReader::default();
     let mut fed = 0;
     loop {
         match hello.feed(&input[fed..]) {
-            Ok(Some(sni)) => return Ok(sni),
+            Ok(Some(sni)) => return Ok((sni, hello.offered_acme_tls())),
             Ok(None) => {}
             Err(_) if answer_plain_http && plain_http::looks_like_request(input) => {
                 plain_http::answer(tcp).await;

@@ -13,7 +13,7 @@ use tlsgate_config::{KtlsMode, ListenerConfig, SecurityConfig, StartTls};
 use tlsgate_core::side::Side;
 use tlsgate_telemetry::conns::{live, ConnInfo};
 use tlsgate_telemetry::metrics::{metrics, BytesLabels, HandshakeLabels, ListenerLabel};
-use tlsgate_tls::server::{listener_tls, ListenerTls};
+use tlsgate_tls::server::{listener_tls_with, ListenerTls};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -91,8 +91,25 @@ impl ListenerState {
         fleet: Option<&crate::fleet::Fleet>,
     ) -> Result<Self, ProxyError> {
         let name = config.display_name();
+        let acme = match &config.acme {
+            Some(a) => Some(crate::acme::prepare(a, &name).map_err(|e| {
+                ProxyError::config(format!("{}: acme: {e}", listener_label(&name, config.listen)))
+            })?),
+            None => None,
+        };
+        Self::build_with(config, security, fleet, acme)
+    }
+
+    /// [`ListenerState::build`] with the ACME state kept by the server across reloads.
+    pub fn build_with(
+        config: &ListenerConfig,
+        security: &SecurityConfig,
+        fleet: Option<&crate::fleet::Fleet>,
+        acme: Option<Arc<tlsgate_tls::acme::AcmeShared>>,
+    ) -> Result<Self, ProxyError> {
+        let name = config.display_name();
         let label = listener_label(&name, config.listen);
-        let mut tls = listener_tls(config, security.allow_insecure_key_permissions)
+        let mut tls = listener_tls_with(config, security.allow_insecure_key_permissions, acme)
             .map_err(|e| ProxyError::config(format!("{label}: {e}")))?;
         if let Some(f) = fleet {
             tls.config = Arc::new(f.apply(&tls.config));
@@ -259,6 +276,11 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>, revoked: Arc<Notify>)
     let accepted = tokio::time::timeout(state.handshake_timeout, Box::pin(accept)).await;
     let (est, client, local) = match accepted {
         Ok(Ok(ok)) => ok,
+        Ok(Err(HandshakeFailure::AcmeValidated(what))) => {
+            handshake_result("acme", "", "");
+            tracing::info!("{}", what.context);
+            return;
+        }
         Ok(Err(failure)) => {
             handshake_result(
                 if matches!(failure, HandshakeFailure::Refused(_)) { "refused" } else { "failed" },

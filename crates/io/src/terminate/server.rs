@@ -40,6 +40,14 @@ pub struct Server {
     fleet: Option<(tlsgate_config::FleetConfig, Arc<crate::fleet::Fleet>)>,
     /// `[terminate]`'s `control` socket, started once (a restart moves it).
     _control: Option<crate::control::ControlServer>,
+    /// One ordering task per `acme` table; a reload keeps the ones whose table stays the same.
+    acme: Vec<AcmeRunning>,
+}
+
+struct AcmeRunning {
+    config: tlsgate_config::AcmeConfig,
+    shared: Arc<tlsgate_tls::acme::AcmeShared>,
+    task: JoinHandle<()>,
 }
 
 /// What the admin listener sees of the server: refreshed at every apply.
@@ -113,6 +121,7 @@ impl Server {
             view: Arc::new(ServerView::default()),
             global,
             fleet,
+            acme: Vec::new(),
         };
         server.apply(config).await?;
         Ok(server)
@@ -142,8 +151,27 @@ impl Server {
         // 1. Load everything; nothing is touched until all of it loaded.
         let mut states = Vec::new();
         let mut revocations = Vec::new();
+        let mut acme_new: Vec<(tlsgate_config::AcmeConfig, Arc<tlsgate_tls::acme::AcmeShared>, String)> =
+            Vec::new();
         for l in &section.listener {
-            let state = ListenerState::build(l, &config.security, fleet)?;
+            let acme = match &l.acme {
+                Some(a) => Some(match self.acme.iter().find(|r| &r.config == a) {
+                    Some(running) => running.shared.clone(),
+                    None if acme_new.iter().any(|(c, _, _)| c == a) => {
+                        acme_new.iter().find(|(c, _, _)| c == a).map(|(_, s, _)| s.clone()).unwrap()
+                    }
+                    None => {
+                        let name = l.display_name();
+                        let shared = crate::acme::prepare(a, &name).map_err(|e| {
+                            ProxyError::config(format!("{}: acme: {e}", listener_label(&name, l.listen)))
+                        })?;
+                        acme_new.push((a.clone(), shared.clone(), name));
+                        shared
+                    }
+                }),
+                None => None,
+            };
+            let state = ListenerState::build_with(l, &config.security, fleet, acme)?;
             if !l.client_auth.crl.is_empty() {
                 let revs = Revocations::load(&l.client_auth.crl).map_err(|e| {
                     ProxyError::config(format!("{}: {e}", listener_label(&state.name, l.listen)))
@@ -205,6 +233,20 @@ impl Server {
             tracing::info!(%addr, "listener removed by reload");
             gone.accept.abort();
         }
+        // ACME tasks: start the new tables' and stop those no listener has any more.
+        let wanted: Vec<&tlsgate_config::AcmeConfig> =
+            section.listener.iter().filter_map(|l| l.acme.as_ref()).collect();
+        self.acme.retain(|r| {
+            let keep = wanted.contains(&&r.config);
+            if !keep {
+                r.task.abort();
+            }
+            keep
+        });
+        for (config, shared, listener) in acme_new {
+            let task = tokio::spawn(crate::acme::run(config.clone(), shared.clone(), listener));
+            self.acme.push(AcmeRunning { config, shared, task });
+        }
         *self.view.listeners.lock().unwrap_or_else(|e| e.into_inner()) =
             self.listeners.iter().map(|(_, r)| (r.local, r.state.clone())).collect();
         // The new CRLs hold for connections already open too.
@@ -216,6 +258,9 @@ impl Server {
 
     /// Stops accepting, then lets open connections finish for at most `drain`.
     pub async fn shutdown(self, drain: Duration) {
+        for a in &self.acme {
+            a.task.abort();
+        }
         for (_, r) in self.listeners {
             r.accept.abort();
             // Wait for the task to be gone: its socket is closed once this returns.

@@ -1,7 +1,10 @@
 //! `tlsgate terminate`: the `[terminate]` section, from the config file or from flags.
 
+use std::path::PathBuf;
+
 use tlsgate_config::{
-    AdminConfig, ClientAuthConfig, ClientAuthMode, Config, FleetConfig, ListenerConfig, TerminateConfig,
+    AcmeConfig, AdminConfig, ClientAuthConfig, ClientAuthMode, Config, FleetConfig, ListenerConfig,
+    TerminateConfig,
 };
 
 use crate::cli::{LogArgs, TerminateArgs};
@@ -20,11 +23,32 @@ fn config_from(args: &TerminateArgs) -> Result<Config, String> {
             Config { originate: None, tunnel: None, inline: None, connect: None, ..config }
         }
         None => {
-            let (Some(listen), Some(cert), Some(key)) = (args.listen, args.cert.clone(), args.key.clone())
-            else {
-                return Err("--listen, --cert and --key are required without --config".into());
+            let Some(listen) = args.listen else {
+                return Err("--listen is required without --config".into());
             };
-            let mut listener = ListenerConfig::from_flags(listen, cert, key, args.backend.clone());
+            let mut listener = match (&args.acme_directory, args.cert.clone(), args.key.clone()) {
+                (Some(directory), _, _) => {
+                    let state = args.acme_state.clone().ok_or("--acme-directory needs --acme-state")?;
+                    let mut l = ListenerConfig::from_flags(
+                        listen,
+                        PathBuf::new(),
+                        PathBuf::new(),
+                        args.backend.clone(),
+                    );
+                    l.certificate.clear();
+                    let mut acme = AcmeConfig::new(directory.clone(), args.acme_name.clone(), state);
+                    acme.directory_ca = args.acme_directory_ca.clone();
+                    acme.contact = args.acme_contact.clone();
+                    l.acme = Some(acme);
+                    l
+                }
+                (None, Some(cert), Some(key)) => {
+                    ListenerConfig::from_flags(listen, cert, key, args.backend.clone())
+                }
+                _ => {
+                    return Err("--cert and --key (or --acme-directory) are required without --config".into())
+                }
+            };
             listener.alpn = args.alpn.clone();
             if let Some(t) = args.handshake_timeout {
                 listener.handshake_timeout = t;

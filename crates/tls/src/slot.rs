@@ -1,0 +1,63 @@
+//! One served certificate whose contents change while the listener runs: a fetched OCSP staple
+//! replaces the previous one, an ACME renewal replaces the chain and key. Each handshake reads the
+//! slot once, so a swap never disturbs a handshake in progress or a connection already open.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use rustls::sign::CertifiedKey;
+
+/// A chain and key, and the OCSP response stapled to it until it goes stale.
+#[derive(Debug)]
+struct Served {
+    bare: Arc<CertifiedKey>,
+    stapled: Option<(Arc<CertifiedKey>, SystemTime)>,
+}
+
+#[derive(Debug)]
+pub struct CertSlot {
+    served: ArcSwap<Served>,
+}
+
+impl CertSlot {
+    pub fn new(key: Arc<CertifiedKey>) -> Self {
+        CertSlot { served: ArcSwap::from_pointee(Served { bare: key, stapled: None }) }
+    }
+
+    /// What a handshake at `now` serves: the stapled variant while its response is fresh, never
+    /// a stale one.
+    pub fn current(&self, now: SystemTime) -> Arc<CertifiedKey> {
+        let served = self.served.load();
+        match &served.stapled {
+            Some((key, until)) if now < *until => key.clone(),
+            _ => served.bare.clone(),
+        }
+    }
+
+    /// The chain and key, without staple.
+    pub fn bare(&self) -> Arc<CertifiedKey> {
+        self.served.load().bare.clone()
+    }
+
+    /// Staples `response` (DER) until `until`; `None` staples nothing from now on.
+    pub fn set_staple(&self, response: Option<(Vec<u8>, SystemTime)>) {
+        let bare = self.bare();
+        let stapled = response.map(|(der, until)| {
+            let mut key = (*bare).clone();
+            key.ocsp = Some(der);
+            (Arc::new(key), until)
+        });
+        self.served.store(Arc::new(Served { bare, stapled }));
+    }
+
+    /// A new chain and key (renewal); the old staple belongs to the old certificate and goes.
+    pub fn replace(&self, key: Arc<CertifiedKey>) {
+        self.served.store(Arc::new(Served { bare: key, stapled: None }));
+    }
+
+    /// When the staple goes stale, if one is served.
+    pub fn staple_until(&self) -> Option<SystemTime> {
+        self.served.load().stapled.as_ref().map(|(_, until)| *until)
+    }
+}

@@ -1,0 +1,209 @@
+//! ACME against Pebble (Debian's `pebble`, with its own test CA) and `pebble-challtestsrv` as the
+//! DNS that points every name at loopback: tlsgate starts with no certificate, gets one by
+//! TLS-ALPN-01 on its own listener, curl verifies it against Pebble's root, renewals swap in new
+//! serials without a failed request, and an order Pebble refuses is retried with backoff while the
+//! listener serves its fallback certificate.
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tlsgate_testkit::process::{Proc, Tlsgate};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
+
+fn free_tcp() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn free_udp() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn sh(dir: &Path, script: &str) -> String {
+    let out = Command::new("sh").arg("-ec").arg(script).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "{script}\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct Pebble {
+    _dns: Proc,
+    _pebble: Proc,
+    directory: String,
+    /// Pebble's HTTPS certificate: the trust for the directory itself.
+    directory_ca: String,
+    /// Pebble's issuing root, fetched from its management port.
+    root: String,
+}
+
+/// Pebble validating on `tls_port` (tlsgate's listener) with certificates valid for
+/// `validity_secs`, refusing names under `blocked.test`.
+fn pebble(dir: &Path, tls_port: u16, validity_secs: u64) -> Pebble {
+    sh(
+        dir,
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout wfe-ca.key \
+         -out wfe-ca.pem -days 2 -subj /CN=pebble-wfe-ca 2>/dev/null
+         openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout pebble.key -out pebble.csr \
+         -subj /CN=pebble 2>/dev/null
+         printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n' > wfe.ext
+         openssl x509 -req -in pebble.csr -CA wfe-ca.pem -CAkey wfe-ca.key -CAcreateserial -days 2 \
+         -extfile wfe.ext -out pebble.pem 2>/dev/null",
+    );
+    let (wfe, mgmt, dns) = (free_tcp(), free_tcp(), free_udp());
+    let config = format!(
+        r#"{{"pebble": {{"listenAddress": "127.0.0.1:{wfe}", "managementListenAddress": "127.0.0.1:{mgmt}",
+ "certificate": "pebble.pem", "privateKey": "pebble.key", "httpPort": {http}, "tlsPort": {tls_port},
+ "ocspResponderURL": "", "externalAccountBindingRequired": false,
+ "domainBlocklist": ["blocked.test"], "certificateValidityPeriod": {validity_secs}}}}}"#,
+        http = free_tcp(),
+    );
+    std::fs::write(dir.join("pebble.json"), config).unwrap();
+    let mut dns_cmd = Command::new("pebble-challtestsrv");
+    dns_cmd.args(["-dns01", &format!("127.0.0.1:{dns}"), "-http01", "", "-https01", "", "-tlsalpn01", ""]);
+    dns_cmd.args([
+        "-management",
+        &format!("127.0.0.1:{}", free_tcp()),
+        "-defaultIPv4",
+        "127.0.0.1",
+        "-defaultIPv6",
+        "",
+    ]);
+    let dns_proc = Proc::spawn("challtestsrv", dns_cmd);
+    dns_proc.wait_for(&["Starting management server"], Duration::from_secs(20));
+    let mut cmd = Command::new("pebble");
+    cmd.current_dir(dir).args(["-config", "pebble.json", "-dnsserver", &format!("127.0.0.1:{dns}")]);
+    cmd.env("PEBBLE_VA_NOSLEEP", "1").env("PEBBLE_WFE_NONCEREJECT", "0").env("PEBBLE_AUTHZREUSE", "0");
+    let proc = Proc::spawn("pebble", cmd);
+    proc.wait_for(&["ACME directory available"], Duration::from_secs(20));
+    sh(dir, &format!("curl -sfk https://127.0.0.1:{mgmt}/roots/0 -o root.pem"));
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    Pebble {
+        _dns: dns_proc,
+        _pebble: proc,
+        directory: format!("https://127.0.0.1:{wfe}/dir"),
+        directory_ca: path("wfe-ca.pem"),
+        root: path("root.pem"),
+    }
+}
+
+/// curl to `name` on `port` trusting `ca`; the leaf's serial, or curl's complaint.
+fn get(dir: &Path, name: &str, port: u16, ca: &str) -> Result<String, String> {
+    let out = Command::new("curl")
+        .args(["-sS", "--resolve", &format!("{name}:{port}:127.0.0.1"), "--cacert", ca])
+        .args(["-w", "%{certs}", &format!("https://{name}:{port}/")])
+        .current_dir(dir)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.starts_with("hello from acme"), "{text}");
+    let pem = &text[text.find("-----BEGIN").expect("no certificate in curl's output")..];
+    let mut child = Command::new("openssl")
+        .args(["x509", "-noout", "-serial"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(pem.as_bytes()).unwrap();
+    let serial = String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).trim().to_string();
+    Ok(serial)
+}
+
+#[test]
+fn issues_by_tls_alpn_renews_without_a_failed_request_and_backs_off_when_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let port = free_tcp();
+    // Short-lived certificates: renewal at two-thirds, every few seconds.
+    let p = pebble(d, port, 9);
+    let (_backend, backend) = Tlsgate::backend(BIN, "127.0.0.1:0", "acme");
+    let state = d.join("state");
+    let gate = Tlsgate::start(
+        BIN,
+        &[
+            "terminate",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--backend",
+            &backend,
+            "--acme-directory",
+            &p.directory,
+            "--acme-name",
+            "acme.test",
+            "--acme-name",
+            "www.acme.test",
+            "--acme-state",
+            state.to_str().unwrap(),
+            "--acme-directory-ca",
+            &p.directory_ca,
+        ],
+    );
+    gate.listening(None);
+    gate.proc.wait_for(&["ACME: certificate issued"], Duration::from_secs(60));
+    let first =
+        get(d, "acme.test", port, &p.root).expect("the issued certificate verifies against Pebble's root");
+    assert_eq!(get(d, "www.acme.test", port, &p.root).unwrap(), first);
+    let mode = |p: &Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions()) & 0o777
+    };
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&state.join("account.json")), 0o600);
+    assert_eq!(mode(&state.join("acme.test/key.pem")), 0o600);
+
+    // Requests in a loop across renewals: every one succeeds, and the serial changes.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut serials = vec![first];
+    let mut requests = 0;
+    while serials.len() < 3 {
+        assert!(Instant::now() < deadline, "no renewal seen; serials {serials:?}");
+        let serial =
+            get(d, "acme.test", port, &p.root).unwrap_or_else(|e| panic!("request {requests} failed: {e}"));
+        requests += 1;
+        if serials.last() != Some(&serial) {
+            serials.push(serial);
+        }
+    }
+    eprintln!("{requests} requests across {} renewals, none failed", serials.len() - 1);
+    drop(gate);
+
+    // A name Pebble refuses: the order fails, is retried with growing waits, and the listener
+    // serves its fallback (throwaway) certificate meanwhile.
+    std::fs::write(
+        d.join("refused.toml"),
+        format!(
+            r#"
+[[terminate.listener]]
+name = "refused"
+listen = "127.0.0.1:{port}"
+acme = {{ directory = "{dir}", names = ["blocked.test"], state = "state", directory_ca = "{ca}", retry_min = "300ms", retry_max = "2s" }}
+  [[terminate.listener.route]]
+  backends = ["{backend}"]
+"#,
+            dir = p.directory,
+            ca = p.directory_ca,
+        ),
+    )
+    .unwrap();
+    let refused = Tlsgate::start(BIN, &["terminate", "--config", d.join("refused.toml").to_str().unwrap()]);
+    refused.listening(Some("refused"));
+    refused.proc.wait_for(&["ACME: order failed", "failures=3"], Duration::from_secs(30));
+    let log = refused.proc.log_text();
+    assert!(log.contains("blocked.test"), "{log}");
+    let fallback = Command::new("curl")
+        .args([
+            "-sSk",
+            "--resolve",
+            &format!("blocked.test:{port}:127.0.0.1"),
+            &format!("https://blocked.test:{port}/"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&fallback.stdout), "hello from acme\n");
+    // …and that certificate is not one Pebble issued.
+    assert!(get(d, "blocked.test", port, &p.root).is_err());
+}

@@ -1,0 +1,130 @@
+//! OCSP stapling against openssl: a test CA made with `openssl req`/`x509`, its responses made by
+//! `openssl ocsp`, checked by `openssl s_client -status`.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use tlsgate_testkit::process::Tlsgate;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
+
+fn sh(dir: &Path, script: &str) {
+    let out = Command::new("sh").arg("-ec").arg(script).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "{script}\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// CA, a leaf for localhost naming `ocsp_port` as its responder (chain file: leaf then CA), and
+/// a second leaf from the same CA.
+fn pki(dir: &Path, ocsp_port: u16) {
+    sh(
+        dir,
+        &format!(
+            r#"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem \
+  -days 30 -subj /CN=ocsp-test-ca 2>/dev/null
+for leaf in leaf other; do
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $leaf.key -out $leaf.csr \
+    -subj /CN=localhost 2>/dev/null
+  printf 'subjectAltName=DNS:localhost\nauthorityInfoAccess=OCSP;URI:http://127.0.0.1:{ocsp_port}\n' > ext
+  openssl x509 -req -in $leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 10 -extfile ext \
+    -out $leaf.crt 2>/dev/null
+  cat $leaf.crt ca.pem > $leaf.pem
+  chmod 600 $leaf.key
+done
+: > index.txt
+"#
+        ),
+    );
+}
+
+/// Marks `leaf` in the responder's index as valid (`V`) or revoked (`R`).
+fn index(dir: &Path, leaf: &str, status: char) {
+    sh(
+        dir,
+        &format!(
+            r#"serial=$(openssl x509 -in {leaf}.crt -noout -serial | cut -d= -f2)
+rev=""; [ {status} = R ] && rev="250101000000Z"
+printf '{status}\t300101000000Z\t%s\t%s\tunknown\t/CN=localhost\n' "$rev" "$serial" > index.txt"#
+        ),
+    );
+}
+
+/// A response file for `leaf` made by `openssl ocsp` from the index.
+fn response_file(dir: &Path, leaf: &str, out: &str) {
+    sh(
+        dir,
+        &format!(
+            "openssl ocsp -index index.txt -rsigner ca.pem -rkey ca.key -CA ca.pem -issuer ca.pem \
+             -cert {leaf}.crt -ndays 1 -respout {out} >/dev/null 2>&1"
+        ),
+    );
+}
+
+/// What `openssl s_client -status` prints about the staple.
+fn s_client_status(port: u16) -> String {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-servername", "localhost", "-status"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn config(dir: &Path, backend: &str, ocsp: &str) {
+    std::fs::write(
+        dir.join("tlsgate.toml"),
+        format!(
+            r#"
+[terminate]
+watch_interval = "200ms"
+[[terminate.listener]]
+name = "stapled"
+listen = "127.0.0.1:0"
+  [[terminate.listener.certificate]]
+  cert = "leaf.pem"
+  key = "leaf.key"
+  {ocsp}
+  [[terminate.listener.route]]
+  backends = ["{backend}"]
+"#
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn ocsp_file_is_stapled_and_a_mismatched_one_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    pki(d, 1);
+    index(d, "leaf", 'V');
+    response_file(d, "leaf", "leaf.ocsp");
+    let (_backend, addr) = Tlsgate::backend(BIN, "127.0.0.1:0", "ocsp");
+    config(d, &addr, r#"ocsp_file = "leaf.ocsp""#);
+    let gate = Tlsgate::start(BIN, &["terminate", "--config", d.join("tlsgate.toml").to_str().unwrap()]);
+    let port = gate.listening(Some("stapled")).port();
+    let status = s_client_status(port);
+    assert!(status.contains("OCSP Response Status: successful"), "{status}");
+    assert!(status.contains("Cert Status: good"), "{status}");
+
+    // A response for another certificate replaces it on reload: refused, the good one stays.
+    index(d, "other", 'V');
+    response_file(d, "other", "other.ocsp");
+    std::fs::rename(d.join("other.ocsp"), d.join("leaf.ocsp")).unwrap();
+    gate.proc.wait_for(&["reload refused", "response is for another certificate"], Duration::from_secs(10));
+    assert!(s_client_status(port).contains("Cert Status: good"));
+    drop(gate);
+
+    // At start, the same mismatch stops tlsgate with the reason.
+    let mut refused =
+        Tlsgate::start(BIN, &["terminate", "--config", d.join("tlsgate.toml").to_str().unwrap()]);
+    refused.proc.wait_for(&["response is for another certificate"], Duration::from_secs(10));
+    assert!(!refused.proc.wait_exit(Duration::from_secs(10)).unwrap().success());
+
+    // Without ocsp_file nothing is stapled.
+    config(d, &addr, "");
+    let bare = Tlsgate::start(BIN, &["terminate", "--config", d.join("tlsgate.toml").to_str().unwrap()]);
+    let status = s_client_status(bare.listening(Some("stapled")).port());
+    assert!(status.contains("OCSP response: no response sent"), "{status}");
+}
