@@ -41,7 +41,10 @@ impl TerminateConfig {
         for l in &self.listener {
             for c in &l.certificate {
                 files.push(c.cert.clone());
-                files.push(c.key.clone());
+                // `keyd:` and `pkcs11:` keys live in another process or a token, not a file.
+                if !c.key.to_str().is_some_and(|k| k.starts_with("keyd:") || k.starts_with("pkcs11:")) {
+                    files.push(c.key.clone());
+                }
             }
             files.extend(l.client_auth.ca.iter().cloned());
             files.extend(l.client_auth.crl.iter().cloned());
@@ -183,7 +186,8 @@ pub enum TlsVersion {
 pub struct CertificateConfig {
     /// PEM file: the leaf first, then intermediates.
     pub cert: PathBuf,
-    /// PEM file: PKCS#8, SEC1 (EC) or PKCS#1 (RSA) private key.
+    /// PEM file: PKCS#8, SEC1 (EC) or PKCS#1 (RSA) private key; or `keyd:SOCKET#NAME`, a key
+    /// held by `tlsgate keyd`; or `pkcs11:…`, a key in a PKCS#11 token (docs/keyd.md).
     pub key: PathBuf,
     /// Server names this certificate answers (exact or `*.` wildcard). When absent, the DNS names
     /// in the certificate's subjectAltName are used.

@@ -1,6 +1,7 @@
 //! The rustls side of tlsgate, kept in one crate so the rustls 0.24 upgrade touches little.
 //!
 //! - [`keys`]: PEM certificate chains and private keys from disk, with the permission check;
+//! - [`keyd`]: keys held by `tlsgate keyd` in another process, signing over a Unix socket;
 //! - [`hkdf`]: TLS 1.3 suites whose key schedule prepares each HMAC key once;
 //! - [`server`]: per-listener `ServerConfig`s and the SNI certificate table;
 //! - [`server_handshake`]: terminate's handshake on the unbuffered API, ending in extracted keys;
@@ -23,6 +24,7 @@ pub mod fleet;
 mod hkdf;
 pub mod identity;
 pub mod inline;
+pub mod keyd;
 pub mod keys;
 pub mod peek;
 pub mod pki;
