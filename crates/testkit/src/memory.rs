@@ -3,8 +3,9 @@
 
 use std::io::{Read, Seek, SeekFrom};
 
-/// Whether any readable mapping of `pid` contains `needle`.
-pub fn process_holds(pid: u32, needle: &[u8]) -> bool {
+/// Whether any readable mapping of `pid` contains one of `needles`.
+pub fn process_holds(pid: u32, needles: &[Vec<u8>]) -> bool {
+    let finders: Vec<_> = needles.iter().map(|n| memchr::memmem::Finder::new(n)).collect();
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps readable");
     let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).expect("mem readable (run as root)");
     for line in maps.lines() {
@@ -28,7 +29,7 @@ pub fn process_holds(pid: u32, needle: &[u8]) -> bool {
                 Ok(n) => filled += n,
             }
         }
-        if region[..filled].windows(needle.len()).any(|w| w == needle) {
+        if finders.iter().any(|f| f.find(&region[..filled]).is_some()) {
             return true;
         }
     }
