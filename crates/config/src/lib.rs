@@ -72,7 +72,9 @@ impl Config {
             for l in &mut t.listener {
                 for c in &mut l.certificate {
                     c.cert = dir.join(&c.cert);
-                    c.key = dir.join(&c.key);
+                    if c.key_is_file() {
+                        c.key = dir.join(&c.key);
+                    }
                 }
                 let auth = &mut l.client_auth;
                 if let Some(ca) = &mut auth.ca {

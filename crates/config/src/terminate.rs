@@ -42,7 +42,7 @@ impl TerminateConfig {
             for c in &l.certificate {
                 files.push(c.cert.clone());
                 // `keyd:` and `pkcs11:` keys live in another process or a token, not a file.
-                if !c.key.to_str().is_some_and(|k| k.starts_with("keyd:") || k.starts_with("pkcs11:")) {
+                if c.key_is_file() {
                     files.push(c.key.clone());
                 }
             }
@@ -196,6 +196,13 @@ pub struct CertificateConfig {
     /// a default such handshakes are refused with an `unrecognized_name` alert.
     #[serde(default)]
     pub default: bool,
+}
+
+impl CertificateConfig {
+    /// False for `keyd:` and `pkcs11:` keys, which live in another process or a token.
+    pub fn key_is_file(&self) -> bool {
+        !self.key.to_str().is_some_and(|k| k.starts_with("keyd:") || k.starts_with("pkcs11:"))
+    }
 }
 
 /// A backend pool and the server names that reach it.

@@ -26,7 +26,7 @@ pub fn load_cert_and_key(
     allow_insecure_key_permissions: bool,
 ) -> Result<LoadedCert, TlsError> {
     let chain = load_chain(cert_path)?;
-    let signing_key = match external_key(key_path) {
+    let signing_key = match external_key(key_path, &chain[0]) {
         Some(key) => key?,
         None => {
             if !allow_insecure_key_permissions {
@@ -54,9 +54,19 @@ pub fn load_cert_and_key(
     Ok(LoadedCert { key: Arc::new(certified), dns_names })
 }
 
-/// A key named by a `keyd:SOCKET#NAME` source instead of a file; `None` for a file.
-fn external_key(key: &Path) -> Option<Result<Arc<dyn rustls::sign::SigningKey>, TlsError>> {
+/// A key named by a `keyd:SOCKET#NAME` or `pkcs11:` source instead of a file; `None` for a file.
+fn external_key(
+    key: &Path,
+    leaf: &CertificateDer<'_>,
+) -> Option<Result<Arc<dyn rustls::sign::SigningKey>, TlsError>> {
     let source = key.to_str()?;
+    if let Some(uri) = crate::pkcs11::parse(source) {
+        let key = source.split('?').next().unwrap_or(source).to_string();
+        return Some(
+            uri.map_err(|problem| TlsError::Remote { key, problem })
+                .and_then(|uri| crate::pkcs11::open(source, &uri, leaf)),
+        );
+    }
     let parsed = crate::keyd::remote::parse(source)?;
     Some(
         parsed

@@ -2,6 +2,7 @@
 //!
 //! - [`keys`]: PEM certificate chains and private keys from disk, with the permission check;
 //! - [`keyd`]: keys held by `tlsgate keyd` in another process, signing over a Unix socket;
+//! - [`pkcs11`]: keys in a PKCS#11 token (RFC 7512 URIs), signing through the token;
 //! - [`hkdf`]: TLS 1.3 suites whose key schedule prepares each HMAC key once;
 //! - [`server`]: per-listener `ServerConfig`s and the SNI certificate table;
 //! - [`server_handshake`]: terminate's handshake on the unbuffered API, ending in extracted keys;
@@ -28,6 +29,7 @@ pub mod keyd;
 pub mod keys;
 pub mod peek;
 pub mod pki;
+pub mod pkcs11;
 pub mod revocation;
 pub mod server;
 pub mod server_handshake;
