@@ -127,15 +127,12 @@ impl Remote {
     }
 }
 
-/// Whether keyd still holds its end: a pending end-of-file (or stray bytes) means no.
+/// Whether keyd still holds its end: a pending end-of-file (or stray bytes) means no. One
+/// non-blocking peek, no change to the socket's mode.
 fn still_open(conn: &UnixStream) -> bool {
-    let sock = socket2::SockRef::from(conn);
-    if sock.set_nonblocking(true).is_err() {
-        return false;
-    }
     let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-    let open = matches!(sock.peek(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
-    sock.set_nonblocking(false).is_ok() && open
+    let peeked = socket2::SockRef::from(conn).recv_with_flags(&mut buf, libc::MSG_PEEK | libc::MSG_DONTWAIT);
+    matches!(peeked, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// Writes one request and reads one answer.
