@@ -5,7 +5,7 @@ use std::io::{Read, Seek, SeekFrom};
 
 /// Whether any readable mapping of `pid` contains one of `needles`.
 pub fn process_holds(pid: u32, needles: &[Vec<u8>]) -> bool {
-    let finders: Vec<_> = needles.iter().map(|n| memchr::memmem::Finder::new(n)).collect();
+    let finders: Vec<_> = needles.iter().map(memchr::memmem::Finder::new).collect();
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps readable");
     let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).expect("mem readable (run as root)");
     for line in maps.lines() {

@@ -130,7 +130,11 @@ enum KeyType {
 
 /// Opens the key the URI names, logs in with the PIN file's PIN, and checks with one signature
 /// that it matches the certificate `chain[0]`.
-pub fn open(source: &str, uri: &Pkcs11Uri, leaf: &CertificateDer<'_>) -> Result<Arc<dyn SigningKey>, TlsError> {
+pub fn open(
+    source: &str,
+    uri: &Pkcs11Uri,
+    leaf: &CertificateDer<'_>,
+) -> Result<Arc<dyn SigningKey>, TlsError> {
     let fail = |problem: String| TlsError::Remote { key: redact(source), problem };
     crate::keys::check_key_permissions(&uri.pin_file).map_err(|e| fail(format!("PIN file: {e}")))?;
     let pin = std::fs::read_to_string(&uri.pin_file)
@@ -144,7 +148,8 @@ pub fn open(source: &str, uri: &Pkcs11Uri, leaf: &CertificateDer<'_>) -> Result<
         Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
         Err(e) => return Err(fail(format!("login to token {:?} refused: {}", uri.token, p11(&e)))),
     }
-    let mut template = vec![Attribute::Class(ObjectClass::PRIVATE_KEY), Attribute::Label(uri.object.as_bytes().to_vec())];
+    let mut template =
+        vec![Attribute::Class(ObjectClass::PRIVATE_KEY), Attribute::Label(uri.object.as_bytes().to_vec())];
     if let Some(id) = &uri.id {
         template.push(Attribute::Id(id.clone()));
     }
@@ -152,7 +157,9 @@ pub fn open(source: &str, uri: &Pkcs11Uri, leaf: &CertificateDer<'_>) -> Result<
     let handle = match found.as_slice() {
         [one] => *one,
         [] => return Err(fail(format!("no private key object={:?} on token {:?}", uri.object, uri.token))),
-        _ => return Err(fail(format!("{} private keys match object={:?}; add id=", found.len(), uri.object))),
+        _ => {
+            return Err(fail(format!("{} private keys match object={:?}; add id=", found.len(), uri.object)))
+        }
     };
     let key = Arc::new(TokenKey {
         inner: Arc::new(Token { ctx, slot, handle, idle: Mutex::new(vec![session]), source: redact(source) }),
@@ -212,7 +219,8 @@ impl Token {
             Some(s) => s,
             None => self.ctx.open_ro_session(self.slot).map_err(|e| format!("C_OpenSession: {}", p11(&e)))?,
         };
-        let signature = session.sign(mechanism, self.handle, data).map_err(|e| format!("C_Sign: {}", p11(&e)));
+        let signature =
+            session.sign(mechanism, self.handle, data).map_err(|e| format!("C_Sign: {}", p11(&e)));
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < 32 {
             idle.push(session);
@@ -250,7 +258,8 @@ impl TokenKey {
         let scheme = self.schemes()[0];
         let message = b"tlsgate: does the token's key match the certificate?";
         let signature = TokenSigner { token: self.inner.clone(), scheme }.sign_raw(message)?;
-        let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| format!("bad certificate: {e}"))?;
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(leaf).map_err(|e| format!("bad certificate: {e}"))?;
         let public = cert.public_key().subject_public_key.data.to_vec();
         let algorithm: &dyn sig::VerificationAlgorithm = match self.key_type {
             KeyType::P256 => &sig::ECDSA_P256_SHA256_ASN1,
@@ -296,8 +305,12 @@ impl TokenSigner {
             (Mechanism::RsaPkcsPss(params), d.as_ref().to_vec())
         };
         let (mechanism, data) = match self.scheme {
-            S::ECDSA_NISTP256_SHA256 => (Mechanism::Ecdsa, digest::digest(&digest::SHA256, message).as_ref().to_vec()),
-            S::ECDSA_NISTP384_SHA384 => (Mechanism::Ecdsa, digest::digest(&digest::SHA384, message).as_ref().to_vec()),
+            S::ECDSA_NISTP256_SHA256 => {
+                (Mechanism::Ecdsa, digest::digest(&digest::SHA256, message).as_ref().to_vec())
+            }
+            S::ECDSA_NISTP384_SHA384 => {
+                (Mechanism::Ecdsa, digest::digest(&digest::SHA384, message).as_ref().to_vec())
+            }
             S::RSA_PSS_SHA256 => pss(&digest::SHA256, MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
             S::RSA_PSS_SHA384 => pss(&digest::SHA384, MechanismType::SHA384, PkcsMgfType::MGF1_SHA384),
             S::RSA_PSS_SHA512 => pss(&digest::SHA512, MechanismType::SHA512, PkcsMgfType::MGF1_SHA512),
@@ -316,7 +329,7 @@ impl TokenSigner {
 
 /// CKM_ECDSA's r||s (PKCS#11 §2.3.1) as the DER ECDSA-Sig-Value TLS carries (RFC 8446 §4.2.3).
 fn ecdsa_der(raw: &[u8]) -> Result<Vec<u8>, String> {
-    if raw.is_empty() || raw.len() % 2 != 0 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) {
         return Err(format!("token returned a {}-byte ECDSA signature", raw.len()));
     }
     let (r, s) = raw.split_at(raw.len() / 2);
@@ -347,9 +360,11 @@ mod tests {
 
     #[test]
     fn parses_rfc7512_uris() {
-        let uri = parse("pkcs11:token=tls%20gate;object=web;id=%01%02;type=private?module-path=/m.so&pin-source=file:/p")
-            .unwrap()
-            .unwrap();
+        let uri = parse(
+            "pkcs11:token=tls%20gate;object=web;id=%01%02;type=private?module-path=/m.so&pin-source=file:/p",
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(uri.token, "tls gate");
         assert_eq!(uri.id, Some(vec![1, 2]));
         assert_eq!(uri.pin_file, PathBuf::from("/p"));

@@ -561,7 +561,9 @@ pub struct KeydArgs {
 
 fn parse_named_key(s: &str) -> Result<(String, PathBuf), String> {
     match s.split_once('=') {
-        Some((name, file)) if !name.is_empty() && !file.is_empty() => Ok((name.to_string(), PathBuf::from(file))),
+        Some((name, file)) if !name.is_empty() && !file.is_empty() => {
+            Ok((name.to_string(), PathBuf::from(file)))
+        }
         _ => Err("expected NAME=FILE".into()),
     }
 }

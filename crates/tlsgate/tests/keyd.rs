@@ -65,8 +65,15 @@ fn terminate_signs_through_keyd_and_holds_no_key() {
     let codes = String::from_utf8_lossy(&out.stdout);
     assert_eq!(codes.lines().filter(|c| *c == "200").count(), 1000, "{}", describe(&out));
     // TLS 1.2 signs through keyd too (ServerKeyExchange).
-    let tls12 = s_client(&["-connect", &addr.to_string(), "-tls1_2", "-CAfile", pki.ca(), "-verify_return_error"], b"");
-    assert!(String::from_utf8_lossy(&tls12.stdout).contains("Verify return code: 0 (ok)"), "{}", describe(&tls12));
+    let tls12 = s_client(
+        &["-connect", &addr.to_string(), "-tls1_2", "-CAfile", pki.ca(), "-verify_return_error"],
+        b"",
+    );
+    assert!(
+        String::from_utf8_lossy(&tls12.stdout).contains("Verify return code: 0 (ok)"),
+        "{}",
+        describe(&tls12)
+    );
 
     // The key's scalar is in keyd's memory and in neither byte order in the terminator's.
     let scalar = p256_scalar(&std::fs::read_to_string(&key).unwrap());
@@ -93,7 +100,17 @@ fn terminate_signs_through_keyd_and_holds_no_key() {
     let refused = format!("keyd:{}#web", other.display());
     let mut gate = Tlsgate::start(
         BIN,
-        &["terminate", "--listen", "127.0.0.1:0", "--cert", cert.to_str().unwrap(), "--key", &refused, "--backend", &backend],
+        &[
+            "terminate",
+            "--listen",
+            "127.0.0.1:0",
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            &refused,
+            "--backend",
+            &backend,
+        ],
     );
     gate.proc.wait_logged(&["keyd refused this process", "uid 0 is not allowed"], PATIENT);
     assert!(!gate.proc.wait_exit(PATIENT).expect("terminate stops").success());
@@ -103,7 +120,17 @@ fn terminate_signs_through_keyd_and_holds_no_key() {
     let missing = format!("keyd:{socket}#mail");
     let mut gate = Tlsgate::start(
         BIN,
-        &["terminate", "--listen", "127.0.0.1:0", "--cert", cert.to_str().unwrap(), "--key", &missing, "--backend", &backend],
+        &[
+            "terminate",
+            "--listen",
+            "127.0.0.1:0",
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            &missing,
+            "--backend",
+            &backend,
+        ],
     );
     gate.proc.wait_logged(&["no key named", "mail"], PATIENT);
     assert!(!gate.proc.wait_exit(PATIENT).expect("terminate stops").success());

@@ -27,12 +27,30 @@ fn token_key(dir: &Path, conf: &Path, name: &str, label: &str, id: &str, newkey:
     args.extend_from_slice(newkey);
     args.extend_from_slice(&["-keyout", key.to_str().unwrap(), "-out", cert.to_str().unwrap()]);
     run(conf, "openssl", &args);
-    run(conf, "softhsm2-util", &["--import", key.to_str().unwrap(), "--token", "tlsgate", "--label", label, "--id", id, "--pin", "5678"]);
+    run(
+        conf,
+        "softhsm2-util",
+        &[
+            "--import",
+            key.to_str().unwrap(),
+            "--token",
+            "tlsgate",
+            "--label",
+            label,
+            "--id",
+            id,
+            "--pin",
+            "5678",
+        ],
+    );
     std::fs::remove_file(&key).unwrap();
 }
 
 fn uri(object: &str, pin: &Path) -> String {
-    format!("pkcs11:token=tlsgate;object={object};type=private?module-path={MODULE}&pin-source=file:{}", pin.display())
+    format!(
+        "pkcs11:token=tlsgate;object={object};type=private?module-path={MODULE}&pin-source=file:{}",
+        pin.display()
+    )
 }
 
 fn config(dir: &Path, rsa_key: &str, ec_key: &str, backend: &str) -> String {
@@ -57,7 +75,11 @@ listen = "127.0.0.1:0"
 }
 
 fn check(conf: &Path, toml: &Path) -> String {
-    let out = Command::new(BIN).args(["check", "--config", toml.to_str().unwrap()]).env("SOFTHSM2_CONF", conf).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config", toml.to_str().unwrap()])
+        .env("SOFTHSM2_CONF", conf)
+        .output()
+        .unwrap();
     assert!(!out.status.success(), "check passed: {}", describe(&out));
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
@@ -68,14 +90,29 @@ fn handshakes_sign_through_softhsm_and_mistakes_are_clear() {
     let d = dir.path();
     std::fs::create_dir(d.join("tokens")).unwrap();
     let conf = d.join("softhsm2.conf");
-    std::fs::write(&conf, format!("directories.tokendir = {}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n", d.display())).unwrap();
-    run(&conf, "softhsm2-util", &["--init-token", "--free", "--label", "tlsgate", "--so-pin", "1234", "--pin", "5678"]);
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    run(
+        &conf,
+        "softhsm2-util",
+        &["--init-token", "--free", "--label", "tlsgate", "--so-pin", "1234", "--pin", "5678"],
+    );
     token_key(d, &conf, "rsa.test", "web-rsa", "01", &["-newkey", "rsa:2048"]);
     token_key(d, &conf, "ec.test", "web-ec", "02", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"]);
     let pin = d.join("pin");
     std::fs::write(&pin, "5678\n").unwrap();
     std::fs::set_permissions(&pin, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let pem_keys: Vec<_> = std::fs::read_dir(d).unwrap().flatten().filter(|e| e.path().extension().is_some_and(|x| x == "key")).collect();
+    let pem_keys: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "key"))
+        .collect();
     assert!(pem_keys.is_empty(), "no key on disk");
 
     let (_backend, backend) = Tlsgate::backend(BIN, "127.0.0.1:0", "hsm");
@@ -89,11 +126,30 @@ fn handshakes_sign_through_softhsm_and_mistakes_are_clear() {
     for name in ["rsa.test", "ec.test"] {
         let ca = d.join(format!("{name}.pem"));
         let resolve = format!("{name}:{port}:127.0.0.1");
-        let out = curl(&["--cacert", ca.to_str().unwrap(), "--resolve", &resolve, "-o", "/dev/null", "-w", "%{http_code}", &format!("https://{name}:{port}/")]);
+        let out = curl(&[
+            "--cacert",
+            ca.to_str().unwrap(),
+            "--resolve",
+            &resolve,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("https://{name}:{port}/"),
+        ]);
         assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{name}: {}", describe(&out));
         for version in ["-tls1_3", "-tls1_2"] {
             let out = s_client(
-                &["-connect", &format!("127.0.0.1:{port}"), "-servername", name, version, "-CAfile", ca.to_str().unwrap(), "-verify_return_error"],
+                &[
+                    "-connect",
+                    &format!("127.0.0.1:{port}"),
+                    "-servername",
+                    name,
+                    version,
+                    "-CAfile",
+                    ca.to_str().unwrap(),
+                    "-verify_return_error",
+                ],
                 b"",
             );
             let text = String::from_utf8_lossy(&out.stdout);

@@ -39,18 +39,22 @@ pub fn parse(source: &str) -> Option<Result<(PathBuf, String), String>> {
 /// The key `name` held by the keyd listening on `socket`: asks it for the key's schemes and public
 /// key, so a key that keyd lacks, or that does not match the certificate, stops the start.
 pub fn connect(socket: &Path, name: &str) -> Result<Arc<dyn SigningKey>, TlsError> {
-    let remote = Arc::new(Remote { socket: socket.to_path_buf(), name: name.to_string(), idle: Mutex::default() });
+    let remote =
+        Arc::new(Remote { socket: socket.to_path_buf(), name: name.to_string(), idle: Mutex::default() });
     let fail = |problem: String| TlsError::Remote { key: remote.describe(), problem };
     let mut conn = remote.open().map_err(|e| fail(e.to_string()))?;
-    let (schemes, spki) = match exchange(&mut conn, &Request::Info { name: name.into() }).map_err(|e| fail(e.to_string()))? {
-        Response::Info { schemes, spki } => (schemes, spki),
-        Response::Refused { reason, text } => return Err(fail(refusal(reason, &text))),
-        Response::Signature(_) => return Err(fail("keyd answered out of turn".into())),
-    };
+    let (schemes, spki) =
+        match exchange(&mut conn, &Request::Info { name: name.into() }).map_err(|e| fail(e.to_string()))? {
+            Response::Info { schemes, spki } => (schemes, spki),
+            Response::Refused { reason, text } => return Err(fail(refusal(reason, &text))),
+            Response::Signature(_) => return Err(fail("keyd answered out of turn".into())),
+        };
     remote.put_back(conn);
     let schemes: Vec<SignatureScheme> = schemes.into_iter().map(SignatureScheme::from).collect();
     let algorithm = match schemes.first() {
-        Some(SignatureScheme::ECDSA_NISTP256_SHA256 | SignatureScheme::ECDSA_NISTP384_SHA384) => SignatureAlgorithm::ECDSA,
+        Some(SignatureScheme::ECDSA_NISTP256_SHA256 | SignatureScheme::ECDSA_NISTP384_SHA384) => {
+            SignatureAlgorithm::ECDSA
+        }
         Some(SignatureScheme::ED25519) => SignatureAlgorithm::ED25519,
         Some(_) => SignatureAlgorithm::RSA,
         None => return Err(fail("keyd offers no signature scheme for it".into())),
@@ -78,8 +82,9 @@ impl Remote {
     }
 
     fn open(&self) -> std::io::Result<UnixStream> {
-        let conn = UnixStream::connect(&self.socket)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot connect to keyd at {}: {e}", self.socket.display())))?;
+        let conn = UnixStream::connect(&self.socket).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot connect to keyd at {}: {e}", self.socket.display()))
+        })?;
         conn.set_read_timeout(Some(TIMEOUT))?;
         conn.set_write_timeout(Some(TIMEOUT))?;
         Ok(conn)
@@ -108,12 +113,14 @@ impl Remote {
     /// One signature; a pooled connection that fails is retried once on a new one (keyd may
     /// have restarted between the check and the request).
     fn sign(&self, mut conn: UnixStream, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, String> {
-        let request = Request::Sign { name: self.name.clone(), scheme: u16::from(scheme), message: message.to_vec() };
+        let request =
+            Request::Sign { name: self.name.clone(), scheme: u16::from(scheme), message: message.to_vec() };
         let answer = match exchange(&mut conn, &request) {
             Ok(a) => a,
             Err(_) => {
                 conn = self.open().map_err(|e| e.to_string())?;
-                exchange(&mut conn, &request).map_err(|e| format!("keyd at {}: {e}", self.socket.display()))?
+                exchange(&mut conn, &request)
+                    .map_err(|e| format!("keyd at {}: {e}", self.socket.display()))?
             }
         };
         match answer {
@@ -167,7 +174,11 @@ impl SigningKey for KeydKey {
     fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
         let scheme = *self.schemes.iter().find(|s| offered.contains(s))?;
         match self.remote.checkout() {
-            Ok(conn) => Some(Box::new(KeydSigner { remote: self.remote.clone(), conn: Mutex::new(Some(conn)), scheme })),
+            Ok(conn) => Some(Box::new(KeydSigner {
+                remote: self.remote.clone(),
+                conn: Mutex::new(Some(conn)),
+                scheme,
+            })),
             Err(e) => {
                 tracing::warn!(key = %self.remote.describe(), error = %e, "keyd unreachable, handshake refused");
                 None

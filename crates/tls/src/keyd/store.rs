@@ -76,7 +76,10 @@ impl KeyStore {
             }
             Request::Sign { scheme, message, .. } => {
                 let Some(signer) = key.choose_scheme(&[SignatureScheme::from(scheme)]) else {
-                    return refused(Reason::UnsupportedScheme, format!("key {name:?} cannot sign with {scheme:#06x}"));
+                    return refused(
+                        Reason::UnsupportedScheme,
+                        format!("key {name:?} cannot sign with {scheme:#06x}"),
+                    );
                 };
                 match signer.sign(&message) {
                     Ok(sig) => Response::Signature(sig),
@@ -93,7 +96,11 @@ pub(crate) fn load_signing_key(path: &Path, allow_insecure: bool) -> Result<Arc<
     if !allow_insecure {
         crate::keys::check_key_permissions(path)?;
     }
-    let bytes = std::fs::read(path).map_err(|source| TlsError::Read { what: "key", path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+        what: "key",
+        path: path.to_path_buf(),
+        source,
+    })?;
     let der = rustls::pki_types::PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| TlsError::Material {
         what: "key",
         path: path.to_path_buf(),
@@ -121,7 +128,9 @@ mod tests {
         assert_eq!(schemes, vec![0x0403]);
         assert!(!spki.is_empty());
         let sign = Request::Sign { name: "web".into(), scheme: 0x0403, message: b"hello".to_vec() };
-        assert!(matches!(Response::decode(&store.answer(&sign.encode())).unwrap(), Response::Signature(s) if !s.is_empty()));
+        assert!(
+            matches!(Response::decode(&store.answer(&sign.encode())).unwrap(), Response::Signature(s) if !s.is_empty())
+        );
         let rsa = Request::Sign { name: "web".into(), scheme: 0x0804, message: b"x".to_vec() };
         assert!(matches!(
             Response::decode(&store.answer(&rsa.encode())).unwrap(),

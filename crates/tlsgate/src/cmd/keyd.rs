@@ -22,7 +22,10 @@ pub async fn run(args: KeydArgs, log: &LogArgs) -> Result<(), Failure> {
     let mut signals = super::lifecycle::Signals::install()?;
     let allowed = Arc::new(allowed_uids(&args.allow_uid).map_err(Failure::config)?);
     // Read while still the user that started keyd (root, typically), before the switch below.
-    let store = Arc::new(KeyStore::load(&args.key, args.allow_insecure_key_permissions).map_err(|e| Failure::config(e.to_string()))?);
+    let store = Arc::new(
+        KeyStore::load(&args.key, args.allow_insecure_key_permissions)
+            .map_err(|e| Failure::config(e.to_string()))?,
+    );
     let listener = bind(&args.socket).map_err(Failure::config)?;
     crate::privileges::drop_after_bind(&Config::default(), &[]).await?;
     let names: Vec<&str> = store.names().collect();
@@ -76,9 +79,11 @@ fn bind(path: &Path) -> Result<UnixListener, String> {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(format!("--socket {}: another keyd is listening there", path.display()));
         }
-        std::fs::remove_file(path).map_err(|e| format!("--socket {}: cannot remove the stale socket: {e}", path.display()))?;
+        std::fs::remove_file(path)
+            .map_err(|e| format!("--socket {}: cannot remove the stale socket: {e}", path.display()))?;
     }
-    let listener = UnixListener::bind(path).map_err(|e| format!("--socket {}: cannot bind: {e}", path.display()))?;
+    let listener =
+        UnixListener::bind(path).map_err(|e| format!("--socket {}: cannot bind: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
         .map_err(|e| format!("--socket {}: cannot set its mode: {e}", path.display()))?;
     Ok(listener)
@@ -96,7 +101,8 @@ async fn serve_conn(mut conn: UnixStream, store: Arc<KeyStore>, allowed: Arc<BTr
     };
     if !allowed.contains(&uid) {
         tracing::warn!(uid, "keyd: refused a client whose uid is not allowed");
-        let refusal = Response::Refused { reason: Reason::NotAllowed, text: format!("uid {uid} is not allowed") };
+        let refusal =
+            Response::Refused { reason: Reason::NotAllowed, text: format!("uid {uid} is not allowed") };
         let _ = conn.write_all(&frame(&refusal.encode())).await;
         return;
     }
