@@ -74,7 +74,9 @@ impl Config {
             for l in &mut t.listener {
                 for c in &mut l.certificate {
                     c.cert = dir.join(&c.cert);
-                    c.key = dir.join(&c.key);
+                    if c.key_is_file() {
+                        c.key = dir.join(&c.key);
+                    }
                     if let Some(o) = &mut c.ocsp_file {
                         *o = dir.join(&*o);
                     }

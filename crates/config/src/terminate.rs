@@ -45,7 +45,10 @@ impl TerminateConfig {
         for l in &self.listener {
             for c in &l.certificate {
                 files.push(c.cert.clone());
-                files.push(c.key.clone());
+                // `keyd:` and `pkcs11:` keys live in another process or a token, not a file.
+                if c.key_is_file() {
+                    files.push(c.key.clone());
+                }
                 files.extend(c.ocsp_file.iter().cloned());
             }
             files.extend(l.client_auth.ca.iter().cloned());
@@ -197,7 +200,8 @@ pub enum TlsVersion {
 pub struct CertificateConfig {
     /// PEM file: the leaf first, then intermediates.
     pub cert: PathBuf,
-    /// PEM file: PKCS#8, SEC1 (EC) or PKCS#1 (RSA) private key.
+    /// PEM file: PKCS#8, SEC1 (EC) or PKCS#1 (RSA) private key; or `keyd:SOCKET#NAME`, a key
+    /// held by `tlsgate keyd`; or `pkcs11:…`, a key in a PKCS#11 token (docs/keyd.md).
     pub key: PathBuf,
     /// Server names this certificate answers (exact or `*.` wildcard). When absent, the DNS names
     /// in the certificate's subjectAltName are used.
@@ -209,6 +213,13 @@ pub struct CertificateConfig {
     /// A DER OCSP response (RFC 6960) to staple, reloaded with the certificate. One for another
     /// certificate is refused; one past its `nextUpdate` is not stapled.
     pub ocsp_file: Option<PathBuf>,
+}
+
+impl CertificateConfig {
+    /// False for `keyd:` and `pkcs11:` keys, which live in another process or a token.
+    pub fn key_is_file(&self) -> bool {
+        !self.key.to_str().is_some_and(|k| k.starts_with("keyd:") || k.starts_with("pkcs11:"))
+    }
 }
 
 /// A backend pool and the server names that reach it.

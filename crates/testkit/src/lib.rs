@@ -24,6 +24,7 @@ pub mod docs;
 pub mod hello;
 pub mod impair;
 pub mod inline_net;
+pub mod memory;
 pub mod net;
 pub mod netns;
 pub mod nginx;

@@ -23,6 +23,9 @@ pub enum TlsError {
     KeyPermissions { path: PathBuf, mode: u32 },
     #[error("{0}")]
     Config(String),
+    /// A key held outside the process (keyd, PKCS#11): `key` is its `keyd:`/`pkcs11:` source.
+    #[error("key {key}: {problem}")]
+    Remote { key: String, problem: String },
     #[error("certificate generation: {0}")]
     Generate(#[from] rcgen::Error),
 }

@@ -26,18 +26,22 @@ pub fn load_cert_and_key(
     allow_insecure_key_permissions: bool,
 ) -> Result<LoadedCert, TlsError> {
     let chain = load_chain(cert_path)?;
-    if !allow_insecure_key_permissions {
-        check_key_permissions(key_path)?;
-    }
-    let key = load_key(key_path)?;
+    let signing_key = match external_key(key_path, &chain[0]) {
+        Some(key) => key?,
+        None => {
+            if !allow_insecure_key_permissions {
+                check_key_permissions(key_path)?;
+            }
+            let key = load_key(key_path)?;
+            crate::provider().key_provider.load_private_key(key).map_err(|e| TlsError::Material {
+                what: "key",
+                path: key_path.to_path_buf(),
+                problem: format!("unusable: {}", describe::tls_error(&e, Peer::Client)),
+            })?
+        }
+    };
     let material =
         |problem: String| TlsError::Material { what: "certificate", path: cert_path.to_path_buf(), problem };
-    let signing_key =
-        crate::provider().key_provider.load_private_key(key).map_err(|e| TlsError::Material {
-            what: "key",
-            path: key_path.to_path_buf(),
-            problem: format!("unusable: {}", describe::tls_error(&e, Peer::Client)),
-        })?;
     let certified = CertifiedKey::new(chain, signing_key);
     certified.keys_match().map_err(|e| match e {
         rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch) => {
@@ -48,6 +52,27 @@ pub fn load_cert_and_key(
     let dns_names =
         dns_names(certified.end_entity_cert().map_err(|e| material(e.to_string()))?).map_err(material)?;
     Ok(LoadedCert { key: Arc::new(certified), dns_names })
+}
+
+/// A key named by a `keyd:SOCKET#NAME` or `pkcs11:` source instead of a file; `None` for a file.
+fn external_key(
+    key: &Path,
+    leaf: &CertificateDer<'_>,
+) -> Option<Result<Arc<dyn rustls::sign::SigningKey>, TlsError>> {
+    let source = key.to_str()?;
+    if let Some(uri) = crate::pkcs11::parse(source) {
+        let key = source.split('?').next().unwrap_or(source).to_string();
+        return Some(
+            uri.map_err(|problem| TlsError::Remote { key, problem })
+                .and_then(|uri| crate::pkcs11::open(source, &uri, leaf)),
+        );
+    }
+    let parsed = crate::keyd::remote::parse(source)?;
+    Some(
+        parsed
+            .map_err(|problem| TlsError::Remote { key: source.to_string(), problem })
+            .and_then(|(socket, name)| crate::keyd::remote::connect(&socket, &name)),
+    )
 }
 
 fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {

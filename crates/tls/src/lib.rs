@@ -1,6 +1,8 @@
 //! The rustls side of tlsgate, kept in one crate so the rustls 0.24 upgrade touches little.
 //!
 //! - [`keys`]: PEM certificate chains and private keys from disk, with the permission check;
+//! - [`keyd`]: keys held by `tlsgate keyd` in another process, signing over a Unix socket;
+//! - [`pkcs11`]: keys in a PKCS#11 token (RFC 7512 URIs), signing through the token;
 //! - [`hkdf`]: TLS 1.3 suites whose key schedule prepares each HMAC key once;
 //! - [`server`]: per-listener `ServerConfig`s and the SNI certificate table;
 //! - [`slot`]: a served certificate whose staple or chain changes while it runs;
@@ -28,9 +30,11 @@ pub mod fleet;
 mod hkdf;
 pub mod identity;
 pub mod inline;
+pub mod keyd;
 pub mod keys;
 pub mod ocsp;
 pub mod peek;
+pub mod pkcs11;
 pub mod pki;
 pub mod revocation;
 pub mod server;

@@ -67,6 +67,10 @@ pub enum Command {
     /// The built-in plaintext HTTP backend alone (GET /, POST /echo, POST /sha256).
     #[command(after_help = examples::BACKEND)]
     Backend(BackendArgs),
+    /// Holds private keys in a process of its own and signs for terminate over a Unix socket
+    /// (terminate's `key = "keyd:SOCKET#NAME"`).
+    #[command(after_help = examples::KEYD)]
+    Keyd(KeydArgs),
     /// Every section of one config file ([terminate], [originate], [tunnel.gate],
     /// [tunnel.portal], [inline]) in one process, with one admin listener.
     #[command(after_help = examples::RUN)]
@@ -568,6 +572,32 @@ pub struct BackendArgs {
     /// Name the server gives in its answers.
     #[arg(long, default_value = "tlsgate built-in backend")]
     pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct KeydArgs {
+    /// Unix socket to listen on (a stale one left by a previous keyd is replaced).
+    #[arg(long, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// A key to hold: NAME=FILE (PEM, PKCS#8, SEC1 or PKCS#1, mode 0600); repeat for several.
+    #[arg(long, value_name = "NAME=FILE", required = true, value_parser = parse_named_key)]
+    pub key: Vec<(String, PathBuf)>,
+    /// Uid (or user name) allowed to ask for signatures; repeat for several. Default: the uid
+    /// that started keyd.
+    #[arg(long, value_name = "UID|USER")]
+    pub allow_uid: Vec<String>,
+    /// Start even if a key file is readable by group or others.
+    #[arg(long)]
+    pub allow_insecure_key_permissions: bool,
+}
+
+fn parse_named_key(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((name, file)) if !name.is_empty() && !file.is_empty() => {
+            Ok((name.to_string(), PathBuf::from(file)))
+        }
+        _ => Err("expected NAME=FILE".into()),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -98,6 +98,13 @@ Examples:
   # Validate before a start or a reload: exit 0 and `config OK`, or each problem and exit 1
   tlsgate check --config tlsgate.toml       # loads every file it names, binds nothing";
 
+pub const KEYD: &str = "\
+Examples:
+  # hold server.key in its own process, as user tlsgate-keys, signing for uid tlsgate
+  tlsgate --user tlsgate-keys keyd --socket /run/tlsgate/keyd.sock --key web=/etc/tlsgate/server.key --allow-uid tlsgate
+  # terminate signs through it and never reads the key
+  tlsgate terminate --listen 0.0.0.0:443 --cert server.pem --key keyd:/run/tlsgate/keyd.sock#web --backend 127.0.0.1:8080";
+
 pub const BACKEND: &str = "\
 Examples:
   # GET /, POST /echo, POST /sha256 in plaintext, for trying a configuration

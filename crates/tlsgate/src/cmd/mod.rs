@@ -6,6 +6,7 @@ mod connect;
 mod demo;
 mod inline;
 mod inline_run;
+mod keyd;
 mod lifecycle;
 mod originate;
 mod run;
@@ -31,6 +32,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Inline(command) => inline::run(command, &cli.log).await,
         Command::Demo(args) => demo::run(args, &cli.log).await,
         Command::Backend(args) => backend::run(args, &cli.log).await,
+        Command::Keyd(args) => keyd::run(args, &cli.log).await,
         Command::Run(args) => run::run(args, &cli.log).await,
         Command::Check(args) => check::run(args).map_err(Failure::config),
     }
