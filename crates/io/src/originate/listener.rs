@@ -221,7 +221,8 @@ async fn accept_loop(socket: TcpListener, state: Arc<ArcSwap<Listener>>, tracker
 
 async fn handle(mut client: TcpStream, l: Arc<Listener>) {
     if l.config.directed {
-        return directed(client, &l).await;
+        // Boxed: its future is large and would otherwise size every connection's task.
+        return Box::pin(directed(client, &l)).await;
     }
     let started = Instant::now();
     let _ = client.set_nodelay(true);

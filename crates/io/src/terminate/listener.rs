@@ -216,7 +216,8 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>, revoked: Arc<Notify>)
         m.handshakes.get_or_create(&labels).inc();
     };
     if state.directed {
-        return directed(tcp, &state, client).await;
+        // Boxed: its future is large and would otherwise size every connection's task.
+        return Box::pin(directed(tcp, &state, client)).await;
     }
     let local = tcp.local_addr().unwrap_or(client);
     // A load balancer's PROXY header (when the listener expects one), the STARTTLS prologue and
