@@ -13,21 +13,13 @@ import socket
 import sys
 import threading
 
+from line_io import line
+
 
 class Peer(ctypes.Structure):
     _fields_ = [(name, ctypes.c_char_p) for name in
                 ("subject", "identity", "version", "suite", "alpn", "sni", "cert_pem")] + [
         ("sans", ctypes.POINTER(ctypes.c_char_p))]
-
-
-def line(sock):
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(1)
-        if not chunk:
-            return data
-        data += chunk
-    return data
 
 
 def serve(conn, lib):

@@ -10,15 +10,7 @@ import ctypes
 import socket
 import sys
 
-
-def line(sock):
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(1)
-        if not chunk:
-            return data
-        data += chunk
-    return data
+from line_io import line
 
 
 def main():

@@ -13,15 +13,7 @@ import ssl
 import sys
 import threading
 
-
-def line(sock):
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(1)
-        if not chunk:
-            return data
-        data += chunk
-    return data
+from line_io import line
 
 
 def serve(conn, ctx):
