@@ -97,41 +97,19 @@ fn terminate_signs_through_keyd_and_holds_no_key() {
     // A keyd that allows another uid refuses terminate (root here) at start.
     let other = pki.path("other.sock");
     let strict = keyd(other.to_str().unwrap(), &named, &["--allow-uid", "12345"]);
-    let refused = format!("keyd:{}#web", other.display());
-    let mut gate = Tlsgate::start(
-        BIN,
-        &[
-            "terminate",
-            "--listen",
-            "127.0.0.1:0",
-            "--cert",
-            cert.to_str().unwrap(),
-            "--key",
-            &refused,
-            "--backend",
-            &backend,
-        ],
+    // terminate with `key` logs `expected` and stops.
+    let refuses_to_start = |key: &str, expected: &[&str]| {
+        let args = ["terminate", "--listen", "127.0.0.1:0", "--cert", cert.to_str().unwrap()];
+        let mut gate = Tlsgate::start(BIN, &[&args[..], &["--key", key, "--backend", &backend]].concat());
+        gate.proc.wait_logged(expected, PATIENT);
+        assert!(!gate.proc.wait_exit(PATIENT).expect("terminate stops").success());
+    };
+    refuses_to_start(
+        &format!("keyd:{}#web", other.display()),
+        &["keyd refused this process", "uid 0 is not allowed"],
     );
-    gate.proc.wait_logged(&["keyd refused this process", "uid 0 is not allowed"], PATIENT);
-    assert!(!gate.proc.wait_exit(PATIENT).expect("terminate stops").success());
     strict.proc.wait_logged(&["refused a client whose uid is not allowed", "uid=0"], PATIENT);
 
     // A name keyd does not hold is a start-up error naming it.
-    let missing = format!("keyd:{socket}#mail");
-    let mut gate = Tlsgate::start(
-        BIN,
-        &[
-            "terminate",
-            "--listen",
-            "127.0.0.1:0",
-            "--cert",
-            cert.to_str().unwrap(),
-            "--key",
-            &missing,
-            "--backend",
-            &backend,
-        ],
-    );
-    gate.proc.wait_logged(&["no key named", "mail"], PATIENT);
-    assert!(!gate.proc.wait_exit(PATIENT).expect("terminate stops").success());
+    refuses_to_start(&format!("keyd:{socket}#mail"), &["no key named", "mail"]);
 }
