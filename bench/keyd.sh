@@ -57,7 +57,14 @@ addr_of() { # log, needle: waits for the line and prints its addr= field
   done
   echo "bench/keyd.sh: $1 did not start:" >&2; cat "$work/$1.log" >&2; exit 1
 }
-cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {printf "%d", s}'; }
+# Per-thread on-CPU ns ("tid ns" lines). A round's CPU is the sum over threads of what each ran
+# between two snapshots: summing whole snapshots instead loses a thread that exits in between
+# (a runtime's idle blocking thread) together with all the CPU it had ever used.
+cpu_snap() { for t in /proc/"$1"/task/*; do echo "${t##*/} $(cut -d' ' -f1 "$t/schedstat" 2>/dev/null)"; done; }
+cpu_delta() { # before-snapshot after-snapshot: ns used in between (threads new since count whole)
+  awk 'NR == FNR { before[$1] = $2; next } { d = $2 - (($1 in before) ? before[$1] : 0); if (d > 0) s += d }
+       END { printf "%d", s }' <(echo "$1") <(echo "$2")
+}
 
 start backend backend --listen 127.0.0.1:0; backend=$(addr_of backend "backend listening")
 start keyd keyd --socket "$work/keyd.sock" --key "web=$work/key.pem"; keyd_pid=${pids[-1]}
@@ -79,9 +86,9 @@ sum_in=0 sum_gate=0 sum_keyd=0
 echo "| round | in-process µs/hs | keyd: terminator µs/hs | keyd: keyd µs/hs | terminator ratio | sum ratio |"
 echo "|---|---|---|---|---|---|"
 for r in $(seq "$rounds"); do
-  a=$(cpu_ns "$inproc_pid"); drive "$inproc"; a=$(( $(cpu_ns "$inproc_pid") - a ))
-  g=$(cpu_ns "$remote_pid"); k=$(cpu_ns "$keyd_pid"); drive "$remote"
-  g=$(( $(cpu_ns "$remote_pid") - g )); k=$(( $(cpu_ns "$keyd_pid") - k ))
+  a0=$(cpu_snap "$inproc_pid"); drive "$inproc"; a=$(cpu_delta "$a0" "$(cpu_snap "$inproc_pid")")
+  g0=$(cpu_snap "$remote_pid"); k0=$(cpu_snap "$keyd_pid"); drive "$remote"
+  g=$(cpu_delta "$g0" "$(cpu_snap "$remote_pid")"); k=$(cpu_delta "$k0" "$(cpu_snap "$keyd_pid")")
   sum_in=$((sum_in + a)) sum_gate=$((sum_gate + g)) sum_keyd=$((sum_keyd + k))
   awk -v r="$r" -v a="$a" -v g="$g" -v k="$k" -v n="$handshakes" 'BEGIN {
     printf "| %d | %.1f | %.1f | %.1f | %.2f | %.2f |\n", r, a/n/1000, g/n/1000, k/n/1000, g/a, (g+k)/a }'
