@@ -13,13 +13,7 @@ import socket
 import sys
 import threading
 
-from line_io import line
-
-
-class Peer(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_char_p) for name in
-                ("subject", "identity", "version", "suite", "alpn", "sni", "cert_pem")] + [
-        ("sans", ctypes.POINTER(ctypes.c_char_p))]
+from directive_support import Peer, line, load
 
 
 def serve(conn, lib):
@@ -58,12 +52,7 @@ def serve(conn, lib):
 
 
 def main():
-    lib = ctypes.CDLL(sys.argv[1])
-    lib.tlsgate_start_tls.argtypes = [ctypes.c_int, ctypes.c_uint64, ctypes.c_char_p, ctypes.c_char_p]
-    lib.tlsgate_stop_tls.argtypes = [ctypes.c_int, ctypes.c_uint64]
-    lib.tlsgate_last_error.restype = ctypes.c_char_p
-    lib.tlsgate_peer.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.POINTER(Peer))]
-    lib.tlsgate_peer_free.argtypes = [ctypes.POINTER(Peer)]
+    lib = load(sys.argv[1])
     server = socket.create_server(("127.0.0.1", 0))
     print(f"listening {server.getsockname()[1]}", flush=True)
     while True:

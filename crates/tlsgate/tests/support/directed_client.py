@@ -6,18 +6,14 @@
 
 Prints what happened, one event a line.
 """
-import ctypes
 import socket
 import sys
 
-from line_io import line
+from directive_support import line, load
 
 
 def main():
-    lib = ctypes.CDLL(sys.argv[1])
-    lib.tlsgate_start_tls.argtypes = [ctypes.c_int, ctypes.c_uint64, ctypes.c_char_p, ctypes.c_char_p]
-    lib.tlsgate_stop_tls.argtypes = [ctypes.c_int, ctypes.c_uint64]
-    lib.tlsgate_last_error.restype = ctypes.c_char_p
+    lib = load(sys.argv[1])
     port, mode = int(sys.argv[2]), sys.argv[3]
     s = socket.create_connection(("127.0.0.1", port))
     written = 0

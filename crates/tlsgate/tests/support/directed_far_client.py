@@ -10,7 +10,7 @@ import socket
 import ssl
 import sys
 
-from line_io import line
+from directive_support import line
 
 
 def main():

@@ -13,7 +13,7 @@ import ssl
 import sys
 import threading
 
-from line_io import line
+from directive_support import line
 
 
 def serve(conn, ctx):

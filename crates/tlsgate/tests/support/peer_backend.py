@@ -14,19 +14,7 @@ import socket
 import subprocess
 import sys
 
-
-class Peer(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_char_p) for name in
-                ("subject", "identity", "version", "suite", "alpn", "sni", "cert_pem")] + [
-        ("sans", ctypes.POINTER(ctypes.c_char_p))]
-
-
-def load(path):
-    lib = ctypes.CDLL(path)
-    lib.tlsgate_peer.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.POINTER(Peer))]
-    lib.tlsgate_peer_free.argtypes = [ctypes.POINTER(Peer)]
-    lib.tlsgate_last_error.restype = ctypes.c_char_p
-    return lib
+from directive_support import Peer, load
 
 
 def ask(lib, fd):
