@@ -31,11 +31,15 @@ ln -s ../bin/busybox "$R/sbin/modprobe"
 # The debug binary `cargo test` built, its debug info left out (a quarter of the size).
 strip --strip-debug -o "$R/test/tlsgate" "$bin"
 gcc -O2 -Wall -static -o "$R/test/tamper" "$here/tamper.c"
-cp "$here/guest.sh" "$R/test/guest.sh"
+cp "$here/guest.sh" "$here/guest-inline.sh" "$R/test/"
 cp "$(command -v curl)" "$R/bin/curl"
 cp "$(command -v openssl)" "$R/bin/openssl"
+# iproute2 and ethtool for the inline case's namespaces and veths (busybox's ip has neither).
+cp "$(command -v ip)" "$R/sbin/ip.iproute2"
+
+cp "$(command -v ethtool)" "$R/sbin/ethtool"
 # Each dynamic program's libraries, at the paths its loader expects.
-for prog in "$R/test/tlsgate" "$R/bin/curl" "$R/bin/openssl"; do
+for prog in "$R/test/tlsgate" "$R/bin/curl" "$R/bin/openssl" "$R/sbin/ip.iproute2" "$R/sbin/ethtool"; do
     for lib in $(ldd "$prog" | grep -o '/[^ ]*'); do
         [ -e "$R$lib" ] && continue
         mkdir -p "$R$(dirname "$lib")"
@@ -49,7 +53,7 @@ mkdir -p "$R/usr/lib/ssl" && : > "$R/usr/lib/ssl/openssl.cnf"
 # dependencies in load order; the x86 accelerated ones load if the emulated CPU has the
 # instructions (-cpu max).
 mods=()
-for m in tls gcm ctr ghash-generic chacha20poly1305 chacha-generic poly1305-generic \
+for m in tls veth gcm ctr ghash-generic chacha20poly1305 chacha-generic poly1305-generic \
     aesni-intel ghash-clmulni-intel chacha-x86_64 poly1305-x86_64; do
     while read -r kind path; do
         [ "$kind" = insmod ] || continue
@@ -93,6 +97,7 @@ echo "== guest: \$(uname -r), \$(nproc) CPU(s)"
 for m in ${mods[*]}; do insmod \$m 2>/dev/null; done
 ip link set lo up
 export KTLSVM_BIG=${KTLSVM_BIG:-67108864} KTLSVM_SMALL=${KTLSVM_SMALL:-4194304}
+sh /test/guest-inline.sh
 sh /test/guest.sh
 poweroff -f
 INIT
