@@ -482,3 +482,7 @@ struct Options<'a> {
 fn err(side: Side, context: impl Into<String>) -> ProxyError {
     ProxyError { side, context: context.into() }
 }
+
+#[cfg(test)]
+#[path = "directed_tests.rs"]
+mod tests;
