@@ -203,14 +203,15 @@ pub struct TlsgateTlsOptions {
     client_cert: *const c_char,
 }
 
+/// `sni`, `alpn` and `client_cert`.
+type Options = (Option<String>, Vec<String>, Option<String>);
+
 /// `sni`, `alpn` and `client_cert` of a caller's options, reading no field past its `size`.
 ///
 /// # Safety
 /// `options` is NULL or points to a `tlsgate_tls_options` of `options->size` bytes whose strings
 /// are NULL or NUL-terminated, `alpn` NULL-terminated.
-unsafe fn read_options(
-    options: *const TlsgateTlsOptions,
-) -> Result<(Option<String>, Vec<String>, Option<String>), String> {
+unsafe fn read_options(options: *const TlsgateTlsOptions) -> Result<Options, String> {
     use std::mem::{offset_of, size_of};
     if options.is_null() {
         return Ok((None, Vec::new(), None));
@@ -296,7 +297,7 @@ mod tests {
         assert_eq!(all, (Some("db.test".into()), vec!["x-proto".into()], Some("alpha".into())));
         // A caller built when the struct ended after `sni`: what lies beyond is not its own.
         o.size = std::mem::offset_of!(TlsgateTlsOptions, alpn);
-        (o.alpn, o.client_cert) = (1usize as *const _, 1usize as *const _);
+        (o.alpn, o.client_cert) = (ptr::dangling(), ptr::dangling());
         // SAFETY: the fields past `size` are never dereferenced.
         let older = unsafe { read_options(&o) }.unwrap();
         assert_eq!(older, (Some("db.test".into()), Vec::new(), None));
