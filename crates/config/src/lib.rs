@@ -22,7 +22,9 @@ pub use error::ConfigError;
 pub use fleet::{FleetConfig, RedisUrl};
 pub use inline::{InlineConfig, InlineLimits, InlineService, ReleaseMode};
 pub use model::{AdminConfig, Config, LogConfig, LogFormat, ProcessConfig, SecurityConfig};
-pub use originate::{OriginateConfig, OriginateListener, RuleAction, RuleConfig, TransparentListener};
+pub use originate::{
+    ClientIdentity, OriginateConfig, OriginateListener, RuleAction, RuleConfig, TransparentListener,
+};
 pub use starttls::StartTls;
 pub use terminate::{
     BackendAddr, BalancePolicy, CertificateConfig, ClientAuthConfig, ClientAuthMode, HealthConfig, KtlsMode,
@@ -71,6 +73,9 @@ impl Config {
 
     fn resolve_paths(&mut self, dir: &std::path::Path) {
         if let Some(t) = &mut self.terminate {
+            if let Some(c) = &mut t.control {
+                *c = dir.join(&*c);
+            }
             for l in &mut t.listener {
                 for c in &mut l.certificate {
                     c.cert = dir.join(&c.cert);
@@ -97,9 +102,16 @@ impl Config {
             }
         }
         if let Some(o) = &mut self.originate {
+            if let Some(c) = &mut o.control {
+                *c = dir.join(&*c);
+            }
             for l in &mut o.listener {
                 for p in [&mut l.ca, &mut l.cert, &mut l.key].into_iter().flatten() {
                     *p = dir.join(&*p);
+                }
+                for i in l.client_identities.values_mut() {
+                    i.cert = dir.join(&i.cert);
+                    i.key = dir.join(&i.key);
                 }
             }
             for l in &mut o.transparent {

@@ -1,5 +1,6 @@
 //! `[originate]`: plaintext in, TLS out.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -60,6 +61,25 @@ pub struct OriginateListener {
     /// with `start_tls` / `stop_tls` on the control socket (docs/directives.md).
     #[serde(default)]
     pub directed: bool,
+    /// Client certificates a directed connection's `start_tls` may present instead of
+    /// `cert`/`key`, by name (`"client_cert":"NAME"`): a directive picks one, it never names a
+    /// file.
+    #[serde(default)]
+    pub client_identities: BTreeMap<String, ClientIdentity>,
+}
+
+/// A client certificate chain and its key, named for `start_tls`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientIdentity {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A name a directive can carry: letters, digits, `-`, `_`, `.`; 1 to 64 bytes.
+fn identity_name_ok(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 fn default_connect_timeout() -> Duration {
@@ -89,6 +109,7 @@ impl OriginateListener {
             starttls_host: None,
             ktls: crate::KtlsMode::default(),
             directed: false,
+            client_identities: BTreeMap::new(),
         }
     }
 
@@ -103,6 +124,8 @@ impl OriginateConfig {
         let plain = self.listener.iter().flat_map(|l| [&l.ca, &l.cert, &l.key]);
         let transparent = self.transparent.iter().flat_map(|l| [&l.ca, &l.cert, &l.key]);
         let mut files: Vec<PathBuf> = plain.chain(transparent).flatten().cloned().collect();
+        let identities = self.listener.iter().flat_map(|l| l.client_identities.values());
+        files.extend(identities.flat_map(|i| [i.cert.clone(), i.key.clone()]));
         files.sort();
         files.dedup();
         files
@@ -149,6 +172,15 @@ impl OriginateConfig {
             }
             if l.cert.is_some() != l.key.is_some() {
                 return Err(bad("cert and key go together"));
+            }
+            if !l.client_identities.is_empty() && !l.directed {
+                return Err(bad("client_identities are for directed listeners, whose start_tls picks one"));
+            }
+            if let Some(name) = l.client_identities.keys().find(|n| !identity_name_ok(n)) {
+                return Err(ConfigError::invalid(
+                    &place,
+                    format!("client identity name {name:?}: 1 to 64 of letters, digits, '-', '_', '.'"),
+                ));
             }
             if l.tls_versions.is_empty() {
                 return Err(bad("tls_versions is empty"));

@@ -199,3 +199,30 @@ fn directed_listeners_need_their_control_socket() {
     let err = Config::from_toml(&format!("{with_control}\n{originate}")).unwrap_err().to_string();
     assert!(err.contains("each needs its own socket"), "{err}");
 }
+
+#[test]
+fn directed_originate_names_its_client_identities_and_paths_are_the_config_files() {
+    let section = |extra: &str| {
+        format!(
+            "[originate]\ncontrol = \"run/c.sock\"\n[[originate.listener]]\nlisten = \"127.0.0.1:0\"\n\
+             upstreams = [\"a:1\"]\n{extra}\n[originate.listener.client_identities]\n\
+             alpha = {{ cert = \"a.pem\", key = \"a.key\" }}\n"
+        )
+    };
+    let err = Config::from_toml(&section("")).unwrap_err().to_string();
+    assert!(err.contains("client_identities are for directed listeners"), "{err}");
+    let text = section("directed = true");
+    Config::from_toml(&text).unwrap();
+    let bad = text.replace("alpha =", "\"a b\" =");
+    assert!(Config::from_toml(&bad).unwrap_err().to_string().contains("client identity name \"a b\""));
+
+    let dir = std::env::temp_dir().join(format!("tlsgate-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gate.toml");
+    std::fs::write(&file, &text).unwrap();
+    let o = Config::load(&file).unwrap().originate.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(o.control.unwrap(), dir.join("run/c.sock"));
+    let alpha = &o.listener[0].client_identities["alpha"];
+    assert_eq!((alpha.cert.clone(), alpha.key.clone()), (dir.join("a.pem"), dir.join("a.key")));
+}

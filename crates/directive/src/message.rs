@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! {"op":"peer","local":"IP:PORT","peer":"IP:PORT"}
-//! {"op":"start_tls","local":…,"peer":…,"after":N,"sni":"name","alpn":["h2"]}
+//! {"op":"start_tls","local":…,"peer":…,"after":N,"sni":"name","alpn":["h2"],"client_cert":"NAME"}
 //! {"op":"stop_tls","local":…,"peer":…,"after":N}
 //! ```
 //!
@@ -34,6 +34,8 @@ pub enum DirectiveError {
     BadSni(String),
     #[error("alpn protocol {0:?} must be 1 to 255 bytes")]
     BadAlpn(String),
+    #[error("client_cert {0:?} is not an identity name (1 to 64 of letters, digits, '-', '_', '.')")]
+    BadClientCert(String),
 }
 
 /// One validated request.
@@ -42,7 +44,15 @@ pub enum Request {
     /// The client's certificate and session facts of a terminate connection.
     Peer { local: SocketAddr, peer: SocketAddr },
     /// TLS from byte `after` of the application's outgoing stream on.
-    StartTls { local: SocketAddr, peer: SocketAddr, after: u64, sni: Option<String>, alpn: Vec<String> },
+    /// `client_cert` names one of the listener's configured client identities (originate).
+    StartTls {
+        local: SocketAddr,
+        peer: SocketAddr,
+        after: u64,
+        sni: Option<String>,
+        alpn: Vec<String>,
+        client_cert: Option<String>,
+    },
     /// Plaintext again from byte `after` of the application's outgoing stream on.
     StopTls { local: SocketAddr, peer: SocketAddr, after: u64 },
 }
@@ -62,6 +72,8 @@ struct Raw {
     sni: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     alpn: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_cert: Option<String>,
 }
 
 /// An address as the application's socket reports it; an IPv4-mapped IPv6 address is the IPv4
@@ -86,6 +98,12 @@ fn valid_sni(name: &str) -> bool {
         })
 }
 
+/// A configured client identity's name (the config's rule): letters, digits, `-`, `_`, `.`.
+fn valid_identity(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 impl Request {
     /// Parses and validates one line.
     pub fn parse(line: &[u8]) -> Result<Request, DirectiveError> {
@@ -105,6 +123,7 @@ impl Request {
                 refuse(raw.after.is_some(), "after")?;
                 refuse(raw.sni.is_some(), "sni")?;
                 refuse(raw.alpn.is_some(), "alpn")?;
+                refuse(raw.client_cert.is_some(), "client_cert")?;
                 Ok(Request::Peer { local, peer })
             }
             "start_tls" => {
@@ -118,12 +137,16 @@ impl Request {
                 if let Some(bad) = alpn.iter().find(|p| p.is_empty() || p.len() > 255) {
                     return Err(DirectiveError::BadAlpn(bad.clone()));
                 }
-                Ok(Request::StartTls { local, peer, after, sni: raw.sni, alpn })
+                if let Some(name) = raw.client_cert.as_ref().filter(|n| !valid_identity(n)) {
+                    return Err(DirectiveError::BadClientCert(name.clone()));
+                }
+                Ok(Request::StartTls { local, peer, after, sni: raw.sni, alpn, client_cert: raw.client_cert })
             }
             _ => {
                 let after = raw.after.ok_or(DirectiveError::Missing { op, field: "after" })?;
                 refuse(raw.sni.is_some(), "sni")?;
                 refuse(raw.alpn.is_some(), "alpn")?;
+                refuse(raw.client_cert.is_some(), "client_cert")?;
                 Ok(Request::StopTls { local, peer, after })
             }
         }
@@ -138,13 +161,14 @@ impl Request {
                 peer: Some(peer.to_string()),
                 ..Raw::default()
             },
-            Request::StartTls { local, peer, after, sni, alpn } => Raw {
+            Request::StartTls { local, peer, after, sni, alpn, client_cert } => Raw {
                 op: "start_tls".into(),
                 local: Some(local.to_string()),
                 peer: Some(peer.to_string()),
                 after: Some(*after),
                 sni: sni.clone(),
                 alpn: (!alpn.is_empty()).then(|| alpn.clone()),
+                client_cert: client_cert.clone(),
             },
             Request::StopTls { local, peer, after } => Raw {
                 op: "stop_tls".into(),
@@ -259,7 +283,7 @@ mod tests {
             }
         );
         let start = Request::parse(
-            br#"{"op":"start_tls","local":"[::1]:1","peer":"[::1]:2","after":6,"sni":"a.test","alpn":["x"]}"#,
+            br#"{"op":"start_tls","local":"[::1]:1","peer":"[::1]:2","after":6,"sni":"a.test","alpn":["x"],"client_cert":"alpha"}"#,
         )
         .unwrap();
         for r in [
@@ -305,6 +329,14 @@ mod tests {
             .starts_with("sni"));
         assert!(err(r#"{"op":"start_tls","local":"1.2.3.4:5","peer":"1.2.3.4:6","after":1,"alpn":[""]}"#)
             .starts_with("alpn"));
+        assert!(err(
+            r#"{"op":"start_tls","local":"1.2.3.4:5","peer":"1.2.3.4:6","after":1,"client_cert":"../k"}"#
+        )
+        .starts_with("client_cert \"../k\" is not an identity name"));
+        assert_eq!(
+            err(r#"{"op":"stop_tls","local":"1.2.3.4:5","peer":"1.2.3.4:6","after":1,"client_cert":"a"}"#),
+            r#"stop_tls takes no "client_cert""#
+        );
         assert!(err(r#"{"op":"start_tls","local":"1.2.3.4:5","peer":"1.2.3.4:6","after":-1}"#)
             .starts_with("not a JSON"));
     }

@@ -8,6 +8,7 @@
 //! close_notify (the record layer's downgrade, [`RecordStream::into_raw_parts`]). A failed
 //! handshake closes both sides: nothing the application meant for TLS ever goes out in the clear.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
@@ -21,6 +22,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::control::registry::{self, Entry, Steer, SteerOp};
+use crate::directed_status::{Session, Shown};
 use crate::ktls::{self, ClientStream};
 use crate::record_stream::{RawParts, RecordStream};
 use crate::terminate::routes::Routes;
@@ -87,10 +89,24 @@ impl Upstream {
 /// How tlsgate takes part in the application's handshakes.
 pub enum Role<'a> {
     /// The far side is a TLS server (originate): tlsgate is its client, with this config and
-    /// this name unless a directive gives one.
-    Client { config: Arc<ClientConfig>, default_sni: String },
+    /// this name unless a directive gives one; `identities` are the same config with each of
+    /// the listener's named client certificates, for a directive's `client_cert`.
+    Client { config: Arc<ClientConfig>, default_sni: String, identities: Arc<ClientIdentities> },
     /// The far side is a TLS client (terminate): tlsgate serves the listener's certificates.
     Server { tls: &'a ListenerTls, routes: &'a Routes, listener: &'a str },
+}
+
+/// The listener's client configs by identity name.
+pub type ClientIdentities = BTreeMap<String, Arc<ClientConfig>>;
+
+/// How long a directed connection waits.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// A handshake, a close_notify exchange, a held ClientHello's wait for `start_tls`, and a
+    /// directive's wait for its offset.
+    pub handshake: Duration,
+    /// Nothing relayed either way for this long, in the clear or in TLS: closed.
+    pub idle: Option<Duration>,
 }
 
 /// Bytes moved by a directed connection: from the application, and to it.
@@ -102,12 +118,14 @@ pub struct Moved {
 
 /// Relays between the application's socket `app` and the far side `far` (both connected) until
 /// both directions ended or a directive failed. The connection is registered for directives
-/// under the application's addresses for as long as this runs.
+/// under the application's addresses, and listed on `/status` under `listener`, for as long as
+/// this runs.
 pub async fn run(
     app: TcpStream,
     far: TcpStream,
     role: Role<'_>,
-    handshake_timeout: Duration,
+    listener: &str,
+    timeouts: Timeouts,
 ) -> (Moved, Result<(), ProxyError>) {
     let (app_side, far_side) = match role {
         Role::Client { .. } => (Side::Client, Side::Backend),
@@ -119,6 +137,12 @@ pub async fn run(
     let (Ok(app_local), Ok(app_peer)) = (app.peer_addr(), app.local_addr()) else {
         return (Moved::default(), Err(err(app_side, "the application's socket has no addresses")));
     };
+    let Ok(far_addr) = far.peer_addr() else {
+        return (Moved::default(), Err(err(far_side, "the far side's socket has no address")));
+    };
+    let app_is_client = matches!(role, Role::Client { .. });
+    let (client, backend) = if app_is_client { (app_local, far_addr) } else { (far_addr, app_local) };
+    let shown = Shown::new(listener, client, backend, app_is_client);
     let (tx, rx) = mpsc::channel(1);
     let registered = registry::register(app_local, app_peer, Entry::new(None, Some(tx)));
     tracing::info!(app = %app_local, "directed connection open, in the clear");
@@ -130,8 +154,9 @@ pub async fn run(
         app: app_side,
         far: far_side,
         entry: registered.entry().clone(),
+        shown,
     };
-    let result = conn.run(rx, &role, handshake_timeout).await;
+    let result = conn.run(rx, &role, timeouts).await;
     (Moved { from_app: conn.sent, to_app: conn.received }, result)
 }
 
@@ -148,6 +173,8 @@ struct Directed {
     far: Side,
     /// Its registry entry: a `peer` directive sees the session once TLS is up.
     entry: Arc<Entry>,
+    /// Its `/status` row and state gauge.
+    shown: Shown,
 }
 
 impl Directed {
@@ -155,10 +182,16 @@ impl Directed {
         &mut self,
         mut rx: mpsc::Receiver<Steer>,
         role: &Role<'_>,
-        timeout: Duration,
+        timeouts: Timeouts,
     ) -> Result<(), ProxyError> {
         let (app, far) = (self.app, self.far);
+        let timeout = timeouts.handshake;
         let mut pending: Option<Steer> = None;
+        // When the pending directive must have reached its offset.
+        let mut pending_until = tokio::time::Instant::now();
+        let mut last_moved = tokio::time::Instant::now();
+        // select! builds every branch's future, disabled or not: no Instant + Duration::MAX.
+        let idle = timeouts.idle.unwrap_or(Duration::from_secs(365 * 86_400));
         let (mut client_eof, mut upstream_eof) = (false, false);
         // As TLS server, a ClientHello in the clear is held for the handshake (not relayed).
         let hold_hello = matches!(role, Role::Server { .. });
@@ -169,11 +202,18 @@ impl Directed {
             if pending.as_ref().is_some_and(|s| s.op.after() == self.sent) {
                 let Some(steer) = pending.take() else { continue };
                 let outcome = match &steer.op {
-                    SteerOp::Start { sni, alpn, .. } => {
-                        self.start_tls(role, timeout, sni.as_deref(), alpn).await
+                    SteerOp::Start { sni, alpn, client_cert, .. } => {
+                        let options =
+                            Options { sni: sni.as_deref(), alpn, client_cert: client_cert.as_deref() };
+                        self.shown.set_state("starting");
+                        self.start_tls(role, timeout, options).await
                     }
-                    SteerOp::Stop { .. } => self.stop_tls(timeout, &mut ubuf).await,
+                    SteerOp::Stop { .. } => {
+                        self.shown.set_state("stopping");
+                        self.stop_tls(timeout, &mut ubuf).await
+                    }
                 };
+                self.shown.moved(self.sent, self.received);
                 hello_held = false;
                 match outcome {
                     Ok(what) => {
@@ -211,6 +251,8 @@ impl Directed {
                     }
                     self.upstream.write_all(&cbuf[..n]).await.map_err(|e| err(far, format!("write: {e}")))?;
                     self.sent += n as u64;
+                    self.shown.moved(self.sent, self.received);
+                    last_moved = tokio::time::Instant::now();
                 }
                 read = self.upstream.read_or_hold(&mut ubuf, hold_hello), if !upstream_eof && !hello_held => {
                     let Some(n) = read.map_err(|e| err(far, format!("read: {e}")))? else {
@@ -225,14 +267,35 @@ impl Directed {
                     }
                     self.client.write_all(&ubuf[..n]).await.map_err(|e| err(app, format!("write: {e}")))?;
                     self.received += n as u64;
+                    self.shown.moved(self.sent, self.received);
+                    last_moved = tokio::time::Instant::now();
                 }
                 // A client that started TLS gets an answer within the handshake timeout, or none.
                 () = tokio::time::sleep(timeout), if hello_held && pending.is_none() => {
                     return Err(err(far, format!("started TLS, and the application sent no start_tls within {timeout:?}")));
                 }
+                // The application named an offset and does not write up to it: what it holds back
+                // was meant for TLS (or for the clear), so neither goes out.
+                () = tokio::time::sleep_until(pending_until), if pending.is_some() => {
+                    let context = format!(
+                        "byte {} of the application's stream not reached within {timeout:?} ({} relayed)",
+                        pending.as_ref().map_or(0, |s| s.op.after()),
+                        self.sent
+                    );
+                    if let Some(s) = pending.take() {
+                        let _ = s.done.send(Err(context.clone()));
+                    }
+                    return Err(err(app, context));
+                }
+                () = tokio::time::sleep_until(last_moved + idle), if timeouts.idle.is_some() && pending.is_none() && !hello_held => {
+                    return Err(err(app, format!("idle for {idle:?}, closed")));
+                }
                 Some(steer) = rx.recv(), if pending.is_none() => {
-                    match self.check(&steer.op) {
-                        Ok(()) => pending = Some(steer),
+                    match self.check(&steer.op, role) {
+                        Ok(()) => {
+                            pending_until = tokio::time::Instant::now() + timeout;
+                            pending = Some(steer);
+                        }
                         Err(e) => {
                             tracing::warn!(side = %Side::Client, error = %e, "directive refused");
                             let _ = steer.done.send(Err(e));
@@ -244,9 +307,13 @@ impl Directed {
     }
 
     /// Whether a directive can be carried out here: the right state, an offset still ahead.
-    fn check(&self, op: &SteerOp) -> Result<(), String> {
+    fn check(&self, op: &SteerOp, role: &Role<'_>) -> Result<(), String> {
         let secured = matches!(self.upstream, Upstream::Tls(_));
         match op {
+            SteerOp::Start { client_cert: Some(_), .. } if matches!(role, Role::Server { .. }) => return Err(
+                "start_tls: client_cert is for originate (terminate presents the listener's certificates)"
+                    .into(),
+            ),
             SteerOp::Start { .. } if secured => {
                 return Err("start_tls: the connection is already secured".into())
             }
@@ -268,10 +335,24 @@ impl Directed {
         &mut self,
         role: &Role<'_>,
         timeout: Duration,
-        sni: Option<&str>,
-        alpn: &[String],
+        options: Options<'_>,
     ) -> Result<String, ProxyError> {
         let (app, far) = (self.app, self.far);
+        let Options { sni, alpn, client_cert } = options;
+        // An unknown identity fails like a handshake: the application meant what follows for TLS.
+        let identity = match (role, client_cert) {
+            (Role::Client { identities, .. }, Some(name)) => Some(identities.get(name).ok_or_else(|| {
+                let known: Vec<&str> = identities.keys().map(String::as_str).collect();
+                err(
+                    app,
+                    format!(
+                        "start_tls: unknown client_cert {name:?} (this listener has: {})",
+                        known.join(", ")
+                    ),
+                )
+            })?),
+            _ => None,
+        };
         // The socket moves into the handshake; on failure it is dropped (closed) with it.
         let Upstream::Clear(tcp) = std::mem::replace(&mut self.upstream, Upstream::Gone) else {
             return Err(ProxyError::internal("start_tls on a secured connection"));
@@ -282,7 +363,8 @@ impl Directed {
         };
         // The kernel cannot hand its record layer back: tlsgate's own, so stop_tls can.
         let (stream, what) = match role {
-            Role::Client { config, default_sni } => {
+            Role::Client { config, default_sni, .. } => {
+                let config = identity.unwrap_or(config);
                 let sni = sni.unwrap_or(default_sni);
                 let server_name = ServerName::try_from(sni.to_string())
                     .map_err(|e| err(app, format!("start_tls: bad server name {sni:?}: {e}")))?;
@@ -298,7 +380,16 @@ impl Directed {
                     .await
                     .map_err(|_| late(far))?
                     .map_err(|e| err(far, format!("start_tls: TLS handshake failed: {e} (SNI {sni})")))?;
-                (stream, format!("TLS started as client (SNI {sni}, {}, {})", facts.version, facts.suite))
+                let who = client_cert.map(|n| format!(", client certificate {n:?}")).unwrap_or_default();
+                let what =
+                    format!("TLS started as client (SNI {sni}, {}, {}{who})", facts.version, facts.suite);
+                self.shown.set_session(Some(Session {
+                    sni: sni.to_string(),
+                    version: facts.version.to_string(),
+                    suite: facts.suite.to_string(),
+                    identity: client_cert.map(|n| format!("client_cert={n}")).unwrap_or_default(),
+                }));
+                (stream, what)
             }
             Role::Server { tls, routes, listener } => {
                 let handshake = crate::terminate::handshake::accept(
@@ -319,7 +410,14 @@ impl Directed {
                     })?;
                 let (version, suite, _) = est.describe();
                 let client_cert = est.peer().map(|p| p.summary()).unwrap_or_default();
-                self.entry.set_facts(Some(est.peer_facts()));
+                let facts = est.peer_facts();
+                self.shown.set_session(Some(Session {
+                    sni: facts.sni.clone().unwrap_or_default(),
+                    version: facts.version.clone(),
+                    suite: facts.suite.clone(),
+                    identity: client_cert.clone(),
+                }));
+                self.entry.set_facts(Some(facts));
                 let what = format!("TLS started as server (SNI {:?}, {version}, {suite}, client certificate {client_cert:?})", est.sni);
                 (*est.stream, what)
             }
@@ -328,6 +426,7 @@ impl Directed {
             return Err(ProxyError::internal("start_tls: the kernel took the record layer"));
         };
         self.upstream = Upstream::Tls(Box::new(records));
+        self.shown.set_state("tls");
         Ok(what)
     }
 
@@ -367,10 +466,23 @@ impl Directed {
         }
         self.upstream = Upstream::Clear(tcp);
         self.entry.set_facts(None);
+        self.shown.set_state("clear");
+        self.shown.set_session(None);
         Ok("TLS stopped, in the clear again".into())
     }
+}
+
+/// What a `start_tls` asks for beyond the listener's defaults.
+struct Options<'a> {
+    sni: Option<&'a str>,
+    alpn: &'a [String],
+    client_cert: Option<&'a str>,
 }
 
 fn err(side: Side, context: impl Into<String>) -> ProxyError {
     ProxyError { side, context: context.into() }
 }
+
+#[cfg(test)]
+#[path = "directed_tests.rs"]
+mod tests;

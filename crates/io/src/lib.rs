@@ -25,6 +25,7 @@ pub mod connect;
 pub mod control;
 pub mod counted;
 pub mod directed;
+mod directed_status;
 pub mod error;
 pub mod fleet;
 pub mod http_backend;

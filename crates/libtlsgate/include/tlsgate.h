@@ -8,6 +8,7 @@
 #ifndef TLSGATE_H
 #define TLSGATE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -35,6 +36,22 @@ void tlsgate_peer_free(tlsgate_peer *peer);
 /* TLS from byte `written` of what the application writes on `fd` (the bytes it has written so
  * far). `sni` and `alpn` (comma-separated) may be NULL. Returns once TLS is up. */
 int tlsgate_start_tls(int fd, uint64_t written, const char *sni, const char *alpn);
+
+/* What a start_tls asks for beyond the listener's defaults. Set `size` to
+ * sizeof(tlsgate_tls_options): fields are added only at the end, and tlsgate reads no further
+ * than `size`. Every other field may be NULL (the listener's setting). */
+typedef struct tlsgate_tls_options {
+    size_t size;
+    const char *sni;
+    /* ALPN protocols offered, a NULL-terminated array. */
+    const char *const *alpn;
+    /* The name of one of the listener's `client_identities` (originate only); NULL: its
+     * `cert`/`key`. An unknown name fails the call and closes the connection. */
+    const char *client_cert;
+} tlsgate_tls_options;
+
+/* tlsgate_start_tls with options; `options` may be NULL. */
+int tlsgate_start_tls_with(int fd, uint64_t written, const tlsgate_tls_options *options);
 
 /* Plaintext again from byte `written` on: returns once both close_notify alerts passed. */
 int tlsgate_stop_tls(int fd, uint64_t written);

@@ -176,10 +176,91 @@ pub unsafe extern "C" fn tlsgate_start_tls(
     // SAFETY: the caller's contract for both strings.
     let args = unsafe { text(sni, "sni").and_then(|s| Ok((s, text(alpn, "alpn")?))) };
     let result = args.and_then(|(sni, alpn)| {
-        let (local, peer) = addresses(fd)?;
         let alpn = alpn.map(|a| a.split(',').map(str::to_string).collect()).unwrap_or_default();
-        ask(&Request::StartTls { local, peer, after: written, sni, alpn })
+        start_tls(fd, written, sni, alpn, None)
     });
+    result.map_or_else(fail, done)
+}
+
+fn start_tls(
+    fd: c_int,
+    after: u64,
+    sni: Option<String>,
+    alpn: Vec<String>,
+    client_cert: Option<String>,
+) -> Result<Answer, String> {
+    let (local, peer) = addresses(fd)?;
+    ask(&Request::StartTls { local, peer, after, sni, alpn, client_cert })
+}
+
+/// `struct tlsgate_tls_options`: `size` first, so that a caller built against an older header
+/// (fewer fields) is read only as far as it wrote.
+#[repr(C)]
+pub struct TlsgateTlsOptions {
+    size: usize,
+    sni: *const c_char,
+    alpn: *const *const c_char,
+    client_cert: *const c_char,
+}
+
+/// `sni`, `alpn` and `client_cert`.
+type Options = (Option<String>, Vec<String>, Option<String>);
+
+/// `sni`, `alpn` and `client_cert` of a caller's options, reading no field past its `size`.
+///
+/// # Safety
+/// `options` is NULL or points to a `tlsgate_tls_options` of `options->size` bytes whose strings
+/// are NULL or NUL-terminated, `alpn` NULL-terminated.
+unsafe fn read_options(options: *const TlsgateTlsOptions) -> Result<Options, String> {
+    use std::mem::{offset_of, size_of};
+    if options.is_null() {
+        return Ok((None, Vec::new(), None));
+    }
+    // SAFETY: non-null; `size` comes first, and no other field is read unless `size` covers it.
+    let size = unsafe { (*options).size };
+    if size < size_of::<usize>() {
+        return Err(format!("options.size {size} is too small"));
+    }
+    let covers = |offset: usize| size >= offset + size_of::<*const c_char>();
+    let field = |offset: usize| -> *const c_char {
+        if covers(offset) {
+            // SAFETY: within the caller's `size` bytes; every field after `size` is a pointer.
+            unsafe { *options.cast::<u8>().add(offset).cast::<*const c_char>() }
+        } else {
+            ptr::null()
+        }
+    };
+    // SAFETY: each is NULL or a NUL-terminated string (the caller's contract).
+    let sni = unsafe { text(field(offset_of!(TlsgateTlsOptions, sni)), "sni")? };
+    // SAFETY: as above.
+    let client_cert = unsafe { text(field(offset_of!(TlsgateTlsOptions, client_cert)), "client_cert")? };
+    let mut alpn = Vec::new();
+    let list = field(offset_of!(TlsgateTlsOptions, alpn)).cast::<*const c_char>();
+    if !list.is_null() {
+        for n in 0.. {
+            // SAFETY: a NULL-terminated array of NUL-terminated strings (the caller's contract).
+            match unsafe { text(*list.add(n), "alpn")? } {
+                Some(proto) => alpn.push(proto),
+                None => break,
+            }
+        }
+    }
+    Ok((sni, alpn, client_cert))
+}
+
+/// See include/tlsgate.h.
+///
+/// # Safety
+/// As [`read_options`].
+#[no_mangle]
+pub unsafe extern "C" fn tlsgate_start_tls_with(
+    fd: c_int,
+    written: u64,
+    options: *const TlsgateTlsOptions,
+) -> c_int {
+    // SAFETY: the caller's contract.
+    let result = unsafe { read_options(options) }
+        .and_then(|(sni, alpn, client_cert)| start_tls(fd, written, sni, alpn, client_cert));
     result.map_or_else(fail, done)
 }
 
@@ -195,4 +276,35 @@ pub extern "C" fn tlsgate_stop_tls(fd: c_int, written: u64) -> c_int {
 #[no_mangle]
 pub extern "C" fn tlsgate_last_error() -> *const c_char {
     LAST_ERROR.with(|e| e.borrow().as_ptr())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_read_no_further_than_their_size() {
+        let (sni, proto, name) = (c"db.test", c"x-proto", c"alpha");
+        let alpn = [proto.as_ptr(), ptr::null()];
+        let mut o = TlsgateTlsOptions {
+            size: size_of::<TlsgateTlsOptions>(),
+            sni: sni.as_ptr(),
+            alpn: alpn.as_ptr(),
+            client_cert: name.as_ptr(),
+        };
+        // SAFETY: a valid struct of `size` bytes.
+        let all = unsafe { read_options(&o) }.unwrap();
+        assert_eq!(all, (Some("db.test".into()), vec!["x-proto".into()], Some("alpha".into())));
+        // A caller built when the struct ended after `sni`: what lies beyond is not its own.
+        o.size = std::mem::offset_of!(TlsgateTlsOptions, alpn);
+        (o.alpn, o.client_cert) = (ptr::dangling(), ptr::dangling());
+        // SAFETY: the fields past `size` are never dereferenced.
+        let older = unsafe { read_options(&o) }.unwrap();
+        assert_eq!(older, (Some("db.test".into()), Vec::new(), None));
+        o.size = 3;
+        // SAFETY: as above.
+        assert!(unsafe { read_options(&o) }.unwrap_err().contains("too small"));
+        // SAFETY: NULL is allowed.
+        assert_eq!(unsafe { read_options(ptr::null()) }.unwrap(), (None, Vec::new(), None));
+    }
 }

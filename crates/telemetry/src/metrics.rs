@@ -90,6 +90,20 @@ pub struct ConnectStateLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectiveLabels {
+    /// `peer`, `start_tls`, `stop_tls`, or `invalid` (a line that is no request).
+    pub op: String,
+    /// `done` or `refused`.
+    pub result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectedStateLabel {
+    /// `clear`, `starting`, `tls` or `stopping`.
+    pub state: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirectionLabel {
     /// `up` (client to server) or `down`.
     pub direction: String,
@@ -161,6 +175,10 @@ pub struct Metrics {
     pub connect_tunnels: Family<ConnectTunnelLabels, Counter>,
     /// Connect gate connections open, by state.
     pub connect_tunnels_open: Family<ConnectStateLabel, Gauge>,
+    /// Control socket directives, by op and result.
+    pub directives: Family<DirectiveLabels, Counter>,
+    /// Directed connections open, by state.
+    pub directed_open: Family<DirectedStateLabel, Gauge>,
     /// The inline engine's: brought to its counters at every scrape (`crate::inline`).
     pub inline_flows: Gauge,
     pub inline_hold_bytes: Gauge,
@@ -337,7 +355,17 @@ impl Metrics {
             "Frames the kernel dropped because an interface's ring was full",
             inline_ring_drops.clone(),
         );
+        let directives = Family::default();
+        let directed_open = Family::default();
+        registry.register("directives", "Control socket directives by op and result", directives.clone());
+        registry.register(
+            "directed_connections_open",
+            "Directed connections open, by state",
+            directed_open.clone(),
+        );
         Metrics {
+            directives,
+            directed_open,
             registry,
             fleet_resumptions,
             fleet_redis_up,

@@ -226,6 +226,10 @@ pub struct OriginateArgs {
     /// directives on the control socket (--control; docs/directives.md).
     #[arg(long, requires = "control", conflicts_with_all = ["config", "starttls"])]
     pub directed: bool,
+    /// A client certificate a directed connection's start_tls may pick by NAME
+    /// (`"client_cert":"NAME"`); repeat for several.
+    #[arg(long, value_name = "NAME=CERT,KEY", requires = "directed", value_parser = client_identity)]
+    pub client_identity: Vec<(String, tlsgate_config::ClientIdentity)>,
     /// Control socket (Unix, mode 0660) for application directives; sets `[originate]`'s
     /// `control`.
     #[arg(long, value_name = "PATH")]
@@ -613,5 +617,16 @@ fn loopback_by_default(s: &str) -> Result<SocketAddr, String> {
     match s.parse::<u16>() {
         Ok(port) => Ok(SocketAddr::from(([127, 0, 0, 1], port))),
         Err(_) => s.parse().map_err(|_| format!("{s:?} is neither PORT nor IP:PORT")),
+    }
+}
+
+/// `--client-identity NAME=CERT,KEY`.
+fn client_identity(s: &str) -> Result<(String, tlsgate_config::ClientIdentity), String> {
+    let parsed = s.split_once('=').and_then(|(name, files)| Some((name, files.split_once(',')?)));
+    match parsed {
+        Some((name, (cert, key))) if !name.is_empty() && !cert.is_empty() && !key.is_empty() => {
+            Ok((name.to_string(), tlsgate_config::ClientIdentity { cert: cert.into(), key: key.into() }))
+        }
+        _ => Err(format!("{s:?} is not NAME=CERT,KEY")),
     }
 }

@@ -40,8 +40,16 @@ impl Entry {
 /// `start_tls` or `stop_tls`, handed to a directed connection's task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SteerOp {
-    Start { after: u64, sni: Option<String>, alpn: Vec<String> },
-    Stop { after: u64 },
+    /// `client_cert` names one of the listener's client identities.
+    Start {
+        after: u64,
+        sni: Option<String>,
+        alpn: Vec<String>,
+        client_cert: Option<String>,
+    },
+    Stop {
+        after: u64,
+    },
 }
 
 impl SteerOp {

@@ -94,6 +94,7 @@ async fn serve(mut stream: UnixStream) {
         let answer = match Request::parse(&line) {
             Ok(request) => answer(&request, uid).await,
             Err(e) => {
+                counted("invalid", "refused");
                 tracing::warn!(side = %Side::Client, uid, error = %e, "control request refused");
                 Answer::Failed(e.to_string())
             }
@@ -114,14 +115,21 @@ async fn answer(request: &Request, uid: u32) -> Answer {
     };
     match result {
         Ok(answer) => {
+            counted(op, "done");
             tracing::info!(op, uid, %local, %peer, "directive done");
             answer
         }
         Err(e) => {
+            counted(op, "refused");
             tracing::warn!(side = %Side::Client, op, uid, %local, %peer, error = %e, "directive refused");
             Answer::Failed(e)
         }
     }
+}
+
+fn counted(op: &str, result: &str) {
+    let labels = tlsgate_telemetry::metrics::DirectiveLabels { op: op.into(), result: result.into() };
+    tlsgate_telemetry::metrics::metrics().directives.get_or_create(&labels).inc();
 }
 
 /// The caller's uid must own the application's socket; root may direct any connection.
@@ -145,8 +153,14 @@ async fn carry_out(request: &Request) -> Result<Answer, String> {
         Request::Peer { .. } => entry.facts().map(Answer::Peer).ok_or_else(|| {
             format!("{local} -> {peer} has no client TLS session (peer answers for terminate connections)")
         }),
-        Request::StartTls { after, sni, alpn, .. } => {
-            steer(&entry, SteerOp::Start { after: *after, sni: sni.clone(), alpn: alpn.clone() }).await
+        Request::StartTls { after, sni, alpn, client_cert, .. } => {
+            let op = SteerOp::Start {
+                after: *after,
+                sni: sni.clone(),
+                alpn: alpn.clone(),
+                client_cert: client_cert.clone(),
+            };
+            steer(&entry, op).await
         }
         Request::StopTls { after, .. } => steer(&entry, SteerOp::Stop { after: *after }).await,
     }

@@ -36,6 +36,8 @@ struct Listener {
     tls: Arc<ClientConfig>,
     /// The name SMTP's EHLO gives, when the listener speaks STARTTLS.
     starttls_host: String,
+    /// `client_identities`: a directed connection's `start_tls` picks one by name.
+    identities: Arc<crate::directed::ClientIdentities>,
 }
 
 impl Listener {
@@ -49,12 +51,24 @@ impl Listener {
             })?;
         }
         let starttls_host = l.starttls_host.clone().unwrap_or_else(starttls::local_host_name);
+        let mut identities = crate::directed::ClientIdentities::new();
+        for (id, files) in &l.client_identities {
+            let mut settings = tlsgate_tls::client::ClientSettings::from(l);
+            (settings.cert, settings.key) = (Some(files.cert.as_path()), Some(files.key.as_path()));
+            let config = tlsgate_tls::client::client_config(settings, allow_insecure_key_permissions)
+                .map_err(|e| {
+                    let label = listener_label(&name, l.listen);
+                    ProxyError::config(format!("originate {label}: client identity {id:?}: {e}"))
+                })?;
+            identities.insert(id.clone(), config);
+        }
         Ok(Listener {
             name,
             config: l.clone(),
             connector: TlsConnector::from(tls.clone()),
             tls,
             starttls_host,
+            identities: Arc::new(identities),
         })
     }
 }
@@ -384,8 +398,11 @@ async fn directed(client: TcpStream, l: &Listener) {
             }
         };
         let default_sni = l.config.sni.clone().unwrap_or_else(|| upstream.host.clone());
-        let role = crate::directed::Role::Client { config: l.tls.clone(), default_sni };
-        let (moved, result) = crate::directed::run(client, tcp, role, l.config.handshake_timeout).await;
+        let identities = l.identities.clone();
+        // Originate listeners have no idle timeout of their own.
+        let timeouts = crate::directed::Timeouts { handshake: l.config.handshake_timeout, idle: None };
+        let role = crate::directed::Role::Client { config: l.tls.clone(), default_sni, identities };
+        let (moved, result) = crate::directed::run(client, tcp, role, &l.name, timeouts).await;
         let (up, down) = (moved.from_app, moved.to_app);
         match result {
             Ok(()) => tracing::info!(%upstream, up, down, duration = ?started.elapsed(), "connection closed"),

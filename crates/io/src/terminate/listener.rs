@@ -444,7 +444,8 @@ async fn directed(tcp: TcpStream, state: &ListenerState, client: std::net::Socke
     let member = lease.member().addr.to_string();
     let role =
         crate::directed::Role::Server { tls: &state.tls, routes: &state.routes, listener: &state.name };
-    let (moved, result) = crate::directed::run(backend, tcp, role, state.handshake_timeout).await;
+    let timeouts = crate::directed::Timeouts { handshake: state.handshake_timeout, idle: state.idle_timeout };
+    let (moved, result) = crate::directed::run(backend, tcp, role, &state.name, timeouts).await;
     // The application is the backend: what it sent went down to the client.
     let (up, down) = (moved.to_app, moved.from_app);
     match result {

@@ -52,6 +52,15 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
         for l in &o.listener {
             let tls = tlsgate_tls::client::client_config(l.into(), insecure);
             problems.extend(tls.err().map(|e| format!("originate listener {}: {e}", l.display_name())));
+            // The client certificates a directed connection's start_tls may pick, as a start loads them.
+            for (name, files) in &l.client_identities {
+                let mut settings = tlsgate_tls::client::ClientSettings::from(l);
+                (settings.cert, settings.key) = (Some(files.cert.as_path()), Some(files.key.as_path()));
+                let tls = tlsgate_tls::client::client_config(settings, insecure);
+                problems.extend(tls.err().map(|e| {
+                    format!("originate listener {}: client identity {name:?}: {e}", l.display_name())
+                }));
+            }
         }
         for t in &o.transparent {
             let place = format!("originate transparent listener {}", t.display_name());

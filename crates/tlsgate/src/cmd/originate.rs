@@ -29,6 +29,7 @@ fn config_from(args: &OriginateArgs) -> Result<Config, String> {
             l.starttls = args.starttls;
             l.starttls_host = args.starttls_host.clone();
             l.directed = args.directed;
+            l.client_identities = args.client_identity.iter().cloned().collect();
             let config = Config {
                 originate: Some(OriginateConfig {
                     listener: vec![l],

@@ -6,14 +6,33 @@
 Prints `listening PORT`, then per connection: `HELLO` -> `OK` in the clear; tlsgate_start_tls
 at the end of `OK` (tlsgate answers the client's handshake); `peer` (the client's certificate);
 `PING` -> `PONG`; tlsgate_stop_tls;
-`BYE` -> `CIAO` in the clear. Each step is printed.
+`BYE` -> `CIAO` in the clear. Each step is printed. With ADMIN_FILE (a file holding tlsgate's
+admin address, read per connection), the connection's `/status.json` row is printed before
+start_tls, after it and after stop_tls: `status state=… identity=… version=… up=… down=…`.
 """
 import ctypes
+import json
+import os
 import socket
+import urllib.request
 import sys
 import threading
 
 from directive_support import Peer, line, load
+
+
+def status():
+    """The directed rows of tlsgate's /status.json, one line each (nothing without ADMIN_FILE)."""
+    path = os.environ.get("ADMIN_FILE")
+    if not path:
+        return
+    with open(path) as f:
+        admin = f.read().strip()
+    with urllib.request.urlopen(f"http://{admin}/status.json", timeout=10) as r:
+        rows = json.load(r)["connections"]
+    for row in rows:
+        print("status state={state} identity={identity} version={version} up={up} down={down}"
+              .format(**row), flush=True)
 
 
 def serve(conn, lib):
@@ -28,10 +47,12 @@ def serve(conn, lib):
     if line(conn) != b"HELLO\n":
         return
     send(b"OK\n")
+    status()
     if lib.tlsgate_start_tls(fd, written, None, None) != 0:
         print("start_tls error: " + lib.tlsgate_last_error().decode(), flush=True)
         return
     print("start_tls ok", flush=True)
+    status()
     # The session is there to ask about now.
     peer = ctypes.POINTER(Peer)()
     if lib.tlsgate_peer(fd, ctypes.byref(peer)) == 0:
@@ -46,6 +67,7 @@ def serve(conn, lib):
         print("stop_tls error: " + lib.tlsgate_last_error().decode(), flush=True)
         return
     print("stop_tls ok", flush=True)
+    status()
     if line(conn) == b"BYE\n":
         send(b"CIAO\n")
     conn.close()

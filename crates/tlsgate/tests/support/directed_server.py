@@ -4,7 +4,8 @@
     directed_server.py CERT KEY CA
 
 Prints `listening PORT`, then per connection: `HELLO` -> `OK` in the clear; TLS as server,
-requiring a client certificate from CA; `PING` -> `PONG <client CN>`; once the peer's
+requiring a client certificate from CA, ALPN `x-one` or `x-two` if offered; `PING` ->
+`PONG <client CN> <ALPN or None>`; once the peer's
 close_notify arrives, back to the clear (unwrap); `BYE` -> `CIAO`. A failed handshake closes the
 connection.
 """
@@ -23,7 +24,7 @@ def serve(conn, ctx):
         tls = ctx.wrap_socket(conn, server_side=True)
         assert line(tls) == b"PING\n"
         cn = dict(x[0] for x in tls.getpeercert()["subject"])["commonName"]
-        tls.sendall(f"PONG {cn}\n".encode())
+        tls.sendall(f"PONG {cn} {tls.selected_alpn_protocol()}\n".encode())
         # The client's close_notify ends the TLS stream; answer it and go on in the clear.
         assert tls.recv(1) == b""
         plain = tls.unwrap()
@@ -41,6 +42,7 @@ def main():
     ctx.load_cert_chain(cert, key)
     ctx.load_verify_locations(ca)
     ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.set_alpn_protocols(["x-one", "x-two"])
     server = socket.create_server(("127.0.0.1", 0))
     print(f"listening {server.getsockname()[1]}", flush=True)
     while True:
