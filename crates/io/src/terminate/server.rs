@@ -42,6 +42,8 @@ pub struct Server {
     _control: Option<crate::control::ControlServer>,
     /// One ordering task per `acme` table; a reload keeps the ones whose table stays the same.
     acme: Vec<AcmeRunning>,
+    /// One OCSP fetcher per certificate that staples from its responder; replaced on reload.
+    ocsp: Vec<crate::ocsp_fetch::Fetcher>,
 }
 
 struct AcmeRunning {
@@ -122,6 +124,7 @@ impl Server {
             global,
             fleet,
             acme: Vec::new(),
+            ocsp: Vec::new(),
         };
         server.apply(config).await?;
         Ok(server)
@@ -180,6 +183,15 @@ impl Server {
             }
             states.push((l.listen, state));
         }
+        // OCSP fetchers for the new slots, each starting with the staple of the slot it replaces;
+        // dropped (stopped) if the reload fails below.
+        let mut ocsp = Vec::new();
+        for (_, state) in &states {
+            for (slot, c) in state.cert_slots() {
+                crate::ocsp_fetch::carry_over(&self.ocsp, slot);
+                ocsp.extend(crate::ocsp_fetch::start(slot, c, &state.name));
+            }
+        }
         // A listener keeps its socket when its address stays; with port 0 (the kernel picks),
         // the name must stay too.
         let same = |addr: &SocketAddr, name: &str, (a, r): &(SocketAddr, Running)| {
@@ -233,6 +245,7 @@ impl Server {
             tracing::info!(%addr, "listener removed by reload");
             gone.accept.abort();
         }
+        self.ocsp = ocsp;
         // ACME tasks: start the new tables' and stop those no listener has any more.
         let wanted: Vec<&tlsgate_config::AcmeConfig> =
             section.listener.iter().filter_map(|l| l.acme.as_ref()).collect();
@@ -257,10 +270,11 @@ impl Server {
     }
 
     /// Stops accepting, then lets open connections finish for at most `drain`.
-    pub async fn shutdown(self, drain: Duration) {
+    pub async fn shutdown(mut self, drain: Duration) {
         for a in &self.acme {
             a.task.abort();
         }
+        self.ocsp.clear();
         for (_, r) in self.listeners {
             r.accept.abort();
             // Wait for the task to be gone: its socket is closed once this returns.
