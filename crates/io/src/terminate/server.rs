@@ -5,7 +5,7 @@
 //! keep their socket (no connection is refused during a reload); new addresses are bound,
 //! vanished ones stop accepting. Open connections keep the state they started with.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -154,21 +154,25 @@ impl Server {
         // 1. Load everything; nothing is touched until all of it loaded.
         let mut states = Vec::new();
         let mut revocations = Vec::new();
-        let mut acme_new: Vec<(tlsgate_config::AcmeConfig, Arc<tlsgate_tls::acme::AcmeShared>, String)> =
-            Vec::new();
+        let mut acme_new: Vec<(
+            tlsgate_config::AcmeConfig,
+            Arc<tlsgate_tls::acme::AcmeShared>,
+            String,
+            IpAddr,
+        )> = Vec::new();
         for l in &section.listener {
             let acme = match &l.acme {
                 Some(a) => Some(match self.acme.iter().find(|r| &r.config == a) {
                     Some(running) => running.shared.clone(),
-                    None if acme_new.iter().any(|(c, _, _)| c == a) => {
-                        acme_new.iter().find(|(c, _, _)| c == a).map(|(_, s, _)| s.clone()).unwrap()
+                    None if acme_new.iter().any(|(c, _, _, _)| c == a) => {
+                        acme_new.iter().find(|(c, _, _, _)| c == a).map(|(_, s, _, _)| s.clone()).unwrap()
                     }
                     None => {
                         let name = l.display_name();
                         let shared = crate::acme::prepare(a, &name).map_err(|e| {
                             ProxyError::config(format!("{}: acme: {e}", listener_label(&name, l.listen)))
                         })?;
-                        acme_new.push((a.clone(), shared.clone(), name));
+                        acme_new.push((a.clone(), shared.clone(), name, l.listen.ip()));
                         shared
                     }
                 }),
@@ -256,8 +260,8 @@ impl Server {
             }
             keep
         });
-        for (config, shared, listener) in acme_new {
-            let task = tokio::spawn(crate::acme::run(config.clone(), shared.clone(), listener));
+        for (config, shared, listener, ip) in acme_new {
+            let task = tokio::spawn(crate::acme::run(config.clone(), shared.clone(), listener, ip));
             self.acme.push(AcmeRunning { config, shared, task });
         }
         *self.view.listeners.lock().unwrap_or_else(|e| e.into_inner()) =
