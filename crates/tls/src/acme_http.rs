@@ -24,7 +24,7 @@ pub fn complete(head: &[u8]) -> bool {
 
 /// The token a request asks for, if it is a challenge request: `Err` for a head that is not
 /// an HTTP/1.x request.
-pub fn token(head: &[u8]) -> Result<Option<&str>, ()> {
+fn token(head: &[u8]) -> Result<Option<&str>, ()> {
     let line_end = head.iter().position(|&b| b == b'\n').ok_or(())?;
     let line = std::str::from_utf8(&head[..line_end]).map_err(|_| ())?.trim_end_matches('\r');
     let mut parts = line.split(' ');

@@ -155,11 +155,18 @@ fn fetched_staple_is_refreshed_kept_while_fresh_and_dropped_before_stale() {
     let (_backend, addr) = Tlsgate::backend(BIN, "127.0.0.1:0", "ocsp");
     // Responses live 60 s; stapled until 45 s before that, refreshed at about half of the 15 s.
     config(d, &addr, r#"ocsp_margin = "45s""#);
-    let gate = Tlsgate::start(BIN, &["terminate", "--config", d.join("tlsgate.toml").to_str().unwrap()]);
+    let config = d.join("tlsgate.toml");
+    let gate =
+        Tlsgate::start(BIN, &["terminate", "--config", config.to_str().unwrap(), "--admin", "127.0.0.1:0"]);
     let port = gate.listening(Some("stapled")).port();
+    let admin =
+        Proc::field(&gate.proc.wait_logged(&["admin listening"], Duration::from_secs(10)), "addr").unwrap();
     gate.proc.wait_for(&["response fetched and stapled", "Good"], Duration::from_secs(20));
     let status = s_client_status(port);
     assert!(status.contains("Cert Status: good"), "{status}");
+    let m = metrics(&admin);
+    assert_eq!(metric(&m, "tlsgate_ocsp_stapled{"), Some(1), "{m}");
+    assert!(metric(&m, "tlsgate_ocsp_staple_age_seconds{").is_some_and(|age| age < 60), "{m}");
 
     // Revoked at the responder (restarted: it rereads its index only between requests): the
     // next refresh staples that, logged as an error.
@@ -178,4 +185,20 @@ fn fetched_staple_is_refreshed_kept_while_fresh_and_dropped_before_stale() {
     gate.proc.wait_for(&["is no longer stapled"], Duration::from_secs(30));
     let status = s_client_status(port);
     assert!(status.contains("OCSP response: no response sent"), "{status}");
+    let m = metrics(&admin);
+    assert_eq!(metric(&m, "tlsgate_ocsp_stapled{"), Some(0), "{m}");
+    assert_eq!(metric(&m, "tlsgate_ocsp_staple_age_seconds{"), None, "{m}");
+    assert!(metric(&m, "tlsgate_ocsp_fetch_failures_total{").is_some_and(|n| n >= 1), "{m}");
+}
+
+/// The admin listener's metrics page.
+fn metrics(admin: &str) -> String {
+    let out = Command::new("curl").args(["-sS", &format!("http://{admin}/metrics")]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The value of the first sample whose line starts with `prefix`.
+fn metric(page: &str, prefix: &str) -> Option<i64> {
+    page.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
