@@ -13,7 +13,7 @@ pub struct AcmeConfig {
     pub directory: String,
     /// An account contact, e.g. `mailto:ops@example.com`.
     pub contact: Option<String>,
-    /// The DNS names the certificate is ordered for (no wildcards: TLS-ALPN-01 cannot prove them).
+    /// The DNS names the certificate is ordered for (no wildcards: neither TLS-ALPN-01 nor HTTP-01 can prove them).
     pub names: Vec<String>,
     /// Where the account key and certificates are kept; created with mode 0700.
     #[serde(default = "default_state")]
@@ -25,6 +25,9 @@ pub struct AcmeConfig {
     pub retry_min: Duration,
     #[serde(default = "default_retry_max", with = "humantime_serde")]
     pub retry_max: Duration,
+    /// Validate by HTTP-01 (RFC 8555 §8.3) on this plain port, on the listener's address, instead
+    /// of TLS-ALPN-01 on the listener. The port answers challenge requests and 404 to the rest.
+    pub http_port: Option<u16>,
 }
 
 fn default_state() -> PathBuf {
@@ -50,6 +53,7 @@ impl AcmeConfig {
             directory_ca: None,
             retry_min: default_retry_min(),
             retry_max: default_retry_max(),
+            http_port: None,
         }
     }
 
@@ -62,9 +66,14 @@ impl AcmeConfig {
         }
         for n in &self.names {
             if n.starts_with("*.") {
-                return Err(format!("acme.names: {n:?} is a wildcard, which TLS-ALPN-01 cannot validate"));
+                return Err(format!(
+                    "acme.names: {n:?} is a wildcard, which neither TLS-ALPN-01 nor HTTP-01 can validate"
+                ));
             }
             NamePattern::parse(n).map_err(|e| format!("acme.names: {e}"))?;
+        }
+        if self.http_port == Some(0) {
+            return Err("acme.http_port must be a port number the ACME server can reach, not 0".into());
         }
         if self.retry_min.is_zero() || self.retry_max < self.retry_min {
             return Err("acme.retry_min must be above zero and at most retry_max".into());

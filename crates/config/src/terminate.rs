@@ -213,6 +213,24 @@ pub struct CertificateConfig {
     /// A DER OCSP response (RFC 6960) to staple, reloaded with the certificate. One for another
     /// certificate is refused; one past its `nextUpdate` is not stapled.
     pub ocsp_file: Option<PathBuf>,
+    /// Without `ocsp_file`: fetch a response from the OCSP responder the certificate names
+    /// (authorityInfoAccess) and staple it, refreshed before its `nextUpdate`. `false` turns
+    /// fetching off; a certificate naming no responder is served without staple either way.
+    #[serde(default = "default_true")]
+    pub ocsp: bool,
+    /// A fetched or provided response stops being stapled this long before its `nextUpdate`, so
+    /// no client with a slightly fast clock sees a stale one; refreshes aim at half of the time
+    /// before that point.
+    #[serde(default = "default_ocsp_margin", with = "humantime_serde")]
+    pub ocsp_margin: Duration,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_ocsp_margin() -> Duration {
+    Duration::from_secs(3600)
 }
 
 impl CertificateConfig {
@@ -402,6 +420,8 @@ impl ListenerConfig {
                 names: Some(Vec::new()),
                 default: true,
                 ocsp_file: None,
+                ocsp: true,
+                ocsp_margin: default_ocsp_margin(),
             }],
             route: vec![RouteConfig {
                 sni: Vec::new(),

@@ -53,6 +53,27 @@ fn minimal_config_gets_defaults() {
     assert_eq!(l.handshake_timeout, std::time::Duration::from_secs(10));
     assert_eq!(l.tls_versions, vec![TlsVersion::Tls12, TlsVersion::Tls13]);
     assert!(!l.certificate[0].default);
+    assert!(l.certificate[0].ocsp, "stapling from the responder is on by default");
+    assert_eq!(l.certificate[0].ocsp_margin, std::time::Duration::from_secs(3600));
+}
+
+#[test]
+fn ocsp_and_acme_http_port_settings() {
+    let with_cert =
+        minimal("").replace("key = \"a.key\"", "key = \"a.key\"\nocsp = false\nocsp_margin = \"5m\"");
+    let c = Config::from_toml(&with_cert).unwrap();
+    let cert = &c.terminate.unwrap().listener[0].certificate[0];
+    assert!(!cert.ocsp);
+    assert_eq!(cert.ocsp_margin, std::time::Duration::from_secs(300));
+    let acme = |port: u16| {
+        format!(
+            "[[terminate.listener]]\nlisten = \"127.0.0.1:0\"\nacme = {{ directory = \"https://a/dir\", names = [\"a.test\"], http_port = {port} }}\n[[terminate.listener.route]]\nbackends = [\"127.0.0.1:80\"]\n"
+        )
+    };
+    let c = Config::from_toml(&acme(80)).unwrap();
+    assert_eq!(c.terminate.unwrap().listener[0].acme.as_ref().unwrap().http_port, Some(80));
+    let err = Config::from_toml(&acme(0)).unwrap_err().to_string();
+    assert!(err.contains("acme.http_port"), "{err}");
 }
 
 #[test]

@@ -31,6 +31,7 @@ pub mod fleet;
 pub mod http_backend;
 pub mod inline;
 pub mod ktls;
+pub mod ocsp_fetch;
 pub mod originate;
 pub mod proxy_header;
 pub mod record_stream;

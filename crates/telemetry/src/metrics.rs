@@ -1,6 +1,7 @@
 //! Prometheus metrics, registered once per process.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -141,6 +142,44 @@ pub struct RingLabels {
     pub iface: String,
 }
 
+/// A served certificate: its listener and certificate file.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabels {
+    pub listener: String,
+    pub cert: String,
+}
+
+/// Seconds since the stapled OCSP response's `thisUpdate`, computed when scraped; holds the
+/// `thisUpdate` as Unix seconds.
+#[derive(Debug, Clone, Default)]
+pub struct StapleAge(Arc<AtomicU64>);
+
+impl StapleAge {
+    pub fn set_this_update(&self, at: std::time::SystemTime) {
+        let secs = at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        self.0.store(secs, Ordering::Relaxed);
+    }
+}
+
+impl prometheus_client::metrics::TypedMetric for StapleAge {
+    const TYPE: prometheus_client::metrics::MetricType = prometheus_client::metrics::MetricType::Gauge;
+}
+
+impl prometheus_client::encoding::EncodeMetric for StapleAge {
+    fn encode(&self, mut encoder: prometheus_client::encoding::MetricEncoder) -> Result<(), std::fmt::Error> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let age = now.saturating_sub(self.0.load(Ordering::Relaxed));
+        encoder.encode_gauge(&(age as i64))
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Gauge
+    }
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     /// `ticket_accepted`, `ticket_unknown_key` (expired, or a key never seen), `ticket_invalid`,
@@ -154,6 +193,11 @@ pub struct Metrics {
     pub fleet_resumptions: Family<ResultLabel, Counter>,
     /// 1 while Redis answers the fleet's requests.
     pub fleet_redis_up: Gauge,
+    /// OCSP staples fetched from the certificate's responder: the stapled
+    /// response's age (present only while one is stapled), whether one is, and failed fetches.
+    pub ocsp_staple_age: Family<CertLabels, StapleAge>,
+    pub ocsp_stapled: Family<CertLabels, Gauge>,
+    pub ocsp_fetch_failures: Family<CertLabels, Counter>,
     pub connections_open: Family<ListenerLabel, Gauge>,
     pub connections_total: Family<ListenerLabel, Counter>,
     pub handshakes: Family<HandshakeLabels, Counter>,
@@ -213,6 +257,20 @@ impl Metrics {
     pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("tlsgate");
         let connections_open = Family::default();
+        let ocsp_staple_age = Family::default();
+        let ocsp_stapled = Family::default();
+        let ocsp_fetch_failures = Family::default();
+        registry.register(
+            "ocsp_staple_age_seconds",
+            "Seconds since the stapled OCSP response's thisUpdate (only while one is stapled)",
+            ocsp_staple_age.clone(),
+        );
+        registry.register("ocsp_stapled", "An OCSP response is stapled (1) or not (0)", ocsp_stapled.clone());
+        registry.register(
+            "ocsp_fetch_failures",
+            "OCSP responder fetches that failed or returned an unusable response",
+            ocsp_fetch_failures.clone(),
+        );
         let connections_total = Family::default();
         let handshakes = Family::default();
         // 100 µs .. ~6.5 s: a loopback handshake to a client across the world.
@@ -367,6 +425,9 @@ impl Metrics {
             directives,
             directed_open,
             registry,
+            ocsp_staple_age,
+            ocsp_stapled,
+            ocsp_fetch_failures,
             fleet_resumptions,
             fleet_redis_up,
             inline_flows,

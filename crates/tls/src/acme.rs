@@ -51,13 +51,33 @@ impl AcmeShared {
     }
 }
 
-/// The challenge certificates of the validations under way, by name.
+/// The challenge certificates of the TLS-ALPN-01 validations under way, by name, and the key
+/// authorizations of the HTTP-01 ones (RFC 8555 §8.3), by token.
 #[derive(Debug, Default)]
 pub struct Challenges {
     by_name: Mutex<HashMap<String, Arc<CertifiedKey>>>,
+    http: Mutex<HashMap<String, String>>,
 }
 
 impl Challenges {
+    /// Answers HTTP-01 for `token` with `key_authorization` (on the plain port).
+    pub fn insert_http(&self, token: &str, key_authorization: &str) {
+        self.http_lock().insert(token.to_string(), key_authorization.to_string());
+    }
+
+    pub fn remove_http(&self, token: &str) {
+        self.http_lock().remove(token);
+    }
+
+    /// The key authorization for an HTTP-01 request's token, while it is being validated.
+    pub fn http_key_authorization(&self, token: &str) -> Option<String> {
+        self.http_lock().get(token).cloned()
+    }
+
+    fn http_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.http.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Answers TLS-ALPN-01 for `name` with the SHA-256 digest of its key authorization.
     pub fn insert(&self, name: &str, key_authorization_digest: &[u8]) -> Result<(), TlsError> {
         let mut params = CertificateParams::new(vec![name.to_string()]).map_err(rcgen_error)?;

@@ -16,10 +16,13 @@
 //! - [`connect`]: the connect gate's and portal's configs;
 //! - [`fleet`]: a fleet's ticketer and TLS 1.2 session store (rustls extension points), the fleet key;
 //! - [`ocsp`]: OCSP responses matched to a certificate, their freshness, requests for them;
+//! - `ocsp_signature`: an OCSP response's signature by the issuer or its delegated responder;
 //! - [`acme`]: the ACME certificate slot, the throwaway certificate, TLS-ALPN-01 answers;
+//! - [`acme_http`]: HTTP-01 answers on the optional plain port, from a request head;
 //! - [`pki`]: a throwaway CA and leaf certificates (rcgen) for the demo and for tests.
 
 pub mod acme;
+pub mod acme_http;
 pub mod client;
 pub mod client_auth;
 pub mod client_handshake;
@@ -33,6 +36,7 @@ pub mod inline;
 pub mod keyd;
 pub mod keys;
 pub mod ocsp;
+mod ocsp_signature;
 pub mod peek;
 pub mod pkcs11;
 pub mod pki;

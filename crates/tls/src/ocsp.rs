@@ -1,7 +1,8 @@
 //! OCSP (RFC 6960) staples: which response belongs to a certificate, whether it may still be
 //! stapled, and the request that asks a responder for one. Responses are parsed with RustCrypto's
-//! `x509-ocsp`; the signature is the client's to check (it trusts the issuer, we only pick the
-//! response that names our certificate).
+//! `x509-ocsp`; only one signed by the certificate's issuer (or its delegated responder, see
+//! [`crate::ocsp_signature`]) and naming the certificate is accepted, so a response forged on
+//! the way from a plain-HTTP responder is never stapled.
 
 use std::time::SystemTime;
 
@@ -69,8 +70,9 @@ fn cert_id(
     id.map_err(|e| format!("cannot compute the certificate's OCSP CertID: {e}"))
 }
 
-/// Parses a DER OCSP response and finds the entry for the chain's leaf. An unsuccessful
-/// response, one naming only other certificates, or one not yet valid is an error.
+/// Parses a DER OCSP response, checks its signature and finds the entry for the chain's leaf. An
+/// unsuccessful response, one signed by another key, one naming only other certificates, or one
+/// not yet valid is an error.
 pub fn check(response: &[u8], chain: &[CertificateDer<'_>], now: SystemTime) -> Result<Checked, String> {
     let (leaf, issuer) = leaf_and_issuer(chain)?;
     let outer = OcspResponse::from_der(response).map_err(|e| format!("not a DER OCSP response: {e}"))?;
@@ -83,6 +85,7 @@ pub fn check(response: &[u8], chain: &[CertificateDer<'_>], now: SystemTime) -> 
     }
     let basic = BasicOcspResponse::from_der(bytes.response.as_bytes())
         .map_err(|e| format!("basic OCSP response does not parse: {e}"))?;
+    crate::ocsp_signature::verify(&basic, &issuer)?;
     for single in &basic.tbs_response_data.responses {
         let wanted = cert_id(&leaf, &issuer, &single.cert_id.hash_algorithm.oid)?;
         if wanted.serial_number != single.cert_id.serial_number
@@ -147,4 +150,30 @@ pub fn responder_url(chain: &[CertificateDer<'_>]) -> Option<String> {
         }
     }
     None
+}
+
+/// Fuzzing: any bytes as a response for a fixed chain never panic.
+pub fn fuzz_check(data: &[u8]) {
+    use std::sync::OnceLock;
+    static CHAIN: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+    let chain = CHAIN.get_or_init(|| {
+        let ca = crate::pki::TestCa::new("fuzz-ca").expect("test CA");
+        let leaf = ca.issue_server(&["fuzz.example"]).expect("leaf");
+        use rustls::pki_types::pem::PemObject;
+        let mut chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes()).map(|c| c.expect("pem")).collect();
+        chain.extend(CertificateDer::pem_slice_iter(ca.cert_pem().as_bytes()).map(|c| c.expect("pem")));
+        chain
+    });
+    let _ = check(data, chain, SystemTime::now());
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn garbage_and_bodiless_responses_are_errors_not_panics() {
+        super::fuzz_check(b"");
+        super::fuzz_check(&[0x30, 0x03, 0x0a, 0x01, 0x00]);
+        super::fuzz_check(&[0x30, 0x80, 0xff]);
+    }
 }

@@ -73,7 +73,7 @@ pub fn listener_tls_with(
         let loaded = load_cert_and_key(&c.cert, &c.key, allow_insecure_key_permissions)?;
         let slot = Arc::new(CertSlot::new(loaded.key.clone()));
         if let Some(path) = &c.ocsp_file {
-            crate::staple::from_file(&slot, path, &c.cert)?;
+            crate::staple::from_file(&slot, path, &c.cert, c.ocsp_margin)?;
         }
         slots.push((slot.clone(), c.clone()));
         let names = match &c.names {

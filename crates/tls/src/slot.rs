@@ -56,6 +56,14 @@ impl CertSlot {
         self.served.store(Arc::new(Served { bare: key, stapled: None }));
     }
 
+    /// The stapled response and until when, to carry it over to the slot a reload builds for the
+    /// same certificate.
+    pub fn staple(&self) -> Option<(Vec<u8>, SystemTime)> {
+        let served = self.served.load();
+        let (key, until) = served.stapled.as_ref()?;
+        Some((key.ocsp.clone()?, *until))
+    }
+
     /// When the staple goes stale, if one is served.
     pub fn staple_until(&self) -> Option<SystemTime> {
         self.served.load().stapled.as_ref().map(|(_, until)| *until)

@@ -121,6 +121,9 @@ pub struct TerminateArgs {
     /// ACME account contact, e.g. mailto:ops@example.com.
     #[arg(long, value_name = "URI", requires = "acme_directory")]
     pub acme_contact: Option<String>,
+    /// Validate by HTTP-01 on this plain port (on the --listen address) instead of TLS-ALPN-01.
+    #[arg(long, value_name = "PORT", requires = "acme_directory")]
+    pub acme_http_port: Option<u16>,
     /// ALPN protocol to offer; repeat for several, most preferred first.
     #[arg(long, conflicts_with = "config")]
     pub alpn: Vec<String>,

@@ -2,7 +2,8 @@
 //! DNS that points every name at loopback: tlsgate starts with no certificate, gets one by
 //! TLS-ALPN-01 on its own listener, curl verifies it against Pebble's root, renewals swap in new
 //! serials without a failed request, and an order Pebble refuses is retried with backoff while the
-//! listener serves its fallback certificate.
+//! listener serves its fallback certificate. With `--acme-http-port`, the same by HTTP-01 on that
+//! plain port, which answers nothing but challenge tokens.
 
 use std::net::{TcpListener, UdpSocket};
 use std::path::Path;
@@ -37,9 +38,9 @@ struct Pebble {
     root: String,
 }
 
-/// Pebble validating on `tls_port` (tlsgate's listener) with certificates valid for
-/// `validity_secs`, refusing names under `blocked.test`.
-fn pebble(dir: &Path, tls_port: u16, validity_secs: u64) -> Pebble {
+/// Pebble validating TLS-ALPN-01 on `tls_port` (tlsgate's listener) and HTTP-01 on `http_port`,
+/// with certificates valid for `validity_secs`, refusing names under `blocked.test`.
+fn pebble(dir: &Path, tls_port: u16, http_port: u16, validity_secs: u64) -> Pebble {
     sh(
         dir,
         "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout wfe-ca.key \
@@ -53,10 +54,9 @@ fn pebble(dir: &Path, tls_port: u16, validity_secs: u64) -> Pebble {
     let (wfe, mgmt, dns) = (free_tcp(), free_tcp(), free_udp());
     let config = format!(
         r#"{{"pebble": {{"listenAddress": "127.0.0.1:{wfe}", "managementListenAddress": "127.0.0.1:{mgmt}",
- "certificate": "pebble.pem", "privateKey": "pebble.key", "httpPort": {http}, "tlsPort": {tls_port},
+ "certificate": "pebble.pem", "privateKey": "pebble.key", "httpPort": {http_port}, "tlsPort": {tls_port},
  "ocspResponderURL": "", "externalAccountBindingRequired": false,
  "domainBlocklist": ["blocked.test"], "certificateValidityPeriod": {validity_secs}}}}}"#,
-        http = free_tcp(),
     );
     std::fs::write(dir.join("pebble.json"), config).unwrap();
     let mut dns_cmd = Command::new("pebble-challtestsrv");
@@ -120,7 +120,7 @@ fn issues_by_tls_alpn_renews_without_a_failed_request_and_backs_off_when_refused
     let d = dir.path();
     let port = free_tcp();
     // Short-lived certificates: renewal at two-thirds, every few seconds.
-    let p = pebble(d, port, 9);
+    let p = pebble(d, port, free_tcp(), 9);
     let (_backend, backend) = Tlsgate::backend(BIN, "127.0.0.1:0", "acme");
     let state = d.join("state");
     let gate = Tlsgate::start(
@@ -206,4 +206,52 @@ acme = {{ directory = "{dir}", names = ["blocked.test"], state = "state", direct
     assert_eq!(String::from_utf8_lossy(&fallback.stdout), "hello from acme\n");
     // …and that certificate is not one Pebble issued.
     assert!(get(d, "blocked.test", port, &p.root).is_err());
+}
+
+/// `curl http://127.0.0.1:port{path}`: the HTTP status code.
+fn plain_status(port: u16, path: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://127.0.0.1:{port}{path}")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn issues_by_http01_on_the_plain_port_which_serves_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (port, http) = tlsgate_testkit::net::two_free_ports();
+    let p = pebble(d, port, http, 3600);
+    let (_backend, backend) = Tlsgate::backend(BIN, "127.0.0.1:0", "acme");
+    let state = d.join("state");
+    let gate = Tlsgate::start(
+        BIN,
+        &[
+            "terminate",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--backend",
+            &backend,
+            "--acme-directory",
+            &p.directory,
+            "--acme-name",
+            "acme.test",
+            "--acme-state",
+            state.to_str().unwrap(),
+            "--acme-directory-ca",
+            &p.directory_ca,
+            "--acme-http-port",
+            &http.to_string(),
+        ],
+    );
+    gate.listening(None);
+    gate.proc.wait_for(&["ACME: answering HTTP-01 on the plain port"], Duration::from_secs(30));
+    gate.proc.wait_for(&["ACME: answered an HTTP-01 validation request"], Duration::from_secs(60));
+    gate.proc.wait_for(&["ACME: certificate issued"], Duration::from_secs(60));
+    get(d, "acme.test", port, &p.root).expect("the issued certificate verifies against Pebble's root");
+    assert!(gate.proc.lines_with(&["answering TLS-ALPN-01"]).is_empty());
+    // The plain port serves nothing but tokens under validation.
+    assert_eq!(plain_status(http, "/"), "404");
+    assert_eq!(plain_status(http, "/.well-known/acme-challenge/no-such-token"), "404");
 }

@@ -88,6 +88,17 @@ fn terminate_signs_through_keyd_and_holds_no_key() {
     assert!(!down.status.success());
     assert!(String::from_utf8_lossy(&down.stderr).contains("alert handshake failure"), "{}", describe(&down));
     gate.proc.wait_logged(&["keyd unreachable", "cannot connect to keyd"], PATIENT);
+    // Under TLS 1.2, whose ServerKeyExchange is where the key signs, rustls fails without an
+    // alert; the handshake driver sends internal_error in its place, and the log says why.
+    // (the line for curl's handshake first, then the one for this handshake)
+    gate.proc.wait_for(&["keyd unreachable"], PATIENT);
+    let down12 = s_client(&["-connect", &addr.to_string(), "-servername", "localhost", "-tls1_2"], b"");
+    assert!(
+        String::from_utf8_lossy(&down12.stderr).contains("alert internal error"),
+        "{}",
+        describe(&down12)
+    );
+    gate.proc.wait_for(&["keyd unreachable", "handshake refused"], PATIENT);
 
     // Back: the stale socket is replaced, and handshakes succeed again.
     let _daemon = keyd(socket, &named, &["--allow-uid", "0"]);

@@ -1,11 +1,12 @@
 //! OCSP stapling against openssl: a test CA made with `openssl req`/`x509`, its responses made by
-//! `openssl ocsp`, checked by `openssl s_client -status`.
+//! `openssl ocsp` (as files, or as the responder the certificate names), checked by
+//! `openssl s_client -status`.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use tlsgate_testkit::process::Tlsgate;
+use tlsgate_testkit::process::{Proc, Tlsgate};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
 
@@ -33,6 +34,8 @@ for leaf in leaf other; do
   chmod 600 $leaf.key
 done
 : > index.txt
+# An old mtime, so the responder notices (by mtime) each rewrite of the index.
+touch -d 2000-01-01 index.txt
 "#
         ),
     );
@@ -122,9 +125,80 @@ fn ocsp_file_is_stapled_and_a_mismatched_one_refused() {
     refused.proc.wait_for(&["response is for another certificate"], Duration::from_secs(10));
     assert!(!refused.proc.wait_exit(Duration::from_secs(10)).unwrap().success());
 
-    // Without ocsp_file nothing is stapled.
+    // Without ocsp_file, and its responder unreachable: nothing is stapled.
     config(d, &addr, "");
     let bare = Tlsgate::start(BIN, &["terminate", "--config", d.join("tlsgate.toml").to_str().unwrap()]);
     let status = s_client_status(bare.listening(Some("stapled")).port());
     assert!(status.contains("OCSP response: no response sent"), "{status}");
+}
+
+/// `openssl ocsp` answering on `port` (its `-port` binds every address; the certificate names
+/// 127.0.0.1) from the index, responses valid for one minute.
+fn responder(dir: &Path, port: u16) -> Proc {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["ocsp", "-index", "index.txt", "-CA", "ca.pem", "-rsigner", "ca.pem", "-rkey", "ca.key"])
+        .args(["-nmin", "1", "-port", &port.to_string()])
+        .current_dir(dir);
+    let proc = Proc::spawn("openssl ocsp", cmd);
+    proc.wait_for(&["ACCEPT"], Duration::from_secs(10));
+    proc
+}
+
+#[test]
+fn fetched_staple_is_refreshed_kept_while_fresh_and_dropped_before_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let responder_port = tlsgate_testkit::net::free_port();
+    pki(d, responder_port);
+    index(d, "leaf", 'V');
+    let mut ocsp = responder(d, responder_port);
+    let (_backend, addr) = Tlsgate::backend(BIN, "127.0.0.1:0", "ocsp");
+    // Responses live 60 s; stapled until 45 s before that, refreshed at about half of the 15 s.
+    config(d, &addr, r#"ocsp_margin = "45s""#);
+    let config = d.join("tlsgate.toml");
+    let gate =
+        Tlsgate::start(BIN, &["terminate", "--config", config.to_str().unwrap(), "--admin", "127.0.0.1:0"]);
+    let port = gate.listening(Some("stapled")).port();
+    let admin =
+        Proc::field(&gate.proc.wait_logged(&["admin listening"], Duration::from_secs(10)), "addr").unwrap();
+    gate.proc.wait_for(&["response fetched and stapled", "Good"], Duration::from_secs(20));
+    let status = s_client_status(port);
+    assert!(status.contains("Cert Status: good"), "{status}");
+    let m = metrics(&admin);
+    assert_eq!(metric(&m, "tlsgate_ocsp_stapled{"), Some(1), "{m}");
+    assert!(metric(&m, "tlsgate_ocsp_staple_age_seconds{").is_some_and(|age| age < 60), "{m}");
+
+    // Revoked at the responder (restarted: it rereads its index only between requests): the
+    // next refresh staples that, logged as an error.
+    ocsp.kill();
+    index(d, "leaf", 'R');
+    let mut ocsp = responder(d, responder_port);
+    gate.proc.wait_for(&["ERROR", "REVOKED"], Duration::from_secs(30));
+    let status = s_client_status(port);
+    assert!(status.contains("Cert Status: revoked"), "{status}");
+
+    // The responder gone: the stapled response stays until the margin, then none.
+    ocsp.kill();
+    gate.proc.wait_for(&["fetching a response failed", "kept_until"], Duration::from_secs(30));
+    let status = s_client_status(port);
+    assert!(status.contains("Cert Status: revoked"), "{status}");
+    gate.proc.wait_for(&["is no longer stapled"], Duration::from_secs(30));
+    let status = s_client_status(port);
+    assert!(status.contains("OCSP response: no response sent"), "{status}");
+    let m = metrics(&admin);
+    assert_eq!(metric(&m, "tlsgate_ocsp_stapled{"), Some(0), "{m}");
+    assert_eq!(metric(&m, "tlsgate_ocsp_staple_age_seconds{"), None, "{m}");
+    assert!(metric(&m, "tlsgate_ocsp_fetch_failures_total{").is_some_and(|n| n >= 1), "{m}");
+}
+
+/// The admin listener's metrics page.
+fn metrics(admin: &str) -> String {
+    let out = Command::new("curl").args(["-sS", &format!("http://{admin}/metrics")]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The value of the first sample whose line starts with `prefix`.
+fn metric(page: &str, prefix: &str) -> Option<i64> {
+    page.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }

@@ -1,8 +1,10 @@
 //! ACME (RFC 8555) for terminate listeners: one task per `acme` table orders the certificate with
-//! `instant-acme`, answers TLS-ALPN-01 through the listener (see `tlsgate_tls::acme`), keeps the
+//! `instant-acme`, answers TLS-ALPN-01 through the listener (see `tlsgate_tls::acme`) or, with
+//! `http_port`, HTTP-01 on that plain port ([`http01`]), keeps the
 //! account and certificates in the state directory, and swaps each new certificate into the slot
 //! the listener serves from: new handshakes get it, open connections keep theirs.
 
+pub mod http01;
 pub mod schedule;
 
 use std::path::{Path, PathBuf};
@@ -49,8 +51,21 @@ pub fn prepare(config: &AcmeConfig, listener: &str) -> Result<Arc<AcmeShared>, S
     AcmeShared::new(config.names.clone(), initial).map(Arc::new).map_err(|e| e.to_string())
 }
 
-/// Orders and renews until aborted.
-pub async fn run(config: AcmeConfig, shared: Arc<AcmeShared>, listener: String) {
+/// Stops the HTTP-01 port with the task that owns it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Orders and renews until aborted; `ip` is the listener's address, where `http_port` is bound.
+pub async fn run(config: AcmeConfig, shared: Arc<AcmeShared>, listener: String, ip: std::net::IpAddr) {
+    let _http01 = config.http_port.map(|port| {
+        let addr = std::net::SocketAddr::new(ip, port);
+        AbortOnDrop(tokio::spawn(http01::serve(addr, shared.challenges.clone(), listener.clone())))
+    });
     let dir = StateDir::new(&config);
     let mut failures = 0u32;
     loop {
@@ -103,6 +118,7 @@ async fn issue(
         .await
         .map_err(|e| format!("the ACME server refused the order: {e}"))?;
     let mut answered = Vec::new();
+    let mut tokens = Vec::new();
     let result = async {
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {
@@ -112,14 +128,27 @@ async fn issue(
                 AuthorizationStatus::Valid => continue,
                 other => return Err(format!("authorization is {other:?}")),
             }
-            let mut challenge = authz
-                .challenge(ChallengeType::TlsAlpn01)
-                .ok_or("the ACME server offers no tls-alpn-01 challenge")?;
-            let name = challenge.identifier().to_string();
-            let digest = challenge.key_authorization().digest();
-            shared.challenges.insert(&name, digest.as_ref()).map_err(|e| e.to_string())?;
-            answered.push(name.clone());
-            tracing::info!(%listener, %name, "ACME: answering TLS-ALPN-01");
+            let name;
+            let mut challenge = if config.http_port.is_some() {
+                let challenge = authz
+                    .challenge(ChallengeType::Http01)
+                    .ok_or("the ACME server offers no http-01 challenge")?;
+                name = challenge.identifier().to_string();
+                shared.challenges.insert_http(&challenge.token, challenge.key_authorization().as_str());
+                tokens.push(challenge.token.clone());
+                tracing::info!(%listener, %name, "ACME: answering HTTP-01");
+                challenge
+            } else {
+                let challenge = authz
+                    .challenge(ChallengeType::TlsAlpn01)
+                    .ok_or("the ACME server offers no tls-alpn-01 challenge")?;
+                name = challenge.identifier().to_string();
+                let digest = challenge.key_authorization().digest();
+                shared.challenges.insert(&name, digest.as_ref()).map_err(|e| e.to_string())?;
+                answered.push(name.clone());
+                tracing::info!(%listener, %name, "ACME: answering TLS-ALPN-01");
+                challenge
+            };
             challenge
                 .set_ready()
                 .await
@@ -138,6 +167,9 @@ async fn issue(
     .await;
     for name in &answered {
         shared.challenges.remove(name);
+    }
+    for token in &tokens {
+        shared.challenges.remove_http(token);
     }
     let (key_pem, chain_pem) = result?;
     let parent = dir.cert.parent().ok_or("state path has no parent")?;

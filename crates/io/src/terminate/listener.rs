@@ -83,6 +83,11 @@ impl Counters {
 }
 
 impl ListenerState {
+    /// Every certificate's slot with its config (for OCSP fetching).
+    pub fn cert_slots(&self) -> &[(Arc<tlsgate_tls::slot::CertSlot>, tlsgate_config::CertificateConfig)] {
+        self.tls.certs.slots()
+    }
+
     /// Loads the listener's certificates, keys, CAs and CRLs; any problem is reported here.
     /// With `fleet`, resumption (tickets, session IDs) is the fleet's instead of the process's.
     pub fn build(

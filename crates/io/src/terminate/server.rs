@@ -5,7 +5,7 @@
 //! keep their socket (no connection is refused during a reload); new addresses are bound,
 //! vanished ones stop accepting. Open connections keep the state they started with.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,6 +42,8 @@ pub struct Server {
     _control: Option<crate::control::ControlServer>,
     /// One ordering task per `acme` table; a reload keeps the ones whose table stays the same.
     acme: Vec<AcmeRunning>,
+    /// One OCSP fetcher per certificate that staples from its responder; replaced on reload.
+    ocsp: Vec<crate::ocsp_fetch::Fetcher>,
 }
 
 struct AcmeRunning {
@@ -122,6 +124,7 @@ impl Server {
             global,
             fleet,
             acme: Vec::new(),
+            ocsp: Vec::new(),
         };
         server.apply(config).await?;
         Ok(server)
@@ -151,21 +154,25 @@ impl Server {
         // 1. Load everything; nothing is touched until all of it loaded.
         let mut states = Vec::new();
         let mut revocations = Vec::new();
-        let mut acme_new: Vec<(tlsgate_config::AcmeConfig, Arc<tlsgate_tls::acme::AcmeShared>, String)> =
-            Vec::new();
+        let mut acme_new: Vec<(
+            tlsgate_config::AcmeConfig,
+            Arc<tlsgate_tls::acme::AcmeShared>,
+            String,
+            IpAddr,
+        )> = Vec::new();
         for l in &section.listener {
             let acme = match &l.acme {
                 Some(a) => Some(match self.acme.iter().find(|r| &r.config == a) {
                     Some(running) => running.shared.clone(),
-                    None if acme_new.iter().any(|(c, _, _)| c == a) => {
-                        acme_new.iter().find(|(c, _, _)| c == a).map(|(_, s, _)| s.clone()).unwrap()
+                    None if acme_new.iter().any(|(c, _, _, _)| c == a) => {
+                        acme_new.iter().find(|(c, _, _, _)| c == a).map(|(_, s, _, _)| s.clone()).unwrap()
                     }
                     None => {
                         let name = l.display_name();
                         let shared = crate::acme::prepare(a, &name).map_err(|e| {
                             ProxyError::config(format!("{}: acme: {e}", listener_label(&name, l.listen)))
                         })?;
-                        acme_new.push((a.clone(), shared.clone(), name));
+                        acme_new.push((a.clone(), shared.clone(), name, l.listen.ip()));
                         shared
                     }
                 }),
@@ -179,6 +186,15 @@ impl Server {
                 revocations.push((state.name.clone(), revs));
             }
             states.push((l.listen, state));
+        }
+        // OCSP fetchers for the new slots, each starting with the staple of the slot it replaces;
+        // dropped (stopped) if the reload fails below.
+        let mut ocsp = Vec::new();
+        for (_, state) in &states {
+            for (slot, c) in state.cert_slots() {
+                crate::ocsp_fetch::carry_over(&self.ocsp, slot);
+                ocsp.extend(crate::ocsp_fetch::start(slot, c, &state.name));
+            }
         }
         // A listener keeps its socket when its address stays; with port 0 (the kernel picks),
         // the name must stay too.
@@ -233,6 +249,7 @@ impl Server {
             tracing::info!(%addr, "listener removed by reload");
             gone.accept.abort();
         }
+        self.ocsp = ocsp;
         // ACME tasks: start the new tables' and stop those no listener has any more.
         let wanted: Vec<&tlsgate_config::AcmeConfig> =
             section.listener.iter().filter_map(|l| l.acme.as_ref()).collect();
@@ -243,8 +260,8 @@ impl Server {
             }
             keep
         });
-        for (config, shared, listener) in acme_new {
-            let task = tokio::spawn(crate::acme::run(config.clone(), shared.clone(), listener));
+        for (config, shared, listener, ip) in acme_new {
+            let task = tokio::spawn(crate::acme::run(config.clone(), shared.clone(), listener, ip));
             self.acme.push(AcmeRunning { config, shared, task });
         }
         *self.view.listeners.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -257,10 +274,11 @@ impl Server {
     }
 
     /// Stops accepting, then lets open connections finish for at most `drain`.
-    pub async fn shutdown(self, drain: Duration) {
+    pub async fn shutdown(mut self, drain: Duration) {
         for a in &self.acme {
             a.task.abort();
         }
+        self.ocsp.clear();
         for (_, r) in self.listeners {
             r.accept.abort();
             // Wait for the task to be gone: its socket is closed once this returns.

@@ -39,6 +39,7 @@ fn config_from(args: &TerminateArgs) -> Result<Config, String> {
                     let mut acme = AcmeConfig::new(directory.clone(), args.acme_name.clone(), state);
                     acme.directory_ca = args.acme_directory_ca.clone();
                     acme.contact = args.acme_contact.clone();
+                    acme.http_port = args.acme_http_port;
                     l.acme = Some(acme);
                     l
                 }
