@@ -42,7 +42,14 @@ SERVER_NAME = "localhost"  # in the benchmark certificate's SAN; curl --resolve 
 ADMIN = "127.0.0.1:9900"  # the gate namespace's own loopback
 WARM_FLOWS = 50
 PERF_S = 5  # seconds of `perf record` with --perf
-SETTLE_S = 1.0  # after the idle flows' last response, before reading RSS (as bench/run.sh's idle phase)
+SETTLE_S = 1.0  # terminate: after the idle flows' last response, before reading RSS (as bench/run.sh's idle phase)
+# inline: once the engine counts every idle flow parked (`flows_parked`, 500 ms after a flow's last
+# packet by default), the bridge thread gives freed memory back at its next round, at most a
+# second after the last release (crates/io/src/inline/release.rs) and a round at least every second
+# (driver.rs): RSS is read this long after the last parking, so it never reads memory the release
+# is about to hand back.
+RELEASED_S = 2.5
+PARKED_TIMEOUT_S = 30.0
 
 
 def log(*parts):
@@ -155,17 +162,66 @@ def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=Non
     }
 
 
-def engine_state_bytes(topo):
-    """The engine's own state accounting from the admin listener: the sum of `state_bytes` over the
-    connection rows of /status.json. Returns (bytes, per_flow=False), or None without an answer."""
+def inline_status(topo):
+    """The "inline" object of the admin listener's /status.json, or None without an answer."""
     r = subprocess.run(topo.exec("gate") + ["curl", "-sS", "--max-time", "5", f"http://{ADMIN}/status.json"],
                        capture_output=True, text=True, timeout=15)
     if r.returncode != 0:
         return None
     try:
-        inline = json.loads(r.stdout).get("inline") or {}
+        return json.loads(r.stdout).get("inline")
     except ValueError:
         return None
+
+
+def flows_parked(topo):
+    """The inline engine's count of parkings so far, or None (terminate: no inline section)."""
+    inline = inline_status(topo)
+    return None if not inline else (inline.get("engine") or {}).get("flows_parked")
+
+
+def settle(topo, parked_before, flows):
+    """Waits until the engine counts `flows` more parkings than `parked_before`, then RELEASED_S
+    for the memory release; without an inline engine SETTLE_S. Returns seconds waited."""
+    start = time.monotonic()
+    if parked_before is None:
+        time.sleep(SETTLE_S)
+        return time.monotonic() - start
+    while (flows_parked(topo) or 0) < parked_before + flows:
+        if time.monotonic() - start > PARKED_TIMEOUT_S:
+            raise RuntimeError(f"{flows} idle flows not all parked after {PARKED_TIMEOUT_S:.0f} s")
+        time.sleep(0.1)
+    time.sleep(RELEASED_S)
+    return time.monotonic() - start
+
+
+def rss_by_mapping(server):
+    """Resident KiB of the server's processes by kind of mapping (/proc/PID/smaps): "ring" for
+    the packet rings (AF_PACKET mmap; smaps names them after the socket), "heap" for anonymous
+    and [heap] memory (both allocators), "other" for the rest (the binary, libraries, stacks)."""
+    kinds = {"ring": 0, "heap": 0, "other": 0}
+    for pid in server.pids():
+        try:
+            with open(f"/proc/{pid}/smaps") as f:
+                kind = "other"
+                for line in f:
+                    first = line.split(None, 1)[0]
+                    if "-" in first and not first.endswith(":"):
+                        parts = line.split()
+                        name = parts[5] if len(parts) > 5 else ""
+                        kind = ("ring" if name.startswith("socket:") or "packet" in name else
+                                "heap" if name in ("", "[heap]") else "other")
+                    elif first == "Rss:":
+                        kinds[kind] += int(line.split()[1])
+        except OSError:
+            pass
+    return kinds
+
+
+def engine_state_bytes(topo):
+    """The engine's own state accounting from the admin listener: the sum of `state_bytes` over the
+    connection rows of /status.json. Returns (bytes, per_flow=False), or None without an answer."""
+    inline = inline_status(topo) or {}
     rows = inline.get("connections")
     if rows is None:
         return None
@@ -220,13 +276,19 @@ def release(p):
 
 def idle_flows(topo, server, ca, connect_ip, flows, pidfile):
     """RSS growth and the engine's accounting per idle flow, after WARM_FLOWS held flows."""
+    parked0 = flows_parked(topo)
     warm, _ = hold(topo, ca, connect_ip, WARM_FLOWS, pidfile)
     try:
+        # The warm flows park (and their memory is released) before the first reading too.
+        settle(topo, parked0, WARM_FLOWS)
+        parked1 = flows_parked(topo)
         rss0, state0 = server.rss_kib(), engine_state_bytes(topo)
+        kinds0 = rss_by_mapping(server)
         p, suite = hold(topo, ca, connect_ip, flows, pidfile)
         try:
-            time.sleep(SETTLE_S)
+            waited = settle(topo, parked1, flows)
             rss1, state1 = server.rss_kib(), engine_state_bytes(topo)
+            kinds1 = rss_by_mapping(server)
         finally:
             release(p)
     finally:
@@ -237,7 +299,9 @@ def idle_flows(topo, server, ca, connect_ip, flows, pidfile):
         per_flow = state1[0]  # the listener's own per-flow figure, with the idle flows open
     else:
         per_flow = (state1[0] - state0[0]) / flows
-    return {"flows": flows, "rss_kib_per_flow": (rss1 - rss0) / flows, "state_bytes_per_flow": per_flow, "suite": suite}
+    return {"flows": flows, "rss_kib_per_flow": (rss1 - rss0) / flows, "state_bytes_per_flow": per_flow, "suite": suite,
+            "read_after_s": waited, "parked": parked1 is not None,
+            "rss_kib_per_flow_by_kind": {k: (kinds1[k] - kinds0[k]) / flows for k in kinds0}}
 
 
 def idle_or_error(name, topo, server, ca, connect_ip, flows, pidfile):
@@ -350,6 +414,15 @@ def report(args, rows, idles, errors):
         else:
             flows, kib = idle["flows"], f"{idle['rss_kib_per_flow']:.2f}"
         print(f"| {name}, {what} | {flows} | {kib} | {target} |")
+    print()
+    for name in ("inline run", "terminate"):
+        idle = idles.get(name)
+        if idle is not None and "error" not in idle:
+            when = ("once the engine counted every idle flow parked, then the release's period"
+                    if idle["parked"] else "after the last response")
+            kinds = ", ".join(f"{k} {v:.2f}" for k, v in idle["rss_kib_per_flow_by_kind"].items())
+            print(f"- {name}: read {idle['read_after_s']:.1f} s after the idle flows' last response ({when}); "
+                  f"RSS growth per flow by mapping (KiB): {kinds}")
 
 
 def bench_main(args):
