@@ -42,14 +42,15 @@ SERVER_NAME = "localhost"  # in the benchmark certificate's SAN; curl --resolve 
 ADMIN = "127.0.0.1:9900"  # the gate namespace's own loopback
 WARM_FLOWS = 50
 PERF_S = 5  # seconds of `perf record` with --perf
-SETTLE_S = 1.0  # terminate: after the idle flows' last response, before reading RSS (as bench/run.sh's idle phase)
-# inline: once the engine counts every idle flow parked (`flows_parked`, 500 ms after a flow's last
-# packet by default), the bridge thread gives freed memory back at its next round, at most a
-# second after the last release (crates/io/src/inline/release.rs) and a round at least every second
-# (driver.rs): RSS is read this long after the last parking, so it never reads memory the release
-# is about to hand back.
-RELEASED_S = 2.5
-PARKED_TIMEOUT_S = 30.0
+# After the idle flows' last response, before reading RSS: inline parks a flow 500 ms after its last
+# packet (`Limits::park_after`) and its bridge thread gives freed memory back at its next round, at
+# most a second after the last release (crates/io/src/inline/release.rs) with a round at least every
+# second (driver.rs), so everything is parked and released 2.5 s after the last response. Nothing
+# asks the admin listener before the reading: its report of every connection is built, sent and
+# freed by other threads, whose allocator pages would count as idle-flow memory (polling it for
+# the parkings tripled the RSS growth per flow).
+SETTLE_S = 3.0
+RING_KIB = 256 * 128  # the default receive ring of `inline run` (crates/io/src/inline/ring.rs)
 
 
 def log(*parts):
@@ -180,41 +181,43 @@ def flows_parked(topo):
     return None if not inline else (inline.get("engine") or {}).get("flows_parked")
 
 
-def settle(topo, parked_before, flows):
-    """Waits until the engine counts `flows` more parkings than `parked_before`, then RELEASED_S
-    for the memory release; without an inline engine SETTLE_S. Returns seconds waited."""
-    start = time.monotonic()
-    if parked_before is None:
-        time.sleep(SETTLE_S)
-        return time.monotonic() - start
-    while (flows_parked(topo) or 0) < parked_before + flows:
-        if time.monotonic() - start > PARKED_TIMEOUT_S:
-            raise RuntimeError(f"{flows} idle flows not all parked after {PARKED_TIMEOUT_S:.0f} s")
-        time.sleep(0.1)
-    time.sleep(RELEASED_S)
-    return time.monotonic() - start
-
-
-def rss_by_mapping(server):
-    """Resident KiB of the server's processes by kind of mapping (/proc/PID/smaps): "ring" for
-    the packet rings (AF_PACKET mmap; smaps names them after the socket), "heap" for anonymous
-    and [heap] memory (both allocators), "other" for the rest (the binary, libraries, stacks)."""
-    kinds = {"ring": 0, "heap": 0, "other": 0}
+def mappings_rss(server):
+    """Resident KiB of each mapping of the server's processes (/proc/PID/smaps), by (pid, address
+    range, size KiB, name)."""
+    out = {}
     for pid in server.pids():
         try:
             with open(f"/proc/{pid}/smaps") as f:
-                kind = "other"
+                key = None
                 for line in f:
                     first = line.split(None, 1)[0]
                     if "-" in first and not first.endswith(":"):
                         parts = line.split()
-                        name = parts[5] if len(parts) > 5 else ""
-                        kind = ("ring" if name.startswith("socket:") or "packet" in name else
-                                "heap" if name in ("", "[heap]") else "other")
-                    elif first == "Rss:":
-                        kinds[kind] += int(line.split()[1])
+                        lo, hi = (int(x, 16) for x in first.split("-"))
+                        key = (pid, first, (hi - lo) >> 10, parts[5] if len(parts) > 5 else "")
+                    elif first == "Rss:" and key is not None:
+                        out[key] = int(line.split()[1])
         except OSError:
             pass
+    return out
+
+
+def mapping_kind(key, ring_kib):
+    """"ring" for a packet ring (a mapping of an AF_PACKET socket, its size the ring's), "heap"
+    for anonymous and [heap] memory (both allocators), "other" (binary, libraries, stacks)."""
+    _, _, size, name = key
+    if name.startswith("socket:") or (name == "" and size == ring_kib):
+        return "ring"
+    return "heap" if name in ("", "[heap]") else "other"
+
+
+def rss_growth_by_kind(before, after, ring_kib):
+    kinds = {"ring": 0, "heap": 0, "other": 0}
+    for key in set(before) | set(after):
+        kinds[mapping_kind(key, ring_kib)] += after.get(key, 0) - before.get(key, 0)
+    grown = sorted(((after.get(k, 0) - before.get(k, 0), k) for k in set(before) | set(after)), reverse=True)[:6]
+    for kib, (_, rng, size, name) in grown:
+        log(f"  RSS +{kib} KiB in mapping {rng} ({size} KiB) {name or '[anon]'}")
     return kinds
 
 
@@ -279,20 +282,21 @@ def idle_flows(topo, server, ca, connect_ip, flows, pidfile):
     parked0 = flows_parked(topo)
     warm, _ = hold(topo, ca, connect_ip, WARM_FLOWS, pidfile)
     try:
-        # The warm flows park (and their memory is released) before the first reading too.
-        settle(topo, parked0, WARM_FLOWS)
-        parked1 = flows_parked(topo)
-        rss0, state0 = server.rss_kib(), engine_state_bytes(topo)
-        kinds0 = rss_by_mapping(server)
+        time.sleep(SETTLE_S)  # the warm flows parked and released before the first reading too
+        rss0, maps0 = server.rss_kib(), mappings_rss(server)
+        state0 = engine_state_bytes(topo)
         p, suite = hold(topo, ca, connect_ip, flows, pidfile)
         try:
-            waited = settle(topo, parked1, flows)
-            rss1, state1 = server.rss_kib(), engine_state_bytes(topo)
-            kinds1 = rss_by_mapping(server)
+            time.sleep(SETTLE_S)
+            rss1, maps1 = server.rss_kib(), mappings_rss(server)
+            state1, parked1 = engine_state_bytes(topo), flows_parked(topo)
         finally:
             release(p)
     finally:
         release(warm)
+    # Parkings counted after the reading: every flow parked 500 ms after its last packet, long
+    # before it, or the figure says it was not.
+    all_parked = None if parked0 is None else (parked1 or 0) - parked0 >= WARM_FLOWS + flows
     if state1 is None or (state0 is None and not state1[1]):
         per_flow = None
     elif state1[1]:
@@ -300,8 +304,8 @@ def idle_flows(topo, server, ca, connect_ip, flows, pidfile):
     else:
         per_flow = (state1[0] - state0[0]) / flows
     return {"flows": flows, "rss_kib_per_flow": (rss1 - rss0) / flows, "state_bytes_per_flow": per_flow, "suite": suite,
-            "read_after_s": waited, "parked": parked1 is not None,
-            "rss_kib_per_flow_by_kind": {k: (kinds1[k] - kinds0[k]) / flows for k in kinds0}}
+            "all_parked": all_parked,
+            "rss_kib_per_flow_by_kind": {k: v / flows for k, v in rss_growth_by_kind(maps0, maps1, RING_KIB).items()}}
 
 
 def idle_or_error(name, topo, server, ca, connect_ip, flows, pidfile):
@@ -418,11 +422,11 @@ def report(args, rows, idles, errors):
     for name in ("inline run", "terminate"):
         idle = idles.get(name)
         if idle is not None and "error" not in idle:
-            when = ("once the engine counted every idle flow parked, then the release's period"
-                    if idle["parked"] else "after the last response")
+            when = {None: "", True: ", every idle flow parked by then",
+                    False: ", **not every idle flow parked by then**"}[idle["all_parked"]]
             kinds = ", ".join(f"{k} {v:.2f}" for k, v in idle["rss_kib_per_flow_by_kind"].items())
-            print(f"- {name}: read {idle['read_after_s']:.1f} s after the idle flows' last response ({when}); "
-                  f"RSS growth per flow by mapping (KiB): {kinds}")
+            print(f"- {name}: RSS read {SETTLE_S:g} s after the idle flows' last response{when}; "
+                  f"growth per flow by mapping (KiB): {kinds}")
 
 
 def bench_main(args):
