@@ -160,7 +160,7 @@ impl Seal {
                 // the batch in flight.
                 self.ends.push_back(self.down.outer_end());
                 if self.ends.len() >= per_batch + 2 {
-                    let acked = self.ends.drain(..2).last().unwrap();
+                    let acked = self.ends.drain(..2).next_back().unwrap();
                     self.down.client_ack(Some(layer), acked, WINDOW, &mut out).unwrap();
                 }
             }
