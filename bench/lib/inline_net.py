@@ -42,7 +42,15 @@ SERVER_NAME = "localhost"  # in the benchmark certificate's SAN; curl --resolve 
 ADMIN = "127.0.0.1:9900"  # the gate namespace's own loopback
 WARM_FLOWS = 50
 PERF_S = 5  # seconds of `perf record` with --perf
-SETTLE_S = 1.0  # after the idle flows' last response, before reading RSS (as bench/run.sh's idle phase)
+# After the idle flows' last response, before reading RSS: inline parks a flow 500 ms after its last
+# packet (`Limits::park_after`) and its bridge thread gives freed memory back at its next round, at
+# most a second after the last release (crates/io/src/inline/release.rs) with a round at least every
+# second (driver.rs), so everything is parked and released 2.5 s after the last response. Nothing
+# asks the admin listener before the reading: its report of every connection is built, sent and
+# freed by other threads, whose allocator pages would count as idle-flow memory (polling it for
+# the parkings tripled the RSS growth per flow).
+SETTLE_S = 3.0
+RING_KIB = 256 * 128  # the default receive ring of `inline run` (crates/io/src/inline/ring.rs)
 
 
 def log(*parts):
@@ -155,17 +163,68 @@ def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=Non
     }
 
 
-def engine_state_bytes(topo):
-    """The engine's own state accounting from the admin listener: the sum of `state_bytes` over the
-    connection rows of /status.json. Returns (bytes, per_flow=False), or None without an answer."""
+def inline_status(topo):
+    """The "inline" object of the admin listener's /status.json, or None without an answer."""
     r = subprocess.run(topo.exec("gate") + ["curl", "-sS", "--max-time", "5", f"http://{ADMIN}/status.json"],
                        capture_output=True, text=True, timeout=15)
     if r.returncode != 0:
         return None
     try:
-        inline = json.loads(r.stdout).get("inline") or {}
+        return json.loads(r.stdout).get("inline")
     except ValueError:
         return None
+
+
+def flows_parked(topo):
+    """The inline engine's count of parkings so far, or None (terminate: no inline section)."""
+    inline = inline_status(topo)
+    return None if not inline else (inline.get("engine") or {}).get("flows_parked")
+
+
+def mappings_rss(server):
+    """Resident KiB of each mapping of the server's processes (/proc/PID/smaps), by (pid, address
+    range, size KiB, name)."""
+    out = {}
+    for pid in server.pids():
+        try:
+            with open(f"/proc/{pid}/smaps") as f:
+                key = None
+                for line in f:
+                    first = line.split(None, 1)[0]
+                    if "-" in first and not first.endswith(":"):
+                        parts = line.split()
+                        lo, hi = (int(x, 16) for x in first.split("-"))
+                        key = (pid, first, (hi - lo) >> 10, parts[5] if len(parts) > 5 else "")
+                    elif first == "Rss:" and key is not None:
+                        out[key] = int(line.split()[1])
+        except OSError:
+            pass
+    return out
+
+
+def mapping_kind(key, ring_kib):
+    """"ring" for a packet ring (a mapping of an AF_PACKET socket, its size the ring's), "heap"
+    for anonymous and [heap] memory (both allocators), "other" (binary, libraries, stacks)."""
+    _, _, size, name = key
+    if name.startswith("socket:") or (name == "" and size == ring_kib):
+        return "ring"
+    return "heap" if name in ("", "[heap]") else "other"
+
+
+def rss_growth_by_kind(before, after, ring_kib):
+    kinds = {"ring": 0, "heap": 0, "other": 0}
+    for key in set(before) | set(after):
+        kinds[mapping_kind(key, ring_kib)] += after.get(key, 0) - before.get(key, 0)
+    grown = sorted(((after.get(k, 0) - before.get(k, 0), k) for k in set(before) | set(after)), reverse=True)[:6]
+    for kib, (_, rng, size, name) in grown:
+        log(f"  RSS +{kib} KiB in mapping {rng} ({size} KiB) {name or '[anon]'}")
+    return kinds
+
+
+def engine_state_bytes(topo):
+    """The engine's own state accounting from the admin listener: the sum of `state_bytes` over the
+    connection rows of /status.json. Returns (bytes, per_flow=False), or None without an answer."""
+    inline = inline_status(topo) or {}
     rows = inline.get("connections")
     if rows is None:
         return None
@@ -220,24 +279,33 @@ def release(p):
 
 def idle_flows(topo, server, ca, connect_ip, flows, pidfile):
     """RSS growth and the engine's accounting per idle flow, after WARM_FLOWS held flows."""
+    parked0 = flows_parked(topo)
     warm, _ = hold(topo, ca, connect_ip, WARM_FLOWS, pidfile)
     try:
-        rss0, state0 = server.rss_kib(), engine_state_bytes(topo)
+        time.sleep(SETTLE_S)  # the warm flows parked and released before the first reading too
+        rss0, maps0 = server.rss_kib(), mappings_rss(server)
+        state0 = engine_state_bytes(topo)
         p, suite = hold(topo, ca, connect_ip, flows, pidfile)
         try:
             time.sleep(SETTLE_S)
-            rss1, state1 = server.rss_kib(), engine_state_bytes(topo)
+            rss1, maps1 = server.rss_kib(), mappings_rss(server)
+            state1, parked1 = engine_state_bytes(topo), flows_parked(topo)
         finally:
             release(p)
     finally:
         release(warm)
+    # Parkings counted after the reading: every flow parked 500 ms after its last packet, long
+    # before it, or the figure says it was not.
+    all_parked = None if parked0 is None else (parked1 or 0) - parked0 >= WARM_FLOWS + flows
     if state1 is None or (state0 is None and not state1[1]):
         per_flow = None
     elif state1[1]:
         per_flow = state1[0]  # the listener's own per-flow figure, with the idle flows open
     else:
         per_flow = (state1[0] - state0[0]) / flows
-    return {"flows": flows, "rss_kib_per_flow": (rss1 - rss0) / flows, "state_bytes_per_flow": per_flow, "suite": suite}
+    return {"flows": flows, "rss_kib_per_flow": (rss1 - rss0) / flows, "state_bytes_per_flow": per_flow, "suite": suite,
+            "all_parked": all_parked,
+            "rss_kib_per_flow_by_kind": {k: v / flows for k, v in rss_growth_by_kind(maps0, maps1, RING_KIB).items()}}
 
 
 def idle_or_error(name, topo, server, ca, connect_ip, flows, pidfile):
@@ -350,6 +418,15 @@ def report(args, rows, idles, errors):
         else:
             flows, kib = idle["flows"], f"{idle['rss_kib_per_flow']:.2f}"
         print(f"| {name}, {what} | {flows} | {kib} | {target} |")
+    print()
+    for name in ("inline run", "terminate"):
+        idle = idles.get(name)
+        if idle is not None and "error" not in idle:
+            when = {None: "", True: ", every idle flow parked by then",
+                    False: ", **not every idle flow parked by then**"}[idle["all_parked"]]
+            kinds = ", ".join(f"{k} {v:.2f}" for k, v in idle["rss_kib_per_flow_by_kind"].items())
+            print(f"- {name}: RSS read {SETTLE_S:g} s after the idle flows' last response{when}; "
+                  f"growth per flow by mapping (KiB): {kinds}")
 
 
 def bench_main(args):

@@ -914,9 +914,9 @@ impl Engine {
             c.session = Some(i as u64);
             sessions.push(SessionRow {
                 id: i as u64,
-                version: info.version,
-                suite: info.suite,
-                sni: info.sni,
+                version: info.version.to_owned(),
+                suite: info.suite.to_owned(),
+                sni: info.sni.map(String::from),
                 peer_certificate: None,
                 created: self.flows.get(&c.key).map_or_else(
                     || self.proxy.get(&c.key).map_or(Duration::ZERO, |e| e.created),

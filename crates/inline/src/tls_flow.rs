@@ -71,9 +71,22 @@ enum Keys {
 /// What the session table shows of a flow's TLS session.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionInfo {
-    pub version: String,
-    pub suite: String,
-    pub sni: Option<String>,
+    /// rustls's names ("TLSv1_3", "TLS13_AES_128_GCM_SHA256"): static, so the idle flow keeps
+    /// no string but the SNI.
+    pub version: &'static str,
+    pub suite: &'static str,
+    pub sni: Option<Box<str>>,
+}
+
+impl SessionInfo {
+    /// What a finished handshake negotiated.
+    pub fn of(hs: &Handshake) -> SessionInfo {
+        SessionInfo {
+            version: hs.protocol_version().and_then(|v| v.as_str()).unwrap_or("unknown"),
+            suite: hs.cipher_suite().and_then(|s| s.suite().as_str()).unwrap_or("unknown"),
+            sni: hs.sni().map(Box::from),
+        }
+    }
 }
 
 /// Whether the flow goes on after a packet.
@@ -260,9 +273,7 @@ impl TlsFlow {
             Keys::Handshake(_) => HANDSHAKE_STATE_BYTES,
             Keys::Gone => 0,
         };
-        let info = self.session.as_ref().map_or(0, |i| {
-            i.version.capacity() + i.suite.capacity() + i.sni.as_ref().map_or(0, String::capacity)
-        });
+        let info = self.session.as_ref().and_then(|i| i.sni.as_ref()).map_or(0, |sni| sni.len());
         self.up.state_bytes()
             + self.down.state_bytes()
             + std::mem::size_of::<TlsFlow>()
@@ -446,11 +457,7 @@ impl TlsFlow {
     /// held server bytes sealed.
     fn establish(&mut self, ups: &mut Vec<Up>, sends: &mut Vec<Send>) -> Result<(), FlowError> {
         let Keys::Handshake(hs) = &self.keys else { return Ok(()) };
-        let info = SessionInfo {
-            version: hs.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default(),
-            suite: hs.cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default(),
-            sni: hs.sni().map(str::to_owned),
-        };
+        let info = SessionInfo::of(hs);
         let Keys::Handshake(hs) = std::mem::replace(&mut self.keys, Keys::Gone) else { return Ok(()) };
         let (secrets, kernel) = hs.into_keys().map_err(UpError::from)?;
         let mut session = Box::new(Session::from_keys(secrets, kernel).map_err(DownError::from)?);

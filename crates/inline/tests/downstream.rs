@@ -337,3 +337,38 @@ fn a_server_resending_its_window_gets_each_record_once() {
     }
     assert_eq!(again, out, "each record once, in order, byte-identical");
 }
+
+#[test]
+fn an_acknowledged_records_buffer_carries_a_later_record_but_never_while_shared() {
+    use std::sync::Arc;
+    let (mut f, mut down) = setup(TLS13[0], LIMITS);
+    let mut out = Vec::new();
+    down.client_ack(Some(&mut f.layer), OUTER_START, 1 << 20, &mut out).unwrap();
+    let plain = server_stream(3000);
+    let mut wire = Wire::default();
+    // A record turned into packets (its `Send` dropped) and acknowledged: its buffer is free.
+    down.server_segment(Some(&mut f.layer), 1, &plain[..1000], &mut out).unwrap();
+    wire.take(&out);
+    let first = Arc::as_ptr(&out.pop().unwrap().data);
+    let end = down.outer_end();
+    down.client_ack(Some(&mut f.layer), end, 1 << 20, &mut out).unwrap();
+    down.server_segment(Some(&mut f.layer), 1001, &plain[1000..2000], &mut out).unwrap();
+    assert_eq!(Arc::as_ptr(&out[0].data), first, "the acknowledged record's buffer again");
+    wire.take(&out);
+    // A record still held elsewhere when acknowledged is never written again.
+    let held = out.pop().unwrap();
+    let copy = held.data.to_vec();
+    let end = down.outer_end();
+    down.client_ack(Some(&mut f.layer), end, 1 << 20, &mut out).unwrap();
+    down.server_segment(Some(&mut f.layer), 2001, &plain[2000..], &mut out).unwrap();
+    assert_ne!(Arc::as_ptr(&out[0].data), Arc::as_ptr(&held.data));
+    assert_eq!(*held.data, copy);
+    wire.take(&out);
+    assert_eq!(f.client_reads(&wire.in_order()), plain);
+    out.clear();
+    let end = down.outer_end();
+    down.client_ack(Some(&mut f.layer), end, 1 << 20, &mut out).unwrap();
+    assert!(down.state_bytes() > 1000, "the spare buffers are counted");
+    down.park();
+    assert!(down.state_bytes() < 64, "parking frees the spare buffers: {}", down.state_bytes());
+}

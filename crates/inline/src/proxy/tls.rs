@@ -194,11 +194,7 @@ impl TlsEnd {
             return Ok(());
         };
         // Named as the end-to-end path names them (`TlsFlow`).
-        self.session = Some(SessionInfo {
-            version: hs.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default(),
-            suite: hs.cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default(),
-            sni: hs.sni().map(str::to_owned),
-        });
+        self.session = Some(SessionInfo::of(&hs));
         let (secrets, kernel) = hs.into_keys()?;
         self.state = State::Records(Box::new(Session::from_keys(secrets, kernel)?));
         Ok(())
