@@ -32,7 +32,7 @@ mod nd;
 mod segment;
 
 use crate::engine::Engine;
-use crate::packet;
+use crate::packet::{self, TcpChecksum};
 use crate::tables::Mode;
 use macs::MacTable;
 use smoltcp::wire::{EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, ETHERNET_HEADER_LEN};
@@ -246,8 +246,11 @@ impl Bridge {
         if let Some(i) = &incoming {
             self.learn(frame.from, i.src, src_mac);
         }
-        // A whole GSO frame's checksum is never read: the engine takes only its payload.
-        if frame.csum_partial && !whole && packet::complete_checksum(&mut pkt) {
+        // A whole GSO frame's checksum is never read: the engine takes only its payload. A
+        // partial TCP checksum stays partial when the driver has the link finish those (see
+        // `packet::TcpChecksum::Partial`): its field is the pseudo-header sum either way.
+        let link_finishes = self.engine.tcp_checksum() == TcpChecksum::Partial && packet::is_tcp(&pkt);
+        if frame.csum_partial && !whole && !link_finishes && packet::complete_checksum(&mut pkt) {
             self.stats.csum_completed += 1;
         }
         // An advertisement names its target's MAC (the answer to a probe may come from another
@@ -414,6 +417,13 @@ impl Bridge {
         }
         self.stamp += 1;
         self.learned[side.index()].learn(ip, mac, self.stamp);
+    }
+
+    /// Who finishes TCP checksums: with [`TcpChecksum::Partial`] the engine's segments and the
+    /// partial ones received stay partial, for a driver that sends every TCP frame whose field
+    /// holds the pseudo-header sum with checksum offload.
+    pub fn set_tcp_checksum(&mut self, checksum: TcpChecksum) {
+        self.engine.set_tcp_checksum(checksum);
     }
 
     pub fn poll_timeout(&self) -> Option<Duration> {

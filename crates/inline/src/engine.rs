@@ -17,6 +17,7 @@ use crate::health::Pools;
 use crate::packet::{self, Build, Control, Segment};
 use crate::proxy::{Adoption, Proxy, ProxyEvent, ProxyLimits, ProxyStats};
 use crate::seq::Stream;
+use crate::table_hash::TableHash;
 use crate::tables::{
     ConnectionRow, Counters, Direction, FlowKey, FlowPath, FlowState, Mode, QueueRow, Release, Report,
     SessionRow, SwitchReason,
@@ -192,9 +193,9 @@ fn max_overhead() -> u16 {
 #[derive(Debug)]
 pub struct Engine {
     config: Config,
-    flows: HashMap<FlowKey, Flow>,
+    flows: HashMap<FlowKey, Flow, TableHash>,
     /// (client, backend) → key: finds the flow of a server packet after the port rewrite.
-    by_backend: HashMap<(SocketAddr, SocketAddr), FlowKey>,
+    by_backend: HashMap<(SocketAddr, SocketAddr), FlowKey, TableHash>,
     /// Flows in creation order with their creation time, for evicting the oldest half-open
     /// one. Entries whose flow moved on or left are skipped and dropped lazily.
     embryonic: VecDeque<(FlowKey, Duration)>,
@@ -204,6 +205,8 @@ pub struct Engine {
     proxy: Proxy,
     /// Flows dropped after a panic since the driver last took them, for its log (bounded).
     panicked: Vec<FlowKey>,
+    /// Who finishes the TCP checksums of the segments the flows build.
+    checksum: packet::TcpChecksum,
     /// Tests only: panics on a client segment whose payload this says yes to, so that the
     /// containment of a panic in one flow can be shown.
     #[cfg(feature = "test-hooks")]
@@ -215,12 +218,13 @@ impl Engine {
         Engine {
             proxy: Proxy::new(config.limits.proxy),
             config,
-            flows: HashMap::new(),
-            by_backend: HashMap::new(),
+            flows: HashMap::default(),
+            by_backend: HashMap::default(),
             embryonic: VecDeque::new(),
             pools: Pools::default(),
             stats: Stats::default(),
             panicked: Vec::new(),
+            checksum: packet::TcpChecksum::Full,
             #[cfg(feature = "test-hooks")]
             panic_on: None,
         }
@@ -316,6 +320,17 @@ impl Engine {
     /// The largest IP packet the link carries: the full proxy's TCP stack sends no larger.
     pub fn set_mtu(&mut self, mtu: usize) {
         self.proxy.set_mtu(mtu);
+    }
+
+    /// Who finishes the TCP checksums of the segments flows begun from now on build:
+    /// [`packet::TcpChecksum::Partial`] only for a driver that sends every TCP packet whose field
+    /// holds the pseudo-header sum with checksum offload.
+    pub fn set_tcp_checksum(&mut self, checksum: packet::TcpChecksum) {
+        self.checksum = checksum;
+    }
+
+    pub fn tcp_checksum(&self) -> packet::TcpChecksum {
+        self.checksum
     }
 
     /// Full-proxy flows now.
@@ -714,6 +729,7 @@ impl Engine {
                 client_sack: flow.client_sack,
                 server_sack: flow.client_sack
                     && packet::sack_permitted(&pkt[seg.tcp.start + 20..seg.payload.start]),
+                checksum: self.checksum,
             };
             let tls = &self.config.services[flow.service].tls;
             if let Ok(hs) = Handshake::new(tls.clone()) {
@@ -940,7 +956,7 @@ impl Engine {
 
 /// Bytes a hash table holds: its buckets (a power of two, at most 7/8 used) of one entry and
 /// one control byte each.
-fn table_bytes<K, V>(t: &HashMap<K, V>) -> usize {
+fn table_bytes<K, V, S>(t: &HashMap<K, V, S>) -> usize {
     let buckets = if t.capacity() == 0 { 0 } else { (t.capacity() * 8 / 7).next_power_of_two() };
     buckets * (std::mem::size_of::<(K, V)>() + 1)
 }

@@ -17,6 +17,7 @@
 //! - [`downstream`]: the server → client record path: one record per segment, stored records
 //!   resent for retransmissions, the client's window respected.
 //! - [`packet`]: the packet edge: IPv4/IPv6 + TCP read with smoltcp, in-place rewrites.
+//! - [`table_hash`]: the keyed fast hasher of the flow and MAC tables.
 //! - [`tables`]: the session, connection and queue-state tables as plain data.
 //! - [`tls_flow`]: a flow's TLS data path from the SYN-ACK on: segments to offsets and back.
 //! - [`sim`]: the deterministic simulator (smoltcp TCP on both ends, rustls clients, impaired link).
@@ -45,6 +46,7 @@ pub mod seq;
 pub mod seq_map;
 pub mod sim;
 pub mod sni;
+pub mod table_hash;
 pub mod tables;
 pub mod tls_flow;
 pub mod upstream;

@@ -95,6 +95,17 @@ pub fn ip_header(packet: &[u8]) -> Option<IpHeader> {
     }
 }
 
+/// Whether `packet` is IPv4 (not a fragment) or IPv6 (no extension header) carrying TCP.
+pub fn is_tcp(packet: &[u8]) -> bool {
+    match packet.first().map(|b| b >> 4) {
+        Some(4) => {
+            packet.len() >= 20 && packet[9] == 6 && u16::from_be_bytes([packet[6], packet[7]]) & 0x3fff == 0
+        }
+        Some(6) => packet.len() >= 40 && packet[6] == 6,
+        _ => false,
+    }
+}
+
 /// Completes the TCP or UDP checksum of a packet whose sender left it to the hardware
 /// (checksum offload: the field holds only the pseudo-header sum). Computed afresh over the
 /// pseudo-header and the whole segment, so the field's content does not matter. False (packet
@@ -180,6 +191,28 @@ pub fn checksum_ok(packet: &[u8]) -> bool {
     })
 }
 
+/// Who sums the payload into the TCP checksum of the segments the engine builds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TcpChecksum {
+    /// The engine: the packet is complete as it leaves the engine.
+    #[default]
+    Full,
+    /// The link: the field holds only [`tcp_pseudo_sum`], as a stack leaves it for checksum
+    /// offload. For a driver that sends such packets with checksum offload (the kernel or the
+    /// NIC sums the segment; a veth's peer trusts it unsummed), which spares a pass over every
+    /// byte sent.
+    Partial,
+}
+
+/// Whether `packet` is an IPv4/IPv6 TCP packet whose checksum field holds its pseudo-header sum
+/// (a partial checksum the link is to finish; see [`TcpChecksum::Partial`]).
+pub fn tcp_checksum_is_partial(packet: &[u8]) -> bool {
+    parse(packet).is_some_and(|seg| {
+        let t = TcpPacket::new_unchecked(&packet[seg.tcp.clone()]);
+        t.checksum() == tcp_pseudo_sum(seg.src.ip(), seg.dst.ip(), seg.tcp.len())
+    })
+}
+
 /// The control flag of a segment the engine builds itself (ACK is set whenever `ack` is given).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Control {
@@ -223,16 +256,26 @@ impl Build<'_> {
     /// out-of-order data, at most [`MAX_SACK_BLOCKS`], the first the most recently received).
     /// Only with an ACK, and only on flows where the peer offered SACK.
     pub fn emit_with_sack(&self, sack: &[(Seq, Seq)]) -> Option<Vec<u8>> {
-        self.emit_inner(sack, None)
+        self.emit_inner(sack, None, TcpChecksum::Full)
+    }
+
+    /// [`Build::emit_with_sack`] with the TCP checksum left as `checksum` says.
+    pub fn emit_checksummed(&self, sack: &[(Seq, Seq)], checksum: TcpChecksum) -> Option<Vec<u8>> {
+        self.emit_inner(sack, None, checksum)
     }
 
     /// A SYN (with `ack`: a SYN-ACK) offering `mss` and, when given, a window-scale shift; the
     /// control field is ignored. Only fed to the full proxy's own stack, never sent.
     pub fn emit_syn(&self, mss: u16, wscale: Option<u8>) -> Option<Vec<u8>> {
-        self.emit_inner(&[], Some((mss, wscale)))
+        self.emit_inner(&[], Some((mss, wscale)), TcpChecksum::Full)
     }
 
-    fn emit_inner(&self, sack: &[(Seq, Seq)], syn: Option<(u16, Option<u8>)>) -> Option<Vec<u8>> {
+    fn emit_inner(
+        &self,
+        sack: &[(Seq, Seq)],
+        syn: Option<(u16, Option<u8>)>,
+        checksum: TcpChecksum,
+    ) -> Option<Vec<u8>> {
         let mut sack_ranges = [None; MAX_SACK_BLOCKS];
         for (slot, (l, r)) in sack_ranges.iter_mut().zip(sack) {
             *slot = Some((l.0, r.0));
@@ -261,6 +304,8 @@ impl Build<'_> {
         // every record toward the client is a fresh packet, so this runs over every byte sent.
         let mut caps = ChecksumCapabilities::default();
         caps.tcp = Checksum::None;
+        // The IPv4 header's too (smoltcp's two bytes at a time showed per packet in profiles).
+        caps.ipv4 = Checksum::None;
         let tlen = tcp.buffer_len();
         let (mut buf, at) = match (self.src.ip(), self.dst.ip()) {
             (IpAddr::V4(a), IpAddr::V4(b)) => {
@@ -273,7 +318,10 @@ impl Build<'_> {
                 };
                 let mut buf = packet_buf(r.buffer_len() + tlen);
                 r.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
-                (buf, r.buffer_len())
+                let header = r.buffer_len();
+                let sum = !fold(ones_sum(&buf[..header]));
+                buf[10..12].copy_from_slice(&sum.to_ne_bytes());
+                (buf, header)
             }
             (IpAddr::V6(a), IpAddr::V6(b)) => {
                 let r = Ipv6Repr {
@@ -292,7 +340,11 @@ impl Build<'_> {
         let mut t = TcpPacket::new_unchecked(&mut buf[at..]);
         tcp.emit(&mut t, &ip(self.src.ip()), &ip(self.dst.ip()), &caps);
         t.set_checksum(0);
-        let sum = tcp_checksum(self.src.ip(), self.dst.ip(), t.into_inner());
+        let segment = t.into_inner();
+        let sum = match checksum {
+            TcpChecksum::Full => tcp_checksum(self.src.ip(), self.dst.ip(), segment),
+            TcpChecksum::Partial => tcp_pseudo_sum(self.src.ip(), self.dst.ip(), segment.len()),
+        };
         TcpPacket::new_unchecked(&mut buf[at..]).set_checksum(sum);
         Some(buf)
     }
@@ -312,13 +364,27 @@ fn packet_buf(len: usize) -> Vec<u8> {
 /// The TCP checksum (RFC 9293 section 3.1, RFC 8200 section 8.1 for IPv6) of `segment`, whose
 /// checksum field must be zero, between `src` and `dst`.
 pub fn tcp_checksum(src: IpAddr, dst: IpAddr, segment: &[u8]) -> u16 {
+    let acc = ones_add(pseudo_header_acc(src, dst, segment.len()), ones_sum(segment));
+    // The sum of native-endian words, folded: its bytes in memory order are the field's.
+    u16::from_be_bytes((!fold(acc)).to_ne_bytes())
+}
+
+/// What a TCP checksum field holds for checksum offload (a stack's CHECKSUM_PARTIAL): the
+/// pseudo-header's one's-complement sum for a segment of `tcp_len` bytes, folded, not
+/// complemented. Whoever finishes it adds the segment's bytes (the field included) and
+/// complements.
+pub fn tcp_pseudo_sum(src: IpAddr, dst: IpAddr, tcp_len: usize) -> u16 {
+    u16::from_be_bytes(fold(pseudo_header_acc(src, dst, tcp_len)).to_ne_bytes())
+}
+
+fn pseudo_header_acc(src: IpAddr, dst: IpAddr, tcp_len: usize) -> u64 {
     let mut acc = 0u64;
     match (src, dst) {
         (IpAddr::V4(a), IpAddr::V4(b)) => {
             acc = ones_add(acc, ones_sum(&a.octets()));
             acc = ones_add(acc, ones_sum(&b.octets()));
             acc = ones_add(acc, ones_sum(&[0, 6]));
-            acc = ones_add(acc, ones_sum(&(segment.len() as u16).to_be_bytes()));
+            acc = ones_add(acc, ones_sum(&(tcp_len as u16).to_be_bytes()));
         }
         (a, b) => {
             let octets = |ip: IpAddr| match ip {
@@ -327,13 +393,11 @@ pub fn tcp_checksum(src: IpAddr, dst: IpAddr, segment: &[u8]) -> u16 {
             };
             acc = ones_add(acc, ones_sum(&octets(a)));
             acc = ones_add(acc, ones_sum(&octets(b)));
-            acc = ones_add(acc, ones_sum(&(segment.len() as u32).to_be_bytes()));
+            acc = ones_add(acc, ones_sum(&(tcp_len as u32).to_be_bytes()));
             acc = ones_add(acc, ones_sum(&[0, 0, 0, 6]));
         }
     }
-    acc = ones_add(acc, ones_sum(segment));
-    // The sum of native-endian words, folded: its bytes in memory order are the field's.
-    u16::from_be_bytes((!fold(acc)).to_ne_bytes())
+    acc
 }
 
 /// The one's-complement sum of `data` as native-endian words (RFC 1071: byte order does not
@@ -483,6 +547,41 @@ fn strip(opts: &mut [u8], kind: u8, value_len: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partial_checksum_is_the_pseudo_header_sum_that_completing_finishes() {
+        let v4: (SocketAddr, SocketAddr) =
+            ("10.0.0.2:443".parse().unwrap(), "10.0.0.1:40000".parse().unwrap());
+        let v6: (SocketAddr, SocketAddr) =
+            ("[fd00::2]:443".parse().unwrap(), "[fd00::1]:40000".parse().unwrap());
+        for (src, dst) in [v4, v6] {
+            for payload in [&b""[..], b"odd", b"an even payload."] {
+                let b = Build {
+                    src,
+                    dst,
+                    seq: Seq(7),
+                    ack: Some(Seq(9)),
+                    control: Control::Psh,
+                    window: 500,
+                    payload,
+                };
+                let full = b.emit_checksummed(&[], TcpChecksum::Full).unwrap();
+                let mut partial = b.emit_checksummed(&[], TcpChecksum::Partial).unwrap();
+                assert!(checksum_ok(&full) && !tcp_checksum_is_partial(&full));
+                if src.is_ipv4() {
+                    assert!(Ipv4Packet::new_checked(&full[..]).unwrap().verify_checksum(), "IPv4 header");
+                }
+                assert!(tcp_checksum_is_partial(&partial) && !checksum_ok(&partial));
+                // What the kernel does with CHECKSUM_PARTIAL: sum from the TCP header on, the
+                // field included, and store the complement.
+                let seg = parse(&partial).unwrap();
+                let sum = !fold(ones_sum(&partial[seg.tcp.clone()]));
+                let at = seg.tcp.start + 16;
+                partial[at..at + 2].copy_from_slice(&sum.to_ne_bytes());
+                assert_eq!(partial, full, "{src} -> {dst}, {} bytes", payload.len());
+            }
+        }
+    }
 
     #[test]
     fn options_walk_stops_at_garbage() {

@@ -9,7 +9,7 @@
 
 use crate::downstream::{DownError, DownLimits, Downstream, Send};
 use crate::handshake::{Handshake, Progress, HANDSHAKE_STATE_BYTES};
-use crate::packet::{sack_option_len, Build, Control, Segment, MAX_SACK_BLOCKS};
+use crate::packet::{sack_option_len, Build, Control, Segment, TcpChecksum, MAX_SACK_BLOCKS};
 use crate::seq::{Seq, Stream};
 use crate::seq_map::SeqMap;
 use crate::tables::{Counters, Release};
@@ -59,6 +59,8 @@ pub struct Ends {
     /// (`Downstream::sack_blocks`). The server's own blocks, about the plaintext the engine
     /// sends it, are ignored: the engine resends client plaintext only on the client's resends.
     pub server_sack: bool,
+    /// Who finishes the TCP checksums of the segments the flow builds (the engine's setting).
+    pub checksum: TcpChecksum,
 }
 
 enum Keys {
@@ -635,7 +637,7 @@ impl TlsFlow {
                 payload: chunk,
             };
             let sack = self.server_sack(Control::Psh);
-            out.extend(b.emit_with_sack(&sack));
+            out.extend(b.emit_checksummed(&sack, self.ends.checksum));
         }
     }
 
@@ -674,7 +676,7 @@ impl TlsFlow {
             payload: data,
         };
         let sack = self.server_sack(control);
-        out.extend(b.emit_with_sack(&sack));
+        out.extend(b.emit_checksummed(&sack, self.ends.checksum));
     }
 
     /// Records for the client, cut to its MSS, each carrying the current ACK; or a bare ACK
@@ -711,6 +713,6 @@ impl TlsFlow {
         } else {
             Vec::new()
         };
-        out.extend(b.emit_with_sack(&sack));
+        out.extend(b.emit_checksummed(&sack, self.ends.checksum));
     }
 }

@@ -294,14 +294,26 @@ impl Site {
     }
 }
 
-/// Panics unless every packet of a capture fits the wire: no IP fragment and none larger than
-/// `mtu` (what a bump must keep to, since neither end expects it to fragment or coalesce).
+/// Panics unless every packet of a capture fits the wire: no IP fragment, none larger than
+/// `mtu` (what a bump must keep to, since neither end expects it to fragment or coalesce), and
+/// every TCP checksum complete and right.
 pub fn assert_wire_sized(packets: &[Packet], mtu: usize, side: &str) {
     assert!(!packets.is_empty(), "{side}: nothing captured");
     let fragments = packets.iter().filter(|p| p.fragment).count();
     assert_eq!(fragments, 0, "{side}: {fragments} IP fragments on the wire");
     let largest = packets.iter().map(|p| p.ip_len).max().unwrap();
     assert!(largest <= mtu, "{side}: a {largest}-byte IP packet on a wire with MTU {mtu}");
+    // The gate leaves TCP checksums to the kernel (checksum offload on its sends): with transmit
+    // offload off on its ports the kernel finishes them, so a wire never carries a partial one.
+    let bad: Vec<_> = packets.iter().filter_map(|p| p.tcp.as_ref()).filter(|t| !t.checksum_ok).collect();
+    assert!(
+        bad.is_empty(),
+        "{side}: {} TCP segments with a wrong checksum, the first {} -> {} seq {}",
+        bad.len(),
+        bad[0].src,
+        bad[0].dst,
+        bad[0].seq
+    );
 }
 
 /// Panics unless one direction of a connection is TLS records from its first byte to its last,

@@ -27,6 +27,8 @@ pub struct Segment {
     pub fin: bool,
     pub rst: bool,
     pub payload: Vec<u8>,
+    /// The TCP checksum verifies (a frame captured on the wire carries a complete one).
+    pub checksum_ok: bool,
 }
 
 /// One direction of a TCP connection, from its SYN on.
@@ -95,6 +97,7 @@ fn ipv4(data: &[u8]) -> Result<Packet, String> {
             fin: t.fin(),
             rst: t.rst(),
             payload: t.payload().to_vec(),
+            checksum_ok: t.verify_checksum(&ip.src_addr().into(), &ip.dst_addr().into()),
         })
     } else {
         None

@@ -4,11 +4,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
+use crate::table_hash::TableHash;
+
 #[derive(Debug)]
 pub(super) struct MacTable {
     cap: usize,
     /// IP → (MAC, when last seen: the bridge's learning counter).
-    map: HashMap<IpAddr, ([u8; 6], u64)>,
+    map: HashMap<IpAddr, ([u8; 6], u64), TableHash>,
     /// Sightings in order; an entry is current while the map holds its stamp. Stale ones are
     /// skipped at eviction and swept when the queue reaches twice the bound.
     order: VecDeque<(IpAddr, u64)>,
@@ -16,7 +18,7 @@ pub(super) struct MacTable {
 
 impl MacTable {
     pub(super) fn new(cap: usize) -> MacTable {
-        MacTable { cap: cap.max(1), map: HashMap::new(), order: VecDeque::new() }
+        MacTable { cap: cap.max(1), map: HashMap::default(), order: VecDeque::new() }
     }
 
     pub(super) fn learn(&mut self, ip: IpAddr, mac: [u8; 6], stamp: u64) {

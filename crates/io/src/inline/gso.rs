@@ -134,7 +134,8 @@ pub fn plan(frames: &mut [Vec<u8>]) -> Vec<Message> {
     let mut messages = Vec::new();
     let mut i = 0;
     while i < frames.len() {
-        let single = Message { start: i, end: i + 1, header_len: 0, vnet: [0; VNET_HDR_LEN] };
+        let vnet = partial_checksum(&frames[i]).unwrap_or([0; VNET_HDR_LEN]);
+        let single = Message { start: i, end: i + 1, header_len: 0, vnet };
         let Some(first) = parse(&frames[i]) else {
             messages.push(single);
             i += 1;
@@ -172,6 +173,66 @@ pub fn plan(frames: &mut [Vec<u8>]) -> Vec<Message> {
         i = end;
     }
     messages
+}
+
+/// The `virtio_net_hdr` asking for checksum offload for one TCP frame whose checksum field holds
+/// its pseudo-header sum (a partial checksum: the engine's segments with
+/// `TcpChecksum::Partial`, and those whose sender left them for offload); `None` for any other
+/// frame, which leaves exactly as it is. The kernel (or the NIC) then sums the segment, and a
+/// veth hands the frame to its peer as CHECKSUM_PARTIAL, which the peer's stack trusts without
+/// summing. A complete checksum equals the pseudo-header sum by chance only when its segment
+/// sums to zero, and then finishing it again gives the same field.
+fn partial_checksum(frame: &[u8]) -> Option<[u8; VNET_HDR_LEN]> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+    let ip = frame.get(ETH_HLEN..)?;
+    let (src, dst, ip_len): (IpAddr, IpAddr, usize) = match ethertype {
+        0x0800 => {
+            let ihl = usize::from(*ip.first()? & 0x0f) * 4;
+            let frag = u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]);
+            // Exact lengths only: the kernel would sum Ethernet padding into the checksum.
+            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+            if ip[0] >> 4 != 4
+                || ihl < 20
+                || ip.len() < ihl
+                || ip[9] != 6
+                || frag & 0x3fff != 0
+                || total != ip.len()
+            {
+                return None;
+            }
+            let a =
+                |at: usize| IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(&ip[at..at + 4]).expect("four")));
+            (a(12), a(16), ihl)
+        }
+        0x86dd => {
+            if ip.len() < 40 || ip[0] >> 4 != 6 || ip[6] != 6 {
+                return None;
+            }
+            if 40 + usize::from(u16::from_be_bytes([ip[4], ip[5]])) != ip.len() {
+                return None;
+            }
+            let a =
+                |at: usize| IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&ip[at..at + 16]).expect("16")));
+            (a(8), a(24), 40)
+        }
+        _ => return None,
+    };
+    let tcp = &ip[ip_len..];
+    let tcp_header = usize::from(*tcp.get(12)? >> 4) * 4;
+    if tcp_header < 20 || tcp.len() < tcp_header {
+        return None;
+    }
+    let field = u16::from_be_bytes([tcp[16], tcp[17]]);
+    if field != tlsgate_inline::packet::tcp_pseudo_sum(src, dst, tcp.len()) {
+        return None;
+    }
+    let mut vnet = [0u8; VNET_HDR_LEN];
+    vnet[0] = VNET_F_NEEDS_CSUM;
+    vnet[2..4].copy_from_slice(&((ETH_HLEN + ip_len + tcp_header) as u16).to_le_bytes());
+    vnet[6..8].copy_from_slice(&((ETH_HLEN + ip_len) as u16).to_le_bytes());
+    vnet[8..10].copy_from_slice(&16u16.to_le_bytes()); // the TCP checksum's offset
+    Some(vnet)
 }
 
 /// The run's first frame describes `ip_bytes` of IP packet (headers and every payload).
@@ -253,6 +314,34 @@ mod tests {
         assert_eq!(u16::from_be_bytes([ip[2], ip[3]]), 40 + 3500);
         assert_eq!(fold(ip.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum()), 0xffff);
         assert_eq!(messages[1].vnet, [0; VNET_HDR_LEN]);
+    }
+
+    /// The frame's TCP checksum field set to its pseudo-header sum (a partial checksum).
+    fn make_partial(f: &mut [u8]) {
+        let ip = &f[ETH_HLEN..];
+        let a = |at: usize| std::net::IpAddr::from(<[u8; 4]>::try_from(&ip[at..at + 4]).unwrap());
+        let sum = tlsgate_inline::packet::tcp_pseudo_sum(a(12), a(16), ip.len() - 20);
+        f[ETH_HLEN + 20 + 16..ETH_HLEN + 20 + 18].copy_from_slice(&sum.to_be_bytes());
+    }
+
+    #[test]
+    fn a_lone_frame_with_a_partial_checksum_asks_for_checksum_offload_and_others_leave_as_they_are() {
+        let mut partial = v4(1000, 100);
+        partial[ETH_HLEN + 20 + 13] = 0x02; // a SYN: never part of a run, still offloaded
+        make_partial(&mut partial);
+        let mut frames = vec![partial.clone(), v4(5000, 100)];
+        let messages = plan(&mut frames);
+        assert_eq!(messages.len(), 2);
+        let vnet = messages[0].vnet;
+        assert_eq!(vnet[0..2], [VNET_F_NEEDS_CSUM, 0], "checksum offload, no segmentation");
+        assert_eq!(u16::from_le_bytes([vnet[2], vnet[3]]), 54);
+        assert_eq!(u16::from_le_bytes([vnet[6], vnet[7]]), 34, "sums from the TCP header");
+        assert_eq!(u16::from_le_bytes([vnet[8], vnet[9]]), 16, "into the checksum field");
+        assert_eq!(frames[0], partial, "the frame itself unchanged");
+        assert_eq!(messages[1].vnet, [0; VNET_HDR_LEN], "a field that is not the pseudo-header sum");
+        let mut padded = partial.clone();
+        padded.extend_from_slice(&[0; 6]);
+        assert_eq!(plan(&mut [padded])[0].vnet, [0; VNET_HDR_LEN], "padding would be summed");
     }
 
     #[test]
