@@ -3,7 +3,8 @@
 # the same machine, both ends of each tunnel pinned to CPU 0. See docs/benchmarks.md,
 # "Tunnel vs OpenSSH".
 #
-#   bench/tunnel.sh [--quick]        (SSH_CIPHER=... overrides aes128-gcm@openssh.com)
+#   bench/tunnel.sh [--quick] [--before TLSGATE_BINARY]
+#                                    (SSH_CIPHER=... overrides aes128-gcm@openssh.com)
 #
 # Installs nothing: it names the Debian packages it is missing and stops. Builds tlsgate (profile
 # "profiling": release plus line tables; honours CARGO_TARGET_DIR). Prints a markdown table and,
@@ -13,10 +14,12 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
 quick=()
+before=()
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=(--quick) ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --before) before=(--before "$(realpath "$2")"); shift ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/tunnel.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -90,7 +93,7 @@ EXT
   # known_hosts is filled in by tunnel.py once it knows sshd's port; the host key is ours.
 )
 
-taskset -c 1 /usr/bin/python3 "$repo/bench/lib/tunnel.py" "${quick[@]}" --dir "$work" \
+taskset -c 1 /usr/bin/python3 "$repo/bench/lib/tunnel.py" "${quick[@]}" "${before[@]}" --dir "$work" \
   --tlsgate "$tlsgate" --sshd /usr/sbin/sshd --user "$user" --ssh-cipher "$ssh_cipher" \
   --repo "$repo" &
 py_pid=$!

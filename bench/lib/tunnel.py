@@ -150,6 +150,9 @@ class Tunnel:
     def cpu_seconds(self):
         return sum(s.cpu_seconds() for s in self.servers)
 
+    def sys_seconds(self):
+        return sum(s.sys_seconds() for s in self.servers)
+
     def pids(self):
         return sorted(p for s in self.servers for p in s.pids())
 
@@ -180,10 +183,10 @@ def wait_through(port, socks_target, servers, timeout=20.0):
     raise RuntimeError(f"nothing goes through port {port} after {timeout:.0f} s: {last}")
 
 
-def start_tlsgate(env, pidfile):
+def start_tlsgate(env, pidfile, binary_key="TLSGATE", name="tlsgate"):
     d = env["DIR"]
     gate_port, fwd, socks, admin = (procs.free_port() for _ in range(4))
-    common = [env["TLSGATE"], "--workers", "1", "--log-level", "warn", "tunnel"]
+    common = [env[binary_key], "--workers", "1", "--log-level", "warn", "tunnel"]
     gate = procs.Server(
         "tlsgate-gate",
         common + ["gate", "--listen", f"127.0.0.1:{gate_port}", "--cert", f"{d}/server.pem",
@@ -218,7 +221,12 @@ def start_tlsgate(env, pidfile):
         for s in reversed(servers):
             s.stop()
         raise
-    return Tunnel("tlsgate", servers, fwd, socks, cipher)
+    return Tunnel(name, servers, fwd, socks, cipher)
+
+
+def start_before(env, pidfile):
+    """Another tlsgate build (--before): the same tunnel, for an A/B in one run."""
+    return start_tlsgate(env, pidfile, "TLSGATE_BEFORE", BEFORE)
 
 
 def start_ssh(env, pidfile):
@@ -292,6 +300,9 @@ class Direct:
     def cpu_seconds(self):
         return 0.0
 
+    def sys_seconds(self):
+        return 0.0
+
     def pids(self):
         return []
 
@@ -303,6 +314,7 @@ class Direct:
 
 
 PEERS = [("tlsgate", start_tlsgate), ("ssh", start_ssh)]
+BEFORE = "tlsgate (--before)"
 
 
 # --- the phases ----------------------------------------------------------------------------------
@@ -330,25 +342,28 @@ def measure(t, env, params, pidfile):
         procs.log(f"{t.name}: {name} done in {time.monotonic() - t0:.1f} s")
 
     def one_stream():
-        cpu0 = t.cpu_seconds()
+        cpu0, sys0 = t.cpu_seconds(), t.sys_seconds()
         up = upload(t.forward, n)
         down = download(t.forward, n)
-        cpu = t.cpu_seconds() - cpu0
+        cpu, sys_s = t.cpu_seconds() - cpu0, t.sys_seconds() - sys0
         row["up_mb_s"] = n / up / 1e6
         row["down_mb_s"] = n / down / 1e6
         row["one_stream_mb_s"] = 2 * n / (up + down) / 1e6
         if not isinstance(t, Direct):
             row["cpu_s_per_gib"] = cpu / (2 * n / GIB)
+            row["sys_s_per_gib"] = sys_s / (2 * n / GIB)
+            row["user_s_per_gib"] = (cpu - sys_s) / (2 * n / GIB)
 
     def parallel():
-        cpu0 = t.cpu_seconds()
+        cpu0, sys0 = t.cpu_seconds(), t.sys_seconds()
         elapsed, moved = parallel_download(
             t.socks, params["parallel"], params["streams"], sink_target if via_socks else None
         )
-        cpu = t.cpu_seconds() - cpu0
+        cpu, sys_s = t.cpu_seconds() - cpu0, t.sys_seconds() - sys0
         row["parallel_mb_s"] = moved / elapsed / 1e6
         if not isinstance(t, Direct):
             row["parallel_cpu_s_per_gib"] = cpu / (moved / GIB)
+            row["parallel_sys_s_per_gib"] = sys_s / (moved / GIB)
 
     def latency():
         idle = echo(t.forward, params["rtts"])
@@ -385,8 +400,11 @@ COLUMNS = [
     ("down_mb_s", "download MB/s", "{:.0f}", None, True),
     ("one_stream_mb_s", "one_stream MB/s", "{:.0f}", "one_stream_mbps", True),
     ("cpu_s_per_gib", "cpu_s/GiB", "{:.2f}", "cpu_per_gib", False),
+    ("sys_s_per_gib", "of it system", "{:.2f}", None, False),
+    ("user_s_per_gib", "of it user", "{:.2f}", None, False),
     ("parallel_mb_s", "64 streams MB/s", "{:.0f}", "parallel_mbps", True),
     ("parallel_cpu_s_per_gib", "64 streams cpu_s/GiB", "{:.2f}", None, False),
+    ("parallel_sys_s_per_gib", "of it system", "{:.2f}", None, False),
     ("idle_p50_us", "idle p50 µs", "{:.0f}", None, False),
     ("idle_p99_us", "idle p99 µs", "{:.0f}", None, False),
     ("busy_p50_us", "p50 µs under bulk", "{:.0f}", "latency_p50", False),
@@ -419,16 +437,31 @@ def table(rows):
     return "\n".join(lines)
 
 
-def ratio_line(rows):
+def ratio_line(rows, peer="tlsgate"):
     rows = dict(rows)
-    mine, theirs = rows.get("tlsgate", {}), rows.get("ssh", {})
+    mine, theirs = rows.get(peer, {}), rows.get("ssh", {})
     parts = {}
     for key, _, _, name, _ in COLUMNS:
         if name is None:
             continue
         a, b = mine.get(key), theirs.get(key)
         parts[name] = f"{a / b:.2f}" if a is not None and b else "n/a"
-    return "tunnel ratios vs ssh: " + " ".join(f"{n}={parts[n]}" for n in RATIO_ORDER)
+    label = "tunnel ratios vs ssh" if peer == "tlsgate" else f"{peer} ratios vs ssh"
+    return f"{label}: " + " ".join(f"{n}={parts[n]}" for n in RATIO_ORDER)
+
+
+def split_line(rows):
+    """One stream's CPU split: what the kernel spends for each tunnel (system time: socket copies,
+    loopback TCP), which a user-space relay cannot avoid, and the user-space rest."""
+    rows = dict(rows)
+    mine, theirs = rows.get("tlsgate", {}), rows.get("ssh", {})
+    parts = []
+    for key, name in (("sys_s_per_gib", "system"), ("user_s_per_gib", "user")):
+        a, b, whole = mine.get(key), theirs.get(key), theirs.get("cpu_s_per_gib")
+        ours = f"{a / b:.2f}" if a is not None and b else "n/a"
+        of_whole = f"{a / whole:.2f}" if a is not None and whole else "n/a"
+        parts.append(f"{name}={ours} (of ssh's whole: {of_whole})")
+    return "one-stream CPU per GiB, tlsgate ÷ ssh by part: " + " ".join(parts)
 
 
 def versions(env):
@@ -464,6 +497,7 @@ def main():
     ap.add_argument("--user", required=True)
     ap.add_argument("--ssh-cipher", required=True)
     ap.add_argument("--repo", required=True)
+    ap.add_argument("--before", help="another tlsgate binary, measured in the same rounds")
     args = ap.parse_args()
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
@@ -477,11 +511,13 @@ def main():
         "USER": args.user,
         "SSH_CIPHER": args.ssh_cipher,
         "REPO": args.repo,
+        "TLSGATE_BEFORE": args.before,
         "LIB": os.path.dirname(os.path.abspath(__file__)),
         "SINK_PORT": procs.free_port(),
     }
     started = datetime.datetime.now(datetime.timezone.utc)
-    rounds = {name: [] for name, _ in PEERS}
+    peers = PEERS + ([(BEFORE, start_before)] if args.before else [])
+    rounds = {name: [] for name, _ in peers}
     direct_rounds = []
     dest = procs.Server(
         "sink", [sys.executable, os.path.join(env["LIB"], "sink.py"), "serve", str(env["SINK_PORT"])],
@@ -492,7 +528,7 @@ def main():
         procs.log("direct (no tunnel)")
         direct_rounds.append(measure(Direct(env["SINK_PORT"]), env, params, pidfile))
         for i in range(params["rounds"]):
-            order = PEERS[i % 2 :] + PEERS[: i % 2]
+            order = peers[i % len(peers) :] + peers[: i % len(peers)]
             for name, start in order:
                 procs.log(f"round {i + 1}/{params['rounds']}: {name}")
                 try:
@@ -511,7 +547,7 @@ def main():
                     raise RuntimeError(f"the destination exited (log: {dest.log_path})")
     finally:
         dest.stop()
-    rows = [(name, fold(rounds[name])) for name, _ in PEERS]
+    rows = [(name, fold(rounds[name])) for name, _ in peers]
     rows.append(("direct (no tunnel)", fold(direct_rounds)))
     elapsed = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
 
@@ -538,6 +574,9 @@ def main():
     print()
     print("ratios are tlsgate ÷ ssh: one_stream_mbps and parallel_mbps higher is better; "
           "latency_p50, latency_p99 and cpu_per_gib lower is better")
+    print(split_line(rows))
+    if args.before:
+        print(ratio_line(rows, BEFORE))
     print(ratio_line(rows))
     return 1 if any(r["errors"] for _, r in rows) else 0
 

@@ -42,6 +42,9 @@ struct Peer {
     max_frame_len: u32,
 }
 
+/// Spent send buffers an endpoint keeps until the driver takes them; the rest are freed.
+pub const SPENT_KEEP: usize = 4;
+
 pub struct Endpoint {
     config: Config,
     sessions: BTreeMap<SessionId, Session>,
@@ -52,6 +55,9 @@ pub struct Endpoint {
     refusals: VecDeque<(SessionId, OpenRc, &'static str)>,
     events: VecDeque<Event>,
     rx: Vec<u8>,
+    /// Sent buffers kept for the driver ([`Endpoint::take_spent_buffer`]), at most
+    /// [`SPENT_KEEP`].
+    spent: Vec<Vec<u8>>,
     hello_sent: bool,
     peer: Option<Peer>,
     version: u16,
@@ -89,6 +95,7 @@ impl Endpoint {
             refusals: VecDeque::new(),
             events: VecDeque::new(),
             rx: Vec::new(),
+            spent: Vec::new(),
             hello_sent: false,
             peer: None,
             version: 0,

@@ -21,10 +21,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
+use super::pool::Pool;
 use super::pump::{Chunk, LocalEnd, TcpLocal, WriterMsg, CHUNK, WRITE_LIMIT};
 
-/// Bytes gathered from `poll_transmit` before they are written into TLS.
-const TRANSMIT_BATCH: usize = 64 * 1024;
+/// Bytes gathered from `poll_transmit` before they are written into TLS: four full records,
+/// which the record layer seals and writes in one system call (its write batch), with no short
+/// record behind them.
+const TRANSMIT_BATCH: usize = 4 * tlsgate_record::frame::MAX_PLAINTEXT;
 /// Bytes read from TLS at once: four full TLS 1.3 records (16 KiB of plaintext plus 22 bytes of
 /// header, content type and tag each), opened in place by the record layer after one read.
 const TLS_READ: usize = 64 * 1024 + 4 * 22;
@@ -170,6 +173,8 @@ pub struct Driver {
     opening: HashMap<SessionId, oneshot::Sender<Result<SessionId, OpenFailure>>>,
     label: Arc<str>,
     connected: Option<oneshot::Sender<()>>,
+    /// Socket buffers shared with this connection's pump tasks.
+    pool: Arc<Pool>,
 }
 
 impl Driver {
@@ -185,6 +190,7 @@ impl Driver {
             opening: HashMap::new(),
             label,
             connected: None,
+            pool: Arc::default(),
         }
     }
 
@@ -213,11 +219,20 @@ impl Driver {
         loop {
             let now = Instant::now();
             self.process_events(now);
-            open_sessions.set(self.endpoint.session_count() as i64);
+            let sessions = self.endpoint.session_count();
+            open_sessions.set(sessions as i64);
+            if sessions == 0 {
+                self.pool.clear();
+            }
             if written == out.len() {
                 out.clear();
                 written = 0;
-                while out.len() < TRANSMIT_BATCH && self.endpoint.poll_transmit(now, &mut out) {}
+                while out.len() < TRANSMIT_BATCH
+                    && self.endpoint.poll_transmit_within(now, &mut out, TRANSMIT_BATCH)
+                {}
+                while let Some(spent) = self.endpoint.take_spent_buffer() {
+                    self.pool.give(spent);
+                }
                 // Transmitting can release sessions.
                 self.process_events(now);
             }
@@ -351,7 +366,15 @@ impl Driver {
             },
             Cmd::AttachTcp { id, stream, leftover, listed } => {
                 if self.endpoint.state(id).is_some() {
-                    let t = TcpLocal::start(id, stream, leftover, self.tx.clone(), listed, self.end);
+                    let t = TcpLocal::start(
+                        id,
+                        stream,
+                        leftover,
+                        self.tx.clone(),
+                        listed,
+                        self.end,
+                        self.pool.clone(),
+                    );
                     self.sessions.insert(id, Local::Tcp(t));
                     self.drain(now, id);
                 }
@@ -359,7 +382,15 @@ impl Driver {
             Cmd::AcceptTcp { id, stream, listed } => {
                 if self.endpoint.accept(now, id).is_ok() {
                     self.count_session("opened");
-                    let t = TcpLocal::start(id, stream, Vec::new(), self.tx.clone(), listed, self.end);
+                    let t = TcpLocal::start(
+                        id,
+                        stream,
+                        Vec::new(),
+                        self.tx.clone(),
+                        listed,
+                        self.end,
+                        self.pool.clone(),
+                    );
                     self.sessions.insert(id, Local::Tcp(t));
                     self.drain(now, id);
                 }
@@ -417,9 +448,10 @@ impl Driver {
     fn drain(&mut self, now: Instant, id: SessionId) {
         let Some(Local::Tcp(t)) = self.sessions.get_mut(&id) else { return };
         while t.pending.load(Ordering::Acquire) < WRITE_LIMIT {
-            let mut data = Vec::new();
+            let mut data = self.pool.take();
             match self.endpoint.read_vec(now, id, CHUNK, &mut data) {
                 Ok(0) => {
+                    self.pool.give(data);
                     if !t.finish_sent_to_writer {
                         t.finish_sent_to_writer = true;
                         let _ = t.writer.send(WriterMsg::Finish);
@@ -431,7 +463,10 @@ impl Driver {
                     t.count_written(n);
                     let _ = t.writer.send(WriterMsg::Data(data));
                 }
-                Err(_) => return,
+                Err(_) => {
+                    self.pool.give(data);
+                    return;
+                }
             }
         }
     }
@@ -445,8 +480,11 @@ impl Driver {
                 Ok(_) => {
                     if chunk.data.is_empty() {
                         // Dropping the chunk returns its credit to the reader: its bytes now count
-                        // against the session's send buffer.
-                        t.queued.pop_front();
+                        // against the session's send buffer. A buffer the endpoint copied from
+                        // goes back to the pool.
+                        if let Some(done) = t.queued.pop_front() {
+                            self.pool.give(done.data);
+                        }
                     }
                 }
                 Err(SessionError::WouldBlock) => return,

@@ -13,6 +13,7 @@ pub(crate) mod connect;
 pub mod driver;
 pub mod gate;
 pub(crate) mod own_addrs;
+mod pool;
 pub mod portal;
 mod pump;
 pub mod resolve;
@@ -63,6 +64,8 @@ fn endpoint_config(role: tlsgate_tunnel::Role, l: &tlsgate_config::TunnelLimits)
     let mut c = tlsgate_tunnel::Config::new(role);
     c.max_sessions = l.max_sessions;
     c.recv_window = l.session_window;
+    // A Send record of this much data fills one TLS record (16 KiB of plaintext) exactly.
+    c.max_data_chunk = tlsgate_record::frame::MAX_PLAINTEXT - tlsgate_tunnel::wire::HEADER_LEN;
     c.send_buffer = l.session_buffer;
     c.keepalive_interval = l.keepalive;
     c.idle_timeout = l.idle_timeout;

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::driver::Cmd;
+use super::pool::Pool;
 
 /// Bytes read from a socket per chunk: a tunnel frame's worth (the default frame limit), which
 /// the TLS writer seals as four full records in one system call. Smaller chunks cost a wakeup of
@@ -75,13 +76,14 @@ impl TcpLocal {
         cmds: mpsc::UnboundedSender<Cmd>,
         listed: Option<Listed>,
         end: LocalEnd,
+        pool: Arc<Pool>,
     ) -> Self {
         let _ = stream.set_nodelay(true);
         let (rd, wr) = stream.into_split();
         let pending = Arc::new(AtomicUsize::new(0));
         let (writer, rx) = mpsc::unbounded_channel();
-        let reader = tokio::spawn(read_loop(id, rd, leftover, cmds.clone()));
-        let writer_task = tokio::spawn(write_loop(id, wr, rx, pending.clone(), cmds));
+        let reader = tokio::spawn(read_loop(id, rd, leftover, cmds.clone(), pool.clone()));
+        let writer_task = tokio::spawn(write_loop(id, wr, rx, pending.clone(), cmds, pool));
         TcpLocal {
             writer,
             pending,
@@ -133,7 +135,13 @@ impl Drop for TcpLocal {
     }
 }
 
-async fn read_loop(id: SessionId, rd: OwnedReadHalf, leftover: Vec<u8>, cmds: mpsc::UnboundedSender<Cmd>) {
+async fn read_loop(
+    id: SessionId,
+    rd: OwnedReadHalf,
+    leftover: Vec<u8>,
+    cmds: mpsc::UnboundedSender<Cmd>,
+    pool: Arc<Pool>,
+) {
     let credit = Arc::new(Semaphore::new(READ_CREDIT));
     let mut first = (!leftover.is_empty()).then_some(leftover);
     loop {
@@ -142,13 +150,16 @@ async fn read_loop(id: SessionId, rd: OwnedReadHalf, leftover: Vec<u8>, cmds: mp
             Some(d) => d,
             None => {
                 // The buffer is taken only once there is something to read (an idle session
-                // holds none), and not zeroed: try_read_buf fills spare capacity.
+                // holds none), from the connection's pool, and not zeroed: try_read_buf fills
+                // spare capacity.
                 let mut buf = Vec::new();
                 let read = loop {
                     if let Err(e) = rd.readable().await {
                         break Err(e);
                     }
-                    buf.reserve_exact(CHUNK);
+                    if buf.capacity() == 0 {
+                        buf = pool.take();
+                    }
                     match rd.try_read_buf(&mut buf) {
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                         r => break r,
@@ -156,6 +167,7 @@ async fn read_loop(id: SessionId, rd: OwnedReadHalf, leftover: Vec<u8>, cmds: mp
                 };
                 match read {
                     Ok(0) => {
+                        pool.give(buf);
                         let _ = cmds.send(Cmd::LocalEof { id });
                         return;
                     }
@@ -179,6 +191,7 @@ async fn write_loop(
     mut rx: mpsc::UnboundedReceiver<WriterMsg>,
     pending: Arc<AtomicUsize>,
     cmds: mpsc::UnboundedSender<Cmd>,
+    pool: Arc<Pool>,
 ) {
     while let Some(msg) = rx.recv().await {
         match msg {
@@ -191,6 +204,7 @@ async fn write_loop(
                 if before >= WRITE_LIMIT && before - data.len() < WRITE_LIMIT {
                     let _ = cmds.send(Cmd::Drained { id });
                 }
+                pool.give(data);
             }
             WriterMsg::Finish => {
                 let _ = wr.shutdown().await;

@@ -18,43 +18,34 @@ impl Endpoint {
             self.last_rx = now;
             self.ping_outstanding = false;
         }
-        // Buffer at most one maximal frame at a time, so input size never drives memory.
-        let limit = wire::HEADER_LEN + self.config.max_frame_len as usize;
+        // Frames are decoded where they lie in `data`; only a frame cut by the end of a call is
+        // copied, into `rx`, which holds at most one maximal frame (the header's length is
+        // checked before its body is awaited), so input size never drives memory.
         let mut rx = std::mem::take(&mut self.rx);
-        let result = loop {
-            let take = data.len().min(limit - rx.len());
-            rx.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            let mut used = 0;
-            let step = loop {
-                match decode(&rx[used..], self.config.max_frame_len) {
-                    Ok((frame, n)) => {
-                        used += n;
-                        self.stats.frames_in += 1;
-                        if let Err(e) = self.handle_frame(now, frame) {
-                            break Err(e);
-                        }
-                    }
-                    Err(DecodeError::Incomplete { .. }) => break Ok(()),
-                    Err(DecodeError::TooLong { len, max }) => {
-                        break Err(ConnectionError::protocol(
-                            ErrorCode::FRAME_TOO_LARGE,
-                            format!("record of {len} bytes, limit {max}"),
-                        ))
-                    }
-                    Err(e @ DecodeError::Malformed(_)) => {
-                        break Err(ConnectionError::protocol(ErrorCode::PROTOCOL_ERROR, e.to_string()))
-                    }
+        let result: Result<(), ConnectionError> = (|| {
+            while !rx.is_empty() {
+                let (used, needed) = self.frames(now, &rx)?;
+                if used > 0 {
+                    // The held frame is complete: it was topped up with exactly what it needed.
+                    rx.clear();
+                    break;
                 }
-                if self.closed.is_some() {
-                    break Ok(());
+                if data.is_empty() || self.closed.is_some() {
+                    return Ok(());
                 }
-            };
-            rx.drain(..used);
-            if step.is_err() || data.is_empty() || self.closed.is_some() {
-                break step;
+                let take = needed.min(data.len());
+                rx.extend_from_slice(&data[..take]);
+                data = &data[take..];
             }
-        };
+            if self.closed.is_some() {
+                return Ok(());
+            }
+            let (used, _) = self.frames(now, data)?;
+            if self.closed.is_none() {
+                rx.extend_from_slice(&data[used..]);
+            }
+            Ok(())
+        })();
         self.rx = rx;
         if let Err(e) = result {
             self.fail(e.clone());
@@ -64,6 +55,33 @@ impl Endpoint {
             Some(e) => Err(e.clone()),
             None => Ok(()),
         }
+    }
+
+    /// Handles the whole frames at the start of `buf`. Stops at an incomplete frame, a breach or
+    /// the connection's close; returns the bytes the frames took and the bytes the incomplete
+    /// frame still needs (0 when closed).
+    fn frames(&mut self, now: Instant, buf: &[u8]) -> Result<(usize, usize), ConnectionError> {
+        let mut used = 0;
+        while self.closed.is_none() {
+            match decode(&buf[used..], self.config.max_frame_len) {
+                Ok((frame, n)) => {
+                    used += n;
+                    self.stats.frames_in += 1;
+                    self.handle_frame(now, frame)?;
+                }
+                Err(DecodeError::Incomplete { needed }) => return Ok((used, needed)),
+                Err(DecodeError::TooLong { len, max }) => {
+                    return Err(ConnectionError::protocol(
+                        ErrorCode::FRAME_TOO_LARGE,
+                        format!("record of {len} bytes, limit {max}"),
+                    ))
+                }
+                Err(e @ DecodeError::Malformed(_)) => {
+                    return Err(ConnectionError::protocol(ErrorCode::PROTOCOL_ERROR, e.to_string()))
+                }
+            }
+        }
+        Ok((used, 0))
     }
 
     fn handle_frame(&mut self, now: Instant, frame: Frame<'_>) -> Result<(), ConnectionError> {

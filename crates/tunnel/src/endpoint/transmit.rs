@@ -7,15 +7,29 @@ use std::time::Instant;
 
 impl Endpoint {
     /// Appends the next record to `out`; false when there is nothing to send right now.
-    pub fn poll_transmit(&mut self, _now: Instant, out: &mut Vec<u8>) -> bool {
-        let sent = self.next_record(out);
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> bool {
+        self.poll_transmit_within(now, out, usize::MAX)
+    }
+
+    /// As [`Endpoint::poll_transmit`], with data records cut so that `out` stays within `limit`
+    /// bytes (control records, a few bytes each, are not cut): a driver that seals `limit`
+    /// bytes at a time fills its TLS records without a short one behind them.
+    pub fn poll_transmit_within(&mut self, _now: Instant, out: &mut Vec<u8>, limit: usize) -> bool {
+        let room = limit.saturating_sub(out.len() + wire::HEADER_LEN);
+        let sent = self.next_record(out, room);
         if sent {
             self.stats.frames_out += 1;
         }
         sent
     }
 
-    fn next_record(&mut self, out: &mut Vec<u8>) -> bool {
+    /// A buffer the application handed over whole ([`Endpoint::write_vec`]) whose bytes are all
+    /// sent, emptied, for the driver to read into again instead of allocating a fresh one.
+    pub fn take_spent_buffer(&mut self) -> Option<Vec<u8>> {
+        self.spent.pop()
+    }
+
+    fn next_record(&mut self, out: &mut Vec<u8>, room: usize) -> bool {
         if let Some(e) = &self.closed {
             return match self.goaway_to_send.take() {
                 Some(code) => {
@@ -53,14 +67,16 @@ impl Endpoint {
             Frame::OpenReply { session, rc, window: 0, reason: why.as_bytes() }.encode(out);
             return true;
         }
-        let max_data = self.config.max_data_chunk.min(peer.max_frame_len as usize).max(1);
+        // 0 when no data fits: sessions then offer only control records.
+        let max_data = self.config.max_data_chunk.min(peer.max_frame_len as usize).max(1).min(room);
         // Visit each session once, starting at the cursor and wrapping: one walk of the map (a
         // lookup per visit made this pass cost a B-tree search per session, and the driver
         // ends every batch with a pass that finds nothing).
         let at = self.cursor;
         let events = &mut self.events;
+        let spent = &mut self.spent;
         let mut turn =
-            |(&id, s): (&SessionId, &mut Session)| s.poll_frame(out, max_data, events).then_some(id);
+            |(&id, s): (&SessionId, &mut Session)| s.poll_frame(out, max_data, events, spent).then_some(id);
         let sent = match self.sessions.range_mut(at..).find_map(&mut turn) {
             Some(id) => Some(id),
             None => self.sessions.range_mut(..at).find_map(&mut turn),

@@ -89,8 +89,17 @@ impl SendBuf {
         self.sent - self.acked
     }
 
-    /// Moves up to `max` bytes (bounded by credit) into `out`; returns the count.
+    /// [`SendBuf::take_chunk_keeping`], freeing spent buffers.
+    #[cfg(test)]
     pub fn take_chunk(&mut self, max: usize, out: &mut Vec<u8>) -> usize {
+        self.take_chunk_keeping(max, out, &mut Vec::new())
+    }
+
+    /// Moves up to `max` bytes (bounded by credit) into `out`; returns the count. A buffer whose
+    /// bytes have all gone out is emptied into `spent` while that holds fewer than
+    /// [`crate::endpoint::SPENT_KEEP`] (else freed), so that the driver reads into it again
+    /// instead of faulting in fresh pages.
+    pub fn take_chunk_keeping(&mut self, max: usize, out: &mut Vec<u8>, spent: &mut Vec<Vec<u8>>) -> usize {
         let n = (self.len as u64).min(self.credit()).min(max as u64) as usize;
         out.reserve(n);
         let mut left = n;
@@ -101,7 +110,12 @@ impl SendBuf {
             self.head += k;
             left -= k;
             if self.head == front.len() {
-                self.chunks.pop_front();
+                if let Some(mut done) = self.chunks.pop_front() {
+                    if spent.len() < crate::endpoint::SPENT_KEEP {
+                        done.clear();
+                        spent.push(done);
+                    }
+                }
                 self.head = 0;
             }
         }

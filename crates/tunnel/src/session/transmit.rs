@@ -9,7 +9,15 @@ use std::collections::VecDeque;
 impl Session {
     /// Encodes this session's next record into `out`, if it has one. Order within a session:
     /// terminal, Open / OpenReply, Close(read), Ack, datagram, data, Close(write), Close(both).
-    pub fn poll_frame(&mut self, out: &mut Vec<u8>, max_data: usize, ev: &mut VecDeque<Event>) -> bool {
+    /// `max_data` 0: no data record fits now. Buffers whose bytes all went out are emptied into
+    /// `spent` (see [`SendBuf::take_chunk_keeping`]).
+    pub fn poll_frame(
+        &mut self,
+        out: &mut Vec<u8>,
+        max_data: usize,
+        ev: &mut VecDeque<Event>,
+        spent: &mut Vec<Vec<u8>>,
+    ) -> bool {
         let session = self.id;
         if let Some(t) = self.terminal_to_send.take() {
             self.terminal_sent = true;
@@ -60,8 +68,9 @@ impl Session {
         if matches!(self.write, WriteSide::Open | WriteSide::Finishing)
             && self.send.buffered() > 0
             && self.send.credit() > 0
+            && max_data > 0
         {
-            encode_send(out, session, &mut self.send, max_data);
+            encode_send(out, session, &mut self.send, max_data, spent);
             if self.want_writable && self.write == WriteSide::Open {
                 self.want_writable = false;
                 ev.push_back(Event::Writable { id: session });
@@ -88,10 +97,16 @@ impl Session {
 }
 
 /// A Send record with up to `max` bytes, framed in place (no intermediate copy).
-fn encode_send(out: &mut Vec<u8>, session: SessionId, send: &mut SendBuf, max: usize) {
+fn encode_send(
+    out: &mut Vec<u8>,
+    session: SessionId,
+    send: &mut SendBuf,
+    max: usize,
+    spent: &mut Vec<Vec<u8>>,
+) {
     let start = out.len();
     Frame::Send { session, data: &[] }.encode(out);
-    let n = send.take_chunk(max, out);
+    let n = send.take_chunk_keeping(max, out, spent);
     let mut h = crate::wire::Header::new_checked(&mut out[start..]).expect("header just written");
     h.set_length(n as u32);
 }
