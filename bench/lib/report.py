@@ -185,9 +185,12 @@ def kernel_table(rows):
 
 
 def user_ratios(rounds, subject="tlsgate"):
-    """Per CPU column: the subject's user-space time (total − system) ÷ the user-space time of
-    the round's peer with the lowest user-space time (median of the rounds) — what user-space
-    work alone compares to, where the kernel's loopback work puts a floor under the whole."""
+    """Per CPU column: the subject's user-space time (total − system) ÷ the least user-space
+    time of the round's peers (median of the rounds) — what user-space work alone compares
+    to, where the kernel's loopback work puts a floor under the whole. The peer with the least
+    user space need not be the best peer of the ratio line (one that spends more in the
+    kernel may spend less in user space), so the line also names it, and gives the ratio
+    against the best peer's own user space after `/`."""
     parts = []
     for key, _, _, ratio_name in COLUMNS:
         if key not in SYS_OF:
@@ -199,19 +202,30 @@ def user_ratios(rounds, subject="tlsgate"):
                 return None
             return row[key] - row[sys_key]
 
-        pairs = []
+        least, of_best, names = [], [], []
         for r, mine in enumerate(rounds.get(subject, [])):
-            theirs = [
-                u
+            peers = [
+                (name, rows[r])
                 for name, rows in rounds.items()
-                if not name.startswith("tlsgate") and r < len(rows) and (u := user(rows[r])) is not None
+                if not name.startswith("tlsgate") and r < len(rows) and user(rows[r]) is not None
             ]
             m = user(mine)
-            if theirs and m is not None and min(theirs) > 0:
-                pairs.append(m / min(theirs))
-        value = f"{statistics.median(pairs):.2f}" if pairs else "n/a"
+            if not peers or m is None:
+                continue
+            u, name = min((user(row), name) for name, row in peers)
+            best = min(peers, key=lambda p: p[1][key])
+            if u > 0:
+                least.append(m / u)
+                names.append(name)
+            if user(best[1]) > 0:
+                of_best.append(m / user(best[1]))
+        value = f"{statistics.median(least):.2f}" if least else "n/a"
+        if of_best:
+            value += f"/{statistics.median(of_best):.2f}"
+        if names:
+            value += f" ({'/'.join(names)})"
         parts.append(f"{ratio_name}={value}")
-    return "user space alone vs best peer's user space: " + " ".join(parts)
+    return "user space alone vs the least user space of a peer (/ vs the best peer's): " + " ".join(parts)
 
 
 def kernel_floor(rounds, subject="tlsgate"):

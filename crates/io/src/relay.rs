@@ -1,7 +1,8 @@
 //! The byte pump between a client stream and a backend stream.
 //!
 //! Each direction copies until end of stream, then shuts down writing on the other side, so a
-//! client that half-closes still receives the reply. An error in either direction ends both and
+//! client that half-closes still receives the reply. (The direction that ends last leaves a
+//! plain TCP destination to the close that follows at once: [`LastWrites::ends_on_drop`].) An error in either direction ends both and
 //! is reported with the side that caused it; the TLS side is then dropped without close_notify,
 //! which tells a TLS client the response was cut short.
 //!
@@ -27,9 +28,20 @@ use crate::ProxyError;
 /// so that it may send them and its end together. Streams with nothing to gain ignore it.
 pub trait LastWrites {
     fn last_writes(&mut self) {}
+
+    /// Whether dropping the stream ends it as its shutdown would: then the direction that
+    /// ends last skips the shutdown, since the relay drops both streams right after (a plain
+    /// TCP socket whose peer's end was read: close sends the same FIN, one system call less).
+    fn ends_on_drop(&self) -> bool {
+        false
+    }
 }
 
-impl LastWrites for tokio::net::TcpStream {}
+impl LastWrites for tokio::net::TcpStream {
+    fn ends_on_drop(&self) -> bool {
+        true
+    }
+}
 impl LastWrites for tokio_rustls::client::TlsStream<tokio::net::TcpStream> {}
 impl LastWrites for crate::ktls::KtlsStream {
     fn last_writes(&mut self) {
@@ -44,6 +56,9 @@ impl LastWrites for RecordStream {
 impl<T: LastWrites + ?Sized> LastWrites for Box<T> {
     fn last_writes(&mut self) {
         (**self).last_writes()
+    }
+    fn ends_on_drop(&self) -> bool {
+        (**self).ends_on_drop()
     }
 }
 
@@ -105,12 +120,14 @@ where
             }
         };
         if !up.finished {
-            if let Poll::Ready(Err(e)) = up.poll(cx, &mut client, &mut backend, |n| moved(n, true)) {
+            let last = down.finished;
+            if let Poll::Ready(Err(e)) = up.poll(cx, &mut client, &mut backend, last, |n| moved(n, true)) {
                 return Poll::Ready(Err(e));
             }
         }
         if !down.finished {
-            if let Poll::Ready(Err(e)) = down.poll(cx, &mut backend, &mut client, |n| moved(n, false)) {
+            let last = up.finished;
+            if let Poll::Ready(Err(e)) = down.poll(cx, &mut backend, &mut client, last, |n| moved(n, false)) {
                 return Poll::Ready(Err(e));
             }
         }
@@ -178,6 +195,8 @@ impl Pump {
         cx: &mut Context<'_>,
         r: &mut R,
         w: &mut W,
+        // The other direction has ended: when this one does, the relay is over.
+        last: bool,
         moved: impl Fn(u64),
     ) -> Poll<Result<(), ProxyError>>
     where
@@ -196,7 +215,10 @@ impl Pump {
             }
             // 2. End of stream from the source: pass the half-close on.
             if self.eof {
-                ready!(Pin::new(&mut *w).poll_shutdown(cx)).map_err(|e| self.write_error("shutdown", e))?;
+                if !(last && w.ends_on_drop()) {
+                    ready!(Pin::new(&mut *w).poll_shutdown(cx))
+                        .map_err(|e| self.write_error("shutdown", e))?;
+                }
                 self.finished = true;
                 return Poll::Ready(Ok(()));
             }

@@ -152,6 +152,9 @@ pub async fn accept_loop(
 ) {
     let addr = socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(listener = %state.load().name, %addr, "listening");
+    if let Err(e) = nodelay_for_accepted(&socket) {
+        tracing::warn!(side = %Side::Internal, error = %e, %addr, "TCP_NODELAY on the listening socket");
+    }
     loop {
         let limits = state.load_full();
         // The process's limit is shared by every listener: a listener waiting in accept must not
@@ -173,7 +176,7 @@ pub async fn accept_loop(
                         // the connection is dropped wherever it is.
                         let revoked = Arc::new(Notify::new());
                         tokio::select! {
-                            () = handle(tcp, current, revoked.clone()) => {}
+                            () = handle(tcp, peer, current, revoked.clone()) => {}
                             () = revoked.notified() => tracing::warn!(
                                 side = %Side::Client, "connection closed: client certificate revoked"
                             ),
@@ -191,6 +194,12 @@ pub async fn accept_loop(
     }
 }
 
+/// Accepted sockets inherit TCP_NODELAY from the listening one (Linux copies the listener's TCP
+/// options into each child): one setsockopt here instead of one per connection.
+fn nodelay_for_accepted(socket: &TcpListener) -> std::io::Result<()> {
+    socket2::SockRef::from(socket).set_tcp_nodelay(true)
+}
+
 /// A permit of `limit`, waiting (and saying so once) when none is free.
 async fn acquire(
     limit: &Option<Arc<Semaphore>>,
@@ -205,12 +214,16 @@ async fn acquire(
     limit.clone().acquire_owned().await.ok()
 }
 
-async fn handle(tcp: TcpStream, state: Arc<ListenerState>, revoked: Arc<Notify>) {
+/// `client`: the peer address accept returned (no getpeername per connection).
+async fn handle(
+    tcp: TcpStream,
+    client: std::net::SocketAddr,
+    state: Arc<ListenerState>,
+    revoked: Arc<Notify>,
+) {
     let m = metrics();
     state.counters.accepted.inc();
-    let client = tcp.peer_addr().unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
     let started = Instant::now();
-    let _ = tcp.set_nodelay(true);
     let handshake_result = |result: &str, version: &str, suite: &str| {
         let labels = HandshakeLabels {
             listener: state.name.clone(),
@@ -224,7 +237,9 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>, revoked: Arc<Notify>)
         // Boxed: its future is large and would otherwise size every connection's task.
         return Box::pin(directed(tcp, &state, client)).await;
     }
-    let local = tcp.local_addr().unwrap_or(client);
+    // Our own address matters only to a PROXY header sent on to a backend: no getsockname
+    // per connection otherwise.
+    let local = if state.routes.any_proxy_protocol() { tcp.local_addr().unwrap_or(client) } else { client };
     // A load balancer's PROXY header (when the listener expects one), the STARTTLS prologue and
     // the handshake share the handshake timeout: a client gets that long to say everything
     // before TLS is up.
@@ -378,14 +393,15 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>, revoked: Arc<Notify>)
     let mut backend = backend;
     // The backend application names this connection by its own socket's addresses: its local
     // address is our peer, and ours is its peer.
-    let _directives = match (peer_facts, backend.peer_addr(), backend.local_addr()) {
-        (Some(facts), Ok(app_local), Ok(app_peer)) => Some(crate::control::registry::register(
+    // Asked for only with a control socket running (two system calls per connection otherwise).
+    let _directives = peer_facts.and_then(|facts| match (backend.peer_addr(), backend.local_addr()) {
+        (Ok(app_local), Ok(app_peer)) => Some(crate::control::registry::register(
             app_local,
             app_peer,
             crate::control::registry::Entry::new(Some(facts), None),
         )),
         _ => None,
-    };
+    });
     if let Some(header) = &proxy_header_bytes {
         if let Err(e) = backend.write_all(header).await {
             tracing::warn!(backend = %member, side = %Side::Backend, error = %e, "sending the PROXY header failed");
@@ -495,5 +511,25 @@ impl OpenGuard {
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `accept_loop` relies on instead of a setsockopt per connection.
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        nodelay_for_accepted(&listener).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (accepted, _) = accepted.unwrap();
+        assert!(accepted.nodelay().unwrap(), "the accepted socket has TCP_NODELAY");
+        assert!(
+            !client.unwrap().nodelay().unwrap(),
+            "a fresh client socket has not (the option is per socket)"
+        );
     }
 }

@@ -52,6 +52,11 @@ impl Routes {
         self.table.serves(sni)
     }
 
+    /// Whether some route sends a PROXY header to its backend (which needs our own address).
+    pub fn any_proxy_protocol(&self) -> bool {
+        self.all.iter().any(|r| r.proxy_protocol.is_some())
+    }
+
     /// The route for this name and the protocol the handshake negotiated.
     pub fn lookup(&self, sni: Option<&str>, alpn: Option<&[u8]>) -> Option<&Arc<Route>> {
         self.table.lookup(sni, alpn)
