@@ -42,10 +42,14 @@ def wait_port(port, timeout=20):
     sys.exit(f"nothing listens on {port}")
 
 
+# bench/lib/scratch.sh's list of process groups to stop on exit (the scratch directory's).
+PIDS = None
+
+
 def start(args, work, name, **kw):
     log = open(os.path.join(work, f"{name}.log"), "w")
     p = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True, **kw)
-    with open(os.path.join(work, "pids"), "a") as f:
+    with open(PIDS, "a") as f:
         f.write(f"{p.pid}\n")
     return p
 
@@ -119,7 +123,7 @@ http {{ access_log off; sendfile on; client_body_temp_path {w}/body; proxy_temp_
   server {{ listen {topo.dest_host}:{dport} ssl; ssl_certificate {w}/{cert};
     ssl_certificate_key {w}/{key}; ssl_protocols TLSv1.3; root {root}; }} }}
 """)
-    start(topo.run("dest", ["/usr/sbin/nginx", "-p", w, "-c", f"{w}/nginx.conf"]), w, "nginx")
+    nginx = start(topo.run("dest", ["/usr/sbin/nginx", "-p", w, "-c", f"{w}/nginx.conf"]), w, "nginx")
     topo.wait("dest", topo.dest_host, dport)
 
     def gate_and_portal(binary, label):
@@ -187,7 +191,7 @@ coredump_dir {w}
             shown = ", ".join(f"{k} {v:.2f}" for k, v in parts.items())
             print(f"[bench] {topo.name} run {run} {name}: CPU s {shown} for {gib:.2f} GiB", file=sys.stderr)
             rows.append((run, name, parts, gib / secs))
-    for p in [portal, gate, squid] + extra:
+    for p in [portal, gate, squid, nginx] + extra:
         os.killpg(p.pid, signal.SIGTERM)
     report(topo, rows, gib)
 
@@ -229,6 +233,8 @@ def main():
     ap.add_argument("--only", choices=("loopback", "netns"))
     ap.add_argument("--baseline", help="another tlsgate binary, measured alongside (A/B)")
     a = ap.parse_args()
+    global PIDS
+    PIDS = os.path.join(a.dir, "pids")
     topos = []
     if a.only != "netns":
         topos.append(Loopback())
