@@ -4,27 +4,38 @@
 # nested), all in front of the same TLS destination (nginx), on one machine. See
 # docs/benchmarks.md, "Connect gate vs Squid".
 #
-#   bench/connect.sh [--quick]      (--quick: 256 MiB per transfer instead of 1 GiB)
+#   bench/connect.sh [--quick] [--runs N] [--only loopback|netns] [--baseline TLSGATE]
+#     --quick: 256 MiB per transfer instead of 1 GiB; --runs: N interleaved rounds (default 3);
+#     --baseline: another tlsgate binary whose gate is measured in the same rounds (A/B)
 #
+# Two topologies: loopback, and the gate in a network namespace of its own between the client's
+# and the destination's, pinned to CPU 0 with its peers on CPU 1 (bench/lib/connect_netns.py).
 # Installs nothing: it names the Debian packages it is missing and stops. Builds tlsgate (profile
-# "profiling"; honours CARGO_TARGET_DIR). Prints a markdown table and, last, the line
-# "connect ratios: ...". Every process it starts is stopped on exit.
+# "profiling"; honours CARGO_TARGET_DIR). Prints, per topology, a markdown table (one row per run
+# and proxy) and the lines "TOPOLOGY ratios (PART, median of N runs): downgrade/nested CPU …".
+# Every process and network namespace it starts is stopped or deleted on exit.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
 size=$((1024 * 1024 * 1024))
+runs=3
+pyargs=()
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) size=$((256 * 1024 * 1024)) ;;
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --runs) runs=$2; shift ;;
+    --only) pyargs+=(--only "$2"); shift ;;
+    --baseline) pyargs+=(--baseline "$(realpath "$2")"); shift ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/connect.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
 done
 
 declare -A need=([nginx-core]=/usr/sbin/nginx [squid-openssl]=/usr/sbin/squid [curl]=/usr/bin/curl
-  [openssl]=/usr/bin/openssl [python3]=/usr/bin/python3)
+  [openssl]=/usr/bin/openssl [python3]=/usr/bin/python3 [iproute2]=/usr/sbin/ip [ethtool]=/usr/sbin/ethtool
+  [util-linux]=/usr/bin/taskset)
 missing=()
 for pkg in "${!need[@]}"; do
   [ -e "${need[$pkg]}" ] || missing+=("$pkg")
@@ -56,8 +67,17 @@ make_scratch tlsgate-connect-bench
     > portal.ext
   openssl x509 -req -in portal.csr -CA ca.pem -CAkey ca.key -CAcreateserial -sha256 -days 2 \
     -extfile portal.ext -out portal.pem 2>/dev/null
+  # The gate's, Squid's and the destination's certificate in the namespaces.
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out net.key 2>/dev/null
+  openssl req -new -key net.key -subj "/CN=bench-netns" -out net.csr 2>/dev/null
+  printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:10.90.1.2,IP:10.90.2.2\n' \
+    > net.ext
+  openssl x509 -req -in net.csr -CA ca.pem -CAkey ca.key -CAcreateserial -sha256 -days 2 \
+    -extfile net.ext -out net.pem 2>/dev/null
+  chmod 644 net.pem
 )
 
-/usr/bin/python3 "$repo/bench/lib/connect.py" --dir "$work" --tlsgate "$tlsgate" --size "$size" &
+/usr/bin/python3 "$repo/bench/lib/connect.py" --dir "$work" --tlsgate "$tlsgate" --size "$size" \
+  --runs "$runs" "${pyargs[@]}" &
 py_pid=$!
 wait "$py_pid"

@@ -1,14 +1,26 @@
 """bench/connect.sh's harness: one TLS destination (nginx), three proxies in front of it, curl
-downloading the same file through each; the proxy's CPU time (user + system, every process of it)
-per GiB moved. Prints a markdown table and the ratio line."""
+downloading the same file through each; the proxy's CPU per GiB moved. Two topologies, each
+printed as a table with its ratio line:
+
+- loopback: everything on 127.0.0.1, unpinned; the proxy's CPU is its processes' user + system
+  time (on loopback that includes its peers' receive processing, see docs/benchmarks.md);
+- netns: curl and the portal in one network namespace, the proxy in a second, nginx in a third,
+  joined by veth pairs (see connect_netns.py); the proxy alone on CPU 0, everything else on CPU 1,
+  the other namespaces' receive processing steered to CPU 1; the proxy's CPU is its processes'
+  time, plus the softirq time of CPU 0, plus its interfaces' NAPI threads.
+
+Within a topology the three proxies run interleaved, `--runs` times."""
 
 import argparse
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
+
+import connect_netns
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -30,10 +42,14 @@ def wait_port(port, timeout=20):
     sys.exit(f"nothing listens on {port}")
 
 
+# bench/lib/scratch.sh's list of process groups to stop on exit (the scratch directory's).
+PIDS = None
+
+
 def start(args, work, name, **kw):
     log = open(os.path.join(work, f"{name}.log"), "w")
     p = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True, **kw)
-    with open(os.path.join(work, "pids"), "a") as f:
+    with open(PIDS, "a") as f:
         f.write(f"{p.pid}\n")
     return p
 
@@ -54,21 +70,45 @@ def cpu_of_group(pgid):
     return total / TICK
 
 
-def curl(args, work):
-    out = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{size_download}"] + args,
+def curl(prefix, args, work):
+    out = subprocess.run(prefix + ["curl", "-sS", "-o", "/dev/null", "-w", "%{size_download}"] + args,
                          capture_output=True, text=True, cwd=work)
     if out.returncode != 0:
         sys.exit(f"curl {args}: {out.stderr}")
     return int(out.stdout)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--dir", required=True)
-    ap.add_argument("--tlsgate", required=True)
-    ap.add_argument("--size", type=int, required=True)
-    a = ap.parse_args()
-    w = a.dir
+class Loopback:
+    """Everything on 127.0.0.1 in the caller's namespace, unpinned."""
+
+    name = "loopback"
+    client_host = gate_host = dest_host = "127.0.0.1"
+    cert = ("server.pem", "server.key")
+
+    def run(self, role, args):
+        return args
+
+    def wait(self, role, host, port):
+        wait_port(port)
+
+    def begin(self, proc):
+        return cpu_of_group(proc.pid)
+
+    def end(self, proc, before):
+        return {"process": cpu_of_group(proc.pid) - before}
+
+    parts = ("process",)
+
+    def close(self):
+        pass
+
+
+def measure(a, topo):
+    w = os.path.join(a.dir, f"topology-{topo.name}")
+    os.makedirs(w)
+    for f in ("ca.pem", "portal.pem", "portal.key") + topo.cert:
+        os.symlink(os.path.join(a.dir, f), os.path.join(w, f))
+    cert, key = topo.cert
     root = os.path.join(w, "www")
     os.makedirs(root)
     with open(os.path.join(root, "big.bin"), "wb") as f:
@@ -80,21 +120,30 @@ def main():
 error_log stderr warn; events {{ worker_connections 64; }}
 http {{ access_log off; sendfile on; client_body_temp_path {w}/body; proxy_temp_path {w}/p;
   fastcgi_temp_path {w}/f; uwsgi_temp_path {w}/u; scgi_temp_path {w}/s;
-  server {{ listen 127.0.0.1:{dport} ssl; ssl_certificate {w}/server.pem;
-    ssl_certificate_key {w}/server.key; ssl_protocols TLSv1.3; root {root}; }} }}
+  server {{ listen {topo.dest_host}:{dport} ssl; ssl_certificate {w}/{cert};
+    ssl_certificate_key {w}/{key}; ssl_protocols TLSv1.3; root {root}; }} }}
 """)
-    start(["/usr/sbin/nginx", "-p", w, "-c", f"{w}/nginx.conf"], w, "nginx")
-    wait_port(dport)
+    nginx = start(topo.run("dest", ["/usr/sbin/nginx", "-p", w, "-c", f"{w}/nginx.conf"]), w, "nginx")
+    topo.wait("dest", topo.dest_host, dport)
 
-    gport, pport, sport = free_port(), free_port(), free_port()
-    gate = start([a.tlsgate, "--workers", "1", "connect", "gate", "--listen", f"127.0.0.1:{gport}",
-                  "--cert", "server.pem", "--key", "server.key", "--client-ca", "ca.pem",
-                  "--allow", f"*=127.0.0.1 {dport}"], w, "gate", cwd=w)
-    portal = start([a.tlsgate, "--workers", "1", "connect", "portal", "--listen", f"127.0.0.1:{pport}",
-                    "--gate", f"127.0.0.1:{gport}", "--ca", "ca.pem", "--cert", "portal.pem",
-                    "--key", "portal.key", "--route", "*"], w, "portal", cwd=w)
+    def gate_and_portal(binary, label):
+        gport, pport = free_port(), free_port()
+        gate = start(topo.run("gate", [
+            binary, "--workers", "1", "connect", "gate", "--listen", f"{topo.gate_host}:{gport}",
+            "--cert", cert, "--key", key, "--client-ca", "ca.pem",
+            "--allow", f"*={topo.dest_host} {dport}"]), w, f"gate{label}", cwd=w)
+        portal = start(topo.run("client", [
+            binary, "--workers", "1", "connect", "portal", "--listen", f"{topo.client_host}:{pport}",
+            "--gate", f"{topo.gate_host}:{gport}", "--ca", "ca.pem", "--cert", "portal.pem",
+            "--key", "portal.key", "--route", "*"]), w, f"portal{label}", cwd=w)
+        topo.wait("gate", topo.gate_host, gport)
+        topo.wait("client", topo.client_host, pport)
+        return gate, portal, gport, pport
+
+    gate, portal, gport, pport = gate_and_portal(a.tlsgate, "")
+    sport = free_port()
     with open(os.path.join(w, "squid.conf"), "w") as f:
-        f.write(f"""https_port 127.0.0.1:{sport} tls-cert={w}/server.pem tls-key={w}/server.key
+        f.write(f"""https_port {topo.gate_host}:{sport} tls-cert={w}/{cert} tls-key={w}/{key}
 http_access allow all
 acl SSL_ports port {dport}
 http_access allow CONNECT SSL_ports
@@ -106,38 +155,97 @@ cache_log {w}/squid-cache.log
 access_log none
 coredump_dir {w}
 """)
-    squid = start(["/usr/sbin/squid", "-N", "-f", f"{w}/squid.conf"], w, "squid")
-    for p in (gport, pport, sport):
-        wait_port(p)
+    squid = start(topo.run("gate", ["/usr/sbin/squid", "-N", "-f", f"{w}/squid.conf"]), w, "squid")
+    topo.wait("gate", topo.gate_host, sport)
 
-    url = f"https://127.0.0.1:{dport}/big.bin"
+    url = f"https://{topo.dest_host}:{dport}/big.bin"
     dest = ["--cacert", "ca.pem", url]
     nested_tls = ["--proxy-cacert", "ca.pem", "--proxy-cert", "portal.pem", "--proxy-key", "portal.key"]
-    runs = [
-        ("tlsgate downgrade (portal)", gate, ["--proxy", f"http://127.0.0.1:{pport}"] + dest),
-        ("tlsgate nested", gate, ["--proxy", f"https://127.0.0.1:{gport}"] + nested_tls + dest),
-        ("squid nested", squid, ["--proxy", f"https://127.0.0.1:{sport}", "--proxy-cacert", "ca.pem"] + dest),
+    proxies = [
+        ("tlsgate downgrade (portal)", gate, ["--proxy", f"http://{topo.client_host}:{pport}"] + dest),
+        ("tlsgate nested", gate, ["--proxy", f"https://{topo.gate_host}:{gport}"] + nested_tls + dest),
+        ("squid nested", squid,
+         ["--proxy", f"https://{topo.gate_host}:{sport}", "--proxy-cacert", "ca.pem"] + dest),
     ]
-    rows = []
-    for name, proc, args in runs:
-        curl(args[:-1] + [f"https://127.0.0.1:{dport}/"], w)  # warm-up (404 is fine)
-        before, t0 = cpu_of_group(proc.pid), time.time()
-        got = curl(args, w)
-        cpu, secs = cpu_of_group(proc.pid) - before, time.time() - t0
-        if got != a.size:
-            sys.exit(f"{name}: {got} of {a.size} bytes")
-        gib = got / (1 << 30)
-        rows.append((name, cpu / gib, gib / secs))
-        print(f"[bench] {name}: {cpu:.2f} CPU s for {gib:.2f} GiB", file=sys.stderr)
-    print("| proxy (gate side) | CPU s per GiB | GiB/s |")
-    print("|---|---|---|")
-    for name, per, rate in rows:
-        print(f"| {name} | {per:.3f} | {rate:.2f} |")
-    down, nested, sq = (r[1] for r in rows)
-    print(f"connect ratios: downgrade/nested CPU {down / nested:.2f}, nested/squid CPU {nested / sq:.2f}, "
-          f"downgrade/squid CPU {down / sq:.2f}")
-    for p in (portal, gate, squid):
+    extra = []
+    if a.baseline:
+        # Another build of tlsgate, measured in the same rounds (an A/B of a change).
+        bgate, bportal, bgport, bpport = gate_and_portal(a.baseline, "-baseline")
+        extra = [bgate, bportal]
+        proxies += [
+            ("baseline downgrade (portal)", bgate, ["--proxy", f"http://{topo.client_host}:{bpport}"] + dest),
+            ("baseline nested", bgate, ["--proxy", f"https://{topo.gate_host}:{bgport}"] + nested_tls + dest),
+        ]
+    client = topo.run("client", [])
+    for name, proc, args in proxies:
+        curl(client, args[:-1] + [f"https://{topo.dest_host}:{dport}/"], w)  # warm-up (404 is fine)
+    gib = a.size / (1 << 30)
+    rows = []  # (run, name, {part: CPU s}, GiB/s)
+    for run in range(1, a.runs + 1):
+        for name, proc, args in proxies:
+            before, t0 = topo.begin(proc), time.time()
+            got = curl(client, args, w)
+            parts, secs = topo.end(proc, before), time.time() - t0
+            if got != a.size:
+                sys.exit(f"{topo.name} {name}: {got} of {a.size} bytes")
+            shown = ", ".join(f"{k} {v:.2f}" for k, v in parts.items())
+            print(f"[bench] {topo.name} run {run} {name}: CPU s {shown} for {gib:.2f} GiB", file=sys.stderr)
+            rows.append((run, name, parts, gib / secs))
+    for p in [portal, gate, squid, nginx] + extra:
         os.killpg(p.pid, signal.SIGTERM)
+    report(topo, rows, gib)
+
+
+def report(topo, rows, gib):
+    cols = topo.parts + (("sum",) if len(topo.parts) > 1 else ())
+    print(f"\n### {topo.name}\n")
+    print("| run | proxy (gate side) | " + " | ".join(f"{c} CPU s/GiB" for c in cols) + " | GiB/s |")
+    print("|---|---|" + "---|" * len(cols) + "---|")
+    total = {}
+    for run, name, parts, rate in rows:
+        per = {k: v / gib for k, v in parts.items()}
+        per["sum"] = sum(per.values())
+        total[(run, name)] = per
+        print(f"| {run} | {name} | " + " | ".join(f"{per[c]:.3f}" for c in cols) + f" | {rate:.2f} |")
+    runs = sorted({r for r, *_ in rows})
+    down, nested, squid = "tlsgate downgrade (portal)", "tlsgate nested", "squid nested"
+    print()
+    for c in cols:
+        def ratio(a, b):
+            if any(total[(r, b)][c] == 0 for r in runs):
+                return "n/a"
+            return f"{statistics.median(total[(r, a)][c] / total[(r, b)][c] for r in runs):.2f}"
+        line = (f"{topo.name} ratios ({c}, median of {len(runs)} runs): downgrade/nested CPU "
+                f"{ratio(down, nested)}, nested/squid CPU {ratio(nested, squid)}, "
+                f"downgrade/squid CPU {ratio(down, squid)}")
+        if (1, "baseline nested") in total:
+            line += (f"; downgrade/baseline downgrade CPU {ratio(down, 'baseline downgrade (portal)')}"
+                     f", nested/baseline nested CPU {ratio(nested, 'baseline nested')}")
+        print(line)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dir", required=True)
+    ap.add_argument("--tlsgate", required=True)
+    ap.add_argument("--size", type=int, required=True)
+    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--only", choices=("loopback", "netns"))
+    ap.add_argument("--baseline", help="another tlsgate binary, measured alongside (A/B)")
+    a = ap.parse_args()
+    global PIDS
+    PIDS = os.path.join(a.dir, "pids")
+    topos = []
+    if a.only != "netns":
+        topos.append(Loopback())
+    if a.only != "loopback":
+        topos.append(connect_netns.Netns(a.dir))
+    try:
+        for topo in topos:
+            measure(a, topo)
+    finally:
+        for topo in topos:
+            topo.close()
 
 
 if __name__ == "__main__":
