@@ -58,6 +58,7 @@ const EXAMPLES: &[(&str, &str, How)] = &[
     ("docs/tunnel.md", "# The gate: its certificate, and the CA that issues portal certificates.", How::Run(tunnel::quick_start)),
     ("docs/tunnel.md", "[tunnel.gate]", How::Fragment(GATE, tunnel::policy)),
     ("docs/tunnel.md", "[[tunnel.gate.reverse]]", How::Fragment(GATE, tunnel::reverse)),
+    ("README.md", "# hold server.key in its own process, as user tlsgate-keys, signing for uid tlsgate", How::Skip("keyd's --help examples: tests/help.rs has the binary parse them; the same commands with a test's paths and users run by tests/keyd.rs")),
     ("docs/keyd.md", "# as root: keyd reads the 0600 keys, binds the socket, then runs as tlsgate-keys", How::Skip("the same commands with a test's paths and users run by tests/keyd.rs")),
     ("docs/keyd.md", "# SoftHSM2: a token, a key imported from PKCS#8, the PEM file deleted", How::Skip("the same steps with a test's paths run by tests/pkcs11.rs")),
     ("docs/fleet.md", "# One fleet key for every instance, readable by tlsgate only; copy it to each host.", How::Run(fleet::instances)),
