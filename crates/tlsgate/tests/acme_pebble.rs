@@ -114,6 +114,17 @@ fn get(dir: &Path, name: &str, port: u16, ca: &str) -> Result<String, String> {
     Ok(serial)
 }
 
+/// `tlsgate terminate` on `port` with no certificate, ordering from Pebble `p` into `state`;
+/// `extra`: the names and any other ACME flag.
+fn acme_terminate(p: &Pebble, port: u16, backend: &str, state: &Path, extra: &[&str]) -> Tlsgate {
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec!["terminate", "--listen", &listen, "--backend", backend];
+    args.extend(["--acme-directory", &p.directory, "--acme-directory-ca", &p.directory_ca]);
+    args.extend(["--acme-state", state.to_str().unwrap()]);
+    args.extend(extra);
+    Tlsgate::start(BIN, &args)
+}
+
 #[test]
 fn issues_by_tls_alpn_renews_without_a_failed_request_and_backs_off_when_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -123,25 +134,12 @@ fn issues_by_tls_alpn_renews_without_a_failed_request_and_backs_off_when_refused
     let p = pebble(d, port, free_tcp(), 9);
     let (_backend, backend) = Tlsgate::backend(BIN, "127.0.0.1:0", "acme");
     let state = d.join("state");
-    let gate = Tlsgate::start(
-        BIN,
-        &[
-            "terminate",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--backend",
-            &backend,
-            "--acme-directory",
-            &p.directory,
-            "--acme-name",
-            "acme.test",
-            "--acme-name",
-            "www.acme.test",
-            "--acme-state",
-            state.to_str().unwrap(),
-            "--acme-directory-ca",
-            &p.directory_ca,
-        ],
+    let gate = acme_terminate(
+        &p,
+        port,
+        &backend,
+        &state,
+        &["--acme-name", "acme.test", "--acme-name", "www.acme.test"],
     );
     gate.listening(None);
     gate.proc.wait_for(&["ACME: certificate issued"], Duration::from_secs(60));
@@ -225,25 +223,13 @@ fn issues_by_http01_on_the_plain_port_which_serves_nothing_else() {
     let p = pebble(d, port, http, 3600);
     let (_backend, backend) = Tlsgate::backend(BIN, "127.0.0.1:0", "acme");
     let state = d.join("state");
-    let gate = Tlsgate::start(
-        BIN,
-        &[
-            "terminate",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--backend",
-            &backend,
-            "--acme-directory",
-            &p.directory,
-            "--acme-name",
-            "acme.test",
-            "--acme-state",
-            state.to_str().unwrap(),
-            "--acme-directory-ca",
-            &p.directory_ca,
-            "--acme-http-port",
-            &http.to_string(),
-        ],
+    let http_port = http.to_string();
+    let gate = acme_terminate(
+        &p,
+        port,
+        &backend,
+        &state,
+        &["--acme-name", "acme.test", "--acme-http-port", &http_port],
     );
     gate.listening(None);
     gate.proc.wait_for(&["ACME: answering HTTP-01 on the plain port"], Duration::from_secs(30));
