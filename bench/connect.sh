@@ -61,19 +61,18 @@ make_scratch tlsgate-connect-bench
 (
   cd "$work"
   umask 077
-  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out portal.key 2>/dev/null
-  openssl req -new -key portal.key -subj "/CN=bench-portal" -out portal.csr 2>/dev/null
-  printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n' \
-    > portal.ext
-  openssl x509 -req -in portal.csr -CA ca.pem -CAkey ca.key -CAcreateserial -sha256 -days 2 \
-    -extfile portal.ext -out portal.pem 2>/dev/null
+  # leaf NAME CN EXTENSIONS: an ECDSA P-256 key NAME.key and NAME.pem issued by the bench CA.
+  leaf() {
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1.key" 2>/dev/null
+    openssl req -new -key "$1.key" -subj "/CN=$2" -out "$1.csr" 2>/dev/null
+    printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n%s\n' "$3" > "$1.ext"
+    openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -sha256 -days 2 \
+      -extfile "$1.ext" -out "$1.pem" 2>/dev/null
+  }
+  leaf portal bench-portal 'extendedKeyUsage=clientAuth'
   # The gate's, Squid's and the destination's certificate in the namespaces.
-  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out net.key 2>/dev/null
-  openssl req -new -key net.key -subj "/CN=bench-netns" -out net.csr 2>/dev/null
-  printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:10.90.1.2,IP:10.90.2.2\n' \
-    > net.ext
-  openssl x509 -req -in net.csr -CA ca.pem -CAkey ca.key -CAcreateserial -sha256 -days 2 \
-    -extfile net.ext -out net.pem 2>/dev/null
+  leaf net bench-netns 'extendedKeyUsage=serverAuth
+subjectAltName=IP:10.90.1.2,IP:10.90.2.2'
   chmod 644 net.pem
 )
 
