@@ -132,7 +132,8 @@ pub fn request(chain: &[CertificateDer<'_>]) -> Result<Vec<u8>, String> {
     req.to_der().map_err(|e| format!("cannot encode OCSP request: {e}"))
 }
 
-/// The leaf's OCSP responder URL (authorityInfoAccess, id-ad-ocsp), if it names an http:// one.
+/// The leaf's OCSP responder URL (authorityInfoAccess, id-ad-ocsp), if it names an http:// or
+/// https:// one.
 pub fn responder_url(chain: &[CertificateDer<'_>]) -> Option<String> {
     use x509_parser::prelude::*;
     let (_, parsed) = X509Certificate::from_der(chain.first()?).ok()?;
@@ -141,7 +142,7 @@ pub fn responder_url(chain: &[CertificateDer<'_>]) -> Option<String> {
             for d in &aia.accessdescs {
                 if d.access_method == x509_parser::oid_registry::OID_PKIX_ACCESS_DESCRIPTOR_OCSP {
                     if let GeneralName::URI(u) = d.access_location {
-                        if u.starts_with("http://") {
+                        if u.starts_with("http://") || u.starts_with("https://") {
                             return Some(u.to_string());
                         }
                     }

@@ -42,13 +42,27 @@ impl CertSlot {
 
     /// Staples `response` (DER) until `until`; `None` staples nothing from now on.
     pub fn set_staple(&self, response: Option<(Vec<u8>, SystemTime)>) {
-        let bare = self.bare();
+        self.staple_on(&self.bare(), response);
+    }
+
+    /// [`CertSlot::set_staple`], but only while the slot still serves `bare` (the certificate the
+    /// response was checked against): false, and nothing changed, once a renewal replaced it.
+    pub fn staple_on(&self, bare: &Arc<CertifiedKey>, response: Option<(Vec<u8>, SystemTime)>) -> bool {
         let stapled = response.map(|(der, until)| {
-            let mut key = (*bare).clone();
+            let mut key = (**bare).clone();
             key.ocsp = Some(der);
             (Arc::new(key), until)
         });
-        self.served.store(Arc::new(Served { bare, stapled }));
+        let mut applied = false;
+        self.served.rcu(|served| {
+            applied = Arc::ptr_eq(&served.bare, bare);
+            if applied {
+                Arc::new(Served { bare: bare.clone(), stapled: stapled.clone() })
+            } else {
+                served.clone()
+            }
+        });
+        applied
     }
 
     /// A new chain and key (renewal); the old staple belongs to the old certificate and goes.

@@ -5,32 +5,39 @@
 //! refusal) and logged as an error.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use rustls::sign::CertifiedKey;
 
 use crate::ocsp::{self, Checked, Status};
 use crate::slot::CertSlot;
 use crate::TlsError;
 
-/// Checks `response` against the slot's certificate and staples it when it may be. `Err` only
+/// Checks `response` against `bare` (the certificate it was asked for) and staples it on the
+/// slot when it may be, unless the slot serves another certificate by now (a renewal). `Err` only
 /// for a response that is not for this certificate or does not parse.
 pub fn apply(
     slot: &CertSlot,
+    bare: &Arc<CertifiedKey>,
     response: Vec<u8>,
     source: &str,
     now: SystemTime,
     margin: Duration,
 ) -> Result<Checked, String> {
-    let checked = ocsp::check(&response, &slot.bare().cert, now)?;
+    let checked = ocsp::check(&response, &bare.cert, now)?;
     let until = stapled_until(&checked, margin);
     let fresh = now < until;
     match checked.status {
-        Status::Good if fresh => slot.set_staple(Some((response, until))),
+        Status::Good if fresh => {
+            slot.staple_on(bare, Some((response, until)));
+        }
         Status::Good => {
             tracing::warn!(
                 %source, next_update = ?checked.next_update, ?margin,
                 "OCSP response is past its nextUpdate, or within ocsp_margin of it: not stapled"
             );
-            slot.set_staple(None);
+            slot.staple_on(bare, None);
         }
         Status::Revoked => {
             tracing::error!(
@@ -39,12 +46,12 @@ pub fn apply(
                  the staple will refuse it — replace the certificate"
             );
             if fresh {
-                slot.set_staple(Some((response, until)));
+                slot.staple_on(bare, Some((response, until)));
             }
         }
         Status::Unknown => {
             tracing::warn!(%source, "OCSP responder does not know the certificate: not stapled");
-            slot.set_staple(None);
+            slot.staple_on(bare, None);
         }
     }
     Ok(checked)
@@ -71,7 +78,7 @@ pub fn from_file(slot: &CertSlot, path: &Path, cert: &Path, margin: Duration) ->
         path: path.to_path_buf(),
         source,
     })?;
-    apply(slot, bytes, &path.display().to_string(), SystemTime::now(), margin).map_err(|problem| {
+    apply(slot, &slot.bare(), bytes, &path.display().to_string(), SystemTime::now(), margin).map_err(|problem| {
         TlsError::Material {
             what: "OCSP response",
             path: path.to_path_buf(),

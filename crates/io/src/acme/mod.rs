@@ -18,6 +18,10 @@ use instant_acme::{
 use tlsgate_config::AcmeConfig;
 use tlsgate_tls::acme::{self as tls_acme, AcmeShared};
 
+/// How long before its `nextUpdate` an issued certificate's OCSP response stops being stapled,
+/// as for a `certificate` without `ocsp_margin`.
+const OCSP_MARGIN: Duration = Duration::from_secs(3600);
+
 /// Where one `acme` table keeps its files.
 struct StateDir {
     account: PathBuf,
@@ -67,6 +71,8 @@ pub async fn run(config: AcmeConfig, shared: Arc<AcmeShared>, listener: String, 
         AbortOnDrop(tokio::spawn(http01::serve(addr, shared.challenges.clone(), listener.clone())))
     });
     let dir = StateDir::new(&config);
+    // Issued certificates are stapled like configured ones (with the default `ocsp_margin`).
+    let stapler = crate::ocsp_fetch::follow(&shared.slot, &listener, &dir.cert, OCSP_MARGIN);
     let mut failures = 0u32;
     loop {
         // Due when the served certificate is not one we issued (throwaway), else at 2/3.
@@ -83,6 +89,7 @@ pub async fn run(config: AcmeConfig, shared: Arc<AcmeShared>, listener: String, 
         match issue(&config, &shared, &dir, &listener).await {
             Ok(serial) => {
                 failures = 0;
+                stapler.renewed();
                 tracing::info!(%listener, names = ?config.names, %serial, "ACME: certificate issued and now served");
             }
             Err(e) => {

@@ -42,7 +42,8 @@ pub struct Server {
     _control: Option<crate::control::ControlServer>,
     /// One ordering task per `acme` table; a reload keeps the ones whose table stays the same.
     acme: Vec<AcmeRunning>,
-    /// One OCSP fetcher per certificate that staples from its responder; replaced on reload.
+    /// One OCSP fetcher per certificate that staples from its responder (and one per `ocsp_file`,
+    /// for its metrics); replaced on reload. ACME certificates have theirs in the ACME task.
     ocsp: Vec<crate::ocsp_fetch::Fetcher>,
 }
 
@@ -192,7 +193,9 @@ impl Server {
         let mut ocsp = Vec::new();
         for (_, state) in &states {
             for (slot, c) in state.cert_slots() {
-                crate::ocsp_fetch::carry_over(&self.ocsp, slot);
+                if c.ocsp_file.is_none() {
+                    crate::ocsp_fetch::carry_over(&self.ocsp, slot);
+                }
                 ocsp.extend(crate::ocsp_fetch::start(slot, c, &state.name));
             }
         }
