@@ -274,7 +274,8 @@ async fn post(url: &str, request: Vec<u8>) -> Result<Vec<u8>, String> {
         }
         let name = rustls::pki_types::ServerName::try_from(host.clone())
             .map_err(|e| format!("responder URL {url}: {e}"))?;
-        let tls = tokio_rustls::TlsConnector::from(https_client()?)
+        let client = https_client().map_err(|e| format!("responder {url}: {e}"))?;
+        let tls = tokio_rustls::TlsConnector::from(client)
             .connect(name, tcp)
             .await
             .map_err(|e| format!("TLS with the responder {url}: {e}"))?;
@@ -323,7 +324,14 @@ fn https_client() -> Result<Arc<rustls::ClientConfig>, String> {
                 alpn: &[],
                 tls_versions: &[TlsVersion::Tls12, TlsVersion::Tls13],
             };
-            tlsgate_tls::client::client_config(settings, false).map_err(|e| e.to_string())
+            tlsgate_tls::client::client_config(settings, false).map_err(|e| match e {
+                TlsError::Config(e) if e.starts_with("no system root") => {
+                    "no system root certificates to check an https:// responder with \
+                     (SSL_CERT_FILE or SSL_CERT_DIR can name them)"
+                        .to_string()
+                }
+                e => e.to_string(),
+            })
         })
         .clone()
 }

@@ -36,11 +36,14 @@ struct Pebble {
     directory_ca: String,
     /// Pebble's issuing root, fetched from its management port.
     root: String,
+    /// Its management port (roots, intermediates and their keys).
+    mgmt: u16,
 }
 
 /// Pebble validating TLS-ALPN-01 on `tls_port` (tlsgate's listener) and HTTP-01 on `http_port`,
-/// with certificates valid for `validity_secs`, refusing names under `blocked.test`.
-fn pebble(dir: &Path, tls_port: u16, http_port: u16, validity_secs: u64) -> Pebble {
+/// with certificates valid for `validity_secs` naming `ocsp` (if not empty) as their OCSP
+/// responder, refusing names under `blocked.test`.
+fn pebble(dir: &Path, tls_port: u16, http_port: u16, validity_secs: u64, ocsp: &str) -> Pebble {
     sh(
         dir,
         "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout wfe-ca.key \
@@ -55,7 +58,7 @@ fn pebble(dir: &Path, tls_port: u16, http_port: u16, validity_secs: u64) -> Pebb
     let config = format!(
         r#"{{"pebble": {{"listenAddress": "127.0.0.1:{wfe}", "managementListenAddress": "127.0.0.1:{mgmt}",
  "certificate": "pebble.pem", "privateKey": "pebble.key", "httpPort": {http_port}, "tlsPort": {tls_port},
- "ocspResponderURL": "", "externalAccountBindingRequired": false,
+ "ocspResponderURL": "{ocsp}", "externalAccountBindingRequired": false,
  "domainBlocklist": ["blocked.test"], "certificateValidityPeriod": {validity_secs}}}}}"#,
     );
     std::fs::write(dir.join("pebble.json"), config).unwrap();
@@ -84,6 +87,7 @@ fn pebble(dir: &Path, tls_port: u16, http_port: u16, validity_secs: u64) -> Pebb
         directory: format!("https://127.0.0.1:{wfe}/dir"),
         directory_ca: path("wfe-ca.pem"),
         root: path("root.pem"),
+        mgmt,
     }
 }
 
@@ -131,7 +135,7 @@ fn issues_by_tls_alpn_renews_without_a_failed_request_and_backs_off_when_refused
     let d = dir.path();
     let port = free_tcp();
     // Short-lived certificates: renewal at two-thirds, every few seconds.
-    let p = pebble(d, port, free_tcp(), 9);
+    let p = pebble(d, port, free_tcp(), 9, "");
     let (_backend, backend) = Tlsgate::backend(BIN, "127.0.0.1:0", "acme");
     let state = d.join("state");
     let gate = acme_terminate(
@@ -220,7 +224,7 @@ fn issues_by_http01_on_the_plain_port_which_serves_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (port, http) = tlsgate_testkit::net::two_free_ports();
-    let p = pebble(d, port, http, 3600);
+    let p = pebble(d, port, http, 3600, "");
     let (_backend, backend) = Tlsgate::backend(BIN, "127.0.0.1:0", "acme");
     let state = d.join("state");
     let http_port = http.to_string();
@@ -240,4 +244,109 @@ fn issues_by_http01_on_the_plain_port_which_serves_nothing_else() {
     // The plain port serves nothing but tokens under validation.
     assert_eq!(plain_status(http, "/"), "404");
     assert_eq!(plain_status(http, "/.well-known/acme-challenge/no-such-token"), "404");
+}
+
+/// `openssl ocsp` on `port` answering for Pebble's intermediate (the issuer of its leaves) from
+/// `index.txt` in `dir`, responses valid for a day.
+fn responder(dir: &Path, port: u16) -> Proc {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["ocsp", "-index", "index.txt", "-CA", "inter.pem", "-rsigner", "inter.pem"])
+        .args(["-rkey", "inter.key", "-ndays", "1", "-port", &port.to_string()])
+        .current_dir(dir);
+    let proc = Proc::spawn("openssl ocsp", cmd);
+    proc.wait_for(&["ACCEPT"], Duration::from_secs(10));
+    proc
+}
+
+/// Adds the leaf of the chain tlsgate keeps in `cert` to the responder's index as valid (its
+/// serial, notAfter and subject, in the columns of `openssl ca`'s database); its serial.
+fn index_issued(dir: &Path, cert: &Path) -> String {
+    sh(
+        dir,
+        &format!(
+            r#"openssl x509 -in {cert} -out leaf.pem
+serial=$(openssl x509 -in leaf.pem -noout -serial | cut -d= -f2)
+end=$(date -u -d "$(openssl x509 -in leaf.pem -noout -enddate | cut -d= -f2)" +%y%m%d%H%M%SZ)
+subject=$(openssl x509 -in leaf.pem -noout -subject -nameopt compat | sed 's/^subject=//')
+printf 'V\t%s\t\t%s\tunknown\t%s\n' "$end" "$serial" "$subject" >> index.txt
+echo "$serial""#,
+            cert = cert.display()
+        ),
+    )
+    .trim()
+    .to_string()
+}
+
+/// What `openssl s_client -status` prints for `name` on `port`: the leaf's serial (as
+/// `openssl x509 -serial` spells it) and the stapled response's text.
+fn stapled(dir: &Path, name: &str, port: u16, root: &str) -> (String, String) {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-servername", name, "-status"])
+        .args(["-CAfile", root, "-verify_return_error"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let mut child = Command::new("openssl")
+        .args(["x509", "-noout", "-serial"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    // The leaf follows "Server certificate" (the response before it may carry its signer's).
+    let leaf = &text[text.find("Server certificate").expect("no server certificate in s_client's output")..];
+    child.stdin.take().unwrap().write_all(leaf.as_bytes()).unwrap();
+    let serial = String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).trim().to_string();
+    (serial.trim_start_matches("serial=").to_string(), text)
+}
+
+#[test]
+fn issued_and_renewed_certificates_are_stapled_from_their_responder() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (port, ocsp_port) = tlsgate_testkit::net::two_free_ports();
+    // Renewal 27 s after each issuance: time for each certificate's staple before the next.
+    let p = pebble(d, port, free_tcp(), 40, &format!("http://127.0.0.1:{ocsp_port}"));
+    sh(
+        d,
+        &format!(
+            "curl -sfk https://127.0.0.1:{m}/intermediates/0 -o inter.pem
+             curl -sfk https://127.0.0.1:{m}/intermediate-keys/0 -o inter.key
+             : > index.txt
+             # Each renewal keeps the subject: let the index hold several valid certificates for it.
+             echo 'unique_subject = no' > index.txt.attr",
+            m = p.mgmt
+        ),
+    );
+    let mut ocsp = responder(d, ocsp_port);
+    let (_backend, backend) = Tlsgate::backend(BIN, "127.0.0.1:0", "acme");
+    let state = d.join("state");
+    let cert = state.join("acme.test/cert.pem");
+    let gate = acme_terminate(&p, port, &backend, &state, &["--acme-name", "acme.test"]);
+    gate.listening(None);
+
+    let mut serials = Vec::new();
+    for round in 0..2 {
+        gate.proc.wait_for(&["ACME: certificate issued"], Duration::from_secs(60));
+        // Its serial in the index, and the responder restarted to read it (it rereads a changed
+        // index only after answering one more request from the old one).
+        let serial = index_issued(d, &cert);
+        ocsp.kill();
+        ocsp = responder(d, ocsp_port);
+        gate.proc.wait_for(&["response fetched and stapled", "Good"], Duration::from_secs(30));
+        let (served, text) = stapled(d, "acme.test", port, &p.root);
+        assert_eq!(served, serial, "round {round}: {text}");
+        assert!(text.contains("OCSP Response Status: successful"), "round {round}: {text}");
+        assert!(text.contains("Cert Status: good"), "round {round}: {text}");
+        // The response is the one for this certificate, not the one before.
+        assert!(text.contains(&format!("Serial Number: {serial}")), "round {round}: {text}");
+        serials.push(serial);
+    }
+    assert_ne!(serials[0], serials[1]);
+    let log = gate.proc.log_text();
+    // The renewed certificate never got its predecessor's response.
+    assert!(!log.contains("response is for another certificate"), "{log}");
 }

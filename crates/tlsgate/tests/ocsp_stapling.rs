@@ -1,6 +1,7 @@
 //! OCSP stapling against openssl: a test CA made with `openssl req`/`x509`, its responses made by
-//! `openssl ocsp` (as files, or as the responder the certificate names), checked by
-//! `openssl s_client -status`.
+//! `openssl ocsp` (as files, as the http:// responder the certificate names, or served by a Python
+//! HTTPS server as its https:// responder), checked by `openssl s_client -status` and the admin
+//! listener's metrics.
 
 use std::path::Path;
 use std::process::Command;
@@ -15,9 +16,9 @@ fn sh(dir: &Path, script: &str) {
     assert!(out.status.success(), "{script}\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// CA, a leaf for localhost naming `ocsp_port` as its responder (chain file: leaf then CA), and
-/// a second leaf from the same CA.
-fn pki(dir: &Path, ocsp_port: u16) {
+/// CA, a leaf for localhost naming `responder` (a URL) as its OCSP responder (chain file: leaf
+/// then CA), and a second leaf from the same CA.
+fn pki(dir: &Path, responder: &str) {
     sh(
         dir,
         &format!(
@@ -27,7 +28,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.
 for leaf in leaf other; do
   openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $leaf.key -out $leaf.csr \
     -subj /CN=localhost 2>/dev/null
-  printf 'subjectAltName=DNS:localhost\nauthorityInfoAccess=OCSP;URI:http://127.0.0.1:{ocsp_port}\n' > ext
+  printf 'subjectAltName=DNS:localhost\nauthorityInfoAccess=OCSP;URI:{responder}\n' > ext
   openssl x509 -req -in $leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 10 -extfile ext \
     -out $leaf.crt 2>/dev/null
   cat $leaf.crt ca.pem > $leaf.pem
@@ -100,23 +101,36 @@ listen = "127.0.0.1:0"
 fn ocsp_file_is_stapled_and_a_mismatched_one_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    pki(d, 1);
+    pki(d, "http://127.0.0.1:1");
     index(d, "leaf", 'V');
     response_file(d, "leaf", "leaf.ocsp");
     let (_backend, addr) = Tlsgate::backend(BIN, "127.0.0.1:0", "ocsp");
     config(d, &addr, r#"ocsp_file = "leaf.ocsp""#);
-    let gate = Tlsgate::start(BIN, &["terminate", "--config", d.join("tlsgate.toml").to_str().unwrap()]);
+    let toml = d.join("tlsgate.toml");
+    let gate = Tlsgate::start(BIN, &["terminate", "--config", toml.to_str().unwrap(), "--admin", "127.0.0.1:0"]);
     let port = gate.listening(Some("stapled")).port();
+    let admin =
+        Proc::field(&gate.proc.wait_logged(&["admin listening"], Duration::from_secs(10)), "addr").unwrap();
     let status = s_client_status(port);
     assert!(status.contains("OCSP Response Status: successful"), "{status}");
     assert!(status.contains("Cert Status: good"), "{status}");
+    // The operator's staple in the same metrics as fetched ones: stapled, its age from its
+    // thisUpdate (made just now), no failure.
+    let m = metrics(&admin);
+    assert_eq!(metric(&m, "tlsgate_ocsp_stapled{"), Some(1), "{m}");
+    assert!(metric(&m, "tlsgate_ocsp_staple_age_seconds{").is_some_and(|age| age < 60), "{m}");
+    assert_eq!(metric(&m, "tlsgate_ocsp_fetch_failures_total{").unwrap_or(0), 0, "{m}");
 
-    // A response for another certificate replaces it on reload: refused, the good one stays.
+    // A response for another certificate replaces it on reload: refused (counted as a failure),
+    // the good one stays.
     index(d, "other", 'V');
     response_file(d, "other", "other.ocsp");
     std::fs::rename(d.join("other.ocsp"), d.join("leaf.ocsp")).unwrap();
     gate.proc.wait_for(&["reload refused", "response is for another certificate"], Duration::from_secs(10));
     assert!(s_client_status(port).contains("Cert Status: good"));
+    let m = metrics(&admin);
+    assert_eq!(metric(&m, "tlsgate_ocsp_fetch_failures_total{"), Some(1), "{m}");
+    assert_eq!(metric(&m, "tlsgate_ocsp_stapled{"), Some(1), "{m}");
     drop(gate);
 
     // At start, the same mismatch stops tlsgate with the reason.
@@ -132,8 +146,9 @@ fn ocsp_file_is_stapled_and_a_mismatched_one_refused() {
     assert!(status.contains("OCSP response: no response sent"), "{status}");
 }
 
-/// `openssl ocsp` answering on `port` (its `-port` binds every address; the certificate names
-/// 127.0.0.1) from the index, responses valid for one minute.
+/// `openssl ocsp` answering on `port` from the index, responses valid for one minute. It listens
+/// on every address: OpenSSL 3.0's `-port` takes a number only (`-port 127.0.0.1:N` is refused);
+/// the certificate names 127.0.0.1.
 fn responder(dir: &Path, port: u16) -> Proc {
     let mut cmd = Command::new("openssl");
     cmd.args(["ocsp", "-index", "index.txt", "-CA", "ca.pem", "-rsigner", "ca.pem", "-rkey", "ca.key"])
@@ -149,7 +164,7 @@ fn fetched_staple_is_refreshed_kept_while_fresh_and_dropped_before_stale() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let responder_port = tlsgate_testkit::net::free_port();
-    pki(d, responder_port);
+    pki(d, &format!("http://127.0.0.1:{responder_port}"));
     index(d, "leaf", 'V');
     let mut ocsp = responder(d, responder_port);
     let (_backend, addr) = Tlsgate::backend(BIN, "127.0.0.1:0", "ocsp");
@@ -201,4 +216,79 @@ fn metrics(admin: &str) -> String {
 /// The value of the first sample whose line starts with `prefix`.
 fn metric(page: &str, prefix: &str) -> Option<i64> {
     page.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// A Python HTTPS server on `port` (certificate `front.pem`) answering every POST with the
+/// response file `leaf.ocsp`, as a CA's https:// responder serving precomputed responses.
+fn https_responder(dir: &Path, port: u16) -> Proc {
+    let script = r#"
+import http.server, ssl, sys
+class Responder(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = open("leaf.ocsp", "rb").read()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/ocsp-response")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+server = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Responder)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain("front.pem", "front.key")
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print("responder ready", flush=True)
+server.serve_forever()
+"#;
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", script, &port.to_string()]).current_dir(dir);
+    let proc = Proc::spawn("https responder", cmd);
+    proc.wait_for(&["responder ready"], Duration::from_secs(10));
+    proc
+}
+
+#[test]
+fn https_responder_is_fetched_with_the_system_roots() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let responder_port = tlsgate_testkit::net::free_port();
+    pki(d, &format!("https://127.0.0.1:{responder_port}"));
+    index(d, "leaf", 'V');
+    response_file(d, "leaf", "leaf.ocsp");
+    // The responder's own certificate, from the same CA, for its address.
+    sh(
+        d,
+        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout front.key -out front.csr \
+           -subj /CN=responder 2>/dev/null
+         printf 'subjectAltName=IP:127.0.0.1\n' > front.ext
+         openssl x509 -req -in front.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 10 \
+           -extfile front.ext -out front.pem 2>/dev/null
+         openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout stranger.key \
+           -out stranger.pem -days 30 -subj /CN=stranger-ca 2>/dev/null",
+    );
+    let _responder = https_responder(d, responder_port);
+    let (_backend, addr) = Tlsgate::backend(BIN, "127.0.0.1:0", "ocsp");
+    config(d, &addr, "");
+    let config = d.join("tlsgate.toml");
+    // The TLS client's roots are the system's, which SSL_CERT_FILE replaces.
+    let start = |roots: &str| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["terminate", "--config", config.to_str().unwrap()]);
+        cmd.env("SSL_CERT_FILE", d.join(roots)).env_remove("SSL_CERT_DIR");
+        Tlsgate::start_command(cmd)
+    };
+
+    // Roots without the responder's CA: a failed fetch naming the responder, nothing stapled.
+    let untrusted = start("stranger.pem");
+    let port = untrusted.listening(Some("stapled")).port();
+    let line = untrusted.proc.wait_for(&["fetching a response failed"], Duration::from_secs(20));
+    assert!(line.contains(&format!("TLS with the responder https://127.0.0.1:{responder_port}")), "{line}");
+    assert!(s_client_status(port).contains("OCSP response: no response sent"));
+    drop(untrusted);
+
+    // The test CA as the roots: fetched over TLS and stapled.
+    let gate = start("ca.pem");
+    let port = gate.listening(Some("stapled")).port();
+    gate.proc.wait_for(&["response fetched and stapled", "Good"], Duration::from_secs(20));
+    let status = s_client_status(port);
+    assert!(status.contains("Cert Status: good"), "{status}");
 }
