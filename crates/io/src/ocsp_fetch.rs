@@ -192,8 +192,9 @@ async fn fetch_loop(
         let now = SystemTime::now();
         let outcome = match post(url, request.clone()).await {
             _ if replaced() => return,
-            Ok(body) => staple::apply(slot, bare, body, url, now, margin)
-                .map_err(|e| format!("responder {url}: {e}")),
+            Ok(body) => {
+                staple::apply(slot, bare, body, url, now, margin).map_err(|e| format!("responder {url}: {e}"))
+            }
             Err(e) => Err(e),
         };
         let next = match outcome {

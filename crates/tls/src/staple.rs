@@ -78,13 +78,13 @@ pub fn from_file(slot: &CertSlot, path: &Path, cert: &Path, margin: Duration) ->
         path: path.to_path_buf(),
         source,
     })?;
-    apply(slot, &slot.bare(), bytes, &path.display().to_string(), SystemTime::now(), margin).map_err(|problem| {
-        TlsError::Material {
+    apply(slot, &slot.bare(), bytes, &path.display().to_string(), SystemTime::now(), margin).map_err(
+        |problem| TlsError::Material {
             what: "OCSP response",
             path: path.to_path_buf(),
             problem: format!("{problem} (certificate {})", cert.display()),
-        }
-    })?;
+        },
+    )?;
     Ok(())
 }
 

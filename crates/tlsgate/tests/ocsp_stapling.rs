@@ -107,7 +107,8 @@ fn ocsp_file_is_stapled_and_a_mismatched_one_refused() {
     let (_backend, addr) = Tlsgate::backend(BIN, "127.0.0.1:0", "ocsp");
     config(d, &addr, r#"ocsp_file = "leaf.ocsp""#);
     let toml = d.join("tlsgate.toml");
-    let gate = Tlsgate::start(BIN, &["terminate", "--config", toml.to_str().unwrap(), "--admin", "127.0.0.1:0"]);
+    let gate =
+        Tlsgate::start(BIN, &["terminate", "--config", toml.to_str().unwrap(), "--admin", "127.0.0.1:0"]);
     let port = gate.listening(Some("stapled")).port();
     let admin =
         Proc::field(&gate.proc.wait_logged(&["admin listening"], Duration::from_secs(10)), "addr").unwrap();

@@ -114,10 +114,11 @@ impl ListenerState {
     ) -> Result<Self, ProxyError> {
         let name = config.display_name();
         let label = listener_label(&name, config.listen);
-        let mut tls = listener_tls_with(config, security.allow_insecure_key_permissions, acme).map_err(|e| {
-            crate::ocsp_fetch::file_refused(config, &name, &e);
-            ProxyError::config(format!("{label}: {e}"))
-        })?;
+        let mut tls =
+            listener_tls_with(config, security.allow_insecure_key_permissions, acme).map_err(|e| {
+                crate::ocsp_fetch::file_refused(config, &name, &e);
+                ProxyError::config(format!("{label}: {e}"))
+            })?;
         if let Some(f) = fleet {
             tls.config = Arc::new(f.apply(&tls.config));
         }
