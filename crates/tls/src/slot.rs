@@ -83,3 +83,26 @@ impl CertSlot {
         self.served.load().stapled.as_ref().map(|(_, until)| *until)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_response_checked_against_a_replaced_certificate_is_not_stapled_on_its_successor() {
+        let names = ["slot.test".to_string()];
+        let old = crate::acme::throwaway(&names).unwrap();
+        let slot = CertSlot::new(old.clone());
+        let until = SystemTime::now() + std::time::Duration::from_secs(60);
+        assert!(slot.staple_on(&old, Some((b"old".to_vec(), until))));
+        assert_eq!(slot.current(SystemTime::now()).ocsp.as_deref(), Some(&b"old"[..]));
+        // A renewal drops the staple, and a late response for the old certificate stays off.
+        let new = crate::acme::throwaway(&names).unwrap();
+        slot.replace(new.clone());
+        assert!(slot.staple().is_none());
+        assert!(!slot.staple_on(&old, Some((b"old".to_vec(), until))));
+        assert!(slot.staple().is_none());
+        assert!(slot.staple_on(&new, Some((b"new".to_vec(), until))));
+        assert_eq!(slot.staple().map(|(der, _)| der), Some(b"new".to_vec()));
+    }
+}
