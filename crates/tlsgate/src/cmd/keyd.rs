@@ -10,7 +10,7 @@ use nix::unistd::{Uid, User};
 use tlsgate_config::{Config, LogConfig};
 use tlsgate_tls::keyd::store::KeyStore;
 use tlsgate_tls::keyd::wire::{frame, Framer, Reason, Response};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::cli::{KeydArgs, LogArgs};
@@ -89,9 +89,16 @@ fn bind(path: &Path) -> Result<UnixListener, String> {
     Ok(listener)
 }
 
-/// One client: its uid checked once, then request after request until it closes. Signing runs
-/// on the worker thread (a signature takes microseconds to a few milliseconds for RSA).
-async fn serve_conn(mut conn: UnixStream, store: Arc<KeyStore>, allowed: Arc<BTreeSet<u32>>) {
+/// Connections served at once; more are closed at once (the terminators' pools hold a few dozen).
+const MAX_CONNECTIONS: usize = 512;
+
+/// One client: its uid checked once, then request after request until it closes, on a thread of
+/// its own with blocking reads and writes. A terminator keeps its connections open and sends one
+/// request at a time, waiting for the answer, so a blocked thread per connection costs each
+/// signature one read and one write, where the runtime's readiness loop added an epoll wait, a
+/// read that finds nothing, and the wake-ups between its threads.
+async fn serve_conn(conn: UnixStream, store: Arc<KeyStore>, allowed: Arc<BTreeSet<u32>>) {
+    static OPEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let uid = match conn.peer_cred() {
         Ok(cred) => cred.uid(),
         Err(e) => {
@@ -99,6 +106,7 @@ async fn serve_conn(mut conn: UnixStream, store: Arc<KeyStore>, allowed: Arc<BTr
             return;
         }
     };
+    let mut conn = conn;
     if !allowed.contains(&uid) {
         tracing::warn!(uid, "keyd: refused a client whose uid is not allowed");
         let refusal =
@@ -106,14 +114,39 @@ async fn serve_conn(mut conn: UnixStream, store: Arc<KeyStore>, allowed: Arc<BTr
         let _ = conn.write_all(&frame(&refusal.encode())).await;
         return;
     }
+    if OPEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= MAX_CONNECTIONS {
+        OPEN.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(uid, max = MAX_CONNECTIONS, "keyd: too many connections, this one closed");
+        return;
+    }
+    let conn = match conn.into_std().and_then(|c| c.set_nonblocking(false).map(|()| c)) {
+        Ok(c) => c,
+        Err(e) => {
+            OPEN.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(uid, error = %e, "keyd: cannot serve a connection");
+            return;
+        }
+    };
+    let spawned =
+        std::thread::Builder::new().name("keyd-conn".into()).stack_size(256 * 1024).spawn(move || {
+            serve_blocking(conn, &store, uid);
+            OPEN.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        });
+    if let Err(e) = spawned {
+        OPEN.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(uid, error = %e, "keyd: cannot start a thread for a connection");
+    }
+}
+
+fn serve_blocking(mut conn: std::os::unix::net::UnixStream, store: &KeyStore, uid: u32) {
+    use std::io::{Read, Write};
     let mut framer = Framer::default();
     let mut buf = vec![0u8; 8192];
     loop {
         loop {
             match framer.next_body() {
                 Ok(Some(body)) => {
-                    let answer = store.answer(&body);
-                    if conn.write_all(&frame(&answer)).await.is_err() {
+                    if conn.write_all(&frame(&store.answer(&body))).is_err() {
                         return;
                     }
                 }
@@ -124,7 +157,7 @@ async fn serve_conn(mut conn: UnixStream, store: Arc<KeyStore>, allowed: Arc<BTr
                 }
             }
         }
-        match conn.read(&mut buf).await {
+        match conn.read(&mut buf) {
             Ok(0) | Err(_) => return,
             Ok(n) => framer.feed(&buf[..n]),
         }
