@@ -325,8 +325,14 @@ fn issued_and_renewed_certificates_are_stapled_from_their_responder() {
     let (_backend, backend) = Tlsgate::backend(BIN, "127.0.0.1:0", "acme");
     let state = d.join("state");
     let cert = state.join("acme.test/cert.pem");
-    let gate = acme_terminate(&p, port, &backend, &state, &["--acme-name", "acme.test"]);
+    let gate =
+        acme_terminate(&p, port, &backend, &state, &["--acme-name", "acme.test", "--admin", "127.0.0.1:0"]);
     gate.listening(None);
+    let admin =
+        Proc::field(&gate.proc.wait_logged(&["admin listening"], Duration::from_secs(10)), "addr").unwrap();
+    // The staple metrics name the certificate by the file the state directory keeps it in.
+    let stapled_metric =
+        format!("tlsgate_ocsp_stapled{{listener=\"127.0.0.1:{port}\",cert=\"{}\"}}", cert.display());
 
     let mut serials = Vec::new();
     for round in 0..2 {
@@ -343,6 +349,11 @@ fn issued_and_renewed_certificates_are_stapled_from_their_responder() {
         assert!(text.contains("Cert Status: good"), "round {round}: {text}");
         // The response is the one for this certificate, not the one before.
         assert!(text.contains(&format!("Serial Number: {serial}")), "round {round}: {text}");
+        let m = sh(d, &format!("curl -sS http://{admin}/metrics"));
+        assert!(
+            m.lines().any(|l| l == format!("{stapled_metric} 1")),
+            "round {round}: {stapled_metric} in\n{m}"
+        );
         serials.push(serial);
     }
     assert_ne!(serials[0], serials[1]);

@@ -98,7 +98,7 @@ listen = "127.0.0.1:0"
 }
 
 #[test]
-fn ocsp_file_is_stapled_and_a_mismatched_one_refused() {
+fn ocsp_file_is_stapled_in_the_metrics_and_a_mismatched_or_missing_one_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     pki(d, "http://127.0.0.1:1");
@@ -132,7 +132,14 @@ fn ocsp_file_is_stapled_and_a_mismatched_one_refused() {
     let m = metrics(&admin);
     assert_eq!(metric(&m, "tlsgate_ocsp_fetch_failures_total{"), Some(1), "{m}");
     assert_eq!(metric(&m, "tlsgate_ocsp_stapled{"), Some(1), "{m}");
+    // The file gone: unreadable, refused and counted the same way.
+    std::fs::rename(d.join("leaf.ocsp"), d.join("mismatched.ocsp")).unwrap();
+    gate.proc.wait_for(&["reload refused", "cannot read OCSP response"], Duration::from_secs(10));
+    assert!(s_client_status(port).contains("Cert Status: good"));
+    let m = metrics(&admin);
+    assert_eq!(metric(&m, "tlsgate_ocsp_fetch_failures_total{"), Some(2), "{m}");
     drop(gate);
+    std::fs::rename(d.join("mismatched.ocsp"), d.join("leaf.ocsp")).unwrap();
 
     // At start, the same mismatch stops tlsgate with the reason.
     let mut refused =
