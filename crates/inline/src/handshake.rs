@@ -13,8 +13,8 @@ use rustls::{ExtractedSecrets, ProtocolVersion, SupportedCipherSuite};
 use std::sync::Arc;
 use tlsgate_record::crypto::KeySchedule;
 use tlsgate_record::handshake::ServerHandshake;
-use tlsgate_record::traffic::Capture;
 pub use tlsgate_record::handshake::{HandshakeError, Progress};
+use tlsgate_record::traffic::Capture;
 
 /// Heap bytes a handshake in progress holds (rustls's connection, its buffers, the
 /// certificate chain it sends): a flat figure for the per-flow accounting, measured for a TLS

@@ -579,7 +579,9 @@ impl RecordKeyParts {
     fn key(self, version: Version, seq: u64) -> Result<RecordKey, CryptoError> {
         match self {
             RecordKeyParts::Rustls(s) => RecordKey::new(version, seq, s),
-            RecordKeyParts::Raw(suite, key, len, iv) => RecordKey::from_parts(version, suite, &key[..len], iv, seq),
+            RecordKeyParts::Raw(suite, key, len, iv) => {
+                RecordKey::from_parts(version, suite, &key[..len], iv, seq)
+            }
         }
     }
 }

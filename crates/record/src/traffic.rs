@@ -164,8 +164,11 @@ impl TrafficSecrets {
         let (client, server) = capture.take()?;
         let suite = suite_of(rx)?;
         (suite_of(tx)? == suite).then_some(())?;
-        (matches(suite, &client, rx) && matches(suite, &server, tx))
-            .then_some(TrafficSecrets { suite, rx: client, tx: server })
+        (matches(suite, &client, rx) && matches(suite, &server, tx)).then_some(TrafficSecrets {
+            suite,
+            rx: client,
+            tx: server,
+        })
     }
 
     pub fn suite(&self) -> Suite {
