@@ -197,7 +197,9 @@ pub struct Engine {
     /// each instead of a 184-byte `Flow`, which idle flows pay for in every empty bucket.
     flows: HashMap<FlowKey, Box<Flow>, TableHash>,
     /// (client, backend) → key: finds the flow of a server packet after the port rewrite.
-    by_backend: HashMap<(SocketAddr, SocketAddr), FlowKey, TableHash>,
+    /// The value is the flow key's service address (its client is the key's): half the bytes of
+    /// a whole `FlowKey` in every bucket.
+    by_backend: HashMap<(SocketAddr, SocketAddr), SocketAddr, TableHash>,
     /// Flows in creation order with their creation time, for evicting the oldest half-open
     /// one. Entries whose flow moved on or left are skipped and dropped lazily.
     embryonic: VecDeque<(FlowKey, Duration)>,
@@ -367,8 +369,13 @@ impl Engine {
         if self.proxy.by_server(seg.dst, seg.src).is_some() {
             return false;
         }
-        let key = self.by_backend.get(&(seg.dst, seg.src));
-        key.and_then(|k| self.flows.get(k)).is_some_and(|f| f.tls.is_some())
+        let key = self.by_backend(seg.dst, seg.src);
+        key.and_then(|k| self.flows.get(&k)).is_some_and(|f| f.tls.is_some())
+    }
+
+    /// The flow of a packet from `backend` to `client`.
+    fn by_backend(&self, client: SocketAddr, backend: SocketAddr) -> Option<FlowKey> {
+        self.by_backend.get(&(client, backend)).map(|&server| FlowKey { client, server })
     }
 
     pub fn handle_packet(&mut self, now: Duration, pkt: Vec<u8>, out: &mut Vec<Vec<u8>>) {
@@ -386,7 +393,7 @@ impl Engine {
             }
         } else if let Some(key) = self.proxy.by_server(seg.dst, seg.src) {
             Route::Proxy(key)
-        } else if let Some(&key) = self.by_backend.get(&(seg.dst, seg.src)) {
+        } else if let Some(key) = self.by_backend(seg.dst, seg.src) {
             Route::Server(key)
         } else if !seg.payload.is_empty() && self.is_service_server(seg.src) {
             self.orphan_server_data(&seg, out);
@@ -541,7 +548,7 @@ impl Engine {
                     tls: None,
                 }),
             );
-            self.by_backend.insert((key.client, backend), key);
+            self.by_backend.insert((key.client, backend), key.server);
             self.embryonic.push_back((key, now));
             self.trim_embryonic();
             self.stats.flows_created += 1;
