@@ -939,8 +939,8 @@ impl Engine {
             c.session = Some(i as u64);
             sessions.push(SessionRow {
                 id: i as u64,
-                version: info.version.to_owned(),
-                suite: info.suite.to_owned(),
+                version: info.version_name().to_owned(),
+                suite: info.suite_name().to_owned(),
                 sni: info.sni.map(String::from),
                 peer_certificate: None,
                 created: self.flows.get(&c.key).map_or_else(
