@@ -219,6 +219,9 @@ fn a_request_and_response_cross_the_engine() {
         assert_eq!(report.connection(&key).unwrap().state, FlowState::Established);
         assert_eq!(report.sessions.len(), 1, "{suite:?}");
         assert_eq!(report.sessions[0].sni.as_deref(), Some("localhost"));
+        let version = if TLS13.contains(&suite) { "TLSv1_3" } else { "TLSv1_2" };
+        assert_eq!(report.sessions[0].version, version);
+        assert_eq!(Some(report.sessions[0].suite.as_str()), suite.suite().as_str());
 
         // The request: the server gets plaintext at the client's own first sequence number.
         let request = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
