@@ -4,24 +4,28 @@
 //! all of it. Used for both directions: client bytes held toward the server and server bytes
 //! held toward the client.
 
-/// Reported ranges as `[start, end)` offsets of the sender's stream, sorted and disjoint.
+/// Reported ranges as `[start, end)` offsets of the sender's stream, sorted and disjoint. A boxed
+/// slice: no spare capacity, and 16 bytes when empty (a vector's 24) in every idle flow.
 #[derive(Debug, Default)]
-pub struct Sacked(Vec<(u64, u64)>);
+pub struct Sacked(Box<[(u64, u64)]>);
 
 impl Sacked {
     /// Remembers `blocks`, reported with an ACK at `ack`, and forgets what that ACK passed.
     pub fn report(&mut self, ack: u64, blocks: &[(u64, u64)]) {
-        self.0.retain(|&(_, e)| e > ack);
-        self.0.extend_from_slice(blocks);
-        self.0.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(self.0.len());
-        for &(s, e) in &self.0 {
+        if self.0.is_empty() && blocks.is_empty() {
+            return;
+        }
+        let mut all: Vec<(u64, u64)> = self.0.iter().copied().filter(|&(_, e)| e > ack).collect();
+        all.extend_from_slice(blocks);
+        all.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(all.len());
+        for &(s, e) in &all {
             match merged.last_mut() {
                 Some(last) if s <= last.1 => last.1 = last.1.max(e),
                 _ => merged.push((s, e)),
             }
         }
-        self.0 = merged;
+        self.0 = merged.into_boxed_slice();
     }
 
     /// The reported range holding offset `at`, if any.
@@ -30,13 +34,11 @@ impl Sacked {
     }
 
     pub fn state_bytes(&self) -> usize {
-        self.0.capacity() * std::mem::size_of::<(u64, u64)>()
+        std::mem::size_of_val(&*self.0)
     }
 
-    /// An idle flow gives back the room the list grew to.
-    pub fn shrink(&mut self) {
-        self.0.shrink_to_fit();
-    }
+    /// Nothing to give back: the slice has no spare room.
+    pub fn shrink(&mut self) {}
 }
 
 #[cfg(test)]

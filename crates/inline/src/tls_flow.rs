@@ -14,6 +14,7 @@ use crate::seq::{Seq, Stream};
 use crate::seq_map::SeqMap;
 use crate::tables::{Counters, Release};
 use crate::upstream::{Up, UpError, UpLimits, Upstream};
+use rustls::{CipherSuite, ProtocolVersion};
 use std::net::SocketAddr;
 use std::time::Duration;
 use thiserror::Error;
@@ -70,13 +71,13 @@ enum Keys {
     Gone,
 }
 
-/// What the session table shows of a flow's TLS session.
+/// What the session table shows of a flow's TLS session: rustls's codes (4 bytes each; their
+/// names are static strings, [`SessionInfo::version_name`]), so the idle flow keeps no string
+/// but the SNI.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionInfo {
-    /// rustls's names ("TLSv1_3", "TLS13_AES_128_GCM_SHA256"): static, so the idle flow keeps
-    /// no string but the SNI.
-    pub version: &'static str,
-    pub suite: &'static str,
+    pub version: Option<ProtocolVersion>,
+    pub suite: Option<CipherSuite>,
     pub sni: Option<Box<str>>,
 }
 
@@ -84,10 +85,20 @@ impl SessionInfo {
     /// What a finished handshake negotiated.
     pub fn of(hs: &Handshake) -> SessionInfo {
         SessionInfo {
-            version: hs.protocol_version().and_then(|v| v.as_str()).unwrap_or("unknown"),
-            suite: hs.cipher_suite().and_then(|s| s.suite().as_str()).unwrap_or("unknown"),
+            version: hs.protocol_version(),
+            suite: hs.cipher_suite().map(|s| s.suite()),
             sni: hs.sni().map(Box::from),
         }
+    }
+
+    /// rustls's name of the version ("TLSv1_3").
+    pub fn version_name(&self) -> &'static str {
+        self.version.and_then(|v| v.as_str()).unwrap_or("unknown")
+    }
+
+    /// rustls's name of the suite ("TLS13_AES_128_GCM_SHA256").
+    pub fn suite_name(&self) -> &'static str {
+        self.suite.and_then(|s| s.as_str()).unwrap_or("unknown")
     }
 }
 

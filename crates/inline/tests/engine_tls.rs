@@ -219,6 +219,9 @@ fn a_request_and_response_cross_the_engine() {
         assert_eq!(report.connection(&key).unwrap().state, FlowState::Established);
         assert_eq!(report.sessions.len(), 1, "{suite:?}");
         assert_eq!(report.sessions[0].sni.as_deref(), Some("localhost"));
+        let version = if TLS13.contains(&suite) { "TLSv1_3" } else { "TLSv1_2" };
+        assert_eq!(report.sessions[0].version, version);
+        assert_eq!(Some(report.sessions[0].suite.as_str()), suite.suite().as_str());
 
         // The request: the server gets plaintext at the client's own first sequence number.
         let request = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
@@ -802,24 +805,43 @@ fn an_idle_flow_is_parked_by_the_timers_and_carries_the_next_request_as_before()
         let key = FlowKey { client: sa(CLIENT), server: sa(SERVICE) };
         // The client acknowledges the engine's flight: nothing is in flight either way.
         n.feed(data(sa(CLIENT), sa(SERVICE), CISN.wrapping_add(1 + n.c_sent), SISN + 1 + n.c_recv, &[]));
-        let busy = n.engine.report().connection(&key).unwrap().state_bytes;
-        // The flow's next timer is its parking; once run, the flow holds less.
-        let due = n.engine.poll_timeout().unwrap();
-        assert_eq!(due, n.now + PARK_AFTER, "{suite:?}");
-        n.now = due;
-        n.engine.handle_timeout(n.now, &mut Vec::new());
-        let parked = n.engine.report().connection(&key).unwrap().state_bytes;
-        assert!(parked + 2 * AEAD_CONTEXT_BYTES <= busy, "{suite:?}: {parked} parked, {busy} before");
-        assert!(n.engine.poll_timeout().unwrap() > n.now + PARK_AFTER, "nothing more to park");
-        // A request and its answer, each rebuilding its direction's key.
-        n.client.writer().write_all(REQUEST).unwrap();
-        n.client_sends();
-        let p = n.to_server.pop().expect("plaintext to the server");
-        assert_eq!(&p[packet::parse(&p).unwrap().payload], REQUEST, "{suite:?}");
-        let r = REQUEST.len() as u32;
-        n.feed(data(sa(BACKEND), sa(CLIENT), SISN + 1, CISN.wrapping_add(1 + r), RESPONSE));
-        let mut got = vec![0; RESPONSE.len()];
-        std::io::Read::read_exact(&mut n.client.reader(), &mut got).unwrap();
-        assert_eq!(got, RESPONSE, "{suite:?}");
+        let tls13 = TLS13.contains(&suite);
+        let (mut up, mut down) = (0u32, 0u32);
+        // Twice: parked, then (TLS 1.3) a client KeyUpdate asking for ours, a request and its
+        // answer, each direction rebuilding its key from the traffic secret's next generation.
+        for round in 0..2 {
+            let busy = n.engine.report().connection(&key).unwrap().state_bytes;
+            // The flow's next timer is its parking; once run, the flow holds less.
+            let due = n.engine.poll_timeout().unwrap();
+            assert!(due <= n.now + PARK_AFTER, "{suite:?}");
+            n.now = n.now.max(due);
+            n.engine.handle_timeout(n.now, &mut Vec::new());
+            let parked = n.engine.report().connection(&key).unwrap().state_bytes;
+            if round == 0 {
+                assert!(parked + 2 * AEAD_CONTEXT_BYTES <= busy, "{suite:?}: {parked} parked, {busy} before");
+            }
+            assert!(n.engine.poll_timeout().is_none_or(|t| t > n.now + PARK_AFTER), "nothing more to park");
+            if tls13 {
+                n.client.refresh_traffic_keys().unwrap();
+            }
+            n.client.writer().write_all(REQUEST).unwrap();
+            n.client_sends();
+            let p = n.to_server.pop().expect("plaintext to the server");
+            assert_eq!(&p[packet::parse(&p).unwrap().payload], REQUEST, "{suite:?}");
+            up += REQUEST.len() as u32;
+            n.feed(data(sa(BACKEND), sa(CLIENT), SISN + 1 + down, CISN.wrapping_add(1 + up), RESPONSE));
+            down += RESPONSE.len() as u32;
+            let mut got = vec![0; RESPONSE.len()];
+            std::io::Read::read_exact(&mut n.client.reader(), &mut got).unwrap();
+            assert_eq!(got, RESPONSE, "{suite:?} round {round}");
+            let seqs = n.engine.report().connection(&key).unwrap().record_seqs.unwrap();
+            if tls13 {
+                // New keys both ways: the request alone under the client's, our KeyUpdate under
+                // the old transmit key and the answer alone under the new one.
+                assert_eq!(seqs, (1, 1), "{suite:?} round {round}");
+            }
+            // The client acknowledges everything: the flow is idle again.
+            n.feed(data(sa(CLIENT), sa(SERVICE), CISN.wrapping_add(1 + n.c_sent), SISN + 1 + n.c_recv, &[]));
+        }
     }
 }

@@ -14,6 +14,8 @@ fn both_directions(suite: SupportedCipherSuite) {
     let mut f = Flow::handshake(suite).unwrap();
     let version = if TLS13.contains(&suite) { Version::Tls13 } else { Version::Tls12 };
     assert_eq!(f.layer.version(), version);
+    // TLS 1.3: the traffic secrets captured from the handshake; TLS 1.2: nothing to keep.
+    assert!(!f.layer.keeps_rustls_schedule(), "{suite:?}");
 
     // Client → engine: a short record, then maximum-size ones.
     f.client.writer().write_all(b"hello").unwrap();
@@ -89,6 +91,8 @@ fn close_notify_each_version() {
 fn tls13_key_updates_are_followed_both_ways() {
     for &s in TLS13 {
         let mut f = Flow::handshake(s).unwrap();
+        // The session follows updates with the traffic secrets captured from the handshake.
+        assert!(!f.layer.keeps_rustls_schedule(), "{s:?}");
         f.client.writer().write_all(b"before").unwrap();
         assert_eq!(f.engine_reads_data(), b"before");
         // The client moves its keys on (and asks the engine to do the same).
@@ -116,5 +120,12 @@ fn tls13_key_updates_are_followed_both_ways() {
         assert_eq!(f.client_reads(&wire), b"again");
         f.client.writer().write_all(b"still").unwrap();
         assert_eq!(f.engine_reads_data(), b"still");
+        // A second generation of the client's secret.
+        f.client.refresh_traffic_keys().unwrap();
+        f.client.writer().write_all(b"twice").unwrap();
+        let got = f.engine_reads();
+        let Some(Ok((Received::Data(_), pt))) = got.last() else { panic!("{got:?}") };
+        assert_eq!(pt, b"twice");
+        assert_eq!(f.layer.seqs().0, 1);
     }
 }

@@ -15,6 +15,7 @@
 
 use crate::frame::{ContentType, Header, HEADER_LEN, MAX_PLAINTEXT};
 use crate::stream::{Alg, Ctx, StreamOpener, CONTEXT_BYTES};
+use crate::traffic::{Capture, TrafficSecrets};
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey, NONCE_LEN};
 use rustls::client::ClientConnectionData;
 use rustls::kernel::KernelConnection;
@@ -462,30 +463,55 @@ fn tls12_aad(seq: u64, ct: ContentType, version: u16, len: usize) -> [u8; 13] {
 /// TLS 1.3 handshake by `crates/inline/benches/idle_flows.rs`; a SNI or ALPN adds its length.
 pub const KERNEL_CONNECTION_BYTES: usize = 260;
 
-/// rustls's key schedule after the handshake, of a server or a client connection.
+/// The key schedule after the handshake: rustls's, of a server or a client connection, or a
+/// server's own TLS 1.3 traffic secrets ([`crate::traffic`]), or nothing (TLS 1.2 has no key
+/// update). rustls's connections are boxed so that the compact forms stay small.
 pub enum KeySchedule {
-    Server(KernelConnection<ServerConnectionData>),
+    Server(Box<KernelConnection<ServerConnectionData>>),
     /// A client also stores the server's TLS 1.3 session tickets through it.
-    Client(KernelConnection<ClientConnectionData>),
+    Client(Box<KernelConnection<ClientConnectionData>>),
+    /// A TLS 1.3 server's traffic secrets, captured and verified at the handover.
+    Secrets(Box<TrafficSecrets>),
+    /// A TLS 1.2 server: the extracted keys are all it needs.
+    Tls12,
 }
 
 impl From<KernelConnection<ServerConnectionData>> for KeySchedule {
     fn from(k: KernelConnection<ServerConnectionData>) -> KeySchedule {
-        KeySchedule::Server(k)
+        KeySchedule::Server(Box::new(k))
     }
 }
 
 impl From<KernelConnection<ClientConnectionData>> for KeySchedule {
     fn from(k: KernelConnection<ClientConnectionData>) -> KeySchedule {
-        KeySchedule::Client(k)
+        KeySchedule::Client(Box::new(k))
     }
 }
 
 impl KeySchedule {
+    /// A server's compact schedule instead of rustls's `kernel`, when `capture` holds the TLS 1.3
+    /// traffic secrets of exactly these `secrets` (or the version is TLS 1.2); `kernel` otherwise.
+    pub fn compact(
+        kernel: KernelConnection<ServerConnectionData>,
+        secrets: &ExtractedSecrets,
+        capture: &Capture,
+    ) -> KeySchedule {
+        match Version::from_rustls(kernel.protocol_version()) {
+            Ok(Version::Tls12) => KeySchedule::Tls12,
+            Ok(v) => match TrafficSecrets::verified(capture, v, &secrets.rx.1, &secrets.tx.1) {
+                Some(t) => KeySchedule::Secrets(Box::new(t)),
+                None => kernel.into(),
+            },
+            Err(_) => kernel.into(),
+        }
+    }
+
     pub fn protocol_version(&self) -> ProtocolVersion {
         match self {
             KeySchedule::Server(k) => k.protocol_version(),
             KeySchedule::Client(k) => k.protocol_version(),
+            KeySchedule::Secrets(_) => ProtocolVersion::TLSv1_3,
+            KeySchedule::Tls12 => ProtocolVersion::TLSv1_2,
         }
     }
 
@@ -494,17 +520,68 @@ impl KeySchedule {
         matches!(self, KeySchedule::Client(_))
     }
 
-    fn update_rx_secret(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
+    /// Whether rustls's connection is kept (not a compact form).
+    pub fn is_rustls(&self) -> bool {
+        matches!(self, KeySchedule::Server(_) | KeySchedule::Client(_))
+    }
+
+    /// Heap bytes the schedule holds.
+    pub fn heap_bytes(&self) -> usize {
         match self {
-            KeySchedule::Server(k) => k.update_rx_secret(),
-            KeySchedule::Client(k) => k.update_rx_secret(),
+            KeySchedule::Server(_) | KeySchedule::Client(_) => {
+                std::mem::size_of::<KernelConnection<ServerConnectionData>>() + KERNEL_CONNECTION_BYTES
+            }
+            KeySchedule::Secrets(_) => std::mem::size_of::<TrafficSecrets>(),
+            KeySchedule::Tls12 => 0,
         }
     }
 
-    fn update_tx_secret(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
+    fn update_rx_secret(&mut self) -> Result<(u64, RecordKeyParts), CryptoError> {
         match self {
-            KeySchedule::Server(k) => k.update_tx_secret(),
-            KeySchedule::Client(k) => k.update_tx_secret(),
+            KeySchedule::Server(k) => k.update_rx_secret().map_err(key_schedule).map(parts),
+            KeySchedule::Client(k) => k.update_rx_secret().map_err(key_schedule).map(parts),
+            KeySchedule::Secrets(t) => {
+                let (key, len, iv) = t.update_rx().ok_or_else(derive_failed)?;
+                Ok((0, RecordKeyParts::Raw(t.suite(), key, len, iv)))
+            }
+            KeySchedule::Tls12 => Err(CryptoError::PostHandshake(ContentType::HANDSHAKE.0)),
+        }
+    }
+
+    fn update_tx_secret(&mut self) -> Result<(u64, RecordKeyParts), CryptoError> {
+        match self {
+            KeySchedule::Server(k) => k.update_tx_secret().map_err(key_schedule).map(parts),
+            KeySchedule::Client(k) => k.update_tx_secret().map_err(key_schedule).map(parts),
+            KeySchedule::Secrets(t) => {
+                let (key, len, iv) = t.update_tx().ok_or_else(derive_failed)?;
+                Ok((0, RecordKeyParts::Raw(t.suite(), key, len, iv)))
+            }
+            KeySchedule::Tls12 => Err(CryptoError::PostHandshake(ContentType::HANDSHAKE.0)),
+        }
+    }
+}
+
+/// A next key as rustls hands it over, or as [`crate::traffic`] derived it.
+enum RecordKeyParts {
+    Rustls(ConnectionTrafficSecrets),
+    Raw(Suite, [u8; 32], usize, [u8; NONCE_LEN]),
+}
+
+fn parts((seq, s): (u64, ConnectionTrafficSecrets)) -> (u64, RecordKeyParts) {
+    (seq, RecordKeyParts::Rustls(s))
+}
+
+fn derive_failed() -> CryptoError {
+    CryptoError::KeySchedule("traffic secret update failed".into())
+}
+
+impl RecordKeyParts {
+    fn key(self, version: Version, seq: u64) -> Result<RecordKey, CryptoError> {
+        match self {
+            RecordKeyParts::Rustls(s) => RecordKey::new(version, seq, s),
+            RecordKeyParts::Raw(suite, key, len, iv) => {
+                RecordKey::from_parts(version, suite, &key[..len], iv, seq)
+            }
         }
     }
 }
@@ -554,7 +631,9 @@ impl RecordLayer {
     pub fn new_session_ticket(&mut self, body: &[u8]) -> Result<(), CryptoError> {
         match &mut self.kernel {
             KeySchedule::Client(k) => k.handle_new_session_ticket(body).map_err(key_schedule),
-            KeySchedule::Server(_) => Err(CryptoError::PostHandshake(NEW_SESSION_TICKET)),
+            KeySchedule::Server(_) | KeySchedule::Secrets(_) | KeySchedule::Tls12 => {
+                Err(CryptoError::PostHandshake(NEW_SESSION_TICKET))
+            }
         }
     }
 
@@ -587,7 +666,12 @@ impl RecordLayer {
     /// Heap bytes held beyond the layer's own size: the keys' contexts while built and rustls's
     /// key schedule ([`KERNEL_CONNECTION_BYTES`]).
     pub fn heap_bytes(&self) -> usize {
-        self.rx.heap_bytes() + self.tx.heap_bytes() + KERNEL_CONNECTION_BYTES
+        self.rx.heap_bytes() + self.tx.heap_bytes() + self.kernel.heap_bytes()
+    }
+
+    /// Whether rustls's key schedule is kept (not the compact one of [`crate::traffic`]).
+    pub fn keeps_rustls_schedule(&self) -> bool {
+        self.kernel.is_rustls()
     }
 
     /// Decrypts a client record in place: see [`RecordKey::decrypt`]. What it means is
@@ -612,8 +696,8 @@ impl RecordLayer {
         if self.version != Version::Tls13 {
             return Err(CryptoError::PostHandshake(ContentType::HANDSHAKE.0));
         }
-        let (seq, secrets) = self.kernel.update_rx_secret().map_err(key_schedule)?;
-        self.rx = RecordKey::new(self.version, seq, secrets)?;
+        let (seq, next) = self.kernel.update_rx_secret()?;
+        self.rx = next.key(self.version, seq)?;
         Ok(())
     }
 
@@ -638,8 +722,8 @@ impl RecordLayer {
     /// transmit key on.
     pub fn send_key_update(&mut self, out: &mut Vec<u8>) -> Result<u64, CryptoError> {
         let seq = self.tx.seal(ContentType::HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, 0], out)?;
-        let (next, secrets) = self.kernel.update_tx_secret().map_err(key_schedule)?;
-        self.tx = RecordKey::new(self.version, next, secrets)?;
+        let (next, key) = self.kernel.update_tx_secret()?;
+        self.tx = key.key(self.version, next)?;
         Ok(seq)
     }
 }

@@ -10,6 +10,8 @@
 //!   post-handshake rule (alerts, KeyUpdate, record limits, renegotiation, close_notify) and the
 //!   alert that answers each violation, for every driver.
 //! - [`offload`]: the key material a kernel TLS offload takes over.
+//! - [`traffic`]: a server's own TLS 1.3 traffic secrets (captured through rustls's key log
+//!   hook, verified against the extracted keys) for key updates without rustls's key schedule.
 //! - [`stream`]: opening a record piece by piece as its segments arrive, the tag checked at its
 //!   end (the inline engine's cut-through release).
 //!
@@ -25,3 +27,4 @@ pub mod handshake;
 pub mod offload;
 pub mod session;
 pub mod stream;
+pub mod traffic;

@@ -236,6 +236,11 @@ impl Session {
         self.layer.parked()
     }
 
+    /// Whether rustls's key schedule is kept (not the compact one of [`crate::traffic`]).
+    pub fn keeps_rustls_schedule(&self) -> bool {
+        self.layer.keeps_rustls_schedule()
+    }
+
     /// Bytes this session holds, its own size included (for a driver's per-connection
     /// accounting).
     pub fn state_bytes(&self) -> usize {

@@ -594,6 +594,14 @@ get()
         .expect("python3 is installed");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "response", "the first request");
+    wait_parked(&s, 1);
+    child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "response", "the request after parking");
+    assert!(child.wait().unwrap().success());
+}
+
+/// Waits (bounded) until /status.json counts `n` flows parked.
+fn wait_parked(s: &Scene, n: u64) {
     let parked = || {
         let status = tlsgate_testkit::clients::curl_in(
             &s.net.gate,
@@ -603,11 +611,74 @@ get()
         v["inline"]["engine"]["flows_parked"].as_u64().unwrap_or(0)
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while parked() == 0 {
+    while parked() < n {
         assert!(std::time::Instant::now() < deadline, "the idle flow was never parked");
         std::thread::sleep(Duration::from_millis(100));
     }
-    child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
-    assert_eq!(lines.next().unwrap().unwrap(), "response", "the request after parking");
+}
+
+/// A parked TLS 1.3 connection follows key updates both ways: `openssl s_client` sends a
+/// request, waits until the flow is parked, sends a KeyUpdate asking for the engine's (its `K`
+/// command, RFC 8446 §4.6.3) and a second request on the same connection. nginx gets it (the
+/// engine opened it under the client's next key) and its answer reaches the client (sealed
+/// under the engine's next key, after the engine's KeyUpdate): both keys derived from the
+/// traffic secrets the engine keeps for a parked flow instead of rustls's key schedule. Twice.
+#[test]
+fn a_parked_connection_follows_key_updates_both_ways() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+    let s = Scene::new(1, 1024);
+    let _gate = s.direct(&["--admin", ADMIN]);
+    s.net.gate.wait_listening(9900, Duration::from_secs(10));
+    let connect = format!("{SERVER}:443");
+    let args = ["s_client", "-connect", &connect, "-servername", SERVER_NAME, "-CAfile", s.pki.ca()];
+    let mut args = args.to_vec();
+    args.extend_from_slice(&["-tls1_3", "-crlf", "-verify_return_error"]);
+    let mut child = s
+        .client()
+        .ns
+        .command("openssl", &args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl is installed");
+    // Both outputs as lines through one channel, so every wait below has a deadline.
+    let (tx, rx) = mpsc::channel::<String>();
+    for out in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let wait_for = |what: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(what) => return,
+                Ok(_) => {}
+                Err(e) => panic!("waiting for {what:?} from s_client: {e}"),
+            }
+        }
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    let request = format!("GET / HTTP/1.1\nHost: {SERVER_NAME}\n\n");
+    stdin.write_all(request.as_bytes()).unwrap();
+    wait_for("hello from server1");
+    for round in 1..=2 {
+        wait_parked(&s, round);
+        stdin.write_all(b"K\n").unwrap();
+        wait_for("KEYUPDATE");
+        stdin.write_all(request.as_bytes()).unwrap();
+        wait_for("hello from server1");
+    }
+    drop(stdin);
     assert!(child.wait().unwrap().success());
 }
