@@ -1,6 +1,6 @@
 //! Keys in a PKCS#11 token (SoftHSM2): curl and `openssl s_client` complete handshakes signed by
-//! the token with an RSA key (RSA-PSS under TLS 1.3, TLS 1.2 too) and an ECDSA P-384 key, the keys'
-//! PEM files deleted after import; a wrong PIN, a missing object and a PIN file others can read
+//! the token with an RSA key (RSA-PSS under TLS 1.3, TLS 1.2 too) and ECDSA P-256 and P-384
+//! keys, the keys' PEM files deleted after import; a wrong PIN, a missing object and a PIN file others can read
 //! are clear errors.
 
 use std::path::Path;
@@ -53,25 +53,28 @@ fn uri(object: &str, pin: &Path) -> String {
     )
 }
 
-fn config(dir: &Path, rsa_key: &str, ec_key: &str, backend: &str) -> String {
+/// One listener serving the token's certificates: `keys` pairs each certificate's name with its
+/// key's URI, the first the default.
+fn config(dir: &Path, keys: &[(&str, String)], backend: &str) -> String {
     let d = dir.display();
-    format!(
-        r#"
-[terminate]
-[[terminate.listener]]
-name = "hsm"
-listen = "127.0.0.1:0"
-  [[terminate.listener.certificate]]
-  cert = "{d}/rsa.test.pem"
-  key = "{rsa_key}"
-  default = true
-  [[terminate.listener.certificate]]
-  cert = "{d}/ec.test.pem"
-  key = "{ec_key}"
-  [[terminate.listener.route]]
-  backends = ["{backend}"]
-"#
-    )
+    let mut toml =
+        "[terminate]\n[[terminate.listener]]\nname = \"hsm\"\nlisten = \"127.0.0.1:0\"\n".to_string();
+    for (i, (name, key)) in keys.iter().enumerate() {
+        let default = if i == 0 { "default = true\n" } else { "" };
+        toml += &format!(
+            "[[terminate.listener.certificate]]\ncert = \"{d}/{name}.pem\"\nkey = \"{key}\"\n{default}"
+        );
+    }
+    toml + &format!("[[terminate.listener.route]]\nbackends = [\"{backend}\"]\n")
+}
+
+/// The three keys of the token, through the PIN file `pin` (the EC one's object replaceable).
+fn token_keys(pin: &Path, ec_object: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("rsa.test", uri("web-rsa", pin)),
+        ("ec.test", uri(ec_object, pin)),
+        ("p256.test", uri("web-p256", pin)),
+    ]
 }
 
 fn check(conf: &Path, toml: &Path) -> String {
@@ -105,6 +108,14 @@ fn handshakes_sign_through_softhsm_and_mistakes_are_clear() {
     );
     token_key(d, &conf, "rsa.test", "web-rsa", "01", &["-newkey", "rsa:2048"]);
     token_key(d, &conf, "ec.test", "web-ec", "02", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"]);
+    token_key(
+        d,
+        &conf,
+        "p256.test",
+        "web-p256",
+        "03",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+    );
     let pin = d.join("pin");
     std::fs::write(&pin, "5678\n").unwrap();
     std::fs::set_permissions(&pin, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
@@ -117,13 +128,13 @@ fn handshakes_sign_through_softhsm_and_mistakes_are_clear() {
 
     let (_backend, backend) = Tlsgate::backend(BIN, "127.0.0.1:0", "hsm");
     let toml = d.join("tlsgate.toml");
-    std::fs::write(&toml, config(d, &uri("web-rsa", &pin), &uri("web-ec", &pin), &backend)).unwrap();
+    std::fs::write(&toml, config(d, &token_keys(&pin, "web-ec"), &backend)).unwrap();
     let mut cmd = Command::new(BIN);
     cmd.args(["terminate", "--config", toml.to_str().unwrap()]).env("SOFTHSM2_CONF", &conf);
     let gate = Tlsgate::start_command(cmd);
     let port = gate.listening(Some("hsm")).port();
 
-    for name in ["rsa.test", "ec.test"] {
+    for name in ["rsa.test", "ec.test", "p256.test"] {
         let ca = d.join(format!("{name}.pem"));
         let resolve = format!("{name}:{port}:127.0.0.1");
         let out = curl(&[
@@ -157,6 +168,18 @@ fn handshakes_sign_through_softhsm_and_mistakes_are_clear() {
             if name == "rsa.test" && version == "-tls1_3" {
                 assert!(text.contains("RSA-PSS"), "TLS 1.3 signs with RSA-PSS: {text}");
             }
+            // Each ECDSA key signs with its own curve's hash (TLS 1.3 ties them: RFC 8446 4.2.3).
+            let digest = match name {
+                "ec.test" => Some("Peer signing digest: SHA384"),
+                "p256.test" => Some("Peer signing digest: SHA256"),
+                _ => None,
+            };
+            if let (Some(digest), "-tls1_3") = (digest, version) {
+                assert!(
+                    text.contains("Peer signature type: ECDSA") && text.contains(digest),
+                    "{name}: {text}"
+                );
+            }
         }
     }
     drop(gate);
@@ -164,17 +187,21 @@ fn handshakes_sign_through_softhsm_and_mistakes_are_clear() {
     let wrong = d.join("wrong-pin");
     std::fs::write(&wrong, "0000\n").unwrap();
     std::fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    std::fs::write(&toml, config(d, &uri("web-rsa", &wrong), &uri("web-ec", &pin), &backend)).unwrap();
+    std::fs::write(
+        &toml,
+        config(d, &[("rsa.test", uri("web-rsa", &wrong)), ("ec.test", uri("web-ec", &pin))], &backend),
+    )
+    .unwrap();
     let said = check(&conf, &toml);
     assert!(said.contains("login to token \"tlsgate\" refused") && said.contains("PinIncorrect"), "{said}");
     assert!(!said.contains("0000"), "the PIN is never logged: {said}");
 
-    std::fs::write(&toml, config(d, &uri("web-rsa", &pin), &uri("nope", &pin), &backend)).unwrap();
+    std::fs::write(&toml, config(d, &token_keys(&pin, "nope"), &backend)).unwrap();
     let said = check(&conf, &toml);
     assert!(said.contains("no private key object=\"nope\" on token \"tlsgate\""), "{said}");
 
     std::fs::set_permissions(&pin, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
-    std::fs::write(&toml, config(d, &uri("web-rsa", &pin), &uri("web-ec", &pin), &backend)).unwrap();
+    std::fs::write(&toml, config(d, &token_keys(&pin, "web-ec"), &backend)).unwrap();
     let said = check(&conf, &toml);
     assert!(said.contains("PIN file") && said.contains("accessible to group or others"), "{said}");
 }
