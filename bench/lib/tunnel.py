@@ -523,38 +523,39 @@ def split_line(rows):
 
 def bound_line(rows):
     """What this machine allows whatever the tunnel does. CPU 1 runs the clients and the
-    destination, and their cost per byte (load_s_per_gib: the same work beside either tunnel)
-    caps any tunnel at GiB / load_s_per_gib per second, even one costing nothing; the tunnel's
-    own CPU 0 caps it at GiB / (its CPU per GiB), and its system part alone (socket calls,
-    loopback TCP, page faults) is a floor under that CPU per GiB. Ratios are to ssh's figure in
-    the same run."""
+    destination, and their CPU per GiB (clients + dest: the same work beside either tunnel) caps
+    any tunnel at GiB / that per second, even one costing nothing; the tunnel's own CPU 0 caps it
+    at GiB / (its CPU per GiB), and its system part alone (socket calls, loopback TCP, page
+    faults) is a floor under that CPU per GiB. Each bound is given as a ratio to ssh twice: to
+    ssh's CPU-bound rate on the same CPUs (GiB / its busier CPU's seconds per GiB; what the ratio
+    line reads on a quiet machine) and to ssh's measured rate in this run."""
     rows = dict(rows)
     mine, ssh = rows.get("tlsgate", {}), rows.get("ssh", {})
     parts = []
 
-    def add(name, value, fmt):
+    def add(name, value, fmt="{:.2f}"):
         parts.append(f"{name}=" + ("n/a" if value is None else fmt.format(value)))
 
-    def cap(per_gib):
-        return GIB / per_gib / 1e6 if per_gib else None
+    def cap(*per_gib):
+        """MB/s when the CPU with the most seconds per GiB is fully busy."""
+        if any(p is None for p in per_gib) or not max(per_gib):
+            return None
+        return GIB / max(per_gib) / 1e6
 
     def ratio(a, b):
         return a / b if a is not None and b else None
 
-    # Beside tlsgate (the load it puts on CPU 1 is what its own bound is made of).
-    one = cap(mine.get("load_s_per_gib"))
-    one_sys = cap(mine.get("sys_s_per_gib"))
-    one_sys = None if one is None or one_sys is None else min(one, one_sys)
-    par = cap(mine.get("parallel_load_s_per_gib"))
-    par_sys = cap(mine.get("parallel_sys_s_per_gib"))
-    par_sys = None if par is None or par_sys is None else min(par, par_sys)
-    add("bound_one_stream_mbps", one, "{:.0f}")
-    add("bound_one_stream", ratio(one, ssh.get("one_stream_mb_s")), "{:.2f}")
-    add("bound_one_stream_keeping_system", ratio(one_sys, ssh.get("one_stream_mb_s")), "{:.2f}")
-    add("bound_parallel_mbps", par, "{:.0f}")
-    add("bound_parallel", ratio(par, ssh.get("parallel_mb_s")), "{:.2f}")
-    add("bound_parallel_keeping_system", ratio(par_sys, ssh.get("parallel_mb_s")), "{:.2f}")
-    add("floor_cpu_per_gib", ratio(mine.get("sys_s_per_gib"), ssh.get("cpu_s_per_gib")), "{:.2f}")
+    for phase, prefix, rate in (("one_stream", "", "one_stream_mb_s"), ("parallel", "parallel_", "parallel_mb_s")):
+        load = mine.get(prefix + "load_s_per_gib")
+        ssh_cpu = ssh.get("cpu_s_per_gib" if phase == "one_stream" else "parallel_cpu_s_per_gib")
+        ssh_cap = cap(ssh_cpu, ssh.get(prefix + "load_s_per_gib"))
+        free = cap(load)  # the tunnel's own CPU at zero
+        kept = cap(load, mine.get(prefix + "sys_s_per_gib"))  # its user part at zero
+        add(f"bound_{phase}_mbps", free, "{:.0f}")
+        add(f"bound_{phase}", ratio(free, ssh_cap))
+        add(f"bound_{phase}_keeping_system", ratio(kept, ssh_cap))
+        add(f"bound_{phase}_vs_measured", ratio(free, ssh.get(rate)))
+    add("floor_cpu_per_gib", ratio(mine.get("sys_s_per_gib"), ssh.get("cpu_s_per_gib")))
     busy = []
     for name in ("tlsgate", "ssh"):
         r = rows.get(name, {})
