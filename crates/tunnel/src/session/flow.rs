@@ -231,7 +231,10 @@ impl RecvBuf {
     /// `spare` holds fewer than [`crate::endpoint::SPENT_KEEP`].
     pub fn read_vec(&mut self, max: usize, out: &mut Vec<u8>, spare: &mut Vec<Vec<u8>>) -> usize {
         let n = max.min(self.len);
-        if out.is_empty() && self.head == 0 && self.chunks.front().is_some_and(|c| !c.is_empty() && c.len() <= n) {
+        if out.is_empty()
+            && self.head == 0
+            && self.chunks.front().is_some_and(|c| !c.is_empty() && c.len() <= n)
+        {
             if let Some(front) = self.chunks.pop_front() {
                 let given = std::mem::replace(out, front);
                 keep(given, spare);
