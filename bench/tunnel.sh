@@ -7,8 +7,10 @@
 #                                    (SSH_CIPHER=... overrides aes128-gcm@openssh.com)
 #
 # Installs nothing: it names the Debian packages it is missing and stops. Builds tlsgate (profile
-# "profiling": release plus line tables; honours CARGO_TARGET_DIR). Prints a markdown table and,
-# last, the line "tunnel ratios vs ssh: ...". Every process it starts is stopped on exit.
+# "profiling": release plus line tables; honours CARGO_TARGET_DIR). Prints a markdown table, the
+# line "bounds on this machine ..." (what a tunnel costing nothing, or only its system part, could
+# reach here, as ratios to ssh: bound_one_stream=, bound_parallel=, floor_cpu_per_gib=) and, last,
+# the line "tunnel ratios vs ssh: ...". Every process it starts is stopped on exit.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -19,7 +21,7 @@ while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=(--quick) ;;
     --before) before=(--before "$(realpath "$2")"); shift ;;
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/tunnel.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
   shift

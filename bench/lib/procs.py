@@ -143,6 +143,28 @@ def sys_seconds(pid):
     return int(fields[12]) / CLK_TCK
 
 
+def cpu_with_reaped(pid):
+    """(utime + stime, stime) of a process plus what its reaped children used (cutime, cstime):
+    a forking server's whole cost once its finished children are waited for."""
+    try:
+        f = _stat_fields(pid)
+    except OSError:
+        return 0.0, 0.0
+    user, sys_s, cuser, csys = (int(x) for x in f[11:15])
+    return (user + sys_s + cuser + csys) / CLK_TCK, (sys_s + csys) / CLK_TCK
+
+
+def wait_children_reaped(pid, timeout=3.0):
+    """Waits (bounded) until pid has no child left, live or zombie, so that cpu_with_reaped
+    counts every finished child. Returns False if some remain at the timeout."""
+    deadline = time.monotonic() + timeout
+    while len(tree(pid)) > 1:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def rss_kib(pid):
     try:
         with open(f"/proc/{pid}/status") as f:

@@ -9,6 +9,7 @@ import datetime
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import struct
@@ -99,9 +100,10 @@ def download(port, n):
         s.close()
 
 
-def parallel_download(port, total, streams, socks_target):
+def parallel_download(port, total, streams, socks_target, at_start=lambda: None):
     """`streams` connections (through SOCKS5 when socks_target), all set up first, then each
-    downloads total/streams bytes at once. Returns the wall-clock seconds of the transfer."""
+    downloads total/streams bytes at once. Returns the wall-clock seconds of the transfer and the
+    bytes moved; `at_start` is called once all are connected, just before the transfer."""
     each = total // streams
     socks_list = [connect(port, socks_target) for _ in range(streams)]
     errors = []
@@ -120,6 +122,7 @@ def parallel_download(port, total, streams, socks_target):
     threads = [threading.Thread(target=one, args=(s,), daemon=True) for s in socks_list]
     for t in threads:
         t.start()
+    at_start()
     start.wait()
     t0 = time.monotonic()
     deadline = t0 + 10 * IO_TIMEOUT
@@ -313,6 +316,30 @@ class Direct:
         pass
 
 
+class Load:
+    """CPU 1's side of every measurement: the clients (this process: all its threads, also those
+    that ended) and the destination (the sink and its per-connection children, once reaped),
+    with the kernel work charged to them (their socket calls, and the loopback receive path run
+    in the sender's context). It is the same work for every tunnel, and bounds what any tunnel
+    can carry on this machine (see bound_line)."""
+
+    def __init__(self, sink_pid):
+        self.sink_pid = sink_pid
+
+    def cpu(self, wait=True):
+        """(cpu, system) seconds so far. With `wait`, first waits (bounded) until the sink has
+        reaped its finished children, whose time then is in its own (cutime, cstime); live
+        children are counted one by one."""
+        if wait and not procs.wait_children_reaped(self.sink_pid):
+            raise RuntimeError("the destination still has children 3 s after the phase")
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        dest, dest_sys = procs.cpu_with_reaped(self.sink_pid)
+        for pid in procs.tree(self.sink_pid)[1:]:
+            dest += procs.cpu_seconds(pid)
+            dest_sys += procs.sys_seconds(pid)
+        return me.ru_utime + me.ru_stime + dest, me.ru_stime + dest_sys
+
+
 PEERS = [("tlsgate", start_tlsgate), ("ssh", start_ssh)]
 BEFORE = "tlsgate (--before)"
 
@@ -320,8 +347,8 @@ BEFORE = "tlsgate (--before)"
 # --- the phases ----------------------------------------------------------------------------------
 
 
-def measure(t, env, params, pidfile):
-    """All measurements on one started tunnel; returns its row."""
+def measure(t, env, params, pidfile, load):
+    """All measurements on one started tunnel; returns its row. `load` is CPU 1's side."""
     row = {"errors": [], "cipher": t.cipher}
     n = params["one_stream"]
     sink_target = ("127.0.0.1", env["SINK_PORT"])
@@ -342,10 +369,15 @@ def measure(t, env, params, pidfile):
         procs.log(f"{t.name}: {name} done in {time.monotonic() - t0:.1f} s")
 
     def one_stream():
+        load0, load_sys0 = load.cpu()
         cpu0, sys0 = t.cpu_seconds(), t.sys_seconds()
         up = upload(t.forward, n)
         down = download(t.forward, n)
         cpu, sys_s = t.cpu_seconds() - cpu0, t.sys_seconds() - sys0
+        load1, load_sys1 = load.cpu()
+        row["load_s_per_gib"] = (load1 - load0) / (2 * n / GIB)
+        row["load_sys_s_per_gib"] = (load_sys1 - load_sys0) / (2 * n / GIB)
+        row["load_busy"] = (load1 - load0) / (up + down)
         row["up_mb_s"] = n / up / 1e6
         row["down_mb_s"] = n / down / 1e6
         row["one_stream_mb_s"] = 2 * n / (up + down) / 1e6
@@ -353,17 +385,31 @@ def measure(t, env, params, pidfile):
             row["cpu_s_per_gib"] = cpu / (2 * n / GIB)
             row["sys_s_per_gib"] = sys_s / (2 * n / GIB)
             row["user_s_per_gib"] = (cpu - sys_s) / (2 * n / GIB)
+            row["tunnel_busy"] = cpu / (up + down)
 
     def parallel():
         cpu0, sys0 = t.cpu_seconds(), t.sys_seconds()
+        # CPU 1's side and how busy each CPU is: over the transfer alone (the destination's
+        # children, one per connection, are alive then; connecting forked them).
+        at = {}
+
+        def at_start():
+            at["load"], _ = load.cpu(wait=False)
+            at["cpu"] = t.cpu_seconds()
+
         elapsed, moved = parallel_download(
-            t.socks, params["parallel"], params["streams"], sink_target if via_socks else None
+            t.socks, params["parallel"], params["streams"], sink_target if via_socks else None, at_start
         )
         cpu, sys_s = t.cpu_seconds() - cpu0, t.sys_seconds() - sys0
+        cpu_transfer = t.cpu_seconds() - at["cpu"]
+        load1, _ = load.cpu()
         row["parallel_mb_s"] = moved / elapsed / 1e6
+        row["parallel_load_s_per_gib"] = (load1 - at["load"]) / (moved / GIB)
+        row["parallel_load_busy"] = (load1 - at["load"]) / elapsed
         if not isinstance(t, Direct):
             row["parallel_cpu_s_per_gib"] = cpu / (moved / GIB)
             row["parallel_sys_s_per_gib"] = sys_s / (moved / GIB)
+            row["parallel_tunnel_busy"] = cpu_transfer / elapsed
 
     def latency():
         idle = echo(t.forward, params["rtts"])
@@ -402,9 +448,11 @@ COLUMNS = [
     ("cpu_s_per_gib", "cpu_s/GiB", "{:.2f}", "cpu_per_gib", False),
     ("sys_s_per_gib", "of it system", "{:.2f}", None, False),
     ("user_s_per_gib", "of it user", "{:.2f}", None, False),
+    ("load_s_per_gib", "clients + dest cpu_s/GiB", "{:.2f}", None, False),
     ("parallel_mb_s", "64 streams MB/s", "{:.0f}", "parallel_mbps", True),
     ("parallel_cpu_s_per_gib", "64 streams cpu_s/GiB", "{:.2f}", None, False),
     ("parallel_sys_s_per_gib", "of it system", "{:.2f}", None, False),
+    ("parallel_load_s_per_gib", "64 streams clients + dest cpu_s/GiB", "{:.2f}", None, False),
     ("idle_p50_us", "idle p50 µs", "{:.0f}", None, False),
     ("idle_p99_us", "idle p99 µs", "{:.0f}", None, False),
     ("busy_p50_us", "p50 µs under bulk", "{:.0f}", "latency_p50", False),
@@ -423,6 +471,15 @@ def fold(rounds):
             row[key] = (max if higher else min)(values)
     for r in rounds:
         row["errors"] += r.get("errors", [])
+    # How busy each CPU was, from the round with the best rate (they belong together).
+    for rate, keys in (("one_stream_mb_s", ("tunnel_busy", "load_busy")),
+                       ("parallel_mb_s", ("parallel_tunnel_busy", "parallel_load_busy"))):
+        timed = [r for r in rounds if r.get(rate) is not None]
+        if timed:
+            best = max(timed, key=lambda r: r[rate])
+            for key in keys:
+                if best.get(key) is not None:
+                    row[key] = best[key]
     return row
 
 
@@ -462,6 +519,52 @@ def split_line(rows):
         of_whole = f"{a / whole:.2f}" if a is not None and whole else "n/a"
         parts.append(f"{name}={ours} (of ssh's whole: {of_whole})")
     return "one-stream CPU per GiB, tlsgate ÷ ssh by part: " + " ".join(parts)
+
+
+def bound_line(rows):
+    """What this machine allows whatever the tunnel does. CPU 1 runs the clients and the
+    destination, and their CPU per GiB (clients + dest: the same work beside either tunnel) caps
+    any tunnel at GiB / that per second, even one costing nothing; the tunnel's own CPU 0 caps it
+    at GiB / (its CPU per GiB), and its system part alone (socket calls, loopback TCP, page
+    faults) is a floor under that CPU per GiB. Each bound is given as a ratio to ssh twice: to
+    ssh's CPU-bound rate on the same CPUs (GiB / its busier CPU's seconds per GiB; what the ratio
+    line reads on a quiet machine) and to ssh's measured rate in this run."""
+    rows = dict(rows)
+    mine, ssh = rows.get("tlsgate", {}), rows.get("ssh", {})
+    parts = []
+
+    def add(name, value, fmt="{:.2f}"):
+        parts.append(f"{name}=" + ("n/a" if value is None else fmt.format(value)))
+
+    def cap(*per_gib):
+        """MB/s when the CPU with the most seconds per GiB is fully busy."""
+        if any(p is None for p in per_gib) or not max(per_gib):
+            return None
+        return GIB / max(per_gib) / 1e6
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    for phase, prefix, rate in (("one_stream", "", "one_stream_mb_s"), ("parallel", "parallel_", "parallel_mb_s")):
+        load = mine.get(prefix + "load_s_per_gib")
+        ssh_cpu = ssh.get("cpu_s_per_gib" if phase == "one_stream" else "parallel_cpu_s_per_gib")
+        ssh_cap = cap(ssh_cpu, ssh.get(prefix + "load_s_per_gib"))
+        free = cap(load)  # the tunnel's own CPU at zero
+        kept = cap(load, mine.get(prefix + "sys_s_per_gib"))  # its user part at zero
+        add(f"bound_{phase}_mbps", free, "{:.0f}")
+        add(f"bound_{phase}", ratio(free, ssh_cap))
+        add(f"bound_{phase}_keeping_system", ratio(kept, ssh_cap))
+        add(f"bound_{phase}_vs_measured", ratio(free, ssh.get(rate)))
+    add("floor_cpu_per_gib", ratio(mine.get("sys_s_per_gib"), ssh.get("cpu_s_per_gib")))
+    busy = []
+    for name in ("tlsgate", "ssh"):
+        r = rows.get(name, {})
+        for phase, prefix in (("one stream", ""), ("64 streams", "parallel_")):
+            t, c = r.get(prefix + "tunnel_busy"), r.get(prefix + "load_busy")
+            if t is not None and c is not None:
+                busy.append(f"{name} {phase} CPU0 {t:.2f} CPU1 {c:.2f}")
+    return ("bounds on this machine (ratios vs ssh; CPUs busy: " + ", ".join(busy) + "): "
+            + " ".join(parts))
 
 
 def versions(env):
@@ -526,7 +629,8 @@ def main():
     try:
         procs.wait_port(env["SINK_PORT"], dest)
         procs.log("direct (no tunnel)")
-        direct_rounds.append(measure(Direct(env["SINK_PORT"]), env, params, pidfile))
+        load = Load(dest.pid)
+        direct_rounds.append(measure(Direct(env["SINK_PORT"]), env, params, pidfile, load))
         for i in range(params["rounds"]):
             order = peers[i % len(peers) :] + peers[: i % len(peers)]
             for name, start in order:
@@ -538,7 +642,7 @@ def main():
                     rounds[name].append({"errors": [("start", str(e))]})
                     continue
                 try:
-                    row = measure(t, env, params, pidfile)
+                    row = measure(t, env, params, pidfile, load)
                 finally:
                     t.stop()
                 procs.log(f"{name}: {json.dumps(row)}")
@@ -575,6 +679,7 @@ def main():
     print("ratios are tlsgate ÷ ssh: one_stream_mbps and parallel_mbps higher is better; "
           "latency_p50, latency_p99 and cpu_per_gib lower is better")
     print(split_line(rows))
+    print(bound_line(rows))
     if args.before:
         print(ratio_line(rows, BEFORE))
     print(ratio_line(rows))

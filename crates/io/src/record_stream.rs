@@ -39,11 +39,14 @@ use tokio::net::TcpStream;
 
 /// The largest record on the wire (TLS 1.2's ciphertext limit is the larger).
 const MAX_RECORD: usize = HEADER_LEN + MAX_CIPHERTEXT_TLS12;
-/// The per-thread read area used when the caller's buffer cannot hold a whole record, and the
-/// most read from the socket at once.
+/// The per-thread read area used when the caller's buffer cannot hold a whole record.
 const READ_AREA: usize = 64 * 1024;
-/// Plaintext sealed per write call: four full records, one write to the socket.
-const WRITE_BATCH: usize = 4 * MAX_PLAINTEXT;
+/// The most read from the socket at once into a caller's buffer: eight full records (the
+/// tunnel's reads; the relay reads 64 KiB).
+const READ_MAX: usize = 8 * (MAX_PLAINTEXT + 22);
+/// Plaintext sealed per write call: up to eight full records, one write to the socket (the
+/// relay writes four per 64 KiB it read; the tunnel driver gathers eight).
+const WRITE_BATCH: usize = 8 * MAX_PLAINTEXT;
 
 thread_local! {
     static READ_SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; READ_AREA].into_boxed_slice());
@@ -367,7 +370,7 @@ impl RecordStream {
     /// record fits there. Ready(Ok(0)) means nothing for the caller yet (or end of stream).
     fn read_once(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<usize>> {
         if buf.remaining() >= MAX_RECORD {
-            let area = buf.initialize_unfilled_to(buf.remaining().min(READ_AREA));
+            let area = buf.initialize_unfilled_to(buf.remaining().min(READ_MAX));
             let n = ready!(self.fill(cx, area))?;
             let produced = self.open_records(&mut area[..n])?;
             buf.advance(produced);

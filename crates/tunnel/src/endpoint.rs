@@ -42,8 +42,12 @@ struct Peer {
     max_frame_len: u32,
 }
 
-/// Spent send buffers an endpoint keeps until the driver takes them; the rest are freed.
+/// Emptied buffers an endpoint keeps (sent ones, and those `read_vec` got in exchange for a
+/// receive buffer) until the driver or received bytes take them; the rest are freed.
 pub const SPENT_KEEP: usize = 4;
+/// Of those, kept for received bytes while the connection has sessions
+/// ([`Endpoint::take_spent_buffer`] leaves them).
+pub const SPENT_RESERVE: usize = 2;
 
 pub struct Endpoint {
     config: Config,
@@ -55,8 +59,8 @@ pub struct Endpoint {
     refusals: VecDeque<(SessionId, OpenRc, &'static str)>,
     events: VecDeque<Event>,
     rx: Vec<u8>,
-    /// Sent buffers kept for the driver ([`Endpoint::take_spent_buffer`]), at most
-    /// [`SPENT_KEEP`].
+    /// Emptied buffers kept for the driver ([`Endpoint::take_spent_buffer`]) and for received
+    /// bytes, at most [`SPENT_KEEP`].
     spent: Vec<Vec<u8>>,
     hello_sent: bool,
     peer: Option<Peer>,

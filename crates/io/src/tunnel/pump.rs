@@ -21,9 +21,9 @@ use tokio::task::JoinHandle;
 use super::driver::Cmd;
 use super::pool::Pool;
 
-/// Bytes read from a socket per chunk: a tunnel frame's worth (the default frame limit), which
-/// the TLS writer seals as four full records in one system call. Smaller chunks cost a wakeup of
-/// the driver, a command and a framing pass each for no more bytes moved.
+/// Bytes read from a socket per chunk: a tunnel frame's worth (the default frame limit); the
+/// driver seals up to two chunks' worth as eight full records in one system call. Smaller chunks
+/// cost a wakeup of the driver, a command and a framing pass each for no more bytes moved.
 pub(crate) const CHUNK: usize = 64 * 1024;
 /// Chunks a reader may have handed over and not yet seen taken by the endpoint.
 const READ_CREDIT: usize = 2;

@@ -90,8 +90,9 @@ impl Endpoint {
         self.session(now, id)?.read(buf)
     }
 
-    /// As [`Endpoint::read`], appending up to `max` bytes to `out`: the caller gets an owned
-    /// buffer of exactly what was read with one copy out of the session.
+    /// As [`Endpoint::read`], appending up to `max` bytes to `out`: an empty `out` is swapped
+    /// for the session's first receive buffer when that holds no more than `max` (no copy),
+    /// else the bytes are copied.
     pub fn read_vec(
         &mut self,
         now: Instant,
@@ -99,7 +100,14 @@ impl Endpoint {
         max: usize,
         out: &mut Vec<u8>,
     ) -> Result<usize, SessionError> {
-        self.session(now, id)?.read_vec(max, out)
+        if self.closed.is_some() {
+            return Err(SessionError::ConnectionClosed);
+        }
+        let s = self.sessions.get_mut(&id).ok_or(SessionError::UnknownSession)?;
+        s.last_activity = now;
+        // The buffer `out` held, when it took one of the session's whole, is kept for the
+        // driver (`take_spent_buffer`) or the next received bytes.
+        s.read_vec(max, out, &mut self.spent)
     }
 
     /// Half-close: no more data from us (Close write after what is buffered).

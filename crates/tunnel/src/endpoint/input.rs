@@ -203,7 +203,7 @@ impl Endpoint {
         s.last_activity = now;
         let r: Result<(), Violation> = match frame {
             Frame::OpenReply { rc, window, reason, .. } => s.on_open_reply(rc, window, reason, ev),
-            Frame::Send { data, .. } => s.on_send(data, ev),
+            Frame::Send { data, .. } => s.on_send(data, ev, &mut self.spent),
             Frame::Close { direction, .. } => s.on_close(direction, ev),
             Frame::SendUdp { src, dst, data, .. } => {
                 s.on_send_udp(Datagram { src, dst, data: data.to_vec() }, ev)

@@ -24,8 +24,13 @@ impl Endpoint {
     }
 
     /// A buffer the application handed over whole ([`Endpoint::write_vec`]) whose bytes are all
-    /// sent, emptied, for the driver to read into again instead of allocating a fresh one.
+    /// sent, or one `read_vec` got in exchange, emptied, for the driver to read into again
+    /// instead of allocating a fresh one. While there are sessions, [`super::SPENT_RESERVE`]
+    /// stay for received bytes to fill; with none, every one is given up.
     pub fn take_spent_buffer(&mut self) -> Option<Vec<u8>> {
+        if self.spent.len() <= super::SPENT_RESERVE && !self.sessions.is_empty() {
+            return None;
+        }
         self.spent.pop()
     }
 

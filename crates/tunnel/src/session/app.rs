@@ -71,11 +71,17 @@ impl Session {
     }
 
     /// As `read`, appending up to `max` bytes to `out`.
-    pub fn read_vec(&mut self, max: usize, out: &mut Vec<u8>) -> Result<usize, SessionError> {
+    /// A buffer `out` gave up (it took one of ours whole) goes to `spare`.
+    pub fn read_vec(
+        &mut self,
+        max: usize,
+        out: &mut Vec<u8>,
+        spare: &mut Vec<Vec<u8>>,
+    ) -> Result<usize, SessionError> {
         if self.recv.is_empty() {
             return self.read(&mut []);
         }
-        Ok(self.recv.read_vec(max, out))
+        Ok(self.recv.read_vec(max, out, spare))
     }
 
     /// Local end of stream: Close(write) follows the data already written.

@@ -134,10 +134,23 @@ impl SendBuf {
     }
 }
 
+/// Bytes per receive buffer: a driver's socket write's worth, the size of the buffers it reads
+/// sockets into, so that one it hands to [`RecvBuf::read_vec`] can hold received bytes next.
+pub const RECV_CHUNK: usize = 64 * 1024;
+
 /// Incoming bytes not yet read by the application, and consumed bytes not yet acknowledged.
+///
+/// The bytes are kept in buffers of [`RECV_CHUNK`], filled in order, so that
+/// [`RecvBuf::read_vec`] hands a whole buffer to the application instead of copying it out
+/// (received bytes are copied once, out of the decrypted record). Every buffer but the last is
+/// full, so memory stays within the window plus one buffer.
 #[derive(Debug)]
 pub(crate) struct RecvBuf {
-    buf: VecDeque<u8>,
+    chunks: VecDeque<Vec<u8>>,
+    /// Bytes of the first chunk already read.
+    head: usize,
+    /// Bytes in `chunks` past `head`.
+    len: usize,
     window: u32,
     unacked: u32,
 }
@@ -148,7 +161,7 @@ pub(crate) struct WindowExceeded;
 
 impl RecvBuf {
     pub fn new(window: u32) -> Self {
-        RecvBuf { buf: VecDeque::new(), window, unacked: 0 }
+        RecvBuf { chunks: VecDeque::new(), head: 0, len: 0, window, unacked: 0 }
     }
 
     pub fn window(&self) -> u32 {
@@ -156,62 +169,123 @@ impl RecvBuf {
     }
 
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.len == 0
     }
 
     pub fn clear(&mut self) {
-        self.buf = VecDeque::new();
+        self.chunks = VecDeque::new();
+        self.head = 0;
+        self.len = 0;
         self.unacked = 0;
     }
 
-    pub fn push(&mut self, data: &[u8]) -> Result<(), WindowExceeded> {
-        let held = self.buf.len() as u64 + self.unacked as u64 + data.len() as u64;
+    /// Appends `data` within the window. A new buffer comes from `spare` (emptied buffers of
+    /// [`RECV_CHUNK`], the connection's) before the allocator; small data gets a small one.
+    pub fn push(&mut self, mut data: &[u8], spare: &mut Vec<Vec<u8>>) -> Result<(), WindowExceeded> {
+        let held = self.len as u64 + self.unacked as u64 + data.len() as u64;
         if held > self.window as u64 {
             return Err(WindowExceeded);
         }
-        self.buf.extend(data);
+        self.len += data.len();
+        while !data.is_empty() {
+            let room = self.chunks.back().map_or(0, |c| c.capacity() - c.len());
+            if room == 0 {
+                let fresh = match spare.pop() {
+                    Some(b) if b.capacity() >= RECV_CHUNK => b,
+                    _ if data.len() >= RECV_CHUNK / 8 => Vec::with_capacity(RECV_CHUNK),
+                    _ => Vec::with_capacity(data.len()),
+                };
+                self.chunks.push_back(fresh);
+                continue;
+            }
+            let k = room.min(data.len());
+            if let Some(last) = self.chunks.back_mut() {
+                last.extend_from_slice(&data[..k]);
+            }
+            data = &data[k..];
+        }
         Ok(())
     }
 
     pub fn read(&mut self, out: &mut [u8]) -> usize {
-        let n = out.len().min(self.buf.len());
-        // Two slice copies, as in `SendBuf::take_chunk`: a byte-at-a-time loop over `drain` is
-        // not vectorised and cost a third of the tunnel's CPU in bulk transfers.
-        let (a, b) = self.buf.as_slices();
-        let from_a = n.min(a.len());
-        out[..from_a].copy_from_slice(&a[..from_a]);
-        out[from_a..n].copy_from_slice(&b[..n - from_a]);
-        self.buf.drain(..n);
+        let n = out.len().min(self.len);
+        let mut at = 0;
+        while at < n {
+            let Some(front) = self.chunks.front() else { break };
+            let k = (front.len() - self.head).min(n - at);
+            out[at..at + k].copy_from_slice(&front[self.head..self.head + k]);
+            at += k;
+            self.consumed(k, &mut Vec::new());
+        }
         self.unacked += n as u32;
         n
     }
 
-    /// As [`RecvBuf::read`], appending up to `max` bytes to `out`.
-    pub fn read_vec(&mut self, max: usize, out: &mut Vec<u8>) -> usize {
-        let n = max.min(self.buf.len());
-        let (a, b) = self.buf.as_slices();
-        let from_a = n.min(a.len());
+    /// As [`RecvBuf::read`], appending up to `max` bytes to `out`. When `out` is empty and the
+    /// first buffer's bytes fit in `max`, that buffer becomes `out` (no copy), and the empty one
+    /// `out` held goes to `spare` for a later [`RecvBuf::push`], if it is a [`RECV_CHUNK`] one and
+    /// `spare` holds fewer than [`crate::endpoint::SPENT_KEEP`].
+    pub fn read_vec(&mut self, max: usize, out: &mut Vec<u8>, spare: &mut Vec<Vec<u8>>) -> usize {
+        let n = max.min(self.len);
+        if out.is_empty()
+            && self.head == 0
+            && self.chunks.front().is_some_and(|c| !c.is_empty() && c.len() <= n)
+        {
+            if let Some(front) = self.chunks.pop_front() {
+                let given = std::mem::replace(out, front);
+                keep(given, spare);
+                let n = out.len();
+                self.len -= n;
+                self.unacked += n as u32;
+                return n;
+            }
+        }
         out.reserve_exact(n);
-        out.extend_from_slice(&a[..from_a]);
-        out.extend_from_slice(&b[..n - from_a]);
-        self.buf.drain(..n);
+        let mut left = n;
+        while left > 0 {
+            let Some(front) = self.chunks.front() else { break };
+            let k = (front.len() - self.head).min(left);
+            out.extend_from_slice(&front[self.head..self.head + k]);
+            left -= k;
+            self.consumed(k, spare);
+        }
         self.unacked += n as u32;
         n
+    }
+
+    /// `k` bytes of the first buffer were read: a buffer read to its end goes to `spare`.
+    fn consumed(&mut self, k: usize, spare: &mut Vec<Vec<u8>>) {
+        self.head += k;
+        self.len -= k;
+        if self.chunks.front().is_some_and(|c| self.head == c.len()) {
+            if let Some(done) = self.chunks.pop_front() {
+                keep(done, spare);
+            }
+            self.head = 0;
+        }
     }
 
     /// An Ack is due once a quarter of the window was consumed, or everything was: small
     /// exchanges are acknowledged at once and bulk transfers do not Ack every read.
     pub fn ack_due(&self) -> Option<u32> {
-        let due = self.unacked > 0 && (self.unacked >= self.window / 4 || self.buf.is_empty());
+        let due = self.unacked > 0 && (self.unacked >= self.window / 4 || self.len == 0);
         due.then_some(self.unacked)
     }
 
     pub fn acked(&mut self, n: u32) {
         self.unacked -= n;
+    }
+}
+
+/// Empties `buf` into `spare` if it is a receive buffer and `spare` has room; else frees it.
+fn keep(mut buf: Vec<u8>, spare: &mut Vec<Vec<u8>>) {
+    if buf.capacity() == RECV_CHUNK && spare.len() < crate::endpoint::SPENT_KEEP {
+        buf.clear();
+        spare.push(buf);
     }
 }
 
@@ -268,15 +342,15 @@ mod tests {
     #[test]
     fn receiver_enforces_window_and_acks_what_was_read() {
         let mut r = RecvBuf::new(8);
-        r.push(b"abcdef").unwrap();
-        assert_eq!(r.push(b"ghi"), Err(WindowExceeded));
+        r.push(b"abcdef", &mut Vec::new()).unwrap();
+        assert_eq!(r.push(b"ghi", &mut Vec::new()), Err(WindowExceeded));
         let mut out = [0u8; 4];
         assert_eq!(r.read(&mut out), 4);
         assert_eq!(&out, b"abcd");
         assert_eq!(r.ack_due(), Some(4), "a quarter of the window was consumed");
-        assert_eq!(r.push(b"ghi"), Err(WindowExceeded), "read but unacked still counts");
+        assert_eq!(r.push(b"ghi", &mut Vec::new()), Err(WindowExceeded), "read but unacked still counts");
         r.acked(4);
-        r.push(b"ghi").unwrap();
+        r.push(b"ghi", &mut Vec::new()).unwrap();
         assert_eq!(r.buffered(), 5);
     }
 
@@ -286,6 +360,7 @@ mod tests {
         let mut expect = std::collections::VecDeque::new();
         let mut next = 0u8;
         let mut out = [0u8; 700];
+        let mut spare = Vec::new();
         // Pushes and reads of unequal sizes move the ring's head around its end many times.
         for round in 0..200usize {
             let chunk: Vec<u8> = (0..(300 + round * 7 % 500))
@@ -294,7 +369,7 @@ mod tests {
                     next
                 })
                 .collect();
-            r.push(&chunk).unwrap();
+            r.push(&chunk, &mut spare).unwrap();
             expect.extend(&chunk);
             let want = (round * 13) % out.len() + 1;
             // Every other round through read_vec, which appends to what the Vec holds.
@@ -303,7 +378,7 @@ mod tests {
                 (n, out[..n].to_vec())
             } else {
                 let mut v = vec![0xEE];
-                let n = r.read_vec(want, &mut v);
+                let n = r.read_vec(want, &mut v, &mut spare);
                 assert_eq!(v[0], 0xEE, "read_vec appends");
                 (n, v[1..].to_vec())
             };
@@ -314,5 +389,44 @@ mod tests {
             r.acked(r.ack_due().unwrap_or(0));
         }
         assert_eq!(r.buffered(), expect.len());
+    }
+
+    #[test]
+    fn read_vec_hands_over_whole_buffers_and_reuses_the_callers() {
+        let mut r = RecvBuf::new(1 << 20);
+        let mut spare = Vec::new();
+        let bulk: Vec<u8> = (0..3 * RECV_CHUNK + 100).map(|i| (i % 251) as u8).collect();
+        // Received as frames of 16376 bytes, the tunnel's data frames.
+        for frame in bulk.chunks(16376) {
+            r.push(frame, &mut spare).unwrap();
+        }
+        assert_eq!(r.chunks.len(), 4, "full buffers of RECV_CHUNK and the last one filling");
+        let mut got = Vec::new();
+        let mut given = Vec::with_capacity(RECV_CHUNK);
+        let ptr = given.as_ptr();
+        assert_eq!(r.read_vec(RECV_CHUNK, &mut given, &mut spare), RECV_CHUNK);
+        assert_eq!(given.capacity(), RECV_CHUNK);
+        assert!(given.as_ptr() != ptr, "a buffer of the session, not a copy into ours");
+        assert!(spare.len() == 1 && spare[0].as_ptr() == ptr, "ours is kept for the next bytes");
+        got.extend_from_slice(&given);
+        // The next push fills the buffer we gave.
+        r.push(&[7u8; 10], &mut spare).unwrap();
+        assert!(spare.is_empty());
+        let mut small = vec![0xEE];
+        assert_eq!(r.read_vec(1000, &mut small, &mut spare), 1000, "a non-empty out is appended to");
+        got.extend_from_slice(&small[1..]);
+        loop {
+            let mut v = Vec::new();
+            if r.read_vec(RECV_CHUNK, &mut v, &mut spare) == 0 {
+                break;
+            }
+            got.extend_from_slice(&v);
+        }
+        let mut expect = bulk.clone();
+        expect.extend_from_slice(&[7u8; 10]);
+        assert_eq!(got, expect);
+        assert_eq!(r.buffered(), 0);
+        assert!(r.chunks.is_empty(), "nothing held once everything was read");
+        assert!(spare.len() <= crate::endpoint::SPENT_KEEP);
     }
 }

@@ -47,7 +47,13 @@ impl Session {
         Ok(())
     }
 
-    pub fn on_send(&mut self, data: &[u8], ev: &mut VecDeque<Event>) -> Result<(), Violation> {
+    /// `spare`: emptied buffers of the connection, for the receive buffer to fill.
+    pub fn on_send(
+        &mut self,
+        data: &[u8],
+        ev: &mut VecDeque<Event>,
+        spare: &mut Vec<Vec<u8>>,
+    ) -> Result<(), Violation> {
         if self.protocol != Protocol::TCP {
             return Err(violation("Send on a UDP session"));
         }
@@ -63,7 +69,7 @@ impl Session {
             ReadSide::Open => {}
         }
         let was_empty = self.recv.is_empty();
-        self.recv.push(data).map_err(|_| Violation {
+        self.recv.push(data, spare).map_err(|_| Violation {
             code: ErrorCode::FLOW_CONTROL,
             what: "Send beyond the announced window",
         })?;
