@@ -207,6 +207,9 @@ pub struct Engine {
     panicked: Vec<FlowKey>,
     /// Who finishes the TCP checksums of the segments the flows build.
     checksum: packet::TcpChecksum,
+    /// Flows send each record to the client as one packet, which the link cuts at the client's
+    /// MSS (see [`Engine::set_segmentation_offload`]).
+    gso: bool,
     /// Tests only: panics on a client segment whose payload this says yes to, so that the
     /// containment of a panic in one flow can be shown.
     #[cfg(feature = "test-hooks")]
@@ -225,6 +228,7 @@ impl Engine {
             stats: Stats::default(),
             panicked: Vec::new(),
             checksum: packet::TcpChecksum::Full,
+            gso: false,
             #[cfg(feature = "test-hooks")]
             panic_on: None,
         }
@@ -331,6 +335,26 @@ impl Engine {
 
     pub fn tcp_checksum(&self) -> packet::TcpChecksum {
         self.checksum
+    }
+
+    /// With `on`, flows begun from now on send each record (at most 64 KiB of IP packet) to the
+    /// client as one TCP packet larger than the MTU, for a driver that cuts it into segments of
+    /// [`Engine::segment_size`] (TCP segmentation offload, as the kernel's GSO does): one packet
+    /// built, routed and handed over per record instead of one per segment.
+    pub fn set_segmentation_offload(&mut self, on: bool) {
+        self.gso = on;
+    }
+
+    /// The payload of each segment a TCP packet of this engine's larger than the MTU stands for:
+    /// the client's MSS less the TCP options the packet carries (the flow cut its records so;
+    /// RFC 9293's default of 536 bytes when the flow has gone meanwhile). `None` for a packet
+    /// that is not TCP.
+    pub fn segment_size(&self, pkt: &[u8]) -> Option<u16> {
+        let seg = packet::parse(pkt)?;
+        let options = (seg.payload.start - seg.tcp.start).saturating_sub(20);
+        let key = FlowKey { client: seg.dst, server: seg.src };
+        let mss = self.flows.get(&key).and_then(|f| f.tls.as_ref()).map_or(DEFAULT_MSS, |t| t.client_mss());
+        Some((usize::from(mss).saturating_sub(options).max(1)) as u16)
     }
 
     /// Full-proxy flows now.
@@ -730,6 +754,7 @@ impl Engine {
                 server_sack: flow.client_sack
                     && packet::sack_permitted(&pkt[seg.tcp.start + 20..seg.payload.start]),
                 checksum: self.checksum,
+                gso: self.gso,
             };
             let tls = &self.config.services[flow.service].tls;
             if let Ok(hs) = Handshake::new(tls.clone()) {

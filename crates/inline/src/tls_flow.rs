@@ -61,6 +61,9 @@ pub struct Ends {
     pub server_sack: bool,
     /// Who finishes the TCP checksums of the segments the flow builds (the engine's setting).
     pub checksum: TcpChecksum,
+    /// Records go to the client as one packet each, larger than the MTU, which the link cuts at
+    /// the client's MSS (`Engine::set_segmentation_offload`).
+    pub gso: bool,
 }
 
 enum Keys {
@@ -687,14 +690,22 @@ impl TlsFlow {
         let blocks =
             if self.ends.client_sack { self.up.sack_count(self.ack_to_client, MAX_SACK_BLOCKS) } else { 0 };
         let mss = (self.ends.client_mss as usize).saturating_sub(sack_option_len(blocks)).max(1);
+        // With segmentation offload a whole number of segments per packet, the IP packet within
+        // its 16-bit length (room for the largest headers: IPv6, TCP, three SACK blocks).
+        let piece = if self.ends.gso { mss * ((usize::from(u16::MAX) - 100) / mss).max(1) } else { mss };
         for s in sends {
-            for (i, chunk) in s.data.chunks(mss).enumerate() {
-                self.send_client(Control::Psh, s.outer + (i * mss) as u64, chunk, out);
+            for (i, chunk) in s.data.chunks(piece).enumerate() {
+                self.send_client(Control::Psh, s.outer + (i * piece) as u64, chunk, out);
             }
         }
         if sends.is_empty() && ack_anyway {
             self.send_client(Control::None, self.down.outer_end(), &[], out);
         }
+    }
+
+    /// The client's own MSS: the most payload a segment to it carries, TCP options included.
+    pub fn client_mss(&self) -> u16 {
+        self.ends.client_mss
     }
 
     fn send_client(&mut self, control: Control, outer: u64, data: &[u8], out: &mut Vec<Vec<u8>>) {

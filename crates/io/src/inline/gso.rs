@@ -43,11 +43,14 @@ pub struct Message {
     /// there.
     pub header_len: usize,
     pub vnet: [u8; VNET_HDR_LEN],
+    /// The frames it stands for on the wire: the run's, or the segments one packet is cut into.
+    pub segments: usize,
 }
 
 impl Message {
+    /// Frames on the wire.
     pub fn frames(&self) -> usize {
-        self.end - self.start
+        self.segments
     }
 }
 
@@ -130,12 +133,25 @@ fn follows(a: &[u8], pa: &Tcp, b: &[u8], pb: &Tcp, mss: usize) -> bool {
 /// Splits `frames` into messages, merging runs of two or more segments of one flow, and rewrites
 /// the first frame of each run to describe the run (IP length, IPv4 header checksum, and the TCP
 /// checksum field holding the pseudo-header sum, as checksum offload expects).
-pub fn plan(frames: &mut [Vec<u8>]) -> Vec<Message> {
+///
+/// A frame with a segment size in `gso_sizes` (a TCP packet larger than the MTU, see
+/// `Bridge::set_segmentation_offload`) leaves alone as one GSO frame cut at that size.
+pub fn plan(frames: &mut [Vec<u8>], gso_sizes: &[u16]) -> Vec<Message> {
+    debug_assert_eq!(frames.len(), gso_sizes.len());
     let mut messages = Vec::new();
     let mut i = 0;
     while i < frames.len() {
+        let gso = usize::from(gso_sizes.get(i).copied().unwrap_or(0));
+        if let Some(p) = parse(&frames[i]).filter(|p| gso > 0 && p.payload > gso) {
+            rewrite_head(&mut frames[i], &p, p.header_len - ETH_HLEN + p.payload);
+            let vnet = gso_vnet(&p, gso);
+            let segments = p.payload.div_ceil(gso);
+            messages.push(Message { start: i, end: i + 1, header_len: p.header_len, vnet, segments });
+            i += 1;
+            continue;
+        }
         let vnet = partial_checksum(&frames[i]).unwrap_or([0; VNET_HDR_LEN]);
-        let single = Message { start: i, end: i + 1, header_len: 0, vnet };
+        let single = Message { start: i, end: i + 1, header_len: 0, vnet, segments: 1 };
         let Some(first) = parse(&frames[i]) else {
             messages.push(single);
             i += 1;
@@ -162,17 +178,24 @@ pub fn plan(frames: &mut [Vec<u8>]) -> Vec<Message> {
             continue;
         }
         rewrite_head(&mut frames[i], &first, bytes);
-        let mut vnet = [0u8; VNET_HDR_LEN];
-        vnet[0] = VNET_F_NEEDS_CSUM;
-        vnet[1] = if first.v6 { VNET_GSO_TCPV6 } else { VNET_GSO_TCPV4 };
-        vnet[2..4].copy_from_slice(&(first.header_len as u16).to_le_bytes());
-        vnet[4..6].copy_from_slice(&(mss as u16).to_le_bytes());
-        vnet[6..8].copy_from_slice(&((ETH_HLEN + first.ip_len) as u16).to_le_bytes());
-        vnet[8..10].copy_from_slice(&16u16.to_le_bytes()); // the TCP checksum's offset
-        messages.push(Message { start: i, end, header_len: first.header_len, vnet });
+        let vnet = gso_vnet(&first, mss);
+        messages.push(Message { start: i, end, header_len: first.header_len, vnet, segments: end - i });
         i = end;
     }
     messages
+}
+
+/// The `virtio_net_hdr` asking for segmentation at `mss` and checksum offload of a frame whose
+/// headers are `p`'s and whose TCP checksum field holds the pseudo-header sum.
+fn gso_vnet(p: &Tcp, mss: usize) -> [u8; VNET_HDR_LEN] {
+    let mut vnet = [0u8; VNET_HDR_LEN];
+    vnet[0] = VNET_F_NEEDS_CSUM;
+    vnet[1] = if p.v6 { VNET_GSO_TCPV6 } else { VNET_GSO_TCPV4 };
+    vnet[2..4].copy_from_slice(&(p.header_len as u16).to_le_bytes());
+    vnet[4..6].copy_from_slice(&(mss as u16).to_le_bytes());
+    vnet[6..8].copy_from_slice(&((ETH_HLEN + p.ip_len) as u16).to_le_bytes());
+    vnet[8..10].copy_from_slice(&16u16.to_le_bytes()); // the TCP checksum's offset
+    vnet
 }
 
 /// The `virtio_net_hdr` asking for checksum offload for one TCP frame whose checksum field holds
@@ -299,10 +322,35 @@ mod tests {
         f
     }
 
+    /// `plan` with no frame carrying a segment size.
+    fn plan0(frames: &mut [Vec<u8>]) -> Vec<Message> {
+        plan(frames, &vec![0; frames.len()])
+    }
+
+    #[test]
+    fn a_packet_with_a_segment_size_leaves_alone_as_one_gso_frame() {
+        let mut big = v4(1000, 4000);
+        big[ETH_HLEN + 20 + 16..ETH_HLEN + 20 + 18].copy_from_slice(&[0xde, 0xad]);
+        let mut frames = vec![v4(0, 1400), big, v4(5000, 1400), v4(6400, 1400)];
+        let messages = plan(&mut frames, &[0, 1400, 0, 0]);
+        assert_eq!(
+            messages.iter().map(|m| (m.start, m.end, m.frames())).collect::<Vec<_>>(),
+            [(0, 1, 1), (1, 2, 3), (2, 4, 2)]
+        );
+        let m = messages[1];
+        assert_eq!(m.vnet[0..2], [VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4]);
+        assert_eq!(u16::from_le_bytes([m.vnet[4], m.vnet[5]]), 1400);
+        // Its checksum field now holds the pseudo-header sum, as segmentation expects.
+        let mut expect = frames[1].clone();
+        make_partial(&mut expect);
+        assert_eq!(frames[1], expect);
+        assert_eq!(plan(&mut [v4(0, 1000)], &[1400])[0].vnet[1], 0, "no larger than its segment size");
+    }
+
     #[test]
     fn a_burst_of_one_flow_becomes_one_message_and_odd_frames_stay_alone() {
         let mut frames = vec![v4(1000, 1400), v4(2400, 1400), v4(3800, 700), v4(4500, 1400), vec![0; 60]];
-        let messages = plan(&mut frames);
+        let messages = plan0(&mut frames);
         assert_eq!(messages.iter().map(|m| (m.start, m.end)).collect::<Vec<_>>(), [(0, 3), (3, 4), (4, 5)]);
         let m = messages[0];
         assert_eq!(m.header_len, ETH_HLEN + 40);
@@ -330,7 +378,7 @@ mod tests {
         partial[ETH_HLEN + 20 + 13] = 0x02; // a SYN: never part of a run, still offloaded
         make_partial(&mut partial);
         let mut frames = vec![partial.clone(), v4(5000, 100)];
-        let messages = plan(&mut frames);
+        let messages = plan0(&mut frames);
         assert_eq!(messages.len(), 2);
         let vnet = messages[0].vnet;
         assert_eq!(vnet[0..2], [VNET_F_NEEDS_CSUM, 0], "checksum offload, no segmentation");
@@ -341,22 +389,22 @@ mod tests {
         assert_eq!(messages[1].vnet, [0; VNET_HDR_LEN], "a field that is not the pseudo-header sum");
         let mut padded = partial.clone();
         padded.extend_from_slice(&[0; 6]);
-        assert_eq!(plan(&mut [padded])[0].vnet, [0; VNET_HDR_LEN], "padding would be summed");
+        assert_eq!(plan0(&mut [padded])[0].vnet, [0; VNET_HDR_LEN], "padding would be summed");
     }
 
     #[test]
     fn a_gap_another_flow_or_other_flags_end_a_run() {
         let mut gap = vec![v4(1000, 1400), v4(2500, 1400)];
-        assert_eq!(plan(&mut gap).len(), 2);
+        assert_eq!(plan0(&mut gap).len(), 2);
         let mut other = vec![v4(1000, 1400), v4(2400, 1400)];
         other[1][ETH_HLEN + 20 + 3] ^= 1; // another client port
-        assert_eq!(plan(&mut other).len(), 2);
+        assert_eq!(plan0(&mut other).len(), 2);
         let mut fin = vec![v4(1000, 1400), v4(2400, 1400)];
         fin[1][ETH_HLEN + 20 + 13] |= 0x01;
-        assert_eq!(plan(&mut fin).len(), 2);
+        assert_eq!(plan0(&mut fin).len(), 2);
         let mut short_first = vec![v4(1000, 700), v4(1700, 700), v4(2400, 1400)];
-        assert_eq!(plan(&mut short_first).iter().map(|m| m.frames()).collect::<Vec<_>>(), [2, 1]);
+        assert_eq!(plan0(&mut short_first).iter().map(|m| m.frames()).collect::<Vec<_>>(), [2, 1]);
         let mut bare_acks = vec![v4(1000, 0), v4(1000, 0)];
-        assert_eq!(plan(&mut bare_acks).len(), 2);
+        assert_eq!(plan0(&mut bare_acks).len(), 2);
     }
 }

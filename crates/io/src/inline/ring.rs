@@ -128,6 +128,8 @@ pub struct PacketRing {
     mtu: usize,
     mac: [u8; 6],
     tx_frames_queued: Vec<Vec<u8>>,
+    /// Per queued frame: the segment size the kernel cuts it at, 0 for none.
+    tx_gso_sizes: Vec<u16>,
     /// Every received frame has a `virtio_net_hdr` in front (PACKET_VNET_HDR on the ring).
     rx_vnet: bool,
     rx_frames: u64,
@@ -230,6 +232,7 @@ impl PacketRing {
             mtu,
             mac,
             tx_frames_queued: Vec::with_capacity(TX_BATCH),
+            tx_gso_sizes: Vec::with_capacity(TX_BATCH),
             rx_vnet,
             rx_frames: 0,
             rx_truncated: 0,
@@ -291,10 +294,21 @@ impl PacketRing {
     /// Queues one frame, taking its buffer (no copy); it leaves at the next
     /// [`PacketRing::flush`] (or sooner when the queue is full).
     pub fn queue(&mut self, frame: Vec<u8>) -> io::Result<()> {
+        self.queue_segmented(frame, 0)
+    }
+
+    /// [`PacketRing::queue`] for a TCP packet larger than the MTU with `gso_size` above 0: it
+    /// leaves as one GSO frame that the kernel (or the device) cuts into segments of `gso_size`
+    /// payload bytes (see `Bridge::set_segmentation_offload`).
+    pub fn queue_segmented(&mut self, frame: Vec<u8>, gso_size: u16) -> io::Result<()> {
         // The kernel allows four more bytes for an 802.1Q/802.1ad tag.
         let tagged =
             frame.len() >= ETH_HLEN && matches!(u16::from_be_bytes([frame[12], frame[13]]), 0x8100 | 0x88a8);
-        let max = self.mtu + ETH_HLEN + if tagged { VLAN_HLEN } else { 0 };
+        let max = if gso_size > 0 {
+            ETH_HLEN + usize::from(u16::MAX)
+        } else {
+            self.mtu + ETH_HLEN + if tagged { VLAN_HLEN } else { 0 }
+        };
         if frame.len() < ETH_HLEN || frame.len() > max {
             self.tx_errors += 1;
             return Err(io::Error::new(
@@ -312,6 +326,7 @@ impl PacketRing {
             self.flush()?;
         }
         self.tx_frames_queued.push(frame);
+        self.tx_gso_sizes.push(gso_size);
         Ok(())
     }
 
@@ -319,7 +334,7 @@ impl PacketRing {
     /// socket's buffer is full, the interface is down) is dropped and counted in `tx_errors`, as
     /// a switch drops; an error that means the socket or interface is gone is returned.
     pub fn flush(&mut self) -> io::Result<()> {
-        let messages = gso::plan(&mut self.tx_frames_queued);
+        let messages = gso::plan(&mut self.tx_frames_queued, &self.tx_gso_sizes);
         let frames_in = |m: &[Message]| m.iter().map(|m| m.frames() as u64).sum::<u64>();
         let mut done = 0;
         let mut result = Ok(());
@@ -346,6 +361,7 @@ impl PacketRing {
             }
         }
         self.tx_frames_queued.clear();
+        self.tx_gso_sizes.clear();
         result
     }
 
