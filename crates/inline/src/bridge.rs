@@ -252,17 +252,16 @@ impl Bridge {
         out: &mut impl FrameSink,
     ) {
         let payload = eth.payload();
-        let mut whole = false;
         if payload.len() > self.mtu {
             if frame.gso_size == 0 {
                 self.stats.oversize += 1;
                 return;
             }
-            whole = self.engine.takes_whole(payload);
-            if !whole {
+            if !self.engine.takes_whole(payload) {
                 return self.cut_gso(now, frame, eth, out);
             }
             self.stats.gso_whole += 1;
+            return self.whole_frame(now, frame.from, eth, out);
         }
         // With room for the Ethernet header the packet goes out with (see `route`).
         let mut pkt = Vec::with_capacity(payload.len() + packet::LINK_HEADROOM);
@@ -275,11 +274,10 @@ impl Bridge {
         if let Some(i) = &incoming {
             self.learn(frame.from, i.src, src_mac);
         }
-        // A whole GSO frame's checksum is never read: the engine takes only its payload. A
-        // partial TCP checksum stays partial when the driver has the link finish those (see
+        // A partial TCP checksum stays partial when the driver has the link finish those (see
         // `packet::TcpChecksum::Partial`): its field is the pseudo-header sum either way.
         let link_finishes = self.engine.tcp_checksum() == TcpChecksum::Partial && packet::is_tcp(&pkt);
-        if frame.csum_partial && !whole && !link_finishes && packet::complete_checksum(&mut pkt) {
+        if frame.csum_partial && !link_finishes && packet::complete_checksum(&mut pkt) {
             self.stats.csum_completed += 1;
         }
         // An advertisement names its target's MAC (the answer to a probe may come from another
@@ -302,6 +300,29 @@ impl Bridge {
         };
         let mut emitted = std::mem::take(&mut self.emitted);
         self.engine.handle_packet(now, pkt, &mut emitted);
+        for p in emitted.drain(..) {
+            self.route(now, p, Some(&incoming), out);
+        }
+        self.emitted = emitted;
+    }
+
+    /// A GSO frame of server data the engine seals: read in place (the engine takes only its
+    /// payload, and its checksum is never read), not copied out of the driver's buffer.
+    fn whole_frame(
+        &mut self,
+        now: Duration,
+        from: Side,
+        eth: &EthernetFrame<&[u8]>,
+        out: &mut impl FrameSink,
+    ) {
+        let payload = eth.payload();
+        let Some(h) = packet::ip_header(payload) else { return };
+        let pkt = &payload[..h.len.min(payload.len())];
+        let (src_mac, dst_mac) = (eth.src_addr().0, eth.dst_addr().0);
+        self.learn(from, h.src, src_mac);
+        let incoming = Incoming { side: from, src: h.src, dst: h.dst, src_mac, dst_mac };
+        let mut emitted = std::mem::take(&mut self.emitted);
+        self.engine.handle_whole(now, pkt, &mut emitted);
         for p in emitted.drain(..) {
             self.route(now, p, Some(&incoming), out);
         }

@@ -393,6 +393,25 @@ impl Engine {
         key.and_then(|k| self.flows.get(k)).is_some_and(|f| f.tls.is_some())
     }
 
+    /// [`Engine::handle_packet`] for a packet [`Engine::takes_whole`] accepts, read where it
+    /// lies: its flow takes only the payload, so the driver's buffer is not copied. Any other
+    /// packet is copied and handled as usual.
+    pub fn handle_whole(&mut self, now: Duration, pkt: &[u8], out: &mut Vec<Vec<u8>>) {
+        let key = packet::parse(pkt).filter(|_| self.takes_whole(pkt)).and_then(|seg| {
+            let key = *self.by_backend.get(&(seg.dst, seg.src))?;
+            Some((key, seg))
+        });
+        let Some((key, seg)) = key else { return self.handle_packet(now, pkt.to_vec(), out) };
+        let mark = out.len();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.server_data(now, key, &seg, &pkt[seg.payload.clone()], out)
+        }));
+        if caught.is_err() {
+            out.truncate(mark);
+            self.contain(now, key, Some(&seg), out);
+        }
+    }
+
     pub fn handle_packet(&mut self, now: Duration, pkt: Vec<u8>, out: &mut Vec<Vec<u8>>) {
         let Some(seg) = packet::parse(&pkt) else {
             self.stats.passed += 1;
@@ -705,6 +724,31 @@ impl Engine {
     }
 
     /// Server → client.
+    /// A server segment of a flow whose records the engine seals: only its `payload` is read.
+    /// False when the flow has no record layer (yet) or `seg` is a SYN: the caller handles it.
+    fn server_data(
+        &mut self,
+        now: Duration,
+        key: FlowKey,
+        seg: &Segment,
+        payload: &[u8],
+        out: &mut Vec<Vec<u8>>,
+    ) -> bool {
+        let Some(flow) = self.flows.get_mut(&key) else { return true };
+        flow.last_activity = now;
+        flow.down.inner_bytes += seg.payload.len() as u64;
+        let (false, Some(tls)) = (seg.syn, flow.tls.as_mut()) else { return false };
+        let verdict = tls.server_packet(now, seg, payload, out);
+        self.stats.forwarded += 1;
+        if verdict == Verdict::Closed || seg.rst {
+            self.remove(&key);
+            self.stats.flows_reset += 1;
+        } else if seg.fin {
+            flow.state = FlowState::Closing;
+        }
+        true
+    }
+
     fn server_segment(
         &mut self,
         now: Duration,
@@ -713,20 +757,10 @@ impl Engine {
         mut pkt: Vec<u8>,
         out: &mut Vec<Vec<u8>>,
     ) {
-        let Some(flow) = self.flows.get_mut(&key) else { return };
-        flow.last_activity = now;
-        flow.down.inner_bytes += seg.payload.len() as u64;
-        if let (false, Some(tls)) = (seg.syn, flow.tls.as_mut()) {
-            let verdict = tls.server_packet(now, seg, &pkt[seg.payload.clone()], out);
-            self.stats.forwarded += 1;
-            if verdict == Verdict::Closed || seg.rst {
-                self.remove(&key);
-                self.stats.flows_reset += 1;
-            } else if seg.fin {
-                flow.state = FlowState::Closing;
-            }
+        if self.server_data(now, key, seg, &pkt[seg.payload.clone()], out) {
             return;
         }
+        let Some(flow) = self.flows.get(&key) else { return };
         let (balanced, state, backend) =
             (self.config.services[flow.service].mode == Mode::Balanced, flow.state, flow.backend);
         if balanced && state == FlowState::SynSent {
