@@ -108,6 +108,15 @@ pub trait FrameSink {
     /// [`Bridge::set_segmentation_offload`]) it carries a TCP packet larger than the MTU that
     /// the link is to cut into segments of `gso_size` payload bytes, as the kernel's GSO does.
     fn frame(&mut self, side: Side, frame: Vec<u8>, gso_size: u16);
+
+    /// One of the engine's IP packets behind the Ethernet header `eth`, as [`FrameSink::frame`]
+    /// says. By default put together into one frame; a sink that can send the two apart saves
+    /// moving every byte of the packet.
+    fn packet(&mut self, side: Side, eth: [u8; ETHERNET_HEADER_LEN], packet: Vec<u8>, gso_size: u16) {
+        let mut f = packet;
+        f.splice(0..0, eth);
+        self.frame(side, f, gso_size);
+    }
 }
 
 /// Frames as a wire carries them: a packet with a segment size is cut here, each segment a
@@ -408,10 +417,7 @@ impl Bridge {
         };
         let mut header = [0; ETHERNET_HEADER_LEN];
         eth.emit(&mut EthernetFrame::new_unchecked(&mut header[..]));
-        // In place: the engine's packets have the room (`packet::LINK_HEADROOM`).
-        let mut f = pkt;
-        f.splice(0..0, header);
-        out.frame(side, f, gso_size);
+        out.packet(side, header, pkt, gso_size);
     }
 
     /// The side a packet goes to, or `None` when nothing says.

@@ -93,12 +93,16 @@ pub(super) fn run(
             bridge.handle_timeout(now, &mut out);
         }
         release.tick(Instant::now(), bridge.engine().parked_total());
-        for (side, frame, gso_size) in out.0.drain(..) {
+        for (side, eth, frame, gso_size) in out.0.drain(..) {
             let ring = match side {
                 Side::Client => &mut client,
                 Side::Server => &mut server,
             };
-            if let Err(e) = ring.queue_segmented(frame, gso_size) {
+            let queued = match eth {
+                Some(eth) => ring.queue_packet(eth, frame, gso_size),
+                None => ring.queue_segmented(frame, gso_size),
+            };
+            if let Err(e) = queued {
                 tracing::warn!(side = %Blame::Internal, to = ?side, error = %e, "inline: frame not sent");
             }
         }
@@ -124,13 +128,18 @@ pub(super) fn run(
     }
 }
 
-/// The bridge's frames of one round, each with its side and segment size, for the rings.
+/// The bridge's frames of one round for the rings: side, the Ethernet header when kept apart
+/// from the packet, the frame or packet, its segment size.
 #[derive(Default)]
-struct Outbox(Vec<(Side, Vec<u8>, u16)>);
+struct Outbox(Vec<(Side, Option<[u8; 14]>, Vec<u8>, u16)>);
 
 impl FrameSink for Outbox {
     fn frame(&mut self, side: Side, frame: Vec<u8>, gso_size: u16) {
-        self.0.push((side, frame, gso_size));
+        self.0.push((side, None, frame, gso_size));
+    }
+
+    fn packet(&mut self, side: Side, eth: [u8; 14], packet: Vec<u8>, gso_size: u16) {
+        self.0.push((side, Some(eth), packet, gso_size));
     }
 }
 
