@@ -131,7 +131,9 @@ pub(super) fn run(
 /// The bridge's frames of one round for the rings: side, the Ethernet header when kept apart
 /// from the packet, the frame or packet, its segment size.
 #[derive(Default)]
-struct Outbox(Vec<(Side, Option<[u8; 14]>, Vec<u8>, u16)>);
+struct Outbox(Vec<(Side, Option<EthHeader>, Vec<u8>, u16)>);
+
+type EthHeader = [u8; 14];
 
 impl FrameSink for Outbox {
     fn frame(&mut self, side: Side, frame: Vec<u8>, gso_size: u16) {
