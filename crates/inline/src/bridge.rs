@@ -102,6 +102,41 @@ pub struct BridgeStats {
     pub local: u64,
 }
 
+/// Where the bridge writes the frames to send.
+pub trait FrameSink {
+    /// One frame for `side`. With `gso_size` above 0 (only with
+    /// [`Bridge::set_segmentation_offload`]) it carries a TCP packet larger than the MTU that
+    /// the link is to cut into segments of `gso_size` payload bytes, as the kernel's GSO does.
+    fn frame(&mut self, side: Side, frame: Vec<u8>, gso_size: u16);
+
+    /// One of the engine's IP packets behind the Ethernet header `eth`, as [`FrameSink::frame`]
+    /// says. By default put together into one frame; a sink that can send the two apart saves
+    /// moving every byte of the packet.
+    fn packet(&mut self, side: Side, eth: [u8; ETHERNET_HEADER_LEN], packet: Vec<u8>, gso_size: u16) {
+        let mut f = packet;
+        f.splice(0..0, eth);
+        self.frame(side, f, gso_size);
+    }
+}
+
+/// Frames as a wire carries them: a packet with a segment size is cut here, each segment a
+/// frame with finished checksums (for the simulator and tests).
+impl FrameSink for Vec<(Side, Vec<u8>)> {
+    fn frame(&mut self, side: Side, frame: Vec<u8>, gso_size: u16) {
+        if gso_size == 0 || frame.len() < ETHERNET_HEADER_LEN {
+            self.push((side, frame));
+            return;
+        }
+        let (eth, ip) = frame.split_at(ETHERNET_HEADER_LEN);
+        for s in segment::cut(ip, usize::from(gso_size)).into_iter().flatten() {
+            let mut f = Vec::with_capacity(eth.len() + s.len());
+            f.extend_from_slice(eth);
+            f.extend_from_slice(&s);
+            self.push((side, f));
+        }
+    }
+}
+
 /// Learned entries per side.
 pub const MAC_TABLE_SIZE: usize = 4096;
 /// The shortest interval between two ARP probes for one server.
@@ -148,6 +183,8 @@ pub struct Bridge {
     stats: BridgeStats,
     /// The engine's packets for one frame, reused from frame to frame.
     emitted: Vec<Vec<u8>>,
+    /// Packets larger than the MTU go to the sink whole with their segment size.
+    gso: bool,
 }
 
 impl Bridge {
@@ -177,11 +214,12 @@ impl Bridge {
             probed: HashMap::new(),
             stats: BridgeStats::default(),
             emitted: Vec::new(),
+            gso: false,
         }
     }
 
     /// Handles one frame seen at `now`; appends the frames to write, each with its side.
-    pub fn handle_frame(&mut self, now: Duration, frame: InFrame<'_>, out: &mut Vec<(Side, Vec<u8>)>) {
+    pub fn handle_frame(&mut self, now: Duration, frame: InFrame<'_>, out: &mut impl FrameSink) {
         let Ok(eth) = EthernetFrame::new_checked(frame.data) else {
             // Shorter than an Ethernet header: no interface would send it on.
             self.stats.malformed += 1;
@@ -195,18 +233,18 @@ impl Bridge {
     }
 
     /// A frame the bridge does not look into: to the other side as it is.
-    fn cross(&mut self, frame: InFrame<'_>, out: &mut Vec<(Side, Vec<u8>)>) {
+    fn cross(&mut self, frame: InFrame<'_>, out: &mut impl FrameSink) {
         self.stats.non_ip_frames += 1;
-        out.push((frame.from.other(), frame.data.to_vec()));
+        out.frame(frame.from.other(), frame.data.to_vec(), 0);
     }
 
-    fn arp_frame(&mut self, frame: InFrame<'_>, eth: &EthernetFrame<&[u8]>, out: &mut Vec<(Side, Vec<u8>)>) {
+    fn arp_frame(&mut self, frame: InFrame<'_>, eth: &EthernetFrame<&[u8]>, out: &mut impl FrameSink) {
         let Some(a) = arp::parse(eth.payload()) else { return self.cross(frame, out) };
         self.learn(frame.from, a.sender_ip.into(), a.sender_mac);
         let gratuitous = a.sender_ip == a.target_ip;
         if a.request && !gratuitous && frame.from == Side::Client && self.vips.contains(&a.target_ip.into()) {
             self.stats.arp_answered += 1;
-            out.push((Side::Client, arp::reply(&a, self.mac)));
+            out.frame(Side::Client, arp::reply(&a, self.mac), 0);
             return;
         }
         if eth.dst_addr().0 == self.mac {
@@ -220,20 +258,19 @@ impl Bridge {
         now: Duration,
         frame: InFrame<'_>,
         eth: &EthernetFrame<&[u8]>,
-        out: &mut Vec<(Side, Vec<u8>)>,
+        out: &mut impl FrameSink,
     ) {
         let payload = eth.payload();
-        let mut whole = false;
         if payload.len() > self.mtu {
             if frame.gso_size == 0 {
                 self.stats.oversize += 1;
                 return;
             }
-            whole = self.engine.takes_whole(payload);
-            if !whole {
+            if !self.engine.takes_whole(payload) {
                 return self.cut_gso(now, frame, eth, out);
             }
             self.stats.gso_whole += 1;
+            return self.whole_frame(now, frame.from, eth, out);
         }
         // With room for the Ethernet header the packet goes out with (see `route`).
         let mut pkt = Vec::with_capacity(payload.len() + packet::LINK_HEADROOM);
@@ -246,11 +283,10 @@ impl Bridge {
         if let Some(i) = &incoming {
             self.learn(frame.from, i.src, src_mac);
         }
-        // A whole GSO frame's checksum is never read: the engine takes only its payload. A
-        // partial TCP checksum stays partial when the driver has the link finish those (see
+        // A partial TCP checksum stays partial when the driver has the link finish those (see
         // `packet::TcpChecksum::Partial`): its field is the pseudo-header sum either way.
         let link_finishes = self.engine.tcp_checksum() == TcpChecksum::Partial && packet::is_tcp(&pkt);
-        if frame.csum_partial && !whole && !link_finishes && packet::complete_checksum(&mut pkt) {
+        if frame.csum_partial && !link_finishes && packet::complete_checksum(&mut pkt) {
             self.stats.csum_completed += 1;
         }
         // An advertisement names its target's MAC (the answer to a probe may come from another
@@ -263,7 +299,7 @@ impl Bridge {
         if frame.from == Side::Client && incoming.as_ref().is_some_and(|i| i.dst.is_ipv6()) {
             if let Some(ns) = nd::solicit(&pkt).filter(|ns| self.vips.contains(&ns.target.into())) {
                 self.stats.nd_answered += 1;
-                out.push((Side::Client, nd::advert(&ns, self.mac, src_mac)));
+                out.frame(Side::Client, nd::advert(&ns, self.mac, src_mac), 0);
                 return;
             }
         }
@@ -279,6 +315,29 @@ impl Bridge {
         self.emitted = emitted;
     }
 
+    /// A GSO frame of server data the engine seals: read in place (the engine takes only its
+    /// payload, and its checksum is never read), not copied out of the driver's buffer.
+    fn whole_frame(
+        &mut self,
+        now: Duration,
+        from: Side,
+        eth: &EthernetFrame<&[u8]>,
+        out: &mut impl FrameSink,
+    ) {
+        let payload = eth.payload();
+        let Some(h) = packet::ip_header(payload) else { return };
+        let pkt = &payload[..h.len.min(payload.len())];
+        let (src_mac, dst_mac) = (eth.src_addr().0, eth.dst_addr().0);
+        self.learn(from, h.src, src_mac);
+        let incoming = Incoming { side: from, src: h.src, dst: h.dst, src_mac, dst_mac };
+        let mut emitted = std::mem::take(&mut self.emitted);
+        self.engine.handle_whole(now, pkt, &mut emitted);
+        for p in emitted.drain(..) {
+            self.route(now, p, Some(&incoming), out);
+        }
+        self.emitted = emitted;
+    }
+
     /// A GSO frame the engine does not take whole: its segments, one by one, as if each had come
     /// from the wire (checksums finished).
     fn cut_gso(
@@ -286,7 +345,7 @@ impl Bridge {
         now: Duration,
         frame: InFrame<'_>,
         eth: &EthernetFrame<&[u8]>,
-        out: &mut Vec<(Side, Vec<u8>)>,
+        out: &mut impl FrameSink,
     ) {
         let Some(segments) = segment::cut(eth.payload(), usize::from(frame.gso_size)) else {
             self.stats.oversize += 1;
@@ -306,20 +365,22 @@ impl Bridge {
     }
 
     /// Frames one packet of the engine's for the side its destination is on.
-    fn route(
-        &mut self,
-        now: Duration,
-        pkt: Vec<u8>,
-        incoming: Option<&Incoming>,
-        out: &mut Vec<(Side, Vec<u8>)>,
-    ) {
+    fn route(&mut self, now: Duration, pkt: Vec<u8>, incoming: Option<&Incoming>, out: &mut impl FrameSink) {
         let Some(h) = packet::ip_header(&pkt) else {
             self.stats.unroutable += 1;
             return;
         };
+        // Larger than the MTU only with segmentation offload: a record to the client, which the
+        // link cuts into the segments the flow sized it for.
+        let mut gso_size = 0;
         if pkt.len() > self.mtu {
-            self.stats.oversize += 1;
-            return;
+            match self.engine.segment_size(&pkt) {
+                Some(size) if self.gso => gso_size = size,
+                _ => {
+                    self.stats.oversize += 1;
+                    return;
+                }
+            }
         }
         let Some(side) = self.side_of(&h, incoming) else {
             self.stats.unroutable += 1;
@@ -356,10 +417,7 @@ impl Bridge {
         };
         let mut header = [0; ETHERNET_HEADER_LEN];
         eth.emit(&mut EthernetFrame::new_unchecked(&mut header[..]));
-        // In place: the engine's packets have the room (`packet::LINK_HEADROOM`).
-        let mut f = pkt;
-        f.splice(0..0, header);
-        out.push((side, f));
+        out.packet(side, header, pkt, gso_size);
     }
 
     /// The side a packet goes to, or `None` when nothing says.
@@ -385,7 +443,7 @@ impl Bridge {
     }
 
     /// Asks for the MAC of a server the bridge has not seen yet, at most once a second.
-    fn probe(&mut self, now: Duration, side: Side, dst: IpAddr, out: &mut Vec<(Side, Vec<u8>)>) {
+    fn probe(&mut self, now: Duration, side: Side, dst: IpAddr, out: &mut impl FrameSink) {
         if side != Side::Server || !self.servers.contains(&dst) {
             return;
         }
@@ -396,11 +454,11 @@ impl Bridge {
         match dst {
             IpAddr::V4(v4) => {
                 self.stats.arp_probes += 1;
-                out.push((Side::Server, arp::probe(v4, self.mac)));
+                out.frame(Side::Server, arp::probe(v4, self.mac), 0);
             }
             IpAddr::V6(v6) => {
                 self.stats.nd_probes += 1;
-                out.push((Side::Server, nd::probe(v6, self.mac)));
+                out.frame(Side::Server, nd::probe(v6, self.mac), 0);
             }
         }
     }
@@ -419,6 +477,14 @@ impl Bridge {
         self.learned[side.index()].learn(ip, mac, self.stamp);
     }
 
+    /// With `on`, the engine sends each record to the client as one TCP packet larger than the
+    /// MTU, handed to the [`FrameSink`] with the segment size the link is to cut it at (see
+    /// [`Engine::set_segmentation_offload`]). For a driver whose link segments (GSO).
+    pub fn set_segmentation_offload(&mut self, on: bool) {
+        self.gso = on;
+        self.engine.set_segmentation_offload(on);
+    }
+
     /// Who finishes TCP checksums: with [`TcpChecksum::Partial`] the engine's segments and the
     /// partial ones received stay partial, for a driver that sends every TCP frame whose field
     /// holds the pseudo-header sum with checksum offload.
@@ -430,7 +496,7 @@ impl Bridge {
         self.engine.poll_timeout()
     }
 
-    pub fn handle_timeout(&mut self, now: Duration, out: &mut Vec<(Side, Vec<u8>)>) {
+    pub fn handle_timeout(&mut self, now: Duration, out: &mut impl FrameSink) {
         let mut emitted = std::mem::take(&mut self.emitted);
         self.engine.handle_timeout(now, &mut emitted);
         for p in emitted.drain(..) {

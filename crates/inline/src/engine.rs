@@ -211,6 +211,9 @@ pub struct Engine {
     panicked: Vec<FlowKey>,
     /// Who finishes the TCP checksums of the segments the flows build.
     checksum: packet::TcpChecksum,
+    /// Flows send each record to the client as one packet, which the link cuts at the client's
+    /// MSS (see [`Engine::set_segmentation_offload`]).
+    gso: bool,
     /// Tests only: panics on a client segment whose payload this says yes to, so that the
     /// containment of a panic in one flow can be shown.
     #[cfg(feature = "test-hooks")]
@@ -229,6 +232,7 @@ impl Engine {
             stats: Stats::default(),
             panicked: Vec::new(),
             checksum: packet::TcpChecksum::Full,
+            gso: false,
             #[cfg(feature = "test-hooks")]
             panic_on: None,
         }
@@ -337,6 +341,26 @@ impl Engine {
         self.checksum
     }
 
+    /// With `on`, flows begun from now on send each record (at most 64 KiB of IP packet) to the
+    /// client as one TCP packet larger than the MTU, for a driver that cuts it into segments of
+    /// [`Engine::segment_size`] (TCP segmentation offload, as the kernel's GSO does): one packet
+    /// built, routed and handed over per record instead of one per segment.
+    pub fn set_segmentation_offload(&mut self, on: bool) {
+        self.gso = on;
+    }
+
+    /// The payload of each segment a TCP packet of this engine's larger than the MTU stands for:
+    /// the client's MSS less the TCP options the packet carries (the flow cut its records so;
+    /// RFC 9293's default of 536 bytes when the flow has gone meanwhile). `None` for a packet
+    /// that is not TCP.
+    pub fn segment_size(&self, pkt: &[u8]) -> Option<u16> {
+        let seg = packet::parse(pkt)?;
+        let options = (seg.payload.start - seg.tcp.start).saturating_sub(20);
+        let key = FlowKey { client: seg.dst, server: seg.src };
+        let mss = self.flows.get(&key).and_then(|f| f.tls.as_ref()).map_or(DEFAULT_MSS, |t| t.client_mss());
+        Some((usize::from(mss).saturating_sub(options).max(1)) as u16)
+    }
+
     /// Full-proxy flows now.
     pub fn proxy_flow_count(&self) -> usize {
         self.proxy.len()
@@ -376,6 +400,25 @@ impl Engine {
     /// The flow of a packet from `backend` to `client`.
     fn by_backend(&self, client: SocketAddr, backend: SocketAddr) -> Option<FlowKey> {
         self.by_backend.get(&(client, backend)).map(|&server| FlowKey { client, server })
+    }
+
+    /// [`Engine::handle_packet`] for a packet [`Engine::takes_whole`] accepts, read where it
+    /// lies: its flow takes only the payload, so the driver's buffer is not copied. Any other
+    /// packet is copied and handled as usual.
+    pub fn handle_whole(&mut self, now: Duration, pkt: &[u8], out: &mut Vec<Vec<u8>>) {
+        let key = packet::parse(pkt).filter(|_| self.takes_whole(pkt)).and_then(|seg| {
+            let key = *self.by_backend.get(&(seg.dst, seg.src))?;
+            Some((key, seg))
+        });
+        let Some((key, seg)) = key else { return self.handle_packet(now, pkt.to_vec(), out) };
+        let mark = out.len();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.server_data(now, key, &seg, &pkt[seg.payload.clone()], out)
+        }));
+        if caught.is_err() {
+            out.truncate(mark);
+            self.contain(now, key, Some(&seg), out);
+        }
     }
 
     pub fn handle_packet(&mut self, now: Duration, pkt: Vec<u8>, out: &mut Vec<Vec<u8>>) {
@@ -690,6 +733,31 @@ impl Engine {
     }
 
     /// Server → client.
+    /// A server segment of a flow whose records the engine seals: only its `payload` is read.
+    /// False when the flow has no record layer (yet) or `seg` is a SYN: the caller handles it.
+    fn server_data(
+        &mut self,
+        now: Duration,
+        key: FlowKey,
+        seg: &Segment,
+        payload: &[u8],
+        out: &mut Vec<Vec<u8>>,
+    ) -> bool {
+        let Some(flow) = self.flows.get_mut(&key) else { return true };
+        flow.last_activity = now;
+        flow.down.inner_bytes += seg.payload.len() as u64;
+        let (false, Some(tls)) = (seg.syn, flow.tls.as_mut()) else { return false };
+        let verdict = tls.server_packet(now, seg, payload, out);
+        self.stats.forwarded += 1;
+        if verdict == Verdict::Closed || seg.rst {
+            self.remove(&key);
+            self.stats.flows_reset += 1;
+        } else if seg.fin {
+            flow.state = FlowState::Closing;
+        }
+        true
+    }
+
     fn server_segment(
         &mut self,
         now: Duration,
@@ -698,20 +766,10 @@ impl Engine {
         mut pkt: Vec<u8>,
         out: &mut Vec<Vec<u8>>,
     ) {
-        let Some(flow) = self.flows.get_mut(&key) else { return };
-        flow.last_activity = now;
-        flow.down.inner_bytes += seg.payload.len() as u64;
-        if let (false, Some(tls)) = (seg.syn, flow.tls.as_mut()) {
-            let verdict = tls.server_packet(now, seg, &pkt[seg.payload.clone()], out);
-            self.stats.forwarded += 1;
-            if verdict == Verdict::Closed || seg.rst {
-                self.remove(&key);
-                self.stats.flows_reset += 1;
-            } else if seg.fin {
-                flow.state = FlowState::Closing;
-            }
+        if self.server_data(now, key, seg, &pkt[seg.payload.clone()], out) {
             return;
         }
+        let Some(flow) = self.flows.get(&key) else { return };
         let (balanced, state, backend) =
             (self.config.services[flow.service].mode == Mode::Balanced, flow.state, flow.backend);
         if balanced && state == FlowState::SynSent {
@@ -739,6 +797,7 @@ impl Engine {
                 server_sack: flow.client_sack
                     && packet::sack_permitted(&pkt[seg.tcp.start + 20..seg.payload.start]),
                 checksum: self.checksum,
+                gso: self.gso,
             };
             let tls = &self.config.services[flow.service].tls;
             if let Ok(hs) = Handshake::new(tls.clone()) {

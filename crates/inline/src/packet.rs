@@ -256,18 +256,24 @@ impl Build<'_> {
     /// out-of-order data, at most [`MAX_SACK_BLOCKS`], the first the most recently received).
     /// Only with an ACK, and only on flows where the peer offered SACK.
     pub fn emit_with_sack(&self, sack: &[(Seq, Seq)]) -> Option<Vec<u8>> {
-        self.emit_inner(sack, None, TcpChecksum::Full)
+        self.emit_inner(sack, None, TcpChecksum::Full, &[])
     }
 
     /// [`Build::emit_with_sack`] with the TCP checksum left as `checksum` says.
     pub fn emit_checksummed(&self, sack: &[(Seq, Seq)], checksum: TcpChecksum) -> Option<Vec<u8>> {
-        self.emit_inner(sack, None, checksum)
+        self.emit_inner(sack, None, checksum, &[])
     }
 
     /// A SYN (with `ack`: a SYN-ACK) offering `mss` and, when given, a window-scale shift; the
     /// control field is ignored. Only fed to the full proxy's own stack, never sent.
     pub fn emit_syn(&self, mss: u16, wscale: Option<u8>) -> Option<Vec<u8>> {
-        self.emit_inner(&[], Some((mss, wscale)), TcpChecksum::Full)
+        self.emit_inner(&[], Some((mss, wscale)), TcpChecksum::Full, &[])
+    }
+
+    /// [`Build::emit_checksummed`] with `parts` following the payload, as if appended to it:
+    /// one packet from bytes that lie in several buffers, copied once.
+    pub fn emit_parts(&self, parts: &[&[u8]], sack: &[(Seq, Seq)], checksum: TcpChecksum) -> Option<Vec<u8>> {
+        self.emit_inner(sack, None, checksum, parts)
     }
 
     fn emit_inner(
@@ -275,6 +281,7 @@ impl Build<'_> {
         sack: &[(Seq, Seq)],
         syn: Option<(u16, Option<u8>)>,
         checksum: TcpChecksum,
+        parts: &[&[u8]],
     ) -> Option<Vec<u8>> {
         let mut sack_ranges = [None; MAX_SACK_BLOCKS];
         for (slot, (l, r)) in sack_ranges.iter_mut().zip(sack) {
@@ -298,7 +305,8 @@ impl Build<'_> {
             sack_permitted: false,
             sack_ranges,
             timestamp: None,
-            payload: self.payload,
+            // Appended after the headers: not zeroed first and then copied over.
+            payload: &[],
         };
         // The TCP checksum is summed here, eight bytes at a time (smoltcp sums two at a time):
         // every record toward the client is a fresh packet, so this runs over every byte sent.
@@ -306,7 +314,9 @@ impl Build<'_> {
         caps.tcp = Checksum::None;
         // The IPv4 header's too (smoltcp's two bytes at a time showed per packet in profiles).
         caps.ipv4 = Checksum::None;
-        let tlen = tcp.buffer_len();
+        let payload_len: usize = self.payload.len() + parts.iter().map(|p| p.len()).sum::<usize>();
+        let tlen = tcp.buffer_len() + payload_len;
+        let headers = tcp.buffer_len();
         let (mut buf, at) = match (self.src.ip(), self.dst.ip()) {
             (IpAddr::V4(a), IpAddr::V4(b)) => {
                 let r = Ipv4Repr {
@@ -316,7 +326,7 @@ impl Build<'_> {
                     payload_len: tlen,
                     hop_limit: 64,
                 };
-                let mut buf = packet_buf(r.buffer_len() + tlen);
+                let mut buf = packet_buf(r.buffer_len() + headers, payload_len);
                 r.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
                 let header = r.buffer_len();
                 let sum = !fold(ones_sum(&buf[..header]));
@@ -331,7 +341,7 @@ impl Build<'_> {
                     payload_len: tlen,
                     hop_limit: 64,
                 };
-                let mut buf = packet_buf(r.buffer_len() + tlen);
+                let mut buf = packet_buf(r.buffer_len() + headers, payload_len);
                 r.emit(&mut Ipv6Packet::new_unchecked(&mut buf[..]));
                 (buf, r.buffer_len())
             }
@@ -340,7 +350,11 @@ impl Build<'_> {
         let mut t = TcpPacket::new_unchecked(&mut buf[at..]);
         tcp.emit(&mut t, &ip(self.src.ip()), &ip(self.dst.ip()), &caps);
         t.set_checksum(0);
-        let segment = t.into_inner();
+        buf.extend_from_slice(self.payload);
+        for p in parts {
+            buf.extend_from_slice(p);
+        }
+        let segment = &buf[at..];
         let sum = match checksum {
             TcpChecksum::Full => tcp_checksum(self.src.ip(), self.dst.ip(), segment),
             TcpChecksum::Partial => tcp_pseudo_sum(self.src.ip(), self.dst.ip(), segment.len()),
@@ -354,9 +368,9 @@ impl Build<'_> {
 /// header (Ethernet, an 802.1Q tag at most) in front of the packet in the same allocation.
 pub const LINK_HEADROOM: usize = 18;
 
-/// A zeroed packet buffer of `len` bytes with capacity for [`LINK_HEADROOM`] more.
-fn packet_buf(len: usize) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(len + LINK_HEADROOM);
+/// A zeroed packet buffer of `len` bytes with capacity for `more` and [`LINK_HEADROOM`] more.
+fn packet_buf(len: usize, more: usize) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(len + more + LINK_HEADROOM);
     buf.resize(len, 0);
     buf
 }

@@ -383,6 +383,9 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
         limits: Limits { max_flows: cfg.max_flows, park_after: cfg.park_after, ..Limits::default() },
     });
     let mut bridge = Bridge::new(engine, l2::BRIDGE_MAC, 1500);
+    // As the AF_PACKET driver runs it: records leave as packets larger than the MTU, which the
+    // bridge's frame list cuts at their segment size here (the kernel's GSO there).
+    bridge.set_segmentation_offload(true);
     let mut l2 = l2::L2::default();
     let vip = cfg.balanced.then(|| IpAddr::from(VIRTUAL_IP));
     let server_ip = IpAddr::from(SERVER_IP);

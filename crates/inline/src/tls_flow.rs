@@ -62,6 +62,9 @@ pub struct Ends {
     pub server_sack: bool,
     /// Who finishes the TCP checksums of the segments the flow builds (the engine's setting).
     pub checksum: TcpChecksum,
+    /// Records go to the client as one packet each, larger than the MTU, which the link cuts at
+    /// the client's MSS (`Engine::set_segmentation_offload`).
+    pub gso: bool,
 }
 
 enum Keys {
@@ -698,14 +701,87 @@ impl TlsFlow {
         let blocks =
             if self.ends.client_sack { self.up.sack_count(self.ack_to_client, MAX_SACK_BLOCKS) } else { 0 };
         let mss = (self.ends.client_mss as usize).saturating_sub(sack_option_len(blocks)).max(1);
-        for s in sends {
-            for (i, chunk) in s.data.chunks(mss).enumerate() {
-                self.send_client(Control::Psh, s.outer + (i * mss) as u64, chunk, out);
+        if self.ends.gso {
+            // A whole number of segments per packet, the IP packet within its 16-bit length
+            // (room for the largest headers: IPv6, TCP, three SACK blocks).
+            let piece = mss * ((usize::from(u16::MAX) - 100) / mss).max(1);
+            self.emit_joined(sends, piece, out);
+        } else {
+            for s in sends {
+                for (i, chunk) in s.data.chunks(mss).enumerate() {
+                    self.send_client(Control::Psh, s.outer + (i * mss) as u64, chunk, out);
+                }
             }
         }
         if sends.is_empty() && ack_anyway {
             self.send_client(Control::None, self.down.outer_end(), &[], out);
         }
+    }
+
+    /// With segmentation offload: the records of each run of `sends` contiguous in the client's
+    /// stream as packets of `piece` bytes (the last the rest), a packet spanning records where
+    /// they meet: as many packets as 64 KiB GSO frames, not one per record.
+    fn emit_joined(&mut self, sends: &[Send], piece: usize, out: &mut Vec<Vec<u8>>) {
+        let mut parts: Vec<&[u8]> = Vec::new();
+        let mut k = 0;
+        while k < sends.len() {
+            // The packet being gathered starts at `at` and holds `len` bytes in `parts`.
+            let mut at = sends[k].outer;
+            let mut len = 0;
+            let mut next = at;
+            let mut end = k;
+            while end < sends.len() && sends[end].outer == next {
+                let mut data = &sends[end].data[..];
+                next += data.len() as u64;
+                while !data.is_empty() {
+                    let take = (piece - len).min(data.len());
+                    parts.push(&data[..take]);
+                    len += take;
+                    data = &data[take..];
+                    if len == piece {
+                        self.send_parts(at, &parts, out);
+                        at += piece as u64;
+                        parts.clear();
+                        len = 0;
+                    }
+                }
+                end += 1;
+            }
+            if len > 0 {
+                self.send_parts(at, &parts, out);
+                parts.clear();
+            }
+            k = end.max(k + 1);
+        }
+    }
+
+    /// One data segment to the client from bytes in several buffers (see [`Build::emit_parts`]).
+    fn send_parts(&mut self, outer: u64, parts: &[&[u8]], out: &mut Vec<Vec<u8>>) {
+        let b = Build {
+            src: self.ends.service,
+            dst: self.ends.client,
+            seq: self.server.seq(outer),
+            ack: Some(self.client.seq(self.ack_to_client)),
+            control: Control::Psh,
+            window: self.server_window,
+            payload: &[],
+        };
+        let sack = self.sack_to_client();
+        out.extend(b.emit_parts(parts, &sack, self.ends.checksum));
+    }
+
+    /// The SACK blocks segments to the client carry (none when it did not offer SACK).
+    fn sack_to_client(&mut self) -> Vec<(Seq, Seq)> {
+        if !self.ends.client_sack {
+            return Vec::new();
+        }
+        let blocks = self.up.sack_blocks(self.ack_to_client, MAX_SACK_BLOCKS);
+        blocks.into_iter().map(|(l, r)| (self.client.seq(l), self.client.seq(r))).collect()
+    }
+
+    /// The client's own MSS: the most payload a segment to it carries, TCP options included.
+    pub fn client_mss(&self) -> u16 {
+        self.ends.client_mss
     }
 
     fn send_client(&mut self, control: Control, outer: u64, data: &[u8], out: &mut Vec<Vec<u8>>) {
@@ -718,12 +794,7 @@ impl TlsFlow {
             window: self.server_window,
             payload: data,
         };
-        let sack: Vec<(Seq, Seq)> = if self.ends.client_sack && control != Control::Rst {
-            let blocks = self.up.sack_blocks(self.ack_to_client, MAX_SACK_BLOCKS);
-            blocks.into_iter().map(|(l, r)| (self.client.seq(l), self.client.seq(r))).collect()
-        } else {
-            Vec::new()
-        };
+        let sack = if control != Control::Rst { self.sack_to_client() } else { Vec::new() };
         out.extend(b.emit_checksummed(&sack, self.ends.checksum));
     }
 }

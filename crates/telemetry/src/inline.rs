@@ -39,6 +39,10 @@ pub struct RingCounters {
     /// Frames the kernel dropped because the ring was full.
     pub kernel_drops: u64,
     pub tx_errors: u64,
+    /// Frames larger than a ring block, cut short by the kernel: dropped.
+    pub rx_truncated: u64,
+    /// Messages handed to the kernel (a GSO run of frames is one).
+    pub tx_messages: u64,
 }
 
 impl InlineView {
@@ -205,6 +209,7 @@ pub fn json(v: &InlineView) -> Value {
         "rings": v.ifaces().iter().zip(&v.rings).map(|(iface, ring)| json!({
             "iface": iface, "rx_frames": ring.rx_frames, "tx_frames": ring.tx_frames,
             "kernel_drops": ring.kernel_drops, "tx_errors": ring.tx_errors,
+            "rx_truncated": ring.rx_truncated, "tx_messages": ring.tx_messages,
         })).collect::<Value>(),
     })
 }
@@ -328,6 +333,8 @@ pub fn update_metrics(v: &InlineView, m: &Metrics) {
     for (iface, ring) in v.ifaces().iter().zip(&v.rings) {
         let label = RingLabels { iface: iface.to_string() };
         set_total(&m.inline_ring_drops.get_or_create(&label), ring.kernel_drops);
+        set_total(&m.inline_ring_rx_truncated.get_or_create(&label), ring.rx_truncated);
+        set_total(&m.inline_ring_tx_messages.get_or_create(&label), ring.tx_messages);
     }
 }
 
@@ -394,8 +401,8 @@ mod tests {
             },
             bridge: BridgeStats { non_ip_frames: 4, unroutable: 5, oversize: 6, ..BridgeStats::default() },
             rings: [
-                RingCounters { kernel_drops: 8, ..Default::default() },
-                RingCounters { kernel_drops: 9, ..Default::default() },
+                RingCounters { kernel_drops: 8, tx_messages: 11, ..Default::default() },
+                RingCounters { kernel_drops: 9, rx_truncated: 2, ..Default::default() },
             ],
         }
     }
@@ -420,6 +427,10 @@ mod tests {
         assert_eq!(
             (j["rings"][1]["iface"].as_str(), j["rings"][1]["kernel_drops"].as_u64()),
             (Some("eth1"), Some(9))
+        );
+        assert_eq!(
+            (j["rings"][0]["tx_messages"].as_u64(), j["rings"][1]["rx_truncated"].as_u64()),
+            (Some(11), Some(2))
         );
     }
 
@@ -489,6 +500,9 @@ mod tests {
             "tlsgate_inline_flow_events_total{kind=\"embryonic_evicted\"} 4",
             "tlsgate_inline_frames_total{kind=\"unroutable\"} 5",
             "tlsgate_inline_ring_kernel_drops_total{iface=\"eth0\"} 8",
+            "tlsgate_inline_ring_tx_messages_total{iface=\"eth0\"} 11",
+            "tlsgate_inline_ring_rx_truncated_total{iface=\"eth1\"} 2",
+            "tlsgate_inline_ring_rx_truncated_total{iface=\"eth0\"} 0",
         ] {
             assert!(text.contains(line), "{line} missing:\n{text}");
         }

@@ -234,6 +234,10 @@ pub struct Metrics {
     pub inline_frames: Family<FrameLabels, Counter>,
     pub inline_flow_events: Family<FrameLabels, Counter>,
     pub inline_ring_drops: Family<RingLabels, Counter>,
+    /// Frames larger than a receive ring block, cut short by the kernel and dropped.
+    pub inline_ring_rx_truncated: Family<RingLabels, Counter>,
+    /// Messages handed to the kernel to send (a GSO run of segments is one).
+    pub inline_ring_tx_messages: Family<RingLabels, Counter>,
     /// Flows switched from the end-to-end path to the full proxy, by reason.
     pub inline_mode_switches: Family<ReasonLabel, Counter>,
     pub inline_full_proxy_flows: Gauge,
@@ -353,6 +357,8 @@ impl Metrics {
         let inline_frames = Family::default();
         let inline_flow_events = Family::default();
         let inline_ring_drops = Family::default();
+        let inline_ring_rx_truncated = Family::default();
+        let inline_ring_tx_messages = Family::default();
         let inline_mode_switches = Family::default();
         let inline_full_proxy_flows = Gauge::default();
         let inline_full_proxy_ends = Family::default();
@@ -413,6 +419,16 @@ impl Metrics {
             "Frames the kernel dropped because an interface's ring was full",
             inline_ring_drops.clone(),
         );
+        registry.register(
+            "inline_ring_rx_truncated",
+            "Frames larger than a receive ring block, which the kernel cut short: dropped",
+            inline_ring_rx_truncated.clone(),
+        );
+        registry.register(
+            "inline_ring_tx_messages",
+            "Messages an interface's ring handed to the kernel to send; a run of segments of one flow sent as one GSO frame is one",
+            inline_ring_tx_messages.clone(),
+        );
         let directives = Family::default();
         let directed_open = Family::default();
         registry.register("directives", "Control socket directives by op and result", directives.clone());
@@ -440,6 +456,8 @@ impl Metrics {
             inline_frames,
             inline_flow_events,
             inline_ring_drops,
+            inline_ring_rx_truncated,
+            inline_ring_tx_messages,
             inline_mode_switches,
             inline_full_proxy_flows,
             inline_full_proxy_ends,

@@ -203,6 +203,11 @@ fn sixty_four_mib_down_and_up_with_segmentation_offload_on() {
     assert!(bridge["gso_whole"].as_u64() > Some(0), "no GSO frame reached the engine whole: {bridge}");
     assert!(bridge["gso_cut"].as_u64() > Some(0), "no upload GSO frame was cut: {bridge}");
     assert_eq!(bridge["oversize"].as_u64(), Some(0), "{bridge}");
+    // Toward the client the engine's MSS-sized segments leave in runs, one message each.
+    let ring = &v["inline"]["rings"][0];
+    let (frames, messages) = (ring["tx_frames"].as_u64().unwrap(), ring["tx_messages"].as_u64().unwrap());
+    assert!(messages > 0 && messages < frames, "no run of segments sent as one message: {ring}");
+    assert_eq!(ring["rx_truncated"].as_u64(), Some(0), "{ring}");
 }
 
 #[test]
@@ -523,6 +528,22 @@ fn thirty_two_flows_under_loss_reordering_and_duplication_arrive_intact() {
     let text = String::from_utf8_lossy(&metrics.stdout);
     assert!(text.contains("tlsgate_inline_mac_failures_total 0"), "{text}");
     assert!(text.contains("tlsgate_inline_flows_created_total 32"), "{text}");
+    // Every frame fitted a ring block, and each interface's ring sent (runs or lone frames).
+    for iface in [&s.net.gate_client_if, &s.net.gate_server_if] {
+        let labels = format!("{{iface=\"{iface}\"}}");
+        assert_eq!(
+            metric(&text, &format!("tlsgate_inline_ring_rx_truncated_total{labels}")),
+            Some(0),
+            "{text}"
+        );
+        let sent = metric(&text, &format!("tlsgate_inline_ring_tx_messages_total{labels}"));
+        assert!(sent > Some(0), "{iface} sent no message: {text}");
+    }
+}
+
+/// The value of the series `series` (name and labels) in a Prometheus text exposition.
+fn metric(text: &str, series: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// SIGHUP re-reads the certificate: flows that begin afterwards get the new one, and the gate

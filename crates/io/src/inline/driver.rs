@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tlsgate_core::side::Side as Blame;
-use tlsgate_inline::bridge::{Bridge, InFrame, Side};
+use tlsgate_inline::bridge::{Bridge, FrameSink, InFrame, Side};
 use tlsgate_inline::engine::{Engine, Stats};
 use tlsgate_inline::packet::TcpChecksum;
 use tlsgate_inline::proxy::flow::{End, FailedSide};
@@ -45,10 +45,13 @@ pub(super) fn run(
     // checksum offload (`gso::plan`): the engine need not sum the bytes it sends, nor the
     // bridge those a sender left partial.
     bridge.set_tcp_checksum(TcpChecksum::Partial);
+    // The rings send a packet larger than the MTU as a GSO frame: records leave whole, one
+    // packet built and routed per record instead of one per segment.
+    bridge.set_segmentation_offload(true);
     let _ = opened.send(Ok(()));
 
     let start = Instant::now();
-    let mut out = Vec::new();
+    let mut out = Outbox::default();
     let mut logged = Logged { stats: Stats::default(), at: start };
     let mut release = super::release::Release::new(settings.release_memory);
     loop {
@@ -90,12 +93,16 @@ pub(super) fn run(
             bridge.handle_timeout(now, &mut out);
         }
         release.tick(Instant::now(), bridge.engine().parked_total());
-        for (side, frame) in out.drain(..) {
+        for (side, eth, frame, gso_size) in out.0.drain(..) {
             let ring = match side {
                 Side::Client => &mut client,
                 Side::Server => &mut server,
             };
-            if let Err(e) = ring.queue(frame) {
+            let queued = match eth {
+                Some(eth) => ring.queue_packet(eth, frame, gso_size),
+                None => ring.queue_segmented(frame, gso_size),
+            };
+            if let Err(e) = queued {
                 tracing::warn!(side = %Blame::Internal, to = ?side, error = %e, "inline: frame not sent");
             }
         }
@@ -118,6 +125,23 @@ pub(super) fn run(
                 "inline: a flow's processing panicked; that flow was reset on both sides and dropped, the others go on"
             );
         }
+    }
+}
+
+/// The bridge's frames of one round for the rings: side, the Ethernet header when kept apart
+/// from the packet, the frame or packet, its segment size.
+#[derive(Default)]
+struct Outbox(Vec<(Side, Option<EthHeader>, Vec<u8>, u16)>);
+
+type EthHeader = [u8; 14];
+
+impl FrameSink for Outbox {
+    fn frame(&mut self, side: Side, frame: Vec<u8>, gso_size: u16) {
+        self.0.push((side, None, frame, gso_size));
+    }
+
+    fn packet(&mut self, side: Side, eth: [u8; 14], packet: Vec<u8>, gso_size: u16) {
+        self.0.push((side, Some(eth), packet, gso_size));
     }
 }
 

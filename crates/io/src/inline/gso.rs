@@ -43,11 +43,77 @@ pub struct Message {
     /// there.
     pub header_len: usize,
     pub vnet: [u8; VNET_HDR_LEN],
+    /// The frames it stands for on the wire: the run's, or the segments one packet is cut into.
+    pub segments: usize,
 }
 
 impl Message {
+    /// Frames on the wire.
     pub fn frames(&self) -> usize {
-        self.end - self.start
+        self.segments
+    }
+}
+
+/// One queued frame: an engine packet with its Ethernet header kept apart (putting the header in
+/// front of the packet would move every byte of it; the kernel gathers the two from an iovec
+/// each), or a whole frame.
+#[derive(Debug)]
+pub struct TxFrame {
+    eth: [u8; ETH_HLEN],
+    /// `data` is the IP packet behind `eth`; otherwise `data` is the whole frame.
+    split: bool,
+    data: Vec<u8>,
+}
+
+impl TxFrame {
+    /// A whole frame.
+    pub fn whole(frame: Vec<u8>) -> TxFrame {
+        TxFrame { eth: [0; ETH_HLEN], split: false, data: frame }
+    }
+
+    /// The IP packet `ip` behind the Ethernet header `eth`.
+    pub fn split(eth: [u8; ETH_HLEN], ip: Vec<u8>) -> TxFrame {
+        TxFrame { eth, split: true, data: ip }
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len() + if self.split { ETH_HLEN } else { 0 }
+    }
+
+    /// The Ethernet header (shorter only for a whole frame shorter than one).
+    pub fn eth(&self) -> &[u8] {
+        if self.split {
+            &self.eth
+        } else {
+            &self.data[..ETH_HLEN.min(self.data.len())]
+        }
+    }
+
+    /// What follows the Ethernet header.
+    pub fn ip(&self) -> &[u8] {
+        if self.split {
+            &self.data
+        } else {
+            self.data.get(ETH_HLEN..).unwrap_or_default()
+        }
+    }
+
+    fn ip_mut(&mut self) -> &mut [u8] {
+        if self.split {
+            &mut self.data
+        } else {
+            self.data.get_mut(ETH_HLEN..).unwrap_or_default()
+        }
+    }
+
+    /// The frame as one buffer.
+    #[cfg(test)]
+    fn into_bytes(self) -> Vec<u8> {
+        if self.split {
+            [&self.eth[..], &self.data].concat()
+        } else {
+            self.data
+        }
     }
 }
 
@@ -62,9 +128,10 @@ struct Tcp {
     payload: usize,
 }
 
-fn parse(frame: &[u8]) -> Option<Tcp> {
-    let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
-    let ip = frame.get(ETH_HLEN..)?;
+fn parse(frame: &TxFrame) -> Option<Tcp> {
+    let eth = frame.eth();
+    let ethertype = u16::from_be_bytes([*eth.get(12)?, *eth.get(13)?]);
+    let ip = frame.ip();
     let (v6, ip_len, total) = match ethertype {
         0x0800 => {
             let ihl = usize::from(*ip.first()? & 0x0f) * 4;
@@ -102,7 +169,7 @@ fn parse(frame: &[u8]) -> Option<Tcp> {
 }
 
 /// `b` may follow `a` in a run whose segments carry `mss` bytes (all but the last exactly).
-fn follows(a: &[u8], pa: &Tcp, b: &[u8], pb: &Tcp, mss: usize) -> bool {
+fn follows(a: &TxFrame, pa: &Tcp, b: &TxFrame, pb: &Tcp, mss: usize) -> bool {
     if pa.v6 != pb.v6
         || pa.header_len != pb.header_len
         || pa.payload != mss
@@ -114,28 +181,41 @@ fn follows(a: &[u8], pa: &Tcp, b: &[u8], pb: &Tcp, mss: usize) -> bool {
     if pb.seq != pa.seq.wrapping_add(pa.payload as u32) {
         return false;
     }
-    let ip = ETH_HLEN;
-    let tcp = ip + pa.ip_len;
+    let tcp = pa.ip_len;
     // Every header byte alike but lengths, IPv4 identification and checksums, and the sequence
-    // number: addresses, ports, TTL, TOS, ACK, flags, window, options.
-    let same = |r: std::ops::Range<usize>| a[r.clone()] == b[r];
-    let ip_same = if pa.v6 {
-        same(0..ip + 4) && same(ip + 6..tcp)
-    } else {
-        same(0..ip + 2) && same(ip + 6..ip + 10) && same(ip + 12..tcp)
-    };
-    ip_same && same(tcp..tcp + 4) && same(tcp + 8..tcp + 16) && same(tcp + 18..pa.header_len)
+    // number: MAC addresses, addresses, ports, TTL, TOS, ACK, flags, window, options.
+    let (ai, bi) = (a.ip(), b.ip());
+    let same = |r: std::ops::Range<usize>| ai[r.clone()] == bi[r];
+    let ip_same = if pa.v6 { same(0..4) && same(6..tcp) } else { same(0..2) && same(6..10) && same(12..tcp) };
+    a.eth() == b.eth()
+        && ip_same
+        && same(tcp..tcp + 4)
+        && same(tcp + 8..tcp + 16)
+        && same(tcp + 18..pa.header_len - ETH_HLEN)
 }
 
 /// Splits `frames` into messages, merging runs of two or more segments of one flow, and rewrites
 /// the first frame of each run to describe the run (IP length, IPv4 header checksum, and the TCP
 /// checksum field holding the pseudo-header sum, as checksum offload expects).
-pub fn plan(frames: &mut [Vec<u8>]) -> Vec<Message> {
+///
+/// A frame with a segment size in `gso_sizes` (a TCP packet larger than the MTU, see
+/// `Bridge::set_segmentation_offload`) leaves alone as one GSO frame cut at that size.
+pub fn plan(frames: &mut [TxFrame], gso_sizes: &[u16]) -> Vec<Message> {
+    debug_assert_eq!(frames.len(), gso_sizes.len());
     let mut messages = Vec::new();
     let mut i = 0;
     while i < frames.len() {
+        let gso = usize::from(gso_sizes.get(i).copied().unwrap_or(0));
+        if let Some(p) = parse(&frames[i]).filter(|p| gso > 0 && p.payload > gso) {
+            rewrite_head(&mut frames[i], &p, p.header_len - ETH_HLEN + p.payload);
+            let vnet = gso_vnet(&p, gso);
+            let segments = p.payload.div_ceil(gso);
+            messages.push(Message { start: i, end: i + 1, header_len: p.header_len, vnet, segments });
+            i += 1;
+            continue;
+        }
         let vnet = partial_checksum(&frames[i]).unwrap_or([0; VNET_HDR_LEN]);
-        let single = Message { start: i, end: i + 1, header_len: 0, vnet };
+        let single = Message { start: i, end: i + 1, header_len: 0, vnet, segments: 1 };
         let Some(first) = parse(&frames[i]) else {
             messages.push(single);
             i += 1;
@@ -162,17 +242,24 @@ pub fn plan(frames: &mut [Vec<u8>]) -> Vec<Message> {
             continue;
         }
         rewrite_head(&mut frames[i], &first, bytes);
-        let mut vnet = [0u8; VNET_HDR_LEN];
-        vnet[0] = VNET_F_NEEDS_CSUM;
-        vnet[1] = if first.v6 { VNET_GSO_TCPV6 } else { VNET_GSO_TCPV4 };
-        vnet[2..4].copy_from_slice(&(first.header_len as u16).to_le_bytes());
-        vnet[4..6].copy_from_slice(&(mss as u16).to_le_bytes());
-        vnet[6..8].copy_from_slice(&((ETH_HLEN + first.ip_len) as u16).to_le_bytes());
-        vnet[8..10].copy_from_slice(&16u16.to_le_bytes()); // the TCP checksum's offset
-        messages.push(Message { start: i, end, header_len: first.header_len, vnet });
+        let vnet = gso_vnet(&first, mss);
+        messages.push(Message { start: i, end, header_len: first.header_len, vnet, segments: end - i });
         i = end;
     }
     messages
+}
+
+/// The `virtio_net_hdr` asking for segmentation at `mss` and checksum offload of a frame whose
+/// headers are `p`'s and whose TCP checksum field holds the pseudo-header sum.
+fn gso_vnet(p: &Tcp, mss: usize) -> [u8; VNET_HDR_LEN] {
+    let mut vnet = [0u8; VNET_HDR_LEN];
+    vnet[0] = VNET_F_NEEDS_CSUM;
+    vnet[1] = if p.v6 { VNET_GSO_TCPV6 } else { VNET_GSO_TCPV4 };
+    vnet[2..4].copy_from_slice(&(p.header_len as u16).to_le_bytes());
+    vnet[4..6].copy_from_slice(&(mss as u16).to_le_bytes());
+    vnet[6..8].copy_from_slice(&((ETH_HLEN + p.ip_len) as u16).to_le_bytes());
+    vnet[8..10].copy_from_slice(&16u16.to_le_bytes()); // the TCP checksum's offset
+    vnet
 }
 
 /// The `virtio_net_hdr` asking for checksum offload for one TCP frame whose checksum field holds
@@ -182,10 +269,11 @@ pub fn plan(frames: &mut [Vec<u8>]) -> Vec<Message> {
 /// veth hands the frame to its peer as CHECKSUM_PARTIAL, which the peer's stack trusts without
 /// summing. A complete checksum equals the pseudo-header sum by chance only when its segment
 /// sums to zero, and then finishing it again gives the same field.
-fn partial_checksum(frame: &[u8]) -> Option<[u8; VNET_HDR_LEN]> {
+fn partial_checksum(frame: &TxFrame) -> Option<[u8; VNET_HDR_LEN]> {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-    let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
-    let ip = frame.get(ETH_HLEN..)?;
+    let eth = frame.eth();
+    let ethertype = u16::from_be_bytes([*eth.get(12)?, *eth.get(13)?]);
+    let ip = frame.ip();
     let (src, dst, ip_len): (IpAddr, IpAddr, usize) = match ethertype {
         0x0800 => {
             let ihl = usize::from(*ip.first()? & 0x0f) * 4;
@@ -236,9 +324,9 @@ fn partial_checksum(frame: &[u8]) -> Option<[u8; VNET_HDR_LEN]> {
 }
 
 /// The run's first frame describes `ip_bytes` of IP packet (headers and every payload).
-fn rewrite_head(frame: &mut [u8], p: &Tcp, ip_bytes: usize) {
-    let ip = ETH_HLEN;
-    let tcp = ip + p.ip_len;
+fn rewrite_head(frame: &mut TxFrame, p: &Tcp, ip_bytes: usize) {
+    let frame = frame.ip_mut();
+    let tcp = p.ip_len;
     let tcp_bytes = ip_bytes - p.ip_len;
     let mut sum: u32 = 0;
     let mut add = |bytes: &[u8]| {
@@ -247,15 +335,14 @@ fn rewrite_head(frame: &mut [u8], p: &Tcp, ip_bytes: usize) {
         }
     };
     if p.v6 {
-        frame[ip + 4..ip + 6].copy_from_slice(&(tcp_bytes as u16).to_be_bytes());
-        add(&frame[ip + 8..ip + 40]);
+        frame[4..6].copy_from_slice(&(tcp_bytes as u16).to_be_bytes());
+        add(&frame[8..40]);
     } else {
-        frame[ip + 2..ip + 4].copy_from_slice(&(ip_bytes as u16).to_be_bytes());
-        frame[ip + 10..ip + 12].fill(0);
-        let check =
-            !fold(frame[ip..tcp].chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum());
-        frame[ip + 10..ip + 12].copy_from_slice(&check.to_be_bytes());
-        add(&frame[ip + 12..ip + 20]);
+        frame[2..4].copy_from_slice(&(ip_bytes as u16).to_be_bytes());
+        frame[10..12].fill(0);
+        let check = !fold(frame[..tcp].chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum());
+        frame[10..12].copy_from_slice(&check.to_be_bytes());
+        add(&frame[12..20]);
     }
     // Pseudo header: addresses (added above), protocol, TCP length; not complemented (the
     // kernel adds the segment's bytes and complements).
@@ -299,10 +386,62 @@ mod tests {
         f
     }
 
+    /// `plan` with no frame carrying a segment size.
+    fn plan0(frames: &mut [Vec<u8>]) -> Vec<Message> {
+        plan_whole(frames, &vec![0; frames.len()])
+    }
+
+    /// `plan` over whole frames, each written back as planned.
+    fn plan_whole(frames: &mut [Vec<u8>], gso_sizes: &[u16]) -> Vec<Message> {
+        let mut tx: Vec<TxFrame> = frames.iter().cloned().map(TxFrame::whole).collect();
+        let messages = plan(&mut tx, gso_sizes);
+        for (f, t) in frames.iter_mut().zip(tx) {
+            *f = t.into_bytes();
+        }
+        messages
+    }
+
+    #[test]
+    fn frames_with_the_ethernet_header_apart_plan_as_whole_ones() {
+        let frames = vec![v4(1000, 1400), v4(2400, 1400), v4(3800, 700), v4(0, 3000), vec![0; 60]];
+        let sizes = [0, 0, 0, 1400, 0];
+        let mut whole = frames.clone();
+        let expect = plan_whole(&mut whole, &sizes);
+        let mut split: Vec<TxFrame> = frames
+            .into_iter()
+            .map(|f| match f.len() {
+                60 => TxFrame::whole(f),
+                _ => TxFrame::split(f[..ETH_HLEN].try_into().unwrap(), f[ETH_HLEN..].to_vec()),
+            })
+            .collect();
+        assert_eq!(plan(&mut split, &sizes), expect);
+        assert_eq!(split.into_iter().map(TxFrame::into_bytes).collect::<Vec<_>>(), whole);
+    }
+
+    #[test]
+    fn a_packet_with_a_segment_size_leaves_alone_as_one_gso_frame() {
+        let mut big = v4(1000, 4000);
+        big[ETH_HLEN + 20 + 16..ETH_HLEN + 20 + 18].copy_from_slice(&[0xde, 0xad]);
+        let mut frames = vec![v4(0, 1400), big, v4(5000, 1400), v4(6400, 1400)];
+        let messages = plan_whole(&mut frames, &[0, 1400, 0, 0]);
+        assert_eq!(
+            messages.iter().map(|m| (m.start, m.end, m.frames())).collect::<Vec<_>>(),
+            [(0, 1, 1), (1, 2, 3), (2, 4, 2)]
+        );
+        let m = messages[1];
+        assert_eq!(m.vnet[0..2], [VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4]);
+        assert_eq!(u16::from_le_bytes([m.vnet[4], m.vnet[5]]), 1400);
+        // Its checksum field now holds the pseudo-header sum, as segmentation expects.
+        let mut expect = frames[1].clone();
+        make_partial(&mut expect);
+        assert_eq!(frames[1], expect);
+        assert_eq!(plan_whole(&mut [v4(0, 1000)], &[1400])[0].vnet[1], 0, "no larger than its segment size");
+    }
+
     #[test]
     fn a_burst_of_one_flow_becomes_one_message_and_odd_frames_stay_alone() {
         let mut frames = vec![v4(1000, 1400), v4(2400, 1400), v4(3800, 700), v4(4500, 1400), vec![0; 60]];
-        let messages = plan(&mut frames);
+        let messages = plan0(&mut frames);
         assert_eq!(messages.iter().map(|m| (m.start, m.end)).collect::<Vec<_>>(), [(0, 3), (3, 4), (4, 5)]);
         let m = messages[0];
         assert_eq!(m.header_len, ETH_HLEN + 40);
@@ -330,7 +469,7 @@ mod tests {
         partial[ETH_HLEN + 20 + 13] = 0x02; // a SYN: never part of a run, still offloaded
         make_partial(&mut partial);
         let mut frames = vec![partial.clone(), v4(5000, 100)];
-        let messages = plan(&mut frames);
+        let messages = plan0(&mut frames);
         assert_eq!(messages.len(), 2);
         let vnet = messages[0].vnet;
         assert_eq!(vnet[0..2], [VNET_F_NEEDS_CSUM, 0], "checksum offload, no segmentation");
@@ -341,22 +480,22 @@ mod tests {
         assert_eq!(messages[1].vnet, [0; VNET_HDR_LEN], "a field that is not the pseudo-header sum");
         let mut padded = partial.clone();
         padded.extend_from_slice(&[0; 6]);
-        assert_eq!(plan(&mut [padded])[0].vnet, [0; VNET_HDR_LEN], "padding would be summed");
+        assert_eq!(plan0(&mut [padded])[0].vnet, [0; VNET_HDR_LEN], "padding would be summed");
     }
 
     #[test]
     fn a_gap_another_flow_or_other_flags_end_a_run() {
         let mut gap = vec![v4(1000, 1400), v4(2500, 1400)];
-        assert_eq!(plan(&mut gap).len(), 2);
+        assert_eq!(plan0(&mut gap).len(), 2);
         let mut other = vec![v4(1000, 1400), v4(2400, 1400)];
         other[1][ETH_HLEN + 20 + 3] ^= 1; // another client port
-        assert_eq!(plan(&mut other).len(), 2);
+        assert_eq!(plan0(&mut other).len(), 2);
         let mut fin = vec![v4(1000, 1400), v4(2400, 1400)];
         fin[1][ETH_HLEN + 20 + 13] |= 0x01;
-        assert_eq!(plan(&mut fin).len(), 2);
+        assert_eq!(plan0(&mut fin).len(), 2);
         let mut short_first = vec![v4(1000, 700), v4(1700, 700), v4(2400, 1400)];
-        assert_eq!(plan(&mut short_first).iter().map(|m| m.frames()).collect::<Vec<_>>(), [2, 1]);
+        assert_eq!(plan0(&mut short_first).iter().map(|m| m.frames()).collect::<Vec<_>>(), [2, 1]);
         let mut bare_acks = vec![v4(1000, 0), v4(1000, 0)];
-        assert_eq!(plan(&mut bare_acks).len(), 2);
+        assert_eq!(plan0(&mut bare_acks).len(), 2);
     }
 }

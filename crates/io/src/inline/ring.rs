@@ -40,7 +40,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use super::gso::{self, Message};
+use super::gso::{self, Message, TxFrame};
 
 #[derive(Clone, Copy, Debug)]
 pub struct RingConfig {
@@ -127,7 +127,9 @@ pub struct PacketRing {
     iface: String,
     mtu: usize,
     mac: [u8; 6],
-    tx_frames_queued: Vec<Vec<u8>>,
+    tx_frames_queued: Vec<TxFrame>,
+    /// Per queued frame: the segment size the kernel cuts it at, 0 for none.
+    tx_gso_sizes: Vec<u16>,
     /// Every received frame has a `virtio_net_hdr` in front (PACKET_VNET_HDR on the ring).
     rx_vnet: bool,
     rx_frames: u64,
@@ -230,6 +232,7 @@ impl PacketRing {
             mtu,
             mac,
             tx_frames_queued: Vec::with_capacity(TX_BATCH),
+            tx_gso_sizes: Vec::with_capacity(TX_BATCH),
             rx_vnet,
             rx_frames: 0,
             rx_truncated: 0,
@@ -291,10 +294,32 @@ impl PacketRing {
     /// Queues one frame, taking its buffer (no copy); it leaves at the next
     /// [`PacketRing::flush`] (or sooner when the queue is full).
     pub fn queue(&mut self, frame: Vec<u8>) -> io::Result<()> {
+        self.queue_segmented(frame, 0)
+    }
+
+    /// [`PacketRing::queue`] for a TCP packet larger than the MTU with `gso_size` above 0: it
+    /// leaves as one GSO frame that the kernel (or the device) cuts into segments of `gso_size`
+    /// payload bytes (see `Bridge::set_segmentation_offload`).
+    pub fn queue_segmented(&mut self, frame: Vec<u8>, gso_size: u16) -> io::Result<()> {
+        self.enqueue(TxFrame::whole(frame), gso_size)
+    }
+
+    /// [`PacketRing::queue_segmented`] for the IP packet `ip` behind the Ethernet header `eth`,
+    /// kept apart: the kernel gathers both, so putting the header in front moves no byte.
+    pub fn queue_packet(&mut self, eth: [u8; ETH_HLEN], ip: Vec<u8>, gso_size: u16) -> io::Result<()> {
+        self.enqueue(TxFrame::split(eth, ip), gso_size)
+    }
+
+    fn enqueue(&mut self, frame: TxFrame, gso_size: u16) -> io::Result<()> {
         // The kernel allows four more bytes for an 802.1Q/802.1ad tag.
+        let eth = frame.eth();
         let tagged =
-            frame.len() >= ETH_HLEN && matches!(u16::from_be_bytes([frame[12], frame[13]]), 0x8100 | 0x88a8);
-        let max = self.mtu + ETH_HLEN + if tagged { VLAN_HLEN } else { 0 };
+            eth.len() == ETH_HLEN && matches!(u16::from_be_bytes([eth[12], eth[13]]), 0x8100 | 0x88a8);
+        let max = if gso_size > 0 {
+            ETH_HLEN + usize::from(u16::MAX)
+        } else {
+            self.mtu + ETH_HLEN + if tagged { VLAN_HLEN } else { 0 }
+        };
         if frame.len() < ETH_HLEN || frame.len() > max {
             self.tx_errors += 1;
             return Err(io::Error::new(
@@ -312,6 +337,7 @@ impl PacketRing {
             self.flush()?;
         }
         self.tx_frames_queued.push(frame);
+        self.tx_gso_sizes.push(gso_size);
         Ok(())
     }
 
@@ -319,7 +345,7 @@ impl PacketRing {
     /// socket's buffer is full, the interface is down) is dropped and counted in `tx_errors`, as
     /// a switch drops; an error that means the socket or interface is gone is returned.
     pub fn flush(&mut self) -> io::Result<()> {
-        let messages = gso::plan(&mut self.tx_frames_queued);
+        let messages = gso::plan(&mut self.tx_frames_queued, &self.tx_gso_sizes);
         let frames_in = |m: &[Message]| m.iter().map(|m| m.frames() as u64).sum::<u64>();
         let mut done = 0;
         let mut result = Ok(());
@@ -346,6 +372,7 @@ impl PacketRing {
             }
         }
         self.tx_frames_queued.clear();
+        self.tx_gso_sizes.clear();
         result
     }
 
@@ -682,20 +709,24 @@ fn bind_protocol(sock: BorrowedFd<'_>, ifindex: i32, protocol: u16) -> io::Resul
 /// One `sendmmsg` of (a prefix of) `messages` to the bound interface: each message is its
 /// `virtio_net_hdr`, then its first frame whole, then the payloads of the rest of its run.
 /// Returns how many messages left; an error is the first message's.
-fn send_batch(sock: BorrowedFd<'_>, frames: &[Vec<u8>], messages: &[Message]) -> io::Result<usize> {
+fn send_batch(sock: BorrowedFd<'_>, frames: &[TxFrame], messages: &[Message]) -> io::Result<usize> {
     // Every iovec first (the vector does not move once the headers point into it).
     let iov = |bytes: &[u8]| libc::iovec { iov_base: bytes.as_ptr().cast_mut().cast(), iov_len: bytes.len() };
-    let mut iovecs: Vec<libc::iovec> = Vec::with_capacity(messages.len() * 2 + frames.len());
+    let mut iovecs: Vec<libc::iovec> = Vec::with_capacity(messages.len() * 3 + frames.len());
     for m in messages {
+        let first = &frames[m.start];
         iovecs.push(iov(&m.vnet));
-        iovecs.push(iov(&frames[m.start]));
-        iovecs.extend(frames[m.start + 1..m.end].iter().map(|f| iov(&f[m.header_len..])));
+        iovecs.push(iov(first.eth()));
+        iovecs.push(iov(first.ip()));
+        let rest = &frames[m.start + 1..m.end];
+        iovecs.extend(rest.iter().map(|f| iov(&f.ip()[m.header_len - ETH_HLEN..])));
     }
     let mut at = 0;
     let mut headers: Vec<libc::mmsghdr> = messages
         .iter()
         .map(|m| {
-            let count = m.frames() + 1;
+            // The header, the first frame's two parts, the payload of each other frame.
+            let count = 2 + (m.end - m.start);
             // SAFETY: msghdr is integers and pointers, for which all-zero (null, empty) is valid.
             let mut msg_hdr: libc::msghdr = unsafe { std::mem::zeroed() };
             msg_hdr.msg_iov = iovecs[at..at + count].as_mut_ptr();

@@ -98,6 +98,8 @@ pub fn view(c: &InlineConfig, s: InlineSnapshot) -> InlineView {
         tx_frames: r.tx_frames,
         kernel_drops: r.kernel_drops,
         tx_errors: r.tx_errors,
+        rx_truncated: r.rx_truncated,
+        tx_messages: r.tx_messages,
     };
     InlineView {
         client_iface: c.client_iface.clone(),
@@ -141,11 +143,12 @@ mod tests {
             report: Report::default(),
             engine: Stats { flows_created: 2, ..Stats::default() },
             bridge: Default::default(),
-            client_ring: RingStats { kernel_drops: 3, ..RingStats::default() },
-            server_ring: RingStats { rx_frames: 4, ..RingStats::default() },
+            client_ring: RingStats { kernel_drops: 3, tx_messages: 5, ..RingStats::default() },
+            server_ring: RingStats { rx_frames: 4, rx_truncated: 6, ..RingStats::default() },
         };
         let v = view(&c, snapshot);
         assert_eq!((v.rings[0].kernel_drops, v.rings[1].rx_frames), (3, 4));
+        assert_eq!((v.rings[0].tx_messages, v.rings[1].rx_truncated), (5, 6));
         let json = tlsgate_telemetry::inline::json(&v);
         assert_eq!(json["engine"]["flows_created"], 2);
         assert_eq!(json["rings"][0]["iface"], "eth0");
