@@ -407,7 +407,7 @@ impl Engine {
     /// packet is copied and handled as usual.
     pub fn handle_whole(&mut self, now: Duration, pkt: &[u8], out: &mut Vec<Vec<u8>>) {
         let key = packet::parse(pkt).filter(|_| self.takes_whole(pkt)).and_then(|seg| {
-            let key = *self.by_backend.get(&(seg.dst, seg.src))?;
+            let key = self.by_backend(seg.dst, seg.src)?;
             Some((key, seg))
         });
         let Some((key, seg)) = key else { return self.handle_packet(now, pkt.to_vec(), out) };
