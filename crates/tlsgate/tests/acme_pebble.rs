@@ -106,16 +106,7 @@ fn get(dir: &Path, name: &str, port: u16, ca: &str) -> Result<String, String> {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(text.starts_with("hello from acme"), "{text}");
     let pem = &text[text.find("-----BEGIN").expect("no certificate in curl's output")..];
-    let mut child = Command::new("openssl")
-        .args(["x509", "-noout", "-serial"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(pem.as_bytes()).unwrap();
-    let serial = String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).trim().to_string();
-    Ok(serial)
+    Ok(serial_line(pem))
 }
 
 /// `tlsgate terminate` on `port` with no certificate, ordering from Pebble `p` into `state`;
@@ -289,18 +280,23 @@ fn stapled(dir: &Path, name: &str, port: u16, root: &str) -> (String, String) {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    // The leaf follows "Server certificate" (the response before it may carry its signer's).
+    let leaf = &text[text.find("Server certificate").expect("no server certificate in s_client's output")..];
+    let serial = serial_line(leaf);
+    (serial.trim_start_matches("serial=").to_string(), text)
+}
+
+/// `openssl x509 -noout -serial` of the first certificate in `pem`: its `serial=…` line.
+fn serial_line(pem: &str) -> String {
+    use std::io::Write;
     let mut child = Command::new("openssl")
         .args(["x509", "-noout", "-serial"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    use std::io::Write;
-    // The leaf follows "Server certificate" (the response before it may carry its signer's).
-    let leaf = &text[text.find("Server certificate").expect("no server certificate in s_client's output")..];
-    child.stdin.take().unwrap().write_all(leaf.as_bytes()).unwrap();
-    let serial = String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).trim().to_string();
-    (serial.trim_start_matches("serial=").to_string(), text)
+    child.stdin.take().unwrap().write_all(pem.as_bytes()).unwrap();
+    String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).trim().to_string()
 }
 
 #[test]
