@@ -137,6 +137,9 @@ impl SendBuf {
 /// Bytes per receive buffer: a driver's socket write's worth, the size of the buffers it reads
 /// sockets into, so that one it hands to [`RecvBuf::read_vec`] can hold received bytes next.
 pub const RECV_CHUNK: usize = 64 * 1024;
+/// The least a receive buffer holds: small messages share one, so the buffers of a window
+/// filled by tiny frames cost a bounded share of it.
+const SMALL_CHUNK: usize = 4 * 1024;
 
 /// Incoming bytes not yet read by the application, and consumed bytes not yet acknowledged.
 ///
@@ -197,7 +200,9 @@ impl RecvBuf {
                 let fresh = match spare.pop() {
                     Some(b) if b.capacity() >= RECV_CHUNK => b,
                     _ if data.len() >= RECV_CHUNK / 8 => Vec::with_capacity(RECV_CHUNK),
-                    _ => Vec::with_capacity(data.len()),
+                    // Never smaller than SMALL_CHUNK: a peer sending tiny frames must not make
+                    // a buffer (and its bookkeeping) per byte within the window.
+                    _ => Vec::with_capacity(data.len().max(SMALL_CHUNK)),
                 };
                 self.chunks.push_back(fresh);
                 continue;
@@ -340,6 +345,19 @@ mod tests {
     }
 
     #[test]
+    fn tiny_frames_share_receive_buffers() {
+        let mut r = RecvBuf::new(64 * 1024);
+        for _ in 0..64 * 1024 {
+            r.push(b"x", &mut Vec::new()).unwrap();
+        }
+        assert_eq!(r.buffered(), 64 * 1024);
+        assert!(r.chunks.len() <= 64 * 1024 / SMALL_CHUNK, "{} buffers for a full window", r.chunks.len());
+        let mut out = Vec::new();
+        assert_eq!(r.read_vec(64 * 1024, &mut out, &mut Vec::new()), SMALL_CHUNK, "the first buffer, whole");
+        assert!(out.iter().all(|&b| b == b'x'));
+    }
+
+    #[test]
     fn receiver_enforces_window_and_acks_what_was_read() {
         let mut r = RecvBuf::new(8);
         r.push(b"abcdef", &mut Vec::new()).unwrap();
@@ -409,8 +427,8 @@ mod tests {
         assert!(given.as_ptr() != ptr, "a buffer of the session, not a copy into ours");
         assert!(spare.len() == 1 && spare[0].as_ptr() == ptr, "ours is kept for the next bytes");
         got.extend_from_slice(&given);
-        // The next push fills the buffer we gave.
-        r.push(&[7u8; 10], &mut spare).unwrap();
+        // The next push that needs a buffer takes the one we gave.
+        r.push(&[7u8; RECV_CHUNK], &mut spare).unwrap();
         assert!(spare.is_empty());
         let mut small = vec![0xEE];
         assert_eq!(r.read_vec(1000, &mut small, &mut spare), 1000, "a non-empty out is appended to");
@@ -423,7 +441,7 @@ mod tests {
             got.extend_from_slice(&v);
         }
         let mut expect = bulk.clone();
-        expect.extend_from_slice(&[7u8; 10]);
+        expect.extend_from_slice(&[7u8; RECV_CHUNK]);
         assert_eq!(got, expect);
         assert_eq!(r.buffered(), 0);
         assert!(r.chunks.is_empty(), "nothing held once everything was read");
