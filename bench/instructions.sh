@@ -62,7 +62,7 @@ start() {
 mkdir -p "$work/www" "$work/backend-nginx-tmp"/{body,proxy,fastcgi,uwsgi,scgi}
 printf '%099d\n' 0 >"$work/www/small"
 backend_port=$(free_port)
-sed -e "s#@DIR@#$work#g; s#@WWW@#$work/www#g; s#@BACKEND_PORT@#$backend_port#g" \
+sed -e "s#@DIR@#$work#g; s#@WWW@#$work/www#g; s#@BACKEND_HOST@#127.0.0.1#g; s#@BACKEND_PORT@#$backend_port#g" \
   bench/peers/backend-nginx.conf.in >"$work/backend-nginx.conf"
 start backend nginx -p "$work/" -c "$work/backend-nginx.conf" -e "$work/backend-nginx.error.log"
 wait_port "$backend_port"

@@ -148,7 +148,10 @@ where
             }
         }
     };
+    // Biased: the relay first (it is what wakes the task nearly every time), and no random
+    // draw per wake-up to pick an order.
     let result = tokio::select! {
+        biased;
         r = both => r,
         e = watchdog => Err(e),
     };

@@ -175,15 +175,7 @@ pub async fn accept_loop(
                 tracker.spawn(
                     async move {
                         let _permits = permits;
-                        // Notified by a reload whose CRLs revoke the client's certificate:
-                        // the connection is dropped wherever it is.
-                        let revoked = Arc::new(Notify::new());
-                        tokio::select! {
-                            () = handle(tcp, current, revoked.clone()) => {}
-                            () = revoked.notified() => tracing::warn!(
-                                side = %Side::Client, "connection closed: client certificate revoked"
-                            ),
-                        }
+                        handle(tcp, current).await
                     }
                     .instrument(span),
                 );
@@ -220,7 +212,7 @@ async fn acquire(
 /// The client's address is asked again here (one getpeername) rather than passed in from
 /// accept: passing it grew every idle connection by 2 KiB of RSS (measured by bench/run.sh's
 /// idle phase, 5.3 → 7.3 KiB), more than a system call is worth.
-async fn handle(tcp: TcpStream, state: Arc<ListenerState>, revoked: Arc<Notify>) {
+async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
     let m = metrics();
     state.counters.accepted.inc();
     let client = tcp.peer_addr().unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -331,120 +323,138 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>, revoked: Arc<Notify>)
     tracing::info!(%sni, %version, %suite, %alpn, %client_cert, route = %est.route.label, "handshake done");
 
     let _open = OpenGuard::new(state.counters.open.clone());
-    let _registered =
-        est.facts.revocation.clone().map(|key| crate::revoked::register(&state.name, client, key, revoked));
-    let identity = est.peer().cloned();
-    // Only with a control socket running can an application ask for them.
-    let peer_facts = crate::control::registry::enabled().then(|| est.peer_facts());
-    let listed = live().insert(ConnInfo {
-        listener: state.name.clone(),
-        client,
-        sni,
-        version,
-        suite,
-        identity: client_cert,
-        record_layer: est.stream.record_layer().to_string(),
-        backend: Default::default(),
-        state: Default::default(),
-        started,
-        up: Default::default(),
-        down: Default::default(),
-    });
-    let meter = Meter {
-        conn: &listed.info,
-        up: state.counters.bytes_up.clone(),
-        down: state.counters.bytes_down.clone(),
-    };
-    let proxy_header_bytes = match est.route.proxy_protocol {
-        Some(v) => match proxy_header::outbound(v, client, local, &est.tls_info()) {
-            Ok(bytes) => Some(bytes),
-            Err(e) => {
-                tracing::error!(side = %e.side, error = %e.context, "cannot build the PROXY header");
-                return;
+    let revocation = est.facts.revocation.clone();
+    let serve = async {
+        let identity = est.peer().cloned();
+        // Only with a control socket running can an application ask for them.
+        let peer_facts = crate::control::registry::enabled().then(|| est.peer_facts());
+        let listed = live().insert(ConnInfo {
+            listener: state.name.clone(),
+            client,
+            sni,
+            version,
+            suite,
+            identity: client_cert,
+            record_layer: est.stream.record_layer().to_string(),
+            backend: Default::default(),
+            state: Default::default(),
+            started,
+            up: Default::default(),
+            down: Default::default(),
+        });
+        let meter = Meter {
+            conn: &listed.info,
+            up: state.counters.bytes_up.clone(),
+            down: state.counters.bytes_down.clone(),
+        };
+        let proxy_header_bytes = match est.route.proxy_protocol {
+            Some(v) => match proxy_header::outbound(v, client, local, &est.tls_info()) {
+                Ok(bytes) => Some(bytes),
+                Err(e) => {
+                    tracing::error!(side = %e.side, error = %e.context, "cannot build the PROXY header");
+                    return;
+                }
+            },
+            None => None,
+        };
+        if est.route.http_headers {
+            let facts = ClientFacts { addr: client, identity, proxy_header: proxy_header_bytes };
+            let stream = Counted::new(est.stream, &meter);
+            match Box::pin(http_headers::serve(stream, est.route.clone(), facts)).await {
+                Ok(()) => tracing::info!(
+                    up = meter.conn.up.load(Ordering::Relaxed), down = meter.conn.down.load(Ordering::Relaxed),
+                    duration = ?started.elapsed(), "connection closed"
+                ),
+                Err(e) => {
+                    tracing::warn!(side = %e.side, error = %e.context, duration = ?started.elapsed(), "connection aborted")
+                }
             }
-        },
-        None => None,
-    };
-    if est.route.http_headers {
-        let facts = ClientFacts { addr: client, identity, proxy_header: proxy_header_bytes };
-        let stream = Counted::new(est.stream, &meter);
-        match Box::pin(http_headers::serve(stream, est.route.clone(), facts)).await {
-            Ok(()) => tracing::info!(
-                up = meter.conn.up.load(Ordering::Relaxed), down = meter.conn.down.load(Ordering::Relaxed),
-                duration = ?started.elapsed(), "connection closed"
-            ),
-            Err(e) => {
-                tracing::warn!(side = %e.side, error = %e.context, duration = ?started.elapsed(), "connection aborted")
-            }
+            return;
         }
-        return;
-    }
 
-    let (backend, lease) = match Box::pin(est.route.pool.connect(client.ip())).await {
-        Ok(ok) => ok,
-        Err(e) => {
-            tracing::warn!(side = %e.side, error = %e.context, "no backend, client connection closed");
-            return;
-        }
-    };
-    let member = lease.member().addr.to_string();
-    if let Ok(mut b) = listed.info.backend.lock() {
-        b.clone_from(&member);
-    }
-    let mut backend = backend;
-    // The backend application names this connection by its own socket's addresses: its local
-    // address is our peer, and ours is its peer.
-    // Asked for only with a control socket running (two system calls per connection otherwise).
-    let _directives = peer_facts.and_then(|facts| match (backend.peer_addr(), backend.local_addr()) {
-        (Ok(app_local), Ok(app_peer)) => Some(crate::control::registry::register(
-            app_local,
-            app_peer,
-            crate::control::registry::Entry::new(Some(facts), None),
-        )),
-        _ => None,
-    });
-    if let Some(header) = &proxy_header_bytes {
-        if let Err(e) = backend.write_all(header).await {
-            tracing::warn!(backend = %member, side = %Side::Backend, error = %e, "sending the PROXY header failed");
-            return;
-        }
-    }
-    let mut client_stream = est.stream;
-    if let Some((protocol, _)) = &state.starttls {
-        // Boxed: its greeting buffer would otherwise be part of every connection's task.
-        let joined = Box::pin(starttls::server::join_backend(
-            &mut backend,
-            &mut client_stream,
-            *protocol,
-            state.handshake_timeout,
-        ));
-        match joined.await {
-            Ok(n) => meter.down(n),
+        let (backend, lease) = match Box::pin(est.route.pool.connect(client.ip())).await {
+            Ok(ok) => ok,
             Err(e) => {
-                tracing::warn!(
-                    backend = %member, side = %e.side, error = %e.context,
-                    "backend greeting failed, client connection closed"
-                );
+                tracing::warn!(side = %e.side, error = %e.context, "no backend, client connection closed");
+                return;
+            }
+        };
+        let member = lease.member().addr.to_string();
+        if let Ok(mut b) = listed.info.backend.lock() {
+            b.clone_from(&member);
+        }
+        let mut backend = backend;
+        // The backend application names this connection by its own socket's addresses: its local
+        // address is our peer, and ours is its peer.
+        // Asked for only with a control socket running (two system calls per connection otherwise).
+        let _directives = peer_facts.and_then(|facts| match (backend.peer_addr(), backend.local_addr()) {
+            (Ok(app_local), Ok(app_peer)) => Some(crate::control::registry::register(
+                app_local,
+                app_peer,
+                crate::control::registry::Entry::new(Some(facts), None),
+            )),
+            _ => None,
+        });
+        if let Some(header) = &proxy_header_bytes {
+            if let Err(e) = backend.write_all(header).await {
+                tracing::warn!(backend = %member, side = %Side::Backend, error = %e, "sending the PROXY header failed");
                 return;
             }
         }
-    }
-    let (relayed, how) = match *client_stream {
-        // Both record directions in the kernel: zero-copy.
-        ClientStream::Kernel(k) => {
-            (crate::ktls::splice::relay(k, backend, &meter, state.idle_timeout).await, "splice")
+        let mut client_stream = est.stream;
+        if let Some((protocol, _)) = &state.starttls {
+            // Boxed: its greeting buffer would otherwise be part of every connection's task.
+            let joined = Box::pin(starttls::server::join_backend(
+                &mut backend,
+                &mut client_stream,
+                *protocol,
+                state.handshake_timeout,
+            ));
+            match joined.await {
+                Ok(n) => meter.down(n),
+                Err(e) => {
+                    tracing::warn!(
+                        backend = %member, side = %e.side, error = %e.context,
+                        "backend greeting failed, client connection closed"
+                    );
+                    return;
+                }
+            }
         }
-        other => (relay(other, backend, &meter, state.idle_timeout).await, "copy"),
+        let (relayed, how) = match *client_stream {
+            // Both record directions in the kernel: zero-copy.
+            ClientStream::Kernel(k) => {
+                (crate::ktls::splice::relay(k, backend, &meter, state.idle_timeout).await, "splice")
+            }
+            other => (relay(other, backend, &meter, state.idle_timeout).await, "copy"),
+        };
+        match relayed {
+            Ok(t) => tracing::info!(
+                backend = %member, up = t.up, down = t.down, duration = ?started.elapsed(), relay = how,
+                "connection closed"
+            ),
+            Err((e, t)) => tracing::warn!(
+                backend = %member, side = %e.side, error = %e.context, up = t.up, down = t.down,
+                duration = ?started.elapsed(), relay = how, "connection aborted"
+            ),
+        }
     };
-    match relayed {
-        Ok(t) => tracing::info!(
-            backend = %member, up = t.up, down = t.down, duration = ?started.elapsed(), relay = how,
-            "connection closed"
-        ),
-        Err((e, t)) => tracing::warn!(
-            backend = %member, side = %e.side, error = %e.context, up = t.up, down = t.down,
-            duration = ?started.elapsed(), relay = how, "connection aborted"
-        ),
+    // A client certificate that a reload's CRLs revoke drops the connection wherever it is. Only
+    // such connections wait on a notification too: polling one at every wake-up of the task was
+    // a lock per wake-up (tokio's `Notified`) on every connection.
+    match revocation {
+        None => serve.await,
+        Some(key) => {
+            let revoked = Arc::new(Notify::new());
+            let _registered = crate::revoked::register(&state.name, client, key, revoked.clone());
+            tokio::select! {
+                biased;
+                () = serve => {}
+                () = revoked.notified() => tracing::warn!(
+                    side = %Side::Client, "connection closed: client certificate revoked"
+                ),
+            }
+        }
     }
 }
 
