@@ -12,8 +12,8 @@
 //! per direction per connection held 32 KiB per idle connection.)
 
 use std::cell::RefCell;
-use std::future::poll_fn;
-use std::pin::Pin;
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -108,11 +108,18 @@ where
     let start = Instant::now();
     // Milliseconds since `start` of the last byte moved, either way.
     let last = AtomicU64::new(0);
+    // When the current wake-up moved bytes: the time it read then (milliseconds since `start`;
+    // `u64::MAX` when it moved none). Atomics only because the future must be `Send`.
+    let moved_at = AtomicU64::new(u64::MAX);
+    // The watchdog's current deadline (milliseconds since `start`, rounded down; 0 before it has one).
+    let watch_at = AtomicU64::new(0);
     let mut up = Pump::new(Side::Client, Side::Backend);
     let mut down = Pump::new(Side::Backend, Side::Client);
     let both = poll_fn(|cx| {
         let moved = |n: u64, up: bool| {
-            last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+            let now = start.elapsed().as_millis() as u64;
+            last.store(now, Ordering::Relaxed);
+            moved_at.store(now, Ordering::Relaxed);
             if up {
                 tally.up(n)
             } else {
@@ -140,21 +147,32 @@ where
     let watchdog = async {
         let Some(idle) = idle else { return std::future::pending().await };
         loop {
-            let deadline = start + Duration::from_millis(last.load(Ordering::Relaxed)) + idle;
-            tokio::time::sleep_until(deadline.into()).await;
+            let since = Duration::from_millis(last.load(Ordering::Relaxed));
+            watch_at.store((since + idle).as_millis() as u64, Ordering::Relaxed);
+            tokio::time::sleep_until((start + since + idle).into()).await;
             let quiet = start.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
             if quiet >= idle {
                 return ProxyError::client(format!("idle for {idle:?}, closed"));
             }
         }
     };
-    // Biased: the relay first (it is what wakes the task nearly every time), and no random
-    // draw per wake-up to pick an order.
-    let result = tokio::select! {
-        biased;
-        r = both => r,
-        e = watchdog => Err(e),
-    };
+    // The relay first: it is what wakes the task nearly every time. The watchdog only when the
+    // wake-up may be its own: a wake-up that moved bytes before the watchdog's deadline is not,
+    // and its timer, not yet fired, still holds this task's waker for that deadline (where it
+    // finds the new `last` and sleeps again). Re-polling the sleep at every chunk was a timer
+    // re-registration per chunk.
+    let (mut both, mut watchdog) = (pin!(both), pin!(watchdog));
+    let result = poll_fn(|cx| {
+        moved_at.store(u64::MAX, Ordering::Relaxed);
+        if let Poll::Ready(r) = both.as_mut().poll(cx) {
+            return Poll::Ready(r);
+        }
+        if moved_at.load(Ordering::Relaxed) < watch_at.load(Ordering::Relaxed) {
+            return Poll::Pending;
+        }
+        watchdog.as_mut().poll(cx).map(Err)
+    })
+    .await;
     let t = Transferred { up: up.count, down: down.count };
     match result {
         Ok(()) => Ok(t),
