@@ -134,7 +134,7 @@ def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=Non
     argv[-1:-1] = ["-o", "/dev/null", "-w", "%{size_download}\\n"]
     log(f"{name}: {count} downloads of {FILE_BYTES >> 20} MiB on one connection")
     retrans0 = server_retransmits(topo)
-    cpu0, t0 = server.cpu_seconds(), time.monotonic()
+    cpu0, sys0, t0 = server.cpu_seconds(), server.sys_seconds(), time.monotonic()
     recorder = None
     if perf:
         out = os.path.join(perf, f"perf-{name}.data")
@@ -144,6 +144,7 @@ def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=Non
                                     stderr=subprocess.DEVNULL)
     r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=int(90 + 600 * gib))
     wall, cpu = time.monotonic() - t0, server.cpu_seconds() - cpu0
+    user = cpu - (server.sys_seconds() - sys0)
     if recorder is not None:
         recorder.wait(timeout=PERF_S + 60)
     retrans = server_retransmits(topo) - retrans0
@@ -158,6 +159,7 @@ def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=Non
         "mb_s": got / 1e6 / wall,
         "cpu_s": cpu,
         "cpu_per_gib": cpu / (got / GIB),
+        "user_per_gib": user / (got / GIB),
         "suite": suite,
         "retrans": retrans,
     }
@@ -387,15 +389,18 @@ def report(args, rows, idles, errors):
     print("- retransmitted = segments nginx retransmitted during the downloads (`RetransSegs` of the server "
           "namespace's /proc/net/snmp): each costs the gate the segment again")
     print()
-    print("| run | GiB | wall s | MB/s | tlsgate CPU s | CPU s/GiB | retransmitted | suite |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    print("- user s/GiB = utime alone: tlsgate's own code and libc, without the kernel work (system calls, "
+          "softirq) done in its context")
+    print()
+    print("| run | GiB | wall s | MB/s | tlsgate CPU s | CPU s/GiB | user s/GiB | retransmitted | suite |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for name in ("inline run", "terminate"):
         r = rows.get(name)
         if r is None:
-            print(f"| {name} | failed (below) | | | | | | |")
+            print(f"| {name} | failed (below) | | | | | | | |")
         else:
             print(f"| {name} | {r['gib']:.2f} | {r['wall_s']:.1f} | {r['mb_s']:.0f} | {r['cpu_s']:.2f} | "
-                  f"{r['cpu_per_gib']:.2f} | {r['retrans']} | {r['suite']} |")
+                  f"{r['cpu_per_gib']:.2f} | {r['user_per_gib']:.2f} | {r['retrans']} | {r['suite']} |")
     for name, error in errors.items():
         print(f"\n{name} failed: {error}")
     print()

@@ -228,9 +228,8 @@ impl Downstream {
             }
             let mut record = self.spare.pop().unwrap_or_default();
             let buf = Arc::get_mut(&mut record).expect("a spare record buffer is not shared");
-            buf.clear();
-            buf.reserve(take + overhead);
-            session.seal(&data[done..done + take], buf)?;
+            // Over the spare buffer's old record: the AEAD writes each byte once, no zeroing first.
+            session.seal_over(&data[done..done + take], buf)?;
             // A used-up transmit key: the session put a KeyUpdate before the record, which is
             // a record of its own in the pair table.
             let extra = buf.len().saturating_sub(take + overhead);

@@ -449,6 +449,25 @@ impl Session {
         Ok(())
     }
 
+    /// As [`Session::seal`] for at most one record's plaintext, into `out` from its start over
+    /// the bytes it holds (a reused record buffer: only bytes beyond them are zeroed before the
+    /// AEAD writes them); `out` then holds the record, after a KeyUpdate record when the
+    /// transmit key was used up.
+    pub fn seal_over(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), Fatal> {
+        if self.offloaded || data.len() > MAX_PLAINTEXT || self.layer.seqs().1 >= self.tx_key_records {
+            // The rare cases, appended to an emptied buffer as `seal` does.
+            out.clear();
+            return self.seal(data, out);
+        }
+        self.check()?;
+        if self.close_sent {
+            return Err(Fatal::from(Reason::WriteAfterClose));
+        }
+        self.layer.seal_over(data, out).map_err(|e| self.fail(Reason::Seal(e.to_string())))?;
+        self.updated_last = false;
+        Ok(())
+    }
+
     /// Seals close_notify (once): nothing is sealed after it (RFC 8446 §6.1).
     pub fn close(&mut self, out: &mut Vec<u8>) -> Result<(), Fatal> {
         self.check()?;
