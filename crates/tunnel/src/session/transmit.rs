@@ -71,7 +71,7 @@ impl Session {
         }
         if data_now {
             encode_send(out, session, &mut self.send, max_data, spent);
-            if self.want_writable && self.write == WriteSide::Open {
+            if self.want_writable && self.write == WriteSide::Open && self.send.room() >= self.want_room {
                 self.want_writable = false;
                 ev.push_back(Event::Writable { id: session });
             }
