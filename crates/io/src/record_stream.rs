@@ -41,9 +41,9 @@ use tokio::net::TcpStream;
 const MAX_RECORD: usize = HEADER_LEN + MAX_CIPHERTEXT_TLS12;
 /// The per-thread read area used when the caller's buffer cannot hold a whole record.
 const READ_AREA: usize = 64 * 1024;
-/// The most read from the socket at once into a caller's buffer: sixteen full records (the
+/// The most read from the socket at once into a caller's buffer: eight full records (the
 /// tunnel's reads; the relay reads 64 KiB).
-const READ_MAX: usize = 16 * (MAX_PLAINTEXT + 22);
+const READ_MAX: usize = 8 * (MAX_PLAINTEXT + 22);
 /// Plaintext sealed per write call: up to eight full records, one write to the socket (the
 /// relay writes four per 64 KiB it read; the tunnel driver gathers eight).
 const WRITE_BATCH: usize = 8 * MAX_PLAINTEXT;

@@ -29,11 +29,10 @@ use super::pump::{Chunk, LocalEnd, TcpLocal, WriterMsg, CHUNK, WRITE_LIMIT};
 /// no short record behind them. Eight rather than four: half the writes, and half the wakeups of
 /// the peer's process, per byte.
 const TRANSMIT_BATCH: usize = 8 * tlsgate_record::frame::MAX_PLAINTEXT;
-/// Bytes read from TLS at once: up to sixteen full TLS 1.3 records (16 KiB of plaintext plus 22
-/// bytes of header, content type and tag each), opened in place by the record layer after one
-/// read. Twice the peer's write batch, so that a read of one batch comes back short and tokio
-/// knows the socket is drained without a second read that finds it empty.
-const TLS_READ: usize = 16 * (16 * 1024 + 22);
+/// Bytes read from TLS at once: eight full TLS 1.3 records (16 KiB of plaintext plus 22 bytes of
+/// header, content type and tag each), opened in place by the record layer after one read.
+/// (Sixteen, tried, saved only the read that finds the socket empty after a full one.)
+const TLS_READ: usize = 128 * 1024 + 8 * 22;
 
 /// Commands served per wakeup of the driver beyond the first, before it transmits: enough for
 /// a chunk from every stream of a busy connection, few enough to keep reading TLS in between.
