@@ -137,6 +137,8 @@ pub(crate) struct Session {
     /// We refused the Open: the opener owes no terminal in return.
     refused: bool,
     want_writable: bool,
+    /// Send-buffer room that `Writable` waits for (the size of a buffer refused whole).
+    want_room: usize,
     pub last_activity: Instant,
 }
 
@@ -178,6 +180,7 @@ impl Session {
             terminal_received: false,
             refused: false,
             want_writable: false,
+            want_room: 1,
             last_activity: now,
         }
     }

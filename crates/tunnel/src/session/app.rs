@@ -33,6 +33,7 @@ impl Session {
         let n = self.send.write(data);
         if n < data.len() {
             self.want_writable = true;
+            self.want_room = 1;
         }
         if n == 0 && !data.is_empty() {
             return Err(SessionError::WouldBlock);
@@ -50,6 +51,8 @@ impl Session {
         let n = self.send.write_vec(data);
         if n < len {
             self.want_writable = true;
+            // A buffer refused whole is worth retrying only once it fits.
+            self.want_room = if n == 0 { len.min(self.send.cap()) } else { 1 };
         }
         if n == 0 && len > 0 {
             return Err(SessionError::WouldBlock);

@@ -54,8 +54,12 @@ impl Session {
             Frame::Close { session, direction: Direction::READ }.encode(out);
             return true;
         }
+        let data_now = matches!(self.write, WriteSide::Open | WriteSide::Finishing)
+            && self.send.buffered() > 0
+            && self.send.credit() > 0
+            && max_data > 0;
         if self.read == ReadSide::Open {
-            if let Some(n) = self.recv.ack_due() {
+            if let Some(n) = self.recv.ack_due(data_now) {
                 self.recv.acked(n);
                 Frame::Ack { session, size: n }.encode(out);
                 return true;
@@ -65,13 +69,9 @@ impl Session {
             Frame::SendUdp { session, src: d.src, dst: d.dst, data: &d.data }.encode(out);
             return true;
         }
-        if matches!(self.write, WriteSide::Open | WriteSide::Finishing)
-            && self.send.buffered() > 0
-            && self.send.credit() > 0
-            && max_data > 0
-        {
+        if data_now {
             encode_send(out, session, &mut self.send, max_data, spent);
-            if self.want_writable && self.write == WriteSide::Open {
+            if self.want_writable && self.write == WriteSide::Open && self.send.room() >= self.want_room {
                 self.want_writable = false;
                 ev.push_back(Event::Writable { id: session });
             }
