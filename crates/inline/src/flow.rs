@@ -33,7 +33,7 @@ pub struct Flow {
     /// toward the client whatever the server answered).
     pub client_sack: bool,
     /// The TLS data path, from the server's SYN-ACK on.
-    pub tls: Option<Box<TlsFlow>>,
+    pub tls: Option<TlsFlow>,
 }
 
 impl Flow {
