@@ -79,7 +79,7 @@ fn wake(key: &FlowKey, backend: SocketAddr, l: &Limits) -> Wake {
 
 /// A flow's counters: its TLS data path's once it has one, else what the TCP setup counted.
 fn flow_counters(f: &Flow) -> (Counters, Counters) {
-    f.tls.as_ref().map_or((f.up, f.down), |t| t.counters())
+    f.counters()
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -607,8 +607,8 @@ impl Engine {
                     mss: None,
                     created: now,
                     last_activity: now,
-                    up: Default::default(),
-                    down: Default::default(),
+                    client_bytes: 0,
+                    server_bytes: 0,
                     client_wscale: None,
                     server_wscale: None,
                     client_sack: false,
@@ -631,7 +631,7 @@ impl Engine {
         }
         let flow = self.flows.get_mut(&key).expect("inserted above");
         flow.last_activity = now;
-        flow.up.outer_bytes += seg.payload.len() as u64;
+        flow.client_bytes += seg.payload.len() as u64;
         let wake = wake(&key, flow.backend, &self.config.limits);
         if let (false, Some(tls)) = (is_syn, flow.tls.as_mut()) {
             // The TLS data path consumes the segment and builds what each side gets.
@@ -769,7 +769,7 @@ impl Engine {
     ) -> bool {
         let Some(flow) = self.flows.get_mut(&key) else { return true };
         flow.last_activity = now;
-        flow.down.inner_bytes += seg.payload.len() as u64;
+        flow.server_bytes += seg.payload.len() as u64;
         let wake = wake(&key, flow.backend, &self.config.limits);
         let (false, Some(tls)) = (seg.syn, flow.tls.as_mut()) else { return false };
         let verdict = tls.server_packet(&wake, now, seg, payload, out);
