@@ -938,6 +938,7 @@ impl Engine {
         }
         self.proxy_health(now);
         let mut panicked = Vec::new();
+        let mut compacted = Vec::new();
         for (key, f) in self.flows.iter_mut() {
             if let Some(tls) = f.tls.as_mut() {
                 let mark = out.len();
@@ -949,11 +950,22 @@ impl Engine {
                     continue;
                 }
                 self.stats.flows_parked += u64::from(!parked && tls.is_parked());
-                self.stats.flows_compacted += u64::from(!compact && tls.is_compact());
+                if !compact && tls.is_compact() {
+                    self.stats.flows_compacted += 1;
+                    compacted.push(*key);
+                }
             }
         }
         for key in panicked {
             self.contain(now, key, None, out);
+        }
+        for key in compacted {
+            // The entry moves too: made at the SYN, among the handshake's short-lived
+            // allocations, it would keep their memory from going back to the system.
+            if let Some(f) = self.flows.get_mut(&key) {
+                let moved = Box::new(Flow { tls: f.tls.take(), ..**f });
+                *f = moved;
+            }
         }
         let expired: Vec<FlowKey> =
             self.flows.iter().filter(|(_, f)| f.deadline(&l) <= now).map(|(k, _)| *k).collect();

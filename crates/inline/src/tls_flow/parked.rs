@@ -59,7 +59,6 @@ pub(super) struct Parked {
     client_window: u16,
     server_window: u16,
     info: Option<SessionInfo>,
-    last_packet: Duration,
 }
 
 impl Live {
@@ -133,8 +132,8 @@ impl Live {
             ack_to_client,
             client_window,
             server_window,
-            info,
-            last_packet,
+            // A new allocation among other parked flows', not among the handshake's.
+            info: info.map(|i| SessionInfo { sni: i.sni.as_deref().map(Box::from), ..i }),
         })
     }
 }
@@ -155,7 +154,6 @@ impl Parked {
             client_window,
             server_window,
             info,
-            last_packet,
         } = self;
         let session = session.resume();
         let live = Live {
@@ -184,7 +182,8 @@ impl Parked {
             session: info,
             mac_failed: false,
             handshake_alert: Vec::new(),
-            last_packet,
+            // Set by the packet that wakes the flow, before anything reads it.
+            last_packet: Duration::ZERO,
             park_after: wake.park_after,
         };
         match session {
