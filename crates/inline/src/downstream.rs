@@ -160,9 +160,9 @@ impl Downstream {
 
     /// The compact form of a quiet path ([`Downstream::is_quiet`]); the path itself back
     /// otherwise.
-    pub fn compact(self) -> Result<CompactDown, Downstream> {
+    pub fn compact(self) -> Result<CompactDown, Box<Downstream>> {
         if !self.is_quiet() {
-            return Err(self);
+            return Err(Box::new(self));
         }
         let Downstream {
             pairs,

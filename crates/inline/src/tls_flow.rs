@@ -166,7 +166,7 @@ impl TlsFlow {
             let live = match p.resume(wake) {
                 Ok(l) | Err(l) => l,
             };
-            self.state = State::Live(Box::new(live));
+            self.state = State::Live(live);
         }
         let State::Live(l) = &mut self.state else { unreachable!("a flow between its two forms") };
         // Established once, keys gone: the parked session could not be rebuilt.
@@ -328,11 +328,11 @@ impl TlsFlow {
             return;
         }
         let State::Live(l) = std::mem::replace(&mut self.state, State::Moving) else { unreachable!() };
-        self.state = match (*l).compact() {
+        self.state = match l.compact() {
             Ok(p) => State::Parked(Box::new(p)),
             // A new allocation, made among other parked flows' rather than in the memory the
             // handshake's short-lived allocations came from, which the allocator can then free.
-            Err(l) => State::Live(Box::new(l)),
+            Err(l) => State::Live(Box::new(*l)),
         };
     }
 }

@@ -199,9 +199,9 @@ impl Upstream {
     }
 
     /// The compact form of a quiet path ([`Upstream::is_quiet`]); the path itself back otherwise.
-    pub fn compact(self) -> Result<CompactUp, Upstream> {
+    pub fn compact(self) -> Result<CompactUp, Box<Upstream>> {
         if !self.is_quiet() {
-            return Err(self);
+            return Err(Box::new(self));
         }
         let Upstream {
             hold: _,

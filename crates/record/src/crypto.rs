@@ -777,10 +777,10 @@ impl RecordLayer {
     /// The compact form of a server's layer: its secrets (TLS 1.3) or raw keys (TLS 1.2) and
     /// sequence numbers, the contexts dropped. The layer itself back when it keeps rustls's key
     /// schedule (no compact form of that).
-    pub fn compact(self) -> Result<CompactLayer, RecordLayer> {
+    pub fn compact(self) -> Result<CompactLayer, Box<RecordLayer>> {
         let (suite, version) = (self.tx.suite(), self.version);
         if !self.is_compactable() {
-            return Err(self);
+            return Err(Box::new(self));
         }
         let (rx_seq, tx_seq) = self.seqs();
         let RecordLayer { rx, tx, kernel, .. } = self;
@@ -791,7 +791,7 @@ impl RecordLayer {
                 iv: [rx.iv, tx.iv],
                 len: rx.raw.1 as u8,
             })),
-            kernel => return Err(RecordLayer { version, rx, tx, kernel }),
+            kernel => return Err(Box::new(RecordLayer { version, rx, tx, kernel })),
         };
         Ok(CompactLayer { suite, version, keys, rx_seq, tx_seq })
     }

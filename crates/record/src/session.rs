@@ -285,7 +285,7 @@ impl Session {
     /// progress — no failure, no alert or close_notify sent, no post-handshake message half
     /// read, the client's stream open, not offloaded — and the key schedule has a compact
     /// form; the session itself back otherwise.
-    pub fn compact(self) -> Result<CompactSession, Session> {
+    pub fn compact(self: Box<Session>) -> Result<CompactSession, Box<Session>> {
         if !self.is_compactable() {
             return Err(self);
         }
@@ -299,11 +299,11 @@ impl Session {
             alert_sent,
             offloaded,
             rx_rekey,
-        } = self;
+        } = *self;
         match layer.compact() {
             Ok(layer) => Ok(CompactSession { layer, tx_key_records, updated_last }),
-            Err(layer) => Err(Session {
-                layer,
+            Err(layer) => Err(Box::new(Session {
+                layer: *layer,
                 rules,
                 tx_key_records,
                 updated_last,
@@ -312,7 +312,7 @@ impl Session {
                 alert_sent,
                 offloaded,
                 rx_rekey,
-            }),
+            })),
         }
     }
 

@@ -72,7 +72,7 @@ impl Live {
     }
 
     /// The compact form of a quiet flow whose session has one; the flow itself back otherwise.
-    pub(super) fn compact(self) -> Result<Parked, Live> {
+    pub(super) fn compact(self: Box<Live>) -> Result<Parked, Box<Live>> {
         if !self.is_quiet() {
             return Err(self);
         }
@@ -93,18 +93,18 @@ impl Live {
             handshake_alert,
             last_packet,
             park_after,
-        } = self;
+        } = *self;
         let Ends { client_mss, server_mss, client_wscale, client_sack, server_sack, checksum, gso, .. } =
             ends;
         let Keys::Records(session) = keys else { unreachable!("a quiet flow has its record layer") };
         let session = match session.compact() {
             Ok(s) => s,
             Err(s) => {
-                return Err(Live {
+                return Err(Box::new(Live {
                     ends,
                     client,
                     server,
-                    keys: Keys::Records(Box::new(s)),
+                    keys: Keys::Records(s),
                     up,
                     down,
                     ack_to_server,
@@ -117,7 +117,7 @@ impl Live {
                     handshake_alert,
                     last_packet,
                     park_after,
-                })
+                }))
             }
         };
         let (Ok(up), Ok(down)) = (up.compact(), down.compact()) else { unreachable!("checked quiet above") };
@@ -141,7 +141,7 @@ impl Live {
 impl Parked {
     /// The working state again, with what `wake` hands back. `Err` carries a flow without keys
     /// (the session could not be rebuilt: a key derivation failed), which can only be reset.
-    pub(super) fn resume(self, wake: &Wake) -> Result<Live, Live> {
+    pub(super) fn resume(self, wake: &Wake) -> Result<Box<Live>, Box<Live>> {
         let Parked {
             ends: Options { client_mss, server_mss, client_wscale, client_sack, server_sack, checksum, gso },
             client,
@@ -187,8 +187,8 @@ impl Parked {
             park_after: wake.park_after,
         };
         match session {
-            Ok(s) => Ok(Live { keys: Keys::Records(Box::new(s)), ..live }),
-            Err(_) => Err(live),
+            Ok(s) => Ok(Box::new(Live { keys: Keys::Records(Box::new(s)), ..live })),
+            Err(_) => Err(Box::new(live)),
         }
     }
 
