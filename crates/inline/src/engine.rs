@@ -215,7 +215,7 @@ fn max_overhead() -> u16 {
 pub struct Engine {
     config: Config,
     /// Boxed: the table's buckets (about twice the flows after a doubling) then hold a pointer
-    /// each instead of a 184-byte `Flow`, which idle flows pay for in every empty bucket.
+    /// each instead of a 128-byte `Flow`, which idle flows pay for in every empty bucket.
     flows: HashMap<FlowKey, Box<Flow>, TableHash>,
     /// Flows in creation order with their creation time, for evicting the oldest half-open
     /// one. Entries whose flow moved on or left are skipped and dropped lazily.
