@@ -12,7 +12,7 @@
 
 use crate::hold::{HeldSegment, HoldQueue, HoldReason};
 use crate::sacked::Sacked;
-use crate::seq_map::{Mapped, SeqMap, SeqMapError};
+use crate::seq_map::{CompactMap, Mapped, SeqMap, SeqMapError};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use thiserror::Error;
@@ -102,7 +102,95 @@ const SPARE_RECORDS: usize = 8;
 /// (RFC 5681's fast retransmit threshold).
 const DUP_ACK_THRESHOLD: u32 = 3;
 
+/// The server → client path of a parked flow ([`Downstream::compact`]): no record unacknowledged,
+/// nothing held, so its offsets, counters and pair table are all there is.
+#[derive(Debug)]
+pub struct CompactDown {
+    pairs: CompactMap,
+    next_inner: u64,
+    outer_acked: u64,
+    window_end: u64,
+    recover: Option<u64>,
+    dup_acks: u32,
+    stats: DownStats,
+}
+
+impl CompactDown {
+    pub fn stats(&self) -> DownStats {
+        self.stats
+    }
+
+    pub fn pairs(&self) -> &CompactMap {
+        &self.pairs
+    }
+
+    /// See [`Downstream::outer_end`].
+    pub fn outer_end(&self) -> u64 {
+        self.pairs.end().0
+    }
+
+    /// The path again, as it was when compacted with these `limits` (its spare record buffers
+    /// gone, as parking drops them).
+    pub fn resume(self, limits: DownLimits) -> Downstream {
+        let CompactDown { pairs, next_inner, outer_acked, window_end, recover, dup_acks, stats } = self;
+        Downstream {
+            pairs: pairs.resume(),
+            sent: VecDeque::new(),
+            sent_bytes: 0,
+            hold: HoldQueue::new(limits.hold_bytes, limits.hold_segments),
+            next_inner,
+            outer_acked,
+            window_end,
+            limits,
+            stats,
+            fin: None,
+            dup_acks,
+            recover,
+            sacked: Sacked::default(),
+            spare: Vec::new(),
+        }
+    }
+}
+
 impl Downstream {
+    /// No record unacknowledged, nothing held, no FIN: [`Downstream::compact`] keeps all of it.
+    pub fn is_quiet(&self) -> bool {
+        self.sent.is_empty() && self.hold.is_empty() && self.fin.is_none() && self.sacked.is_empty()
+    }
+
+    /// The compact form of a quiet path ([`Downstream::is_quiet`]); the path itself back
+    /// otherwise.
+    pub fn compact(self) -> Result<CompactDown, Box<Downstream>> {
+        if !self.is_quiet() {
+            return Err(Box::new(self));
+        }
+        let Downstream {
+            pairs,
+            sent: _,
+            sent_bytes: _,
+            hold: _,
+            next_inner,
+            outer_acked,
+            window_end,
+            limits: _,
+            stats,
+            fin: _,
+            dup_acks,
+            recover,
+            sacked: _,
+            spare: _,
+        } = self;
+        Ok(CompactDown {
+            pairs: pairs.compact(),
+            next_inner,
+            outer_acked,
+            window_end,
+            recover,
+            dup_acks,
+            stats,
+        })
+    }
+
     /// Starts where `pairs` ends; nothing may be sent until [`Downstream::client_ack`] opens a
     /// window.
     pub fn new(pairs: SeqMap, limits: DownLimits) -> Downstream {

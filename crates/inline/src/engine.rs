@@ -22,7 +22,7 @@ use crate::tables::{
     ConnectionRow, Counters, Direction, FlowKey, FlowPath, FlowState, Mode, QueueRow, Release, Report,
     SessionRow, SwitchReason,
 };
-use crate::tls_flow::{Ends, TlsFlow, Verdict};
+use crate::tls_flow::{Ends, TlsFlow, Verdict, Wake};
 use crate::upstream::UpLimits;
 use rustls::ServerConfig;
 use std::collections::{HashMap, VecDeque};
@@ -57,11 +57,29 @@ impl Service {
         }
         SocketAddr::new(self.addr.ip(), self.server_port.unwrap_or(self.addr.port()))
     }
+
+    /// Whether [`Service::backend_for`] may choose `backend`.
+    fn may_send_to(&self, backend: SocketAddr) -> bool {
+        backend == SocketAddr::new(self.addr.ip(), self.server_port.unwrap_or(self.addr.port()))
+            || (self.mode == Mode::Balanced && self.pool.contains(&backend))
+    }
+}
+
+/// What a parked flow needs back to wake: its addresses and the engine's limits.
+fn wake(key: &FlowKey, backend: SocketAddr, l: &Limits) -> Wake {
+    Wake {
+        client: key.client,
+        service: key.server,
+        backend,
+        up: l.up,
+        down: l.down,
+        park_after: l.park_after,
+    }
 }
 
 /// A flow's counters: its TLS data path's once it has one, else what the TCP setup counted.
 fn flow_counters(f: &Flow) -> (Counters, Counters) {
-    f.tls.as_ref().map_or((f.up, f.down), |t| t.counters())
+    f.counters()
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -145,6 +163,9 @@ pub struct Stats {
     /// Times an idle flow was parked (`Limits::park_after`); a flow woken and idle again
     /// counts again.
     pub flows_parked: u64,
+    /// Times a parked flow with nothing in flight was put in its compact form (what resuming
+    /// needs, rebuilt on its next packet): at parking, or once quiet after it.
+    pub flows_compacted: u64,
 }
 
 /// Default per-flow bounds of the data path.
@@ -194,12 +215,8 @@ fn max_overhead() -> u16 {
 pub struct Engine {
     config: Config,
     /// Boxed: the table's buckets (about twice the flows after a doubling) then hold a pointer
-    /// each instead of a 184-byte `Flow`, which idle flows pay for in every empty bucket.
+    /// each instead of a 128-byte `Flow`, which idle flows pay for in every empty bucket.
     flows: HashMap<FlowKey, Box<Flow>, TableHash>,
-    /// (client, backend) → key: finds the flow of a server packet after the port rewrite.
-    /// The value is the flow key's service address (its client is the key's): half the bytes of
-    /// a whole `FlowKey` in every bucket.
-    by_backend: HashMap<(SocketAddr, SocketAddr), SocketAddr, TableHash>,
     /// Flows in creation order with their creation time, for evicting the oldest half-open
     /// one. Entries whose flow moved on or left are skipped and dropped lazily.
     embryonic: VecDeque<(FlowKey, Duration)>,
@@ -226,7 +243,6 @@ impl Engine {
             proxy: Proxy::new(config.limits.proxy),
             config,
             flows: HashMap::default(),
-            by_backend: HashMap::default(),
             embryonic: VecDeque::new(),
             pools: Pools::default(),
             stats: Stats::default(),
@@ -397,9 +413,17 @@ impl Engine {
         key.and_then(|k| self.flows.get(&k)).is_some_and(|f| f.tls.is_some())
     }
 
-    /// The flow of a packet from `backend` to `client`.
+    /// The flow of a packet from `backend` to `client`: keyed by the client and a service
+    /// address, so looked up under each service that sends to `backend` (one, usually). No
+    /// second table keyed by the backend: every flow would pay a bucket of it (some 190 bytes
+    /// per idle flow).
     fn by_backend(&self, client: SocketAddr, backend: SocketAddr) -> Option<FlowKey> {
-        self.by_backend.get(&(client, backend)).map(|&server| FlowKey { client, server })
+        self.config
+            .services
+            .iter()
+            .filter(|s| s.may_send_to(backend))
+            .map(|s| FlowKey { client, server: s.addr })
+            .find(|k| self.flows.get(k).is_some_and(|f| f.backend == backend))
     }
 
     /// [`Engine::handle_packet`] for a packet [`Engine::takes_whole`] accepts, read where it
@@ -490,7 +514,7 @@ impl Engine {
             }
             let Some(flow) = self.flows.get_mut(&key) else { return false };
             match (flow.tls.as_mut(), seg) {
-                (Some(tls), _) => tls.reset(out),
+                (Some(tls), _) => tls.reset(&wake(&key, flow.backend, &self.config.limits), out),
                 // Plain TCP (before the SYN-ACK, or not TLS): one sequence space on both sides,
                 // so the segment in hand places an RST for each.
                 (None, Some(seg)) => {
@@ -583,15 +607,14 @@ impl Engine {
                     mss: None,
                     created: now,
                     last_activity: now,
-                    up: Default::default(),
-                    down: Default::default(),
+                    client_bytes: 0,
+                    server_bytes: 0,
                     client_wscale: None,
                     server_wscale: None,
                     client_sack: false,
                     tls: None,
                 }),
             );
-            self.by_backend.insert((key.client, backend), key.server);
             self.embryonic.push_back((key, now));
             self.trim_embryonic();
             self.stats.flows_created += 1;
@@ -608,10 +631,11 @@ impl Engine {
         }
         let flow = self.flows.get_mut(&key).expect("inserted above");
         flow.last_activity = now;
-        flow.up.outer_bytes += seg.payload.len() as u64;
+        flow.client_bytes += seg.payload.len() as u64;
+        let wake = wake(&key, flow.backend, &self.config.limits);
         if let (false, Some(tls)) = (is_syn, flow.tls.as_mut()) {
             // The TLS data path consumes the segment and builds what each side gets.
-            let verdict = tls.client_packet(now, seg, &pkt[seg.payload.clone()], out);
+            let verdict = tls.client_packet(&wake, now, seg, &pkt[seg.payload.clone()], out);
             if verdict == Verdict::NotTls {
                 // Nothing consumed yet: the flow continues as plain TCP, this packet included.
                 flow.tls = None;
@@ -745,9 +769,10 @@ impl Engine {
     ) -> bool {
         let Some(flow) = self.flows.get_mut(&key) else { return true };
         flow.last_activity = now;
-        flow.down.inner_bytes += seg.payload.len() as u64;
+        flow.server_bytes += seg.payload.len() as u64;
+        let wake = wake(&key, flow.backend, &self.config.limits);
         let (false, Some(tls)) = (seg.syn, flow.tls.as_mut()) else { return false };
-        let verdict = tls.server_packet(now, seg, payload, out);
+        let verdict = tls.server_packet(&wake, now, seg, payload, out);
         self.stats.forwarded += 1;
         if verdict == Verdict::Closed || seg.rst {
             self.remove(&key);
@@ -801,7 +826,7 @@ impl Engine {
             };
             let tls = &self.config.services[flow.service].tls;
             if let Ok(hs) = Handshake::new(tls.clone()) {
-                flow.tls = Some(Box::new(
+                flow.tls = Some(
                     TlsFlow::new(
                         ends,
                         Stream::new(flow.client_isn),
@@ -813,7 +838,7 @@ impl Engine {
                     )
                     .with_release(self.config.services[flow.service].release)
                     .with_park_after(self.config.limits.park_after),
-                ));
+                );
             }
         }
         packet::readdress(&mut pkt, seg, key.server, key.client);
@@ -887,7 +912,6 @@ impl Engine {
 
     fn remove(&mut self, key: &FlowKey) {
         if let Some(flow) = self.flows.remove(key) {
-            self.by_backend.remove(&(key.client, flow.backend));
             // An ended flow's counts stay in the totals.
             let (up, down) = flow_counters(&flow);
             self.stats.up += up;
@@ -914,23 +938,34 @@ impl Engine {
         }
         self.proxy_health(now);
         let mut panicked = Vec::new();
+        let mut compacted = Vec::new();
         for (key, f) in self.flows.iter_mut() {
             if let Some(tls) = f.tls.as_mut() {
                 let mark = out.len();
-                let parked = tls.is_parked();
+                let (parked, compact) = (tls.is_parked(), tls.is_compact());
                 let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tls.timeout(now, out)));
                 if caught.is_err() {
                     out.truncate(mark);
                     panicked.push(*key);
-                } else if !parked && tls.is_parked() {
-                    // Moved to a new allocation, as the session inside it (TlsFlow::park).
-                    f.tls = f.tls.take().map(|t| Box::new(*t));
-                    self.stats.flows_parked += 1;
+                    continue;
+                }
+                self.stats.flows_parked += u64::from(!parked && tls.is_parked());
+                if !compact && tls.is_compact() {
+                    self.stats.flows_compacted += 1;
+                    compacted.push(*key);
                 }
             }
         }
         for key in panicked {
             self.contain(now, key, None, out);
+        }
+        for key in compacted {
+            // The entry moves too: made at the SYN, among the handshake's short-lived
+            // allocations, it would keep their memory from going back to the system.
+            if let Some(f) = self.flows.get_mut(&key) {
+                let moved = Box::new(Flow { tls: f.tls.take(), ..**f });
+                *f = moved;
+            }
         }
         let expired: Vec<FlowKey> =
             self.flows.iter().filter(|(_, f)| f.deadline(&l) <= now).map(|(k, _)| *k).collect();
@@ -946,11 +981,9 @@ impl Engine {
 
     /// A snapshot of the tables (sessions and queues stay empty until the data path exists).
     pub fn report(&self) -> Report {
-        // Each flow's share of the two flow tables (its own `Flow`, boxed, is
+        // Each flow's share of the flow table (its own `Flow`, boxed, is
         // `Flow::state_bytes`): keys, pointers, empty buckets, control bytes.
-        let share = (table_bytes(&self.flows) + table_bytes(&self.by_backend))
-            .checked_div(self.flows.len())
-            .unwrap_or(0);
+        let share = table_bytes(&self.flows).checked_div(self.flows.len()).unwrap_or(0);
         let mut connections: Vec<ConnectionRow> = self
             .flows
             .iter()
@@ -964,16 +997,8 @@ impl Engine {
                     mode: svc.mode,
                     release: svc.release,
                     path: FlowPath::EndToEnd,
-                    pairs_up: f
-                        .tls
-                        .as_ref()
-                        .map(|t| t.upstream().pairs().entries().copied().collect())
-                        .unwrap_or_default(),
-                    pairs_down: f
-                        .tls
-                        .as_ref()
-                        .map(|t| t.downstream().pairs().entries().copied().collect())
-                        .unwrap_or_default(),
+                    pairs_up: f.tls.as_ref().map(|t| t.pairs().0).unwrap_or_default(),
+                    pairs_down: f.tls.as_ref().map(|t| t.pairs().1).unwrap_or_default(),
                     up: flow_counters(f).0,
                     down: flow_counters(f).1,
                     record_seqs: f.tls.as_ref().and_then(|t| t.record_seqs()),
@@ -1012,9 +1037,8 @@ impl Engine {
         let mut queues = Vec::new();
         for c in &connections {
             let Some(t) = self.flows.get(&c.key).and_then(|f| f.tls.as_ref()) else { continue };
-            for (direction, rows) in
-                [(Direction::Up, t.upstream().queue_rows()), (Direction::Down, t.downstream().queue_rows())]
-            {
+            let (up, down) = t.queue_rows();
+            for (direction, rows) in [(Direction::Up, up), (Direction::Down, down)] {
                 queues.extend(rows.into_iter().map(|segment| QueueRow { key: c.key, direction, segment }));
             }
         }

@@ -24,8 +24,10 @@ pub struct Flow {
     pub mss: Option<(u16, u16)>,
     pub created: Duration,
     pub last_activity: Duration,
-    pub up: Counters,
-    pub down: Counters,
+    /// Payload bytes seen from the client and from the server: the counters of a flow without
+    /// a TLS data path (before the SYN-ACK, or passed through), which has its own.
+    pub client_bytes: u64,
+    pub server_bytes: u64,
     /// The window-scale shifts the client's SYN and the server's SYN-ACK offered.
     pub client_wscale: Option<u8>,
     pub server_wscale: Option<u8>,
@@ -33,7 +35,7 @@ pub struct Flow {
     /// toward the client whatever the server answered).
     pub client_sack: bool,
     /// The TLS data path, from the server's SYN-ACK on.
-    pub tls: Option<Box<TlsFlow>>,
+    pub tls: Option<TlsFlow>,
 }
 
 impl Flow {
@@ -44,6 +46,17 @@ impl Flow {
             FlowState::SynSent => self.last_activity + l.syn_timeout,
             FlowState::Closing => self.last_activity + l.closing_timeout,
             _ => self.last_activity + l.idle_timeout,
+        }
+    }
+
+    /// Counters for the connection table: (client → server, server → client).
+    pub fn counters(&self) -> (Counters, Counters) {
+        match &self.tls {
+            Some(t) => t.counters(),
+            None => (
+                Counters { outer_bytes: self.client_bytes, ..Counters::default() },
+                Counters { inner_bytes: self.server_bytes, ..Counters::default() },
+            ),
         }
     }
 

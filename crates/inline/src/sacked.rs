@@ -33,6 +33,10 @@ impl Sacked {
         self.0.iter().copied().find(|&(s, e)| s <= at && at < e)
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn state_bytes(&self) -> usize {
         std::mem::size_of_val(&*self.0)
     }

@@ -82,7 +82,52 @@ pub struct SeqMap {
     cap: usize,
 }
 
+/// A table of a parked flow ([`SeqMap::compact`]): its entries without spare room.
+#[derive(Debug)]
+pub struct CompactMap {
+    entries: Box<[Entry]>,
+    base_outer: u64,
+    base_inner: u64,
+    cap: u32,
+}
+
+impl CompactMap {
+    pub fn entries(&self) -> impl ExactSizeIterator<Item = &Entry> {
+        self.entries.iter()
+    }
+
+    /// Heap bytes (the entries).
+    pub fn state_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.entries)
+    }
+
+    /// See [`SeqMap::end`].
+    pub fn end(&self) -> (u64, u64) {
+        self.entries.last().map_or((self.base_outer, self.base_inner), |e| (e.outer_end(), e.inner_end()))
+    }
+
+    /// The table again, as it was.
+    pub fn resume(self) -> SeqMap {
+        SeqMap {
+            entries: self.entries.into_vec().into(),
+            base_outer: self.base_outer,
+            base_inner: self.base_inner,
+            cap: self.cap as usize,
+        }
+    }
+}
+
 impl SeqMap {
+    /// The table of a flow being parked: the same entries and bases, no spare room.
+    pub fn compact(self) -> CompactMap {
+        CompactMap {
+            entries: Vec::from(self.entries).into_boxed_slice(),
+            base_outer: self.base_outer,
+            base_inner: self.base_inner,
+            cap: u32::try_from(self.cap).unwrap_or(u32::MAX),
+        }
+    }
+
     /// A table whose streams start at the given offsets, holding at most `cap` entries.
     pub fn new(base_outer: u64, base_inner: u64, cap: usize) -> SeqMap {
         SeqMap { entries: VecDeque::new(), base_outer, base_inner, cap }

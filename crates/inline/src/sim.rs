@@ -159,6 +159,8 @@ pub struct Summary {
     pub full_proxy: u64,
     /// Times the engine parked an idle flow (`SimConfig::park_after`).
     pub parked: u64,
+    /// Of them, times a flow was put in its compact form (nothing in flight).
+    pub compacted: u64,
 }
 
 impl Summary {
@@ -730,6 +732,7 @@ pub fn run(cfg: &SimConfig, server_tls: Arc<ServerConfig>, client_tls: Arc<Clien
     sum.bytes_up = sum.bytes_down;
     let proxy = bridge.engine().stats().proxy;
     sum.parked = bridge.engine().stats().flows_parked;
+    sum.compacted = bridge.engine().stats().flows_compacted;
     sum.full_proxy = proxy.switched_window + proxy.switched_flow_table + proxy.switched_hello_window;
     sum.peak_state_per_flow = sum.peak_state_per_flow.max(report.peak_flow_state());
     for row in &report.connections {

@@ -7,13 +7,19 @@
 //! the server's plaintext (inner) and the records the client sees (outer); `seq::Stream` turns
 //! them into offsets and back.
 
-use crate::downstream::{DownError, DownLimits, Downstream, Send};
+mod parked;
+
+use crate::downstream::{DownError, DownLimits, DownStats, Downstream, Send};
 use crate::handshake::{Handshake, Progress, HANDSHAKE_STATE_BYTES};
+use crate::hold::HeldSegment;
 use crate::packet::{sack_option_len, Build, Control, Segment, TcpChecksum, MAX_SACK_BLOCKS};
 use crate::seq::{Seq, Stream};
+use crate::seq_map::Entry;
 use crate::seq_map::SeqMap;
 use crate::tables::{Counters, Release};
-use crate::upstream::{Up, UpError, UpLimits, Upstream};
+use crate::upstream::{Up, UpError, UpLimits, UpStats, Upstream};
+use parked::Parked;
+pub use parked::Wake;
 use rustls::{CipherSuite, ProtocolVersion};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -26,7 +32,7 @@ const MAX_BACKOFF: u32 = 6;
 /// Sequence pairs per direction.
 const PAIRS: usize = 4096;
 /// The default of `engine::Limits::park_after`: an established flow without a packet for this
-/// long is parked ([`TlsFlow::park`]): its AEAD contexts dropped (rebuilt from the raw keys on
+/// long is parked ([`Live::park`]): its AEAD contexts dropped (rebuilt from the raw keys on
 /// the next record, a key expansion per direction) and its queues' spare room given back. Long enough that a busy flow never pays
 /// the rebuild per packet; short against the minutes an idle connection stays open.
 pub const PARK_AFTER: Duration = Duration::from_millis(500);
@@ -65,6 +71,270 @@ pub struct Ends {
     /// Records go to the client as one packet each, larger than the MTU, which the link cuts at
     /// the client's MSS (`Engine::set_segmentation_offload`).
     pub gso: bool,
+}
+
+/// The connection table's counters from each path's own and where its pair table ends.
+fn counters(
+    us: UpStats,
+    ds: DownStats,
+    (up_outer, up_inner): (u64, u64),
+    (down_outer, down_inner): (u64, u64),
+) -> (Counters, Counters) {
+    (
+        Counters {
+            outer_bytes: up_outer - 1,
+            inner_bytes: up_inner - 1,
+            records: us.records,
+            retransmissions: us.retransmitted,
+            before_tag: us.before_tag,
+        },
+        Counters {
+            outer_bytes: down_outer - 1,
+            inner_bytes: down_inner - 1,
+            records: ds.records,
+            retransmissions: ds.retransmitted,
+            before_tag: 0,
+        },
+    )
+}
+
+/// The TLS data path of one flow: working, or parked in its compact form ([`parked`]).
+pub struct TlsFlow {
+    state: State,
+}
+
+enum State {
+    Live(Box<Live>),
+    Parked(Box<Parked>),
+    /// Only while the flow moves from one form to the other.
+    Moving,
+}
+
+impl std::fmt::Debug for TlsFlow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.get() {
+            Ok(l) => l.fmt(f),
+            Err(p) => f.debug_struct("Parked").field("session", &p.session()).finish(),
+        }
+    }
+}
+
+impl TlsFlow {
+    pub fn new(
+        ends: Ends,
+        client: Stream,
+        server: Stream,
+        hs: Handshake,
+        server_window: u16,
+        up: UpLimits,
+        down: DownLimits,
+    ) -> TlsFlow {
+        TlsFlow { state: State::Live(Box::new(Live::new(ends, client, server, hs, server_window, up, down))) }
+    }
+
+    fn map_live(self, f: impl FnOnce(Live) -> Live) -> TlsFlow {
+        match self.state {
+            State::Live(l) => TlsFlow { state: State::Live(Box::new(f(*l))) },
+            state => TlsFlow { state },
+        }
+    }
+
+    /// The working state, or the parked one.
+    fn get(&self) -> Result<&Live, &Parked> {
+        match &self.state {
+            State::Live(l) => Ok(l),
+            State::Parked(p) => Err(p),
+            State::Moving => unreachable!("a flow between its two forms"),
+        }
+    }
+
+    /// Parks the flow once established and without a packet for `after` (`None`: never).
+    pub fn with_park_after(self, after: Option<Duration>) -> TlsFlow {
+        self.map_live(|l| l.with_park_after(after))
+    }
+
+    /// Sets when client plaintext reaches the server (before any client data).
+    pub fn with_release(self, release: Release) -> TlsFlow {
+        self.map_live(|l| l.with_release(release))
+    }
+
+    /// The working state, rebuilt first when parked. `Err`: the session could not be rebuilt;
+    /// the flow keeps only what resets it.
+    fn live(&mut self, wake: &Wake) -> Result<&mut Live, &mut Live> {
+        if let State::Parked(_) = self.state {
+            let State::Parked(p) = std::mem::replace(&mut self.state, State::Moving) else { unreachable!() };
+            let live = match p.resume(wake) {
+                Ok(l) | Err(l) => l,
+            };
+            self.state = State::Live(live);
+        }
+        let State::Live(l) = &mut self.state else { unreachable!("a flow between its two forms") };
+        // Established once, keys gone: the parked session could not be rebuilt.
+        if matches!(l.keys, Keys::Gone) && l.session.is_some() {
+            return Err(l);
+        }
+        Ok(l)
+    }
+
+    pub fn is_established(&self) -> bool {
+        match self.get() {
+            Ok(l) => l.is_established(),
+            Err(_) => true,
+        }
+    }
+
+    pub fn session(&self) -> Option<&SessionInfo> {
+        match self.get() {
+            Ok(l) => l.session(),
+            Err(p) => p.session(),
+        }
+    }
+
+    /// The two pair tables' entries (client → server, server → client), for the connection table.
+    pub fn pairs(&self) -> (Vec<Entry>, Vec<Entry>) {
+        match self.get() {
+            Ok(l) => (l.up.pairs().entries().copied().collect(), l.down.pairs().entries().copied().collect()),
+            Err(p) => p.pairs(),
+        }
+    }
+
+    /// Queue-state rows (client → server, server → client); none while parked.
+    pub fn queue_rows(&self) -> (Vec<HeldSegment>, Vec<HeldSegment>) {
+        match self.get() {
+            Ok(l) => (l.up.queue_rows(), l.down.queue_rows()),
+            Err(_) => (Vec::new(), Vec::new()),
+        }
+    }
+
+    pub fn record_seqs(&self) -> Option<(u64, u64)> {
+        match self.get() {
+            Ok(l) => l.record_seqs(),
+            Err(p) => Some(p.record_seqs()),
+        }
+    }
+
+    /// The flow's next timer: the retransmission timeout, or when it is parked.
+    pub fn deadline(&self) -> Option<Duration> {
+        match self.get() {
+            Ok(l) => l.deadline(),
+            Err(_) => None,
+        }
+    }
+
+    /// Whether the flow is parked: compact, or its AEAD contexts dropped until the next record.
+    pub fn is_parked(&self) -> bool {
+        match self.get() {
+            Ok(l) => l.is_parked(),
+            Err(_) => true,
+        }
+    }
+
+    /// Whether the flow is parked in its compact form.
+    pub fn is_compact(&self) -> bool {
+        self.get().is_err()
+    }
+
+    pub fn mac_failed(&self) -> bool {
+        match self.get() {
+            Ok(l) => l.mac_failed(),
+            Err(_) => false,
+        }
+    }
+
+    pub fn counters(&self) -> (Counters, Counters) {
+        match self.get() {
+            Ok(l) => l.counters(),
+            Err(p) => p.counters(),
+        }
+    }
+
+    /// Bytes of state the flow holds beyond this handle, heap included (see
+    /// [`Live::state_bytes`], [`Parked::state_bytes`]).
+    pub fn state_bytes(&self) -> usize {
+        match self.get() {
+            Ok(l) => l.state_bytes(),
+            Err(p) => p.state_bytes(),
+        }
+    }
+
+    pub fn client_mss(&self) -> u16 {
+        match self.get() {
+            Ok(l) => l.client_mss(),
+            Err(p) => p.client_mss(),
+        }
+    }
+
+    /// See [`Live::at_first_client_byte`]; never for an established flow.
+    pub fn at_first_client_byte(&self, seg: &Segment, payload: &[u8]) -> bool {
+        match self.get() {
+            Ok(l) => l.at_first_client_byte(seg, payload),
+            Err(_) => false,
+        }
+    }
+
+    /// A client segment (not a SYN): see [`Live::client_packet`]. A parked flow wakes with
+    /// what `wake` hands back.
+    pub fn client_packet(
+        &mut self,
+        wake: &Wake,
+        now: Duration,
+        seg: &Segment,
+        payload: &[u8],
+        out: &mut Vec<Vec<u8>>,
+    ) -> Verdict {
+        match self.live(wake) {
+            Ok(l) => l.client_packet(now, seg, payload, out),
+            Err(l) => {
+                l.reset(out);
+                Verdict::Closed
+            }
+        }
+    }
+
+    /// A server segment (not the SYN-ACK): see [`Live::server_packet`].
+    pub fn server_packet(
+        &mut self,
+        wake: &Wake,
+        now: Duration,
+        seg: &Segment,
+        payload: &[u8],
+        out: &mut Vec<Vec<u8>>,
+    ) -> Verdict {
+        match self.live(wake) {
+            Ok(l) => l.server_packet(now, seg, payload, out),
+            Err(l) => {
+                l.reset(out);
+                Verdict::Closed
+            }
+        }
+    }
+
+    /// RST to both sides, as they stand.
+    pub fn reset(&mut self, wake: &Wake, out: &mut Vec<Vec<u8>>) {
+        match self.live(wake) {
+            Ok(l) | Err(l) => l.reset(out),
+        }
+    }
+
+    /// The flow's timers (a parked flow has none). An established flow idle for its
+    /// `park_after` is parked: compact when quiet, else its AEAD contexts dropped (and compacted
+    /// once quiet, at the next instant its deadline names). True when the flow was parked now.
+    pub fn timeout(&mut self, now: Duration, out: &mut Vec<Vec<u8>>) {
+        let State::Live(l) = &mut self.state else { return };
+        let was_parked = l.is_parked();
+        l.timeout(now, out);
+        let compact = l.park_due(now) && l.is_quiet();
+        if !compact && (was_parked || !l.is_parked()) {
+            return;
+        }
+        let State::Live(l) = std::mem::replace(&mut self.state, State::Moving) else { unreachable!() };
+        self.state = match l.compact() {
+            Ok(p) => State::Parked(Box::new(p)),
+            // A new allocation, made among other parked flows' rather than in the memory the
+            // handshake's short-lived allocations came from, which the allocator can then free.
+            Err(l) => State::Live(Box::new(*l)),
+        };
+    }
 }
 
 enum Keys {
@@ -116,7 +386,7 @@ pub enum Verdict {
     NotTls,
 }
 
-pub struct TlsFlow {
+struct Live {
     ends: Ends,
     client: Stream,
     server: Stream,
@@ -137,7 +407,7 @@ pub struct TlsFlow {
     /// The flow failed on a client record whose tag did not verify.
     mac_failed: bool,
     /// What rustls wrote to the client when the handshake failed (its fatal alert), sent by
-    /// [`TlsFlow::fail`] before the RST.
+    /// [`Live::fail`] before the RST.
     handshake_alert: Vec<u8>,
     /// When the last packet of either side arrived, and how long after it the flow is parked
     /// (`None`: never).
@@ -145,13 +415,13 @@ pub struct TlsFlow {
     park_after: Option<Duration>,
 }
 
-impl std::fmt::Debug for TlsFlow {
+impl std::fmt::Debug for Live {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsFlow").field("ends", &self.ends).field("session", &self.session).finish()
+        f.debug_struct("Live").field("ends", &self.ends).field("session", &self.session).finish()
     }
 }
 
-impl TlsFlow {
+impl Live {
     pub fn new(
         ends: Ends,
         client: Stream,
@@ -160,8 +430,8 @@ impl TlsFlow {
         server_window: u16,
         up: UpLimits,
         down: DownLimits,
-    ) -> TlsFlow {
-        TlsFlow {
+    ) -> Live {
+        Live {
             ends,
             client,
             server,
@@ -182,13 +452,13 @@ impl TlsFlow {
     }
 
     /// Parks the flow once established and without a packet for `after` (`None`: never).
-    pub fn with_park_after(mut self, after: Option<Duration>) -> TlsFlow {
+    pub fn with_park_after(mut self, after: Option<Duration>) -> Live {
         self.park_after = after;
         self
     }
 
     /// Sets when client plaintext reaches the server (before any client data).
-    pub fn with_release(mut self, release: Release) -> TlsFlow {
+    pub fn with_release(mut self, release: Release) -> Live {
         self.up = self.up.with_release(release);
         self
     }
@@ -201,14 +471,6 @@ impl TlsFlow {
         self.session.as_ref()
     }
 
-    pub fn upstream(&self) -> &Upstream {
-        &self.up
-    }
-
-    pub fn downstream(&self) -> &Downstream {
-        &self.down
-    }
-
     pub fn record_seqs(&self) -> Option<(u64, u64)> {
         match &self.keys {
             Keys::Records(l) => Some(l.seqs()),
@@ -216,13 +478,21 @@ impl TlsFlow {
         }
     }
 
-    /// The flow's next timer: the retransmission timeout, or when it is parked.
+    /// The flow's next timer: the retransmission timeout, or when it is parked (its contexts
+    /// dropped, or compacted once quiet).
     pub fn deadline(&self) -> Option<Duration> {
         let park = match &self.keys {
-            Keys::Records(s) if !s.parked() => self.park_after.map(|a| self.last_packet + a),
+            Keys::Records(s) if !s.parked() || self.is_quiet() => {
+                self.park_after.map(|a| self.last_packet + a)
+            }
             _ => None,
         };
         self.rto.map(|(d, _)| d).into_iter().chain(park).min()
+    }
+
+    /// Established and without a packet for `park_after`.
+    fn park_due(&self, now: Duration) -> bool {
+        self.park_after.is_some_and(|a| now >= self.last_packet + a) && self.is_established()
     }
 
     /// Whether the flow is parked (its AEAD contexts dropped until the next record).
@@ -259,25 +529,7 @@ impl TlsFlow {
     /// are those the record layer released or sealed; outer bytes those sent to the client
     /// (records, the engine's own included) or received from it in order.
     pub fn counters(&self) -> (Counters, Counters) {
-        let (us, ds) = (self.up.stats(), self.down.stats());
-        let (up_outer, up_inner) = self.up.pairs().end();
-        let (down_outer, down_inner) = self.down.pairs().end();
-        (
-            Counters {
-                outer_bytes: up_outer - 1,
-                inner_bytes: up_inner - 1,
-                records: us.records,
-                retransmissions: us.retransmitted,
-                before_tag: us.before_tag,
-            },
-            Counters {
-                outer_bytes: down_outer - 1,
-                inner_bytes: down_inner - 1,
-                records: ds.records,
-                retransmissions: ds.retransmitted,
-                before_tag: 0,
-            },
-        )
+        counters(self.up.stats(), self.down.stats(), self.up.pairs().end(), self.down.pairs().end())
     }
 
     /// Bytes of state the flow holds, heap included: the queues, the session (its keys,
@@ -292,7 +544,7 @@ impl TlsFlow {
         let info = self.session.as_ref().and_then(|i| i.sni.as_ref()).map_or(0, |sni| sni.len());
         self.up.state_bytes()
             + self.down.state_bytes()
-            + std::mem::size_of::<TlsFlow>()
+            + std::mem::size_of::<Live>()
             + keys
             + info
             + self.handshake_alert.capacity()

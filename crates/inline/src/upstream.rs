@@ -23,7 +23,7 @@ use crate::cut::{CutRecord, Ending};
 use crate::handshake::{Handshake, HandshakeError, Progress};
 use crate::hold::{HeldSegment, HoldError, HoldQueue, HoldReason};
 use crate::sacked::Sacked;
-use crate::seq_map::{Mapped, SeqMap, SeqMapError};
+use crate::seq_map::{CompactMap, Mapped, SeqMap, SeqMapError};
 use crate::tables::Release;
 use std::collections::VecDeque;
 use thiserror::Error;
@@ -135,7 +135,103 @@ pub struct Upstream {
     sacked: Sacked,
 }
 
+/// The client → server path of a parked flow ([`Upstream::compact`]): nothing held, in flight
+/// or half-framed, so its offsets, counters and pair table are all there is.
+#[derive(Debug)]
+pub struct CompactUp {
+    pairs: CompactMap,
+    next: u64,
+    released_end: u64,
+    inner_acked: u64,
+    outer_acked: u64,
+    resent_to: u64,
+    stats: UpStats,
+    release: Release,
+}
+
+impl CompactUp {
+    pub fn stats(&self) -> UpStats {
+        self.stats
+    }
+
+    pub fn pairs(&self) -> &CompactMap {
+        &self.pairs
+    }
+
+    /// Where the server's stream ends (see [`Upstream::inner_end`]).
+    pub fn inner_end(&self) -> u64 {
+        self.released_end
+    }
+
+    /// The path again, as it was when compacted with these `limits`.
+    pub fn resume(self, limits: UpLimits) -> Upstream {
+        let CompactUp { pairs, next, released_end, inner_acked, outer_acked, resent_to, stats, release } =
+            self;
+        Upstream {
+            hold: HoldQueue::new(limits.hold_bytes, limits.hold_segments),
+            framer: Framer::new(next, limits.record_limit),
+            release,
+            record: None,
+            pairs: pairs.resume(),
+            unacked: VecDeque::new(),
+            released_end,
+            unacked_bytes: 0,
+            inner_acked,
+            outer_acked,
+            limits,
+            stats,
+            fin: None,
+            resent_to,
+            sacked: Sacked::default(),
+        }
+    }
+}
+
 impl Upstream {
+    /// Nothing held, in flight or half-framed, no FIN: [`Upstream::compact`] keeps all of it.
+    pub fn is_quiet(&self) -> bool {
+        self.hold.is_empty()
+            && self.framer.at_boundary()
+            && self.record.is_none()
+            && self.unacked.is_empty()
+            && self.fin.is_none()
+            && self.sacked.is_empty()
+    }
+
+    /// The compact form of a quiet path ([`Upstream::is_quiet`]); the path itself back otherwise.
+    pub fn compact(self) -> Result<CompactUp, Box<Upstream>> {
+        if !self.is_quiet() {
+            return Err(Box::new(self));
+        }
+        let Upstream {
+            hold: _,
+            framer,
+            release,
+            record: _,
+            pairs,
+            unacked: _,
+            released_end,
+            unacked_bytes: _,
+            inner_acked,
+            outer_acked,
+            limits: _,
+            stats,
+            fin: _,
+            resent_to,
+            sacked: _,
+        } = self;
+        Ok(CompactUp {
+            pairs: pairs.compact(),
+            next: framer.offset(),
+            released_end,
+            inner_acked,
+            outer_acked,
+            resent_to,
+            stats,
+            release,
+        })
+    }
+
     /// Starts where `pairs` ends (after the handshake records the engine consumed).
     pub fn new(pairs: SeqMap, limits: UpLimits) -> Upstream {
         let (outer, inner) = pairs.end();

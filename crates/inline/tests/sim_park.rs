@@ -23,6 +23,7 @@ fn flows_parked_between_bursts_of_an_impaired_transfer_run_as_without_parking() 
             for park in [1u64, 30] {
                 let s = run(suite, &SimConfig { park_after: Some(Duration::from_millis(park)), ..cfg });
                 assert!(s.parked > 0, "flows were parked: {s}");
+                assert!(s.compacted > 0, "parked flows were compacted: {s}");
                 let same = |s: &tlsgate_inline::sim::Summary| {
                     (s.records_up, s.records_down, s.retransmissions, s.sim_time)
                 };

@@ -156,6 +156,20 @@ impl RecordKey {
         iv: [u8; NONCE_LEN],
         seq: u64,
     ) -> Result<RecordKey, CryptoError> {
+        let mut k = RecordKey::unbuilt(version, suite, key, iv, seq)?;
+        k.aead()?;
+        Ok(k)
+    }
+
+    /// A key from raw parts whose AEAD context is built on its first record (as after
+    /// [`RecordKey::park`]).
+    fn unbuilt(
+        version: Version,
+        suite: Suite,
+        key: &[u8],
+        iv: [u8; NONCE_LEN],
+        seq: u64,
+    ) -> Result<RecordKey, CryptoError> {
         let alg = match suite {
             Suite::Aes128Gcm if key.len() == 16 => &aead::AES_128_GCM,
             Suite::Aes256Gcm if key.len() == 32 => &aead::AES_256_GCM,
@@ -164,11 +178,10 @@ impl RecordKey {
         };
         let mut raw = [0u8; 32];
         raw[..key.len()].copy_from_slice(key);
-        let key = UnboundKey::new(alg, key).map_err(|_| CryptoError::Unsupported)?;
         Ok(RecordKey {
             version,
             alg,
-            key: Some(LessSafeKey::new(key)),
+            key: None,
             raw: (raw, alg.key_len()),
             stream: None,
             iv,
@@ -189,6 +202,16 @@ impl RecordKey {
     pub fn heap_bytes(&self) -> usize {
         self.key.as_ref().map_or(0, |_| AEAD_CONTEXT_BYTES)
             + self.stream.as_ref().map_or(0, |_| CONTEXT_BYTES)
+    }
+
+    fn suite(&self) -> Suite {
+        if self.alg == &aead::AES_128_GCM {
+            Suite::Aes128Gcm
+        } else if self.alg == &aead::AES_256_GCM {
+            Suite::Aes256Gcm
+        } else {
+            Suite::Chacha20Poly1305
+        }
     }
 
     /// The AEAD context, rebuilt from the raw key after [`RecordKey::park`].
@@ -602,6 +625,93 @@ impl RecordKeyParts {
     }
 }
 
+/// A server's record layer reduced to what rebuilds it ([`RecordLayer::compact`]): TLS 1.3 keeps
+/// its two traffic secrets (the keys and IVs are derived from them again, RFC 8446 §7.3), TLS 1.2
+/// the raw keys and IVs; both the two sequence numbers.
+pub struct CompactLayer {
+    suite: Suite,
+    version: Version,
+    keys: CompactKeys,
+    rx_seq: u64,
+    tx_seq: u64,
+}
+
+enum CompactKeys {
+    Secrets(Box<TrafficSecrets>),
+    Raw(Box<RawKeys>),
+}
+
+/// TLS 1.2's keys and IVs (receive, transmit); wiped on drop.
+struct RawKeys {
+    key: [[u8; 32]; 2],
+    iv: [[u8; NONCE_LEN]; 2],
+    len: u8,
+}
+
+impl Drop for RawKeys {
+    fn drop(&mut self) {
+        self.key = [[0; 32]; 2];
+        self.iv = [[0; NONCE_LEN]; 2];
+        // Keeps the wipe of memory about to be freed from being optimised away.
+        std::hint::black_box(&mut self.key);
+        std::hint::black_box(&mut self.iv);
+    }
+}
+
+impl std::fmt::Debug for CompactLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never a key or secret.
+        f.debug_struct("CompactLayer").field("rx_seq", &self.rx_seq).field("tx_seq", &self.tx_seq).finish()
+    }
+}
+
+impl CompactLayer {
+    /// Next sequence numbers (receive, transmit).
+    pub fn seqs(&self) -> (u64, u64) {
+        (self.rx_seq, self.tx_seq)
+    }
+
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// Heap bytes held beyond its own size.
+    pub fn heap_bytes(&self) -> usize {
+        match &self.keys {
+            CompactKeys::Secrets(_) => std::mem::size_of::<TrafficSecrets>(),
+            CompactKeys::Raw(_) => std::mem::size_of::<RawKeys>(),
+        }
+    }
+
+    /// The record layer again, its AEAD contexts built on the next record (as after
+    /// [`RecordLayer::park`]).
+    pub fn resume(self) -> Result<RecordLayer, CryptoError> {
+        let CompactLayer { suite, version, keys, rx_seq, tx_seq } = self;
+        let key = |key: &[u8], iv, seq| RecordKey::unbuilt(version, suite, key, iv, seq);
+        match keys {
+            CompactKeys::Secrets(t) => {
+                let (rk, rlen, riv) = t.rx_keys().ok_or_else(derive_failed)?;
+                let (tk, tlen, tiv) = t.tx_keys().ok_or_else(derive_failed)?;
+                Ok(RecordLayer {
+                    version,
+                    rx: key(&rk[..rlen], riv, rx_seq)?,
+                    tx: key(&tk[..tlen], tiv, tx_seq)?,
+                    kernel: KeySchedule::Secrets(t),
+                })
+            }
+            CompactKeys::Raw(r) => {
+                let len = usize::from(r.len);
+                Ok(RecordLayer {
+                    version,
+                    rx: key(&r.key[0][..len], r.iv[0], rx_seq)?,
+                    tx: key(&r.key[1][..len], r.iv[1], tx_seq)?,
+                    kernel: KeySchedule::Tls12,
+                })
+            }
+        }
+    }
+}
+
 /// The record layer of one flow: both keys and rustls's key schedule for updates.
 pub struct RecordLayer {
     version: Version,
@@ -672,6 +782,34 @@ impl RecordLayer {
     pub fn park(&mut self) {
         self.rx.park();
         self.tx.park();
+    }
+
+    /// Whether [`RecordLayer::compact`] would succeed: a compact key schedule, one suite.
+    pub fn is_compactable(&self) -> bool {
+        matches!(self.kernel, KeySchedule::Secrets(_) | KeySchedule::Tls12)
+            && self.rx.suite() == self.tx.suite()
+    }
+
+    /// The compact form of a server's layer: its secrets (TLS 1.3) or raw keys (TLS 1.2) and
+    /// sequence numbers, the contexts dropped. The layer itself back when it keeps rustls's key
+    /// schedule (no compact form of that).
+    pub fn compact(self) -> Result<CompactLayer, Box<RecordLayer>> {
+        let (suite, version) = (self.tx.suite(), self.version);
+        if !self.is_compactable() {
+            return Err(Box::new(self));
+        }
+        let (rx_seq, tx_seq) = self.seqs();
+        let RecordLayer { rx, tx, kernel, .. } = self;
+        let keys = match kernel {
+            KeySchedule::Secrets(t) => CompactKeys::Secrets(t),
+            KeySchedule::Tls12 => CompactKeys::Raw(Box::new(RawKeys {
+                key: [rx.raw.0, tx.raw.0],
+                iv: [rx.iv, tx.iv],
+                len: rx.raw.1 as u8,
+            })),
+            kernel => return Err(Box::new(RecordLayer { version, rx, tx, kernel })),
+        };
+        Ok(CompactLayer { suite, version, keys, rx_seq, tx_seq })
     }
 
     /// Whether both AEAD contexts are dropped (until the next record).

@@ -22,7 +22,7 @@ pub mod rules;
 #[cfg(test)]
 mod tests;
 
-use crate::crypto::{CryptoError, RecordLayer, Version};
+use crate::crypto::{CompactLayer, CryptoError, RecordLayer, Version};
 use crate::frame::{ContentType, FrameError, Header, MAX_PLAINTEXT};
 use crate::stream::StreamOpener;
 pub use rules::{Outcome, Reason, Role, Rules, Side};
@@ -75,6 +75,39 @@ pub enum Received {
     Nothing,
     /// The client sent close_notify (now or before): its stream has ended.
     Closed,
+}
+
+/// An idle server session reduced to what resumes it ([`Session::compact`]): the record layer's
+/// compact form and the transmit key's record count. About 40 bytes beside the secrets (or TLS
+/// 1.2's keys), where a session is some 340.
+#[derive(Debug)]
+pub struct CompactSession {
+    layer: CompactLayer,
+    tx_key_records: u64,
+    updated_last: bool,
+}
+
+impl CompactSession {
+    /// Next record sequence numbers (receive, transmit).
+    pub fn seqs(&self) -> (u64, u64) {
+        self.layer.seqs()
+    }
+
+    /// Heap bytes this form holds beyond its own size (the secrets or keys).
+    pub fn heap_bytes(&self) -> usize {
+        self.layer.heap_bytes()
+    }
+
+    /// The session again, as it was when compacted (its AEAD contexts built on the next
+    /// record, as after [`Session::park`]).
+    pub fn resume(self) -> Result<Session, Fatal> {
+        let CompactSession { layer, tx_key_records, updated_last } = self;
+        let layer = layer.resume().map_err(|e| Fatal::from(Reason::KeySchedule(e.to_string())))?;
+        let mut s = Session::new(layer);
+        s.tx_key_records = tx_key_records;
+        s.updated_last = updated_last;
+        Ok(s)
+    }
 }
 
 /// One connection's session after the handshake. See the module docs.
@@ -234,6 +267,53 @@ impl Session {
 
     pub fn parked(&self) -> bool {
         self.layer.parked()
+    }
+
+    /// Whether [`Session::compact`] would succeed.
+    pub fn is_compactable(&self) -> bool {
+        self.failed.is_none()
+            && !self.alert_sent
+            && !self.close_sent
+            && !self.offloaded
+            && !self.rx_rekey
+            && self.rules.is_fresh()
+            && self.role() == Role::Server
+            && self.layer.is_compactable()
+    }
+
+    /// The compact form of an idle server session ([`CompactSession`]): only when nothing is in
+    /// progress — no failure, no alert or close_notify sent, no post-handshake message half
+    /// read, the client's stream open, not offloaded — and the key schedule has a compact
+    /// form; the session itself back otherwise.
+    pub fn compact(self: Box<Session>) -> Result<CompactSession, Box<Session>> {
+        if !self.is_compactable() {
+            return Err(self);
+        }
+        let Session {
+            layer,
+            rules,
+            tx_key_records,
+            updated_last,
+            close_sent,
+            failed,
+            alert_sent,
+            offloaded,
+            rx_rekey,
+        } = *self;
+        match layer.compact() {
+            Ok(layer) => Ok(CompactSession { layer, tx_key_records, updated_last }),
+            Err(layer) => Err(Box::new(Session {
+                layer: *layer,
+                rules,
+                tx_key_records,
+                updated_last,
+                close_sent,
+                failed,
+                alert_sent,
+                offloaded,
+                rx_rekey,
+            })),
+        }
     }
 
     /// Whether rustls's key schedule is kept (not the compact one of [`crate::traffic`]).

@@ -175,6 +175,16 @@ impl TrafficSecrets {
         self.suite
     }
 
+    /// The current receive key and IV (of the client's secret as it stands).
+    pub fn rx_keys(&self) -> Option<([u8; 32], usize, [u8; 12])> {
+        traffic_keys(self.suite, &self.rx)
+    }
+
+    /// The current transmit key and IV.
+    pub fn tx_keys(&self) -> Option<([u8; 32], usize, [u8; 12])> {
+        traffic_keys(self.suite, &self.tx)
+    }
+
     /// The next receive key and IV: the client's key update (RFC 8446 §4.6.3, §7.2).
     pub fn update_rx(&mut self) -> Option<([u8; 32], usize, [u8; 12])> {
         self.rx = self.rx.next()?;

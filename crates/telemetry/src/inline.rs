@@ -187,7 +187,7 @@ pub fn json(v: &InlineView) -> Value {
             "syn_dropped": e.syn_dropped, "midstream": e.midstream, "flows_expired": e.flows_expired,
             "flows_reset": e.flows_reset, "orphan_server_data": e.orphan_server_data,
             "not_tls": e.not_tls, "mac_failures": e.mac_failures, "flows_panicked": e.flows_panicked,
-            "flows_parked": e.flows_parked,
+            "flows_parked": e.flows_parked, "flows_compacted": e.flows_compacted,
             "embryonic_evicted": e.embryonic_evicted, "member_failures": e.member_failures,
             "members_taken_out": e.members_taken_out,
             "up": counters(&e.up), "down": counters(&e.down),

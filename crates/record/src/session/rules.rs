@@ -217,6 +217,12 @@ impl Rules {
         self.peer_closed
     }
 
+    /// Between messages, nothing collected, the peer's stream open: the state
+    /// [`Rules::with_role`] starts in, so a parked session can be rebuilt with it.
+    pub fn is_fresh(&self) -> bool {
+        self.message == Message::Idle && self.ticket.is_empty() && !self.peer_closed
+    }
+
     /// The largest record body accepted (RFC 8446 §5.2: 2^14 + 256; RFC 5246 §6.2.3: 2^14 +
     /// 2048).
     pub fn ciphertext_limit(&self) -> usize {

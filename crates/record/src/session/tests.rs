@@ -3,7 +3,7 @@
 //! (malformed, oversized, padded) are sealed with a copy of its sending key.
 
 use super::*;
-use crate::crypto::{RecordKey, Suite};
+use crate::crypto::{KeySchedule, RecordKey, Suite};
 use crate::frame::{Event, Framer, HEADER_LEN, MAX_CIPHERTEXT_TLS12, MAX_CIPHERTEXT_TLS13};
 use crate::handshake::{Progress, ServerHandshake};
 use alert::*;
@@ -95,6 +95,12 @@ fn drain(client: &mut ClientConnection) -> Vec<u8> {
 
 impl Pair {
     pub(super) fn new(suite: SupportedCipherSuite) -> Pair {
+        Pair::with_schedule(suite, false)
+    }
+
+    /// `tls12_compact`: a TLS 1.2 session keeps no rustls connection (`KeySchedule::Tls12`), as
+    /// a server's compact schedule.
+    fn with_schedule(suite: SupportedCipherSuite, tls12_compact: bool) -> Pair {
         let (server_cfg, client_cfg) = configs(suite);
         let mut client =
             ClientConnection::new(client_cfg, ServerName::try_from("localhost").unwrap()).unwrap();
@@ -115,7 +121,11 @@ impl Pair {
                 let version = Version::from_rustls(suite.version().version).unwrap();
                 let c_tx = key_copy(version, secrets.rx.0, &secrets.rx.1);
                 let c_rx = key_copy(version, secrets.tx.0, &secrets.tx.1);
-                let session = Session::new(RecordLayer::new(secrets, kernel).unwrap());
+                let layer = match version {
+                    Version::Tls12 if tls12_compact => RecordLayer::new(secrets, KeySchedule::Tls12),
+                    _ => RecordLayer::new(secrets, kernel),
+                };
+                let session = Session::new(layer.unwrap());
                 return Pair { client, session, c_tx, c_rx };
             }
             assert_ne!(hs.record(&[], &mut Vec::new()).ok(), Some(Progress::Complete));
@@ -742,4 +752,40 @@ fn a_parked_session_opens_and_seals_on_as_before_and_follows_key_updates() {
     let mut more = Vec::new();
     p.session.seal(b"reply", &mut more).unwrap();
     assert_eq!(p.client_reads(&[answer, more].concat()), b"reply");
+}
+
+#[test]
+fn a_compacted_session_resumes_where_it_stood() {
+    // rustls's key schedule has no compact form: the session comes back whole.
+    let p = Pair::new(TLS13);
+    assert!(!p.session.is_compactable());
+    assert!(Box::new(p.session).compact().is_err());
+    // TLS 1.2: the raw keys, IVs and sequence numbers are all there is.
+    let mut p = Pair::with_schedule(TLS12, true);
+    p.client.writer().write_all(b"before").unwrap();
+    let wire = drain(&mut p.client);
+    assert_eq!(p.feed(&wire).0, [Ok(Got::Data(b"before".to_vec()))]);
+    let mut out = Vec::new();
+    p.session.seal(b"reply", &mut out).unwrap();
+    assert_eq!(p.client_reads(&out), b"reply");
+    let seqs = p.session.seqs();
+    assert!(p.session.is_compactable());
+    let placeholder = Pair::with_schedule(TLS12, true).session;
+    let session = std::mem::replace(&mut p.session, placeholder);
+    let compact = Box::new(session).compact().unwrap();
+    assert_eq!(compact.seqs(), seqs);
+    assert!(!format!("{compact:?}").contains("key:"), "no key in Debug");
+    p.session = compact.resume().unwrap();
+    assert!(p.session.parked(), "contexts are built on the next record");
+    assert_eq!(p.session.seqs(), seqs);
+    p.client.writer().write_all(b"after").unwrap();
+    let wire = drain(&mut p.client);
+    assert_eq!(p.feed(&wire).0, [Ok(Got::Data(b"after".to_vec()))]);
+    let mut out = Vec::new();
+    p.session.seal(b"again", &mut out).unwrap();
+    assert_eq!(p.client_reads(&out), b"again");
+    assert_eq!(p.session.seqs(), (seqs.0 + 1, seqs.1 + 1));
+    // A session that failed, or sent its close_notify, is not compacted.
+    p.session.close(&mut Vec::new()).unwrap();
+    assert!(!p.session.is_compactable());
 }
