@@ -289,31 +289,9 @@ impl Session {
         if !self.is_compactable() {
             return Err(self);
         }
-        let Session {
-            layer,
-            rules,
-            tx_key_records,
-            updated_last,
-            close_sent,
-            failed,
-            alert_sent,
-            offloaded,
-            rx_rekey,
-        } = *self;
-        match layer.compact() {
-            Ok(layer) => Ok(CompactSession { layer, tx_key_records, updated_last }),
-            Err(layer) => Err(Box::new(Session {
-                layer: *layer,
-                rules,
-                tx_key_records,
-                updated_last,
-                close_sent,
-                failed,
-                alert_sent,
-                offloaded,
-                rx_rekey,
-            })),
-        }
+        let Session { layer, tx_key_records, updated_last, .. } = *self;
+        let Ok(layer) = layer.compact() else { unreachable!("is_compactable checked the key schedule") };
+        Ok(CompactSession { layer, tx_key_records, updated_last })
     }
 
     /// Whether rustls's key schedule is kept (not the compact one of [`crate::traffic`]).

@@ -87,39 +87,17 @@ impl Live {
             ack_to_client,
             client_window,
             server_window,
-            rto,
+            rto: _,
             session: info,
-            mac_failed,
-            handshake_alert,
-            last_packet,
-            park_after,
+            mac_failed: _,
+            handshake_alert: _,
+            last_packet: _,
+            park_after: _,
         } = *self;
         let Ends { client_mss, server_mss, client_wscale, client_sack, server_sack, checksum, gso, .. } =
             ends;
         let Keys::Records(session) = keys else { unreachable!("a quiet flow has its record layer") };
-        let session = match session.compact() {
-            Ok(s) => s,
-            Err(s) => {
-                return Err(Box::new(Live {
-                    ends,
-                    client,
-                    server,
-                    keys: Keys::Records(s),
-                    up,
-                    down,
-                    ack_to_server,
-                    ack_to_client,
-                    client_window,
-                    server_window,
-                    rto,
-                    session: info,
-                    mac_failed,
-                    handshake_alert,
-                    last_packet,
-                    park_after,
-                }))
-            }
-        };
+        let Ok(session) = session.compact() else { unreachable!("checked quiet above") };
         let (Ok(up), Ok(down)) = (up.compact(), down.compact()) else { unreachable!("checked quiet above") };
         Ok(Parked {
             ends: Options { client_mss, server_mss, client_wscale, client_sack, server_sack, checksum, gso },
