@@ -282,13 +282,7 @@ impl TlsFlow {
         payload: &[u8],
         out: &mut Vec<Vec<u8>>,
     ) -> Verdict {
-        match self.live(wake) {
-            Ok(l) => l.client_packet(now, seg, payload, out),
-            Err(l) => {
-                l.reset(out);
-                Verdict::Closed
-            }
-        }
+        self.on_live(wake, out, |l, out| l.client_packet(now, seg, payload, out))
     }
 
     /// A server segment (not the SYN-ACK): see [`Live::server_packet`].
@@ -300,8 +294,19 @@ impl TlsFlow {
         payload: &[u8],
         out: &mut Vec<Vec<u8>>,
     ) -> Verdict {
+        self.on_live(wake, out, |l, out| l.server_packet(now, seg, payload, out))
+    }
+
+    /// Runs `f` on the working state (a parked flow woken first); a flow that cannot be woken
+    /// is reset to both sides and closed.
+    fn on_live(
+        &mut self,
+        wake: &Wake,
+        out: &mut Vec<Vec<u8>>,
+        f: impl FnOnce(&mut Live, &mut Vec<Vec<u8>>) -> Verdict,
+    ) -> Verdict {
         match self.live(wake) {
-            Ok(l) => l.server_packet(now, seg, payload, out),
+            Ok(l) => f(l, out),
             Err(l) => {
                 l.reset(out);
                 Verdict::Closed
