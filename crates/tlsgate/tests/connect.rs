@@ -304,8 +304,10 @@ fn refusals_have_their_status_and_log_line_and_never_reach_the_destination() {
             "loop.test=127.0.0.1",
             "--admin",
             &admin_s,
+            // Long enough for a handshake with a client certificate on a loaded machine (the
+            // deadline runs from accept), short enough for the slow head's 408 below.
             "--head-timeout",
-            "1s",
+            "4s",
         ],
     );
     gate.proc.wait_logged(&["admin"], WAIT);

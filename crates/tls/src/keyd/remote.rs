@@ -144,7 +144,20 @@ fn still_open(conn: &UnixStream) -> bool {
 
 /// Writes one request and reads one answer.
 fn exchange(conn: &mut UnixStream, request: &Request) -> std::io::Result<Response> {
-    conn.write_all(&frame(&request.encode()))?;
+    match conn.write_all(&frame(&request.encode())) {
+        Ok(()) => read_answer(conn),
+        // keyd answers a process it does not allow as soon as it connects and closes without
+        // reading: the request may then meet a closed socket while the refusal waits to be read.
+        Err(e)
+            if matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset) =>
+        {
+            read_answer(conn).map_err(|_| e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn read_answer(conn: &mut UnixStream) -> std::io::Result<Response> {
     let mut framer = Framer::default();
     let mut buf = [0u8; 4096];
     loop {
@@ -240,5 +253,23 @@ mod tests {
         assert_eq!(parse("keyd:/run/keyd.sock#web"), Some(Ok(("/run/keyd.sock".into(), "web".into()))));
         assert!(matches!(parse("keyd:/run/keyd.sock"), Some(Err(_))));
         assert!(matches!(parse("keyd:#web"), Some(Err(_))));
+    }
+
+    /// keyd refused and closed before the request was written: the write fails, the refusal is
+    /// still what the caller gets.
+    #[test]
+    fn a_refusal_sent_before_the_request_is_read_after_a_failed_write() {
+        let (mut ours, mut keyd) = UnixStream::pair().unwrap();
+        let refusal = Response::Refused { reason: Reason::NotAllowed, text: "uid 0 is not allowed".into() };
+        keyd.write_all(&frame(&refusal.encode())).unwrap();
+        drop(keyd);
+        let request = Request::Info { name: "web".into() };
+        assert!(ours.write_all(&frame(&request.encode())).is_err(), "the write meets a closed socket");
+        match exchange(&mut ours, &request).unwrap() {
+            Response::Refused { reason: Reason::NotAllowed, text } => {
+                assert_eq!(text, "uid 0 is not allowed")
+            }
+            other => panic!("expected the refusal, got {other:?}"),
+        }
     }
 }
