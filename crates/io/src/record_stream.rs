@@ -153,6 +153,9 @@ impl RecordStream {
         let queued = &self.out[self.out_at..];
         self.held = if queued.is_empty() { u32::try_from(records.len()).unwrap_or(0) } else { 0 };
         records.extend_from_slice(queued);
+        // The handshake's whole flight passed through this buffer: an idle connection keeps
+        // only the ticket's bytes until it writes.
+        records.shrink_to_fit();
         self.out = records;
         self.out_at = 0;
     }
