@@ -286,6 +286,22 @@ fn bad_records_close_only_their_connection_with_an_alert() {
     gate.proc.wait_for(&["connection closed", "up=52"], WAIT);
 }
 
+/// The session ticket waits for the first record tlsgate sends: an alert before any reply
+/// goes behind it, in sequence. (Were it sent without the ticket, under the sequence number after
+/// the ticket's, the client could not decrypt it and would fail with its own decrypt error.)
+#[test]
+fn a_bad_record_before_any_reply_gets_its_alert_behind_the_session_ticket() {
+    let pki = Pki::new();
+    let (gate, addr) = terminator(&pki, &echo_backend(), &[]);
+    let mut s = tls_client::handshake(addr, pki.ca().as_ref(), "localhost", WAIT).unwrap();
+    send_mangled(&mut s, b"tampered", |w| {
+        let last = w.len() - 1;
+        w[last - 20] ^= 1;
+    });
+    assert_eq!(verdict(&mut s), Err(rustls::Error::AlertReceived(rustls::AlertDescription::BadRecordMac)));
+    gate.proc.wait_for(&["connection aborted", "side=client", "sent alert bad_record_mac"], WAIT);
+}
+
 /// Seals `data` as records (one per `write_all`, as rustls cuts them) and returns the wire bytes.
 fn sealed(s: &mut TlsStream, pieces: &[&[u8]]) -> Vec<u8> {
     let mut wire = Vec::new();
