@@ -18,7 +18,9 @@
 //! chose, sent as far as the socket takes it, and an error naming the client. Shutdown sends
 //! close_notify, then FIN, in one segment; told that the next writes are the last
 //! ([`RecordStream::last_writes`]), it holds their records back and sends them in that segment
-//! too (a reply, close_notify and FIN: one packet to the client, not three).
+//! too (a reply, close_notify and FIN: one packet to the client, not three). Records the
+//! handshake sealed last (a TLS 1.3 server's session ticket) can be handed over to leave with
+//! the first write ([`RecordStream::send_with_first_write`]).
 //!
 //! Downgrade (the connect gate): [`RecordStream::send_close_notify`] ends our half without a
 //! FIN; records are opened only up to the client's close_notify, and whatever the same read
@@ -76,6 +78,9 @@ pub struct RecordStream {
     out_at: usize,
     /// The relay's next writes are the last before shutdown: sealed into `out`, sent with it.
     closing: bool,
+    /// The first `held` bytes of `out` (the handshake's session ticket) wait for the first
+    /// write, to leave in its segment; anything else queued behind them sends them at once.
+    held: u32,
     /// A bad record, an alert or the socket ended the stream; what to say to further calls.
     failed: Option<String>,
     /// Bytes read past the client's close_notify, never opened: after a downgrade
@@ -107,6 +112,7 @@ impl RecordStream {
             out: Vec::new(),
             out_at: 0,
             closing: false,
+            held: 0,
             failed: None,
             after_close: Vec::new(),
         };
@@ -134,9 +140,24 @@ impl RecordStream {
             out,
             out_at: 0,
             closing: false,
+            held: 0,
             failed: None,
             after_close: Vec::new(),
         }
+    }
+
+    /// Sends `records`, sealed by the handshake before this stream's first record, in front of
+    /// the first write instead of on their own (a TLS 1.3 server's session ticket: no client
+    /// waits for it). Queued replies already waiting go behind them, and then all at once.
+    pub fn send_with_first_write(&mut self, mut records: Vec<u8>) {
+        let queued = &self.out[self.out_at..];
+        self.held = if queued.is_empty() { u32::try_from(records.len()).unwrap_or(0) } else { 0 };
+        records.extend_from_slice(queued);
+        // The handshake's whole flight passed through this buffer: an idle connection keeps
+        // only the ticket's bytes until it writes.
+        records.shrink_to_fit();
+        self.out = records;
+        self.out_at = 0;
     }
 
     /// Replaces the transmit key after `records` records instead of 2^24: for tests, which
@@ -150,7 +171,9 @@ impl RecordStream {
     /// closes (for a choice that can only be made once the handshake is done).
     pub async fn refuse(mut self, description: u8) {
         use tokio::io::AsyncWriteExt;
-        let mut record = Vec::new();
+        // Behind whatever is queued (a held session ticket), whose sequence numbers come first.
+        let mut record = std::mem::take(&mut self.out);
+        record.drain(..self.out_at);
         self.session.refuse(description);
         if self.session.send_alert(&mut record).is_some() {
             let _ = self.tcp.write_all(&record).await;
@@ -291,6 +314,7 @@ impl RecordStream {
         self.partial = Vec::new();
         self.out = Vec::new();
         self.out_at = 0;
+        self.held = 0;
         self.failed = Some(what.clone());
         io::Error::new(io::ErrorKind::InvalidData, what)
     }
@@ -317,6 +341,7 @@ impl RecordStream {
             self.out = Vec::new();
             self.out_at = 0;
         }
+        self.held = 0;
         Poll::Ready(Ok(()))
     }
 
@@ -340,6 +365,7 @@ impl RecordStream {
         }
         self.out = Vec::new();
         self.out_at = 0;
+        self.held = 0;
         Poll::Ready(Ok(()))
     }
 
@@ -347,7 +373,9 @@ impl RecordStream {
     /// its write readiness wakes this task for the rest. Not while the last writes are held
     /// back to leave with close_notify.
     fn send_replies(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        if self.out_at < self.out.len() && !self.closing {
+        let waiting = self.out.len() - self.out_at;
+        if waiting > self.held as usize && !self.closing {
+            self.held = 0;
             if let Poll::Ready(Err(e)) = self.poll_drain(cx) {
                 return Err(e);
             }
@@ -434,9 +462,13 @@ impl AsyncWrite for RecordStream {
             sealed?;
             return Poll::Ready(Ok(take));
         }
-        ready!(this.poll_drain(cx))?;
-        if data.is_empty() {
-            return Poll::Ready(Ok(0));
+        // A held session ticket is all `out` holds: it goes in front of these records, in the
+        // same write.
+        if this.held == 0 || data.is_empty() {
+            ready!(this.poll_drain(cx))?;
+            if data.is_empty() {
+                return Poll::Ready(Ok(0));
+            }
         }
         // Sealed only once the socket can take it, so at most one batch waits here.
         ready!(this.tcp.poll_write_ready(cx))?;
@@ -444,6 +476,12 @@ impl AsyncWrite for RecordStream {
         WRITE_SCRATCH.with(|scratch| {
             let mut sealed = scratch.borrow_mut();
             sealed.clear();
+            if this.held > 0 {
+                sealed.extend_from_slice(&this.out[this.out_at..]);
+                this.out = Vec::new();
+                this.out_at = 0;
+                this.held = 0;
+            }
             this.seal_into(&data[..take], &mut sealed)?;
             let mut at = 0;
             while at < sealed.len() {

@@ -5,7 +5,8 @@
 //! right alert and a log line naming the client, while another connection carries on; records
 //! cut at odd offsets and hundreds of records in one segment arrive whole; TLS 1.2
 //! renegotiation and TLS 1.2 ChaCha20 are refused; a HelloRetryRequest handshake completes; a
-//! backend's last reply and its close reach the client as one segment.
+//! backend's last reply and its close reach the client as one segment, the session ticket with
+//! them; the ticket held for the first reply still reaches a client that resumes with it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -285,6 +286,22 @@ fn bad_records_close_only_their_connection_with_an_alert() {
     gate.proc.wait_for(&["connection closed", "up=52"], WAIT);
 }
 
+/// The session ticket waits for the first record tlsgate sends: an alert before any reply
+/// goes behind it, in sequence. (Were it sent without the ticket, under the sequence number after
+/// the ticket's, the client could not decrypt it and would fail with its own decrypt error.)
+#[test]
+fn a_bad_record_before_any_reply_gets_its_alert_behind_the_session_ticket() {
+    let pki = Pki::new();
+    let (gate, addr) = terminator(&pki, &echo_backend(), &[]);
+    let mut s = tls_client::handshake(addr, pki.ca().as_ref(), "localhost", WAIT).unwrap();
+    send_mangled(&mut s, b"tampered", |w| {
+        let last = w.len() - 1;
+        w[last - 20] ^= 1;
+    });
+    assert_eq!(verdict(&mut s), Err(rustls::Error::AlertReceived(rustls::AlertDescription::BadRecordMac)));
+    gate.proc.wait_for(&["connection aborted", "side=client", "sent alert bad_record_mac"], WAIT);
+}
+
 /// Seals `data` as records (one per `write_all`, as rustls cuts them) and returns the wire bytes.
 fn sealed(s: &mut TlsStream, pieces: &[&[u8]]) -> Vec<u8> {
     let mut wire = Vec::new();
@@ -446,9 +463,9 @@ fn a_backends_last_reply_and_close_reach_the_client_in_one_segment() {
     // Ends cleanly: rustls returns end of stream only after close_notify.
     s.read_to_end(&mut got).unwrap();
     assert_eq!(got, b"last words");
-    // The server's flight, the session ticket, then the reply with close_notify (and the FIN):
-    // without the read-ahead the reply and close_notify took two.
-    assert_eq!(data_segments_in(&s.sock), 3, "{}", gate.proc.log_text());
+    // The server's flight, then the session ticket, the reply and close_notify (and the FIN):
+    // without the read-ahead the reply and close_notify took two, and the ticket one of its own.
+    assert_eq!(data_segments_in(&s.sock), 2, "{}", gate.proc.log_text());
     drop(s);
     gate.proc.wait_logged(&["connection closed"], WAIT);
 }

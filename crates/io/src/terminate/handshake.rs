@@ -160,19 +160,39 @@ pub async fn accept(
     };
     let tls_failed = |e: rustls::Error| failed(describe::tls_error(&e, Peer::Client));
     let mut hs = ServerHandshake::new(tls.config.clone()).map_err(tls_failed)?;
-    drive(&mut tcp, &mut hs, &mut input).await.map_err(|stop| match stop {
+    let stop = |stop: HandshakeStop| match stop {
         HandshakeStop::Tls(e) => tls_failed(e),
         HandshakeStop::Write(e) => failed(format!("write: {e}")),
         HandshakeStop::Read(e) => HandshakeFailure::Failed(e),
-    })?;
+    };
+    let last = drive_holding_last(&mut tcp, &mut hs, &mut input).await.map_err(stop)?;
     let finished = hs.finish().map_err(tls_failed)?;
+    // A TLS 1.3 server's last flight is its session ticket, which no client waits for: it goes
+    // out with the first record our record layer sends (one segment and one wake-up of the
+    // client fewer per connection). A TLS 1.2 server's is its Finished, and kernel TLS would
+    // encrypt what is written after it takes over: those are sent now.
+    let software = ktls_mode == KtlsMode::Off || (ktls_mode == KtlsMode::Auto && !ktls::available());
+    let hold = software && finished.facts.version == rustls::ProtocolVersion::TLSv1_3;
+    if !hold && !last.is_empty() {
+        tcp.write_all(&last).await.map_err(|e| stop(HandshakeStop::Write(e)))?;
+    }
     // Client records that arrived with its last handshake record are the stream's first. The
     // record layer is the kernel's when `ktls_mode` and the kernel allow.
-    let stream = Box::new(
+    let mut stream = Box::new(
         ktls::establish(ktls_mode, tcp, finished.secrets, finished.kernel, input)
             .await
             .map_err(HandshakeFailure::Failed)?,
     );
+    if hold && !last.is_empty() {
+        match &mut *stream {
+            ClientStream::Records(records) => records.send_with_first_write(last),
+            ClientStream::Kernel(_) => {
+                return Err(HandshakeFailure::Failed(ProxyError::internal(
+                    "kernel TLS took over with the session ticket unsent".to_string(),
+                )))
+            }
+        }
+    }
     // The protocol is known only now: routes for this name may each take different ones.
     let alpn = finished.facts.alpn.as_deref();
     let Some(route) = routes.lookup(sni.as_deref(), alpn).cloned() else {
@@ -294,6 +314,22 @@ pub(crate) async fn drive<H: FedRecords>(
     hs: &mut H,
     input: &mut Vec<u8>,
 ) -> Result<(), HandshakeStop> {
+    let last = drive_holding_last(tcp, hs, input).await?;
+    if !last.is_empty() {
+        tcp.write_all(&last).await.map_err(HandshakeStop::Write)?;
+    }
+    Ok(())
+}
+
+/// As [`drive`], but what `hs` answered to the records that completed the handshake is
+/// returned unsent. For a TLS 1.3 server that is only its session tickets (RFC 8446 §4.6.1:
+/// sent after the client's Finished, which needs no answer), which can then leave in the
+/// segment of the first reply instead of one of their own.
+pub(crate) async fn drive_holding_last<H: FedRecords>(
+    tcp: &mut TcpStream,
+    hs: &mut H,
+    input: &mut Vec<u8>,
+) -> Result<Vec<u8>, HandshakeStop> {
     let mut out = Vec::new();
     loop {
         let mut at = 0;
@@ -312,13 +348,13 @@ pub(crate) async fn drive<H: FedRecords>(
                 }
             }
         }
+        input.drain(..at);
+        if progress == Progress::Complete {
+            return Ok(out);
+        }
         if !out.is_empty() {
             tcp.write_all(&out).await.map_err(HandshakeStop::Write)?;
             out.clear();
-        }
-        input.drain(..at);
-        if progress == Progress::Complete {
-            return Ok(());
         }
         read_more(tcp, input, "during the handshake", H::PEER).await.map_err(HandshakeStop::Read)?;
     }
