@@ -118,10 +118,12 @@ impl CompactMap {
 }
 
 impl SeqMap {
-    /// The table of a flow being parked: the same entries and bases, no spare room.
+    /// The table of a flow being parked: the same entries and bases, no spare room. The
+    /// entries are copied into a new allocation (made where the caller allocates parked state,
+    /// [`crate::parked_memory`]), not kept in the working table's.
     pub fn compact(self) -> CompactMap {
         CompactMap {
-            entries: Vec::from(self.entries).into_boxed_slice(),
+            entries: self.entries.iter().copied().collect(),
             base_outer: self.base_outer,
             base_inner: self.base_inner,
             cap: u32::try_from(self.cap).unwrap_or(u32::MAX),

@@ -801,7 +801,9 @@ impl RecordLayer {
         let (rx_seq, tx_seq) = self.seqs();
         let RecordLayer { rx, tx, kernel, .. } = self;
         let keys = match kernel {
-            KeySchedule::Secrets(t) => CompactKeys::Secrets(t),
+            // A new allocation: made at the handshake, among its short-lived allocations, the
+            // secrets would keep their memory resident as long as the compact form lives.
+            KeySchedule::Secrets(t) => CompactKeys::Secrets(t.moved()),
             KeySchedule::Tls12 => CompactKeys::Raw(Box::new(RawKeys {
                 key: [rx.raw.0, tx.raw.0],
                 iv: [rx.iv, tx.iv],
