@@ -147,7 +147,7 @@ fn main() {
     let before = memory();
     for i in WARM_UP..WARM_UP + flows {
         open_idle_flow(&mut engine, &client_cfg, i, request, &mut now);
-        if (i - WARM_UP + 1) % live == 0 || i + 1 == WARM_UP + flows {
+        if (i - WARM_UP + 1).is_multiple_of(live) || i + 1 == WARM_UP + flows {
             idle(&mut engine, park, &mut now);
             release.tick(&engine, now);
         }

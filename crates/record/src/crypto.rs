@@ -814,7 +814,7 @@ impl RecordLayer {
         let keys = match kernel {
             // A new allocation: made at the handshake, among its short-lived allocations, the
             // secrets would keep their memory resident as long as the compact form lives.
-            KeySchedule::Secrets(t) => CompactKeys::Secrets(t.moved()),
+            KeySchedule::Secrets(t) => CompactKeys::Secrets(t.reallocated()),
             KeySchedule::Tls12 => CompactKeys::Raw(Box::new(RawKeys {
                 key: [rx.raw.0, tx.raw.0],
                 iv: [rx.iv, tx.iv],

@@ -149,9 +149,9 @@ pub struct TrafficSecrets {
 }
 
 impl TrafficSecrets {
-    /// The same secrets in a new allocation, the old one wiped as it is freed: a caller that
-    /// keeps them long (a parked flow) makes them where its long-lived state goes.
-    pub fn moved(self: Box<TrafficSecrets>) -> Box<TrafficSecrets> {
+    /// The same secrets in a new allocation (the caller drops the old, which wipes them): a
+    /// caller that keeps them long (a parked flow) makes them where its long-lived state goes.
+    pub fn reallocated(&self) -> Box<TrafficSecrets> {
         Box::new(TrafficSecrets { suite: self.suite, rx: self.rx.clone(), tx: self.tx.clone() })
     }
 

@@ -103,46 +103,41 @@ unsafe impl GlobalAlloc for Allocator {
     }
 }
 
+// The tests' helpers live inside them: this file is also included by a bench, which builds
+// with `cfg(test)` but without the `#[test]` functions, and would find anything else unused.
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use std::ffi::c_void;
-
-    extern "C" {
-        // mimalloc v3's own check (its Rust binding names only v2's).
-        fn mi_heap_contains(heap: *const mi::mi_heap_t, p: *const c_void) -> bool;
-    }
-
-    fn in_parked_heap<T: ?Sized>(p: &T) -> bool {
-        let heap = HEAP.with(Cell::get);
-        // SAFETY: only compares the address with the heap's pages.
-        !heap.is_null() && unsafe { mi_heap_contains(heap, (p as *const T).cast()) }
-    }
-
     #[test]
     fn the_scope_allocates_from_the_parked_heap_and_anything_frees_anywhere() {
+        use super::*;
+        extern "C" {
+            // mimalloc v3's own check (its Rust binding names only v2's).
+            fn mi_heap_contains(heap: *const mi::mi_heap_t, p: *const std::ffi::c_void) -> bool;
+        }
+        let in_parked_heap = |p: *const u8| {
+            let heap = HEAP.with(Cell::get);
+            // SAFETY: only compares the address with the heap's pages.
+            !heap.is_null() && unsafe { mi_heap_contains(heap, p.cast()) }
+        };
         let outside = Box::new([0u8; 100]);
         let mut inside = None;
         parked_scope(&mut || inside = Some(Box::new([1u8; 100])));
         let inside = inside.unwrap();
-        assert!(in_parked_heap(&*inside), "allocated inside the scope");
-        assert!(!in_parked_heap(&*outside), "allocated outside the scope");
+        assert!(in_parked_heap(inside.as_ptr()), "allocated inside the scope");
+        assert!(!in_parked_heap(outside.as_ptr()), "allocated outside the scope");
         // Grown inside the scope: moved into the parked heap.
         let mut v: Vec<u8> = vec![7; 8];
         parked_scope(&mut || v.reserve(4000));
-        assert!(in_parked_heap(v.as_slice()) && v == [7; 8], "reallocated inside the scope, contents kept");
-        // A parked block freed and grown outside the scope: the default heap serves again.
+        assert!(in_parked_heap(v.as_ptr()) && v == [7; 8], "reallocated inside the scope, contents kept");
+        // A parked block grown outside the scope: the default heap serves again.
         v.reserve(100_000);
-        assert!(!in_parked_heap(v.as_slice()));
-        drop((inside, outside, v));
-    }
-
-    #[test]
-    fn the_scope_ends_when_its_closure_unwinds() {
+        assert!(!in_parked_heap(v.as_ptr()));
+        // After a panic inside the scope (the engine catches a flow's): the scope has ended.
         let unwound = std::panic::catch_unwind(|| parked_scope(&mut || panic!("inside the scope")));
         assert!(unwound.is_err());
         assert!(!PARKED.with(Cell::get), "the flag is back after the panic");
         let after = Box::new([0u8; 100]);
-        assert!(!in_parked_heap(&*after));
+        assert!(!in_parked_heap(after.as_ptr()));
+        drop((inside, outside, v, after));
     }
 }
