@@ -27,9 +27,9 @@ pub fn release() {
 /// sessions that zeroing (`clear_page_erms` under `do_huge_pmd_anonymous_page`) was 10 % of the
 /// tunnel's CPU, and 0.4–0.9 % with 4 KiB pages. The inline bridge too: a 2 MiB page stays
 /// resident while any of its 4 KiB is in use, so the pages that idle flows' parking frees did
-/// not go back (bytes per parked flow in RSS, `crates/inline/benches/idle_flows.rs --live 3000`:
-/// 1.33 KiB without huge pages against 1.55 with). Best effort: a kernel that refuses keeps
-/// them.
+/// not go back (RSS per parked flow, `crates/inline/benches/idle_flows.rs --flows 3000 --live
+/// 3000 --no-parked-heap`: 972 bytes without huge pages against 1563–1574 with). Best effort: a
+/// kernel that refuses keeps them.
 pub fn no_transparent_huge_pages() {
     // SAFETY: PR_SET_THP_DISABLE takes plain integers and only sets a flag of this process.
     // Called before logging is set up; a failure only leaves the kernel's default.
