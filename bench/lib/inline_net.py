@@ -445,7 +445,8 @@ def bench_main(args):
         f.write(data)
     want_sha = hashlib.sha256(data).hexdigest()
     del data
-    tag = f"tb{os.getpid()}"
+    # Namespace and interface names: BENCH_NETNS_PREFIX (a couple of letters) or `tb`, then the pid.
+    tag = f"{os.environ.get('BENCH_NETNS_PREFIX', 'tb')}{os.getpid()}"
     octet = 20 + os.getpid() % 200
     rows, errors, idles = {}, {}, {}
     for name, routed, run in (("inline run", False, run_inline), ("terminate", True, run_terminate)):

@@ -3,7 +3,10 @@
 //! engine's flight, then one small request and answer as `bench/lib/idle_tls.py` makes, all
 //! acknowledged; `--no-request` stops after the handshake), then left idle: `PARK_AFTER` passes
 //! between flows and the engine's timers park each (`--no-park`: no time passes, nothing is
-//! parked). Prints, per flow,
+//! parked; `--live K`: K flows are opened between two parking rounds, all live at once, as
+//! when a client opens flows faster than they idle out). The allocator is the binary's: parked
+//! flows' state in a heap of its own (`--no-parked-heap`: among the rest) and no transparent
+//! huge pages (`--huge-pages`: the kernel's default). Prints, per flow,
 //! the engine's own accounting (`Report::state_bytes`), the heap really held (the Rust
 //! allocations, counted by a wrapper around mimalloc, the shipped binary's allocator, plus
 //! aws-lc's C allocations, which go to glibc's malloc and `mallinfo2` counts; and the Rust part
@@ -19,11 +22,14 @@
 // The counting allocator and mallinfo2 need unsafe; this program is a bench, never shipped.
 #![allow(unsafe_code)]
 
+/// The shipped binary's allocator, with its heap for parked flows' state.
+#[path = "../../tlsgate/src/allocator.rs"]
+mod allocator;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use allocator::Allocator;
 use common::*;
-use mimalloc::MiMalloc;
 use rustls::pki_types::ServerName;
 use rustls::ClientConnection;
 use std::alloc::{GlobalAlloc, Layout};
@@ -55,20 +61,20 @@ static LIVE: AtomicUsize = AtomicUsize::new(0);
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         LIVE.fetch_add(l.size(), Ordering::Relaxed);
-        MiMalloc.alloc(l)
+        Allocator.alloc(l)
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-        MiMalloc.dealloc(p, l)
+        Allocator.dealloc(p, l)
     }
     unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
         LIVE.fetch_add(l.size(), Ordering::Relaxed);
-        MiMalloc.alloc_zeroed(l)
+        Allocator.alloc_zeroed(l)
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
         LIVE.fetch_add(new, Ordering::Relaxed);
         LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-        MiMalloc.realloc(p, l, new)
+        Allocator.realloc(p, l, new)
     }
 }
 
@@ -92,7 +98,26 @@ fn main() {
         .map_or(1000, |s| s.parse::<usize>().expect("--flows takes a count"));
     let request = !args.iter().any(|a| a == "--no-request");
     let park = !args.iter().any(|a| a == "--no-park");
+    // Flows opened between two parking rounds: on real packets a client opens flows faster than
+    // they idle long enough to park, so many are live (not yet parked) at once.
+    let live = args
+        .iter()
+        .position(|a| a == "--live")
+        .and_then(|i| args.get(i + 1))
+        .map_or(1, |s| s.parse::<usize>().expect("--live takes a count").max(1));
     let mut release = Releaser { on: args.iter().any(|a| a == "--release-memory"), ..Releaser::default() };
+    // As `tlsgate inline run` does: parked flows' state in a heap of its own
+    // (`--no-parked-heap`: among the rest), no transparent huge pages (`--huge-pages`: the
+    // kernel's default).
+    let parked_heap = !args.iter().any(|a| a == "--no-parked-heap");
+    if parked_heap {
+        tlsgate_inline::parked_memory::install(allocator::parked_scope);
+    }
+    let huge_pages = args.iter().any(|a| a == "--huge-pages");
+    if !huge_pages {
+        // SAFETY: PR_SET_THP_DISABLE takes plain integers and only sets a flag of this process.
+        let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    }
     // The suite terminate negotiates with its defaults (docs/benchmarks.md).
     let (server_cfg, client_cfg) = configs(TLS13[0]);
     let mut engine = Engine::new(Config {
@@ -122,8 +147,10 @@ fn main() {
     let before = memory();
     for i in WARM_UP..WARM_UP + flows {
         open_idle_flow(&mut engine, &client_cfg, i, request, &mut now);
-        idle(&mut engine, park, &mut now);
-        release.tick(&engine, now);
+        if (i - WARM_UP + 1).is_multiple_of(live) || i + 1 == WARM_UP + flows {
+            idle(&mut engine, park, &mut now);
+            release.tick(&engine, now);
+        }
     }
     // The bridge thread's last release comes within a second of the last parking.
     release.finish(&engine);
@@ -134,7 +161,7 @@ fn main() {
     assert!(report.connections.iter().all(|c| c.state_bytes > 0));
     let per = |x: usize, y: usize| x.saturating_sub(y) / flows;
     print!(
-        "flows={flows} park={park} state_bytes_per_flow={} heap_bytes_per_flow={} \
+        "flows={flows} live={live} park={park} parked_heap={parked_heap} huge_pages={huge_pages} state_bytes_per_flow={} heap_bytes_per_flow={} \
          rust_heap_bytes_per_flow={} rss_bytes_per_flow={}",
         per(report.state_bytes(), state_before),
         per(after.1, before.1),
@@ -174,6 +201,7 @@ impl Releaser {
             libmimalloc_sys::mi_collect(true);
             libc::malloc_trim(0);
         }
+        allocator::collect_parked();
         self.count += 1;
         self.total += started.elapsed();
     }

@@ -276,6 +276,10 @@ impl Downstream {
     /// handshake completes (`session` is `None`) server data only waits: a server that speaks
     /// first (SMTP, FTP) is held until the keys exist.
     pub fn flush(&mut self, session: Option<&mut Session>, out: &mut Vec<Send>) -> Result<(), DownError> {
+        // Nothing held (each ACK of a flowing download): no window arithmetic.
+        if self.hold.is_empty() {
+            return Ok(());
+        }
         let Some(session) = session else { return Ok(()) };
         while self.room(session) > 0 {
             let Some(run) = self.hold.pop_ready(self.next_inner) else { return Ok(()) };
@@ -505,6 +509,7 @@ impl Downstream {
     }
 
     /// The next outer offset (where the next record or the FIN goes).
+    #[inline]
     pub fn outer_end(&self) -> u64 {
         self.pairs.end().0
     }

@@ -963,7 +963,7 @@ impl Engine {
             // The entry moves too: made at the SYN, among the handshake's short-lived
             // allocations, it would keep their memory from going back to the system.
             if let Some(f) = self.flows.get_mut(&key) {
-                let moved = Box::new(Flow { tls: f.tls.take(), ..**f });
+                let moved = crate::parked_memory::parked(|| Box::new(Flow { tls: f.tls.take(), ..**f }));
                 *f = moved;
             }
         }

@@ -20,6 +20,7 @@
 //! - [`table_hash`]: the keyed fast hasher of the flow and MAC tables.
 //! - [`tables`]: the session, connection and queue-state tables as plain data.
 //! - [`tls_flow`]: a flow's TLS data path from the SYN-ACK on: segments to offsets and back.
+//! - [`parked_memory`]: the allocator scope parked flows' state is made in (a heap of its own).
 //! - [`sim`]: the deterministic simulator (smoltcp TCP on both ends, rustls clients, impaired link).
 //! - [`bridge`]: the L2 layer around the engine: Ethernet frames, ARP, MACs learned per side,
 //!   partial checksums completed; the AF_PACKET driver and the simulator both drive it.
@@ -39,6 +40,7 @@ pub mod handshake;
 pub mod health;
 pub mod hold;
 pub mod packet;
+pub mod parked_memory;
 pub mod proxy;
 mod queue_device;
 pub mod sacked;

@@ -72,6 +72,9 @@ pub enum SeqMapError {
     Malformed { head: u32, inner_len: u32, outer_len: u32 },
 }
 
+/// Entries [`SeqMap::to_inner`] looks at one by one from the front before searching by halves.
+const FRONT_SCAN: usize = 4;
+
 /// The sequence-pair table of one direction. See the module docs.
 #[derive(Clone, Debug)]
 pub struct SeqMap {
@@ -118,10 +121,12 @@ impl CompactMap {
 }
 
 impl SeqMap {
-    /// The table of a flow being parked: the same entries and bases, no spare room.
+    /// The table of a flow being parked: the same entries and bases, no spare room. The
+    /// entries are copied into a new allocation (made where the caller allocates parked state,
+    /// [`crate::parked_memory`]), not kept in the working table's.
     pub fn compact(self) -> CompactMap {
         CompactMap {
-            entries: Vec::from(self.entries).into_boxed_slice(),
+            entries: self.entries.iter().copied().collect(),
             base_outer: self.base_outer,
             base_inner: self.base_inner,
             cap: u32::try_from(self.cap).unwrap_or(u32::MAX),
@@ -209,8 +214,13 @@ impl SeqMap {
         if outer > end_outer {
             return Mapped::Beyond;
         }
-        // The entry containing `outer`: the last one starting at or before it.
-        let i = self.entries.partition_point(|e| e.outer <= outer) - 1;
+        // The entry containing `outer`: the first one ending after it. An ACK mostly ends one
+        // of the oldest entries (the table is pruned at each ACK, so what it still holds before
+        // the ACK is a record or two): those are looked at first, the rest searched by halves.
+        let i = match self.entries.iter().take(FRONT_SCAN).position(|e| e.outer_end() > outer) {
+            Some(i) => i,
+            None => self.entries.partition_point(|e| e.outer <= outer) - 1,
+        };
         let e = &self.entries[i];
         let k = (outer - e.outer).saturating_sub(e.head as u64).min(e.inner_len as u64);
         Mapped::At(e.inner + k)
@@ -295,6 +305,21 @@ mod tests {
         data(&mut m, 0); // zero-length application data: outer [423, 445), inner [101, 101)
         data(&mut m, 50); // outer [445, 517), inner [101, 151)
         m
+    }
+
+    #[test]
+    fn outer_to_inner_past_the_entries_looked_at_first() {
+        // More entries than the front scan: every offset maps as the entry containing it says.
+        let mut m = SeqMap::new(1, 1, 64);
+        m.push(300, 0, 0).unwrap();
+        let entries: Vec<Entry> = (0..3 * FRONT_SCAN as u32).map(|i| data(&mut m, 10 + i)).collect();
+        for e in &entries {
+            for outer in e.outer..e.outer_end() {
+                let k = (outer - e.outer).saturating_sub(HEAD as u64).min(e.inner_len as u64);
+                assert_eq!(m.to_inner(outer), Mapped::At(e.inner + k), "outer {outer} in {e:?}");
+            }
+        }
+        assert_eq!(m.to_inner(entries.last().unwrap().outer_end()), Mapped::At(m.end().1));
     }
 
     #[test]

@@ -333,8 +333,9 @@ impl TlsFlow {
             return;
         }
         let State::Live(l) = std::mem::replace(&mut self.state, State::Moving) else { unreachable!() };
-        self.state = match l.compact() {
-            Ok(p) => State::Parked(Box::new(p)),
+        // The compact form and what it allocates in the parked flows' own heap.
+        self.state = match crate::parked_memory::parked(|| l.compact().map(Box::new)) {
+            Ok(p) => State::Parked(p),
             // A new allocation, made among other parked flows' rather than in the memory the
             // handshake's short-lived allocations came from, which the allocator can then free.
             Err(l) => State::Live(Box::new(*l)),

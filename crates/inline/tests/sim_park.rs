@@ -7,12 +7,24 @@
 mod common;
 
 use common::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tlsgate_inline::sim::SimConfig;
 use tlsgate_inline::tables::Release;
 
+/// Times the engine made a parked flow's state in the allocator's scope for it.
+static SCOPED: AtomicUsize = AtomicUsize::new(0);
+
+/// A scope that only counts: the engine's side of `tlsgate_inline::parked_memory` (the
+/// binary's serves the allocations from a heap of their own).
+fn counting_scope(f: &mut dyn FnMut()) {
+    SCOPED.fetch_add(1, Ordering::Relaxed);
+    f();
+}
+
 #[test]
 fn flows_parked_between_bursts_of_an_impaired_transfer_run_as_without_parking() {
+    tlsgate_inline::parked_memory::install(counting_scope);
     let suites = all_suites();
     for seed in 1..=4u64 {
         for release in [Release::Buffered, Release::CutThrough] {
@@ -24,6 +36,8 @@ fn flows_parked_between_bursts_of_an_impaired_transfer_run_as_without_parking() 
                 let s = run(suite, &SimConfig { park_after: Some(Duration::from_millis(park)), ..cfg });
                 assert!(s.parked > 0, "flows were parked: {s}");
                 assert!(s.compacted > 0, "parked flows were compacted: {s}");
+                let scoped = SCOPED.swap(0, Ordering::Relaxed) as u64;
+                assert!(scoped >= s.compacted, "each compaction in the scope: {scoped} for {s}");
                 let same = |s: &tlsgate_inline::sim::Summary| {
                     (s.records_up, s.records_down, s.retransmissions, s.sim_time)
                 };

@@ -70,6 +70,7 @@ impl Version {
 
     /// Outer bytes after the last plaintext byte (TLS 1.3: the content type byte; no padding is
     /// ever added here).
+    #[inline]
     pub fn trail(self) -> usize {
         match self {
             Version::Tls12 => TAG_LEN,
@@ -250,30 +251,36 @@ impl RecordKey {
     }
 
     /// The next record sequence number.
+    #[inline]
     pub fn seq(&self) -> u64 {
         self.seq
     }
 
+    #[inline]
     pub fn version(&self) -> Version {
         self.version
     }
 
     /// Outer bytes before the first plaintext byte: the header, and TLS 1.2 AES-GCM's explicit
     /// nonce.
+    #[inline]
     pub fn head(&self) -> usize {
         HEADER_LEN + self.explicit_len()
     }
 
     /// Outer bytes after the last plaintext byte.
+    #[inline]
     pub fn trail(&self) -> usize {
         self.version.trail()
     }
 
     /// Total expansion of one record: what the window arithmetic subtracts.
+    #[inline]
     pub fn overhead(&self) -> usize {
         self.head() + self.trail()
     }
 
+    #[inline]
     fn explicit_len(&self) -> usize {
         if self.explicit_nonce {
             EXPLICIT_NONCE_LEN
@@ -743,6 +750,7 @@ impl RecordLayer {
         })
     }
 
+    #[inline]
     pub fn version(&self) -> Version {
         self.version
     }
@@ -764,16 +772,19 @@ impl RecordLayer {
     }
 
     /// Outer bytes before the first plaintext byte (both directions share the suite).
+    #[inline]
     pub fn head(&self) -> usize {
         self.tx.head()
     }
 
     /// Total expansion of one record.
+    #[inline]
     pub fn overhead(&self) -> usize {
         self.tx.overhead()
     }
 
     /// Next sequence numbers (receive, transmit), for the connection table.
+    #[inline]
     pub fn seqs(&self) -> (u64, u64) {
         (self.rx.seq(), self.tx.seq())
     }
@@ -801,7 +812,9 @@ impl RecordLayer {
         let (rx_seq, tx_seq) = self.seqs();
         let RecordLayer { rx, tx, kernel, .. } = self;
         let keys = match kernel {
-            KeySchedule::Secrets(t) => CompactKeys::Secrets(t),
+            // A new allocation: made at the handshake, among its short-lived allocations, the
+            // secrets would keep their memory resident as long as the compact form lives.
+            KeySchedule::Secrets(t) => CompactKeys::Secrets(t.reallocated()),
             KeySchedule::Tls12 => CompactKeys::Raw(Box::new(RawKeys {
                 key: [rx.raw.0, tx.raw.0],
                 iv: [rx.iv, tx.iv],

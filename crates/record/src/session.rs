@@ -238,22 +238,26 @@ impl Session {
         self.tx_key_records = records;
     }
 
+    #[inline]
     pub fn version(&self) -> Version {
         self.layer.version()
     }
 
     /// Outer bytes before a record's first plaintext byte (header, TLS 1.2 AES-GCM's explicit
     /// nonce).
+    #[inline]
     pub fn head(&self) -> usize {
         self.layer.head()
     }
 
     /// Total expansion of one record sealed or opened in this session.
+    #[inline]
     pub fn overhead(&self) -> usize {
         self.layer.overhead()
     }
 
     /// Next record sequence numbers (receive, transmit).
+    #[inline]
     pub fn seqs(&self) -> (u64, u64) {
         self.layer.seqs()
     }

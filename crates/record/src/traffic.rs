@@ -149,6 +149,12 @@ pub struct TrafficSecrets {
 }
 
 impl TrafficSecrets {
+    /// The same secrets in a new allocation (the caller drops the old, which wipes them): a
+    /// caller that keeps them long (a parked flow) makes them where its long-lived state goes.
+    pub fn reallocated(&self) -> Box<TrafficSecrets> {
+        Box::new(TrafficSecrets { suite: self.suite, rx: self.rx.clone(), tx: self.tx.clone() })
+    }
+
     /// The secrets `capture` took from a server handshake, when they are those of the keys
     /// rustls extracted from it (`rx`: the client's, `tx`: the server's); `None` otherwise
     /// (not TLS 1.3, nothing captured, a mismatch), and the caller keeps rustls's key schedule.

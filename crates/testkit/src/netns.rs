@@ -11,6 +11,13 @@ pub struct Netns {
     pub name: String,
 }
 
+/// What the names of namespaces and interfaces start with: `TESTKIT_NETNS_PREFIX` (two
+/// characters or so: interface names are at most 15), else `tg`. Tests run side by side on one
+/// machine by different people keep to their own names.
+fn prefix() -> String {
+    std::env::var("TESTKIT_NETNS_PREFIX").unwrap_or_else(|_| "tg".to_string())
+}
+
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("iproute2 is installed");
     assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -19,7 +26,8 @@ fn ip(args: &[&str]) {
 impl Netns {
     /// A fresh namespace with loopback up, named after `tag`, this process and a counter.
     pub fn new(tag: &str) -> Netns {
-        let name = format!("tg-{tag}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let name =
+            format!("{}-{tag}-{}-{}", prefix(), std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         ip(&["netns", "add", &name]);
         ip(&["-n", &name, "link", "set", "lo", "up"]);
         Netns { name }
@@ -35,8 +43,8 @@ impl Netns {
     pub fn veth(&self, mine: Option<&str>, other: &Netns, theirs: Option<&str>) -> (String, String) {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let (a, b) = (
-            format!("tga{}x{n}", std::process::id() % 100_000),
-            format!("tgb{}x{n}", std::process::id() % 100_000),
+            format!("{}a{}x{n}", prefix(), std::process::id() % 100_000),
+            format!("{}b{}x{n}", prefix(), std::process::id() % 100_000),
         );
         ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
         ip(&["link", "set", &a, "netns", &self.name]);

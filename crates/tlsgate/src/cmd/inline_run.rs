@@ -59,6 +59,8 @@ pub fn settings(c: &InlineConfig, insecure: bool) -> Result<InlineSettings, Stri
 /// Opens both interfaces and starts the bridge; logs `inline running` once both are open.
 pub fn start(c: &InlineConfig, insecure: bool) -> Result<InlineHandle, ProxyError> {
     let settings = settings(c, insecure).map_err(ProxyError::config)?;
+    // Parked flows' state in a heap of its own (allocator.rs).
+    tlsgate_inline::parked_memory::install(crate::allocator::parked_scope);
     let handle = InlineHandle::start(settings).map_err(|e| start_error(c, &e))?;
     let labels: Vec<String> = c.service.iter().map(|s| format!("{} ({})", s.label(), c.mode_of(s))).collect();
     tracing::info!(
