@@ -442,9 +442,13 @@ impl AsyncWrite for RecordStream {
         ready!(this.tcp.poll_write_ready(cx))?;
         let take = data.len().min(WRITE_BATCH);
         WRITE_SCRATCH.with(|scratch| {
-            let mut sealed = scratch.borrow_mut();
-            sealed.clear();
-            this.seal_into(&data[..take], &mut sealed)?;
+            // Sealed over what the scratch held from the last batch: no pass zeroing it first.
+            let mut scratch = scratch.borrow_mut();
+            let len = this
+                .session
+                .seal_batch_over(&data[..take], &mut scratch)
+                .map_err(|f| this.fail_silent(f.to_string()))?;
+            let sealed = &scratch[..len];
             let mut at = 0;
             while at < sealed.len() {
                 match this.tcp.try_write(&sealed[at..]) {
