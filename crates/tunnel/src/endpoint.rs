@@ -6,9 +6,9 @@
 //! has room; then sleep until input or [`Endpoint::poll_timeout`] and call
 //! [`Endpoint::handle_timeout`]. Time is always passed in.
 //!
-//! Transmission is round-robin over sessions, records of up to `turn_bytes` per session per
-//! turn, each data record at most `max_data_chunk` bytes and only within the peer's credit: a
-//! session whose destination stalls runs out of credit and stops, the others keep their turns.
+//! Transmission is round-robin over sessions, one record per session per turn, each data record
+//! at most `max_data_chunk` bytes and only within the peer's credit: a session whose destination
+//! stalls runs out of credit and stops, the others keep their turns.
 
 mod api;
 mod config;
@@ -55,8 +55,6 @@ pub struct Endpoint {
     next_id: u16,
     /// Round-robin position: the first id to offer a turn to.
     cursor: SessionId,
-    /// The session whose turn it is and the bytes it has sent in it.
-    turn: (SessionId, usize),
     /// Refusals of Opens that never got a session (limits, unknown protocol).
     refusals: VecDeque<(SessionId, OpenRc, &'static str)>,
     events: VecDeque<Event>,
@@ -98,7 +96,6 @@ impl Endpoint {
             sessions: BTreeMap::new(),
             next_id: first,
             cursor: 0,
-            turn: (0, 0),
             refusals: VecDeque::new(),
             events: VecDeque::new(),
             rx: Vec::new(),

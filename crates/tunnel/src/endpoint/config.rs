@@ -37,10 +37,6 @@ pub struct Config {
     pub max_frame_len: u32,
     /// Largest data chunk we put in one Send (kept near one TLS record).
     pub max_data_chunk: usize,
-    /// Bytes of records a session sends in one round-robin turn before the next session's
-    /// (its last record may pass it). Several records rather than one: the peer then gets a
-    /// socket write's worth of one session at once, not a record from each of many.
-    pub turn_bytes: usize,
     /// Receive window announced per session: what this side buffers for the peer's data.
     pub recv_window: u32,
     /// Bytes the application may queue per session before `write` pushes back.
@@ -64,7 +60,6 @@ impl Config {
             role,
             max_frame_len: crate::wire::DEFAULT_MAX_FRAME_LEN,
             max_data_chunk: 16 * 1024,
-            turn_bytes: 64 * 1024,
             recv_window: 256 * 1024,
             send_buffer: 256 * 1024,
             datagram_queue_len: 64,

@@ -78,7 +78,6 @@ impl Endpoint {
         // lookup per visit made this pass cost a B-tree search per session, and the driver
         // ends every batch with a pass that finds nothing).
         let at = self.cursor;
-        let start = out.len();
         let events = &mut self.events;
         let spent = &mut self.spent;
         let mut turn =
@@ -89,19 +88,7 @@ impl Endpoint {
         };
         match sent {
             Some(id) => {
-                // The turn goes on while the session has sent less than `turn_bytes` in it: a
-                // receiver then writes one session's bytes to its socket in one system call
-                // rather than a record's worth from each of many sessions. The batch the driver
-                // seals holds several turns, so another session's record waits no longer.
-                let before = if self.turn.0 == id { self.turn.1 } else { 0 };
-                let used = before + (out.len() - start);
-                if used < self.config.turn_bytes {
-                    self.cursor = id;
-                    self.turn = (id, used);
-                } else {
-                    self.cursor = id.wrapping_add(1);
-                    self.turn = (id, 0);
-                }
+                self.cursor = id.wrapping_add(1);
                 self.release_if_done(id);
                 true
             }
