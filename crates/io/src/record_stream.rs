@@ -474,15 +474,23 @@ impl AsyncWrite for RecordStream {
         ready!(this.tcp.poll_write_ready(cx))?;
         let take = data.len().min(WRITE_BATCH);
         WRITE_SCRATCH.with(|scratch| {
-            let mut sealed = scratch.borrow_mut();
-            sealed.clear();
-            if this.held > 0 {
-                sealed.extend_from_slice(&this.out[this.out_at..]);
+            let mut scratch = scratch.borrow_mut();
+            let len = if this.held > 0 {
+                // The first write after a held session ticket: the ticket, then these records.
+                scratch.clear();
+                scratch.extend_from_slice(&this.out[this.out_at..]);
                 this.out = Vec::new();
                 this.out_at = 0;
                 this.held = 0;
-            }
-            this.seal_into(&data[..take], &mut sealed)?;
+                this.seal_into(&data[..take], &mut scratch)?;
+                scratch.len()
+            } else {
+                // Sealed over what the scratch held from the last batch: no pass zeroing it first.
+                this.session
+                    .seal_batch_over(&data[..take], &mut scratch)
+                    .map_err(|f| this.fail_silent(f.to_string()))?
+            };
+            let sealed = &scratch[..len];
             let mut at = 0;
             while at < sealed.len() {
                 match this.tcp.try_write(&sealed[at..]) {

@@ -424,6 +424,23 @@ impl RecordKey {
         self.seal_any(ct, plaintext, out, 0)
     }
 
+    /// As [`RecordKey::seal`], the record written at `out[start..]` over the bytes `out` holds
+    /// there, which are kept beyond the record's end (a reused batch buffer: the records of one
+    /// batch are sealed one after another, and only bytes beyond the buffer's old length are
+    /// zeroed first). Returns the record's end.
+    pub fn seal_within(
+        &mut self,
+        ct: ContentType,
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+        start: usize,
+    ) -> Result<usize, CryptoError> {
+        if plaintext.len() > MAX_PLAINTEXT {
+            return Err(CryptoError::TooLarge(plaintext.len()));
+        }
+        self.seal_record(ct, plaintext, out, start, false)
+    }
+
     /// Tests: a record over the plaintext limit, as a broken peer would send it.
     #[cfg(test)]
     pub(crate) fn seal_oversized(&mut self, ct: ContentType, plaintext: &[u8], out: &mut Vec<u8>) {
@@ -451,6 +468,20 @@ impl RecordKey {
         out: &mut Vec<u8>,
         start: usize,
     ) -> Result<u64, CryptoError> {
+        let seq = self.seq;
+        self.seal_record(ct, plaintext, out, start, true).map(|_| seq)
+    }
+
+    /// [`RecordKey::seal_any`]'s work; `cut`: `out` ends with the record, else bytes it held
+    /// beyond the record stay. Returns the record's end.
+    fn seal_record(
+        &mut self,
+        ct: ContentType,
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+        start: usize,
+        cut: bool,
+    ) -> Result<usize, CryptoError> {
         let seq = self.take_seq()?;
         let n = self.nonce(seq);
         let nonce = Nonce::assume_unique_for_key(n);
@@ -459,7 +490,7 @@ impl RecordKey {
         let end = start + HEADER_LEN + body_len;
         if out.len() < end {
             out.resize(end, 0);
-        } else {
+        } else if cut {
             out.truncate(end);
         }
         match self.version {
@@ -470,7 +501,7 @@ impl RecordKey {
                     len: body_len as u16,
                 }
                 .encode();
-                let record = &mut out[start..];
+                let record = &mut out[start..end];
                 record[..HEADER_LEN].copy_from_slice(&header);
                 let (cipher, trail) = record[HEADER_LEN..].split_at_mut(plaintext.len());
                 self.aead()?
@@ -482,7 +513,7 @@ impl RecordKey {
                     Header { content_type: ct, version: RECORD_VERSION, len: body_len as u16 }.encode();
                 let explicit = self.explicit_len();
                 let aad = tls12_aad(seq, ct, RECORD_VERSION, plaintext.len());
-                let record = &mut out[start..];
+                let record = &mut out[start..end];
                 record[..HEADER_LEN].copy_from_slice(&header);
                 record[HEADER_LEN..HEADER_LEN + explicit].copy_from_slice(&n[NONCE_LEN - explicit..]);
                 let (cipher, tag) = record[HEADER_LEN + explicit..].split_at_mut(plaintext.len());
@@ -491,7 +522,7 @@ impl RecordKey {
                     .map_err(too_large)?;
             }
         }
-        Ok(seq)
+        Ok(end)
     }
 }
 
@@ -883,6 +914,17 @@ impl RecordLayer {
     /// As [`RecordLayer::seal`] over the bytes `out` holds (see [`RecordKey::seal_over`]).
     pub fn seal_over(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<u64, CryptoError> {
         self.tx.seal_over(ContentType::APPLICATION_DATA, plaintext, out)
+    }
+
+    /// As [`RecordLayer::seal`] at `out[start..]`, keeping what `out` holds beyond the record
+    /// (see [`RecordKey::seal_within`]); returns the record's end.
+    pub fn seal_within(
+        &mut self,
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+        start: usize,
+    ) -> Result<usize, CryptoError> {
+        self.tx.seal_within(ContentType::APPLICATION_DATA, plaintext, out, start)
     }
 
     /// Seals an alert (close_notify is `[1, 0]`, bad_record_mac `[2, 20]`).

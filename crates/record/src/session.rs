@@ -530,6 +530,33 @@ impl Session {
         Ok(())
     }
 
+    /// As [`Session::seal`] into a reused batch buffer: the records are written from the start
+    /// of `out` over the bytes it holds, and bytes beyond them stay; returns the records' length
+    /// (`out[..n]`). Appending to an emptied buffer zeroed every byte before the AEAD wrote it,
+    /// a pass over each batch that this skips once the buffer has grown to a batch.
+    pub fn seal_batch_over(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<usize, Fatal> {
+        let records = data.len().div_ceil(MAX_PLAINTEXT) as u64;
+        if self.offloaded || self.layer.seqs().1.saturating_add(records) > self.tx_key_records {
+            // The rare cases (a KeyUpdate due within the batch), appended to an emptied buffer.
+            out.clear();
+            self.seal(data, out)?;
+            return Ok(out.len());
+        }
+        self.check()?;
+        if self.close_sent {
+            return Err(Fatal::from(Reason::WriteAfterClose));
+        }
+        let mut end = 0;
+        for chunk in data.chunks(MAX_PLAINTEXT) {
+            end = self
+                .layer
+                .seal_within(chunk, out, end)
+                .map_err(|e| self.fail(Reason::Seal(e.to_string())))?;
+            self.updated_last = false;
+        }
+        Ok(end)
+    }
+
     /// Seals close_notify (once): nothing is sealed after it (RFC 8446 §6.1).
     pub fn close(&mut self, out: &mut Vec<u8>) -> Result<(), Fatal> {
         self.check()?;

@@ -222,6 +222,12 @@ impl Driver {
         let mut out: Vec<u8> = Vec::with_capacity(TRANSMIT_BATCH);
         let mut written = 0;
         let mut need_flush = false;
+        // One timer for the connection's deadlines, moved rather than made anew each pass: a
+        // fresh `Sleep` per pass registered and removed a timer entry (a lock and a wheel update
+        // each) on every chunk. Moving it later, as activity does, only updates its deadline.
+        let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<tokio::time::Instant> = None;
         loop {
             let now = Instant::now();
             self.process_events(now);
@@ -250,6 +256,12 @@ impl Driver {
                 }
             }
             let deadline = self.endpoint.poll_timeout().map(tokio::time::Instant::from_std);
+            if let Some(d) = deadline {
+                if armed != Some(d) {
+                    timer.as_mut().reset(d);
+                    armed = Some(d);
+                }
+            }
             tokio::select! {
                 r = rd.read(&mut rbuf), if self.endpoint.error().is_none() => match r {
                     Ok(0) => return Ended::Transport("peer closed the TLS stream".into()),
@@ -277,7 +289,11 @@ impl Driver {
                         self.command(now, cmd);
                     }
                 }
-                _ = sleep_until(deadline), if deadline.is_some() => self.endpoint.handle_timeout(Instant::now()),
+                () = &mut timer, if deadline.is_some() => {
+                    // Set again on the next pass, from the deadlines as they are then.
+                    armed = None;
+                    self.endpoint.handle_timeout(Instant::now());
+                }
             }
         }
     }
@@ -559,12 +575,5 @@ impl GaugeShare {
 impl Drop for GaugeShare {
     fn drop(&mut self) {
         self.gauge.dec_by(self.mine);
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }

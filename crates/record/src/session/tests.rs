@@ -632,6 +632,48 @@ fn tls13_transmit_key_is_replaced_after_its_record_limit_rfc8446_5_5() {
 }
 
 #[test]
+fn batches_sealed_over_a_reused_buffer_read_back_whole_and_keep_its_tail() {
+    for suite in [TLS13, TLS13_CHACHA, TLS12] {
+        let mut p = Pair::new(suite);
+        let mut scratch = Vec::new();
+        // Longer, shorter and as long as the buffer's old contents, one byte and none.
+        for (i, len) in
+            [8 * (1 << 14), 3 * (1 << 14) + 7, 1, 8 * (1 << 14), 0, 20_000].into_iter().enumerate()
+        {
+            let data: Vec<u8> = (0..len).map(|b| (b * 13 + i) as u8).collect();
+            let held = scratch.clone();
+            let n = p.session.seal_batch_over(&data, &mut scratch).unwrap();
+            let records = len.div_ceil(1 << 14);
+            assert_eq!(n, len + records * p.session.overhead(), "{suite:?} {len}");
+            assert_eq!(scratch.len(), n.max(held.len()), "the buffer grew only to the records' end");
+            if n < held.len() {
+                assert!(scratch[n..] == held[n..], "bytes past the records were left alone");
+            }
+            let got = p.client_reads(&scratch[..n]);
+            assert!(got == data, "{suite:?}: {} bytes read of {len}", got.len());
+        }
+    }
+}
+
+#[test]
+fn a_batch_sealed_over_replaces_a_used_up_transmit_key_rfc8446_5_5() {
+    let mut p = Pair::new(TLS13);
+    p.session.set_tx_key_records(3);
+    let mut scratch = vec![0xee; 300_000];
+    let data = vec![5u8; 8 * (1 << 14)];
+    let n = p.session.seal_batch_over(&data, &mut scratch).unwrap();
+    let sizes: Vec<usize> = records(&scratch[..n]).iter().map(|(h, _)| h.len as usize).collect();
+    let (full, ku) = ((1 << 14) + 17, 5 + 17);
+    assert_eq!(
+        sizes,
+        [full, full, full, ku, full, full, full, ku, full, full],
+        "a KeyUpdate every 3 records"
+    );
+    let got = p.client_reads(&scratch[..n]);
+    assert!(got == data, "{} bytes read of {}", got.len(), data.len());
+}
+
+#[test]
 fn tls12_transmit_key_used_up_ends_the_session_on_our_side() {
     let mut p = Pair::new(TLS12);
     p.session.set_tx_key_records(2);
