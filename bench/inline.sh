@@ -13,6 +13,8 @@
 #   bench/inline.sh [--seconds N] [--no-terminate] [--no-net | --only-net]
 #                   [--inline-gib G] [--idle-flows N] [--inline-mode buffered|cut-through]
 #                   [--offloads on|off]   (section 3: TSO/GSO/checksum offload on the veths)
+#                   [--steer on|off]   (section 3: RPS, each host's receive work on its own CPU)
+#                   [--name-prefix P]   (section 3: namespaces and interfaces named P<pid>…)
 #                   [--perf DIR]   (section 3: perf record -g of tlsgate into DIR, each run)
 #
 # Needs the Debian packages openssl, util-linux (taskset), python3, for the terminate column and
@@ -33,6 +35,8 @@ gib=1
 flows=200
 mode=buffered
 offloads=on
+steer=on
+prefix=tb
 perf=()
 while [ $# -gt 0 ]; do
   case $1 in
@@ -44,8 +48,10 @@ while [ $# -gt 0 ]; do
     --idle-flows) flows=$2; shift ;;
     --inline-mode) mode=$2; shift ;;
     --offloads) offloads=$2; shift ;;
+    --steer) steer=$2; shift ;;
+    --name-prefix) prefix=$2; shift ;;
     --perf) mkdir -p "$2"; perf=(--perf "$(cd "$2" && pwd)"); shift ;;
-    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/inline.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -152,7 +158,8 @@ net_rc=0
 if [ "$net" = 1 ]; then
   echo "[inline] inline run vs terminate through network namespaces, $gib GiB each (bench/lib/inline_net.py)" >&2
   PYTHONDONTWRITEBYTECODE=1 python3 "$repo/bench/lib/inline_net.py" --dir "$work" --tlsgate "$target/profiling/tlsgate" \
-    --gib "$gib" --flows "$flows" --mode "$mode" --offloads "$offloads" "${perf[@]}" >"$work/net.md" &
+    --gib "$gib" --flows "$flows" --mode "$mode" --offloads "$offloads" \
+    --steer "$steer" --prefix "$prefix" "${perf[@]}" >"$work/net.md" &
   py_pid=$!
   wait "$py_pid" || net_rc=$?
 fi

@@ -4,7 +4,16 @@ With offloads on (the veth default) the hosts' TSO/GSO hand 64 KiB TCP "frames" 
 checksums to the veth, which carries them whole: the inline gate reads them as GSO frames and
 sends its own that way. With offloads off (TSO, GSO, checksum offload) every frame is wire-sized
 and checksummed, as on a physical wire. Each namespace made is appended to a registry file that
-bench/inline.sh's exit trap deletes, should `down` not run."""
+bench/inline.sh's exit trap deletes, should `down` not run.
+
+With steering on (the default), RPS (`queues/rx-0/rps_cpus`) sends the receive processing of the
+client's and the server's interfaces to CPU 1 and that of the gate's two interfaces to CPU 0, as
+bench/lib/connect_netns.py does: CPU 0 then does what a gate host does (its process, its
+interfaces' transmit and its own receive of every frame), while the peers' receive stacks (the
+client's TCP taking the gate's data, the server's taking its ACKs) run on CPU 1, as on hosts of
+their own. Without it, a veth hands a sent frame to its peer's stack on the sender's CPU, in the
+sender's context: the client's TCP receive counts as the gate's work, and the gate's own receive
+as nginx's or curl's."""
 
 import subprocess
 
@@ -20,9 +29,10 @@ class Topology:
     """client - gate - server. Bridged: one subnet, the gate's veths without addresses and
     forwarding off. Routed: the gate has an address on each side and forwards."""
 
-    def __init__(self, tag, octet, routed, registry, offloads=True):
+    def __init__(self, tag, octet, routed, registry, offloads=True, steer=True):
         self.routed = routed
         self.offloads = offloads
+        self.steer = steer
         self.ns = {role: f"{tag}-{role}" for role in ("client", "gate", "server")}
         self.ifs = {
             "client": f"{tag}c",
@@ -63,6 +73,8 @@ class Topology:
             state = "on" if self.offloads else "off"
             sh(self.exec(role) + ["ethtool", "-K", ifname, "tso", state, "gso", state, "gro", "off", "tx", state])
             sh(self.exec(role) + ["ip", "link", "set", ifname, "up"])
+            if self.steer:
+                self.steer_receive(role, ifname)
         sh(self.exec("client") + ["ip", "addr", "add", f"{self.client_ip}/24", "dev", i["client"]])
         sh(self.exec("server") + ["ip", "addr", "add", f"{self.server_ip}/24", "dev", i["server"]])
         if self.routed:
@@ -70,6 +82,15 @@ class Topology:
             sh(self.exec("gate") + ["ip", "addr", "add", f"{self.gate_server_ip}/24", "dev", i["gate_server"]])
             sh(self.exec("client") + ["ip", "route", "add", "default", "via", self.gate_client_ip])
             sh(self.exec("server") + ["ip", "route", "add", "default", "via", self.gate_server_ip])
+
+    def steer_receive(self, role, ifname):
+        """RPS: the interface's receive processing on its host's CPU (gate 0, peers 1), checked."""
+        mask = 1 if role == "gate" else 2
+        path = f"/sys/class/net/{ifname}/queues/rx-0/rps_cpus"
+        sh(self.exec(role) + ["sh", "-c", f"echo {mask:x} > {path}"])
+        got = sh(self.exec(role) + ["cat", path]).strip().replace(",", "")
+        if int(got, 16) != mask:
+            raise RuntimeError(f"rps_cpus of {ifname} in {self.ns[role]} reads {got}, expected {mask:x}")
 
     def down(self):
         for ns in self.made:

@@ -960,10 +960,11 @@ impl Live {
             if self.ends.client_sack { self.up.sack_count(self.ack_to_client, MAX_SACK_BLOCKS) } else { 0 };
         let mss = (self.ends.client_mss as usize).saturating_sub(sack_option_len(blocks)).max(1);
         if self.ends.gso {
-            // A whole number of segments per packet, the IP packet within its 16-bit length
-            // (room for the largest headers: IPv6, TCP, three SACK blocks).
-            let piece = mss * ((usize::from(u16::MAX) - 100) / mss).max(1);
-            self.emit_joined(sends, piece, out);
+            // The IP packet within its 16-bit length (room for the largest headers: IPv6, TCP,
+            // three SACK blocks); a whole number of segments except in a run's last packet.
+            let most = usize::from(u16::MAX) - 100;
+            let piece = mss * (most / mss).max(1);
+            self.emit_joined(sends, piece, most, out);
         } else {
             for s in sends {
                 for (i, chunk) in s.data.chunks(mss).enumerate() {
@@ -977,39 +978,49 @@ impl Live {
     }
 
     /// With segmentation offload: the records of each run of `sends` contiguous in the client's
-    /// stream as packets of `piece` bytes (the last the rest), a packet spanning records where
-    /// they meet: as many packets as 64 KiB GSO frames, not one per record.
-    fn emit_joined(&mut self, sends: &[Send], piece: usize, out: &mut Vec<Vec<u8>>) {
+    /// stream as packets of `piece` bytes (a whole number of segments), a packet spanning records
+    /// where they meet: as many packets as 64 KiB GSO frames, not one per record. A run's rest
+    /// joins its last packet when both fit in `most` bytes: a server GSO frame's 45 segments of
+    /// plaintext come out as records a few dozen bytes longer (their headers and tags), which
+    /// would otherwise leave as a second packet of their own (a message, an skb and a wakeup of
+    /// the client each) for the same segments on the wire (the short one last, either way).
+    fn emit_joined(&mut self, sends: &[Send], piece: usize, most: usize, out: &mut Vec<Vec<u8>>) {
         let mut parts: Vec<&[u8]> = Vec::new();
         let mut k = 0;
         while k < sends.len() {
-            // The packet being gathered starts at `at` and holds `len` bytes in `parts`.
+            // The run: sends[k..end], each starting where the one before ended.
+            let mut end = k + 1;
+            let mut left = sends[k].data.len();
+            while end < sends.len()
+                && sends[end].outer == sends[end - 1].outer + sends[end - 1].data.len() as u64
+            {
+                left += sends[end].data.len();
+                end += 1;
+            }
+            // The packet being gathered starts at `at`, holds `len` bytes in `parts` and is
+            // `size` bytes long; `left` bytes of the run are not sent yet.
             let mut at = sends[k].outer;
             let mut len = 0;
-            let mut next = at;
-            let mut end = k;
-            while end < sends.len() && sends[end].outer == next {
-                let mut data = &sends[end].data[..];
-                next += data.len() as u64;
+            let mut size = packet_len(left, piece, most);
+            for send in &sends[k..end] {
+                let mut data = &send.data[..];
                 while !data.is_empty() {
-                    let take = (piece - len).min(data.len());
+                    let take = (size - len).min(data.len());
                     parts.push(&data[..take]);
                     len += take;
                     data = &data[take..];
-                    if len == piece {
+                    if len == size {
                         self.send_parts(at, &parts, out);
-                        at += piece as u64;
+                        at += size as u64;
+                        left -= size;
                         parts.clear();
                         len = 0;
+                        size = packet_len(left, piece, most);
                     }
                 }
-                end += 1;
             }
-            if len > 0 {
-                self.send_parts(at, &parts, out);
-                parts.clear();
-            }
-            k = end.max(k + 1);
+            debug_assert!(len == 0 && left == 0, "a run's bytes all sent");
+            k = end;
         }
     }
 
@@ -1054,5 +1065,47 @@ impl Live {
         };
         let sack = if control != Control::Rst { self.sack_to_client() } else { Vec::new() };
         out.extend(b.emit_checksummed(&sack, self.ends.checksum));
+    }
+}
+
+/// The length of the next packet of a run with `left` bytes unsent: all of them when they fit
+/// in `most`, else `piece` (a whole number of segments, so a run's packets cut into full
+/// segments but for the last).
+fn packet_len(left: usize, piece: usize, most: usize) -> usize {
+    if left <= most {
+        left
+    } else {
+        piece
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::packet_len;
+
+    /// A run's packets as `emit_joined` cuts them.
+    fn cut(mut left: usize, mss: usize) -> Vec<usize> {
+        let most = usize::from(u16::MAX) - 100;
+        let piece = mss * (most / mss);
+        let mut sizes = Vec::new();
+        while left > 0 {
+            let size = packet_len(left, piece, most);
+            sizes.push(size);
+            left -= size;
+        }
+        sizes
+    }
+
+    #[test]
+    fn a_server_frames_records_leave_as_one_packet_and_longer_runs_in_whole_segments_but_the_last() {
+        // 45 segments of 1448 bytes of plaintext, sealed as three 16 KiB records and the rest,
+        // each 22 bytes longer (TLS 1.3 header, content type, tag): one packet, not two.
+        assert_eq!(cut(45 * 1448 + 4 * 22, 1448), [45 * 1448 + 88]);
+        // Two frames' worth: a packet of whole segments, then the rest.
+        assert_eq!(cut(2 * (45 * 1448 + 88), 1448), [45 * 1448, 45 * 1448 + 176]);
+        // A rest too long to join: it leaves on its own.
+        assert_eq!(cut(46 * 1448, 1448), [45 * 1448, 1448]);
+        assert_eq!(cut(100, 1448), [100]);
+        assert_eq!(cut(0, 1448), Vec::<usize>::new());
     }
 }
