@@ -23,9 +23,7 @@ static GLOBAL: allocator::Allocator = allocator::Allocator;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    if matches!(cli.command, cli::Command::Tunnel(_) | cli::Command::Inline(_)) {
-        memory::no_transparent_huge_pages();
-    }
+    memory::no_transparent_huge_pages();
     let runtime = match cli.workers {
         // One thread: the current-thread scheduler, no work-stealing between idle workers.
         Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
