@@ -253,23 +253,34 @@ def mapping_kind(key, ring_kib):
 
 
 def rss_growth_by_kind(before, after, ring_kib):
+    # A mapping is the same across the readings by its start: a malloc arena's heap grows at its
+    # end, and by its whole range its growth would be logged as a new mapping.
+    def by_start(maps):
+        return {(pid, rng.split("-")[0], name): (size, kib) for (pid, rng, size, name), kib in maps.items()}
+
+    before, after = by_start(before), by_start(after)
     kinds = {"ring": 0, "heap": 0, "other": 0}
+    grown = []
     for key in set(before) | set(after):
-        kinds[mapping_kind(key, ring_kib)] += after.get(key, 0) - before.get(key, 0)
-    grown = sorted(((after.get(k, 0) - before.get(k, 0), k) for k in set(before) | set(after)), reverse=True)[:6]
-    for kib, (_, rng, size, name) in grown:
-        log(f"  RSS +{kib} KiB in mapping {rng} ({size} KiB) {name or '[anon]'}")
+        size = (after.get(key) or before[key])[0]
+        kib0, kib1 = before.get(key, (0, 0))[1], after.get(key, (0, 0))[1]
+        pid, start, name = key
+        kinds[mapping_kind((pid, start, size, name), ring_kib)] += kib1 - kib0
+        grown.append((kib1 - kib0, start, size, name))
+    for kib, start, size, name in sorted(grown, reverse=True)[:6]:
+        log(f"  RSS {kib:+d} KiB in mapping at {start} ({size} KiB) {name or '[anon]'}")
     return kinds
 
 
 def engine_state_bytes(topo):
-    """The engine's own state accounting from the admin listener: the sum of `state_bytes` over the
-    connection rows of /status.json. Returns (bytes, per_flow=False), or None without an answer."""
+    """The engine's own state accounting from the admin listener, per flow: the mean of
+    `state_bytes` over the connection rows of /status.json (each row holds its flow's share of
+    the flow table). None without an answer or without rows."""
     inline = inline_status(topo) or {}
     rows = inline.get("connections")
-    if rows is None:
+    if not rows:
         return None
-    return float(sum(row.get("state_bytes", 0) for row in rows)), False
+    return sum(row.get("state_bytes", 0) for row in rows) / len(rows)
 
 
 def read_ready(p, timeout):
@@ -324,13 +335,14 @@ def idle_flows(topo, server, ca, connect_ip, flows, pidfile):
     warm, _ = hold(topo, ca, connect_ip, WARM_FLOWS, pidfile)
     try:
         time.sleep(SETTLE_S)  # the warm flows parked and released before the first reading too
+        # Nothing asks the admin listener between the two readings (see SETTLE_S): the engine's
+        # accounting is read once, after, as the mean over every flow held then.
         rss0, maps0 = server.rss_kib(), mappings_rss(server)
-        state0 = engine_state_bytes(topo)
         p, suite = hold(topo, ca, connect_ip, flows, pidfile)
         try:
             time.sleep(SETTLE_S)
             rss1, maps1 = server.rss_kib(), mappings_rss(server)
-            state1, parked1 = engine_state_bytes(topo), flows_parked(topo)
+            per_flow, parked1 = engine_state_bytes(topo), flows_parked(topo)
         finally:
             release(p)
     finally:
@@ -338,12 +350,6 @@ def idle_flows(topo, server, ca, connect_ip, flows, pidfile):
     # Parkings counted after the reading: every flow parked 500 ms after its last packet, long
     # before it, or the figure says it was not.
     all_parked = None if parked0 is None else (parked1 or 0) - parked0 >= WARM_FLOWS + flows
-    if state1 is None or (state0 is None and not state1[1]):
-        per_flow = None
-    elif state1[1]:
-        per_flow = state1[0]  # the listener's own per-flow figure, with the idle flows open
-    else:
-        per_flow = (state1[0] - state0[0]) / flows
     return {"flows": flows, "rss_kib_per_flow": (rss1 - rss0) / flows, "state_bytes_per_flow": per_flow, "suite": suite,
             "all_parked": all_parked,
             "rss_kib_per_flow_by_kind": {k: v / flows for k, v in rss_growth_by_kind(maps0, maps1, RING_KIB).items()}}
@@ -506,6 +512,8 @@ def bench_main(args):
     octet = 20 + os.getpid() % 200
     rows, errors, idles = {}, {}, {}
     for name, routed, run in (("inline run", False, run_inline), ("terminate", True, run_terminate)):
+        if args.only and args.only != ("terminate" if routed else "inline"):
+            continue
         topo = netns.Topology(tag + ("b" if routed else "a"), octet, routed, registry, args.offloads == "on",
                               args.steer == "on")
         try:
@@ -536,6 +544,7 @@ def main():
     ap.add_argument("--steer", choices=("on", "off"), default="on",
                     help="RPS: each peer's receive processing on its own CPU, the gate's on the gate's")
     ap.add_argument("--prefix", default="tb", help="prefix of the namespaces' and interfaces' names")
+    ap.add_argument("--only", choices=("inline", "terminate"), help="one of the two runs alone")
     ap.add_argument("--perf", help="a directory: record a perf profile (-g) of tlsgate during each run's downloads")
     args = ap.parse_args()
     args.ca, args.cert, args.key = (os.path.join(args.dir, n) for n in ("ca.pem", "server.pem", "server.key"))
