@@ -36,6 +36,7 @@ pub mod originate;
 pub mod proxy_header;
 pub mod record_stream;
 pub mod relay;
+mod relay_wakers;
 mod revoked;
 pub mod starttls;
 pub mod terminate;

@@ -226,6 +226,12 @@ impl RecordStream {
             + self.after_close.len()
     }
 
+    /// Whether sealed records wait for the socket (or for the first write): while they do, a
+    /// read may write them, and needs the socket's write readiness.
+    pub fn queued(&self) -> bool {
+        self.out_at < self.out.len()
+    }
+
     /// Reads from the socket into `area` after the partial record, which is then copied in
     /// front; returns the number of bytes in `area`. Ready(Ok(0)) is a clean end of stream.
     fn fill(&mut self, cx: &mut Context<'_>, area: &mut [u8]) -> Poll<io::Result<usize>> {

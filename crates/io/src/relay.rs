@@ -22,6 +22,7 @@ use tlsgate_core::side::Side;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::record_stream::RecordStream;
+use crate::relay_wakers::DirectionWakers;
 use crate::ProxyError;
 
 /// A destination the relay tells that its next writes are the last before it shuts it down,
@@ -35,11 +36,22 @@ pub trait LastWrites {
     fn ends_on_drop(&self) -> bool {
         false
     }
+
+    /// Whether a read may be waiting to write right now (a TLS stream's answer to a KeyUpdate,
+    /// sent from its read path): the reading direction then needs this stream's write readiness,
+    /// whose single waker the writing direction registers too, so the relay polls the reading
+    /// direction on every wake-up. True unless a stream knows better.
+    fn reads_may_write(&self) -> bool {
+        true
+    }
 }
 
 impl LastWrites for tokio::net::TcpStream {
     fn ends_on_drop(&self) -> bool {
         true
+    }
+    fn reads_may_write(&self) -> bool {
+        false
     }
 }
 impl LastWrites for tokio_rustls::client::TlsStream<tokio::net::TcpStream> {}
@@ -52,6 +64,9 @@ impl LastWrites for RecordStream {
     fn last_writes(&mut self) {
         RecordStream::last_writes(self)
     }
+    fn reads_may_write(&self) -> bool {
+        RecordStream::queued(self)
+    }
 }
 impl<T: LastWrites + ?Sized> LastWrites for Box<T> {
     fn last_writes(&mut self) {
@@ -59,6 +74,9 @@ impl<T: LastWrites + ?Sized> LastWrites for Box<T> {
     }
     fn ends_on_drop(&self) -> bool {
         (**self).ends_on_drop()
+    }
+    fn reads_may_write(&self) -> bool {
+        (**self).reads_may_write()
     }
 }
 
@@ -116,7 +134,16 @@ where
     let watch_at = AtomicU64::new(0);
     let mut up = Pump::new(Side::Client, Side::Backend);
     let mut down = Pump::new(Side::Backend, Side::Client);
+    // Each direction polls its streams with a waker of its own: a direction waiting on its
+    // source is polled again only when that direction was woken (see `relay_wakers`).
+    let mut wakers: Option<DirectionWakers> = None;
     let both = poll_fn(|cx| {
+        let wakers = wakers.get_or_insert_with(|| DirectionWakers::new(cx.waker()));
+        let (up_woken, down_woken) = wakers.woken(cx);
+        // A direction whose source's read may write (a KeyUpdate answer) shares that stream's
+        // one write waker with the other direction: it is polled every time.
+        let poll_up = up_woken || !up.waits_on_read || client.reads_may_write();
+        let poll_down = down_woken || !down.waits_on_read || backend.reads_may_write();
         let moved = |n: u64, up: bool| {
             let now = start.elapsed().as_millis() as u64;
             last.store(now, Ordering::Relaxed);
@@ -127,15 +154,20 @@ where
                 tally.down(n)
             }
         };
-        if !up.finished {
+        if !up.finished && poll_up {
             let last = down.finished;
-            if let Poll::Ready(Err(e)) = up.poll(cx, &mut client, &mut backend, last, |n| moved(n, true)) {
+            let mut cx = wakers.up(cx);
+            if let Poll::Ready(Err(e)) = up.poll(&mut cx, &mut client, &mut backend, last, |n| moved(n, true))
+            {
                 return Poll::Ready(Err(e));
             }
         }
-        if !down.finished {
+        if !down.finished && poll_down {
             let last = up.finished;
-            if let Poll::Ready(Err(e)) = down.poll(cx, &mut backend, &mut client, last, |n| moved(n, false)) {
+            let mut cx = wakers.down(cx);
+            if let Poll::Ready(Err(e)) =
+                down.poll(&mut cx, &mut backend, &mut client, last, |n| moved(n, false))
+            {
                 return Poll::Ready(Err(e));
             }
         }
@@ -194,6 +226,9 @@ struct Pump {
     /// A read error found by the read-ahead, reported after the bytes before it are written.
     deferred: Option<ProxyError>,
     finished: bool,
+    /// The last poll ended waiting for the source to be readable, with nothing left to write:
+    /// only the source's readiness (this direction's waker) has something for it.
+    waits_on_read: bool,
     count: u64,
 }
 
@@ -208,6 +243,7 @@ impl Pump {
             eof: false,
             deferred: None,
             finished: false,
+            waits_on_read: false,
             count: 0,
         }
     }
@@ -225,6 +261,7 @@ impl Pump {
         R: AsyncRead + Unpin,
         W: AsyncWrite + LastWrites + Unpin,
     {
+        self.waits_on_read = false;
         loop {
             // 1. What the destination could not take before.
             while self.written < self.pending.len() {
@@ -301,6 +338,7 @@ impl Pump {
                         ready!(Pin::new(&mut *w).poll_flush(cx)).map_err(|e| self.write_error("flush", e))?;
                         self.unflushed = false;
                     }
+                    self.waits_on_read = true;
                     return Poll::Pending;
                 }
             }

@@ -143,6 +143,12 @@ impl LastWrites for ClientStream {
             ClientStream::Kernel(s) => s.last_writes(),
         }
     }
+    fn reads_may_write(&self) -> bool {
+        match self {
+            ClientStream::Records(s) => s.reads_may_write(),
+            ClientStream::Kernel(s) => s.reads_may_write(),
+        }
+    }
 }
 
 /// A connection the kernel does not take (`result`: the metric's label): one count and one log
