@@ -25,6 +25,7 @@ import json
 import os
 import re
 import select
+import statistics
 import signal
 import subprocess
 import sys
@@ -42,6 +43,7 @@ SERVER_NAME = "localhost"  # in the benchmark certificate's SAN; curl --resolve 
 ADMIN = "127.0.0.1:9900"  # the gate namespace's own loopback
 WARM_FLOWS = 50
 PERF_S = 5  # seconds of `perf record` with --perf
+BASELINE = "inline run (baseline)"
 # After the idle flows' last response, before reading RSS: inline parks a flow 500 ms after its last
 # packet (`Limits::park_after`) and its bridge thread gives freed memory back at its next round, at
 # most a second after the last release (crates/io/src/inline/release.rs) with a round at least every
@@ -53,6 +55,9 @@ SETTLE_S = 3.0
 RING_KIB = 256 * 128  # the default receive ring of `inline run` (crates/io/src/inline/ring.rs)
 TICK = os.sysconf("SC_CLK_TCK")
 BACKGROUND_S = 1.0  # CPU 0's softirq rate with no transfer, measured just before and just after
+# CPU 0 busy this much (s/s) or less around both runs of a round: its busy ratio counts.
+QUIET_BUSY = 0.1
+QUIET_NOTE = f" (rounds with CPU 0 busy more than {QUIET_BUSY:g} s/s around either run left out: –)"
 
 
 def cpu0_softirq_ticks():
@@ -61,6 +66,20 @@ def cpu0_softirq_ticks():
         for line in f:
             if line.startswith("cpu0 "):
                 return int(line.split()[7])
+    raise RuntimeError("no cpu0 line in /proc/stat")
+
+
+def cpu0_busy_seconds():
+    """Seconds CPU 0 was neither idle nor waiting for I/O nor stolen by the hypervisor, as a
+    clock: monotonic time less /proc/stat's idle and iowait of cpu0 (with NO_HZ measured at each
+    idle entry and exit, not sampled by the tick) and its steal. Whatever ran there counts once:
+    tlsgate, softirq in any context, other tenants (the background rate takes those off)."""
+    now = time.monotonic()
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu0 "):
+                v = [int(x) for x in line.split()[1:]]
+                return now - (v[3] + v[4] + v[7]) / TICK
     raise RuntimeError("no cpu0 line in /proc/stat")
 
 
@@ -74,10 +93,12 @@ def net_rx_per_cpu():
 
 
 def softirq_background():
-    """CPU 0's softirq ticks per second over BACKGROUND_S with no transfer (other tenants' work)."""
-    s0, t0 = cpu0_softirq_ticks(), time.monotonic()
+    """CPU 0's softirq ticks per second and its busy fraction over BACKGROUND_S with no transfer
+    (other tenants' work)."""
+    s0, b0, t0 = cpu0_softirq_ticks(), cpu0_busy_seconds(), time.monotonic()
     time.sleep(BACKGROUND_S)
-    return (cpu0_softirq_ticks() - s0) / (time.monotonic() - t0)
+    wall = time.monotonic() - t0
+    return (cpu0_softirq_ticks() - s0) / wall, (cpu0_busy_seconds() - b0) / wall
 
 
 def log(*parts):
@@ -161,8 +182,8 @@ def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=Non
     argv[-1:-1] = ["-o", "/dev/null", "-w", "%{size_download}\\n"]
     log(f"{name}: {count} downloads of {FILE_BYTES >> 20} MiB on one connection")
     retrans0 = server_retransmits(topo)
-    bg0 = softirq_background()
-    soft0, rx0 = cpu0_softirq_ticks(), net_rx_per_cpu()
+    bg0, busy_bg0 = softirq_background()
+    soft0, rx0, busy0 = cpu0_softirq_ticks(), net_rx_per_cpu(), cpu0_busy_seconds()
     cpu0, sys0, t0 = server.cpu_seconds(), server.sys_seconds(), time.monotonic()
     recorder = None
     if perf:
@@ -175,13 +196,17 @@ def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=Non
     wall, cpu = time.monotonic() - t0, server.cpu_seconds() - cpu0
     user = cpu - (server.sys_seconds() - sys0)
     soft_raw, rx = (cpu0_softirq_ticks() - soft0) / TICK, [b - a for a, b in zip(rx0, net_rx_per_cpu())]
-    bg = (bg0 + softirq_background()) / 2
+    busy_raw = cpu0_busy_seconds() - busy0
+    bg1, busy_bg1 = softirq_background()
+    bg, busy_bg = (bg0 + bg1) / 2, (busy_bg0 + busy_bg1) / 2
+    # CPU 0 busy: tlsgate and every softirq there counted once, less the other tenants' rate.
+    busy = max(0.0, busy_raw - busy_bg * wall)
     # The gate's receive processing that RPS runs in softirq on CPU 0 outside tlsgate's context,
     # net of the background. Without CONFIG_IRQ_TIME_ACCOUNTING a softirq tick that lands while
     # tlsgate runs counts here and in its stime: process + softirq is an upper bound.
     softirq = max(0.0, soft_raw - bg * wall / TICK)
     log(f"{name}: CPU 0 softirq {soft_raw:.2f} s raw, background {bg / TICK:.3f} s/s over {wall:.1f} s; "
-        f"NET_RX softirqs per CPU {rx}")
+        f"NET_RX softirqs per CPU {rx}; CPU 0 busy {busy_raw:.2f} s raw, background {busy_bg:.3f} s/s")
     if recorder is not None:
         recorder.wait(timeout=PERF_S + 60)
     retrans = server_retransmits(topo) - retrans0
@@ -199,6 +224,9 @@ def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=Non
         "user_per_gib": user / (got / GIB),
         "softirq_per_gib": softirq / (got / GIB),
         "host_per_gib": (cpu + softirq) / (got / GIB),
+        "background": bg,
+        "busy_per_gib": busy / (got / GIB),
+        "busy_background": busy_bg,
         "suite": suite,
         "retrans": retrans,
     }
@@ -367,17 +395,17 @@ def backend(topo, workdir, pidfile):
     return server
 
 
-def run_inline(topo, args, pidfile, want_sha):
+def run_inline(topo, args, pidfile, want_sha, tlsgate, flows, tag):
     nginx = backend(topo, args.dir, pidfile)
     try:
         argv = topo.exec("gate") + [
-            args.tlsgate, "inline", "run",
+            tlsgate, "inline", "run",
             "--client-iface", topo.ifs["gate_client"], "--server-iface", topo.ifs["gate_server"],
             "--service", f"{topo.server_ip}:443=80", "--cert", args.cert, "--key", args.key,
             "--mode", args.mode, "--admin", ADMIN,
         ]
-        log("tlsgate " + " ".join(argv[argv.index(args.tlsgate) + 1:]))
-        gate = procs.Server("tlsgate-inline", argv, "0", args.dir, pidfile)
+        log(f"{tlsgate} " + " ".join(argv[argv.index(tlsgate) + 1:]))
+        gate = procs.Server(f"tlsgate-{tag}", argv, "0", args.dir, pidfile)
         try:
             try:
                 wait_log_line(gate, "inline running")
@@ -385,8 +413,8 @@ def run_inline(topo, args, pidfile, want_sha):
                 if "unrecognized subcommand" in str(e):
                     raise RuntimeError(f"this tlsgate has no `inline run` subcommand: {e}") from None
                 raise RuntimeError(f"tlsgate inline run did not start: {e}") from None
-            idle = idle_or_error("inline run", topo, gate, args.ca, topo.server_ip, args.flows, pidfile)
-            return measure("inline", topo, gate, args.ca, topo.server_ip, want_sha, args.gib, args.dir,
+            idle = idle_or_error("inline run", topo, gate, args.ca, topo.server_ip, flows, pidfile) if flows else None
+            return measure(tag, topo, gate, args.ca, topo.server_ip, want_sha, args.gib, args.dir,
                            args.perf), idle
         finally:
             gate.stop()
@@ -394,17 +422,17 @@ def run_inline(topo, args, pidfile, want_sha):
         nginx.stop()
 
 
-def run_terminate(topo, args, pidfile, want_sha):
+def run_terminate(topo, args, pidfile, want_sha, tlsgate, flows, tag):
     nginx = backend(topo, args.dir, pidfile)
     try:
-        env = {"TLSGATE": args.tlsgate, "LISTEN_HOST": topo.gate_client_ip, "LISTEN_PORT": 443,
+        env = {"TLSGATE": tlsgate, "LISTEN_HOST": topo.gate_client_ip, "LISTEN_PORT": 443,
                "CERT": args.cert, "KEY": args.key, "BACKEND_HOST": topo.server_ip, "BACKEND_PORT": 80}
         gate = procs.Server("tlsgate-terminate", topo.exec("gate") + dict(peers.TERMINATORS)["tlsgate"](env), "0",
                             args.dir, pidfile)
         try:
             wait_listening(topo, "gate", 443, gate)
-            idle = idle_or_error("terminate", topo, gate, args.ca, topo.gate_client_ip, args.flows, pidfile)
-            return measure("terminate", topo, gate, args.ca, topo.gate_client_ip, want_sha, args.gib, args.dir,
+            idle = idle_or_error("terminate", topo, gate, args.ca, topo.gate_client_ip, flows, pidfile) if flows else None
+            return measure(tag, topo, gate, args.ca, topo.gate_client_ip, want_sha, args.gib, args.dir,
                            args.perf), idle
         finally:
             gate.stop()
@@ -416,13 +444,40 @@ def fmt(value, spec, missing="n/a"):
     return missing if value is None else format(value, spec)
 
 
-def report(args, rows, idles, errors):
+def spread(values, spec=".2f"):
+    """"median (min–max)" of values, or "n/a"."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    med = format(statistics.median(values), spec)
+    return med if len(values) == 1 else f"{med} ({format(min(values), spec)}–{format(max(values), spec)})"
+
+
+def per_gib_ratio(a, b, key):
+    return None if a is None or b is None or not b[f"{key}_per_gib"] else a[f"{key}_per_gib"] / b[f"{key}_per_gib"]
+
+
+def quiet(rows, a, b, key):
+    """The two runs of a round, or (None, None) for the busy figure when CPU 0 was not quiet
+    around either: another tenant's work there is not a rate the subtraction can take off, since
+    tlsgate takes CPU 0 from it while it runs."""
+    ra, rb = rows.get(a), rows.get(b)
+    if key == "busy" and any(r is None or r["busy_background"] > QUIET_BUSY for r in (ra, rb)):
+        return None, None
+    return ra, rb
+
+
+def report(args, rounds, idles, errors, names):
     print(f"## inline run on real packets vs terminate ({args.mode})")
     print()
     offloads = "TSO/GSO/checksum offload on, GRO off" if args.offloads == "on" else "offloads off"
     print(f"- client - gate - server in network namespaces over veth pairs ({offloads}); tlsgate on CPU 0, "
           f"curl and nginx on CPU 1; {FILE_BYTES >> 20} MiB file (sha256 checked), one connection, "
           f"{args.gib:g} GiB per run; curl --tls13-ciphers {SUITE}")
+    print(f"- {len(rounds)} round(s), each run on fresh namespaces and a fresh tlsgate, the order of the runs "
+          "rotated from round to round; idle flows in the first round only")
+    if args.baseline:
+        print(f"- inline run (baseline) = `{args.baseline}`, the same runs with an older build, interleaved")
     print("- CPU = utime + stime of the tlsgate process (/proc/PID/stat), before and after the downloads")
     print()
     print("- retransmitted = segments nginx retransmitted during the downloads (`RetransSegs` of the server "
@@ -434,36 +489,61 @@ def report(args, rows, idles, errors):
     if args.steer == "on":
         print("- steering on: RPS runs the client's and the server's receive processing on CPU 1, the gate's "
               "interfaces' on CPU 0 (each peer as its own host); softirq cpu0 = CPU 0's softirq column "
-              "(/proc/stat) during the downloads less its background rate; host = CPU + softirq cpu0, an upper "
-              "bound (a softirq tick taken while tlsgate ran counts in both)")
+              "(/proc/stat) during the downloads less its background rate (bg, ticks/s, measured over a second "
+              "just before and just after); host = CPU + softirq cpu0, an upper "
+              "bound (a softirq tick taken while tlsgate ran counts in both); cpu0 busy = the time CPU 0 was "
+              "not idle during the downloads (/proc/stat: wall less idle, iowait, steal; NO_HZ measures idle "
+              "at each entry and exit) less its busy rate before and after (busy bg, s/s): tlsgate and all "
+              "softirq on CPU 0, each counted once")
     else:
         print("- steering off: a veth runs its peer's receive processing on the sender's CPU, so the client's "
               "TCP receive counts as the gate's CPU and the gate's own receive as nginx's or curl's")
     print()
-    print("| run | GiB | wall s | MB/s | tlsgate CPU s | CPU s/GiB | user s/GiB | softirq cpu0 s/GiB | "
-          "host s/GiB | retransmitted | suite |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-    for name in ("inline run", "terminate"):
-        r = rows.get(name)
-        if r is None:
-            print(f"| {name} | failed (below) | | | | | | | | | |")
-        else:
-            print(f"| {name} | {r['gib']:.2f} | {r['wall_s']:.1f} | {r['mb_s']:.0f} | {r['cpu_s']:.2f} | "
-                  f"{r['cpu_per_gib']:.2f} | {r['user_per_gib']:.2f} | {r['softirq_per_gib']:.2f} | "
-                  f"{r['host_per_gib']:.2f} | {r['retrans']} | {r['suite']} |")
+    print("| round | run | GiB | wall s | MB/s | tlsgate CPU s | CPU s/GiB | user s/GiB | softirq cpu0 s/GiB | "
+          "bg ticks/s | host s/GiB | cpu0 busy s/GiB | busy bg | retransmitted | suite |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for i, rows in enumerate(rounds, 1):
+        for name in names:
+            r = rows.get(name)
+            if r is None:
+                print(f"| {i} | {name} | failed (below) | | | | | | | | | | | | |")
+            else:
+                print(f"| {i} | {name} | {r['gib']:.2f} | {r['wall_s']:.1f} | {r['mb_s']:.0f} | {r['cpu_s']:.2f} | "
+                      f"{r['cpu_per_gib']:.2f} | {r['user_per_gib']:.2f} | {r['softirq_per_gib']:.2f} | "
+                      f"{r['background']:.1f} | {r['host_per_gib']:.2f} | {r['busy_per_gib']:.2f} | "
+                      f"{r['busy_background']:.2f} | {r['retrans']} | {r['suite']} |")
     for name, error in errors.items():
         print(f"\n{name} failed: {error}")
     print()
-    a, b = rows.get("inline run"), rows.get("terminate")
-    ratio = None if a is None or b is None or b["cpu_per_gib"] == 0 else a["cpu_per_gib"] / b["cpu_per_gib"]
-    host = None if a is None or b is None or b["host_per_gib"] == 0 else a["host_per_gib"] / b["host_per_gib"]
-    # Steered, the gate's own receive runs in softirq on CPU 0, often outside tlsgate's context:
-    # what a gate host pays is the host figure. Unsteered, the process figure (as before).
-    target = "host" if args.steer == "on" else "cpu"
-    for key, figure in (("host", host), ("cpu", ratio)):
-        mark = f"**{fmt(figure, '.2f')}** (target ≤ 0.7)" if key == target else fmt(figure, ".2f")
-        print(f"inline_{key}_per_gib / terminate_{key}_per_gib: {mark}")
+    if len(rounds) > 1:
+        print(f"| median (min–max) of {len(rounds)} rounds | MB/s | CPU s/GiB | softirq cpu0 s/GiB | host s/GiB | "
+              "cpu0 busy s/GiB |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name in names:
+            got = [rows[name] for rows in rounds if name in rows]
+            print(f"| {name} | {spread([r['mb_s'] for r in got], '.0f')} | {spread([r['cpu_per_gib'] for r in got])} | "
+                  f"{spread([r['softirq_per_gib'] for r in got])} | {spread([r['host_per_gib'] for r in got])} | "
+                  f"{spread([r['busy_per_gib'] for r in got])} |")
         print()
+    # Steered, the gate's own receive runs in softirq on CPU 0, often outside tlsgate's context:
+    # what a gate host pays is the host figure. Unsteered, the process figure (as before). Each
+    # round's ratio is taken within the round (same minutes, same neighbours), then the median.
+    target = "host" if args.steer == "on" else "cpu"
+    for key in ("host", "cpu", "busy"):
+        ratios = [per_gib_ratio(*quiet(rows, "inline run", "terminate", key), key) for rows in rounds]
+        med = spread(ratios)
+        mark = f"**{med}** (target ≤ 0.7)" if key == target else med
+        each = ", ".join(fmt(x, ".2f", "–") for x in ratios)
+        print(f"inline_{key}_per_gib / terminate_{key}_per_gib: {mark}" +
+              (f"; median of {len(rounds)} rounds, each {each}" if len(rounds) > 1 else "") +
+              (QUIET_NOTE if key == "busy" else ""))
+        print()
+    if args.baseline:
+        for key in ("cpu", "host", "busy"):
+            ratios = [per_gib_ratio(*quiet(rows, "inline run", BASELINE, key), key) for rows in rounds]
+            print(f"inline run / baseline, {key} per GiB: {spread(ratios)}; each round "
+                  f"{', '.join(fmt(x, '.2f', '–') for x in ratios)}" + (QUIET_NOTE if key == "busy" else ""))
+            print()
     print()
     print("| idle state per flow (one request each, then idle) | flows | KiB | target |")
     print("|---|---:|---:|---|")
@@ -504,23 +584,39 @@ def bench_main(args):
     del data
     tag = f"{args.prefix}{os.getpid()}"
     octet = 20 + os.getpid() % 200
-    rows, errors, idles = {}, {}, {}
-    for name, routed, run in (("inline run", False, run_inline), ("terminate", True, run_terminate)):
-        topo = netns.Topology(tag + ("b" if routed else "a"), octet, routed, registry, args.offloads == "on",
-                              args.steer == "on")
-        try:
-            log(f"{name}: namespaces {', '.join(topo.ns.values())}")
-            topo.up()
-            rows[name], idles[name] = run(topo, args, pidfile, want_sha)
-        except (RuntimeError, OSError, subprocess.SubprocessError) as e:
-            errors[name] = str(e)
-            log(f"{name} failed: {e}")
-        finally:
-            topo.down()
+    runs = [("inline run", "a", run_inline, args.tlsgate)]
+    if args.baseline:
+        runs.append((BASELINE, "c", run_inline, args.baseline))
+    runs.append(("terminate", "b", run_terminate, args.tlsgate))
+    names = [name for name, _, _, _ in runs]
+    rounds, errors, idles = [], {}, {}
+    for r in range(args.rounds):
+        rows = {}
+        # Rotated: no run always goes first, right after the previous round's busy minute.
+        for name, suffix, run, binary in runs[r % len(runs):] + runs[:r % len(runs)]:
+            routed = run is run_terminate
+            topo = netns.Topology(tag + suffix, octet, routed, registry, args.offloads == "on", args.steer == "on")
+            what = f"{name}, round {r + 1}/{args.rounds}"
+            try:
+                log(f"{what}: namespaces {', '.join(topo.ns.values())}")
+                topo.up()
+                flows = args.flows if r == 0 else 0
+                perf = args.perf if r == 0 else None
+                tagname = {"inline run": "inline", BASELINE: "baseline"}.get(name, "terminate")
+                rows[name], idle = run(topo, argparse.Namespace(**{**vars(args), "perf": perf}), pidfile, want_sha,
+                                       binary, flows, tagname)
+                if idle is not None:
+                    idles[name] = idle
+            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                errors[what] = str(e)
+                log(f"{what} failed: {e}")
+            finally:
+                topo.down()
+        rounds.append(rows)
     for name, idle in idles.items():
         if "error" in idle:
             errors[f"{name} idle flows"] = idle["error"]
-    report(args, rows, idles, errors)
+    report(args, rounds, idles, errors, names)
     return 1 if errors else 0
 
 
@@ -536,6 +632,8 @@ def main():
     ap.add_argument("--steer", choices=("on", "off"), default="on",
                     help="RPS: each peer's receive processing on its own CPU, the gate's on the gate's")
     ap.add_argument("--prefix", default="tb", help="prefix of the namespaces' and interfaces' names")
+    ap.add_argument("--rounds", type=int, default=1, help="rounds of every run, interleaved; ratios are medians")
+    ap.add_argument("--baseline", help="an older tlsgate binary: its inline run beside the new one in every round")
     ap.add_argument("--perf", help="a directory: record a perf profile (-g) of tlsgate during each run's downloads")
     args = ap.parse_args()
     args.ca, args.cert, args.key = (os.path.join(args.dir, n) for n in ("ca.pem", "server.pem", "server.key"))
