@@ -83,6 +83,27 @@ def cpu0_busy_seconds():
     raise RuntimeError("no cpu0 line in /proc/stat")
 
 
+def voluntary_switches(server):
+    """Voluntary context switches of every thread of the server's processes: each is a sleep in
+    poll(2) or epoll and a wakeup, counted exactly (not sampled), so it moves with the code and
+    hardly with the load."""
+    total = 0
+    for pid in server.pids():
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    for line in f:
+                        if line.startswith("voluntary_ctxt_switches:"):
+                            total += int(line.split()[1])
+            except OSError:
+                pass
+    return total
+
+
 def net_rx_per_cpu():
     """NET_RX softirqs raised so far, per CPU (/proc/softirqs): shows where receive work ran."""
     with open("/proc/softirqs") as f:
@@ -185,6 +206,7 @@ def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=Non
     bg0, busy_bg0 = softirq_background()
     soft0, rx0, busy0 = cpu0_softirq_ticks(), net_rx_per_cpu(), cpu0_busy_seconds()
     cpu0, sys0, t0 = server.cpu_seconds(), server.sys_seconds(), time.monotonic()
+    switches0 = voluntary_switches(server)
     recorder = None
     if perf:
         out = os.path.join(perf, f"perf-{name}.data")
@@ -194,6 +216,7 @@ def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=Non
                                     stderr=subprocess.DEVNULL)
     r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=int(90 + 600 * gib))
     wall, cpu = time.monotonic() - t0, server.cpu_seconds() - cpu0
+    switches = voluntary_switches(server) - switches0
     user = cpu - (server.sys_seconds() - sys0)
     soft_raw, rx = (cpu0_softirq_ticks() - soft0) / TICK, [b - a for a, b in zip(rx0, net_rx_per_cpu())]
     busy_raw = cpu0_busy_seconds() - busy0
@@ -226,6 +249,7 @@ def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=Non
         "host_per_gib": (cpu + softirq) / (got / GIB),
         "background": bg,
         "busy_per_gib": busy / (got / GIB),
+        "wakeups_per_gib": switches / (got / GIB),
         "busy_background": busy_bg,
         "suite": suite,
         "retrans": retrans,
@@ -494,36 +518,37 @@ def report(args, rounds, idles, errors, names):
               "bound (a softirq tick taken while tlsgate ran counts in both); cpu0 busy = the time CPU 0 was "
               "not idle during the downloads (/proc/stat: wall less idle, iowait, steal; NO_HZ measures idle "
               "at each entry and exit) less its busy rate before and after (busy bg, s/s): tlsgate and all "
-              "softirq on CPU 0, each counted once")
+              "softirq on CPU 0, each counted once); wakeups/GiB = tlsgate's voluntary context switches "
+              "(/proc/PID/task/*/status), exact where the CPU figures are sampled")
     else:
         print("- steering off: a veth runs its peer's receive processing on the sender's CPU, so the client's "
               "TCP receive counts as the gate's CPU and the gate's own receive as nginx's or curl's")
     print()
     print("| round | run | GiB | wall s | MB/s | tlsgate CPU s | CPU s/GiB | user s/GiB | softirq cpu0 s/GiB | "
-          "bg ticks/s | host s/GiB | cpu0 busy s/GiB | busy bg | retransmitted | suite |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+          "bg ticks/s | host s/GiB | cpu0 busy s/GiB | busy bg | wakeups/GiB | retransmitted | suite |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for i, rows in enumerate(rounds, 1):
         for name in names:
             r = rows.get(name)
             if r is None:
-                print(f"| {i} | {name} | failed (below) | | | | | | | | | | | | |")
+                print(f"| {i} | {name} | failed (below) | | | | | | | | | | | | | |")
             else:
                 print(f"| {i} | {name} | {r['gib']:.2f} | {r['wall_s']:.1f} | {r['mb_s']:.0f} | {r['cpu_s']:.2f} | "
                       f"{r['cpu_per_gib']:.2f} | {r['user_per_gib']:.2f} | {r['softirq_per_gib']:.2f} | "
                       f"{r['background']:.1f} | {r['host_per_gib']:.2f} | {r['busy_per_gib']:.2f} | "
-                      f"{r['busy_background']:.2f} | {r['retrans']} | {r['suite']} |")
+                      f"{r['busy_background']:.2f} | {r['wakeups_per_gib']:.0f} | {r['retrans']} | {r['suite']} |")
     for name, error in errors.items():
         print(f"\n{name} failed: {error}")
     print()
     if len(rounds) > 1:
         print(f"| median (min–max) of {len(rounds)} rounds | MB/s | CPU s/GiB | softirq cpu0 s/GiB | host s/GiB | "
-              "cpu0 busy s/GiB |")
-        print("|---|---:|---:|---:|---:|---:|")
+              "cpu0 busy s/GiB | wakeups/GiB |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
         for name in names:
             got = [rows[name] for rows in rounds if name in rows]
             print(f"| {name} | {spread([r['mb_s'] for r in got], '.0f')} | {spread([r['cpu_per_gib'] for r in got])} | "
                   f"{spread([r['softirq_per_gib'] for r in got])} | {spread([r['host_per_gib'] for r in got])} | "
-                  f"{spread([r['busy_per_gib'] for r in got])} |")
+                  f"{spread([r['busy_per_gib'] for r in got])} | {spread([r['wakeups_per_gib'] for r in got], '.0f')} |")
         print()
     # Steered, the gate's own receive runs in softirq on CPU 0, often outside tlsgate's context:
     # what a gate host pays is the host figure. Unsteered, the process figure (as before). Each
