@@ -194,7 +194,7 @@ def server_retransmits(topo):
     return int(tcp[1][tcp[0].index("RetransSegs")])
 
 
-def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=None):
+def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=None, messages=None):
     """The check download (unmeasured), then ceil(gib GiB / file) downloads on one connection;
     with perf (a directory), `perf record -g` on tlsgate for the first PERF_S s of them."""
     suite = check_download(topo, ca, connect_ip, want_sha, os.path.join(workdir, f"curl-check-{name}.log"))
@@ -203,6 +203,7 @@ def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=Non
     argv[-1:-1] = ["-o", "/dev/null", "-w", "%{size_download}\\n"]
     log(f"{name}: {count} downloads of {FILE_BYTES >> 20} MiB on one connection")
     retrans0 = server_retransmits(topo)
+    messages0 = messages(topo) if messages else None
     bg0, busy_bg0 = softirq_background()
     soft0, rx0, busy0 = cpu0_softirq_ticks(), net_rx_per_cpu(), cpu0_busy_seconds()
     cpu0, sys0, t0 = server.cpu_seconds(), server.sys_seconds(), time.monotonic()
@@ -233,12 +234,13 @@ def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=Non
     if recorder is not None:
         recorder.wait(timeout=PERF_S + 60)
     retrans = server_retransmits(topo) - retrans0
+    messages1 = messages(topo) if messages0 is not None else None
     if r.returncode != 0:
         raise RuntimeError(f"curl exited with {r.returncode}: {r.stderr.strip()[-300:]}")
     got = sum(int(x) for x in r.stdout.split())
     if got != count * FILE_BYTES:
         raise RuntimeError(f"downloaded {got} bytes, expected {count * FILE_BYTES}")
-    return {
+    row = {
         "gib": got / GIB,
         "wall_s": wall,
         "mb_s": got / 1e6 / wall,
@@ -254,6 +256,9 @@ def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=Non
         "suite": suite,
         "retrans": retrans,
     }
+    if messages1 is not None:
+        row["messages_per_gib"] = [(b - a) / (got / GIB) for a, b in zip(messages0, messages1)]
+    return row
 
 
 def inline_status(topo):
@@ -266,6 +271,16 @@ def inline_status(topo):
         return json.loads(r.stdout).get("inline")
     except ValueError:
         return None
+
+
+def ring_messages(topo):
+    """Messages the bridge handed to the kernel so far on each ring (client side, server side):
+    a GSO run or a single frame each; None without an answer."""
+    inline = inline_status(topo)
+    rings = (inline or {}).get("rings")
+    if not rings or len(rings) != 2:
+        return None
+    return [r.get("tx_messages", 0) for r in rings]
 
 
 def flows_parked(topo):
@@ -439,7 +454,7 @@ def run_inline(topo, args, pidfile, want_sha, tlsgate, flows, tag):
                 raise RuntimeError(f"tlsgate inline run did not start: {e}") from None
             idle = idle_or_error("inline run", topo, gate, args.ca, topo.server_ip, flows, pidfile) if flows else None
             return measure(tag, topo, gate, args.ca, topo.server_ip, want_sha, args.gib, args.dir,
-                           args.perf), idle
+                           args.perf, ring_messages), idle
         finally:
             gate.stop()
     finally:
@@ -537,6 +552,11 @@ def report(args, rounds, idles, errors, names):
                       f"{r['cpu_per_gib']:.2f} | {r['user_per_gib']:.2f} | {r['softirq_per_gib']:.2f} | "
                       f"{r['background']:.1f} | {r['host_per_gib']:.2f} | {r['busy_per_gib']:.2f} | "
                       f"{r['busy_background']:.2f} | {r['wakeups_per_gib']:.0f} | {r['retrans']} | {r['suite']} |")
+    for name in names:
+        got = [rows[name]["messages_per_gib"] for rows in rounds if "messages_per_gib" in rows.get(name, {})]
+        if got:
+            print(f"\n- {name}: messages sent per GiB (admin listener's ring counters), to the client "
+                  f"{spread([m[0] for m in got], '.0f')}, to the server {spread([m[1] for m in got], '.0f')}")
     for name, error in errors.items():
         print(f"\n{name} failed: {error}")
     print()
