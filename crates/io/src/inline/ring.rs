@@ -58,11 +58,8 @@ impl Default for RingConfig {
         // the ring lasts about `block_count` timeouts while the bridge thread waits for a CPU
         // (16 blocks of 1 MiB lasted 16 ms, and a loaded machine dropped frames every second).
         // Each block holds at least one GSO frame of 64 KiB with its headers (see
-        // `RxFrame::gso_size`): a frame larger than a block is cut short by the kernel. 256 KiB
-        // holds three or four of a bulk sender's 64 KiB frames where 128 KiB held one or two; a
-        // retired block is a wakeup: 21 % fewer per GiB through the gate. 128 blocks keep it at
-        // 32 MiB and lasting 128 timeouts.
-        RingConfig { block_size: 1 << 18, block_count: 128, block_timeout_ms: 1 }
+        // `RxFrame::gso_size`): a frame larger than a block is cut short by the kernel.
+        RingConfig { block_size: 1 << 17, block_count: 256, block_timeout_ms: 1 }
     }
 }
 
