@@ -15,7 +15,9 @@ Per run, on a freshly started tlsgate: first idle TLS connections (one request e
 open): the process's RSS growth per flow and, inline, the engine's own per-flow accounting if the
 admin listener shows one (before the bulk downloads, whose buffers the allocator would otherwise
 be handing back while the idle flows are counted); then the tlsgate process's CPU seconds
-(utime + stime) per GiB downloaded and the wall-clock throughput. Prints a markdown section on stdout; progress on stderr. Exits 1 if a run
+(utime + stime) per GiB downloaded and the wall-clock throughput. With --rounds N every run goes N
+times, the order rotated, and each ratio is the median of the per-round ratios; with --baseline an
+older tlsgate's inline run joins every round (an A/B in the same minutes). Prints a markdown section on stdout; progress on stderr. Exits 1 if a run
 failed (after printing what it has).
 """
 
@@ -533,7 +535,7 @@ def report(args, rounds, idles, errors, names):
               "bound (a softirq tick taken while tlsgate ran counts in both); cpu0 busy = the time CPU 0 was "
               "not idle during the downloads (/proc/stat: wall less idle, iowait, steal; NO_HZ measures idle "
               "at each entry and exit) less its busy rate before and after (busy bg, s/s): tlsgate and all "
-              "softirq on CPU 0, each counted once); wakeups/GiB = tlsgate's voluntary context switches "
+              "softirq on CPU 0, each counted once; wakeups/GiB = tlsgate's voluntary context switches "
               "(/proc/PID/task/*/status), exact where the CPU figures are sampled")
     else:
         print("- steering off: a veth runs its peer's receive processing on the sender's CPU, so the client's "
