@@ -16,6 +16,8 @@
 #                   [--steer on|off]   (section 3: RPS, each host's receive work on its own CPU)
 #                   [--name-prefix P]   (section 3: namespaces and interfaces named P<pid>…)
 #                   [--perf DIR]   (section 3: perf record -g of tlsgate into DIR, each run)
+#                   [--rounds N]   (section 3: N interleaved rounds of every run; ratios are medians)
+#                   [--baseline BIN]   (section 3: an older tlsgate's inline run beside the new one)
 #
 # Needs the Debian packages openssl, util-linux (taskset), python3, for the terminate column and
 # section 3 nginx-core (the plaintext backend), for section 3 also iproute2, ethtool and curl,
@@ -38,6 +40,8 @@ offloads=on
 steer=on
 prefix=tb
 perf=()
+rounds=1
+baseline=()
 while [ $# -gt 0 ]; do
   case $1 in
     --seconds) seconds=$2; shift ;;
@@ -50,8 +54,10 @@ while [ $# -gt 0 ]; do
     --offloads) offloads=$2; shift ;;
     --steer) steer=$2; shift ;;
     --name-prefix) prefix=$2; shift ;;
+    --rounds) rounds=$2; shift ;;
+    --baseline) baseline=(--baseline "$(realpath "$2")"); shift ;;
     --perf) mkdir -p "$2"; perf=(--perf "$(cd "$2" && pwd)"); shift ;;
-    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/inline.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -159,7 +165,7 @@ if [ "$net" = 1 ]; then
   echo "[inline] inline run vs terminate through network namespaces, $gib GiB each (bench/lib/inline_net.py)" >&2
   PYTHONDONTWRITEBYTECODE=1 python3 "$repo/bench/lib/inline_net.py" --dir "$work" --tlsgate "$target/profiling/tlsgate" \
     --gib "$gib" --flows "$flows" --mode "$mode" --offloads "$offloads" \
-    --steer "$steer" --prefix "$prefix" "${perf[@]}" >"$work/net.md" &
+    --steer "$steer" --prefix "$prefix" --rounds "$rounds" "${baseline[@]}" "${perf[@]}" >"$work/net.md" &
   py_pid=$!
   wait "$py_pid" || net_rc=$?
 fi

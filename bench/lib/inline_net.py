@@ -15,7 +15,9 @@ Per run, on a freshly started tlsgate: first idle TLS connections (one request e
 open): the process's RSS growth per flow and, inline, the engine's own per-flow accounting if the
 admin listener shows one (before the bulk downloads, whose buffers the allocator would otherwise
 be handing back while the idle flows are counted); then the tlsgate process's CPU seconds
-(utime + stime) per GiB downloaded and the wall-clock throughput. Prints a markdown section on stdout; progress on stderr. Exits 1 if a run
+(utime + stime) per GiB downloaded and the wall-clock throughput. With --rounds N every run goes N
+times, the order rotated, and each ratio is the median of the per-round ratios; with --baseline an
+older tlsgate's inline run joins every round (an A/B in the same minutes). Prints a markdown section on stdout; progress on stderr. Exits 1 if a run
 failed (after printing what it has).
 """
 
@@ -25,6 +27,7 @@ import json
 import os
 import re
 import select
+import statistics
 import signal
 import subprocess
 import sys
@@ -42,6 +45,7 @@ SERVER_NAME = "localhost"  # in the benchmark certificate's SAN; curl --resolve 
 ADMIN = "127.0.0.1:9900"  # the gate namespace's own loopback
 WARM_FLOWS = 50
 PERF_S = 5  # seconds of `perf record` with --perf
+BASELINE = "inline run (baseline)"
 # After the idle flows' last response, before reading RSS: inline parks a flow 500 ms after its last
 # packet (`Limits::park_after`) and its bridge thread gives freed memory back at its next round, at
 # most a second after the last release (crates/io/src/inline/release.rs) with a round at least every
@@ -53,6 +57,9 @@ SETTLE_S = 3.0
 RING_KIB = 256 * 128  # the default receive ring of `inline run` (crates/io/src/inline/ring.rs)
 TICK = os.sysconf("SC_CLK_TCK")
 BACKGROUND_S = 1.0  # CPU 0's softirq rate with no transfer, measured just before and just after
+# CPU 0 busy this much (s/s) or less around both runs of a round: its busy ratio counts.
+QUIET_BUSY = 0.1
+QUIET_NOTE = f" (rounds with CPU 0 busy more than {QUIET_BUSY:g} s/s around either run left out: –)"
 
 
 def cpu0_softirq_ticks():
@@ -62,6 +69,41 @@ def cpu0_softirq_ticks():
             if line.startswith("cpu0 "):
                 return int(line.split()[7])
     raise RuntimeError("no cpu0 line in /proc/stat")
+
+
+def cpu0_busy_seconds():
+    """Seconds CPU 0 was neither idle nor waiting for I/O nor stolen by the hypervisor, as a
+    clock: monotonic time less /proc/stat's idle and iowait of cpu0 (with NO_HZ measured at each
+    idle entry and exit, not sampled by the tick) and its steal. Whatever ran there counts once:
+    tlsgate, softirq in any context, other tenants (the background rate takes those off)."""
+    now = time.monotonic()
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu0 "):
+                v = [int(x) for x in line.split()[1:]]
+                return now - (v[3] + v[4] + v[7]) / TICK
+    raise RuntimeError("no cpu0 line in /proc/stat")
+
+
+def voluntary_switches(server):
+    """Voluntary context switches of every thread of the server's processes: each is a sleep in
+    poll(2) or epoll and a wakeup, counted exactly (not sampled), so it moves with the code and
+    hardly with the load."""
+    total = 0
+    for pid in server.pids():
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    for line in f:
+                        if line.startswith("voluntary_ctxt_switches:"):
+                            total += int(line.split()[1])
+            except OSError:
+                pass
+    return total
 
 
 def net_rx_per_cpu():
@@ -74,10 +116,12 @@ def net_rx_per_cpu():
 
 
 def softirq_background():
-    """CPU 0's softirq ticks per second over BACKGROUND_S with no transfer (other tenants' work)."""
-    s0, t0 = cpu0_softirq_ticks(), time.monotonic()
+    """CPU 0's softirq ticks per second and its busy fraction over BACKGROUND_S with no transfer
+    (other tenants' work)."""
+    s0, b0, t0 = cpu0_softirq_ticks(), cpu0_busy_seconds(), time.monotonic()
     time.sleep(BACKGROUND_S)
-    return (cpu0_softirq_ticks() - s0) / (time.monotonic() - t0)
+    wall = time.monotonic() - t0
+    return (cpu0_softirq_ticks() - s0) / wall, (cpu0_busy_seconds() - b0) / wall
 
 
 def log(*parts):
@@ -152,7 +196,7 @@ def server_retransmits(topo):
     return int(tcp[1][tcp[0].index("RetransSegs")])
 
 
-def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=None):
+def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=None, messages=None):
     """The check download (unmeasured), then ceil(gib GiB / file) downloads on one connection;
     with perf (a directory), `perf record -g` on tlsgate for the first PERF_S s of them."""
     suite = check_download(topo, ca, connect_ip, want_sha, os.path.join(workdir, f"curl-check-{name}.log"))
@@ -161,9 +205,11 @@ def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=Non
     argv[-1:-1] = ["-o", "/dev/null", "-w", "%{size_download}\\n"]
     log(f"{name}: {count} downloads of {FILE_BYTES >> 20} MiB on one connection")
     retrans0 = server_retransmits(topo)
-    bg0 = softirq_background()
-    soft0, rx0 = cpu0_softirq_ticks(), net_rx_per_cpu()
+    messages0 = messages(topo) if messages else None
+    bg0, busy_bg0 = softirq_background()
+    soft0, rx0, busy0 = cpu0_softirq_ticks(), net_rx_per_cpu(), cpu0_busy_seconds()
     cpu0, sys0, t0 = server.cpu_seconds(), server.sys_seconds(), time.monotonic()
+    switches0 = voluntary_switches(server)
     recorder = None
     if perf:
         out = os.path.join(perf, f"perf-{name}.data")
@@ -173,24 +219,30 @@ def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=Non
                                     stderr=subprocess.DEVNULL)
     r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=int(90 + 600 * gib))
     wall, cpu = time.monotonic() - t0, server.cpu_seconds() - cpu0
+    switches = voluntary_switches(server) - switches0
     user = cpu - (server.sys_seconds() - sys0)
     soft_raw, rx = (cpu0_softirq_ticks() - soft0) / TICK, [b - a for a, b in zip(rx0, net_rx_per_cpu())]
-    bg = (bg0 + softirq_background()) / 2
+    busy_raw = cpu0_busy_seconds() - busy0
+    bg1, busy_bg1 = softirq_background()
+    bg, busy_bg = (bg0 + bg1) / 2, (busy_bg0 + busy_bg1) / 2
+    # CPU 0 busy: tlsgate and every softirq there counted once, less the other tenants' rate.
+    busy = max(0.0, busy_raw - busy_bg * wall)
     # The gate's receive processing that RPS runs in softirq on CPU 0 outside tlsgate's context,
     # net of the background. Without CONFIG_IRQ_TIME_ACCOUNTING a softirq tick that lands while
     # tlsgate runs counts here and in its stime: process + softirq is an upper bound.
     softirq = max(0.0, soft_raw - bg * wall / TICK)
     log(f"{name}: CPU 0 softirq {soft_raw:.2f} s raw, background {bg / TICK:.3f} s/s over {wall:.1f} s; "
-        f"NET_RX softirqs per CPU {rx}")
+        f"NET_RX softirqs per CPU {rx}; CPU 0 busy {busy_raw:.2f} s raw, background {busy_bg:.3f} s/s")
     if recorder is not None:
         recorder.wait(timeout=PERF_S + 60)
     retrans = server_retransmits(topo) - retrans0
+    messages1 = messages(topo) if messages0 is not None else None
     if r.returncode != 0:
         raise RuntimeError(f"curl exited with {r.returncode}: {r.stderr.strip()[-300:]}")
     got = sum(int(x) for x in r.stdout.split())
     if got != count * FILE_BYTES:
         raise RuntimeError(f"downloaded {got} bytes, expected {count * FILE_BYTES}")
-    return {
+    row = {
         "gib": got / GIB,
         "wall_s": wall,
         "mb_s": got / 1e6 / wall,
@@ -199,9 +251,16 @@ def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=Non
         "user_per_gib": user / (got / GIB),
         "softirq_per_gib": softirq / (got / GIB),
         "host_per_gib": (cpu + softirq) / (got / GIB),
+        "background": bg,
+        "busy_per_gib": busy / (got / GIB),
+        "wakeups_per_gib": switches / (got / GIB),
+        "busy_background": busy_bg,
         "suite": suite,
         "retrans": retrans,
     }
+    if messages1 is not None:
+        row["messages_per_gib"] = [(b - a) / (got / GIB) for a, b in zip(messages0, messages1)]
+    return row
 
 
 def inline_status(topo):
@@ -214,6 +273,16 @@ def inline_status(topo):
         return json.loads(r.stdout).get("inline")
     except ValueError:
         return None
+
+
+def ring_messages(topo):
+    """Messages the bridge handed to the kernel so far on each ring (client side, server side):
+    a GSO run or a single frame each; None without an answer."""
+    inline = inline_status(topo)
+    rings = (inline or {}).get("rings")
+    if not rings or len(rings) != 2:
+        return None
+    return [r.get("tx_messages", 0) for r in rings]
 
 
 def flows_parked(topo):
@@ -373,17 +442,17 @@ def backend(topo, workdir, pidfile):
     return server
 
 
-def run_inline(topo, args, pidfile, want_sha):
+def run_inline(topo, args, pidfile, want_sha, tlsgate, flows, tag):
     nginx = backend(topo, args.dir, pidfile)
     try:
         argv = topo.exec("gate") + [
-            args.tlsgate, "inline", "run",
+            tlsgate, "inline", "run",
             "--client-iface", topo.ifs["gate_client"], "--server-iface", topo.ifs["gate_server"],
             "--service", f"{topo.server_ip}:443=80", "--cert", args.cert, "--key", args.key,
             "--mode", args.mode, "--admin", ADMIN,
         ]
-        log("tlsgate " + " ".join(argv[argv.index(args.tlsgate) + 1:]))
-        gate = procs.Server("tlsgate-inline", argv, "0", args.dir, pidfile)
+        log(f"{tlsgate} " + " ".join(argv[argv.index(tlsgate) + 1:]))
+        gate = procs.Server(f"tlsgate-{tag}", argv, "0", args.dir, pidfile)
         try:
             try:
                 wait_log_line(gate, "inline running")
@@ -391,26 +460,26 @@ def run_inline(topo, args, pidfile, want_sha):
                 if "unrecognized subcommand" in str(e):
                     raise RuntimeError(f"this tlsgate has no `inline run` subcommand: {e}") from None
                 raise RuntimeError(f"tlsgate inline run did not start: {e}") from None
-            idle = idle_or_error("inline run", topo, gate, args.ca, topo.server_ip, args.flows, pidfile)
-            return measure("inline", topo, gate, args.ca, topo.server_ip, want_sha, args.gib, args.dir,
-                           args.perf), idle
+            idle = idle_or_error("inline run", topo, gate, args.ca, topo.server_ip, flows, pidfile) if flows else None
+            return measure(tag, topo, gate, args.ca, topo.server_ip, want_sha, args.gib, args.dir,
+                           args.perf, ring_messages), idle
         finally:
             gate.stop()
     finally:
         nginx.stop()
 
 
-def run_terminate(topo, args, pidfile, want_sha):
+def run_terminate(topo, args, pidfile, want_sha, tlsgate, flows, tag):
     nginx = backend(topo, args.dir, pidfile)
     try:
-        env = {"TLSGATE": args.tlsgate, "LISTEN_HOST": topo.gate_client_ip, "LISTEN_PORT": 443,
+        env = {"TLSGATE": tlsgate, "LISTEN_HOST": topo.gate_client_ip, "LISTEN_PORT": 443,
                "CERT": args.cert, "KEY": args.key, "BACKEND_HOST": topo.server_ip, "BACKEND_PORT": 80}
         gate = procs.Server("tlsgate-terminate", topo.exec("gate") + dict(peers.TERMINATORS)["tlsgate"](env), "0",
                             args.dir, pidfile)
         try:
             wait_listening(topo, "gate", 443, gate)
-            idle = idle_or_error("terminate", topo, gate, args.ca, topo.gate_client_ip, args.flows, pidfile)
-            return measure("terminate", topo, gate, args.ca, topo.gate_client_ip, want_sha, args.gib, args.dir,
+            idle = idle_or_error("terminate", topo, gate, args.ca, topo.gate_client_ip, flows, pidfile) if flows else None
+            return measure(tag, topo, gate, args.ca, topo.gate_client_ip, want_sha, args.gib, args.dir,
                            args.perf), idle
         finally:
             gate.stop()
@@ -422,13 +491,40 @@ def fmt(value, spec, missing="n/a"):
     return missing if value is None else format(value, spec)
 
 
-def report(args, rows, idles, errors):
+def spread(values, spec=".2f"):
+    """"median (min–max)" of values, or "n/a"."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    med = format(statistics.median(values), spec)
+    return med if len(values) == 1 else f"{med} ({format(min(values), spec)}–{format(max(values), spec)})"
+
+
+def per_gib_ratio(a, b, key):
+    return None if a is None or b is None or not b[f"{key}_per_gib"] else a[f"{key}_per_gib"] / b[f"{key}_per_gib"]
+
+
+def quiet(rows, a, b, key):
+    """The two runs of a round, or (None, None) for the busy figure when CPU 0 was not quiet
+    around either: another tenant's work there is not a rate the subtraction can take off, since
+    tlsgate takes CPU 0 from it while it runs."""
+    ra, rb = rows.get(a), rows.get(b)
+    if key == "busy" and any(r is None or r["busy_background"] > QUIET_BUSY for r in (ra, rb)):
+        return None, None
+    return ra, rb
+
+
+def report(args, rounds, idles, errors, names):
     print(f"## inline run on real packets vs terminate ({args.mode})")
     print()
     offloads = "TSO/GSO/checksum offload on, GRO off" if args.offloads == "on" else "offloads off"
     print(f"- client - gate - server in network namespaces over veth pairs ({offloads}); tlsgate on CPU 0, "
           f"curl and nginx on CPU 1; {FILE_BYTES >> 20} MiB file (sha256 checked), one connection, "
           f"{args.gib:g} GiB per run; curl --tls13-ciphers {SUITE}")
+    print(f"- {len(rounds)} round(s), each run on fresh namespaces and a fresh tlsgate, the order of the runs "
+          "rotated from round to round; idle flows in the first round only")
+    if args.baseline:
+        print(f"- inline run (baseline) = `{args.baseline}`, the same runs with an older build, interleaved")
     print("- CPU = utime + stime of the tlsgate process (/proc/PID/stat), before and after the downloads")
     print()
     print("- retransmitted = segments nginx retransmitted during the downloads (`RetransSegs` of the server "
@@ -440,36 +536,67 @@ def report(args, rows, idles, errors):
     if args.steer == "on":
         print("- steering on: RPS runs the client's and the server's receive processing on CPU 1, the gate's "
               "interfaces' on CPU 0 (each peer as its own host); softirq cpu0 = CPU 0's softirq column "
-              "(/proc/stat) during the downloads less its background rate; host = CPU + softirq cpu0, an upper "
-              "bound (a softirq tick taken while tlsgate ran counts in both)")
+              "(/proc/stat) during the downloads less its background rate (bg, ticks/s, measured over a second "
+              "just before and just after); host = CPU + softirq cpu0, an upper "
+              "bound (a softirq tick taken while tlsgate ran counts in both); cpu0 busy = the time CPU 0 was "
+              "not idle during the downloads (/proc/stat: wall less idle, iowait, steal; NO_HZ measures idle "
+              "at each entry and exit) less its busy rate before and after (busy bg, s/s): tlsgate and all "
+              "softirq on CPU 0, each counted once; wakeups/GiB = tlsgate's voluntary context switches "
+              "(/proc/PID/task/*/status), exact where the CPU figures are sampled")
     else:
         print("- steering off: a veth runs its peer's receive processing on the sender's CPU, so the client's "
               "TCP receive counts as the gate's CPU and the gate's own receive as nginx's or curl's")
     print()
-    print("| run | GiB | wall s | MB/s | tlsgate CPU s | CPU s/GiB | user s/GiB | softirq cpu0 s/GiB | "
-          "host s/GiB | retransmitted | suite |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-    for name in ("inline run", "terminate"):
-        r = rows.get(name)
-        if r is None:
-            print(f"| {name} | failed (below) | | | | | | | | | |")
-        else:
-            print(f"| {name} | {r['gib']:.2f} | {r['wall_s']:.1f} | {r['mb_s']:.0f} | {r['cpu_s']:.2f} | "
-                  f"{r['cpu_per_gib']:.2f} | {r['user_per_gib']:.2f} | {r['softirq_per_gib']:.2f} | "
-                  f"{r['host_per_gib']:.2f} | {r['retrans']} | {r['suite']} |")
+    print("| round | run | GiB | wall s | MB/s | tlsgate CPU s | CPU s/GiB | user s/GiB | softirq cpu0 s/GiB | "
+          "bg ticks/s | host s/GiB | cpu0 busy s/GiB | busy bg | wakeups/GiB | retransmitted | suite |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for i, rows in enumerate(rounds, 1):
+        for name in names:
+            r = rows.get(name)
+            if r is None:
+                print(f"| {i} | {name} | failed (below) | | | | | | | | | | | | | |")
+            else:
+                print(f"| {i} | {name} | {r['gib']:.2f} | {r['wall_s']:.1f} | {r['mb_s']:.0f} | {r['cpu_s']:.2f} | "
+                      f"{r['cpu_per_gib']:.2f} | {r['user_per_gib']:.2f} | {r['softirq_per_gib']:.2f} | "
+                      f"{r['background']:.1f} | {r['host_per_gib']:.2f} | {r['busy_per_gib']:.2f} | "
+                      f"{r['busy_background']:.2f} | {r['wakeups_per_gib']:.0f} | {r['retrans']} | {r['suite']} |")
+    for name in names:
+        got = [rows[name]["messages_per_gib"] for rows in rounds if "messages_per_gib" in rows.get(name, {})]
+        if got:
+            print(f"\n- {name}: messages sent per GiB (admin listener's ring counters), to the client "
+                  f"{spread([m[0] for m in got], '.0f')}, to the server {spread([m[1] for m in got], '.0f')}")
     for name, error in errors.items():
         print(f"\n{name} failed: {error}")
     print()
-    a, b = rows.get("inline run"), rows.get("terminate")
-    ratio = None if a is None or b is None or b["cpu_per_gib"] == 0 else a["cpu_per_gib"] / b["cpu_per_gib"]
-    host = None if a is None or b is None or b["host_per_gib"] == 0 else a["host_per_gib"] / b["host_per_gib"]
-    # Steered, the gate's own receive runs in softirq on CPU 0, often outside tlsgate's context:
-    # what a gate host pays is the host figure. Unsteered, the process figure (as before).
-    target = "host" if args.steer == "on" else "cpu"
-    for key, figure in (("host", host), ("cpu", ratio)):
-        mark = f"**{fmt(figure, '.2f')}** (target ≤ 0.7)" if key == target else fmt(figure, ".2f")
-        print(f"inline_{key}_per_gib / terminate_{key}_per_gib: {mark}")
+    if len(rounds) > 1:
+        print(f"| median (min–max) of {len(rounds)} rounds | MB/s | CPU s/GiB | softirq cpu0 s/GiB | host s/GiB | "
+              "cpu0 busy s/GiB | wakeups/GiB |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for name in names:
+            got = [rows[name] for rows in rounds if name in rows]
+            print(f"| {name} | {spread([r['mb_s'] for r in got], '.0f')} | {spread([r['cpu_per_gib'] for r in got])} | "
+                  f"{spread([r['softirq_per_gib'] for r in got])} | {spread([r['host_per_gib'] for r in got])} | "
+                  f"{spread([r['busy_per_gib'] for r in got])} | {spread([r['wakeups_per_gib'] for r in got], '.0f')} |")
         print()
+    # Steered, the gate's own receive runs in softirq on CPU 0, often outside tlsgate's context:
+    # what a gate host pays is the host figure. Unsteered, the process figure (as before). Each
+    # round's ratio is taken within the round (same minutes, same neighbours), then the median.
+    target = "host" if args.steer == "on" else "cpu"
+    for key in ("host", "cpu", "busy"):
+        ratios = [per_gib_ratio(*quiet(rows, "inline run", "terminate", key), key) for rows in rounds]
+        med = spread(ratios)
+        mark = f"**{med}** (target ≤ 0.7)" if key == target else med
+        each = ", ".join(fmt(x, ".2f", "–") for x in ratios)
+        print(f"inline_{key}_per_gib / terminate_{key}_per_gib: {mark}" +
+              (f"; median of {len(rounds)} rounds, each {each}" if len(rounds) > 1 else "") +
+              (QUIET_NOTE if key == "busy" else ""))
+        print()
+    if args.baseline:
+        for key in ("cpu", "host", "busy"):
+            ratios = [per_gib_ratio(*quiet(rows, "inline run", BASELINE, key), key) for rows in rounds]
+            print(f"inline run / baseline, {key} per GiB: {spread(ratios)}; each round "
+                  f"{', '.join(fmt(x, '.2f', '–') for x in ratios)}" + (QUIET_NOTE if key == "busy" else ""))
+            print()
     print()
     print("| idle state per flow (one request each, then idle) | flows | KiB | target |")
     print("|---|---:|---:|---|")
@@ -510,25 +637,41 @@ def bench_main(args):
     del data
     tag = f"{args.prefix}{os.getpid()}"
     octet = 20 + os.getpid() % 200
-    rows, errors, idles = {}, {}, {}
-    for name, routed, run in (("inline run", False, run_inline), ("terminate", True, run_terminate)):
-        if args.only and args.only != ("terminate" if routed else "inline"):
-            continue
-        topo = netns.Topology(tag + ("b" if routed else "a"), octet, routed, registry, args.offloads == "on",
-                              args.steer == "on")
-        try:
-            log(f"{name}: namespaces {', '.join(topo.ns.values())}")
-            topo.up()
-            rows[name], idles[name] = run(topo, args, pidfile, want_sha)
-        except (RuntimeError, OSError, subprocess.SubprocessError) as e:
-            errors[name] = str(e)
-            log(f"{name} failed: {e}")
-        finally:
-            topo.down()
+    runs = [("inline run", "a", run_inline, args.tlsgate)]
+    if args.baseline:
+        runs.append((BASELINE, "c", run_inline, args.baseline))
+    runs.append(("terminate", "b", run_terminate, args.tlsgate))
+    names = [name for name, _, _, _ in runs]
+    rounds, errors, idles = [], {}, {}
+    for r in range(args.rounds):
+        rows = {}
+        # Rotated: no run always goes first, right after the previous round's busy minute.
+        for name, suffix, run, binary in runs[r % len(runs):] + runs[:r % len(runs)]:
+            routed = run is run_terminate
+            if args.only and args.only != ("terminate" if routed else "inline"):
+                continue
+            topo = netns.Topology(tag + suffix, octet, routed, registry, args.offloads == "on", args.steer == "on")
+            what = f"{name}, round {r + 1}/{args.rounds}"
+            try:
+                log(f"{what}: namespaces {', '.join(topo.ns.values())}")
+                topo.up()
+                flows = args.flows if r == 0 else 0
+                perf = args.perf if r == 0 else None
+                tagname = {"inline run": "inline", BASELINE: "baseline"}.get(name, "terminate")
+                rows[name], idle = run(topo, argparse.Namespace(**{**vars(args), "perf": perf}), pidfile, want_sha,
+                                       binary, flows, tagname)
+                if idle is not None:
+                    idles[name] = idle
+            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                errors[what] = str(e)
+                log(f"{what} failed: {e}")
+            finally:
+                topo.down()
+        rounds.append(rows)
     for name, idle in idles.items():
         if "error" in idle:
             errors[f"{name} idle flows"] = idle["error"]
-    report(args, rows, idles, errors)
+    report(args, rounds, idles, errors, names)
     return 1 if errors else 0
 
 
@@ -544,7 +687,9 @@ def main():
     ap.add_argument("--steer", choices=("on", "off"), default="on",
                     help="RPS: each peer's receive processing on its own CPU, the gate's on the gate's")
     ap.add_argument("--prefix", default="tb", help="prefix of the namespaces' and interfaces' names")
-    ap.add_argument("--only", choices=("inline", "terminate"), help="one of the two runs alone")
+    ap.add_argument("--rounds", type=int, default=1, help="rounds of every run, interleaved; ratios are medians")
+    ap.add_argument("--baseline", help="an older tlsgate binary: its inline run beside the new one in every round")
+    ap.add_argument("--only", choices=("inline", "terminate"), help="one of the runs alone (inline: the baseline too)")
     ap.add_argument("--perf", help="a directory: record a perf profile (-g) of tlsgate during each run's downloads")
     args = ap.parse_args()
     args.ca, args.cert, args.key = (os.path.join(args.dir, n) for n in ("ca.pem", "server.pem", "server.key"))

@@ -653,8 +653,9 @@ impl Live {
             let at = self.up.inner_acked().max(1) - 1;
             self.forward_control(at, Control::None, &[], out);
         }
-        // A bare ACK from the client always reaches the server, duplicates included: the
-        // server's retransmission and window logic relies on them.
+        // The engine passes every bare ACK from the client on to the server, duplicates
+        // included: the server's retransmission and window logic relies on them. (The packet
+        // driver may leave out one that a later ACK in the same send batch supersedes.)
         let mut ack_server = payload.is_empty() && !seg.fin && seg.ack.is_some();
         if !payload.is_empty() {
             if let Some(off) = self.client.offset(seg.seq, self.up.next()) {

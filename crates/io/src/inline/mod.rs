@@ -3,6 +3,7 @@
 //! [`tlsgate_inline::bridge::Bridge`] and writes what it returns; the engine's timers bound the
 //! wait. The admin side asks the thread for snapshots of the tables; a reload swaps certificates.
 
+mod acks;
 mod driver;
 mod gso;
 pub mod release;

@@ -18,7 +18,9 @@
 //! of one TCP flow (see [`super::gso`]) leaves as one GSO frame that the kernel cuts back into
 //! the same MTU-sized frames (in software with TSO off; with TSO on a veth carries it to the peer
 //! whole and a NIC cuts it), so the packet socket, the qdisc and the device checks run once per
-//! run instead of once per frame. A
+//! run instead of once per frame. Before that, a bare ACK that a later one of the same flow in
+//! the batch acknowledges beyond is dropped ([`super::acks`]): the client's ACKs of one receive
+//! block otherwise leave as one packet each. A
 //! TPACKET_V3 transmit ring would save the copy into the kernel's buffer, but its slots stay the
 //! kernel's until the driver frees each frame, so it needs completion tracking over more shared
 //! memory, reports a bad frame only as a slot status and carries no GSO header per slot that
@@ -87,6 +89,9 @@ pub struct RingStats {
     pub tx_errors: u64,
     /// Messages handed to the kernel (a GSO run of frames is one).
     pub tx_messages: u64,
+    /// Bare ACKs dropped before sending because a later one of the same flow in the same batch
+    /// acknowledged further (`acks::superseded`).
+    pub tx_acks_superseded: u64,
     /// Frames larger than a ring block, which the kernel cut short: dropped.
     pub rx_truncated: u64,
 }
@@ -137,6 +142,7 @@ pub struct PacketRing {
     tx_frames: u64,
     tx_errors: u64,
     tx_messages: u64,
+    tx_acks_superseded: u64,
     /// PACKET_STATISTICS resets on every read: the drops read so far.
     kernel_drops: AtomicU64,
 }
@@ -239,6 +245,7 @@ impl PacketRing {
             tx_frames: 0,
             tx_errors: 0,
             tx_messages: 0,
+            tx_acks_superseded: 0,
             kernel_drops: AtomicU64::new(0),
         })
     }
@@ -345,6 +352,14 @@ impl PacketRing {
     /// socket's buffer is full, the interface is down) is dropped and counted in `tx_errors`, as
     /// a switch drops; an error that means the socket or interface is gone is returned.
     pub fn flush(&mut self) -> io::Result<()> {
+        let (keep, superseded) = super::acks::superseded(&self.tx_frames_queued);
+        if superseded > 0 {
+            let mut k = keep.iter();
+            self.tx_frames_queued.retain(|_| *k.next().expect("a mask entry per frame"));
+            let mut k = keep.iter();
+            self.tx_gso_sizes.retain(|_| *k.next().expect("a mask entry per frame"));
+            self.tx_acks_superseded += superseded as u64;
+        }
         let messages = gso::plan(&mut self.tx_frames_queued, &self.tx_gso_sizes);
         let frames_in = |m: &[Message]| m.iter().map(|m| m.frames() as u64).sum::<u64>();
         let mut done = 0;
@@ -386,6 +401,7 @@ impl PacketRing {
             kernel_drops: self.kernel_drops.load(Ordering::Relaxed),
             tx_errors: self.tx_errors,
             tx_messages: self.tx_messages,
+            tx_acks_superseded: self.tx_acks_superseded,
             rx_truncated: self.rx_truncated,
         }
     }
