@@ -43,6 +43,9 @@ pub struct RingCounters {
     pub rx_truncated: u64,
     /// Messages handed to the kernel (a GSO run of frames is one).
     pub tx_messages: u64,
+    /// Bare ACKs left out of a send batch because a later ACK of the same flow in it
+    /// acknowledged further.
+    pub tx_acks_superseded: u64,
 }
 
 impl InlineView {
@@ -210,6 +213,7 @@ pub fn json(v: &InlineView) -> Value {
             "iface": iface, "rx_frames": ring.rx_frames, "tx_frames": ring.tx_frames,
             "kernel_drops": ring.kernel_drops, "tx_errors": ring.tx_errors,
             "rx_truncated": ring.rx_truncated, "tx_messages": ring.tx_messages,
+            "tx_acks_superseded": ring.tx_acks_superseded,
         })).collect::<Value>(),
     })
 }
@@ -335,6 +339,7 @@ pub fn update_metrics(v: &InlineView, m: &Metrics) {
         set_total(&m.inline_ring_drops.get_or_create(&label), ring.kernel_drops);
         set_total(&m.inline_ring_rx_truncated.get_or_create(&label), ring.rx_truncated);
         set_total(&m.inline_ring_tx_messages.get_or_create(&label), ring.tx_messages);
+        set_total(&m.inline_ring_tx_acks_superseded.get_or_create(&label), ring.tx_acks_superseded);
     }
 }
 
@@ -402,7 +407,12 @@ mod tests {
             bridge: BridgeStats { non_ip_frames: 4, unroutable: 5, oversize: 6, ..BridgeStats::default() },
             rings: [
                 RingCounters { kernel_drops: 8, tx_messages: 11, ..Default::default() },
-                RingCounters { kernel_drops: 9, rx_truncated: 2, ..Default::default() },
+                RingCounters {
+                    kernel_drops: 9,
+                    rx_truncated: 2,
+                    tx_acks_superseded: 3,
+                    ..Default::default()
+                },
             ],
         }
     }
@@ -432,6 +442,7 @@ mod tests {
             (j["rings"][0]["tx_messages"].as_u64(), j["rings"][1]["rx_truncated"].as_u64()),
             (Some(11), Some(2))
         );
+        assert_eq!(j["rings"][1]["tx_acks_superseded"].as_u64(), Some(3));
     }
 
     #[test]
@@ -503,6 +514,7 @@ mod tests {
             "tlsgate_inline_ring_tx_messages_total{iface=\"eth0\"} 11",
             "tlsgate_inline_ring_rx_truncated_total{iface=\"eth1\"} 2",
             "tlsgate_inline_ring_rx_truncated_total{iface=\"eth0\"} 0",
+            "tlsgate_inline_ring_tx_acks_superseded_total{iface=\"eth1\"} 3",
         ] {
             assert!(text.contains(line), "{line} missing:\n{text}");
         }

@@ -238,6 +238,8 @@ pub struct Metrics {
     pub inline_ring_rx_truncated: Family<RingLabels, Counter>,
     /// Messages handed to the kernel to send (a GSO run of segments is one).
     pub inline_ring_tx_messages: Family<RingLabels, Counter>,
+    /// Bare ACKs left out of a send batch: a later ACK of the same flow acknowledged further.
+    pub inline_ring_tx_acks_superseded: Family<RingLabels, Counter>,
     /// Flows switched from the end-to-end path to the full proxy, by reason.
     pub inline_mode_switches: Family<ReasonLabel, Counter>,
     pub inline_full_proxy_flows: Gauge,
@@ -359,6 +361,7 @@ impl Metrics {
         let inline_ring_drops = Family::default();
         let inline_ring_rx_truncated = Family::default();
         let inline_ring_tx_messages = Family::default();
+        let inline_ring_tx_acks_superseded = Family::default();
         let inline_mode_switches = Family::default();
         let inline_full_proxy_flows = Gauge::default();
         let inline_full_proxy_ends = Family::default();
@@ -429,6 +432,11 @@ impl Metrics {
             "Messages an interface's ring handed to the kernel to send; a run of segments of one flow sent as one GSO frame is one",
             inline_ring_tx_messages.clone(),
         );
+        registry.register(
+            "inline_ring_tx_acks_superseded",
+            "Bare ACKs an interface's ring left out of a send batch because a later ACK of the same flow in it acknowledged further",
+            inline_ring_tx_acks_superseded.clone(),
+        );
         let directives = Family::default();
         let directed_open = Family::default();
         registry.register("directives", "Control socket directives by op and result", directives.clone());
@@ -458,6 +466,7 @@ impl Metrics {
             inline_ring_drops,
             inline_ring_rx_truncated,
             inline_ring_tx_messages,
+            inline_ring_tx_acks_superseded,
             inline_mode_switches,
             inline_full_proxy_flows,
             inline_full_proxy_ends,

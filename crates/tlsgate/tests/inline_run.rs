@@ -538,6 +538,9 @@ fn thirty_two_flows_under_loss_reordering_and_duplication_arrive_intact() {
         );
         let sent = metric(&text, &format!("tlsgate_inline_ring_tx_messages_total{labels}"));
         assert!(sent > Some(0), "{iface} sent no message: {text}");
+        // Bare ACKs left out of a batch: how many depends on timing, the series is always there.
+        let superseded = metric(&text, &format!("tlsgate_inline_ring_tx_acks_superseded_total{labels}"));
+        assert!(superseded.is_some(), "{iface}: no superseded-ACK series: {text}");
     }
 }
 

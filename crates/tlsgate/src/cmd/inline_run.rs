@@ -102,6 +102,7 @@ pub fn view(c: &InlineConfig, s: InlineSnapshot) -> InlineView {
         tx_errors: r.tx_errors,
         rx_truncated: r.rx_truncated,
         tx_messages: r.tx_messages,
+        tx_acks_superseded: r.tx_acks_superseded,
     };
     InlineView {
         client_iface: c.client_iface.clone(),
