@@ -26,6 +26,8 @@ import subprocess
 import sys
 import time
 
+import netns
+
 TICK = os.sysconf("SC_CLK_TCK")
 BACKGROUND_SECS = 1.0
 CLIENT_IP, GATE_IP_C, GATE_IP_D, DEST_IP = "10.90.1.1", "10.90.1.2", "10.90.2.1", "10.90.2.2"
@@ -71,15 +73,6 @@ def cpu_stat(cpu):
             if line.startswith(f"cpu{cpu} "):
                 return [int(x) for x in line.split()[1:]]
     sys.exit(f"no cpu{cpu} in /proc/stat")
-
-
-def net_rx():
-    """NET_RX softirqs raised so far, per CPU."""
-    with open("/proc/softirqs") as f:
-        for line in f:
-            if line.strip().startswith("NET_RX:"):
-                return [int(x) for x in line.split()[1:]]
-    return []
 
 
 class Netns:
@@ -156,7 +149,7 @@ class Netns:
     def snapshot(self, proc):
         return {"process": group_ticks(proc.pid), "softirq cpu0": cpu_stat(0)[6],
                 "napi": self.napi_ticks("gate"), "peer napi": self.napi_ticks("peer"),
-                "cpu0": cpu_stat(0), "net_rx": net_rx()}
+                "cpu0": cpu_stat(0), "net_rx": netns.net_rx_per_cpu()}
 
     def background(self):
         """CPU 0's softirq ticks per second with no transfer running (other tenants' work)."""

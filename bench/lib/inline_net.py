@@ -106,15 +106,6 @@ def voluntary_switches(server):
     return total
 
 
-def net_rx_per_cpu():
-    """NET_RX softirqs raised so far, per CPU (/proc/softirqs): shows where receive work ran."""
-    with open("/proc/softirqs") as f:
-        for line in f:
-            if line.strip().startswith("NET_RX:"):
-                return [int(x) for x in line.split()[1:]]
-    return []
-
-
 def softirq_background():
     """CPU 0's softirq ticks per second and its busy fraction over BACKGROUND_S with no transfer
     (other tenants' work)."""
@@ -207,7 +198,7 @@ def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=Non
     retrans0 = server_retransmits(topo)
     messages0 = messages(topo) if messages else None
     bg0, busy_bg0 = softirq_background()
-    soft0, rx0, busy0 = cpu0_softirq_ticks(), net_rx_per_cpu(), cpu0_busy_seconds()
+    soft0, rx0, busy0 = cpu0_softirq_ticks(), netns.net_rx_per_cpu(), cpu0_busy_seconds()
     cpu0, sys0, t0 = server.cpu_seconds(), server.sys_seconds(), time.monotonic()
     switches0 = voluntary_switches(server)
     recorder = None
@@ -221,7 +212,7 @@ def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=Non
     wall, cpu = time.monotonic() - t0, server.cpu_seconds() - cpu0
     switches = voluntary_switches(server) - switches0
     user = cpu - (server.sys_seconds() - sys0)
-    soft_raw, rx = (cpu0_softirq_ticks() - soft0) / TICK, [b - a for a, b in zip(rx0, net_rx_per_cpu())]
+    soft_raw, rx = (cpu0_softirq_ticks() - soft0) / TICK, [b - a for a, b in zip(rx0, netns.net_rx_per_cpu())]
     busy_raw = cpu0_busy_seconds() - busy0
     bg1, busy_bg1 = softirq_background()
     bg, busy_bg = (bg0 + bg1) / 2, (busy_bg0 + busy_bg1) / 2

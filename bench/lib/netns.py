@@ -96,3 +96,12 @@ class Topology:
         for ns in self.made:
             subprocess.run(["ip", "netns", "delete", ns], capture_output=True, timeout=15)
         self.made = []
+
+
+def net_rx_per_cpu():
+    """NET_RX softirqs raised so far, per CPU (/proc/softirqs): shows where receive work ran."""
+    with open("/proc/softirqs") as f:
+        for line in f:
+            if line.strip().startswith("NET_RX:"):
+                return [int(x) for x in line.split()[1:]]
+    return []
