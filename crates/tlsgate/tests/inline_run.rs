@@ -411,6 +411,48 @@ fn traffic_that_is_not_the_service_crosses_unchanged() {
     assert_eq!(s.sites[0].log_lines_for(&format!("{CLIENT}:40500"), 1).len(), 1);
 }
 
+/// Seconds on a CPU that the threads of process `pid` have had so far (each thread's
+/// /proc/PID/task/TID/schedstat starts with its time on a CPU in nanoseconds).
+fn cpu_seconds(pid: u32) -> f64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc/PID/task");
+    let nanos: u64 = tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    nanos as f64 / 1e9
+}
+
+#[test]
+fn an_interface_going_down_is_waited_for_and_one_removed_stops_the_gate() {
+    let s = Scene::new(1, 1024);
+    let mut gate = s.direct(&[]);
+    let (ns, iface) = (&s.net.gate, s.net.gate_client_if.as_str());
+    ns.must("ip", &["link", "set", iface, "down"]);
+    gate.proc.wait_for(&["interface went down", iface], Duration::from_secs(10));
+    // The socket's error was read, so poll(2) blocks again: before, it reported POLLERR at once
+    // on every call from then on and the bridge thread took a whole CPU, even after the link
+    // came back. A measurement over a second, not a wait for an event: spinning uses all of it.
+    let (before, at) = (cpu_seconds(gate.proc.pid()), std::time::Instant::now());
+    std::thread::sleep(Duration::from_secs(1));
+    let share = (cpu_seconds(gate.proc.pid()) - before) / at.elapsed().as_secs_f64();
+    assert!(share < 0.5, "the gate used {:.0} % of a CPU with its client interface down", share * 100.0);
+
+    // Up again: frames cross as before (ping retries until the link has carrier).
+    ns.must("ip", &["link", "set", iface, "up"]);
+    s.client().ns.must("ping", &["-c", "1", "-w", "10", SERVER]);
+    let body = s.client().fetch(30, &strs(&s.https(SERVER, "/", &[])));
+    assert_eq!(body, b"hello from server1\n");
+
+    // Removed: no frame can cross again, so the gate says which interface and exits non-zero
+    // (for its supervisor to restart it) instead of bridging nothing.
+    ns.must("ip", &["link", "del", iface]);
+    let status =
+        gate.proc.wait_exit(Duration::from_secs(10)).expect("the gate exits once its interface is gone");
+    assert!(!status.success(), "{status:?}");
+    let log = gate.proc.log_text();
+    assert!(log.contains(&format!("client interface {iface} is gone")), "{log}");
+}
+
 #[test]
 fn openssl_s_client_gets_the_certificate_and_a_response() {
     let s = Scene::new(1, 1024);

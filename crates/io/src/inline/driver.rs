@@ -15,7 +15,7 @@ use tlsgate_inline::packet::TcpChecksum;
 use tlsgate_inline::proxy::flow::{End, FailedSide};
 use tlsgate_inline::proxy::ProxyEvent;
 
-use super::ring::{PacketRing, RingStats};
+use super::ring::{Link, PacketRing, RingStats};
 use super::{InlineSettings, InlineSnapshot, Request};
 
 /// The longest wait without an engine timer: requests wake the thread at once anyway.
@@ -23,19 +23,21 @@ const IDLE_WAIT: Duration = Duration::from_secs(1);
 /// Counters are compared with what was last logged at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(1);
 
+/// Runs the bridge until asked to stop (`None`) or until it cannot go on: then the reason, already
+/// logged.
 pub(super) fn run(
     settings: InlineSettings,
     mut wake: io::PipeReader,
     inbox: mpsc::Receiver<Request>,
     opened: mpsc::SyncSender<io::Result<()>>,
-) {
+) -> Option<String> {
     // The ring's error names the interface and, without permission, the capabilities.
     let open = |iface: &str| PacketRing::open(iface, &settings.ring);
     let (mut client, mut server) = match (open(&settings.client_iface), open(&settings.server_iface)) {
         (Ok(c), Ok(s)) => (c, s),
         (Err(e), _) | (_, Err(e)) => {
             let _ = opened.send(Err(e));
-            return;
+            return None;
         }
     };
     // The bridge answers ARP for virtual addresses on the client side with that interface's MAC.
@@ -54,6 +56,10 @@ pub(super) fn run(
     let mut out = Outbox::default();
     let mut logged = Logged { stats: Stats::default(), at: start };
     let mut release = super::release::Release::new(settings.release_memory);
+    // Per ring, client then server: its interface was down when last looked at. Looked at again
+    // every round (at least once a second) until up: a removal reports no error of its own once
+    // the interface went down first, and it does go down first.
+    let mut down = [false; 2];
     loop {
         let now = start.elapsed();
         // Found once a round (it looks at every flow): frames handled below only add later
@@ -64,14 +70,23 @@ pub(super) fn run(
             Ok(woken) => woken,
             Err(e) => {
                 tracing::error!(side = %Blame::Internal, error = %e, "inline: poll failed, stopping");
-                return;
+                return Some(format!("inline: poll failed: {e}"));
             }
         };
-        if woken {
+        let errors = [woken.client_error, woken.server_error];
+        for (i, (ring, side)) in [(&client, Side::Client), (&server, Side::Server)].into_iter().enumerate() {
+            if errors[i] || down[i] {
+                match check_link(ring, side, down[i]) {
+                    Ok(is_down) => down[i] = is_down,
+                    Err(reason) => return Some(reason),
+                }
+            }
+        }
+        if woken.request {
             let _ = wake.read(&mut [0u8; 64]);
             for request in inbox.try_iter() {
                 match request {
-                    Request::Stop => return,
+                    Request::Stop => return None,
                     Request::Reload(services, reply) => {
                         let _ = reply.send(bridge.engine_mut().reload_tls(&services));
                     }
@@ -170,13 +185,22 @@ fn log_proxy_events(events: Vec<ProxyEvent>) {
     }
 }
 
-/// Waits until a ring or the wake pipe is readable or `wait` passed; true when woken by a request.
+/// What ended a wait: a request, an error reported on a ring's socket.
+#[derive(Default)]
+struct Woken {
+    request: bool,
+    client_error: bool,
+    server_error: bool,
+}
+
+/// Waits until a ring or the wake pipe is readable, a ring's socket has an error, or `wait`
+/// passed.
 fn wait_readable(
     client: &PacketRing,
     server: &PacketRing,
     wake: &io::PipeReader,
     wait: Duration,
-) -> io::Result<bool> {
+) -> io::Result<Woken> {
     let mut fds = [
         PollFd::new(client.as_fd(), PollFlags::POLLIN),
         PollFd::new(server.as_fd(), PollFlags::POLLIN),
@@ -187,7 +211,52 @@ fn wait_readable(
         Ok(_) | Err(nix::errno::Errno::EINTR) => {}
         Err(e) => return Err(e.into()),
     }
-    Ok(fds[2].revents().is_some_and(|r| !r.is_empty()))
+    let error = |fd: &PollFd| fd.revents().is_some_and(|r| r.contains(PollFlags::POLLERR));
+    Ok(Woken {
+        request: fds[2].revents().is_some_and(|r| !r.is_empty()),
+        client_error: error(&fds[0]),
+        server_error: error(&fds[1]),
+    })
+}
+
+/// After a ring's socket reported an error (read here, which clears it) or while its interface
+/// is down: an interface that is down is waited for (the kernel delivers again once it is up),
+/// one that is gone ends the bridge, since no frame will cross it again. Returns whether it is
+/// down.
+fn check_link(ring: &PacketRing, side: Side, was_down: bool) -> Result<bool, String> {
+    let error = ring.take_error().map_or_else(|| "none".to_string(), |e| e.to_string());
+    let iface = ring.iface();
+    let which = match side {
+        Side::Client => "client",
+        Side::Server => "server",
+    };
+    match ring.link() {
+        Link::Gone => {
+            let reason = format!("inline: {which} interface {iface} is gone from this network namespace");
+            tracing::error!(side = %Blame::Config, to = ?side, iface, %error, "{reason}; stopping");
+            Err(reason)
+        }
+        Link::Down => {
+            if !was_down {
+                tracing::warn!(
+                    side = %Blame::Config,
+                    to = ?side,
+                    iface,
+                    %error,
+                    "inline: interface went down; frames cross it again once it is up"
+                );
+            }
+            Ok(true)
+        }
+        Link::Up if was_down => {
+            tracing::info!(to = ?side, iface, "inline: interface is up again");
+            Ok(false)
+        }
+        Link::Up => {
+            tracing::warn!(side = %Blame::Internal, to = ?side, iface, %error, "inline: interface reported an error");
+            Ok(false)
+        }
+    }
 }
 
 fn snapshot(bridge: &Bridge, client: RingStats, server: RingStats) -> InlineSnapshot {

@@ -52,6 +52,8 @@ pub struct InlineHandle {
     requests: mpsc::Sender<Request>,
     wake: io::PipeWriter,
     thread: Option<JoinHandle<()>>,
+    /// Why the bridge thread stopped on its own (an interface gone, poll failing), once it has.
+    ended: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 impl InlineHandle {
@@ -62,11 +64,14 @@ impl InlineHandle {
         let (wake_rx, wake) = io::pipe()?;
         let (requests, inbox) = mpsc::channel();
         let (opened_tx, opened) = mpsc::sync_channel(1);
-        let thread = std::thread::Builder::new()
-            .name("inline-bridge".into())
-            .spawn(move || driver::run(settings, wake_rx, inbox, opened_tx))?;
+        let (ended_tx, ended) = tokio::sync::watch::channel(None);
+        let thread = std::thread::Builder::new().name("inline-bridge".into()).spawn(move || {
+            if let Some(reason) = driver::run(settings, wake_rx, inbox, opened_tx) {
+                ended_tx.send_replace(Some(reason));
+            }
+        })?;
         match opened.recv() {
-            Ok(Ok(())) => Ok(InlineHandle { requests, wake, thread: Some(thread) }),
+            Ok(Ok(())) => Ok(InlineHandle { requests, wake, thread: Some(thread), ended }),
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(e)
@@ -100,6 +105,20 @@ impl InlineHandle {
     }
 
     /// Stops the thread and waits for it.
+    /// Resolves once the bridge has stopped on its own, with why (already logged); never while
+    /// it runs. Owns what it waits on: the handle stays free meanwhile.
+    pub fn failed(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let mut ended = self.ended.clone();
+        async move {
+            let reason = ended.wait_for(Option::is_some).await.map(|r| r.clone());
+            match reason {
+                Ok(reason) => reason.unwrap_or_default(),
+                // The sender is gone without a reason: the bridge was asked to stop.
+                Err(_) => std::future::pending().await,
+            }
+        }
+    }
+
     pub fn stop(mut self) {
         self.halt();
     }

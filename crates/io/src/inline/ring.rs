@@ -122,6 +122,16 @@ struct IfReq {
     data: [u8; size_of::<libc::ifreq>() - libc::IFNAMSIZ],
 }
 
+/// What a ring's interface is now ([`PacketRing::link`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    Up,
+    /// Administratively down: the kernel stops delivering and resumes once it is up again.
+    Down,
+    /// Removed (or its name now names another interface): the ring will never see a frame again.
+    Gone,
+}
+
 pub struct PacketRing {
     // Declared before `fd`: the ring is unmapped before the socket closes.
     rx: RxRing,
@@ -130,6 +140,7 @@ pub struct PacketRing {
     /// PACKET_VNET_HDR, which the receive ring's socket cannot have without a header per frame.
     tx: OwnedFd,
     iface: String,
+    ifindex: i32,
     mtu: usize,
     mac: [u8; 6],
     tx_frames_queued: Vec<TxFrame>,
@@ -235,6 +246,7 @@ impl PacketRing {
             fd,
             tx,
             iface: iface.to_owned(),
+            ifindex,
             mtu,
             mac,
             tx_frames_queued: Vec::with_capacity(TX_BATCH),
@@ -258,6 +270,37 @@ impl PacketRing {
     /// The interface's MAC address.
     pub fn mac(&self) -> [u8; 6] {
         self.mac
+    }
+
+    /// The interface's name.
+    pub fn iface(&self) -> &str {
+        &self.iface
+    }
+
+    /// The error the kernel reported on the receiving socket, read and cleared (SO_ERROR). A
+    /// packet socket reports ENETDOWN when its interface goes down or away, and until the error
+    /// is read poll(2) reports POLLERR at once every time: the bridge thread spun on a CPU.
+    pub fn take_error(&self) -> Option<io::Error> {
+        match socket2::SockRef::from(&self.fd).take_error() {
+            Ok(e) => e,
+            Err(e) => Some(e),
+        }
+    }
+
+    /// Whether the interface the ring was opened on is still there, and up. One whose name now
+    /// names another interface (removed and made again) is gone: the socket stays bound to the
+    /// old one's index and never sees a frame again.
+    pub fn link(&self) -> Link {
+        let Ok(name) = if_name(&self.iface) else { return Link::Gone };
+        match if_ioctl(self.fd.as_fd(), &name, libc::SIOCGIFINDEX) {
+            Ok(data) if i32_at(&data, 0) == self.ifindex => {}
+            _ => return Link::Gone,
+        }
+        match if_ioctl(self.fd.as_fd(), &name, libc::SIOCGIFFLAGS) {
+            Ok(data) if u16::from_ne_bytes([data[0], data[1]]) & libc::IFF_UP as u16 != 0 => Link::Up,
+            Ok(_) => Link::Down,
+            Err(_) => Link::Gone,
+        }
     }
 
     /// Calls `f` for each frame received since the last call and returns the blocks to the
@@ -634,7 +677,8 @@ fn if_ioctl(
     let iface = String::from_utf8_lossy(&name[..name.iter().position(|&b| b == 0).unwrap_or(0)]);
     let mut req = IfReq { name: *name, data: [0; size_of::<libc::ifreq>() - libc::IFNAMSIZ] };
     // SAFETY: `req` is a writable buffer of the size of `struct ifreq` with a NUL-terminated
-    // name; SIOCGIFINDEX, SIOCGIFMTU and SIOCGIFHWADDR write only inside its union part.
+    // name; SIOCGIFINDEX, SIOCGIFMTU, SIOCGIFHWADDR and SIOCGIFFLAGS write only inside its union
+    // part.
     let rc = unsafe { libc::ioctl(sock.as_raw_fd(), request, &mut req as *mut IfReq) };
     if rc < 0 {
         return Err(open_error(&iface, "interface lookup", io::Error::last_os_error()));

@@ -1,7 +1,8 @@
 //! What every long-running mode does between start and exit, in one place: SIGINT and SIGTERM
 //! stop it (and drain), SIGHUP reloads it, and a changed certificate, key, CA or CRL file of
 //! `[terminate]` reloads it too. A reload never stops the process: a broken new config is logged
-//! and the running one keeps serving.
+//! and the running one keeps serving. A section that cannot go on (an inline interface removed)
+//! stops it with an error.
 
 use std::time::Duration;
 
@@ -54,14 +55,28 @@ impl Signals {
     }
 
     /// Serves `running` until asked to stop, re-reading its config with `load` on SIGHUP or
-    /// when a watched file changes; then drains it.
-    pub async fn serve(mut self, mut running: Running, load: impl Fn() -> Result<Config, String>) {
+    /// when a watched file changes; then drains it. A section that stopped on its own (an inline
+    /// interface gone) drains the others too and is the error returned: the process exits
+    /// non-zero, for a supervisor to restart it.
+    pub async fn serve(
+        mut self,
+        mut running: Running,
+        load: impl Fn() -> Result<Config, String>,
+    ) -> Result<(), String> {
+        let mut failure = None;
+        let failed = running.failed();
+        tokio::pin!(failed);
         loop {
             let reason = tokio::select! {
                 event = self.next() => match event {
                     Event::Stop => break,
                     Event::Hangup => "SIGHUP".to_string(),
                 },
+                reason = &mut failed => {
+                    crate::notify::stopping();
+                    failure = Some(reason);
+                    break;
+                }
                 changed = changed_files(&mut running) => format!("changed: {changed}"),
             };
             tracing::info!(%reason, "reloading");
@@ -76,6 +91,7 @@ impl Signals {
             crate::notify::ready();
         }
         running.shutdown().await;
+        failure.map_or(Ok(()), Err)
     }
 }
 

@@ -62,6 +62,6 @@ async fn serve(
     let keep = crate::privileges::mode_caps(running.config());
     crate::privileges::drop_after_bind(running.config(), &keep).await?;
     crate::notify::ready();
-    signals.serve(running, load).await;
+    signals.serve(running, load).await.map_err(Failure::config)?;
     Ok(())
 }

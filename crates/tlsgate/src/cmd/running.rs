@@ -209,6 +209,18 @@ impl Running {
         self.config = applied;
     }
 
+    /// Resolves when a section stopped on its own and the process cannot serve it any more, with
+    /// why: the inline bridge when an interface it bridges is gone. Never otherwise.
+    pub fn failed(&self) -> impl std::future::Future<Output = String> + 'static {
+        let inline = self.inline.as_ref().map(|h| h.failed());
+        async move {
+            match inline {
+                Some(failed) => failed.await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
     /// Stops accepting everywhere, then drains every section at once; the inline bridge has
     /// nothing to drain (the flows are the hosts' own TCP connections) and stops first.
     pub async fn shutdown(self) {
