@@ -796,6 +796,28 @@ fn the_window_to_the_server_stays_within_what_the_engine_can_hold() {
     }
 }
 
+/// With the default limits the server may keep the whole record store in flight: the hold bound
+/// past the next byte to seal is no smaller than the store. At 256 KiB it was the window the
+/// server saw whatever the client's, and a download through a bridge adding a millisecond ran at
+/// 256 KiB per round trip.
+#[test]
+fn by_default_the_window_to_the_server_reaches_the_record_store() {
+    let limits = Limits::default();
+    let store = limits.down.unacked_bytes as u32 * 15 / 16;
+    assert!(limits.down.hold_bytes >= limits.down.unacked_bytes);
+    let mut n = Net::with_limits(TLS13[0], Release::Buffered, limits);
+    (n.sack, n.server_sack) = (true, true);
+    open_connection(&mut n);
+    n.to_server.clear();
+    // The client opens its window wide (65535 << 7: 8 MiB).
+    let cack = CISN.wrapping_add(1 + n.c_sent);
+    let all = SISN + 1 + n.c_recv;
+    n.feed(ack_with_window(sa(CLIENT), sa(SERVICE), cack, all, u16::MAX));
+    let s = packet::parse(n.to_server.last().expect("the client's ACK went on to the server")).unwrap();
+    let window = (s.window as u32) << 7;
+    assert!(window + 128 >= store && window <= store, "window {window}, store {store}");
+}
+
 #[test]
 fn an_idle_flow_is_parked_by_the_timers_and_carries_the_next_request_as_before() {
     for &suite in TLS13.iter().chain(TLS12) {
