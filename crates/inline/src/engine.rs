@@ -169,12 +169,10 @@ pub struct Stats {
 }
 
 /// Default per-flow bounds of the data path.
-const UP_LIMITS: UpLimits = UpLimits {
-    hold_bytes: 256 * 1024,
-    hold_segments: 256,
-    unacked_bytes: 1 << 20,
-    record_limit: 16384 + 2048,
-};
+/// The client's window reaches the hold bound past the next byte expected
+/// (`Upstream::client_room`): as toward the server, the hold matches the store.
+const UP_LIMITS: UpLimits =
+    UpLimits { hold_bytes: 1 << 20, hold_segments: 1024, unacked_bytes: 1 << 20, record_limit: 16384 + 2048 };
 /// The server's window reaches the hold bound past the next byte to seal (`server_room`): at
 /// 256 KiB it, not the record store, capped a download at 256 KiB per round trip (about 180 MB/s
 /// through a bridge whose rings add a millisecond), so the hold matches the store.
@@ -821,6 +819,7 @@ impl Engine {
                 server_mss: packet::mss(&pkt[seg.tcp.start + 20..seg.payload.start]).unwrap_or(DEFAULT_MSS),
                 // Scaling applies only when both SYNs offered it.
                 client_wscale: server_wscale.and(flow.client_wscale).unwrap_or(0),
+                server_wscale: flow.client_wscale.and(server_wscale).unwrap_or(0),
                 client_sack: flow.client_sack,
                 server_sack: flow.client_sack
                     && packet::sack_permitted(&pkt[seg.tcp.start + 20..seg.payload.start]),

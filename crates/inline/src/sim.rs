@@ -36,10 +36,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The per-flow state bound checked during the run (the engine's own bounds: hold queues
-/// 256 KiB client to server and 1 MiB server to client, unacknowledged data 1 MiB per
-/// direction, 4096 pairs per direction).
-pub const STATE_BOUND: usize = 4 << 20;
+/// The per-flow state bound checked during the run (the engine's own bounds: hold queues and
+/// unacknowledged data 1 MiB each per direction, 4096 pairs per direction).
+pub const STATE_BOUND: usize = 5 << 20;
 
 const CLIENT_IP: [u8; 4] = [10, 0, 0, 1];
 const SERVER_IP: [u8; 4] = [10, 0, 0, 2];

@@ -58,6 +58,9 @@ pub struct Ends {
     pub server_mss: u16,
     /// Shift of the client's advertised windows (0 when scaling was not negotiated).
     pub client_wscale: u8,
+    /// Shift of the server's advertised windows (0 when scaling was not negotiated): the scale
+    /// of the window field the engine sends the client.
+    pub server_wscale: u8,
     /// The client offered SACK and was told the engine accepts it: the engine's segments to
     /// the client carry SACK blocks for the client bytes it holds beyond a gap.
     pub client_sack: bool,
@@ -1033,11 +1036,23 @@ impl Live {
             seq: self.server.seq(outer),
             ack: Some(self.client.seq(self.ack_to_client)),
             control: Control::Psh,
-            window: self.server_window,
+            window: self.window_to_client(),
             payload: &[],
         };
         let sack = self.sack_to_client();
         out.extend(b.emit_parts(parts, &sack, self.ends.checksum));
+    }
+
+    /// The window field for the client: the server's, but never beyond what the engine can take
+    /// from the client — past the next byte it expects, the hold bound
+    /// (`Upstream::client_room`); in flight, the store of plaintext the server has not
+    /// acknowledged (`Upstream::max_in_flight`) — in the server's scale, which the client
+    /// applies. With the server's window alone (megabytes, autotuned) a bulk upload sent more
+    /// than the engine takes: every segment past the store was dropped and resent (5 % of an
+    /// upload's segments on veths, at a seventh of a plain TCP upload's rate).
+    fn window_to_client(&self) -> u16 {
+        let room = self.up.client_room(self.ack_to_client).min(self.up.max_in_flight());
+        self.server_window.min(u16::try_from(room >> self.ends.server_wscale).unwrap_or(u16::MAX))
     }
 
     /// The SACK blocks segments to the client carry (none when it did not offer SACK).
@@ -1061,7 +1076,7 @@ impl Live {
             seq: self.server.seq(outer),
             ack: (control != Control::Rst).then(|| self.client.seq(self.ack_to_client)),
             control,
-            window: self.server_window,
+            window: self.window_to_client(),
             payload: data,
         };
         let sack = if control != Control::Rst { self.sack_to_client() } else { Vec::new() };

@@ -277,6 +277,25 @@ impl Upstream {
         self.framer.offset()
     }
 
+    /// How far beyond `ack` (the ACK the client is sent, outer) the client may send: up to the
+    /// hold queue's bound past the next byte expected, so that whatever is lost before them, the
+    /// segments the client sends fit in the queue. The edge never moves back (`next` only grows).
+    pub fn client_room(&self, ack: u64) -> u64 {
+        (self.next() + self.limits.hold_bytes as u64).saturating_sub(ack)
+    }
+
+    /// The most client bytes in flight the engine takes without dropping: a client segment
+    /// arriving while the plaintext the server has not acknowledged reaches `unacked_bytes` is
+    /// dropped, and the client's bytes beyond the ACK it was sent are at least that plaintext
+    /// (the rest is record headers, tags and a record in progress). A sixteenth is kept for
+    /// those. Advertised to the client as a window ceiling, as [`Downstream::max_in_flight`] is
+    /// to the server.
+    ///
+    /// [`Downstream::max_in_flight`]: crate::downstream::Downstream::max_in_flight
+    pub fn max_in_flight(&self) -> u64 {
+        (self.limits.unacked_bytes as u64) * 15 / 16
+    }
+
     /// A client segment's payload at outer offset `offset`.
     pub fn segment(
         &mut self,

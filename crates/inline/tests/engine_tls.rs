@@ -818,6 +818,30 @@ fn by_default_the_window_to_the_server_reaches_the_record_store() {
     assert!(window + 128 >= store && window <= store, "window {window}, store {store}");
 }
 
+/// The window the client is told is the server's, but never more than the engine takes from it
+/// in flight (the store of plaintext the server has not acknowledged, less a sixteenth for the
+/// records' overhead): with the server's autotuned megabytes passed on, a bulk upload sent more
+/// than the engine takes, and every segment past the store was dropped and resent.
+#[test]
+fn the_window_to_the_client_stays_within_what_the_engine_takes() {
+    let limits = Limits::default();
+    let store = limits.up.unacked_bytes as u32 * 15 / 16;
+    assert!(limits.up.hold_bytes >= limits.up.unacked_bytes, "the hold bound does not cap it lower");
+    let mut n = Net::with_limits(TLS13[0], Release::Buffered, limits);
+    open_connection(&mut n);
+    n.to_client.clear();
+    // A request, and the server acknowledging it with its window wide open (65535 << 7: 8 MiB).
+    n.client.writer().write_all(REQUEST).unwrap();
+    n.client_sends();
+    let p = n.to_server.pop().expect("plaintext to the server");
+    let request = packet::parse(&p).unwrap();
+    let acked = request.seq.0.wrapping_add(request.payload.len() as u32);
+    n.feed(ack_with_window(sa(BACKEND), sa(CLIENT), SISN + 1, acked, u16::MAX));
+    let told = n.to_client.last().expect("the server's ACK reaches the client");
+    let window = (told.window as u32) << 7;
+    assert!(window + 128 >= store && window <= store, "window {window}, store {store}");
+}
+
 #[test]
 fn an_idle_flow_is_parked_by_the_timers_and_carries_the_next_request_as_before() {
     for &suite in TLS13.iter().chain(TLS12) {

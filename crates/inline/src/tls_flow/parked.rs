@@ -40,6 +40,7 @@ struct Options {
     client_mss: u16,
     server_mss: u16,
     client_wscale: u8,
+    server_wscale: u8,
     client_sack: bool,
     server_sack: bool,
     checksum: TcpChecksum,
@@ -94,13 +95,31 @@ impl Live {
             last_packet: _,
             park_after: _,
         } = *self;
-        let Ends { client_mss, server_mss, client_wscale, client_sack, server_sack, checksum, gso, .. } =
-            ends;
+        let Ends {
+            client_mss,
+            server_mss,
+            client_wscale,
+            server_wscale,
+            client_sack,
+            server_sack,
+            checksum,
+            gso,
+            ..
+        } = ends;
         let Keys::Records(session) = keys else { unreachable!("a quiet flow has its record layer") };
         let Ok(session) = session.compact() else { unreachable!("checked quiet above") };
         let (Ok(up), Ok(down)) = (up.compact(), down.compact()) else { unreachable!("checked quiet above") };
         Ok(Parked {
-            ends: Options { client_mss, server_mss, client_wscale, client_sack, server_sack, checksum, gso },
+            ends: Options {
+                client_mss,
+                server_mss,
+                client_wscale,
+                server_wscale,
+                client_sack,
+                server_sack,
+                checksum,
+                gso,
+            },
             client,
             server,
             session,
@@ -121,7 +140,17 @@ impl Parked {
     /// (the session could not be rebuilt: a key derivation failed), which can only be reset.
     pub(super) fn resume(self, wake: &Wake) -> Result<Box<Live>, Box<Live>> {
         let Parked {
-            ends: Options { client_mss, server_mss, client_wscale, client_sack, server_sack, checksum, gso },
+            ends:
+                Options {
+                    client_mss,
+                    server_mss,
+                    client_wscale,
+                    server_wscale,
+                    client_sack,
+                    server_sack,
+                    checksum,
+                    gso,
+                },
             client,
             server,
             session,
@@ -142,6 +171,7 @@ impl Parked {
                 client_mss,
                 server_mss,
                 client_wscale,
+                server_wscale,
                 client_sack,
                 server_sack,
                 checksum,
