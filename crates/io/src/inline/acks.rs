@@ -14,6 +14,8 @@
 //! (modulo 2^32). Duplicate ACKs (the same acknowledgment) are kept, each: fast retransmit
 //! counts them (RFC 5681). Nothing is reordered.
 
+use std::collections::hash_map::{Entry, HashMap};
+
 use super::gso::TxFrame;
 
 const TCP_ACK: u8 = 0x10;
@@ -29,11 +31,14 @@ struct BareAck<'a> {
     ack: u32,
 }
 
-impl BareAck<'_> {
-    fn same_flow(&self, other: &BareAck<'_>) -> bool {
-        self.eth == other.eth && self.ip_fixed == other.ip_fixed && self.tcp_fixed == other.tcp_fixed
+impl<'a> BareAck<'a> {
+    /// What names its flow and position: two bare ACKs supersede one another only when equal.
+    fn flow(&self) -> FlowKey<'a> {
+        (self.eth, self.ip_fixed, self.tcp_fixed)
     }
 }
+
+type FlowKey<'a> = (&'a [u8], [&'a [u8]; 3], &'a [u8]);
 
 fn bare_ack(frame: &TxFrame) -> Option<BareAck<'_>> {
     let eth = frame.eth();
@@ -68,17 +73,31 @@ fn bare_ack(frame: &TxFrame) -> Option<BareAck<'_>> {
 
 /// Which queued frames to send: false for a bare ACK that a later bare ACK of the same flow in
 /// `frames` acknowledges beyond. Returns the mask and how many frames it drops.
+///
+/// One pass from the end, keeping per flow the furthest acknowledgment seen so far: a batch
+/// holds hundreds of the engine's ACKs to an uploading client, and comparing each with every
+/// later one (as this did first) took a sixth of the bridge's CPU in `memcmp`.
 pub fn superseded(frames: &[TxFrame]) -> (Vec<bool>, usize) {
-    let acks: Vec<Option<BareAck<'_>>> = frames.iter().map(bare_ack).collect();
     let mut keep = vec![true; frames.len()];
     let mut dropped = 0;
-    for (i, a) in acks.iter().enumerate() {
-        let Some(a) = a else { continue };
-        let later =
-            acks[i + 1..].iter().flatten().any(|b| a.same_flow(b) && (b.ack.wrapping_sub(a.ack) as i32) > 0);
-        if later {
-            keep[i] = false;
-            dropped += 1;
+    // The furthest acknowledgment of each flow among the frames after the current one.
+    let mut furthest: HashMap<FlowKey<'_>, u32> = HashMap::new();
+    for (i, frame) in frames.iter().enumerate().rev() {
+        let Some(a) = bare_ack(frame) else { continue };
+        match furthest.entry(a.flow()) {
+            Entry::Vacant(v) => {
+                v.insert(a.ack);
+            }
+            Entry::Occupied(mut o) => {
+                // Within one batch the acknowledgments of a flow lie within half the sequence
+                // space of one another, so "further" (modulo 2^32) orders them.
+                if (o.get().wrapping_sub(a.ack) as i32) > 0 {
+                    keep[i] = false;
+                    dropped += 1;
+                } else {
+                    o.insert(a.ack);
+                }
+            }
         }
     }
     (keep, dropped)
