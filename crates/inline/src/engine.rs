@@ -359,22 +359,31 @@ impl Engine {
     }
 
     /// With `on`, flows begun from now on send each record (at most 64 KiB of IP packet) to the
-    /// client as one TCP packet larger than the MTU, for a driver that cuts it into segments of
-    /// [`Engine::segment_size`] (TCP segmentation offload, as the kernel's GSO does): one packet
-    /// built, routed and handed over per record instead of one per segment.
+    /// client, and each record's plaintext to the server, as one TCP packet larger than the MTU,
+    /// for a driver that cuts it into segments of [`Engine::segment_size`] (TCP segmentation
+    /// offload, as the kernel's GSO does): one packet built, routed and handed over per record
+    /// instead of one per segment.
     pub fn set_segmentation_offload(&mut self, on: bool) {
         self.gso = on;
     }
 
     /// The payload of each segment a TCP packet of this engine's larger than the MTU stands for:
-    /// the client's MSS less the TCP options the packet carries (the flow cut its records so;
-    /// RFC 9293's default of 536 bytes when the flow has gone meanwhile). `None` for a packet
+    /// the MSS of its receiver (the client's, or toward a server the server's) less the TCP
+    /// options the packet carries (the flow cut its payload so; RFC 9293's default of 536 bytes
+    /// when the flow has gone meanwhile). `None` for a packet
     /// that is not TCP.
     pub fn segment_size(&self, pkt: &[u8]) -> Option<u16> {
         let seg = packet::parse(pkt)?;
         let options = (seg.payload.start - seg.tcp.start).saturating_sub(20);
-        let key = FlowKey { client: seg.dst, server: seg.src };
-        let mss = self.flows.get(&key).and_then(|f| f.tls.as_ref()).map_or(DEFAULT_MSS, |t| t.client_mss());
+        let to_client = FlowKey { client: seg.dst, server: seg.src };
+        let mss = match self.flows.get(&to_client).and_then(|f| f.tls.as_ref()) {
+            Some(t) => t.client_mss(),
+            // Toward a server: plaintext the flow cut to the server's MSS.
+            None => self
+                .by_backend(seg.src, seg.dst)
+                .and_then(|k| self.flows.get(&k)?.tls.as_ref())
+                .map_or(DEFAULT_MSS, |t| t.server_mss()),
+        };
         Some((usize::from(mss).saturating_sub(options).max(1)) as u16)
     }
 

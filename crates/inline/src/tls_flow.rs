@@ -267,6 +267,13 @@ impl TlsFlow {
         }
     }
 
+    pub fn server_mss(&self) -> u16 {
+        match self.get() {
+            Ok(l) => l.ends.server_mss,
+            Err(p) => p.server_mss(),
+        }
+    }
+
     /// See [`Live::at_first_client_byte`]; never for an established flow.
     pub fn at_first_client_byte(&self, seg: &Segment, payload: &[u8]) -> bool {
         match self.get() {
@@ -893,7 +900,7 @@ impl Live {
     }
 
     /// Plaintext for the server at inner offset `inner`, cut to the server's MSS (a record
-    /// carries up to 16 KiB).
+    /// carries up to 16 KiB), or with segmentation offload into packets the link cuts so.
     fn forward(&mut self, inner: u64, data: &[u8], out: &mut Vec<Vec<u8>>) {
         // SACK blocks take room from the payload: a full segment must still fit the server's MTU.
         let blocks = if self.ends.server_sack {
@@ -902,11 +909,15 @@ impl Live {
             0
         };
         let mss = (self.ends.server_mss as usize).saturating_sub(sack_option_len(blocks)).max(1);
-        for (i, chunk) in data.chunks(mss).enumerate() {
+        // With segmentation offload, as toward the client: one packet of whole segments (the
+        // IP packet within its 16-bit length) that the link cuts at the server's MSS, instead of
+        // a packet built, checksummed and merged again by the ring per segment.
+        let step = if self.ends.gso { mss * ((usize::from(u16::MAX) - 100) / mss).max(1) } else { mss };
+        for (i, chunk) in data.chunks(step).enumerate() {
             let b = Build {
                 src: self.ends.client,
                 dst: self.ends.backend,
-                seq: self.client.seq(inner + (i * mss) as u64),
+                seq: self.client.seq(inner + (i * step) as u64),
                 ack: Some(self.server.seq(self.ack_to_server.max(1))),
                 control: Control::Psh,
                 window: self.window_to_server(),

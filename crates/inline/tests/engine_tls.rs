@@ -842,6 +842,24 @@ fn the_window_to_the_client_stays_within_what_the_engine_takes() {
     assert!(window + 128 >= store && window <= store, "window {window}, store {store}");
 }
 
+/// With segmentation offload a record's plaintext goes to the server as one packet larger than
+/// the MTU, whose segment size is the server's MSS (1460 in its SYN-ACK here): the link cuts it
+/// into the segments the engine would have built one by one.
+#[test]
+fn with_segmentation_offload_a_records_plaintext_goes_to_the_server_as_one_packet() {
+    let mut n = Net::new(TLS13[0]);
+    n.engine.set_segmentation_offload(true);
+    open_connection(&mut n);
+    n.to_server.clear();
+    let body: Vec<u8> = (0..12_000u32).map(|i| (i % 251) as u8).collect();
+    n.client.writer().write_all(&body).unwrap();
+    n.client_sends();
+    assert_eq!(n.to_server.len(), 1, "one packet for the record's 12,000 bytes");
+    let p = &n.to_server[0];
+    assert_eq!(&p[packet::parse(p).unwrap().payload], &body[..]);
+    assert_eq!(n.engine.segment_size(p), Some(1460));
+}
+
 #[test]
 fn an_idle_flow_is_parked_by_the_timers_and_carries_the_next_request_as_before() {
     for &suite in TLS13.iter().chain(TLS12) {

@@ -212,6 +212,10 @@ impl Parked {
         self.ends.client_mss
     }
 
+    pub(super) fn server_mss(&self) -> u16 {
+        self.ends.server_mss
+    }
+
     pub(super) fn pairs(&self) -> (Vec<Entry>, Vec<Entry>) {
         (self.up.pairs().entries().copied().collect(), self.down.pairs().entries().copied().collect())
     }
