@@ -1059,8 +1059,8 @@ impl Live {
     /// (`Upstream::client_room`); in flight, the store of plaintext the server has not
     /// acknowledged (`Upstream::max_in_flight`) — in the server's scale, which the client
     /// applies. With the server's window alone (megabytes, autotuned) a bulk upload sent more
-    /// than the engine takes: every segment past the store was dropped and resent (5 % of an
-    /// upload's segments on veths, at a seventh of a plain TCP upload's rate).
+    /// than the engine takes: every segment past the store was dropped and resent (5–7 % of an
+    /// upload's segments on veths, at a seventh of a plain TCP upload's rate or less).
     fn window_to_client(&self) -> u16 {
         let room = self.up.client_room(self.ack_to_client).min(self.up.max_in_flight());
         self.server_window.min(u16::try_from(room >> self.ends.server_wscale).unwrap_or(u16::MAX))
