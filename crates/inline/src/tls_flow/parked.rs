@@ -47,6 +47,38 @@ struct Options {
     gso: bool,
 }
 
+impl Options {
+    fn of(e: &Ends) -> Options {
+        Options {
+            client_mss: e.client_mss,
+            server_mss: e.server_mss,
+            client_wscale: e.client_wscale,
+            server_wscale: e.server_wscale,
+            client_sack: e.client_sack,
+            server_sack: e.server_sack,
+            checksum: e.checksum,
+            gso: e.gso,
+        }
+    }
+
+    /// The [`Ends`] again, with the addresses `wake` hands back.
+    fn with(&self, wake: &Wake) -> Ends {
+        Ends {
+            client: wake.client,
+            service: wake.service,
+            backend: wake.backend,
+            client_mss: self.client_mss,
+            server_mss: self.server_mss,
+            client_wscale: self.client_wscale,
+            server_wscale: self.server_wscale,
+            client_sack: self.client_sack,
+            server_sack: self.server_sack,
+            checksum: self.checksum,
+            gso: self.gso,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct Parked {
     ends: Options,
@@ -95,31 +127,11 @@ impl Live {
             last_packet: _,
             park_after: _,
         } = *self;
-        let Ends {
-            client_mss,
-            server_mss,
-            client_wscale,
-            server_wscale,
-            client_sack,
-            server_sack,
-            checksum,
-            gso,
-            ..
-        } = ends;
         let Keys::Records(session) = keys else { unreachable!("a quiet flow has its record layer") };
         let Ok(session) = session.compact() else { unreachable!("checked quiet above") };
         let (Ok(up), Ok(down)) = (up.compact(), down.compact()) else { unreachable!("checked quiet above") };
         Ok(Parked {
-            ends: Options {
-                client_mss,
-                server_mss,
-                client_wscale,
-                server_wscale,
-                client_sack,
-                server_sack,
-                checksum,
-                gso,
-            },
+            ends: Options::of(&ends),
             client,
             server,
             session,
@@ -140,17 +152,7 @@ impl Parked {
     /// (the session could not be rebuilt: a key derivation failed), which can only be reset.
     pub(super) fn resume(self, wake: &Wake) -> Result<Box<Live>, Box<Live>> {
         let Parked {
-            ends:
-                Options {
-                    client_mss,
-                    server_mss,
-                    client_wscale,
-                    server_wscale,
-                    client_sack,
-                    server_sack,
-                    checksum,
-                    gso,
-                },
+            ends,
             client,
             server,
             session,
@@ -164,19 +166,7 @@ impl Parked {
         } = self;
         let session = session.resume();
         let live = Live {
-            ends: Ends {
-                client: wake.client,
-                service: wake.service,
-                backend: wake.backend,
-                client_mss,
-                server_mss,
-                client_wscale,
-                server_wscale,
-                client_sack,
-                server_sack,
-                checksum,
-                gso,
-            },
+            ends: ends.with(wake),
             client,
             server,
             keys: Keys::Gone,
