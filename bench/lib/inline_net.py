@@ -187,14 +187,22 @@ def server_retransmits(topo):
     return int(tcp[1][tcp[0].index("RetransSegs")])
 
 
-def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=None, messages=None):
-    """The check download (unmeasured), then ceil(gib GiB / file) downloads on one connection;
+def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=None, messages=None, direction="down"):
+    """The check download (unmeasured), then ceil(gib GiB / file) downloads (direction "up":
+    uploads) on one connection;
     with perf (a directory), `perf record -g` on tlsgate for the first PERF_S s of them."""
     suite = check_download(topo, ca, connect_ip, want_sha, os.path.join(workdir, f"curl-check-{name}.log"))
     count = max(1, -(-int(gib * GIB) // FILE_BYTES))
-    argv = curl_argv(topo, ca, connect_ip, f"https://{SERVER_NAME}/random?n=[1-{count}]", int(60 + 600 * gib))
-    argv[-1:-1] = ["-o", "/dev/null", "-w", "%{size_download}\\n"]
-    log(f"{name}: {count} downloads of {FILE_BYTES >> 20} MiB on one connection")
+    if direction == "up":
+        # POSTs of the same file to a location that answers 204 and discards the body as it reads.
+        argv = curl_argv(topo, ca, connect_ip, f"https://{SERVER_NAME}/sink?n=[1-{count}]", int(60 + 600 * gib))
+        argv[-1:-1] = ["--data-binary", "@" + os.path.join(workdir, "www", "random"), "-H", "Expect:",
+                       "-o", "/dev/null", "-w", "%{size_upload}\\n"]
+    else:
+        argv = curl_argv(topo, ca, connect_ip, f"https://{SERVER_NAME}/random?n=[1-{count}]", int(60 + 600 * gib))
+        argv[-1:-1] = ["-o", "/dev/null", "-w", "%{size_download}\\n"]
+    verb = "uploads" if direction == "up" else "downloads"
+    log(f"{name}: {count} {verb} of {FILE_BYTES >> 20} MiB on one connection")
     retrans0 = server_retransmits(topo)
     messages0 = messages(topo) if messages else None
     bg0, busy_bg0 = softirq_background()
@@ -232,7 +240,7 @@ def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=Non
         raise RuntimeError(f"curl exited with {r.returncode}: {r.stderr.strip()[-300:]}")
     got = sum(int(x) for x in r.stdout.split())
     if got != count * FILE_BYTES:
-        raise RuntimeError(f"downloaded {got} bytes, expected {count * FILE_BYTES}")
+        raise RuntimeError(f"{verb}: {got} bytes, expected {count * FILE_BYTES}")
     row = {
         "gib": got / GIB,
         "wall_s": wall,
@@ -453,7 +461,7 @@ def run_inline(topo, args, pidfile, want_sha, tlsgate, flows, tag):
                 raise RuntimeError(f"tlsgate inline run did not start: {e}") from None
             idle = idle_or_error("inline run", topo, gate, args.ca, topo.server_ip, flows, pidfile) if flows else None
             return measure(tag, topo, gate, args.ca, topo.server_ip, want_sha, args.gib, args.dir,
-                           args.perf, ring_messages), idle
+                           args.perf, ring_messages, args.direction), idle
         finally:
             gate.stop()
     finally:
@@ -471,7 +479,7 @@ def run_terminate(topo, args, pidfile, want_sha, tlsgate, flows, tag):
             wait_listening(topo, "gate", 443, gate)
             idle = idle_or_error("terminate", topo, gate, args.ca, topo.gate_client_ip, flows, pidfile) if flows else None
             return measure(tag, topo, gate, args.ca, topo.gate_client_ip, want_sha, args.gib, args.dir,
-                           args.perf), idle
+                           args.perf, direction=args.direction), idle
         finally:
             gate.stop()
     finally:
@@ -670,7 +678,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", required=True, help="scratch directory (made by inline.sh, with bench/lib/pki.sh's PKI)")
     ap.add_argument("--tlsgate", required=True)
-    ap.add_argument("--gib", type=float, default=1.0, help="GiB downloaded per run")
+    ap.add_argument("--gib", type=float, default=1.0, help="GiB downloaded (or uploaded) per run")
+    ap.add_argument("--direction", choices=("down", "up"), default="down",
+                    help="down: curl downloads the file; up: curl POSTs it to nginx, which discards it")
     ap.add_argument("--flows", type=int, default=200, help="idle flows through the inline gate")
     ap.add_argument("--mode", choices=("buffered", "cut-through"), default="buffered")
     ap.add_argument("--offloads", choices=("on", "off"), default="on",

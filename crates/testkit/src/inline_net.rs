@@ -139,6 +139,29 @@ impl InlineNet {
         }
     }
 
+    /// Receive steering (RPS) as if each side were a host of its own: every interface of the
+    /// client, the switch and the servers has its receive processing on CPU 1, the gate's on
+    /// CPU 0. A veth hands a frame to its peer on the sending CPU; steered, what the gate sends
+    /// waits in CPU 1's backlog until that CPU gets to it, as it waits for a NIC's transmit
+    /// completion. Needs two CPUs.
+    pub fn steer_receive(&self) {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert!(cpus >= 2, "receive steering needs two CPUs, this machine has {cpus}");
+        let steer = |ns: &Netns, mask: &str| {
+            let script = format!(
+                "for d in /sys/class/net/*; do [ \"${{d##*/}}\" = lo ] || [ ! -e $d/queues/rx-0/rps_cpus ] \
+                 || echo {mask} > $d/queues/rx-0/rps_cpus || exit 1; done"
+            );
+            ns.must("sh", &["-c", &script]);
+        };
+        steer(&self.gate, "1");
+        for ns in
+            std::iter::once(&self.client.ns).chain(self.servers.iter().map(|h| &h.ns)).chain([&self.switch])
+        {
+            steer(ns, "2");
+        }
+    }
+
     /// The stand-in for the bump: a Linux bridge in the gate joining its two interfaces.
     pub fn join_with_linux_bridge(&self) {
         self.gate.must("ip", &["link", "add", "br0", "type", "bridge"]);

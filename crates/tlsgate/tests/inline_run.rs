@@ -46,6 +46,11 @@ impl Scene {
     /// `tlsgate inline run` in the gate namespace with the service `service` (`--service …` or
     /// `--vip … --pool …`) and `extra` flags, once it says both interfaces are open.
     fn gate(&self, service: &[&str], extra: &[&str]) -> Tlsgate {
+        self.gate_on(None, service, extra)
+    }
+
+    /// [`Scene::gate`], pinned to CPU `cpu` (`taskset`) if given.
+    fn gate_on(&self, cpu: Option<&str>, service: &[&str], extra: &[&str]) -> Tlsgate {
         let (cert, key) = self.pki.server("gate", &[SERVER_NAME, SERVER, VIP]);
         let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
         let net = &self.net;
@@ -54,7 +59,11 @@ impl Scene {
         args.extend_from_slice(service);
         args.extend_from_slice(&["--cert", cert, "--key", key]);
         args.extend_from_slice(extra);
-        let gate = Tlsgate::start_command(net.gate.command(BIN, &args));
+        let command = match cpu {
+            Some(cpu) => net.gate.command("taskset", &[&["-c", cpu, BIN][..], &args].concat()),
+            None => net.gate.command(BIN, &args),
+        };
+        let gate = Tlsgate::start_command(command);
         gate.proc.wait_for(&["inline running"], Duration::from_secs(30));
         gate
     }
@@ -208,6 +217,47 @@ fn sixty_four_mib_down_and_up_with_segmentation_offload_on() {
     let (frames, messages) = (ring["tx_frames"].as_u64().unwrap(), ring["tx_messages"].as_u64().unwrap());
     assert!(messages > 0 && messages < frames, "no run of segments sent as one message: {ring}");
     assert_eq!(ring["rx_truncated"].as_u64(), Some(0), "{ring}");
+}
+
+/// Everything the gate sends counts against its sending socket's buffer until the receiving
+/// stack takes it. Steered (the client's and the server's receive processing on CPU 1, where
+/// curl uploads; the gate's on CPU 0, where it runs), the gate's frames wait in the busy CPU's
+/// backlog: with the socket's default buffer (three 64 KiB GSO frames) sends failed by the
+/// hundred, each a frame lost at the gate, and uploads crawled through the client's
+/// retransmission timeouts (64 MiB in 3 to 16 s against 0.2 s, or cut by nginx's body timeout).
+/// The rings' `tx_errors` counted them; now the gate drops none.
+#[test]
+fn uploads_to_a_busy_cpus_stack_lose_no_frame_at_the_gate() {
+    let s = Scene::new(1, BIG);
+    s.net.offloads_on();
+    s.net.steer_receive();
+    let service = format!("{SERVER}:443=80");
+    let _gate = s.gate_on(Some("0"), &["--service", &service], &["--admin", ADMIN]);
+    let site = &s.sites[0];
+    let source = site.big_path();
+    let ca = s.pki.ca();
+    let resolve = format!("{SERVER_NAME}:443:{SERVER}");
+    let url = format!("https://{SERVER_NAME}/up/big.bin");
+    for round in 0..3 {
+        let mut args = vec!["-c", "1", "curl", "-sS", "--ipv4", "--fail", "--max-time", "120"];
+        args.extend_from_slice(&["--cacert", ca, "--resolve", &resolve]);
+        args.extend_from_slice(&["-T", source.to_str().unwrap(), &url]);
+        let out = s.client().ns.run("taskset", &args);
+        assert!(
+            out.status.success(),
+            "upload {round}: {}\nnginx: {}",
+            describe(&out),
+            site.nginx.access_log()
+        );
+        assert_eq!(site.uploaded_sha256("big.bin"), site.big_sha256, "upload {round} differs");
+    }
+    let status =
+        tlsgate_testkit::clients::curl_in(&s.net.gate, &["--fail", &format!("http://{ADMIN}/status.json")]);
+    assert!(status.status.success(), "/status.json: {}", describe(&status));
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).expect("/status.json is JSON");
+    for ring in v["inline"]["rings"].as_array().expect("rings") {
+        assert_eq!(ring["tx_errors"].as_u64(), Some(0), "frames the gate failed to send: {ring}");
+    }
 }
 
 #[test]

@@ -738,8 +738,41 @@ fn open_tx(ifindex: i32) -> io::Result<OwnedFd> {
     let fd = OwnedFd::from(socket);
     let one: libc::c_int = 1;
     set_opt(fd.as_fd(), libc::PACKET_VNET_HDR, &one)?;
+    set_send_buffer(fd.as_fd(), TX_SOCKET_BUFFER)?;
     bind_protocol(fd.as_fd(), ifindex, 0)?;
     Ok(fd)
+}
+
+/// The sending socket's buffer: every frame sent counts against it until the receiving stack
+/// takes it (on a veth, when the peer's IP layer gets it from its CPU's backlog; on a NIC, at
+/// transmit completion), and a send past it fails and the frame is dropped. The default (212 KiB,
+/// `net.core.wmem_default`) is three 64 KiB GSO frames: when the peer's receive processing runs
+/// on a busy CPU, bursts of a flow's window overflowed it, and every frame lost that way costs
+/// the flow a retransmission by its sender, often after a timeout. 4 MiB (the kernel doubles
+/// it for its bookkeeping) holds the engine's stores toward both ends; the memory is taken only
+/// while frames are in flight. SO_SNDBUFFORCE passes `net.core.wmem_max`, which the bridge's
+/// CAP_NET_ADMIN allows; without it, SO_SNDBUF up to that limit.
+const TX_SOCKET_BUFFER: libc::c_int = 4 << 20;
+
+fn set_send_buffer(sock: BorrowedFd<'_>, bytes: libc::c_int) -> io::Result<()> {
+    let set = |name: libc::c_int| {
+        // SAFETY: `bytes` is a live c_int of the length passed, which the kernel only reads.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                name,
+                (&bytes as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    set(libc::SO_SNDBUFFORCE).or_else(|_| set(libc::SO_SNDBUF))
 }
 
 fn bind_protocol(sock: BorrowedFd<'_>, ifindex: i32, protocol: u16) -> io::Result<()> {
