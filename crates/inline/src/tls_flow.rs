@@ -416,6 +416,8 @@ struct Live {
     /// Raw window fields last seen from each side, passed on in built packets.
     client_window: u16,
     server_window: u16,
+    /// The window field of the last packet to the client (`None`: not known, after parking).
+    window_told: Option<u16>,
     /// The engine's retransmission timer for its own bytes: deadline and backoff.
     rto: Option<(Duration, u32)>,
     /// Version, suite and SNI once established, for the session table.
@@ -458,6 +460,7 @@ impl Live {
             ack_to_client: 1,
             client_window: 0,
             server_window,
+            window_told: None,
             rto: None,
             session: None,
             mac_failed: false,
@@ -667,8 +670,13 @@ impl Live {
         // included: the server's retransmission and window logic relies on them. (The packet
         // driver may leave out one that a later ACK in the same send batch supersedes.)
         let mut ack_server = payload.is_empty() && !seg.fin && seg.ack.is_some();
+        // Data exactly at the next byte expected (not a resend, not beyond a gap), and whether
+        // bytes beyond a gap were held before it (it fills the gap, or part of it).
+        let mut in_order = false;
+        let gap_before = self.up.sack_count(self.ack_to_client, 1) > 0;
         if !payload.is_empty() {
             if let Some(off) = self.client.offset(seg.seq, self.up.next()) {
+                in_order = off == self.up.next();
                 self.client_data(now, off, payload, &mut ups, &mut sends)?;
             }
         }
@@ -690,11 +698,12 @@ impl Live {
         if ack_server {
             self.send_server(Control::None, &[], out);
         }
-        let consumed = !payload.is_empty();
         if !sends.is_empty() && self.is_established() {
             self.rto.get_or_insert((now + RTO, 0));
         }
-        self.emit_to_client(&sends, consumed, out);
+        // RFC 5681 section 4.2: a segment out of order, or filling a gap, is acknowledged at once.
+        let tell = !payload.is_empty() && (!in_order || gap_before || self.ack_tells_client());
+        self.emit_to_client(&sends, tell, out);
         if seg.fin {
             // The FIN follows the segment's payload; it goes on once every byte before it did.
             let at = self.client.offset(seg.seq + payload.len() as u32, self.up.next());
@@ -966,8 +975,23 @@ impl Live {
         out.extend(b.emit_checksummed(&sack, self.ends.checksum));
     }
 
+    /// Whether an ACK to the client now would tell it anything: a further acknowledgment, SACK
+    /// blocks, or another window than the last packet carried. Client data taken in order moves
+    /// the ACK only when its record or the server's ACK does (the server acknowledges the
+    /// plaintext later, and that ACK goes on to the client); an ACK for each such segment,
+    /// repeating the last one, was a duplicate ACK per segment: four of five packets an upload
+    /// sent the client. Segments out of order, resent or filling a gap are acknowledged whatever
+    /// this says (the caller).
+    fn ack_tells_client(&self) -> bool {
+        let ack = self.ack_to_client.max(self.up.client_ack());
+        ack > self.ack_to_client
+            || (self.ends.client_sack && self.up.sack_count(ack, 1) > 0)
+            || self.window_told != Some(self.window_to_client())
+    }
+
     /// Records for the client, cut to its MSS, each carrying the current ACK; or a bare ACK
-    /// when nothing is to be sent but the client's bytes were consumed or acknowledged.
+    /// when nothing is to be sent but `ack_anyway` (the client's bytes were acknowledged, or
+    /// consumed and the ACK tells it something).
     fn emit_to_client(&mut self, sends: &[Send], ack_anyway: bool, out: &mut Vec<Vec<u8>>) {
         self.ack_to_client = self.ack_to_client.max(self.up.client_ack());
         // SACK blocks take room from the payload: a full segment must still fit the client's MTU.
@@ -1050,6 +1074,7 @@ impl Live {
             window: self.window_to_client(),
             payload: &[],
         };
+        self.window_told = Some(b.window);
         let sack = self.sack_to_client();
         out.extend(b.emit_parts(parts, &sack, self.ends.checksum));
     }
@@ -1090,6 +1115,9 @@ impl Live {
             window: self.window_to_client(),
             payload: data,
         };
+        if control != Control::Rst {
+            self.window_told = Some(b.window);
+        }
         let sack = if control != Control::Rst { self.sack_to_client() } else { Vec::new() };
         out.extend(b.emit_checksummed(&sack, self.ends.checksum));
     }

@@ -668,6 +668,50 @@ fn client_bytes_held_beyond_a_gap_are_sacked_and_no_ack_ends_inside_them() {
     assert_eq!(plain, vec![7; 10_000], "the server got every record once, in order");
 }
 
+/// Client data taken in order gets an ACK only when the ACK would say something: the
+/// acknowledgment moves, SACK blocks, another window. Once a record has gone to the server
+/// unacknowledged, the engine's ACK waits for the server's; each later in-order segment used to
+/// get that same ACK again, a duplicate ACK per segment (four of five packets an upload sent the
+/// client; a client without SACK counts them toward fast retransmit). A segment out of order
+/// is still acknowledged at once (RFC 5681 section 4.2), and the server's ACK goes on.
+#[test]
+fn in_order_client_data_gets_no_duplicate_acks() {
+    for sack in [true, false] {
+        let mut n = Net::new(TLS13[0]);
+        n.sack = sack;
+        open_connection(&mut n);
+        // Ten records of 1000 plaintext bytes (1022 on the wire), in seven segments of 1460.
+        for _ in 0..10 {
+            n.client.writer().write_all(&[7; 1000]).unwrap();
+        }
+        let bytes = client_output(&mut n.client);
+        let base = 1 + n.c_sent;
+        n.c_sent += bytes.len() as u32;
+        let at = |off: u32| CISN.wrapping_add(base + off);
+        let chunks: Vec<Vec<u8>> = bytes.chunks(1460).map(<[u8]>::to_vec).collect();
+        let ack = SISN + 1 + n.c_recv;
+        let before = n.to_client.len();
+        for (i, chunk) in chunks.iter().enumerate().take(6) {
+            n.feed(data(sa(CLIENT), sa(SERVICE), at(i as u32 * 1460), ack, chunk));
+        }
+        // The ACKs since the handshake's last packet: none repeats the one before it.
+        let acks: Vec<u32> = n.to_client[before - 1..].iter().map(|s| s.ack.unwrap().0).collect();
+        assert!(acks.windows(2).all(|w| w[1] != w[0]), "sack {sack}: a duplicate ACK: {acks:?}");
+        assert_eq!(server_bytes(&n.to_server, CISN.wrapping_add(1)).len(), 8000, "sack {sack}");
+        // Out of order: acknowledged at once, the same ACK again.
+        let last = n.to_client.len();
+        n.feed(data(sa(CLIENT), sa(SERVICE), at(6 * 1460 + 1), ack, &chunks[6][1..]));
+        assert_eq!(n.to_client.len(), last + 1, "sack {sack}: a segment out of order gets an ACK");
+        assert_eq!(n.to_client[last].ack, n.to_client[last - 1].ack, "sack {sack}");
+        // The server's ACK of everything released goes on, and the last segment completes it.
+        n.feed(data(sa(BACKEND), sa(CLIENT), SISN + 1, CISN.wrapping_add(1 + 8000), &[]));
+        n.feed(data(sa(CLIENT), sa(SERVICE), at(6 * 1460), ack, &chunks[6][..1]));
+        n.feed(data(sa(BACKEND), sa(CLIENT), SISN + 1, CISN.wrapping_add(1 + 10_000), &[]));
+        assert_eq!(n.to_client.last().unwrap().ack.unwrap().0, at(10 * 1022), "sack {sack}: everything");
+        assert_eq!(server_bytes(&n.to_server, CISN.wrapping_add(1)), vec![7; 10_000], "sack {sack}");
+    }
+}
+
 /// Server bytes the engine holds beyond a gap are reported to a server that accepted SACK (as
 /// Linux does), the range stored last first, and no ACK to the server ends inside or right
 /// before a reported range: once the gap fills, the client's ACKs of those records come one by

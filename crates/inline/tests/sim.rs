@@ -161,9 +161,11 @@ fn reset_in_the_middle_of_a_record() {
 #[test]
 fn a_bulk_upload_over_loss_keeps_the_clients_rto_down_with_sack() {
     // Single runs vary both ways (a packet more or less moves every later draw of the link), so
-    // the claim is over seeds: the largest RTO is lower with SACK, and so is the total.
+    // the claim is over seeds: the largest RTO is lower with SACK, and so is the total. Over
+    // seeds 1 to 12 alone the totals read 21.1 s against 25.9 s once the engine stopped sending
+    // a duplicate ACK per in-order segment (18.9 against 27.4 before); over 1 to 24, 40 against 61.
     let (mut most, mut sum) = ([Duration::ZERO; 2], [Duration::ZERO; 2]);
-    for seed in 1..=12 {
+    for seed in 1..=24 {
         let cfg = SimConfig { seed, loss: 0.03, reorder: 0.0, duplicate: 0.0, bytes: 1 << 20, ..MIX };
         let without = SimConfig { client_sack: false, ..cfg };
         for (i, s) in [run(TLS13[0], &cfg), run(TLS13[0], &without)].iter().enumerate() {
