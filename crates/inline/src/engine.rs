@@ -189,6 +189,13 @@ enum Route {
     Server(FlowKey),
 }
 
+/// The flow a packet taken whole ([`Engine::takes_whole`]) belongs to, and its direction.
+#[derive(Clone, Copy)]
+enum Whole {
+    Client(FlowKey),
+    Server(FlowKey),
+}
+
 /// An RST answering `seg` to its sender, at the sequence number it acknowledged (RFC 9293
 /// §3.10.7.1); none when it acknowledged nothing.
 fn rst_to_sender(seg: &Segment) -> Option<Vec<u8>> {
@@ -402,25 +409,31 @@ impl Engine {
         self.flows.len()
     }
 
-    /// Handles one packet seen at `now` and appends the packets to emit to `out`.
-    ///
-    /// A panic in one flow's processing (a bug, whatever the packet) must not stop the thread
-    /// that serves every flow: it is caught here, that flow is reset on both sides and dropped,
-    /// and the others go on.
-    /// Whether `pkt`, a TCP segment larger than the MTU (a GSO frame the server's stack left
-    /// whole), may go to [`Engine::handle_packet`] as it is: server data of a flow whose records
-    /// the engine seals, which reads only its payload and sends records cut to the client's MSS.
-    /// Any other packet would pass on as it came, so it must be cut into MTU-sized segments first.
+    /// Whether `pkt`, a TCP segment larger than the MTU (a GSO frame a host's stack left whole),
+    /// may go to [`Engine::handle_whole`] as it is: server data of a flow whose records the
+    /// engine seals (records cut to the client's MSS), or client data of an established flow
+    /// whose records it opens (plaintext cut to the server's MSS). Either way the flow reads
+    /// only the payload and builds every packet it sends. Any other packet would pass on as it
+    /// came, so it must be cut into MTU-sized segments first.
     pub fn takes_whole(&self, pkt: &[u8]) -> bool {
-        let Some(seg) = packet::parse(pkt) else { return false };
-        if seg.syn || self.config.services.iter().any(|s| s.addr == seg.dst) {
-            return false;
+        packet::parse(pkt).is_some_and(|seg| self.whole_route(&seg).is_some())
+    }
+
+    fn whole_route(&self, seg: &Segment) -> Option<Whole> {
+        if seg.syn {
+            return None;
+        }
+        if self.config.services.iter().any(|s| s.addr == seg.dst) {
+            let key = FlowKey { client: seg.src, server: seg.dst };
+            let flow = self.flows.get(&key).and_then(|f| f.tls.as_ref());
+            let established = flow.is_some_and(|t| t.is_established());
+            return (established && !self.proxy.has(&key)).then_some(Whole::Client(key));
         }
         if self.proxy.by_server(seg.dst, seg.src).is_some() {
-            return false;
+            return None;
         }
-        let key = self.by_backend(seg.dst, seg.src);
-        key.and_then(|k| self.flows.get(&k)).is_some_and(|f| f.tls.is_some())
+        let key = self.by_backend(seg.dst, seg.src)?;
+        self.flows.get(&key).is_some_and(|f| f.tls.is_some()).then_some(Whole::Server(key))
     }
 
     /// The flow of a packet from `backend` to `client`: keyed by the client and a service
@@ -440,21 +453,28 @@ impl Engine {
     /// lies: its flow takes only the payload, so the driver's buffer is not copied. Any other
     /// packet is copied and handled as usual.
     pub fn handle_whole(&mut self, now: Duration, pkt: &[u8], out: &mut Vec<Vec<u8>>) {
-        let key = packet::parse(pkt).filter(|_| self.takes_whole(pkt)).and_then(|seg| {
-            let key = self.by_backend(seg.dst, seg.src)?;
-            Some((key, seg))
-        });
-        let Some((key, seg)) = key else { return self.handle_packet(now, pkt.to_vec(), out) };
+        let route = packet::parse(pkt).and_then(|seg| Some((self.whole_route(&seg)?, seg)));
+        let Some((route, seg)) = route else { return self.handle_packet(now, pkt.to_vec(), out) };
+        let payload = &pkt[seg.payload.clone()];
         let mark = out.len();
-        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.server_data(now, key, &seg, &pkt[seg.payload.clone()], out)
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match route {
+            Whole::Client(key) => self.client_data(now, key, &seg, payload, out),
+            Whole::Server(key) => {
+                self.server_data(now, key, &seg, payload, out);
+            }
         }));
         if caught.is_err() {
+            let (Whole::Client(key) | Whole::Server(key)) = route;
             out.truncate(mark);
             self.contain(now, key, Some(&seg), out);
         }
     }
 
+    /// Handles one packet seen at `now` and appends the packets to emit to `out`.
+    ///
+    /// A panic in one flow's processing (a bug, whatever the packet) must not stop the thread
+    /// that serves every flow: it is caught here, that flow is reset on both sides and dropped,
+    /// and the others go on.
     pub fn handle_packet(&mut self, now: Duration, pkt: Vec<u8>, out: &mut Vec<Vec<u8>>) {
         let Some(seg) = packet::parse(&pkt) else {
             self.stats.passed += 1;
@@ -769,6 +789,30 @@ impl Engine {
     /// Server → client.
     /// A server segment of a flow whose records the engine seals: only its `payload` is read.
     /// False when the flow has no record layer (yet) or `seg` is a SYN: the caller handles it.
+    /// Client data of an established flow taken whole ([`Engine::handle_whole`]).
+    fn client_data(
+        &mut self,
+        now: Duration,
+        key: FlowKey,
+        seg: &Segment,
+        payload: &[u8],
+        out: &mut Vec<Vec<u8>>,
+    ) {
+        let Some(flow) = self.flows.get_mut(&key) else { return };
+        flow.last_activity = now;
+        flow.client_bytes += payload.len() as u64;
+        let wake = wake(&key, flow.backend, &self.config.limits);
+        let Some(tls) = flow.tls.as_mut() else { return };
+        let verdict = tls.client_packet(&wake, now, seg, payload, out);
+        self.stats.forwarded += 1;
+        if verdict == Verdict::Closed || seg.rst {
+            self.remove(&key);
+            self.stats.flows_reset += 1;
+        } else if seg.fin {
+            flow.state = FlowState::Closing;
+        }
+    }
+
     fn server_data(
         &mut self,
         now: Duration,
