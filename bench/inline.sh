@@ -12,6 +12,7 @@
 #
 #   bench/inline.sh [--seconds N] [--no-terminate] [--no-net | --only-net]
 #                   [--inline-gib G] [--idle-flows N] [--inline-mode buffered|cut-through]
+#                   [--inline-direction down|up]   (section 3: curl downloads, or POSTs, G GiB)
 #                   [--offloads on|off]   (section 3: TSO/GSO/checksum offload on the veths)
 #                   [--steer on|off]   (section 3: RPS, each host's receive work on its own CPU)
 #                   [--name-prefix P]   (section 3: namespaces and interfaces named P<pid>…)
@@ -36,6 +37,7 @@ net=1
 gib=1
 flows=200
 mode=buffered
+direction=down
 offloads=on
 steer=on
 prefix=tb
@@ -51,13 +53,14 @@ while [ $# -gt 0 ]; do
     --inline-gib) gib=$2; shift ;;
     --idle-flows) flows=$2; shift ;;
     --inline-mode) mode=$2; shift ;;
+    --inline-direction) direction=$2; shift ;;
     --offloads) offloads=$2; shift ;;
     --steer) steer=$2; shift ;;
     --name-prefix) prefix=$2; shift ;;
     --rounds) rounds=$2; shift ;;
     --baseline) baseline=(--baseline "$(realpath "$2")"); shift ;;
     --perf) mkdir -p "$2"; perf=(--perf "$(cd "$2" && pwd)"); shift ;;
-    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/inline.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -99,6 +102,7 @@ if [ "$net" = 1 ]; then
     exit 1
   fi
   case $mode in buffered|cut-through) ;; *) echo "bench/inline.sh: --inline-mode buffered or cut-through" >&2; exit 2 ;; esac
+  case $direction in down|up) ;; *) echo "bench/inline.sh: --inline-direction down or up" >&2; exit 2 ;; esac
 fi
 
 # --- build: the two bench programs (profiling), and tlsgate + its load generator ------------------
@@ -164,7 +168,7 @@ net_rc=0
 if [ "$net" = 1 ]; then
   echo "[inline] inline run vs terminate through network namespaces, $gib GiB each (bench/lib/inline_net.py)" >&2
   PYTHONDONTWRITEBYTECODE=1 python3 "$repo/bench/lib/inline_net.py" --dir "$work" --tlsgate "$target/profiling/tlsgate" \
-    --gib "$gib" --flows "$flows" --mode "$mode" --offloads "$offloads" \
+    --gib "$gib" --flows "$flows" --mode "$mode" --direction "$direction" --offloads "$offloads" \
     --steer "$steer" --prefix "$prefix" --rounds "$rounds" "${baseline[@]}" "${perf[@]}" >"$work/net.md" &
   py_pid=$!
   wait "$py_pid" || net_rc=$?

@@ -180,9 +180,9 @@ def check_download(topo, ca, connect_ip, want_sha, log_path):
     return f"{m.group(1)} {m.group(2)}" if m else "unknown"
 
 
-def server_retransmits(topo):
-    """TCP segments the server namespace has retransmitted (nginx's, toward the gate)."""
-    out = netns.sh(topo.exec("server") + ["cat", "/proc/net/snmp"])
+def retransmits(topo, role):
+    """TCP segments the namespace `role` has retransmitted (the sender's, toward the gate)."""
+    out = netns.sh(topo.exec(role) + ["cat", "/proc/net/snmp"])
     tcp = [line.split() for line in out.splitlines() if line.startswith("Tcp:")]
     return int(tcp[1][tcp[0].index("RetransSegs")])
 
@@ -203,7 +203,8 @@ def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=Non
         argv[-1:-1] = ["-o", "/dev/null", "-w", "%{size_download}\\n"]
     verb = "uploads" if direction == "up" else "downloads"
     log(f"{name}: {count} {verb} of {FILE_BYTES >> 20} MiB on one connection")
-    retrans0 = server_retransmits(topo)
+    sender = "client" if direction == "up" else "server"
+    retrans0 = retransmits(topo, sender)
     messages0 = messages(topo) if messages else None
     bg0, busy_bg0 = softirq_background()
     soft0, rx0, busy0 = cpu0_softirq_ticks(), netns.net_rx_per_cpu(), cpu0_busy_seconds()
@@ -234,7 +235,7 @@ def measure(name, topo, server, ca, connect_ip, want_sha, gib, workdir, perf=Non
         f"NET_RX softirqs per CPU {rx}; CPU 0 busy {busy_raw:.2f} s raw, background {busy_bg:.3f} s/s")
     if recorder is not None:
         recorder.wait(timeout=PERF_S + 60)
-    retrans = server_retransmits(topo) - retrans0
+    retrans = retransmits(topo, sender) - retrans0
     messages1 = messages(topo) if messages0 is not None else None
     if r.returncode != 0:
         raise RuntimeError(f"curl exited with {r.returncode}: {r.stderr.strip()[-300:]}")
@@ -514,7 +515,8 @@ def quiet(rows, a, b, key):
 
 
 def report(args, rounds, idles, errors, names):
-    print(f"## inline run on real packets vs terminate ({args.mode})")
+    print(f"## inline run on real packets vs terminate ({args.mode}, {'uploads' if args.direction == 'up' else 'downloads'})")
+    transfers = "uploads" if args.direction == "up" else "downloads"
     print()
     offloads = "TSO/GSO/checksum offload on, GRO off" if args.offloads == "on" else "offloads off"
     print(f"- client - gate - server in network namespaces over veth pairs ({offloads}); tlsgate on CPU 0, "
@@ -524,10 +526,11 @@ def report(args, rounds, idles, errors, names):
           "rotated from round to round; idle flows in the first round only")
     if args.baseline:
         print(f"- inline run (baseline) = `{args.baseline}`, the same runs with an older build, interleaved")
-    print("- CPU = utime + stime of the tlsgate process (/proc/PID/stat), before and after the downloads")
+    print(f"- CPU = utime + stime of the tlsgate process (/proc/PID/stat), before and after the {transfers}")
     print()
-    print("- retransmitted = segments nginx retransmitted during the downloads (`RetransSegs` of the server "
-          "namespace's /proc/net/snmp): each costs the gate the segment again")
+    print(f"- retransmitted = segments the sender ({'curl' if args.direction == 'up' else 'nginx'}) retransmitted "
+          f"during the {transfers} (`RetransSegs` of its namespace's /proc/net/snmp): each costs the gate the "
+          "segment again")
     print()
     print("- user s/GiB = utime alone: tlsgate's own code and libc, without the kernel work (system calls, "
           "softirq) done in its context")
@@ -535,10 +538,10 @@ def report(args, rounds, idles, errors, names):
     if args.steer == "on":
         print("- steering on: RPS runs the client's and the server's receive processing on CPU 1, the gate's "
               "interfaces' on CPU 0 (each peer as its own host); softirq cpu0 = CPU 0's softirq column "
-              "(/proc/stat) during the downloads less its background rate (bg, ticks/s, measured over a second "
+              f"(/proc/stat) during the {transfers} less its background rate (bg, ticks/s, measured over a second "
               "just before and just after); host = CPU + softirq cpu0, an upper "
               "bound (a softirq tick taken while tlsgate ran counts in both); cpu0 busy = the time CPU 0 was "
-              "not idle during the downloads (/proc/stat: wall less idle, iowait, steal; NO_HZ measures idle "
+              f"not idle during the {transfers} (/proc/stat: wall less idle, iowait, steal; NO_HZ measures idle "
               "at each entry and exit) less its busy rate before and after (busy bg, s/s): tlsgate and all "
               "softirq on CPU 0, each counted once; wakeups/GiB = tlsgate's voluntary context switches "
               "(/proc/PID/task/*/status), exact where the CPU figures are sampled")
