@@ -499,6 +499,10 @@ fn an_interface_going_down_is_waited_for_and_one_removed_stops_the_gate() {
     std::thread::sleep(Duration::from_secs(1));
     let share = (cpu_seconds(gate.proc.pid()) - before) / at.elapsed().as_secs_f64();
     assert!(share < 0.5, "the gate used {:.0} % of a CPU with its client interface down", share * 100.0);
+    // What the server side sends toward the client meanwhile (the server's ARP requests and
+    // pings) the kernel refuses: dropped and counted, and said in the log once a second.
+    let _ = s.net.servers[0].ns.run("ping", &["-c", "2", "-i", "0.2", "-W", "1", CLIENT]);
+    gate.proc.wait_for(&["frames the kernel refused to send dropped", iface], Duration::from_secs(10));
 
     // Up again: frames cross as before (ping retries until the link has carrier).
     ns.must("ip", &["link", "set", iface, "up"]);

@@ -54,7 +54,7 @@ pub(super) fn run(
 
     let start = Instant::now();
     let mut out = Outbox::default();
-    let mut logged = Logged { stats: Stats::default(), at: start };
+    let mut logged = Logged { stats: Stats::default(), rings: [RingStats::default(); 2], at: start };
     let mut release = super::release::Release::new(settings.release_memory);
     // Per ring, client then server: its interface was down when last looked at. Looked at again
     // every round (at least once a second) until up: a removal reports no error of its own once
@@ -129,7 +129,9 @@ pub(super) fn run(
         // The engine's counters sum over every flow: read only when a log line may be due.
         let at = Instant::now();
         if logged.due(at) {
-            logged.log_changes(bridge.engine().stats(), at);
+            logged.log_changes(bridge.engine().stats());
+            logged.log_rings([(client.iface(), client.stats()), (server.iface(), server.stats())]);
+            logged.at = at;
         }
         log_proxy_events(bridge.engine_mut().take_proxy_events());
         for key in bridge.engine_mut().take_panicked() {
@@ -273,6 +275,8 @@ fn snapshot(bridge: &Bridge, client: RingStats, server: RingStats) -> InlineSnap
 /// counters moving, logged here at most once a second each.
 struct Logged {
     stats: Stats,
+    /// The client's ring's counters, then the server's.
+    rings: [RingStats; 2],
     at: Instant,
 }
 
@@ -281,8 +285,8 @@ impl Logged {
         at.duration_since(self.at) >= LOG_EVERY
     }
 
-    fn log_changes(&mut self, now: Stats, at: Instant) {
-        if !self.due(at) || now == self.stats {
+    fn log_changes(&mut self, now: Stats) {
+        if now == self.stats {
             return;
         }
         let was = self.stats;
@@ -316,6 +320,24 @@ impl Logged {
             );
         }
         self.stats = now;
-        self.at = at;
+    }
+
+    /// Frames lost at the rings: the kernel's receive ring full (the bridge thread fell behind),
+    /// a frame cut short (larger than a block), a send refused (the sending socket's buffer
+    /// full, the interface down). Each is a loss its sender repairs, slowly if it goes on.
+    fn log_rings(&mut self, now: [(&str, RingStats); 2]) {
+        for (was, (iface, now)) in self.rings.iter_mut().zip(now) {
+            let moved = |n: u64, w: u64| n.saturating_sub(w);
+            if moved(now.kernel_drops, was.kernel_drops) > 0 {
+                tracing::warn!(side = %Blame::Internal, iface, dropped = moved(now.kernel_drops, was.kernel_drops), total = now.kernel_drops, "inline: receive ring full, frames dropped by the kernel");
+            }
+            if moved(now.rx_truncated, was.rx_truncated) > 0 {
+                tracing::warn!(side = %Blame::Internal, iface, dropped = moved(now.rx_truncated, was.rx_truncated), total = now.rx_truncated, "inline: frames larger than a ring block dropped");
+            }
+            if moved(now.tx_errors, was.tx_errors) > 0 {
+                tracing::warn!(side = %Blame::Internal, iface, dropped = moved(now.tx_errors, was.tx_errors), total = now.tx_errors, "inline: frames the kernel refused to send dropped");
+            }
+            *was = now;
+        }
     }
 }
