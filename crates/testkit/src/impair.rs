@@ -92,6 +92,9 @@ impl Drop for ImpairHop {
     }
 }
 
+/// A frame and its GSO segment size (0: as a wire carries it).
+type Frame = (Vec<u8>, u16);
+
 fn forward(
     mut rings: [PacketRing; 2],
     imp: Impairment,
@@ -100,22 +103,23 @@ fn forward(
     stats: &Mutex<HopStats>,
 ) {
     let mut rng = StdRng::seed_from_u64(imp.seed);
-    // Per direction (index = the ring the frame leaves by): a frame held back, and since when.
-    let mut held: [Option<(Vec<u8>, Instant)>; 2] = [None, None];
+    // Per direction (index = the ring the frame leaves by): a frame held back (with its GSO
+    // segment size), and since when.
+    let mut held: [Option<(Frame, Instant)>; 2] = [None, None];
     while !stop.load(Ordering::Relaxed) {
         {
             let mut fds = rings.each_ref().map(|r| PollFd::new(r.as_fd(), PollFlags::POLLIN));
             let _ = poll(&mut fds, PollTimeout::from(1u16));
         }
-        let mut out: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
+        let mut out: [Vec<Frame>; 2] = [Vec::new(), Vec::new()];
         let mut s = stats.lock().unwrap();
         for (from, ring) in rings.iter_mut().enumerate() {
             let to = 1 - from;
             let mut frames = Vec::new();
-            ring.recv(|f| frames.push(f.data.to_vec()));
+            ring.recv(|f| frames.push((f.data.to_vec(), f.gso_size)));
             for mut frame in frames {
                 if let (0, Some(c)) = (from, &clamp) {
-                    if c.apply(&mut frame) {
+                    if c.apply(&mut frame.0) {
                         s.clamped += 1;
                     }
                 }
@@ -147,8 +151,9 @@ fn forward(
         }
         drop(s);
         for (to, frames) in out.into_iter().enumerate() {
-            for f in frames {
-                let _ = rings[to].send(&f);
+            // A GSO frame (offloads on: a host's 64 KiB TCP frame) leaves whole, as it came.
+            for (f, gso_size) in frames {
+                let _ = rings[to].queue_segmented(f, gso_size);
             }
             let _ = rings[to].flush();
         }

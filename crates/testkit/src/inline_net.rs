@@ -125,8 +125,8 @@ impl InlineNet {
         InlineNet { client, gate, gate_client_if, gate_server_if, switch, servers, impair }
     }
 
-    /// Segmentation and checksum offload back on (the veth default) for every host and the
-    /// gate's ports, GRO still off: the hosts' stacks hand 64 KiB TCP frames with partial
+    /// Segmentation and checksum offload back on (the veth default) for every host, the gate's
+    /// ports and the impairing hop's, GRO still off: the hosts' stacks hand 64 KiB TCP frames with partial
     /// checksums to their veths, which (and the switch's bridge) carry them whole to the gate,
     /// and the gate's own GSO frames reach the hosts whole.
     pub fn offloads_on(&self) {
@@ -136,6 +136,12 @@ impl InlineNet {
         }
         for dev in [&self.gate_client_if, &self.gate_server_if] {
             self.gate.must("ethtool", &[&["-K", dev.as_str()][..], &on[..]].concat());
+        }
+        // The impairing hop's ports too: it forwards each GSO frame whole, as it came.
+        if let Some((ns, a, b)) = &self.impair {
+            for dev in [a, b] {
+                ns.must("ethtool", &[&["-K", dev.as_str()][..], &on[..]].concat());
+            }
         }
     }
 
