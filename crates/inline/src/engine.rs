@@ -675,13 +675,7 @@ impl Engine {
                 if tls.is_established() && flow.state == FlowState::Handshake {
                     flow.state = FlowState::Established;
                 }
-                self.stats.forwarded += 1;
-                if verdict == Verdict::Closed || seg.rst {
-                    self.remove(&key);
-                    self.stats.flows_reset += 1;
-                } else if seg.fin {
-                    flow.state = FlowState::Closing;
-                }
+                self.settle(&key, seg, verdict);
                 return;
             }
         }
@@ -804,12 +798,20 @@ impl Engine {
         let wake = wake(&key, flow.backend, &self.config.limits);
         let Some(tls) = flow.tls.as_mut() else { return };
         let verdict = tls.client_packet(&wake, now, seg, payload, out);
+        self.settle(&key, seg, verdict);
+    }
+
+    /// What a flow's verdict on a segment it consumed means for the table: closed (or the
+    /// segment a RST), the flow goes; a FIN marks it closing.
+    fn settle(&mut self, key: &FlowKey, seg: &Segment, verdict: Verdict) {
         self.stats.forwarded += 1;
         if verdict == Verdict::Closed || seg.rst {
-            self.remove(&key);
+            self.remove(key);
             self.stats.flows_reset += 1;
         } else if seg.fin {
-            flow.state = FlowState::Closing;
+            if let Some(flow) = self.flows.get_mut(key) {
+                flow.state = FlowState::Closing;
+            }
         }
     }
 
@@ -827,13 +829,7 @@ impl Engine {
         let wake = wake(&key, flow.backend, &self.config.limits);
         let (false, Some(tls)) = (seg.syn, flow.tls.as_mut()) else { return false };
         let verdict = tls.server_packet(&wake, now, seg, payload, out);
-        self.stats.forwarded += 1;
-        if verdict == Verdict::Closed || seg.rst {
-            self.remove(&key);
-            self.stats.flows_reset += 1;
-        } else if seg.fin {
-            flow.state = FlowState::Closing;
-        }
+        self.settle(&key, seg, verdict);
         true
     }
 

@@ -85,6 +85,16 @@ impl Scene {
     fn client(&self) -> &Host {
         &self.net.client
     }
+
+    /// The gate's /status.json (its admin listener at [`ADMIN`]), parsed.
+    fn status(&self) -> serde_json::Value {
+        let out = tlsgate_testkit::clients::curl_in(
+            &self.net.gate,
+            &["--fail", &format!("http://{ADMIN}/status.json")],
+        );
+        assert!(out.status.success(), "/status.json: {}", describe(&out));
+        serde_json::from_slice(&out.stdout).expect("/status.json is JSON")
+    }
 }
 
 fn strs(args: &[String]) -> Vec<&str> {
@@ -205,12 +215,7 @@ fn sixty_four_mib_down_and_up_with_segmentation_offload_on() {
         s.net.offloads_on();
         let _gate = s.direct(&["--mode", mode, "--admin", ADMIN]);
         sixty_four_mib(&s, tls, expect, true);
-        let status = tlsgate_testkit::clients::curl_in(
-            &s.net.gate,
-            &["--fail", &format!("http://{ADMIN}/status.json")],
-        );
-        assert!(status.status.success(), "/status.json: {}", describe(&status));
-        let v: serde_json::Value = serde_json::from_slice(&status.stdout).expect("/status.json is JSON");
+        let v = s.status();
         let bridge = &v["inline"]["bridge"];
         assert!(
             bridge["gso_whole"].as_u64() > Some(0),
@@ -273,11 +278,7 @@ fn uploads_of_whole_frames_under_impairment_arrive_intact() {
             tlsgate_testkit::clients::curl_in(&s.net.gate, &["--fail", &format!("http://{ADMIN}/metrics")]);
         let text = String::from_utf8_lossy(&metrics.stdout);
         assert!(text.contains("tlsgate_inline_mac_failures_total 0"), "{mode}: {text}");
-        let status = tlsgate_testkit::clients::curl_in(
-            &s.net.gate,
-            &["--fail", &format!("http://{ADMIN}/status.json")],
-        );
-        let v: serde_json::Value = serde_json::from_slice(&status.stdout).expect("/status.json is JSON");
+        let v = s.status();
         let bridge = &v["inline"]["bridge"];
         assert!(bridge["gso_whole"].as_u64() > Some(100), "{mode}: the uploads' frames came whole: {bridge}");
     }
@@ -315,10 +316,7 @@ fn uploads_to_a_busy_cpus_stack_lose_no_frame_at_the_gate() {
         );
         assert_eq!(site.uploaded_sha256("big.bin"), site.big_sha256, "upload {round} differs");
     }
-    let status =
-        tlsgate_testkit::clients::curl_in(&s.net.gate, &["--fail", &format!("http://{ADMIN}/status.json")]);
-    assert!(status.status.success(), "/status.json: {}", describe(&status));
-    let v: serde_json::Value = serde_json::from_slice(&status.stdout).expect("/status.json is JSON");
+    let v = s.status();
     for ring in v["inline"]["rings"].as_array().expect("rings") {
         assert_eq!(ring["tx_errors"].as_u64(), Some(0), "frames the gate failed to send: {ring}");
     }
