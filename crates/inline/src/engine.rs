@@ -780,9 +780,6 @@ impl Engine {
         true
     }
 
-    /// Server → client.
-    /// A server segment of a flow whose records the engine seals: only its `payload` is read.
-    /// False when the flow has no record layer (yet) or `seg` is a SYN: the caller handles it.
     /// Client data of an established flow taken whole ([`Engine::handle_whole`]).
     fn client_data(
         &mut self,
@@ -815,6 +812,9 @@ impl Engine {
         }
     }
 
+    /// Server → client.
+    /// A server segment of a flow whose records the engine seals: only its `payload` is read.
+    /// False when the flow has no record layer (yet) or `seg` is a SYN: the caller handles it.
     fn server_data(
         &mut self,
         now: Duration,

@@ -126,9 +126,9 @@ impl InlineNet {
     }
 
     /// Segmentation and checksum offload back on (the veth default) for every host, the gate's
-    /// ports and the impairing hop's, GRO still off: the hosts' stacks hand 64 KiB TCP frames with partial
-    /// checksums to their veths, which (and the switch's bridge) carry them whole to the gate,
-    /// and the gate's own GSO frames reach the hosts whole.
+    /// ports and the impairing hop's, GRO still off: the hosts' stacks hand 64 KiB TCP frames
+    /// with partial checksums to their veths, which (and the switch's bridge) carry them whole
+    /// to the gate, and the gate's own GSO frames reach the hosts whole.
     pub fn offloads_on(&self) {
         let on = ["tso", "on", "gso", "on", "tx", "on"];
         for host in std::iter::once(&self.client).chain(&self.servers) {

@@ -745,7 +745,7 @@ fn open_tx(ifindex: i32) -> io::Result<OwnedFd> {
 
 /// The sending socket's buffer: every frame sent counts against it until the receiving stack
 /// takes it (on a veth, when the peer's IP layer gets it from its CPU's backlog; on a NIC, at
-/// transmit completion), and a send past it fails and the frame is dropped. The default (212 KiB,
+/// transmit completion), and a send past it fails and the frame is dropped. The default (208 KiB,
 /// `net.core.wmem_default`) is three 64 KiB GSO frames: when the peer's receive processing runs
 /// on a busy CPU, bursts of a flow's window overflowed it, and every frame lost that way costs
 /// the flow a retransmission by its sender, often after a timeout. 4 MiB (the kernel doubles
