@@ -458,10 +458,8 @@ impl Engine {
         let payload = &pkt[seg.payload.clone()];
         let mark = out.len();
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match route {
-            Whole::Client(key) => self.client_data(now, key, &seg, payload, out),
-            Whole::Server(key) => {
-                self.server_data(now, key, &seg, payload, out);
-            }
+            Whole::Client(key) => self.record_data(now, key, &seg, payload, true, out),
+            Whole::Server(key) => self.record_data(now, key, &seg, payload, false, out),
         }));
         if caught.is_err() {
             let (Whole::Client(key) | Whole::Server(key)) = route;
@@ -780,24 +778,6 @@ impl Engine {
         true
     }
 
-    /// Client data of an established flow taken whole ([`Engine::handle_whole`]).
-    fn client_data(
-        &mut self,
-        now: Duration,
-        key: FlowKey,
-        seg: &Segment,
-        payload: &[u8],
-        out: &mut Vec<Vec<u8>>,
-    ) {
-        let Some(flow) = self.flows.get_mut(&key) else { return };
-        flow.last_activity = now;
-        flow.client_bytes += payload.len() as u64;
-        let wake = wake(&key, flow.backend, &self.config.limits);
-        let Some(tls) = flow.tls.as_mut() else { return };
-        let verdict = tls.client_packet(&wake, now, seg, payload, out);
-        self.settle(&key, seg, verdict);
-    }
-
     /// What a flow's verdict on a segment it consumed means for the table: closed (or the
     /// segment a RST), the flow goes; a FIN marks it closing.
     fn settle(&mut self, key: &FlowKey, seg: &Segment, verdict: Verdict) {
@@ -812,27 +792,33 @@ impl Engine {
         }
     }
 
-    /// Server → client.
-    /// A server segment of a flow whose records the engine seals: only its `payload` is read.
-    /// False when the flow has no record layer (yet) or `seg` is a SYN: the caller handles it.
-    fn server_data(
+    /// A segment of a flow whose records the engine handles, of which only `payload` is read:
+    /// server data it seals, or (`from_client`) client data it opens. False when the flow has
+    /// no record layer (yet) or `seg` is a SYN: the caller handles it.
+    fn record_data(
         &mut self,
         now: Duration,
         key: FlowKey,
         seg: &Segment,
         payload: &[u8],
+        from_client: bool,
         out: &mut Vec<Vec<u8>>,
     ) -> bool {
         let Some(flow) = self.flows.get_mut(&key) else { return true };
         flow.last_activity = now;
-        flow.server_bytes += seg.payload.len() as u64;
+        *if from_client { &mut flow.client_bytes } else { &mut flow.server_bytes } += payload.len() as u64;
         let wake = wake(&key, flow.backend, &self.config.limits);
         let (false, Some(tls)) = (seg.syn, flow.tls.as_mut()) else { return false };
-        let verdict = tls.server_packet(&wake, now, seg, payload, out);
+        let verdict = if from_client {
+            tls.client_packet(&wake, now, seg, payload, out)
+        } else {
+            tls.server_packet(&wake, now, seg, payload, out)
+        };
         self.settle(&key, seg, verdict);
         true
     }
 
+    /// Server → client.
     fn server_segment(
         &mut self,
         now: Duration,
@@ -841,7 +827,7 @@ impl Engine {
         mut pkt: Vec<u8>,
         out: &mut Vec<Vec<u8>>,
     ) {
-        if self.server_data(now, key, seg, &pkt[seg.payload.clone()], out) {
+        if self.record_data(now, key, seg, &pkt[seg.payload.clone()], false, out) {
             return;
         }
         let Some(flow) = self.flows.get(&key) else { return };

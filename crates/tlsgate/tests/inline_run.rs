@@ -86,6 +86,27 @@ impl Scene {
         &self.net.client
     }
 
+    /// curl on the client PUTs the first server's big file to it (pinned to CPU `cpu`, with
+    /// `taskset`, if given), which must arrive byte-identical; `what` names it in failures.
+    fn upload_big(&self, cpu: Option<&str>, what: &str) {
+        let site = &self.sites[0];
+        let source = site.big_path();
+        let put = self.https(
+            SERVER,
+            "/up/big.bin",
+            &["--fail", "--max-time", "120", "-T", source.to_str().unwrap()],
+        );
+        let out = match cpu {
+            Some(cpu) => self
+                .client()
+                .ns
+                .run("taskset", &[&["-c", cpu, "curl", "-sS", "--ipv4"][..], &strs(&put)].concat()),
+            None => self.client().curl(&strs(&put)),
+        };
+        assert!(out.status.success(), "{what}: {}\nnginx: {}", describe(&out), site.nginx.access_log());
+        assert_eq!(site.uploaded_sha256("big.bin"), site.big_sha256, "{what} differs");
+    }
+
     /// The gate's /status.json (its admin listener at [`ADMIN`]), parsed.
     fn status(&self) -> serde_json::Value {
         let out = tlsgate_testkit::clients::curl_in(
@@ -252,22 +273,8 @@ fn uploads_of_whole_frames_under_impairment_arrive_intact() {
             seed,
         });
         let _gate = s.direct(&["--mode", mode, "--admin", ADMIN]);
-        let site = &s.sites[0];
-        let source = site.big_path();
         for round in 0..2 {
-            let up = s.https(
-                SERVER,
-                "/up/big.bin",
-                &["--fail", "--max-time", "120", "-T", source.to_str().unwrap()],
-            );
-            let out = s.client().curl(&strs(&up));
-            assert!(
-                out.status.success(),
-                "{mode}, upload {round}: {}\nnginx: {}",
-                describe(&out),
-                site.nginx.access_log()
-            );
-            assert_eq!(site.uploaded_sha256("big.bin"), site.big_sha256, "{mode}, upload {round} differs");
+            s.upload_big(None, &format!("{mode}, upload {round}"));
         }
         let st = hop.stats();
         assert!(
@@ -298,23 +305,8 @@ fn uploads_to_a_busy_cpus_stack_lose_no_frame_at_the_gate() {
     s.net.steer_receive();
     let service = format!("{SERVER}:443=80");
     let _gate = s.gate_on(Some("0"), &["--service", &service], &["--admin", ADMIN]);
-    let site = &s.sites[0];
-    let source = site.big_path();
-    let ca = s.pki.ca();
-    let resolve = format!("{SERVER_NAME}:443:{SERVER}");
-    let url = format!("https://{SERVER_NAME}/up/big.bin");
     for round in 0..3 {
-        let mut args = vec!["-c", "1", "curl", "-sS", "--ipv4", "--fail", "--max-time", "120"];
-        args.extend_from_slice(&["--cacert", ca, "--resolve", &resolve]);
-        args.extend_from_slice(&["-T", source.to_str().unwrap(), &url]);
-        let out = s.client().ns.run("taskset", &args);
-        assert!(
-            out.status.success(),
-            "upload {round}: {}\nnginx: {}",
-            describe(&out),
-            site.nginx.access_log()
-        );
-        assert_eq!(site.uploaded_sha256("big.bin"), site.big_sha256, "upload {round} differs");
+        s.upload_big(Some("1"), &format!("upload {round}"));
     }
     let v = s.status();
     for ring in v["inline"]["rings"].as_array().expect("rings") {
