@@ -22,6 +22,7 @@ use crate::tables::{
     ConnectionRow, Counters, Direction, FlowKey, FlowPath, FlowState, Mode, QueueRow, Release, Report,
     SessionRow, SwitchReason,
 };
+use crate::timers::Timers;
 use crate::tls_flow::{Ends, TlsFlow, Verdict, Wake};
 use crate::upstream::UpLimits;
 use rustls::ServerConfig;
@@ -223,7 +224,7 @@ fn max_overhead() -> u16 {
 pub struct Engine {
     config: Config,
     /// Boxed: the table's buckets (about twice the flows after a doubling) then hold a pointer
-    /// each instead of a 128-byte `Flow`, which idle flows pay for in every empty bucket.
+    /// each instead of a 144-byte `Flow`, which idle flows pay for in every empty bucket.
     flows: HashMap<FlowKey, Box<Flow>, TableHash>,
     /// Flows in creation order with their creation time, for evicting the oldest half-open
     /// one. Entries whose flow moved on or left are skipped and dropped lazily.
@@ -234,6 +235,8 @@ pub struct Engine {
     proxy: Proxy,
     /// Flows dropped after a panic since the driver last took them, for its log (bounded).
     panicked: Vec<FlowKey>,
+    /// When flows next need [`Engine::handle_timeout`].
+    timers: Timers,
     /// Who finishes the TCP checksums of the segments the flows build.
     checksum: packet::TcpChecksum,
     /// Flows send each record to the client as one packet, which the link cuts at the client's
@@ -255,6 +258,7 @@ impl Engine {
             pools: Pools::default(),
             stats: Stats::default(),
             panicked: Vec::new(),
+            timers: Timers::default(),
             checksum: packet::TcpChecksum::Full,
             gso: false,
             #[cfg(feature = "test-hooks")]
@@ -461,11 +465,12 @@ impl Engine {
             Whole::Client(key) => self.record_data(now, key, &seg, payload, true, out),
             Whole::Server(key) => self.record_data(now, key, &seg, payload, false, out),
         }));
+        let (Whole::Client(key) | Whole::Server(key)) = route;
         if caught.is_err() {
-            let (Whole::Client(key) | Whole::Server(key)) = route;
             out.truncate(mark);
             self.contain(now, key, Some(&seg), out);
         }
+        self.arm(&key);
     }
 
     /// Handles one packet seen at `now` and appends the packets to emit to `out`.
@@ -523,7 +528,17 @@ impl Engine {
         }
         if is_proxy {
             self.proxy_health(now);
+        } else {
+            self.arm(&key);
         }
+    }
+
+    /// After a packet or a timeout of the flow `key` (if it is still there): its expiry and its
+    /// own next timer, for [`Engine::poll_timeout`].
+    fn arm(&mut self, key: &FlowKey) {
+        let Some(f) = self.flows.get_mut(key) else { return };
+        self.timers.expires(f.deadline(&self.config.limits));
+        f.timer = self.timers.arm(*key, f.rto(), f.timer);
     }
 
     /// Resets both sides of a flow whose processing panicked and drops it. Its state may be
@@ -641,6 +656,7 @@ impl Engine {
                     server_wscale: None,
                     client_sack: false,
                     tls: None,
+                    timer: None,
                 }),
             );
             self.embryonic.push_back((key, now));
@@ -959,11 +975,13 @@ impl Engine {
         }
     }
 
-    /// The next instant at which [`Engine::handle_timeout`] has work.
+    /// No later than the next instant at which [`Engine::handle_timeout`] has work; it may be
+    /// earlier (a timer that moved later, an expiry bound; see [`crate::timers`]), and that
+    /// call then finds nothing due and leaves the next one later.
     pub fn poll_timeout(&self) -> Option<Duration> {
         let l = &self.config.limits;
         let proxy = self.proxy.poll_timeout(l.idle_timeout, l.closing_timeout);
-        self.flows.values().flat_map(|f| [Some(f.deadline(l)), f.rto()]).flatten().chain(proxy).min()
+        self.timers.next().into_iter().chain(proxy).min()
     }
 
     /// Expires flows whose deadline has passed and runs due retransmissions, appending the
@@ -974,38 +992,63 @@ impl Engine {
             self.contain(now, key, None, out);
         }
         self.proxy_health(now);
-        let mut panicked = Vec::new();
-        let mut compacted = Vec::new();
-        for (key, f) in self.flows.iter_mut() {
-            if let Some(tls) = f.tls.as_mut() {
-                let mark = out.len();
-                let (parked, compact) = (tls.is_parked(), tls.is_compact());
-                let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tls.timeout(now, out)));
-                if caught.is_err() {
-                    out.truncate(mark);
-                    panicked.push(*key);
-                    continue;
-                }
-                self.stats.flows_parked += u64::from(!parked && tls.is_parked());
-                if !compact && tls.is_compact() {
-                    self.stats.flows_compacted += 1;
-                    compacted.push(*key);
-                }
+        for (at, key) in self.timers.take_due(now) {
+            // Only the entry the flow has armed: others are stale (superseded, or of a flow gone).
+            if self.flows.get(&key).is_some_and(|f| f.timer == Some(at)) {
+                self.flow_timeout(now, key, out);
             }
         }
-        for key in panicked {
-            self.contain(now, key, None, out);
+        if self.timers.mostly_stale(self.flows.len()) {
+            self.timers.clear();
+            let keys: Vec<FlowKey> = self.flows.keys().copied().collect();
+            for key in keys {
+                self.flows.get_mut(&key).expect("listed above").timer = None;
+                self.arm(&key);
+            }
         }
-        for key in compacted {
-            // The entry moves too: made at the SYN, among the handshake's short-lived
-            // allocations, it would keep their memory from going back to the system.
-            if let Some(f) = self.flows.get_mut(&key) {
+        if self.timers.sweep_due(now) {
+            self.expire(now);
+        }
+    }
+
+    /// One flow's timers at `now`: retransmission, parking (and the compact form once quiet).
+    fn flow_timeout(&mut self, now: Duration, key: FlowKey, out: &mut Vec<Vec<u8>>) {
+        let Some(f) = self.flows.get_mut(&key) else { return };
+        f.timer = None;
+        if let Some(tls) = f.tls.as_mut() {
+            let mark = out.len();
+            let (parked, compact) = (tls.is_parked(), tls.is_compact());
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tls.timeout(now, out)));
+            if caught.is_err() {
+                out.truncate(mark);
+                self.contain(now, key, None, out);
+                return;
+            }
+            self.stats.flows_parked += u64::from(!parked && tls.is_parked());
+            if !compact && tls.is_compact() {
+                self.stats.flows_compacted += 1;
+                // The entry moves too: made at the SYN, among the handshake's short-lived
+                // allocations, it would keep their memory from going back to the system.
                 let moved = crate::parked_memory::parked(|| Box::new(Flow { tls: f.tls.take(), ..**f }));
                 *f = moved;
             }
         }
-        let expired: Vec<FlowKey> =
-            self.flows.iter().filter(|(_, f)| f.deadline(&l) <= now).map(|(k, _)| *k).collect();
+        self.arm(&key);
+    }
+
+    /// Removes the flows whose expiry has passed at `now` and notes the next expiry.
+    fn expire(&mut self, now: Duration) {
+        let l = self.config.limits;
+        let mut next: Option<Duration> = None;
+        let mut expired = Vec::new();
+        for (key, f) in &self.flows {
+            let at = f.deadline(&l);
+            if at <= now {
+                expired.push(*key);
+            } else {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
         for key in expired {
             let f = &self.flows[&key];
             if f.state == FlowState::SynSent && self.config.services[f.service].mode == Mode::Balanced {
@@ -1014,13 +1057,21 @@ impl Engine {
             self.remove(&key);
             self.stats.flows_expired += 1;
         }
+        self.timers.swept(now, next);
+    }
+
+    /// Sweeps for expired flows so far (see [`crate::timers`]).
+    pub fn expiry_sweeps(&self) -> u64 {
+        self.timers.sweeps()
     }
 
     /// A snapshot of the tables (sessions and queues stay empty until the data path exists).
     pub fn report(&self) -> Report {
         // Each flow's share of the flow table (its own `Flow`, boxed, is
-        // `Flow::state_bytes`): keys, pointers, empty buckets, control bytes.
-        let share = table_bytes(&self.flows).checked_div(self.flows.len()).unwrap_or(0);
+        // `Flow::state_bytes`): keys, pointers, empty buckets, control bytes; and of the timer
+        // heap (empty while every flow is parked).
+        let share =
+            (table_bytes(&self.flows) + self.timers.heap_bytes()).checked_div(self.flows.len()).unwrap_or(0);
         let mut connections: Vec<ConnectionRow> = self
             .flows
             .iter()

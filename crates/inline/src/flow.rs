@@ -36,6 +36,8 @@ pub struct Flow {
     pub client_sack: bool,
     /// The TLS data path, from the server's SYN-ACK on.
     pub tls: Option<TlsFlow>,
+    /// The earliest instant this flow has in the engine's timer heap (`crate::timers`).
+    pub timer: Option<Duration>,
 }
 
 impl Flow {

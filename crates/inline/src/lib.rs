@@ -28,6 +28,8 @@
 //!   both sides (smoltcp TCP, the same handshake driver and session machine), decided at the SYN;
 //!   its smoltcp device over two packet queues (`queue_device`) is the simulator's too.
 //! - [`flow`]: one flow's state; [`engine`]: the flow table and the packet dispatch.
+//! - [`timers`]: when the engine next has work without a packet: a heap of the flows' own
+//!   timers and a bound on their expiries, so no call visits every flow.
 
 pub mod bridge;
 pub mod cut;
@@ -50,5 +52,6 @@ pub mod sim;
 pub mod sni;
 pub mod table_hash;
 pub mod tables;
+pub mod timers;
 pub mod tls_flow;
 pub mod upstream;

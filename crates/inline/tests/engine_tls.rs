@@ -961,11 +961,18 @@ fn an_idle_flow_is_parked_by_the_timers_and_carries_the_next_request_as_before()
         // answer, each direction rebuilding its key from the traffic secret's next generation.
         for round in 0..2 {
             let busy = n.engine.report().connection(&key).unwrap().state_bytes;
-            // The flow's next timer is its parking; once run, the flow holds less.
-            let due = n.engine.poll_timeout().unwrap();
-            assert!(due <= n.now + PARK_AFTER, "{suite:?}");
-            n.now = n.now.max(due);
-            n.engine.handle_timeout(n.now, &mut Vec::new());
+            // The timers run as the driver runs them: the flow's parking comes within
+            // PARK_AFTER, and once run the flow holds less.
+            let limit = n.now + PARK_AFTER;
+            for _ in 0..100 {
+                if n.engine.stats().flows_compacted > round {
+                    break;
+                }
+                let due = n.engine.poll_timeout().unwrap();
+                assert!(due <= limit, "{suite:?}");
+                n.now = n.now.max(due);
+                n.engine.handle_timeout(n.now, &mut Vec::new());
+            }
             let parked = n.engine.report().connection(&key).unwrap().state_bytes;
             // Nothing in flight: parked in the compact form, which the request below wakes.
             assert_eq!(n.engine.stats().flows_compacted, round + 1, "{suite:?}");
@@ -996,4 +1003,46 @@ fn an_idle_flow_is_parked_by_the_timers_and_carries_the_next_request_as_before()
             n.feed(data(sa(CLIENT), sa(SERVICE), CISN.wrapping_add(1 + n.c_sent), SISN + 1 + n.c_recv, &[]));
         }
     }
+}
+
+/// Thousands of idle flows beside a busy one: the busy flow's timers (parking after every
+/// exchange) run without a sweep of the flow table, and the idle flows stay. Before the timer
+/// heap every timer run, and every driver round's `poll_timeout`, visited every flow: 12,000
+/// idle flows held during a download took its CPU per GiB from 0.6 to 1.8 s.
+#[test]
+fn a_busy_flows_timers_run_without_sweeping_the_idle_flows() {
+    let mut n = Net::new(TLS13[0]);
+    const IDLE: u32 = 2000;
+    for i in 0..IDLE {
+        let c = SocketAddr::new([10, 1, (i >> 8) as u8, i as u8].into(), 50000);
+        let mut out = Vec::new();
+        n.engine.handle_packet(n.now, syn_with_sack(c, sa(SERVICE), 1000, None, false), &mut out);
+        n.engine.handle_packet(n.now, syn_with_sack(sa(BACKEND), c, 9000, Some(1001), false), &mut out);
+    }
+    open_connection(&mut n);
+    // The client acknowledges the engine's flight: nothing is in flight either way.
+    n.feed(data(sa(CLIENT), sa(SERVICE), CISN.wrapping_add(1 + n.c_sent), SISN + 1 + n.c_recv, &[]));
+    let (mut up, mut down) = (0u32, 0u32);
+    for round in 0..20 {
+        // The flow's timers run as the driver runs them until it is parked again.
+        for _ in 0..100 {
+            if n.engine.stats().flows_compacted > round {
+                break;
+            }
+            n.now = n.now.max(n.engine.poll_timeout().unwrap());
+            n.engine.handle_timeout(n.now, &mut Vec::new());
+        }
+        assert_eq!(n.engine.stats().flows_compacted, round + 1);
+        n.client.writer().write_all(REQUEST).unwrap();
+        n.client_sends();
+        up += REQUEST.len() as u32;
+        n.feed(data(sa(BACKEND), sa(CLIENT), SISN + 1 + down, CISN.wrapping_add(1 + up), RESPONSE));
+        down += RESPONSE.len() as u32;
+        n.feed(data(sa(CLIENT), sa(SERVICE), CISN.wrapping_add(1 + n.c_sent), SISN + 1 + n.c_recv, &[]));
+    }
+    assert!(n.now > Duration::from_secs(10), "{:?}", n.now);
+    assert_eq!(n.engine.flow_count(), IDLE as usize + 1);
+    // One sweep, when the half-open flows' SYN timeout would have come: it found them past
+    // their SYN-ACK, idle until their idle timeout.
+    assert_eq!(n.engine.expiry_sweeps(), 1);
 }
