@@ -14,7 +14,8 @@ same file from the same nginx in the server, TLS 1.3 TLS_AES_128_GCM_SHA256:
 Per run, on a freshly started tlsgate: first idle TLS connections (one request each, then kept
 open): the process's RSS growth per flow and, inline, the engine's own per-flow accounting if the
 admin listener shows one (before the bulk downloads, whose buffers the allocator would otherwise
-be handing back while the idle flows are counted); then the tlsgate process's CPU seconds
+be handing back while the idle flows are counted); then, with the idle connections still open (a
+gate always holds idle connections beside its busy ones), the tlsgate process's CPU seconds
 (utime + stime) per GiB downloaded and the wall-clock throughput. With --rounds N every run goes N
 times, the order rotated, and each ratio is the median of the per-round ratios; with --baseline an
 older tlsgate's inline run joins every round (an A/B in the same minutes). Prints a markdown section on stdout; progress on stderr. Exits 1 if a run
@@ -398,24 +399,21 @@ def release(p):
         p.wait(timeout=5)
 
 
-def idle_flows(topo, server, ca, connect_ip, flows, pidfile):
-    """RSS growth and the engine's accounting per idle flow, after WARM_FLOWS held flows."""
+def idle_flows(topo, server, ca, connect_ip, flows, pidfile, held):
+    """RSS growth and the engine's accounting per idle flow, after WARM_FLOWS held flows. The hold
+    clients go into `held`, still holding their connections, for `release_all` after the bulk run."""
     parked0 = flows_parked(topo)
     warm, _ = hold(topo, ca, connect_ip, WARM_FLOWS, pidfile)
-    try:
-        time.sleep(SETTLE_S)  # the warm flows parked and released before the first reading too
-        # Nothing asks the admin listener between the two readings (see SETTLE_S): the engine's
-        # accounting is read once, after, as the mean over every flow held then.
-        rss0, maps0 = server.rss_kib(), mappings_rss(server)
-        p, suite = hold(topo, ca, connect_ip, flows, pidfile)
-        try:
-            time.sleep(SETTLE_S)
-            rss1, maps1 = server.rss_kib(), mappings_rss(server)
-            per_flow, parked1 = engine_state_bytes(topo), flows_parked(topo)
-        finally:
-            release(p)
-    finally:
-        release(warm)
+    held.append(warm)
+    time.sleep(SETTLE_S)  # the warm flows parked and released before the first reading too
+    # Nothing asks the admin listener between the two readings (see SETTLE_S): the engine's
+    # accounting is read once, after, as the mean over every flow held then.
+    rss0, maps0 = server.rss_kib(), mappings_rss(server)
+    p, suite = hold(topo, ca, connect_ip, flows, pidfile)
+    held.append(p)
+    time.sleep(SETTLE_S)
+    rss1, maps1 = server.rss_kib(), mappings_rss(server)
+    per_flow, parked1 = engine_state_bytes(topo), flows_parked(topo)
     # Parkings counted after the reading: every flow parked 500 ms after its last packet, long
     # before it, or the figure says it was not.
     all_parked = None if parked0 is None else (parked1 or 0) - parked0 >= WARM_FLOWS + flows
@@ -424,11 +422,16 @@ def idle_flows(topo, server, ca, connect_ip, flows, pidfile):
             "rss_kib_per_flow_by_kind": {k: v / flows for k, v in rss_growth_by_kind(maps0, maps1, RING_KIB).items()}}
 
 
-def idle_or_error(name, topo, server, ca, connect_ip, flows, pidfile):
+def release_all(held):
+    for p in reversed(held):
+        release(p)
+
+
+def idle_or_error(name, topo, server, ca, connect_ip, flows, pidfile, held):
     """idle_flows, or {"error": why}: a failure here keeps the bulk run's row."""
     log(f"{name}: {flows} idle flows")
     try:
-        return idle_flows(topo, server, ca, connect_ip, flows, pidfile)
+        return idle_flows(topo, server, ca, connect_ip, flows, pidfile, held)
     except (RuntimeError, OSError, subprocess.SubprocessError) as e:
         log(f"{name}: idle flows failed: {e}")
         return {"error": str(e)}
@@ -460,9 +463,14 @@ def run_inline(topo, args, pidfile, want_sha, tlsgate, flows, tag):
                 if "unrecognized subcommand" in str(e):
                     raise RuntimeError(f"this tlsgate has no `inline run` subcommand: {e}") from None
                 raise RuntimeError(f"tlsgate inline run did not start: {e}") from None
-            idle = idle_or_error("inline run", topo, gate, args.ca, topo.server_ip, flows, pidfile) if flows else None
-            return measure(tag, topo, gate, args.ca, topo.server_ip, want_sha, args.gib, args.dir,
-                           args.perf, ring_messages, args.direction), idle
+            held = []
+            try:
+                idle = idle_or_error("inline run", topo, gate, args.ca, topo.server_ip, flows, pidfile,
+                                     held) if flows else None
+                return measure(tag, topo, gate, args.ca, topo.server_ip, want_sha, args.gib, args.dir,
+                               args.perf, ring_messages, args.direction), idle
+            finally:
+                release_all(held)
         finally:
             gate.stop()
     finally:
@@ -478,9 +486,14 @@ def run_terminate(topo, args, pidfile, want_sha, tlsgate, flows, tag):
                             args.dir, pidfile)
         try:
             wait_listening(topo, "gate", 443, gate)
-            idle = idle_or_error("terminate", topo, gate, args.ca, topo.gate_client_ip, flows, pidfile) if flows else None
-            return measure(tag, topo, gate, args.ca, topo.gate_client_ip, want_sha, args.gib, args.dir,
-                           args.perf, direction=args.direction), idle
+            held = []
+            try:
+                idle = idle_or_error("terminate", topo, gate, args.ca, topo.gate_client_ip, flows, pidfile,
+                                     held) if flows else None
+                return measure(tag, topo, gate, args.ca, topo.gate_client_ip, want_sha, args.gib, args.dir,
+                               args.perf, direction=args.direction), idle
+            finally:
+                release_all(held)
         finally:
             gate.stop()
     finally:
@@ -523,7 +536,7 @@ def report(args, rounds, idles, errors, names):
           f"curl and nginx on CPU 1; {FILE_BYTES >> 20} MiB file (sha256 checked), one connection, "
           f"{args.gib:g} GiB per run; curl --tls13-ciphers {SUITE}")
     print(f"- {len(rounds)} round(s), each run on fresh namespaces and a fresh tlsgate, the order of the runs "
-          "rotated from round to round; idle flows in the first round only")
+          "rotated from round to round; idle flows in the first round only, held open through its downloads")
     if args.baseline:
         print(f"- inline run (baseline) = `{args.baseline}`, the same runs with an older build, interleaved")
     print(f"- CPU = utime + stime of the tlsgate process (/proc/PID/stat), before and after the {transfers}")
