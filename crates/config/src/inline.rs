@@ -76,10 +76,16 @@ pub struct InlineLimits {
     /// Full-proxy flows at once (the fallback for windows below the floor and for SYNs beyond
     /// `max_flows`); a SYN that would need one more is dropped. 0: no fallback.
     pub full_proxy_max_flows: usize,
+    /// Bytes each flow may have in flight per direction: records the client has not
+    /// acknowledged, plaintext the server has not. A flow carries at most this per round trip.
+    pub flow_window: usize,
 }
 
 /// The most full-proxy flows one engine may hold: each holds four 64 KiB socket buffers.
 pub const FULL_PROXY_MAX_FLOWS: usize = 4096;
+/// Bounds of `flow_window`: room for a few records; a window a peer's TCP can still be told.
+pub const FLOW_WINDOW_MIN: usize = 64 << 10;
+pub const FLOW_WINDOW_MAX: usize = 64 << 20;
 
 impl Default for InlineLimits {
     fn default() -> Self {
@@ -91,6 +97,8 @@ impl Default for InlineLimits {
             // end-to-end path would cut records into pieces smaller than their own overhead.
             window_floor: 536,
             full_proxy_max_flows: 256,
+            // The engine's default (`tlsgate_inline::engine::FLOW_WINDOW`).
+            flow_window: 1 << 20,
         }
     }
 }
@@ -254,6 +262,12 @@ impl InlineConfig {
                 l.full_proxy_max_flows
             ));
         }
+        if !(FLOW_WINDOW_MIN..=FLOW_WINDOW_MAX).contains(&l.flow_window) {
+            return bad(format!(
+                "limits: flow_window {} is outside {FLOW_WINDOW_MIN}..={FLOW_WINDOW_MAX} bytes",
+                l.flow_window
+            ));
+        }
         let mut seen = HashSet::new();
         for (i, s) in self.service.iter().enumerate() {
             let place = format!("inline.service[{i}]");
@@ -278,7 +292,7 @@ mod tests {
 client_iface = "eth0"
 server_iface = "eth1"
 mode = "cut-through"
-limits = { max_flows = 1000, idle_timeout = "2m", window_floor = 400 }
+limits = { max_flows = 1000, idle_timeout = "2m", window_floor = 400, flow_window = 4194304 }
 
 [[inline.service]]
 listen = "10.0.0.2:443"
@@ -302,6 +316,7 @@ mode = "buffered"
         assert_eq!(c.limits.idle_timeout, std::time::Duration::from_secs(120));
         assert_eq!(c.limits.syn_timeout, std::time::Duration::from_secs(5), "unset limits keep defaults");
         assert_eq!((c.limits.window_floor, c.limits.full_proxy_max_flows), (400, 256));
+        assert_eq!(c.limits.flow_window, 4 << 20);
         assert_eq!(c.service[0].label(), "10.0.0.2:443=80");
         assert_eq!(c.mode_of(&c.service[0]), super::ReleaseMode::CutThrough, "the section's mode");
         assert_eq!(c.mode_of(&c.service[1]), super::ReleaseMode::Buffered, "the service's own");
@@ -324,6 +339,8 @@ mode = "buffered"
             ("mode = \"cut-through\"", "mode = \"eager\"", "unknown variant `eager`"),
             ("max_flows = 1000", "max_flows = 0", "must be above zero"),
             ("window_floor = 400", "window_floor = 70000", "window_floor 70000 is above any SYN's window"),
+            ("flow_window = 4194304", "flow_window = 16384", "flow_window 16384 is outside 65536..="),
+            ("flow_window = 4194304", "flow_window = 134217728", "flow_window 134217728 is outside"),
             ("window_floor = 400", "full_proxy_max_flows = 5000", "full_proxy_max_flows 5000 is above 4096"),
             ("plain_port = 80", "plain_port = 80\ntls_versions = [\"1.1\"]", "unknown field `tls_versions`"),
         ];

@@ -120,6 +120,20 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// Both directions' stores and hold bounds at `bytes`. The store stands in for the sender's
+    /// own buffer (sealed records kept until the client acknowledges them, plaintext until the
+    /// server does) and the window each side is told stays within it, so a flow carries at most
+    /// `bytes` per round trip each way (1 MiB over a 10 ms path: about 100 MB/s); a busy flow
+    /// may hold up to twice it per direction (the store and the hold queue).
+    pub fn with_flow_window(mut self, bytes: usize) -> Limits {
+        let segments = (bytes / 1024).max(64);
+        self.up = UpLimits { hold_bytes: bytes, hold_segments: segments, unacked_bytes: bytes, ..self.up };
+        self.down = DownLimits { hold_bytes: bytes, hold_segments: segments, unacked_bytes: bytes };
+        self
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub services: Vec<Service>,
@@ -169,16 +183,23 @@ pub struct Stats {
     pub flows_compacted: u64,
 }
 
+/// Bytes a flow may have in flight each way by default ([`Limits::with_flow_window`]).
+pub const FLOW_WINDOW: usize = 1 << 20;
+
 /// Default per-flow bounds of the data path.
 /// The client's window reaches the hold bound past the next byte expected
 /// (`Upstream::client_room`): as toward the server, the hold matches the store.
-const UP_LIMITS: UpLimits =
-    UpLimits { hold_bytes: 1 << 20, hold_segments: 1024, unacked_bytes: 1 << 20, record_limit: 16384 + 2048 };
+const UP_LIMITS: UpLimits = UpLimits {
+    hold_bytes: FLOW_WINDOW,
+    hold_segments: FLOW_WINDOW / 1024,
+    unacked_bytes: FLOW_WINDOW,
+    record_limit: 16384 + 2048,
+};
 /// The server's window reaches the hold bound past the next byte to seal (`server_room`): at
 /// 256 KiB it, not the record store, capped a download at 256 KiB per round trip (about 180 MB/s
 /// through a bridge whose rings add a millisecond), so the hold matches the store.
 const DOWN_LIMITS: DownLimits =
-    DownLimits { hold_bytes: 1 << 20, hold_segments: 1024, unacked_bytes: 1 << 20 };
+    DownLimits { hold_bytes: FLOW_WINDOW, hold_segments: FLOW_WINDOW / 1024, unacked_bytes: FLOW_WINDOW };
 /// Flows dropped after a panic kept for the driver's log between two drains; beyond, counted.
 const PANICS_KEPT: usize = 256;
 

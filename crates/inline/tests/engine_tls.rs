@@ -852,13 +852,19 @@ fn the_window_to_the_server_stays_within_what_the_engine_can_hold() {
     }
 }
 
-/// With the default limits the server may keep the whole record store in flight: the hold bound
+/// The server may keep the whole record store in flight: the hold bound
 /// past the next byte to seal is no smaller than the store. At 256 KiB it was the window the
 /// server saw whatever the client's, and a download through a bridge adding a millisecond ran at
 /// 256 KiB per round trip.
 #[test]
-fn by_default_the_window_to_the_server_reaches_the_record_store() {
-    let limits = Limits::default();
+fn the_window_to_the_server_reaches_the_record_store_by_default_and_as_configured() {
+    // The default, and a larger window for long paths (`limits.flow_window`).
+    for limits in [Limits::default(), Limits::default().with_flow_window(4 << 20)] {
+        window_to_the_server_reaches_the_record_store(limits);
+    }
+}
+
+fn window_to_the_server_reaches_the_record_store(limits: Limits) {
     let store = limits.down.unacked_bytes as u32 * 15 / 16;
     assert!(limits.down.hold_bytes >= limits.down.unacked_bytes);
     let mut n = Net::with_limits(TLS13[0], Release::Buffered, limits);
@@ -880,7 +886,12 @@ fn by_default_the_window_to_the_server_reaches_the_record_store() {
 /// than the engine takes, and every segment past the store was dropped and resent.
 #[test]
 fn the_window_to_the_client_stays_within_what_the_engine_takes() {
-    let limits = Limits::default();
+    for limits in [Limits::default(), Limits::default().with_flow_window(4 << 20)] {
+        window_to_the_client_stays_within_what_the_engine_takes(limits);
+    }
+}
+
+fn window_to_the_client_stays_within_what_the_engine_takes(limits: Limits) {
     let store = limits.up.unacked_bytes as u32 * 15 / 16;
     assert!(limits.up.hold_bytes >= limits.up.unacked_bytes, "the hold bound does not cap it lower");
     let mut n = Net::with_limits(TLS13[0], Release::Buffered, limits);

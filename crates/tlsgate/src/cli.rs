@@ -305,6 +305,10 @@ pub struct InlineRunArgs {
     /// Full-proxy flows at once (`limits.full_proxy_max_flows`; 0: no fallback).
     #[arg(long, value_name = "N", conflicts_with = "config")]
     pub full_proxy_max_flows: Option<usize>,
+    /// Bytes each flow may have in flight per direction (`limits.flow_window`): at most this
+    /// per round trip.
+    #[arg(long, value_name = "BYTES", conflicts_with = "config")]
+    pub flow_window: Option<usize>,
     /// Admin listener address (/healthz, /metrics, /status, /status.json).
     #[arg(long)]
     pub admin: Option<SocketAddr>,

@@ -82,3 +82,25 @@ fn an_interface_that_does_not_exist_is_named() {
     assert!(stderr.contains("tlsg-absent0"), "{stderr}");
     assert!(!stderr.contains("inline running"), "{stderr}");
 }
+
+#[test]
+fn a_flow_window_outside_its_bounds_is_a_config_error() {
+    let pki = Pki::new();
+    pki.server("server", &["localhost"]);
+    let out = inline_run(
+        &pki,
+        &[
+            "--client-iface",
+            "a0",
+            "--server-iface",
+            "b0",
+            "--service",
+            "127.0.0.2:443=80",
+            "--flow-window",
+            "1000",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("limits: flow_window 1000 is outside 65536..=67108864 bytes"), "{stderr}");
+}

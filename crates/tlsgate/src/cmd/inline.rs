@@ -59,6 +59,7 @@ fn config_from(args: &InlineRunArgs) -> Result<Config, String> {
             l.max_flows = args.max_flows.unwrap_or(l.max_flows);
             l.window_floor = args.window_floor.unwrap_or(l.window_floor);
             l.full_proxy_max_flows = args.full_proxy_max_flows.unwrap_or(l.full_proxy_max_flows);
+            l.flow_window = args.flow_window.unwrap_or(l.flow_window);
             let config = Config { inline: Some(inline), ..Config::default() };
             config.validate().map_err(|e| e.to_string())?;
             config

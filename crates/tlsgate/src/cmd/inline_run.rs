@@ -46,7 +46,8 @@ pub fn settings(c: &InlineConfig, insecure: bool) -> Result<InlineSettings, Stri
             ..ProxyLimits::default()
         },
         ..Limits::default()
-    };
+    }
+    .with_flow_window(c.limits.flow_window);
     Ok(InlineSettings {
         client_iface: c.client_iface.clone(),
         server_iface: c.server_iface.clone(),
