@@ -6,7 +6,8 @@
 //! cut at odd offsets and hundreds of records in one segment arrive whole; TLS 1.2
 //! renegotiation and TLS 1.2 ChaCha20 are refused; a HelloRetryRequest handshake completes; a
 //! backend's last reply and its close reach the client as one segment, the session ticket with
-//! them; the ticket held for the first reply still reaches a client that resumes with it.
+//! them; the ticket held for the first reply still reaches a client that resumes with it, and a
+//! client with Nagle's algorithm on gets its first reply without a delayed ACK's 40 ms.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -468,4 +469,44 @@ fn a_backends_last_reply_and_close_reach_the_client_in_one_segment() {
     assert_eq!(data_segments_in(&s.sock), 2, "{}", gate.proc.log_text());
     drop(s);
     gate.proc.wait_logged(&["connection closed"], WAIT);
+}
+
+/// A client with Nagle's algorithm on (no TCP_NODELAY, Python's `ssl` over a plain socket here)
+/// writes its Finished, then its request; the request waits for the ACK of the Finished. With the
+/// session ticket held for the first reply nothing else went back, so the kernel held that ACK
+/// for its delayed-ACK timeout, at least 40 ms (TCP_DELACK_MIN), on every connection's first
+/// request. The median over ten connections, from the request's write to the echo, stays far
+/// below that floor.
+#[test]
+fn a_nagle_clients_first_request_does_not_wait_for_a_delayed_ack() {
+    let pki = Pki::new();
+    let (gate, addr) = terminator(&pki, &echo_backend(), &[]);
+    let script = r#"
+import socket, ssl, statistics, sys, time
+ctx = ssl.create_default_context(cafile=sys.argv[3])
+ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+waits = []
+for _ in range(10):
+    s = ctx.wrap_socket(socket.create_connection((sys.argv[1], int(sys.argv[2]))), server_hostname="localhost")
+    t = time.monotonic()
+    s.sendall(b"ping\n")
+    got = b""
+    while len(got) < 5:
+        chunk = s.recv(5 - len(got))
+        if not chunk:
+            sys.exit("closed before the echo")
+        got += chunk
+    assert got == b"ping\n", got
+    waits.append(time.monotonic() - t)
+    s.close()
+print(f"{statistics.median(waits) * 1000:.2f} {max(waits) * 1000:.2f}")
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &addr.ip().to_string(), &addr.port().to_string(), pki.ca()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", describe(&out), gate.proc.log_text());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let median: f64 = text.split_whitespace().next().and_then(|m| m.parse().ok()).expect("median ms");
+    assert!(median < 20.0, "request to echo, median and max in ms: {text} (the delayed-ACK floor is 40 ms)");
 }

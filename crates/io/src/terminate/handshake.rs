@@ -176,6 +176,14 @@ pub async fn accept(
     if !hold && !last.is_empty() {
         tcp.write_all(&last).await.map_err(|e| stop(HandshakeStop::Write(e)))?;
     }
+    if hold && input.is_empty() {
+        // Nothing goes back to the client now, so the kernel would hold its ACK of the client's
+        // Finished for the delayed-ACK timeout (40 ms), and a client with Nagle's algorithm on
+        // (no TCP_NODELAY) holds its request, written after the Finished, until that ACK: its
+        // first request took 40 ms more. The ACK goes now; the ticket still waits for our first
+        // record. A request already here needs no ACK of its own: the reply carries it.
+        let _ = socket2::SockRef::from(&tcp).set_tcp_quickack(true);
+    }
     // Client records that arrived with its last handshake record are the stream's first. The
     // record layer is the kernel's when `ktls_mode` and the kernel allow.
     let mut stream = Box::new(
