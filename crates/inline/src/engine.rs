@@ -112,8 +112,8 @@ impl Default for Limits {
             syn_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(300),
             closing_timeout: Duration::from_secs(60),
-            up: UP_LIMITS,
-            down: DOWN_LIMITS,
+            up: up_limits(FLOW_WINDOW),
+            down: down_limits(FLOW_WINDOW),
             proxy: ProxyLimits::default(),
             park_after: Some(crate::tls_flow::PARK_AFTER),
         }
@@ -127,9 +127,8 @@ impl Limits {
     /// `bytes` per round trip each way (1 MiB over a 10 ms path: about 100 MB/s); a busy flow
     /// may hold up to twice it per direction (the store and the hold queue).
     pub fn with_flow_window(mut self, bytes: usize) -> Limits {
-        let segments = (bytes / 1024).max(64);
-        self.up = UpLimits { hold_bytes: bytes, hold_segments: segments, unacked_bytes: bytes, ..self.up };
-        self.down = DownLimits { hold_bytes: bytes, hold_segments: segments, unacked_bytes: bytes };
+        self.up = UpLimits { record_limit: self.up.record_limit, ..up_limits(bytes) };
+        self.down = down_limits(bytes);
         self
     }
 }
@@ -186,20 +185,34 @@ pub struct Stats {
 /// Bytes a flow may have in flight each way by default ([`Limits::with_flow_window`]).
 pub const FLOW_WINDOW: usize = 1 << 20;
 
-/// Default per-flow bounds of the data path.
-/// The client's window reaches the hold bound past the next byte expected
-/// (`Upstream::client_room`): as toward the server, the hold matches the store.
-const UP_LIMITS: UpLimits = UpLimits {
-    hold_bytes: FLOW_WINDOW,
-    hold_segments: FLOW_WINDOW / 1024,
-    unacked_bytes: FLOW_WINDOW,
-    record_limit: 16384 + 2048,
-};
-/// The server's window reaches the hold bound past the next byte to seal (`server_room`): at
-/// 256 KiB it, not the record store, capped a download at 256 KiB per round trip (about 180 MB/s
-/// through a bridge whose rings add a millisecond), so the hold matches the store.
-const DOWN_LIMITS: DownLimits =
-    DownLimits { hold_bytes: FLOW_WINDOW, hold_segments: FLOW_WINDOW / 1024, unacked_bytes: FLOW_WINDOW };
+/// Segments a hold queue of `bytes` may keep: one per KiB, at least 64.
+const fn hold_segments(bytes: usize) -> usize {
+    if bytes / 1024 > 64 {
+        bytes / 1024
+    } else {
+        64
+    }
+}
+
+/// The client → server bounds for a flow window of `bytes`. The client's window reaches the hold
+/// bound past the next byte expected (`Upstream::client_room`): as toward the server, the hold
+/// matches the store.
+const fn up_limits(bytes: usize) -> UpLimits {
+    UpLimits {
+        hold_bytes: bytes,
+        hold_segments: hold_segments(bytes),
+        unacked_bytes: bytes,
+        record_limit: 16384 + 2048,
+    }
+}
+
+/// The server → client bounds for a flow window of `bytes`. The server's window reaches the hold
+/// bound past the next byte to seal (`server_room`): at 256 KiB it, not the record store, capped
+/// a download at 256 KiB per round trip (about 180 MB/s through a bridge whose rings add a
+/// millisecond), so the hold matches the store.
+const fn down_limits(bytes: usize) -> DownLimits {
+    DownLimits { hold_bytes: bytes, hold_segments: hold_segments(bytes), unacked_bytes: bytes }
+}
 /// Flows dropped after a panic kept for the driver's log between two drains; beyond, counted.
 const PANICS_KEPT: usize = 256;
 
