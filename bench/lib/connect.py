@@ -126,12 +126,12 @@ http {{ access_log off; sendfile on; client_body_temp_path {w}/body; proxy_temp_
     nginx = start(topo.run("dest", ["/usr/sbin/nginx", "-p", w, "-c", f"{w}/nginx.conf"]), w, "nginx")
     topo.wait("dest", topo.dest_host, dport)
 
-    def gate_and_portal(binary, label):
+    def gate_and_portal(binary, label, more=()):
         gport, pport = free_port(), free_port()
         gate = start(topo.run("gate", [
             binary, "--workers", "1", "connect", "gate", "--listen", f"{topo.gate_host}:{gport}",
             "--cert", cert, "--key", key, "--client-ca", "ca.pem",
-            "--allow", f"*={topo.dest_host} {dport}"]), w, f"gate{label}", cwd=w)
+            "--allow", f"*={topo.dest_host} {dport}", *more]), w, f"gate{label}", cwd=w)
         portal = start(topo.run("client", [
             binary, "--workers", "1", "connect", "portal", "--listen", f"{topo.client_host}:{pport}",
             "--gate", f"{topo.gate_host}:{gport}", "--ca", "ca.pem", "--cert", "portal.pem",
@@ -168,10 +168,18 @@ coredump_dir {w}
          ["--proxy", f"https://{topo.gate_host}:{sport}", "--proxy-cacert", "ca.pem"] + dest),
     ]
     extra = []
+    ifaces = getattr(topo, "gate_ifaces", ())
+    if ifaces:
+        # The same build with the kernel splice: the gate host's interfaces carry the program.
+        kgate, kportal, _, kpport = gate_and_portal(
+            a.tlsgate, "-kernel", [x for i in ifaces for x in ("--kernel-splice", i)])
+        extra += [kgate, kportal]
+        proxies.insert(1, ("tlsgate downgrade kernel-spliced (portal)", kgate,
+                           ["--proxy", f"http://{topo.client_host}:{kpport}"] + dest))
     if a.baseline:
         # Another build of tlsgate, measured in the same rounds (an A/B of a change).
         bgate, bportal, bgport, bpport = gate_and_portal(a.baseline, "-baseline")
-        extra = [bgate, bportal]
+        extra += [bgate, bportal]
         proxies += [
             ("baseline downgrade (portal)", bgate, ["--proxy", f"http://{topo.client_host}:{bpport}"] + dest),
             ("baseline nested", bgate, ["--proxy", f"https://{topo.gate_host}:{bgport}"] + nested_tls + dest),
@@ -218,6 +226,10 @@ def report(topo, rows, gib):
         line = (f"{topo.name} ratios ({c}, median of {len(runs)} runs): downgrade/nested CPU "
                 f"{ratio(down, nested)}, nested/squid CPU {ratio(nested, squid)}, "
                 f"downgrade/squid CPU {ratio(down, squid)}")
+        if (1, "tlsgate downgrade kernel-spliced (portal)") in total:
+            line += (f"; kernel-spliced/nested CPU "
+                     f"{ratio('tlsgate downgrade kernel-spliced (portal)', nested)}, kernel-spliced/squid CPU "
+                     f"{ratio('tlsgate downgrade kernel-spliced (portal)', squid)}")
         if (1, "baseline nested") in total:
             line += (f"; downgrade/baseline downgrade CPU {ratio(down, 'baseline downgrade (portal)')}"
                      f", nested/baseline nested CPU {ratio(nested, 'baseline nested')}")

@@ -99,6 +99,8 @@ class Netns:
             sh("ip", "-n", ns, "link", "set", "lo", "up")
         sh("ip", "-n", c, "link", "add", ifc, "type", "veth", "peer", "name", ifg, "netns", g)
         sh("ip", "-n", g, "link", "add", ifh, "type", "veth", "peer", "name", ifd, "netns", d)
+        # Where the kernel splice's program attaches (the gate's interfaces).
+        self.gate_ifaces = (ifg, ifh)
         # (namespace, interface, address, the CPU of its host)
         self.links = [(c, ifc, CLIENT_IP, "1"), (g, ifg, GATE_IP_C, "0"), (g, ifh, GATE_IP_D, "0"),
                       (d, ifd, DEST_IP, "1")]

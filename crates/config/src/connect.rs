@@ -53,6 +53,11 @@ pub struct ConnectGateConfig {
     /// TLS versions of the outer connection (the downgrade works with either).
     #[serde(default = "default_versions")]
     pub tls_versions: Vec<TlsVersion>,
+    /// Interfaces portals and destinations are reached through: downgraded connections are
+    /// then spliced into one TCP connection below the gate's sockets (a BPF program at tc
+    /// ingress of each). Empty: relayed with `splice`.
+    #[serde(default)]
+    pub kernel_splice: Vec<String>,
 }
 
 /// Rules for the portals an identity pattern matches.
@@ -114,6 +119,7 @@ impl ConnectGateConfig {
             head_timeout: default_head_timeout(),
             connect_timeout: default_connect_timeout(),
             tls_versions: default_versions(),
+            kernel_splice: Vec::new(),
         }
     }
 
@@ -143,6 +149,14 @@ impl ConnectConfig {
                 .map_err(|e| ConfigError::invalid("[connect.gate] allow", e.to_string()))?;
             if g.tls_versions.is_empty() {
                 return Err(ConfigError::invalid("[connect.gate] tls_versions", "is empty"));
+            }
+            for iface in &g.kernel_splice {
+                if iface.is_empty() || iface.len() >= 16 || iface.contains(['/', ' ']) {
+                    return Err(ConfigError::invalid(
+                        "[connect.gate] kernel_splice",
+                        format!("{iface:?} is not an interface name"),
+                    ));
+                }
             }
             for name in g.hosts.keys() {
                 tlsgate_tunnel::Target::name(name, 1).map_err(|_| {

@@ -191,13 +191,41 @@ impl RecordStream {
     /// Seals close_notify and sends it with whatever is queued, without shutting the socket
     /// down: the first half of a downgrade ([`RecordStream::into_raw_parts`]).
     pub async fn send_close_notify(&mut self) -> io::Result<()> {
+        self.seal_close_notify()?;
+        self.send_queued().await
+    }
+
+    /// Seals close_notify behind what is queued and sends nothing yet; returns the bytes
+    /// queued now (what the socket is still to be given). The kernel splice reads where the
+    /// gate's bytes end before they leave.
+    pub fn seal_close_notify(&mut self) -> io::Result<usize> {
         if let Some(e) = self.failed_error() {
             return Err(e);
         }
         self.session
             .close(&mut self.out)
             .map_err(|f| io::Error::other(format!("sealing close_notify: {f}")))?;
+        Ok(self.out.len() - self.out_at)
+    }
+
+    /// Sends every queued record.
+    pub async fn send_queued(&mut self) -> io::Result<()> {
         std::future::poll_fn(|cx| self.poll_drain(cx)).await
+    }
+
+    /// The socket, for reading its TCP state.
+    pub fn socket(&self) -> &TcpStream {
+        &self.tcp
+    }
+
+    /// The socket, once everything queued is sent: the kernel splice carries the stream from
+    /// here, whatever the peer sends after (its close_notify included) never reaches this
+    /// record layer.
+    pub fn into_tcp(self) -> Result<TcpStream, Box<RecordStream>> {
+        if self.out_at < self.out.len() {
+            return Err(Box::new(self));
+        }
+        Ok(self.tcp)
     }
 
     /// Ends the record layer once both sides sent close_notify: the socket and the bytes read

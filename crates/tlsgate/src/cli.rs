@@ -519,6 +519,11 @@ pub struct ConnectGateArgs {
     /// Time a client has for its TLS handshake and CONNECT head together (default 10s).
     #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "config")]
     pub head_timeout: Option<Duration>,
+    /// Splice downgraded connections in the kernel (BPF at tc ingress of IFACE): one TCP
+    /// connection from portal to destination, none of its bytes through the gate's process.
+    /// Name every interface portals and destinations are reached through; repeat.
+    #[arg(long, value_name = "IFACE", conflicts_with = "config")]
+    pub kernel_splice: Vec<String>,
     /// Admin listener address (/healthz, /metrics, /status).
     #[arg(long)]
     pub admin: Option<SocketAddr>,

@@ -26,6 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use super::kernel_splice::{self, KernelSplice, NotSpliced, Spliced};
 use super::meter::{self, Meter, State};
 use super::{read_head, HeadFailure};
 use crate::record_stream::RecordStream;
@@ -39,6 +40,7 @@ struct Shared {
     tls: ArcSwap<ServerConfig>,
     policy: ArcSwap<ConnectPolicy>,
     resolver: Resolver,
+    kernel_splice: Option<Arc<KernelSplice>>,
 }
 
 pub struct ConnectGate {
@@ -51,6 +53,13 @@ impl ConnectGate {
     pub async fn start(config: &ConnectGateConfig, insecure: bool) -> Result<ConnectGate, ProxyError> {
         let (tls, policy) = load(config, insecure)?;
         let resolver = Resolver::new(config.resolver).map_err(ProxyError::config)?;
+        let kernel_splice = match config.kernel_splice.as_slice() {
+            [] => None,
+            ifaces => Some(
+                KernelSplice::start(ifaces)
+                    .map_err(|e| ProxyError::config(format!("connect gate: kernel splice: {e}")))?,
+            ),
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| ProxyError::bind(&format!("connect gate {}", config.listen), &e))?;
@@ -60,6 +69,7 @@ impl ConnectGate {
             tls: ArcSwap::from(tls),
             policy: ArcSwap::from_pointee(policy),
             resolver,
+            kernel_splice,
         });
         let task = tokio::spawn(super::accept_loop(listener, "connect gate", shared.clone(), serve));
         tracing::info!(listen = %local_addr, "connect gate listening");
@@ -75,9 +85,11 @@ impl ConnectGate {
     /// of a portal whose certificate the new CRLs revoke: they are closed.
     pub fn reload(&self, config: &ConnectGateConfig, insecure: bool) -> Result<(), ProxyError> {
         let running = self.shared.config.load();
-        if (config.listen, config.resolver) != (running.listen, running.resolver) {
+        if (config.listen, config.resolver, &config.kernel_splice)
+            != (running.listen, running.resolver, &running.kernel_splice)
+        {
             return Err(ProxyError::config(
-                "[connect.gate]: listen or resolver changed; a restart applies that",
+                "[connect.gate]: listen, resolver or kernel_splice changed; a restart applies that",
             ));
         }
         let (tls, policy) = load(config, insecure)?;
@@ -209,12 +221,17 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         Ok(addrs) => addrs,
         Err(r) => return refuse(stream, peer, &name, Some(&target), r).await,
     };
-    let upstream = match connect_any(&dest, target.port, config.connect_timeout).await {
+    let kernel = shared.kernel_splice.as_ref().filter(|_| downgrade);
+    let (upstream, spliced) = match connect_any(&dest, target.port, config.connect_timeout, kernel).await {
         Ok(s) => s,
         Err(r) => return refuse(stream, peer, &name, Some(&target), r).await,
     };
     let to = upstream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    let mode = if downgrade { "downgrade" } else { "nested" };
+    let mode = match (&spliced, downgrade) {
+        (Some(_), _) => "downgrade, kernel splice",
+        (None, true) => "downgrade",
+        (None, false) => "nested",
+    };
     meter::allowed();
     meter.destination(&target.to_string(), &to);
     tracing::info!(client = %peer, identity = %name, target = %target, to = %to, mode, version = %version, "connect gate: tunnel open");
@@ -224,7 +241,9 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let revoked = Arc::new(Notify::new());
     let _registered = revocation.map(|key| crate::revoked::register(&listener, peer, key, revoked.clone()));
     let relay = async {
-        if downgrade {
+        if let Some(spliced) = spliced {
+            downgraded_in_kernel(stream, upstream, spliced, config.head_timeout, &mut meter).await
+        } else if downgrade {
             downgraded(stream, upstream, config.head_timeout, &mut meter).await
         } else {
             nested(stream, upstream, early, &mut meter).await
@@ -287,17 +306,33 @@ async fn authorise(
     Ok(addrs)
 }
 
-async fn connect_any(addrs: &[IpAddr], port: u16, timeout: Duration) -> Result<TcpStream, Refusal> {
+/// The first address that answers; with the kernel splice on (and IPv4), from a port whose
+/// leg is already in place.
+async fn connect_any(
+    addrs: &[IpAddr],
+    port: u16,
+    timeout: Duration,
+    kernel: Option<&Arc<KernelSplice>>,
+) -> Result<(TcpStream, Option<Spliced>), Refusal> {
     let mut last = Refusal::new(502, "no address");
     for ip in addrs {
         let sa = SocketAddr::new(*ip, port);
-        match tokio::time::timeout(timeout, TcpStream::connect(sa)).await {
-            Ok(Ok(s)) => {
+        let connected = match (kernel, sa) {
+            (Some(ks), SocketAddr::V4(v4)) => ks.connect(v4, timeout).await.map(|(s, l)| (s, Some(l))),
+            _ => match tokio::time::timeout(timeout, TcpStream::connect(sa)).await {
+                Ok(r) => r.map(|s| (s, None)),
+                Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out")),
+            },
+        };
+        match connected {
+            Ok((s, spliced)) => {
                 let _ = s.set_nodelay(true);
-                return Ok(s);
+                return Ok((s, spliced));
             }
-            Ok(Err(e)) => last = Refusal::new(502, format!("connect {sa}: {e} (destination side)")),
-            Err(_) => last = Refusal::new(504, format!("connect {sa}: timed out (destination side)")),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                last = Refusal::new(504, format!("connect {sa}: timed out (destination side)"))
+            }
+            Err(e) => last = Refusal::new(502, format!("connect {sa}: {e} (destination side)")),
         }
     }
     Err(last)
@@ -362,6 +397,42 @@ async fn downgraded(
     let relayed = crate::ktls::splice::relay(parts.tcp, upstream, &*meter, None).await;
     let t = relayed.map_err(|(e, _)| relay_error(e))?;
     Ok((t.up + parts.read_ahead.len() as u64, t.down))
+}
+
+/// Downgrade with the kernel splice: the `200`, both legs live before the gate's close_notify
+/// leaves, then the gate steps out (the module's doc says how). Connections that cannot be
+/// spliced are relayed as [`downgraded`] does.
+async fn downgraded_in_kernel(
+    mut stream: Box<RecordStream>,
+    upstream: TcpStream,
+    mut spliced: Spliced,
+    wait: Duration,
+    meter: &mut Meter,
+) -> std::io::Result<(u64, u64)> {
+    let prepared = match spliced.prepare(stream.socket(), &upstream) {
+        Ok(p) => p,
+        Err(NotSpliced(why)) => {
+            tracing::info!(reason = %why, "connect gate: not spliced in the kernel; relayed with splice");
+            drop(spliced);
+            return downgraded(stream, upstream, wait, meter).await;
+        }
+    };
+    let answer = response(200, "Connection established", &[(downgrade::HEADER, downgrade::VALUE)]);
+    stream.write_all(&answer).await?;
+    stream.flush().await?;
+    let queued = stream.seal_close_notify()?;
+    let sent = kernel_splice::write_seq(stream.socket())?;
+    spliced.splice(prepared, sent.wrapping_add(queued as u32))?;
+    stream.send_queued().await?;
+    let portal = stream.into_tcp().map_err(|_| std::io::Error::other("records left unsent"))?;
+    meter.set_state(State::Spliced);
+    spliced.keep_dest(upstream)?;
+    spliced.release_portal(portal, wait).await?;
+    spliced.finished().await;
+    let (up, down) = spliced.totals();
+    meter.up(up);
+    meter.down(down);
+    Ok((up, down))
 }
 
 /// The TLS handshake on tlsgate's record layer; the client's verified identity; the version

@@ -25,6 +25,8 @@ pub(super) enum State {
     Downgraded,
     /// The client's bytes inside the gate's records.
     Nested,
+    /// Downgraded and spliced in the kernel: one TCP connection portal to destination.
+    Spliced,
 }
 
 impl State {
@@ -33,6 +35,7 @@ impl State {
             State::OuterTls => "outer_tls",
             State::Downgraded => "downgraded",
             State::Nested => "nested",
+            State::Spliced => "kernel_spliced",
         }
     }
 
@@ -41,6 +44,7 @@ impl State {
             State::OuterTls => "outer TLS",
             State::Downgraded => "downgraded",
             State::Nested => "nested",
+            State::Spliced => "kernel spliced",
         }
     }
 }

@@ -5,9 +5,11 @@
 //!   connection, authorised, connected, answered, then downgraded (or relayed nested);
 //! - [`portal`]: the plain HTTP proxy and PAC file on the user's machine;
 //! - [`outer_client`]: the portal's TLS client, stopped exactly at the gate's close_notify;
+//! - [`kernel_splice`]: the gate out of the data path after the downgrade (BPF at tc ingress);
 //! - `meter`: the gate's connections on the status page and in the metrics.
 
 pub mod gate;
+pub mod kernel_splice;
 mod meter;
 pub mod outer_client;
 pub mod portal;

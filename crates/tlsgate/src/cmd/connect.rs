@@ -31,6 +31,7 @@ fn gate_config(args: &ConnectGateArgs) -> Result<Config, String> {
             let mut g = ConnectGateConfig::from_flags(listen, cert, key, ca);
             g.crl = args.crl.clone();
             g.resolver = args.resolver;
+            g.kernel_splice = args.kernel_splice.clone();
             if let Some(t) = args.head_timeout {
                 g.head_timeout = t;
             }
