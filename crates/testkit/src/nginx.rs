@@ -40,10 +40,27 @@ impl Nginx {
     /// nginx inside `ns`, listening on every address at each of `ports` (`"80"`, or `"443 ssl"`
     /// with `tls` certificate and key); returns once every port listens.
     pub fn start_in(ns: &Netns, root: &Path, ports: &[&str], tls: Option<(&Path, &Path)>) -> Nginx {
-        let listen: String = ports.iter().map(|p| format!("listen {p}; ")).collect();
         let tls = tls.map(|(cert, key)| tls_directives(cert, key, None)).unwrap_or_default();
+        Self::start_in_with(ns, root, ports, &tls)
+    }
+
+    /// nginx inside `ns` on `port` with TLS that requires a client certificate from `client_ca`.
+    pub fn start_in_mtls(
+        ns: &Netns,
+        root: &Path,
+        port: u16,
+        cert: &Path,
+        key: &Path,
+        client_ca: &Path,
+    ) -> Nginx {
+        let tls = tls_directives(cert, key, Some(client_ca));
+        Self::start_in_with(ns, root, &[&format!("{port} ssl")], &tls)
+    }
+
+    fn start_in_with(ns: &Netns, root: &Path, ports: &[&str], tls: &str) -> Nginx {
+        let listen: String = ports.iter().map(|p| format!("listen {p}; ")).collect();
         let first: u16 = ports[0].split(' ').next().unwrap().parse().expect("a port number first");
-        let nginx = Self::launch(root, &listen, &tls, |args| ns.command(nginx_bin(), args));
+        let nginx = Self::launch(root, &listen, tls, |args| ns.command(nginx_bin(), args));
         for port in ports {
             ns.wait_listening(port.split(' ').next().unwrap().parse().unwrap(), Duration::from_secs(10));
         }

@@ -1,0 +1,305 @@
+//! `tlsgate connect gate --kernel-splice`: the gate as its own host between two networks
+//! (network namespaces, real Linux TCP), curl and the portal on one side, an nginx that requires
+//! the user's own client certificate on the other. After the downgrade the portal's and the
+//! destination's TCP connections are spliced into one by the BPF program at the gate's
+//! interfaces: every byte arrives, both ways, under loss, reordering and duplication too; the
+//! gate's sockets carry none of it; connections that cannot be spliced are relayed as before.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use tlsgate_testkit::clients::describe;
+use tlsgate_testkit::data::{random_file, sha256_file};
+use tlsgate_testkit::impair::{ImpairHop, Impairment};
+use tlsgate_testkit::netns::Netns;
+use tlsgate_testkit::nginx::Nginx;
+use tlsgate_testkit::pki::Pki;
+use tlsgate_testkit::process::{Proc, Tlsgate};
+use tlsgate_tls::pki::{write_file, ClientSpec, TestCa};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
+const WAIT: Duration = Duration::from_secs(30);
+/// Only the gate maps this name (`--host`).
+const DEST: &str = "internal.test";
+const CLIENT: &str = "10.94.1.1";
+const GATE_C: &str = "10.94.1.2";
+const GATE_D: &str = "10.94.2.1";
+const DEST_IP: &str = "10.94.2.2";
+const GATE_PORT: u16 = 8443;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// client — [impairing hop] — gate (two interfaces, the program on both) — destination.
+struct Net {
+    client: Netns,
+    gate: Netns,
+    dest: Netns,
+    hop: Option<(Netns, String, String)>,
+    /// The gate's interfaces toward the client and toward the destination.
+    gate_ifs: (String, String),
+}
+
+fn net(impaired: bool) -> Net {
+    let client = Netns::new("kscli");
+    let gate = Netns::new("ksgate");
+    let dest = Netns::new("ksdst");
+    let (hop, gate_c) = if impaired {
+        let hop = Netns::new("ksimp");
+        let (client_if, hop_a) = client.veth(Some(&format!("{CLIENT}/24")), &hop, None);
+        let (hop_b, gate_c) = hop.veth(None, &gate, Some(&format!("{GATE_C}/24")));
+        // Wire-sized frames through the hop, which drops, reorders and duplicates them one by one.
+        client.must("ethtool", &["-K", &client_if, "tso", "off", "gso", "off", "tx", "off"]);
+        gate.must("ethtool", &["-K", &gate_c, "tso", "off", "gso", "off", "tx", "off"]);
+        for dev in [&hop_a, &hop_b] {
+            hop.must("ethtool", &["-K", dev, "gro", "off", "tso", "off", "gso", "off", "tx", "off"]);
+        }
+        (Some((hop, hop_a, hop_b)), gate_c)
+    } else {
+        let (_, gate_c) = client.veth(Some(&format!("{CLIENT}/24")), &gate, Some(&format!("{GATE_C}/24")));
+        (None, gate_c)
+    };
+    let (gate_d, _) = gate.veth(Some(&format!("{GATE_D}/24")), &dest, Some(&format!("{DEST_IP}/24")));
+    Net { client, gate, dest, hop, gate_ifs: (gate_c, gate_d) }
+}
+
+fn client_cert(ca: &TestCa, cn: &str, dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
+    let spec = ClientSpec { common_name: cn, dns: &[], uri: &[], ip: &[], expired: false };
+    ca.issue_client(&spec).unwrap().write(dir, stem).unwrap()
+}
+
+struct World {
+    net: Net,
+    pki: Pki,
+    dest_ca: PathBuf,
+    user: (PathBuf, PathBuf),
+    root: PathBuf,
+    nginx: Nginx,
+    gate: Tlsgate,
+    portal: Tlsgate,
+}
+
+fn world(impaired: bool, big: usize, kernel_splice: bool) -> World {
+    let net = net(impaired);
+    let pki = Pki::new();
+    let dir = pki.dir.path().to_path_buf();
+    let (gate_cert, gate_key) = pki.server("gate", &[GATE_C]);
+    let (portal_cert, portal_key) = client_cert(&pki.ca, "laptop-1", &dir, "portal");
+    let dest = TestCa::new("destination CA").unwrap();
+    let dest_ca = dir.join("dest-ca.pem");
+    write_file(&dest_ca, dest.cert_pem(), 0o644).unwrap();
+    let (dcert, dkey) = dest.issue_server(&[DEST]).unwrap().write(&dir, "dest").unwrap();
+    let user = client_cert(&dest, "user-alice", &dir, "user");
+    let root = dir.join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("index.html"), "hello from the inside\n").unwrap();
+    if big > 0 {
+        random_file(&root.join("big.bin"), big);
+    }
+    let nginx = Nginx::start_in_mtls(&net.dest, &root, 443, &dcert, &dkey, &dest_ca);
+
+    let listen = format!("{GATE_C}:{GATE_PORT}");
+    let allow = format!("laptop-1={DEST} 443 to 10.94.2.0/24");
+    let host = format!("{DEST}={DEST_IP}");
+    let mut args = vec![
+        "connect",
+        "gate",
+        "--listen",
+        &listen,
+        "--cert",
+        s(&gate_cert),
+        "--key",
+        s(&gate_key),
+        "--client-ca",
+        pki.ca(),
+        "--allow",
+        &allow,
+        "--host",
+        &host,
+    ];
+    if kernel_splice {
+        args.extend(["--kernel-splice", &net.gate_ifs.0, "--kernel-splice", &net.gate_ifs.1]);
+    }
+    let gate = Tlsgate::start_command(net.gate.command(BIN, &args));
+    gate.proc.wait_logged(&["connect gate listening"], WAIT);
+    let portal = Tlsgate::start_command(net.client.command(
+        BIN,
+        &[
+            "connect",
+            "portal",
+            "--listen",
+            "127.0.0.1:3128",
+            "--gate",
+            &listen,
+            "--ca",
+            pki.ca(),
+            "--cert",
+            s(&portal_cert),
+            "--key",
+            s(&portal_key),
+            "--route",
+            DEST,
+        ],
+    ));
+    portal.proc.wait_logged(&["connect portal listening"], WAIT);
+    World { net, pki, dest_ca, user, root, nginx, gate, portal }
+}
+
+/// curl in the client's namespace, through the portal, with the user's own certificate.
+fn user_curl(w: &World, path: &str, extra: &[&str]) -> Output {
+    let url = format!("https://{DEST}{path}");
+    let mut args = vec!["-sS", "--max-time", "120", "--proxy", "http://127.0.0.1:3128"];
+    args.extend_from_slice(&["--cert", s(&w.user.0), "--key", s(&w.user.1), "--cacert", s(&w.dest_ca)]);
+    args.extend_from_slice(extra);
+    args.push(&url);
+    w.net.client.run("curl", &args)
+}
+
+/// `bytes` down and up through portal and gate, byte for byte.
+fn down_and_up(w: &World, bytes: usize) {
+    let down = w.pki.path("down.bin");
+    let out = user_curl(w, "/big.bin", &["-o", s(&down)]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(sha256_file(&down), sha256_file(&w.root.join("big.bin")), "download differs");
+    let up = w.pki.path("up.bin");
+    let sum = random_file(&up, bytes);
+    let out = user_curl(w, "/uploaded.bin", &["-T", s(&up)]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(sha256_file(&w.root.join("uploaded.bin")), sum, "upload differs");
+}
+
+/// The `tunnel closed` lines once `n` tunnels have closed, and the gate's namespace without a
+/// TCP connection of theirs (its own sockets closed, the legs removed).
+fn closed_tunnels(w: &World, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let closed = w.gate.proc.lines_with(&["connect gate: tunnel closed"]);
+        if closed.len() >= n {
+            return closed;
+        }
+        assert!(Instant::now() < deadline, "{} of {n} tunnels closed", closed.len());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn field_u64(line: &str, key: &str) -> u64 {
+    Proc::field(line, key).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no {key} in {line}"))
+}
+
+/// tcpdump on the gate's interface toward the client, into a file.
+fn capture(w: &World) -> (Proc, PathBuf) {
+    let file = w.pki.path("gate-client-side.pcap");
+    let port = GATE_PORT.to_string();
+    let cmd = w.net.gate.command(
+        "tcpdump",
+        &["-i", &w.net.gate_ifs.0, "-n", "-U", "-s", "0", "-w", s(&file), "tcp", "port", &port],
+    );
+    let proc = Proc::spawn("tcpdump", cmd);
+    proc.wait_for(&["listening on"], WAIT);
+    (proc, file)
+}
+
+#[test]
+fn kernel_splice_carries_the_users_tls_64mib_each_way_past_the_gates_sockets() {
+    const BIG: usize = 64 << 20;
+    let w = world(false, BIG, true);
+    let (tcpdump, pcap) = capture(&w);
+    let out = user_curl(&w, "/index.html", &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from the inside\n");
+    // nginx checked the user's own certificate: the gate has neither it nor its CA.
+    let log = w.nginx.access_log_lines(1);
+    assert!(log.contains(",CN=user-alice\" "), "{log}");
+    w.gate.proc.wait_logged(&["connect gate: tunnel open", "mode=\"downgrade, kernel splice\""], WAIT);
+    // The inner ClientHello crossed the gate's client-side interface as raw TCP (its SNI in clear).
+    let first = closed_tunnels(&w, 1);
+    tcpdump.interrupt();
+    let bytes = std::fs::read(&pcap).unwrap();
+    assert!(bytes.windows(DEST.len()).any(|x| x == DEST.as_bytes()), "no inner SNI on the gate's wire");
+    assert!(field_u64(&first[0], "down") > 0, "{}", first[0]);
+
+    down_and_up(&w, BIG);
+    let closed = closed_tunnels(&w, 3);
+    // The program rewrote every byte of both transfers (its own counters, which the gate's
+    // sockets never saw: they would not have been rewritten had they reached the sockets).
+    assert!(field_u64(&closed[1], "down") >= BIG as u64, "{}", closed[1]);
+    assert!(field_u64(&closed[2], "up") >= BIG as u64, "{}", closed[2]);
+    assert!(w.gate.proc.lines_with(&["not spliced in the kernel"]).is_empty());
+    // Nothing left on the gate: its sockets closed without a FIN or RST, the legs removed.
+    let ss = w.net.gate.run("ss", &["-Htn", "state", "established"]);
+    assert_eq!(String::from_utf8_lossy(&ss.stdout).trim(), "", "connections left on the gate");
+    w.portal.proc.wait_logged(&["connect portal: tunnel closed"], WAIT);
+}
+
+#[test]
+fn kernel_splice_keeps_every_byte_under_loss_reordering_and_duplication() {
+    const BIG: usize = 16 << 20;
+    let w = world(true, BIG, true);
+    let (hop_ns, a, b) = w.net.hop.as_ref().unwrap();
+    let hop =
+        ImpairHop::start(hop_ns, a, b, Impairment { loss: 0.02, reorder: 0.02, duplicate: 0.02, seed: 7 });
+    let out = user_curl(&w, "/index.html", &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from the inside\n");
+    down_and_up(&w, BIG);
+    let stats = hop.stats();
+    assert!(stats.dropped > 0 && stats.reordered > 0 && stats.duplicated > 0, "{stats:?}");
+    let opened = w.gate.proc.lines_with(&["connect gate: tunnel open"]);
+    assert_eq!(opened.len(), 3);
+    assert!(opened.iter().all(|l| l.contains("kernel splice")), "{opened:?}");
+    assert!(w.gate.proc.lines_with(&["not spliced in the kernel"]).is_empty());
+    closed_tunnels(&w, 3);
+}
+
+#[test]
+fn connections_that_cannot_be_spliced_are_relayed_with_the_reason_logged() {
+    let w = world(false, 4 << 20, true);
+    // The portal's host sends no TCP timestamps: its connection and the destination's differ
+    // in options the program cannot add or take away.
+    w.net.client.must("sysctl", &["-qw", "net.ipv4.tcp_timestamps=0"]);
+    down_and_up(&w, 4 << 20);
+    w.gate.proc.wait_logged(&["not spliced in the kernel", "timestamps not on both connections"], WAIT);
+    let closed = closed_tunnels(&w, 2);
+    assert!(field_u64(&closed[0], "down") >= 4 << 20, "{}", closed[0]);
+}
+
+/// Without `--kernel-splice` on the same topology, for contrast: relayed in user space (no
+/// kernel-splice mode in the log), the same bytes.
+#[test]
+fn without_the_flag_the_gate_relays_in_user_space() {
+    let w = world(false, 4 << 20, false);
+    down_and_up(&w, 4 << 20);
+    let opened = w.gate.proc.lines_with(&["connect gate: tunnel open"]);
+    assert!(opened.iter().all(|l| l.contains("mode=\"downgrade\"")), "{opened:?}");
+    closed_tunnels(&w, 2);
+}
+
+/// The gate refuses to start when the program cannot be attached, saying why.
+#[test]
+fn an_interface_that_does_not_exist_stops_the_gate_with_the_reason() {
+    let net = net(false);
+    let pki = Pki::new();
+    let (cert, key) = pki.server("gate", &[GATE_C]);
+    let out = net.gate.run(
+        BIN,
+        &[
+            "connect",
+            "gate",
+            "--listen",
+            &format!("{GATE_C}:{GATE_PORT}"),
+            "--cert",
+            s(&cert),
+            "--key",
+            s(&key),
+            "--client-ca",
+            pki.ca(),
+            "--kernel-splice",
+            "nosuchif0",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("attaching the BPF program to nosuchif0"), "{err}");
+}
