@@ -10,6 +10,8 @@
 #
 # Two topologies: loopback, and the gate in a network namespace of its own between the client's
 # and the destination's, pinned to CPU 0 with its peers on CPU 1 (bench/lib/connect_netns.py).
+# The netns topology adds a third tlsgate gate with --kernel-splice on its two interfaces (the
+# downgraded connection spliced below its sockets) and the ratio "kernel-spliced/nested CPU".
 # Installs nothing: it names the Debian packages it is missing and stops. Builds tlsgate (profile
 # "profiling"; honours CARGO_TARGET_DIR). Prints, per topology, a markdown table (one row per run
 # and proxy) and the lines "TOPOLOGY ratios (PART, median of N runs): downgrade/nested CPU …".

@@ -63,16 +63,25 @@ pub fn target(config: &Config) -> Result<Option<Target>, String> {
     Ok(Some(Target { user: name, uid: user.uid, group, gid }))
 }
 
-/// What the config's modes keep: originate's (below), and the inline bridge's CAP_NET_RAW and
-/// CAP_NET_ADMIN (its packet sockets and promiscuous mode).
+/// What the config's modes keep: originate's (below), the inline bridge's CAP_NET_RAW and
+/// CAP_NET_ADMIN (its packet sockets and promiscuous mode), and the connect gate's
+/// CAP_NET_ADMIN with its kernel splice (each spliced connection's sockets are read and
+/// silenced in TCP repair mode; the program is attached before).
 pub fn mode_caps(config: &Config) -> Vec<Capability> {
     let mut keep = originate_caps(config);
-    if config.inline.is_some() {
-        for cap in [Capability::CAP_NET_RAW, Capability::CAP_NET_ADMIN] {
-            if !keep.contains(&cap) {
-                keep.push(cap);
+    let mut add = |caps: &[Capability]| {
+        for cap in caps {
+            if !keep.contains(cap) {
+                keep.push(*cap);
             }
         }
+    };
+    if config.inline.is_some() {
+        add(&[Capability::CAP_NET_RAW, Capability::CAP_NET_ADMIN]);
+    }
+    let gate = config.connect.as_ref().and_then(|c| c.gate.as_ref());
+    if gate.is_some_and(|g| !g.kernel_splice.is_empty()) {
+        add(&[Capability::CAP_NET_ADMIN]);
     }
     keep
 }
