@@ -65,9 +65,11 @@ fn net(impaired: bool) -> Net {
     Net { client, gate, dest, hop, gate_ifs: (gate_c, gate_d) }
 }
 
-fn client_cert(ca: &TestCa, cn: &str, dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
+fn client_cert(ca: &TestCa, cn: &str, dir: &Path, stem: &str) -> (PathBuf, PathBuf, u64) {
     let spec = ClientSpec { common_name: cn, dns: &[], uri: &[], ip: &[], expired: false };
-    ca.issue_client(&spec).unwrap().write(dir, stem).unwrap()
+    let issued = ca.issue_client(&spec).unwrap();
+    let (cert, key) = issued.write(dir, stem).unwrap();
+    (cert, key, issued.serial)
 }
 
 struct World {
@@ -75,6 +77,8 @@ struct World {
     pki: Pki,
     dest_ca: PathBuf,
     user: (PathBuf, PathBuf),
+    portal_serial: u64,
+    crl: PathBuf,
     root: PathBuf,
     nginx: Nginx,
     gate: Tlsgate,
@@ -82,16 +86,22 @@ struct World {
 }
 
 fn world(impaired: bool, big: usize, kernel_splice: bool) -> World {
+    world_with(impaired, big, kernel_splice, &[])
+}
+
+fn world_with(impaired: bool, big: usize, kernel_splice: bool, gate_extra: &[&str]) -> World {
     let net = net(impaired);
     let pki = Pki::new();
     let dir = pki.dir.path().to_path_buf();
     let (gate_cert, gate_key) = pki.server("gate", &[GATE_C]);
-    let (portal_cert, portal_key) = client_cert(&pki.ca, "laptop-1", &dir, "portal");
+    let (portal_cert, portal_key, portal_serial) = client_cert(&pki.ca, "laptop-1", &dir, "portal");
+    let crl = dir.join("gate.crl");
+    write_file(&crl, &pki.ca.crl(&[], 1).unwrap(), 0o644).unwrap();
     let dest = TestCa::new("destination CA").unwrap();
     let dest_ca = dir.join("dest-ca.pem");
     write_file(&dest_ca, dest.cert_pem(), 0o644).unwrap();
     let (dcert, dkey) = dest.issue_server(&[DEST]).unwrap().write(&dir, "dest").unwrap();
-    let user = client_cert(&dest, "user-alice", &dir, "user");
+    let (uc, uk, _) = client_cert(&dest, "user-alice", &dir, "user");
     let root = dir.join("www");
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(root.join("index.html"), "hello from the inside\n").unwrap();
@@ -118,7 +128,10 @@ fn world(impaired: bool, big: usize, kernel_splice: bool) -> World {
         &allow,
         "--host",
         &host,
+        "--crl",
+        s(&crl),
     ];
+    args.extend_from_slice(gate_extra);
     if kernel_splice {
         args.extend(["--kernel-splice", &net.gate_ifs.0, "--kernel-splice", &net.gate_ifs.1]);
     }
@@ -144,7 +157,7 @@ fn world(impaired: bool, big: usize, kernel_splice: bool) -> World {
         ],
     ));
     portal.proc.wait_logged(&["connect portal listening"], WAIT);
-    World { net, pki, dest_ca, user, root, nginx, gate, portal }
+    World { net, pki, dest_ca, user: (uc, uk), portal_serial, crl, root, nginx, gate, portal }
 }
 
 /// curl in the client's namespace, through the portal, with the user's own certificate.
@@ -263,6 +276,70 @@ fn connections_that_cannot_be_spliced_are_relayed_with_the_reason_logged() {
     w.gate.proc.wait_logged(&["not spliced in the kernel", "timestamps not on both connections"], WAIT);
     let closed = closed_tunnels(&w, 2);
     assert!(field_u64(&closed[0], "down") >= 4 << 20, "{}", closed[0]);
+}
+
+/// The gate spliced after dropping to an unprivileged user: it keeps CAP_NET_ADMIN only (the
+/// repair-mode reads; the program was attached before).
+#[test]
+fn the_gate_splices_after_dropping_to_an_unprivileged_user() {
+    let w = world_with(false, 4 << 20, true, &["--user", "nobody"]);
+    w.gate.proc.wait_logged(&["privileges dropped", "capabilities=CAP_NET_ADMIN"], WAIT);
+    down_and_up(&w, 4 << 20);
+    closed_tunnels(&w, 2);
+    assert!(w.gate.proc.lines_with(&["not spliced in the kernel"]).is_empty());
+}
+
+/// A reload whose CRL revokes the portal's certificate ends its spliced tunnel mid-transfer: the
+/// entries go, and the next segment from either side meets no socket on the gate.
+#[test]
+fn revoking_the_portals_certificate_ends_a_spliced_tunnel() {
+    const BIG: usize = 32 << 20;
+    let w = world(false, BIG, true);
+    let part = w.pki.path("part.bin");
+    let url = format!("https://{DEST}/big.bin");
+    let mut held = w.net.client.command(
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "60",
+            "--limit-rate",
+            "2M",
+            "--proxy",
+            "http://127.0.0.1:3128",
+            "--cert",
+            s(&w.user.0),
+            "--key",
+            s(&w.user.1),
+            "--cacert",
+            s(&w.dest_ca),
+            "-o",
+            s(&part),
+            &url,
+        ],
+    );
+    let mut held = held.spawn().unwrap();
+    w.gate.proc.wait_logged(&["connect gate: tunnel open", "kernel splice"], WAIT);
+    // Bytes arrive through the splice before the reload.
+    let deadline = Instant::now() + WAIT;
+    while std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) < 1 << 20 {
+        assert!(Instant::now() < deadline, "the download did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    write_file(&w.crl, &w.pki.ca.crl(&[w.portal_serial], 1).unwrap(), 0o644).unwrap();
+    let hup = std::process::Command::new("kill").args(["-HUP", &w.gate.proc.pid().to_string()]).status();
+    assert!(hup.unwrap().success());
+    w.gate.proc.wait_logged(&["connect gate: tunnel failed", "revoked now"], WAIT);
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = held.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "curl still running after the revocation");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success(), "the download finished despite the revocation");
+    assert!(std::fs::metadata(&part).unwrap().len() < BIG as u64);
 }
 
 /// Without `--kernel-splice` on the same topology, for contrast: relayed in user space (no

@@ -14,8 +14,9 @@
 //!    stream to the destination, the destination's continues the gate's stream to the portal
 //!    after its close_notify. The program reads the close_notify's length from its header;
 //! 4. the close_notify leaves; once the portal has acknowledged it, the gate's socket to the
-//!    portal is closed in repair mode (nothing sent). The destination socket is kept, silent,
-//!    so that its port is not reused while the spliced connection lives.
+//!    portal is put in repair mode (it sends nothing more), the destination's at once. Both are
+//!    kept, silent, while the spliced connection lives (the destination socket's port must not
+//!    be reused) and close without a segment at its end.
 //!
 //! What this needs: Linux with TCX (6.6), CAP_BPF and CAP_NET_ADMIN, IPv4, and both
 //! connections with timestamps and window scaling (Linux's defaults); other connections
@@ -119,6 +120,15 @@ impl KernelSplice {
         self.legs.lock().unwrap().get(key, 0).ok()
     }
 
+    fn remove(&self, keys: &[(LegKey, Side)]) {
+        let mut waiters = self.waiters.lock().unwrap();
+        let mut legs = self.legs.lock().unwrap();
+        for (key, _) in keys {
+            waiters.remove(key);
+            let _ = legs.remove(key);
+        }
+    }
+
     /// Connects to the destination from a port the destination leg already watches, its data
     /// held back until the splice (or until the returned guard is dropped).
     pub async fn connect(
@@ -137,6 +147,8 @@ impl KernelSplice {
             tx,
             dest_socket: None,
             portal_socket: None,
+            live: false,
+            ended: false,
         };
         spliced.add(LegKey::new(to, local), Side::Dest, legs::watching(legs::LEG_FREEZE))?;
         let tcp = tokio::time::timeout(timeout, socket.connect(to.into()))
@@ -199,17 +211,25 @@ pub struct Spliced {
     tx: mpsc::UnboundedSender<(Side, u32)>,
     dest_socket: Option<TcpStream>,
     portal_socket: Option<TcpStream>,
+    /// The legs rewrite segments.
+    live: bool,
+    /// Both FINs or a RST went through.
+    ended: bool,
 }
 
 impl Drop for Spliced {
+    /// The legs go. A tunnel the gate ends while it is live (a revoked portal, an error) then
+    /// resets both peers: each of the gate's silenced sockets sends one window probe (an old
+    /// sequence number, which the peer answers with an ACK) and closes; that ACK meets no socket
+    /// on the gate and draws the kernel's RST, exact because it echoes the peer's own number.
+    /// Otherwise the sockets close without a segment.
     fn drop(&mut self) {
-        let mut waiters = self.ks.waiters.lock().unwrap();
-        let mut legs = self.ks.legs.lock().unwrap();
-        for (key, _) in &self.keys {
-            waiters.remove(key);
-            let _ = legs.remove(key);
+        self.ks.remove(&std::mem::take(&mut self.keys));
+        if self.live && !self.ended {
+            for tcp in self.portal_socket.iter().chain(&self.dest_socket) {
+                let _ = sockets::probe_then_silence(tcp.as_raw_fd());
+            }
         }
-        // The sockets (silenced, if the splice went live) close after their legs are gone.
     }
 }
 
@@ -255,6 +275,7 @@ impl Spliced {
         // The destination leg first: until the portal leg is live too, the program drops
         // what arrives on it, and retransmission brings it again.
         self.ks.put(&dk, dl)?;
+        self.live = true;
         self.ks.put(&pk, pl)
     }
 
@@ -266,7 +287,7 @@ impl Spliced {
     }
 
     /// Waits until the portal has acknowledged everything the gate sent it (its close_notify
-    /// last), then closes the gate's socket to it without a FIN or RST.
+    /// last), then silences the gate's socket to it (it would retransmit until then).
     pub async fn release_portal(&mut self, portal: TcpStream, timeout: Duration) -> io::Result<()> {
         self.portal_socket = Some(portal);
         let acked = async {
@@ -290,7 +311,8 @@ impl Spliced {
                 ))
             }
         }
-        if let Some(s) = self.portal_socket.take() {
+        // Kept, silent, until the end: the peer-reset above needs it.
+        if let Some(s) = &self.portal_socket {
             sockets::silence(s.as_raw_fd())?;
         }
         Ok(())
@@ -310,6 +332,7 @@ impl Spliced {
                 break;
             }
         }
+        self.ended = true;
         tokio::time::sleep(LINGER).await;
     }
 

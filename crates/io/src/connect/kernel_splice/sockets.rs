@@ -14,6 +14,7 @@ use super::legs::SocketView;
 const TCP_RECV_QUEUE: libc::c_int = 1;
 const TCP_SEND_QUEUE: libc::c_int = 2;
 const TCP_REPAIR_ON: libc::c_int = 1;
+const TCP_REPAIR_OFF: libc::c_int = 0;
 const TCP_REPAIR_OFF_NO_WP: libc::c_int = -1;
 const TCPI_OPT_TIMESTAMPS: u8 = 1;
 const TCPI_OPT_SACK: u8 = 2;
@@ -135,6 +136,13 @@ pub fn view(tcp: &tokio::net::TcpStream, info: &libc::tcp_info) -> io::Result<So
         snd_wscale: info.tcpi_snd_rcv_wscale & 0x0f,
         rcv_wscale: info.tcpi_snd_rcv_wscale >> 4,
     })
+}
+
+/// Leaves repair mode, which sends a window probe (a segment with an old sequence number: the
+/// peer answers with an ACK), and enters it again at once, so that closing sends nothing more.
+pub fn probe_then_silence(fd: RawFd) -> io::Result<()> {
+    set(fd, libc::TCP_REPAIR, TCP_REPAIR_OFF)?;
+    set(fd, libc::TCP_REPAIR, TCP_REPAIR_ON)
 }
 
 /// Puts the socket in repair mode for good: it sends nothing more, and closing it then sends
