@@ -77,6 +77,7 @@ struct World {
     pki: Pki,
     dest_ca: PathBuf,
     user: (PathBuf, PathBuf),
+    portal_cert: (PathBuf, PathBuf),
     portal_serial: u64,
     crl: PathBuf,
     root: PathBuf,
@@ -157,7 +158,19 @@ fn world_with(impaired: bool, big: usize, kernel_splice: bool, gate_extra: &[&st
         ],
     ));
     portal.proc.wait_logged(&["connect portal listening"], WAIT);
-    World { net, pki, dest_ca, user: (uc, uk), portal_serial, crl, root, nginx, gate, portal }
+    World {
+        net,
+        pki,
+        dest_ca,
+        user: (uc, uk),
+        portal_cert: (portal_cert, portal_key),
+        portal_serial,
+        crl,
+        root,
+        nginx,
+        gate,
+        portal,
+    }
 }
 
 /// curl in the client's namespace, through the portal, with the user's own certificate.
@@ -379,4 +392,77 @@ fn an_interface_that_does_not_exist_stops_the_gate_with_the_reason() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("attaching the BPF program to nosuchif0"), "{err}");
+}
+
+/// The same from a `[connect.gate]` section (`kernel_splice = [...]`) limited to TLS 1.2: the
+/// portal's close_notify is then an alert record, whose header the program reads the same way.
+#[test]
+fn a_tls12_outer_session_from_the_config_file_is_spliced_the_same() {
+    let w = world(false, 8 << 20, false);
+    let dir = w.pki.dir.path();
+    let (cert, key) = w.pki.server("gate12", &[GATE_C]);
+    let config = dir.join("gate12.toml");
+    let text = format!(
+        "[connect.gate]\nlisten = \"{GATE_C}:{port}\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n\
+         tls_versions = [\"1.2\"]\nhosts = {{ \"{DEST}\" = \"{DEST_IP}\" }}\n\
+         kernel_splice = [\"{}\", \"{}\"]\n\
+         [[connect.gate.allow]]\nidentity = \"laptop-1\"\nrules = [\"{DEST} 443 to 10.94.2.0/24\"]\n",
+        s(&cert),
+        s(&key),
+        w.pki.ca(),
+        w.net.gate_ifs.0,
+        w.net.gate_ifs.1,
+        port = GATE_PORT + 1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let gate = Tlsgate::start_command(w.net.gate.command(BIN, &["connect", "gate", "-c", s(&config)]));
+    gate.proc.wait_logged(&["connect gate listening"], WAIT);
+    let portal = Tlsgate::start_command(w.net.client.command(
+        BIN,
+        &[
+            "connect",
+            "portal",
+            "--listen",
+            "127.0.0.1:3129",
+            "--gate",
+            &format!("{GATE_C}:{}", GATE_PORT + 1),
+            "--ca",
+            w.pki.ca(),
+            "--cert",
+            s(&w.portal_cert.0),
+            "--key",
+            s(&w.portal_cert.1),
+            "--route",
+            DEST,
+        ],
+    ));
+    portal.proc.wait_logged(&["connect portal listening"], WAIT);
+    let down = w.pki.path("down12.bin");
+    let url = format!("https://{DEST}/big.bin");
+    let out = w.net.client.run(
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "60",
+            "--proxy",
+            "http://127.0.0.1:3129",
+            "--cert",
+            s(&w.user.0),
+            "--key",
+            s(&w.user.1),
+            "--cacert",
+            s(&w.dest_ca),
+            "-o",
+            s(&down),
+            &url,
+        ],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(sha256_file(&down), sha256_file(&w.root.join("big.bin")));
+    let opened = gate.proc.wait_logged(&["connect gate: tunnel open", "kernel splice"], WAIT);
+    assert!(opened.contains("version=TLSv1_2"), "{opened}");
+    let closed = gate.proc.wait_logged(&["connect gate: tunnel closed"], WAIT);
+    assert!(field_u64(&closed, "down") >= 8 << 20, "{closed}");
+    assert!(gate.proc.lines_with(&["not spliced in the kernel"]).is_empty());
 }

@@ -12,6 +12,7 @@ use std::net::SocketAddrV4;
 pub const LEG_WATCH: u32 = 0;
 pub const LEG_FREEZE: u32 = 1;
 pub const LEG_SPLICE: u32 = 2;
+pub const LEG_RESET: u32 = 3;
 
 pub const F_SPLIT_PENDING: u8 = 1;
 pub const F_WATCH_ACK: u8 = 2;

@@ -218,18 +218,30 @@ pub struct Spliced {
 }
 
 impl Drop for Spliced {
-    /// The legs go. A tunnel the gate ends while it is live (a revoked portal, an error) then
-    /// resets both peers: each of the gate's silenced sockets sends one window probe (an old
-    /// sequence number, which the peer answers with an ACK) and closes; that ACK meets no socket
-    /// on the gate and draws the kernel's RST, exact because it echoes the peer's own number.
-    /// Otherwise the sockets close without a segment.
+    /// A tunnel that ended by FIN or RST loses its legs now, and the gate's sockets close
+    /// without a segment. One the gate ends while it is live (a revoked portal, an error) resets
+    /// both peers: its legs turn every segment into a RST toward the other peer, each silenced
+    /// socket sends one window probe (an old sequence number, which the peer answers at once with
+    /// an ACK: that ACK becomes the RST the other peer accepts), and the legs go after the linger.
     fn drop(&mut self) {
-        self.ks.remove(&std::mem::take(&mut self.keys));
-        if self.live && !self.ended {
-            for tcp in self.portal_socket.iter().chain(&self.dest_socket) {
-                let _ = sockets::probe_then_silence(tcp.as_raw_fd());
+        let keys = std::mem::take(&mut self.keys);
+        if !self.live || self.ended {
+            self.ks.remove(&keys);
+            return;
+        }
+        for (key, _) in &keys {
+            if let Some(leg) = self.ks.get(key) {
+                let _ = self.ks.put(key, Leg { state: legs::LEG_RESET, ..leg });
             }
         }
+        for tcp in self.portal_socket.iter().chain(&self.dest_socket) {
+            let _ = sockets::probe_then_silence(tcp.as_raw_fd());
+        }
+        let ks = self.ks.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(LINGER).await;
+            ks.remove(&keys);
+        });
     }
 }
 

@@ -140,6 +140,7 @@ pub fn view(tcp: &tokio::net::TcpStream, info: &libc::tcp_info) -> io::Result<So
 
 /// Leaves repair mode, which sends a window probe (a segment with an old sequence number: the
 /// peer answers with an ACK), and enters it again at once, so that closing sends nothing more.
+/// The answer never reaches the socket: the spliced connection's legs take it.
 pub fn probe_then_silence(fd: RawFd) -> io::Result<()> {
     set(fd, libc::TCP_REPAIR, TCP_REPAIR_OFF)?;
     set(fd, libc::TCP_REPAIR, TCP_REPAIR_ON)

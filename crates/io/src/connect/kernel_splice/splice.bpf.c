@@ -55,7 +55,10 @@ struct event {
     __u32 kind;  // EV_*
 };
 
-enum { LEG_WATCH = 0, LEG_FREEZE = 1, LEG_SPLICE = 2 };
+// RESET: how both peers learn of a tunnel the gate ended. Each segment is answered with a RST to
+// its sender and goes on as a RST to the other peer (its sequence number translated like any
+// other), both exact, so both peers accept them.
+enum { LEG_WATCH = 0, LEG_FREEZE = 1, LEG_SPLICE = 2, LEG_RESET = 3 };
 enum {
     F_SPLIT_PENDING = 1,  // portal leg: the close_notify's end (the split) not seen yet
     F_WATCH_ACK = 2,
@@ -212,7 +215,8 @@ int connect_splice(struct __sk_buff *skb)
 
     leg->last_ns = bpf_ktime_get_ns();
     leg->in_ifindex = skb->ingress_ifindex;
-    if (syn || leg->state != LEG_SPLICE) {
+    int reset = leg->state == LEG_RESET;
+    if (syn || (leg->state != LEG_SPLICE && !reset)) {
         // The SYN-ACK's TSval included: the first the gate's socket echoes.
         bpf_loop(40, option, &o, 0);
         learn_ts(leg, &o);
@@ -222,7 +226,7 @@ int connect_splice(struct __sk_buff *skb)
         return leg->state == LEG_FREEZE && payload ? TC_ACT_SHOT : TC_ACT_OK;
     }
 
-    if (leg->flags & F_SPLIT_PENDING) {
+    if ((leg->flags & F_SPLIT_PENDING) && !reset) {
         // The portal's close_notify record ends the gate's part of its stream; the raw
         // stream starts right after it. Learn where from the record's header.
         __u32 at = leg->split_at;
@@ -247,7 +251,7 @@ int connect_splice(struct __sk_buff *skb)
     struct leg_key rkey = {
         .saddr = leg->daddr, .daddr = leg->saddr, .sport = leg->dport, .dport = leg->sport};
     struct leg *other = bpf_map_lookup_elem(&LEGS, &rkey);
-    if (!other || other->state != LEG_SPLICE || !other->in_ifindex)
+    if (!other || (other->state != LEG_SPLICE && other->state != LEG_RESET) || !other->in_ifindex)
         return TC_ACT_SHOT;
 
     if (has_ack && (leg->flags & F_WATCH_ACK) && after_eq(ack, leg->watch_ack)) {
@@ -258,9 +262,48 @@ int connect_splice(struct __sk_buff *skb)
         leg->flags |= F_FIN;
         emit(&key, EV_FIN);
     }
-    if (rst && !(leg->flags & F_RST)) {
+    if ((rst || reset) && !(leg->flags & F_RST)) {
         leg->flags |= F_RST;
         emit(&key, EV_RST);
+    }
+
+    if (reset && !rst) {
+        // The sender gets a RST of its own first, back out of the interface it came in by: its
+        // sequence number the sender's acknowledgement (exact), its timestamp on the clock the
+        // sender hears from the gate. The segment itself then goes on as a RST to the other.
+        struct opts r = {.i = sizeof(struct tcphdr), .hl = hl, .out = 1};
+        __builtin_memcpy(r.h, old, sizeof(old));
+        struct tcphdr *rt = (struct tcphdr *)r.h;
+        __be16 port = rt->source;
+        rt->source = rt->dest;
+        rt->dest = port;
+        rt->seq = rt->ack_seq;
+        rt->ack_seq = 0;
+        r.h[13] = 0x04;  // RST alone
+        rt->window = 0;
+        r.tsval_out = bpf_ktime_get_ns() / 1000000 + other->ts_off;
+        r.tsecr_out = leg->ts_recent;
+        r.echo_known = leg->flags & F_TS_SEEN;
+        bpf_loop(40, option, &r, 0);
+        __s64 rdiff = bpf_csum_diff((__be32 *)old, hl, (__be32 *)r.h, hl, 0);
+        __u8 macs[12], swapped[12];
+        // Swapping the addresses leaves both checksums as they are.
+        if (rdiff < 0 || bpf_skb_store_bytes(skb, tcp_off, r.h, hl, 0) ||
+            bpf_l4_csum_replace(skb, tcp_off + offsetof(struct tcphdr, check), 0, rdiff, 0) ||
+            bpf_skb_store_bytes(skb, ip_off + offsetof(struct iphdr, saddr), &old_daddr, 4, 0) ||
+            bpf_skb_store_bytes(skb, ip_off + offsetof(struct iphdr, daddr), &old_saddr, 4, 0) ||
+            bpf_skb_load_bytes(skb, 0, macs, sizeof(macs)))
+            return TC_ACT_SHOT;
+        __builtin_memcpy(swapped, macs + 6, 6);
+        __builtin_memcpy(swapped + 6, macs, 6);
+        if (bpf_skb_store_bytes(skb, 0, swapped, sizeof(swapped), 0))
+            return TC_ACT_SHOT;
+        bpf_clone_redirect(skb, skb->ingress_ifindex, 0);
+        // What follows rewrites the reflected segment now in the buffer.
+        __builtin_memcpy(old, r.h, sizeof(old));
+        __be32 a = old_saddr;
+        old_saddr = old_daddr;
+        old_daddr = a;
     }
 
     // The acknowledgement (and SACK) space of this leg is the other leg's sequence space.
@@ -273,6 +316,11 @@ int connect_splice(struct __sk_buff *skb)
         t->ack_seq = bpf_htonl(ack - ack_sub);
     __u32 win = ((__u32)bpf_ntohs(t->window) << leg->ws_in) >> leg->ws_out;
     t->window = bpf_htons(win > 0xffff ? 0xffff : win);
+    if (reset) {
+        t->rst = 1;
+        t->fin = 0;
+        t->psh = 0;
+    }
     o.out = 1;
     o.ack_sub = ack_sub;
     o.tsval_out = bpf_ktime_get_ns() / 1000000 + leg->ts_off;
