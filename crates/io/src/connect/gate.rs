@@ -318,7 +318,7 @@ async fn connect_any(
     for ip in addrs {
         let sa = SocketAddr::new(*ip, port);
         let connected = match (kernel, sa) {
-            (Some(ks), SocketAddr::V4(v4)) => ks.connect(v4, timeout).await.map(|(s, l)| (s, Some(l))),
+            (Some(ks), SocketAddr::V4(v4)) => ks.connect(v4, timeout).await,
             _ => match tokio::time::timeout(timeout, TcpStream::connect(sa)).await {
                 Ok(r) => r.map(|s| (s, None)),
                 Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out")),

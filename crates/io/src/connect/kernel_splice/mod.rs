@@ -130,12 +130,13 @@ impl KernelSplice {
     }
 
     /// Connects to the destination from a port the destination leg already watches, its data
-    /// held back until the splice (or until the returned guard is dropped).
+    /// held back until the splice (or until the returned guard is dropped). With the leg table
+    /// full, without a leg: the connection is then relayed in user space.
     pub async fn connect(
         self: &Arc<Self>,
         to: SocketAddrV4,
         timeout: Duration,
-    ) -> io::Result<(TcpStream, Spliced)> {
+    ) -> io::Result<(TcpStream, Option<Spliced>)> {
         let socket = TcpSocket::new_v4()?;
         socket.bind(SocketAddr::new(source_for(to)?.into(), 0))?;
         let SocketAddr::V4(local) = socket.local_addr()? else { unreachable!("bound to IPv4") };
@@ -150,7 +151,14 @@ impl KernelSplice {
             live: false,
             ended: false,
         };
-        spliced.add(LegKey::new(to, local), Side::Dest, legs::watching(legs::LEG_FREEZE))?;
+        let spliced = match spliced.add(LegKey::new(to, local), Side::Dest, legs::watching(legs::LEG_FREEZE))
+        {
+            Ok(()) => Some(spliced),
+            Err(e) => {
+                tracing::warn!(error = %e, "connect gate: not spliced in the kernel; relayed with splice");
+                None
+            }
+        };
         let tcp = tokio::time::timeout(timeout, socket.connect(to.into()))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "timed out"))??;
