@@ -112,7 +112,7 @@ fn world_with(impaired: bool, big: usize, kernel_splice: bool, gate_extra: &[&st
     let nginx = Nginx::start_in_mtls(&net.dest, &root, 443, &dcert, &dkey, &dest_ca);
 
     let listen = format!("{GATE_C}:{GATE_PORT}");
-    let allow = format!("laptop-1={DEST} 443 to 10.94.2.0/24");
+    let allow = format!("laptop-1={DEST} 443,2222 to 10.94.2.0/24");
     let host = format!("{DEST}={DEST_IP}");
     let mut args = vec![
         "connect",
@@ -465,4 +465,36 @@ fn a_tls12_outer_session_from_the_config_file_is_spliced_the_same() {
     let closed = gate.proc.wait_logged(&["connect gate: tunnel closed"], WAIT);
     assert!(field_u64(&closed, "down") >= 8 << 20, "{closed}");
     assert!(gate.proc.lines_with(&["not spliced in the kernel"]).is_empty());
+}
+
+/// A destination that speaks first (an SSH server's banner): bytes that come before the splice
+/// is in place are held back (the destination retransmits them); the banner reaches the client
+/// through the splice, then the exchange goes on both ways.
+#[test]
+fn a_destination_that_speaks_first_is_spliced_too() {
+    let w = world(false, 0, true);
+    let server = "import socket\n\
+        l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+        l.bind(('10.94.2.2', 2222)); l.listen(); print('listening', flush=True)\n\
+        c, _ = l.accept(); c.sendall(b'SSH-2.0-banner\\r\\n')\n\
+        c.sendall(b'echo:' + c.recv(100)); c.close()\n";
+    let server = Proc::spawn("banner", w.net.dest.command("python3", &["-c", server]));
+    server.wait_for(&["listening"], WAIT);
+    // The portal only routes DEST; through the gate's CONNECT directly would skip the portal.
+    let client = format!(
+        "import socket\n\
+         s = socket.create_connection(('127.0.0.1', 3128), timeout=20)\n\
+         s.sendall(b'CONNECT {DEST}:2222 HTTP/1.1\\r\\nHost: {DEST}:2222\\r\\n\\r\\n')\n\
+         head = b''\n\
+         while b'\\r\\n\\r\\n' not in head: head += s.recv(1)\n\
+         assert head.startswith(b'HTTP/1.1 200'), head\n\
+         banner = b''\n\
+         while not banner.endswith(b'\\r\\n'): banner += s.recv(100)\n\
+         s.sendall(b'hi'); print(banner.decode().strip(), s.recv(100).decode())\n"
+    );
+    let out = w.net.client.run("python3", &["-c", &client]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "SSH-2.0-banner echo:hi");
+    w.gate.proc.wait_logged(&["connect gate: tunnel open", "internal.test:2222", "kernel splice"], WAIT);
+    assert!(w.gate.proc.lines_with(&["not spliced in the kernel"]).is_empty());
 }
