@@ -23,6 +23,8 @@
 //! are relayed by `splice` as before, the reason logged.
 
 mod legs;
+#[cfg(test)]
+mod program_tests;
 mod sockets;
 
 use std::collections::HashMap;
@@ -72,7 +74,7 @@ pub struct KernelSplice {
     waiters: Arc<Mutex<Waiters>>,
     reader: tokio::task::JoinHandle<()>,
     // Dropping it detaches the program.
-    _bpf: Mutex<aya::Ebpf>,
+    bpf: Mutex<aya::Ebpf>,
 }
 
 impl Drop for KernelSplice {
@@ -109,7 +111,7 @@ impl KernelSplice {
             .map_err(|e| format!("EVENTS map: {e}"))?;
         let waiters = Arc::new(Mutex::new(Waiters::new()));
         let reader = tokio::spawn(read_events(ring, waiters.clone()));
-        Ok(Arc::new(KernelSplice { legs: Mutex::new(legs), waiters, reader, _bpf: Mutex::new(bpf) }))
+        Ok(Arc::new(KernelSplice { legs: Mutex::new(legs), waiters, reader, bpf: Mutex::new(bpf) }))
     }
 
     fn put(&self, key: &LegKey, leg: Leg) -> io::Result<()> {
