@@ -73,7 +73,8 @@ pub struct KernelSplice {
     legs: Mutex<BpfHashMap<MapData, LegKey, Leg>>,
     waiters: Arc<Mutex<Waiters>>,
     reader: tokio::task::JoinHandle<()>,
-    // Dropping it detaches the program.
+    // Dropping it detaches the program (the tests run it directly).
+    #[cfg_attr(not(test), allow(dead_code))]
     bpf: Mutex<aya::Ebpf>,
 }
 

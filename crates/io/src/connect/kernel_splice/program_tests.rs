@@ -134,7 +134,7 @@ fn segment(
     f.extend_from_slice(&to[4..6]);
     f.extend_from_slice(&seq.to_be_bytes());
     f.extend_from_slice(&ack.to_be_bytes());
-    f.extend_from_slice(&[((20 + opts.len()) / 4 << 4) as u8, flags, 0x01, 0x00, 0, 0, 0, 0]);
+    f.extend_from_slice(&[(((20 + opts.len()) / 4) << 4) as u8, flags, 0x01, 0x00, 0, 0, 0, 0]);
     f.extend_from_slice(opts);
     f.extend_from_slice(payload);
     checksum(&mut f);
