@@ -152,6 +152,7 @@ impl KernelSplice {
             dest_socket: None,
             portal_socket: None,
             live: false,
+            fins: (false, false),
             ended: false,
         };
         let spliced = match spliced.add(LegKey::new(to, local), Side::Dest, legs::watching(legs::LEG_FREEZE))
@@ -224,6 +225,8 @@ pub struct Spliced {
     portal_socket: Option<TcpStream>,
     /// The legs rewrite segments.
     live: bool,
+    /// FINs seen (from the portal, from the destination).
+    fins: (bool, bool),
     /// Both FINs or a RST went through.
     ended: bool,
 }
@@ -318,7 +321,7 @@ impl Spliced {
                 if (side, kind) == (Side::Portal, legs::EV_ACKED) {
                     return true;
                 }
-                if kind == legs::EV_RST {
+                if self.note_end(side, kind) {
                     return false;
                 }
             }
@@ -341,21 +344,24 @@ impl Spliced {
         Ok(())
     }
 
+    /// Records a FIN or RST; whether the spliced connection has ended (FIN both ways, or a RST).
+    fn note_end(&mut self, side: Side, kind: u32) -> bool {
+        match (side, kind) {
+            (_, legs::EV_RST) => self.ended = true,
+            (Side::Portal, legs::EV_FIN) => self.fins.0 = true,
+            (Side::Dest, legs::EV_FIN) => self.fins.1 = true,
+            _ => {}
+        }
+        self.ended |= self.fins == (true, true);
+        self.ended
+    }
+
     /// Until the spliced connection ends (FIN both ways, or a RST), then the linger.
     pub async fn finished(&mut self) {
-        let (mut fin_portal, mut fin_dest) = (false, false);
-        while let Some((side, kind)) = self.events.recv().await {
-            match (side, kind) {
-                (_, legs::EV_RST) => break,
-                (Side::Portal, legs::EV_FIN) => fin_portal = true,
-                (Side::Dest, legs::EV_FIN) => fin_dest = true,
-                _ => {}
-            }
-            if fin_portal && fin_dest {
-                break;
-            }
+        while !self.ended {
+            let Some((side, kind)) = self.events.recv().await else { break };
+            self.note_end(side, kind);
         }
-        self.ended = true;
         tokio::time::sleep(LINGER).await;
     }
 
