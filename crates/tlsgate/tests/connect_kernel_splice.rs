@@ -173,14 +173,21 @@ fn world_with(impaired: bool, big: usize, kernel_splice: bool, gate_extra: &[&st
     }
 }
 
+/// curl's arguments for `path` on the destination through the portal at `proxy`, with the
+/// user's own certificate.
+fn curl_args(w: &World, proxy: &str, path: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["-sS", "--max-time", "120", "--proxy", proxy].map(String::from).into();
+    for a in ["--cert", s(&w.user.0), "--key", s(&w.user.1), "--cacert", s(&w.dest_ca)].iter().chain(extra) {
+        args.push(a.to_string());
+    }
+    args.push(format!("https://{DEST}{path}"));
+    args
+}
+
 /// curl in the client's namespace, through the portal, with the user's own certificate.
 fn user_curl(w: &World, path: &str, extra: &[&str]) -> Output {
-    let url = format!("https://{DEST}{path}");
-    let mut args = vec!["-sS", "--max-time", "120", "--proxy", "http://127.0.0.1:3128"];
-    args.extend_from_slice(&["--cert", s(&w.user.0), "--key", s(&w.user.1), "--cacert", s(&w.dest_ca)]);
-    args.extend_from_slice(extra);
-    args.push(&url);
-    w.net.client.run("curl", &args)
+    let args = curl_args(w, "http://127.0.0.1:3128", path, extra);
+    w.net.client.run("curl", &args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// `bytes` down and up through portal and gate, byte for byte.
@@ -309,28 +316,8 @@ fn revoking_the_portals_certificate_ends_a_spliced_tunnel() {
     const BIG: usize = 32 << 20;
     let w = world(false, BIG, true);
     let part = w.pki.path("part.bin");
-    let url = format!("https://{DEST}/big.bin");
-    let mut held = w.net.client.command(
-        "curl",
-        &[
-            "-sS",
-            "--max-time",
-            "60",
-            "--limit-rate",
-            "2M",
-            "--proxy",
-            "http://127.0.0.1:3128",
-            "--cert",
-            s(&w.user.0),
-            "--key",
-            s(&w.user.1),
-            "--cacert",
-            s(&w.dest_ca),
-            "-o",
-            s(&part),
-            &url,
-        ],
-    );
+    let args = curl_args(&w, "http://127.0.0.1:3128", "/big.bin", &["--limit-rate", "2M", "-o", s(&part)]);
+    let mut held = w.net.client.command("curl", &args.iter().map(String::as_str).collect::<Vec<_>>());
     let mut held = held.spawn().unwrap();
     w.gate.proc.wait_logged(&["connect gate: tunnel open", "kernel splice"], WAIT);
     // Bytes arrive through the splice before the reload.
@@ -438,26 +425,8 @@ fn a_tls12_outer_session_from_the_config_file_is_spliced_the_same() {
     ));
     portal.proc.wait_logged(&["connect portal listening"], WAIT);
     let down = w.pki.path("down12.bin");
-    let url = format!("https://{DEST}/big.bin");
-    let out = w.net.client.run(
-        "curl",
-        &[
-            "-sS",
-            "--max-time",
-            "60",
-            "--proxy",
-            "http://127.0.0.1:3129",
-            "--cert",
-            s(&w.user.0),
-            "--key",
-            s(&w.user.1),
-            "--cacert",
-            s(&w.dest_ca),
-            "-o",
-            s(&down),
-            &url,
-        ],
-    );
+    let args = curl_args(&w, "http://127.0.0.1:3129", "/big.bin", &["-o", s(&down)]);
+    let out = w.net.client.run("curl", &args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(sha256_file(&down), sha256_file(&w.root.join("big.bin")));
     let opened = gate.proc.wait_logged(&["connect gate: tunnel open", "kernel splice"], WAIT);

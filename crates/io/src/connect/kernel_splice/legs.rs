@@ -134,21 +134,23 @@ pub fn spliced(plan: &Plan, mut portal_leg: Leg, mut dest_leg: Leg) -> ((LegKey,
     ((LegKey::new(p.peer, p.local), portal_leg), (LegKey::new(d.peer, d.local), dest_leg))
 }
 
+/// A socket's view for the tests: window scales 7 (the peer's) and 9 (the gate's).
+#[cfg(test)]
+pub fn view(local: &str, peer: &str, write_seq: u32, rcv_nxt: u32, ts_off: u32) -> SocketView {
+    SocketView {
+        local: local.parse().unwrap(),
+        peer: peer.parse().unwrap(),
+        write_seq,
+        rcv_nxt,
+        ts_off,
+        snd_wscale: 7,
+        rcv_wscale: 9,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn view(local: &str, peer: &str, write_seq: u32, rcv_nxt: u32, ts_off: u32) -> SocketView {
-        SocketView {
-            local: local.parse().unwrap(),
-            peer: peer.parse().unwrap(),
-            write_seq,
-            rcv_nxt,
-            ts_off,
-            snd_wscale: 7,
-            rcv_wscale: 9,
-        }
-    }
 
     #[test]
     fn the_layout_is_the_programs() {

@@ -11,7 +11,7 @@ use aya::programs::SchedClassifier;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::legs::{self, Leg, LegKey, Plan, SocketView};
+use super::legs::{self, Leg, LegKey, Plan};
 use super::KernelSplice;
 
 const TC_ACT_OK: u32 = 0;
@@ -158,15 +158,7 @@ const DEST: &str = "10.0.1.2:443";
 /// raw stream starts at 1024 (already learned); the gate's bytes to the portal end at 5000; the
 /// destination's streams start at 7000 (the gate's) and 9000 (its own).
 fn spliced(ks: &KernelSplice) -> (Leg, Leg) {
-    let view = |local: &str, peer: &str, write_seq, rcv_nxt, ts_off| SocketView {
-        local: local.parse().unwrap(),
-        peer: peer.parse().unwrap(),
-        write_seq,
-        rcv_nxt,
-        ts_off,
-        snd_wscale: 7,
-        rcv_wscale: 9,
-    };
+    let view = legs::view;
     let plan = Plan {
         portal: view(GATE_C, PORTAL, 5000, 1000, 100_000),
         dest: view(GATE_D, DEST, 7000, 9000, 200_000),
