@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tlsgate_tls::pki::{write_file, Issued, TestCa};
+use tlsgate_tls::pki::{write_file, ClientSpec, Issued, TestCa};
 
 pub struct Pki {
     pub dir: tempfile::TempDir,
@@ -37,6 +37,15 @@ impl Default for Pki {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// A client certificate with common name `cn` from `ca`, written into `dir` as `<stem>.pem` /
+/// `<stem>.key`; its serial (for a CRL that revokes it).
+pub fn client_cert(ca: &TestCa, cn: &str, dir: &Path, stem: &str) -> (PathBuf, PathBuf, u64) {
+    let spec = ClientSpec { common_name: cn, ..ClientSpec::default() };
+    let issued = ca.issue_client(&spec).unwrap();
+    let (cert, key) = issued.write(dir, stem).unwrap();
+    (cert, key, issued.serial)
 }
 
 /// Replaces `<stem>.pem` and `<stem>.key` in `dir` the way operators and cert managers do: write

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use tlsgate_testkit::clients::{curl, describe, s_client};
 use tlsgate_testkit::data::{random_file, sha256_file};
 use tlsgate_testkit::nginx::Nginx;
-use tlsgate_testkit::pki::Pki;
+use tlsgate_testkit::pki::{client_cert, Pki};
 use tlsgate_testkit::process::{Proc, Tlsgate};
-use tlsgate_tls::pki::{write_file, ClientSpec, TestCa};
+use tlsgate_tls::pki::{write_file, TestCa};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
 const WAIT: Duration = Duration::from_secs(30);
@@ -23,13 +23,6 @@ const DEST: &str = "internal.test";
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-fn client(ca: &TestCa, cn: &str, dir: &Path, stem: &str) -> (PathBuf, PathBuf, u64) {
-    let spec = ClientSpec { common_name: cn, dns: &[], uri: &[], ip: &[], expired: false };
-    let issued = ca.issue_client(&spec).unwrap();
-    let (cert, key) = issued.write(dir, stem).unwrap();
-    (cert, key, issued.serial)
 }
 
 /// The gate's PKI (gate server certificate, portal client certificates, one revoked) and the
@@ -52,8 +45,8 @@ fn world(big: bool) -> World {
     let pki = Pki::new();
     let dir = pki.dir.path().to_path_buf();
     let (gate_cert, gate_key) = pki.server("gate", &["127.0.0.1"]);
-    let (pc, pk, _) = client(&pki.ca, "laptop-1", &dir, "portal");
-    let (rc, rk, serial) = client(&pki.ca, "laptop-2", &dir, "revoked");
+    let (pc, pk, _) = client_cert(&pki.ca, "laptop-1", &dir, "portal");
+    let (rc, rk, serial) = client_cert(&pki.ca, "laptop-2", &dir, "revoked");
     let crl = dir.join("gate.crl");
     write_file(&crl, &pki.ca.crl(&[serial], 1).unwrap(), 0o644).unwrap();
 
@@ -61,8 +54,8 @@ fn world(big: bool) -> World {
     let dest_ca = dir.join("dest-ca.pem");
     write_file(&dest_ca, dest.cert_pem(), 0o644).unwrap();
     let (dcert, dkey) = dest.issue_server(&[DEST]).unwrap().write(&dir, "dest").unwrap();
-    let (uc, uk, _) = client(&dest, "user-alice", &dir, "user");
-    let (sc, sk, _) = client(&dest, "laptop-1", &dir, "stranger");
+    let (uc, uk, _) = client_cert(&dest, "user-alice", &dir, "user");
+    let (sc, sk, _) = client_cert(&dest, "laptop-1", &dir, "stranger");
 
     let root = dir.join("www");
     std::fs::create_dir_all(&root).unwrap();

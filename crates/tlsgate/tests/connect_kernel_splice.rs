@@ -14,9 +14,9 @@ use tlsgate_testkit::data::{random_file, sha256_file};
 use tlsgate_testkit::impair::{ImpairHop, Impairment};
 use tlsgate_testkit::netns::Netns;
 use tlsgate_testkit::nginx::Nginx;
-use tlsgate_testkit::pki::Pki;
+use tlsgate_testkit::pki::{client_cert, Pki};
 use tlsgate_testkit::process::{Proc, Tlsgate};
-use tlsgate_tls::pki::{write_file, ClientSpec, TestCa};
+use tlsgate_tls::pki::{write_file, TestCa};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tlsgate");
 const WAIT: Duration = Duration::from_secs(30);
@@ -63,13 +63,6 @@ fn net(impaired: bool) -> Net {
     };
     let (gate_d, _) = gate.veth(Some(&format!("{GATE_D}/24")), &dest, Some(&format!("{DEST_IP}/24")));
     Net { client, gate, dest, hop, gate_ifs: (gate_c, gate_d) }
-}
-
-fn client_cert(ca: &TestCa, cn: &str, dir: &Path, stem: &str) -> (PathBuf, PathBuf, u64) {
-    let spec = ClientSpec { common_name: cn, dns: &[], uri: &[], ip: &[], expired: false };
-    let issued = ca.issue_client(&spec).unwrap();
-    let (cert, key) = issued.write(dir, stem).unwrap();
-    (cert, key, issued.serial)
 }
 
 struct World {
