@@ -234,6 +234,28 @@ pub struct Build<'a> {
     pub payload: &'a [u8],
 }
 
+/// `pieces`, read as one stream of bytes, cut into payloads of `step` bytes (the last one
+/// shorter), each a list of slices of the pieces for [`Build::emit_parts`]: packets that span
+/// the pieces where they meet, without joining them first.
+pub fn chunks<'a>(pieces: impl IntoIterator<Item = &'a [u8]>, step: usize) -> Vec<Vec<&'a [u8]>> {
+    let step = step.max(1);
+    let mut out: Vec<Vec<&[u8]>> = Vec::new();
+    let mut len = step;
+    for mut piece in pieces {
+        while !piece.is_empty() {
+            if len == step {
+                out.push(Vec::new());
+                len = 0;
+            }
+            let take = (step - len).min(piece.len());
+            out.last_mut().expect("pushed above").push(&piece[..take]);
+            len += take;
+            piece = &piece[take..];
+        }
+    }
+    out
+}
+
 /// Most SACK blocks one segment carries: smoltcp's `TcpRepr` writes up to three (RFC 2018 allows
 /// four without timestamps; the first three say what matters).
 pub const MAX_SACK_BLOCKS: usize = 3;
@@ -757,5 +779,21 @@ mod tests {
                 assert!(pkt.capacity() >= pkt.len() + LINK_HEADROOM);
             }
         }
+    }
+
+    #[test]
+    fn chunks_span_pieces_where_they_meet_and_keep_every_byte_in_order() {
+        let pieces: Vec<Vec<u8>> =
+            [5usize, 0, 3, 9, 1].iter().enumerate().map(|(i, &n)| vec![i as u8; n]).collect();
+        let all: Vec<u8> = pieces.concat();
+        for step in 1..=20 {
+            let cut = chunks(pieces.iter().map(|p| &p[..]), step);
+            let lens: Vec<usize> = cut.iter().map(|c| c.iter().map(|s| s.len()).sum()).collect();
+            assert!(lens[..lens.len() - 1].iter().all(|&l| l == step), "step {step}: {lens:?}");
+            assert!((1..=step).contains(lens.last().unwrap()), "step {step}: {lens:?}");
+            assert_eq!(cut.concat().concat(), all, "step {step}");
+            assert!(cut.iter().flatten().all(|s| !s.is_empty()), "no empty slice");
+        }
+        assert!(chunks(std::iter::empty(), 4).is_empty());
     }
 }

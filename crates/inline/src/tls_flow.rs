@@ -12,12 +12,12 @@ mod parked;
 use crate::downstream::{DownError, DownLimits, DownStats, Downstream, Send};
 use crate::handshake::{Handshake, Progress, HANDSHAKE_STATE_BYTES};
 use crate::hold::HeldSegment;
-use crate::packet::{sack_option_len, Build, Control, Segment, TcpChecksum, MAX_SACK_BLOCKS};
+use crate::packet::{self, sack_option_len, Build, Control, Segment, TcpChecksum, MAX_SACK_BLOCKS};
 use crate::seq::{Seq, Stream};
 use crate::seq_map::Entry;
 use crate::seq_map::SeqMap;
 use crate::tables::{Counters, Release};
-use crate::upstream::{Up, UpError, UpLimits, UpStats, Upstream};
+use crate::upstream::{Piece, Up, UpError, UpLimits, UpStats, Upstream};
 use parked::Parked;
 pub use parked::Wake;
 use rustls::{CipherSuite, ProtocolVersion};
@@ -680,11 +680,20 @@ impl Live {
                 self.client_data(now, off, payload, &mut ups, &mut sends)?;
             }
         }
+        // Contiguous forwards (a segment's records) leave as one run of packets.
+        let mut run: Vec<Piece> = Vec::new();
+        let mut run_at = 0;
         for u in ups {
             match u {
                 Up::Forward { inner, data } => {
                     ack_server = false;
-                    self.forward(inner, &data, out)
+                    let run_end = run_at + run.iter().map(|p| p.len() as u64).sum::<u64>();
+                    if run.is_empty() || inner != run_end {
+                        self.forward(run_at, &run, out);
+                        run.clear();
+                        run_at = inner;
+                    }
+                    run.push(data);
                 }
                 // The session's answer (our KeyUpdate, a no_renegotiation warning).
                 Up::Control { reply } if !reply.is_empty() => {
@@ -695,6 +704,7 @@ impl Live {
                 Up::Control { .. } | Up::Closed => {}
             }
         }
+        self.forward(run_at, &run, out);
         if ack_server {
             self.send_server(Control::None, &[], out);
         }
@@ -910,7 +920,10 @@ impl Live {
 
     /// Plaintext for the server at inner offset `inner`, cut to the server's MSS (a record
     /// carries up to 16 KiB), or with segmentation offload into packets the link cuts so.
-    fn forward(&mut self, inner: u64, data: &[u8], out: &mut Vec<Vec<u8>>) {
+    fn forward(&mut self, inner: u64, pieces: &[Piece], out: &mut Vec<Vec<u8>>) {
+        if pieces.is_empty() {
+            return;
+        }
         // SACK blocks take room from the payload: a full segment must still fit the server's MTU.
         let blocks = if self.ends.server_sack {
             self.down.sack_count(self.ack_to_server.max(1), MAX_SACK_BLOCKS)
@@ -922,18 +935,22 @@ impl Live {
         // IP packet within its 16-bit length) that the link cuts at the server's MSS, instead of
         // a packet built, checksummed and merged again by the ring per segment.
         let step = if self.ends.gso { mss * ((usize::from(u16::MAX) - 100) / mss).max(1) } else { mss };
-        for (i, chunk) in data.chunks(step).enumerate() {
+        let sack = self.server_sack(Control::Psh);
+        let ack = Some(self.server.seq(self.ack_to_server.max(1)));
+        let window = self.window_to_server();
+        let mut sent = 0;
+        for chunk in packet::chunks(pieces.iter().map(|p| &p[..]), step) {
             let b = Build {
                 src: self.ends.client,
                 dst: self.ends.backend,
-                seq: self.client.seq(inner + (i * step) as u64),
-                ack: Some(self.server.seq(self.ack_to_server.max(1))),
+                seq: self.client.seq(inner + sent as u64),
+                ack,
                 control: Control::Psh,
-                window: self.window_to_server(),
-                payload: chunk,
+                window,
+                payload: &[],
             };
-            let sack = self.server_sack(Control::Psh);
-            out.extend(b.emit_checksummed(&sack, self.ends.checksum));
+            sent += chunk.iter().map(|c| c.len()).sum::<usize>();
+            out.extend(b.emit_parts(&chunk, &sack, self.ends.checksum));
         }
     }
 

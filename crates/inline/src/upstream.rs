@@ -26,12 +26,24 @@ use crate::sacked::Sacked;
 use crate::seq_map::{CompactMap, Mapped, SeqMap, SeqMapError};
 use crate::tables::Release;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use thiserror::Error;
 use tlsgate_record::frame::{Event, FrameError, Framer, Header, HEADER_LEN};
 use tlsgate_record::session::{Fatal, Received, Session};
 
 /// Largest piece of the re-delivery store (one maximum-size record).
 const STORE_CHUNK: usize = 1 << 14;
+
+/// Pieces of plaintext shorter than this continue the last stored piece instead of becoming
+/// pieces of their own (see [`Upstream::release_plain`]).
+const SMALL_PIECE: usize = 1 << 10;
+
+/// A piece's own allocation beside its bytes: the shared counts and the vector.
+const PIECE_OVERHEAD: usize = 2 * std::mem::size_of::<usize>() + std::mem::size_of::<Vec<u8>>();
+
+/// Released plaintext, held once: the re-delivery store and the [`Up::Forward`] that sends it
+/// share the buffer the record was opened in.
+pub type Piece = Arc<Vec<u8>>;
 
 /// Per-flow bounds of the upstream path.
 #[derive(Clone, Copy, Debug)]
@@ -49,8 +61,9 @@ pub struct UpLimits {
 /// What the upstream path produced for the engine to act on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Up {
-    /// Plaintext for the server at inner offset `inner`.
-    Forward { inner: u64, data: Vec<u8> },
+    /// Plaintext for the server at inner offset `inner`. Consecutive forwards may be
+    /// contiguous (one record's plaintext each): the engine joins them into its packets.
+    Forward { inner: u64, data: Piece },
     /// A record the session consumed (a KeyUpdate, a warning alert, a refused renegotiation);
     /// `reply` holds the records it sealed in answer, for the client (empty when none).
     Control { reply: Vec<u8> },
@@ -114,7 +127,7 @@ pub struct Upstream {
     pairs: SeqMap,
     /// Released plaintext not yet acknowledged by the server: (inner offset, bytes) as released
     /// (whole records in buffered mode, pieces in cut-through), contiguous in inner offsets.
-    unacked: VecDeque<(u64, Vec<u8>)>,
+    unacked: VecDeque<(u64, Piece)>,
     /// The inner offset after the last plaintext byte released: where the server's stream
     /// ends, also after a failed cut-through record whose first part left.
     released_end: u64,
@@ -447,9 +460,7 @@ impl Upstream {
                     None => {}
                 },
                 Event::End { .. } => match self.record.take() {
-                    Some(Partial::Whole(header, _, mut body)) => {
-                        self.open(session, header, &mut body, out)?
-                    }
+                    Some(Partial::Whole(header, _, body)) => self.open(session, header, body, out)?,
                     Some(Partial::Cut(c)) => self.end_cut(session, *c, out)?,
                     None => {}
                 },
@@ -458,32 +469,29 @@ impl Upstream {
         Ok(())
     }
 
-    /// Stores plaintext as it leaves (for re-delivery) and forwards it. Pieces continue the
-    /// last stored one up to [`STORE_CHUNK`] bytes: cut-through releases as little as a byte per
-    /// segment, and one allocation per byte would make the store's real size many times the
-    /// bytes it counts.
+    /// Stores plaintext as it leaves (for re-delivery) and forwards it, one buffer for both.
+    /// Small pieces continue the last stored one up to [`STORE_CHUNK`] bytes when nothing else
+    /// holds it: cut-through releases as little as a byte per segment, and one allocation per
+    /// byte would make the store's real size many times the bytes it counts.
     fn release_plain(&mut self, inner: u64, plain: Vec<u8>, out: &mut Vec<Up>) {
         if plain.is_empty() {
             return;
         }
         self.unacked_bytes += plain.len();
         self.released_end = inner + plain.len() as u64;
-        match self.unacked.back_mut() {
-            Some((at, last))
-                if *at + last.len() as u64 == inner && last.len() + plain.len() <= STORE_CHUNK =>
-            {
-                last.extend_from_slice(&plain)
+        if plain.len() < SMALL_PIECE {
+            if let Some((at, last)) = self.unacked.back_mut() {
+                let continues = *at + last.len() as u64 == inner && last.len() + plain.len() <= STORE_CHUNK;
+                if let Some(last) = Arc::get_mut(last).filter(|_| continues) {
+                    last.extend_from_slice(&plain);
+                    out.push(Up::Forward { inner, data: Arc::new(plain) });
+                    return;
+                }
             }
-            _ => self.unacked.push_back((inner, plain.clone())),
         }
-        // Pieces released by one segment (a record's end and the next one's start) continue the
-        // last forward: one stretch of plaintext, fewer packets to the server.
-        match out.last_mut() {
-            Some(Up::Forward { inner: at, data }) if *at + data.len() as u64 == inner => {
-                data.extend_from_slice(&plain)
-            }
-            _ => out.push(Up::Forward { inner, data: plain }),
-        }
+        let piece = Arc::new(plain);
+        self.unacked.push_back((inner, piece.clone()));
+        out.push(Up::Forward { inner, data: piece });
     }
 
     /// A cut-through record's last byte: tag, then its pair entry and what it meant.
@@ -508,21 +516,23 @@ impl Upstream {
         Ok(())
     }
 
+    /// A whole record, opened in place: its body becomes the released plaintext (no copy).
     fn open(
         &mut self,
         session: &mut Session,
         header: Header,
-        body: &mut [u8],
+        mut body: Vec<u8>,
         out: &mut Vec<Up>,
     ) -> Result<(), UpError> {
         let outer_len = (HEADER_LEN + body.len()) as u32;
         self.stats.records += 1;
         let mut reply = Vec::new();
-        match session.open(header, body, &mut reply)? {
+        match session.open(header, &mut body, &mut reply)? {
             Received::Data(r) => {
-                let plain = body[r.clone()].to_vec();
-                let e = self.pairs.push(outer_len, (HEADER_LEN + r.start) as u32, plain.len() as u32)?;
-                self.release_plain(e.inner, plain, out);
+                let e = self.pairs.push(outer_len, (HEADER_LEN + r.start) as u32, r.len() as u32)?;
+                body.truncate(r.end);
+                body.drain(..r.start);
+                self.release_plain(e.inner, body, out);
             }
             Received::Nothing => {
                 self.pairs.push(outer_len, 0, 0)?;
@@ -547,7 +557,7 @@ impl Upstream {
         let at = (*inner).max(self.inner_acked);
         if let Some(&byte) = data.get((at - inner) as usize) {
             self.stats.redelivered += 1;
-            out.push(Up::Forward { inner: at, data: vec![byte] });
+            out.push(Up::Forward { inner: at, data: Arc::new(vec![byte]) });
         }
     }
 
@@ -576,7 +586,7 @@ impl Upstream {
             if from < to {
                 let piece = &data[(from - inner) as usize..(to - inner) as usize];
                 self.stats.redelivered += piece.len() as u64;
-                out.push(Up::Forward { inner: from, data: piece.to_vec() });
+                out.push(Up::Forward { inner: from, data: Arc::new(piece.to_vec()) });
             }
         }
     }
@@ -740,7 +750,8 @@ impl Upstream {
             })
             + self.framer.held()
             + self.unacked_bytes
-            + self.unacked.capacity() * std::mem::size_of::<(u64, Vec<u8>)>()
+            + self.unacked.capacity() * std::mem::size_of::<(u64, Piece)>()
+            + self.unacked.len() * PIECE_OVERHEAD
             + self.pairs.state_bytes()
             + self.sacked.state_bytes()
     }

@@ -74,7 +74,7 @@ fn a_tampered_record_releases_none_of_its_bytes() {
         }
     }
     assert!(matches!(err, Some(UpError::Session(ref f)) if f.reason == Reason::BadRecordMac), "{err:?}");
-    assert_eq!(out, vec![Up::Forward { inner: 1, data: plain[..5].to_vec() }]);
+    assert_eq!(out, vec![Up::Forward { inner: 1, data: plain[..5].to_vec().into() }]);
 }
 
 #[test]
@@ -87,13 +87,13 @@ fn client_retransmissions_redeliver_until_the_server_acknowledges() {
     // Client resends (its ACK got lost): the same plaintext goes to the server again.
     out.clear();
     up.segment(&mut f.layer, start + 100, &wire[100..200], &mut out).unwrap();
-    assert_eq!(out, vec![Up::Forward { inner: 1, data: plain.clone() }]);
+    assert_eq!(out, vec![Up::Forward { inner: 1, data: plain.clone().into() }]);
     // The server acknowledged 400 bytes: the client's ACK covers header + 400 ciphertext bytes,
     // and a resend carries only the rest.
     assert_eq!(up.server_ack(401), Some(start + 5 + 400));
     out.clear();
     up.segment(&mut f.layer, start, &wire, &mut out).unwrap();
-    assert_eq!(out, vec![Up::Forward { inner: 401, data: plain[400..].to_vec() }]);
+    assert_eq!(out, vec![Up::Forward { inner: 401, data: plain[400..].to_vec().into() }]);
     // All acknowledged: the ACK covers the whole record (tag included), the tables are empty,
     // and an old retransmission produces nothing.
     assert_eq!(up.server_ack(1001), Some(start + wire.len() as u64));
@@ -122,9 +122,9 @@ fn a_client_key_update_mid_stream_is_followed() {
         up.segment(&mut f.layer, start + i as u64, std::slice::from_ref(b), &mut out).unwrap();
     }
     assert_eq!(out.len(), 3);
-    assert_eq!(out[0], Up::Forward { inner: 1, data: b"a".to_vec() });
+    assert_eq!(out[0], Up::Forward { inner: 1, data: b"a".to_vec().into() });
     assert!(matches!(&out[1], Up::Control { reply } if !reply.is_empty()), "the requested update answered");
-    assert_eq!(out[2], Up::Forward { inner: 2, data: b"b".to_vec() });
+    assert_eq!(out[2], Up::Forward { inner: 2, data: b"b".to_vec().into() });
     // The server acknowledged "a": the client's ACK also covers the key update record the
     // engine consumed, but not the header of the record carrying "b".
     let ack = up.server_ack(2).unwrap();
@@ -174,13 +174,17 @@ fn at_the_unacknowledged_bound_a_byte_resent_asks_the_server_for_its_ack() {
     assert_eq!(check(&out, &plain[..4000]), 4001);
     out.clear();
     up.segment(&mut f.layer, start + first_two as u64, &wire[first_two..], &mut out).unwrap();
-    assert_eq!(out, vec![Up::Forward { inner: 1, data: vec![5] }], "one byte at the server's last ACK");
+    assert_eq!(
+        out,
+        vec![Up::Forward { inner: 1, data: vec![5].into() }],
+        "one byte at the server's last ACK"
+    );
     assert_eq!(up.stats().dropped, 1);
     // The server's answer acknowledges all it has; the client's retransmission goes through.
     assert!(up.server_ack(4001).is_some());
     out.clear();
     up.segment(&mut f.layer, start + first_two as u64, &wire[first_two..], &mut out).unwrap();
-    assert_eq!(out, vec![Up::Forward { inner: 4001, data: plain[4000..].to_vec() }]);
+    assert_eq!(out, vec![Up::Forward { inner: 4001, data: plain[4000..].to_vec().into() }]);
 }
 
 #[test]
@@ -228,7 +232,7 @@ fn the_handshake_runs_through_the_same_path_and_hands_over_mid_segment() {
                 break;
             }
         }
-        assert_eq!(out, vec![Up::Forward { inner: 1, data: b"first request".to_vec() }], "{suite:?}");
+        assert_eq!(out, vec![Up::Forward { inner: 1, data: b"first request".to_vec().into() }], "{suite:?}");
         // Only the application record carries inner bytes; the handshake records map to a point.
         assert!(up.pairs().entries().filter(|e| e.inner_len > 0).count() == 1);
         assert_eq!(

@@ -140,7 +140,7 @@ fn a_tampered_record_fails_at_its_end_after_its_first_part_left() {
         // flipped (unauthenticated: the weaker guarantee), nothing of the last segment.
         let got: Vec<u8> = out
             .iter()
-            .flat_map(|u| if let Up::Forward { data, .. } = u { data.clone() } else { Vec::new() })
+            .flat_map(|u| if let Up::Forward { data, .. } = u { data.to_vec() } else { Vec::new() })
             .collect();
         let last_segment = (wire.len() - 1) / 500 * 500;
         let tls13 = f.layer.version() == tlsgate_record::crypto::Version::Tls13;
@@ -163,27 +163,27 @@ fn retransmissions_inside_a_record_redeliver_what_left() {
         up.segment(&mut f.layer, start, &wire[..2000], &mut out).unwrap();
         let first: Vec<u8> = out
             .iter()
-            .flat_map(|u| if let Up::Forward { data, .. } = u { data.clone() } else { vec![] })
+            .flat_map(|u| if let Up::Forward { data, .. } = u { data.to_vec() } else { vec![] })
             .collect();
         assert!(first.len() >= 2000 - head as usize - 1 - 32, "{suite:?} {}", first.len());
         assert_eq!(&first[..], &plain[..first.len()]);
         // The client resends part of it (the server's ACK was lost): the same bytes again.
         out.clear();
         up.segment(&mut f.layer, start + 100, &wire[100..600], &mut out).unwrap();
-        assert_eq!(out, vec![Up::Forward { inner: 1, data: first.clone() }], "{suite:?}");
+        assert_eq!(out, vec![Up::Forward { inner: 1, data: first.clone().into() }], "{suite:?}");
         // The server acknowledged 1000 bytes: byte for byte inside the record, and the engine
         // acknowledges the client up to all but the last byte it holds.
         assert_eq!(up.server_ack(1001), Some(start + head + 1000));
         assert_eq!(up.client_ack(), start + 2000 - 1);
         out.clear();
         up.segment(&mut f.layer, start, &wire[..1500], &mut out).unwrap();
-        assert_eq!(out, vec![Up::Forward { inner: 1001, data: first[1000..].to_vec() }]);
+        assert_eq!(out, vec![Up::Forward { inner: 1001, data: first[1000..].to_vec().into() }]);
         // The rest: the record ends, its tag verifies, the plaintext is complete once.
         out.clear();
         up.segment(&mut f.layer, start + 2000, &wire[2000..], &mut out).unwrap();
         let rest: Vec<u8> = out
             .iter()
-            .flat_map(|u| if let Up::Forward { data, .. } = u { data.clone() } else { vec![] })
+            .flat_map(|u| if let Up::Forward { data, .. } = u { data.to_vec() } else { vec![] })
             .collect();
         assert_eq!([&first[..], &rest[..]].concat(), plain);
         // The record's tail resent: everything the server has not acknowledged, as it left.
@@ -192,7 +192,7 @@ fn retransmissions_inside_a_record_redeliver_what_left() {
         assert!(matches!(out[0], Up::Forward { inner: 1001, .. }));
         let again: Vec<u8> = out
             .iter()
-            .flat_map(|u| if let Up::Forward { data, .. } = u { data.clone() } else { vec![] })
+            .flat_map(|u| if let Up::Forward { data, .. } = u { data.to_vec() } else { vec![] })
             .collect();
         assert_eq!(again, plain[1000..]);
         assert_eq!(up.server_ack(5001), Some(start + wire.len() as u64), "the whole record, tag included");
@@ -249,7 +249,7 @@ fn short_and_whole_control_records_are_judged_whole_padded_ones_after_release_fa
     f.client_key.seal(ContentType(0), &padded, &mut rec).unwrap();
     let mut out = Vec::new();
     up.segment(&mut f.layer, start, &rec[..60], &mut out).unwrap();
-    assert_eq!(out, vec![Up::Forward { inner: 1, data: vec![24, 0, 0, 1, 0] }]);
+    assert_eq!(out, vec![Up::Forward { inner: 1, data: vec![24, 0, 0, 1, 0].into() }]);
     let err = up.segment(&mut f.layer, start + 60, &rec[60..], &mut out).unwrap_err();
     assert!(
         matches!(&err, UpError::Session(f) if f.reason == Reason::ControlAfterRelease(ContentType::HANDSHAKE.0)),
@@ -267,7 +267,7 @@ fn trailing_zeros_of_data_wait_until_a_later_non_zero_byte_or_the_end() {
     let mut out = Vec::new();
     // Header + 300 bytes: 50 nines and 250 zeros; the last non-zero byte is held, zeros after it.
     up.segment(&mut f.layer, start, &wire[..5 + 300], &mut out).unwrap();
-    assert_eq!(out, vec![Up::Forward { inner: 1, data: vec![9; 49] }]);
+    assert_eq!(out, vec![Up::Forward { inner: 1, data: vec![9; 49].into() }]);
     up.segment(&mut f.layer, start + 305, &wire[305..], &mut out).unwrap();
     assert_eq!(check(&out, &plain[..]), 1 + plain.len() as u64);
     assert_eq!(forwarded(&out), plain.len());
