@@ -86,7 +86,8 @@ pub struct ConnectTunnelLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConnectStateLabel {
-    /// `outer_tls` (handshake done, CONNECT not relayed yet), `downgraded` or `nested`.
+    /// `outer_tls` (handshake done, CONNECT not relayed yet), `downgraded`, `kernel_spliced` or
+    /// `nested`.
     pub state: String,
 }
 
@@ -112,8 +113,9 @@ pub struct DirectionLabel {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
-    /// Why a flow went to the full proxy: `window_below_floor`, `flow_table_full` or
-    /// `window_below_floor_at_client_hello`.
+    /// A reason's short name: why an inline flow went to the full proxy (`window_below_floor`,
+    /// `flow_table_full`, `window_below_floor_at_client_hello`), or why a connect gate's
+    /// downgrade was not spliced in the kernel (docs/connect.md).
     pub reason: String,
 }
 
@@ -219,6 +221,8 @@ pub struct Metrics {
     pub connect_tunnels: Family<ConnectTunnelLabels, Counter>,
     /// Connect gate connections open, by state.
     pub connect_tunnels_open: Family<ConnectStateLabel, Gauge>,
+    /// Connect gate downgrades relayed in user space although the kernel splice is on, by reason.
+    pub connect_kernel_splice_fallbacks: Family<ReasonLabel, Counter>,
     /// Control socket directives, by op and result.
     pub directives: Family<DirectiveLabels, Counter>,
     /// Directed connections open, by state.
@@ -302,6 +306,7 @@ impl Metrics {
         registry.register("tunnel_sessions", "Tunnel sessions opened or refused", tunnel_sessions.clone());
         let connect_tunnels = Family::default();
         let connect_tunnels_open = Family::default();
+        let connect_kernel_splice_fallbacks = Family::default();
         registry.register(
             "connect_tunnels",
             "Connect gate CONNECTs by result (allowed, refused) and refusal reason",
@@ -309,8 +314,13 @@ impl Metrics {
         );
         registry.register(
             "connect_tunnels_open",
-            "Connect gate connections open by state (outer_tls, downgraded, nested)",
+            "Connect gate connections open by state (outer_tls, downgraded, kernel_spliced, nested)",
             connect_tunnels_open.clone(),
+        );
+        registry.register(
+            "connect_kernel_splice_fallbacks",
+            "Connect gate downgrades relayed with splice although the kernel splice is on, by reason",
+            connect_kernel_splice_fallbacks.clone(),
         );
         registry.register("connections_open", "TLS connections open", connections_open.clone());
         registry.register("connections", "TCP connections accepted", connections_total.clone());
@@ -485,6 +495,7 @@ impl Metrics {
             tunnel_sessions,
             connect_tunnels,
             connect_tunnels_open,
+            connect_kernel_splice_fallbacks,
         }
     }
 

@@ -280,8 +280,9 @@ fn kernel_splice_keeps_every_byte_under_loss_reordering_and_duplication() {
 }
 
 #[test]
-fn connections_that_cannot_be_spliced_are_relayed_with_the_reason_logged() {
-    let w = world(false, 4 << 20, true);
+fn connections_that_cannot_be_spliced_are_relayed_with_the_reason_logged_and_counted() {
+    let admin = "127.0.0.1:9901";
+    let w = world_with(false, 4 << 20, true, &["--admin", admin]);
     // The portal's host sends no TCP timestamps: its connection and the destination's differ
     // in options the program cannot add or take away.
     w.net.client.must("sysctl", &["-qw", "net.ipv4.tcp_timestamps=0"]);
@@ -289,6 +290,14 @@ fn connections_that_cannot_be_spliced_are_relayed_with_the_reason_logged() {
     w.gate.proc.wait_logged(&["not spliced in the kernel", "timestamps not on both connections"], WAIT);
     let closed = closed_tunnels(&w, 2);
     assert!(field_u64(&closed[0], "down") >= 4 << 20, "{}", closed[0]);
+    let metrics =
+        tlsgate_testkit::clients::curl_in(&w.net.gate, &["--fail", &format!("http://{admin}/metrics")]);
+    assert!(metrics.status.success(), "/metrics: {}", describe(&metrics));
+    let text = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        text.lines().any(|l| l == "tlsgate_connect_kernel_splice_fallbacks_total{reason=\"timestamps\"} 2"),
+        "one fallback per tunnel, by reason: {text}"
+    );
 }
 
 /// The gate spliced after dropping to an unprivileged user: it keeps CAP_NET_ADMIN only (the

@@ -327,6 +327,9 @@ async fn connect_any(
         match connected {
             Ok((s, spliced)) => {
                 let _ = s.set_nodelay(true);
+                if kernel.is_some() && sa.is_ipv6() {
+                    NotSpliced::new("ipv6", "an IPv6 destination").report();
+                }
                 return Ok((s, spliced));
             }
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
@@ -411,8 +414,8 @@ async fn downgraded_in_kernel(
 ) -> std::io::Result<(u64, u64)> {
     let prepared = match spliced.prepare(stream.socket(), &upstream) {
         Ok(p) => p,
-        Err(NotSpliced(why)) => {
-            tracing::info!(reason = %why, "connect gate: not spliced in the kernel; relayed with splice");
+        Err(not) => {
+            not.report();
             drop(spliced);
             return downgraded(stream, upstream, wait, meter).await;
         }

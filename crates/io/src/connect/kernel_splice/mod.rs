@@ -159,7 +159,9 @@ impl KernelSplice {
         {
             Ok(()) => Some(spliced),
             Err(e) => {
-                tracing::warn!(error = %e, "connect gate: not spliced in the kernel; relayed with splice");
+                // The table full (or the map refusing the entry): worth a warning, not only a count.
+                tracing::warn!(error = %e, "connect gate: the kernel splice's table refused an entry");
+                NotSpliced::new("table", e).report();
                 None
             }
         };
@@ -212,8 +214,27 @@ pub struct Prepared {
     plan: Plan,
 }
 
-/// Why a connection is relayed in user space instead.
-pub struct NotSpliced(pub String);
+/// Why a connection is relayed in user space instead: `reason`, a short name (the label of
+/// `tlsgate_connect_kernel_splice_fallbacks_total`), and what happened, for the log.
+pub struct NotSpliced {
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+impl NotSpliced {
+    pub fn new(reason: &'static str, detail: impl ToString) -> NotSpliced {
+        NotSpliced { reason, detail: detail.to_string() }
+    }
+
+    /// Logged and counted: the tunnel goes on with the `splice` relay.
+    pub fn report(&self) {
+        tracing::info!(reason = %self.detail, "connect gate: not spliced in the kernel; relayed with splice");
+        tlsgate_telemetry::metrics::metrics()
+            .connect_kernel_splice_fallbacks
+            .get_or_create(&tlsgate_telemetry::metrics::ReasonLabel { reason: self.reason.into() })
+            .inc();
+    }
+}
 
 /// One connection's legs (removed when dropped) and the gate's two sockets once silenced.
 pub struct Spliced {
@@ -273,13 +294,13 @@ impl Spliced {
     /// Before the `200`: whether the two connections can be spliced, and where the portal's
     /// close_notify will start. The portal leg starts watching.
     pub fn prepare(&mut self, portal: &TcpStream, dest: &TcpStream) -> Result<Prepared, NotSpliced> {
-        let why = |e: io::Error| NotSpliced(e.to_string());
+        let why = |e: io::Error| NotSpliced::new("socket", e);
         let (pi, di) = (
             sockets::tcp_info(portal.as_raw_fd()).map_err(why)?,
             sockets::tcp_info(dest.as_raw_fd()).map_err(why)?,
         );
         if let Some(m) = sockets::mismatch(&pi, &di) {
-            return Err(NotSpliced(m.into()));
+            return Err(m);
         }
         let plan = Plan {
             portal: sockets::view(portal, &pi).map_err(why)?,

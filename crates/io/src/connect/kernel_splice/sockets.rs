@@ -8,6 +8,7 @@ use std::io;
 use std::os::fd::RawFd;
 
 use super::legs::SocketView;
+use super::NotSpliced;
 
 // Not in libc: the queue a repair-mode socket's TCP_QUEUE_SEQ reads, and leaving repair mode
 // without the window probe TCP_REPAIR_OFF sends.
@@ -97,25 +98,23 @@ fn ts_offset(fd: RawFd) -> io::Result<u32> {
 /// Why two connections cannot be spliced into one, if they cannot: their options must agree
 /// (nothing is added to or taken from a segment), and each side's segments must fit the
 /// other's path.
-pub fn mismatch(portal: &libc::tcp_info, dest: &libc::tcp_info) -> Option<&'static str> {
+pub fn mismatch(portal: &libc::tcp_info, dest: &libc::tcp_info) -> Option<NotSpliced> {
     let opts = |i: &libc::tcp_info| i.tcpi_options;
     let both = |bit: u8| opts(portal) & bit != 0 && opts(dest) & bit != 0;
-    if !both(TCPI_OPT_TIMESTAMPS) {
-        return Some("timestamps not on both connections");
-    }
-    if !both(TCPI_OPT_WSCALE) {
-        return Some("window scaling not on both connections");
-    }
-    if (opts(portal) ^ opts(dest)) & TCPI_OPT_SACK != 0 {
-        return Some("SACK on one connection only");
-    }
-    if (opts(portal) | opts(dest)) & (TCPI_OPT_ECN | TCPI_OPT_USEC_TS) != 0 {
-        return Some("ECN or microsecond timestamps negotiated");
-    }
-    if portal.tcpi_advmss + 40 > dest.tcpi_pmtu || dest.tcpi_advmss + 40 > portal.tcpi_pmtu {
-        return Some("the paths' MTUs differ");
-    }
-    None
+    let (reason, why) = if !both(TCPI_OPT_TIMESTAMPS) {
+        ("timestamps", "timestamps not on both connections")
+    } else if !both(TCPI_OPT_WSCALE) {
+        ("window_scaling", "window scaling not on both connections")
+    } else if (opts(portal) ^ opts(dest)) & TCPI_OPT_SACK != 0 {
+        ("sack", "SACK on one connection only")
+    } else if (opts(portal) | opts(dest)) & (TCPI_OPT_ECN | TCPI_OPT_USEC_TS) != 0 {
+        ("ecn_or_usec_timestamps", "ECN or microsecond timestamps negotiated")
+    } else if portal.tcpi_advmss + 40 > dest.tcpi_pmtu || dest.tcpi_advmss + 40 > portal.tcpi_pmtu {
+        ("mtu", "the paths' MTUs differ")
+    } else {
+        return None;
+    };
+    Some(NotSpliced::new(reason, why))
 }
 
 /// The socket's view at the downgrade.
