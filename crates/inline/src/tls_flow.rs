@@ -682,17 +682,17 @@ impl Live {
         }
         // Contiguous forwards (a segment's records) leave as one run of packets.
         let mut run: Vec<Piece> = Vec::new();
-        let mut run_at = 0;
+        let (mut run_at, mut run_end) = (0, 0);
         for u in ups {
             match u {
                 Up::Forward { inner, data } => {
                     ack_server = false;
-                    let run_end = run_at + run.iter().map(|p| p.len() as u64).sum::<u64>();
                     if run.is_empty() || inner != run_end {
                         self.forward(run_at, &run, out);
                         run.clear();
                         run_at = inner;
                     }
+                    run_end = inner + data.len() as u64;
                     run.push(data);
                 }
                 // The session's answer (our KeyUpdate, a no_renegotiation warning).

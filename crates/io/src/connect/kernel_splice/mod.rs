@@ -307,7 +307,8 @@ impl Spliced {
             dest: sockets::view(dest, &di).map_err(why)?,
         };
         let key = LegKey::new(plan.portal.peer, plan.portal.local);
-        self.add(key, Side::Portal, legs::watching(legs::LEG_WATCH)).map_err(why)?;
+        self.add(key, Side::Portal, legs::watching(legs::LEG_WATCH))
+            .map_err(|e| NotSpliced::new("table", e))?;
         Ok(Prepared { plan })
     }
 
