@@ -26,7 +26,7 @@ use crate::sacked::Sacked;
 use crate::seq_map::{CompactMap, Mapped, SeqMap, SeqMapError};
 use crate::tables::Release;
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::rc::Rc;
 use thiserror::Error;
 use tlsgate_record::frame::{Event, FrameError, Framer, Header, HEADER_LEN};
 use tlsgate_record::session::{Fatal, Received, Session};
@@ -43,7 +43,7 @@ const PIECE_OVERHEAD: usize = 2 * std::mem::size_of::<usize>() + std::mem::size_
 
 /// Released plaintext, held once: the re-delivery store and the [`Up::Forward`] that sends it
 /// share the buffer the record was opened in.
-pub type Piece = Arc<Vec<u8>>;
+pub type Piece = Rc<Vec<u8>>;
 
 /// Per-flow bounds of the upstream path.
 #[derive(Clone, Copy, Debug)]
@@ -482,14 +482,14 @@ impl Upstream {
         if plain.len() < SMALL_PIECE {
             if let Some((at, last)) = self.unacked.back_mut() {
                 let continues = *at + last.len() as u64 == inner && last.len() + plain.len() <= STORE_CHUNK;
-                if let Some(last) = Arc::get_mut(last).filter(|_| continues) {
+                if let Some(last) = Rc::get_mut(last).filter(|_| continues) {
                     last.extend_from_slice(&plain);
-                    out.push(Up::Forward { inner, data: Arc::new(plain) });
+                    out.push(Up::Forward { inner, data: Rc::new(plain) });
                     return;
                 }
             }
         }
-        let piece = Arc::new(plain);
+        let piece = Rc::new(plain);
         self.unacked.push_back((inner, piece.clone()));
         out.push(Up::Forward { inner, data: piece });
     }
@@ -557,7 +557,7 @@ impl Upstream {
         let at = (*inner).max(self.inner_acked);
         if let Some(&byte) = data.get((at - inner) as usize) {
             self.stats.redelivered += 1;
-            out.push(Up::Forward { inner: at, data: Arc::new(vec![byte]) });
+            out.push(Up::Forward { inner: at, data: Rc::new(vec![byte]) });
         }
     }
 
@@ -586,7 +586,7 @@ impl Upstream {
             if from < to {
                 let piece = &data[(from - inner) as usize..(to - inner) as usize];
                 self.stats.redelivered += piece.len() as u64;
-                out.push(Up::Forward { inner: from, data: Arc::new(piece.to_vec()) });
+                out.push(Up::Forward { inner: from, data: Rc::new(piece.to_vec()) });
             }
         }
     }

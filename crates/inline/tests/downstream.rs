@@ -196,7 +196,7 @@ fn the_store_bound_holds_server_data_back() {
         down.server_segment(Some(&mut f.layer), 1 + (i * 1000) as u64, chunk, &mut out).unwrap();
     }
     assert_eq!(out.len(), 3, "stops once 3000 sealed bytes wait for the client");
-    // Three records with their Arc and Vec headers, the held bytes, the store's, the hold
+    // Three records with their Rc and Vec headers, the held bytes, the store's, the hold
     // queue's and the pair table's allocations.
     assert!(down.state_bytes() <= 3 * (1022 + 40) + 7000 + 64 * 8 + 1024);
     let mut wire = Wire::default();
@@ -340,7 +340,7 @@ fn a_server_resending_its_window_gets_each_record_once() {
 
 #[test]
 fn an_acknowledged_records_buffer_carries_a_later_record_but_never_while_shared() {
-    use std::sync::Arc;
+    use std::rc::Rc;
     let (mut f, mut down) = setup(TLS13[0], LIMITS);
     let mut out = Vec::new();
     down.client_ack(Some(&mut f.layer), OUTER_START, 1 << 20, &mut out).unwrap();
@@ -349,11 +349,11 @@ fn an_acknowledged_records_buffer_carries_a_later_record_but_never_while_shared(
     // A record turned into packets (its `Send` dropped) and acknowledged: its buffer is free.
     down.server_segment(Some(&mut f.layer), 1, &plain[..1000], &mut out).unwrap();
     wire.take(&out);
-    let first = Arc::as_ptr(&out.pop().unwrap().data);
+    let first = Rc::as_ptr(&out.pop().unwrap().data);
     let end = down.outer_end();
     down.client_ack(Some(&mut f.layer), end, 1 << 20, &mut out).unwrap();
     down.server_segment(Some(&mut f.layer), 1001, &plain[1000..2000], &mut out).unwrap();
-    assert_eq!(Arc::as_ptr(&out[0].data), first, "the acknowledged record's buffer again");
+    assert_eq!(Rc::as_ptr(&out[0].data), first, "the acknowledged record's buffer again");
     wire.take(&out);
     // A record still held elsewhere when acknowledged is never written again.
     let held = out.pop().unwrap();
@@ -361,7 +361,7 @@ fn an_acknowledged_records_buffer_carries_a_later_record_but_never_while_shared(
     let end = down.outer_end();
     down.client_ack(Some(&mut f.layer), end, 1 << 20, &mut out).unwrap();
     down.server_segment(Some(&mut f.layer), 2001, &plain[2000..], &mut out).unwrap();
-    assert_ne!(Arc::as_ptr(&out[0].data), Arc::as_ptr(&held.data));
+    assert_ne!(Rc::as_ptr(&out[0].data), Rc::as_ptr(&held.data));
     assert_eq!(*held.data, copy);
     wire.take(&out);
     assert_eq!(f.client_reads(&wire.in_order()), plain);
