@@ -147,7 +147,7 @@ impl SeqMap {
     }
 
     /// The entries held, oldest first (for the connection table).
-    pub fn entries(&self) -> impl ExactSizeIterator<Item = &Entry> {
+    pub fn entries(&self) -> impl DoubleEndedIterator<Item = &Entry> + ExactSizeIterator {
         self.entries.iter()
     }
 
