@@ -275,11 +275,16 @@ impl Downstream {
     /// Seals held in-order server bytes while the window and the store allow. Before the
     /// handshake completes (`session` is `None`) server data only waits: a server that speaks
     /// first (SMTP, FTP) is held until the keys exist.
+    #[inline]
     pub fn flush(&mut self, session: Option<&mut Session>, out: &mut Vec<Send>) -> Result<(), DownError> {
-        // Nothing held (each ACK of a flowing download): no window arithmetic.
+        // Nothing held (each segment and ACK of a flowing download): not even a call.
         if self.hold.is_empty() {
             return Ok(());
         }
+        self.flush_held(session, out)
+    }
+
+    fn flush_held(&mut self, session: Option<&mut Session>, out: &mut Vec<Send>) -> Result<(), DownError> {
         let Some(session) = session else { return Ok(()) };
         while self.room(session) > 0 {
             let Some(run) = self.hold.pop_ready(self.next_inner) else { return Ok(()) };
