@@ -61,7 +61,7 @@ pub struct DownStats {
 /// entry's ([`Downstream::stored_entries`]). Two words, so that storing one is two plain
 /// writes: with the inner range beside them the compiler built each on the stack and copied it
 /// in 16-byte loads that could not be forwarded from the narrower stores, each waiting for the
-/// AEAD's ciphertext stores to drain first (3 % of the seal path at 1460-byte records).
+/// AEAD's ciphertext stores to drain first (about 3 % of the seal path at 1460-byte records).
 #[derive(Clone, Debug)]
 struct Sent {
     outer: u64,
