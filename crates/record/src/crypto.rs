@@ -226,12 +226,27 @@ impl RecordKey {
 
     /// The AEAD context, rebuilt from the raw key after [`RecordKey::park`].
     fn aead(&mut self) -> Result<&LessSafeKey, CryptoError> {
-        if self.key.is_none() {
-            let unbound =
-                UnboundKey::new(self.alg, &self.raw.0[..self.raw.1]).map_err(|_| CryptoError::Unsupported)?;
-            self.key = Some(LessSafeKey::new(unbound));
-        }
+        self.ensure_aead()?;
         self.key.as_ref().ok_or(CryptoError::Unsupported)
+    }
+
+    #[inline]
+    fn ensure_aead(&mut self) -> Result<(), CryptoError> {
+        if self.key.is_none() {
+            self.build_aead()?;
+        }
+        Ok(())
+    }
+
+    /// Out of line and cold: a seal builds its nonce after [`RecordKey::ensure_aead`], so the
+    /// nonce never has to live in memory across this call ([`RecordKey::seal_record`]).
+    #[cold]
+    #[inline(never)]
+    fn build_aead(&mut self) -> Result<(), CryptoError> {
+        let unbound =
+            UnboundKey::new(self.alg, &self.raw.0[..self.raw.1]).map_err(|_| CryptoError::Unsupported)?;
+        self.key = Some(LessSafeKey::new(unbound));
+        Ok(())
     }
 
     /// The streaming opener's context: the one the previous record handed back, or a new one.
@@ -298,11 +313,16 @@ impl RecordKey {
         }
     }
 
+    /// The record's nonce (RFC 8446, section 5.3; RFC 7905 for TLS 1.2's ChaCha20-Poly1305): the
+    /// IV with the sequence number XORed into its last 8 bytes, as one 64-bit word.
     fn nonce(&self, seq: u64) -> [u8; NONCE_LEN] {
-        let mut n = self.iv;
-        for (b, s) in n[NONCE_LEN - 8..].iter_mut().zip(seq.to_be_bytes()) {
-            *b ^= s;
-        }
+        let (head, tail) = self.iv.split_at(NONCE_LEN - 8);
+        let head: [u8; 4] = head.try_into().expect("a 4-byte head");
+        let tail: [u8; 8] = tail.try_into().expect("an 8-byte tail");
+        let tail = (u64::from_be_bytes(tail) ^ seq).to_be_bytes();
+        let mut n = [0u8; NONCE_LEN];
+        n[..4].copy_from_slice(&head);
+        n[4..].copy_from_slice(&tail);
         n
     }
 
@@ -484,6 +504,15 @@ impl RecordKey {
 
     /// [`RecordKey::seal_any`]'s work; `cut`: `out` ends with the record, else bytes it held
     /// beyond the record stay. Returns the record's end.
+    ///
+    /// Each version has a function of its own, and the TLS 1.3 one builds its nonce only once
+    /// the AEAD context exists, for the machine code's sake: with both versions here (TLS 1.2
+    /// copies part of the nonce into the record) and the nonce alive across the context's
+    /// rebuild, the compiler kept the nonce as twelve single bytes and copied it byte by byte
+    /// into aws-lc-rs's `Nonce`, whose first wide load in aws-lc then waited for those stores
+    /// to drain. At 1,460-byte AES-128-GCM records (an Intel Xeon), sealing each into a reused
+    /// buffer went from about 0.91 to 0.93 of aws-lc's own in-place seal, the inline engine's
+    /// seal path from 0.78 to 0.80.
     fn seal_record(
         &mut self,
         ct: ContentType,
@@ -493,66 +522,85 @@ impl RecordKey {
         cut: bool,
     ) -> Result<usize, CryptoError> {
         let seq = self.take_seq()?;
-        let n = self.nonce(seq);
-        let nonce = Nonce::assume_unique_for_key(n);
         let body_len = plaintext.len() + self.overhead() - HEADER_LEN;
-        let too_large = |_| CryptoError::TooLarge(plaintext.len());
         let end = start + HEADER_LEN + body_len;
         if out.len() < end {
             out.resize(end, 0);
         } else if cut {
             out.truncate(end);
         }
+        let record = &mut out[start..end];
         match self.version {
-            Version::Tls13 => {
-                let header = Header {
-                    content_type: ContentType::APPLICATION_DATA,
-                    version: RECORD_VERSION,
-                    len: body_len as u16,
-                }
-                .encode();
-                let chacha_copy = plaintext.len() <= CHACHA_COPY_MAX && self.alg == &aead::CHACHA20_POLY1305;
-                let record = &mut out[start..end];
-                record[..HEADER_LEN].copy_from_slice(&header);
-                if chacha_copy {
-                    // The plaintext and its content type, then the tag.
-                    let (inner, tag) = record[HEADER_LEN..].split_at_mut(plaintext.len() + 1);
-                    inner[..plaintext.len()].copy_from_slice(plaintext);
-                    inner[plaintext.len()] = ct.0;
-                    let t = self
-                        .aead()?
-                        .seal_in_place_separate_tag(nonce, Aad::from(header), inner)
-                        .map_err(too_large)?;
-                    tag.copy_from_slice(t.as_ref());
-                } else {
-                    let (cipher, trail) = record[HEADER_LEN..].split_at_mut(plaintext.len());
-                    self.aead()?
-                        .seal_out_of_place_scatter(
-                            nonce,
-                            Aad::from(header),
-                            plaintext,
-                            cipher,
-                            &[ct.0],
-                            trail,
-                        )
-                        .map_err(too_large)?;
-                }
-            }
-            Version::Tls12 => {
-                let header =
-                    Header { content_type: ct, version: RECORD_VERSION, len: body_len as u16 }.encode();
-                let explicit = self.explicit_len();
-                let aad = tls12_aad(seq, ct, RECORD_VERSION, plaintext.len());
-                let record = &mut out[start..end];
-                record[..HEADER_LEN].copy_from_slice(&header);
-                record[HEADER_LEN..HEADER_LEN + explicit].copy_from_slice(&n[NONCE_LEN - explicit..]);
-                let (cipher, tag) = record[HEADER_LEN + explicit..].split_at_mut(plaintext.len());
-                self.aead()?
-                    .seal_out_of_place_scatter(nonce, Aad::from(aad), plaintext, cipher, &[], tag)
-                    .map_err(too_large)?;
-            }
+            Version::Tls13 => self.seal_tls13(seq, ct, plaintext, record)?,
+            Version::Tls12 => self.seal_tls12(seq, ct, plaintext, record)?,
         }
         Ok(end)
+    }
+
+    /// A TLS 1.3 record (RFC 8446, section 5.2) of `plaintext` and its content type `ct` into
+    /// `record`, which has its exact length.
+    fn seal_tls13(
+        &mut self,
+        seq: u64,
+        ct: ContentType,
+        plaintext: &[u8],
+        record: &mut [u8],
+    ) -> Result<(), CryptoError> {
+        self.ensure_aead()?;
+        let too_large = |_| CryptoError::TooLarge(plaintext.len());
+        let header = Header {
+            content_type: ContentType::APPLICATION_DATA,
+            version: RECORD_VERSION,
+            len: (record.len() - HEADER_LEN) as u16,
+        }
+        .encode();
+        record[..HEADER_LEN].copy_from_slice(&header);
+        let nonce = Nonce::assume_unique_for_key(self.nonce(seq));
+        let key = self.key.as_ref().ok_or(CryptoError::Unsupported)?;
+        if plaintext.len() <= CHACHA_COPY_MAX && self.alg == &aead::CHACHA20_POLY1305 {
+            // The plaintext and its content type, then the tag.
+            let (inner, tag) = record[HEADER_LEN..].split_at_mut(plaintext.len() + 1);
+            inner[..plaintext.len()].copy_from_slice(plaintext);
+            inner[plaintext.len()] = ct.0;
+            let t = key.seal_in_place_separate_tag(nonce, Aad::from(header), inner).map_err(too_large)?;
+            tag.copy_from_slice(t.as_ref());
+        } else {
+            let (cipher, trail) = record[HEADER_LEN..].split_at_mut(plaintext.len());
+            key.seal_out_of_place_scatter(nonce, Aad::from(header), plaintext, cipher, &[ct.0], trail)
+                .map_err(too_large)?;
+        }
+        Ok(())
+    }
+
+    /// A TLS 1.2 record (RFC 5246, section 6.2.3.3; RFC 7905 for ChaCha20-Poly1305) of type `ct`
+    /// into `record`, which has its exact length.
+    #[inline(never)]
+    fn seal_tls12(
+        &mut self,
+        seq: u64,
+        ct: ContentType,
+        plaintext: &[u8],
+        record: &mut [u8],
+    ) -> Result<(), CryptoError> {
+        let n = self.nonce(seq);
+        let header =
+            Header { content_type: ct, version: RECORD_VERSION, len: (record.len() - HEADER_LEN) as u16 }
+                .encode();
+        let explicit = self.explicit_len();
+        let aad = tls12_aad(seq, ct, RECORD_VERSION, plaintext.len());
+        record[..HEADER_LEN].copy_from_slice(&header);
+        record[HEADER_LEN..HEADER_LEN + explicit].copy_from_slice(&n[NONCE_LEN - explicit..]);
+        let (cipher, tag) = record[HEADER_LEN + explicit..].split_at_mut(plaintext.len());
+        self.aead()?
+            .seal_out_of_place_scatter(
+                Nonce::assume_unique_for_key(n),
+                Aad::from(aad),
+                plaintext,
+                cipher,
+                &[],
+                tag,
+            )
+            .map_err(|_| CryptoError::TooLarge(plaintext.len()))
     }
 }
 
