@@ -230,6 +230,7 @@ impl RecordKey {
         self.key.as_ref().ok_or(CryptoError::Unsupported)
     }
 
+    /// Builds the AEAD context if the key was parked.
     #[inline]
     fn ensure_aead(&mut self) -> Result<(), CryptoError> {
         if self.key.is_none() {
@@ -316,13 +317,14 @@ impl RecordKey {
     /// The record's nonce (RFC 8446, section 5.3; RFC 7905 for TLS 1.2's ChaCha20-Poly1305): the
     /// IV with the sequence number XORed into its last 8 bytes, as one 64-bit word.
     fn nonce(&self, seq: u64) -> [u8; NONCE_LEN] {
+        // Whole arrays, not slices: the compiler then moves the nonce in two words, not in bytes.
         let (head, tail) = self.iv.split_at(NONCE_LEN - 8);
-        let head: [u8; 4] = head.try_into().expect("a 4-byte head");
+        let head: [u8; NONCE_LEN - 8] = head.try_into().expect("the IV's head");
         let tail: [u8; 8] = tail.try_into().expect("an 8-byte tail");
         let tail = (u64::from_be_bytes(tail) ^ seq).to_be_bytes();
         let mut n = [0u8; NONCE_LEN];
-        n[..4].copy_from_slice(&head);
-        n[4..].copy_from_slice(&tail);
+        n[..NONCE_LEN - 8].copy_from_slice(&head);
+        n[NONCE_LEN - 8..].copy_from_slice(&tail);
         n
     }
 
