@@ -513,8 +513,8 @@ impl RecordKey {
     /// rebuild, the compiler kept the nonce as twelve single bytes and copied it byte by byte
     /// into aws-lc-rs's `Nonce`, whose first wide load in aws-lc then waited for those stores
     /// to drain. At 1,460-byte AES-128-GCM records (an Intel Xeon), sealing each into a reused
-    /// buffer went from about 0.91 to 0.93 of aws-lc's own in-place seal, the inline engine's
-    /// seal path from 0.78 to 0.80.
+    /// buffer went from about 0.91 to 0.93 of aws-lc's own in-place seal, and the inline
+    /// engine's seal path became about 1.5 % faster.
     fn seal_record(
         &mut self,
         ct: ContentType,
