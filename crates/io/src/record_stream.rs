@@ -44,11 +44,12 @@ const MAX_RECORD: usize = HEADER_LEN + MAX_CIPHERTEXT_TLS12;
 /// The per-thread read area used when the caller's buffer cannot hold a whole record.
 const READ_AREA: usize = 64 * 1024;
 /// The most read from the socket at once into a caller's buffer: eight full records (the
-/// tunnel's reads; the relay reads 64 KiB).
+/// tunnel's reads, and the relay's first ones).
 const READ_MAX: usize = 8 * (MAX_PLAINTEXT + 22);
-/// Plaintext sealed per write call: up to eight full records, one write to the socket (the
-/// relay writes four per 64 KiB it read; the tunnel driver gathers eight).
-const WRITE_BATCH: usize = 8 * MAX_PLAINTEXT;
+/// Plaintext sealed per write call: up to 32 full records, one write to the socket (the relay
+/// offers up to 512 KiB at once, 128 KiB unless the socket has kept up; the tunnel driver gathers
+/// eight records).
+const WRITE_BATCH: usize = 32 * MAX_PLAINTEXT;
 
 thread_local! {
     static READ_SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; READ_AREA].into_boxed_slice());

@@ -44,6 +44,13 @@ pub trait LastWrites {
     fn reads_may_write(&self) -> bool {
         true
     }
+
+    /// Whether bytes a write took are still waiting for the socket (a TLS stream's sealed
+    /// records): the relay then reads no more than [`FIRST_READ`] next. False unless a stream
+    /// keeps such bytes.
+    fn holds_unsent(&self) -> bool {
+        false
+    }
 }
 
 impl LastWrites for tokio::net::TcpStream {
@@ -67,6 +74,9 @@ impl LastWrites for RecordStream {
     fn reads_may_write(&self) -> bool {
         RecordStream::queued(self)
     }
+    fn holds_unsent(&self) -> bool {
+        RecordStream::queued(self)
+    }
 }
 impl<T: LastWrites + ?Sized> LastWrites for Box<T> {
     fn last_writes(&mut self) {
@@ -78,13 +88,29 @@ impl<T: LastWrites + ?Sized> LastWrites for Box<T> {
     fn reads_may_write(&self) -> bool {
         (**self).reads_may_write()
     }
+    fn holds_unsent(&self) -> bool {
+        (**self).holds_unsent()
+    }
 }
 
-/// The largest read. Eight TLS records' worth of plaintext, the record stream's write batch: a
-/// bulk transfer then takes one read from the backend and one write of eight records to the
-/// client per 128 KiB, instead of one of each per record (half the system calls of 64 KiB reads,
-/// which a backend's socket filled every time). The buffer is per thread, not per connection.
-const SCRATCH: usize = 128 * 1024;
+/// A direction's first read, and its read again after its destination could not take
+/// everything: eight TLS records' worth of plaintext, the record stream's write batch. A bulk
+/// transfer then takes one read from the backend and one write of eight records to the client
+/// per 128 KiB, instead of one of each per record (half the system calls of 64 KiB reads, which
+/// a backend's socket filled every time).
+const FIRST_READ: usize = 128 * 1024;
+
+/// The largest read, reached by doubling from [`FIRST_READ`] while the source fills every read
+/// and the destination sends it all at once. Each read of a bulk download frees receive space,
+/// and on loopback the window update that follows wakes the sender again: reads of 512 KiB (with
+/// the record stream sealing as much per write) cut tlsgate's CPU per GiB relayed by about a
+/// third against 128 KiB ones (docs/benchmarks.md). The buffer is per thread, not per
+/// connection. A connection holds bytes only while its destination cannot take them: the rest
+/// of one read, and what a TLS destination sealed but could not send (one write batch); a
+/// destination that falls behind sets reads back to [`FIRST_READ`], so a slow client holds no
+/// more than with 128 KiB reads, and one that stalls right after keeping up at most one large
+/// read and one batch.
+const SCRATCH: usize = 512 * 1024;
 
 thread_local! {
     static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
@@ -229,6 +255,8 @@ struct Pump {
     /// The last poll ended waiting for the source to be readable, with nothing left to write:
     /// only the source's readiness (this direction's waker) has something for it.
     waits_on_read: bool,
+    /// The most the next read takes: [`FIRST_READ`] up to [`SCRATCH`].
+    read_limit: usize,
     count: u64,
 }
 
@@ -244,6 +272,7 @@ impl Pump {
             deferred: None,
             finished: false,
             waits_on_read: false,
+            read_limit: FIRST_READ,
             count: 0,
         }
     }
@@ -287,7 +316,8 @@ impl Pump {
             // 3. Read into the thread's scratch buffer, write on from there at once.
             let step = SCRATCH_BUF.with(|scratch| {
                 let mut scratch = scratch.borrow_mut();
-                let mut n = match ready!(self.poll_read(cx, r, &mut scratch[..])) {
+                let limit = self.read_limit;
+                let mut n = match ready!(self.poll_read(cx, r, &mut scratch[..limit])) {
                     Ok(n) => n,
                     Err(e) => return Poll::Ready(Err(e)),
                 };
@@ -297,8 +327,8 @@ impl Pump {
                 }
                 // Read ahead once: is the end already here too?
                 let mut read_pending = false;
-                if n < scratch.len() {
-                    match self.poll_read(cx, r, &mut scratch[n..]) {
+                if n < limit {
+                    match self.poll_read(cx, r, &mut scratch[n..limit]) {
                         Poll::Ready(Ok(0)) => {
                             self.eof = true;
                             w.last_writes();
@@ -322,6 +352,14 @@ impl Pump {
                         }
                     }
                 }
+                // Larger reads only while the source fills them and the destination keeps up.
+                self.read_limit = if !self.pending.is_empty() || w.holds_unsent() {
+                    FIRST_READ
+                } else if n == limit {
+                    (limit * 2).min(SCRATCH)
+                } else {
+                    limit
+                };
                 // Nothing more to read (and the source's waker is set): done for now, once the
                 // destination took everything.
                 if read_pending && self.pending.is_empty() {
@@ -392,3 +430,7 @@ impl Pump {
         ProxyError { side: self.to, context: format!("{what} failed after {} bytes: {e}", self.count) }
     }
 }
+
+#[cfg(test)]
+#[path = "relay_tests.rs"]
+mod tests;

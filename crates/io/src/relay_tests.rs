@@ -1,0 +1,134 @@
+//! The relay's read size: it grows while the destination keeps up and falls back when it does
+//! not (in-memory streams that record every read asked of them).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::{relay, LastWrites, FIRST_READ, SCRATCH};
+
+/// The backend: `total` bytes (byte i is `i % 251`), every read filled as far as asked; records
+/// how much each read asked for. Writes to it (the client's direction) are taken and dropped.
+struct Source {
+    total: usize,
+    sent: usize,
+    asked: Arc<Mutex<Vec<usize>>>,
+}
+
+impl AsyncRead for Source {
+    fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.asked.lock().unwrap().push(buf.remaining());
+        let n = buf.remaining().min(this.total - this.sent);
+        let bytes: Vec<u8> = (this.sent..this.sent + n).map(|i| (i % 251) as u8).collect();
+        buf.put_slice(&bytes);
+        this.sent += n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Source {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(data.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl LastWrites for Source {}
+
+/// How the client side takes writes.
+#[derive(Clone, Copy)]
+enum Pace {
+    /// Everything, at once.
+    Fast,
+    /// Every other write, the first among them, is refused for now (the task is woken at once
+    /// to try again).
+    Blocking,
+    /// Everything, but it says it holds part of it unsent (as a TLS stream whose socket was full).
+    Holding,
+}
+
+/// The client: sends nothing (end of stream at once), takes writes at `pace` and checks every
+/// byte against the source's pattern.
+struct Sink {
+    pace: Pace,
+    got: usize,
+    writes: usize,
+}
+
+impl AsyncRead for Sink {
+    fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, _: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Sink {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.writes += 1;
+        if matches!(this.pace, Pace::Blocking) && this.writes % 2 == 1 {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        for (k, b) in data.iter().enumerate() {
+            assert_eq!(*b, ((this.got + k) % 251) as u8, "byte {} relayed wrong", this.got + k);
+        }
+        this.got += data.len();
+        Poll::Ready(Ok(data.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl LastWrites for Sink {
+    fn holds_unsent(&self) -> bool {
+        matches!(self.pace, Pace::Holding)
+    }
+}
+
+/// Relays `total` bytes from a source to a client of `pace`; the sizes the source was asked for.
+fn reads(total: usize, pace: Pace) -> Vec<usize> {
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let source = Source { total, sent: 0, asked: asked.clone() };
+    let sink = Sink { pace, got: 0, writes: 0 };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let t = rt.block_on(relay(sink, source, &(), None)).map_err(|(e, _)| e.to_string()).unwrap();
+    assert_eq!(t.down, total as u64);
+    let asked = asked.lock().unwrap().clone();
+    asked
+}
+
+const TOTAL: usize = 8 << 20;
+
+#[test]
+fn reads_grow_to_the_largest_while_the_client_keeps_up() {
+    let asked = reads(TOTAL, Pace::Fast);
+    assert_eq!(&asked[..3], &[FIRST_READ, 2 * FIRST_READ, SCRATCH]);
+    // Every read filled: all but the last three (the short one, its read-ahead, the end) ask
+    // for the largest.
+    assert!(asked[2..asked.len() - 3].iter().all(|&n| n == SCRATCH), "{asked:?}");
+}
+
+#[test]
+fn reads_stay_small_for_a_client_that_blocks() {
+    let asked = reads(TOTAL, Pace::Blocking);
+    assert!(asked.iter().all(|&n| n <= FIRST_READ), "{asked:?}");
+}
+
+#[test]
+fn reads_stay_small_while_the_client_holds_unsent_bytes() {
+    let asked = reads(TOTAL, Pace::Holding);
+    assert!(asked.iter().all(|&n| n <= FIRST_READ), "{asked:?}");
+}
