@@ -26,7 +26,7 @@ PARAMS = {
         "handshake_conns": 3000,
         "concurrency": 16,
         "wrk_s": 5,
-        "bulk_runs": 1,
+        "bulk_runs": 3,
     },
     # Three rounds, the terminators in a rotated order each time (see run_round); report.FOLD.
     "full": {
@@ -37,7 +37,7 @@ PARAMS = {
         "handshake_conns": 6000,
         "concurrency": 16,
         "wrk_s": 8,
-        "bulk_runs": 3,
+        "bulk_runs": 5,
     },
 }
 
