@@ -31,6 +31,7 @@ pub mod describe;
 pub mod error;
 pub mod fleet;
 mod hkdf;
+mod hmac_sha256;
 pub mod identity;
 pub mod inline;
 pub mod keyd;
