@@ -1,14 +1,17 @@
 //! The relay's read size: it grows while the destination keeps up and falls back when it does
-//! not (in-memory streams that record every read asked of them).
+//! not; and a direction that always has work lets other tasks run every TURN bytes (in-memory
+//! streams that record every read asked of them).
 
+use std::future::Future;
 use std::io;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{relay, LastWrites, FIRST_READ, SCRATCH};
+use super::{relay, LastWrites, FIRST_READ, SCRATCH, TURN};
 
 /// The backend: `total` bytes (byte i is `i % 251`), every read filled as far as asked; records
 /// how much each read asked for. Writes to it (the client's direction) are taken and dropped.
@@ -62,6 +65,8 @@ struct Sink {
     pace: Pace,
     got: usize,
     writes: usize,
+    /// `got`, for the test to watch.
+    seen: Arc<AtomicUsize>,
 }
 
 impl AsyncRead for Sink {
@@ -82,6 +87,7 @@ impl AsyncWrite for Sink {
             assert_eq!(*b, ((this.got + k) % 251) as u8, "byte {} relayed wrong", this.got + k);
         }
         this.got += data.len();
+        this.seen.store(this.got, Ordering::Relaxed);
         Poll::Ready(Ok(data.len()))
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -102,7 +108,7 @@ impl LastWrites for Sink {
 fn reads(total: usize, pace: Pace) -> Vec<usize> {
     let asked = Arc::new(Mutex::new(Vec::new()));
     let source = Source { total, sent: 0, asked: asked.clone() };
-    let sink = Sink { pace, got: 0, writes: 0 };
+    let sink = Sink { pace, got: 0, writes: 0, seen: Arc::default() };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let t = rt.block_on(relay(sink, source, &(), None)).map_err(|(e, _)| e.to_string()).unwrap();
     assert_eq!(t.down, total as u64);
@@ -131,4 +137,27 @@ fn reads_stay_small_for_a_client_that_blocks() {
 fn reads_stay_small_while_the_client_holds_unsent_bytes() {
     let asked = reads(TOTAL, Pace::Holding);
     assert!(asked.iter().all(|&n| n <= FIRST_READ), "{asked:?}");
+}
+
+#[test]
+fn a_direction_that_always_has_work_yields_every_turn() {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let source = Source { total: TOTAL, sent: 0, asked: Arc::default() };
+    let sink = Sink { pace: Pace::Fast, got: 0, writes: 0, seen: seen.clone() };
+    let mut relay = pin!(relay(sink, source, &(), None));
+    let mut cx = Context::from_waker(Waker::noop());
+    let (mut polls, mut before) = (0, 0);
+    loop {
+        polls += 1;
+        let done = relay.as_mut().poll(&mut cx);
+        let now = seen.load(Ordering::Relaxed);
+        // Never more than a turn and the read that crossed it.
+        assert!(now - before < TURN + SCRATCH, "{} bytes in one poll", now - before);
+        before = now;
+        if let Poll::Ready(t) = done {
+            assert_eq!(t.map_err(|(e, _)| e.to_string()).unwrap().down, TOTAL as u64);
+            break;
+        }
+    }
+    assert!(polls >= TOTAL / (TURN + SCRATCH), "{polls} polls");
 }
