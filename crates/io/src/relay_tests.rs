@@ -1,6 +1,6 @@
 //! The relay's read size: it grows while the destination keeps up and falls back when it does
 //! not; and a direction that always has work lets other tasks run every TURN bytes (in-memory
-//! streams that record every read asked of them).
+//! streams that record every read asked of them). Its idle timeout, over loopback TCP.
 
 use std::future::Future;
 use std::io;
@@ -160,4 +160,50 @@ fn a_direction_that_always_has_work_yields_every_turn() {
         }
     }
     assert!(polls >= TOTAL / (TURN + SCRATCH), "{polls} polls");
+}
+
+/// The idle timeout on the coarse clock, over loopback TCP: a connection with a byte every
+/// 100 ms outlives a 300 ms timeout several times over; once it falls quiet the relay ends with
+/// the idle error, not before the timeout (less the coarse clock's tick) has passed.
+#[test]
+fn traffic_keeps_a_relay_open_and_quiet_closes_it_after_the_timeout() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    let idle = Duration::from_millis(300);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pair = || async {
+            let near = TcpStream::connect(addr).await.unwrap();
+            let (far, _) = listener.accept().await.unwrap();
+            (near, far)
+        };
+        let (mut client, relay_client) = pair().await;
+        let (relay_backend, mut backend) = pair().await;
+        let relayed = tokio::spawn(async move {
+            relay(relay_client, relay_backend, &(), Some(idle)).await.map_err(|(e, _)| e.to_string())
+        });
+        let busy = Instant::now();
+        let mut byte = [0u8; 1];
+        let mut last = Instant::now();
+        while busy.elapsed() < 4 * idle {
+            client.write_all(b"x").await.unwrap();
+            backend.read_exact(&mut byte).await.unwrap();
+            last = Instant::now();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(!relayed.is_finished(), "closed while bytes moved");
+        let result = relayed.await.unwrap();
+        let quiet = last.elapsed();
+        let error = result.expect_err("the relay ends on its idle timeout");
+        assert!(error.contains("idle for 300ms, closed"), "{error}");
+        // The coarse clock ticks every 1-10 ms; a millisecond more for rounding.
+        assert!(quiet >= idle - Duration::from_millis(11), "closed after {quiet:?} of quiet");
+        // The client and the backend see the end of the connection.
+        assert_eq!(client.read(&mut byte).await.unwrap_or(0), 0);
+        assert_eq!(backend.read(&mut byte).await.unwrap_or(0), 0);
+    });
 }
