@@ -225,9 +225,9 @@ where
         }
     };
     // The relay first: it is what wakes the task nearly every time. The watchdog only when the
-    // wake-up may be its own: a wake-up that moved bytes before the watchdog's deadline is not,
-    // and its timer, not yet fired, still holds this task's waker for that deadline (where it
-    // finds the new `last` and sleeps again). Re-polling the sleep at every chunk was a timer
+    // wake-up may be its own: a wake-up that moved bytes well before the watchdog's deadline is
+    // not, and its timer, not yet fired, still holds this task's waker for that deadline (where
+    // it finds the new `last` and sleeps again). Re-polling the sleep at every chunk was a timer
     // re-registration per chunk.
     let (mut both, mut watchdog) = (pin!(both), pin!(watchdog));
     let result = poll_fn(|cx| {
@@ -235,7 +235,7 @@ where
         if let Poll::Ready(r) = both.as_mut().poll(cx) {
             return Poll::Ready(r);
         }
-        if moved_at.load(Ordering::Relaxed) < watch_at.load(Ordering::Relaxed) {
+        if !watchdog_may_have_fired(moved_at.load(Ordering::Relaxed), watch_at.load(Ordering::Relaxed)) {
             return Poll::Pending;
         }
         watchdog.as_mut().poll(cx).map(Err)
@@ -259,6 +259,21 @@ fn coarse_ms() -> u64 {
     // would leave the relay without an idle timeout, not close it early.
     clock_gettime(ClockId::CLOCK_MONOTONIC_COARSE)
         .map_or(0, |t| t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000)
+}
+
+/// How far the coarse clock may trail the timer's (`CLOCK_MONOTONIC`), in milliseconds: a
+/// tick (10 ms at the slowest kernel tick rate, 100 Hz), and the millisecond each side rounds
+/// away, twice over.
+const COARSE_LAG_MS: u64 = 20;
+
+/// Whether the watchdog's timer, armed for coarse time `deadline`, may have fired by a wake-up
+/// that moved bytes at coarse time `moved_at` (`u64::MAX`: it moved none). The timer fires once
+/// `CLOCK_MONOTONIC` reaches the deadline, and the coarse clock may read up to a tick behind it
+/// then: a move read just before the deadline may come after the timer fired, and a fired
+/// timer that is not polled again never wakes the task again (the connection would never time
+/// out). So only moves read well before the deadline skip it.
+fn watchdog_may_have_fired(moved_at: u64, deadline: u64) -> bool {
+    moved_at.saturating_add(COARSE_LAG_MS) >= deadline
 }
 
 /// One direction.

@@ -207,3 +207,20 @@ fn traffic_keeps_a_relay_open_and_quiet_closes_it_after_the_timeout() {
         assert_eq!(backend.read(&mut byte).await.unwrap_or(0), 0);
     });
 }
+
+/// A wake-up that moved bytes skips the watchdog only when the move was read well before its
+/// deadline: the coarse clock may trail the timer's by a tick, so a move read just before the
+/// deadline may follow the timer's firing, and a fired timer left unpolled never wakes the task.
+#[test]
+fn the_watchdog_is_polled_when_its_timer_may_have_fired() {
+    use super::{watchdog_may_have_fired, COARSE_LAG_MS};
+    let deadline = 1_000_000;
+    assert!(!watchdog_may_have_fired(deadline - 1_000, deadline), "a move a second early");
+    assert!(!watchdog_may_have_fired(deadline - COARSE_LAG_MS - 1, deadline));
+    for early in [COARSE_LAG_MS, 10, 1, 0] {
+        assert!(watchdog_may_have_fired(deadline - early, deadline), "a move read {early} ms early");
+    }
+    assert!(watchdog_may_have_fired(deadline + 5, deadline), "after the deadline");
+    assert!(watchdog_may_have_fired(u64::MAX, deadline), "nothing moved: maybe the timer's wake-up");
+    assert!(watchdog_may_have_fired(u64::MAX, 0), "no deadline yet: the first poll");
+}
