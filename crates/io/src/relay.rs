@@ -262,8 +262,8 @@ fn coarse_ms() -> u64 {
 }
 
 /// How far the coarse clock may trail the timer's (`CLOCK_MONOTONIC`), in milliseconds: a
-/// tick (10 ms at the slowest kernel tick rate, 100 Hz), and the millisecond each side rounds
-/// away, twice over.
+/// tick (10 ms at the slowest kernel tick rate, 100 Hz) and the milliseconds each side rounds
+/// away, with room to spare.
 const COARSE_LAG_MS: u64 = 20;
 
 /// Whether the watchdog's timer, armed for coarse time `deadline`, may have fired by a wake-up
