@@ -250,7 +250,7 @@ where
 
 /// Milliseconds on the kernel's coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`), which the
 /// relay reads on every move for its idle timeout: a read of the time the kernel keeps at each
-/// tick (1-10 ms), without the counter read (`rdtsc`) of the precise clock. That read cost a
+/// tick (1-10 ms), without the counter read (`rdtscp`) of the precise clock. That read cost a
 /// keep-alive request about 5 % of its user-space time in a VM (two per request), and an idle
 /// timeout is seconds.
 fn coarse_ms() -> u64 {
