@@ -377,9 +377,11 @@ impl RecordKey {
                 if body.len() < TAG_LEN + 1 {
                     return Err(CryptoError::Short(TAG_LEN + 1));
                 }
+                // The nonce once the context exists, just before the call (see `seal_tls13`).
+                self.ensure_aead()?;
+                let key = self.key.as_ref().ok_or(CryptoError::Unsupported)?;
                 let nonce = Nonce::assume_unique_for_key(self.nonce(seq));
-                let plain = self
-                    .aead()?
+                let plain = key
                     .open_in_place(nonce, Aad::from(header.encode()), body)
                     .map_err(|_| CryptoError::BadRecordMac)?;
                 Ok((0..plain.len(), seq))
@@ -557,20 +559,40 @@ impl RecordKey {
         }
         .encode();
         record[..HEADER_LEN].copy_from_slice(&header);
-        let nonce = Nonce::assume_unique_for_key(self.nonce(seq));
-        let key = self.key.as_ref().ok_or(CryptoError::Unsupported)?;
         if plaintext.len() <= CHACHA_COPY_MAX && self.alg == &aead::CHACHA20_POLY1305 {
-            // The plaintext and its content type, then the tag.
-            let (inner, tag) = record[HEADER_LEN..].split_at_mut(plaintext.len() + 1);
-            inner[..plaintext.len()].copy_from_slice(plaintext);
-            inner[plaintext.len()] = ct.0;
-            let t = key.seal_in_place_separate_tag(nonce, Aad::from(header), inner).map_err(too_large)?;
-            tag.copy_from_slice(t.as_ref());
-        } else {
-            let (cipher, trail) = record[HEADER_LEN..].split_at_mut(plaintext.len());
-            key.seal_out_of_place_scatter(nonce, Aad::from(header), plaintext, cipher, &[ct.0], trail)
-                .map_err(too_large)?;
+            return self.seal_tls13_copied(seq, ct, header, plaintext, record);
         }
+        // The nonce last: `Nonce` wipes itself when dropped, and built before a check that may
+        // return (or panic), it was first stored byte by byte for that wipe.
+        let key = self.key.as_ref().ok_or(CryptoError::Unsupported)?;
+        let (cipher, trail) = record[HEADER_LEN..].split_at_mut(plaintext.len());
+        let nonce = Nonce::assume_unique_for_key(self.nonce(seq));
+        key.seal_out_of_place_scatter(nonce, Aad::from(header), plaintext, cipher, &[ct.0], trail)
+            .map_err(too_large)
+    }
+
+    /// [`RecordKey::seal_tls13`] for short ChaCha20-Poly1305 records ([`CHACHA_COPY_MAX`]): the
+    /// plaintext and its content type copied into the record, sealed in place, then the tag. A
+    /// function of its own: inlined, the compiler computed this path's nonce bytes before the
+    /// branch, on every AES-GCM record too.
+    #[inline(never)]
+    fn seal_tls13_copied(
+        &self,
+        seq: u64,
+        ct: ContentType,
+        header: [u8; HEADER_LEN],
+        plaintext: &[u8],
+        record: &mut [u8],
+    ) -> Result<(), CryptoError> {
+        let key = self.key.as_ref().ok_or(CryptoError::Unsupported)?;
+        let (inner, tag) = record[HEADER_LEN..].split_at_mut(plaintext.len() + 1);
+        inner[..plaintext.len()].copy_from_slice(plaintext);
+        inner[plaintext.len()] = ct.0;
+        let nonce = Nonce::assume_unique_for_key(self.nonce(seq));
+        let t = key
+            .seal_in_place_separate_tag(nonce, Aad::from(header), inner)
+            .map_err(|_| CryptoError::TooLarge(plaintext.len()))?;
+        tag.copy_from_slice(t.as_ref());
         Ok(())
     }
 
