@@ -367,6 +367,7 @@ impl RecordKey {
 
     /// Decrypts a record in place and returns where its plaintext lies in `body` (TLS 1.3: the
     /// whole TLSInnerPlaintext, content type and padding included) and its sequence number.
+    #[inline]
     pub fn decrypt(&mut self, header: Header, body: &mut [u8]) -> Result<(Range<usize>, u64), CryptoError> {
         let seq = self.take_seq()?;
         match self.version {
@@ -976,6 +977,7 @@ impl RecordLayer {
 
     /// Decrypts a client record in place: see [`RecordKey::decrypt`]. What it means is
     /// [`crate::session`]'s business.
+    #[inline]
     pub fn decrypt(&mut self, header: Header, body: &mut [u8]) -> Result<(Range<usize>, u64), CryptoError> {
         self.rx.decrypt(header, body)
     }

@@ -129,6 +129,7 @@ impl Framer {
 
     /// Reads the next event from `input`, advancing it past the bytes used. `Ok(None)` when
     /// `input` is used up without completing an event.
+    #[inline]
     pub fn next<'a>(&mut self, input: &mut &'a [u8]) -> Result<Option<Event<'a>>, FrameError> {
         match self.state {
             State::Failed => Err(FrameError::Failed),

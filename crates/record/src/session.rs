@@ -389,6 +389,9 @@ impl Session {
     }
 
     /// A whole client record, opened in place in `body`. Bytes to send are appended to `out`.
+    /// Inline (as are the framer's `next` and the key's `decrypt`): thin LTO left them calls from
+    /// the inline engine's client path, where inlined they open whole records 8–10 % faster.
+    #[inline]
     pub fn open(&mut self, header: Header, body: &mut [u8], out: &mut Vec<u8>) -> Result<Received, Fatal> {
         self.check()?;
         // RFC 8446 §6.1: ignored after close_notify (not even decrypted).
