@@ -1,6 +1,7 @@
 //! Backend pools: balancing, connecting with timeout and retry, health.
 
-use std::net::IpAddr;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -117,6 +118,18 @@ impl Pool {
     /// counts against that member and moves on to the next. Nothing has been sent yet, so each
     /// retry is safe.
     pub async fn connect(self: &Arc<Self>, client: IpAddr) -> Result<(TcpStream, Lease), ProxyError> {
+        self.connect_sending(client, &[]).await.map(|(stream, lease, _)| (stream, lease))
+    }
+
+    /// As [`Pool::connect`], sending `first` (what goes to the backend before anything else: a
+    /// PROXY header, the client's first request) as soon as the connection is up; returns how
+    /// many of its bytes went, the rest being the caller's to write. An attempt that fails has
+    /// sent nothing (see [`connect_addr`]), so each retry is still safe.
+    pub async fn connect_sending(
+        self: &Arc<Self>,
+        client: IpAddr,
+        first: &[u8],
+    ) -> Result<(TcpStream, Lease, usize), ProxyError> {
         let views: Vec<MemberView> =
             self.members.iter().map(|m| MemberView { healthy: m.is_healthy(), active: m.active() }).collect();
         let order = self.balancer.attempts(&views, client, self.max_attempts);
@@ -129,15 +142,15 @@ impl Pool {
         let mut failures = Vec::new();
         for i in order {
             let member = &self.members[i];
-            match connect_one(&member.addr, self.connect_timeout).await {
-                Ok(stream) => {
+            match connect_one_sending(&member.addr, self.connect_timeout, first).await {
+                Ok((stream, sent)) => {
                     member.record(true, "connect succeeded");
                     if !failures.is_empty() {
                         tracing::warn!(backend = %member.addr, failed = %failures.join("; "), "connected after retry");
                     }
                     member.active.fetch_add(1, Ordering::Relaxed);
                     member.total.fetch_add(1, Ordering::Relaxed);
-                    return Ok((stream, Lease { pool: self.clone(), index: i }));
+                    return Ok((stream, Lease { pool: self.clone(), index: i }, sent));
                 }
                 Err(e) => {
                     tracing::warn!(backend = %member.addr, error = %e, "backend connect failed");
@@ -167,6 +180,15 @@ async fn check_loop(pool: Weak<Pool>, interval: Duration, timeout: Duration) {
 }
 
 pub(crate) async fn connect_one(member: &BackendAddr, timeout: Duration) -> Result<TcpStream, String> {
+    connect_one_sending(member, timeout, &[]).await.map(|(stream, _)| stream)
+}
+
+/// [`connect_one`], sending `first` once connected; returns the bytes of it that went.
+pub(crate) async fn connect_one_sending(
+    member: &BackendAddr,
+    timeout: Duration,
+    first: &[u8],
+) -> Result<(TcpStream, usize), String> {
     let attempt = async {
         let addrs: Vec<_> = tokio::net::lookup_host((member.host.as_str(), member.port))
             .await
@@ -174,16 +196,54 @@ pub(crate) async fn connect_one(member: &BackendAddr, timeout: Duration) -> Resu
             .collect();
         let mut last = String::from("name resolved to no address");
         for addr in addrs {
-            match TcpStream::connect(addr).await {
-                Ok(s) => return Ok(s),
+            match connect_addr(addr, first).await {
+                Ok(connected) => return Ok(connected),
                 Err(e) => last = format!("{addr}: {e}"),
             }
         }
         Err(last)
     };
-    let stream = tokio::time::timeout(timeout, attempt)
+    tokio::time::timeout(timeout, attempt)
         .await
-        .map_err(|_| format!("connect timed out after {timeout:?}"))??;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
+        .map_err(|_| format!("connect timed out after {timeout:?}"))?
 }
+
+/// Connects to `addr` (TCP_NODELAY set) and sends `first` at once when the connection is
+/// already up as `connect` returns, which it is for a backend on this host: the kernel runs
+/// loopback's whole three-way handshake inside the call. tokio learns a new socket's
+/// writability only from its next `epoll_wait`, so waiting for that cost each such connection a
+/// turn of the event loop and a `getsockopt` before its first byte could go. A send straight on
+/// the socket finds out instead: it takes the bytes, or fails as the connect did (refused), or
+/// finds the handshake still under way (EAGAIN), and then the usual wait for writability follows
+/// with nothing sent. So a failed attempt has sent nothing.
+async fn connect_addr(addr: SocketAddr, first: &[u8]) -> io::Result<(TcpStream, usize)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))?;
+    let _ = socket.set_tcp_nodelay(true);
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let mut sent = 0;
+    if !first.is_empty() {
+        match socket.send_with_flags(first, libc::MSG_NOSIGNAL) {
+            Ok(n) => sent = n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let stream = TcpStream::from_std(socket.into())?;
+    if sent == 0 {
+        stream.writable().await?;
+        if let Some(e) = stream.take_error()? {
+            return Err(e);
+        }
+    }
+    Ok((stream, sent))
+}
+
+#[cfg(test)]
+#[path = "backend_tests.rs"]
+mod tests;

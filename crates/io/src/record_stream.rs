@@ -255,6 +255,15 @@ impl RecordStream {
             + self.after_close.len()
     }
 
+    /// Takes out the plaintext opened and not read yet: the client's first records, which mostly
+    /// arrive with its Finished (its request), for a caller that sends them on itself.
+    pub fn take_plain_ahead(&mut self) -> Vec<u8> {
+        let mut plain = std::mem::take(&mut self.plain);
+        plain.drain(..self.plain_at);
+        self.plain_at = 0;
+        plain
+    }
+
     /// Whether sealed records wait for the socket (or for the first write): while they do, a
     /// read may write them, and needs the socket's write readiness.
     pub fn queued(&self) -> bool {

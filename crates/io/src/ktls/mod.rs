@@ -97,6 +97,16 @@ impl ClientStream {
         }
     }
 
+    /// The client's plaintext already opened and not read yet, taken out of the stream
+    /// ([`RecordStream::take_plain_ahead`]); none from the kernel's record layer, whose reads
+    /// hand it over as usual.
+    pub fn take_plain_ahead(&mut self) -> Vec<u8> {
+        match self {
+            ClientStream::Records(s) => s.take_plain_ahead(),
+            ClientStream::Kernel(_) => Vec::new(),
+        }
+    }
+
     /// Refuses the client before any application data (see [`RecordStream::refuse`]).
     pub async fn refuse(self, description: u8) {
         match self {

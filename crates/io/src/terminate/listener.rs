@@ -372,36 +372,15 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
             return;
         }
 
-        let (backend, lease) = match Box::pin(est.route.pool.connect(client.ip())).await {
-            Ok(ok) => ok,
-            Err(e) => {
-                tracing::warn!(side = %e.side, error = %e.context, "no backend, client connection closed");
-                return;
-            }
-        };
-        let member = lease.member().addr.to_string();
-        if let Ok(mut b) = listed.info.backend.lock() {
-            b.clone_from(&member);
-        }
-        let mut backend = backend;
-        // The backend application names this connection by its own socket's addresses: its local
-        // address is our peer, and ours is its peer.
-        // Asked for only with a control socket running (two system calls per connection otherwise).
-        let _directives = peer_facts.and_then(|facts| match (backend.peer_addr(), backend.local_addr()) {
-            (Ok(app_local), Ok(app_peer)) => Some(crate::control::registry::register(
-                app_local,
-                app_peer,
-                crate::control::registry::Entry::new(Some(facts), None),
-            )),
-            _ => None,
-        });
-        if let Some(header) = &proxy_header_bytes {
-            if let Err(e) = backend.write_all(header).await {
-                tracing::warn!(backend = %member, side = %Side::Backend, error = %e, "sending the PROXY header failed");
-                return;
-            }
-        }
         let mut client_stream = est.stream;
+        // Not after a STARTTLS prologue: the backend's own greeting is read first, and a server
+        // may refuse a client that speaks before it (SMTP's early talkers).
+        let ahead = if state.starttls.is_none() { client_stream.take_plain_ahead() } else { Vec::new() };
+        let ahead_len = ahead.len();
+        let connect =
+            connect_backend(&est.route, client.ip(), proxy_header_bytes, ahead, peer_facts, &listed.info);
+        let Some((mut backend, _lease, member, _directives)) = Box::pin(connect).await else { return };
+        meter.up(ahead_len as u64);
         if let Some((protocol, _)) = &state.starttls {
             // Boxed: its greeting buffer would otherwise be part of every connection's task.
             let joined = Box::pin(starttls::server::join_backend(
@@ -428,13 +407,15 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
             }
             other => (relay(other, backend, &meter, state.idle_timeout).await, "copy"),
         };
+        // The client's first bytes went with the connect, before the relay.
+        let up = |t: &crate::relay::Transferred| t.up + ahead_len as u64;
         match relayed {
             Ok(t) => tracing::info!(
-                backend = %member, up = t.up, down = t.down, duration = ?started.elapsed(), relay = how,
+                backend = %member, up = up(&t), down = t.down, duration = ?started.elapsed(), relay = how,
                 "connection closed"
             ),
             Err((e, t)) => tracing::warn!(
-                backend = %member, side = %e.side, error = %e.context, up = t.up, down = t.down,
+                backend = %member, side = %e.side, error = %e.context, up = up(&t), down = t.down,
                 duration = ?started.elapsed(), relay = how, "connection aborted"
             ),
         }
@@ -456,6 +437,66 @@ async fn handle(tcp: TcpStream, state: Arc<ListenerState>) {
             }
         }
     }
+}
+
+/// The backend connection of an established client connection, the PROXY header (`header`)
+/// and the client's first bytes (`ahead`: its request, when it came with its Finished) sent
+/// before anything else, with the connect itself ([`crate::backend::Pool::connect_sending`])
+/// unless a control socket runs (`peer_facts`): then the connection is registered for the
+/// backend application's questions before the application can hear from it. `None` when it
+/// failed (logged). A function of its own, boxed by the caller, so that none of this stays in
+/// the connection's task while it relays.
+async fn connect_backend(
+    route: &super::routes::Route,
+    client: std::net::IpAddr,
+    header: Option<Vec<u8>>,
+    ahead: Vec<u8>,
+    peer_facts: Option<tlsgate_directive::PeerFacts>,
+    info: &ConnInfo,
+) -> Option<(TcpStream, crate::backend::Lease, String, Option<crate::control::registry::Registered>)> {
+    let (has_header, ahead_len) = (header.is_some(), ahead.len());
+    let first = match header {
+        Some(mut header) => {
+            header.extend_from_slice(&ahead);
+            header
+        }
+        None => ahead,
+    };
+    let with_connect = if peer_facts.is_some() { &[][..] } else { &first[..] };
+    let (mut backend, lease, sent) = match route.pool.connect_sending(client, with_connect).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            tracing::warn!(side = %e.side, error = %e.context, "no backend, client connection closed");
+            return None;
+        }
+    };
+    let member = lease.member().addr.to_string();
+    if let Ok(mut b) = info.backend.lock() {
+        b.clone_from(&member);
+    }
+    // The backend application names this connection by its own socket's addresses: its local
+    // address is our peer, and ours is its peer. Asked for only with a control socket running
+    // (two system calls per connection otherwise).
+    let directives = peer_facts.and_then(|facts| match (backend.peer_addr(), backend.local_addr()) {
+        (Ok(app_local), Ok(app_peer)) => Some(crate::control::registry::register(
+            app_local,
+            app_peer,
+            crate::control::registry::Entry::new(Some(facts), None),
+        )),
+        _ => None,
+    });
+    if sent < first.len() {
+        if let Err(e) = backend.write_all(&first[sent..]).await {
+            let what = match (has_header, ahead_len) {
+                (true, 0) => "the PROXY header",
+                (true, _) => "the PROXY header and the client's first bytes",
+                (false, _) => "the client's first bytes",
+            };
+            tracing::warn!(backend = %member, side = %Side::Backend, error = %e, "sending {what} failed");
+            return None;
+        }
+    }
+    Some((backend, lease, member, directives))
 }
 
 /// A directed connection: to the default route's backend, in the clear until the backend
