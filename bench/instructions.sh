@@ -7,7 +7,10 @@
 #   bench/instructions.sh [--conns N] [TLSGATE_BINARY ...]
 #
 # With no binary it builds and measures this checkout's; given several (say the build before a
-# change and the one after), it measures each on the same backend and load. Installs nothing.
+# change and the one after), it measures each on the same backend and load. With hitch installed
+# it also counts hitch's instructions per keep-alive request under the same load, the peer with
+# the least user space per request in bench/run.sh, and prints each build's ratio to it.
+# Installs nothing.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -24,7 +27,7 @@ while [ $# -gt 0 ]; do
 done
 
 declare -A need=([valgrind]=/usr/bin/callgrind_control [nginx-core]=/usr/sbin/nginx [wrk]=/usr/bin/wrk
-  [openssl]=/usr/bin/openssl [iproute2]=/usr/bin/ss)
+  [openssl]=/usr/bin/openssl [iproute2]=/usr/bin/ss [curl]=/usr/bin/curl)
 missing=()
 for pkg in "${!need[@]}"; do [ -e "${need[$pkg]}" ] || missing+=("$pkg"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -116,16 +119,61 @@ measure() {
   echo $(((ir - less) / n))
 }
 
+# measure_hitch: hitch's user-space instructions per keep-alive request, the same backend and
+# wrk load: the difference between a short and a long run, each under callgrind from start to
+# exit (hitch's worker runs as nobody, where callgrind_control does not reach it), so start-up
+# and wrk's four handshakes, the same in both, cancel out. Its worker is the process that
+# counted the most.
+measure_hitch() {
+  local dumps=$work/hitch-callgrind d port pid reqs=() irs=()
+  mkdir -p "$dumps" "$work/hitch-ocsp"
+  # The worker (nobody) writes its counts there: the scratch directory only traversable.
+  chmod 711 "$work"
+  chmod 1777 "$dumps"
+  for d in 3 9; do
+    port=$(free_port)
+    sed -e "s#@LISTEN_PORT@#$port#; s#@BACKEND_PORT@#$backend_port#; s#@PEM@#$work/server-combined.pem#; s#@DIR@#$work#" \
+      bench/peers/hitch.conf.in >"$work/hitch.conf"
+    start "hitch-$d" valgrind --tool=callgrind --callgrind-out-file="$dumps/$d.%p" hitch --config "$work/hitch.conf"
+    pid=$last_pid
+    wait_port "$port"
+    # Its worker starts after the listener, slowly under valgrind: one request served first.
+    for _ in $(seq 120); do curl -skf -o /dev/null --max-time 5 "https://127.0.0.1:$port/small" && break; sleep 0.5; done
+    wrk -t1 -c4 -d"${d}s" "https://127.0.0.1:$port/small" >"$dumps/$d.load"
+    # SIGINT: hitch exits through its handler, and callgrind writes each process's counts.
+    kill -INT -- "-$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    # The worker writes its counts as it exits, maybe after the master.
+    for _ in $(seq 300); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.1; done
+    reqs+=("$(grep -oP '\d+(?= requests in)' "$dumps/$d.load")")
+    irs+=("$(grep -h -m1 -E '^(summary|totals):' "$dumps/$d".[0-9]* | awk '$2 > m { m = $2 } END { print m }')")
+  done
+  echo $(((irs[1] - irs[0]) / (reqs[1] - reqs[0])))
+}
+
+hitch_ka=
+if command -v hitch >/dev/null 2>&1; then
+  echo "[bench] hitch" >&2
+  hitch_ka=$(measure_hitch)
+fi
+
 echo "# user-space instructions per unit (callgrind), $(date -u '+%Y-%m-%d %H:%M') UTC"
 echo
 echo "- load: $conns connections per handshake mode over 4 workers; wrk -t1 -c4 -d5s for keep-alive (its four handshakes counted at the full-handshake figure and left out)"
 echo
 echo "| tlsgate binary | full handshake, per connection | resumed, per connection | keep-alive, per request |"
 echo "|---|---:|---:|---:|"
+ratios=()
 for bin in "${bins[@]}"; do
   echo "[bench] $bin" >&2
   full=$(measure "$bin" full)
   resumed=$(measure "$bin" resumed)
   ka=$(measure "$bin" keepalive "$full")
   echo "| $bin | $full | $resumed | $ka |"
+  ratios+=("keepalive_vs_hitch=$(awk -v a="$ka" -v b="$hitch_ka" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }') $bin")
 done
+if [ -n "$hitch_ka" ]; then
+  echo "| hitch (peer), keep-alive only | | | $hitch_ka |"
+  echo
+  printf '%s\n' "${ratios[@]}"
+fi
