@@ -829,12 +829,17 @@ impl Engine {
     }
 
     /// What a flow's verdict on a segment it consumed means for the table: closed (or the
-    /// segment a RST), the flow goes; a FIN marks it closing.
+    /// segment a RST), the flow goes; failed, it is marked reset until it goes; a FIN marks it
+    /// closing.
     fn settle(&mut self, key: &FlowKey, seg: &Segment, verdict: Verdict) {
         self.stats.forwarded += 1;
         if verdict == Verdict::Closed || seg.rst {
             self.remove(key);
             self.stats.flows_reset += 1;
+        } else if verdict == Verdict::Failed {
+            if let Some(flow) = self.flows.get_mut(key) {
+                flow.state = FlowState::Reset;
+            }
         } else if seg.fin {
             if let Some(flow) = self.flows.get_mut(key) {
                 flow.state = FlowState::Closing;
@@ -1053,9 +1058,15 @@ impl Engine {
             let mark = out.len();
             let (parked, compact) = (tls.is_parked(), tls.is_compact());
             let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tls.timeout(now, out)));
-            if caught.is_err() {
+            let Ok(verdict) = caught else {
                 out.truncate(mark);
                 self.contain(now, key, None, out);
+                return;
+            };
+            if verdict == Verdict::Closed {
+                // A failed flow's linger ended: its RST is out.
+                self.remove(&key);
+                self.stats.flows_reset += 1;
                 return;
             }
             self.stats.flows_parked += u64::from(!parked && tls.is_parked());

@@ -7,7 +7,7 @@
 use crate::engine::Limits;
 use crate::seq::Seq;
 use crate::tables::{Counters, FlowState};
-use crate::tls_flow::TlsFlow;
+use crate::tls_flow::{TlsFlow, FAILED_LINGER};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -47,6 +47,8 @@ impl Flow {
         match self.state {
             FlowState::SynSent => self.last_activity + l.syn_timeout,
             FlowState::Closing => self.last_activity + l.closing_timeout,
+            // Its own timer resets the client at the linger's end: never expired before it.
+            FlowState::Reset => self.last_activity + l.idle_timeout.max(2 * FAILED_LINGER),
             _ => self.last_activity + l.idle_timeout,
         }
     }

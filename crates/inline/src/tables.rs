@@ -98,7 +98,9 @@ pub enum FlowState {
     Closing,
     /// Not TLS or not handled: packets pass unchanged.
     PassThrough,
-    /// Reset (by a peer, or by the engine after a failed tag).
+    /// Ended by the engine (a failed tag, a broken rule, a refused handshake): the server's
+    /// connection reset, the client sent the fatal alert and a FIN; it gets RST at its next data
+    /// or FIN, or after a short linger, and the flow goes.
     Reset,
 }
 

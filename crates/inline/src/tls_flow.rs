@@ -36,6 +36,10 @@ const PAIRS: usize = 4096;
 /// the next record, a key expansion per direction) and its queues' spare room given back. Long enough that a busy flow never pays
 /// the rebuild per packet; short against the minutes an idle connection stays open.
 pub const PARK_AFTER: Duration = Duration::from_millis(500);
+/// How long a failed flow ([`Live::fail`]) waits, its fatal alert and FIN sent, for the client
+/// to write again or close before it is reset anyway: long enough for a client to read the
+/// alert and close, short against what a connection's state costs.
+pub const FAILED_LINGER: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Error, PartialEq)]
 pub enum FlowError {
@@ -333,14 +337,15 @@ impl TlsFlow {
 
     /// The flow's timers (a parked flow has none). An established flow idle for its
     /// `park_after` is parked: compact when quiet, else its AEAD contexts dropped (and compacted
-    /// once quiet, at the next instant its deadline names). True when the flow was parked now.
-    pub fn timeout(&mut self, now: Duration, out: &mut Vec<Vec<u8>>) {
-        let State::Live(l) = &mut self.state else { return };
+    /// once quiet, at the next instant its deadline names). [`Verdict::Closed`] when a failed
+    /// flow's linger ended (its RST is in `out`).
+    pub fn timeout(&mut self, now: Duration, out: &mut Vec<Vec<u8>>) -> Verdict {
+        let State::Live(l) = &mut self.state else { return Verdict::Continue };
         let was_parked = l.is_parked();
-        l.timeout(now, out);
+        let verdict = l.timeout(now, out);
         let compact = l.park_due(now) && l.is_quiet();
         if !compact && (was_parked || !l.is_parked()) {
-            return;
+            return verdict;
         }
         let State::Live(l) = std::mem::replace(&mut self.state, State::Moving) else { unreachable!() };
         // The compact form and what it allocates in the parked flows' own heap.
@@ -350,6 +355,7 @@ impl TlsFlow {
             // handshake's short-lived allocations came from, which the allocator can then free.
             Err(l) => State::Live(Box::new(*l)),
         };
+        verdict
     }
 }
 
@@ -400,6 +406,32 @@ pub enum Verdict {
     /// The client's first bytes are not a TLS handshake record and nothing has been consumed:
     /// the engine forwards this segment and the rest of the flow unchanged.
     NotTls,
+    /// The engine ended the flow ([`Live::fail`]): the server's connection reset, the client
+    /// sent its fatal alert and a FIN. The flow stays until the client's next data or FIN, or
+    /// [`FAILED_LINGER`], each answered with RST ([`Verdict::Closed`] then).
+    Failed,
+}
+
+/// A flow the engine ended ([`Live::fail`]): what the client was sent and until when it waits.
+/// Why not RST at once, as after any other end: a client that writes again before it reads
+/// (a request right behind its bad record) would find its write refused by the RST and never
+/// read the alert, which RFC 8446 §6.2 has it receive. A FIN keeps the client's socket
+/// writable, as a TLS server closing its socket does.
+struct Failed {
+    /// The alert record at outer offset `at`, then the FIN: resent until the client
+    /// acknowledges the FIN.
+    alert: Vec<u8>,
+    at: u64,
+    /// The next resend and its backoff (`None` once acknowledged), and the linger's end.
+    resend: Option<(Duration, u32)>,
+    until: Duration,
+}
+
+impl Failed {
+    /// The outer offset past the FIN: the client's next expected byte once it has everything.
+    fn end(&self) -> u64 {
+        self.at + self.alert.len() as u64 + 1
+    }
 }
 
 struct Live {
@@ -431,6 +463,8 @@ struct Live {
     /// (`None`: never).
     last_packet: Duration,
     park_after: Option<Duration>,
+    /// Set once the engine ended the flow (boxed: rare, and the live state's size counts).
+    failed: Option<Box<Failed>>,
 }
 
 impl std::fmt::Debug for Live {
@@ -467,6 +501,7 @@ impl Live {
             handshake_alert: Vec::new(),
             last_packet: Duration::ZERO,
             park_after: None,
+            failed: None,
         }
     }
 
@@ -500,6 +535,9 @@ impl Live {
     /// The flow's next timer: the retransmission timeout, or when it is parked (its contexts
     /// dropped, or compacted once quiet).
     pub fn deadline(&self) -> Option<Duration> {
+        if let Some(f) = &self.failed {
+            return Some(f.resend.map_or(f.until, |(d, _)| d.min(f.until)));
+        }
         let park = match &self.keys {
             Keys::Records(s) if !s.parked() || self.is_quiet() => {
                 self.park_after.map(|a| self.last_packet + a)
@@ -511,7 +549,9 @@ impl Live {
 
     /// Established and without a packet for `park_after`.
     fn park_due(&self, now: Duration) -> bool {
-        self.park_after.is_some_and(|a| now >= self.last_packet + a) && self.is_established()
+        self.park_after.is_some_and(|a| now >= self.last_packet + a)
+            && self.is_established()
+            && self.failed.is_none()
     }
 
     /// Whether the flow is parked (its AEAD contexts dropped until the next record).
@@ -567,6 +607,7 @@ impl Live {
             + keys
             + info
             + self.handshake_alert.capacity()
+            + self.failed.as_ref().map_or(0, |f| std::mem::size_of::<Failed>() + f.alert.capacity())
     }
 
     fn tls(&mut self) -> Option<&mut Session> {
@@ -586,6 +627,9 @@ impl Live {
         out: &mut Vec<Vec<u8>>,
     ) -> Verdict {
         self.last_packet = now;
+        if self.failed.is_some() {
+            return self.client_after_failure(seg, payload, out);
+        }
         if self.is_not_tls(seg, payload) {
             return Verdict::NotTls;
         }
@@ -593,7 +637,7 @@ impl Live {
         self.client_window = seg.window;
         match self.client_inner(now, seg, payload, same_window, out) {
             Ok(v) => v,
-            Err(e) => self.fail(&e, out),
+            Err(e) => self.fail(now, &e, out),
         }
     }
 
@@ -781,10 +825,15 @@ impl Live {
         out: &mut Vec<Vec<u8>>,
     ) -> Verdict {
         self.last_packet = now;
+        if self.failed.is_some() {
+            // The server's connection was reset: whatever it still had in flight is dropped
+            // (plaintext never goes toward the client).
+            return Verdict::Continue;
+        }
         self.server_window = seg.window;
         match self.server_inner(now, seg, payload, out) {
             Ok(v) => v,
-            Err(e) => self.fail(&e, out),
+            Err(e) => self.fail(now, &e, out),
         }
     }
 
@@ -866,8 +915,17 @@ impl Live {
         offset.is_some_and(|o| o < acked)
     }
 
-    /// The engine's timer: resend its own unacknowledged bytes with backoff.
-    pub fn timeout(&mut self, now: Duration, out: &mut Vec<Vec<u8>>) {
+    /// The engine's timer: resend its own unacknowledged bytes with backoff; a failed flow's
+    /// alert and FIN likewise, and its RST at the linger's end ([`Verdict::Closed`]).
+    pub fn timeout(&mut self, now: Duration, out: &mut Vec<Vec<u8>>) -> Verdict {
+        if self.failed.is_some() {
+            return self.failed_timeout(now, out);
+        }
+        self.live_timeout(now, out);
+        Verdict::Continue
+    }
+
+    fn live_timeout(&mut self, now: Duration, out: &mut Vec<Vec<u8>>) {
         let due = self.park_after.is_some_and(|a| now >= self.last_packet + a);
         if due && self.is_established() && !self.is_parked() {
             self.park();
@@ -902,20 +960,62 @@ impl Live {
     }
 
     /// A fatal error: RST to the server, and to the client the fatal alert the session chose
-    /// (bad_record_mac for a failed tag, unexpected_message, record_overflow…) followed by RST.
-    fn fail(&mut self, e: &FlowError, out: &mut Vec<Vec<u8>>) -> Verdict {
+    /// (bad_record_mac for a failed tag, unexpected_message, record_overflow…) with a FIN; the
+    /// flow then waits as [`Failed`] says. Without an alert to send, RST to the client too.
+    fn fail(&mut self, now: Duration, e: &FlowError, out: &mut Vec<Vec<u8>>) -> Verdict {
         self.send_server(Control::Rst, &[], out);
         let bad_mac = matches!(e, FlowError::Up(UpError::Session(f)) if f.reason == Reason::BadRecordMac);
         self.mac_failed |= bad_mac;
         let at = self.down.outer_end();
-        let mut rec = std::mem::take(&mut self.handshake_alert);
-        if !rec.is_empty() || self.tls().and_then(|s| s.send_alert(&mut rec)).is_some() {
-            self.send_client(Control::Psh, at, &rec, out);
-            self.send_client(Control::Rst, at + rec.len() as u64, &[], out);
+        let mut alert = std::mem::take(&mut self.handshake_alert);
+        if alert.is_empty() && self.tls().and_then(|s| s.send_alert(&mut alert)).is_none() {
+            self.send_client(Control::Rst, at, &[], out);
             return Verdict::Closed;
         }
-        self.send_client(Control::Rst, at, &[], out);
+        self.send_client(Control::Fin, at, &alert, out);
+        self.rto = None;
+        self.failed =
+            Some(Box::new(Failed { alert, at, resend: Some((now + RTO, 0)), until: now + FAILED_LINGER }));
+        Verdict::Failed
+    }
+
+    /// A client segment once the flow failed: an ACK of the alert and FIN is taken in (the
+    /// server's connection is gone); data or a FIN gets RST at the client's ACK, its next
+    /// expected byte, and ends the flow; the client's RST ends it too.
+    fn client_after_failure(&mut self, seg: &Segment, payload: &[u8], out: &mut Vec<Vec<u8>>) -> Verdict {
+        let f = self.failed.as_mut().expect("called for a failed flow");
+        if seg.rst {
+            return Verdict::Closed;
+        }
+        let (at, end) = (f.at, f.end());
+        let acked = seg.ack.and_then(|a| self.server.offset(a, end)).filter(|o| (at..=end).contains(o));
+        if acked == Some(end) {
+            f.resend = None;
+        }
+        if payload.is_empty() && !seg.fin {
+            return Verdict::Continue;
+        }
+        self.send_client(Control::Rst, acked.unwrap_or(end), &[], out);
         Verdict::Closed
+    }
+
+    /// A failed flow's timer: the alert and FIN again while unacknowledged (with backoff),
+    /// and at the linger's end RST to the client.
+    fn failed_timeout(&mut self, now: Duration, out: &mut Vec<Vec<u8>>) -> Verdict {
+        let mut f = self.failed.take().expect("called for a failed flow");
+        let verdict = if now >= f.until {
+            self.send_client(Control::Rst, f.end(), &[], out);
+            Verdict::Closed
+        } else {
+            if let Some((_, backoff)) = f.resend.filter(|&(d, _)| now >= d) {
+                self.send_client(Control::Fin, f.at, &f.alert, out);
+                let next = (backoff + 1).min(MAX_BACKOFF);
+                f.resend = Some((now + RTO * (1 << next), next));
+            }
+            Verdict::Continue
+        };
+        self.failed = Some(f);
+        verdict
     }
 
     /// Plaintext for the server at inner offset `inner`, cut to the server's MSS (a record

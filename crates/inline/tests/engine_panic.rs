@@ -111,8 +111,8 @@ fn a_panic_during_a_tls_handshake_resets_that_flow_only() {
     assert_eq!((out.len(), out[0].0.dst), (1, backend), "flow b is served");
 }
 
-/// Not a panic: a handshake rustls refuses ends the flow with rustls's fatal alert to the client,
-/// then an RST (RFC 8446 §6.2), not with the RST alone.
+/// Not a panic: a handshake rustls refuses ends the flow with rustls's fatal alert to the client
+/// (RFC 8446 §6.2) and a FIN, not with an RST alone; the client's next data gets the RST.
 #[test]
 fn a_refused_handshake_sends_rustls_alert_before_the_reset() {
     let mut e = engine();
@@ -123,8 +123,13 @@ fn a_refused_handshake_sends_rustls_alert_before_the_reset() {
     let hello = [0x16, 3, 1, 0, 4, 1, 0, 0, 0];
     let out = feed(&mut e, data(a, service, 1001, 5001, &hello));
     let to_client: Vec<_> = out.iter().filter(|(s, _)| s.dst == a).collect();
-    assert_eq!(to_client.len(), 2, "the alert, then the RST");
+    assert_eq!(to_client.len(), 1, "the alert");
     assert_eq!(&to_client[0].1[to_client[0].0.payload.clone()], [0x15, 3, 3, 0, 2, 2, 50], "decode_error");
-    assert!(to_client[1].0.rst && to_client[1].0.seq.0 == to_client[0].0.seq.0 + 7);
+    assert!(to_client[0].0.fin, "with a FIN");
     assert!(out.iter().any(|(s, _)| s.dst == backend && s.rst), "and the server's side reset");
+    // The client writes again before reading: RST past the FIN, and the flow is gone.
+    let after = to_client[0].0.seq.0 + 7 + 1;
+    let out = feed(&mut e, data(a, service, 1001 + hello.len() as u32, after, b"more"));
+    assert!(out.len() == 1 && out[0].0.rst && out[0].0.dst == a && out[0].0.seq.0 == after);
+    assert_eq!(e.flow_count(), 0);
 }

@@ -14,7 +14,7 @@ use tlsgate_inline::engine::{Config, Engine, Limits, Service};
 use tlsgate_inline::packet::{self, Build, Control};
 use tlsgate_inline::seq::Seq;
 use tlsgate_inline::tables::{FlowKey, FlowState, Mode, Release};
-use tlsgate_inline::tls_flow::PARK_AFTER;
+use tlsgate_inline::tls_flow::{FAILED_LINGER, PARK_AFTER};
 use tlsgate_record::crypto::AEAD_CONTEXT_BYTES;
 
 const CLIENT: &str = "10.0.0.1:40000";
@@ -294,18 +294,94 @@ fn a_tampered_record_resets_the_server_and_alerts_the_client() {
     assert!(to_server[0].0.rst, "RST to the server");
     assert!(to_server[0].0.payload.is_empty(), "no byte of the record reached the server");
     let to_client: Vec<_> = segs.iter().filter(|(s, _)| s.dst == sa(CLIENT)).collect();
-    assert_eq!(to_client.len(), 2);
-    let alert = &to_client[0].1[to_client[0].0.payload.clone()];
+    assert_eq!(to_client.len(), 1);
+    let next = CISN.wrapping_add(1 + n.c_sent + bytes.len() as u32);
+    let alert = failed_flow_ends_at_the_clients_next_data(&mut n, to_client[0], next);
     n.client.read_tls(&mut &alert[..]).unwrap();
     let err = n.client.process_new_packets().unwrap_err();
     assert!(format!("{err:?}").contains("BadRecordMac"), "{err:?}");
-    assert!(to_client[1].0.rst);
-    assert_eq!(n.engine.flow_count(), 0);
     // The ended flow stays in the totals, its failure counted once.
     let stats = n.engine.stats();
     assert_eq!(stats.mac_failures, 1);
     assert_eq!(stats.flows_reset, 1);
     assert!(stats.up.outer_bytes >= n.c_sent as u64 && stats.down.outer_bytes == n.c_recv as u64);
+}
+
+/// What a failed flow sent the client (`alert`: the alert record, and nothing else to the client)
+/// and what follows: the alert goes with a FIN, and the flow waits, marked reset; the client's ACK
+/// of both is taken in without an answer; its next data (`client_seq`), written before it read
+/// the alert, gets RST at the client's ACK and ends the flow. Returns the alert record.
+fn failed_flow_ends_at_the_clients_next_data(
+    n: &mut Net,
+    (alert, raw): &(packet::Segment, Vec<u8>),
+    client_seq: u32,
+) -> Vec<u8> {
+    assert!(alert.fin && !alert.rst, "the alert goes with a FIN");
+    let record = raw[alert.payload.clone()].to_vec();
+    let after = alert.seq.0.wrapping_add(record.len() as u32 + 1);
+    assert_eq!(n.engine.flow_count(), 1, "the flow waits for the client");
+    assert_eq!(n.engine.report().connections[0].state, FlowState::Reset);
+    let mut out = Vec::new();
+    n.engine.handle_packet(n.now, data(sa(CLIENT), sa(SERVICE), client_seq, after, &[]), &mut out);
+    assert!(out.is_empty(), "the client's ACK of the alert and FIN is taken in: {out:?}");
+    n.engine.handle_packet(n.now, data(sa(CLIENT), sa(SERVICE), client_seq, after, b"more"), &mut out);
+    assert_eq!(out.len(), 1, "one RST, nothing to the server");
+    let rst = packet::parse(&out[0]).unwrap();
+    assert!(rst.rst && rst.dst == sa(CLIENT) && rst.seq == Seq(after), "RST at the client's ACK: {rst:?}");
+    assert_eq!(n.engine.flow_count(), 0);
+    record
+}
+
+/// A failed flow whose client neither acknowledges nor writes: the alert and FIN go again after
+/// the retransmission timeout, and at the linger's end the client gets RST and the flow goes.
+#[test]
+fn a_failed_flows_alert_is_resent_until_acknowledged_and_the_flow_reset_after_its_linger() {
+    let mut n = Net::new(TLS13[0]);
+    open_connection(&mut n);
+    n.client.writer().write_all(b"do not deliver").unwrap();
+    let mut bytes = client_output(&mut n.client);
+    let last = bytes.len() - 3;
+    bytes[last] ^= 1;
+    let failed_at = n.now;
+    let mut out = Vec::new();
+    let p = data(sa(CLIENT), sa(SERVICE), CISN.wrapping_add(1 + n.c_sent), SISN + 1 + n.c_recv, &bytes);
+    n.engine.handle_packet(failed_at, p, &mut out);
+    let first: Vec<_> =
+        out.iter().map(|p| packet::parse(p).unwrap()).filter(|s| s.dst == sa(CLIENT)).collect();
+    assert!(first.len() == 1 && first[0].fin);
+    let alert = out.iter().find(|p| packet::parse(p).unwrap().dst == sa(CLIENT)).unwrap().clone();
+    // The first resend after the retransmission timeout, the same segment.
+    let (mut at, mut again) = (failed_at, Vec::new());
+    while again.is_empty() {
+        at = n.engine.poll_timeout().expect("a failed flow keeps a timer");
+        assert!(at < failed_at + Duration::from_secs(1), "{at:?}");
+        n.engine.handle_timeout(at, &mut again);
+    }
+    assert!(at >= failed_at + Duration::from_millis(100), "after a timeout: {at:?}");
+    assert_eq!(again, vec![alert.clone()], "the alert and FIN again");
+    // The client acknowledges them (and says nothing): no more resends, the flow waits.
+    let seg = packet::parse(&alert).unwrap();
+    let after = seg.seq.0.wrapping_add(seg.payload.len() as u32 + 1);
+    let mut none = Vec::new();
+    let ack = data(sa(CLIENT), sa(SERVICE), CISN.wrapping_add(1 + n.c_sent + bytes.len() as u32), after, &[]);
+    n.engine.handle_packet(at, ack, &mut none);
+    assert!(none.is_empty());
+    // The linger's end: RST past the FIN, the flow gone, counted once.
+    let mut end = Vec::new();
+    let mut now = at;
+    while n.engine.flow_count() > 0 {
+        now = n.engine.poll_timeout().expect("a failed flow keeps a timer");
+        assert!(now <= failed_at + FAILED_LINGER + Duration::from_secs(1), "{now:?}");
+        n.engine.handle_timeout(now, &mut end);
+    }
+    assert!(now >= failed_at + FAILED_LINGER);
+    let segs: Vec<_> = end.iter().map(|p| packet::parse(p).unwrap()).collect();
+    assert!(
+        segs.len() == 1 && segs[0].rst && segs[0].dst == sa(CLIENT) && segs[0].seq == Seq(after),
+        "{segs:?}"
+    );
+    let stats = n.engine.stats();
+    assert_eq!((stats.mac_failures, stats.flows_reset), (1, 1));
 }
 
 #[test]
@@ -438,16 +514,15 @@ fn cut_through_a_tampered_record_resets_the_server_after_its_first_part_and_aler
         let (rst, _) = segs.iter().rfind(|(s, _)| s.dst == sa(BACKEND)).unwrap();
         assert!(rst.rst, "{suite:?}");
         assert_eq!(rst.seq, Seq(CISN.wrapping_add(1 + got.len() as u32)));
-        // The client: a bad_record_mac alert, then RST.
+        // The client: a bad_record_mac alert with a FIN, RST at its next data.
         let to_client: Vec<_> =
             segs.iter().filter(|(s, _)| s.dst == sa(CLIENT) && (s.rst || !s.payload.is_empty())).collect();
-        assert_eq!(to_client.len(), 2, "{suite:?}");
-        let alert = &to_client[0].1[to_client[0].0.payload.clone()];
+        assert_eq!(to_client.len(), 1, "{suite:?}");
+        let next = CISN.wrapping_add(1 + n.c_sent + bytes.len() as u32);
+        let alert = failed_flow_ends_at_the_clients_next_data(&mut n, to_client[0], next);
         n.client.read_tls(&mut &alert[..]).unwrap();
         let err = n.client.process_new_packets().unwrap_err();
         assert!(format!("{err:?}").contains("BadRecordMac"), "{err:?}");
-        assert!(to_client[1].0.rst);
-        assert_eq!(n.engine.flow_count(), 0);
     }
 }
 
@@ -553,7 +628,7 @@ fn reloaded_certificates_serve_new_flows_while_established_ones_continue() {
 
 /// A post-handshake rule broken on packets (a KeyUpdate with request_update 2, RFC 8446
 /// §4.6.3): the server gets RST, the client the alert the session chose (illegal_parameter,
-/// not bad_record_mac) and RST, and the flow is gone.
+/// not bad_record_mac) with a FIN, then RST at its next data, and the flow is gone.
 #[test]
 fn a_broken_post_handshake_rule_gets_the_sessions_alert_on_packets() {
     use tlsgate_record::crypto::{RecordKey, Version};
@@ -576,15 +651,14 @@ fn a_broken_post_handshake_rule_gets_the_sessions_alert_on_packets() {
         let to_server: Vec<_> = segs.iter().filter(|(s, _)| s.dst == sa(BACKEND)).collect();
         assert!(to_server.len() == 1 && to_server[0].0.rst, "RST to the server ({release:?})");
         let to_client: Vec<_> = segs.iter().filter(|(s, _)| s.dst == sa(CLIENT)).collect();
-        assert_eq!(to_client.len(), 2, "{release:?}");
-        let wire = &to_client[0].1[to_client[0].0.payload.clone()];
+        assert_eq!(to_client.len(), 1, "{release:?}");
+        let next = CISN.wrapping_add(1 + n.c_sent + rec.len() as u32);
+        let wire = failed_flow_ends_at_the_clients_next_data(&mut n, to_client[0], next);
         let header = Header::parse(wire[..5].try_into().unwrap());
         let mut body = wire[5..].to_vec();
         let opened = rx.open(header, &mut body).unwrap();
         assert_eq!(opened.content_type, ContentType::ALERT);
         assert_eq!(&body[opened.plaintext], &[2, 47], "fatal illegal_parameter ({release:?})");
-        assert!(to_client[1].0.rst);
-        assert_eq!(n.engine.flow_count(), 0);
         assert_eq!(n.engine.stats().mac_failures, 0, "not a tag failure");
     }
 }

@@ -100,6 +100,7 @@ impl Live {
         matches!(&self.keys, Keys::Records(s) if s.is_compactable())
             && self.rto.is_none()
             && !self.mac_failed
+            && self.failed.is_none()
             && self.up.is_quiet()
             && self.down.is_quiet()
     }
@@ -127,6 +128,7 @@ impl Live {
             handshake_alert: _,
             last_packet: _,
             park_after: _,
+            failed: _,
         } = *self;
         let Keys::Records(session) = keys else { unreachable!("a quiet flow has its record layer") };
         let Ok(session) = session.compact() else { unreachable!("checked quiet above") };
@@ -185,6 +187,7 @@ impl Parked {
             // Set by the packet that wakes the flow, before anything reads it.
             last_packet: Duration::ZERO,
             park_after: wake.park_after,
+            failed: None,
         };
         match session {
             Ok(s) => Ok(Box::new(Live { keys: Keys::Records(Box::new(s)), ..live })),
