@@ -407,8 +407,8 @@ pub enum Verdict {
     /// the engine forwards this segment and the rest of the flow unchanged.
     NotTls,
     /// The engine ended the flow ([`Live::fail`]): the server's connection reset, the client
-    /// sent its fatal alert and a FIN. The flow stays until the client's next data or FIN, or
-    /// [`FAILED_LINGER`], each answered with RST ([`Verdict::Closed`] then).
+    /// sent the fatal alert and a FIN. The flow stays until the client's next data or FIN once
+    /// it has both, or [`FAILED_LINGER`], each answered with RST ([`Verdict::Closed`] then).
     Failed,
 }
 
@@ -425,6 +425,8 @@ struct Failed {
     /// The next resend and its backoff (`None` once acknowledged), and the linger's end.
     resend: Option<(Duration, u32)>,
     until: Duration,
+    /// The client's highest ACK since (outer offset): where an RST is exact for it.
+    acked: Option<u64>,
 }
 
 impl Failed {
@@ -974,28 +976,33 @@ impl Live {
         }
         self.send_client(Control::Fin, at, &alert, out);
         self.rto = None;
-        self.failed =
-            Some(Box::new(Failed { alert, at, resend: Some((now + RTO, 0)), until: now + FAILED_LINGER }));
+        let resend = Some((now + RTO, 0));
+        self.failed = Some(Box::new(Failed { alert, at, resend, until: now + FAILED_LINGER, acked: None }));
         Verdict::Failed
     }
 
-    /// A client segment once the flow failed: an ACK of the alert and FIN is taken in (the
-    /// server's connection is gone); data or a FIN gets RST at the client's ACK, its next
-    /// expected byte, and ends the flow; the client's RST ends it too.
+    /// A client segment once the flow failed: ACKs are taken in (the server's connection is
+    /// gone). Data or a FIN, once the client's ACK shows it has the alert and the FIN, gets RST
+    /// there and ends the flow; before that it is dropped too (the client sent it before they
+    /// reached it, and resends it), so the RST can never reach the client ahead of the alert.
+    /// The client's RST ends the flow.
     fn client_after_failure(&mut self, seg: &Segment, payload: &[u8], out: &mut Vec<Vec<u8>>) -> Verdict {
-        let f = self.failed.as_mut().expect("called for a failed flow");
         if seg.rst {
             return Verdict::Closed;
         }
-        let (at, end) = (f.at, f.end());
-        let acked = seg.ack.and_then(|a| self.server.offset(a, end)).filter(|o| (at..=end).contains(o));
-        if acked == Some(end) {
+        let f = self.failed.as_mut().expect("called for a failed flow");
+        let end = f.end();
+        if let Some(o) = seg.ack.and_then(|a| self.server.offset(a, end)).filter(|&o| o <= end) {
+            f.acked = Some(f.acked.map_or(o, |a| a.max(o)));
+        }
+        let has_all = f.acked == Some(end);
+        if has_all {
             f.resend = None;
         }
-        if payload.is_empty() && !seg.fin {
+        if !has_all || (payload.is_empty() && !seg.fin) {
             return Verdict::Continue;
         }
-        self.send_client(Control::Rst, acked.unwrap_or(end), &[], out);
+        self.send_client(Control::Rst, end, &[], out);
         Verdict::Closed
     }
 
@@ -1004,7 +1011,7 @@ impl Live {
     fn failed_timeout(&mut self, now: Duration, out: &mut Vec<Vec<u8>>) -> Verdict {
         let mut f = self.failed.take().expect("called for a failed flow");
         let verdict = if now >= f.until {
-            self.send_client(Control::Rst, f.end(), &[], out);
+            self.send_client(Control::Rst, f.acked.unwrap_or(f.end()), &[], out);
             Verdict::Closed
         } else {
             if let Some((_, backoff)) = f.resend.filter(|&(d, _)| now >= d) {

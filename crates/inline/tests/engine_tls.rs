@@ -308,9 +308,10 @@ fn a_tampered_record_resets_the_server_and_alerts_the_client() {
 }
 
 /// What a failed flow sent the client (`alert`: the alert record, and nothing else to the client)
-/// and what follows: the alert goes with a FIN, and the flow waits, marked reset; the client's ACK
-/// of both is taken in without an answer; its next data (`client_seq`), written before it read
-/// the alert, gets RST at the client's ACK and ends the flow. Returns the alert record.
+/// and what follows: the alert goes with a FIN, and the flow waits, marked reset. Data the client
+/// wrote before the alert reached it (`client_seq`, its ACK short of the alert) is dropped without
+/// an answer, and so is its ACK of the alert and FIN; the same data again, now with that ACK, gets
+/// RST there and ends the flow. Returns the alert record.
 fn failed_flow_ends_at_the_clients_next_data(
     n: &mut Net,
     (alert, raw): &(packet::Segment, Vec<u8>),
@@ -322,6 +323,8 @@ fn failed_flow_ends_at_the_clients_next_data(
     assert_eq!(n.engine.flow_count(), 1, "the flow waits for the client");
     assert_eq!(n.engine.report().connections[0].state, FlowState::Reset);
     let mut out = Vec::new();
+    n.engine.handle_packet(n.now, data(sa(CLIENT), sa(SERVICE), client_seq, alert.seq.0, b"more"), &mut out);
+    assert!(out.is_empty(), "no RST before the client has the alert: {out:?}");
     n.engine.handle_packet(n.now, data(sa(CLIENT), sa(SERVICE), client_seq, after, &[]), &mut out);
     assert!(out.is_empty(), "the client's ACK of the alert and FIN is taken in: {out:?}");
     n.engine.handle_packet(n.now, data(sa(CLIENT), sa(SERVICE), client_seq, after, b"more"), &mut out);
