@@ -89,6 +89,8 @@ impl RecordLengths {
 
 /// Record header (5), handshake header (4), then the ClientHello's `legacy_version` (2).
 const HELLO_VERSION_END: usize = 11;
+/// The handshake type of a ClientHello (RFC 8446 §4).
+const CLIENT_HELLO: u8 = 1;
 
 impl std::fmt::Debug for HelloReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -106,6 +108,16 @@ impl HelloReader {
             return Err(HelloError {
                 message: format!("client sent a record of {len} bytes (TLS allows {MAX_PLAINTEXT})"),
                 alert: plain_alert(AlertDescription::RecordOverflow),
+            });
+        }
+        if let Some(kind) = self.first_message_type().filter(|&t| t != CLIENT_HELLO) {
+            // RFC 8446 §6.2 (unexpected_message: "the wrong handshake message"): a server's first
+            // message can only be a ClientHello, whatever the body. rustls's Acceptor decodes the
+            // body by the type first (decode_error for a ClientHello under another known type) or
+            // refuses it without an alert.
+            return Err(HelloError {
+                message: format!("client sent handshake message type {kind} where a ClientHello belongs"),
+                alert: plain_alert(AlertDescription::UnexpectedMessage),
             });
         }
         // rustls's Acceptor parses only in `accept`, and until then buffers at most one record's
@@ -156,6 +168,13 @@ impl HelloReader {
         self.acme_tls
     }
 
+    /// The type of the connection's first handshake message, when its first record is a
+    /// non-empty handshake record (a zero-length one rustls refuses itself).
+    fn first_message_type(&self) -> Option<u8> {
+        let h = self.head.get(..6)?;
+        (h[0] == 0x16 && u16::from_be_bytes([h[3], h[4]]) > 0).then_some(h[5])
+    }
+
     /// The ClientHello's `legacy_version`, when its first record holds that much of it.
     fn legacy_version(&self) -> Option<u16> {
         let h = self.head.get(..HELLO_VERSION_END)?;
@@ -173,6 +192,14 @@ fn missing_alert(err: &rustls::Error) -> Option<AlertDescription> {
         rustls::Error::PeerMisbehaved(rustls::PeerMisbehaved::MessageInterleavedWithHandshakeMessage) => {
             Some(AlertDescription::UnexpectedMessage)
         }
+        // A record of another type where the ClientHello belongs: the Acceptor refuses it
+        // without the alert its connection would send (RFC 8446 §6.2).
+        rustls::Error::InappropriateMessage { .. } | rustls::Error::InappropriateHandshakeMessage { .. } => {
+            Some(AlertDescription::UnexpectedMessage)
+        }
+        // A hello that does not decode, or one larger than rustls takes (its 64 KiB handshake
+        // message limit): decode_error, as rustls's connection answers such a message.
+        rustls::Error::InvalidMessage(_) => Some(AlertDescription::DecodeError),
         _ => None,
     }
 }
@@ -338,6 +365,28 @@ mod tests {
         // 0-RTT data after the hello is ciphertext, with its own limit (rustls's).
         let mut reader = RecordLengths::default();
         assert_eq!(reader.feed(&[0x17, 0x03, 0x03, 0x40, 0x11]), Ok(()));
+    }
+
+    #[test]
+    fn a_first_handshake_message_other_than_a_client_hello_gets_unexpected_message() {
+        // RFC 8446 §6.2: the wrong handshake message is unexpected_message, whatever its body:
+        // a ClientHello's bytes under every other type, whole or a byte at a time.
+        let hello = large_client_hello(0, 16_384);
+        for kind in (0..=255u8).filter(|&t| t != CLIENT_HELLO) {
+            let mut bytes = hello.clone();
+            bytes[5] = kind;
+            for piece in [bytes.len(), 1] {
+                let mut reader = HelloReader::default();
+                let err = bytes.chunks(piece).find_map(|p| reader.feed(p).err()).expect("refused");
+                assert_eq!(
+                    err.alert,
+                    plain_alert(AlertDescription::UnexpectedMessage),
+                    "{kind}: {}",
+                    err.message
+                );
+                assert!(err.message.contains(&format!("type {kind} ")), "{}", err.message);
+            }
+        }
     }
 
     #[test]

@@ -163,3 +163,36 @@ fn plain_http_to_the_tls_port_gets_a_400_that_says_so() {
     assert_eq!(answer.first(), Some(&0x15), "expected an alert record, got {answer:?}");
     in_words(&logged(&s, "open", "not a valid TLS ClientHello: client sent data that is not TLS"));
 }
+
+/// A refused ClientHello whose client is still writing it: a hello of the largest length a
+/// handshake message can have (2^24 - 1 bytes; rustls takes up to 64 KiB) in 16 KiB records,
+/// written in one go, more than the sockets' buffers hold. The alert reaches the client, the
+/// connection ends with a FIN, and none of the client's writes is refused by a reset (a socket
+/// closed with unread bytes answers with RST, which came before the client read its alert).
+#[test]
+fn a_client_still_writing_a_refused_hello_reads_its_alert_not_a_reset() {
+    let s = setup();
+    let len: usize = (1 << 24) - 1;
+    let mut message = vec![1u8, (len >> 16) as u8, (len >> 8) as u8, len as u8];
+    message.extend_from_slice(&[0x03, 0x03]); // legacy_version TLS 1.2, then zeros
+    message.resize(4 + len, 0);
+    let mut wire = Vec::new();
+    for chunk in message.chunks(1 << 14) {
+        wire.extend_from_slice(&[0x16, 0x03, 0x03]);
+        wire.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+        wire.extend_from_slice(chunk);
+    }
+    let mut tcp = TcpStream::connect(&s.open).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    let mut writer = tcp.try_clone().unwrap();
+    let sending = std::thread::spawn(move || writer.write_all(&wire));
+    let mut answer = Vec::new();
+    let read = tcp.read_to_end(&mut answer);
+    let sent = sending.join().unwrap();
+    drop(tcp);
+    let line = logged(&s, "open", "not a valid TLS ClientHello");
+    assert!(read.is_ok(), "the connection ended with a FIN, not a reset: {read:?} ({line})");
+    assert_eq!(answer.first(), Some(&0x15), "expected an alert record, got {answer:?} ({line})");
+    sent.expect("the whole hello was taken, no write refused by a reset");
+    in_words(&line);
+}

@@ -133,8 +133,13 @@ pub async fn accept(
 ) -> Result<Established, HandshakeFailure> {
     // Everything the client sent, from its first byte; handshake records are drained as fed.
     let mut input = initial;
-    let (sni, acme_tls) =
-        read_client_hello(&mut tcp, &mut input, answer_plain_http).await.map_err(HandshakeFailure::Failed)?;
+    let (sni, acme_tls) = match read_client_hello(&mut tcp, &mut input, answer_plain_http).await {
+        Ok(hello) => hello,
+        Err(e) => {
+            linger(&mut tcp).await;
+            return Err(HandshakeFailure::Failed(e));
+        }
+    };
     if let (true, Some(acme)) = (acme_tls, &tls.acme) {
         return answer_acme(tcp, input, &acme.challenge_config, sni).await;
     }
@@ -165,7 +170,15 @@ pub async fn accept(
         HandshakeStop::Write(e) => failed(format!("write: {e}")),
         HandshakeStop::Read(e) => HandshakeFailure::Failed(e),
     };
-    let last = drive_holding_last(&mut tcp, &mut hs, &mut input).await.map_err(stop)?;
+    let last = match drive_holding_last(&mut tcp, &mut hs, &mut input).await {
+        Ok(last) => last,
+        // rustls's alert is out: the client may still be writing (see `linger`).
+        Err(e @ HandshakeStop::Tls(_)) => {
+            linger(&mut tcp).await;
+            return Err(stop(e));
+        }
+        Err(e) => return Err(stop(e)),
+    };
     let finished = hs.finish().map_err(tls_failed)?;
     // A TLS 1.3 server's last flight is its session ticket, which no client waits for: it goes
     // out with the first record our record layer sends (one segment and one wake-up of the
@@ -432,5 +445,29 @@ async fn read_more(
 async fn send_alert(tcp: &mut TcpStream, description: AlertDescription) {
     let record = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, u8::from(description)];
     let _ = tcp.write_all(&record).await;
+    linger(tcp).await;
+}
+
+/// How long, and for how many bytes, a refused client is read after its alert: a handshake
+/// message may be 2^24 bytes (RFC 8446 §4), so a client may still be sending one.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER_BYTES: usize = (1 << 24) + (1 << 16);
+
+/// After the handshake failed and its alert went out: FIN, then whatever the client still sends
+/// read and dropped until it closes (or `LINGER`, `LINGER_BYTES`). A socket closed with bytes
+/// unread answers with RST (RFC 2525 §2.17), which can reach a client still writing its hello
+/// before it has read the alert, and then its write fails instead.
+async fn linger(tcp: &mut TcpStream) {
     let _ = tcp.shutdown().await;
+    let mut buf = vec![0; 16 * 1024];
+    let drain = async {
+        let mut read = 0;
+        while read < LINGER_BYTES {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
