@@ -133,3 +133,31 @@ fn a_refused_handshake_sends_rustls_alert_before_the_reset() {
     assert!(out.len() == 1 && out[0].0.rst && out[0].0.dst == a && out[0].0.seq.0 == after);
     assert_eq!(e.flow_count(), 0);
 }
+
+/// Not a panic either: a first flight that breaks a rule rustls leaves to its caller gets the
+/// alert terminate sends for it, from the shared handshake (`first_flight`): a handshake message
+/// of another type where the ClientHello belongs is unexpected_message (RFC 8446 §6.2), a
+/// ClientHello offering only TLS 1.1 protocol_version (in a TLS 1.0 record), a handshake record
+/// over 2^14 bytes record_overflow (RFC 8446 §5.1). Each with a FIN; the server's side reset.
+#[test]
+fn a_first_flight_rustls_leaves_unchecked_gets_terminates_alert() {
+    let mut big = vec![0x16, 3, 1, 0x40, 0x01, 1, 0, 0x3f, 0xfd, 3, 3];
+    big.resize(5 + (1 << 14) + 1, 0);
+    let cases: [(&[u8], [u8; 7]); 3] = [
+        (&[0x16, 3, 1, 0, 6, 13, 0, 0, 2, 3, 3], [0x15, 3, 3, 0, 2, 2, 10]),
+        (&[0x16, 3, 1, 0, 6, 1, 0, 0, 2, 3, 2], [0x15, 3, 1, 0, 2, 2, 70]),
+        (&big, [0x15, 3, 3, 0, 2, 2, 22]),
+    ];
+    for (i, (first, alert)) in cases.into_iter().enumerate() {
+        let mut e = engine();
+        let (a, service, backend) = (sa(&format!("10.0.0.{}:40000", i + 1)), sa(SERVICE), sa(BACKEND));
+        feed(&mut e, syn(a, service, 1000, None));
+        feed(&mut e, syn(backend, a, 5000, Some(1001)));
+        let out = feed(&mut e, data(a, service, 1001, 5001, first));
+        let to_client: Vec<_> = out.iter().filter(|(s, _)| s.dst == a).collect();
+        assert_eq!(to_client.len(), 1, "case {i}");
+        assert_eq!(&to_client[0].1[to_client[0].0.payload.clone()], alert, "case {i}");
+        assert!(to_client[0].0.fin, "case {i}: with a FIN");
+        assert!(out.iter().any(|(s, _)| s.dst == backend && s.rst), "case {i}: the server's side reset");
+    }
+}

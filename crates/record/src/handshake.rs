@@ -33,6 +33,8 @@ pub enum HandshakeError {
     Complete,
     #[error("client's second ClientHello differs from its first in {0} (RFC 8446 §4.1.2)")]
     SecondHelloChanged(String),
+    #[error("{0}")]
+    FirstFlight(first_flight::Refusal),
 }
 
 /// Whether the handshake needs more client records.
@@ -56,6 +58,8 @@ pub struct ServerHandshake {
     ccs_seen: u32,
     /// The server's TLS 1.2 ChangeCipherSpec is out: its records are encrypted from then on.
     server_ccs_sent: bool,
+    /// The first-flight rules, until the server first answers.
+    first_flight: Option<first_flight::FirstFlight>,
 }
 
 impl std::fmt::Debug for ServerHandshake {
@@ -79,6 +83,7 @@ impl ServerHandshake {
             second_hello: Default::default(),
             ccs_seen: 0,
             server_ccs_sent: false,
+            first_flight: Some(Default::default()),
         })
     }
 
@@ -87,6 +92,11 @@ impl ServerHandshake {
     pub fn record(&mut self, record: &[u8], out: &mut Vec<u8>) -> Result<Progress, HandshakeError> {
         if self.complete {
             return Err(HandshakeError::Complete);
+        }
+        if let Some(Err(refusal)) = self.first_flight.as_mut().map(|f| f.feed(record)) {
+            self.pending.clear();
+            out.extend_from_slice(&refusal.alert_record());
+            return Err(HandshakeError::FirstFlight(refusal));
         }
         if let Err(what) = self.second_hello.client_record(record) {
             // Before rustls reads it: the server has sent only its plaintext HelloRetryRequest.
@@ -137,6 +147,9 @@ impl ServerHandshake {
         if result.is_ok() {
             self.second_hello.server_output(&out[mark..]);
             self.server_ccs_sent |= has_ccs(&out[mark..]);
+            if out.len() > mark {
+                self.first_flight = None;
+            }
         }
         if result == Ok(Progress::NeedMore) && self.skipped(parsed, record) {
             self.pending.truncate(parsed);
@@ -389,6 +402,7 @@ enum Step {
 }
 
 mod client;
+pub mod first_flight;
 mod second_hello;
 
 pub use client::ClientHandshake;

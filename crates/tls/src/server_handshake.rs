@@ -20,6 +20,7 @@ use rustls::kernel::KernelConnection;
 use rustls::server::{Acceptor, ServerConfig, ServerConnectionData};
 use rustls::{AlertDescription, ExtractedSecrets, ProtocolVersion, SupportedCipherSuite};
 use tlsgate_core::identity::PeerIdentity;
+use tlsgate_record::handshake::first_flight::{FirstFlight, Refusal};
 use tlsgate_record::handshake::{self, HandshakeError};
 
 use crate::describe::{self, Peer};
@@ -38,59 +39,12 @@ pub struct HelloError {
 #[derive(Default)]
 pub struct HelloReader {
     acceptor: Acceptor,
-    /// The connection's first bytes, up to the ClientHello's `legacy_version`.
-    head: Vec<u8>,
-    /// Where the records fed so far stand, for their length limit.
-    records: RecordLengths,
+    /// The rules rustls's Acceptor leaves to its caller (record length, first message type,
+    /// legacy_version), the same the shared server handshake applies.
+    first_flight: FirstFlight,
     /// The hello offered ALPN `acme-tls/1`: an ACME server validating TLS-ALPN-01.
     acme_tls: bool,
 }
-
-/// Follows record boundaries across feeds and checks each plaintext record's length, which
-/// rustls's Acceptor does not: RFC 8446 §5.1 (and RFC 5246 §6.2.1) limit TLSPlaintext.length to
-/// 2^14 and want a record_overflow alert above it. Only handshake, alert and change_cipher_spec
-/// records are checked: an application_data record after the hello may be 0-RTT data, whose
-/// ciphertext may be longer (rustls checks it).
-#[derive(Default)]
-struct RecordLengths {
-    header: [u8; 5],
-    header_len: usize,
-    body_left: usize,
-}
-
-const MAX_PLAINTEXT: usize = 1 << 14;
-
-impl RecordLengths {
-    /// `Err` with the record's length when a plaintext record is too long.
-    fn feed(&mut self, mut bytes: &[u8]) -> Result<(), usize> {
-        while !bytes.is_empty() {
-            if self.body_left > 0 {
-                let skip = self.body_left.min(bytes.len());
-                self.body_left -= skip;
-                bytes = &bytes[skip..];
-                continue;
-            }
-            let take = (5 - self.header_len).min(bytes.len());
-            self.header[self.header_len..self.header_len + take].copy_from_slice(&bytes[..take]);
-            self.header_len += take;
-            bytes = &bytes[take..];
-            if self.header_len == 5 {
-                self.header_len = 0;
-                let len = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
-                if matches!(self.header[0], 20..=22) && len > MAX_PLAINTEXT {
-                    return Err(len);
-                }
-                self.body_left = len;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Record header (5), handshake header (4), then the ClientHello's `legacy_version` (2).
-const HELLO_VERSION_END: usize = 11;
-/// The handshake type of a ClientHello (RFC 8446 §4).
-const CLIENT_HELLO: u8 = 1;
 
 impl std::fmt::Debug for HelloReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -102,23 +56,13 @@ impl HelloReader {
     /// Feeds the next bytes of the connection. `Ok(Some(sni))` once a whole ClientHello arrived.
     pub fn feed(&mut self, mut bytes: &[u8]) -> Result<Option<Option<String>>, HelloError> {
         let fail = |message: String| HelloError { message, alert: Vec::new() };
-        let wanted = HELLO_VERSION_END.saturating_sub(self.head.len()).min(bytes.len());
-        self.head.extend_from_slice(&bytes[..wanted]);
-        if let Err(len) = self.records.feed(bytes) {
-            return Err(HelloError {
-                message: format!("client sent a record of {len} bytes (TLS allows {MAX_PLAINTEXT})"),
-                alert: plain_alert(AlertDescription::RecordOverflow),
-            });
-        }
-        if let Some(kind) = self.first_message_type().filter(|&t| t != CLIENT_HELLO) {
-            // RFC 8446 §6.2 (unexpected_message: "the wrong handshake message"): a server's first
-            // message can only be a ClientHello, whatever the body. rustls's Acceptor decodes the
-            // body by the type first (decode_error for a ClientHello under another known type) or
-            // refuses it without an alert.
-            return Err(HelloError {
-                message: format!("client sent handshake message type {kind} where a ClientHello belongs"),
-                alert: plain_alert(AlertDescription::UnexpectedMessage),
-            });
+        if let Err(refusal) = self.first_flight.feed(bytes) {
+            let message = match refusal {
+                // Said so that the operator sees the client is simply too old.
+                Refusal::TooOld(v) => describe::too_old(v).unwrap_or_else(|| refusal.to_string()),
+                _ => refusal.to_string(),
+            };
+            return Err(HelloError { message, alert: refusal.alert_record().to_vec() });
         }
         // rustls's Acceptor parses only in `accept`, and until then buffers at most one record's
         // worth: a ClientHello in several records (RFC 8446 §5.1) that arrives in one read is
@@ -133,14 +77,7 @@ impl HelloReader {
                     return Err(fail("ClientHello larger than rustls accepts".into()));
                 }
             }
-            let accepted = self.acceptor.accept();
-            // rustls refuses such a hello too, but for a missing extension (signature
-            // algorithms), which does not tell the operator that the client is simply too old.
-            if let Some(message) = self.legacy_version().and_then(describe::too_old) {
-                let alert = u8::from(AlertDescription::ProtocolVersion);
-                return Err(HelloError { message, alert: vec![0x15, 0x03, 0x01, 0x00, 0x02, 0x02, alert] });
-            }
-            match accepted {
+            match self.acceptor.accept() {
                 Ok(Some(accepted)) => {
                     let hello = accepted.client_hello();
                     self.acme_tls =
@@ -166,20 +103,6 @@ impl HelloReader {
     /// Whether the ClientHello (once read) offered ALPN `acme-tls/1` (RFC 8737).
     pub fn offered_acme_tls(&self) -> bool {
         self.acme_tls
-    }
-
-    /// The type of the connection's first handshake message, when its first record is a
-    /// non-empty handshake record (a zero-length one rustls refuses itself).
-    fn first_message_type(&self) -> Option<u8> {
-        let h = self.head.get(..6)?;
-        (h[0] == 0x16 && u16::from_be_bytes([h[3], h[4]]) > 0).then_some(h[5])
-    }
-
-    /// The ClientHello's `legacy_version`, when its first record holds that much of it.
-    fn legacy_version(&self) -> Option<u16> {
-        let h = self.head.get(..HELLO_VERSION_END)?;
-        let record_len = u16::from_be_bytes([h[3], h[4]]);
-        (h[0] == 0x16 && h[5] == 0x01 && record_len >= 6).then(|| u16::from_be_bytes([h[9], h[10]]))
     }
 }
 
@@ -357,14 +280,7 @@ mod tests {
             let err = hello.chunks(piece).find_map(|p| reader.feed(p).err()).expect("refused");
             assert_eq!(err.alert, plain_alert(AlertDescription::RecordOverflow), "{}", err.message);
         }
-        // Exactly 2^14 bytes is allowed.
-        let mut reader = RecordLengths::default();
-        assert_eq!(reader.feed(&[0x16, 0x03, 0x01, 0x40, 0x00]), Ok(()));
-        assert_eq!(reader.feed(&vec![0; 1 << 14]), Ok(()));
-        assert_eq!(reader.feed(&[0x16, 0x03, 0x01, 0x40, 0x01]), Err((1 << 14) + 1));
-        // 0-RTT data after the hello is ciphertext, with its own limit (rustls's).
-        let mut reader = RecordLengths::default();
-        assert_eq!(reader.feed(&[0x17, 0x03, 0x03, 0x40, 0x11]), Ok(()));
+        // The limit itself: `tlsgate_record::handshake::first_flight`'s tests.
     }
 
     #[test]
@@ -372,7 +288,7 @@ mod tests {
         // RFC 8446 §6.2: the wrong handshake message is unexpected_message, whatever its body:
         // a ClientHello's bytes under every other type, whole or a byte at a time.
         let hello = large_client_hello(0, 16_384);
-        for kind in (0..=255u8).filter(|&t| t != CLIENT_HELLO) {
+        for kind in (0..=255u8).filter(|&t| t != 1) {
             let mut bytes = hello.clone();
             bytes[5] = kind;
             for piece in [bytes.len(), 1] {
