@@ -541,6 +541,19 @@ impl Downstream {
         self.pairs.end().0
     }
 
+    /// The outer offset of the next sequence number the client is sent: past the FIN once the
+    /// FIN went (it takes one). Where every later segment to the client stands: an ACK at the
+    /// FIN's own number lies left of the client's window, and Linux drops it unread (RFC 9293
+    /// §3.10.7.4), so the client never saw its own close_notify or FIN acknowledged.
+    pub fn outer_next(&self) -> u64 {
+        self.outer_end() + u64::from(self.fin.is_some())
+    }
+
+    /// Whether the FIN to the client went.
+    pub fn fin_sent(&self) -> bool {
+        self.fin.is_some()
+    }
+
     /// The next server plaintext offset expected.
     pub fn next_inner(&self) -> u64 {
         self.next_inner

@@ -160,6 +160,9 @@ pub struct Stats {
     pub midstream: u64,
     pub flows_expired: u64,
     pub flows_reset: u64,
+    /// Ended flows (closing or reset) whose client started a new connection from the same
+    /// address and port: dropped for the new flow (see `Engine::client_segment`).
+    pub flows_replaced: u64,
     /// Data segments from a service's server on no known flow: dropped (plaintext never goes
     /// toward clients) and answered with RST.
     pub orphan_server_data: u64,
@@ -244,6 +247,14 @@ fn rst_to_sender(seg: &Segment) -> Option<Vec<u8>> {
         payload: &[],
     };
     rst.emit()
+}
+
+/// Whether a client SYN (no ACK) starts a new connection over `flow`: the flow is closing (a FIN
+/// or close_notify seen) or was ended by the engine, and the SYN is not its own SYN again. A SYN
+/// into a flow still running goes on as before: the server answers it (RFC 9293 §3.10.7.4, a
+/// challenge ACK), and a spoofed SYN cannot end a connection through the engine.
+fn ended_by_new_syn(flow: &Flow, syn: &Segment) -> bool {
+    matches!(flow.state, FlowState::Closing | FlowState::Reset) && syn.seq != flow.client_isn
 }
 
 /// The MSS a client gets when its SYN named none (RFC 9293).
@@ -655,6 +666,14 @@ impl Engine {
         out: &mut Vec<Vec<u8>>,
     ) {
         let is_syn = seg.syn && seg.ack.is_none();
+        if is_syn && self.flows.get(&key).is_some_and(|f| ended_by_new_syn(f, seg)) {
+            // A new connection from the same address and port: the client let the old one go
+            // (a passive close leaves no TIME-WAIT on its side, so Linux may hand the port out
+            // again at once), and the old flow's numbers would take the new one's bytes for
+            // garbage. Its ending went to both sides already; the new SYN starts a flow.
+            self.remove(&key);
+            self.stats.flows_replaced += 1;
+        }
         if !self.flows.contains_key(&key) {
             if !is_syn {
                 // No SYN seen: the MSS was never clamped and the ISNs are unknown. Pass.

@@ -729,6 +729,7 @@ impl Live {
         // Contiguous forwards (a segment's records) leave as one run of packets.
         let mut run: Vec<Piece> = Vec::new();
         let (mut run_at, mut run_end) = (0, 0);
+        let mut closed = false;
         for u in ups {
             match u {
                 Up::Forward { inner, data } => {
@@ -746,8 +747,9 @@ impl Live {
                     self.down.inject(reply, &mut sends)?;
                     self.rto.get_or_insert((now + RTO, 0));
                 }
-                // close_notify and records needing no answer: consumed; the FIN says the rest.
-                Up::Control { .. } | Up::Closed => {}
+                // Records needing no answer: consumed.
+                Up::Control { .. } => {}
+                Up::Closed => closed = true,
             }
         }
         self.forward(run_at, &run, out);
@@ -760,12 +762,21 @@ impl Live {
         // RFC 5681 section 4.2: a segment out of order, or filling a gap, is acknowledged at once.
         let tell = !payload.is_empty() && (!in_order || gap_before || self.ack_tells_client());
         self.emit_to_client(&sends, tell, out);
+        // The client's close_notify ends its stream as its FIN would: the server gets a FIN
+        // after the plaintext, as terminate's backend gets EOF. A client that waits for the
+        // server's close_notify before it closes TCP (a bidirectional TLS shutdown) would
+        // otherwise wait, and the server for more request, until a timeout.
+        let mut fin_to_server = if closed { self.up.fin(self.up.next(), false) } else { None };
         if seg.fin {
-            // The FIN follows the segment's payload; it goes on once every byte before it did.
+            // The FIN follows the segment's payload; it goes on once every byte before it did
+            // (again, for a FIN the client sends again: the first may have been lost, or this
+            // one follows a close_notify whose FIN went already, and the server's ACK of it
+            // then acknowledges the client's FIN).
             let at = self.client.offset(seg.seq + payload.len() as u32, self.up.next());
-            if let Some(inner) = at.and_then(|o| self.up.fin(o)) {
-                self.forward_control(inner, Control::Fin, &[], out);
-            }
+            fin_to_server = at.and_then(|o| self.up.fin(o, true));
+        }
+        if let Some(inner) = fin_to_server {
+            self.forward_control(inner, Control::Fin, &[], out);
         }
         Ok(Verdict::Continue)
     }
@@ -847,7 +858,7 @@ impl Live {
         out: &mut Vec<Vec<u8>>,
     ) -> Result<Verdict, FlowError> {
         if seg.rst {
-            self.send_client(Control::Rst, self.down.outer_end(), &[], out);
+            self.send_client(Control::Rst, self.down.outer_next(), &[], out);
             return Ok(Verdict::Closed);
         }
         let mut acked = false;
@@ -957,7 +968,7 @@ impl Live {
     /// RST to both sides, as they stand: the flow is being dropped (its processing failed).
     pub fn reset(&mut self, out: &mut Vec<Vec<u8>>) {
         self.send_server(Control::Rst, &[], out);
-        let at = self.down.outer_end();
+        let at = self.down.outer_next();
         self.send_client(Control::Rst, at, &[], out);
     }
 
@@ -970,8 +981,11 @@ impl Live {
         self.mac_failed |= bad_mac;
         let at = self.down.outer_end();
         let mut alert = std::mem::take(&mut self.handshake_alert);
-        if alert.is_empty() && self.tls().and_then(|s| s.send_alert(&mut alert)).is_none() {
-            self.send_client(Control::Rst, at, &[], out);
+        // After the server's FIN the client's stream has ended: no alert can follow it.
+        if self.down.fin_sent()
+            || (alert.is_empty() && self.tls().and_then(|s| s.send_alert(&mut alert)).is_none())
+        {
+            self.send_client(Control::Rst, self.down.outer_next(), &[], out);
             return Verdict::Closed;
         }
         self.send_client(Control::Fin, at, &alert, out);
@@ -1079,9 +1093,9 @@ impl Live {
         blocks.into_iter().map(|(l, r)| (self.server.seq(l), self.server.seq(r))).collect()
     }
 
-    /// A segment to the server with no data (ACK, FIN, RST) at the end of the inner stream.
+    /// A segment to the server with no data (ACK, RST) at the server's next expected number.
     fn send_server(&mut self, control: Control, data: &[u8], out: &mut Vec<Vec<u8>>) {
-        let inner = self.up.inner_end();
+        let inner = self.up.inner_next();
         self.forward_control(inner, control, data, out);
     }
 
@@ -1136,7 +1150,7 @@ impl Live {
             }
         }
         if sends.is_empty() && ack_anyway {
-            self.send_client(Control::None, self.down.outer_end(), &[], out);
+            self.send_client(Control::None, self.down.outer_next(), &[], out);
         }
     }
 

@@ -137,9 +137,12 @@ pub struct Upstream {
     outer_acked: u64,
     limits: UpLimits,
     stats: UpStats,
-    /// The client's FIN: (outer offset, inner offset) — each occupies one sequence number past
-    /// the last byte of its stream.
+    /// The end of the client's stream, by its FIN or its close_notify: (outer offset, inner
+    /// offset). The FIN to the server occupies one sequence number past the inner end; on the
+    /// client's side one is occupied only once its own FIN came (`client_fin`).
     fin: Option<(u64, u64)>,
+    /// The client's TCP FIN came, at the outer end of `fin`.
+    client_fin: bool,
     /// Where the framer stood when a client segment last resent bytes up to it (and no
     /// further): see [`Upstream::client_ack`].
     resent_to: u64,
@@ -194,6 +197,7 @@ impl CompactUp {
             limits,
             stats,
             fin: None,
+            client_fin: false,
             resent_to,
             sacked: Sacked::default(),
         }
@@ -230,6 +234,7 @@ impl Upstream {
             limits: _,
             stats,
             fin: _,
+            client_fin: _,
             resent_to,
             sacked: _,
         } = self;
@@ -262,6 +267,7 @@ impl Upstream {
             limits,
             stats: UpStats::default(),
             fin: None,
+            client_fin: false,
             resent_to: 0,
             sacked: Sacked::default(),
         }
@@ -419,6 +425,12 @@ impl Upstream {
     /// released part of a cut-through record in progress, or of one that failed its tag).
     pub fn inner_end(&self) -> u64 {
         self.released_end
+    }
+
+    /// The inner offset of the next sequence number the server is sent: past the FIN once the
+    /// FIN went (see `Downstream::outer_next`).
+    pub fn inner_next(&self) -> u64 {
+        self.inner_end() + u64::from(self.fin.is_some())
     }
 
     fn cut(&self) -> Option<&CutRecord> {
@@ -607,12 +619,14 @@ impl Upstream {
     /// the client (outer offset), or `None` for an old or impossible ACK. Frees stored plaintext
     /// and prunes the pair table.
     pub fn server_ack(&mut self, inner: u64) -> Option<u64> {
-        // The server acknowledging the forwarded FIN acknowledges the client's FIN.
+        // The server acknowledging the forwarded FIN acknowledges the client's FIN, once the
+        // client sent one: after a close_notify alone, an ACK past it would acknowledge a FIN
+        // the client never sent, and Linux drops a segment that does (RFC 9293 §3.10.7.4).
         if let Some((fo, fi)) = self.fin {
             if inner == fi + 1 {
                 self.server_ack(fi)?;
-                self.outer_acked = fo + 1;
-                return Some(fo + 1);
+                self.outer_acked = fo + u64::from(self.client_fin);
+                return Some(self.outer_acked);
             }
         }
         let Mapped::At(outer) = self.ack_to_outer(inner) else { return None };
@@ -632,11 +646,13 @@ impl Upstream {
         Some(self.outer_acked)
     }
 
-    /// The client's FIN at outer offset `outer`: when every byte before it has been consumed
-    /// (and no record is half read), returns the inner offset where the FIN goes to the server;
-    /// otherwise `None` (the client will retransmit the FIN).
-    pub fn fin(&mut self, outer: u64) -> Option<u64> {
+    /// The end of the client's stream at outer offset `outer`, by its TCP FIN (`tcp_fin`) or its
+    /// close_notify: when every byte before it has been consumed (and no record is half read),
+    /// returns the inner offset where the FIN goes to the server (the same again for the FIN
+    /// after a close_notify, or sent again); otherwise `None` (the client will retransmit).
+    pub fn fin(&mut self, outer: u64, tcp_fin: bool) -> Option<u64> {
         if let Some((fo, fi)) = self.fin {
+            self.client_fin |= tcp_fin && fo == outer;
             return (fo == outer).then_some(fi);
         }
         if outer != self.next() || !self.framer.at_boundary() {
@@ -644,6 +660,7 @@ impl Upstream {
         }
         let inner = self.inner_end();
         self.fin = Some((outer, inner));
+        self.client_fin = tcp_fin;
         Some(inner)
     }
 

@@ -446,6 +446,37 @@ fn closing_flows_expire_sooner_than_idle_ones() {
     assert_eq!(run_timers_while(&mut e, |e| e.flow_count() > 0), closing);
 }
 
+/// A client that reuses its address and port once a connection ended (its side closed
+/// passively, with no TIME-WAIT to keep the port) starts a new flow: the old one, still in the
+/// table while closing, is dropped for it (`flows_replaced`), and the new SYN is a new flow's,
+/// the server's SYN-ACK its handshake's start. Its own SYN again, or a SYN into a flow still
+/// running, replaces nothing.
+#[test]
+fn a_new_syn_on_an_ended_flows_port_starts_a_new_flow() {
+    let mut e = engine(4);
+    let (c, s, b) = (sa("10.0.0.1:40000"), sa(V4_SERVICE), sa("10.0.0.2:80"));
+    handle(&mut e, 0, build(c, s, &repr(c, s, TcpControl::Syn, 1, None)));
+    handle(&mut e, 1, build(b, c, &repr(b, c, TcpControl::Syn, 9, Some(2))));
+    let mut hello = repr(c, s, TcpControl::Psh, 2, Some(10));
+    hello.payload = b"PING";
+    handle(&mut e, 2, build(c, s, &hello));
+    // A SYN into the running flow (another ISN): passed on, nothing replaced.
+    handle(&mut e, 3, build(c, s, &repr(c, s, TcpControl::Syn, 777, None)));
+    assert_eq!((e.stats().flows_replaced, e.report().connections[0].state), (0, FlowState::PassThrough));
+    // The server closes first; the client's own SYN again replaces nothing either.
+    handle(&mut e, 4, build(b, c, &repr(b, c, TcpControl::Fin, 10, Some(6))));
+    assert_eq!(e.report().connections[0].state, FlowState::Closing);
+    handle(&mut e, 5, build(c, s, &repr(c, s, TcpControl::Syn, 1, None)));
+    assert_eq!(e.stats().flows_replaced, 0);
+    // A new connection from the same port: a new flow, the server's SYN-ACK its handshake's.
+    let out = handle(&mut e, 6, build(c, s, &repr(c, s, TcpControl::Syn, 5000, None)));
+    assert_eq!(out.len(), 1, "the SYN goes on to the server");
+    assert_eq!((e.stats().flows_replaced, e.stats().flows_created), (1, 2));
+    assert_eq!(e.report().connections[0].state, FlowState::SynSent);
+    handle(&mut e, 7, build(b, c, &repr(b, c, TcpControl::Syn, 20000, Some(5001))));
+    assert_eq!(e.report().connections[0].state, FlowState::Handshake, "the TLS path runs for it");
+}
+
 /// New certificates are taken for the same services; any other difference is refused and
 /// changes nothing.
 #[test]

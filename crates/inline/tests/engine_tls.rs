@@ -58,6 +58,16 @@ impl Net {
     }
 
     fn with_limits(suite: rustls::SupportedCipherSuite, release: Release, limits: Limits) -> Net {
+        Net::with_client(suite, release, limits, |_| {})
+    }
+
+    /// [`Net::with_limits`] with the client's configuration changed by `client`.
+    fn with_client(
+        suite: rustls::SupportedCipherSuite,
+        release: Release,
+        limits: Limits,
+        client: impl FnOnce(&mut rustls::ClientConfig),
+    ) -> Net {
         let (server_cfg, client_cfg) = configs(suite);
         let engine = Engine::new(Config {
             services: vec![Service {
@@ -73,6 +83,7 @@ impl Net {
         // Secret extraction: a test may take the client's keys to write what rustls never writes.
         let mut client_cfg = (*client_cfg).clone();
         client_cfg.enable_secret_extraction = true;
+        client(&mut client_cfg);
         let client = ClientConnection::new(
             std::sync::Arc::new(client_cfg),
             ServerName::try_from("localhost").unwrap(),
@@ -218,6 +229,58 @@ fn fins_are_translated_both_ways_with_close_notify_first() {
         n.feed(data(sa(BACKEND), sa(CLIENT), s_fin + 1, CISN.wrapping_add(1 + r + 1), &[]));
         let a = n.to_client.last().expect("ACK to the client");
         assert_eq!(a.ack, Some(Seq(CISN.wrapping_add(1 + n.c_sent + 1))), "{suite:?}");
+        // Past the engine's FIN: at the FIN's own number the client would drop it unread.
+        assert_eq!(a.seq, Seq(SISN + 1 + n.c_recv + 1), "{suite:?}");
+    }
+}
+
+/// The client closes first (close_notify and FIN), then the server answers and closes: every
+/// segment the engine sends after a FIN stands past it, toward the server (its ACK of the
+/// response) and toward the client (its ACK of the client's FIN): an ACK at the FIN's own number
+/// lies left of the receiver's window and Linux drops it unread (RFC 9293 §3.10.7.4), and the
+/// peer retransmits what it never saw acknowledged.
+#[test]
+fn segments_after_a_fin_stand_past_it_both_ways() {
+    for &suite in [TLS13[0], TLS12[0]].iter() {
+        let mut n = Net::new(suite);
+        open_connection(&mut n);
+        n.client.writer().write_all(REQUEST).unwrap();
+        n.client.send_close_notify();
+        let bytes = client_output(&mut n.client);
+        let seq = CISN.wrapping_add(1 + n.c_sent);
+        n.c_sent += bytes.len() as u32;
+        n.feed(fin(sa(CLIENT), sa(SERVICE), seq, SISN + 1 + n.c_recv, &bytes));
+        let r = REQUEST.len() as u32;
+        let f = packet::parse(n.to_server.last().expect("FIN to the server")).unwrap();
+        assert!(f.fin && f.seq == Seq(CISN.wrapping_add(1 + r)), "{suite:?}: {f:?}");
+        // The server's response, acknowledging the request and the FIN; the client's ACK of
+        // its records goes on to the server.
+        n.to_server.clear();
+        n.feed(data(sa(BACKEND), sa(CLIENT), SISN + 1, CISN.wrapping_add(1 + r + 1), RESPONSE));
+        n.feed(data(
+            sa(CLIENT),
+            sa(SERVICE),
+            seq.wrapping_add(bytes.len() as u32 + 1),
+            SISN + 1 + n.c_recv,
+            &[],
+        ));
+        let acks: Vec<_> = n.to_server.iter().map(|p| packet::parse(p).unwrap()).collect();
+        assert!(!acks.is_empty(), "{suite:?}: the response is acknowledged to the server");
+        for a in &acks {
+            assert_eq!(a.seq, Seq(CISN.wrapping_add(1 + r + 1)), "{suite:?}: past the FIN: {a:?}");
+        }
+        // The server closes; its FIN reaches the client after close_notify, and the client's
+        // ACK of it brings the server's FIN acknowledged.
+        let s_fin = SISN + 1 + RESPONSE.len() as u32;
+        n.to_client.clear();
+        n.feed(fin(sa(BACKEND), sa(CLIENT), s_fin, CISN.wrapping_add(1 + r + 1), &[]));
+        let f = n.to_client.iter().find(|s| s.fin).expect("FIN to the client").clone();
+        n.to_client.clear();
+        // The client's FIN again (its retransmission): the engine's ACK stands past its own FIN.
+        n.feed(fin(sa(CLIENT), sa(SERVICE), seq, f.seq.0.wrapping_add(1), &bytes));
+        for a in n.to_client.iter().filter(|s| !s.rst) {
+            assert_eq!(a.seq, Seq(f.seq.0.wrapping_add(1)), "{suite:?}: past the FIN: {a:?}");
+        }
     }
 }
 
@@ -1133,4 +1196,47 @@ fn a_busy_flows_timers_run_without_sweeping_the_idle_flows() {
     // One sweep, when the half-open flows' SYN timeout would have come: it found them past
     // their SYN-ACK, idle until their idle timeout.
     assert_eq!(n.engine.expiry_sweeps(), 1);
+}
+
+/// A client's close_notify alone (its TCP stays open: it waits for the server's close_notify, a
+/// bidirectional TLS shutdown) ends its stream as a FIN would: the server gets a FIN right
+/// after the plaintext, with or without a request before it, and its own FIN brings the client
+/// close_notify and a FIN. Without it both sides waited for each other until a timeout.
+#[test]
+fn a_close_notify_alone_sends_the_server_a_fin_after_the_plaintext() {
+    for suite in [TLS12[0], TLS13[0]] {
+        for request in [&b""[..], REQUEST] {
+            let mut n = Net::new(suite);
+            open_connection(&mut n);
+            n.client.writer().write_all(request).unwrap();
+            n.client.send_close_notify();
+            n.client_sends();
+            let r = request.len() as u32;
+            assert_eq!(server_bytes(&n.to_server, CISN.wrapping_add(1)), request, "{suite:?}");
+            let f = packet::parse(n.to_server.last().expect("a FIN to the server")).unwrap();
+            assert!(f.fin && f.seq == Seq(CISN.wrapping_add(1 + r)), "{suite:?} {r}: {f:?}");
+            n.to_client.clear();
+            n.feed(fin(sa(BACKEND), sa(CLIENT), SISN + 1, CISN.wrapping_add(1 + r + 1), &[]));
+            assert!(n.to_client.iter().any(|s| s.fin), "{suite:?} {r}: the server's FIN goes on");
+            assert!(n.client.process_new_packets().unwrap().peer_has_closed(), "close_notify first");
+            // The server acknowledged the FIN sent for the client's close_notify: the client is
+            // acknowledged its close_notify, not a FIN it has not sent (Linux drops a segment
+            // acknowledging more than it sent).
+            let client_next = CISN.wrapping_add(1 + n.c_sent);
+            for s in &n.to_client {
+                assert_eq!(s.ack, Some(Seq(client_next)), "{suite:?} {r}: {s:?}");
+            }
+            // The client's own FIN then: the FIN goes to the server again, and the server's ACK
+            // of it now acknowledges the client's FIN.
+            let s_next = SISN + 1 + n.c_recv + 1;
+            n.to_server.clear();
+            n.feed(fin(sa(CLIENT), sa(SERVICE), client_next, s_next, &[]));
+            let f = packet::parse(n.to_server.last().expect("the FIN again")).unwrap();
+            assert!(f.fin && f.seq == Seq(CISN.wrapping_add(1 + r)), "{suite:?} {r}: {f:?}");
+            n.to_client.clear();
+            n.feed(data(sa(BACKEND), sa(CLIENT), SISN + 2, CISN.wrapping_add(1 + r + 1), &[]));
+            let a = n.to_client.last().expect("the client's FIN acknowledged");
+            assert_eq!(a.ack, Some(Seq(client_next.wrapping_add(1))), "{suite:?} {r}");
+        }
+    }
 }

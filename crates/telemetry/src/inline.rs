@@ -188,7 +188,8 @@ pub fn json(v: &InlineView) -> Value {
         "engine": {
             "passed": e.passed, "forwarded": e.forwarded, "flows_created": e.flows_created,
             "syn_dropped": e.syn_dropped, "midstream": e.midstream, "flows_expired": e.flows_expired,
-            "flows_reset": e.flows_reset, "orphan_server_data": e.orphan_server_data,
+            "flows_reset": e.flows_reset, "flows_replaced": e.flows_replaced,
+            "orphan_server_data": e.orphan_server_data,
             "not_tls": e.not_tls, "mac_failures": e.mac_failures, "flows_panicked": e.flows_panicked,
             "flows_parked": e.flows_parked, "flows_compacted": e.flows_compacted,
             "embryonic_evicted": e.embryonic_evicted, "member_failures": e.member_failures,
@@ -311,6 +312,7 @@ pub fn update_metrics(v: &InlineView, m: &Metrics) {
         ("syn_dropped", e.syn_dropped),
         ("embryonic_evicted", e.embryonic_evicted),
         ("flow_reset", e.flows_reset),
+        ("flow_replaced", e.flows_replaced),
         ("flow_panicked", e.flows_panicked),
         ("orphan_server_data", e.orphan_server_data),
         ("member_failure", e.member_failures),
