@@ -99,8 +99,8 @@ pub enum FlowState {
     /// Not TLS or not handled: packets pass unchanged.
     PassThrough,
     /// Ended by the engine (a failed tag, a broken rule, a refused handshake): the server's
-    /// connection reset, the client sent the fatal alert and a FIN; it gets RST at its next data
-    /// or FIN, or after a short linger, and the flow goes.
+    /// connection reset, the fatal alert and a FIN sent to the client, which gets RST at its
+    /// next data or FIN, or after a short linger, and the flow goes.
     Reset,
 }
 

@@ -406,9 +406,9 @@ pub enum Verdict {
     /// The client's first bytes are not a TLS handshake record and nothing has been consumed:
     /// the engine forwards this segment and the rest of the flow unchanged.
     NotTls,
-    /// The engine ended the flow ([`Live::fail`]): the server's connection reset, the client
-    /// sent the fatal alert and a FIN. The flow stays until the client's next data or FIN once
-    /// it has both, or [`FAILED_LINGER`], each answered with RST ([`Verdict::Closed`] then).
+    /// The engine ended the flow ([`Live::fail`]): the server's connection reset, the fatal
+    /// alert and a FIN sent to the client. The flow stays until the client's next data or FIN
+    /// once it has both, or [`FAILED_LINGER`], each answered with RST ([`Verdict::Closed`]).
     Failed,
 }
 

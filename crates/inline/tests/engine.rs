@@ -429,16 +429,22 @@ fn balanced_mode_rewrites_addresses_per_flow_and_sticks_to_a_member() {
     assert_eq!(used.len(), 3, "flows spread over the pool");
 }
 
+/// A non-TLS flow from `c` to service `s` (server `b`) at times 0-2: the client's ISN 1, the
+/// server's 9, then four plain bytes from the client.
+fn plain_flow(e: &mut Engine, c: SocketAddr, s: SocketAddr, b: SocketAddr) {
+    handle(e, 0, build(c, s, &repr(c, s, TcpControl::Syn, 1, None)));
+    handle(e, 1, build(b, c, &repr(b, c, TcpControl::Syn, 9, Some(2))));
+    let mut hello = repr(c, s, TcpControl::Psh, 2, Some(10));
+    hello.payload = b"PING";
+    handle(e, 2, build(c, s, &hello));
+}
+
 #[test]
 fn closing_flows_expire_sooner_than_idle_ones() {
     let mut e = engine_idle_out(4, Duration::from_secs(300));
     let (c, s, b) = (sa("10.0.0.1:40000"), sa(V4_SERVICE), sa("10.0.0.2:80"));
-    handle(&mut e, 0, build(c, s, &repr(c, s, TcpControl::Syn, 1, None)));
     // A non-TLS flow (plain bytes first), then the client's FIN.
-    handle(&mut e, 1, build(b, c, &repr(b, c, TcpControl::Syn, 9, Some(2))));
-    let mut hello = repr(c, s, TcpControl::Psh, 2, Some(10));
-    hello.payload = b"PING";
-    handle(&mut e, 2, build(c, s, &hello));
+    plain_flow(&mut e, c, s, b);
     handle(&mut e, 3, build(c, s, &repr(c, s, TcpControl::Fin, 6, Some(10))));
     assert_eq!(e.report().connections[0].state, FlowState::Closing);
     let closing = Duration::from_millis(3) + Limits::default().closing_timeout;
@@ -455,11 +461,7 @@ fn closing_flows_expire_sooner_than_idle_ones() {
 fn a_new_syn_on_an_ended_flows_port_starts_a_new_flow() {
     let mut e = engine(4);
     let (c, s, b) = (sa("10.0.0.1:40000"), sa(V4_SERVICE), sa("10.0.0.2:80"));
-    handle(&mut e, 0, build(c, s, &repr(c, s, TcpControl::Syn, 1, None)));
-    handle(&mut e, 1, build(b, c, &repr(b, c, TcpControl::Syn, 9, Some(2))));
-    let mut hello = repr(c, s, TcpControl::Psh, 2, Some(10));
-    hello.payload = b"PING";
-    handle(&mut e, 2, build(c, s, &hello));
+    plain_flow(&mut e, c, s, b);
     // A SYN into the running flow (another ISN): passed on, nothing replaced.
     handle(&mut e, 3, build(c, s, &repr(c, s, TcpControl::Syn, 777, None)));
     assert_eq!((e.stats().flows_replaced, e.report().connections[0].state), (0, FlowState::PassThrough));

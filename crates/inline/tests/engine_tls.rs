@@ -340,14 +340,20 @@ fn a_request_and_response_cross_the_engine() {
     }
 }
 
-#[test]
-fn a_tampered_record_resets_the_server_and_alerts_the_client() {
-    let mut n = Net::new(TLS13[0]);
-    open_connection(&mut n);
+/// The client's next record, "do not deliver", with a byte of its tag flipped.
+fn tampered_record(n: &mut Net) -> Vec<u8> {
     n.client.writer().write_all(b"do not deliver").unwrap();
     let mut bytes = client_output(&mut n.client);
     let last = bytes.len() - 3;
     bytes[last] ^= 1;
+    bytes
+}
+
+#[test]
+fn a_tampered_record_resets_the_server_and_alerts_the_client() {
+    let mut n = Net::new(TLS13[0]);
+    open_connection(&mut n);
+    let bytes = tampered_record(&mut n);
     let p = data(sa(CLIENT), sa(SERVICE), CISN.wrapping_add(1 + n.c_sent), SISN + 1 + n.c_recv, &bytes);
     let mut out = Vec::new();
     n.engine.handle_packet(Duration::from_secs(1), p, &mut out);
@@ -404,10 +410,7 @@ fn failed_flow_ends_at_the_clients_next_data(
 fn a_failed_flows_alert_is_resent_until_acknowledged_and_the_flow_reset_after_its_linger() {
     let mut n = Net::new(TLS13[0]);
     open_connection(&mut n);
-    n.client.writer().write_all(b"do not deliver").unwrap();
-    let mut bytes = client_output(&mut n.client);
-    let last = bytes.len() - 3;
-    bytes[last] ^= 1;
+    let bytes = tampered_record(&mut n);
     let failed_at = n.now;
     let mut out = Vec::new();
     let p = data(sa(CLIENT), sa(SERVICE), CISN.wrapping_add(1 + n.c_sent), SISN + 1 + n.c_recv, &bytes);
