@@ -256,20 +256,8 @@ impl ServerHandshake {
     /// before ServerHello, and in TLS 1.2 before our ChangeCipherSpec (TLS 1.3 has handshake keys
     /// by then, which stay inside rustls).
     fn missing_alert(&self, e: &HandshakeError) -> Option<[u8; 7]> {
-        use rustls::PeerMisbehaved::{MessageInterleavedWithHandshakeMessage, TooManyEmptyFragments};
-        let alert = match e {
-            // A record of another type between the fragments of a handshake message (RFC 8446
-            // §5.1, RFC 5246 §6.2.1), or empty handshake records without end.
-            HandshakeError::Tls(rustls::Error::PeerMisbehaved(
-                MessageInterleavedWithHandshakeMessage | TooManyEmptyFragments,
-            )) => AlertDescription::UnexpectedMessage,
-            // A handshake message announcing more than rustls takes (its deframer's coalescing).
-            HandshakeError::Tls(rustls::Error::InvalidMessage(m)) => AlertDescription::from(*m),
-            // rustls failing in its own step (no usable signing scheme for what a mangled hello
-            // asked, say) without telling the client.
-            HandshakeError::Tls(rustls::Error::General(_)) => AlertDescription::InternalError,
-            _ => return None,
-        };
+        let HandshakeError::Tls(e) = e else { return None };
+        let alert = alert_rustls_leaves_out(e)?;
         matches!(self.conn.protocol_version(), None | Some(ProtocolVersion::TLSv1_2))
             .then(|| [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, u8::from(alert)])
     }
@@ -399,6 +387,32 @@ enum Step {
     Again,
     NeedMore,
     WriteTraffic,
+}
+
+/// The alert a server owes for a rustls error on which rustls queues none (its Acceptor for
+/// the ClientHello, its unbuffered connection in its own steps): one rule for terminate's
+/// ClientHello reader and the shared server handshake alike.
+pub fn alert_rustls_leaves_out(e: &rustls::Error) -> Option<AlertDescription> {
+    use rustls::PeerMisbehaved::{MessageInterleavedWithHandshakeMessage, TooManyEmptyFragments};
+    Some(match e {
+        // A record of another type between the fragments of a handshake message (RFC 8446
+        // §5.1, RFC 5246 §6.2.1), or empty handshake records without end.
+        rustls::Error::PeerMisbehaved(MessageInterleavedWithHandshakeMessage | TooManyEmptyFragments) => {
+            AlertDescription::UnexpectedMessage
+        }
+        // A record or message of another type where the ClientHello belongs: the Acceptor refuses
+        // it without the alert its connection would send (RFC 8446 §6.2).
+        rustls::Error::InappropriateMessage { .. } | rustls::Error::InappropriateHandshakeMessage { .. } => {
+            AlertDescription::UnexpectedMessage
+        }
+        // A message that does not decode, or announces more than rustls takes (its 64 KiB
+        // handshake message limit): the alert rustls's connection names for it.
+        rustls::Error::InvalidMessage(m) => AlertDescription::from(*m),
+        // rustls failing in its own step (no usable signing scheme for what a mangled hello
+        // asked, say) without telling the client.
+        rustls::Error::General(_) => AlertDescription::InternalError,
+        _ => return None,
+    })
 }
 
 mod client;

@@ -90,7 +90,7 @@ impl HelloReader {
                     let mut out = Vec::new();
                     let _ = alert.write_all(&mut out);
                     if out.is_empty() {
-                        out = missing_alert(&err).map(plain_alert).unwrap_or_default();
+                        out = handshake::alert_rustls_leaves_out(&err).map(plain_alert).unwrap_or_default();
                     }
                     let message =
                         format!("not a valid TLS ClientHello: {}", describe::tls_error(&err, Peer::Client));
@@ -103,27 +103,6 @@ impl HelloReader {
     /// Whether the ClientHello (once read) offered ALPN `acme-tls/1` (RFC 8737).
     pub fn offered_acme_tls(&self) -> bool {
         self.acme_tls
-    }
-}
-
-/// The alert due for a ClientHello error that rustls returns without one.
-fn missing_alert(err: &rustls::Error) -> Option<AlertDescription> {
-    match err {
-        // RFC 8446 §5.1 (and RFC 5246 §6.2.1): a record of another type between the fragments
-        // of a handshake message. rustls (conn.rs, its deframer) fails without an alert; the
-        // violation is an unexpected message.
-        rustls::Error::PeerMisbehaved(rustls::PeerMisbehaved::MessageInterleavedWithHandshakeMessage) => {
-            Some(AlertDescription::UnexpectedMessage)
-        }
-        // A record of another type where the ClientHello belongs: the Acceptor refuses it
-        // without the alert its connection would send (RFC 8446 §6.2).
-        rustls::Error::InappropriateMessage { .. } | rustls::Error::InappropriateHandshakeMessage { .. } => {
-            Some(AlertDescription::UnexpectedMessage)
-        }
-        // A hello that does not decode, or one larger than rustls takes (its 64 KiB handshake
-        // message limit): decode_error, as rustls's connection answers such a message.
-        rustls::Error::InvalidMessage(_) => Some(AlertDescription::DecodeError),
-        _ => None,
     }
 }
 
