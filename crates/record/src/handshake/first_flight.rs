@@ -70,8 +70,10 @@ impl std::fmt::Display for Refusal {
 /// The first-flight rules over a client's bytes (see the module documentation).
 #[derive(Clone, Debug, Default)]
 pub struct FirstFlight {
-    /// The connection's first bytes, up to the ClientHello's `legacy_version`.
-    head: Vec<u8>,
+    /// The connection's first bytes, up to the ClientHello's `legacy_version` (an array: no
+    /// allocation per handshake, which both terminate's reader and the shared handshake make).
+    head: [u8; HELLO_VERSION_END],
+    head_len: usize,
     /// The record header being read, how much of it, and the body bytes left to skip.
     header: [u8; 5],
     header_len: usize,
@@ -82,8 +84,9 @@ impl FirstFlight {
     /// Feeds the client's next bytes. `Err` at the first rule broken; once refused, the
     /// connection ends.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<(), Refusal> {
-        let wanted = HELLO_VERSION_END.saturating_sub(self.head.len()).min(bytes.len());
-        self.head.extend_from_slice(&bytes[..wanted]);
+        let wanted = (HELLO_VERSION_END - self.head_len).min(bytes.len());
+        self.head[self.head_len..self.head_len + wanted].copy_from_slice(&bytes[..wanted]);
+        self.head_len += wanted;
         self.record_lengths(bytes)?;
         if let Some(kind) = self.first_message_type().filter(|&t| t != CLIENT_HELLO) {
             return Err(Refusal::NotClientHello(kind));
@@ -97,7 +100,7 @@ impl FirstFlight {
     /// The ClientHello's `legacy_version`, when the connection's first record holds that much
     /// of it (a hello cut into smaller records is left to rustls).
     pub fn legacy_version(&self) -> Option<u16> {
-        let h = self.head.get(..HELLO_VERSION_END)?;
+        let h = self.head.get(..self.head_len).filter(|h| h.len() == HELLO_VERSION_END)?;
         let record_len = u16::from_be_bytes([h[3], h[4]]);
         (h[0] == 0x16 && h[5] == CLIENT_HELLO && record_len >= 6).then(|| u16::from_be_bytes([h[9], h[10]]))
     }
@@ -105,7 +108,7 @@ impl FirstFlight {
     /// The type of the connection's first handshake message, when its first record is a
     /// non-empty handshake record (a zero-length one rustls refuses itself).
     fn first_message_type(&self) -> Option<u8> {
-        let h = self.head.get(..6)?;
+        let h = self.head.get(..self.head_len)?.get(..6)?;
         (h[0] == 0x16 && u16::from_be_bytes([h[3], h[4]]) > 0).then_some(h[5])
     }
 
