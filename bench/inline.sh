@@ -11,6 +11,7 @@
 #     of each (target: inline / terminate <= 0.7), and idle state per flow (target <= 1 KiB).
 #
 #   bench/inline.sh [--seconds N] [--no-terminate] [--no-net | --only-net]
+#                   [--record-runs N]   (section 1: N runs of record_path; medians, seal / raw's range)
 #                   [--inline-gib G] [--idle-flows N] [--inline-mode buffered|cut-through]
 #                   [--inline-direction down|up]   (section 3: curl downloads, or POSTs, G GiB)
 #                   [--offloads on|off]   (section 3: TSO/GSO/checksum offload on the veths)
@@ -43,6 +44,7 @@ steer=on
 prefix=tb
 perf=()
 rounds=1
+record_runs=1
 baseline=()
 while [ $# -gt 0 ]; do
   case $1 in
@@ -58,9 +60,10 @@ while [ $# -gt 0 ]; do
     --steer) steer=$2; shift ;;
     --name-prefix) prefix=$2; shift ;;
     --rounds) rounds=$2; shift ;;
+    --record-runs) record_runs=$2; shift ;;
     --baseline) baseline=(--baseline "$(realpath "$2")"); shift ;;
     --perf) mkdir -p "$2"; perf=(--perf "$(cd "$2" && pwd)"); shift ;;
-    -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/inline.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -135,8 +138,13 @@ fi
 
 if [ "$record" = 1 ]; then
   # --- 1. record path, pinned to CPU 0, then openssl on the same CPU ------------------------------
-  echo "[inline] record_path --seconds $seconds (taskset -c 0)" >&2
-  engine=$(taskset -c 0 "$record_path" --seconds "$seconds")
+  # Each run a process of its own (its own stack placement): medians over the runs.
+  runs=""
+  for ((run = 1; run <= record_runs; run++)); do
+    echo "[inline] record_path --seconds $seconds (taskset -c 0), run $run of $record_runs" >&2
+    runs+=$(taskset -c 0 "$record_path" --seconds "$seconds")$'\n'
+  done
+  engine=$(python3 "$repo/bench/lib/record_runs.py" <<<"$runs")
   declare -A ossl
   for cipher in aes-128-gcm aes-256-gcm chacha20-poly1305; do
     for bytes in 1460 16384; do
@@ -186,10 +194,11 @@ if [ "$record" = 1 ]; then
   echo
   echo "## Record path and idle flows (everything pinned to CPU 0)"
   echo
-  echo "- ${seconds} s per measurement; MB = 10^6 plaintext bytes; ratio = engine / openssl"
+  echo "- ${seconds} s per measurement, $record_runs run(s) of record_path (MB/s: medians); MB = 10^6 plaintext bytes; ratio = engine / openssl"
+  echo "- seal / raw: the engine's seal against aws-lc's own in-place seal in the same run (target >= 0.8), the median of the runs' ratios (lowest-highest)"
   echo
-  echo "| cipher | bytes | engine seal MB/s | engine open MB/s | cut-through open MB/s | record layer seal MB/s | openssl MB/s | seal ratio | open ratio | seal / record layer | open / cut-through |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| cipher | bytes | engine seal MB/s | engine open MB/s | cut-through open MB/s | record layer seal MB/s | aws-lc raw MB/s | openssl MB/s | seal / raw | seal ratio | open ratio | seal / record layer | open / cut-through |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   while read -r line; do
     cipher=$(field cipher <<<"$line")
     bytes=$(field bytes <<<"$line")
@@ -197,8 +206,10 @@ if [ "$record" = 1 ]; then
     open=$(field open_mb_s <<<"$line")
     cut=$(field cut_open_mb_s <<<"$line")
     aead=$(field aead_mb_s <<<"$line")
+    raw=$(field raw_mb_s <<<"$line")
+    seal_raw="$(field seal_raw <<<"$line") ($(field seal_raw_min <<<"$line")-$(field seal_raw_max <<<"$line"))"
     o=${ossl[$cipher/$bytes]}
-    echo "| $cipher | $bytes | $seal | $open | $cut | $aead | $o | $(ratio "$seal" "$o") | $(ratio "$open" "$o") | $(ratio "$seal" "$aead") | $(ratio "$open" "$cut") |"
+    echo "| $cipher | $bytes | $seal | $open | $cut | $aead | $raw | $o | $seal_raw | $(ratio "$seal" "$o") | $(ratio "$open" "$o") | $(ratio "$seal" "$aead") | $(ratio "$open" "$cut") |"
   done <<<"$engine"
   echo
   state=$(field state_bytes_per_flow <<<"$idle")
