@@ -2,8 +2,13 @@
 
 Reads the runs' lines on stdin (`cipher=… bytes=… seal_mb_s=… … raw_mb_s=…`, one line per cipher
 and size per run) and prints one line per cipher and size, in the order first seen: each MB/s
-field's median over the runs, and `seal_raw=` the median of each run's own seal / raw with
-`seal_raw_min=` and `seal_raw_max=` beside it, and `runs=`.
+field's median over the runs, `seal_raw=` the median of each run's own seal / raw with
+`seal_raw_min=` and `seal_raw_max=` beside it, `extra_ns=` the median of each run's nanoseconds
+per record that the engine's seal takes beyond raw's, and `runs=`.
+
+Why the extra in nanoseconds: it is the engine's own cost per record, which stays the same when
+aws-lc seals on other code (its AVX rather than its AVX-512 AES-GCM), while seal / raw moves with
+raw's speed (docs/benchmarks.md, "Inline engine record path").
 
 Why runs and not one: each run is a process of its own, and where the kernel places its stack
 (address space randomisation) makes one run's seal and raw each several percent faster or
@@ -30,12 +35,15 @@ def main():
         runs.setdefault((rec["cipher"], rec["bytes"]), []).append(rec)
     for (cipher, size), recs in runs.items():
         ratios = [float(r["seal_mb_s"]) / float(r["raw_mb_s"]) for r in recs]
+        # MB/s is bytes per microsecond: bytes * 1000 / MB/s is nanoseconds per record.
+        extras = [int(size) * 1000 / float(r["seal_mb_s"]) - int(size) * 1000 / float(r["raw_mb_s"]) for r in recs]
         out = [f"cipher={cipher}", f"bytes={size}"]
         out += [f"{f}={statistics.median(float(r[f]) for r in recs):.0f}" for f in FIELDS]
         out += [
             f"seal_raw={statistics.median(ratios):.3f}",
             f"seal_raw_min={min(ratios):.3f}",
             f"seal_raw_max={max(ratios):.3f}",
+            f"extra_ns={statistics.median(extras):.1f}",
             f"runs={len(recs)}",
         ]
         print(" ".join(out))
