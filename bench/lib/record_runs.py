@@ -6,7 +6,7 @@ field's median over the runs, `seal_raw=` the median of each run's own seal / ra
 `seal_raw_min=` and `seal_raw_max=` beside it, `extra_ns=` the median of each run's nanoseconds
 per record that the engine's seal takes beyond raw's, and `runs=`.
 
-Why the extra in nanoseconds: it is the engine's own cost per record, which stays the same when
+Why the extra in nanoseconds: it is what the engine adds per record, which stays the same when
 aws-lc seals on other code (its AVX rather than its AVX-512 AES-GCM), while seal / raw moves with
 raw's speed (docs/benchmarks.md, "Inline engine record path").
 
