@@ -26,6 +26,11 @@ def parse(line):
     return dict(part.split("=", 1) for part in line.split())
 
 
+def ns_per_record(size, mb_s):
+    """MB/s is bytes per microsecond: the nanoseconds one record of `size` bytes takes."""
+    return int(size) * 1000 / float(mb_s)
+
+
 def main():
     runs = {}
     for line in sys.stdin:
@@ -35,8 +40,7 @@ def main():
         runs.setdefault((rec["cipher"], rec["bytes"]), []).append(rec)
     for (cipher, size), recs in runs.items():
         ratios = [float(r["seal_mb_s"]) / float(r["raw_mb_s"]) for r in recs]
-        # MB/s is bytes per microsecond: bytes * 1000 / MB/s is nanoseconds per record.
-        extras = [int(size) * 1000 / float(r["seal_mb_s"]) - int(size) * 1000 / float(r["raw_mb_s"]) for r in recs]
+        extras = [ns_per_record(size, r["seal_mb_s"]) - ns_per_record(size, r["raw_mb_s"]) for r in recs]
         out = [f"cipher={cipher}", f"bytes={size}"]
         out += [f"{f}={statistics.median(float(r[f]) for r in recs):.0f}" for f in FIELDS]
         out += [
