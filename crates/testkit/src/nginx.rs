@@ -101,7 +101,8 @@ http {{
                        'proto="$http_x_forwarded_proto" verify="$http_x_client_verify" '
                        'cn="$http_x_client_cn" subject="$http_x_client_subject" uri="$http_x_client_uri" '
                        'tls="$ssl_protocol" reused="$ssl_session_reused" client_dn="$ssl_client_s_dn" '
-                       'pp="$proxy_protocol_addr:$proxy_protocol_port" peer="$remote_addr:$remote_port"';
+                       'pp="$proxy_protocol_addr:$proxy_protocol_port" peer="$remote_addr:$remote_port" '
+                       'took=$request_time';
     access_log {d}/access.log tlsgate;
     client_body_temp_path {d}/body;
     proxy_temp_path {d}/proxy;

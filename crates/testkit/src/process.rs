@@ -170,7 +170,11 @@ impl Drop for Proc {
     }
 }
 
-/// The tlsgate binary under test, with its log checked for panics when dropped.
+/// How much of a tlsgate's log a failing test prints.
+const LOG_TAIL: usize = 200;
+
+/// The tlsgate binary under test, with its log checked for panics when dropped (and printed when
+/// the test fails).
 pub struct Tlsgate {
     pub proc: Proc,
 }
@@ -236,6 +240,11 @@ impl Drop for Tlsgate {
         let log = self.proc.log_text();
         if !std::thread::panicking() {
             assert!(!log.contains("panicked"), "tlsgate panicked:\n{log}");
+        } else {
+            // A test failed with this tlsgate running: its log (the end of it) goes with the failure.
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
+            eprintln!("--- tlsgate's log, its last {} lines ---\n{}", tail.len(), tail.join("\n"));
         }
     }
 }
