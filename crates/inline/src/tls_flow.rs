@@ -719,7 +719,7 @@ impl Live {
         // Data exactly at the next byte expected (not a resend, not beyond a gap), and whether
         // bytes beyond a gap were held before it (it fills the gap, or part of it).
         let mut in_order = false;
-        let gap_before = self.up.sack_count(self.ack_to_client, 1) > 0;
+        let gap_before = self.up.holds_beyond_gap();
         if !payload.is_empty() {
             if let Some(off) = self.client.offset(seg.seq, self.up.next()) {
                 in_order = off == self.up.next();
@@ -759,8 +759,13 @@ impl Live {
         if !sends.is_empty() && self.is_established() {
             self.rto.get_or_insert((now + RTO, 0));
         }
-        // RFC 5681 section 4.2: a segment out of order, or filling a gap, is acknowledged at once.
-        let tell = !payload.is_empty() && (!in_order || gap_before || self.ack_tells_client());
+        // RFC 5681 section 4.2: a segment out of order, or filling a gap, is acknowledged at once
+        // — once the ACK covers every byte taken in order. Below that, the duplicate ACK could
+        // not carry SACK blocks (`Upstream::sack_blocks`); the server's ACK of the plaintext
+        // brings the ACK there, and it goes out then with the blocks.
+        let ack = self.ack_to_client.max(self.up.client_ack());
+        let at_once = (!in_order || gap_before) && self.up.acks_all_taken(ack);
+        let tell = !payload.is_empty() && (at_once || self.ack_tells_client());
         self.emit_to_client(&sends, tell, out);
         // The client's close_notify ends its stream as its FIN would: the server gets a FIN
         // after the plaintext, as terminate's backend gets EOF. A client that waits for the
@@ -864,8 +869,10 @@ impl Live {
         let mut acked = false;
         if let Some(a) = seg.ack {
             if let Some(inner) = self.client.offset(a, self.up.inner_acked()) {
-                if let Some(outer) = self.up.server_ack(inner) {
-                    acked = outer > self.ack_to_client;
+                // The ACK the engine gives the client moves with the server's, or past it
+                // over a record in progress (`Upstream::client_ack`).
+                if self.up.server_ack(inner).is_some() {
+                    acked = self.up.client_ack() > self.ack_to_client;
                 }
             }
         }

@@ -143,9 +143,6 @@ pub struct Upstream {
     fin: Option<(u64, u64)>,
     /// The client's TCP FIN came, at the outer end of `fin`.
     client_fin: bool,
-    /// Where the framer stood when a client segment last resent bytes up to it (and no
-    /// further): see [`Upstream::client_ack`].
-    resent_to: u64,
     /// Outer ranges reported to the client in SACK blocks and not yet passed by its ACK,
     /// ascending, merged: see [`Upstream::sack_blocks`].
     sacked: Sacked,
@@ -160,7 +157,6 @@ pub struct CompactUp {
     released_end: u64,
     inner_acked: u64,
     outer_acked: u64,
-    resent_to: u64,
     stats: UpStats,
     release: Release,
 }
@@ -181,8 +177,7 @@ impl CompactUp {
 
     /// The path again, as it was when compacted with these `limits`.
     pub fn resume(self, limits: UpLimits) -> Upstream {
-        let CompactUp { pairs, next, released_end, inner_acked, outer_acked, resent_to, stats, release } =
-            self;
+        let CompactUp { pairs, next, released_end, inner_acked, outer_acked, stats, release } = self;
         Upstream {
             hold: HoldQueue::new(limits.hold_bytes, limits.hold_segments),
             framer: Framer::new(next, limits.record_limit),
@@ -198,7 +193,6 @@ impl CompactUp {
             stats,
             fin: None,
             client_fin: false,
-            resent_to,
             sacked: Sacked::default(),
         }
     }
@@ -235,7 +229,6 @@ impl Upstream {
             stats,
             fin: _,
             client_fin: _,
-            resent_to,
             sacked: _,
         } = self;
         Ok(CompactUp {
@@ -244,7 +237,6 @@ impl Upstream {
             released_end,
             inner_acked,
             outer_acked,
-            resent_to,
             stats,
             release,
         })
@@ -268,7 +260,6 @@ impl Upstream {
             stats: UpStats::default(),
             fin: None,
             client_fin: false,
-            resent_to: 0,
             sacked: Sacked::default(),
         }
     }
@@ -330,9 +321,6 @@ impl Upstream {
             self.redeliver(offset, end.min(next), out);
         }
         if end <= next {
-            if end == next {
-                self.resent_to = next;
-            }
             return Ok(());
         }
         if self.unacked_bytes >= self.limits.unacked_bytes {
@@ -666,33 +654,32 @@ impl Upstream {
 
     /// The ACK the engine may give the client on its own: the server's last ACK extended over
     /// records that carried nothing for the server (alerts, key updates) right after it, and
-    /// over the part of a record still being assembled (a partial header counts), all but its
-    /// last byte received — or all of it once the client has resent up to that byte.
+    /// over the part of a record still being assembled (a partial header counts): every byte
+    /// of it received so far, which is never the record's last (that byte completes it).
     ///
     /// Why the partial record: in buffered mode nothing of a record reaches the server before
     /// its last byte, so the server's ACKs cannot move while the client waits for an ACK to
     /// send more — after a loss the client resends one segment per timeout and never reaches
     /// the record's end (seen in simulation). The engine holds those bytes itself, so it may
-    /// acknowledge them; it keeps the last byte unacknowledged, so that once the record is
-    /// released the client still retransmits its tail until the server has the plaintext,
-    /// which is what re-delivers a lost plaintext segment. Only done when the server has
-    /// acknowledged everything before the partial record.
+    /// acknowledge them; the record's end stays unacknowledged until the server has the
+    /// plaintext, so once the record is released the client still retransmits its tail until
+    /// the server acknowledges, which is what re-delivers a lost plaintext segment. Only done
+    /// when the server has acknowledged everything before the partial record.
     ///
     /// Cut-through: the same rule. The server's ACKs do move inside a record there, but the
     /// engine still holds bytes of it (a TLS 1.3 record's first [`crate::cut::HOLD_FIRST`] bytes
     /// and its possible type/padding suffix), which a client resending from the server's ACK
     /// after a timeout would otherwise never get past. Plaintext that left and that this ACK
-    /// covers before the server acknowledged it stays stored, and the unacknowledged last
-    /// byte makes the client retransmit the tail, which re-delivers all of it. The last byte is
-    /// also a tag byte, so no record is ever acknowledged whole before its tag verified: a
-    /// failure always reaches a client that still considers the record outstanding.
+    /// covers before the server acknowledged it stays stored, and the record's unacknowledged
+    /// end makes the client retransmit the tail, which re-delivers all of it. The end is the
+    /// tag, so no record is ever acknowledged whole before its tag verified: a failure always
+    /// reaches a client that still considers the record outstanding.
     ///
-    /// Whatever the engine acknowledges inside a record may fall inside one of the client's
-    /// segments. After a timeout Linux resends the oldest segment trimmed to the ACK, with its
-    /// window at one segment, and sends nothing else until an ACK covers that segment whole: if
-    /// the remnant brought nothing new and got the same ACK back, the flow would stall with the
-    /// client backing off. So a resend reaching exactly the next expected byte is acknowledged
-    /// in full (the record's end, hence its last byte, lies still further on).
+    /// All of what was received, not all but its last byte: an ACK inside one of
+    /// the client's segments leaves Linux a remnant of it outstanding. After a timeout Linux
+    /// resends just that remnant and nothing else until an ACK covers it, and the ACK short of
+    /// the last byte received kept every gap's repair one timeout longer; and an ACK short of
+    /// the bytes taken in order may carry no SACK blocks ([`Upstream::sack_blocks`]).
     pub fn client_ack(&self) -> u64 {
         let translated = match self.ack_to_outer(self.inner_acked) {
             Mapped::At(o) => o.max(self.outer_acked),
@@ -710,13 +697,7 @@ impl Upstream {
         if held_from == next || translated < held_from || next == 0 {
             return self.clear_of_sacked(translated);
         }
-        // The resent remnant already re-delivered what its overlap calls for; the client's next
-        // segment is new bytes, and the ACKs after it fall back to all but the last byte.
-        if self.resent_to == next {
-            next
-        } else {
-            self.clear_of_sacked(translated.max(next - 1))
-        }
+        self.clear_of_sacked(next)
     }
 
     /// An ACK never ends inside a range the client was told (SACK) the engine holds. Linux
@@ -745,16 +726,43 @@ impl Upstream {
     /// longer still. SACKed segments give no such sample, and SACK recovery resends every hole
     /// in one round trip. Reported ranges are remembered until the ACK passes them (see
     /// [`Upstream::client_ack`]).
+    ///
+    /// Only with an ACK that covers every byte taken in order ([`Upstream::acks_all_taken`]);
+    /// below that, none. The engine acknowledges bytes taken in order once the server has their
+    /// plaintext, a round trip to the server after it could report the bytes beyond a gap. SACK
+    /// blocks ahead of that ACK show the client a hole that reaches back over segments that
+    /// arrived: Linux marks them lost along with the one really missing (RACK: sent before a
+    /// segment since delivered), and when the server's ACK then covers them, never resent, it
+    /// takes the loss for reordering and undoes its recovery, the real loss included, which
+    /// waits for the retransmission timeout (200 ms and doubling: uploads under 2 % loss took
+    /// several times as long, and one a run of timeouts past two minutes). Linux also raises
+    /// its reordering estimate each time, which slows every later recovery.
     pub fn sack_blocks(&mut self, ack: u64, max: usize) -> Vec<(u64, u64)> {
-        let blocks: Vec<(u64, u64)> =
-            self.hold.ranges().into_iter().filter(|&(s, _)| s > ack).take(max).collect();
+        let blocks: Vec<(u64, u64)> = match self.acks_all_taken(ack) {
+            true => self.hold.ranges().into_iter().filter(|&(s, _)| s > ack).take(max).collect(),
+            false => Vec::new(),
+        };
         self.sacked.report(ack, &blocks);
         blocks
     }
 
     /// How many SACK blocks an ACK at `ack` would carry now (segment sizes leave room for them).
     pub fn sack_count(&self, ack: u64, max: usize) -> usize {
-        self.hold.ranges().into_iter().filter(|&(s, _)| s > ack).take(max).count()
+        match self.acks_all_taken(ack) {
+            true => self.hold.ranges().into_iter().filter(|&(s, _)| s > ack).take(max).count(),
+            false => 0,
+        }
+    }
+
+    /// Whether an ACK at outer offset `ack` covers every client byte taken in order: the only
+    /// ACK that may carry SACK blocks (see [`Upstream::sack_blocks`]).
+    pub fn acks_all_taken(&self, ack: u64) -> bool {
+        ack >= self.next()
+    }
+
+    /// Whether client bytes beyond a gap are held.
+    pub fn holds_beyond_gap(&self) -> bool {
+        !self.hold.is_empty()
     }
 
     /// Bytes of state held: hold queue, partial record, stored plaintext, pair table, ranges

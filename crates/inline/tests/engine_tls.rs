@@ -754,9 +754,13 @@ fn tcp_repr(p: &[u8]) -> smoltcp::wire::TcpRepr<'_> {
 /// A client offering SACK (as Linux does) uses it with the engine, whether or not the server
 /// accepts it (here it does not): the client's SYN-ACK gains the option. Client bytes the engine holds beyond
 /// a gap are reported in SACK blocks (the last stored first), so the client repairs the gap in
-/// one round trip and takes no RTT sample from segments acknowledged long after they arrived.
-/// Once the gap fills, the engine's ACK follows the server's, but never ends inside a range it
-/// reported: Linux would take that for reneging and time out.
+/// one round trip and takes no RTT sample from segments acknowledged long after they arrived —
+/// but only with an ACK that covers every byte taken in order: the bytes before the gap are
+/// acknowledged once the server has their plaintext, and blocks ahead of that ACK would show a
+/// hole over segments that arrived (Linux marks them lost, then undoes the recovery when they
+/// are acknowledged unsent, the real loss with it). Once the gap fills, the engine's ACK
+/// follows the server's, but never ends inside a range it reported: Linux would take that for
+/// reneging and time out.
 #[test]
 fn client_bytes_held_beyond_a_gap_are_sacked_and_no_ack_ends_inside_them() {
     let mut n = Net::new(TLS13[0]);
@@ -785,24 +789,31 @@ fn client_bytes_held_beyond_a_gap_are_sacked_and_no_ack_ends_inside_them() {
         |n: &Net| (n.to_client.last().unwrap().ack.unwrap().0, sack_blocks(n.raw_to_client.last().unwrap()));
 
     send(&mut n, 0);
-    let first_ack = last(&n).0;
-    assert_eq!(last(&n).1, vec![], "nothing held, no block");
-    // Segment 1 is lost; 2, 3 and 5 arrive and are held.
-    send(&mut n, 2);
-    assert_eq!(last(&n), (first_ack, vec![(at(2920), at(4380))]));
-    send(&mut n, 3);
-    assert_eq!(last(&n), (first_ack, vec![(at(2920), at(5840))]));
-    send(&mut n, 5);
-    assert_eq!(last(&n), (first_ack, vec![(at(7300), at(8760)), (at(2920), at(5840))]), "last stored first");
-    // The server takes record 0: the record in progress is acknowledged but its last byte.
+    let (first_ack, blocks) = last(&n);
+    assert_eq!(blocks, vec![], "nothing held, no block");
+    // Segment 1 is lost; 2, 3 and 5 arrive and are held. Segment 0 went to the server
+    // unacknowledged: no packet to the client reports them yet, nor acknowledges further.
+    let since = n.to_client.len();
+    for i in [2, 3, 5] {
+        send(&mut n, i);
+    }
+    for (seg, p) in n.to_client[since..].iter().zip(&n.raw_to_client[since..]) {
+        assert_eq!((seg.ack.unwrap().0, sack_blocks(p)), (first_ack, vec![]));
+    }
+    // The server takes record 0: the ACK covers everything taken in order (the record in
+    // progress as far as it came), and the held segments are reported, the last stored first.
     server_acks(&mut n, 1);
-    assert_eq!(last(&n).0, at(1459));
-    // Segment 1 fills the gap: records 1 to 4 go to the server, segment 4 is still missing.
+    assert_eq!(last(&n), (at(1460), vec![(at(7300), at(8760)), (at(2920), at(5840))]));
+    // Segment 1 fills the gap: records 1 to 4 go to the server, segment 4 is still missing. The
+    // ACK stays where it was until the server acknowledges them, without blocks.
+    let since = n.to_client.len();
     send(&mut n, 1);
-    assert_eq!(last(&n), (at(1459), vec![(at(7300), at(8760))]));
+    for (seg, p) in n.to_client[since..].iter().zip(&n.raw_to_client[since..]) {
+        assert_eq!((seg.ack.unwrap().0, sack_blocks(p)), (at(1460), vec![]));
+    }
     // The server's ACK of records 1 and 2 ends inside the reported range: held one byte short.
     server_acks(&mut n, 3);
-    assert_eq!(last(&n).0, at(2919), "an ACK ending inside SACKed bytes");
+    assert_eq!(last(&n), (at(2919), vec![]), "an ACK ending inside SACKed bytes");
     // Should the server have lost records 3 and 4, the client's resend of the byte before the
     // range (the only one it would resend) brings them again.
     let before = n.to_server.len();
@@ -813,9 +824,8 @@ fn client_bytes_held_beyond_a_gap_are_sacked_and_no_ack_ends_inside_them() {
     server_acks(&mut n, 5);
     assert_eq!(last(&n), (at(5840), vec![(at(7300), at(8760))]));
     send(&mut n, 4);
-    assert_eq!(last(&n), (at(5840), vec![]), "nothing held any more");
     server_acks(&mut n, 8);
-    assert_eq!(last(&n).0, at(8760));
+    assert_eq!(last(&n), (at(8760), vec![]), "nothing held any more");
     send(&mut n, 6);
     server_acks(&mut n, 10);
     assert_eq!(last(&n).0, at(10 * 1022), "everything");
@@ -853,13 +863,25 @@ fn in_order_client_data_gets_no_duplicate_acks() {
         let acks: Vec<u32> = n.to_client[before - 1..].iter().map(|s| s.ack.unwrap().0).collect();
         assert!(acks.windows(2).all(|w| w[1] != w[0]), "sack {sack}: a duplicate ACK: {acks:?}");
         assert_eq!(server_bytes(&n.to_server, CISN.wrapping_add(1)).len(), 8000, "sack {sack}");
-        // Out of order: acknowledged at once, the same ACK again.
+        // Out of order, while the ACK is short of the bytes taken in order (the server has not
+        // acknowledged their plaintext): no ACK yet, it would show the client a hole over
+        // segments that arrived.
         let last = n.to_client.len();
         n.feed(data(sa(CLIENT), sa(SERVICE), at(6 * 1460 + 1), ack, &chunks[6][1..]));
-        assert_eq!(n.to_client.len(), last + 1, "sack {sack}: a segment out of order gets an ACK");
-        assert_eq!(n.to_client[last].ack, n.to_client[last - 1].ack, "sack {sack}");
-        // The server's ACK of everything released goes on, and the last segment completes it.
+        assert_eq!(n.to_client.len(), last, "sack {sack}: an ACK below the bytes taken in order");
+        // The server's ACK of everything released goes on: all the bytes taken in order, and
+        // the held segment in a block.
         n.feed(data(sa(BACKEND), sa(CLIENT), SISN + 1, CISN.wrapping_add(1 + 8000), &[]));
+        assert_eq!(n.to_client.len(), last + 1, "sack {sack}");
+        assert_eq!(n.to_client[last].ack.unwrap().0, at(6 * 1460), "sack {sack}");
+        let blocks = if sack { vec![(at(6 * 1460 + 1), at(10 * 1022))] } else { vec![] };
+        assert_eq!(sack_blocks(&n.raw_to_client[last]), blocks, "sack {sack}");
+        // Out of order again, now that the ACK is there: acknowledged at once (RFC 5681 section
+        // 4.2), the same ACK again.
+        n.feed(data(sa(CLIENT), sa(SERVICE), at(6 * 1460 + 1), ack, &chunks[6][1..]));
+        assert_eq!(n.to_client.len(), last + 2, "sack {sack}: a segment out of order gets an ACK");
+        assert_eq!(n.to_client[last + 1].ack, n.to_client[last].ack, "sack {sack}");
+        // The last segment completes it.
         n.feed(data(sa(CLIENT), sa(SERVICE), at(6 * 1460), ack, &chunks[6][..1]));
         n.feed(data(sa(BACKEND), sa(CLIENT), SISN + 1, CISN.wrapping_add(1 + 10_000), &[]));
         assert_eq!(n.to_client.last().unwrap().ack.unwrap().0, at(10 * 1022), "sack {sack}: everything");
