@@ -575,15 +575,37 @@ impl Downstream {
     /// In-order bytes waiting for the client's window are not reported: the records before
     /// them are still on their way to the client. Reported ranges are remembered until the ACK
     /// passes them (see [`Downstream::clear_of_sacked`]).
+    ///
+    /// Only with an ACK that covers every server byte taken in order
+    /// ([`Downstream::acks_all_taken`]), as toward the client (see
+    /// [`crate::upstream::Upstream::sack_blocks`]): the engine acknowledges those bytes once the
+    /// client has their records, a round trip to the client after it could report the bytes
+    /// beyond a gap, and blocks ahead of that ACK show the server a hole over segments that
+    /// arrived. Linux marks them lost and resends them (each resend reaches the client as its
+    /// records again), then, once the client's ACKs cover them, takes the loss for reordering:
+    /// its estimate rises, and later losses wait for its retransmission timeout.
     pub fn sack_blocks(&mut self, ack: u64, max: usize) -> Vec<(u64, u64)> {
-        let blocks: Vec<(u64, u64)> = self.beyond_gap(ack).take(max).collect();
+        let blocks: Vec<(u64, u64)> = match self.acks_all_taken(ack) {
+            true => self.beyond_gap(ack).take(max).collect(),
+            false => Vec::new(),
+        };
         self.sacked.report(ack, &blocks);
         blocks
     }
 
     /// How many SACK blocks an ACK at `ack` would carry now (segment sizes leave room for them).
     pub fn sack_count(&self, ack: u64, max: usize) -> usize {
-        self.beyond_gap(ack).take(max).count()
+        match self.acks_all_taken(ack) {
+            true => self.beyond_gap(ack).take(max).count(),
+            false => 0,
+        }
+    }
+
+    /// Whether an ACK to the server at inner offset `ack` covers every server byte taken in
+    /// order: all sealed, none waiting for the client's window. The only ACK that may carry SACK
+    /// blocks (see [`Downstream::sack_blocks`]).
+    pub fn acks_all_taken(&self, ack: u64) -> bool {
+        ack >= self.next_inner && !self.waiting_for_window()
     }
 
     fn beyond_gap(&self, ack: u64) -> impl Iterator<Item = (u64, u64)> {

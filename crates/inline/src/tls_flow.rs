@@ -877,8 +877,10 @@ impl Live {
             }
         }
         let mut sends = Vec::new();
+        let mut beyond_gap = false;
         if !payload.is_empty() {
             if let Some(off) = self.server.offset(seg.seq, self.down.next_inner()) {
+                beyond_gap = off > self.down.next_inner();
                 let layer = match &mut self.keys {
                     Keys::Records(l) => Some(&mut **l),
                     _ => None,
@@ -902,8 +904,13 @@ impl Live {
             }
         }
         // Server data the client already has (an old retransmission) produces nothing to send:
-        // the server must still hear the ACK, or it retransmits forever.
-        if !payload.is_empty() && sends.is_empty() {
+        // the server must still hear the ACK, or it retransmits forever. Data beyond a gap is
+        // acknowledged at once (RFC 5681 section 4.2) once the ACK covers every server byte
+        // taken in order; below that the duplicate ACK could carry no SACK blocks
+        // (`Downstream::sack_blocks`), and the client's ACK that brings it there goes on to the
+        // server with them.
+        let ack_at_once = !beyond_gap || self.down.acks_all_taken(self.ack_to_server.max(1));
+        if !payload.is_empty() && sends.is_empty() && ack_at_once {
             self.send_server(Control::None, &[], out);
         }
         // The server probes the window (or keeps alive), or retransmits data the engine holds

@@ -44,20 +44,36 @@ pub struct InlineNet {
     pub switch: Netns,
     pub servers: Vec<Host>,
     /// With [`InlineNet::impaired`]: a namespace between client and gate and its two
-    /// interfaces (toward the client, toward the gate), for [`crate::impair::ImpairHop`].
+    /// interfaces (toward the client, toward the gate), for [`crate::impair::ImpairHop`]; with
+    /// [`InlineNet::impaired_toward_servers`], between gate and switch (toward the gate, toward
+    /// the switch).
     pub impair: Option<(Netns, String, String)>,
+}
+
+/// Where the impairing hop sits, if anywhere.
+#[derive(Clone, Copy, PartialEq)]
+enum HopAt {
+    Nowhere,
+    ClientSide,
+    ServerSide,
 }
 
 impl InlineNet {
     /// The topology with `servers` (1 or 2) servers; the gate joins nothing yet.
     pub fn new(servers: usize) -> InlineNet {
-        InlineNet::build(servers, false)
+        InlineNet::build(servers, HopAt::Nowhere)
     }
 
     /// The topology with an impairing hop between client and gate (nothing crosses it until
     /// [`InlineNet::start_impairment`]).
     pub fn impaired(servers: usize) -> InlineNet {
-        InlineNet::build(servers, true)
+        InlineNet::build(servers, HopAt::ClientSide)
+    }
+
+    /// The topology with the impairing hop between gate and switch instead: what the servers
+    /// send the gate, and the gate them, crosses it.
+    pub fn impaired_toward_servers(servers: usize) -> InlineNet {
+        InlineNet::build(servers, HopAt::ServerSide)
     }
 
     /// Starts the impairing hop with these probabilities and seed.
@@ -74,7 +90,7 @@ impl InlineNet {
         crate::impair::ImpairHop::start_with(ns, a, b, none, Some(clamp))
     }
 
-    fn build(servers: usize, impaired: bool) -> InlineNet {
+    fn build(servers: usize, hop_at: HopAt) -> InlineNet {
         assert!((1..=SERVERS.len()).contains(&servers));
         let client_ns = Netns::new("icli");
         let gate = Netns::new("igate");
@@ -84,7 +100,7 @@ impl InlineNet {
         for key in ["all", "default"] {
             gate.must("sysctl", &["-qw", &format!("net.ipv6.conf.{key}.disable_ipv6=1")]);
         }
-        let (client_if, gate_client_if, impair) = if impaired {
+        let (client_if, gate_client_if, mut impair) = if hop_at == HopAt::ClientSide {
             let hop = Netns::new("iimp");
             let (client_if, hop_client) = client_ns.veth(Some(&cidr(CLIENT)), &hop, None);
             let (hop_gate, gate_client_if) = hop.veth(None, &gate, None);
@@ -98,7 +114,18 @@ impl InlineNet {
             let (client_if, gate_client_if) = client_ns.veth(Some(&cidr(CLIENT)), &gate, None);
             (client_if, gate_client_if, None)
         };
-        let (gate_server_if, uplink) = gate.veth(None, &switch, None);
+        let (gate_server_if, uplink) = if hop_at == HopAt::ServerSide {
+            let hop = Netns::new("iimp");
+            let (gate_server_if, hop_gate) = gate.veth(None, &hop, None);
+            let (hop_switch, uplink) = hop.veth(None, &switch, None);
+            for dev in [&hop_gate, &hop_switch] {
+                bridge_port(&hop, dev);
+            }
+            impair = Some((hop, hop_gate, hop_switch));
+            (gate_server_if, uplink)
+        } else {
+            gate.veth(None, &switch, None)
+        };
         switch.must("ip", &["link", "add", "br0", "type", "bridge"]);
         let mut ports = vec![uplink];
         let servers: Vec<Host> = SERVERS[..servers]
