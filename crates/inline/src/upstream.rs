@@ -675,11 +675,11 @@ impl Upstream {
     /// tag, so no record is ever acknowledged whole before its tag verified: a failure always
     /// reaches a client that still considers the record outstanding.
     ///
-    /// All of what was received, not all but its last byte: an ACK inside one of
-    /// the client's segments leaves Linux a remnant of it outstanding. After a timeout Linux
-    /// resends just that remnant and nothing else until an ACK covers it, and the ACK short of
-    /// the last byte received kept every gap's repair one timeout longer; and an ACK short of
-    /// the bytes taken in order may carry no SACK blocks ([`Upstream::sack_blocks`]).
+    /// All of what was received, not all but its last byte: an ACK inside one of the client's
+    /// segments leaves Linux a remnant of it outstanding. After a timeout Linux resends just
+    /// that remnant and nothing else until an ACK covers it, so an ACK short of the last byte
+    /// received made every gap's repair one timeout longer; and an ACK short of the bytes taken
+    /// in order may carry no SACK blocks ([`Upstream::sack_blocks`]).
     pub fn client_ack(&self) -> u64 {
         let translated = match self.ack_to_outer(self.inner_acked) {
             Mapped::At(o) => o.max(self.outer_acked),
@@ -735,8 +735,8 @@ impl Upstream {
     /// segment since delivered), and when the server's ACK then covers them, never resent, it
     /// takes the loss for reordering and undoes its recovery, the real loss included, which
     /// waits for the retransmission timeout (200 ms and doubling: uploads under 2 % loss took
-    /// several times as long, and one a run of timeouts past two minutes). Linux also raises
-    /// its reordering estimate each time, which slows every later recovery.
+    /// several times as long, docs/inline-engine.md). Linux also raises its reordering estimate
+    /// each time, which slows every later recovery.
     pub fn sack_blocks(&mut self, ack: u64, max: usize) -> Vec<(u64, u64)> {
         let blocks: Vec<(u64, u64)> = match self.acks_all_taken(ack) {
             true => self.hold.ranges().into_iter().filter(|&(s, _)| s > ack).take(max).collect(),
