@@ -72,6 +72,7 @@ const EXAMPLES: &[(&str, &str, How)] = &[
     ("docs/benchmarks.md", "apt-get install -y openssl util-linux python3 nginx-core iproute2 ethtool curl", How::Skip(BENCH)),
     ("docs/benchmarks.md", "apt-get install -y nginx-core squid-openssl curl openssl python3 iproute2 ethtool util-linux", How::Skip(BENCH)),
     ("docs/benchmarks.md", "bench/inline.sh --only-net                     # this section alone (root, 2 CPUs)", How::Skip(BENCH)),
+    ("docs/benchmarks.md", "cargo bench -p tlsgate --bench inline_impaired -- --seeds 8 --rounds 2", How::Skip(BENCH)),
 ];
 
 const STARTTLS_TOML: &str =
