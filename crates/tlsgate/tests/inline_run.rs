@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tlsgate_testkit::clients::{describe, s_client_in};
 use tlsgate_testkit::data::sha256;
+use tlsgate_testkit::impair::{ImpairHop, Impairment};
 use tlsgate_testkit::inline_net::{
     assert_tls_stream, assert_wire_sized, Host, InlineNet, Site, CLIENT, SERVERS, SERVER_NAME, VIP,
 };
@@ -41,6 +42,17 @@ impl Scene {
             .map(|(i, host)| Site::start(host, &format!("server{}", i + 1), big_len, None))
             .collect();
         Scene { sites, net, pki }
+    }
+
+    /// A scene on `net` (built with an impairing hop) with one server and offloads on, and the
+    /// hop started: 64 KiB frames lost 2 %, reordered 3 % and duplicated 1 % each way, whole.
+    fn impaired(net: InlineNet, seed: u64) -> (Scene, ImpairHop) {
+        let pki = Pki::new();
+        let site = Site::start(&net.servers[0], "server1", BIG, None);
+        let s = Scene { sites: vec![site], net, pki };
+        s.net.offloads_on();
+        let hop = s.net.start_impairment(Impairment { loss: 0.02, reorder: 0.03, duplicate: 0.01, seed });
+        (s, hop)
     }
 
     /// `tlsgate inline run` in the gate namespace with the service `service` (`--service …` or
@@ -116,6 +128,12 @@ impl Scene {
         assert!(out.status.success(), "/status.json: {}", describe(&out));
         serde_json::from_slice(&out.stdout).expect("/status.json is JSON")
     }
+}
+
+/// The hop did impair: it dropped, reordered and duplicated frames.
+fn assert_impaired(hop: &ImpairHop, mode: &str) {
+    let st = hop.stats();
+    assert!(st.dropped > 20 && st.reordered > 20 && st.duplicated > 5, "{mode}: the hop impaired: {st:?}");
 }
 
 fn strs(args: &[String]) -> Vec<&str> {
@@ -261,26 +279,12 @@ fn sixty_four_mib_down_and_up_with_segmentation_offload_on() {
 #[test]
 fn uploads_of_whole_frames_under_impairment_arrive_intact() {
     for (mode, seed) in [("buffered", 11), ("cut-through", 12)] {
-        let net = InlineNet::impaired(1);
-        let pki = Pki::new();
-        let site = Site::start(&net.servers[0], "server1", BIG, None);
-        let s = Scene { sites: vec![site], net, pki };
-        s.net.offloads_on();
-        let hop = s.net.start_impairment(tlsgate_testkit::impair::Impairment {
-            loss: 0.02,
-            reorder: 0.03,
-            duplicate: 0.01,
-            seed,
-        });
+        let (s, hop) = Scene::impaired(InlineNet::impaired(1), seed);
         let _gate = s.direct(&["--mode", mode, "--admin", ADMIN]);
         for round in 0..2 {
             s.upload_big(None, &format!("{mode}, upload {round}"));
         }
-        let st = hop.stats();
-        assert!(
-            st.dropped > 20 && st.reordered > 20 && st.duplicated > 5,
-            "{mode}: the hop impaired: {st:?}"
-        );
+        assert_impaired(&hop, mode);
         let metrics =
             tlsgate_testkit::clients::curl_in(&s.net.gate, &["--fail", &format!("http://{ADMIN}/metrics")]);
         let text = String::from_utf8_lossy(&metrics.stdout);
@@ -300,28 +304,14 @@ fn uploads_of_whole_frames_under_impairment_arrive_intact() {
 #[test]
 fn downloads_under_impairment_toward_the_servers_arrive_intact() {
     for (mode, seed) in [("buffered", 13), ("cut-through", 14)] {
-        let net = InlineNet::impaired_toward_servers(1);
-        let pki = Pki::new();
-        let site = Site::start(&net.servers[0], "server1", BIG, None);
-        let s = Scene { sites: vec![site], net, pki };
-        s.net.offloads_on();
-        let hop = s.net.start_impairment(tlsgate_testkit::impair::Impairment {
-            loss: 0.02,
-            reorder: 0.03,
-            duplicate: 0.01,
-            seed,
-        });
+        let (s, hop) = Scene::impaired(InlineNet::impaired_toward_servers(1), seed);
         let _gate = s.direct(&["--mode", mode, "--admin", ADMIN]);
         for round in 0..2 {
             let down = s.client().curl(&strs(&s.https(SERVER, "/big.bin", &["--fail", "--max-time", "120"])));
             assert!(down.status.success(), "{mode}, download {round}: {}", describe(&down));
             assert_eq!(sha256(&down.stdout), s.sites[0].big_sha256, "{mode}, download {round} differs");
         }
-        let st = hop.stats();
-        assert!(
-            st.dropped > 20 && st.reordered > 20 && st.duplicated > 5,
-            "{mode}: the hop impaired: {st:?}"
-        );
+        assert_impaired(&hop, mode);
         let v = s.status();
         let bridge = &v["inline"]["bridge"];
         assert!(bridge["gso_whole"].as_u64() > Some(100), "{mode}: the server's frames came whole: {bridge}");
@@ -685,12 +675,7 @@ fn thirty_two_flows_under_loss_reordering_and_duplication_arrive_intact() {
     let pki = Pki::new();
     let site = Site::start(&net.servers[0], "server1", LEN, None);
     let s = Scene { sites: vec![site], net, pki };
-    let hop = s.net.start_impairment(tlsgate_testkit::impair::Impairment {
-        loss: 0.03,
-        reorder: 0.05,
-        duplicate: 0.01,
-        seed: 7,
-    });
+    let hop = s.net.start_impairment(Impairment { loss: 0.03, reorder: 0.05, duplicate: 0.01, seed: 7 });
     let _gate = s.direct(&["--admin", ADMIN]);
     let dir = tempfile::tempdir().unwrap();
     let mut args: Vec<String> =
