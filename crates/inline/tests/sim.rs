@@ -159,7 +159,7 @@ fn reset_in_the_middle_of_a_record() {
 /// their plaintext, a record in progress included (`Upstream::client_ack`), so the gap's repair
 /// starts there, with or without SACK. (The smoltcp clients resend by their own rules, not by
 /// SACK: what SACK spares a Linux client, undone recoveries and timeouts, shows on real stacks,
-/// `tests/inline_run.rs`.)
+/// `crates/tlsgate/benches/inline_impaired.rs`.)
 #[test]
 fn a_bulk_upload_over_loss_keeps_the_clients_rto_down() {
     // Single runs vary both ways (a packet more or less moves every later draw of the link), so
@@ -188,8 +188,9 @@ fn a_bulk_upload_over_loss_keeps_the_clients_rto_down() {
 /// them: samples as long as the repair, and a timeout that grows with every one. On Linux
 /// servers this showed as downloads in timeout recovery stopping until nginx's send timeout
 /// (a repair one segment per round trip without SACK, each timeout longer than the last). With
-/// SACK the held segments are reported as they arrive and give no such sample. (The smoltcp
-/// server resends by its own rules, not by SACK; the figure is the estimator's.)
+/// SACK the held segments are reported once the ACK to the server covers the bytes before the
+/// gap (`Downstream::sack_blocks`) and give no such sample. (The smoltcp server resends by its
+/// own rules, not by SACK; the figure is the estimator's.)
 #[test]
 fn a_bulk_download_over_loss_keeps_the_servers_rto_down_with_sack() {
     // Over seeds, as above: the totals of the largest RTOs. Over 1 to 48 they read 20 s with
